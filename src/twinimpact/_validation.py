@@ -1,0 +1,192 @@
+"""Input checks shared by every public function (validate at the boundary, never assert).
+
+The panel conventions of ``../API.md`` live here, in one place:
+
+* long panels, one row per unit x period, column names passed explicitly;
+* ``cohort`` = first treated period; *never treated* is NaN/NA/None, ``0``, or any value
+  after the last observed period (R's ``10000`` convention) -- all three are accepted and
+  mapped to ``NaN`` internally (``np.inf`` is accepted too);
+* the caller's frame is never modified (we work on copies of the columns we need).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .errors import (
+    ColumnError,
+    DroppedRowsWarning,
+    InputError,
+    SpecificationError,
+    format_message,
+    suggest,
+)
+
+__all__ = [
+    "PanelData",
+    "normalize_cohort",
+    "prepare_panel",
+    "require_columns",
+    "require_frame",
+]
+
+
+def require_frame(data: Any, *, what: str = "data") -> pd.DataFrame:
+    """Check that ``data`` is a non-empty DataFrame."""
+    if not isinstance(data, pd.DataFrame):
+        raise InputError(format_message(
+            f"{what} must be a pandas DataFrame", seen=type(data).__name__,
+            fix="pass a long panel as a DataFrame (pandas.read_csv / read_parquet)"))
+    if len(data) == 0:
+        raise InputError(format_message(f"{what} is empty (0 rows)",
+                                        fix="check the file or the filters applied before"))
+    return data
+
+
+def require_columns(data: pd.DataFrame, columns: Iterable[str | None], *,
+                    what: str = "data") -> None:
+    """Raise :class:`ColumnError` naming each missing column and the closest existing one."""
+    missing = [c for c in columns if c is not None and c not in data.columns]
+    if missing:
+        hints = []
+        for c in missing:
+            close = suggest(c, data.columns)
+            hints.append(f"{c!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+        raise ColumnError(format_message(
+            f"{what} has no column {', '.join(hints)}",
+            where=f"columns present: {', '.join(map(str, data.columns[:20]))}"
+                  + ("…" if len(data.columns) > 20 else ""),
+            fix="pass the right column name (e.g. outcome='lemp') or rename the column"))
+
+
+def _numeric(data: pd.DataFrame, col: str, what: str) -> np.ndarray:
+    s = data[col]
+    if pd.api.types.is_bool_dtype(s):
+        return s.to_numpy(dtype=float)
+    if not pd.api.types.is_numeric_dtype(s):
+        conv = pd.to_numeric(s, errors="coerce")
+        bad = conv.isna() & s.notna()
+        if bad.any():
+            first = s[bad].iloc[0]
+            raise InputError(format_message(
+                f"column {col!r} ({what}) must be numeric", where=f"row {s[bad].index[0]!r}",
+                seen=first, fix=f"convert {col!r} to numbers or fix the non-numeric values"))
+        s = conv
+    return s.to_numpy(dtype=float, na_value=np.nan)
+
+
+def normalize_cohort(values: Any, last_period: float) -> np.ndarray:
+    """Map the three 'never treated' conventions (NaN, 0, > last period) to NaN."""
+    g = pd.to_numeric(pd.Series(values), errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+    g = g.copy()
+    g[(g == 0) | (g > last_period) | ~np.isfinite(g)] = np.nan
+    return g
+
+
+@dataclass
+class PanelData:
+    """Validated copy of the columns an estimator needs.
+
+    ``frame`` has columns ``y`` (float), ``unit`` (original labels), ``time`` (float),
+    ``cohort`` (float, NaN = never treated) and the extra columns requested, rows with a
+    missing value in any of them removed (counted in ``dropped``).
+    """
+
+    frame: pd.DataFrame
+    names: dict[str, str]
+    dropped: dict[str, int] = field(default_factory=dict)
+    n_input: int = 0
+
+    def diagnostics(self) -> dict[str, Any]:
+        return {"n_input_rows": self.n_input, "n_used_rows": len(self.frame),
+                "dropped_rows": dict(self.dropped)}
+
+
+def prepare_panel(data: Any, *, outcome: str, unit: str, time: str, cohort: str | None = None,
+                  extra: Sequence[str] = (), numeric_extra: Sequence[str] = (),
+                  estimator: str = "estimator", allow_duplicates: bool = False) -> PanelData:
+    """Validate a long panel and return a clean copy (see :class:`PanelData`).
+
+    Checks: DataFrame and non-empty; columns exist; outcome/time/cohort numeric; cohort
+    constant within unit; no duplicated unit x time rows. Rows with missing outcome,
+    time or extras are dropped, counted and announced with a :class:`DroppedRowsWarning`.
+    """
+    require_frame(data)
+    cols = [outcome, unit, time, cohort, *extra, *numeric_extra]
+    for name, val in (("outcome", outcome), ("unit", unit), ("time", time)):
+        if not isinstance(val, str):
+            raise SpecificationError(format_message(
+                f"{estimator}: {name}= must be a column name (str)", seen=val,
+                fix=f"pass {name}='<column>'"))
+    require_columns(data, cols)
+    n_input = len(data)
+    out = pd.DataFrame(index=data.index)
+    out["y"] = _numeric(data, outcome, "outcome")
+    out["unit"] = data[unit].to_numpy()
+    out["time"] = _numeric(data, time, "time")
+    for c in numeric_extra:
+        out[c] = _numeric(data, c, "covariate")
+    for c in extra:
+        if c not in out.columns:
+            out[c] = data[c].to_numpy()
+    dropped: dict[str, int] = {}
+    if out["unit"].isna().any():
+        dropped[f"missing unit ({unit})"] = int(out["unit"].isna().sum())
+    if np.isnan(out["time"]).any():
+        dropped[f"missing time ({time})"] = int(np.isnan(out["time"]).sum())
+    keep = out["unit"].notna() & ~np.isnan(out["time"])
+    if cohort is not None:
+        raw_g = _numeric(data, cohort, "cohort")
+        last = np.nanmax(out["time"].to_numpy()[keep.to_numpy()]) if keep.any() else np.inf
+        out["cohort"] = normalize_cohort(raw_g, last)
+        # cohort must be constant within unit (NaN counts as a value)
+        g_key = np.where(np.isnan(out["cohort"]), -np.inf, out["cohort"])
+        nun = pd.Series(g_key).groupby(out["unit"].to_numpy()).nunique()
+        bad_units = nun[nun > 1]
+        if len(bad_units):
+            u = bad_units.index[0]
+            vals = sorted(set(data.loc[out["unit"].to_numpy() == u, cohort].tolist()), key=str)
+            raise InputError(format_message(
+                f"{estimator}: cohort column {cohort!r} varies within unit "
+                f"({len(bad_units)} unit(s))", where=f"{unit} = {u!r}", seen=vals,
+                fix="the cohort is the first treated period and must be the same in every "
+                    "row of a unit; recompute it per unit (e.g. groupby(unit)[cohort].transform('min'))"))
+    miss_y = np.isnan(out["y"].to_numpy()) & keep.to_numpy()
+    if miss_y.any():
+        dropped[f"missing outcome ({outcome})"] = int(miss_y.sum())
+    keep &= ~np.isnan(out["y"].to_numpy())
+    for c in [*extra, *numeric_extra]:
+        m = pd.isna(out[c]).to_numpy() & keep.to_numpy()
+        if m.any():
+            dropped[f"missing {c}"] = int(m.sum())
+            keep &= ~pd.isna(out[c]).to_numpy()
+    out = out.loc[keep.to_numpy()]
+    if dropped:
+        warnings.warn(
+            f"{estimator}: dropped {sum(dropped.values())} row(s) with missing values: "
+            + "; ".join(f"{k}: {v}" for k, v in dropped.items())
+            + ". The counts are in result.diagnostics['dropped_rows'].",
+            DroppedRowsWarning, stacklevel=3)
+    if len(out) == 0:
+        raise InputError(format_message(f"{estimator}: no rows left after removing missing values",
+                                        seen=dropped, fix="check the outcome and key columns"))
+    if not allow_duplicates:
+        dup = out.duplicated(["unit", "time"], keep=False)
+        if dup.any():
+            first = out.loc[dup.to_numpy(), ["unit", "time"]].iloc[0]
+            raise InputError(format_message(
+                f"{estimator}: {int(dup.sum())} rows share a {unit} x {time} pair; a panel needs "
+                "one row per unit and period",
+                where=f"{unit} = {first['unit']!r}, {time} = {first['time']:g}",
+                fix="aggregate duplicates first (e.g. groupby([unit, time]).sum()) or pick the "
+                    "right unit column"))
+    return PanelData(frame=out.reset_index(drop=True),
+                     names={"outcome": outcome, "unit": unit, "time": time,
+                            "cohort": cohort or ""},
+                     dropped=dropped, n_input=n_input)

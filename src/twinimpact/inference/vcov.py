@@ -1,0 +1,110 @@
+"""Sandwich variance estimators for linear (and linearised) models.
+
+Small-sample convention (the defaults of R fixest ``ssc()``, documented once here and
+used by every regression estimator in twinimpact):
+
+* ``adj``: multiply by ``(n - 1) / (n - K)`` where ``K`` counts the slope coefficients
+  plus the fixed-effect parameters *not nested* in a cluster variable
+  (fixest ``fixef.K = "nested"``);
+* ``cluster_adj``: multiply by ``G / (G - 1)``; with two-way clustering every
+  component uses ``G_min / (G_min - 1)`` (fixest ``cluster.df = "min"``);
+* p-values and intervals of clustered fits use a t distribution with ``G_min - 1``
+  degrees of freedom (fixest ``t.df = "min"``); iid / heteroskedasticity-robust fits
+  use ``n - K``.
+
+``kind="hetero"`` is HC1 (``n / (n - K)`` overall), ``kind="iid"`` is ``s^2 (X'X)^{-1}``
+with ``s^2 = SSR / (n - K)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from itertools import combinations
+
+import numpy as np
+
+from ..errors import check_literal
+from ..results import VcovSpec
+
+__all__ = ["VCOV_KINDS", "meat_cluster", "sandwich"]
+
+VCOV_KINDS = ("iid", "hetero", "cluster")
+
+
+def meat_cluster(scores: np.ndarray, codes: np.ndarray) -> np.ndarray:
+    """Sum of outer products of per-cluster score sums. ``scores`` is (n, k)."""
+    g = int(codes.max()) + 1
+    k = scores.shape[1]
+    sums = np.empty((g, k))
+    for j in range(k):
+        sums[:, j] = np.bincount(codes, weights=scores[:, j], minlength=g)
+    return sums.T @ sums
+
+
+def sandwich(scores: np.ndarray, bread: np.ndarray, *, kind: str, n: int, k: int,
+             cluster_codes: Sequence[np.ndarray] = (), cluster_names: Sequence[str] = (),
+             k_nested: int = 0, sigma2: float | None = None,
+             adj: bool = True, cluster_adj: bool = True) -> tuple[np.ndarray, VcovSpec]:
+    """Variance of the coefficients from per-observation scores ``x_i * e_i`` (n, k).
+
+    Parameters
+    ----------
+    scores : (n, k) array of score contributions (weighted, demeaned regressors times
+        residuals) for the columns that were estimated.
+    bread : (k, k) array, ``(X'WX)^{-1}``.
+    kind : ``"iid"``, ``"hetero"`` or ``"cluster"``.
+    n : number of observations; k : total parameter count incl. fixed effects.
+    k_nested : fixed-effect parameters nested in the cluster variable(s), removed from
+        ``k`` in the ``adj`` factor for clustered fits.
+    sigma2 : residual variance for ``"iid"`` (defaults to SSR/(n-k) from scores is not
+        possible, so callers pass it).
+    """
+    check_literal("vcov", kind, VCOV_KINDS)
+    if kind == "iid":
+        if sigma2 is None:
+            raise ValueError("sigma2 is required for iid vcov")
+        v = sigma2 * bread
+        return v, VcovSpec("iid", small_sample={"df_resid": n - k}, df=float(n - k),
+                           description=f"iid: s^2 (X'X)^-1 with s^2 = SSR/(n-K), n={n}, K={k}")
+    if kind == "hetero":
+        meat = scores.T @ scores
+        factor = n / (n - k) if adj else 1.0
+        v = factor * bread @ meat @ bread
+        return v, VcovSpec("hetero", small_sample={"adj": factor}, df=float(n - k),
+                           description=f"heteroskedasticity-robust HC1: n/(n-K) = {factor:.6g}")
+    if not cluster_codes:
+        raise ValueError("cluster vcov needs cluster codes")
+    k_eff = k - k_nested
+    adj_f = (n - 1) / (n - k_eff) if adj else 1.0
+    gs = [int(c.max()) + 1 for c in cluster_codes]
+    g_min = min(gs)
+    cadj = g_min / (g_min - 1) if (cluster_adj and g_min > 1) else 1.0
+    if len(cluster_codes) == 1:
+        meat = meat_cluster(scores, cluster_codes[0])
+    else:
+        meat = np.zeros((scores.shape[1], scores.shape[1]))
+        m = len(cluster_codes)
+        for r in range(1, m + 1):
+            for combo in combinations(range(m), r):
+                if r == 1:
+                    codes = cluster_codes[combo[0]]
+                else:
+                    stacked = np.stack([cluster_codes[i] for i in combo], axis=1)
+                    codes = np.unique(stacked, axis=0, return_inverse=True)[1].reshape(-1)
+                meat += (-1) ** (r + 1) * meat_cluster(scores, codes)
+    v = adj_f * cadj * bread @ meat @ bread
+    if len(cluster_codes) > 1:
+        # CGM two-way vcov can be non-PSD; fixest fixes negative eigenvalues to 0
+        w, q = np.linalg.eigh((v + v.T) / 2)
+        if (w < 0).any():
+            v = (q * np.clip(w, 0, None)) @ q.T
+    spec = VcovSpec(
+        "cluster" if len(cluster_codes) == 1 else "twoway_cluster",
+        cluster=tuple(cluster_names), n_clusters=tuple(gs),
+        small_sample={"adj": adj_f, "cluster_adj": cadj, "K": k_eff},
+        df=float(g_min - 1),
+        description=(f"CRV1, fixest defaults: (n-1)/(n-K) = {adj_f:.6g} with K = {k_eff} "
+                     f"(FE nested in clusters not counted), G/(G-1) = {cadj:.6g}, "
+                     f"t({g_min - 1}) reference"),
+    )
+    return v, spec
