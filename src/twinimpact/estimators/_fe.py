@@ -123,9 +123,10 @@ def fe_dof(fe_codes: Sequence[np.ndarray], cluster_codes: Sequence[np.ndarray] =
 
     Returns ``(k_fe, k_fe_nested)``: ``k_fe`` counts the levels of every FE set minus
     redundancies (one per extra FE set; for exactly two sets the number of connected
-    components, as fixest does); ``k_fe_nested`` is the part of ``k_fe`` that belongs
-    to FE sets nested in a cluster variable (fixest ``fixef.K = "nested"`` drops them
-    from K).
+    components, as fixest does); ``k_fe_nested`` is what fixest ``fixef.K = "nested"``
+    removes from K: for each FE set nested in a cluster variable, its number of levels
+    minus one (the set still absorbs one intercept-like parameter, so
+    ``K = k + k_fe - k_fe_nested``, as in fixest and pyfixest's ``n_fe_fully_nested``).
     """
     sizes = [int(c.max()) + 1 for c in fe_codes]
     if not sizes:
@@ -142,7 +143,7 @@ def fe_dof(fe_codes: Sequence[np.ndarray], cluster_codes: Sequence[np.ndarray] =
                 # FE nested in cluster: each FE level maps to exactly one cluster
                 pairs = pd.DataFrame({"f": c, "c": cl}).drop_duplicates()
                 if len(pairs) == sizes[i]:
-                    k_nested += sizes[i]
+                    k_nested += sizes[i] - 1
                     break
     return k_fe, k_nested
 
@@ -163,11 +164,15 @@ class OLSFit:
 
 
 def ols(x: np.ndarray, y: np.ndarray, weights: np.ndarray | None = None,
-        collin_tol: float = 1e-10) -> OLSFit:
+        collin_tol: float = 1e-10, ref_ss: np.ndarray | None = None) -> OLSFit:
     """OLS/WLS via the normal equations with pivoted collinearity detection.
 
     Columns that are (numerically) linear combinations of earlier columns are dropped
-    (``kept`` is False, coefficient NaN), as fixest does.
+    (``kept`` is False, coefficient NaN), as fixest does. A column is collinear when its
+    residual sum of squares (after the earlier kept columns) is below ``collin_tol``
+    times ``ref_ss`` -- pass the sum of squares of the column *before* the fixed effects
+    were swept out, so that a regressor absorbed by the fixed effects is detected
+    (default: the column's own sum of squares).
     """
     x = np.asarray(x, dtype=float)
     y = np.asarray(y, dtype=float)
@@ -193,7 +198,8 @@ def ols(x: np.ndarray, y: np.ndarray, weights: np.ndarray | None = None,
             resid_var = xtx[j, j] - b @ sol
         else:
             resid_var = xtx[j, j]
-        if resid_var <= collin_tol * max(diag[j], 1e-300):
+        scale = diag[j] if ref_ss is None else max(ref_ss[j], diag[j])
+        if resid_var <= collin_tol * max(scale, 1e-300):
             kept[j] = False
     coef = np.full(k, np.nan)
     bread = np.full((k, k), np.nan)

@@ -1,0 +1,369 @@
+"""Two-way fixed-effects difference-in-differences: static (:func:`twfe`) and dynamic
+(:func:`event_study`).
+
+Both regress the outcome on treatment indicators (and optional covariates) with unit and
+time fixed effects, the fixed effects swept out by alternating projections
+(:func:`twinimpact.estimators._fe.demean`). Standard errors follow R fixest's defaults
+(see :mod:`twinimpact.inference.vcov`): clustered by unit unless told otherwise,
+small-sample factors ``(n-1)/(n-K)`` with fixed effects nested in the cluster not
+counted in K, ``G/(G-1)``, and a t(G-1) reference distribution.
+
+Keyword mapping to fixest: ``twfe(d, outcome="y", unit="id", time="year",
+treatment="D")`` is ``feols(y ~ D | id + year, d)``; ``event_study(..., ref=-1)`` is
+``feols(y ~ i(rel_time, ref=-1) | id + year)`` with never-treated units in the control
+group (their event-time dummies are all zero).
+
+With staggered adoption and heterogeneous effects these TWFE estimands are weighted
+averages with possibly negative weights (Goodman-Bacon 2021; de Chaisemartin &
+D'Haultfœuille 2020); use ``event_study(method=...)`` for the heterogeneity-robust
+estimators.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+
+from .._validation import prepare_panel, require_columns
+from ..errors import (
+    InputError,
+    NotComputableWarning,
+    SpecificationError,
+    check_literal,
+    format_message,
+)
+from ..inference.vcov import sandwich
+from ..results import EstimationResult, make_result
+from ._fe import demean, factorize, fe_dof, ols
+
+__all__ = ["EVENT_STUDY_METHODS", "event_study", "fit_fe_ols", "twfe"]
+
+VcovKind = Literal["iid", "hetero", "cluster"]
+EVENT_STUDY_METHODS = ("twfe", "callaway_santanna", "sun_abraham", "imputation", "did2s")
+
+
+def _as_tuple(x: str | Sequence[str] | None) -> tuple[str, ...]:
+    if x is None:
+        return ()
+    if isinstance(x, str):
+        return (x,)
+    return tuple(x)
+
+
+def fit_fe_ols(y: np.ndarray, x: np.ndarray, names: Sequence[str], fe: Sequence[np.ndarray],
+               *, vcov: str, clusters: Sequence[np.ndarray] = (),
+               cluster_names: Sequence[str] = (), weights: np.ndarray | None = None,
+               estimator: str = "feols") -> tuple[pd.Series, np.ndarray, Any, dict[str, Any]]:
+    """OLS of ``y`` on ``x`` with fixed effects ``fe`` (label arrays) and a sandwich vcov.
+
+    Returns ``(params, vcov, vcov_spec, info)``; collinear columns get NaN estimates and
+    are listed in ``info["collinear"]``.
+    """
+    fe_codes = [factorize(f)[0] for f in fe]
+    cl_codes = [factorize(c)[0] for c in clusters]
+    n, k = x.shape
+    dm = demean(np.column_stack([y, x]), fe_codes, weights=weights)
+    yd, xd = dm.x[:, 0], dm.x[:, 1:]
+    xc = x - x.mean(axis=0)
+    ref_ss = np.einsum("ij,ij->j", xc, xc) if weights is None else (weights[:, None] * xc**2).sum(0)
+    fit = ols(xd, yd, weights, ref_ss=ref_ss)
+    kept = fit.kept
+    k_fe, k_nested = fe_dof(fe_codes, cl_codes)
+    k_total = fit.rank + k_fe
+    xk = xd[:, kept]
+    bread = fit.bread[np.ix_(kept, kept)]
+    w = np.ones(n) if weights is None else weights
+    scores = xk * (w * fit.resid)[:, None]
+    sigma2 = float(np.sum(w * fit.resid**2) / (n - k_total)) if n > k_total else np.nan
+    v_sub, spec = sandwich(scores, bread, kind=vcov, n=n, k=k_total, cluster_codes=cl_codes,
+                           cluster_names=cluster_names, k_nested=k_nested, sigma2=sigma2)
+    v = np.full((k, k), np.nan)
+    v[np.ix_(kept, kept)] = v_sub
+    params = pd.Series(fit.coef, index=list(names))
+    info = {
+        "collinear": [nm for nm, kp in zip(names, kept, strict=True) if not kp],
+        "demean_converged": dm.converged,
+        "demean_iterations": dm.iterations,
+        "k_fe": k_fe,
+        "k_fe_nested_in_cluster": k_nested,
+        "r2_within": float(1 - np.sum(w * fit.resid**2) / np.sum(w * yd**2))
+        if np.sum(yd**2) > 0 else np.nan,
+    }
+    return params, v, spec, info
+
+
+def _resolve_vcov(vcov: str | None, cluster: tuple[str, ...], unit: str) -> tuple[str, tuple]:
+    if vcov is None:
+        vcov = "cluster"
+    check_literal("vcov", vcov, ("iid", "hetero", "cluster"))
+    if vcov == "cluster" and not cluster:
+        cluster = (unit,)
+    if vcov != "cluster" and cluster:
+        raise SpecificationError(format_message(
+            f"vcov={vcov!r} conflicts with cluster={cluster!r}",
+            fix="drop cluster= or use vcov='cluster'"))
+    return vcov, cluster
+
+
+def twfe(data: pd.DataFrame, *, outcome: str, unit: str, time: str,
+         treatment: str | None = None, cohort: str | None = None,
+         covariates: Sequence[str] | None = None, cluster: str | Sequence[str] | None = None,
+         vcov: VcovKind | None = None, weights: str | None = None,
+         alpha: float = 0.05) -> EstimationResult:
+    """Static two-way fixed-effects DiD: ``y_it = a_i + l_t + b D_it + X_it'g + e_it``.
+
+    Parameters
+    ----------
+    data : DataFrame
+        Long panel, one row per unit x period (unbalanced panels are fine).
+    outcome, unit, time : str
+        Column names (fixest: the left-hand side, the two fixed effects).
+    treatment : str, optional
+        0/1 column ``D_it`` that is 1 when the unit is treated in that period.
+    cohort : str, optional
+        Instead of ``treatment``: first treated period; never treated = NaN, 0 or a value
+        after the last period. Then ``D_it = 1[time >= cohort]``.
+    covariates : list of str, optional
+        Time-varying controls (numeric).
+    cluster : str or list of str, optional
+        Cluster variable(s); default is ``unit`` (fixest clusters by the first fixed
+        effect). Two names give two-way clustering.
+    vcov : {"cluster", "hetero", "iid"}, optional
+        Default ``"cluster"``.
+    weights : str, optional
+        Column of observation weights (WLS).
+    alpha : float
+        Default level for intervals in ``summary``/``to_frame`` (changeable there).
+
+    Returns
+    -------
+    EstimationResult
+        Term ``"ATT"`` is the coefficient of ``D``; covariates follow by name.
+
+    Examples
+    --------
+    >>> import numpy as np, pandas as pd, twinimpact as ti
+    >>> rng = np.random.default_rng(0)
+    >>> d = pd.DataFrame({"id": np.repeat(np.arange(40), 6), "year": np.tile(np.arange(6), 40)})
+    >>> d["g"] = np.where(d["id"] < 20, 3, 0)
+    >>> d["y"] = 0.5 * ((d["g"] > 0) & (d["year"] >= d["g"])) + rng.normal(0, .01, len(d))
+    >>> r = ti.twfe(d, outcome="y", unit="id", time="year", cohort="g")
+    >>> round(float(r.params["ATT"]), 2)
+    0.5
+    """
+    if (treatment is None) == (cohort is None):
+        raise SpecificationError(format_message(
+            "twfe needs exactly one of treatment= (a 0/1 column) or cohort= (first treated "
+            "period)", seen={"treatment": treatment, "cohort": cohort},
+            fix="pass treatment='D' or cohort='first_treat'"))
+    covariates = list(covariates or [])
+    clus = _as_tuple(cluster)
+    vcov, clus = _resolve_vcov(vcov, clus, unit)
+    extra = [c for c in clus if c not in (unit, time)]
+    num_extra = [*covariates, *([treatment] if treatment else []), *([weights] if weights else [])]
+    pdata = prepare_panel(data, outcome=outcome, unit=unit, time=time, cohort=cohort,
+                          extra=extra, numeric_extra=num_extra, estimator="twfe")
+    f = pdata.frame
+    if treatment is not None:
+        d = f[treatment].to_numpy(dtype=float)
+        if not np.isin(d, (0.0, 1.0)).all():
+            bad = d[~np.isin(d, (0.0, 1.0))][0]
+            raise InputError(format_message(
+                f"treatment column {treatment!r} must be 0/1", seen=bad,
+                fix="pass a 0/1 indicator, or cohort= with the first treated period"))
+    else:
+        g = f["cohort"].to_numpy()
+        d = (~np.isnan(g) & (f["time"].to_numpy() >= g)).astype(float)
+    if d.min() == d.max():
+        raise InputError(format_message(
+            "the treatment indicator does not vary (all rows " + ("treated" if d[0] else
+                                                                  "untreated") + ")",
+            fix="check the treatment/cohort column and the sample window"))
+    x = np.column_stack([d, *(f[c].to_numpy(dtype=float) for c in covariates)])
+    names = ["ATT", *covariates]
+    w = f[weights].to_numpy(dtype=float) if weights else None
+    cl_cols = [f["unit"] if c == unit else f["time"] if c == time else f[c] for c in clus]
+    params, v, vspec, info = fit_fe_ols(
+        f["y"].to_numpy(), x, names, [f["unit"].to_numpy(), f["time"].to_numpy()],
+        vcov=vcov, clusters=[c.to_numpy() for c in cl_cols], cluster_names=clus, weights=w,
+        estimator="twfe")
+    spec = {"outcome": outcome, "unit": unit, "time": time, "treatment": treatment,
+            "cohort": cohort, "covariates": tuple(covariates), "cluster": clus, "vcov": vcov,
+            "weights": weights, "alpha": alpha, "fixed_effects": (unit, time)}
+    diag = {**pdata.diagnostics(), **info, "n_units": int(f["unit"].nunique()),
+            "n_periods": int(f["time"].nunique()), "n_treated_obs": int(d.sum())}
+    return make_result("twfe", params, v, vspec, len(f), spec=spec, diagnostics=diag,
+                       nan_reason="collinear with the fixed effects")
+
+
+def _window(rel: np.ndarray, leads: int | None, lags: int | None) -> tuple[int, int]:
+    finite = rel[np.isfinite(rel)]
+    lo = int(finite.min()) if leads is None else -int(leads)
+    hi = int(finite.max()) if lags is None else int(lags)
+    return lo, hi
+
+
+def event_study(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort: str,
+                leads: int | None = None, lags: int | None = None,
+                ref: int | Sequence[int] = -1, bin_endpoints: bool = True,
+                covariates: Sequence[str] | None = None,
+                cluster: str | Sequence[str] | None = None, vcov: VcovKind | None = None,
+                weights: str | None = None, method: str = "twfe", alpha: float = 0.05,
+                **method_options: Any) -> EstimationResult:
+    """Dynamic event study: effects by period relative to the first treated period.
+
+    With ``method="twfe"`` (default) this is the dynamic TWFE regression
+    ``y_it = a_i + l_t + sum_{e != ref} b_e 1[t - G_i = e] + X_it'g + e_it``; never-treated
+    units (cohort NaN/0/after the panel) have all event dummies zero. Other methods run the
+    heterogeneity-robust estimators with the same window: ``"callaway_santanna"`` (dynamic
+    aggregation), ``"sun_abraham"``, ``"imputation"`` (BJS horizons and pre-trends) and
+    ``"did2s"``; extra keywords go to that estimator.
+
+    Parameters
+    ----------
+    leads, lags : int, optional
+        Number of pre-treatment periods (``-leads .. -1``) and post-treatment periods
+        (``0 .. lags``) to estimate; default: every relative period observed.
+    ref : int or sequence of int
+        Omitted relative period(s) (fixest ``i(rel_time, ref=-1)``). Default -1.
+    bin_endpoints : bool
+        True (default): relative periods beyond the window are binned into the end points
+        (``<= -leads`` and ``>= lags``). False: observations of treated units outside the
+        window are dropped (counted in ``diagnostics["dropped_rows"]``).
+    covariates, cluster, vcov, weights, alpha
+        As in :func:`twfe`.
+    method : str
+        One of ``"twfe"``, ``"callaway_santanna"``, ``"sun_abraham"``, ``"imputation"``,
+        ``"did2s"``.
+
+    Returns
+    -------
+    EstimationResult
+        Terms ``"rel_time=e"`` (``term_info["rel_time"] = e``), covariates by name, and
+        ``"ATT"``: the equally weighted mean of the post-treatment (e >= 0) coefficients
+        with its delta-method standard error. ``spec["ref"]`` holds the omitted periods.
+
+    Examples
+    --------
+    >>> import twinimpact as ti
+    >>> from twinimpact.estimators.twfe import _example_panel
+    >>> r = ti.event_study(_example_panel(), outcome="y", unit="id", time="year",
+    ...                    cohort="g")
+    >>> [round(float(v), 1) for v in r.params[["rel_time=0", "rel_time=2"]]]
+    [1.0, 3.0]
+    """
+    check_literal("method", method, EVENT_STUDY_METHODS)
+    if method != "twfe":
+        from .event_methods import run_event_method
+
+        return run_event_method(method, data, outcome=outcome, unit=unit, time=time,
+                                cohort=cohort, leads=leads, lags=lags, ref=ref,
+                                covariates=covariates, cluster=cluster, alpha=alpha,
+                                **method_options)
+    if method_options:
+        raise SpecificationError(format_message(
+            "unknown keyword(s) for the TWFE event study", seen=sorted(method_options),
+            fix="remove them, or choose method= for estimator-specific options"))
+    for nm, v in (("leads", leads), ("lags", lags)):
+        if v is not None and (not isinstance(v, int | np.integer) or v < 0):
+            raise SpecificationError(format_message(f"{nm} must be a non-negative integer",
+                                                    seen=v, fix=f"pass e.g. {nm}=5"))
+    refs = tuple(int(r) for r in ((ref,) if np.isscalar(ref) else ref))
+    covariates = list(covariates or [])
+    clus = _as_tuple(cluster)
+    vcov, clus = _resolve_vcov(vcov, clus, unit)
+    require_columns(data, [cohort])
+    extra = [c for c in clus if c not in (unit, time)]
+    num_extra = [*covariates, *([weights] if weights else [])]
+    pdata = prepare_panel(data, outcome=outcome, unit=unit, time=time, cohort=cohort,
+                          extra=extra, numeric_extra=num_extra, estimator="event_study")
+    f = pdata.frame
+    dropped = dict(pdata.dropped)
+    g = f["cohort"].to_numpy()
+    treated = ~np.isnan(g)
+    if not treated.any():
+        raise InputError(format_message(
+            f"no treated unit: every value of {cohort!r} means 'never treated'",
+            seen=sorted(pd.unique(data[cohort].dropna()))[:5],
+            fix="cohort is the first treated period (NaN/0/after the panel = never)"))
+    rel = np.where(treated, f["time"].to_numpy() - g, np.nan)
+    lo, hi = _window(rel, leads, lags)
+    if any(r < lo or r > hi for r in refs):
+        raise SpecificationError(format_message(
+            "reference period outside the event window", seen={"ref": refs, "window": (lo, hi)},
+            fix="choose ref inside [-leads, lags] (default -1)"))
+    if bin_endpoints:
+        rel_b = np.where(treated, np.clip(rel, lo, hi), np.nan)
+    else:
+        outside = treated & ((rel < lo) | (rel > hi))
+        if outside.any():
+            dropped["treated rows outside the event window"] = int(outside.sum())
+            f = f.loc[~outside].reset_index(drop=True)
+            rel = rel[~outside]
+            treated = treated[~outside]
+        rel_b = rel
+    periods = [e for e in range(lo, hi + 1) if e not in refs]
+    present = set(np.unique(rel_b[np.isfinite(rel_b)]).astype(int))
+    missing = [e for e in periods if e not in present]
+    if missing:
+        periods = [e for e in periods if e in present]
+    cols = [(rel_b == e).astype(float) for e in periods]
+    names = [f"rel_time={e}" for e in periods] + covariates
+    x = np.column_stack(cols + [f[c].to_numpy(dtype=float) for c in covariates])
+    w = f[weights].to_numpy(dtype=float) if weights else None
+    cl_cols = [f["unit"] if c == unit else f["time"] if c == time else f[c] for c in clus]
+    params, v, vspec, info = fit_fe_ols(
+        f["y"].to_numpy(), x, names, [f["unit"].to_numpy(), f["time"].to_numpy()],
+        vcov=vcov, clusters=[c.to_numpy() for c in cl_cols], cluster_names=clus, weights=w,
+        estimator="event_study")
+    # overall ATT: equally weighted mean of post-treatment coefficients
+    post = np.array([n.startswith("rel_time=") and int(n.split("=")[1]) >= 0 for n in names])
+    a = post / post.sum() if post.any() else post.astype(float)
+    coef = params.to_numpy()
+    att = float(a[post] @ coef[post]) if post.any() else np.nan
+    full_names = [*names, "ATT"]
+    k = len(names)
+    big = np.full((k + 1, k + 1), np.nan)
+    big[:k, :k] = v
+    with np.errstate(invalid="ignore"):
+        big[k, :k] = big[:k, k] = v @ a if post.any() else np.nan
+        big[k, k] = a @ v @ a if post.any() else np.nan
+    all_params = pd.Series([*coef, att], index=full_names)
+    term_info = pd.DataFrame(
+        {"rel_time": [float(n.split("=")[1]) if n.startswith("rel_time=") else np.nan
+                      for n in full_names]}, index=full_names)
+    notes = []
+    if missing:
+        notes.append(f"relative periods {missing} have no observations and are not estimated")
+        import warnings
+        warnings.warn(f"event_study: relative periods {missing} have no observations in the "
+                      "window and are left out.", NotComputableWarning, stacklevel=2)
+    spec = {"outcome": outcome, "unit": unit, "time": time, "cohort": cohort,
+            "leads": leads, "lags": lags, "window": (lo, hi), "ref": refs,
+            "bin_endpoints": bin_endpoints, "covariates": tuple(covariates), "cluster": clus,
+            "vcov": vcov, "weights": weights, "alpha": alpha, "method": "twfe",
+            "fixed_effects": (unit, time)}
+    diag = {**pdata.diagnostics(), "dropped_rows": dropped, **info,
+            "n_units": int(f["unit"].nunique()), "n_periods": int(f["time"].nunique()),
+            "n_treated_units": int(f.loc[treated, "unit"].nunique()),
+            "n_never_treated_units": int(f.loc[~treated, "unit"].nunique()), "notes": notes,
+            "att_definition": "mean of rel_time >= 0 coefficients (equal weights)"}
+    return make_result("event_study", all_params, big, vspec, len(f), spec=spec,
+                       diagnostics=diag, term_info=term_info,
+                       nan_reason="collinear with the fixed effects or no variation")
+
+
+def _example_panel(n_units: int = 60, n_years: int = 10, seed: int = 0) -> pd.DataFrame:
+    """Small staggered panel with effect ``e + 1`` at event time e >= 0 (for examples)."""
+    rng = np.random.default_rng(seed)
+    ids = np.repeat(np.arange(n_units), n_years)
+    years = np.tile(np.arange(2000, 2000 + n_years), n_units)
+    cohort_of = rng.choice([2003, 2005, 0], size=n_units)
+    g = cohort_of[ids]
+    rel = np.where(g > 0, years - g, -99)
+    effect = np.where(rel >= 0, rel + 1.0, 0.0)
+    y = ids * 0.1 + (years - 2000) * 0.2 + effect + rng.normal(0, 0.01, len(ids))
+    return pd.DataFrame({"id": ids, "year": years, "g": g, "y": y})
