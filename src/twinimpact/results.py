@@ -317,6 +317,10 @@ def make_result(estimator: str, params: pd.Series | Mapping[str, float], vcov: A
     cov = np.asarray(vcov, dtype=float)
     if cov.ndim == 1:  # variances only
         cov = np.diag(cov)
+    if cov.shape != (len(terms), len(terms)):
+        raise SpecificationError(
+            f"internal: {estimator} result has {len(terms)} terms but a vcov of shape "
+            f"{cov.shape}; expected ({len(terms)}, {len(terms)}).")
     warn_nan(terms, params.to_numpy(), cov, nan_reason, estimator)
     return cls(estimator=estimator, terms=terms, coef=params.to_numpy(), cov=cov,
                vcov_spec=vcov_spec, nobs=int(nobs), spec=dict(spec or {}),

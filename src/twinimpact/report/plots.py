@@ -1,0 +1,90 @@
+"""Event-study figures (matplotlib). Consumes only the tidy frame of the results protocol."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from ..errors import SpecificationError, format_message
+from .tables import _named_results
+
+__all__ = ["plot_event_study"]
+
+
+def plot_event_study(results: Any, ax: Any = None, *, alpha: float = 0.05,
+                     title: str | None = None, xlabel: str = "Years relative to first twinning",
+                     ylabel: str | None = None, dodge: float = 0.12) -> Any:
+    """Plot event-time estimates with confidence intervals; several results are overlaid.
+
+    Parameters
+    ----------
+    results : result, list of results or dict ``{label: result}``
+        Results whose tidy frame has ``rel_time`` rows (TWFE event study, Callaway-Sant'Anna
+        dynamic aggregation, Sun-Abraham, imputation, did2s, Poisson event study, ...).
+    ax : matplotlib Axes, optional
+        Draw into this Axes (default: a new figure).
+    alpha : float
+        Interval level (uniform bands where the result provides them).
+    dodge : float
+        Horizontal offset between overlaid methods.
+
+    Returns
+    -------
+    matplotlib.axes.Axes
+
+    Examples
+    --------
+    >>> import matplotlib; matplotlib.use("Agg")
+    >>> import twinimpact as ti
+    >>> from twinimpact.estimators.twfe import _example_panel
+    >>> r = ti.event_study(_example_panel(), outcome="y", unit="id", time="year", cohort="g")
+    >>> ax = ti.plot_event_study(r)
+    >>> ax.get_xlabel()
+    'Years relative to first twinning'
+    """
+    import matplotlib.pyplot as plt
+
+    items = _named_results(results if isinstance(results, Mapping | Sequence)
+                           and not isinstance(results, str) else [results])
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7, 4))
+    n = len(items)
+    plotted = 0
+    for i, (label, r) in enumerate(items):
+        f = r.to_frame(alpha)
+        if "rel_time" not in f.columns or f["rel_time"].notna().sum() == 0:
+            raise SpecificationError(format_message(
+                "plot_event_study needs event-time estimates (rows with rel_time)",
+                where=f"result {label!r} ({r.estimator})",
+                fix="use ti.event_study(...) or .aggregate('dynamic') for Callaway-Sant'Anna"))
+        f = f[f["rel_time"].notna()].sort_values("rel_time")
+        x = f["rel_time"].to_numpy(dtype=float) + (i - (n - 1) / 2) * dodge
+        y = f["estimate"].to_numpy(dtype=float)
+        lo = f["ci_lower"].to_numpy(dtype=float)
+        hi = f["ci_upper"].to_numpy(dtype=float)
+        yerr = np.vstack([y - lo, hi - y])
+        cont = ax.errorbar(x, y, yerr=yerr, fmt="o", ms=4, capsize=2, lw=1,
+                           label=f"{label}")
+        refs = r.spec.get("ref") if hasattr(r, "spec") else None
+        if refs:
+            ax.plot(np.asarray(refs, dtype=float) + (i - (n - 1) / 2) * dodge,
+                    np.zeros(len(refs)), marker="o", ms=4, ls="none", mfc="white",
+                    color=cont[0].get_color())
+        plotted += 1
+    ax.axhline(0, color="0.4", lw=0.8)
+    ax.axvline(-0.5, color="0.6", lw=0.8, ls="--")
+    ax.set_xlabel(xlabel)
+    if ylabel is None:
+        outcomes = {getattr(r, "spec", {}).get("outcome") for _, r in items} - {None}
+        ylabel = "Effect on " + ", ".join(sorted(outcomes)) if outcomes else "Effect"
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title)
+    if plotted > 1 or title is None:
+        ax.legend(frameon=False, fontsize=8)
+    level = 100 * (1 - alpha)
+    ax.annotate(f"{level:g}% confidence intervals; hollow marker = reference period",
+                xy=(0, -0.18), xycoords="axes fraction", fontsize=7, color="0.35")
+    return ax

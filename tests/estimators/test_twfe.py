@@ -1,0 +1,182 @@
+"""TWFE / dynamic event study: dummy-variable oracle, fixest (via pyfixest) references,
+invariances and bad input."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import statsmodels.formula.api as smf
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import twinimpact as ti
+from twinimpact.errors import ColumnError, InputError, SpecificationError
+
+from ..conftest import REFERENCE
+
+#: the fast FE path must equal the dummy-variable OLS up to floating-point noise
+ORACLE_TOL = 1e-8
+#: pyfixest prints doubles; our sandwich uses the same formulas, so agreement is ~1e-10
+PEER_TOL = 1e-8
+
+KW = dict(outcome="lemp", unit="countyreal", time="year", cohort="first.treat")
+
+
+def _with_d(mpdta: pd.DataFrame) -> pd.DataFrame:
+    d = mpdta.copy()
+    d["D"] = ((d["first.treat"] > 0) & (d["year"] >= d["first.treat"])).astype(float)
+    return d
+
+
+def test_static_equals_dummy_variable_ols(mpdta):
+    r = ti.twfe(mpdta, **KW)
+    oracle = smf.ols("lemp ~ D + C(countyreal) + C(year)", _with_d(mpdta)).fit()
+    assert abs(r.params["ATT"] - oracle.params["D"]) < ORACLE_TOL
+    # clustered SE from the oracle with fixest's factors: K = 1 + 4 year FE + 1 (nested unit FE)
+    n, g, k = 2500, 500, 6
+    v = oracle.get_robustcov_results("cluster", groups=mpdta["countyreal"], use_correction=False)
+    se_raw = float(np.sqrt(v.cov_params()[list(oracle.params.index).index("D")][
+        list(oracle.params.index).index("D")]))
+    se = se_raw * np.sqrt(g / (g - 1) * (n - 1) / (n - k))
+    assert abs(r.std_errors["ATT"] - se) < 1e-9
+
+
+def test_dynamic_equals_dummy_variable_ols(mpdta):
+    r = ti.event_study(mpdta, **KW)
+    d = mpdta.copy()
+    rel = np.where(d["first.treat"] > 0, d["year"] - d["first.treat"], np.nan)
+    terms = []
+    for e in (-4, -3, -2, 0, 1, 2, 3):
+        name = f"e_{'m' if e < 0 else ''}{abs(e)}"
+        d[name] = (rel == e).astype(float)
+        terms.append((e, name))
+    oracle = smf.ols("lemp ~ " + " + ".join(n for _, n in terms) + " + C(countyreal) + C(year)",
+                     d).fit()
+    for e, name in terms:
+        assert abs(r.params[f"rel_time={e}"] - oracle.params[name]) < ORACLE_TOL
+
+
+@pytest.mark.parametrize("case, kwargs", [
+    ("static_crv1_unit", {}),
+    ("static_hetero", {"vcov": "hetero"}),
+    ("static_iid", {"vcov": "iid"}),
+    ("static_twoway", {"cluster": ["countyreal", "year"]}),
+])
+def test_static_matches_fixest_defaults(mpdta, case, kwargs):
+    ref = json.loads((REFERENCE / "twfe" / "mpdta_pyfixest.json").read_text())["cases"][case]["D"]
+    r = ti.twfe(mpdta, **KW, **kwargs)
+    f = r.to_frame().set_index("term").loc["ATT"]
+    assert f["estimate"] == pytest.approx(ref["estimate"], abs=PEER_TOL)
+    assert f["std_error"] == pytest.approx(ref["std_error"], rel=1e-7)
+    assert f["p_value"] == pytest.approx(ref["p_value"], rel=1e-6)
+
+
+def test_dynamic_matches_fixest(mpdta):
+    ref = json.loads((REFERENCE / "twfe" / "mpdta_pyfixest.json").read_text())
+    ref = ref["cases"]["dynamic_crv1_unit"]
+    r = ti.event_study(mpdta, **KW).to_frame().set_index("term")
+    for name, vals in ref.items():
+        e = int(name.split("::")[1])
+        assert r.loc[f"rel_time={e}", "estimate"] == pytest.approx(vals["estimate"], abs=PEER_TOL)
+        assert r.loc[f"rel_time={e}", "std_error"] == pytest.approx(vals["std_error"], rel=1e-7)
+
+
+def test_att_row_is_mean_of_post_coefficients(mpdta):
+    r = ti.event_study(mpdta, **KW)
+    post = [f"rel_time={e}" for e in range(4)]
+    assert r.params["ATT"] == pytest.approx(r.params[post].mean(), abs=1e-12)
+    a = np.full(4, 0.25)
+    v = r.vcov.loc[post, post].to_numpy()
+    assert r.std_errors["ATT"] == pytest.approx(np.sqrt(a @ v @ a), rel=1e-12)
+
+
+def test_binned_endpoints_and_window(mpdta):
+    r = ti.event_study(mpdta, **KW, leads=2, lags=1)
+    assert set(r.to_frame()["rel_time"].dropna()) == {-2.0, 0.0, 1.0}
+    binned = mpdta.copy()
+    rel = np.where(binned["first.treat"] > 0, binned["year"] - binned["first.treat"], np.nan)
+    assert r.diagnostics["n_used_rows"] == len(binned)
+    r2 = ti.event_study(mpdta, **KW, leads=2, lags=1, bin_endpoints=False)
+    n_out = int(np.sum((rel < -2) | (rel > 1)))
+    assert r2.nobs == len(mpdta) - n_out
+    assert r2.diagnostics["dropped_rows"]["treated rows outside the event window"] == n_out
+
+
+def test_caller_frame_unchanged(mpdta):
+    before = mpdta.copy(deep=True)
+    ti.twfe(mpdta, **KW)
+    ti.event_study(mpdta, **KW, leads=2, lags=2)
+    pd.testing.assert_frame_equal(mpdta, before)
+
+
+def test_collinear_covariate_is_nan_with_warning(mpdta):
+    with pytest.warns(ti.errors.NotComputableWarning, match="lpop"):
+        r = ti.twfe(mpdta, **KW, covariates=["lpop"])
+    assert np.isnan(r.params["lpop"])
+    assert r.params["ATT"] == pytest.approx(ti.twfe(mpdta, **KW).params["ATT"], abs=1e-12)
+
+
+def test_never_treated_conventions_agree(mpdta):
+    base = ti.twfe(mpdta, **KW).params["ATT"]
+    for never in (np.nan, 10000):
+        d = mpdta.copy()
+        d.loc[d["first.treat"] == 0, "first.treat"] = never
+        assert ti.twfe(d, **KW).params["ATT"] == pytest.approx(base, abs=1e-12)
+
+
+@settings(max_examples=20, deadline=None)
+@given(shift=st.integers(-50, 50), const=st.floats(-100, 100), scale=st.floats(0.1, 10),
+       sign=st.sampled_from([-1, 1]), seed=st.integers(0, 1000))
+def test_invariances(mpdta, shift, const, scale, sign, seed):
+    base = ti.event_study(mpdta, **KW)
+    d = mpdta.sample(frac=1.0, random_state=seed).copy()
+    d["year"] = d["year"] + shift
+    d["first.treat"] = np.where(d["first.treat"] > 0, d["first.treat"] + shift, 0)
+    d["countyreal"] = d["countyreal"].map(lambda u: f"c{u}")
+    d["lemp"] = sign * scale * d["lemp"] + const
+    r = ti.event_study(d, **KW)
+    np.testing.assert_allclose(r.params, sign * scale * base.params, rtol=1e-7, atol=1e-9)
+    np.testing.assert_allclose(r.std_errors, scale * base.std_errors, rtol=1e-7, atol=1e-9)
+
+
+def test_recovers_known_dynamic_effects():
+    from twinimpact.estimators.twfe import _example_panel
+
+    r = ti.event_study(_example_panel(), outcome="y", unit="id", time="year", cohort="g")
+    ci = r.conf_int()
+    for e in range(0, 5):
+        lo, hi = ci.loc[f"rel_time={e}"]
+        assert lo <= e + 1 <= hi
+
+
+@pytest.mark.parametrize("call, exc, fragment", [
+    (lambda d: ti.twfe(d, outcome="lemp", unit="countyreal", time="yr", cohort="first.treat"),
+     ColumnError, "'yr' (did you mean 'year'?)"),
+    (lambda d: ti.twfe(d, outcome="lemp", unit="countyreal", time="year"),
+     SpecificationError, "exactly one of treatment="),
+    (lambda d: ti.twfe(d.iloc[:0], **KW), InputError, "empty"),
+    (lambda d: ti.twfe(pd.concat([d, d.iloc[:1]]), **KW), InputError, "share a countyreal x year"),
+    (lambda d: ti.twfe(d, **KW, vcov="robust"), SpecificationError, "vcov must be one of"),
+    (lambda d: ti.event_study(d, **KW, ref=-9, leads=2), SpecificationError, "reference period"),
+    (lambda d: ti.event_study(d.assign(**{"first.treat": 0}), **KW), InputError, "no treated unit"),
+    (lambda d: ti.twfe(d.assign(**{"first.treat": np.where(d.year == 2003, 2004, d["first.treat"])}),
+                       **KW), InputError, "varies within unit"),
+    (lambda d: ti.twfe(d.assign(lemp=d["lemp"].astype(str).where(d.index != 3, "n/a")), **KW),
+     InputError, "must be numeric"),
+])
+def test_bad_input(mpdta, call, exc, fragment):
+    with pytest.raises(exc, match=None) as info:
+        call(mpdta)
+    assert fragment in str(info.value)
+
+
+def test_missing_outcome_rows_are_counted(mpdta):
+    d = mpdta.copy()
+    d.loc[d.index[:7], "lemp"] = np.nan
+    with pytest.warns(ti.errors.DroppedRowsWarning, match="7 row"):
+        r = ti.twfe(d, **KW)
+    assert r.nobs == len(d) - 7
+    assert r.diagnostics["dropped_rows"] == {"missing outcome (lemp)": 7}

@@ -1,0 +1,87 @@
+"""Tables and plots: content checked against the results they came from."""
+
+from __future__ import annotations
+
+import html
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import pytest
+
+import twinimpact as ti
+from twinimpact.errors import SpecificationError
+from twinimpact.results import VcovSpec, make_result
+
+KW = dict(outcome="lemp", unit="countyreal", time="year", cohort="first.treat")
+
+
+@pytest.fixture(scope="module")
+def fits(mpdta):
+    return {"Static": ti.twfe(mpdta, **KW), "Dynamic": ti.event_study(mpdta, **KW)}
+
+
+def test_frame_matches_results(fits):
+    wide = ti.table(fits, format="frame")
+    for name, r in fits.items():
+        tidy = r.to_frame().set_index("term")
+        for term in tidy.index:
+            assert wide.loc[term, (name, "estimate")] == tidy.loc[term, "estimate"]
+            assert wide.loc[term, (name, "std_error")] == tidy.loc[term, "std_error"]
+    # event-time rows sorted by rel_time, ATT last
+    assert list(wide.index)[-1] == "ATT"
+    assert list(wide.index)[:3] == ["rel_time=-4", "rel_time=-3", "rel_time=-2"]
+
+
+def test_markdown_content(fits):
+    md = ti.table(fits)
+    att = fits["Static"].params["ATT"]
+    se = fits["Static"].std_errors["ATT"]
+    assert f"{att:.4f}".replace("-", "\u2212") + "***" in md
+    assert f"({se:.4f})" in md
+    assert "| Observations | 2,500 | 2,500 |" in md
+
+
+def test_latex_and_html_escape():
+    r = make_result("x", pd.Series({"<script>alert(1)</script>": 1.0, "a_b & c%": 2.0}),
+                    np.eye(2), VcovSpec("iid"), 10)
+    h = ti.table({"<b>m</b>": r}, format="html")
+    assert "<script>" not in h and html.escape("<script>alert(1)</script>") in h
+    assert "&lt;b&gt;m&lt;/b&gt;" in h
+    tex = ti.table(r, format="latex")
+    assert r"a\_b \& c\%" in tex
+
+
+def test_xlsx_written_atomically(tmp_path, fits):
+    path = tmp_path / "out" / "t.xlsx"
+    ti.table(fits, format="xlsx", path=path)
+    sheets = pd.read_excel(path, sheet_name=None)
+    assert set(sheets) == {"table", "estimates", "notes"}
+    est = sheets["estimates"].set_index("term")
+    assert est.loc["ATT", "Static | estimate"] == pytest.approx(fits["Static"].params["ATT"])
+    assert not any(p.name.endswith(".tmp") for p in path.parent.iterdir())
+
+
+def test_text_written_to_path(tmp_path, fits):
+    p = tmp_path / "t.md"
+    text = ti.table(fits, format="markdown", path=p)
+    assert p.read_text() == text
+
+
+def test_bad_format_and_inputs(fits):
+    with pytest.raises(SpecificationError, match="format must be one of"):
+        ti.table(fits, format="docx")
+    with pytest.raises(SpecificationError, match="needs a file"):
+        ti.table(fits, format="xlsx")
+    with pytest.raises(SpecificationError, match="estimation results"):
+        ti.table({"a": 1.0})
+
+
+def test_plot_event_study_overlays(fits):
+    fig, ax = plt.subplots()
+    out = ti.plot_event_study({"TWFE": fits["Dynamic"], "again": fits["Dynamic"]}, ax=ax)
+    assert out is ax
+    assert len(ax.get_legend().get_texts()) == 2
+    plt.close(fig)
+    with pytest.raises(SpecificationError, match="event-time"):
+        ti.plot_event_study(fits["Static"])
