@@ -65,10 +65,18 @@ def fit_fe_ols(y: np.ndarray, x: np.ndarray, names: Sequence[str], fe: Sequence[
     fe_codes = [factorize(f)[0] for f in fe]
     cl_codes = [factorize(c)[0] for c in clusters]
     n, k = x.shape
-    dm = demean(np.column_stack([y, x]), fe_codes, weights=weights)
+    yx = np.empty((n, k + 1))
+    yx[:, 0] = y
+    yx[:, 1:] = x
+    dm = demean(yx, fe_codes, weights=weights)
     yd, xd = dm.x[:, 0], dm.x[:, 1:]
-    xc = x - x.mean(axis=0)
-    ref_ss = np.einsum("ij,ij->j", xc, xc) if weights is None else (weights[:, None] * xc**2).sum(0)
+    # sum of squares of the centred regressors before the FE sweep (collinearity scale)
+    if weights is None:
+        mean = x.mean(axis=0)
+        ref_ss = np.einsum("ij,ij->j", x, x) - n * mean**2
+    else:
+        mean = weights @ x / weights.sum()
+        ref_ss = np.einsum("i,ij,ij->j", weights, x, x) - weights.sum() * mean**2
     fit = ols(xd, yd, weights, ref_ss=ref_ss)
     kept = fit.kept
     k_fe, k_nested = fe_dof(fe_codes, cl_codes)
@@ -310,9 +318,18 @@ def event_study(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohor
     missing = [e for e in periods if e not in present]
     if missing:
         periods = [e for e in periods if e in present]
-    cols = [(rel_b == e).astype(float) for e in periods]
     names = [f"rel_time={e}" for e in periods] + covariates
-    x = np.column_stack(cols + [f[c].to_numpy(dtype=float) for c in covariates])
+    x = np.zeros((len(f), len(names)))
+    col_of = {e: j for j, e in enumerate(periods)}
+    rel_int = np.where(np.isfinite(rel_b), rel_b, lo - 1).astype(np.int64)
+    lookup = np.full(hi - lo + 3, -1, dtype=np.int64)
+    for e, j in col_of.items():
+        lookup[e - lo + 1] = j
+    col = lookup[np.clip(rel_int - lo + 1, 0, len(lookup) - 1)]
+    rows = np.flatnonzero(col >= 0)
+    x[rows, col[rows]] = 1.0
+    for j, c in enumerate(covariates):
+        x[:, len(periods) + j] = f[c].to_numpy(dtype=float)
     w = f[weights].to_numpy(dtype=float) if weights else None
     cl_cols = [f["unit"] if c == unit else f["time"] if c == time else f[c] for c in clus]
     params, v, vspec, info = fit_fe_ols(

@@ -33,11 +33,12 @@ VCOV_KINDS = ("iid", "hetero", "cluster")
 
 def meat_cluster(scores: np.ndarray, codes: np.ndarray) -> np.ndarray:
     """Sum of outer products of per-cluster score sums. ``scores`` is (n, k)."""
+    from scipy import sparse
+
     g = int(codes.max()) + 1
-    k = scores.shape[1]
-    sums = np.empty((g, k))
-    for j in range(k):
-        sums[:, j] = np.bincount(codes, weights=scores[:, j], minlength=g)
+    n = len(codes)
+    agg = sparse.csr_matrix((np.ones(n), (codes, np.arange(n))), shape=(g, n))
+    sums = agg @ scores
     return sums.T @ sums
 
 
