@@ -1,0 +1,55 @@
+"""Estimator registry: the names a study file (and ``event_study(method=...)``) may use.
+
+Entries are imported lazily, so a study that uses only TWFE does not import the others.
+Adding an estimator means adding one line here; reports need no change.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+from ..errors import SpecificationError, format_message, suggest
+
+__all__ = ["ESTIMATORS", "call_with_supported", "get_estimator"]
+
+ESTIMATORS: dict[str, str] = {
+    "twfe": "twinimpact.estimators.twfe:twfe",
+    "event_study": "twinimpact.estimators.twfe:event_study",
+    "callaway_santanna": "twinimpact.estimators.callaway_santanna:callaway_santanna",
+    "sun_abraham": "twinimpact.estimators.sun_abraham:sun_abraham",
+    "imputation": "twinimpact.estimators.imputation:imputation",
+    "did2s": "twinimpact.estimators.did2s:did2s",
+    "synthetic_did": "twinimpact.estimators.synthetic_did:synthetic_did",
+    "ppml": "twinimpact.estimators.ppml:ppml",
+    "poisson_event_study": "twinimpact.estimators.poisson_event_study:poisson_event_study",
+}
+
+
+def get_estimator(name: str) -> Callable[..., Any]:
+    """The estimator function registered under ``name``."""
+    if name not in ESTIMATORS:
+        close = suggest(name, ESTIMATORS)
+        raise SpecificationError(format_message(
+            "unknown estimator", seen=name,
+            fix=(f"did you mean {close[0]!r}? " if close else "")
+            + f"available: {', '.join(sorted(ESTIMATORS))}"))
+    module, attr = ESTIMATORS[name].split(":")
+    try:
+        return getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError) as exc:  # pragma: no cover - packaging error
+        raise SpecificationError(f"estimator {name!r} is not available in this install: "
+                                 f"{exc}") from exc
+
+
+def call_with_supported(fn: Callable[..., Any], data: Any, common: dict[str, Any],
+                        options: dict[str, Any]) -> Any:
+    """Call ``fn(data, **kwargs)`` passing the ``common`` keywords it accepts and all
+    ``options`` (options win; an option it does not accept raises its own error)."""
+    params = inspect.signature(fn).parameters
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    kwargs = {k: v for k, v in common.items() if (k in params or takes_any) and v is not None}
+    kwargs.update(options)
+    return fn(data, **kwargs)

@@ -1,0 +1,248 @@
+"""Study files: one TOML file describes a study completely.
+
+A study names its data (paths and column mappings), how the analysis panel is built
+(level, treatment rule, link types, sample window), the outcome and its transformation,
+the estimators with their options, the inference settings and the outputs. It is
+validated before anything runs; every error names the key and the fix.
+
+Schema (every key, with defaults)::
+
+    [study]
+    name = "de_exports"                 # required: folder name for outputs
+    title = "..."                       # required: report title
+    description = ""                    # one paragraph for the report
+    simulated = false                   # true: the report says so on its first line
+    caveats = ["...", ...]
+
+    [twinnings]
+    path = "data/raw/..."               # CSV/parquet, relative to the study file or repo
+    columns = { city = "...", ... }     # ti.read_twinnings keyword mapping
+    options = { ... }                   # further read_twinnings keywords
+    relations = ["twinning"]            # link types that start treatment
+    rule = "first"
+
+    [trade]
+    path = "data/raw/..."
+    columns = { reporter = "...", partner = "...", year = "...", value = "..." }
+    options = { ... }                   # further read_trade keywords
+    reporters = ["DEU"]                 # optional filter
+    years = [1871, 2014]                # optional inclusive window
+
+    [panel]
+    level = "country_pair"              # or "city_partner"
+
+    [outcome]
+    transform = "log"                   # "log" | "level" | "log1p" | "asinh"
+    label = "log exports"
+
+    [window]
+    leads = 10                          # pre-periods shown in event studies
+    lags = 20                           # post-periods
+
+    [inference]
+    cluster = "unit_id"                 # default: the panel unit
+    alpha = 0.05
+
+    [[estimate]]                        # one block per estimator, in report order
+    label = "TWFE"
+    estimator = "twfe"                  # any name in twinimpact.study.ESTIMATORS
+    options = { ... }                   # estimator keywords
+
+    [output]
+    tables = ["markdown", "xlsx", "html", "latex"]
+    figures = ["png", "svg"]
+    report = true                       # the self-contained HTML report
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import SpecificationError, format_message, suggest
+
+__all__ = ["OUTCOME_TRANSFORMS", "Study", "load_study"]
+
+OUTCOME_TRANSFORMS = ("log", "level", "log1p", "asinh")
+TABLE_FORMATS = ("markdown", "xlsx", "html", "latex")
+FIGURE_FORMATS = ("png", "svg")
+LEVELS = ("country_pair", "city_partner")
+
+_SCHEMA: dict[str, set[str]] = {
+    "study": {"name", "title", "description", "simulated", "caveats"},
+    "twinnings": {"path", "columns", "options", "relations", "rule"},
+    "trade": {"path", "columns", "options", "reporters", "years"},
+    "panel": {"level"},
+    "outcome": {"transform", "label"},
+    "window": {"leads", "lags"},
+    "inference": {"cluster", "alpha"},
+    "estimate": {"label", "estimator", "options"},
+    "output": {"tables", "figures", "report"},
+}
+
+
+@dataclass(frozen=True)
+class EstimateSpec:
+    label: str
+    estimator: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Study:
+    """A validated study description (see the module docstring for the schema)."""
+
+    path: Path | None
+    name: str
+    title: str
+    description: str
+    simulated: bool
+    caveats: tuple[str, ...]
+    twinnings: dict[str, Any]
+    trade: dict[str, Any]
+    level: str
+    transform: str
+    outcome_label: str
+    leads: int | None
+    lags: int | None
+    cluster: str | None
+    alpha: float
+    estimates: tuple[EstimateSpec, ...]
+    tables: tuple[str, ...]
+    figures: tuple[str, ...]
+    report: bool
+    raw: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def resolve(self, p: str | Path) -> Path:
+        """Resolve a data path: absolute; relative to the study file; or to the repository."""
+        from ._paths import resolve_data_path
+
+        return resolve_data_path(p, self.path.parent if self.path else None)
+
+
+def _err(key: str, what: str, seen: Any = None, fix: str | None = None) -> SpecificationError:
+    where = f"study key [{key}]"
+    return SpecificationError(format_message(what, where=where, seen=seen, fix=fix))
+
+
+def _check_keys(section: str, got: dict[str, Any]) -> None:
+    allowed = _SCHEMA[section]
+    for k in got:
+        if k not in allowed:
+            close = suggest(k, allowed)
+            raise _err(f"{section}.{k}", f"unknown key {k!r} in [{section}]", seen=k,
+                       fix=(f"did you mean {close[0]!r}? " if close else "")
+                       + f"allowed keys: {', '.join(sorted(allowed))}")
+
+
+def _choice(key: str, value: Any, allowed: tuple[str, ...]) -> str:
+    if value not in allowed:
+        close = suggest(value, allowed)
+        raise _err(key, f"{key} must be one of {', '.join(allowed)}", seen=value,
+                   fix=f"use {close[0]!r}" if close else f"use one of {', '.join(allowed)}")
+    return value
+
+
+def parse_study(doc: dict[str, Any], path: Path | None = None) -> Study:
+    """Validate a parsed TOML document and return a :class:`Study`."""
+    from .estimators.registry import ESTIMATORS
+
+    unknown = set(doc) - set(_SCHEMA)
+    if unknown:
+        k = sorted(unknown)[0]
+        close = suggest(k, _SCHEMA)
+        raise _err(k, f"unknown section [{k}]", seen=k,
+                   fix=(f"did you mean [{close[0]}]? " if close else "")
+                   + f"sections: {', '.join(sorted(_SCHEMA))}")
+    for sec in _SCHEMA:
+        val = doc.get(sec, {} if sec != "estimate" else [])
+        if sec == "estimate":
+            if not isinstance(val, list):
+                raise _err("estimate", "estimate must be an array of tables ([[estimate]])",
+                           seen=type(val).__name__, fix="write each estimator as [[estimate]]")
+            for e in val:
+                _check_keys("estimate", e)
+        else:
+            if not isinstance(val, dict):
+                raise _err(sec, f"[{sec}] must be a table", seen=val)
+            _check_keys(sec, val)
+    st = doc.get("study", {})
+    for req in ("name", "title"):
+        if not st.get(req):
+            raise _err(f"study.{req}", f"study.{req} is required", fix=f"add {req} = \"...\"")
+    name = str(st["name"])
+    if not name.replace("_", "").replace("-", "").isalnum():
+        raise _err("study.name", "study.name must be letters, digits, '-' or '_' (it names "
+                   "the output folders)", seen=name, fix="e.g. name = \"de_exports\"")
+    for sec in ("twinnings", "trade"):
+        if "path" not in doc.get(sec, {}):
+            raise _err(f"{sec}.path", f"[{sec}] needs a path", fix="path = \"data/raw/...\"")
+    level = _choice("panel.level", doc.get("panel", {}).get("level", "country_pair"), LEVELS)
+    outcome = doc.get("outcome", {})
+    transform = _choice("outcome.transform", outcome.get("transform", "log"), OUTCOME_TRANSFORMS)
+    window = doc.get("window", {})
+    for k in ("leads", "lags"):
+        v = window.get(k)
+        if v is not None and (not isinstance(v, int) or v < 0):
+            raise _err(f"window.{k}", f"window.{k} must be a non-negative integer", seen=v)
+    inf = doc.get("inference", {})
+    alpha = inf.get("alpha", 0.05)
+    if not isinstance(alpha, float | int) or not 0 < alpha < 1:
+        raise _err("inference.alpha", "alpha must be in (0, 1)", seen=alpha, fix="alpha = 0.05")
+    estimates = []
+    labels = set()
+    for i, e in enumerate(doc.get("estimate", [])):
+        est = e.get("estimator")
+        if est not in ESTIMATORS:
+            close = suggest(est, ESTIMATORS)
+            raise _err(f"estimate[{i}].estimator", "unknown estimator", seen=est,
+                       fix=(f"did you mean {close[0]!r}? " if close else "")
+                       + f"available: {', '.join(sorted(ESTIMATORS))}")
+        label = str(e.get("label", est))
+        if label in labels:
+            raise _err(f"estimate[{i}].label", "duplicate estimate label", seen=label,
+                       fix="give each [[estimate]] a distinct label")
+        labels.add(label)
+        opts = e.get("options", {})
+        if not isinstance(opts, dict):
+            raise _err(f"estimate[{i}].options", "options must be a table", seen=opts)
+        estimates.append(EstimateSpec(label, est, dict(opts)))
+    if not estimates:
+        raise _err("estimate", "a study needs at least one [[estimate]]",
+                   fix="add [[estimate]] with estimator = \"twfe\"")
+    out = doc.get("output", {})
+    tables = tuple(_choice("output.tables", t, TABLE_FORMATS)
+                   for t in out.get("tables", ["markdown", "xlsx"]))
+    figures = tuple(_choice("output.figures", f, FIGURE_FORMATS)
+                    for f in out.get("figures", ["png", "svg"]))
+    caveats = st.get("caveats", [])
+    if isinstance(caveats, str):
+        caveats = [caveats]
+    return Study(
+        path=path, name=name, title=str(st["title"]),
+        description=str(st.get("description", "")), simulated=bool(st.get("simulated", False)),
+        caveats=tuple(str(c) for c in caveats), twinnings=dict(doc["twinnings"]),
+        trade=dict(doc["trade"]), level=level, transform=transform,
+        outcome_label=str(outcome.get("label", transform + " trade value")),
+        leads=window.get("leads"), lags=window.get("lags"), cluster=inf.get("cluster"),
+        alpha=float(alpha), estimates=tuple(estimates), tables=tables, figures=figures,
+        report=bool(out.get("report", True)), raw=doc,
+    )
+
+
+def load_study(path: str | Path) -> Study:
+    """Read and validate a study TOML file."""
+    p = Path(path)
+    if not p.is_file():
+        raise SpecificationError(format_message(
+            "study file not found", where=str(p.resolve()),
+            fix="pass the path of a .toml study file, or run `twinimpact list`"))
+    try:
+        doc = tomllib.loads(p.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise SpecificationError(format_message(
+            f"study file is not valid TOML: {exc}", where=str(p),
+            fix="check quotes, brackets and commas on that line")) from exc
+    return parse_study(doc, p.resolve())
