@@ -52,6 +52,8 @@ Schema (every key, with defaults)::
     tables = ["markdown", "xlsx", "html", "latex"]
     figures = ["png", "svg"]
     report = true                       # the self-contained HTML report
+    headline = "TWFE event study"       # label of the estimate quoted in the headline
+    headline_subject = "German exports to a partner country"
 """
 
 from __future__ import annotations
@@ -79,7 +81,7 @@ _SCHEMA: dict[str, set[str]] = {
     "window": {"leads", "lags"},
     "inference": {"cluster", "alpha"},
     "estimate": {"label", "estimator", "options"},
-    "output": {"tables", "figures", "report"},
+    "output": {"tables", "figures", "report", "headline", "headline_subject"},
 }
 
 
@@ -113,6 +115,8 @@ class Study:
     tables: tuple[str, ...]
     figures: tuple[str, ...]
     report: bool
+    headline: str | None = None
+    headline_subject: str = "The outcome"
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def resolve(self, p: str | Path) -> Path:
@@ -213,6 +217,9 @@ def parse_study(doc: dict[str, Any], path: Path | None = None) -> Study:
         raise _err("estimate", "a study needs at least one [[estimate]]",
                    fix="add [[estimate]] with estimator = \"twfe\"")
     out = doc.get("output", {})
+    if out.get("headline") is not None and out["headline"] not in labels:
+        raise _err("output.headline", "headline must be the label of an [[estimate]]",
+                   seen=out["headline"], fix=f"use one of {', '.join(sorted(labels))}")
     tables = tuple(_choice("output.tables", t, TABLE_FORMATS)
                    for t in out.get("tables", ["markdown", "xlsx"]))
     figures = tuple(_choice("output.figures", f, FIGURE_FORMATS)
@@ -228,7 +235,8 @@ def parse_study(doc: dict[str, Any], path: Path | None = None) -> Study:
         outcome_label=str(outcome.get("label", transform + " trade value")),
         leads=window.get("leads"), lags=window.get("lags"), cluster=inf.get("cluster"),
         alpha=float(alpha), estimates=tuple(estimates), tables=tables, figures=figures,
-        report=bool(out.get("report", True)), raw=doc,
+        report=bool(out.get("report", True)), headline=out.get("headline"),
+        headline_subject=str(out.get("headline_subject", "The outcome")), raw=doc,
     )
 
 

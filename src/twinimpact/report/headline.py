@@ -1,0 +1,93 @@
+"""Plain-language headline: which estimate to quote and how to say it.
+
+"German exports to a partner country were 12.3% higher, 95% CI [4.1%, 21.2%], in the
+21 years after the first twinning."
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["Headline", "headline_sentence", "pick_headline"]
+
+#: preference when the study does not name its headline estimate: heterogeneity-robust first
+PREFERENCE = ("callaway_santanna", "imputation", "did2s", "sun_abraham", "synthetic_did",
+              "poisson_event_study", "ppml", "event_study", "twfe")
+
+
+@dataclass(frozen=True)
+class Headline:
+    label: str
+    result: Any
+    estimate: float
+    ci_lower: float
+    ci_upper: float
+    p_value: float
+    n_post: int | None
+
+
+def _att_row(result: Any, alpha: float):
+    f = result.to_frame(alpha)
+    rows = f[f["term"] == "ATT"]
+    return None if rows.empty else (f, rows.iloc[0])
+
+
+def pick_headline(results: dict[str, Any], study: Any) -> Headline | None:
+    """The estimate to quote: the study's ``[output] headline`` or the most robust one."""
+    alpha = study.alpha
+    labels = list(results)
+    if getattr(study, "headline", None) in results:
+        labels = [study.headline] + [k for k in labels if k != study.headline]
+    else:
+        rank = {n: i for i, n in enumerate(PREFERENCE)}
+        labels.sort(key=lambda k: rank.get(str(getattr(results[k], "estimator", "")).split(
+            "/")[0], len(rank)))
+    for k in labels:
+        got = _att_row(results[k], alpha)
+        if got is None:
+            continue
+        f, row = got
+        if not math.isfinite(row["estimate"]):
+            continue
+        n_post = None
+        if "rel_time" in f.columns:
+            n_post = int((f["rel_time"] >= 0).sum()) or None
+        return Headline(k, results[k], float(row["estimate"]), float(row["ci_lower"]),
+                        float(row["ci_upper"]), float(row["p_value"]), n_post)
+    return None
+
+
+def _pct(b: float) -> float:
+    return 100.0 * (math.exp(b) - 1.0)
+
+
+def headline_sentence(h: Headline, study: Any) -> tuple[str, str]:
+    """(headline, how-sure sentence) in plain words."""
+    level = 100 * (1 - study.alpha)
+    subject = getattr(study, "headline_subject", "The outcome")
+    when = (f"in the {h.n_post} years after the first twinning" if h.n_post
+            else "after the first twinning")
+    proportional = study.transform in ("log", "log1p", "asinh") or any(
+        s in str(getattr(h.result, "estimator", "")) for s in ("ppml", "poisson"))
+    if proportional:
+        x, lo, hi = _pct(h.estimate), _pct(h.ci_lower), _pct(h.ci_upper)
+        word = "higher" if x >= 0 else "lower"
+        head = (f"{subject} were {abs(x):.1f}% {word}, {level:g}% CI [{lo:.1f}%, {hi:.1f}%], "
+                f"{when} (estimate: {h.label}).")
+    else:
+        word = "higher" if h.estimate >= 0 else "lower"
+        head = (f"{subject} was {abs(h.estimate):.3g} {word}, {level:g}% CI "
+                f"[{h.ci_lower:.3g}, {h.ci_upper:.3g}], {when} (estimate: {h.label}).")
+    covers_zero = h.ci_lower <= 0 <= h.ci_upper
+    if covers_zero:
+        sure = (f"How sure are we? Not very: the {level:g}% confidence interval includes no "
+                "change at all, so the data cannot rule out that twinning made no difference "
+                f"(p-value {h.p_value:.2f}).")
+    else:
+        sure = (f"How sure are we? The {level:g}% confidence interval excludes no change "
+                f"(p-value {h.p_value:.3f}), so chance alone is an unlikely explanation. It "
+                "does not by itself show that twinning caused the change: see the pre-trend "
+                "checks and caveats below.")
+    return head, sure

@@ -1,0 +1,228 @@
+"""The study report: one self-contained HTML file policy staff can read.
+
+No remote scripts, fonts or images: figures are embedded (PNG as data URIs), styles are
+inline. Every string that comes from data, results or the study file is escaped.
+
+Structure: (simulated-data banner) · title · plain-language headline · how sure we are ·
+estimator comparison table · event-study figure · diagnostics (pre-trend tests, dropped
+rows, failures, warnings, sensitivity) · data sources and caveats · methods appendix.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import math
+from pathlib import Path
+from typing import Any
+
+from .._io import atomic_write_text
+from .headline import headline_sentence, pick_headline
+from .tables import table
+
+__all__ = ["METHOD_NOTES", "render_report", "write_report"]
+
+e = html.escape
+
+METHOD_NOTES: dict[str, str] = {
+    "twfe": "Two-way fixed effects (static): compares treated and untreated units before and "
+            "after treatment, with unit and year fixed effects. With staggered timing and "
+            "effects that change over time it can be biased (Goodman-Bacon 2021).",
+    "event_study": "Event study with two-way fixed effects: one coefficient per year relative "
+                   "to the first twinning (the year before is the reference). Pre-twinning "
+                   "coefficients near zero support the parallel-trends assumption. The 'ATT' "
+                   "row averages the post-twinning coefficients.",
+    "callaway_santanna": "Callaway & Sant'Anna (2021): compares each cohort of newly twinned "
+                         "units with units not (yet) twinned, year by year, then averages; "
+                         "robust to effects that differ across cohorts and over time.",
+    "sun_abraham": "Sun & Abraham (2021): interaction-weighted event study, robust to "
+                   "heterogeneous effects across cohorts.",
+    "imputation": "Borusyak, Jaravel & Spiess (2024): imputes what untreated outcomes would "
+                  "have been from a fixed-effects model fitted on untreated observations.",
+    "did2s": "Gardner (2021) two-stage DiD: removes unit and year effects estimated on "
+             "untreated observations, then regresses on treatment.",
+    "synthetic_did": "Synthetic difference-in-differences (Arkhangelsky et al. 2021): "
+                     "reweights control units and pre-periods to match the treated unit.",
+    "ppml": "Poisson pseudo-maximum likelihood (Santos Silva & Tenreyro 2006) with fixed "
+            "effects: the standard gravity estimator; keeps zero trade flows.",
+    "poisson_event_study": "Poisson event study: effects in proportional terms, keeping zero "
+                           "trade flows.",
+}
+
+_CSS = """
+body{font-family:system-ui,-apple-system,'Segoe UI',Roboto,Arial,sans-serif;max-width:60rem;
+margin:2rem auto;padding:0 1rem;color:#1b1b1b;line-height:1.5}
+h1{font-size:1.6rem;margin-bottom:.2rem}h2{font-size:1.2rem;margin-top:2rem;
+border-bottom:1px solid #ddd}
+.banner{background:#b00020;color:#fff;padding:.6rem 1rem;font-weight:700;border-radius:4px}
+.headline{font-size:1.15rem;background:#f3f6fa;border-left:4px solid #2f5f98;padding:.8rem 1rem}
+table{border-collapse:collapse;margin:.5rem 0;font-size:.9rem}
+td,th{padding:.2rem .6rem;text-align:right}th[scope=row]{text-align:left;font-weight:400}
+thead th{border-bottom:1px solid #999}tfoot td,tfoot th{border-top:1px solid #ccc;
+font-size:.8rem}tr.se td{color:#555;font-size:.85rem}
+figure{margin:1rem 0}figure img{max-width:100%}figcaption{font-size:.85rem;color:#444}
+.small{font-size:.85rem;color:#444}code{background:#f4f4f4;padding:0 .2rem}
+"""
+
+
+def _fig_png(run: Any) -> str | None:
+    dynamic = {k: r for k, r in run.results.items()
+               if "rel_time" in r.to_frame().columns and r.to_frame()["rel_time"].notna().any()}
+    if not dynamic:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    from .plots import plot_event_study
+
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    plot_event_study(dynamic, ax=ax, alpha=run.study.alpha,
+                     ylabel=f"Effect on {run.study.outcome_label}")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _list(items: list[str]) -> str:
+    if not items:
+        return "<p>None.</p>"
+    return "<ul>" + "".join(f"<li>{e(str(i))}</li>" for i in items) + "</ul>"
+
+
+def _dropped_lines(run: Any) -> list[str]:
+    lines = []
+    man = getattr(run.panel, "manifest", {}) or {}
+    counts = man.get("row_counts") or man.get("counts") or {}
+    if isinstance(counts, dict):
+        for k, v in counts.items():
+            lines.append(f"{k}: {v}")
+    dropped = man.get("dropped_summary") or man.get("dropped") or {}
+    if isinstance(dropped, dict):
+        for k, v in dropped.items():
+            if isinstance(v, int | float | str):
+                lines.append(f"dropped — {k}: {v}")
+    for k, v in run.diagnostics.get("outcome_dropped_rows", {}).items():
+        lines.append(f"not in the analysis sample — {k}: {v}")
+    return lines
+
+
+def _pretests(run: Any) -> list[str]:
+    out = []
+    for label, r in run.results.items():
+        d = r.diagnostics or {}
+        for key in ("pretest", "pre_test", "pretrend_test", "pretrends_test"):
+            if d.get(key):
+                t = d[key]
+                if isinstance(t, dict) or hasattr(t, "get"):
+                    stat = t.get("statistic", t.get("W"))
+                    p = t.get("p_value")
+                    df = t.get("df")
+                    out.append(f"{label}: joint test that all pre-twinning effects are zero: "
+                               f"statistic {_num(stat)}"
+                               + (f" (df {df})" if df is not None else "")
+                               + f", p-value {_num(p)}")
+                break
+        f = r.to_frame()
+        if "rel_time" in f.columns:
+            pre = f[(f["rel_time"] < 0) & f["p_value"].notna()]
+            if len(pre):
+                n_sig = int((pre["p_value"] < run.study.alpha).sum())
+                out.append(f"{label}: {n_sig} of {len(pre)} pre-twinning coefficients differ "
+                           f"from zero at the {100 * run.study.alpha:g}% level")
+    return out
+
+
+def _num(v: Any) -> str:
+    try:
+        x = float(v)
+    except (TypeError, ValueError):
+        return str(v)
+    if math.isnan(x):
+        return "n/a"
+    return f"{x:.3g}" if abs(x) < 1e4 else f"{x:,.0f}"
+
+
+def render_report(run: Any) -> str:
+    """Return the report as one HTML string."""
+    study = run.study
+    parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
+             '<meta name="viewport" content="width=device-width,initial-scale=1">',
+             f"<title>{e(study.title)}</title><style>{_CSS}</style></head><body>"]
+    if study.simulated:
+        parts.append('<p class="banner" id="simulated">SIMULATED DATA — this report runs on '
+                     "simulated series, not real trade data. Its numbers illustrate the method "
+                     "only.</p>")
+    parts.append(f"<h1>{e(study.title)}</h1>")
+    if study.description:
+        parts.append(f'<p class="small">{e(study.description)}</p>')
+    head = pick_headline(run.results, study)
+    parts.append("<h2>What changed</h2>")
+    if head is not None:
+        sentence, sure = headline_sentence(head, study)
+        parts.append(f'<p class="headline" id="headline">{e(sentence)}</p>')
+        parts.append(f"<p>{e(sure)}</p>")
+    else:
+        parts.append('<p class="headline" id="headline">No estimate could be computed; see '
+                     "the diagnostics below.</p>")
+    if run.results:
+        parts.append("<h2>Estimates by method</h2>")
+        parts.append('<p class="small">Each column is one estimator. Numbers are effects on '
+                     f"{e(study.outcome_label)}; standard errors in parentheses. For a log "
+                     "outcome, an effect b means roughly 100·(exp(b)−1)% higher.</p>")
+        parts.append('<div id="estimates">' + str(table(run.results, format="html",
+                                                          alpha=study.alpha)) + "</div>")
+    png = _fig_png(run)
+    if png:
+        parts.append("<h2>Year by year</h2>")
+        parts.append('<figure id="event-study"><img alt="Event-study estimates by year '
+                     f'relative to the first twinning" src="data:image/png;base64,{png}">'
+                     "<figcaption>Estimated effect in each year before and after the first "
+                     "twinning, with confidence intervals. Points before zero should be close "
+                     "to zero if treated and comparison units were on parallel paths."
+                     "</figcaption></figure>")
+    parts.append("<h2>Diagnostics</h2>")
+    parts.append("<h3>Pre-trend checks</h3>" + _list(_pretests(run)))
+    parts.append("<h3>Rows used and dropped</h3>" + _list(_dropped_lines(run)))
+    if run.failures:
+        parts.append("<h3>Estimators that could not run</h3>"
+                     + _list([f"{k}: {v}" for k, v in run.failures.items()]))
+    if run.warnings:
+        parts.append("<h3>Warnings</h3>" + _list(run.warnings))
+    sens = getattr(run, "sensitivity", None)
+    if sens is not None and len(sens):
+        parts.append("<h3>Sensitivity (HonestDiD)</h3>" + sens.to_html(index=False))
+    parts.append("<h2>Data and caveats</h2>")
+    sources = []
+    man = getattr(run.panel, "manifest", {}) or {}
+    for item in man.get("inputs", []) if isinstance(man.get("inputs"), list) else []:
+        if isinstance(item, dict):
+            sources.append(" · ".join(f"{k}: {v}" for k, v in item.items()
+                                      if k in ("name", "path", "sha256", "rows")))
+    sources.append("Attribution and licences: data/raw/SOURCES.md in the twinimpact "
+                   "repository (Wikipedia-derived lists are CC BY-SA 4.0).")
+    parts.append("<h3>Sources</h3>" + _list(sources))
+    parts.append("<h3>Caveats</h3>" + _list(list(study.caveats)))
+    parts.append("<h2>Methods</h2>")
+    used = []
+    for label, r in run.results.items():
+        base = getattr(r, "estimator", "")
+        note = METHOD_NOTES.get(base) or METHOD_NOTES.get(base.split("/")[0], "")
+        vs = getattr(r, "vcov_spec", None)
+        se = f" Standard errors: {vs.description or vs.kind}." if vs is not None else ""
+        used.append(f"{label}: {note}{se}")
+    parts.append(_list(used))
+    parts.append('<p class="small">Generated by twinimpact. Confidence intervals at the '
+                 f"{100 * (1 - study.alpha):g}% level.</p>")
+    parts.append("</body></html>")
+    return "\n".join(parts) + "\n"
+
+
+def write_report(run: Any, path: str | Path) -> Path:
+    """Render the report and write it atomically to ``path``."""
+    return atomic_write_text(path, render_report(run))
+
