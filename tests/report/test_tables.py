@@ -85,3 +85,14 @@ def test_plot_event_study_overlays(fits):
     plt.close(fig)
     with pytest.raises(SpecificationError, match="event-time"):
         ti.plot_event_study(fits["Static"])
+
+
+def test_plain_labels():
+    from twinimpact.report.tables import plain_term
+
+    assert plain_term("rel_time=-2") == "2 years before"
+    assert plain_term("rel_time=1") == "1 year after"
+    assert plain_term("rel_time=0") == "Year of twinning"
+    assert plain_term("ATT") == "Average effect after twinning"
+    assert plain_term("cohort=2004") == "Twinned in 2004"
+    assert plain_term("lpop") == "lpop"

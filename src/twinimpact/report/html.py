@@ -175,7 +175,8 @@ def render_report(run: Any) -> str:
                      f"{e(study.outcome_label)}; standard errors in parentheses. For a log "
                      "outcome, an effect b means roughly 100·(exp(b)−1)% higher.</p>")
         parts.append('<div id="estimates">' + str(table(run.results, format="html",
-                                                          alpha=study.alpha)) + "</div>")
+                                                          alpha=study.alpha,
+                                                          plain_labels=True)) + "</div>")
     png = _fig_png(run)
     if png:
         parts.append("<h2>Year by year</h2>")

@@ -110,7 +110,32 @@ def _footer(items: list[tuple[str, Any]]) -> list[tuple[str, list[str]]]:
     return rows
 
 
-def _text_cells(results: Any, alpha: float, digits: int, stars: bool
+def plain_term(term: str) -> str:
+    """Reader-friendly label: ``rel_time=-2`` -> "2 years before", ``ATT`` -> "Average
+    effect after twinning", ``cohort=2004`` -> "Cohort 2004"."""
+    if term == "ATT":
+        return "Average effect after twinning"
+    key, sep, val = term.partition("=")
+    if not sep:
+        return term
+    try:
+        num = float(val)
+    except ValueError:
+        return term
+    if key == "rel_time":
+        e = int(num) if num.is_integer() else num
+        if e == 0:
+            return "Year of twinning"
+        unit = "year" if abs(e) == 1 else "years"
+        return f"{abs(e)} {unit} " + ("before" if e < 0 else "after")
+    if key == "cohort":
+        return f"Twinned in {val}"
+    if key == "time":
+        return f"In {val}"
+    return term
+
+
+def _text_cells(results: Any, alpha: float, digits: int, stars: bool, plain: bool = False
                 ) -> tuple[list[str], list[tuple[str, list[str], list[str]]],
                            list[tuple[str, list[str]]]]:
     items = _named_results(results)
@@ -126,7 +151,7 @@ def _text_cells(results: Any, alpha: float, digits: int, stars: bool
             est.append(_fmt(e, digits) + (_stars(p) if stars else ""))
             se.append(f"({_fmt(s, digits)})" if not (isinstance(s, float) and math.isnan(s))
                       else "")
-        body.append((str(term), est, se))
+        body.append((plain_term(str(term)) if plain else str(term), est, se))
     return names, body, _footer(items)
 
 
@@ -200,7 +225,8 @@ def _latex(names, body, footer, note) -> str:
 
 
 def table(results: Any, format: TableFormat = "markdown", path: str | Path | None = None, *,
-          alpha: float = 0.05, digits: int = 4, stars: bool = True) -> str | pd.DataFrame:
+          alpha: float = 0.05, digits: int = 4, stars: bool = True,
+          plain_labels: bool = False) -> str | pd.DataFrame:
     """Several results side by side.
 
     Parameters
@@ -220,6 +246,9 @@ def table(results: Any, format: TableFormat = "markdown", path: str | Path | Non
         Decimals shown in text formats.
     stars : bool
         Significance stars (p < .10, .05, .01) in text formats.
+    plain_labels : bool
+        Text formats: label terms for non-specialists ("2 years before", "Year of
+        twinning", "Average effect after twinning") instead of ``rel_time=-2``, ``ATT``.
 
     Examples
     --------
@@ -237,7 +266,7 @@ def table(results: Any, format: TableFormat = "markdown", path: str | Path | Non
     if format in ("frame", "xlsx"):
         wide = coef_frame(results, alpha)
         if format == "xlsx":
-            names, body, footer = _text_cells(results, alpha, digits, stars)
+            names, body, footer = _text_cells(results, alpha, digits, stars, plain_labels)
             rows = []
             for term, est, se in body:
                 rows.append([term, *est])
@@ -254,7 +283,7 @@ def table(results: Any, format: TableFormat = "markdown", path: str | Path | Non
                     flat.to_excel(xw, sheet_name="estimates")
                     notes.to_excel(xw, sheet_name="notes", index=False)
         return wide
-    names, body, footer = _text_cells(results, alpha, digits, stars)
+    names, body, footer = _text_cells(results, alpha, digits, stars, plain_labels)
     note = _note(alpha, stars)
     render = {"markdown": _markdown, "html": _html, "latex": _latex}[format]
     text = render(names, body, footer, note)

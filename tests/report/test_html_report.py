@@ -1,0 +1,124 @@
+"""The HTML study report: self-contained, escaped, headline/tables/figures present, and
+rendered in headless Chromium with nothing failing to load."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+import twinimpact as ti
+from twinimpact.report.headline import headline_sentence, pick_headline
+from twinimpact.report.html import render_report, write_report
+from twinimpact.runner import StudyRun
+from twinimpact.study import parse_study
+
+KW = dict(outcome="lemp", unit="countyreal", time="year", cohort="first.treat")
+EVIL = "<script>alert(1)</script>"
+
+
+def _study(**over):
+    doc = {"study": {"name": "t", "title": f"Report {EVIL}", "description": EVIL,
+                     "caveats": [f"caveat {EVIL}"], **over},
+           "twinnings": {"path": "a.csv"}, "trade": {"path": "b.csv"},
+           "estimate": [{"label": "TWFE (static)", "estimator": "twfe"},
+                        {"label": "Event study", "estimator": "event_study"}],
+           "output": {"headline": "Event study",
+                      "headline_subject": "Teen employment in a county"}}
+    return parse_study(doc)
+
+
+@pytest.fixture(scope="module")
+def run(mpdta):
+    results = {"TWFE (static)": ti.twfe(mpdta, **KW),
+               "Event study": ti.event_study(mpdta, **KW)}
+    panel = SimpleNamespace(manifest={"row_counts": {"trade rows read": 2500},
+                                      "inputs": [{"name": f"city {EVIL}", "rows": 3}]})
+    return StudyRun(study=_study(), panel=panel, analysis_frame=mpdta, results=results,
+                    failures={"Callaway": f"failed {EVIL}"}, outputs={},
+                    diagnostics={"outcome_dropped_rows": {"value <= 0": 4}},
+                    warnings=[f"warn {EVIL}"])
+
+
+def test_headline_numbers_come_from_the_result(run):
+    h = pick_headline(run.results, run.study)
+    assert h.label == "Event study"
+    row = run.results["Event study"].to_frame().set_index("term").loc["ATT"]
+    assert h.estimate == row["estimate"]
+    sentence, sure = headline_sentence(h, run.study)
+    pct = 100 * (np.exp(row["estimate"]) - 1)
+    assert f"{abs(pct):.1f}% lower" in sentence
+    assert f"[{100 * (np.exp(row['ci_lower']) - 1):.1f}%" in sentence
+    assert "in the 4 years after the first twinning" in sentence
+    assert "excludes no change" in sure
+
+
+def test_self_contained_and_escaped(run):
+    page = render_report(run)
+    assert EVIL not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", page)
+    assert "<script" not in page.lower()
+    assert page.count('src="data:image/png;base64,') == 1
+    tidy = run.results["TWFE (static)"].to_frame().set_index("term")
+    assert f"{tidy.loc['ATT', 'estimate']:.4f}".replace("-", "\u2212") in page
+
+
+def test_simulated_banner_first(run, tmp_path):
+    sim = StudyRun(**{**run.__dict__, "study": _study(simulated=True)})
+    page = render_report(sim)
+    body = page.split("<body>", 1)[1]
+    assert body.lstrip().startswith('<p class="banner" id="simulated">SIMULATED DATA')
+
+
+def _chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser") or \
+        shutil.which("google-chrome")
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_renders_in_headless_chromium(run, tmp_path):
+    exe = _chromium()
+    if exe is None:
+        pytest.skip("Chromium not installed (.ci/run installs Debian's chromium)")
+    report = write_report(run, tmp_path / "report.html")
+    # a copy with an inspection script: did every image load, which headings are visible
+    probe = tmp_path / "probe.html"
+    probe_js = """<script>
+window.addEventListener('load', () => {
+  const imgs = [...document.images];
+  const out = {n_img: imgs.length,
+               broken: imgs.filter(i => !(i.complete && i.naturalWidth > 0)).length,
+               headline: (document.getElementById('headline') || {}).innerText || '',
+               tables: document.querySelectorAll('table').length,
+               rows: document.querySelectorAll('#estimates tbody tr').length,
+               scripts_injected: document.querySelectorAll('script').length - 1};
+  const pre = document.createElement('pre'); pre.id = 'probe-result';
+  pre.textContent = JSON.stringify(out); document.body.appendChild(pre);
+});
+</script>"""
+    probe.write_text(report.read_text().replace("</body>", probe_js + "</body>"))
+    cmd = [exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+           "--no-first-run", "--disable-background-networking", "--disable-component-update",
+           "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}",
+           "--virtual-time-budget=5000", "--dump-dom", probe.as_uri()]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    m = re.search(r'<pre id="probe-result">(.*?)</pre>', proc.stdout, re.S)
+    assert m, proc.stderr[-2000:]
+    got = json.loads(m.group(1).replace("&quot;", '"'))
+    assert got["n_img"] == 1 and got["broken"] == 0
+    assert "Teen employment in a county" in got["headline"]
+    assert got["tables"] >= 1 and got["rows"] >= 2
+    assert got["scripts_injected"] == 0
+    shot = tmp_path / "shot.png"
+    subprocess.run([*cmd[:-2], f"--screenshot={shot}", "--window-size=1200,2400",
+                    report.as_uri()], capture_output=True, timeout=120)
+    assert shot.exists() and shot.stat().st_size > 10_000
+    Path("/tmp/twinimpact_report_shot.png").write_bytes(shot.read_bytes())
