@@ -1,0 +1,210 @@
+"""Fitting a (possibly staggered) synthetic-DiD design and its variance estimators.
+
+A *design* is an outcome matrix ``Y`` of shape ``(N, T)`` whose first ``N0`` rows are the
+never-treated (control) units, plus one *group* per adoption date: ``(a, rows)`` with
+``a`` the column index of the first treated period (``T0 = a`` pre-periods) and ``rows``
+the treated units' row indices.  Each group is estimated as a simultaneous-adoption
+block against all controls (Arkhangelsky et al. 2021, Algorithm 1) and the overall ATT
+is the average of the group estimates weighted by their number of treated unit-periods,
+``N1_g * T1_g`` (Clarke, Pailañir, Athey & Imbens 2023, the Stata ``sdid`` command).
+
+Variance estimators (Arkhangelsky et al. 2021, Section 5), as in R synthdid's
+``vcov.R``:
+
+* placebo (Algorithm 4): controls only; a random permutation makes the last
+  ``N1`` of them pseudo-treated (with the treated units' adoption dates); the weights are
+  re-estimated (warm-started at the original ones) with the original tuning; variance =
+  ``(B-1)/B`` times the sample variance of the replicates.  Needs ``N0 > N1``.
+* bootstrap (Algorithm 2): resample units with replacement, redraw until every group
+  has a treated unit and there is a control; weights re-estimated (warm start).
+  Undefined (NaN) with one treated unit, as in R.
+* jackknife (Algorithm 3, fixed weights): leave one unit out, keep lambda, renormalise
+  omega; variance ``(n-1)/n * sum (u_i - mean u)^2``.  Undefined with one treated unit or
+  when a group's omega has a single non-zero entry, as in R.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ._sdid_solver import (
+    SDIDFit,
+    SDIDOptions,
+    default_options,
+    fixed_weights,
+    sdid_fit,
+    sdid_fit_batch,
+    sum_normalize,
+)
+
+__all__ = [
+    "Group",
+    "aggregate",
+    "bootstrap_replicates",
+    "fit_design",
+    "jackknife_pseudovalues",
+    "placebo_replicates",
+    "replicate_vcov",
+]
+
+
+@dataclass(frozen=True)
+class Group:
+    """One adoption cohort: first treated column ``a`` and treated row indices ``rows``."""
+
+    a: int
+    rows: np.ndarray
+
+
+def _method_opts(method: str, Yg: np.ndarray, N0: int, T0: int) -> tuple[SDIDOptions, dict]:
+    return default_options(method, Yg, N0, T0)
+
+
+def fit_design(Y: np.ndarray, ctrl: np.ndarray, groups: list[Group], method: str, *,
+               opts: list[SDIDOptions] | None = None,
+               init: list[tuple[np.ndarray | None, np.ndarray | None]] | None = None
+               ) -> tuple[list[SDIDFit], list[dict]]:
+    """Fit every group against the controls ``ctrl`` (row indices of ``Y``).
+
+    ``opts`` (one per group) default to synthdid's defaults for ``method`` computed on
+    each group's block; ``init`` gives per-group (omega, lambda) initial values (or the
+    fixed weights when the method does not estimate them).  Returns the fits and, per
+    group, the tuning information (noise level, eta) when ``opts`` were computed here.
+    """
+    fits: list[SDIDFit] = []
+    infos: list[dict] = []
+    N0 = len(ctrl)
+    for g, grp in enumerate(groups):
+        Yg = Y[np.concatenate([ctrl, grp.rows])]
+        if opts is None:
+            o, info = _method_opts(method, Yg, N0, grp.a)
+        else:
+            o, info = opts[g], {}
+        om0, la0 = fixed_weights(method, N0, grp.a)
+        if init is not None:
+            om_i, la_i = init[g]
+            om0 = om_i if om_i is not None else om0
+            la0 = la_i if la_i is not None else la0
+        fits.append(sdid_fit(Yg, N0, grp.a, o, omega=om0, lam=la0))
+        infos.append(info)
+    return fits, infos
+
+
+def aggregate(taus: np.ndarray, n1: np.ndarray, t1: np.ndarray) -> tuple[float, np.ndarray]:
+    """ATT = sum_g w_g tau_g with w_g = N1_g T1_g / sum_h N1_h T1_h; returns (ATT, w)."""
+    cells = np.asarray(n1, dtype=float) * np.asarray(t1, dtype=float)
+    w = cells / cells.sum()
+    return float(np.dot(w, taus)), w
+
+
+def placebo_replicates(Y: np.ndarray, N0: int, groups: list[Group], fits: list[SDIDFit],
+                       n_reps: int, rng: np.random.Generator) -> np.ndarray:
+    """Placebo replicates, shape ``(n_reps, 1 + G)``: column 0 the ATT, then per group."""
+    T = Y.shape[1]
+    sizes = [len(g.rows) for g in groups]
+    n1_tot = sum(sizes)
+    n0_new = N0 - n1_tot
+    perms = np.array([rng.permutation(N0) for _ in range(n_reps)])   # (B, N0)
+    ctrl = perms[:, :n0_new]
+    out = np.empty((n_reps, 1 + len(groups)))
+    start = n0_new
+    for g, (grp, fit) in enumerate(zip(groups, fits, strict=True)):
+        tr = perms[:, start:start + sizes[g]]
+        start += sizes[g]
+        rows = np.concatenate([ctrl, tr], axis=1)                      # (B, n0_new + N1_g)
+        Ys = Y[rows]                                                   # (B, ., T)
+        om_init = np.array([sum_normalize(fit.omega[c]) for c in ctrl])
+        la_init = np.broadcast_to(fit.lam, (n_reps, grp.a))
+        tau, _, _ = sdid_fit_batch(Ys, n0_new, grp.a, fit.options, omega=om_init,
+                                   lam=la_init)
+        out[:, 1 + g] = tau
+    t1 = np.array([T - grp.a for grp in groups])
+    cells = np.array(sizes, dtype=float) * t1
+    out[:, 0] = out[:, 1:] @ (cells / cells.sum())
+    return out
+
+
+def bootstrap_replicates(Y: np.ndarray, N0: int, groups: list[Group], fits: list[SDIDFit],
+                         n_reps: int, rng: np.random.Generator,
+                         max_draws: int | None = None) -> tuple[np.ndarray, int]:
+    """Unit bootstrap replicates ``(n_reps, 1 + G)`` and the number of rejected draws."""
+    N, T = Y.shape
+    group_of = np.full(N, -1)
+    for g, grp in enumerate(groups):
+        group_of[grp.rows] = g
+    out = np.empty((n_reps, 1 + len(groups)))
+    count = rejected = 0
+    max_draws = max_draws or 100 * n_reps
+    while count < n_reps:
+        if count + rejected >= max_draws:
+            raise RuntimeError("bootstrap: too many draws without both treated and "
+                               "control units")
+        ind = np.sort(rng.integers(0, N, size=N))
+        ctrl = ind[ind < N0]
+        tr = [ind[group_of[ind] == g] for g in range(len(groups))]
+        if len(ctrl) == 0 or any(len(r) == 0 for r in tr):
+            rejected += 1
+            continue
+        taus = np.empty(len(groups))
+        for g, (grp, fit) in enumerate(zip(groups, fits, strict=True)):
+            Yg = Y[np.concatenate([ctrl, tr[g]])]
+            f = sdid_fit(Yg, len(ctrl), grp.a, fit.options,
+                         omega=sum_normalize(fit.omega[ctrl]), lam=fit.lam)
+            taus[g] = f.tau
+        att, _ = aggregate(taus, [len(r) for r in tr], [T - grp.a for grp in groups])
+        out[count, 0] = att
+        out[count, 1:] = taus
+        count += 1
+    return out, rejected
+
+
+def jackknife_pseudovalues(Y: np.ndarray, N0: int, groups: list[Group],
+                           fits: list[SDIDFit]) -> np.ndarray:
+    """Leave-one-unit-out estimates with fixed weights, shape ``(N, 1 + G)``.
+
+    Group columns are NaN where the left-out unit was the group's only treated unit.
+    """
+    N, T = Y.shape
+    out = np.full((N, 1 + len(groups)), np.nan)
+    all_ctrl = np.arange(N0)
+    for j in range(N):
+        ctrl = all_ctrl[all_ctrl != j]
+        taus = np.full(len(groups), np.nan)
+        n1 = np.zeros(len(groups))
+        for g, (grp, fit) in enumerate(zip(groups, fits, strict=True)):
+            rows = grp.rows[grp.rows != j]
+            if len(rows) == 0:
+                continue
+            omega = sum_normalize(fit.omega[ctrl])
+            Yg = Y[np.concatenate([ctrl, rows])]
+            row = np.concatenate([-omega, np.full(len(rows), 1.0 / len(rows))])
+            col = np.concatenate([-fit.lam, np.full(T - grp.a, 1.0 / (T - grp.a))])
+            taus[g] = row @ Yg @ col
+            n1[g] = len(rows)
+        ok = ~np.isnan(taus)
+        t1 = np.array([T - grp.a for grp in groups], dtype=float)
+        att, _ = aggregate(taus[ok], n1[ok], t1[ok])
+        out[j, 0] = att
+        out[j, 1:] = taus
+    return out
+
+
+def replicate_vcov(reps: np.ndarray, kind: str) -> np.ndarray:
+    """Covariance of replicate columns: ``(B-1)/B`` x sample covariance for placebo and
+    bootstrap (R: ``sqrt((B-1)/B) * sd``), ``(n-1)/n * sum`` of outer products of centred
+    pseudo-values for the jackknife. Columns containing NaN give NaN rows/columns."""
+    k = reps.shape[1]
+    cov = np.full((k, k), np.nan)
+    good = ~np.isnan(reps).any(axis=0)
+    if good.any():
+        r = reps[:, good]
+        n = r.shape[0]
+        d = r - r.mean(axis=0)
+        c = d.T @ d / n
+        if kind == "jackknife":
+            c = c * (n - 1)
+        idx = np.flatnonzero(good)
+        cov[np.ix_(idx, idx)] = c
+    return cov
