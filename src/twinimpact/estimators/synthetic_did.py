@@ -412,7 +412,7 @@ def synthetic_did(data: pd.DataFrame, *, outcome: str, unit: str, time: str,
     >>> import numpy as np, pandas as pd
     >>> from twinimpact.estimators.synthetic_did import synthetic_did
     >>> rng = np.random.default_rng(0)
-    >>> rows = [(u, t, u // 10 + 0.1 * t + rng.normal(0, 0.1) + (2.0 if u == 0 and t >= 8
+    >>> rows = [(u, t, u // 10 + 0.1 * t + rng.normal(0, 0.01) + (2.0 if u == 0 and t >= 8
     ...          else 0.0), int(u == 0 and t >= 8)) for u in range(12) for t in range(10)]
     >>> d = pd.DataFrame(rows, columns=["city", "year", "y", "w"])
     >>> res = synthetic_did(d, outcome="y", unit="city", time="year", treated="w",
