@@ -1,0 +1,436 @@
+"""Restricted wild cluster bootstrap (WCR) for one regression coefficient.
+
+Roodman, D., MacKinnon, J. G., Nielsen, M. Ø. & Webb, M. D. (2019), "Fast and wild:
+Bootstrap inference in Stata using boottest", *Stata Journal* 19(1), 4-60 (the algorithm of
+Stata ``boottest``, Julia ``WildBootTests.jl`` and R ``fwildclusterboot``).
+
+For ``H0: beta_j = beta0`` the null is imposed: ``y`` is regressed on the other regressors
+(``y - x_j beta0`` on ``X_{-j}``), giving restricted fitted values and residuals ``u~``.
+Bootstrap samples ``y*_b = X beta~ + u~ * v_{g(i), b}`` use one weight per cluster and draw.
+Nothing is refitted per draw: because the statistic is linear in the weights, the
+numerator and the ``G`` cluster scores of every draw are ``G x G`` matrices times the
+``G x B`` weight matrix ("Fast and wild", Section 3), so the cost is ``O(G^2 B)`` after one
+pass over the data. Fixed effects are projected out first (Frisch-Waugh-Lovell); the
+bootstrap regressions keep them, which enters through the fixed-effect projection of the
+cluster-wise residual columns.
+
+The statistic is the CRV1 t statistic with fixest / Stata small-sample factors
+``G/(G-1) * (N-1)/(N-K)`` (fixed effects nested in the cluster variable are not counted in
+``K``). p-values are symmetric two-sided (boottest's default ``ptype(symmetric)``):
+``P = #{|t*_b| >= |t|} / B``. With Rademacher weights and ``2^G <= n_reps`` all ``2^G``
+sign vectors are enumerated (``enumerated=True``): the p-value is then exact and does not
+depend on the seed. The confidence interval inverts the test: its ends are where the
+bootstrap p-value function crosses ``alpha`` (the same weight draws for every null).
+
+Keyword mapping: fwildclusterboot ``boottest(fit, param=term, clustid=cluster, B=n_reps,
+r=null, type=weights, impose_null=impose_null, sign_level=alpha)``; Stata
+``boottest term=null, reps(n_reps) weight(weights)``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+from scipy import optimize
+
+from .._validation import require_columns, require_frame
+from ..errors import InputError, SpecificationError, check_literal, format_message
+from ..estimators._fe import demean, factorize, fe_dof
+
+__all__ = [
+    "WEIGHT_TYPES",
+    "WildBootstrapResult",
+    "draw_weights",
+    "wcr_statistics",
+    "wild_cluster_bootstrap",
+    "wild_cluster_bootstrap_result",
+]
+
+WEIGHT_TYPES = ("rademacher", "webb", "mammen", "normal")
+_TIE_RTOL = 1e-9  # |t*| equal to |t| up to rounding counts as "at least as extreme"
+
+
+@dataclass(frozen=True)
+class WildBootstrapResult:
+    """Result of :func:`wild_cluster_bootstrap` (immutable).
+
+    Attributes
+    ----------
+    term, null : the hypothesis ``term == null``.
+    estimate, std_error : OLS estimate and its CRV1 standard error.
+    statistic : CRV1 t statistic ``(estimate - null) / std_error``.
+    p_value : symmetric bootstrap p-value.
+    conf_int : (lower, upper) by test inversion at level ``1 - alpha``.
+    n_reps : number of bootstrap draws actually used (``2^G`` when enumerated).
+    weights : weight type; enumerated : all Rademacher sign vectors used.
+    t_boot : bootstrap t statistics (read-only array, length ``n_reps``).
+    n_clusters, nobs, alpha, impose_null, small_sample : details.
+    """
+
+    term: str
+    null: float
+    estimate: float
+    std_error: float
+    statistic: float
+    p_value: float
+    conf_int: tuple[float, float]
+    n_reps: int
+    weights: str
+    enumerated: bool
+    t_boot: np.ndarray = field(repr=False)
+    n_clusters: int = 0
+    nobs: int = 0
+    alpha: float = 0.05
+    impose_null: bool = True
+    small_sample: float = 1.0
+
+    def to_frame(self) -> pd.DataFrame:
+        """One tidy row (``term, estimate, std_error, statistic, p_value, ci_lower,
+        ci_upper, ci_kind``)."""
+        return pd.DataFrame([{
+            "term": self.term, "estimate": self.estimate, "std_error": self.std_error,
+            "statistic": self.statistic, "p_value": self.p_value,
+            "ci_lower": self.conf_int[0], "ci_upper": self.conf_int[1],
+            "ci_kind": f"wild cluster bootstrap ({self.weights}, B={self.n_reps})"}])
+
+
+# ----------------------------------------------------------------------------- numerics
+def draw_weights(kind: str, n_clusters: int, n_reps: int,
+                 rng: np.random.Generator) -> np.ndarray:
+    """``(G, B)`` matrix of cluster weights with mean 0 and variance 1.
+
+    Rademacher ``+-1``; Webb's six points ``+-sqrt(1/2), +-1, +-sqrt(3/2)``; Mammen's two
+    points ``(1 -+ sqrt5)/2`` with probabilities ``(sqrt5 +- 1)/(2 sqrt5)``; standard normal.
+    """
+    g, b = n_clusters, n_reps
+    if kind == "rademacher":
+        return rng.choice(np.array([-1.0, 1.0]), size=(g, b))
+    if kind == "webb":
+        pts = np.array([-math.sqrt(1.5), -1.0, -math.sqrt(0.5), math.sqrt(0.5), 1.0,
+                        math.sqrt(1.5)])
+        return rng.choice(pts, size=(g, b))
+    if kind == "mammen":
+        s5 = math.sqrt(5.0)
+        lo, hi = (1 - s5) / 2, (1 + s5) / 2
+        p_lo = (s5 + 1) / (2 * s5)
+        return np.where(rng.random((g, b)) < p_lo, lo, hi)
+    return rng.standard_normal((g, b))
+
+
+def _enumerate_rademacher(g: int) -> np.ndarray:
+    """All ``2^G`` sign vectors as a ``(G, 2^G)`` matrix (first column all +1)."""
+    idx = np.arange(2**g)
+    bits = (idx[None, :] >> np.arange(g)[:, None]) & 1
+    return 1.0 - 2.0 * bits
+
+
+@dataclass(frozen=True)
+class _Design:
+    """Data after the fixed effects are swept out (shapes: n obs, k regressors, G)."""
+
+    y: np.ndarray          # (n,)
+    x: np.ndarray          # (n, k)
+    cl: np.ndarray         # (n,) cluster codes 0..G-1
+    g: int
+    j: int                 # column of the tested coefficient
+    fe: tuple              # FE codes (for projecting bootstrap residual columns)
+    small: float           # G/(G-1) * (n-1)/(n-K)
+
+
+def _crv1_t(d: _Design, beta0: float) -> tuple[float, float, float]:
+    xtx_inv = np.linalg.inv(d.x.T @ d.x)
+    beta = xtx_inv @ (d.x.T @ d.y)
+    resid = d.y - d.x @ beta
+    a_j = d.x @ xtx_inv[:, d.j]
+    scores = np.bincount(d.cl, weights=a_j * resid, minlength=d.g)
+    se = math.sqrt(d.small * float(scores @ scores))
+    return float(beta[d.j]), se, (float(beta[d.j]) - beta0) / se
+
+
+def wcr_statistics(d: _Design, beta0: float, v: np.ndarray, impose_null: bool = True
+                   ) -> np.ndarray:
+    """Bootstrap t statistics for ``H0: beta_j = beta0`` for all weight columns of ``v``.
+
+    ``v`` is ``(G, B)``. Returns ``(B,)``: ``(beta*_j - beta0) / se*`` with restricted
+    residuals (WCR); with ``impose_null=False`` the unrestricted residuals are resampled
+    and the statistics are ``(beta*_j - betahat_j) / se*`` (WCU).
+    """
+    x, y, cl, g, j = d.x, d.y, d.cl, d.g, d.j
+    xtx_inv = np.linalg.inv(x.T @ x)
+    if impose_null:
+        others = [c for c in range(x.shape[1]) if c != j]
+        yr = y - x[:, j] * beta0
+        if others:
+            xo = x[:, others]
+            br = np.linalg.lstsq(xo, yr, rcond=None)[0]
+            u = yr - xo @ br
+        else:
+            u = yr
+    else:
+        u = y - x @ (xtx_inv @ (x.T @ y))
+    a_j = x @ xtx_inv[:, j]                       # (n,) row j of (X'X)^-1 X'
+    # numerator: beta*_j - centre = sum_g v_g s_g, s_g = sum_{i in g} a_ji u_i
+    s = np.bincount(cl, weights=a_j * u, minlength=g)
+    # cluster scores of the bootstrap residuals: (F - C) v
+    # F_hg = sum_{i in h} a_ji [M_D (u 1_g)]_i ; without FE M_D = I so F = diag(s)
+    if d.fe:
+        ucols = np.zeros((len(y), g))
+        ucols[np.arange(len(y)), cl] = u
+        mu = demean(ucols, list(d.fe)).x
+        agg = np.zeros((g, g))
+        np.add.at(agg, cl, a_j[:, None] * mu)
+        f = agg
+    else:
+        f = np.diag(s)
+    # C_hg = (sum_{i in h} a_ji x_i)' (X'X)^-1 (X_g' u_g)
+    ax = np.zeros((g, x.shape[1]))
+    np.add.at(ax, cl, a_j[:, None] * x)
+    xu = np.zeros((g, x.shape[1]))
+    np.add.at(xu, cl, x * u[:, None])
+    c = ax @ xtx_inv @ xu.T
+    k_mat = f - c
+    num = s @ v
+    scores = k_mat @ v
+    var = d.small * np.einsum("gb,gb->b", scores, scores)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return num / np.sqrt(var)
+
+
+def _p_value(t: float, t_boot: np.ndarray) -> float:
+    return float(np.mean(np.abs(t_boot) >= abs(t) * (1 - _TIE_RTOL)))
+
+
+# ----------------------------------------------------------------------------- public
+def _as_tuple(x: str | Sequence[str] | None) -> tuple[str, ...]:
+    if x is None:
+        return ()
+    return (x,) if isinstance(x, str) else tuple(x)
+
+
+def wild_cluster_bootstrap(data: pd.DataFrame, *, outcome: str, regressors: Sequence[str],
+                           cluster: str, term: str, null: float = 0.0,
+                           fixed_effects: str | Sequence[str] = (),
+                           weights: Literal["rademacher", "webb", "mammen", "normal"] =
+                           "rademacher", n_reps: int = 9999, seed: int | None = None,
+                           alpha: float = 0.05, impose_null: bool = True
+                           ) -> WildBootstrapResult:
+    """Restricted wild cluster bootstrap test and confidence interval for one coefficient.
+
+    Parameters
+    ----------
+    data : DataFrame
+        One row per observation; rows with a missing value in a used column are dropped.
+    outcome : str
+        Dependent variable.
+    regressors : sequence of str
+        Right-hand-side variables. An intercept ``"(Intercept)"`` is added when there are
+        no fixed effects (as ``lm`` / ``feols``).
+    cluster : str
+        Cluster variable (one-way clustering; at least 2 clusters).
+    term : str
+        Regressor tested (fwildclusterboot ``param``).
+    null : float
+        Hypothesised value (fwildclusterboot ``r``, Stata ``term = null``).
+    fixed_effects : str or sequence of str
+        Columns whose fixed effects are swept out (fixest ``| fe1 + fe2``).
+    weights : {"rademacher", "webb", "mammen", "normal"}
+        Wild weight distribution (fwildclusterboot ``type``).
+    n_reps : int
+        Bootstrap draws (``B``). Rademacher with ``2^G <= n_reps`` enumerates all ``2^G``.
+    seed : int, optional
+        Seed of NumPy's generator for the draws.
+    alpha : float
+        Level of the confidence interval.
+    impose_null : bool
+        True (default): WCR, the null is imposed. False: WCU (unrestricted residuals; the
+        bootstrap statistics are centred at the estimate).
+
+    Returns
+    -------
+    WildBootstrapResult
+
+    Examples
+    --------
+    >>> import numpy as np, pandas as pd
+    >>> from twinimpact.inference.wild_bootstrap import wild_cluster_bootstrap
+    >>> rng = np.random.default_rng(0)
+    >>> d = pd.DataFrame({"g": np.repeat(np.arange(8), 20), "x": rng.normal(size=160)})
+    >>> d["y"] = 0.5 * d["x"] + rng.normal(size=8)[d["g"]] + rng.normal(size=160)
+    >>> r = wild_cluster_bootstrap(d, outcome="y", regressors=["x"], cluster="g", term="x")
+    >>> r.enumerated, r.n_reps
+    (True, 256)
+    """
+    require_frame(data)
+    check_literal("weights", weights, WEIGHT_TYPES)
+    regressors = list(regressors)
+    fes = _as_tuple(fixed_effects)
+    if not isinstance(cluster, str):
+        raise SpecificationError(format_message(
+            "cluster must be one column name (one-way clustering)", seen=cluster,
+            fix="pass cluster='state'"))
+    if term not in regressors:
+        raise SpecificationError(format_message(
+            f"term {term!r} is not among the regressors", seen=regressors,
+            fix="test one of the regressors, e.g. term=regressors[0]"))
+    if not isinstance(n_reps, int | np.integer) or n_reps < 1:
+        raise SpecificationError(f"n_reps must be a positive integer; got {n_reps!r}.")
+    if not (0 < alpha < 1):
+        raise SpecificationError(f"alpha must be in (0, 1); got {alpha!r}.")
+    require_columns(data, [outcome, *regressors, cluster, *fes])
+    cols = list(dict.fromkeys([outcome, *regressors, cluster, *fes]))
+    sub = data[cols]
+    miss = sub.isna().any(axis=1).to_numpy()
+    sub = sub.loc[~miss]
+    if len(sub) == 0:
+        raise InputError("wild_cluster_bootstrap: no complete rows.")
+    try:
+        y = sub[outcome].to_numpy(dtype=float)
+        x = sub[regressors].to_numpy(dtype=float)
+    except (TypeError, ValueError) as exc:
+        raise InputError(format_message("outcome and regressors must be numeric",
+                                        seen=str(exc)[:80])) from exc
+    names = list(regressors)
+    if not fes:
+        x = np.column_stack([np.ones(len(y)), x])
+        names = ["(Intercept)", *names]
+    cl, g = factorize(sub[cluster].to_numpy())
+    if g < 2:
+        raise InputError(format_message(
+            "the wild cluster bootstrap needs at least 2 clusters", where=f"cluster={cluster!r}",
+            seen=g, fix="cluster by a variable with several groups"))
+    fe_codes = tuple(factorize(sub[f].to_numpy())[0] for f in fes)
+    if fe_codes:
+        dm = demean(np.column_stack([y, x]), list(fe_codes))
+        y, x = dm.x[:, 0], dm.x[:, 1:]
+    k_fe, k_nested = fe_dof(list(fe_codes), [cl]) if fe_codes else (0, 0)
+    n, k = x.shape
+    if np.linalg.matrix_rank(x) < k:
+        raise InputError(format_message(
+            "the regressors are collinear (after the fixed effects)", seen=names,
+            fix="drop redundant regressors"))
+    k_total = k + k_fe - k_nested
+    small = g / (g - 1) * (n - 1) / (n - k_total)
+    j = names.index(term)
+    design = _Design(y=y, x=x, cl=cl, g=g, j=j, fe=fe_codes, small=small)
+
+    enumerated = weights == "rademacher" and 2**g <= n_reps
+    if enumerated:
+        v = _enumerate_rademacher(g)
+    else:
+        v = draw_weights(weights, g, int(n_reps), np.random.default_rng(seed))
+    est, se, t = _crv1_t(design, null)
+
+    t_boot = wcr_statistics(design, null, v, impose_null)
+    p = _p_value(t, t_boot)
+
+    def pval(b0: float) -> float:
+        # WCU statistics are centred at the estimate and do not depend on the null
+        tb = wcr_statistics(design, b0, v, True) if impose_null else t_boot
+        return _p_value((est - b0) / se, tb)
+
+    ci = _invert(pval, est, se, alpha)
+    t_boot = np.asarray(t_boot, dtype=float).copy()
+    t_boot.setflags(write=False)
+    return WildBootstrapResult(term=term, null=float(null), estimate=est, std_error=se,
+                               statistic=t, p_value=p, conf_int=ci, n_reps=v.shape[1],
+                               weights=weights, enumerated=enumerated, t_boot=t_boot,
+                               n_clusters=g, nobs=n, alpha=alpha, impose_null=impose_null,
+                               small_sample=small)
+
+
+def _invert(pval, est: float, se: float, alpha: float) -> tuple[float, float]:
+    """Ends of ``{b0 : p(b0) > alpha}`` around the estimate (bracket, then root finding)."""
+    def f(b0: float) -> float:
+        return pval(b0) - alpha
+
+    out = []
+    for direction in (-1.0, 1.0):
+        inner = est
+        if f(inner) <= 0:  # estimate itself rejected (degenerate): no interval
+            return (math.nan, math.nan)
+        step = 2.0 * se
+        outer = est + direction * step
+        it = 0
+        while f(outer) > 0 and it < 60:
+            inner = outer
+            step *= 2.0
+            outer = est + direction * step
+            it += 1
+        if it >= 60:
+            out.append(direction * math.inf)
+            continue
+        root = optimize.brentq(f, min(inner, outer), max(inner, outer),
+                               xtol=1e-10 * max(se, 1e-300), rtol=1e-12, maxiter=200)
+        out.append(root)
+    return (float(out[0]), float(out[1]))
+
+
+def wild_cluster_bootstrap_result(result: Any, *, term: str, data: pd.DataFrame,
+                                  null: float = 0.0, **kwargs: Any) -> WildBootstrapResult:
+    """Wild cluster bootstrap for a term of a ``twfe`` or TWFE ``event_study`` result.
+
+    The regression is rebuilt from ``data`` and the result's ``spec`` (outcome, unit and
+    time fixed effects, the treatment / event-time dummies, covariates, first cluster
+    variable); ``kwargs`` go to :func:`wild_cluster_bootstrap` (``weights``, ``n_reps``,
+    ``seed``, ``alpha``, ``impose_null``).
+    """
+    spec = dict(result.spec)
+    if result.estimator not in ("twfe", "event_study") or spec.get("method", "twfe") != "twfe":
+        raise SpecificationError(format_message(
+            "wild_cluster_bootstrap_result supports twfe and TWFE event_study results",
+            seen=result.estimator,
+            fix="call wild_cluster_bootstrap(data, outcome=..., regressors=..., ...) directly"))
+    if spec.get("weights"):
+        raise SpecificationError("weighted regressions are not supported by the bootstrap.")
+    if term not in result.terms or (term == "ATT" and result.estimator == "event_study"):
+        raise SpecificationError(format_message(
+            f"term {term!r} is not a regressor of this result", seen=list(result.terms),
+            fix="pick a coefficient term (not the derived ATT of an event study)"))
+    clus = tuple(spec.get("cluster") or ())
+    if len(clus) != 1:
+        raise SpecificationError(format_message(
+            "the bootstrap needs exactly one cluster variable", seen=clus,
+            fix="re-estimate with one cluster= column"))
+    unit, time, outcome = spec["unit"], spec["time"], spec["outcome"]
+    d = data.copy()
+    covs = list(spec.get("covariates") or ())
+    if result.estimator == "twfe":
+        if spec.get("treatment"):
+            d["__D"] = d[spec["treatment"]].astype(float)
+        else:
+            from .._validation import normalize_cohort
+
+            tt = pd.to_numeric(d[time], errors="coerce").to_numpy(dtype=float)
+            gg = normalize_cohort(d[spec["cohort"]], np.nanmax(tt))
+            d["__D"] = (~np.isnan(gg) & (tt >= gg)).astype(float)
+        regs = {"ATT": "__D"}
+    else:
+        from .._validation import normalize_cohort
+
+        tt = pd.to_numeric(d[time], errors="coerce").to_numpy(dtype=float)
+        gg = normalize_cohort(d[spec["cohort"]], np.nanmax(tt))
+        lo, hi = spec["window"]
+        rel = tt - gg
+        if spec.get("bin_endpoints", True):
+            rel = np.clip(rel, lo, hi)
+        else:
+            outside = ~np.isnan(rel) & ((rel < lo) | (rel > hi))
+            d = d.loc[~outside].copy()
+            rel = rel[~outside]
+        regs = {}
+        for nm in result.terms:
+            if nm.startswith("rel_time="):
+                e = float(nm.split("=")[1])
+                col = f"__rel_{nm.split('=')[1]}"
+                d[col] = (rel == e).astype(float)
+                regs[nm] = col
+    for c in covs:
+        regs[c] = c
+    return wild_cluster_bootstrap(d, outcome=outcome, regressors=list(regs.values()),
+                                  cluster=clus[0], term=regs[term], null=null,
+                                  fixed_effects=(unit, time), **kwargs)

@@ -1,0 +1,183 @@
+"""Restricted wild cluster bootstrap: boottest / fwildclusterboot references, a per-draw
+refit oracle, enumeration, size under the null, validation."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from twinimpact.errors import InputError, SpecificationError
+from twinimpact.inference import wild_bootstrap as wb
+from twinimpact.inference.wild_bootstrap import (
+    draw_weights,
+    wild_cluster_bootstrap,
+    wild_cluster_bootstrap_result,
+)
+
+TESTS = Path(__file__).resolve().parents[1]
+REF = TESTS / "reference" / "wild_bootstrap"
+DATA = TESTS / "data" / "wildboot"
+
+#: Monte Carlo tolerance for a p-value: this many combined standard errors.
+MC_SD = 4.0
+
+
+def _mc_tol(p: float, b_ours: int, b_ref: int) -> float:
+    return MC_SD * math.sqrt(p * (1 - p) * (1 / b_ours + 1 / b_ref))
+
+
+@pytest.fixture(scope="module")
+def collapsed():
+    return pd.read_csv(DATA / "collapsed.csv")
+
+
+def _run(d, **kw):
+    return wild_cluster_bootstrap(d, outcome="hasinsurance",
+                                  regressors=["selfemployed", "post", "post_self"],
+                                  cluster="year", term="post_self", null=0.04, **kw)
+
+
+def test_collapsed_statistic_and_mc_p_values(collapsed):
+    ref = json.loads((REF / "collapsed_boottest.json").read_text())
+    for case in ref["cases"][:2]:
+        b = 99_999
+        r = _run(collapsed, weights=case["weights"], n_reps=b, seed=11)
+        assert r.statistic == pytest.approx(ref["statistic"], abs=5e-5)
+        assert abs(r.p_value - case["p_value"]) <= _mc_tol(case["p_value"], b, case["reps"])
+        assert not r.enumerated and r.n_reps == b
+
+
+def test_collapsed_webb_ci_within_mc_error(collapsed):
+    ref = json.loads((REF / "collapsed_boottest.json").read_text())["cases"][2]
+    r = _run(collapsed, weights="webb", n_reps=9999, seed=3)
+    # the CI ends move with the draws; boottest used 999 draws
+    assert r.conf_int[0] == pytest.approx(ref["conf_int"][0], abs=2e-3)
+    assert r.conf_int[1] == pytest.approx(ref["conf_int"][1], abs=2e-3)
+
+
+def test_rademacher_enumeration_is_exact_and_seed_free(collapsed):
+    a = _run(collapsed, weights="rademacher", n_reps=999, seed=1)
+    b = _run(collapsed, weights="rademacher", n_reps=9999, seed=12345)
+    assert a.enumerated and b.enumerated and a.n_reps == b.n_reps == 256
+    assert a.p_value == b.p_value
+    assert a.conf_int == b.conf_int
+    assert (a.p_value * 256) == pytest.approx(round(a.p_value * 256))
+    assert a.conf_int[0] < 0.04 + (a.estimate - 0.04) < a.conf_int[1]
+
+
+def _refit_t(y, x, cl, j, b0, small):
+    beta = np.linalg.lstsq(x, y, rcond=None)[0]
+    e = y - x @ beta
+    inv = np.linalg.inv(x.T @ x)
+    g = cl.max() + 1
+    sc = np.zeros((g, x.shape[1]))
+    np.add.at(sc, cl, x * e[:, None])
+    v = small * inv @ sc.T @ sc @ inv
+    return (beta[j] - b0) / math.sqrt(v[j, j])
+
+
+@pytest.mark.parametrize("kind", ["rademacher", "webb", "mammen", "normal"])
+def test_fast_statistics_equal_per_draw_refit(collapsed, kind):
+    """Oracle: refit OLS on every bootstrap sample y* = X b~ + u~ v."""
+    d = collapsed
+    y = d["hasinsurance"].to_numpy()
+    x = np.column_stack([np.ones(len(d)), d[["selfemployed", "post", "post_self"]]])
+    cl = pd.factorize(d["year"])[0]
+    g, (n, k) = cl.max() + 1, x.shape
+    small = g / (g - 1) * (n - 1) / (n - k)
+    b0 = 0.04
+    xr, yr = x[:, :3], y - x[:, 3] * b0
+    u = yr - xr @ np.linalg.lstsq(xr, yr, rcond=None)[0]
+    v = draw_weights(kind, g, 50, np.random.default_rng(0))
+    slow = np.array([_refit_t(y - u + u * v[cl, b], x, cl, 3, b0, small)
+                     for b in range(v.shape[1])])
+    design = wb._Design(y=y, x=x, cl=cl, g=g, j=3, fe=(), small=small)
+    np.testing.assert_allclose(wb.wcr_statistics(design, b0, v), slow, rtol=1e-9)
+
+
+def test_fixed_effects_path_equals_dummies():
+    v = pd.read_csv(DATA / "voters.csv")
+    q1 = pd.get_dummies(v["Q1_immigration"], prefix="q1", drop_first=True, dtype=float)
+    q2 = pd.get_dummies(v["Q2_defense"], prefix="q2", drop_first=True, dtype=float)
+    vv = pd.concat([v, q1, q2], axis=1)
+    before = vv.copy()
+    dummies = wild_cluster_bootstrap(vv, outcome="proposition_vote",
+                                     regressors=["treatment", "log_income", *q1, *q2],
+                                     cluster="group_id1", term="treatment", n_reps=999,
+                                     seed=4)
+    fe = wild_cluster_bootstrap(vv, outcome="proposition_vote",
+                                regressors=["treatment", "log_income"],
+                                fixed_effects=["Q1_immigration", "Q2_defense"],
+                                cluster="group_id1", term="treatment", n_reps=999, seed=4)
+    assert fe.statistic == pytest.approx(dummies.statistic, rel=1e-9)
+    np.testing.assert_allclose(fe.t_boot, dummies.t_boot, rtol=1e-8)
+    assert fe.p_value == dummies.p_value
+    pd.testing.assert_frame_equal(vv, before)  # caller's frame untouched
+
+
+def test_voters_fwildclusterboot_readme():
+    ref = json.loads((REF / "voters_fwildclusterboot.json").read_text())
+    v = pd.read_csv(DATA / "voters.csv")
+    r = wild_cluster_bootstrap(v, outcome="proposition_vote",
+                               regressors=["treatment", "log_income"],
+                               fixed_effects=["Q1_immigration", "Q2_defense"],
+                               cluster="group_id1", term="treatment", n_reps=9999, seed=7)
+    assert r.estimate == pytest.approx(ref["estimate"], abs=5e-4)
+    assert r.statistic == pytest.approx(ref["statistic"], abs=5e-4)
+    assert abs(r.p_value - ref["p_value"]) <= 0.0005 + _mc_tol(0.001, 9999, 9999)
+    for ours, theirs in zip(r.conf_int, ref["conf_int"], strict=True):
+        assert abs(ours - theirs) <= 2e-3  # 3-decimal rounding + Monte Carlo error
+    row = r.to_frame().iloc[0]
+    assert row["term"] == "treatment" and row["ci_lower"] == r.conf_int[0]
+
+
+@pytest.mark.slow
+def test_size_under_the_null():
+    """WCR rejects a true null at about the nominal rate with 10 clusters."""
+    rng = np.random.default_rng(2024)
+    n_sim, rej = 200, 0
+    for _ in range(n_sim):
+        g = 10
+        cl = np.repeat(np.arange(g), 30)
+        x = rng.normal(size=g)[cl] + rng.normal(size=len(cl))
+        y = 1.0 + rng.normal(size=g)[cl] + rng.normal(size=len(cl)) * (1 + np.abs(x))
+        d = pd.DataFrame({"y": y, "x": x, "c": cl})
+        r = wild_cluster_bootstrap(d, outcome="y", regressors=["x"], cluster="c", term="x",
+                                   n_reps=399, weights="webb",
+                                   seed=int(rng.integers(1 << 31)))
+        rej += r.p_value < 0.05
+    # binomial(200, 0.05): 4 sd band around 10 rejections
+    assert 1 <= rej <= 22
+
+
+def test_from_event_study_result():
+    from twinimpact.estimators.twfe import _example_panel, event_study, twfe
+
+    d = _example_panel(n_units=30, n_years=6)
+    r = event_study(d, outcome="y", unit="id", time="year", cohort="g")
+    w = wild_cluster_bootstrap_result(r, term="rel_time=0", data=d, n_reps=99, seed=1)
+    assert w.estimate == pytest.approx(r.params["rel_time=0"], rel=1e-8)
+    assert w.std_error == pytest.approx(r.std_errors["rel_time=0"], rel=1e-6)
+    s = twfe(d, outcome="y", unit="id", time="year", cohort="g")
+    ws = wild_cluster_bootstrap_result(s, term="ATT", data=d, n_reps=99, seed=1)
+    assert ws.estimate == pytest.approx(s.params["ATT"], rel=1e-8)
+    assert ws.std_error == pytest.approx(s.std_errors["ATT"], rel=1e-6)
+
+
+def test_bad_inputs(collapsed):
+    with pytest.raises(SpecificationError, match="not among the regressors"):
+        wild_cluster_bootstrap(collapsed, outcome="hasinsurance", regressors=["post"],
+                               cluster="year", term="post_self")
+    one = collapsed.assign(c=1)
+    with pytest.raises(InputError, match="at least 2 clusters"):
+        wild_cluster_bootstrap(one, outcome="hasinsurance", regressors=["post"],
+                               cluster="c", term="post")
+    with pytest.raises(SpecificationError, match="weights"):
+        _run(collapsed, weights="gauss")
+    with pytest.raises(SpecificationError, match="n_reps"):
+        _run(collapsed, n_reps=0)
