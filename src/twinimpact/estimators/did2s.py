@@ -1,0 +1,280 @@
+"""Two-stage difference-in-differences of Gardner (2022), "Two-stage differences in
+differences", arXiv:2207.05943, as implemented in R ``did2s`` (Butts & Gardner 2022, The R
+Journal 14(3)).
+
+Stage 1: fit the fixed effects (default unit and time; any set, e.g. state and year) and
+optional covariates by OLS on the untreated observations (``D_it = 0``) and residualise
+the outcome for every observation, ``y~_it = y_it - a^_i - l^_t``.
+Stage 2: regress ``y~`` on the treatment indicator (static, term ``"ATT"``) or on
+relative-time dummies (event study, terms ``"rel_time=e"``), without intercept.
+
+Standard errors: Gardner's GMM correction for the generated outcome (did2s's analytic
+variance, no small-sample factor)::
+
+    V = (X2'X2)^{-1} [ sum_g W_g W_g' ] (X2'X2)^{-1},
+    W_g = X2_g' e2_g - (X2'X1)(X10'X10)^{-1} X10_g' e1_g
+
+where ``X1`` is the first-stage design, ``X10`` its untreated rows (treated rows zeroed),
+``e1`` the first-stage residuals (0 on treated rows), ``e2`` the second-stage residuals,
+and ``g`` the clusters. ``(X10'X10)^{-1} X1'X2`` is computed exactly with the first-stage
+kernel of :mod:`.imputation` (Schur-complement solve of the normal equations).
+
+Keyword mapping to R ``did2s::did2s``: ``outcome`` = ``yname``; ``first_stage=("state",
+"year")`` = ``first_stage = ~ 0 | state + year`` (``covariates`` add ``~ x1 + x2 | ...``);
+``event_study=False`` = ``second_stage = ~ i(treat, ref = FALSE)``;
+``event_study=True, ref=-1`` = ``second_stage = ~ i(rel_year, ref = c(-1, Inf))``;
+``cluster`` = ``cluster_var``; the treatment indicator is ``time >= cohort`` (did2s
+``treatment``).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import sparse
+
+from .._validation import prepare_panel, require_columns
+from ..errors import (
+    DroppedRowsWarning,
+    EstimationError,
+    InputError,
+    NotComputableWarning,
+    SpecificationError,
+    format_message,
+)
+from ..results import EstimationResult, VcovSpec, make_result
+from ._fe import factorize
+from .imputation import fit_untreated, predict, solve_normal, system_rhs
+
+__all__ = ["did2s", "two_stage_vcov"]
+
+
+def two_stage_vcov(system: Any, x2: np.ndarray, e1: np.ndarray, e2: np.ndarray,
+                   untreated: np.ndarray, cluster: np.ndarray,
+                   weights: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Gardner (2022) GMM variance of the second-stage coefficients (R did2s analytic SE).
+
+    Parameters
+    ----------
+    system : first-stage :class:`~twinimpact.estimators.imputation.NormalSystem` (fitted on
+        the untreated rows).
+    x2 : (n, k) second-stage regressors.
+    e1 : (n,) first-stage residuals (ignored on treated rows).
+    e2 : (n,) second-stage residuals.
+    untreated : (n,) bool.
+    cluster : (n,) int cluster codes.
+
+    Returns
+    -------
+    vcov : (k, k); bread : (k, k) ``(X2'WX2)^{-1}``.
+    """
+    n = x2.shape[0]
+    w = np.ones(n) if weights is None else np.asarray(weights, dtype=float)
+    # b_k = (X10'WX10)^{-1} X1'W x2_k ;  h_k = X1 b_k
+    b_d, b_m = solve_normal(system, *system_rhs(system, w[:, None] * x2))
+    h = predict(system, b_d, b_m)
+    corr = np.where(untreated[:, None], (w * np.where(untreated, e1, 0.0))[:, None] * h, 0.0)
+    score = (w * e2)[:, None] * x2 - corr
+    g = int(cluster.max()) + 1
+    agg = sparse.csr_matrix((np.ones(n), (cluster, np.arange(n))), shape=(g, n))
+    sums = np.asarray(agg @ score)
+    bread = np.linalg.pinv((x2 * w[:, None]).T @ x2)
+    return bread @ (sums.T @ sums) @ bread, bread
+
+
+def _as_tuple(x: str | Sequence[str] | None) -> tuple[str, ...]:
+    if x is None:
+        return ()
+    return (x,) if isinstance(x, str) else tuple(x)
+
+
+def did2s(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort: str,
+          first_stage: str | Sequence[str] | None = None, event_study: bool = False,
+          covariates: Sequence[str] | None = None, cluster: str | None = None,
+          ref: int | Sequence[int] = -1, weights: str | None = None,
+          alpha: float = 0.05) -> EstimationResult:
+    """Gardner (2022) two-stage DiD with the GMM-corrected clustered variance.
+
+    Parameters
+    ----------
+    data : DataFrame
+        Long panel, one row per unit x period.
+    outcome, unit, time : str
+        Column names.
+    cohort : str
+        First treated period; never treated = NaN, 0 or after the last period. The
+        treatment indicator is ``time >= cohort`` (did2s ``treatment``).
+    first_stage : str or sequence of str, optional
+        Fixed effects of the first stage (default ``(unit, time)``), e.g.
+        ``("state", "year")`` when treatment varies at a coarser level than ``unit``.
+    event_study : bool
+        False: static effect, term ``"ATT"``. True: one dummy per relative period of the
+        treated units except ``ref`` (never-treated rows have none), terms
+        ``"rel_time=e"``, plus ``"ATT"``: the average of the post-treatment coefficients
+        weighted by their number of treated observations (= the static point estimate),
+        with its delta-method standard error.
+    covariates : list of str, optional
+        Time-varying covariates added to the first stage (did2s ``first_stage = ~ x | fe``).
+    cluster : str, optional
+        Cluster variable (did2s ``cluster_var``); default ``unit``.
+    ref : int or sequence of int
+        Omitted relative period(s) in the event study (default -1).
+    weights : str, optional
+        Observation weights (did2s ``weights``) used in both stages.
+    alpha : float
+        Default level for intervals.
+
+    Returns
+    -------
+    EstimationResult
+        ``vcov_spec.kind == "two_stage"``: Gardner's GMM variance as in R did2s (no
+        small-sample factor); intervals use t(G - 1).
+
+    Examples
+    --------
+    >>> from twinimpact.estimators.twfe import _example_panel
+    >>> from twinimpact.estimators.did2s import did2s
+    >>> r = did2s(_example_panel(), outcome="y", unit="id", time="year", cohort="g",
+    ...           event_study=True)
+    >>> [round(float(v), 2) for v in r.params[["rel_time=-2", "rel_time=0", "rel_time=1"]]]
+    [0.0, 1.0, 2.0]
+    """
+    est = "did2s"
+    fs = _as_tuple(first_stage) or (unit, time)
+    covariates = list(covariates or [])
+    clus = unit if cluster is None else cluster
+    if not isinstance(clus, str):
+        raise SpecificationError(format_message(
+            "did2s: cluster must be one column name", seen=cluster,
+            fix="pass cluster='state'"))
+    if not isinstance(event_study, bool):
+        raise SpecificationError(format_message("event_study must be True or False",
+                                                seen=event_study))
+    refs = tuple(int(r) for r in ((ref,) if np.isscalar(ref) else ref))
+    require_columns(data, fs)
+    extra = [c for c in (*fs, clus) if c not in (unit, time)]
+    extra = list(dict.fromkeys(extra))
+    pdata = prepare_panel(data, outcome=outcome, unit=unit, time=time, cohort=cohort,
+                          extra=extra, numeric_extra=[*covariates,
+                                                      *([weights] if weights else [])],
+                          estimator=est)
+    f = pdata.frame
+    dropped = dict(pdata.dropped)
+
+    def col(name: str) -> np.ndarray:
+        return (f["unit"] if name == unit else f["time"] if name == time else f[name]
+                ).to_numpy()
+
+    y = f["y"].to_numpy()
+    t = f["time"].to_numpy()
+    g = f["cohort"].to_numpy()
+    never = np.isnan(g)
+    treated = ~never & (t >= g)
+    untreated = ~treated
+    if not treated.any():
+        raise InputError(format_message("did2s: no treated observation (time >= cohort)",
+                                        seen=cohort, fix="check the cohort column"))
+    if not untreated.any():
+        raise EstimationError(format_message(
+            "did2s: no untreated observations for the first stage",
+            fix="the first stage needs never-treated or not-yet-treated rows"))
+    w = f[weights].to_numpy(dtype=float) if weights else None
+    if w is not None and (w < 0).any():
+        raise InputError(format_message("weights must be non-negative", seen=float(w.min()),
+                                        fix=f"check the column {weights!r}"))
+    fe_codes = [factorize(col(c))[0] for c in fs]
+    xcov = np.column_stack([f[c].to_numpy(dtype=float) for c in covariates]) \
+        if covariates else None
+    fit = fit_untreated(y, fe_codes, untreated, covariates=xcov, weights=w)
+    adj = y - fit.y0_hat
+    bad = np.isnan(adj)
+    if bad.any():
+        dropped["rows whose Y(0) cannot be predicted (a first-stage fixed-effect level "
+                "has no untreated observation)"] = int(bad.sum())
+        warnings.warn(
+            f"did2s: {int(bad.sum())} row(s) dropped: a first-stage fixed-effect level has no "
+            "untreated observation (e.g. units treated from the first period). Counted in "
+            "diagnostics['dropped_rows'].", DroppedRowsWarning, stacklevel=2)
+    keep = ~bad
+    rel = np.where(never, np.nan, t - g)
+    # second-stage design
+    if event_study:
+        periods = sorted(int(e) for e in np.unique(rel[keep & ~never]) if int(e) not in refs)
+        names = [f"rel_time={e}" for e in periods]
+        x2 = np.zeros((len(f), len(periods)))
+        pos = {e: j for j, e in enumerate(periods)}
+        rows = np.flatnonzero(~never)
+        cols = np.array([pos.get(int(e), -1) for e in rel[rows]], dtype=np.intp)
+        ok = cols >= 0
+        x2[rows[ok], cols[ok]] = 1.0
+    else:
+        names = ["ATT"]
+        x2 = treated.astype(float)[:, None]
+    sub = keep
+    x2k, adjk, wk = x2[sub], adj[sub], (None if w is None else w[sub])
+    wv = np.ones(int(sub.sum())) if wk is None else wk
+    xtx = (x2k * wv[:, None]).T @ x2k
+    coef = np.linalg.pinv(xtx) @ ((x2k * wv[:, None]).T @ adjk)
+    e2 = adjk - x2k @ coef
+    system = fit.system
+    if not sub.all():
+        system = fit_untreated(y[sub], [factorize(c[sub])[0] for c in fe_codes],
+                               untreated[sub], None if xcov is None else xcov[sub],
+                               wk).system
+    cl_codes, n_cl = factorize(col(clus)[sub])
+    vc, _ = two_stage_vcov(system, x2k, adjk, e2, untreated[sub], cl_codes, wk)
+    empty = np.diag(xtx) <= 0
+    coef[empty] = np.nan
+    vc[empty, :] = vc[:, empty] = np.nan
+    params = pd.Series(coef, index=names)
+    rel_of = [float(n.split("=")[1]) for n in names] if event_study else [np.nan]
+    if event_study:
+        post = np.array([r >= 0 for r in rel_of]) & ~empty
+        cnt = np.diag(xtx)
+        a = np.where(post, cnt, 0.0)
+        a = a / a.sum() if a.sum() > 0 else a
+        att = float(a @ np.nan_to_num(coef)) if post.any() else np.nan
+        k = len(names)
+        big = np.full((k + 1, k + 1), np.nan)
+        big[:k, :k] = vc
+        vz = np.nan_to_num(vc)
+        big[k, :k] = big[:k, k] = vz @ a
+        big[k, k] = a @ vz @ a
+        big[:k, k][empty] = big[k, :k][empty] = np.nan
+        params = pd.concat([params, pd.Series({"ATT": att})])
+        vc = big
+        rel_of = [*rel_of, np.nan]
+    term_info = pd.DataFrame({"rel_time": rel_of}, index=list(params.index))
+    vspec = VcovSpec(
+        "two_stage", cluster=(clus,), n_clusters=(n_cl,), small_sample={},
+        df=float(n_cl - 1),
+        description=("Gardner (2022) GMM two-stage variance as in R did2s (first-stage "
+                     f"estimation error accounted for), clustered by {clus}, no small-sample "
+                     f"factor; t({n_cl - 1}) reference"))
+    notes = []
+    if event_study and empty.any():
+        notes.append(f"relative periods without observations: "
+                     f"{[n for n, e in zip(names, empty, strict=True) if e]}")
+    diag = {**pdata.diagnostics(), "dropped_rows": dropped,
+            "n_treated_obs": int((treated & keep).sum()),
+            "n_untreated_obs": int((untreated & keep).sum()),
+            "n_units": int(f["unit"].nunique()), "n_periods": int(f["time"].nunique()),
+            "first_stage_covariates": dict(zip(covariates, fit.beta.tolist(), strict=True)),
+            "notes": notes}
+    if event_study:
+        diag["att_definition"] = ("post-treatment coefficients weighted by their number of "
+                                  "treated observations (equals the static estimate)")
+    spec = {"outcome": outcome, "unit": unit, "time": time, "cohort": cohort,
+            "first_stage": fs, "covariates": tuple(covariates), "event_study": event_study,
+            "cluster": (clus,), "ref": refs if event_study else (), "weights": weights,
+            "alpha": alpha, "fixed_effects": fs}
+    with warnings.catch_warnings():
+        if not empty.any():
+            warnings.simplefilter("ignore", NotComputableWarning)
+        return make_result(est, params, vc, vspec, int(sub.sum()), spec=spec,
+                           diagnostics=diag, term_info=term_info,
+                           nan_reason="no observations at this relative period")
