@@ -1,0 +1,322 @@
+"""Interaction-weighted event-study estimator of Sun & Abraham (2021), "Estimating dynamic
+treatment effects in event studies with heterogeneous treatment effects", Journal of
+Econometrics 225(2), as implemented by R fixest ``sunab()``.
+
+Regression (SA 2021, eq. 15) with unit and time fixed effects and one dummy per treated
+cohort ``g`` x relative period ``e = t - g`` (``e`` not in ``ref``)::
+
+    y_it = a_i + l_t + sum_g sum_{e != ref} delta_{g,e} 1[G_i = g] 1[t - g = e] + X_it'b + u_it
+
+The control cohort has no dummies: the never treated (``control="never_treated"``, fixest's
+default reference cohort) or the last-treated cohort (``control="last_treated"``, SA 2021
+Section 4.1: periods from its treatment onwards are dropped, so it is a clean control).
+Units treated in every observed period ("always treated") are dropped, as fixest does.
+
+Event-time estimates are the interaction-weighted averages (SA 2021, eq. 16)
+``beta_e = sum_g Pr(G = g | e) delta_{g,e}`` with the cohort shares estimated by the number
+of observations in each cohort x period cell (fixest ``aggregate``), and the delta-method
+variance ``A V A'`` (fixest; SA's extra term for estimated shares is not added). The
+overall ``"ATT"`` weights every post-treatment cell (``e >= 0``) by its size (fixest
+``summary(x, agg = "att")``).
+
+Keyword mapping to fixest: ``sun_abraham(d, outcome="y", unit="id", time="year",
+cohort="year_treated", covariates=["x1"])`` is ``feols(y ~ x1 + sunab(year_treated, year) |
+id + year, d)``; ``ref`` = ``ref.p``; ``control="last_treated"`` ~ ``ref.c`` = the last
+cohort (with its treated periods dropped); ``cluster`` = ``cluster`` (default: the unit,
+fixest's first fixed effect). Stata: ``eventstudyinteract``.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+
+from .._validation import prepare_panel
+from ..errors import (
+    DroppedRowsWarning,
+    EstimationError,
+    InputError,
+    NotComputableWarning,
+    SpecificationError,
+    check_literal,
+    format_message,
+)
+from ..results import EstimationResult, make_result
+
+__all__ = ["SunAbrahamResult", "sun_abraham"]
+
+Control = Literal["never_treated", "last_treated"]
+AGGREGATIONS = ("dynamic", "simple", "cohort")
+
+
+@dataclass(frozen=True, eq=False, repr=False)
+class SunAbrahamResult(EstimationResult):
+    """Sun–Abraham event-time result; keeps the cohort x period coefficients.
+
+    ``cells`` is a frame with one row per cohort x relative-period interaction
+    (``cohort``, ``rel_time``, ``n_obs``, ``estimate``, ``std_error``) and ``cell_cov``
+    their full vcov (covariates follow in ``cov_names``); :meth:`aggregate` re-weights them
+    without refitting.
+    """
+
+    cells: pd.DataFrame = field(default_factory=pd.DataFrame)
+    cell_cov: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
+    cov_names: tuple[str, ...] = ()
+
+    @property
+    def interactions(self) -> pd.DataFrame:
+        """The cohort x relative-period coefficient table (a copy)."""
+        return self.cells.copy()
+
+    def aggregate(self, type: str = "simple") -> EstimationResult:
+        """Re-aggregate the cohort x period coefficients.
+
+        ``"simple"``: the ATT alone (fixest ``summary(x, agg = "att")``); ``"cohort"``:
+        one row per cohort (average over its post-treatment periods weighted by cell
+        size, fixest ``agg = "cohort"``) and the ATT; ``"dynamic"``: the event-time
+        estimates (this result).
+        """
+        check_literal("type", type, AGGREGATIONS)
+        if type == "dynamic":
+            return self
+        names, lmat, info = _aggregation_matrix(self.cells, type)
+        k = len(self.cells)
+        b = np.nan_to_num(self.cells["estimate"].to_numpy())
+        v = np.nan_to_num(self.cell_cov[:k, :k])
+        coef = lmat @ b
+        cov = lmat @ v @ lmat.T
+        empty = lmat.sum(axis=1) == 0
+        coef[empty] = np.nan
+        cov[empty, :] = cov[:, empty] = np.nan
+        term_info = pd.DataFrame(info, index=names)
+        return make_result(f"sun_abraham[{type}]", pd.Series(coef, index=names), cov,
+                           self.vcov_spec, self.nobs, spec={**self.spec, "aggregation": type},
+                           diagnostics=dict(self.diagnostics), term_info=term_info,
+                           nan_reason="no post-treatment cell estimated for this cohort")
+
+
+def _aggregation_matrix(cells: pd.DataFrame, kind: str
+                        ) -> tuple[list[str], np.ndarray, dict[str, list[float]]]:
+    """Rows: output terms; columns: cells. Weights are cell sizes among estimated cells."""
+    g = cells["cohort"].to_numpy(dtype=float)
+    e = cells["rel_time"].to_numpy(dtype=float)
+    n = np.where(np.isfinite(cells["estimate"].to_numpy()), cells["n_obs"].to_numpy(float), 0)
+    rows, names, rel, coh = [], [], [], []
+    if kind == "dynamic":
+        for ev in np.unique(e):
+            rows.append(np.where(e == ev, n, 0.0))
+            names.append(f"rel_time={int(ev)}")
+            rel.append(float(ev))
+            coh.append(np.nan)
+    elif kind == "cohort":
+        for gv in np.unique(g):
+            rows.append(np.where((g == gv) & (e >= 0), n, 0.0))
+            names.append(f"cohort={gv:g}")
+            coh.append(float(gv))
+            rel.append(np.nan)
+    rows.append(np.where(e >= 0, n, 0.0))
+    names.append("ATT")
+    rel.append(np.nan)
+    coh.append(np.nan)
+    lmat = np.array(rows, dtype=float).reshape(len(rows), len(cells))
+    s = lmat.sum(axis=1, keepdims=True)
+    lmat = np.divide(lmat, s, out=np.zeros_like(lmat), where=s > 0)
+    info = {"dynamic": {"rel_time": rel}, "cohort": {"cohort": coh}}.get(kind, {})
+    return names, lmat, info
+
+
+def sun_abraham(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort: str,
+                covariates: Sequence[str] | None = None,
+                cluster: str | Sequence[str] | None = None,
+                control: Control = "never_treated", ref: int | Sequence[int] = -1,
+                alpha: float = 0.05) -> SunAbrahamResult:
+    """Sun & Abraham (2021) interaction-weighted event study (fixest ``sunab``).
+
+    Parameters
+    ----------
+    data : DataFrame
+        Long panel, one row per unit x period.
+    outcome, unit, time : str
+        Column names (fixest: left-hand side and the two fixed effects).
+    cohort : str
+        First treated period (fixest ``sunab(cohort, period)``); never treated = NaN, 0 or
+        a value after the last period (e.g. 10000).
+    covariates : list of str, optional
+        Time-varying controls; reported as terms named by the column.
+    cluster : str or list of str, optional
+        Cluster variable(s); default the unit (fixest's default, the first fixed effect).
+        CRV1 with fixest's small-sample factors, t(G - 1) reference.
+    control : {"never_treated", "last_treated"}
+        Control cohort. ``"never_treated"`` (default; fixest's reference cohort) needs
+        never-treated units. ``"last_treated"``: the last-treated cohort serves as control
+        (SA 2021 when no unit is never treated); every row from its first treated period
+        on is dropped (counted in ``diagnostics["dropped_rows"]``); never-treated units,
+        if any, stay in the control group.
+    ref : int or sequence of int
+        Omitted relative period(s) (fixest ``ref.p``), default -1.
+    alpha : float
+        Default level for intervals.
+
+    Returns
+    -------
+    SunAbrahamResult
+        Terms ``"rel_time=e"`` (every relative period observed, term_info ``rel_time``),
+        covariates by name, and ``"ATT"``. ``spec["ref"]`` holds the omitted periods.
+        ``.aggregate("simple")`` → the ATT, ``.aggregate("cohort")`` → per-cohort ATTs;
+        ``.interactions`` → the cohort x period coefficient table.
+
+    Examples
+    --------
+    >>> from twinimpact.estimators.twfe import _example_panel
+    >>> from twinimpact.estimators.sun_abraham import sun_abraham
+    >>> r = sun_abraham(_example_panel(), outcome="y", unit="id", time="year", cohort="g")
+    >>> [round(float(v), 2) for v in r.params[["rel_time=0", "rel_time=2"]]]
+    [1.0, 3.0]
+    >>> round(float(r.aggregate("simple").params["ATT"]), 1) > 0
+    True
+    """
+    from .twfe import fit_fe_ols
+
+    est = "sun_abraham"
+    check_literal("control", control, ("never_treated", "last_treated"))
+    covariates = list(covariates or [])
+    clus = (unit,) if cluster is None else ((cluster,) if isinstance(cluster, str)
+                                            else tuple(cluster))
+    refs = tuple(int(r) for r in ((ref,) if np.isscalar(ref) else ref))
+    if not refs:
+        raise SpecificationError(format_message(
+            "ref must name at least one relative period", seen=ref, fix="pass ref=-1"))
+    extra = [c for c in clus if c not in (unit, time)]
+    pdata = prepare_panel(data, outcome=outcome, unit=unit, time=time, cohort=cohort,
+                          extra=extra, numeric_extra=covariates, estimator=est)
+    f = pdata.frame
+    dropped = dict(pdata.dropped)
+    g = f["cohort"].to_numpy()
+    t = f["time"].to_numpy()
+    never = np.isnan(g)
+    if never.all():
+        raise InputError(format_message(
+            f"no treated unit: every value of {cohort!r} means 'never treated'",
+            fix="cohort is the first treated period (NaN/0/after the panel = never)"))
+    # always-treated units (no pre-treatment observation) are excluded, as in fixest
+    first_t = pd.Series(t).groupby(f["unit"].to_numpy()).transform("min").to_numpy()
+    always = ~never & (first_t >= g)
+    if always.any():
+        dropped["always-treated units (treated in their first observed period)"] = \
+            int(always.sum())
+    keep = ~always
+    ref_cohort = np.nan
+    if control == "never_treated":
+        if not (never & keep).any():
+            raise EstimationError(format_message(
+                "sun_abraham: no never-treated units to serve as the control cohort",
+                where=f"column {cohort!r}",
+                fix="pass control='last_treated' to use the last-treated cohort as control"))
+    else:
+        cohorts = np.unique(g[keep & ~never])
+        if len(cohorts) < 2 and not (never & keep).any():
+            raise EstimationError(format_message(
+                "sun_abraham: control='last_treated' needs at least two treated cohorts",
+                seen=cohorts.tolist(), fix="add never-treated units or more cohorts"))
+        ref_cohort = float(cohorts.max())
+        late = keep & (t >= ref_cohort)
+        if late.any():
+            dropped["rows from the last-treated (control) cohort's first treated period "
+                    "on"] = int(late.sum())
+        keep &= ~late
+    if len(dropped) > len(pdata.dropped):
+        warnings.warn("sun_abraham: dropped rows: "
+                      + "; ".join(f"{k}: {v}" for k, v in dropped.items()
+                                  if k not in pdata.dropped)
+                      + ". Counted in diagnostics['dropped_rows'].",
+                      DroppedRowsWarning, stacklevel=2)
+    f = f.loc[keep].reset_index(drop=True)
+    g, t = g[keep], t[keep]
+    never = np.isnan(g)
+    dummy = ~never & (g != ref_cohort)
+    rel = np.where(dummy, t - g, np.nan)
+    cell_rows = dummy & ~np.isin(np.nan_to_num(rel, nan=np.inf), refs)
+    cells = (pd.DataFrame({"cohort": g[cell_rows], "rel_time": rel[cell_rows]})
+             .value_counts().rename("n_obs").reset_index()
+             .sort_values(["rel_time", "cohort"]).reset_index(drop=True))
+    if cells.empty:
+        raise EstimationError(format_message(
+            "sun_abraham: no cohort x relative-period cell to estimate",
+            fix="check the cohort column and ref"))
+    key = pd.MultiIndex.from_frame(cells[["cohort", "rel_time"]])
+    pos = np.full(len(f), -1, dtype=np.intp)
+    idx = np.flatnonzero(cell_rows)
+    pos[idx] = key.get_indexer(pd.MultiIndex.from_arrays([g[idx], rel[idx]]))
+    kc = len(cells)
+    x = np.zeros((len(f), kc + len(covariates)))
+    x[idx, pos[idx]] = 1.0
+    for j, c in enumerate(covariates):
+        x[:, kc + j] = f[c].to_numpy(dtype=float)
+    cell_names = [f"cohort={gv:g}:rel_time={int(ev)}" for gv, ev in
+                  zip(cells["cohort"], cells["rel_time"], strict=True)]
+    cl_cols = [f["unit"] if c == unit else f["time"] if c == time else f[c] for c in clus]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotComputableWarning)
+        params, v, vspec, info = fit_fe_ols(
+            f["y"].to_numpy(), x, [*cell_names, *covariates],
+            [f["unit"].to_numpy(), f["time"].to_numpy()], vcov="cluster",
+            clusters=[c.to_numpy() for c in cl_cols], cluster_names=clus, estimator=est)
+    b = params.to_numpy()
+    cells["estimate"] = b[:kc]
+    cells["std_error"] = np.sqrt(np.clip(np.diag(v)[:kc], 0, None))
+    # event-time aggregation (+ covariates passed through, + ATT)
+    names_e, l_e, _ = _aggregation_matrix(cells, "dynamic")
+    ke = len(names_e)
+    p = len(covariates)
+    lmat = np.zeros((ke + p, kc + p))
+    lmat[:ke - 1, :kc] = l_e[:-1]
+    lmat[ke - 1 + np.arange(p), kc + np.arange(p)] = 1.0
+    lmat[ke + p - 1, :kc] = l_e[-1]
+    out_names = [*names_e[:-1], *covariates, "ATT"]
+    bz, vz = np.nan_to_num(b), np.nan_to_num(v)
+    coef = lmat @ bz
+    cov = lmat @ vz @ lmat.T
+    empty = lmat.sum(axis=1) == 0
+    for j in range(p):
+        if not np.isfinite(b[kc + j]):
+            empty[ke - 1 + j] = True
+    coef[empty] = np.nan
+    cov[empty, :] = cov[:, empty] = np.nan
+    rel_out = [float(n.split("=")[1]) if n.startswith("rel_time=") else np.nan
+               for n in out_names]
+    term_info = pd.DataFrame({"rel_time": rel_out}, index=out_names)
+    collinear = list(info["collinear"])
+    notes = []
+    if collinear:
+        notes.append(f"{len(collinear)} interaction(s) collinear with the fixed effects and "
+                     f"left out of the aggregation: {collinear[:6]}")
+    spec = {"outcome": outcome, "unit": unit, "time": time, "cohort": cohort,
+            "covariates": tuple(covariates), "cluster": clus, "control": control,
+            "ref": refs, "alpha": alpha, "fixed_effects": (unit, time), "vcov": "cluster"}
+    diag = {**pdata.diagnostics(), "dropped_rows": dropped, **info,
+            "n_units": int(f["unit"].nunique()), "n_periods": int(f["time"].nunique()),
+            "n_cells": kc, "control_cohort": "never treated" if control == "never_treated"
+            else f"cohort {ref_cohort:g}" + (" and never treated" if never.any() else ""),
+            "att_definition": "post-treatment (e >= 0) cohort x period cells weighted by "
+                              "their number of observations (fixest agg='att')",
+            "notes": notes}
+    with warnings.catch_warnings():
+        if not empty.any():
+            warnings.simplefilter("ignore", NotComputableWarning)
+        return make_result(
+            est, pd.Series(coef, index=out_names), cov, vspec, len(f), spec=spec,
+            diagnostics=diag, term_info=term_info, cls=SunAbrahamResult,
+            nan_reason="every cohort x period cell of this relative period is collinear",
+            extras={"interactions": cells.copy()}, cells=cells, cell_cov=_ro(v),
+            cov_names=tuple(covariates))
+
+
+def _ro(a: np.ndarray) -> np.ndarray:
+    a = np.array(a, dtype=float)
+    a.setflags(write=False)
+    return a
