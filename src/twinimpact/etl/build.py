@@ -235,14 +235,14 @@ def build_panel(trade: Any, twinnings: Any, *,
     drop(dup.to_numpy(), "duplicate link")
 
     # directed link sides: (reporter key, partner) -> year
-    a = links.assign(_year=links["established_year"].astype("int64"))
+    a = links.assign(link_year=links["established_year"].astype("int64"))
     if level == "country_pair":
         fwd = pd.DataFrame({"link": a["source_row"].to_numpy(),
                             "unit_id": (a["country_iso3"] + "-" + a["partner_iso3"]).to_numpy(),
-                            "link_year": a["_year"].to_numpy()})
+                            "link_year": a["link_year"].to_numpy()})
         bwd = pd.DataFrame({"link": a["source_row"].to_numpy(),
                             "unit_id": (a["partner_iso3"] + "-" + a["country_iso3"]).to_numpy(),
-                            "link_year": a["_year"].to_numpy()})
+                            "link_year": a["link_year"].to_numpy()})
         sides = pd.concat([fwd, bwd], ignore_index=True)
         miss_reason = "countries not in the trade data"
     else:
@@ -358,7 +358,7 @@ def _city_sides(a: pd.DataFrame, tr: pd.DataFrame) -> pd.DataFrame:
             if rep is None and mname is not None and not pd.isna(mname):
                 rep = lookup.get("name:" + normalize_name(mname))
             if rep is not None:
-                rows.append((rec.source_row, f"{rep}-{other}", rec._year))
+                rows.append((rec.source_row, f"{rep}-{other}", rec.link_year))
     return pd.DataFrame(rows, columns=["link", "unit_id", "link_year"]).astype(
         {"link": "int64", "link_year": "int64"})
 

@@ -45,7 +45,7 @@ from importlib import resources
 import pandas as pd
 
 from ..errors import InputError, format_message, suggest
-from .names import normalize_name
+from .names import normalize_name, row_label
 
 __all__ = [
     "country_aliases", "iso3_codes", "known_countries", "lookup_country", "to_iso3",
@@ -162,7 +162,7 @@ def _unknown_error(value: object, column: str | None, row: object) -> InputError
     if column is not None:
         where.append(f"column {column!r}")
     if row is not None:
-        where.append(f"row {row!r}")
+        where.append(f"row {row_label(row)!r}")
     return InputError(format_message(
         "unknown country name or code", where=", ".join(where) or None, seen=value,
         fix=hint + "use an ISO 3166 code or an English/German name, or pass "
@@ -205,7 +205,7 @@ def to_iso3_series(values: pd.Series, *, column: str,
     if not allow_missing and out.isna().any():
         row = out.index[out.isna().to_numpy()][0]
         raise InputError(format_message(
-            f"missing country in column {column!r}", where=f"row {row!r}",
+            f"missing country in column {column!r}", where=f"row {row_label(row)!r}",
             fix="fill in the country or drop the row before reading"))
     return out
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 import unicodedata
 
-__all__ = ["is_district", "name_variants", "normalize_name"]
+__all__ = ["is_district", "name_variants", "normalize_name", "row_label"]
 
 _TRANSLIT = str.maketrans({
     "ß": "ss", "ø": "o", "Ø": "o", "æ": "ae", "Æ": "ae", "œ": "oe", "Œ": "oe",
@@ -95,3 +95,9 @@ def name_variants(value: object) -> list[str]:
             out.extend(f"{full} {rest}" for full in _ABBREV[head])
     seen: set[str] = set()
     return [k for k in out if k and not (k in seen or seen.add(k))]
+
+
+def row_label(label: object) -> object:
+    """A row label as a plain Python value (``np.int64(3)`` -> ``3``) for messages."""
+    item = getattr(label, "item", None)
+    return item() if callable(item) else label

@@ -36,6 +36,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import InputError, format_message, suggest
+from .names import row_label
 
 __all__ = [
     "RELATIONS",
@@ -112,7 +113,7 @@ def normalize_relations(values: pd.Series, *, column: str,
             close = suggest(key, table, n=1)
             hint = f"did you mean {close[0]!r}? " if close else ""
             raise InputError(format_message(
-                "unknown link type", where=f"column {column!r}, row {row!r}", seen=u,
+                "unknown link type", where=f"column {column!r}, row {row_label(row)!r}", seen=u,
                 fix=hint + "pass relation_map={'<raw>': '<one of "
                     + ", ".join(RELATIONS) + ">'}"))
         out[u] = table[key]
@@ -166,7 +167,7 @@ def parse_established(values: pd.Series, *, column: str
                 if ts is None or ts is pd.NaT:
                     raise InputError(format_message(
                         "cannot parse the date a twinning was established",
-                        where=f"column {column!r}, row {values.index[i]!r}", seen=v,
+                        where=f"column {column!r}, row {row_label(values.index[i])!r}", seen=v,
                         fix="use a 4-digit year (1983) or an ISO date (1983-10-03); fix or "
                             "blank the value"))
                 y = ts.year
@@ -174,6 +175,6 @@ def parse_established(values: pd.Series, *, column: str
         if not 1000 <= y <= 2200:
             raise InputError(format_message(
                 "implausible year for a twinning", where=f"column {column!r}, "
-                f"row {values.index[i]!r}", seen=v, fix="use a 4-digit calendar year"))
+                f"row {row_label(values.index[i])!r}", seen=v, fix="use a 4-digit calendar year"))
         years[i] = y
     return pd.Series(years, index=values.index), pd.Series(dates, index=values.index)
