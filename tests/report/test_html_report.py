@@ -38,8 +38,10 @@ def _study(**over):
 def run(mpdta):
     results = {"TWFE (static)": ti.twfe(mpdta, **KW),
                "Event study": ti.event_study(mpdta, **KW)}
-    panel = SimpleNamespace(manifest={"row_counts": {"trade rows read": 2500},
-                                      "inputs": [{"name": f"city {EVIL}", "rows": 3}]})
+    panel = SimpleNamespace(manifest={
+        "steps": {"trade": {"n_in": 2510, "n_out": 2500, "dropped": {f"bad {EVIL}": 10}}},
+        "inputs": {"trade": {"kind": "file", "path": f"/x/{EVIL}.csv", "rows": 2510,
+                             "sha256": "ab" * 32}}})
     return StudyRun(study=_study(), panel=panel, analysis_frame=mpdta, results=results,
                     failures={"Callaway": f"failed {EVIL}"}, outputs={},
                     diagnostics={"outcome_dropped_rows": {"value <= 0": 4}},
@@ -66,6 +68,8 @@ def test_self_contained_and_escaped(run):
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", page)
     assert "<script" not in page.lower()
     assert page.count('src="data:image/png;base64,') == 1
+    assert "trade: 2,510 rows in, 2,500 used" in page
+    assert "not used: bad &lt;script&gt;" in page
     tidy = run.results["TWFE (static)"].to_frame().set_index("term")
     assert f"{tidy.loc['ATT', 'estimate']:.4f}".replace("-", "\u2212") in page
 

@@ -95,19 +95,29 @@ def _list(items: list[str]) -> str:
 
 
 def _dropped_lines(run: Any) -> list[str]:
+    """Row accounting from the panel manifest (``steps``: n_in, n_out, dropped by reason)."""
     lines = []
     man = getattr(run.panel, "manifest", {}) or {}
-    counts = man.get("row_counts") or man.get("counts") or {}
-    if isinstance(counts, dict):
-        for k, v in counts.items():
-            lines.append(f"{k}: {v}")
-    dropped = man.get("dropped_summary") or man.get("dropped") or {}
-    if isinstance(dropped, dict):
-        for k, v in dropped.items():
-            if isinstance(v, int | float | str):
-                lines.append(f"dropped — {k}: {v}")
+    steps = man.get("steps", {})
+    if isinstance(steps, dict):
+        for step, info in steps.items():
+            if not isinstance(info, dict) or "n_in" not in info:
+                continue
+            lines.append(f"{step}: {info['n_in']:,} rows in, {info.get('n_out', '?'):,} used")
+            for reason, n in (info.get("dropped") or {}).items():
+                lines.append(f"{step} — not used: {reason}: {n:,}")
+    units = man.get("units", {})
+    if isinstance(units, dict):
+        for k, v in units.items():
+            if v:
+                shown = ", ".join(map(str, v[:12])) + ("…" if len(v) > 12 else "")
+                lines.append(f"units {k.replace('_', ' ')}: {len(v)} ({shown})")
+    unmatched = man.get("unmatched_cities")
+    if isinstance(unmatched, list | dict) and len(unmatched):
+        lines.append(f"city names not matched to the gazetteer (kept, id missing): "
+                     f"{len(unmatched)}")
     for k, v in run.diagnostics.get("outcome_dropped_rows", {}).items():
-        lines.append(f"not in the analysis sample — {k}: {v}")
+        lines.append(f"not in the analysis sample — {k}: {v:,}")
     return lines
 
 
@@ -200,10 +210,15 @@ def render_report(run: Any) -> str:
     parts.append("<h2>Data and caveats</h2>")
     sources = []
     man = getattr(run.panel, "manifest", {}) or {}
-    for item in man.get("inputs", []) if isinstance(man.get("inputs"), list) else []:
+    inputs = man.get("inputs", {})
+    items = inputs.items() if isinstance(inputs, dict) else enumerate(inputs or [])
+    for name, item in items:
         if isinstance(item, dict):
-            sources.append(" · ".join(f"{k}: {v}" for k, v in item.items()
-                                      if k in ("name", "path", "sha256", "rows")))
+            src = item.get("derived_from", item)
+            path = Path(str(src.get("path", ""))).name or src.get("kind", "")
+            sources.append(f"{name}: {path} ({src.get('rows', '?')} rows, sha256 "
+                           f"{str(src.get('sha256', ''))[:12]}…)"
+                           + (f", unit {item['unit']}" if item.get("unit") else ""))
     sources.append("Attribution and licences: data/raw/SOURCES.md in the twinimpact "
                    "repository (Wikipedia-derived lists are CC BY-SA 4.0).")
     parts.append("<h3>Sources</h3>" + _list(sources))
