@@ -1,0 +1,285 @@
+"""Numerical kernels of the Callaway & Sant'Anna (2021) estimator (pure functions).
+
+Everything here takes arrays and returns arrays or frozen dataclasses; validation and
+bookkeeping live in :mod:`twinimpact.estimators.callaway_santanna`.
+
+Notation follows Sant'Anna & Zhao (2020, J. Econometrics 219(1)) for the 2x2 cells and
+Callaway & Sant'Anna (2021, J. Econometrics 225(2)) for aggregation:
+
+* ``dy``  (n1,)    outcome change ``Y_t - Y_base`` of the units in one (g, t) cell;
+* ``D``   (n1,)    1 for the cohort ``g`` (treated), 0 for comparison units;
+* ``X``   (n1, k)  covariates with an intercept in the first column (R ``model.matrix``);
+* the influence function returned for a cell is already multiplied by ``n / n1`` (R did
+  ``compute.att_gt``), so that ``se = sqrt(sum(psi**2)) / n`` over all ``n`` units.
+
+The three 2x2 estimators reproduce R DRDID's ``drdid_panel`` (locally efficient doubly
+robust, logit propensity score + OLS outcome regression; the one R did calls for
+``est_method = "dr"``), ``std_ipw_did_panel`` (normalised IPW, control units with a
+propensity score at or above 0.995 trimmed) and ``reg_did_panel`` (outcome regression),
+all with unit weights.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = [
+    "IPW_TRIM",
+    "OVERLAP_MAX",
+    "PS_CAP",
+    "CellFit",
+    "LogitFit",
+    "cell_closed_form",
+    "cell_estimate",
+    "logit",
+    "mammen_bootstrap",
+    "quantile_type1",
+    "weights_influence",
+]
+
+#: DRDID caps fitted propensity scores at ``1 - 1e-6`` to avoid dividing by zero.
+PS_CAP = 1.0 - 1e-6
+#: DRDID ``std_ipw_did_panel(trim.level = 0.995)``: control units at or above are dropped.
+IPW_TRIM = 0.995
+#: R did's overlap guard: a (g, t) cell is not computed when max p-score >= 0.999.
+OVERLAP_MAX = 0.999
+#: Mammen (1993) two-point weights used by R BMisc::multiplier_bootstrap.
+_SQRT5 = np.sqrt(5.0)
+MAMMEN_LOW = (1.0 - _SQRT5) / 2.0
+MAMMEN_HIGH = (1.0 + _SQRT5) / 2.0
+MAMMEN_P_LOW = (1.0 + _SQRT5) / (2.0 * _SQRT5)
+
+
+@dataclass(frozen=True)
+class LogitFit:
+    """Logistic regression by Newton-Raphson (= IRLS with the canonical link).
+
+    ``coef`` (k,), ``fitted`` (n,), ``converged`` bool, ``iterations`` int.
+    """
+
+    coef: np.ndarray
+    fitted: np.ndarray
+    converged: bool
+    iterations: int
+
+
+def logit(X: np.ndarray, D: np.ndarray, *, tol: float = 1e-12, max_iter: int = 100) -> LogitFit:
+    """Maximum-likelihood logit of ``D`` on ``X`` (no intercept added)."""
+    k = X.shape[1]
+    beta = np.zeros(k)
+    p = np.full(len(D), 0.5)
+    converged = False
+    it = 0
+    for it in range(1, max_iter + 1):  # noqa: B007 - iterations reported
+        eta = X @ beta
+        p = 1.0 / (1.0 + np.exp(-eta))
+        w = p * (1.0 - p)
+        grad = X.T @ (D - p)
+        hess = (X * w[:, None]).T @ X
+        try:
+            step = np.linalg.solve(hess, grad)
+        except np.linalg.LinAlgError:
+            break
+        beta = beta + step
+        if not np.all(np.isfinite(beta)):
+            break
+        if np.max(np.abs(step)) <= tol * (1.0 + np.max(np.abs(beta))):
+            converged = True
+            break
+    p = 1.0 / (1.0 + np.exp(-(X @ beta)))
+    return LogitFit(coef=beta, fitted=p, converged=converged, iterations=it)
+
+
+@dataclass(frozen=True)
+class CellFit:
+    """One ATT(g, t) cell: estimate and influence function on the cell's units.
+
+    ``att`` float (NaN if not computable), ``inf`` (n1,) influence function already
+    multiplied by ``n_total / n1``, ``reason`` why it is NaN (empty if computed).
+    """
+
+    att: float
+    inf: np.ndarray
+    reason: str = ""
+
+
+def cell_closed_form(dy: np.ndarray, D: np.ndarray, n_total: int, method: str) -> CellFit:
+    """Unconditional 2x2 DiD (no covariates): ``mean(dy | D=1) - mean(dy | D=0)``.
+
+    Without covariates ``drdid_panel``, ``std_ipw_did_panel`` and ``reg_did_panel`` all
+    reduce to this difference of means with influence function
+    ``n [D (dy - m1) / N1 - (1 - D)(dy - m0) / N0]`` (already scaled by ``n / n1``);
+    the exceptions are R's guards: the overlap check (share treated >= 0.999, "dr"/"ipw")
+    and IPW trimming of every control unit when the share treated is >= 0.995.
+    """
+    d = D.astype(bool)
+    n1 = len(D)
+    N1 = int(d.sum())
+    N0 = n1 - N1
+    share = N1 / n1
+    if method in ("dr", "ipw") and share >= OVERLAP_MAX:
+        return CellFit(np.nan, np.full(n1, np.nan), "overlap condition violated "
+                       f"(propensity score {share:.4f} >= {OVERLAP_MAX})")
+    if method == "ipw" and share >= IPW_TRIM:
+        return CellFit(np.nan, np.full(n1, np.nan),
+                       f"all comparison units trimmed (propensity score >= {IPW_TRIM})")
+    m1 = dy[d].mean()
+    m0 = dy[~d].mean()
+    inf = np.where(d, (dy - m1) * (n_total / N1), (dy - m0) * (-n_total / N0))
+    return CellFit(float(m1 - m0), inf)
+
+
+def _ols_influence(X: np.ndarray, resid_c: np.ndarray, ctrl: np.ndarray,
+                   n1: int) -> tuple[np.ndarray, bool]:
+    """``asy.lin.rep`` of OLS on controls: rows ``(1-D) e_i x_i' (X_c'X_c/n1)^-1`` (n1, k)."""
+    Xc = X[ctrl]
+    xpx = (Xc.T @ Xc) / n1
+    if 1.0 / np.linalg.cond(xpx, 1) < np.finfo(float).eps:
+        return np.empty((0, 0)), False
+    inv = np.linalg.inv(xpx)
+    rep = np.zeros_like(X)
+    rep[ctrl] = (Xc * resid_c[:, None]) @ inv
+    return rep, True
+
+
+def cell_estimate(dy: np.ndarray, D: np.ndarray, X: np.ndarray, n_total: int, method: str,
+                  ps: LogitFit | None = None) -> CellFit:
+    """ATT(g, t) of one cell with covariates, as R DRDID (see the module docstring).
+
+    Parameters
+    ----------
+    dy, D, X : see the module docstring; ``X[:, 0]`` must be the intercept.
+    n_total : number of units in the whole panel (influence-function scaling ``n / n1``).
+    method : ``"dr"`` (drdid_panel), ``"ipw"`` (std_ipw_did_panel), ``"reg"`` (reg_did_panel).
+    ps : a logit fit of ``D`` on ``X`` on exactly these rows (cache); fitted if None.
+    """
+    n1 = len(D)
+    Df = D.astype(float)
+    ctrl = ~D.astype(bool)
+    nan_fit = CellFit(np.nan, np.full(n1, np.nan))
+    if method in ("dr", "ipw"):
+        if ps is None:
+            ps = logit(X, Df)
+        if not np.all(np.isfinite(ps.fitted)) or np.max(ps.fitted) >= OVERLAP_MAX:
+            return CellFit(np.nan, nan_fit.inf, "overlap condition violated (max propensity "
+                           f"score >= {OVERLAP_MAX}) or the logit did not converge")
+        p = np.minimum(ps.fitted, PS_CAP)
+        W = p * (1.0 - p)
+        hess = (X * W[:, None]).T @ X
+        try:
+            hess_inv = np.linalg.inv(np.linalg.cholesky(hess))
+            hess_inv = hess_inv.T @ hess_inv * n1
+        except np.linalg.LinAlgError:
+            return CellFit(np.nan, nan_fit.inf, "singular propensity-score Hessian")
+        asy_ps = (X * (Df - p)[:, None]) @ hess_inv  # (n1, k)
+    if method in ("dr", "reg"):
+        Xc = X[ctrl]
+        xtx = Xc.T @ Xc
+        if 1.0 / np.linalg.cond(xtx, 1) < np.finfo(float).eps:
+            return CellFit(np.nan, nan_fit.inf, "covariate matrix of the comparison units is "
+                           "singular or ill-conditioned")
+        beta = np.linalg.solve(xtx, Xc.T @ dy[ctrl])
+        out = X @ beta
+        asy_ols, ok = _ols_influence(X, dy[ctrl] - out[ctrl], ctrl, n1)
+        if not ok:
+            return CellFit(np.nan, nan_fit.inf, "singular outcome-regression design")
+
+    if method == "dr":
+        w_t = Df
+        w_c = p * (1.0 - Df) / (1.0 - p)
+        resid = dy - out
+        eta_t = np.mean(w_t * resid) / np.mean(w_t)
+        eta_c = np.mean(w_c * resid) / np.mean(w_c)
+        att = eta_t - eta_c
+        inf_t1 = w_t * resid - w_t * eta_t
+        M1 = (w_t[:, None] * X).mean(axis=0)
+        inf_t = (inf_t1 - asy_ols @ M1) / np.mean(w_t)
+        inf_c1 = w_c * resid - w_c * eta_c
+        M2 = ((w_c * (resid - eta_c))[:, None] * X).mean(axis=0)
+        M3 = (w_c[:, None] * X).mean(axis=0)
+        inf_c = (inf_c1 + asy_ps @ M2 - asy_ols @ M3) / np.mean(w_c)
+        inf = inf_t - inf_c
+    elif method == "ipw":
+        trim = np.where(ctrl, p < IPW_TRIM, True)
+        w_t = trim * Df
+        w_c = trim * p * (1.0 - Df) / (1.0 - p)
+        if np.sum(w_c) == 0:
+            return CellFit(np.nan, nan_fit.inf,
+                           f"all comparison units trimmed (propensity score >= {IPW_TRIM})")
+        eta_t = np.mean(w_t * dy) / np.mean(w_t)
+        eta_c = np.mean(w_c * dy) / np.mean(w_c)
+        att = eta_t - eta_c
+        inf_t = (w_t * dy - w_t * eta_t) / np.mean(w_t)
+        inf_c1 = w_c * dy - w_c * eta_c
+        M2 = ((w_c * (dy - eta_c))[:, None] * X).mean(axis=0)
+        inf_c = (inf_c1 + asy_ps @ M2) / np.mean(w_c)
+        inf = inf_t - inf_c
+    else:  # reg
+        w = Df
+        eta_t = np.mean(w * dy) / np.mean(w)
+        eta_c = np.mean(w * out) / np.mean(w)
+        att = eta_t - eta_c
+        inf_t = (w * dy - w * eta_t) / np.mean(w)
+        M1 = (w[:, None] * X).mean(axis=0)
+        inf_c = (w * out - w * eta_c + asy_ols @ M1) / np.mean(w)
+        inf = inf_t - inf_c
+    if not np.isfinite(att):
+        return CellFit(np.nan, nan_fit.inf, "the 2x2 estimate is not finite")
+    return CellFit(float(att), inf * (n_total / n1))
+
+
+def weights_influence(unit_group: np.ndarray, keep_groups: np.ndarray, keep_pg: np.ndarray,
+                      keep_att: np.ndarray) -> np.ndarray:
+    """Estimated-weights term of an aggregated influence function (R did ``wif``).
+
+    For weights ``pg_k / sum(pg)`` with ``pg_k = P(G = g_k)`` estimated by sample shares,
+    returns ``wif @ att`` (n,) where ``wif = if1 - if2`` of Callaway & Sant'Anna (2021,
+    Appendix), computed per unit in O(n) from group sums instead of the (n, m) matrix.
+
+    Parameters
+    ----------
+    unit_group : (n,) cohort of each unit (NaN for never treated).
+    keep_groups, keep_pg, keep_att : (m,) cohort, weight ``pg`` and estimate of the
+        ATT(g, t) entering the aggregate.
+    """
+    s = keep_pg.sum()
+    pa = float(keep_pg @ keep_att)
+    psum = float(keep_pg.sum())
+    uniq = np.unique(keep_groups)
+    a = np.zeros(len(unit_group))
+    c = np.zeros(len(unit_group))
+    for g in uniq:
+        sel = keep_groups == g
+        hit = unit_group == g
+        a[hit] = keep_att[sel].sum()
+        c[hit] = sel.sum()
+    if1_att = (a - pa) / s
+    if2_att = (c - psum) * (pa / s**2)
+    return if1_att - if2_att
+
+
+def quantile_type1(x: np.ndarray, q: float, axis: int = 0) -> np.ndarray:
+    """R ``quantile(type = 1)``: the inverse of the empirical distribution function."""
+    return np.quantile(x, q, axis=axis, method="inverted_cdf")
+
+
+def mammen_bootstrap(psi: np.ndarray, n_draws: int, rng: np.random.Generator,
+                     chunk_elems: int = 4_000_000) -> np.ndarray:
+    """Multiplier bootstrap draws ``sqrt(n) * mean_i(psi_i * v_i)`` with Mammen weights.
+
+    As R ``BMisc::multiplier_bootstrap`` (used by did's ``mboot``): ``v`` takes
+    ``(1 - sqrt 5)/2`` with probability ``(1 + sqrt 5)/(2 sqrt 5)`` and ``(1 + sqrt 5)/2``
+    otherwise (mean 0, variance 1). ``psi`` is (n, k); returns (n_draws, k). Draws are
+    generated in chunks so memory stays O(n * chunk) rather than O(n * n_draws).
+    """
+    n, k = psi.shape
+    out = np.empty((n_draws, k))
+    step = max(1, min(n_draws, chunk_elems // max(n, 1)))
+    for start in range(0, n_draws, step):
+        b = min(step, n_draws - start)
+        low = rng.random((b, n)) < MAMMEN_P_LOW
+        v = np.where(low, MAMMEN_LOW, MAMMEN_HIGH)
+        out[start:start + b] = (v @ psi) / np.sqrt(n)
+    return out

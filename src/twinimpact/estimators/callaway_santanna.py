@@ -1,0 +1,972 @@
+"""Callaway & Sant'Anna (2021) group-time ATTs and their aggregations.
+
+Pipeline (R ``did`` 2.5 ``att_gt`` / ``aggte``, faster mode): validate and balance the
+panel -> one wide units x periods outcome matrix -> every ATT(g, t) 2x2 cell with its
+influence function (``_cs_numerics``) -> analytic or multiplier-bootstrap inference ->
+``.aggregate()`` ("simple", "dynamic", "group", "calendar") from the stored influence
+function, without refitting.
+
+Reference: Callaway, B. and Sant'Anna, P. H. C. (2021), "Difference-in-Differences with
+multiple time periods", Journal of Econometrics 225(2), 200-230; the 2x2 cells are the
+estimators of Sant'Anna, P. H. C. and Zhao, J. (2020), "Doubly robust
+difference-in-differences estimators", Journal of Econometrics 219(1), 101-122.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from .._validation import _numeric, normalize_cohort, require_columns, require_frame
+from ..errors import (
+    ConvergenceWarning,
+    DataWarning,
+    DroppedRowsWarning,
+    EstimationError,
+    InputError,
+    NotComputableWarning,
+    SpecificationError,
+    check_literal,
+    format_message,
+)
+from ..results import EstimationResult, VcovSpec, _check_alpha, make_result
+from . import _cs_numerics as num
+
+__all__ = ["CSAggregateResult", "CallawaySantAnnaResult", "callaway_santanna"]
+
+ESTIMATOR = "callaway_santanna"
+CONTROL_GROUPS = ("never_treated", "not_yet_treated")
+METHODS = ("dr", "ipw", "reg")
+BASE_PERIODS = ("varying", "universal")
+AGGREGATIONS = ("simple", "dynamic", "group", "calendar")
+#: R did sets standard errors at or below this to NA ("zero standard error").
+SE_ZERO = math.sqrt(np.finfo(float).eps) * 10
+#: R did warns when a simultaneous critical value is at least this large.
+CRIT_TOO_LARGE = 7.0
+_MISSING = object()
+
+
+def _fmt(v: float) -> str:
+    return str(int(v)) if float(v).is_integer() else repr(float(v))
+
+
+# ============================================================================ results
+@dataclass(frozen=True, eq=False, repr=False)
+class _InfluenceResult(EstimationResult):
+    """Shared machinery: influence function, clusters, bootstrap draws for bands."""
+
+    influence: np.ndarray | None = None
+    cluster_codes: np.ndarray | None = None
+    sup_t: np.ndarray | None = None
+    band: bool = False
+
+    def critical_value(self, alpha: float = 0.05) -> float:
+        """Pointwise normal critical value, or the sup-t bootstrap one for uniform bands."""
+        _check_alpha(alpha)
+        if self.band and self.sup_t is not None and len(self.sup_t):
+            return float(num.quantile_type1(self.sup_t, 1 - alpha))
+        return float(stats.norm.ppf(1 - alpha / 2))
+
+    @property
+    def ci_kind(self) -> str:
+        if self.band and self.sup_t is not None:
+            return "uniform (multiplier bootstrap sup-t)"
+        return "normal"
+
+
+@dataclass(frozen=True, eq=False, repr=False)
+class CSAggregateResult(_InfluenceResult):
+    """Aggregated Callaway-Sant'Anna effects (R did ``aggte``); carries the influence
+    function (n_units x n_terms) in ``influence``."""
+
+
+@dataclass(frozen=True, eq=False, repr=False)
+class CallawaySantAnnaResult(_InfluenceResult):
+    """ATT(g, t) result of :func:`callaway_santanna`.
+
+    Extra fields: ``influence`` (n_units x n_cells, scaled so that
+    ``vcov = influence.T @ influence / n**2``), ``unit_cohort`` (n_units,; NaN = never
+    treated), ``units`` (labels in the row order of ``influence``).
+    """
+
+    unit_cohort: np.ndarray | None = None
+    units: np.ndarray | None = None
+
+    def aggregate(self, type: Literal["simple", "dynamic", "group", "calendar"] = "group", *,
+                  min_e: float | None = None, max_e: float | None = None,
+                  balance_e: int | None = None, na_rm: bool = False,
+                  bootstrap: Any = _MISSING, seed: int | Any | None = _MISSING,
+                  cband: bool | Any = _MISSING, alpha: float | Any = _MISSING
+                  ) -> CSAggregateResult:
+        """Aggregate the ATT(g, t) into summary parameters (R did ``aggte``).
+
+        Parameters
+        ----------
+        type : ``"simple"`` (one ``ATT`` row: post-treatment ATT(g, t) weighted by cohort
+            size), ``"dynamic"`` (rows per ``rel_time`` = t - g, plus ``ATT`` = mean over
+            ``rel_time >= 0``), ``"group"`` (rows per cohort, plus ``ATT`` weighting cohorts
+            by size) or ``"calendar"`` (rows per ``time``, plus ``ATT`` = mean over periods).
+        min_e, max_e : event-time window (``dynamic``); ``max_e`` also limits the periods
+            used by ``simple`` and ``group`` (R ``aggte`` does the same).
+        balance_e : keep only cohorts observed for at least ``balance_e`` periods after
+            treatment (``dynamic``), so the composition is constant across event times.
+        na_rm : drop ATT(g, t) cells that could not be computed (R ``na.rm``); otherwise
+            their presence raises :class:`~twinimpact.errors.EstimationError`.
+        bootstrap, seed, cband, alpha : default to the values of the ATT(g, t) fit.
+
+        Standard errors come from the aggregated influence function, including the
+        estimated-weights term (R ``wif``); with ``bootstrap=n`` they are R's IQR-based
+        multiplier-bootstrap standard errors and ``cband=True`` gives uniform bands over
+        the non-``ATT`` rows.
+
+        Examples
+        --------
+        >>> import numpy as np, pandas as pd
+        >>> from twinimpact.estimators.callaway_santanna import callaway_santanna
+        >>> rng = np.random.default_rng(0)
+        >>> units, years = np.arange(60), np.arange(2000, 2006)
+        >>> df = pd.DataFrame([(u, t) for u in units for t in years], columns=["id", "year"])
+        >>> df["g"] = np.select([df.id < 20, df.id < 40], [2003, 2004], 0)
+        >>> df["y"] = rng.normal(size=len(df)) + ((df.g > 0) & (df.year >= df.g))
+        >>> res = callaway_santanna(df, outcome="y", unit="id", time="year", cohort="g")
+        >>> es = res.aggregate("dynamic")
+        >>> list(es.to_frame().term)[:2]
+        ['rel_time=-3', 'rel_time=-2']
+        """
+        return _aggregate(self, type, min_e=min_e, max_e=max_e, balance_e=balance_e,
+                          na_rm=na_rm, bootstrap=bootstrap, seed=seed, cband=cband,
+                          alpha=alpha)
+
+
+# ============================================================================ helpers
+def _check_int(name: str, value: Any, *, minimum: int, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise SpecificationError(format_message(
+            f"{ESTIMATOR}: {name} must be an integer >= {minimum}"
+            + (" or None" if allow_none else ""), seen=value,
+            fix=f"pass e.g. {name}={max(minimum, 999) if name == 'bootstrap' else minimum}"))
+
+
+def _first_per_unit(codes: np.ndarray, values: np.ndarray, n_units: int) -> np.ndarray:
+    out = np.empty(n_units, dtype=values.dtype)
+    out[codes[::-1]] = values[::-1]  # last write wins -> first occurrence
+    return out
+
+
+@dataclass
+class _Panel:
+    Y: np.ndarray                 # (n, T)
+    X: list[np.ndarray]           # per covariate (n, T)
+    cohort: np.ndarray            # (n,) NaN never treated
+    periods: np.ndarray           # (T,)
+    units: np.ndarray             # (n,) labels
+    cluster: np.ndarray | None    # (n,) codes
+    n_clusters: int
+    dropped_rows: dict[str, int]
+    dropped_units: dict[str, int]
+    n_input: int
+    glist: np.ndarray
+
+
+def _prepare(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort: str,
+             covariates: Sequence[str], cluster: str | None, control_group: str,
+             anticipation: int) -> _Panel:
+    """Validate, drop (counted) and pivot to a balanced wide panel, as R did's
+    ``pre_process_did2`` with ``allow_unbalanced_panel = FALSE``."""
+    require_frame(data)
+    for name, val in (("outcome", outcome), ("unit", unit), ("time", time),
+                      ("cohort", cohort)):
+        if not isinstance(val, str):
+            raise SpecificationError(format_message(
+                f"{ESTIMATOR}: {name}= must be a column name (str)", seen=val,
+                fix=f"pass {name}='<column>'"))
+    require_columns(data, [outcome, unit, time, cohort, *covariates, cluster])
+    n_input = len(data)
+    y = _numeric(data, outcome, "outcome")
+    tt = _numeric(data, time, "time")
+    graw = _numeric(data, cohort, "cohort")
+    xs = [_numeric(data, c, "covariate") for c in covariates]
+    uvals = data[unit]
+    ucodes, ulabels = pd.factorize(uvals, sort=True)
+    keep = ucodes >= 0
+    dropped_rows: dict[str, int] = {}
+    if (~keep).any():
+        dropped_rows[f"missing unit ({unit})"] = int((~keep).sum())
+    bad_t = np.isnan(tt) & keep
+    if bad_t.any():
+        dropped_rows[f"missing time ({time})"] = int(bad_t.sum())
+    keep &= ~np.isnan(tt)
+    if not keep.any():
+        raise InputError(format_message(f"{ESTIMATOR}: no rows with a unit and a time",
+                                        fix="check the unit and time columns"))
+    last = np.nanmax(tt[keep])
+    g = normalize_cohort(graw, last)
+    # cohort constant within unit (checked on all rows with a unit, as prepare_panel)
+    n_u = len(ulabels)
+    gk = np.where(np.isnan(g), -np.inf, g)
+    ok_u = ucodes >= 0
+    first = _first_per_unit(ucodes[ok_u], gk[ok_u], n_u)
+    bad = ok_u.copy()
+    bad[ok_u] = gk[ok_u] != first[ucodes[ok_u]]
+    if bad.any():
+        bad_units = np.unique(ucodes[bad])
+        u0 = ulabels[bad_units[0]]
+        vals = sorted(set(data[cohort][ucodes == bad_units[0]].tolist()), key=str)
+        raise InputError(format_message(
+            f"{ESTIMATOR}: cohort column {cohort!r} varies within unit "
+            f"({len(bad_units)} unit(s))", where=f"{unit} = {u0!r}", seen=vals,
+            fix="the cohort is the first treated period and must be the same in every row "
+                "of a unit; recompute it per unit (e.g. groupby(unit)[cohort].transform('min'))"))
+    for name, arr in ((f"missing outcome ({outcome})", y),
+                      *((f"missing {c}", x) for c, x in zip(covariates, xs, strict=True))):
+        m = np.isnan(arr) & keep
+        if m.any():
+            dropped_rows[name] = int(m.sum())
+            keep &= ~np.isnan(arr)
+    clu_raw = None
+    if cluster is not None:
+        clu_raw = data[cluster]
+        m = clu_raw.isna().to_numpy() & keep
+        if m.any():
+            dropped_rows[f"missing {cluster}"] = int(m.sum())
+            keep &= ~clu_raw.isna().to_numpy()
+    if dropped_rows:
+        warnings.warn(
+            f"{ESTIMATOR}: dropped {sum(dropped_rows.values())} row(s) with missing values: "
+            + "; ".join(f"{k}: {v}" for k, v in dropped_rows.items())
+            + ". The counts are in result.diagnostics['dropped_rows'].",
+            DroppedRowsWarning, stacklevel=3)
+    if not keep.any():
+        raise InputError(format_message(f"{ESTIMATOR}: no rows left after removing missing "
+                                        "values", seen=dropped_rows,
+                                        fix="check the outcome, covariate and key columns"))
+    idx = np.flatnonzero(keep)
+    uc, y, tt, g = ucodes[idx], y[idx], tt[idx], g[idx]
+    xs = [x[idx] for x in xs]
+    ccodes = None
+    if clu_raw is not None:
+        ccodes = pd.factorize(clu_raw.to_numpy()[idx])[0]
+    periods = np.unique(tt)
+    T = len(periods)
+    tc = np.searchsorted(periods, tt)
+    # duplicates unit x time
+    key = uc.astype(np.int64) * T + tc
+    counts = np.bincount(key, minlength=n_u * T)
+    if (counts > 1).any():
+        k0 = int(np.flatnonzero(counts > 1)[0])
+        raise InputError(format_message(
+            f"{ESTIMATOR}: {int(counts[counts > 1].sum())} rows share a {unit} x {time} pair; "
+            "a panel needs one row per unit and period",
+            where=f"{unit} = {ulabels[k0 // T]!r}, {time} = {periods[k0 % T]:g}",
+            fix="aggregate duplicates first (e.g. groupby([unit, time]).sum()) or pick the "
+                "right unit column"))
+    dropped_units: dict[str, int] = {}
+    rows_out: dict[str, int] = {}
+
+    def drop_rows(mask_keep: np.ndarray, reason: str, units_count: int) -> None:
+        nonlocal uc, y, tt, g, xs, ccodes, tc
+        n_drop = int((~mask_keep).sum())
+        if n_drop == 0:
+            return
+        rows_out[reason] = rows_out.get(reason, 0) + n_drop
+        if units_count:
+            dropped_units[reason] = dropped_units.get(reason, 0) + units_count
+        uc, y, tt, g, tc = uc[mask_keep], y[mask_keep], tt[mask_keep], g[mask_keep], \
+            tc[mask_keep]
+        xs = [x[mask_keep] for x in xs]
+        if ccodes is not None:
+            ccodes = ccodes[mask_keep]
+
+    finite = np.isfinite(g)
+    glist = np.unique(g[finite])
+    if not (~finite).any():
+        if control_group == "never_treated":
+            raise EstimationError(format_message(
+                f"{ESTIMATOR}: there are no never-treated units, so control_group="
+                "'never_treated' has no comparison group",
+                where=f"column {cohort!r}", seen=f"cohorts {[_fmt(v) for v in glist[:8]]}",
+                fix="use control_group='not_yet_treated' (the last cohort then serves only "
+                    "as a comparison group), or code never-treated units as 0/NaN"))
+        if len(glist) == 0:
+            raise EstimationError(f"{ESTIMATOR}: no units in the panel.")
+        latest = glist.max()
+        cutoff = latest - anticipation
+        keep_t = tt < cutoff
+        drop_rows(keep_t, f"periods at or after {_fmt(cutoff)} (no not-yet-treated "
+                  "comparison units remain)", 0)
+        glist = glist[glist < latest]
+        periods = np.unique(tt)
+        tc = np.searchsorted(periods, tt)
+    if len(periods) < 2:
+        raise EstimationError(format_message(
+            f"{ESTIMATOR}: at least two periods are needed", seen=[_fmt(p) for p in periods],
+            fix="check the time column"))
+    first_period = periods[0]
+    glist = glist[glist > first_period + anticipation]
+    treated_first = np.isfinite(g) & (g <= first_period)
+    if treated_first.any():
+        n_first = len(np.unique(uc[treated_first]))
+        keep_first = ~np.isfinite(g) | np.isin(g, glist)
+        n_other = len(np.unique(uc[~keep_first & ~treated_first]))
+        drop_rows(~treated_first, f"units already treated in the first period "
+                  f"({_fmt(first_period)})", n_first)
+        keep_first = ~np.isfinite(g) | np.isin(g, glist)
+        if n_other:
+            drop_rows(keep_first, "cohorts treated within the anticipation window of the "
+                      "first period", n_other)
+        msg = (f"{ESTIMATOR}: dropped {n_first} unit(s) already treated in the first period "
+               f"({_fmt(first_period)}), as R did does; their ATT(g,t) have no pre-period.")
+        warnings.warn(msg, DroppedRowsWarning, stacklevel=3)
+        if len(uc) == 0:
+            raise EstimationError(format_message(
+                f"{ESTIMATOR}: all units are treated in the first period "
+                f"({_fmt(first_period)})", fix="an ATT(g,t) needs a pre-treatment period; "
+                "add earlier periods to the panel"))
+        periods = np.unique(tt)
+        tc = np.searchsorted(periods, tt)
+        first_period = periods[0]
+        glist = glist[glist > first_period + anticipation]
+    if len(glist) == 0:
+        raise EstimationError(format_message(
+            f"{ESTIMATOR}: no cohort has a pre-treatment period (and is not just a comparison "
+            "group)", seen=f"first period {_fmt(first_period)}, anticipation {anticipation}",
+            fix=f"{cohort!r} must be the first treated period (0/NaN for never treated) and "
+                "some cohort must start after the first period + anticipation"))
+    # balance the panel (R: allow_unbalanced_panel = FALSE)
+    T = len(periods)
+    n_per_unit = np.bincount(uc, minlength=n_u)
+    incomplete = (n_per_unit > 0) & (n_per_unit < T)
+    if incomplete.any():
+        n_inc = int(incomplete.sum())
+        before = len(uc)
+        drop_rows(~incomplete[uc], "units not observed in every period (balanced panel)",
+                  n_inc)
+        warnings.warn(
+            f"{ESTIMATOR}: dropped {n_inc} unit(s) ({before - len(uc)} rows) not observed in "
+            f"all {T} periods, to balance the panel as R did does "
+            "(allow_unbalanced_panel = FALSE). Counts are in result.diagnostics.",
+            DroppedRowsWarning, stacklevel=3)
+        if len(uc) == 0:
+            raise EstimationError(format_message(
+                f"{ESTIMATOR}: no unit is observed in every period", seen=f"{T} periods",
+                fix="balance the panel or restrict it to periods where units are observed"))
+    present = np.bincount(uc, minlength=n_u) > 0
+    new_code = np.cumsum(present) - 1
+    u2 = new_code[uc]
+    n = int(present.sum())
+    Y = np.empty((n, T))
+    Y[u2, tc] = y
+    Xw = []
+    for x in xs:
+        m = np.empty((n, T))
+        m[u2, tc] = x
+        Xw.append(m)
+    coh = np.empty(n)
+    coh[u2] = g
+    clu, G = None, 0
+    if ccodes is not None:
+        first_c = _first_per_unit(u2, ccodes, n)
+        if (ccodes != first_c[u2]).any():
+            bad_u = ulabels[np.flatnonzero(present)[u2[ccodes != first_c[u2]][0]]]
+            raise SpecificationError(format_message(
+                f"{ESTIMATOR}: cluster={cluster!r} varies within unit; clusters must be at "
+                "or above the unit level", where=f"{unit} = {bad_u!r}",
+                fix="cluster by a unit-level (time-invariant) variable, e.g. a region, or "
+                    "leave cluster=None to cluster by unit"))
+        clu, uniq_c = pd.factorize(first_c)
+        G = len(uniq_c)
+    dropped_rows.update(rows_out)
+    return _Panel(Y=Y, X=Xw, cohort=coh, periods=periods, units=np.asarray(ulabels)[present],
+                  cluster=clu, n_clusters=G, dropped_rows=dropped_rows,
+                  dropped_units=dropped_units, n_input=n_input, glist=glist)
+
+
+# ============================================================================ cells
+@dataclass
+class _Cells:
+    att: np.ndarray
+    inf: np.ndarray
+    group: np.ndarray
+    time: np.ndarray
+    base: np.ndarray
+    normalized: np.ndarray
+    reasons: dict[str, str]
+
+
+def _compute_cells(p: _Panel, *, control_group: str, method: str, base_period: str,
+                   anticipation: int) -> _Cells:
+    """All ATT(g, t) as R did ``compute.att_gt2`` (cells ordered by g, then t)."""
+    Y, periods, coh = p.Y, p.periods, p.cohort
+    n, T = Y.shape
+    tfac = 1 if base_period == "varying" else 0
+    ncell_t = T - tfac
+    glist = p.glist
+    K = len(glist) * ncell_t
+    att = np.full(K, np.nan)
+    inf = np.zeros((n, K))
+    grp = np.repeat(glist, ncell_t)
+    tim = np.tile(periods[tfac:], len(glist))
+    base = np.full(K, np.nan)
+    normalized = np.zeros(K, dtype=bool)
+    reasons: dict[str, str] = {}
+    never = ~np.isfinite(coh)
+    coh_key = np.where(never, np.inf, coh)
+    time_invariant = all(np.all(x == x[:, :1]) for x in p.X)
+    ps_cache: dict[tuple, num.LogitFit] = {}
+    conv_issue = False
+    for gi, gval in enumerate(glist):
+        pre_idx = np.flatnonzero(periods + anticipation < gval)
+        pret_g = int(pre_idx[-1]) if len(pre_idx) else None
+        treat = coh_key == gval
+        for ti in range(ncell_t):
+            k = gi * ncell_t + ti
+            cur = ti + tfac
+            if base_period == "universal":
+                b = pret_g
+            else:
+                b = ti
+            if gval <= periods[cur]:
+                b = pret_g
+            if b is None:
+                reasons[f"ATT({_fmt(gval)},{_fmt(periods[cur])})"] = "no pre-treatment period"
+                inf[:, k] = np.nan
+                continue
+            base[k] = periods[b]
+            if base_period == "universal" and b == cur:
+                att[k] = 0.0
+                normalized[k] = True
+                continue
+            if control_group == "not_yet_treated":
+                cutoff = periods[max(cur, b)] + anticipation
+                ctrl = (coh_key > cutoff) & ~treat
+            else:
+                ctrl = never
+            sel = treat | ctrl
+            label = f"ATT({_fmt(gval)},{_fmt(periods[cur])})"
+            if not treat.any() or not ctrl.any():
+                reasons[label] = "no treated or no comparison units"
+                inf[:, k] = np.nan
+                continue
+            rows = np.flatnonzero(sel)
+            dy = Y[rows, cur] - Y[rows, b]
+            D = treat[rows]
+            if not p.X:
+                fit = num.cell_closed_form(dy, D, n, method)
+            else:
+                cov_t = min(b, cur)
+                X = np.column_stack([np.ones(len(rows))] + [x[rows, cov_t] for x in p.X])
+                ps = None
+                if method in ("dr", "ipw"):
+                    ckey = (gi, control_group == "never_treated" or ctrl.tobytes(),
+                            0 if time_invariant else cov_t)
+                    if ckey not in ps_cache:
+                        ps_cache[ckey] = num.logit(X, D.astype(float))
+                    ps = ps_cache[ckey]
+                    conv_issue |= not ps.converged
+                fit = num.cell_estimate(dy, D, X, n, method, ps=ps)
+            att[k] = fit.att
+            if fit.reason:
+                reasons[label] = fit.reason
+                inf[:, k] = np.nan
+            else:
+                inf[rows, k] = fit.inf
+    if conv_issue:
+        warnings.warn(f"{ESTIMATOR}: a propensity-score logit did not converge in 100 "
+                      "Newton iterations; check overlap and covariate scaling.",
+                      ConvergenceWarning, stacklevel=3)
+    return _Cells(att=att, inf=inf, group=grp, time=tim, base=base, normalized=normalized,
+                  reasons=reasons)
+
+
+# ============================================================================ inference
+def _cluster_sums(inf: np.ndarray, codes: np.ndarray | None, G: int) -> np.ndarray:
+    if codes is None:
+        return inf
+    out = np.zeros((G, inf.shape[1]))
+    np.add.at(out, codes, inf)
+    return out
+
+
+def _analytic_vcov(inf: np.ndarray, codes: np.ndarray | None, G: int) -> np.ndarray:
+    """``sum_c s_c s_c' / n^2`` with ``s_c`` the cluster (or unit) sum of the influence
+    function; for unit clusters this is R did's ``V / n = IF'IF / n^2``."""
+    n = inf.shape[0]
+    s = _cluster_sums(np.nan_to_num(inf), codes, G)
+    v = s.T @ s / n**2
+    bad = np.isnan(inf).any(axis=0)
+    v[bad, :] = np.nan
+    v[:, bad] = np.nan
+    return v
+
+
+@dataclass
+class _Boot:
+    se: np.ndarray
+    draws: np.ndarray
+    n_eff: int
+
+
+def _bootstrap(inf: np.ndarray, codes: np.ndarray | None, G: int, n_draws: int,
+               rng: np.random.Generator) -> _Boot:
+    """R did ``mboot``: multiplier bootstrap of the influence function (cluster means of
+    it when clustered), IQR-based standard errors ``(q75 - q25)/(z75 - z25)/sqrt(n)``."""
+    if codes is None:
+        psi, n_eff = np.nan_to_num(inf), inf.shape[0]
+    else:
+        sums = _cluster_sums(np.nan_to_num(inf), codes, G)
+        size = np.bincount(codes, minlength=G).astype(float)
+        psi, n_eff = sums / size[:, None], G
+    bres = num.mammen_bootstrap(psi, n_draws, rng)
+    bad = np.isnan(inf).any(axis=0) | ~(np.sum(bres**2, axis=0) > SE_ZERO)
+    q = num.quantile_type1(bres, 0.75) - num.quantile_type1(bres, 0.25)
+    sigma = q / (stats.norm.ppf(0.75) - stats.norm.ppf(0.25))
+    se = sigma / math.sqrt(n_eff)
+    se[bad] = np.nan
+    bres[:, bad] = np.nan
+    return _Boot(se=se, draws=bres, n_eff=n_eff)
+
+
+def _sup_t(draws: np.ndarray) -> np.ndarray:
+    """Per-draw ``max_k |b_k / sigma_k|`` with IQR-based ``sigma`` (R ``mboot``/``att_gt``)."""
+    q = num.quantile_type1(draws, 0.75) - num.quantile_type1(draws, 0.25)
+    sigma = q / (stats.norm.ppf(0.75) - stats.norm.ppf(0.25))
+    sigma = np.where(sigma <= SE_ZERO, np.nan, sigma)
+    ok = np.isfinite(sigma)
+    if not ok.any():
+        return np.empty(0)
+    bt = np.nanmax(np.abs(draws[:, ok] / sigma[ok]), axis=1)
+    return bt[np.isfinite(bt)]
+
+
+def _vcov_spec(kind: str, cluster: str | None, G: int, n: int, n_draws: int | None,
+               band: bool) -> VcovSpec:
+    if kind == "bootstrap":
+        desc = (f"multiplier bootstrap ({n_draws} Mammen draws) of the influence function; "
+                "SE = IQR/(z.75 - z.25)/sqrt(n) as R did mboot; correlations from the draws"
+                + ("; uniform (sup-t) bands" if band else ""))
+    else:
+        desc = ("influence-function variance sum_i psi_i psi_i' / n^2 (R did analytic SEs)"
+                if cluster is None else
+                f"influence function summed within {G} clusters of {cluster}: "
+                "sum_c s_c s_c' / n^2")
+    return VcovSpec(kind, cluster=(cluster,) if cluster else (),
+                    n_clusters=(G,) if cluster else (), df=None, description=desc)
+
+
+def _inference(inf: np.ndarray, *, codes: np.ndarray | None, G: int, bootstrap: int | None,
+               seed: Any, cband: bool, normalized: np.ndarray | None = None,
+               band_mask: np.ndarray | None = None):
+    """Vcov (analytic or bootstrap-scaled), sup-t draws and the spec for a set of terms."""
+    v = _analytic_vcov(inf, codes, G)
+    se = np.sqrt(np.clip(np.diag(v), 0, None))
+    zero = se <= SE_ZERO
+    if normalized is not None:
+        zero &= ~normalized
+    sup = None
+    kind = "influence_function"
+    if bootstrap:
+        rng = np.random.default_rng(seed)
+        b = _bootstrap(inf, codes, G, bootstrap, rng)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            d = np.sqrt(np.clip(np.diag(v), 0, None))
+            corr = v / np.outer(d, d)
+        keep_a = zero | np.isnan(b.se)
+        bse = np.where(keep_a, se, b.se)
+        corr = np.where(np.isfinite(corr), corr, 0.0)
+        np.fill_diagonal(corr, 1.0)
+        v = corr * np.outer(bse, bse)
+        se = bse
+        kind = "bootstrap"
+        if cband:
+            draws = b.draws if band_mask is None else b.draws[:, band_mask]
+            sup = _sup_t(draws)
+    for i in np.flatnonzero(zero | np.isnan(se)):
+        if normalized is not None and normalized[i]:
+            continue
+        v[i, :] = np.nan
+        v[:, i] = np.nan
+    if normalized is not None:
+        v[normalized, :] = 0.0
+        v[:, normalized] = 0.0
+    return v, sup, kind
+
+
+# ============================================================================ public
+def callaway_santanna(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort: str,
+                      covariates: Sequence[str] | None = None,
+                      control_group: Literal["never_treated", "not_yet_treated"] =
+                      "never_treated",
+                      method: Literal["dr", "ipw", "reg"] = "dr",
+                      base_period: Literal["varying", "universal"] = "varying",
+                      anticipation: int = 0, bootstrap: int | None = None,
+                      seed: int | None = None, cluster: str | None = None,
+                      cband: bool = True, alpha: float = 0.05) -> CallawaySantAnnaResult:
+    """Group-time average treatment effects ATT(g, t) of Callaway & Sant'Anna (2021).
+
+    Each ATT(g, t) compares the outcome change of cohort ``g`` (units first treated in
+    ``g``) between a base period and ``t`` with that of a comparison group, by the
+    doubly robust, IPW or outcome-regression 2x2 DiD of Sant'Anna & Zhao (2020). The
+    result carries the influence function, so :meth:`CallawaySantAnnaResult.aggregate`,
+    bootstrap, re-clustering and HonestDiD need no refit.
+
+    Parameters
+    ----------
+    data : long panel, one row per unit and period (never modified).
+    outcome, unit, time : column names (R ``yname``, ``idname``, ``tname``).
+    cohort : first treated period (R ``gname``); never treated = 0, NaN or any value
+        after the last period.
+    covariates : time-invariant covariates (R ``xformla = ~ x1 + x2``), taken in the
+        earlier of the two periods of each cell as R did does; an intercept is added.
+    control_group : ``"never_treated"`` or ``"not_yet_treated"`` (R ``"nevertreated"`` /
+        ``"notyettreated"``: never treated plus units treated after ``max(t, base) +
+        anticipation``).
+    method : ``"dr"`` (R ``est_method="dr"``, DRDID ``drdid_panel``), ``"ipw"``
+        (``std_ipw_did_panel``, normalised IPW with trimming at 0.995) or ``"reg"``
+        (``reg_did_panel``).
+    base_period : ``"varying"`` (pre-period cells compare t with t - 1) or
+        ``"universal"`` (every cell compares with g - 1 - anticipation; the cell
+        t = g - 1 - anticipation is the normalisation, 0 with zero variance).
+    anticipation : periods of anticipation (R ``anticipation``).
+    bootstrap : ``None`` for analytic influence-function SEs (R ``bstrap=FALSE``) or the
+        number of multiplier-bootstrap draws (R ``bstrap=TRUE, biters=n``), Mammen weights.
+    seed : seed of the bootstrap draws (``numpy.random.default_rng(seed)``).
+    cluster : a unit-level column to cluster by (R ``clustervars``); must be constant
+        within unit. Analytic SEs sum the influence function within clusters; the
+        bootstrap follows R ``mboot`` (cluster means, ``sqrt(G)`` scaling).
+    cband : with ``bootstrap``, report uniform (sup-t) confidence bands (R ``cband``).
+    alpha : significance level of the intervals (R ``alp``).
+
+    Returns
+    -------
+    CallawaySantAnnaResult
+        Terms ``"ATT(g,t)"`` with ``term_info`` columns ``cohort``, ``time``,
+        ``rel_time`` and ``base``; ``spec["base_period"]``; ``diagnostics`` with
+        ``dropped_rows``, ``dropped_units``, the pre-test of parallel trends
+        (``pretest``: Wald statistic that every pre-treatment ATT(g, t) is zero, as R),
+        cells not computed and cohort sizes.
+
+    Notes
+    -----
+    Unbalanced panels are balanced by dropping units not observed in every period
+    (R's default ``allow_unbalanced_panel = FALSE``); the dropped units are counted.
+    Units already treated in the first period are dropped (counted, warning), as R.
+    Without never-treated units ``control_group="never_treated"`` is an error (R 2.5
+    instead recodes the last cohort as never treated); with ``"not_yet_treated"`` the
+    periods from the last cohort's start on are dropped and that cohort only serves as
+    a comparison group, as R.
+
+    Examples
+    --------
+    >>> import numpy as np, pandas as pd
+    >>> from twinimpact.estimators.callaway_santanna import callaway_santanna
+    >>> rng = np.random.default_rng(1)
+    >>> df = pd.DataFrame([(u, t) for u in range(90) for t in range(2001, 2007)],
+    ...                   columns=["city", "year"])
+    >>> df["first_twinned"] = np.select([df.city < 30, df.city < 60], [2004, 2005], 0)
+    >>> df["exports"] = rng.normal(size=len(df)) + 2.0 * (
+    ...     (df.first_twinned > 0) & (df.year >= df.first_twinned))
+    >>> res = callaway_santanna(df, outcome="exports", unit="city", time="year",
+    ...                         cohort="first_twinned")
+    >>> res.terms[0]
+    'ATT(2004,2002)'
+    >>> bool(abs(res.aggregate("simple").params["ATT"] - 2.0) < 0.5)
+    True
+    """
+    covariates = list(covariates or [])
+    check_literal("control_group", control_group, CONTROL_GROUPS)
+    check_literal("method", method, METHODS)
+    check_literal("base_period", base_period, BASE_PERIODS)
+    _check_int("anticipation", anticipation, minimum=0)
+    _check_int("bootstrap", bootstrap, minimum=1, allow_none=True)
+    _check_alpha(alpha)
+    if not isinstance(cband, bool):
+        raise SpecificationError(f"cband must be True or False; got {cband!r}.")
+    if cluster is not None and not isinstance(cluster, str):
+        raise SpecificationError(format_message(
+            f"{ESTIMATOR}: cluster= must be one column name (R did supports one cluster "
+            "variable besides the unit)", seen=cluster, fix="pass cluster='<column>'"))
+    if cluster == unit:
+        cluster = None  # clustering by unit is the default (R drops idname too)
+    if len(set(covariates)) != len(covariates):
+        raise SpecificationError(f"covariates contains duplicates: {covariates}.")
+
+    p = _prepare(data, outcome=outcome, unit=unit, time=time, cohort=cohort,
+                 covariates=covariates, cluster=cluster, control_group=control_group,
+                 anticipation=int(anticipation))
+    n, T = p.Y.shape
+    # small cohorts (R: fewer than length(covariates) + 5 units)
+    req = len(covariates) + 5
+    sizes = {("never" if not np.isfinite(gv) else _fmt(gv)): int(c) for gv, c in zip(
+        *np.unique(np.where(np.isfinite(p.cohort), p.cohort, np.inf), return_counts=True),
+        strict=True)}
+    small = {k: v for k, v in sizes.items() if v < req}
+    if small:
+        if "never" in small and control_group == "never_treated":
+            raise EstimationError(format_message(
+                f"{ESTIMATOR}: the never-treated group is too small ({small['never']} units; "
+                f"R did requires at least number of covariates + 5 = {req})",
+                fix="try control_group='not_yet_treated'"))
+        warnings.warn(
+            f"{ESTIMATOR}: some cohorts are small (fewer than {req} units = number of "
+            f"covariates + 5, R did's threshold): {small}. Their ATT(g,t) may be imprecise or "
+            "not computable.", DataWarning, stacklevel=2)
+
+    cells = _compute_cells(p, control_group=control_group, method=method,
+                           base_period=base_period, anticipation=int(anticipation))
+    K = len(cells.att)
+    labels = [f"ATT({_fmt(g)},{_fmt(t)})" for g, t in zip(cells.group, cells.time,
+                                                          strict=True)]
+    if cells.reasons:
+        warnings.warn(
+            f"{ESTIMATOR}: {len(cells.reasons)} ATT(g,t) could not be computed and are NaN: "
+            + "; ".join(f"{k}: {v}" for k, v in list(cells.reasons.items())[:6])
+            + ("…" if len(cells.reasons) > 6 else "")
+            + ". Aggregate with na_rm=True to drop them.", NotComputableWarning, stacklevel=2)
+    v, sup, kind = _inference(cells.inf, codes=p.cluster, G=p.n_clusters,
+                              bootstrap=bootstrap, seed=seed, cband=cband,
+                              normalized=cells.normalized)
+
+    # pre-test (R att_gt): Wald test that all pre-treatment ATT(g,t) are zero, analytic V
+    va = _analytic_vcov(cells.inf, p.cluster, p.n_clusters)
+    se_a = np.sqrt(np.clip(np.diag(va), 0, None))
+    pre = np.flatnonzero((cells.group > cells.time) & ~(se_a <= SE_ZERO) & ~np.isnan(se_a))
+    pre = pre[~cells.normalized[pre]]
+    pretest: dict[str, Any] = {"statistic": np.nan, "df": len(pre), "p_value": np.nan,
+                               "note": ""}
+    if len(pre) == 0:
+        pretest["note"] = "no pre-treatment periods to test"
+    elif np.isnan(cells.att[pre]).any() or np.isnan(va[np.ix_(pre, pre)]).any():
+        pretest["note"] = "not computed: NA pre-treatment values"
+        warnings.warn(f"{ESTIMATOR}: pre-test not computed because some pre-treatment "
+                      "ATT(g,t) are NaN (as R did).", NotComputableWarning, stacklevel=2)
+    else:
+        pv = va[np.ix_(pre, pre)]
+        if 1.0 / np.linalg.cond(pv, 1) <= np.finfo(float).eps:
+            pretest["note"] = "not computed: singular covariance of the pre-treatment ATT(g,t)"
+            warnings.warn(f"{ESTIMATOR}: pre-test Wald statistic not computed: the covariance "
+                          "matrix of the pre-treatment ATT(g,t) is singular (as R did).",
+                          NotComputableWarning, stacklevel=2)
+        else:
+            a = cells.att[pre]
+            w = float(a @ np.linalg.solve(pv, a))
+            pretest.update(statistic=w, p_value=float(stats.chi2.sf(w, len(pre))),
+                           note="Wald test that all pre-treatment ATT(g,t) are zero "
+                                "(chi2, analytic influence-function vcov)")
+    term_info = pd.DataFrame({"cohort": cells.group, "time": cells.time,
+                              "rel_time": cells.time - cells.group, "base": cells.base},
+                             index=labels)
+    spec = dict(outcome=outcome, unit=unit, time=time, cohort=cohort,
+                covariates=tuple(covariates), control_group=control_group, method=method,
+                base_period=base_period, anticipation=int(anticipation),
+                bootstrap=bootstrap, seed=seed, cluster=cluster, cband=cband, alpha=alpha)
+    diagnostics = {
+        "dropped_rows": dict(p.dropped_rows), "dropped_units": dict(p.dropped_units),
+        "n_input_rows": p.n_input, "n_units": n, "n_periods": T,
+        "periods": tuple(float(x) for x in p.periods),
+        "cohorts": tuple(float(x) for x in p.glist), "cohort_sizes": sizes,
+        "pretest": pretest, "cells_not_computed": dict(cells.reasons),
+        "normalized_cells": tuple(lab for lab, z in zip(labels, cells.normalized,
+                                                        strict=True) if z),
+    }
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotComputableWarning)  # announced above
+        res = make_result(
+            ESTIMATOR, pd.Series(cells.att, index=labels), v,
+            _vcov_spec(kind, cluster, p.n_clusters, n, bootstrap, sup is not None),
+            nobs=n * T, spec=spec, diagnostics=diagnostics, term_info=term_info,
+            cls=CallawaySantAnnaResult, influence=_ro(cells.inf),
+            cluster_codes=None if p.cluster is None else _ro(p.cluster),
+            sup_t=None if sup is None else _ro(sup), band=sup is not None,
+            unit_cohort=_ro(p.cohort), units=_ro(p.units))
+    del K
+    return res  # type: ignore[return-value]
+
+
+def _ro(a: np.ndarray) -> np.ndarray:
+    a = np.asarray(a)
+    a.setflags(write=False)
+    return a
+
+
+# ============================================================================ aggregation
+def _aggregate(res: CallawaySantAnnaResult, type: str, *, min_e, max_e, balance_e, na_rm,
+               bootstrap, seed, cband, alpha) -> CSAggregateResult:
+    check_literal("type", type, AGGREGATIONS)
+    spec = dict(res.spec)
+    bootstrap = spec.get("bootstrap") if bootstrap is _MISSING else bootstrap
+    seed = spec.get("seed") if seed is _MISSING else seed
+    cband = spec.get("cband", True) if cband is _MISSING else cband
+    alpha = spec.get("alpha", 0.05) if alpha is _MISSING else alpha
+    _check_int("bootstrap", bootstrap, minimum=1, allow_none=True)
+    _check_alpha(alpha)
+    _check_int("balance_e", balance_e, minimum=0, allow_none=True)
+    for name, val in (("min_e", min_e), ("max_e", max_e)):
+        if val is not None and (isinstance(val, bool) or not isinstance(val, numbers.Real)):
+            raise SpecificationError(f"{name} must be a number or None; got {val!r}.")
+    min_e = -np.inf if min_e is None else float(min_e)
+    max_e = np.inf if max_e is None else float(max_e)
+
+    info = res.term_info
+    att = res.coef.copy()
+    group = info["cohort"].to_numpy(dtype=float)
+    t = info["time"].to_numpy(dtype=float)
+    inf = np.asarray(res.influence)
+    G = np.asarray(res.unit_cohort)
+    n = inf.shape[0]
+    missing = np.isnan(att)
+    if missing.any():
+        if not na_rm:
+            bad = [res.terms[i] for i in np.flatnonzero(missing)][:6]
+            raise EstimationError(format_message(
+                f"{ESTIMATOR}: some ATT(g,t) are NaN and would enter the aggregate",
+                seen=bad, fix="pass na_rm=True to drop them (R aggte(na.rm = TRUE)) or see "
+                "result.diagnostics['cells_not_computed']"))
+        keep = ~missing
+        if type == "group":
+            ok_g = {g for g in np.unique(group[keep])
+                    if not np.isnan(att[keep & (group == g) & (g <= t)]).any()
+                    and (keep & (group == g) & (g <= t)).any()}
+            keep &= np.isin(group, list(ok_g))
+        att, group, t, inf = att[keep], group[keep], t[keep], inf[:, keep]
+    glist = np.unique(group)
+    # recoded periods (R orig2t): position among the cells' periods and the cohorts
+    gt_list = np.unique(np.concatenate([t, glist]))
+    tr = np.searchsorted(gt_list, t).astype(float)
+    gr = np.searchsorted(gt_list, group).astype(float)
+    pg_group = np.array([np.mean(G == g) for g in glist])
+    pg = pg_group[np.searchsorted(glist, group)]
+
+    rows: list[tuple[str, dict, float, np.ndarray]] = []
+
+    def combo(which: np.ndarray, weights: np.ndarray, with_wif: bool) -> tuple[float, np.ndarray]:
+        est = float(att[which] @ weights)
+        psi = inf[:, which] @ weights
+        if with_wif:
+            psi = psi + num.weights_influence(G, group[which], pg[which], att[which])
+        return est, psi
+
+    overall_est, overall_psi = np.nan, np.zeros(n)
+    spec_extra: dict[str, Any] = {}
+    if type == "simple":
+        keepers = np.flatnonzero((gr <= tr) & (tr <= gr + max_e))
+        overall_est, overall_psi = combo(keepers, pg[keepers] / pg[keepers].sum(), True)
+    elif type == "group":
+        att_g, psi_g = [], []
+        for g in glist:
+            w = np.flatnonzero((group == g) & (g <= t) & (tr <= gr + max_e))
+            if len(w) == 0:
+                att_g.append(np.nan)
+                psi_g.append(np.full(n, np.nan))
+                continue
+            e, ps = combo(w, pg[w] / pg[w].sum(), False)
+            att_g.append(e)
+            psi_g.append(ps)
+            rows.append((f"cohort={_fmt(g)}", {"cohort": g}, e, ps))
+        att_g = np.array(att_g)
+        psi_g = np.column_stack(psi_g)
+        overall_est = float(att_g @ pg_group / pg_group.sum())
+        # estimated cohort shares enter the overall weights (R wif over the cohorts;
+        # reproduces R did 2.5's group SE on mpdta to 1e-12)
+        overall_psi = psi_g @ (pg_group / pg_group.sum()) + num.weights_influence(
+            G, glist, pg_group, att_g)
+    elif type == "dynamic":
+        e_all = t - group
+        include = np.ones(len(att), dtype=bool)
+        eseq = np.unique(e_all)
+        if balance_e is not None:
+            tmax, tmin = gt_list[int(tr.max())], gt_list[int(tr.min())]
+            include = (tmax - group) >= balance_e
+            eseq = np.unique(e_all[include])
+            eseq = eseq[(eseq <= balance_e) & (eseq >= balance_e - tmax + tmin)]
+        eseq = eseq[(eseq >= min_e) & (eseq <= max_e)]
+        if len(eseq) == 0:
+            raise EstimationError(format_message(
+                f"{ESTIMATOR}: no event time left in the requested window",
+                seen={"min_e": min_e, "max_e": max_e, "balance_e": balance_e},
+                fix="widen min_e/max_e or lower balance_e"))
+        att_e, psi_e = [], []
+        for e in eseq:
+            w = np.flatnonzero((e_all == e) & include)
+            est, ps = combo(w, pg[w] / pg[w].sum(), True)
+            att_e.append(est)
+            psi_e.append(ps)
+            rows.append((f"rel_time={_fmt(e)}", {"rel_time": e}, est, ps))
+        pos = eseq >= 0
+        if pos.any():
+            overall_est = float(np.mean(np.array(att_e)[pos]))
+            overall_psi = np.column_stack(psi_e)[:, pos].mean(axis=1)
+        spec_extra = {"min_e": None if np.isinf(min_e) else min_e,
+                      "max_e": None if np.isinf(max_e) else max_e, "balance_e": balance_e}
+    else:  # calendar
+        tcal = np.unique(t[t >= group.min()])
+        att_t, psi_t = [], []
+        for t1 in tcal:
+            w = np.flatnonzero((t == t1) & (group <= t))
+            if len(w) == 0:
+                continue
+            est, ps = combo(w, pg[w] / pg[w].sum(), True)
+            att_t.append(est)
+            psi_t.append(ps)
+            rows.append((f"time={_fmt(t1)}", {"time": t1}, est, ps))
+        overall_est = float(np.mean(att_t))
+        overall_psi = np.column_stack(psi_t).mean(axis=1)
+    rows.append(("ATT", {}, overall_est, overall_psi))
+
+    terms = [r[0] for r in rows]
+    est = np.array([r[2] for r in rows])
+    psi = np.column_stack([r[3] for r in rows])
+    band_mask = np.array([r[0] != "ATT" for r in rows])
+    codes = None if res.cluster_codes is None else np.asarray(res.cluster_codes)
+    Gc = res.vcov_spec.n_clusters[0] if res.vcov_spec.n_clusters else 0
+    do_band = bool(cband and bootstrap and band_mask.any())
+    v, sup, kind = _inference(psi, codes=codes, G=Gc, bootstrap=bootstrap, seed=seed,
+                              cband=do_band, band_mask=band_mask)
+    if type == "dynamic" and spec.get("base_period") == "universal":
+        # rel_time = -1 - anticipation is the normalisation: 0 with zero variance
+        ref = -1 - int(spec.get("anticipation", 0))
+        for i, r in enumerate(rows):
+            if r[1].get("rel_time") == ref and np.all(psi[:, i] == 0):
+                v[i, :] = 0.0
+                v[:, i] = 0.0
+    if sup is not None:
+        crit = float(num.quantile_type1(sup, 1 - alpha)) if len(sup) else np.nan
+        if not np.isfinite(crit) or crit < stats.norm.ppf(1 - alpha / 2):
+            warnings.warn(f"{ESTIMATOR}: the simultaneous critical value is not usable or "
+                          "smaller than the pointwise one; reporting pointwise intervals "
+                          "(as R did).", NotComputableWarning, stacklevel=3)
+            sup = None
+        elif crit >= CRIT_TOO_LARGE:
+            warnings.warn(f"{ESTIMATOR}: the simultaneous critical value {crit:.2f} is "
+                          "arguably too large to be reliable (few units per cohort?).",
+                          DataWarning, stacklevel=3)
+    info_rows = []
+    for r in rows:
+        d = {"cohort": np.nan, "time": np.nan, "rel_time": np.nan}
+        d.update({k: float(val) for k, val in r[1].items()})
+        info_rows.append(d)
+    tinfo = pd.DataFrame(info_rows, index=terms)
+    keep_cols = {"dynamic": ["rel_time"], "group": ["cohort"], "calendar": ["time"],
+                 "simple": []}[type]
+    tinfo = tinfo[keep_cols] if keep_cols else None
+    aspec = {**spec, "aggregation": type, "na_rm": na_rm, "bootstrap": bootstrap,
+             "seed": seed, "cband": cband, "alpha": alpha, **spec_extra}
+    diagnostics = {"dropped_rows": dict(res.diagnostics.get("dropped_rows", {})),
+                   "n_units": n, "cells_dropped_na": int(missing.sum()),
+                   "pretest": dict(res.diagnostics.get("pretest", {}))}
+    return make_result(  # type: ignore[return-value]
+        ESTIMATOR, pd.Series(est, index=terms), v,
+        _vcov_spec(kind, spec.get("cluster"), Gc, n, bootstrap, sup is not None),
+        nobs=res.nobs, spec=aspec, diagnostics=diagnostics, term_info=tinfo,
+        cls=CSAggregateResult, nan_reason="no ATT(g,t) (or zero variance) for this row",
+        influence=_ro(psi), cluster_codes=res.cluster_codes,
+        sup_t=None if sup is None else _ro(sup), band=sup is not None)
