@@ -141,7 +141,8 @@ def test_city_partner_level(etl_data) -> None:
     trade = read_trade(etl_data / "city_trade_small.csv", reporter="city", value="exports",
                        reporter_type="city", unit="USD (made up)")
     twin = pd.read_csv(etl_data / "seed_misspellings.csv")
-    panel = build_panel(trade, twin, level="city_partner", relations="all")
+    with pytest.warns(DroppedRowsWarning, match="city not in the trade data: 4"):
+        panel = build_panel(trade, twin, level="city_partner", relations="all")
     coh = panel.frame.groupby("unit_id")["cohort"].first()
     # "Qingdan"-Southampton (1998) matches the trade reporter "Qingdao" through its id
     assert coh["Qingdao-GBR"] == 1998
