@@ -302,8 +302,16 @@ def _prepare(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort: 
         latest = glist.max()
         cutoff = latest - anticipation
         keep_t = tt < cutoff
+        n_before = len(uc)
         drop_rows(keep_t, f"periods at or after {_fmt(cutoff)} (no not-yet-treated "
                   "comparison units remain)", 0)
+        if len(uc) < n_before:
+            warnings.warn(
+                f"{ESTIMATOR}: no never-treated units; dropped {n_before - len(uc)} row(s) in "
+                f"periods >= {_fmt(cutoff)} (the last cohort's start minus anticipation), "
+                f"where no not-yet-treated comparison units remain; cohort {_fmt(latest)} "
+                "only serves as a comparison group (as R did).", DroppedRowsWarning,
+                stacklevel=3)
         glist = glist[glist < latest]
         periods = np.unique(tt)
         tc = np.searchsorted(periods, tt)
