@@ -296,7 +296,8 @@ def _build_design(data: pd.DataFrame, outcome: str, unit: str, time: str,
             "synthetic_did: every unit is treated at some point; there is no control unit",
             fix="keep never-treated units in the panel (they form the synthetic control)"))
     first = np.where(ever, np.argmax(Wm == 1, axis=1), -1)
-    units = W.index.to_numpy()
+    units = np.array([u.item() if isinstance(u, np.generic) else u for u in W.index],
+                     dtype=object)
     for r in np.flatnonzero(ever):
         a = first[r]
         if not (Wm[r, a:] == 1).all() or (Wm[r, :a] != 0).any():
