@@ -171,9 +171,12 @@ def fe_dof(fe_codes: Sequence[np.ndarray], cluster_codes: Sequence[np.ndarray] =
     if nested and cluster_codes:
         for i, c in enumerate(fe_codes):
             for cl in cluster_codes:
-                # FE nested in cluster: each FE level maps to exactly one cluster
-                pairs = pd.DataFrame({"f": c, "c": cl}).drop_duplicates()
-                if len(pairs) == sizes[i]:
+                # FE nested in cluster: each FE level maps to exactly one cluster.
+                # O(n) check: write each row's cluster into its FE level (the last write
+                # wins) and compare back; all rows agree iff the level has one cluster.
+                owner = np.empty(sizes[i], dtype=np.asarray(cl).dtype)
+                owner[c] = cl
+                if np.array_equal(owner[c], cl):
                     k_nested += sizes[i] - 1
                     break
     return k_fe, k_nested
