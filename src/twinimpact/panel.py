@@ -13,28 +13,26 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from ._io import atomic_path
-from .etl.provenance import file_sha256, jsonable
 
 __all__ = ["Panel"]
 
 
-@dataclass(frozen=True, eq=False)
 class Panel:
     """An analysis panel with column roles and a manifest.
 
-    Attributes
-    ----------
+    Parameters / attributes
+    -----------------------
     frame : DataFrame
         One row per unit x year. Columns at least ``unit_id, reporter, partner, year,
         value, cohort, n_twinnings, rel_time`` (see :func:`twinimpact.etl.build_panel`).
-        A copy is returned on every access: the panel cannot be changed through it.
+        Stored as a private copy; ``panel.frame`` returns a fresh copy on every access, so
+        the panel cannot be changed through it.
     manifest : dict
         Provenance (JSON-serialisable); callers may add keys (e.g. a study name).
     outcome, unit, time, cohort : str
@@ -49,12 +47,21 @@ class Panel:
     {'outcome': 'value', 'unit': 'unit_id', 'time': 'year', 'cohort': 'cohort'}
     """
 
-    _frame: pd.DataFrame
-    manifest: dict[str, Any] = field(default_factory=dict)
-    outcome: str = "value"
-    unit: str = "unit_id"
-    time: str = "year"
-    cohort: str = "cohort"
+    __slots__ = ("_frame", "cohort", "manifest", "outcome", "time", "unit")
+
+    def __init__(self, frame: pd.DataFrame, manifest: dict[str, Any] | None = None, *,
+                 outcome: str = "value", unit: str = "unit_id", time: str = "year",
+                 cohort: str = "cohort") -> None:
+        set_ = object.__setattr__
+        set_(self, "_frame", frame.copy())
+        set_(self, "manifest", manifest if manifest is not None else {})
+        set_(self, "outcome", outcome)
+        set_(self, "unit", unit)
+        set_(self, "time", time)
+        set_(self, "cohort", cohort)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"Panel is immutable; cannot set {name!r} (build a new Panel)")
 
     @property
     def frame(self) -> pd.DataFrame:
@@ -93,6 +100,8 @@ class Panel:
         The manifest written gains an ``output`` entry (file name, sha256 and row count of
         the parquet file). Returns the parquet path.
         """
+        from .etl.provenance import file_sha256, jsonable  # lazy: etl imports this module
+
         target = Path(path)
         target.parent.mkdir(parents=True, exist_ok=True)
         frame = self._frame.copy()
