@@ -1,0 +1,410 @@
+"""Numerical kernels for Poisson pseudo-maximum likelihood with high-dimensional fixed effects.
+
+Pure functions and small classes on NumPy arrays; no pandas objects, no input validation
+(:func:`twinimpact.estimators.ppml.ppml` validates and orchestrates).
+
+* :class:`WeightedFE` sweeps any number of fixed-effect sets out of the columns of a matrix
+  by weighted alternating projections (Gaure 2013), accelerated by Irons & Tuck (1969)
+  extrapolation (as in fixest) and warm-started from the previous solution (as in
+  ppmlhdfe: the fixed-effect component of the last IRLS iteration is the starting point).
+  The sparse group-sum matrices are built once; only their weights change between calls.
+* :func:`drop_singletons_and_fe_separation` removes, iteratively, singleton observations
+  and observations whose zero outcome is perfectly predicted by a fixed-effect level whose
+  outcomes are all zero (Correia, Guimarães & Zylkin 2021, section 4.1).
+* :func:`relu_separation` is the iterative rectifier ("ReLU") check of Correia,
+  Guimarães & Zylkin (2021, section 4.3) for separation by regressors and fixed effects
+  jointly.
+* :func:`irls_poisson` is the IRLS loop of Correia, Guimarães & Zylkin (2020, "Fast
+  Poisson estimation with high-dimensional fixed effects", Stata Journal 20(1)), with the
+  deviance-change stopping rule of fixest / ppmlhdfe and step-halving.
+
+References
+----------
+Correia, S., Guimarães, P., & Zylkin, T. (2020). Fast Poisson estimation with
+high-dimensional fixed effects. *Stata Journal*, 20(1), 95-115.
+Correia, S., Guimarães, P., & Zylkin, T. (2021). Verifying the existence of maximum
+likelihood estimates for generalized linear models. arXiv:1903.01633.
+Gaure, S. (2013). OLS with multiple high dimensional category variables. *CSDA* 66, 8-18.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import sparse
+
+__all__ = [
+    "PoissonFit",
+    "WeightedFE",
+    "drop_singletons_and_fe_separation",
+    "irls_poisson",
+    "poisson_deviance",
+    "relu_separation",
+]
+
+#: Bounds on the linear predictor: exp(+-700) is the float64 range.
+ETA_MAX = 700.0
+
+
+class WeightedFE:
+    """Weighted projections onto the complement of the fixed-effect space.
+
+    Parameters
+    ----------
+    fe_codes : sequence of int arrays, each shape (n,)
+        Dense codes 0..G-1, one array per fixed-effect set.
+
+    Notes
+    -----
+    For set ``k`` with group matrix ``D_k`` (n x G_k) the weighted projection is
+    ``P_k x = D_k (D_k' W D_k)^{-1} D_k' W x``; one sweep applies ``(I - P_K)...(I - P_1)``.
+    Repeated sweeps converge to the W-orthogonal projection onto the complement of the span
+    of all sets; starting from ``x - D a`` for any ``a`` gives the same limit, which is what
+    makes warm starts exact.
+    """
+
+    def __init__(self, fe_codes: Sequence[np.ndarray]) -> None:
+        self.codes = [np.asarray(c, dtype=np.intp) for c in fe_codes]
+        self.n = len(self.codes[0]) if self.codes else 0
+        self.mats: list[sparse.csr_matrix] = []
+        self.orders: list[np.ndarray] = []
+        self.inv_wsum: list[np.ndarray] = []
+        for c in self.codes:
+            g = int(c.max()) + 1 if self.n else 0
+            order = np.argsort(c, kind="stable")
+            indptr = np.zeros(g + 1, dtype=np.int64)
+            np.cumsum(np.bincount(c, minlength=g), out=indptr[1:])
+            mat = sparse.csr_matrix((np.ones(self.n), order, indptr), shape=(g, self.n))
+            self.mats.append(mat)
+            self.orders.append(order)
+            self.inv_wsum.append(np.ones(g))
+        self.set_weights(None)
+
+    @property
+    def n_sets(self) -> int:
+        return len(self.codes)
+
+    def set_weights(self, w: np.ndarray | None) -> None:
+        """Use observation weights ``w`` (shape (n,); None = equal weights)."""
+        for k, (mat, order) in enumerate(zip(self.mats, self.orders, strict=True)):
+            mat.data = np.ones(self.n) if w is None else np.ascontiguousarray(w[order])
+            wsum = np.asarray(mat.sum(axis=1)).reshape(-1)
+            with np.errstate(divide="ignore"):
+                self.inv_wsum[k] = np.where(wsum > 0, 1.0 / np.where(wsum > 0, wsum, 1), 0.0)
+
+    def sweep(self, x: np.ndarray) -> np.ndarray:
+        """One pass of ``(I - P_K)...(I - P_1)`` over the columns of ``x`` (n, k)."""
+        for mat, inv, codes in zip(self.mats, self.inv_wsum, self.codes, strict=True):
+            means = (mat @ x) * inv[:, None]
+            x = x - means[codes]
+        return x
+
+    def residualize(self, x: np.ndarray, start: np.ndarray | None = None, *,
+                    tol: float = 1e-10, maxiter: int = 10_000) -> tuple[np.ndarray, int, bool]:
+        """Sweep the fixed effects out of ``x`` (n, k).
+
+        ``start`` is a point ``x - D a`` to start from (warm start), e.g. ``x`` minus the
+        fixed-effect component found in a previous call. Stops when, for every column, the
+        largest absolute change of a sweep is below ``tol * (1 + max|x|)``.
+
+        Returns ``(x_tilde, sweeps, converged)``.
+        """
+        x = np.asarray(x, dtype=float)
+        if self.n_sets == 0:
+            return x.copy(), 0, True
+        cur = np.array(x if start is None else start, dtype=float, order="C", copy=True)
+        if self.n_sets == 1:
+            return self.sweep(cur), 1, True
+        scale = tol * (1.0 + np.max(np.abs(x), axis=0))
+        active = np.arange(cur.shape[1])
+        sweeps = 0
+        while len(active) and sweeps < maxiter:
+            x0 = cur[:, active]
+            x1 = self.sweep(x0)
+            x2 = self.sweep(x1)
+            sweeps += 2
+            d2 = x2 - x1
+            change = np.max(np.abs(d2), axis=0)
+            # Irons & Tuck (1969) extrapolation, column by column
+            dd = d2 - (x1 - x0)
+            den = np.einsum("ij,ij->j", dd, dd)
+            num = np.einsum("ij,ij->j", d2, dd)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                coef = np.where(den > 0, num / np.where(den > 0, den, 1.0), 0.0)
+            new = x2 - d2 * coef[None, :]
+            done = change <= scale[active]
+            new[:, done] = x2[:, done]
+            cur[:, active] = new
+            active = active[~done]
+        return cur, sweeps, len(active) == 0
+
+
+def _singleton_mask(codes: Sequence[np.ndarray], keep: np.ndarray) -> np.ndarray:
+    """Observations (among ``keep``) that are alone in a level of some FE set."""
+    single = np.zeros(len(keep), dtype=bool)
+    for c in codes:
+        cnt = np.bincount(c[keep], minlength=int(c.max()) + 1)
+        single |= keep & (cnt[c] == 1)
+    return single
+
+
+def drop_singletons_and_fe_separation(
+    y: np.ndarray, fe_codes: Sequence[np.ndarray], *, singletons: bool = True,
+    separation: bool = True, maxiter: int = 1000,
+) -> tuple[np.ndarray, int, int, int]:
+    """Iteratively flag singletons and FE-separated observations.
+
+    An observation is *FE-separated* when some fixed-effect level containing it has only
+    zero outcomes: the Poisson MLE of that level's effect is minus infinity and its
+    observations carry no information about the slopes (Correia, Guimarães & Zylkin 2021,
+    section 4.1). Removing rows can create new singletons / all-zero levels, so both
+    checks repeat until nothing changes.
+
+    Returns ``(keep, n_singleton, n_separated, rounds)`` with ``keep`` a boolean (n,) mask.
+    """
+    n = len(y)
+    keep = np.ones(n, dtype=bool)
+    n_single = n_sep = 0
+    rounds = 0
+    if not fe_codes:
+        return keep, 0, 0, 0
+    pos = y > 0
+    changed = True
+    while changed and rounds < maxiter:
+        rounds += 1
+        changed = False
+        if separation:
+            sep = np.zeros(n, dtype=bool)
+            for c in fe_codes:
+                g = int(c.max()) + 1
+                n_pos = np.bincount(c[keep], weights=pos[keep].astype(float), minlength=g)
+                sep |= keep & (n_pos[c] == 0)
+            if sep.any():
+                n_sep += int(sep.sum())
+                keep &= ~sep
+                changed = True
+        if singletons:
+            single = _singleton_mask(fe_codes, keep)
+            if single.any():
+                n_single += int(single.sum())
+                keep &= ~single
+                changed = True
+    return keep, n_single, n_sep, rounds
+
+
+def relu_separation(y: np.ndarray, x: np.ndarray, fe: WeightedFE | None, *,
+                    tol: float = 1e-5, maxiter: int = 100,
+                    fe_tol: float = 1e-10) -> tuple[np.ndarray, int, bool]:
+    """Iterative rectifier check for separation (Correia, Guimarães & Zylkin 2021, s. 4.3).
+
+    Find a linear combination ``z = X g + D a`` with ``z_i = 0`` where ``y_i > 0`` and
+    ``z_i >= 0`` where ``y_i = 0``; observations with ``z_i > 0`` are separated (their
+    conditional mean is zero at the pseudo-MLE). Algorithm: start from ``u = 1[y = 0]``,
+    regress ``u`` on ``X`` and the fixed effects by least squares with weight ``M`` (large)
+    on the ``y > 0`` rows and 1 on the others, set fitted values within ``tol`` of zero to
+    zero, stop when all are ``>= 0``, else replace ``u`` by ``max(fitted, 0)`` on the
+    ``y = 0`` rows and repeat.
+
+    Parameters
+    ----------
+    y : (n,) outcome; x : (n, k) regressors (k may be 0); fe : projector on the same rows.
+
+    Returns
+    -------
+    (separated, iterations, converged) with ``separated`` a boolean (n,) mask.
+    """
+    n = len(y)
+    zero = y <= 0
+    if not zero.any():
+        return np.zeros(n, dtype=bool), 0, True
+    n_pos = int((~zero).sum())
+    big = max(n_pos, 1) / tol**2 if n_pos else 1.0
+    omega = np.where(zero, 1.0, big)
+    if fe is not None and fe.n_sets:
+        fe.set_weights(omega)
+    k = x.shape[1] if x.ndim == 2 else 0
+    xt = x.reshape(n, k)
+    if fe is not None and fe.n_sets and k:
+        xt, _, _ = fe.residualize(xt, tol=fe_tol)
+    xw = xt * omega[:, None]
+    xtx = xw.T @ xt if k else np.zeros((0, 0))
+    pinv = np.linalg.pinv(xtx) if k else xtx
+    u = zero.astype(float)
+    fe_part = None
+    for it in range(1, maxiter + 1):
+        if fe is not None and fe.n_sets:
+            start = None if fe_part is None else (u - fe_part)[:, None]
+            ut, _, _ = fe.residualize(u[:, None], start, tol=fe_tol)
+            ut = ut[:, 0]
+            fe_part = u - ut
+        else:
+            ut = u
+        if k:
+            b = pinv @ (xw.T @ ut)
+            resid = ut - xt @ b
+        else:
+            resid = ut
+        fitted = u - resid
+        fitted[~zero] = 0.0
+        fitted[np.abs(fitted) < tol] = 0.0
+        if (fitted >= 0).all():
+            return zero & (fitted > 0), it, True
+        u = np.where(zero, np.maximum(fitted, 0.0), 0.0)
+    return np.zeros(n, dtype=bool), maxiter, False
+
+
+def poisson_deviance(y: np.ndarray, mu: np.ndarray, w: np.ndarray) -> float:
+    """``2 sum w [y log(y/mu) - (y - mu)]`` (the y log y term is 0 at y = 0)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = np.where(y > 0, y * np.log(y / mu), 0.0)
+    return float(2.0 * np.sum(w * (t - (y - mu))))
+
+
+@dataclass(frozen=True)
+class PoissonFit:
+    """Result of :func:`irls_poisson`.
+
+    Attributes
+    ----------
+    coef : (k,) slopes (NaN for columns collinear with the fixed effects / each other)
+    kept : (k,) bool, columns estimated
+    bread : (r, r) ``(X~' W X~)^{-1}`` for the kept columns (r = kept.sum())
+    scores : (n, r) ``X~_i w_i (y_i - mu_i)`` for the kept columns
+    mu : (n,) fitted means; eta : (n,) linear predictor incl. offset
+    deviance : float; iterations : int; converged : bool; crit : float (last deviance change)
+    demean_sweeps : int, total alternating-projection sweeps; demean_converged : bool
+    """
+
+    coef: np.ndarray
+    kept: np.ndarray
+    bread: np.ndarray
+    scores: np.ndarray
+    mu: np.ndarray
+    eta: np.ndarray
+    deviance: float
+    iterations: int
+    converged: bool
+    crit: float
+    demean_sweeps: int
+    demean_converged: bool
+
+
+def _collinear(xt: np.ndarray, w: np.ndarray, ref_ss: np.ndarray, tol: float) -> np.ndarray:
+    """Sequential (Cholesky-style) check: keep a column unless it is a combination of the
+    earlier kept ones or of the fixed effects (its weighted residual sum of squares after
+    both is below ``tol`` times its sum of squares before the FE sweep)."""
+    k = xt.shape[1]
+    xtx = (xt * w[:, None]).T @ xt
+    kept = np.ones(k, dtype=bool)
+    for j in range(k):
+        idx = np.flatnonzero(kept[:j])
+        rss = xtx[j, j]
+        if len(idx):
+            a = xtx[np.ix_(idx, idx)]
+            b = xtx[idx, j]
+            rss = rss - b @ np.linalg.lstsq(a, b, rcond=None)[0]
+        if not rss > tol * max(ref_ss[j], 1e-300):
+            kept[j] = False
+    return kept
+
+
+def irls_poisson(y: np.ndarray, x: np.ndarray, fe: WeightedFE | None, *,
+                 weights: np.ndarray | None = None, offset: np.ndarray | None = None,
+                 tol: float = 1e-8, maxiter: int = 100, fe_tol: float = 1e-10,
+                 fe_maxiter: int = 10_000, collin_tol: float = 1e-10) -> PoissonFit:
+    """Poisson pseudo-maximum likelihood by iteratively reweighted least squares.
+
+    Model ``E[y_i | x_i, d_i] = exp(o_i + x_i'b + d_i'a)`` with fixed effects ``d_i'a``.
+    Each iteration (Correia, Guimarães & Zylkin 2020, eqs. 8-10): working response
+    ``z = eta - o + (y - mu)/mu``, weights ``W = w mu``; sweep the fixed effects out of
+    ``[z, X]`` with weights ``W`` (warm-started); weighted least squares of ``z~`` on
+    ``X~`` gives ``b`` and residual ``e``; the new linear predictor is ``z - e + o``.
+    Stops when ``|dev - dev_old| / (0.1 + |dev|) < tol`` (fixest ``glm.tol``, ppmlhdfe
+    ``tolerance``). If the deviance is not finite or rises, the step is halved (up to
+    ten times).
+
+    Shapes: ``y`` (n,), ``x`` (n, k) (k may be 0), ``weights``/``offset`` (n,).
+    """
+    n = len(y)
+    k = x.shape[1]
+    w = np.ones(n) if weights is None else np.asarray(weights, dtype=float)
+    off = np.zeros(n) if offset is None else np.asarray(offset, dtype=float)
+    has_fe = fe is not None and fe.n_sets > 0
+    ybar = float(np.sum(w * y) / np.sum(w))
+    mu = 0.5 * (y + ybar)
+    eta = np.log(mu) + 0.0  # starting linear predictor (incl. offset by construction)
+    dev_old = poisson_deviance(y, mu, w)
+    kept = np.ones(k, dtype=bool)
+    fe_part = None
+    coef = np.full(k, np.nan)
+    total_sweeps = 0
+    dm_ok = True
+    converged = False
+    crit = np.inf
+    xt = np.zeros((n, 0))
+    bread = np.zeros((0, 0))
+    e = np.zeros(n)
+    big_w = w * mu
+    it = 0
+    # ppmlhdfe-style adaptive inner tolerance: loose while the deviance still moves, never
+    # looser than 1e-4 nor tighter than fe_tol; convergence is only declared at fe_tol.
+    inner_tol = max(fe_tol, 1e-4)
+    for it in range(1, maxiter + 1):
+        z = eta - off + (y - mu) / mu
+        big_w = w * mu
+        zx = np.empty((n, 1 + int(kept.sum())))
+        zx[:, 0] = z
+        zx[:, 1:] = x[:, kept]
+        if has_fe:
+            fe.set_weights(big_w)
+            start = None if fe_part is None else zx - fe_part
+            zxt, sweeps, ok = fe.residualize(zx, start, tol=inner_tol, maxiter=fe_maxiter)
+            total_sweeps += sweeps
+            dm_ok &= ok
+            fe_part = zx - zxt
+        else:
+            zxt = zx
+        zt, xt = zxt[:, 0], zxt[:, 1:]
+        if it == 1 and k:
+            # collinearity with the FE / other regressors, judged once at the start
+            xm = x - (w @ x) / w.sum()
+            ref_ss = np.einsum("i,ij,ij->j", big_w, xm, xm)
+            kept = _collinear(xt, big_w, ref_ss, collin_tol)
+            xt = xt[:, kept]
+            if fe_part is not None:
+                fe_part = fe_part[:, np.r_[True, kept]]
+        xw = xt * big_w[:, None]
+        if xt.shape[1]:
+            xtx = xw.T @ xt
+            b = np.linalg.solve(xtx, xw.T @ zt)
+            e = zt - xt @ b
+        else:
+            xtx = np.zeros((0, 0))
+            b = np.zeros(0)
+            e = zt
+        eta_new = np.clip(z - e + off, -ETA_MAX, ETA_MAX)
+        mu_new = np.exp(eta_new)
+        dev = poisson_deviance(y, mu_new, w)
+        halvings = 0
+        while (not np.isfinite(dev) or dev > dev_old * (1 + 1e-8) + 1e-12) and it > 1 \
+                and halvings < 10:
+            halvings += 1
+            eta_new = 0.5 * (eta_new + eta)
+            mu_new = np.exp(eta_new)
+            dev = poisson_deviance(y, mu_new, w)
+        crit = abs(dev - dev_old) / (0.1 + abs(dev))
+        eta, mu, dev_old = eta_new, mu_new, dev
+        coef = np.full(k, np.nan)
+        coef[kept] = b
+        bread = np.linalg.inv(xtx) if xt.shape[1] else xtx
+        if crit < tol and (inner_tol <= fe_tol or not has_fe):
+            converged = True
+            break
+        inner_tol = max(fe_tol, min(inner_tol, 0.01 * crit))
+    # scores with the weights of the last iteration (as fixest / pyfixest)
+    scores = xt * (big_w * e)[:, None]
+    return PoissonFit(coef=coef, kept=kept, bread=bread, scores=scores, mu=mu, eta=eta,
+                      deviance=float(dev_old), iterations=it, converged=converged,
+                      crit=float(crit), demean_sweeps=total_sweeps, demean_converged=dm_ok)

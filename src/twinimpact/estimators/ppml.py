@@ -1,0 +1,475 @@
+"""Poisson pseudo-maximum likelihood (PPML) with high-dimensional fixed effects.
+
+``ppml`` estimates ``E[y | x, d] = exp(offset + x'b + d'a)`` by the Poisson quasi-likelihood
+(Santos Silva & Tenreyro 2006), the workhorse of structural gravity: zeros are kept, the
+fixed effects (exporter-year, importer-year, pair, ...) are swept out by weighted alternating
+projections inside IRLS (Correia, Guimarães & Zylkin 2020), separated observations are
+detected and removed first (Correia, Guimarães & Zylkin 2021). Numerics live in
+:mod:`twinimpact.estimators._ppml_kernel`; this module validates and orchestrates.
+
+Keyword mapping
+---------------
+=================== ======================================= ===============================
+twinimpact           R fixest ``fepois``                     Stata ``ppmlhdfe``
+=================== ======================================= ===============================
+``outcome``          left-hand side                          depvar
+``regressors``       right-hand side variables               indepvars
+``fixed_effects``    ``| fe1 + fe2 + fe1^fe3``                ``absorb(fe1 fe2 fe1#fe3)``
+``cluster``          ``cluster = ~a`` / ``~a + b``            ``vce(cluster a [b])``
+``vcov``             ``vcov = "iid" / "hetero" / "cluster"``  ``vce(...)``
+``weights``          ``weights = ~w``                        ``[pw=w]``
+``offset``           ``offset = ~o``                         ``offset(o)``
+``tol``, ``maxiter`` ``glm.tol``, ``glm.iter``               ``tolerance()``, ``maxiterations()``
+``separation``       ``fixef.rm = "perfect"`` (+ ReLU)       ``separation(fe ir)``
+``drop_singletons``  ``fixef.rm = "singleton"``              default (``keepsingletons`` off)
+``ssc_adj``          ``ssc(adj = TRUE/FALSE)``               --
+=================== ======================================= ===============================
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+from scipy import special
+
+from .._validation import _numeric, require_columns, require_frame
+from ..errors import (
+    ConvergenceWarning,
+    DroppedRowsWarning,
+    EstimationError,
+    InputError,
+    SpecificationError,
+    check_literal,
+    format_message,
+)
+from ..inference.vcov import sandwich
+from ..results import EstimationResult, VcovSpec, make_result
+from ._fe import factorize, fe_dof
+from ._ppml_kernel import (
+    WeightedFE,
+    drop_singletons_and_fe_separation,
+    irls_poisson,
+    relu_separation,
+)
+
+__all__ = ["PPMLResult", "fe_codes", "lincom", "ppml"]
+
+VcovKind = Literal["iid", "hetero", "cluster"]
+SEPARATION = (True, False, "fe", "relu", "fe+relu")
+FixedEffect = str | Sequence[str]
+
+
+def lincom(result: EstimationResult, terms: Sequence[str], weights: Sequence[float] | None = None,
+           *, name: str | None = None) -> EstimationResult:
+    """A linear combination ``sum_j c_j b_j`` of a result's coefficients, delta method.
+
+    Returns a one-row result (same vcov kind / reference distribution) whose term is
+    ``name`` (default ``"b1 + b2 + ..."``). Equivalent to Stata ``lincom`` or R
+    ``msm::deltamethod(~x1 + x2, coef, vcov)``; e.g. the *total* RTA effect of the
+    Advanced Guide is ``lincom(r, ["rta", "rta_lag4", "rta_lag8", "rta_lag12"])``.
+    """
+    terms = [str(t) for t in terms]
+    missing = [t for t in terms if t not in result.terms]
+    if missing:
+        raise SpecificationError(format_message(
+            "lincom: term(s) not in the result", seen=missing,
+            fix=f"choose among {', '.join(result.terms)}"))
+    c = np.ones(len(terms)) if weights is None else np.asarray(weights, dtype=float)
+    if c.shape != (len(terms),):
+        raise SpecificationError(format_message(
+            "lincom: weights must have one number per term", seen=list(c),
+            fix=f"pass {len(terms)} weights"))
+    idx = [result.terms.index(t) for t in terms]
+    est = float(c @ result.coef[idx])
+    var = float(c @ result.cov[np.ix_(idx, idx)] @ c)
+    label = name or " + ".join(terms if weights is None else
+                               [f"{w:g}*{t}" for w, t in zip(c, terms, strict=True)])
+    return make_result(f"{result.estimator}/lincom", {label: est}, np.array([[var]]),
+                       result.vcov_spec, result.nobs,
+                       spec={**dict(result.spec), "lincom_terms": tuple(terms),
+                             "lincom_weights": tuple(float(v) for v in c)},
+                       diagnostics=dict(result.diagnostics))
+
+
+@dataclass(frozen=True, eq=False, repr=False)
+class PPMLResult(EstimationResult):
+    """PPML result: the shared protocol plus :meth:`lincom` and :meth:`proportional`."""
+
+    def lincom(self, terms: Sequence[str], weights: Sequence[float] | None = None, *,
+               name: str | None = None) -> EstimationResult:
+        """Delta-method linear combination of coefficients (see :func:`lincom`)."""
+        return lincom(self, terms, weights, name=name)
+
+    def proportional(self, alpha: float = 0.05) -> pd.DataFrame:
+        """Coefficients as proportional changes: ``exp(b) - 1`` with the CI endpoints
+        transformed the same way (columns ``term, effect, ci_lower, ci_upper``)."""
+        f = self.to_frame(alpha)
+        return pd.DataFrame({"term": f["term"], "effect": np.expm1(f["estimate"]),
+                             "ci_lower": np.expm1(f["ci_lower"]),
+                             "ci_upper": np.expm1(f["ci_upper"])})
+
+
+def _fe_name(spec: FixedEffect) -> str:
+    return spec if isinstance(spec, str) else "^".join(spec)
+
+
+def _fe_columns(spec: FixedEffect) -> list[str]:
+    return [spec] if isinstance(spec, str) else list(spec)
+
+
+def fe_codes(frame: pd.DataFrame, spec: FixedEffect) -> np.ndarray:
+    """Dense codes for one fixed-effect set: a column, or the interaction of several
+    columns given as a tuple (``("exporter", "year")`` = fixest ``exporter^year``)."""
+    cols = _fe_columns(spec)
+    if len(cols) == 1:
+        return factorize(frame[cols[0]].to_numpy())[0]
+    codes = np.zeros(len(frame), dtype=np.int64)
+    for c in cols:
+        cc, g = factorize(frame[c].to_numpy())
+        codes = codes * g + cc
+    return factorize(codes)[0]
+
+
+def _as_tuple(x: str | Sequence[str] | None) -> tuple[str, ...]:
+    if x is None:
+        return ()
+    return (x,) if isinstance(x, str) else tuple(x)
+
+
+def _resolve_vcov(vcov: str | None, cluster: tuple[str, ...]) -> str:
+    if vcov is None:
+        vcov = "cluster" if cluster else "iid"
+    check_literal("vcov", vcov, ("iid", "hetero", "cluster"))
+    if vcov == "cluster" and not cluster:
+        raise SpecificationError(format_message(
+            "vcov='cluster' needs cluster= (one or two column names)",
+            fix="pass e.g. cluster='pair_id' or cluster=('exporter', 'importer')"))
+    if vcov != "cluster" and cluster:
+        raise SpecificationError(format_message(
+            f"vcov={vcov!r} conflicts with cluster={cluster!r}",
+            fix="drop cluster= or use vcov='cluster'"))
+    if len(cluster) > 2:
+        raise SpecificationError(format_message(
+            "at most two cluster variables are supported", seen=cluster,
+            fix="pass one or two column names"))
+    return vcov
+
+
+def _check_options(tol: float, maxiter: int, separation: Any, alpha: float) -> None:
+    if not (isinstance(tol, int | float) and 0 < tol < 1):
+        raise SpecificationError(format_message("tol must be a number in (0, 1)", seen=tol,
+                                                fix="pass e.g. tol=1e-8"))
+    if not (isinstance(maxiter, int | np.integer) and maxiter >= 1):
+        raise SpecificationError(format_message("maxiter must be a positive integer",
+                                                seen=maxiter, fix="pass e.g. maxiter=100"))
+    if separation not in SEPARATION or (isinstance(separation, int)
+                                        and not isinstance(separation, bool)):
+        raise SpecificationError(format_message(
+            "separation must be True (fixed-effect and ReLU checks), 'fe', 'relu', "
+            "'fe+relu' or False", seen=separation, fix="pass separation=True"))
+    if not (isinstance(alpha, int | float) and 0 < alpha < 1) or math.isnan(alpha):
+        raise SpecificationError(format_message("alpha must be in (0, 1)", seen=alpha,
+                                                fix="pass e.g. alpha=0.05"))
+
+
+def ppml(data: pd.DataFrame, *, outcome: str, regressors: Sequence[str],
+         fixed_effects: Sequence[FixedEffect] = (), cluster: str | Sequence[str] | None = None,
+         vcov: VcovKind | None = None, weights: str | None = None, offset: str | None = None,
+         tol: float = 1e-8, maxiter: int = 100, separation: bool | str = True,
+         drop_singletons: bool = True, ssc_adj: bool = True, fe_tol: float = 1e-10,
+         alpha: float = 0.05) -> PPMLResult:
+    """Poisson pseudo-maximum likelihood with any number of high-dimensional fixed effects.
+
+    Model: ``E[y_i | x_i] = exp(o_i + x_i'b + a_{1,f1(i)} + ... + a_{K,fK(i)})``, estimated
+    by IRLS with the fixed effects swept out by weighted alternating projections
+    (Correia, Guimarães & Zylkin 2020, *Stata Journal* 20(1); Santos Silva & Tenreyro 2006,
+    *REStat* 88(4)). Zero outcomes are kept unless separated.
+
+    Parameters
+    ----------
+    data : DataFrame
+        One row per observation (e.g. exporter x importer x year). Not modified.
+    outcome : str
+        Non-negative outcome (trade flow in levels, counts). Negative values are an error.
+    regressors : sequence of str
+        Numeric columns. Interactions and transformations (``log(dist)``, ``rta x year``)
+        are built by the caller as columns.
+    fixed_effects : sequence of str or tuples of str
+        Fixed-effect sets; a tuple is the interaction of its columns, e.g.
+        ``[("exporter", "year"), ("importer", "year"), "pair_id"]`` (fixest
+        ``exporter^year + importer^year + pair_id``). Any number of sets and levels.
+    cluster : str or pair of str, optional
+        Cluster variable(s); two names give two-way clustering (Cameron, Gelbach &
+        Miller 2011, negative eigenvalues set to zero as fixest does).
+    vcov : {"iid", "hetero", "cluster"}, optional
+        Default ``"cluster"`` when ``cluster`` is given, else ``"iid"``.
+    weights : str, optional
+        Non-negative observation weights (rows with weight 0 are dropped and counted).
+    offset : str, optional
+        Column added to the linear predictor with coefficient 1 (e.g. log exposure).
+    tol : float
+        Convergence criterion on the deviance: stop when
+        ``|dev - dev_old| / (0.1 + |dev|) < tol`` (fixest ``glm.tol``, default 1e-8).
+    maxiter : int
+        Maximum IRLS iterations (default 100). Not converging raises a
+        :class:`~twinimpact.errors.ConvergenceWarning` naming the criterion and its value.
+    separation : True, "fe", "relu", "fe+relu" or False
+        Separated observations are detected and removed before estimation. ``"fe"``:
+        iteratively drop observations in a fixed-effect level whose outcomes are all zero
+        (fixest ``fixef.rm = "perfect"``). ``"relu"``: the iterative rectifier of Correia,
+        Guimarães & Zylkin (2021), which also finds separation by regressors and by
+        combinations of fixed effects. ``True`` = both (ppmlhdfe's default
+        ``separation(fe simplex relu)`` without the simplex step, which ReLU subsumes).
+    drop_singletons : bool
+        Drop observations alone in a fixed-effect level, iteratively (default True, as
+        ppmlhdfe and pyfixest; fixest keeps them by default). Singletons do not change
+        the estimates but inflate the observation count; they are counted in
+        ``diagnostics["dropped_rows"]["singleton"]``.
+    ssc_adj : bool
+        Apply fixest's ``(n - 1) / (n - K)`` small-sample factor (default True). With
+        False the clustered vcov carries only ``G / (G - 1)``, which reproduces the
+        standard errors printed in Yotov et al. (2016) (Stata ``ppml``/``ppmlhdfe``).
+    fe_tol : float
+        Tolerance of the alternating projections (relative to each column's scale).
+    alpha : float
+        Default level of intervals in ``summary`` / ``to_frame``.
+
+    Returns
+    -------
+    PPMLResult
+        Terms = regressor names (NaN with a warning when collinear with the fixed
+        effects). Variance, small-sample factors exactly (fixest ``ssc()`` defaults):
+
+        * ``"iid"``: ``(X~'WX~)^{-1} * (n-1)/(n-K)`` (Poisson dispersion fixed at 1);
+        * ``"hetero"``: ``n/(n-K) * B M B`` with ``M = sum s_i s_i'``;
+        * ``"cluster"``: ``(n-1)/(n-K) * G/(G-1) * B M_G B``; two-way: inclusion-exclusion
+          of the two one-way and the intersection meats, each with ``G_min/(G_min-1)``;
+
+        with ``s_i = X~_i w_i (y_i - mu_i)`` (``X~`` = regressors with the fixed effects
+        swept out under the IRLS weights ``w mu``), ``B = (X~'WX~)^{-1}``, ``K`` =
+        slopes + fixed-effect levels minus redundancies, fixed effects nested in a cluster
+        variable not counted (fixest ``fixef.K = "nested"``). Intervals use the normal
+        distribution (fixest's ``z value`` for GLMs). ``diagnostics`` holds
+        ``dropped_rows`` (missing / singleton / separated counts), ``iterations``,
+        ``deviance``, ``converged``, ``crit`` and the fixed-effect sizes.
+
+    Notes
+    -----
+    Estimates are log-points: ``exp(b) - 1`` is the proportional change in the conditional
+    mean for a one-unit change of the regressor (:meth:`PPMLResult.proportional`).
+
+    Examples
+    --------
+    >>> import numpy as np, pandas as pd
+    >>> from twinimpact.estimators.ppml import ppml
+    >>> rng = np.random.default_rng(1)
+    >>> d = pd.DataFrame({"i": np.repeat(np.arange(50), 8), "t": np.tile(np.arange(8), 50)})
+    >>> d["x"] = rng.normal(size=len(d))
+    >>> d["y"] = rng.poisson(np.exp(2 + 0.5 * d["x"] + 0.1 * (d["i"] % 3)))
+    >>> r = ppml(d, outcome="y", regressors=["x"], fixed_effects=["i", "t"], cluster="i")
+    >>> round(float(r.params["x"]), 1)
+    0.5
+    """
+    require_frame(data)
+    if not isinstance(outcome, str):
+        raise SpecificationError(format_message("outcome= must be a column name", seen=outcome,
+                                                fix="pass outcome='trade'"))
+    regressors = [regressors] if isinstance(regressors, str) else list(regressors)
+    if not regressors:
+        raise SpecificationError(format_message(
+            "ppml needs at least one regressor", fix="pass regressors=['rta', ...]"))
+    fixed_effects = [fixed_effects] if isinstance(fixed_effects, str) else list(fixed_effects)
+    clus = _as_tuple(cluster)
+    vcov = _resolve_vcov(vcov, clus)
+    _check_options(tol, maxiter, separation, alpha)
+    fe_cols = [c for f in fixed_effects for c in _fe_columns(f)]
+    require_columns(data, [outcome, *regressors, *fe_cols, *clus, weights, offset])
+    if len(set(regressors)) != len(regressors):
+        raise SpecificationError(format_message("duplicated regressor names", seen=regressors,
+                                                fix="list each regressor once"))
+
+    n_input = len(data)
+    y = _numeric(data, outcome, "outcome")
+    x = np.column_stack([_numeric(data, c, "regressor") for c in regressors])
+    w = _numeric(data, weights, "weights") if weights else None
+    off = _numeric(data, offset, "offset") if offset else None
+    dropped: dict[str, int] = {}
+    keep = np.ones(n_input, dtype=bool)
+
+    def _drop(mask: np.ndarray, reason: str) -> None:
+        nonlocal keep
+        m = mask & keep
+        if m.any():
+            dropped[reason] = dropped.get(reason, 0) + int(m.sum())
+            keep &= ~m
+
+    _drop(~np.isfinite(y), f"missing outcome ({outcome})")
+    for j, c in enumerate(regressors):
+        _drop(~np.isfinite(x[:, j]), f"missing {c}")
+    for c in dict.fromkeys([*fe_cols, *clus]):
+        _drop(pd.isna(data[c]).to_numpy(), f"missing {c}")
+    if w is not None:
+        _drop(~np.isfinite(w), f"missing {weights}")
+    if off is not None:
+        _drop(~np.isfinite(off), f"missing {offset}")
+    neg = keep & (y < 0)
+    if neg.any():
+        i = int(np.flatnonzero(neg)[0])
+        raise InputError(format_message(
+            f"ppml: the outcome {outcome!r} must be non-negative ({int(neg.sum())} negative "
+            "value(s))", where=f"row {data.index[i]!r}", seen=float(y[i]),
+            fix="PPML models a non-negative mean (trade flows, counts); check the sign or "
+                "the column"))
+    if w is not None:
+        negw = keep & (w < 0)
+        if negw.any():
+            i = int(np.flatnonzero(negw)[0])
+            raise InputError(format_message(
+                f"ppml: weights {weights!r} must be non-negative", where=f"row {data.index[i]!r}",
+                seen=float(w[i]), fix="pass non-negative weights"))
+        _drop(w == 0, f"zero weight ({weights})")
+    miss = {k: v for k, v in dropped.items() if k.startswith("missing")}
+    if miss:
+        warnings.warn(
+            f"ppml: dropped {sum(miss.values())} row(s) with missing values: "
+            + "; ".join(f"{k}: {v}" for k, v in miss.items())
+            + ". The counts are in result.diagnostics['dropped_rows'].",
+            DroppedRowsWarning, stacklevel=2)
+    if not keep.any():
+        raise InputError(format_message("ppml: no rows left after removing missing values",
+                                        seen=dropped, fix="check the columns passed"))
+
+    frame = data.loc[keep, list(dict.fromkeys([*fe_cols, *clus]))].reset_index(drop=True) \
+        if fe_cols or clus else pd.DataFrame(index=pd.RangeIndex(int(keep.sum())))
+    y, x = y[keep], x[keep]
+    w = None if w is None else w[keep]
+    off = None if off is None else off[keep]
+    rows = np.flatnonzero(keep)  # positions in the caller's frame
+
+    sep_fe = separation in (True, "fe", "fe+relu")
+    sep_relu = separation in (True, "relu", "fe+relu")
+    codes = [fe_codes(frame, f) for f in fixed_effects]
+    n_single = n_sep_fe = n_sep_relu = 0
+    relu_info: dict[str, Any] = {}
+    sub = np.ones(len(y), dtype=bool)
+    for _round in range(20):
+        k2, ns, nsep, _ = drop_singletons_and_fe_separation(
+            y[sub], [c[sub] for c in codes], singletons=drop_singletons, separation=sep_fe)
+        n_single += ns
+        n_sep_fe += nsep
+        sub[np.flatnonzero(sub)[~k2]] = False
+        if not sep_relu or not (y[sub] == 0).any():
+            break
+        cs = [factorize(c[sub])[0] for c in codes]
+        sep, it_relu, ok = relu_separation(y[sub], x[sub], WeightedFE(cs) if cs else None)
+        relu_info = {"relu_iterations": it_relu, "relu_converged": ok}
+        if not ok:
+            warnings.warn("ppml: the ReLU separation check did not converge in 100 "
+                          "iterations; no observation was dropped by it.",
+                          ConvergenceWarning, stacklevel=2)
+        if not sep.any():
+            break
+        n_sep_relu += int(sep.sum())
+        sub[np.flatnonzero(sub)[sep]] = False
+        if not (drop_singletons or sep_fe):
+            break
+    if n_single:
+        dropped["singleton"] = n_single
+    if n_sep_fe:
+        dropped["separated (fixed effect with all-zero outcomes)"] = n_sep_fe
+    if n_sep_relu:
+        dropped["separated (ReLU check)"] = n_sep_relu
+    if n_sep_fe or n_sep_relu:
+        warnings.warn(
+            f"ppml: dropped {n_sep_fe + n_sep_relu} separated observation(s) (zero outcome "
+            "perfectly predicted; their conditional mean is 0 at the estimate). Counts are in "
+            "result.diagnostics['dropped_rows'].", DroppedRowsWarning, stacklevel=2)
+    if not sub.any() or not (y[sub] > 0).any():
+        raise EstimationError(format_message(
+            "ppml: no observation with a positive outcome is left after removing separated "
+            "and singleton observations", seen=dropped,
+            fix="check the outcome column and the fixed effects"))
+    y, x = y[sub], x[sub]
+    w = None if w is None else w[sub]
+    off = None if off is None else off[sub]
+    rows = rows[sub]
+    frame = frame.loc[sub].reset_index(drop=True)
+    codes = [factorize(c[sub])[0] for c in codes]
+    n = len(y)
+
+    fe = WeightedFE(codes) if codes else None
+    fit = irls_poisson(y, x, fe, weights=w, offset=off, tol=tol, maxiter=maxiter,
+                       fe_tol=fe_tol)
+    if not fit.converged:
+        warnings.warn(format_message(
+            f"ppml did not converge in {maxiter} IRLS iterations",
+            where="criterion |dev - dev_old| / (0.1 + |dev|)",
+            seen=f"{fit.crit:.3g} (tol={tol:g})",
+            fix="raise maxiter=, loosen tol=, or check for separation / extreme regressors"),
+            ConvergenceWarning, stacklevel=2)
+
+    # ---- variance
+    cl_codes = [factorize(frame[c].to_numpy())[0] for c in clus]
+    if codes:
+        k_fe, k_nested = fe_dof(codes, cl_codes if vcov == "cluster" else ())
+    else:
+        k_fe, k_nested = 0, 0
+    rank = int(fit.kept.sum())
+    k_total = rank + k_fe
+    if n <= k_total:
+        raise EstimationError(format_message(
+            "ppml: as many parameters as observations", seen={"n": n, "K": k_total},
+            fix="use fewer fixed effects or more data"))
+    iid_factor = (n - 1) / (n - k_total) if ssc_adj else 1.0
+    v_sub, vspec = sandwich(fit.scores, fit.bread, kind=vcov, n=n, k=k_total,
+                            cluster_codes=cl_codes, cluster_names=clus, k_nested=k_nested,
+                            sigma2=iid_factor, adj=ssc_adj)
+    if vcov == "iid":
+        vspec = VcovSpec("iid", small_sample={"adj": iid_factor, "K": k_total},
+                         description=f"iid Poisson: (X'WX)^-1 x (n-1)/(n-K) = {iid_factor:.6g}"
+                                     f" (dispersion 1), n={n}, K={k_total}")
+    else:
+        vspec = dataclasses.replace(vspec, df=None,
+                                    description=vspec.description.split(", t(")[0]
+                                    + ", normal reference (GLM z statistics, as fixest)")
+    k = len(regressors)
+    v = np.full((k, k), np.nan)
+    v[np.ix_(fit.kept, fit.kept)] = v_sub
+
+    # ---- diagnostics
+    ll = float(np.sum((1.0 if w is None else w) * (y * np.log(np.where(y > 0, fit.mu, 1.0))
+                                                   - fit.mu - special.gammaln(y + 1))))
+    wts = np.ones(n) if w is None else w
+    ybar = float(wts @ y / wts.sum())
+    ll0 = float(np.sum(wts * (y * np.log(ybar) - ybar - special.gammaln(y + 1))))
+    collinear = [c for c, kp in zip(regressors, fit.kept, strict=True) if not kp]
+    notes = []
+    if collinear:
+        notes.append(f"collinear with the fixed effects or other regressors: {collinear}")
+    if n_single:
+        notes.append(f"{n_single} singleton observation(s) dropped")
+    spec = {"outcome": outcome, "regressors": tuple(regressors),
+            "fixed_effects": tuple(_fe_name(f) for f in fixed_effects), "cluster": clus,
+            "vcov": vcov, "weights": weights, "offset": offset, "tol": tol,
+            "maxiter": maxiter, "separation": separation, "drop_singletons": drop_singletons,
+            "ssc_adj": ssc_adj, "fe_tol": fe_tol, "alpha": alpha}
+    diag = {"n_input_rows": n_input, "n_used_rows": n, "dropped_rows": dropped,
+            "iterations": fit.iterations, "converged": fit.converged, "crit": fit.crit,
+            "deviance": fit.deviance, "log_likelihood": ll,
+            "pseudo_r2": 1 - ll / ll0 if ll0 != 0 else float("nan"),
+            "n_fe_levels": {_fe_name(f): int(c.max()) + 1
+                            for f, c in zip(fixed_effects, codes, strict=True)},
+            "k_fe": k_fe, "k_fe_nested_in_cluster": k_nested, "collinear": collinear,
+            "demean_sweeps": fit.demean_sweeps, "demean_converged": fit.demean_converged,
+            "n_zero_outcome": int((y == 0).sum()), **relu_info, "notes": notes}
+    return make_result("ppml", pd.Series(fit.coef, index=regressors), v, vspec, n,
+                       spec=spec, diagnostics=diag, cls=PPMLResult,
+                       nan_reason="collinear with the fixed effects or other regressors",
+                       extras={"rows_used": rows})
