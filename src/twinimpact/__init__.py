@@ -13,17 +13,71 @@ from __future__ import annotations
 
 from . import errors
 from ._version import __version__
+from .casestudy import CaseStudyResult, case_study, simulated_city_exports
+from .estimators.synthetic_did import (
+    SyntheticDIDResult,
+    plot_synthetic,
+    plot_weights,
+    synthetic_did,
+)
 from .estimators.twfe import event_study, twfe
+from .etl import (
+    RELATIONS,
+    build_panel,
+    load_cn_key_pairs,
+    load_german_twinnings,
+    load_gravity_panel,
+    load_tradhist,
+    load_wikipedia_twinnings,
+    read_trade,
+    read_twinnings,
+    to_iso3,
+)
+from .inference.honest_did import honest_did, plot_honest_did
+from .inference.randomization import RandomizationResult, randomization_inference
+from .inference.wild_bootstrap import (
+    WildBootstrapResult,
+    wild_cluster_bootstrap,
+    wild_cluster_bootstrap_result,
+)
+from .panel import Panel
 from .report import plot_event_study, table
 from .results import EstimationResult, VcovSpec
+from .runner import run_study
 
 __all__ = [
+    "RELATIONS",
+    "CaseStudyResult",
     "EstimationResult",
+    "Panel",
+    "RandomizationResult",
+    "SyntheticDIDResult",
     "VcovSpec",
+    "WildBootstrapResult",
     "__version__",
+    "build_panel",
+    "case_study",
     "errors",
     "event_study",
+    "honest_did",
+    "load_cn_key_pairs",
+    "load_german_twinnings",
+    "load_gravity_panel",
+    "load_tradhist",
+    "load_wikipedia_twinnings",
     "plot_event_study",
+    "plot_honest_did",
+    "plot_synthetic",
+    "plot_weights",
+    "randomization_inference",
+    "read_trade",
+    "read_twinnings",
+    "run_study",
+    "simulated_city_exports",
+    "synthetic_did",
     "table",
+    "to_iso3",
     "twfe",
+    "wild_cluster_bootstrap",
+    "wild_cluster_bootstrap_result",
 ]
