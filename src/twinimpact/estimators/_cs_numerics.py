@@ -131,17 +131,11 @@ def cell_closed_form(dy: np.ndarray, D: np.ndarray, n_total: int, method: str) -
     return CellFit(float(m1 - m0), inf)
 
 
-def _ols_influence(X: np.ndarray, resid_c: np.ndarray, ctrl: np.ndarray,
-                   n1: int) -> tuple[np.ndarray, bool]:
-    """``asy.lin.rep`` of OLS on controls: rows ``(1-D) e_i x_i' (X_c'X_c/n1)^-1`` (n1, k)."""
-    Xc = X[ctrl]
-    xpx = (Xc.T @ Xc) / n1
-    if 1.0 / np.linalg.cond(xpx, 1) < np.finfo(float).eps:
-        return np.empty((0, 0)), False
-    inv = np.linalg.inv(xpx)
-    rep = np.zeros_like(X)
-    rep[ctrl] = (Xc * resid_c[:, None]) @ inv
-    return rep, True
+def _rcond_bad(a: np.ndarray) -> bool:
+    """R's ``rcond(a) < .Machine$double.eps`` test (1-norm reciprocal condition)."""
+    with np.errstate(all="ignore"):
+        c = np.linalg.cond(a, 1)
+    return not np.isfinite(c) or 1.0 / c < np.finfo(float).eps
 
 
 def cell_estimate(dy: np.ndarray, D: np.ndarray, X: np.ndarray, n_total: int, method: str,
@@ -154,110 +148,111 @@ def cell_estimate(dy: np.ndarray, D: np.ndarray, X: np.ndarray, n_total: int, me
     n_total : number of units in the whole panel (influence-function scaling ``n / n1``).
     method : ``"dr"`` (drdid_panel), ``"ipw"`` (std_ipw_did_panel), ``"reg"`` (reg_did_panel).
     ps : a logit fit of ``D`` on ``X`` on exactly these rows (cache); fitted if None.
+
+    Notes
+    -----
+    The estimation-effect terms ``asy.lin.rep %*% M`` of DRDID are evaluated as
+    ``r_i * (x_i' A^{-1} M)`` (matrix-vector products), the same algebra without forming
+    the (n1, k) matrices.
     """
     n1 = len(D)
     Df = D.astype(float)
     ctrl = ~D.astype(bool)
-    nan_fit = CellFit(np.nan, np.full(n1, np.nan))
+    nan_inf = np.full(n1, np.nan)
     if method in ("dr", "ipw"):
         if ps is None:
             ps = logit(X, Df)
         if not np.all(np.isfinite(ps.fitted)) or np.max(ps.fitted) >= OVERLAP_MAX:
-            return CellFit(np.nan, nan_fit.inf, "overlap condition violated (max propensity "
+            return CellFit(np.nan, nan_inf, "overlap condition violated (max propensity "
                            f"score >= {OVERLAP_MAX}) or the logit did not converge")
         p = np.minimum(ps.fitted, PS_CAP)
         W = p * (1.0 - p)
-        hess = (X * W[:, None]).T @ X
+        hess = (X.T * W) @ X / n1  # Hessian.ps = n1 * (X'WX)^-1 = inv(hess)
         try:
-            hess_inv = np.linalg.inv(np.linalg.cholesky(hess))
-            hess_inv = hess_inv.T @ hess_inv * n1
+            np.linalg.cholesky(hess)
         except np.linalg.LinAlgError:
-            return CellFit(np.nan, nan_fit.inf, "singular propensity-score Hessian")
-        asy_ps = (X * (Df - p)[:, None]) @ hess_inv  # (n1, k)
+            return CellFit(np.nan, nan_inf, "singular propensity-score Hessian")
+        score_ps = Df - p  # asy.lin.rep.ps = score_ps * x_i' hess^-1
     if method in ("dr", "reg"):
         Xc = X[ctrl]
         xtx = Xc.T @ Xc
-        if 1.0 / np.linalg.cond(xtx, 1) < np.finfo(float).eps:
-            return CellFit(np.nan, nan_fit.inf, "covariate matrix of the comparison units is "
+        if _rcond_bad(xtx):
+            return CellFit(np.nan, nan_inf, "covariate matrix of the comparison units is "
                            "singular or ill-conditioned")
         beta = np.linalg.solve(xtx, Xc.T @ dy[ctrl])
         out = X @ beta
-        asy_ols, ok = _ols_influence(X, dy[ctrl] - out[ctrl], ctrl, n1)
-        if not ok:
-            return CellFit(np.nan, nan_fit.inf, "singular outcome-regression design")
+        e_ols = np.where(ctrl, dy - out, 0.0)  # asy.lin.rep.ols = e_i x_i' (X_c'X_c/n1)^-1
+        xpx = xtx / n1
+
+        def ols_term(M: np.ndarray) -> np.ndarray:
+            return e_ols * (X @ np.linalg.solve(xpx, M))
 
     if method == "dr":
         w_t = Df
         w_c = p * (1.0 - Df) / (1.0 - p)
         resid = dy - out
-        eta_t = np.mean(w_t * resid) / np.mean(w_t)
-        eta_c = np.mean(w_c * resid) / np.mean(w_c)
+        mw_t, mw_c = w_t.mean(), w_c.mean()
+        eta_t = np.mean(w_t * resid) / mw_t
+        eta_c = np.mean(w_c * resid) / mw_c
         att = eta_t - eta_c
-        inf_t1 = w_t * resid - w_t * eta_t
-        M1 = (w_t[:, None] * X).mean(axis=0)
-        inf_t = (inf_t1 - asy_ols @ M1) / np.mean(w_t)
-        inf_c1 = w_c * resid - w_c * eta_c
-        M2 = ((w_c * (resid - eta_c))[:, None] * X).mean(axis=0)
-        M3 = (w_c[:, None] * X).mean(axis=0)
-        inf_c = (inf_c1 + asy_ps @ M2 - asy_ols @ M3) / np.mean(w_c)
+        M1 = X.T @ w_t / n1
+        inf_t = (w_t * (resid - eta_t) - ols_term(M1)) / mw_t
+        M2 = X.T @ (w_c * (resid - eta_c)) / n1
+        M3 = X.T @ w_c / n1
+        inf_c = (w_c * (resid - eta_c) + score_ps * (X @ np.linalg.solve(hess, M2))
+                 - ols_term(M3)) / mw_c
         inf = inf_t - inf_c
     elif method == "ipw":
         trim = np.where(ctrl, p < IPW_TRIM, True)
         w_t = trim * Df
         w_c = trim * p * (1.0 - Df) / (1.0 - p)
         if np.sum(w_c) == 0:
-            return CellFit(np.nan, nan_fit.inf,
+            return CellFit(np.nan, nan_inf,
                            f"all comparison units trimmed (propensity score >= {IPW_TRIM})")
-        eta_t = np.mean(w_t * dy) / np.mean(w_t)
-        eta_c = np.mean(w_c * dy) / np.mean(w_c)
+        mw_t, mw_c = w_t.mean(), w_c.mean()
+        eta_t = np.mean(w_t * dy) / mw_t
+        eta_c = np.mean(w_c * dy) / mw_c
         att = eta_t - eta_c
-        inf_t = (w_t * dy - w_t * eta_t) / np.mean(w_t)
-        inf_c1 = w_c * dy - w_c * eta_c
-        M2 = ((w_c * (dy - eta_c))[:, None] * X).mean(axis=0)
-        inf_c = (inf_c1 + asy_ps @ M2) / np.mean(w_c)
+        inf_t = w_t * (dy - eta_t) / mw_t
+        M2 = X.T @ (w_c * (dy - eta_c)) / n1
+        inf_c = (w_c * (dy - eta_c) + score_ps * (X @ np.linalg.solve(hess, M2))) / mw_c
         inf = inf_t - inf_c
     else:  # reg
         w = Df
-        eta_t = np.mean(w * dy) / np.mean(w)
-        eta_c = np.mean(w * out) / np.mean(w)
+        mw = w.mean()
+        eta_t = np.mean(w * dy) / mw
+        eta_c = np.mean(w * out) / mw
         att = eta_t - eta_c
-        inf_t = (w * dy - w * eta_t) / np.mean(w)
-        M1 = (w[:, None] * X).mean(axis=0)
-        inf_c = (w * out - w * eta_c + asy_ols @ M1) / np.mean(w)
+        inf_t = w * (dy - eta_t) / mw
+        M1 = X.T @ w / n1
+        inf_c = (w * (out - eta_c) + ols_term(M1)) / mw
         inf = inf_t - inf_c
     if not np.isfinite(att):
-        return CellFit(np.nan, nan_fit.inf, "the 2x2 estimate is not finite")
+        return CellFit(np.nan, nan_inf, "the 2x2 estimate is not finite")
     return CellFit(float(att), inf * (n_total / n1))
 
 
-def weights_influence(unit_group: np.ndarray, keep_groups: np.ndarray, keep_pg: np.ndarray,
-                      keep_att: np.ndarray) -> np.ndarray:
+def weights_influence(unit_gidx: np.ndarray, n_groups: int, keep_gidx: np.ndarray,
+                      keep_pg: np.ndarray, keep_att: np.ndarray) -> np.ndarray:
     """Estimated-weights term of an aggregated influence function (R did ``wif``).
 
     For weights ``pg_k / sum(pg)`` with ``pg_k = P(G = g_k)`` estimated by sample shares,
     returns ``wif @ att`` (n,) where ``wif = if1 - if2`` of Callaway & Sant'Anna (2021,
-    Appendix), computed per unit in O(n) from group sums instead of the (n, m) matrix.
+    Appendix), computed per unit from per-cohort sums instead of the (n, m) matrix.
 
     Parameters
     ----------
-    unit_group : (n,) cohort of each unit (NaN for never treated).
-    keep_groups, keep_pg, keep_att : (m,) cohort, weight ``pg`` and estimate of the
+    unit_gidx : (n,) index of each unit's cohort in ``range(n_groups)``, -1 if none.
+    keep_gidx, keep_pg, keep_att : (m,) cohort index, weight ``pg`` and estimate of the
         ATT(g, t) entering the aggregate.
     """
     s = keep_pg.sum()
     pa = float(keep_pg @ keep_att)
-    psum = float(keep_pg.sum())
-    uniq = np.unique(keep_groups)
-    a = np.zeros(len(unit_group))
-    c = np.zeros(len(unit_group))
-    for g in uniq:
-        sel = keep_groups == g
-        hit = unit_group == g
-        a[hit] = keep_att[sel].sum()
-        c[hit] = sel.sum()
-    if1_att = (a - pa) / s
-    if2_att = (c - psum) * (pa / s**2)
-    return if1_att - if2_att
+    a = np.append(np.bincount(keep_gidx, weights=keep_att, minlength=n_groups), 0.0)
+    c = np.append(np.bincount(keep_gidx, minlength=n_groups).astype(float), 0.0)
+    a_i = a[unit_gidx]  # index -1 -> appended 0 (units in no kept cohort)
+    c_i = c[unit_gidx]
+    return (a_i - pa) / s - (c_i - s) * (pa / s**2)
 
 
 def quantile_type1(x: np.ndarray, q: float, axis: int = 0) -> np.ndarray:

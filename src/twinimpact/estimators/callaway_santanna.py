@@ -430,6 +430,8 @@ def _compute_cells(p: _Panel, *, control_group: str, method: str, base_period: s
     never = ~np.isfinite(coh)
     coh_key = np.where(never, np.inf, coh)
     time_invariant = all(np.all(x == x[:, :1]) for x in p.X)
+    X_static = (np.column_stack([np.ones(n)] + [x[:, 0] for x in p.X])
+                if p.X and time_invariant else None)
     ps_cache: dict[tuple, num.LogitFit] = {}
     conv_issue = False
     for gi, gval in enumerate(glist):
@@ -472,7 +474,10 @@ def _compute_cells(p: _Panel, *, control_group: str, method: str, base_period: s
                 fit = num.cell_closed_form(dy, D, n, method)
             else:
                 cov_t = min(b, cur)
-                X = np.column_stack([np.ones(len(rows))] + [x[rows, cov_t] for x in p.X])
+                if time_invariant:
+                    X = X_static[rows]
+                else:
+                    X = np.column_stack([np.ones(len(rows))] + [x[rows, cov_t] for x in p.X])
                 ps = None
                 if method in ("dr", "ipw"):
                     ckey = (gi, control_group == "never_treated" or ctrl.tobytes(),
@@ -500,18 +505,20 @@ def _compute_cells(p: _Panel, *, control_group: str, method: str, base_period: s
 def _cluster_sums(inf: np.ndarray, codes: np.ndarray | None, G: int) -> np.ndarray:
     if codes is None:
         return inf
-    out = np.zeros((G, inf.shape[1]))
-    np.add.at(out, codes, inf)
-    return out
+    from scipy import sparse
+
+    agg = sparse.csr_matrix((np.ones(len(codes)), (codes, np.arange(len(codes)))),
+                            shape=(G, len(codes)))
+    return np.asarray(agg @ inf)
 
 
 def _analytic_vcov(inf: np.ndarray, codes: np.ndarray | None, G: int) -> np.ndarray:
     """``sum_c s_c s_c' / n^2`` with ``s_c`` the cluster (or unit) sum of the influence
     function; for unit clusters this is R did's ``V / n = IF'IF / n^2``."""
     n = inf.shape[0]
-    s = _cluster_sums(np.nan_to_num(inf), codes, G)
+    bad = np.isnan(inf.sum(axis=0))
+    s = _cluster_sums(np.nan_to_num(inf) if bad.any() else inf, codes, G)
     v = s.T @ s / n**2
-    bad = np.isnan(inf).any(axis=0)
     v[bad, :] = np.nan
     v[:, bad] = np.nan
     return v
@@ -576,6 +583,7 @@ def _inference(inf: np.ndarray, *, codes: np.ndarray | None, G: int, bootstrap: 
                band_mask: np.ndarray | None = None):
     """Vcov (analytic or bootstrap-scaled), sup-t draws and the spec for a set of terms."""
     v = _analytic_vcov(inf, codes, G)
+    va = v.copy()
     se = np.sqrt(np.clip(np.diag(v), 0, None))
     zero = se <= SE_ZERO
     if normalized is not None:
@@ -606,7 +614,7 @@ def _inference(inf: np.ndarray, *, codes: np.ndarray | None, G: int, bootstrap: 
     if normalized is not None:
         v[normalized, :] = 0.0
         v[:, normalized] = 0.0
-    return v, sup, kind
+    return v, sup, kind, va
 
 
 # ============================================================================ public
@@ -740,12 +748,11 @@ def callaway_santanna(data: pd.DataFrame, *, outcome: str, unit: str, time: str,
             + "; ".join(f"{k}: {v}" for k, v in list(cells.reasons.items())[:6])
             + ("…" if len(cells.reasons) > 6 else "")
             + ". Aggregate with na_rm=True to drop them.", NotComputableWarning, stacklevel=2)
-    v, sup, kind = _inference(cells.inf, codes=p.cluster, G=p.n_clusters,
+    v, sup, kind, va = _inference(cells.inf, codes=p.cluster, G=p.n_clusters,
                               bootstrap=bootstrap, seed=seed, cband=cband,
                               normalized=cells.normalized)
 
     # pre-test (R att_gt): Wald test that all pre-treatment ATT(g,t) are zero, analytic V
-    va = _analytic_vcov(cells.inf, p.cluster, p.n_clusters)
     se_a = np.sqrt(np.clip(np.diag(va), 0, None))
     pre = np.flatnonzero((cells.group > cells.time) & ~(se_a <= SE_ZERO) & ~np.isnan(se_a))
     pre = pre[~cells.normalized[pre]]
@@ -851,8 +858,12 @@ def _aggregate(res: CallawaySantAnnaResult, type: str, *, min_e, max_e, balance_
     gt_list = np.unique(np.concatenate([t, glist]))
     tr = np.searchsorted(gt_list, t).astype(float)
     gr = np.searchsorted(gt_list, group).astype(float)
-    pg_group = np.array([np.mean(G == g) for g in glist])
-    pg = pg_group[np.searchsorted(glist, group)]
+    gpos = np.searchsorted(glist, G)
+    gpos_c = np.minimum(gpos, len(glist) - 1)
+    unit_gidx = np.where(glist[gpos_c] == G, gpos_c, -1)  # -1: never treated / not kept
+    pg_group = np.bincount(unit_gidx[unit_gidx >= 0], minlength=len(glist)) / len(G)
+    cell_gidx = np.searchsorted(glist, group)
+    pg = pg_group[cell_gidx]
 
     rows: list[tuple[str, dict, float, np.ndarray]] = []
 
@@ -860,7 +871,8 @@ def _aggregate(res: CallawaySantAnnaResult, type: str, *, min_e, max_e, balance_
         est = float(att[which] @ weights)
         psi = inf[:, which] @ weights
         if with_wif:
-            psi = psi + num.weights_influence(G, group[which], pg[which], att[which])
+            psi = psi + num.weights_influence(unit_gidx, len(glist), cell_gidx[which],
+                                              pg[which], att[which])
         return est, psi
 
     overall_est, overall_psi = np.nan, np.zeros(n)
@@ -886,7 +898,7 @@ def _aggregate(res: CallawaySantAnnaResult, type: str, *, min_e, max_e, balance_
         # estimated cohort shares enter the overall weights (R wif over the cohorts;
         # reproduces R did 2.5's group SE on mpdta to 1e-12)
         overall_psi = psi_g @ (pg_group / pg_group.sum()) + num.weights_influence(
-            G, glist, pg_group, att_g)
+            unit_gidx, len(glist), np.arange(len(glist)), pg_group, att_g)
     elif type == "dynamic":
         e_all = t - group
         include = np.ones(len(att), dtype=bool)
@@ -937,7 +949,7 @@ def _aggregate(res: CallawaySantAnnaResult, type: str, *, min_e, max_e, balance_
     codes = None if res.cluster_codes is None else np.asarray(res.cluster_codes)
     Gc = res.vcov_spec.n_clusters[0] if res.vcov_spec.n_clusters else 0
     do_band = bool(cband and bootstrap and band_mask.any())
-    v, sup, kind = _inference(psi, codes=codes, G=Gc, bootstrap=bootstrap, seed=seed,
+    v, sup, kind, _ = _inference(psi, codes=codes, G=Gc, bootstrap=bootstrap, seed=seed,
                               cband=do_band, band_mask=band_mask)
     if type == "dynamic" and spec.get("base_period") == "universal":
         # rel_time = -1 - anticipation is the normalisation: 0 with zero variance
