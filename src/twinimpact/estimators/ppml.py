@@ -437,6 +437,7 @@ def ppml(data: pd.DataFrame, *, outcome: str, regressors: Sequence[str],
                                      f" (dispersion 1), n={n}, K={k_total}")
     else:
         vspec = dataclasses.replace(vspec, df=None,
+                                    small_sample={"K": k_total, **vspec.small_sample},
                                     description=vspec.description.split(", t(")[0]
                                     + ", normal reference (GLM z statistics, as fixest)")
     k = len(regressors)
