@@ -32,6 +32,7 @@ __all__ = [
     "CellFit",
     "LogitFit",
     "cell_closed_form",
+    "cell_closed_form_full",
     "cell_estimate",
     "logit",
     "mammen_bootstrap",
@@ -136,6 +137,32 @@ def _rcond_bad(a: np.ndarray) -> bool:
     with np.errstate(all="ignore"):
         c = np.linalg.cond(a, 1)
     return not np.isfinite(c) or 1.0 / c < np.finfo(float).eps
+
+
+def cell_closed_form_full(dy: np.ndarray, treat: np.ndarray, ctrl: np.ndarray,
+                          n_total: int, method: str, out: np.ndarray) -> CellFit:
+    """:func:`cell_closed_form` on full-length vectors, writing the influence function
+    into ``out`` (n,) (zero outside the cell) without subsetting the units.
+
+    ``dy`` (n,) outcome change of every unit, ``treat``/``ctrl`` (n,) boolean masks of
+    the cohort and the comparison units. Returns ``CellFit`` with an empty ``inf``.
+    """
+    N1 = int(np.count_nonzero(treat))
+    N0 = int(np.count_nonzero(ctrl))
+    share = N1 / (N1 + N0)
+    empty = np.empty(0)
+    if method in ("dr", "ipw") and share >= OVERLAP_MAX:
+        return CellFit(np.nan, empty, "overlap condition violated "
+                       f"(propensity score {share:.4f} >= {OVERLAP_MAX})")
+    if method == "ipw" and share >= IPW_TRIM:
+        return CellFit(np.nan, empty,
+                       f"all comparison units trimmed (propensity score >= {IPW_TRIM})")
+    m1 = np.add.reduce(dy, where=treat) / N1
+    m0 = np.add.reduce(dy, where=ctrl) / N0
+    out[:] = 0.0
+    np.multiply(dy - m1, n_total / N1, out=out, where=treat)
+    np.multiply(dy - m0, -n_total / N0, out=out, where=ctrl)
+    return CellFit(float(m1 - m0), empty)
 
 
 def cell_estimate(dy: np.ndarray, D: np.ndarray, X: np.ndarray, n_total: int, method: str,

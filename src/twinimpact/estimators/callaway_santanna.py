@@ -372,11 +372,11 @@ def _prepare(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort: 
     new_code = np.cumsum(present) - 1
     u2 = new_code[uc]
     n = int(present.sum())
-    Y = np.empty((n, T))
+    Y = np.empty((n, T), order="F")  # column (period) access is contiguous
     Y[u2, tc] = y
     Xw = []
     for x in xs:
-        m = np.empty((n, T))
+        m = np.empty((n, T), order="F")
         m[u2, tc] = x
         Xw.append(m)
     coh = np.empty(n)
@@ -421,7 +421,7 @@ def _compute_cells(p: _Panel, *, control_group: str, method: str, base_period: s
     glist = p.glist
     K = len(glist) * ncell_t
     att = np.full(K, np.nan)
-    inf = np.zeros((n, K))
+    inf = np.zeros((n, K), order="F")  # one contiguous column per cell
     grp = np.repeat(glist, ncell_t)
     tim = np.tile(periods[tfac:], len(glist))
     base = np.full(K, np.nan)
@@ -467,26 +467,31 @@ def _compute_cells(p: _Panel, *, control_group: str, method: str, base_period: s
                 reasons[label] = "no treated or no comparison units"
                 inf[:, k] = np.nan
                 continue
+            if not p.X:
+                fit = num.cell_closed_form_full(Y[:, cur] - Y[:, b], treat, ctrl, n, method,
+                                                inf[:, k])
+                att[k] = fit.att
+                if fit.reason:
+                    reasons[label] = fit.reason
+                    inf[:, k] = np.nan
+                continue
             rows = np.flatnonzero(sel)
             dy = Y[rows, cur] - Y[rows, b]
             D = treat[rows]
-            if not p.X:
-                fit = num.cell_closed_form(dy, D, n, method)
+            cov_t = min(b, cur)
+            if time_invariant:
+                X = X_static[rows]
             else:
-                cov_t = min(b, cur)
-                if time_invariant:
-                    X = X_static[rows]
-                else:
-                    X = np.column_stack([np.ones(len(rows))] + [x[rows, cov_t] for x in p.X])
-                ps = None
-                if method in ("dr", "ipw"):
-                    ckey = (gi, control_group == "never_treated" or ctrl.tobytes(),
-                            0 if time_invariant else cov_t)
-                    if ckey not in ps_cache:
-                        ps_cache[ckey] = num.logit(X, D.astype(float))
-                    ps = ps_cache[ckey]
-                    conv_issue |= not ps.converged
-                fit = num.cell_estimate(dy, D, X, n, method, ps=ps)
+                X = np.column_stack([np.ones(len(rows))] + [x[rows, cov_t] for x in p.X])
+            ps = None
+            if method in ("dr", "ipw"):
+                ckey = (gi, control_group == "never_treated" or ctrl.tobytes(),
+                        0 if time_invariant else cov_t)
+                if ckey not in ps_cache:
+                    ps_cache[ckey] = num.logit(X, D.astype(float))
+                ps = ps_cache[ckey]
+                conv_issue |= not ps.converged
+            fit = num.cell_estimate(dy, D, X, n, method, ps=ps)
             att[k] = fit.att
             if fit.reason:
                 reasons[label] = fit.reason
@@ -914,6 +919,12 @@ def _aggregate(res: CallawaySantAnnaResult, type: str, *, min_e, max_e, balance_
                 f"{ESTIMATOR}: no event time left in the requested window",
                 seen={"min_e": min_e, "max_e": max_e, "balance_e": balance_e},
                 fix="widen min_e/max_e or lower balance_e"))
+        if spec.get("base_period") == "universal":
+            # the reference period -1 - anticipation is a normalisation (0 by construction,
+            # zero variance); omitted like every event study's reference, kept in spec
+            ref = -1 - int(spec.get("anticipation", 0))
+            eseq = eseq[eseq != ref]
+            spec_extra["ref"] = (ref,)
         att_e, psi_e = [], []
         for e in eseq:
             w = np.flatnonzero((e_all == e) & include)
@@ -925,8 +936,9 @@ def _aggregate(res: CallawaySantAnnaResult, type: str, *, min_e, max_e, balance_
         if pos.any():
             overall_est = float(np.mean(np.array(att_e)[pos]))
             overall_psi = np.column_stack(psi_e)[:, pos].mean(axis=1)
-        spec_extra = {"min_e": None if np.isinf(min_e) else min_e,
-                      "max_e": None if np.isinf(max_e) else max_e, "balance_e": balance_e}
+        spec_extra.update({"min_e": None if np.isinf(min_e) else min_e,
+                           "max_e": None if np.isinf(max_e) else max_e,
+                           "balance_e": balance_e})
     else:  # calendar
         tcal = np.unique(t[t >= group.min()])
         att_t, psi_t = [], []
@@ -951,13 +963,6 @@ def _aggregate(res: CallawaySantAnnaResult, type: str, *, min_e, max_e, balance_
     do_band = bool(cband and bootstrap and band_mask.any())
     v, sup, kind, _ = _inference(psi, codes=codes, G=Gc, bootstrap=bootstrap, seed=seed,
                               cband=do_band, band_mask=band_mask)
-    if type == "dynamic" and spec.get("base_period") == "universal":
-        # rel_time = -1 - anticipation is the normalisation: 0 with zero variance
-        ref = -1 - int(spec.get("anticipation", 0))
-        for i, r in enumerate(rows):
-            if r[1].get("rel_time") == ref and np.all(psi[:, i] == 0):
-                v[i, :] = 0.0
-                v[:, i] = 0.0
     if sup is not None:
         crit = float(num.quantile_type1(sup, 1 - alpha)) if len(sup) else np.nan
         if not np.isfinite(crit) or crit < stats.norm.ppf(1 - alpha / 2):
