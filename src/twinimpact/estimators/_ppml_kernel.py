@@ -94,11 +94,14 @@ class WeightedFE:
             with np.errstate(divide="ignore"):
                 self.inv_wsum[k] = np.where(wsum > 0, 1.0 / np.where(wsum > 0, wsum, 1), 0.0)
 
-    def sweep(self, x: np.ndarray) -> np.ndarray:
+    def sweep(self, x: np.ndarray, *, inplace: bool = False) -> np.ndarray:
         """One pass of ``(I - P_K)...(I - P_1)`` over the columns of ``x`` (n, k)."""
+        if not inplace:
+            x = np.array(x, dtype=float, order="C", copy=True)
         for mat, inv, codes in zip(self.mats, self.inv_wsum, self.codes, strict=True):
-            means = (mat @ x) * inv[:, None]
-            x = x - means[codes]
+            means = mat @ x
+            means *= inv[:, None]
+            x -= np.take(means, codes, axis=0)
         return x
 
     def residualize(self, x: np.ndarray, start: np.ndarray | None = None, *,
@@ -116,7 +119,7 @@ class WeightedFE:
             return x.copy(), 0, True
         cur = np.array(x if start is None else start, dtype=float, order="C", copy=True)
         if self.n_sets == 1:
-            return self.sweep(cur), 1, True
+            return self.sweep(cur, inplace=True), 1, True
         scale = tol * (1.0 + np.max(np.abs(x), axis=0))
         active = np.arange(cur.shape[1])
         sweeps = 0
@@ -126,7 +129,7 @@ class WeightedFE:
             x2 = self.sweep(x1)
             sweeps += 2
             d2 = x2 - x1
-            change = np.max(np.abs(d2), axis=0)
+            change = np.abs(d2).max(axis=0)
             # Irons & Tuck (1969) extrapolation, column by column
             dd = d2 - (x1 - x0)
             den = np.einsum("ij,ij->j", dd, dd)
