@@ -14,6 +14,9 @@ from __future__ import annotations
 from . import errors
 from ._version import __version__
 from .casestudy import CaseStudyResult, case_study, simulated_city_exports
+from .estimators.did2s import did2s
+from .estimators.imputation import imputation
+from .estimators.sun_abraham import SunAbrahamResult, sun_abraham
 from .estimators.synthetic_did import (
     SyntheticDIDResult,
     plot_synthetic,
@@ -51,15 +54,18 @@ __all__ = [
     "EstimationResult",
     "Panel",
     "RandomizationResult",
+    "SunAbrahamResult",
     "SyntheticDIDResult",
     "VcovSpec",
     "WildBootstrapResult",
     "__version__",
     "build_panel",
     "case_study",
+    "did2s",
     "errors",
     "event_study",
     "honest_did",
+    "imputation",
     "load_cn_key_pairs",
     "load_german_twinnings",
     "load_gravity_panel",
@@ -74,6 +80,7 @@ __all__ = [
     "read_twinnings",
     "run_study",
     "simulated_city_exports",
+    "sun_abraham",
     "synthetic_did",
     "table",
     "to_iso3",

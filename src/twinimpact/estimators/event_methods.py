@@ -18,6 +18,7 @@ Extra keywords are passed to the estimator unchanged.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from typing import Any
 
@@ -56,6 +57,11 @@ def run_event_method(method: str, data: pd.DataFrame, *, outcome: str, unit: str
     fn = get_estimator(method)
     base = dict(outcome=outcome, unit=unit, time=time, cohort=cohort)
     if covariates:
+        if "covariates" not in inspect.signature(fn).parameters:
+            raise SpecificationError(format_message(
+                f"event_study(method={method!r}) does not take covariates", seen=covariates,
+                fix="drop covariates=, or use method='twfe', 'callaway_santanna', "
+                    "'sun_abraham' or 'did2s'"))
         base["covariates"] = list(covariates)
     if cluster is not None:
         base["cluster"] = cluster
