@@ -30,6 +30,7 @@ from .errors import (
 
 __all__ = [
     "PanelData",
+    "dense_codes",
     "normalize_cohort",
     "prepare_panel",
     "require_columns",
@@ -89,19 +90,68 @@ def normalize_cohort(values: Any, last_period: float) -> np.ndarray:
     return g
 
 
+def dense_codes(values: np.ndarray) -> tuple[np.ndarray, int]:
+    """Dense integer codes ``0..G-1`` of a label array; missing labels get ``-1``.
+
+    Integer (or integral float) labels spanning at most a few times the length are mapped
+    by a counting pass (codes in label order); anything else is hashed with :func:`pandas.factorize`
+    (codes in order of first appearance). Either way equal labels share a code.
+    """
+    arr = np.asarray(values)
+    n = len(arr)
+    if arr.dtype.kind in "iuf" and n:
+        lo, hi = arr.min().item(), arr.max().item()  # Python numbers: no overflow
+        if np.isfinite(lo) and np.isfinite(hi) and hi - lo <= 4 * n + 1000:
+            if arr.dtype.kind == "f":
+                shifted = arr - lo
+                small = shifted.astype(np.intp)
+                ok = bool(np.array_equal(small, shifted))  # integral values only
+            else:
+                small = (arr - lo).astype(np.intp, copy=False)
+                ok = True
+            if ok:
+                present = np.bincount(small, minlength=int(hi - lo) + 1) > 0
+                remap = np.cumsum(present) - 1
+                return remap[small], int(remap[-1]) + 1
+    codes, uniques = pd.factorize(arr)
+    return codes.astype(np.intp, copy=False), len(uniques)
+
+
+def _compress_codes(codes: np.ndarray, n_levels: int) -> tuple[np.ndarray, int]:
+    """Renumber non-negative codes so that the levels present are ``0..G-1``."""
+    present = np.bincount(codes, minlength=n_levels) > 0
+    if present.all():
+        return codes, n_levels
+    remap = np.cumsum(present) - 1
+    return remap[codes], int(present.sum())
+
+
+def _has_duplicate_pairs(a: np.ndarray, b: np.ndarray, n_a: int, n_b: int) -> bool:
+    """True when some (a, b) pair of dense codes occurs twice (O(n))."""
+    key = a * n_b + b
+    if n_a * n_b <= 4 * len(a) + 1_000_000:
+        return bool(np.bincount(key, minlength=n_a * n_b).max() > 1)
+    return len(pd.unique(key)) < len(key)
+
+
 @dataclass
 class PanelData:
     """Validated copy of the columns an estimator needs.
 
     ``frame`` has columns ``y`` (float), ``unit`` (original labels), ``time`` (float),
     ``cohort`` (float, NaN = never treated) and the extra columns requested, rows with a
-    missing value in any of them removed (counted in ``dropped``).
+    missing value in any of them removed (counted in ``dropped``). ``unit_codes`` and
+    ``time_codes`` (int arrays aligned with ``frame``) are dense codes ``0..G-1`` of the
+    units and periods, computed once during validation for estimators to reuse (None
+    when the panel was not built by :func:`prepare_panel`).
     """
 
     frame: pd.DataFrame
     names: dict[str, str]
     dropped: dict[str, int] = field(default_factory=dict)
     n_input: int = 0
+    unit_codes: np.ndarray | None = None
+    time_codes: np.ndarray | None = None
 
     def diagnostics(self) -> dict[str, Any]:
         return {"n_input_rows": self.n_input, "n_used_rows": len(self.frame),
@@ -141,15 +191,21 @@ def prepare_panel(data: Any, *, outcome: str, unit: str, time: str, cohort: str 
     if np.isnan(out["time"]).any():
         dropped[f"missing time ({time})"] = int(np.isnan(out["time"]).sum())
     keep = out["unit"].notna() & ~np.isnan(out["time"])
+    unit_codes, n_unit_levels = dense_codes(out["unit"].to_numpy())
     if cohort is not None:
         raw_g = _numeric(data, cohort, "cohort")
         last = np.nanmax(out["time"].to_numpy()[keep.to_numpy()]) if keep.any() else np.inf
         out["cohort"] = normalize_cohort(raw_g, last)
-        # cohort must be constant within unit (NaN counts as a value)
+        # cohort must be constant within unit (NaN counts as a value): every row's value
+        # equals the value written for its unit (O(n); the groupby below only names the
+        # offending units for the message)
         g_key = np.where(np.isnan(out["cohort"]), -np.inf, out["cohort"])
-        nun = pd.Series(g_key).groupby(out["unit"].to_numpy()).nunique()
-        bad_units = nun[nun > 1]
-        if len(bad_units):
+        has_u = unit_codes >= 0
+        per_unit = np.empty(max(n_unit_levels, 1))
+        per_unit[unit_codes[has_u]] = g_key[has_u]
+        if np.any(per_unit[unit_codes[has_u]] != g_key[has_u]):
+            nun = pd.Series(g_key).groupby(out["unit"].to_numpy()).nunique()
+            bad_units = nun[nun > 1]
             u = bad_units.index[0]
             vals = sorted(set(data.loc[out["unit"].to_numpy() == u, cohort].tolist()), key=str)
             raise InputError(format_message(
@@ -166,7 +222,12 @@ def prepare_panel(data: Any, *, outcome: str, unit: str, time: str, cohort: str 
         if m.any():
             dropped[f"missing {c}"] = int(m.sum())
             keep &= ~pd.isna(out[c]).to_numpy()
-    out = out.loc[keep.to_numpy()]
+    keep_arr = keep.to_numpy()
+    if keep_arr.all():
+        out = out.reset_index(drop=True)
+    else:
+        out = out.loc[keep_arr].reset_index(drop=True)
+        unit_codes = unit_codes[keep_arr]
     if dropped:
         warnings.warn(
             f"{estimator}: dropped {sum(dropped.values())} row(s) with missing values: "
@@ -176,7 +237,10 @@ def prepare_panel(data: Any, *, outcome: str, unit: str, time: str, cohort: str 
     if len(out) == 0:
         raise InputError(format_message(f"{estimator}: no rows left after removing missing values",
                                         seen=dropped, fix="check the outcome and key columns"))
-    if not allow_duplicates:
+    unit_codes, n_units = _compress_codes(unit_codes, n_unit_levels)
+    time_codes, n_periods = dense_codes(out["time"].to_numpy())
+    if not allow_duplicates and _has_duplicate_pairs(unit_codes, time_codes, n_units,
+                                                     n_periods):
         dup = out.duplicated(["unit", "time"], keep=False)
         if dup.any():
             first = out.loc[dup.to_numpy(), ["unit", "time"]].iloc[0]
@@ -186,7 +250,8 @@ def prepare_panel(data: Any, *, outcome: str, unit: str, time: str, cohort: str 
                 where=f"{unit} = {first['unit']!r}, {time} = {first['time']:g}",
                 fix="aggregate duplicates first (e.g. groupby([unit, time]).sum()) or pick the "
                     "right unit column"))
-    return PanelData(frame=out.reset_index(drop=True),
+    return PanelData(frame=out,
                      names={"outcome": outcome, "unit": unit, "time": time,
                             "cohort": cohort or ""},
-                     dropped=dropped, n_input=n_input)
+                     dropped=dropped, n_input=n_input, unit_codes=unit_codes,
+                     time_codes=time_codes)

@@ -27,7 +27,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from .._validation import prepare_panel, require_columns
+from .._validation import dense_codes, prepare_panel, require_columns
 from ..errors import (
     InputError,
     NotComputableWarning,
@@ -37,7 +37,7 @@ from ..errors import (
 )
 from ..inference.vcov import sandwich
 from ..results import EstimationResult, make_result
-from ._fe import demean, factorize, fe_dof, ols
+from ._fe import demean, factorize, fe_dof, is_balanced_twoway, ols, ols_twoway_balanced
 
 __all__ = ["EVENT_STUDY_METHODS", "event_study", "fit_fe_ols", "twfe"]
 
@@ -64,7 +64,39 @@ def fit_fe_ols(y: np.ndarray, x: np.ndarray, names: Sequence[str], fe: Sequence[
     """
     fe_codes = [factorize(f)[0] for f in fe]
     cl_codes = [factorize(c)[0] for c in clusters]
-    n, k = x.shape
+    return _fit_codes(y, x, names, fe_codes, cl_codes, vcov=vcov, cluster_names=cluster_names,
+                      weights=weights)
+
+
+def _fit_codes(y: np.ndarray, x: np.ndarray, names: Sequence[str],
+               fe_codes: Sequence[np.ndarray], cl_codes: Sequence[np.ndarray], *, vcov: str,
+               cluster_names: Sequence[str] = (), weights: np.ndarray | None = None,
+               onehot: np.ndarray | None = None
+               ) -> tuple[pd.Series, np.ndarray, Any, dict[str, Any]]:
+    """:func:`fit_fe_ols` on dense FE / cluster codes, with an optional indicator block.
+
+    With ``onehot`` (n,) the design is ``[indicators of onehot | x]`` (``onehot[i] = -1``:
+    no indicator in row i; ``len(names) - x.shape[1]`` indicator columns). On a balanced
+    unit x time panel without weights that design is fitted by
+    :func:`~twinimpact.estimators._fe.ols_twoway_balanced` (indicators never demeaned,
+    cluster score sums from group sums); otherwise the dense design goes through the
+    general path (alternating projections), which gives the same numbers.
+    """
+    n = len(y)
+    x = np.asarray(x, dtype=float).reshape(n, -1)
+    p = len(names) - x.shape[1] if onehot is not None else 0
+    if (onehot is not None and weights is None and len(fe_codes) == 2
+            and is_balanced_twoway(fe_codes[0], fe_codes[1], int(fe_codes[0].max()) + 1,
+                                   int(fe_codes[1].max()) + 1)):
+        return _fit_balanced(y, x, names, fe_codes, cl_codes, vcov=vcov,
+                             cluster_names=cluster_names, onehot=onehot, p=p)
+    if onehot is not None:
+        dense = np.zeros((n, len(names)))
+        rows = np.flatnonzero(onehot >= 0)
+        dense[rows, onehot[rows]] = 1.0
+        dense[:, p:] = x
+        x = dense
+    k = x.shape[1]
     yx = np.empty((n, k + 1))
     yx[:, 0] = y
     yx[:, 1:] = x
@@ -101,6 +133,51 @@ def fit_fe_ols(y: np.ndarray, x: np.ndarray, names: Sequence[str], fe: Sequence[
         if np.sum(yd**2) > 0 else np.nan,
     }
     return params, v, spec, info
+
+
+def _fit_balanced(y: np.ndarray, z: np.ndarray, names: Sequence[str],
+                  fe_codes: Sequence[np.ndarray], cl_codes: Sequence[np.ndarray], *,
+                  vcov: str, cluster_names: Sequence[str], onehot: np.ndarray,
+                  p: int) -> tuple[pd.Series, np.ndarray, Any, dict[str, Any]]:
+    """The balanced two-way fast path of :func:`_fit_codes` (same outputs)."""
+    n = len(y)
+    k = len(names)
+    fit = ols_twoway_balanced(y, fe_codes[0], fe_codes[1], onehot=onehot, n_onehot=p, z=z)
+    kept = fit.kept
+    k_fe, k_nested = fe_dof(fe_codes, cl_codes, balanced=True)
+    k_total = fit.rank + k_fe
+    bread = fit.bread[np.ix_(kept, kept)]
+    ssr = float(np.sum(fit.resid * fit.resid))
+    sigma2 = ssr / (n - k_total) if n > k_total else np.nan
+    v_sub, spec = sandwich(None, bread, kind=vcov, n=n, k=k_total, cluster_codes=cl_codes,
+                           cluster_names=cluster_names, k_nested=k_nested, sigma2=sigma2,
+                           cluster_sums=fit.cluster_sums)
+    v = np.full((k, k), np.nan)
+    v[np.ix_(kept, kept)] = v_sub
+    params = pd.Series(fit.coef, index=list(names))
+    info = {
+        "collinear": [nm for nm, kp in zip(names, kept, strict=True) if not kp],
+        "demean_converged": True,
+        "demean_iterations": 1,
+        "k_fe": k_fe,
+        "k_fe_nested_in_cluster": k_nested,
+        "r2_within": float(1 - ssr / fit.yd_ss) if fit.yd_ss > 0 else np.nan,
+    }
+    return params, v, spec, info
+
+
+def _cluster_codes(frame: pd.DataFrame, clus: Sequence[str], unit: str, time: str,
+                   unit_codes: np.ndarray, time_codes: np.ndarray) -> list[np.ndarray]:
+    """Dense cluster codes, reusing the unit / time codes of the validated panel."""
+    out = []
+    for c in clus:
+        if c == unit:
+            out.append(unit_codes)
+        elif c == time:
+            out.append(time_codes)
+        else:
+            out.append(factorize(frame[c].to_numpy())[0])
+    return out
 
 
 def _resolve_vcov(vcov: str | None, cluster: tuple[str, ...], unit: str) -> tuple[str, tuple]:
@@ -190,19 +267,22 @@ def twfe(data: pd.DataFrame, *, outcome: str, unit: str, time: str,
             "the treatment indicator does not vary (all rows " + ("treated" if d[0] else
                                                                   "untreated") + ")",
             fix="check the treatment/cohort column and the sample window"))
-    x = np.column_stack([d, *(f[c].to_numpy(dtype=float) for c in covariates)])
+    # design: the treatment dummy as a one-column indicator block, then the covariates
+    z = np.empty((len(f), len(covariates)))
+    for j, c in enumerate(covariates):
+        z[:, j] = f[c].to_numpy(dtype=float)
     names = ["ATT", *covariates]
     w = f[weights].to_numpy(dtype=float) if weights else None
-    cl_cols = [f["unit"] if c == unit else f["time"] if c == time else f[c] for c in clus]
-    params, v, vspec, info = fit_fe_ols(
-        f["y"].to_numpy(), x, names, [f["unit"].to_numpy(), f["time"].to_numpy()],
-        vcov=vcov, clusters=[c.to_numpy() for c in cl_cols], cluster_names=clus, weights=w,
-        estimator="twfe")
+    u_codes, t_codes = pdata.unit_codes, pdata.time_codes
+    params, v, vspec, info = _fit_codes(
+        f["y"].to_numpy(), z, names, [u_codes, t_codes], _cluster_codes(
+            f, clus, unit, time, u_codes, t_codes),
+        vcov=vcov, cluster_names=clus, weights=w, onehot=np.where(d == 1.0, 0, -1))
     spec = {"outcome": outcome, "unit": unit, "time": time, "treatment": treatment,
             "cohort": cohort, "covariates": tuple(covariates), "cluster": clus, "vcov": vcov,
             "weights": weights, "alpha": alpha, "fixed_effects": (unit, time)}
-    diag = {**pdata.diagnostics(), **info, "n_units": int(f["unit"].nunique()),
-            "n_periods": int(f["time"].nunique()), "n_treated_obs": int(d.sum())}
+    diag = {**pdata.diagnostics(), **info, "n_units": int(u_codes.max()) + 1,
+            "n_periods": int(t_codes.max()) + 1, "n_treated_obs": int(d.sum())}
     return make_result("twfe", params, v, vspec, len(f), spec=spec, diagnostics=diag,
                        nan_reason="collinear with the fixed effects")
 
@@ -290,6 +370,7 @@ def event_study(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohor
                           extra=extra, numeric_extra=num_extra, estimator="event_study")
     f = pdata.frame
     dropped = dict(pdata.dropped)
+    u_codes, t_codes = pdata.unit_codes, pdata.time_codes
     g = f["cohort"].to_numpy()
     treated = ~np.isnan(g)
     if not treated.any():
@@ -309,33 +390,36 @@ def event_study(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohor
         outside = treated & ((rel < lo) | (rel > hi))
         if outside.any():
             dropped["treated rows outside the event window"] = int(outside.sum())
-            f = f.loc[~outside].reset_index(drop=True)
-            rel = rel[~outside]
-            treated = treated[~outside]
+            inside = ~outside
+            f = f.loc[inside].reset_index(drop=True)
+            rel = rel[inside]
+            treated = treated[inside]
+            u_codes = dense_codes(u_codes[inside])[0]
+            t_codes = dense_codes(t_codes[inside])[0]
         rel_b = rel
+    # event-time indicator codes: slot 0 = untreated row, slot e - lo + 1 = event time e
+    rel_int = np.where(np.isfinite(rel_b), rel_b, lo - 1).astype(np.int64)
+    n_slots = hi - lo + 3
+    slot = np.clip(rel_int - lo + 1, 0, n_slots - 1)
+    seen = np.bincount(slot, minlength=n_slots)
+    present = {e for e in range(lo, hi + 1) if seen[e - lo + 1] > 0}
     periods = [e for e in range(lo, hi + 1) if e not in refs]
-    present = set(np.unique(rel_b[np.isfinite(rel_b)]).astype(int))
     missing = [e for e in periods if e not in present]
     if missing:
         periods = [e for e in periods if e in present]
     names = [f"rel_time={e}" for e in periods] + covariates
-    x = np.zeros((len(f), len(names)))
-    col_of = {e: j for j, e in enumerate(periods)}
-    rel_int = np.where(np.isfinite(rel_b), rel_b, lo - 1).astype(np.int64)
-    lookup = np.full(hi - lo + 3, -1, dtype=np.int64)
-    for e, j in col_of.items():
+    lookup = np.full(n_slots, -1, dtype=np.intp)
+    for j, e in enumerate(periods):
         lookup[e - lo + 1] = j
-    col = lookup[np.clip(rel_int - lo + 1, 0, len(lookup) - 1)]
-    rows = np.flatnonzero(col >= 0)
-    x[rows, col[rows]] = 1.0
+    col = lookup[slot]
+    z = np.empty((len(f), len(covariates)))
     for j, c in enumerate(covariates):
-        x[:, len(periods) + j] = f[c].to_numpy(dtype=float)
+        z[:, j] = f[c].to_numpy(dtype=float)
     w = f[weights].to_numpy(dtype=float) if weights else None
-    cl_cols = [f["unit"] if c == unit else f["time"] if c == time else f[c] for c in clus]
-    params, v, vspec, info = fit_fe_ols(
-        f["y"].to_numpy(), x, names, [f["unit"].to_numpy(), f["time"].to_numpy()],
-        vcov=vcov, clusters=[c.to_numpy() for c in cl_cols], cluster_names=clus, weights=w,
-        estimator="event_study")
+    params, v, vspec, info = _fit_codes(
+        f["y"].to_numpy(), z, names, [u_codes, t_codes], _cluster_codes(
+            f, clus, unit, time, u_codes, t_codes),
+        vcov=vcov, cluster_names=clus, weights=w, onehot=col)
     # overall ATT: equally weighted mean of post-treatment coefficients
     post = np.array([n.startswith("rel_time=") and int(n.split("=")[1]) >= 0 for n in names])
     a = post / post.sum() if post.any() else post.astype(float)
@@ -363,10 +447,14 @@ def event_study(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohor
             "bin_endpoints": bin_endpoints, "covariates": tuple(covariates), "cluster": clus,
             "vcov": vcov, "weights": weights, "alpha": alpha, "method": "twfe",
             "fixed_effects": (unit, time)}
+    n_units = int(u_codes.max()) + 1
+    n_treated_units = int(np.count_nonzero(np.bincount(u_codes[treated], minlength=n_units)))
     diag = {**pdata.diagnostics(), "dropped_rows": dropped, **info,
-            "n_units": int(f["unit"].nunique()), "n_periods": int(f["time"].nunique()),
-            "n_treated_units": int(f.loc[treated, "unit"].nunique()),
-            "n_never_treated_units": int(f.loc[~treated, "unit"].nunique()), "notes": notes,
+            "n_units": n_units, "n_periods": int(t_codes.max()) + 1,
+            # treatment status is constant within unit (prepare_panel checks the cohort)
+            "n_treated_units": n_treated_units,
+            "n_never_treated_units": n_units - n_treated_units,
+            "notes": notes,
             "att_definition": "mean of rel_time >= 0 coefficients (equal weights)"}
     return make_result("event_study", all_params, big, vspec, len(f), spec=spec,
                        diagnostics=diag, term_info=term_info,

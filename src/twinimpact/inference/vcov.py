@@ -18,7 +18,7 @@ with ``s^2 = SSR / (n - K)``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from itertools import combinations
 
 import numpy as np
@@ -42,10 +42,12 @@ def meat_cluster(scores: np.ndarray, codes: np.ndarray) -> np.ndarray:
     return sums.T @ sums
 
 
-def sandwich(scores: np.ndarray, bread: np.ndarray, *, kind: str, n: int, k: int,
+def sandwich(scores: np.ndarray | None, bread: np.ndarray, *, kind: str, n: int, k: int,
              cluster_codes: Sequence[np.ndarray] = (), cluster_names: Sequence[str] = (),
              k_nested: int = 0, sigma2: float | None = None,
-             adj: bool = True, cluster_adj: bool = True) -> tuple[np.ndarray, VcovSpec]:
+             adj: bool = True, cluster_adj: bool = True,
+             cluster_sums: Callable[[np.ndarray | None], np.ndarray] | None = None,
+             ) -> tuple[np.ndarray, VcovSpec]:
     """Variance of the coefficients from per-observation scores ``x_i * e_i`` (n, k).
 
     Parameters
@@ -59,8 +61,23 @@ def sandwich(scores: np.ndarray, bread: np.ndarray, *, kind: str, n: int, k: int
         ``k`` in the ``adj`` factor for clustered fits.
     sigma2 : residual variance for ``"iid"`` (defaults to SSR/(n-k) from scores is not
         possible, so callers pass it).
+    cluster_sums : callable, optional
+        Instead of ``scores`` (which may then be None): a function mapping dense cluster
+        codes (n,) to the (G, k) per-cluster score sums, and ``None`` to the (n, k)
+        per-observation scores. Lets a fast path (e.g.
+        :meth:`twinimpact.estimators._fe.TwoWayOLSFit.cluster_sums`) skip the n x k score
+        matrix; the result is the same.
     """
     check_literal("vcov", kind, VCOV_KINDS)
+    if scores is None and cluster_sums is None and kind != "iid":
+        raise ValueError("sandwich needs scores or cluster_sums")
+
+    def meat_of(codes: np.ndarray) -> np.ndarray:
+        if cluster_sums is None:
+            return meat_cluster(scores, codes)
+        sums = cluster_sums(codes)
+        return sums.T @ sums
+
     if kind == "iid":
         if sigma2 is None:
             raise ValueError("sigma2 is required for iid vcov")
@@ -68,6 +85,8 @@ def sandwich(scores: np.ndarray, bread: np.ndarray, *, kind: str, n: int, k: int
         return v, VcovSpec("iid", small_sample={"df_resid": n - k}, df=float(n - k),
                            description=f"iid: s^2 (X'X)^-1 with s^2 = SSR/(n-K), n={n}, K={k}")
     if kind == "hetero":
+        if scores is None:
+            scores = cluster_sums(None)
         meat = scores.T @ scores
         factor = n / (n - k) if adj else 1.0
         v = factor * bread @ meat @ bread
@@ -81,9 +100,9 @@ def sandwich(scores: np.ndarray, bread: np.ndarray, *, kind: str, n: int, k: int
     g_min = min(gs)
     cadj = g_min / (g_min - 1) if (cluster_adj and g_min > 1) else 1.0
     if len(cluster_codes) == 1:
-        meat = meat_cluster(scores, cluster_codes[0])
+        meat = meat_of(cluster_codes[0])
     else:
-        meat = np.zeros((scores.shape[1], scores.shape[1]))
+        meat = np.zeros(bread.shape)
         m = len(cluster_codes)
         for r in range(1, m + 1):
             for combo in combinations(range(m), r):
@@ -92,7 +111,7 @@ def sandwich(scores: np.ndarray, bread: np.ndarray, *, kind: str, n: int, k: int
                 else:
                     stacked = np.stack([cluster_codes[i] for i in combo], axis=1)
                     codes = np.unique(stacked, axis=0, return_inverse=True)[1].reshape(-1)
-                meat += (-1) ** (r + 1) * meat_cluster(scores, codes)
+                meat += (-1) ** (r + 1) * meat_of(codes)
     v = adj_f * cadj * bread @ meat @ bread
     if len(cluster_codes) > 1:
         # CGM two-way vcov can be non-PSD; fixest fixes negative eigenvalues to 0
