@@ -4,6 +4,7 @@ invariances and bad input."""
 from __future__ import annotations
 
 import json
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -180,3 +181,126 @@ def test_missing_outcome_rows_are_counted(mpdta):
         r = ti.twfe(d, **KW)
     assert r.nobs == len(d) - 7
     assert r.diagnostics["dropped_rows"] == {"missing outcome (lemp)": 7}
+
+
+# --- balanced two-way fast path vs the general alternating-projections path ------------
+
+#: both paths are exact projections; MAP's stopping rule (1e-10 per sweep) and the order
+#: of floating-point sums leave ~1e-13 relative differences (largest seen on mpdta: 5e-13)
+FAST_VS_MAP_RTOL = 1e-12
+#: a covariate 99.99% absorbed by the unit FE amplifies that rounding about tenfold
+FAST_VS_MAP_ILLCOND_RTOL = 1e-11
+
+
+def _force_map(monkeypatch):
+    """Make every panel look unbalanced: dense design + alternating projections."""
+    import twinimpact.estimators._fe as fe_mod
+    import twinimpact.estimators.twfe as twfe_mod
+
+    monkeypatch.setattr(twfe_mod, "is_balanced_twoway", lambda *a, **k: False)
+    monkeypatch.setattr(fe_mod, "_is_balanced", lambda *a, **k: False)
+
+
+def _assert_same_fit(fast, slow, rtol):
+    assert fast.terms == slow.terms and fast.nobs == slow.nobs
+    for a, b in ((fast.coef, slow.coef), (fast.cov, slow.cov)):
+        np.testing.assert_array_equal(np.isnan(a), np.isnan(b))
+        scale = np.nanmax(np.abs(b))
+        np.testing.assert_allclose(np.nan_to_num(a), np.nan_to_num(b), rtol=0, atol=rtol * scale)
+    assert fast.vcov_spec.kind == slow.vcov_spec.kind
+    assert fast.vcov_spec.n_clusters == slow.vcov_spec.n_clusters
+    assert fast.vcov_spec.small_sample == slow.vcov_spec.small_sample
+    for key, val in slow.diagnostics.items():
+        if key == "demean_iterations":  # 1: closed form; else unbalanced, MAP in both
+            assert fast.diagnostics[key] in (1, val)
+        elif key == "r2_within":
+            assert fast.diagnostics[key] == pytest.approx(val, rel=1e-10)
+        else:
+            assert fast.diagnostics[key] == val, key
+
+
+@pytest.mark.parametrize("kwargs, rtol", [
+    ({}, FAST_VS_MAP_RTOL),
+    ({"vcov": "hetero"}, FAST_VS_MAP_RTOL),
+    ({"vcov": "iid"}, FAST_VS_MAP_RTOL),
+    ({"cluster": ["countyreal", "year"]}, FAST_VS_MAP_RTOL),
+    ({"cluster": "year"}, FAST_VS_MAP_RTOL),
+    ({"cluster": "state"}, FAST_VS_MAP_RTOL),
+    ({"covariates": ["lpop"]}, FAST_VS_MAP_RTOL),              # absorbed: NaN in both
+    ({"covariates": ["lpop_tv"]}, FAST_VS_MAP_ILLCOND_RTOL),
+    ({"leads": 2, "lags": 1}, FAST_VS_MAP_RTOL),
+    ({"leads": 2, "lags": 1, "bin_endpoints": False}, FAST_VS_MAP_RTOL),  # unbalanced
+    ({"ref": [-1, -4]}, FAST_VS_MAP_RTOL),
+])
+@pytest.mark.parametrize("estimator", ["event_study", "twfe"])
+def test_fast_path_equals_map_path(mpdta, monkeypatch, estimator, kwargs, rtol):
+    if estimator == "twfe" and ({"leads", "ref"} & set(kwargs)):
+        pytest.skip("event-study option")
+    d = mpdta.sample(frac=1.0, random_state=1).assign(
+        state=lambda x: x["countyreal"] // 1000,
+        lpop_tv=lambda x: x["lpop"] + 0.01 * np.sin(x["year"] * x["countyreal"]))
+    fn = getattr(ti, estimator)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the absorbed covariate warns in both paths
+        fast = fn(d, **KW, **kwargs)
+        _force_map(monkeypatch)
+        slow = fn(d, **KW, **kwargs)
+    assert slow.diagnostics["demean_iterations"] > 1          # really the iterative path
+    _assert_same_fit(fast, slow, rtol)
+
+
+def test_fast_path_only_on_balanced_unweighted_panels(mpdta, monkeypatch):
+    import twinimpact.estimators.twfe as twfe_mod
+
+    calls = []
+    real = twfe_mod.ols_twoway_balanced
+    monkeypatch.setattr(twfe_mod, "ols_twoway_balanced",
+                        lambda *a, **k: calls.append(1) or real(*a, **k))
+    ti.event_study(mpdta, **KW)
+    assert calls == [1]
+    ti.event_study(mpdta.drop(index=[5, 6]), **KW)                              # unbalanced
+    ti.event_study(mpdta.assign(w=1.0 + (mpdta["countyreal"] % 2)), **KW, weights="w")
+    assert calls == [1]
+
+
+@settings(max_examples=15, deadline=None)
+@given(n_units=st.integers(6, 40), n_periods=st.integers(3, 9), seed=st.integers(0, 10_000),
+       vcov=st.sampled_from(["cluster", "hetero", "iid"]))
+def test_fast_path_property_on_random_staggered_panels(n_units, n_periods, seed, vcov):
+    import twinimpact.estimators._fe as fe_mod
+    import twinimpact.estimators.twfe as twfe_mod
+
+    rng = np.random.default_rng(seed)
+    cohorts = rng.choice([0, *range(2001, 2000 + n_periods + 1)], size=n_units)
+    cohorts[0] = 2002                                               # at least one treated
+    d = pd.DataFrame({"id": np.repeat([f"u{i}" for i in range(n_units)], n_periods),
+                      "year": np.tile(np.arange(2000, 2000 + n_periods), n_units),
+                      "g": np.repeat(cohorts, n_periods)})
+    d["y"] = rng.normal(size=len(d)) + (d["year"] >= d["g"]) * (d["g"] > 0)
+    d = d.sample(frac=1.0, random_state=seed)
+    kw = dict(outcome="y", unit="id", time="year", cohort="g", vcov=vcov)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fast = ti.event_study(d, **kw)
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(twfe_mod, "is_balanced_twoway", lambda *a, **k: False)
+            mp.setattr(fe_mod, "_is_balanced", lambda *a, **k: False)
+            slow = ti.event_study(d, **kw)
+    # tiny random panels can be ill-conditioned (few units per event time)
+    _assert_same_fit(fast, slow, 1e-9)
+
+
+def test_unbalanced_panel_equals_dummy_variable_ols(mpdta):
+    d = mpdta.drop(index=[3, 17, 400, 1001, 2222]).reset_index(drop=True)
+    r = ti.event_study(d, **KW)
+    assert r.diagnostics["demean_iterations"] > 1
+    rel = np.where(d["first.treat"] > 0, d["year"] - d["first.treat"], np.nan)
+    terms = []
+    for e in (-4, -3, -2, 0, 1, 2, 3):
+        name = f"e_{'m' if e < 0 else ''}{abs(e)}"
+        d[name] = (rel == e).astype(float)
+        terms.append((e, name))
+    oracle = smf.ols("lemp ~ " + " + ".join(n for _, n in terms) + " + C(countyreal) + C(year)",
+                     d).fit()
+    for e, name in terms:
+        assert abs(r.params[f"rel_time={e}"] - oracle.params[name]) < ORACLE_TOL

@@ -1,0 +1,257 @@
+"""Fixed-effect kernels: the balanced two-way fast path against slow, obviously correct
+oracles (alternating projections on the dense design, explicit per-cluster loops), the
+shared normal-equation solver, FE degrees of freedom, dense codes and the sandwich with
+per-cluster score sums."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from twinimpact._validation import dense_codes, prepare_panel
+from twinimpact.errors import InputError
+from twinimpact.estimators import _fe
+from twinimpact.estimators._fe import (
+    demean,
+    fe_dof,
+    is_balanced_twoway,
+    ols,
+    ols_twoway_balanced,
+    solve_normal,
+)
+from twinimpact.inference.vcov import sandwich
+
+#: fast path vs dense oracle: both are exact projections; only the order of floating-point
+#: sums differs, so agreement is at rounding level relative to the largest entry
+RTOL = 1e-11
+#: alternating projections stop when a sweep changes a column by < 1e-10 of its scale;
+#: on a balanced panel one sweep is exact, the second only adds rounding
+MAP_TOL = 1e-14
+
+
+def _panel(n_units: int, n_periods: int, p: int, q: int, seed: int, *, shuffle: bool = True,
+           absorbed: bool = False):
+    """Balanced panel in random row order with indicator codes, dense columns, outcome."""
+    rng = np.random.default_rng(seed)
+    u = np.repeat(np.arange(n_units), n_periods)
+    t = np.tile(np.arange(n_periods), n_units)
+    onehot = rng.integers(-1, p, size=len(u))
+    if absorbed and p > 1:
+        # indicator p-1 is "unit < 2": a unit fixed effect, so it must be dropped
+        onehot = np.where(onehot == p - 1, -1, onehot)
+        onehot = np.where(u < 2, p - 1, onehot)
+    z = rng.normal(size=(len(u), q)) + 3.0 * rng.normal(size=n_units)[u][:, None]
+    y = (rng.normal(size=n_units)[u] + rng.normal(size=n_periods)[t]
+         + 0.5 * (onehot >= 0) + z.sum(axis=1) + rng.normal(size=len(u)))
+    if shuffle:
+        perm = rng.permutation(len(u))
+        u, t, onehot, z, y = u[perm], t[perm], onehot[perm], z[perm], y[perm]
+    return u, t, onehot, z, y
+
+
+def _dense_design(onehot: np.ndarray, p: int, z: np.ndarray) -> np.ndarray:
+    x = np.zeros((len(onehot), p + z.shape[1]))
+    rows = np.flatnonzero(onehot >= 0)
+    x[rows, onehot[rows]] = 1.0
+    x[:, p:] = z
+    return x
+
+
+def _map_demean(v: np.ndarray, u: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """Alternating projections (a third, constant FE set forces the iterative path)."""
+    return demean(v, [u, t, np.zeros_like(u)], tol=MAP_TOL).x
+
+
+def _oracle(y, u, t, onehot, p, z):
+    """Dense design, MAP-demeaned, least squares by lstsq on the kept columns."""
+    x = _dense_design(onehot, p, z)
+    xd = _map_demean(x, u, t)
+    yd = _map_demean(y, u, t)
+    n = len(y)
+    ref_ss = np.einsum("ij,ij->j", x, x) - n * x.mean(axis=0) ** 2
+    fit = ols(xd, yd, ref_ss=ref_ss)
+    kept = fit.kept
+    coef = np.full(x.shape[1], np.nan)
+    coef[kept] = np.linalg.lstsq(xd[:, kept], yd, rcond=None)[0]
+    resid = yd - xd[:, kept] @ coef[kept]
+    return coef, resid, kept, xd[:, kept] * resid[:, None], np.linalg.inv(
+        xd[:, kept].T @ xd[:, kept]), float(yd @ yd)
+
+
+def _loop_cluster_sums(scores: np.ndarray, codes: np.ndarray) -> np.ndarray:
+    out = np.zeros((int(codes.max()) + 1, scores.shape[1]))
+    for g in np.unique(codes):
+        out[g] = scores[codes == g].sum(axis=0)
+    return out
+
+
+def _close(a, b, rtol=RTOL):
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    scale = max(1.0, float(np.nanmax(np.abs(b)))) if b.size else 1.0
+    np.testing.assert_array_equal(np.isnan(a), np.isnan(b))
+    np.testing.assert_allclose(np.nan_to_num(a), np.nan_to_num(b), rtol=0, atol=rtol * scale)
+
+
+def _cluster_variants(u, t, seed):
+    rng = np.random.default_rng(seed + 1)
+    n_units = int(u.max()) + 1
+    state = dense_codes((np.arange(n_units) // 3)[u])[0]          # nests units
+    random_cl = rng.integers(0, 7, size=len(u))                   # crosses units and periods
+    return {"unit": u, "time": t, "state": state,
+            "random": dense_codes(random_cl)[0], "obs": None}
+
+
+@pytest.mark.parametrize("shape", [(30, 6, 5, 0), (25, 4, 3, 2), (12, 9, 8, 1), (40, 2, 1, 0)])
+def test_balanced_fast_path_equals_dense_map_oracle(shape):
+    n_units, n_periods, p, q = shape
+    u, t, onehot, z, y = _panel(n_units, n_periods, p, q, seed=sum(shape))
+    fit = ols_twoway_balanced(y, u, t, onehot=onehot, n_onehot=p, z=z)
+    coef, resid, kept, scores, bread, yd_ss = _oracle(y, u, t, onehot, p, z)
+    np.testing.assert_array_equal(fit.kept, kept)
+    _close(fit.coef, coef)
+    _close(fit.resid, resid)
+    _close(fit.bread[np.ix_(kept, kept)], bread)
+    assert fit.yd_ss == pytest.approx(yd_ss, rel=RTOL)
+    for codes in _cluster_variants(u, t, sum(shape)).values():
+        want = scores if codes is None else _loop_cluster_sums(scores, codes)
+        _close(fit.cluster_sums(codes), want)
+
+
+def test_indicator_absorbed_by_unit_fe_is_dropped():
+    u, t, onehot, z, y = _panel(20, 5, 4, 1, seed=3, absorbed=True)
+    fit = ols_twoway_balanced(y, u, t, onehot=onehot, n_onehot=4, z=z)
+    coef, _, kept, scores, _, _ = _oracle(y, u, t, onehot, 4, z)
+    assert not fit.kept[3] and not kept[3]
+    assert np.isnan(fit.coef[3])
+    _close(fit.coef, coef)
+    _close(fit.cluster_sums(u), _loop_cluster_sums(scores, u))
+    assert fit.cluster_sums(u).shape == (20, 4)
+
+
+def test_sparse_count_tables_give_the_same_fit(monkeypatch):
+    u, t, onehot, z, y = _panel(15, 6, 5, 1, seed=11)
+    dense_fit = ols_twoway_balanced(y, u, t, onehot=onehot, n_onehot=5, z=z)
+    monkeypatch.setattr(_fe, "_DENSE_CELLS_MAX", 0)
+    # 2 * n cells still fit densely; a long indicator list does not
+    sparse_fit = ols_twoway_balanced(y, u, t, onehot=onehot, n_onehot=5, z=z)
+    _close(sparse_fit.coef, dense_fit.coef, rtol=1e-13)
+    many = np.where(onehot >= 0, onehot + 5 * (u % 40), -1)  # up to 200 indicator codes
+    p = int(many.max()) + 1
+    fit = ols_twoway_balanced(y, u, t, onehot=many, n_onehot=p, z=z)
+    assert hasattr(fit.unit_counts, "toarray")
+    coef, _, kept, scores, _, _ = _oracle(y, u, t, many, p, z)
+    np.testing.assert_array_equal(fit.kept, kept)
+    _close(fit.coef, coef)
+    for codes in (u, t, None):
+        want = scores if codes is None else _loop_cluster_sums(scores, codes)
+        _close(fit.cluster_sums(codes), want)
+
+
+@settings(max_examples=25, deadline=None)
+@given(n_units=st.integers(2, 25), n_periods=st.integers(2, 8), p=st.integers(1, 6),
+       q=st.integers(0, 2), seed=st.integers(0, 10_000))
+def test_fast_path_property(n_units, n_periods, p, q, seed):
+    u, t, onehot, z, y = _panel(n_units, n_periods, p, q, seed)
+    fit = ols_twoway_balanced(y, u, t, onehot=onehot, n_onehot=p, z=z)
+    coef, resid, kept, scores, _, _ = _oracle(y, u, t, onehot, p, z)
+    np.testing.assert_array_equal(fit.kept, kept)
+    _close(fit.coef, coef, rtol=1e-9)  # tiny random panels can be ill-conditioned
+    _close(fit.resid, resid, rtol=1e-9)
+    for codes in (u, t):
+        _close(fit.cluster_sums(codes), _loop_cluster_sums(scores, codes), rtol=1e-9)
+
+
+def test_closed_form_demean_equals_alternating_projections():
+    u, t, onehot, z, y = _panel(30, 7, 4, 3, seed=5)
+    x = np.column_stack([y, _dense_design(onehot, 4, z)])
+    closed = demean(x, [u, t])
+    assert closed.iterations == 1
+    _close(closed.x, _map_demean(x, u, t), rtol=1e-12)
+    _close(_fe._twoway_project(y, u, t, 30, 7), closed.x[:, 0], rtol=1e-12)
+
+
+def test_is_balanced_twoway():
+    u, t = np.repeat(np.arange(3), 2), np.tile(np.arange(2), 3)
+    assert is_balanced_twoway(u, t, 3, 2)
+    assert not is_balanced_twoway(u[:-1], t[:-1], 3, 2)          # a missing cell
+    t2 = t.copy()
+    t2[1] = 0                                                    # a duplicated cell
+    assert not is_balanced_twoway(u, t2, 3, 2)
+
+
+def test_fe_dof_balanced_shortcut_is_exact():
+    u, t, *_ = _panel(10, 4, 1, 0, seed=1)
+    state = dense_codes((np.arange(10) // 3)[u])[0]
+    for cl in ((), (u,), (t,), (state,), (u, t)):
+        assert fe_dof([u, t], cl, balanced=True) == fe_dof([u, t], cl)
+
+
+def test_solve_normal_matches_ols_and_lstsq():
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(200, 4))
+    x[:, 3] = x[:, 0] - 2 * x[:, 1]                             # collinear
+    y = x[:, :3] @ [1.0, -0.5, 2.0] + rng.normal(size=200)
+    fit = ols(x, y)
+    coef, bread, kept = solve_normal(x.T @ x, x.T @ y)
+    np.testing.assert_array_equal(kept, [True, True, True, False])
+    np.testing.assert_array_equal(fit.kept, kept)
+    _close(coef, fit.coef, rtol=1e-14)
+    _close(coef[:3], np.linalg.lstsq(x[:, :3], y, rcond=None)[0], rtol=1e-12)
+    _close(bread[:3, :3], np.linalg.inv(x[:, :3].T @ x[:, :3]), rtol=1e-12)
+
+
+def test_sandwich_with_cluster_sums_equals_scores():
+    u, t, onehot, z, y = _panel(20, 5, 3, 1, seed=8)
+    fit = ols_twoway_balanced(y, u, t, onehot=onehot, n_onehot=3, z=z)
+    _, _, kept, scores, _, _ = _oracle(y, u, t, onehot, 3, z)
+    bread = fit.bread[np.ix_(kept, kept)]
+    kw = dict(n=len(y), k=30, k_nested=19)
+    for kind, codes in (("cluster", [u]), ("cluster", [u, t]), ("hetero", [])):
+        v1, s1 = sandwich(scores, bread, kind=kind, cluster_codes=codes, **kw)
+        v2, s2 = sandwich(None, bread, kind=kind, cluster_codes=codes,
+                          cluster_sums=fit.cluster_sums, **kw)
+        _close(v2, v1)
+        assert s1 == s2
+    with pytest.raises(ValueError, match="scores or cluster_sums"):
+        sandwich(None, bread, kind="cluster", cluster_codes=[u], **kw)
+
+
+@pytest.mark.parametrize("values", [
+    np.array([5, 3, 5, 9, 3]),
+    np.array([2001.0, 2003.0, 2001.0, 2002.0]),
+    np.array([1.5, 2.0, 1.5]),
+    np.array(["b", "a", "b", None], dtype=object),
+    np.array([-(2**62), 2**62, 0, 2**62]),
+    np.array([10**9, 7, 10**9], dtype=np.int64),
+])
+def test_dense_codes_partition_equals_factorize(values):
+    codes, n = dense_codes(values)
+    ref, uniq = pd.factorize(values)
+    assert n == len(uniq) and codes.max() == n - 1
+    np.testing.assert_array_equal(codes < 0, ref < 0)
+    ok = ref >= 0
+    # same partition: the pairs (code, ref) are one-to-one
+    pairs = set(zip(codes[ok].tolist(), ref[ok].tolist(), strict=True))
+    assert len(pairs) == n == len({a for a, _ in pairs}) == len({b for _, b in pairs})
+
+
+def test_prepare_panel_codes_match_frame_and_errors():
+    d = pd.DataFrame({"id": ["b", "a", "b", "a", "c", "c"], "year": [2, 1, 1, 2, 1, 2],
+                      "y": [1.0, 2.0, np.nan, 4.0, 5.0, 6.0], "g": [0, 2, 0, 2, 0, 0]})
+    with pytest.warns(Warning, match="dropped 1 row"):
+        p = prepare_panel(d, outcome="y", unit="id", time="year", cohort="g")
+    f = p.frame
+    assert len(f) == 5
+    for col, codes in (("unit", p.unit_codes), ("time", p.time_codes)):
+        assert codes.max() + 1 == f[col].nunique()
+        for lab in f[col].unique():
+            assert len(set(codes[(f[col] == lab).to_numpy()])) == 1
+    dup = pd.concat([d, d.iloc[[1]]]).fillna(0.0)
+    with pytest.raises(InputError, match="2 rows share a id x year pair"):
+        prepare_panel(dup, outcome="y", unit="id", time="year")
+    bad = d.fillna(0.0).assign(g=[0, 2, 0, 1, 0, 0])
+    with pytest.raises(InputError, match=r"varies within unit \(1 unit"):
+        prepare_panel(bad, outcome="y", unit="id", time="year", cohort="g")
