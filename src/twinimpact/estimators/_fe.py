@@ -311,19 +311,37 @@ def _twoway_project(v: np.ndarray, u: np.ndarray, t: np.ndarray, n_u: int,
                     n_t: int) -> np.ndarray:
     """``M v = v - vbar_unit - vbar_time + vbar`` for one vector on a balanced panel.
 
-    The exact two-way within projection when every unit x time cell is observed once
-    (the closed form of :func:`demean` for that case), with group sums by ``bincount``.
+    The exact two-way within projection when every unit x time cell is observed once,
+    computed as one sweep of alternating projections (unit means out, then the period
+    means of the result), which is exact on a balanced panel. Taking the period means
+    after the unit means keeps the intermediate numbers small: the one-line formula
+    subtracts raw period means of the size of ``v`` and loses digits when ``v`` has large
+    levels (e.g. 1e6 + noise).
     """
-    mu = np.bincount(u, weights=v, minlength=n_u) / n_t
-    mt = np.bincount(t, weights=v, minlength=n_t) / n_u
-    out = v - mu[u]
-    out -= mt[t]
-    out += v.mean()
+    out = v - (np.bincount(u, weights=v, minlength=n_u) / n_t)[u]
+    out -= (np.bincount(t, weights=out, minlength=n_t) / n_u)[t]
     return out
 
 
 def _dense(a: object) -> np.ndarray:
     return a.toarray() if hasattr(a, "toarray") else np.asarray(a)
+
+
+def _matmul_rowblocks(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``a @ b`` for a tall ``a`` (m, k) and a small ``b`` (k, p), in row blocks.
+
+    Each block is small enough that OpenBLAS runs it on one thread: on a loaded machine
+    its thread hand-off made a (1e5 x 10) @ (10 x 15) product 20x slower than the
+    single-threaded one (32 ms vs 1.4 ms measured); the blocks cost about 1.5 ms in all.
+    """
+    m = a.shape[0]
+    rows = max(64, 131_072 // max(1, a.shape[1] * b.shape[1]))
+    if m <= rows:
+        return a @ b
+    out = np.empty((m, b.shape[1]))
+    for start in range(0, m, rows):
+        np.matmul(a[start:start + rows], b, out=out[start:start + rows])
+    return out
 
 
 #: largest number of cells of a dense unit x indicator count table (else scipy sparse):
@@ -424,7 +442,7 @@ class TwoWayOLSFit(OLSFit):
             b_t = self.time_counts / n_u
             if n_g * n_t <= 4 * n:
                 f_gt = np.bincount(g * n_t + t, weights=e, minlength=n_g * n_t)
-                sd -= f_gt.reshape(n_g, n_t) @ b_t
+                sd -= _matmul_rowblocks(f_gt.reshape(n_g, n_t), b_t)
             else:
                 sd -= sparse.csr_matrix((e, (g, t)), shape=(n_g, n_t)) @ b_t
             # + E_g xbar'
@@ -508,11 +526,21 @@ def ols_twoway_balanced(y: np.ndarray, unit_codes: np.ndarray, time_codes: np.nd
     xty = np.empty(k)
     xtx[:p, :p] = (np.diag(cnt) - _dense(a_u.T @ a_u) / n_t - (a_t.T @ a_t) / n_u
                    + np.outer(cnt, cnt) / n)
+
+    def dt_m(v: np.ndarray) -> np.ndarray:
+        """``D'M v`` for an already demeaned ``v``: ``D'v`` minus the part of ``v`` in the
+        FE space (rounding residue of the demeaning, which ``(MD)'`` would annihilate)."""
+        out = np.bincount(c1, weights=v, minlength=p + 1)[1:]
+        out -= _dense(a_u.T @ np.bincount(u, weights=v, minlength=n_u)).reshape(-1) / n_t
+        out -= a_t.T @ np.bincount(t, weights=v, minlength=n_t) / n_u
+        out += cnt * (v.sum() / n)
+        return out
+
     for j in range(q):
-        xtx[:p, p + j] = np.bincount(c1, weights=mz[:, j], minlength=p + 1)[1:]
+        xtx[:p, p + j] = dt_m(mz[:, j])
     xtx[p:, :p] = xtx[:p, p:].T
     xtx[p:, p:] = mz.T @ mz
-    xty[:p] = np.bincount(c1, weights=yd, minlength=p + 1)[1:]
+    xty[:p] = dt_m(yd)
     xty[p:] = mz.T @ yd
     # sum of squares of the centred regressors before the FE sweep (collinearity scale)
     ref_ss = np.empty(k)
