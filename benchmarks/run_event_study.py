@@ -16,13 +16,18 @@ throwaway venv)::
     /tmp/venv-bench/bin/python benchmarks/run_event_study.py --sizes 1e5 --repeats 3 \
         --out /tmp/x.md
 
-The results table is written to ``benchmarks/results_event_study.md`` (``--out``).
+The results table is written to ``benchmarks/results_event_study.md`` (``--out``), with a
+verdict line for the target (``event_study`` at least 2x faster than pyfixest at the
+largest size, peak memory not higher) and the 1-minute load average around each child
+(the machine is shared, so ratios move between runs). Hand-written notes below the line
+``<!-- notes: kept by run_event_study.py -->`` in an existing output file are kept.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import resource
 import statistics
@@ -96,10 +101,31 @@ def _run_one(estimator: str, n_rows: int, repeats: int) -> dict:
             "se": np.asarray(se).tolist()}
 
 
+NOTES_MARKER = "<!-- notes: kept by run_event_study.py -->"
+TARGET_SPEEDUP = 2.0
+
+
 def _child(estimator: str, n_rows: int, repeats: int) -> dict:
+    load_before = os.getloadavg()[0]
     out = subprocess.run([sys.executable, __file__, "--child", estimator, str(n_rows),
                           str(repeats)], capture_output=True, text=True, check=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    res["load_1min"] = f"{load_before:.1f}-{os.getloadavg()[0]:.1f}"
+    return res
+
+
+def _verdict(table: pd.DataFrame) -> str:
+    """One line: did event_study reach the target at the largest size?"""
+    n = int(table["rows"].max())
+    at_n = table[table["rows"] == n].set_index("estimator")
+    ours, peer = at_n.loc["event_study"], at_n.loc["pyfixest"]
+    speed_ok = ours["speedup_vs_pyfixest"] >= TARGET_SPEEDUP
+    mem_ok = ours["peak_rss_mb"] <= peer["peak_rss_mb"]
+    return (f"**Target ({TARGET_SPEEDUP:g}x faster than pyfixest at {n:,} rows, memory not "
+            f"higher): {'met' if speed_ok and mem_ok else 'MISSED'}** -- event_study "
+            f"{ours['median_s']:.3g} s vs pyfixest {peer['median_s']:.3g} s "
+            f"({ours['speedup_vs_pyfixest']:.2f}x), peak RSS {ours['peak_rss_mb']:.0f} MB vs "
+            f"{peer['peak_rss_mb']:.0f} MB.")
 
 
 def main() -> None:
@@ -131,10 +157,12 @@ def main() -> None:
         for e in ests:
             r = res[e]
             rows.append({"rows": n, "estimator": e, "median_s": r["median_s"],
+                         "min_s": min(r["times"]), "max_s": max(r["times"]),
                          "peak_rss_mb": r["peak_rss_mb"],
                          "speedup_vs_pyfixest": peer["median_s"] / r["median_s"],
                          "max_abs_diff_coef_vs_pyfixest": diff_b if e == "event_study" else None,
-                         "max_abs_diff_se_vs_pyfixest": diff_se if e == "event_study" else None})
+                         "max_abs_diff_se_vs_pyfixest": diff_se if e == "event_study" else None,
+                         "load_1min": r["load_1min"]})
         print(pd.DataFrame(rows[-len(ests):]).to_string(index=False), flush=True)
     table = pd.DataFrame(rows)
     cmd = " ".join(["python", "benchmarks/run_event_study.py", *sys.argv[1:]])
@@ -153,8 +181,12 @@ def main() -> None:
         table.to_markdown(index=False, floatfmt=".4g"), "",
         "`speedup_vs_pyfixest` = pyfixest median time / this row's median time (> 1: faster "
         "than pyfixest). `max_abs_diff_*` compares our event-study coefficients and SEs with "
-        "pyfixest's.", ""]
-    Path(args.out).write_text("\n".join(lines))
+        "pyfixest's. `load_1min` = 1-minute load average before-after the child process "
+        "(other jobs share the cores).", "", _verdict(table), "", NOTES_MARKER, ""]
+    out = Path(args.out)
+    if out.exists() and NOTES_MARKER in out.read_text():
+        lines[-1] = out.read_text().split(NOTES_MARKER, 1)[1].lstrip("\n")
+    out.write_text("\n".join(lines))
     print(f"wrote {args.out}")
 
 

@@ -22,7 +22,7 @@ from twinimpact.estimators._fe import (
     ols_twoway_balanced,
     solve_normal,
 )
-from twinimpact.inference.vcov import sandwich
+from twinimpact.inference.vcov import _intersection_codes, sandwich
 
 #: fast path vs dense oracle: both are exact projections; only the order of floating-point
 #: sums differs, so agreement is at rounding level relative to the largest entry
@@ -267,3 +267,13 @@ def test_prepare_panel_codes_match_frame_and_errors():
     bad = d.fillna(0.0).assign(g=[0, 2, 0, 1, 0, 0])
     with pytest.raises(InputError, match=r"varies within unit \(1 unit"):
         prepare_panel(bad, outcome="y", unit="id", time="year", cohort="g")
+
+
+@settings(max_examples=25, deadline=None)
+@given(sizes=st.lists(st.integers(1, 40), min_size=2, max_size=3), n=st.integers(1, 300),
+       seed=st.integers(0, 10_000))
+def test_intersection_codes_equal_row_unique(sizes, n, seed):
+    rng = np.random.default_rng(seed)
+    codes = [rng.integers(0, s, size=n) for s in sizes]
+    want = np.unique(np.stack(codes, axis=1), axis=0, return_inverse=True)[1].reshape(-1)
+    np.testing.assert_array_equal(_intersection_codes(codes), want)

@@ -2,8 +2,12 @@
 (:func:`event_study`).
 
 Both regress the outcome on treatment indicators (and optional covariates) with unit and
-time fixed effects, the fixed effects swept out by alternating projections
-(:func:`twinimpact.estimators._fe.demean`). Standard errors follow R fixest's defaults
+time fixed effects. On a balanced unit x time panel without weights the treatment / event
+dummies are never demeaned: their cross-products and cluster score sums come from counts
+per unit and period (:func:`twinimpact.estimators._fe.ols_twoway_balanced`, O(n)).
+Otherwise the fixed effects are swept out of the dense design by alternating projections
+(:func:`twinimpact.estimators._fe.demean`); both give the same numbers (tested to 1e-12).
+Standard errors follow R fixest's defaults
 (see :mod:`twinimpact.inference.vcov`): clustered by unit unless told otherwise,
 small-sample factors ``(n-1)/(n-K)`` with fixed effects nested in the cluster not
 counted in K, ``G/(G-1)``, and a t(G-1) reference distribution.
@@ -56,16 +60,23 @@ def _as_tuple(x: str | Sequence[str] | None) -> tuple[str, ...]:
 def fit_fe_ols(y: np.ndarray, x: np.ndarray, names: Sequence[str], fe: Sequence[np.ndarray],
                *, vcov: str, clusters: Sequence[np.ndarray] = (),
                cluster_names: Sequence[str] = (), weights: np.ndarray | None = None,
-               estimator: str = "feols") -> tuple[pd.Series, np.ndarray, Any, dict[str, Any]]:
+               estimator: str = "feols", onehot: np.ndarray | None = None
+               ) -> tuple[pd.Series, np.ndarray, Any, dict[str, Any]]:
     """OLS of ``y`` on ``x`` with fixed effects ``fe`` (label arrays) and a sandwich vcov.
 
     Returns ``(params, vcov, vcov_spec, info)``; collinear columns get NaN estimates and
     are listed in ``info["collinear"]``.
+
+    ``onehot`` (optional, int array of shape (n,)): the design is then
+    ``[indicators of onehot | x]`` -- row i has a 1 in indicator column ``onehot[i]``
+    (none when -1), ``len(names) - x.shape[1]`` indicator columns first, and ``x`` holds
+    only the dense columns. Event-time or cohort x period dummies passed this way are
+    fitted in O(n) on balanced unit x time panels (same numbers as the dense design).
     """
     fe_codes = [factorize(f)[0] for f in fe]
     cl_codes = [factorize(c)[0] for c in clusters]
     return _fit_codes(y, x, names, fe_codes, cl_codes, vcov=vcov, cluster_names=cluster_names,
-                      weights=weights)
+                      weights=weights, onehot=onehot)
 
 
 def _fit_codes(y: np.ndarray, x: np.ndarray, names: Sequence[str],
