@@ -217,23 +217,26 @@ def _assert_same_fit(fast, slow, rtol):
             assert fast.diagnostics[key] == val, key
 
 
-@pytest.mark.parametrize("kwargs, rtol", [
-    ({}, FAST_VS_MAP_RTOL),
-    ({"vcov": "hetero"}, FAST_VS_MAP_RTOL),
-    ({"vcov": "iid"}, FAST_VS_MAP_RTOL),
-    ({"cluster": ["countyreal", "year"]}, FAST_VS_MAP_RTOL),
-    ({"cluster": "year"}, FAST_VS_MAP_RTOL),
-    ({"cluster": "state"}, FAST_VS_MAP_RTOL),
-    ({"covariates": ["lpop"]}, FAST_VS_MAP_RTOL),              # absorbed: NaN in both
-    ({"covariates": ["lpop_tv"]}, FAST_VS_MAP_RTOL),           # 99.99% absorbed
-    ({"leads": 2, "lags": 1}, FAST_VS_MAP_RTOL),
-    ({"leads": 2, "lags": 1, "bin_endpoints": False}, FAST_VS_MAP_RTOL),  # unbalanced
-    ({"ref": [-1, -4]}, FAST_VS_MAP_RTOL),
+_FAST_CASES = [
+    {},
+    {"vcov": "hetero"},
+    {"vcov": "iid"},
+    {"cluster": ["countyreal", "year"]},
+    {"cluster": "year"},
+    {"cluster": "state"},
+    {"covariates": ["lpop"]},                        # absorbed by the unit FE: NaN in both
+    {"covariates": ["lpop_tv"]},                     # 99.99% absorbed: ill-conditioned
+    {"leads": 2, "lags": 1},
+    {"leads": 2, "lags": 1, "bin_endpoints": False},  # drops rows: unbalanced, MAP in both
+    {"ref": [-1, -4]},
+]
+
+
+@pytest.mark.parametrize("estimator, kwargs", [
+    *(("event_study", kw) for kw in _FAST_CASES),
+    *(("twfe", kw) for kw in _FAST_CASES if not {"leads", "ref"} & set(kw)),
 ])
-@pytest.mark.parametrize("estimator", ["event_study", "twfe"])
-def test_fast_path_equals_map_path(mpdta, monkeypatch, estimator, kwargs, rtol):
-    if estimator == "twfe" and ({"leads", "ref"} & set(kwargs)):
-        pytest.skip("event-study option")
+def test_fast_path_equals_map_path(mpdta, monkeypatch, estimator, kwargs):
     d = mpdta.sample(frac=1.0, random_state=1).assign(
         state=lambda x: x["countyreal"] // 1000,
         lpop_tv=lambda x: x["lpop"] + 0.01 * np.sin(x["year"] * x["countyreal"]))
@@ -244,7 +247,7 @@ def test_fast_path_equals_map_path(mpdta, monkeypatch, estimator, kwargs, rtol):
         _force_map(monkeypatch)
         slow = fn(d, **KW, **kwargs)
     assert slow.diagnostics["demean_iterations"] > 1          # really the iterative path
-    _assert_same_fit(fast, slow, rtol)
+    _assert_same_fit(fast, slow, FAST_VS_MAP_RTOL)
 
 
 def test_fast_path_only_on_balanced_unweighted_panels(mpdta, monkeypatch):
@@ -289,7 +292,9 @@ def test_fast_path_property_on_random_staggered_panels(n_units, n_periods, seed,
 
 
 def test_unbalanced_panel_equals_dummy_variable_ols(mpdta):
-    d = mpdta.drop(index=[3, 17, 400, 1001, 2222]).reset_index(drop=True)
+    # 200 counties keep the dummy-variable fit quick (QR, not statsmodels' default pinv)
+    d = mpdta[mpdta["countyreal"].isin(np.unique(mpdta["countyreal"])[:200])]
+    d = d.drop(index=d.index[[3, 17, 400, 801]]).reset_index(drop=True)
     r = ti.event_study(d, **KW)
     assert r.diagnostics["demean_iterations"] > 1
     rel = np.where(d["first.treat"] > 0, d["year"] - d["first.treat"], np.nan)
@@ -299,6 +304,6 @@ def test_unbalanced_panel_equals_dummy_variable_ols(mpdta):
         d[name] = (rel == e).astype(float)
         terms.append((e, name))
     oracle = smf.ols("lemp ~ " + " + ".join(n for _, n in terms) + " + C(countyreal) + C(year)",
-                     d).fit()
+                     d).fit(method="qr")
     for e, name in terms:
         assert abs(r.params[f"rel_time={e}"] - oracle.params[name]) < ORACLE_TOL
