@@ -165,11 +165,11 @@ def main() -> None:
                          "load_1min": r["load_1min"]})
         print(pd.DataFrame(rows[-len(ests):]).to_string(index=False), flush=True)
     table = pd.DataFrame(rows)
-    cmd = " ".join(["python", "benchmarks/run_event_study.py", *sys.argv[1:]])
+    cmd = " ".join([sys.executable, "benchmarks/run_event_study.py", *sys.argv[1:]])
     lines = [
         "# Event-study benchmark: twinimpact `event_study` vs pyfixest `feols`", "",
-        f"Command: `{cmd}` (run with a throwaway venv holding pyfixest, see the script "
-        "docstring).", "",
+        f"Command (from the repository root): `{cmd}` (a throwaway venv holding pyfixest, "
+        "see the script docstring).", "",
         f"Machine: {platform.platform()}, Python {platform.python_version()}, "
         f"{_cpu_count()} CPU(s) (shared with other jobs). twinimpact {twinimpact.__version__}, "
         f"pyfixest {pyfixest.__version__}, numpy {np.__version__}, pandas {pd.__version__}.", "",
