@@ -14,8 +14,15 @@ from __future__ import annotations
 from . import errors
 from ._version import __version__
 from .casestudy import CaseStudyResult, case_study, simulated_city_exports
+from .estimators.callaway_santanna import (
+    CallawaySantAnnaResult,
+    CSAggregateResult,
+    callaway_santanna,
+)
 from .estimators.did2s import did2s
 from .estimators.imputation import imputation
+from .estimators.poisson_event_study import poisson_event_study
+from .estimators.ppml import PPMLResult, lincom, ppml
 from .estimators.sun_abraham import SunAbrahamResult, sun_abraham
 from .estimators.synthetic_did import (
     SyntheticDIDResult,
@@ -36,6 +43,7 @@ from .etl import (
     read_twinnings,
     to_iso3,
 )
+from .gravity import GravityStudy, build_gravity_data, gravity_intensity, gravity_study
 from .inference.honest_did import honest_did, plot_honest_did
 from .inference.randomization import RandomizationResult, randomization_inference
 from .inference.wild_bootstrap import (
@@ -50,8 +58,12 @@ from .runner import run_study
 
 __all__ = [
     "RELATIONS",
+    "CSAggregateResult",
+    "CallawaySantAnnaResult",
     "CaseStudyResult",
     "EstimationResult",
+    "GravityStudy",
+    "PPMLResult",
     "Panel",
     "RandomizationResult",
     "SunAbrahamResult",
@@ -59,13 +71,18 @@ __all__ = [
     "VcovSpec",
     "WildBootstrapResult",
     "__version__",
+    "build_gravity_data",
     "build_panel",
+    "callaway_santanna",
     "case_study",
     "did2s",
     "errors",
     "event_study",
+    "gravity_intensity",
+    "gravity_study",
     "honest_did",
     "imputation",
+    "lincom",
     "load_cn_key_pairs",
     "load_german_twinnings",
     "load_gravity_panel",
@@ -75,6 +92,8 @@ __all__ = [
     "plot_honest_did",
     "plot_synthetic",
     "plot_weights",
+    "poisson_event_study",
+    "ppml",
     "randomization_inference",
     "read_trade",
     "read_twinnings",

@@ -6,7 +6,8 @@ Maps the common event-study keywords onto each estimator:
 method                 what runs
 =====================  ===========================================================
 ``callaway_santanna``  ``callaway_santanna(...)`` then ``.aggregate("dynamic",
-                       min_e=-leads, max_e=lags)`` (R did ``aggte(type="dynamic")``)
+                       min_e=-leads, max_e=lags)`` (R did ``aggte(type="dynamic")``);
+                       ``na_rm`` and ``balance_e`` go to the aggregation
 ``sun_abraham``        ``sun_abraham(...)``; rows outside ``[-leads, lags]`` are
                        estimated (fixest ``sunab`` uses all periods) but not shown
 ``imputation``         ``imputation(..., horizons=0..lags, pretrends=leads)``
@@ -66,9 +67,10 @@ def run_event_method(method: str, data: pd.DataFrame, *, outcome: str, unit: str
     if cluster is not None:
         base["cluster"] = cluster
     if method == "callaway_santanna":
+        agg = {k: options.pop(k) for k in ("na_rm", "balance_e") if k in options}
         res = fn(data, **base, alpha=alpha, **options)
         return res.aggregate("dynamic", min_e=None if leads is None else -int(leads),
-                             max_e=None if lags is None else int(lags))
+                             max_e=None if lags is None else int(lags), **agg)
     if method == "sun_abraham":
         if ref not in (-1, (-1,), [-1]):
             options.setdefault("ref", ref)
