@@ -127,8 +127,7 @@ def demean(x: np.ndarray, fe_codes: Sequence[np.ndarray], *, weights: np.ndarray
     Notes
     -----
     One fixed-effect set is a single exact projection. Two sets on a balanced panel
-    (every cell once, equal weights) use the closed form
-    ``x - mean_i - mean_t + mean`` (one pass). Otherwise the method of alternating
+    (every cell once, equal weights) need one sequential sweep (exact). Otherwise the method of alternating
     projections runs until the change per sweep is below ``tol``.
     """
     x = np.asarray(x, dtype=float)
@@ -143,9 +142,10 @@ def demean(x: np.ndarray, fe_codes: Sequence[np.ndarray], *, weights: np.ndarray
         res = projs[0].subtract(x2)
         return DemeanResult(res[:, 0] if squeeze else res, True, 1)
     if len(projs) == 2 and _is_balanced(projs[0], projs[1], len(x2), w):
-        m0 = projs[0].means(x2)
-        m1 = projs[1].means(x2)
-        res = x2 - m0[projs[0].codes] - m1[projs[1].codes] + x2.mean(axis=0)
+        # one sequential sweep is the exact two-way projection on a balanced panel, and
+        # it keeps full precision when the levels are large (x - m_i - m_t + m loses
+        # digits to cancellation)
+        res = projs[1].subtract(projs[0].subtract(x2))
         return DemeanResult(res[:, 0] if squeeze else res, True, 1)
     scale = 1.0 + (np.max(np.abs(x2), axis=0) if len(x2) else np.zeros(x2.shape[1]))
     it = 0
