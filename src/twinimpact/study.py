@@ -8,6 +8,7 @@ validated before anything runs; every error names the key and the fix.
 Schema (every key, with defaults)::
 
     [study]
+    kind = "panel"                      # "panel" (default), "gravity" or "case_study"
     name = "de_exports"                 # required: folder name for outputs
     title = "..."                       # required: report title
     description = ""                    # one paragraph for the report
@@ -54,6 +55,28 @@ Schema (every key, with defaults)::
     report = true                       # the self-contained HTML report
     headline = "TWFE event study"       # label of the estimate quoted in the headline
     headline_subject = "German exports to a partner country"
+
+    # kind = "gravity": PPML structural gravity with twinning intensity
+    [gravity]
+    intensity = "n_twinnings"           # or "log1p_twinnings"
+    home = "DEU"                        # the registry's home country
+    years = [1986, 1990, 1994, 1998, 2002, 2006]
+    options = { ... }                   # ti.gravity_intensity keywords
+
+    # kind = "case_study": one or two treated cities vs donor cities (SDID, SC, DID)
+    [case]
+    series = "my_city_exports.csv"      # user data (format: twinimpact.casestudy);
+                                        # omitted: a clearly labelled SIMULATED series
+    columns = { city = "city", partner = "partner", year = "year", exports = "exports" }
+    treated_city = ["Qingdao", "Jinan"]
+    partner = "GBR"
+    relations = ["twinning"]            # which links in [twinnings] date the treatment
+    treated_from = { Qingdao = 1998 }   # optional override of the registry dates
+    transform = "log"
+    se = "placebo"
+    n_reps = 200
+    seed = 1
+    simulate = { start = 1975, end = 2014, effect = 0.1 }
 """
 
 from __future__ import annotations
@@ -73,7 +96,7 @@ FIGURE_FORMATS = ("png", "svg")
 LEVELS = ("country_pair", "city_partner")
 
 _SCHEMA: dict[str, set[str]] = {
-    "study": {"name", "title", "description", "simulated", "caveats"},
+    "study": {"name", "title", "description", "simulated", "caveats", "kind"},
     "twinnings": {"path", "columns", "options", "relations", "rule"},
     "trade": {"path", "columns", "options", "reporters", "years"},
     "panel": {"level"},
@@ -81,8 +104,13 @@ _SCHEMA: dict[str, set[str]] = {
     "window": {"leads", "lags"},
     "inference": {"cluster", "alpha"},
     "estimate": {"label", "estimator", "options"},
-    "output": {"tables", "figures", "report", "headline", "headline_subject"},
+    "output": {"tables", "figures", "report", "headline", "headline_subject",
+               "headline_term"},
+    "gravity": {"intensity", "home", "years", "options"},
+    "case": {"series", "columns", "treated_city", "partner", "relations", "treated_from",
+             "transform", "se", "n_reps", "seed", "honest", "honest_options", "simulate"},
 }
+KINDS = ("panel", "gravity", "case_study")
 
 
 @dataclass(frozen=True)
@@ -117,6 +145,10 @@ class Study:
     report: bool
     headline: str | None = None
     headline_subject: str = "The outcome"
+    headline_term: str = "ATT"
+    kind: str = "panel"
+    gravity: dict[str, Any] = field(default_factory=dict)
+    case: dict[str, Any] = field(default_factory=dict)
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def resolve(self, p: str | Path) -> Path:
@@ -180,9 +212,18 @@ def parse_study(doc: dict[str, Any], path: Path | None = None) -> Study:
     if not name.replace("_", "").replace("-", "").isalnum():
         raise _err("study.name", "study.name must be letters, digits, '-' or '_' (it names "
                    "the output folders)", seen=name, fix="e.g. name = \"de_exports\"")
-    for sec in ("twinnings", "trade"):
+    kind = _choice("study.kind", st.get("kind", "panel"), KINDS)
+    needed = {"panel": ("twinnings", "trade"), "gravity": ("twinnings", "trade"),
+              "case_study": ("twinnings",)}[kind]
+    for sec in needed:
         if "path" not in doc.get(sec, {}):
             raise _err(f"{sec}.path", f"[{sec}] needs a path", fix="path = \"data/raw/...\"")
+    if kind == "case_study":
+        case = doc.get("case", {})
+        if not case.get("treated_city") or not case.get("partner"):
+            raise _err("case.treated_city", "a case study needs [case] treated_city and "
+                       "partner", seen={k: case.get(k) for k in ("treated_city", "partner")},
+                       fix='treated_city = ["Qingdao"], partner = "GBR"')
     level = _choice("panel.level", doc.get("panel", {}).get("level", "country_pair"), LEVELS)
     outcome = doc.get("outcome", {})
     transform = _choice("outcome.transform", outcome.get("transform", "log"), OUTCOME_TRANSFORMS)
@@ -213,11 +254,11 @@ def parse_study(doc: dict[str, Any], path: Path | None = None) -> Study:
         if not isinstance(opts, dict):
             raise _err(f"estimate[{i}].options", "options must be a table", seen=opts)
         estimates.append(EstimateSpec(label, est, dict(opts)))
-    if not estimates:
+    if not estimates and kind == "panel":
         raise _err("estimate", "a study needs at least one [[estimate]]",
                    fix="add [[estimate]] with estimator = \"twfe\"")
     out = doc.get("output", {})
-    if out.get("headline") is not None and out["headline"] not in labels:
+    if kind == "panel" and out.get("headline") is not None and out["headline"] not in labels:
         raise _err("output.headline", "headline must be the label of an [[estimate]]",
                    seen=out["headline"], fix=f"use one of {', '.join(sorted(labels))}")
     tables = tuple(_choice("output.tables", t, TABLE_FORMATS)
@@ -231,12 +272,14 @@ def parse_study(doc: dict[str, Any], path: Path | None = None) -> Study:
         path=path, name=name, title=str(st["title"]),
         description=str(st.get("description", "")), simulated=bool(st.get("simulated", False)),
         caveats=tuple(str(c) for c in caveats), twinnings=dict(doc["twinnings"]),
-        trade=dict(doc["trade"]), level=level, transform=transform,
+        trade=dict(doc.get("trade", {})), level=level, transform=transform,
         outcome_label=str(outcome.get("label", transform + " trade value")),
         leads=window.get("leads"), lags=window.get("lags"), cluster=inf.get("cluster"),
         alpha=float(alpha), estimates=tuple(estimates), tables=tables, figures=figures,
         report=bool(out.get("report", True)), headline=out.get("headline"),
-        headline_subject=str(out.get("headline_subject", "The outcome")), raw=doc,
+        headline_subject=str(out.get("headline_subject", "The outcome")), kind=kind,
+        headline_term=str(out.get("headline_term", "ATT")),
+        gravity=dict(doc.get("gravity", {})), case=dict(doc.get("case", {})), raw=doc,
     )
 
 

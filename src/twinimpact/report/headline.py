@@ -26,17 +26,19 @@ class Headline:
     ci_upper: float
     p_value: float
     n_post: int | None
+    term: str = "ATT"
 
 
-def _att_row(result: Any, alpha: float):
+def _att_row(result: Any, alpha: float, term: str = "ATT"):
     f = result.to_frame(alpha)
-    rows = f[f["term"] == "ATT"]
+    rows = f[f["term"] == term]
     return None if rows.empty else (f, rows.iloc[0])
 
 
 def pick_headline(results: dict[str, Any], study: Any) -> Headline | None:
     """The estimate to quote: the study's ``[output] headline`` or the most robust one."""
     alpha = study.alpha
+    term = getattr(study, "headline_term", "ATT")
     labels = list(results)
     if getattr(study, "headline", None) in results:
         labels = [study.headline] + [k for k in labels if k != study.headline]
@@ -45,18 +47,29 @@ def pick_headline(results: dict[str, Any], study: Any) -> Headline | None:
         labels.sort(key=lambda k: rank.get(str(getattr(results[k], "estimator", "")).split(
             "/")[0], len(rank)))
     for k in labels:
-        got = _att_row(results[k], alpha)
+        got = _att_row(results[k], alpha, term)
         if got is None:
             continue
         f, row = got
         if not math.isfinite(row["estimate"]):
             continue
         n_post = None
-        if "rel_time" in f.columns:
+        if term == "ATT" and "rel_time" in f.columns:
             n_post = int((f["rel_time"] >= 0).sum()) or None
         return Headline(k, results[k], float(row["estimate"]), float(row["ci_lower"]),
-                        float(row["ci_upper"]), float(row["p_value"]), n_post)
+                        float(row["ci_upper"]), float(row["p_value"]), n_post, term)
     return None
+
+
+#: how a per-unit effect of a continuous treatment is said
+PER_TERM = {"n_twinnings": "per additional twinning"}
+
+
+def _p(x: float) -> str:
+    """Percent with enough digits to be informative (2 significant below 1%)."""
+    if not math.isfinite(x):
+        return "n/a"
+    return f"{x:.1f}%" if abs(x) >= 1 else f"{x:.2g}%"
 
 
 def _pct(b: float) -> float:
@@ -67,14 +80,18 @@ def headline_sentence(h: Headline, study: Any) -> tuple[str, str]:
     """(headline, how-sure sentence) in plain words."""
     level = 100 * (1 - study.alpha)
     subject = getattr(study, "headline_subject", "The outcome")
-    when = (f"in the {h.n_post} years after the first twinning" if h.n_post
-            else "after the first twinning")
+    if h.term != "ATT":
+        when = PER_TERM.get(h.term, f"per one-unit increase in {h.term}")
+    elif h.n_post:
+        when = f"in the {h.n_post} years after the first twinning"
+    else:
+        when = "after the first twinning"
     proportional = study.transform in ("log", "log1p", "asinh") or any(
         s in str(getattr(h.result, "estimator", "")) for s in ("ppml", "poisson"))
     if proportional:
         x, lo, hi = _pct(h.estimate), _pct(h.ci_lower), _pct(h.ci_upper)
         word = "higher" if x >= 0 else "lower"
-        head = (f"{subject} were {abs(x):.1f}% {word}, {level:g}% CI [{lo:.1f}%, {hi:.1f}%], "
+        head = (f"{subject} were {_p(abs(x))} {word}, {level:g}% CI [{_p(lo)}, {_p(hi)}], "
                 f"{when} (estimate: {h.label}).")
     else:
         word = "higher" if h.estimate >= 0 else "lower"

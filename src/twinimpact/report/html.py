@@ -88,6 +88,21 @@ def _fig_png(run: Any) -> str | None:
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
+def _draw_png(draw: Any) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    fig = plt.figure(figsize=(11, 4.5))
+    draw(fig)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
 def _list(items: list[str]) -> str:
     if not items:
         return "<p>None.</p>"
@@ -196,6 +211,15 @@ def render_report(run: Any) -> str:
                      "twinning, with confidence intervals. Points before zero should be close "
                      "to zero if treated and comparison units were on parallel paths."
                      "</figcaption></figure>")
+    for stem, title, caption, draw in getattr(run, "figures", []):
+        png_x = _draw_png(draw)
+        parts.append(f"<h2>{e(title)}</h2>")
+        parts.append(f'<figure id="{e(stem)}"><img alt="{e(title)}" '
+                     f'src="data:image/png;base64,{png_x}"><figcaption>{e(caption)}'
+                     "</figcaption></figure>")
+    notes = run.diagnostics.get("sentences", []) + run.diagnostics.get("notes", [])
+    if notes:
+        parts.append("<h2>In words</h2>" + _list(list(notes)))
     parts.append("<h2>Diagnostics</h2>")
     parts.append("<h3>Pre-trend checks</h3>" + _list(_pretests(run)))
     parts.append("<h3>Rows used and dropped</h3>" + _list(_dropped_lines(run)))
