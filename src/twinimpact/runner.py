@@ -377,8 +377,13 @@ def _run_case_study(study: Study, processed: Path) -> StudyRun:
                     "steps": {"series": {"n_in": len(series), "n_out": len(cs.panel),
                                          "dropped": {"other partners": int(
                                              len(series) - len(cs.panel))}}}}
-        panel, path = _write_data(cs.panel, manifest, processed, "case_panel.parquet")
-    run = StudyRun(study=study, panel=panel, analysis_frame=cs.panel, results=results,
+        frame = cs.panel
+        if source.get("kind") == "simulated":
+            from .casestudy import SIMULATED_NOTE
+
+            frame = frame.assign(note=SIMULATED_NOTE)
+        panel, path = _write_data(frame, manifest, processed, "case_panel.parquet")
+    run = StudyRun(study=study, panel=panel, analysis_frame=frame, results=results,
                    failures={}, outputs={"panel": Path(path)},
                    diagnostics={"treated_from": dates, "notes": list(cs.notes)},
                    warnings=messages)

@@ -44,6 +44,11 @@ METHOD_NOTES: dict[str, str] = {
              "untreated observations, then regresses on treatment.",
     "synthetic_did": "Synthetic difference-in-differences (Arkhangelsky et al. 2021): "
                      "reweights control units and pre-periods to match the treated unit.",
+    "synthetic_control": "Synthetic control (Abadie, Diamond & Hainmueller 2010, as in "
+                         "synthdid's sc_estimate): a weighted mix of donor units that tracks "
+                         "the treated unit before treatment; no time weights or intercept.",
+    "did": "Plain difference-in-differences with equal weights on every donor unit and "
+           "pre-period (synthdid's did_estimate).",
     "ppml": "Poisson pseudo-maximum likelihood (Santos Silva & Tenreyro 2006) with fixed "
             "effects: the standard gravity estimator; keeps zero trade flows.",
     "poisson_event_study": "Poisson event study: effects in proportional terms, keeping zero "
