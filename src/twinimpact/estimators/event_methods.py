@@ -12,6 +12,9 @@ method                 what runs
                        estimated (fixest ``sunab`` uses all periods) but not shown
 ``imputation``         ``imputation(..., horizons=0..lags, pretrends=leads)``
 ``did2s``              ``did2s(..., event_study=True)``
+``poisson``            ``poisson_event_study(..., leads, lags, ref)`` (log-scale
+                       effects in levels, zeros kept; its own ``method`` is passed as
+                       ``poisson_method="etwfe"|"dynamic"``)
 =====================  ===========================================================
 
 Extra keywords are passed to the estimator unchanged.
@@ -55,7 +58,7 @@ def run_event_method(method: str, data: pd.DataFrame, *, outcome: str, unit: str
                      ref: int | Sequence[int], covariates: Sequence[str] | None,
                      cluster: Any, alpha: float, **options: Any) -> Any:
     """Run ``method`` as an event study (see the module docstring)."""
-    fn = get_estimator(method)
+    fn = get_estimator("poisson_event_study" if method == "poisson" else method)
     base = dict(outcome=outcome, unit=unit, time=time, cohort=cohort)
     if covariates:
         if "covariates" not in inspect.signature(fn).parameters:
@@ -84,5 +87,9 @@ def run_event_method(method: str, data: pd.DataFrame, *, outcome: str, unit: str
     if method == "did2s":
         options.setdefault("event_study", True)
         return _window_filter(fn(data, **base, alpha=alpha, **options), leads, lags)
+    if method == "poisson":
+        if "poisson_method" in options:
+            options["method"] = options.pop("poisson_method")
+        return fn(data, **base, leads=leads, lags=lags, ref=ref, alpha=alpha, **options)
     raise SpecificationError(format_message("unknown event-study method", seen=method,
                                             fix="see ti.event_study's docstring"))

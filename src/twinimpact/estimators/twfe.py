@@ -46,7 +46,8 @@ from ._fe import demean, factorize, fe_dof, is_balanced_twoway, ols, ols_twoway_
 __all__ = ["EVENT_STUDY_METHODS", "event_study", "fit_fe_ols", "twfe"]
 
 VcovKind = Literal["iid", "hetero", "cluster"]
-EVENT_STUDY_METHODS = ("twfe", "callaway_santanna", "sun_abraham", "imputation", "did2s")
+EVENT_STUDY_METHODS = ("twfe", "callaway_santanna", "sun_abraham", "imputation", "did2s",
+                       "poisson")
 
 
 def _as_tuple(x: str | Sequence[str] | None) -> tuple[str, ...]:
@@ -336,7 +337,7 @@ def event_study(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohor
         As in :func:`twfe`.
     method : str
         One of ``"twfe"``, ``"callaway_santanna"``, ``"sun_abraham"``, ``"imputation"``,
-        ``"did2s"``.
+        ``"did2s"``, ``"poisson"`` (see :mod:`twinimpact.estimators.event_methods`).
 
     Returns
     -------
