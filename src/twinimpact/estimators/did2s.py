@@ -40,15 +40,19 @@ from scipy import sparse
 from .._validation import prepare_panel, require_columns
 from ..errors import (
     DroppedRowsWarning,
-    EstimationError,
-    InputError,
     NotComputableWarning,
     SpecificationError,
     format_message,
 )
 from ..results import EstimationResult, VcovSpec, make_result
 from ._fe import factorize
-from .imputation import fit_untreated, predict, solve_normal, system_rhs
+from .imputation import (
+    check_two_stage_inputs,
+    fit_untreated,
+    predict,
+    solve_normal,
+    system_rhs,
+)
 
 __all__ = ["did2s", "two_stage_vcov"]
 
@@ -175,17 +179,7 @@ def did2s(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort: str
     never = np.isnan(g)
     treated = ~never & (t >= g)
     untreated = ~treated
-    if not treated.any():
-        raise InputError(format_message("did2s: no treated observation (time >= cohort)",
-                                        seen=cohort, fix="check the cohort column"))
-    if not untreated.any():
-        raise EstimationError(format_message(
-            "did2s: no untreated observations for the first stage",
-            fix="the first stage needs never-treated or not-yet-treated rows"))
-    w = f[weights].to_numpy(dtype=float) if weights else None
-    if w is not None and (w < 0).any():
-        raise InputError(format_message("weights must be non-negative", seen=float(w.min()),
-                                        fix=f"check the column {weights!r}"))
+    w = check_two_stage_inputs(f, treated, cohort, weights, "did2s")
     fe_codes = [factorize(col(c))[0] for c in fs]
     xcov = np.column_stack([f[c].to_numpy(dtype=float) for c in covariates]) \
         if covariates else None

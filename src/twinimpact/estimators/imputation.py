@@ -295,6 +295,25 @@ def _as_pretrends(pretrends: Any, available: np.ndarray) -> list[int]:
     return list(range(-int(pretrends), 0))
 
 
+def check_two_stage_inputs(frame: pd.DataFrame, treated: np.ndarray, cohort: str,
+                           weights: str | None, estimator: str) -> np.ndarray | None:
+    """Shared checks of the two-stage estimators (imputation, did2s): some treated and
+    some untreated observations, non-negative weights. Returns the weights (or None)."""
+    if not treated.any():
+        raise InputError(format_message(
+            f"{estimator}: no treated observation (time >= cohort)", seen=cohort,
+            fix="check the cohort column: it is the first treated period"))
+    if treated.all():
+        raise EstimationError(format_message(
+            f"{estimator}: no untreated observations for the first stage (the model of Y(0))",
+            fix="the first stage needs never-treated or not-yet-treated rows"))
+    w = frame[weights].to_numpy(dtype=float) if weights else None
+    if w is not None and (w < 0).any():
+        raise InputError(format_message("weights must be non-negative", seen=float(w.min()),
+                                        fix=f"check the column {weights!r}"))
+    return w
+
+
 def imputation(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort: str,
                horizons: bool | int | Sequence[int] | None = None,
                pretrends: bool | int | None = None, cluster: str | None = None,
@@ -368,18 +387,7 @@ def imputation(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort
     never = np.isnan(g)
     treated = ~never & (t >= g)
     untreated = ~treated
-    if not treated.any():
-        raise InputError(format_message(
-            "imputation: no treated observation (time >= cohort)", seen=cohort,
-            fix="check the cohort column: it is the first treated period"))
-    if not untreated.any():
-        raise EstimationError(format_message(
-            "imputation: no untreated observations to fit the model for Y(0)",
-            fix="the first stage needs never-treated or not-yet-treated rows"))
-    w = f[weights].to_numpy(dtype=float) if weights else None
-    if w is not None and (w < 0).any():
-        raise InputError(format_message("weights must be non-negative", seen=float(w.min()),
-                                        fix=f"check the column {weights!r}"))
+    w = check_two_stage_inputs(f, treated, cohort, weights, "imputation")
     unit_codes, _ = factorize(f["unit"].to_numpy())
     time_codes, _ = factorize(t)
     fit = fit_untreated(y, [unit_codes, time_codes], untreated, weights=w)
