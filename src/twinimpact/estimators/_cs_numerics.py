@@ -17,6 +17,19 @@ robust, logit propensity score + OLS outcome regression; the one R did calls for
 ``est_method = "dr"``), ``std_ipw_did_panel`` (normalised IPW, control units with a
 propensity score at or above 0.995 trimmed) and ``reg_did_panel`` (outcome regression),
 all with unit weights.
+
+Unbalanced panels (R did ``allow_unbalanced_panel = TRUE``) treat each cell as repeated
+cross sections: :func:`cell_closed_form_rc` and :func:`cell_estimate_rc` reproduce DRDID's
+``drdid_rc`` (the locally efficient DR estimator of Sant'Anna & Zhao 2020, eq. 3.4, the
+one R did calls for ``est_method = "dr"`` when ``panel = FALSE``), ``std_ipw_did_rc`` and
+``reg_did_rc`` on the ``n1`` observations (rows) of the cell:
+
+* ``y``    (n1,)    outcome of each observation in its own period;
+* ``post`` (n1,)    1 when the observation is from period ``t``, 0 from the base period;
+* ``D``, ``X``      as above, ``X`` row-wise (each observation's own covariates).
+
+Their influence function is per observation, scaled by ``n_units / n1``; the caller sums
+it within unit (R ``rowsum(.., .rowid)``).
 """
 
 from __future__ import annotations
@@ -33,7 +46,9 @@ __all__ = [
     "LogitFit",
     "cell_closed_form",
     "cell_closed_form_full",
+    "cell_closed_form_rc",
     "cell_estimate",
+    "cell_estimate_rc",
     "logit",
     "mammen_bootstrap",
     "quantile_type1",
@@ -254,6 +269,193 @@ def cell_estimate(dy: np.ndarray, D: np.ndarray, X: np.ndarray, n_total: int, me
         M1 = X.T @ w / n1
         inf_c = (w * (out - eta_c) + ols_term(M1)) / mw
         inf = inf_t - inf_c
+    if not np.isfinite(att):
+        return CellFit(np.nan, nan_inf, "the 2x2 estimate is not finite")
+    return CellFit(float(att), inf * (n_total / n1))
+
+
+def cell_closed_form_rc(Y: np.ndarray, present: np.ndarray, cur: int, base: int,
+                        treat: np.ndarray, ctrl: np.ndarray, n_total: int, method: str,
+                        out: np.ndarray) -> CellFit:
+    """Repeated-cross-section 2x2 DiD without covariates, on a wide unbalanced panel.
+
+    ``Y`` (n, T) outcomes (anything where absent), ``present`` (n, T) bool, ``cur``/``base``
+    the column of period ``t`` and of the base period, ``treat``/``ctrl`` (n,) unit masks.
+    Without covariates ``drdid_rc``, ``std_ipw_did_rc`` and ``reg_did_rc`` all reduce to
+    the difference of four cell means over the observations present,
+    ``ATT = (m_T1 - m_T0) - (m_C1 - m_C0)``, with per-observation influence function
+    ``(n1 / N_cell) (y - m_cell)`` signed +, -, -, + (times ``n_total / n1``). Summed
+    within unit it is written into ``out`` (n,) (zero for units outside the cell):
+    ``psi_i = n_total [T1_i (y_it - m_T1)/N_T1 - T0_i (y_ib - m_T0)/N_T0
+    - C1_i (y_it - m_C1)/N_C1 + C0_i (y_ib - m_C0)/N_C0]``.
+
+    R's guards apply: an empty (group, period) cell; for ``"dr"``/``"ipw"`` the overlap
+    check (share of treated observations >= 0.999) and the trimming of every comparison
+    observation when that share is >= 0.995 (both RC estimators then divide 0 by 0).
+    """
+    at_t, at_b = present[:, cur], present[:, base]
+    masks = (treat & at_t, treat & at_b, ctrl & at_t, ctrl & at_b)
+    N = [int(np.count_nonzero(m)) for m in masks]
+    empty = np.empty(0)
+    if min(N) == 0:
+        which = ["cohort in period t", "cohort in the base period",
+                 "comparison units in period t", "comparison units in the base period"]
+        return CellFit(np.nan, empty, "no observations of the "
+                       + " / ".join(w for w, c in zip(which, N, strict=True) if c == 0))
+    n1 = sum(N)
+    share = (N[0] + N[1]) / n1
+    if method in ("dr", "ipw") and share >= OVERLAP_MAX:
+        return CellFit(np.nan, empty, "overlap condition violated "
+                       f"(propensity score {share:.4f} >= {OVERLAP_MAX})")
+    if method in ("dr", "ipw") and share >= IPW_TRIM:
+        return CellFit(np.nan, empty,
+                       f"all comparison observations trimmed (propensity score >= {IPW_TRIM})")
+    yt, yb = Y[:, cur], Y[:, base]
+    m = [np.add.reduce(v, where=mk) / c
+         for v, mk, c in zip((yt, yb, yt, yb), masks, N, strict=True)]
+    out[:] = 0.0
+    for v, mk, c, mean, sign in zip((yt, yb, yt, yb), masks, N, m, (1.0, -1.0, -1.0, 1.0),
+                                    strict=True):
+        np.add(out, (v - mean) * (sign * n_total / c), out=out, where=mk)
+    return CellFit(float((m[0] - m[1]) - (m[2] - m[3])), empty)
+
+
+def _ols_rep(X: np.ndarray, y: np.ndarray, sel: np.ndarray, n1: int):
+    """OLS of ``y`` on ``X`` over rows ``sel``: fitted values on every row and a function
+    ``M -> r_i x_i' (X_s'X_s / n1)^{-1} M`` (the ``asy.lin.rep %*% M`` of DRDID)."""
+    Xs = X[sel]
+    xpx = Xs.T @ Xs / n1
+    if _rcond_bad(xpx):
+        return None
+    beta = np.linalg.solve(xpx, Xs.T @ y[sel] / n1)
+    fit = X @ beta
+    r = np.where(sel, y - fit, 0.0)
+
+    def rep(M: np.ndarray) -> np.ndarray:
+        return r * (X @ np.linalg.solve(xpx, M))
+
+    return fit, rep
+
+
+def cell_estimate_rc(y: np.ndarray, post: np.ndarray, D: np.ndarray, X: np.ndarray,
+                     n_total: int, method: str, ps: LogitFit | None = None) -> CellFit:
+    """ATT(g, t) of one cell from repeated cross sections, as R DRDID (module docstring).
+
+    Parameters
+    ----------
+    y, post, D, X : (n1,), (n1,), (n1,), (n1, k) observations of the cell, ``X[:, 0]``
+        the intercept.
+    n_total : number of units in the panel (influence-function scaling ``n / n1``).
+    method : ``"dr"`` (``drdid_rc``, locally efficient, Sant'Anna & Zhao 2020 eq. 3.4),
+        ``"ipw"`` (``std_ipw_did_rc``, trimming at 0.995) or ``"reg"`` (``reg_did_rc``).
+    ps : a logit fit of ``D`` on ``X`` on exactly these rows; fitted if None.
+
+    Returns
+    -------
+    CellFit with ``inf`` (n1,) per observation (sum it within unit).
+    """
+    n1 = len(D)
+    Df = D.astype(float)
+    pf = post.astype(float)
+    nan_inf = np.full(n1, np.nan)
+    d1, d0 = Df == 1, Df == 0
+    p1, p0 = pf == 1, pf == 0
+    if method in ("dr", "ipw"):
+        if ps is None:
+            ps = logit(X, Df)
+        if not np.all(np.isfinite(ps.fitted)) or np.max(ps.fitted) >= OVERLAP_MAX:
+            return CellFit(np.nan, nan_inf, "overlap condition violated (max propensity "
+                           f"score >= {OVERLAP_MAX}) or the logit did not converge")
+        p = np.minimum(ps.fitted, PS_CAP)
+        W = p * (1.0 - p)
+        xwx = (X.T * W) @ X
+        if _rcond_bad(xwx):
+            return CellFit(np.nan, nan_inf, "singular propensity-score Hessian")
+        score = Df - p
+
+        def ps_term(M: np.ndarray) -> np.ndarray:  # asy.lin.rep.ps %*% M
+            return score * (X @ np.linalg.solve(xwx / n1, M))
+
+        trim = np.where(d0, p < IPW_TRIM, True).astype(float)
+        odds = p / (1.0 - p)
+    if method in ("dr", "reg"):
+        if _rcond_bad(X[d0].T @ X[d0]):
+            return CellFit(np.nan, nan_inf, "covariate matrix of the comparison units is "
+                           "singular or ill-conditioned")
+        fits = {}
+        for key, sel in (("c0", d0 & p0), ("c1", d0 & p1), ("t0", d1 & p0), ("t1", d1 & p1)):
+            if key[0] == "t" and method == "reg":
+                continue
+            f = _ols_rep(X, y, sel, n1)
+            if f is None:
+                return CellFit(np.nan, nan_inf, f"singular regression design ({key} cell)")
+            fits[key] = f
+    mean = np.mean
+
+    def lead(w: np.ndarray, v: np.ndarray) -> tuple[float, np.ndarray]:
+        """Hajek mean ``a = mean(w v)/mean(w)`` and its leading influence term."""
+        mw = mean(w)
+        a = mean(w * v) / mw
+        return a, w * (v - a) / mw
+
+    if method == "dr":
+        (mu_c0, rep_c0), (mu_c1, rep_c1) = fits["c0"], fits["c1"]
+        (mu_t0, rep_t0), (mu_t1, rep_t1) = fits["t0"], fits["t1"]
+        mu_c = np.where(p1, mu_c1, mu_c0)
+        res = y - mu_c
+        w_t0, w_t1 = trim * Df * (1 - pf), trim * Df * pf
+        w_c0, w_c1 = trim * odds * (1 - Df) * (1 - pf), trim * odds * (1 - Df) * pf
+        w_d = trim * Df
+        if mean(w_c0) == 0 or mean(w_c1) == 0:
+            return CellFit(np.nan, nan_inf, "all comparison observations trimmed "
+                           f"(propensity score >= {IPW_TRIM})")
+        a_t0, i_t0 = lead(w_t0, res)
+        a_t1, i_t1 = lead(w_t1, res)
+        a_c0, i_c0 = lead(w_c0, res)
+        a_c1, i_c1 = lead(w_c1, res)
+        gap1, gap0 = mu_t1 - mu_c1, mu_t0 - mu_c0
+        a_d1, i_d1 = lead(w_d, gap1)
+        a_dt1, i_dt1 = lead(w_t1, gap1)
+        a_d0, i_d0 = lead(w_d, gap0)
+        a_dt0, i_dt0 = lead(w_t0, gap0)
+        att = (a_t1 - a_t0) - (a_c1 - a_c0) + (a_d1 - a_dt1) - (a_d0 - a_dt0)
+        # estimation effects (M vectors of DRDID, k-vectors)
+        M1_1 = -X.T @ (w_t1 * pf) / n1 / mean(w_t1)
+        M1_0 = -X.T @ (w_t0 * (1 - pf)) / n1 / mean(w_t0)
+        M2_0 = X.T @ (w_c0 * (res - a_c0)) / n1 / mean(w_c0)
+        M2_1 = X.T @ (w_c1 * (res - a_c1)) / n1 / mean(w_c1)
+        M3_1 = -X.T @ (w_c1 * pf) / n1 / mean(w_c1)
+        M3_0 = -X.T @ (w_c0 * (1 - pf)) / n1 / mean(w_c0)
+        mom1 = X.T @ (w_d / mean(w_d) - w_t1 / mean(w_t1)) / n1
+        mom0 = X.T @ (w_d / mean(w_d) - w_t0 / mean(w_t0)) / n1
+        inf_treat = i_t1 - i_t0 + rep_c1(M1_1) + rep_c0(M1_0)
+        inf_cont = (i_c1 - i_c0 + ps_term(M2_1 - M2_0) + rep_c1(M3_1) + rep_c0(M3_0))
+        inf_eff = (i_d1 - i_dt1) - (i_d0 - i_dt0)
+        inf_or = (rep_t1(mom1) - rep_c1(mom1)) - (rep_t0(mom0) - rep_c0(mom0))
+        inf = inf_treat - inf_cont + inf_eff + inf_or
+    elif method == "ipw":
+        w_t0, w_t1 = trim * Df * (1 - pf), trim * Df * pf
+        w_c0, w_c1 = trim * odds * (1 - Df) * (1 - pf), trim * odds * (1 - Df) * pf
+        if mean(w_c0) == 0 or mean(w_c1) == 0:
+            return CellFit(np.nan, nan_inf, "all comparison observations trimmed "
+                           f"(propensity score >= {IPW_TRIM})")
+        a_t0, i_t0 = lead(w_t0, y)
+        a_t1, i_t1 = lead(w_t1, y)
+        a_c0, i_c0 = lead(w_c0, y)
+        a_c1, i_c1 = lead(w_c1, y)
+        att = (a_t1 - a_t0) - (a_c1 - a_c0)
+        M2_0 = X.T @ (w_c0 * (y - a_c0)) / n1 / mean(w_c0)
+        M2_1 = X.T @ (w_c1 * (y - a_c1)) / n1 / mean(w_c1)
+        inf = (i_t1 - i_t0) - (i_c1 - i_c0 + ps_term(M2_1 - M2_0))
+    else:  # reg
+        (mu_c0, rep_c0), (mu_c1, rep_c1) = fits["c0"], fits["c1"]
+        w_t0, w_t1 = Df * (1 - pf), Df * pf
+        a_t0, i_t0 = lead(w_t0, y)
+        a_t1, i_t1 = lead(w_t1, y)
+        a_c, i_c = lead(Df, mu_c1 - mu_c0)
+        att = (a_t1 - a_t0) - a_c
+        M1 = X.T @ Df / n1
+        inf = (i_t1 - i_t0) - (i_c + (rep_c1(M1) - rep_c0(M1)) / mean(Df))
     if not np.isfinite(att):
         return CellFit(np.nan, nan_inf, "the 2x2 estimate is not finite")
     return CellFit(float(att), inf * (n_total / n1))

@@ -176,13 +176,18 @@ class _Panel:
     dropped_units: dict[str, int]
     n_input: int
     glist: np.ndarray
+    present: np.ndarray | None = None  # (n, T) observed cells; None = balanced panel path
+    n_obs: int = 0                     # rows used
+    balanced: bool = True              # every unit observed in every period
 
 
 def _prepare(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort: str,
              covariates: Sequence[str], cluster: str | None, control_group: str,
-             anticipation: int) -> _Panel:
-    """Validate, drop (counted) and pivot to a balanced wide panel, as R did's
-    ``pre_process_did2`` with ``allow_unbalanced_panel = FALSE``."""
+             anticipation: int, allow_unbalanced: bool = False) -> _Panel:
+    """Validate, drop (counted) and pivot to a wide panel, as R did's ``pre_process_did2``:
+    balanced by dropping incomplete units (``allow_unbalanced_panel = FALSE``) or kept
+    unbalanced with a presence mask (``TRUE``: every observation stays, units observed
+    once included)."""
     require_frame(data)
     for name, val in (("outcome", outcome), ("unit", unit), ("time", time),
                       ("cohort", cohort)):
@@ -354,7 +359,8 @@ def _prepare(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort: 
     T = len(periods)
     n_per_unit = np.bincount(uc, minlength=n_u)
     incomplete = (n_per_unit > 0) & (n_per_unit < T)
-    if incomplete.any():
+    balanced = not incomplete.any()
+    if incomplete.any() and not allow_unbalanced:
         n_inc = int(incomplete.sum())
         before = len(uc)
         drop_rows(~incomplete[uc], "units not observed in every period (balanced panel)",
@@ -362,7 +368,9 @@ def _prepare(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort: 
         warnings.warn(
             f"{ESTIMATOR}: dropped {n_inc} unit(s) ({before - len(uc)} rows) not observed in "
             f"all {T} periods, to balance the panel as R did does "
-            "(allow_unbalanced_panel = FALSE). Counts are in result.diagnostics.",
+            "(allow_unbalanced_panel = FALSE). Counts are in result.diagnostics. To keep "
+            "them, pass allow_unbalanced_panel=True (every observation is used; each "
+            "ATT(g,t) is then estimated as from repeated cross sections, as R did).",
             DroppedRowsWarning, stacklevel=3)
         if len(uc) == 0:
             raise EstimationError(format_message(
@@ -372,13 +380,22 @@ def _prepare(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort: 
     new_code = np.cumsum(present) - 1
     u2 = new_code[uc]
     n = int(present.sum())
-    Y = np.empty((n, T), order="F")  # column (period) access is contiguous
-    Y[u2, tc] = y
-    Xw = []
-    for x in xs:
-        m = np.empty((n, T), order="F")
-        m[u2, tc] = x
-        Xw.append(m)
+    # allow_unbalanced: the repeated-cross-section path, also when the panel happens to
+    # be balanced (as R did < 2.3.0; see the notes of callaway_santanna)
+    fill = np.nan if allow_unbalanced else None
+    obs_mask = None
+    if allow_unbalanced:
+        obs_mask = np.zeros((n, T), dtype=bool, order="F")
+        obs_mask[u2, tc] = True
+
+    def wide(v: np.ndarray) -> np.ndarray:
+        m = (np.empty((n, T), order="F") if fill is None  # column access is contiguous
+             else np.full((n, T), fill, order="F"))
+        m[u2, tc] = v
+        return m
+
+    Y = wide(y)
+    Xw = [wide(x) for x in xs]
     coh = np.empty(n)
     coh[u2] = g
     clu, G = None, 0
@@ -396,7 +413,8 @@ def _prepare(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort: 
     dropped_rows.update(rows_out)
     return _Panel(Y=Y, X=Xw, cohort=coh, periods=periods, units=np.asarray(ulabels)[present],
                   cluster=clu, n_clusters=G, dropped_rows=dropped_rows,
-                  dropped_units=dropped_units, n_input=n_input, glist=glist)
+                  dropped_units=dropped_units, n_input=n_input, glist=glist,
+                  present=obs_mask, n_obs=len(uc), balanced=balanced)
 
 
 # ============================================================================ cells
@@ -467,6 +485,14 @@ def _compute_cells(p: _Panel, *, control_group: str, method: str, base_period: s
                 reasons[label] = "no treated or no comparison units"
                 inf[:, k] = np.nan
                 continue
+            if p.present is not None:  # unbalanced: repeated cross sections (R RC path)
+                fit = _rc_cell(p, cur, b, treat, ctrl, method, inf[:, k])
+                att[k] = fit.att
+                conv_issue |= fit.reason == "logit did not converge"
+                if np.isnan(fit.att):
+                    reasons[label] = fit.reason or "the 2x2 estimate is not finite"
+                    inf[:, k] = np.nan
+                continue
             if not p.X:
                 fit = num.cell_closed_form_full(Y[:, cur] - Y[:, b], treat, ctrl, n, method,
                                                 inf[:, k])
@@ -504,6 +530,40 @@ def _compute_cells(p: _Panel, *, control_group: str, method: str, base_period: s
                       ConvergenceWarning, stacklevel=3)
     return _Cells(att=att, inf=inf, group=grp, time=tim, base=base, normalized=normalized,
                   reasons=reasons)
+
+
+def _rc_cell(p: _Panel, cur: int, b: int, treat: np.ndarray, ctrl: np.ndarray,
+             method: str, out: np.ndarray) -> num.CellFit:
+    """One ATT(g, t) on an unbalanced panel as R did (``allow_unbalanced_panel = TRUE``):
+    every observation of the cohort and of the comparison group in period ``cur`` or in
+    the base period ``b`` is a repeated cross section (DRDID ``*_rc``); the influence
+    function, scaled by ``n_units / n_observations``, is summed within unit into ``out``."""
+    n = p.Y.shape[0]
+    if not p.X:
+        return num.cell_closed_form_rc(p.Y, p.present, cur, b, treat, ctrl, n, method, out)
+    sel = treat | ctrl
+    it = np.flatnonzero(sel & p.present[:, cur])
+    ib = np.flatnonzero(sel & p.present[:, b])
+    counts = (np.count_nonzero(treat[it]), np.count_nonzero(treat[ib]),
+              np.count_nonzero(ctrl[it]), np.count_nonzero(ctrl[ib]))
+    if min(counts) == 0:
+        return num.CellFit(np.nan, np.empty(0), "no observations of the cohort or of the "
+                           "comparison group in period t or in the base period")
+    units = np.concatenate([it, ib])
+    y = np.concatenate([p.Y[it, cur], p.Y[ib, b]])
+    post = np.concatenate([np.ones(len(it)), np.zeros(len(ib))])
+    D = treat[units]
+    X = np.column_stack([np.ones(len(units))]
+                        + [np.concatenate([x[it, cur], x[ib, b]]) for x in p.X])
+    ps = None
+    if method in ("dr", "ipw"):
+        ps = num.logit(X, D.astype(float))
+    fit = num.cell_estimate_rc(y, post, D, X, n, method, ps=ps)
+    if np.isfinite(fit.att):
+        out[:] = np.bincount(units, weights=fit.inf, minlength=n)
+        if ps is not None and not ps.converged:
+            return num.CellFit(fit.att, np.empty(0), "logit did not converge")
+    return fit
 
 
 # ============================================================================ inference
@@ -631,7 +691,8 @@ def callaway_santanna(data: pd.DataFrame, *, outcome: str, unit: str, time: str,
                       base_period: Literal["varying", "universal"] = "varying",
                       anticipation: int = 0, bootstrap: int | None = None,
                       seed: int | None = None, cluster: str | None = None,
-                      cband: bool = True, alpha: float = 0.05) -> CallawaySantAnnaResult:
+                      cband: bool = True, alpha: float = 0.05,
+                      allow_unbalanced_panel: bool = False) -> CallawaySantAnnaResult:
     """Group-time average treatment effects ATT(g, t) of Callaway & Sant'Anna (2021).
 
     Each ATT(g, t) compares the outcome change of cohort ``g`` (units first treated in
@@ -666,6 +727,14 @@ def callaway_santanna(data: pd.DataFrame, *, outcome: str, unit: str, time: str,
         bootstrap follows R ``mboot`` (cluster means, ``sqrt(G)`` scaling).
     cband : with ``bootstrap``, report uniform (sup-t) confidence bands (R ``cband``).
     alpha : significance level of the intervals (R ``alp``).
+    allow_unbalanced_panel : R's ``allow_unbalanced_panel``. ``False`` (default): units not
+        observed in every period are dropped (counted, warning) and the panel estimators
+        are used. ``True``: every observation is kept (also units observed only once) and
+        each ATT(g, t) is estimated as from repeated cross sections (DRDID ``drdid_rc``,
+        ``std_ipw_did_rc``, ``reg_did_rc``) on all observations of the cohort and of the
+        comparison group in period ``t`` or in the base period; the influence function is
+        summed within unit, so standard errors, clustering, the bootstrap and
+        ``.aggregate()`` remain at the unit level (R did's unbalanced-panel path).
 
     Returns
     -------
@@ -680,6 +749,19 @@ def callaway_santanna(data: pd.DataFrame, *, outcome: str, unit: str, time: str,
     -----
     Unbalanced panels are balanced by dropping units not observed in every period
     (R's default ``allow_unbalanced_panel = FALSE``); the dropped units are counted.
+    With ``allow_unbalanced_panel=True`` the repeated-cross-section path is used whether
+    or not the panel happens to be balanced, so the estimator does not change when one
+    observation is added or removed. On a balanced panel without covariates both paths
+    give the same estimates and standard errors (the unit sums of the cross-section
+    influence function are the panel one); with time-invariant covariates the estimates
+    agree too (the "dr" standard errors differ slightly, ~0.5% on mpdta with ``lpop``); with
+    time-varying covariates both differ (here each observation's own covariates enter, the
+    panel path uses the earlier period's). On unbalanced panels units seen in only one of
+    the two periods enter through their levels, so standard errors are typically larger
+    than on the balanced subsample. This is R did's behaviour before 2.3.0;
+    R did >= 2.3.0 instead resets ``allow_unbalanced_panel`` to ``FALSE`` when the panel
+    is balanced (did NEWS 2.3.0), which here means calling with
+    ``allow_unbalanced_panel=False``.
     Units already treated in the first period are dropped (counted, warning), as R.
     Without never-treated units ``control_group="never_treated"`` is an error (R 2.5
     instead recodes the last cohort as never treated); with ``"not_yet_treated"`` the
@@ -721,16 +803,31 @@ def callaway_santanna(data: pd.DataFrame, *, outcome: str, unit: str, time: str,
     if len(set(covariates)) != len(covariates):
         raise SpecificationError(f"covariates contains duplicates: {covariates}.")
 
+    if not isinstance(allow_unbalanced_panel, bool | np.bool_):
+        raise SpecificationError(format_message(
+            f"{ESTIMATOR}: allow_unbalanced_panel must be True or False",
+            seen=allow_unbalanced_panel, fix="pass allow_unbalanced_panel=True or False"))
+    allow_unbalanced_panel = bool(allow_unbalanced_panel)
+
     p = _prepare(data, outcome=outcome, unit=unit, time=time, cohort=cohort,
                  covariates=covariates, cluster=cluster, control_group=control_group,
-                 anticipation=int(anticipation))
+                 anticipation=int(anticipation), allow_unbalanced=allow_unbalanced_panel)
     n, T = p.Y.shape
-    # small cohorts (R: fewer than length(covariates) + 5 units)
+    # small cohorts (R: fewer than length(covariates) + 5 units; on the unbalanced path
+    # R counts observations / number of periods)
     req = len(covariates) + 5
-    sizes = {("never" if not np.isfinite(gv) else _fmt(gv)): int(c) for gv, c in zip(
-        *np.unique(np.where(np.isfinite(p.cohort), p.cohort, np.inf), return_counts=True),
-        strict=True)}
-    small = {k: v for k, v in sizes.items() if v < req}
+    coh_key = np.where(np.isfinite(p.cohort), p.cohort, np.inf)
+    gvals, gcounts = np.unique(coh_key, return_counts=True)
+    sizes = {("never" if not np.isfinite(gv) else _fmt(gv)): int(c)
+             for gv, c in zip(gvals, gcounts, strict=True)}
+    if p.present is not None:
+        obs_per_unit = p.present.sum(axis=1)
+        rows_g = np.bincount(np.searchsorted(gvals, coh_key), weights=obs_per_unit,
+                             minlength=len(gvals))
+        size_check = {k: float(r) / T for k, r in zip(sizes, rows_g, strict=True)}
+    else:
+        size_check = sizes
+    small = {k: sizes[k] for k, v in size_check.items() if v < req}
     if small:
         if "never" in small and control_group == "never_treated":
             raise EstimationError(format_message(
@@ -788,7 +885,8 @@ def callaway_santanna(data: pd.DataFrame, *, outcome: str, unit: str, time: str,
     spec = dict(outcome=outcome, unit=unit, time=time, cohort=cohort,
                 covariates=tuple(covariates), control_group=control_group, method=method,
                 base_period=base_period, anticipation=int(anticipation),
-                bootstrap=bootstrap, seed=seed, cluster=cluster, cband=cband, alpha=alpha)
+                bootstrap=bootstrap, seed=seed, cluster=cluster, cband=cband, alpha=alpha,
+                allow_unbalanced_panel=allow_unbalanced_panel)
     diagnostics = {
         "dropped_rows": dict(p.dropped_rows), "dropped_units": dict(p.dropped_units),
         "n_input_rows": p.n_input, "n_units": n, "n_periods": T,
@@ -797,13 +895,27 @@ def callaway_santanna(data: pd.DataFrame, *, outcome: str, unit: str, time: str,
         "pretest": pretest, "cells_not_computed": dict(cells.reasons),
         "normalized_cells": tuple(lab for lab, z in zip(labels, cells.normalized,
                                                         strict=True) if z),
+        "n_obs": p.n_obs, "balanced_panel": p.balanced,
+        "estimation_path": ("repeated_cross_sections" if p.present is not None
+                            else "panel"),
     }
+    if p.present is not None:
+        per_unit = p.present.sum(axis=1)
+        k_obs, k_units = np.unique(per_unit, return_counts=True)
+        diagnostics["units_by_periods_observed"] = {int(a): int(c) for a, c in zip(
+            k_obs, k_units, strict=True)}
+        diagnostics["n_units_observed_once"] = int(np.count_nonzero(per_unit == 1))
+        if p.balanced:
+            diagnostics["notes"] = (
+                "allow_unbalanced_panel=True on a balanced panel: ATT(g,t) estimated as from "
+                "repeated cross sections (R did < 2.3.0); R did >= 2.3.0 would use the panel "
+                "estimators here, as allow_unbalanced_panel=False does.",)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NotComputableWarning)  # announced above
         res = make_result(
             ESTIMATOR, pd.Series(cells.att, index=labels), v,
             _vcov_spec(kind, cluster, p.n_clusters, n, bootstrap, sup is not None),
-            nobs=n * T, spec=spec, diagnostics=diagnostics, term_info=term_info,
+            nobs=p.n_obs, spec=spec, diagnostics=diagnostics, term_info=term_info,
             cls=CallawaySantAnnaResult, influence=_ro(cells.inf),
             cluster_codes=None if p.cluster is None else _ro(p.cluster),
             sup_t=None if sup is None else _ro(sup), band=sup is not None,
