@@ -253,10 +253,11 @@ def sun_abraham(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohor
     idx = np.flatnonzero(cell_rows)
     pos[idx] = key.get_indexer(pd.MultiIndex.from_arrays([g[idx], rel[idx]]))
     kc = len(cells)
-    x = np.zeros((len(f), kc + len(covariates)))
-    x[idx, pos[idx]] = 1.0
+    # the cohort x period dummies go in as codes (``onehot``): fitted in O(n) on balanced
+    # panels, materialised only where the projection path needs them
+    x = np.empty((len(f), len(covariates)))
     for j, c in enumerate(covariates):
-        x[:, kc + j] = f[c].to_numpy(dtype=float)
+        x[:, j] = f[c].to_numpy(dtype=float)
     cell_names = [f"cohort={gv:g}:rel_time={int(ev)}" for gv, ev in
                   zip(cells["cohort"], cells["rel_time"], strict=True)]
     cl_cols = [f["unit"] if c == unit else f["time"] if c == time else f[c] for c in clus]
@@ -265,7 +266,8 @@ def sun_abraham(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohor
         params, v, vspec, info = fit_fe_ols(
             f["y"].to_numpy(), x, [*cell_names, *covariates],
             [f["unit"].to_numpy(), f["time"].to_numpy()], vcov="cluster",
-            clusters=[c.to_numpy() for c in cl_cols], cluster_names=clus, estimator=est)
+            clusters=[c.to_numpy() for c in cl_cols], cluster_names=clus, estimator=est,
+            onehot=pos)
     b = params.to_numpy()
     cells["estimate"] = b[:kc]
     cells["std_error"] = np.sqrt(np.clip(np.diag(v)[:kc], 0, None))
