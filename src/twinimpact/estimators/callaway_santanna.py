@@ -380,8 +380,10 @@ def _prepare(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort: 
     new_code = np.cumsum(present) - 1
     u2 = new_code[uc]
     n = int(present.sum())
-    # allow_unbalanced: the repeated-cross-section path, also when the panel happens to
-    # be balanced (as R did < 2.3.0; see the notes of callaway_santanna)
+    # allow_unbalanced: the repeated-cross-section path only when the panel really is
+    # unbalanced; on a balanced panel R did >= 2.3.0 resets allow_unbalanced_panel to
+    # FALSE and uses the panel estimators (did NEWS 2.3.0), and so do we
+    allow_unbalanced = allow_unbalanced and not balanced
     fill = np.nan if allow_unbalanced else None
     obs_mask = None
     if allow_unbalanced:
@@ -749,19 +751,13 @@ def callaway_santanna(data: pd.DataFrame, *, outcome: str, unit: str, time: str,
     -----
     Unbalanced panels are balanced by dropping units not observed in every period
     (R's default ``allow_unbalanced_panel = FALSE``); the dropped units are counted.
-    With ``allow_unbalanced_panel=True`` the repeated-cross-section path is used whether
-    or not the panel happens to be balanced, so the estimator does not change when one
-    observation is added or removed. On a balanced panel without covariates both paths
-    give the same estimates and standard errors (the unit sums of the cross-section
-    influence function are the panel one); with time-invariant covariates the estimates
-    agree too (the "dr" standard errors differ slightly, ~0.5% on mpdta with ``lpop``); with
-    time-varying covariates both differ (here each observation's own covariates enter, the
-    panel path uses the earlier period's). On unbalanced panels units seen in only one of
-    the two periods enter through their levels, so standard errors are typically larger
-    than on the balanced subsample. This is R did's behaviour before 2.3.0;
-    R did >= 2.3.0 instead resets ``allow_unbalanced_panel`` to ``FALSE`` when the panel
-    is balanced (did NEWS 2.3.0), which here means calling with
-    ``allow_unbalanced_panel=False``.
+    With ``allow_unbalanced_panel=True`` an unbalanced panel is kept whole and each
+    ATT(g, t) is estimated as from repeated cross sections (DRDID ``drdid_rc``,
+    ``reg_did_rc``, ``std_ipw_did_rc``) with the influence function summed within unit; on
+    unbalanced panels units seen in only one of the two periods enter through their
+    levels. On a panel that turns out to be balanced the panel estimators are used, as R
+    did >= 2.3.0 does (it resets ``allow_unbalanced_panel`` to ``FALSE``; did NEWS 2.3.0),
+    so R 2.5's numbers are reproduced either way; ``diagnostics["notes"]`` says so.
     Units already treated in the first period are dropped (counted, warning), as R.
     Without never-treated units ``control_group="never_treated"`` is an error (R 2.5
     instead recodes the last cohort as never treated); with ``"not_yet_treated"`` the
@@ -899,17 +895,17 @@ def callaway_santanna(data: pd.DataFrame, *, outcome: str, unit: str, time: str,
         "estimation_path": ("repeated_cross_sections" if p.present is not None
                             else "panel"),
     }
+    if allow_unbalanced_panel and p.balanced:
+        diagnostics["notes"] = (
+            "allow_unbalanced_panel=True on a balanced panel: the panel estimators are used, "
+            "as R did >= 2.3.0 does (it resets allow_unbalanced_panel to FALSE).",)
     if p.present is not None:
         per_unit = p.present.sum(axis=1)
         k_obs, k_units = np.unique(per_unit, return_counts=True)
         diagnostics["units_by_periods_observed"] = {int(a): int(c) for a, c in zip(
             k_obs, k_units, strict=True)}
         diagnostics["n_units_observed_once"] = int(np.count_nonzero(per_unit == 1))
-        if p.balanced:
-            diagnostics["notes"] = (
-                "allow_unbalanced_panel=True on a balanced panel: ATT(g,t) estimated as from "
-                "repeated cross sections (R did < 2.3.0); R did >= 2.3.0 would use the panel "
-                "estimators here, as allow_unbalanced_panel=False does.",)
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NotComputableWarning)  # announced above
         res = make_result(
