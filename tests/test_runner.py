@@ -33,7 +33,8 @@ def test_default_study_outputs(default_run):
                  "event_study.png", "event_study.svg", "report.html", "summary.json"):
         assert (reports / name).stat().st_size > 100, name
     assert set(run.results) == {"TWFE (static)", "TWFE event study", "Imputation (BJS)",
-                                "Two-stage DiD (Gardner)"}
+                                "Two-stage DiD (Gardner)",
+                                "Callaway-Sant'Anna (not yet twinned)"}
     assert not run.failures
     # the panel is German exports by partner country; cohort = first formal twinning
     assert set(panel["reporter"]) == {"DEU"}

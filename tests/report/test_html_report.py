@@ -126,3 +126,19 @@ window.addEventListener('load', () => {
                     report.as_uri()], capture_output=True, timeout=120)
     assert shot.exists() and shot.stat().st_size > 10_000
     Path("/tmp/twinimpact_report_shot.png").write_bytes(shot.read_bytes())
+
+
+def test_disagreement_is_flagged(run):
+    from twinimpact.report.headline import conflicting_signs, other_estimates
+    from twinimpact.results import VcovSpec, make_result
+
+    h = pick_headline(run.results, run.study)
+    assert not conflicting_signs(run.results, run.study, h)
+    assert 'id="disagreement"' not in render_report(run)
+    opposite = make_result("twfe", {"ATT": 0.5}, [[0.01]], VcovSpec("iid"), 10)
+    res = {**run.results, "Other": opposite}
+    assert conflicting_signs(res, run.study, h)
+    lines = other_estimates(res, run.study, h)
+    assert any(line.startswith("Other: 64.9%") for line in lines)
+    page = render_report(StudyRun(**{**run.__dict__, "results": res}))
+    assert 'id="disagreement"' in page

@@ -10,7 +10,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Headline", "headline_sentence", "pick_headline"]
+__all__ = ["Headline", "conflicting_signs", "headline_sentence", "other_estimates",
+           "pick_headline"]
 
 #: preference when the study does not name its headline estimate: heterogeneity-robust first
 PREFERENCE = ("callaway_santanna", "imputation", "did2s", "sun_abraham", "synthetic_did",
@@ -108,3 +109,43 @@ def headline_sentence(h: Headline, study: Any) -> tuple[str, str]:
                 "does not by itself show that twinning caused the change: see the pre-trend "
                 "checks and caveats below.")
     return head, sure
+
+
+def other_estimates(results: dict[str, Any], study: Any, head: Headline) -> list[str]:
+    """One line per other result with the headline's term: estimate and interval, in the
+    headline's units (percent for log outcomes)."""
+    lines = []
+    proportional = study.transform in ("log", "log1p", "asinh")
+    level = 100 * (1 - study.alpha)
+    for label, r in results.items():
+        if label == head.label:
+            continue
+        got = _att_row(r, study.alpha, head.term)
+        if got is None:
+            continue
+        _, row = got
+        b, lo, hi = float(row["estimate"]), float(row["ci_lower"]), float(row["ci_upper"])
+        if not math.isfinite(b):
+            continue
+        if proportional:
+            lines.append(f"{label}: {_p(_pct(b))} ({level:g}% CI [{_p(_pct(lo))}, "
+                         f"{_p(_pct(hi))}])")
+        else:
+            lines.append(f"{label}: {b:.3g} ({level:g}% CI [{lo:.3g}, {hi:.3g}])")
+    return lines
+
+
+def conflicting_signs(results: dict[str, Any], study: Any, head: Headline) -> bool:
+    """True when another result's interval for the same term lies entirely on the other
+    side of zero from the headline estimate."""
+    for label, r in results.items():
+        if label == head.label:
+            continue
+        got = _att_row(r, study.alpha, head.term)
+        if got is None:
+            continue
+        _, row = got
+        lo, hi = float(row["ci_lower"]), float(row["ci_upper"])
+        if (head.estimate < 0 and lo > 0) or (head.estimate > 0 and hi < 0):
+            return True
+    return False

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .._io import atomic_write_text
-from .headline import headline_sentence, pick_headline
+from .headline import conflicting_signs, headline_sentence, other_estimates, pick_headline
 from .tables import table
 
 __all__ = ["METHOD_NOTES", "render_report", "write_report"]
@@ -196,6 +196,18 @@ def render_report(run: Any) -> str:
         sentence, sure = headline_sentence(head, study)
         parts.append(f'<p class="headline" id="headline">{e(sentence)}</p>')
         parts.append(f"<p>{e(sure)}</p>")
+        others = other_estimates(run.results, study, head)
+        if conflicting_signs(run.results, study, head):
+            parts.append('<p id="disagreement"><strong>Caution: the methods disagree on the '
+                         "direction of the change</strong> (at least one other method finds a "
+                         "change of the opposite sign whose confidence interval excludes no "
+                         "change). The headline number should not be read on its own; see "
+                         "the list below, the year-by-year figure and the caveats.</p>")
+        if others:
+            parts.append("<p>The same quantity by the other methods in this study (they "
+                         "weigh years and comparison units differently, so some "
+                         "disagreement is expected; large disagreement is a warning "
+                         "sign):</p>" + _list(others))
     else:
         parts.append('<p class="headline" id="headline">No estimate could be computed; see '
                      "the diagnostics below.</p>")
