@@ -149,8 +149,10 @@ def _pretests(run: Any) -> list[str]:
             if d.get(key):
                 t = d[key]
                 if isinstance(t, dict) or hasattr(t, "get"):
-                    stat = t.get("statistic", t.get("W"))
-                    p = t.get("p_value")
+                    stat = next((t[k] for k in ("statistic", "W", "statistic_chi2",
+                                                "statistic_F") if k in t), None)
+                    p = next((t[k] for k in ("p_value", "p_value_chi2", "p_value_F")
+                              if k in t), None)
                     df = t.get("df")
                     out.append(f"{label}: joint test that all pre-twinning effects are zero: "
                                f"statistic {_num(stat)}"
