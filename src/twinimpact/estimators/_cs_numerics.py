@@ -180,6 +180,36 @@ def cell_closed_form_full(dy: np.ndarray, treat: np.ndarray, ctrl: np.ndarray,
     return CellFit(float(m1 - m0), empty)
 
 
+def cell_closed_form_split(dy1: np.ndarray, dy0: np.ndarray, n_total: int, method: str,
+                           out: np.ndarray, idx1: np.ndarray, idx0: np.ndarray) -> CellFit:
+    """:func:`cell_closed_form` from the outcome changes of the cohort ``dy1`` (N1,) and of
+    the comparison units ``dy0`` (N0,) (gathered by the caller, contiguous), writing the
+    influence function into ``out[idx1]`` and ``out[idx0]`` (``out`` (n,) is left untouched
+    elsewhere, so it must already be zero there). Same estimate, influence function and
+    guards as :func:`cell_closed_form_full`; only the masked passes over all ``n`` units are
+    replaced by passes over the ``N1 + N0`` units of the cell. ``dy1`` and ``dy0`` are
+    overwritten (scratch). Returns ``CellFit`` with an empty ``inf``.
+    """
+    N1, N0 = len(dy1), len(dy0)
+    share = N1 / (N1 + N0)
+    empty = np.empty(0)
+    if method in ("dr", "ipw") and share >= OVERLAP_MAX:
+        return CellFit(np.nan, empty, "overlap condition violated "
+                       f"(propensity score {share:.4f} >= {OVERLAP_MAX})")
+    if method == "ipw" and share >= IPW_TRIM:
+        return CellFit(np.nan, empty,
+                       f"all comparison units trimmed (propensity score >= {IPW_TRIM})")
+    m1 = np.add.reduce(dy1) / N1
+    m0 = np.add.reduce(dy0) / N0
+    dy1 -= m1
+    dy1 *= n_total / N1
+    out[idx1] = dy1
+    dy0 -= m0
+    dy0 *= -n_total / N0
+    out[idx0] = dy0
+    return CellFit(float(m1 - m0), empty)
+
+
 def cell_estimate(dy: np.ndarray, D: np.ndarray, X: np.ndarray, n_total: int, method: str,
                   ps: LogitFit | None = None) -> CellFit:
     """ATT(g, t) of one cell with covariates, as R DRDID (see the module docstring).

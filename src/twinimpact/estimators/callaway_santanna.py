@@ -454,10 +454,19 @@ def _compute_cells(p: _Panel, *, control_group: str, method: str, base_period: s
                 if p.X and time_invariant else None)
     ps_cache: dict[tuple, num.LogitFit] = {}
     conv_issue = False
+    # balanced panel without covariates: each cohort's (and the never-treated) rows of Y
+    # gathered once (contiguous columns), so a cell touches only its own units
+    closed = not p.X and p.present is None
+    if closed and control_group == "never_treated":
+        idx_never = np.flatnonzero(never)
+        Y_never = np.asfortranarray(Y[idx_never])
     for gi, gval in enumerate(glist):
         pre_idx = np.flatnonzero(periods + anticipation < gval)
         pret_g = int(pre_idx[-1]) if len(pre_idx) else None
         treat = coh_key == gval
+        if closed:
+            idx_g = np.flatnonzero(treat)
+            Y_g = np.asfortranarray(Y[idx_g])
         for ti in range(ncell_t):
             k = gi * ncell_t + ti
             cur = ti + tfac
@@ -481,7 +490,6 @@ def _compute_cells(p: _Panel, *, control_group: str, method: str, base_period: s
                 ctrl = (coh_key > cutoff) & ~treat
             else:
                 ctrl = never
-            sel = treat | ctrl
             label = f"ATT({_fmt(gval)},{_fmt(periods[cur])})"
             if not treat.any() or not ctrl.any():
                 reasons[label] = "no treated or no comparison units"
@@ -495,15 +503,21 @@ def _compute_cells(p: _Panel, *, control_group: str, method: str, base_period: s
                     reasons[label] = fit.reason or "the 2x2 estimate is not finite"
                     inf[:, k] = np.nan
                 continue
-            if not p.X:
-                fit = num.cell_closed_form_full(Y[:, cur] - Y[:, b], treat, ctrl, n, method,
-                                                inf[:, k])
+            if closed:
+                if control_group == "never_treated":
+                    idx_c = idx_never
+                    dy0 = Y_never[:, cur] - Y_never[:, b]
+                else:
+                    idx_c = np.flatnonzero(ctrl)
+                    dy0 = Y[idx_c, cur] - Y[idx_c, b]
+                fit = num.cell_closed_form_split(Y_g[:, cur] - Y_g[:, b], dy0, n, method,
+                                                 inf[:, k], idx_g, idx_c)
                 att[k] = fit.att
                 if fit.reason:
                     reasons[label] = fit.reason
                     inf[:, k] = np.nan
                 continue
-            rows = np.flatnonzero(sel)
+            rows = np.flatnonzero(treat | ctrl)
             dy = Y[rows, cur] - Y[rows, b]
             D = treat[rows]
             cov_t = min(b, cur)
