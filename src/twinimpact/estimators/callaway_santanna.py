@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from .._validation import _numeric, normalize_cohort, require_columns, require_frame
+from .._validation import _numeric, require_columns, require_frame
 from ..errors import (
     ConvergenceWarning,
     DataWarning,
@@ -157,6 +157,53 @@ def _check_int(name: str, value: Any, *, minimum: int, allow_none: bool = False)
             fix=f"pass e.g. {name}={max(minimum, 999) if name == 'bootstrap' else minimum}"))
 
 
+def _factorize_sorted(values: pd.Series) -> tuple[np.ndarray, pd.Index]:
+    """``pd.factorize(values, sort=True)``: codes in sorted label order, -1 for missing.
+
+    Integer labels spanning a range at most a few times the number of rows are coded by a
+    counting pass (O(n), no hashing); anything else goes to :func:`pandas.factorize`.
+    """
+    dt = values.dtype
+    if isinstance(dt, np.dtype) and dt.kind in "iu" and len(values):
+        arr = values.to_numpy()
+        lo, hi = arr.min().item(), arr.max().item()  # Python ints: no overflow
+        if -2**62 < lo and hi < 2**62 and hi - lo <= 4 * len(arr) + 1000:
+            small = arr.astype(np.int64)  # a copy: the caller's column is never touched
+            if lo:
+                small -= lo
+            present = np.bincount(small, minlength=hi - lo + 1) > 0
+            codes = small if present.all() else (np.cumsum(present) - 1)[small]
+            labels = (np.flatnonzero(present) + lo).astype(dt)
+            return codes, pd.Index(labels)
+    return pd.factorize(values, sort=True)
+
+
+def _time_codes(tt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(np.unique(tt), np.searchsorted(np.unique(tt), tt))`` for finite ``tt``, by a
+    counting pass when the periods are integers in a range at most a few times ``len(tt)``."""
+    if len(tt):
+        lo, hi = float(tt.min()), float(tt.max())
+        if lo.is_integer() and abs(lo) < 2**52 and hi - lo <= 4 * len(tt) + 1000:
+            small = (tt - lo).astype(np.intp)
+            if np.array_equal(small, tt - lo):  # integral periods only
+                present = np.bincount(small, minlength=int(hi - lo) + 1) > 0
+                periods = np.flatnonzero(present) + lo
+                if present.all():
+                    return periods, small
+                return periods, (np.cumsum(present) - 1)[small]
+    periods = np.unique(tt)
+    return periods, np.searchsorted(periods, tt)
+
+
+def _normalize_cohort(g: np.ndarray, last_period: float) -> np.ndarray:
+    """:func:`twinimpact._validation.normalize_cohort` for a float array (a new array):
+    never treated coded NaN, 0 or after the last period -> NaN."""
+    g = g.copy()
+    with np.errstate(invalid="ignore"):
+        np.putmask(g, (g == 0) | (g > last_period) | ~np.isfinite(g), np.nan)
+    return g
+
+
 def _first_per_unit(codes: np.ndarray, values: np.ndarray, n_units: int) -> np.ndarray:
     out = np.empty(n_units, dtype=values.dtype)
     out[codes[::-1]] = values[::-1]  # last write wins -> first occurrence
@@ -202,27 +249,34 @@ def _prepare(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort: 
     graw = _numeric(data, cohort, "cohort")
     xs = [_numeric(data, c, "covariate") for c in covariates]
     uvals = data[unit]
-    ucodes, ulabels = pd.factorize(uvals, sort=True)
+    ucodes, ulabels = _factorize_sorted(uvals)
     keep = ucodes >= 0
     dropped_rows: dict[str, int] = {}
-    if (~keep).any():
+    all_units = bool(keep.all())
+    if not all_units:
         dropped_rows[f"missing unit ({unit})"] = int((~keep).sum())
-    bad_t = np.isnan(tt) & keep
-    if bad_t.any():
-        dropped_rows[f"missing time ({time})"] = int(bad_t.sum())
-    keep &= ~np.isnan(tt)
+    nan_t = np.isnan(tt)
+    if nan_t.any():
+        bad_t = nan_t & keep
+        if bad_t.any():
+            dropped_rows[f"missing time ({time})"] = int(bad_t.sum())
+        keep &= ~nan_t
     if not keep.any():
         raise InputError(format_message(f"{ESTIMATOR}: no rows with a unit and a time",
                                         fix="check the unit and time columns"))
-    last = np.nanmax(tt[keep])
-    g = normalize_cohort(graw, last)
+    last = np.max(tt[keep]) if not keep.all() else np.max(tt)
+    g = _normalize_cohort(graw, last)
     # cohort constant within unit (checked on all rows with a unit, as prepare_panel)
     n_u = len(ulabels)
     gk = np.where(np.isnan(g), -np.inf, g)
-    ok_u = ucodes >= 0
-    first = _first_per_unit(ucodes[ok_u], gk[ok_u], n_u)
-    bad = ok_u.copy()
-    bad[ok_u] = gk[ok_u] != first[ucodes[ok_u]]
+    if all_units:
+        first = _first_per_unit(ucodes, gk, n_u)
+        bad = gk != first[ucodes]
+    else:
+        ok_u = ucodes >= 0
+        first = _first_per_unit(ucodes[ok_u], gk[ok_u], n_u)
+        bad = ok_u.copy()
+        bad[ok_u] = gk[ok_u] != first[ucodes[ok_u]]
     if bad.any():
         bad_units = np.unique(ucodes[bad])
         u0 = ulabels[bad_units[0]]
@@ -255,19 +309,24 @@ def _prepare(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort: 
         raise InputError(format_message(f"{ESTIMATOR}: no rows left after removing missing "
                                         "values", seen=dropped_rows,
                                         fix="check the outcome, covariate and key columns"))
-    idx = np.flatnonzero(keep)
-    uc, y, tt, g = ucodes[idx], y[idx], tt[idx], g[idx]
-    xs = [x[idx] for x in xs]
-    ccodes = None
-    if clu_raw is not None:
-        ccodes = pd.factorize(clu_raw.to_numpy()[idx])[0]
-    periods = np.unique(tt)
+    all_rows = bool(keep.all())
+    if all_rows:
+        uc = ucodes
+        ccodes = None if clu_raw is None else pd.factorize(clu_raw.to_numpy())[0]
+    else:
+        idx = np.flatnonzero(keep)
+        uc, y, tt, g = ucodes[idx], y[idx], tt[idx], g[idx]
+        xs = [x[idx] for x in xs]
+        ccodes = None
+        if clu_raw is not None:
+            ccodes = pd.factorize(clu_raw.to_numpy()[idx])[0]
+    periods, tc = _time_codes(tt)
     T = len(periods)
-    tc = np.searchsorted(periods, tt)
-    # duplicates unit x time
+    # duplicates unit x time (rows sorted by unit, then time: none, no counting needed)
     key = uc.astype(np.int64) * T + tc
-    counts = np.bincount(key, minlength=n_u * T)
-    if (counts > 1).any():
+    sorted_rows = bool(len(key) < 2 or (key[1:] > key[:-1]).all())
+    counts = None if sorted_rows else np.bincount(key, minlength=n_u * T)
+    if counts is not None and (counts > 1).any():
         k0 = int(np.flatnonzero(counts > 1)[0])
         raise InputError(format_message(
             f"{ESTIMATOR}: {int(counts[counts > 1].sum())} rows share a {unit} x {time} pair; "
@@ -292,9 +351,13 @@ def _prepare(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort: 
         if ccodes is not None:
             ccodes = ccodes[mask_keep]
 
-    finite = np.isfinite(g)
-    glist = np.unique(g[finite])
-    if not (~finite).any():
+    if all_rows:  # every unit keeps its rows: cohorts from the per-unit values
+        fin_u = first[np.isfinite(first)]
+        glist, has_never = np.unique(fin_u), len(fin_u) < n_u
+    else:
+        finite = np.isfinite(g)
+        glist, has_never = np.unique(g[finite]), bool((~finite).any())
+    if not has_never:
         if control_group == "never_treated":
             raise EstimationError(format_message(
                 f"{ESTIMATOR}: there are no never-treated units, so control_group="
@@ -355,8 +418,18 @@ def _prepare(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort: 
             "group)", seen=f"first period {_fmt(first_period)}, anticipation {anticipation}",
             fix=f"{cohort!r} must be the first treated period (0/NaN for never treated) and "
                 "some cohort must start after the first period + anticipation"))
-    # balance the panel (R: allow_unbalanced_panel = FALSE)
     T = len(periods)
+    if all_rows and sorted_rows and not rows_out and len(uc) == n_u * T:
+        # complete panel sorted by unit, then time (unit x time keys 0..n*T-1 in order):
+        # the wide matrices are reshapes (copied, Fortran order: contiguous columns)
+        Y = np.array(y.reshape(n_u, T), order="F")
+        Xw = [np.array(x.reshape(n_u, T), order="F") for x in xs]
+        return _finish_panel(Y, Xw, g[::T].copy(), uc, ccodes, n_u, np.ones(n_u, bool),
+                             ulabels, periods=periods, cluster=cluster, unit=unit,
+                             dropped_rows=dropped_rows, dropped_units=dropped_units,
+                             n_input=n_input, glist=glist, obs_mask=None, n_obs=len(uc),
+                             balanced=True)
+    # balance the panel (R: allow_unbalanced_panel = FALSE)
     n_per_unit = np.bincount(uc, minlength=n_u)
     incomplete = (n_per_unit > 0) & (n_per_unit < T)
     balanced = not incomplete.any()
@@ -400,6 +473,20 @@ def _prepare(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort: 
     Xw = [wide(x) for x in xs]
     coh = np.empty(n)
     coh[u2] = g
+    dropped_rows.update(rows_out)
+    return _finish_panel(Y, Xw, coh, u2, ccodes, n, present, ulabels, periods=periods,
+                         cluster=cluster, unit=unit, dropped_rows=dropped_rows,
+                         dropped_units=dropped_units, n_input=n_input, glist=glist,
+                         obs_mask=obs_mask, n_obs=len(uc), balanced=balanced)
+
+
+def _finish_panel(Y: np.ndarray, Xw: list[np.ndarray], coh: np.ndarray, u2: np.ndarray,
+                  ccodes: np.ndarray | None, n: int, present: np.ndarray, ulabels: Any, *,
+                  periods: np.ndarray, cluster: str | None, unit: str,
+                  dropped_rows: dict[str, int], dropped_units: dict[str, int], n_input: int,
+                  glist: np.ndarray, obs_mask: np.ndarray | None, n_obs: int,
+                  balanced: bool) -> _Panel:
+    """Cluster codes per unit (checked constant within unit) and the :class:`_Panel`."""
     clu, G = None, 0
     if ccodes is not None:
         first_c = _first_per_unit(u2, ccodes, n)
@@ -412,11 +499,10 @@ def _prepare(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort: 
                     "leave cluster=None to cluster by unit"))
         clu, uniq_c = pd.factorize(first_c)
         G = len(uniq_c)
-    dropped_rows.update(rows_out)
     return _Panel(Y=Y, X=Xw, cohort=coh, periods=periods, units=np.asarray(ulabels)[present],
                   cluster=clu, n_clusters=G, dropped_rows=dropped_rows,
                   dropped_units=dropped_units, n_input=n_input, glist=glist,
-                  present=obs_mask, n_obs=len(uc), balanced=balanced)
+                  present=obs_mask, n_obs=n_obs, balanced=balanced)
 
 
 # ============================================================================ cells
