@@ -35,6 +35,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 PACKAGES = ("twinimpact", "diff-diff")
 THREADS: int | None = None  # --threads: same thread caps for every package
+SHUFFLE = False  # --shuffle: rows in random order (not sorted by unit, then year)
 
 
 def _rss_mb() -> float:
@@ -92,6 +93,8 @@ def worker(pkg: str, rows: float, cov: bool, repeats: int) -> dict:
         run, summ = _run_diffdiff, _summ_diffdiff
         pkg = f"diff-diff {diff_diff.__version__}"
     df = make_panel(rows)
+    if os.environ.get("CS_BENCH_SHUFFLE") == "1":
+        df = df.sample(frac=1.0, random_state=0).reset_index(drop=True)
     base = _rss_mb()
     out = run(df, covs)  # warm-up (imports, caches)
     info = summ(out)
@@ -113,6 +116,7 @@ def _spawn(pkg: str, rows: float, cov: bool, repeats: int) -> dict:
     cmd = [sys.executable, __file__, "--worker", pkg, str(rows), str(int(cov)),
            str(repeats)]
     env = dict(os.environ)
+    env["CS_BENCH_SHUFFLE"] = "1" if SHUFFLE else "0"
     if THREADS:
         for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
                     "RAYON_NUM_THREADS", "POLARS_MAX_THREADS"):
@@ -133,10 +137,13 @@ def main() -> None:
                     help="skip the runs with a covariate")
     ap.add_argument("--threads", type=int, default=None,
                     help="cap BLAS/OpenMP/Rayon/Polars threads in every worker")
+    ap.add_argument("--shuffle", action="store_true",
+                    help="shuffle the rows (same order for every package): timings without "
+                         "the sorted-panel fast path")
     ap.add_argument("--out", default=str(HERE / "results_cs.md"))
     a = ap.parse_args()
-    global THREADS
-    THREADS = a.threads
+    global THREADS, SHUFFLE
+    THREADS, SHUFFLE = a.threads, a.shuffle
     if a.worker:
         pkg, rows, cov, rep = a.worker
         print(json.dumps(worker(pkg, float(rows), bool(int(cov)), int(rep))))
@@ -185,7 +192,9 @@ def _write(a, results) -> None:
         f"{a.threads or 'none (library defaults)'}.  ",
         "Task: ATT(g,t) (never-treated controls, doubly robust, varying base period, "
         "analytic SEs) + dynamic (event-study) aggregation, on `benchmarks/generate.py` "
-        "panels (10 years, cohorts at years 4/6/8 + never treated, one covariate `x`).",
+        "panels (10 years, cohorts at years 4/6/8 + never treated, one covariate `x`)"
+        + ("; rows shuffled (`--shuffle`)." if a.shuffle else
+           ", rows sorted by unit, then year."),
         f"Times: median of {a.repeats} warm runs (1 run at 1e7), seconds. Memory: peak RSS "
         "increment over the loaded data in MB (total peak RSS in parentheses), each case "
         "in a fresh subprocess.  ",
