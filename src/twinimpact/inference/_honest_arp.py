@@ -26,9 +26,18 @@ Two interchangeable implementations:
 * :func:`dual_vertices` + :func:`arp_accept_vertices` -- enumerate the vertices of ``P``
   once, after which ``eta``, ``gamma*``, ``V_lo`` and ``V_up`` are closed-form maxima /
   minima over vertices, vectorised over a whole grid of hypothesised values (fast path);
+* :func:`arp_accept_cached` -- for many moments (e.g. many post periods), where the
+  number of candidate supports ``C(m, k + 1)`` explodes although the dual optimum is
+  supported on very few moments: a :class:`WarmEta` solver solves ``eta`` by HiGHS only
+  when no optimal basis seen so far certifies the optimum (a basis ``S`` of ``k + 1``
+  tight rows certifies ``y`` when ``W (W_S^{-1} y_S) >= y``, a vectorised check), and
+  ``V_lo``, ``V_up`` are the closed-form bounds over the vertices seen so far, each
+  confirmed (or a missing vertex found) by one more solve. Only grid points with
+  ``0 < eta <= lf_cv`` need the conditional test (``eta <= 0`` never rejects; the LF
+  stage rejects ``eta > lf_cv``). Same decisions as the oracle below;
 * :func:`arp_accept_lp` -- one HiGHS linear program per grid point plus the Newton /
   bisection search for ``V_lo``, ``V_up`` on the dual value function (ARP Appendix D,
-  Algorithm 1); used when the vertex count is too large and as the test oracle.
+  Algorithm 1); the slow reference implementation (test oracle).
 
 Notation follows R HonestDiD (``y_T``, ``X_T``, ``lf_cv``, ``hybrid_kappa``).
 """
@@ -45,6 +54,8 @@ from scipy import optimize, stats
 __all__ = [
     "MAX_VERTEX_SUPPORTS",
     "ArpGridResult",
+    "WarmEta",
+    "arp_accept_cached",
     "arp_accept_lp",
     "arp_accept_vertices",
     "dual_vertices",
@@ -138,11 +149,11 @@ def dual_vertices(sd: np.ndarray, x: np.ndarray) -> np.ndarray:
 
 def least_favorable_cv(vertices: np.ndarray | None, sigma: np.ndarray, kappa: float, *,
                        sd: np.ndarray, x: np.ndarray, sims: int = 1000,
-                       seed: int = 0) -> float:
+                       seed: int = 0, solver: WarmEta | None = None) -> float:
     """``1 - kappa`` quantile of ``eta`` when ``Y ~ N(0, sigma)`` (ARP Section 6.2).
 
-    With ``vertices`` the value is ``max_v v'xi`` for every draw at once; otherwise one LP
-    per draw. R HonestDiD draws 1000 simulations with ``set.seed(0)``; we draw the same
+    With ``vertices`` the value is ``max_v v'xi`` for every draw at once; with a
+    :class:`WarmEta` ``solver`` one LP per optimal basis met; otherwise one LP per draw. R HonestDiD draws 1000 simulations with ``set.seed(0)``; we draw the same
     number from NumPy's generator seeded with ``seed`` (so the value differs from R's by
     Monte Carlo error only).
     """
@@ -154,6 +165,9 @@ def least_favorable_cv(vertices: np.ndarray | None, sigma: np.ndarray, kappa: fl
         if len(vertices) == 0:
             return -np.inf
         eta = (xi @ vertices.T).max(axis=1)
+    elif solver is not None:
+        eta = solver.solve(xi)[0]
+        eta = eta[np.isfinite(eta)]
     else:
         eta = np.array([_eta_lp(xi_b, sd, x)[0] for xi_b in xi])
         eta = eta[np.isfinite(eta)]
@@ -336,3 +350,218 @@ def arp_accept_lp(y0: np.ndarray, a: np.ndarray, sigma: np.ndarray, x: np.ndarra
         accept[i] = not _conditional_decision(eta, gamma, sigma, vlo, vup, alpha, hybrid,
                                               kappa, lf_cv)
     return ArpGridResult(accept, etas)
+
+
+# ------------------------------------------------------------------ warm-started LP path
+#: Certificate slack: a basis certifies ``y`` when ``W z >= y - _TOL_CERT * scale``.
+_TOL_CERT = 1e-10
+#: Rows checked against the cached bases at once (memory ~ rows * bases * m floats).
+_CERT_CHUNK = 256
+
+
+class WarmEta:
+    """``eta(y) = max_{gamma in P} gamma'y`` for many ``y``, HiGHS only on cache misses.
+
+    Every LP solved leaves an optimal basis: ``k + 1`` tight primal rows ``S`` (the dual
+    support completed by tight rows) with ``W_S`` invertible, ``W = [sd, X]``. By
+    complementary slackness the basis is optimal for any ``y`` with
+    ``W (W_S^{-1} y_S) >= y`` (primal feasible; its dual ``W_S^{-T} e_1 >= 0`` does not
+    depend on ``y``), and then ``eta = (W_S^{-1} y_S)_0``. In the relative-magnitudes
+    problems the dual optimum sits on one or two moments, so a handful of bases cover
+    thousands of ``y``.
+
+    Parameters
+    ----------
+    sd : (m,) positive scale of each moment; x : (m, k) nuisance design (independent
+        columns).
+
+    Attributes
+    ----------
+    n_lp : number of linear programs solved so far.
+    vertices : (n_v, m) every dual vertex returned so far.
+    """
+
+    def __init__(self, sd: np.ndarray, x: np.ndarray) -> None:
+        self.sd = np.asarray(sd, dtype=float)
+        self.x = np.asarray(x, dtype=float)
+        self.w = np.column_stack([self.sd, self.x])
+        m = self.w.shape[0]
+        self._supp = np.zeros((0, self.w.shape[1]), dtype=int)
+        self._winv = np.zeros((0, self.w.shape[1], self.w.shape[1]))
+        self._bgamma = np.zeros((0, m))
+        self.vertices = np.zeros((0, m))
+        self.unbounded = False
+        self.n_lp = 0
+
+    # -- cache
+    def _add_vertex(self, gamma: np.ndarray) -> None:
+        if len(self.vertices) and np.min(np.abs(self.vertices - gamma).max(axis=1)) < 1e-12:
+            return
+        self.vertices = np.vstack([self.vertices, gamma])
+
+    def _add_basis(self, y: np.ndarray, gamma: np.ndarray, slack: np.ndarray) -> None:
+        k1 = self.w.shape[1]
+        supp = list(np.flatnonzero(gamma > _TOL_LAMBDA))
+        if len(supp) > k1:
+            return
+        tight = np.argsort(slack, kind="stable")
+        rows = list(supp)
+        for r in tight:  # complete the dual support by tight rows, keeping rank
+            if len(rows) == k1:
+                break
+            if r in rows:
+                continue
+            if np.linalg.matrix_rank(self.w[[*rows, r]]) == len(rows) + 1:
+                rows.append(int(r))
+        if len(rows) < k1:
+            return
+        ws = self.w[rows]
+        if np.linalg.cond(ws) > 1e10:
+            return
+        winv = np.linalg.inv(ws)
+        g_s = winv.T @ np.eye(k1)[0]
+        if np.any(g_s < -1e-9):
+            return
+        g = np.zeros(self.w.shape[0])
+        g[rows] = np.clip(g_s, 0.0, None)
+        z = winv @ y[rows]
+        scale = 1.0 + np.abs(y).max()
+        if np.max(y - self.w @ z) > _TOL_CERT * scale:  # not a certificate for its own y
+            return
+        self._supp = np.vstack([self._supp, np.array(rows)[None, :]])
+        self._winv = np.concatenate([self._winv, winv[None]], axis=0)
+        self._bgamma = np.vstack([self._bgamma, g])
+
+    def _certify(self, ys: np.ndarray, bases: slice) -> tuple[np.ndarray, np.ndarray]:
+        """First cached basis (in ``bases``) certifying each row of ``ys`` (-1 if none),
+        and the certified ``eta``."""
+        supp, winv = self._supp[bases], self._winv[bases]
+        n = len(ys)
+        hit = np.full(n, -1)
+        eta = np.full(n, np.nan)
+        if len(supp) == 0 or n == 0:
+            return hit, eta
+        for lo in range(0, n, _CERT_CHUNK):
+            yc = ys[lo:lo + _CERT_CHUNK]
+            z = np.einsum("bij,rbj->rbi", winv, yc[:, supp])  # (r, b, k+1)
+            viol = (yc[:, None, :] - z @ self.w.T).max(axis=2)  # (r, b)
+            scale = 1.0 + np.abs(yc).max(axis=1, keepdims=True)
+            ok = viol <= _TOL_CERT * scale
+            any_ok = ok.any(axis=1)
+            first = ok.argmax(axis=1)
+            rows = np.flatnonzero(any_ok)
+            hit[lo + rows] = first[rows]
+            eta[lo + rows] = z[rows, first[rows], 0]
+        return hit, eta
+
+    # -- solve
+    def _lp(self, y: np.ndarray) -> tuple[float, np.ndarray]:
+        m, k1 = self.w.shape
+        c = np.zeros(k1)
+        c[0] = 1.0
+        self.n_lp += 1
+        res = optimize.linprog(c, A_ub=-self.w, b_ub=-y, bounds=[(None, None)] * k1,
+                               method="highs")
+        if res.status == 3:  # dual polytope empty: unbounded for every y
+            self.unbounded = True
+            return -np.inf, np.zeros(m)
+        if res.status != 0:
+            return -np.inf, np.zeros(m)
+        gamma = np.clip(-np.asarray(res.ineqlin.marginals, dtype=float), 0.0, None)
+        self._add_vertex(gamma)
+        self._add_basis(y, gamma, np.asarray(res.ineqlin.residual, dtype=float))
+        return float(res.fun), gamma
+
+    def solve(self, ys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``eta`` (n,) and an optimal dual vertex (n, m) for each row of ``ys`` (n, m)."""
+        ys = np.atleast_2d(np.asarray(ys, dtype=float))
+        n, m = ys.shape
+        eta = np.full(n, -np.inf)
+        gam = np.zeros((n, m))
+        if self.unbounded:
+            return eta, gam
+        hit, e = self._certify(ys, slice(None))
+        done = hit >= 0
+        eta[done], gam[done] = e[done], self._bgamma[hit[done]]
+        pending = np.flatnonzero(~done)
+        while len(pending):
+            i = pending[0]
+            n_before = len(self._supp)
+            eta[i], gam[i] = self._lp(ys[i])
+            if self.unbounded:
+                eta[:] = -np.inf
+                gam[:] = 0.0
+                return eta, gam
+            rest = pending[1:]
+            if len(self._supp) > n_before and len(rest):
+                h, e = self._certify(ys[rest], slice(n_before, None))
+                ok = h >= 0
+                eta[rest[ok]] = e[ok]
+                gam[rest[ok]] = self._bgamma[n_before + h[ok]]
+                rest = rest[~ok]
+            pending = rest
+        return eta, gam
+
+    def solve_one(self, y: np.ndarray) -> tuple[float, np.ndarray]:
+        eta, gam = self.solve(y[None, :])
+        return float(eta[0]), gam[0]
+
+
+def _vlo_vup_warm(gamma: np.ndarray, eta: float, y: np.ndarray, sigma: np.ndarray,
+                  solver: WarmEta) -> tuple[float, float]:
+    """``V_lo``, ``V_up`` as in :func:`_vlo_vup_vertices`, over the vertices found so far,
+    each bound confirmed by one solve at it (a solve that exceeds the line returns a new
+    vertex that tightens the bound; ``g(c) - c`` is convex, so ``{g(c) = c}`` is the
+    interval ``[V_lo, V_up]``). Infinite bounds are declared as in :func:`_vlo_vup_lp`:
+    when the line is still optimal ``max(100, 20 sd)`` away from ``eta``."""
+    sg = sigma @ gamma
+    b = sg / float(gamma @ sg)
+    s = y - b * float(gamma @ y)
+    scale = math.sqrt(float(gamma @ sg))
+    out = []
+    for direction in (+1, -1):
+        far = eta + direction * max(100.0, 20 * scale)
+        bound = None
+        for _ in range(200):
+            a_v = solver.vertices @ s
+            b_v = solver.vertices @ b
+            sel = b_v > 1 + 1e-12 if direction > 0 else b_v < 1 - 1e-12
+            cand = far
+            if sel.any():
+                c_v = a_v[sel] / (1 - b_v[sel])
+                c_best = float(c_v.min() if direction > 0 else c_v.max())
+                if direction * (c_best - far) < 0:
+                    cand = c_best
+            n_v = len(solver.vertices)
+            val, _g = solver.solve_one(s + b * cand)
+            if abs(val - cand) <= _TOL_EQ * max(1.0, abs(cand)):
+                bound = direction * np.inf if cand == far else cand
+                break
+            if len(solver.vertices) == n_v:  # no new vertex: fall back to the oracle
+                break
+        if bound is None:
+            vlo, vup = _vlo_vup_lp(gamma, eta, y, sigma, solver.sd, solver.x)
+            bound = vup if direction > 0 else vlo
+        out.append(float(bound))
+    vup, vlo = out
+    return vlo, vup
+
+
+def arp_accept_cached(y0: np.ndarray, a: np.ndarray, sigma: np.ndarray,
+                      solver: WarmEta, thetas: np.ndarray, *, alpha: float, hybrid: str,
+                      kappa: float, lf_cv: float) -> ArpGridResult:
+    """Same test as :func:`arp_accept_lp` with the warm-started :class:`WarmEta` solver
+    (built on the same ``sd = sqrt(diag(sigma))`` and ``X``; reuse the one that computed
+    the least-favourable critical value). ``eta`` on the whole grid costs one LP per
+    optimal basis met; the conditional test runs only where ``0 < eta <= lf_cv``."""
+    thetas = np.asarray(thetas, dtype=float)
+    y_all = y0[None, :] - thetas[:, None] * a[None, :]
+    eta, gam = solver.solve(y_all)
+    accept = np.ones(len(thetas), dtype=bool)
+    lf_reject = (eta > lf_cv) if hybrid == "LF" else np.zeros(len(thetas), dtype=bool)
+    accept[lf_reject] = False
+    for i in np.flatnonzero(np.isfinite(eta) & (eta > 0) & ~lf_reject):
+        vlo, vup = _vlo_vup_warm(gam[i], float(eta[i]), y_all[i], sigma, solver)
+        accept[i] = not _conditional_decision(float(eta[i]), gam[i], sigma, vlo, vup,
+                                              alpha, hybrid, kappa, lf_cv)
+    return ArpGridResult(accept, eta)

@@ -47,7 +47,9 @@ from ..errors import (
 )
 from ._honest_arp import (
     MAX_VERTEX_SUPPORTS,
+    WarmEta,
     _independent_columns,
+    arp_accept_cached,
     arp_accept_lp,
     arp_accept_vertices,
     dual_vertices,
@@ -65,6 +67,7 @@ __all__ = [
 ]
 
 RESTRICTIONS = ("relative_magnitudes", "smoothness")
+ENGINES = ("auto", "vertices", "lp_warm", "lp")
 _METHODS = {"relative_magnitudes": ("C-LF", "Conditional"), "smoothness": ("FLCI",)}
 _PSD_TOL = 1e-10
 
@@ -140,9 +143,14 @@ def relative_magnitudes_cs(betahat: np.ndarray, sigma: np.ndarray, num_pre: int,
 
     Union over ``s`` and the sign of the pieces' ARP (``hybrid="ARP"``) or
     least-favourable hybrid (``hybrid="LF"``) confidence sets. ``engine`` is
-    ``"vertices"`` (enumerate dual vertices, vectorised), ``"lp"`` (one LP per grid point,
-    the reference implementation) or ``"auto"``. Returns a boolean array like ``grid``.
+    ``"vertices"`` (enumerate dual vertices, vectorised), ``"lp_warm"`` (LPs only for
+    optimal bases not met before, conditional test only where ``0 < eta <= lf_cv``; for
+    many moments), ``"lp"`` (one LP per grid point and per least-favourable draw, the
+    reference implementation) or ``"auto"`` (``"vertices"`` when at most
+    ``MAX_VERTEX_SUPPORTS`` candidate supports, else ``"lp_warm"``). Returns a boolean
+    array like ``grid``.
     """
+    check_literal("engine", engine, ENGINES)
     kappa = alpha / 10 if kappa is None else kappa
     accept = np.zeros(len(grid), dtype=bool)
     for s in range(-(num_pre - 1), 1):
@@ -156,16 +164,22 @@ def relative_magnitudes_cs(betahat: np.ndarray, sigma: np.ndarray, num_pre: int,
                 y, a_th, x, sig, sd = y[keep], a_th[keep], x[keep], sig[np.ix_(keep, keep)], \
                     sd[keep]
             x = _independent_columns(x)
-            use_vertices = engine == "vertices" or (
-                engine == "auto" and n_supports(len(y), x.shape[1]) <= MAX_VERTEX_SUPPORTS)
-            verts = dual_vertices(sd, x) if use_vertices else None
+            use = engine
+            if engine == "auto":
+                small = n_supports(len(y), x.shape[1]) <= MAX_VERTEX_SUPPORTS
+                use = "vertices" if small else "lp_warm"
+            verts = dual_vertices(sd, x) if use == "vertices" else None
+            solver = WarmEta(sd, x) if use == "lp_warm" else None
             lf_cv = np.inf
             if hybrid == "LF":
                 lf_cv = least_favorable_cv(verts, sig, kappa, sd=sd, x=x, sims=lf_sims,
-                                           seed=seed)
-            if use_vertices:
+                                           seed=seed, solver=solver)
+            if use == "vertices":
                 res = arp_accept_vertices(y, a_th, sig, verts, grid, alpha=alpha,
                                           hybrid=hybrid, kappa=kappa, lf_cv=lf_cv)
+            elif use == "lp_warm":
+                res = arp_accept_cached(y, a_th, sig, solver, grid, alpha=alpha,
+                                        hybrid=hybrid, kappa=kappa, lf_cv=lf_cv)
             else:
                 res = arp_accept_lp(y, a_th, sig, x, grid, alpha=alpha, hybrid=hybrid,
                                     kappa=kappa, lf_cv=lf_cv)
