@@ -236,15 +236,18 @@ def arp_accept_vertices(y0: np.ndarray, a: np.ndarray, sigma: np.ndarray,
     vals = y_all @ vertices.T
     best = vals.argmax(axis=1)
     eta = vals[np.arange(len(thetas)), best]
-    accept = np.empty(len(thetas), dtype=bool)
-    for i in range(len(thetas)):
-        if hybrid == "LF" and eta[i] > lf_cv:
-            accept[i] = False
-            continue
-        g = vertices[best[i]]
-        vlo, vup = _vlo_vup_vertices(g, y_all[i], sigma, vertices)
-        accept[i] = not _conditional_decision(float(eta[i]), g, sigma, vlo, vup, alpha,
-                                              hybrid, kappa, lf_cv)
+    accept = np.ones(len(thetas), dtype=bool)  # eta <= 0 never rejects
+    lf_reject = (eta > lf_cv) if hybrid == "LF" else np.zeros(len(thetas), dtype=bool)
+    accept[lf_reject] = False
+    todo = np.flatnonzero((eta > 0) & ~lf_reject)
+    gam = vertices[best[todo]]
+    vlo = np.empty(len(todo))
+    vup = np.empty(len(todo))
+    for j, i in enumerate(todo):
+        vlo[j], vup[j] = _vlo_vup_vertices(gam[j], y_all[i], sigma, vertices)
+    var_b = np.einsum("ij,jk,ik->i", gam, sigma, gam)
+    accept[todo] = ~_conditional_decisions(eta[todo], np.sqrt(np.clip(var_b, 0.0, None)),
+                                           vlo, vup, alpha, hybrid, kappa, lf_cv)
     return ArpGridResult(accept, eta)
 
 
@@ -560,8 +563,37 @@ def arp_accept_cached(y0: np.ndarray, a: np.ndarray, sigma: np.ndarray,
     accept = np.ones(len(thetas), dtype=bool)
     lf_reject = (eta > lf_cv) if hybrid == "LF" else np.zeros(len(thetas), dtype=bool)
     accept[lf_reject] = False
-    for i in np.flatnonzero(np.isfinite(eta) & (eta > 0) & ~lf_reject):
-        vlo, vup = _vlo_vup_warm(gam[i], float(eta[i]), y_all[i], sigma, solver)
-        accept[i] = not _conditional_decision(float(eta[i]), gam[i], sigma, vlo, vup,
-                                              alpha, hybrid, kappa, lf_cv)
+    todo = np.flatnonzero(np.isfinite(eta) & (eta > 0) & ~lf_reject)
+    vlo = np.empty(len(todo))
+    vup = np.empty(len(todo))
+    for j, i in enumerate(todo):
+        vlo[j], vup[j] = _vlo_vup_warm(gam[i], float(eta[i]), y_all[i], sigma, solver)
+    var_b = np.einsum("ij,jk,ik->i", gam[todo], sigma, gam[todo])
+    accept[todo] = ~_conditional_decisions(eta[todo], np.sqrt(np.clip(var_b, 0.0, None)),
+                                           vlo, vup, alpha, hybrid, kappa, lf_cv)
     return ArpGridResult(accept, eta)
+
+
+def _conditional_decisions(eta: np.ndarray, sigma_b: np.ndarray, vlo: np.ndarray,
+                           vup: np.ndarray, alpha: float, hybrid: str, kappa: float,
+                           lf_cv: float) -> np.ndarray:
+    """:func:`_conditional_decision` for many grid points at once (one vectorised
+    truncated-normal quantile call); rows with ``eta > lf_cv`` must be removed first."""
+    size = (alpha - kappa) / (1 - kappa) if hybrid == "LF" else alpha
+    reject = np.zeros(len(eta), dtype=bool)
+    degenerate = sigma_b < 1e-10
+    reject[degenerate] = eta[degenerate] > 0
+    ok = ~degenerate
+    if hybrid == "LF":
+        vup = np.minimum(vup, lf_cv)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        stat = eta / sigma_b
+        zlo, zup = vlo / sigma_b, vup / sigma_b
+    inside = ok & (zlo <= stat) & (stat <= zup)
+    q = zlo.copy()  # truncnorm_quantile returns lo when the interval is empty
+    proper = inside & (zlo < zup)
+    if proper.any():
+        q[proper] = stats.truncnorm.ppf(1 - size, zlo[proper], zup[proper])
+    cval = np.maximum(0.0, q)
+    reject[inside] = stat[inside] > cval[inside]
+    return reject
