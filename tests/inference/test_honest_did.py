@@ -258,3 +258,104 @@ def test_plot(ehec_event_study):
     import matplotlib.pyplot as plt
 
     plt.close("all")
+
+
+# ------------------------------------------------------------------ many post periods
+def _random_event_study(num_pre: int, num_post: int, seed: int):
+    """Random PSD sigma and betahat drawn from it (the benchmark of the brief)."""
+    rng = np.random.default_rng(seed)
+    k = num_pre + num_post
+    a = rng.normal(size=(k, k))
+    sig = 0.01 * (a @ a.T / k + 0.2 * np.eye(k))
+    return rng.multivariate_normal(np.zeros(k), sig), sig
+
+
+def _piece(num_pre, num_post, mbar, s=0, sign=True, seed=0):
+    """Moments of one Delta^RM piece, as relative_magnitudes_cs builds them."""
+    from twinimpact.inference._honest_arp import _independent_columns
+    from twinimpact.inference.honest_did import _arp_setup, constraints_relative_magnitudes
+
+    b, sig = _random_event_study(num_pre, num_post, seed)
+    lv = np.zeros(num_post)
+    lv[0] = 1.0
+    a_mat = constraints_relative_magnitudes(num_pre, num_post, mbar, s, sign)
+    y, a_th, x, sig_y = _arp_setup(b, sig, a_mat, num_pre, num_post, lv, True)
+    return y, a_th, _independent_columns(x), sig_y
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("hybrid", ["LF", "ARP"])
+def test_warm_lp_engine_matches_lp_oracle_many_post_periods(hybrid):
+    """3 pre + 8 post: the warm-started engine (used by "auto" for many post periods)
+    takes the same decision as one HiGHS LP per grid point and per LF draw, and as the
+    full dual-vertex enumeration, at every grid point."""
+    b, s = _random_event_study(3, 8, seed=0)
+    lv = np.zeros(8)
+    lv[0] = 1.0
+    grid = np.linspace(-0.6, 0.8, 15)
+    kw = {"grid": grid, "hybrid": hybrid, "lf_sims": 200}
+    warm = relative_magnitudes_cs(b, s, 3, 8, lv, 1.0, engine="lp_warm", **kw)
+    slow = relative_magnitudes_cs(b, s, 3, 8, lv, 1.0, engine="lp", **kw)
+    verts = relative_magnitudes_cs(b, s, 3, 8, lv, 1.0, engine="vertices", **kw)
+    np.testing.assert_array_equal(warm, slow)
+    np.testing.assert_array_equal(warm, verts)
+    assert warm.any() and not warm.all()  # the grid straddles both bounds
+
+
+def test_warm_lp_engine_is_auto_for_ten_post_periods():
+    """3 pre + 10 post: vertex enumeration would try C(20, 10) supports per piece, so
+    "auto" is the warm engine; it equals the oracle on a small grid (conditional test)."""
+    from twinimpact.inference._honest_arp import MAX_VERTEX_SUPPORTS, n_supports
+
+    y, _a, x, _s = _piece(3, 10, 1.0)
+    assert n_supports(len(y), x.shape[1]) > MAX_VERTEX_SUPPORTS
+    b, s = _random_event_study(3, 10, seed=0)
+    lv = np.zeros(10)
+    lv[0] = 1.0
+    grid = np.linspace(-0.8, 0.5, 9)
+    auto = relative_magnitudes_cs(b, s, 3, 10, lv, 0.5, grid=grid, hybrid="ARP")
+    slow = relative_magnitudes_cs(b, s, 3, 10, lv, 0.5, grid=grid, hybrid="ARP",
+                                  engine="lp")
+    np.testing.assert_array_equal(auto, slow)
+    assert auto.any() and not auto.all()
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 10_000), s=st.sampled_from([-2, -1, 0]),
+       sign=st.booleans(), mbar=st.sampled_from([0.0, 0.5, 2.0]))
+def test_warm_eta_equals_lp_eta(seed, s, sign, mbar):
+    """Basis certificates never return a wrong LP value (checked against HiGHS)."""
+    from twinimpact.inference._honest_arp import WarmEta, _eta_lp, _psd_sqrt
+
+    y, _a, x, sig = _piece(3, 9, mbar, s, sign)
+    sd = np.sqrt(np.diag(sig))
+    rng = np.random.default_rng(seed)
+    ys = rng.standard_normal((40, len(y))) @ _psd_sqrt(sig).T + rng.normal() * y
+    solver = WarmEta(sd, x)
+    eta, gam = solver.solve(ys)
+    want = np.array([_eta_lp(r, sd, x)[0] for r in ys])
+    np.testing.assert_allclose(eta, want, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(np.einsum("ij,ij->i", gam, ys), eta, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(gam @ sd, 1.0, rtol=1e-9)  # dual feasible
+    np.testing.assert_allclose(gam @ x, 0.0, atol=1e-9)
+    assert gam.min() >= 0
+
+
+def test_least_favorable_cv_warm_equals_lp_and_is_cheap():
+    """Same draws, same quantile as one LP per draw, with a handful of LPs."""
+    from twinimpact.inference._honest_arp import WarmEta, least_favorable_cv
+
+    _y, _a, x, sig = _piece(3, 10, 1.0)
+    sd = np.sqrt(np.diag(sig))
+    solver = WarmEta(sd, x)
+    warm = least_favorable_cv(None, sig, 0.005, sd=sd, x=x, sims=300, solver=solver)
+    slow = least_favorable_cv(None, sig, 0.005, sd=sd, x=x, sims=300)
+    assert warm == pytest.approx(slow, rel=1e-9)
+    assert solver.n_lp <= 30  # vs 300 LPs without the cache
+
+
+def test_engine_is_validated():
+    b, s = _random_event_study(2, 2, seed=0)
+    with pytest.raises(SpecificationError, match="engine"):
+        relative_magnitudes_cs(b, s, 2, 2, np.array([1.0, 0.0]), 1.0,
+                               grid=np.linspace(-1, 1, 5), engine="simplex")
