@@ -63,8 +63,10 @@ __all__ = [
     "truncnorm_quantile",
 ]
 
-#: Enumerate dual vertices only when at most this many candidate supports exist.
-MAX_VERTEX_SUPPORTS = 20_000
+#: Enumerate dual vertices only when at most this many candidate supports exist; above
+#: it the warm-started LP path is faster (measured crossover ~3,500 supports: 3 pre + 7
+#: post; at 3 + 8, 12,870 supports, enumeration takes 0.6 s per Mbar against 0.15 s).
+MAX_VERTEX_SUPPORTS = 4_000
 _TOL_LAMBDA = 1e-9
 _TOL_EQ = 1e-7
 
