@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -111,12 +112,10 @@ def headline_sentence(h: Headline, study: Any) -> tuple[str, str]:
     return head, sure
 
 
-def other_estimates(results: dict[str, Any], study: Any, head: Headline) -> list[str]:
-    """One line per other result with the headline's term: estimate and interval, in the
-    headline's units (percent for log outcomes)."""
-    lines = []
-    proportional = study.transform in ("log", "log1p", "asinh")
-    level = 100 * (1 - study.alpha)
+def _other_rows(results: dict[str, Any], study: Any, head: Headline
+                ) -> Iterator[tuple[str, float, float, float]]:
+    """(label, estimate, ci_lower, ci_upper) of every other result with the headline's
+    term and a finite estimate."""
     for label, r in results.items():
         if label == head.label:
             continue
@@ -124,9 +123,18 @@ def other_estimates(results: dict[str, Any], study: Any, head: Headline) -> list
         if got is None:
             continue
         _, row = got
-        b, lo, hi = float(row["estimate"]), float(row["ci_lower"]), float(row["ci_upper"])
-        if not math.isfinite(b):
-            continue
+        b = float(row["estimate"])
+        if math.isfinite(b):
+            yield label, b, float(row["ci_lower"]), float(row["ci_upper"])
+
+
+def other_estimates(results: dict[str, Any], study: Any, head: Headline) -> list[str]:
+    """One line per other result with the headline's term: estimate and interval, in the
+    headline's units (percent for log outcomes)."""
+    proportional = study.transform in ("log", "log1p", "asinh")
+    level = 100 * (1 - study.alpha)
+    lines = []
+    for label, b, lo, hi in _other_rows(results, study, head):
         if proportional:
             lines.append(f"{label}: {_p(_pct(b))} ({level:g}% CI [{_p(_pct(lo))}, "
                          f"{_p(_pct(hi))}])")
@@ -138,14 +146,5 @@ def other_estimates(results: dict[str, Any], study: Any, head: Headline) -> list
 def conflicting_signs(results: dict[str, Any], study: Any, head: Headline) -> bool:
     """True when another result's interval for the same term lies entirely on the other
     side of zero from the headline estimate."""
-    for label, r in results.items():
-        if label == head.label:
-            continue
-        got = _att_row(r, study.alpha, head.term)
-        if got is None:
-            continue
-        _, row = got
-        lo, hi = float(row["ci_lower"]), float(row["ci_upper"])
-        if (head.estimate < 0 and lo > 0) or (head.estimate > 0 and hi < 0):
-            return True
-    return False
+    return any((head.estimate < 0 and lo > 0) or (head.estimate > 0 and hi < 0)
+               for _, _, lo, hi in _other_rows(results, study, head))
