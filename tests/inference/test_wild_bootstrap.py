@@ -44,7 +44,9 @@ def _run(d, **kw):
 
 def test_collapsed_statistic_and_mc_p_values(collapsed):
     ref = json.loads((REF / "collapsed_boottest.json").read_text())
-    for case in ref["cases"][:2]:
+    cases = [c for c in ref["cases"] if "conf_int" not in c]
+    assert {c["weights"] for c in cases} == {"webb", "normal", "mammen"}
+    for case in cases:
         b = 99_999
         r = _run(collapsed, weights=case["weights"], n_reps=b, seed=11)
         assert r.statistic == pytest.approx(ref["statistic"], abs=5e-5)
@@ -52,8 +54,26 @@ def test_collapsed_statistic_and_mc_p_values(collapsed):
         assert not r.enumerated and r.n_reps == b
 
 
+def test_ties_with_the_observed_statistic_are_not_counted(collapsed):
+    """boottest's rule: p = #{|t*| > |t|} / B. Constant weight vectors reproduce +-t exactly;
+    under Rademacher enumeration those are v = +1 and v = -1 (2 of 256 draws)."""
+    r = _run(collapsed, weights="rademacher", n_reps=999)
+    t, tb = r.statistic, np.asarray(r.t_boot)
+    ties = np.isclose(np.abs(tb), abs(t), rtol=1e-9, atol=0)
+    assert ties.sum() >= 2
+    assert tb[0] == pytest.approx(t, rel=1e-12)  # first enumerated vector is all +1
+    assert r.p_value * 256 == (np.abs(tb[~ties]) > abs(t)).sum()
+    # Mammen: the all-(1 - sqrt5)/2 vector has probability 0.7236^8 and gives exactly -t
+    m = _run(collapsed, weights="mammen", n_reps=20_000, seed=2)
+    tbm = np.asarray(m.t_boot)
+    at_minus_t = np.isclose(tbm, -t, rtol=1e-9, atol=0).mean()
+    assert at_minus_t == pytest.approx(((1 + 5**0.5) / (2 * 5**0.5)) ** 8, abs=0.01)
+    assert m.p_value == pytest.approx((np.abs(tbm) > abs(t) * (1 + 1e-9)).mean(), abs=0)
+
+
 def test_collapsed_webb_ci_within_mc_error(collapsed):
-    ref = json.loads((REF / "collapsed_boottest.json").read_text())["cases"][2]
+    cases = json.loads((REF / "collapsed_boottest.json").read_text())["cases"]
+    ref = next(c for c in cases if "conf_int" in c)
     r = _run(collapsed, weights="webb", n_reps=9999, seed=3)
     # the CI ends move with the draws; boottest used 999 draws
     assert r.conf_int[0] == pytest.approx(ref["conf_int"][0], abs=2e-3)

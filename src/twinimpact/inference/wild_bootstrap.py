@@ -17,7 +17,14 @@ cluster-wise residual columns.
 The statistic is the CRV1 t statistic with fixest / Stata small-sample factors
 ``G/(G-1) * (N-1)/(N-K)`` (fixed effects nested in the cluster variable are not counted in
 ``K``). p-values are symmetric two-sided (boottest's default ``ptype(symmetric)``):
-``P = #{|t*_b| >= |t|} / B``. With Rademacher weights and ``2^G <= n_reps`` all ``2^G``
+``P = #{|t*_b| > |t|} / B`` with a strict inequality, as boottest / WildBootTests.jl and
+fwildclusterboot count. Ties matter because they are exact, not rare: a weight vector
+that is constant across clusters (``v = c``) reproduces ``t* = sign(c) t``; with Mammen
+weights and ``G = 8`` the all-``(1 - sqrt5)/2`` vector alone has probability
+``0.7236^8 = 7.5%``, and with Rademacher enumeration ``v = +-1`` are 2 of the ``2^G``
+draws. Counting ties as extreme gave p = 0.18 on boottest's ``collapsed`` example where
+boottest reports 0.104. A draw within a relative ``1e-9`` of ``|t|`` is a tie (rounding
+must not decide). With Rademacher weights and ``2^G <= n_reps`` all ``2^G``
 sign vectors are enumerated (``enumerated=True``): the p-value is then exact and does not
 depend on the seed. The confidence interval inverts the test: its ends are where the
 bootstrap p-value function crosses ``alpha`` (the same weight draws for every null).
@@ -52,7 +59,7 @@ __all__ = [
 ]
 
 WEIGHT_TYPES = ("rademacher", "webb", "mammen", "normal")
-_TIE_RTOL = 1e-9  # |t*| equal to |t| up to rounding counts as "at least as extreme"
+_TIE_RTOL = 1e-9  # |t*| equal to |t| up to rounding is a tie, and ties are not counted
 
 
 @dataclass(frozen=True)
@@ -202,7 +209,7 @@ def wcr_statistics(d: _Design, beta0: float, v: np.ndarray, impose_null: bool = 
 
 
 def _p_value(t: float, t_boot: np.ndarray) -> float:
-    return float(np.mean(np.abs(t_boot) >= abs(t) * (1 - _TIE_RTOL)))
+    return float(np.mean(np.abs(t_boot) > abs(t) * (1 + _TIE_RTOL)))
 
 
 # ----------------------------------------------------------------------------- public
