@@ -106,6 +106,23 @@ def test_international_flows_published_and_pyfixest(app3):
         _check_peer(rv, "ppml_international", vname, k_shift=5)
 
 
+def test_default_vcov_clusters_by_the_first_fixed_effect_as_fixest(app3):
+    """R fixest's default with fixed effects: cluster by the first FE set (here the
+    exporter-year cells). pyfixest 0.60's fepois defaults to iid, so the peer value is its
+    explicit ``vcov={"CRV1": "exp_year"}``."""
+    d = app3[app3["exporter"] != app3["importer"]]
+    regs = ["log_dist", "cntg", "lang", "clny", "rta"]
+    r = ppml(d, outcome="trade", regressors=regs, fixed_effects=FE_XT)
+    assert r.vcov_spec.kind == "cluster"
+    assert r.vcov_spec.cluster == ("exporter^year",) and r.vcov_spec.n_clusters == (414,)
+    _check_peer(r, "ppml_international", "cluster_first_fe", k_shift=5)
+    explicit = ppml(d.assign(ey=d["exporter"] + d["year"].astype(str)), outcome="trade",
+                    regressors=regs, fixed_effects=FE_XT, cluster="ey")
+    np.testing.assert_allclose(r.std_errors, explicit.std_errors, rtol=1e-12)
+    # no fixed effects: iid, as fixest
+    assert ppml(d, outcome="trade", regressors=regs).vcov_spec.kind == "iid"
+
+
 def test_international_flows_twoway_cluster(app3):
     d = app3[app3["exporter"] != app3["importer"]]
     regs = ["log_dist", "cntg", "lang", "clny", "rta"]
@@ -389,7 +406,6 @@ def test_missing_column_and_non_numeric_regressor():
 
 @pytest.mark.parametrize("kw, match", [
     (dict(vcov="robust"), "vcov must be one of"),
-    (dict(vcov="cluster"), "needs cluster"),
     (dict(vcov="iid", cluster="i"), "conflicts"),
     (dict(tol=0), "tol"),
     (dict(maxiter=0), "maxiter"),
@@ -399,6 +415,15 @@ def test_missing_column_and_non_numeric_regressor():
 def test_bad_options(kw, match):
     with pytest.raises(SpecificationError, match=match):
         ppml(_panel(), **KW, **kw)
+
+
+def test_vcov_cluster_without_cluster_or_fixed_effects_is_refused():
+    kw = {k: v for k, v in KW.items() if k != "fixed_effects"}
+    with pytest.raises(SpecificationError, match="needs cluster"):
+        ppml(_panel(), **kw, vcov="cluster")
+    # with fixed effects, vcov="cluster" alone clusters by the first one (fixest)
+    r = ppml(_panel(), **KW, vcov="cluster")
+    assert r.vcov_spec.cluster == (KW["fixed_effects"][0],)
 
 
 def test_bad_data():

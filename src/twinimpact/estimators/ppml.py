@@ -143,14 +143,20 @@ def _as_tuple(x: str | Sequence[str] | None) -> tuple[str, ...]:
     return (x,) if isinstance(x, str) else tuple(x)
 
 
-def _resolve_vcov(vcov: str | None, cluster: tuple[str, ...]) -> str:
+def _resolve_vcov(vcov: str | None, cluster: tuple[str, ...], has_fe: bool
+                  ) -> tuple[str, bool]:
+    """(vcov kind, cluster by the first fixed effect?) -- fixest's defaults: clustered by
+    the first fixed-effect set when there are fixed effects, iid otherwise."""
     if vcov is None:
-        vcov = "cluster" if cluster else "iid"
+        vcov = "cluster" if (cluster or has_fe) else "iid"
     check_literal("vcov", vcov, ("iid", "hetero", "cluster"))
     if vcov == "cluster" and not cluster:
+        if has_fe:
+            return vcov, True
         raise SpecificationError(format_message(
-            "vcov='cluster' needs cluster= (one or two column names)",
-            fix="pass e.g. cluster='pair_id' or cluster=('exporter', 'importer')"))
+            "vcov='cluster' needs cluster= (one or two column names) or a fixed effect "
+            "to cluster by", fix="pass e.g. cluster='pair_id' or "
+                                 "cluster=('exporter', 'importer')"))
     if vcov != "cluster" and cluster:
         raise SpecificationError(format_message(
             f"vcov={vcov!r} conflicts with cluster={cluster!r}",
@@ -159,7 +165,7 @@ def _resolve_vcov(vcov: str | None, cluster: tuple[str, ...]) -> str:
         raise SpecificationError(format_message(
             "at most two cluster variables are supported", seen=cluster,
             fix="pass one or two column names"))
-    return vcov
+    return vcov, False
 
 
 def _check_options(tol: float, maxiter: int, separation: Any, alpha: float) -> None:
@@ -209,7 +215,10 @@ def ppml(data: pd.DataFrame, *, outcome: str, regressors: Sequence[str],
         Cluster variable(s); two names give two-way clustering (Cameron, Gelbach &
         Miller 2011, negative eigenvalues set to zero as fixest does).
     vcov : {"iid", "hetero", "cluster"}, optional
-        Default ``"cluster"`` when ``cluster`` is given, else ``"iid"``.
+        Default as fixest ``fepois``: ``"cluster"`` by ``cluster`` when given, else by the
+        first fixed-effect set (for ``("exporter", "year")`` the exporter-year cells; the
+        vcov spec names it), else ``"iid"`` when there are no fixed effects. Gravity
+        studies usually cluster by pair: pass ``cluster="pair_id"``.
     weights : str, optional
         Non-negative observation weights (rows with weight 0 are dropped and counted).
     offset : str, optional
@@ -287,7 +296,7 @@ def ppml(data: pd.DataFrame, *, outcome: str, regressors: Sequence[str],
             "ppml needs at least one regressor", fix="pass regressors=['rta', ...]"))
     fixed_effects = [fixed_effects] if isinstance(fixed_effects, str) else list(fixed_effects)
     clus = _as_tuple(cluster)
-    vcov = _resolve_vcov(vcov, clus)
+    vcov, cluster_by_fe = _resolve_vcov(vcov, clus, bool(fixed_effects))
     _check_options(tol, maxiter, separation, alpha)
     fe_cols = [c for f in fixed_effects for c in _fe_columns(f)]
     require_columns(data, [outcome, *regressors, *fe_cols, *clus, weights, offset])
@@ -416,7 +425,11 @@ def ppml(data: pd.DataFrame, *, outcome: str, regressors: Sequence[str],
             ConvergenceWarning, stacklevel=2)
 
     # ---- variance
-    cl_codes = [factorize(frame[c].to_numpy())[0] for c in clus]
+    if cluster_by_fe:  # fixest: cluster = first fixed-effect set (an interaction counts)
+        clus = (_fe_name(fixed_effects[0]),)
+        cl_codes = [codes[0]]
+    else:
+        cl_codes = [factorize(frame[c].to_numpy())[0] for c in clus]
     if codes:
         k_fe, k_nested = fe_dof(codes, cl_codes if vcov == "cluster" else ())
     else:
