@@ -106,21 +106,21 @@ def test_international_flows_published_and_pyfixest(app3):
         _check_peer(rv, "ppml_international", vname, k_shift=5)
 
 
-def test_default_vcov_clusters_by_the_first_fixed_effect_as_fixest(app3):
-    """R fixest's default with fixed effects: cluster by the first FE set (here the
-    exporter-year cells). pyfixest 0.60's fepois defaults to iid, so the peer value is its
-    explicit ``vcov={"CRV1": "exp_year"}``."""
+def test_vcov_cluster_alone_clusters_by_the_first_fixed_effect(app3):
+    """``vcov="cluster"`` without ``cluster=``: the first FE set (here the exporter-year
+    cells), fixest's pre-0.13 default; peer value is pyfixest ``vcov={"CRV1": "exp_year"}``.
+    With nothing given the default is iid, as fixest >= 0.13 and pyfixest 0.60."""
     d = app3[app3["exporter"] != app3["importer"]]
     regs = ["log_dist", "cntg", "lang", "clny", "rta"]
-    r = ppml(d, outcome="trade", regressors=regs, fixed_effects=FE_XT)
+    assert ppml(d, outcome="trade", regressors=regs,
+                fixed_effects=FE_XT).vcov_spec.kind == "iid"
+    r = ppml(d, outcome="trade", regressors=regs, fixed_effects=FE_XT, vcov="cluster")
     assert r.vcov_spec.kind == "cluster"
     assert r.vcov_spec.cluster == ("exporter^year",) and r.vcov_spec.n_clusters == (414,)
     _check_peer(r, "ppml_international", "cluster_first_fe", k_shift=5)
     explicit = ppml(d.assign(ey=d["exporter"] + d["year"].astype(str)), outcome="trade",
                     regressors=regs, fixed_effects=FE_XT, cluster="ey")
     np.testing.assert_allclose(r.std_errors, explicit.std_errors, rtol=1e-12)
-    # no fixed effects: iid, as fixest
-    assert ppml(d, outcome="trade", regressors=regs).vcov_spec.kind == "iid"
 
 
 def test_international_flows_twoway_cluster(app3):

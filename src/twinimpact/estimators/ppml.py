@@ -145,10 +145,11 @@ def _as_tuple(x: str | Sequence[str] | None) -> tuple[str, ...]:
 
 def _resolve_vcov(vcov: str | None, cluster: tuple[str, ...], has_fe: bool
                   ) -> tuple[str, bool]:
-    """(vcov kind, cluster by the first fixed effect?) -- fixest's defaults: clustered by
-    the first fixed-effect set when there are fixed effects, iid otherwise."""
+    """(vcov kind, cluster by the first fixed effect?). As fixest >= 0.13 and pyfixest
+    0.60: iid unless a cluster is given; ``vcov="cluster"`` without ``cluster=`` clusters
+    by the first fixed-effect set."""
     if vcov is None:
-        vcov = "cluster" if (cluster or has_fe) else "iid"
+        vcov = "cluster" if cluster else "iid"
     check_literal("vcov", vcov, ("iid", "hetero", "cluster"))
     if vcov == "cluster" and not cluster:
         if has_fe:
@@ -215,9 +216,11 @@ def ppml(data: pd.DataFrame, *, outcome: str, regressors: Sequence[str],
         Cluster variable(s); two names give two-way clustering (Cameron, Gelbach &
         Miller 2011, negative eigenvalues set to zero as fixest does).
     vcov : {"iid", "hetero", "cluster"}, optional
-        Default as fixest ``fepois``: ``"cluster"`` by ``cluster`` when given, else by the
-        first fixed-effect set (for ``("exporter", "year")`` the exporter-year cells; the
-        vcov spec names it), else ``"iid"`` when there are no fixed effects. Gravity
+        Default ``"cluster"`` when ``cluster`` is given, else ``"iid"`` -- the defaults of
+        fixest >= 0.13 (its NEWS: "the new default VCOV is iid for all estimations") and
+        pyfixest 0.60 ``fepois``. ``vcov="cluster"`` without ``cluster`` clusters by the
+        first fixed-effect set, as fixest did by default before 0.13 (for
+        ``("exporter", "year")`` the exporter-year cells; the vcov spec names it). Gravity
         studies usually cluster by pair: pass ``cluster="pair_id"``.
     weights : str, optional
         Non-negative observation weights (rows with weight 0 are dropped and counted).

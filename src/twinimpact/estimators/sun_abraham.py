@@ -23,7 +23,8 @@ Keyword mapping to fixest: ``sun_abraham(d, outcome="y", unit="id", time="year",
 cohort="year_treated", covariates=["x1"])`` is ``feols(y ~ x1 + sunab(year_treated, year) |
 id + year, d)``; ``ref`` = ``ref.p``; ``control="last_treated"`` ~ ``ref.c`` = the last
 cohort (with its treated periods dropped); ``cluster`` = ``cluster`` (default: the unit,
-fixest's first fixed effect). Stata: ``eventstudyinteract``.
+the first fixed effect, which fixest clustered by default before 0.13; fixest >= 0.13
+defaults to iid, so pass ``cluster = ~id`` there). Stata: ``eventstudyinteract``.
 """
 
 from __future__ import annotations
@@ -149,7 +150,8 @@ def sun_abraham(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohor
     covariates : list of str, optional
         Time-varying controls; reported as terms named by the column.
     cluster : str or list of str, optional
-        Cluster variable(s); default the unit (fixest's default, the first fixed effect).
+        Cluster variable(s); default the unit (fixest's default before 0.13: the first
+        fixed effect; fixest >= 0.13 defaults to iid).
         CRV1 with fixest's small-sample factors, t(G - 1) reference.
     control : {"never_treated", "last_treated"}
         Control cohort. ``"never_treated"`` (default; fixest's reference cohort) needs

@@ -226,8 +226,9 @@ def twfe(data: pd.DataFrame, *, outcome: str, unit: str, time: str,
     covariates : list of str, optional
         Time-varying controls (numeric).
     cluster : str or list of str, optional
-        Cluster variable(s); default is ``unit`` (fixest clusters by the first fixed
-        effect). Two names give two-way clustering.
+        Cluster variable(s); default is ``unit`` (fixest's default before 0.13, the
+        first fixed effect; fixest >= 0.13 defaults to iid, so compare with
+        ``vcov = ~unit`` there). Two names give two-way clustering.
     vcov : {"cluster", "hetero", "iid"}, optional
         Default ``"cluster"``.
     weights : str, optional

@@ -62,7 +62,7 @@ SPECS = {
 VCOVS = {"cluster_pair": {"CRV1": "pair_id"}}
 EXTRA_VCOVS = {"iid": "iid", "hetero": "hetero",
                "twoway_exporter_importer": {"CRV1": "exporter+importer"},
-               # R fixest's default with fixed effects (pyfixest 0.60's fepois default is iid)
+               # fixest's default before 0.13 (fixest >= 0.13 and pyfixest 0.60: iid)
                "cluster_first_fe": {"CRV1": "exp_year"}}
 OPTS = dict(iwls_tol=1e-12, iwls_maxiter=100, fixef_tol=1e-12, fixef_maxiter=100_000)
 
