@@ -71,6 +71,13 @@ def test_ties_with_the_observed_statistic_are_not_counted(collapsed):
     assert m.p_value == pytest.approx((np.abs(tbm) > abs(t) * (1 + 1e-9)).mean(), abs=0)
 
 
+def test_p_value_ignores_infeasible_draws():
+    """boottest's BFeas: undefined statistics leave the denominator."""
+    tb = np.array([3.0, -2.5, np.nan, 0.5, np.nan, 1.0])
+    assert wb._p_value(2.0, tb) == pytest.approx(2 / 4)
+    assert math.isnan(wb._p_value(2.0, np.array([np.nan, np.nan])))
+
+
 def test_collapsed_webb_ci_within_mc_error(collapsed):
     cases = json.loads((REF / "collapsed_boottest.json").read_text())["cases"]
     ref = next(c for c in cases if "conf_int" in c)

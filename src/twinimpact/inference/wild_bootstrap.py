@@ -209,7 +209,14 @@ def wcr_statistics(d: _Design, beta0: float, v: np.ndarray, impose_null: bool = 
 
 
 def _p_value(t: float, t_boot: np.ndarray) -> float:
-    return float(np.mean(np.abs(t_boot) > abs(t) * (1 + _TIE_RTOL)))
+    """Share of feasible draws with ``|t*| > |t|``; draws whose statistic is undefined
+    (zero bootstrap variance) leave the denominator, as boottest's ``BFeas``."""
+    a = np.abs(t_boot)
+    feasible = np.isfinite(a)
+    n = int(feasible.sum())
+    if n == 0:
+        return math.nan
+    return float(np.count_nonzero(a[feasible] > abs(t) * (1 + _TIE_RTOL)) / n)
 
 
 # ----------------------------------------------------------------------------- public
