@@ -121,6 +121,17 @@ class CellFit:
     reason: str = ""
 
 
+def _share_guard(share: float, method: str) -> str | None:
+    """R's guards for a 2x2 cell without covariates, from the share of treated units (the
+    propensity score is constant): the overlap check ("dr"/"ipw") and IPW trimming of every
+    comparison unit. The reason the cell is NaN, or None."""
+    if method in ("dr", "ipw") and share >= OVERLAP_MAX:
+        return f"overlap condition violated (propensity score {share:.4f} >= {OVERLAP_MAX})"
+    if method == "ipw" and share >= IPW_TRIM:
+        return f"all comparison units trimmed (propensity score >= {IPW_TRIM})"
+    return None
+
+
 def cell_closed_form(dy: np.ndarray, D: np.ndarray, n_total: int, method: str) -> CellFit:
     """Unconditional 2x2 DiD (no covariates): ``mean(dy | D=1) - mean(dy | D=0)``.
 
@@ -135,12 +146,9 @@ def cell_closed_form(dy: np.ndarray, D: np.ndarray, n_total: int, method: str) -
     N1 = int(d.sum())
     N0 = n1 - N1
     share = N1 / n1
-    if method in ("dr", "ipw") and share >= OVERLAP_MAX:
-        return CellFit(np.nan, np.full(n1, np.nan), "overlap condition violated "
-                       f"(propensity score {share:.4f} >= {OVERLAP_MAX})")
-    if method == "ipw" and share >= IPW_TRIM:
-        return CellFit(np.nan, np.full(n1, np.nan),
-                       f"all comparison units trimmed (propensity score >= {IPW_TRIM})")
+    reason = _share_guard(share, method)
+    if reason:
+        return CellFit(np.nan, np.full(n1, np.nan), reason)
     m1 = dy[d].mean()
     m0 = dy[~d].mean()
     inf = np.where(d, (dy - m1) * (n_total / N1), (dy - m0) * (-n_total / N0))
@@ -166,12 +174,9 @@ def cell_closed_form_full(dy: np.ndarray, treat: np.ndarray, ctrl: np.ndarray,
     N0 = int(np.count_nonzero(ctrl))
     share = N1 / (N1 + N0)
     empty = np.empty(0)
-    if method in ("dr", "ipw") and share >= OVERLAP_MAX:
-        return CellFit(np.nan, empty, "overlap condition violated "
-                       f"(propensity score {share:.4f} >= {OVERLAP_MAX})")
-    if method == "ipw" and share >= IPW_TRIM:
-        return CellFit(np.nan, empty,
-                       f"all comparison units trimmed (propensity score >= {IPW_TRIM})")
+    reason = _share_guard(share, method)
+    if reason:
+        return CellFit(np.nan, empty, reason)
     m1 = np.add.reduce(dy, where=treat) / N1
     m0 = np.add.reduce(dy, where=ctrl) / N0
     out[:] = 0.0
@@ -193,12 +198,9 @@ def cell_closed_form_split(dy1: np.ndarray, dy0: np.ndarray, n_total: int, metho
     N1, N0 = len(dy1), len(dy0)
     share = N1 / (N1 + N0)
     empty = np.empty(0)
-    if method in ("dr", "ipw") and share >= OVERLAP_MAX:
-        return CellFit(np.nan, empty, "overlap condition violated "
-                       f"(propensity score {share:.4f} >= {OVERLAP_MAX})")
-    if method == "ipw" and share >= IPW_TRIM:
-        return CellFit(np.nan, empty,
-                       f"all comparison units trimmed (propensity score >= {IPW_TRIM})")
+    reason = _share_guard(share, method)
+    if reason:
+        return CellFit(np.nan, empty, reason)
     m1 = np.add.reduce(dy1) / N1
     m0 = np.add.reduce(dy0) / N0
     dy1 -= m1
