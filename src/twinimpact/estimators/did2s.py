@@ -47,11 +47,11 @@ from ..errors import (
 from ..results import EstimationResult, VcovSpec, make_result
 from ._fe import factorize
 from .imputation import (
-    check_two_stage_inputs,
     fit_untreated,
     predict,
     solve_normal,
     system_rhs,
+    two_stage_rows,
 )
 
 __all__ = ["did2s", "two_stage_vcov"]
@@ -173,13 +173,8 @@ def did2s(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort: str
         return (f["unit"] if name == unit else f["time"] if name == time else f[name]
                 ).to_numpy()
 
-    y = f["y"].to_numpy()
-    t = f["time"].to_numpy()
-    g = f["cohort"].to_numpy()
-    never = np.isnan(g)
-    treated = ~never & (t >= g)
+    y, t, g, never, treated, w = two_stage_rows(f, cohort, weights, "did2s")
     untreated = ~treated
-    w = check_two_stage_inputs(f, treated, cohort, weights, "did2s")
     fe_codes = [factorize(col(c))[0] for c in fs]
     xcov = np.column_stack([f[c].to_numpy(dtype=float) for c in covariates]) \
         if covariates else None

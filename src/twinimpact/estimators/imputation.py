@@ -33,7 +33,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -295,10 +295,28 @@ def _as_pretrends(pretrends: Any, available: np.ndarray) -> list[int]:
     return list(range(-int(pretrends), 0))
 
 
-def check_two_stage_inputs(frame: pd.DataFrame, treated: np.ndarray, cohort: str,
-                           weights: str | None, estimator: str) -> np.ndarray | None:
-    """Shared checks of the two-stage estimators (imputation, did2s): some treated and
-    some untreated observations, non-negative weights. Returns the weights (or None)."""
+class TwoStageRows(NamedTuple):
+    """Row arrays shared by the two-stage estimators (``never``: never-treated rows;
+    ``treated``: ``time >= cohort``; ``w``: weights or None)."""
+
+    y: np.ndarray
+    t: np.ndarray
+    g: np.ndarray
+    never: np.ndarray
+    treated: np.ndarray
+    w: np.ndarray | None
+
+
+def two_stage_rows(frame: pd.DataFrame, cohort: str, weights: str | None,
+                   estimator: str) -> TwoStageRows:
+    """Arrays of a prepared panel (columns ``y``, ``time``, ``cohort``) and the shared checks
+    of the two-stage estimators (imputation, did2s): some treated and some untreated
+    observations, non-negative weights."""
+    y = frame["y"].to_numpy()
+    t = frame["time"].to_numpy()
+    g = frame["cohort"].to_numpy()
+    never = np.isnan(g)
+    treated = ~never & (t >= g)
     if not treated.any():
         raise InputError(format_message(
             f"{estimator}: no treated observation (time >= cohort)", seen=cohort,
@@ -311,7 +329,7 @@ def check_two_stage_inputs(frame: pd.DataFrame, treated: np.ndarray, cohort: str
     if w is not None and (w < 0).any():
         raise InputError(format_message("weights must be non-negative", seen=float(w.min()),
                                         fix=f"check the column {weights!r}"))
-    return w
+    return TwoStageRows(y, t, g, never, treated, w)
 
 
 def imputation(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort: str,
@@ -381,13 +399,8 @@ def imputation(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort
                           estimator=est)
     f = pdata.frame
     dropped = dict(pdata.dropped)
-    y = f["y"].to_numpy()
-    t = f["time"].to_numpy()
-    g = f["cohort"].to_numpy()
-    never = np.isnan(g)
-    treated = ~never & (t >= g)
+    y, t, g, never, treated, w = two_stage_rows(f, cohort, weights, "imputation")
     untreated = ~treated
-    w = check_two_stage_inputs(f, treated, cohort, weights, "imputation")
     unit_codes, _ = factorize(f["unit"].to_numpy())
     time_codes, _ = factorize(t)
     fit = fit_untreated(y, [unit_codes, time_codes], untreated, weights=w)
