@@ -35,7 +35,18 @@ __all__ = [
     "prepare_panel",
     "require_columns",
     "require_frame",
+    "warn_dropped_missing",
 ]
+
+
+def warn_dropped_missing(estimator: str, counts: dict[str, int], *, stacklevel: int) -> None:
+    """One DroppedRowsWarning naming each reason and count (``counts``: reason -> rows).
+    ``stacklevel`` as the caller would pass to ``warnings.warn`` itself."""
+    warnings.warn(
+        f"{estimator}: dropped {sum(counts.values())} row(s) with missing values: "
+        + "; ".join(f"{k}: {v}" for k, v in counts.items())
+        + ". The counts are in result.diagnostics['dropped_rows'].",
+        DroppedRowsWarning, stacklevel=stacklevel + 1)
 
 
 def require_frame(data: Any, *, what: str = "data") -> pd.DataFrame:
@@ -229,11 +240,7 @@ def prepare_panel(data: Any, *, outcome: str, unit: str, time: str, cohort: str 
         out = out.loc[keep_arr].reset_index(drop=True)
         unit_codes = unit_codes[keep_arr]
     if dropped:
-        warnings.warn(
-            f"{estimator}: dropped {sum(dropped.values())} row(s) with missing values: "
-            + "; ".join(f"{k}: {v}" for k, v in dropped.items())
-            + ". The counts are in result.diagnostics['dropped_rows'].",
-            DroppedRowsWarning, stacklevel=3)
+        warn_dropped_missing(estimator, dropped, stacklevel=3)
     if len(out) == 0:
         raise InputError(format_message(f"{estimator}: no rows left after removing missing values",
                                         seen=dropped, fix="check the outcome and key columns"))

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from .._validation import _numeric, require_columns, require_frame
+from .._validation import _numeric, require_columns, require_frame, warn_dropped_missing
 from ..errors import (
     ConvergenceWarning,
     DataWarning,
@@ -300,11 +300,7 @@ def _prepare(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort: 
             dropped_rows[f"missing {cluster}"] = int(m.sum())
             keep &= ~clu_raw.isna().to_numpy()
     if dropped_rows:
-        warnings.warn(
-            f"{ESTIMATOR}: dropped {sum(dropped_rows.values())} row(s) with missing values: "
-            + "; ".join(f"{k}: {v}" for k, v in dropped_rows.items())
-            + ". The counts are in result.diagnostics['dropped_rows'].",
-            DroppedRowsWarning, stacklevel=3)
+        warn_dropped_missing(ESTIMATOR, dropped_rows, stacklevel=3)
     if not keep.any():
         raise InputError(format_message(f"{ESTIMATOR}: no rows left after removing missing "
                                         "values", seen=dropped_rows,

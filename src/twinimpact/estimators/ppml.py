@@ -39,7 +39,7 @@ import numpy as np
 import pandas as pd
 from scipy import special
 
-from .._validation import _numeric, require_columns, require_frame
+from .._validation import _numeric, require_columns, require_frame, warn_dropped_missing
 from ..errors import (
     ConvergenceWarning,
     DroppedRowsWarning,
@@ -349,11 +349,7 @@ def ppml(data: pd.DataFrame, *, outcome: str, regressors: Sequence[str],
         _drop(w == 0, f"zero weight ({weights})")
     miss = {k: v for k, v in dropped.items() if k.startswith("missing")}
     if miss:
-        warnings.warn(
-            f"ppml: dropped {sum(miss.values())} row(s) with missing values: "
-            + "; ".join(f"{k}: {v}" for k, v in miss.items())
-            + ". The counts are in result.diagnostics['dropped_rows'].",
-            DroppedRowsWarning, stacklevel=2)
+        warn_dropped_missing("ppml", miss, stacklevel=2)
     if not keep.any():
         raise InputError(format_message("ppml: no rows left after removing missing values",
                                         seen=dropped, fix="check the columns passed"))
