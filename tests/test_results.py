@@ -75,3 +75,56 @@ def test_bad_alpha_and_shapes():
 def test_summary_mentions_vcov_and_terms():
     s = _result().summary()
     assert "cluster by id (30 clusters)" in s and "ATT" in s and "Observations: 100" in s
+
+
+# ----------------------------------------------------------------------------- typed fields
+def test_pretrend_test_wald_chi2_and_f_by_hand():
+    from twinimpact.results import PretrendTest, wald_pretrend_test
+
+    b = np.array([0.2, -0.1])
+    v = np.array([[0.04, 0.01], [0.01, 0.09]])
+    w = float(b @ np.linalg.inv(v) @ b)  # the textbook formula, independently
+    chi = wald_pretrend_test(["a", "b"], b, v)
+    assert isinstance(chi, PretrendTest) and chi.kind == "Wald chi2"
+    assert chi.statistic == pytest.approx(w, rel=1e-12)
+    assert chi.p_value == pytest.approx(stats.chi2.sf(w, 2), rel=1e-12)
+    assert (chi.df, chi.n_coefficients, chi.rank, chi.terms) == (2, 2, 2, ("a", "b"))
+    f = wald_pretrend_test(["a", "b"], b, v, df_denominator=29)
+    assert f.kind == "F" and f.statistic == pytest.approx(w / 2, rel=1e-12)
+    assert f.p_value == pytest.approx(stats.f.sf(w / 2, 2, 29), rel=1e-12)
+    assert "F(2, 29)" in f.summary()
+    with pytest.raises(AttributeError):
+        f.statistic = 0.0  # type: ignore[misc]
+
+
+def test_pretrend_test_not_computable_is_nan_with_reason():
+    from twinimpact.results import wald_pretrend_test
+
+    with pytest.warns(NotComputableWarning, match="singular"):
+        t = wald_pretrend_test(["a", "b"], [1.0, 1.0], [[1.0, 1.0], [1.0, 1.0]])
+    assert np.isnan(t.statistic) and np.isnan(t.p_value) and t.rank == 1
+    assert "singular" in t.note and "not computed" in t.summary()
+    with pytest.warns(NotComputableWarning, match="NaN"):
+        t = wald_pretrend_test(["a"], [np.nan], [[1.0]])
+    assert np.isnan(t.statistic)
+    empty = wald_pretrend_test([], [], np.zeros((0, 0)))
+    assert np.isnan(empty.statistic) and empty.n_coefficients == 0
+
+
+def test_att_definition_and_ci_kind_are_typed():
+    from twinimpact.results import ATT_WEIGHTINGS, ATTDefinition
+
+    d = ATTDefinition("cell_size_weighted", "fixest agg = 'att'")
+    assert d.description.startswith(ATT_WEIGHTINGS["cell_size_weighted"])
+    with pytest.raises(SpecificationError):
+        ATTDefinition("average")
+    assert VcovSpec("bootstrap", interval="uniform").ci_kind.startswith("uniform")
+    with pytest.raises(SpecificationError):
+        VcovSpec("iid", interval="simultaneous")
+
+
+def test_diagnostics_keys_filled_and_with_vcov_refused_without_scores():
+    r = _result()
+    assert r.diagnostics["n_used_rows"] == 100 and r.diagnostics["notes"] == ()
+    with pytest.raises(SpecificationError, match="with_vcov is not available"):
+        r.with_vcov("hetero")

@@ -169,10 +169,24 @@ class CaseStudyResult:
     spec: Mapping[str, Any] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
 
+    #: Name in tables and the tidy frame.
+    estimator = "case_study"
+
     @property
     def results(self) -> dict[str, SyntheticDIDResult]:
-        """The three results keyed ``"sdid"``, ``"sc"``, ``"did"`` (for ``ti.table``)."""
+        """The three results keyed ``"sdid"``, ``"sc"``, ``"did"`` (``ti.table`` shows one
+        column per result)."""
         return {"sdid": self.sdid, "sc": self.sc, "did": self.did}
+
+    @property
+    def nobs(self) -> int:
+        """City-years used (the same panel for the three methods)."""
+        return int(self.sdid.nobs)
+
+    def to_frame(self, alpha: float = 0.05) -> pd.DataFrame:
+        """The tidy frames of the three results stacked (``estimator`` tells them apart)."""
+        return pd.concat([r.to_frame(alpha) for r in self.results.values()],
+                         ignore_index=True)
 
     def summary(self) -> str:
         """Plain-text report: the comparison table, top donors, notes."""

@@ -289,6 +289,31 @@ class GravityStudy:
     sentence: str
     dropped_twinnings: Mapping[str, int]
 
+    #: Name in tables and the tidy frame.
+    estimator = "gravity_study"
+
+    @property
+    def nobs(self) -> int:
+        """Observations of the PPML fit."""
+        return int(self.result.nobs)
+
+    @property
+    def vcov_spec(self) -> Any:
+        """How the PPML variance was computed."""
+        return self.result.vcov_spec
+
+    def to_frame(self, alpha: float = 0.05) -> pd.DataFrame:
+        """The tidy frame of the PPML result."""
+        return self.result.to_frame(alpha)
+
+    def summary(self) -> str:
+        """The sentence, the links not used, then the PPML summary."""
+        lines = ["twinimpact · gravity study", self.sentence]
+        lines.extend(f"Twinnings not used -- {k}: {v}"
+                     for k, v in self.dropped_twinnings.items())
+        lines.append(self.result.summary())
+        return "\n".join(lines)
+
 
 def gravity_study(twinnings: pd.DataFrame | None = None, panel: pd.DataFrame | None = None,
                   *, intensity: Intensity = "n_twinnings", home: str = "DEU",

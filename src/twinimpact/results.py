@@ -21,6 +21,47 @@ ci_lower, ci_upper, ci_kind``. Tables and plots consume only that frame.
 
 Inference is part of reporting: :meth:`EstimationResult.conf_int` and ``to_frame`` take
 ``alpha``; subclasses override :meth:`EstimationResult.critical_value` for uniform bands.
+:meth:`EstimationResult.with_vcov` returns a *new* result with another variance where the
+stored scores / influence function allow (fixest ``summary(est, vcov=...)``).
+
+Typed fields every result carries
+---------------------------------
+``pretrend_test``   a :class:`PretrendTest` on every event-study result (TWFE event study,
+                    Callaway-Sant'Anna ATT(g,t) and dynamic aggregation, Sun-Abraham,
+                    imputation with ``pretrends``, did2s event study, Poisson event study);
+                    ``None`` otherwise. One type whatever the estimator.
+``att_definition``  an :class:`ATTDefinition` saying what the ``ATT`` row averages (one of
+                    :data:`ATT_WEIGHTINGS`); ``None`` when the result has no ``ATT`` row.
+``vcov_spec``       the :class:`VcovSpec`; the interval label ``ci_kind`` is derived from it
+                    (never free text).
+
+Diagnostics keys
+----------------
+``diagnostics`` is a read-only mapping. Every estimator result has these keys
+(:data:`DIAGNOSTIC_KEYS`), with these meanings:
+
+``n_input_rows``  rows of the caller's frame;
+``n_used_rows``   rows used in the estimation (equals ``nobs``);
+``dropped_rows``  mapping reason -> number of rows dropped for that reason (empty when none);
+``notes``         tuple of plain-language notes (what was adjusted and why).
+
+Estimators add their own keys beside these (convergence, fixed-effect counts, ...);
+pre-trend tests are never in ``diagnostics`` but in ``pretrend_test``.
+
+Default variance (one rule for every estimator)
+-----------------------------------------------
+* Panel estimators -- those called with ``unit`` and ``time`` (``twfe``, ``event_study``,
+  ``sun_abraham``, ``callaway_santanna``, ``imputation``, ``did2s``,
+  ``poisson_event_study``) -- cluster by ``unit`` unless ``cluster=`` says otherwise:
+  CRV1 with fixest's small-sample factors and a t(G-1) reference for the linear
+  regressions (fixest ``feols``/``sunab``, R ``did2s``); the unit-level influence function
+  with a normal reference for Callaway-Sant'Anna (R ``did``) and imputation (BJS 2024); CRV1
+  with a normal reference for the Poisson GLM (fixest ``fepois``).
+* ``synthetic_did`` resamples or permutes units (``se="placebo"|"jackknife"|"bootstrap"``,
+  R ``synthdid``), so its variance is also at the unit level, normal reference.
+* ``ppml`` has no panel unit: iid without ``cluster=``, as fixest >= 0.13 ("the new default
+  VCOV is iid for all estimations") and pyfixest; ``vcov="cluster"`` without a cluster
+  column clusters by the first fixed-effect set.
 """
 
 from __future__ import annotations
@@ -37,9 +78,25 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from .errors import NotComputableWarning, SpecificationError
+from .errors import NotComputableWarning, SpecificationError, format_message
 
-__all__ = ["TIDY_COLUMNS", "EstimationResult", "VcovSpec", "make_result"]
+__all__ = [
+    "ATT_WEIGHTINGS",
+    "DIAGNOSTIC_KEYS",
+    "HONEST_COLUMNS",
+    "TIDY_COLUMNS",
+    "ATTDefinition",
+    "EstimationResult",
+    "PretrendTest",
+    "VcovSpec",
+    "event_pretrend_test",
+    "honest_tidy",
+    "make_result",
+    "result_label",
+    "summarize",
+    "tidy",
+    "wald_pretrend_test",
+]
 
 #: Columns of the tidy frame, in order. ``cohort``, ``time`` and ``rel_time`` appear only
 #: where the estimator defines them for its terms.
@@ -61,6 +118,197 @@ def _freeze(obj: Any) -> Any:
         arr.setflags(write=False)
         return arr
     return obj
+
+
+#: Keys every estimator result has in ``diagnostics`` (see the module docstring).
+DIAGNOSTIC_KEYS = ("n_input_rows", "n_used_rows", "dropped_rows", "notes")
+
+#: What the ``ATT`` row of a result can average. Keys are the values of
+#: :attr:`ATTDefinition.weighting`; values say it in one sentence.
+ATT_WEIGHTINGS: Mapping[str, str] = MappingProxyType({
+    "regression_coefficient": (
+        "the coefficient on the treatment indicator of one regression (an implicitly "
+        "variance-weighted average of the cell effects, Goodman-Bacon 2021)"),
+    "equal_weighted_post_periods": (
+        "the mean of the post-treatment event-time effects (rel_time >= 0), each event time "
+        "weighted equally"),
+    "cell_size_weighted": (
+        "the post-treatment cohort x period cell effects weighted by their number of "
+        "observations"),
+    "treated_observation_weighted": (
+        "the mean of the effects on the treated observations, each treated unit-period "
+        "counted once"),
+    "cohort_size_weighted": (
+        "the post-treatment ATT(g,t) weighted by cohort size (R did aggte 'simple', and the "
+        "cohort effects weighted by cohort size for 'group')"),
+    "equal_weighted_calendar_periods": (
+        "the mean of the calendar-period effects, each period weighted equally"),
+    "treated_units_times_post_periods": (
+        "per adoption cohort one synthetic DiD effect, the cohorts weighted by treated units "
+        "x post-treatment periods (Stata sdid)"),
+    "linear_combination": "the user-supplied linear combination of coefficients",
+})
+
+
+@dataclass(frozen=True)
+class ATTDefinition:
+    """What the ``ATT`` row of a result averages.
+
+    Attributes
+    ----------
+    weighting : str
+        One of :data:`ATT_WEIGHTINGS` (e.g. ``"equal_weighted_post_periods"``).
+    detail : str
+        Estimator-specific precision (scale, the reference implementation's name for it).
+    """
+
+    weighting: str
+    detail: str = ""
+
+    def __post_init__(self) -> None:
+        if self.weighting not in ATT_WEIGHTINGS:
+            raise SpecificationError(
+                f"internal: ATT weighting must be one of {', '.join(ATT_WEIGHTINGS)}; "
+                f"got {self.weighting!r}.")
+
+    @property
+    def description(self) -> str:
+        """One sentence: the general rule, then the detail."""
+        text = ATT_WEIGHTINGS[self.weighting]
+        return f"{text}; {self.detail}" if self.detail else text
+
+    def __str__(self) -> str:
+        return self.description
+
+
+PRETREND_KINDS = ("Wald chi2", "F")
+
+
+@dataclass(frozen=True)
+class PretrendTest:
+    """Joint test that the pre-treatment coefficients are all zero -- one type for every
+    event-study result.
+
+    Attributes
+    ----------
+    statistic : float
+        ``W = b' V^{-1} b`` for ``kind="Wald chi2"``; ``W / df`` for ``kind="F"``. NaN when
+        not computable (``note`` says why).
+    df : int
+        Numerator degrees of freedom (number of restrictions tested).
+    p_value : float
+        From chi2(df), or F(df, df_denominator).
+    kind : {"Wald chi2", "F"}
+        The reference distribution.
+    n_coefficients : int
+        Pre-treatment coefficients entering the test.
+    df_denominator : float or None
+        Denominator degrees of freedom of an F test (the t degrees of freedom of the
+        result's vcov, e.g. G - 1 with clusters); None for chi2.
+    rank : int or None
+        Rank of the covariance of the tested coefficients (equals ``df`` for a regular
+        test; smaller when it is singular). Left for tests restricted to the identified
+        directions (pseudo-inverse Wald).
+    terms : tuple of str
+        The tested terms.
+    note : str
+        What was tested, or why the statistic is NaN.
+    """
+
+    statistic: float
+    df: int
+    p_value: float
+    kind: str
+    n_coefficients: int
+    df_denominator: float | None = None
+    rank: int | None = None
+    terms: tuple[str, ...] = ()
+    note: str = ""
+
+    def __post_init__(self) -> None:
+        if self.kind not in PRETREND_KINDS:
+            raise SpecificationError(
+                f"internal: pre-trend test kind must be one of {PRETREND_KINDS}; "
+                f"got {self.kind!r}.")
+        object.__setattr__(self, "statistic", float(self.statistic))
+        object.__setattr__(self, "p_value", float(self.p_value))
+        object.__setattr__(self, "df", int(self.df))
+        object.__setattr__(self, "n_coefficients", int(self.n_coefficients))
+        object.__setattr__(self, "terms", tuple(str(t) for t in self.terms))
+        if self.df_denominator is not None:
+            object.__setattr__(self, "df_denominator", float(self.df_denominator))
+
+    @property
+    def computed(self) -> bool:
+        """Whether the statistic is a number."""
+        return math.isfinite(self.statistic)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict (e.g. for JSON)."""
+        return dataclasses.asdict(self)
+
+    def summary(self) -> str:
+        """One line, e.g. ``Pre-trend test: F(3, 39) = 0.512, p = 0.676 (3 coefficients)``."""
+        if not self.computed:
+            return (f"Pre-trend test ({self.kind}): not computed"
+                    + (f" -- {self.note}" if self.note else ""))
+        if self.kind == "F":
+            dist = f"F({self.df}, {self.df_denominator:g})"
+        else:
+            dist = f"chi2({self.df})"
+        return (f"Pre-trend test: {dist} = {self.statistic:.4g}, p = {self.p_value:.4g} "
+                f"({self.n_coefficients} coefficient{'s' if self.n_coefficients != 1 else ''})")
+
+    __str__ = summary
+
+
+def wald_pretrend_test(terms: Sequence[str], coef: np.ndarray, cov: np.ndarray, *,
+                       df_denominator: float | None = None, what: str = "",
+                       estimator: str = "", warn: bool = True) -> PretrendTest:
+    """Joint Wald test that ``coef`` (the pre-treatment coefficients) are zero.
+
+    ``W = b' V^{-1} b``; with ``df_denominator`` the F form ``W / q`` against
+    ``F(q, df_denominator)`` (fixest ``wald()``), otherwise chi2(q) (R did's pre-test).
+    NaN (with a :class:`~twinimpact.errors.NotComputableWarning` when ``warn``) if an
+    input is NaN or ``V`` is singular (reciprocal 1-norm condition number <= machine
+    epsilon, as R ``did``); a NaN test without warning when there is nothing to test.
+    """
+    terms = tuple(str(t) for t in terms)
+    b = np.asarray(coef, dtype=float).reshape(-1)
+    v = np.asarray(cov, dtype=float).reshape(len(b), len(b))
+    q = len(b)
+    kind = "F" if df_denominator is not None else "Wald chi2"
+    base = dict(df=q, kind=kind, n_coefficients=q, df_denominator=df_denominator,
+                terms=terms)
+    label = f"{estimator}: " if estimator else ""
+    if q == 0:
+        return PretrendTest(np.nan, p_value=np.nan, rank=0,
+                            note="no pre-treatment coefficients to test", **base)
+    if not (np.isfinite(b).all() and np.isfinite(v).all()):
+        if warn:
+            warnings.warn(f"{label}pre-trend test not computed: some pre-treatment "
+                          "estimates or variances are NaN.", NotComputableWarning,
+                          stacklevel=3)
+        return PretrendTest(np.nan, p_value=np.nan,
+                            note="not computed: NaN pre-treatment estimates or variances",
+                            **base)
+    if 1.0 / np.linalg.cond(v, 1) <= np.finfo(float).eps:
+        rank = int(np.linalg.matrix_rank(v))  # only here: an SVD is costly for big V
+        if warn:
+            warnings.warn(f"{label}pre-trend Wald statistic not computed: the covariance of "
+                          f"the {q} pre-treatment coefficients is singular (rank {rank}).",
+                          NotComputableWarning, stacklevel=3)
+        return PretrendTest(np.nan, p_value=np.nan, rank=rank,
+                            note="not computed: singular covariance of the pre-treatment "
+                                 "coefficients", **base)
+    w = float(b @ np.linalg.solve(v, b))
+    if df_denominator is not None:
+        stat = w / q
+        p = float(stats.f.sf(stat, q, df_denominator)) if df_denominator > 0 else np.nan
+    else:
+        stat, p = w, float(stats.chi2.sf(w, q))
+    note = what or "Wald test that all pre-treatment coefficients are zero"
+    return PretrendTest(stat, p_value=p, rank=q, note=note, **base)
 
 
 @dataclass(frozen=True)
@@ -85,6 +333,9 @@ class VcovSpec:
         means the standard normal.
     description : str
         One line a reader can quote in a methods section.
+    interval : {"pointwise", "uniform"}
+        ``"uniform"``: intervals are simultaneous (sup-t) bands from bootstrap draws
+        (R did ``cband=TRUE``); the critical value comes from the result.
     """
 
     kind: str
@@ -93,18 +344,33 @@ class VcovSpec:
     small_sample: Mapping[str, float] = field(default_factory=dict)
     df: float | None = None
     description: str = ""
+    interval: str = "pointwise"
 
     def __post_init__(self) -> None:
+        if self.interval not in ("pointwise", "uniform"):
+            raise SpecificationError(f"internal: VcovSpec.interval must be 'pointwise' or "
+                                     f"'uniform'; got {self.interval!r}.")
         object.__setattr__(self, "cluster", tuple(self.cluster))
         object.__setattr__(self, "n_clusters", tuple(int(g) for g in self.n_clusters))
         object.__setattr__(self, "small_sample", MappingProxyType(dict(self.small_sample)))
 
     @property
     def ci_kind(self) -> str:
-        """Label of the reference distribution, e.g. ``"normal"`` or ``"t(49)"``."""
+        """Label of the intervals, derived from the spec: ``"normal"``, ``"t(49)"`` or
+        ``"uniform (multiplier bootstrap sup-t)"``."""
+        if self.interval == "uniform":
+            return "uniform (multiplier bootstrap sup-t)"
         if self.df is None:
             return "normal"
         return f"t({self.df:g})"
+
+    def label(self) -> str:
+        """Short label for table footers, e.g. ``"cluster (unit: 40)"``."""
+        k = self.kind
+        if self.cluster:
+            k += " (" + ", ".join(f"{c}: {g}" for c, g in
+                                  zip(self.cluster, self.n_clusters, strict=False)) + ")"
+        return k
 
 
 @dataclass(frozen=True, eq=False, repr=False)
@@ -124,9 +390,26 @@ class EstimationResult:
     diagnostics: Mapping[str, Any] = field(default_factory=dict)
     term_info: pd.DataFrame | None = None
     extras: Mapping[str, Any] = field(default_factory=dict)
+    pretrend_test: PretrendTest | None = None
+    att_definition: ATTDefinition | None = None
+    vcov_source: Any = field(default=None, repr=False)
 
     # ------------------------------------------------------------------ construction
     def __post_init__(self) -> None:
+        if self.pretrend_test is not None and not isinstance(self.pretrend_test,
+                                                             PretrendTest):
+            raise SpecificationError(f"internal: pretrend_test must be a PretrendTest; got "
+                                     f"{type(self.pretrend_test).__name__}.")
+        if self.att_definition is not None and not isinstance(self.att_definition,
+                                                              ATTDefinition):
+            raise SpecificationError(f"internal: att_definition must be an ATTDefinition; "
+                                     f"got {type(self.att_definition).__name__}.")
+        for f in dataclasses.fields(self):  # every array a result holds is read-only
+            val = getattr(self, f.name)
+            if isinstance(val, np.ndarray) and val.flags.writeable:
+                view = val.view()
+                view.setflags(write=False)
+                object.__setattr__(self, f.name, view)
         terms = tuple(str(t) for t in self.terms)
         coef = np.array(self.coef, dtype=float).reshape(-1)
         cov = np.array(self.cov, dtype=float)
@@ -155,6 +438,66 @@ class EstimationResult:
     def replace(self, **changes: Any) -> EstimationResult:
         """A new result with some fields changed (the original is untouched)."""
         return dataclasses.replace(self, **changes)
+
+    def with_vcov(self, vcov: str, *, cluster: str | Sequence[str] | None = None,
+                  data: pd.DataFrame | None = None) -> EstimationResult:
+        """A new result with another variance; estimates unchanged (fixest
+        ``summary(est, vcov = ...)``, R did's re-clustering from the influence function).
+
+        Parameters
+        ----------
+        vcov : {"iid", "hetero", "cluster"}
+            ``"iid"`` and ``"hetero"`` (HC1) for regression estimators (OLS-type and
+            PPML); ``"cluster"`` (CRV1 or the clustered influence function) for every
+            estimator that stores its scores or influence function.
+        cluster : str or sequence of str, optional
+            Cluster column(s) for ``vcov="cluster"``; columns other than those of the fit
+            need ``data``.
+        data : DataFrame, optional
+            The frame the result was fitted on (same rows, same order), to take new
+            cluster columns from.
+
+        Raises
+        ------
+        SpecificationError
+            When this result does not store what the new variance needs (the message
+            says why), or for an unknown ``vcov``.
+
+        Examples
+        --------
+        >>> import twinimpact as ti
+        >>> from twinimpact.estimators.twfe import _example_panel
+        >>> d = _example_panel()
+        >>> d["region"] = d["id"] // 6
+        >>> r = ti.callaway_santanna(d, outcome="y", unit="id", time="year", cohort="g")
+        >>> r2 = r.with_vcov("cluster", cluster="region", data=d)
+        >>> r2.vcov_spec.cluster, r2.vcov_spec.n_clusters
+        (('region',), (10,))
+        """
+        src = self.vcov_source
+        if src is None or isinstance(src, str):
+            why = src if isinstance(src, str) else (
+                "it does not store per-observation scores or an influence function")
+            raise SpecificationError(format_message(
+                f"with_vcov is not available for a {self.estimator} result",
+                where=f"{type(self).__name__}.with_vcov", seen=vcov,
+                fix=f"re-estimate with the variance you want ({why})"))
+        clus = (cluster,) if isinstance(cluster, str) else tuple(cluster or ())
+        cov, vspec = src.vcov(vcov, cluster=clus, data=data)
+        cov = np.asarray(cov, dtype=float)
+        changes: dict[str, Any] = {"cov": cov, "vcov_spec": vspec}
+        pt = self.pretrend_test
+        if pt is not None and pt.terms and set(pt.terms) <= set(self.terms):
+            idx = [self.terms.index(t) for t in pt.terms]
+            # the same rule as at fit time: F(q, df) when the new vcov has a t reference
+            changes["pretrend_test"] = wald_pretrend_test(
+                pt.terms, self.coef[idx], cov[np.ix_(idx, idx)], df_denominator=vspec.df,
+                what=pt.note, estimator=self.estimator)
+        elif pt is not None:
+            changes["pretrend_test"] = None
+        warn_nan(self.terms, self.coef, cov, f"variance {vcov!r} not computable",
+                 self.estimator)
+        return self.replace(**changes)
 
     # ------------------------------------------------------------------ labelled views
     @property
@@ -265,6 +608,10 @@ class EstimationResult:
                                "display.float_format", lambda v: f"{v:.6g}"):
             lines.append(show.to_string(index=False))
         lines.append(f"Intervals: {self.ci_kind}")
+        if self.att_definition is not None and "ATT" in self.terms:
+            lines.append(f"ATT: {self.att_definition.description}")
+        if self.pretrend_test is not None:
+            lines.append(self.pretrend_test.summary())
         notes = self.diagnostics.get("notes") if self.diagnostics else None
         if notes:
             lines.extend(f"Note: {n}" for n in notes)
@@ -322,7 +669,135 @@ def make_result(estimator: str, params: pd.Series | Mapping[str, float], vcov: A
             f"internal: {estimator} result has {len(terms)} terms but a vcov of shape "
             f"{cov.shape}; expected ({len(terms)}, {len(terms)}).")
     warn_nan(terms, params.to_numpy(), cov, nan_reason, estimator)
+    diag = dict(diagnostics or {})
+    diag.setdefault("n_used_rows", int(nobs))
+    diag.setdefault("dropped_rows", {})
+    diag.setdefault("notes", ())
+    if isinstance(diag["notes"], str):
+        diag["notes"] = (diag["notes"],)
     return cls(estimator=estimator, terms=terms, coef=params.to_numpy(), cov=cov,
                vcov_spec=vcov_spec, nobs=int(nobs), spec=dict(spec or {}),
-               diagnostics=dict(diagnostics or {}), term_info=term_info,
+               diagnostics=diag, term_info=term_info,
                extras=dict(extras or {}), **fields)
+
+
+# ============================================================================ protocol adapters
+# Tables and plots take *every* object the package returns. Estimation results, bootstrap
+# and randomization results, case and gravity studies follow the protocol themselves
+# (``estimator``, ``nobs``, ``to_frame(alpha)``, ``summary()``); HonestDiD sensitivity
+# frames are pandas DataFrames and are read here.
+
+#: Columns of a HonestDiD frame (``ti.honest_did``).
+HONEST_COLUMNS = ("m", "lb", "ub", "method")
+
+
+def is_honest_frame(obj: Any) -> bool:
+    """Whether ``obj`` is a HonestDiD sensitivity frame (columns ``m, lb, ub, method``)."""
+    return isinstance(obj, pd.DataFrame) and set(HONEST_COLUMNS) <= set(obj.columns)
+
+
+def honest_tidy(frame: pd.DataFrame, alpha: float | None = None) -> pd.DataFrame:
+    """The tidy frame of a HonestDiD sensitivity frame: one row per ``m``.
+
+    ``term`` is ``"Mbar=<m>"`` (relative magnitudes) or ``"M=<m>"`` (smoothness);
+    ``estimate`` is the point estimate of the target (``frame.attrs["estimate"]``, NaN when
+    absent); ``ci_lower``/``ci_upper`` are the robust bounds; there is no standard error or
+    p-value (NaN). ``alpha`` must equal the level the sets were computed at, if given.
+    """
+    attrs = frame.attrs or {}
+    level = attrs.get("alpha")
+    if alpha is not None and level is not None and not math.isclose(alpha, level):
+        raise SpecificationError(format_message(
+            "HonestDiD confidence sets exist only at the level they were computed at",
+            where="honest_did frame", seen={"alpha asked": alpha, "alpha computed": level},
+            fix=f"pass alpha={level} or rerun ti.honest_did(..., alpha={alpha})"))
+    name = "Mbar" if attrs.get("restriction", "relative_magnitudes") == "relative_magnitudes" \
+        else "M"
+    m = pd.to_numeric(frame["m"], errors="coerce").to_numpy(dtype=float)
+    terms = [f"{name}={v:g}" if np.isfinite(v) else str(meth)
+             for v, meth in zip(m, frame["method"], strict=True)]
+    est = attrs.get("estimate")
+    est = np.nan if est is None else float(est)
+    return pd.DataFrame({
+        "estimator": "honest_did", "term": terms, "estimate": est,
+        "std_error": np.nan, "statistic": np.nan, "p_value": np.nan,
+        "ci_lower": frame["lb"].to_numpy(dtype=float),
+        "ci_upper": frame["ub"].to_numpy(dtype=float),
+        "ci_kind": [f"HonestDiD robust set ({meth}, {attrs.get('restriction', '?')})"
+                    for meth in frame["method"]],
+    })
+
+
+def honest_summary(frame: pd.DataFrame) -> str:
+    """Plain-text summary of a HonestDiD sensitivity frame."""
+    a = frame.attrs or {}
+    lines = ["twinimpact · honest_did (Rambachan & Roth robust confidence sets)",
+             f"Restriction: {a.get('restriction', 'unknown')}; level "
+             f"{100 * (1 - float(a.get('alpha', 0.05))):g}%; pre periods {a.get('num_pre')}, "
+             f"post periods {a.get('num_post')}"]
+    if a.get("estimate") is not None:
+        lines.append(f"Point estimate of the target: {float(a['estimate']):.6g}")
+    show = frame[list(HONEST_COLUMNS)]
+    with pd.option_context("display.float_format", lambda v: f"{v:.6g}"):
+        lines.append(show.to_string(index=False))
+    return "\n".join(lines)
+
+
+def _reject(obj: Any, what: str) -> SpecificationError:
+    return SpecificationError(format_message(
+        f"{what} takes objects returned by twinimpact (estimation results, bootstrap / "
+        "randomization results, case or gravity studies, HonestDiD frames)",
+        seen=type(obj).__name__,
+        fix="pass e.g. the result of ti.event_study(...), ti.wild_cluster_bootstrap(...) or "
+            "ti.honest_did(...)"))
+
+
+def tidy(obj: Any, alpha: float | None = None) -> pd.DataFrame:
+    """The tidy frame of any object the package returns (``obj.to_frame(alpha)``; HonestDiD
+    frames through :func:`honest_tidy`). ``alpha=None`` uses the object's own level."""
+    if isinstance(obj, pd.DataFrame):
+        if is_honest_frame(obj):
+            return honest_tidy(obj, alpha)
+        raise _reject(obj, "this function")
+    if isinstance(obj, pd.Series) or not callable(getattr(obj, "to_frame", None)):
+        raise _reject(obj, "this function")
+    return obj.to_frame() if alpha is None else obj.to_frame(alpha)
+
+
+def result_label(obj: Any, default: str = "model") -> str:
+    """Column label of an object in tables and legends."""
+    if is_honest_frame(obj):
+        return "honest_did"
+    label = getattr(obj, "label", None)
+    if isinstance(label, str) and label:
+        return label
+    est = getattr(obj, "estimator", None)
+    return est if isinstance(est, str) and est else default
+
+
+def summarize(obj: Any) -> str:
+    """``obj.summary()`` for every object the package returns (HonestDiD frames too)."""
+    if is_honest_frame(obj):
+        return honest_summary(obj)
+    fn = getattr(obj, "summary", None)
+    if not callable(fn) or isinstance(obj, pd.DataFrame | pd.Series):
+        raise _reject(obj, "summary")
+    return fn()
+
+
+def event_pretrend_test(terms: Sequence[str], coef: Any, cov: Any, rel_time: Any,
+                        vcov_spec: VcovSpec, *, estimator: str = "",
+                        what: str = "") -> PretrendTest:
+    """The pre-trend test of an event-study result: :func:`wald_pretrend_test` over the
+    terms with a finite ``rel_time < 0`` (the reference period is not a term), F form when
+    the result's reference distribution is t(df) (fixest ``wald()``), chi2 when normal."""
+    rel = np.asarray(rel_time, dtype=float)
+    b = np.asarray(coef, dtype=float)
+    v = np.asarray(cov, dtype=float)
+    idx = np.flatnonzero(np.isfinite(rel) & (rel < 0))
+    return wald_pretrend_test(
+        [str(terms[i]) for i in idx], b[idx], v[np.ix_(idx, idx)],
+        df_denominator=vcov_spec.df, estimator=estimator,
+        what=what or ("Wald test that all pre-treatment event-time coefficients are zero ("
+                      + ("F, fixest wald()" if vcov_spec.df is not None else "chi2")
+                      + f", {vcov_spec.kind} vcov)"))

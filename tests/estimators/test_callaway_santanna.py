@@ -60,7 +60,7 @@ def test_r_did_reference_numbers(base_fit):
         agg = base_fit.aggregate(kind)
         assert agg.params["ATT"] == pytest.approx(v["estimate"], abs=EST_TOL), kind
         assert agg.std_errors["ATT"] == pytest.approx(v["std_error"], rel=SE_RTOL), kind
-    p = base_fit.diagnostics["pretest"]["p_value"]
+    p = base_fit.pretrend_test.p_value
     assert round(p, 5) == ref["pretest_p_value_rounded5"]
 
 
@@ -343,8 +343,8 @@ def test_pretest_singular_is_nan_with_warning():
     df.loc[df.year == 2005, "y"] = y03.loc[df.loc[df.year == 2005, "id"]].to_numpy()
     with pytest.warns(NotComputableWarning, match="singular"):
         r = callaway_santanna(df, **SKW)
-    assert np.isnan(r.diagnostics["pretest"]["statistic"])
-    assert "singular" in r.diagnostics["pretest"]["note"]
+    assert np.isnan(r.pretrend_test.statistic)
+    assert "singular" in r.pretrend_test.note
 
 
 # ----------------------------------------------------------------------------- bad input

@@ -92,7 +92,7 @@ def test_att_gt_estimates(fit, name):
 @pytest.mark.parametrize("name", _PRETEST)
 def test_pretest_p_value(fit, name):
     case = CASES[name]
-    p = fit(case["options"]).diagnostics["pretest"]["p_value"]
+    p = fit(case["options"]).pretrend_test.p_value
     _check(p, case["pretest_p_value"], PRE["tolerance"], f"{name} pre-test p-value")
 
 

@@ -255,7 +255,7 @@ def test_unit_observed_once_is_kept_and_counted(unbal, unbal_fit):
     assert d["units_by_periods_observed"] == {int(k): int(v)
                                               for k, v in counts.value_counts().items()}
     assert d["balanced_panel"] is False and d["dropped_units"] == {}
-    assert unbal_fit.nobs == len(unbal) == d["n_obs"]
+    assert unbal_fit.nobs == len(unbal) == d["n_used_rows"]
     # it enters every cell whose t or base period is its one year (and its group's cells)
     row = int(np.flatnonzero(np.asarray(unbal_fit.units) == once[0])[0])
     assert np.count_nonzero(np.asarray(unbal_fit.influence)[row]) > 0

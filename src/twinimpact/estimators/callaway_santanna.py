@@ -37,7 +37,14 @@ from ..errors import (
     check_literal,
     format_message,
 )
-from ..results import EstimationResult, VcovSpec, _check_alpha, make_result
+from ..results import (
+    ATTDefinition,
+    EstimationResult,
+    VcovSpec,
+    _check_alpha,
+    make_result,
+    wald_pretrend_test,
+)
 from . import _cs_numerics as num
 
 __all__ = ["CSAggregateResult", "CallawaySantAnnaResult", "callaway_santanna"]
@@ -71,15 +78,10 @@ class _InfluenceResult(EstimationResult):
     def critical_value(self, alpha: float = 0.05) -> float:
         """Pointwise normal critical value, or the sup-t bootstrap one for uniform bands."""
         _check_alpha(alpha)
-        if self.band and self.sup_t is not None and len(self.sup_t):
+        if (self.vcov_spec.interval == "uniform" and self.sup_t is not None
+                and len(self.sup_t)):
             return float(num.quantile_type1(self.sup_t, 1 - alpha))
         return float(stats.norm.ppf(1 - alpha / 2))
-
-    @property
-    def ci_kind(self) -> str:
-        if self.band and self.sup_t is not None:
-            return "uniform (multiplier bootstrap sup-t)"
-        return "normal"
 
 
 @dataclass(frozen=True, eq=False, repr=False)
@@ -738,7 +740,59 @@ def _vcov_spec(kind: str, cluster: str | None, G: int, n: int, n_draws: int | No
                 f"influence function summed within {G} clusters of {cluster}: "
                 "sum_c s_c s_c' / n^2")
     return VcovSpec(kind, cluster=(cluster,) if cluster else (),
-                    n_clusters=(G,) if cluster else (), df=None, description=desc)
+                    n_clusters=(G,) if cluster else (), df=None, description=desc,
+                    interval="uniform" if band else "pointwise")
+
+
+@dataclass(frozen=True)
+class _InfluenceVcov:
+    """Re-clustering from the stored influence function (``result.with_vcov``): the
+    analytic variance ``sum_c s_c s_c' / n^2`` with the influence function summed within
+    the new clusters, as :func:`callaway_santanna` with ``cluster=`` computes it."""
+
+    influence: np.ndarray
+    units: np.ndarray
+    unit: str
+
+    def vcov(self, kind: str, *, cluster: tuple[str, ...], data: pd.DataFrame | None
+             ) -> tuple[np.ndarray, VcovSpec]:
+        if kind != "cluster":
+            raise SpecificationError(format_message(
+                f"{ESTIMATOR}: the variance comes from the unit-level influence function; "
+                "only vcov='cluster' (by the unit or a unit-level column) can be derived "
+                "from it", seen=kind, fix="pass vcov='cluster', cluster='<column>'"))
+        if len(cluster) > 1:
+            raise SpecificationError(format_message(
+                f"{ESTIMATOR}: one cluster variable (R did clustervars)", seen=cluster,
+                fix="pass one column"))
+        name = cluster[0] if cluster else self.unit
+        n = self.influence.shape[0]
+        if name == self.unit:
+            return (_analytic_vcov(self.influence, None, 0),
+                    _vcov_spec("influence_function", None, 0, n, None, False))
+        if data is None or name not in data.columns or self.unit not in data.columns:
+            raise SpecificationError(format_message(
+                f"{ESTIMATOR}: re-clustering by {name!r} needs the data the result was "
+                "fitted on", seen=None if data is None else list(data.columns)[:8],
+                fix=f"pass data=<the frame> with columns {self.unit!r} and {name!r}"))
+        per_unit = data[[self.unit, name]].dropna().drop_duplicates()
+        if per_unit[self.unit].duplicated().any():
+            bad = per_unit.loc[per_unit[self.unit].duplicated(), self.unit].iloc[0]
+            raise SpecificationError(format_message(
+                f"{ESTIMATOR}: cluster={name!r} varies within unit; clusters must be at or "
+                "above the unit level", where=f"{self.unit} = {bad!r}",
+                fix="cluster by a unit-level (time-invariant) variable"))
+        lab = pd.Series(per_unit[name].to_numpy(), index=per_unit[self.unit].to_numpy())
+        vals = lab.reindex(self.units)
+        if vals.isna().any():
+            raise SpecificationError(format_message(
+                f"{ESTIMATOR}: no {name!r} value for some units of the fit",
+                seen=list(vals.index[vals.isna()][:5]),
+                fix="pass the frame the result was fitted on"))
+        codes, uniq = pd.factorize(vals.to_numpy())
+        g = len(uniq)
+        return (_analytic_vcov(self.influence, codes, g),
+                _vcov_spec("influence_function", name, g, n, None, False))
 
 
 def _inference(inf: np.ndarray, *, codes: np.ndarray | None, G: int, bootstrap: int | None,
@@ -838,10 +892,12 @@ def callaway_santanna(data: pd.DataFrame, *, outcome: str, unit: str, time: str,
     -------
     CallawaySantAnnaResult
         Terms ``"ATT(g,t)"`` with ``term_info`` columns ``cohort``, ``time``,
-        ``rel_time`` and ``base``; ``spec["base_period"]``; ``diagnostics`` with
-        ``dropped_rows``, ``dropped_units``, the pre-test of parallel trends
-        (``pretest``: Wald statistic that every pre-treatment ATT(g, t) is zero, as R),
-        cells not computed and cohort sizes.
+        ``rel_time`` and ``base``; ``spec["base_period"]``; ``pretrend_test``, the
+        pre-test of parallel trends (a :class:`~twinimpact.results.PretrendTest`: Wald
+        chi2 statistic that every pre-treatment ATT(g, t) is zero, as R); ``diagnostics``
+        with ``dropped_rows``, ``dropped_units``, cells not computed and cohort sizes.
+        ``with_vcov("cluster", cluster=col, data=frame)`` re-clusters from the influence
+        function.
 
     Notes
     -----
@@ -950,27 +1006,10 @@ def callaway_santanna(data: pd.DataFrame, *, outcome: str, unit: str, time: str,
     se_a = np.sqrt(np.clip(np.diag(va), 0, None))
     pre = np.flatnonzero((cells.group > cells.time) & ~(se_a <= SE_ZERO) & ~np.isnan(se_a))
     pre = pre[~cells.normalized[pre]]
-    pretest: dict[str, Any] = {"statistic": np.nan, "df": len(pre), "p_value": np.nan,
-                               "note": ""}
-    if len(pre) == 0:
-        pretest["note"] = "no pre-treatment periods to test"
-    elif np.isnan(cells.att[pre]).any() or np.isnan(va[np.ix_(pre, pre)]).any():
-        pretest["note"] = "not computed: NA pre-treatment values"
-        warnings.warn(f"{ESTIMATOR}: pre-test not computed because some pre-treatment "
-                      "ATT(g,t) are NaN (as R did).", NotComputableWarning, stacklevel=2)
-    else:
-        pv = va[np.ix_(pre, pre)]
-        if 1.0 / np.linalg.cond(pv, 1) <= np.finfo(float).eps:
-            pretest["note"] = "not computed: singular covariance of the pre-treatment ATT(g,t)"
-            warnings.warn(f"{ESTIMATOR}: pre-test Wald statistic not computed: the covariance "
-                          "matrix of the pre-treatment ATT(g,t) is singular (as R did).",
-                          NotComputableWarning, stacklevel=2)
-        else:
-            a = cells.att[pre]
-            w = float(a @ np.linalg.solve(pv, a))
-            pretest.update(statistic=w, p_value=float(stats.chi2.sf(w, len(pre))),
-                           note="Wald test that all pre-treatment ATT(g,t) are zero "
-                                "(chi2, analytic influence-function vcov)")
+    pretest = wald_pretrend_test(
+        [labels[i] for i in pre], cells.att[pre], va[np.ix_(pre, pre)],
+        what="Wald test that all pre-treatment ATT(g,t) are zero (chi2, analytic "
+             "influence-function vcov, as R did)", estimator=ESTIMATOR)
     term_info = pd.DataFrame({"cohort": cells.group, "time": cells.time,
                               "rel_time": cells.time - cells.group, "base": cells.base},
                              index=labels)
@@ -984,10 +1023,10 @@ def callaway_santanna(data: pd.DataFrame, *, outcome: str, unit: str, time: str,
         "n_input_rows": p.n_input, "n_units": n, "n_periods": T,
         "periods": tuple(float(x) for x in p.periods),
         "cohorts": tuple(float(x) for x in p.glist), "cohort_sizes": sizes,
-        "pretest": pretest, "cells_not_computed": dict(cells.reasons),
+        "cells_not_computed": dict(cells.reasons),
         "normalized_cells": tuple(lab for lab, z in zip(labels, cells.normalized,
                                                         strict=True) if z),
-        "n_obs": p.n_obs, "balanced_panel": p.balanced,
+        "n_used_rows": p.n_obs, "balanced_panel": p.balanced,
         "estimation_path": ("repeated_cross_sections" if p.present is not None
                             else "panel"),
     }
@@ -1011,7 +1050,8 @@ def callaway_santanna(data: pd.DataFrame, *, outcome: str, unit: str, time: str,
             cls=CallawaySantAnnaResult, influence=_ro(cells.inf),
             cluster_codes=None if p.cluster is None else _ro(p.cluster),
             sup_t=None if sup is None else _ro(sup), band=sup is not None,
-            unit_cohort=_ro(p.cohort), units=_ro(p.units))
+            unit_cohort=_ro(p.cohort), units=_ro(p.units), pretrend_test=pretest,
+            vcov_source=_InfluenceVcov(_ro(cells.inf), _ro(p.units), unit))
     del K
     return res  # type: ignore[return-value]
 
@@ -1165,8 +1205,8 @@ def _aggregate(res: CallawaySantAnnaResult, type: str, *, min_e, max_e, balance_
     codes = None if res.cluster_codes is None else np.asarray(res.cluster_codes)
     Gc = res.vcov_spec.n_clusters[0] if res.vcov_spec.n_clusters else 0
     do_band = bool(cband and bootstrap and band_mask.any())
-    v, sup, kind, _ = _inference(psi, codes=codes, G=Gc, bootstrap=bootstrap, seed=seed,
-                              cband=do_band, band_mask=band_mask)
+    v, sup, kind, va = _inference(psi, codes=codes, G=Gc, bootstrap=bootstrap, seed=seed,
+                               cband=do_band, band_mask=band_mask)
     if sup is not None:
         crit = float(num.quantile_type1(sup, 1 - alpha)) if len(sup) else np.nan
         if not np.isfinite(crit) or crit < stats.norm.ppf(1 - alpha / 2):
@@ -1190,12 +1230,33 @@ def _aggregate(res: CallawaySantAnnaResult, type: str, *, min_e, max_e, balance_
     aspec = {**spec, "aggregation": type, "na_rm": na_rm, "bootstrap": bootstrap,
              "seed": seed, "cband": cband, "alpha": alpha, **spec_extra}
     diagnostics = {"dropped_rows": dict(res.diagnostics.get("dropped_rows", {})),
-                   "n_units": n, "cells_dropped_na": int(missing.sum()),
-                   "pretest": dict(res.diagnostics.get("pretest", {}))}
+                   "n_input_rows": res.diagnostics.get("n_input_rows"),
+                   "n_used_rows": res.nobs, "n_units": n,
+                   "cells_dropped_na": int(missing.sum())}
+    pretest = None
+    if type == "dynamic":  # its own pre-period event-time coefficients, analytic vcov
+        pre = [i for i, r in enumerate(rows) if r[1].get("rel_time", 0) < 0]
+        pretest = wald_pretrend_test(
+            [terms[i] for i in pre], est[pre], va[np.ix_(pre, pre)],
+            what="Wald test that all pre-treatment event-time effects are zero (chi2, "
+                 "analytic influence-function vcov)", estimator=ESTIMATOR)
+    att_def = {
+        "simple": ATTDefinition("cohort_size_weighted", "R did aggte(type = 'simple')"),
+        "group": ATTDefinition("cohort_size_weighted",
+                               "mean of the cohort effects weighted by cohort size, R did "
+                               "aggte(type = 'group')"),
+        "dynamic": ATTDefinition("equal_weighted_post_periods",
+                                 "R did aggte(type = 'dynamic') overall effect"),
+        "calendar": ATTDefinition("equal_weighted_calendar_periods",
+                                  "R did aggte(type = 'calendar') overall effect"),
+    }[type]
     return make_result(  # type: ignore[return-value]
         ESTIMATOR, pd.Series(est, index=terms), v,
         _vcov_spec(kind, spec.get("cluster"), Gc, n, bootstrap, sup is not None),
         nobs=res.nobs, spec=aspec, diagnostics=diagnostics, term_info=tinfo,
         cls=CSAggregateResult, nan_reason="no ATT(g,t) (or zero variance) for this row",
         influence=_ro(psi), cluster_codes=res.cluster_codes,
-        sup_t=None if sup is None else _ro(sup), band=sup is not None)
+        sup_t=None if sup is None else _ro(sup), band=sup is not None,
+        pretrend_test=pretest, att_definition=att_def,
+        vcov_source=(None if res.vcov_source is None else
+                     _InfluenceVcov(_ro(psi), res.vcov_source.units, res.vcov_source.unit)))

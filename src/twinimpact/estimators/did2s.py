@@ -44,7 +44,13 @@ from ..errors import (
     SpecificationError,
     format_message,
 )
-from ..results import EstimationResult, VcovSpec, make_result
+from ..results import (
+    ATTDefinition,
+    EstimationResult,
+    VcovSpec,
+    event_pretrend_test,
+    make_result,
+)
 from ._fe import factorize
 from .imputation import (
     fit_untreated,
@@ -254,9 +260,11 @@ def did2s(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort: str
             "n_units": int(f["unit"].nunique()), "n_periods": int(f["time"].nunique()),
             "first_stage_covariates": dict(zip(covariates, fit.beta.tolist(), strict=True)),
             "notes": notes}
-    if event_study:
-        diag["att_definition"] = ("post-treatment coefficients weighted by their number of "
-                                  "treated observations (equals the static estimate)")
+    att_def = ATTDefinition(
+        "treated_observation_weighted",
+        "post-treatment coefficients weighted by their number of treated observations "
+        "(equals the static estimate)" if event_study else
+        "second-stage coefficient on the treatment indicator, R did2s")
     spec = {"outcome": outcome, "unit": unit, "time": time, "cohort": cohort,
             "first_stage": fs, "covariates": tuple(covariates), "event_study": event_study,
             "cluster": (clus,), "ref": refs if event_study else (), "weights": weights,
@@ -266,4 +274,8 @@ def did2s(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort: str
             warnings.simplefilter("ignore", NotComputableWarning)
         return make_result(est, params, vc, vspec, int(sub.sum()), spec=spec,
                            diagnostics=diag, term_info=term_info,
-                           nan_reason="no observations at this relative period")
+                           nan_reason="no observations at this relative period",
+                           att_definition=att_def,
+                           pretrend_test=event_pretrend_test(
+                               list(params.index), params.to_numpy(), vc, rel_of, vspec,
+                               estimator=est) if event_study else None)

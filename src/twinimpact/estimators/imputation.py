@@ -37,7 +37,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
-from scipy import sparse, stats
+from scipy import sparse
 
 from .._validation import prepare_panel
 from ..errors import (
@@ -48,7 +48,14 @@ from ..errors import (
     SpecificationError,
     format_message,
 )
-from ..results import EstimationResult, VcovSpec, make_result
+from ..results import (
+    ATTDefinition,
+    EstimationResult,
+    PretrendTest,
+    VcovSpec,
+    make_result,
+    wald_pretrend_test,
+)
 from ._fe import factorize
 
 __all__ = [
@@ -458,7 +465,7 @@ def imputation(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort
     pre_terms: list[str] = []
     pre_coef = np.zeros(0)
     pre_cov = np.zeros((0, 0))
-    pre_test: dict[str, Any] = {}
+    pre_test: PretrendTest | None = None
     pre = _as_pretrends(pretrends, np.unique(rel[untreated & ~never]))
     if pre:
         pre_terms, pre_coef, pre_cov, pre_test = _pretrend_fit(
@@ -490,8 +497,6 @@ def imputation(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort
             "notes": ([f"horizons {empty} have no treated observations"] if empty else [])
             + (["pre-trend and post-treatment estimates: cross-covariance not computed "
                 "(NaN)"] if k0 else [])}
-    if pre_test:
-        diag["pretrend_test"] = pre_test
     spec = {"outcome": outcome, "unit": unit, "time": time, "cohort": cohort,
             "horizons": None if hs is None else tuple(hs), "pretrends": tuple(pre),
             "cluster": (clus,), "weights": weights, "alpha": alpha,
@@ -499,13 +504,17 @@ def imputation(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NotComputableWarning)
         res = make_result(est, pd.Series(coef, index=all_names), cov, vspec,
-                          int(keep.sum()), spec=spec, diagnostics=diag, term_info=term_info)
+                          int(keep.sum()), spec=spec, diagnostics=diag, term_info=term_info,
+                          pretrend_test=pre_test, att_definition=ATTDefinition(
+                              "treated_observation_weighted",
+                              "BJS (2024) tau-bar over every treated observation (with "
+                              "observation weights when given), as didimputation"))
     return res
 
 
 def _pretrend_fit(f: pd.DataFrame, rows: np.ndarray, rel: np.ndarray, pre: list[int],
                   clus: str, unit: str, time: str, w: np.ndarray | None
-                  ) -> tuple[list[str], np.ndarray, np.ndarray, dict[str, Any]]:
+                  ) -> tuple[list[str], np.ndarray, np.ndarray, PretrendTest]:
     """Pre-trend coefficients: OLS on untreated rows of y on 1[rel = e], e in ``pre``,
     plus unit and time FE; CRV1 with fixest small-sample defaults."""
     from .twfe import fit_fe_ols
@@ -524,22 +533,9 @@ def _pretrend_fit(f: pd.DataFrame, rows: np.ndarray, rel: np.ndarray, pre: list[
             weights=None if w is None else w[rows], estimator="imputation")
     coef = params.to_numpy()
     ok = np.isfinite(coef) & present
-    test: dict[str, Any] = {"terms": tuple(n for n, o in zip(names, ok, strict=True) if o)}
-    if ok.any():
-        b = coef[ok]
-        vv = v[np.ix_(ok, ok)]
-        try:
-            stat = float(b @ np.linalg.solve(vv, b))
-        except np.linalg.LinAlgError:
-            stat = float(b @ np.linalg.pinv(vv) @ b)
-        q = int(ok.sum())
-        df2 = vspec.df
-        test.update({"statistic_chi2": stat, "df": q,
-                     "p_value_chi2": float(stats.chi2.sf(stat, q)),
-                     "statistic_F": stat / q, "df_denominator": df2,
-                     "p_value_F": float(stats.f.sf(stat / q, q, df2)) if df2 else np.nan,
-                     "description": "joint Wald test that the pre-trend coefficients are 0 "
-                                    "(BJS 2024 Test 1), CRV1 vcov; F version as fixest::wald"})
-    else:
-        test.update({"statistic_chi2": np.nan, "df": 0, "p_value_chi2": np.nan})
+    test = wald_pretrend_test(
+        [n for n, o in zip(names, ok, strict=True) if o], coef[ok], v[np.ix_(ok, ok)],
+        df_denominator=vspec.df, estimator="imputation",
+        what="joint Wald test that the pre-trend coefficients are 0 (BJS 2024 Test 1), CRV1 "
+             "vcov on the untreated sample; F form as fixest::wald / Stata test")
     return names, coef, v, test

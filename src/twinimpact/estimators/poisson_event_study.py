@@ -53,7 +53,7 @@ from ..errors import (
     check_literal,
     format_message,
 )
-from ..results import EstimationResult, make_result
+from ..results import ATTDefinition, EstimationResult, event_pretrend_test, make_result
 from .ppml import ppml
 
 __all__ = ["POISSON_EVENT_METHODS", "aggregate_cells", "poisson_event_study"]
@@ -292,12 +292,16 @@ def poisson_event_study(data: pd.DataFrame, *, outcome: str, unit: str, time: st
             "dropped_rows": {**dropped, **dict(fit.diagnostics["dropped_rows"])},
             "n_cells": len(cells), "n_cells_not_identified": int((~ok).sum()),
             "notes": notes,
-            "att_definition": "observation-weighted mean of the post-treatment cell effects "
-                              "tau(g,t), t >= g (log scale)",
             "aggregation_weights": "observations per cohort x period cell"}
     return make_result("poisson_event_study", pd.Series(c_all, index=terms), v_all,
                        fit.vcov_spec, fit.nobs, spec=spec, diagnostics=diag,
                        term_info=term_info,
+                       att_definition=ATTDefinition(
+                           "cell_size_weighted",
+                           "post-treatment cell effects tau(g,t), t >= g, on the log scale"),
+                       pretrend_test=event_pretrend_test(
+                           terms, c_all, v_all, term_info["rel_time"].to_numpy(),
+                           fit.vcov_spec, estimator="poisson_event_study"),
                        extras={"cells": cells_res,
                                "aggregation": pd.DataFrame(a_all, index=terms, columns=names)},
                        nan_reason="no estimable cohort x period cell")
@@ -335,9 +339,13 @@ def _dynamic(design: pd.DataFrame, rel: np.ndarray, lo: int, hi: int, refs: tupl
     diag = {**base_diag, **{kk: vv for kk, vv in fit.diagnostics.items()
                             if kk not in ("notes", "dropped_rows")},
             "dropped_rows": {**dropped, **dict(fit.diagnostics["dropped_rows"])},
-            "notes": notes, "bin_endpoints": True,
-            "att_definition": "equally weighted mean of the rel_time >= 0 coefficients "
-                              "(log scale)"}
+            "notes": notes, "bin_endpoints": True}
     return make_result("poisson_event_study", pd.Series([*coef, att], index=terms), big,
                        fit.vcov_spec, fit.nobs, spec=spec, diagnostics=diag,
-                       term_info=term_info, nan_reason="collinear with the fixed effects")
+                       term_info=term_info, nan_reason="collinear with the fixed effects",
+                       att_definition=ATTDefinition(
+                           "equal_weighted_post_periods",
+                           "mean of the rel_time >= 0 coefficients, log scale"),
+                       pretrend_test=event_pretrend_test(
+                           terms, [*coef, att], big, term_info["rel_time"].to_numpy(),
+                           fit.vcov_spec, estimator="poisson_event_study"))

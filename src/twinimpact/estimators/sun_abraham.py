@@ -47,12 +47,15 @@ from ..errors import (
     check_literal,
     format_message,
 )
-from ..results import EstimationResult, make_result
+from ..results import ATTDefinition, EstimationResult, event_pretrend_test, make_result
 
 __all__ = ["SunAbrahamResult", "sun_abraham"]
 
 Control = Literal["never_treated", "last_treated"]
 AGGREGATIONS = ("dynamic", "simple", "cohort")
+_ATT_DEF = ATTDefinition("cell_size_weighted",
+                         "post-treatment (e >= 0) cohort x period cells weighted by their "
+                         "number of observations (fixest agg = 'att')")
 
 
 @dataclass(frozen=True, eq=False, repr=False)
@@ -98,7 +101,8 @@ class SunAbrahamResult(EstimationResult):
         return make_result(f"sun_abraham[{type}]", pd.Series(coef, index=names), cov,
                            self.vcov_spec, self.nobs, spec={**self.spec, "aggregation": type},
                            diagnostics=dict(self.diagnostics), term_info=term_info,
-                           nan_reason="no post-treatment cell estimated for this cohort")
+                           nan_reason="no post-treatment cell estimated for this cohort",
+                           att_definition=_ATT_DEF)
 
 
 def _aggregation_matrix(cells: pd.DataFrame, kind: str
@@ -306,8 +310,6 @@ def sun_abraham(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohor
             "n_units": int(f["unit"].nunique()), "n_periods": int(f["time"].nunique()),
             "n_cells": kc, "control_cohort": "never treated" if control == "never_treated"
             else f"cohort {ref_cohort:g}" + (" and never treated" if never.any() else ""),
-            "att_definition": "post-treatment (e >= 0) cohort x period cells weighted by "
-                              "their number of observations (fixest agg='att')",
             "notes": notes}
     with warnings.catch_warnings():
         if not empty.any():
@@ -317,7 +319,9 @@ def sun_abraham(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohor
             diagnostics=diag, term_info=term_info, cls=SunAbrahamResult,
             nan_reason="every cohort x period cell of this relative period is collinear",
             extras={"interactions": cells.copy()}, cells=cells, cell_cov=_ro(v),
-            cov_names=tuple(covariates))
+            cov_names=tuple(covariates), att_definition=_ATT_DEF,
+            pretrend_test=event_pretrend_test(out_names, coef, cov, rel_out, vspec,
+                                              estimator=est))
 
 
 def _ro(a: np.ndarray) -> np.ndarray:

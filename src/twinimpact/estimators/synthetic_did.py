@@ -37,7 +37,7 @@ from ..errors import (
     check_literal,
     format_message,
 )
-from ..results import EstimationResult, VcovSpec, make_result
+from ..results import ATTDefinition, EstimationResult, VcovSpec, make_result
 from ._sdid_inference import (
     Group,
     aggregate,
@@ -518,6 +518,7 @@ def synthetic_did(data: pd.DataFrame, *, outcome: str, unit: str, time: str,
         cohort_fits.append(CohortFit(cohort=c, treated_units=labs, fit=f, weight=float(w),
                                      tuning=tuning))
     diag = _diagnostics(design, fits, infos, cohort_fits, se_diag, notes, n_reps, kind)
+    diag["n_input_rows"] = len(data)
     desc = {
         "none": "no standard errors requested (se=None)",
         "placebo": f"placebo standard error (Arkhangelsky et al. 2021, Algorithm 4), "
@@ -543,6 +544,11 @@ def synthetic_did(data: pd.DataFrame, *, outcome: str, unit: str, time: str,
                     "cohort_estimates": pd.Series([f.tau for f in fits],
                                                   index=design.cohorts, name="estimate")},
             cls=SyntheticDIDResult, nan_reason=nan_reason or "standard error not computed",
+            att_definition=ATTDefinition(
+                "treated_observation_weighted" if G == 1 else
+                "treated_units_times_post_periods",
+                f"method {method!r}: the weighted double difference of the treated units' "
+                "post-treatment mean (Arkhangelsky et al. 2021)"),
             method=method, cohort_fits=tuple(cohort_fits), _Y=design.Y.copy(),
             _control_units=tuple(design.Y.index[:N0]),
             _replicates=None if reps is None else reps.copy())

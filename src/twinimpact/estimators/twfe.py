@@ -40,7 +40,7 @@ from ..errors import (
     format_message,
 )
 from ..inference.vcov import sandwich
-from ..results import EstimationResult, make_result
+from ..results import ATTDefinition, EstimationResult, event_pretrend_test, make_result
 from ._fe import demean, factorize, fe_dof, is_balanced_twoway, ols, ols_twoway_balanced
 
 __all__ = ["EVENT_STUDY_METHODS", "event_study", "fit_fe_ols", "twfe"]
@@ -297,7 +297,10 @@ def twfe(data: pd.DataFrame, *, outcome: str, unit: str, time: str,
     diag = {**pdata.diagnostics(), **info, "n_units": int(u_codes.max()) + 1,
             "n_periods": int(t_codes.max()) + 1, "n_treated_obs": int(d.sum())}
     return make_result("twfe", params, v, vspec, len(f), spec=spec, diagnostics=diag,
-                       nan_reason="collinear with the fixed effects")
+                       nan_reason="collinear with the fixed effects",
+                       att_definition=ATTDefinition(
+                           "regression_coefficient",
+                           "two-way fixed-effects coefficient on the treatment indicator"))
 
 
 def _window(rel: np.ndarray, leads: int | None, lags: int | None) -> tuple[int, int]:
@@ -467,11 +470,16 @@ def event_study(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohor
             # treatment status is constant within unit (prepare_panel checks the cohort)
             "n_treated_units": n_treated_units,
             "n_never_treated_units": n_units - n_treated_units,
-            "notes": notes,
-            "att_definition": "mean of rel_time >= 0 coefficients (equal weights)"}
+            "notes": notes}
     return make_result("event_study", all_params, big, vspec, len(f), spec=spec,
                        diagnostics=diag, term_info=term_info,
-                       nan_reason="collinear with the fixed effects or no variation")
+                       nan_reason="collinear with the fixed effects or no variation",
+                       pretrend_test=event_pretrend_test(
+                           full_names, all_params.to_numpy(), big,
+                           term_info["rel_time"].to_numpy(), vspec, estimator="event_study"),
+                       att_definition=ATTDefinition(
+                           "equal_weighted_post_periods",
+                           "mean of the rel_time >= 0 coefficients"))
 
 
 def _example_panel(n_units: int = 60, n_years: int = 10, seed: int = 0) -> pd.DataFrame:

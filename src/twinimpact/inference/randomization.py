@@ -59,14 +59,51 @@ class RandomizationResult:
     alternative: str
     estimator: str
 
-    def to_frame(self) -> pd.DataFrame:
-        """One tidy row: ``estimator, statistic, observed, p_value, n_perms, exact, ci_kind``."""
+    nobs: int = 0
+
+    def __post_init__(self) -> None:
+        p = np.array(self.placebo, dtype=float)
+        p.setflags(write=False)
+        object.__setattr__(self, "placebo", p)
+
+    @property
+    def label(self) -> str:
+        """Name in tables: ``randomization inference (<estimator>)``."""
+        return f"randomization inference ({self.estimator})"
+
+    @property
+    def ci_kind(self) -> str:
+        """What the p-value is (no interval is computed)."""
+        return ("randomization p-value (exact)" if self.exact else
+                "randomization p-value (Monte Carlo, +1 corrected)")
+
+    def to_frame(self, alpha: float | None = None) -> pd.DataFrame:
+        """One tidy row in the shared schema: ``term="ATT"``, the observed estimate (or t
+        statistic, by ``statistic``) and the randomization p-value; the interval and standard
+        error columns are NaN (a permutation test of the sharp null gives no interval here).
+        Extra columns: ``observed, n_perms, n_assignments, exact``. ``alpha`` is accepted
+        for the protocol and not used."""
+        est = self.observed if self.statistic == "estimate" else np.nan
+        tstat = self.observed if self.statistic == "t" else np.nan
         return pd.DataFrame([{
-            "estimator": self.estimator, "statistic": self.statistic,
-            "observed": self.observed, "p_value": self.p_value, "n_perms": self.n_perms,
-            "n_assignments": self.n_assignments, "exact": self.exact,
-            "ci_kind": "randomization (exact)" if self.exact else
-                       "randomization (Monte Carlo, +1 corrected)"}])
+            "estimator": f"randomization_inference[{self.estimator}]", "term": "ATT",
+            "estimate": est, "std_error": np.nan, "statistic": tstat,
+            "p_value": self.p_value, "ci_lower": np.nan, "ci_upper": np.nan,
+            "ci_kind": self.ci_kind, "observed": self.observed, "n_perms": self.n_perms,
+            "n_assignments": self.n_assignments, "exact": self.exact}])
+
+    def summary(self) -> str:
+        """Plain-text summary: statistic, p-value, how many reassignments."""
+        how = (f"all {self.n_assignments:,} reassignments of the adoption dates (exact)"
+               if self.exact else f"{self.n_perms:,} random reassignments of "
+               f"{self.n_assignments:,} possible (Monte Carlo, +1 corrected)")
+        return "\n".join([
+            f"twinimpact · randomization inference ({self.estimator})",
+            f"Observations: {self.nobs:,}",
+            f"Observed {'estimate' if self.statistic == 'estimate' else 't statistic'}: "
+            f"{self.observed:.6g}",
+            f"p-value ({self.alternative}): {self.p_value:.4g} over {how}",
+        ])
 
 
 def _n_assignments(counts: list[int]) -> int:
@@ -258,4 +295,4 @@ def randomization_inference(data: pd.DataFrame, *, outcome: str, unit: str, time
     return RandomizationResult(observed=observed, placebo=placebo, p_value=p, exact=exact,
                                n_perms=len(placebo), n_assignments=n_assign,
                                statistic=statistic, alternative=alternative,
-                               estimator=str(name))
+                               estimator=str(name), nobs=len(f))

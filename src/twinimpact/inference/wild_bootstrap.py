@@ -96,14 +96,58 @@ class WildBootstrapResult:
     impose_null: bool = True
     small_sample: float = 1.0
 
-    def to_frame(self) -> pd.DataFrame:
-        """One tidy row (``term, estimate, std_error, statistic, p_value, ci_lower,
-        ci_upper, ci_kind``)."""
+    def __post_init__(self) -> None:
+        t = np.array(self.t_boot, dtype=float)
+        t.setflags(write=False)
+        object.__setattr__(self, "t_boot", t)
+        object.__setattr__(self, "conf_int", tuple(float(v) for v in self.conf_int))
+
+    #: Name in tables and the tidy frame.
+    estimator = "wild_cluster_bootstrap"
+
+    @property
+    def ci_kind(self) -> str:
+        """Interval label: bootstrap test inversion, weights and draws."""
+        how = "all sign vectors" if self.enumerated else f"B={self.n_reps}"
+        return f"wild cluster bootstrap, test inversion ({self.weights}, {how})"
+
+    def to_frame(self, alpha: float | None = None) -> pd.DataFrame:
+        """One tidy row (``estimator, term, estimate, std_error, statistic, p_value,
+        ci_lower, ci_upper, ci_kind``): the CRV1 estimate, standard error and t statistic,
+        the bootstrap p-value and the test-inversion interval.
+
+        The interval exists only at the level the bootstrap was run at (``self.alpha``);
+        another ``alpha`` raises :class:`~twinimpact.errors.SpecificationError`.
+        """
+        if alpha is not None and not math.isclose(alpha, self.alpha):
+            raise SpecificationError(format_message(
+                "the wild bootstrap interval was computed by test inversion at one level",
+                where="WildBootstrapResult.to_frame",
+                seen={"alpha asked": alpha, "alpha computed": self.alpha},
+                fix=f"pass alpha={self.alpha} (or None), or rerun wild_cluster_bootstrap(..., "
+                    f"alpha={alpha})"))
         return pd.DataFrame([{
-            "term": self.term, "estimate": self.estimate, "std_error": self.std_error,
-            "statistic": self.statistic, "p_value": self.p_value,
-            "ci_lower": self.conf_int[0], "ci_upper": self.conf_int[1],
-            "ci_kind": f"wild cluster bootstrap ({self.weights}, B={self.n_reps})"}])
+            "estimator": self.estimator, "term": self.term, "estimate": self.estimate,
+            "std_error": self.std_error, "statistic": self.statistic,
+            "p_value": self.p_value, "ci_lower": self.conf_int[0],
+            "ci_upper": self.conf_int[1], "ci_kind": self.ci_kind}])
+
+    def summary(self) -> str:
+        """Plain-text summary: hypothesis, CRV1 statistic, bootstrap p-value and interval."""
+        level = 100 * (1 - self.alpha)
+        draws = (f"all {self.n_reps} Rademacher sign vectors (exact)" if self.enumerated
+                 else f"{self.n_reps} draws of {self.weights} weights")
+        return "\n".join([
+            "twinimpact · wild_cluster_bootstrap (restricted, WCR)",
+            f"Hypothesis: {self.term} = {self.null:g}   Observations: {self.nobs:,}   "
+            f"Clusters: {self.n_clusters}",
+            f"Estimate {self.estimate:.6g}, CRV1 standard error {self.std_error:.6g}, "
+            f"t = {self.statistic:.4g}",
+            f"Bootstrap p-value {self.p_value:.4g} ({draws}; null imposed: "
+            f"{'yes' if self.impose_null else 'no'})",
+            f"{level:g}% interval by test inversion: [{self.conf_int[0]:.6g}, "
+            f"{self.conf_int[1]:.6g}]",
+        ])
 
 
 # ----------------------------------------------------------------------------- numerics

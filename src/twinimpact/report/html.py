@@ -144,21 +144,15 @@ def _dropped_lines(run: Any) -> list[str]:
 def _pretests(run: Any) -> list[str]:
     out = []
     for label, r in run.results.items():
-        d = r.diagnostics or {}
-        for key in ("pretest", "pre_test", "pretrend_test", "pretrends_test"):
-            if d.get(key):
-                t = d[key]
-                if isinstance(t, dict) or hasattr(t, "get"):
-                    stat = next((t[k] for k in ("statistic", "W", "statistic_chi2",
-                                                "statistic_F") if k in t), None)
-                    p = next((t[k] for k in ("p_value", "p_value_chi2", "p_value_F")
-                              if k in t), None)
-                    df = t.get("df")
-                    out.append(f"{label}: joint test that all pre-twinning effects are zero: "
-                               f"statistic {_num(stat)}"
-                               + (f" (df {df})" if df is not None else "")
-                               + f", p-value {_num(p)}")
-                break
+        t = getattr(r, "pretrend_test", None)  # one typed object (results.PretrendTest)
+        if t is not None:
+            dist = (f"F({t.df}, {t.df_denominator:g})" if t.kind == "F" and
+                    t.df_denominator is not None else f"chi2({t.df})")
+            if t.computed:
+                out.append(f"{label}: joint test that all pre-twinning effects are zero: "
+                           f"{dist} statistic {_num(t.statistic)}, p-value {_num(t.p_value)}")
+            else:
+                out.append(f"{label}: joint pre-twinning test not computed ({t.note})")
         f = r.to_frame()
         if "rel_time" in f.columns:
             pre = f[(f["rel_time"] < 0) & f["p_value"].notna()]

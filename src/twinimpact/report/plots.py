@@ -8,12 +8,34 @@ from typing import Any
 import numpy as np
 
 from ..errors import SpecificationError, format_message
+from ..results import is_honest_frame, tidy
 from .tables import _named_results
 
 __all__ = ["plot_event_study"]
 
 
-def plot_event_study(results: Any, ax: Any = None, *, alpha: float = 0.05,
+def _kind(r: Any) -> str:
+    if is_honest_frame(r):
+        return "HonestDiD frame"
+    return f"{getattr(r, 'estimator', type(r).__name__)} result"
+
+
+def _alternative(r: Any) -> str:
+    """Where to look instead, by kind of object."""
+    if is_honest_frame(r):
+        return "plot robust confidence sets with ti.plot_honest_did(frame)"
+    name = type(r).__name__
+    if name == "CaseStudyResult":
+        return "plot the trajectories with result.plot() (or ti.plot_synthetic(result.sdid))"
+    if name == "SyntheticDIDResult":
+        return "plot the trajectories with ti.plot_synthetic(result)"
+    if name in ("WildBootstrapResult", "RandomizationResult", "GravityStudy"):
+        return "it holds one effect, not an event study: report it with ti.table(...)"
+    return ("use ti.event_study(...), .aggregate('dynamic') for Callaway-Sant'Anna, or "
+            "imputation/did2s with horizons/event_study=True")
+
+
+def plot_event_study(results: Any, ax: Any = None, *, alpha: float | None = None,
                      title: str | None = None, xlabel: str = "Years relative to first twinning",
                      ylabel: str | None = None, dodge: float = 0.12) -> Any:
     """Plot event-time estimates with confidence intervals; several results are overlaid.
@@ -25,8 +47,8 @@ def plot_event_study(results: Any, ax: Any = None, *, alpha: float = 0.05,
         dynamic aggregation, Sun-Abraham, imputation, did2s, Poisson event study, ...).
     ax : matplotlib Axes, optional
         Draw into this Axes (default: a new figure).
-    alpha : float
-        Interval level (uniform bands where the result provides them).
+    alpha : float, optional
+        Interval level (uniform bands where the result provides them); default 0.05.
     dodge : float
         Horizontal offset between overlaid methods.
 
@@ -47,18 +69,22 @@ def plot_event_study(results: Any, ax: Any = None, *, alpha: float = 0.05,
     import matplotlib.pyplot as plt
 
     items = _named_results(results if isinstance(results, Mapping | Sequence)
-                           and not isinstance(results, str) else [results])
-    if ax is None:
-        _, ax = plt.subplots(figsize=(7, 4))
+                           and not isinstance(results, str) else [results], expand=False)
     n = len(items)
     plotted = 0
-    for i, (label, r) in enumerate(items):
-        f = r.to_frame(alpha)
+    frames = []
+    for label, r in items:
+        f = tidy(r, alpha)
         if "rel_time" not in f.columns or f["rel_time"].notna().sum() == 0:
             raise SpecificationError(format_message(
-                "plot_event_study needs event-time estimates (rows with rel_time)",
-                where=f"result {label!r} ({r.estimator})",
-                fix="use ti.event_study(...) or .aggregate('dynamic') for Callaway-Sant'Anna"))
+                "plot_event_study needs event-time estimates (rows with rel_time); this "
+                f"{_kind(r)} has none",
+                where=f"result {label!r} ({type(r).__name__})",
+                fix=_alternative(r)))
+        frames.append(f)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7, 4))
+    for i, ((label, r), f) in enumerate(zip(items, frames, strict=True)):
         f = f[f["rel_time"].notna()].sort_values("rel_time")
         x = f["rel_time"].to_numpy(dtype=float) + (i - (n - 1) / 2) * dodge
         y = f["estimate"].to_numpy(dtype=float)
@@ -67,7 +93,8 @@ def plot_event_study(results: Any, ax: Any = None, *, alpha: float = 0.05,
         yerr = np.vstack([y - lo, hi - y])
         cont = ax.errorbar(x, y, yerr=yerr, fmt="o", ms=4, capsize=2, lw=1,
                            label=f"{label}")
-        refs = r.spec.get("ref") if hasattr(r, "spec") else None
+        spec = getattr(r, "spec", None)
+        refs = spec.get("ref") if isinstance(spec, Mapping) else None
         if refs:
             ax.plot(np.asarray(refs, dtype=float) + (i - (n - 1) / 2) * dodge,
                     np.zeros(len(refs)), marker="o", ms=4, ls="none", mfc="white",
@@ -77,14 +104,15 @@ def plot_event_study(results: Any, ax: Any = None, *, alpha: float = 0.05,
     ax.axvline(-0.5, color="0.6", lw=0.8, ls="--")
     ax.set_xlabel(xlabel)
     if ylabel is None:
-        outcomes = {getattr(r, "spec", {}).get("outcome") for _, r in items} - {None}
+        outcomes = {r.spec.get("outcome") for _, r in items
+                    if isinstance(getattr(r, "spec", None), Mapping)} - {None}
         ylabel = "Effect on " + ", ".join(sorted(outcomes)) if outcomes else "Effect"
     ax.set_ylabel(ylabel)
     if title:
         ax.set_title(title)
     if plotted > 1 or title is None:
         ax.legend(frameon=False, fontsize=8)
-    level = 100 * (1 - alpha)
+    level = 100 * (1 - (0.05 if alpha is None else alpha))
     ax.annotate(f"{level:g}% confidence intervals; hollow marker = reference period",
                 xy=(0, -0.18), xycoords="axes fraction", fontsize=7, color="0.35")
     return ax

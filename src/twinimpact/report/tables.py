@@ -19,6 +19,7 @@ import pandas as pd
 
 from .._io import atomic_path, atomic_write_text
 from ..errors import SpecificationError, check_literal, format_message
+from ..results import is_honest_frame, result_label, tidy
 
 __all__ = ["TABLE_FORMATS", "coef_frame", "table"]
 
@@ -27,21 +28,35 @@ TableFormat = Literal["markdown", "html", "latex", "xlsx", "frame"]
 STARS = ((0.01, "***"), (0.05, "**"), (0.10, "*"))
 
 
-def _named_results(results: Any) -> list[tuple[str, Any]]:
+def _expand(name: str, r: Any) -> list[tuple[str, Any]]:
+    """A container of results (``.results`` mapping, e.g. a case study) becomes one column
+    per component; anything else stays one column."""
+    comps = getattr(r, "results", None)
+    if isinstance(comps, Mapping) and not isinstance(r, pd.DataFrame) and comps:
+        return [(f"{name}: {k}", v) for k, v in comps.items()]
+    return [(name, r)]
+
+
+def _named_results(results: Any, expand: bool = True) -> list[tuple[str, Any]]:
     if isinstance(results, Mapping):
         items = [(str(k), v) for k, v in results.items()]
-    elif isinstance(results, Sequence) and not isinstance(results, str | bytes):
-        items = [(getattr(r, "estimator", f"model {i + 1}"), r) for i, r in enumerate(results)]
+    elif (isinstance(results, Sequence) and not isinstance(results, str | bytes)):
+        items = [(result_label(r, f"model {i + 1}"), r) for i, r in enumerate(results)]
     else:
-        items = [(getattr(results, "estimator", "model 1"), results)]
+        items = [(result_label(results, "model 1"), results)]
     if not items:
         raise SpecificationError("table() needs at least one result.")
+    if expand:
+        items = [pair for name, r in items for pair in _expand(name, r)]
     for name, r in items:
-        if not hasattr(r, "to_frame"):
+        if not (is_honest_frame(r) or (callable(getattr(r, "to_frame", None))
+                                       and not isinstance(r, pd.DataFrame | pd.Series))):
             raise SpecificationError(format_message(
-                "table() takes estimation results (objects with .to_frame())",
-                where=f"entry {name!r}", seen=type(r).__name__,
-                fix="pass results returned by ti.twfe, ti.event_study, ti.callaway_santanna, ..."))
+                "table() takes objects returned by twinimpact (estimation results, "
+                "bootstrap / randomization results, case or gravity studies, HonestDiD "
+                "frames)", where=f"entry {name!r}", seen=type(r).__name__,
+                fix="pass results returned by ti.twfe, ti.event_study, ti.callaway_santanna, "
+                    "ti.wild_cluster_bootstrap, ti.honest_did, ..."))
     seen: dict[str, int] = {}
     out = []
     for name, r in items:
@@ -58,13 +73,18 @@ def _term_sort_key(term: str, rel: float) -> tuple:
     return (0, 0.0, term)
 
 
-def coef_frame(results: Any, alpha: float = 0.05) -> pd.DataFrame:
+def coef_frame(results: Any, alpha: float | None = None) -> pd.DataFrame:
     """Numeric side-by-side frame: index ``term``, columns ``(model, statistic)``."""
     items = _named_results(results)
     frames = []
     order: dict[str, tuple] = {}
     for name, r in items:
-        t = r.to_frame(alpha).copy()
+        t = tidy(r, alpha).copy()
+        if t["term"].duplicated().any():
+            raise SpecificationError(format_message(
+                "a table column needs one row per term", where=f"model {name!r}",
+                seen=sorted(set(t.loc[t["term"].duplicated(), "term"])),
+                fix="pass the components separately, e.g. {name: result.results[...]}"))
         rel = t["rel_time"] if "rel_time" in t.columns else pd.Series(np.nan, index=t.index)
         for term, e in zip(t["term"], rel, strict=True):
             order.setdefault(term, _term_sort_key(term, float(e)))
@@ -94,18 +114,19 @@ def _stars(p: float) -> str:
 
 
 def _footer(items: list[tuple[str, Any]]) -> list[tuple[str, list[str]]]:
-    rows = [("Observations", [f"{int(r.nobs):,}" for _, r in items])]
+    nobs = []
+    for _, r in items:
+        n = getattr(r, "nobs", None)
+        nobs.append(f"{int(n):,}" if isinstance(n, int | np.integer) and n > 0 else "")
+    rows = [("Observations", nobs)]
     kinds = []
     for _, r in items:
         vs = getattr(r, "vcov_spec", None)
-        if vs is None:
-            kinds.append("")
+        if vs is not None:
+            kinds.append(vs.label())
             continue
-        k = vs.kind
-        if vs.cluster:
-            k += " (" + ", ".join(f"{c}: {g}" for c, g in
-                                  zip(vs.cluster, vs.n_clusters, strict=False)) + ")"
-        kinds.append(k)
+        t = tidy(r)
+        kinds.append(str(t["ci_kind"].iloc[0]) if len(t) else "")
     rows.append(("Std. errors", kinds))
     return rows
 
@@ -135,7 +156,7 @@ def plain_term(term: str) -> str:
     return term
 
 
-def _text_cells(results: Any, alpha: float, digits: int, stars: bool, plain: bool = False
+def _text_cells(results: Any, alpha: float | None, digits: int, stars: bool, plain: bool = False
                 ) -> tuple[list[str], list[tuple[str, list[str], list[str]]],
                            list[tuple[str, list[str]]]]:
     items = _named_results(results)
@@ -148,15 +169,24 @@ def _text_cells(results: Any, alpha: float, digits: int, stars: bool, plain: boo
             e = wide.loc[term, (n, "estimate")]
             s = wide.loc[term, (n, "std_error")]
             p = wide.loc[term, (n, "p_value")]
+            lo = wide.loc[term, (n, "ci_lower")]
+            hi = wide.loc[term, (n, "ci_upper")]
             est.append(_fmt(e, digits) + (_stars(p) if stars else ""))
-            se.append(f"({_fmt(s, digits)})" if not (isinstance(s, float) and math.isnan(s))
-                      else "")
+            if not (isinstance(s, float) and math.isnan(s)):
+                se.append(f"({_fmt(s, digits)})")
+            elif not (math.isnan(lo) and math.isnan(hi)):  # an interval without an SE
+                se.append(f"[{_fmt(lo, digits)}, {_fmt(hi, digits)}]")
+            else:
+                se.append("")
         body.append((plain_term(str(term)) if plain else str(term), est, se))
     return names, body, _footer(items)
 
 
-def _note(alpha: float, stars: bool) -> str:
-    n = f"Standard errors in parentheses; {100 * (1 - alpha):g}% intervals in the frame output."
+def _note(alpha: float | None, stars: bool) -> str:
+    level = (f"{100 * (1 - alpha):g}% intervals" if alpha is not None
+             else "intervals at each model's level (95% unless set at estimation)")
+    n = (f"Standard errors in parentheses (intervals in brackets where a method gives no "
+         f"standard error); {level} in the frame output.")
     if stars:
         n += " * p<0.10, ** p<0.05, *** p<0.01."
     return n
@@ -225,14 +255,16 @@ def _latex(names, body, footer, note) -> str:
 
 
 def table(results: Any, format: TableFormat = "markdown", path: str | Path | None = None, *,
-          alpha: float = 0.05, digits: int = 4, stars: bool = True,
+          alpha: float | None = None, digits: int = 4, stars: bool = True,
           plain_labels: bool = False) -> str | pd.DataFrame:
     """Several results side by side.
 
     Parameters
     ----------
     results : result, list of results, or dict ``{column name: result}``
-        Any objects following the results protocol.
+        Any object the package returns: estimation results, wild bootstrap and
+        randomization results, gravity studies, HonestDiD frames (one row per ``m``), and
+        containers such as a case study (one column per component result).
     format : {"markdown", "html", "latex", "xlsx", "frame"}
         Text formats return a string; ``"frame"`` returns the numeric frame (index
         ``term``, columns ``(model, statistic)``); ``"xlsx"`` writes a workbook (sheet
@@ -240,8 +272,10 @@ def table(results: Any, format: TableFormat = "markdown", path: str | Path | Non
         returns the numeric frame.
     path : str or Path, optional
         Where to write (atomically); required for ``"xlsx"``.
-    alpha : float
-        Interval level for the numeric columns (``ci_lower``, ``ci_upper``).
+    alpha : float, optional
+        Interval level for the numeric columns (``ci_lower``, ``ci_upper``); default: each
+        result's own level (0.05 for analytic intervals; the level a bootstrap or HonestDiD
+        set was computed at).
     digits : int
         Decimals shown in text formats.
     stars : bool

@@ -1,0 +1,57 @@
+"""``result.with_vcov(...)`` equals fitting again with that variance (fixest
+``summary(est, vcov = ...)``; R did re-clustering from the influence function)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import twinimpact as ti
+from twinimpact.errors import SpecificationError
+
+from .contract_cases import panel
+
+pytestmark = pytest.mark.filterwarnings("ignore::twinimpact.errors.TwinImpactWarning")
+
+#: with_vcov and the refit compute the same sums in the same order; only BLAS rounding
+#: may differ.
+RTOL = 1e-10
+
+
+def _same(a, b):
+    assert a.vcov_spec == b.vcov_spec
+    np.testing.assert_allclose(a.cov, b.cov, rtol=RTOL, atol=0)
+    np.testing.assert_array_equal(a.coef, b.coef)
+    pd_a, pd_b = a.to_frame(), b.to_frame()
+    np.testing.assert_allclose(pd_a["ci_lower"], pd_b["ci_lower"], rtol=RTOL)
+    if a.pretrend_test is not None:
+        assert a.pretrend_test.statistic == pytest.approx(b.pretrend_test.statistic,
+                                                          rel=RTOL, nan_ok=True)
+        assert a.pretrend_test.note == b.pretrend_test.note
+
+
+@pytest.mark.parametrize("aggregation", [None, "simple", "dynamic", "group"])
+def test_callaway_santanna_recluster_equals_refit(aggregation):
+    d = panel()
+    kw = dict(outcome="y", unit="unit", time="year", cohort="g")
+    base = ti.callaway_santanna(d, **kw)
+    refit = ti.callaway_santanna(d, **kw, cluster="state")
+    if aggregation:
+        base, refit = base.aggregate(aggregation), refit.aggregate(aggregation)
+    new = base.with_vcov("cluster", cluster="state", data=d)
+    _same(new, refit)
+    assert base.vcov_spec.cluster == ()          # the original is untouched
+    back = new.with_vcov("cluster", cluster="unit")
+    np.testing.assert_allclose(back.cov, base.cov, rtol=RTOL)
+
+
+def test_callaway_santanna_refuses_what_the_influence_function_cannot_give():
+    d = panel()
+    r = ti.callaway_santanna(d, outcome="y", unit="unit", time="year", cohort="g")
+    with pytest.raises(SpecificationError, match="only vcov='cluster'"):
+        r.with_vcov("hetero")
+    with pytest.raises(SpecificationError, match="needs the data"):
+        r.with_vcov("cluster", cluster="state")
+    d2 = d.assign(state=np.arange(len(d)) % 3)
+    with pytest.raises(SpecificationError, match="varies within unit"):
+        r.with_vcov("cluster", cluster="state", data=d2)
