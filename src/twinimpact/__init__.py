@@ -20,6 +20,7 @@ from .estimators.callaway_santanna import (
     callaway_santanna,
 )
 from .estimators.did2s import did2s
+from .estimators.etwfe import ETWFEAggregateResult, ETWFEResult, etwfe
 from .estimators.imputation import imputation
 from .estimators.poisson_event_study import poisson_event_study
 from .estimators.ppml import PPMLResult, lincom, ppml
@@ -61,6 +62,8 @@ __all__ = [
     "CSAggregateResult",
     "CallawaySantAnnaResult",
     "CaseStudyResult",
+    "ETWFEAggregateResult",
+    "ETWFEResult",
     "EstimationResult",
     "GravityStudy",
     "PPMLResult",
@@ -77,6 +80,7 @@ __all__ = [
     "case_study",
     "did2s",
     "errors",
+    "etwfe",
     "event_study",
     "gravity_intensity",
     "gravity_study",
