@@ -11,7 +11,7 @@ import pytest
 
 import twinimpact as ti
 from twinimpact.cli import bundled_studies, main
-from twinimpact.runner import run_study, transform_outcome
+from twinimpact.studies.runner import run_study, transform_outcome
 
 pytestmark = pytest.mark.filterwarnings("ignore::twinimpact.errors.TwinImpactWarning")
 
@@ -104,7 +104,7 @@ def test_other_bundled_studies(name, tmp_path):
 def test_failures_are_reported_not_hidden(tmp_path):
     from dataclasses import replace
 
-    from twinimpact.study import EstimateSpec
+    from twinimpact.studies.spec import EstimateSpec
 
     study = ti.runner.load_study(bundled_studies()["de_exports"])
     study = replace(study, estimates=(EstimateSpec("TWFE", "twfe", {}),
