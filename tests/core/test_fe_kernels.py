@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from twinimpact.core import fe as _fe
 from twinimpact.core.fe import (
     demean,
     fe_dof,
@@ -22,7 +23,6 @@ from twinimpact.core.fe import (
 from twinimpact.core.validation import dense_codes, prepare_panel
 from twinimpact.core.vcov import _intersection_codes, sandwich
 from twinimpact.errors import InputError
-from twinimpact.core import fe as _fe
 
 #: fast path vs dense oracle: both are exact projections; only the order of floating-point
 #: sums differs, so agreement is at rounding level relative to the largest entry
