@@ -56,7 +56,9 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from .._validation import prepare_panel, require_columns, require_frame
+from ..core.fe import factorize
+from ..core.validation import prepare_panel, require_columns, require_frame
+from ..core.vcov import sandwich
 from ..errors import (
     DroppedRowsWarning,
     EstimationError,
@@ -66,18 +68,18 @@ from ..errors import (
     check_literal,
     format_message,
 )
-from ..inference.vcov import sandwich
 from ..results import EstimationResult, VcovSpec, make_result
 from ._etwfe_numerics import (
     Design,
+    _fmt,
     build_design,
     cell_effect_rows,
     delta_method_poisson,
     group_demean,
 )
-from ._fe import factorize
 from ._ppml_kernel import WeightedFE
-from .ppml import fe_codes, ppml
+from .ppml import _as_tuple, _fe_name, fe_codes, ppml
+from .ppml import _fe_columns as _fe_cols
 from .twfe import fit_fe_ols
 
 __all__ = ["ETWFEAggregateResult", "ETWFEResult", "etwfe"]
@@ -87,10 +89,6 @@ CONTROL_GROUPS = ("not_yet_treated", "never_treated")
 FAMILIES = ("gaussian", "poisson")
 AGGREGATIONS = ("simple", "dynamic", "group", "calendar")
 FixedEffect = str | Sequence[str]
-
-
-def _fmt(v: float) -> str:
-    return str(int(v)) if float(v).is_integer() else repr(float(v))
 
 
 @dataclass(frozen=True)
@@ -183,20 +181,6 @@ class ETWFEAggregateResult(EstimationResult):
 
 
 # ============================================================================ estimator
-def _as_tuple(x: str | Sequence[str] | None) -> tuple[str, ...]:
-    if x is None:
-        return ()
-    return (x,) if isinstance(x, str) else tuple(x)
-
-
-def _fe_cols(spec: FixedEffect) -> list[str]:
-    return [spec] if isinstance(spec, str) else list(spec)
-
-
-def _fe_name(spec: FixedEffect) -> str:
-    return spec if isinstance(spec, str) else "^".join(spec)
-
-
 def etwfe(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort: str,
           covariates: Sequence[str] | None = None,
           control_group: Literal["not_yet_treated", "never_treated"] = "not_yet_treated",
