@@ -20,6 +20,7 @@ from .estimators.callaway_santanna import (
     callaway_santanna,
 )
 from .estimators.did2s import did2s
+from .estimators.did_multiplegt import did_multiplegt
 from .estimators.imputation import imputation
 from .estimators.poisson_event_study import poisson_event_study
 from .estimators.ppml import PPMLResult, lincom, ppml
@@ -76,6 +77,7 @@ __all__ = [
     "callaway_santanna",
     "case_study",
     "did2s",
+    "did_multiplegt",
     "errors",
     "event_study",
     "gravity_intensity",
