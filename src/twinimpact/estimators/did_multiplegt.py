@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .._validation import require_columns, require_frame, warn_dropped_missing
+from ..core.validation import require_columns, require_frame, warn_dropped_missing
 from ..errors import (
     DataWarning,
     EstimationError,
