@@ -329,6 +329,19 @@ class SideHorizon:
     count: np.ndarray       # (G, T) weights of the cells used (for the N column)
 
 
+def _controls(ds: Design, cellt: np.ndarray, ell: int, only_never_switchers: bool
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Long differences ``Y_t - Y_{t-l}``, where they exist, the not-yet-switched (or
+    never-switcher) indicator and the weighted number of such controls per cell x period."""
+    Y, N, T, F = ds.y, ds.n, np.broadcast_to(ds.t, ds.y.shape), ds.f_g[:, None]
+    diff = Y - _lag(Y, ell)
+    valid = ~np.isnan(diff)
+    never = np.where(valid, (F > T).astype(float), np.nan)
+    if only_never_switchers:
+        never = np.where(valid & (F > T) & (F < ds.t_max + 1), 0.0, never)
+    return diff, valid, never, _key_sum(cellt, never * N, valid)
+
+
 def _side_horizon(ds: Design, ell: int, side: int, *, placebo: bool, n_effects: int,
                   only_never_switchers: bool, same_switchers: bool) -> SideHorizon:
     Y, N, T = ds.y, ds.n, np.broadcast_to(ds.t, ds.y.shape)
@@ -336,25 +349,14 @@ def _side_horizon(ds: Design, ell: int, side: int, *, placebo: bool, n_effects: 
     F = ds.f_g[:, None]
     S = ds.s_g[:, None]
     cellt = _codes(ds.cell, T)
-    diff = Y - _lag(Y, ell)
-    valid = ~np.isnan(diff)
-    never = np.where(valid, (F > T).astype(float), np.nan)
-    if only_never_switchers:
-        never = np.where(valid & (F > T) & (F < ds.t_max + 1), 0.0, never)
-    n_ctrl = _key_sum(cellt, never * N, valid)
+    diff, valid, never, n_ctrl = _controls(ds, cellt, ell, only_never_switchers)
     target = T == F - 1 + ell
     cond = target & _ge(ds.l_g, ell) & (S == side) & (n_ctrl > 0)
     if same_switchers:
         check = np.zeros(ds.y.shape[0])
         for j in range(1, n_effects + 1):
-            dj = Y - _lag(Y, j)
-            vj = ~np.isnan(dj)
-            nj = np.where(vj, (F > T).astype(float), np.nan)
-            if only_never_switchers:
-                nj = np.where(vj & (F > T) & (F < ds.t_max + 1), 0.0, nj)
-            cj = _key_sum(cellt, nj * N, vj)
-            at = T == F - 1 + j
-            check += np.any(at & (cj > 0) & vj, axis=1)
+            _, vj, _, cj = _controls(ds, cellt, j, only_never_switchers)
+            check += np.any((T == F - 1 + j) & (cj > 0) & vj, axis=1)
         still = ((ds.f_g[:, None] - 1 + n_effects) <= ds.t_g) & (check[:, None] == n_effects)
         cond &= still
     dist = np.where(valid, cond.astype(float), np.nan)
