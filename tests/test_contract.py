@@ -50,6 +50,8 @@ CALLS = {
         treated="D", se="placebo", n_reps=50, seed=1),
     "ppml": lambda d: ti.ppml(d, outcome="counts", regressors=["D"],
                               fixed_effects=("unit", "year"), cluster="unit"),
+    "did_multiplegt": lambda d: ti.did_multiplegt(
+        d, outcome="y", unit="unit", time="year", treatment="D", effects=3, placebo=2),
     "poisson_event_study": lambda d: ti.poisson_event_study(
         d, outcome="counts", unit="unit", time="year", cohort="g", cluster="unit"),
 }

@@ -19,6 +19,7 @@ from .estimators.callaway_santanna import (
     callaway_santanna,
 )
 from .estimators.did2s import did2s
+from .estimators.did_multiplegt import did_multiplegt
 from .estimators.etwfe import ETWFEAggregateResult, ETWFEResult, etwfe
 from .estimators.imputation import imputation
 from .estimators.poisson_event_study import poisson_event_study
@@ -79,6 +80,7 @@ __all__ = [
     "callaway_santanna",
     "case_study",
     "did2s",
+    "did_multiplegt",
     "errors",
     "etwfe",
     "event_study",
