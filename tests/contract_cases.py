@@ -144,6 +144,18 @@ CASES: list[Case] = [
     Case("did2s", lambda d: ti.did2s(d, **_COMMON), estimator="did2s", truth=True),
     Case("did2s[event_study]", lambda d: ti.did2s(d, **_COMMON, event_study=True),
          event_time=True, pretrend=True, truth=True),
+    # ---- extended TWFE (Wooldridge)
+    Case("etwfe", lambda d: ti.etwfe(d, **_COMMON), estimator="etwfe"),
+    Case("etwfe[simple]", lambda d: ti.etwfe(d, **_COMMON).aggregate("simple"), truth=True),
+    Case("etwfe[dynamic]", lambda d: ti.etwfe(d, **_COMMON).aggregate("dynamic"),
+         event_time=True, truth=True),
+    Case("etwfe[dynamic,never treated]", lambda d: ti.etwfe(
+        d, **_COMMON, control_group="never_treated").aggregate("dynamic"),
+         event_time=True, pretrend=True),
+    # ---- de Chaisemartin & D'Haultfoeuille
+    Case("did_multiplegt", lambda d: ti.did_multiplegt(
+        d, outcome="y", unit="unit", time="year", treatment="D", effects=3, placebo=2),
+         estimator="did_multiplegt", event_time=True, pretrend=True),
     # ---- synthetic DiD
     Case("synthetic_did", lambda d: ti.synthetic_did(
         d[(d["g"] == 0) | (d["g"] == 2006)], outcome="y", unit="unit", time="year",

@@ -146,6 +146,9 @@ ATT_WEIGHTINGS: Mapping[str, str] = MappingProxyType({
     "treated_units_times_post_periods": (
         "per adoption cohort one synthetic DiD effect, the cohorts weighted by treated units "
         "x post-treatment periods (Stata sdid)"),
+    "average_total_effect": (
+        "the effects of all horizons per unit of treatment change, weighted by the "
+        "switchers' treatment changes (de Chaisemartin & D'Haultfoeuille 2024)"),
     "linear_combination": "the user-supplied linear combination of coefficients",
 })
 

@@ -39,7 +39,8 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 
-from .._validation import prepare_panel
+from ..core.fe import factorize
+from ..core.validation import prepare_panel
 from ..errors import (
     DroppedRowsWarning,
     EstimationError,
@@ -56,7 +57,6 @@ from ..results import (
     make_result,
     wald_pretrend_test,
 )
-from ._fe import factorize
 
 __all__ = [
     "NormalSystem",
