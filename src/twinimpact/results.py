@@ -322,7 +322,38 @@ def make_result(estimator: str, params: pd.Series | Mapping[str, float], vcov: A
             f"internal: {estimator} result has {len(terms)} terms but a vcov of shape "
             f"{cov.shape}; expected ({len(terms)}, {len(terms)}).")
     warn_nan(terms, params.to_numpy(), cov, nan_reason, estimator)
+    diagnostics = _cluster_diagnostics(estimator, vcov_spec, dict(diagnostics or {}))
     return cls(estimator=estimator, terms=terms, coef=params.to_numpy(), cov=cov,
                vcov_spec=vcov_spec, nobs=int(nobs), spec=dict(spec or {}),
-               diagnostics=dict(diagnostics or {}), term_info=term_info,
+               diagnostics=diagnostics, term_info=term_info,
                extras=dict(extras or {}), **fields)
+
+
+#: Variance kinds that are cluster-robust sums of scores / influence functions (the
+#: placebo, jackknife and bootstrap variances of synthetic DiD resample units instead).
+CLUSTER_ROBUST_KINDS = ("cluster", "twoway_cluster", "imputation_conservative", "two_stage",
+                        "influence_function", "bootstrap")
+
+
+def _cluster_diagnostics(estimator: str, vspec: VcovSpec,
+                         diagnostics: dict[str, Any]) -> dict[str, Any]:
+    """Every result with a cluster-robust variance passes here: fewer than two clusters
+    is refused, few clusters are flagged in ``diagnostics["few_clusters"]`` and a note
+    (warned once per estimation: aggregations of a flagged result stay silent)."""
+    if not vspec.cluster or vspec.kind not in CLUSTER_ROBUST_KINDS \
+            or estimator.startswith("synthetic_did"):
+        return diagnostics
+    from ._validation import check_cluster_count
+
+    if "few_clusters" in diagnostics:
+        return diagnostics
+    info = check_cluster_count(vspec.cluster, vspec.n_clusters,
+                               estimator=estimator.split("/")[0], stacklevel=4)
+    if info is not None:
+        diagnostics["few_clusters"] = info
+        notes = list(diagnostics.get("notes") or [])
+        notes.append(f"only {info['n_clusters']} clusters ({info['cluster']}): cluster-robust "
+                     "p-values and intervals are unreliable below "
+                     f"{info['threshold']}; use ti.wild_cluster_bootstrap")
+        diagnostics["notes"] = notes
+    return diagnostics

@@ -30,7 +30,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from .._validation import prepare_panel
+from .._validation import as_frame, prepare_panel
 from ..errors import InputError, SpecificationError, check_literal, format_message
 from ..estimators._fe import demean, factorize, fe_dof
 
@@ -179,6 +179,7 @@ def randomization_inference(data: pd.DataFrame, *, outcome: str, unit: str, time
     >>> r.exact, r.n_assignments
     (True, 12)
     """
+    data = as_frame(data, what="randomization_inference: data")
     check_literal("statistic", statistic, ("estimate", "t"))
     check_literal("alternative", alternative, ("two-sided", "greater", "less"))
     if not (isinstance(estimator, str) or callable(estimator)):
