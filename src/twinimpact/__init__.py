@@ -20,6 +20,7 @@ from .estimators.callaway_santanna import (
 )
 from .estimators.did2s import did2s
 from .estimators.did_multiplegt import did_multiplegt
+from .estimators.etwfe import ETWFEAggregateResult, ETWFEResult, etwfe
 from .estimators.imputation import imputation
 from .estimators.poisson_event_study import poisson_event_study
 from .estimators.ppml import PPMLResult, lincom, ppml
@@ -62,6 +63,8 @@ __all__ = [
     "CSAggregateResult",
     "CallawaySantAnnaResult",
     "CaseStudyResult",
+    "ETWFEAggregateResult",
+    "ETWFEResult",
     "EstimationResult",
     "GravityStudy",
     "PPMLResult",
@@ -79,6 +82,7 @@ __all__ = [
     "did2s",
     "did_multiplegt",
     "errors",
+    "etwfe",
     "event_study",
     "gravity_intensity",
     "gravity_study",
