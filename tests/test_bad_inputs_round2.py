@@ -16,13 +16,13 @@ import pyarrow as pa
 import pytest
 
 import twinimpact as ti
-from twinimpact._validation import FEW_CLUSTERS
 from twinimpact.errors import (
     DataWarning,
     FewClustersWarning,
     InputError,
     TwinImpactError,
 )
+from twinimpact.results import FEW_CLUSTERS
 
 from .conftest import DATA
 

@@ -1,22 +1,9 @@
 """Command line: ``twinimpact run [STUDY.toml] [--out DIR]`` and ``twinimpact list``.
 
 No logic of its own: it parses arguments, sets up progress logging, calls
-:func:`twinimpact.runner.run_study` and turns the outcome into an exit status:
+:func:`twinimpact.studies.runner.run_study` and turns the outcome into an exit status:
 
-=====  ==================================================================================
-0      the study ran and produced its headline estimate
-1      internal error (a bug, or an input no check caught): one line, ``--debug`` for the
-       traceback
-2      bad input: the study file, a data file or an option (the message says what, where,
-       the value seen and the fix)
-3      no estimate: the inputs were read but the headline estimate (or every estimate)
-       could not be produced
-130    interrupted (Ctrl-C); outputs are written only when a run completes, so nothing
-       partial is left
-=====  ==================================================================================
-
-A user error never prints a traceback; ``--debug`` re-raises every exception.
-"""
+=====  ==========================================================================="""
 
 from __future__ import annotations
 
@@ -120,7 +107,7 @@ def _command(args: argparse.Namespace) -> int:
             title = tomllib.loads(path.read_text()).get("study", {}).get("title", "")
             print(f"{name:24s} {title}")
         return EXIT_OK
-    from .runner import run_study
+    from .studies.runner import run_study
 
     if args.out is not None and Path(args.out).exists() and not Path(args.out).is_dir():
         raise TwinImpactError(f"--out must be a folder, but {args.out!r} is a file. "

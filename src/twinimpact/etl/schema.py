@@ -166,15 +166,17 @@ def _day_first(values: pd.Series, column: str) -> bool | None:
     return None
 
 
-def parse_established(values: pd.Series, *, column: str, date_format: str | None = None
+def parse_established(values: pd.Series, *, column: str, event: str = "established",
+                      date_format: str | None = None
                       ) -> tuple[pd.Series, pd.Series]:
     """Parse years or dates into (``established_year`` Int64, ``established_date``).
 
     Missing stays missing. A value that is neither a 4-digit year nor a date raises
-    :class:`~twinimpact.errors.InputError` naming the column, row and value. Dates written
-    ``nn/nn/yyyy`` (or with dots/dashes) are read with ``date_format`` when given, else in
-    the day/month order the column shows; a column where the order cannot be told is
-    refused (see :func:`_day_first`).
+    :class:`~twinimpact.errors.InputError` naming the column, row and value. ``event``
+    names the date in messages (``"established"`` or ``"ended"``; end dates are parsed
+    the same way). Dates written ``nn/nn/yyyy`` (or with dots/dashes) are read with
+    ``date_format`` when given, else in the day/month order the column shows; a column
+    where the order cannot be told is refused (see :func:`_day_first`).
 
     >>> y, d = parse_established(pd.Series([1983, "1998", "2004-09-04", "2016-10", None]),
     ...                          column="established")
@@ -217,7 +219,7 @@ def parse_established(values: pd.Series, *, column: str, date_format: str | None
                     ts = None
                 if ts is None or ts is pd.NaT:
                     raise InputError(format_message(
-                        "cannot parse the date a twinning was established",
+                        f"cannot parse the date a twinning was {event}",
                         where=f"column {column!r}, row {row_label(values.index[i])!r}", seen=v,
                         fix="use a 4-digit year (1983) or an ISO date (1983-10-03); fix or "
                             "blank the value" + (f" (date_format={date_format!r} was given)"

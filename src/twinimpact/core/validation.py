@@ -20,11 +20,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .errors import (
+from .._io import as_frame
+from ..errors import (
     ColumnError,
     DataWarning,
     DroppedRowsWarning,
-    FewClustersWarning,
     InputError,
     SpecificationError,
     format_message,
@@ -32,10 +32,8 @@ from .errors import (
 )
 
 __all__ = [
-    "FEW_CLUSTERS",
     "PanelData",
     "as_frame",
-    "check_cluster_count",
     "check_weights",
     "dense_codes",
     "gap_aware_refs",
@@ -55,41 +53,6 @@ def warn_dropped_missing(estimator: str, counts: dict[str, int], *, stacklevel: 
         + "; ".join(f"{k}: {v}" for k, v in counts.items())
         + ". The counts are in result.diagnostics['dropped_rows'].",
         DroppedRowsWarning, stacklevel=stacklevel + 1)
-
-
-def as_frame(data: Any, *, what: str = "data", also: str | None = None) -> pd.DataFrame:
-    """The one conversion at the public boundary: a pandas DataFrame, as is.
-
-    A polars DataFrame / LazyFrame or a pyarrow Table / RecordBatch is converted to pandas
-    (dates become ``datetime64`` columns, which the panel checks read as years); polars is
-    never imported here, so it is needed only when the caller passes a polars object.
-    Anything else (numpy arrays, dicts, lists) is refused with an :class:`InputError`
-    (``also`` names what else the caller accepts, e.g. "a path").
-    """
-    if isinstance(data, pd.DataFrame):
-        return data
-    top = type(data).__module__.split(".")[0]
-    name = type(data).__name__
-    if top == "polars" and name in ("DataFrame", "LazyFrame"):
-        if name == "LazyFrame":
-            data = data.collect()
-        return data.to_pandas()
-    if top == "pyarrow" and name in ("Table", "RecordBatch"):
-        return data.to_pandas(date_as_object=False)
-    if isinstance(data, pd.Series):
-        fix = "pass a DataFrame: series.to_frame() or series.reset_index()"
-    elif isinstance(data, dict):
-        fix = "pass pandas.DataFrame(your_dict) (a long panel, one row per unit and period)"
-    elif isinstance(data, np.ndarray):
-        fix = ("name the columns: pandas.DataFrame(array, columns=[...]); estimators find "
-               "the outcome, unit, time and cohort by column name")
-    else:
-        fix = ("pass a long panel as a pandas DataFrame (pandas.read_csv / read_parquet), "
-               "a polars DataFrame or a pyarrow Table")
-    raise InputError(format_message(
-        f"{what} must be {also + ' or ' if also else ''}a pandas DataFrame (polars "
-        "DataFrames and pyarrow Tables are converted)",
-        seen=f"{type(data).__module__}.{name}", fix=fix))
 
 
 def require_frame(data: Any, *, what: str = "data") -> pd.DataFrame:
@@ -353,45 +316,6 @@ def prepare_panel(data: Any, *, outcome: str, unit: str, time: str, cohort: str 
                             "cohort": cohort or ""},
                      dropped=dropped, n_input=n_input, unit_codes=unit_codes,
                      time_codes=time_codes)
-
-
-#: Below this many clusters a cluster-robust (CRV1) variance is flagged as unreliable.
-#: Cameron, Gelbach & Miller (2008, REStat) find CRV t tests rejecting 10-15% at a nominal 5%
-#: with 5-10 clusters; Cameron & Miller (2015, JHR, sec. VI) put "few" at roughly 20-50
-#: clusters; MacKinnon & Webb (2017, JAE) show over-rejection persists up to 50 with unequal
-#: cluster sizes and recommend the wild cluster bootstrap. 30 is the middle of that range.
-FEW_CLUSTERS = 30
-
-
-def check_cluster_count(names: Sequence[str], counts: Sequence[int], *,
-                        estimator: str, stacklevel: int = 2) -> dict[str, Any] | None:
-    """Refuse cluster-robust variance with fewer than two clusters; flag few clusters.
-
-    Returns ``None`` or the ``diagnostics["few_clusters"]`` entry, and warns with
-    :class:`~twinimpact.errors.FewClustersWarning` pointing to the wild cluster bootstrap.
-    """
-    if not counts:
-        return None
-    g = min(int(c) for c in counts)
-    name = names[list(counts).index(g)] if len(names) == len(counts) else ", ".join(names)
-    if g < 2:
-        raise InputError(format_message(
-            f"{estimator}: cluster-robust standard errors need at least two clusters",
-            where=f"cluster={name!r}", seen=f"{g} cluster(s)",
-            fix="cluster by a variable with several values (e.g. the unit), or drop "
-                "cluster= for heteroskedasticity-robust / iid standard errors"))
-    if g >= FEW_CLUSTERS:
-        return None
-    info = {"cluster": str(name), "n_clusters": g, "threshold": FEW_CLUSTERS,
-            "advice": "use ti.wild_cluster_bootstrap for tests and intervals"}
-    warnings.warn(format_message(
-        f"{estimator}: only {g} clusters in {name!r}; cluster-robust standard errors and "
-        f"p-values are unreliable with fewer than {FEW_CLUSTERS} clusters (Cameron, Gelbach "
-        "& Miller 2008; MacKinnon & Webb 2017)",
-        fix="test with ti.wild_cluster_bootstrap(data, outcome=..., regressors=..., "
-            "cluster=..., term=..., weights='webb'); see result.diagnostics['few_clusters']"),
-        FewClustersWarning, stacklevel=stacklevel + 1)
-    return info
 
 
 def gap_aware_refs(refs: tuple[int, ...], time: np.ndarray, cohort: np.ndarray, *,
