@@ -78,10 +78,14 @@ def _key_count(key: np.ndarray, mask: np.ndarray, cluster: np.ndarray | None) ->
 
 
 def _lag(a: np.ndarray, k: int) -> np.ndarray:
-    """``a`` shifted ``k`` columns to the right (NaN where no earlier column exists)."""
+    """``a`` shifted ``k`` columns to the right (a lead when ``k < 0``; NaN where the
+    shifted column does not exist)."""
     out = np.full_like(a, np.nan)
-    if k < a.shape[1]:
-        out[:, k:] = a[:, : a.shape[1] - k]
+    n = a.shape[1]
+    if 0 <= k < n:
+        out[:, k:] = a[:, : n - k]
+    elif -n < k < 0:
+        out[:, :k] = a[:, -k:]
     return out
 
 
@@ -343,7 +347,12 @@ def _controls(ds: Design, cellt: np.ndarray, ell: int, only_never_switchers: boo
 
 
 def _side_horizon(ds: Design, ell: int, side: int, *, placebo: bool, n_effects: int,
-                  only_never_switchers: bool, same_switchers: bool) -> SideHorizon:
+                  only_never_switchers: bool, same_switchers: bool,
+                  same_switchers_pl: int = 0) -> SideHorizon:
+    """Influence functions of one effect (or placebo) ``ell`` for switchers in (``side``
+    1) or out (0). ``same_switchers``: only switchers observed (with controls) for all of
+    ``n_effects`` horizons; ``same_switchers_pl`` > 0: placebos only for switchers observed
+    for that many pre-periods (the reference uses it with ``trends_lin``)."""
     Y, N, T = ds.y, ds.n, np.broadcast_to(ds.t, ds.y.shape)
     G = ds.n_groups
     F = ds.f_g[:, None]
@@ -367,6 +376,17 @@ def _side_horizon(ds: Design, ell: int, side: int, *, placebo: bool, n_effects: 
         n_ctrl = _key_sum(cellt, never * N, ~np.isnan(never))
         dist = np.where(np.isnan(dist) | ~vpl, np.nan, dist * (vpl & (n_ctrl > 0)))
         valid = vpl
+        if same_switchers_pl:
+            check = np.zeros(ds.y.shape[0])
+            for j in range(1, same_switchers_pl + 1):
+                dj = Y - _lag(Y, -j)
+                vj = ~np.isnan(dj)
+                nj = np.where(vj, (F > T).astype(float), np.nan)
+                if only_never_switchers:
+                    nj = np.where(vj & (F > T) & (F < ds.t_max + 1), 0.0, nj)
+                cj = _key_sum(cellt, nj * N, vj)
+                check += np.any((T == F - 1 - j) & (cj > 0) & vj, axis=1)
+            dist = dist * (check[:, None] == same_switchers_pl)
     n_t = np.nansum(dist * N, axis=0)                  # switchers per period
     n_sw = float(n_t.sum())
     n_sw_dw = float(np.nansum(dist))
@@ -472,9 +492,20 @@ def _wald(b: np.ndarray, V: np.ndarray, kind: str) -> dict:
             "kind": kind, "n_coefficients": k}
 
 
+def _accumulate(hs: list[SideHorizon]) -> SideHorizon:
+    """``trends_lin``: the effect at horizon l of a first-differenced outcome is the sum of
+    the horizon-1..l estimators (same switchers); counts are the last horizon's. As the
+    reference, no sum when a horizon has no switcher."""
+    last = hs[-1]
+    if min(int(h.n_sw) for h in hs) == 0:
+        return last
+    return SideHorizon(sum(h.u for h in hs), sum(h.u_var for h in hs), last.n_sw,
+                       last.n_sw_dw, last.delta_norm, last.delta_ate, last.count)
+
+
 def fit_dcdh(ds: Design, *, effects: int, placebo: int, normalized: bool,
              switchers: str | None, only_never_switchers: bool, same_switchers: bool,
-             effects_equal: bool) -> DcdhFit:
+             effects_equal: bool, trends_lin: bool = False) -> DcdhFit:
     """Effects, placebos, the average total effect, their vcov and the joint tests."""
     notes: list[str] = []
     S = ds.s_g[:, None]
@@ -489,8 +520,8 @@ def fit_dcdh(ds: Design, *, effects: int, placebo: int, normalized: bool,
 
     L_u = mx(ds.l_g, rows_in) if use_in else 0.0
     L_a = mx(ds.l_g, rows_out) if use_out else 0.0
-    Lp_u = max(mx(ds.l_g_pl, rows_in), 0.0) if use_in else 0.0
-    Lp_a = max(mx(ds.l_g_pl, rows_out), 0.0) if use_out else 0.0
+    Lp_u = max(mx(ds.l_g_pl, rows_in), 0.0) - trends_lin if use_in else 0.0
+    Lp_a = max(mx(ds.l_g_pl, rows_out), 0.0) - trends_lin if use_out else 0.0
     if (switchers == "in" and L_u <= 0) or (switchers == "out" and L_a <= 0) or (
             switchers is None and L_u <= 0 and L_a <= 0):
         raise _NoEffect("no switcher has a not-yet-switched group with the same status quo "
@@ -509,17 +540,30 @@ def fit_dcdh(ds: Design, *, effects: int, placebo: int, normalized: bool,
     res: dict[tuple[str, int, int], SideHorizon] = {}
     zero = SideHorizon(np.zeros(ng), np.zeros(ng), 0.0, 0.0, np.nan, np.nan,
                        np.zeros(ds.y.shape))
+    onv = only_never_switchers
     for side, used, le, lp in sides:
         for ell in range(1, n_eff + 1):
-            res["e", side, ell] = (_side_horizon(
-                ds, ell, side, placebo=False, n_effects=n_eff,
-                only_never_switchers=only_never_switchers, same_switchers=same_switchers)
-                if used and ell <= le else zero)
+            if not (used and ell <= le):
+                res["e", side, ell] = zero
+            elif trends_lin:
+                res["e", side, ell] = _accumulate([_side_horizon(
+                    ds, k, side, placebo=False, n_effects=ell, only_never_switchers=onv,
+                    same_switchers=True) for k in range(1, ell + 1)])
+            else:
+                res["e", side, ell] = _side_horizon(
+                    ds, ell, side, placebo=False, n_effects=n_eff, only_never_switchers=onv,
+                    same_switchers=same_switchers)
         for ell in range(1, n_pl + 1):
-            res["p", side, ell] = (_side_horizon(
-                ds, ell, side, placebo=True, n_effects=n_eff,
-                only_never_switchers=only_never_switchers, same_switchers=same_switchers)
-                if used and ell <= lp else zero)
+            if not (used and ell <= lp):
+                res["p", side, ell] = zero
+            elif trends_lin:
+                res["p", side, ell] = _accumulate([_side_horizon(
+                    ds, k, side, placebo=True, n_effects=ell, only_never_switchers=onv,
+                    same_switchers=True, same_switchers_pl=ell) for k in range(1, ell + 1)])
+            else:
+                res["p", side, ell] = _side_horizon(
+                    ds, ell, side, placebo=True, n_effects=n_eff, only_never_switchers=onv,
+                    same_switchers=same_switchers)
 
     if ds.cluster is None:
         cl_codes = np.arange(ng)
@@ -578,6 +622,10 @@ def fit_dcdh(ds: Design, *, effects: int, placebo: int, normalized: bool,
         sw_tot_dw += a.n_sw_dw + b.n_sw_dw
     names.append("ATE")
     rels.append(np.nan)
+    if trends_lin:
+        notes.append("the average total effect is not computed with trends_lin (as in the "
+                     "reference)")
+        den = 0.0
     if den != 0:
         est.append(num_u.sum() / den / G)
         cols.append(clus(num_v / den))

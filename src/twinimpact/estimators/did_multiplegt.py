@@ -106,7 +106,10 @@ def did_multiplegt(data: pd.DataFrame, *, outcome: str, unit: str, time: str, tr
         Only compare units with the same value of these (time-invariant) columns, e.g. a
         state: group-specific time effects as in the reference.
     trends_lin : bool
-        Group-specific linear trends. Not yet available (raises).
+        Group-specific linear trends: the outcome is first-differenced (units switching at
+        the second period are dropped), effect ``l`` sums the first ``l`` horizons for the
+        same switchers, as the reference does. The average total effect is not computed
+        (NaN, as in the reference).
     continuous : int
         Polynomial degree for a continuous status quo. Only 0 is available.
     weight : str
@@ -177,10 +180,6 @@ def did_multiplegt(data: pd.DataFrame, *, outcome: str, unit: str, time: str, tr
         raise SpecificationError(format_message(
             "did_multiplegt: controls= is not available yet", seen=ctrls,
             fix="drop controls=, or use trends_nonparam= for discrete covariates"))
-    if trends_lin:
-        raise SpecificationError(format_message(
-            "did_multiplegt: trends_lin=True is not available yet", seen=trends_lin,
-            fix="use trends_nonparam= (e.g. a region) or leave trends_lin=False"))
     if continuous:
         raise SpecificationError(format_message(
             "did_multiplegt: continuous > 0 is not available yet", seen=continuous,
@@ -242,10 +241,11 @@ def did_multiplegt(data: pd.DataFrame, *, outcome: str, unit: str, time: str, tr
         _check_never_switchers(gk, tk, dk, unit, treatment)
 
     try:
-        ds = prepare_design(gk, tk, yk, dk, wk, clk, trk)
+        ds = prepare_design(gk, tk, yk, dk, wk, clk, trk, trends_lin=trends_lin)
         fit = fit_dcdh(ds, effects=effects, placebo=placebo, normalized=normalized,
                        switchers=switchers, only_never_switchers=only_never_switchers,
-                       same_switchers=same_switchers, effects_equal=effects_equal)
+                       same_switchers=same_switchers, effects_equal=effects_equal,
+                       trends_lin=trends_lin)
     except _NoEffect as exc:
         raise EstimationError(format_message(
             f"{_EST}: no treatment effect can be estimated: {exc}",

@@ -59,6 +59,10 @@ CASES = [
                                             trends_nonparam=["black"], weight="hours")),
     ("wp_cluster", "wagepan_cluster", dict(WP, effects=4, placebo=2, cluster="block")),
     ("wp_unbalanced", "wagepan_unbalanced", dict(WP, effects=4, placebo=2)),
+    ("wp_trends_lin", "wagepan", dict(WP, effects=3, placebo=2, trends_lin=True)),
+    ("fi_trends_lin", "favara_imbs", dict(FI, effects=4, placebo=2, trends_lin=True,
+                                          cluster="state_n", normalized=True)),
+    ("sy_trends_lin", "synthetic", dict(SY, effects=3, placebo=2, trends_lin=True)),
     ("sy_basic", "synthetic", dict(SY, effects=4, placebo=2, effects_equal=True)),
     ("sy_normalized_cluster", "synthetic", dict(SY, effects=4, placebo=2, normalized=True,
                                                 cluster="region")),
@@ -136,7 +140,8 @@ def main() -> None:
             for term, row in tab.iterrows():
                 rec = {"case": name, "term": term, "estimate": row["Estimate"],
                        "std_error": row["SE"], "n_obs": row["N"],
-                       "n_switchers": row["Switchers"]}
+                       "n_switchers": row["Switchers"],
+                       "n_switchers_w": row["Switchers.w"]}
                 if first:
                     for k in ("p_jointeffects", "p_jointplacebo", "p_equality_effects"):
                         v = res.get(k)
