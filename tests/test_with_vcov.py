@@ -55,3 +55,35 @@ def test_callaway_santanna_refuses_what_the_influence_function_cannot_give():
     d2 = d.assign(state=np.arange(len(d)) % 3)
     with pytest.raises(SpecificationError, match="varies within unit"):
         r.with_vcov("cluster", cluster="state", data=d2)
+
+
+PPML_KW = dict(outcome="counts", regressors=["D", "x"], fixed_effects=("unit", "year"))
+
+
+@pytest.mark.parametrize("vcov, cluster", [("iid", None), ("hetero", None),
+                                           ("cluster", "unit"), ("cluster", "state"),
+                                           ("cluster", ("unit", "year"))])
+def test_ppml_with_vcov_equals_refit(vcov, cluster):
+    d = panel()
+    base = ti.ppml(d, **PPML_KW)                     # iid by default (fixest >= 0.13)
+    refit = ti.ppml(d, **PPML_KW, vcov=vcov, cluster=cluster)
+    _same(base.with_vcov(vcov, cluster=cluster, data=d), refit)
+    # and back from a clustered fit
+    clustered = ti.ppml(d, **PPML_KW, cluster="state")
+    _same(clustered.with_vcov(vcov, cluster=cluster, data=d), refit)
+
+
+def test_sandwich_with_vcov_errors_name_the_fix():
+    d = panel()
+    r = ti.ppml(d, **PPML_KW)
+    with pytest.raises(SpecificationError, match="needs cluster="):
+        r.with_vcov("cluster")
+    with pytest.raises(SpecificationError, match="needs the data"):
+        r.with_vcov("cluster", cluster="state")
+    with pytest.raises(SpecificationError, match="fitted on"):
+        r.with_vcov("cluster", cluster="state", data=d.iloc[:10])
+    d2 = d.assign(state=d["state"].where(d.index != 5))
+    with pytest.raises(SpecificationError, match="cannot drop rows"):
+        r.with_vcov("cluster", cluster="state", data=d2)
+    with pytest.raises(SpecificationError, match="with_vcov is not available"):
+        r.lincom(["D"]).with_vcov("iid")

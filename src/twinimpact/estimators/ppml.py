@@ -33,6 +33,7 @@ import math
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Literal
 
 import numpy as np
@@ -40,8 +41,14 @@ import pandas as pd
 from scipy import special
 
 from ..core.fe import factorize, fe_dof
-from ..core.validation import _numeric, require_columns, require_frame, warn_dropped_missing
-from ..core.vcov import sandwich
+from ..core.validation import (
+    _numeric,
+    as_frame,
+    require_columns,
+    require_frame,
+    warn_dropped_missing,
+)
+from ..core.vcov import SandwichVcov
 from ..errors import (
     ConvergenceWarning,
     DroppedRowsWarning,
@@ -96,6 +103,21 @@ def lincom(result: EstimationResult, terms: Sequence[str], weights: Sequence[flo
                        spec={**dict(result.spec), "lincom_terms": tuple(terms),
                              "lincom_weights": tuple(float(v) for v in c)},
                        diagnostics=dict(result.diagnostics))
+
+
+def _glm_finish(v: np.ndarray, vspec: VcovSpec, k_total: int, *, n: int,
+                adj: bool) -> tuple[np.ndarray, VcovSpec]:
+    """The Poisson GLM's variance spec (fixest): iid = bread x (n-1)/(n-K) with the
+    dispersion fixed at 1; every kind with a normal reference (z statistics)."""
+    if vspec.kind == "iid":
+        iid_factor = (n - 1) / (n - k_total) if adj else 1.0
+        return v, VcovSpec("iid", small_sample={"adj": iid_factor, "K": k_total},
+                           description=f"iid Poisson: (X'WX)^-1 x (n-1)/(n-K) = "
+                                       f"{iid_factor:.6g} (dispersion 1), n={n}, K={k_total}")
+    return v, dataclasses.replace(vspec, df=None,
+                                  small_sample={"K": k_total, **vspec.small_sample},
+                                  description=vspec.description.split(", t(")[0]
+                                  + ", normal reference (GLM z statistics, as fixest)")
 
 
 @dataclass(frozen=True, eq=False, repr=False)
@@ -289,7 +311,8 @@ def ppml(data: pd.DataFrame, *, outcome: str, regressors: Sequence[str],
     >>> round(float(r.params["x"]), 1)
     0.5
     """
-    require_frame(data)
+    data = as_frame(data, what="ppml: data")
+    data = require_frame(data)
     if not isinstance(outcome, str):
         raise SpecificationError(format_message("outcome= must be a column name", seen=outcome,
                                                 fix="pass outcome='trade'"))
@@ -423,38 +446,26 @@ def ppml(data: pd.DataFrame, *, outcome: str, regressors: Sequence[str],
             fix="raise maxiter=, loosen tol=, or check for separation / extreme regressors"),
             ConvergenceWarning, stacklevel=2)
 
-    # ---- variance
+    # ---- variance (the same object serves result.with_vcov)
     if cluster_by_fe:  # fixest: cluster = first fixed-effect set (an interaction counts)
         clus = (_fe_name(fixed_effects[0]),)
-        cl_codes = [codes[0]]
-    else:
-        cl_codes = [factorize(frame[c].to_numpy())[0] for c in clus]
+    stored = {_fe_name(f): c for f, c in zip(fixed_effects, codes, strict=True)}
+    stored.update({c: frame[c].to_numpy() for c in clus if c not in stored})
+    source = SandwichVcov(
+        "ppml", bread=fit.bread, kept=np.asarray(fit.kept), n=n, fe_codes=tuple(codes),
+        rows=rows, n_input=n_input, columns=stored, scores=fit.scores, glm=True,
+        adj=ssc_adj, finish=partial(_glm_finish, n=n, adj=ssc_adj))
+    cl_codes = [source._codes(c, None) for c in clus] if vcov == "cluster" else []
     if codes:
-        k_fe, k_nested = fe_dof(codes, cl_codes if vcov == "cluster" else ())
+        k_fe, k_nested = fe_dof(codes, cl_codes)
     else:
         k_fe, k_nested = 0, 0
-    rank = int(fit.kept.sum())
-    k_total = rank + k_fe
+    k_total = int(fit.kept.sum()) + k_fe
     if n <= k_total:
         raise EstimationError(format_message(
             "ppml: as many parameters as observations", seen={"n": n, "K": k_total},
             fix="use fewer fixed effects or more data"))
-    iid_factor = (n - 1) / (n - k_total) if ssc_adj else 1.0
-    v_sub, vspec = sandwich(fit.scores, fit.bread, kind=vcov, n=n, k=k_total,
-                            cluster_codes=cl_codes, cluster_names=clus, k_nested=k_nested,
-                            sigma2=iid_factor, adj=ssc_adj)
-    if vcov == "iid":
-        vspec = VcovSpec("iid", small_sample={"adj": iid_factor, "K": k_total},
-                         description=f"iid Poisson: (X'WX)^-1 x (n-1)/(n-K) = {iid_factor:.6g}"
-                                     f" (dispersion 1), n={n}, K={k_total}")
-    else:
-        vspec = dataclasses.replace(vspec, df=None,
-                                    small_sample={"K": k_total, **vspec.small_sample},
-                                    description=vspec.description.split(", t(")[0]
-                                    + ", normal reference (GLM z statistics, as fixest)")
-    k = len(regressors)
-    v = np.full((k, k), np.nan)
-    v[np.ix_(fit.kept, fit.kept)] = v_sub
+    v, vspec = source.vcov(vcov, cluster=clus if vcov == "cluster" else ())
 
     # ---- diagnostics
     ll = float(np.sum((1.0 if w is None else w) * (y * np.log(np.where(y > 0, fit.mu, 1.0))
@@ -485,4 +496,4 @@ def ppml(data: pd.DataFrame, *, outcome: str, regressors: Sequence[str],
     return make_result("ppml", pd.Series(fit.coef, index=regressors), v, vspec, n,
                        spec=spec, diagnostics=diag, cls=PPMLResult,
                        nan_reason="collinear with the fixed effects or other regressors",
-                       extras={"rows_used": rows, "fitted": fit.mu})
+                       extras={"rows_used": rows, "fitted": fit.mu}, vcov_source=source)
