@@ -37,6 +37,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
+from ..core.fe import fit_fe_ols
 from ..core.validation import prepare_panel
 from ..errors import (
     DroppedRowsWarning,
@@ -182,7 +183,6 @@ def sun_abraham(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohor
     >>> round(float(r.aggregate("simple").params["ATT"]), 1) > 0
     True
     """
-    from .twfe import fit_fe_ols
 
     est = "sun_abraham"
     check_literal("control", control, ("never_treated", "last_treated"))
