@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .._io import atomic_path, atomic_write_text
+from .._io import atomic_write_text
 from .._paths import find_repo_root
 from ..errors import InputError, TwinImpactError, TwinImpactWarning, format_message
 from .spec import Study, load_study
@@ -403,7 +403,8 @@ def _run_case_study(study: Study, processed: Path) -> StudyRun:
 
 
 def _write_outputs(run: StudyRun, folder: Path, *, write_report: bool) -> None:
-    from ..report import plot_event_study, table
+    from ..report import table
+    from ..report.figures import close_figure, drawing_figure, event_study_figure, save_figure
 
     study = run.study
     folder.mkdir(parents=True, exist_ok=True)
@@ -415,42 +416,21 @@ def _write_outputs(run: StudyRun, folder: Path, *, write_report: bool) -> None:
             table(run.results, format=fmt, path=p, alpha=study.alpha)
             run.outputs[f"table_{fmt}"] = p
             produced.add(p)
-        dynamic = {k: r for k, r in run.results.items()
-                   if "rel_time" in r.to_frame().columns
-                   and r.to_frame()["rel_time"].notna().any()}
-        if dynamic:
-            import matplotlib
-
-            matplotlib.use("Agg", force=False)
-            import matplotlib.pyplot as plt
-
-            fig, ax = plt.subplots(figsize=(8, 4.5))
-            plot_event_study(dynamic, ax=ax, alpha=study.alpha,
-                             ylabel=f"Effect on {study.outcome_label}")
-            fig.tight_layout()
+        fig = event_study_figure(run.results, alpha=study.alpha,
+                                 ylabel=f"Effect on {study.outcome_label}")
+        if fig is not None:
             for fmt in study.figures:
-                p = folder / f"event_study.{fmt}"
-                with atomic_path(p) as tmp:
-                    fig.savefig(tmp, format=fmt, dpi=150, bbox_inches="tight")
+                p = save_figure(fig, folder / f"event_study.{fmt}", fmt)
                 run.outputs[f"figure_{fmt}"] = p
                 produced.add(p)
-            plt.close(fig)
+            close_figure(fig)
     for stem, _title, _caption, draw in run.figures:
-        import matplotlib
-
-        matplotlib.use("Agg", force=False)
-        import matplotlib.pyplot as plt
-
-        fig = plt.figure(figsize=(11, 4.5))
-        draw(fig)
-        fig.tight_layout()
+        fig = drawing_figure(draw)
         for fmt in study.figures:
-            p = folder / f"{stem}.{fmt}"
-            with atomic_path(p) as tmp:
-                fig.savefig(tmp, format=fmt, dpi=150, bbox_inches="tight")
+            p = save_figure(fig, folder / f"{stem}.{fmt}", fmt)
             run.outputs[f"{stem}_{fmt}"] = p
             produced.add(p)
-        plt.close(fig)
+        close_figure(fig)
     summary = {
         "study": study.name, "title": study.title, "simulated": study.simulated,
         "failures": run.failures, "warnings": run.warnings, "diagnostics": run.diagnostics,
