@@ -1,5 +1,5 @@
 """What every study kind shares: the run record (:class:`StudyRun`), the kind record
-(:class:`StudyKind`), step logging, warning capture, input provenance and JSON conversion."""
+(:class:`StudyKind`), step logging, warning capture and input provenance."""
 
 from __future__ import annotations
 
@@ -12,18 +12,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import pandas as pd
 
 from ..errors import TwinImpactWarning
 from ..etl import read_twinnings
-from ..etl.provenance import file_sha256
 from ..panel import Panel
+from ..provenance import file_sha256
 
 if TYPE_CHECKING:
     from .spec import Study
 
-__all__ = ["StudyKind", "StudyRun", "caught", "file_input", "jsonable", "read_twinnings_cfg",
+__all__ = ["StudyKind", "StudyRun", "caught", "file_input", "read_twinnings_cfg",
            "step", "write_data"]
 
 log = logging.getLogger("twinimpact")
@@ -101,15 +100,3 @@ def write_data(frame: pd.DataFrame, manifest: dict[str, Any], folder: Path,
     """Write ``frame`` + ``manifest.json`` atomically; return a Panel-like holder and path."""
     panel = Panel(frame, manifest)
     return panel, panel.to_parquet(folder / name)
-
-
-def jsonable(o: Any) -> Any:
-    if isinstance(o, np.integer | np.floating):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, Path):
-        return str(o)
-    if isinstance(o, float) and np.isnan(o):
-        return None
-    return str(o)

@@ -15,9 +15,10 @@ from pathlib import Path
 
 from .._io import atomic_write_text
 from .._paths import find_repo_root
+from ..provenance import jsonable
 from ..report import table
 from ..report.figures import close_figure, drawing_figure, event_study_figure, save_figure
-from .base import StudyRun, jsonable, step
+from .base import StudyRun, step
 from .kinds import get_kind
 from .spec import Study, load_study
 
@@ -87,7 +88,7 @@ def _write_outputs(run: StudyRun, folder: Path, *, write_report: bool) -> None:
                       for k, r in run.results.items()},
     }
     p = folder / "summary.json"
-    atomic_write_text(p, json.dumps(summary, indent=1, default=jsonable))
+    atomic_write_text(p, json.dumps(jsonable(summary), indent=1, allow_nan=False))
     run.outputs["summary"] = p
     produced.add(p)
     if write_report and study.report:
