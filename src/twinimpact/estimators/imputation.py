@@ -45,7 +45,7 @@ from ..core.two_stage import (
     system_rhs,
     two_stage_rows,
 )
-from ..core.validation import prepare_panel
+from ..core.validation import as_frame, prepare_panel
 from ..errors import (
     DroppedRowsWarning,
     NotComputableWarning,
@@ -195,6 +195,7 @@ def imputation(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort
     >>> [round(float(v), 2) for v in r.params[["rel_time=0", "rel_time=1", "rel_time=2"]]]
     [1.0, 2.0, 3.0]
     """
+    data = as_frame(data, what="imputation: data")
     est = "imputation"
     clus = unit if cluster is None else cluster
     if not isinstance(clus, str):
