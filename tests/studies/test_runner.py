@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 
 from twinimpact.cli import bundled_studies, main
-from twinimpact.studies.runner import run_study, transform_outcome
+from twinimpact.studies.kinds.panel import transform_outcome
+from twinimpact.studies.runner import run_study
 
 pytestmark = pytest.mark.filterwarnings("ignore::twinimpact.errors.TwinImpactWarning")
 
