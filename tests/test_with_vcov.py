@@ -87,3 +87,29 @@ def test_sandwich_with_vcov_errors_name_the_fix():
         r.with_vcov("cluster", cluster="state", data=d2)
     with pytest.raises(SpecificationError, match="with_vcov is not available"):
         r.lincom(["D"]).with_vcov("iid")
+
+
+TWFE_KW = dict(outcome="y", unit="unit", time="year", cohort="g")
+
+
+@pytest.mark.parametrize("fn", ["twfe", "event_study"])
+@pytest.mark.parametrize("vcov, cluster", [("iid", None), ("hetero", None),
+                                           ("cluster", "state"), ("cluster", "year"),
+                                           ("cluster", ("unit", "year"))])
+def test_twfe_with_vcov_equals_refit(fn, vcov, cluster):
+    d = panel()
+    est = getattr(ti, fn)
+    base = est(d, **TWFE_KW, covariates=["x"])      # clustered by unit (the default)
+    refit = est(d, **TWFE_KW, covariates=["x"], vcov=vcov, cluster=cluster)
+    _same(base.with_vcov(vcov, cluster=cluster, data=d), refit)
+
+
+def test_event_study_with_vcov_on_the_dense_path_and_dropped_rows():
+    # an unbalanced panel with a missing outcome and bin_endpoints=False: the general
+    # (alternating projections) path and rows dropped before the fit
+    d = panel().iloc[3:].reset_index(drop=True)
+    d.loc[7, "y"] = np.nan
+    kw = dict(TWFE_KW, leads=3, lags=2, bin_endpoints=False)
+    base = ti.event_study(d, **kw)
+    refit = ti.event_study(d, **kw, cluster="state")
+    _same(base.with_vcov("cluster", cluster="state", data=d), refit)

@@ -882,6 +882,5 @@ def event_pretrend_test(terms: Sequence[str], coef: Any, cov: Any, rel_time: Any
     return wald_pretrend_test(
         [str(terms[i]) for i in idx], b[idx], v[np.ix_(idx, idx)],
         df_denominator=vcov_spec.df, estimator=estimator,
-        what=what or ("Wald test that all pre-treatment event-time coefficients are zero ("
-                      + ("F, fixest wald()" if vcov_spec.df is not None else "chi2")
-                      + f", {vcov_spec.kind} vcov)"))
+        what=what or ("Wald test that all pre-treatment event-time coefficients are zero "
+                      "(F form as fixest wald() under a t reference, else chi2)"))

@@ -208,7 +208,8 @@ class PanelData:
     missing value in any of them removed (counted in ``dropped``). ``unit_codes`` and
     ``time_codes`` (int arrays aligned with ``frame``) are dense codes ``0..G-1`` of the
     units and periods, computed once during validation for estimators to reuse (None
-    when the panel was not built by :func:`prepare_panel`).
+    when the panel was not built by :func:`prepare_panel`). ``rows`` are the positions of
+    the kept rows in the caller's frame (for ``result.with_vcov(..., data=frame)``).
     """
 
     frame: pd.DataFrame
@@ -217,6 +218,7 @@ class PanelData:
     n_input: int = 0
     unit_codes: np.ndarray | None = None
     time_codes: np.ndarray | None = None
+    rows: np.ndarray | None = None
 
     def diagnostics(self) -> dict[str, Any]:
         return {"n_input_rows": self.n_input, "n_used_rows": len(self.frame),
@@ -315,7 +317,7 @@ def prepare_panel(data: Any, *, outcome: str, unit: str, time: str, cohort: str 
                      names={"outcome": outcome, "unit": unit, "time": time,
                             "cohort": cohort or ""},
                      dropped=dropped, n_input=n_input, unit_codes=unit_codes,
-                     time_codes=time_codes)
+                     time_codes=time_codes, rows=np.flatnonzero(keep_arr))
 
 
 def gap_aware_refs(refs: tuple[int, ...], time: np.ndarray, cohort: np.ndarray, *,

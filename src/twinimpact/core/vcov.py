@@ -18,17 +18,15 @@ with ``s^2 = SSR / (n - K)``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from itertools import combinations
 
 import numpy as np
-import pandas as pd
 
-from ..errors import SpecificationError, check_literal, format_message
+from ..errors import check_literal
 from ..results import VcovSpec
 
-__all__ = ["VCOV_KINDS", "SandwichVcov", "meat_cluster", "sandwich"]
+__all__ = ["VCOV_KINDS", "meat_cluster", "sandwich"]
 
 VCOV_KINDS = ("iid", "hetero", "cluster")
 
@@ -144,100 +142,3 @@ def sandwich(scores: np.ndarray | None, bread: np.ndarray, *, kind: str, n: int,
                      f"t({g_min - 1}) reference"),
     )
     return v, spec
-
-
-@dataclass(frozen=True, eq=False)
-class SandwichVcov:
-    """What a regression result keeps so that ``result.with_vcov(...)`` can give another
-    sandwich variance without refitting (fixest ``summary(est, vcov = ...)``).
-
-    The arguments of :func:`sandwich` that do not depend on the variance asked for:
-    ``scores`` (n, r) of the kept columns (or ``cluster_sums``, the fast path of
-    :class:`~twinimpact.core.fe.TwoWayOLSFit`), ``bread`` (r, r), ``kept`` (k,) the
-    estimated columns, the fixed-effect codes (to count fixed effects nested in the new
-    clusters, fixest ``fixef.K = "nested"``), ``ssr`` for the iid variance of OLS
-    (``glm=True``: Poisson dispersion 1, as :func:`~twinimpact.estimators.ppml.ppml`),
-    ``rows`` (positions of the used rows in the caller's frame of ``n_input`` rows) and
-    ``columns``: values, on the used rows, of columns that may be clustered on without
-    passing ``data`` (the unit, the time, the fit's cluster columns). ``finish`` maps the
-    (k, k) coefficient variance and the spec to the result's terms (e.g. adds an
-    event study's ``ATT`` row; makes a GLM's reference normal).
-    """
-
-    estimator: str
-    bread: np.ndarray
-    kept: np.ndarray
-    n: int
-    fe_codes: tuple[np.ndarray, ...]
-    rows: np.ndarray
-    n_input: int
-    columns: Mapping[str, np.ndarray]
-    scores: np.ndarray | None = None
-    cluster_sums: Callable[[np.ndarray | None], np.ndarray] | None = None
-    ssr: float | None = None
-    glm: bool = False
-    adj: bool = True
-    balanced: bool = False
-    finish: Callable[[np.ndarray, VcovSpec, int], tuple[np.ndarray, VcovSpec]] | None = None
-
-    def _codes(self, name: str, data: pd.DataFrame | None) -> np.ndarray:
-        from .fe import factorize
-
-        if name in self.columns:
-            return factorize(np.asarray(self.columns[name]))[0]
-        if data is None or name not in data.columns:
-            raise SpecificationError(format_message(
-                f"{self.estimator}: clustering by {name!r} needs the data the result was "
-                "fitted on", seen=None if data is None else list(data.columns)[:8],
-                fix=f"pass data=<the frame> with column {name!r} (or one of "
-                    f"{sorted(self.columns)})"))
-        if len(data) != self.n_input:
-            raise SpecificationError(format_message(
-                f"{self.estimator}: data= must be the frame the result was fitted on",
-                seen=f"{len(data)} rows", fix=f"pass the {self.n_input}-row frame"))
-        vals = data[name].to_numpy()[self.rows]
-        miss = pd.isna(vals)
-        if miss.any():
-            raise SpecificationError(format_message(
-                f"{self.estimator}: cluster column {name!r} is missing on {int(miss.sum())} "
-                "row(s) of the estimation sample; with_vcov cannot drop rows",
-                fix=f"re-estimate with cluster={name!r} (the rows are then dropped and "
-                    "counted)"))
-        return factorize(vals)[0]
-
-    def vcov(self, kind: str, *, cluster: tuple[str, ...] = (),
-             data: pd.DataFrame | None = None) -> tuple[np.ndarray, VcovSpec]:
-        """The (k, k) variance and its spec for ``kind`` and ``cluster``."""
-        from .fe import fe_dof
-
-        check_literal("vcov", kind, VCOV_KINDS)
-        if kind == "cluster" and not cluster:
-            raise SpecificationError(format_message(
-                "vcov='cluster' needs cluster= (one or two columns)",
-                fix=f"pass e.g. cluster={sorted(self.columns)[:1] or ['<column>']}"))
-        if kind != "cluster" and cluster:
-            raise SpecificationError(format_message(
-                f"cluster= is only used with vcov='cluster' (got vcov={kind!r})",
-                seen=cluster, fix="drop cluster= or pass vcov='cluster'"))
-        cl_codes = [self._codes(c, data) for c in cluster]
-        if self.fe_codes:
-            k_fe, k_nested = fe_dof(self.fe_codes, cl_codes, balanced=self.balanced)
-        else:
-            k_fe, k_nested = 0, 0
-        rank = int(np.count_nonzero(self.kept))
-        k_total = rank + k_fe
-        n = self.n
-        if self.glm:
-            sigma2 = (n - 1) / (n - k_total) if self.adj else 1.0
-        else:
-            sigma2 = float(self.ssr / (n - k_total)) if n > k_total else np.nan
-        v_sub, spec = sandwich(self.scores, self.bread, kind=kind, n=n, k=k_total,
-                               cluster_codes=cl_codes, cluster_names=cluster,
-                               k_nested=k_nested, sigma2=sigma2, adj=self.adj,
-                               cluster_sums=self.cluster_sums)
-        k = len(self.kept)
-        v = np.full((k, k), np.nan)
-        v[np.ix_(self.kept, self.kept)] = v_sub
-        if self.finish is not None:
-            v, spec = self.finish(v, spec, k_total)
-        return v, spec

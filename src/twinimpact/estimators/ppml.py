@@ -40,7 +40,7 @@ import numpy as np
 import pandas as pd
 from scipy import special
 
-from ..core.fe import factorize, fe_dof
+from ..core.fe import SandwichVcov, factorize, fe_dof
 from ..core.validation import (
     _numeric,
     as_frame,
@@ -48,7 +48,6 @@ from ..core.validation import (
     require_frame,
     warn_dropped_missing,
 )
-from ..core.vcov import SandwichVcov
 from ..errors import (
     ConvergenceWarning,
     DroppedRowsWarning,
