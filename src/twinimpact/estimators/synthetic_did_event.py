@@ -130,7 +130,7 @@ def synthetic_did_event(data: pd.DataFrame, *, outcome: str, unit: str, time: st
     check_literal("method", method, SDID_METHODS)
     check_literal("covariate_method", covariate_method, COVARIATE_METHODS)
     check_literal("projection_sample", projection_sample, PROJECTION_SAMPLES)
-    require_frame(data)
+    data = require_frame(data, what="synthetic_did_event: data")
     if (treated is None) == (cohort is None):
         raise SpecificationError(format_message(
             "synthetic_did_event: give exactly one of treated= (0/1 column) or cohort= "
