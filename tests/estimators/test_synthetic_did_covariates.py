@@ -112,6 +112,10 @@ def test_event_study_staggered_effects_match_stata_sdid_event(quota):
         assert res.params[f"rel_time={ell}"] == pytest.approx(v, abs=PRINTED)
     frame = res.to_frame()
     assert list(frame["rel_time"].dropna()) == [-5, -4, -3, -2, -1, *range(8)]
+    # The rows Stata printed as Placebo_1..5 are its Effect_9..13 (see the reference note).
+    full = _event(quota, covariates="lngdp", se=None)
+    for ell, v in enumerate(ref["placebos_printed_not_reproduced"], start=8):
+        assert full.params[f"rel_time={ell}"] == pytest.approx(v, abs=PRINTED)
     assert frame["term"].iloc[-1] == "ATT"
 
 

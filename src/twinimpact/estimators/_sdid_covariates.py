@@ -159,7 +159,7 @@ def project_beta(Y: np.ndarray, X: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """
     mask = np.asarray(mask, dtype=bool)
     rows, cols = np.nonzero(mask)
-    N, T = mask.shape
+    N = mask.shape[0]
     cnt = mask.sum(axis=1)
 
     def unit_demean(v: np.ndarray) -> np.ndarray:

@@ -31,15 +31,17 @@ import pandas as pd
 
 from ..core.validation import _numeric, as_frame, require_columns, require_frame
 from ..errors import (
+    DroppedRowsWarning,
     EstimationError,
     InputError,
-    DroppedRowsWarning,
     NotComputableWarning,
     SpecificationError,
     check_literal,
     format_message,
 )
 from ..results import EstimationResult, VcovSpec, make_result
+from ._sdid_blocks import Block, Warm, event_contrasts, replicate_blocks
+from ._sdid_covariates import project_beta, sdid_fit_covariates, standardize
 from ._sdid_inference import (
     Group,
     aggregate,
@@ -49,8 +51,6 @@ from ._sdid_inference import (
     placebo_replicates,
     replicate_vcov,
 )
-from ._sdid_blocks import Block, Warm, event_contrasts, replicate_blocks
-from ._sdid_covariates import project_beta, sdid_fit_covariates, standardize
 from ._sdid_solver import SDIDFit, default_options, fixed_weights, sdid_fit, sum_normalize
 
 __all__ = [
@@ -656,7 +656,7 @@ def _covariate_array(data: pd.DataFrame, design: _Design, covs: list[str], unit:
                      time: str) -> np.ndarray:
     """Covariates as an ``(N, T, K)`` array aligned with ``design.Y``."""
     tnum = pd.to_numeric(data[time], errors="coerce").astype(float)
-    frame = data[[unit] + covs].assign(_t=tnum.to_numpy())
+    frame = data[[unit, *covs]].assign(_t=tnum.to_numpy())
     out = []
     for c in covs:
         wide = frame.pivot(index=unit, columns="_t", values=c)
