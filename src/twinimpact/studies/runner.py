@@ -22,7 +22,7 @@ from .base import StudyRun, step
 from .kinds import get_kind
 from .spec import Study, load_study
 
-__all__ = ["StudyRun", "run_study"]
+__all__ = ["StudyRun", "run_study", "write_outputs"]
 
 
 def run_study(study: Study | str | Path, out: str | Path | None = None, *,
@@ -51,11 +51,14 @@ def run_study(study: Study | str | Path, out: str | Path | None = None, *,
     kind = get_kind(study.kind)
     run = kind.run(study, processed)
     with step("Writing tables, figures and report", kind.n_steps, kind.n_steps):
-        _write_outputs(run, reports, write_report=write_report)
+        write_outputs(run, reports, write_report=write_report)
     return run
 
 
-def _write_outputs(run: StudyRun, folder: Path, *, write_report: bool) -> None:
+def write_outputs(run: StudyRun, folder: Path, *, write_report: bool) -> None:
+    """Write the run's tables, figures, ``summary.json`` and (optionally) the HTML report
+    into ``folder`` (each file atomically, mode from the umask); remove this study's stale
+    outputs of an earlier run."""
     study = run.study
     folder.mkdir(parents=True, exist_ok=True)
     produced: set[Path] = set()
