@@ -50,6 +50,7 @@ from ..errors import (
     DroppedRowsWarning,
     NotComputableWarning,
     SpecificationError,
+    check_alpha,
     format_message,
 )
 from ..results import EstimationResult, VcovSpec, make_result
@@ -148,6 +149,7 @@ def did2s(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort: str
     [0.0, 1.0, 2.0]
     """
     data = as_frame(data, what="did2s: data")
+    check_alpha(alpha)
     est = "did2s"
     fs = _as_tuple(first_stage) or (unit, time)
     covariates = list(covariates or [])

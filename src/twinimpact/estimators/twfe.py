@@ -44,6 +44,7 @@ from ..errors import (
     InputError,
     NotComputableWarning,
     SpecificationError,
+    check_alpha,
     check_literal,
     format_message,
 )
@@ -139,6 +140,7 @@ def twfe(data: pd.DataFrame, *, outcome: str, unit: str, time: str,
     0.5
     """
     data = as_frame(data, what="twfe: data")
+    check_alpha(alpha)
     if (treatment is None) == (cohort is None):
         raise SpecificationError(format_message(
             "twfe needs exactly one of treatment= (a 0/1 column) or cohort= (first treated "
@@ -246,6 +248,7 @@ def event_study(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohor
     [1.0, 3.0]
     """
     data = as_frame(data, what="event_study: data")
+    check_alpha(alpha)
     check_literal("method", method, EVENT_STUDY_METHODS)
     if method != "twfe":
         from .event_methods import run_event_method
