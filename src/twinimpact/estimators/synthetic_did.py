@@ -27,7 +27,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from ..core.validation import as_frame, require_columns, require_frame
+from ..core.validation import _numeric, as_frame, require_columns, require_frame
 from ..errors import (
     EstimationError,
     InputError,
@@ -217,15 +217,9 @@ def _build_design(data: pd.DataFrame, outcome: str, unit: str, time: str,
             raise InputError(format_message(
                 f"synthetic_did: missing values in the {name!r} column", where=f"row {i!r}",
                 fix=f"drop or fill the rows without a {name}"))
-    y = pd.to_numeric(df["y"], errors="coerce")
-    bad = y.isna() & df["y"].notna()
-    if bad.any():
-        raise InputError(format_message(
-            f"synthetic_did: outcome {outcome!r} must be numeric",
-            where=f"{unit} = {df.loc[bad, 'unit'].iloc[0]!r}", seen=df.loc[bad, "y"].iloc[0],
-            fix=f"convert {outcome!r} to numbers"))
-    df["y"] = y.astype(float)
-    tnum = pd.to_numeric(df["time"], errors="coerce")
+    # the shared column check: text refused, infinite values refused, dates as years
+    df["y"] = _numeric(data, outcome, "outcome")
+    tnum = pd.Series(_numeric(data, time, "time"), index=df.index)
     if tnum.isna().any():
         raise InputError(format_message(
             f"synthetic_did: time column {time!r} must be numeric (e.g. a year)",
