@@ -56,7 +56,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from ..core.fe import factorize
+from ..core.fe import factorize, fit_fe_ols
 from ..core.validation import prepare_panel, require_columns, require_frame
 from ..core.vcov import sandwich
 from ..errors import (
@@ -80,7 +80,6 @@ from ._etwfe_numerics import (
 from ._ppml_kernel import WeightedFE
 from .ppml import _as_tuple, _fe_name, fe_codes, ppml
 from .ppml import _fe_columns as _fe_cols
-from .twfe import fit_fe_ols
 
 __all__ = ["ETWFEAggregateResult", "ETWFEResult", "etwfe"]
 
