@@ -48,7 +48,7 @@ def test_collapsed_statistic_and_mc_p_values(collapsed):
     assert {c["weights"] for c in cases} == {"webb", "normal", "mammen"}
     for case in cases:
         b = 99_999
-        r = _run(collapsed, weights=case["weights"], n_reps=b, seed=11)
+        r = _run(collapsed, weight_type=case["weights"], n_reps=b, seed=11)
         assert r.statistic == pytest.approx(ref["statistic"], abs=5e-5)
         assert abs(r.p_value - case["p_value"]) <= _mc_tol(case["p_value"], b, case["reps"])
         assert not r.enumerated and r.n_reps == b
@@ -204,7 +204,7 @@ def test_bad_inputs(collapsed):
     with pytest.raises(InputError, match="at least 2 clusters"):
         wild_cluster_bootstrap(one, outcome="hasinsurance", regressors=["post"],
                                cluster="c", term="post")
-    with pytest.raises(SpecificationError, match="weights"):
-        _run(collapsed, weights="gauss")
+    with pytest.raises(SpecificationError, match="weight_type"):
+        _run(collapsed, weight_type="gauss")
     with pytest.raises(SpecificationError, match="n_reps"):
         _run(collapsed, n_reps=0)
