@@ -42,6 +42,7 @@ from ..core.fe import factorize, fe_dof
 from ..core.validation import (
     _numeric,
     as_frame,
+    as_tuple,
     require_columns,
     require_frame,
     warn_dropped_missing,
@@ -141,12 +142,6 @@ def fe_codes(frame: pd.DataFrame, spec: FixedEffect) -> np.ndarray:
         cc, g = factorize(frame[c].to_numpy())
         codes = codes * g + cc
     return factorize(codes)[0]
-
-
-def _as_tuple(x: str | Sequence[str] | None) -> tuple[str, ...]:
-    if x is None:
-        return ()
-    return (x,) if isinstance(x, str) else tuple(x)
 
 
 def _resolve_vcov(vcov: str | None, cluster: tuple[str, ...], has_fe: bool
@@ -303,7 +298,7 @@ def ppml(data: pd.DataFrame, *, outcome: str, regressors: Sequence[str],
         raise SpecificationError(format_message(
             "ppml needs at least one regressor", fix="pass regressors=['rta', ...]"))
     fixed_effects = [fixed_effects] if isinstance(fixed_effects, str) else list(fixed_effects)
-    clus = _as_tuple(cluster)
+    clus = as_tuple(cluster)
     vcov, cluster_by_fe = _resolve_vcov(vcov, clus, bool(fixed_effects))
     _check_options(tol, maxiter, separation, alpha)
     fe_cols = [c for f in fixed_effects for c in _fe_columns(f)]

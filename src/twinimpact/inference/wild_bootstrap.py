@@ -46,7 +46,7 @@ import pandas as pd
 from scipy import optimize
 
 from ..core.fe import demean, factorize, fe_dof
-from ..core.validation import as_frame, require_columns, require_frame
+from ..core.validation import as_frame, as_tuple, require_columns, require_frame
 from ..errors import (
     InputError,
     SpecificationError,
@@ -227,12 +227,6 @@ def _p_value(t: float, t_boot: np.ndarray) -> float:
 
 
 # ----------------------------------------------------------------------------- public
-def _as_tuple(x: str | Sequence[str] | None) -> tuple[str, ...]:
-    if x is None:
-        return ()
-    return (x,) if isinstance(x, str) else tuple(x)
-
-
 def wild_cluster_bootstrap(data: pd.DataFrame, *, outcome: str, regressors: Sequence[str],
                            cluster: str, term: str, null: float = 0.0,
                            fixed_effects: str | Sequence[str] = (),
@@ -301,7 +295,7 @@ def wild_cluster_bootstrap(data: pd.DataFrame, *, outcome: str, regressors: Sequ
                               weight_type, new_default="rademacher")
     check_literal("weight_type", weights, WEIGHT_TYPES)
     regressors = list(regressors)
-    fes = _as_tuple(fixed_effects)
+    fes = as_tuple(fixed_effects)
     if not isinstance(cluster, str):
         raise SpecificationError(format_message(
             "cluster must be one column name (one-way clustering)", seen=cluster,
