@@ -161,6 +161,10 @@ CASES: list[Case] = [
         d[(d["g"] == 0) | (d["g"] == 2006)], outcome="y", unit="unit", time="year",
         treated="D", se="placebo", n_reps=50, seed=1), estimator="synthetic_did",
         truth=True),
+    Case("synthetic_did_event", lambda d: ti.synthetic_did_event(
+        d, outcome="y", unit="unit", time="year", treated="D", placebo=2, se="bootstrap",
+        n_reps=20, seed=1), estimator="synthetic_did_event", event_time=True, pretrend=True,
+         truth=True),
     Case("synthetic_did[staggered,sc]", lambda d: ti.synthetic_did(
         d, outcome="y", unit="unit", time="year", treated="D", method="sc",
         se="jackknife")),
