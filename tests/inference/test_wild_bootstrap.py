@@ -213,7 +213,7 @@ def test_bad_inputs(collapsed):
 # --------------------------------------------------------------- fast path vs direct form
 def _design_for(d, fes):
     """A ``_Design`` built exactly as wild_cluster_bootstrap builds it (x, z; cluster g)."""
-    from twinimpact.estimators._fe import demean, factorize
+    from twinimpact.core.fe import demean, factorize
 
     y = d["y"].to_numpy(float)
     x = d[["x", "z"]].to_numpy(float)
