@@ -31,7 +31,17 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from ..core.fe import demean, factorize, fe_dof, is_balanced_twoway, ols, ols_twoway_balanced
+from ..core.fe import (
+    SmallSetProjector,
+    demean,
+    factorize,
+    fe_dof,
+    is_balanced_twoway,
+    ols,
+    ols_twoway_balanced,
+    ols_twoway_small_time,
+    two_way_projector,
+)
 from ..core.validation import dense_codes, prepare_panel, require_columns
 from ..core.vcov import sandwich
 from ..errors import (
@@ -102,6 +112,11 @@ def _fit_codes(y: np.ndarray, x: np.ndarray, names: Sequence[str],
                                    int(fe_codes[1].max()) + 1)):
         return _fit_balanced(y, x, names, fe_codes, cl_codes, vcov=vcov,
                              cluster_names=cluster_names, onehot=onehot, p=p)
+    if onehot is not None and weights is None and len(fe_codes) == 2:
+        proj = two_way_projector(fe_codes)
+        if proj is not None:  # unbalanced, one small set: exact, indicators not demeaned
+            return _fit_balanced(y, x, names, fe_codes, cl_codes, vcov=vcov,
+                                 cluster_names=cluster_names, onehot=onehot, p=p, proj=proj)
     if onehot is not None:
         dense = np.zeros((n, len(names)))
         rows = np.flatnonzero(onehot >= 0)
@@ -150,13 +165,20 @@ def _fit_codes(y: np.ndarray, x: np.ndarray, names: Sequence[str],
 def _fit_balanced(y: np.ndarray, z: np.ndarray, names: Sequence[str],
                   fe_codes: Sequence[np.ndarray], cl_codes: Sequence[np.ndarray], *,
                   vcov: str, cluster_names: Sequence[str], onehot: np.ndarray,
-                  p: int) -> tuple[pd.Series, np.ndarray, Any, dict[str, Any]]:
-    """The balanced two-way fast path of :func:`_fit_codes` (same outputs)."""
+                  p: int, proj: SmallSetProjector | None = None
+                  ) -> tuple[pd.Series, np.ndarray, Any, dict[str, Any]]:
+    """The two-way fast paths of :func:`_fit_codes` (same outputs): balanced panel, or
+    with ``proj`` an unbalanced panel with a small time set
+    (:func:`~twinimpact.core.fe.ols_twoway_small_time`)."""
     n = len(y)
     k = len(names)
-    fit = ols_twoway_balanced(y, fe_codes[0], fe_codes[1], onehot=onehot, n_onehot=p, z=z)
+    if proj is None:
+        fit = ols_twoway_balanced(y, fe_codes[0], fe_codes[1], onehot=onehot, n_onehot=p, z=z)
+    else:
+        fit = ols_twoway_small_time(y, proj.big.codes, proj.small.codes, proj, onehot=onehot,
+                                    n_onehot=p, z=z)
     kept = fit.kept
-    k_fe, k_nested = fe_dof(fe_codes, cl_codes, balanced=True)
+    k_fe, k_nested = fe_dof(fe_codes, cl_codes, balanced=proj is None)
     k_total = fit.rank + k_fe
     bread = fit.bread[np.ix_(kept, kept)]
     ssr = float(np.sum(fit.resid * fit.resid))
