@@ -38,6 +38,7 @@ import pandas as pd
 from scipy import sparse
 
 from ..core.fe import factorize
+from ..core.threads import blas_single_thread
 from ..core.validation import prepare_panel, require_columns
 from ..errors import (
     DroppedRowsWarning,
@@ -96,6 +97,7 @@ def _as_tuple(x: str | Sequence[str] | None) -> tuple[str, ...]:
     return (x,) if isinstance(x, str) else tuple(x)
 
 
+@blas_single_thread
 def did2s(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort: str,
           first_stage: str | Sequence[str] | None = None, event_study: bool = False,
           covariates: Sequence[str] | None = None, cluster: str | None = None,

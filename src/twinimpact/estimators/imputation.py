@@ -40,6 +40,7 @@ import pandas as pd
 from scipy import sparse, stats
 
 from ..core.fe import factorize
+from ..core.threads import blas_single_thread
 from ..core.validation import prepare_panel
 from ..errors import (
     DroppedRowsWarning,
@@ -332,6 +333,7 @@ def two_stage_rows(frame: pd.DataFrame, cohort: str, weights: str | None,
     return TwoStageRows(y, t, g, never, treated, w)
 
 
+@blas_single_thread
 def imputation(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort: str,
                horizons: bool | int | Sequence[int] | None = None,
                pretrends: bool | int | None = None, cluster: str | None = None,

@@ -40,6 +40,7 @@ import pandas as pd
 from scipy import special
 
 from ..core.fe import factorize, fe_dof
+from ..core.threads import blas_single_thread
 from ..core.validation import _numeric, require_columns, require_frame, warn_dropped_missing
 from ..core.vcov import sandwich
 from ..errors import (
@@ -186,6 +187,7 @@ def _check_options(tol: float, maxiter: int, separation: Any, alpha: float) -> N
                                                 fix="pass e.g. alpha=0.05"))
 
 
+@blas_single_thread
 def ppml(data: pd.DataFrame, *, outcome: str, regressors: Sequence[str],
          fixed_effects: Sequence[FixedEffect] = (), cluster: str | Sequence[str] | None = None,
          vcov: VcovKind | None = None, weights: str | None = None, offset: str | None = None,

@@ -37,6 +37,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
+from ..core.threads import blas_single_thread
 from ..core.validation import prepare_panel
 from ..errors import (
     DroppedRowsWarning,
@@ -131,6 +132,7 @@ def _aggregation_matrix(cells: pd.DataFrame, kind: str
     return names, lmat, info
 
 
+@blas_single_thread
 def sun_abraham(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort: str,
                 covariates: Sequence[str] | None = None,
                 cluster: str | Sequence[str] | None = None,

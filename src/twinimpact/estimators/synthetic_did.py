@@ -28,6 +28,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from ..core.threads import blas_single_thread
 from ..core.validation import require_columns, require_frame
 from ..errors import (
     EstimationError,
@@ -358,6 +359,7 @@ def _check_options(method: str, se: str | None, n_reps: Any, seed: Any, alpha: A
 
 
 # ---------------------------------------------------------------------- public
+@blas_single_thread
 def synthetic_did(data: pd.DataFrame, *, outcome: str, unit: str, time: str,
                   treated: str | None = None, cohort: str | None = None,
                   method: Literal["sdid", "sc", "did"] = "sdid",

@@ -42,6 +42,7 @@ from ..core.fe import (
     ols_twoway_small_time,
     two_way_projector,
 )
+from ..core.threads import blas_single_thread
 from ..core.validation import dense_codes, prepare_panel, require_columns
 from ..core.vcov import sandwich
 from ..errors import (
@@ -227,6 +228,7 @@ def _resolve_vcov(vcov: str | None, cluster: tuple[str, ...], unit: str) -> tupl
     return vcov, cluster
 
 
+@blas_single_thread
 def twfe(data: pd.DataFrame, *, outcome: str, unit: str, time: str,
          treatment: str | None = None, cohort: str | None = None,
          covariates: Sequence[str] | None = None, cluster: str | Sequence[str] | None = None,
@@ -329,6 +331,7 @@ def _window(rel: np.ndarray, leads: int | None, lags: int | None) -> tuple[int, 
     return lo, hi
 
 
+@blas_single_thread
 def event_study(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort: str,
                 leads: int | None = None, lags: int | None = None,
                 ref: int | Sequence[int] = -1, bin_endpoints: bool = True,

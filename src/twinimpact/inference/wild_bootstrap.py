@@ -46,6 +46,7 @@ import pandas as pd
 from scipy import optimize
 
 from ..core.fe import demean, factorize, fe_dof
+from ..core.threads import blas_single_thread
 from ..core.validation import require_columns, require_frame
 from ..errors import InputError, SpecificationError, check_literal, format_message
 
@@ -288,6 +289,7 @@ def _as_tuple(x: str | Sequence[str] | None) -> tuple[str, ...]:
     return (x,) if isinstance(x, str) else tuple(x)
 
 
+@blas_single_thread
 def wild_cluster_bootstrap(data: pd.DataFrame, *, outcome: str, regressors: Sequence[str],
                            cluster: str, term: str, null: float = 0.0,
                            fixed_effects: str | Sequence[str] = (),
