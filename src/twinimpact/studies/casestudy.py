@@ -47,7 +47,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from ..core.validation import require_columns, require_frame
+from ..core.validation import as_frame, require_columns, require_frame
 from ..errors import (
     InputError,
     SpecificationError,
@@ -55,7 +55,7 @@ from ..errors import (
     format_message,
     suggest,
 )
-from ..estimators.synthetic_did import SyntheticDIDResult, plot_synthetic, synthetic_did
+from ..estimators.synthetic_did import SyntheticDIDResult, synthetic_did
 
 __all__ = [
     "SIMULATED_NOTE",
@@ -196,14 +196,11 @@ class CaseStudyResult:
         return "\n".join(lines)
 
     def plot(self, axes: Any = None) -> Any:
-        """SDID and SC trajectory plots side by side (matplotlib); returns the Axes."""
-        import matplotlib.pyplot as plt
+        """SDID and SC trajectory plots side by side (matplotlib); returns the Axes
+        (:func:`twinimpact.report.synthetic.plot_case_study`)."""
+        from ..report.synthetic import plot_case_study
 
-        if axes is None:
-            _, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
-        plot_synthetic(self.sdid, ax=axes[0])
-        plot_synthetic(self.sc, ax=axes[1])
-        return axes
+        return plot_case_study(self, axes)
 
 
 def _as_cities(treated_city: str | Sequence[str]) -> list[str]:
@@ -270,7 +267,8 @@ def case_study(series: pd.DataFrame, *, treated_city: str | Sequence[str],
     >>> list(cs.table.index)
     ['sdid', 'sc', 'did']
     """
-    require_frame(series, what="series")
+    series = as_frame(series, what="case_study: series")
+    series = require_frame(series, what="series")
     check_literal("transform", transform, ("log", "level"))
     check_literal("honest", honest, (True, False, "auto"))
     cities = _as_cities(treated_city)
