@@ -219,7 +219,7 @@ def run_child(args, case, pkg, kind, size, threads) -> dict:
         env.pop(v, None)
         if threads == "1":
             env[v] = "1"
-    env["PYTHONPATH"] = str(ROOT / "src") if pkg == "twinimpact" else ""
+    env["PYTHONPATH"] = args.ti_src if pkg == "twinimpact" else ""
     cap = int(args.mem_cap_gb * 2**30)
 
     def limit():
@@ -286,6 +286,8 @@ def main() -> None:
     ap.add_argument("--timeout", type=float, default=1800)
     ap.add_argument("--peer-python", default="/tmp/venv-peers/bin/python")
     ap.add_argument("--no-peers", action="store_true", help="time twinimpact only")
+    ap.add_argument("--ti-src", default=str(ROOT / "src"),
+                    help="twinimpact source tree to time (e.g. a snapshot: git archive)")
     ap.add_argument("--jsonl", default=str(HERE / "results_table.jsonl"))
     ap.add_argument("--out", default=str(HERE / "results_table.md"))
     ap.add_argument("--list", action="store_true")

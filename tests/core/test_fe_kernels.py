@@ -361,3 +361,20 @@ def test_small_time_ols_equals_dense_projection_path(seed):
         for j in range(scores.shape[1]):
             expect[:, j] = np.bincount(g, weights=scores[:, j], minlength=g.max() + 1)
         np.testing.assert_allclose(fit.cluster_sums(codes), expect, atol=1e-10)
+
+
+def test_non_converged_projection_warns_and_gives_no_estimate(monkeypatch):
+    """Three FE sets stopped after one sweep: a ConvergenceWarning and NaN, not a number."""
+    from twinimpact.errors import ConvergenceWarning
+
+    rng = np.random.default_rng(0)
+    n = 400
+    fe = [rng.integers(0, 20, n), rng.integers(0, 15, n), rng.integers(0, 10, n)]
+    x = rng.normal(size=(n, 1)) + 0.3 * fe[0][:, None]
+    y = x[:, 0] + 0.1 * fe[1] + rng.normal(size=n)
+    real = _fe.demean
+    monkeypatch.setattr(_fe, "demean", lambda *a, **k: real(*a, **{**k, "maxiter": 1}))
+    with pytest.warns(ConvergenceWarning, match="did not converge"):
+        params, v, _, info = _fe.fit_fe_ols(y, x, ["x"], fe, vcov="iid")
+    assert info["demean_converged"] is False and info["demean_iterations"] == 1
+    assert params.isna().all() and np.isnan(v).all()

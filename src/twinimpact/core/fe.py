@@ -869,6 +869,18 @@ def fit_fe_codes(y: np.ndarray, x: np.ndarray, names: Sequence[str],
     v = np.full((k, k), np.nan)
     v[np.ix_(kept, kept)] = v_sub
     params = pd.Series(fit.coef, index=list(names))
+    if not dm.converged:  # a projection that did not converge gives no estimate
+        import warnings
+
+        from ..errors import ConvergenceWarning, format_message
+
+        warnings.warn(format_message(
+            f"the fixed-effect projections did not converge in {dm.iterations} sweeps; "
+            "the estimates are NaN", where="alternating projections (demean)",
+            seen=f"tol={1e-10:g}", fix="check for nearly disconnected fixed-effect levels"),
+            ConvergenceWarning, stacklevel=3)
+        params[:] = np.nan
+        v[:] = np.nan
     info = {
         "collinear": [nm for nm, kp in zip(names, kept, strict=True) if not kp],
         "demean_converged": dm.converged,
