@@ -250,6 +250,11 @@ def event_study(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohor
     """
     data = as_frame(data, what="event_study: data")
     check_literal("method", method, EVENT_STUDY_METHODS)
+    for nm, v in (("leads", leads), ("lags", lags)):
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int | np.integer)
+                              or v < 0):
+            raise SpecificationError(format_message(f"{nm} must be a non-negative integer",
+                                                    seen=v, fix=f"pass e.g. {nm}=5"))
     if method != "twfe":
         from .event_methods import run_event_method
 
@@ -261,10 +266,6 @@ def event_study(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohor
         raise SpecificationError(format_message(
             "unknown keyword(s) for the TWFE event study", seen=sorted(method_options),
             fix="remove them, or choose method= for estimator-specific options"))
-    for nm, v in (("leads", leads), ("lags", lags)):
-        if v is not None and (not isinstance(v, int | np.integer) or v < 0):
-            raise SpecificationError(format_message(f"{nm} must be a non-negative integer",
-                                                    seen=v, fix=f"pass e.g. {nm}=5"))
     refs = tuple(int(r) for r in ((ref,) if np.isscalar(ref) else ref))
     covariates = list(covariates or [])
     clus = _as_tuple(cluster)

@@ -435,6 +435,8 @@ def _honest_step(panel: pd.DataFrame, city: str, year: str, alpha: float,
     num_post = int((f["rel_time"] >= 0).sum())
     opts = {"alpha": alpha, **options}
     hd = honest_did(betahat, sigma, num_pre=num_pre, num_post=num_post, **opts)
-    note = ("HonestDiD uses a TWFE event study with one treated city: its clustered "
-            "standard errors rest on few treated clusters, read the bounds as indicative.")
+    n_treated = int(panel.loc[panel["cohort"].notna(), city].nunique())
+    which = "one treated city" if n_treated == 1 else f"{n_treated} treated cities"
+    note = (f"HonestDiD uses a TWFE event study with {which}: its clustered standard "
+            "errors rest on few treated clusters, read the bounds as indicative.")
     return hd, es, note

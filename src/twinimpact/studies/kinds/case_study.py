@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from ...errors import InputError, SpecificationError, format_message
+from ...etl import read_table
 from ..base import StudyKind, StudyRun, caught, file_input, read_twinnings_cfg, step, write_data
 from ..casestudy import SIMULATED_NOTE, case_study, simulated_city_exports
 
@@ -61,8 +62,7 @@ def run_case_study(study: Study, processed: Path) -> StudyRun:
         dates = _case_dates(study, twin)
         if case.get("series"):
             spath = study.resolve(case["series"])
-            series = pd.read_parquet(spath) if spath.suffix == ".parquet" \
-                else pd.read_csv(spath)
+            series = read_table(spath, what="[case] series")
             source = file_input(spath)
         else:
             if not study.simulated:
