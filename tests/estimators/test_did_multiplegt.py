@@ -251,6 +251,23 @@ def test_only_never_switchers_without_never_switchers():
     assert np.isfinite(r.params["Effect_1"])
 
 
+def test_only_never_switchers_needs_them_in_the_same_status_quo():
+    df = _panel(5)
+    first = df.groupby("unit")["d"].transform("first")
+    changes = df.groupby("unit")["d"].transform(lambda s: (s != s.iloc[0]).any())
+    # never-switchers only with status quo 2, switchers only with status quo 0
+    sub = df[(changes & (first == 0)) | (~changes & (first == 2))]
+    with pytest.raises(EstimationError, match="starts from the same value"):
+        ti.did_multiplegt(sub, outcome="y", unit="unit", time="year", treatment="d",
+                          only_never_switchers=True)
+    # some switchers (status quo 2) lack never-switchers: warned and not used
+    part = df[changes | (first == 0)]
+    with pytest.warns(ti.errors.DataWarning, match="have no never-switcher"):
+        r = ti.did_multiplegt(part, outcome="y", unit="unit", time="year", treatment="d",
+                              only_never_switchers=True)
+    assert np.isfinite(r.params["Effect_1"])
+
+
 def test_missing_cluster_rows_are_dropped_and_counted():
     df = _panel(6).assign(region=lambda x: x["unit"].str[-1])
     df.loc[df.index[:3], "region"] = None
