@@ -14,6 +14,7 @@ from __future__ import annotations
 from . import errors
 from ._version import __version__
 from .casestudy import CaseStudyResult, case_study, simulated_city_exports
+from .diagnostics.bacon import BaconDecomposition, bacon_decomposition
 from .estimators.callaway_santanna import (
     CallawaySantAnnaResult,
     CSAggregateResult,
@@ -52,12 +53,13 @@ from .inference.wild_bootstrap import (
     wild_cluster_bootstrap_result,
 )
 from .panel import Panel
-from .report import plot_event_study, table
+from .report import plot_bacon, plot_event_study, table
 from .results import EstimationResult, VcovSpec
 from .runner import run_study
 
 __all__ = [
     "RELATIONS",
+    "BaconDecomposition",
     "CSAggregateResult",
     "CallawaySantAnnaResult",
     "CaseStudyResult",
@@ -71,6 +73,7 @@ __all__ = [
     "VcovSpec",
     "WildBootstrapResult",
     "__version__",
+    "bacon_decomposition",
     "build_gravity_data",
     "build_panel",
     "callaway_santanna",
@@ -88,6 +91,7 @@ __all__ = [
     "load_gravity_panel",
     "load_tradhist",
     "load_wikipedia_twinnings",
+    "plot_bacon",
     "plot_event_study",
     "plot_honest_did",
     "plot_synthetic",
