@@ -46,6 +46,7 @@ from .etl import (
 )
 from .gravity import GravityStudy, build_gravity_data, gravity_intensity, gravity_study
 from .inference.honest_did import honest_did, plot_honest_did
+from .inference.pretrend_power import PretrendPower, pretrend_power, slope_for_power
 from .inference.randomization import RandomizationResult, randomization_inference
 from .inference.wild_bootstrap import (
     WildBootstrapResult,
@@ -67,6 +68,7 @@ __all__ = [
     "GravityStudy",
     "PPMLResult",
     "Panel",
+    "PretrendPower",
     "RandomizationResult",
     "SunAbrahamResult",
     "SyntheticDIDResult",
@@ -98,11 +100,13 @@ __all__ = [
     "plot_weights",
     "poisson_event_study",
     "ppml",
+    "pretrend_power",
     "randomization_inference",
     "read_trade",
     "read_twinnings",
     "run_study",
     "simulated_city_exports",
+    "slope_for_power",
     "sun_abraham",
     "synthetic_did",
     "table",
