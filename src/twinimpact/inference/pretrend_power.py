@@ -180,7 +180,7 @@ def slope_for_power(sigma: Any, *, target_power: float, rel_times: Any = None,
     >>> import numpy as np, twinimpact as ti
     >>> s = ti.slope_for_power(np.eye(3) * 0.01, target_power=0.5, rel_times=[-3, -2, 0])
     >>> round(s, 4)
-    0.0866
+    0.0876
     """
     if hasattr(sigma, "terms") and hasattr(sigma, "vcov"):
         _, sig, rel, _ = _resolve(sigma, None, rel_times, need_beta=False)
