@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from . import errors
 from ._version import __version__
-from .casestudy import CaseStudyResult, case_study, simulated_city_exports
 from .diagnostics.bacon import BaconDecomposition, bacon_decomposition
 from .estimators.callaway_santanna import (
     CallawaySantAnnaResult,
@@ -44,7 +43,6 @@ from .etl import (
     read_twinnings,
     to_iso3,
 )
-from .gravity import GravityStudy, build_gravity_data, gravity_intensity, gravity_study
 from .inference.honest_did import honest_did, plot_honest_did
 from .inference.pretrend_power import PretrendPower, pretrend_power, slope_for_power
 from .inference.randomization import RandomizationResult, randomization_inference
@@ -56,7 +54,9 @@ from .inference.wild_bootstrap import (
 from .panel import Panel
 from .report import plot_bacon, plot_event_study, table
 from .results import EstimationResult, VcovSpec
-from .runner import run_study
+from .studies.casestudy import CaseStudyResult, case_study, simulated_city_exports
+from .studies.gravity import GravityStudy, build_gravity_data, gravity_intensity, gravity_study
+from .studies.runner import run_study
 
 __all__ = [
     "RELATIONS",

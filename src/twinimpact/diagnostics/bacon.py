@@ -47,7 +47,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .._validation import prepare_panel
+from ..core.validation import prepare_panel
 from ..errors import InputError, format_message
 
 __all__ = ["BACON_TYPES", "BaconDecomposition", "bacon_decomposition"]
