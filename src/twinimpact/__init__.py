@@ -20,6 +20,8 @@ from .estimators.callaway_santanna import (
     callaway_santanna,
 )
 from .estimators.did2s import did2s
+from .estimators.did_multiplegt import did_multiplegt
+from .estimators.etwfe import ETWFEAggregateResult, ETWFEResult, etwfe
 from .estimators.imputation import imputation
 from .estimators.poisson_event_study import poisson_event_study
 from .estimators.ppml import PPMLResult, lincom, ppml
@@ -64,6 +66,8 @@ __all__ = [
     "CSAggregateResult",
     "CallawaySantAnnaResult",
     "CaseStudyResult",
+    "ETWFEAggregateResult",
+    "ETWFEResult",
     "EstimationResult",
     "GravityStudy",
     "PPMLResult",
@@ -81,7 +85,9 @@ __all__ = [
     "callaway_santanna",
     "case_study",
     "did2s",
+    "did_multiplegt",
     "errors",
+    "etwfe",
     "event_study",
     "gravity_intensity",
     "gravity_study",

@@ -485,4 +485,4 @@ def ppml(data: pd.DataFrame, *, outcome: str, regressors: Sequence[str],
     return make_result("ppml", pd.Series(fit.coef, index=regressors), v, vspec, n,
                        spec=spec, diagnostics=diag, cls=PPMLResult,
                        nan_reason="collinear with the fixed effects or other regressors",
-                       extras={"rows_used": rows})
+                       extras={"rows_used": rows, "fitted": fit.mu})
