@@ -30,6 +30,8 @@ def results(mpdta):
                                                ).aggregate("dynamic"),
             "sun_abraham": ti.sun_abraham(mpdta, **KW),
             "did2s": ti.did2s(mpdta, **KW, event_study=True),
+            "etwfe_dynamic": ti.etwfe(mpdta, **KW, control_group="never_treated"
+                                      ).aggregate("dynamic"),
         }
 
 
@@ -48,6 +50,10 @@ def test_overall_weights_are_each_results_own(results, mpdta):
     n_e = post.groupby("rel_time")["n_obs"].sum()
     np.testing.assert_allclose(overall_weights(sa, _post_terms(sa)),
                                (n_e / n_e.sum()).to_numpy(), atol=1e-10)
+    # etwfe (never-treated controls): R emfx's simple ATT weights post cells by size
+    et = results["etwfe_dynamic"]
+    np.testing.assert_allclose(overall_weights(et, _post_terms(et)),
+                               (n_e / n_e.sum()).to_numpy(), atol=1e-10)
     # did2s: the static ATT averages treated observations; mpdta: the same cell shares
     d2 = results["did2s"]
     treated = mpdta[(mpdta["first.treat"] > 0) & (mpdta["year"] >= mpdta["first.treat"])]
@@ -56,7 +62,8 @@ def test_overall_weights_are_each_results_own(results, mpdta):
                                atol=1e-10)
 
 
-@pytest.mark.parametrize("name", ["event_study", "cs_dynamic", "sun_abraham", "did2s"])
+@pytest.mark.parametrize("name", ["event_study", "cs_dynamic", "sun_abraham", "did2s",
+                                  "etwfe_dynamic"])
 def test_target_overall_original_row_is_the_att(results, name):
     r = results[name]
     out = honest_did(r, target="overall", m_values=[0.0, 1.0])
@@ -95,6 +102,11 @@ def test_varying_base_and_imputation_are_refused_with_reason(mpdta):
         honest_did(cs, target="overall")
     with pytest.raises(SpecificationError, match=r"did2s\(\.\.\., event_study=True\)"):
         honest_did(imp, target="overall")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        et = ti.etwfe(mpdta, **KW).aggregate("dynamic")  # not-yet-treated controls
+    with pytest.raises(SpecificationError, match="no pre-treatment coefficients"):
+        honest_did(et, target="overall")
 
 
 def test_hook_declared_att_weights(results):

@@ -227,6 +227,16 @@ def _from_result(result: Any, num_pre: int | None, num_post: int | None):
             fix="re-estimate with base_period='universal' (e.g. "
                 "ti.callaway_santanna(..., base_period='universal'))"))
     ref = spec.get("ref")
+    if ref is None and str(getattr(result, "estimator", "")).startswith("etwfe"):
+        if spec.get("control_group") != "never_treated":
+            raise SpecificationError(format_message(
+                "an etwfe result with not-yet-treated controls has no pre-treatment "
+                "coefficients (every pre-treatment period of a cohort is in its control "
+                "group), so there is nothing to bound post-treatment violations with",
+                where=f"result of {result.estimator}", seen=spec.get("control_group"),
+                fix="re-estimate with ti.etwfe(..., control_group='never_treated') and "
+                    ".aggregate('dynamic')"))
+        ref = (-1,)  # R etwfe with cgroup = "never": every cohort x period cell but g - 1
     if ref is None and spec.get("base_period") != "universal":
         raise SpecificationError(format_message(
             "cannot tell the reference period of this result (no spec['ref'] or "
@@ -305,7 +315,9 @@ def overall_weights(result: Any, post_terms: Sequence[str]) -> np.ndarray:
     equal weights of a TWFE event study and of Callaway-Sant'Anna's dynamic aggregation
     (R ``did::aggte(type = "dynamic")``'s overall ATT) and the cell-size weights of
     Sun-Abraham (fixest ``agg = "att"``), and refuses an ATT that is not a combination of
-    the post-period coefficients used (e.g. when ``num_post`` drops some of them).
+    the post-period coefficients used (e.g. when ``num_post`` drops some of them). An
+    etwfe dynamic aggregation with never-treated controls (reference period ``g - 1``, as
+    R etwfe) gets R ``emfx``'s cell-size weights the same way.
     """
     post_terms = list(post_terms)
     declared = (getattr(result, "extras", None) or {}).get("att_weights")
