@@ -491,7 +491,7 @@ def breakdown_value(result_or_betahat: Any, sigma: Any = None, *,
     >>> beta = np.array([0.0, 0.0, 0.0, 0.5, 0.5])
     >>> round(breakdown_value(beta, np.eye(5) * 0.01, num_pre=3, num_post=2,
     ...                       restriction="smoothness"), 3)
-    0.109
+    0.267
     """
     check_literal("restriction", restriction, RESTRICTIONS)
     beta, sig, num_pre, num_post, lv, _ = _inputs(result_or_betahat, sigma, num_pre,
