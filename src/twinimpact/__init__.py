@@ -54,7 +54,7 @@ from .inference.wild_bootstrap import (
     wild_cluster_bootstrap_result,
 )
 from .panel import Panel
-from .report import plot_bacon, plot_event_study, table
+from .report import plot_bacon, plot_event_study, plot_pretrend_power, table
 from .results import EstimationResult, VcovSpec
 from .studies.casestudy import CaseStudyResult, case_study, simulated_city_exports
 from .studies.gravity import GravityStudy, build_gravity_data, gravity_intensity, gravity_study
@@ -102,6 +102,7 @@ __all__ = [
     "plot_bacon",
     "plot_event_study",
     "plot_honest_did",
+    "plot_pretrend_power",
     "plot_synthetic",
     "plot_weights",
     "poisson_event_study",

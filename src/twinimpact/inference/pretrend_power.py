@@ -343,3 +343,30 @@ def pretrend_power(betahat: Any, sigma: Any = None, *, rel_times: Any = None,
                          critical_value=c, method=method, slope=slope,
                          spec={"ref": ref, "alpha": alpha, "n_pre": k,
                                "terms": tuple(names) if names else None})
+
+
+def power_against_att_se(result: Any, *, ref: float = -1, alpha: float = 0.05
+                         ) -> dict[str, Any]:
+    """Power of the pre-test against the linear trend that would bias the result's overall
+    ATT by one of its own standard errors.
+
+    With the ATT ``= l' beta_post`` (weights from the result itself, see
+    :func:`twinimpact.inference.honest_did.overall_weights`), a trend
+    ``delta_t = s (t - ref)`` biases it by ``s * sum_e l_e (e - ref)``; the slope
+    ``s* = SE(ATT) / sum_e l_e (e - ref)`` is the smallest trend that matters at the
+    precision of the estimate. Low power against it (say below 50%) means a passed
+    pre-test says little. Returns ``{"slope", "power", "att", "att_se", "weights"}``.
+    """
+    from .honest_did import overall_weights
+
+    _, _, rel, names = event_study_inputs(result)
+    post = [i for i, r in enumerate(rel) if r > ref and r >= 0]
+    post_names = [names[i] for i in post]
+    w = overall_weights(result, post_names)
+    lever = float(w @ (rel[post] - ref))
+    att_se = float(result.std_errors["ATT"])
+    slope = att_se / lever
+    p = pretrend_power(result, delta_true=slope, ref=ref, alpha=alpha)
+    return {"slope": slope, "power": p.power, "att": float(result.params["ATT"]),
+            "att_se": att_se, "weights": dict(zip(post_names, w.tolist(), strict=True)),
+            "size": p.size}

@@ -1,7 +1,7 @@
 """Tables, figures and reports; depends on the results protocol only."""
 
-from .diagnostic_plots import plot_bacon
+from .diagnostic_plots import plot_bacon, plot_pretrend_power
 from .plots import plot_event_study
 from .tables import table
 
-__all__ = ["plot_bacon", "plot_event_study", "table"]
+__all__ = ["plot_bacon", "plot_event_study", "plot_pretrend_power", "table"]
