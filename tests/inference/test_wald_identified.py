@@ -34,6 +34,7 @@ def test_singular_pretest_says_why_and_offers_the_identified_wald():
     pt = r.diagnostics["pretest"]
     assert np.isnan(pt["statistic"]) and pt["df"] == 82  # R did: undefined
     assert "82 pre-treatment ATT(g,t) carry only 35 independent pieces" in pt["note"]
+    assert "singular: rank 35 < 82" in pt["note"]
     assert "40 units" in pt["note"] and "n/a" not in pt["note"]
     ext = pt["extension"]
     assert ext["label"].startswith("extension, not in R did")

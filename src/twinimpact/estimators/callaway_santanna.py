@@ -967,8 +967,8 @@ def callaway_santanna(data: pd.DataFrame, *, outcome: str, unit: str, time: str,
             what = "clusters" if p.n_clusters else "units"
             pretest["note"] = (
                 f"not computed (as R did): the {len(pre)} pre-treatment ATT(g,t) carry only "
-                f"{ext['rank']} independent pieces of information (their covariance has rank "
-                f"{ext['rank']} < {len(pre)}, with {n_cl} {what} behind them), so the joint "
+                f"{ext['rank']} independent pieces of information (their covariance is singular: "
+                f"rank {ext['rank']} < {len(pre)}, with {n_cl} {what} behind them), so the joint "
                 "Wald statistic, which needs the inverse of that covariance, is undefined")
             se_pre = np.sqrt(np.clip(np.diag(pv), 0, None))
             p_each = 2 * stats.norm.sf(np.abs(cells.att[pre]) / se_pre)
