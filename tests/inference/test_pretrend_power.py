@@ -153,3 +153,14 @@ def test_bad_inputs_are_named_errors():
         ti.pretrend_power(BETA, SIGMA, rel_times=TVEC, delta_true=[0.1, 0.2])
     with pytest.raises(InputError, match="7 x 7"):
         ti.pretrend_power(BETA, SIGMA[:6, :6], rel_times=TVEC, delta_true=0.1)
+
+
+def test_imputation_leads_are_refused_with_the_reason(mpdta):
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        imp = ti.imputation(mpdta, outcome="lemp", unit="countyreal", time="year",
+                            cohort="first.treat", horizons=[0, 1], pretrends=2)
+    with pytest.raises(SpecificationError, match="before the first lead"):
+        ti.pretrend_power(imp, delta_true=0.01)

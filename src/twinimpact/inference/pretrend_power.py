@@ -62,6 +62,14 @@ def event_study_inputs(result: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray,
             where=f"result of {getattr(result, 'estimator', '?')}", seen="varying",
             fix="re-estimate with base_period='universal', e.g. ti.callaway_santanna(..., "
                 "base_period='universal').aggregate('dynamic')"))
+    if str(getattr(result, "estimator", "")).startswith("imputation"):
+        raise SpecificationError(format_message(
+            "the imputation estimator's pre-trend coefficients (BJS Test 1) are measured "
+            "against the periods before the first lead, not against period -1, so a trend "
+            "delta_t = slope * (t - ref) does not describe them",
+            where=f"result of {result.estimator}", seen=spec.get("ref"),
+            fix="use ti.did2s(..., event_study=True) (the same post-period estimates, leads "
+                "relative to -1) or pass betahat, sigma and rel_times"))
     info = getattr(result, "term_info", None)
     if info is None or "rel_time" not in info.columns:
         raise SpecificationError(format_message(
