@@ -353,8 +353,8 @@ def pretrend_power(betahat: Any, sigma: Any = None, *, rel_times: Any = None,
                                "terms": tuple(names) if names else None})
 
 
-def power_against_att_se(result: Any, *, ref: float = -1, alpha: float = 0.05
-                         ) -> dict[str, Any]:
+def power_against_att_se(result: Any, *, ref: float = -1, alpha: float = 0.05,
+                         l_vec: Any = None) -> dict[str, Any]:
     """Power of the pre-test against the linear trend that would bias the result's overall
     ATT by one of its own standard errors.
 
@@ -363,22 +363,34 @@ def power_against_att_se(result: Any, *, ref: float = -1, alpha: float = 0.05
     ``delta_t = s (t - ref)`` biases it by ``s * sum_e l_e (e - ref)``; the slope
     ``s* = SE(ATT) / sum_e l_e (e - ref)`` is the smallest trend that matters at the
     precision of the estimate. Low power against it (say below 50%) means a passed
-    pre-test says little. Returns ``{"slope", "power", "att", "att_se", "weights"}``.
+    pre-test says little. ``l_vec`` (weights over the post-period coefficients) replaces
+    the ATT by ``l_vec' beta_post``. Returns ``{"slope", "power", "att", "att_se",
+    "weights", "size"}``.
     """
     from .honest_did import overall_weights
 
     _, sig, rel, names = event_study_inputs(result)
     post = [i for i, r in enumerate(rel) if r > ref and r >= 0]
     post_names = [names[i] for i in post]
-    w = overall_weights(result, post_names)
+    if l_vec is None:
+        w = overall_weights(result, post_names)
+        att_se = float(result.std_errors["ATT"])
+        att = float(result.params["ATT"])
+    else:
+        w = np.asarray(l_vec, dtype=float).reshape(-1)
+        if len(w) != len(post):
+            raise InputError(format_message("l_vec needs one weight per post-period term",
+                                            seen={"len(l_vec)": len(w), "post": len(post)}))
+        sp_post = sig[np.ix_(post, post)]
+        att_se = float(np.sqrt(w @ sp_post @ w))
+        att = float(w @ result.params[post_names].to_numpy(dtype=float))
     lever = float(w @ (rel[post] - ref))
-    att_se = float(result.std_errors["ATT"])
     slope = att_se / lever
     pre = _pre_indices(rel, ref)
     sp = sig[np.ix_(pre, pre)]
     c = _crit(alpha, None)
     power = 1.0 - _pass_prob(slope * (rel[pre] - ref), sp, c)
     size = 1.0 - _pass_prob(np.zeros(len(pre)), sp, c)
-    return {"slope": slope, "power": power, "att": float(result.params["ATT"]),
+    return {"slope": slope, "power": power, "att": att,
             "att_se": att_se, "weights": dict(zip(post_names, w.tolist(), strict=True)),
             "size": size}

@@ -103,6 +103,11 @@ class Credibility:
     headline: str | None
     overall: str
     overall_sentence: str
+    #: objects for the figures: the Bacon decomposition, (label, result) for the pre-trend
+    #: power picture, (label, honest_did frame, breakdown) for the sensitivity picture
+    bacon: Any = None
+    power_result: tuple[str, Any] | None = None
+    sensitivity: tuple[str, pd.DataFrame, float] | None = None
 
     def for_estimator(self, label: str) -> list[Check]:
         return [c for c in self.checks if c.estimator == label]
@@ -156,9 +161,13 @@ def _pretrend_numbers(result: Any) -> dict[str, Any] | None:
     for key in ("pretrend_test", "pretest"):
         t = diag.get(key)
         if t is not None and hasattr(t, "get"):
-            return {"statistic": t.get("statistic"), "df": t.get("df"),
-                    "p_value": t.get("p_value"), "kind": t.get("kind", "Wald chi2"),
-                    "note": t.get("note"), "extension": t.get("extension")}
+            stat = next((t[k] for k in ("statistic", "statistic_chi2", "statistic_F", "W")
+                         if t.get(k) is not None), None)
+            p = next((t[k] for k in ("p_value", "p_value_chi2", "p_value_F")
+                      if t.get(k) is not None), None)
+            return {"statistic": stat, "df": t.get("df"), "p_value": p,
+                    "kind": t.get("kind", "Wald chi2"), "note": t.get("note"),
+                    "extension": t.get("extension")}
     pre = _pre_terms(result)
     if not pre:
         return None
@@ -189,10 +198,21 @@ def _pretest_check(label: str, result: Any, alpha: float) -> Check:
     ext = t.get("extension")
     rests = f"{t.get('kind') or 'joint test'}"
     if p is None or not np.isfinite(float(p)):
+        bon = (ext or {}).get("bonferroni")
         if ext and np.isfinite(float(ext.get("p_value", np.nan))):
-            p = float(ext["p_value"])
             detail.update(extension_statistic=ext.get("statistic"), extension_df=ext.get("df"),
-                          extension_p_value=p)
+                          extension_wald_p_value=float(ext["p_value"]))
+        if bon and np.isfinite(float(bon.get("p_value", np.nan))):
+            # the max-|t| Bonferroni test is valid whatever the rank; the pseudo-inverse
+            # Wald can explode on nearly-null directions, so it is reported, not graded
+            p = float(bon["p_value"])
+            detail.update(extension_p_value=p, extension_kind=bon.get("kind"))
+            rests = (f"{t.get('note') or 'the usual test is undefined'}; graded instead on "
+                     f"the {bon.get('kind')} over {bon.get('n_coefficients')} coefficients "
+                     "(an extension)")
+        elif ext and np.isfinite(float(ext.get("p_value", np.nan))):
+            p = float(ext["p_value"])
+            detail.update(extension_p_value=p)
             rests = (f"{t.get('note') or 'the usual test is undefined'}; used instead: "
                      f"{ext.get('kind')}, df {ext.get('df')} (an extension)")
         else:
@@ -211,6 +231,24 @@ def _pretest_check(label: str, result: Any, alpha: float) -> Check:
                  f"{rests}, p = {p:.3g}", detail)
 
 
+def _target(result: Any) -> tuple[Any, str]:
+    """``target`` for HonestDiD / power: the result's own overall ATT when it is a weighted
+    sum of the event-time coefficients, else the equal-weighted average of the post-period
+    coefficients (said so)."""
+    from ..errors import SpecificationError
+    from ..inference.honest_did import overall_weights
+
+    post = [t for t in result.terms if t.startswith("rel_time=")
+            and float(result.term_info.loc[t, "rel_time"]) >= 0]
+    try:
+        overall_weights(result, post)
+        return "overall", "the overall effect"
+    except SpecificationError:
+        return np.full(len(post), 1.0 / len(post)), (
+            f"the average of the {len(post)} year-by-year effects (this method's overall "
+            "effect also averages years outside the event window)")
+
+
 def _power_check(label: str, result: Any, alpha: float) -> Check:
     name = "Power of the pre-trend test"
     from ..errors import TwinImpactError
@@ -219,13 +257,15 @@ def _power_check(label: str, result: Any, alpha: float) -> Check:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            out = power_against_att_se(result, alpha=alpha)
+            target, what = _target(result)
+            out = power_against_att_se(result, alpha=alpha,
+                                       l_vec=None if isinstance(target, str) else target)
     except TwinImpactError as exc:
         why = str(exc).split(". ")[0]
         return Check(label, name, NA, f"Not computed for this method: {why}.", why, {})
     pw = out["power"]
     v = _grade(pw, POWER_HOLDS, POWER_WEAK)
-    s = (f"A steady drift big enough to move the estimate by one standard error "
+    s = (f"A steady drift big enough to move {what} by one standard error "
          f"({out['att_se']:.3g}) would have been caught by the pre-trend test {pw:.0%} of "
          "the time")
     s += {HOLDS: ", so a passed test is informative.",
@@ -246,8 +286,9 @@ def _honest_check(label: str, result: Any, alpha: float) -> Check:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            bd = breakdown_value(result, target="overall", alpha=alpha, lf_sims=500,
-                                 rtol=1e-2)
+            target, what = _target(result)
+            kw = ({"target": target} if isinstance(target, str) else {"l_vec": target})
+            bd = breakdown_value(result, alpha=alpha, lf_sims=500, rtol=1e-2, **kw)
     except TwinImpactError as exc:
         why = str(exc).split(". ")[0]
         return Check(label, name, NA, f"Not computed for this method: {why}.", why, {})
@@ -256,8 +297,9 @@ def _honest_check(label: str, result: Any, alpha: float) -> Check:
                      "trends were exactly parallel, so there is no conclusion to stress-test.",
                      "robust confidence set contains zero at Mbar = 0", {"breakdown_mbar": bd})
     v = _grade(bd, BREAKDOWN_HOLDS, BREAKDOWN_WEAK)
-    s = (f"The conclusion that there is an effect survives if after twinning the paths "
-         f"diverge by up to {bd:.2g} times the largest divergence seen before twinning")
+    s = (f"The conclusion that there is an effect ({what}) survives if after twinning the "
+         "paths "
+         f"diverge by up to {bd:.3g} times the largest divergence seen before twinning")
     s += {HOLDS: ".", WEAK: "; larger divergences would overturn it.",
           FAILS: "; a divergence smaller than those already seen would overturn it."}[v]
     return Check(label, name, v, s,
@@ -265,7 +307,8 @@ def _honest_check(label: str, result: Any, alpha: float) -> Check:
                  f"for the overall ATT: {bd:.3g}", {"breakdown_mbar": bd})
 
 
-def _bacon_check(label: str, frame: pd.DataFrame, roles: dict[str, str]) -> Check:
+def _bacon_check(label: str, frame: pd.DataFrame, roles: dict[str, str]
+                 ) -> tuple[Check, Any]:
     name = "Comparisons with already-twinned partners (Goodman-Bacon)"
     from ..diagnostics.bacon import bacon_decomposition
     from ..errors import TwinImpactError
@@ -273,14 +316,14 @@ def _bacon_check(label: str, frame: pd.DataFrame, roles: dict[str, str]) -> Chec
     unit, time, cohort = roles["unit"], roles["time"], roles["cohort"]
     y = roles.get("outcome", "outcome")
     d = frame[[unit, time, cohort, y]].dropna(subset=[y])
-    n_periods = d[time].nunique()
-    counts = d.groupby(unit)[time].nunique()
-    full = counts[counts == n_periods].index
-    sub = d[d[unit].isin(full)]
+    sub, start, end = _balanced_window(d, unit, time, cohort)
+    n_all = d[unit].nunique()
+    n_sub = sub[unit].nunique()
     note = ""
-    if len(full) < len(counts):
-        note = (f" (computed on the {len(full)} of {len(counts)} units observed in all "
-                f"{n_periods} periods; the decomposition needs a balanced panel)")
+    if len(sub) < len(d):
+        note = (f" (computed on the {n_sub} of {n_all} units observed in every period "
+                f"{start:g}-{end:g}, the largest balanced block; the decomposition needs a "
+                "balanced panel)")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -288,7 +331,7 @@ def _bacon_check(label: str, frame: pd.DataFrame, roles: dict[str, str]) -> Chec
     except TwinImpactError as exc:
         why = str(exc).split(". ")[0]
         return Check(label, name, NA, "The decomposition could not be computed: "
-                     f"{why}{note}.", why + note, {"n_units_balanced": len(full)})
+                     f"{why}{note}.", why + note, {"n_units_balanced": n_sub}), None
     share = b.forbidden_share
     v = _grade(share, FORBIDDEN_HOLDS, FORBIDDEN_WEAK, higher_is_better=False)
     s = (f"{share:.0%} of this estimate's weight comes from comparing partners twinned later "
@@ -301,7 +344,31 @@ def _bacon_check(label: str, frame: pd.DataFrame, roles: dict[str, str]) -> Chec
                  f"Goodman-Bacon (2021) decomposition of TWFE = {b.twfe:.4g}{note}",
                  {"forbidden_share": share, "twfe_balanced": b.twfe,
                   **{f"weight_{k}": float(bt.loc[k, 'weight']) for k in bt.index},
-                  **{f"estimate_{k}": float(bt.loc[k, 'estimate']) for k in bt.index}})
+                  **{f"estimate_{k}": float(bt.loc[k, 'estimate']) for k in bt.index}}), b
+
+
+def _balanced_window(d: pd.DataFrame, unit: str, time: str, cohort: str
+                     ) -> tuple[pd.DataFrame, float, float]:
+    """Largest balanced block ``units x [start, end]`` (by units x periods) among windows
+    ending at the last period or starting at the first, in which some unit switches into
+    treatment; the whole frame when it is balanced."""
+    periods = np.sort(d[time].unique())
+    present = pd.crosstab(d[unit], d[time]).reindex(columns=periods, fill_value=0) > 0
+    g = d.groupby(unit)[cohort].first().reindex(present.index)
+    best = (d, periods[0], periods[-1], -1)
+    if present.to_numpy().all():
+        return best[:3]
+    windows = [(periods[i], periods[-1]) for i in range(len(periods) - 1)]
+    windows += [(periods[0], periods[j]) for j in range(1, len(periods))]
+    for start, end in windows:
+        cols = (periods >= start) & (periods <= end)
+        full = present.index[present.loc[:, cols].to_numpy().all(axis=1)]
+        gi = g.loc[full]
+        switch = ((gi > start) & (gi <= end)).any()
+        score = len(full) * int(cols.sum())
+        if switch and score > best[3]:
+            best = (d[d[unit].isin(full) & d[time].between(start, end)], start, end, score)
+    return best[:3]
 
 
 def _clusters_check(label: str, result: Any, frame: pd.DataFrame | None,
@@ -406,10 +473,13 @@ def assess_credibility(results: dict[str, Any], *, frame: pd.DataFrame | None = 
     roles = {"outcome": "outcome", "unit": "unit_id", "time": "year", "cohort": "cohort",
              **(roles or {})}
     checks: list[Check] = []
+    bacon = None
     for label, r in results.items():
         fam = _family(r)
         if fam == "twfe" and frame is not None:
-            checks.append(_bacon_check(label, frame, roles))
+            chk, b = _bacon_check(label, frame, roles)
+            checks.append(chk)
+            bacon = bacon if bacon is not None else b
             checks.append(_clusters_check(label, r, frame, roles, alpha, seed))
             continue
         if not _pre_terms(r):
@@ -420,6 +490,17 @@ def assess_credibility(results: dict[str, Any], *, frame: pd.DataFrame | None = 
             checks.append(_honest_check(label, r, alpha))
     agreement = _agreement_check(results, alpha)
     checks.append(agreement)
+    order = [headline] + [k for k in results if k != headline]
+    power_result = sensitivity = None
+    for lab in order:
+        ok = {c.name for c in checks if c.estimator == lab and c.verdict != NA}
+        if power_result is None and "Power of the pre-trend test" in ok:
+            power_result = (lab, results[lab])
+        hd = next((c for c in checks if c.estimator == lab and c.verdict != NA
+                   and c.name.startswith("Sensitivity")), None)
+        if sensitivity is None and hd is not None and honest:
+            sensitivity = _sensitivity_frame(lab, results[lab], hd.detail["breakdown_mbar"],
+                                             alpha)
     mine = [c for c in checks if c.estimator == headline] + [agreement]
     graded = [c for c in mine if c.verdict in _RANK]
     if not graded:
@@ -436,7 +517,30 @@ def assess_credibility(results: dict[str, Any], *, frame: pd.DataFrame | None = 
             sentence = (f"{lead}: " + ", ".join(reasons)
                         + (" is" if len(reasons) == 1 else " are")
                         + f" {'weak' if overall == WEAK else 'failing'} (details below).")
-    return Credibility(tuple(checks), headline, overall, sentence)
+    return Credibility(tuple(checks), headline, overall, sentence, bacon=bacon,
+                       power_result=power_result, sensitivity=sensitivity)
+
+
+SENSITIVITY_POINTS = 6
+
+
+def _sensitivity_frame(label: str, result: Any, bd: float, alpha: float):
+    """honest_did frame over Mbar in [0, max(2, 1.5 x breakdown)] for the picture."""
+    from ..errors import TwinImpactError
+    from ..inference.honest_did import honest_did
+
+    top = max(2.0, 1.5 * bd) if np.isfinite(bd) else 2.0
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            target, _ = _target(result)
+            kw = ({"target": target} if isinstance(target, str) else {"l_vec": target})
+            frame = honest_did(result, alpha=alpha, lf_sims=500, **kw,
+                               m_values=np.linspace(0.0, top, SENSITIVITY_POINTS),
+                               grid_points=400)
+    except TwinImpactError:
+        return None
+    return (label, frame, bd)
 
 
 _DICT = re.compile(r"\{[^{}]*\}")

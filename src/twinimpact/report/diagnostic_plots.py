@@ -74,7 +74,8 @@ def plot_bacon(result: Any, ax: Any = None, *, title: str | None = None) -> Any:
 
 def plot_pretrend_power(result: Any, sigma: Any = None, *, rel_times: Any = None,
                         ref: float = -1, powers: tuple[float, ...] = (0.5, 0.8),
-                        alpha: float = 0.05, ax: Any = None, title: str | None = None) -> Any:
+                        alpha: float = 0.05, ax: Any = None, title: str | None = None,
+                        sign: float | None = None) -> Any:
     """Event study with the linear trends that the pre-test detects with the given
     probabilities (Roth 2022), drawn through the reference period.
 
@@ -88,6 +89,9 @@ def plot_pretrend_power(result: Any, sigma: Any = None, *, rel_times: Any = None
     result : event-study result, or the coefficient vector ``betahat``
         With a vector pass ``sigma`` and ``rel_times`` (as :func:`ti.pretrend_power`).
     powers : target powers of the drawn trends (default 50% and 80%).
+    sign : +1 or -1, optional
+        Direction of the drawn trends; default the sign of the mean post-period estimate
+        (the direction in which a trend would have to run to explain the estimates).
 
     Returns
     -------
@@ -118,10 +122,14 @@ def plot_pretrend_power(result: Any, sigma: Any = None, *, rel_times: Any = None
     order = np.argsort(x)
     ax.errorbar(x[order], y[order], yerr=z * e[order], fmt="o", color="0.15", capsize=3,
                 ms=4, label=f"Estimates, {1 - alpha:.0%} CI")
+    if sign is None:
+        post_mean = float(np.mean(beta[rel > ref])) if np.any(rel > ref) else 1.0
+        sign = -1.0 if post_mean < 0 else 1.0
     pre_x = np.linspace(min(x.min(), ref), ref, 50)
     post_x = np.linspace(ref, max(x.max(), ref), 50)
     for i, p in enumerate(powers):
-        s = slope_for_power(sig, target_power=p, rel_times=rel, ref=ref, alpha=alpha)
+        s = np.sign(sign) * slope_for_power(sig, target_power=p, rel_times=rel, ref=ref,
+                                            alpha=alpha)
         color = f"C{i + 1}"
         ax.plot(pre_x, s * (pre_x - ref), color=color, lw=1.8,
                 label=f"Trend the pre-test detects {p:.0%} of the time (slope {s:.3g})")

@@ -25,6 +25,7 @@ padding:0 .4rem;font-weight:600;font-size:.85rem}
 #trust-line{font-size:1.02rem;margin:.4rem 0 .8rem}
 table.trust td,table.trust th{text-align:left;vertical-align:top}
 table.trust td.words{max-width:38rem}
+.scroll{overflow-x:auto;max-width:100%}
 """
 
 _CLASS = {HOLDS: "v-holds", WEAK: "v-weak", FAILS: "v-fails", NA: "v-na"}
@@ -82,9 +83,9 @@ def appendix_html(cred: Credibility | None, raw_warnings: list[str]) -> str:
     parts = ['<section id="appendix"><h2>Technical appendix</h2>']
     if cred is not None:
         frame = cred.to_frame()
-        parts.append("<h3>Credibility checks: numbers</h3>"
+        parts.append("<h3>Credibility checks: numbers</h3><div class=\"scroll\">"
                      + frame.to_html(index=False, na_rep="", float_format=lambda v: f"{v:.4g}",
-                                     classes="appendix-checks", border=0))
+                                     classes="appendix-checks", border=0) + "</div>")
         parts.append(
             "<h3>Thresholds</h3><ul>"
             f"<li>Pre-trend test: holds if p &ge; {c.PRETEST_P_HOLDS}, weak if p &ge; "

@@ -47,6 +47,8 @@ class StudyRun:
     case: Any = None
     #: extra figures for the report: (file stem, title, caption, draw(fig) -> None)
     figures: list[tuple[str, str, str, Any]] = field(default_factory=list)
+    #: "Can we trust this?" checks (twinimpact.report.credibility.Credibility)
+    credibility: Any = None
 
 
 @contextlib.contextmanager
@@ -408,11 +410,20 @@ def _write_outputs(run: StudyRun, folder: Path, *, write_report: bool) -> None:
     study = run.study
     folder.mkdir(parents=True, exist_ok=True)
     produced: set[Path] = set()
+    if run.results and run.credibility is None:
+        from ..report.headline import pick_headline
+        from ..report.html import _credibility
+
+        head = pick_headline(run.results, study)
+        with _step("Credibility checks", 1, 1):
+            run.credibility = _credibility(run, head.label if head else None)
     if run.results:
         ext = {"markdown": "md", "html": "html", "latex": "tex", "xlsx": "xlsx"}
         for fmt in study.tables:
             p = folder / f"results.{ext[fmt]}"
             table(run.results, format=fmt, path=p, alpha=study.alpha)
+            if fmt == "xlsx" and run.credibility is not None:
+                _add_sheet(p, "Can we trust this", run.credibility.to_frame())
             run.outputs[f"table_{fmt}"] = p
             produced.add(p)
         dynamic = {k: r for k, r in run.results.items()
@@ -457,6 +468,10 @@ def _write_outputs(run: StudyRun, folder: Path, *, write_report: bool) -> None:
         "estimates": {k: r.to_frame(study.alpha).to_dict(orient="records")
                       for k, r in run.results.items()},
     }
+    if run.credibility is not None:
+        summary["credibility"] = {
+            "overall": run.credibility.overall, "sentence": run.credibility.overall_sentence,
+            "checks": run.credibility.to_frame().to_dict(orient="records")}
     p = folder / "summary.json"
     atomic_write_text(p, json.dumps(summary, indent=1, default=_jsonable))
     run.outputs["summary"] = p
@@ -478,6 +493,24 @@ def _write_outputs(run: StudyRun, folder: Path, *, write_report: bool) -> None:
     for f in folder.iterdir():
         if f.name in known and f not in produced:
             f.unlink()
+
+
+def _add_sheet(path: Path, name: str, frame: pd.DataFrame) -> None:
+    """Add (or replace) one sheet of an existing workbook, written atomically."""
+    import openpyxl
+
+    wb = openpyxl.load_workbook(path)
+    if name in wb.sheetnames:
+        del wb[name]
+    ws = wb.create_sheet(name)
+    ws.append([str(c) for c in frame.columns])
+    for row in frame.itertuples(index=False):
+        ws.append([None if (isinstance(v, float) and v != v) else v for v in row])
+    from ..report.tables import _cells_as_text
+
+    _cells_as_text(wb)
+    with atomic_path(path) as tmp:
+        wb.save(tmp)
 
 
 def _jsonable(o: Any) -> Any:
