@@ -192,3 +192,11 @@ def test_breakdown_edge_cases():
     with pytest.warns(NotComputableWarning, match="no breakdown value"):
         assert np.isnan(breakdown_value(flat, s, num_pre=3, num_post=2,
                                         restriction="smoothness"))
+
+
+def test_plot_marks_the_breakdown_value():
+    b, s = BIG_T
+    frame = honest_did(b, s, num_pre=3, num_post=2, m_values=[0.0, 1.0, 2.0])
+    ax = ti.plot_honest_did(frame, breakdown=1.5)
+    marks = [ln for ln in ax.get_lines() if list(ln.get_xdata()) == [1.5, 1.5]]
+    assert len(marks) == 1 and "breakdown value 1.5" in ax.get_legend_handles_labels()[1]
