@@ -28,8 +28,6 @@ from .estimators.ppml import PPMLResult, lincom, ppml
 from .estimators.sun_abraham import SunAbrahamResult, sun_abraham
 from .estimators.synthetic_did import (
     SyntheticDIDResult,
-    plot_synthetic,
-    plot_weights,
     synthetic_did,
 )
 from .estimators.twfe import event_study, twfe
@@ -45,7 +43,7 @@ from .etl import (
     read_twinnings,
     to_iso3,
 )
-from .inference.honest_did import honest_did, plot_honest_did
+from .inference.honest_did import honest_did
 from .inference.pretrend_power import PretrendPower, pretrend_power, slope_for_power
 from .inference.randomization import RandomizationResult, randomization_inference
 from .inference.wild_bootstrap import (
@@ -54,7 +52,15 @@ from .inference.wild_bootstrap import (
     wild_cluster_bootstrap_result,
 )
 from .panel import Panel
-from .report import plot_bacon, plot_event_study, plot_pretrend_power, table
+from .report import (
+    plot_bacon,
+    plot_event_study,
+    plot_honest_did,
+    plot_pretrend_power,
+    plot_synthetic,
+    plot_weights,
+    table,
+)
 from .results import EstimationResult, VcovSpec
 from .studies.casestudy import CaseStudyResult, case_study, simulated_city_exports
 from .studies.gravity import GravityStudy, build_gravity_data, gravity_intensity, gravity_study

@@ -125,7 +125,8 @@ def test_identity_on_random_staggered_panels(n_periods, data):
             ti.bacon_decomposition(d, outcome="y", unit="u", time="t", cohort="g")
         return
     b = ti.bacon_decomposition(d, outcome="y", unit="u", time="t", cohort="g")
-    ref = float(ti.twfe(d, outcome="y", unit="u", time="t", cohort="g").params["ATT"])
+    ref = float(ti.twfe(d, outcome="y", unit="u", time="t", cohort="g", vcov="iid"
+                        ).params["ATT"])
     comp = b.comparisons
     scale = 1.0 + abs(ref) + float(np.abs(comp["estimate"]).max())
     assert abs((comp["weight"] * comp["estimate"]).sum() - ref) < IDENTITY_TOL * scale

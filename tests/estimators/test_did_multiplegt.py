@@ -1,5 +1,5 @@
 """did_multiplegt: de Chaisemartin & D'Haultfœuille (2024) against published numbers, the
-official Python port of did_multiplegt_dyn (26 option combinations, tests/data/dcdh), a
+official Python port of did_multiplegt_dyn (28 option combinations, tests/data/dcdh), a
 slow brute-force oracle written from the paper's formulas, invariances and bad input."""
 
 from __future__ import annotations
@@ -44,9 +44,15 @@ def datasets() -> dict[str, pd.DataFrame]:
         "wagepan_unbalanced": wp.drop(index=rng.choice(len(wp), size=300, replace=False)
                                       ).reset_index(drop=True),
         "synthetic": sy,
+        "synthetic_cont": _balanced(sy.assign(
+            links=sy["links"] + 0.25 * (sy["unit"].str[1:].astype(int) % 4))),
         "synthetic_x": sy.assign(x=np.where(rng2.random(len(sy)) < 0.03, np.nan,
                                             0.3 * sy["links"] + rng2.normal(size=len(sy)))),
     }
+
+
+def _balanced(df: pd.DataFrame) -> pd.DataFrame:
+    return df[df.groupby("unit")["period"].transform("size") == 12]
 
 
 CASES = json.loads((DCDH / "oracle_cases.json").read_text())["cases"]

@@ -85,6 +85,7 @@ def test_without_end_dates_nothing_changes(etl_data):
     assert p.manifest["steps"]["panel"]["n_units_switching_off"] == 0
 
 
+@pytest.mark.filterwarnings("ignore::twinimpact.errors.TwinImpactWarning")  # 6 clusters
 def test_did_multiplegt_on_links_that_end(etl_data):
     """n_twinnings as an intensity treatment that falls: switchers out (CHN, USA, FRA lose
     their only link in 2009; ITA keeps one; POL starts at 0 in 2000, so it is a switcher
@@ -99,3 +100,16 @@ def test_did_multiplegt_on_links_that_end(etl_data):
     assert r.term_info.loc["Effect_1", "n_switchers"] == 3
     assert r.params["Effect_1"] == pytest.approx(0.3, abs=0.03)
     assert r.params["ATT"] == pytest.approx(0.3, abs=0.03)
+
+
+def test_city_level_links_that_end(etl_data):
+    trade = pd.DataFrame([("Doncaster", p, y, 1.0) for p in ("DEU", "CHN", "ITA")
+                          for y in range(2006, 2013)],
+                         columns=["reporter", "partner", "year", "value"])
+    with pytest.warns(ti.errors.DroppedRowsWarning, match="city not in the trade data: 7"):
+        p = ti.build_panel(trade, _read(etl_data), level="city_partner", relations="all")
+    f = p.frame.set_index(["unit_id", "year"])["n_twinnings"]
+    assert [f["Doncaster-DEU", y] for y in (2008, 2009)] == [1, 0]
+    assert [f["Doncaster-CHN", y] for y in (2008, 2009)] == [1, 0]
+    assert (p.frame.loc[p.frame["unit_id"] == "Doncaster-ITA", "twinned"] == 0).all()
+    assert p.manifest["steps"]["panel"]["n_units_switching_off"] == 2

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 import twinimpact as ti
-from twinimpact.report import credibility as cr
+from twinimpact.diagnostics import credibility as cr
+from twinimpact.report.plain import plain_warning
 
 KW = {"outcome": "lemp", "unit": "countyreal", "time": "year", "cohort": "first.treat"}
 ROLES = {"outcome": "lemp", "unit": "countyreal", "time": "year", "cohort": "first.treat"}
@@ -107,10 +108,10 @@ def test_overall_is_the_worst_headline_check(assessed):
 def test_plain_warnings():
     raw = ("Callaway-Sant'Anna: callaway_santanna: 3 ATT(g,t) could not be computed and are "
            "NaN: ATT(1913,1872): no observations of the cohort in period t / ...")
-    assert cr.plain_warning(raw) == (
+    assert plain_warning(raw) == (
         "Callaway-Sant'Anna: 3 cohort-year effects could not be computed (no comparison "
         "partners in those years) and are left out of the averages.")
     raw2 = "Imputation: imputation: cohorts {'1913': 1, '1920': 1} have one unit. More text."
-    out = cr.plain_warning(raw2)
+    out = plain_warning(raw2)
     assert "{" not in out and "More text" not in out and out.startswith("Imputation: ")
     assert np.isfinite(len(out))

@@ -16,7 +16,7 @@ import pytest
 import twinimpact as ti
 from twinimpact.report.headline import headline_sentence, pick_headline
 from twinimpact.report.html import render_report, write_report
-from twinimpact.studies.runner import StudyRun
+from twinimpact.studies.runner import StudyRun, credibility_of_run
 from twinimpact.studies.spec import parse_study
 
 KW = dict(outcome="lemp", unit="countyreal", time="year", cohort="first.treat")
@@ -42,10 +42,12 @@ def run(mpdta):
         "steps": {"trade": {"n_in": 2510, "n_out": 2500, "dropped": {f"bad {EVIL}": 10}}},
         "inputs": {"trade": {"kind": "file", "path": f"/x/{EVIL}.csv", "rows": 2510,
                              "sha256": "ab" * 32}}})
-    return StudyRun(study=_study(), panel=panel, analysis_frame=mpdta, results=results,
-                    failures={"Callaway": f"failed {EVIL}"}, outputs={},
-                    diagnostics={"outcome_dropped_rows": {"value <= 0": 4}},
-                    warnings=[f"warn {EVIL}"])
+    run = StudyRun(study=_study(), panel=panel, analysis_frame=mpdta, results=results,
+                   failures={"Callaway": f"failed {EVIL}"}, outputs={},
+                   diagnostics={"outcome_dropped_rows": {"value <= 0": 4}},
+                   warnings=[f"warn {EVIL}"])
+    run.credibility = credibility_of_run(run)  # as run_study does
+    return run
 
 
 def test_headline_numbers_come_from_the_result(run):
@@ -90,7 +92,7 @@ _ORDER = {"holds": 0, "weak": 1, "fails": 2}
 
 def _assert_verdict_matches(c: dict) -> None:
     """The verdict shown follows from the numbers shown, by the documented thresholds."""
-    from twinimpact.report import credibility as cr
+    from twinimpact.diagnostics import credibility as cr
 
     def grade(v, holds, weak, higher=True):
         if higher:

@@ -125,7 +125,7 @@ class Design:
     t: np.ndarray            # (T,) period index of each column (1 = first period)
     cell: np.ndarray         # status-quo x trends_nonparam cell of each row (int codes)
     cluster: np.ndarray | None  # cluster codes per row, None = groups are the clusters
-    d_sq: np.ndarray         # (G,) status-quo treatment
+    d_sq: np.ndarray         # (G,) status quo defining the comparison cells (0: continuous)
     f_g: np.ndarray          # (G,) first switch (T_max + 1 for never switchers)
     t_g: np.ndarray          # last period with a not-yet-switched group in the cell (row)
     l_g: np.ndarray          # T_g - F_g + 1 (row)
@@ -139,12 +139,13 @@ class Design:
     x: tuple[np.ndarray, ...] = ()   # controls (after trends_lin differencing)
     w: np.ndarray | None = None      # the user's weight per cell (NaN where no row)
     ever: np.ndarray | None = None   # 1 once the group's treatment changed, NaN: no row
+    d_sq_orig: np.ndarray | None = None  # (G,) the status-quo treatment itself
 
 
 def prepare_design(group: np.ndarray, time: np.ndarray, y: np.ndarray, d: np.ndarray,
                    weight: np.ndarray | None, cluster: np.ndarray | None,
                    trends: list[np.ndarray], *, trends_lin: bool = False,
-                   controls: tuple[np.ndarray, ...] = ()) -> Design:
+                   controls: tuple[np.ndarray, ...] = (), continuous: int = 0) -> Design:
     """Sample restrictions and the balanced grid, as ``did_multiplegt_dyn`` builds them.
 
     Inputs are one row per (group, period) (rows with a missing group or period, cluster or
@@ -208,6 +209,11 @@ def prepare_design(group: np.ndarray, time: np.ndarray, y: np.ndarray, d: np.nda
     f_g = np.where(changed.any(axis=1), np.where(changed, T, big).min(axis=1), 0.0)
 
     # groups in status-quo (x trends) cells where nobody's F_g differs: nothing to compare
+    d_sq_orig = d_sq.copy()
+    if continuous:
+        # continuous status quo: one comparison cell; polynomials of D_{g,1} x period
+        # become controls below, and the treatment becomes the switch indicator
+        d_sq = np.zeros(n_g)
     cell0 = _codes(np.broadcast_to(d_sq[:, None], (n_g, n_t)), *TR)
     fg_rows = np.broadcast_to(f_g[:, None], (n_g, n_t))
     keep = np.zeros_like(P)
@@ -282,6 +288,7 @@ def prepare_design(group: np.ndarray, time: np.ndarray, y: np.ndarray, d: np.nda
     W = np.where(P, W, np.nan)
     tv = tv[cols]
     d_sq, f_g, trunc = d_sq[rows], f_g[rows], trunc[rows]
+    d_sq_orig = d_sq_orig[rows]
     glab = glab[rows]
     n_g, n_t = P.shape
     T = np.broadcast_to(tv, (n_g, n_t))
@@ -300,8 +307,8 @@ def prepare_design(group: np.ndarray, time: np.ndarray, y: np.ndarray, d: np.nda
     cnt = win.sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
         avg_post = np.where(win, D, 0.0).sum(axis=1) / cnt
-    drop = (avg_post[:, None] == d_sq[:, None]) & (F != t_g + 1)
-    s_g = np.where(f_g == t_max + 1, np.nan, (avg_post > d_sq).astype(float))
+    drop = (avg_post[:, None] == d_sq_orig[:, None]) & (F != t_g + 1)
+    s_g = np.where(f_g == t_max + 1, np.nan, (avg_post > d_sq_orig).astype(float))
     if drop.any():
         # the reference removes these rows; here they become empty cells of the grid
         dropped["rows_of_switchers_back_at_status_quo_on_average"] = int((drop & P).sum())
@@ -309,8 +316,15 @@ def prepare_design(group: np.ndarray, time: np.ndarray, y: np.ndarray, d: np.nda
         Y = np.where(drop, np.nan, Y)
         D = np.where(drop, np.nan, D)
         s_g = np.where(drop.all(axis=1), np.nan, s_g)
-    at_f = (T == F) & ~np.isnan(D)
-    d_fg = np.where(at_f.any(axis=1), np.where(at_f, D, 0.0).sum(axis=1)
+    d_cell = D
+    if continuous:
+        s_het = np.where(s_g == 0, -1.0, s_g)
+        d_cell = np.where(np.isnan(s_het)[:, None], np.nan, (F <= T) * s_het[:, None])
+        for tt in range(2, int(tv.max()) + 1):
+            for pw in range(1, continuous + 1):
+                XS.append(np.where(P, (T >= tt) * d_sq_orig[:, None] ** pw, np.nan))
+    at_f = (T == F) & ~np.isnan(d_cell)
+    d_fg = np.where(at_f.any(axis=1), np.where(at_f, d_cell, 0.0).sum(axis=1)
                     / np.maximum(at_f.sum(axis=1), 1), np.nan)
     d_fg = np.where(np.isnan(d_fg) & (f_g == t_max + 1), d_sq, d_fg)
     l_g = np.where(drop, np.nan, t_g - F + 1)
@@ -324,7 +338,7 @@ def prepare_design(group: np.ndarray, time: np.ndarray, y: np.ndarray, d: np.nda
     return Design(y=Y, d=D, n=N, t=tv, cell=cell, cluster=CL, d_sq=d_sq, f_g=f_g, t_g=t_g,
                   l_g=l_g, l_g_pl=l_g_pl, s_g=s_g, d_fg=d_fg, n_groups=n_groups,
                   t_max=t_max, group_labels=glab, dropped=dropped,
-                  x=tuple(XS), w=W, ever=EV)
+                  x=tuple(XS), w=W, ever=EV, d_sq_orig=d_sq_orig)
 
 
 class _NoEffect(Exception):
@@ -597,9 +611,10 @@ def _side_horizon(ds: Design, ell: int, side: int, *, placebo: bool, n_effects: 
     sgn = np.where(S == 1, 1.0, -1.0)
     sw_rows = dist == 1
     in_win = (T >= F) & (T <= F - 1 + ell) & (S == side)
-    cum = np.nansum(np.where(in_win, Dm - ds.d_sq[:, None], np.nan), axis=1)[:, None]
+    d1 = (ds.d_sq if ds.d_sq_orig is None else ds.d_sq_orig)[:, None]
+    cum = np.nansum(np.where(in_win, Dm - d1, np.nan), axis=1)[:, None]
     delta_norm = float(np.nansum(np.where(sw_rows, N / n_sw * sgn * cum, np.nan)))
-    cur = np.where(sw_rows, N / n_sw * sgn * (Dm - ds.d_sq[:, None]), np.nan)
+    cur = np.where(sw_rows, N / n_sw * sgn * (Dm - d1), np.nan)
     delta_ate = float(np.nansum(cur))
     if side == 0:  # switchers out: the control-minus-switcher difference
         u, u_var = -u, -u_var

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..core.validation import require_columns, require_frame, warn_dropped_missing
+from ..core.validation import _numeric, require_columns, require_frame, warn_dropped_missing
 from ..errors import (
     DataWarning,
     EstimationError,
@@ -68,7 +68,7 @@ def _numeric_col(df: pd.DataFrame, col: str, role: str) -> np.ndarray:
             f"{role} column {col!r} must be numeric", where=f"e.g. row {bad.index[0]!r}"
             if len(bad) else None, seen=bad.iloc[0] if len(bad) else str(s.dtype),
             fix=f"convert {col!r} to numbers (pandas.to_numeric)"))
-    return s.to_numpy(dtype=float, na_value=np.nan)
+    return _numeric(df, col, role)  # the shared check: infinite values refused
 
 
 def did_multiplegt(data: pd.DataFrame, *, outcome: str, unit: str, time: str, treatment: str,
@@ -115,7 +115,10 @@ def did_multiplegt(data: pd.DataFrame, *, outcome: str, unit: str, time: str, tr
         same switchers, as the reference does. The average total effect is not computed
         (NaN, as in the reference).
     continuous : int
-        Polynomial degree for a continuous status quo. Only 0 is available.
+        For a status quo that takes many values: compare every switcher with every
+        not-yet-switched unit, adjusting for a polynomial of this degree in the status quo
+        interacted with period effects (as the reference; its authors recommend bootstrap
+        standard errors then, which are not offered: the analytic ones may be liberal).
     weight : str
         Column of cell weights (e.g. population); missing weights count as 0.
     cluster : str
@@ -180,10 +183,6 @@ def did_multiplegt(data: pd.DataFrame, *, outcome: str, unit: str, time: str, tr
             raise SpecificationError(format_message(f"{name} must be True or False",
                                                     seen=flag, fix=f"pass {name}=True"))
     require_columns(df, [outcome, unit, time, treatment, weight, cluster, *ctrls, *trends])
-    if continuous:
-        raise SpecificationError(format_message(
-            "did_multiplegt: continuous > 0 is not available yet", seen=continuous,
-            fix="leave continuous=0 (a status quo with few distinct values works as is)"))
 
     y = _numeric_col(df, outcome, "outcome")
     d = _numeric_col(df, treatment, "treatment")
@@ -250,7 +249,7 @@ def did_multiplegt(data: pd.DataFrame, *, outcome: str, unit: str, time: str, tr
 
     try:
         ds = prepare_design(gk, tk, yk, dk, wk, clk, trk, trends_lin=trends_lin,
-                            controls=tuple(xk))
+                            controls=tuple(xk), continuous=continuous)
         fit = fit_dcdh(ds, effects=effects, placebo=placebo, normalized=normalized,
                        switchers=switchers, only_never_switchers=only_never_switchers,
                        same_switchers=same_switchers, effects_equal=effects_equal,

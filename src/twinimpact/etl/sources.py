@@ -33,10 +33,10 @@ import numpy as np
 import pandas as pd
 
 from ..errors import ColumnError, InputError, check_literal, format_message, suggest
+from ..provenance import file_sha256, frame_sha256
 from .cities import Gazetteer, default_gazetteer
 from .countries import to_iso3_series
 from .names import row_label
-from .provenance import file_sha256, frame_sha256
 from .schema import normalize_relations, parse_established
 
 __all__ = [

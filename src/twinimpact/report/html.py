@@ -10,16 +10,15 @@ rows, failures, warnings, sensitivity) · data sources and caveats · methods ap
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 import math
 from pathlib import Path
 from typing import Any
 
 from .._io import atomic_write_text
-from .credibility import Credibility, assess_credibility, plain_warning
+from .figures import drawing_figure, event_study_figure, figure_png_base64
 from .headline import conflicting_signs, headline_sentence, other_estimates, pick_headline
+from .plain import plain_warning
 from .tables import table
 from .trust_html import TRUST_CSS, appendix_html, trust_line_html, trust_section_html
 
@@ -74,40 +73,13 @@ figure{margin:1rem 0}figure img{max-width:100%}figcaption{font-size:.85rem;color
 
 
 def _fig_png(run: Any) -> str | None:
-    dynamic = {k: r for k, r in run.results.items()
-               if "rel_time" in r.to_frame().columns and r.to_frame()["rel_time"].notna().any()}
-    if not dynamic:
-        return None
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    from .plots import plot_event_study
-
-    fig, ax = plt.subplots(figsize=(8, 4.5))
-    plot_event_study(dynamic, ax=ax, alpha=run.study.alpha,
-                     ylabel=f"Effect on {run.study.outcome_label}")
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return base64.b64encode(buf.getvalue()).decode("ascii")
+    fig = event_study_figure(run.results, alpha=run.study.alpha,
+                             ylabel=f"Effect on {run.study.outcome_label}")
+    return None if fig is None else figure_png_base64(fig, dpi=110)
 
 
-def _draw_png(draw: Any, size: tuple[float, float] = (11, 4.5)) -> str:
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    fig = plt.figure(figsize=size)
-    draw(fig)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
-    plt.close(fig)
-    return base64.b64encode(buf.getvalue()).decode("ascii")
+def _draw_png(draw: Any, size: tuple[float, float] | None = None) -> str:
+    return figure_png_base64(drawing_figure(draw, size=size), dpi=100)
 
 
 def _list(items: list[str]) -> str:
@@ -198,22 +170,13 @@ def _num(v: Any) -> str:
     return f"{x:.3g}" if abs(x) < 1e4 else f"{x:,.0f}"
 
 
-ROLES = {"outcome": "outcome", "unit": "unit_id", "time": "year", "cohort": "cohort"}
+def _credibility(run: Any, headline: str | None) -> Any:
+    """The run's credibility checks, computed by the runner
+    (:func:`twinimpact.studies.runner.credibility_of_run`); None: no section."""
+    return getattr(run, "credibility", None)
 
 
-def _credibility(run: Any, headline: str | None) -> Credibility | None:
-    """The run's credibility checks (computed once by the runner; else here)."""
-    cred = getattr(run, "credibility", None)
-    if cred is not None or not run.results:
-        return cred
-    frame = getattr(run, "analysis_frame", None)
-    if frame is None or not set(ROLES.values()) <= set(getattr(frame, "columns", [])):
-        frame = None
-    return assess_credibility(run.results, frame=frame, roles=ROLES, headline=headline,
-                              alpha=run.study.alpha)
-
-
-def _trust_figures(run: Any, cred: Credibility) -> list[tuple[str, str, str, Any]]:
+def _trust_figures(run: Any, cred: Any) -> list[tuple[str, str, str, Any]]:
     """Pictures for the trust section: Bacon scatter, pre-trend power, HonestDiD."""
     figs: list[tuple[str, str, str, Any]] = []
     bacon = getattr(cred, "bacon", None)
@@ -240,7 +203,7 @@ def _trust_figures(run: Any, cred: Credibility) -> list[tuple[str, str, str, Any
                                                      alpha=run.study.alpha)))
     sens = getattr(cred, "sensitivity", None)
     if sens is not None:
-        from ..inference.honest_did import plot_honest_did
+        from .plots import plot_honest_did
 
         label, frame, bd = sens
         figs.append(("honest-did-figure", f"How robust is the conclusion? ({label})",

@@ -1,4 +1,4 @@
-"""HTML for the "Can we trust this?" section (see :mod:`twinimpact.report.credibility`).
+"""HTML for the "Can we trust this?" section (checks: :mod:`twinimpact.diagnostics.credibility`).
 
 Every row carries ``data-verdict`` and the numbers its verdict rests on as ``data-*``
 attributes, so a test (or a reader's script) can check that verdicts agree with numbers.
@@ -9,9 +9,10 @@ from __future__ import annotations
 import html
 import json
 import math
+from types import SimpleNamespace
 from typing import Any
 
-from .credibility import FAILS, HOLDS, NA, WEAK, Credibility
+HOLDS, WEAK, FAILS, NA = "holds", "weak", "fails", "not applicable"
 
 __all__ = ["TRUST_CSS", "appendix_html", "trust_line_html", "trust_section_html"]
 
@@ -43,14 +44,14 @@ def _jsonable(v: Any) -> Any:
     return str(v)
 
 
-def trust_line_html(cred: Credibility) -> str:
+def trust_line_html(cred: Any) -> str:
     """The one-line overall verdict placed beside the headline."""
     return (f'<p id="trust-line" data-verdict="{e(cred.overall)}"><strong>Can we trust '
             f"this?</strong> {_badge(cred.overall)} {e(cred.overall_sentence)} "
             '<a href="#trust">What the checks say</a></p>')
 
 
-def trust_section_html(cred: Credibility) -> str:
+def trust_section_html(cred: Any) -> str:
     """The section: one row per estimator and check, verdict badge, sentence."""
     rows = []
     for c in cred.checks:
@@ -76,12 +77,11 @@ def trust_section_html(cred: Credibility) -> str:
             + "</tbody></table></section>")
 
 
-def appendix_html(cred: Credibility | None, raw_warnings: list[str]) -> str:
+def appendix_html(cred: Any, raw_warnings: list[str]) -> str:
     """Technical appendix: the numbers behind each verdict, thresholds, raw warnings."""
-    from . import credibility as c
-
     parts = ['<section id="appendix"><h2>Technical appendix</h2>']
     if cred is not None:
+        c = SimpleNamespace(**cred.thresholds)
         frame = cred.to_frame()
         parts.append("<h3>Credibility checks: numbers</h3><div class=\"scroll\">"
                      + frame.to_html(index=False, na_rep="", float_format=lambda v: f"{v:.4g}",

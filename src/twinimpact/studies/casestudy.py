@@ -55,7 +55,7 @@ from ..errors import (
     format_message,
     suggest,
 )
-from ..estimators.synthetic_did import SyntheticDIDResult, plot_synthetic, synthetic_did
+from ..estimators.synthetic_did import SyntheticDIDResult, synthetic_did
 
 __all__ = [
     "SIMULATED_NOTE",
@@ -196,14 +196,11 @@ class CaseStudyResult:
         return "\n".join(lines)
 
     def plot(self, axes: Any = None) -> Any:
-        """SDID and SC trajectory plots side by side (matplotlib); returns the Axes."""
-        import matplotlib.pyplot as plt
+        """SDID and SC trajectory plots side by side (matplotlib); returns the Axes
+        (:func:`twinimpact.report.synthetic.plot_case_study`)."""
+        from ..report.synthetic import plot_case_study
 
-        if axes is None:
-            _, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
-        plot_synthetic(self.sdid, ax=axes[0])
-        plot_synthetic(self.sc, ax=axes[1])
-        return axes
+        return plot_case_study(self, axes)
 
 
 def _as_cities(treated_city: str | Sequence[str]) -> list[str]:

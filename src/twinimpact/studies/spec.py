@@ -110,7 +110,6 @@ _SCHEMA: dict[str, set[str]] = {
     "case": {"series", "columns", "treated_city", "partner", "relations", "treated_from",
              "transform", "se", "n_reps", "seed", "honest", "honest_options", "simulate"},
 }
-KINDS = ("panel", "gravity", "case_study")
 
 
 @dataclass(frozen=True)
@@ -184,6 +183,7 @@ def _choice(key: str, value: Any, allowed: tuple[str, ...]) -> str:
 def parse_study(doc: dict[str, Any], path: Path | None = None) -> Study:
     """Validate a parsed TOML document and return a :class:`Study`."""
     from ..estimators.registry import ESTIMATORS
+    from .kinds import KINDS
 
     unknown = set(doc) - set(_SCHEMA)
     if unknown:
@@ -212,18 +212,12 @@ def parse_study(doc: dict[str, Any], path: Path | None = None) -> Study:
     if not name.replace("_", "").replace("-", "").isalnum():
         raise _err("study.name", "study.name must be letters, digits, '-' or '_' (it names "
                    "the output folders)", seen=name, fix="e.g. name = \"de_exports\"")
-    kind = _choice("study.kind", st.get("kind", "panel"), KINDS)
-    needed = {"panel": ("twinnings", "trade"), "gravity": ("twinnings", "trade"),
-              "case_study": ("twinnings",)}[kind]
-    for sec in needed:
+    kind = _choice("study.kind", st.get("kind", "panel"), tuple(KINDS))
+    for sec in KINDS[kind].paths:
         if "path" not in doc.get(sec, {}):
             raise _err(f"{sec}.path", f"[{sec}] needs a path", fix="path = \"data/raw/...\"")
-    if kind == "case_study":
-        case = doc.get("case", {})
-        if not case.get("treated_city") or not case.get("partner"):
-            raise _err("case.treated_city", "a case study needs [case] treated_city and "
-                       "partner", seen={k: case.get(k) for k in ("treated_city", "partner")},
-                       fix='treated_city = ["Qingdao"], partner = "GBR"')
+    if KINDS[kind].check is not None:
+        KINDS[kind].check(doc)
     level = _choice("panel.level", doc.get("panel", {}).get("level", "country_pair"), LEVELS)
     outcome = doc.get("outcome", {})
     transform = _choice("outcome.transform", outcome.get("transform", "log"), OUTCOME_TRANSFORMS)

@@ -71,6 +71,10 @@ CASES = [
                                         cluster="state_n", normalized=True)),
     ("sy_controls_missing", "synthetic_x", dict(SY, effects=3, placebo=1,
                                                 controls=["x"])),
+    ("fi_continuous", "favara_imbs", dict(FI, effects=3, placebo=1, continuous=1,
+                                          cluster="state_n")),
+    ("sy_continuous2", "synthetic_cont", dict(SY, effects=3, placebo=2, continuous=2,
+                                              normalized=True)),
     ("sy_basic", "synthetic", dict(SY, effects=4, placebo=2, effects_equal=True)),
     ("sy_normalized_cluster", "synthetic", dict(SY, effects=4, placebo=2, normalized=True,
                                                 cluster="region")),
@@ -112,7 +116,10 @@ def datasets() -> dict[str, pd.DataFrame]:
     rng2 = np.random.default_rng(11)
     syx = sy.assign(x=np.where(rng2.random(len(sy)) < 0.03, np.nan,
                                0.3 * sy["links"] + rng2.normal(size=len(sy))))
-    return {"favara_imbs": fi, "favara_imbs_size": fis, "wagepan": wp, "synthetic_x": syx, "wagepan_cluster": wpc,
+    syc = sy.assign(links=sy["links"] + 0.25 * (sy["unit"].str[1:].astype(int) % 4))
+    syc = syc[syc.groupby("unit")["period"].transform("size") == 12]
+    return {"favara_imbs": fi, "favara_imbs_size": fis, "wagepan": wp, "synthetic_x": syx,
+            "synthetic_cont": syc, "wagepan_cluster": wpc,
             "wagepan_unbalanced": wpu, "synthetic": sy}
 
 
@@ -124,6 +131,8 @@ RECIPES = {
     "wagepan_unbalanced": "wagepan without the rows numpy.random.default_rng(7)"
                           ".choice(4360, size=300, replace=False)",
     "synthetic": "synthetic.csv (make_reference.synthetic())",
+    "synthetic_cont": "synthetic.csv with links + 0.25 * (unit number % 4), units observed "
+                      "in all 12 periods only (see SOURCE.md: continuous on unbalanced panels)",
     "synthetic_x": "synthetic.csv with x = NaN where rng(11).random(n) < 0.03, else "
                    "0.3 * links + rng(11).normal(size=n) (same generator, in that order)",
 }

@@ -1,5 +1,8 @@
 """"Can we trust this?": the credibility checks every study runs, with plain verdicts.
 
+(Computation only; :mod:`twinimpact.report.trust_html` renders them and
+:func:`twinimpact.studies.runner.run_study` runs them for every study.)
+
 For each estimator of a study, :func:`assess_credibility` runs the diagnostics a referee
 asks for and turns each into a verdict -- ``"holds"``, ``"weak"``, ``"fails"`` or
 ``"not applicable"`` (always with the reason) -- with one sentence a non-economist can read
@@ -38,8 +41,6 @@ agreement check ("not applicable" ignored). Thresholds are the named constants b
 
 from __future__ import annotations
 
-import math
-import re
 import warnings
 from dataclasses import dataclass, field
 from typing import Any
@@ -47,7 +48,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-__all__ = ["Check", "Credibility", "assess_credibility", "plain_warning"]
+__all__ = ["THRESHOLDS", "Check", "Credibility", "assess_credibility"]
 
 HOLDS, WEAK, FAILS, NA = "holds", "weak", "fails", "not applicable"
 _RANK = {HOLDS: 0, WEAK: 1, FAILS: 2}
@@ -63,6 +64,13 @@ FORBIDDEN_WEAK = 0.25
 CLUSTERS_ENOUGH = 30
 CLUSTERS_FEW = 10
 WCB_REPS = 999
+#: the thresholds above, carried by every Credibility (the report prints them)
+THRESHOLDS = {"PRETEST_P_HOLDS": PRETEST_P_HOLDS, "PRETEST_P_WEAK": PRETEST_P_WEAK,
+              "POWER_HOLDS": POWER_HOLDS, "POWER_WEAK": POWER_WEAK,
+              "BREAKDOWN_HOLDS": BREAKDOWN_HOLDS, "BREAKDOWN_WEAK": BREAKDOWN_WEAK,
+              "FORBIDDEN_HOLDS": FORBIDDEN_HOLDS, "FORBIDDEN_WEAK": FORBIDDEN_WEAK,
+              "CLUSTERS_ENOUGH": CLUSTERS_ENOUGH, "CLUSTERS_FEW": CLUSTERS_FEW,
+              "WCB_REPS": WCB_REPS}
 
 #: the comparisons each estimator family uses (why they differ)
 COMPARISONS = {
@@ -108,6 +116,7 @@ class Credibility:
     bacon: Any = None
     power_result: tuple[str, Any] | None = None
     sensitivity: tuple[str, pd.DataFrame, float] | None = None
+    thresholds: dict[str, float] = field(default_factory=lambda: dict(THRESHOLDS))
 
     def for_estimator(self, label: str) -> list[Check]:
         return [c for c in self.checks if c.estimator == label]
@@ -541,47 +550,3 @@ def _sensitivity_frame(label: str, result: Any, bd: float, alpha: float):
     except TwinImpactError:
         return None
     return (label, frame, bd)
-
-
-_DICT = re.compile(r"\{[^{}]*\}")
-_PLAIN_RULES: list[tuple[re.Pattern[str], str]] = [
-    (re.compile(r"dropped (\d[\d,]*) row\(s\) with missing values"),
-     "{0} rows with missing values were left out."),
-    (re.compile(r"some cohorts are small"),
-     "Some groups of partners twinned in the same year are very small, so their "
-     "year-by-year effects are imprecise."),
-    (re.compile(r"(\d+) ATT\(g,t\) could not be computed"),
-     "{0} cohort-year effects could not be computed (no comparison partners in those "
-     "years) and are left out of the averages."),
-    (re.compile(r"pre-test Wald statistic not computed"),
-     "The usual joint pre-trend test is undefined for this method here (more pre-twinning "
-     "estimates than independent observations); an alternative test is reported."),
-    (re.compile(r"relative periods \[.*\] have no observations"),
-     "Some years around twinning have no observations and are not estimated."),
-]
-
-
-def plain_warning(message: str) -> str:
-    """A warning as a sentence a non-economist can read (the raw text goes to the
-    appendix): known patterns are rephrased; otherwise dictionaries and lists of codes are
-    cut and the first sentence kept."""
-    label, sep, rest = message.partition(": ")
-    text = rest if sep else message
-    prefix = f"{label}: " if sep else ""
-    for pat, tmpl in _PLAIN_RULES:
-        m = pat.search(text)
-        if m:
-            return prefix + tmpl.format(*m.groups())
-    text = _DICT.sub("(details in the appendix)", text)
-    text = re.sub(r"\[[^\]]{40,}\]", "(details in the appendix)", text)
-    first = re.split(r"(?<=[.!?])\s", text, maxsplit=1)[0]
-    first = re.sub(r"^[a-z_]+(\[[^\]]*\])?: ", "", first)
-    return prefix + first[0].upper() + first[1:] if first else message
-
-
-def _fmt_p(x: Any) -> str:
-    try:
-        v = float(x)
-    except (TypeError, ValueError):
-        return str(x)
-    return "undefined" if math.isnan(v) else f"{v:.3g}"
