@@ -133,6 +133,29 @@ class Credibility:
         return pd.DataFrame(rows)
 
 
+def _p_words(p: float) -> str:
+    return "p < 0.001" if p < 0.001 else f"p = {p:.3g}"
+
+
+def _not_available(exc: Exception) -> tuple[str, str]:
+    """(plain sentence, technical reason) for a check a method does not support."""
+    why = str(exc).split(" Where:")[0].split(" Fix:")[0].rstrip(".")
+    low = why.lower()
+    if "imputation" in low:
+        plain = ("Not available for this method: its before-twinning estimates are measured "
+                 "against an earlier baseline, not the year before twinning. The two-stage "
+                 "DiD estimates the same effects and supports this check.")
+    elif "varying" in low:
+        plain = ("Not available for this method as run: its before-twinning estimates "
+                 "compare each year with the year before. Re-running it with a common "
+                 "reference year (base_period='universal') makes this check possible.")
+    elif "no pre-treatment" in low or "no event-time" in low:
+        plain = "Not available: this method reports no years before twinning."
+    else:
+        plain = "Not available for this method (the technical reason is given below)."
+    return plain, why
+
+
 def _grade(value: float, holds: float, weak: float, *, higher_is_better: bool = True) -> str:
     if higher_is_better:
         return HOLDS if value >= holds else WEAK if value >= weak else FAILS
@@ -236,8 +259,8 @@ def _pretest_check(label: str, result: Any, alpha: float) -> Check:
                    "somewhat (borderline significant)",
              FAILS: "Before twinning, twinned and comparison partners were already on "
                     "different paths; the estimate may partly reflect that"}[v]
-    return Check(label, name, v, f"{words} (p = {p:.3g}).",
-                 f"{rests}, p = {p:.3g}", detail)
+    return Check(label, name, v, f"{words} ({_p_words(p)}).",
+                 f"{rests}, {_p_words(p)}", detail)
 
 
 def _target(result: Any) -> tuple[Any, str]:
@@ -270,8 +293,8 @@ def _power_check(label: str, result: Any, alpha: float) -> Check:
             out = power_against_att_se(result, alpha=alpha,
                                        l_vec=None if isinstance(target, str) else target)
     except TwinImpactError as exc:
-        why = str(exc).split(". ")[0]
-        return Check(label, name, NA, f"Not computed for this method: {why}.", why, {})
+        plain, why = _not_available(exc)
+        return Check(label, name, NA, plain, why, {})
     pw = out["power"]
     v = _grade(pw, POWER_HOLDS, POWER_WEAK)
     s = (f"A steady drift big enough to move {what} by one standard error "
@@ -299,8 +322,8 @@ def _honest_check(label: str, result: Any, alpha: float) -> Check:
             kw = ({"target": target} if isinstance(target, str) else {"l_vec": target})
             bd = breakdown_value(result, alpha=alpha, lf_sims=500, rtol=1e-2, **kw)
     except TwinImpactError as exc:
-        why = str(exc).split(". ")[0]
-        return Check(label, name, NA, f"Not computed for this method: {why}.", why, {})
+        plain, why = _not_available(exc)
+        return Check(label, name, NA, plain, why, {})
     if not np.isfinite(bd) and np.isnan(bd):
         return Check(label, name, NA, "The estimate is not distinguishable from zero even if "
                      "trends were exactly parallel, so there is no conclusion to stress-test.",
@@ -346,10 +369,10 @@ def _bacon_check(label: str, frame: pd.DataFrame, roles: dict[str, str]
     s = (f"{share:.0%} of this estimate's weight comes from comparing partners twinned later "
          "with partners twinned earlier (already affected), which can distort it when "
          "effects change over time")
-    s += {HOLDS: "; that share is small.", WEAK: "; read it with care.",
-          FAILS: "; prefer the heterogeneity-robust methods."}[v]
+    s += {HOLDS: "; that share is small", WEAK: "; read it with care",
+          FAILS: "; prefer the heterogeneity-robust methods"}[v]
     bt = b.by_type
-    return Check(label, name, v, s + note,
+    return Check(label, name, v, s + note + ".",
                  f"Goodman-Bacon (2021) decomposition of TWFE = {b.twfe:.4g}{note}",
                  {"forbidden_share": share, "twfe_balanced": b.twfe,
                   **{f"weight_{k}": float(bt.loc[k, 'weight']) for k in bt.index},
