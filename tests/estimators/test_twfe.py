@@ -160,7 +160,7 @@ def test_recovers_known_dynamic_effects():
      SpecificationError, "exactly one of treatment="),
     (lambda d: ti.twfe(d.iloc[:0], **KW), InputError, "empty"),
     (lambda d: ti.twfe(pd.concat([d, d.iloc[:1]]), **KW), InputError, "share a countyreal x year"),
-    (lambda d: ti.twfe(d, **KW, vcov="robust"), SpecificationError, "vcov must be one of"),
+    (lambda d: ti.twfe(d, **KW, vcov="robust"), SpecificationError, "vcov: expected one of"),
     (lambda d: ti.event_study(d, **KW, ref=-9, leads=2), SpecificationError, "reference period"),
     (lambda d: ti.event_study(d.assign(**{"first.treat": 0}), **KW), InputError, "no treated unit"),
     (lambda d: ti.twfe(d.assign(**{"first.treat": np.where(d.year == 2003, 2004, d["first.treat"])}),

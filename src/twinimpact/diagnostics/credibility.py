@@ -320,7 +320,7 @@ def _honest_check(label: str, result: Any, alpha: float) -> Check:
             warnings.simplefilter("ignore")
             target, what = _target(result)
             kw = ({"target": target} if isinstance(target, str) else {"l_vec": target})
-            bd = breakdown_value(result, alpha=alpha, lf_sims=500, rtol=1e-2, **kw)
+            bd = breakdown_value(result, alpha=alpha, n_reps=500, rtol=1e-2, **kw)
     except TwinImpactError as exc:
         plain, why = _not_available(exc)
         return Check(label, name, NA, plain, why, {})
@@ -567,7 +567,7 @@ def _sensitivity_frame(label: str, result: Any, bd: float, alpha: float):
             warnings.simplefilter("ignore")
             target, _ = _target(result)
             kw = ({"target": target} if isinstance(target, str) else {"l_vec": target})
-            frame = honest_did(result, alpha=alpha, lf_sims=500, **kw,
+            frame = honest_did(result, alpha=alpha, n_reps=500, **kw,
                                m_values=np.linspace(0.0, top, SENSITIVITY_POINTS),
                                grid_points=400)
     except TwinImpactError:

@@ -45,11 +45,12 @@ from ..core.two_stage import (
     system_rhs,
     two_stage_rows,
 )
-from ..core.validation import as_frame, prepare_panel, require_columns
+from ..core.validation import as_frame, as_tuple, prepare_panel, require_columns
 from ..errors import (
     DroppedRowsWarning,
     NotComputableWarning,
     SpecificationError,
+    check_alpha,
     format_message,
 )
 from ..results import EstimationResult, VcovSpec, make_result
@@ -88,12 +89,6 @@ def two_stage_vcov(system: Any, x2: np.ndarray, e1: np.ndarray, e2: np.ndarray,
     sums = np.asarray(agg @ score)
     bread = np.linalg.pinv((x2 * w[:, None]).T @ x2)
     return bread @ (sums.T @ sums) @ bread, bread
-
-
-def _as_tuple(x: str | Sequence[str] | None) -> tuple[str, ...]:
-    if x is None:
-        return ()
-    return (x,) if isinstance(x, str) else tuple(x)
 
 
 def did2s(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort: str,
@@ -148,8 +143,9 @@ def did2s(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort: str
     [0.0, 1.0, 2.0]
     """
     data = as_frame(data, what="did2s: data")
+    check_alpha(alpha)
     est = "did2s"
-    fs = _as_tuple(first_stage) or (unit, time)
+    fs = as_tuple(first_stage) or (unit, time)
     covariates = list(covariates or [])
     clus = unit if cluster is None else cluster
     if not isinstance(clus, str):

@@ -50,6 +50,7 @@ from ..errors import (
     DroppedRowsWarning,
     NotComputableWarning,
     SpecificationError,
+    check_alpha,
     format_message,
 )
 from ..results import EstimationResult, VcovSpec, make_result
@@ -196,6 +197,7 @@ def imputation(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort
     [1.0, 2.0, 3.0]
     """
     data = as_frame(data, what="imputation: data")
+    check_alpha(alpha)
     est = "imputation"
     clus = unit if cluster is None else cluster
     if not isinstance(clus, str):

@@ -29,7 +29,6 @@ twinimpact           R fixest ``fepois``                     Stata ``ppmlhdfe``
 from __future__ import annotations
 
 import dataclasses
-import math
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -43,6 +42,7 @@ from ..core.fe import factorize, fe_dof
 from ..core.validation import (
     _numeric,
     as_frame,
+    as_tuple,
     require_columns,
     require_frame,
     warn_dropped_missing,
@@ -54,6 +54,7 @@ from ..errors import (
     EstimationError,
     InputError,
     SpecificationError,
+    check_alpha,
     check_literal,
     format_message,
 )
@@ -143,12 +144,6 @@ def fe_codes(frame: pd.DataFrame, spec: FixedEffect) -> np.ndarray:
     return factorize(codes)[0]
 
 
-def _as_tuple(x: str | Sequence[str] | None) -> tuple[str, ...]:
-    if x is None:
-        return ()
-    return (x,) if isinstance(x, str) else tuple(x)
-
-
 def _resolve_vcov(vcov: str | None, cluster: tuple[str, ...], has_fe: bool
                   ) -> tuple[str, bool]:
     """(vcov kind, cluster by the first fixed effect?). As fixest >= 0.13 and pyfixest
@@ -187,9 +182,7 @@ def _check_options(tol: float, maxiter: int, separation: Any, alpha: float) -> N
         raise SpecificationError(format_message(
             "separation must be True (fixed-effect and ReLU checks), 'fe', 'relu', "
             "'fe+relu' or False", seen=separation, fix="pass separation=True"))
-    if not (isinstance(alpha, int | float) and 0 < alpha < 1) or math.isnan(alpha):
-        raise SpecificationError(format_message("alpha must be in (0, 1)", seen=alpha,
-                                                fix="pass e.g. alpha=0.05"))
+    check_alpha(alpha)
 
 
 def ppml(data: pd.DataFrame, *, outcome: str, regressors: Sequence[str],
@@ -305,7 +298,7 @@ def ppml(data: pd.DataFrame, *, outcome: str, regressors: Sequence[str],
         raise SpecificationError(format_message(
             "ppml needs at least one regressor", fix="pass regressors=['rta', ...]"))
     fixed_effects = [fixed_effects] if isinstance(fixed_effects, str) else list(fixed_effects)
-    clus = _as_tuple(cluster)
+    clus = as_tuple(cluster)
     vcov, cluster_by_fe = _resolve_vcov(vcov, clus, bool(fixed_effects))
     _check_options(tol, maxiter, separation, alpha)
     fe_cols = [c for f in fixed_effects for c in _fe_columns(f)]

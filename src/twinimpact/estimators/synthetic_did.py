@@ -18,7 +18,6 @@ estimates are reported as terms ``"cohort=<g>"``.
 
 from __future__ import annotations
 
-import math
 import numbers
 import warnings
 from collections.abc import Mapping
@@ -34,6 +33,7 @@ from ..errors import (
     InputError,
     NotComputableWarning,
     SpecificationError,
+    check_alpha,
     check_literal,
     format_message,
 )
@@ -344,9 +344,7 @@ def _check_options(method: str, se: str | None, n_reps: Any, seed: Any, alpha: A
         raise SpecificationError(format_message(
             "seed must be None, an int or a numpy Generator", seen=seed,
             fix="pass e.g. seed=42"))
-    if not isinstance(alpha, numbers.Real) or not 0 < alpha < 1 or math.isnan(alpha):
-        raise SpecificationError(format_message(
-            "alpha must be in (0, 1)", seen=alpha, fix="pass e.g. alpha=0.05"))
+    check_alpha(alpha)
 
 
 # ---------------------------------------------------------------------- public
@@ -355,7 +353,7 @@ def synthetic_did(data: pd.DataFrame, *, outcome: str, unit: str, time: str,
                   method: Literal["sdid", "sc", "did"] = "sdid",
                   se: Literal["placebo", "jackknife", "bootstrap"] | None = "placebo",
                   n_reps: int = 200, seed: int | np.random.Generator | None = None,
-                  alpha: float = 0.05) -> SyntheticDIDResult:
+                  alpha: float = 0.05, treatment: str | None = None) -> SyntheticDIDResult:
     """Synthetic difference-in-differences (or SC / DID) for a treated block.
 
     Arkhangelsky, Athey, Hirshberg, Imbens & Wager (2021), Algorithm 1, following R
@@ -375,6 +373,8 @@ def synthetic_did(data: pd.DataFrame, *, outcome: str, unit: str, time: str,
     treated : str, optional
         0/1 column, 1 for treated units in post-treatment periods (R ``panel.matrices``'
         ``treatment``). Controls are never treated; treatment is absorbing.
+        ``treatment=`` is the same option under the package-wide name of a treatment-status
+        column (as in ``twfe``); both are accepted.
     cohort : str, optional
         Alternative to ``treated``: first treated period per unit (never treated =
         NaN, 0 or after the last period). Give exactly one of ``treated``/``cohort``.
@@ -416,6 +416,12 @@ def synthetic_did(data: pd.DataFrame, *, outcome: str, unit: str, time: str,
     data = as_frame(data, what="synthetic_did: data")
     _check_options(method, se, n_reps, seed, alpha)
     data = require_frame(data)
+    if treatment is not None:
+        if treated is not None and treated != treatment:
+            raise SpecificationError(format_message(
+                "synthetic_did: treated= and treatment= name the same column", seen={
+                    "treated": treated, "treatment": treatment}, fix="pass one of them"))
+        treated = treatment
     if (treated is None) == (cohort is None):
         raise SpecificationError(format_message(
             "synthetic_did: give exactly one of treated= (0/1 column) or cohort= (first "

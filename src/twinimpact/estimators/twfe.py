@@ -34,6 +34,7 @@ import pandas as pd
 from ..core.fe import factorize, fit_fe_codes
 from ..core.validation import (
     as_frame,
+    as_tuple,
     check_weights,
     dense_codes,
     gap_aware_refs,
@@ -44,6 +45,7 @@ from ..errors import (
     InputError,
     NotComputableWarning,
     SpecificationError,
+    check_alpha,
     check_literal,
     format_message,
 )
@@ -54,14 +56,6 @@ __all__ = ["EVENT_STUDY_METHODS", "event_study", "twfe"]
 VcovKind = Literal["iid", "hetero", "cluster"]
 EVENT_STUDY_METHODS = ("twfe", "callaway_santanna", "sun_abraham", "imputation", "did2s",
                        "poisson")
-
-
-def _as_tuple(x: str | Sequence[str] | None) -> tuple[str, ...]:
-    if x is None:
-        return ()
-    if isinstance(x, str):
-        return (x,)
-    return tuple(x)
 
 
 def _cluster_codes(frame: pd.DataFrame, clus: Sequence[str], unit: str, time: str,
@@ -139,13 +133,14 @@ def twfe(data: pd.DataFrame, *, outcome: str, unit: str, time: str,
     0.5
     """
     data = as_frame(data, what="twfe: data")
+    check_alpha(alpha)
     if (treatment is None) == (cohort is None):
         raise SpecificationError(format_message(
             "twfe needs exactly one of treatment= (a 0/1 column) or cohort= (first treated "
             "period)", seen={"treatment": treatment, "cohort": cohort},
             fix="pass treatment='D' or cohort='first_treat'"))
     covariates = list(covariates or [])
-    clus = _as_tuple(cluster)
+    clus = as_tuple(cluster)
     vcov, clus = _resolve_vcov(vcov, clus, unit)
     extra = [c for c in clus if c not in (unit, time)]
     num_extra = [*covariates, *([treatment] if treatment else []), *([weights] if weights else [])]
@@ -246,7 +241,13 @@ def event_study(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohor
     [1.0, 3.0]
     """
     data = as_frame(data, what="event_study: data")
+    check_alpha(alpha)
     check_literal("method", method, EVENT_STUDY_METHODS)
+    for nm, v in (("leads", leads), ("lags", lags)):
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int | np.integer)
+                              or v < 0):
+            raise SpecificationError(format_message(f"{nm} must be a non-negative integer",
+                                                    seen=v, fix=f"pass e.g. {nm}=5"))
     if method != "twfe":
         from .event_methods import run_event_method
 
@@ -258,13 +259,9 @@ def event_study(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohor
         raise SpecificationError(format_message(
             "unknown keyword(s) for the TWFE event study", seen=sorted(method_options),
             fix="remove them, or choose method= for estimator-specific options"))
-    for nm, v in (("leads", leads), ("lags", lags)):
-        if v is not None and (not isinstance(v, int | np.integer) or v < 0):
-            raise SpecificationError(format_message(f"{nm} must be a non-negative integer",
-                                                    seen=v, fix=f"pass e.g. {nm}=5"))
     refs = tuple(int(r) for r in ((ref,) if np.isscalar(ref) else ref))
     covariates = list(covariates or [])
-    clus = _as_tuple(cluster)
+    clus = as_tuple(cluster)
     vcov, clus = _resolve_vcov(vcov, clus, unit)
     require_columns(data, [cohort])
     extra = [c for c in clus if c not in (unit, time)]

@@ -42,8 +42,10 @@ from ..errors import (
     InputError,
     NotComputableWarning,
     SpecificationError,
+    check_alpha,
     check_literal,
     format_message,
+    renamed_keyword,
 )
 from ._honest_arp import (
     MAX_VERTEX_SUPPORTS,
@@ -463,7 +465,7 @@ def breakdown_value(result_or_betahat: Any, sigma: Any = None, *,
                     num_pre: int | None = None, num_post: int | None = None,
                     restriction: Literal["relative_magnitudes", "smoothness"] =
                     "relative_magnitudes", l_vec: Sequence[float] | None = None,
-                    target: Any = None, alpha: float = 0.05, lf_sims: int = 1000,
+                    target: Any = None, alpha: float = 0.05, n_reps: int = 1000,
                     seed: int = 0, rtol: float = 1e-4) -> float:
     """Breakdown value: the largest ``Mbar`` (relative magnitudes) or ``M`` (smoothness) at
     which the robust confidence set still excludes zero.
@@ -474,7 +476,7 @@ def breakdown_value(result_or_betahat: Any, sigma: Any = None, *,
     The upper end is found by doubling (from 1 for ``Mbar``, from the largest pre-period
     second-difference bound for ``M``). The value returned is the largest ``m`` checked
     to exclude zero, within ``rtol`` (relative) of the breakdown point. Inputs as
-    :func:`honest_did`.
+    :func:`honest_did` (``n_reps``: least-favourable simulations).
 
     Returns
     -------
@@ -498,7 +500,7 @@ def breakdown_value(result_or_betahat: Any, sigma: Any = None, *,
     if restriction == "relative_magnitudes":
         def excludes(m: float) -> bool:
             acc = relative_magnitudes_cs(beta, sig, num_pre, num_post, lv, m, alpha=alpha,
-                                         hybrid="LF", grid=np.array([0.0]), lf_sims=lf_sims,
+                                         hybrid="LF", grid=np.array([0.0]), lf_sims=n_reps,
                                          seed=seed)
             return not bool(acc[0])
         start = 1.0
@@ -541,8 +543,9 @@ def honest_did(result_or_betahat: Any, sigma: Any = None, *, num_pre: int | None
                m_values: Sequence[float] | None = None, l_vec: Sequence[float] | None = None,
                alpha: float = 0.05, method: str | None = None, grid_points: int = 1000,
                grid_lb: float | None = None, grid_ub: float | None = None,
-               lf_sims: int = 1000, seed: int = 0, target: Any = None,
-               grid: Literal["adaptive", "r"] = "adaptive") -> pd.DataFrame:
+               n_reps: int = 1000, seed: int = 0, lf_sims: int | None = None,
+               target: Any = None, grid: Literal["adaptive", "r"] = "adaptive"
+               ) -> pd.DataFrame:
     """Sensitivity of an event study to violations of parallel trends (Rambachan & Roth).
 
     Parameters
@@ -590,7 +593,8 @@ def honest_did(result_or_betahat: Any, sigma: Any = None, *, num_pre: int | None
         standard errors from zero), re-centres the grid on the estimate and doubles its
         half-width until the set lies inside (up to 2^10 times R's width). ``"r"`` keeps
         R's grid exactly. ``frame.attrs["grids"]`` records the grid used per ``m``.
-    lf_sims, seed : simulations and seed for the least-favourable critical value
+    n_reps, seed : simulations and seed for the least-favourable critical value
+        (``lf_sims=`` is the deprecated old name of ``n_reps``)
         (R: 1000 draws with ``set.seed(0)``; our draws differ, so C-LF bounds can differ
         from R's by Monte Carlo error).
 
@@ -615,8 +619,9 @@ def honest_did(result_or_betahat: Any, sigma: Any = None, *, num_pre: int | None
     ['Original', 'FLCI', 'FLCI']
     """
     check_literal("restriction", restriction, RESTRICTIONS)
-    if not (isinstance(alpha, int | float) and 0 < alpha < 1):
-        raise SpecificationError(f"alpha must be in (0, 1); got {alpha!r}.")
+    check_alpha(alpha)
+    lf_sims = renamed_keyword("honest_did", "lf_sims", "n_reps", lf_sims, n_reps,
+                              new_default=1000)
     check_literal("grid", grid, ("adaptive", "r"))
     beta, sig, num_pre, num_post, lv, names = _inputs(result_or_betahat, sigma, num_pre,
                                                       num_post, l_vec, target)

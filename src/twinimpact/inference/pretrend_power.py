@@ -38,7 +38,7 @@ import numpy as np
 import pandas as pd
 from scipy import optimize, stats
 
-from ..errors import InputError, SpecificationError, format_message
+from ..errors import InputError, SpecificationError, check_alpha, format_message
 from ._mvn_rect import EXACT_MAX_DIM, QMC_ABSEPS, rect_prob, truncated_mean
 
 __all__ = ["PretrendPower", "event_study_inputs", "pretrend_power", "slope_for_power"]
@@ -118,8 +118,7 @@ def _crit(alpha: float, critical_value: float | None) -> float:
         if not (np.isfinite(critical_value) and critical_value > 0):
             raise SpecificationError(f"critical_value must be positive; got {critical_value!r}.")
         return float(critical_value)
-    if not (isinstance(alpha, int | float) and 0 < alpha < 1):
-        raise SpecificationError(f"alpha must be in (0, 1); got {alpha!r}.")
+    check_alpha(alpha)
     return float(stats.norm.ppf(1 - alpha / 2))
 
 

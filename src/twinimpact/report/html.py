@@ -15,6 +15,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from .._io import atomic_write_text
 from .figures import drawing_figure, event_study_figure, figure_png_base64
 from .headline import conflicting_signs, headline_sentence, other_estimates, pick_headline
@@ -233,7 +235,13 @@ def render_report(run: Any) -> str:
     head = pick_headline(run.results, study)
     parts.append("<h2>What changed</h2>")
     if head is not None:
-        sentence, sure = headline_sentence(head, study)
+        frame = getattr(run, "analysis_frame", None)
+        max_rel = None
+        if isinstance(frame, pd.DataFrame) and "rel_time" in frame.columns:
+            post = pd.to_numeric(frame["rel_time"], errors="coerce")
+            post = post[post >= 0]
+            max_rel = float(post.max()) if len(post) else None
+        sentence, sure = headline_sentence(head, study, max_rel_time=max_rel)
         parts.append(f'<p class="headline" id="headline">{e(sentence)}</p>')
         cred = _credibility(run, head.label)
         if cred is not None:

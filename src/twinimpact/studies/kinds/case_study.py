@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from ...errors import InputError, SpecificationError, format_message
+from ...etl import read_table
 from ..base import StudyKind, StudyRun, caught, file_input, read_twinnings_cfg, step, write_data
 from ..casestudy import SIMULATED_NOTE, case_study, simulated_city_exports
 
@@ -61,8 +62,7 @@ def run_case_study(study: Study, processed: Path) -> StudyRun:
         dates = _case_dates(study, twin)
         if case.get("series"):
             spath = study.resolve(case["series"])
-            series = pd.read_parquet(spath) if spath.suffix == ".parquet" \
-                else pd.read_csv(spath)
+            series = read_table(spath, what="[case] series")
             source = file_input(spath)
         else:
             if not study.simulated:
@@ -74,8 +74,8 @@ def run_case_study(study: Study, processed: Path) -> StudyRun:
             series = _simulated_series(study, dates)
             source = {"kind": "simulated", "note": series.attrs.get("note", "")}
     cols = dict(case.get("columns", {}))
-    colmap = {"city": cols.get("city", "city"), "partner_col": cols.get("partner", "partner"),
-              "year": cols.get("year", "year"), "exports": cols.get("exports", "exports")}
+    colmap = {"unit": cols.get("city", "city"), "partner_col": cols.get("partner", "partner"),
+              "time": cols.get("year", "year"), "outcome": cols.get("exports", "exports")}
     with step("Estimating SDID, SC and DID with placebo inference", 2, 4):
         cs = caught(lambda: case_study(
             series, treated_city=list(dates), treated_from=dates, partner=case["partner"],

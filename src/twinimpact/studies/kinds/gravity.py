@@ -6,9 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import pandas as pd
-
 from ...errors import InputError, TwinImpactError, format_message
+from ...etl import read_table
 from ..base import StudyKind, StudyRun, caught, file_input, read_twinnings_cfg, step, write_data
 from ..gravity import BOOK_YEARS, gravity_study
 
@@ -24,8 +23,9 @@ def run_gravity(study: Study, processed: Path) -> StudyRun:
     with step("Reading twinnings and the gravity panel", 1, 4):
         twin = caught(lambda: read_twinnings_cfg(study), "twinnings", messages)
         panel_path = study.resolve(study.trade["path"])
-        gpanel = pd.read_parquet(panel_path) if panel_path.suffix == ".parquet" \
-            else pd.read_csv(panel_path)
+        text_opts = {k: v for k, v in study.trade.get("options", {}).items()
+                      if k in ("sep", "encoding")}
+        gpanel = read_table(panel_path, what="gravity panel", **text_opts)
     years = g.get("years", list(BOOK_YEARS))
     intensities = g.get("intensity", "n_twinnings")
     intensities = [intensities] if isinstance(intensities, str) else list(intensities)

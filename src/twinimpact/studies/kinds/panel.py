@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from ...errors import InputError, TwinImpactError, format_message
+from ...errors import InputError, TwinImpactError, format_message, suggest
 from ...estimators.registry import call_with_supported, get_estimator
 from ...etl import build_panel, read_trade
 from ..base import StudyKind, StudyRun, caught, log, read_twinnings_cfg, step
@@ -115,6 +115,26 @@ def _estimate(study: Study, frame: pd.DataFrame, roles: dict[str, str]
     return results, failures, messages
 
 
+def _check_analysis_frame(study: Study, panel: pd.DataFrame, frame: pd.DataFrame,
+                          dropped: dict[str, int]) -> None:
+    """Refuse, before any estimator runs, a study that cannot estimate anything: no rows
+    left for the outcome, or an [inference] cluster column the panel does not have."""
+    if len(frame) == 0:
+        raise InputError(format_message(
+            f"no rows left for the {study.transform!r} outcome: all {len(panel)} panel rows "
+            "were dropped", where="[outcome] transform", seen=dropped,
+            fix="zero trade cannot enter a log: use transform = \"asinh\" or \"log1p\", "
+                "or a PPML gravity study (kind = \"gravity\") that keeps zeros; check that "
+                "the trade values are not all missing"))
+    if study.cluster is not None and study.cluster not in frame.columns:
+        close = suggest(study.cluster, [str(c) for c in frame.columns])
+        raise InputError(format_message(
+            f"the cluster column {study.cluster!r} is not in the analysis panel",
+            where="[inference] cluster", seen=study.cluster,
+            fix=(f"did you mean {close[0]!r}? " if close else "")
+            + f"columns: {', '.join(map(str, frame.columns))}"))
+
+
 def run_panel(study: Study, processed: Path) -> StudyRun:
     n_steps = 5
     with step("Reading twinnings and trade", 1, n_steps):
@@ -130,6 +150,7 @@ def run_panel(study: Study, processed: Path) -> StudyRun:
     roles = {"unit": "unit_id", "time": "year", "cohort": "cohort"}
     with step("Preparing the outcome", 3, n_steps):
         frame, dropped = transform_outcome(panel.frame, study.transform)
+        _check_analysis_frame(study, panel.frame, frame, dropped)
         frame = frame.assign(cohort=frame["cohort"].astype("Float64").astype(float))
     with step(f"Estimating ({len(study.estimates)} estimators)", 4, n_steps):
         results, failures, messages = _estimate(study, frame, roles)
