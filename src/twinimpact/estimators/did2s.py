@@ -38,6 +38,7 @@ import pandas as pd
 from scipy import sparse
 
 from ..core.fe import factorize
+from ..core.threads import blas_single_thread
 from ..core.two_stage import (
     fit_untreated,
     predict,
@@ -91,6 +92,7 @@ def two_stage_vcov(system: Any, x2: np.ndarray, e1: np.ndarray, e2: np.ndarray,
     return bread @ (sums.T @ sums) @ bread, bread
 
 
+@blas_single_thread
 def did2s(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort: str,
           first_stage: str | Sequence[str] | None = None, event_study: bool = False,
           covariates: Sequence[str] | None = None, cluster: str | None = None,

@@ -39,6 +39,7 @@ import pandas as pd
 from scipy import special
 
 from ..core.fe import factorize, fe_dof
+from ..core.threads import blas_single_thread
 from ..core.validation import (
     _numeric,
     as_frame,
@@ -185,6 +186,7 @@ def _check_options(tol: float, maxiter: int, separation: Any, alpha: float) -> N
     check_alpha(alpha)
 
 
+@blas_single_thread
 def ppml(data: pd.DataFrame, *, outcome: str, regressors: Sequence[str],
          fixed_effects: Sequence[FixedEffect] = (), cluster: str | Sequence[str] | None = None,
          vcov: VcovKind | None = None, weights: str | None = None, offset: str | None = None,
@@ -229,8 +231,11 @@ def ppml(data: pd.DataFrame, *, outcome: str, regressors: Sequence[str],
         Convergence criterion on the deviance: stop when
         ``|dev - dev_old| / (0.1 + |dev|) < tol`` (fixest ``glm.tol``, default 1e-8).
     maxiter : int
-        Maximum IRLS iterations (default 100). Not converging raises a
-        :class:`~twinimpact.errors.ConvergenceWarning` naming the criterion and its value.
+        Maximum IRLS iterations (default 100). Not converging (IRLS or the fixed-effect
+        projections) raises a :class:`~twinimpact.errors.ConvergenceWarning` naming the
+        criterion and its value, and the estimates are NaN (the last iterate is kept in
+        ``diagnostics["last_iterate"]``; ``iterations``, ``crit``, ``converged``,
+        ``demean_sweeps`` and ``demean_converged`` report how the solve ended).
     separation : True, "fe", "relu", "fe+relu" or False
         Separated observations are detected and removed before estimation. ``"fe"``:
         iteratively drop observations in a fixed-effect level whose outcomes are all zero
@@ -415,9 +420,14 @@ def ppml(data: pd.DataFrame, *, outcome: str, regressors: Sequence[str],
     fe = WeightedFE(codes) if codes else None
     fit = irls_poisson(y, x, fe, weights=w, offset=off, tol=tol, maxiter=maxiter,
                        fe_tol=fe_tol)
-    if not fit.converged:
+    solved = fit.converged and fit.demean_converged
+    if not solved:
+        what = (f"ppml did not converge in {maxiter} IRLS iterations" if not fit.converged
+                else "ppml: the fixed-effect projections did not converge "
+                     f"({fit.demean_sweeps} sweeps)")
         warnings.warn(format_message(
-            f"ppml did not converge in {maxiter} IRLS iterations",
+            what + "; the estimates are NaN (the last iterate is in "
+            "diagnostics['last_iterate'])",
             where="criterion |dev - dev_old| / (0.1 + |dev|)",
             seen=f"{fit.crit:.3g} (tol={tol:g})",
             fix="raise maxiter=, loosen tol=, or check for separation / extreme regressors"),
@@ -482,7 +492,13 @@ def ppml(data: pd.DataFrame, *, outcome: str, regressors: Sequence[str],
             "k_fe": k_fe, "k_fe_nested_in_cluster": k_nested, "collinear": collinear,
             "demean_sweeps": fit.demean_sweeps, "demean_converged": fit.demean_converged,
             "n_zero_outcome": int((y == 0).sum()), **relu_info, "notes": notes}
-    return make_result("ppml", pd.Series(fit.coef, index=regressors), v, vspec, n,
+    coef = fit.coef
+    if not solved:  # a solve that did not converge is not an estimate
+        diag["last_iterate"] = dict(zip(regressors, fit.coef.tolist(), strict=True))
+        coef = np.full_like(fit.coef, np.nan)
+        v = np.full_like(v, np.nan)
+    return make_result("ppml", pd.Series(coef, index=regressors), v, vspec, n,
                        spec=spec, diagnostics=diag, cls=PPMLResult,
-                       nan_reason="collinear with the fixed effects or other regressors",
+                       nan_reason=("collinear with the fixed effects or other regressors"
+                                   if solved else "the IRLS solve did not converge"),
                        extras={"rows_used": rows, "fitted": fit.mu})

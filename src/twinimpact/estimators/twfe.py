@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from ..core.fe import factorize, fit_fe_codes
+from ..core.threads import blas_single_thread
 from ..core.validation import (
     as_frame,
     as_tuple,
@@ -85,6 +86,7 @@ def _resolve_vcov(vcov: str | None, cluster: tuple[str, ...], unit: str) -> tupl
     return vcov, cluster
 
 
+@blas_single_thread
 def twfe(data: pd.DataFrame, *, outcome: str, unit: str, time: str,
          treatment: str | None = None, cohort: str | None = None,
          covariates: Sequence[str] | None = None, cluster: str | Sequence[str] | None = None,
@@ -191,6 +193,7 @@ def _window(rel: np.ndarray, leads: int | None, lags: int | None) -> tuple[int, 
     return lo, hi
 
 
+@blas_single_thread
 def event_study(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort: str,
                 leads: int | None = None, lags: int | None = None,
                 ref: int | Sequence[int] = -1, bin_endpoints: bool = True,

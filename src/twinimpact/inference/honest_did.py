@@ -38,6 +38,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from ..core.threads import blas_single_thread
 from ..errors import (
     InputError,
     NotComputableWarning,
@@ -536,6 +537,7 @@ def breakdown_value(result_or_betahat: Any, sigma: Any = None, *,
 
 
 # ----------------------------------------------------------------------------- public
+@blas_single_thread
 def honest_did(result_or_betahat: Any, sigma: Any = None, *, num_pre: int | None = None,
                num_post: int | None = None,
                restriction: Literal["relative_magnitudes", "smoothness"] =
