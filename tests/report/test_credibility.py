@@ -115,3 +115,26 @@ def test_plain_warnings():
     out = plain_warning(raw2)
     assert "{" not in out and "More text" not in out and out.startswith("Imputation: ")
     assert np.isfinite(len(out))
+
+
+def test_few_treated_clusters_get_the_wild_bootstrap():
+    rng = np.random.default_rng(5)
+    n, t = 24, 8
+    import pandas as pd
+
+    d = pd.DataFrame({"u": np.repeat(np.arange(n), t), "year": np.tile(np.arange(2000, 2008), n)})
+    d["g"] = np.where(d["u"] < 12, 2004.0, np.nan)
+    d["y"] = rng.normal(size=len(d)) + 0.8 * (d["year"] >= d["g"])
+    roles = {"outcome": "y", "unit": "u", "time": "year", "cohort": "g"}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        r = ti.twfe(d, outcome="y", unit="u", time="year", cohort="g")
+        chk = cr._clusters_check("TWFE", r, d, roles, 0.05, 0)
+        wb = ti.wild_cluster_bootstrap(d.assign(_D=(d["year"] >= d["g"]).astype(float)),
+                                       outcome="y", regressors=["_D"], cluster="u", term="_D",
+                                       fixed_effects=("u", "year"), n_reps=cr.WCB_REPS, seed=0)
+    assert chk.detail["treated_clusters"] == 12 and chk.detail["clusters"] == 24
+    assert chk.detail["wild_bootstrap_p"] == pytest.approx(wb.p_value)
+    agree = (wb.p_value < 0.05) == (chk.detail["usual_p"] < 0.05)
+    assert chk.verdict == ("holds" if agree else "weak")
+    assert f"p = {wb.p_value:.3g}" in chk.sentence
