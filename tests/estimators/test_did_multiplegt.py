@@ -219,6 +219,20 @@ def test_invariances(seed, shift, c, scale):
     assert rng is not None
 
 
+@pytest.mark.parametrize("normalized", [False, True])
+def test_mirrored_treatment_flips_the_signs(normalized):
+    """D -> 5 - D turns switchers in into switchers out: every estimate changes sign (out
+    is signed as the effect of the treatment), standard errors and counts do not."""
+    df = _panel(8)
+    kw = dict(outcome="y", unit="unit", time="year", effects=3, placebo=2,
+              normalized=normalized)
+    a = ti.did_multiplegt(df, treatment="d", **kw)
+    b = ti.did_multiplegt(df.assign(d=5 - df["d"]), treatment="d", **kw)
+    np.testing.assert_allclose(b.params, -a.params, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(b.std_errors, a.std_errors, rtol=1e-10)
+    pd.testing.assert_frame_equal(a.term_info, b.term_info)
+
+
 def test_caller_frame_untouched_and_result_immutable():
     df = _panel(4)
     before = df.copy(deep=True)

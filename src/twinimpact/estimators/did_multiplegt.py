@@ -316,7 +316,9 @@ def did_multiplegt(data: pd.DataFrame, *, outcome: str, unit: str, time: str, tr
     nobs = int(np.nanmax(fit.n_obs_dw)) if len(fit.n_obs_dw) else 0
     return make_result(_EST, pd.Series(fit.estimate, index=names), cov, vspec, nobs,
                        spec=spec, diagnostics=diag, term_info=term_info,
-                       nan_reason="no switcher or no control for this horizon")
+                       nan_reason="no switcher or no control for this horizon"
+                       + ("; with trends_lin the ATT is not computed (as in the reference)"
+                          if trends_lin else ""))
 
 
 def _check_treatment_varies(g: np.ndarray, d: np.ndarray, treatment: str, unit: str,
