@@ -304,3 +304,18 @@ def test_headline_horizon_is_the_one_the_estimate_averages(mpdta):
     text, _ = headline_sentence(pick_headline({"x": es}, study), study, max_rel_time=3.0)
     assert "on average over the 2 years after the first twinning (the last of them " \
            "pooling all later years)" in text
+
+
+def test_bundled_case_studies_count_their_treated_cities():
+    from twinimpact.cli import bundled_studies
+    from twinimpact.studies.spec import load_study
+
+    for name, path in bundled_studies().items():
+        study = load_study(path)
+        if study.kind != "case_study":
+            continue
+        cities = study.case["treated_city"]
+        n = 1 if isinstance(cities, str) else len(cities)
+        text = " ".join([study.title, study.description, *study.caveats]).lower()
+        if n > 1:
+            assert "one treated city" not in text and "one-city" not in text, name
