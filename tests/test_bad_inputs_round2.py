@@ -93,7 +93,13 @@ def test_few_clusters_warned_once_per_estimation(mpdta):
         r = ti.sun_abraham(d, **MP, cluster="region")
         agg = r.aggregate("simple")
     assert sum(issubclass(w.category, FewClustersWarning) for w in rec) == 1
-    assert agg.diagnostics.get("few_clusters", r.diagnostics["few_clusters"])["n_clusters"] == 8
+    assert agg.diagnostics["few_clusters"]["n_clusters"] == 8
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        cs = ti.callaway_santanna(d, **MP, cluster="region")
+        aggs = [cs.aggregate(k) for k in ("simple", "dynamic", "group")]
+    assert sum(issubclass(w.category, FewClustersWarning) for w in rec) == 1
+    assert all(a.diagnostics["few_clusters"]["n_clusters"] == 8 for a in aggs)
 
 
 # ------------------------------------------------------------------ gaps in time
