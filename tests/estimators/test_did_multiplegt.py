@@ -112,6 +112,11 @@ def test_matches_official_port(case, datasets):
             assert got is None or np.isnan(got["p_value"])
         else:
             assert abs(got["p_value"] - first[col]) < TOL, col
+    acc = r.diagnostics["avg_periods_effect_accumulated"]
+    if np.isnan(first["delta_D_avg_total"]):
+        assert np.isnan(acc)
+    else:
+        assert acc == pytest.approx(first["delta_D_avg_total"], abs=TOL)
 
 
 # ----------------------------------------------------------------- brute-force oracle

@@ -148,7 +148,9 @@ def did_multiplegt(data: pd.DataFrame, *, outcome: str, unit: str, time: str, tr
         ``pretrend_test``), ``effects_equal_test`` (each a dict with ``statistic``,
         ``df``, ``p_value``, ``kind``, ``n_coefficients``; the placebo test needs at least
         two placebos, as in the reference), per-term numbers of switchers and of cells
-        used, and every dropped row and group with its reason.
+        used, ``avg_periods_effect_accumulated`` (the reference's "average number of time
+        periods over which a treatment effect is accumulated", which the ATT averages
+        over) and every dropped row and group with its reason.
 
     Notes
     -----
@@ -299,6 +301,7 @@ def did_multiplegt(data: pd.DataFrame, *, outcome: str, unit: str, time: str, tr
         "pretrend_test": tests.get("placebo_joint"),
         "effects_equal_test": tests.get("effects_equal"),
         "notes": list(fit.notes),
+        "avg_periods_effect_accumulated": fit.avg_accumulation,
     }
     if normalized:
         diag["delta"] = dict(zip(names, fit.delta.tolist(), strict=True))
