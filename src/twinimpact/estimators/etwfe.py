@@ -276,7 +276,7 @@ def etwfe(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort: str
     # work on a renamed copy of the columns we need (role names cannot collide)
     fe_cols = list(dict.fromkeys(c for f in fes for c in _fe_cols(f)))
     aux = list(dict.fromkeys([*fe_cols, *clus]))
-    require_frame(data)
+    data = require_frame(data)
     require_columns(data, [outcome, unit, time, cohort, *ctrl_names, xvar, *aux])
     work = pd.DataFrame({"__y": data[outcome].to_numpy(), "__u": data[unit].to_numpy(),
                          "__t": data[time].to_numpy(), "__g": data[cohort].to_numpy()},

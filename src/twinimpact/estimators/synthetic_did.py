@@ -28,7 +28,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from ..core.validation import require_columns, require_frame
+from ..core.validation import _numeric, as_frame, require_columns, require_frame
 from ..errors import (
     EstimationError,
     InputError,
@@ -219,15 +219,9 @@ def _build_design(data: pd.DataFrame, outcome: str, unit: str, time: str,
             raise InputError(format_message(
                 f"synthetic_did: missing values in the {name!r} column", where=f"row {i!r}",
                 fix=f"drop or fill the rows without a {name}"))
-    y = pd.to_numeric(df["y"], errors="coerce")
-    bad = y.isna() & df["y"].notna()
-    if bad.any():
-        raise InputError(format_message(
-            f"synthetic_did: outcome {outcome!r} must be numeric",
-            where=f"{unit} = {df.loc[bad, 'unit'].iloc[0]!r}", seen=df.loc[bad, "y"].iloc[0],
-            fix=f"convert {outcome!r} to numbers"))
-    df["y"] = y.astype(float)
-    tnum = pd.to_numeric(df["time"], errors="coerce")
+    # the shared column check: text refused, infinite values refused, dates as years
+    df["y"] = _numeric(data, outcome, "outcome")
+    tnum = pd.Series(_numeric(data, time, "time"), index=df.index)
     if tnum.isna().any():
         raise InputError(format_message(
             f"synthetic_did: time column {time!r} must be numeric (e.g. a year)",
@@ -421,8 +415,9 @@ def synthetic_did(data: pd.DataFrame, *, outcome: str, unit: str, time: str,
     >>> round(float(res.params["ATT"]), 1)
     2.0
     """
+    data = as_frame(data, what="synthetic_did: data")
     _check_options(method, se, n_reps, seed, alpha)
-    require_frame(data)
+    data = require_frame(data)
     if (treated is None) == (cohort is None):
         raise SpecificationError(format_message(
             "synthetic_did: give exactly one of treated= (0/1 column) or cohort= (first "

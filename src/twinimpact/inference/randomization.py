@@ -31,7 +31,8 @@ import numpy as np
 import pandas as pd
 
 from ..core.fe import demean, factorize, fe_dof
-from ..core.validation import prepare_panel
+from ..core.progress import progress, track
+from ..core.validation import as_frame, prepare_panel
 from ..errors import InputError, SpecificationError, check_literal, format_message
 
 __all__ = ["RandomizationResult", "randomization_inference"]
@@ -179,6 +180,7 @@ def randomization_inference(data: pd.DataFrame, *, outcome: str, unit: str, time
     >>> r.exact, r.n_assignments
     (True, 12)
     """
+    data = as_frame(data, what="randomization_inference: data")
     check_literal("statistic", statistic, ("estimate", "t"))
     check_literal("alternative", alternative, ("two-sided", "greater", "less"))
     if not (isinstance(estimator, str) or callable(estimator)):
@@ -217,9 +219,11 @@ def randomization_inference(data: pd.DataFrame, *, outcome: str, unit: str, time
         ob, ot = fast.stats(coh[None, :])
         observed = float(ob[0] if statistic == "estimate" else ot[0])
         out = []
-        for start in range(0, len(perms), 2000):
-            b, t = fast.stats(perms[start:start + 2000])
-            out.append(b if statistic == "estimate" else t)
+        with progress(len(perms), "randomization inference (permutations)") as bar:
+            for start in range(0, len(perms), 2000):
+                b, t = fast.stats(perms[start:start + 2000])
+                out.append(b if statistic == "estimate" else t)
+                bar.update(len(b))
         placebo = np.concatenate(out)
     else:
         base = data.copy()
@@ -238,7 +242,8 @@ def randomization_inference(data: pd.DataFrame, *, outcome: str, unit: str, time
             return float(res)
 
         observed = run(coh)
-        placebo = np.array([run(p) for p in perms])
+        placebo = np.array([run(p) for p in track(perms, "randomization inference "
+                                                 "(permutations)")])
 
     fin = np.isfinite(placebo)
     if not fin.all():

@@ -64,7 +64,8 @@ def pick_headline(results: dict[str, Any], study: Any) -> Headline | None:
 
 
 #: how a per-unit effect of a continuous treatment is said
-PER_TERM = {"n_twinnings": "per additional twinning"}
+PER_TERM = {"n_twinnings": "per additional twinning",
+            "twinned": "with a twinning in force (vs none)"}
 
 
 def _p(x: float) -> str:
@@ -82,8 +83,16 @@ def headline_sentence(h: Headline, study: Any) -> tuple[str, str]:
     """(headline, how-sure sentence) in plain words."""
     level = 100 * (1 - study.alpha)
     subject = getattr(study, "headline_subject", "The outcome")
+    treatment = (h.result.spec.get("treatment")
+                 if getattr(h.result, "estimator", "") == "did_multiplegt" else None)
     if h.term != "ATT":
         when = PER_TERM.get(h.term, f"per one-unit increase in {h.term}")
+    elif treatment is not None:
+        # de Chaisemartin-D'Haultfoeuille: the ATT is an average total effect per unit of a
+        # treatment that may vary in intensity (and switch off)
+        when = PER_TERM.get(treatment, f"per one-unit increase in {treatment}")
+        if h.n_post:
+            when += f", averaged over the {h.n_post} years after the first change"
     elif h.n_post:
         when = f"in the {h.n_post} years after the first twinning"
     else:
