@@ -238,3 +238,123 @@ def _with_pretest(res: EstimationResult, agg: ETWFEAggregateResult) -> Estimatio
                               "kind": p.kind + " (level differences, never-twinned "
                                                "comparisons)"}}
     return res.replace(diagnostics=diag)
+
+
+# ============================================================================ study kind
+#: keys of the ``[gravity_etwfe]`` study section
+SECTION_KEYS = {"source", "home", "years", "exporters", "comparisons", "placebo",
+                "country_map", "unit_label"}
+
+
+def load_flows(study: Any) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """The flows named by ``[trade]``: ``source = "tradhist"`` (a ``read_trade`` frame whose
+    reporters are the exporters) or ``"gravity_panel"`` (``exporter, importer, year,
+    trade`` columns, any case)."""
+    from ..etl import read_trade
+    from ..etl.provenance import file_sha256
+
+    cfg = study.raw.get("gravity_etwfe", {})
+    path = study.resolve(study.trade["path"])
+    source = cfg.get("source", "tradhist")
+    if source == "tradhist":
+        tr = read_trade(path, **study.trade.get("columns", {}),
+                        **study.trade.get("options", {}))
+        flows = tr.rename(columns={"reporter": "exporter", "partner": "importer",
+                                   "value": "trade"})
+        unit = tr.attrs.get("unit", "")
+    elif source == "gravity_panel":
+        raw = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+        flows = raw.rename(columns={c: c.lower() for c in raw.columns})
+        unit = cfg.get("unit_label", "")
+    else:
+        raise InputError(format_message("[gravity_etwfe] source must be 'tradhist' or "
+                                        "'gravity_panel'", seen=source))
+    exporters = cfg.get("exporters")
+    n_read = len(flows)
+    dropped = {}
+    if exporters:
+        keep = flows["exporter"].isin(list(exporters))
+        dropped["exporter not in the study"] = int((~keep).sum())
+        flows = flows[keep]
+    info = {"path": str(path), "sha256": file_sha256(path), "rows": n_read,
+            "unit": unit, "dropped": dropped}
+    return flows[["exporter", "importer", "year", "trade"]], info
+
+
+def run_gravity_etwfe(study: Any, processed: Any) -> Any:
+    """Study kind ``"gravity_etwfe"``: read the flows and the registry, build the pair
+    panel, run :func:`estimate_gravity_etwfe`, write the estimation data."""
+    from pathlib import Path
+
+    from .runner import StudyRun, _caught, _file_input, _read_twinnings_cfg, _step, _write_data
+
+    cfg = study.raw.get("gravity_etwfe", {})
+    messages: list[str] = []
+    with _step("Reading twinnings and trade flows", 1, 4):
+        twin = _caught(lambda: _read_twinnings_cfg(study), "twinnings", messages)
+        flows, info = _caught(lambda: load_flows(study), "trade", messages)
+    years = tuple(cfg.get("years", (int(flows["year"].min()), int(flows["year"].max()))))
+    home = cfg.get("home", "DEU")
+    first = first_twinning_year(twin, relations=study.twinnings.get("relations",
+                                                                    ("twinning",)),
+                                country_map=cfg.get("country_map"))
+    panel = gravity_etwfe_panel(flows, first, home=home, years=years)
+    unit_label = cfg.get("unit_label", info.get("unit", ""))
+
+    def run(label: str, fn: Any) -> Any:
+        return _caught(fn, label, messages)
+
+    with _step("Estimating Poisson ETWFE with gravity fixed effects (and comparisons)",
+               2, 4):
+        est = estimate_gravity_etwfe(panel, subject=study.headline_subject,
+                                     unit_label=unit_label, alpha=study.alpha,
+                                     comparisons=bool(cfg.get("comparisons", True)),
+                                     placebo=bool(cfg.get("placebo", True)), run=run)
+    if not est.results:
+        raise InputError(format_message("no gravity ETWFE specification could be estimated",
+                                        seen=est.failures, fix="see the messages above"))
+    treated = panel[panel["treated_pair"]]
+    cohorts = treated.groupby("cohort")["pair"].nunique()
+    in_window = cohorts[(cohorts.index > years[0]) & (cohorts.index <= years[1])]
+    notes = list(est.sentences)
+    notes.insert(0, design_sentence(panel, home, years, in_window))
+    with _step("Writing the estimation data", 3, 4):
+        manifest = {
+            "study": {"name": study.name, "file": str(study.path or ""),
+                      "kind": "gravity_etwfe"},
+            "inputs": {"trade_flows": {"kind": "file", "path": info["path"],
+                                       "sha256": info["sha256"], "rows": info["rows"],
+                                       "unit": info.get("unit", "")},
+                       "twinnings": {**_file_input(study.resolve(study.twinnings["path"])),
+                                     "rows": len(twin)}},
+            "parameters": {"years": list(years), "home": home,
+                           "fixed_effects": list(GRAVITY_FE), "cluster": "pair"},
+            "steps": {"flows": {"n_in": info["rows"], "n_out": len(panel),
+                                "dropped": {**info["dropped"],
+                                            **panel.attrs.get("dropped", {})}}},
+        }
+        out_panel, path = _write_data(panel, manifest, processed, "gravity_pairs.parquet")
+    diag = {"sentences": notes,
+            "cohorts_in_window": {str(int(k)): int(v) for k, v in in_window.items()},
+            "poisson_dropped_rows": {k: dict(v.diagnostics.get("dropped_rows", {}))
+                                     for k, v in est.poisson.items()}}
+    return StudyRun(study=study, panel=out_panel, analysis_frame=panel,
+                    results=est.results, failures=est.failures,
+                    outputs={"panel": Path(path)}, diagnostics=diag, warnings=messages)
+
+
+def design_sentence(panel: pd.DataFrame, home: str, years: tuple[int, int],
+                    cohorts: pd.Series) -> str:
+    """What is compared with what, in plain words."""
+    n_ex = panel["exporter"].nunique()
+    n_pairs = panel["pair"].nunique()
+    n_tr = int(cohorts.sum())
+    return (f"What is compared with what: {n_tr} {home} pair(s) (flows {home} -> j and, where "
+            f"j's own exports are in the data, j -> {home}) whose first formal {home} town "
+            f"twinning with j falls inside {years[0]}-{years[1]} ({len(cohorts)} twinning "
+            f"years) are compared, before and after the twinning, with (a) the flows of the "
+            f"other exporters to the same partner j in the same year (importer-year effects) "
+            f"and (b) {home}'s flows to partners not (yet) twinned in the same year "
+            f"(exporter-year effects), each relative to the pair's own average level (pair "
+            f"effects). {n_pairs} directed pairs of {n_ex} exporters enter; pairs twinned "
+            f"before {years[0]} have no pre-twinning year and are left out (counted).")

@@ -170,8 +170,10 @@ def run_study(study: Study | str | Path, out: str | Path | None = None, *,
     root = Path(out) if out is not None else find_repo_root()
     processed = root / "data" / "processed" / study.name
     reports = root / "reports" / study.name
+    from .gravity_etwfe import run_gravity_etwfe
+
     runner = {"panel": _run_panel, "gravity": _run_gravity,
-              "case_study": _run_case_study}[study.kind]
+              "case_study": _run_case_study, "gravity_etwfe": run_gravity_etwfe}[study.kind]
     run = runner(study, processed)
     n = 5 if study.kind == "panel" else 4
     with _step("Writing tables, figures and report", n, n):
