@@ -405,7 +405,7 @@ def test_missing_column_and_non_numeric_regressor():
 
 
 @pytest.mark.parametrize("kw, match", [
-    (dict(vcov="robust"), "vcov must be one of"),
+    (dict(vcov="robust"), "vcov: expected one of"),
     (dict(vcov="iid", cluster="i"), "conflicts"),
     (dict(tol=0), "tol"),
     (dict(maxiter=0), "maxiter"),

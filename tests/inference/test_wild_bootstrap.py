@@ -48,7 +48,7 @@ def test_collapsed_statistic_and_mc_p_values(collapsed):
     assert {c["weights"] for c in cases} == {"webb", "normal", "mammen"}
     for case in cases:
         b = 99_999
-        r = _run(collapsed, weights=case["weights"], n_reps=b, seed=11)
+        r = _run(collapsed, weight_type=case["weights"], n_reps=b, seed=11)
         assert r.statistic == pytest.approx(ref["statistic"], abs=5e-5)
         assert abs(r.p_value - case["p_value"]) <= _mc_tol(case["p_value"], b, case["reps"])
         assert not r.enumerated and r.n_reps == b
@@ -57,14 +57,14 @@ def test_collapsed_statistic_and_mc_p_values(collapsed):
 def test_ties_with_the_observed_statistic_are_not_counted(collapsed):
     """boottest's rule: p = #{|t*| > |t|} / B. Constant weight vectors reproduce +-t exactly;
     under Rademacher enumeration those are v = +1 and v = -1 (2 of 256 draws)."""
-    r = _run(collapsed, weights="rademacher", n_reps=999)
+    r = _run(collapsed, weight_type="rademacher", n_reps=999)
     t, tb = r.statistic, np.asarray(r.t_boot)
     ties = np.isclose(np.abs(tb), abs(t), rtol=1e-9, atol=0)
     assert ties.sum() >= 2
     assert tb[0] == pytest.approx(t, rel=1e-12)  # first enumerated vector is all +1
     assert r.p_value * 256 == (np.abs(tb[~ties]) > abs(t)).sum()
     # Mammen: the all-(1 - sqrt5)/2 vector has probability 0.7236^8 and gives exactly -t
-    m = _run(collapsed, weights="mammen", n_reps=20_000, seed=2)
+    m = _run(collapsed, weight_type="mammen", n_reps=20_000, seed=2)
     tbm = np.asarray(m.t_boot)
     at_minus_t = np.isclose(tbm, -t, rtol=1e-9, atol=0).mean()
     assert at_minus_t == pytest.approx(((1 + 5**0.5) / (2 * 5**0.5)) ** 8, abs=0.01)
@@ -81,15 +81,15 @@ def test_p_value_ignores_infeasible_draws():
 def test_collapsed_webb_ci_within_mc_error(collapsed):
     cases = json.loads((REF / "collapsed_boottest.json").read_text())["cases"]
     ref = next(c for c in cases if "conf_int" in c)
-    r = _run(collapsed, weights="webb", n_reps=9999, seed=3)
+    r = _run(collapsed, weight_type="webb", n_reps=9999, seed=3)
     # the CI ends move with the draws; boottest used 999 draws
     assert r.conf_int[0] == pytest.approx(ref["conf_int"][0], abs=2e-3)
     assert r.conf_int[1] == pytest.approx(ref["conf_int"][1], abs=2e-3)
 
 
 def test_rademacher_enumeration_is_exact_and_seed_free(collapsed):
-    a = _run(collapsed, weights="rademacher", n_reps=999, seed=1)
-    b = _run(collapsed, weights="rademacher", n_reps=9999, seed=12345)
+    a = _run(collapsed, weight_type="rademacher", n_reps=999, seed=1)
+    b = _run(collapsed, weight_type="rademacher", n_reps=9999, seed=12345)
     assert a.enumerated and b.enumerated and a.n_reps == b.n_reps == 256
     assert a.p_value == b.p_value
     assert a.conf_int == b.conf_int
@@ -175,7 +175,7 @@ def test_size_under_the_null():
         y = 1.0 + rng.normal(size=g)[cl] + rng.normal(size=len(cl)) * (1 + np.abs(x))
         d = pd.DataFrame({"y": y, "x": x, "c": cl})
         r = wild_cluster_bootstrap(d, outcome="y", regressors=["x"], cluster="c", term="x",
-                                   n_reps=399, weights="webb",
+                                   n_reps=399, weight_type="webb",
                                    seed=int(rng.integers(1 << 31)))
         rej += r.p_value < 0.05
     # binomial(200, 0.05): 4 sd band around 10 rejections
@@ -204,7 +204,7 @@ def test_bad_inputs(collapsed):
     with pytest.raises(InputError, match="at least 2 clusters"):
         wild_cluster_bootstrap(one, outcome="hasinsurance", regressors=["post"],
                                cluster="c", term="post")
-    with pytest.raises(SpecificationError, match="weights"):
-        _run(collapsed, weights="gauss")
+    with pytest.raises(SpecificationError, match="weight_type"):
+        _run(collapsed, weight_type="gauss")
     with pytest.raises(SpecificationError, match="n_reps"):
         _run(collapsed, n_reps=0)

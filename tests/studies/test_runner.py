@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 
 from twinimpact.cli import bundled_studies, main
-from twinimpact.studies.runner import run_study, transform_outcome
+from twinimpact.studies.kinds.panel import transform_outcome
+from twinimpact.studies.runner import run_study
 
 pytestmark = pytest.mark.filterwarnings("ignore::twinimpact.errors.TwinImpactWarning")
 
@@ -120,7 +121,7 @@ def test_failures_are_reported_not_hidden(tmp_path):
                     tables=("markdown",), figures=(), report=False)
     run = run_study(study, out=tmp_path)
     assert "TWFE" in run.results
-    assert "vcov must be one of" in run.failures["bad"]
+    assert "vcov: expected one of" in run.failures["bad"]
     summary = json.loads((tmp_path / "reports" / "de_exports" / "summary.json").read_text())
     assert "bad" in summary["failures"]
 

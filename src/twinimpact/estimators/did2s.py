@@ -38,21 +38,22 @@ import pandas as pd
 from scipy import sparse
 
 from ..core.fe import factorize
-from ..core.validation import as_frame, prepare_panel, require_columns
-from ..errors import (
-    DroppedRowsWarning,
-    NotComputableWarning,
-    SpecificationError,
-    format_message,
-)
-from ..results import EstimationResult, VcovSpec, make_result
-from .imputation import (
+from ..core.two_stage import (
     fit_untreated,
     predict,
     solve_normal,
     system_rhs,
     two_stage_rows,
 )
+from ..core.validation import as_frame, prepare_panel, require_columns
+from ..errors import (
+    DroppedRowsWarning,
+    NotComputableWarning,
+    SpecificationError,
+    check_alpha,
+    format_message,
+)
+from ..results import EstimationResult, VcovSpec, make_result
 
 __all__ = ["did2s", "two_stage_vcov"]
 
@@ -64,7 +65,7 @@ def two_stage_vcov(system: Any, x2: np.ndarray, e1: np.ndarray, e2: np.ndarray,
 
     Parameters
     ----------
-    system : first-stage :class:`~twinimpact.estimators.imputation.NormalSystem` (fitted on
+    system : first-stage :class:`~twinimpact.core.two_stage.NormalSystem` (fitted on
         the untreated rows).
     x2 : (n, k) second-stage regressors.
     e1 : (n,) first-stage residuals (ignored on treated rows).
@@ -148,6 +149,7 @@ def did2s(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort: str
     [0.0, 1.0, 2.0]
     """
     data = as_frame(data, what="did2s: data")
+    check_alpha(alpha)
     est = "did2s"
     fs = _as_tuple(first_stage) or (unit, time)
     covariates = list(covariates or [])

@@ -56,7 +56,7 @@ import numpy as np
 import pandas as pd
 from scipy import linalg, stats
 
-from ..core.fe import factorize
+from ..core.fe import factorize, fit_fe_ols
 from ..core.validation import prepare_panel, require_columns, require_frame
 from ..core.vcov import sandwich
 from ..errors import (
@@ -65,6 +65,7 @@ from ..errors import (
     InputError,
     NotComputableWarning,
     SpecificationError,
+    check_alpha,
     check_literal,
     format_message,
 )
@@ -80,7 +81,6 @@ from ._etwfe_numerics import (
 from ._ppml_kernel import WeightedFE
 from .ppml import _as_tuple, _fe_name, fe_codes, ppml
 from .ppml import _fe_columns as _fe_cols
-from .twfe import fit_fe_ols
 
 __all__ = ["ETWFEAggregateResult", "ETWFEResult", "etwfe"]
 
@@ -120,7 +120,7 @@ class ETWFEResult(EstimationResult):
         Parameters
         ----------
         type : ``"simple"`` (one ``ATT`` row), ``"dynamic"`` / ``"event"`` (rows per
-            ``rel_time = t - g``), ``"group"`` (per ``cohort``), ``"calendar"`` (per
+            ``rel_time = t - g``), ``"group"`` / ``"cohort"`` (per ``cohort``), ``"calendar"`` (per
             ``time``); every aggregation also has the ``ATT`` row (the simple average).
             Each treated observation has weight one, as ``emfx`` (without compression).
             With ``control_group="never_treated"`` the dynamic aggregation also has the
@@ -254,9 +254,7 @@ def etwfe(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort: str
     """
     check_literal("control_group", control_group, CONTROL_GROUPS)
     check_literal("family", family, FAMILIES)
-    if not (isinstance(alpha, int | float) and 0 < alpha < 1):
-        raise SpecificationError(format_message("alpha must be in (0, 1)", seen=alpha,
-                                                fix="pass e.g. alpha=0.05"))
+    check_alpha(alpha)
     ctrl_names = list(_as_tuple(covariates))
     if fixed_effects is None:
         fes: list[FixedEffect] = [unit, time]
@@ -595,9 +593,8 @@ def _meat_sandwich(scores: np.ndarray, bread: np.ndarray, kind: str,
 # ============================================================================ aggregation
 def _aggregate(res: ETWFEResult, type: str, *, by_xvar: bool, scale: str
                ) -> ETWFEAggregateResult:
-    if type == "event":
-        type = "dynamic"
-    check_literal("type", type, AGGREGATIONS)
+    type = {"event": "dynamic", "cohort": "group"}.get(type, type)
+    check_literal("type", type, (*AGGREGATIONS, "event", "cohort"))
     check_literal("scale", scale, ("response", "link"))
     st = res.extras["state"]
     spec = dict(res.spec)

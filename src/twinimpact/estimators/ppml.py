@@ -29,7 +29,6 @@ twinimpact           R fixest ``fepois``                     Stata ``ppmlhdfe``
 from __future__ import annotations
 
 import dataclasses
-import math
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -54,6 +53,7 @@ from ..errors import (
     EstimationError,
     InputError,
     SpecificationError,
+    check_alpha,
     check_literal,
     format_message,
 )
@@ -187,9 +187,7 @@ def _check_options(tol: float, maxiter: int, separation: Any, alpha: float) -> N
         raise SpecificationError(format_message(
             "separation must be True (fixed-effect and ReLU checks), 'fe', 'relu', "
             "'fe+relu' or False", seen=separation, fix="pass separation=True"))
-    if not (isinstance(alpha, int | float) and 0 < alpha < 1) or math.isnan(alpha):
-        raise SpecificationError(format_message("alpha must be in (0, 1)", seen=alpha,
-                                                fix="pass e.g. alpha=0.05"))
+    check_alpha(alpha)
 
 
 def ppml(data: pd.DataFrame, *, outcome: str, regressors: Sequence[str],

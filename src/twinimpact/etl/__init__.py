@@ -22,6 +22,7 @@ from .sources import (
     load_gravity_panel,
     load_tradhist,
     load_wikipedia_twinnings,
+    read_table,
     read_trade,
     read_twinnings,
 )
@@ -39,6 +40,7 @@ __all__ = [
     "load_wikipedia_twinnings",
     "lookup_country",
     "match_cities",
+    "read_table",
     "read_trade",
     "read_twinnings",
     "to_iso3",

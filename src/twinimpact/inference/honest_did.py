@@ -42,8 +42,10 @@ from ..errors import (
     InputError,
     NotComputableWarning,
     SpecificationError,
+    check_alpha,
     check_literal,
     format_message,
+    renamed_keyword,
 )
 from ._honest_arp import (
     MAX_VERTEX_SUPPORTS,
@@ -62,7 +64,6 @@ __all__ = [
     "RESTRICTIONS",
     "constraints_relative_magnitudes",
     "honest_did",
-    "plot_honest_did",
     "relative_magnitudes_cs",
 ]
 
@@ -328,7 +329,8 @@ def honest_did(result_or_betahat: Any, sigma: Any = None, *, num_pre: int | None
                m_values: Sequence[float] | None = None, l_vec: Sequence[float] | None = None,
                alpha: float = 0.05, method: str | None = None, grid_points: int = 1000,
                grid_lb: float | None = None, grid_ub: float | None = None,
-               lf_sims: int = 1000, seed: int = 0) -> pd.DataFrame:
+               n_reps: int = 1000, seed: int = 0, lf_sims: int | None = None
+               ) -> pd.DataFrame:
     """Sensitivity of an event study to violations of parallel trends (Rambachan & Roth).
 
     Parameters
@@ -363,7 +365,8 @@ def honest_did(result_or_betahat: Any, sigma: Any = None, *, num_pre: int | None
         magnitudes; R ``gridPoints``, ``grid.lb``, ``grid.ub``). Default as R: 1000 points on
         ``+/- 20`` standard deviations of ``l'betahat_post`` around 0. Reported bounds are
         grid points.
-    lf_sims, seed : simulations and seed for the least-favourable critical value
+    n_reps, seed : simulations and seed for the least-favourable critical value
+        (``lf_sims=`` is the deprecated old name of ``n_reps``)
         (R: 1000 draws with ``set.seed(0)``; our draws differ, so C-LF bounds can differ
         from R's by Monte Carlo error).
 
@@ -387,8 +390,9 @@ def honest_did(result_or_betahat: Any, sigma: Any = None, *, num_pre: int | None
     ['Original', 'FLCI', 'FLCI']
     """
     check_literal("restriction", restriction, RESTRICTIONS)
-    if not (isinstance(alpha, int | float) and 0 < alpha < 1):
-        raise SpecificationError(f"alpha must be in (0, 1); got {alpha!r}.")
+    check_alpha(alpha)
+    lf_sims = renamed_keyword("honest_did", "lf_sims", "n_reps", lf_sims, n_reps,
+                              new_default=1000)
     names = None
     if hasattr(result_or_betahat, "terms") and hasattr(result_or_betahat, "vcov"):
         if sigma is not None:
@@ -464,46 +468,3 @@ def honest_did(result_or_betahat: Any, sigma: Any = None, *, num_pre: int | None
                         "terms": tuple(names) if names is not None else None,
                         "estimate": est})
     return frame
-
-
-def plot_honest_did(frame: pd.DataFrame, ax: Any = None) -> Any:
-    """Sensitivity plot: robust intervals against ``m``, the original interval at the left.
-
-    Parameters
-    ----------
-    frame : DataFrame from :func:`honest_did`.
-    ax : matplotlib Axes, optional
-
-    Returns
-    -------
-    matplotlib Axes
-    """
-    import matplotlib.pyplot as plt
-
-    need = {"m", "lb", "ub", "method"}
-    if not isinstance(frame, pd.DataFrame) or not need <= set(frame.columns):
-        raise InputError(format_message("plot_honest_did needs the frame of honest_did",
-                                        seen=list(getattr(frame, "columns", []))[:8],
-                                        fix="pass ti.honest_did(...)"))
-    if ax is None:
-        _, ax = plt.subplots(figsize=(6, 4))
-    robust = frame[frame["method"] != "Original"]
-    orig = frame[frame["method"] == "Original"]
-    ms = robust["m"].to_numpy(dtype=float)
-    step = float(np.min(np.diff(np.unique(ms)))) if len(np.unique(ms)) > 1 else 1.0
-    x0 = (ms.min() if len(ms) else 0.0) - step
-    if len(orig):
-        lo, hi = float(orig["lb"].iloc[0]), float(orig["ub"].iloc[0])
-        ax.errorbar([x0], [(lo + hi) / 2], yerr=[[(hi - lo) / 2]], fmt="none", capsize=4,
-                    color="0.3", label="Original")
-    if len(robust):
-        lo = robust["lb"].to_numpy(dtype=float)
-        hi = robust["ub"].to_numpy(dtype=float)
-        ax.errorbar(ms, (lo + hi) / 2, yerr=[(hi - lo) / 2, (hi - lo) / 2], fmt="none",
-                    capsize=4, color="C0", label=str(robust["method"].iloc[0]))
-    ax.axhline(0.0, color="0.6", lw=0.8, ls="--")
-    restriction = frame.attrs.get("restriction", "")
-    ax.set_xlabel("Mbar" if restriction == "relative_magnitudes" else "M")
-    ax.set_ylabel("confidence set for theta")
-    ax.legend(frameon=False)
-    return ax

@@ -30,8 +30,8 @@ depend on the seed. The confidence interval inverts the test: its ends are where
 bootstrap p-value function crosses ``alpha`` (the same weight draws for every null).
 
 Keyword mapping: fwildclusterboot ``boottest(fit, param=term, clustid=cluster, B=n_reps,
-r=null, type=weights, impose_null=impose_null, sign_level=alpha)``; Stata
-``boottest term=null, reps(n_reps) weight(weights)``.
+r=null, type=weight_type, impose_null=impose_null, sign_level=alpha)``; Stata
+``boottest term=null, reps(n_reps) weight(weight_type)``.
 """
 
 from __future__ import annotations
@@ -47,7 +47,14 @@ from scipy import optimize
 
 from ..core.fe import demean, factorize, fe_dof
 from ..core.validation import as_frame, require_columns, require_frame
-from ..errors import InputError, SpecificationError, check_literal, format_message
+from ..errors import (
+    InputError,
+    SpecificationError,
+    check_alpha,
+    check_literal,
+    format_message,
+    renamed_keyword,
+)
 
 __all__ = [
     "WEIGHT_TYPES",
@@ -229,10 +236,10 @@ def _as_tuple(x: str | Sequence[str] | None) -> tuple[str, ...]:
 def wild_cluster_bootstrap(data: pd.DataFrame, *, outcome: str, regressors: Sequence[str],
                            cluster: str, term: str, null: float = 0.0,
                            fixed_effects: str | Sequence[str] = (),
-                           weights: Literal["rademacher", "webb", "mammen", "normal"] =
+                           weight_type: Literal["rademacher", "webb", "mammen", "normal"] =
                            "rademacher", n_reps: int = 9999, seed: int | None = None,
-                           alpha: float = 0.05, impose_null: bool = True
-                           ) -> WildBootstrapResult:
+                           alpha: float = 0.05, impose_null: bool = True,
+                           weights: str | None = None) -> WildBootstrapResult:
     """Restricted wild cluster bootstrap test and confidence interval for one coefficient.
 
     Parameters
@@ -252,8 +259,12 @@ def wild_cluster_bootstrap(data: pd.DataFrame, *, outcome: str, regressors: Sequ
         Hypothesised value (fwildclusterboot ``r``, Stata ``term = null``).
     fixed_effects : str or sequence of str
         Columns whose fixed effects are swept out (fixest ``| fe1 + fe2``).
-    weights : {"rademacher", "webb", "mammen", "normal"}
-        Wild weight distribution (fwildclusterboot ``type``).
+    weight_type : {"rademacher", "webb", "mammen", "normal"}
+        Wild weight distribution (fwildclusterboot ``type``, boottest ``weight()``).
+    weights : str, optional
+        Deprecated old name of ``weight_type`` (still accepted, with a warning). In the
+        rest of the package ``weights=`` names a column of observation weights, which
+        this bootstrap does not take.
     n_reps : int
         Bootstrap draws (``B``). Rademacher with ``2^G <= n_reps`` enumerates all ``2^G``.
     seed : int, optional
@@ -281,7 +292,14 @@ def wild_cluster_bootstrap(data: pd.DataFrame, *, outcome: str, regressors: Sequ
     """
     data = as_frame(data, what="wild_cluster_bootstrap: data")
     data = require_frame(data)
-    check_literal("weights", weights, WEIGHT_TYPES)
+    if weights is not None and weights not in WEIGHT_TYPES:
+        raise SpecificationError(format_message(
+            "wild_cluster_bootstrap does not take observation weights", seen=weights,
+            fix="for the wild weight distribution pass weight_type="
+                + "|".join(map(repr, WEIGHT_TYPES))))
+    weights = renamed_keyword("wild_cluster_bootstrap", "weights", "weight_type", weights,
+                              weight_type, new_default="rademacher")
+    check_literal("weight_type", weights, WEIGHT_TYPES)
     regressors = list(regressors)
     fes = _as_tuple(fixed_effects)
     if not isinstance(cluster, str):
@@ -294,8 +312,7 @@ def wild_cluster_bootstrap(data: pd.DataFrame, *, outcome: str, regressors: Sequ
             fix="test one of the regressors, e.g. term=regressors[0]"))
     if not isinstance(n_reps, int | np.integer) or n_reps < 1:
         raise SpecificationError(f"n_reps must be a positive integer; got {n_reps!r}.")
-    if not (0 < alpha < 1):
-        raise SpecificationError(f"alpha must be in (0, 1); got {alpha!r}.")
+    check_alpha(alpha)
     require_columns(data, [outcome, *regressors, cluster, *fes])
     cols = list(dict.fromkeys([outcome, *regressors, cluster, *fes]))
     sub = data[cols]
@@ -391,7 +408,7 @@ def wild_cluster_bootstrap_result(result: Any, *, term: str, data: pd.DataFrame,
 
     The regression is rebuilt from ``data`` and the result's ``spec`` (outcome, unit and
     time fixed effects, the treatment / event-time dummies, covariates, first cluster
-    variable); ``kwargs`` go to :func:`wild_cluster_bootstrap` (``weights``, ``n_reps``,
+    variable); ``kwargs`` go to :func:`wild_cluster_bootstrap` (``weight_type``, ``n_reps``,
     ``seed``, ``alpha``, ``impose_null``).
     """
     spec = dict(result.spec)

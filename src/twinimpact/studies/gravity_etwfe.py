@@ -17,7 +17,7 @@ average (pair effects). Aggregations are R ``emfx``'s (average differences in le
 proportional changes ``sum mu1 / sum mu0 - 1`` of the treated flows.
 
 Functions here build the pair panel from the shipped files and run the estimators; the
-study runner (:mod:`twinimpact.studies.runner`) calls :func:`run_gravity_etwfe`.
+study kind ``gravity_etwfe`` (:mod:`twinimpact.studies.kinds.gravity_etwfe`) runs them.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from ..estimators.etwfe import ETWFEAggregateResult, etwfe
 from ..results import EstimationResult, make_result
 
 __all__ = ["GRAVITY_FE", "first_twinning_year", "gravity_etwfe_panel",
+           "load_flows",
            "log_ratio_result", "proportional_sentence"]
 
 #: exporter-year, importer-year and pair fixed effects (columns of the panel)
@@ -251,7 +252,7 @@ def load_flows(study: Any) -> tuple[pd.DataFrame, dict[str, Any]]:
     reporters are the exporters) or ``"gravity_panel"`` (``exporter, importer, year,
     trade`` columns, any case)."""
     from ..etl import read_trade
-    from ..etl.provenance import file_sha256
+    from ..provenance import file_sha256
 
     cfg = study.raw.get("gravity_etwfe", {})
     path = study.resolve(study.trade["path"])
@@ -279,68 +280,6 @@ def load_flows(study: Any) -> tuple[pd.DataFrame, dict[str, Any]]:
     info = {"path": str(path), "sha256": file_sha256(path), "rows": n_read,
             "unit": unit, "dropped": dropped}
     return flows[["exporter", "importer", "year", "trade"]], info
-
-
-def run_gravity_etwfe(study: Any, processed: Any) -> Any:
-    """Study kind ``"gravity_etwfe"``: read the flows and the registry, build the pair
-    panel, run :func:`estimate_gravity_etwfe`, write the estimation data."""
-    from pathlib import Path
-
-    from .runner import StudyRun, _caught, _file_input, _read_twinnings_cfg, _step, _write_data
-
-    cfg = study.raw.get("gravity_etwfe", {})
-    messages: list[str] = []
-    with _step("Reading twinnings and trade flows", 1, 4):
-        twin = _caught(lambda: _read_twinnings_cfg(study), "twinnings", messages)
-        flows, info = _caught(lambda: load_flows(study), "trade", messages)
-    years = tuple(cfg.get("years", (int(flows["year"].min()), int(flows["year"].max()))))
-    home = cfg.get("home", "DEU")
-    first = first_twinning_year(twin, relations=study.twinnings.get("relations",
-                                                                    ("twinning",)),
-                                country_map=cfg.get("country_map"))
-    panel = gravity_etwfe_panel(flows, first, home=home, years=years)
-    unit_label = cfg.get("unit_label", info.get("unit", ""))
-
-    def run(label: str, fn: Any) -> Any:
-        return _caught(fn, label, messages)
-
-    with _step("Estimating Poisson ETWFE with gravity fixed effects (and comparisons)",
-               2, 4):
-        est = estimate_gravity_etwfe(panel, subject=study.headline_subject,
-                                     unit_label=unit_label, alpha=study.alpha,
-                                     comparisons=bool(cfg.get("comparisons", True)),
-                                     placebo=bool(cfg.get("placebo", True)), run=run)
-    if not est.results:
-        raise InputError(format_message("no gravity ETWFE specification could be estimated",
-                                        seen=est.failures, fix="see the messages above"))
-    treated = panel[panel["treated_pair"]]
-    cohorts = treated.groupby("cohort")["pair"].nunique()
-    in_window = cohorts[(cohorts.index > years[0]) & (cohorts.index <= years[1])]
-    notes = list(est.sentences)
-    notes.insert(0, design_sentence(panel, home, years, in_window))
-    with _step("Writing the estimation data", 3, 4):
-        manifest = {
-            "study": {"name": study.name, "file": str(study.path or ""),
-                      "kind": "gravity_etwfe"},
-            "inputs": {"trade_flows": {"kind": "file", "path": info["path"],
-                                       "sha256": info["sha256"], "rows": info["rows"],
-                                       "unit": info.get("unit", "")},
-                       "twinnings": {**_file_input(study.resolve(study.twinnings["path"])),
-                                     "rows": len(twin)}},
-            "parameters": {"years": list(years), "home": home,
-                           "fixed_effects": list(GRAVITY_FE), "cluster": "pair"},
-            "steps": {"flows": {"n_in": info["rows"], "n_out": len(panel),
-                                "dropped": {**info["dropped"],
-                                            **panel.attrs.get("dropped", {})}}},
-        }
-        out_panel, path = _write_data(panel, manifest, processed, "gravity_pairs.parquet")
-    diag = {"sentences": notes,
-            "cohorts_in_window": {str(int(k)): int(v) for k, v in in_window.items()},
-            "poisson_dropped_rows": {k: dict(v.diagnostics.get("dropped_rows", {}))
-                                     for k, v in est.poisson.items()}}
-    return StudyRun(study=study, panel=out_panel, analysis_frame=panel,
-                    results=est.results, failures=est.failures,
-                    outputs={"panel": Path(path)}, diagnostics=diag, warnings=messages)
 
 
 def design_sentence(panel: pd.DataFrame, home: str, years: tuple[int, int],
