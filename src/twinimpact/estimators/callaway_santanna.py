@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from ..core.threads import blas_single_thread
 from ..core.validation import (
     _numeric,
     as_frame,
@@ -795,6 +796,7 @@ def _inference(inf: np.ndarray, *, codes: np.ndarray | None, G: int, bootstrap: 
 
 
 # ============================================================================ public
+@blas_single_thread
 def callaway_santanna(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort: str,
                       covariates: Sequence[str] | None = None,
                       control_group: Literal["never_treated", "not_yet_treated"] =

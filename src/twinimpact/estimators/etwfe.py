@@ -57,7 +57,7 @@ import pandas as pd
 from scipy import linalg, stats
 
 from ..core.fe import factorize, fit_fe_ols
-from ..core.validation import prepare_panel, require_columns, require_frame
+from ..core.validation import as_tuple, prepare_panel, require_columns, require_frame
 from ..core.vcov import sandwich
 from ..errors import (
     DroppedRowsWarning,
@@ -79,8 +79,8 @@ from ._etwfe_numerics import (
     group_demean,
 )
 from ._ppml_kernel import WeightedFE
-from .ppml import _as_tuple, _fe_name, fe_codes, ppml
 from .ppml import _fe_columns as _fe_cols
+from .ppml import _fe_name, fe_codes, ppml
 
 __all__ = ["ETWFEAggregateResult", "ETWFEResult", "etwfe"]
 
@@ -255,7 +255,7 @@ def etwfe(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort: str
     check_literal("control_group", control_group, CONTROL_GROUPS)
     check_literal("family", family, FAMILIES)
     check_alpha(alpha)
-    ctrl_names = list(_as_tuple(covariates))
+    ctrl_names = list(as_tuple(covariates))
     if fixed_effects is None:
         fes: list[FixedEffect] = [unit, time]
     else:
@@ -264,7 +264,7 @@ def etwfe(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort: str
             raise SpecificationError(format_message(
                 "fixed_effects= is empty", fix=f"leave it None for ({unit!r}, {time!r}) or "
                 "name the sets, e.g. ('exp_year', 'imp_year', 'pair')"))
-    clus = _as_tuple(cluster) or (unit,)
+    clus = as_tuple(cluster) or (unit,)
     if vcov is None:
         vcov = "cluster"
     check_literal("vcov", vcov, ("iid", "hetero", "cluster"))

@@ -37,6 +37,7 @@ import pandas as pd
 from scipy import sparse, stats
 
 from ..core.fe import factorize, fit_fe_ols
+from ..core.threads import blas_single_thread
 from ..core.two_stage import (
     NormalSystem,
     build_normal_system,
@@ -141,6 +142,7 @@ def _as_pretrends(pretrends: Any, available: np.ndarray) -> list[int]:
     return list(range(-int(pretrends), 0))
 
 
+@blas_single_thread
 def imputation(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort: str,
                horizons: bool | int | Sequence[int] | None = None,
                pretrends: bool | int | None = None, cluster: str | None = None,

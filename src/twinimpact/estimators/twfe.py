@@ -32,8 +32,10 @@ import numpy as np
 import pandas as pd
 
 from ..core.fe import factorize, fit_fe_codes
+from ..core.threads import blas_single_thread
 from ..core.validation import (
     as_frame,
+    as_tuple,
     check_weights,
     dense_codes,
     gap_aware_refs,
@@ -55,14 +57,6 @@ __all__ = ["EVENT_STUDY_METHODS", "event_study", "twfe"]
 VcovKind = Literal["iid", "hetero", "cluster"]
 EVENT_STUDY_METHODS = ("twfe", "callaway_santanna", "sun_abraham", "imputation", "did2s",
                        "poisson")
-
-
-def _as_tuple(x: str | Sequence[str] | None) -> tuple[str, ...]:
-    if x is None:
-        return ()
-    if isinstance(x, str):
-        return (x,)
-    return tuple(x)
 
 
 def _cluster_codes(frame: pd.DataFrame, clus: Sequence[str], unit: str, time: str,
@@ -92,6 +86,7 @@ def _resolve_vcov(vcov: str | None, cluster: tuple[str, ...], unit: str) -> tupl
     return vcov, cluster
 
 
+@blas_single_thread
 def twfe(data: pd.DataFrame, *, outcome: str, unit: str, time: str,
          treatment: str | None = None, cohort: str | None = None,
          covariates: Sequence[str] | None = None, cluster: str | Sequence[str] | None = None,
@@ -147,7 +142,7 @@ def twfe(data: pd.DataFrame, *, outcome: str, unit: str, time: str,
             "period)", seen={"treatment": treatment, "cohort": cohort},
             fix="pass treatment='D' or cohort='first_treat'"))
     covariates = list(covariates or [])
-    clus = _as_tuple(cluster)
+    clus = as_tuple(cluster)
     vcov, clus = _resolve_vcov(vcov, clus, unit)
     extra = [c for c in clus if c not in (unit, time)]
     num_extra = [*covariates, *([treatment] if treatment else []), *([weights] if weights else [])]
@@ -198,6 +193,7 @@ def _window(rel: np.ndarray, leads: int | None, lags: int | None) -> tuple[int, 
     return lo, hi
 
 
+@blas_single_thread
 def event_study(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort: str,
                 leads: int | None = None, lags: int | None = None,
                 ref: int | Sequence[int] = -1, bin_endpoints: bool = True,
@@ -268,7 +264,7 @@ def event_study(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohor
             fix="remove them, or choose method= for estimator-specific options"))
     refs = tuple(int(r) for r in ((ref,) if np.isscalar(ref) else ref))
     covariates = list(covariates or [])
-    clus = _as_tuple(cluster)
+    clus = as_tuple(cluster)
     vcov, clus = _resolve_vcov(vcov, clus, unit)
     require_columns(data, [cohort])
     extra = [c for c in clus if c not in (unit, time)]

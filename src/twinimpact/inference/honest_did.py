@@ -38,6 +38,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from ..core.threads import blas_single_thread
 from ..errors import (
     InputError,
     NotComputableWarning,
@@ -322,6 +323,7 @@ def _validate_inputs(betahat, sigma, num_pre, num_post, l_vec):
 
 
 # ----------------------------------------------------------------------------- public
+@blas_single_thread
 def honest_did(result_or_betahat: Any, sigma: Any = None, *, num_pre: int | None = None,
                num_post: int | None = None,
                restriction: Literal["relative_magnitudes", "smoothness"] =
