@@ -208,3 +208,68 @@ def test_bad_inputs(collapsed):
         _run(collapsed, weight_type="gauss")
     with pytest.raises(SpecificationError, match="n_reps"):
         _run(collapsed, n_reps=0)
+
+
+# --------------------------------------------------------------- fast path vs direct form
+def _design_for(d, fes):
+    """A ``_Design`` built exactly as wild_cluster_bootstrap builds it (x, z; cluster g)."""
+    from twinimpact.core.fe import demean, factorize
+
+    y = d["y"].to_numpy(float)
+    x = d[["x", "z"]].to_numpy(float)
+    if not fes:
+        x = np.column_stack([np.ones(len(y)), x])
+    cl, g = factorize(d["g"].to_numpy())
+    codes = tuple(factorize(d[f].to_numpy())[0] for f in fes)
+    if codes:
+        dm = demean(np.column_stack([y, x]), list(codes))
+        y, x = dm.x[:, 0], dm.x[:, 1:]
+    return wb._Design(y=y, x=x, cl=cl, g=g, j=x.shape[1] - 2, fe=codes, small=1.1)
+
+
+@pytest.mark.parametrize("fes", [(), ("f",), ("f", "h")])
+def test_null_path_equals_direct_statistics_at_every_null(fes):
+    """_WCRPath (residuals affine in the null, two passes over the data) gives the
+    statistics of wcr_statistics (one pass per null) for any null, exact and quadratic."""
+    rng = np.random.default_rng(7)
+    n, n_cl = 600, 11
+    g = rng.integers(0, n_cl, n)
+    d = pd.DataFrame({"g": g, "x": rng.normal(size=n) + rng.normal(size=n_cl)[g],
+                      "z": rng.normal(size=n), "f": rng.integers(0, 6, n),
+                      "h": rng.integers(0, 4, n)})
+    d["y"] = 0.2 * d["x"] + d["z"] + rng.normal(size=n_cl)[g] + rng.normal(size=n)
+    design = _design_for(d, fes)
+    v = draw_weights("webb", n_cl, 300, np.random.default_rng(1))
+    path = wb._WCRPath(design, v)
+    for b0 in (-3.0, -0.1, 0.0, 0.2, 1.7, 25.0):
+        slow = wb.wcr_statistics(design, b0, v)
+        np.testing.assert_allclose(path.statistics(b0), slow, rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(path.statistics(b0, exact=False), slow, rtol=1e-9)
+
+
+def test_p_value_only_skips_the_interval_and_keeps_the_p_value():
+    rng = np.random.default_rng(3)
+    n, n_cl = 2000, 30
+    g = rng.integers(0, n_cl, n)
+    d = pd.DataFrame({"g": g, "x": rng.normal(size=n), "z": rng.normal(size=n)})
+    d["y"] = 0.05 * d["x"] + rng.normal(size=n_cl)[g] + rng.normal(size=n)
+    kw = dict(outcome="y", regressors=["x", "z"], cluster="g", term="x", n_reps=999, seed=4)
+    full = wild_cluster_bootstrap(d, **kw)
+    p_only = wild_cluster_bootstrap(d, **kw, conf_int=False)
+    assert p_only.p_value == full.p_value and p_only.statistic == full.statistic
+    np.testing.assert_array_equal(p_only.t_boot, full.t_boot)
+    assert all(math.isnan(c) for c in p_only.conf_int)
+    assert np.isfinite(full.conf_int).all()
+    # the interval from the quadratic-form path equals inverting the direct statistics
+    base = _design_for(d, ())
+    design = wb._Design(y=base.y, x=base.x, cl=base.cl, g=base.g, j=1, fe=(),
+                        small=full.small_sample)
+    v = draw_weights("rademacher", n_cl, 999, np.random.default_rng(4))
+
+    def slow_p(b0):
+        return wb._p_value((full.estimate - b0) / full.std_error,
+                           wb.wcr_statistics(design, b0, v))
+
+    lo, hi = wb._invert(slow_p, full.estimate, full.std_error, 0.05)
+    assert full.conf_int[0] == pytest.approx(lo, abs=1e-10)
+    assert full.conf_int[1] == pytest.approx(hi, abs=1e-10)

@@ -42,17 +42,16 @@ __all__ = ["DcdhFit", "Design", "fit_dcdh", "prepare_design"]
 # --------------------------------------------------------------------------- helpers
 def _codes(*cols: np.ndarray) -> np.ndarray:
     """Integer codes of the rows of the stacked columns (NaN is its own level)."""
-    out = None
-    for c in cols:
+
+    def one(c: np.ndarray) -> np.ndarray:
         a = np.asarray(c, dtype=float)
-        a = np.where(np.isnan(a), np.inf, a)
-        k = np.unique(a, return_inverse=True)[1].reshape(a.shape)
-        if out is None:
-            out = k
-        else:
-            out = np.unique(out * (int(k.max()) + 1) + k, return_inverse=True)[1].reshape(
-                a.shape)
-    assert out is not None
+        return np.unique(np.where(np.isnan(a), np.inf, a), return_inverse=True)[1].reshape(
+            a.shape)
+
+    out = one(cols[0])
+    for c in cols[1:]:
+        k = one(c)
+        out = np.unique(out * (int(k.max()) + 1) + k, return_inverse=True)[1].reshape(k.shape)
     return out
 
 
@@ -484,6 +483,16 @@ class SideHorizon:
     delta_norm: float       # mean cumulated treatment change (normalized denominator)
     delta_ate: float        # mean treatment change at this horizon (ATE denominator)
     count: np.ndarray       # (G, T) weights of the cells used (for the N column)
+    change: np.ndarray | None = None  # (G, T) switchers' |D - D_{g,1}| at this horizon
+
+
+def _keys(ds: Design) -> tuple[np.ndarray, np.ndarray]:
+    """Cohort keys of every cell: (status quo x trends cell, period) for controls and
+    (cell, first switch, treatment at the switch) for switchers."""
+    shape = ds.y.shape
+    return (_codes(ds.cell, np.broadcast_to(ds.t, shape)),
+            _codes(ds.cell, np.broadcast_to(ds.f_g[:, None], shape),
+                   np.broadcast_to(ds.d_fg[:, None], shape)))
 
 
 def _controls(ds: Design, cellt: np.ndarray, ell: int, only_never_switchers: bool
@@ -502,7 +511,8 @@ def _controls(ds: Design, cellt: np.ndarray, ell: int, only_never_switchers: boo
 def _side_horizon(ds: Design, ell: int, side: int, *, placebo: bool, n_effects: int,
                   only_never_switchers: bool, same_switchers: bool,
                   same_switchers_pl: int = 0,
-                  controls: list[ControlLevel] | None = None) -> SideHorizon:
+                  controls: list[ControlLevel] | None = None,
+                  keys: tuple[np.ndarray, np.ndarray] | None = None) -> SideHorizon:
     """Influence functions of one effect (or placebo) ``ell`` for switchers in (``side``
     1) or out (0). ``same_switchers``: only switchers observed (with controls) for all of
     ``n_effects`` horizons; ``same_switchers_pl`` > 0: placebos only for switchers observed
@@ -511,7 +521,7 @@ def _side_horizon(ds: Design, ell: int, side: int, *, placebo: bool, n_effects: 
     G = ds.n_groups
     F = ds.f_g[:, None]
     S = ds.s_g[:, None]
-    cellt = _codes(ds.cell, T)
+    cellt, skey = keys if keys is not None else _keys(ds)
     diff, valid, never, n_ctrl = _controls(ds, cellt, ell, only_never_switchers)
     target = T == F - 1 + ell
     cond = target & _ge(ds.l_g, ell) & (S == side) & (n_ctrl > 0)
@@ -574,8 +584,6 @@ def _side_horizon(ds: Design, ell: int, side: int, *, placebo: bool, n_effects: 
     tot_ns = np.where(dof_ns, _key_sum(cellt, yn, dof_ns), np.nan)
     mean_ns = tot_ns / cnt_ns
     n_ns = np.where(dof_ns, _key_count(cellt, dof_ns, cl), np.nan)
-    skey = _codes(ds.cell, np.broadcast_to(F, ds.y.shape),
-                  np.broadcast_to(ds.d_fg[:, None], ds.y.shape))
     cnt_s = np.where(dof_s, _key_sum(skey, N, dof_s), np.nan)
     tot_s = np.where(dof_s, _key_sum(skey, yn, dof_s), np.nan)
     mean_s = tot_s / cnt_s
@@ -618,7 +626,8 @@ def _side_horizon(ds: Design, ell: int, side: int, *, placebo: bool, n_effects: 
     delta_ate = float(np.nansum(cur))
     if side == 0:  # switchers out: the control-minus-switcher difference
         u, u_var = -u, -u_var
-    return SideHorizon(u, u_var, n_sw, n_sw_dw, delta_norm, delta_ate, count)
+    change = np.where(sw_rows & (N != 0), sgn * (Dm - d1), np.nan)
+    return SideHorizon(u, u_var, n_sw, n_sw_dw, delta_norm, delta_ate, count, change)
 
 
 # --------------------------------------------------------------------------- full fit
@@ -640,6 +649,7 @@ class DcdhFit:
     n_clusters: int
     tests: dict = field(default_factory=dict)
     notes: tuple[str, ...] = ()
+    avg_accumulation: float = np.nan  # periods over which a change's effect accumulates
 
 
 def _wald(b: np.ndarray, V: np.ndarray, kind: str) -> dict:
@@ -701,6 +711,7 @@ def fit_dcdh(ds: Design, *, effects: int, placebo: int, normalized: bool,
     zero = SideHorizon(np.zeros(ng), np.zeros(ng), 0.0, 0.0, np.nan, np.nan,
                        np.zeros(ds.y.shape))
     onv = only_never_switchers
+    keys = _keys(ds)
     ctl = None
     if ds.x:
         ctl, cnotes = control_setup(ds)
@@ -712,23 +723,23 @@ def fit_dcdh(ds: Design, *, effects: int, placebo: int, normalized: bool,
             elif trends_lin:
                 res["e", side, ell] = _accumulate([_side_horizon(
                     ds, k, side, placebo=False, n_effects=ell, only_never_switchers=onv,
-                    same_switchers=True, controls=ctl) for k in range(1, ell + 1)])
+                    same_switchers=True, controls=ctl, keys=keys) for k in range(1, ell + 1)])
             else:
                 res["e", side, ell] = _side_horizon(
                     ds, ell, side, placebo=False, n_effects=n_eff, only_never_switchers=onv,
-                    same_switchers=same_switchers, controls=ctl)
+                    same_switchers=same_switchers, controls=ctl, keys=keys)
         for ell in range(1, n_pl + 1):
             if not (used and ell <= lp):
                 res["p", side, ell] = zero
             elif trends_lin:
                 res["p", side, ell] = _accumulate([_side_horizon(
                     ds, k, side, placebo=True, n_effects=ell, only_never_switchers=onv,
-                    same_switchers=True, same_switchers_pl=ell, controls=ctl)
+                    same_switchers=True, same_switchers_pl=ell, controls=ctl, keys=keys)
                     for k in range(1, ell + 1)])
             else:
                 res["p", side, ell] = _side_horizon(
                     ds, ell, side, placebo=True, n_effects=n_eff, only_never_switchers=onv,
-                    same_switchers=same_switchers, controls=ctl)
+                    same_switchers=same_switchers, controls=ctl, keys=keys)
 
     if ds.cluster is None:
         cl_codes = np.arange(ng)
@@ -823,8 +834,24 @@ def fit_dcdh(ds: Design, *, effects: int, placebo: int, normalized: bool,
         Vt = Dm @ V[np.ix_(ie, ie)] @ Dm.T
         t = _wald(b, (Vt + Vt.T) / 2, "Wald chi2")
         tests["effects_equal"] = t
+    # average number of periods over which the effect of a treatment change accumulates
+    # (printed by the reference under the average total effect): sum over switchers and
+    # horizons l of |D_{g,F_g-1+l} - D_{g,1}| x (min(L, L_g) - (l - 1)), over the same sum
+    # without the factor
+    acc_num = acc_den = 0.0
+    m_g = np.minimum(n_eff, ds.t_g - ds.f_g[:, None] + 1)
+    if not trends_lin:
+        for ell in range(1, n_eff + 1):
+            for side in (1, 0):
+                ch = res["e", side, ell].change
+                if ch is None:
+                    continue
+                acc_num += float(np.nansum(ch * (m_g - (ell - 1))))
+                acc_den += float(np.nansum(ch))
+    avg_acc = acc_num / acc_den if acc_den else np.nan
     return DcdhFit(names=tuple(names), rel_time=tuple(rels), estimate=est_a, vcov=V,
                    n_switchers=np.asarray(nsw), n_switchers_dw=np.asarray(nsw_dw),
                    n_obs=np.asarray(nobs), n_obs_dw=np.asarray(nobs_dw),
                    delta=np.asarray(deltas), n_effects=n_eff, n_placebos=n_pl,
-                   n_clusters=n_cl, tests=tests, notes=tuple(notes))
+                   n_clusters=n_cl, tests=tests, notes=tuple(notes),
+                   avg_accumulation=avg_acc)

@@ -40,13 +40,14 @@ import pandas as pd
 from scipy import special
 
 from ..core.fe import SandwichVcov, factorize, fe_dof
+from ..core.threads import blas_single_thread
 from ..core.validation import (
+    RowFilter,
     _numeric,
     as_frame,
     as_tuple,
     require_columns,
     require_frame,
-    warn_dropped_missing,
 )
 from ..errors import (
     ConvergenceWarning,
@@ -200,6 +201,7 @@ def _check_options(tol: float, maxiter: int, separation: Any, alpha: float) -> N
     check_alpha(alpha)
 
 
+@blas_single_thread
 def ppml(data: pd.DataFrame, *, outcome: str, regressors: Sequence[str],
          fixed_effects: Sequence[FixedEffect] = (), cluster: str | Sequence[str] | None = None,
          vcov: VcovKind | None = None, weights: str | None = None, offset: str | None = None,
@@ -244,8 +246,11 @@ def ppml(data: pd.DataFrame, *, outcome: str, regressors: Sequence[str],
         Convergence criterion on the deviance: stop when
         ``|dev - dev_old| / (0.1 + |dev|) < tol`` (fixest ``glm.tol``, default 1e-8).
     maxiter : int
-        Maximum IRLS iterations (default 100). Not converging raises a
-        :class:`~twinimpact.errors.ConvergenceWarning` naming the criterion and its value.
+        Maximum IRLS iterations (default 100). Not converging (IRLS or the fixed-effect
+        projections) raises a :class:`~twinimpact.errors.ConvergenceWarning` naming the
+        criterion and its value, and the estimates are NaN (the last iterate is kept in
+        ``diagnostics["last_iterate"]``; ``iterations``, ``crit``, ``converged``,
+        ``demean_sweeps`` and ``demean_converged`` report how the solve ended).
     separation : True, "fe", "relu", "fe+relu" or False
         Separated observations are detected and removed before estimation. ``"fe"``:
         iteratively drop observations in a fixed-effect level whose outcomes are all zero
@@ -327,25 +332,17 @@ def ppml(data: pd.DataFrame, *, outcome: str, regressors: Sequence[str],
     x = np.column_stack([_numeric(data, c, "regressor") for c in regressors])
     w = _numeric(data, weights, "weights") if weights else None
     off = _numeric(data, offset, "offset") if offset else None
-    dropped: dict[str, int] = {}
-    keep = np.ones(n_input, dtype=bool)
-
-    def _drop(mask: np.ndarray, reason: str) -> None:
-        nonlocal keep
-        m = mask & keep
-        if m.any():
-            dropped[reason] = dropped.get(reason, 0) + int(m.sum())
-            keep &= ~m
-
-    _drop(~np.isfinite(y), f"missing outcome ({outcome})")
+    rows = RowFilter(n_input)
+    rows.drop_missing(y, f"missing outcome ({outcome})")
     for j, c in enumerate(regressors):
-        _drop(~np.isfinite(x[:, j]), f"missing {c}")
+        rows.drop_missing(x[:, j], f"missing {c}")
     for c in dict.fromkeys([*fe_cols, *clus]):
-        _drop(pd.isna(data[c]).to_numpy(), f"missing {c}")
+        rows.drop_missing(data[c], f"missing {c}")
     if w is not None:
-        _drop(~np.isfinite(w), f"missing {weights}")
+        rows.drop_missing(w, f"missing {weights}")
     if off is not None:
-        _drop(~np.isfinite(off), f"missing {offset}")
+        rows.drop_missing(off, f"missing {offset}")
+    keep = rows.keep
     neg = keep & (y < 0)
     if neg.any():
         i = int(np.flatnonzero(neg)[0])
@@ -361,13 +358,10 @@ def ppml(data: pd.DataFrame, *, outcome: str, regressors: Sequence[str],
             raise InputError(format_message(
                 f"ppml: weights {weights!r} must be non-negative", where=f"row {data.index[i]!r}",
                 seen=float(w[i]), fix="pass non-negative weights"))
-        _drop(w == 0, f"zero weight ({weights})")
-    miss = {k: v for k, v in dropped.items() if k.startswith("missing")}
-    if miss:
-        warn_dropped_missing("ppml", miss, stacklevel=2)
-    if not keep.any():
-        raise InputError(format_message("ppml: no rows left after removing missing values",
-                                        seen=dropped, fix="check the columns passed"))
+        rows.drop(w == 0, f"zero weight ({weights})")
+    rows.warn_missing("ppml", stacklevel=2)
+    rows.require_rows("ppml", fix="check the columns passed")
+    dropped = rows.dropped
 
     frame = data.loc[keep, list(dict.fromkeys([*fe_cols, *clus]))].reset_index(drop=True) \
         if fe_cols or clus else pd.DataFrame(index=pd.RangeIndex(int(keep.sum())))
@@ -430,9 +424,14 @@ def ppml(data: pd.DataFrame, *, outcome: str, regressors: Sequence[str],
     fe = WeightedFE(codes) if codes else None
     fit = irls_poisson(y, x, fe, weights=w, offset=off, tol=tol, maxiter=maxiter,
                        fe_tol=fe_tol)
-    if not fit.converged:
+    solved = fit.converged and fit.demean_converged
+    if not solved:
+        what = (f"ppml did not converge in {maxiter} IRLS iterations" if not fit.converged
+                else "ppml: the fixed-effect projections did not converge "
+                     f"({fit.demean_sweeps} sweeps)")
         warnings.warn(format_message(
-            f"ppml did not converge in {maxiter} IRLS iterations",
+            what + "; the estimates are NaN (the last iterate is in "
+            "diagnostics['last_iterate'])",
             where="criterion |dev - dev_old| / (0.1 + |dev|)",
             seen=f"{fit.crit:.3g} (tol={tol:g})",
             fix="raise maxiter=, loosen tol=, or check for separation / extreme regressors"),
@@ -485,7 +484,13 @@ def ppml(data: pd.DataFrame, *, outcome: str, regressors: Sequence[str],
             "k_fe": k_fe, "k_fe_nested_in_cluster": k_nested, "collinear": collinear,
             "demean_sweeps": fit.demean_sweeps, "demean_converged": fit.demean_converged,
             "n_zero_outcome": int((y == 0).sum()), **relu_info, "notes": notes}
-    return make_result("ppml", pd.Series(fit.coef, index=regressors), v, vspec, n,
+    coef = fit.coef
+    if not solved:  # a solve that did not converge is not an estimate
+        diag["last_iterate"] = dict(zip(regressors, fit.coef.tolist(), strict=True))
+        coef = np.full_like(fit.coef, np.nan)
+        v = np.full_like(v, np.nan)
+    return make_result("ppml", pd.Series(coef, index=regressors), v, vspec, n,
                        spec=spec, diagnostics=diag, cls=PPMLResult,
-                       nan_reason="collinear with the fixed effects or other regressors",
+                       nan_reason=("collinear with the fixed effects or other regressors"
+                                   if solved else "the IRLS solve did not converge"),
                        extras={"rows_used": rows, "fitted": fit.mu}, vcov_source=source)

@@ -39,6 +39,7 @@ import numpy as np
 import pandas as pd
 
 from ..core.fe import fit_fe_ols
+from ..core.threads import blas_single_thread
 from ..core.validation import as_frame, gap_aware_refs, prepare_panel
 from ..errors import (
     DroppedRowsWarning,
@@ -143,6 +144,7 @@ def _aggregation_matrix(cells: pd.DataFrame, kind: str
     return names, lmat, info
 
 
+@blas_single_thread
 def sun_abraham(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort: str,
                 covariates: Sequence[str] | None = None,
                 cluster: str | Sequence[str] | None = None,
