@@ -29,6 +29,17 @@ def assessed(mpdta):
             "CS (varying)": ti.callaway_santanna(frame, **KW).aggregate("dynamic"),
         }
         cred = cr.assess_credibility(results, frame=frame, roles=ROLES,
+                                     headline="CS (universal)", honest=False)
+    return results, cred
+
+
+@pytest.fixture(scope="module")
+def assessed_honest(assessed, mpdta):
+    results, _ = assessed
+    frame = results_frame(mpdta)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cred = cr.assess_credibility(results, frame=frame, roles=ROLES,
                                      headline="CS (universal)", honest=True)
     return results, cred
 
@@ -87,8 +98,12 @@ def results_frame(mpdta):
     return mpdta.assign(**{"first.treat": mpdta["first.treat"].where(mpdta["first.treat"] > 0)})
 
 
-def test_varying_base_is_not_applicable_with_the_reason(assessed):
-    _, cred = assessed
+@pytest.mark.slow
+def test_sensitivity_verdicts_and_reasons(assessed_honest):
+    _, cred = assessed_honest
+    test_every_verdict_agrees_with_its_numbers(assessed_honest)
+    test_overall_is_the_worst_headline_check(assessed_honest)
+    assert cred.sensitivity is not None and cred.sensitivity[0] == "CS (universal)"
     hd = next(c for c in cred.for_estimator("CS (varying)") if c.name.startswith("Sensitivity"))
     assert hd.verdict == "not applicable"
     assert "base_period='varying'" in hd.sentence or "varying" in hd.rests_on
