@@ -33,13 +33,16 @@ from ..errors import (
 
 __all__ = [
     "PanelData",
+    "RowFilter",
     "as_frame",
     "as_tuple",
     "check_weights",
+    "cohort_per_unit",
     "dense_codes",
     "gap_aware_refs",
     "normalize_cohort",
     "prepare_panel",
+    "refuse_duplicate_pairs",
     "require_columns",
     "require_frame",
     "warn_dropped_missing",
@@ -61,6 +64,44 @@ def warn_dropped_missing(estimator: str, counts: dict[str, int], *, stacklevel: 
         + "; ".join(f"{k}: {v}" for k, v in counts.items())
         + ". The counts are in result.diagnostics['dropped_rows'].",
         DroppedRowsWarning, stacklevel=stacklevel + 1)
+
+
+class RowFilter:
+    """The rows kept so far and why the others went: ``dropped`` maps a reason to its row
+    count, each row counted once, under the first reason that removed it (so the counts
+    add up to the rows dropped). The one place every estimator counts its dropped rows."""
+
+    def __init__(self, n: int) -> None:
+        self.keep = np.ones(n, dtype=bool)
+        self.dropped: dict[str, int] = {}
+
+    def drop(self, mask: np.ndarray, reason: str) -> None:
+        """Drop the rows where ``mask`` is true (those still kept are counted)."""
+        m = mask & self.keep
+        if m.any():
+            self.dropped[reason] = self.dropped.get(reason, 0) + int(m.sum())
+            self.keep &= ~m
+
+    def drop_missing(self, values: Any, reason: str) -> None:
+        """Drop the rows where ``values`` (float array, Series or object array) is missing."""
+        if isinstance(values, np.ndarray) and values.dtype.kind == "f":
+            self.drop(np.isnan(values), reason)
+        else:
+            self.drop(np.asarray(pd.isna(values)), reason)
+
+    def warn_missing(self, estimator: str, *, stacklevel: int) -> None:
+        """The shared DroppedRowsWarning for the rows dropped so far for a missing value
+        (reasons starting with ``missing``); ``stacklevel`` as for ``warnings.warn``."""
+        miss = {k: v for k, v in self.dropped.items() if k.startswith("missing")}
+        if miss:
+            warn_dropped_missing(estimator, miss, stacklevel=stacklevel + 1)
+
+    def require_rows(self, estimator: str, *, fix: str) -> None:
+        """Refuse (InputError) when no row is left."""
+        if not self.keep.any():
+            raise InputError(format_message(
+                f"{estimator}: no rows left after removing missing values",
+                seen=self.dropped, fix=fix))
 
 
 def require_frame(data: Any, *, what: str = "data") -> pd.DataFrame:
@@ -156,11 +197,77 @@ def _numeric(data: pd.DataFrame, col: str, what: str, *,
 
 
 def normalize_cohort(values: Any, last_period: float) -> np.ndarray:
-    """Map the three 'never treated' conventions (NaN, 0, > last period) to NaN."""
-    g = pd.to_numeric(pd.Series(values), errors="coerce").to_numpy(dtype=float, na_value=np.nan)
-    g = g.copy()
-    g[(g == 0) | (g > last_period) | ~np.isfinite(g)] = np.nan
+    """Map the three 'never treated' conventions (NaN, 0, > last period) to NaN (a new
+    float array; a float array is not converted again)."""
+    if isinstance(values, np.ndarray) and values.dtype.kind == "f":
+        g = values.astype(float, copy=True)
+    else:
+        g = pd.to_numeric(pd.Series(values), errors="coerce").to_numpy(dtype=float,
+                                                                       na_value=np.nan)
+        g = g.copy()
+    with np.errstate(invalid="ignore"):
+        np.putmask(g, (g == 0) | (g > last_period) | ~np.isfinite(g), np.nan)
     return g
+
+
+def cohort_per_unit(unit_codes: np.ndarray, n_units: int, cohort: np.ndarray, *,
+                    raw: pd.Series, unit_values: Any, estimator: str, cohort_name: str,
+                    unit_name: str) -> np.ndarray:
+    """The cohort of each unit (``(n_units,)``, NaN = never treated, the value of the
+    unit's first row), refusing a cohort that varies within a unit (NaN counts as a value).
+
+    ``unit_codes``: dense codes of the rows (-1 = missing unit, ignored); ``cohort``: the
+    normalised cohorts of the rows; ``raw``: the caller's cohort column and
+    ``unit_values`` the row-aligned unit labels, both only read to name the first
+    offending unit in the :class:`InputError`.
+    """
+    key = np.where(np.isnan(cohort), -np.inf, cohort)
+    has_u = unit_codes >= 0
+    if has_u.all():
+        codes, k = unit_codes, key
+    else:
+        codes, k = unit_codes[has_u], key[has_u]
+    first = np.empty(max(n_units, 1))
+    first[codes[::-1]] = k[::-1]  # last write wins -> each unit's first row
+    bad = k != first[codes]
+    if bad.any():
+        bad_codes = np.unique(codes[bad])
+        rows = np.flatnonzero(has_u)[codes == bad_codes[0]] if not has_u.all() \
+            else np.flatnonzero(codes == bad_codes[0])
+        u = _plain(unit_values[rows[0]])
+        vals = sorted(set(raw.iloc[rows].tolist()), key=str)
+        raise InputError(format_message(
+            f"{estimator}: cohort column {cohort_name!r} varies within unit "
+            f"({len(bad_codes)} unit(s))", where=f"{unit_name} = {u!r}", seen=vals,
+            fix="the cohort is the first treated period and must be the same in every "
+                "row of a unit; recompute it per unit (e.g. groupby(unit)[cohort].transform('min'))"))
+    first = first[:n_units]
+    first[first == -np.inf] = np.nan
+    return first
+
+
+def refuse_duplicate_pairs(unit_codes: np.ndarray, time_codes: np.ndarray, n_units: int,
+                           n_periods: int, *, label_row: Any, estimator: str, unit_name: str,
+                           time_name: str) -> None:
+    """Refuse (InputError) two rows with the same unit x period (dense codes, O(n));
+    ``label_row(i)`` gives ``(unit label, period)`` of row ``i`` for the message."""
+    key = unit_codes.astype(np.int64) * n_periods + time_codes
+    if n_units * n_periods <= 4 * len(key) + 1_000_000:
+        counts = np.bincount(key, minlength=n_units * n_periods)
+        if counts.max(initial=0) <= 1:
+            return
+        dup = counts[key] > 1
+    else:
+        dup = pd.Series(key).duplicated(keep=False).to_numpy()
+        if not dup.any():
+            return
+    u, t = label_row(int(dup.argmax()))
+    raise InputError(format_message(
+        f"{estimator}: {int(dup.sum())} rows share a {unit_name} x {time_name} pair; a panel "
+        "needs one row per unit and period", where=f"{unit_name} = {_plain(u)!r}, "
+                                                   f"{time_name} = {t:g}",
+        fix="aggregate duplicates first (e.g. groupby([unit, time]).sum()) or pick the "
+            "right unit column"))
 
 
 def dense_codes(values: np.ndarray) -> tuple[np.ndarray, int]:
@@ -197,14 +304,6 @@ def _compress_codes(codes: np.ndarray, n_levels: int) -> tuple[np.ndarray, int]:
         return codes, n_levels
     remap = np.cumsum(present) - 1
     return remap[codes], int(present.sum())
-
-
-def _has_duplicate_pairs(a: np.ndarray, b: np.ndarray, n_a: int, n_b: int) -> bool:
-    """True when some (a, b) pair of dense codes occurs twice (O(n))."""
-    key = a * n_b + b
-    if n_a * n_b <= 4 * len(a) + 1_000_000:
-        return bool(np.bincount(key, minlength=n_a * n_b).max() > 1)
-    return len(pd.unique(key)) < len(key)
 
 
 @dataclass
@@ -258,67 +357,37 @@ def prepare_panel(data: Any, *, outcome: str, unit: str, time: str, cohort: str 
     for c in extra:
         if c not in out.columns:
             out[c] = data[c].to_numpy()
-    dropped: dict[str, int] = {}
-    if out["unit"].isna().any():
-        dropped[f"missing unit ({unit})"] = int(out["unit"].isna().sum())
-    if np.isnan(out["time"]).any():
-        dropped[f"missing time ({time})"] = int(np.isnan(out["time"]).sum())
-    keep = out["unit"].notna() & ~np.isnan(out["time"])
+    rows = RowFilter(n_input)
+    rows.drop_missing(out["unit"].to_numpy(), f"missing unit ({unit})")
+    rows.drop_missing(out["time"].to_numpy(), f"missing time ({time})")
+    keep = rows.keep
     unit_codes, n_unit_levels = dense_codes(out["unit"].to_numpy())
     if cohort is not None:
         raw_g = _numeric(data, cohort, "cohort", allow_inf=True)
-        last = np.nanmax(out["time"].to_numpy()[keep.to_numpy()]) if keep.any() else np.inf
+        last = np.nanmax(out["time"].to_numpy()[keep]) if keep.any() else np.inf
         out["cohort"] = normalize_cohort(raw_g, last)
-        # cohort must be constant within unit (NaN counts as a value): every row's value
-        # equals the value written for its unit (O(n); the groupby below only names the
-        # offending units for the message)
-        g_key = np.where(np.isnan(out["cohort"]), -np.inf, out["cohort"])
-        has_u = unit_codes >= 0
-        per_unit = np.empty(max(n_unit_levels, 1))
-        per_unit[unit_codes[has_u]] = g_key[has_u]
-        if np.any(per_unit[unit_codes[has_u]] != g_key[has_u]):
-            nun = pd.Series(g_key).groupby(out["unit"].to_numpy()).nunique()
-            bad_units = nun[nun > 1]
-            u = bad_units.index[0]
-            vals = sorted(set(data.loc[out["unit"].to_numpy() == u, cohort].tolist()), key=str)
-            raise InputError(format_message(
-                f"{estimator}: cohort column {cohort!r} varies within unit "
-                f"({len(bad_units)} unit(s))", where=f"{unit} = {u!r}", seen=vals,
-                fix="the cohort is the first treated period and must be the same in every "
-                    "row of a unit; recompute it per unit (e.g. groupby(unit)[cohort].transform('min'))"))
-    miss_y = np.isnan(out["y"].to_numpy()) & keep.to_numpy()
-    if miss_y.any():
-        dropped[f"missing outcome ({outcome})"] = int(miss_y.sum())
-    keep &= ~np.isnan(out["y"].to_numpy())
+        cohort_per_unit(unit_codes, n_unit_levels, out["cohort"].to_numpy(),
+                        raw=data[cohort], unit_values=out["unit"].to_numpy(),
+                        estimator=estimator, cohort_name=cohort, unit_name=unit)
+    rows.drop_missing(out["y"].to_numpy(), f"missing outcome ({outcome})")
     for c in [*extra, *numeric_extra]:
-        m = pd.isna(out[c]).to_numpy() & keep.to_numpy()
-        if m.any():
-            dropped[f"missing {c}"] = int(m.sum())
-            keep &= ~pd.isna(out[c]).to_numpy()
-    keep_arr = keep.to_numpy()
+        rows.drop_missing(out[c].to_numpy(), f"missing {c}")
+    keep_arr = rows.keep
     if keep_arr.all():
         out = out.reset_index(drop=True)
     else:
         out = out.loc[keep_arr].reset_index(drop=True)
         unit_codes = unit_codes[keep_arr]
-    if dropped:
-        warn_dropped_missing(estimator, dropped, stacklevel=3)
-    if len(out) == 0:
-        raise InputError(format_message(f"{estimator}: no rows left after removing missing values",
-                                        seen=dropped, fix="check the outcome and key columns"))
+    dropped = rows.dropped
+    rows.warn_missing(estimator, stacklevel=3)
+    rows.require_rows(estimator, fix="check the outcome and key columns")
     unit_codes, n_units = _compress_codes(unit_codes, n_unit_levels)
     time_codes, n_periods = dense_codes(out["time"].to_numpy())
-    if not allow_duplicates and _has_duplicate_pairs(unit_codes, time_codes, n_units,
-                                                     n_periods):
-        dup = out.duplicated(["unit", "time"], keep=False)
-        if dup.any():
-            first = out.loc[dup.to_numpy(), ["unit", "time"]].iloc[0]
-            raise InputError(format_message(
-                f"{estimator}: {int(dup.sum())} rows share a {unit} x {time} pair; a panel needs "
-                "one row per unit and period",
-                where=f"{unit} = {first['unit']!r}, {time} = {first['time']:g}",
-                fix="aggregate duplicates first (e.g. groupby([unit, time]).sum()) or pick the "
-                    "right unit column"))
+    if not allow_duplicates:
+        uv, tv = out["unit"].to_numpy(), out["time"].to_numpy()
+        refuse_duplicate_pairs(unit_codes, time_codes, n_units, n_periods,
+                               label_row=lambda i: (uv[i], tv[i]), estimator=estimator,
+                               unit_name=unit, time_name=time)
     return PanelData(frame=out,
                      names={"outcome": outcome, "unit": unit, "time": time,
                             "cohort": cohort or ""},
