@@ -49,7 +49,7 @@ from ..errors import (
     format_message,
     renamed_keyword,
 )
-from ..inference.wald import wald_identified
+from ..inference.wald import bonferroni_max_t, wald_identified
 from ..results import EstimationResult, VcovSpec, make_result
 from . import _cs_numerics as num
 
@@ -957,8 +957,6 @@ def callaway_santanna(data: pd.DataFrame, *, outcome: str, unit: str, time: str,
                 f"{ext['rank']} independent pieces of information (their covariance is singular: "
                 f"rank {ext['rank']} < {len(pre)}, with {n_cl} {what} behind them), so the joint "
                 "Wald statistic, which needs the inverse of that covariance, is undefined")
-            se_pre = np.sqrt(np.clip(np.diag(pv), 0, None))
-            p_each = 2 * stats.norm.sf(np.abs(cells.att[pre]) / se_pre)
             pretest["extension"] = {
                 **ext, "label": "extension, not in R did: Wald test on the identified "
                                 "directions (Moore-Penrose pseudo-inverse), chi2 with df = "
@@ -967,11 +965,7 @@ def callaway_santanna(data: pd.DataFrame, *, outcome: str, unit: str, time: str,
                                 "ignores the part of the estimates outside those directions "
                                 f"({ext['outside_share']:.0%} of their squared length)",
                 "n_clusters": n_cl,
-                "bonferroni": {"statistic": float(np.max(np.abs(cells.att[pre]) / se_pre)),
-                               "p_value": float(min(1.0, len(pre) * p_each.min())),
-                               "n_coefficients": len(pre),
-                               "kind": "max |t| with Bonferroni correction (valid whatever "
-                                       "the rank)"}}
+                "bonferroni": bonferroni_max_t(cells.att[pre], pv)}
             warnings.warn(f"{ESTIMATOR}: pre-test Wald statistic not computed: the covariance "
                           f"of the {len(pre)} pre-treatment ATT(g,t) has rank {ext['rank']} "
                           "(singular, as R did); diagnostics['pretest']['extension'] holds "
