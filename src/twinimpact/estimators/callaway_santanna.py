@@ -50,7 +50,7 @@ from ..errors import (
     format_message,
     renamed_keyword,
 )
-from ..inference.wald import wald_identified
+from ..inference.wald import bonferroni_max_t, wald_identified
 from ..results import (
     ATTDefinition,
     EstimationResult,
@@ -1056,8 +1056,6 @@ def _singular_pretest(pretest: PretrendTest, att: np.ndarray, pv: np.ndarray, n_
     identified directions (pseudo-inverse, df = rank) and a Bonferroni max-|t| test."""
     ext = wald_identified(att, pv)
     k = len(att)
-    se_pre = np.sqrt(np.clip(np.diag(pv), 0, None))
-    p_each = 2 * stats.norm.sf(np.abs(att) / se_pre)
     extension = {
         **ext, "label": "extension, not in R did: Wald test on the identified directions "
                         "(Moore-Penrose pseudo-inverse), chi2 with df = rank; the chi2 "
@@ -1066,10 +1064,7 @@ def _singular_pretest(pretest: PretrendTest, att: np.ndarray, pv: np.ndarray, n_
                         "estimates outside those directions "
                         f"({ext['outside_share']:.0%} of their squared length)",
         "n_clusters": n_cl,
-        "bonferroni": {"statistic": float(np.max(np.abs(att) / se_pre)),
-                       "p_value": float(min(1.0, k * p_each.min())), "n_coefficients": k,
-                       "kind": "max |t| with Bonferroni correction (valid whatever the "
-                               "rank)"}}
+        "bonferroni": bonferroni_max_t(att, pv)}
     note = (f"not computed (as R did): the {k} pre-treatment ATT(g,t) carry only "
             f"{ext['rank']} independent pieces of information (their covariance is singular: "
             f"rank {ext['rank']} < {k}, with {n_cl} {what} behind them), so the joint Wald "
