@@ -41,6 +41,7 @@ from .etl import (
     load_wikipedia_twinnings,
     read_trade,
     read_twinnings,
+    scan_trade,
     to_iso3,
 )
 from .gravity import GravityStudy, build_gravity_data, gravity_intensity, gravity_study
@@ -98,6 +99,7 @@ __all__ = [
     "read_trade",
     "read_twinnings",
     "run_study",
+    "scan_trade",
     "simulated_city_exports",
     "sun_abraham",
     "synthetic_did",

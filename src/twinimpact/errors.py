@@ -21,6 +21,7 @@ __all__ = [
     "DataWarning",
     "DroppedRowsWarning",
     "EstimationError",
+    "FetchError",
     "InputError",
     "NotComputableWarning",
     "SpecificationError",
@@ -52,6 +53,10 @@ class SpecificationError(TwinImpactError, ValueError):
 
 class EstimationError(TwinImpactError, RuntimeError):
     """The estimator cannot produce a result on these data (e.g. no valid comparison group)."""
+
+
+class FetchError(TwinImpactError, RuntimeError):
+    """A download failed (offline, refused key, HTTP error, empty answer); says which."""
 
 
 class TwinImpactWarning(UserWarning):
