@@ -664,6 +664,20 @@ def _lookup_table(obj: Any, key: str, code: str, what: str) -> dict[str, str]:
             if c is not None and c is not pd.NA}
 
 
+def _hmrc_codes(df: pd.DataFrame, key: str, code: str, lookup: Any, keyword: str,
+                endpoint: str, where: str) -> pd.Series:
+    """Codes joined in the records, or looked up by id in an API lookup table."""
+    if code in df.columns:
+        return df[code].astype("string").str.strip()
+    if lookup is not None and key in df.columns:
+        return df[key].astype("string").str.strip().map(
+            _lookup_table(lookup, key, code, endpoint))
+    raise ColumnError(format_message(
+        f"hmrc_rts needs {code}, or {key} with {keyword}=",
+        where=f"{where}; columns present: {', '.join(df.columns)}",
+        fix=f"pass {keyword}= the uktradeinfo {endpoint} lookup ({key}, {code})"))
+
+
 def read_hmrc_rts(path: Any, *, flow: Flow | None = None, regions: Any = None,
                   countries: Any = None) -> pd.DataFrame:
     """HMRC Regional Trade Statistics (uktradeinfo ``RTS`` endpoint) → UK region flows.
@@ -688,28 +702,10 @@ def read_hmrc_rts(path: Any, *, flow: Flow | None = None, regions: Any = None,
                             where, "FlowTypeId")
     drops.add(f"other flow than {flow}", ~keep, df["FlowTypeId"])
     df = df[keep]
-    if "GovRegionGroupCodeAlpha" in df.columns:
-        region = df["GovRegionGroupCodeAlpha"].astype("string").str.strip()
-    elif regions is not None and "GovRegionId" in df.columns:
-        region = df["GovRegionId"].astype("string").str.strip().map(
-            _lookup_table(regions, "GovRegionId", "GovRegionGroupCodeAlpha", "region"))
-    else:
-        raise ColumnError(format_message(
-            "hmrc_rts needs GovRegionGroupCodeAlpha, or GovRegionId with regions=",
-            where=f"{where}; columns present: {', '.join(df.columns)}",
-            fix="pass regions= the uktradeinfo Region lookup (GovRegionId, "
-                "GovRegionGroupCodeAlpha)"))
-    if "CountryCodeAlpha" in df.columns:
-        ctry = df["CountryCodeAlpha"].astype("string").str.strip()
-    elif countries is not None and "CountryId" in df.columns:
-        ctry = df["CountryId"].astype("string").str.strip().map(
-            _lookup_table(countries, "CountryId", "CountryCodeAlpha", "country"))
-    else:
-        raise ColumnError(format_message(
-            "hmrc_rts needs CountryCodeAlpha, or CountryId with countries=",
-            where=f"{where}; columns present: {', '.join(df.columns)}",
-            fix="pass countries= the uktradeinfo Country lookup (CountryId, "
-                "CountryCodeAlpha)"))
+    region = _hmrc_codes(df, "GovRegionId", "GovRegionGroupCodeAlpha", regions, "regions",
+                         "Region", where)
+    ctry = _hmrc_codes(df, "CountryId", "CountryCodeAlpha", countries, "countries",
+                       "Country", where)
     month = pd.to_numeric(df["MonthId"], errors="coerce")
     if month.isna().any() or not month.between(190001, 299912).all():
         i = int(np.flatnonzero((month.isna() | ~month.between(190001, 299912)).to_numpy())[0])
