@@ -18,7 +18,7 @@ import sys
 
 from twinimpact.cli import bundled_studies
 from twinimpact.errors import TwinImpactError
-from twinimpact.runner import run_study
+from twinimpact.studies.runner import run_study
 
 
 def main(argv: list[str] | None = None) -> int:

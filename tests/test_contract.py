@@ -43,11 +43,15 @@ CALLS = {
                                             cohort="g").aggregate("simple"),
     "imputation": lambda d: ti.imputation(d, outcome="y", unit="unit", time="year", cohort="g"),
     "did2s": lambda d: ti.did2s(d, outcome="y", unit="unit", time="year", cohort="g"),
+    "etwfe": lambda d: ti.etwfe(d, outcome="y", unit="unit", time="year",
+                                cohort="g").aggregate("simple"),
     "synthetic_did": lambda d: ti.synthetic_did(
         d[(d["g"] == 0) | (d["g"] == 2006)], outcome="y", unit="unit", time="year",
         treated="D", se="placebo", n_reps=50, seed=1),
     "ppml": lambda d: ti.ppml(d, outcome="counts", regressors=["D"],
                               fixed_effects=("unit", "year"), cluster="unit"),
+    "did_multiplegt": lambda d: ti.did_multiplegt(
+        d, outcome="y", unit="unit", time="year", treatment="D", effects=3, placebo=2),
     "poisson_event_study": lambda d: ti.poisson_event_study(
         d, outcome="counts", unit="unit", time="year", cohort="g", cluster="unit"),
 }

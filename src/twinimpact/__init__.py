@@ -13,13 +13,14 @@ from __future__ import annotations
 
 from . import errors
 from ._version import __version__
-from .casestudy import CaseStudyResult, case_study, simulated_city_exports
 from .estimators.callaway_santanna import (
     CallawaySantAnnaResult,
     CSAggregateResult,
     callaway_santanna,
 )
 from .estimators.did2s import did2s
+from .estimators.did_multiplegt import did_multiplegt
+from .estimators.etwfe import ETWFEAggregateResult, ETWFEResult, etwfe
 from .estimators.imputation import imputation
 from .estimators.poisson_event_study import poisson_event_study
 from .estimators.ppml import PPMLResult, lincom, ppml
@@ -44,7 +45,6 @@ from .etl import (
     scan_trade,
     to_iso3,
 )
-from .gravity import GravityStudy, build_gravity_data, gravity_intensity, gravity_study
 from .inference.honest_did import honest_did, plot_honest_did
 from .inference.randomization import RandomizationResult, randomization_inference
 from .inference.wild_bootstrap import (
@@ -55,13 +55,17 @@ from .inference.wild_bootstrap import (
 from .panel import Panel
 from .report import plot_event_study, table
 from .results import EstimationResult, VcovSpec
-from .runner import run_study
+from .studies.casestudy import CaseStudyResult, case_study, simulated_city_exports
+from .studies.gravity import GravityStudy, build_gravity_data, gravity_intensity, gravity_study
+from .studies.runner import run_study
 
 __all__ = [
     "RELATIONS",
     "CSAggregateResult",
     "CallawaySantAnnaResult",
     "CaseStudyResult",
+    "ETWFEAggregateResult",
+    "ETWFEResult",
     "EstimationResult",
     "GravityStudy",
     "PPMLResult",
@@ -77,7 +81,9 @@ __all__ = [
     "callaway_santanna",
     "case_study",
     "did2s",
+    "did_multiplegt",
     "errors",
+    "etwfe",
     "event_study",
     "gravity_intensity",
     "gravity_study",

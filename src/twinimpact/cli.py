@@ -1,7 +1,7 @@
 """Command line: ``twinimpact run [STUDY.toml] [--out DIR]`` and ``twinimpact list``.
 
 No logic of its own: it parses arguments, sets up progress logging and calls
-:func:`twinimpact.runner.run_study`.
+:func:`twinimpact.studies.runner.run_study`.
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
                 title = tomllib.loads(path.read_text()).get("study", {}).get("title", "")
                 print(f"{name:24s} {title}")
             return 0
-        from .runner import run_study
+        from .studies.runner import run_study
 
         result = run_study(_resolve_study(args.study), out=args.out)
     except TwinImpactError as exc:

@@ -192,7 +192,7 @@ FAST_VS_MAP_RTOL = 1e-12
 
 def _force_map(monkeypatch):
     """Make every panel look unbalanced: dense design + alternating projections."""
-    import twinimpact.estimators._fe as fe_mod
+    import twinimpact.core.fe as fe_mod
     import twinimpact.estimators.twfe as twfe_mod
 
     monkeypatch.setattr(twfe_mod, "is_balanced_twoway", lambda *a, **k: False)
@@ -268,7 +268,7 @@ def test_fast_path_only_on_balanced_unweighted_panels(mpdta, monkeypatch):
 @given(n_units=st.integers(6, 40), n_periods=st.integers(3, 9), seed=st.integers(0, 10_000),
        vcov=st.sampled_from(["cluster", "hetero", "iid"]))
 def test_fast_path_property_on_random_staggered_panels(n_units, n_periods, seed, vcov):
-    import twinimpact.estimators._fe as fe_mod
+    import twinimpact.core.fe as fe_mod
     import twinimpact.estimators.twfe as twfe_mod
 
     rng = np.random.default_rng(seed)

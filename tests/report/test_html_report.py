@@ -16,8 +16,8 @@ import pytest
 import twinimpact as ti
 from twinimpact.report.headline import headline_sentence, pick_headline
 from twinimpact.report.html import render_report, write_report
-from twinimpact.runner import StudyRun
-from twinimpact.study import parse_study
+from twinimpact.studies.runner import StudyRun
+from twinimpact.studies.spec import parse_study
 
 KW = dict(outcome="lemp", unit="countyreal", time="year", cohort="first.treat")
 EVIL = "<script>alert(1)</script>"

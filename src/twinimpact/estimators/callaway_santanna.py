@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from .._validation import _numeric, require_columns, require_frame, warn_dropped_missing
+from ..core.validation import _numeric, require_columns, require_frame, warn_dropped_missing
 from ..errors import (
     ConvergenceWarning,
     DataWarning,
@@ -196,7 +196,7 @@ def _time_codes(tt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _normalize_cohort(g: np.ndarray, last_period: float) -> np.ndarray:
-    """:func:`twinimpact._validation.normalize_cohort` for a float array (a new array):
+    """:func:`twinimpact.core.validation.normalize_cohort` for a float array (a new array):
     never treated coded NaN, 0 or after the last period -> NaN."""
     g = g.copy()
     with np.errstate(invalid="ignore"):

@@ -37,7 +37,8 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 
-from .._validation import prepare_panel, require_columns
+from ..core.fe import factorize
+from ..core.validation import prepare_panel, require_columns
 from ..errors import (
     DroppedRowsWarning,
     NotComputableWarning,
@@ -45,7 +46,6 @@ from ..errors import (
     format_message,
 )
 from ..results import EstimationResult, VcovSpec, make_result
-from ._fe import factorize
 from .imputation import (
     fit_untreated,
     predict,

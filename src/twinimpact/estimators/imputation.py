@@ -39,7 +39,8 @@ import numpy as np
 import pandas as pd
 from scipy import sparse, stats
 
-from .._validation import prepare_panel
+from ..core.fe import factorize
+from ..core.validation import prepare_panel
 from ..errors import (
     DroppedRowsWarning,
     EstimationError,
@@ -49,7 +50,6 @@ from ..errors import (
     format_message,
 )
 from ..results import EstimationResult, VcovSpec, make_result
-from ._fe import factorize
 
 __all__ = [
     "NormalSystem",

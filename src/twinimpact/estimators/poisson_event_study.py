@@ -45,7 +45,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from .._validation import prepare_panel, require_columns
+from ..core.validation import prepare_panel, require_columns
 from ..errors import (
     InputError,
     NotComputableWarning,

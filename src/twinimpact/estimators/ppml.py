@@ -39,7 +39,9 @@ import numpy as np
 import pandas as pd
 from scipy import special
 
-from .._validation import _numeric, require_columns, require_frame, warn_dropped_missing
+from ..core.fe import factorize, fe_dof
+from ..core.validation import _numeric, require_columns, require_frame, warn_dropped_missing
+from ..core.vcov import sandwich
 from ..errors import (
     ConvergenceWarning,
     DroppedRowsWarning,
@@ -49,9 +51,7 @@ from ..errors import (
     check_literal,
     format_message,
 )
-from ..inference.vcov import sandwich
 from ..results import EstimationResult, VcovSpec, make_result
-from ._fe import factorize, fe_dof
 from ._ppml_kernel import (
     WeightedFE,
     drop_singletons_and_fe_separation,
@@ -485,4 +485,4 @@ def ppml(data: pd.DataFrame, *, outcome: str, regressors: Sequence[str],
     return make_result("ppml", pd.Series(fit.coef, index=regressors), v, vspec, n,
                        spec=spec, diagnostics=diag, cls=PPMLResult,
                        nan_reason="collinear with the fixed effects or other regressors",
-                       extras={"rows_used": rows})
+                       extras={"rows_used": rows, "fitted": fit.mu})

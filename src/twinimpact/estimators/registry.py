@@ -22,6 +22,8 @@ ESTIMATORS: dict[str, str] = {
     "sun_abraham": "twinimpact.estimators.sun_abraham:sun_abraham",
     "imputation": "twinimpact.estimators.imputation:imputation",
     "did2s": "twinimpact.estimators.did2s:did2s",
+    "etwfe": "twinimpact.estimators.etwfe:etwfe",
+    "did_multiplegt": "twinimpact.estimators.did_multiplegt:did_multiplegt",
     "synthetic_did": "twinimpact.estimators.synthetic_did:synthetic_did",
     "ppml": "twinimpact.estimators.ppml:ppml",
     "poisson_event_study": "twinimpact.estimators.poisson_event_study:poisson_event_study",

@@ -37,7 +37,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from .._validation import prepare_panel
+from ..core.validation import prepare_panel
 from ..errors import (
     DroppedRowsWarning,
     EstimationError,

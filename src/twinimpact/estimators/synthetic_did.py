@@ -28,7 +28,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from .._validation import require_columns, require_frame
+from ..core.validation import require_columns, require_frame
 from ..errors import (
     EstimationError,
     InputError,

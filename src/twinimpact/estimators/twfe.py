@@ -4,11 +4,11 @@
 Both regress the outcome on treatment indicators (and optional covariates) with unit and
 time fixed effects. On a balanced unit x time panel without weights the treatment / event
 dummies are never demeaned: their cross-products and cluster score sums come from counts
-per unit and period (:func:`twinimpact.estimators._fe.ols_twoway_balanced`, O(n)).
+per unit and period (:func:`twinimpact.core.fe.ols_twoway_balanced`, O(n)).
 Otherwise the fixed effects are swept out of the dense design by alternating projections
-(:func:`twinimpact.estimators._fe.demean`); both give the same numbers (tested to 1e-12).
+(:func:`twinimpact.core.fe.demean`); both give the same numbers (tested to 1e-12).
 Standard errors follow R fixest's defaults
-(see :mod:`twinimpact.inference.vcov`): clustered by unit unless told otherwise,
+(see :mod:`twinimpact.core.vcov`): clustered by unit unless told otherwise,
 small-sample factors ``(n-1)/(n-K)`` with fixed effects nested in the cluster not
 counted in K, ``G/(G-1)``, and a t(G-1) reference distribution.
 
@@ -31,7 +31,9 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from .._validation import dense_codes, prepare_panel, require_columns
+from ..core.fe import demean, factorize, fe_dof, is_balanced_twoway, ols, ols_twoway_balanced
+from ..core.validation import dense_codes, prepare_panel, require_columns
+from ..core.vcov import sandwich
 from ..errors import (
     InputError,
     NotComputableWarning,
@@ -39,9 +41,7 @@ from ..errors import (
     check_literal,
     format_message,
 )
-from ..inference.vcov import sandwich
 from ..results import EstimationResult, make_result
-from ._fe import demean, factorize, fe_dof, is_balanced_twoway, ols, ols_twoway_balanced
 
 __all__ = ["EVENT_STUDY_METHODS", "event_study", "fit_fe_ols", "twfe"]
 
@@ -90,7 +90,7 @@ def _fit_codes(y: np.ndarray, x: np.ndarray, names: Sequence[str],
     With ``onehot`` (n,) the design is ``[indicators of onehot | x]`` (``onehot[i] = -1``:
     no indicator in row i; ``len(names) - x.shape[1]`` indicator columns). On a balanced
     unit x time panel without weights that design is fitted by
-    :func:`~twinimpact.estimators._fe.ols_twoway_balanced` (indicators never demeaned,
+    :func:`~twinimpact.core.fe.ols_twoway_balanced` (indicators never demeaned,
     cluster score sums from group sums); otherwise the dense design goes through the
     general path (alternating projections), which gives the same numbers.
     """

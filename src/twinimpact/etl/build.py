@@ -37,9 +37,24 @@ Columns of ``Panel.frame``
 --------------------------
 ``unit_id, reporter, partner, year, value`` (+ extra trade columns), ``cohort`` (Int64,
 first treated year; NA = never treated within the data), ``first_link_year`` (Int64,
-earliest counted link even after the window), ``n_twinnings`` (counted links established
-up to and including ``year``), ``rel_time`` (``year - cohort``, NA when never treated),
-``treated`` (0/1: ``year >= cohort``).
+earliest counted link even after the window), ``n_twinnings`` (counted links active in
+``year``: established up to and including ``year`` and not ended by it), ``rel_time``
+(``year - cohort``, NA when never treated), ``treated`` (0/1: ``year >= cohort``, absorbing)
+and ``twinned`` (0/1: ``n_twinnings > 0``, switches off when every link of the unit has
+ended).
+
+Links that end
+--------------
+A registry read with an end date (``read_twinnings(..., ended=...)``) gives ``ended_year``:
+the first year a link no longer counts (a link is active in ``established_year <= year <
+ended_year``). ``n_twinnings`` then falls when links end and ``twinned`` can go back to 0:
+a non-absorbing, non-binary treatment for :func:`~twinimpact.did_multiplegt`. ``cohort``,
+``treated`` and ``rel_time`` stay those of the first link (the absorbing designs). The
+manifest counts ended links (``steps.links.n_ended``, ``n_ended_within_window`` for those
+that stop counting after the first trade year and by the last,
+``n_ended_same_year`` for links that end in the year they start and so are never active)
+and units whose treatment switches off (``steps.panel.n_units_switching_off``). Without
+end dates every link stays active and nothing changes.
 
 Mapping to other tools: ``cohort`` is R did's ``gname`` (with NA instead of 0 for
 never-treated) and fixest ``sunab()``'s cohort; ``rel_time`` is the event time.
@@ -83,7 +98,7 @@ DEFAULT_RELATIONS: tuple[str, ...] = ("twinning",)
 N_EXAMPLES = 20
 
 _LINK_COLUMNS = ("source_row", "city", "country_iso3", "partner_city", "partner_iso3",
-                 "established_year", "relation")
+                 "established_year", "ended_year", "relation")
 
 
 def _relations(relations: Any) -> tuple[str, ...]:
@@ -236,6 +251,9 @@ def build_panel(trade: Any, twinnings: Any, *,
 
     # directed link sides: (reporter key, partner) -> year
     a = links.assign(link_year=links["established_year"].astype("int64"))
+    end_of = (a["ended_year"] if "ended_year" in a.columns
+              else pd.Series(pd.NA, index=a.index, dtype="Int64")).astype("Int64")
+    end_by_link = pd.Series(end_of.to_numpy(), index=a["source_row"].to_numpy())
     if level == "country_pair":
         fwd = pd.DataFrame({"link": a["source_row"].to_numpy(),
                             "unit_id": (a["country_iso3"] + "-" + a["partner_iso3"]).to_numpy(),
@@ -269,8 +287,13 @@ def build_panel(trade: Any, twinnings: Any, *,
     cohort = first.where(first <= trade_last)
     tr["first_link_year"] = tr["unit_id"].map(first).astype("Int64")
     tr["cohort"] = tr["unit_id"].map(cohort).astype("Int64")
-    # n_twinnings: counted links with link_year <= year (cumulative count per unit)
-    ev = sides.groupby(["unit_id", "link_year"]).size().rename("n").reset_index()
+    # n_twinnings: counted links active in the year (+1 when established, -1 when ended)
+    sides = sides.assign(end_year=sides["link"].map(end_by_link).astype("Int64"))
+    starts = sides[["unit_id", "link_year"]].assign(n=1)
+    ends = sides.loc[sides["end_year"].notna(), ["unit_id", "end_year"]].rename(
+        columns={"end_year": "link_year"}).assign(n=-1)
+    ev = (pd.concat([starts, ends.astype({"link_year": "int64"})], ignore_index=True)
+          .groupby(["unit_id", "link_year"])["n"].sum().reset_index())
     ev["cum"] = ev.groupby("unit_id")["n"].cumsum()
     tr = tr.sort_values(["unit_id", "year"], kind="mergesort").reset_index(drop=True)
     if len(ev):
@@ -284,6 +307,19 @@ def build_panel(trade: Any, twinnings: Any, *,
         tr["n_twinnings"] = np.zeros(len(tr), dtype="int64")
     tr["rel_time"] = (tr["year"].astype("Int64") - tr["cohort"]).astype("Int64")
     tr["treated"] = (tr["rel_time"] >= 0).fillna(False).astype("int8")
+    tr["twinned"] = (tr["n_twinnings"] > 0).astype("int8")
+    prev = tr.groupby("unit_id")["twinned"].shift(1)
+    switch_off = sorted(tr.loc[(prev == 1) & (tr["twinned"] == 0), "unit_id"].unique())
+    ended_links = links[links["source_row"].map(end_by_link).notna()]
+    ended_year = ended_links["source_row"].map(end_by_link).astype("int64")
+    ended_info = {
+        "n_ended": len(ended_links),
+        "n_ended_within_window": int(((ended_year > trade_first)
+                                      & (ended_year <= trade_last)).sum()),
+        "n_ended_same_year": int((ended_year == ended_links["established_year"]
+                                  .astype("int64")).sum()),
+        "examples_ended": _examples(ended_links.assign(ended_year=ended_year)),
+    }
     first_obs = tr.groupby("unit_id")["year"].min()
     before = sorted(u for u, g in cohort.dropna().items() if g < first_obs.get(u, g))
     if before:
@@ -291,9 +327,9 @@ def build_panel(trade: Any, twinnings: Any, *,
                  len(before))
     extra = [c for c in tr.columns if c not in
              ("unit_id", "reporter", "partner", "year", "value", "cohort", "first_link_year",
-              "n_twinnings", "rel_time", "treated")]
+              "n_twinnings", "rel_time", "treated", "twinned")]
     tr = tr[["unit_id", "reporter", "partner", "year", "value", "cohort", "rel_time",
-             "n_twinnings", "treated", "first_link_year", *extra]]
+             "n_twinnings", "treated", "twinned", "first_link_year", *extra]]
     tr.attrs = {}
 
     not_counted = {k: v for k, v in dropped.items() if not k.startswith("relation ")}
@@ -321,13 +357,15 @@ def build_panel(trade: Any, twinnings: Any, *,
                       "dropped": {},
                       "n_missing_value": int(tr["value"].isna().sum())},
             "links": {"n_in": n_links_in, "n_out": n_counted, "dropped": dropped,
-                      "examples": examples},
+                      "examples": examples, **ended_info},
             "panel": {"n_rows": len(tr), "n_units": int(tr["unit_id"].nunique()),
                       "n_treated_units": int(unit_cohort.notna().sum()),
                       "n_never_treated_units": int(unit_cohort.isna().sum()),
-                      "n_cohorts": int(unit_cohort.dropna().nunique())},
+                      "n_cohorts": int(unit_cohort.dropna().nunique()),
+                      "n_units_switching_off": len(switch_off)},
         },
         "units": {"first_link_after_window": late_units,
+                  "switching_off": switch_off,
                   "treated_before_first_observed_year": before},
         "altered": _altered(tw),
         "unmatched_cities": _unmatched(tw),

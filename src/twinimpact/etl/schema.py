@@ -124,12 +124,14 @@ _YEAR = re.compile(r"^\s*(\d{4})(?:\.0+)?\s*$")
 _MONTH = re.compile(r"^\s*(\d{4})-(\d{1,2})\s*$")
 
 
-def parse_established(values: pd.Series, *, column: str
+def parse_established(values: pd.Series, *, column: str, event: str = "established"
                       ) -> tuple[pd.Series, pd.Series]:
     """Parse years or dates into (``established_year`` Int64, ``established_date``).
 
     Missing stays missing. A value that is neither a 4-digit year nor a date raises
-    :class:`~twinimpact.errors.InputError` naming the column, row and value.
+    :class:`~twinimpact.errors.InputError` naming the column, row and value. ``event``
+    names the date in messages (``"established"`` or ``"ended"``; end dates are parsed
+    the same way).
 
     >>> y, d = parse_established(pd.Series([1983, "1998", "2004-09-04", "2016-10", None]),
     ...                          column="established")
@@ -166,7 +168,7 @@ def parse_established(values: pd.Series, *, column: str
                     ts = None
                 if ts is None or ts is pd.NaT:
                     raise InputError(format_message(
-                        "cannot parse the date a twinning was established",
+                        f"cannot parse the date a twinning was {event}",
                         where=f"column {column!r}, row {row_label(values.index[i])!r}", seen=v,
                         fix="use a 4-digit year (1983) or an ISO date (1983-10-03); fix or "
                             "blank the value"))

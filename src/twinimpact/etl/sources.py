@@ -42,6 +42,7 @@ from ..errors import (
 )
 from .cities import Gazetteer, default_gazetteer
 from .countries import to_iso3_series
+from .names import row_label
 from .provenance import file_sha256, frame_sha256
 from .schema import normalize_relations, parse_established
 
@@ -61,7 +62,7 @@ _UNSET: Any = object()
 #: Output columns of :func:`read_twinnings`, in order.
 TWINNING_OUTPUT = (
     "source_row", "city", "country", "partner_city", "partner_country", "established",
-    "established_year", "established_date", "relation", "relation_raw", "country_iso3",
+    "established_year", "established_date", "ended", "ended_year", "ended_date", "relation", "relation_raw", "country_iso3",
     "partner_iso3", "city_id", "city_match", "city_matched_name", "city_match_score",
     "partner_city_id", "partner_city_match", "partner_city_matched_name",
     "partner_city_match_score",
@@ -123,7 +124,7 @@ def read_twinnings(path_or_frame: Any, *, city: str = "city", country: str = "co
                    partner_city: str = "partner_city",
                    partner_country: str = "partner_country",
                    established: str | None = _UNSET, relation: str | None = _UNSET,
-                   home_country: str | None = None,
+                   ended: str | None = _UNSET, home_country: str | None = None,
                    country_aliases: Mapping[str, str] | None = None,
                    relation_map: Mapping[str, str] | None = None,
                    city_aliases: Mapping[tuple[str, str], str] | None = None,
@@ -139,6 +140,12 @@ def read_twinnings(path_or_frame: Any, *, city: str = "city", country: str = "co
         Column names in the source for the canonical roles. ``established`` and
         ``relation`` are optional: when the default name is absent they are left missing
         (``relation = "unknown"``); a name passed explicitly must exist.
+    ended : str, optional
+        Column with the date a link ended (lapsed, suspended or cancelled: Doncaster ended
+        all five of its links in 2009), parsed like ``established``; missing = still
+        active. Optional like ``established``: used when a column ``ended`` exists or a
+        name is passed. ``ended_year`` is the first calendar year the link no longer
+        counts (a link is active in ``established_year <= year < ended_year``).
     home_country : str, optional
         One country for every ``city`` (the German registry has no home-country column:
         ``home_country="DEU"``). Equivalently ``country="DEU"``: a ``country=`` value
@@ -212,7 +219,8 @@ def read_twinnings(path_or_frame: Any, *, city: str = "city", country: str = "co
     if constant is None:
         cols["country"] = _column(df, "country", country, what)
     for role, name, default in (("established", established, "established"),
-                                ("relation", relation, "relation")):
+                                ("relation", relation, "relation"),
+                                ("ended", ended, "ended")):
         if name is _UNSET:
             if default in df.columns:
                 cols[role] = default
@@ -234,6 +242,24 @@ def read_twinnings(path_or_frame: Any, *, city: str = "city", country: str = "co
         out["established"] = pd.Series([pd.NA] * n, dtype="string")
     out["established_year"] = year.to_numpy()
     out["established_date"] = date.to_numpy()
+    if "ended" in cols:
+        raw_end = data[cols["ended"]]
+        e_year, e_date = parse_established(raw_end, column=cols["ended"], event="ended")
+        out["ended"] = raw_end.astype("string")
+        bad = (e_year < year).fillna(False).to_numpy()
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise InputError(format_message(
+                f"{int(bad.sum())} link(s) end before they were established",
+                where=f"column {cols['ended']!r}, row {row_label(df.index[i])!r} "
+                      f"(established {int(year.iloc[i])})", seen=raw_end.iloc[i],
+                fix="check the end and start dates of these links (swap or blank them)"))
+    else:
+        e_year = pd.Series(pd.array([pd.NA] * n, dtype="Int64"))
+        e_date = pd.Series(np.full(n, np.datetime64("NaT"), dtype="datetime64[ns]"))
+        out["ended"] = pd.Series([pd.NA] * n, dtype="string")
+    out["ended_year"] = e_year.to_numpy()
+    out["ended_date"] = e_date.to_numpy()
     if "relation" in cols:
         raw_rel = data[cols["relation"]]
         out["relation"] = normalize_relations(raw_rel, column=cols["relation"],

@@ -30,9 +30,9 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from .._validation import prepare_panel
+from ..core.fe import demean, factorize, fe_dof
+from ..core.validation import prepare_panel
 from ..errors import InputError, SpecificationError, check_literal, format_message
-from ..estimators._fe import demean, factorize, fe_dof
 
 __all__ = ["RandomizationResult", "randomization_inference"]
 

@@ -45,9 +45,9 @@ import numpy as np
 import pandas as pd
 from scipy import optimize
 
-from .._validation import require_columns, require_frame
+from ..core.fe import demean, factorize, fe_dof
+from ..core.validation import require_columns, require_frame
 from ..errors import InputError, SpecificationError, check_literal, format_message
-from ..estimators._fe import demean, factorize, fe_dof
 
 __all__ = [
     "WEIGHT_TYPES",
@@ -417,14 +417,14 @@ def wild_cluster_bootstrap_result(result: Any, *, term: str, data: pd.DataFrame,
         if spec.get("treatment"):
             d["__D"] = d[spec["treatment"]].astype(float)
         else:
-            from .._validation import normalize_cohort
+            from ..core.validation import normalize_cohort
 
             tt = pd.to_numeric(d[time], errors="coerce").to_numpy(dtype=float)
             gg = normalize_cohort(d[spec["cohort"]], np.nanmax(tt))
             d["__D"] = (~np.isnan(gg) & (tt >= gg)).astype(float)
         regs = {"ATT": "__D"}
     else:
-        from .._validation import normalize_cohort
+        from ..core.validation import normalize_cohort
 
         tt = pd.to_numeric(d[time], errors="coerce").to_numpy(dtype=float)
         gg = normalize_cohort(d[spec["cohort"]], np.nanmax(tt))

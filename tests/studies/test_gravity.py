@@ -14,16 +14,16 @@ import pytest
 
 from twinimpact.errors import ColumnError, InputError, SpecificationError
 from twinimpact.estimators.ppml import ppml
-from twinimpact.gravity import (
+from twinimpact.results import VcovSpec, make_result
+from twinimpact.studies.gravity import (
     build_gravity_data,
     gravity_intensity,
     gravity_study,
     intensity_sentence,
     twinning_counts,
 )
-from twinimpact.results import VcovSpec, make_result
 
-from .conftest import DATA
+from ..conftest import DATA
 
 
 @pytest.fixture(scope="module")

@@ -46,7 +46,7 @@ Schema (every key, with defaults)::
 
     [[estimate]]                        # one block per estimator, in report order
     label = "TWFE"
-    estimator = "twfe"                  # any name in twinimpact.study.ESTIMATORS
+    estimator = "twfe"                  # any name in twinimpact.studies.spec.ESTIMATORS
     options = { ... }                   # estimator keywords
 
     [output]
@@ -65,7 +65,7 @@ Schema (every key, with defaults)::
 
     # kind = "case_study": one or two treated cities vs donor cities (SDID, SC, DID)
     [case]
-    series = "my_city_exports.csv"      # user data (format: twinimpact.casestudy);
+    series = "my_city_exports.csv"      # user data (format: twinimpact.studies.casestudy);
                                         # omitted: a clearly labelled SIMULATED series
     columns = { city = "city", partner = "partner", year = "year", exports = "exports" }
     treated_city = ["Qingdao", "Jinan"]
@@ -86,7 +86,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import SpecificationError, format_message, suggest
+from ..errors import SpecificationError, format_message, suggest
 
 __all__ = ["OUTCOME_TRANSFORMS", "Study", "load_study"]
 
@@ -153,7 +153,7 @@ class Study:
 
     def resolve(self, p: str | Path) -> Path:
         """Resolve a data path: absolute; relative to the study file; or to the repository."""
-        from ._paths import resolve_data_path
+        from .._paths import resolve_data_path
 
         return resolve_data_path(p, self.path.parent if self.path else None)
 
@@ -183,7 +183,7 @@ def _choice(key: str, value: Any, allowed: tuple[str, ...]) -> str:
 
 def parse_study(doc: dict[str, Any], path: Path | None = None) -> Study:
     """Validate a parsed TOML document and return a :class:`Study`."""
-    from .estimators.registry import ESTIMATORS
+    from ..estimators.registry import ESTIMATORS
 
     unknown = set(doc) - set(_SCHEMA)
     if unknown:

@@ -9,9 +9,8 @@ import math
 import pandas as pd
 import pytest
 
-import twinimpact as ti
 from twinimpact.cli import bundled_studies, main
-from twinimpact.runner import run_study, transform_outcome
+from twinimpact.studies.runner import run_study, transform_outcome
 
 pytestmark = pytest.mark.filterwarnings("ignore::twinimpact.errors.TwinImpactWarning")
 
@@ -104,9 +103,9 @@ def test_other_bundled_studies(name, tmp_path):
 def test_failures_are_reported_not_hidden(tmp_path):
     from dataclasses import replace
 
-    from twinimpact.study import EstimateSpec
+    from twinimpact.studies.spec import EstimateSpec, load_study
 
-    study = ti.runner.load_study(bundled_studies()["de_exports"])
+    study = load_study(bundled_studies()["de_exports"])
     study = replace(study, estimates=(EstimateSpec("TWFE", "twfe", {}),
                                       EstimateSpec("bad", "twfe", {"vcov": "robust"})),
                     tables=("markdown",), figures=(), report=False)

@@ -11,14 +11,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from twinimpact.casestudy import (
+from twinimpact.errors import InputError, SpecificationError
+from twinimpact.estimators.synthetic_did import synthetic_did
+from twinimpact.studies.casestudy import (
     SIMULATED_NOTE,
     CaseStudyResult,
     case_study,
     simulated_city_exports,
 )
-from twinimpact.errors import InputError, SpecificationError
-from twinimpact.estimators.synthetic_did import synthetic_did
 
 matplotlib.use("Agg")
 

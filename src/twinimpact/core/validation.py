@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .errors import (
+from ..errors import (
     ColumnError,
     DroppedRowsWarning,
     InputError,

@@ -34,10 +34,10 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from ._validation import require_columns, require_frame
-from .errors import InputError, SpecificationError, check_literal, format_message
-from .estimators.ppml import PPMLResult, ppml
-from .results import EstimationResult
+from ..core.validation import require_columns, require_frame
+from ..errors import InputError, SpecificationError, check_literal, format_message
+from ..estimators.ppml import PPMLResult, ppml
+from ..results import EstimationResult
 
 __all__ = [
     "BOOK_YEARS",
@@ -130,7 +130,7 @@ def _standardise_panel(panel: pd.DataFrame) -> pd.DataFrame:
 
 
 def _load_shipped_panel() -> pd.DataFrame:
-    from ._paths import find_repo_root
+    from .._paths import find_repo_root
 
     path = find_repo_root().joinpath("data", "raw", *PANEL_SOURCE)
     if not path.exists():
@@ -171,7 +171,7 @@ def build_gravity_data(twinnings: pd.DataFrame, panel: pd.DataFrame | None = Non
     Examples
     --------
     >>> import pandas as pd
-    >>> from twinimpact.gravity import build_gravity_data
+    >>> from twinimpact.studies.gravity import build_gravity_data
     >>> panel = pd.DataFrame({"exporter": ["DEU", "FRA", "DEU", "FRA"],
     ...     "importer": ["FRA", "DEU", "DEU", "FRA"], "year": 1990, "trade": [5., 4., 50., 40.],
     ...     "pair_id": [1, 1, 2, 3], "dist": [500., 500., 100., 120.], "cntg": 1, "lang": 0,
@@ -303,7 +303,7 @@ def gravity_study(twinnings: pd.DataFrame | None = None, panel: pd.DataFrame | N
     ``border_year``, ``cluster``, PPML options).
     """
     if twinnings is None:
-        from .etl.sources import load_german_twinnings
+        from ..etl.sources import load_german_twinnings
 
         twinnings = load_german_twinnings()
     if alpha <= 0 or alpha >= 1:

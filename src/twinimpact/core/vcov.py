@@ -80,7 +80,7 @@ def sandwich(scores: np.ndarray | None, bread: np.ndarray, *, kind: str, n: int,
         Instead of ``scores`` (which may then be None): a function mapping dense cluster
         codes (n,) to the (G, k) per-cluster score sums, and ``None`` to the (n, k)
         per-observation scores. Lets a fast path (e.g.
-        :meth:`twinimpact.estimators._fe.TwoWayOLSFit.cluster_sums`) skip the n x k score
+        :meth:`twinimpact.core.fe.TwoWayOLSFit.cluster_sums`) skip the n x k score
         matrix; the result is the same.
     """
     check_literal("vcov", kind, VCOV_KINDS)

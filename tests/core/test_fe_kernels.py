@@ -11,10 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from twinimpact._validation import dense_codes, prepare_panel
-from twinimpact.errors import InputError
-from twinimpact.estimators import _fe
-from twinimpact.estimators._fe import (
+from twinimpact.core import fe as _fe
+from twinimpact.core.fe import (
     demean,
     fe_dof,
     is_balanced_twoway,
@@ -22,7 +20,9 @@ from twinimpact.estimators._fe import (
     ols_twoway_balanced,
     solve_normal,
 )
-from twinimpact.inference.vcov import _intersection_codes, sandwich
+from twinimpact.core.validation import dense_codes, prepare_panel
+from twinimpact.core.vcov import _intersection_codes, sandwich
+from twinimpact.errors import InputError
 
 #: fast path vs dense oracle: both are exact projections; only the order of floating-point
 #: sums differs, so agreement is at rounding level relative to the largest entry

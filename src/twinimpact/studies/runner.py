@@ -21,10 +21,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ._io import atomic_path, atomic_write_text
-from ._paths import find_repo_root
-from .errors import InputError, TwinImpactError, TwinImpactWarning, format_message
-from .study import Study, load_study
+from .._io import atomic_path, atomic_write_text
+from .._paths import find_repo_root
+from ..errors import InputError, TwinImpactError, TwinImpactWarning, format_message
+from .spec import Study, load_study
 
 __all__ = ["StudyRun", "run_study"]
 
@@ -83,7 +83,7 @@ def transform_outcome(frame: pd.DataFrame, transform: str, value: str = "value"
 
 
 def _load_inputs(study: Study) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
-    from .etl import read_trade, read_twinnings
+    from ..etl import read_trade, read_twinnings
 
     tw = study.twinnings
     twin = read_twinnings(study.resolve(tw["path"]), **tw.get("columns", {}),
@@ -113,7 +113,7 @@ def _load_inputs(study: Study) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, An
 
 def _estimate(study: Study, frame: pd.DataFrame, roles: dict[str, str]
               ) -> tuple[dict[str, Any], dict[str, str], list[str]]:
-    from .estimators.registry import call_with_supported, get_estimator
+    from ..estimators.registry import call_with_supported, get_estimator
 
     results: dict[str, Any] = {}
     failures: dict[str, str] = {}
@@ -184,7 +184,7 @@ def _run_panel(study: Study, processed: Path) -> StudyRun:
     with _step("Reading twinnings and trade", 1, n_steps):
         twin, trade, filters = _load_inputs(study)
     with _step("Building the analysis panel", 2, n_steps):
-        from .etl import build_panel
+        from ..etl import build_panel
 
         tw = study.twinnings
         panel = build_panel(trade, twin, level=study.level, rule=tw.get("rule", "first"),
@@ -209,20 +209,20 @@ def _run_panel(study: Study, processed: Path) -> StudyRun:
 def _write_data(frame: pd.DataFrame, manifest: dict[str, Any], folder: Path,
                 name: str) -> tuple[Any, Path]:
     """Write ``frame`` + ``manifest.json`` atomically; return a Panel-like holder and path."""
-    from .panel import Panel
+    from ..panel import Panel
 
     panel = Panel(frame, manifest)
     return panel, panel.to_parquet(folder / name)
 
 
 def _file_input(path: Path) -> dict[str, Any]:
-    from .etl.provenance import file_sha256
+    from ..etl.provenance import file_sha256
 
     return {"kind": "file", "path": str(path), "sha256": file_sha256(path)}
 
 
 def _read_twinnings_cfg(study: Study) -> pd.DataFrame:
-    from .etl import read_twinnings
+    from ..etl import read_twinnings
 
     tw = study.twinnings
     return read_twinnings(study.resolve(tw["path"]), **tw.get("columns", {}),
@@ -403,7 +403,7 @@ def _run_case_study(study: Study, processed: Path) -> StudyRun:
 
 
 def _write_outputs(run: StudyRun, folder: Path, *, write_report: bool) -> None:
-    from .report import plot_event_study, table
+    from ..report import plot_event_study, table
 
     study = run.study
     folder.mkdir(parents=True, exist_ok=True)
@@ -463,7 +463,7 @@ def _write_outputs(run: StudyRun, folder: Path, *, write_report: bool) -> None:
     produced.add(p)
     if write_report and study.report:
         try:
-            from .report.html import write_report as _write_html
+            from ..report.html import write_report as _write_html
         except ImportError:
             _write_html = None
         if _write_html is not None:

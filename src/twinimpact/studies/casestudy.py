@@ -30,7 +30,7 @@ A clearly labelled simulated example ships with the package
 template runs without private data::
 
     import twinimpact as ti
-    from twinimpact.casestudy import case_study, simulated_city_exports
+    from twinimpact.studies.casestudy import case_study, simulated_city_exports
     series = simulated_city_exports()
     cs = case_study(series, treated_city="Qingdao", partner="GBR", treated_from=2011)
     print(cs.summary())
@@ -47,15 +47,15 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from ._validation import require_columns, require_frame
-from .errors import (
+from ..core.validation import require_columns, require_frame
+from ..errors import (
     InputError,
     SpecificationError,
     check_literal,
     format_message,
     suggest,
 )
-from .estimators.synthetic_did import SyntheticDIDResult, plot_synthetic, synthetic_did
+from ..estimators.synthetic_did import SyntheticDIDResult, plot_synthetic, synthetic_did
 
 __all__ = [
     "SIMULATED_NOTE",
@@ -83,7 +83,7 @@ def simulated_city_exports(seed: int = 2024, *, treated_city: str = "Qingdao",
     loading on a common cycle, AR(1) noise); the treated city's exports rise by
     ``effect`` log points (``exp(effect) - 1`` in percent) from ``twinning_year`` on.
     City names are used as labels only; every row carries ``note`` =
-    :data:`SIMULATED_NOTE` and ``source`` = ``"twinimpact.casestudy.simulated_city_exports
+    :data:`SIMULATED_NOTE` and ``source`` = ``"twinimpact.studies.casestudy.simulated_city_exports
     (seed=...)"``, and ``DataFrame.attrs["note"]`` says the same.
 
     Returns
@@ -94,7 +94,7 @@ def simulated_city_exports(seed: int = 2024, *, treated_city: str = "Qingdao",
 
     Examples
     --------
-    >>> from twinimpact.casestudy import simulated_city_exports
+    >>> from twinimpact.studies.casestudy import simulated_city_exports
     >>> s = simulated_city_exports()
     >>> s["note"].unique().tolist()
     ['SIMULATED — not real data']
@@ -126,7 +126,7 @@ def simulated_city_exports(seed: int = 2024, *, treated_city: str = "Qingdao",
             rows.append((c, partner, int(y), float(np.exp(log_y))))
     out = pd.DataFrame(rows, columns=["city", "partner", "year", "exports"])
     out["note"] = SIMULATED_NOTE
-    out["source"] = f"twinimpact.casestudy.simulated_city_exports(seed={seed})"
+    out["source"] = f"twinimpact.studies.casestudy.simulated_city_exports(seed={seed})"
     out.attrs["note"] = (f"{SIMULATED_NOTE}: simulated {treated_city}->{partner} exports, "
                          f"twinning effect {effect} log points from {twinning_year}")
     return out
@@ -264,7 +264,7 @@ def case_study(series: pd.DataFrame, *, treated_city: str | Sequence[str],
 
     Examples
     --------
-    >>> from twinimpact.casestudy import case_study, simulated_city_exports
+    >>> from twinimpact.studies.casestudy import case_study, simulated_city_exports
     >>> cs = case_study(simulated_city_exports(), treated_city="Qingdao", partner="GBR",
     ...                 treated_from=2011, n_reps=20, seed=1)
     >>> list(cs.table.index)
@@ -353,7 +353,7 @@ def case_study(series: pd.DataFrame, *, treated_city: str | Sequence[str],
     curves = pd.DataFrame({m: r.effect_curve() for m, r in res.items()})
     notes: list[str] = []
     if "note" in series.columns and (series["note"] == SIMULATED_NOTE).any():
-        notes.append(f"Data: {SIMULATED_NOTE} (twinimpact.casestudy.simulated_city_exports); "
+        notes.append(f"Data: {SIMULATED_NOTE} (twinimpact.studies.casestudy.simulated_city_exports); "
                      "the numbers illustrate the template and say nothing about real trade.")
     if len(cities) == 1 and se == "placebo":
         notes.append("One treated city: standard errors come from placebo re-assignments "
@@ -424,7 +424,7 @@ def _honest_step(panel: pd.DataFrame, city: str, year: str, alpha: float,
                 msg, fix="install a twinimpact version with honest_did, or pass "
                          "honest=False")) from None
         return None, None, msg
-    from .estimators.twfe import event_study
+    from ..estimators.twfe import event_study
 
     es = event_study(panel, outcome="outcome", unit=city, time=year, cohort="cohort",
                      ref=-1, alpha=alpha)

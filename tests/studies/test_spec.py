@@ -9,7 +9,7 @@ import pytest
 
 from twinimpact.cli import bundled_studies, main
 from twinimpact.errors import SpecificationError
-from twinimpact.study import load_study, parse_study
+from twinimpact.studies.spec import load_study, parse_study
 
 ROOT = Path(__file__).resolve().parents[1]
 

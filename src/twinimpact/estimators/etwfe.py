@@ -1,0 +1,694 @@
+"""Wooldridge's extended two-way fixed effects (ETWFE), linear and Poisson.
+
+``etwfe`` fits one coefficient per treated cohort x period cell ("saturated" TWFE;
+Wooldridge 2021 for the linear model, 2023 for the exponential mean) and
+:meth:`ETWFEResult.aggregate` averages the implied effects over treated observations
+(R ``emfx``): ``"simple"``, ``"dynamic"`` (alias ``"event"``), ``"group"``, ``"calendar"``,
+with delta-method standard errors. Under ``family="poisson"`` the averages are differences
+in levels (response scale, as ``emfx``) and are also stated as proportional changes.
+``fixed_effects`` replaces the unit and period fixed effects by any sets, which nests
+ETWFE in structural gravity (exporter-year, importer-year and pair fixed effects with
+the pair as the treated unit; Nagengast & Yotov 2025).
+
+Keyword mapping
+---------------
+======================== ======================================= ==========================
+twinimpact               R ``etwfe`` 0.6 / ``emfx``              Stata ``jwdid``
+======================== ======================================= ==========================
+``outcome``              ``fml`` left-hand side                  depvar
+``covariates``           ``fml`` right-hand side (``y ~ x1+x2``) indepvars
+``unit``                 ``ivar`` (unit FE)                      ``ivar()``
+``time``, ``cohort``     ``tvar``, ``gvar``                      ``tvar()``, ``gvar()``
+``control_group``        ``cgroup = "notyet" / "never"``         default / ``never``
+``family``               ``family = NULL / "poisson"``           ``method(poisson)``
+``fixed_effects``        ``ivar = NULL`` gives ``(gvar, tvar)``   ``ivar()`` / none
+``xvar``                 ``xvar``                                --
+``cluster``              ``vcov = ~id``                          ``cluster()``
+``aggregate(type)``      ``emfx(type = ...)``                    ``estat simple/event/...``
+``aggregate(scale=...)`` ``emfx(predict = "response"/"link")``   --
+======================== ======================================= ==========================
+
+By default the fixed effects are ``unit`` and ``time`` (``jwdid`` with ``ivar``, R
+``etwfe(ivar = ...)``); R ``etwfe``'s default (cohort and period fixed effects, the
+pooled form) is ``fixed_effects=(cohort, time)``. Both give the same linear estimates on
+balanced panels with time-constant covariates; for the Poisson model the pooled form is
+R's (``fe = "none"``: the dummies are estimated, which gives the same coefficients as
+absorbing them).
+
+References
+----------
+Wooldridge, J. M. (2021). Two-way fixed effects, the two-way Mundlak regression, and
+difference-in-differences estimators. SSRN 3906345.
+Wooldridge, J. M. (2023). Simple approaches to nonlinear difference-in-differences with
+panel data. *The Econometrics Journal* 26(3), C31-C66.
+Nagengast, A. J. & Yotov, Y. V. (2025). Staggered difference-in-differences in gravity
+settings: revisiting the effects of trade agreements. *AEJ: Applied* 17(1), 271-296.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from ..core.fe import factorize
+from ..core.validation import prepare_panel, require_columns, require_frame
+from ..core.vcov import sandwich
+from ..errors import (
+    DroppedRowsWarning,
+    EstimationError,
+    InputError,
+    NotComputableWarning,
+    SpecificationError,
+    check_literal,
+    format_message,
+)
+from ..results import EstimationResult, VcovSpec, make_result
+from ._etwfe_numerics import (
+    Design,
+    _fmt,
+    build_design,
+    cell_effect_rows,
+    delta_method_poisson,
+    group_demean,
+)
+from ._ppml_kernel import WeightedFE
+from .ppml import _as_tuple, _fe_name, fe_codes, ppml
+from .ppml import _fe_columns as _fe_cols
+from .twfe import fit_fe_ols
+
+__all__ = ["ETWFEAggregateResult", "ETWFEResult", "etwfe"]
+
+ESTIMATOR = "etwfe"
+CONTROL_GROUPS = ("not_yet_treated", "never_treated")
+FAMILIES = ("gaussian", "poisson")
+AGGREGATIONS = ("simple", "dynamic", "group", "calendar")
+FixedEffect = str | Sequence[str]
+
+
+@dataclass(frozen=True)
+class PretrendWald:
+    """Joint Wald test that the pre-treatment event-time effects are zero."""
+
+    statistic: float
+    df: int
+    p_value: float
+    kind: str = "Wald chi2"
+    n_coefficients: int = 0
+
+
+# ============================================================================ results
+@dataclass(frozen=True, eq=False, repr=False)
+class ETWFEResult(EstimationResult):
+    """Cell coefficients of :func:`etwfe` (terms ``ATT(g,t)``, ``term_info`` has
+    ``cohort`` and ``time``); :meth:`aggregate` gives R ``emfx``'s averages."""
+
+    def aggregate(self, type: Literal["simple", "dynamic", "event", "group", "calendar"]
+                  = "simple", *, by_xvar: bool = False,
+                  scale: Literal["response", "link"] = "response") -> ETWFEAggregateResult:
+        """Average the cell effects over treated observations (R ``emfx``).
+
+        Parameters
+        ----------
+        type : ``"simple"`` (one ``ATT`` row), ``"dynamic"`` / ``"event"`` (rows per
+            ``rel_time = t - g``), ``"group"`` (per ``cohort``), ``"calendar"`` (per
+            ``time``); every aggregation also has the ``ATT`` row (the simple average).
+            Each treated observation has weight one, as ``emfx`` (without compression).
+            With ``control_group="never_treated"`` the dynamic aggregation also has the
+            pre-treatment event times (placebos; the reference ``-1`` is omitted) and a
+            joint Wald pre-trend test in ``pretrend_test``; the other aggregations use the
+            post-treatment cells only.
+        by_xvar : one row per value of ``xvar`` for each key (column ``xvar``).
+        scale : ``"response"`` (default; for Poisson: the average difference of the
+            predicted means with and without the treatment, ``emfx(predict =
+            "response")``) or ``"link"`` (average of the log-scale cell effects). For the
+            linear model both are the same.
+
+        Standard errors: delta method with the full variance of the fit. For the Poisson
+        model the gradient includes the fixed effects (R ``emfx`` on ``etwfe(fe =
+        "none")``), computed without forming their variance (see
+        :func:`~twinimpact.estimators._etwfe_numerics.delta_method_poisson`). Intervals
+        use the normal distribution (as ``emfx``).
+        """
+        return _aggregate(self, type, by_xvar=by_xvar, scale=scale)
+
+
+@dataclass(frozen=True, eq=False, repr=False)
+class ETWFEAggregateResult(EstimationResult):
+    """Averaged ETWFE effects; for Poisson also :meth:`proportional`."""
+
+    pretrend_test: Any = None
+
+    def to_frame(self, alpha: float = 0.05) -> pd.DataFrame:
+        out = super().to_frame(alpha)
+        if self.term_info is not None and "xvar" in self.term_info.columns:
+            out.insert(2, "xvar", self.term_info["xvar"].to_numpy())
+        return out
+
+    tidy = to_frame
+
+    def proportional(self, alpha: float = 0.05) -> pd.DataFrame:
+        """Effects as proportional changes of the treated observations' mean outcome.
+
+        ``effect = sum(mu1) / sum(mu0) - 1`` per row (mu1, mu0: predicted means with and
+        without the treatment), its delta-method ``std_error`` and an interval from the
+        log ratio transformed back (so it stays above -1). Poisson, response scale only.
+        """
+        prop = self.extras.get("proportional")
+        if prop is None:
+            raise SpecificationError(format_message(
+                "proportional changes exist for family='poisson' aggregations on the "
+                "response scale only", seen=self.spec.get("family"),
+                fix="fit etwfe(..., family='poisson') and aggregate(scale='response')"))
+        est, var_ratio, log_r, var_log = (np.asarray(prop[k]) for k in
+                                          ("effect", "var", "log_ratio", "var_log"))
+        crit = float(stats.norm.ppf(1 - alpha / 2))
+        se_log = np.sqrt(np.clip(var_log, 0, None))
+        out = pd.DataFrame({"term": list(self.terms), "effect": est,
+                            "std_error": np.sqrt(np.clip(var_ratio, 0, None)),
+                            "ci_lower": np.expm1(log_r - crit * se_log),
+                            "ci_upper": np.expm1(log_r + crit * se_log)})
+        if self.term_info is not None:
+            for col in ("cohort", "time", "rel_time", "xvar"):
+                if col in self.term_info.columns:
+                    out[col] = self.term_info[col].to_numpy()
+        return out
+
+
+# ============================================================================ estimator
+def etwfe(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort: str,
+          covariates: Sequence[str] | None = None,
+          control_group: Literal["not_yet_treated", "never_treated"] = "not_yet_treated",
+          family: Literal["gaussian", "poisson"] = "gaussian",
+          fixed_effects: Sequence[FixedEffect] | None = None, xvar: str | None = None,
+          cluster: str | Sequence[str] | None = None,
+          vcov: Literal["iid", "hetero", "cluster"] | None = None,
+          alpha: float = 0.05) -> ETWFEResult:
+    """Extended two-way fixed effects (Wooldridge 2021, 2023), R ``etwfe`` / Stata ``jwdid``.
+
+    Model: ``E[y_it] = h(FE_it + sum_{g,s} tau_gs D_gs,it + covariate terms)`` with
+    ``h`` the identity (``family="gaussian"``, OLS) or ``exp`` (``"poisson"``, PPML;
+    zeros kept) and ``D_gs,it = 1`` when unit ``i`` belongs to cohort ``g`` and ``t = s``
+    for every treated cell:
+
+    * ``control_group="not_yet_treated"`` (default): cells ``t >= g``; untreated rows of
+      every unit (never and not-yet treated) identify the counterfactual. Without
+      never-treated units the last cohort is the control and periods from its adoption
+      on are dropped (counted), as R ``etwfe``.
+    * ``"never_treated"``: cells for every ``t != g - 1`` of every treated cohort (the
+      pre-treatment cells are placebo estimates); only never-treated units are controls.
+
+    Covariates (R etwfe): ``c`` enters raw, interacted with cohort dummies (all but the
+    control cohort) and period dummies (all but the first period), and demeaned within
+    cohort (``c_dm``) interacted with every cell; ``xvar`` (a heterogeneity variable) is
+    demeaned within cohort x period and interacted with every cell and with the period
+    dummies. Terms absorbed by the fixed effects are dropped as collinear.
+
+    Parameters
+    ----------
+    data : DataFrame, long panel (one row per unit x period). Not modified.
+    outcome, unit, time, cohort : column names. ``cohort`` is the first treated period
+        (NaN / 0 / after the last period = never treated) and must be constant within
+        ``unit``. Units treated in or before the first observed period have no
+        pre-treatment period and are dropped (counted, with a warning).
+    covariates : numeric columns.
+    family : ``"gaussian"`` or ``"poisson"`` (non-negative outcome).
+    fixed_effects : sequence of columns or tuples of columns (interactions) replacing the
+        default ``(unit, time)``; e.g. ``("exp_year", "imp_year", "pair")`` for a gravity
+        panel with ``unit="pair"`` (the treatment must be constant within pair x period).
+    xvar : column with the heterogeneity variable (``aggregate(by_xvar=True)``).
+    cluster : cluster column(s); default ``unit`` (the level at which treatment is
+        assigned). ``vcov`` : ``"iid"`` / ``"hetero"`` / ``"cluster"`` (default
+        ``"cluster"``).
+    alpha : default interval level.
+
+    Returns
+    -------
+    ETWFEResult
+        Terms ``ATT(g,t)`` (``term_info``: ``cohort``, ``time``), the coefficients of the
+        cells: log-points for Poisson. ``extras["full"]`` holds every coefficient of the
+        fit (covariate terms too). Cells with no comparison (collinear with the fixed
+        effects, or all their observations separated) are NaN with a warning that counts
+        them. ``diagnostics["dropped_rows"]`` counts every dropped row and why.
+
+    Examples
+    --------
+    >>> import numpy as np, pandas as pd, twinimpact as ti
+    >>> rng = np.random.default_rng(0)
+    >>> d = pd.DataFrame({"id": np.repeat(np.arange(90), 6), "t": np.tile(np.arange(6), 90)})
+    >>> d["g"] = np.repeat(rng.choice([0, 3, 4], 90), 6)
+    >>> d["y"] = d["id"] % 7 + 0.3 * d["t"] + ((d["g"] > 0) & (d["t"] >= d["g"])) \
++ rng.normal(0, 0.1, len(d))
+    >>> r = ti.etwfe(d, outcome="y", unit="id", time="t", cohort="g")
+    >>> round(float(r.aggregate("simple").params["ATT"]), 1)
+    1.0
+    """
+    check_literal("control_group", control_group, CONTROL_GROUPS)
+    check_literal("family", family, FAMILIES)
+    if not (isinstance(alpha, int | float) and 0 < alpha < 1):
+        raise SpecificationError(format_message("alpha must be in (0, 1)", seen=alpha,
+                                                fix="pass e.g. alpha=0.05"))
+    ctrl_names = list(_as_tuple(covariates))
+    if fixed_effects is None:
+        fes: list[FixedEffect] = [unit, time]
+    else:
+        fes = [fixed_effects] if isinstance(fixed_effects, str) else list(fixed_effects)
+        if not fes:
+            raise SpecificationError(format_message(
+                "fixed_effects= is empty", fix=f"leave it None for ({unit!r}, {time!r}) or "
+                "name the sets, e.g. ('exp_year', 'imp_year', 'pair')"))
+    clus = _as_tuple(cluster) or (unit,)
+    if vcov is None:
+        vcov = "cluster"
+    check_literal("vcov", vcov, ("iid", "hetero", "cluster"))
+    if xvar is not None and xvar in ctrl_names:
+        raise SpecificationError(format_message(
+            "xvar is also a covariate", seen=xvar, fix="list it in one of the two only"))
+    # work on a renamed copy of the columns we need (role names cannot collide)
+    fe_cols = list(dict.fromkeys(c for f in fes for c in _fe_cols(f)))
+    aux = list(dict.fromkeys([*fe_cols, *clus]))
+    require_frame(data)
+    require_columns(data, [outcome, unit, time, cohort, *ctrl_names, xvar, *aux])
+    work = pd.DataFrame({"__y": data[outcome].to_numpy(), "__u": data[unit].to_numpy(),
+                         "__t": data[time].to_numpy(), "__g": data[cohort].to_numpy()},
+                        index=data.index)
+    num_extra = [f"__c{j}" for j in range(len(ctrl_names))]
+    for j, c in enumerate(ctrl_names):
+        work[num_extra[j]] = data[c].to_numpy()
+    aux_map = {c: f"__a{j}" for j, c in enumerate(aux)}
+    for c, a in aux_map.items():
+        work[a] = data[c].to_numpy()
+    if xvar is not None:
+        work["__x"] = data[xvar].to_numpy()
+    panel = prepare_panel(work, outcome="__y", unit="__u", time="__t", cohort="__g",
+                          extra=list(aux_map.values()) + (["__x"] if xvar else []), numeric_extra=num_extra,
+                          estimator=ESTIMATOR,
+                          allow_duplicates=fixed_effects is not None)
+    names_back = {"__y": outcome, "__u": unit, "__t": time, "__g": cohort}
+    dropped = {_rename(k, names_back, aux_map, ctrl_names, xvar): v
+               for k, v in panel.dropped.items()}
+    f = panel.frame
+    y = f["y"].to_numpy(dtype=float)
+    t = f["time"].to_numpy(dtype=float)
+    g = f["cohort"].to_numpy(dtype=float)
+    if family == "poisson" and (y < 0).any():
+        i = int(np.flatnonzero(y < 0)[0])
+        raise InputError(format_message(
+            f"{ESTIMATOR}: family='poisson' needs a non-negative outcome {outcome!r} "
+            f"({int((y < 0).sum())} negative value(s))",
+            where=f"{unit} = {f['unit'].iloc[i]!r}, {time} = {_fmt(t[i])}", seen=float(y[i]),
+            fix="model the outcome in levels (trade flows, counts) or use family='gaussian'"))
+    tmin = float(t.min())
+    keep = np.ones(len(f), dtype=bool)
+    always = np.isfinite(g) & (g <= tmin)
+    if always.any():
+        dropped[f"treated in or before the first period {_fmt(tmin)} (no pre-treatment "
+                "period)"] = int(always.sum())
+        keep &= ~always
+    never = ~np.isfinite(g)
+    ref_cohort = never.copy()
+    if control_group == "never_treated":
+        if not (never & keep).any():
+            raise EstimationError(format_message(
+                f"{ESTIMATOR}: control_group='never_treated' but no unit is never treated",
+                where=f"column {cohort!r}", seen=sorted(set(g[keep].tolist()))[:10],
+                fix="use control_group='not_yet_treated' (the last cohort then serves as "
+                    "control)"))
+    elif not (never & keep).any():
+        glast = float(np.nanmax(g[keep]))
+        ref_cohort = g == glast
+        late = keep & (t >= glast)
+        if late.any():
+            dropped[f"period on or after the last cohort {_fmt(glast)} (no not-yet-treated "
+                    "control left)"] = int(late.sum())
+            keep &= ~late
+    if dropped and any(k.startswith(("treated in", "period on")) for k in dropped):
+        warnings.warn(format_message(
+            f"{ESTIMATOR}: dropped rows without a comparison",
+            seen={k: v for k, v in dropped.items() if k.startswith(("treated in", "period on"))},
+            fix="counts are in result.diagnostics['dropped_rows']"),
+            DroppedRowsWarning, stacklevel=2)
+    # covariates demeaned on the rows passed (R: before etwfe drops the .Dtreat-NA rows)
+    cohort_code = factorize(np.where(np.isfinite(g), g, -np.inf))[0]
+    ctrls = f[[f"__c{j}" for j in range(len(ctrl_names))]].to_numpy(dtype=float) \
+        if ctrl_names else None
+    ctrls_dm = group_demean(ctrls, cohort_code) if ctrls is not None else None
+    xv = f["__x"].to_numpy() if xvar is not None else None
+    xvar_dm = None
+    xvar_names: list[str] = []
+    if xv is not None:
+        xmat, xvar_names, xv = _xvar_matrix(xv, xvar)
+        gt_code = factorize(cohort_code.astype(np.int64) * (len(t) + 1)
+                            + factorize(t)[0])[0]
+        xvar_dm = group_demean(xmat, gt_code)
+    rows = np.flatnonzero(keep)
+    g_k, t_k = g[rows], t[rows]
+    treated_cohort = np.isfinite(g_k) & ~ref_cohort[rows]
+    if control_group == "not_yet_treated":
+        in_cell = treated_cohort & (t_k >= g_k)
+    else:
+        in_cell = treated_cohort & (t_k != g_k - 1)
+    if not in_cell.any():
+        raise EstimationError(format_message(
+            f"{ESTIMATOR}: no treated cohort x period cell in the data",
+            where=f"column {cohort!r}", seen=sorted(set(g[keep].tolist()))[:10],
+            fix="check the cohort column (first treated period; NaN or 0 = never treated)"))
+    design = build_design(
+        g_k, t_k, in_cell, ctrls=None if ctrls is None else ctrls[rows],
+        ctrl_names=ctrl_names, ctrls_dm=None if ctrls_dm is None else ctrls_dm[rows],
+        xvar_dm=None if xvar_dm is None else xvar_dm[rows], xvar_names=xvar_names,
+        ref_cohort_rows=ref_cohort[rows], tref=float(t_k.min()))
+    sub = f.iloc[rows].reset_index(drop=True)
+    fe_frame = pd.DataFrame({c: sub[aux_map[c]].to_numpy() for c in aux})
+    if fixed_effects is None:
+        fe_frame[unit] = sub["unit"].to_numpy()
+        fe_frame[time] = sub["time"].to_numpy()
+    if family == "gaussian":
+        fit = _fit_linear(y[rows], design, fes, fe_frame, clus, vcov)
+    else:
+        fit = _fit_poisson(y[rows], design, fes, fe_frame, clus, vcov, dropped)
+    full = fit["params"]
+    n_cells = design.n_cells
+    cell_names = list(design.names[:n_cells])
+    coef = full.to_numpy()[:n_cells]
+    cov = fit["vcov"][:n_cells, :n_cells]
+    if not np.isfinite(coef).any():
+        raise EstimationError(format_message(
+            f"{ESTIMATOR}: no treated cell can be identified: every cohort x period "
+            "indicator is collinear with the fixed effects (the treatment varies only "
+            "across fixed-effect cells, or all treated observations were separated)",
+            where=f"fixed effects {tuple(_fe_name(x) for x in fes)}",
+            fix="use fixed effects coarser than unit x period (e.g. exporter-year, "
+                "importer-year and pair with unit = pair)"))
+    n_nan = int((~np.isfinite(coef)).sum())
+    diag = {"n_input_rows": panel.n_input, "n_used_rows": int(fit["nobs"]),
+            "dropped_rows": dropped, "n_cells": n_cells, "n_cells_not_identified": n_nan,
+            "collinear": fit["collinear"], **fit.get("diag", {})}
+    if n_nan:
+        bad = [c for c, b in zip(cell_names, coef, strict=True) if not np.isfinite(b)]
+        diag.setdefault("notes", []).append(
+            f"{n_nan} cell(s) without a comparison (collinear with the fixed effects or "
+            f"all observations separated): {bad[:10]}")
+    term_info = pd.DataFrame({"cohort": design.cells[:, 0], "time": design.cells[:, 1]},
+                             index=cell_names)
+    spec = {"outcome": outcome, "unit": unit, "time": time, "cohort": cohort,
+            "covariates": tuple(ctrl_names), "control_group": control_group,
+            "family": family, "fixed_effects": tuple(_fe_name(x) for x in fes),
+            "xvar": xvar, "cluster": clus if vcov == "cluster" else (), "vcov": vcov,
+            "alpha": alpha}
+    state = {"design": design, "rows_fit": fit["rows_fit"], "full": full,
+             "full_vcov": fit["vcov"], "in_cell": in_cell, "g": g_k, "t": t_k,
+             "xvar_values": None if xv is None else xv[rows], "poisson": fit.get("poisson"),
+             "control_group": control_group}
+    return make_result(ESTIMATOR, pd.Series(coef, index=cell_names), cov, fit["vcov_spec"],
+                       int(fit["nobs"]), spec=spec, diagnostics=diag, term_info=term_info,
+                       extras={"full": full, "state": state}, cls=ETWFEResult,
+                       nan_reason="cell without a comparison (collinear with the fixed "
+                                  "effects, or every observation of the cell separated)")
+
+
+def _xvar_matrix(values: np.ndarray, name: str) -> tuple[np.ndarray, list[str], np.ndarray]:
+    """A numeric / boolean ``xvar`` as one column; anything else (strings, categories)
+    as dummies of every level but the first (R: a factor ``xvar``)."""
+    s = pd.Series(values)
+    if pd.api.types.is_bool_dtype(s) or pd.api.types.is_numeric_dtype(s):
+        v = s.to_numpy(dtype=float)
+        return v[:, None], [name], v
+    levels = sorted(pd.unique(s), key=str)
+    if len(levels) < 2:
+        raise SpecificationError(format_message(
+            f"xvar {name!r} takes a single value", seen=levels,
+            fix="pass a variable that varies across units"))
+    mat = np.column_stack([(s == lv).to_numpy(dtype=float) for lv in levels[1:]])
+    return mat, [f"{name}={lv}" for lv in levels[1:]], s.astype(str).to_numpy()
+
+
+def _rename(reason: str, names_back: dict[str, str], aux_map: dict[str, str],
+            ctrl_names: list[str], xvar: str | None) -> str:
+    for k, v in names_back.items():
+        reason = reason.replace(f"({k})", f"({v})")
+    for c, a in aux_map.items():
+        reason = reason.replace(a, c)
+    for j, c in enumerate(ctrl_names):
+        reason = reason.replace(f"__c{j}", c)
+    if xvar is not None:
+        reason = reason.replace("__x", xvar)
+    return reason
+
+
+def _codes(fe_frame: pd.DataFrame, fes: Sequence[FixedEffect]) -> list[np.ndarray]:
+    return [fe_codes(fe_frame, x) for x in fes]
+
+
+def _fit_linear(y: np.ndarray, design: Design, fes: Sequence[FixedEffect],
+                fe_frame: pd.DataFrame, clus: tuple[str, ...], vcov: str) -> dict[str, Any]:
+    codes = _codes(fe_frame, fes)
+    clusters = [fe_frame[c].to_numpy() for c in clus] if vcov == "cluster" else []
+    params, v, vspec, info = fit_fe_ols(
+        y, design.dense, design.names, codes, vcov=vcov, clusters=clusters,
+        cluster_names=clus if vcov == "cluster" else (), onehot=design.onehot,
+        estimator=ESTIMATOR)
+    return {"params": params, "vcov": np.asarray(v), "vcov_spec": vspec, "nobs": len(y),
+            "rows_fit": np.arange(len(y)), "collinear": list(info["collinear"]),
+            "diag": {"k_fe": info["k_fe"]}}
+
+
+def _fit_poisson(y: np.ndarray, design: Design, fes: Sequence[FixedEffect],
+                 fe_frame: pd.DataFrame, clus: tuple[str, ...], vcov: str,
+                 dropped: dict[str, int]) -> dict[str, Any]:
+    x = design.full()
+    frame = pd.DataFrame(x, columns=[f"__x{j}" for j in range(x.shape[1])])
+    frame["__y"] = y
+    fe_names = []
+    for j, spec in enumerate(fes):
+        nm = f"__fe{j}"
+        frame[nm] = fe_codes(fe_frame, spec)
+        fe_names.append(nm)
+    cl_names = []
+    if vcov == "cluster":
+        for j, c in enumerate(clus):
+            frame[f"__cl{j}"] = factorize(fe_frame[c].to_numpy())[0]
+            cl_names.append(f"__cl{j}")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        r = ppml(frame, outcome="__y", regressors=list(frame.columns[:x.shape[1]]),
+                 fixed_effects=fe_names, cluster=cl_names or None, vcov=vcov)
+    for w in caught:  # re-emit ppml's warnings under our name
+        if issubclass(w.category, NotComputableWarning):
+            continue  # collinear regressors: reported per cell below
+        warnings.warn(str(w.message).replace("ppml", ESTIMATOR, 1), w.category, stacklevel=3)
+    for k, v in r.diagnostics["dropped_rows"].items():
+        dropped[k] = dropped.get(k, 0) + int(v)
+    params = pd.Series(r.coef, index=list(design.names))
+    rows_fit = np.asarray(r.extras["rows_used"])
+    mu = np.asarray(r.extras["fitted"])
+    kept = np.isfinite(r.coef)
+    cl = [frame[c].to_numpy()[rows_fit] for c in cl_names]
+    codes = [factorize(frame[c].to_numpy()[rows_fit])[0] for c in fe_names]
+    vs = r.vcov_spec
+    factor = float(vs.small_sample.get("adj", 1.0)) * float(vs.small_sample.get(
+        "cluster_adj", 1.0))
+    vspec = VcovSpec(vs.kind, cluster=tuple(clus) if vcov == "cluster" else (),
+                     n_clusters=vs.n_clusters, small_sample=dict(vs.small_sample),
+                     df=None, description=vs.description)
+    poisson = {"y": y[rows_fit], "mu": mu, "x": x[rows_fit][:, kept], "kept": kept,
+               "fe_codes": codes, "cluster_codes": cl, "factor": factor, "kind": vs.kind}
+    collinear = [nm for nm, kp in zip(design.names, kept, strict=True) if not kp]
+    return {"params": params, "vcov": np.asarray(r.cov), "vcov_spec": vspec,
+            "nobs": r.nobs, "rows_fit": rows_fit, "collinear": collinear,
+            "poisson": poisson,
+            "diag": {k: r.diagnostics[k] for k in ("iterations", "converged", "deviance",
+                                                   "n_zero_outcome", "k_fe")
+                     if k in r.diagnostics}}
+
+
+# ============================================================================ aggregation
+def _aggregate(res: ETWFEResult, type: str, *, by_xvar: bool, scale: str
+               ) -> ETWFEAggregateResult:
+    if type == "event":
+        type = "dynamic"
+    check_literal("type", type, AGGREGATIONS)
+    check_literal("scale", scale, ("response", "link"))
+    st = res.extras["state"]
+    spec = dict(res.spec)
+    if by_xvar and spec.get("xvar") is None:
+        raise SpecificationError(format_message(
+            "by_xvar=True needs a fit with xvar=", fix="refit etwfe(..., xvar='column')"))
+    design: Design = st["design"]
+    rows_fit = st["rows_fit"]
+    full = st["full"].to_numpy()
+    cell_ok = np.isfinite(full[:design.n_cells])
+
+    def targets(g: np.ndarray, t: np.ndarray, onehot: np.ndarray) -> np.ndarray:
+        m = onehot >= 0
+        if type != "dynamic" or st["control_group"] == "not_yet_treated":
+            m &= t >= g
+        return m
+
+    all_target = targets(st["g"], st["t"], design.onehot)
+    g = st["g"][rows_fit]
+    t = st["t"][rows_fit]
+    onehot = design.onehot[rows_fit]
+    target = targets(g, t, onehot) & cell_ok[np.where(onehot >= 0, onehot, 0)]
+    n_lost = int(all_target.sum() - target.sum())
+    if n_lost:
+        warnings.warn(format_message(
+            f"{ESTIMATOR}: {n_lost} treated observation(s) are left out of the averages: "
+            "their cell has no comparison (NaN) or they were dropped from the fit "
+            "(separated / singleton)",
+            fix="see result.diagnostics['notes'] and ['dropped_rows']"),
+            NotComputableWarning, stacklevel=3)
+    idx = np.flatnonzero(target)
+    keys_by = {"simple": None, "dynamic": (t - g), "group": g, "calendar": t}[type]
+    xv = st["xvar_values"][rows_fit] if by_xvar else None
+    groups: list[tuple[str, dict[str, float], np.ndarray]] = []
+    key_col = {"dynamic": "rel_time", "group": "cohort", "calendar": "time"}.get(type)
+    xlevels = pd.unique(xv[idx]) if by_xvar else [None]
+    if by_xvar:
+        xlevels = sorted(xlevels, key=lambda v: (isinstance(v, str), v))
+    for xl in xlevels:
+        in_x = idx if xl is None else idx[xv[idx] == xl]
+        label = xl if xl is None or isinstance(xl, str) else _fmt(xl)
+        suffix = "" if xl is None else f"[{spec['xvar']}={label}]"
+        extra = {} if xl is None else {"xvar": xl}
+        if keys_by is not None:
+            for kv in np.unique(keys_by[in_x]):
+                members = in_x[keys_by[in_x] == kv]
+                groups.append((f"{key_col}={_fmt(kv)}{suffix}", {key_col: float(kv), **extra},
+                               members))
+        att_rows = in_x[t[in_x] >= g[in_x]]
+        groups.append((f"ATT{suffix}", dict(extra), att_rows))
+    groups = [gr for gr in groups if len(gr[2])]
+    dx = cell_effect_rows(design, rows_fit[idx])       # (m, k) on target rows
+    pos = {r: j for j, r in enumerate(idx)}
+    b = np.where(np.isfinite(full), full, 0.0)
+    lin = dx @ b                                       # link-scale effect per target row
+    terms = [gr[0] for gr in groups]
+    poisson = st["poisson"]
+    extras: dict[str, Any] = {}
+    if poisson is None or scale == "link":
+        a_mat = np.zeros((len(groups), len(full)))
+        for q, (_, _, members) in enumerate(groups):
+            jj = [pos[m] for m in members]
+            a_mat[q] = dx[jj].mean(axis=0)
+        est = a_mat @ b
+        vfull = np.where(np.isfinite(st["full_vcov"]), st["full_vcov"], 0.0)
+        v = a_mat @ vfull @ a_mat.T
+    else:
+        est, v, extras = _poisson_response(groups, idx, pos, dx, lin, poisson)
+    info = []
+    for _, d, _ in groups:
+        info.append({key_col: float(d.get(key_col, np.nan)), "xvar": d.get("xvar")}
+                    if key_col else {"xvar": d.get("xvar")})
+    tinfo = pd.DataFrame(info, index=terms)
+    cols = ([key_col] if key_col else []) + (["xvar"] if by_xvar else [])
+    tinfo = tinfo[cols] if cols else None
+    vspec = VcovSpec(res.vcov_spec.kind, cluster=res.vcov_spec.cluster,
+                     n_clusters=res.vcov_spec.n_clusters,
+                     small_sample=dict(res.vcov_spec.small_sample), df=None,
+                     description="delta method on the fit's variance"
+                     + (" incl. fixed effects" if poisson is not None and scale == "response"
+                        else "") + ", normal reference (as R emfx)")
+    pre = None
+    if type == "dynamic" and key_col and not by_xvar:
+        pre_idx = [i for i, (_, d, _) in enumerate(groups)
+                   if d.get("rel_time", 0) < 0]
+        if pre_idx:
+            bp = est[pre_idx]
+            vp = v[np.ix_(pre_idx, pre_idx)]
+            stat = float(bp @ np.linalg.pinv(vp) @ bp)
+            dfp = int(np.linalg.matrix_rank(vp))
+            pre = PretrendWald(stat, dfp, float(stats.chi2.sf(stat, dfp)) if dfp else np.nan,
+                               "Wald chi2", len(pre_idx))
+    aspec = {**spec, "aggregation": type, "by_xvar": by_xvar, "scale": scale}
+    diag = {"dropped_rows": dict(res.diagnostics.get("dropped_rows", {})),
+            "n_treated_obs": len(idx), "n_obs_lost_no_comparison": n_lost,
+            "n_per_row": {nm: len(m) for nm, _, m in groups}}
+    if pre is not None:
+        diag["pretrend_test"] = {"statistic": pre.statistic, "df": pre.df,
+                                 "p_value": pre.p_value, "kind": pre.kind}
+    return make_result(ESTIMATOR, pd.Series(est, index=terms), v, vspec, res.nobs,
+                       spec=aspec, diagnostics=diag, term_info=tinfo,
+                       extras=extras, cls=ETWFEAggregateResult,
+                       nan_reason="no treated observation with an identified cell",
+                       pretrend_test=pre)
+
+
+def _poisson_response(groups: list, idx: np.ndarray, pos: dict[int, int], dx: np.ndarray,
+                      lin: np.ndarray, p: dict[str, Any]
+                      ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """Response-scale averages ``mean(mu1 - mu0)`` and ratios ``sum mu1 / sum mu0 - 1``
+    with the full-vcov delta method (:func:`delta_method_poisson`)."""
+    mu = p["mu"]
+    n = len(mu)
+    kept = p["kept"]
+    mu1 = mu[idx]
+    mu0 = mu1 * np.exp(-lin)
+    dxk = dx[:, kept]
+    q = len(groups)
+    # gradient pieces (c on observations, r on kept slopes) of M1 = mean mu1, M0 = mean mu0
+    c1 = np.zeros((n, q))
+    c0 = np.zeros((n, q))
+    r0 = np.zeros((int(kept.sum()), q))
+    m1 = np.zeros(q)
+    m0 = np.zeros(q)
+    for j, (_, _, members) in enumerate(groups):
+        jj = np.array([pos[m] for m in members])
+        rows = idx[jj]
+        nn = len(jj)
+        c1[rows, j] = mu1[jj] / nn
+        c0[rows, j] = mu0[jj] / nn
+        r0[:, j] = -(mu0[jj] @ dxk[jj]) / nn
+        m1[j] = mu1[jj].mean()
+        m0[j] = mu0[jj].mean()
+    fe = WeightedFE(p["fe_codes"]) if p["fe_codes"] else None
+    if fe is not None:
+        fe.set_weights(mu)
+
+    def sweep(v: np.ndarray) -> np.ndarray:
+        if fe is None:
+            return v
+        return fe.residualize(v, tol=1e-12)[0]
+
+    x_t = sweep(p["x"]) if p["x"].shape[1] else p["x"]
+    bread = np.linalg.pinv((x_t * mu[:, None]).T @ x_t)
+    zeros_r = np.zeros_like(r0)
+    a1 = delta_method_poisson(c1, zeros_r, mu=mu, x_tilde=x_t, bread=bread, sweep=sweep)
+    a0 = delta_method_poisson(c0, r0, mu=mu, x_tilde=x_t, bread=bread, sweep=sweep)
+    a_diff = a1 - a0
+    a_ratio = a1 / m0[None, :] - a0 * (m1 / m0**2)[None, :]
+    a_log = a1 / m1[None, :] - a0 / m0[None, :]
+    u = p["y"] - mu
+
+    def var(a: np.ndarray) -> np.ndarray:
+        if p["kind"] == "iid":
+            return p["factor"] * (a * mu[:, None]).T @ a
+        s = a * u[:, None]
+        if p["kind"] == "hetero":
+            return p["factor"] * s.T @ s
+        codes = p["cluster_codes"]
+        if len(codes) == 1:
+            sums = _cluster_sums(s, codes[0])
+            return p["factor"] * sums.T @ sums
+        # two-way: inclusion-exclusion meat (PSD-fixed), ppml's factors
+        v, _ = sandwich(s, np.eye(s.shape[1]), kind="cluster", n=n, k=0,
+                        cluster_codes=[factorize(c)[0] for c in codes], adj=False,
+                        cluster_adj=False)
+        return p["factor"] * v
+    v_diff = var(a_diff)
+    extras = {"proportional": {"effect": m1 / m0 - 1, "var": np.diag(var(a_ratio)),
+                               "log_ratio": np.log(m1 / m0), "var_log": np.diag(var(a_log)),
+                               "mean_treated": m1, "mean_counterfactual": m0}}
+    return m1 - m0, v_diff, extras
+
+
+def _cluster_sums(s: np.ndarray, codes: np.ndarray) -> np.ndarray:
+    cc, gcount = factorize(codes)
+    out = np.zeros((gcount, s.shape[1]))
+    np.add.at(out, cc, s)
+    return out
