@@ -299,7 +299,7 @@ def _baci_country_table(path: Path) -> dict[str, str | None]:
 
 
 def read_baci(path: Any, *, countries: Any = None, flow: Flow | None = None,
-              filters: Mapping[str, Any] | None = None,
+              filters: Mapping[str, Any] | None = None, unit: str | None = None,
               engine: str = "duckdb", **scan_options: Any) -> pd.DataFrame:
     """CEPII BACI (``t, i, j, k, v, q``) → exporter × importer × year, USD thousands.
 
@@ -311,7 +311,8 @@ def read_baci(path: Any, *, countries: Any = None, flow: Flow | None = None,
     ``{"k": slice(840000, 859999)}``). ``flow="X"`` (default): reporter = exporter;
     ``flow="M"``: reporter = importer, partner = exporter (the same flows seen from the
     importer). Codes without an ISO3 in the country file (e.g. "Other Asia, nes") are
-    dropped and counted.
+    dropped and counted. ``unit`` overrides BACI's "USD thousands current" (for data
+    written in BACI layout from another source).
     """
     from .scan import scan_trade
 
@@ -339,7 +340,7 @@ def read_baci(path: Any, *, countries: Any = None, flow: Flow | None = None,
         df = df[~unknown]
     meta = _source_meta([*data, code_file])
     meta["scan"] = agg.attrs.get("source")
-    return _finish(df, fmt="baci", unit="USD thousands current", flow=flow or "X",
+    return _finish(df, fmt="baci", unit=unit or "USD thousands current", flow=flow or "X",
                    drops=drops, source=meta,
                    extra={"n_missing_value": agg.attrs.get("n_missing_value", 0)})
 
@@ -761,3 +762,39 @@ def read_layout(path: Any, *, format: str, **options: Any) -> pd.DataFrame:
 
 
 
+
+
+def read_trade_input(path: Any, *, columns: Mapping[str, str] | None = None,
+                     options: Mapping[str, Any] | None = None, format: str | None = None,
+                     engine: str | None = None,
+                     filters: Mapping[str, Any] | None = None) -> pd.DataFrame:
+    """What a study's ``[trade]`` section reads (see :mod:`twinimpact.studies.spec`).
+
+    * ``format`` given: the published layout (``read_trade(path, format=...)``); for BACI
+      ``engine`` and ``filters`` go to the out-of-core scan.
+    * else ``engine`` given, or ``path`` is a glob or a folder: :func:`scan_trade` with
+      the ``columns`` roles (records aggregated out of core; ``filters`` select rows).
+    * else one file read by ``read_trade(path, **columns, **options)``.
+    """
+    import glob as _glob
+
+    from .scan import scan_trade
+    from .sources import read_trade
+
+    columns, options = dict(columns or {}), dict(options or {})
+    if format is not None:
+        if format != "baci" and (engine is not None or filters):
+            raise SpecificationError(format_message(
+                f"engine= and filters= apply to BACI and to plain records, not to "
+                f"format={format!r}", seen={"engine": engine, "filters": filters},
+                fix="drop them from [trade], or filter the frame afterwards (reporters=, "
+                    "years=)"))
+        extra: dict[str, Any] = {}
+        if format == "baci":
+            extra = {"engine": engine or "duckdb", **({"filters": filters} if filters else {})}
+        return read_trade(path, format=format, **options, **extra)
+    s = os.fspath(path)
+    if engine is not None or filters or _glob.has_magic(s) or Path(s).is_dir():
+        return scan_trade(path, **columns, engine=engine or "duckdb", filters=filters,
+                          **options)
+    return read_trade(path, **columns, **options)

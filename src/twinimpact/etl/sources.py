@@ -369,6 +369,8 @@ def read_trade(path_or_frame: Any, *, reporter: str = "reporter", partner: str =
     if format is not None:
         from .layouts import read_layout
 
+        if unit is not None:  # read_trade's own keyword; BACI takes it as an override
+            layout["unit"] = unit
         return read_layout(path_or_frame, format=format, **layout)
     if layout:
         raise SpecificationError(format_message(

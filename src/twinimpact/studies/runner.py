@@ -83,14 +83,16 @@ def transform_outcome(frame: pd.DataFrame, transform: str, value: str = "value"
 
 
 def _load_inputs(study: Study) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
-    from ..etl import read_trade, read_twinnings
+    from ..etl import read_twinnings
+    from ..etl.layouts import read_trade_input
 
     tw = study.twinnings
     twin = read_twinnings(study.resolve(tw["path"]), **tw.get("columns", {}),
                           **tw.get("options", {}))
     tr = study.trade
-    trade = read_trade(study.resolve(tr["path"]), **tr.get("columns", {}),
-                       **tr.get("options", {}))
+    trade = read_trade_input(study.resolve(tr["path"]), columns=tr.get("columns"),
+                             options=tr.get("options"), format=tr.get("format"),
+                             engine=tr.get("engine"), filters=tr.get("filters"))
     filters: dict[str, Any] = {"trade_rows_read": len(trade)}
     if tr.get("reporters"):
         keep = trade["reporter"].isin(tr["reporters"])

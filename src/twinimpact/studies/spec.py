@@ -23,9 +23,16 @@ Schema (every key, with defaults)::
     rule = "first"
 
     [trade]
-    path = "data/raw/..."
+    path = "data/raw/..."               # a file, a folder or a glob ("customs/*.parquet")
     columns = { reporter = "...", partner = "...", year = "...", value = "..." }
-    options = { ... }                   # further read_trade keywords
+    options = { ... }                   # further read_trade / scan_trade keywords
+    format = "baci"                     # optional: a published layout, read as published
+                                        # ("baci", "comtrade", "census_statehs",
+                                        # "abs_merch", "hmrc_rts"; twinimpact.etl.layouts)
+    engine = "duckdb"                   # optional: aggregate records out of core with
+                                        # ti.scan_trade ("duckdb", "spark", "pandas");
+                                        # implied for a folder or a glob
+    filters = { flow = "X" }            # optional: scan_trade row filters
     reporters = ["DEU"]                 # optional filter
     years = [1871, 2014]                # optional inclusive window
 
@@ -98,7 +105,8 @@ LEVELS = ("country_pair", "city_partner")
 _SCHEMA: dict[str, set[str]] = {
     "study": {"name", "title", "description", "simulated", "caveats", "kind"},
     "twinnings": {"path", "columns", "options", "relations", "rule"},
-    "trade": {"path", "columns", "options", "reporters", "years"},
+    "trade": {"path", "columns", "options", "reporters", "years", "format", "engine",
+              "filters"},
     "panel": {"level"},
     "outcome": {"transform", "label"},
     "window": {"leads", "lags"},
@@ -224,6 +232,16 @@ def parse_study(doc: dict[str, Any], path: Path | None = None) -> Study:
             raise _err("case.treated_city", "a case study needs [case] treated_city and "
                        "partner", seen={k: case.get(k) for k in ("treated_city", "partner")},
                        fix='treated_city = ["Qingdao"], partner = "GBR"')
+    trade = doc.get("trade", {})
+    if "format" in trade:
+        from ..etl.layouts import FORMATS
+
+        _choice("trade.format", trade["format"], FORMATS)
+    if "engine" in trade:
+        _choice("trade.engine", trade["engine"], ("duckdb", "spark", "pandas"))
+    if "filters" in trade and not isinstance(trade["filters"], dict):
+        raise _err("trade.filters", "filters must be a table {column = value}",
+                   seen=trade["filters"], fix='filters = { flow = "X" }')
     level = _choice("panel.level", doc.get("panel", {}).get("level", "country_pair"), LEVELS)
     outcome = doc.get("outcome", {})
     transform = _choice("outcome.transform", outcome.get("transform", "log"), OUTCOME_TRANSFORMS)
