@@ -13,6 +13,7 @@ link-type vocabulary, dates), :mod:`.names`, :mod:`.countries`, :mod:`.cities`
 
 from __future__ import annotations
 
+from . import fetch
 from .build import DEFAULT_RELATIONS, build_panel
 from .cities import Gazetteer, match_cities
 from .countries import lookup_country, to_iso3
@@ -37,6 +38,7 @@ __all__ = [
     "Gazetteer",
     "build_panel",
     "census_schedule_c",
+    "fetch",
     "find_raw_file",
     "load_cn_key_pairs",
     "load_german_twinnings",
