@@ -1,5 +1,10 @@
-"""Atomic file writes: write to a temporary file in the target folder, then ``os.replace``.
+"""Tables in, files out.
 
+:func:`as_frame` is the one conversion of input tables at the public boundary (estimators
+through :mod:`twinimpact.core.validation`, readers in :mod:`twinimpact.etl`): pandas as
+is, polars and pyarrow converted, anything else refused.
+
+Atomic file writes: write to a temporary file in the target folder, then ``os.replace``.
 A reader never sees a half-written table, report or parquet file; a failed write leaves
 the previous file in place.
 """
@@ -11,8 +16,49 @@ import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
-__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text"]
+import numpy as np
+import pandas as pd
+
+from .errors import InputError, format_message
+
+__all__ = ["as_frame", "atomic_path", "atomic_write_bytes", "atomic_write_text"]
+
+
+def as_frame(data: Any, *, what: str = "data", also: str | None = None) -> pd.DataFrame:
+    """The one conversion at the public boundary: a pandas DataFrame, as is.
+
+    A polars DataFrame / LazyFrame or a pyarrow Table / RecordBatch is converted to pandas
+    (dates become ``datetime64`` columns, which the panel checks read as years); polars is
+    never imported here, so it is needed only when the caller passes a polars object.
+    Anything else (numpy arrays, dicts, lists) is refused with an :class:`InputError`
+    (``also`` names what else the caller accepts, e.g. "a path").
+    """
+    if isinstance(data, pd.DataFrame):
+        return data
+    top = type(data).__module__.split(".")[0]
+    name = type(data).__name__
+    if top == "polars" and name in ("DataFrame", "LazyFrame"):
+        if name == "LazyFrame":
+            data = data.collect()
+        return data.to_pandas()
+    if top == "pyarrow" and name in ("Table", "RecordBatch"):
+        return data.to_pandas(date_as_object=False)
+    if isinstance(data, pd.Series):
+        fix = "pass a DataFrame: series.to_frame() or series.reset_index()"
+    elif isinstance(data, dict):
+        fix = "pass pandas.DataFrame(your_dict) (a long panel, one row per unit and period)"
+    elif isinstance(data, np.ndarray):
+        fix = ("name the columns: pandas.DataFrame(array, columns=[...]); estimators find "
+               "the outcome, unit, time and cohort by column name")
+    else:
+        fix = ("pass a long panel as a pandas DataFrame (pandas.read_csv / read_parquet), "
+               "a polars DataFrame or a pyarrow Table")
+    raise InputError(format_message(
+        f"{what} must be {also + ' or ' if also else ''}a pandas DataFrame (polars "
+        "DataFrames and pyarrow Tables are converted)",
+        seen=f"{type(data).__module__}.{name}", fix=fix))
 
 
 @contextlib.contextmanager

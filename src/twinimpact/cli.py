@@ -1,8 +1,9 @@
 """Command line: ``twinimpact run [STUDY.toml] [--out DIR]`` and ``twinimpact list``.
 
-No logic of its own: it parses arguments, sets up progress logging and calls
-:func:`twinimpact.studies.runner.run_study`.
-"""
+No logic of its own: it parses arguments, sets up progress logging, calls
+:func:`twinimpact.studies.runner.run_study` and turns the outcome into an exit status:
+
+=====  ==========================================================================="""
 
 from __future__ import annotations
 
@@ -12,9 +13,14 @@ import sys
 import tomllib
 from pathlib import Path
 
-from .errors import TwinImpactError
+from .errors import EstimationError, TwinImpactError
 
 DEFAULT_STUDY = "de_exports"
+EXIT_OK = 0
+EXIT_INTERNAL = 1
+EXIT_BAD_INPUT = 2
+EXIT_NO_ESTIMATE = 3
+EXIT_INTERRUPTED = 130
 
 
 def _studies_dir() -> Path:
@@ -46,29 +52,75 @@ def _resolve_study(arg: str | None) -> Path:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="twinimpact",
-        description="Impact evaluation of city twinning: ETL, estimators, reports.")
+        description="Impact evaluation of city twinning: ETL, estimators, reports.",
+        epilog="Exit status: 0 done, 1 internal error, 2 bad input, 3 no estimate, "
+               "130 interrupted.")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run a study end to end (default: the bundled "
                                      f"'{DEFAULT_STUDY}' study on the shipped data)")
     run.add_argument("study", nargs="?", help="study TOML file or bundled study name")
-    run.add_argument("--out", help="output root (default: the repository root)")
+    run.add_argument("--out", help="output folder root (default: the repository root)")
     run.add_argument("-q", "--quiet", action="store_true", help="no progress messages")
+    run.add_argument("--debug", action="store_true",
+                     help="show the full traceback of any error")
     sub.add_parser("list", help="list the bundled studies")
     args = parser.parse_args(argv)
+    debug = getattr(args, "debug", False)
     logging.basicConfig(level=logging.WARNING if getattr(args, "quiet", False)
                         else logging.INFO, format="%(message)s", stream=sys.stderr)
     try:
-        if args.command == "list":
-            for name, path in bundled_studies().items():
-                title = tomllib.loads(path.read_text()).get("study", {}).get("title", "")
-                print(f"{name:24s} {title}")
-            return 0
-        from .studies.runner import run_study
-
-        result = run_study(_resolve_study(args.study), out=args.out)
+        return _command(args)
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print("twinimpact: interrupted; no partial output was written.", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except EstimationError as exc:
+        if debug:
+            raise
+        print(f"twinimpact: error: no estimate: {exc}", file=sys.stderr)
+        return EXIT_NO_ESTIMATE
     except TwinImpactError as exc:
+        if debug:
+            raise
         print(f"twinimpact: error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
+    except OSError as exc:  # the file system refused: a path the user gave
+        if debug:
+            raise
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"twinimpact: error: {exc.strerror or exc}{where}. Fix: check the path and "
+              "its permissions.", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except Exception as exc:
+        if debug:
+            raise
+        print(f"twinimpact: internal error: {type(exc).__name__}: {exc}. This input was not "
+              "checked or twinimpact has a bug; rerun with --debug for the traceback and "
+              "report it.", file=sys.stderr)
+        return EXIT_INTERNAL
+
+
+def _command(args: argparse.Namespace) -> int:
+    if args.command == "list":
+        for name, path in bundled_studies().items():
+            title = tomllib.loads(path.read_text()).get("study", {}).get("title", "")
+            print(f"{name:24s} {title}")
+        return EXIT_OK
+    from .studies.runner import run_study
+
+    if args.out is not None and Path(args.out).exists() and not Path(args.out).is_dir():
+        raise TwinImpactError(f"--out must be a folder, but {args.out!r} is a file. "
+                              "Fix: pass a folder (it is created when missing).")
+    result = run_study(_resolve_study(args.study), out=args.out)
+    head = result.study.headline
+    if not result.results or (head is not None and head in result.failures):
+        failed = {k: v for k, v in result.failures.items()
+                  if not result.results or k == head}
+        raise EstimationError(
+            ("the headline estimate " + repr(head) if result.results else "every estimator")
+            + " failed: " + "; ".join(f"{k}: {v}" for k, v in failed.items())
+            + f". Outputs so far: {result.outputs.get('summary', 'none')}.")
     print(f"Study {result.study.name!r} finished.")
     for k, p in result.outputs.items():
         print(f"  {k:14s} {p}")
@@ -76,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         print("Estimators that could not run:")
         for k, msg in result.failures.items():
             print(f"  {k}: {msg}")
-    return 0
+    return EXIT_OK
 
 
 if __name__ == "__main__":  # pragma: no cover

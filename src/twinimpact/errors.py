@@ -22,6 +22,7 @@ __all__ = [
     "DroppedRowsWarning",
     "EstimationError",
     "FetchError",
+    "FewClustersWarning",
     "InputError",
     "NotComputableWarning",
     "SpecificationError",
@@ -69,6 +70,11 @@ class DataWarning(TwinImpactWarning):
 
 class DroppedRowsWarning(DataWarning):
     """Rows or units were dropped; the count and reason are in the diagnostics/manifest."""
+
+
+class FewClustersWarning(TwinImpactWarning):
+    """Cluster-robust inference rests on few clusters (see ``FEW_CLUSTERS`` in the panel
+    checks); the wild cluster bootstrap is the remedy."""
 
 
 class NotComputableWarning(TwinImpactWarning):

@@ -113,7 +113,7 @@ class Panel:
         manifest["output"] = {"parquet": target.name, "sha256": digest,
                               "rows": len(frame), "columns": list(map(str, frame.columns)),
                               "roles": self.roles}
-        text = json.dumps(jsonable(manifest), indent=1, ensure_ascii=False)
+        text = json.dumps(jsonable(manifest), indent=1, ensure_ascii=False, allow_nan=False)
         with atomic_path(target.with_name("manifest.json")) as tmp:
             tmp.write_text(text + "\n", encoding="utf-8")
         return target

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from twinimpact.errors import EstimationError, InputError
+from twinimpact.errors import EstimationError, FewClustersWarning, InputError
 from twinimpact.estimators.did2s import did2s
 
 from ..conftest import DATA, REFERENCE
@@ -188,6 +188,8 @@ def test_caller_frame_unchanged():
     before = d.copy(deep=True)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
+        # 7 state clusters: flagged (diagnostics["few_clusters"]), not an error
+        warnings.simplefilter("ignore", FewClustersWarning)
         r = did2s(d, **SIM, event_study=True, ref=(-1, -2), cluster="state")
     pd.testing.assert_frame_equal(d, before)
     assert "rel_time=-2" not in r.terms and r.spec["ref"] == (-1, -2)

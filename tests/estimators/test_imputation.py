@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from twinimpact.errors import (
     DroppedRowsWarning,
     EstimationError,
+    FewClustersWarning,
     InputError,
     NotComputableWarning,
     SpecificationError,
@@ -238,6 +239,8 @@ def test_caller_frame_unchanged_and_result_protocol():
     before = d.copy(deep=True)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
+        # 7 state clusters: flagged (diagnostics["few_clusters"]), not an error
+        warnings.simplefilter("ignore", FewClustersWarning)
         r = imputation(d, **SIM, horizons=True, pretrends=2, cluster="state")
     pd.testing.assert_frame_equal(d, before)
     f = r.to_frame()

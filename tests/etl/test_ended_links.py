@@ -85,6 +85,7 @@ def test_without_end_dates_nothing_changes(etl_data):
     assert p.manifest["steps"]["panel"]["n_units_switching_off"] == 0
 
 
+@pytest.mark.filterwarnings("ignore::twinimpact.errors.TwinImpactWarning")  # 6 clusters
 def test_did_multiplegt_on_links_that_end(etl_data):
     """n_twinnings as an intensity treatment that falls: switchers out (CHN, USA, FRA lose
     their only link in 2009; ITA keeps one; POL starts at 0 in 2000, so it is a switcher

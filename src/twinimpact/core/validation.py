@@ -11,6 +11,7 @@ The panel conventions of ``../API.md`` live here, in one place:
 
 from __future__ import annotations
 
+import datetime as _dt
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -19,8 +20,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .._io import as_frame
 from ..errors import (
     ColumnError,
+    DataWarning,
     DroppedRowsWarning,
     InputError,
     SpecificationError,
@@ -30,7 +33,10 @@ from ..errors import (
 
 __all__ = [
     "PanelData",
+    "as_frame",
+    "check_weights",
     "dense_codes",
+    "gap_aware_refs",
     "normalize_cohort",
     "prepare_panel",
     "require_columns",
@@ -50,11 +56,8 @@ def warn_dropped_missing(estimator: str, counts: dict[str, int], *, stacklevel: 
 
 
 def require_frame(data: Any, *, what: str = "data") -> pd.DataFrame:
-    """Check that ``data`` is a non-empty DataFrame."""
-    if not isinstance(data, pd.DataFrame):
-        raise InputError(format_message(
-            f"{what} must be a pandas DataFrame", seen=type(data).__name__,
-            fix="pass a long panel as a DataFrame (pandas.read_csv / read_parquet)"))
+    """Check that ``data`` is a non-empty table; return it as a pandas DataFrame."""
+    data = as_frame(data, what=what)
     if len(data) == 0:
         raise InputError(format_message(f"{what} is empty (0 rows)",
                                         fix="check the file or the filters applied before"))
@@ -77,20 +80,71 @@ def require_columns(data: pd.DataFrame, columns: Iterable[str | None], *,
             fix="pass the right column name (e.g. outcome='lemp') or rename the column"))
 
 
-def _numeric(data: pd.DataFrame, col: str, what: str) -> np.ndarray:
+def _dates_as_years(s: pd.Series, col: str, what: str) -> pd.Series:
+    """A date column read as years when every date is 1 January (a year stored as a
+    date); any other date is refused -- twinimpact counts time in whole periods. NaT is
+    missing (a missing cohort means never treated), never a number."""
+    d = pd.to_datetime(s, errors="coerce")
+    if getattr(d.dt, "tz", None) is not None:
+        d = d.dt.tz_localize(None)
+    ok = d.notna()
+    inner = ok & ((d.dt.month != 1) | (d.dt.day != 1) | (d.dt.normalize() != d))
+    if inner.any():
+        i = inner.to_numpy().argmax()
+        raise InputError(format_message(
+            f"column {col!r} ({what}) holds dates inside a year; twinimpact counts time in "
+            "whole periods", where=f"row {s.index[i]!r}", seen=str(s.iloc[i]),
+            fix=f"pass a period number: the year (df[{col!r}].dt.year), or e.g. "
+                "year * 12 + month for monthly data, and the cohort in the same unit"))
+    return d.dt.year.astype("float64").where(ok)
+
+
+def _numeric(data: pd.DataFrame, col: str, what: str, *,
+             allow_inf: bool = False) -> np.ndarray:
+    """Column ``col`` as float (NaN = missing). Dates that are whole years become years;
+    other dates, text and infinite values (unless ``allow_inf``) are refused."""
     s = data[col]
-    if pd.api.types.is_bool_dtype(s):
-        return s.to_numpy(dtype=float)
-    if not pd.api.types.is_numeric_dtype(s):
-        conv = pd.to_numeric(s, errors="coerce")
-        bad = conv.isna() & s.notna()
-        if bad.any():
-            first = s[bad].iloc[0]
+    dtype = s.dtype
+    if pd.api.types.is_datetime64_any_dtype(dtype):
+        s = _dates_as_years(s, col, what)
+    elif isinstance(dtype, pd.PeriodDtype):
+        if dtype.freqstr not in ("Y", "Y-DEC", "A", "A-DEC"):
             raise InputError(format_message(
-                f"column {col!r} ({what}) must be numeric", where=f"row {s[bad].index[0]!r}",
-                seen=first, fix=f"convert {col!r} to numbers or fix the non-numeric values"))
-        s = conv
-    return s.to_numpy(dtype=float, na_value=np.nan)
+                f"column {col!r} ({what}) is a {dtype.freqstr} period; only annual periods "
+                "are read as numbers", seen=str(dtype),
+                fix=f"pass a period number (e.g. df[{col!r}].dt.year * 12 + "
+                    f"df[{col!r}].dt.month)"))
+        s = s.dt.year.astype("float64").where(s.notna())
+    elif pd.api.types.is_timedelta64_dtype(dtype):
+        raise InputError(format_message(
+            f"column {col!r} ({what}) is a time span (timedelta), not a period",
+            seen=str(dtype), fix="pass the period as a number (e.g. a year)"))
+    elif pd.api.types.is_bool_dtype(dtype):
+        return s.to_numpy(dtype=float, na_value=np.nan)
+    elif not pd.api.types.is_numeric_dtype(dtype):
+        nonnull = s.dropna()
+        if len(nonnull) and all(isinstance(v, _dt.date) for v in nonnull.iloc[:1000]):
+            s = _dates_as_years(s, col, what)
+        else:
+            conv = pd.to_numeric(s, errors="coerce")
+            bad = conv.isna() & s.notna()
+            if bad.any():
+                first = s[bad].iloc[0]
+                raise InputError(format_message(
+                    f"column {col!r} ({what}) must be numeric", where=f"row {s[bad].index[0]!r}",
+                    seen=first, fix=f"convert {col!r} to numbers or fix the non-numeric values"))
+            s = conv
+    arr = s.to_numpy(dtype=float, na_value=np.nan)
+    if not allow_inf:
+        inf = np.isinf(arr)
+        if inf.any():
+            i = int(inf.argmax())
+            raise InputError(format_message(
+                f"column {col!r} ({what}) has {int(inf.sum())} infinite value(s)",
+                where=f"row {s.index[i]!r}", seen=float(arr[i]),
+                fix="infinite values are not data: fix them upstream (log of 0? division by "
+                    "0?) or set them to NaN so the rows are dropped and counted"))
+    return arr
 
 
 def normalize_cohort(values: Any, last_period: float) -> np.ndarray:
@@ -178,7 +232,7 @@ def prepare_panel(data: Any, *, outcome: str, unit: str, time: str, cohort: str 
     constant within unit; no duplicated unit x time rows. Rows with missing outcome,
     time or extras are dropped, counted and announced with a :class:`DroppedRowsWarning`.
     """
-    require_frame(data)
+    data = require_frame(data)
     cols = [outcome, unit, time, cohort, *extra, *numeric_extra]
     for name, val in (("outcome", outcome), ("unit", unit), ("time", time)):
         if not isinstance(val, str):
@@ -204,7 +258,7 @@ def prepare_panel(data: Any, *, outcome: str, unit: str, time: str, cohort: str 
     keep = out["unit"].notna() & ~np.isnan(out["time"])
     unit_codes, n_unit_levels = dense_codes(out["unit"].to_numpy())
     if cohort is not None:
-        raw_g = _numeric(data, cohort, "cohort")
+        raw_g = _numeric(data, cohort, "cohort", allow_inf=True)
         last = np.nanmax(out["time"].to_numpy()[keep.to_numpy()]) if keep.any() else np.inf
         out["cohort"] = normalize_cohort(raw_g, last)
         # cohort must be constant within unit (NaN counts as a value): every row's value
@@ -262,3 +316,80 @@ def prepare_panel(data: Any, *, outcome: str, unit: str, time: str, cohort: str 
                             "cohort": cohort or ""},
                      dropped=dropped, n_input=n_input, unit_codes=unit_codes,
                      time_codes=time_codes)
+
+
+def gap_aware_refs(refs: tuple[int, ...], time: np.ndarray, cohort: np.ndarray, *,
+                   estimator: str, time_name: str = "time") -> tuple[tuple[int, ...], str | None]:
+    """Reference period(s) of an event study on a calendar that may have gaps.
+
+    ``refs`` are relative periods ``t - g``. When ``t = g + ref`` is a calendar period that
+    the panel skips (biennial data, a 4-yearly gravity panel) for some treated cohort, the
+    omitted coefficient would not exist and the normalisation would silently change. Then:
+
+    * the default ``ref=(-1,)`` becomes the last observed pre-treatment period when that is
+      the same relative period for every cohort (e.g. -2 on even years with even cohorts),
+      with a note returned for ``diagnostics``;
+    * anything else is refused, naming the cohort and the missing period.
+    """
+    periods = np.unique(time[np.isfinite(time)])
+    if len(periods) == 0:
+        return refs, None
+    tmin, tmax = periods[0], periods[-1]
+    have = set(periods.tolist())
+    cohorts = np.unique(cohort[np.isfinite(cohort)])
+    cohorts = cohorts[(cohorts > tmin) & (cohorts <= tmax)]
+    missing = [(int(r), float(c)) for r in refs for c in cohorts
+               if tmin <= c + r <= tmax and (c + r) not in have]
+    if not missing:
+        return refs, None
+    last_pre = {float(c): float(periods[periods < c].max() - c) for c in cohorts}
+    shared = set(last_pre.values())
+    if tuple(refs) == (-1,) and len(shared) == 1:
+        new = shared.pop()
+        if new == int(new):
+            note = (f"{time_name} skips periods (observed: {_fmt_periods(periods)}): the "
+                    f"period before treatment (rel_time -1) does not exist, so the reference "
+                    f"period is rel_time {int(new)}, the last observed pre-treatment period "
+                    "of every cohort")
+            warnings.warn(f"{estimator}: {note}. Pass ref= to choose another.",
+                          DataWarning, stacklevel=3)
+            return (int(new),), note
+    r, c = missing[0]
+    raise InputError(format_message(
+        f"{estimator}: the reference period rel_time {r} is not in the data for "
+        f"{len({m[1] for m in missing})} cohort(s): the panel has no period {c + r:g}",
+        where=f"cohort {c:g} ({time_name} observed: {_fmt_periods(periods)})",
+        seen={"ref": list(refs), "last observed pre-period by cohort":
+              {f"{k:g}": int(v) if v == int(v) else v for k, v in list(last_pre.items())[:8]}},
+        fix="pass ref= a relative period every cohort has (e.g. its last observed "
+            "pre-period), or put time and cohorts on the same grid (e.g. map each cohort to "
+            "the first observed period at or after it)"))
+
+
+def _fmt_periods(periods: np.ndarray) -> str:
+    p = [f"{v:g}" for v in periods]
+    return ", ".join(p) if len(p) <= 8 else ", ".join(p[:4]) + ", …, " + ", ".join(p[-2:])
+
+
+def check_weights(w: np.ndarray, frame: pd.DataFrame, *, column: str, estimator: str,
+                  unit: str = "unit", time: str = "time") -> None:
+    """Observation weights must be non-negative with a positive sum (``frame`` is the
+    prepared panel aligned with ``w``; its unit and time name the first bad row)."""
+    neg = w < 0
+    if neg.any():
+        i = int(neg.argmax())
+        raise InputError(format_message(
+            f"{estimator}: weights {column!r} must be non-negative ({int(neg.sum())} "
+            "negative)", where=f"{unit} = {_plain(frame['unit'].iloc[i])!r}, "
+                               f"{time} = {frame['time'].iloc[i]:g}",
+            seen=float(w[i]), fix="weights are population or sample sizes (>= 0); fix the "
+                                  "column or drop those rows"))
+    if not w.sum() > 0:
+        raise InputError(format_message(
+            f"{estimator}: weights {column!r} are all zero", seen=0.0,
+            fix="pass positive weights for the observations to use"))
+
+
+def _plain(v: Any) -> Any:
+    """A numpy scalar as the Python value (messages show 8001, not np.int64(8001))."""
+    return v.item() if isinstance(v, np.generic) else v

@@ -78,10 +78,26 @@ def _key_count(key: np.ndarray, mask: np.ndarray, cluster: np.ndarray | None) ->
 
 
 def _lag(a: np.ndarray, k: int) -> np.ndarray:
-    """``a`` shifted ``k`` columns to the right (NaN where no earlier column exists)."""
+    """``a`` shifted ``k`` columns to the right (a lead when ``k < 0``; NaN where the
+    shifted column does not exist)."""
     out = np.full_like(a, np.nan)
-    if k < a.shape[1]:
-        out[:, k:] = a[:, : a.shape[1] - k]
+    n = a.shape[1]
+    if 0 <= k < n:
+        out[:, k:] = a[:, : n - k]
+    elif -n < k < 0:
+        out[:, :k] = a[:, -k:]
+    return out
+
+
+def _row_diff(a: np.ndarray, present: np.ndarray) -> np.ndarray:
+    """Difference with the group's previous observed row (``trends_lin``), NaN for the
+    first; cells without a row are left as they are."""
+    out = a.copy()
+    for g in range(a.shape[0]):
+        idx = np.flatnonzero(present[g])
+        prev = np.full(idx.size, np.nan)
+        prev[1:] = a[g, idx[:-1]]
+        out[g, idx] = a[g, idx] - prev
     return out
 
 
@@ -109,7 +125,7 @@ class Design:
     t: np.ndarray            # (T,) period index of each column (1 = first period)
     cell: np.ndarray         # status-quo x trends_nonparam cell of each row (int codes)
     cluster: np.ndarray | None  # cluster codes per row, None = groups are the clusters
-    d_sq: np.ndarray         # (G,) status-quo treatment
+    d_sq: np.ndarray         # (G,) status quo defining the comparison cells (0: continuous)
     f_g: np.ndarray          # (G,) first switch (T_max + 1 for never switchers)
     t_g: np.ndarray          # last period with a not-yet-switched group in the cell (row)
     l_g: np.ndarray          # T_g - F_g + 1 (row)
@@ -120,11 +136,16 @@ class Design:
     t_max: int
     group_labels: np.ndarray  # (G,) original group labels
     dropped: dict[str, int] = field(default_factory=dict)
+    x: tuple[np.ndarray, ...] = ()   # controls (after trends_lin differencing)
+    w: np.ndarray | None = None      # the user's weight per cell (NaN where no row)
+    ever: np.ndarray | None = None   # 1 once the group's treatment changed, NaN: no row
+    d_sq_orig: np.ndarray | None = None  # (G,) the status-quo treatment itself
 
 
 def prepare_design(group: np.ndarray, time: np.ndarray, y: np.ndarray, d: np.ndarray,
                    weight: np.ndarray | None, cluster: np.ndarray | None,
-                   trends: list[np.ndarray], *, trends_lin: bool = False) -> Design:
+                   trends: list[np.ndarray], *, trends_lin: bool = False,
+                   controls: tuple[np.ndarray, ...] = (), continuous: int = 0) -> Design:
     """Sample restrictions and the balanced grid, as ``did_multiplegt_dyn`` builds them.
 
     Inputs are one row per (group, period) (rows with a missing group or period, cluster or
@@ -143,6 +164,7 @@ def prepare_design(group: np.ndarray, time: np.ndarray, y: np.ndarray, d: np.nda
         weight = None if weight is None else weight[ok_rows]
         cluster = None if cluster is None else cluster[ok_rows]
         trends = [x[ok_rows] for x in trends]
+        controls = tuple(x[ok_rows] for x in controls)
     if len(group) == 0:
         raise _NoEffect("no group has both an observed treatment and an observed outcome")
     glab, gi = np.unique(group, return_inverse=True)
@@ -162,6 +184,7 @@ def prepare_design(group: np.ndarray, time: np.ndarray, y: np.ndarray, d: np.nda
     W = grid(np.ones(len(gi)) if weight is None else np.nan_to_num(weight, nan=0.0))
     CL = None if cluster is None else grid(cluster)
     TR = [grid(x) for x in trends]
+    XS = [grid(x) for x in controls]
     T = np.broadcast_to(tv, (n_g, n_t))
 
     dnn = P & ~np.isnan(D)
@@ -186,6 +209,11 @@ def prepare_design(group: np.ndarray, time: np.ndarray, y: np.ndarray, d: np.nda
     f_g = np.where(changed.any(axis=1), np.where(changed, T, big).min(axis=1), 0.0)
 
     # groups in status-quo (x trends) cells where nobody's F_g differs: nothing to compare
+    d_sq_orig = d_sq.copy()
+    if continuous:
+        # continuous status quo: one comparison cell; polynomials of D_{g,1} x period
+        # become controls below, and the treatment becomes the switch indicator
+        d_sq = np.zeros(n_g)
     cell0 = _codes(np.broadcast_to(d_sq[:, None], (n_g, n_t)), *TR)
     fg_rows = np.broadcast_to(f_g[:, None], (n_g, n_t))
     keep = np.zeros_like(P)
@@ -243,13 +271,7 @@ def prepare_design(group: np.ndarray, time: np.ndarray, y: np.ndarray, d: np.nda
         # Y_{g,t} - Y_{g,t-1} (row lag) and drop groups switching at period 2 and period 1
         keep_g = f_g != 2
         P &= keep_g[:, None]
-        Yl = Y.copy()
-        for gg in range(n_g):
-            idx = np.flatnonzero(P[gg])
-            prev = np.full(idx.size, np.nan)
-            prev[1:] = Y[gg, idx[:-1]]
-            Yl[gg, idx] = Y[gg, idx] - prev
-        Y = Yl
+        Y, *XS = (_row_diff(v, P) for v in (Y, *XS))
         P &= T != 1
 
     # balance: every kept group x every kept period
@@ -261,8 +283,12 @@ def prepare_design(group: np.ndarray, time: np.ndarray, y: np.ndarray, d: np.nda
     D = np.where(P, D, np.nan)
     TR = [np.where(P, x[sel], np.nan) for x in TR]
     CL = None if CL is None else np.where(P, CL[sel], np.nan)
+    XS = [np.where(P, x[sel], np.nan) for x in XS]
+    EV = np.where(P, ever[sel].astype(float), np.nan)
+    W = np.where(P, W, np.nan)
     tv = tv[cols]
     d_sq, f_g, trunc = d_sq[rows], f_g[rows], trunc[rows]
+    d_sq_orig = d_sq_orig[rows]
     glab = glab[rows]
     n_g, n_t = P.shape
     T = np.broadcast_to(tv, (n_g, n_t))
@@ -281,8 +307,8 @@ def prepare_design(group: np.ndarray, time: np.ndarray, y: np.ndarray, d: np.nda
     cnt = win.sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
         avg_post = np.where(win, D, 0.0).sum(axis=1) / cnt
-    drop = (avg_post[:, None] == d_sq[:, None]) & (F != t_g + 1)
-    s_g = np.where(f_g == t_max + 1, np.nan, (avg_post > d_sq).astype(float))
+    drop = (avg_post[:, None] == d_sq_orig[:, None]) & (F != t_g + 1)
+    s_g = np.where(f_g == t_max + 1, np.nan, (avg_post > d_sq_orig).astype(float))
     if drop.any():
         # the reference removes these rows; here they become empty cells of the grid
         dropped["rows_of_switchers_back_at_status_quo_on_average"] = int((drop & P).sum())
@@ -290,8 +316,15 @@ def prepare_design(group: np.ndarray, time: np.ndarray, y: np.ndarray, d: np.nda
         Y = np.where(drop, np.nan, Y)
         D = np.where(drop, np.nan, D)
         s_g = np.where(drop.all(axis=1), np.nan, s_g)
-    at_f = (T == F) & ~np.isnan(D)
-    d_fg = np.where(at_f.any(axis=1), np.where(at_f, D, 0.0).sum(axis=1)
+    d_cell = D
+    if continuous:
+        s_het = np.where(s_g == 0, -1.0, s_g)
+        d_cell = np.where(np.isnan(s_het)[:, None], np.nan, (F <= T) * s_het[:, None])
+        for tt in range(2, int(tv.max()) + 1):
+            for pw in range(1, continuous + 1):
+                XS.append(np.where(P, (T >= tt) * d_sq_orig[:, None] ** pw, np.nan))
+    at_f = (T == F) & ~np.isnan(d_cell)
+    d_fg = np.where(at_f.any(axis=1), np.where(at_f, d_cell, 0.0).sum(axis=1)
                     / np.maximum(at_f.sum(axis=1), 1), np.nan)
     d_fg = np.where(np.isnan(d_fg) & (f_g == t_max + 1), d_sq, d_fg)
     l_g = np.where(drop, np.nan, t_g - F + 1)
@@ -304,7 +337,8 @@ def prepare_design(group: np.ndarray, time: np.ndarray, y: np.ndarray, d: np.nda
             raise _NotNested("a group belongs to more than one cluster")
     return Design(y=Y, d=D, n=N, t=tv, cell=cell, cluster=CL, d_sq=d_sq, f_g=f_g, t_g=t_g,
                   l_g=l_g, l_g_pl=l_g_pl, s_g=s_g, d_fg=d_fg, n_groups=n_groups,
-                  t_max=t_max, group_labels=glab, dropped=dropped)
+                  t_max=t_max, group_labels=glab, dropped=dropped,
+                  x=tuple(XS), w=W, ever=EV, d_sq_orig=d_sq_orig)
 
 
 class _NoEffect(Exception):
@@ -313,6 +347,129 @@ class _NoEffect(Exception):
 
 class _NotNested(Exception):
     """The groups are not nested in the clusters."""
+
+
+# --------------------------------------------------------------------------- controls
+@dataclass(frozen=True)
+class ControlLevel:
+    """Residualization of one status-quo level (web appendix, Section on covariates).
+
+    ``theta``: (K,) within period x cell WLS coefficients of the first-differenced outcome on
+    the first-differenced controls among not-yet-switched cells; ``inv_den``: (K, K) its
+    scaled inverse design matrix; ``in_sum``: (G, K) each group's contribution to the
+    estimation error of ``theta`` (its influence on the effects' variance)."""
+
+    d_sq: float
+    theta: np.ndarray
+    inv_den: np.ndarray
+    in_sum: np.ndarray
+
+
+def control_setup(ds: Design) -> tuple[list[ControlLevel], list[str]]:
+    """Per status-quo level: coefficients and influence pieces of the control adjustment."""
+    notes: list[str] = []
+    Y, N, T = ds.y, ds.n, np.broadcast_to(ds.t, ds.y.shape)
+    F = ds.f_g[:, None]
+    G = ds.n_groups
+    K = len(ds.x)
+    dy = Y - _lag(Y, 1)
+    dx = [x - _lag(x, 1) for x in ds.x]
+    fd_all = np.all([~np.isnan(a) for a in dx], axis=0)
+    mask = (ds.ever == 0) & ~np.isnan(dy) & fd_all
+    cellt = _codes(ds.cell, T)
+    sw = _key_sum(cellt, N, mask)
+    sqn = np.sqrt(N)
+    resid = []
+    for a in dx:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            avg = _key_sum(cellt, N * a, mask) / sw
+        resid.append(np.where(mask, np.nan_to_num(sqn * (a - avg)), 0.0))
+    prod = [r * sqn for r in resid]
+    dsq_rows = np.broadcast_to(ds.d_sq[:, None], ds.y.shape)
+    rmax = float(ds.f_g.max())
+    rsum = float(np.sum(np.where((T >= 2) & (T <= rmax - 1) & (T < F) & ~np.isnan(dy), N,
+                                 0.0)))
+    cl = ds.cluster
+    out = []
+    for lev in np.unique(ds.d_sq[~np.isnan(ds.d_sq)]):
+        lrow = dsq_rows == lev
+        if np.unique(ds.f_g[ds.d_sq == lev]).size <= 1:
+            continue
+        rows = mask & lrow
+        yx = np.column_stack([(sqn * dy)[rows], *[r[rows] for r in resid],
+                              np.ones(int(rows.sum()))])
+        overall = yx.T @ yx
+        Mx = overall[1:1 + K, 1:1 + K]
+        theta = np.linalg.pinv(Mx) @ overall[1:1 + K, 0]
+        if abs(np.linalg.det(Mx)) <= 1e-16:
+            notes.append(f"controls are collinear (or do not vary) among the groups with "
+                         f"status quo {lev:g}; some are not taken into account for them")
+        inv_den = np.linalg.pinv(Mx) * rsum * G
+        # fitted first differences: WLS of dY on dX and period dummies (not-yet-switched)
+        reg = lrow & (F > T) & ~np.isnan(dy) & fd_all
+        w = np.nan_to_num(ds.w[reg])
+        tcodes = np.unique(T[reg], return_inverse=True)[1]
+        Xd = np.column_stack([*[a[reg] for a in dx],
+                              np.eye(int(tcodes.max()) + 1)[tcodes]])
+        sw_ = np.sqrt(w)
+        beta = np.linalg.lstsq(Xd * sw_[:, None], dy[reg] * sw_, rcond=None)[0]
+        ey_int = np.full(ds.y.shape, np.nan)
+        ey_int[reg] = Xd @ beta
+        dummy = ~np.isnan(dy) & (F > T) & lrow
+        if cl is None:
+            e_den = np.where(lrow, np.broadcast_to(dummy.sum(axis=0), ds.y.shape), np.nan)
+        else:
+            # the reference counts distinct clusters per period with the non-selected rows
+            # as one more value (polars n_unique counts the missing value)
+            e_den = np.full(ds.y.shape, np.nan)
+            for j in range(ds.y.shape[1]):
+                col = dummy[:, j]
+                n_u = np.unique(cl[col, j]).size + (1 if (~col).any() else 0)
+                e_den[col, j] = n_u
+        big = _ge(e_den, 2)
+        ey = np.where(np.isnan(e_den), np.nan, ey_int * big)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            adj = np.where(np.isnan(ey), np.nan,
+                           np.where(_true(e_den > 1), np.sqrt(e_den / (e_den - 1)) - 1, 0.0))
+        t_d = float(ds.f_g[ds.d_sq == lev].max()) - 1
+        n_c = float(np.sum(np.where(lrow & (T >= 2) & (T <= t_d) & (T < F) & ~np.isnan(dy),
+                                    N, 0.0)))
+        in_sum = np.column_stack([
+            np.nansum(pk * (1 + big * adj) * (dy - ey) * ((T >= 2) & (T <= F - 1)) / n_c,
+                      axis=1) for pk in prod])
+        out.append(ControlLevel(float(lev), theta, inv_den, in_sum))
+    return out, notes
+
+
+def _control_adjust(ds: Design, levels: list[ControlLevel], ell: int, placebo: bool,
+                    diff: np.ndarray, dist: np.ndarray, ratio_ok: np.ndarray,
+                    n_sw: float) -> tuple[np.ndarray, np.ndarray]:
+    """Residualized long differences and the variance correction ``part2`` (G,)."""
+    Y = ds.y
+    T = np.broadcast_to(ds.t, Y.shape)
+    G = ds.n_groups
+    if placebo:
+        dxl = [_lag(x, 2 * ell) - _lag(x, ell) for x in ds.x]
+    else:
+        dxl = [x - _lag(x, ell) for x in ds.x]
+    dsq_rows = np.broadcast_to(ds.d_sq[:, None], Y.shape)
+    window = (T >= ell + 1) & (T <= ds.t_g)
+    part2 = np.zeros(Y.shape[0])
+    out = diff.copy()
+    for lev in levels:
+        lrow = dsq_rows == lev.d_sq
+        for k, a in enumerate(dxl):
+            out = np.where(lrow, out - lev.theta[k] * a, out)
+        keep = (ell <= ds.t_g - 2) & lrow & window
+        m = [np.nansum(np.where(keep, (G / n_sw) * ratio_ok * ds.n * a, np.nan)) / G
+             for a in dxl]
+        grp = (ds.d_sq == lev.d_sq) & (ds.f_g >= 3)
+        combined = np.zeros(Y.shape[0])
+        for j in range(len(dxl)):
+            br = (lev.in_sum * grp[:, None]) @ lev.inv_den[j] - lev.theta[j]
+            combined += m[j] * br
+        part2 += np.where(ds.d_sq == lev.d_sq, combined, 0.0) if placebo else combined
+    return out, part2
 
 
 # --------------------------------------------------------------------------- one side
@@ -343,7 +500,13 @@ def _controls(ds: Design, cellt: np.ndarray, ell: int, only_never_switchers: boo
 
 
 def _side_horizon(ds: Design, ell: int, side: int, *, placebo: bool, n_effects: int,
-                  only_never_switchers: bool, same_switchers: bool) -> SideHorizon:
+                  only_never_switchers: bool, same_switchers: bool,
+                  same_switchers_pl: int = 0,
+                  controls: list[ControlLevel] | None = None) -> SideHorizon:
+    """Influence functions of one effect (or placebo) ``ell`` for switchers in (``side``
+    1) or out (0). ``same_switchers``: only switchers observed (with controls) for all of
+    ``n_effects`` horizons; ``same_switchers_pl`` > 0: placebos only for switchers observed
+    for that many pre-periods (the reference uses it with ``trends_lin``)."""
     Y, N, T = ds.y, ds.n, np.broadcast_to(ds.t, ds.y.shape)
     G = ds.n_groups
     F = ds.f_g[:, None]
@@ -367,6 +530,17 @@ def _side_horizon(ds: Design, ell: int, side: int, *, placebo: bool, n_effects: 
         n_ctrl = _key_sum(cellt, never * N, ~np.isnan(never))
         dist = np.where(np.isnan(dist) | ~vpl, np.nan, dist * (vpl & (n_ctrl > 0)))
         valid = vpl
+        if same_switchers_pl:
+            check = np.zeros(ds.y.shape[0])
+            for j in range(1, same_switchers_pl + 1):
+                dj = Y - _lag(Y, -j)
+                vj = ~np.isnan(dj)
+                nj = np.where(vj, (F > T).astype(float), np.nan)
+                if only_never_switchers:
+                    nj = np.where(vj & (F > T) & (F < ds.t_max + 1), 0.0, nj)
+                cj = _key_sum(cellt, nj * N, vj)
+                check += np.any((T == F - 1 - j) & (cj > 0) & vj, axis=1)
+            dist = dist * (check[:, None] == same_switchers_pl)
     n_t = np.nansum(dist * N, axis=0)                  # switchers per period
     n_sw = float(n_t.sum())
     n_sw_dw = float(np.nansum(dist))
@@ -379,6 +553,11 @@ def _side_horizon(ds: Design, ell: int, side: int, *, placebo: bool, n_effects: 
     window = ((T >= ell + 1) & (T <= ds.t_g)).astype(float)
     with np.errstate(invalid="ignore", divide="ignore"):
         ratio = np.where(_true(n_ctrl), n_t_g / n_ctrl * never, 0.0)
+        ratio_ok = np.where(_true(n_ctrl), dist - n_t_g / n_ctrl * never, np.nan)
+    part2 = np.zeros(Y.shape[0])
+    if controls:
+        diff, part2 = _control_adjust(ds, controls, ell, placebo, diff, dist, ratio_ok, n_sw)
+        valid = ~np.isnan(diff)
     w = dummy * (G / n_sw) * window * N * (dist - ratio)
     contrib = w * diff
     u = np.nansum(contrib, axis=1)
@@ -425,16 +604,17 @@ def _side_horizon(ds: Design, ell: int, side: int, *, placebo: bool, n_effects: 
             (target & (n_s == 1)) | (pre & (n_ns == 1)))
         dof = np.where(cond_dd, np.sqrt(n_u / (n_u - 1)), dof)
         dof = np.where(np.isnan(n_u), np.nan, dof)
-    u_var = np.nansum(w * dof * (diff - e_hat), axis=1)
+    u_var = np.nansum(w * dof * (diff - e_hat), axis=1) - part2
 
     # treatment changes of the switchers used at this horizon
     Dm = ds.d
     sgn = np.where(S == 1, 1.0, -1.0)
     sw_rows = dist == 1
     in_win = (T >= F) & (T <= F - 1 + ell) & (S == side)
-    cum = np.nansum(np.where(in_win, Dm - ds.d_sq[:, None], np.nan), axis=1)[:, None]
+    d1 = (ds.d_sq if ds.d_sq_orig is None else ds.d_sq_orig)[:, None]
+    cum = np.nansum(np.where(in_win, Dm - d1, np.nan), axis=1)[:, None]
     delta_norm = float(np.nansum(np.where(sw_rows, N / n_sw * sgn * cum, np.nan)))
-    cur = np.where(sw_rows, N / n_sw * sgn * (Dm - ds.d_sq[:, None]), np.nan)
+    cur = np.where(sw_rows, N / n_sw * sgn * (Dm - d1), np.nan)
     delta_ate = float(np.nansum(cur))
     if side == 0:  # switchers out: the control-minus-switcher difference
         u, u_var = -u, -u_var
@@ -472,9 +652,20 @@ def _wald(b: np.ndarray, V: np.ndarray, kind: str) -> dict:
             "kind": kind, "n_coefficients": k}
 
 
+def _accumulate(hs: list[SideHorizon]) -> SideHorizon:
+    """``trends_lin``: the effect at horizon l of a first-differenced outcome is the sum of
+    the horizon-1..l estimators (same switchers); counts are the last horizon's. As the
+    reference, no sum when a horizon has no switcher."""
+    last = hs[-1]
+    if min(int(h.n_sw) for h in hs) == 0:
+        return last
+    return SideHorizon(sum(h.u for h in hs), sum(h.u_var for h in hs), last.n_sw,
+                       last.n_sw_dw, last.delta_norm, last.delta_ate, last.count)
+
+
 def fit_dcdh(ds: Design, *, effects: int, placebo: int, normalized: bool,
              switchers: str | None, only_never_switchers: bool, same_switchers: bool,
-             effects_equal: bool) -> DcdhFit:
+             effects_equal: bool, trends_lin: bool = False) -> DcdhFit:
     """Effects, placebos, the average total effect, their vcov and the joint tests."""
     notes: list[str] = []
     S = ds.s_g[:, None]
@@ -489,8 +680,8 @@ def fit_dcdh(ds: Design, *, effects: int, placebo: int, normalized: bool,
 
     L_u = mx(ds.l_g, rows_in) if use_in else 0.0
     L_a = mx(ds.l_g, rows_out) if use_out else 0.0
-    Lp_u = max(mx(ds.l_g_pl, rows_in), 0.0) if use_in else 0.0
-    Lp_a = max(mx(ds.l_g_pl, rows_out), 0.0) if use_out else 0.0
+    Lp_u = max(mx(ds.l_g_pl, rows_in), 0.0) - trends_lin if use_in else 0.0
+    Lp_a = max(mx(ds.l_g_pl, rows_out), 0.0) - trends_lin if use_out else 0.0
     if (switchers == "in" and L_u <= 0) or (switchers == "out" and L_a <= 0) or (
             switchers is None and L_u <= 0 and L_a <= 0):
         raise _NoEffect("no switcher has a not-yet-switched group with the same status quo "
@@ -509,17 +700,35 @@ def fit_dcdh(ds: Design, *, effects: int, placebo: int, normalized: bool,
     res: dict[tuple[str, int, int], SideHorizon] = {}
     zero = SideHorizon(np.zeros(ng), np.zeros(ng), 0.0, 0.0, np.nan, np.nan,
                        np.zeros(ds.y.shape))
+    onv = only_never_switchers
+    ctl = None
+    if ds.x:
+        ctl, cnotes = control_setup(ds)
+        notes.extend(cnotes)
     for side, used, le, lp in sides:
         for ell in range(1, n_eff + 1):
-            res["e", side, ell] = (_side_horizon(
-                ds, ell, side, placebo=False, n_effects=n_eff,
-                only_never_switchers=only_never_switchers, same_switchers=same_switchers)
-                if used and ell <= le else zero)
+            if not (used and ell <= le):
+                res["e", side, ell] = zero
+            elif trends_lin:
+                res["e", side, ell] = _accumulate([_side_horizon(
+                    ds, k, side, placebo=False, n_effects=ell, only_never_switchers=onv,
+                    same_switchers=True, controls=ctl) for k in range(1, ell + 1)])
+            else:
+                res["e", side, ell] = _side_horizon(
+                    ds, ell, side, placebo=False, n_effects=n_eff, only_never_switchers=onv,
+                    same_switchers=same_switchers, controls=ctl)
         for ell in range(1, n_pl + 1):
-            res["p", side, ell] = (_side_horizon(
-                ds, ell, side, placebo=True, n_effects=n_eff,
-                only_never_switchers=only_never_switchers, same_switchers=same_switchers)
-                if used and ell <= lp else zero)
+            if not (used and ell <= lp):
+                res["p", side, ell] = zero
+            elif trends_lin:
+                res["p", side, ell] = _accumulate([_side_horizon(
+                    ds, k, side, placebo=True, n_effects=ell, only_never_switchers=onv,
+                    same_switchers=True, same_switchers_pl=ell, controls=ctl)
+                    for k in range(1, ell + 1)])
+            else:
+                res["p", side, ell] = _side_horizon(
+                    ds, ell, side, placebo=True, n_effects=n_eff, only_never_switchers=onv,
+                    same_switchers=same_switchers, controls=ctl)
 
     if ds.cluster is None:
         cl_codes = np.arange(ng)
@@ -578,6 +787,10 @@ def fit_dcdh(ds: Design, *, effects: int, placebo: int, normalized: bool,
         sw_tot_dw += a.n_sw_dw + b.n_sw_dw
     names.append("ATE")
     rels.append(np.nan)
+    if trends_lin:
+        notes.append("the average total effect is not computed with trends_lin (as in the "
+                     "reference)")
+        den = 0.0
     if den != 0:
         est.append(num_u.sum() / den / G)
         cols.append(clus(num_v / den))

@@ -25,7 +25,13 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from ..core.validation import _numeric, require_columns, require_frame, warn_dropped_missing
+from ..core.validation import (
+    _numeric,
+    as_frame,
+    require_columns,
+    require_frame,
+    warn_dropped_missing,
+)
 from ..errors import (
     ConvergenceWarning,
     DataWarning,
@@ -235,7 +241,7 @@ def _prepare(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort: 
     balanced by dropping incomplete units (``allow_unbalanced_panel = FALSE``) or kept
     unbalanced with a presence mask (``TRUE``: every observation stays, units observed
     once included)."""
-    require_frame(data)
+    data = require_frame(data)
     for name, val in (("outcome", outcome), ("unit", unit), ("time", time),
                       ("cohort", cohort)):
         if not isinstance(val, str):
@@ -877,6 +883,7 @@ def callaway_santanna(data: pd.DataFrame, *, outcome: str, unit: str, time: str,
     >>> bool(abs(res.aggregate("simple").params["ATT"] - 2.0) < 0.5)
     True
     """
+    data = as_frame(data, what="callaway_santanna: data")
     covariates = list(covariates or [])
     check_literal("control_group", control_group, CONTROL_GROUPS)
     check_literal("method", method, METHODS)

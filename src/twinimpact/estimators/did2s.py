@@ -38,7 +38,7 @@ import pandas as pd
 from scipy import sparse
 
 from ..core.fe import factorize
-from ..core.validation import prepare_panel, require_columns
+from ..core.validation import as_frame, prepare_panel, require_columns
 from ..errors import (
     DroppedRowsWarning,
     NotComputableWarning,
@@ -147,6 +147,7 @@ def did2s(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort: str
     >>> [round(float(v), 2) for v in r.params[["rel_time=-2", "rel_time=0", "rel_time=1"]]]
     [0.0, 1.0, 2.0]
     """
+    data = as_frame(data, what="did2s: data")
     est = "did2s"
     fs = _as_tuple(first_stage) or (unit, time)
     covariates = list(covariates or [])

@@ -101,14 +101,24 @@ def did_multiplegt(data: pd.DataFrame, *, outcome: str, unit: str, time: str, tr
         Divide each effect by the average cumulated treatment change of its switchers
         (effect per unit of treatment per period of exposure).
     controls : column name(s)
-        Time-varying covariates. Not yet available (raises :class:`SpecificationError`).
+        Time-varying covariates: each switcher-control comparison is adjusted by the
+        covariates' change times coefficients estimated, within status-quo level, on the
+        first differences of the not-yet-switched (web appendix), with the estimation error
+        of those coefficients in the variance. Rows with a missing control are dropped and
+        counted (``diagnostics["dropped_rows"]``).
     trends_nonparam : column name(s)
         Only compare units with the same value of these (time-invariant) columns, e.g. a
         state: group-specific time effects as in the reference.
     trends_lin : bool
-        Group-specific linear trends. Not yet available (raises).
+        Group-specific linear trends: the outcome is first-differenced (units switching at
+        the second period are dropped), effect ``l`` sums the first ``l`` horizons for the
+        same switchers, as the reference does. The average total effect is not computed
+        (NaN, as in the reference).
     continuous : int
-        Polynomial degree for a continuous status quo. Only 0 is available.
+        For a status quo that takes many values: compare every switcher with every
+        not-yet-switched unit, adjusting for a polynomial of this degree in the status quo
+        interacted with period effects (as the reference; its authors recommend bootstrap
+        standard errors then, which are not offered: the analytic ones may be liberal).
     weight : str
         Column of cell weights (e.g. population); missing weights count as 0.
     cluster : str
@@ -173,18 +183,6 @@ def did_multiplegt(data: pd.DataFrame, *, outcome: str, unit: str, time: str, tr
             raise SpecificationError(format_message(f"{name} must be True or False",
                                                     seen=flag, fix=f"pass {name}=True"))
     require_columns(df, [outcome, unit, time, treatment, weight, cluster, *ctrls, *trends])
-    if ctrls:
-        raise SpecificationError(format_message(
-            "did_multiplegt: controls= is not available yet", seen=ctrls,
-            fix="drop controls=, or use trends_nonparam= for discrete covariates"))
-    if trends_lin:
-        raise SpecificationError(format_message(
-            "did_multiplegt: trends_lin=True is not available yet", seen=trends_lin,
-            fix="use trends_nonparam= (e.g. a region) or leave trends_lin=False"))
-    if continuous:
-        raise SpecificationError(format_message(
-            "did_multiplegt: continuous > 0 is not available yet", seen=continuous,
-            fix="leave continuous=0 (a status quo with few distinct values works as is)"))
 
     y = _numeric_col(df, outcome, "outcome")
     d = _numeric_col(df, treatment, "treatment")
@@ -213,6 +211,12 @@ def did_multiplegt(data: pd.DataFrame, *, outcome: str, unit: str, time: str, tr
             dropped[f"missing cluster ({cluster})"] = int(miss.sum())
         keep &= cc >= 0
         cl_codes = cc.astype(float)
+    x_arrays = [_numeric_col(df, c, "control") for c in ctrls]
+    for c, xa in zip(ctrls, x_arrays, strict=True):
+        miss = keep & np.isnan(xa)
+        if miss.any():
+            dropped[f"missing control ({c})"] = int(miss.sum())
+        keep &= ~np.isnan(xa)
     tr_arrays = []
     for c in trends:
         tc, _ = pd.factorize(df[c], sort=True)
@@ -225,6 +229,7 @@ def did_multiplegt(data: pd.DataFrame, *, outcome: str, unit: str, time: str, tr
     wk = None if w is None else w[idx]
     clk = None if cl_codes is None else cl_codes[idx]
     trk = [a[idx] for a in tr_arrays]
+    xk = [a[idx] for a in x_arrays]
 
     # several rows per (unit, period): collapse to weighted means (the reference does)
     pair = pd.DataFrame({"g": gk, "t": tk})
@@ -234,7 +239,8 @@ def did_multiplegt(data: pd.DataFrame, *, outcome: str, unit: str, time: str, tr
                       "they are collapsed to weighted means per (unit, period) as in the "
                       "reference.", DataWarning, stacklevel=2)
         dropped["collapsed into another row of the same (unit, period)"] = n_dup
-        gk, tk, yk, dk, wk, clk, trk = _collapse(gk, tk, yk, dk, wk, clk, trk)
+        gk, tk, yk, dk, wk, clk, trk = _collapse(gk, tk, yk, dk, wk, clk, trk + xk)
+        trk, xk = trk[:len(tr_arrays)], trk[len(tr_arrays):]
 
     # bad input the reference would only report as "Design Restriction 1"
     _check_treatment_varies(gk, dk, treatment, unit, df.index[idx] if len(idx) else None)
@@ -242,10 +248,12 @@ def did_multiplegt(data: pd.DataFrame, *, outcome: str, unit: str, time: str, tr
         _check_never_switchers(gk, tk, dk, unit, treatment)
 
     try:
-        ds = prepare_design(gk, tk, yk, dk, wk, clk, trk)
+        ds = prepare_design(gk, tk, yk, dk, wk, clk, trk, trends_lin=trends_lin,
+                            controls=tuple(xk), continuous=continuous)
         fit = fit_dcdh(ds, effects=effects, placebo=placebo, normalized=normalized,
                        switchers=switchers, only_never_switchers=only_never_switchers,
-                       same_switchers=same_switchers, effects_equal=effects_equal)
+                       same_switchers=same_switchers, effects_equal=effects_equal,
+                       trends_lin=trends_lin)
     except _NoEffect as exc:
         raise EstimationError(format_message(
             f"{_EST}: no treatment effect can be estimated: {exc}",

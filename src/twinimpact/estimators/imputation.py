@@ -40,7 +40,7 @@ import pandas as pd
 from scipy import sparse, stats
 
 from ..core.fe import factorize
-from ..core.validation import prepare_panel
+from ..core.validation import as_frame, prepare_panel
 from ..errors import (
     DroppedRowsWarning,
     EstimationError,
@@ -387,6 +387,7 @@ def imputation(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort
     >>> [round(float(v), 2) for v in r.params[["rel_time=0", "rel_time=1", "rel_time=2"]]]
     [1.0, 2.0, 3.0]
     """
+    data = as_frame(data, what="imputation: data")
     est = "imputation"
     clus = unit if cluster is None else cluster
     if not isinstance(clus, str):

@@ -45,7 +45,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from ..core.validation import prepare_panel, require_columns
+from ..core.validation import as_frame, gap_aware_refs, prepare_panel, require_columns
 from ..errors import (
     InputError,
     NotComputableWarning,
@@ -146,6 +146,7 @@ def poisson_event_study(data: pd.DataFrame, *, outcome: str, unit: str, time: st
     >>> round(float(r.params["ATT"]), 1)
     0.3
     """
+    data = as_frame(data, what="poisson_event_study: data")
     check_literal("method", method, POISSON_EVENT_METHODS)
     check_literal("fixed_effects", fixed_effects, ("unit", "cohort"))
     for nm, v in (("leads", leads), ("lags", lags)):
@@ -195,6 +196,10 @@ def poisson_event_study(data: pd.DataFrame, *, outcome: str, unit: str, time: st
                 "a single adoption cohort and no never-treated units: no control group",
                 fix="add never-treated units or use several adoption cohorts"))
     t = f["time"].to_numpy()
+    refs, gap_note = gap_aware_refs(refs, t, g, estimator="poisson_event_study",
+                                    time_name=time)
+    if gap_note:
+        notes.append(gap_note)
     rel = np.where(treated, t - g, np.nan)
     finite = rel[np.isfinite(rel)]
     lo = int(finite.min()) if leads is None else -int(leads)

@@ -40,7 +40,13 @@ import pandas as pd
 from scipy import special
 
 from ..core.fe import factorize, fe_dof
-from ..core.validation import _numeric, require_columns, require_frame, warn_dropped_missing
+from ..core.validation import (
+    _numeric,
+    as_frame,
+    require_columns,
+    require_frame,
+    warn_dropped_missing,
+)
 from ..core.vcov import sandwich
 from ..errors import (
     ConvergenceWarning,
@@ -289,7 +295,8 @@ def ppml(data: pd.DataFrame, *, outcome: str, regressors: Sequence[str],
     >>> round(float(r.params["x"]), 1)
     0.5
     """
-    require_frame(data)
+    data = as_frame(data, what="ppml: data")
+    data = require_frame(data)
     if not isinstance(outcome, str):
         raise SpecificationError(format_message("outcome= must be a column name", seen=outcome,
                                                 fix="pass outcome='trade'"))

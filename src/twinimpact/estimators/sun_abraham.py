@@ -37,7 +37,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from ..core.validation import prepare_panel
+from ..core.validation import as_frame, gap_aware_refs, prepare_panel
 from ..errors import (
     DroppedRowsWarning,
     EstimationError,
@@ -182,6 +182,7 @@ def sun_abraham(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohor
     >>> round(float(r.aggregate("simple").params["ATT"]), 1) > 0
     True
     """
+    data = as_frame(data, what="sun_abraham: data")
     from .twfe import fit_fe_ols
 
     est = "sun_abraham"
@@ -240,6 +241,8 @@ def sun_abraham(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohor
     f = f.loc[keep].reset_index(drop=True)
     g, t = g[keep], t[keep]
     never = np.isnan(g)
+    refs, gap_note = gap_aware_refs(refs, t, np.where(g != ref_cohort, g, np.nan),
+                                    estimator=est, time_name=time)
     dummy = ~never & (g != ref_cohort)
     rel = np.where(dummy, t - g, np.nan)
     cell_rows = dummy & ~np.isin(np.nan_to_num(rel, nan=np.inf), refs)
@@ -295,7 +298,7 @@ def sun_abraham(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohor
                for n in out_names]
     term_info = pd.DataFrame({"rel_time": rel_out}, index=out_names)
     collinear = list(info["collinear"])
-    notes = []
+    notes = [gap_note] if gap_note else []
     if collinear:
         notes.append(f"{len(collinear)} interaction(s) collinear with the fixed effects and "
                      f"left out of the aggregation: {collinear[:6]}")

@@ -28,7 +28,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from ..core.validation import require_columns, require_frame
+from ..core.validation import as_frame, require_columns, require_frame
 from ..errors import (
     EstimationError,
     InputError,
@@ -421,8 +421,9 @@ def synthetic_did(data: pd.DataFrame, *, outcome: str, unit: str, time: str,
     >>> round(float(res.params["ATT"]), 1)
     2.0
     """
+    data = as_frame(data, what="synthetic_did: data")
     _check_options(method, se, n_reps, seed, alpha)
-    require_frame(data)
+    data = require_frame(data)
     if (treated is None) == (cohort is None):
         raise SpecificationError(format_message(
             "synthetic_did: give exactly one of treated= (0/1 column) or cohort= (first "

@@ -32,7 +32,14 @@ import numpy as np
 import pandas as pd
 
 from ..core.fe import demean, factorize, fe_dof, is_balanced_twoway, ols, ols_twoway_balanced
-from ..core.validation import dense_codes, prepare_panel, require_columns
+from ..core.validation import (
+    as_frame,
+    check_weights,
+    dense_codes,
+    gap_aware_refs,
+    prepare_panel,
+    require_columns,
+)
 from ..core.vcov import sandwich
 from ..errors import (
     InputError,
@@ -252,6 +259,7 @@ def twfe(data: pd.DataFrame, *, outcome: str, unit: str, time: str,
     >>> round(float(r.params["ATT"]), 2)
     0.5
     """
+    data = as_frame(data, what="twfe: data")
     if (treatment is None) == (cohort is None):
         raise SpecificationError(format_message(
             "twfe needs exactly one of treatment= (a 0/1 column) or cohort= (first treated "
@@ -286,6 +294,8 @@ def twfe(data: pd.DataFrame, *, outcome: str, unit: str, time: str,
         z[:, j] = f[c].to_numpy(dtype=float)
     names = ["ATT", *covariates]
     w = f[weights].to_numpy(dtype=float) if weights else None
+    if w is not None:
+        check_weights(w, f, column=weights, estimator="twfe", unit=unit, time=time)
     u_codes, t_codes = pdata.unit_codes, pdata.time_codes
     params, v, vspec, info = _fit_codes(
         f["y"].to_numpy(), z, names, [u_codes, t_codes], _cluster_codes(
@@ -356,6 +366,7 @@ def event_study(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohor
     >>> [round(float(v), 1) for v in r.params[["rel_time=0", "rel_time=2"]]]
     [1.0, 3.0]
     """
+    data = as_frame(data, what="event_study: data")
     check_literal("method", method, EVENT_STUDY_METHODS)
     if method != "twfe":
         from .event_methods import run_event_method
@@ -391,6 +402,8 @@ def event_study(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohor
             f"no treated unit: every value of {cohort!r} means 'never treated'",
             seen=sorted(pd.unique(data[cohort].dropna()))[:5],
             fix="cohort is the first treated period (NaN/0/after the panel = never)"))
+    refs, gap_note = gap_aware_refs(refs, f["time"].to_numpy(), g, estimator="event_study",
+                                    time_name=time)
     rel = np.where(treated, f["time"].to_numpy() - g, np.nan)
     lo, hi = _window(rel, leads, lags)
     if any(r < lo or r > hi for r in refs):
@@ -429,6 +442,8 @@ def event_study(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohor
     for j, c in enumerate(covariates):
         z[:, j] = f[c].to_numpy(dtype=float)
     w = f[weights].to_numpy(dtype=float) if weights else None
+    if w is not None:
+        check_weights(w, f, column=weights, estimator="event_study", unit=unit, time=time)
     params, v, vspec, info = _fit_codes(
         f["y"].to_numpy(), z, names, [u_codes, t_codes], _cluster_codes(
             f, clus, unit, time, u_codes, t_codes),
@@ -449,12 +464,13 @@ def event_study(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohor
     term_info = pd.DataFrame(
         {"rel_time": [float(n.split("=")[1]) if n.startswith("rel_time=") else np.nan
                       for n in full_names]}, index=full_names)
-    notes = []
+    notes = [gap_note] if gap_note else []
     if missing:
         notes.append(f"relative periods {missing} have no observations and are not estimated")
-        import warnings
-        warnings.warn(f"event_study: relative periods {missing} have no observations in the "
-                      "window and are left out.", NotComputableWarning, stacklevel=2)
+        if not gap_note:  # on a spaced calendar the off-grid periods cannot exist
+            import warnings
+            warnings.warn(f"event_study: relative periods {missing} have no observations in "
+                          "the window and are left out.", NotComputableWarning, stacklevel=2)
     spec = {"outcome": outcome, "unit": unit, "time": time, "cohort": cohort,
             "leads": leads, "lags": lags, "window": (lo, hi), "ref": refs,
             "bin_endpoints": bin_endpoints, "covariates": tuple(covariates), "cluster": clus,

@@ -124,14 +124,59 @@ _YEAR = re.compile(r"^\s*(\d{4})(?:\.0+)?\s*$")
 _MONTH = re.compile(r"^\s*(\d{4})-(\d{1,2})\s*$")
 
 
-def parse_established(values: pd.Series, *, column: str, event: str = "established"
+_DMY = re.compile(r"^\s*(\d{1,2})[./-](\d{1,2})[./-](\d{2}|\d{4})\s*$")
+
+
+def _day_first(values: pd.Series, column: str) -> bool | None:
+    """Day/month order of the column's ``nn/nn/yyyy`` dates: True (day first), False
+    (month first) or None (no such dates). A column in which the order cannot be told (no
+    first or second number above 12 anywhere, "03/10/1983") or which mixes both orders is
+    refused: reading "03/10/1983" as 10 March or 3 October is a guess."""
+    first_big = second_big = None
+    ambiguous = None
+    for i, v in enumerate(values.tolist()):
+        m = _DMY.match(v) if isinstance(v, str) else None
+        if not m:
+            continue
+        a, b = int(m.group(1)), int(m.group(2))
+        if a > 12 and first_big is None:
+            first_big = i
+        elif b > 12 and second_big is None:
+            second_big = i
+        elif a <= 12 and b <= 12 and a != b and ambiguous is None:
+            ambiguous = i
+    if first_big is not None and second_big is not None:
+        raise InputError(format_message(
+            "dates mix day-first and month-first order", where=f"column {column!r}, rows "
+            f"{row_label(values.index[first_big])!r} and {row_label(values.index[second_big])!r}",
+            seen=[values.iloc[first_big], values.iloc[second_big]],
+            fix="write ISO dates (1983-10-03) or fix the inconsistent rows"))
+    if first_big is not None:
+        return True
+    if second_big is not None:
+        return False
+    if ambiguous is not None:
+        raise InputError(format_message(
+            "ambiguous date: day and month order cannot be told",
+            where=f"column {column!r}, row {row_label(values.index[ambiguous])!r}",
+            seen=values.iloc[ambiguous],
+            fix="pass date_format='%d/%m/%Y' (day first) or '%m/%d/%Y' (month first) -- in "
+                "a study file [twinnings.options] date_format = \"%d/%m/%Y\" -- or write ISO "
+                "dates (1983-10-03)"))
+    return None
+
+
+def parse_established(values: pd.Series, *, column: str, event: str = "established",
+                      date_format: str | None = None
                       ) -> tuple[pd.Series, pd.Series]:
     """Parse years or dates into (``established_year`` Int64, ``established_date``).
 
     Missing stays missing. A value that is neither a 4-digit year nor a date raises
     :class:`~twinimpact.errors.InputError` naming the column, row and value. ``event``
     names the date in messages (``"established"`` or ``"ended"``; end dates are parsed
-    the same way).
+    the same way). Dates written ``nn/nn/yyyy`` (or with dots/dashes) are read with
+    ``date_format`` when given, else in the day/month order the column shows; a column
+    where the order cannot be told is refused (see :func:`_day_first`).
 
     >>> y, d = parse_established(pd.Series([1983, "1998", "2004-09-04", "2016-10", None]),
     ...                          column="established")
@@ -146,6 +191,7 @@ def parse_established(values: pd.Series, *, column: str, event: str = "establish
         dt = pd.to_datetime(values)
         return (pd.Series(dt.dt.year.astype("Int64").to_numpy(), index=values.index),
                 pd.Series(dt.to_numpy(dtype="datetime64[ns]"), index=values.index))
+    day_first = None if date_format else _day_first(values, column)
     for i, v in enumerate(values.tolist()):
         if v is None or v is pd.NA or (isinstance(v, float) and np.isnan(v)):
             continue
@@ -163,7 +209,12 @@ def parse_established(values: pd.Series, *, column: str, event: str = "establish
                 dates[i] = np.datetime64(f"{y:04d}-{int(mm.group(2)):02d}-01", "ns")
             else:
                 try:
-                    ts = pd.Timestamp(s)
+                    if date_format:
+                        ts = pd.to_datetime(s.strip(), format=date_format)
+                    elif day_first is not None and _DMY.match(s):
+                        ts = pd.to_datetime(s.strip(), dayfirst=day_first)
+                    else:
+                        ts = pd.Timestamp(s)
                 except (ValueError, TypeError):
                     ts = None
                 if ts is None or ts is pd.NaT:
@@ -171,7 +222,8 @@ def parse_established(values: pd.Series, *, column: str, event: str = "establish
                         f"cannot parse the date a twinning was {event}",
                         where=f"column {column!r}, row {row_label(values.index[i])!r}", seen=v,
                         fix="use a 4-digit year (1983) or an ISO date (1983-10-03); fix or "
-                            "blank the value"))
+                            "blank the value" + (f" (date_format={date_format!r} was given)"
+                                                 if date_format else "")))
                 y = ts.year
                 dates[i] = np.datetime64(ts.to_datetime64(), "ns")
         if not 1000 <= y <= 2200:

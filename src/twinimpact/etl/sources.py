@@ -70,8 +70,14 @@ TWINNING_OUTPUT = (
 
 
 # ---------------------------------------------------------------------------- reading
-def _read(path_or_frame: Any, what: str) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """A private copy of the input and its provenance."""
+def _read(path_or_frame: Any, what: str, *, sep: str | None = None,
+          encoding: str = "utf-8") -> tuple[pd.DataFrame, dict[str, Any]]:
+    """A private copy of the input and its provenance. ``sep`` / ``encoding`` apply to
+    text files (default: comma, tab for ``.tsv``; UTF-8)."""
+    if not isinstance(path_or_frame, pd.DataFrame | str | os.PathLike):
+        from .._io import as_frame
+
+        path_or_frame = as_frame(path_or_frame, what=what, also="a path")
     if isinstance(path_or_frame, pd.DataFrame):
         df = path_or_frame.copy(deep=True)
         df.attrs = {}
@@ -90,8 +96,8 @@ def _read(path_or_frame: Any, what: str) -> tuple[pd.DataFrame, dict[str, Any]]:
             df = pd.read_parquet(p)
         elif suffix in (".csv", ".tsv", ".txt"):
             # keep_default_na=False: "NA" is Namibia's ISO2 code, not a missing value
-            df = pd.read_csv(p, sep="\t" if suffix == ".tsv" else ",",
-                             keep_default_na=False, na_values=[""], encoding="utf-8")
+            df = _read_text(p, what, sep=sep or ("\t" if suffix == ".tsv" else ","),
+                            sep_given=sep is not None, encoding=encoding)
         else:
             raise InputError(format_message(f"unsupported {what} file type", where=str(p),
                                             seen=suffix, fix="use .csv, .tsv or .parquet"))
@@ -106,6 +112,42 @@ def _read(path_or_frame: Any, what: str) -> tuple[pd.DataFrame, dict[str, Any]]:
                                         fix="check the file or the filters applied before"))
     source["rows"] = len(df)
     return df, source
+
+
+def _read_text(p: Path, what: str, *, sep: str, sep_given: bool,
+               encoding: str) -> pd.DataFrame:
+    """Read a delimited text file; undecodable, empty or wrongly delimited files get an
+    :class:`InputError` that names the option to set (also from a study file)."""
+    opt = f"[{what}.options]" if what in ("trade", "twinnings") else "the reader's options"
+    try:
+        # keep_default_na=False: "NA" is Namibia's ISO2 code, not a missing value
+        df = pd.read_csv(p, sep=sep, keep_default_na=False, na_values=[""],
+                         encoding=encoding)
+    except UnicodeDecodeError as exc:
+        raise InputError(format_message(
+            f"{what} file is not {encoding} text", where=f"{p}, byte {exc.start}",
+            seen=exc.object[max(exc.start - 10, 0):exc.end + 10],
+            fix=f"save the file as UTF-8, or pass encoding='latin-1' (or the file's "
+                f"encoding; in a study file: {opt} encoding = \"latin-1\")")) from None
+    except pd.errors.EmptyDataError:
+        raise InputError(format_message(f"{what} file is empty (no header, no rows)",
+                                        where=str(p), fix="check the file")) from None
+    except pd.errors.ParserError as exc:
+        raise InputError(format_message(
+            f"{what} file is not a well-formed delimited table", where=str(p),
+            seen=str(exc).strip()[:160],
+            fix=f"check the delimiter (sep={sep!r} was used; in a study file: {opt} "
+                "sep = \";\") and quoting")) from None
+    if not sep_given and df.shape[1] == 1:
+        header = str(df.columns[0])
+        for cand in (";", "\t", "|"):
+            if cand in header:
+                shown = "\\t" if cand == "\t" else cand
+                raise InputError(format_message(
+                    f"{what} file has one column only: it looks {shown!r}-separated, not "
+                    f"{sep!r}-separated", where=str(p), seen=header[:120],
+                    fix=f"pass sep={shown!r} (in a study file: {opt} sep = \"{shown}\")"))
+    return df
 
 
 def _column(df: pd.DataFrame, role: str, name: Any, what: str) -> str:
@@ -129,7 +171,9 @@ def read_twinnings(path_or_frame: Any, *, city: str = "city", country: str = "co
                    relation_map: Mapping[str, str] | None = None,
                    city_aliases: Mapping[tuple[str, str], str] | None = None,
                    match_cities: bool = True,
-                   gazetteer: Gazetteer | None = None) -> pd.DataFrame:
+                   gazetteer: Gazetteer | None = None,
+                   date_format: str | None = None,
+                   sep: str | None = None, encoding: str = "utf-8") -> pd.DataFrame:
     """Read and validate a twinning registry (one row per link between two cities).
 
     Parameters
@@ -159,6 +203,13 @@ def read_twinnings(path_or_frame: Any, *, city: str = "city", country: str = "co
         Extra ``{("ISO3", "name"): "gazetteer name"}`` city corrections.
     match_cities : bool
         Match city names to GeoNames ids (default). ``False`` leaves ids missing.
+    date_format : str, optional
+        ``strftime`` format of ``established`` dates written with slashes or dots, e.g.
+        ``"%d/%m/%Y"``. Without it the day/month order is taken from the column (a value
+        with a first number above 12 means day first, a second number above 12 month
+        first); a column where it cannot be told ("03/10/1983" only) is refused.
+    sep, encoding : str, optional
+        Delimiter and encoding of a text file (default: comma, tab for ``.tsv``; UTF-8).
 
     Returns
     -------
@@ -200,7 +251,7 @@ def read_twinnings(path_or_frame: Any, *, city: str = "city", country: str = "co
     >>> row["partner_city_matched_name"], row["partner_city_match"]
     ('Beijing', 'alias')
     """
-    df, source = _read(path_or_frame, "twinnings")
+    df, source = _read(path_or_frame, "twinnings", sep=sep, encoding=encoding)
     what = "twinnings"
     n = len(df)
     out = pd.DataFrame(index=pd.RangeIndex(n))
@@ -234,7 +285,8 @@ def read_twinnings(path_or_frame: Any, *, city: str = "city", country: str = "co
     out["partner_country"] = data[cols["partner_country"]].astype("string")
     if "established" in cols:
         raw_est = data[cols["established"]]
-        year, date = parse_established(raw_est, column=cols["established"])
+        year, date = parse_established(raw_est, column=cols["established"],
+                                       date_format=date_format)
         out["established"] = raw_est.astype("string")
     else:
         year = pd.Series(pd.array([pd.NA] * n, dtype="Int64"))
@@ -244,7 +296,8 @@ def read_twinnings(path_or_frame: Any, *, city: str = "city", country: str = "co
     out["established_date"] = date.to_numpy()
     if "ended" in cols:
         raw_end = data[cols["ended"]]
-        e_year, e_date = parse_established(raw_end, column=cols["ended"], event="ended")
+        e_year, e_date = parse_established(raw_end, column=cols["ended"], event="ended",
+                                           date_format=date_format)
         out["ended"] = raw_end.astype("string")
         bad = (e_year < year).fillna(False).to_numpy()
         if bad.any():
@@ -315,6 +368,7 @@ def read_trade(path_or_frame: Any, *, reporter: str = "reporter", partner: str =
                reporter_type: Literal["country", "city"] = "country",
                extra: Sequence[str] = (),
                country_aliases: Mapping[str, str] | None = None,
+               sep: str | None = None, encoding: str = "utf-8",
                format: str | None = None, **layout: Any) -> pd.DataFrame:
     """Read and validate a bilateral trade table (one row per reporter, partner, year).
 
@@ -340,6 +394,9 @@ def read_trade(path_or_frame: Any, *, reporter: str = "reporter", partner: str =
         series for ``build_panel(level="city_partner")``).
     extra : sequence of str
         Further columns to keep unchanged (e.g. gravity covariates ``("DIST", "RTA")``).
+    sep, encoding : str, optional
+        Delimiter and encoding of a text file (default: comma, tab for ``.tsv``; UTF-8),
+        e.g. ``sep=";"`` for a semicolon CSV.
 
     Returns
     -------
@@ -380,7 +437,7 @@ def read_trade(path_or_frame: Any, *, reporter: str = "reporter", partner: str =
     check_literal("reporter_type", reporter_type, ("country", "city"))
     inherited_unit = (path_or_frame.attrs.get("unit")
                       if isinstance(path_or_frame, pd.DataFrame) else None)
-    df, source = _read(path_or_frame, "trade")
+    df, source = _read(path_or_frame, "trade", sep=sep, encoding=encoding)
     what = "trade"
     cols = {role: _column(df, role, name, what) for role, name in
             (("reporter", reporter), ("partner", partner), ("year", year), ("value", value))}
@@ -409,6 +466,7 @@ def read_trade(path_or_frame: Any, *, reporter: str = "reporter", partner: str =
         raise InputError(format_message(
             "year must be a whole number", where=f"column {cols['year']!r}, row {row}",
             seen=data[cols["year"]].iloc[row], fix="use calendar years such as 1990"))
+    _check_trade_years(y, data[cols["year"]], cols["year"])
     out["year"] = y.astype("int64")
     v = pd.to_numeric(data[cols["value"]], errors="coerce")
     nonnum = v.isna() & data[cols["value"]].notna()
@@ -417,6 +475,14 @@ def read_trade(path_or_frame: Any, *, reporter: str = "reporter", partner: str =
         raise InputError(format_message(
             "trade value is not a number", where=f"column {cols['value']!r}, row {row}",
             seen=data[cols["value"]].iloc[row], fix="convert the values to numbers"))
+    inf = np.isinf(v.to_numpy(dtype=float, na_value=np.nan))
+    if inf.any():
+        row = int(np.flatnonzero(inf)[0])
+        raise InputError(format_message(
+            f"infinite trade values ({int(inf.sum())} row(s))",
+            where=f"column {cols['value']!r}, row {row}", seen=float(v.iloc[row]),
+            fix="a trade flow is a finite amount; fix the source or blank the value "
+                "(missing values are kept as NaN and counted)"))
     neg = v < 0
     if neg.any():
         row = int(np.flatnonzero(neg.to_numpy())[0])
@@ -446,6 +512,29 @@ def read_trade(path_or_frame: Any, *, reporter: str = "reporter", partner: str =
                  "reporter_type": reporter_type, "columns": cols,
                  "n_missing_value": int(out["value"].isna().sum())}
     return out
+
+
+#: Earliest year accepted in trade data (TRADHIST, the longest series, starts in 1827).
+FIRST_TRADE_YEAR = 1700
+
+
+def _check_trade_years(y: pd.Series, raw: pd.Series, column: str) -> None:
+    """Refuse years no trade statistic can have: two-digit years, years before
+    :data:`FIRST_TRADE_YEAR` or after next year."""
+    import datetime
+
+    last = datetime.date.today().year + 1
+    bad = (y < FIRST_TRADE_YEAR) | (y > last)
+    if not bad.any():
+        return
+    row = int(np.flatnonzero(bad.to_numpy())[0])
+    two_digit = bool((y.abs() < 100).any())
+    raise InputError(format_message(
+        f"implausible trade year ({int(bad.sum())} row(s) outside {FIRST_TRADE_YEAR}-{last})",
+        where=f"column {column!r}, row {row}", seen=raw.iloc[row],
+        fix=("write 4-digit calendar years (1985, not 85)" if two_digit else
+             "check the year column (a typo, a placeholder such as 9999, or the wrong "
+             "column)")))
 
 
 # ---------------------------------------------------------------------------- shipped data

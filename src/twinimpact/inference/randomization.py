@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from ..core.fe import demean, factorize, fe_dof
-from ..core.validation import prepare_panel
+from ..core.validation import as_frame, prepare_panel
 from ..errors import InputError, SpecificationError, check_literal, format_message
 
 __all__ = ["RandomizationResult", "randomization_inference"]
@@ -179,6 +179,7 @@ def randomization_inference(data: pd.DataFrame, *, outcome: str, unit: str, time
     >>> r.exact, r.n_assignments
     (True, 12)
     """
+    data = as_frame(data, what="randomization_inference: data")
     check_literal("statistic", statistic, ("estimate", "t"))
     check_literal("alternative", alternative, ("two-sided", "greater", "less"))
     if not (isinstance(estimator, str) or callable(estimator)):

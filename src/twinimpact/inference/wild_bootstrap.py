@@ -46,7 +46,7 @@ import pandas as pd
 from scipy import optimize
 
 from ..core.fe import demean, factorize, fe_dof
-from ..core.validation import require_columns, require_frame
+from ..core.validation import as_frame, require_columns, require_frame
 from ..errors import InputError, SpecificationError, check_literal, format_message
 
 __all__ = [
@@ -279,7 +279,8 @@ def wild_cluster_bootstrap(data: pd.DataFrame, *, outcome: str, regressors: Sequ
     >>> r.enumerated, r.n_reps
     (True, 256)
     """
-    require_frame(data)
+    data = as_frame(data, what="wild_cluster_bootstrap: data")
+    data = require_frame(data)
     check_literal("weights", weights, WEIGHT_TYPES)
     regressors = list(regressors)
     fes = _as_tuple(fixed_effects)

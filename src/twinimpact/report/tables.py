@@ -224,6 +224,24 @@ def _latex(names, body, footer, note) -> str:
     return "\n".join(out) + "\n"
 
 
+#: first characters that make a spreadsheet read a cell as a formula (OWASP "CSV injection")
+FORMULA_PREFIXES = ("=", "+", "-", "@")
+
+
+def _cells_as_text(book: Any) -> None:
+    """Store every text cell that a spreadsheet could take for a formula as text: openpyxl
+    turns a string starting with "=" into a live formula, and Excel evaluates ``+ - @`` when
+    a cell is edited. Labels and data are written as typed text (quote prefix)."""
+    for ws in book.worksheets:
+        for row in ws.iter_rows():
+            for cell in row:
+                v = cell.value
+                if isinstance(v, str) and v.startswith(FORMULA_PREFIXES):
+                    cell.value = v
+                    cell.data_type = "s"
+                    cell.quotePrefix = True
+
+
 def table(results: Any, format: TableFormat = "markdown", path: str | Path | None = None, *,
           alpha: float = 0.05, digits: int = 4, stars: bool = True,
           plain_labels: bool = False) -> str | pd.DataFrame:
@@ -282,6 +300,7 @@ def table(results: Any, format: TableFormat = "markdown", path: str | Path | Non
                     shown.to_excel(xw, sheet_name="table", index=False)
                     flat.to_excel(xw, sheet_name="estimates")
                     notes.to_excel(xw, sheet_name="notes", index=False)
+                    _cells_as_text(xw.book)
         return wide
     names, body, footer = _text_cells(results, alpha, digits, stars, plain_labels)
     note = _note(alpha, stars)

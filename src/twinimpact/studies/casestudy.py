@@ -47,7 +47,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from ..core.validation import require_columns, require_frame
+from ..core.validation import as_frame, require_columns, require_frame
 from ..errors import (
     InputError,
     SpecificationError,
@@ -270,7 +270,8 @@ def case_study(series: pd.DataFrame, *, treated_city: str | Sequence[str],
     >>> list(cs.table.index)
     ['sdid', 'sc', 'did']
     """
-    require_frame(series, what="series")
+    series = as_frame(series, what="case_study: series")
+    series = require_frame(series, what="series")
     check_literal("transform", transform, ("log", "level"))
     check_literal("honest", honest, (True, False, "auto"))
     cities = _as_cities(treated_city)

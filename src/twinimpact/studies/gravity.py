@@ -34,7 +34,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from ..core.validation import require_columns, require_frame
+from ..core.validation import as_frame, require_columns, require_frame
 from ..errors import InputError, SpecificationError, check_literal, format_message
 from ..estimators.ppml import PPMLResult, ppml
 from ..results import EstimationResult
@@ -84,7 +84,7 @@ def twinning_counts(twinnings: pd.DataFrame, *, years: Sequence[int],
     DataFrame with columns ``partner_iso3, year, n_twinnings`` (every partner x year),
     and ``attrs["dropped"]`` (reason -> count).
     """
-    require_frame(twinnings, what="twinnings")
+    twinnings = require_frame(twinnings, what="twinnings")
     require_columns(twinnings, ["partner_iso3", "established_year", "relation"],
                     what="twinnings")
     t = twinnings[["partner_iso3", "established_year", "relation"]].copy()
@@ -122,7 +122,7 @@ def twinning_counts(twinnings: pd.DataFrame, *, years: Sequence[int],
 
 def _standardise_panel(panel: pd.DataFrame) -> pd.DataFrame:
     """Lower-case the gravity covariates (the shipped file spells them ``DIST``...)."""
-    require_frame(panel, what="panel")
+    panel = require_frame(panel, what="panel")
     ren = {c: c.lower() for c in panel.columns if c.lower() in GRAVITY_COLUMNS}
     p = panel.rename(columns=ren)
     require_columns(p, GRAVITY_COLUMNS, what="gravity panel")
@@ -237,6 +237,7 @@ def gravity_intensity(frame: pd.DataFrame, *, intensity: Intensity = "n_twinning
     | exporter^year + importer^year + pair_fe, cluster = ~pair_id,
     data = subset(frame, sum_trade > 0))``.
     """
+    frame = as_frame(frame, what="gravity_intensity: frame")
     check_literal("intensity", intensity, ("n_twinnings", "log1p_twinnings"))
     require_columns(frame, ["exporter", "importer", "year", "trade", "pair_fe", "sum_trade",
                             intensity, *controls], what="gravity frame")

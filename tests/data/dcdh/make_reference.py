@@ -59,6 +59,22 @@ CASES = [
                                             trends_nonparam=["black"], weight="hours")),
     ("wp_cluster", "wagepan_cluster", dict(WP, effects=4, placebo=2, cluster="block")),
     ("wp_unbalanced", "wagepan_unbalanced", dict(WP, effects=4, placebo=2)),
+    ("wp_trends_lin", "wagepan", dict(WP, effects=3, placebo=2, trends_lin=True)),
+    ("fi_trends_lin", "favara_imbs", dict(FI, effects=4, placebo=2, trends_lin=True,
+                                          cluster="state_n", normalized=True)),
+    ("sy_trends_lin", "synthetic", dict(SY, effects=3, placebo=2, trends_lin=True)),
+    ("wp_controls", "wagepan", dict(WP, effects=3, placebo=2, controls=["hours"])),
+    ("wp_controls_cluster", "wagepan_cluster", dict(WP, effects=3, placebo=2,
+                                                    controls=["hours", "married"],
+                                                    cluster="block")),
+    ("fi_controls", "favara_imbs", dict(FI, effects=4, placebo=2, controls=["Dl_hpi"],
+                                        cluster="state_n", normalized=True)),
+    ("sy_controls_missing", "synthetic_x", dict(SY, effects=3, placebo=1,
+                                                controls=["x"])),
+    ("fi_continuous", "favara_imbs", dict(FI, effects=3, placebo=1, continuous=1,
+                                          cluster="state_n")),
+    ("sy_continuous2", "synthetic_cont", dict(SY, effects=3, placebo=2, continuous=2,
+                                              normalized=True)),
     ("sy_basic", "synthetic", dict(SY, effects=4, placebo=2, effects_equal=True)),
     ("sy_normalized_cluster", "synthetic", dict(SY, effects=4, placebo=2, normalized=True,
                                                 cluster="region")),
@@ -97,7 +113,13 @@ def datasets() -> dict[str, pd.DataFrame]:
     wpu = wp.drop(index=rng.choice(len(wp), size=300, replace=False)).reset_index(drop=True)
     sy = pd.read_csv(HERE / "synthetic.csv")
     fis = fi.assign(big=(fi.groupby("county")["w1"].transform("mean") > 1).astype(int))
-    return {"favara_imbs": fi, "favara_imbs_size": fis, "wagepan": wp, "wagepan_cluster": wpc,
+    rng2 = np.random.default_rng(11)
+    syx = sy.assign(x=np.where(rng2.random(len(sy)) < 0.03, np.nan,
+                               0.3 * sy["links"] + rng2.normal(size=len(sy))))
+    syc = sy.assign(links=sy["links"] + 0.25 * (sy["unit"].str[1:].astype(int) % 4))
+    syc = syc[syc.groupby("unit")["period"].transform("size") == 12]
+    return {"favara_imbs": fi, "favara_imbs_size": fis, "wagepan": wp, "synthetic_x": syx,
+            "synthetic_cont": syc, "wagepan_cluster": wpc,
             "wagepan_unbalanced": wpu, "synthetic": sy}
 
 
@@ -109,6 +131,10 @@ RECIPES = {
     "wagepan_unbalanced": "wagepan without the rows numpy.random.default_rng(7)"
                           ".choice(4360, size=300, replace=False)",
     "synthetic": "synthetic.csv (make_reference.synthetic())",
+    "synthetic_cont": "synthetic.csv with links + 0.25 * (unit number % 4), units observed "
+                      "in all 12 periods only (see SOURCE.md: continuous on unbalanced panels)",
+    "synthetic_x": "synthetic.csv with x = NaN where rng(11).random(n) < 0.03, else "
+                   "0.3 * links + rng(11).normal(size=n) (same generator, in that order)",
 }
 
 
@@ -136,7 +162,8 @@ def main() -> None:
             for term, row in tab.iterrows():
                 rec = {"case": name, "term": term, "estimate": row["Estimate"],
                        "std_error": row["SE"], "n_obs": row["N"],
-                       "n_switchers": row["Switchers"]}
+                       "n_switchers": row["Switchers"],
+                       "n_switchers_w": row["Switchers.w"]}
                 if first:
                     for k in ("p_jointeffects", "p_jointplacebo", "p_equality_effects"):
                         v = res.get(k)
