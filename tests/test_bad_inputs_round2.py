@@ -285,3 +285,22 @@ def test_excel_cells_never_become_formulas(tmp_path, mpdta):
     assert any(c.value == label for c in texts)
     assert all(c.data_type == "s" for c in texts)  # stored as text, never 'f' (formula)
     assert pd.read_excel(p, sheet_name="table").columns[1] == label
+
+
+def test_headline_horizon_is_the_one_the_estimate_averages(mpdta):
+    from types import SimpleNamespace
+
+    from twinimpact.report.headline import headline_sentence, pick_headline
+
+    study = SimpleNamespace(alpha=0.05, headline="x", headline_term="ATT", transform="log",
+                            headline_subject="Employment")
+    # imputation's ATT averages every treated observation (event times 0..3 in mpdta),
+    # not the 2 event-time rows of the window (lags=1): the de_exports headline bug
+    imp = _quiet(ti.event_study, mpdta, **MP, leads=2, lags=1, method="imputation")
+    text, _ = headline_sentence(pick_headline({"x": imp}, study), study, max_rel_time=3.0)
+    assert "2 years" not in text and "to 3 years after it" in text
+    # the TWFE event study's ATT is the mean of its rel_time >= 0 rows; the last is binned
+    es = _quiet(ti.event_study, mpdta, **MP, leads=2, lags=1)
+    text, _ = headline_sentence(pick_headline({"x": es}, study), study, max_rel_time=3.0)
+    assert "on average over the 2 years after the first twinning (the last of them " \
+           "pooling all later years)" in text

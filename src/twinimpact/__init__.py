@@ -27,8 +27,6 @@ from .estimators.ppml import PPMLResult, lincom, ppml
 from .estimators.sun_abraham import SunAbrahamResult, sun_abraham
 from .estimators.synthetic_did import (
     SyntheticDIDResult,
-    plot_synthetic,
-    plot_weights,
     synthetic_did,
 )
 from .estimators.twfe import event_study, twfe
@@ -45,7 +43,7 @@ from .etl import (
     scan_trade,
     to_iso3,
 )
-from .inference.honest_did import honest_did, plot_honest_did
+from .inference.honest_did import honest_did
 from .inference.randomization import RandomizationResult, randomization_inference
 from .inference.wild_bootstrap import (
     WildBootstrapResult,
@@ -53,7 +51,7 @@ from .inference.wild_bootstrap import (
     wild_cluster_bootstrap_result,
 )
 from .panel import Panel
-from .report import plot_event_study, table
+from .report import plot_event_study, plot_honest_did, plot_synthetic, plot_weights, table
 from .results import EstimationResult, VcovSpec
 from .studies.casestudy import CaseStudyResult, case_study, simulated_city_exports
 from .studies.gravity import GravityStudy, build_gravity_data, gravity_intensity, gravity_study

@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     except EstimationError as exc:
         if debug:
             raise
-        print(f"twinimpact: error: no estimate: {exc}", file=sys.stderr)
+        print(f"twinimpact: error: {exc}", file=sys.stderr)
         return EXIT_NO_ESTIMATE
     except TwinImpactError as exc:
         if debug:
@@ -109,18 +109,13 @@ def _command(args: argparse.Namespace) -> int:
         return EXIT_OK
     from .studies.runner import run_study
 
-    if args.out is not None and Path(args.out).exists() and not Path(args.out).is_dir():
-        raise TwinImpactError(f"--out must be a folder, but {args.out!r} is a file. "
-                              "Fix: pass a folder (it is created when missing).")
     result = run_study(_resolve_study(args.study), out=args.out)
     head = result.study.headline
-    if not result.results or (head is not None and head in result.failures):
-        failed = {k: v for k, v in result.failures.items()
-                  if not result.results or k == head}
+    if head is not None and head in result.failures:
         raise EstimationError(
-            ("the headline estimate " + repr(head) if result.results else "every estimator")
-            + " failed: " + "; ".join(f"{k}: {v}" for k, v in failed.items())
-            + f". Outputs so far: {result.outputs.get('summary', 'none')}.")
+            f"no estimate: the headline estimate {head!r} could not be produced: "
+            f"{result.failures[head]} (the other estimates are in "
+            f"{result.outputs.get('summary', 'the outputs')})")
     print(f"Study {result.study.name!r} finished.")
     for k, p in result.outputs.items():
         print(f"  {k:14s} {p}")

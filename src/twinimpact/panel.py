@@ -19,6 +19,7 @@ from typing import Any
 import pandas as pd
 
 from ._io import atomic_path
+from .provenance import file_sha256, jsonable
 
 __all__ = ["Panel"]
 
@@ -100,8 +101,6 @@ class Panel:
         The manifest written gains an ``output`` entry (file name, sha256 and row count of
         the parquet file). Returns the parquet path.
         """
-        from .etl.provenance import file_sha256, jsonable  # lazy: etl imports this module
-
         target = Path(path)
         target.parent.mkdir(parents=True, exist_ok=True)
         frame = self._frame.copy()

@@ -404,6 +404,7 @@ def check_cluster_count(names: Sequence[str], counts: Sequence[int], *,
         f"p-values are unreliable with fewer than {FEW_CLUSTERS} clusters (Cameron, Gelbach "
         "& Miller 2008; MacKinnon & Webb 2017)",
         fix="test with ti.wild_cluster_bootstrap(data, outcome=..., regressors=..., "
-            "cluster=..., term=..., weights='webb'); see result.diagnostics['few_clusters']"),
+            "cluster=..., term=...) (Webb weights below about 12 clusters); see "
+            "result.diagnostics['few_clusters']"),
         FewClustersWarning, stacklevel=stacklevel + 1)
     return info

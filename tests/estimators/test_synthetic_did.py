@@ -30,10 +30,9 @@ from twinimpact.estimators._sdid_solver import (
 )
 from twinimpact.estimators.synthetic_did import (
     SyntheticDIDResult,
-    plot_synthetic,
-    plot_weights,
     synthetic_did,
 )
+from twinimpact.report import plot_synthetic, plot_weights
 
 matplotlib.use("Agg")
 

@@ -193,9 +193,8 @@ FAST_VS_MAP_RTOL = 1e-12
 def _force_map(monkeypatch):
     """Make every panel look unbalanced: dense design + alternating projections."""
     import twinimpact.core.fe as fe_mod
-    import twinimpact.estimators.twfe as twfe_mod
 
-    monkeypatch.setattr(twfe_mod, "is_balanced_twoway", lambda *a, **k: False)
+    monkeypatch.setattr(fe_mod, "is_balanced_twoway", lambda *a, **k: False)
     monkeypatch.setattr(fe_mod, "_is_balanced", lambda *a, **k: False)
 
 
@@ -251,11 +250,11 @@ def test_fast_path_equals_map_path(mpdta, monkeypatch, estimator, kwargs):
 
 
 def test_fast_path_only_on_balanced_unweighted_panels(mpdta, monkeypatch):
-    import twinimpact.estimators.twfe as twfe_mod
+    import twinimpact.core.fe as fe_mod
 
     calls = []
-    real = twfe_mod.ols_twoway_balanced
-    monkeypatch.setattr(twfe_mod, "ols_twoway_balanced",
+    real = fe_mod.ols_twoway_balanced
+    monkeypatch.setattr(fe_mod, "ols_twoway_balanced",
                         lambda *a, **k: calls.append(1) or real(*a, **k))
     ti.event_study(mpdta, **KW)
     assert calls == [1]
@@ -269,7 +268,6 @@ def test_fast_path_only_on_balanced_unweighted_panels(mpdta, monkeypatch):
        vcov=st.sampled_from(["cluster", "hetero", "iid"]))
 def test_fast_path_property_on_random_staggered_panels(n_units, n_periods, seed, vcov):
     import twinimpact.core.fe as fe_mod
-    import twinimpact.estimators.twfe as twfe_mod
 
     rng = np.random.default_rng(seed)
     cohorts = rng.choice([0, *range(2001, 2000 + n_periods + 1)], size=n_units)
@@ -284,7 +282,7 @@ def test_fast_path_property_on_random_staggered_panels(n_units, n_periods, seed,
         warnings.simplefilter("ignore")
         fast = ti.event_study(d, **kw)
         with pytest.MonkeyPatch.context() as mp:
-            mp.setattr(twfe_mod, "is_balanced_twoway", lambda *a, **k: False)
+            mp.setattr(fe_mod, "is_balanced_twoway", lambda *a, **k: False)
             mp.setattr(fe_mod, "_is_balanced", lambda *a, **k: False)
             slow = ti.event_study(d, **kw)
     # tiny random panels can be ill-conditioned (few units per event time)

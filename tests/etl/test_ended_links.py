@@ -100,3 +100,16 @@ def test_did_multiplegt_on_links_that_end(etl_data):
     assert r.term_info.loc["Effect_1", "n_switchers"] == 3
     assert r.params["Effect_1"] == pytest.approx(0.3, abs=0.03)
     assert r.params["ATT"] == pytest.approx(0.3, abs=0.03)
+
+
+def test_city_level_links_that_end(etl_data):
+    trade = pd.DataFrame([("Doncaster", p, y, 1.0) for p in ("DEU", "CHN", "ITA")
+                          for y in range(2006, 2013)],
+                         columns=["reporter", "partner", "year", "value"])
+    with pytest.warns(ti.errors.DroppedRowsWarning, match="city not in the trade data: 7"):
+        p = ti.build_panel(trade, _read(etl_data), level="city_partner", relations="all")
+    f = p.frame.set_index(["unit_id", "year"])["n_twinnings"]
+    assert [f["Doncaster-DEU", y] for y in (2008, 2009)] == [1, 0]
+    assert [f["Doncaster-CHN", y] for y in (2008, 2009)] == [1, 0]
+    assert (p.frame.loc[p.frame["unit_id"] == "Doncaster-ITA", "twinned"] == 0).all()
+    assert p.manifest["steps"]["panel"]["n_units_switching_off"] == 2

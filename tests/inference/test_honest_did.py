@@ -15,9 +15,9 @@ from hypothesis import strategies as st
 from twinimpact.errors import InputError, SpecificationError
 from twinimpact.inference.honest_did import (
     honest_did,
-    plot_honest_did,
     relative_magnitudes_cs,
 )
+from twinimpact.report import plot_honest_did
 from twinimpact.results import VcovSpec, make_result
 
 TESTS = Path(__file__).resolve().parents[1]

@@ -57,7 +57,7 @@ def test_headline_numbers_come_from_the_result(run):
     pct = 100 * (np.exp(row["estimate"]) - 1)
     assert f"{abs(pct):.1f}% lower" in sentence
     assert f"[{100 * (np.exp(row['ci_lower']) - 1):.1f}%" in sentence
-    assert "in the 4 years after the first twinning" in sentence
+    assert "on average over the 4 years after the first twinning" in sentence
     assert "excludes no change" in sure
 
 

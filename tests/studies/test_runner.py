@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 
 from twinimpact.cli import bundled_studies, main
-from twinimpact.studies.runner import run_study, transform_outcome
+from twinimpact.studies.kinds.panel import transform_outcome
+from twinimpact.studies.runner import run_study
 
 pytestmark = pytest.mark.filterwarnings("ignore::twinimpact.errors.TwinImpactWarning")
 
@@ -81,7 +82,7 @@ def test_rerun_replaces_outputs_and_nothing_else(default_run, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["de_gravity_intensity", "cn_uk_case", "au_cn_case",
-                                  "de_exports_baci"])
+                                  "de_exports_intensity", "de_exports_baci"])
 def test_other_bundled_studies(name, tmp_path):
     run = run_study(bundled_studies()[name], out=tmp_path)
     page = (tmp_path / "reports" / name / "report.html").read_text()
@@ -95,6 +96,14 @@ def test_other_bundled_studies(name, tmp_path):
         r = run.results["PPML gravity (n_twinnings)"]
         assert "n_twinnings" in r.params.index
         assert r.vcov_spec.cluster == ("pair_id",)
+    if name == "de_exports_intensity":
+        r = run.results["dCDH: number of twinnings"]
+        f = r.to_frame().set_index("term")
+        assert r.estimator == "did_multiplegt" and r.spec["treatment"] == "n_twinnings"
+        assert f.loc["Effect_10", "rel_time"] == 10 and f.loc["Placebo_5", "rel_time"] == -5
+        assert r.diagnostics["placebo_test"]["df"] == 5
+        assert run.panel.manifest["steps"]["links"]["n_ended"] == 0   # no end dates shipped
+        assert "has no end dates" in page and "per additional twinning" in page
     if name == "cn_uk_case":
         assert run.diagnostics["treated_from"] == {"Qingdao": 1998, "Jinan": 1983}
     if name == "de_exports_baci":  # trade read in BACI layout, aggregated on DuckDB

@@ -14,15 +14,21 @@ Pure functions on NumPy arrays; no pandas, no validation (callers validate).
   design is a block of 0/1 indicators of one categorical code (event-time dummies, a
   treatment dummy) plus dense columns: the indicator block is never demeaned; its
   cross-products and cluster score sums come from group counts and sums in O(n).
+* :func:`fit_fe_ols` (labels) / :func:`fit_fe_codes` (dense codes) put these together: OLS
+  with fixed effects and a sandwich vcov (:func:`twinimpact.core.vcov.sandwich`), taking
+  the balanced fast path when it applies; they return labelled params (pandas).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from .vcov import sandwich
 
 __all__ = [
     "DemeanResult",
@@ -31,6 +37,8 @@ __all__ = [
     "demean",
     "factorize",
     "fe_dof",
+    "fit_fe_codes",
+    "fit_fe_ols",
     "is_balanced_twoway",
     "ols",
     "ols_twoway_balanced",
@@ -556,3 +564,125 @@ def ols_twoway_balanced(y: np.ndarray, unit_codes: np.ndarray, time_codes: np.nd
     return TwoWayOLSFit(coef=coef, resid=resid, bread=bread, rank=int(kept.sum()), kept=kept,
                         yd_ss=float(np.sum(yd * yd)), unit_codes=u, time_codes=t, onehot=c,
                         counts=cnt, unit_counts=a_u, time_counts=a_t, mz=mz)
+
+
+# --- OLS with fixed effects and a sandwich vcov (used by twfe, sun_abraham, imputation) ---
+
+def fit_fe_ols(y: np.ndarray, x: np.ndarray, names: Sequence[str], fe: Sequence[np.ndarray],
+               *, vcov: str, clusters: Sequence[np.ndarray] = (),
+               cluster_names: Sequence[str] = (), weights: np.ndarray | None = None,
+               estimator: str = "feols", onehot: np.ndarray | None = None
+               ) -> tuple[pd.Series, np.ndarray, Any, dict[str, Any]]:
+    """OLS of ``y`` on ``x`` with fixed effects ``fe`` (label arrays) and a sandwich vcov.
+
+    Returns ``(params, vcov, vcov_spec, info)``; collinear columns get NaN estimates and
+    are listed in ``info["collinear"]``.
+
+    ``onehot`` (optional, int array of shape (n,)): the design is then
+    ``[indicators of onehot | x]`` -- row i has a 1 in indicator column ``onehot[i]``
+    (none when -1), ``len(names) - x.shape[1]`` indicator columns first, and ``x`` holds
+    only the dense columns. Event-time or cohort x period dummies passed this way are
+    fitted in O(n) on balanced unit x time panels (same numbers as the dense design).
+    """
+    fe_codes = [factorize(f)[0] for f in fe]
+    cl_codes = [factorize(c)[0] for c in clusters]
+    return fit_fe_codes(y, x, names, fe_codes, cl_codes, vcov=vcov, cluster_names=cluster_names,
+                      weights=weights, onehot=onehot)
+
+
+def fit_fe_codes(y: np.ndarray, x: np.ndarray, names: Sequence[str],
+               fe_codes: Sequence[np.ndarray], cl_codes: Sequence[np.ndarray], *, vcov: str,
+               cluster_names: Sequence[str] = (), weights: np.ndarray | None = None,
+               onehot: np.ndarray | None = None
+               ) -> tuple[pd.Series, np.ndarray, Any, dict[str, Any]]:
+    """:func:`fit_fe_ols` on dense FE / cluster codes, with an optional indicator block.
+
+    With ``onehot`` (n,) the design is ``[indicators of onehot | x]`` (``onehot[i] = -1``:
+    no indicator in row i; ``len(names) - x.shape[1]`` indicator columns). On a balanced
+    unit x time panel without weights that design is fitted by
+    :func:`ols_twoway_balanced` (indicators never demeaned,
+    cluster score sums from group sums); otherwise the dense design goes through the
+    general path (alternating projections), which gives the same numbers.
+    """
+    n = len(y)
+    x = np.asarray(x, dtype=float).reshape(n, -1)
+    p = len(names) - x.shape[1] if onehot is not None else 0
+    if (onehot is not None and weights is None and len(fe_codes) == 2
+            and is_balanced_twoway(fe_codes[0], fe_codes[1], int(fe_codes[0].max()) + 1,
+                                   int(fe_codes[1].max()) + 1)):
+        return _fit_fe_balanced(y, x, names, fe_codes, cl_codes, vcov=vcov,
+                             cluster_names=cluster_names, onehot=onehot, p=p)
+    if onehot is not None:
+        dense = np.zeros((n, len(names)))
+        rows = np.flatnonzero(onehot >= 0)
+        dense[rows, onehot[rows]] = 1.0
+        dense[:, p:] = x
+        x = dense
+    k = x.shape[1]
+    yx = np.empty((n, k + 1))
+    yx[:, 0] = y
+    yx[:, 1:] = x
+    dm = demean(yx, fe_codes, weights=weights)
+    yd, xd = dm.x[:, 0], dm.x[:, 1:]
+    # sum of squares of the centred regressors before the FE sweep (collinearity scale)
+    if weights is None:
+        mean = x.mean(axis=0)
+        ref_ss = np.einsum("ij,ij->j", x, x) - n * mean**2
+    else:
+        mean = weights @ x / weights.sum()
+        ref_ss = np.einsum("i,ij,ij->j", weights, x, x) - weights.sum() * mean**2
+    fit = ols(xd, yd, weights, ref_ss=ref_ss)
+    kept = fit.kept
+    k_fe, k_nested = fe_dof(fe_codes, cl_codes)
+    k_total = fit.rank + k_fe
+    xk = xd[:, kept]
+    bread = fit.bread[np.ix_(kept, kept)]
+    w = np.ones(n) if weights is None else weights
+    scores = xk * (w * fit.resid)[:, None]
+    sigma2 = float(np.sum(w * fit.resid**2) / (n - k_total)) if n > k_total else np.nan
+    v_sub, spec = sandwich(scores, bread, kind=vcov, n=n, k=k_total, cluster_codes=cl_codes,
+                           cluster_names=cluster_names, k_nested=k_nested, sigma2=sigma2)
+    v = np.full((k, k), np.nan)
+    v[np.ix_(kept, kept)] = v_sub
+    params = pd.Series(fit.coef, index=list(names))
+    info = {
+        "collinear": [nm for nm, kp in zip(names, kept, strict=True) if not kp],
+        "demean_converged": dm.converged,
+        "demean_iterations": dm.iterations,
+        "k_fe": k_fe,
+        "k_fe_nested_in_cluster": k_nested,
+        "r2_within": float(1 - np.sum(w * fit.resid**2) / np.sum(w * yd**2))
+        if np.sum(yd**2) > 0 else np.nan,
+    }
+    return params, v, spec, info
+
+
+def _fit_fe_balanced(y: np.ndarray, z: np.ndarray, names: Sequence[str],
+                  fe_codes: Sequence[np.ndarray], cl_codes: Sequence[np.ndarray], *,
+                  vcov: str, cluster_names: Sequence[str], onehot: np.ndarray,
+                  p: int) -> tuple[pd.Series, np.ndarray, Any, dict[str, Any]]:
+    """The balanced two-way fast path of :func:`fit_fe_codes` (same outputs)."""
+    n = len(y)
+    k = len(names)
+    fit = ols_twoway_balanced(y, fe_codes[0], fe_codes[1], onehot=onehot, n_onehot=p, z=z)
+    kept = fit.kept
+    k_fe, k_nested = fe_dof(fe_codes, cl_codes, balanced=True)
+    k_total = fit.rank + k_fe
+    bread = fit.bread[np.ix_(kept, kept)]
+    ssr = float(np.sum(fit.resid * fit.resid))
+    sigma2 = ssr / (n - k_total) if n > k_total else np.nan
+    v_sub, spec = sandwich(None, bread, kind=vcov, n=n, k=k_total, cluster_codes=cl_codes,
+                           cluster_names=cluster_names, k_nested=k_nested, sigma2=sigma2,
+                           cluster_sums=fit.cluster_sums)
+    v = np.full((k, k), np.nan)
+    v[np.ix_(kept, kept)] = v_sub
+    params = pd.Series(fit.coef, index=list(names))
+    info = {
+        "collinear": [nm for nm, kp in zip(names, kept, strict=True) if not kp],
+        "demean_converged": True,
+        "demean_iterations": 1,
+        "k_fe": k_fe,
+        "k_fe_nested_in_cluster": k_nested,
+        "r2_within": float(1 - ssr / fit.yd_ss) if fit.yd_ss > 0 else np.nan,
+    }
+    return params, v, spec, info

@@ -38,6 +38,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..core.progress import progress
+
 __all__ = [
     "IPW_TRIM",
     "OVERLAP_MAX",
@@ -533,9 +535,11 @@ def mammen_bootstrap(psi: np.ndarray, n_draws: int, rng: np.random.Generator,
     n, k = psi.shape
     out = np.empty((n_draws, k))
     step = max(1, min(n_draws, chunk_elems // max(n, 1)))
-    for start in range(0, n_draws, step):
-        b = min(step, n_draws - start)
-        low = rng.random((b, n)) < MAMMEN_P_LOW
-        v = np.where(low, MAMMEN_LOW, MAMMEN_HIGH)
-        out[start:start + b] = (v @ psi) / np.sqrt(n)
+    with progress(n_draws, "callaway_santanna multiplier bootstrap") as bar:
+        for start in range(0, n_draws, step):
+            b = min(step, n_draws - start)
+            low = rng.random((b, n)) < MAMMEN_P_LOW
+            v = np.where(low, MAMMEN_LOW, MAMMEN_HIGH)
+            out[start:start + b] = (v @ psi) / np.sqrt(n)
+            bar.update(b)
     return out

@@ -71,9 +71,9 @@ def _key_count(key: np.ndarray, mask: np.ndarray, cluster: np.ndarray | None) ->
     if cluster is None:
         cnt = np.bincount(k, weights=m.astype(float), minlength=k.max() + 1 if k.size else 0)
         return cnt[k].reshape(key.shape)
-    c = cluster.ravel()
-    pairs = np.unique(np.column_stack([k[m], c[m]]), axis=0)
-    cnt = np.bincount(pairs[:, 0].astype(np.int64), minlength=k.max() + 1 if k.size else 0)
+    c = np.unique(cluster.ravel(), return_inverse=True)[1].reshape(-1)
+    pairs = np.unique(k[m].astype(np.int64) * (int(c.max()) + 1) + c[m])
+    cnt = np.bincount(pairs // (int(c.max()) + 1), minlength=k.max() + 1 if k.size else 0)
     return cnt[k].astype(float).reshape(key.shape)
 
 

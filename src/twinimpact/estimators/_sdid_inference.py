@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..core.progress import progress, track
 from ._sdid_solver import (
     SDIDFit,
     SDIDOptions,
@@ -110,7 +111,8 @@ def placebo_replicates(Y: np.ndarray, N0: int, groups: list[Group], fits: list[S
     ctrl = perms[:, :n0_new]
     out = np.empty((n_reps, 1 + len(groups)))
     start = n0_new
-    for g, (grp, fit) in enumerate(zip(groups, fits, strict=True)):
+    for g, (grp, fit) in enumerate(track(list(zip(groups, fits, strict=True)),
+                                         "synthetic_did placebo (cohorts)")):
         tr = perms[:, start:start + sizes[g]]
         start += sizes[g]
         rows = np.concatenate([ctrl, tr], axis=1)                      # (B, n0_new + N1_g)
@@ -137,6 +139,7 @@ def bootstrap_replicates(Y: np.ndarray, N0: int, groups: list[Group], fits: list
     out = np.empty((n_reps, 1 + len(groups)))
     count = rejected = 0
     max_draws = max_draws or 100 * n_reps
+    bar = progress(n_reps, "synthetic_did bootstrap")
     while count < n_reps:
         if count + rejected >= max_draws:
             raise RuntimeError("bootstrap: too many draws without both treated and "
@@ -157,6 +160,8 @@ def bootstrap_replicates(Y: np.ndarray, N0: int, groups: list[Group], fits: list
         out[count, 0] = att
         out[count, 1:] = taus
         count += 1
+        bar.update()
+    bar.close()
     return out, rejected
 
 
@@ -169,7 +174,7 @@ def jackknife_pseudovalues(Y: np.ndarray, N0: int, groups: list[Group],
     N, T = Y.shape
     out = np.full((N, 1 + len(groups)), np.nan)
     all_ctrl = np.arange(N0)
-    for j in range(N):
+    for j in track(range(N), "synthetic_did jackknife"):
         ctrl = all_ctrl[all_ctrl != j]
         taus = np.full(len(groups), np.nan)
         n1 = np.zeros(len(groups))

@@ -38,6 +38,13 @@ import pandas as pd
 from scipy import sparse
 
 from ..core.fe import factorize
+from ..core.two_stage import (
+    fit_untreated,
+    predict,
+    solve_normal,
+    system_rhs,
+    two_stage_rows,
+)
 from ..core.validation import as_frame, prepare_panel, require_columns
 from ..errors import (
     DroppedRowsWarning,
@@ -46,13 +53,6 @@ from ..errors import (
     format_message,
 )
 from ..results import EstimationResult, VcovSpec, make_result
-from .imputation import (
-    fit_untreated,
-    predict,
-    solve_normal,
-    system_rhs,
-    two_stage_rows,
-)
 
 __all__ = ["did2s", "two_stage_vcov"]
 
@@ -64,7 +64,7 @@ def two_stage_vcov(system: Any, x2: np.ndarray, e1: np.ndarray, e2: np.ndarray,
 
     Parameters
     ----------
-    system : first-stage :class:`~twinimpact.estimators.imputation.NormalSystem` (fitted on
+    system : first-stage :class:`~twinimpact.core.two_stage.NormalSystem` (fitted on
         the untreated rows).
     x2 : (n, k) second-stage regressors.
     e1 : (n,) first-stage residuals (ignored on treated rows).

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..core.validation import require_columns, require_frame, warn_dropped_missing
+from ..core.validation import _numeric, require_columns, require_frame, warn_dropped_missing
 from ..errors import (
     DataWarning,
     EstimationError,
@@ -68,7 +68,7 @@ def _numeric_col(df: pd.DataFrame, col: str, role: str) -> np.ndarray:
             f"{role} column {col!r} must be numeric", where=f"e.g. row {bad.index[0]!r}"
             if len(bad) else None, seen=bad.iloc[0] if len(bad) else str(s.dtype),
             fix=f"convert {col!r} to numbers (pandas.to_numeric)"))
-    return s.to_numpy(dtype=float, na_value=np.nan)
+    return _numeric(df, col, role)  # the shared check: infinite values refused
 
 
 def did_multiplegt(data: pd.DataFrame, *, outcome: str, unit: str, time: str, treatment: str,

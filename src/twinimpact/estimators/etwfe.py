@@ -56,7 +56,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from ..core.fe import factorize
+from ..core.fe import factorize, fit_fe_ols
 from ..core.validation import prepare_panel, require_columns, require_frame
 from ..core.vcov import sandwich
 from ..errors import (
@@ -80,7 +80,6 @@ from ._etwfe_numerics import (
 from ._ppml_kernel import WeightedFE
 from .ppml import _as_tuple, _fe_name, fe_codes, ppml
 from .ppml import _fe_columns as _fe_cols
-from .twfe import fit_fe_ols
 
 __all__ = ["ETWFEAggregateResult", "ETWFEResult", "etwfe"]
 
@@ -272,7 +271,7 @@ def etwfe(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort: str
     # work on a renamed copy of the columns we need (role names cannot collide)
     fe_cols = list(dict.fromkeys(c for f in fes for c in _fe_cols(f)))
     aux = list(dict.fromkeys([*fe_cols, *clus]))
-    require_frame(data)
+    data = require_frame(data)
     require_columns(data, [outcome, unit, time, cohort, *ctrl_names, xvar, *aux])
     work = pd.DataFrame({"__y": data[outcome].to_numpy(), "__u": data[unit].to_numpy(),
                          "__t": data[time].to_numpy(), "__g": data[cohort].to_numpy()},

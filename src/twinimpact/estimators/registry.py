@@ -13,7 +13,7 @@ from typing import Any
 
 from ..errors import SpecificationError, format_message, suggest
 
-__all__ = ["ESTIMATORS", "call_with_supported", "get_estimator"]
+__all__ = ["ESTIMATORS", "call_with_supported", "check_options", "get_estimator"]
 
 ESTIMATORS: dict[str, str] = {
     "twfe": "twinimpact.estimators.twfe:twfe",
@@ -55,3 +55,42 @@ def call_with_supported(fn: Callable[..., Any], data: Any, common: dict[str, Any
     kwargs = {k: v for k, v in common.items() if (k in params or takes_any) and v is not None}
     kwargs.update(options)
     return fn(data, **kwargs)
+
+
+#: keywords ``event_study(method=...)`` consumes itself for some methods
+_METHOD_EXTRAS = {"callaway_santanna": {"na_rm", "balance_e"}, "poisson": {"poisson_method"}}
+
+
+def _keywords(fn: Callable[..., Any]) -> tuple[set[str], bool]:
+    params = inspect.signature(fn).parameters
+    names = {k for k, p in params.items()
+             if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                           inspect.Parameter.KEYWORD_ONLY)}
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    return names - {"data"}, takes_any
+
+
+def check_options(name: str, options: dict[str, Any], *, where: str,
+                  extra: tuple[str, ...] = ()) -> None:
+    """Raise :class:`SpecificationError` for an option estimator ``name`` does not take
+    (``event_study`` with ``method=`` also takes that method's keywords); ``extra`` are
+    keys the caller handles itself (e.g. a study's ``aggregate``)."""
+    names, takes_any = _keywords(get_estimator(name))
+    method = options.get("method")
+    if name == "event_study" and isinstance(method, str) and method != "twfe":
+        target = "poisson_event_study" if method == "poisson" else method
+        if target in ESTIMATORS:
+            names |= _keywords(get_estimator(target))[0] | _METHOD_EXTRAS.get(method, set())
+            takes_any = False
+    if takes_any:
+        return
+    allowed = names | set(extra)
+    for key in options:
+        if key not in allowed:
+            close = suggest(key, allowed)
+            raise SpecificationError(format_message(
+                f"unknown option {key!r} for estimator {name!r}"
+                + (f" (method={method!r})" if name == "event_study" and method else ""),
+                where=where, seen=key,
+                fix=(f"did you mean {close[0]!r}? " if close else "")
+                + f"options of {name}: {', '.join(sorted(allowed))}"))

@@ -37,6 +37,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
+from ..core.fe import fit_fe_ols
 from ..core.validation import as_frame, gap_aware_refs, prepare_panel
 from ..errors import (
     DroppedRowsWarning,
@@ -183,7 +184,6 @@ def sun_abraham(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohor
     True
     """
     data = as_frame(data, what="sun_abraham: data")
-    from .twfe import fit_fe_ols
 
     est = "sun_abraham"
     check_literal("control", control, ("never_treated", "last_treated"))

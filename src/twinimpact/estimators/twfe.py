@@ -31,7 +31,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from ..core.fe import demean, factorize, fe_dof, is_balanced_twoway, ols, ols_twoway_balanced
+from ..core.fe import factorize, fit_fe_codes
 from ..core.validation import (
     as_frame,
     check_weights,
@@ -40,7 +40,6 @@ from ..core.validation import (
     prepare_panel,
     require_columns,
 )
-from ..core.vcov import sandwich
 from ..errors import (
     InputError,
     NotComputableWarning,
@@ -50,7 +49,7 @@ from ..errors import (
 )
 from ..results import EstimationResult, make_result
 
-__all__ = ["EVENT_STUDY_METHODS", "event_study", "fit_fe_ols", "twfe"]
+__all__ = ["EVENT_STUDY_METHODS", "event_study", "twfe"]
 
 VcovKind = Literal["iid", "hetero", "cluster"]
 EVENT_STUDY_METHODS = ("twfe", "callaway_santanna", "sun_abraham", "imputation", "did2s",
@@ -63,126 +62,6 @@ def _as_tuple(x: str | Sequence[str] | None) -> tuple[str, ...]:
     if isinstance(x, str):
         return (x,)
     return tuple(x)
-
-
-def fit_fe_ols(y: np.ndarray, x: np.ndarray, names: Sequence[str], fe: Sequence[np.ndarray],
-               *, vcov: str, clusters: Sequence[np.ndarray] = (),
-               cluster_names: Sequence[str] = (), weights: np.ndarray | None = None,
-               estimator: str = "feols", onehot: np.ndarray | None = None
-               ) -> tuple[pd.Series, np.ndarray, Any, dict[str, Any]]:
-    """OLS of ``y`` on ``x`` with fixed effects ``fe`` (label arrays) and a sandwich vcov.
-
-    Returns ``(params, vcov, vcov_spec, info)``; collinear columns get NaN estimates and
-    are listed in ``info["collinear"]``.
-
-    ``onehot`` (optional, int array of shape (n,)): the design is then
-    ``[indicators of onehot | x]`` -- row i has a 1 in indicator column ``onehot[i]``
-    (none when -1), ``len(names) - x.shape[1]`` indicator columns first, and ``x`` holds
-    only the dense columns. Event-time or cohort x period dummies passed this way are
-    fitted in O(n) on balanced unit x time panels (same numbers as the dense design).
-    """
-    fe_codes = [factorize(f)[0] for f in fe]
-    cl_codes = [factorize(c)[0] for c in clusters]
-    return _fit_codes(y, x, names, fe_codes, cl_codes, vcov=vcov, cluster_names=cluster_names,
-                      weights=weights, onehot=onehot)
-
-
-def _fit_codes(y: np.ndarray, x: np.ndarray, names: Sequence[str],
-               fe_codes: Sequence[np.ndarray], cl_codes: Sequence[np.ndarray], *, vcov: str,
-               cluster_names: Sequence[str] = (), weights: np.ndarray | None = None,
-               onehot: np.ndarray | None = None
-               ) -> tuple[pd.Series, np.ndarray, Any, dict[str, Any]]:
-    """:func:`fit_fe_ols` on dense FE / cluster codes, with an optional indicator block.
-
-    With ``onehot`` (n,) the design is ``[indicators of onehot | x]`` (``onehot[i] = -1``:
-    no indicator in row i; ``len(names) - x.shape[1]`` indicator columns). On a balanced
-    unit x time panel without weights that design is fitted by
-    :func:`~twinimpact.core.fe.ols_twoway_balanced` (indicators never demeaned,
-    cluster score sums from group sums); otherwise the dense design goes through the
-    general path (alternating projections), which gives the same numbers.
-    """
-    n = len(y)
-    x = np.asarray(x, dtype=float).reshape(n, -1)
-    p = len(names) - x.shape[1] if onehot is not None else 0
-    if (onehot is not None and weights is None and len(fe_codes) == 2
-            and is_balanced_twoway(fe_codes[0], fe_codes[1], int(fe_codes[0].max()) + 1,
-                                   int(fe_codes[1].max()) + 1)):
-        return _fit_balanced(y, x, names, fe_codes, cl_codes, vcov=vcov,
-                             cluster_names=cluster_names, onehot=onehot, p=p)
-    if onehot is not None:
-        dense = np.zeros((n, len(names)))
-        rows = np.flatnonzero(onehot >= 0)
-        dense[rows, onehot[rows]] = 1.0
-        dense[:, p:] = x
-        x = dense
-    k = x.shape[1]
-    yx = np.empty((n, k + 1))
-    yx[:, 0] = y
-    yx[:, 1:] = x
-    dm = demean(yx, fe_codes, weights=weights)
-    yd, xd = dm.x[:, 0], dm.x[:, 1:]
-    # sum of squares of the centred regressors before the FE sweep (collinearity scale)
-    if weights is None:
-        mean = x.mean(axis=0)
-        ref_ss = np.einsum("ij,ij->j", x, x) - n * mean**2
-    else:
-        mean = weights @ x / weights.sum()
-        ref_ss = np.einsum("i,ij,ij->j", weights, x, x) - weights.sum() * mean**2
-    fit = ols(xd, yd, weights, ref_ss=ref_ss)
-    kept = fit.kept
-    k_fe, k_nested = fe_dof(fe_codes, cl_codes)
-    k_total = fit.rank + k_fe
-    xk = xd[:, kept]
-    bread = fit.bread[np.ix_(kept, kept)]
-    w = np.ones(n) if weights is None else weights
-    scores = xk * (w * fit.resid)[:, None]
-    sigma2 = float(np.sum(w * fit.resid**2) / (n - k_total)) if n > k_total else np.nan
-    v_sub, spec = sandwich(scores, bread, kind=vcov, n=n, k=k_total, cluster_codes=cl_codes,
-                           cluster_names=cluster_names, k_nested=k_nested, sigma2=sigma2)
-    v = np.full((k, k), np.nan)
-    v[np.ix_(kept, kept)] = v_sub
-    params = pd.Series(fit.coef, index=list(names))
-    info = {
-        "collinear": [nm for nm, kp in zip(names, kept, strict=True) if not kp],
-        "demean_converged": dm.converged,
-        "demean_iterations": dm.iterations,
-        "k_fe": k_fe,
-        "k_fe_nested_in_cluster": k_nested,
-        "r2_within": float(1 - np.sum(w * fit.resid**2) / np.sum(w * yd**2))
-        if np.sum(yd**2) > 0 else np.nan,
-    }
-    return params, v, spec, info
-
-
-def _fit_balanced(y: np.ndarray, z: np.ndarray, names: Sequence[str],
-                  fe_codes: Sequence[np.ndarray], cl_codes: Sequence[np.ndarray], *,
-                  vcov: str, cluster_names: Sequence[str], onehot: np.ndarray,
-                  p: int) -> tuple[pd.Series, np.ndarray, Any, dict[str, Any]]:
-    """The balanced two-way fast path of :func:`_fit_codes` (same outputs)."""
-    n = len(y)
-    k = len(names)
-    fit = ols_twoway_balanced(y, fe_codes[0], fe_codes[1], onehot=onehot, n_onehot=p, z=z)
-    kept = fit.kept
-    k_fe, k_nested = fe_dof(fe_codes, cl_codes, balanced=True)
-    k_total = fit.rank + k_fe
-    bread = fit.bread[np.ix_(kept, kept)]
-    ssr = float(np.sum(fit.resid * fit.resid))
-    sigma2 = ssr / (n - k_total) if n > k_total else np.nan
-    v_sub, spec = sandwich(None, bread, kind=vcov, n=n, k=k_total, cluster_codes=cl_codes,
-                           cluster_names=cluster_names, k_nested=k_nested, sigma2=sigma2,
-                           cluster_sums=fit.cluster_sums)
-    v = np.full((k, k), np.nan)
-    v[np.ix_(kept, kept)] = v_sub
-    params = pd.Series(fit.coef, index=list(names))
-    info = {
-        "collinear": [nm for nm, kp in zip(names, kept, strict=True) if not kp],
-        "demean_converged": True,
-        "demean_iterations": 1,
-        "k_fe": k_fe,
-        "k_fe_nested_in_cluster": k_nested,
-        "r2_within": float(1 - ssr / fit.yd_ss) if fit.yd_ss > 0 else np.nan,
-    }
-    return params, v, spec, info
 
 
 def _cluster_codes(frame: pd.DataFrame, clus: Sequence[str], unit: str, time: str,
@@ -297,7 +176,7 @@ def twfe(data: pd.DataFrame, *, outcome: str, unit: str, time: str,
     if w is not None:
         check_weights(w, f, column=weights, estimator="twfe", unit=unit, time=time)
     u_codes, t_codes = pdata.unit_codes, pdata.time_codes
-    params, v, vspec, info = _fit_codes(
+    params, v, vspec, info = fit_fe_codes(
         f["y"].to_numpy(), z, names, [u_codes, t_codes], _cluster_codes(
             f, clus, unit, time, u_codes, t_codes),
         vcov=vcov, cluster_names=clus, weights=w, onehot=np.where(d == 1.0, 0, -1))
@@ -368,6 +247,11 @@ def event_study(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohor
     """
     data = as_frame(data, what="event_study: data")
     check_literal("method", method, EVENT_STUDY_METHODS)
+    for nm, v in (("leads", leads), ("lags", lags)):
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int | np.integer)
+                              or v < 0):
+            raise SpecificationError(format_message(f"{nm} must be a non-negative integer",
+                                                    seen=v, fix=f"pass e.g. {nm}=5"))
     if method != "twfe":
         from .event_methods import run_event_method
 
@@ -379,10 +263,6 @@ def event_study(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohor
         raise SpecificationError(format_message(
             "unknown keyword(s) for the TWFE event study", seen=sorted(method_options),
             fix="remove them, or choose method= for estimator-specific options"))
-    for nm, v in (("leads", leads), ("lags", lags)):
-        if v is not None and (not isinstance(v, int | np.integer) or v < 0):
-            raise SpecificationError(format_message(f"{nm} must be a non-negative integer",
-                                                    seen=v, fix=f"pass e.g. {nm}=5"))
     refs = tuple(int(r) for r in ((ref,) if np.isscalar(ref) else ref))
     covariates = list(covariates or [])
     clus = _as_tuple(cluster)
@@ -444,7 +324,7 @@ def event_study(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohor
     w = f[weights].to_numpy(dtype=float) if weights else None
     if w is not None:
         check_weights(w, f, column=weights, estimator="event_study", unit=unit, time=time)
-    params, v, vspec, info = _fit_codes(
+    params, v, vspec, info = fit_fe_codes(
         f["y"].to_numpy(), z, names, [u_codes, t_codes], _cluster_codes(
             f, clus, unit, time, u_codes, t_codes),
         vcov=vcov, cluster_names=clus, weights=w, onehot=col)

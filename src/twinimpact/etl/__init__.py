@@ -27,6 +27,7 @@ from .sources import (
     load_gravity_panel,
     load_tradhist,
     load_wikipedia_twinnings,
+    read_table,
     read_trade,
     read_twinnings,
 )
@@ -47,6 +48,7 @@ __all__ = [
     "load_wikipedia_twinnings",
     "lookup_country",
     "match_cities",
+    "read_table",
     "read_trade",
     "read_twinnings",
     "scan_trade",

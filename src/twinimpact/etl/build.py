@@ -81,8 +81,8 @@ from ..errors import (
     format_message,
 )
 from ..panel import Panel
+from ..provenance import frame_sha256
 from .names import normalize_name
-from .provenance import frame_sha256
 from .schema import RELATIONS
 from .sources import read_trade, read_twinnings
 

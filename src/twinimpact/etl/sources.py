@@ -40,10 +40,10 @@ from ..errors import (
     format_message,
     suggest,
 )
+from ..provenance import file_sha256, frame_sha256
 from .cities import Gazetteer, default_gazetteer
 from .countries import to_iso3_series
 from .names import row_label
-from .provenance import file_sha256, frame_sha256
 from .schema import normalize_relations, parse_established
 
 __all__ = [
@@ -53,6 +53,7 @@ __all__ = [
     "load_gravity_panel",
     "load_tradhist",
     "load_wikipedia_twinnings",
+    "read_table",
     "read_trade",
     "read_twinnings",
 ]
@@ -148,6 +149,14 @@ def _read_text(p: Path, what: str, *, sep: str, sep_given: bool,
                     f"{sep!r}-separated", where=str(p), seen=header[:120],
                     fix=f"pass sep={shown!r} (in a study file: {opt} sep = \"{shown}\")"))
     return df
+
+
+def read_table(path: str | os.PathLike[str], *, what: str = "data", sep: str | None = None,
+               encoding: str = "utf-8") -> pd.DataFrame:
+    """A CSV/TSV/parquet file as a DataFrame, with the checks of :func:`read_trade`: a
+    missing, empty, undecodable or wrongly delimited file is an :class:`InputError` that
+    names the option to set."""
+    return _read(os.fspath(path), what, sep=sep, encoding=encoding)[0]
 
 
 def _column(df: pd.DataFrame, role: str, name: Any, what: str) -> str:

@@ -62,7 +62,6 @@ __all__ = [
     "RESTRICTIONS",
     "constraints_relative_magnitudes",
     "honest_did",
-    "plot_honest_did",
     "relative_magnitudes_cs",
 ]
 
@@ -464,46 +463,3 @@ def honest_did(result_or_betahat: Any, sigma: Any = None, *, num_pre: int | None
                         "terms": tuple(names) if names is not None else None,
                         "estimate": est})
     return frame
-
-
-def plot_honest_did(frame: pd.DataFrame, ax: Any = None) -> Any:
-    """Sensitivity plot: robust intervals against ``m``, the original interval at the left.
-
-    Parameters
-    ----------
-    frame : DataFrame from :func:`honest_did`.
-    ax : matplotlib Axes, optional
-
-    Returns
-    -------
-    matplotlib Axes
-    """
-    import matplotlib.pyplot as plt
-
-    need = {"m", "lb", "ub", "method"}
-    if not isinstance(frame, pd.DataFrame) or not need <= set(frame.columns):
-        raise InputError(format_message("plot_honest_did needs the frame of honest_did",
-                                        seen=list(getattr(frame, "columns", []))[:8],
-                                        fix="pass ti.honest_did(...)"))
-    if ax is None:
-        _, ax = plt.subplots(figsize=(6, 4))
-    robust = frame[frame["method"] != "Original"]
-    orig = frame[frame["method"] == "Original"]
-    ms = robust["m"].to_numpy(dtype=float)
-    step = float(np.min(np.diff(np.unique(ms)))) if len(np.unique(ms)) > 1 else 1.0
-    x0 = (ms.min() if len(ms) else 0.0) - step
-    if len(orig):
-        lo, hi = float(orig["lb"].iloc[0]), float(orig["ub"].iloc[0])
-        ax.errorbar([x0], [(lo + hi) / 2], yerr=[[(hi - lo) / 2]], fmt="none", capsize=4,
-                    color="0.3", label="Original")
-    if len(robust):
-        lo = robust["lb"].to_numpy(dtype=float)
-        hi = robust["ub"].to_numpy(dtype=float)
-        ax.errorbar(ms, (lo + hi) / 2, yerr=[(hi - lo) / 2, (hi - lo) / 2], fmt="none",
-                    capsize=4, color="C0", label=str(robust["method"].iloc[0]))
-    ax.axhline(0.0, color="0.6", lw=0.8, ls="--")
-    restriction = frame.attrs.get("restriction", "")
-    ax.set_xlabel("Mbar" if restriction == "relative_magnitudes" else "M")
-    ax.set_ylabel("confidence set for theta")
-    ax.legend(frameon=False)
-    return ax

@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 
 from ..core.fe import demean, factorize, fe_dof
+from ..core.progress import progress, track
 from ..core.validation import as_frame, prepare_panel
 from ..errors import InputError, SpecificationError, check_literal, format_message
 
@@ -218,9 +219,11 @@ def randomization_inference(data: pd.DataFrame, *, outcome: str, unit: str, time
         ob, ot = fast.stats(coh[None, :])
         observed = float(ob[0] if statistic == "estimate" else ot[0])
         out = []
-        for start in range(0, len(perms), 2000):
-            b, t = fast.stats(perms[start:start + 2000])
-            out.append(b if statistic == "estimate" else t)
+        with progress(len(perms), "randomization inference (permutations)") as bar:
+            for start in range(0, len(perms), 2000):
+                b, t = fast.stats(perms[start:start + 2000])
+                out.append(b if statistic == "estimate" else t)
+                bar.update(len(b))
         placebo = np.concatenate(out)
     else:
         base = data.copy()
@@ -239,7 +242,8 @@ def randomization_inference(data: pd.DataFrame, *, outcome: str, unit: str, time
             return float(res)
 
         observed = run(coh)
-        placebo = np.array([run(p) for p in perms])
+        placebo = np.array([run(p) for p in track(perms, "randomization inference "
+                                                 "(permutations)")])
 
     fin = np.isfinite(placebo)
     if not fin.all():

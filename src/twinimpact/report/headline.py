@@ -1,7 +1,13 @@
 """Plain-language headline: which estimate to quote and how to say it.
 
-"German exports to a partner country were 12.3% higher, 95% CI [4.1%, 21.2%], in the
-21 years after the first twinning."
+"German exports to a partner country were 12.3% higher, 95% CI [4.1%, 21.2%], on average
+over the 21 years after the first twinning."
+
+The horizon is the one the quoted estimate averages over, never the window of the event-study
+plot: an overall ATT that averages the event-time coefficients (TWFE event study,
+Callaway-Sant'Anna dynamic aggregation) covers those rows (the last one pooling all later
+years when endpoints are binned); an ATT that averages every treated observation
+(imputation, two-stage DiD, static estimators) covers every treated year in the data.
 """
 
 from __future__ import annotations
@@ -29,6 +35,10 @@ class Headline:
     p_value: float
     n_post: int | None
     term: str = "ATT"
+    #: the ATT averages the event-time rows (True), every treated observation (False)
+    rows_based: bool = False
+    #: the last event-time row pools all later periods (binned endpoint)
+    pooled_tail: bool = False
 
 
 def _att_row(result: Any, alpha: float, term: str = "ATT"):
@@ -56,15 +66,32 @@ def pick_headline(results: dict[str, Any], study: Any) -> Headline | None:
         if not math.isfinite(row["estimate"]):
             continue
         n_post = None
+        rows_based = pooled = False
         if term == "ATT" and "rel_time" in f.columns:
             n_post = int((f["rel_time"] >= 0).sum()) or None
+            rows_based = _att_averages_rows(results[k])
+            spec = getattr(results[k], "spec", {}) or {}
+            pooled = rows_based and bool(spec.get("bin_endpoints")) \
+                and spec.get("lags") is not None
         return Headline(k, results[k], float(row["estimate"]), float(row["ci_lower"]),
-                        float(row["ci_upper"]), float(row["p_value"]), n_post, term)
+                        float(row["ci_upper"]), float(row["p_value"]), n_post, term,
+                        rows_based, pooled)
     return None
 
 
+def _att_averages_rows(result: Any) -> bool:
+    """True when the result's ATT is a mean of its own rel_time >= 0 rows (so the number
+    of those rows is its horizon); False when it averages every treated observation."""
+    definition = str((getattr(result, "diagnostics", {}) or {}).get("att_definition", ""))
+    if "rel_time >= 0 coefficients" in definition:
+        return True
+    spec = getattr(result, "spec", {}) or {}
+    return spec.get("aggregation") == "dynamic"  # R did aggte(type="dynamic") overall
+
+
 #: how a per-unit effect of a continuous treatment is said
-PER_TERM = {"n_twinnings": "per additional twinning"}
+PER_TERM = {"n_twinnings": "per additional twinning",
+            "twinned": "with a twinning in force (vs none)"}
 
 
 def _p(x: float) -> str:
@@ -78,16 +105,32 @@ def _pct(b: float) -> float:
     return 100.0 * (math.exp(b) - 1.0)
 
 
-def headline_sentence(h: Headline, study: Any) -> tuple[str, str]:
-    """(headline, how-sure sentence) in plain words."""
+def headline_sentence(h: Headline, study: Any, *, max_rel_time: float | None = None
+                      ) -> tuple[str, str]:
+    """(headline, how-sure sentence) in plain words. ``max_rel_time``: the latest period
+    after treatment among the treated observations analysed (the horizon of an ATT that
+    averages every treated observation)."""
     level = 100 * (1 - study.alpha)
     subject = getattr(study, "headline_subject", "The outcome")
+    treatment = (h.result.spec.get("treatment")
+                 if getattr(h.result, "estimator", "") == "did_multiplegt" else None)
     if h.term != "ATT":
         when = PER_TERM.get(h.term, f"per one-unit increase in {h.term}")
-    elif h.n_post:
-        when = f"in the {h.n_post} years after the first twinning"
+    elif treatment is not None:
+        # de Chaisemartin-D'Haultfoeuille: the ATT is an average total effect per unit of a
+        # treatment that may vary in intensity (and switch off)
+        when = PER_TERM.get(treatment, f"per one-unit increase in {treatment}")
+        if h.n_post:
+            when += f", averaged over the {h.n_post} years after the first change"
+    elif h.rows_based and h.n_post:
+        when = f"on average over the {h.n_post} years after the first twinning"
+        if h.pooled_tail:
+            when += " (the last of them pooling all later years)"
+    elif max_rel_time is not None and max_rel_time >= 0:
+        when = ("on average over every treated year in the data (from the year of the "
+                f"first twinning to {max_rel_time:g} years after it)")
     else:
-        when = "after the first twinning"
+        when = "on average over the treated years after the first twinning"
     proportional = study.transform in ("log", "log1p", "asinh") or any(
         s in str(getattr(h.result, "estimator", "")) for s in ("ppml", "poisson"))
     if proportional:

@@ -10,14 +10,15 @@ rows, failures, warnings, sensitivity) · data sources and caveats · methods ap
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 import math
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from .._io import atomic_write_text
+from .figures import drawing_figure, event_study_figure, figure_png_base64
 from .headline import conflicting_signs, headline_sentence, other_estimates, pick_headline
 from .tables import table
 
@@ -72,40 +73,13 @@ figure{margin:1rem 0}figure img{max-width:100%}figcaption{font-size:.85rem;color
 
 
 def _fig_png(run: Any) -> str | None:
-    dynamic = {k: r for k, r in run.results.items()
-               if "rel_time" in r.to_frame().columns and r.to_frame()["rel_time"].notna().any()}
-    if not dynamic:
-        return None
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    from .plots import plot_event_study
-
-    fig, ax = plt.subplots(figsize=(8, 4.5))
-    plot_event_study(dynamic, ax=ax, alpha=run.study.alpha,
-                     ylabel=f"Effect on {run.study.outcome_label}")
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return base64.b64encode(buf.getvalue()).decode("ascii")
+    fig = event_study_figure(run.results, alpha=run.study.alpha,
+                             ylabel=f"Effect on {run.study.outcome_label}")
+    return None if fig is None else figure_png_base64(fig, dpi=110)
 
 
 def _draw_png(draw: Any) -> str:
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    fig = plt.figure(figsize=(11, 4.5))
-    draw(fig)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
-    plt.close(fig)
-    return base64.b64encode(buf.getvalue()).decode("ascii")
+    return figure_png_base64(drawing_figure(draw), dpi=100)
 
 
 def _list(items: list[str]) -> str:
@@ -195,7 +169,13 @@ def render_report(run: Any) -> str:
     head = pick_headline(run.results, study)
     parts.append("<h2>What changed</h2>")
     if head is not None:
-        sentence, sure = headline_sentence(head, study)
+        frame = getattr(run, "analysis_frame", None)
+        max_rel = None
+        if isinstance(frame, pd.DataFrame) and "rel_time" in frame.columns:
+            post = pd.to_numeric(frame["rel_time"], errors="coerce")
+            post = post[post >= 0]
+            max_rel = float(post.max()) if len(post) else None
+        sentence, sure = headline_sentence(head, study, max_rel_time=max_rel)
         parts.append(f'<p class="headline" id="headline">{e(sentence)}</p>')
         parts.append(f"<p>{e(sure)}</p>")
         others = other_estimates(run.results, study, head)

@@ -55,7 +55,7 @@ from ..errors import (
     format_message,
     suggest,
 )
-from ..estimators.synthetic_did import SyntheticDIDResult, plot_synthetic, synthetic_did
+from ..estimators.synthetic_did import SyntheticDIDResult, synthetic_did
 
 __all__ = [
     "SIMULATED_NOTE",
@@ -196,14 +196,11 @@ class CaseStudyResult:
         return "\n".join(lines)
 
     def plot(self, axes: Any = None) -> Any:
-        """SDID and SC trajectory plots side by side (matplotlib); returns the Axes."""
-        import matplotlib.pyplot as plt
+        """SDID and SC trajectory plots side by side (matplotlib); returns the Axes
+        (:func:`twinimpact.report.synthetic.plot_case_study`)."""
+        from ..report.synthetic import plot_case_study
 
-        if axes is None:
-            _, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
-        plot_synthetic(self.sdid, ax=axes[0])
-        plot_synthetic(self.sc, ax=axes[1])
-        return axes
+        return plot_case_study(self, axes)
 
 
 def _as_cities(treated_city: str | Sequence[str]) -> list[str]:
@@ -438,6 +435,8 @@ def _honest_step(panel: pd.DataFrame, city: str, year: str, alpha: float,
     num_post = int((f["rel_time"] >= 0).sum())
     opts = {"alpha": alpha, **options}
     hd = honest_did(betahat, sigma, num_pre=num_pre, num_post=num_post, **opts)
-    note = ("HonestDiD uses a TWFE event study with one treated city: its clustered "
-            "standard errors rest on few treated clusters, read the bounds as indicative.")
+    n_treated = int(panel.loc[panel["cohort"].notna(), city].nunique())
+    which = "one treated city" if n_treated == 1 else f"{n_treated} treated cities"
+    note = (f"HonestDiD uses a TWFE event study with {which}: its clustered standard "
+            "errors rest on few treated clusters, read the bounds as indicative.")
     return hd, es, note

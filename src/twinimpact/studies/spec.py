@@ -118,7 +118,6 @@ _SCHEMA: dict[str, set[str]] = {
     "case": {"series", "columns", "treated_city", "partner", "relations", "treated_from",
              "transform", "se", "n_reps", "seed", "honest", "honest_options", "simulate"},
 }
-KINDS = ("panel", "gravity", "case_study")
 
 
 @dataclass(frozen=True)
@@ -189,9 +188,64 @@ def _choice(key: str, value: Any, allowed: tuple[str, ...]) -> str:
     return value
 
 
+def _str_list(key: str, value: Any) -> list[str]:
+    """A list of strings; one string counts as a one-element list."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return value
+    raise _err(key, f"{key} must be a string or a list of strings", seen=value,
+               fix=f'{key.split(".")[-1]} = ["..."]')
+
+
+def _check_inputs(doc: dict[str, Any]) -> dict[str, Any]:
+    """[twinnings] / [trade]: reader options exist (checked against ti.read_twinnings /
+    ti.read_trade), ``years`` is two years, ``reporters`` a code or a list of codes."""
+    import inspect
+
+    from ..etl import read_trade, read_twinnings
+
+    for sec, reader in (("twinnings", read_twinnings), ("trade", read_trade)):
+        part = doc.get(sec, {})
+        params = set(inspect.signature(reader).parameters) - {"path_or_frame", "layout"}
+        if sec == "trade":  # a layout reader's or scan_trade's keywords (format=, engine=)
+            from ..etl import layouts, scan_trade
+
+            fmt = part.get("format")
+            if fmt in layouts.FORMATS:
+                params |= set(inspect.signature(getattr(layouts, f"read_{fmt}")).parameters)
+                params -= {"path", "scan_options"}
+            elif "engine" in part:
+                params |= set(inspect.signature(scan_trade).parameters) - {"source"}
+        for key in ("columns", "options"):
+            opts = part.get(key, {})
+            if not isinstance(opts, dict):
+                raise _err(f"{sec}.{key}", f"[{sec}.{key}] must be a table", seen=opts,
+                           fix=f"write [{sec}.{key}] with one key = value per line")
+            for k in opts:
+                if k not in params:
+                    close = suggest(k, params)
+                    raise _err(f"{sec}.{key}.{k}", f"unknown option {k!r} for "
+                               f"ti.{reader.__name__}", seen=k,
+                               fix=(f"did you mean {close[0]!r}? " if close else "")
+                               + f"options: {', '.join(sorted(params))}")
+    trade = dict(doc.get("trade", {}))  # the caller's document is not changed
+    if "reporters" in trade:
+        trade["reporters"] = _str_list("trade.reporters", trade["reporters"])
+    if "years" in trade:
+        y = trade["years"]
+        if not (isinstance(y, list) and len(y) == 2
+                and all(isinstance(v, int) and not isinstance(v, bool) for v in y)
+                and y[0] <= y[1]):
+            raise _err("trade.years", "years must be two years [first, last] (inclusive)",
+                       seen=y, fix="years = [1980, 2010]")
+    return trade
+
+
 def parse_study(doc: dict[str, Any], path: Path | None = None) -> Study:
     """Validate a parsed TOML document and return a :class:`Study`."""
-    from ..estimators.registry import ESTIMATORS
+    from ..estimators.registry import ESTIMATORS, check_options
+    from .kinds import KINDS
 
     unknown = set(doc) - set(_SCHEMA)
     if unknown:
@@ -220,19 +274,13 @@ def parse_study(doc: dict[str, Any], path: Path | None = None) -> Study:
     if not name.replace("_", "").replace("-", "").isalnum():
         raise _err("study.name", "study.name must be letters, digits, '-' or '_' (it names "
                    "the output folders)", seen=name, fix="e.g. name = \"de_exports\"")
-    kind = _choice("study.kind", st.get("kind", "panel"), KINDS)
-    needed = {"panel": ("twinnings", "trade"), "gravity": ("twinnings", "trade"),
-              "case_study": ("twinnings",)}[kind]
-    for sec in needed:
+    kind = _choice("study.kind", st.get("kind", "panel"), tuple(KINDS))
+    for sec in KINDS[kind].paths:
         if "path" not in doc.get(sec, {}):
             raise _err(f"{sec}.path", f"[{sec}] needs a path", fix="path = \"data/raw/...\"")
-    if kind == "case_study":
-        case = doc.get("case", {})
-        if not case.get("treated_city") or not case.get("partner"):
-            raise _err("case.treated_city", "a case study needs [case] treated_city and "
-                       "partner", seen={k: case.get(k) for k in ("treated_city", "partner")},
-                       fix='treated_city = ["Qingdao"], partner = "GBR"')
-    trade = doc.get("trade", {})
+    if KINDS[kind].check is not None:
+        KINDS[kind].check(doc)
+    trade = _check_inputs(doc)
     if "format" in trade:
         from ..etl.layouts import FORMATS
 
@@ -248,9 +296,13 @@ def parse_study(doc: dict[str, Any], path: Path | None = None) -> Study:
     window = doc.get("window", {})
     for k in ("leads", "lags"):
         v = window.get(k)
-        if v is not None and (not isinstance(v, int) or v < 0):
-            raise _err(f"window.{k}", f"window.{k} must be a non-negative integer", seen=v)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 0):
+            raise _err(f"window.{k}", f"window.{k} must be a non-negative integer", seen=v,
+                       fix=f"{k} = 10 (a number of periods; true/false are not numbers)")
     inf = doc.get("inference", {})
+    if inf.get("cluster") is not None and not isinstance(inf["cluster"], str):
+        raise _err("inference.cluster", "cluster must be one column name", seen=inf["cluster"],
+                   fix='cluster = "unit_id" (a column of the analysis panel)')
     alpha = inf.get("alpha", 0.05)
     if not isinstance(alpha, float | int) or not 0 < alpha < 1:
         raise _err("inference.alpha", "alpha must be in (0, 1)", seen=alpha, fix="alpha = 0.05")
@@ -271,6 +323,8 @@ def parse_study(doc: dict[str, Any], path: Path | None = None) -> Study:
         opts = e.get("options", {})
         if not isinstance(opts, dict):
             raise _err(f"estimate[{i}].options", "options must be a table", seen=opts)
+        check_options(est, opts, where=f"study key [estimate[{i}].options] ({label!r})",
+                      extra=("aggregate",))
         estimates.append(EstimateSpec(label, est, dict(opts)))
     if not estimates and kind == "panel":
         raise _err("estimate", "a study needs at least one [[estimate]]",
@@ -280,17 +334,15 @@ def parse_study(doc: dict[str, Any], path: Path | None = None) -> Study:
         raise _err("output.headline", "headline must be the label of an [[estimate]]",
                    seen=out["headline"], fix=f"use one of {', '.join(sorted(labels))}")
     tables = tuple(_choice("output.tables", t, TABLE_FORMATS)
-                   for t in out.get("tables", ["markdown", "xlsx"]))
+                   for t in _str_list("output.tables", out.get("tables", ["markdown", "xlsx"])))
     figures = tuple(_choice("output.figures", f, FIGURE_FORMATS)
-                    for f in out.get("figures", ["png", "svg"]))
-    caveats = st.get("caveats", [])
-    if isinstance(caveats, str):
-        caveats = [caveats]
+                    for f in _str_list("output.figures", out.get("figures", ["png", "svg"])))
+    caveats = _str_list("study.caveats", st.get("caveats", []))
     return Study(
         path=path, name=name, title=str(st["title"]),
         description=str(st.get("description", "")), simulated=bool(st.get("simulated", False)),
         caveats=tuple(str(c) for c in caveats), twinnings=dict(doc["twinnings"]),
-        trade=dict(doc.get("trade", {})), level=level, transform=transform,
+        trade=trade, level=level, transform=transform,
         outcome_label=str(outcome.get("label", transform + " trade value")),
         leads=window.get("leads"), lags=window.get("lags"), cluster=inf.get("cluster"),
         alpha=float(alpha), estimates=tuple(estimates), tables=tables, figures=figures,
