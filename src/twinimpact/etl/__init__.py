@@ -6,7 +6,7 @@ and GeoNames city ids) → :func:`build_panel` (treatment timing) →
 
 Modules: :mod:`.sources` (readers and loaders of ``data/raw``), :mod:`.schema` (columns,
 link-type vocabulary, dates), :mod:`.names`, :mod:`.countries`, :mod:`.cities`
-(crosswalks), :mod:`.build` (the panel), :mod:`.provenance` (hashes),
+(crosswalks), :mod:`.build` (the panel),
 :mod:`.layouts` (published trade layouts: BACI, Comtrade, Census, ABS, HMRC),
 :mod:`.scan` (out-of-core aggregation, :func:`scan_trade`), :mod:`.fetch` (downloads).
 """

@@ -50,8 +50,8 @@ from ..errors import (
     format_message,
     suggest,
 )
+from ..provenance import file_sha256
 from .countries import iso3_codes
-from .provenance import file_sha256
 
 __all__ = ["FORMATS", "census_schedule_c", "read_layout"]
 
