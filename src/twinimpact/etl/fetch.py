@@ -33,7 +33,7 @@ import pandas as pd
 from ..errors import FetchError, SpecificationError, check_literal, format_message
 
 __all__ = ["fetch_abs_merch", "fetch_baci", "fetch_census_statehs", "fetch_comtrade",
-           "fetch_hmrc_rts"]
+           "fetch_hmrc_lookup", "fetch_hmrc_rts"]
 
 CENSUS_API = "https://api.census.gov/data/timeseries/intltrade"
 ABS_API = "https://data.api.abs.gov.au/rest/data"
