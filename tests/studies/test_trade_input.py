@@ -1,4 +1,4 @@
-"""[trade] format / engine / globs in study files (twinimpact.etl.layouts.read_trade_input)."""
+"""[trade] format / engine / globs in study files (twinimpact.etl.inputs.read_trade_input)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 
 from twinimpact.errors import InputError, SpecificationError
 from twinimpact.etl import load_tradhist
-from twinimpact.etl.layouts import read_trade_input
+from twinimpact.etl.inputs import read_trade_input
 from twinimpact.studies.spec import parse_study
 
 from .test_spec import _doc  # the minimal valid study document

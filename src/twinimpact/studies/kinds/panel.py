@@ -17,7 +17,7 @@ import pandas as pd
 from ...errors import InputError, TwinImpactError, format_message, suggest
 from ...estimators.registry import call_with_supported, get_estimator
 from ...etl import build_panel
-from ...etl.layouts import read_trade_input
+from ...etl.inputs import read_trade_input
 from ..base import StudyKind, StudyRun, caught, log, read_twinnings_cfg, step
 
 if TYPE_CHECKING:
