@@ -197,7 +197,7 @@ def test_headline_failure_exit_3_other_estimates_kept(study_dir, capsys):
     text = text.replace('[output]', '[[estimate]]\nlabel = "bad"\nestimator = "twfe"\n'
                         'options = { vcov = "robust" }\n\n[output]\nheadline = "bad"')
     (study_dir / "study.toml").write_text(text)
-    rc, stdout, err = _run(capsys, study_dir / "study.toml", study_dir / "out")
+    rc, _stdout, err = _run(capsys, study_dir / "study.toml", study_dir / "out")
     assert rc == EXIT_NO_ESTIMATE and "headline estimate 'bad'" in err
     summary = json.loads((study_dir / "out" / "reports" / "small" / "summary.json").read_text())
     assert "TWFE" in summary["estimates"] and "bad" in summary["failures"]

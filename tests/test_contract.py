@@ -48,6 +48,9 @@ CALLS = {
     "synthetic_did": lambda d: ti.synthetic_did(
         d[(d["g"] == 0) | (d["g"] == 2006)], outcome="y", unit="unit", time="year",
         treated="D", se="placebo", n_reps=50, seed=1),
+    "synthetic_did_event": lambda d: ti.synthetic_did_event(
+        d, outcome="y", unit="unit", time="year", treated="D", placebo=2, se="bootstrap",
+        n_reps=20, seed=1),
     "ppml": lambda d: ti.ppml(d, outcome="counts", regressors=["D"],
                               fixed_effects=("unit", "year"), cluster="unit"),
     "did_multiplegt": lambda d: ti.did_multiplegt(

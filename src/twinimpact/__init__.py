@@ -29,6 +29,7 @@ from .estimators.synthetic_did import (
     SyntheticDIDResult,
     synthetic_did,
 )
+from .estimators.synthetic_did_event import synthetic_did_event
 from .estimators.twfe import event_study, twfe
 from .etl import (
     RELATIONS,
@@ -107,6 +108,7 @@ __all__ = [
     "simulated_city_exports",
     "sun_abraham",
     "synthetic_did",
+    "synthetic_did_event",
     "table",
     "to_iso3",
     "twfe",

@@ -4,9 +4,14 @@
 through :mod:`twinimpact.core.validation`, readers in :mod:`twinimpact.etl`): pandas as
 is, polars and pyarrow converted, anything else refused.
 
-Atomic file writes: write to a temporary file in the target folder, then ``os.replace``.
-A reader never sees a half-written table, report or parquet file; a failed write leaves
-the previous file in place.
+Atomic file writes that respect the user's umask: every file the package writes (panel
+parquet, manifest, tables, reports, figures, ``summary.json``, xlsx) goes through
+:func:`atomic_path`: the content is written to a temporary file in the target folder,
+given the mode a plain ``open(path, "w")`` would have (``0o666 & ~umask``: 0644 under the
+usual umask 022, 0640 under 027), then moved over the target with ``os.replace``. A reader
+never sees a half-written file; a failed write leaves the previous file in place.
+(``tempfile.mkstemp`` alone creates 0600 files, which a colleague reading a report on a
+shared drive could not open.)
 """
 
 from __future__ import annotations
@@ -23,7 +28,8 @@ import pandas as pd
 
 from .errors import InputError, format_message
 
-__all__ = ["as_frame", "atomic_path", "atomic_write_bytes", "atomic_write_text"]
+__all__ = ["as_frame", "atomic_path", "atomic_write_bytes", "atomic_write_text", "current_umask",
+           "default_file_mode"]
 
 
 def as_frame(data: Any, *, what: str = "data", also: str | None = None) -> pd.DataFrame:
@@ -61,9 +67,30 @@ def as_frame(data: Any, *, what: str = "data", also: str | None = None) -> pd.Da
         seen=f"{type(data).__module__}.{name}", fix=fix))
 
 
+def current_umask() -> int:
+    """The process umask, read without changing it where the OS allows (Linux
+    ``/proc/self/status``); elsewhere set and restored at once."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def default_file_mode() -> int:
+    """The mode a newly created regular file gets: ``0o666 & ~umask``."""
+    return 0o666 & ~current_umask()
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success it replaces ``path`` atomically."""
+    """Yield a temporary path beside ``path``; on success it replaces ``path`` atomically,
+    with the permissions of a newly created file (:func:`default_file_mode`)."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
@@ -71,6 +98,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        os.chmod(tmp_path, default_file_mode())
         os.replace(tmp_path, target)
     finally:
         if tmp_path.exists():

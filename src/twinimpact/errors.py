@@ -12,6 +12,9 @@ and the *fix*. Use :func:`format_message` to build them.
 
 from __future__ import annotations
 
+import math
+import numbers
+import warnings
 from collections.abc import Iterable, Sequence
 from difflib import get_close_matches
 
@@ -26,9 +29,13 @@ __all__ = [
     "InputError",
     "NotComputableWarning",
     "SpecificationError",
+    "TwinImpactDeprecationWarning",
     "TwinImpactError",
     "TwinImpactWarning",
+    "check_alpha",
+    "check_literal",
     "format_message",
+    "renamed_keyword",
     "suggest",
 ]
 
@@ -85,6 +92,14 @@ class ConvergenceWarning(TwinImpactWarning):
     """An iterative algorithm stopped before its convergence criterion was met."""
 
 
+class TwinImpactDeprecationWarning(TwinImpactWarning, FutureWarning):
+    """A keyword or value was renamed; the old name still works for one release.
+
+    Derives from :class:`FutureWarning` (shown by default, like pandas' deprecations) as
+    well as from :class:`TwinImpactWarning`.
+    """
+
+
 def suggest(value: object, choices: Iterable[object], n: int = 1) -> list[str]:
     """Closest matches of ``value`` among ``choices`` (case-insensitive), for 'did you mean'."""
     pool = {str(c).lower(): str(c) for c in choices}
@@ -106,10 +121,51 @@ def format_message(what: str, *, where: str | None = None, seen: object = None,
 
 
 def check_literal(name: str, value: object, allowed: Sequence[object]) -> None:
-    """Raise :class:`SpecificationError` unless ``value`` is one of ``allowed``."""
-    if value not in allowed:
+    """Raise :class:`SpecificationError` unless ``value`` is one of ``allowed``.
+
+    The one wording for every option: ``"<name>: expected one of 'a', 'b', got 'x'."``
+    (plus a "did you mean" when a choice is close).
+    """
+    try:
+        ok = value in allowed
+    except TypeError:                          # unhashable / incomparable value
+        ok = False
+    if not ok:
         close = suggest(value, allowed)
         hint = f" Did you mean {close[0]!r}?" if close else ""
         raise SpecificationError(
-            f"{name} must be one of {', '.join(repr(a) for a in allowed)}; got {value!r}.{hint}"
-        )
+            f"{name}: expected one of {', '.join(repr(a) for a in allowed)}, got {value!r}."
+            + hint)
+
+
+def check_alpha(alpha: object, name: str = "alpha") -> float:
+    """Validate a significance level and return it as a float.
+
+    The one wording: ``"alpha: expected a number in (0, 1), got 5."``
+    """
+    ok = (isinstance(alpha, numbers.Real) and not isinstance(alpha, bool)
+          and not math.isnan(alpha) and 0 < alpha < 1)
+    if not ok:
+        raise SpecificationError(
+            f"{name}: expected a number in (0, 1), got {alpha!r}. "
+            f"Fix: pass e.g. {name}=0.05 for 95% intervals.")
+    return float(alpha)
+
+
+def renamed_keyword(func: str, old: str, new: str, old_value: object, new_value: object,
+                    *, new_default: object = None, stacklevel: int = 3) -> object:
+    """Resolve a renamed keyword whose old name defaults to ``None``.
+
+    ``old`` still works for one release, with a :class:`TwinImpactDeprecationWarning` that
+    names ``new``; passing both (``new`` away from ``new_default``) is an error.
+    """
+    if old_value is None:
+        return new_value
+    if new_value is not new_default and new_value != new_default:
+        raise SpecificationError(format_message(
+            f"{func}: {old}= and {new}= are the same option (old and new name)",
+            seen={old: old_value, new: new_value}, fix=f"pass only {new}="))
+    warnings.warn(f"{func}: {old}= is deprecated and will be removed in the next release; "
+                  f"use {new}= (same meaning).", TwinImpactDeprecationWarning,
+                  stacklevel=stacklevel)
+    return old_value

@@ -26,7 +26,6 @@ Inference is part of reporting: :meth:`EstimationResult.conf_int` and ``to_frame
 from __future__ import annotations
 
 import dataclasses
-import math
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -42,6 +41,7 @@ from .errors import (
     InputError,
     NotComputableWarning,
     SpecificationError,
+    check_alpha,
     format_message,
 )
 
@@ -210,7 +210,7 @@ class EstimationResult:
 
     def critical_value(self, alpha: float = 0.05) -> float:
         """Critical value for a two-sided (1 - alpha) pointwise interval."""
-        _check_alpha(alpha)
+        check_alpha(alpha)
         if self.vcov_spec.df is None:
             return float(stats.norm.ppf(1 - alpha / 2))
         return float(stats.t.ppf(1 - alpha / 2, self.vcov_spec.df))
@@ -289,12 +289,6 @@ class EstimationResult:
 
     def __str__(self) -> str:
         return self.summary()
-
-
-def _check_alpha(alpha: float) -> None:
-    if not (isinstance(alpha, int | float) and 0 < alpha < 1) or math.isnan(alpha):
-        raise SpecificationError(f"alpha must be a number in (0, 1); got {alpha!r}. "
-                                 "Fix: pass e.g. alpha=0.05 for 95% intervals.")
 
 
 def warn_nan(terms: Sequence[str], coef: np.ndarray, cov: np.ndarray, why: str,

@@ -277,3 +277,104 @@ def test_intersection_codes_equal_row_unique(sizes, n, seed):
     codes = [rng.integers(0, s, size=n) for s in sizes]
     want = np.unique(np.stack(codes, axis=1), axis=0, return_inverse=True)[1].reshape(-1)
     np.testing.assert_array_equal(_intersection_codes(codes), want)
+
+
+# ------------------------------------------- unbalanced panels: exact small-time projection
+def _unbalanced(seed: int, n_units: int = 60, n_periods: int = 9, drop: float = 0.15):
+    """Unbalanced panel: random rows dropped, some units entering late / leaving early."""
+    rng = np.random.default_rng(seed)
+    u = np.repeat(np.arange(n_units), n_periods)
+    t = np.tile(np.arange(n_periods), n_units)
+    first = rng.integers(0, 3, n_units)
+    last = n_periods - 1 - rng.integers(0, 3, n_units)
+    keep = (rng.random(len(u)) > drop) & (t >= first[u]) & (t <= last[u])
+    u, t = u[keep], t[keep]
+    u = pd.factorize(u)[0]
+    return u, t, rng
+
+
+def _dummy_residuals(v, u, t, w=None):
+    """Slow oracle: residuals of a regression on all unit and period dummies."""
+    n_u, n_t = u.max() + 1, t.max() + 1
+    x = np.zeros((len(u), n_u + n_t))
+    x[np.arange(len(u)), u] = 1.0
+    x[np.arange(len(u)), n_u + t] = 1.0
+    sw = np.ones(len(u)) if w is None else np.sqrt(w)
+    beta = np.linalg.lstsq(x * sw[:, None], v * sw.reshape(-1, *([1] * (v.ndim - 1))),
+                           rcond=None)[0]
+    return v - x @ beta
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_small_set_projection_equals_dummy_regression(seed, weighted):
+    u, t, rng = _unbalanced(seed)
+    x = rng.normal(size=(len(u), 3)) * [1.0, 100.0, 1e-3] + [0.0, 5e3, 0.0]
+    w = rng.uniform(0.2, 3.0, len(u)) if weighted else None
+    proj = _fe.two_way_projector([u, t], w)
+    assert proj is not None and proj.ok and proj.n_null == 1
+    oracle = _dummy_residuals(x, u, t, w)
+    got = demean(x, [u, t], weights=w)
+    assert got.iterations == 1 and got.converged
+    np.testing.assert_allclose(got.x, oracle, rtol=0, atol=1e-10 * np.abs(x).max())
+    slow = demean(x, [u, t], weights=w, exact_two_way=False)
+    assert slow.iterations > 1
+    np.testing.assert_allclose(got.x, slow.x, rtol=0, atol=1e-8 * np.abs(x).max())
+
+
+def test_small_set_projection_with_disconnected_blocks():
+    """Two groups of units observed in disjoint periods: two null directions of S."""
+    u = np.r_[np.repeat(np.arange(5), 4), np.repeat(np.arange(5, 9), 3)]
+    t = np.r_[np.tile(np.arange(4), 5), np.tile(np.arange(4, 7), 4)]
+    y = np.random.default_rng(3).normal(size=len(u))
+    proj = _fe.two_way_projector([u, t])
+    assert proj.n_null == 2
+    np.testing.assert_allclose(demean(y, [u, t]).x, _dummy_residuals(y, u, t), atol=1e-12)
+
+
+@pytest.mark.parametrize("seed", [0, 4])
+def test_small_time_ols_equals_dense_projection_path(seed):
+    """ols_twoway_small_time (indicators never demeaned) = dense design + alternating
+    projections + ols; cluster score sums = explicit per-cluster sums of the dense scores."""
+    u, t, rng = _unbalanced(seed, n_units=80)
+    n, p = len(u), 6
+    onehot = np.where(rng.random(n) < 0.6, rng.integers(0, p, n), -1)
+    z = rng.normal(size=(n, 2)) + 0.1 * t[:, None]
+    y = rng.normal(size=n) + 0.5 * (onehot == 2) + 0.2 * u
+    proj = _fe.two_way_projector([u, t])
+    fit = _fe.ols_twoway_small_time(y, u, t, proj, onehot=onehot, n_onehot=p, z=z)
+    dense = np.zeros((n, p))
+    rows = np.flatnonzero(onehot >= 0)
+    dense[rows, onehot[rows]] = 1.0
+    xx = np.column_stack([dense, z])
+    dm = demean(np.column_stack([y, xx]), [u, t], tol=1e-14, exact_two_way=False)
+    ref = ols(dm.x[:, 1:], dm.x[:, 0])
+    np.testing.assert_array_equal(fit.kept, ref.kept)
+    np.testing.assert_allclose(fit.coef, ref.coef, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(fit.resid, ref.resid, atol=1e-10)
+    np.testing.assert_allclose(fit.bread, ref.bread, rtol=1e-10, atol=1e-14)
+    scores = dm.x[:, 1:] * ref.resid[:, None]
+    coarse = rng.integers(0, 7, u.max() + 1)[u]
+    for codes in (u, coarse, None):
+        g = np.arange(n) if codes is None else codes
+        expect = np.zeros((g.max() + 1, scores.shape[1]))
+        for j in range(scores.shape[1]):
+            expect[:, j] = np.bincount(g, weights=scores[:, j], minlength=g.max() + 1)
+        np.testing.assert_allclose(fit.cluster_sums(codes), expect, atol=1e-10)
+
+
+def test_non_converged_projection_warns_and_gives_no_estimate(monkeypatch):
+    """Three FE sets stopped after one sweep: a ConvergenceWarning and NaN, not a number."""
+    from twinimpact.errors import ConvergenceWarning
+
+    rng = np.random.default_rng(0)
+    n = 400
+    fe = [rng.integers(0, 20, n), rng.integers(0, 15, n), rng.integers(0, 10, n)]
+    x = rng.normal(size=(n, 1)) + 0.3 * fe[0][:, None]
+    y = x[:, 0] + 0.1 * fe[1] + rng.normal(size=n)
+    real = _fe.demean
+    monkeypatch.setattr(_fe, "demean", lambda *a, **k: real(*a, **{**k, "maxiter": 1}))
+    with pytest.warns(ConvergenceWarning, match="did not converge"):
+        params, v, _, info = _fe.fit_fe_ols(y, x, ["x"], fe, vcov="iid")
+    assert info["demean_converged"] is False and info["demean_iterations"] == 1
+    assert params.isna().all() and np.isnan(v).all()

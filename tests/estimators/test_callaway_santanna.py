@@ -254,7 +254,7 @@ def test_caller_frame_unchanged(mpdta):
     before = df.copy()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DroppedRowsWarning)
-        callaway_santanna(df, **KW, covariates=["lpop"], bootstrap=20, seed=1)
+        callaway_santanna(df, **KW, covariates=["lpop"], n_reps=20, seed=1)
     pd.testing.assert_frame_equal(df, before)
 
 
@@ -282,8 +282,8 @@ def test_ci_covers_known_effect():
 
 
 def test_bootstrap_reproducible_and_close_to_analytic(mpdta, base_fit):
-    b1 = callaway_santanna(mpdta, **KW, bootstrap=2000, seed=7)
-    b2 = callaway_santanna(mpdta, **KW, bootstrap=2000, seed=7)
+    b1 = callaway_santanna(mpdta, **KW, n_reps=2000, seed=7)
+    b2 = callaway_santanna(mpdta, **KW, n_reps=2000, seed=7)
     np.testing.assert_array_equal(b1.std_errors, b2.std_errors)
     assert b1.critical_value() == b2.critical_value()
     # IQR-based SE of 2000 draws: MC relative error ~ 1.17/sqrt(2000) ~ 2.6%; 4 sd
@@ -297,7 +297,7 @@ def test_bootstrap_reproducible_and_close_to_analytic(mpdta, base_fit):
                                rtol=0.11)
     assert d.critical_value() > 1.96
     # an explicit analytic request on a bootstrap fit
-    a = b1.aggregate("group", bootstrap=None)
+    a = b1.aggregate("group", n_reps=None)
     np.testing.assert_allclose(a.std_errors, base_fit.aggregate("group").std_errors)
     assert a.ci_kind == "normal"
 
@@ -406,8 +406,8 @@ def test_option_validation(mpdta):
         callaway_santanna(mpdta, **KW, method="ols")
     with pytest.raises(SpecificationError, match="base_period"):
         callaway_santanna(mpdta, **KW, base_period="fixed")
-    with pytest.raises(SpecificationError, match="bootstrap"):
-        callaway_santanna(mpdta, **KW, bootstrap=True)
+    with pytest.raises(SpecificationError, match="n_reps"):
+        callaway_santanna(mpdta, **KW, n_reps=True)
     with pytest.raises(SpecificationError, match="anticipation"):
         callaway_santanna(mpdta, **KW, anticipation=-1)
     with pytest.raises(Exception, match="lemp2"):

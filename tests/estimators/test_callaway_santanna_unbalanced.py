@@ -302,7 +302,7 @@ def test_cluster_and_bootstrap_on_unbalanced(unbal, unbal_fit):
     sums = pd.DataFrame(psi).groupby(state).sum().to_numpy()
     n = psi.shape[0]
     np.testing.assert_allclose(cl.cov, sums.T @ sums / n**2, rtol=1e-10, atol=1e-15)
-    bs = callaway_santanna(unbal, **UKW, bootstrap=999, seed=11)
+    bs = callaway_santanna(unbal, **UKW, n_reps=999, seed=11)
     np.testing.assert_allclose(bs.std_errors, unbal_fit.std_errors, rtol=BOOT_RTOL)
     assert bs.ci_kind.startswith("uniform")
     dyn = bs.aggregate("dynamic")

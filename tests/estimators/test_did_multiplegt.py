@@ -1,9 +1,10 @@
 """did_multiplegt: de Chaisemartin & D'Haultfœuille (2024) against published numbers, the
-official Python port of did_multiplegt_dyn (28 option combinations, tests/data/dcdh), a
+official Python port of did_multiplegt_dyn (30 option combinations, tests/data/dcdh), a
 slow brute-force oracle written from the paper's formulas, invariances and bad input."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import warnings
 
@@ -28,31 +29,17 @@ PRINTED = 5e-8
 pytestmark = pytest.mark.filterwarnings("ignore::twinimpact.errors.TwinImpactWarning")
 
 
+def _recipes():
+    """tests/data/dcdh/recipes.py: the same frames make_reference.py gave the oracle."""
+    spec = importlib.util.spec_from_file_location("dcdh_recipes", DCDH / "recipes.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
 @pytest.fixture(scope="module")
 def datasets() -> dict[str, pd.DataFrame]:
-    fi = pd.read_csv(DCDH / "favara_imbs.csv.gz")
-    wp = pd.read_csv(DCDH / "wagepan.csv.gz")
-    sy = pd.read_csv(DCDH / "synthetic.csv")
-    rng = np.random.default_rng(7)          # recipes recorded in oracle_cases.json
-    rng2 = np.random.default_rng(11)
-    return {
-        "favara_imbs": fi,
-        "favara_imbs_size": fi.assign(
-            big=(fi.groupby("county")["w1"].transform("mean") > 1).astype(int)),
-        "wagepan": wp,
-        "wagepan_cluster": wp.assign(block=wp["nr"] // 1000),
-        "wagepan_unbalanced": wp.drop(index=rng.choice(len(wp), size=300, replace=False)
-                                      ).reset_index(drop=True),
-        "synthetic": sy,
-        "synthetic_cont": _balanced(sy.assign(
-            links=sy["links"] + 0.25 * (sy["unit"].str[1:].astype(int) % 4))),
-        "synthetic_x": sy.assign(x=np.where(rng2.random(len(sy)) < 0.03, np.nan,
-                                            0.3 * sy["links"] + rng2.normal(size=len(sy)))),
-    }
-
-
-def _balanced(df: pd.DataFrame) -> pd.DataFrame:
-    return df[df.groupby("unit")["period"].transform("size") == 12]
+    return _recipes().datasets(DCDH)
 
 
 CASES = json.loads((DCDH / "oracle_cases.json").read_text())["cases"]

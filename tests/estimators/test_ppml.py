@@ -297,10 +297,14 @@ def test_singletons_counted_and_dropped_without_changing_slopes():
 
 def test_non_convergence_warns_with_criterion():
     d = _panel()
-    with pytest.warns(ConvergenceWarning, match=r"dev_old.*Seen"):
+    with pytest.warns(ConvergenceWarning, match=r"estimates are NaN.*dev_old.*Seen"):
         r = ppml(d, **KW, maxiter=2)
     assert r.diagnostics["converged"] is False
     assert r.diagnostics["crit"] > 1e-8
+    # a solve that did not converge is not an estimate: NaN, last iterate in diagnostics
+    assert r.params.isna().all() and np.isnan(r.vcov.to_numpy()).all()
+    assert set(r.diagnostics["last_iterate"]) == set(r.params.index)
+    assert all(np.isfinite(list(r.diagnostics["last_iterate"].values())))
 
 
 def test_frequency_weights_equal_duplicated_rows():
@@ -405,7 +409,7 @@ def test_missing_column_and_non_numeric_regressor():
 
 
 @pytest.mark.parametrize("kw, match", [
-    (dict(vcov="robust"), "vcov must be one of"),
+    (dict(vcov="robust"), "vcov: expected one of"),
     (dict(vcov="iid", cluster="i"), "conflicts"),
     (dict(tol=0), "tol"),
     (dict(maxiter=0), "maxiter"),

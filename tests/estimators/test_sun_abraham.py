@@ -126,7 +126,7 @@ def test_single_cohort_equals_twfe_event_study():
 def test_last_treated_control_equals_recoded_never_treated():
     d = simulate_panel(n_units=30, n_periods=8, seed=7, cohorts=(3, 5, 7))
     with pytest.warns(Warning, match="last-treated"):
-        r = sun_abraham(d, **SIM, control="last_treated")
+        r = sun_abraham(d, **SIM, control_group="last_treated")
     manual = d[d["year"] < 2007].assign(g=lambda x: np.where(x["g"] == 2007, 0, x["g"]))
     m = sun_abraham(manual, **SIM)
     np.testing.assert_allclose(r.coef, m.coef, atol=1e-10)
@@ -195,7 +195,7 @@ def test_cohort_varying_within_unit_is_rejected():
 
 def test_bad_control_literal():
     with pytest.raises(SpecificationError, match="never_treated"):
-        sun_abraham(simulate_panel(), **SIM, control="nevertreated")
+        sun_abraham(simulate_panel(), **SIM, control_group="nevertreated")
 
 
 def test_always_treated_dropped_and_caller_frame_unchanged(stagg):

@@ -64,9 +64,9 @@ def test_fast_twfe_equals_refit_oracle():
 def test_monte_carlo_plus_one_and_seed():
     d = _panel(n_units=20, treated=(0, 1, 2, 3), effect=0.0)
     a = randomization_inference(d, outcome="y", unit="u", time="t", cohort="g",
-                                n_perms=199, seed=5)
+                                n_reps=199, seed=5)
     b = randomization_inference(d, outcome="y", unit="u", time="t", cohort="g",
-                                n_perms=199, seed=5)
+                                n_reps=199, seed=5)
     assert not a.exact and a.n_perms == 199
     assert a.p_value == b.p_value
     extreme = np.sum(np.abs(a.placebo) >= abs(a.observed) * (1 - 1e-10))
@@ -105,5 +105,5 @@ def test_bad_inputs():
     with pytest.raises(InputError, match="treated"):
         randomization_inference(d.assign(g=0), outcome="y", unit="u", time="t",
                                 cohort="g")
-    with pytest.raises(SpecificationError, match="n_perms"):
-        randomization_inference(d, outcome="y", unit="u", time="t", cohort="g", n_perms=0)
+    with pytest.raises(SpecificationError, match="n_reps"):
+        randomization_inference(d, outcome="y", unit="u", time="t", cohort="g", n_reps=0)

@@ -48,7 +48,7 @@ def test_collapsed_statistic_and_mc_p_values(collapsed):
     assert {c["weights"] for c in cases} == {"webb", "normal", "mammen"}
     for case in cases:
         b = 99_999
-        r = _run(collapsed, weights=case["weights"], n_reps=b, seed=11)
+        r = _run(collapsed, weight_type=case["weights"], n_reps=b, seed=11)
         assert r.statistic == pytest.approx(ref["statistic"], abs=5e-5)
         assert abs(r.p_value - case["p_value"]) <= _mc_tol(case["p_value"], b, case["reps"])
         assert not r.enumerated and r.n_reps == b
@@ -57,14 +57,14 @@ def test_collapsed_statistic_and_mc_p_values(collapsed):
 def test_ties_with_the_observed_statistic_are_not_counted(collapsed):
     """boottest's rule: p = #{|t*| > |t|} / B. Constant weight vectors reproduce +-t exactly;
     under Rademacher enumeration those are v = +1 and v = -1 (2 of 256 draws)."""
-    r = _run(collapsed, weights="rademacher", n_reps=999)
+    r = _run(collapsed, weight_type="rademacher", n_reps=999)
     t, tb = r.statistic, np.asarray(r.t_boot)
     ties = np.isclose(np.abs(tb), abs(t), rtol=1e-9, atol=0)
     assert ties.sum() >= 2
     assert tb[0] == pytest.approx(t, rel=1e-12)  # first enumerated vector is all +1
     assert r.p_value * 256 == (np.abs(tb[~ties]) > abs(t)).sum()
     # Mammen: the all-(1 - sqrt5)/2 vector has probability 0.7236^8 and gives exactly -t
-    m = _run(collapsed, weights="mammen", n_reps=20_000, seed=2)
+    m = _run(collapsed, weight_type="mammen", n_reps=20_000, seed=2)
     tbm = np.asarray(m.t_boot)
     at_minus_t = np.isclose(tbm, -t, rtol=1e-9, atol=0).mean()
     assert at_minus_t == pytest.approx(((1 + 5**0.5) / (2 * 5**0.5)) ** 8, abs=0.01)
@@ -81,15 +81,15 @@ def test_p_value_ignores_infeasible_draws():
 def test_collapsed_webb_ci_within_mc_error(collapsed):
     cases = json.loads((REF / "collapsed_boottest.json").read_text())["cases"]
     ref = next(c for c in cases if "conf_int" in c)
-    r = _run(collapsed, weights="webb", n_reps=9999, seed=3)
+    r = _run(collapsed, weight_type="webb", n_reps=9999, seed=3)
     # the CI ends move with the draws; boottest used 999 draws
     assert r.conf_int[0] == pytest.approx(ref["conf_int"][0], abs=2e-3)
     assert r.conf_int[1] == pytest.approx(ref["conf_int"][1], abs=2e-3)
 
 
 def test_rademacher_enumeration_is_exact_and_seed_free(collapsed):
-    a = _run(collapsed, weights="rademacher", n_reps=999, seed=1)
-    b = _run(collapsed, weights="rademacher", n_reps=9999, seed=12345)
+    a = _run(collapsed, weight_type="rademacher", n_reps=999, seed=1)
+    b = _run(collapsed, weight_type="rademacher", n_reps=9999, seed=12345)
     assert a.enumerated and b.enumerated and a.n_reps == b.n_reps == 256
     assert a.p_value == b.p_value
     assert a.conf_int == b.conf_int
@@ -175,7 +175,7 @@ def test_size_under_the_null():
         y = 1.0 + rng.normal(size=g)[cl] + rng.normal(size=len(cl)) * (1 + np.abs(x))
         d = pd.DataFrame({"y": y, "x": x, "c": cl})
         r = wild_cluster_bootstrap(d, outcome="y", regressors=["x"], cluster="c", term="x",
-                                   n_reps=399, weights="webb",
+                                   n_reps=399, weight_type="webb",
                                    seed=int(rng.integers(1 << 31)))
         rej += r.p_value < 0.05
     # binomial(200, 0.05): 4 sd band around 10 rejections
@@ -204,7 +204,72 @@ def test_bad_inputs(collapsed):
     with pytest.raises(InputError, match="at least 2 clusters"):
         wild_cluster_bootstrap(one, outcome="hasinsurance", regressors=["post"],
                                cluster="c", term="post")
-    with pytest.raises(SpecificationError, match="weights"):
-        _run(collapsed, weights="gauss")
+    with pytest.raises(SpecificationError, match="weight_type"):
+        _run(collapsed, weight_type="gauss")
     with pytest.raises(SpecificationError, match="n_reps"):
         _run(collapsed, n_reps=0)
+
+
+# --------------------------------------------------------------- fast path vs direct form
+def _design_for(d, fes):
+    """A ``_Design`` built exactly as wild_cluster_bootstrap builds it (x, z; cluster g)."""
+    from twinimpact.core.fe import demean, factorize
+
+    y = d["y"].to_numpy(float)
+    x = d[["x", "z"]].to_numpy(float)
+    if not fes:
+        x = np.column_stack([np.ones(len(y)), x])
+    cl, g = factorize(d["g"].to_numpy())
+    codes = tuple(factorize(d[f].to_numpy())[0] for f in fes)
+    if codes:
+        dm = demean(np.column_stack([y, x]), list(codes))
+        y, x = dm.x[:, 0], dm.x[:, 1:]
+    return wb._Design(y=y, x=x, cl=cl, g=g, j=x.shape[1] - 2, fe=codes, small=1.1)
+
+
+@pytest.mark.parametrize("fes", [(), ("f",), ("f", "h")])
+def test_null_path_equals_direct_statistics_at_every_null(fes):
+    """_WCRPath (residuals affine in the null, two passes over the data) gives the
+    statistics of wcr_statistics (one pass per null) for any null, exact and quadratic."""
+    rng = np.random.default_rng(7)
+    n, n_cl = 600, 11
+    g = rng.integers(0, n_cl, n)
+    d = pd.DataFrame({"g": g, "x": rng.normal(size=n) + rng.normal(size=n_cl)[g],
+                      "z": rng.normal(size=n), "f": rng.integers(0, 6, n),
+                      "h": rng.integers(0, 4, n)})
+    d["y"] = 0.2 * d["x"] + d["z"] + rng.normal(size=n_cl)[g] + rng.normal(size=n)
+    design = _design_for(d, fes)
+    v = draw_weights("webb", n_cl, 300, np.random.default_rng(1))
+    path = wb._WCRPath(design, v)
+    for b0 in (-3.0, -0.1, 0.0, 0.2, 1.7, 25.0):
+        slow = wb.wcr_statistics(design, b0, v)
+        np.testing.assert_allclose(path.statistics(b0), slow, rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(path.statistics(b0, exact=False), slow, rtol=1e-9)
+
+
+def test_p_value_only_skips_the_interval_and_keeps_the_p_value():
+    rng = np.random.default_rng(3)
+    n, n_cl = 2000, 30
+    g = rng.integers(0, n_cl, n)
+    d = pd.DataFrame({"g": g, "x": rng.normal(size=n), "z": rng.normal(size=n)})
+    d["y"] = 0.05 * d["x"] + rng.normal(size=n_cl)[g] + rng.normal(size=n)
+    kw = dict(outcome="y", regressors=["x", "z"], cluster="g", term="x", n_reps=999, seed=4)
+    full = wild_cluster_bootstrap(d, **kw)
+    p_only = wild_cluster_bootstrap(d, **kw, conf_int=False)
+    assert p_only.p_value == full.p_value and p_only.statistic == full.statistic
+    np.testing.assert_array_equal(p_only.t_boot, full.t_boot)
+    assert all(math.isnan(c) for c in p_only.conf_int)
+    assert np.isfinite(full.conf_int).all()
+    # the interval from the quadratic-form path equals inverting the direct statistics
+    base = _design_for(d, ())
+    design = wb._Design(y=base.y, x=base.x, cl=base.cl, g=base.g, j=1, fe=(),
+                        small=full.small_sample)
+    v = draw_weights("rademacher", n_cl, 999, np.random.default_rng(4))
+
+    def slow_p(b0):
+        return wb._p_value((full.estimate - b0) / full.std_error,
+                           wb.wcr_statistics(design, b0, v))
+
+    lo, hi = wb._invert(slow_p, full.estimate, full.std_error, 0.05)
+    assert full.conf_int[0] == pytest.approx(lo, abs=1e-10)
+    assert full.conf_int[1] == pytest.approx(hi, abs=1e-10)

@@ -69,7 +69,7 @@ def test_text_written_to_path(tmp_path, fits):
 
 
 def test_bad_format_and_inputs(fits):
-    with pytest.raises(SpecificationError, match="format must be one of"):
+    with pytest.raises(SpecificationError, match="format: expected one of"):
         ti.table(fits, format="docx")
     with pytest.raises(SpecificationError, match="needs a file"):
         ti.table(fits, format="xlsx")

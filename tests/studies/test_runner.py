@@ -124,7 +124,7 @@ def test_failures_are_reported_not_hidden(tmp_path):
                     tables=("markdown",), figures=(), report=False)
     run = run_study(study, out=tmp_path)
     assert "TWFE" in run.results
-    assert "vcov must be one of" in run.failures["bad"]
+    assert "vcov: expected one of" in run.failures["bad"]
     summary = json.loads((tmp_path / "reports" / "de_exports" / "summary.json").read_text())
     assert "bad" in summary["failures"]
 

@@ -34,6 +34,7 @@ from ..errors import (
 __all__ = [
     "PanelData",
     "as_frame",
+    "as_tuple",
     "check_weights",
     "dense_codes",
     "gap_aware_refs",
@@ -43,6 +44,13 @@ __all__ = [
     "require_frame",
     "warn_dropped_missing",
 ]
+
+
+def as_tuple(x: str | Sequence[str] | None) -> tuple[str, ...]:
+    """Column names as a tuple: ``None`` -> ``()``, ``"a"`` -> ``("a",)``, a list -> tuple."""
+    if x is None:
+        return ()
+    return (x,) if isinstance(x, str) else tuple(x)
 
 
 def warn_dropped_missing(estimator: str, counts: dict[str, int], *, stacklevel: int) -> None:

@@ -42,17 +42,16 @@ __all__ = ["DcdhFit", "Design", "fit_dcdh", "prepare_design"]
 # --------------------------------------------------------------------------- helpers
 def _codes(*cols: np.ndarray) -> np.ndarray:
     """Integer codes of the rows of the stacked columns (NaN is its own level)."""
-    out = None
-    for c in cols:
+
+    def one(c: np.ndarray) -> np.ndarray:
         a = np.asarray(c, dtype=float)
-        a = np.where(np.isnan(a), np.inf, a)
-        k = np.unique(a, return_inverse=True)[1].reshape(a.shape)
-        if out is None:
-            out = k
-        else:
-            out = np.unique(out * (int(k.max()) + 1) + k, return_inverse=True)[1].reshape(
-                a.shape)
-    assert out is not None
+        return np.unique(np.where(np.isnan(a), np.inf, a), return_inverse=True)[1].reshape(
+            a.shape)
+
+    out = one(cols[0])
+    for c in cols[1:]:
+        k = one(c)
+        out = np.unique(out * (int(k.max()) + 1) + k, return_inverse=True)[1].reshape(k.shape)
     return out
 
 
@@ -486,6 +485,15 @@ class SideHorizon:
     count: np.ndarray       # (G, T) weights of the cells used (for the N column)
 
 
+def _keys(ds: Design) -> tuple[np.ndarray, np.ndarray]:
+    """Cohort keys of every cell: (status quo x trends cell, period) for controls and
+    (cell, first switch, treatment at the switch) for switchers."""
+    shape = ds.y.shape
+    return (_codes(ds.cell, np.broadcast_to(ds.t, shape)),
+            _codes(ds.cell, np.broadcast_to(ds.f_g[:, None], shape),
+                   np.broadcast_to(ds.d_fg[:, None], shape)))
+
+
 def _controls(ds: Design, cellt: np.ndarray, ell: int, only_never_switchers: bool
               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Long differences ``Y_t - Y_{t-l}``, where they exist, the not-yet-switched (or
@@ -502,7 +510,8 @@ def _controls(ds: Design, cellt: np.ndarray, ell: int, only_never_switchers: boo
 def _side_horizon(ds: Design, ell: int, side: int, *, placebo: bool, n_effects: int,
                   only_never_switchers: bool, same_switchers: bool,
                   same_switchers_pl: int = 0,
-                  controls: list[ControlLevel] | None = None) -> SideHorizon:
+                  controls: list[ControlLevel] | None = None,
+                  keys: tuple[np.ndarray, np.ndarray] | None = None) -> SideHorizon:
     """Influence functions of one effect (or placebo) ``ell`` for switchers in (``side``
     1) or out (0). ``same_switchers``: only switchers observed (with controls) for all of
     ``n_effects`` horizons; ``same_switchers_pl`` > 0: placebos only for switchers observed
@@ -511,7 +520,7 @@ def _side_horizon(ds: Design, ell: int, side: int, *, placebo: bool, n_effects: 
     G = ds.n_groups
     F = ds.f_g[:, None]
     S = ds.s_g[:, None]
-    cellt = _codes(ds.cell, T)
+    cellt, skey = keys if keys is not None else _keys(ds)
     diff, valid, never, n_ctrl = _controls(ds, cellt, ell, only_never_switchers)
     target = T == F - 1 + ell
     cond = target & _ge(ds.l_g, ell) & (S == side) & (n_ctrl > 0)
@@ -574,8 +583,6 @@ def _side_horizon(ds: Design, ell: int, side: int, *, placebo: bool, n_effects: 
     tot_ns = np.where(dof_ns, _key_sum(cellt, yn, dof_ns), np.nan)
     mean_ns = tot_ns / cnt_ns
     n_ns = np.where(dof_ns, _key_count(cellt, dof_ns, cl), np.nan)
-    skey = _codes(ds.cell, np.broadcast_to(F, ds.y.shape),
-                  np.broadcast_to(ds.d_fg[:, None], ds.y.shape))
     cnt_s = np.where(dof_s, _key_sum(skey, N, dof_s), np.nan)
     tot_s = np.where(dof_s, _key_sum(skey, yn, dof_s), np.nan)
     mean_s = tot_s / cnt_s
@@ -701,6 +708,7 @@ def fit_dcdh(ds: Design, *, effects: int, placebo: int, normalized: bool,
     zero = SideHorizon(np.zeros(ng), np.zeros(ng), 0.0, 0.0, np.nan, np.nan,
                        np.zeros(ds.y.shape))
     onv = only_never_switchers
+    keys = _keys(ds)
     ctl = None
     if ds.x:
         ctl, cnotes = control_setup(ds)
@@ -712,23 +720,23 @@ def fit_dcdh(ds: Design, *, effects: int, placebo: int, normalized: bool,
             elif trends_lin:
                 res["e", side, ell] = _accumulate([_side_horizon(
                     ds, k, side, placebo=False, n_effects=ell, only_never_switchers=onv,
-                    same_switchers=True, controls=ctl) for k in range(1, ell + 1)])
+                    same_switchers=True, controls=ctl, keys=keys) for k in range(1, ell + 1)])
             else:
                 res["e", side, ell] = _side_horizon(
                     ds, ell, side, placebo=False, n_effects=n_eff, only_never_switchers=onv,
-                    same_switchers=same_switchers, controls=ctl)
+                    same_switchers=same_switchers, controls=ctl, keys=keys)
         for ell in range(1, n_pl + 1):
             if not (used and ell <= lp):
                 res["p", side, ell] = zero
             elif trends_lin:
                 res["p", side, ell] = _accumulate([_side_horizon(
                     ds, k, side, placebo=True, n_effects=ell, only_never_switchers=onv,
-                    same_switchers=True, same_switchers_pl=ell, controls=ctl)
+                    same_switchers=True, same_switchers_pl=ell, controls=ctl, keys=keys)
                     for k in range(1, ell + 1)])
             else:
                 res["p", side, ell] = _side_horizon(
                     ds, ell, side, placebo=True, n_effects=n_eff, only_never_switchers=onv,
-                    same_switchers=same_switchers, controls=ctl)
+                    same_switchers=same_switchers, controls=ctl, keys=keys)
 
     if ds.cluster is None:
         cl_codes = np.arange(ng)

@@ -117,31 +117,56 @@ class WeightedFE:
         x = np.asarray(x, dtype=float)
         if self.n_sets == 0:
             return x.copy(), 0, True
-        cur = np.array(x if start is None else start, dtype=float, order="C", copy=True)
+        cur = np.array(x if start is None else start, dtype=float, order="F", copy=True)
         if self.n_sets == 1:
-            return self.sweep(cur, inplace=True), 1, True
+            return np.ascontiguousarray(self.sweep(cur, inplace=False)), 1, True
         scale = tol * (1.0 + np.max(np.abs(x), axis=0))
-        active = np.arange(cur.shape[1])
+        sweeps_max = 0
+        all_ok = True
+        for j in range(cur.shape[1]):
+            sweeps, ok = self._residualize_column(cur[:, j], float(scale[j]), maxiter)
+            sweeps_max = max(sweeps_max, sweeps)
+            all_ok &= ok
+        return np.ascontiguousarray(cur), sweeps_max, all_ok
+
+    def _sweep_vector(self, v: np.ndarray) -> None:
+        """One pass of ``(I - P_K)...(I - P_1)`` over one contiguous vector, in place."""
+        for mat, inv, codes in zip(self.mats, self.inv_wsum, self.codes, strict=True):
+            means = mat @ v
+            means *= inv
+            v -= means.take(codes)
+
+    def _residualize_column(self, cur: np.ndarray, scale: float, maxiter: int
+                            ) -> tuple[int, bool]:
+        """Alternating projections with Irons & Tuck extrapolation on one column, in
+        place (``cur`` is a contiguous view). Returns ``(sweeps, converged)``.
+
+        One column at a time: each column is its own fixed-point problem (its own
+        extrapolation coefficient and stopping rule), and contiguous vectors keep the
+        sparse products, gathers and reductions single passes without temporaries of
+        the full matrix."""
+        x1 = np.empty_like(cur)
+        x2 = np.empty_like(cur)
         sweeps = 0
-        while len(active) and sweeps < maxiter:
-            x0 = cur[:, active]
-            x1 = self.sweep(x0)
-            x2 = self.sweep(x1)
+        while sweeps < maxiter:
+            x1[:] = cur
+            self._sweep_vector(x1)
+            x2[:] = x1
+            self._sweep_vector(x2)
             sweeps += 2
-            d2 = x2 - x1
-            change = np.abs(d2).max(axis=0)
-            # Irons & Tuck (1969) extrapolation, column by column
-            dd = d2 - (x1 - x0)
-            den = np.einsum("ij,ij->j", dd, dd)
-            num = np.einsum("ij,ij->j", d2, dd)
-            with np.errstate(divide="ignore", invalid="ignore"):
-                coef = np.where(den > 0, num / np.where(den > 0, den, 1.0), 0.0)
-            new = x2 - d2 * coef[None, :]
-            done = change <= scale[active]
-            new[:, done] = x2[:, done]
-            cur[:, active] = new
-            active = active[~done]
-        return cur, sweeps, len(active) == 0
+            cur -= x1                       # cur <- x0 - x1 = -d1
+            x1 -= x2                        # x1 <- x1 - x2 = -d2
+            change = float(np.max(np.abs(x1)))
+            if change <= scale:
+                cur[:] = x2
+                return sweeps, True
+            cur -= x1                       # cur <- d2 - d1 = dd
+            den = float(cur @ cur)
+            num = -float(x1 @ cur)          # d2 . dd
+            coef = num / den if den > 0 else 0.0
+            x1 *= coef                      # -coef d2
+            np.add(x2, x1, out=cur)         # x2 - coef d2
+        return sweeps, False
 
 
 def _singleton_mask(codes: Sequence[np.ndarray], keep: np.ndarray) -> np.ndarray:

@@ -100,9 +100,25 @@ def aggregate(taus: np.ndarray, n1: np.ndarray, t1: np.ndarray) -> tuple[float, 
     return float(np.dot(w, taus)), w
 
 
+#: replicates solved together hold about this many float64 numbers (outcome stack, Gram
+#: matrices of the unit- and time-weight problems): the batch solver's memory is
+#: B x N0^2, 5 GB for 200 placebo replicates of 1,800 controls, so the replicates go in
+#: chunks (each problem follows its own iterates: chunking changes no number)
+_BATCH_ELEMS = 2**24
+
+
+def _rep_chunks(n_reps: int, per_rep: int) -> list[slice]:
+    step = max(1, int(_BATCH_ELEMS // max(per_rep, 1)))
+    return [slice(s, min(s + step, n_reps)) for s in range(0, n_reps, step)]
+
+
 def placebo_replicates(Y: np.ndarray, N0: int, groups: list[Group], fits: list[SDIDFit],
                        n_reps: int, rng: np.random.Generator) -> np.ndarray:
-    """Placebo replicates, shape ``(n_reps, 1 + G)``: column 0 the ATT, then per group."""
+    """Placebo replicates, shape ``(n_reps, 1 + G)``: column 0 the ATT, then per group.
+
+    Replicates are solved in chunks of at most :data:`_BATCH_ELEMS` numbers of working
+    memory (memory linear in the number of controls squared, not in ``n_reps`` times it).
+    """
     T = Y.shape[1]
     sizes = [len(g.rows) for g in groups]
     n1_tot = sum(sizes)
@@ -116,12 +132,13 @@ def placebo_replicates(Y: np.ndarray, N0: int, groups: list[Group], fits: list[S
         tr = perms[:, start:start + sizes[g]]
         start += sizes[g]
         rows = np.concatenate([ctrl, tr], axis=1)                      # (B, n0_new + N1_g)
-        Ys = Y[rows]                                                   # (B, ., T)
         om_init = np.array([sum_normalize(fit.omega[c]) for c in ctrl])
         la_init = np.broadcast_to(fit.lam, (n_reps, grp.a))
-        tau, _, _ = sdid_fit_batch(Ys, n0_new, grp.a, fit.options, omega=om_init,
-                                   lam=la_init)
-        out[:, 1 + g] = tau
+        per_rep = rows.shape[1] * T + n0_new**2 + grp.a**2
+        for sl in _rep_chunks(n_reps, per_rep):
+            tau, _, _ = sdid_fit_batch(Y[rows[sl]], n0_new, grp.a, fit.options,
+                                       omega=om_init[sl], lam=la_init[sl])
+            out[sl, 1 + g] = tau
     t1 = np.array([T - grp.a for grp in groups])
     cells = np.array(sizes, dtype=float) * t1
     out[:, 0] = out[:, 1:] @ (cells / cells.sum())

@@ -354,6 +354,8 @@ class SDIDFit:
         The options used (reused by placebo / bootstrap / jackknife replications).
     iterations : dict
         Frank-Wolfe iterations and convergence per pass (``omega_pass1``, ...).
+    beta : ndarray or None
+        Covariate coefficients of the "optimized" covariate adjustment (None without).
     """
 
     tau: float
@@ -365,6 +367,7 @@ class SDIDFit:
     T1: int
     options: SDIDOptions
     iterations: dict = field(default_factory=dict)
+    beta: np.ndarray | None = None
 
 
 def _solve(Yw: np.ndarray, zeta: float, intercept: bool, init: np.ndarray | None,

@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from ..core.threads import blas_single_thread
 from ..core.validation import (
     _numeric,
     as_frame,
@@ -40,10 +41,12 @@ from ..errors import (
     InputError,
     NotComputableWarning,
     SpecificationError,
+    check_alpha,
     check_literal,
     format_message,
+    renamed_keyword,
 )
-from ..results import EstimationResult, VcovSpec, _check_alpha, make_result
+from ..results import EstimationResult, VcovSpec, make_result
 from . import _cs_numerics as num
 
 __all__ = ["CSAggregateResult", "CallawaySantAnnaResult", "callaway_santanna"]
@@ -53,6 +56,8 @@ CONTROL_GROUPS = ("never_treated", "not_yet_treated")
 METHODS = ("dr", "ipw", "reg")
 BASE_PERIODS = ("varying", "universal")
 AGGREGATIONS = ("simple", "dynamic", "group", "calendar")
+#: other names accepted for an aggregation ("cohort" is Sun-Abraham's / fixest's name)
+AGGREGATION_SYNONYMS = {"cohort": "group"}
 #: R did sets standard errors at or below this to NA ("zero standard error").
 SE_ZERO = math.sqrt(np.finfo(float).eps) * 10
 #: R did warns when a simultaneous critical value is at least this large.
@@ -76,7 +81,7 @@ class _InfluenceResult(EstimationResult):
 
     def critical_value(self, alpha: float = 0.05) -> float:
         """Pointwise normal critical value, or the sup-t bootstrap one for uniform bands."""
-        _check_alpha(alpha)
+        check_alpha(alpha)
         if self.band and self.sup_t is not None and len(self.sup_t):
             return float(num.quantile_type1(self.sup_t, 1 - alpha))
         return float(stats.norm.ppf(1 - alpha / 2))
@@ -109,9 +114,9 @@ class CallawaySantAnnaResult(_InfluenceResult):
     def aggregate(self, type: Literal["simple", "dynamic", "group", "calendar"] = "group", *,
                   min_e: float | None = None, max_e: float | None = None,
                   balance_e: int | None = None, na_rm: bool = False,
-                  bootstrap: Any = _MISSING, seed: int | Any | None = _MISSING,
-                  cband: bool | Any = _MISSING, alpha: float | Any = _MISSING
-                  ) -> CSAggregateResult:
+                  n_reps: Any = _MISSING, seed: int | Any | None = _MISSING,
+                  cband: bool | Any = _MISSING, alpha: float | Any = _MISSING,
+                  bootstrap: Any = _MISSING) -> CSAggregateResult:
         """Aggregate the ATT(g, t) into summary parameters (R did ``aggte``).
 
         Parameters
@@ -119,17 +124,18 @@ class CallawaySantAnnaResult(_InfluenceResult):
         type : ``"simple"`` (one ``ATT`` row: post-treatment ATT(g, t) weighted by cohort
             size), ``"dynamic"`` (rows per ``rel_time`` = t - g, plus ``ATT`` = mean over
             ``rel_time >= 0``), ``"group"`` (rows per cohort, plus ``ATT`` weighting cohorts
-            by size) or ``"calendar"`` (rows per ``time``, plus ``ATT`` = mean over periods).
+            by size; ``"cohort"``, Sun-Abraham's name, is accepted as a synonym) or ``"calendar"`` (rows per ``time``, plus ``ATT`` = mean over periods).
         min_e, max_e : event-time window (``dynamic``); ``max_e`` also limits the periods
             used by ``simple`` and ``group`` (R ``aggte`` does the same).
         balance_e : keep only cohorts observed for at least ``balance_e`` periods after
             treatment (``dynamic``), so the composition is constant across event times.
         na_rm : drop ATT(g, t) cells that could not be computed (R ``na.rm``); otherwise
             their presence raises :class:`~twinimpact.errors.EstimationError`.
-        bootstrap, seed, cband, alpha : default to the values of the ATT(g, t) fit.
+        n_reps, seed, cband, alpha : default to the values of the ATT(g, t) fit
+            (``bootstrap=`` is the deprecated old name of ``n_reps``).
 
         Standard errors come from the aggregated influence function, including the
-        estimated-weights term (R ``wif``); with ``bootstrap=n`` they are R's IQR-based
+        estimated-weights term (R ``wif``); with ``n_reps=n`` they are R's IQR-based
         multiplier-bootstrap standard errors and ``cband=True`` gives uniform bands over
         the non-``ATT`` rows.
 
@@ -147,8 +153,11 @@ class CallawaySantAnnaResult(_InfluenceResult):
         >>> list(es.to_frame().term)[:2]
         ['rel_time=-3', 'rel_time=-2']
         """
+        if bootstrap is not _MISSING:
+            n_reps = renamed_keyword("aggregate", "bootstrap", "n_reps", bootstrap,
+                                     n_reps, new_default=_MISSING)
         return _aggregate(self, type, min_e=min_e, max_e=max_e, balance_e=balance_e,
-                          na_rm=na_rm, bootstrap=bootstrap, seed=seed, cband=cband,
+                          na_rm=na_rm, bootstrap=n_reps, seed=seed, cband=cband,
                           alpha=alpha)
 
 
@@ -160,7 +169,7 @@ def _check_int(name: str, value: Any, *, minimum: int, allow_none: bool = False)
         raise SpecificationError(format_message(
             f"{ESTIMATOR}: {name} must be an integer >= {minimum}"
             + (" or None" if allow_none else ""), seen=value,
-            fix=f"pass e.g. {name}={max(minimum, 999) if name == 'bootstrap' else minimum}"))
+            fix=f"pass e.g. {name}={max(minimum, 999) if name == 'n_reps' else minimum}"))
 
 
 def _factorize_sorted(values: pd.Series) -> tuple[np.ndarray, pd.Index]:
@@ -787,16 +796,18 @@ def _inference(inf: np.ndarray, *, codes: np.ndarray | None, G: int, bootstrap: 
 
 
 # ============================================================================ public
+@blas_single_thread
 def callaway_santanna(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort: str,
                       covariates: Sequence[str] | None = None,
                       control_group: Literal["never_treated", "not_yet_treated"] =
                       "never_treated",
                       method: Literal["dr", "ipw", "reg"] = "dr",
                       base_period: Literal["varying", "universal"] = "varying",
-                      anticipation: int = 0, bootstrap: int | None = None,
+                      anticipation: int = 0, n_reps: int | None = None,
                       seed: int | None = None, cluster: str | None = None,
                       cband: bool = True, alpha: float = 0.05,
-                      allow_unbalanced_panel: bool = False) -> CallawaySantAnnaResult:
+                      allow_unbalanced_panel: bool = False,
+                      bootstrap: int | None = None) -> CallawaySantAnnaResult:
     """Group-time average treatment effects ATT(g, t) of Callaway & Sant'Anna (2021).
 
     Each ATT(g, t) compares the outcome change of cohort ``g`` (units first treated in
@@ -823,8 +834,9 @@ def callaway_santanna(data: pd.DataFrame, *, outcome: str, unit: str, time: str,
         ``"universal"`` (every cell compares with g - 1 - anticipation; the cell
         t = g - 1 - anticipation is the normalisation, 0 with zero variance).
     anticipation : periods of anticipation (R ``anticipation``).
-    bootstrap : ``None`` for analytic influence-function SEs (R ``bstrap=FALSE``) or the
+    n_reps : ``None`` for analytic influence-function SEs (R ``bstrap=FALSE``) or the
         number of multiplier-bootstrap draws (R ``bstrap=TRUE, biters=n``), Mammen weights.
+        ``bootstrap=`` is its deprecated old name (still accepted, with a warning).
     seed : seed of the bootstrap draws (``numpy.random.default_rng(seed)``).
     cluster : a unit-level column to cluster by (R ``clustervars``); must be constant
         within unit. Analytic SEs sum the influence function within clusters; the
@@ -889,8 +901,9 @@ def callaway_santanna(data: pd.DataFrame, *, outcome: str, unit: str, time: str,
     check_literal("method", method, METHODS)
     check_literal("base_period", base_period, BASE_PERIODS)
     _check_int("anticipation", anticipation, minimum=0)
-    _check_int("bootstrap", bootstrap, minimum=1, allow_none=True)
-    _check_alpha(alpha)
+    bootstrap = renamed_keyword(ESTIMATOR, "bootstrap", "n_reps", bootstrap, n_reps)
+    _check_int("n_reps", bootstrap, minimum=1, allow_none=True)
+    check_alpha(alpha)
     if not isinstance(cband, bool):
         raise SpecificationError(f"cband must be True or False; got {cband!r}.")
     if cluster is not None and not isinstance(cluster, str):
@@ -984,7 +997,7 @@ def callaway_santanna(data: pd.DataFrame, *, outcome: str, unit: str, time: str,
     spec = dict(outcome=outcome, unit=unit, time=time, cohort=cohort,
                 covariates=tuple(covariates), control_group=control_group, method=method,
                 base_period=base_period, anticipation=int(anticipation),
-                bootstrap=bootstrap, seed=seed, cluster=cluster, cband=cband, alpha=alpha,
+                n_reps=bootstrap, seed=seed, cluster=cluster, cband=cband, alpha=alpha,
                 allow_unbalanced_panel=allow_unbalanced_panel)
     diagnostics = {
         "dropped_rows": dict(p.dropped_rows), "dropped_units": dict(p.dropped_units),
@@ -1032,14 +1045,15 @@ def _ro(a: np.ndarray) -> np.ndarray:
 # ============================================================================ aggregation
 def _aggregate(res: CallawaySantAnnaResult, type: str, *, min_e, max_e, balance_e, na_rm,
                bootstrap, seed, cband, alpha) -> CSAggregateResult:
-    check_literal("type", type, AGGREGATIONS)
+    type = AGGREGATION_SYNONYMS.get(type, type)
+    check_literal("type", type, (*AGGREGATIONS, *AGGREGATION_SYNONYMS))
     spec = dict(res.spec)
-    bootstrap = spec.get("bootstrap") if bootstrap is _MISSING else bootstrap
+    bootstrap = spec.get("n_reps") if bootstrap is _MISSING else bootstrap
     seed = spec.get("seed") if seed is _MISSING else seed
     cband = spec.get("cband", True) if cband is _MISSING else cband
     alpha = spec.get("alpha", 0.05) if alpha is _MISSING else alpha
-    _check_int("bootstrap", bootstrap, minimum=1, allow_none=True)
-    _check_alpha(alpha)
+    _check_int("n_reps", bootstrap, minimum=1, allow_none=True)
+    check_alpha(alpha)
     _check_int("balance_e", balance_e, minimum=0, allow_none=True)
     for name, val in (("min_e", min_e), ("max_e", max_e)):
         if val is not None and (isinstance(val, bool) or not isinstance(val, numbers.Real)):
@@ -1194,7 +1208,7 @@ def _aggregate(res: CallawaySantAnnaResult, type: str, *, min_e, max_e, balance_
     keep_cols = {"dynamic": ["rel_time"], "group": ["cohort"], "calendar": ["time"],
                  "simple": []}[type]
     tinfo = tinfo[keep_cols] if keep_cols else None
-    aspec = {**spec, "aggregation": type, "na_rm": na_rm, "bootstrap": bootstrap,
+    aspec = {**spec, "aggregation": type, "na_rm": na_rm, "n_reps": bootstrap,
              "seed": seed, "cband": cband, "alpha": alpha, **spec_extra}
     diagnostics = {"dropped_rows": dict(res.diagnostics.get("dropped_rows", {})),
                    "n_units": n, "cells_dropped_na": int(missing.sum()),

@@ -38,6 +38,7 @@ import pandas as pd
 from scipy import sparse
 
 from ..core.fe import factorize
+from ..core.threads import blas_single_thread
 from ..core.two_stage import (
     fit_untreated,
     predict,
@@ -45,11 +46,12 @@ from ..core.two_stage import (
     system_rhs,
     two_stage_rows,
 )
-from ..core.validation import as_frame, prepare_panel, require_columns
+from ..core.validation import as_frame, as_tuple, prepare_panel, require_columns
 from ..errors import (
     DroppedRowsWarning,
     NotComputableWarning,
     SpecificationError,
+    check_alpha,
     format_message,
 )
 from ..results import EstimationResult, VcovSpec, make_result
@@ -90,12 +92,7 @@ def two_stage_vcov(system: Any, x2: np.ndarray, e1: np.ndarray, e2: np.ndarray,
     return bread @ (sums.T @ sums) @ bread, bread
 
 
-def _as_tuple(x: str | Sequence[str] | None) -> tuple[str, ...]:
-    if x is None:
-        return ()
-    return (x,) if isinstance(x, str) else tuple(x)
-
-
+@blas_single_thread
 def did2s(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort: str,
           first_stage: str | Sequence[str] | None = None, event_study: bool = False,
           covariates: Sequence[str] | None = None, cluster: str | None = None,
@@ -148,8 +145,9 @@ def did2s(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort: str
     [0.0, 1.0, 2.0]
     """
     data = as_frame(data, what="did2s: data")
+    check_alpha(alpha)
     est = "did2s"
-    fs = _as_tuple(first_stage) or (unit, time)
+    fs = as_tuple(first_stage) or (unit, time)
     covariates = list(covariates or [])
     clus = unit if cluster is None else cluster
     if not isinstance(clus, str):

@@ -29,6 +29,7 @@ from ..errors import (
     InputError,
     NotComputableWarning,
     SpecificationError,
+    check_alpha,
     check_literal,
     format_message,
 )
@@ -168,6 +169,7 @@ def did_multiplegt(data: pd.DataFrame, *, outcome: str, unit: str, time: str, tr
     >>> res.to_frame()["term"].tolist()
     ['Effect_1', 'Effect_2', 'Placebo_1', 'ATT']
     """
+    check_alpha(alpha)
     df = require_frame(data)
     effects = _int_opt("effects", effects, 1)
     placebo = _int_opt("placebo", placebo, 0)

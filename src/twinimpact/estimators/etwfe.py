@@ -57,7 +57,7 @@ import pandas as pd
 from scipy import stats
 
 from ..core.fe import factorize, fit_fe_ols
-from ..core.validation import prepare_panel, require_columns, require_frame
+from ..core.validation import as_tuple, prepare_panel, require_columns, require_frame
 from ..core.vcov import sandwich
 from ..errors import (
     DroppedRowsWarning,
@@ -65,6 +65,7 @@ from ..errors import (
     InputError,
     NotComputableWarning,
     SpecificationError,
+    check_alpha,
     check_literal,
     format_message,
 )
@@ -78,8 +79,8 @@ from ._etwfe_numerics import (
     group_demean,
 )
 from ._ppml_kernel import WeightedFE
-from .ppml import _as_tuple, _fe_name, fe_codes, ppml
 from .ppml import _fe_columns as _fe_cols
+from .ppml import _fe_name, fe_codes, ppml
 
 __all__ = ["ETWFEAggregateResult", "ETWFEResult", "etwfe"]
 
@@ -115,7 +116,7 @@ class ETWFEResult(EstimationResult):
         Parameters
         ----------
         type : ``"simple"`` (one ``ATT`` row), ``"dynamic"`` / ``"event"`` (rows per
-            ``rel_time = t - g``), ``"group"`` (per ``cohort``), ``"calendar"`` (per
+            ``rel_time = t - g``), ``"group"`` / ``"cohort"`` (per ``cohort``), ``"calendar"`` (per
             ``time``); every aggregation also has the ``ATT`` row (the simple average).
             Each treated observation has weight one, as ``emfx`` (without compression).
             With ``control_group="never_treated"`` the dynamic aggregation also has the
@@ -249,10 +250,8 @@ def etwfe(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort: str
     """
     check_literal("control_group", control_group, CONTROL_GROUPS)
     check_literal("family", family, FAMILIES)
-    if not (isinstance(alpha, int | float) and 0 < alpha < 1):
-        raise SpecificationError(format_message("alpha must be in (0, 1)", seen=alpha,
-                                                fix="pass e.g. alpha=0.05"))
-    ctrl_names = list(_as_tuple(covariates))
+    check_alpha(alpha)
+    ctrl_names = list(as_tuple(covariates))
     if fixed_effects is None:
         fes: list[FixedEffect] = [unit, time]
     else:
@@ -261,7 +260,7 @@ def etwfe(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort: str
             raise SpecificationError(format_message(
                 "fixed_effects= is empty", fix=f"leave it None for ({unit!r}, {time!r}) or "
                 "name the sets, e.g. ('exp_year', 'imp_year', 'pair')"))
-    clus = _as_tuple(cluster) or (unit,)
+    clus = as_tuple(cluster) or (unit,)
     if vcov is None:
         vcov = "cluster"
     check_literal("vcov", vcov, ("iid", "hetero", "cluster"))
@@ -509,9 +508,8 @@ def _fit_poisson(y: np.ndarray, design: Design, fes: Sequence[FixedEffect],
 # ============================================================================ aggregation
 def _aggregate(res: ETWFEResult, type: str, *, by_xvar: bool, scale: str
                ) -> ETWFEAggregateResult:
-    if type == "event":
-        type = "dynamic"
-    check_literal("type", type, AGGREGATIONS)
+    type = {"event": "dynamic", "cohort": "group"}.get(type, type)
+    check_literal("type", type, (*AGGREGATIONS, "event", "cohort"))
     check_literal("scale", scale, ("response", "link"))
     st = res.extras["state"]
     spec = dict(res.spec)

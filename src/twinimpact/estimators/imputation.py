@@ -37,6 +37,7 @@ import pandas as pd
 from scipy import sparse, stats
 
 from ..core.fe import factorize, fit_fe_ols
+from ..core.threads import blas_single_thread
 from ..core.two_stage import (
     NormalSystem,
     build_normal_system,
@@ -50,6 +51,7 @@ from ..errors import (
     DroppedRowsWarning,
     NotComputableWarning,
     SpecificationError,
+    check_alpha,
     format_message,
 )
 from ..results import EstimationResult, VcovSpec, make_result
@@ -140,6 +142,7 @@ def _as_pretrends(pretrends: Any, available: np.ndarray) -> list[int]:
     return list(range(-int(pretrends), 0))
 
 
+@blas_single_thread
 def imputation(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort: str,
                horizons: bool | int | Sequence[int] | None = None,
                pretrends: bool | int | None = None, cluster: str | None = None,
@@ -196,6 +199,7 @@ def imputation(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort
     [1.0, 2.0, 3.0]
     """
     data = as_frame(data, what="imputation: data")
+    check_alpha(alpha)
     est = "imputation"
     clus = unit if cluster is None else cluster
     if not isinstance(clus, str):

@@ -50,6 +50,7 @@ from ..errors import (
     InputError,
     NotComputableWarning,
     SpecificationError,
+    check_alpha,
     check_literal,
     format_message,
 )
@@ -147,6 +148,7 @@ def poisson_event_study(data: pd.DataFrame, *, outcome: str, unit: str, time: st
     0.3
     """
     data = as_frame(data, what="poisson_event_study: data")
+    check_alpha(alpha)
     check_literal("method", method, POISSON_EVENT_METHODS)
     check_literal("fixed_effects", fixed_effects, ("unit", "cohort"))
     for nm, v in (("leads", leads), ("lags", lags)):

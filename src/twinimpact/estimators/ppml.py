@@ -29,7 +29,6 @@ twinimpact           R fixest ``fepois``                     Stata ``ppmlhdfe``
 from __future__ import annotations
 
 import dataclasses
-import math
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -40,9 +39,11 @@ import pandas as pd
 from scipy import special
 
 from ..core.fe import factorize, fe_dof
+from ..core.threads import blas_single_thread
 from ..core.validation import (
     _numeric,
     as_frame,
+    as_tuple,
     require_columns,
     require_frame,
     warn_dropped_missing,
@@ -54,6 +55,7 @@ from ..errors import (
     EstimationError,
     InputError,
     SpecificationError,
+    check_alpha,
     check_literal,
     format_message,
 )
@@ -143,12 +145,6 @@ def fe_codes(frame: pd.DataFrame, spec: FixedEffect) -> np.ndarray:
     return factorize(codes)[0]
 
 
-def _as_tuple(x: str | Sequence[str] | None) -> tuple[str, ...]:
-    if x is None:
-        return ()
-    return (x,) if isinstance(x, str) else tuple(x)
-
-
 def _resolve_vcov(vcov: str | None, cluster: tuple[str, ...], has_fe: bool
                   ) -> tuple[str, bool]:
     """(vcov kind, cluster by the first fixed effect?). As fixest >= 0.13 and pyfixest
@@ -187,11 +183,10 @@ def _check_options(tol: float, maxiter: int, separation: Any, alpha: float) -> N
         raise SpecificationError(format_message(
             "separation must be True (fixed-effect and ReLU checks), 'fe', 'relu', "
             "'fe+relu' or False", seen=separation, fix="pass separation=True"))
-    if not (isinstance(alpha, int | float) and 0 < alpha < 1) or math.isnan(alpha):
-        raise SpecificationError(format_message("alpha must be in (0, 1)", seen=alpha,
-                                                fix="pass e.g. alpha=0.05"))
+    check_alpha(alpha)
 
 
+@blas_single_thread
 def ppml(data: pd.DataFrame, *, outcome: str, regressors: Sequence[str],
          fixed_effects: Sequence[FixedEffect] = (), cluster: str | Sequence[str] | None = None,
          vcov: VcovKind | None = None, weights: str | None = None, offset: str | None = None,
@@ -236,8 +231,11 @@ def ppml(data: pd.DataFrame, *, outcome: str, regressors: Sequence[str],
         Convergence criterion on the deviance: stop when
         ``|dev - dev_old| / (0.1 + |dev|) < tol`` (fixest ``glm.tol``, default 1e-8).
     maxiter : int
-        Maximum IRLS iterations (default 100). Not converging raises a
-        :class:`~twinimpact.errors.ConvergenceWarning` naming the criterion and its value.
+        Maximum IRLS iterations (default 100). Not converging (IRLS or the fixed-effect
+        projections) raises a :class:`~twinimpact.errors.ConvergenceWarning` naming the
+        criterion and its value, and the estimates are NaN (the last iterate is kept in
+        ``diagnostics["last_iterate"]``; ``iterations``, ``crit``, ``converged``,
+        ``demean_sweeps`` and ``demean_converged`` report how the solve ended).
     separation : True, "fe", "relu", "fe+relu" or False
         Separated observations are detected and removed before estimation. ``"fe"``:
         iteratively drop observations in a fixed-effect level whose outcomes are all zero
@@ -305,7 +303,7 @@ def ppml(data: pd.DataFrame, *, outcome: str, regressors: Sequence[str],
         raise SpecificationError(format_message(
             "ppml needs at least one regressor", fix="pass regressors=['rta', ...]"))
     fixed_effects = [fixed_effects] if isinstance(fixed_effects, str) else list(fixed_effects)
-    clus = _as_tuple(cluster)
+    clus = as_tuple(cluster)
     vcov, cluster_by_fe = _resolve_vcov(vcov, clus, bool(fixed_effects))
     _check_options(tol, maxiter, separation, alpha)
     fe_cols = [c for f in fixed_effects for c in _fe_columns(f)]
@@ -422,9 +420,14 @@ def ppml(data: pd.DataFrame, *, outcome: str, regressors: Sequence[str],
     fe = WeightedFE(codes) if codes else None
     fit = irls_poisson(y, x, fe, weights=w, offset=off, tol=tol, maxiter=maxiter,
                        fe_tol=fe_tol)
-    if not fit.converged:
+    solved = fit.converged and fit.demean_converged
+    if not solved:
+        what = (f"ppml did not converge in {maxiter} IRLS iterations" if not fit.converged
+                else "ppml: the fixed-effect projections did not converge "
+                     f"({fit.demean_sweeps} sweeps)")
         warnings.warn(format_message(
-            f"ppml did not converge in {maxiter} IRLS iterations",
+            what + "; the estimates are NaN (the last iterate is in "
+            "diagnostics['last_iterate'])",
             where="criterion |dev - dev_old| / (0.1 + |dev|)",
             seen=f"{fit.crit:.3g} (tol={tol:g})",
             fix="raise maxiter=, loosen tol=, or check for separation / extreme regressors"),
@@ -489,7 +492,13 @@ def ppml(data: pd.DataFrame, *, outcome: str, regressors: Sequence[str],
             "k_fe": k_fe, "k_fe_nested_in_cluster": k_nested, "collinear": collinear,
             "demean_sweeps": fit.demean_sweeps, "demean_converged": fit.demean_converged,
             "n_zero_outcome": int((y == 0).sum()), **relu_info, "notes": notes}
-    return make_result("ppml", pd.Series(fit.coef, index=regressors), v, vspec, n,
+    coef = fit.coef
+    if not solved:  # a solve that did not converge is not an estimate
+        diag["last_iterate"] = dict(zip(regressors, fit.coef.tolist(), strict=True))
+        coef = np.full_like(fit.coef, np.nan)
+        v = np.full_like(v, np.nan)
+    return make_result("ppml", pd.Series(coef, index=regressors), v, vspec, n,
                        spec=spec, diagnostics=diag, cls=PPMLResult,
-                       nan_reason="collinear with the fixed effects or other regressors",
+                       nan_reason=("collinear with the fixed effects or other regressors"
+                                   if solved else "the IRLS solve did not converge"),
                        extras={"rows_used": rows, "fitted": fit.mu})

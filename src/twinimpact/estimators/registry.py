@@ -25,6 +25,7 @@ ESTIMATORS: dict[str, str] = {
     "etwfe": "twinimpact.estimators.etwfe:etwfe",
     "did_multiplegt": "twinimpact.estimators.did_multiplegt:did_multiplegt",
     "synthetic_did": "twinimpact.estimators.synthetic_did:synthetic_did",
+    "synthetic_did_event": "twinimpact.estimators.synthetic_did_event:synthetic_did_event",
     "ppml": "twinimpact.estimators.ppml:ppml",
     "poisson_event_study": "twinimpact.estimators.poisson_event_study:poisson_event_study",
 }

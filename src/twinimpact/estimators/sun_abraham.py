@@ -7,9 +7,10 @@ cohort ``g`` x relative period ``e = t - g`` (``e`` not in ``ref``)::
 
     y_it = a_i + l_t + sum_g sum_{e != ref} delta_{g,e} 1[G_i = g] 1[t - g = e] + X_it'b + u_it
 
-The control cohort has no dummies: the never treated (``control="never_treated"``, fixest's
-default reference cohort) or the last-treated cohort (``control="last_treated"``, SA 2021
-Section 4.1: periods from its treatment onwards are dropped, so it is a clean control).
+The control cohort has no dummies: the never treated (``control_group="never_treated"``,
+fixest's default reference cohort) or the last-treated cohort
+(``control_group="last_treated"``, SA 2021 Section 4.1: periods from its treatment onwards
+are dropped, so it is a clean control).
 Units treated in every observed period ("always treated") are dropped, as fixest does.
 
 Event-time estimates are the interaction-weighted averages (SA 2021, eq. 16)
@@ -21,7 +22,7 @@ overall ``"ATT"`` weights every post-treatment cell (``e >= 0``) by its size (fi
 
 Keyword mapping to fixest: ``sun_abraham(d, outcome="y", unit="id", time="year",
 cohort="year_treated", covariates=["x1"])`` is ``feols(y ~ x1 + sunab(year_treated, year) |
-id + year, d)``; ``ref`` = ``ref.p``; ``control="last_treated"`` ~ ``ref.c`` = the last
+id + year, d)``; ``ref`` = ``ref.p``; ``control_group="last_treated"`` ~ ``ref.c`` = the last
 cohort (with its treated periods dropped); ``cluster`` = ``cluster`` (default: the unit,
 the first fixed effect, which fixest clustered by default before 0.13; fixest >= 0.13
 defaults to iid, so pass ``cluster = ~id`` there). Stata: ``eventstudyinteract``.
@@ -38,6 +39,7 @@ import numpy as np
 import pandas as pd
 
 from ..core.fe import fit_fe_ols
+from ..core.threads import blas_single_thread
 from ..core.validation import as_frame, gap_aware_refs, prepare_panel
 from ..errors import (
     DroppedRowsWarning,
@@ -45,8 +47,10 @@ from ..errors import (
     InputError,
     NotComputableWarning,
     SpecificationError,
+    check_alpha,
     check_literal,
     format_message,
+    renamed_keyword,
 )
 from ..results import EstimationResult, make_result
 
@@ -54,6 +58,8 @@ __all__ = ["SunAbrahamResult", "sun_abraham"]
 
 Control = Literal["never_treated", "last_treated"]
 AGGREGATIONS = ("dynamic", "simple", "cohort")
+#: other names accepted for an aggregation ("group" is R did's / Callaway-Sant'Anna's name)
+AGGREGATION_SYNONYMS = {"group": "cohort"}
 
 
 @dataclass(frozen=True, eq=False, repr=False)
@@ -78,12 +84,14 @@ class SunAbrahamResult(EstimationResult):
     def aggregate(self, type: str = "simple") -> EstimationResult:
         """Re-aggregate the cohort x period coefficients.
 
-        ``"simple"``: the ATT alone (fixest ``summary(x, agg = "att")``); ``"cohort"``:
-        one row per cohort (average over its post-treatment periods weighted by cell
+        ``"simple"``: the ATT alone (fixest ``summary(x, agg = "att")``); ``"cohort"`` (or
+        its synonym ``"group"``, R did's name, accepted by every estimator): one row per
+        cohort (average over its post-treatment periods weighted by cell
         size, fixest ``agg = "cohort"``) and the ATT; ``"dynamic"``: the event-time
         estimates (this result).
         """
-        check_literal("type", type, AGGREGATIONS)
+        type = AGGREGATION_SYNONYMS.get(type, type)
+        check_literal("type", type, (*AGGREGATIONS, *AGGREGATION_SYNONYMS))
         if type == "dynamic":
             return self
         names, lmat, info = _aggregation_matrix(self.cells, type)
@@ -132,11 +140,12 @@ def _aggregation_matrix(cells: pd.DataFrame, kind: str
     return names, lmat, info
 
 
+@blas_single_thread
 def sun_abraham(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort: str,
                 covariates: Sequence[str] | None = None,
                 cluster: str | Sequence[str] | None = None,
-                control: Control = "never_treated", ref: int | Sequence[int] = -1,
-                alpha: float = 0.05) -> SunAbrahamResult:
+                control_group: Control = "never_treated", ref: int | Sequence[int] = -1,
+                alpha: float = 0.05, control: Control | None = None) -> SunAbrahamResult:
     """Sun & Abraham (2021) interaction-weighted event study (fixest ``sunab``).
 
     Parameters
@@ -154,9 +163,9 @@ def sun_abraham(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohor
         Cluster variable(s); default the unit (fixest's default before 0.13: the first
         fixed effect; fixest >= 0.13 defaults to iid).
         CRV1 with fixest's small-sample factors, t(G - 1) reference.
-    control : {"never_treated", "last_treated"}
-        Control cohort. ``"never_treated"`` (default; fixest's reference cohort) needs
-        never-treated units. ``"last_treated"``: the last-treated cohort serves as control
+    control_group : {"never_treated", "last_treated"}
+        Control cohort (``control=`` is its deprecated old name). ``"never_treated"``
+        (default; fixest's reference cohort) needs never-treated units. ``"last_treated"``: the last-treated cohort serves as control
         (SA 2021 when no unit is never treated); every row from its first treated period
         on is dropped (counted in ``diagnostics["dropped_rows"]``); never-treated units,
         if any, stay in the control group.
@@ -185,8 +194,11 @@ def sun_abraham(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohor
     """
     data = as_frame(data, what="sun_abraham: data")
 
+    check_alpha(alpha)
     est = "sun_abraham"
-    check_literal("control", control, ("never_treated", "last_treated"))
+    control = renamed_keyword("sun_abraham", "control", "control_group", control,
+                              control_group, new_default="never_treated")
+    check_literal("control_group", control, ("never_treated", "last_treated"))
     covariates = list(covariates or [])
     clus = (unit,) if cluster is None else ((cluster,) if isinstance(cluster, str)
                                             else tuple(cluster))
@@ -219,12 +231,13 @@ def sun_abraham(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohor
             raise EstimationError(format_message(
                 "sun_abraham: no never-treated units to serve as the control cohort",
                 where=f"column {cohort!r}",
-                fix="pass control='last_treated' to use the last-treated cohort as control"))
+                fix="pass control_group='last_treated' to use the last-treated cohort as "
+                    "control"))
     else:
         cohorts = np.unique(g[keep & ~never])
         if len(cohorts) < 2 and not (never & keep).any():
             raise EstimationError(format_message(
-                "sun_abraham: control='last_treated' needs at least two treated cohorts",
+                "sun_abraham: control_group='last_treated' needs at least two treated cohorts",
                 seen=cohorts.tolist(), fix="add never-treated units or more cohorts"))
         ref_cohort = float(cohorts.max())
         late = keep & (t >= ref_cohort)
@@ -303,7 +316,7 @@ def sun_abraham(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohor
         notes.append(f"{len(collinear)} interaction(s) collinear with the fixed effects and "
                      f"left out of the aggregation: {collinear[:6]}")
     spec = {"outcome": outcome, "unit": unit, "time": time, "cohort": cohort,
-            "covariates": tuple(covariates), "cluster": clus, "control": control,
+            "covariates": tuple(covariates), "cluster": clus, "control_group": control,
             "ref": refs, "alpha": alpha, "fixed_effects": (unit, time), "vcov": "cluster"}
     diag = {**pdata.diagnostics(), "dropped_rows": dropped, **info,
             "n_units": int(f["unit"].nunique()), "n_periods": int(f["time"].nunique()),

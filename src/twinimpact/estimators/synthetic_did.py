@@ -18,7 +18,7 @@ estimates are reported as terms ``"cohort=<g>"``.
 
 from __future__ import annotations
 
-import math
+import dataclasses
 import numbers
 import warnings
 from collections.abc import Mapping
@@ -28,16 +28,21 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from ..core.threads import blas_single_thread
 from ..core.validation import _numeric, as_frame, require_columns, require_frame
 from ..errors import (
+    DroppedRowsWarning,
     EstimationError,
     InputError,
     NotComputableWarning,
     SpecificationError,
+    check_alpha,
     check_literal,
     format_message,
 )
 from ..results import EstimationResult, VcovSpec, make_result
+from ._sdid_blocks import Block, Warm, event_contrasts, replicate_blocks
+from ._sdid_covariates import project_beta, sdid_fit_covariates, standardize
 from ._sdid_inference import (
     Group,
     aggregate,
@@ -47,7 +52,7 @@ from ._sdid_inference import (
     placebo_replicates,
     replicate_vcov,
 )
-from ._sdid_solver import SDIDFit
+from ._sdid_solver import SDIDFit, default_options, fixed_weights, sdid_fit, sum_normalize
 
 __all__ = [
     "SDID_METHODS",
@@ -59,6 +64,8 @@ __all__ = [
 
 SDID_METHODS = ("sdid", "sc", "did")
 SDID_SE = ("placebo", "jackknife", "bootstrap", None)
+COVARIATE_METHODS = ("optimized", "projected")
+PROJECTION_SAMPLES = ("never_treated", "not_yet_treated")
 _ESTIMATOR_NAME = {"sdid": "synthetic_did", "sc": "synthetic_control", "did": "did"}
 METHOD_LABELS = {"sdid": "synthetic difference-in-differences",
                  "sc": "synthetic control", "did": "difference-in-differences"}
@@ -344,18 +351,21 @@ def _check_options(method: str, se: str | None, n_reps: Any, seed: Any, alpha: A
         raise SpecificationError(format_message(
             "seed must be None, an int or a numpy Generator", seen=seed,
             fix="pass e.g. seed=42"))
-    if not isinstance(alpha, numbers.Real) or not 0 < alpha < 1 or math.isnan(alpha):
-        raise SpecificationError(format_message(
-            "alpha must be in (0, 1)", seen=alpha, fix="pass e.g. alpha=0.05"))
+    check_alpha(alpha)
 
 
 # ---------------------------------------------------------------------- public
+@blas_single_thread
 def synthetic_did(data: pd.DataFrame, *, outcome: str, unit: str, time: str,
                   treated: str | None = None, cohort: str | None = None,
                   method: Literal["sdid", "sc", "did"] = "sdid",
                   se: Literal["placebo", "jackknife", "bootstrap"] | None = "placebo",
                   n_reps: int = 200, seed: int | np.random.Generator | None = None,
-                  alpha: float = 0.05) -> SyntheticDIDResult:
+                  alpha: float = 0.05, treatment: str | None = None,
+                  covariates: str | list[str] | None = None,
+                  covariate_method: Literal["optimized", "projected"] = "optimized",
+                  projection_sample: Literal["never_treated", "not_yet_treated"] = "never_treated"
+                  ) -> SyntheticDIDResult:
     """Synthetic difference-in-differences (or SC / DID) for a treated block.
 
     Arkhangelsky, Athey, Hirshberg, Imbens & Wager (2021), Algorithm 1, following R
@@ -375,6 +385,8 @@ def synthetic_did(data: pd.DataFrame, *, outcome: str, unit: str, time: str,
     treated : str, optional
         0/1 column, 1 for treated units in post-treatment periods (R ``panel.matrices``'
         ``treatment``). Controls are never treated; treatment is absorbing.
+        ``treatment=`` is the same option under the package-wide name of a treatment-status
+        column (as in ``twfe``); both are accepted.
     cohort : str, optional
         Alternative to ``treated``: first treated period per unit (never treated =
         NaN, 0 or after the last period). Give exactly one of ``treated``/``cohort``.
@@ -391,6 +403,20 @@ def synthetic_did(data: pd.DataFrame, *, outcome: str, unit: str, time: str,
         Seeds ``numpy.random.default_rng`` for the replications.
     alpha : float
         Stored in ``spec``; intervals are normal, ``estimate +- z se`` as synthdid prints.
+    covariates : str or list of str, optional
+        Time-varying covariates adjusting the outcome (Stata ``sdid``'s
+        ``covariates(varlist, method)``; R synthdid's ``X``). Rows with a missing
+        covariate are dropped and counted (``diagnostics["dropped_rows"]``); the panel
+        that remains must be balanced. A covariate constant over the sample is refused.
+    covariate_method : {"optimized", "projected"}
+        ``"optimized"`` (default, as Stata): Arkhangelsky et al. (2021) — ``beta`` found
+        jointly with the weights (R ``sc.weight.fw.covariates``) on z-scored covariates,
+        per cohort. ``"projected"``: Kranz (2022) — ``beta`` from OLS with unit and period
+        fixed effects on the never-treated units, then SDID on ``Y - X beta``. Both are
+        re-estimated inside every placebo, bootstrap and jackknife replication, as Stata.
+    projection_sample : {"never_treated", "not_yet_treated"}
+        Rows of the ``"projected"`` regression: the never-treated units (Stata ``sdid``'s
+        default) or every untreated unit-period (``sdid``'s ``_not_yet``).
 
     Returns
     -------
@@ -416,6 +442,13 @@ def synthetic_did(data: pd.DataFrame, *, outcome: str, unit: str, time: str,
     data = as_frame(data, what="synthetic_did: data")
     _check_options(method, se, n_reps, seed, alpha)
     data = require_frame(data)
+    check_literal("covariate_method", covariate_method, COVARIATE_METHODS)
+    if treatment is not None:
+        if treated is not None and treated != treatment:
+            raise SpecificationError(format_message(
+                "synthetic_did: treated= and treatment= name the same column", seen={
+                    "treated": treated, "treatment": treatment}, fix="pass one of them"))
+        treated = treatment
     if (treated is None) == (cohort is None):
         raise SpecificationError(format_message(
             "synthetic_did: give exactly one of treated= (0/1 column) or cohort= (first "
@@ -426,12 +459,20 @@ def synthetic_did(data: pd.DataFrame, *, outcome: str, unit: str, time: str,
             raise SpecificationError(format_message(
                 f"synthetic_did: {name}= must be a column name", seen=val,
                 fix=f"pass {name}='<column>'"))
+    covs = _covariate_list(covariates)
+    data, cov_drop = _drop_missing_covariates(data, covs, unit, time, outcome, treated, cohort)
     design = _build_design(data, outcome, unit, time, treated, cohort, method)
     Yv = design.Y.to_numpy()
     N, T = Yv.shape
     N0 = design.N0
     ctrl = np.arange(N0)
-    fits, infos = fit_design(Yv, ctrl, design.groups, method)
+    fitter = None
+    if covs:
+        fitter = BlockFitter(Yv, _covariate_array(data, design, covs, unit, time), N0,
+                             design.groups, method, covariate_method, projection_sample)
+        fits, infos = fitter.fit_all()
+    else:
+        fits, infos = fit_design(Yv, ctrl, design.groups, method)
     n1 = np.array([f.N1 for f in fits])
     t1 = np.array([f.T1 for f in fits])
     att, wts = aggregate(np.array([f.tau for f in fits]), n1, t1)
@@ -457,7 +498,8 @@ def synthetic_did(data: pd.DataFrame, *, outcome: str, unit: str, time: str,
                 f"control(s) and {n1_tot} treated", where=f"unit column {unit!r}",
                 fix="add donor (never-treated) units, or use se='jackknife' / "
                     "se='bootstrap' (several treated units) or se=None"))
-        reps = placebo_replicates(Yv, N0, design.groups, fits, n_reps, rng)
+        reps = (placebo_replicates(Yv, N0, design.groups, fits, n_reps, rng)
+                if fitter is None else fitter.att_replicates("placebo", n_reps, rng)[0])
     elif se == "bootstrap":
         kind = "bootstrap"
         if n1_tot == 1:
@@ -465,8 +507,9 @@ def synthetic_did(data: pd.DataFrame, *, outcome: str, unit: str, time: str,
                           "synthdid returns NA); use se='placebo'")
         else:
             try:
-                reps, rejected = bootstrap_replicates(Yv, N0, design.groups, fits, n_reps,
-                                                      rng)
+                reps, rejected = (
+                    bootstrap_replicates(Yv, N0, design.groups, fits, n_reps, rng)
+                    if fitter is None else fitter.att_replicates("bootstrap", n_reps, rng))
             except RuntimeError as exc:
                 raise EstimationError(format_message(
                     f"synthetic_did: {exc}", fix="use se='placebo' or se='jackknife'")) from exc
@@ -482,7 +525,8 @@ def synthetic_did(data: pd.DataFrame, *, outcome: str, unit: str, time: str,
                           "unit has a non-zero weight (R synthdid returns NA); use "
                           "se='placebo' or se='bootstrap'")
         else:
-            reps = jackknife_pseudovalues(Yv, N0, design.groups, fits)
+            reps = (jackknife_pseudovalues(Yv, N0, design.groups, fits) if fitter is None
+                    else fitter.att_replicates("jackknife", 0, None)[0])
     if reps is not None:
         full = replicate_vcov(reps, kind)
         cov = full if G > 1 else full[:1, :1]
@@ -511,6 +555,11 @@ def synthetic_did(data: pd.DataFrame, *, outcome: str, unit: str, time: str,
         cohort_fits.append(CohortFit(cohort=c, treated_units=labs, fit=f, weight=float(w),
                                      tuning=tuning))
     diag = _diagnostics(design, fits, infos, cohort_fits, se_diag, notes, n_reps, kind)
+    if covs:
+        diag["dropped_rows"] = dict(cov_drop["dropped_rows"])
+        diag["covariates"] = fitter.describe(covs, design.cohorts)
+        if cov_drop["units_removed"]:
+            diag["units_removed_missing_covariates"] = list(cov_drop["units_removed"])
     desc = {
         "none": "no standard errors requested (se=None)",
         "placebo": f"placebo standard error (Arkhangelsky et al. 2021, Algorithm 4), "
@@ -523,7 +572,10 @@ def synthetic_did(data: pd.DataFrame, *, outcome: str, unit: str, time: str,
     spec = {"outcome": outcome, "unit": unit, "time": time, "treated": treated,
             "cohort": cohort, "method": method, "se": se, "n_reps": n_reps,
             "seed": seed if not isinstance(seed, np.random.Generator) else "Generator",
-            "alpha": alpha, "aggregation": "treated unit-periods N1_g*T1_g"}
+            "alpha": alpha, "aggregation": "treated unit-periods N1_g*T1_g",
+            "covariates": list(covs), "covariate_method": covariate_method if covs else None,
+            "projection_sample": projection_sample
+            if covs and covariate_method == "projected" else None}
     uw = _weights_series(design.Y, N0, cohort_fits, "unit")
     tw = _weights_series(design.Y, N0, cohort_fits, "time")
     with warnings.catch_warnings():
@@ -540,6 +592,214 @@ def synthetic_did(data: pd.DataFrame, *, outcome: str, unit: str, time: str,
             _control_units=tuple(design.Y.index[:N0]),
             _replicates=None if reps is None else reps.copy())
     return result
+
+
+# ---------------------------------------------------------------------- covariates
+def _covariate_list(covariates: str | list[str] | None) -> list[str]:
+    if covariates is None:
+        return []
+    covs = [covariates] if isinstance(covariates, str) else list(covariates)
+    if not covs or not all(isinstance(c, str) for c in covs):
+        raise SpecificationError(format_message(
+            "synthetic_did: covariates= must be a column name or a list of column names",
+            seen=covariates, fix="pass e.g. covariates=['lngdp']"))
+    if len(set(covs)) != len(covs):
+        raise SpecificationError(format_message(
+            "synthetic_did: a covariate is listed twice", seen=covs,
+            fix="list each covariate once"))
+    return covs
+
+
+def _drop_missing_covariates(data: pd.DataFrame, covs: list[str], unit: str, time: str,
+                             outcome: str, treated: str | None, cohort: str | None
+                             ) -> tuple[pd.DataFrame, dict]:
+    """Rows with a missing covariate are dropped and counted (Stata refuses them; the
+    documented recipe is ``drop if missing(x)``); numbers only; constants refused."""
+    info: dict = {"dropped_rows": {}, "units_removed": []}
+    if not covs:
+        return data, info
+    require_columns(data, covs)
+    for c in (outcome, unit, time, treated or cohort):
+        if c in covs:
+            raise SpecificationError(format_message(
+                f"synthetic_did: {c!r} cannot be both a covariate and a design column",
+                seen=covs, fix=f"remove {c!r} from covariates"))
+    vals = {}
+    for c in covs:
+        v = pd.to_numeric(data[c], errors="coerce")
+        bad = v.isna() & data[c].notna()
+        if bad.any():
+            i = data.index[bad][0]
+            raise InputError(format_message(
+                f"synthetic_did: covariate {c!r} must be numeric", where=f"row {i!r}",
+                seen=data.loc[i, c], fix=f"convert {c!r} to numbers"))
+        if not np.isfinite(v.dropna().to_numpy(dtype=float)).all():
+            raise InputError(format_message(
+                f"synthetic_did: covariate {c!r} has infinite values",
+                fix="replace them by finite numbers or missing values"))
+        vals[c] = v
+    miss = pd.concat(vals, axis=1).isna().any(axis=1)
+    if miss.any():
+        n = int(miss.sum())
+        before = set(data.loc[:, unit].unique())
+        data = data.loc[~miss]
+        removed = sorted(before - set(data[unit].unique()), key=_sort_key)
+        info["dropped_rows"] = {"missing_covariates": n}
+        info["units_removed"] = removed
+        warnings.warn(format_message(
+            f"synthetic_did: dropped {n} row(s) with a missing covariate "
+            f"({', '.join(covs)}); {len(removed)} unit(s) left the panel entirely",
+            where=f"{unit} = {removed[:5]!r}" if removed else None,
+            fix="impute the covariates to keep these rows"), DroppedRowsWarning,
+            stacklevel=3)
+    for c in covs:
+        v = pd.to_numeric(data[c], errors="coerce")
+        if len(v) and float(v.std(ddof=0)) == 0.0:
+            raise InputError(format_message(
+                f"synthetic_did: covariate {c!r} is constant in the estimation sample",
+                seen=float(v.iloc[0]), fix=f"remove {c!r} from covariates"))
+    return data, info
+
+
+def _covariate_array(data: pd.DataFrame, design: _Design, covs: list[str], unit: str,
+                     time: str) -> np.ndarray:
+    """Covariates as an ``(N, T, K)`` array aligned with ``design.Y``."""
+    tnum = pd.to_numeric(data[time], errors="coerce").astype(float)
+    frame = data[[unit, *covs]].assign(_t=tnum.to_numpy())
+    out = []
+    for c in covs:
+        wide = frame.pivot(index=unit, columns="_t", values=c)
+        wide = wide.reindex(index=design.Y.index,
+                            columns=[float(v) for v in design.Y.columns])
+        out.append(pd.DataFrame(wide).apply(pd.to_numeric).to_numpy(dtype=float))
+    return np.stack(out, axis=2)
+
+
+class BlockFitter:
+    """Fits every cohort block with or without covariates, originally and inside the
+    placebo / bootstrap / jackknife replications (see :mod:`._sdid_blocks`)."""
+
+    def __init__(self, Y: np.ndarray, X: np.ndarray | None, N0: int, groups: list[Group],
+                 method: str, covariate_method: str | None,
+                 projection_sample: str = "never_treated", warm_start: bool = True) -> None:
+        self.Y, self.N0, self.groups, self.method = Y, N0, groups, method
+        #: R synthdid / Stata sdid warm-start every replication at the original weights
+        #: (and covariate coefficients) with the original tuning; Stata sdid_event reruns
+        #: sdid from scratch on each replication's sample (new noise level, uniform start).
+        self.warm_start = warm_start
+        self.how = covariate_method if X is not None else None
+        self.X = X
+        self.projection_sample = projection_sample
+        self.Z = None
+        if self.how == "optimized":
+            self.Z, self.x_mean, self.x_sd = standardize(X)
+        self.fits: list[SDIDFit] = []
+        self._proj: tuple[bytes, np.ndarray] | None = None
+        self.beta_projected: np.ndarray | None = None
+
+    def begin(self, ctrl: np.ndarray, treated: list[tuple[np.ndarray, int]]) -> None:
+        """Re-estimate the projection for a sample: rows ``ctrl`` (all periods) and, with
+        ``projection_sample="not_yet_treated"``, the treated rows' pre-adoption periods.
+        Rows may repeat (bootstrap): the sample is stacked, as Stata's resampled data."""
+        if self.how != "projected":
+            return
+        T = self.Y.shape[1]
+        parts = [ctrl]
+        masks = [np.ones((len(ctrl), T), dtype=bool)]
+        if self.projection_sample == "not_yet_treated":
+            for rows, a in treated:
+                parts.append(rows)
+                m = np.zeros((len(rows), T), dtype=bool)
+                m[:, :a] = True
+                masks.append(m)
+        idx = np.concatenate(parts)
+        beta = project_beta(self.Y[idx], self.X[idx], np.vstack(masks))
+        self._proj = (b"", self.Y - self.X @ beta)
+        if self.beta_projected is None:
+            self.beta_projected = beta
+
+    def _adjusted(self, ctrl: np.ndarray) -> np.ndarray:
+        """``Y - X beta`` of the current sample (set by :meth:`begin`)."""
+        return self._proj[1]
+
+    def _fit(self, ctrl: np.ndarray, tr: np.ndarray, a: int, opts, omega, lam, beta):
+        rows = np.concatenate([ctrl, tr])
+        n0 = len(ctrl)
+        if self.how == "optimized":
+            Yr, Zr = self.Y[rows], self.Z[rows]
+            if opts is None:
+                opts, info = default_options(self.method, Yr, n0, a)
+            else:
+                info = {}
+            f = sdid_fit_covariates(Yr, Zr, n0, a, opts, omega=omega, lam=lam, beta=beta)
+            Yb = Yr - Zr @ f.beta
+        else:
+            Ya = self._adjusted(ctrl) if self.how == "projected" else self.Y
+            Yb = Ya[rows]
+            if opts is None:
+                opts, info = default_options(self.method, Yb, n0, a)
+            else:
+                info = {}
+            f = sdid_fit(Yb, n0, a, opts, omega=omega, lam=lam)
+        return f, info, Block(Yb=Yb, n0=n0, a=a, omega=f.omega, lam=f.lam)
+
+    def fit_all(self) -> tuple[list[SDIDFit], list[dict]]:
+        ctrl = np.arange(self.N0)
+        self.begin(ctrl, [(g.rows, g.a) for g in self.groups])
+        fits, infos, self.blocks = [], [], []
+        for grp in self.groups:
+            om0, la0 = fixed_weights(self.method, self.N0, grp.a)
+            f, info, b = self._fit(ctrl, grp.rows, grp.a, None, om0, la0, None)
+            fits.append(f)
+            infos.append(info)
+            self.blocks.append(b)
+        self.fits = fits
+        return fits, infos
+
+    def fit_block(self, ctrl: np.ndarray, tr: np.ndarray, g: int, warm: Warm) -> Block:
+        a = self.groups[g].a
+        if not self.warm_start:
+            om0, la0 = fixed_weights(self.method, len(ctrl), a)
+            return self._fit(ctrl, tr, a, None, om0, la0, None)[2]
+        f0 = self.fits[g]
+        opts = f0.options
+        if warm.kind == "jackknife":
+            opts = dataclasses.replace(opts, update_omega=False, update_lambda=False)
+        omega = sum_normalize(f0.omega[warm.ctrl_pos])
+        return self._fit(ctrl, tr, a, opts, omega, f0.lam, f0.beta)[2]
+
+    def replicates(self, kind: str, n_reps: int, rng):
+        return replicate_blocks(kind, self.Y.shape[0], self.N0, self.groups, self.fit_block,
+                                n_reps, rng, begin=self.begin)
+
+    def att_replicates(self, kind: str, n_reps: int, rng) -> tuple[np.ndarray, int]:
+        """``(n, 1 + G)`` replicate matrix (ATT, then per cohort) and rejected draws."""
+        reps, rejected = self.replicates(kind, n_reps, rng)
+        T = self.Y.shape[1]
+        out = np.full((len(reps), 1 + len(self.groups)), np.nan)
+        for r, blocks in enumerate(reps):
+            ok = [i for i, b in enumerate(blocks) if b is not None]
+            taus = np.array([event_contrasts(blocks[i], 0, 0)[0] for i in ok])
+            n1 = [blocks[i].n1 for i in ok]
+            t1 = [T - blocks[i].a for i in ok]
+            out[r, 0] = aggregate(taus, n1, t1)[0]
+            out[r, 1 + np.array(ok, dtype=int)] = taus
+        return out, rejected
+
+    def describe(self, covs: list[str], cohorts: list) -> dict[str, Any]:
+        """What the covariate adjustment did, for diagnostics."""
+        if self.how == "projected":
+            sample = ("never-treated units, all periods"
+                      if self.projection_sample == "never_treated"
+                      else "untreated unit-periods (never treated, and treated units "
+                           "before adoption)")
+            return {"method": "projected", "sample": sample,
+                    "beta": dict(zip(covs, map(float, self.beta_projected), strict=True))}
+        return {"method": "optimized", "standardized": True,
+                "mean": dict(zip(covs, map(float, self.x_mean), strict=True)),
+                "sd": dict(zip(covs, map(float, self.x_sd), strict=True)),
+                "beta_by_cohort": {c: dict(zip(covs, map(float, f.beta), strict=True))
+                                   for c, f in zip(cohorts, self.fits, strict=True)}}
 
 
 def _weights_series(Y: pd.DataFrame, N0: int, cfs: list[CohortFit], which: str) -> pd.Series:

@@ -32,8 +32,10 @@ import numpy as np
 import pandas as pd
 
 from ..core.fe import factorize, fit_fe_codes
+from ..core.threads import blas_single_thread
 from ..core.validation import (
     as_frame,
+    as_tuple,
     check_weights,
     dense_codes,
     gap_aware_refs,
@@ -44,6 +46,7 @@ from ..errors import (
     InputError,
     NotComputableWarning,
     SpecificationError,
+    check_alpha,
     check_literal,
     format_message,
 )
@@ -54,14 +57,6 @@ __all__ = ["EVENT_STUDY_METHODS", "event_study", "twfe"]
 VcovKind = Literal["iid", "hetero", "cluster"]
 EVENT_STUDY_METHODS = ("twfe", "callaway_santanna", "sun_abraham", "imputation", "did2s",
                        "poisson")
-
-
-def _as_tuple(x: str | Sequence[str] | None) -> tuple[str, ...]:
-    if x is None:
-        return ()
-    if isinstance(x, str):
-        return (x,)
-    return tuple(x)
 
 
 def _cluster_codes(frame: pd.DataFrame, clus: Sequence[str], unit: str, time: str,
@@ -91,6 +86,7 @@ def _resolve_vcov(vcov: str | None, cluster: tuple[str, ...], unit: str) -> tupl
     return vcov, cluster
 
 
+@blas_single_thread
 def twfe(data: pd.DataFrame, *, outcome: str, unit: str, time: str,
          treatment: str | None = None, cohort: str | None = None,
          covariates: Sequence[str] | None = None, cluster: str | Sequence[str] | None = None,
@@ -139,13 +135,14 @@ def twfe(data: pd.DataFrame, *, outcome: str, unit: str, time: str,
     0.5
     """
     data = as_frame(data, what="twfe: data")
+    check_alpha(alpha)
     if (treatment is None) == (cohort is None):
         raise SpecificationError(format_message(
             "twfe needs exactly one of treatment= (a 0/1 column) or cohort= (first treated "
             "period)", seen={"treatment": treatment, "cohort": cohort},
             fix="pass treatment='D' or cohort='first_treat'"))
     covariates = list(covariates or [])
-    clus = _as_tuple(cluster)
+    clus = as_tuple(cluster)
     vcov, clus = _resolve_vcov(vcov, clus, unit)
     extra = [c for c in clus if c not in (unit, time)]
     num_extra = [*covariates, *([treatment] if treatment else []), *([weights] if weights else [])]
@@ -196,6 +193,7 @@ def _window(rel: np.ndarray, leads: int | None, lags: int | None) -> tuple[int, 
     return lo, hi
 
 
+@blas_single_thread
 def event_study(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort: str,
                 leads: int | None = None, lags: int | None = None,
                 ref: int | Sequence[int] = -1, bin_endpoints: bool = True,
@@ -246,6 +244,7 @@ def event_study(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohor
     [1.0, 3.0]
     """
     data = as_frame(data, what="event_study: data")
+    check_alpha(alpha)
     check_literal("method", method, EVENT_STUDY_METHODS)
     for nm, v in (("leads", leads), ("lags", lags)):
         if v is not None and (isinstance(v, bool) or not isinstance(v, int | np.integer)
@@ -265,7 +264,7 @@ def event_study(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohor
             fix="remove them, or choose method= for estimator-specific options"))
     refs = tuple(int(r) for r in ((ref,) if np.isscalar(ref) else ref))
     covariates = list(covariates or [])
-    clus = _as_tuple(cluster)
+    clus = as_tuple(cluster)
     vcov, clus = _resolve_vcov(vcov, clus, unit)
     require_columns(data, [cohort])
     extra = [c for c in clus if c not in (unit, time)]

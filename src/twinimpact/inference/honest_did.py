@@ -38,12 +38,15 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from ..core.threads import blas_single_thread
 from ..errors import (
     InputError,
     NotComputableWarning,
     SpecificationError,
+    check_alpha,
     check_literal,
     format_message,
+    renamed_keyword,
 )
 from ._honest_arp import (
     MAX_VERTEX_SUPPORTS,
@@ -320,6 +323,7 @@ def _validate_inputs(betahat, sigma, num_pre, num_post, l_vec):
 
 
 # ----------------------------------------------------------------------------- public
+@blas_single_thread
 def honest_did(result_or_betahat: Any, sigma: Any = None, *, num_pre: int | None = None,
                num_post: int | None = None,
                restriction: Literal["relative_magnitudes", "smoothness"] =
@@ -327,7 +331,8 @@ def honest_did(result_or_betahat: Any, sigma: Any = None, *, num_pre: int | None
                m_values: Sequence[float] | None = None, l_vec: Sequence[float] | None = None,
                alpha: float = 0.05, method: str | None = None, grid_points: int = 1000,
                grid_lb: float | None = None, grid_ub: float | None = None,
-               lf_sims: int = 1000, seed: int = 0) -> pd.DataFrame:
+               n_reps: int = 1000, seed: int = 0, lf_sims: int | None = None
+               ) -> pd.DataFrame:
     """Sensitivity of an event study to violations of parallel trends (Rambachan & Roth).
 
     Parameters
@@ -362,7 +367,8 @@ def honest_did(result_or_betahat: Any, sigma: Any = None, *, num_pre: int | None
         magnitudes; R ``gridPoints``, ``grid.lb``, ``grid.ub``). Default as R: 1000 points on
         ``+/- 20`` standard deviations of ``l'betahat_post`` around 0. Reported bounds are
         grid points.
-    lf_sims, seed : simulations and seed for the least-favourable critical value
+    n_reps, seed : simulations and seed for the least-favourable critical value
+        (``lf_sims=`` is the deprecated old name of ``n_reps``)
         (R: 1000 draws with ``set.seed(0)``; our draws differ, so C-LF bounds can differ
         from R's by Monte Carlo error).
 
@@ -386,8 +392,9 @@ def honest_did(result_or_betahat: Any, sigma: Any = None, *, num_pre: int | None
     ['Original', 'FLCI', 'FLCI']
     """
     check_literal("restriction", restriction, RESTRICTIONS)
-    if not (isinstance(alpha, int | float) and 0 < alpha < 1):
-        raise SpecificationError(f"alpha must be in (0, 1); got {alpha!r}.")
+    check_alpha(alpha)
+    lf_sims = renamed_keyword("honest_did", "lf_sims", "n_reps", lf_sims, n_reps,
+                              new_default=1000)
     names = None
     if hasattr(result_or_betahat, "terms") and hasattr(result_or_betahat, "vcov"):
         if sigma is not None:

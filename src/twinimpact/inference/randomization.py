@@ -10,10 +10,10 @@ exchangeable assignment of timing, the statistic's distribution over reassignmen
 its exact null distribution.
 
 * Exact: when the number of distinct reassignments (a multinomial coefficient) is at most
-  ``n_perms`` all are enumerated (the observed one included) and
+  ``n_reps`` all are enumerated (the observed one included) and
   ``p = #{|T_pi| >= |T_obs|} / N_assignments``.
-* Monte Carlo: otherwise ``n_perms`` random permutations and
-  ``p = (1 + #{|T_b| >= |T_obs|}) / (n_perms + 1)`` -- the ``+1`` counts the observed
+* Monte Carlo: otherwise ``n_reps`` random permutations and
+  ``p = (1 + #{|T_b| >= |T_obs|}) / (n_reps + 1)`` -- the ``+1`` counts the observed
   assignment, which keeps the test valid (Phipson & Smyth 2010).
 
 ``alternative="greater"``/``"less"`` compare signed statistics instead of absolute values.
@@ -33,7 +33,7 @@ import pandas as pd
 from ..core.fe import demean, factorize, fe_dof
 from ..core.progress import progress, track
 from ..core.validation import as_frame, prepare_panel
-from ..errors import InputError, SpecificationError, check_literal, format_message
+from ..errors import InputError, SpecificationError, check_literal, format_message, renamed_keyword
 
 __all__ = ["RandomizationResult", "randomization_inference"]
 
@@ -136,10 +136,11 @@ class _TwfeFast:
 
 def randomization_inference(data: pd.DataFrame, *, outcome: str, unit: str, time: str,
                             cohort: str, estimator: str | Callable[..., Any] = "twfe",
-                            n_perms: int = 999, seed: int | None = None,
+                            n_reps: int = 999, seed: int | None = None,
                             statistic: Literal["estimate", "t"] = "estimate",
                             alternative: Literal["two-sided", "greater", "less"] =
-                            "two-sided") -> RandomizationResult:
+                            "two-sided", n_perms: int | None = None
+                            ) -> RandomizationResult:
     """Permutation test of the sharp null of no effect by reassigning treatment timing.
 
     Parameters
@@ -154,9 +155,10 @@ def randomization_inference(data: pd.DataFrame, *, outcome: str, unit: str, time
         vectorised over reassignments (``t`` uses CRV1 by unit, fixest defaults). A
         callable receives a copy of ``data`` whose ``cohort`` column holds the placebo
         timing and returns a float, or an EstimationResult (its ``"ATT"`` term is used).
-    n_perms : int
+    n_reps : int
         Monte Carlo permutations; if the number of distinct reassignments is at most
-        ``n_perms`` they are all enumerated instead (exact test).
+        ``n_reps`` they are all enumerated instead (exact test). ``n_perms=`` is its
+        deprecated old name.
     seed : int, optional
         Seed for the Monte Carlo permutations.
     statistic : {"estimate", "t"}
@@ -188,8 +190,10 @@ def randomization_inference(data: pd.DataFrame, *, outcome: str, unit: str, time
                                                 seen=type(estimator).__name__))
     if isinstance(estimator, str):
         check_literal("estimator", estimator, ("twfe",))
+    n_perms = renamed_keyword("randomization_inference", "n_perms", "n_reps", n_perms, n_reps,
+                              new_default=999)
     if not isinstance(n_perms, int | np.integer) or n_perms < 1:
-        raise SpecificationError(f"n_perms must be a positive integer; got {n_perms!r}.")
+        raise SpecificationError(f"n_reps must be a positive integer; got {n_perms!r}.")
     pdata = prepare_panel(data, outcome=outcome, unit=unit, time=time, cohort=cohort,
                           estimator="randomization_inference")
     f = pdata.frame

@@ -30,8 +30,8 @@ depend on the seed. The confidence interval inverts the test: its ends are where
 bootstrap p-value function crosses ``alpha`` (the same weight draws for every null).
 
 Keyword mapping: fwildclusterboot ``boottest(fit, param=term, clustid=cluster, B=n_reps,
-r=null, type=weights, impose_null=impose_null, sign_level=alpha)``; Stata
-``boottest term=null, reps(n_reps) weight(weights)``.
+r=null, type=weight_type, impose_null=impose_null, sign_level=alpha)``; Stata
+``boottest term=null, reps(n_reps) weight(weight_type)``.
 """
 
 from __future__ import annotations
@@ -46,8 +46,16 @@ import pandas as pd
 from scipy import optimize
 
 from ..core.fe import demean, factorize, fe_dof
-from ..core.validation import as_frame, require_columns, require_frame
-from ..errors import InputError, SpecificationError, check_literal, format_message
+from ..core.threads import blas_single_thread
+from ..core.validation import as_frame, as_tuple, require_columns, require_frame
+from ..errors import (
+    InputError,
+    SpecificationError,
+    check_alpha,
+    check_literal,
+    format_message,
+    renamed_keyword,
+)
 
 __all__ = [
     "WEIGHT_TYPES",
@@ -72,7 +80,8 @@ class WildBootstrapResult:
     estimate, std_error : OLS estimate and its CRV1 standard error.
     statistic : CRV1 t statistic ``(estimate - null) / std_error``.
     p_value : symmetric bootstrap p-value.
-    conf_int : (lower, upper) by test inversion at level ``1 - alpha``.
+    conf_int : (lower, upper) by test inversion at level ``1 - alpha``; ``(nan, nan)`` when
+        the call asked for the p-value only (``conf_int=False``).
     n_reps : number of bootstrap draws actually used (``2^G`` when enumerated).
     weights : weight type; enumerated : all Rademacher sign vectors used.
     t_boot : bootstrap t statistics (read-only array, length ``n_reps``).
@@ -159,15 +168,44 @@ def _crv1_t(d: _Design, beta0: float) -> tuple[float, float, float]:
     return float(beta[d.j]), se, (float(beta[d.j]) - beta0) / se
 
 
+def _residual_parts(d: _Design, u: np.ndarray, xtx_inv: np.ndarray, a_j: np.ndarray
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """``(s, K)`` of the bootstrap statistic for the resampled residuals ``u``.
+
+    ``s`` (G,): numerator weights, ``beta*_j - centre = s @ v``; ``K`` (G, G): the cluster
+    scores of a draw are ``K @ v``. Both are linear in ``u``.
+    """
+    x, cl, g = d.x, d.cl, d.g
+    # numerator: beta*_j - centre = sum_g v_g s_g, s_g = sum_{i in g} a_ji u_i
+    s = np.bincount(cl, weights=a_j * u, minlength=g)
+    # cluster scores of the bootstrap residuals: (F - C) v
+    # F_hg = sum_{i in h} a_ji [M_D (u 1_g)]_i ; without FE M_D = I so F = diag(s)
+    if d.fe:
+        ucols = np.zeros((len(u), g))
+        ucols[np.arange(len(u)), cl] = u
+        mu = demean(ucols, list(d.fe)).x
+        f = np.zeros((g, g))
+        np.add.at(f, cl, a_j[:, None] * mu)
+    else:
+        f = np.diag(s)
+    # C_hg = (sum_{i in h} a_ji x_i)' (X'X)^-1 (X_g' u_g)
+    ax = np.column_stack([np.bincount(cl, weights=a_j * x[:, c], minlength=g)
+                          for c in range(x.shape[1])])
+    xu = np.column_stack([np.bincount(cl, weights=x[:, c] * u, minlength=g)
+                          for c in range(x.shape[1])])
+    return s, f - ax @ xtx_inv @ xu.T
+
+
 def wcr_statistics(d: _Design, beta0: float, v: np.ndarray, impose_null: bool = True
                    ) -> np.ndarray:
     """Bootstrap t statistics for ``H0: beta_j = beta0`` for all weight columns of ``v``.
 
     ``v`` is ``(G, B)``. Returns ``(B,)``: ``(beta*_j - beta0) / se*`` with restricted
     residuals (WCR); with ``impose_null=False`` the unrestricted residuals are resampled
-    and the statistics are ``(beta*_j - betahat_j) / se*`` (WCU).
+    and the statistics are ``(beta*_j - betahat_j) / se*`` (WCU). One pass over the data
+    per call: the slow, direct form that :class:`_WCRPath` is tested against.
     """
-    x, y, cl, g, j = d.x, d.y, d.cl, d.g, d.j
+    x, y, j = d.x, d.y, d.j
     xtx_inv = np.linalg.inv(x.T @ x)
     if impose_null:
         others = [c for c in range(x.shape[1]) if c != j]
@@ -181,31 +219,63 @@ def wcr_statistics(d: _Design, beta0: float, v: np.ndarray, impose_null: bool = 
     else:
         u = y - x @ (xtx_inv @ (x.T @ y))
     a_j = x @ xtx_inv[:, j]                       # (n,) row j of (X'X)^-1 X'
-    # numerator: beta*_j - centre = sum_g v_g s_g, s_g = sum_{i in g} a_ji u_i
-    s = np.bincount(cl, weights=a_j * u, minlength=g)
-    # cluster scores of the bootstrap residuals: (F - C) v
-    # F_hg = sum_{i in h} a_ji [M_D (u 1_g)]_i ; without FE M_D = I so F = diag(s)
-    if d.fe:
-        ucols = np.zeros((len(y), g))
-        ucols[np.arange(len(y)), cl] = u
-        mu = demean(ucols, list(d.fe)).x
-        agg = np.zeros((g, g))
-        np.add.at(agg, cl, a_j[:, None] * mu)
-        f = agg
-    else:
-        f = np.diag(s)
-    # C_hg = (sum_{i in h} a_ji x_i)' (X'X)^-1 (X_g' u_g)
-    ax = np.zeros((g, x.shape[1]))
-    np.add.at(ax, cl, a_j[:, None] * x)
-    xu = np.zeros((g, x.shape[1]))
-    np.add.at(xu, cl, x * u[:, None])
-    c = ax @ xtx_inv @ xu.T
-    k_mat = f - c
+    s, k_mat = _residual_parts(d, u, xtx_inv, a_j)
     num = s @ v
     scores = k_mat @ v
     var = d.small * np.einsum("gb,gb->b", scores, scores)
     with np.errstate(divide="ignore", invalid="ignore"):
         return num / np.sqrt(var)
+
+
+class _WCRPath:
+    """WCR bootstrap statistics for every null ``beta0`` after two passes over the data.
+
+    The restricted residuals are affine in the null, ``u(b0) = u0 - b0 u1`` with
+    ``u0 = M_o y`` and ``u1 = M_o x_j`` (``M_o`` the residual maker of the other
+    regressors), and ``s`` and ``K`` are linear in ``u``; so the numerators
+    ``s(b0) @ v = n0 - b0 n1`` and the cluster scores ``K(b0) v = S0 - b0 S1`` of all
+    draws are fixed ``(B,)`` and ``(G, B)`` arrays combined per null (Roodman et al. 2019,
+    Section 3: the test inversion never revisits the data). Same numbers as
+    :func:`wcr_statistics` up to rounding (tested).
+    """
+
+    def __init__(self, d: _Design, v: np.ndarray) -> None:
+        x, y, j = d.x, d.y, d.j
+        xtx_inv = np.linalg.inv(x.T @ x)
+        others = [c for c in range(x.shape[1]) if c != j]
+        if others:
+            xo = x[:, others]
+            coef = np.linalg.lstsq(xo, np.column_stack([y, x[:, j]]), rcond=None)[0]
+            u01 = np.column_stack([y, x[:, j]]) - xo @ coef
+            u0, u1 = u01[:, 0], u01[:, 1]
+        else:
+            u0, u1 = y, x[:, j]
+        a_j = x @ xtx_inv[:, j]
+        s0, k0 = _residual_parts(d, u0, xtx_inv, a_j)
+        s1, k1 = _residual_parts(d, u1, xtx_inv, a_j)
+        self.n0, self.n1 = s0 @ v, s1 @ v
+        self.s0, self.s1 = k0 @ v, k1 @ v
+        # sum_g (S0 - b0 S1)^2 = q00 - 2 b0 q01 + b0^2 q11 per draw
+        self.q00 = np.einsum("gb,gb->b", self.s0, self.s0)
+        self.q01 = np.einsum("gb,gb->b", self.s0, self.s1)
+        self.q11 = np.einsum("gb,gb->b", self.s1, self.s1)
+        self.small = d.small
+
+    def statistics(self, beta0: float, exact: bool = True) -> np.ndarray:
+        """``(B,)`` bootstrap t statistics for ``H0: beta_j = beta0``.
+
+        ``exact=True`` sums the squared cluster scores (``O(G B)``); ``exact=False`` uses
+        the quadratic form in ``beta0`` (``O(B)``, for the many trial nulls of the test
+        inversion; it differs by rounding, which only decides draws within the tie
+        tolerance of ``|t|``)."""
+        if exact:
+            scores = self.s0 - beta0 * self.s1
+            var = np.einsum("gb,gb->b", scores, scores)
+        else:
+            var = np.maximum(self.q00 - 2.0 * beta0 * self.q01 + beta0 * beta0 * self.q11,
+                             0.0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return (self.n0 - beta0 * self.n1) / np.sqrt(self.small * var)
 
 
 def _p_value(t: float, t_boot: np.ndarray) -> float:
@@ -220,19 +290,15 @@ def _p_value(t: float, t_boot: np.ndarray) -> float:
 
 
 # ----------------------------------------------------------------------------- public
-def _as_tuple(x: str | Sequence[str] | None) -> tuple[str, ...]:
-    if x is None:
-        return ()
-    return (x,) if isinstance(x, str) else tuple(x)
-
-
+@blas_single_thread
 def wild_cluster_bootstrap(data: pd.DataFrame, *, outcome: str, regressors: Sequence[str],
                            cluster: str, term: str, null: float = 0.0,
                            fixed_effects: str | Sequence[str] = (),
-                           weights: Literal["rademacher", "webb", "mammen", "normal"] =
+                           weight_type: Literal["rademacher", "webb", "mammen", "normal"] =
                            "rademacher", n_reps: int = 9999, seed: int | None = None,
-                           alpha: float = 0.05, impose_null: bool = True
-                           ) -> WildBootstrapResult:
+                           alpha: float = 0.05, impose_null: bool = True,
+                           conf_int: bool = True,
+                           weights: str | None = None) -> WildBootstrapResult:
     """Restricted wild cluster bootstrap test and confidence interval for one coefficient.
 
     Parameters
@@ -252,8 +318,12 @@ def wild_cluster_bootstrap(data: pd.DataFrame, *, outcome: str, regressors: Sequ
         Hypothesised value (fwildclusterboot ``r``, Stata ``term = null``).
     fixed_effects : str or sequence of str
         Columns whose fixed effects are swept out (fixest ``| fe1 + fe2``).
-    weights : {"rademacher", "webb", "mammen", "normal"}
-        Wild weight distribution (fwildclusterboot ``type``).
+    weight_type : {"rademacher", "webb", "mammen", "normal"}
+        Wild weight distribution (fwildclusterboot ``type``, boottest ``weight()``).
+    weights : str, optional
+        Deprecated old name of ``weight_type`` (still accepted, with a warning). In the
+        rest of the package ``weights=`` names a column of observation weights, which
+        this bootstrap does not take.
     n_reps : int
         Bootstrap draws (``B``). Rademacher with ``2^G <= n_reps`` enumerates all ``2^G``.
     seed : int, optional
@@ -263,6 +333,10 @@ def wild_cluster_bootstrap(data: pd.DataFrame, *, outcome: str, regressors: Sequ
     impose_null : bool
         True (default): WCR, the null is imposed. False: WCU (unrestricted residuals; the
         bootstrap statistics are centred at the estimate).
+    conf_int : bool
+        True (default): also invert the test for the confidence interval. False: the
+        p-value only (``conf_int`` of the result is ``(nan, nan)``); the interval needs
+        one evaluation of the bootstrap distribution per trial null, the p-value one.
 
     Returns
     -------
@@ -281,9 +355,16 @@ def wild_cluster_bootstrap(data: pd.DataFrame, *, outcome: str, regressors: Sequ
     """
     data = as_frame(data, what="wild_cluster_bootstrap: data")
     data = require_frame(data)
-    check_literal("weights", weights, WEIGHT_TYPES)
+    if weights is not None and weights not in WEIGHT_TYPES:
+        raise SpecificationError(format_message(
+            "wild_cluster_bootstrap does not take observation weights", seen=weights,
+            fix="for the wild weight distribution pass weight_type="
+                + "|".join(map(repr, WEIGHT_TYPES))))
+    weights = renamed_keyword("wild_cluster_bootstrap", "weights", "weight_type", weights,
+                              weight_type, new_default="rademacher")
+    check_literal("weight_type", weights, WEIGHT_TYPES)
     regressors = list(regressors)
-    fes = _as_tuple(fixed_effects)
+    fes = as_tuple(fixed_effects)
     if not isinstance(cluster, str):
         raise SpecificationError(format_message(
             "cluster must be one column name (one-way clustering)", seen=cluster,
@@ -294,8 +375,7 @@ def wild_cluster_bootstrap(data: pd.DataFrame, *, outcome: str, regressors: Sequ
             fix="test one of the regressors, e.g. term=regressors[0]"))
     if not isinstance(n_reps, int | np.integer) or n_reps < 1:
         raise SpecificationError(f"n_reps must be a positive integer; got {n_reps!r}.")
-    if not (0 < alpha < 1):
-        raise SpecificationError(f"alpha must be in (0, 1); got {alpha!r}.")
+    check_alpha(alpha)
     require_columns(data, [outcome, *regressors, cluster, *fes])
     cols = list(dict.fromkeys([outcome, *regressors, cluster, *fes]))
     sub = data[cols]
@@ -340,15 +420,19 @@ def wild_cluster_bootstrap(data: pd.DataFrame, *, outcome: str, regressors: Sequ
         v = draw_weights(weights, g, int(n_reps), np.random.default_rng(seed))
     est, se, t = _crv1_t(design, null)
 
-    t_boot = wcr_statistics(design, null, v, impose_null)
+    if impose_null:
+        path = _WCRPath(design, v)
+        t_boot = path.statistics(null)
+    else:
+        t_boot = wcr_statistics(design, null, v, impose_null=False)
     p = _p_value(t, t_boot)
 
     def pval(b0: float) -> float:
         # WCU statistics are centred at the estimate and do not depend on the null
-        tb = wcr_statistics(design, b0, v, True) if impose_null else t_boot
+        tb = path.statistics(b0, exact=False) if impose_null else t_boot
         return _p_value((est - b0) / se, tb)
 
-    ci = _invert(pval, est, se, alpha)
+    ci = _invert(pval, est, se, alpha) if conf_int else (math.nan, math.nan)
     t_boot = np.asarray(t_boot, dtype=float).copy()
     t_boot.setflags(write=False)
     return WildBootstrapResult(term=term, null=float(null), estimate=est, std_error=se,
@@ -391,7 +475,7 @@ def wild_cluster_bootstrap_result(result: Any, *, term: str, data: pd.DataFrame,
 
     The regression is rebuilt from ``data`` and the result's ``spec`` (outcome, unit and
     time fixed effects, the treatment / event-time dummies, covariates, first cluster
-    variable); ``kwargs`` go to :func:`wild_cluster_bootstrap` (``weights``, ``n_reps``,
+    variable); ``kwargs`` go to :func:`wild_cluster_bootstrap` (``weight_type``, ``n_reps``,
     ``seed``, ``alpha``, ``impose_null``).
     """
     spec = dict(result.spec)

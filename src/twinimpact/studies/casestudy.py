@@ -21,7 +21,8 @@ A long table, one row per city x partner x year:
 
 plus the twinning date, passed as ``treated_from`` (first year counted as treated, i.e.
 the year the twinning was signed or the year after, as the study decides). Column names
-can be changed with the ``city=``, ``partner_col=``, ``year=``, ``exports=`` keywords.
+can be changed with the ``unit=`` (city), ``partner_col=``, ``time=`` (year) and
+``outcome=`` (exports) keywords.
 Every donor must be observed in every year (a balanced panel). One or two treated cities
 are supported; two cities with different twinning years are estimated cohort by cohort.
 
@@ -53,6 +54,7 @@ from ..errors import (
     SpecificationError,
     check_literal,
     format_message,
+    renamed_keyword,
     suggest,
 )
 from ..estimators.synthetic_did import SyntheticDIDResult, synthetic_did
@@ -216,12 +218,13 @@ def _as_cities(treated_city: str | Sequence[str]) -> list[str]:
 
 def case_study(series: pd.DataFrame, *, treated_city: str | Sequence[str],
                treated_from: int | Mapping[str, int], partner: str | None = None,
-               city: str = "city", partner_col: str = "partner", year: str = "year",
-               exports: str = "exports", transform: Literal["log", "level"] = "log",
+               unit: str = "city", partner_col: str = "partner", time: str = "year",
+               outcome: str = "exports", transform: Literal["log", "level"] = "log",
                se: Literal["placebo", "jackknife", "bootstrap"] | None = "placebo",
                n_reps: int = 200, seed: int | None = None, alpha: float = 0.05,
                honest: bool | Literal["auto"] = False, honest_pre_periods: int = 3,
-               honest_options: Mapping[str, Any] | None = None) -> CaseStudyResult:
+               honest_options: Mapping[str, Any] | None = None, city: str | None = None,
+               year: str | None = None, exports: str | None = None) -> CaseStudyResult:
     """Run the one-(or two-)treated-city case study: SDID, SC and DID with placebo SEs.
 
     Parameters
@@ -234,8 +237,10 @@ def case_study(series: pd.DataFrame, *, treated_city: str | Sequence[str],
         First treated year (one year for all treated cities, or one per city).
     partner : str, optional
         Keep only rows for this partner (required when ``series`` has several).
-    city, partner_col, year, exports : str
-        Column names.
+    unit, partner_col, time, outcome : str
+        Column names: the city, the partner country, the year and the exports (the
+        package-wide ``unit``/``time``/``outcome``; ``city=``, ``year=`` and
+        ``exports=`` are their deprecated old names).
     transform : {"log", "level"}
         Estimate on log exports (effects in log points; ``effect_pct`` in the table) or
         levels.
@@ -269,6 +274,10 @@ def case_study(series: pd.DataFrame, *, treated_city: str | Sequence[str],
     """
     series = as_frame(series, what="case_study: series")
     series = require_frame(series, what="series")
+    city = renamed_keyword("case_study", "city", "unit", city, unit, new_default="city")
+    year = renamed_keyword("case_study", "year", "time", year, time, new_default="year")
+    exports = renamed_keyword("case_study", "exports", "outcome", exports, outcome,
+                              new_default="exports")
     check_literal("transform", transform, ("log", "level"))
     check_literal("honest", honest, (True, False, "auto"))
     cities = _as_cities(treated_city)

@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 
 from ..core.validation import as_frame, require_columns, require_frame
-from ..errors import InputError, SpecificationError, check_literal, format_message
+from ..errors import InputError, check_alpha, check_literal, format_message
 from ..estimators.ppml import PPMLResult, ppml
 from ..results import EstimationResult
 
@@ -307,9 +307,7 @@ def gravity_study(twinnings: pd.DataFrame | None = None, panel: pd.DataFrame | N
         from ..etl.sources import load_german_twinnings
 
         twinnings = load_german_twinnings()
-    if alpha <= 0 or alpha >= 1:
-        raise SpecificationError(format_message("alpha must be in (0, 1)", seen=alpha,
-                                                fix="pass alpha=0.05"))
+    check_alpha(alpha)
     data = build_gravity_data(twinnings, panel, home=home, years=years, relations=relations)
     res = gravity_intensity(data, intensity=intensity, alpha=alpha, **options)
     return GravityStudy(data=data, result=res,

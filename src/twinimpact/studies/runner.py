@@ -33,7 +33,7 @@ from .base import StudyRun, step
 from .kinds import get_kind
 from .spec import Study, load_study
 
-__all__ = ["StudyRun", "run_study"]
+__all__ = ["StudyRun", "run_study", "write_outputs"]
 
 
 def run_study(study: Study | str | Path, out: str | Path | None = None, *,
@@ -75,7 +75,7 @@ def run_study(study: Study | str | Path, out: str | Path | None = None, *,
                 where=f"study {study.name!r}", seen=dict(run.failures),
                 fix="read each estimator's message; nothing was written"))
         with step("Writing tables, figures and report", kind.n_steps, kind.n_steps):
-            _write_outputs(run, stage / "reports", write_report=write_report)
+            write_outputs(run, stage / "reports", write_report=write_report)
         _commit(run, staged, reports)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
@@ -114,7 +114,9 @@ def _commit(run: StudyRun, staged: dict[Path, Path], reports: Path) -> None:
         run.outputs[key] = moved.get(Path(p), Path(p))
 
 
-def _write_outputs(run: StudyRun, folder: Path, *, write_report: bool) -> None:
+def write_outputs(run: StudyRun, folder: Path, *, write_report: bool) -> None:
+    """Write the run's tables, figures, ``summary.json`` and (optionally) the HTML report
+    into ``folder``, each file atomically with the mode the umask gives a new file."""
     study = run.study
     folder.mkdir(parents=True, exist_ok=True)
     if run.results:

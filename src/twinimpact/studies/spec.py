@@ -183,7 +183,8 @@ def _check_keys(section: str, got: dict[str, Any]) -> None:
 def _choice(key: str, value: Any, allowed: tuple[str, ...]) -> str:
     if value not in allowed:
         close = suggest(value, allowed)
-        raise _err(key, f"{key} must be one of {', '.join(allowed)}", seen=value,
+        raise _err(key, f"{key}: expected one of {', '.join(map(repr, allowed))}, got "
+                   f"{value!r}", seen=value,
                    fix=f"use {close[0]!r}" if close else f"use one of {', '.join(allowed)}")
     return value
 
@@ -304,8 +305,9 @@ def parse_study(doc: dict[str, Any], path: Path | None = None) -> Study:
         raise _err("inference.cluster", "cluster must be one column name", seen=inf["cluster"],
                    fix='cluster = "unit_id" (a column of the analysis panel)')
     alpha = inf.get("alpha", 0.05)
-    if not isinstance(alpha, float | int) or not 0 < alpha < 1:
-        raise _err("inference.alpha", "alpha must be in (0, 1)", seen=alpha, fix="alpha = 0.05")
+    if not isinstance(alpha, float | int) or isinstance(alpha, bool) or not 0 < alpha < 1:
+        raise _err("inference.alpha", f"inference.alpha: expected a number in (0, 1), got "
+                   f"{alpha!r}", fix="alpha = 0.05")
     estimates = []
     labels = set()
     for i, e in enumerate(doc.get("estimate", [])):

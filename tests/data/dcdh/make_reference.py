@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 import polars as pl
 from did_multiplegt_dyn import DidMultiplegtDyn
+from recipes import RECIPES, datasets, synthetic
 
 HERE = Path(__file__).parent
 FI = dict(outcome="Dl_vloans_b", group="county", time="year", treatment="inter_bra")
@@ -75,67 +76,15 @@ CASES = [
                                           cluster="state_n")),
     ("sy_continuous2", "synthetic_cont", dict(SY, effects=3, placebo=2, continuous=2,
                                               normalized=True)),
+    ("sy_missing_values", "synthetic_na", dict(SY, effects=3, placebo=2, normalized=True,
+                                               cluster="region")),
+    ("sy_repeated_rows", "synthetic_repeated", dict(SY, effects=2, placebo=1, weight="w")),
     ("sy_basic", "synthetic", dict(SY, effects=4, placebo=2, effects_equal=True)),
     ("sy_normalized_cluster", "synthetic", dict(SY, effects=4, placebo=2, normalized=True,
                                                 cluster="region")),
     ("sy_out_same", "synthetic", dict(SY, effects=3, placebo=1, switchers="out",
                                       same_switchers=True)),
 ]
-
-
-def synthetic(seed: int = 20261130) -> pd.DataFrame:
-    """Non-binary treatment (number of links 0..3) that goes up and down, string ids, an
-    unbalanced panel and a region cluster; written to synthetic.csv."""
-    rng = np.random.default_rng(seed)
-    rows = []
-    for i in range(120):
-        region = f"R{i % 9}"
-        base = int(rng.integers(0, 2))
-        start = int(rng.integers(2, 12)) if rng.random() < 0.7 else 99
-        step = int(rng.choice([1, 2])) * (1 if rng.random() < 0.65 or base == 0 else -1)
-        end = start + int(rng.integers(3, 8)) if rng.random() < 0.3 else 99
-        ui = rng.normal()
-        for t in range(1, 13):
-            links = base + (step if start <= t < end else 0)
-            links = max(links, 0)
-            y = ui + 0.2 * t + 0.5 * links + rng.normal(scale=0.5)
-            rows.append((f"u{i:03d}", 2000 + t, region, links, y))
-    df = pd.DataFrame(rows, columns=["unit", "period", "region", "links", "y"])
-    df = df.drop(index=rng.choice(len(df), size=60, replace=False)).reset_index(drop=True)
-    return df
-
-
-def datasets() -> dict[str, pd.DataFrame]:
-    fi = pd.read_csv(HERE / "favara_imbs.csv.gz")
-    wp = pd.read_csv(HERE / "wagepan.csv.gz")
-    wpc = wp.assign(block=wp["nr"] // 1000)
-    rng = np.random.default_rng(7)
-    wpu = wp.drop(index=rng.choice(len(wp), size=300, replace=False)).reset_index(drop=True)
-    sy = pd.read_csv(HERE / "synthetic.csv")
-    fis = fi.assign(big=(fi.groupby("county")["w1"].transform("mean") > 1).astype(int))
-    rng2 = np.random.default_rng(11)
-    syx = sy.assign(x=np.where(rng2.random(len(sy)) < 0.03, np.nan,
-                               0.3 * sy["links"] + rng2.normal(size=len(sy))))
-    syc = sy.assign(links=sy["links"] + 0.25 * (sy["unit"].str[1:].astype(int) % 4))
-    syc = syc[syc.groupby("unit")["period"].transform("size") == 12]
-    return {"favara_imbs": fi, "favara_imbs_size": fis, "wagepan": wp, "synthetic_x": syx,
-            "synthetic_cont": syc, "wagepan_cluster": wpc,
-            "wagepan_unbalanced": wpu, "synthetic": sy}
-
-
-RECIPES = {
-    "favara_imbs": "favara_imbs.csv.gz as is",
-    "favara_imbs_size": "favara_imbs with big = 1 if the county's mean w1 > 1 else 0",
-    "wagepan": "wagepan.csv.gz as is",
-    "wagepan_cluster": "wagepan with block = nr // 1000",
-    "wagepan_unbalanced": "wagepan without the rows numpy.random.default_rng(7)"
-                          ".choice(4360, size=300, replace=False)",
-    "synthetic": "synthetic.csv (make_reference.synthetic())",
-    "synthetic_cont": "synthetic.csv with links + 0.25 * (unit number % 4), units observed "
-                      "in all 12 periods only (see SOURCE.md: continuous on unbalanced panels)",
-    "synthetic_x": "synthetic.csv with x = NaN where rng(11).random(n) < 0.03, else "
-                   "0.3 * links + rng(11).normal(size=n) (same generator, in that order)",
-}
 
 
 def main() -> None:

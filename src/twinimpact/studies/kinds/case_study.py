@@ -74,8 +74,8 @@ def run_case_study(study: Study, processed: Path) -> StudyRun:
             series = _simulated_series(study, dates)
             source = {"kind": "simulated", "note": series.attrs.get("note", "")}
     cols = dict(case.get("columns", {}))
-    colmap = {"city": cols.get("city", "city"), "partner_col": cols.get("partner", "partner"),
-              "year": cols.get("year", "year"), "exports": cols.get("exports", "exports")}
+    colmap = {"unit": cols.get("city", "city"), "partner_col": cols.get("partner", "partner"),
+              "time": cols.get("year", "year"), "outcome": cols.get("exports", "exports")}
     with step("Estimating SDID, SC and DID with placebo inference", 2, 4):
         cs = caught(lambda: case_study(
             series, treated_city=list(dates), treated_from=dates, partner=case["partner"],

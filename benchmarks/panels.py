@@ -1,0 +1,186 @@
+"""Benchmark panels with the knobs users' data have: balance, gaps, entry and exit, key
+type, many cohorts, few treated units, zeros, dense gravity.
+
+Two generators, both deterministic given ``seed``:
+
+* :func:`staggered_panel` -- unit x period panel with staggered adoption. Columns
+  ``unit`` (int or string ids), ``year``, ``cohort`` (0 = never treated), ``rel_time``
+  (``year - cohort``; -1 for never-treated units, fixest's reference), ``treated``
+  (0/1, 1 in treated unit-periods), ``y`` (continuous, unit + year effects + a dynamic
+  effect + noise), ``y_count`` (non-negative, with a share ``zeros`` of exact zeros).
+* :func:`gravity_panel` -- dense exporter x importer x year panel (all pairs, all years)
+  with exporter-year, importer-year and pair effects, a pair-level staggered treatment
+  (``cohort`` per pair, 0 = never) and a flow ``trade`` with a share ``zeros`` of zeros.
+
+Knobs of :func:`staggered_panel`:
+
+``n_rows``        target number of rows before rows are removed (units = n_rows / n_periods)
+``n_periods``     periods per unit when complete
+``n_cohorts``     number of adoption dates (spread over the periods after the first 2)
+``never_share``   share of never-treated units; ``treated_units`` (int) instead fixes the
+                  number of treated units (few-treated designs)
+``miss_random``   share of rows removed at random
+``miss_block``    share of units with one contiguous block of 2-4 missing periods
+``entry_exit``    share of units that enter late or exit early (each 50/50)
+``key``           "int" (int64 unit ids) or "str" (string ids like ``"u000123"``)
+``zeros``         share of exact zeros in ``y_count``
+``shuffle``       shuffle the row order
+
+Command line: ``python benchmarks/panels.py --rows 1e6 --miss-random 0.05 --out p.parquet``.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["PANEL_KINDS", "gravity_panel", "make", "staggered_panel"]
+
+
+def staggered_panel(n_rows: float, *, n_periods: int = 10, n_cohorts: int = 7,
+                    never_share: float = 0.3, treated_units: int | None = None,
+                    miss_random: float = 0.0, miss_block: float = 0.0,
+                    entry_exit: float = 0.0, key: str = "int", zeros: float = 0.2,
+                    shuffle: bool = False, first_year: int = 2001,
+                    seed: int = 0) -> pd.DataFrame:
+    """Staggered-adoption panel (see the module docstring for the knobs)."""
+    rng = np.random.default_rng(seed)
+    n_units = max(4, round(float(n_rows) / n_periods))
+    t = n_periods
+    years = np.arange(first_year, first_year + t, dtype=np.int64)
+    # adoption dates: n_cohorts distinct periods among years[2:], spread evenly
+    cand = years[2:]
+    n_c = min(n_cohorts, len(cand))
+    dates = cand[np.unique(np.linspace(0, len(cand) - 1, n_c).round().astype(int))]
+    if treated_units is not None:
+        g_unit = np.zeros(n_units, dtype=np.int64)
+        tr = rng.choice(n_units, size=min(treated_units, n_units), replace=False)
+        g_unit[tr] = rng.choice(dates, size=len(tr))
+    else:
+        never = rng.random(n_units) < never_share
+        g_unit = np.where(never, 0, rng.choice(dates, size=n_units)).astype(np.int64)
+    unit = np.repeat(np.arange(n_units, dtype=np.int64), t)
+    pos = np.tile(np.arange(t, dtype=np.int64), n_units)
+    keep = np.ones(len(unit), dtype=bool)
+    if entry_exit > 0:
+        u_ee = np.flatnonzero(rng.random(n_units) < entry_exit)
+        cut = rng.integers(1, max(2, t // 3) + 1, size=len(u_ee))
+        late = rng.random(len(u_ee)) < 0.5
+        first = np.zeros(n_units, dtype=np.int64)
+        last = np.full(n_units, t - 1, dtype=np.int64)
+        first[u_ee[late]] = cut[late]
+        last[u_ee[~late]] = t - 1 - cut[~late]
+        keep &= (pos >= first[unit]) & (pos <= last[unit])
+    if miss_block > 0:
+        u_b = rng.random(n_units) < miss_block
+        blen = rng.integers(2, 5, size=n_units)
+        bstart = rng.integers(0, max(1, t - 4), size=n_units)
+        keep &= ~(u_b[unit] & (pos >= bstart[unit]) & (pos < bstart[unit] + blen[unit]))
+    if miss_random > 0:
+        keep &= rng.random(len(unit)) >= miss_random
+    unit, pos = unit[keep], pos[keep]
+    year = years[pos]
+    g = g_unit[unit]
+    rel = np.where(g > 0, year - g, -1)
+    post = (g > 0) & (year >= g)
+    effect = np.where(post, (1.0 + 0.1 * np.maximum(rel, 0)) * (1.0 + 0.02 * (g - years[0])),
+                      0.0)
+    a_u = rng.normal(size=n_units)
+    l_t = rng.normal(size=t)
+    y = a_u[unit] + l_t[pos] + effect + rng.normal(size=len(unit))
+    mu = np.exp(0.5 + 0.3 * a_u[unit] + 0.2 * l_t[pos] + 0.1 * post)
+    y_count = rng.poisson(mu).astype(float) * (rng.random(len(unit)) >= zeros)
+    uid = (np.char.add("u", np.char.zfill(unit.astype(str), 7)).astype(object)
+           if key == "str" else unit)
+    df = pd.DataFrame({"unit": uid, "year": year, "cohort": g, "rel_time": rel,
+                       "treated": post.astype(np.int64), "y": y, "y_count": y_count})
+    if shuffle:
+        df = df.iloc[rng.permutation(len(df))].reset_index(drop=True)
+    return df
+
+
+def gravity_panel(n_exp: int, n_imp: int | None = None, n_years: int = 100, *,
+                  zeros: float = 0.2, treated_pairs: float = 0.3, n_cohorts: int = 20,
+                  key: str = "int", seed: int = 0) -> pd.DataFrame:
+    """Dense gravity panel: every exporter x importer pair (incl. i = j) in every year.
+
+    Columns ``exporter, importer, year, pair, exp_year, imp_year`` (int codes or strings
+    with ``key="str"``), ``cohort`` (pair's first treated year, 0 = never), ``treat``
+    (0/1), ``trade`` (>= 0, share ``zeros`` of exact zeros), ``dist`` (log distance-like
+    pair covariate).
+    """
+    n_imp = n_exp if n_imp is None else n_imp
+    rng = np.random.default_rng(seed)
+    n_pair = n_exp * n_imp
+    i = np.repeat(np.arange(n_exp), n_imp)
+    j = np.tile(np.arange(n_imp), n_exp)
+    yrs = np.arange(n_years)
+    ii, jj = np.tile(i, n_years), np.tile(j, n_years)
+    pp, tt = np.tile(np.arange(n_pair), n_years), np.repeat(yrs, n_pair)
+    dates = np.unique(np.linspace(n_years // 5, n_years - 2, n_cohorts).round().astype(int))
+    treat_pair = rng.random(n_pair) < treated_pairs
+    g_pair = np.where(treat_pair, rng.choice(dates, size=n_pair) + 1, 0)  # 1-based year idx
+    g = g_pair[pp]
+    d = ((g > 0) & (tt + 1 >= g)).astype(np.int64)
+    a_it = rng.normal(0, 1, (n_exp, n_years))[ii, tt]
+    b_jt = rng.normal(0, 1, (n_imp, n_years))[jj, tt]
+    m_ij = rng.normal(0, 1.0, n_pair)
+    eta = 1.0 + a_it + b_jt + m_ij[pp] + 0.2 * d
+    trade = rng.poisson(np.exp(eta)) * rng.lognormal(0, 0.2, len(eta))
+    trade[rng.random(len(eta)) < zeros] = 0.0
+    year = 1901 + tt
+    cohort = np.where(g > 0, 1900 + g, 0)
+    if key == "str":
+        exp_year = np.char.add(np.char.add("e", ii.astype(str)), year.astype(str)).astype(object)
+        imp_year = np.char.add(np.char.add("i", jj.astype(str)), year.astype(str)).astype(object)
+        pair = np.char.add(np.char.add("p", ii.astype(str)),
+                           np.char.add("_", jj.astype(str))).astype(object)
+    else:
+        exp_year, imp_year, pair = ii * 10_000 + tt, jj * 10_000 + tt, pp
+    return pd.DataFrame({"exporter": ii, "importer": jj, "year": year, "pair": pair,
+                         "exp_year": exp_year, "imp_year": imp_year, "cohort": cohort,
+                         "treat": d, "trade": trade, "dist": rng.normal(size=n_pair)[pp]})
+
+
+# named panel variants used by run_table.py: kind -> keyword arguments of staggered_panel
+PANEL_KINDS: dict[str, dict] = {
+    "balanced": {},
+    "unbalanced": {"miss_random": 0.05},
+    "gaps": {"miss_block": 0.2, "miss_random": 0.02},
+    "entry_exit": {"entry_exit": 0.3},
+    "strkey_unbal": {"miss_random": 0.05, "key": "str", "shuffle": True},
+    "cohorts20": {"n_periods": 30, "n_cohorts": 24, "miss_random": 0.05},
+}
+
+
+def make(kind: str, n_rows: float, **kw) -> pd.DataFrame:
+    """``staggered_panel(n_rows, **PANEL_KINDS[kind], **kw)``."""
+    return staggered_panel(n_rows, **{**PANEL_KINDS[kind], **kw})
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rows", type=float, default=1e5)
+    ap.add_argument("--periods", type=int, default=10)
+    ap.add_argument("--cohorts", type=int, default=7)
+    ap.add_argument("--miss-random", type=float, default=0.0)
+    ap.add_argument("--miss-block", type=float, default=0.0)
+    ap.add_argument("--entry-exit", type=float, default=0.0)
+    ap.add_argument("--key", choices=["int", "str"], default="int")
+    ap.add_argument("--zeros", type=float, default=0.2)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", required=True, help=".parquet or .csv path")
+    a = ap.parse_args()
+    df = staggered_panel(a.rows, n_periods=a.periods, n_cohorts=a.cohorts,
+                         miss_random=a.miss_random, miss_block=a.miss_block,
+                         entry_exit=a.entry_exit, key=a.key, zeros=a.zeros, seed=a.seed)
+    if a.out.endswith(".csv"):
+        df.to_csv(a.out, index=False)
+    else:
+        df.to_parquet(a.out, index=False)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,329 @@
+"""One command for the whole speed table: twinimpact against the fastest Python peer.
+
+Every (case, package, panel, size, thread setting) runs in its own child process: the
+panel is generated there (deterministic, :mod:`panels`), one untimed warm-up fit (imports,
+numba JIT, caches), then ``--repeats`` timed fits; the child reports the median time, the
+peak resident set size (``ru_maxrss``, includes the data and the interpreter) and the RSS
+right after the data were made (so ``peak - data`` is the estimator's own footprint).
+Children run with an address-space cap (``--mem-cap-gb``, RLIMIT_AS) so a runaway case
+fails alone instead of pushing the shared machine out of memory; a case that fails or
+runs out of memory is reported as such.
+
+Threads: ``--threads 1`` sets ``OPENBLAS/OMP/MKL/NUMBA_NUM_THREADS=1`` in the child;
+``--threads default`` removes those variables (what a user gets). ``--threads both`` runs
+each case twice.
+
+The claim is the ratio ``peer median / twinimpact median`` measured in the same run (and
+``peer peak / twinimpact peak`` for memory), not the absolute times (the machine is shared).
+
+Setup (peers never go into twinimpact's environment)::
+
+    python -m venv /tmp/venv-peers
+    /tmp/venv-peers/bin/pip install pyfixest diff-diff wildboottest pyarrow
+
+Run (from the repository root; twinimpact runs in the current interpreter with
+``PYTHONPATH=src``, peers in ``--peer-python``)::
+
+    python benchmarks/run_table.py                       # the default table
+    python benchmarks/run_table.py --cases event_study --sizes 1e5 1e6 --panels unbalanced
+    python benchmarks/run_table.py --list                # cases, panels and peers
+
+Results are appended as JSON lines to ``--jsonl`` and the markdown table is written to
+``--out`` (default ``benchmarks/results_table.md``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
+               "NUMBA_NUM_THREADS", "VECLIB_MAXIMUM_THREADS")
+
+
+# ----------------------------------------------------------------------------- panels
+def _panel(case: str, kind: str, size: float):
+    sys.path.insert(0, str(HERE))
+    import numpy as np
+    import pandas as pd
+    import panels
+
+    if case in ("event_study", "imputation", "did2s"):
+        return panels.make(kind, size)
+    if case == "sdid":
+        # size = "N x T" encoded as N*1000+T; 10% treated units, treated in the last quarter
+        n_units, t = int(size) // 1000, int(size) % 1000
+        d = panels.staggered_panel(n_units * t, n_periods=t, n_cohorts=1,
+                                   treated_units=max(2, n_units // 10), key="int", seed=1)
+        g = int(d["year"].min()) + (3 * t) // 4
+        d["cohort"] = np.where(d["cohort"] > 0, g, 0)
+        d["treated"] = ((d["cohort"] > 0) & (d["year"] >= g)).astype(np.int64)
+        if kind != "balanced":
+            raise SystemExit("sdid needs a balanced panel")
+        return d
+    if case == "honest_rm":
+        # one cohort, 5 pre (besides the reference) and 10 post periods
+        d = panels.staggered_panel(size, n_periods=16, n_cohorts=1, never_share=0.5, seed=2)
+        g = int(d["year"].min()) + 6
+        d["cohort"] = np.where(d["cohort"] > 0, g, 0)
+        d["rel_time"] = np.where(d["cohort"] > 0, d["year"] - g, -1)
+        d["treated"] = ((d["cohort"] > 0) & (d["year"] >= g)).astype(np.int64)
+        return d
+    if case in ("wild", "wild_p"):
+        rng = np.random.default_rng(3)
+        n = int(size)
+        g = rng.integers(0, 50, size=n)
+        x = rng.normal(size=n) + 0.3 * rng.normal(size=50)[g]
+        y = 0.05 * x + rng.normal(size=50)[g] + rng.normal(size=n)
+        return pd.DataFrame({"y": y, "x": x, "g": g})
+    if case in ("ppml",):
+        # dense gravity, size = rows; cube root countries x years
+        c = round(size ** (1 / 3))
+        return panels.gravity_panel(c, c, c, zeros=0.2, key="str" if kind == "strkey" else "int")
+    raise SystemExit(f"unknown case {case}")
+
+
+# ----------------------------------------------------------------------------- fits
+def _fit_fn(case: str, pkg: str, d):
+    import numpy as np
+
+    warnings.simplefilter("ignore")
+    if pkg == "twinimpact":
+        import twinimpact as ti
+        kw = dict(outcome="y", unit="unit", time="year", cohort="cohort")
+        if case == "event_study":
+            return lambda: ti.event_study(d, **kw).params.to_numpy()
+        if case == "imputation":
+            return lambda: ti.imputation(d, **kw, horizons=True).params.to_numpy()
+        if case == "did2s":
+            return lambda: ti.did2s(d, **kw, event_study=True).params.to_numpy()
+        if case == "sdid":
+            return lambda: np.array([ti.synthetic_did(
+                d, outcome="y", unit="unit", time="year", treated="treated", se="placebo",
+                n_reps=200, seed=0).std_errors.iloc[0]])
+        if case == "honest_rm":
+            res = ti.event_study(d, **kw)
+            mv = np.linspace(0, 2, 10)
+            return lambda: ti.honest_did(res, num_pre=5, num_post=10, m_values=mv
+                                         )[["lb", "ub"]].to_numpy().ravel()
+        if case in ("wild", "wild_p"):
+            extra = {"conf_int": False} if case == "wild_p" else {}
+            def f():
+                r = ti.wild_cluster_bootstrap(d, outcome="y", regressors=["x"], cluster="g",
+                                              term="x", n_reps=9999, seed=0, **extra)
+                return np.array([r.p_value, *r.conf_int])
+            return f
+        if case == "ppml":
+            return lambda: ti.ppml(d, outcome="trade", regressors=["treat"],
+                                   fixed_effects=("exp_year", "imp_year", "pair"),
+                                   cluster="pair").params.to_numpy()
+    if pkg == "pyfixest":
+        import pyfixest as pf
+        if case == "event_study":
+            return lambda: pf.feols("y ~ i(rel_time, ref=-1) | unit + year", data=d,
+                                    vcov={"CRV1": "unit"}).coef().to_numpy()
+        if case == "did2s":
+            d2 = d.assign(treat=d["treated"].astype(bool))
+            return lambda: pf.did2s(d2, yname="y", first_stage="~ 0 | unit + year",
+                                    second_stage="~ i(rel_time, ref=-1.0)", treatment="treat",
+                                    cluster="unit").coef().to_numpy()
+        if case == "ppml":
+            return lambda: pf.fepois("trade ~ treat | exp_year + imp_year + pair", data=d,
+                                     vcov={"CRV1": "pair"}).coef().to_numpy()
+    if pkg == "diff-diff":
+        import diff_diff as dd
+        if case == "imputation":
+            return lambda: np.array([dd.ImputationDiD(cluster="unit").fit(
+                d, outcome="y", unit="unit", time="year", first_treat="cohort",
+                aggregate="event_study").overall_att])
+        if case == "did2s":
+            return lambda: np.array([dd.TwoStageDiD(cluster="unit").fit(
+                d, outcome="y", unit="unit", time="year", first_treat="cohort",
+                aggregate="event_study").overall_att])
+        if case == "sdid":
+            post = sorted(d.loc[d["treated"] == 1, "year"].unique().tolist())
+            d_block = d.assign(ever=(d["cohort"] > 0).astype(int))  # block treatment column
+            return lambda: np.array([dd.SyntheticDiD(variance_method="placebo",
+                                                     n_bootstrap=200, seed=0).fit(
+                d_block, outcome="y", treatment="ever", unit="unit", time="year",
+                post_periods=post).se])
+        if case == "honest_rm":
+            dd_d = d.assign(tr=(d["cohort"] > 0).astype(int))
+            res = dd.MultiPeriodDiD().fit(dd_d, outcome="y", treatment="tr", time="year",
+                                          unit="unit", reference_period=int(d["year"].min()) + 5)
+            mv = list(np.linspace(0, 2, 10))
+            h = dd.HonestDiD(method="relative_magnitude")
+            return lambda: np.array([b for bb in h.sensitivity_analysis(res, M_grid=mv).bounds
+                                     for b in bb])
+    if pkg == "wildboottest":
+        import statsmodels.api as sm
+        from wildboottest.wildboottest import wildboottest
+        model = sm.OLS(d["y"], sm.add_constant(d[["x"]]))
+        return lambda: np.asarray(wildboottest(model, B=9999, cluster=d["g"], param="x",
+                                               seed=0, show=False)["p-value"], dtype=float)
+    raise SystemExit(f"no fit for {case} / {pkg}")
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def child(case: str, pkg: str, kind: str, size: float, repeats: int) -> dict:
+    d = _panel(case, kind, size)
+    rss_data = _rss_mb()
+    fit = _fit_fn(case, pkg, d)
+    out = fit()  # warm-up
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        out = fit()
+        times.append(time.perf_counter() - t0)
+    import numpy as np
+    out = np.asarray(out, dtype=float).ravel()
+    return {"median_s": statistics.median(times), "times": times,
+            "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "data_mb": rss_data, "rows": len(d), "first": out[:3].tolist()}
+
+
+# ----------------------------------------------------------------------------- parent
+# case -> (peers, default sizes, default panels)
+CASES = {
+    "event_study": (["pyfixest"], [1e5, 1e6], ["balanced", "unbalanced", "gaps",
+                                               "entry_exit", "strkey_unbal", "cohorts20"]),
+    "imputation": (["diff-diff"], [1e5, 1e6], ["balanced", "unbalanced"]),
+    "did2s": (["diff-diff", "pyfixest"], [1e5, 1e6], ["balanced", "unbalanced"]),
+    "sdid": (["diff-diff"], [100_040, 1_000_060, 2_000_060], ["balanced"]),
+    "honest_rm": (["diff-diff"], [1e4], ["balanced"]),
+    "wild": (["wildboottest"], [1e5], ["balanced"]),
+    "wild_p": (["wildboottest"], [1e5], ["balanced"]),
+    "ppml": (["pyfixest"], [1e6], ["dense", "strkey"]),
+}
+
+
+def run_child(args, case, pkg, kind, size, threads) -> dict:
+    py = sys.executable if pkg == "twinimpact" else args.peer_python
+    env = dict(os.environ)
+    for v in THREAD_VARS:
+        env.pop(v, None)
+        if threads == "1":
+            env[v] = "1"
+    env["PYTHONPATH"] = args.ti_src if pkg == "twinimpact" else ""
+    cap = int(args.mem_cap_gb * 2**30)
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+
+    load = os.getloadavg()[0]
+    t0 = time.time()
+    try:
+        p = subprocess.run([py, __file__, "--child", case, pkg, kind, repr(size),
+                            str(args.repeats)], capture_output=True, text=True, env=env,
+                           preexec_fn=limit, timeout=args.timeout)
+        if p.returncode != 0:
+            err = (p.stderr.strip().splitlines() or ["?"])[-1][:160]
+            res = {"error": err}
+        else:
+            res = json.loads(p.stdout.strip().splitlines()[-1])
+    except subprocess.TimeoutExpired:
+        res = {"error": f"timeout after {args.timeout} s"}
+    res.update({"case": case, "pkg": pkg, "panel": kind, "size": size, "threads": threads,
+                "load": f"{load:.1f}-{os.getloadavg()[0]:.1f}", "wall_s": time.time() - t0})
+    return res
+
+
+def _fmt_size(case: str, size: float) -> str:
+    if case == "sdid":
+        return f"{int(size) // 1000} x {int(size) % 1000}"
+    return f"{size:.0e}".replace("e+0", "e")
+
+
+def table(results: list[dict]) -> str:
+    """Markdown: one line per (case, panel, size, threads) with ratios vs each peer."""
+    import pandas as pd
+    df = pd.DataFrame(results)
+    lines = ["| case | panel | size | threads | twinimpact s | peak MB | peer | peer s | peer peak MB "
+             "| speed ratio (peer/ours) | memory ratio (peer/ours) |", "|" + "---|" * 11]
+    for key, grp in df.groupby(["case", "panel", "size", "threads"], sort=False):
+        case, kind, size, threads = key
+        ours = grp[grp["pkg"] == "twinimpact"]
+        if ours.empty:
+            continue
+        o = ours.iloc[0]
+        o_err = isinstance(o.get("error"), str)
+        for _, p in grp[grp["pkg"] != "twinimpact"].iterrows():
+            p_err = isinstance(p.get("error"), str)
+            ot = "fail: " + o["error"] if o_err else f"{o['median_s']:.3g}"
+            pt = "fail: " + p["error"] if p_err else f"{p['median_s']:.3g}"
+            om = "" if o_err else f"{o['peak_mb']:.0f}"
+            pm = "" if p_err else f"{p['peak_mb']:.0f}"
+            sr = "" if o_err or p_err else f"**{p['median_s'] / o['median_s']:.2f}**"
+            mr = "" if o_err or p_err else f"{p['peak_mb'] / o['peak_mb']:.2f}"
+            lines.append(f"| {case} | {kind} | {_fmt_size(case, size)} | {threads} | {ot} | {om} "
+                         f"| {p['pkg']} | {pt} | {pm} | {sr} | {mr} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--cases", nargs="+", default=list(CASES))
+    ap.add_argument("--sizes", nargs="+", type=float, help="override each case's sizes")
+    ap.add_argument("--panels", nargs="+", help="override each case's panel kinds")
+    ap.add_argument("--threads", choices=["1", "default", "both"], default="both")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--mem-cap-gb", type=float, default=10.0)
+    ap.add_argument("--timeout", type=float, default=1800)
+    ap.add_argument("--peer-python", default="/tmp/venv-peers/bin/python")
+    ap.add_argument("--no-peers", action="store_true", help="time twinimpact only")
+    ap.add_argument("--ti-src", default=str(ROOT / "src"),
+                    help="twinimpact source tree to time (e.g. a snapshot: git archive)")
+    ap.add_argument("--jsonl", default=str(HERE / "results_table.jsonl"))
+    ap.add_argument("--out", default=str(HERE / "results_table.md"))
+    ap.add_argument("--list", action="store_true")
+    ap.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a.child:
+        case, pkg, kind, size, reps = a.child
+        print(json.dumps(child(case, pkg, kind, float(size), int(reps))))
+        return
+    if a.list:
+        for c, (peers, sizes, kinds) in CASES.items():
+            print(f"{c}: peers {peers}, sizes {sizes}, panels {kinds}")
+        return
+    results = []
+    threads = ["1", "default"] if a.threads == "both" else [a.threads]
+    for case in a.cases:
+        peers, sizes, kinds = CASES[case]
+        for kind in a.panels or kinds:
+            for size in a.sizes or sizes:
+                for th in threads:
+                    for pkg in ["twinimpact"] + ([] if a.no_peers else peers):
+                        r = run_child(a, case, pkg, kind, size, th)
+                        results.append(r)
+                        with open(a.jsonl, "a") as fh:
+                            fh.write(json.dumps(r) + "\n")
+                        print(json.dumps({k: r.get(k) for k in (
+                            "case", "pkg", "panel", "size", "threads", "median_s", "peak_mb",
+                            "error", "load")}), flush=True)
+    head = [f"# Speed table (benchmarks/run_table.py), {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
+            "", f"Command: `python benchmarks/run_table.py {' '.join(sys.argv[1:])}`", "",
+            f"Machine: {platform.platform()}, {os.cpu_count()} CPUs shared with other jobs; "
+            f"medians of {a.repeats} after a warm-up, each package in its own process, "
+            f"address space capped at {a.mem_cap_gb:g} GB.", ""]
+    Path(a.out).write_text("\n".join(head) + table(results) + "\n")
+    print(table(results))
+
+
+if __name__ == "__main__":
+    main()
