@@ -184,7 +184,7 @@ def test_missing_key_bad_year_unknown_country(tmp_path):
 
 def test_bad_options():
     df = _records(10)
-    with pytest.raises(SpecificationError, match="engine must be one of"):
+    with pytest.raises(SpecificationError, match="engine: expected one of"):
         ti.scan_trade(df, **KW, engine="polars")
     with pytest.raises(SpecificationError, match="by= repeats a role"):
         ti.scan_trade(df, **KW, by="city")

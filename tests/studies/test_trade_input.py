@@ -45,8 +45,8 @@ def test_glob_and_engine_route_to_scan_trade(tmp_path):
 
 
 @pytest.mark.parametrize("key, value, message", [
-    ("format", "bacci", "trade.format must be one of"),
-    ("engine", "polars", "trade.engine must be one of"),
+    ("format", "bacci", "trade.format: expected one of .* use .baci."),
+    ("engine", "polars", "trade.engine: expected one of"),
     ("filters", "flow=X", "filters must be a table"),
 ])
 def test_study_schema_checks_trade_format_engine_filters(key, value, message):
