@@ -275,6 +275,26 @@ def table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def exponents(results: list[dict]) -> str:
+    """Markdown: fitted exponent b of time ~ rows^b (least squares on logs) per series."""
+    import numpy as np
+    import pandas as pd
+    df = pd.DataFrame([r for r in results if not isinstance(r.get("error"), str)])
+    lines = ["| case | package | panel | threads | sizes (rows) | exponent (time) "
+             "| exponent (peak memory) |", "|" + "---|" * 7]
+    for key, grp in df.groupby(["case", "pkg", "panel", "threads"], sort=False):
+        grp = grp.drop_duplicates("size", keep="last").sort_values("rows")
+        if len(grp) < 2:
+            continue
+        x = np.log(grp["rows"].to_numpy(float))
+        bt = np.polyfit(x, np.log(grp["median_s"].to_numpy(float)), 1)[0]
+        bm = np.polyfit(x, np.log(grp["peak_mb"].to_numpy(float)), 1)[0]
+        sizes = ", ".join(f"{v:.2g}" for v in grp["rows"])
+        lines.append(f"| {key[0]} | {key[1]} | {key[2]} | {key[3]} | {sizes} | {bt:.2f} "
+                     f"| {bm:.2f} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cases", nargs="+", default=list(CASES))
@@ -291,11 +311,17 @@ def main() -> None:
     ap.add_argument("--jsonl", default=str(HERE / "results_table.jsonl"))
     ap.add_argument("--out", default=str(HERE / "results_table.md"))
     ap.add_argument("--list", action="store_true")
+    ap.add_argument("--from-jsonl", nargs="+",
+                    help="render the tables from earlier runs' JSON lines (no fitting)")
     ap.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.child:
         case, pkg, kind, size, reps = a.child
         print(json.dumps(child(case, pkg, kind, float(size), int(reps))))
+        return
+    if a.from_jsonl:
+        res = [json.loads(line) for f in a.from_jsonl for line in open(f) if line.strip()]
+        print(table(res) + "\n\n" + exponents(res))
         return
     if a.list:
         for c, (peers, sizes, kinds) in CASES.items():

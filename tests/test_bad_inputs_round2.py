@@ -93,7 +93,13 @@ def test_few_clusters_warned_once_per_estimation(mpdta):
         r = ti.sun_abraham(d, **MP, cluster="region")
         agg = r.aggregate("simple")
     assert sum(issubclass(w.category, FewClustersWarning) for w in rec) == 1
-    assert agg.diagnostics.get("few_clusters", r.diagnostics["few_clusters"])["n_clusters"] == 8
+    assert agg.diagnostics["few_clusters"]["n_clusters"] == 8
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        cs = ti.callaway_santanna(d, **MP, cluster="region")
+        aggs = [cs.aggregate(k) for k in ("simple", "dynamic", "group")]
+    assert sum(issubclass(w.category, FewClustersWarning) for w in rec) == 1
+    assert all(a.diagnostics["few_clusters"]["n_clusters"] == 8 for a in aggs)
 
 
 # ------------------------------------------------------------------ gaps in time
@@ -304,3 +310,18 @@ def test_headline_horizon_is_the_one_the_estimate_averages(mpdta):
     text, _ = headline_sentence(pick_headline({"x": es}, study), study, max_rel_time=3.0)
     assert "on average over the 2 years after the first twinning (the last of them " \
            "pooling all later years)" in text
+
+
+def test_bundled_case_studies_count_their_treated_cities():
+    from twinimpact.cli import bundled_studies
+    from twinimpact.studies.spec import load_study
+
+    for name, path in bundled_studies().items():
+        study = load_study(path)
+        if study.kind != "case_study":
+            continue
+        cities = study.case["treated_city"]
+        n = 1 if isinstance(cities, str) else len(cities)
+        text = " ".join([study.title, study.description, *study.caveats]).lower()
+        if n > 1:
+            assert "one treated city" not in text and "one-city" not in text, name

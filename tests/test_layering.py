@@ -10,7 +10,7 @@ exceptions listed in ``ALLOWED``)::
 
     base        errors, _version, _paths, _io, provenance, results (the results protocol)
     core        core/*           fixed-effect solvers, vcov, validation, two-stage kernel
-    estimators  estimators/*, inference/*
+    estimators  estimators/*, inference/*, diagnostics/*
     data        etl/*, panel
     report      report/*         (depends on results; synthetic-control figures read
                                   SyntheticDIDResult)
@@ -39,7 +39,7 @@ def floor_of(module: str) -> str:
         return "base"
     if head == "core":
         return "core"
-    if head in {"estimators", "inference"}:
+    if head in {"estimators", "inference", "diagnostics"}:
         return "estimators"
     if head in {"etl", "panel"}:
         return "data"
@@ -62,7 +62,9 @@ FORBIDDEN: dict[str, set[str]] = {
 }
 #: the only edges from ``report`` into ``estimators``: the synthetic-control figures need the
 #: SDID result type (its weights and trajectories), not just the tidy frame
-REPORT_MAY_IMPORT = {"twinimpact.estimators.synthetic_did"}
+REPORT_MAY_IMPORT = {"twinimpact.estimators.synthetic_did",
+                     # the pre-trend power figure solves for the slopes it draws (Roth 2022)
+                     "twinimpact.inference.pretrend_power"}
 
 
 def module_name(path: Path) -> str:

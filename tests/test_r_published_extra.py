@@ -281,7 +281,9 @@ def _honest_inputs(case: dict) -> tuple[np.ndarray, np.ndarray, list[float]]:
 
 def _honest_run(case: dict, method: str) -> pd.DataFrame:
     b, s, lv = _honest_inputs(case)
-    kw = {}
+    # R's theta grid as R uses it: some of R's printed bounds are the edge of its default
+    # +/- 20 sd grid (the adaptive default widens it: tests/inference/test_honest_did_targets)
+    kw = {"grid": "r"}
     if "grid" in case:
         lo, hi, n = case["grid"]
         kw = {"grid_lb": lo, "grid_ub": hi, "grid_points": n}

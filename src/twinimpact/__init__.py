@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from . import errors
 from ._version import __version__
+from .diagnostics.bacon import BaconDecomposition, bacon_decomposition
 from .estimators.callaway_santanna import (
     CallawaySantAnnaResult,
     CSAggregateResult,
@@ -45,6 +46,7 @@ from .etl import (
     to_iso3,
 )
 from .inference.honest_did import honest_did
+from .inference.pretrend_power import PretrendPower, pretrend_power, slope_for_power
 from .inference.randomization import RandomizationResult, randomization_inference
 from .inference.wild_bootstrap import (
     WildBootstrapResult,
@@ -52,7 +54,15 @@ from .inference.wild_bootstrap import (
     wild_cluster_bootstrap_result,
 )
 from .panel import Panel
-from .report import plot_event_study, plot_honest_did, plot_synthetic, plot_weights, table
+from .report import (
+    plot_bacon,
+    plot_event_study,
+    plot_honest_did,
+    plot_pretrend_power,
+    plot_synthetic,
+    plot_weights,
+    table,
+)
 from .results import EstimationResult, VcovSpec
 from .studies.casestudy import CaseStudyResult, case_study, simulated_city_exports
 from .studies.gravity import GravityStudy, build_gravity_data, gravity_intensity, gravity_study
@@ -60,6 +70,7 @@ from .studies.runner import run_study
 
 __all__ = [
     "RELATIONS",
+    "BaconDecomposition",
     "CSAggregateResult",
     "CallawaySantAnnaResult",
     "CaseStudyResult",
@@ -69,12 +80,14 @@ __all__ = [
     "GravityStudy",
     "PPMLResult",
     "Panel",
+    "PretrendPower",
     "RandomizationResult",
     "SunAbrahamResult",
     "SyntheticDIDResult",
     "VcovSpec",
     "WildBootstrapResult",
     "__version__",
+    "bacon_decomposition",
     "build_gravity_data",
     "build_panel",
     "callaway_santanna",
@@ -94,18 +107,22 @@ __all__ = [
     "load_gravity_panel",
     "load_tradhist",
     "load_wikipedia_twinnings",
+    "plot_bacon",
     "plot_event_study",
     "plot_honest_did",
+    "plot_pretrend_power",
     "plot_synthetic",
     "plot_weights",
     "poisson_event_study",
     "ppml",
+    "pretrend_power",
     "randomization_inference",
     "read_trade",
     "read_twinnings",
     "run_study",
     "scan_trade",
     "simulated_city_exports",
+    "slope_for_power",
     "sun_abraham",
     "synthetic_did",
     "synthetic_did_event",

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from .errors import EstimationError, TwinImpactError
 
-DEFAULT_STUDY = "de_exports"
+DEFAULT_STUDY = "de_gravity_etwfe"
 EXIT_OK = 0
 EXIT_INTERNAL = 1
 EXIT_BAD_INPUT = 2

@@ -329,7 +329,9 @@ def make_result(estimator: str, params: pd.Series | Mapping[str, float], vcov: A
             f"internal: {estimator} result has {len(terms)} terms but a vcov of shape "
             f"{cov.shape}; expected ({len(terms)}, {len(terms)}).")
     warn_nan(terms, params.to_numpy(), cov, nan_reason, estimator)
-    diagnostics = _cluster_diagnostics(estimator, vcov_spec, dict(diagnostics or {}))
+    diagnostics = _cluster_diagnostics(estimator, vcov_spec, dict(diagnostics or {}),
+                                       aggregated="aggregation" in (spec or {})
+                                       or "[" in estimator)
     return cls(estimator=estimator, terms=terms, coef=params.to_numpy(), cov=cov,
                vcov_spec=vcov_spec, nobs=int(nobs), spec=dict(spec or {}),
                diagnostics=diagnostics, term_info=term_info,
@@ -342,18 +344,20 @@ CLUSTER_ROBUST_KINDS = ("cluster", "twoway_cluster", "imputation_conservative", 
                         "influence_function", "bootstrap")
 
 
-def _cluster_diagnostics(estimator: str, vspec: VcovSpec,
-                         diagnostics: dict[str, Any]) -> dict[str, Any]:
+def _cluster_diagnostics(estimator: str, vspec: VcovSpec, diagnostics: dict[str, Any], *,
+                         aggregated: bool = False) -> dict[str, Any]:
     """Every result with a cluster-robust variance passes here: fewer than two clusters
     is refused, few clusters are flagged in ``diagnostics["few_clusters"]`` and a note
-    (warned once per estimation: aggregations of a flagged result stay silent)."""
+    (warned once per estimation: an aggregation of a result -- ``spec["aggregation"]``
+    or ``estimator[type]`` -- is flagged but stays silent)."""
     if not vspec.cluster or vspec.kind not in CLUSTER_ROBUST_KINDS \
             or estimator.startswith("synthetic_did"):
         return diagnostics
     if "few_clusters" in diagnostics:
         return diagnostics
     info = check_cluster_count(vspec.cluster, vspec.n_clusters,
-                               estimator=estimator.split("/")[0], stacklevel=4)
+                               estimator=estimator.split("/")[0], stacklevel=4,
+                               warn=not aggregated)
     if info is not None:
         diagnostics["few_clusters"] = info
         notes = list(diagnostics.get("notes") or [])
@@ -373,7 +377,8 @@ FEW_CLUSTERS = 30
 
 
 def check_cluster_count(names: Sequence[str], counts: Sequence[int], *,
-                        estimator: str, stacklevel: int = 2) -> dict[str, Any] | None:
+                        estimator: str, stacklevel: int = 2,
+                        warn: bool = True) -> dict[str, Any] | None:
     """Refuse cluster-robust variance with fewer than two clusters; flag few clusters.
 
     Returns ``None`` or the ``diagnostics["few_clusters"]`` entry, and warns with
@@ -393,6 +398,8 @@ def check_cluster_count(names: Sequence[str], counts: Sequence[int], *,
         return None
     info = {"cluster": str(name), "n_clusters": g, "threshold": FEW_CLUSTERS,
             "advice": "use ti.wild_cluster_bootstrap for tests and intervals"}
+    if not warn:
+        return info
     warnings.warn(format_message(
         f"{estimator}: only {g} clusters in {name!r}; cluster-robust standard errors and "
         f"p-values are unreliable with fewer than {FEW_CLUSTERS} clusters (Cameron, Gelbach "

@@ -194,3 +194,33 @@ def test_caller_frame_unchanged():
     pd.testing.assert_frame_equal(d, before)
     assert "rel_time=-2" not in r.terms and r.spec["ref"] == (-1, -2)
     assert r.to_frame()["rel_time"].notna().sum() == len(r.terms) - 1
+
+
+def test_gmm_vcov_one_regressor_at_a_time_equals_matrix_form():
+    """two_stage_vcov streams the regressors; the n x k matrix form is the slow oracle."""
+    from twinimpact.core.two_stage import fit_untreated, predict, solve_normal, system_rhs
+    from twinimpact.estimators.did2s import two_stage_vcov
+
+    rng = np.random.default_rng(5)
+    n_u, n_t = 50, 7
+    u = np.repeat(np.arange(n_u), n_t)
+    t = np.tile(np.arange(n_t), n_u)
+    keep = rng.random(len(u)) > 0.1
+    u, t = u[keep], t[keep]
+    g = rng.choice([0, 3, 4], size=n_u)[u]
+    treated = (g > 0) & (t >= g)
+    untreated = ~treated
+    w = rng.uniform(0.5, 2.0, len(u))
+    y = rng.normal(size=len(u)) + treated
+    system = fit_untreated(y, [u, t], untreated, None, w).system
+    x2 = np.column_stack([treated & (t - g == h) for h in range(3)]).astype(float)
+    e1 = rng.normal(size=len(u))
+    e2 = rng.normal(size=len(u))
+    cluster = u // 2
+    vc, bread = two_stage_vcov(system, x2, e1, e2, untreated, cluster, w)
+    b_d, b_m = solve_normal(system, *system_rhs(system, w[:, None] * x2))
+    h = predict(system, b_d, b_m)
+    corr = np.where(untreated[:, None], (w * np.where(untreated, e1, 0.0))[:, None] * h, 0.0)
+    score = (w * e2)[:, None] * x2 - corr
+    sums = np.stack([np.bincount(cluster, weights=score[:, j]) for j in range(3)], axis=1)
+    np.testing.assert_allclose(vc, bread @ (sums.T @ sums) @ bread, rtol=1e-12, atol=1e-15)

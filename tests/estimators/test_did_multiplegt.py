@@ -112,6 +112,11 @@ def test_matches_official_port(case, datasets):
             assert got is None or np.isnan(got["p_value"])
         else:
             assert abs(got["p_value"] - first[col]) < TOL, col
+    acc = r.diagnostics["avg_periods_effect_accumulated"]
+    if np.isnan(first["delta_D_avg_total"]):
+        assert np.isnan(acc)
+    else:
+        assert acc == pytest.approx(first["delta_D_avg_total"], abs=TOL)
 
 
 # ----------------------------------------------------------------- brute-force oracle
@@ -219,6 +224,20 @@ def test_invariances(seed, shift, c, scale):
     assert rng is not None
 
 
+@pytest.mark.parametrize("normalized", [False, True])
+def test_mirrored_treatment_flips_the_signs(normalized):
+    """D -> 5 - D turns switchers in into switchers out: every estimate changes sign (out
+    is signed as the effect of the treatment), standard errors and counts do not."""
+    df = _panel(8)
+    kw = dict(outcome="y", unit="unit", time="year", effects=3, placebo=2,
+              normalized=normalized)
+    a = ti.did_multiplegt(df, treatment="d", **kw)
+    b = ti.did_multiplegt(df.assign(d=5 - df["d"]), treatment="d", **kw)
+    np.testing.assert_allclose(b.params, -a.params, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(b.std_errors, a.std_errors, rtol=1e-10)
+    pd.testing.assert_frame_equal(a.term_info, b.term_info)
+
+
 def test_caller_frame_untouched_and_result_immutable():
     df = _panel(4)
     before = df.copy(deep=True)
@@ -248,6 +267,23 @@ def test_only_never_switchers_without_never_switchers():
                           only_never_switchers=True)
     # the default (not-yet-switchers as controls) still works on the same data
     r = ti.did_multiplegt(df, outcome="y", unit="unit", time="year", treatment="d")
+    assert np.isfinite(r.params["Effect_1"])
+
+
+def test_only_never_switchers_needs_them_in_the_same_status_quo():
+    df = _panel(5)
+    first = df.groupby("unit")["d"].transform("first")
+    changes = df.groupby("unit")["d"].transform(lambda s: (s != s.iloc[0]).any())
+    # never-switchers only with status quo 2, switchers only with status quo 0
+    sub = df[(changes & (first == 0)) | (~changes & (first == 2))]
+    with pytest.raises(EstimationError, match="starts from the same value"):
+        ti.did_multiplegt(sub, outcome="y", unit="unit", time="year", treatment="d",
+                          only_never_switchers=True)
+    # some switchers (status quo 2) lack never-switchers: warned and not used
+    part = df[changes | (first == 0)]
+    with pytest.warns(ti.errors.DataWarning, match="have no never-switcher"):
+        r = ti.did_multiplegt(part, outcome="y", unit="unit", time="year", treatment="d",
+                              only_never_switchers=True)
     assert np.isfinite(r.params["Effect_1"])
 
 

@@ -248,3 +248,61 @@ def test_caller_frame_unchanged_and_result_protocol():
     assert r.vcov_spec.cluster == ("state",) and r.vcov_spec.n_clusters == (7,)
     assert list(f["rel_time"].dropna()) == [-2, -1, 0, 1, 2, 3, 4, 5]
     assert np.isnan(r.cov[0, -1])  # pre/post cross-covariance not computed
+
+
+def _variance_all_columns(system, wtr, treated, resid, cell, cluster, weights=None,
+                          include_never=True, never=None):
+    """Slow oracle: BJS Theorem 3 with every estimand's weights as one n x k matrix."""
+    from scipy import sparse
+
+    from twinimpact.core.two_stage import solve_normal, system_rhs
+
+    n, k = wtr.shape
+    w = np.ones(n) if weights is None else weights
+    b_d, b_m = solve_normal(system, *system_rhs(system, np.where(treated[:, None], wtr, 0.0)))
+    h = b_d[system.code_d] + np.asarray(system.m @ b_m)
+    v = np.where(treated[:, None], wtr, -w[:, None] * h)
+    ncell = int(cell.max()) + 1
+    v2 = np.where(treated[:, None], v**2, 0.0)
+    num = np.stack([np.bincount(cell, weights=v2[:, j] * np.where(treated, resid, 0.0),
+                                minlength=ncell) for j in range(k)], axis=1)
+    den = np.stack([np.bincount(cell, weights=v2[:, j], minlength=ncell)
+                    for j in range(k)], axis=1)
+    tau_bar = np.divide(num, den, out=np.zeros_like(num), where=den > 0)
+    contrib = v * (resid[:, None] - np.where(treated[:, None], tau_bar[cell], 0.0))
+    if not include_never and never is not None:
+        contrib[never] = 0.0
+    g = int(cluster.max()) + 1
+    sums = np.asarray(sparse.csr_matrix((np.ones(n), (cluster, np.arange(n))),
+                                        shape=(g, n)) @ contrib)
+    return sums.T @ sums
+
+
+@pytest.mark.parametrize("weighted, include_never", [(False, True), (True, False)])
+def test_variance_one_estimand_at_a_time_equals_all_at_once(weighted, include_never):
+    """The streamed variance (one n-vector per estimand) = the n x k matrix form."""
+    from twinimpact.core.two_stage import build_normal_system
+    from twinimpact.estimators.imputation import imputation_variance
+
+    rng = np.random.default_rng(11)
+    n_u, n_t = 60, 8
+    u = np.repeat(np.arange(n_u), n_t)
+    t = np.tile(np.arange(n_t), n_u)
+    keep = rng.random(len(u)) > 0.1
+    u, t = u[keep], t[keep]
+    g = rng.choice([0, 3, 5, 6], size=n_u)[u]
+    never = g == 0
+    treated = ~never & (t >= g)
+    rel = np.where(never, -99, t - g)
+    w = rng.uniform(0.5, 2.0, len(u)) if weighted else None
+    system = build_normal_system([u, t], None, ~treated, w)
+    cols = [np.where(treated & (rel == h), 1.0, 0.0) for h in range(3)] + [treated * 1.0]
+    wtr = np.column_stack(cols)
+    wtr /= wtr.sum(axis=0)
+    resid = rng.normal(size=len(u)) + treated
+    cell = np.unique(np.column_stack([g, rel]), axis=0, return_inverse=True)[1].reshape(-1)
+    cluster = u // 3
+    kw = dict(weights=w, include_never=include_never, never=never)
+    fast = imputation_variance(system, wtr, treated, resid, cell, cluster, **kw)
+    slow = _variance_all_columns(system, wtr, treated, resid, cell, cluster, **kw)
+    np.testing.assert_allclose(fast.vcov, slow, rtol=1e-12, atol=1e-15)

@@ -10,7 +10,7 @@ import matplotlib
 import numpy as np
 import pandas as pd
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from scipy.optimize import minimize
 
@@ -58,8 +58,13 @@ PLACEBO_SDID_BAND = 4 * 0.65
 ORACLE_ITER = 50_000
 ORACLE_OBJ_REL_TOL = 3e-4
 ORACLE_W_TOL = 1e-3
-#: invariance checks: identical iterates up to rounding.
-INVARIANCE_TOL = 1e-7
+#: invariance checks. The transformed problems have the same Frank-Wolfe iterates in exact
+#: arithmetic, but Frank-Wolfe stops once an iteration decreases the objective by less than
+#: (1e-5 sigma)^2 (or at 10,000 iterations); rounding in a shifted panel can move that
+#: stopping iteration, which moves the estimate by up to ~1e-5 relative. Observed: 1.5e-5
+#: relative (4.6e-6 on an estimate of 0.31) for a common trend of slope 4.05 on
+#: p=(793, 7, 5, 2); 1e-7 (identical iterates) fails there.
+INVARIANCE_TOL = 5e-5
 
 
 @pytest.fixture(scope="module")
@@ -251,6 +256,7 @@ panels = st.tuples(st.integers(0, 10_000), st.integers(5, 9), st.integers(4, 7),
 
 @settings(max_examples=25, deadline=None)
 @given(panels, st.floats(-50, 50), st.floats(0.2, 5.0))
+@example(p=(793, 7, 5, 2), shift=40.46875, scale=1.0)
 def test_sdid_invariances(p, shift, scale):
     seed, n0, t0, n1 = p
     rng = np.random.default_rng(seed)

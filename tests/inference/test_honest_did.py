@@ -94,7 +94,7 @@ def test_original_row_is_constructOriginalCS(ehec_event_study):
 def test_bc_consistency_log(bc, case):
     b, s = bc
     num_pre, num_post = case.get("num_pre", 4), case.get("num_post", 4)
-    kw = {}
+    kw = {"grid": "r"}  # R's grid as R uses it (R's bounds may be its grid edge)
     if "grid" in case:
         lo, hi, n = case["grid"]
         kw = {"grid_lb": lo, "grid_ub": hi, "grid_points": n}

@@ -16,7 +16,7 @@ import pytest
 import twinimpact as ti
 from twinimpact.report.headline import headline_sentence, pick_headline
 from twinimpact.report.html import render_report, write_report
-from twinimpact.studies.runner import StudyRun
+from twinimpact.studies.runner import StudyRun, credibility_of_run
 from twinimpact.studies.spec import parse_study
 
 KW = dict(outcome="lemp", unit="countyreal", time="year", cohort="first.treat")
@@ -42,10 +42,12 @@ def run(mpdta):
         "steps": {"trade": {"n_in": 2510, "n_out": 2500, "dropped": {f"bad {EVIL}": 10}}},
         "inputs": {"trade": {"kind": "file", "path": f"/x/{EVIL}.csv", "rows": 2510,
                              "sha256": "ab" * 32}}})
-    return StudyRun(study=_study(), panel=panel, analysis_frame=mpdta, results=results,
-                    failures={"Callaway": f"failed {EVIL}"}, outputs={},
-                    diagnostics={"outcome_dropped_rows": {"value <= 0": 4}},
-                    warnings=[f"warn {EVIL}"])
+    run = StudyRun(study=_study(), panel=panel, analysis_frame=mpdta, results=results,
+                   failures={"Callaway": f"failed {EVIL}"}, outputs={},
+                   diagnostics={"outcome_dropped_rows": {"value <= 0": 4}},
+                   warnings=[f"warn {EVIL}"])
+    run.credibility = credibility_of_run(run)  # as run_study does
+    return run
 
 
 def test_headline_numbers_come_from_the_result(run):
@@ -67,7 +69,11 @@ def test_self_contained_and_escaped(run):
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", page)
     assert "<script" not in page.lower()
-    assert page.count('src="data:image/png;base64,') == 1
+    # the event study plus the trust section's pictures (pre-trend power, HonestDiD), all
+    # embedded
+    assert page.count('src="data:image/png;base64,') == page.count("<img ") == 3
+    for fid in ("event-study", "pretrend-power-figure", "honest-did-figure"):
+        assert f'id="{fid}"' in page
     assert "trade: 2,510 rows in, 2,500 used" in page
     assert "not used: bad &lt;script&gt;" in page
     tidy = run.results["TWFE (static)"].to_frame().set_index("term")
@@ -79,6 +85,33 @@ def test_simulated_banner_first(run, tmp_path):
     page = render_report(sim)
     body = page.split("<body>", 1)[1]
     assert body.lstrip().startswith('<p class="banner" id="simulated">SIMULATED DATA')
+
+
+_ORDER = {"holds": 0, "weak": 1, "fails": 2}
+
+
+def _assert_verdict_matches(c: dict) -> None:
+    """The verdict shown follows from the numbers shown, by the documented thresholds."""
+    from twinimpact.diagnostics import credibility as cr
+
+    def grade(v, holds, weak, higher=True):
+        if higher:
+            return "holds" if v >= holds else "weak" if v >= weak else "fails"
+        return "holds" if v < holds else "weak" if v < weak else "fails"
+
+    d, v = c["detail"], c["verdict"]
+    if v == "not applicable":
+        return
+    if c["check"] == "Pre-trend test":
+        assert v == grade(d.get("extension_p_value", d["p_value"]), cr.PRETEST_P_HOLDS,
+                          cr.PRETEST_P_WEAK), c
+    elif c["check"] == "Power of the pre-trend test":
+        assert v == grade(d["power"], cr.POWER_HOLDS, cr.POWER_WEAK), c
+    elif c["check"].startswith("Sensitivity"):
+        assert v == grade(d["breakdown_mbar"], cr.BREAKDOWN_HOLDS, cr.BREAKDOWN_WEAK), c
+    elif c["check"].startswith("Comparisons with already-twinned"):
+        assert v == grade(d["forbidden_share"], cr.FORBIDDEN_HOLDS, cr.FORBIDDEN_WEAK,
+                          higher=False), c
 
 
 def _chromium() -> str | None:
@@ -98,7 +131,16 @@ def test_renders_in_headless_chromium(run, tmp_path):
     probe_js = """<script>
 window.addEventListener('load', () => {
   const imgs = [...document.images];
-  const out = {n_img: imgs.length,
+  const checks = [...document.querySelectorAll('#trust tr.check')].map(r => ({
+      estimator: r.dataset.estimator, check: r.dataset.check, verdict: r.dataset.verdict,
+      detail: JSON.parse(r.dataset.detail), visible: r.offsetHeight > 0}));
+  const line = document.getElementById('trust-line');
+  const out = {n_img: imgs.length, checks: checks,
+               trust_line: line ? line.innerText : '',
+               trust_line_verdict: line ? line.dataset.verdict : '',
+               trust_after_headline: !!(line && line.previousElementSibling &&
+                                        line.previousElementSibling.id === 'headline'),
+               overall: (document.getElementById('overall-verdict') || {dataset: {}}).dataset.verdict,
                broken: imgs.filter(i => !(i.complete && i.naturalWidth > 0)).length,
                headline: (document.getElementById('headline') || {}).innerText || '',
                tables: document.querySelectorAll('table').length,
@@ -117,7 +159,20 @@ window.addEventListener('load', () => {
     m = re.search(r'<pre id="probe-result">(.*?)</pre>', proc.stdout, re.S)
     assert m, proc.stderr[-2000:]
     got = json.loads(m.group(1).replace("&quot;", '"'))
-    assert got["n_img"] == 1 and got["broken"] == 0
+    assert got["n_img"] == 3 and got["broken"] == 0
+    # "Can we trust this?": beside the headline, and every verdict agrees with its numbers
+    assert got["trust_after_headline"] and "Can we trust this?" in got["trust_line"]
+    assert got["trust_line_verdict"] == got["overall"]
+    checks = got["checks"]
+    assert checks and all(c["visible"] for c in checks)
+    assert {c["check"] for c in checks} >= {"Pre-trend test", "Power of the pre-trend test",
+                                            "Agreement across methods"}
+    for c in checks:
+        _assert_verdict_matches(c)
+    worst = max((c["verdict"] for c in checks if c["estimator"] in ("Event study",
+                                                                       "all methods")
+                 and c["verdict"] in _ORDER), key=_ORDER.get)
+    assert got["overall"] == worst
     assert "Teen employment in a county" in got["headline"]
     assert got["tables"] >= 1 and got["rows"] >= 2
     assert got["scripts_injected"] == 0

@@ -33,6 +33,7 @@ from ..errors import (
 
 __all__ = [
     "PanelData",
+    "RowFilter",
     "as_frame",
     "as_tuple",
     "check_weights",
@@ -61,6 +62,44 @@ def warn_dropped_missing(estimator: str, counts: dict[str, int], *, stacklevel: 
         + "; ".join(f"{k}: {v}" for k, v in counts.items())
         + ". The counts are in result.diagnostics['dropped_rows'].",
         DroppedRowsWarning, stacklevel=stacklevel + 1)
+
+
+class RowFilter:
+    """The rows kept so far and why the others went: ``dropped`` maps a reason to its row
+    count, each row counted once, under the first reason that removed it (so the counts
+    add up to the rows dropped). The one place every estimator counts its dropped rows."""
+
+    def __init__(self, n: int) -> None:
+        self.keep = np.ones(n, dtype=bool)
+        self.dropped: dict[str, int] = {}
+
+    def drop(self, mask: np.ndarray, reason: str) -> None:
+        """Drop the rows where ``mask`` is true (those still kept are counted)."""
+        m = mask & self.keep
+        if m.any():
+            self.dropped[reason] = self.dropped.get(reason, 0) + int(m.sum())
+            self.keep &= ~m
+
+    def drop_missing(self, values: Any, reason: str) -> None:
+        """Drop the rows where ``values`` (float array, Series or object array) is missing."""
+        if isinstance(values, np.ndarray) and values.dtype.kind == "f":
+            self.drop(np.isnan(values), reason)
+        else:
+            self.drop(np.asarray(pd.isna(values)), reason)
+
+    def warn_missing(self, estimator: str, *, stacklevel: int) -> None:
+        """The shared DroppedRowsWarning for the rows dropped so far for a missing value
+        (reasons starting with ``missing``); ``stacklevel`` as for ``warnings.warn``."""
+        miss = {k: v for k, v in self.dropped.items() if k.startswith("missing")}
+        if miss:
+            warn_dropped_missing(estimator, miss, stacklevel=stacklevel + 1)
+
+    def require_rows(self, estimator: str, *, fix: str) -> None:
+        """Refuse (InputError) when no row is left."""
+        if not self.keep.any():
+            raise InputError(format_message(
+                f"{estimator}: no rows left after removing missing values",
+                seen=self.dropped, fix=fix))
 
 
 def require_frame(data: Any, *, what: str = "data") -> pd.DataFrame:
@@ -258,16 +297,14 @@ def prepare_panel(data: Any, *, outcome: str, unit: str, time: str, cohort: str 
     for c in extra:
         if c not in out.columns:
             out[c] = data[c].to_numpy()
-    dropped: dict[str, int] = {}
-    if out["unit"].isna().any():
-        dropped[f"missing unit ({unit})"] = int(out["unit"].isna().sum())
-    if np.isnan(out["time"]).any():
-        dropped[f"missing time ({time})"] = int(np.isnan(out["time"]).sum())
-    keep = out["unit"].notna() & ~np.isnan(out["time"])
+    rows = RowFilter(n_input)
+    rows.drop_missing(out["unit"].to_numpy(), f"missing unit ({unit})")
+    rows.drop_missing(out["time"].to_numpy(), f"missing time ({time})")
+    keep = rows.keep
     unit_codes, n_unit_levels = dense_codes(out["unit"].to_numpy())
     if cohort is not None:
         raw_g = _numeric(data, cohort, "cohort", allow_inf=True)
-        last = np.nanmax(out["time"].to_numpy()[keep.to_numpy()]) if keep.any() else np.inf
+        last = np.nanmax(out["time"].to_numpy()[keep]) if keep.any() else np.inf
         out["cohort"] = normalize_cohort(raw_g, last)
         # cohort must be constant within unit (NaN counts as a value): every row's value
         # equals the value written for its unit (O(n); the groupby below only names the
@@ -286,26 +323,18 @@ def prepare_panel(data: Any, *, outcome: str, unit: str, time: str, cohort: str 
                 f"({len(bad_units)} unit(s))", where=f"{unit} = {u!r}", seen=vals,
                 fix="the cohort is the first treated period and must be the same in every "
                     "row of a unit; recompute it per unit (e.g. groupby(unit)[cohort].transform('min'))"))
-    miss_y = np.isnan(out["y"].to_numpy()) & keep.to_numpy()
-    if miss_y.any():
-        dropped[f"missing outcome ({outcome})"] = int(miss_y.sum())
-    keep &= ~np.isnan(out["y"].to_numpy())
+    rows.drop_missing(out["y"].to_numpy(), f"missing outcome ({outcome})")
     for c in [*extra, *numeric_extra]:
-        m = pd.isna(out[c]).to_numpy() & keep.to_numpy()
-        if m.any():
-            dropped[f"missing {c}"] = int(m.sum())
-            keep &= ~pd.isna(out[c]).to_numpy()
-    keep_arr = keep.to_numpy()
+        rows.drop_missing(out[c].to_numpy(), f"missing {c}")
+    keep_arr = rows.keep
     if keep_arr.all():
         out = out.reset_index(drop=True)
     else:
         out = out.loc[keep_arr].reset_index(drop=True)
         unit_codes = unit_codes[keep_arr]
-    if dropped:
-        warn_dropped_missing(estimator, dropped, stacklevel=3)
-    if len(out) == 0:
-        raise InputError(format_message(f"{estimator}: no rows left after removing missing values",
-                                        seen=dropped, fix="check the outcome and key columns"))
+    dropped = rows.dropped
+    rows.warn_missing(estimator, stacklevel=3)
+    rows.require_rows(estimator, fix="check the outcome and key columns")
     unit_codes, n_units = _compress_codes(unit_codes, n_unit_levels)
     time_codes, n_periods = dense_codes(out["time"].to_numpy())
     if not allow_duplicates and _has_duplicate_pairs(unit_codes, time_codes, n_units,

@@ -23,10 +23,10 @@ from itertools import combinations
 
 import numpy as np
 
-from ..errors import check_literal
+from ..errors import SpecificationError, check_literal, format_message
 from ..results import VcovSpec
 
-__all__ = ["VCOV_KINDS", "meat_cluster", "sandwich"]
+__all__ = ["VCOV_KINDS", "driscoll_kraay", "meat_cluster", "sandwich"]
 
 VCOV_KINDS = ("iid", "hetero", "cluster")
 
@@ -141,4 +141,57 @@ def sandwich(scores: np.ndarray | None, bread: np.ndarray, *, kind: str, n: int,
                      f"(FE nested in clusters not counted), G/(G-1) = {cadj:.6g}, "
                      f"t({g_min - 1}) reference"),
     )
+    return v, spec
+
+
+def driscoll_kraay(x: np.ndarray, resid: np.ndarray, time_codes: np.ndarray,
+                   unit_codes: np.ndarray, *, k_absorbed: int, bandwidth: float | None = None,
+                   kernel: str = "bartlett") -> tuple[np.ndarray, VcovSpec]:
+    """Driscoll-Kraay (1998) covariance, robust to cross-sectional and serial correlation.
+
+    The scores ``x_it e_it`` are summed over units within each period and a kernel (HAC)
+    estimator runs over the period sums, so shocks common to every unit in a year (trade
+    panels: world demand, exchange rates) and their persistence are allowed for. The
+    numbers come from ``linearmodels.panel.covariance.DriscollKraay`` (K. Sheppard's
+    linearmodels, the estimator behind ``PanelOLS(...).fit(cov_type="kernel")``), called
+    on the within-transformed regressors and residuals, with ``debiased=True`` and the
+    absorbed fixed effects as ``extra_df`` — so a fixed-effects fit here equals
+    ``PanelOLS(y, x, entity_effects=True, time_effects=True).fit(cov_type="kernel",
+    debiased=True)``.
+
+    Parameters
+    ----------
+    x : (n, k) within-transformed regressors; resid : (n,) residuals.
+    time_codes : (n,) dense period codes in calendar order; unit_codes : (n,) unit codes.
+    k_absorbed : number of fixed-effect parameters absorbed (degrees of freedom).
+    bandwidth : lags of the kernel; default ``floor(4 (T/100)^(2/9))`` (Newey-West's rule,
+        Stata ``xtscc``'s default lag length).
+    kernel : "bartlett" (default), "parzen" or "qs".
+    """
+    from linearmodels.panel.covariance import DriscollKraay
+
+    n_periods = int(time_codes.max()) + 1
+    if bandwidth is None:
+        bandwidth = float(np.floor(4 * (n_periods / 100) ** (2 / 9)))
+    if isinstance(bandwidth, bool) or not isinstance(bandwidth, int | float | np.number) \
+            or not 0 <= bandwidth < n_periods:
+        raise SpecificationError(format_message(
+            "vcov='driscoll_kraay': the bandwidth (kernel lags) must be a number from 0 to "
+            "the number of periods minus one", where=f"{n_periods} periods", seen=bandwidth,
+            fix=f"pass bandwidth between 0 and {n_periods - 1}, or None for the default"))
+    zero = np.zeros(x.shape[1])
+    est = DriscollKraay(np.asarray(resid, dtype=float)[:, None], np.asarray(x, dtype=float),
+                        zero[:, None], np.asarray(unit_codes)[:, None],
+                        np.asarray(time_codes)[:, None], debiased=True,
+                        extra_df=int(k_absorbed), kernel=kernel, bandwidth=bandwidth)
+    v = np.asarray(est.cov)
+    n, k = x.shape
+    spec = VcovSpec(
+        "driscoll_kraay", small_sample={"adj": n / (n - k - k_absorbed),
+                                        "bandwidth": float(bandwidth)},
+        df=float(n_periods - 1),
+        description=(f"Driscoll-Kraay: {kernel} kernel over the {n_periods} period sums of "
+                     f"the scores, bandwidth {bandwidth:g}; n/(n-K) = "
+                     f"{n / (n - k - k_absorbed):.6g} (linearmodels DriscollKraay, "
+                     f"debiased); t({n_periods - 1}) reference"))
     return v, spec

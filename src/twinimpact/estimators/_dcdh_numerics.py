@@ -483,6 +483,7 @@ class SideHorizon:
     delta_norm: float       # mean cumulated treatment change (normalized denominator)
     delta_ate: float        # mean treatment change at this horizon (ATE denominator)
     count: np.ndarray       # (G, T) weights of the cells used (for the N column)
+    change: np.ndarray | None = None  # (G, T) switchers' |D - D_{g,1}| at this horizon
 
 
 def _keys(ds: Design) -> tuple[np.ndarray, np.ndarray]:
@@ -625,7 +626,8 @@ def _side_horizon(ds: Design, ell: int, side: int, *, placebo: bool, n_effects: 
     delta_ate = float(np.nansum(cur))
     if side == 0:  # switchers out: the control-minus-switcher difference
         u, u_var = -u, -u_var
-    return SideHorizon(u, u_var, n_sw, n_sw_dw, delta_norm, delta_ate, count)
+    change = np.where(sw_rows & (N != 0), sgn * (Dm - d1), np.nan)
+    return SideHorizon(u, u_var, n_sw, n_sw_dw, delta_norm, delta_ate, count, change)
 
 
 # --------------------------------------------------------------------------- full fit
@@ -647,6 +649,7 @@ class DcdhFit:
     n_clusters: int
     tests: dict = field(default_factory=dict)
     notes: tuple[str, ...] = ()
+    avg_accumulation: float = np.nan  # periods over which a change's effect accumulates
 
 
 def _wald(b: np.ndarray, V: np.ndarray, kind: str) -> dict:
@@ -831,8 +834,24 @@ def fit_dcdh(ds: Design, *, effects: int, placebo: int, normalized: bool,
         Vt = Dm @ V[np.ix_(ie, ie)] @ Dm.T
         t = _wald(b, (Vt + Vt.T) / 2, "Wald chi2")
         tests["effects_equal"] = t
+    # average number of periods over which the effect of a treatment change accumulates
+    # (printed by the reference under the average total effect): sum over switchers and
+    # horizons l of |D_{g,F_g-1+l} - D_{g,1}| x (min(L, L_g) - (l - 1)), over the same sum
+    # without the factor
+    acc_num = acc_den = 0.0
+    m_g = np.minimum(n_eff, ds.t_g - ds.f_g[:, None] + 1)
+    if not trends_lin:
+        for ell in range(1, n_eff + 1):
+            for side in (1, 0):
+                ch = res["e", side, ell].change
+                if ch is None:
+                    continue
+                acc_num += float(np.nansum(ch * (m_g - (ell - 1))))
+                acc_den += float(np.nansum(ch))
+    avg_acc = acc_num / acc_den if acc_den else np.nan
     return DcdhFit(names=tuple(names), rel_time=tuple(rels), estimate=est_a, vcov=V,
                    n_switchers=np.asarray(nsw), n_switchers_dw=np.asarray(nsw_dw),
                    n_obs=np.asarray(nobs), n_obs_dw=np.asarray(nobs_dw),
                    delta=np.asarray(deltas), n_effects=n_eff, n_placebos=n_pl,
-                   n_clusters=n_cl, tests=tests, notes=tuple(notes))
+                   n_clusters=n_cl, tests=tests, notes=tuple(notes),
+                   avg_accumulation=avg_acc)

@@ -46,6 +46,7 @@ from ..errors import (
     format_message,
     renamed_keyword,
 )
+from ..inference.wald import wald_identified
 from ..results import EstimationResult, VcovSpec, make_result
 from . import _cs_numerics as num
 
@@ -981,10 +982,34 @@ def callaway_santanna(data: pd.DataFrame, *, outcome: str, unit: str, time: str,
     else:
         pv = va[np.ix_(pre, pre)]
         if 1.0 / np.linalg.cond(pv, 1) <= np.finfo(float).eps:
-            pretest["note"] = "not computed: singular covariance of the pre-treatment ATT(g,t)"
+            ext = wald_identified(cells.att[pre], pv)
+            n_cl = int(p.n_clusters or n)
+            what = "clusters" if p.n_clusters else "units"
+            pretest["note"] = (
+                f"not computed (as R did): the {len(pre)} pre-treatment ATT(g,t) carry only "
+                f"{ext['rank']} independent pieces of information (their covariance is singular: "
+                f"rank {ext['rank']} < {len(pre)}, with {n_cl} {what} behind them), so the joint "
+                "Wald statistic, which needs the inverse of that covariance, is undefined")
+            se_pre = np.sqrt(np.clip(np.diag(pv), 0, None))
+            p_each = 2 * stats.norm.sf(np.abs(cells.att[pre]) / se_pre)
+            pretest["extension"] = {
+                **ext, "label": "extension, not in R did: Wald test on the identified "
+                                "directions (Moore-Penrose pseudo-inverse), chi2 with df = "
+                                "rank; the chi2 approximation needs the rank to be well "
+                                f"below the number of {what} ({ext['rank']} vs {n_cl}) and "
+                                "ignores the part of the estimates outside those directions "
+                                f"({ext['outside_share']:.0%} of their squared length)",
+                "n_clusters": n_cl,
+                "bonferroni": {"statistic": float(np.max(np.abs(cells.att[pre]) / se_pre)),
+                               "p_value": float(min(1.0, len(pre) * p_each.min())),
+                               "n_coefficients": len(pre),
+                               "kind": "max |t| with Bonferroni correction (valid whatever "
+                                       "the rank)"}}
             warnings.warn(f"{ESTIMATOR}: pre-test Wald statistic not computed: the covariance "
-                          "matrix of the pre-treatment ATT(g,t) is singular (as R did).",
-                          NotComputableWarning, stacklevel=2)
+                          f"of the {len(pre)} pre-treatment ATT(g,t) has rank {ext['rank']} "
+                          "(singular, as R did); diagnostics['pretest']['extension'] holds "
+                          "the Wald test on the identified directions and a Bonferroni "
+                          "max-|t| test.", NotComputableWarning, stacklevel=2)
         else:
             a = cells.att[pre]
             w = float(a @ np.linalg.solve(pv, a))

@@ -35,7 +35,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import sparse
 
 from ..core.fe import factorize
 from ..core.threads import blas_single_thread
@@ -78,16 +77,20 @@ def two_stage_vcov(system: Any, x2: np.ndarray, e1: np.ndarray, e2: np.ndarray,
     -------
     vcov : (k, k); bread : (k, k) ``(X2'WX2)^{-1}``.
     """
-    n = x2.shape[0]
+    n, k = x2.shape
     w = np.ones(n) if weights is None else np.asarray(weights, dtype=float)
-    # b_k = (X10'WX10)^{-1} X1'W x2_k ;  h_k = X1 b_k
-    b_d, b_m = solve_normal(system, *system_rhs(system, w[:, None] * x2))
-    h = predict(system, b_d, b_m)
-    corr = np.where(untreated[:, None], (w * np.where(untreated, e1, 0.0))[:, None] * h, 0.0)
-    score = (w * e2)[:, None] * x2 - corr
     g = int(cluster.max()) + 1
-    agg = sparse.csr_matrix((np.ones(n), (cluster, np.arange(n))), shape=(g, n))
-    sums = np.asarray(agg @ score)
+    we1 = w * np.where(untreated, e1, 0.0)
+    we2 = w * e2
+    # one regressor at a time (a few n-vectors of memory instead of four n x k arrays):
+    # b_k = (X10'WX10)^{-1} X1'W x2_k ;  h_k = X1 b_k ; score_k = w e2 x2_k - w e1 h_k
+    sums = np.empty((g, k))
+    for j in range(k):
+        xj = x2[:, j]
+        b_d, b_m = solve_normal(system, *system_rhs(system, (w * xj)[:, None]))
+        h = predict(system, b_d, b_m)[:, 0]
+        score = we2 * xj - np.where(untreated, we1 * h, 0.0)  # h is NaN off row_ok
+        sums[:, j] = np.bincount(cluster, weights=score, minlength=g)
     bread = np.linalg.pinv((x2 * w[:, None]).T @ x2)
     return bread @ (sums.T @ sums) @ bread, bread
 

@@ -148,7 +148,9 @@ def did_multiplegt(data: pd.DataFrame, *, outcome: str, unit: str, time: str, tr
         ``pretrend_test``), ``effects_equal_test`` (each a dict with ``statistic``,
         ``df``, ``p_value``, ``kind``, ``n_coefficients``; the placebo test needs at least
         two placebos, as in the reference), per-term numbers of switchers and of cells
-        used, and every dropped row and group with its reason.
+        used, ``avg_periods_effect_accumulated`` (the reference's "average number of time
+        periods over which a treatment effect is accumulated", which the ATT averages
+        over) and every dropped row and group with its reason.
 
     Notes
     -----
@@ -299,6 +301,7 @@ def did_multiplegt(data: pd.DataFrame, *, outcome: str, unit: str, time: str, tr
         "pretrend_test": tests.get("placebo_joint"),
         "effects_equal_test": tests.get("effects_equal"),
         "notes": list(fit.notes),
+        "avg_periods_effect_accumulated": fit.avg_accumulation,
     }
     if normalized:
         diag["delta"] = dict(zip(names, fit.delta.tolist(), strict=True))
@@ -316,7 +319,9 @@ def did_multiplegt(data: pd.DataFrame, *, outcome: str, unit: str, time: str, tr
     nobs = int(np.nanmax(fit.n_obs_dw)) if len(fit.n_obs_dw) else 0
     return make_result(_EST, pd.Series(fit.estimate, index=names), cov, vspec, nobs,
                        spec=spec, diagnostics=diag, term_info=term_info,
-                       nan_reason="no switcher or no control for this horizon")
+                       nan_reason="no switcher or no control for this horizon"
+                       + ("; with trends_lin the ATT is not computed (as in the reference)"
+                          if trends_lin else ""))
 
 
 def _check_treatment_varies(g: np.ndarray, d: np.ndarray, treatment: str, unit: str,
@@ -334,15 +339,33 @@ def _check_treatment_varies(g: np.ndarray, d: np.ndarray, treatment: str, unit: 
 
 def _check_never_switchers(g: np.ndarray, t: np.ndarray, d: np.ndarray, unit: str,
                            treatment: str) -> None:
+    """only_never_switchers needs, for each switcher, a unit with the same initial treatment
+    that never changes it: none at all is an error, some switchers without one a warning."""
     frame = pd.DataFrame({"g": g, "t": t, "d": d}).dropna(subset=["d"]).sort_values(["g", "t"])
-    first = frame.groupby("g")["d"].transform("first")
-    stayed = (frame["d"] == first).groupby(frame["g"]).all()
+    first = frame.groupby("g")["d"].first()
+    stayed = (frame["d"] == frame.groupby("g")["d"].transform("first")).groupby(
+        frame["g"]).all()
     if not stayed.any():
         raise EstimationError(format_message(
             f"{_EST}: only_never_switchers=True needs units whose {treatment!r} never "
             f"changes from its first value, and every {unit!r} changes it",
             seen=f"{len(stayed)} units, 0 never-switchers",
             fix="set only_never_switchers=False to use not-yet-switchers as controls"))
+    base_never = set(first[stayed].tolist())
+    lonely = first[~stayed & ~first.isin(base_never)]
+    if len(lonely) == (~stayed).sum():
+        raise EstimationError(format_message(
+            f"{_EST}: only_never_switchers=True, but no unit that never changes its "
+            f"{treatment!r} starts from the same value as a unit that changes it",
+            seen={"initial values of switchers": sorted(set(lonely.tolist()))[:5],
+                  "initial values of never-switchers": sorted(base_never)[:5]},
+            fix="set only_never_switchers=False to use not-yet-switchers as controls"))
+    if len(lonely):
+        warnings.warn(
+            f"{_EST}: only_never_switchers=True: {len(lonely)} switching {unit!r}(s) have no "
+            f"never-switcher with the same initial {treatment!r} "
+            f"({sorted(set(lonely.tolist()))[:5]}); they cannot be compared and are not used.",
+            DataWarning, stacklevel=3)
 
 
 def _collapse(g, t, y, d, w, cl, trs):  # type: ignore[no-untyped-def]

@@ -54,7 +54,7 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-from scipy import stats
+from scipy import linalg, stats
 
 from ..core.fe import factorize, fit_fe_ols
 from ..core.validation import as_tuple, prepare_panel, require_columns, require_frame
@@ -89,6 +89,10 @@ CONTROL_GROUPS = ("not_yet_treated", "never_treated")
 FAMILIES = ("gaussian", "poisson")
 AGGREGATIONS = ("simple", "dynamic", "group", "calendar")
 FixedEffect = str | Sequence[str]
+#: IRLS deviance criterion: tighter than ppml's 1e-8 because the cell coefficients are
+#: recovered by one FWL step at the converged weights (a deviance change of 1e-8 leaves
+#: coefficients ~1e-5 from the optimum)
+POISSON_TOL = 1e-12
 
 
 @dataclass(frozen=True)
@@ -459,14 +463,34 @@ def _fit_linear(y: np.ndarray, design: Design, fes: Sequence[FixedEffect],
 def _fit_poisson(y: np.ndarray, design: Design, fes: Sequence[FixedEffect],
                  fe_frame: pd.DataFrame, clus: tuple[str, ...], vcov: str,
                  dropped: dict[str, int]) -> dict[str, Any]:
-    x = design.full()
-    frame = pd.DataFrame(x, columns=[f"__x{j}" for j in range(x.shape[1])])
-    frame["__y"] = y
+    """PPML with the cell indicators absorbed as one more fixed-effect set.
+
+    The saturated cell dummies span the same space as a categorical ``cell`` (one level
+    per cell, one level shared by every untreated row: that level is the constant the
+    other fixed effects already contain), so ``ppml`` with ``fixed_effects = (*fes,
+    cell)`` fits the same model while sweeping one column per IRLS iteration instead of
+    one per cell. The cell coefficients and their variance then come from one weighted
+    Frisch-Waugh-Lovell step at the converged weights: ``X~`` = cell indicators (and the
+    covariate columns) with ``fes`` swept out, ``b = (X~'WX~)^{-1} X~'W z~`` with ``z`` the
+    IRLS working response -- the coefficients of the dummy-variable fit, whose sandwich
+    uses ppml's small-sample factors (same ``K``: the cell levels count as parameters).
+    Singletons are kept (a cell may hold one flow; fixest keeps singletons too): they do
+    not change any estimate.
+    """
+    n_cells = design.n_cells
+    frame = pd.DataFrame({"__y": y})
+    dense_names = [f"__x{j}" for j in range(design.dense.shape[1])]
+    for j, nm in enumerate(dense_names):
+        frame[nm] = design.dense[:, j]
+    regs = dense_names or ["__treated"]
+    if not dense_names:  # ppml needs a regressor: one the cell set absorbs (dropped)
+        frame["__treated"] = (design.onehot >= 0).astype(float)
     fe_names = []
     for j, spec in enumerate(fes):
         nm = f"__fe{j}"
         frame[nm] = fe_codes(fe_frame, spec)
         fe_names.append(nm)
+    frame["__cell"] = design.onehot
     cl_names = []
     if vcov == "cluster":
         for j, c in enumerate(clus):
@@ -474,35 +498,96 @@ def _fit_poisson(y: np.ndarray, design: Design, fes: Sequence[FixedEffect],
             cl_names.append(f"__cl{j}")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        r = ppml(frame, outcome="__y", regressors=list(frame.columns[:x.shape[1]]),
-                 fixed_effects=fe_names, cluster=cl_names or None, vcov=vcov)
+        r = ppml(frame, outcome="__y", regressors=regs, fixed_effects=[*fe_names, "__cell"],
+                 cluster=cl_names or None, vcov=vcov, drop_singletons=False,
+                 tol=POISSON_TOL)
     for w in caught:  # re-emit ppml's warnings under our name
         if issubclass(w.category, NotComputableWarning):
-            continue  # collinear regressors: reported per cell below
+            continue  # collinear columns: reported per cell below
         warnings.warn(str(w.message).replace("ppml", ESTIMATOR, 1), w.category, stacklevel=3)
     for k, v in r.diagnostics["dropped_rows"].items():
         dropped[k] = dropped.get(k, 0) + int(v)
-    params = pd.Series(r.coef, index=list(design.names))
     rows_fit = np.asarray(r.extras["rows_used"])
     mu = np.asarray(r.extras["fitted"])
-    kept = np.isfinite(r.coef)
-    cl = [frame[c].to_numpy()[rows_fit] for c in cl_names]
+    yf = y[rows_fit]
+    x = design.full()[rows_fit]
     codes = [factorize(frame[c].to_numpy()[rows_fit])[0] for c in fe_names]
+    fe = WeightedFE(codes)
+    fe.set_weights(mu)
+    z = np.log(mu) + (yf - mu) / mu
+    zx = fe.residualize(np.column_stack([z, x]), tol=1e-11)[0]
+    z_t, x_t = zx[:, 0], zx[:, 1:]
+    kept = _kept_columns(x_t, x, mu)
+    xk = x_t[:, kept]
+    bread = np.linalg.inv((xk * mu[:, None]).T @ xk)
+    coef = np.full(len(design.names), np.nan)
+    coef[kept] = bread @ ((xk * mu[:, None]).T @ z_t)
+    scores = xk * (yf - mu)[:, None]
     vs = r.vcov_spec
     factor = float(vs.small_sample.get("adj", 1.0)) * float(vs.small_sample.get(
         "cluster_adj", 1.0))
+    cl = [frame[c].to_numpy()[rows_fit] for c in cl_names]
+    v_sub = factor * _meat_sandwich(scores, bread, vs.kind, cl)
+    v = np.full((len(coef), len(coef)), np.nan)
+    v[np.ix_(kept, kept)] = v_sub
     vspec = VcovSpec(vs.kind, cluster=tuple(clus) if vcov == "cluster" else (),
                      n_clusters=vs.n_clusters, small_sample=dict(vs.small_sample),
                      df=None, description=vs.description)
-    poisson = {"y": y[rows_fit], "mu": mu, "x": x[rows_fit][:, kept], "kept": kept,
-               "fe_codes": codes, "cluster_codes": cl, "factor": factor, "kind": vs.kind}
+    poisson = {"y": yf, "mu": mu, "x": x[:, kept], "x_tilde": xk, "bread": bread,
+               "kept": kept, "fe_codes": codes, "cluster_codes": cl, "factor": factor,
+               "kind": vs.kind}
     collinear = [nm for nm, kp in zip(design.names, kept, strict=True) if not kp]
-    return {"params": params, "vcov": np.asarray(r.cov), "vcov_spec": vspec,
-            "nobs": r.nobs, "rows_fit": rows_fit, "collinear": collinear,
-            "poisson": poisson,
-            "diag": {k: r.diagnostics[k] for k in ("iterations", "converged", "deviance",
-                                                   "n_zero_outcome", "k_fe")
-                     if k in r.diagnostics}}
+    diag = {k: r.diagnostics[k] for k in ("iterations", "converged", "deviance",
+                                          "n_zero_outcome", "k_fe") if k in r.diagnostics}
+    diag["n_cells_absorbed"] = n_cells
+    return {"params": pd.Series(coef, index=list(design.names)), "vcov": v,
+            "vcov_spec": vspec, "nobs": r.nobs, "rows_fit": rows_fit,
+            "collinear": collinear, "poisson": poisson, "diag": diag}
+
+
+def _kept_columns(x_t: np.ndarray, x: np.ndarray, w: np.ndarray, tol: float = 1e-10
+                  ) -> np.ndarray:
+    """Columns of ``x_t`` (fixed effects swept out) that are not combinations of earlier
+    ones -- the sequential rule of ppml's kernel: column ``j``'s weighted residual sum of
+    squares after the earlier kept columns, by an incremental Cholesky factor of the Gram
+    matrix, must exceed ``tol`` times its centred sum of squares before the sweep."""
+    k = x_t.shape[1]
+    kept = np.zeros(k, dtype=bool)
+    if k == 0:
+        return kept
+    gram = (x_t * w[:, None]).T @ x_t
+    xm = x - (w @ x) / w.sum()
+    ref = np.einsum("i,ij,ij->j", w, xm, xm)
+    chol = np.zeros((k, k))
+    m = 0
+    idx: list[int] = []
+    for j in range(k):
+        if m:
+            lj = linalg.solve_triangular(chol[:m, :m], gram[idx, j], lower=True)
+            rss = gram[j, j] - lj @ lj
+        else:
+            lj = np.zeros(0)
+            rss = gram[j, j]
+        if rss > tol * max(ref[j], 1e-300):
+            chol[m, :m] = lj
+            chol[m, m] = np.sqrt(rss)
+            idx.append(j)
+            kept[j] = True
+            m += 1
+    return kept
+
+
+def _meat_sandwich(scores: np.ndarray, bread: np.ndarray, kind: str,
+                   clusters: Sequence[np.ndarray]) -> np.ndarray:
+    """``B M B`` without small-sample factors (``kind`` as ppml's vcov spec)."""
+    if kind == "iid":
+        return bread
+    if kind == "hetero":
+        return bread @ (scores.T @ scores) @ bread
+    v, _ = sandwich(scores, bread, kind="cluster", n=len(scores), k=0,
+                    cluster_codes=[factorize(c)[0] for c in clusters], adj=False,
+                    cluster_adj=False)
+    return v
 
 
 # ============================================================================ aggregation
@@ -652,8 +737,7 @@ def _poisson_response(groups: list, idx: np.ndarray, pos: dict[int, int], dx: np
             return v
         return fe.residualize(v, tol=1e-12)[0]
 
-    x_t = sweep(p["x"]) if p["x"].shape[1] else p["x"]
-    bread = np.linalg.pinv((x_t * mu[:, None]).T @ x_t)
+    x_t, bread = p["x_tilde"], p["bread"]
     zeros_r = np.zeros_like(r0)
     a1 = delta_method_poisson(c1, zeros_r, mu=mu, x_tilde=x_t, bread=bread, sweep=sweep)
     a0 = delta_method_poisson(c0, r0, mu=mu, x_tilde=x_t, bread=bread, sweep=sweep)
@@ -666,26 +750,13 @@ def _poisson_response(groups: list, idx: np.ndarray, pos: dict[int, int], dx: np
         if p["kind"] == "iid":
             return p["factor"] * (a * mu[:, None]).T @ a
         s = a * u[:, None]
-        if p["kind"] == "hetero":
-            return p["factor"] * s.T @ s
-        codes = p["cluster_codes"]
-        if len(codes) == 1:
-            sums = _cluster_sums(s, codes[0])
-            return p["factor"] * sums.T @ sums
-        # two-way: inclusion-exclusion meat (PSD-fixed), ppml's factors
-        v, _ = sandwich(s, np.eye(s.shape[1]), kind="cluster", n=n, k=0,
-                        cluster_codes=[factorize(c)[0] for c in codes], adj=False,
-                        cluster_adj=False)
-        return p["factor"] * v
+        return p["factor"] * _meat_sandwich(s, np.eye(s.shape[1]), p["kind"],
+                                            p["cluster_codes"])
+
     v_diff = var(a_diff)
+    v_log = var(a_log)
     extras = {"proportional": {"effect": m1 / m0 - 1, "var": np.diag(var(a_ratio)),
-                               "log_ratio": np.log(m1 / m0), "var_log": np.diag(var(a_log)),
+                               "log_ratio": np.log(m1 / m0), "var_log": np.diag(v_log),
+                               "cov_log": v_log,
                                "mean_treated": m1, "mean_counterfactual": m0}}
     return m1 - m0, v_diff, extras
-
-
-def _cluster_sums(s: np.ndarray, codes: np.ndarray) -> np.ndarray:
-    cc, gcount = factorize(codes)
-    out = np.zeros((gcount, s.shape[1]))
-    np.add.at(out, cc, s)
-    return out

@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import sparse, stats
+from scipy import stats
 
 from ..core.fe import factorize, fit_fe_ols
 from ..core.threads import blas_single_thread
@@ -63,11 +63,12 @@ __all__ = ["ImputationVariance", "imputation", "imputation_variance"]
 class ImputationVariance:
     """Conservative variance of BJS Theorem 3 for k estimands.
 
-    ``vcov`` (k, k); ``v`` (n, k) imputation weights; ``n_clusters``.
+    ``vcov`` (k, k); ``cluster_sums`` (G, k) the per-cluster sums of ``v_it eps_it``;
+    ``n_clusters``.
     """
 
     vcov: np.ndarray
-    v: np.ndarray
+    cluster_sums: np.ndarray
     n_clusters: int
 
 
@@ -88,29 +89,38 @@ def imputation_variance(system: NormalSystem, wtr: np.ndarray, treated: np.ndarr
     cluster : (n,) int cluster codes.
     include_never : include never-treated rows in the cluster sums (BJS Theorem 3). R
         ``didimputation`` >= 0.3 sums only rows with a finite event time (``never`` mask).
+
+    Notes
+    -----
+    One estimand at a time: the imputation weights ``v``, the cell averages and the
+    residuals of each column are n-vectors that live only while its cluster sums are
+    formed, so the working memory is a few n-vectors instead of eight n x k arrays
+    (1e7 rows x 11 horizons: 7 GB). Same arithmetic per column as all columns at once.
     """
     n, k = wtr.shape
     w = np.ones(n) if weights is None else np.asarray(weights, dtype=float)
-    # v* = -W_0 Z_0 (Z_0'W_0Z_0)^{-1} Z_1' w_1 on untreated rows, w_1 on treated rows
-    b_d, b_m = solve_normal(system, *system_rhs(system, np.where(treated[:, None], wtr, 0.0)))
-    h = b_d[system.code_d] + np.asarray(system.m @ b_m)
-    v = np.where(treated[:, None], wtr, -w[:, None] * h)
-    # tau-bar: v^2-weighted average of tau^ within cohort x event-time cells (treated rows)
     ncell = int(cell.max()) + 1 if n else 0
-    v2 = np.where(treated[:, None], v**2, 0.0)
-    num = np.stack([np.bincount(cell, weights=v2[:, j] * np.where(treated, resid, 0.0),
-                                minlength=ncell) for j in range(k)], axis=1)
-    den = np.stack([np.bincount(cell, weights=v2[:, j], minlength=ncell)
-                    for j in range(k)], axis=1)
-    tau_bar = np.divide(num, den, out=np.zeros_like(num), where=den > 0)
-    eps = resid[:, None] - np.where(treated[:, None], tau_bar[cell], 0.0)
-    contrib = v * eps
-    if not include_never and never is not None:
-        contrib[never] = 0.0
     g = int(cluster.max()) + 1
-    agg = sparse.csr_matrix((np.ones(n), (cluster, np.arange(n))), shape=(g, n))
-    sums = np.asarray(agg @ contrib)
-    return ImputationVariance(vcov=sums.T @ sums, v=v, n_clusters=g)
+    resid_tr = np.where(treated, resid, 0.0)
+    drop = never if (not include_never and never is not None) else None
+    sums = np.empty((g, k))
+    for j in range(k):
+        wj = wtr[:, j]
+        # v* = -W_0 Z_0 (Z_0'W_0Z_0)^{-1} Z_1' w_1 on untreated rows, w_1 on treated rows
+        u = np.where(treated, wj, 0.0)[:, None]
+        b_d, b_m = solve_normal(system, *system_rhs(system, u))
+        h = b_d[system.code_d, 0] + np.asarray(system.m @ b_m)[:, 0]
+        v = np.where(treated, wj, -w * h)
+        # tau-bar: v^2-weighted average of tau^ within cohort x event-time cells
+        v2 = np.where(treated, v**2, 0.0)
+        num = np.bincount(cell, weights=v2 * resid_tr, minlength=ncell)
+        den = np.bincount(cell, weights=v2, minlength=ncell)
+        tau_bar = np.divide(num, den, out=np.zeros_like(num), where=den > 0)
+        contrib = v * (resid - np.where(treated, tau_bar[cell], 0.0))
+        if drop is not None:
+            contrib[drop] = 0.0
+        sums[:, j] = np.bincount(cluster, weights=contrib, minlength=g)
+    return ImputationVariance(vcov=sums.T @ sums, cluster_sums=sums, n_clusters=g)
 
 
 # ----------------------------------------------------------------------------- public

@@ -41,12 +41,12 @@ from scipy import special
 from ..core.fe import factorize, fe_dof
 from ..core.threads import blas_single_thread
 from ..core.validation import (
+    RowFilter,
     _numeric,
     as_frame,
     as_tuple,
     require_columns,
     require_frame,
-    warn_dropped_missing,
 )
 from ..core.vcov import sandwich
 from ..errors import (
@@ -317,25 +317,17 @@ def ppml(data: pd.DataFrame, *, outcome: str, regressors: Sequence[str],
     x = np.column_stack([_numeric(data, c, "regressor") for c in regressors])
     w = _numeric(data, weights, "weights") if weights else None
     off = _numeric(data, offset, "offset") if offset else None
-    dropped: dict[str, int] = {}
-    keep = np.ones(n_input, dtype=bool)
-
-    def _drop(mask: np.ndarray, reason: str) -> None:
-        nonlocal keep
-        m = mask & keep
-        if m.any():
-            dropped[reason] = dropped.get(reason, 0) + int(m.sum())
-            keep &= ~m
-
-    _drop(~np.isfinite(y), f"missing outcome ({outcome})")
+    rows = RowFilter(n_input)
+    rows.drop_missing(y, f"missing outcome ({outcome})")
     for j, c in enumerate(regressors):
-        _drop(~np.isfinite(x[:, j]), f"missing {c}")
+        rows.drop_missing(x[:, j], f"missing {c}")
     for c in dict.fromkeys([*fe_cols, *clus]):
-        _drop(pd.isna(data[c]).to_numpy(), f"missing {c}")
+        rows.drop_missing(data[c], f"missing {c}")
     if w is not None:
-        _drop(~np.isfinite(w), f"missing {weights}")
+        rows.drop_missing(w, f"missing {weights}")
     if off is not None:
-        _drop(~np.isfinite(off), f"missing {offset}")
+        rows.drop_missing(off, f"missing {offset}")
+    keep = rows.keep
     neg = keep & (y < 0)
     if neg.any():
         i = int(np.flatnonzero(neg)[0])
@@ -351,13 +343,10 @@ def ppml(data: pd.DataFrame, *, outcome: str, regressors: Sequence[str],
             raise InputError(format_message(
                 f"ppml: weights {weights!r} must be non-negative", where=f"row {data.index[i]!r}",
                 seen=float(w[i]), fix="pass non-negative weights"))
-        _drop(w == 0, f"zero weight ({weights})")
-    miss = {k: v for k, v in dropped.items() if k.startswith("missing")}
-    if miss:
-        warn_dropped_missing("ppml", miss, stacklevel=2)
-    if not keep.any():
-        raise InputError(format_message("ppml: no rows left after removing missing values",
-                                        seen=dropped, fix="check the columns passed"))
+        rows.drop(w == 0, f"zero weight ({weights})")
+    rows.warn_missing("ppml", stacklevel=2)
+    rows.require_rows("ppml", fix="check the columns passed")
+    dropped = rows.dropped
 
     frame = data.loc[keep, list(dict.fromkeys([*fe_cols, *clus]))].reset_index(drop=True) \
         if fe_cols or clus else pd.DataFrame(index=pd.RangeIndex(int(keep.sum())))

@@ -31,7 +31,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from ..core.fe import factorize, fit_fe_codes
+from ..core.fe import demean, factorize, fit_fe_codes
 from ..core.threads import blas_single_thread
 from ..core.validation import (
     as_frame,
@@ -42,6 +42,7 @@ from ..core.validation import (
     prepare_panel,
     require_columns,
 )
+from ..core.vcov import driscoll_kraay
 from ..errors import (
     InputError,
     NotComputableWarning,
@@ -54,7 +55,7 @@ from ..results import EstimationResult, make_result
 
 __all__ = ["EVENT_STUDY_METHODS", "event_study", "twfe"]
 
-VcovKind = Literal["iid", "hetero", "cluster"]
+VcovKind = Literal["iid", "hetero", "cluster", "driscoll_kraay"]
 EVENT_STUDY_METHODS = ("twfe", "callaway_santanna", "sun_abraham", "imputation", "did2s",
                        "poisson")
 
@@ -76,7 +77,7 @@ def _cluster_codes(frame: pd.DataFrame, clus: Sequence[str], unit: str, time: st
 def _resolve_vcov(vcov: str | None, cluster: tuple[str, ...], unit: str) -> tuple[str, tuple]:
     if vcov is None:
         vcov = "cluster"
-    check_literal("vcov", vcov, ("iid", "hetero", "cluster"))
+    check_literal("vcov", vcov, ("iid", "hetero", "cluster", "driscoll_kraay"))
     if vcov == "cluster" and not cluster:
         cluster = (unit,)
     if vcov != "cluster" and cluster:
@@ -91,7 +92,7 @@ def twfe(data: pd.DataFrame, *, outcome: str, unit: str, time: str,
          treatment: str | None = None, cohort: str | None = None,
          covariates: Sequence[str] | None = None, cluster: str | Sequence[str] | None = None,
          vcov: VcovKind | None = None, weights: str | None = None,
-         alpha: float = 0.05) -> EstimationResult:
+         alpha: float = 0.05, bandwidth: float | None = None) -> EstimationResult:
     """Static two-way fixed-effects DiD: ``y_it = a_i + l_t + b D_it + X_it'g + e_it``.
 
     Parameters
@@ -111,12 +112,17 @@ def twfe(data: pd.DataFrame, *, outcome: str, unit: str, time: str,
         Cluster variable(s); default is ``unit`` (fixest's default before 0.13, the
         first fixed effect; fixest >= 0.13 defaults to iid, so compare with
         ``vcov = ~unit`` there). Two names give two-way clustering.
-    vcov : {"cluster", "hetero", "iid"}, optional
-        Default ``"cluster"``.
+    vcov : {"cluster", "hetero", "iid", "driscoll_kraay"}, optional
+        Default ``"cluster"``. ``"driscoll_kraay"``: Driscoll-Kraay standard errors,
+        robust to shocks common to all units in a period and their persistence (trade
+        panels), from linearmodels (``PanelOLS(..., entity_effects=True,
+        time_effects=True).fit(cov_type="kernel", debiased=True)``; Stata ``xtscc``).
     weights : str, optional
         Column of observation weights (WLS).
     alpha : float
         Default level for intervals in ``summary``/``to_frame`` (changeable there).
+    bandwidth : float, optional
+        Kernel lags for ``vcov="driscoll_kraay"`` (default ``floor(4 (T/100)^(2/9))``).
 
     Returns
     -------
@@ -173,17 +179,51 @@ def twfe(data: pd.DataFrame, *, outcome: str, unit: str, time: str,
     if w is not None:
         check_weights(w, f, column=weights, estimator="twfe", unit=unit, time=time)
     u_codes, t_codes = pdata.unit_codes, pdata.time_codes
+    onehot = np.where(d == 1.0, 0, -1)
     params, v, vspec, info = fit_fe_codes(
         f["y"].to_numpy(), z, names, [u_codes, t_codes], _cluster_codes(
             f, clus, unit, time, u_codes, t_codes),
-        vcov=vcov, cluster_names=clus, weights=w, onehot=np.where(d == 1.0, 0, -1))
+        vcov="hetero" if vcov == "driscoll_kraay" else vcov, cluster_names=clus, weights=w,
+        onehot=onehot)
+    if vcov == "driscoll_kraay":
+        v, vspec = _with_driscoll_kraay(params, f["y"].to_numpy(dtype=float), z, onehot,
+                                        u_codes, t_codes, w, bandwidth, "twfe")
     spec = {"outcome": outcome, "unit": unit, "time": time, "treatment": treatment,
             "cohort": cohort, "covariates": tuple(covariates), "cluster": clus, "vcov": vcov,
-            "weights": weights, "alpha": alpha, "fixed_effects": (unit, time)}
+            "weights": weights, "alpha": alpha, "fixed_effects": (unit, time),
+            "bandwidth": bandwidth}
     diag = {**pdata.diagnostics(), **info, "n_units": int(u_codes.max()) + 1,
             "n_periods": int(t_codes.max()) + 1, "n_treated_obs": int(d.sum())}
     return make_result("twfe", params, v, vspec, len(f), spec=spec, diagnostics=diag,
                        nan_reason="collinear with the fixed effects")
+
+
+def _with_driscoll_kraay(params: pd.Series, y: np.ndarray, z: np.ndarray,
+                         onehot: np.ndarray, u_codes: np.ndarray, t_codes: np.ndarray,
+                         weights: np.ndarray | None, bandwidth: float | None,
+                         estimator: str) -> tuple[np.ndarray, Any]:
+    """Driscoll-Kraay vcov of a two-way fixed-effects fit (see core.vcov.driscoll_kraay):
+    rebuilds the design (indicator block + covariates), sweeps out both fixed effects and
+    hands the within regressors and residuals to linearmodels."""
+    if weights is not None:
+        raise SpecificationError(format_message(
+            f"{estimator}: vcov='driscoll_kraay' does not take observation weights",
+            fix="drop weights= or use vcov='cluster'"))
+    k_ind = len(params) - z.shape[1]
+    X = np.zeros((len(y), k_ind + z.shape[1]))
+    rows = np.flatnonzero(onehot >= 0)
+    X[rows, onehot[rows]] = 1.0
+    X[:, k_ind:] = z
+    ok = np.isfinite(params.to_numpy())
+    dm = demean(np.column_stack([y, X[:, ok]]), [u_codes, t_codes])
+    yt, xt = dm.x[:, 0], dm.x[:, 1:]
+    resid = yt - xt @ params.to_numpy()[ok]
+    k_fe = int(u_codes.max()) + int(t_codes.max()) + 1     # N + T - 1 absorbed
+    v_ok, vspec = driscoll_kraay(xt, resid, t_codes, u_codes, k_absorbed=k_fe,
+                                 bandwidth=bandwidth)
+    v = np.full((len(params), len(params)), np.nan)
+    v[np.ix_(ok, ok)] = v_ok
+    return v, vspec
 
 
 def _window(rel: np.ndarray, leads: int | None, lags: int | None) -> tuple[int, int]:
@@ -200,7 +240,7 @@ def event_study(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohor
                 covariates: Sequence[str] | None = None,
                 cluster: str | Sequence[str] | None = None, vcov: VcovKind | None = None,
                 weights: str | None = None, method: str = "twfe", alpha: float = 0.05,
-                **method_options: Any) -> EstimationResult:
+                bandwidth: float | None = None, **method_options: Any) -> EstimationResult:
     """Dynamic event study: effects by period relative to the first treated period.
 
     With ``method="twfe"`` (default) this is the dynamic TWFE regression
@@ -221,8 +261,8 @@ def event_study(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohor
         True (default): relative periods beyond the window are binned into the end points
         (``<= -leads`` and ``>= lags``). False: observations of treated units outside the
         window are dropped (counted in ``diagnostics["dropped_rows"]``).
-    covariates, cluster, vcov, weights, alpha
-        As in :func:`twfe`.
+    covariates, cluster, vcov, weights, alpha, bandwidth
+        As in :func:`twfe` (``vcov="driscoll_kraay"`` for common period shocks).
     method : str
         One of ``"twfe"``, ``"callaway_santanna"``, ``"sun_abraham"``, ``"imputation"``,
         ``"did2s"``, ``"poisson"`` (see :mod:`twinimpact.estimators.event_methods`).
@@ -254,6 +294,8 @@ def event_study(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohor
     if method != "twfe":
         from .event_methods import run_event_method
 
+        if bandwidth is not None:
+            method_options["bandwidth"] = bandwidth
         return run_event_method(method, data, outcome=outcome, unit=unit, time=time,
                                 cohort=cohort, leads=leads, lags=lags, ref=ref,
                                 covariates=covariates, cluster=cluster, alpha=alpha,
@@ -326,7 +368,11 @@ def event_study(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohor
     params, v, vspec, info = fit_fe_codes(
         f["y"].to_numpy(), z, names, [u_codes, t_codes], _cluster_codes(
             f, clus, unit, time, u_codes, t_codes),
-        vcov=vcov, cluster_names=clus, weights=w, onehot=col)
+        vcov="hetero" if vcov == "driscoll_kraay" else vcov, cluster_names=clus, weights=w,
+        onehot=col)
+    if vcov == "driscoll_kraay":
+        v, vspec = _with_driscoll_kraay(params, f["y"].to_numpy(dtype=float), z, col,
+                                        u_codes, t_codes, w, bandwidth, "event_study")
     # overall ATT: equally weighted mean of post-treatment coefficients
     post = np.array([n.startswith("rel_time=") and int(n.split("=")[1]) >= 0 for n in names])
     a = post / post.sum() if post.any() else post.astype(float)
@@ -354,7 +400,7 @@ def event_study(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohor
             "leads": leads, "lags": lags, "window": (lo, hi), "ref": refs,
             "bin_endpoints": bin_endpoints, "covariates": tuple(covariates), "cluster": clus,
             "vcov": vcov, "weights": weights, "alpha": alpha, "method": "twfe",
-            "fixed_effects": (unit, time)}
+            "fixed_effects": (unit, time), "bandwidth": bandwidth}
     n_units = int(u_codes.max()) + 1
     n_treated_units = int(np.count_nonzero(np.bincount(u_codes[treated], minlength=n_units)))
     diag = {**pdata.diagnostics(), "dropped_rows": dropped, **info,

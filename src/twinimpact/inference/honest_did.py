@@ -63,8 +63,10 @@ from ._honest_flci import optimal_flci
 
 __all__ = [
     "RESTRICTIONS",
+    "breakdown_value",
     "constraints_relative_magnitudes",
     "honest_did",
+    "overall_weights",
     "relative_magnitudes_cs",
 ]
 
@@ -206,6 +208,17 @@ def _delta_sd_upper_bound(betahat, sigma, num_pre, alpha):
 # ----------------------------------------------------------------------------- inputs
 def _from_result(result: Any, num_pre: int | None, num_post: int | None):
     spec = dict(result.spec) if result.spec else {}
+    if str(getattr(result, "estimator", "")).startswith("imputation"):
+        raise SpecificationError(format_message(
+            "honest_did cannot use an imputation (Borusyak-Jaravel-Spiess) event study: its "
+            "pre-trend coefficients come from a separate regression on untreated "
+            "observations (BJS Test 1) relative to the periods before the first lead, not to "
+            "period -1, and their covariance with the effect estimates is not computed (NaN "
+            "in result.vcov); Delta^RM / Delta^SD need one reference period and the joint "
+            "covariance", where=f"result of {result.estimator}", seen=spec.get("ref"),
+            fix="use ti.did2s(..., event_study=True) -- the same imputation estimates of the "
+                "post-period effects, with leads relative to -1 and a joint covariance -- or "
+                "pass betahat and sigma explicitly"))
     if spec.get("base_period") == "varying":
         raise SpecificationError(format_message(
             "honest_did needs event-study coefficients relative to one common (universal) "
@@ -216,6 +229,16 @@ def _from_result(result: Any, num_pre: int | None, num_post: int | None):
             fix="re-estimate with base_period='universal' (e.g. "
                 "ti.callaway_santanna(..., base_period='universal'))"))
     ref = spec.get("ref")
+    if ref is None and str(getattr(result, "estimator", "")).startswith("etwfe"):
+        if spec.get("control_group") != "never_treated":
+            raise SpecificationError(format_message(
+                "an etwfe result with not-yet-treated controls has no pre-treatment "
+                "coefficients (every pre-treatment period of a cohort is in its control "
+                "group), so there is nothing to bound post-treatment violations with",
+                where=f"result of {result.estimator}", seen=spec.get("control_group"),
+                fix="re-estimate with ti.etwfe(..., control_group='never_treated') and "
+                    ".aggregate('dynamic')"))
+        ref = (-1,)  # R etwfe with cgroup = "never": every cohort x period cell but g - 1
     if ref is None and spec.get("base_period") != "universal":
         raise SpecificationError(format_message(
             "cannot tell the reference period of this result (no spec['ref'] or "
@@ -268,7 +291,70 @@ def _from_result(result: Any, num_pre: int | None, num_post: int | None):
     names = [t for _, t in pre] + [t for _, t in post]
     beta = result.params[names].to_numpy(dtype=float)
     sig = result.vcov.loc[names, names].to_numpy(dtype=float)
+    if not np.all(np.isfinite(sig)):
+        raise SpecificationError(format_message(
+            "the result's covariance of its event-time coefficients has NaN entries (e.g. "
+            "pre- and post-period estimates from separate fits); honest_did needs their "
+            "joint covariance", where=f"result of {result.estimator}",
+            seen=[n for n in names if not np.all(np.isfinite(result.vcov.loc[n, names]))][:6],
+            fix="use an estimator that reports the joint covariance or pass betahat/sigma"))
     return beta, sig, num_pre, num_post, names
+
+
+ATT_TERM = "ATT"
+_WEIGHT_TOL = 1e-8  # l'beta and l'Sigma l must reproduce the result's ATT to this (relative)
+
+
+def overall_weights(result: Any, post_terms: Sequence[str]) -> np.ndarray:
+    """``l_vec`` over ``post_terms`` that reproduces the result's own overall ATT.
+
+    A result may declare them (``result.extras["att_weights"]``: a mapping term ->
+    weight; the hook for estimators whose ATT is not in their vcov, e.g. etwfe's dynamic
+    aggregation). Otherwise they are recovered from the covariance: if
+    ``ATT = l' beta_post`` then ``Cov(beta_post, ATT) = Sigma_post l``, so
+    ``l = Sigma_post^-1 Cov(beta_post, ATT)``. Either way the weights are checked to
+    reproduce the ATT estimate and its variance (relative ``1e-8``); this recovers the
+    equal weights of a TWFE event study and of Callaway-Sant'Anna's dynamic aggregation
+    (R ``did::aggte(type = "dynamic")``'s overall ATT) and the cell-size weights of
+    Sun-Abraham (fixest ``agg = "att"``), and refuses an ATT that is not a combination of
+    the post-period coefficients used (e.g. when ``num_post`` drops some of them). An
+    etwfe dynamic aggregation with never-treated controls (reference period ``g - 1``, as
+    R etwfe) gets R ``emfx``'s cell-size weights the same way.
+    """
+    post_terms = list(post_terms)
+    declared = (getattr(result, "extras", None) or {}).get("att_weights")
+    params, vcov = result.params, result.vcov
+    if ATT_TERM not in params.index:
+        raise SpecificationError(format_message(
+            "target='overall' needs the result's overall ATT row to take its weights from",
+            where=f"result of {result.estimator}", seen=list(params.index)[-5:],
+            fix="pass l_vec= explicitly, or target=<relative period>"))
+    bp = params[post_terms].to_numpy(dtype=float)
+    sp = vcov.loc[post_terms, post_terms].to_numpy(dtype=float)
+    att = float(params[ATT_TERM])
+    var_att = float(vcov.loc[ATT_TERM, ATT_TERM])
+    if declared is not None:
+        lv = np.array([float(declared.get(t, 0.0)) for t in post_terms])
+    else:
+        c = vcov.loc[post_terms, ATT_TERM].to_numpy(dtype=float)
+        if not (np.all(np.isfinite(c)) and np.all(np.isfinite(sp))):
+            raise SpecificationError(format_message(
+                "the covariance between the ATT and the post-period coefficients is not "
+                "available, so its aggregation weights cannot be recovered",
+                where=f"result of {result.estimator}", fix="pass l_vec= explicitly"))
+        lv = np.linalg.lstsq(sp, c, rcond=None)[0]
+        lv[np.abs(lv) < 1e-12] = 0.0
+    scale = max(abs(att), float(np.abs(bp).max()), 1e-300)
+    ok = (abs(lv @ bp - att) <= _WEIGHT_TOL * scale
+          and abs(lv @ sp @ lv - var_att) <= _WEIGHT_TOL * max(var_att, 1e-300) * 10)
+    if not ok:
+        raise SpecificationError(format_message(
+            "the result's ATT is not a weighted sum of the post-period coefficients passed "
+            "to honest_did (it averages other periods or cells too)",
+            where=f"result of {result.estimator}",
+            seen={"ATT": att, "l'beta": float(lv @ bp)},
+            fix="use all post periods (drop num_post=) or pass l_vec= explicitly"))
+    return lv
 
 
 def _validate_inputs(betahat, sigma, num_pre, num_post, l_vec):
@@ -322,6 +408,134 @@ def _validate_inputs(betahat, sigma, num_pre, num_post, l_vec):
     return b, (s + s.T) / 2, int(num_pre), int(num_post), lv
 
 
+def _inputs(result_or_betahat, sigma, num_pre, num_post, l_vec, target):
+    """betahat, sigma, num_pre, num_post, l_vec and term names from either input form."""
+    names = None
+    is_result = hasattr(result_or_betahat, "terms") and hasattr(result_or_betahat, "vcov")
+    if target is not None and l_vec is not None:
+        raise SpecificationError(format_message(
+            "pass either target= or l_vec=, not both", seen={"target": target},
+            fix="target='overall' / target=2, or l_vec=[...]"))
+    if is_result:
+        if sigma is not None:
+            raise SpecificationError(format_message(
+                "sigma must not be given together with a result (the result's vcov is used)",
+                fix="drop sigma= or pass betahat and sigma instead of the result"))
+        beta, sig, num_pre, num_post, names = _from_result(result_or_betahat, num_pre,
+                                                           num_post)
+    else:
+        beta, sig = result_or_betahat, sigma
+    if target is not None:
+        if isinstance(target, str):
+            check_literal("target", target, ("overall",))
+            if not is_result:
+                raise SpecificationError(format_message(
+                    "target='overall' needs a result (its ATT weights are read from it)",
+                    fix="pass the event-study result, or l_vec= with arrays"))
+            l_vec = overall_weights(result_or_betahat, names[num_pre:])
+        else:
+            e = int(target)
+            if e != target or not 0 <= e < int(num_post or 0):
+                raise SpecificationError(format_message(
+                    "target must be 'overall' or a post-treatment relative period "
+                    "0 .. num_post-1", seen=target,
+                    fix=f"e.g. target=0 (num_post={num_post})"))
+            l_vec = np.zeros(int(num_post))
+            l_vec[e] = 1.0
+    beta, sig, num_pre, num_post, lv = _validate_inputs(beta, sig, num_pre, num_post, l_vec)
+    return beta, sig, num_pre, num_post, lv, names
+
+
+_MAX_DOUBLINGS = 10
+
+
+def _adapt_grid(beta, sig, num_pre, num_post, lv, mbar, est, half, points, **kw):
+    """Grid of theta centred on the estimate, doubled until the set is strictly inside."""
+    theta_grid = acc = None
+    for _ in range(_MAX_DOUBLINGS + 1):
+        theta_grid = np.linspace(est - half, est + half, points)
+        acc = relative_magnitudes_cs(beta, sig, num_pre, num_post, lv, mbar, grid=theta_grid,
+                                     **kw)
+        if acc.any() and not acc[0] and not acc[-1]:
+            break
+        half *= 2.0
+    return theta_grid, acc
+
+
+def breakdown_value(result_or_betahat: Any, sigma: Any = None, *,
+                    num_pre: int | None = None, num_post: int | None = None,
+                    restriction: Literal["relative_magnitudes", "smoothness"] =
+                    "relative_magnitudes", l_vec: Sequence[float] | None = None,
+                    target: Any = None, alpha: float = 0.05, n_reps: int = 1000,
+                    seed: int = 0, rtol: float = 1e-4) -> float:
+    """Breakdown value: the largest ``Mbar`` (relative magnitudes) or ``M`` (smoothness) at
+    which the robust confidence set still excludes zero.
+
+    Found by bisection on ``m`` of the test of ``theta = 0`` itself (C-LF for relative
+    magnitudes, the optimal FLCI for smoothness), not on a grid of ``theta``: the set
+    excludes zero exactly when ``theta = 0`` is rejected, and the sets grow with ``m``.
+    The upper end is found by doubling (from 1 for ``Mbar``, from the largest pre-period
+    second-difference bound for ``M``). The value returned is the largest ``m`` checked
+    to exclude zero, within ``rtol`` (relative) of the breakdown point. Inputs as
+    :func:`honest_did` (``n_reps``: least-favourable simulations).
+
+    Returns
+    -------
+    float
+        NaN (with a :class:`~twinimpact.errors.NotComputableWarning`) when the set already
+        contains zero at ``m = 0``; ``inf`` (with a warning) when it still excludes zero at
+        ``2^40`` times the starting value.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from twinimpact.inference.honest_did import breakdown_value
+    >>> beta = np.array([0.0, 0.0, 0.0, 0.5, 0.5])
+    >>> round(breakdown_value(beta, np.eye(5) * 0.01, num_pre=3, num_post=2,
+    ...                       restriction="smoothness"), 3)
+    0.267
+    """
+    check_literal("restriction", restriction, RESTRICTIONS)
+    beta, sig, num_pre, num_post, lv, _ = _inputs(result_or_betahat, sigma, num_pre,
+                                                  num_post, l_vec, target)
+    if restriction == "relative_magnitudes":
+        def excludes(m: float) -> bool:
+            acc = relative_magnitudes_cs(beta, sig, num_pre, num_post, lv, m, alpha=alpha,
+                                         hybrid="LF", grid=np.array([0.0]), lf_sims=n_reps,
+                                         seed=seed)
+            return not bool(acc[0])
+        start = 1.0
+    else:
+        def excludes(m: float) -> bool:
+            f = optimal_flci(beta, sig, num_pre, num_post, lv, m, alpha)
+            return f.lb > 0 or f.ub < 0
+        start = (_delta_sd_upper_bound(beta, sig, num_pre, 0.05) if num_pre > 1
+                 else math.sqrt(sig[0, 0]))
+        start = max(start, 1e-12)
+    if not excludes(0.0):
+        warnings.warn(
+            "breakdown_value: the robust confidence set contains zero already at m = 0 "
+            "(no violation of parallel trends allowed beyond the pre-period pattern): there "
+            "is no breakdown value; NaN returned", NotComputableWarning, stacklevel=2)
+        return float("nan")
+    lo, hi = 0.0, start
+    doublings = 0
+    while excludes(hi):
+        lo, hi = hi, 2.0 * hi
+        doublings += 1
+        if doublings > 40:
+            warnings.warn(f"breakdown_value: the set still excludes zero at m = {lo:.4g}; "
+                          "returning inf", NotComputableWarning, stacklevel=2)
+            return float("inf")
+    while hi - lo > rtol * hi:
+        mid = 0.5 * (lo + hi)
+        if excludes(mid):
+            lo = mid
+        else:
+            hi = mid
+    return float(lo)
+
+
 # ----------------------------------------------------------------------------- public
 @blas_single_thread
 def honest_did(result_or_betahat: Any, sigma: Any = None, *, num_pre: int | None = None,
@@ -331,7 +545,8 @@ def honest_did(result_or_betahat: Any, sigma: Any = None, *, num_pre: int | None
                m_values: Sequence[float] | None = None, l_vec: Sequence[float] | None = None,
                alpha: float = 0.05, method: str | None = None, grid_points: int = 1000,
                grid_lb: float | None = None, grid_ub: float | None = None,
-               n_reps: int = 1000, seed: int = 0, lf_sims: int | None = None
+               n_reps: int = 1000, seed: int = 0, lf_sims: int | None = None,
+               target: Any = None, grid: Literal["adaptive", "r"] = "adaptive"
                ) -> pd.DataFrame:
     """Sensitivity of an event study to violations of parallel trends (Rambachan & Roth).
 
@@ -358,6 +573,12 @@ def honest_did(result_or_betahat: Any, sigma: Any = None, *, num_pre: int | None
         bound of the pre-period second differences (smoothness).
     l_vec : sequence of float, optional
         ``theta = l_vec' tau_post``; default the first post period (R ``l_vec``).
+    target : ``"overall"`` or int, optional
+        With a result instead of ``l_vec``: ``"overall"`` takes the weights of the result's
+        own overall ``ATT`` (:func:`overall_weights`: equal weights over post periods for
+        a TWFE event study and Callaway-Sant'Anna's dynamic aggregation, cell sizes for
+        Sun-Abraham, treated-observation shares for did2s); an integer ``e`` targets the
+        effect at relative period ``e``.
     alpha : float
         1 - confidence level.
     method : str, optional
@@ -367,6 +588,13 @@ def honest_did(result_or_betahat: Any, sigma: Any = None, *, num_pre: int | None
         magnitudes; R ``gridPoints``, ``grid.lb``, ``grid.ub``). Default as R: 1000 points on
         ``+/- 20`` standard deviations of ``l'betahat_post`` around 0. Reported bounds are
         grid points.
+    grid : {"adaptive", "r"}
+        Without ``grid_lb``/``grid_ub``: ``"adaptive"`` (default) starts from R's grid and,
+        when the robust set is empty on it or reaches its edge (R then returns NaN or the
+        grid edge with a warning -- e.g. every ``Mbar`` when the estimate is more than 20
+        standard errors from zero), re-centres the grid on the estimate and doubles its
+        half-width until the set lies inside (up to 2^10 times R's width). ``"r"`` keeps
+        R's grid exactly. ``frame.attrs["grids"]`` records the grid used per ``m``.
     n_reps, seed : simulations and seed for the least-favourable critical value
         (``lf_sims=`` is the deprecated old name of ``n_reps``)
         (R: 1000 draws with ``set.seed(0)``; our draws differ, so C-LF bounds can differ
@@ -378,7 +606,8 @@ def honest_did(result_or_betahat: Any, sigma: Any = None, *, num_pre: int | None
         Columns ``m, lb, ub, method``: first the non-robust interval (``method ==
         "Original"``, ``m`` NaN; R ``constructOriginalCS``), then one row per value of
         ``m``. ``frame.attrs`` records the restriction, ``l_vec``, ``alpha``, ``num_pre``,
-        ``num_post`` and the terms used.
+        ``num_post``, the terms used, ``target`` and the grids. See
+        :func:`breakdown_value` for the largest ``m`` at which the set excludes zero.
 
     Examples
     --------
@@ -395,17 +624,9 @@ def honest_did(result_or_betahat: Any, sigma: Any = None, *, num_pre: int | None
     check_alpha(alpha)
     lf_sims = renamed_keyword("honest_did", "lf_sims", "n_reps", lf_sims, n_reps,
                               new_default=1000)
-    names = None
-    if hasattr(result_or_betahat, "terms") and hasattr(result_or_betahat, "vcov"):
-        if sigma is not None:
-            raise SpecificationError(format_message(
-                "sigma must not be given together with a result (the result's vcov is used)",
-                fix="drop sigma= or pass betahat and sigma instead of the result"))
-        beta, sig, num_pre, num_post, names = _from_result(result_or_betahat, num_pre,
-                                                           num_post)
-    else:
-        beta, sig = result_or_betahat, sigma
-    beta, sig, num_pre, num_post, lv = _validate_inputs(beta, sig, num_pre, num_post, l_vec)
+    check_literal("grid", grid, ("adaptive", "r"))
+    beta, sig, num_pre, num_post, lv, names = _inputs(result_or_betahat, sigma, num_pre,
+                                                      num_post, l_vec, target)
     method = _METHODS[restriction][0] if method is None else method
     check_literal("method", method, _METHODS[restriction])
 
@@ -426,6 +647,7 @@ def honest_did(result_or_betahat: Any, sigma: Any = None, *, num_pre: int | None
     est = float(lv @ beta[post])
     sd_theta = float(np.sqrt(lv @ sig[post, post] @ lv))
     z = float(stats.norm.ppf(1 - alpha / 2))
+    grids: list[tuple[float, float, float]] = []
     rows: list[dict[str, Any]] = [{"m": np.nan, "lb": est - z * sd_theta,
                                    "ub": est + z * sd_theta, "method": "Original"}]
 
@@ -441,25 +663,34 @@ def honest_did(result_or_betahat: Any, sigma: Any = None, *, num_pre: int | None
         if not lo < hi:
             raise SpecificationError(format_message("grid_lb must be below grid_ub",
                                                     seen={"grid_lb": lo, "grid_ub": hi}))
-        grid = np.linspace(lo, hi, int(grid_points))
+        adapt = grid == "adaptive" and grid_lb is None and grid_ub is None
         hybrid = "LF" if method == "C-LF" else "ARP"
         for m in m_arr:
+            theta_grid = np.linspace(lo, hi, int(grid_points))
             acc = relative_magnitudes_cs(beta, sig, num_pre, num_post, lv, float(m),
-                                         alpha=alpha, hybrid=hybrid, grid=grid,
+                                         alpha=alpha, hybrid=hybrid, grid=theta_grid,
                                          lf_sims=lf_sims, seed=seed)
+            if adapt and (not acc.any() or acc[0] or acc[-1]):
+                theta_grid, acc = _adapt_grid(beta, sig, num_pre, num_post, lv, float(m),
+                                              est, 20 * sd_theta, int(grid_points),
+                                              alpha=alpha, hybrid=hybrid, lf_sims=lf_sims,
+                                              seed=seed)
+            grids.append((float(m), float(theta_grid[0]), float(theta_grid[-1])))
             if not acc.any():
                 warnings.warn(
                     f"honest_did: the robust confidence set is empty for Mbar={m:g} on the "
-                    f"grid [{lo:.4g}, {hi:.4g}] (every value rejected); lb/ub are NaN. "
+                    f"grid [{theta_grid[0]:.4g}, {theta_grid[-1]:.4g}] (every value "
+                    "rejected); lb/ub are NaN. "
                     "Widen the grid (grid_lb/grid_ub) or check the event study.",
                     NotComputableWarning, stacklevel=2)
                 lb = ub = np.nan
             else:
-                lb, ub = float(grid[acc].min()), float(grid[acc].max())
+                lb, ub = float(theta_grid[acc].min()), float(theta_grid[acc].max())
                 if acc[0] or acc[-1]:
                     warnings.warn(
                         f"honest_did: the confidence set for Mbar={m:g} reaches the edge of "
-                        f"the theta grid [{lo:.4g}, {hi:.4g}]; the bound there is the grid "
+                        f"the theta grid [{theta_grid[0]:.4g}, {theta_grid[-1]:.4g}]; the "
+                        "bound there is the grid "
                         "edge, not the true bound. Widen the grid with grid_lb/grid_ub.",
                         NotComputableWarning, stacklevel=2)
             rows.append({"m": float(m), "lb": lb, "ub": ub, "method": method})
@@ -468,5 +699,6 @@ def honest_did(result_or_betahat: Any, sigma: Any = None, *, num_pre: int | None
     frame.attrs.update({"restriction": restriction, "l_vec": tuple(lv.tolist()),
                         "alpha": alpha, "num_pre": num_pre, "num_post": num_post,
                         "terms": tuple(names) if names is not None else None,
-                        "estimate": est})
+                        "estimate": est, "std_error": sd_theta, "method": method,
+                        "target": target, "grids": tuple(grids)})
     return frame

@@ -502,17 +502,19 @@ def wild_cluster_bootstrap_result(result: Any, *, term: str, data: pd.DataFrame,
         if spec.get("treatment"):
             d["__D"] = d[spec["treatment"]].astype(float)
         else:
-            from ..core.validation import normalize_cohort
+            from ..core.validation import _numeric, normalize_cohort
 
-            tt = pd.to_numeric(d[time], errors="coerce").to_numpy(dtype=float)
-            gg = normalize_cohort(d[spec["cohort"]], np.nanmax(tt))
+            tt = _numeric(d, time, "time")  # the estimator's own reading (dates as years)
+            gg = normalize_cohort(_numeric(d, spec["cohort"], "cohort", allow_inf=True),
+                                  np.nanmax(tt))
             d["__D"] = (~np.isnan(gg) & (tt >= gg)).astype(float)
         regs = {"ATT": "__D"}
     else:
-        from ..core.validation import normalize_cohort
+        from ..core.validation import _numeric, normalize_cohort
 
-        tt = pd.to_numeric(d[time], errors="coerce").to_numpy(dtype=float)
-        gg = normalize_cohort(d[spec["cohort"]], np.nanmax(tt))
+        tt = _numeric(d, time, "time")  # the estimator's own reading (dates as years)
+        gg = normalize_cohort(_numeric(d, spec["cohort"], "cohort", allow_inf=True),
+                              np.nanmax(tt))
         lo, hi = spec["window"]
         rel = tt - gg
         if spec.get("bin_endpoints", True):

@@ -47,10 +47,11 @@ def event_study_figure(results: Mapping[str, Any], *, alpha: float, ylabel: str)
     return fig
 
 
-def drawing_figure(draw: Callable[[Any], None]) -> Any:
-    """A wide figure drawn by ``draw(fig)``."""
+def drawing_figure(draw: Callable[[Any], None],
+                   size: tuple[float, float] | None = None) -> Any:
+    """A figure drawn by ``draw(fig)`` (default wide: 11 x 4.5 inches)."""
     plt = _pyplot()
-    fig = plt.figure(figsize=(11, 4.5))
+    fig = plt.figure(figsize=size or (11, 4.5))
     draw(fig)
     fig.tight_layout()
     return fig

@@ -20,7 +20,9 @@ import pandas as pd
 from .._io import atomic_write_text
 from .figures import drawing_figure, event_study_figure, figure_png_base64
 from .headline import conflicting_signs, headline_sentence, other_estimates, pick_headline
+from .plain import plain_warning
 from .tables import table
+from .trust_html import TRUST_CSS, appendix_html, trust_line_html, trust_section_html
 
 __all__ = ["METHOD_NOTES", "render_report", "write_report"]
 
@@ -78,8 +80,8 @@ def _fig_png(run: Any) -> str | None:
     return None if fig is None else figure_png_base64(fig, dpi=110)
 
 
-def _draw_png(draw: Any) -> str:
-    return figure_png_base64(drawing_figure(draw), dpi=100)
+def _draw_png(draw: Any, size: tuple[float, float] | None = None) -> str:
+    return figure_png_base64(drawing_figure(draw, size=size), dpi=100)
 
 
 def _list(items: list[str]) -> str:
@@ -128,6 +130,16 @@ def _pretests(run: Any) -> list[str]:
                     p = next((t[k] for k in ("p_value", "p_value_chi2", "p_value_F")
                               if k in t), None)
                     df = t.get("df")
+                    if _isnan(p) and t.get("note"):
+                        line = (f"{label}: joint test that all pre-twinning effects are zero: "
+                                f"{t['note']}")
+                        ext = t.get("extension")
+                        if ext:
+                            line += (f". Instead ({ext.get('kind', 'extension')}, "
+                                     f"an extension): statistic {_num(ext.get('statistic'))}, "
+                                     f"df {ext.get('df')}, p-value {_num(ext.get('p_value'))}")
+                        out.append(line)
+                        break
                     out.append(f"{label}: joint test that all pre-twinning effects are zero: "
                                f"statistic {_num(stat)}"
                                + (f" (df {df})" if df is not None else "")
@@ -143,14 +155,68 @@ def _pretests(run: Any) -> list[str]:
     return out
 
 
+def _isnan(v: Any) -> bool:
+    try:
+        return math.isnan(float(v))
+    except (TypeError, ValueError):
+        return v is None
+
+
 def _num(v: Any) -> str:
     try:
         x = float(v)
     except (TypeError, ValueError):
         return str(v)
     if math.isnan(x):
-        return "n/a"
+        return "undefined"
     return f"{x:.3g}" if abs(x) < 1e4 else f"{x:,.0f}"
+
+
+def _credibility(run: Any, headline: str | None) -> Any:
+    """The run's credibility checks, computed by the runner
+    (:func:`twinimpact.studies.runner.credibility_of_run`); None: no section."""
+    return getattr(run, "credibility", None)
+
+
+def _trust_figures(run: Any, cred: Any) -> list[tuple[str, str, str, Any]]:
+    """Pictures for the trust section: Bacon scatter, pre-trend power, HonestDiD."""
+    figs: list[tuple[str, str, str, Any]] = []
+    bacon = getattr(cred, "bacon", None)
+    if bacon is not None:
+        from .diagnostic_plots import plot_bacon
+
+        figs.append(("bacon-figure", "What the two-way fixed-effects estimate averages",
+                     "Each point is one comparison of a group of partners twinned in the "
+                     "same year with another group; its height is the estimated effect and "
+                     "its position to the right its weight. Crosses use already-twinned "
+                     "partners as the comparison.",
+                     lambda fig: plot_bacon(bacon, ax=fig.add_subplot(111))))
+    power_for = getattr(cred, "power_result", None)
+    if power_for is not None:
+        from .diagnostic_plots import plot_pretrend_power
+
+        label, res = power_for
+        figs.append(("pretrend-power-figure", f"Pre-trends the test could miss ({label})",
+                     "Year-by-year estimates with the straight-line drifts that the pre-trend "
+                     "test would detect only half and 80% of the time. If such a line could "
+                     "explain the estimates after twinning, a passed pre-trend test is not "
+                     "reassuring.",
+                     lambda fig: plot_pretrend_power(res, ax=fig.add_subplot(111),
+                                                     alpha=run.study.alpha)))
+    sens = getattr(cred, "sensitivity", None)
+    if sens is not None:
+        from .plots import plot_honest_did
+
+        label, frame, bd = sens
+        figs.append(("honest-did-figure", f"How robust is the conclusion? ({label})",
+                     "Confidence intervals for the overall effect that stay valid if, after "
+                     "twinning, the paths of twinned and comparison partners diverge by up "
+                     "to Mbar times the largest divergence seen before twinning. The "
+                     "dotted line marks the breakdown value: beyond it the interval "
+                     "includes zero.",
+                     lambda fig: plot_honest_did(frame, ax=fig.add_subplot(111),
+                                                 breakdown=bd)))
+    return figs
 
 
 def render_report(run: Any) -> str:
@@ -158,7 +224,7 @@ def render_report(run: Any) -> str:
     study = run.study
     parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
              '<meta name="viewport" content="width=device-width,initial-scale=1">',
-             f"<title>{e(study.title)}</title><style>{_CSS}</style></head><body>"]
+             f"<title>{e(study.title)}</title><style>{_CSS}{TRUST_CSS}</style></head><body>"]
     if study.simulated:
         parts.append('<p class="banner" id="simulated">SIMULATED DATA — this report runs on '
                      "simulated series, not real trade data. Its numbers illustrate the method "
@@ -177,6 +243,9 @@ def render_report(run: Any) -> str:
             max_rel = float(post.max()) if len(post) else None
         sentence, sure = headline_sentence(head, study, max_rel_time=max_rel)
         parts.append(f'<p class="headline" id="headline">{e(sentence)}</p>')
+        cred = _credibility(run, head.label)
+        if cred is not None:
+            parts.append(trust_line_html(cred))
         parts.append(f"<p>{e(sure)}</p>")
         others = other_estimates(run.results, study, head)
         if conflicting_signs(run.results, study, head):
@@ -191,8 +260,16 @@ def render_report(run: Any) -> str:
                          "disagreement is expected; large disagreement is a warning "
                          "sign):</p>" + _list(others))
     else:
+        cred = _credibility(run, None)
         parts.append('<p class="headline" id="headline">No estimate could be computed; see '
                      "the diagnostics below.</p>")
+    if cred is not None:
+        parts.append(trust_section_html(cred))
+        for fid, title, caption, draw in _trust_figures(run, cred):
+            png_t = _draw_png(draw, size=(7.5, 4.4))
+            parts.append(f'<figure id="{e(fid)}"><img alt="{e(title)}" '
+                         f'src="data:image/png;base64,{png_t}"><figcaption><strong>'
+                         f"{e(title)}.</strong> {e(caption)}</figcaption></figure>")
     if run.results:
         parts.append("<h2>Estimates by method</h2>")
         parts.append('<p class="small">Each column is one estimator. Numbers are effects on '
@@ -226,7 +303,10 @@ def render_report(run: Any) -> str:
         parts.append("<h3>Estimators that could not run</h3>"
                      + _list([f"{k}: {v}" for k, v in run.failures.items()]))
     if run.warnings:
-        parts.append("<h3>Warnings</h3>" + _list(run.warnings))
+        plain = list(dict.fromkeys(plain_warning(w) for w in run.warnings))
+        parts.append("<h3>Warnings</h3>" + _list(plain)
+                     + '<p class="small">The warnings as raised are in the technical '
+                       'appendix.</p>')
     sens = getattr(run, "sensitivity", None)
     if sens is not None and len(sens):
         parts.append("<h3>Sensitivity (HonestDiD)</h3>" + sens.to_html(index=False))
@@ -255,6 +335,7 @@ def render_report(run: Any) -> str:
         se = f" Standard errors: {vs.description or vs.kind}." if vs is not None else ""
         used.append(f"{label}: {note}{se}")
     parts.append(_list(used))
+    parts.append(appendix_html(cred, list(run.warnings)))
     parts.append('<p class="small">Generated by twinimpact. Confidence intervals at the '
                  f"{100 * (1 - study.alpha):g}% level.</p>")
     parts.append("</body></html>")

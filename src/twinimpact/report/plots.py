@@ -92,13 +92,18 @@ def plot_event_study(results: Any, ax: Any = None, *, alpha: float = 0.05,
     return ax
 
 
-def plot_honest_did(frame: pd.DataFrame, ax: Any = None) -> Any:
+def plot_honest_did(frame: pd.DataFrame, ax: Any = None, *,
+                    breakdown: float | None = None) -> Any:
     """Sensitivity plot: robust intervals against ``m``, the original interval at the left.
 
     Parameters
     ----------
     frame : DataFrame from :func:`twinimpact.honest_did`.
     ax : matplotlib Axes, optional
+    breakdown : float, optional
+        The breakdown value (:func:`twinimpact.inference.honest_did.breakdown_value`),
+        marked by a dotted vertical line: the largest ``m`` at which the robust interval
+        still excludes zero.
 
     Returns
     -------
@@ -128,6 +133,9 @@ def plot_honest_did(frame: pd.DataFrame, ax: Any = None) -> Any:
         ax.errorbar(ms, (lo + hi) / 2, yerr=[(hi - lo) / 2, (hi - lo) / 2], fmt="none",
                     capsize=4, color="C0", label=str(robust["method"].iloc[0]))
     ax.axhline(0.0, color="0.6", lw=0.8, ls="--")
+    if breakdown is not None and np.isfinite(breakdown):
+        ax.axvline(float(breakdown), color="C3", lw=1.2, ls=":",
+                   label=f"breakdown value {breakdown:.3g}")
     restriction = frame.attrs.get("restriction", "")
     ax.set_xlabel("Mbar" if restriction == "relative_magnitudes" else "M")
     ax.set_ylabel("confidence set for theta")

@@ -44,6 +44,8 @@ class StudyRun:
     case: Any = None
     #: extra figures for the report: (file stem, title, caption, draw(fig) -> None)
     figures: list[tuple[str, str, str, Any]] = field(default_factory=list)
+    #: "Can we trust this?" checks (twinimpact.diagnostics.credibility.Credibility)
+    credibility: Any = None
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from .._io import atomic_write_text
 from .._paths import find_repo_root
@@ -33,7 +34,29 @@ from .base import StudyRun, step
 from .kinds import get_kind
 from .spec import Study, load_study
 
-__all__ = ["StudyRun", "run_study", "write_outputs"]
+__all__ = ["StudyRun", "credibility_of_run", "run_study", "write_outputs"]
+
+#: the columns a panel study's analysis frame uses (studies/kinds/panel.py)
+RUN_ROLES = {"outcome": "outcome", "unit": "unit_id", "time": "year", "cohort": "cohort"}
+
+
+def credibility_of_run(run: StudyRun, headline: str | None = None) -> Any:
+    """The "Can we trust this?" checks of a run
+    (:func:`twinimpact.diagnostics.credibility.assess_credibility` on its results, analysis
+    frame and headline estimate); None when nothing was estimated."""
+    from ..diagnostics.credibility import assess_credibility
+    from ..report.headline import pick_headline
+
+    if not run.results:
+        return None
+    if headline is None:
+        head = pick_headline(run.results, run.study)
+        headline = head.label if head is not None else None
+    frame = run.analysis_frame
+    if frame is None or not set(RUN_ROLES.values()) <= set(getattr(frame, "columns", [])):
+        frame = None
+    return assess_credibility(run.results, frame=frame, roles=RUN_ROLES, headline=headline,
+                              alpha=run.study.alpha)
 
 
 def run_study(study: Study | str | Path, out: str | Path | None = None, *,
@@ -119,11 +142,18 @@ def write_outputs(run: StudyRun, folder: Path, *, write_report: bool) -> None:
     into ``folder``, each file atomically with the mode the umask gives a new file."""
     study = run.study
     folder.mkdir(parents=True, exist_ok=True)
+    if run.results and run.credibility is None:
+        with step("Credibility checks", 1, 1):
+            run.credibility = credibility_of_run(run)
     if run.results:
         ext = {"markdown": "md", "html": "html", "latex": "tex", "xlsx": "xlsx"}
         for fmt in study.tables:
             p = folder / f"results.{ext[fmt]}"
             table(run.results, format=fmt, path=p, alpha=study.alpha)
+            if fmt == "xlsx" and run.credibility is not None:
+                from ..report.plain import add_sheet
+
+                add_sheet(p, "Can we trust this", run.credibility.to_frame())
             run.outputs[f"table_{fmt}"] = p
         fig = event_study_figure(run.results, alpha=study.alpha,
                                  ylabel=f"Effect on {study.outcome_label}")
@@ -144,6 +174,10 @@ def write_outputs(run: StudyRun, folder: Path, *, write_report: bool) -> None:
         "estimates": {k: r.to_frame(study.alpha).to_dict(orient="records")
                       for k, r in run.results.items()},
     }
+    if run.credibility is not None:
+        summary["credibility"] = {
+            "overall": run.credibility.overall, "sentence": run.credibility.overall_sentence,
+            "checks": run.credibility.to_frame().to_dict(orient="records")}
     p = folder / "summary.json"
     atomic_write_text(p, json.dumps(jsonable(summary), indent=1, allow_nan=False))
     run.outputs["summary"] = p

@@ -70,6 +70,17 @@ Schema (every key, with defaults)::
     years = [1986, 1990, 1994, 1998, 2002, 2006]
     options = { ... }                   # ti.gravity_intensity keywords
 
+    # kind = "gravity_etwfe": Poisson ETWFE with exporter-year, importer-year, pair FE
+    [gravity_etwfe]
+    source = "tradhist"                 # or "gravity_panel" (exporter, importer, year, trade)
+    home = "DEU"                        # the registry's country: home -> j, j -> home treated
+    years = [1991, 2014]                # inclusive window
+    exporters = ["DEU", "FRA"]          # optional filter
+    comparisons = true                  # log-linear ETWFE, Callaway-Sant'Anna, imputation
+    placebo = true                      # never-treated ETWFE with placebo leads
+    country_map = { ROU = "ROM" }       # registry ISO3 -> trade-data code
+    unit_label = "GBP"                  # unit of the flows (level effects)
+
     # kind = "case_study": one or two treated cities vs donor cities (SDID, SC, DID)
     [case]
     series = "my_city_exports.csv"      # user data (format: twinimpact.studies.casestudy);
@@ -115,6 +126,8 @@ _SCHEMA: dict[str, set[str]] = {
     "output": {"tables", "figures", "report", "headline", "headline_subject",
                "headline_term"},
     "gravity": {"intensity", "home", "years", "options"},
+    "gravity_etwfe": {"source", "home", "years", "exporters", "comparisons", "placebo",
+                      "country_map", "unit_label"},
     "case": {"series", "columns", "treated_city", "partner", "relations", "treated_from",
              "transform", "se", "n_reps", "seed", "honest", "honest_options", "simulate"},
 }

@@ -114,7 +114,8 @@ def main() -> None:
                        "n_switchers": row["Switchers"],
                        "n_switchers_w": row["Switchers.w"]}
                 if first:
-                    for k in ("p_jointeffects", "p_jointplacebo", "p_equality_effects"):
+                    for k in ("p_jointeffects", "p_jointplacebo", "p_equality_effects",
+                              "delta_D_avg_total"):
                         v = res.get(k)
                         rec[k] = np.nan if v is None else float(v)
                     first = False

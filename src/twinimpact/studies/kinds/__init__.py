@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from ...errors import SpecificationError, format_message, suggest
 from ..base import StudyKind
-from . import case_study, gravity, panel
+from . import case_study, gravity, gravity_etwfe, panel
 
 __all__ = ["KINDS", "get_kind"]
 
 #: study kinds by name, in documentation order
-KINDS: dict[str, StudyKind] = {k.name: k for k in (panel.KIND, gravity.KIND, case_study.KIND)}
+KINDS: dict[str, StudyKind] = {k.name: k for k in (panel.KIND, gravity.KIND, case_study.KIND,
+                                              gravity_etwfe.KIND)}
 
 
 def get_kind(name: str) -> StudyKind:

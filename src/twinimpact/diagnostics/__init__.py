@@ -1,0 +1,1 @@
+"""Credibility diagnostics: which comparisons an estimate rests on (Goodman-Bacon)."""

@@ -1,0 +1,109 @@
+"""HTML for the "Can we trust this?" section (checks: :mod:`twinimpact.diagnostics.credibility`).
+
+Every row carries ``data-verdict`` and the numbers its verdict rests on as ``data-*``
+attributes, so a test (or a reader's script) can check that verdicts agree with numbers.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+from types import SimpleNamespace
+from typing import Any
+
+HOLDS, WEAK, FAILS, NA = "holds", "weak", "fails", "not applicable"
+
+__all__ = ["TRUST_CSS", "appendix_html", "trust_line_html", "trust_section_html"]
+
+e = html.escape
+
+TRUST_CSS = """
+.verdict{display:inline-block;min-width:6.5rem;text-align:center;border-radius:3px;
+padding:0 .4rem;font-weight:600;font-size:.85rem}
+.v-holds{background:#e3f1e6;color:#1d5e2c}.v-weak{background:#fff3d6;color:#7a5200}
+.v-fails{background:#fbe3e3;color:#8a1c1c}.v-na{background:#eee;color:#555}
+#trust-line{font-size:1.02rem;margin:.4rem 0 .8rem}
+table.trust td,table.trust th{text-align:left;vertical-align:top}
+table.trust td.words{max-width:38rem}
+.scroll{overflow-x:auto;max-width:100%}
+"""
+
+_CLASS = {HOLDS: "v-holds", WEAK: "v-weak", FAILS: "v-fails", NA: "v-na"}
+
+
+def _badge(verdict: str) -> str:
+    return f'<span class="verdict {_CLASS.get(verdict, "v-na")}">{e(verdict)}</span>'
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, float) and not math.isfinite(v):
+        return str(v)
+    if isinstance(v, int | float | str | bool) or v is None:
+        return v
+    return str(v)
+
+
+def trust_line_html(cred: Any) -> str:
+    """The one-line overall verdict placed beside the headline."""
+    return (f'<p id="trust-line" data-verdict="{e(cred.overall)}"><strong>Can we trust '
+            f"this?</strong> {_badge(cred.overall)} {e(cred.overall_sentence)} "
+            '<a href="#trust">What the checks say</a></p>')
+
+
+def trust_section_html(cred: Any) -> str:
+    """The section: one row per estimator and check, verdict badge, sentence."""
+    rows = []
+    for c in cred.checks:
+        data = e(json.dumps({k: _jsonable(v) for k, v in c.detail.items()}))
+        rows.append(
+            f'<tr class="check" data-estimator="{e(c.estimator)}" data-check="{e(c.name)}" '
+            f'data-verdict="{e(c.verdict)}" data-detail="{data}">'
+            f"<th scope=\"row\">{e(c.estimator)}</th><td>{e(c.name)}</td>"
+            f"<td>{_badge(c.verdict)}</td><td class=\"words\">{e(c.sentence)}"
+            f'<br><span class="small">Rests on: {e(c.rests_on)}</span></td></tr>')
+    intro = ("Each method is checked the way a referee would: were treated and comparison "
+             "partners on parallel paths before twinning, could the pre-trend test have "
+             "seen a drift that matters, how large a violation of parallel trends the "
+             "conclusion survives, which comparisons the estimate rests on, and whether "
+             "there are enough independent treated units. Verdicts: <em>holds</em>, "
+             "<em>weak</em>, <em>fails</em>; thresholds in the technical appendix.")
+    return (f'<section id="trust"><h2>Can we trust this?</h2>'
+            f'<p id="overall-verdict" data-verdict="{e(cred.overall)}">'
+            f"{_badge(cred.overall)} {e(cred.overall_sentence)}</p>"
+            f'<p class="small">{intro}</p>'
+            '<table class="trust"><thead><tr><th>Method</th><th>Check</th><th>Verdict</th>'
+            "<th>In plain words</th></tr></thead><tbody>" + "".join(rows)
+            + "</tbody></table></section>")
+
+
+def appendix_html(cred: Any, raw_warnings: list[str]) -> str:
+    """Technical appendix: the numbers behind each verdict, thresholds, raw warnings."""
+    parts = ['<section id="appendix"><h2>Technical appendix</h2>']
+    if cred is not None:
+        c = SimpleNamespace(**cred.thresholds)
+        frame = cred.to_frame()
+        parts.append("<h3>Credibility checks: numbers</h3><div class=\"scroll\">"
+                     + frame.to_html(index=False, na_rep="", float_format=lambda v: f"{v:.4g}",
+                                     classes="appendix-checks", border=0) + "</div>")
+        parts.append(
+            "<h3>Thresholds</h3><ul>"
+            f"<li>Pre-trend test: holds if p &ge; {c.PRETEST_P_HOLDS}, weak if p &ge; "
+            f"{c.PRETEST_P_WEAK}, else fails.</li>"
+            f"<li>Power against the trend that moves the ATT by one SE (Roth 2022): holds "
+            f"&ge; {c.POWER_HOLDS:.0%}, weak &ge; {c.POWER_WEAK:.0%}.</li>"
+            f"<li>HonestDiD breakdown Mbar (relative magnitudes, C-LF): holds &ge; "
+            f"{c.BREAKDOWN_HOLDS}, weak &ge; {c.BREAKDOWN_WEAK}.</li>"
+            f"<li>Goodman-Bacon weight on already-treated controls: holds &lt; "
+            f"{c.FORBIDDEN_HOLDS:.0%}, weak &lt; {c.FORBIDDEN_WEAK:.0%}.</li>"
+            f"<li>Treated clusters: holds &ge; {c.CLUSTERS_ENOUGH}; below, the wild cluster "
+            f"bootstrap ({c.WCB_REPS} Rademacher draws) must agree with the usual p-value "
+            f"and at least {c.CLUSTERS_FEW} clusters be treated.</li>"
+            "<li>Agreement: fails with significant effects of opposite sign; weak when the "
+            "estimates span more than two median standard errors.</li></ul>")
+    if raw_warnings:
+        parts.append("<h3>Warnings as raised</h3><ul>"
+                     + "".join(f"<li><code>{e(w)}</code></li>" for w in raw_warnings)
+                     + "</ul>")
+    parts.append("</section>")
+    return "".join(parts)

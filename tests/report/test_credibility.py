@@ -1,0 +1,140 @@
+"""Credibility checks: verdicts follow from the numbers, by the documented thresholds."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+
+import twinimpact as ti
+from twinimpact.diagnostics import credibility as cr
+from twinimpact.report.plain import plain_warning
+
+KW = {"outcome": "lemp", "unit": "countyreal", "time": "year", "cohort": "first.treat"}
+ROLES = {"outcome": "lemp", "unit": "countyreal", "time": "year", "cohort": "first.treat"}
+
+
+@pytest.fixture(scope="module")
+def assessed(mpdta):
+    frame = mpdta.assign(**{"first.treat": mpdta["first.treat"].where(
+        mpdta["first.treat"] > 0)})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        results = {
+            "TWFE (static)": ti.twfe(frame, **KW),
+            "TWFE event study": ti.event_study(frame, **KW, leads=3, lags=3),
+            "CS (universal)": ti.callaway_santanna(frame, **KW, base_period="universal"
+                                                   ).aggregate("dynamic"),
+            "CS (varying)": ti.callaway_santanna(frame, **KW).aggregate("dynamic"),
+        }
+        cred = cr.assess_credibility(results, frame=frame, roles=ROLES,
+                                     headline="CS (universal)", honest=True)
+    return results, cred
+
+
+def _grade(value, holds, weak, higher=True):
+    if higher:
+        return "holds" if value >= holds else "weak" if value >= weak else "fails"
+    return "holds" if value < holds else "weak" if value < weak else "fails"
+
+
+def test_every_verdict_agrees_with_its_numbers(assessed):
+    _, cred = assessed
+    seen = set()
+    for c in cred.checks:
+        seen.add(c.name)
+        d = c.detail
+        assert c.verdict in {"holds", "weak", "fails", "not applicable"}
+        assert c.sentence and c.rests_on
+        if c.verdict == "not applicable":
+            continue
+        if c.name == "Pre-trend test":
+            p = d.get("extension_p_value", d["p_value"])
+            assert c.verdict == _grade(p, cr.PRETEST_P_HOLDS, cr.PRETEST_P_WEAK)
+        elif c.name == "Power of the pre-trend test":
+            assert c.verdict == _grade(d["power"], cr.POWER_HOLDS, cr.POWER_WEAK)
+            assert f"{d['power']:.0%}" in c.sentence
+        elif c.name.startswith("Sensitivity"):
+            assert c.verdict == _grade(d["breakdown_mbar"], cr.BREAKDOWN_HOLDS,
+                                       cr.BREAKDOWN_WEAK)
+        elif c.name.startswith("Comparisons with already-twinned"):
+            assert c.verdict == _grade(d["forbidden_share"], cr.FORBIDDEN_HOLDS,
+                                       cr.FORBIDDEN_WEAK, higher=False)
+        elif c.name == "Number of treated clusters":
+            assert d["treated_clusters"] == 191  # mpdta: 191 treated counties
+            assert c.verdict == "holds"
+    assert {"Pre-trend test", "Power of the pre-trend test", "Agreement across methods",
+            "Number of treated clusters"} <= seen
+
+
+def test_numbers_are_the_diagnostics_themselves(assessed, mpdta):
+    results, cred = assessed
+    cs = results["CS (universal)"]
+    power = next(c for c in cred.for_estimator("CS (universal)")
+                 if c.name == "Power of the pre-trend test")
+    from twinimpact.inference.pretrend_power import power_against_att_se
+
+    assert power.detail["power"] == pytest.approx(power_against_att_se(cs)["power"])
+    bacon = next(c for c in cred.for_estimator("TWFE (static)") if c.name.startswith("Comp"))
+    b = ti.bacon_decomposition(results_frame(mpdta), **KW)
+    assert bacon.detail["forbidden_share"] == pytest.approx(b.forbidden_share)
+    assert bacon.detail["twfe_balanced"] == pytest.approx(
+        float(results["TWFE (static)"].params["ATT"]))  # mpdta is balanced
+
+
+def results_frame(mpdta):
+    return mpdta.assign(**{"first.treat": mpdta["first.treat"].where(mpdta["first.treat"] > 0)})
+
+
+def test_varying_base_is_not_applicable_with_the_reason(assessed):
+    _, cred = assessed
+    hd = next(c for c in cred.for_estimator("CS (varying)") if c.name.startswith("Sensitivity"))
+    assert hd.verdict == "not applicable"
+    assert "base_period='varying'" in hd.sentence or "varying" in hd.rests_on
+
+
+def test_overall_is_the_worst_headline_check(assessed):
+    _, cred = assessed
+    mine = [c for c in cred.checks if c.estimator in ("CS (universal)", "all methods")
+            and c.verdict in ("holds", "weak", "fails")]
+    order = {"holds": 0, "weak": 1, "fails": 2}
+    assert cred.overall == max((c.verdict for c in mine), key=order.get)
+    assert cred.overall_sentence
+    frame = cred.to_frame()
+    assert {"estimator", "check", "verdict", "in words", "rests on"} <= set(frame.columns)
+
+
+def test_plain_warnings():
+    raw = ("Callaway-Sant'Anna: callaway_santanna: 3 ATT(g,t) could not be computed and are "
+           "NaN: ATT(1913,1872): no observations of the cohort in period t / ...")
+    assert plain_warning(raw) == (
+        "Callaway-Sant'Anna: 3 cohort-year effects could not be computed (no comparison "
+        "partners in those years) and are left out of the averages.")
+    raw2 = "Imputation: imputation: cohorts {'1913': 1, '1920': 1} have one unit. More text."
+    out = plain_warning(raw2)
+    assert "{" not in out and "More text" not in out and out.startswith("Imputation: ")
+    assert np.isfinite(len(out))
+
+
+def test_few_treated_clusters_get_the_wild_bootstrap():
+    rng = np.random.default_rng(5)
+    n, t = 24, 8
+    import pandas as pd
+
+    d = pd.DataFrame({"u": np.repeat(np.arange(n), t), "year": np.tile(np.arange(2000, 2008), n)})
+    d["g"] = np.where(d["u"] < 12, 2004.0, np.nan)
+    d["y"] = rng.normal(size=len(d)) + 0.8 * (d["year"] >= d["g"])
+    roles = {"outcome": "y", "unit": "u", "time": "year", "cohort": "g"}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        r = ti.twfe(d, outcome="y", unit="u", time="year", cohort="g")
+        chk = cr._clusters_check("TWFE", r, d, roles, 0.05, 0)
+        wb = ti.wild_cluster_bootstrap(d.assign(_D=(d["year"] >= d["g"]).astype(float)),
+                                       outcome="y", regressors=["_D"], cluster="u", term="_D",
+                                       fixed_effects=("u", "year"), n_reps=cr.WCB_REPS, seed=0)
+    assert chk.detail["treated_clusters"] == 12 and chk.detail["clusters"] == 24
+    assert chk.detail["wild_bootstrap_p"] == pytest.approx(wb.p_value)
+    agree = (wb.p_value < 0.05) == (chk.detail["usual_p"] < 0.05)
+    assert chk.verdict == ("holds" if agree else "weak")
+    assert f"p = {wb.p_value:.3g}" in chk.sentence
