@@ -105,7 +105,7 @@ def _panel(cohorts, n_periods, values):
     return d
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(n_periods=st.integers(2, 7), data=st.data())
 def test_identity_on_random_staggered_panels(n_periods, data):
     """sum(weight * estimate) == the package's TWFE for any outcome (exact identity)."""

@@ -181,6 +181,7 @@ def test_breakdown_smoothness_matches_brute_force_grid(results):
     assert min(abs(at["lb"]), abs(at["ub"])) < 1e-3 * (at["ub"] - at["lb"])
 
 
+@pytest.mark.slow
 def test_breakdown_edge_cases():
     b, s = BIG_T
     bd = breakdown_value(b, s, num_pre=3, num_post=2)

@@ -29,6 +29,17 @@ def assessed(mpdta):
             "CS (varying)": ti.callaway_santanna(frame, **KW).aggregate("dynamic"),
         }
         cred = cr.assess_credibility(results, frame=frame, roles=ROLES,
+                                     headline="CS (universal)", honest=False)
+    return results, cred
+
+
+@pytest.fixture(scope="module")
+def assessed_honest(assessed, mpdta):
+    results, _ = assessed
+    frame = results_frame(mpdta)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cred = cr.assess_credibility(results, frame=frame, roles=ROLES,
                                      headline="CS (universal)", honest=True)
     return results, cred
 
@@ -87,8 +98,12 @@ def results_frame(mpdta):
     return mpdta.assign(**{"first.treat": mpdta["first.treat"].where(mpdta["first.treat"] > 0)})
 
 
-def test_varying_base_is_not_applicable_with_the_reason(assessed):
-    _, cred = assessed
+@pytest.mark.slow
+def test_sensitivity_verdicts_and_reasons(assessed_honest):
+    _, cred = assessed_honest
+    test_every_verdict_agrees_with_its_numbers(assessed_honest)
+    test_overall_is_the_worst_headline_check(assessed_honest)
+    assert cred.sensitivity is not None and cred.sensitivity[0] == "CS (universal)"
     hd = next(c for c in cred.for_estimator("CS (varying)") if c.name.startswith("Sensitivity"))
     assert hd.verdict == "not applicable"
     assert "base_period='varying'" in hd.sentence or "varying" in hd.rests_on
@@ -138,3 +153,27 @@ def test_few_treated_clusters_get_the_wild_bootstrap():
     agree = (wb.p_value < 0.05) == (chk.detail["usual_p"] < 0.05)
     assert chk.verdict == ("holds" if agree else "weak")
     assert f"p = {wb.p_value:.3g}" in chk.sentence
+
+
+def test_typed_pretrend_test_without_statistic_is_graded_on_the_extension(assessed):
+    """A result whose typed pre-trend test is undefined (singular covariance) is graded on
+    the Bonferroni max-|t| test of the same terms, computed from the result itself."""
+    from types import SimpleNamespace
+
+    results, _ = assessed
+    es = results["TWFE event study"]
+    pre = [t for t in es.terms if t.startswith("rel_time=-")]
+    typed = SimpleNamespace(statistic=np.nan, df=len(pre), p_value=np.nan, kind="Wald chi2",
+                            n_coefficients=len(pre), terms=tuple(pre),
+                            note="not computed: singular covariance")
+    fake = SimpleNamespace(pretrend_test=typed, params=es.params, vcov=es.vcov,
+                           terms=es.terms, term_info=es.term_info, diagnostics={})
+    chk = cr._pretest_check("fake", fake, 0.05)
+    from twinimpact.inference.wald import bonferroni_max_t
+
+    b = es.params[pre].to_numpy()
+    v = es.vcov.loc[pre, pre].to_numpy()
+    p = bonferroni_max_t(b, v)["p_value"]
+    assert chk.detail["extension_p_value"] == pytest.approx(p)
+    assert chk.verdict == _grade(p, cr.PRETEST_P_HOLDS, cr.PRETEST_P_WEAK)
+    assert "not computed: singular covariance" in chk.rests_on

@@ -37,10 +37,12 @@ __all__ = [
     "as_frame",
     "as_tuple",
     "check_weights",
+    "cohort_per_unit",
     "dense_codes",
     "gap_aware_refs",
     "normalize_cohort",
     "prepare_panel",
+    "refuse_duplicate_pairs",
     "require_columns",
     "require_frame",
     "warn_dropped_missing",
@@ -195,11 +197,77 @@ def _numeric(data: pd.DataFrame, col: str, what: str, *,
 
 
 def normalize_cohort(values: Any, last_period: float) -> np.ndarray:
-    """Map the three 'never treated' conventions (NaN, 0, > last period) to NaN."""
-    g = pd.to_numeric(pd.Series(values), errors="coerce").to_numpy(dtype=float, na_value=np.nan)
-    g = g.copy()
-    g[(g == 0) | (g > last_period) | ~np.isfinite(g)] = np.nan
+    """Map the three 'never treated' conventions (NaN, 0, > last period) to NaN (a new
+    float array; a float array is not converted again)."""
+    if isinstance(values, np.ndarray) and values.dtype.kind == "f":
+        g = values.astype(float, copy=True)
+    else:
+        g = pd.to_numeric(pd.Series(values), errors="coerce").to_numpy(dtype=float,
+                                                                       na_value=np.nan)
+        g = g.copy()
+    with np.errstate(invalid="ignore"):
+        np.putmask(g, (g == 0) | (g > last_period) | ~np.isfinite(g), np.nan)
     return g
+
+
+def cohort_per_unit(unit_codes: np.ndarray, n_units: int, cohort: np.ndarray, *,
+                    raw: pd.Series, unit_values: Any, estimator: str, cohort_name: str,
+                    unit_name: str) -> np.ndarray:
+    """The cohort of each unit (``(n_units,)``, NaN = never treated, the value of the
+    unit's first row), refusing a cohort that varies within a unit (NaN counts as a value).
+
+    ``unit_codes``: dense codes of the rows (-1 = missing unit, ignored); ``cohort``: the
+    normalised cohorts of the rows; ``raw``: the caller's cohort column and
+    ``unit_values`` the row-aligned unit labels, both only read to name the first
+    offending unit in the :class:`InputError`.
+    """
+    key = np.where(np.isnan(cohort), -np.inf, cohort)
+    has_u = unit_codes >= 0
+    if has_u.all():
+        codes, k = unit_codes, key
+    else:
+        codes, k = unit_codes[has_u], key[has_u]
+    first = np.empty(max(n_units, 1))
+    first[codes[::-1]] = k[::-1]  # last write wins -> each unit's first row
+    bad = k != first[codes]
+    if bad.any():
+        bad_codes = np.unique(codes[bad])
+        rows = np.flatnonzero(has_u)[codes == bad_codes[0]] if not has_u.all() \
+            else np.flatnonzero(codes == bad_codes[0])
+        u = _plain(unit_values[rows[0]])
+        vals = sorted(set(raw.iloc[rows].tolist()), key=str)
+        raise InputError(format_message(
+            f"{estimator}: cohort column {cohort_name!r} varies within unit "
+            f"({len(bad_codes)} unit(s))", where=f"{unit_name} = {u!r}", seen=vals,
+            fix="the cohort is the first treated period and must be the same in every "
+                "row of a unit; recompute it per unit (e.g. groupby(unit)[cohort].transform('min'))"))
+    first = first[:n_units]
+    first[first == -np.inf] = np.nan
+    return first
+
+
+def refuse_duplicate_pairs(unit_codes: np.ndarray, time_codes: np.ndarray, n_units: int,
+                           n_periods: int, *, label_row: Any, estimator: str, unit_name: str,
+                           time_name: str) -> None:
+    """Refuse (InputError) two rows with the same unit x period (dense codes, O(n));
+    ``label_row(i)`` gives ``(unit label, period)`` of row ``i`` for the message."""
+    key = unit_codes.astype(np.int64) * n_periods + time_codes
+    if n_units * n_periods <= 4 * len(key) + 1_000_000:
+        counts = np.bincount(key, minlength=n_units * n_periods)
+        if counts.max(initial=0) <= 1:
+            return
+        dup = counts[key] > 1
+    else:
+        dup = pd.Series(key).duplicated(keep=False).to_numpy()
+        if not dup.any():
+            return
+    u, t = label_row(int(dup.argmax()))
+    raise InputError(format_message(
+        f"{estimator}: {int(dup.sum())} rows share a {unit_name} x {time_name} pair; a panel "
+        "needs one row per unit and period", where=f"{unit_name} = {_plain(u)!r}, "
+                                                   f"{time_name} = {t:g}",
+        fix="aggregate duplicates first (e.g. groupby([unit, time]).sum()) or pick the "
+            "right unit column"))
 
 
 def dense_codes(values: np.ndarray) -> tuple[np.ndarray, int]:
@@ -236,14 +304,6 @@ def _compress_codes(codes: np.ndarray, n_levels: int) -> tuple[np.ndarray, int]:
         return codes, n_levels
     remap = np.cumsum(present) - 1
     return remap[codes], int(present.sum())
-
-
-def _has_duplicate_pairs(a: np.ndarray, b: np.ndarray, n_a: int, n_b: int) -> bool:
-    """True when some (a, b) pair of dense codes occurs twice (O(n))."""
-    key = a * n_b + b
-    if n_a * n_b <= 4 * len(a) + 1_000_000:
-        return bool(np.bincount(key, minlength=n_a * n_b).max() > 1)
-    return len(pd.unique(key)) < len(key)
 
 
 @dataclass
@@ -306,23 +366,9 @@ def prepare_panel(data: Any, *, outcome: str, unit: str, time: str, cohort: str 
         raw_g = _numeric(data, cohort, "cohort", allow_inf=True)
         last = np.nanmax(out["time"].to_numpy()[keep]) if keep.any() else np.inf
         out["cohort"] = normalize_cohort(raw_g, last)
-        # cohort must be constant within unit (NaN counts as a value): every row's value
-        # equals the value written for its unit (O(n); the groupby below only names the
-        # offending units for the message)
-        g_key = np.where(np.isnan(out["cohort"]), -np.inf, out["cohort"])
-        has_u = unit_codes >= 0
-        per_unit = np.empty(max(n_unit_levels, 1))
-        per_unit[unit_codes[has_u]] = g_key[has_u]
-        if np.any(per_unit[unit_codes[has_u]] != g_key[has_u]):
-            nun = pd.Series(g_key).groupby(out["unit"].to_numpy()).nunique()
-            bad_units = nun[nun > 1]
-            u = bad_units.index[0]
-            vals = sorted(set(data.loc[out["unit"].to_numpy() == u, cohort].tolist()), key=str)
-            raise InputError(format_message(
-                f"{estimator}: cohort column {cohort!r} varies within unit "
-                f"({len(bad_units)} unit(s))", where=f"{unit} = {u!r}", seen=vals,
-                fix="the cohort is the first treated period and must be the same in every "
-                    "row of a unit; recompute it per unit (e.g. groupby(unit)[cohort].transform('min'))"))
+        cohort_per_unit(unit_codes, n_unit_levels, out["cohort"].to_numpy(),
+                        raw=data[cohort], unit_values=out["unit"].to_numpy(),
+                        estimator=estimator, cohort_name=cohort, unit_name=unit)
     rows.drop_missing(out["y"].to_numpy(), f"missing outcome ({outcome})")
     for c in [*extra, *numeric_extra]:
         rows.drop_missing(out[c].to_numpy(), f"missing {c}")
@@ -337,17 +383,11 @@ def prepare_panel(data: Any, *, outcome: str, unit: str, time: str, cohort: str 
     rows.require_rows(estimator, fix="check the outcome and key columns")
     unit_codes, n_units = _compress_codes(unit_codes, n_unit_levels)
     time_codes, n_periods = dense_codes(out["time"].to_numpy())
-    if not allow_duplicates and _has_duplicate_pairs(unit_codes, time_codes, n_units,
-                                                     n_periods):
-        dup = out.duplicated(["unit", "time"], keep=False)
-        if dup.any():
-            first = out.loc[dup.to_numpy(), ["unit", "time"]].iloc[0]
-            raise InputError(format_message(
-                f"{estimator}: {int(dup.sum())} rows share a {unit} x {time} pair; a panel needs "
-                "one row per unit and period",
-                where=f"{unit} = {first['unit']!r}, {time} = {first['time']:g}",
-                fix="aggregate duplicates first (e.g. groupby([unit, time]).sum()) or pick the "
-                    "right unit column"))
+    if not allow_duplicates:
+        uv, tv = out["unit"].to_numpy(), out["time"].to_numpy()
+        refuse_duplicate_pairs(unit_codes, time_codes, n_units, n_periods,
+                               label_row=lambda i: (uv[i], tv[i]), estimator=estimator,
+                               unit_name=unit, time_name=time)
     return PanelData(frame=out,
                      names={"outcome": outcome, "unit": unit, "time": time,
                             "cohort": cohort or ""},

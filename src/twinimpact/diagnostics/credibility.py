@@ -188,6 +188,10 @@ def _pretrend_numbers(result: Any) -> dict[str, Any] | None:
         for k in ("reason", "note", "extension"):
             if getattr(typed, k, None):
                 out[k] = getattr(typed, k)
+        terms = [t for t in (getattr(typed, "terms", ()) or ()) if t in result.terms]
+        p = out.get("p_value")
+        if (p is None or not np.isfinite(float(p))) and "extension" not in out and terms:
+            out["extension"] = _identified_extension(result, terms)
         return out
     diag = getattr(result, "diagnostics", None) or {}
     for key in ("pretrend_test", "pretest"):
@@ -217,6 +221,22 @@ def _pretrend_numbers(result: Any) -> dict[str, Any] | None:
         out["note"] = (f"covariance of the {len(pre)} pre-period coefficients is singular "
                        f"(rank {w['rank']}); pseudo-inverse Wald on the identified directions")
     return out
+
+
+def _identified_extension(result: Any, terms: list[str]) -> dict[str, Any] | None:
+    """Pseudo-inverse Wald and Bonferroni max-|t| tests of the given pre-period terms
+    (used when the result's own joint test is undefined)."""
+    from ..inference.wald import bonferroni_max_t, wald_identified
+
+    b = result.params[terms].to_numpy(dtype=float)
+    v = result.vcov.loc[terms, terms].to_numpy(dtype=float)
+    keep = np.isfinite(b) & np.isfinite(np.diag(v))
+    if not keep.any():
+        return None
+    b, v = b[keep], v[np.ix_(keep, keep)]
+    if not np.all(np.isfinite(v)):
+        return None
+    return {**wald_identified(b, v), "bonferroni": bonferroni_max_t(b, v)}
 
 
 def _pretest_check(label: str, result: Any, alpha: float) -> Check:

@@ -27,11 +27,14 @@ from scipy import stats
 
 from ..core.threads import blas_single_thread
 from ..core.validation import (
+    RowFilter,
     _numeric,
     as_frame,
+    cohort_per_unit,
+    normalize_cohort,
+    refuse_duplicate_pairs,
     require_columns,
     require_frame,
-    warn_dropped_missing,
 )
 from ..errors import (
     ConvergenceWarning,
@@ -46,7 +49,7 @@ from ..errors import (
     format_message,
     renamed_keyword,
 )
-from ..inference.wald import wald_identified
+from ..inference.wald import bonferroni_max_t, wald_identified
 from ..results import EstimationResult, VcovSpec, make_result
 from . import _cs_numerics as num
 
@@ -211,19 +214,20 @@ def _time_codes(tt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return periods, np.searchsorted(periods, tt)
 
 
-def _normalize_cohort(g: np.ndarray, last_period: float) -> np.ndarray:
-    """:func:`twinimpact.core.validation.normalize_cohort` for a float array (a new array):
-    never treated coded NaN, 0 or after the last period -> NaN."""
-    g = g.copy()
-    with np.errstate(invalid="ignore"):
-        np.putmask(g, (g == 0) | (g > last_period) | ~np.isfinite(g), np.nan)
-    return g
-
-
 def _first_per_unit(codes: np.ndarray, values: np.ndarray, n_units: int) -> np.ndarray:
     out = np.empty(n_units, dtype=values.dtype)
     out[codes[::-1]] = values[::-1]  # last write wins -> first occurrence
     return out
+
+
+class _LabelRows:
+    """Row-aligned unit labels without building them: ``obj[i]`` is row ``i``'s label."""
+
+    def __init__(self, codes: np.ndarray, labels: Any) -> None:
+        self.codes, self.labels = codes, labels
+
+    def __getitem__(self, i: int) -> Any:
+        return self.labels[self.codes[i]]
 
 
 @dataclass
@@ -266,61 +270,29 @@ def _prepare(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort: 
     xs = [_numeric(data, c, "covariate") for c in covariates]
     uvals = data[unit]
     ucodes, ulabels = _factorize_sorted(uvals)
-    keep = ucodes >= 0
-    dropped_rows: dict[str, int] = {}
-    all_units = bool(keep.all())
-    if not all_units:
-        dropped_rows[f"missing unit ({unit})"] = int((~keep).sum())
-    nan_t = np.isnan(tt)
-    if nan_t.any():
-        bad_t = nan_t & keep
-        if bad_t.any():
-            dropped_rows[f"missing time ({time})"] = int(bad_t.sum())
-        keep &= ~nan_t
+    rows = RowFilter(n_input)
+    rows.drop(ucodes < 0, f"missing unit ({unit})")
+    rows.drop_missing(tt, f"missing time ({time})")
+    keep = rows.keep
     if not keep.any():
         raise InputError(format_message(f"{ESTIMATOR}: no rows with a unit and a time",
                                         fix="check the unit and time columns"))
     last = np.max(tt[keep]) if not keep.all() else np.max(tt)
-    g = _normalize_cohort(graw, last)
+    g = normalize_cohort(graw, last)
     # cohort constant within unit (checked on all rows with a unit, as prepare_panel)
     n_u = len(ulabels)
-    gk = np.where(np.isnan(g), -np.inf, g)
-    if all_units:
-        first = _first_per_unit(ucodes, gk, n_u)
-        bad = gk != first[ucodes]
-    else:
-        ok_u = ucodes >= 0
-        first = _first_per_unit(ucodes[ok_u], gk[ok_u], n_u)
-        bad = ok_u.copy()
-        bad[ok_u] = gk[ok_u] != first[ucodes[ok_u]]
-    if bad.any():
-        bad_units = np.unique(ucodes[bad])
-        u0 = ulabels[bad_units[0]]
-        vals = sorted(set(data[cohort][ucodes == bad_units[0]].tolist()), key=str)
-        raise InputError(format_message(
-            f"{ESTIMATOR}: cohort column {cohort!r} varies within unit "
-            f"({len(bad_units)} unit(s))", where=f"{unit} = {u0!r}", seen=vals,
-            fix="the cohort is the first treated period and must be the same in every row "
-                "of a unit; recompute it per unit (e.g. groupby(unit)[cohort].transform('min'))"))
-    for name, arr in ((f"missing outcome ({outcome})", y),
-                      *((f"missing {c}", x) for c, x in zip(covariates, xs, strict=True))):
-        m = np.isnan(arr) & keep
-        if m.any():
-            dropped_rows[name] = int(m.sum())
-            keep &= ~np.isnan(arr)
+    first = cohort_per_unit(ucodes, n_u, g, raw=data[cohort], unit_values=_LabelRows(
+        ucodes, ulabels), estimator=ESTIMATOR, cohort_name=cohort, unit_name=unit)
+    rows.drop_missing(y, f"missing outcome ({outcome})")
+    for c, x in zip(covariates, xs, strict=True):
+        rows.drop_missing(x, f"missing {c}")
     clu_raw = None
     if cluster is not None:
         clu_raw = data[cluster]
-        m = clu_raw.isna().to_numpy() & keep
-        if m.any():
-            dropped_rows[f"missing {cluster}"] = int(m.sum())
-            keep &= ~clu_raw.isna().to_numpy()
-    if dropped_rows:
-        warn_dropped_missing(ESTIMATOR, dropped_rows, stacklevel=3)
-    if not keep.any():
-        raise InputError(format_message(f"{ESTIMATOR}: no rows left after removing missing "
-                                        "values", seen=dropped_rows,
-                                        fix="check the outcome, covariate and key columns"))
+        rows.drop_missing(clu_raw, f"missing {cluster}")
+    dropped_rows = rows.dropped
+    rows.warn_missing(ESTIMATOR, stacklevel=3)
+    rows.require_rows(ESTIMATOR, fix="check the outcome, covariate and key columns")
     all_rows = bool(keep.all())
     if all_rows:
         uc = ucodes
@@ -337,15 +309,10 @@ def _prepare(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort: 
     # duplicates unit x time (rows sorted by unit, then time: none, no counting needed)
     key = uc.astype(np.int64) * T + tc
     sorted_rows = bool(len(key) < 2 or (key[1:] > key[:-1]).all())
-    counts = None if sorted_rows else np.bincount(key, minlength=n_u * T)
-    if counts is not None and (counts > 1).any():
-        k0 = int(np.flatnonzero(counts > 1)[0])
-        raise InputError(format_message(
-            f"{ESTIMATOR}: {int(counts[counts > 1].sum())} rows share a {unit} x {time} pair; "
-            "a panel needs one row per unit and period",
-            where=f"{unit} = {ulabels[k0 // T]!r}, {time} = {periods[k0 % T]:g}",
-            fix="aggregate duplicates first (e.g. groupby([unit, time]).sum()) or pick the "
-                "right unit column"))
+    if not sorted_rows:
+        refuse_duplicate_pairs(uc, tc, n_u, T, label_row=lambda i: (ulabels[uc[i]],
+                                                                    periods[tc[i]]),
+                               estimator=ESTIMATOR, unit_name=unit, time_name=time)
     dropped_units: dict[str, int] = {}
     rows_out: dict[str, int] = {}
 
@@ -990,8 +957,6 @@ def callaway_santanna(data: pd.DataFrame, *, outcome: str, unit: str, time: str,
                 f"{ext['rank']} independent pieces of information (their covariance is singular: "
                 f"rank {ext['rank']} < {len(pre)}, with {n_cl} {what} behind them), so the joint "
                 "Wald statistic, which needs the inverse of that covariance, is undefined")
-            se_pre = np.sqrt(np.clip(np.diag(pv), 0, None))
-            p_each = 2 * stats.norm.sf(np.abs(cells.att[pre]) / se_pre)
             pretest["extension"] = {
                 **ext, "label": "extension, not in R did: Wald test on the identified "
                                 "directions (Moore-Penrose pseudo-inverse), chi2 with df = "
@@ -1000,11 +965,7 @@ def callaway_santanna(data: pd.DataFrame, *, outcome: str, unit: str, time: str,
                                 "ignores the part of the estimates outside those directions "
                                 f"({ext['outside_share']:.0%} of their squared length)",
                 "n_clusters": n_cl,
-                "bonferroni": {"statistic": float(np.max(np.abs(cells.att[pre]) / se_pre)),
-                               "p_value": float(min(1.0, len(pre) * p_each.min())),
-                               "n_coefficients": len(pre),
-                               "kind": "max |t| with Bonferroni correction (valid whatever "
-                                       "the rank)"}}
+                "bonferroni": bonferroni_max_t(cells.att[pre], pv)}
             warnings.warn(f"{ESTIMATOR}: pre-test Wald statistic not computed: the covariance "
                           f"of the {len(pre)} pre-treatment ATT(g,t) has rank {ext['rank']} "
                           "(singular, as R did); diagnostics['pretest']['extension'] holds "

@@ -29,7 +29,16 @@ import numpy as np
 import pandas as pd
 
 from ..core.threads import blas_single_thread
-from ..core.validation import _numeric, as_frame, require_columns, require_frame
+from ..core.validation import (
+    _numeric,
+    as_frame,
+    cohort_per_unit,
+    dense_codes,
+    normalize_cohort,
+    refuse_duplicate_pairs,
+    require_columns,
+    require_frame,
+)
 from ..errors import (
     DroppedRowsWarning,
     EstimationError,
@@ -232,12 +241,11 @@ def _build_design(data: pd.DataFrame, outcome: str, unit: str, time: str,
             f"synthetic_did: time column {time!r} must be numeric (e.g. a year)",
             seen=df.loc[tnum.isna(), "time"].iloc[0], fix="convert it to numbers"))
     df["time"] = tnum.astype(float)
-    if df.duplicated(["unit", "time"]).any():
-        first = df.loc[df.duplicated(["unit", "time"], keep=False)].iloc[0]
-        raise InputError(format_message(
-            f"synthetic_did: several rows share a {unit} x {time} pair",
-            where=f"{unit} = {first['unit']!r}, {time} = {first['time']:g}",
-            fix="aggregate to one row per unit and period first"))
+    ucodes, n_u = dense_codes(df["unit"].to_numpy())
+    tcodes, n_t = dense_codes(df["time"].to_numpy())
+    uv, tv = df["unit"].to_numpy(), df["time"].to_numpy()
+    refuse_duplicate_pairs(ucodes, tcodes, n_u, n_t, label_row=lambda i: (uv[i], tv[i]),
+                           estimator="synthetic_did", unit_name=unit, time_name=time)
     periods = np.sort(df["time"].unique())
     # treatment indicator
     if treated is not None:
@@ -250,14 +258,9 @@ def _build_design(data: pd.DataFrame, outcome: str, unit: str, time: str,
                 fix=f"recode {treated!r} to 0/1 without missing values"))
         df["w"] = w.astype(float)
     else:
-        g = pd.to_numeric(df["w"], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
-        g = np.where((g == 0) | (g > periods[-1]) | ~np.isfinite(g), np.nan, g)
-        gs = pd.Series(g).groupby(df["unit"].to_numpy()).nunique(dropna=False)
-        if (gs > 1).any():
-            raise InputError(format_message(
-                f"synthetic_did: cohort column {cohort!r} varies within a unit",
-                where=f"{unit} = {gs.index[gs > 1][0]!r}",
-                fix="the cohort (first treated period) must be constant within a unit"))
+        g = normalize_cohort(_numeric(data, cohort, "cohort", allow_inf=True), periods[-1])
+        cohort_per_unit(ucodes, n_u, g, raw=data[cohort], unit_values=uv,
+                        estimator="synthetic_did", cohort_name=cohort, unit_name=unit)
         df["w"] = np.where(np.isnan(g), 0.0, (df["time"].to_numpy() >= g).astype(float))
     Y = df.pivot(index="unit", columns="time", values="y").reindex(columns=periods)
     W = df.pivot(index="unit", columns="time", values="w").reindex(columns=periods)

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-__all__ = ["RANK_RTOL", "wald_identified"]
+__all__ = ["RANK_RTOL", "bonferroni_max_t", "wald_identified"]
 
 #: eigenvalues below RANK_RTOL x the largest count as zero when the rank is determined
 RANK_RTOL = 1e-10
@@ -45,3 +45,19 @@ def wald_identified(b: np.ndarray, v: np.ndarray, *, rtol: float = RANK_RTOL) ->
             float("nan"), "rank": r, "n_coefficients": len(b),
             "kind": "Wald chi2 (pseudo-inverse, identified directions)",
             "outside_share": outside, "rank_tolerance": rtol}
+
+
+def bonferroni_max_t(b: np.ndarray, v: np.ndarray) -> dict[str, Any]:
+    """Max |t| over the coefficients with a Bonferroni-corrected normal p-value -- a joint
+    test of ``beta = 0`` that is valid whatever the rank of ``v`` (conservative)."""
+    b = np.asarray(b, dtype=float).reshape(-1)
+    se = np.sqrt(np.clip(np.diag(np.asarray(v, dtype=float)), 0, None))
+    ok = se > 0
+    if not ok.any():
+        return {"statistic": float("nan"), "p_value": float("nan"), "n_coefficients": 0,
+                "kind": "max |t| with Bonferroni correction (valid whatever the rank)"}
+    t = np.abs(b[ok]) / se[ok]
+    p_each = 2 * stats.norm.sf(t)
+    return {"statistic": float(t.max()), "p_value": float(min(1.0, ok.sum() * p_each.min())),
+            "n_coefficients": int(ok.sum()),
+            "kind": "max |t| with Bonferroni correction (valid whatever the rank)"}
