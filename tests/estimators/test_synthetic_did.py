@@ -420,6 +420,7 @@ def test_plots_return_axes(prop99_sdid, prop99):
     plt.close("all")
 
 
+@pytest.mark.slow
 def test_placebo_replicates_in_chunks_equal_one_batch(prop99, monkeypatch):
     """Placebo replicates are solved in memory-bounded chunks; each replicate follows its
     own iterates, so chunking changes no number (bit for bit)."""

@@ -177,3 +177,31 @@ def test_typed_pretrend_test_without_statistic_is_graded_on_the_extension(assess
     assert chk.detail["extension_p_value"] == pytest.approx(p)
     assert chk.verdict == _grade(p, cr.PRETEST_P_HOLDS, cr.PRETEST_P_WEAK)
     assert "not computed: singular covariance" in chk.rests_on
+
+
+def test_headline_without_leads_is_judged_by_its_companion_fit(mpdta):
+    """ETWFE with not-yet-treated controls has no leads: the overall verdict uses the
+    pre-trend checks of the same estimator fitted with never-treated controls (placebo
+    leads), and says so."""
+    frame = mpdta.assign(**{"first.treat": mpdta["first.treat"].where(
+        mpdta["first.treat"] > 0)})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        results = {
+            "ETWFE": ti.etwfe(frame, **KW).aggregate("dynamic"),
+            "ETWFE, never treated": ti.etwfe(frame, **KW, control_group="never_treated"
+                                             ).aggregate("dynamic"),
+        }
+        cred = cr.assess_credibility(results, frame=frame, roles=ROLES, headline="ETWFE",
+                                     honest=False)
+    own = [c for c in cred.checks if c.estimator == "ETWFE" and c.verdict in cr._RANK]
+    assert own == []
+    companion = [c for c in cred.checks
+                 if c.estimator == "ETWFE, never treated" and c.verdict in cr._RANK]
+    assert companion
+    ranks = [cr._RANK[c.verdict] for c in companion]
+    agreement = next(c for c in cred.checks if c.estimator == "all methods")
+    if agreement.verdict in cr._RANK:
+        ranks.append(cr._RANK[agreement.verdict])
+    assert cr._RANK[cred.overall] == max(ranks)
+    assert "ETWFE, never treated" in cred.overall_sentence

@@ -36,7 +36,10 @@ and the numbers it rests on:
   differ.
 
 The overall verdict for the headline estimator is the worst of its checks and of the
-agreement check ("not applicable" ignored). Thresholds are the named constants below.
+agreement check ("not applicable" ignored). A headline with no pre-period estimates of its
+own (ETWFE with not-yet-treated controls) is judged by the checks of the same estimator's
+companion fit in the study that has them (never-treated controls with placebo leads), and
+the verdict sentence says so. Thresholds are the named constants below.
 """
 
 from __future__ import annotations
@@ -553,7 +556,20 @@ def assess_credibility(results: dict[str, Any], *, frame: pd.DataFrame | None = 
         if sensitivity is None and hd is not None and honest:
             sensitivity = _sensitivity_frame(lab, results[lab], hd.detail["breakdown_mbar"],
                                              alpha)
-    mine = [c for c in checks if c.estimator == headline] + [agreement]
+    mine = [c for c in checks if c.estimator == headline]
+    stand_in = None
+    if headline in results and not any(c.verdict in _RANK for c in mine):
+        # A headline without pre-period terms (e.g. ETWFE with not-yet-treated controls has
+        # no leads) is judged by the checks of the same estimator's companion fit that has
+        # them (the same design with never-treated controls and placebo leads).
+        est = getattr(results[headline], "estimator", None)
+        for lab, r in results.items():
+            if lab != headline and getattr(r, "estimator", None) == est:
+                comp = [c for c in checks if c.estimator == lab and c.verdict in _RANK]
+                if comp:
+                    mine, stand_in = comp, lab
+                    break
+    mine = [*mine, agreement]
     graded = [c for c in mine if c.verdict in _RANK]
     if not graded:
         overall, sentence = NA, "No credibility check applies to the headline estimate."
@@ -569,6 +585,10 @@ def assess_credibility(results: dict[str, Any], *, frame: pd.DataFrame | None = 
             sentence = (f"{lead}: " + ", ".join(reasons)
                         + (" is" if len(reasons) == 1 else " are")
                         + f" {'weak' if overall == WEAK else 'failing'} (details below).")
+        if stand_in is not None:
+            sentence += (f" The headline method has no before-twinning estimates of its own; "
+                         f"its pre-trend checks are those of {stand_in}, the same method "
+                         "with before-twinning (placebo) estimates.")
     return Credibility(tuple(checks), headline, overall, sentence, bacon=bacon,
                        power_result=power_result, sensitivity=sensitivity)
 
