@@ -42,6 +42,7 @@ from .etl import (
     load_wikipedia_twinnings,
     read_trade,
     read_twinnings,
+    scan_trade,
     to_iso3,
 )
 from .inference.honest_did import honest_did
@@ -119,6 +120,7 @@ __all__ = [
     "read_trade",
     "read_twinnings",
     "run_study",
+    "scan_trade",
     "simulated_city_exports",
     "slope_for_power",
     "sun_abraham",

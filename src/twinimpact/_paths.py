@@ -7,6 +7,7 @@ installs), and finally in ``$TWINIMPACT_HOME`` if set; errors name every place s
 
 from __future__ import annotations
 
+import glob
 import os
 from pathlib import Path
 
@@ -42,7 +43,8 @@ def find_repo_root() -> Path:
 
 def resolve_data_path(p: str | os.PathLike[str], base: Path | None = None) -> Path:
     """Resolve ``p``: absolute as is; else relative to ``base`` (the study file's folder)
-    if it exists there; else relative to the repository root."""
+    if it exists there; else relative to the repository root. A glob (``*.csv``) resolves
+    to the first of those places where it matches a file."""
     path = Path(p)
     if path.is_absolute():
         tried = [path]
@@ -55,6 +57,14 @@ def resolve_data_path(p: str | os.PathLike[str], base: Path | None = None) -> Pa
             tried.append(find_repo_root() / path)
         except InputError:
             pass
+    if glob.has_magic(str(p)):  # a glob: the first base under which it matches something
+        for t in tried:
+            if glob.glob(str(t), recursive=True):
+                return t
+        raise InputError(format_message(
+            "the glob matches no file", where=", ".join(str(t) for t in tried), seen=str(p),
+            fix="check the pattern in the study file (relative patterns are read from the "
+                "study file's folder or the repository root)"))
     for t in tried:
         if t.exists():
             return t.resolve()

@@ -24,6 +24,7 @@ __all__ = [
     "DataWarning",
     "DroppedRowsWarning",
     "EstimationError",
+    "FetchError",
     "FewClustersWarning",
     "InputError",
     "NotComputableWarning",
@@ -60,6 +61,10 @@ class SpecificationError(TwinImpactError, ValueError):
 
 class EstimationError(TwinImpactError, RuntimeError):
     """The estimator cannot produce a result on these data (e.g. no valid comparison group)."""
+
+
+class FetchError(TwinImpactError, RuntimeError):
+    """A download failed (offline, refused key, HTTP error, empty answer); says which."""
 
 
 class TwinImpactWarning(UserWarning):

@@ -82,7 +82,7 @@ def test_rerun_replaces_outputs_and_nothing_else(default_run, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["de_gravity_intensity", "cn_uk_case", "au_cn_case",
-                                  "de_exports_intensity"])
+                                  "de_exports_intensity", "de_exports_baci"])
 def test_other_bundled_studies(name, tmp_path):
     run = run_study(bundled_studies()[name], out=tmp_path)
     page = (tmp_path / "reports" / name / "report.html").read_text()
@@ -106,6 +106,9 @@ def test_other_bundled_studies(name, tmp_path):
         assert "has no end dates" in page and "per additional twinning" in page
     if name == "cn_uk_case":
         assert run.diagnostics["treated_from"] == {"Qingdao": 1998, "Jinan": 1983}
+    if name == "de_exports_baci":  # trade read in BACI layout, aggregated on DuckDB
+        assert run.panel.frame["year"].between(1960, 2014).all()
+        assert "TWFE (static)" in run.results
     if name == "au_cn_case":
         assert run.diagnostics["treated_from"] == {"Jinan": 2004, "Qingdao": 2000}
 

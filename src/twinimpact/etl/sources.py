@@ -32,7 +32,14 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from ..errors import ColumnError, InputError, check_literal, format_message, suggest
+from ..errors import (
+    ColumnError,
+    InputError,
+    SpecificationError,
+    check_literal,
+    format_message,
+    suggest,
+)
 from ..provenance import file_sha256, frame_sha256
 from .cities import Gazetteer, default_gazetteer
 from .countries import to_iso3_series
@@ -370,13 +377,18 @@ def read_trade(path_or_frame: Any, *, reporter: str = "reporter", partner: str =
                reporter_type: Literal["country", "city"] = "country",
                extra: Sequence[str] = (),
                country_aliases: Mapping[str, str] | None = None,
-               sep: str | None = None, encoding: str = "utf-8") -> pd.DataFrame:
+               sep: str | None = None, encoding: str = "utf-8",
+               format: str | None = None, **layout: Any) -> pd.DataFrame:
     """Read and validate a bilateral trade table (one row per reporter, partner, year).
 
     Parameters
     ----------
     path_or_frame : path or DataFrame
         CSV/TSV/parquet file or a DataFrame (never modified).
+    format : {"baci", "comtrade", "census_statehs", "abs_merch", "hmrc_rts"}, optional
+        Read a layout as a source publishes it (codes mapped to ISO3, aggregates and
+        unmapped codes counted and dropped, ``flow="X"|"M"``); further keywords go to the
+        reader (:mod:`twinimpact.etl.layouts`). The column keywords are not used then.
     reporter, partner, year, value : str
         Source column names of the exporter (reporter), the destination (partner), the
         calendar year and the trade value. E.g. TRADHIST: ``reporter="origin_country_code",
@@ -420,6 +432,17 @@ def read_trade(path_or_frame: Any, *, reporter: str = "reporter", partner: str =
     >>> t["partner"].tolist(), t.attrs["unit"]
     (['ROU', 'FRA'], 'USD millions current')
     """
+    if format is not None:
+        from .layouts import read_layout
+
+        if unit is not None:  # read_trade's own keyword; BACI takes it as an override
+            layout["unit"] = unit
+        return read_layout(path_or_frame, format=format, **layout)
+    if layout:
+        raise SpecificationError(format_message(
+            "unexpected keyword(s) for read_trade", seen=sorted(layout),
+            fix="layout options (flow=, countries=, ...) need format=; column roles are "
+                "reporter=, partner=, year=, value="))
     check_literal("reporter_type", reporter_type, ("country", "city"))
     inherited_unit = (path_or_frame.attrs.get("unit")
                       if isinstance(path_or_frame, pd.DataFrame) else None)

@@ -23,9 +23,16 @@ Schema (every key, with defaults)::
     rule = "first"
 
     [trade]
-    path = "data/raw/..."
+    path = "data/raw/..."               # a file, a folder or a glob ("customs/*.parquet")
     columns = { reporter = "...", partner = "...", year = "...", value = "..." }
-    options = { ... }                   # further read_trade keywords
+    options = { ... }                   # further read_trade / scan_trade keywords
+    format = "baci"                     # optional: a published layout, read as published
+                                        # ("baci", "comtrade", "census_statehs",
+                                        # "abs_merch", "hmrc_rts"; twinimpact.etl.layouts)
+    engine = "duckdb"                   # optional: aggregate records out of core with
+                                        # ti.scan_trade ("duckdb", "spark", "pandas");
+                                        # implied for a folder or a glob
+    filters = { flow = "X" }            # optional: scan_trade row filters
     reporters = ["DEU"]                 # optional filter
     years = [1871, 2014]                # optional inclusive window
 
@@ -109,7 +116,8 @@ LEVELS = ("country_pair", "city_partner")
 _SCHEMA: dict[str, set[str]] = {
     "study": {"name", "title", "description", "simulated", "caveats", "kind"},
     "twinnings": {"path", "columns", "options", "relations", "rule"},
-    "trade": {"path", "columns", "options", "reporters", "years"},
+    "trade": {"path", "columns", "options", "reporters", "years", "format", "engine",
+              "filters"},
     "panel": {"level"},
     "outcome": {"transform", "label"},
     "window": {"leads", "lags"},
@@ -213,7 +221,16 @@ def _check_inputs(doc: dict[str, Any]) -> dict[str, Any]:
 
     for sec, reader in (("twinnings", read_twinnings), ("trade", read_trade)):
         part = doc.get(sec, {})
-        params = set(inspect.signature(reader).parameters) - {"path_or_frame"}
+        params = set(inspect.signature(reader).parameters) - {"path_or_frame", "layout"}
+        if sec == "trade":  # a layout reader's or scan_trade's keywords (format=, engine=)
+            from ..etl import layouts, scan_trade
+
+            fmt = part.get("format")
+            if fmt in layouts.FORMATS:
+                params |= set(inspect.signature(getattr(layouts, f"read_{fmt}")).parameters)
+                params -= {"path", "scan_options"}
+            elif "engine" in part:
+                params |= set(inspect.signature(scan_trade).parameters) - {"source"}
         for key in ("columns", "options"):
             opts = part.get(key, {})
             if not isinstance(opts, dict):
@@ -278,6 +295,15 @@ def parse_study(doc: dict[str, Any], path: Path | None = None) -> Study:
     if KINDS[kind].check is not None:
         KINDS[kind].check(doc)
     trade = _check_inputs(doc)
+    if "format" in trade:
+        from ..etl.layouts import FORMATS
+
+        _choice("trade.format", trade["format"], FORMATS)
+    if "engine" in trade:
+        _choice("trade.engine", trade["engine"], ("duckdb", "spark", "pandas"))
+    if "filters" in trade and not isinstance(trade["filters"], dict):
+        raise _err("trade.filters", "filters must be a table {column = value}",
+                   seen=trade["filters"], fix='filters = { flow = "X" }')
     level = _choice("panel.level", doc.get("panel", {}).get("level", "country_pair"), LEVELS)
     outcome = doc.get("outcome", {})
     transform = _choice("outcome.transform", outcome.get("transform", "log"), OUTCOME_TRANSFORMS)

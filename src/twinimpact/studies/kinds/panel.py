@@ -16,7 +16,8 @@ import pandas as pd
 
 from ...errors import InputError, TwinImpactError, format_message, suggest
 from ...estimators.registry import call_with_supported, get_estimator
-from ...etl import build_panel, read_trade
+from ...etl import build_panel
+from ...etl.inputs import read_trade_input
 from ..base import StudyKind, StudyRun, caught, log, read_twinnings_cfg, step
 
 if TYPE_CHECKING:
@@ -76,8 +77,10 @@ def filter_trade(trade: pd.DataFrame, reporters: Any = None, years: Any = None, 
 def _load_inputs(study: Study) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
     twin = read_twinnings_cfg(study)
     tr = study.trade
-    trade = read_trade(study.resolve(tr["path"]), **tr.get("columns", {}),
-                       **tr.get("options", {}))
+    # a published layout (format=), an out-of-core scan (engine=, folder, glob) or a file
+    trade = read_trade_input(study.resolve(tr["path"]), columns=tr.get("columns"),
+                             options=tr.get("options"), format=tr.get("format"),
+                             engine=tr.get("engine"), filters=tr.get("filters"))
     trade, filters = filter_trade(trade, tr.get("reporters"), tr.get("years"),
                                   where=f"study {study.name}")
     return twin, trade, filters
