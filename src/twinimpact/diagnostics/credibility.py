@@ -295,6 +295,10 @@ def _target(result: Any) -> tuple[Any, str]:
 
     post = [t for t in result.terms if t.startswith("rel_time=")
             and float(result.term_info.loc[t, "rel_time"]) >= 0]
+    if not post:
+        raise SpecificationError(
+            "this result has no post-period event-time estimates named rel_time=..., so "
+            "there is no effect to measure the pre-trend test's power against")
     try:
         overall_weights(result, post)
         return "overall", "the overall effect"
@@ -562,9 +566,13 @@ def assess_credibility(results: dict[str, Any], *, frame: pd.DataFrame | None = 
         # A headline without pre-period terms (e.g. ETWFE with not-yet-treated controls has
         # no leads) is judged by the checks of the same estimator's companion fit that has
         # them (the same design with never-treated controls and placebo leads).
-        est = getattr(results[headline], "estimator", None)
+        def kin(r: Any) -> tuple:
+            spec = getattr(r, "spec", None) or {}
+            return (str(getattr(r, "estimator", "")).split("/")[0], spec.get("family"))
+
+        head_kin = kin(results[headline])
         for lab, r in results.items():
-            if lab != headline and getattr(r, "estimator", None) == est:
+            if lab != headline and kin(r) == head_kin:
                 comp = [c for c in checks if c.estimator == lab and c.verdict in _RANK]
                 if comp:
                     mine, stand_in = comp, lab

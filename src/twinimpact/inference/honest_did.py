@@ -322,6 +322,11 @@ def overall_weights(result: Any, post_terms: Sequence[str]) -> np.ndarray:
     R etwfe) gets R ``emfx``'s cell-size weights the same way.
     """
     post_terms = list(post_terms)
+    if not post_terms:
+        raise SpecificationError(format_message(
+            "target='overall' needs post-period event-time coefficients; none were given",
+            where=f"result of {getattr(result, 'estimator', '?')}",
+            fix="pass l_vec= explicitly, or use an event-study result"))
     declared = (getattr(result, "extras", None) or {}).get("att_weights")
     params, vcov = result.params, result.vcov
     if ATT_TERM not in params.index:
