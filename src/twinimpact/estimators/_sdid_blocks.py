@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._sdid_inference import Group
+from ._sdid_inference import BootstrapSampler, Group
 
 __all__ = ["Block", "block_gaps", "event_contrasts", "replicate_blocks"]
 
@@ -120,23 +120,12 @@ def replicate_blocks(kind: str, N: int, N0: int, groups: list[Group], fit_block:
             out.append([fit_block(ctrl, trs[g], g, Warm(kind, ctrl))
                         for g in range(len(sizes))])
     elif kind == "bootstrap":
-        group_of = np.full(N, -1)
-        for g, grp in enumerate(groups):
-            group_of[grp.rows] = g
-        max_draws = max_draws or 100 * n_reps
-        while len(out) < n_reps:
-            if len(out) + rejected >= max_draws:
-                raise RuntimeError("bootstrap: too many draws without both treated and "
-                                   "control units")
-            ind = np.sort(rng.integers(0, N, size=N))
-            ctrl = ind[ind < N0]
-            trs = [ind[group_of[ind] == g] for g in range(len(groups))]
-            if len(ctrl) == 0 or any(len(r) == 0 for r in trs):
-                rejected += 1
-                continue
+        sampler = BootstrapSampler(N, N0, groups, n_reps, rng, max_draws)
+        for ctrl, trs in sampler:
             start(ctrl, trs)
             out.append([fit_block(ctrl, trs[g], g, Warm(kind, ctrl))
                         for g in range(len(groups))])
+        rejected = sampler.rejected
     elif kind == "jackknife":
         all_ctrl = np.arange(N0)
         for j in range(N):

@@ -41,6 +41,7 @@ from ._sdid_solver import (
 )
 
 __all__ = [
+    "BootstrapSampler",
     "Group",
     "aggregate",
     "bootstrap_replicates",
@@ -145,28 +146,50 @@ def placebo_replicates(Y: np.ndarray, N0: int, groups: list[Group], fits: list[S
     return out
 
 
+class BootstrapSampler:
+    """The unit bootstrap's samples (Algorithm 2): units drawn with replacement (sorted),
+    redrawn until every group keeps a treated unit and a control is left.
+
+    Iterating yields ``(ctrl, treated)`` -- control rows and one array of treated rows per
+    group -- for ``n_reps`` accepted draws; ``rejected`` counts the redraws. Raises
+    RuntimeError after ``max_draws`` draws in all (default ``100 n_reps``).
+    """
+
+    def __init__(self, N: int, N0: int, groups: list[Group], n_reps: int,
+                 rng: np.random.Generator, max_draws: int | None = None) -> None:
+        self.N, self.N0, self.n_reps, self.rng = N, N0, n_reps, rng
+        self.group_of = np.full(N, -1)
+        for g, grp in enumerate(groups):
+            self.group_of[grp.rows] = g
+        self.n_groups = len(groups)
+        self.max_draws = max_draws or 100 * n_reps
+        self.rejected = 0
+
+    def __iter__(self):
+        accepted = 0
+        while accepted < self.n_reps:
+            if accepted + self.rejected >= self.max_draws:
+                raise RuntimeError("bootstrap: too many draws without both treated and "
+                                   "control units")
+            ind = np.sort(self.rng.integers(0, self.N, size=self.N))
+            ctrl = ind[ind < self.N0]
+            tr = [ind[self.group_of[ind] == g] for g in range(self.n_groups)]
+            if len(ctrl) == 0 or any(len(r) == 0 for r in tr):
+                self.rejected += 1
+                continue
+            accepted += 1
+            yield ctrl, tr
+
+
 def bootstrap_replicates(Y: np.ndarray, N0: int, groups: list[Group], fits: list[SDIDFit],
                          n_reps: int, rng: np.random.Generator,
                          max_draws: int | None = None) -> tuple[np.ndarray, int]:
     """Unit bootstrap replicates ``(n_reps, 1 + G)`` and the number of rejected draws."""
     N, T = Y.shape
-    group_of = np.full(N, -1)
-    for g, grp in enumerate(groups):
-        group_of[grp.rows] = g
     out = np.empty((n_reps, 1 + len(groups)))
-    count = rejected = 0
-    max_draws = max_draws or 100 * n_reps
+    sampler = BootstrapSampler(N, N0, groups, n_reps, rng, max_draws)
     bar = progress(n_reps, "synthetic_did bootstrap")
-    while count < n_reps:
-        if count + rejected >= max_draws:
-            raise RuntimeError("bootstrap: too many draws without both treated and "
-                               "control units")
-        ind = np.sort(rng.integers(0, N, size=N))
-        ctrl = ind[ind < N0]
-        tr = [ind[group_of[ind] == g] for g in range(len(groups))]
-        if len(ctrl) == 0 or any(len(r) == 0 for r in tr):
-            rejected += 1
-            continue
+    for count, (ctrl, tr) in enumerate(sampler):
         taus = np.empty(len(groups))
         for g, (grp, fit) in enumerate(zip(groups, fits, strict=True)):
             Yg = Y[np.concatenate([ctrl, tr[g]])]
@@ -176,10 +199,9 @@ def bootstrap_replicates(Y: np.ndarray, N0: int, groups: list[Group], fits: list
         att, _ = aggregate(taus, [len(r) for r in tr], [T - grp.a for grp in groups])
         out[count, 0] = att
         out[count, 1:] = taus
-        count += 1
         bar.update()
     bar.close()
-    return out, rejected
+    return out, sampler.rejected
 
 
 def jackknife_pseudovalues(Y: np.ndarray, N0: int, groups: list[Group],
