@@ -602,6 +602,32 @@ class TwoWayOLSFit(OLSFit):
         return out if self.kept.all() else out[:, self.kept]
 
 
+def _solve_indicator_system(xtx: np.ndarray, xty: np.ndarray, dt, mz: np.ndarray,
+                            yd: np.ndarray, cnt: np.ndarray, zz: np.ndarray,
+                            collin_tol: float):
+    """Finish and solve the normal equations of an indicator block plus covariates after a
+    fixed-effect sweep. ``xtx[:p, :p]`` (the indicator block) is filled by the caller;
+    ``dt(v)`` is ``D'M v`` for a demeaned ``v``; ``mz``/``yd`` the demeaned covariates and
+    outcome; ``cnt`` the indicator counts and ``zz`` the raw covariates (their centred sums
+    of squares scale the collinearity check). Returns ``coef, bread, kept`` of
+    :func:`solve_normal` and ``b`` (coefficients with dropped ones set to 0)."""
+    p = len(cnt)
+    n = len(yd)
+    for j in range(mz.shape[1]):
+        xtx[:p, p + j] = dt(mz[:, j])
+    xtx[p:, :p] = xtx[:p, p:].T
+    xtx[p:, p:] = mz.T @ mz
+    xty[:p] = dt(yd)
+    xty[p:] = mz.T @ yd
+    # sum of squares of the centred regressors before the FE sweep (collinearity scale)
+    ref_ss = np.empty(len(xty))
+    ref_ss[:p] = cnt - n * (cnt / n) ** 2
+    zmean = zz.mean(axis=0)
+    ref_ss[p:] = np.einsum("ij,ij->j", zz, zz) - n * zmean**2
+    coef, bread, kept = solve_normal(xtx, xty, collin_tol=collin_tol, ref_ss=ref_ss)
+    return coef, bread, kept, np.where(kept, coef, 0.0)
+
+
 def ols_twoway_balanced(y: np.ndarray, unit_codes: np.ndarray, time_codes: np.ndarray, *,
                         onehot: np.ndarray | None = None, n_onehot: int = 0,
                         z: np.ndarray | None = None,
@@ -686,19 +712,8 @@ def ols_twoway_balanced(y: np.ndarray, unit_codes: np.ndarray, time_codes: np.nd
         out += cnt * (v.sum() / n)
         return out
 
-    for j in range(q):
-        xtx[:p, p + j] = dt_m(mz[:, j])
-    xtx[p:, :p] = xtx[:p, p:].T
-    xtx[p:, p:] = mz.T @ mz
-    xty[:p] = dt_m(yd)
-    xty[p:] = mz.T @ yd
-    # sum of squares of the centred regressors before the FE sweep (collinearity scale)
-    ref_ss = np.empty(k)
-    ref_ss[:p] = cnt - n * (cnt / n) ** 2
-    zmean = zz.mean(axis=0)
-    ref_ss[p:] = np.einsum("ij,ij->j", zz, zz) - n * zmean**2
-    coef, bread, kept = solve_normal(xtx, xty, collin_tol=collin_tol, ref_ss=ref_ss)
-    b = np.where(kept, coef, 0.0)
+    coef, bread, kept, b = _solve_indicator_system(xtx, xty, dt_m, mz, yd, cnt, zz,
+                                                   collin_tol)
     fitted_d = np.concatenate([[0.0], b[:p]])[c1]
     resid = yd - _twoway_project(fitted_d, u, t, n_u, n_t)
     if q:
@@ -764,18 +779,8 @@ def ols_twoway_small_time(y: np.ndarray, unit_codes: np.ndarray, time_codes: np.
     def dt(v: np.ndarray) -> np.ndarray:
         return np.bincount(c1, weights=v, minlength=p + 1)[1:]
 
-    for j in range(q):
-        xtx[:p, p + j] = dt(mz[:, j])
-    xtx[p:, :p] = xtx[:p, p:].T
-    xtx[p:, p:] = mz.T @ mz
-    xty[:p] = dt(yd)
-    xty[p:] = mz.T @ yd
-    ref_ss = np.empty(k)
-    ref_ss[:p] = cnt - n * (cnt / n) ** 2
-    zmean = zz.mean(axis=0)
-    ref_ss[p:] = np.einsum("ij,ij->j", zz, zz) - n * zmean**2
-    coef, bread, kept = solve_normal(xtx, xty, collin_tol=collin_tol, ref_ss=ref_ss)
-    b = np.where(kept, coef, 0.0)
+    coef, bread, kept, b = _solve_indicator_system(xtx, xty, dt, mz, yd, cnt, zz,
+                                                   collin_tol)
     fitted_d = np.concatenate([[0.0], b[:p]])[c1]
     resid = yd - proj.subtract(fitted_d.reshape(n, 1))[:, 0]
     if q:
