@@ -27,6 +27,10 @@ Run (from the repository root; twinimpact runs in the current interpreter with
     python benchmarks/run_table.py                       # the default table
     python benchmarks/run_table.py --cases event_study --sizes 1e5 1e6 --panels unbalanced
     python benchmarks/run_table.py --list                # cases, panels and peers
+    # scaling to 1e8 rows (alone on the machine, one process per size, capped):
+    flock /work/bench.lock python benchmarks/run_table.py --cases event_study --big \
+        --sizes 1e5 1e6 1e7 1e8 --panels balanced unbalanced --threads 1 --no-peers \
+        --mem-cap-gb 20
 
 Results are appended as JSON lines to ``--jsonl`` and the markdown table is written to
 ``--out`` (default ``benchmarks/results_table.md``).
@@ -53,6 +57,12 @@ THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
 
 
 # ----------------------------------------------------------------------------- panels
+#: from this many rows on a run is "big": it needs --big, the panel comes from the lean
+#: generator (panels.lean_staggered_panel: unit, year, cohort, y only, made in place), the
+#: warm-up fit runs on a 1e5-row panel in the same process, and one timed fit follows
+BIG_ROWS = 3e7
+
+
 def _panel(case: str, kind: str, size: float):
     sys.path.insert(0, str(HERE))
     import numpy as np
@@ -60,7 +70,7 @@ def _panel(case: str, kind: str, size: float):
     import panels
 
     if case in ("event_study", "imputation", "did2s"):
-        return panels.make(kind, size)
+        return panels.make(kind, size, lean=size >= BIG_ROWS)
     if case == "sdid":
         # size = "N x T" encoded as N*1000+T; 10% treated units, treated in the last quarter
         n_units, t = int(size) // 1000, int(size) % 1000
@@ -181,20 +191,29 @@ def _rss_mb() -> float:
 
 
 def child(case: str, pkg: str, kind: str, size: float, repeats: int) -> dict:
+    big = size >= BIG_ROWS
+    if big:  # warm-up on a small panel first: the big one is made once and fitted once
+        _fit_fn(case, pkg, _panel(case, kind, 1e5))()
+        repeats = 1
     d = _panel(case, kind, size)
     rss_data = _rss_mb()
+    peak_data = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     fit = _fit_fn(case, pkg, d)
-    out = fit()  # warm-up
-    times = []
+    if not big:
+        out = fit()  # warm-up
+    times, cpu = [], []
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         out = fit()
         times.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
     import numpy as np
     out = np.asarray(out, dtype=float).ravel()
     return {"median_s": statistics.median(times), "times": times,
+            "cpu_s": statistics.median(cpu), "cpu_times": cpu,
             "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "data_mb": rss_data, "rows": len(d), "first": out[:3].tolist()}
+            "data_mb": rss_data, "peak_before_fit_mb": peak_data, "rows": len(d),
+            "first": out[:3].tolist()}
 
 
 # ----------------------------------------------------------------------------- parent
@@ -281,7 +300,7 @@ def exponents(results: list[dict]) -> str:
     import pandas as pd
     df = pd.DataFrame([r for r in results if not isinstance(r.get("error"), str)])
     lines = ["| case | package | panel | threads | sizes (rows) | exponent (time) "
-             "| exponent (peak memory) |", "|" + "---|" * 7]
+             "| exponent (CPU time) | exponent (peak memory) |", "|" + "---|" * 8]
     for key, grp in df.groupby(["case", "pkg", "panel", "threads"], sort=False):
         grp = grp.drop_duplicates("size", keep="last").sort_values("rows")
         if len(grp) < 2:
@@ -289,9 +308,12 @@ def exponents(results: list[dict]) -> str:
         x = np.log(grp["rows"].to_numpy(float))
         bt = np.polyfit(x, np.log(grp["median_s"].to_numpy(float)), 1)[0]
         bm = np.polyfit(x, np.log(grp["peak_mb"].to_numpy(float)), 1)[0]
+        cpu = grp["cpu_s"].to_numpy(float) if "cpu_s" in grp else np.array([np.nan])
+        bc = (f"{np.polyfit(x, np.log(cpu), 1)[0]:.2f}" if np.isfinite(cpu).all()
+              and len(cpu) == len(x) else "-")
         sizes = ", ".join(f"{v:.2g}" for v in grp["rows"])
         lines.append(f"| {key[0]} | {key[1]} | {key[2]} | {key[3]} | {sizes} | {bt:.2f} "
-                     f"| {bm:.2f} |")
+                     f"| {bc} | {bm:.2f} |")
     return "\n".join(lines)
 
 
@@ -306,6 +328,10 @@ def main() -> None:
     ap.add_argument("--timeout", type=float, default=1800)
     ap.add_argument("--peer-python", default="/tmp/venv-peers/bin/python")
     ap.add_argument("--no-peers", action="store_true", help="time twinimpact only")
+    ap.add_argument("--big", action="store_true",
+                    help=f"allow sizes >= {BIG_ROWS:.0e} rows (1e8: run alone, under "
+                         "flock /work/bench.lock, with --mem-cap-gb ~20); peers are not run "
+                         "at those sizes")
     ap.add_argument("--ti-src", default=str(ROOT / "src"),
                     help="twinimpact source tree to time (e.g. a snapshot: git archive)")
     ap.add_argument("--jsonl", default=str(HERE / "results_table.jsonl"))
@@ -327,6 +353,9 @@ def main() -> None:
         for c, (peers, sizes, kinds) in CASES.items():
             print(f"{c}: peers {peers}, sizes {sizes}, panels {kinds}")
         return
+    too_big = [z for z in (a.sizes or []) if z >= BIG_ROWS]
+    if too_big and not a.big:
+        raise SystemExit(f"sizes {too_big} need --big (see --help)")
     results = []
     threads = ["1", "default"] if a.threads == "both" else [a.threads]
     for case in a.cases:
@@ -334,14 +363,15 @@ def main() -> None:
         for kind in a.panels or kinds:
             for size in a.sizes or sizes:
                 for th in threads:
-                    for pkg in ["twinimpact"] + ([] if a.no_peers else peers):
+                    for pkg in ["twinimpact"] + ([] if a.no_peers or size >= BIG_ROWS
+                                                 else peers):
                         r = run_child(a, case, pkg, kind, size, th)
                         results.append(r)
                         with open(a.jsonl, "a") as fh:
                             fh.write(json.dumps(r) + "\n")
                         print(json.dumps({k: r.get(k) for k in (
-                            "case", "pkg", "panel", "size", "threads", "median_s", "peak_mb",
-                            "error", "load")}), flush=True)
+                            "case", "pkg", "panel", "size", "threads", "median_s", "cpu_s",
+                            "peak_mb", "data_mb", "error", "load")}), flush=True)
     head = [f"# Speed table (benchmarks/run_table.py), {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
             "", f"Command: `python benchmarks/run_table.py {' '.join(sys.argv[1:])}`", "",
             f"Machine: {platform.platform()}, {os.cpu_count()} CPUs shared with other jobs; "
