@@ -72,9 +72,12 @@ def _panel(case: str, kind: str, size: float):
         if kind != "balanced":
             raise SystemExit("sdid needs a balanced panel")
         return d
-    if case == "honest_rm":
-        # one cohort, 5 pre (besides the reference) and 10 post periods
-        d = panels.staggered_panel(size, n_periods=16, n_cohorts=1, never_share=0.5, seed=2)
+    if case in HONEST_CASES:
+        # one cohort, 5 pre (besides the reference) and 10 post periods; kind: rows missing
+        kw = {k: v for k, v in panels.PANEL_KINDS[kind].items()
+              if k not in ("n_periods", "n_cohorts")}
+        d = panels.staggered_panel(size, n_periods=16, n_cohorts=1, never_share=0.5, seed=2,
+                                   **kw)
         g = int(d["year"].min()) + 6
         d["cohort"] = np.where(d["cohort"] > 0, g, 0)
         d["rel_time"] = np.where(d["cohort"] > 0, d["year"] - g, -1)
@@ -107,6 +110,15 @@ GRAVITY_KINDS: dict[str, dict] = {
 }
 
 
+#: HonestDiD cases (5 pre + 10 post event study, 10 values of M): relative magnitudes with
+#: our default (adaptive) grid, with R's grid exactly, and smoothness (optimal FLCI)
+HONEST_CASES = ("honest_rm", "honest_rm_r", "honest_sd")
+HONEST_RM_MBAR = (0.0, 2.0, 10)  # np.linspace arguments; R's default Mbarvec
+#: Delta^SD M values: 0 to 1.5 (R's default upper end for the balanced panel is 1.487:
+#: the largest upper 95% bound of a pre-period second difference)
+HONEST_SD_M = (0.0, 1.5, 10)
+
+
 # ----------------------------------------------------------------------------- fits
 def _fit_fn(case: str, pkg: str, d):
     import numpy as np
@@ -125,11 +137,15 @@ def _fit_fn(case: str, pkg: str, d):
             return lambda: np.array([ti.synthetic_did(
                 d, outcome="y", unit="unit", time="year", treated="treated", se="placebo",
                 n_reps=200, seed=0).std_errors.iloc[0]])
-        if case == "honest_rm":
+        if case in HONEST_CASES:
             res = ti.event_study(d, **kw)
-            mv = np.linspace(0, 2, 10)
-            return lambda: ti.honest_did(res, num_pre=5, num_post=10, m_values=mv
-                                         )[["lb", "ub"]].to_numpy().ravel()
+            hkw = {"restriction": "smoothness", "m_values": np.linspace(*HONEST_SD_M)} \
+                if case == "honest_sd" else {"m_values": np.linspace(*HONEST_RM_MBAR)}
+            if case == "honest_rm_r":
+                hkw["grid"] = "r"  # R's grid exactly (no re-centring/widening)
+            # first post period (R's default l_vec); the "Original" row is dropped
+            return lambda: ti.honest_did(res, num_pre=5, num_post=10, **hkw
+                                         ).iloc[1:][["lb", "ub"]].to_numpy().ravel()
         if case in ("wild", "wild_p"):
             extra = {"conf_int": False} if case == "wild_p" else {}
             def f():
@@ -175,14 +191,24 @@ def _fit_fn(case: str, pkg: str, d):
                                                      n_bootstrap=200, seed=0).fit(
                 d_block, outcome="y", treatment="ever", unit="unit", time="year",
                 post_periods=post).se])
-        if case == "honest_rm":
+        if case in ("honest_rm", "honest_sd"):
+            # diff-diff 3.13 HonestDiD: "smoothness" is the optimal FLCI (same estimand as
+            # ours, like for like); "relative_magnitude" is NOT R's C-LF test inversion but
+            # the identified set widened by z * se (its ARP hybrid is disabled) -- timed
+            # for reference only. fit() per M (no breakdown search); l_vec = first post
+            # period as ours. Event study with unit FE, unit clusters and all 10 post
+            # periods: betahat and sigma equal ours to 1e-13.
             dd_d = d.assign(tr=(d["cohort"] > 0).astype(int))
-            res = dd.MultiPeriodDiD().fit(dd_d, outcome="y", treatment="tr", time="year",
-                                          unit="unit", reference_period=int(d["year"].min()) + 5)
-            mv = list(np.linspace(0, 2, 10))
-            h = dd.HonestDiD(method="relative_magnitude")
-            return lambda: np.array([b for bb in h.sensitivity_analysis(res, M_grid=mv).bounds
-                                     for b in bb])
+            g = int(d["year"].min()) + 6
+            res = dd.MultiPeriodDiD(cluster="unit").fit(
+                dd_d, outcome="y", treatment="tr", time="year", unit="unit",
+                reference_period=g - 1, post_periods=list(range(g, int(d["year"].max()) + 1)),
+                absorb=["unit"])
+            meth, mv = (("smoothness", np.linspace(*HONEST_SD_M)) if case == "honest_sd"
+                        else ("relative_magnitude", np.linspace(*HONEST_RM_MBAR)))
+            h = dd.HonestDiD(method=meth, l_vec=np.eye(10)[0])
+            return lambda: np.array([b for m in mv for r in [h.fit(res, M=float(m))]
+                                     for b in (r.ci_lb, r.ci_ub)])
     if pkg == "wildboottest":
         import statsmodels.api as sm
         from wildboottest.wildboottest import wildboottest
@@ -240,7 +266,9 @@ CASES = {
     "imputation": (["diff-diff"], [1e5, 1e6], ["balanced", "unbalanced"]),
     "did2s": (["diff-diff", "pyfixest"], [1e5, 1e6], ["balanced", "unbalanced"]),
     "sdid": (["diff-diff"], [100_040, 1_000_060, 2_000_060], ["balanced"]),
-    "honest_rm": (["diff-diff"], [1e4], ["balanced"]),
+    "honest_rm": (["diff-diff"], [1e4], ["balanced", "unbalanced", "gaps"]),
+    "honest_rm_r": ([], [1e4], ["balanced", "unbalanced", "gaps"]),
+    "honest_sd": (["diff-diff"], [1e4], ["balanced", "unbalanced", "gaps"]),
     "wild": (["wildboottest"], [1e5], ["balanced"]),
     "wild_p": (["wildboottest"], [1e5], ["balanced"]),
     "ppml": (["pyfixest"], [1e6, 1e7], list(GRAVITY_KINDS)),
