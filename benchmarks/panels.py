@@ -103,6 +103,7 @@ def staggered_panel(n_rows: float, *, n_periods: int = 10, n_cohorts: int = 7,
 
 def gravity_panel(n_exp: int, n_imp: int | None = None, n_years: int = 100, *,
                   zeros: float = 0.2, treated_pairs: float = 0.3, n_cohorts: int = 20,
+                  cohort_from: float | None = None, miss_random: float = 0.0,
                   key: str = "int", seed: int = 0) -> pd.DataFrame:
     """Dense gravity panel: every exporter x importer pair (incl. i = j) in every year.
 
@@ -110,6 +111,13 @@ def gravity_panel(n_exp: int, n_imp: int | None = None, n_years: int = 100, *,
     with ``key="str"``), ``cohort`` (pair's first treated year, 0 = never), ``treat``
     (0/1), ``trade`` (>= 0, share ``zeros`` of exact zeros), ``dist`` (log distance-like
     pair covariate).
+
+    ``n_cohorts`` adoption years are spread evenly from year index ``cohort_from *
+    n_years`` (default ``n_years // 5``) to the second-to-last year; an ETWFE fit has one
+    cell per cohort and post-adoption year, so adoptions late in a long panel keep the
+    number of cells moderate. ``miss_random`` removes that share of rows at random
+    (unbalanced pairs; drawn after every other random number, so the kept rows are
+    identical to the balanced panel's).
     """
     n_imp = n_exp if n_imp is None else n_imp
     rng = np.random.default_rng(seed)
@@ -119,7 +127,8 @@ def gravity_panel(n_exp: int, n_imp: int | None = None, n_years: int = 100, *,
     yrs = np.arange(n_years)
     ii, jj = np.tile(i, n_years), np.tile(j, n_years)
     pp, tt = np.tile(np.arange(n_pair), n_years), np.repeat(yrs, n_pair)
-    dates = np.unique(np.linspace(n_years // 5, n_years - 2, n_cohorts).round().astype(int))
+    first = n_years // 5 if cohort_from is None else round(cohort_from * n_years)
+    dates = np.unique(np.linspace(first, n_years - 2, n_cohorts).round().astype(int))
     treat_pair = rng.random(n_pair) < treated_pairs
     g_pair = np.where(treat_pair, rng.choice(dates, size=n_pair) + 1, 0)  # 1-based year idx
     g = g_pair[pp]
@@ -139,9 +148,12 @@ def gravity_panel(n_exp: int, n_imp: int | None = None, n_years: int = 100, *,
                            np.char.add("_", jj.astype(str))).astype(object)
     else:
         exp_year, imp_year, pair = ii * 10_000 + tt, jj * 10_000 + tt, pp
-    return pd.DataFrame({"exporter": ii, "importer": jj, "year": year, "pair": pair,
-                         "exp_year": exp_year, "imp_year": imp_year, "cohort": cohort,
-                         "treat": d, "trade": trade, "dist": rng.normal(size=n_pair)[pp]})
+    out = pd.DataFrame({"exporter": ii, "importer": jj, "year": year, "pair": pair,
+                        "exp_year": exp_year, "imp_year": imp_year, "cohort": cohort,
+                        "treat": d, "trade": trade, "dist": rng.normal(size=n_pair)[pp]})
+    if miss_random > 0:
+        out = out[rng.random(len(out)) >= miss_random].reset_index(drop=True)
+    return out
 
 
 # named panel variants used by run_table.py: kind -> keyword arguments of staggered_panel
