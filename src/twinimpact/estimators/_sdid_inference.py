@@ -31,12 +31,14 @@ import numpy as np
 
 from ..core.progress import progress, track
 from ._sdid_solver import (
+    _MASKED,
     SDIDFit,
     SDIDOptions,
     default_options,
     fixed_weights,
+    gram_blocks,
     sdid_fit,
-    sdid_fit_batch,
+    solve_gram_rows,
     sum_normalize,
 )
 
@@ -101,11 +103,13 @@ def aggregate(taus: np.ndarray, n1: np.ndarray, t1: np.ndarray) -> tuple[float, 
     return float(np.dot(w, taus)), w
 
 
-#: replicates solved together hold about this many float64 numbers (outcome stack, Gram
-#: matrices of the unit- and time-weight problems): the batch solver's memory is
-#: B x N0^2, 5 GB for 200 placebo replicates of 1,800 controls, so the replicates go in
+#: working memory of one batch of placebo weight problems, in float64 numbers: the
+#: per-replicate state of the Frank-Wolfe solver (about 6 vectors of length N0 for the
+#: unit weights) and the time-weight Gram blocks ((T0 + 1)^2 each); larger batches go in
 #: chunks (each problem follows its own iterates: chunking changes no number)
-_BATCH_ELEMS = 2**24
+_BATCH_ELEMS = 2**19
+#: ... and of one gather of the replicates' control rows (time-weight Gram blocks)
+_GATHER_ELEMS = 2**17
 
 
 def _rep_chunks(n_reps: int, per_rep: int) -> list[slice]:
@@ -113,12 +117,89 @@ def _rep_chunks(n_reps: int, per_rep: int) -> list[slice]:
     return [slice(s, min(s + step, n_reps)) for s in range(0, n_reps, step)]
 
 
+def _placebo_lambda(Y0: np.ndarray, ctrl: np.ndarray, T0: int, lam: np.ndarray,
+                    opts: SDIDOptions) -> np.ndarray:
+    """Time weights of the placebo replicates ``(B, T0)``: each replicate's problem is
+    synthdid's on its controls ``ctrl[b]`` (rows of ``Y0``), warm-started at ``lam``."""
+    B, n0 = ctrl.shape
+    k = T0
+    Z = np.empty((Y0.shape[0], k + 1))
+    Z[:, :k] = Y0[:, :k]
+    Z[:, k] = Y0[:, k:].mean(axis=1)
+    out = np.empty((B, k))
+    for sl in _rep_chunks(B, (k + 1) ** 2 + 6 * k):
+        reps = np.arange(B)[sl]
+        bank = np.empty((len(reps) * k, k))
+        Atb = np.empty((len(reps), k))
+        bb = np.empty(len(reps))
+        for sub in _rep_chunks(len(reps), n0 * (k + 1) * _BATCH_ELEMS // _GATHER_ELEMS):
+            bk, _, Atb[sub], bb[sub] = gram_blocks(Z[ctrl[reps[sub]]], opts.zeta_lambda,
+                                                   opts.lambda_intercept)
+            bank[sub.start * k:sub.stop * k] = bk
+        out[sl] = solve_gram_rows(bank, np.arange(len(reps)) * k, Atb, bb,
+                                  np.broadcast_to(lam, (len(reps), k)),
+                                  n=n0, zeta=opts.zeta_lambda, opts=opts)
+    return out
+
+
+def _placebo_omega(Y0: np.ndarray, ctrl: np.ndarray, tr: np.ndarray, T0: int,
+                   x0: np.ndarray, opts: SDIDOptions) -> np.ndarray:
+    """Unit weights of the placebo replicates in the coordinates of all ``N0`` controls,
+    ``(B, N0)`` (zero off ``ctrl[b]``), warm-started at ``x0``.
+
+    The unit-weight problem of a replicate regresses the (centred) pre-period mean of its
+    pseudo-treated units on the (centred) pre-period series of its controls: centring is
+    per unit, so every replicate's Gram matrix is a principal submatrix of the one Gram
+    matrix of all controls, built once; a replicate masks the units it leaves out."""
+    N0 = Y0.shape[0]
+    A = Y0[:, :T0].T                                     # (T0, N0): one column per unit
+    if opts.omega_intercept:
+        A = A - A.mean(axis=0)
+    bank = A.T @ A
+    bank[np.diag_indices(N0)] += T0 * opts.zeta_omega**2
+    out = np.empty((len(ctrl), N0))
+    for sl in _rep_chunks(len(ctrl), 6 * N0):
+        b = A[:, tr[sl]].mean(axis=2)                    # (T0, B) pseudo-treated means
+        Atb = (A.T @ b).T
+        keep = np.zeros(Atb.shape, dtype=bool)
+        np.put_along_axis(keep, ctrl[sl], True, axis=1)
+        Atb[~keep] = _MASKED
+        out[sl] = solve_gram_rows(bank, 0, Atb, np.einsum("tb,tb->b", b, b), x0[sl],
+                                  n=T0, zeta=opts.zeta_omega, opts=opts)
+    return out
+
+
+def _placebo_taus(Y0: np.ndarray, ctrl: np.ndarray, tr: np.ndarray, fit: SDIDFit
+                  ) -> np.ndarray:
+    """Estimates of the placebo replicates of one block: controls ``ctrl[b]`` against
+    pseudo-treated ``tr[b]`` (rows of the control outcomes ``Y0``), weights re-estimated
+    from the original fit's weights with its tuning (R synthdid ``placebo_se``)."""
+    opts, T0 = fit.options, fit.T0
+    N0, T = Y0.shape
+    B, n1 = tr.shape
+    omega0 = np.zeros((B, N0))
+    src = fit.omega[ctrl]
+    tot = src.sum(axis=1, keepdims=True)
+    vals = np.where(tot != 0, src / np.where(tot != 0, tot, 1.0), 1.0 / ctrl.shape[1])
+    np.put_along_axis(omega0, ctrl, vals, axis=1)        # sum_normalize(omega[ctrl])
+    omega = (_placebo_omega(Y0, ctrl, tr, T0, omega0, opts) if opts.update_omega
+             else omega0)
+    lam = (_placebo_lambda(Y0, ctrl, T0, fit.lam, opts) if opts.update_lambda
+           else np.broadcast_to(fit.lam, (B, T0)))
+    col = np.empty((B, T))
+    col[:, :T0] = -lam
+    col[:, T0:] = 1.0 / (T - T0)
+    row = -omega
+    np.put_along_axis(row, tr, 1.0 / n1, axis=1)
+    return np.einsum("bj,jt,bt->b", row, Y0, col, optimize=True)
+
+
 def placebo_replicates(Y: np.ndarray, N0: int, groups: list[Group], fits: list[SDIDFit],
                        n_reps: int, rng: np.random.Generator) -> np.ndarray:
     """Placebo replicates, shape ``(n_reps, 1 + G)``: column 0 the ATT, then per group.
 
-    Replicates are solved in chunks of at most :data:`_BATCH_ELEMS` numbers of working
-    memory (memory linear in the number of controls squared, not in ``n_reps`` times it).
+    Each cohort's replicates are solved together (:func:`_placebo_taus`), in chunks of
+    at most :data:`_BATCH_ELEMS` numbers of working memory.
     """
     T = Y.shape[1]
     sizes = [len(g.rows) for g in groups]
@@ -128,18 +209,9 @@ def placebo_replicates(Y: np.ndarray, N0: int, groups: list[Group], fits: list[S
     ctrl = perms[:, :n0_new]
     out = np.empty((n_reps, 1 + len(groups)))
     start = n0_new
-    for g, (grp, fit) in enumerate(track(list(zip(groups, fits, strict=True)),
-                                         "synthetic_did placebo (cohorts)")):
-        tr = perms[:, start:start + sizes[g]]
+    for g, fit in enumerate(track(fits, "synthetic_did placebo (cohorts)")):
+        out[:, 1 + g] = _placebo_taus(Y[:N0], ctrl, perms[:, start:start + sizes[g]], fit)
         start += sizes[g]
-        rows = np.concatenate([ctrl, tr], axis=1)                      # (B, n0_new + N1_g)
-        om_init = np.array([sum_normalize(fit.omega[c]) for c in ctrl])
-        la_init = np.broadcast_to(fit.lam, (n_reps, grp.a))
-        per_rep = rows.shape[1] * T + n0_new**2 + grp.a**2
-        for sl in _rep_chunks(n_reps, per_rep):
-            tau, _, _ = sdid_fit_batch(Y[rows[sl]], n0_new, grp.a, fit.options,
-                                       omega=om_init[sl], lam=la_init[sl])
-            out[sl, 1 + g] = tau
     t1 = np.array([T - grp.a for grp in groups])
     cells = np.array(sizes, dtype=float) * t1
     out[:, 0] = out[:, 1:] @ (cells / cells.sum())

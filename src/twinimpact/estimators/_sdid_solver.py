@@ -35,13 +35,17 @@ __all__ = [
     "SDIDFit",
     "SDIDOptions",
     "collapsed_form",
+    "fw_gram_rows",
     "fw_objective",
+    "gram_blocks",
     "noise_level",
     "sc_weight_fw",
     "sc_weight_fw_batch",
     "sc_weight_fw_reference",
     "sdid_fit",
+    "solve_gram_rows",
     "sparsify",
+    "sparsify_rows",
 ]
 
 
@@ -205,76 +209,133 @@ def sc_weight_fw_batch(Y: np.ndarray, zeta: float, *, intercept: bool = True,
 
     ``Y`` has shape ``(B, n, k + 1)``, ``init`` ``(B, k)``; returns ``(weights (B, k),
     n_iter (B,), converged (B,))``. Each problem follows exactly its own iterates and
-    stopping rule; batching only removes interpreter overhead (placebo replications).
+    stopping rule; batching only removes interpreter overhead (:func:`fw_gram_rows`).
     """
-    w, _, n_iter, conv = _fw_gram(np.asarray(Y, dtype=float), zeta, intercept=intercept,
-                                  init=init, min_decrease=min_decrease, max_iter=max_iter,
-                                  keep_values=False)
-    return w, n_iter, conv
-
-
-def _fw_gram(Y: np.ndarray, zeta: float, *, intercept: bool, init: np.ndarray | None,
-             min_decrease: float, max_iter: int, keep_values: bool):
+    Y = np.asarray(Y, dtype=float)
     B, n, k1 = Y.shape
-    k = k1 - 1
-    if intercept:
-        Y = Y - Y.mean(axis=1, keepdims=True)
-    A = Y[:, :, :k]
-    b = Y[:, :, k]
-    G = np.einsum("bnk,bnl->bkl", A, A)
-    GT = np.ascontiguousarray(np.swapaxes(G, 1, 2))   # GT[b, i] = G[b, :, i]
-    Atb = np.einsum("bnk,bn->bk", A, b)
-    bb = np.einsum("bn,bn->b", b, b)
-    Gd = np.einsum("bkk->bk", G).copy()
-    x = np.full((B, k), 1.0 / k) if init is None else np.array(init, dtype=float).copy()
+    bank, base, Atb, bb = gram_blocks(Y, zeta, intercept)
+    x0 = np.full((B, k1 - 1), 1.0 / (k1 - 1)) if init is None else init
+    return fw_gram_rows(bank, base, Atb, bb, x0, n=n, zeta=zeta,
+                        min_decrease=min_decrease, max_iter=max_iter)
+
+
+#: value of ``A'b`` on a coordinate a problem may not use (see :func:`fw_gram_rows`): its
+#: half-gradient is then ~1e200, never the smallest, and stays finite under the lazy
+#: scaling below (rescaled before the scale factor drops under 1e-100)
+_MASKED = -1e200
+_RESCALE_BELOW = 1e-100
+#: largest step: a full step (x = e_i) would zero the lazy scale factor; stopping one
+#: rounding unit short of it changes x by <= 2^-53 (R's iterate, to rounding)
+_STEP_MAX = 1.0 - 2.0**-53
+
+
+def fw_gram_rows(bank: np.ndarray, base: np.ndarray | int, Atb: np.ndarray,
+                 bb: np.ndarray, x0: np.ndarray, *, n: int, zeta: float,
+                 min_decrease: float, max_iter: int
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Frank-Wolfe of :func:`sc_weight_fw` on ``B`` problems given in Gram form.
+
+    Problem ``b`` has ``k`` coordinates; its matrix ``G_b + eta I`` (``G_b = A_b'A_b``,
+    ``eta = n zeta^2``) is rows ``base[b] .. base[b] + k - 1`` of ``bank`` (shape
+    ``(m k, k)``, ``base`` multiples of ``k``: one shared matrix with ``base = 0``, or one
+    block per problem), ``Atb[b] = A_b'b_b``, ``bb[b] = b_b'b_b``, ``x0[b]`` the start on
+    the simplex. A coordinate with ``Atb = _MASKED`` (and ``x0 = 0``) is never chosen: the
+    problems of placebo replicates live in the coordinates of all controls and mask the
+    units they leave out. Returns ``(weights (B, k), n_iter (B,), converged (B,))``.
+
+    Each problem follows its own iterates and stopping rule (those of
+    :func:`sc_weight_fw_reference`, in a different floating-point order). Per step and
+    problem the work is O(k): the half-gradient ``hg = (G + eta I) x - A'b`` moves to
+    ``(1 - s) hg + s (row_i - A'b)``; ``x'(G + eta I)x``, ``x'A'b`` and ``|x|^2`` are
+    scalars updated in O(1). ``x`` and ``hg`` are kept as ``sigma * y`` and ``sigma * h``
+    so that the ``(1 - s)`` scaling costs O(1) too; problems that stop leave the batch.
+    """
+    bank = np.ascontiguousarray(bank, dtype=float)
+    k = bank.shape[1]
+    Atb = np.array(Atb, dtype=float, order="C")        # flat indexing below: C order
+    B = Atb.shape[0]
+    base = np.broadcast_to(np.asarray(base, dtype=np.intp), (B,)).copy()
+    bb = np.array(bb, dtype=float)
     eta = n * zeta**2
     z2 = zeta**2
     md2 = min_decrease**2
-    q = np.einsum("bkl,bl->bk", G, x)
-    c = np.einsum("bk,bk->b", x, q)
-    p = np.einsum("bk,bk->b", x, Atb)
-    xx = np.einsum("bk,bk->b", x, x)
-    rows = np.arange(B)
-    v1 = np.full(B, np.nan)   # objective after the last iteration
-    v2 = np.full(B, np.nan)   # ... and the one before
-    active = np.ones(B, dtype=bool)
+    rows_all = np.arange(bank.shape[0])
+    gd = bank[rows_all, rows_all % k]                  # diagonal entry of each bank row
+    y = np.array(x0, dtype=float, order="C")            # x = sigma * y
+    h = np.empty((B, k))                                # hg = tau * h
+    for b0 in range(0, B, 256):                         # (G + eta I) x, in small pieces
+        sl = slice(b0, min(B, b0 + 256))
+        if np.all(base[sl] == base[sl][0]):
+            h[sl] = y[sl] @ bank[base[sl][0]:base[sl][0] + k]
+        else:
+            h[sl] = np.einsum("bkl,bl->bk", bank.reshape(-1, k, k)[base[sl] // k], y[sl])
+    cp = np.einsum("bk,bk->b", y, h)                    # x'(G + eta I)x
+    h -= Atb
+    p = np.einsum("bk,bk->b", y, np.where(Atb == _MASKED, 0.0, Atb))
+    xx = np.einsum("bk,bk->b", y, y)
+    sigma = np.ones(B)                                  # x = sigma * y, hg = sigma * h
+    out = np.empty((B, k))
     n_iter = np.zeros(B, dtype=int)
-    vals = np.empty(max_iter) if keep_values else None
+    conv = np.zeros(B, dtype=bool)
+    orig = np.arange(B)
+    flat = orig * k
+    vprev = np.full(B, np.inf)
+    R = np.empty((B, k))
     t = 0
-    while t < max_iter:
-        if t >= 2:
-            active &= (v2 - v1) > md2
-            if not active.any():
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        while True:
+            i = h.argmin(axis=1)
+            fi = flat + i
+            bi = base + i
+            hgi = sigma * h.take(fi)
+            xi = sigma * y.take(fi)
+            atbi = Atb.take(fi)
+            gdi = gd.take(bi)
+            qi = hgi + atbi                              # ((G + eta I) x)_i
+            den = gdi - 2.0 * qi + cp                    # (e_i - x)'(G + eta I)(e_i - x)
+            s = (cp - p - hgi) / den                     # -hg'(e_i - x) / den
+            np.fmax(s, 0.0, out=s)                       # (NaN -> 0)
+            np.fmin(s, _STEP_MAX, out=s)
+            s *= den > 0
+            u = 1.0 - s
+            cp = u * (u * cp + 2.0 * s * qi) + s * s * gdi
+            p = u * p + s * atbi
+            xx = u * (u * xx + 2.0 * s * xi) + s * s
+            Ra = R[:len(orig)]
+            bank.take(bi, axis=0, out=Ra, mode="clip")
+            Ra -= Atb
+            sigma *= u
+            s /= sigma
+            y.ravel()[fi] += s
+            Ra *= s[:, None]
+            h += Ra
+            val = z2 * xx + np.maximum(cp - eta * xx - 2.0 * p + bb, 0.0) / n
+            t += 1
+            if t % 8 == 0 and sigma.min() < _RESCALE_BELOW:
+                y *= sigma[:, None]
+                h *= sigma[:, None]
+                sigma[:] = 1.0
+            if t >= 2:
+                done = ~((vprev - val) > md2)
+                stop = done if t < max_iter else np.ones_like(done)
+                if stop.any():
+                    o = orig[stop]
+                    out[o] = y[stop] * sigma[stop, None]
+                    n_iter[o] = t
+                    conv[o] = done[stop]
+                    keep = ~stop
+                    if not keep.any():
+                        break
+                    orig, y, h, Atb, base = orig[keep], y[keep], h[keep], Atb[keep], base[keep]
+                    cp, p, xx, bb, val = cp[keep], p[keep], xx[keep], bb[keep], val[keep]
+                    sigma = sigma[keep]
+                    flat = np.arange(len(orig)) * k
+            elif t >= max_iter:
+                out[orig] = y * sigma[:, None]
+                n_iter[orig] = t
                 break
-        hg = q - Atb + eta * x
-        i = hg.argmin(axis=1)
-        xi = x[rows, i]
-        qi = q[rows, i]
-        gdi = Gd[rows, i]
-        num = hg[rows, i] - np.einsum("bk,bk->b", hg, x)     # half_grad . d_x, negated
-        dxx = xx - 2.0 * xi + 1.0                           # |d_x|^2
-        den = (gdi - 2.0 * qi + c) + eta * dxx              # |A d_x|^2 + eta |d_x|^2
-        with np.errstate(divide="ignore", invalid="ignore"):
-            s = np.where(den > 0, -num / den, 0.0)
-        s = np.clip(s, 0.0, 1.0)
-        s = np.where(active & (dxx > 0), s, 0.0)
-        u = 1.0 - s
-        c = u * u * c + 2.0 * s * u * qi + s * s * gdi
-        p = u * p + s * Atb[rows, i]
-        xx = u * u * xx + 2.0 * s * u * xi + s * s
-        x *= u[:, None]
-        x[rows, i] += s
-        q *= u[:, None]
-        q += s[:, None] * GT[rows, i]
-        val = z2 * xx + np.maximum(c - 2.0 * p + bb, 0.0) / n
-        v2 = np.where(active, v1, v2)
-        v1 = np.where(active, val, v1)
-        n_iter += active
-        if keep_values:
-            vals[t] = val[0]
-        t += 1
-    converged = (n_iter >= 2) & ~((v2 - v1) > md2)
-    return x, (vals[:t].copy() if keep_values else None), n_iter, converged
+            vprev = val
+    return out, n_iter, conv
 
 
 def sparsify(v: np.ndarray) -> np.ndarray:
@@ -445,51 +506,39 @@ def fixed_weights(method: str, N0: int, T0: int) -> tuple[np.ndarray | None, np.
     return None, None
 
 
-def collapsed_form_batch(Y: np.ndarray, N0: int, T0: int) -> np.ndarray:
-    """:func:`collapsed_form` of a stack ``(B, N, T)`` -> ``(B, N0 + 1, T0 + 1)``."""
-    B = Y.shape[0]
-    out = np.empty((B, N0 + 1, T0 + 1))
-    out[:, :N0, :T0] = Y[:, :N0, :T0]
-    out[:, :N0, T0] = Y[:, :N0, T0:].mean(axis=2)
-    out[:, N0, :T0] = Y[:, N0:, :T0].mean(axis=1)
-    out[:, N0, T0] = Y[:, N0:, T0:].mean(axis=(1, 2))
-    return out
+def sparsify_rows(x: np.ndarray) -> np.ndarray:
+    """:func:`sparsify` applied to each row of ``x``."""
+    x = np.array(x, dtype=float)
+    x[x <= x.max(axis=1, keepdims=True) / 4] = 0.0
+    return x / x.sum(axis=1, keepdims=True)
 
 
-def _solve_batch(Yw: np.ndarray, zeta: float, intercept: bool, init: np.ndarray | None,
-                 opts: SDIDOptions) -> np.ndarray:
-    first_iter = opts.max_iter_pre_sparsify if opts.sparsify else opts.max_iter
-    w, _, _ = sc_weight_fw_batch(Yw, zeta, intercept=intercept, init=init,
-                                 min_decrease=opts.min_decrease, max_iter=first_iter)
+def solve_gram_rows(bank: np.ndarray, base: np.ndarray | int, Atb: np.ndarray,
+                    bb: np.ndarray, x0: np.ndarray, *, n: int, zeta: float,
+                    opts: SDIDOptions) -> np.ndarray:
+    """synthdid's two passes (``max_iter_pre_sparsify`` steps, sparsify, then up to
+    ``max_iter``) of :func:`fw_gram_rows`; returns the weights ``(B, k)``."""
+    kw = {"n": n, "zeta": zeta, "min_decrease": opts.min_decrease}
+    first = opts.max_iter_pre_sparsify if opts.sparsify else opts.max_iter
+    x, _, _ = fw_gram_rows(bank, base, Atb, bb, x0, max_iter=first, **kw)
     if opts.sparsify:
-        w = np.array([sparsify(row) for row in w])
-        w, _, _ = sc_weight_fw_batch(Yw, zeta, intercept=intercept, init=w,
-                                     min_decrease=opts.min_decrease, max_iter=opts.max_iter)
-    return w
+        x, _, _ = fw_gram_rows(bank, base, Atb, bb, sparsify_rows(x),
+                               max_iter=opts.max_iter, **kw)
+    return x
 
 
-def sdid_fit_batch(Y: np.ndarray, N0: int, T0: int, opts: SDIDOptions, *,
-                   omega: np.ndarray | None = None, lam: np.ndarray | None = None
-                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """:func:`sdid_fit` for a stack ``Y`` of shape ``(B, N, T)`` sharing ``N0``, ``T0``
-    and ``opts``; ``omega`` ``(B, N0)`` / ``lam`` ``(B, T0)`` are initial or fixed weights.
-
-    Returns ``(tau (B,), omega (B, N0), lam (B, T0))``.
-    """
-    Y = np.asarray(Y, dtype=float)
-    B, N, T = Y.shape
-    N1, T1 = N - N0, T - T0
-    Yc = collapsed_form_batch(Y, N0, T0)
-    if opts.update_lambda:
-        lam = _solve_batch(Yc[:, :N0, :], opts.zeta_lambda, opts.lambda_intercept, lam, opts)
-    if opts.update_omega:
-        omega = _solve_batch(np.swapaxes(Yc[:, :, :T0], 1, 2), opts.zeta_omega,
-                             opts.omega_intercept, omega, opts)
-    if omega is None or lam is None:  # pragma: no cover - internal misuse
-        raise ValueError("fixed weights must be given when update_* is False")
-    omega = np.broadcast_to(np.asarray(omega, dtype=float), (B, N0))
-    lam = np.broadcast_to(np.asarray(lam, dtype=float), (B, T0))
-    row = np.concatenate([-omega, np.full((B, N1), 1.0 / N1)], axis=1)
-    col = np.concatenate([-lam, np.full((B, T1), 1.0 / T1)], axis=1)
-    tau = np.einsum("bn,bnt,bt->b", row, Y, col)
-    return tau, np.array(omega), np.array(lam)
+def gram_blocks(Yw: np.ndarray, zeta: float, intercept: bool
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Gram form of a stack of weight problems ``Yw`` ``(B, n, k + 1)`` (as
+    :func:`sc_weight_fw`): ``bank`` ``(B k, k)`` holding ``A_b'A_b + n zeta^2 I``,
+    ``base``, ``A_b'b_b`` and ``b_b'b_b``."""
+    Yw = np.asarray(Yw, dtype=float)
+    B, n, k1 = Yw.shape
+    k = k1 - 1
+    if intercept:
+        Yw = Yw - Yw.mean(axis=1, keepdims=True)
+    gram = np.matmul(np.swapaxes(Yw, 1, 2), Yw)          # (B, k + 1, k + 1)
+    bank = np.ascontiguousarray(gram[:, :k, :k])
+    bank[:, np.arange(k), np.arange(k)] += n * zeta**2
+    return (bank.reshape(B * k, k), np.arange(B) * k, gram[:, :k, k].copy(),
+            gram[:, k, k].copy())
