@@ -25,6 +25,7 @@ Variance estimators (Arkhangelsky et al. 2021, Section 5), as in R synthdid's
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,13 +33,14 @@ import numpy as np
 from ..core.progress import progress, track
 from ._sdid_solver import (
     _MASKED,
+    GramProblems,
     SDIDFit,
     SDIDOptions,
     default_options,
     fixed_weights,
     gram_blocks,
     sdid_fit,
-    solve_gram_rows,
+    solve_gram_sets,
     sum_normalize,
 )
 
@@ -104,94 +106,107 @@ def aggregate(taus: np.ndarray, n1: np.ndarray, t1: np.ndarray) -> tuple[float, 
 
 
 #: working memory of one batch of placebo weight problems, in float64 numbers: the
-#: per-replicate state of the Frank-Wolfe solver (about 6 vectors of length N0 for the
-#: unit weights) and the time-weight Gram blocks ((T0 + 1)^2 each); larger batches go in
-#: chunks (each problem follows its own iterates: chunking changes no number)
+#: per-replicate state of the Frank-Wolfe solver (about 10 vectors of length N0 for the
+#: unit weights, 6 of length T0 for the time weights) and the time-weight Gram blocks
+#: ((T0 + 1)^2 each); more replicates go in chunks (each problem follows its own
+#: iterates: chunking changes nothing but the rounding of BLAS products of other shapes)
 _BATCH_ELEMS = 2**19
 #: ... and of one gather of the replicates' control rows (time-weight Gram blocks)
-_GATHER_ELEMS = 2**17
+_GATHER_ELEMS = 2**16
 
 
-def _rep_chunks(n_reps: int, per_rep: int) -> list[slice]:
-    step = max(1, int(_BATCH_ELEMS // max(per_rep, 1)))
-    return [slice(s, min(s + step, n_reps)) for s in range(0, n_reps, step)]
+def _rep_chunks(n_reps: int, per_rep: int, budget: int | None = None) -> list[slice]:
+    """Slices of about equal length covering ``range(n_reps)``, each within ``budget``
+    (default :data:`_BATCH_ELEMS`) numbers at ``per_rep`` numbers per replicate."""
+    step = max(1, int((budget or _BATCH_ELEMS) // max(per_rep, 1)))
+    n_chunks = -(-n_reps // step)
+    edges = np.linspace(0, n_reps, n_chunks + 1).round().astype(int)
+    return [slice(int(lo), int(hi)) for lo, hi in itertools.pairwise(edges)]
 
 
-def _placebo_lambda(Y0: np.ndarray, ctrl: np.ndarray, T0: int, lam: np.ndarray,
-                    opts: SDIDOptions) -> np.ndarray:
-    """Time weights of the placebo replicates ``(B, T0)``: each replicate's problem is
-    synthdid's on its controls ``ctrl[b]`` (rows of ``Y0``), warm-started at ``lam``."""
+def _lambda_problems(Z: np.ndarray, ctrl: np.ndarray, lam: np.ndarray,
+                     opts: SDIDOptions) -> GramProblems:
+    """Time-weight problems of placebo replicates with controls ``ctrl[b]``: synthdid's
+    on the rows ``Z[ctrl[b]]`` (pre-period outcomes, then the post-period mean), one Gram
+    block each, warm start ``lam``."""
     B, n0 = ctrl.shape
-    k = T0
-    Z = np.empty((Y0.shape[0], k + 1))
-    Z[:, :k] = Y0[:, :k]
-    Z[:, k] = Y0[:, k:].mean(axis=1)
-    out = np.empty((B, k))
-    for sl in _rep_chunks(B, (k + 1) ** 2 + 6 * k):
-        reps = np.arange(B)[sl]
-        bank = np.empty((len(reps) * k, k))
-        Atb = np.empty((len(reps), k))
-        bb = np.empty(len(reps))
-        for sub in _rep_chunks(len(reps), n0 * (k + 1) * _BATCH_ELEMS // _GATHER_ELEMS):
-            bk, _, Atb[sub], bb[sub] = gram_blocks(Z[ctrl[reps[sub]]], opts.zeta_lambda,
-                                                   opts.lambda_intercept)
-            bank[sub.start * k:sub.stop * k] = bk
-        out[sl] = solve_gram_rows(bank, np.arange(len(reps)) * k, Atb, bb,
-                                  np.broadcast_to(lam, (len(reps), k)),
-                                  n=n0, zeta=opts.zeta_lambda, opts=opts)
-    return out
+    k = Z.shape[1] - 1
+    bank = np.empty((B * k, k))
+    Atb = np.empty((B, k))
+    bb = np.empty(B)
+    for sub in _rep_chunks(B, n0 * (k + 1), _GATHER_ELEMS):  # gathers of the controls
+        bk, _, Atb[sub], bb[sub] = gram_blocks(Z[ctrl[sub]], opts.zeta_lambda,
+                                               opts.lambda_intercept)
+        bank[sub.start * k:sub.stop * k] = bk
+    return GramProblems(bank, np.arange(B) * k, Atb, bb, np.broadcast_to(lam, (B, k)),
+                        n0, opts.zeta_lambda)
 
 
-def _placebo_omega(Y0: np.ndarray, ctrl: np.ndarray, tr: np.ndarray, T0: int,
-                   x0: np.ndarray, opts: SDIDOptions) -> np.ndarray:
-    """Unit weights of the placebo replicates in the coordinates of all ``N0`` controls,
-    ``(B, N0)`` (zero off ``ctrl[b]``), warm-started at ``x0``.
-
-    The unit-weight problem of a replicate regresses the (centred) pre-period mean of its
-    pseudo-treated units on the (centred) pre-period series of its controls: centring is
-    per unit, so every replicate's Gram matrix is a principal submatrix of the one Gram
-    matrix of all controls, built once; a replicate masks the units it leaves out."""
-    N0 = Y0.shape[0]
-    A = Y0[:, :T0].T                                     # (T0, N0): one column per unit
-    if opts.omega_intercept:
-        A = A - A.mean(axis=0)
-    bank = A.T @ A
-    bank[np.diag_indices(N0)] += T0 * opts.zeta_omega**2
-    out = np.empty((len(ctrl), N0))
-    for sl in _rep_chunks(len(ctrl), 6 * N0):
-        b = A[:, tr[sl]].mean(axis=2)                    # (T0, B) pseudo-treated means
-        Atb = (A.T @ b).T
-        keep = np.zeros(Atb.shape, dtype=bool)
-        np.put_along_axis(keep, ctrl[sl], True, axis=1)
-        Atb[~keep] = _MASKED
-        out[sl] = solve_gram_rows(bank, 0, Atb, np.einsum("tb,tb->b", b, b), x0[sl],
-                                  n=T0, zeta=opts.zeta_omega, opts=opts)
-    return out
+def _omega_problems(A: np.ndarray, bank: np.ndarray, ctrl: np.ndarray, tr: np.ndarray,
+                    x0: np.ndarray, opts: SDIDOptions) -> GramProblems:
+    """Unit-weight problems of placebo replicates in the coordinates of all ``N0``
+    controls: regress the pseudo-treated units' mean of the columns of ``A`` (pre-period
+    series, one column per control, centred per unit when ``omega_intercept``) on those
+    of the controls ``ctrl[b]``. Centring is per unit, so every replicate's Gram matrix is
+    a principal submatrix of ``bank`` (``A'A + T0 zeta^2 I``, built once): a replicate
+    masks the units it leaves out."""
+    b = A[:, tr].mean(axis=2)                            # (T0, B) pseudo-treated means
+    Atb = (A.T @ b).T
+    keep = np.zeros(Atb.shape, dtype=bool)
+    np.put_along_axis(keep, ctrl, True, axis=1)
+    Atb[~keep] = _MASKED
+    return GramProblems(bank, 0, Atb, np.einsum("tb,tb->b", b, b), x0, A.shape[0],
+                        opts.zeta_omega)
 
 
 def _placebo_taus(Y0: np.ndarray, ctrl: np.ndarray, tr: np.ndarray, fit: SDIDFit
                   ) -> np.ndarray:
     """Estimates of the placebo replicates of one block: controls ``ctrl[b]`` against
     pseudo-treated ``tr[b]`` (rows of the control outcomes ``Y0``), weights re-estimated
-    from the original fit's weights with its tuning (R synthdid ``placebo_se``)."""
+    from the original fit's weights with its tuning (R synthdid ``placebo_se``). The
+    unit- and time-weight problems of all replicates are solved together
+    (:func:`solve_gram_sets`), in chunks of at most :data:`_BATCH_ELEMS` numbers."""
     opts, T0 = fit.options, fit.T0
     N0, T = Y0.shape
     B, n1 = tr.shape
-    omega0 = np.zeros((B, N0))
-    src = fit.omega[ctrl]
-    tot = src.sum(axis=1, keepdims=True)
-    vals = np.where(tot != 0, src / np.where(tot != 0, tot, 1.0), 1.0 / ctrl.shape[1])
-    np.put_along_axis(omega0, ctrl, vals, axis=1)        # sum_normalize(omega[ctrl])
-    omega = (_placebo_omega(Y0, ctrl, tr, T0, omega0, opts) if opts.update_omega
-             else omega0)
-    lam = (_placebo_lambda(Y0, ctrl, T0, fit.lam, opts) if opts.update_lambda
-           else np.broadcast_to(fit.lam, (B, T0)))
-    col = np.empty((B, T))
-    col[:, :T0] = -lam
-    col[:, T0:] = 1.0 / (T - T0)
-    row = -omega
-    np.put_along_axis(row, tr, 1.0 / n1, axis=1)
-    return np.einsum("bj,jt,bt->b", row, Y0, col, optimize=True)
+    if opts.update_omega:
+        A = Y0[:, :T0].T                                 # (T0, N0): one column per unit
+        if opts.omega_intercept:
+            A = A - A.mean(axis=0)
+        bank = A.T @ A
+        bank[np.diag_indices(N0)] += T0 * opts.zeta_omega**2
+    if opts.update_lambda:
+        Z = np.empty((N0, T0 + 1))
+        Z[:, :T0] = Y0[:, :T0]
+        Z[:, T0] = Y0[:, T0:].mean(axis=1)
+    per_rep = 4 * N0 + (6 * N0 if opts.update_omega else 0) + \
+        ((T0 + 1) ** 2 + 6 * T0 if opts.update_lambda else 0)
+    taus = np.empty(B)
+    for sl in _rep_chunks(B, per_rep):
+        c = ctrl[sl]
+        omega = np.zeros((len(c), N0))
+        src = fit.omega[c]
+        tot = src.sum(axis=1, keepdims=True)
+        src = np.where(tot != 0, src / np.where(tot != 0, tot, 1.0), 1.0 / c.shape[1])
+        np.put_along_axis(omega, c, src, axis=1)         # sum_normalize(omega[ctrl])
+        lam = np.array(np.broadcast_to(fit.lam, (len(c), T0)))
+        sets = []
+        if opts.update_lambda:
+            sets.append(_lambda_problems(Z, c, fit.lam, opts))
+        if opts.update_omega:
+            sets.append(_omega_problems(A, bank, c, tr[sl], omega, opts))
+        w = solve_gram_sets(sets, opts) if sets else []
+        if opts.update_lambda:
+            lam = w.pop(0)
+        if opts.update_omega:
+            omega = w.pop(0)
+        col = np.empty((len(c), T))
+        col[:, :T0] = -lam
+        col[:, T0:] = 1.0 / (T - T0)
+        np.negative(omega, out=omega)
+        np.put_along_axis(omega, tr[sl], 1.0 / n1, axis=1)   # row contrast of Y0
+        taus[sl] = np.einsum("bj,jt,bt->b", omega, Y0, col, optimize=True)
+    return taus
 
 
 def placebo_replicates(Y: np.ndarray, N0: int, groups: list[Group], fits: list[SDIDFit],

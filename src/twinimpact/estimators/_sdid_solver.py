@@ -26,16 +26,19 @@ the intercepts ``omega_0`` / ``lambda_0`` being profiled out by centring when re
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
 
 __all__ = [
     "FWResult",
+    "GramProblems",
     "SDIDFit",
     "SDIDOptions",
     "collapsed_form",
     "fw_gram_rows",
+    "fw_gram_sets",
     "fw_objective",
     "gram_blocks",
     "noise_level",
@@ -43,7 +46,7 @@ __all__ = [
     "sc_weight_fw_batch",
     "sc_weight_fw_reference",
     "sdid_fit",
-    "solve_gram_rows",
+    "solve_gram_sets",
     "sparsify",
     "sparsify_rows",
 ]
@@ -155,7 +158,9 @@ def sc_weight_fw(Y: np.ndarray, zeta: float, *, intercept: bool = True,
     A = Y[:, :k]
     b = Y[:, k]
     G = A.T @ A
-    GT = np.ascontiguousarray(G.T)
+    # rows of G' (columns of G); G is symmetric to the bit when BLAS computes it as such,
+    # then no k x k copy is needed (26 MB at 1,800 controls)
+    GT = G if (G == G.T).all() else np.ascontiguousarray(G.T)
     Atb = A.T @ b
     bb = float(b @ b)
     Gd = np.diag(G).tolist()
@@ -229,113 +234,197 @@ _RESCALE_BELOW = 1e-100
 _STEP_MAX = 1.0 - 2.0**-53
 
 
+@dataclass(frozen=True)
+class GramProblems:
+    """``B`` weight problems of one size ``k`` in Gram form (:func:`fw_gram_sets`).
+
+    Problem ``b``'s matrix ``G_b + eta I`` (``G_b = A_b'A_b``, ``eta = n zeta^2``) is rows
+    ``base[b] .. base[b] + k - 1`` of ``bank`` (shape ``(m k, k)``, ``base`` multiples of
+    ``k``: one shared matrix with ``base = 0``, or one block per problem);
+    ``Atb[b] = A_b'b_b``, ``bb[b] = b_b'b_b``, ``x0[b]`` the start on the simplex. A
+    coordinate with ``Atb = _MASKED`` (and ``x0 = 0``) is never chosen: the problems of
+    placebo replicates live in the coordinates of all controls and mask the units they
+    leave out.
+    """
+
+    bank: np.ndarray
+    base: np.ndarray | int
+    Atb: np.ndarray
+    bb: np.ndarray
+    x0: np.ndarray
+    n: int
+    zeta: float
+
+
+class _Set:
+    """Mutable per-set state of :func:`fw_gram_sets` (rows still iterating)."""
+
+    def __init__(self, P: GramProblems) -> None:
+        self.bank = np.ascontiguousarray(P.bank, dtype=float)
+        k = self.k = self.bank.shape[1]
+        self.Atb = np.array(P.Atb, dtype=float, order="C")   # flat indexing: C order
+        B = self.B = self.Atb.shape[0]
+        self.base = np.broadcast_to(np.asarray(P.base, dtype=np.intp), (B,)).copy()
+        r = np.arange(self.bank.shape[0])
+        self.gd = self.bank[r, r % k]                  # diagonal entry of each bank row
+        self.y = np.array(P.x0, dtype=float, order="C")
+        self.h = np.empty((B, k))
+        for b0 in range(0, B, 256):                    # (G + eta I) x, in small pieces
+            sl = slice(b0, min(B, b0 + 256))
+            bs = self.base[sl]
+            if np.all(bs == bs[0]):
+                self.h[sl] = self.y[sl] @ self.bank[bs[0]:bs[0] + k]
+            else:
+                self.h[sl] = np.einsum("bkl,bl->bk", self.bank.reshape(-1, k, k)[bs // k],
+                                       self.y[sl])
+        self.cp = np.einsum("bk,bk->b", self.y, self.h)     # x'(G + eta I)x
+        self.h -= self.Atb
+        self.p = np.einsum("bk,bk->b", self.y, np.where(self.Atb == _MASKED, 0.0, self.Atb))
+        self.xx = np.einsum("bk,bk->b", self.y, self.y)
+        self.orig = np.arange(B)
+        self.flat = self.orig * k
+        self.R = np.empty((B, k))
+        self.out = np.empty((B, k))
+        self.n_iter = np.zeros(B, dtype=int)
+        self.conv = np.zeros(B, dtype=bool)
+
+    def keep(self, keep: np.ndarray) -> None:
+        self.orig, self.y, self.h = self.orig[keep], self.y[keep], self.h[keep]
+        self.Atb, self.base = self.Atb[keep], self.base[keep]
+        self.flat = np.arange(len(self.orig)) * self.k
+
+
+def fw_gram_sets(sets: list[GramProblems], *, min_decrease: float, max_iter: int
+                 ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Frank-Wolfe of :func:`sc_weight_fw` on several sets of problems at once.
+
+    Returns per set ``(weights (B, k), n_iter (B,), converged (B,))``. Each problem
+    follows its own iterates and stopping rule (those of :func:`sc_weight_fw_reference`,
+    in another floating-point order). Per step and problem the work is O(k): the
+    half-gradient ``hg = (G + eta I) x - A'b`` moves to ``(1 - s) hg + s (row_i - A'b)``;
+    ``x'(G + eta I)x``, ``|x|^2`` and ``x'A'b`` are scalars updated in O(1) (one stacked
+    update ``u (u S + 2 s V) + s^2 C``, ``u = 1 - s``); ``x`` and ``hg`` are kept as
+    ``sigma y`` and ``sigma h`` so that the ``(1 - s)`` scaling is O(1) too. Problems that
+    stop leave the batch. Sets of different sizes (the time- and unit-weight problems of
+    placebo replicates) share the interpreter overhead of each step.
+    """
+    md2 = min_decrease**2
+    S = [_Set(P) for P in sets]
+    # per-problem scalars, concatenated over the sets: S3 = [x'(G+eta I)x, |x|^2, x'A'b]
+    S3 = np.concatenate([np.stack([st.cp, st.xx, st.p]) for st in S], axis=1)
+    bb = np.concatenate([np.asarray(P.bb, dtype=float) for P in sets])
+    eta = np.concatenate([np.full(st.B, P.n * P.zeta**2) for st, P in zip(S, sets, strict=True)])
+    n = np.concatenate([np.full(st.B, float(P.n)) for st, P in zip(S, sets, strict=True)])
+    sigma = np.ones(len(bb))
+    vprev = np.full(len(bb), np.inf)
+    t = 0
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        while True:
+            m = len(bb)
+            hv = np.empty(m)
+            V = np.empty((3, m))                       # [q_i, x_i, (x'A'b + A'b_i) / 2]
+            C = np.ones((3, m))                        # [G_ii + eta, 1, A'b_i]
+            off = 0
+            live = [st for st in S if len(st.orig)]
+            fis, bis, sls = [], [], []
+            for st in live:
+                sl = slice(off, off + len(st.orig))
+                off = sl.stop
+                i = st.h.argmin(axis=1)
+                fi = st.flat + i
+                bi = st.base + i
+                st.h.take(fi, out=hv[sl], mode="clip")
+                st.y.take(fi, out=V[1, sl], mode="clip")
+                st.Atb.take(fi, out=C[2, sl], mode="clip")
+                st.gd.take(bi, out=C[0, sl], mode="clip")
+                fis.append(fi)
+                bis.append(bi)
+                sls.append(sl)
+            cp, xx, p = S3
+            hv *= sigma                                 # hg_i
+            V[1] *= sigma                               # x_i
+            np.add(hv, C[2], out=V[0])                  # q_i = ((G + eta I) x)_i
+            np.add(p, C[2], out=V[2])
+            V[2] *= 0.5
+            den = cp - 2.0 * V[0]
+            den += C[0]                                 # (e_i - x)'(G + eta I)(e_i - x)
+            s = cp - p
+            s -= hv
+            s /= den                                    # -hg'(e_i - x) / den
+            np.fmax(s, 0.0, out=s)                      # (NaN -> 0)
+            np.fmin(s, _STEP_MAX, out=s)
+            s *= den > 0
+            u = 1.0 - s
+            T3 = S3 * u
+            V *= 2.0 * s
+            T3 += V
+            T3 *= u
+            C *= s * s
+            T3 += C
+            S3 = T3
+            sigma *= u
+            s /= sigma
+            for st, fi, bi, sl in zip(live, fis, bis, sls, strict=True):
+                Ra = st.R[:len(st.orig)]
+                st.bank.take(bi, axis=0, out=Ra, mode="clip")
+                Ra -= st.Atb
+                sv = s[sl]
+                st.y.ravel()[fi] += sv
+                Ra *= sv[:, None]
+                st.h += Ra
+            cp, xx, p = S3
+            e = eta * xx
+            val = cp - e
+            val -= p
+            val -= p
+            val += bb
+            np.maximum(val, 0.0, out=val)
+            val += e
+            val /= n                                    # zeta^2 |x|^2 + |A x - b|^2 / n
+            t += 1
+            if t % 8 == 0 and sigma.min() < _RESCALE_BELOW:
+                for st, sl in zip(live, sls, strict=True):
+                    st.y *= sigma[sl, None]
+                    st.h *= sigma[sl, None]
+                sigma[:] = 1.0
+            if t < 2:
+                if t >= max_iter:
+                    stop = np.ones(m, dtype=bool)
+                    done = np.zeros(m, dtype=bool)
+                else:
+                    vprev = val
+                    continue
+            else:
+                cont = (vprev - val) > md2
+                if t < max_iter and cont.all():
+                    vprev = val
+                    continue
+                done = ~cont
+                stop = done if t < max_iter else np.ones(m, dtype=bool)
+            for st, sl in zip(live, sls, strict=True):
+                stp = stop[sl]
+                if not stp.any():
+                    continue
+                o = st.orig[stp]
+                st.out[o] = st.y[stp] * sigma[sl][stp, None]
+                st.n_iter[o] = t
+                st.conv[o] = done[sl][stp]
+                st.keep(~stp)
+            keep = ~stop
+            if not keep.any():
+                break
+            S3, bb, eta, n = S3[:, keep], bb[keep], eta[keep], n[keep]
+            sigma, vprev = sigma[keep], val[keep]
+    return [(st.out, st.n_iter, st.conv) for st in S]
+
+
 def fw_gram_rows(bank: np.ndarray, base: np.ndarray | int, Atb: np.ndarray,
                  bb: np.ndarray, x0: np.ndarray, *, n: int, zeta: float,
                  min_decrease: float, max_iter: int
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Frank-Wolfe of :func:`sc_weight_fw` on ``B`` problems given in Gram form.
-
-    Problem ``b`` has ``k`` coordinates; its matrix ``G_b + eta I`` (``G_b = A_b'A_b``,
-    ``eta = n zeta^2``) is rows ``base[b] .. base[b] + k - 1`` of ``bank`` (shape
-    ``(m k, k)``, ``base`` multiples of ``k``: one shared matrix with ``base = 0``, or one
-    block per problem), ``Atb[b] = A_b'b_b``, ``bb[b] = b_b'b_b``, ``x0[b]`` the start on
-    the simplex. A coordinate with ``Atb = _MASKED`` (and ``x0 = 0``) is never chosen: the
-    problems of placebo replicates live in the coordinates of all controls and mask the
-    units they leave out. Returns ``(weights (B, k), n_iter (B,), converged (B,))``.
-
-    Each problem follows its own iterates and stopping rule (those of
-    :func:`sc_weight_fw_reference`, in a different floating-point order). Per step and
-    problem the work is O(k): the half-gradient ``hg = (G + eta I) x - A'b`` moves to
-    ``(1 - s) hg + s (row_i - A'b)``; ``x'(G + eta I)x``, ``x'A'b`` and ``|x|^2`` are
-    scalars updated in O(1). ``x`` and ``hg`` are kept as ``sigma * y`` and ``sigma * h``
-    so that the ``(1 - s)`` scaling costs O(1) too; problems that stop leave the batch.
-    """
-    bank = np.ascontiguousarray(bank, dtype=float)
-    k = bank.shape[1]
-    Atb = np.array(Atb, dtype=float, order="C")        # flat indexing below: C order
-    B = Atb.shape[0]
-    base = np.broadcast_to(np.asarray(base, dtype=np.intp), (B,)).copy()
-    bb = np.array(bb, dtype=float)
-    eta = n * zeta**2
-    z2 = zeta**2
-    md2 = min_decrease**2
-    rows_all = np.arange(bank.shape[0])
-    gd = bank[rows_all, rows_all % k]                  # diagonal entry of each bank row
-    y = np.array(x0, dtype=float, order="C")            # x = sigma * y
-    h = np.empty((B, k))                                # hg = tau * h
-    for b0 in range(0, B, 256):                         # (G + eta I) x, in small pieces
-        sl = slice(b0, min(B, b0 + 256))
-        if np.all(base[sl] == base[sl][0]):
-            h[sl] = y[sl] @ bank[base[sl][0]:base[sl][0] + k]
-        else:
-            h[sl] = np.einsum("bkl,bl->bk", bank.reshape(-1, k, k)[base[sl] // k], y[sl])
-    cp = np.einsum("bk,bk->b", y, h)                    # x'(G + eta I)x
-    h -= Atb
-    p = np.einsum("bk,bk->b", y, np.where(Atb == _MASKED, 0.0, Atb))
-    xx = np.einsum("bk,bk->b", y, y)
-    sigma = np.ones(B)                                  # x = sigma * y, hg = sigma * h
-    out = np.empty((B, k))
-    n_iter = np.zeros(B, dtype=int)
-    conv = np.zeros(B, dtype=bool)
-    orig = np.arange(B)
-    flat = orig * k
-    vprev = np.full(B, np.inf)
-    R = np.empty((B, k))
-    t = 0
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        while True:
-            i = h.argmin(axis=1)
-            fi = flat + i
-            bi = base + i
-            hgi = sigma * h.take(fi)
-            xi = sigma * y.take(fi)
-            atbi = Atb.take(fi)
-            gdi = gd.take(bi)
-            qi = hgi + atbi                              # ((G + eta I) x)_i
-            den = gdi - 2.0 * qi + cp                    # (e_i - x)'(G + eta I)(e_i - x)
-            s = (cp - p - hgi) / den                     # -hg'(e_i - x) / den
-            np.fmax(s, 0.0, out=s)                       # (NaN -> 0)
-            np.fmin(s, _STEP_MAX, out=s)
-            s *= den > 0
-            u = 1.0 - s
-            cp = u * (u * cp + 2.0 * s * qi) + s * s * gdi
-            p = u * p + s * atbi
-            xx = u * (u * xx + 2.0 * s * xi) + s * s
-            Ra = R[:len(orig)]
-            bank.take(bi, axis=0, out=Ra, mode="clip")
-            Ra -= Atb
-            sigma *= u
-            s /= sigma
-            y.ravel()[fi] += s
-            Ra *= s[:, None]
-            h += Ra
-            val = z2 * xx + np.maximum(cp - eta * xx - 2.0 * p + bb, 0.0) / n
-            t += 1
-            if t % 8 == 0 and sigma.min() < _RESCALE_BELOW:
-                y *= sigma[:, None]
-                h *= sigma[:, None]
-                sigma[:] = 1.0
-            if t >= 2:
-                done = ~((vprev - val) > md2)
-                stop = done if t < max_iter else np.ones_like(done)
-                if stop.any():
-                    o = orig[stop]
-                    out[o] = y[stop] * sigma[stop, None]
-                    n_iter[o] = t
-                    conv[o] = done[stop]
-                    keep = ~stop
-                    if not keep.any():
-                        break
-                    orig, y, h, Atb, base = orig[keep], y[keep], h[keep], Atb[keep], base[keep]
-                    cp, p, xx, bb, val = cp[keep], p[keep], xx[keep], bb[keep], val[keep]
-                    sigma = sigma[keep]
-                    flat = np.arange(len(orig)) * k
-            elif t >= max_iter:
-                out[orig] = y * sigma[:, None]
-                n_iter[orig] = t
-                break
-            vprev = val
-    return out, n_iter, conv
+    """:func:`fw_gram_sets` on one :class:`GramProblems` set."""
+    return fw_gram_sets([GramProblems(bank, base, Atb, bb, x0, n, zeta)],
+                        min_decrease=min_decrease, max_iter=max_iter)[0]
 
 
 def sparsify(v: np.ndarray) -> np.ndarray:
@@ -513,17 +602,17 @@ def sparsify_rows(x: np.ndarray) -> np.ndarray:
     return x / x.sum(axis=1, keepdims=True)
 
 
-def solve_gram_rows(bank: np.ndarray, base: np.ndarray | int, Atb: np.ndarray,
-                    bb: np.ndarray, x0: np.ndarray, *, n: int, zeta: float,
-                    opts: SDIDOptions) -> np.ndarray:
+def solve_gram_sets(sets: list[GramProblems], opts: SDIDOptions) -> list[np.ndarray]:
     """synthdid's two passes (``max_iter_pre_sparsify`` steps, sparsify, then up to
-    ``max_iter``) of :func:`fw_gram_rows`; returns the weights ``(B, k)``."""
-    kw = {"n": n, "zeta": zeta, "min_decrease": opts.min_decrease}
+    ``max_iter``) of :func:`fw_gram_sets`; returns the weights of each set."""
     first = opts.max_iter_pre_sparsify if opts.sparsify else opts.max_iter
-    x, _, _ = fw_gram_rows(bank, base, Atb, bb, x0, max_iter=first, **kw)
+    res = fw_gram_sets(sets, min_decrease=opts.min_decrease, max_iter=first)
+    x = [r[0] for r in res]
     if opts.sparsify:
-        x, _, _ = fw_gram_rows(bank, base, Atb, bb, sparsify_rows(x),
-                               max_iter=opts.max_iter, **kw)
+        sets = [dataclasses.replace(P, x0=sparsify_rows(xs)) for P, xs in
+                zip(sets, x, strict=True)]
+        x = [r[0] for r in fw_gram_sets(sets, min_decrease=opts.min_decrease,
+                                        max_iter=opts.max_iter)]
     return x
 
 
