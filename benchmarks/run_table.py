@@ -2,7 +2,11 @@
 
 Every (case, package, panel, size, thread setting) runs in its own child process: the
 panel is generated there (deterministic, :mod:`panels`), one untimed warm-up fit (imports,
-numba JIT, caches), then ``--repeats`` timed fits; the child reports the median time, the
+numba JIT, caches), then ``--repeats`` timed fits (from ``SMALL_WARMUP_ROWS`` rows on the
+warm-up runs on a 1e5-row panel of the same kind in the same process; from ``BIG_ROWS``
+on one timed fit follows); the child
+reports the median wall time and the median CPU time of the process
+(``time.process_time``: the figure that survives a loaded machine), the
 peak resident set size (``ru_maxrss``, includes the data and the interpreter) and the RSS
 right after the data were made (so ``peak - data`` is the estimator's own footprint).
 Children run with an address-space cap (``--mem-cap-gb``, RLIMIT_AS) so a runaway case
@@ -180,21 +184,40 @@ def _rss_mb() -> float:
         return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
+#: from this many rows on, the warm-up runs on a 1e5-row panel of the same kind in the
+#: same process (imports, JIT, caches) instead of a full-size fit
+SMALL_WARMUP_ROWS = 1e6
+#: from this many rows on, a single timed fit follows (a 1e7-row peer fit takes minutes)
+BIG_ROWS = 5e6
+
+
 def child(case: str, pkg: str, kind: str, size: float, repeats: int) -> dict:
+    small_warmup = size >= SMALL_WARMUP_ROWS and case in ("event_study", "imputation",
+                                                          "did2s")
+    if small_warmup:
+        small = _panel(case, kind, 1e5)
+        _fit_fn(case, pkg, small)()
+        del small
+    if size >= BIG_ROWS:
+        repeats = 1
     d = _panel(case, kind, size)
     rss_data = _rss_mb()
     fit = _fit_fn(case, pkg, d)
-    out = fit()  # warm-up
-    times = []
+    if not small_warmup:
+        fit()  # warm-up
+    times, cpus = [], []
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         out = fit()
         times.append(time.perf_counter() - t0)
+        cpus.append(time.process_time() - c0)
     import numpy as np
     out = np.asarray(out, dtype=float).ravel()
     return {"median_s": statistics.median(times), "times": times,
+            "median_cpu_s": statistics.median(cpus), "cpu_times": cpus,
             "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "data_mb": rss_data, "rows": len(d), "first": out[:3].tolist()}
+            "data_mb": rss_data, "rows": len(d), "first": out[:3].tolist(),
+            "warmup": "1e5-row panel" if small_warmup else "same panel"}
 
 
 # ----------------------------------------------------------------------------- parent
@@ -249,12 +272,22 @@ def _fmt_size(case: str, size: float) -> str:
     return f"{size:.0e}".replace("e+0", "e")
 
 
+def _has_cpu(r) -> bool:
+    v = r.get("median_cpu_s")
+    return isinstance(v, float) and v == v
+
+
+def _cpu(r) -> str:
+    return f" ({r['median_cpu_s']:.3g})" if _has_cpu(r) else ""
+
+
 def table(results: list[dict]) -> str:
     """Markdown: one line per (case, panel, size, threads) with ratios vs each peer."""
     import pandas as pd
     df = pd.DataFrame(results)
-    lines = ["| case | panel | size | threads | twinimpact s | peak MB | peer | peer s | peer peak MB "
-             "| speed ratio (peer/ours) | memory ratio (peer/ours) |", "|" + "---|" * 11]
+    lines = ["| case | panel | size | threads | twinimpact s (CPU s) | peak MB | peer "
+             "| peer s (CPU s) | peer peak MB | speed ratio (peer/ours) | CPU ratio "
+             "| memory ratio (peer/ours) |", "|" + "---|" * 12]
     for key, grp in df.groupby(["case", "panel", "size", "threads"], sort=False):
         case, kind, size, threads = key
         ours = grp[grp["pkg"] == "twinimpact"]
@@ -264,14 +297,16 @@ def table(results: list[dict]) -> str:
         o_err = isinstance(o.get("error"), str)
         for _, p in grp[grp["pkg"] != "twinimpact"].iterrows():
             p_err = isinstance(p.get("error"), str)
-            ot = "fail: " + o["error"] if o_err else f"{o['median_s']:.3g}"
-            pt = "fail: " + p["error"] if p_err else f"{p['median_s']:.3g}"
+            ot = "fail: " + o["error"] if o_err else f"{o['median_s']:.3g}{_cpu(o)}"
+            pt = "fail: " + p["error"] if p_err else f"{p['median_s']:.3g}{_cpu(p)}"
             om = "" if o_err else f"{o['peak_mb']:.0f}"
             pm = "" if p_err else f"{p['peak_mb']:.0f}"
             sr = "" if o_err or p_err else f"**{p['median_s'] / o['median_s']:.2f}**"
+            cr = ("" if o_err or p_err or not _has_cpu(o) or not _has_cpu(p) else
+                  f"**{p['median_cpu_s'] / o['median_cpu_s']:.2f}**")
             mr = "" if o_err or p_err else f"{p['peak_mb'] / o['peak_mb']:.2f}"
             lines.append(f"| {case} | {kind} | {_fmt_size(case, size)} | {threads} | {ot} | {om} "
-                         f"| {p['pkg']} | {pt} | {pm} | {sr} | {mr} |")
+                         f"| {p['pkg']} | {pt} | {pm} | {sr} | {cr} | {mr} |")
     return "\n".join(lines)
 
 
@@ -281,7 +316,7 @@ def exponents(results: list[dict]) -> str:
     import pandas as pd
     df = pd.DataFrame([r for r in results if not isinstance(r.get("error"), str)])
     lines = ["| case | package | panel | threads | sizes (rows) | exponent (time) "
-             "| exponent (peak memory) |", "|" + "---|" * 7]
+             "| exponent (CPU time) | exponent (peak memory) |", "|" + "---|" * 8]
     for key, grp in df.groupby(["case", "pkg", "panel", "threads"], sort=False):
         grp = grp.drop_duplicates("size", keep="last").sort_values("rows")
         if len(grp) < 2:
@@ -289,9 +324,12 @@ def exponents(results: list[dict]) -> str:
         x = np.log(grp["rows"].to_numpy(float))
         bt = np.polyfit(x, np.log(grp["median_s"].to_numpy(float)), 1)[0]
         bm = np.polyfit(x, np.log(grp["peak_mb"].to_numpy(float)), 1)[0]
+        cpu = grp["median_cpu_s"].to_numpy(float) if "median_cpu_s" in grp else None
+        bc = (f"{np.polyfit(x, np.log(cpu), 1)[0]:.2f}"
+              if cpu is not None and np.isfinite(cpu).all() else "")
         sizes = ", ".join(f"{v:.2g}" for v in grp["rows"])
         lines.append(f"| {key[0]} | {key[1]} | {key[2]} | {key[3]} | {sizes} | {bt:.2f} "
-                     f"| {bm:.2f} |")
+                     f"| {bc} | {bm:.2f} |")
     return "\n".join(lines)
 
 
@@ -340,8 +378,8 @@ def main() -> None:
                         with open(a.jsonl, "a") as fh:
                             fh.write(json.dumps(r) + "\n")
                         print(json.dumps({k: r.get(k) for k in (
-                            "case", "pkg", "panel", "size", "threads", "median_s", "peak_mb",
-                            "error", "load")}), flush=True)
+                            "case", "pkg", "panel", "size", "threads", "median_s",
+                            "median_cpu_s", "peak_mb", "error", "load")}), flush=True)
     head = [f"# Speed table (benchmarks/run_table.py), {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
             "", f"Command: `python benchmarks/run_table.py {' '.join(sys.argv[1:])}`", "",
             f"Machine: {platform.platform()}, {os.cpu_count()} CPUs shared with other jobs; "
