@@ -2,12 +2,10 @@
 
 Every (case, package, panel, size, thread setting) runs in its own child process: the
 panel is generated there (deterministic, :mod:`panels`), one untimed warm-up fit (imports,
-numba JIT, caches), then ``--repeats`` timed fits (from ``SMALL_WARMUP_ROWS`` rows on the
-warm-up runs on a 1e5-row panel of the same kind in the same process; from ``BIG_ROWS``
-on one timed fit follows); the child
-reports the median wall time and the median CPU time of the process
-(``time.process_time``: the figure that survives a loaded machine), the
-peak resident set size (``ru_maxrss``, includes the data and the interpreter) and the RSS
+numba JIT, caches), then ``--repeats`` timed fits (see ``BIG`` and ``SMALL_WARMUP`` for
+the large panels: warm-up on a 1e5-row panel in the same process); the child reports the
+median wall time, the median CPU time of the process (``time.process_time``: the figure
+that survives a loaded machine), the peak resident set size (``ru_maxrss``, includes the data and the interpreter) and the RSS
 right after the data were made (so ``peak - data`` is the estimator's own footprint).
 Children run with an address-space cap (``--mem-cap-gb``, RLIMIT_AS) so a runaway case
 fails alone instead of pushing the shared machine out of memory; a case that fails or
@@ -76,9 +74,12 @@ def _panel(case: str, kind: str, size: float):
         if kind != "balanced":
             raise SystemExit("sdid needs a balanced panel")
         return d
-    if case == "honest_rm":
-        # one cohort, 5 pre (besides the reference) and 10 post periods
-        d = panels.staggered_panel(size, n_periods=16, n_cohorts=1, never_share=0.5, seed=2)
+    if case in HONEST_CASES:
+        # one cohort, 5 pre (besides the reference) and 10 post periods; kind: rows missing
+        kw = {k: v for k, v in panels.PANEL_KINDS[kind].items()
+              if k not in ("n_periods", "n_cohorts")}
+        d = panels.staggered_panel(size, n_periods=16, n_cohorts=1, never_share=0.5, seed=2,
+                                   **kw)
         g = int(d["year"].min()) + 6
         d["cohort"] = np.where(d["cohort"] > 0, g, 0)
         d["rel_time"] = np.where(d["cohort"] > 0, d["year"] - g, -1)
@@ -92,10 +93,55 @@ def _panel(case: str, kind: str, size: float):
         y = 0.05 * x + rng.normal(size=50)[g] + rng.normal(size=n)
         return pd.DataFrame({"y": y, "x": x, "g": g})
     if case in ("ppml",):
-        # dense gravity, size = rows; cube root countries x years
+        # dense gravity, size = rows before removals; cube root countries x years
         c = round(size ** (1 / 3))
-        return panels.gravity_panel(c, c, c, zeros=0.2, key="str" if kind == "strkey" else "int")
+        return panels.gravity_panel(c, c, c, **{"zeros": 0.2, **GRAVITY_KINDS[kind]})
+    if case == "etwfe_pois":
+        return _etwfe_gravity(kind, size)
     raise SystemExit(f"unknown case {case}")
+
+
+#: Poisson ETWFE gravity design (issue 10 item 5): a century of annual flows (100 years),
+#: exporter x importer dense (countries = sqrt(rows / 100): 100 at 1e6, 316 at 1e7), 30%
+#: of pairs treated in 8 adoption waves over the last quarter-century -> 108 cohort x year
+#: cells at every size. Variants: no zeros, 20% zeros, 10% of rows missing at random.
+ETWFE_POIS_PANELS = {"dense": {"zeros": 0.0}, "zeros20": {"zeros": 0.2},
+                     "unbalanced": {"zeros": 0.0, "miss_random": 0.1}}
+
+
+def _etwfe_gravity(kind: str, size: float):
+    import numpy as np
+    import panels
+
+    c = round((size / 100) ** 0.5)
+    d = panels.gravity_panel(c, c, 100, n_cohorts=8, cohort_from=0.75, treated_pairs=0.3,
+                             **ETWFE_POIS_PANELS[kind])
+    post = (d["cohort"] > 0) & (d["year"] >= d["cohort"])
+    # the saturated cells as one categorical for the peer (0 = untreated reference)
+    d["cell"] = np.where(post, d["cohort"] * 10_000 + d["year"], 0)
+    return d
+
+
+#: ppml panel variants: kind -> keyword arguments of panels.gravity_panel (20% zeros unless
+#: said otherwise)
+GRAVITY_KINDS: dict[str, dict] = {
+    "dense": {},
+    "zeros0": {"zeros": 0.0},
+    "zeros50": {"zeros": 0.5},
+    "strkey": {"key": "str"},
+    "missing10": {"miss_random": 0.1},
+    "late_pairs": {"late_pairs": 0.3},
+    "x2": {"extra_regressor": True},
+}
+
+
+#: HonestDiD cases (5 pre + 10 post event study, 10 values of M): relative magnitudes with
+#: our default (adaptive) grid, with R's grid exactly, and smoothness (optimal FLCI)
+HONEST_CASES = ("honest_rm", "honest_rm_r", "honest_sd")
+HONEST_RM_MBAR = (0.0, 2.0, 10)  # np.linspace arguments; R's default Mbarvec
+#: Delta^SD M values: 0 to 1.5 (R's default upper end for the balanced panel is 1.487:
+#: the largest upper 95% bound of a pre-period second difference)
+HONEST_SD_M = (0.0, 1.5, 10)
 
 
 # ----------------------------------------------------------------------------- fits
@@ -116,11 +162,15 @@ def _fit_fn(case: str, pkg: str, d):
             return lambda: np.array([ti.synthetic_did(
                 d, outcome="y", unit="unit", time="year", treated="treated", se="placebo",
                 n_reps=200, seed=0).std_errors.iloc[0]])
-        if case == "honest_rm":
+        if case in HONEST_CASES:
             res = ti.event_study(d, **kw)
-            mv = np.linspace(0, 2, 10)
-            return lambda: ti.honest_did(res, num_pre=5, num_post=10, m_values=mv
-                                         )[["lb", "ub"]].to_numpy().ravel()
+            hkw = {"restriction": "smoothness", "m_values": np.linspace(*HONEST_SD_M)} \
+                if case == "honest_sd" else {"m_values": np.linspace(*HONEST_RM_MBAR)}
+            if case == "honest_rm_r":
+                hkw["grid"] = "r"  # R's grid exactly (no re-centring/widening)
+            # first post period (R's default l_vec); the "Original" row is dropped
+            return lambda: ti.honest_did(res, num_pre=5, num_post=10, **hkw
+                                         ).iloc[1:][["lb", "ub"]].to_numpy().ravel()
         if case in ("wild", "wild_p"):
             extra = {"conf_int": False} if case == "wild_p" else {}
             def f():
@@ -128,10 +178,20 @@ def _fit_fn(case: str, pkg: str, d):
                                               term="x", n_reps=9999, seed=0, **extra)
                 return np.array([r.p_value, *r.conf_int])
             return f
+        if case == "etwfe_pois":
+            def f():
+                r = ti.etwfe(d, outcome="trade", unit="pair", time="year", cohort="cohort",
+                             family="poisson", fixed_effects=("exp_year", "imp_year", "pair"),
+                             cluster="pair")
+                r.aggregate("simple")  # the ATT a user prints (timed, not compared)
+                return r.params.to_numpy()
+            return f
         if case == "ppml":
-            return lambda: ti.ppml(d, outcome="trade", regressors=["treat"],
-                                   fixed_effects=("exp_year", "imp_year", "pair"),
-                                   cluster="pair").params.to_numpy()
+            regs = ["treat", "x2"] if "x2" in d else ["treat"]
+            return lambda: np.r_[(r := ti.ppml(
+                d, outcome="trade", regressors=regs,
+                fixed_effects=("exp_year", "imp_year", "pair"), cluster="pair")).params,
+                r.std_errors]
     if pkg == "pyfixest":
         import pyfixest as pf
         if case == "event_study":
@@ -142,9 +202,14 @@ def _fit_fn(case: str, pkg: str, d):
             return lambda: pf.did2s(d2, yname="y", first_stage="~ 0 | unit + year",
                                     second_stage="~ i(rel_time, ref=-1.0)", treatment="treat",
                                     cluster="unit").coef().to_numpy()
+        if case == "etwfe_pois":
+            return lambda: pf.fepois("trade ~ i(cell, ref=0) | exp_year + imp_year + pair",
+                                     data=d, vcov={"CRV1": "pair"}).coef().to_numpy()
         if case == "ppml":
-            return lambda: pf.fepois("trade ~ treat | exp_year + imp_year + pair", data=d,
-                                     vcov={"CRV1": "pair"}).coef().to_numpy()
+            rhs = "treat + x2" if "x2" in d else "treat"
+            return lambda: np.r_[(r := pf.fepois(
+                f"trade ~ {rhs} | exp_year + imp_year + pair", data=d,
+                vcov={"CRV1": "pair"})).coef(), r.se()]
     if pkg == "diff-diff":
         import diff_diff as dd
         if case == "imputation":
@@ -162,14 +227,24 @@ def _fit_fn(case: str, pkg: str, d):
                                                      n_bootstrap=200, seed=0).fit(
                 d_block, outcome="y", treatment="ever", unit="unit", time="year",
                 post_periods=post).se])
-        if case == "honest_rm":
+        if case in ("honest_rm", "honest_sd"):
+            # diff-diff 3.13 HonestDiD: "smoothness" is the optimal FLCI (same estimand as
+            # ours, like for like); "relative_magnitude" is NOT R's C-LF test inversion but
+            # the identified set widened by z * se (its ARP hybrid is disabled) -- timed
+            # for reference only. fit() per M (no breakdown search); l_vec = first post
+            # period as ours. Event study with unit FE, unit clusters and all 10 post
+            # periods: betahat and sigma equal ours to 1e-13.
             dd_d = d.assign(tr=(d["cohort"] > 0).astype(int))
-            res = dd.MultiPeriodDiD().fit(dd_d, outcome="y", treatment="tr", time="year",
-                                          unit="unit", reference_period=int(d["year"].min()) + 5)
-            mv = list(np.linspace(0, 2, 10))
-            h = dd.HonestDiD(method="relative_magnitude")
-            return lambda: np.array([b for bb in h.sensitivity_analysis(res, M_grid=mv).bounds
-                                     for b in bb])
+            g = int(d["year"].min()) + 6
+            res = dd.MultiPeriodDiD(cluster="unit").fit(
+                dd_d, outcome="y", treatment="tr", time="year", unit="unit",
+                reference_period=g - 1, post_periods=list(range(g, int(d["year"].max()) + 1)),
+                absorb=["unit"])
+            meth, mv = (("smoothness", np.linspace(*HONEST_SD_M)) if case == "honest_sd"
+                        else ("relative_magnitude", np.linspace(*HONEST_RM_MBAR)))
+            h = dd.HonestDiD(method=meth, l_vec=np.eye(10)[0])
+            return lambda: np.array([b for m in mv for r in [h.fit(res, M=float(m))]
+                                     for b in (r.ci_lb, r.ci_ub)])
     if pkg == "wildboottest":
         import statsmodels.api as sm
         from wildboottest.wildboottest import wildboottest
@@ -184,27 +259,31 @@ def _rss_mb() -> float:
         return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-#: from this many rows on, the warm-up runs on a 1e5-row panel of the same kind in the
-#: same process (imports, JIT, caches) instead of a full-size fit
-SMALL_WARMUP_ROWS = 1e6
-#: from this many rows on, a single timed fit follows (a 1e7-row peer fit takes minutes)
-BIG_ROWS = 5e6
+#: from this many rows on, the warm-up runs on a 1e5-row panel of the same kind (imports,
+#: JIT) in the same process, so the big panel is fitted only ``repeats`` times
+BIG = 5e6
+#: the two-stage estimators: small-panel warm-up from 1e6 rows, and from ``BIG`` rows one
+#: timed fit (a 1e7-row peer fit takes minutes)
+SMALL_WARMUP = {"imputation": 1e6, "did2s": 1e6}
 
 
 def child(case: str, pkg: str, kind: str, size: float, repeats: int) -> dict:
-    small_warmup = size >= SMALL_WARMUP_ROWS and case in ("event_study", "imputation",
-                                                          "did2s")
-    if small_warmup:
-        small = _panel(case, kind, 1e5)
-        _fit_fn(case, pkg, small)()
-        del small
-    if size >= BIG_ROWS:
+    t0, c0 = time.perf_counter(), time.process_time()
+    if case in SMALL_WARMUP and size >= BIG:
         repeats = 1
-    d = _panel(case, kind, size)
-    rss_data = _rss_mb()
-    fit = _fit_fn(case, pkg, d)
-    if not small_warmup:
-        fit()  # warm-up
+    if (size >= BIG and case in ("ppml", "etwfe_pois")) or size >= SMALL_WARMUP.get(case, 1e99):
+        _fit_fn(case, pkg, _panel(case, kind, 1e5))()  # warm-up on a small panel
+        first_s, first_cpu = time.perf_counter() - t0, time.process_time() - c0
+        d = _panel(case, kind, size)
+        rss_data = _rss_mb()
+        fit = _fit_fn(case, pkg, d)
+    else:
+        d = _panel(case, kind, size)
+        rss_data = _rss_mb()
+        fit = _fit_fn(case, pkg, d)
+        t0, c0 = time.perf_counter(), time.process_time()
+        out = fit()  # warm-up
+        first_s, first_cpu = time.perf_counter() - t0, time.process_time() - c0
     times, cpus = [], []
     for _ in range(repeats):
         t0, c0 = time.perf_counter(), time.process_time()
@@ -214,10 +293,10 @@ def child(case: str, pkg: str, kind: str, size: float, repeats: int) -> dict:
     import numpy as np
     out = np.asarray(out, dtype=float).ravel()
     return {"median_s": statistics.median(times), "times": times,
-            "median_cpu_s": statistics.median(cpus), "cpu_times": cpus,
+            "cpu_s": statistics.median(cpus), "first_s": first_s, "first_cpu_s": first_cpu,
             "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "data_mb": rss_data, "rows": len(d), "first": out[:3].tolist(),
-            "warmup": "1e5-row panel" if small_warmup else "same panel"}
+            "values": out.tolist()[:8]}
 
 
 # ----------------------------------------------------------------------------- parent
@@ -228,10 +307,13 @@ CASES = {
     "imputation": (["diff-diff"], [1e5, 1e6], ["balanced", "unbalanced"]),
     "did2s": (["diff-diff", "pyfixest"], [1e5, 1e6], ["balanced", "unbalanced"]),
     "sdid": (["diff-diff"], [100_040, 1_000_060, 2_000_060], ["balanced"]),
-    "honest_rm": (["diff-diff"], [1e4], ["balanced"]),
+    "honest_rm": (["diff-diff"], [1e4], ["balanced", "unbalanced", "gaps"]),
+    "honest_rm_r": ([], [1e4], ["balanced", "unbalanced", "gaps"]),
+    "honest_sd": (["diff-diff"], [1e4], ["balanced", "unbalanced", "gaps"]),
     "wild": (["wildboottest"], [1e5], ["balanced"]),
     "wild_p": (["wildboottest"], [1e5], ["balanced"]),
-    "ppml": (["pyfixest"], [1e6], ["dense", "strkey"]),
+    "ppml": (["pyfixest"], [1e6, 1e7], list(GRAVITY_KINDS)),
+    "etwfe_pois": (["pyfixest"], [1e6, 1e7], list(ETWFE_POIS_PANELS)),
 }
 
 
@@ -243,6 +325,9 @@ def run_child(args, case, pkg, kind, size, threads) -> dict:
         if threads == "1":
             env[v] = "1"
     env["PYTHONPATH"] = args.ti_src if pkg == "twinimpact" else ""
+    if args.cold_jit:  # a new user's first call: numba compiles (no on-disk cache yet)
+        import tempfile
+        env["NUMBA_CACHE_DIR"] = tempfile.mkdtemp(prefix="numba-cold-")
     cap = int(args.mem_cap_gb * 2**30)
 
     def limit():
@@ -272,41 +357,50 @@ def _fmt_size(case: str, size: float) -> str:
     return f"{size:.0e}".replace("e+0", "e")
 
 
-def _has_cpu(r) -> bool:
-    v = r.get("median_cpu_s")
-    return isinstance(v, float) and v == v
-
-
-def _cpu(r) -> str:
-    return f" ({r['median_cpu_s']:.3g})" if _has_cpu(r) else ""
+def _num(r, key: str) -> float:
+    v = r.get(key)
+    return float(v) if isinstance(v, int | float) and v == v else float("nan")
 
 
 def table(results: list[dict]) -> str:
-    """Markdown: one line per (case, panel, size, threads) with ratios vs each peer."""
+    """Markdown: one line per (case, panel, size, threads) with ratios vs each peer: wall
+    time, CPU time of the child (survives load), peak RSS; first call (warm-up incl.
+    imports and JIT) and, when both report their numbers, the largest relative
+    difference of the returned values (e.g. coefficients and SEs)."""
+    import numpy as np
     import pandas as pd
     df = pd.DataFrame(results)
-    lines = ["| case | panel | size | threads | twinimpact s (CPU s) | peak MB | peer "
-             "| peer s (CPU s) | peer peak MB | speed ratio (peer/ours) | CPU ratio "
-             "| memory ratio (peer/ours) |", "|" + "---|" * 12]
+    lines = ["| case | panel | size | threads | twinimpact s (CPU s) | peak MB | first call s "
+             "| peer | peer s (CPU s) | peer peak MB | peer first call s "
+             "| speed ratio wall (CPU) | memory ratio | max rel. diff |", "|" + "---|" * 14]
     for key, grp in df.groupby(["case", "panel", "size", "threads"], sort=False):
         case, kind, size, threads = key
         ours = grp[grp["pkg"] == "twinimpact"]
         if ours.empty:
             continue
-        o = ours.iloc[0]
+        o = ours.iloc[-1]
         o_err = isinstance(o.get("error"), str)
         for _, p in grp[grp["pkg"] != "twinimpact"].iterrows():
             p_err = isinstance(p.get("error"), str)
-            ot = "fail: " + o["error"] if o_err else f"{o['median_s']:.3g}{_cpu(o)}"
-            pt = "fail: " + p["error"] if p_err else f"{p['median_s']:.3g}{_cpu(p)}"
-            om = "" if o_err else f"{o['peak_mb']:.0f}"
-            pm = "" if p_err else f"{p['peak_mb']:.0f}"
-            sr = "" if o_err or p_err else f"**{p['median_s'] / o['median_s']:.2f}**"
-            cr = ("" if o_err or p_err or not _has_cpu(o) or not _has_cpu(p) else
-                  f"**{p['median_cpu_s'] / o['median_cpu_s']:.2f}**")
-            mr = "" if o_err or p_err else f"{p['peak_mb'] / o['peak_mb']:.2f}"
+
+            def cell(r, err):
+                if err:
+                    return "fail: " + r["error"], "", ""
+                return (f"{r['median_s']:.3g} ({_num(r, 'cpu_s'):.3g})", f"{r['peak_mb']:.0f}",
+                        f"{_num(r, 'first_s'):.3g}")
+            ot, om, of = cell(o, o_err)
+            pt, pm, pf_ = cell(p, p_err)
+            sr = mr = dv = ""
+            if not (o_err or p_err):
+                sr = (f"**{p['median_s'] / o['median_s']:.2f}** "
+                      f"({_num(p, 'cpu_s') / _num(o, 'cpu_s'):.2f})")
+                mr = f"{p['peak_mb'] / o['peak_mb']:.2f}"
+                vo, vp = o.get("values"), p.get("values")
+                if isinstance(vo, list) and isinstance(vp, list) and len(vo) == len(vp):
+                    vo, vp = np.asarray(vo, float), np.asarray(vp, float)
+                    dv = f"{np.max(np.abs(vo - vp) / np.maximum(np.abs(vp), 1e-300)):.1e}"
             lines.append(f"| {case} | {kind} | {_fmt_size(case, size)} | {threads} | {ot} | {om} "
-                         f"| {p['pkg']} | {pt} | {pm} | {sr} | {cr} | {mr} |")
+                         f"| {of} | {p['pkg']} | {pt} | {pm} | {pf_} | {sr} | {mr} | {dv} |")
     return "\n".join(lines)
 
 
@@ -324,9 +418,8 @@ def exponents(results: list[dict]) -> str:
         x = np.log(grp["rows"].to_numpy(float))
         bt = np.polyfit(x, np.log(grp["median_s"].to_numpy(float)), 1)[0]
         bm = np.polyfit(x, np.log(grp["peak_mb"].to_numpy(float)), 1)[0]
-        cpu = grp["median_cpu_s"].to_numpy(float) if "median_cpu_s" in grp else None
-        bc = (f"{np.polyfit(x, np.log(cpu), 1)[0]:.2f}"
-              if cpu is not None and np.isfinite(cpu).all() else "")
+        cpu = np.array([_num(r, "cpu_s") for _, r in grp.iterrows()])
+        bc = f"{np.polyfit(x, np.log(cpu), 1)[0]:.2f}" if np.isfinite(cpu).all() else ""
         sizes = ", ".join(f"{v:.2g}" for v in grp["rows"])
         lines.append(f"| {key[0]} | {key[1]} | {key[2]} | {key[3]} | {sizes} | {bt:.2f} "
                      f"| {bc} | {bm:.2f} |")
@@ -344,6 +437,8 @@ def main() -> None:
     ap.add_argument("--timeout", type=float, default=1800)
     ap.add_argument("--peer-python", default="/tmp/venv-peers/bin/python")
     ap.add_argument("--no-peers", action="store_true", help="time twinimpact only")
+    ap.add_argument("--cold-jit", action="store_true",
+                    help="fresh NUMBA_CACHE_DIR per child: 'first call' includes compiling")
     ap.add_argument("--ti-src", default=str(ROOT / "src"),
                     help="twinimpact source tree to time (e.g. a snapshot: git archive)")
     ap.add_argument("--jsonl", default=str(HERE / "results_table.jsonl"))
@@ -378,8 +473,8 @@ def main() -> None:
                         with open(a.jsonl, "a") as fh:
                             fh.write(json.dumps(r) + "\n")
                         print(json.dumps({k: r.get(k) for k in (
-                            "case", "pkg", "panel", "size", "threads", "median_s",
-                            "median_cpu_s", "peak_mb", "error", "load")}), flush=True)
+                            "case", "pkg", "panel", "size", "threads", "median_s", "peak_mb",
+                            "error", "load")}), flush=True)
     head = [f"# Speed table (benchmarks/run_table.py), {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
             "", f"Command: `python benchmarks/run_table.py {' '.join(sys.argv[1:])}`", "",
             f"Machine: {platform.platform()}, {os.cpu_count()} CPUs shared with other jobs; "
