@@ -29,6 +29,10 @@ Run (from the repository root; twinimpact runs in the current interpreter with
     python benchmarks/run_table.py                       # the default table
     python benchmarks/run_table.py --cases event_study --sizes 1e5 1e6 --panels unbalanced
     python benchmarks/run_table.py --list                # cases, panels and peers
+    # scaling to 1e8 rows (alone on the machine, one process per size, capped):
+    flock /work/bench.lock python benchmarks/run_table.py --cases event_study --big \
+        --sizes 1e5 1e6 1e7 1e8 --panels balanced unbalanced --threads 1 --no-peers \
+        --mem-cap-gb 20
 
 Results are appended as JSON lines to ``--jsonl`` and the markdown table is written to
 ``--out`` (default ``benchmarks/results_table.md``).
@@ -55,6 +59,12 @@ THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
 
 
 # ----------------------------------------------------------------------------- panels
+#: from this many rows on a run is "big": it needs --big, the panel comes from the lean
+#: generator (panels.lean_staggered_panel: unit, year, cohort, y only, made in place), the
+#: warm-up fit runs on a 1e5-row panel in the same process, and one timed fit follows
+BIG_ROWS = 3e7
+
+
 def _panel(case: str, kind: str, size: float):
     sys.path.insert(0, str(HERE))
     import numpy as np
@@ -62,7 +72,7 @@ def _panel(case: str, kind: str, size: float):
     import panels
 
     if case in ("event_study", "imputation", "did2s"):
-        return panels.make(kind, size)
+        return panels.make(kind, size, lean=size >= BIG_ROWS)
     if case == "sdid":
         # size = "N x T" encoded as N*1000+T; 10% treated units, treated in the last quarter
         n_units, t = int(size) // 1000, int(size) % 1000
@@ -269,17 +279,20 @@ SMALL_WARMUP = {"imputation": 1e6, "did2s": 1e6}
 
 def child(case: str, pkg: str, kind: str, size: float, repeats: int) -> dict:
     t0, c0 = time.perf_counter(), time.process_time()
-    if case in SMALL_WARMUP and size >= BIG:
-        repeats = 1
-    if (size >= BIG and case in ("ppml", "etwfe_pois")) or size >= SMALL_WARMUP.get(case, 1e99):
+    if size >= BIG_ROWS or (case in SMALL_WARMUP and size >= BIG):
+        repeats = 1  # the big panel is made once and fitted once
+    if ((size >= BIG and case in ("ppml", "etwfe_pois")) or size >= BIG_ROWS
+            or size >= SMALL_WARMUP.get(case, 1e99)):
         _fit_fn(case, pkg, _panel(case, kind, 1e5))()  # warm-up on a small panel
         first_s, first_cpu = time.perf_counter() - t0, time.process_time() - c0
         d = _panel(case, kind, size)
         rss_data = _rss_mb()
+        peak_data = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         fit = _fit_fn(case, pkg, d)
     else:
         d = _panel(case, kind, size)
         rss_data = _rss_mb()
+        peak_data = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         fit = _fit_fn(case, pkg, d)
         t0, c0 = time.perf_counter(), time.process_time()
         out = fit()  # warm-up
@@ -295,8 +308,8 @@ def child(case: str, pkg: str, kind: str, size: float, repeats: int) -> dict:
     return {"median_s": statistics.median(times), "times": times,
             "cpu_s": statistics.median(cpus), "first_s": first_s, "first_cpu_s": first_cpu,
             "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "data_mb": rss_data, "rows": len(d), "first": out[:3].tolist(),
-            "values": out.tolist()[:8]}
+            "data_mb": rss_data, "peak_before_fit_mb": peak_data, "rows": len(d),
+            "first": out[:3].tolist(), "values": out.tolist()[:8]}
 
 
 # ----------------------------------------------------------------------------- parent
@@ -418,8 +431,9 @@ def exponents(results: list[dict]) -> str:
         x = np.log(grp["rows"].to_numpy(float))
         bt = np.polyfit(x, np.log(grp["median_s"].to_numpy(float)), 1)[0]
         bm = np.polyfit(x, np.log(grp["peak_mb"].to_numpy(float)), 1)[0]
-        cpu = np.array([_num(r, "cpu_s") for _, r in grp.iterrows()])
-        bc = f"{np.polyfit(x, np.log(cpu), 1)[0]:.2f}" if np.isfinite(cpu).all() else ""
+        cpu = grp["cpu_s"].to_numpy(float) if "cpu_s" in grp else np.array([np.nan])
+        bc = (f"{np.polyfit(x, np.log(cpu), 1)[0]:.2f}" if np.isfinite(cpu).all()
+              and len(cpu) == len(x) else "-")
         sizes = ", ".join(f"{v:.2g}" for v in grp["rows"])
         lines.append(f"| {key[0]} | {key[1]} | {key[2]} | {key[3]} | {sizes} | {bt:.2f} "
                      f"| {bc} | {bm:.2f} |")
@@ -437,6 +451,10 @@ def main() -> None:
     ap.add_argument("--timeout", type=float, default=1800)
     ap.add_argument("--peer-python", default="/tmp/venv-peers/bin/python")
     ap.add_argument("--no-peers", action="store_true", help="time twinimpact only")
+    ap.add_argument("--big", action="store_true",
+                    help=f"allow sizes >= {BIG_ROWS:.0e} rows (1e8: run alone, under "
+                         "flock /work/bench.lock, with --mem-cap-gb ~20); peers are not run "
+                         "at those sizes")
     ap.add_argument("--cold-jit", action="store_true",
                     help="fresh NUMBA_CACHE_DIR per child: 'first call' includes compiling")
     ap.add_argument("--ti-src", default=str(ROOT / "src"),
@@ -460,6 +478,9 @@ def main() -> None:
         for c, (peers, sizes, kinds) in CASES.items():
             print(f"{c}: peers {peers}, sizes {sizes}, panels {kinds}")
         return
+    too_big = [z for z in (a.sizes or []) if z >= BIG_ROWS]
+    if too_big and not a.big:
+        raise SystemExit(f"sizes {too_big} need --big (see --help)")
     results = []
     threads = ["1", "default"] if a.threads == "both" else [a.threads]
     for case in a.cases:
@@ -467,14 +488,15 @@ def main() -> None:
         for kind in a.panels or kinds:
             for size in a.sizes or sizes:
                 for th in threads:
-                    for pkg in ["twinimpact"] + ([] if a.no_peers else peers):
+                    for pkg in ["twinimpact"] + ([] if a.no_peers or size >= BIG_ROWS
+                                                 else peers):
                         r = run_child(a, case, pkg, kind, size, th)
                         results.append(r)
                         with open(a.jsonl, "a") as fh:
                             fh.write(json.dumps(r) + "\n")
                         print(json.dumps({k: r.get(k) for k in (
-                            "case", "pkg", "panel", "size", "threads", "median_s", "peak_mb",
-                            "error", "load")}), flush=True)
+                            "case", "pkg", "panel", "size", "threads", "median_s", "cpu_s",
+                            "peak_mb", "data_mb", "error", "load")}), flush=True)
     head = [f"# Speed table (benchmarks/run_table.py), {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
             "", f"Command: `python benchmarks/run_table.py {' '.join(sys.argv[1:])}`", "",
             f"Machine: {platform.platform()}, {os.cpu_count()} CPUs shared with other jobs; "
