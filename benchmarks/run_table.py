@@ -281,7 +281,7 @@ def child(case: str, pkg: str, kind: str, size: float, repeats: int) -> dict:
     t0, c0 = time.perf_counter(), time.process_time()
     if size >= BIG_ROWS or (case in SMALL_WARMUP and size >= BIG):
         repeats = 1  # the big panel is made once and fitted once
-    if ((size >= BIG and case in ("ppml", "etwfe_pois")) or size >= BIG_ROWS
+    if ((size >= BIG and case in ("ppml", "etwfe_pois", "event_study")) or size >= BIG_ROWS
             or size >= SMALL_WARMUP.get(case, 1e99)):
         _fit_fn(case, pkg, _panel(case, kind, 1e5))()  # warm-up on a small panel
         first_s, first_cpu = time.perf_counter() - t0, time.process_time() - c0
