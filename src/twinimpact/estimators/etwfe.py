@@ -84,7 +84,7 @@ from ._etwfe_numerics import (
     delta_method_poisson,
     group_demean,
 )
-from ._ppml_kernel import WeightedFE
+from ._ppml_kernel import WeightedFE, collinearity_reference
 from .ppml import _fe_columns as _fe_cols
 from .ppml import _fe_name, fe_codes, ppml
 
@@ -543,14 +543,14 @@ def _kept_columns(x_t: np.ndarray, x: np.ndarray, w: np.ndarray, tol: float = 1e
     """Columns of ``x_t`` (fixed effects swept out) that are not combinations of earlier
     ones -- the sequential rule of ppml's kernel: column ``j``'s weighted residual sum of
     squares after the earlier kept columns, by an incremental Cholesky factor of the Gram
-    matrix, must exceed ``tol`` times its centred sum of squares before the sweep."""
+    matrix, must exceed ``tol`` times its sum of squares before the sweep
+    (:func:`~twinimpact.estimators._ppml_kernel.collinearity_reference`)."""
     k = x_t.shape[1]
     kept = np.zeros(k, dtype=bool)
     if k == 0:
         return kept
     gram = (x_t * w[:, None]).T @ x_t
-    xm = x - (w @ x) / w.sum()
-    ref = np.einsum("i,ij,ij->j", w, xm, xm)
+    ref = collinearity_reference(x, w)
     chol = np.zeros((k, k))
     m = 0
     idx: list[int] = []
