@@ -103,13 +103,20 @@ def staggered_panel(n_rows: float, *, n_periods: int = 10, n_cohorts: int = 7,
 
 def gravity_panel(n_exp: int, n_imp: int | None = None, n_years: int = 100, *,
                   zeros: float = 0.2, treated_pairs: float = 0.3, n_cohorts: int = 20,
-                  key: str = "int", seed: int = 0) -> pd.DataFrame:
+                  key: str = "int", miss_random: float = 0.0, late_pairs: float = 0.0,
+                  extra_regressor: bool = False, seed: int = 0) -> pd.DataFrame:
     """Dense gravity panel: every exporter x importer pair (incl. i = j) in every year.
 
     Columns ``exporter, importer, year, pair, exp_year, imp_year`` (int codes or strings
     with ``key="str"``), ``cohort`` (pair's first treated year, 0 = never), ``treat``
     (0/1), ``trade`` (>= 0, share ``zeros`` of exact zeros), ``dist`` (log distance-like
     pair covariate).
+
+    Unbalanced variants (the defaults give the dense panel, draws unchanged):
+    ``miss_random`` removes that share of rows at random; ``late_pairs`` makes that share
+    of pairs enter late (their first year drawn uniformly in the first half of the
+    years). ``extra_regressor`` adds ``x2``, a time-varying pair covariate that enters
+    the mean with coefficient 0.1.
     """
     n_imp = n_exp if n_imp is None else n_imp
     rng = np.random.default_rng(seed)
@@ -130,6 +137,23 @@ def gravity_panel(n_exp: int, n_imp: int | None = None, n_years: int = 100, *,
     eta = 1.0 + a_it + b_jt + m_ij[pp] + 0.2 * d
     trade = rng.poisson(np.exp(eta)) * rng.lognormal(0, 0.2, len(eta))
     trade[rng.random(len(eta)) < zeros] = 0.0
+    dist = rng.normal(size=n_pair)[pp]
+    extra = {}
+    if extra_regressor:
+        rng_x = np.random.default_rng(seed + 1)
+        x2 = 0.5 * rng_x.normal(size=n_pair)[pp] + rng_x.normal(size=len(eta))
+        trade = rng_x.poisson(np.exp(eta + 0.1 * x2)) * rng_x.lognormal(0, 0.2, len(eta))
+        trade[rng_x.random(len(eta)) < zeros] = 0.0
+        extra["x2"] = x2
+    keep = np.ones(len(eta), dtype=bool)
+    if late_pairs > 0 or miss_random > 0:
+        rng_m = np.random.default_rng(seed + 2)
+        if late_pairs > 0:
+            entry = np.where(rng_m.random(n_pair) < late_pairs,
+                             rng_m.integers(1, max(2, n_years // 2), size=n_pair), 0)
+            keep &= tt >= entry[pp]
+        if miss_random > 0:
+            keep &= rng_m.random(len(eta)) >= miss_random
     year = 1901 + tt
     cohort = np.where(g > 0, 1900 + g, 0)
     if key == "str":
@@ -139,9 +163,10 @@ def gravity_panel(n_exp: int, n_imp: int | None = None, n_years: int = 100, *,
                            np.char.add("_", jj.astype(str))).astype(object)
     else:
         exp_year, imp_year, pair = ii * 10_000 + tt, jj * 10_000 + tt, pp
-    return pd.DataFrame({"exporter": ii, "importer": jj, "year": year, "pair": pair,
-                         "exp_year": exp_year, "imp_year": imp_year, "cohort": cohort,
-                         "treat": d, "trade": trade, "dist": rng.normal(size=n_pair)[pp]})
+    df = pd.DataFrame({"exporter": ii, "importer": jj, "year": year, "pair": pair,
+                       "exp_year": exp_year, "imp_year": imp_year, "cohort": cohort,
+                       "treat": d, "trade": trade, "dist": dist, **extra})
+    return df if keep.all() else df.loc[keep].reset_index(drop=True)
 
 
 # named panel variants used by run_table.py: kind -> keyword arguments of staggered_panel

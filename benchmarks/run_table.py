@@ -88,10 +88,23 @@ def _panel(case: str, kind: str, size: float):
         y = 0.05 * x + rng.normal(size=50)[g] + rng.normal(size=n)
         return pd.DataFrame({"y": y, "x": x, "g": g})
     if case in ("ppml",):
-        # dense gravity, size = rows; cube root countries x years
+        # dense gravity, size = rows before removals; cube root countries x years
         c = round(size ** (1 / 3))
-        return panels.gravity_panel(c, c, c, zeros=0.2, key="str" if kind == "strkey" else "int")
+        return panels.gravity_panel(c, c, c, **{"zeros": 0.2, **GRAVITY_KINDS[kind]})
     raise SystemExit(f"unknown case {case}")
+
+
+#: ppml panel variants: kind -> keyword arguments of panels.gravity_panel (20% zeros unless
+#: said otherwise)
+GRAVITY_KINDS: dict[str, dict] = {
+    "dense": {},
+    "zeros0": {"zeros": 0.0},
+    "zeros50": {"zeros": 0.5},
+    "strkey": {"key": "str"},
+    "missing10": {"miss_random": 0.1},
+    "late_pairs": {"late_pairs": 0.3},
+    "x2": {"extra_regressor": True},
+}
 
 
 # ----------------------------------------------------------------------------- fits
@@ -125,9 +138,11 @@ def _fit_fn(case: str, pkg: str, d):
                 return np.array([r.p_value, *r.conf_int])
             return f
         if case == "ppml":
-            return lambda: ti.ppml(d, outcome="trade", regressors=["treat"],
-                                   fixed_effects=("exp_year", "imp_year", "pair"),
-                                   cluster="pair").params.to_numpy()
+            regs = ["treat", "x2"] if "x2" in d else ["treat"]
+            return lambda: np.r_[(r := ti.ppml(
+                d, outcome="trade", regressors=regs,
+                fixed_effects=("exp_year", "imp_year", "pair"), cluster="pair")).params,
+                r.std_errors]
     if pkg == "pyfixest":
         import pyfixest as pf
         if case == "event_study":
@@ -139,8 +154,10 @@ def _fit_fn(case: str, pkg: str, d):
                                     second_stage="~ i(rel_time, ref=-1.0)", treatment="treat",
                                     cluster="unit").coef().to_numpy()
         if case == "ppml":
-            return lambda: pf.fepois("trade ~ treat | exp_year + imp_year + pair", data=d,
-                                     vcov={"CRV1": "pair"}).coef().to_numpy()
+            rhs = "treat + x2" if "x2" in d else "treat"
+            return lambda: np.r_[(r := pf.fepois(
+                f"trade ~ {rhs} | exp_year + imp_year + pair", data=d,
+                vcov={"CRV1": "pair"})).coef(), r.se()]
     if pkg == "diff-diff":
         import diff_diff as dd
         if case == "imputation":
@@ -180,21 +197,39 @@ def _rss_mb() -> float:
         return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
+#: from this many rows on, the warm-up runs on a 1e5-row panel of the same kind (imports,
+#: JIT) in the same process, so the big panel is fitted only ``repeats`` times
+BIG = 5e6
+
+
 def child(case: str, pkg: str, kind: str, size: float, repeats: int) -> dict:
-    d = _panel(case, kind, size)
-    rss_data = _rss_mb()
-    fit = _fit_fn(case, pkg, d)
-    out = fit()  # warm-up
-    times = []
+    t0, c0 = time.perf_counter(), time.process_time()
+    if size >= BIG and case in ("ppml",):
+        _fit_fn(case, pkg, _panel(case, kind, 1e5))()  # warm-up on a small panel
+        first_s, first_cpu = time.perf_counter() - t0, time.process_time() - c0
+        d = _panel(case, kind, size)
+        rss_data = _rss_mb()
+        fit = _fit_fn(case, pkg, d)
+    else:
+        d = _panel(case, kind, size)
+        rss_data = _rss_mb()
+        fit = _fit_fn(case, pkg, d)
+        t0, c0 = time.perf_counter(), time.process_time()
+        out = fit()  # warm-up
+        first_s, first_cpu = time.perf_counter() - t0, time.process_time() - c0
+    times, cpus = [], []
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         out = fit()
         times.append(time.perf_counter() - t0)
+        cpus.append(time.process_time() - c0)
     import numpy as np
     out = np.asarray(out, dtype=float).ravel()
     return {"median_s": statistics.median(times), "times": times,
+            "cpu_s": statistics.median(cpus), "first_s": first_s, "first_cpu_s": first_cpu,
             "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "data_mb": rss_data, "rows": len(d), "first": out[:3].tolist()}
+            "data_mb": rss_data, "rows": len(d), "first": out[:3].tolist(),
+            "values": out.tolist()[:8]}
 
 
 # ----------------------------------------------------------------------------- parent
@@ -208,7 +243,7 @@ CASES = {
     "honest_rm": (["diff-diff"], [1e4], ["balanced"]),
     "wild": (["wildboottest"], [1e5], ["balanced"]),
     "wild_p": (["wildboottest"], [1e5], ["balanced"]),
-    "ppml": (["pyfixest"], [1e6], ["dense", "strkey"]),
+    "ppml": (["pyfixest"], [1e6, 1e7], list(GRAVITY_KINDS)),
 }
 
 
@@ -220,6 +255,9 @@ def run_child(args, case, pkg, kind, size, threads) -> dict:
         if threads == "1":
             env[v] = "1"
     env["PYTHONPATH"] = args.ti_src if pkg == "twinimpact" else ""
+    if args.cold_jit:  # a new user's first call: numba compiles (no on-disk cache yet)
+        import tempfile
+        env["NUMBA_CACHE_DIR"] = tempfile.mkdtemp(prefix="numba-cold-")
     cap = int(args.mem_cap_gb * 2**30)
 
     def limit():
@@ -249,29 +287,50 @@ def _fmt_size(case: str, size: float) -> str:
     return f"{size:.0e}".replace("e+0", "e")
 
 
+def _num(r, key: str) -> float:
+    v = r.get(key)
+    return float(v) if isinstance(v, int | float) and v == v else float("nan")
+
+
 def table(results: list[dict]) -> str:
-    """Markdown: one line per (case, panel, size, threads) with ratios vs each peer."""
+    """Markdown: one line per (case, panel, size, threads) with ratios vs each peer: wall
+    time, CPU time of the child (survives load), peak RSS; first call (warm-up incl.
+    imports and JIT) and, when both report their numbers, the largest relative
+    difference of the returned values (e.g. coefficients and SEs)."""
+    import numpy as np
     import pandas as pd
     df = pd.DataFrame(results)
-    lines = ["| case | panel | size | threads | twinimpact s | peak MB | peer | peer s | peer peak MB "
-             "| speed ratio (peer/ours) | memory ratio (peer/ours) |", "|" + "---|" * 11]
+    lines = ["| case | panel | size | threads | twinimpact s (CPU s) | peak MB | first call s "
+             "| peer | peer s (CPU s) | peer peak MB | peer first call s "
+             "| speed ratio wall (CPU) | memory ratio | max rel. diff |", "|" + "---|" * 14]
     for key, grp in df.groupby(["case", "panel", "size", "threads"], sort=False):
         case, kind, size, threads = key
         ours = grp[grp["pkg"] == "twinimpact"]
         if ours.empty:
             continue
-        o = ours.iloc[0]
+        o = ours.iloc[-1]
         o_err = isinstance(o.get("error"), str)
         for _, p in grp[grp["pkg"] != "twinimpact"].iterrows():
             p_err = isinstance(p.get("error"), str)
-            ot = "fail: " + o["error"] if o_err else f"{o['median_s']:.3g}"
-            pt = "fail: " + p["error"] if p_err else f"{p['median_s']:.3g}"
-            om = "" if o_err else f"{o['peak_mb']:.0f}"
-            pm = "" if p_err else f"{p['peak_mb']:.0f}"
-            sr = "" if o_err or p_err else f"**{p['median_s'] / o['median_s']:.2f}**"
-            mr = "" if o_err or p_err else f"{p['peak_mb'] / o['peak_mb']:.2f}"
+
+            def cell(r, err):
+                if err:
+                    return "fail: " + r["error"], "", ""
+                return (f"{r['median_s']:.3g} ({_num(r, 'cpu_s'):.3g})", f"{r['peak_mb']:.0f}",
+                        f"{_num(r, 'first_s'):.3g}")
+            ot, om, of = cell(o, o_err)
+            pt, pm, pf_ = cell(p, p_err)
+            sr = mr = dv = ""
+            if not (o_err or p_err):
+                sr = (f"**{p['median_s'] / o['median_s']:.2f}** "
+                      f"({_num(p, 'cpu_s') / _num(o, 'cpu_s'):.2f})")
+                mr = f"{p['peak_mb'] / o['peak_mb']:.2f}"
+                vo, vp = o.get("values"), p.get("values")
+                if isinstance(vo, list) and isinstance(vp, list) and len(vo) == len(vp):
+                    vo, vp = np.asarray(vo, float), np.asarray(vp, float)
+                    dv = f"{np.max(np.abs(vo - vp) / np.maximum(np.abs(vp), 1e-300)):.1e}"
             lines.append(f"| {case} | {kind} | {_fmt_size(case, size)} | {threads} | {ot} | {om} "
-                         f"| {p['pkg']} | {pt} | {pm} | {sr} | {mr} |")
+                         f"| {of} | {p['pkg']} | {pt} | {pm} | {pf_} | {sr} | {mr} | {dv} |")
     return "\n".join(lines)
 
 
@@ -306,6 +365,8 @@ def main() -> None:
     ap.add_argument("--timeout", type=float, default=1800)
     ap.add_argument("--peer-python", default="/tmp/venv-peers/bin/python")
     ap.add_argument("--no-peers", action="store_true", help="time twinimpact only")
+    ap.add_argument("--cold-jit", action="store_true",
+                    help="fresh NUMBA_CACHE_DIR per child: 'first call' includes compiling")
     ap.add_argument("--ti-src", default=str(ROOT / "src"),
                     help="twinimpact source tree to time (e.g. a snapshot: git archive)")
     ap.add_argument("--jsonl", default=str(HERE / "results_table.jsonl"))

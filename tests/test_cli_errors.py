@@ -201,3 +201,19 @@ def test_headline_failure_exit_3_other_estimates_kept(study_dir, capsys):
     assert rc == EXIT_NO_ESTIMATE and "headline estimate 'bad'" in err
     summary = json.loads((study_dir / "out" / "reports" / "small" / "summary.json").read_text())
     assert "TWFE" in summary["estimates"] and "bad" in summary["failures"]
+
+
+def test_summary_json_carries_the_typed_pretrend_test(study_dir, capsys):
+    text = _write_study(study_dir).read_text()
+    text = text.replace('[output]', '[[estimate]]\nlabel = "ES"\nestimator = "event_study"\n\n'
+                        '[output]')
+    (study_dir / "study.toml").write_text(text)
+    rc, _stdout, _err = _run(capsys, study_dir / "study.toml", study_dir / "out")
+    assert rc == 0
+    summary = json.loads((study_dir / "out" / "reports" / "small" / "summary.json").read_text())
+    assert "TWFE" not in summary["pretrend_tests"]  # a static fit has no pre-trend test
+    pt = summary["pretrend_tests"]["ES"]
+    assert pt["kind"] in ("Wald chi2", "F")
+    assert pt["df"] == pt["n_coefficients"] == len(pt["terms"]) >= 1
+    assert 0.0 <= pt["p_value"] <= 1.0 and pt["statistic"] >= 0.0
+    assert all(t.startswith("rel_time") or "-" in t for t in pt["terms"])

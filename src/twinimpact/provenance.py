@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +40,10 @@ def frame_sha256(frame: pd.DataFrame) -> str:
 
 def jsonable(o: Any) -> Any:
     """Recursively convert numpy/pandas scalars and containers to JSON-safe values."""
-    if isinstance(o, dict):
+    if isinstance(o, Mapping):
         return {str(k): jsonable(v) for k, v in o.items()}
+    if dataclasses.is_dataclass(o) and not isinstance(o, type):
+        return {f.name: jsonable(getattr(o, f.name)) for f in dataclasses.fields(o)}
     if isinstance(o, list | tuple | set | frozenset):
         return [jsonable(v) for v in o]
     if isinstance(o, np.ndarray):

@@ -196,8 +196,11 @@ def test_caller_frame_unchanged():
     assert r.to_frame()["rel_time"].notna().sum() == len(r.terms) - 1
 
 
-def test_gmm_vcov_one_regressor_at_a_time_equals_matrix_form():
-    """two_stage_vcov streams the regressors; the n x k matrix form is the slow oracle."""
+@pytest.mark.parametrize("by", ["units", "periods"])
+def test_gmm_vcov_one_regressor_at_a_time_equals_matrix_form(by):
+    """two_stage_vcov streams the regressors (first-stage cluster sums from unit level sums
+    when clusters contain whole units, a pass over the rows otherwise); the n x k matrix
+    form is the slow oracle."""
     from twinimpact.core.two_stage import fit_untreated, predict, solve_normal, system_rhs
     from twinimpact.estimators.did2s import two_stage_vcov
 
@@ -216,7 +219,7 @@ def test_gmm_vcov_one_regressor_at_a_time_equals_matrix_form():
     x2 = np.column_stack([treated & (t - g == h) for h in range(3)]).astype(float)
     e1 = rng.normal(size=len(u))
     e2 = rng.normal(size=len(u))
-    cluster = u // 2
+    cluster = u // 2 if by == "units" else t
     vc, bread = two_stage_vcov(system, x2, e1, e2, untreated, cluster, w)
     b_d, b_m = solve_normal(system, *system_rhs(system, w[:, None] * x2))
     h = predict(system, b_d, b_m)

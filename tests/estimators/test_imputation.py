@@ -278,9 +278,14 @@ def _variance_all_columns(system, wtr, treated, resid, cell, cluster, weights=No
     return sums.T @ sums
 
 
-@pytest.mark.parametrize("weighted, include_never", [(False, True), (True, False)])
-def test_variance_one_estimand_at_a_time_equals_all_at_once(weighted, include_never):
-    """The streamed variance (one n-vector per estimand) = the n x k matrix form."""
+@pytest.mark.parametrize("weighted, include_never, by", [
+    (False, True, "units"), (True, False, "units"), (True, True, "periods")])
+def test_variance_one_estimand_at_a_time_equals_all_at_once(weighted, include_never, by):
+    """The streamed variance (sparse estimand columns, untreated cluster sums from unit
+    level sums when clusters contain whole units, a pass over the rows otherwise) = the
+    n x k matrix form."""
+    from scipy import sparse
+
     from twinimpact.core.two_stage import build_normal_system
     from twinimpact.estimators.imputation import imputation_variance
 
@@ -301,8 +306,11 @@ def test_variance_one_estimand_at_a_time_equals_all_at_once(weighted, include_ne
     wtr /= wtr.sum(axis=0)
     resid = rng.normal(size=len(u)) + treated
     cell = np.unique(np.column_stack([g, rel]), axis=0, return_inverse=True)[1].reshape(-1)
-    cluster = u // 3
+    cluster = u // 3 if by == "units" else t
     kw = dict(weights=w, include_never=include_never, never=never)
-    fast = imputation_variance(system, wtr, treated, resid, cell, cluster, **kw)
+    fast = imputation_variance(system, sparse.csc_matrix(wtr), treated, resid, cell, cluster,
+                               **kw)
+    dense = imputation_variance(system, wtr, treated, resid, cell, cluster, **kw)
     slow = _variance_all_columns(system, wtr, treated, resid, cell, cluster, **kw)
     np.testing.assert_allclose(fast.vcov, slow, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(dense.vcov, slow, rtol=1e-12, atol=1e-15)

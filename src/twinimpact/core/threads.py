@@ -14,6 +14,7 @@ threads do not speed up anyway.
 from __future__ import annotations
 
 import functools
+import warnings
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any, TypeVar
@@ -40,11 +41,31 @@ def single_blas_thread() -> AbstractContextManager:
 
 
 def blas_single_thread(fn: F) -> F:
-    """Decorator: run ``fn`` under :func:`single_blas_thread`."""
+    """Decorator: run ``fn`` under :func:`single_blas_thread`.
+
+    Warnings raised inside ``fn`` are recorded and re-issued once it has returned (or
+    raised), with the caller's warning filters back in force: a warning whose
+    ``stacklevel`` named the estimator's caller then points at the caller's line instead
+    of at this wrapper, and one located deeper keeps its file and line.
+    """
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        with single_blas_thread():
-            return fn(*args, **kwargs)
+        caught: list[warnings.WarningMessage] = []
+        try:
+            with warnings.catch_warnings(record=True) as rec:
+                warnings.simplefilter("always")
+                try:
+                    with single_blas_thread():
+                        return fn(*args, **kwargs)
+                finally:
+                    caught = list(rec)
+        finally:
+            for w in caught:
+                if w.filename == __file__:
+                    warnings.warn(w.message, w.category, stacklevel=2)
+                else:
+                    warnings.warn_explicit(w.message, w.category, w.filename, w.lineno,
+                                           source=w.source)
 
     return wrapper  # type: ignore[return-value]

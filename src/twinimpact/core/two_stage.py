@@ -23,6 +23,7 @@ from scipy import sparse
 from ..errors import EstimationError, InputError, format_message
 
 __all__ = [
+    "FittedClusterSums",
     "NormalSystem",
     "TwoStageRows",
     "UntreatedFit",
@@ -47,14 +48,18 @@ class NormalSystem:
     """Normal equations ``Z_0' W_0 Z_0 b = r`` of a fixed-effect design on a row subset.
 
     ``Z = [D | M]``: ``D`` is the one-hot matrix of the largest fixed-effect set (eliminated
-    in closed form), ``M`` the one-hots of the other sets and the covariates. Only the rows
-    flagged in ``fit_rows`` (with weights ``w``) enter ``Z_0' W_0 Z_0``.
+    in closed form), ``M`` the one-hots of the other sets followed by the covariates. Only
+    the rows flagged in ``fit_rows`` (with weights ``w``) enter ``Z_0' W_0 Z_0``. ``M`` is
+    kept as integer codes (one array per set) and a dense covariate block, never as an
+    (n, m) matrix: products with it are gathers and ``bincount`` passes.
 
     Attributes
     ----------
     code_d : (n,) int codes of the eliminated fixed-effect set (all rows)
-    m : sparse (n, m) matrix, the other columns for all rows
+    fe_m : the other sets, ``((codes (n,), levels), ...)``
+    cov : (n, p) covariates or None
     s : (G_D,) weighted counts of fit rows per level of ``D`` (0 = level not identified)
+    n_fit : (G_D,) unweighted counts of fit rows per level of ``D``
     c : (G_D, m) dense ``D_0' W_0 M_0``
     s_inv : (m, m) pseudo-inverse of the Schur complement ``M_0'W_0M_0 - C' diag(1/s) C``
     row_ok : (n,) bool, rows whose every fixed-effect level is present among the fit rows
@@ -62,11 +67,92 @@ class NormalSystem:
 
     code_d: np.ndarray
     n_d: int
-    m: Any
+    fe_m: tuple[tuple[np.ndarray, int], ...]
+    cov: np.ndarray | None
     s: np.ndarray
+    n_fit: np.ndarray
     c: np.ndarray
     s_inv: np.ndarray
     row_ok: np.ndarray
+
+    @property
+    def n_m(self) -> int:
+        """Number of columns of ``M``."""
+        return sum(k for _, k in self.fe_m) + (0 if self.cov is None else self.cov.shape[1])
+
+    @property
+    def m(self) -> Any:
+        """``M`` as a sparse (n, m) matrix (built on demand: oracles and tests)."""
+        n = len(self.code_d)
+        blocks = [sparse.csr_matrix((np.ones(n), (np.arange(n), codes)), shape=(n, k))
+                  for codes, k in self.fe_m]
+        if self.cov is not None:
+            blocks.append(sparse.csr_matrix(self.cov))
+        return sparse.hstack(blocks, format="csr") if blocks else sparse.csr_matrix((n, 0))
+
+    def m_dot(self, b_m: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
+        """``M b`` for ``b`` (m, k): (n, k), or (len(rows), k) on the rows given."""
+        out = np.zeros((len(self.code_d) if rows is None else len(rows), b_m.shape[1]))
+        start = 0
+        for codes, k in self.fe_m:
+            out += b_m[start:start + k][codes if rows is None else codes[rows]]
+            start += k
+        if self.cov is not None:
+            out += (self.cov if rows is None else self.cov[rows]) @ b_m[start:]
+        return out
+
+    def m_tdot(self, u: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
+        """``M' u`` for ``u`` (n, k), or for values ``u`` (len(rows), k) on ``rows``."""
+        parts = []
+        for codes, k in self.fe_m:
+            cd = codes if rows is None else codes[rows]
+            parts.append(np.stack([np.bincount(cd, weights=u[:, j], minlength=k)
+                                   for j in range(u.shape[1])], axis=1))
+        if self.cov is not None:
+            parts.append((self.cov if rows is None else self.cov[rows]).T @ u)
+        return np.concatenate(parts, axis=0) if parts else np.zeros((0, u.shape[1]))
+
+    def cross(self, q: np.ndarray) -> np.ndarray:
+        """``D' diag(q) M``, dense (G_D, m), for row weights ``q`` (n,)."""
+        return _cross(self.code_d, self.n_d, self.fe_m, self.cov, q)
+
+
+def _cross(code_d: np.ndarray, n_d: int, fe_m: Sequence[tuple[np.ndarray, int]],
+           cov: np.ndarray | None, q: np.ndarray) -> np.ndarray:
+    """``D' diag(q) M`` by one ``bincount`` per block on the pair code ``d * k + m``."""
+    parts = []
+    for codes, k in fe_m:
+        key = code_d * k + codes
+        parts.append(np.bincount(key, weights=q, minlength=n_d * k).reshape(n_d, k))
+        del key
+    if cov is not None:
+        parts.append(np.stack([np.bincount(code_d, weights=q * cov[:, j], minlength=n_d)
+                               for j in range(cov.shape[1])], axis=1))
+    return np.concatenate(parts, axis=1) if parts else np.zeros((n_d, 0))
+
+
+def _mtm(fe_m: Sequence[tuple[np.ndarray, int]], cov: np.ndarray | None,
+         q: np.ndarray) -> np.ndarray:
+    """``M' diag(q) M``, dense (m, m), block by block (``bincount`` on pair codes)."""
+    cols: list[tuple[np.ndarray, int]] = list(fe_m)  # (codes, levels) or (values, 0)
+    if cov is not None:
+        cols += [(cov[:, j], 0) for j in range(cov.shape[1])]
+    sizes = [max(k, 1) for _, k in cols]
+    offs = np.concatenate([[0], np.cumsum(sizes)]).astype(int)
+    out = np.zeros((offs[-1], offs[-1]))
+    for a, (va, ka) in enumerate(cols):
+        for b in range(a, len(cols)):
+            vb, kb = cols[b]
+            if ka and kb:
+                blk = (np.diag(np.bincount(va, weights=q, minlength=ka)) if a == b else
+                       np.bincount(va * kb + vb, weights=q, minlength=ka * kb).reshape(ka, kb))
+            elif ka:
+                blk = np.bincount(va, weights=q * vb, minlength=ka)[:, None]
+            else:
+                blk = np.array([[np.dot(q * va, vb)]])
+            out[offs[a]:offs[a + 1], offs[b]:offs[b + 1]] = blk
+            out[offs[b]:offs[b + 1], offs[a]:offs[a + 1]] = blk.T
+    return out
 
 
 def build_normal_system(fe_codes: Sequence[np.ndarray], covariates: np.ndarray | None,
@@ -82,39 +168,37 @@ def build_normal_system(fe_codes: Sequence[np.ndarray], covariates: np.ndarray |
     weights : (n,) array or None (observation weights).
     """
     n = len(fit_rows)
-    w = np.ones(n) if weights is None else np.asarray(weights, dtype=float)
-    w0 = np.where(fit_rows, w, 0.0)
+    w0 = fit_rows.astype(float) if weights is None else np.where(
+        fit_rows, np.asarray(weights, dtype=float), 0.0)
     sizes = [int(c.max()) + 1 for c in fe_codes]
     j = int(np.argmax(sizes))
     code_d, n_d = np.asarray(fe_codes[j], dtype=np.intp), sizes[j]
-    blocks, row_ok = [], np.ones(n, dtype=bool)
     cnt_d = np.bincount(code_d[fit_rows], minlength=n_d)
-    row_ok &= cnt_d[code_d] > 0
+    row_ok = cnt_d[code_d] > 0
+    fe_m = []
     for i, codes in enumerate(fe_codes):
         if i == j:
             continue
         codes = np.asarray(codes, dtype=np.intp)
-        blocks.append(sparse.csr_matrix((np.ones(n), (np.arange(n), codes)),
-                                        shape=(n, sizes[i])))
+        fe_m.append((codes, sizes[i]))
         cnt = np.bincount(codes[fit_rows], minlength=sizes[i])
         row_ok &= cnt[codes] > 0
+    cov = None
     if covariates is not None and covariates.size:
-        blocks.append(sparse.csr_matrix(np.asarray(covariates, dtype=float)))
-    m_cols = sum(b.shape[1] for b in blocks)
+        cov = np.asarray(covariates, dtype=float).reshape(n, -1)
+    m_cols = sum(k for _, k in fe_m) + (0 if cov is None else cov.shape[1])
     if m_cols > _MAX_DENSE:
         raise EstimationError(format_message(
             "the first stage has too many fixed-effect levels outside the largest set for "
             "the exact solver", seen=m_cols,
             fix="put the fixed effect with most levels first or use fewer/coarser sets"))
-    m = sparse.hstack(blocks, format="csr") if blocks else sparse.csr_matrix((n, 0))
     s = np.bincount(code_d, weights=w0, minlength=n_d)
-    dw0 = sparse.csr_matrix((w0, (code_d, np.arange(n))), shape=(n_d, n))
-    c = np.asarray((dw0 @ m).toarray()) if m_cols else np.zeros((n_d, 0))
-    mtwm = np.asarray((m.T @ sparse.diags(w0) @ m).toarray()) if m_cols else np.zeros((0, 0))
+    c = _cross(code_d, n_d, fe_m, cov, w0)
+    mtwm = _mtm(fe_m, cov, w0)
     inv_s = np.divide(1.0, s, out=np.zeros_like(s), where=s > 0)
     schur = mtwm - c.T @ (c * inv_s[:, None])
-    return NormalSystem(code_d=code_d, n_d=n_d, m=m, s=s, c=c, s_inv=_pinv_psd(schur),
-                        row_ok=row_ok)
+    return NormalSystem(code_d=code_d, n_d=n_d, fe_m=tuple(fe_m), cov=cov, s=s,
+                        n_fit=cnt_d, c=c, s_inv=_pinv_psd(schur), row_ok=row_ok)
 
 
 def _pinv_psd(a: np.ndarray) -> np.ndarray:
@@ -131,13 +215,18 @@ def _pinv_psd(a: np.ndarray) -> np.ndarray:
     return inv / d[:, None] / d[None, :]
 
 
-def system_rhs(system: NormalSystem, u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``Z' u`` split into its ``D`` and ``M`` parts; ``u`` is (n, k) (zero where unused)."""
-    u = np.asarray(u, dtype=float).reshape(len(system.code_d), -1)
-    n = len(system.code_d)
-    dmat = sparse.csr_matrix((np.ones(n), (system.code_d, np.arange(n))),
-                             shape=(system.n_d, n))
-    return np.asarray(dmat @ u), np.asarray(system.m.T @ u)
+def system_rhs(system: NormalSystem, u: np.ndarray, rows: np.ndarray | None = None
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """``Z' u`` split into its ``D`` and ``M`` parts. ``u`` is (n, k) (zero where unused),
+    or, with ``rows`` (int positions), the (len(rows), k) values on those rows only (the
+    other rows are 0): a right-hand side supported on a few rows costs O(len(rows))."""
+    u = np.asarray(u, dtype=float)
+    if u.ndim == 1:
+        u = u[:, None]
+    cd = system.code_d if rows is None else system.code_d[rows]
+    r_d = np.stack([np.bincount(cd, weights=u[:, j], minlength=system.n_d)
+                    for j in range(u.shape[1])], axis=1)
+    return r_d, system.m_tdot(u, rows)
 
 
 def solve_normal(system: NormalSystem, r_d: np.ndarray, r_m: np.ndarray
@@ -152,9 +241,61 @@ def solve_normal(system: NormalSystem, r_d: np.ndarray, r_m: np.ndarray
 
 def predict(system: NormalSystem, b_d: np.ndarray, b_m: np.ndarray) -> np.ndarray:
     """Fitted values ``Z b`` for every row, (n, k); NaN on rows not identified."""
-    out = b_d[system.code_d] + np.asarray(system.m @ b_m)
+    out = system.m_dot(b_m)
+    out += b_d[system.code_d]
     out[~system.row_ok] = np.nan
     return out
+
+
+class FittedClusterSums:
+    """Per-cluster sums ``S_g(b) = sum_{i in rows, cluster(i) = g} q_i (Z b)_i`` for many
+    solutions ``b`` of the normal equations (the correction terms of the BJS and Gardner
+    variances).
+
+    When every level of ``D`` lies inside one cluster (unit fixed effects clustered by
+    unit or by anything coarser: the default), the row sums collapse to level sums
+    ``b_D * (D'q) + (D' diag(q) M) b_M``, formed once, so each ``b`` costs
+    O(G_D x m) instead of a pass over the rows; otherwise each ``b`` costs one pass over
+    ``rows``. Both give the same sums (up to the order of floating-point additions).
+
+    Parameters
+    ----------
+    system : the first-stage normal equations.
+    q : (n,) row weights (read on ``rows`` only).
+    rows : (n,) bool, the rows that enter the sums.
+    cluster : (n,) int cluster codes; ``n_clusters`` their number.
+    """
+
+    def __init__(self, system: NormalSystem, q: np.ndarray, rows: np.ndarray,
+                 cluster: np.ndarray, n_clusters: int) -> None:
+        self.system, self.n_clusters = system, n_clusters
+        idx = np.flatnonzero(rows)
+        cd, cl = system.code_d[idx], cluster[idx]
+        d_cl = np.zeros(system.n_d, dtype=np.intp)
+        d_cl[cd] = cl
+        small = system.n_d * max(system.n_m, 1) <= 2 * len(system.code_d) + 1_000_000
+        self.nested = small and bool(np.array_equal(d_cl[cd], cl))
+        if self.nested:
+            qq = np.zeros(len(system.code_d))
+            qq[idx] = q[idx]
+            self._a = np.bincount(system.code_d, weights=qq, minlength=system.n_d)
+            self._b = system.cross(qq)
+            self._has = np.bincount(cd, minlength=system.n_d) > 0
+            self._d_cl = d_cl
+        else:
+            self._idx, self._q, self._cl = idx, q[idx], cl
+
+    def __call__(self, b_d: np.ndarray, b_m: np.ndarray) -> np.ndarray:
+        """(n_clusters, k) sums for the k solutions ``(b_d (G_D, k), b_m (m, k))``."""
+        g = self.n_clusters
+        if self.nested:
+            lev = np.where(self._has[:, None], b_d, 0.0) * self._a[:, None] + self._b @ b_m
+            return np.stack([np.bincount(self._d_cl, weights=lev[:, j], minlength=g)
+                             for j in range(lev.shape[1])], axis=1)
+        h = self.system.m_dot(b_m, self._idx)
+        h += b_d[self.system.code_d[self._idx]]
+        return np.stack([np.bincount(self._cl, weights=self._q * h[:, j], minlength=g)
+                         for j in range(h.shape[1])], axis=1)
 
 
 @dataclass(frozen=True)

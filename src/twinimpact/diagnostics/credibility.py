@@ -196,17 +196,6 @@ def _pretrend_numbers(result: Any) -> dict[str, Any] | None:
         if (p is None or not np.isfinite(float(p))) and "extension" not in out and terms:
             out["extension"] = _identified_extension(result, terms)
         return out
-    diag = getattr(result, "diagnostics", None) or {}
-    for key in ("pretrend_test", "pretest"):
-        t = diag.get(key)
-        if t is not None and hasattr(t, "get"):
-            stat = next((t[k] for k in ("statistic", "statistic_chi2", "statistic_F", "W")
-                         if t.get(k) is not None), None)
-            p = next((t[k] for k in ("p_value", "p_value_chi2", "p_value_F")
-                      if t.get(k) is not None), None)
-            return {"statistic": stat, "df": t.get("df"), "p_value": p,
-                    "kind": t.get("kind", "Wald chi2"), "note": t.get("note"),
-                    "extension": t.get("extension")}
     pre = _pre_terms(result)
     if not pre:
         return None

@@ -11,9 +11,14 @@ Pure functions and small classes on NumPy arrays; no pandas objects, no input va
 * :func:`drop_singletons_and_fe_separation` removes, iteratively, singleton observations
   and observations whose zero outcome is perfectly predicted by a fixed-effect level whose
   outcomes are all zero (Correia, Guimarães & Zylkin 2021, section 4.1).
+* :func:`simplex_separation` finds separation by the regressors given the fixed effects
+  (section 4.2; a linear program on the regressors' null space over the ``y > 0`` rows).
 * :func:`relu_separation` is the iterative rectifier ("ReLU") check of Correia,
   Guimarães & Zylkin (2021, section 4.3) for separation by regressors and fixed effects
-  jointly.
+  jointly (weighted least squares by LSMR, as ppmlhdfe; candidate certificates verified).
+* :func:`lp_separation` is the definition as one linear program (exact; the fallback when
+  the ReLU iterations do not finish on a modest sample).
+* :func:`find_separation` runs them in ppmlhdfe's order (``separation(fe simplex relu)``).
 * :func:`irls_poisson` is the IRLS loop of Correia, Guimarães & Zylkin (2020, "Fast
   Poisson estimation with high-dimensional fixed effects", Stata Journal 20(1)), with the
   deviance-change stopping rule of fixest / ppmlhdfe and step-halving.
@@ -24,18 +29,26 @@ Correia, S., Guimarães, P., & Zylkin, T. (2020). Fast Poisson estimation with
 high-dimensional fixed effects. *Stata Journal*, 20(1), 95-115.
 Correia, S., Guimarães, P., & Zylkin, T. (2021). Verifying the existence of maximum
 likelihood estimates for generalized linear models. arXiv:1903.01633.
+Fong, D. C.-L., & Saunders, M. (2011). LSMR: an iterative algorithm for sparse
+least-squares problems. *SIAM J. Sci. Comput.* 33(5), 2950-2971.
 Gaure, S. (2013). OLS with multiple high dimensional category variables. *CSDA* 66, 8-18.
+Van Loan, C. (1985). On the method of weighting for equality-constrained least-squares
+problems. *SIAM J. Numer. Anal.* 22(5), 851-864.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
+from numba import njit
 from scipy import optimize, sparse
 from scipy.sparse.linalg import LinearOperator, lsmr
+
+from . import _fe_sweep
 
 __all__ = [
     "PoissonFit",
@@ -63,6 +76,10 @@ class WeightedFE:
     ----------
     fe_codes : sequence of int arrays, each shape (n,)
         Dense codes 0..G-1, one array per fixed-effect set.
+    backend : {"numba", "numpy"}
+        ``"numba"`` (default): fused compiled sweeps (:mod:`._fe_sweep`). ``"numpy"``: the
+        same iteration with SciPy sparse group-sum products -- the slow, obviously correct
+        path the tests compare the compiled kernels with.
 
     Notes
     -----
@@ -73,43 +90,72 @@ class WeightedFE:
     makes warm starts exact.
     """
 
-    def __init__(self, fe_codes: Sequence[np.ndarray]) -> None:
-        self.codes = [np.asarray(c, dtype=np.intp) for c in fe_codes]
-        self.n = len(self.codes[0]) if self.codes else 0
+    def __init__(self, fe_codes: Sequence[np.ndarray], *,
+                 backend: Literal["numba", "numpy"] = "numba") -> None:
+        if backend not in ("numba", "numpy"):
+            raise ValueError(f"backend must be 'numba' or 'numpy', got {backend!r}")
+        self.backend = backend
+        self.n = len(fe_codes[0]) if len(fe_codes) else 0
+        sizes = [int(np.max(c)) + 1 if self.n else 0 for c in fe_codes]
+        self.offs = np.zeros(len(sizes) + 1, dtype=np.int64)
+        np.cumsum(sizes, out=self.offs[1:])
+        # all sets in one (K, n) array; int32 halves the bytes read per sweep
+        ctype = np.int32 if max(sizes, default=0) < 2**31 - 1 else np.int64
+        self.code_array = np.empty((len(sizes), self.n), dtype=ctype)
+        for k, c in enumerate(fe_codes):
+            self.code_array[k] = c
+        self.inv_wsum_flat = np.ones(int(self.offs[-1]))
+        self._sums = np.empty(int(self.offs[-1]))
+        self._w = np.ones(self.n)
         self.mats: list[sparse.csr_matrix] = []
         self.orders: list[np.ndarray] = []
-        self.inv_wsum: list[np.ndarray] = []
-        for c in self.codes:
-            g = int(c.max()) + 1 if self.n else 0
-            order = np.argsort(c, kind="stable")
-            indptr = np.zeros(g + 1, dtype=np.int64)
-            np.cumsum(np.bincount(c, minlength=g), out=indptr[1:])
-            mat = sparse.csr_matrix((np.ones(self.n), order, indptr), shape=(g, self.n))
-            self.mats.append(mat)
-            self.orders.append(order)
-            self.inv_wsum.append(np.ones(g))
+        if backend == "numpy":
+            for c, g in zip(fe_codes, sizes, strict=True):
+                c = np.asarray(c, dtype=np.intp)
+                order = np.argsort(c, kind="stable")
+                indptr = np.zeros(g + 1, dtype=np.int64)
+                np.cumsum(np.bincount(c, minlength=g), out=indptr[1:])
+                self.mats.append(sparse.csr_matrix((np.ones(self.n), order, indptr),
+                                                   shape=(g, self.n)))
+                self.orders.append(order)
         self.set_weights(None)
 
     @property
     def n_sets(self) -> int:
-        return len(self.codes)
+        return self.code_array.shape[0]
+
+    @property
+    def codes(self) -> list[np.ndarray]:
+        """The codes of each set (views of one (K, n) array)."""
+        return list(self.code_array)
+
+    @property
+    def inv_wsum(self) -> list[np.ndarray]:
+        """``1 / sum(w)`` per level of each set (0 for levels without weight)."""
+        return [self.inv_wsum_flat[self.offs[k]:self.offs[k + 1]] for k in range(self.n_sets)]
 
     def set_weights(self, w: np.ndarray | None) -> None:
         """Use observation weights ``w`` (shape (n,); None = equal weights)."""
-        for k, (mat, order) in enumerate(zip(self.mats, self.orders, strict=True)):
-            mat.data = np.ones(self.n) if w is None else np.ascontiguousarray(w[order])
-            wsum = np.asarray(mat.sum(axis=1)).reshape(-1)
-            with np.errstate(divide="ignore"):
-                self.inv_wsum[k] = np.where(wsum > 0, 1.0 / np.where(wsum > 0, wsum, 1), 0.0)
+        self._w = np.ones(self.n) if w is None else np.ascontiguousarray(w, dtype=float)
+        wsum = self._sums
+        if self.backend == "numba":
+            _fe_sweep.level_sums(self.code_array, self.offs, self._w, wsum)
+        else:
+            for k, (mat, order) in enumerate(zip(self.mats, self.orders, strict=True)):
+                mat.data = self._w[order]
+                wsum[self.offs[k]:self.offs[k + 1]] = np.asarray(mat.sum(axis=1)).reshape(-1)
+        pos = wsum > 0
+        self.inv_wsum_flat = np.zeros_like(wsum)
+        np.divide(1.0, wsum, out=self.inv_wsum_flat, where=pos)
 
     def sweep(self, x: np.ndarray, *, inplace: bool = False) -> np.ndarray:
         """One pass of ``(I - P_K)...(I - P_1)`` over the columns of ``x`` (n, k)."""
         if not inplace:
-            x = np.array(x, dtype=float, order="C", copy=True)
-        for mat, inv, codes in zip(self.mats, self.inv_wsum, self.codes, strict=True):
-            means = mat @ x
-            means *= inv[:, None]
-            x -= np.take(means, codes, axis=0)
+            x = np.array(x, dtype=float, order="F", copy=True)
+        for j in range(x.shape[1]):
+            col = np.ascontiguousarray(x[:, j])
+            self._sweep_vector(col)
+            x[:, j] = col
         return x
 
     def residualize(self, x: np.ndarray, start: np.ndarray | None = None, *,
@@ -126,33 +172,56 @@ class WeightedFE:
         if self.n_sets == 0:
             return x.copy(), 0, True
         cur = np.array(x if start is None else start, dtype=float, order="F", copy=True)
+        sweeps, ok = self.residualize_inplace(cur, _fe_sweep.col_absmax(np.asfortranarray(x)),
+                                              tol=tol, maxiter=maxiter)
+        return np.ascontiguousarray(cur), sweeps, ok
+
+    def residualize_inplace(self, cur: np.ndarray, absmax: np.ndarray, *, tol: float,
+                            maxiter: int) -> tuple[int, bool]:
+        """:meth:`residualize` on a Fortran-ordered (n, k) array ``cur`` holding the start,
+        overwritten by the result; ``absmax`` = ``max|x|`` per column of the input ``x``
+        (the scale of the stopping rule). Returns ``(sweeps, converged)``."""
         if self.n_sets == 1:
-            return np.ascontiguousarray(self.sweep(cur, inplace=False)), 1, True
-        scale = tol * (1.0 + np.max(np.abs(x), axis=0))
+            for j in range(cur.shape[1]):
+                self._sweep_vector(cur[:, j])
+            return 1, True
+        scale = tol * (1.0 + absmax)
         sweeps_max = 0
         all_ok = True
+        if self.backend == "numba":
+            x1 = np.empty(self.n)
+            x2 = np.empty(self.n)
         for j in range(cur.shape[1]):
-            sweeps, ok = self._residualize_column(cur[:, j], float(scale[j]), maxiter)
-            sweeps_max = max(sweeps_max, sweeps)
-            all_ok &= ok
-        return np.ascontiguousarray(cur), sweeps_max, all_ok
+            col = cur[:, j]
+            if self.backend == "numba":
+                sweeps, ok = _fe_sweep.residualize_column(
+                    col, self.code_array, self.offs, self._w, self.inv_wsum_flat,
+                    float(scale[j]), int(maxiter), x1, x2, self._sums)
+            else:
+                sweeps, ok = self._residualize_column_numpy(col, float(scale[j]), maxiter)
+            sweeps_max = max(sweeps_max, int(sweeps))
+            all_ok &= bool(ok)
+        return sweeps_max, all_ok
 
     def _sweep_vector(self, v: np.ndarray) -> None:
         """One pass of ``(I - P_K)...(I - P_1)`` over one contiguous vector, in place."""
-        for mat, inv, codes in zip(self.mats, self.inv_wsum, self.codes, strict=True):
+        if self.backend == "numba":
+            _fe_sweep.sweep_into(v, v, self.code_array, self.offs, self._w,
+                                 self.inv_wsum_flat, self._sums)
+            return
+        for k, mat in enumerate(self.mats):
             means = mat @ v
-            means *= inv
-            v -= means.take(codes)
+            means *= self.inv_wsum_flat[self.offs[k]:self.offs[k + 1]]
+            v -= means.take(self.code_array[k])
 
-    def _residualize_column(self, cur: np.ndarray, scale: float, maxiter: int
-                            ) -> tuple[int, bool]:
+    def _residualize_column_numpy(self, cur: np.ndarray, scale: float, maxiter: int
+                                  ) -> tuple[int, bool]:
         """Alternating projections with Irons & Tuck extrapolation on one column, in
         place (``cur`` is a contiguous view). Returns ``(sweeps, converged)``.
 
         One column at a time: each column is its own fixed-point problem (its own
-        extrapolation coefficient and stopping rule), and contiguous vectors keep the
-        sparse products, gathers and reductions single passes without temporaries of
-        the full matrix."""
+        extrapolation coefficient and stopping rule). The oracle of
+        :func:`._fe_sweep.residualize_column`."""
         x1 = np.empty_like(cur)
         x2 = np.empty_like(cur)
         sweeps = 0
@@ -255,33 +324,50 @@ class ReluCheck:
     lsmr_iterations: int
 
 
+@njit(cache=True, nogil=True)
+def _add_level_values(codes, offs, v, out):  # pragma: no cover - compiled
+    """``out[i] += sum_k v[offs[k] + codes[k, i]]`` (the product ``D v`` of the stacked
+    indicator matrices; the transpose is :func:`._fe_sweep.level_sums`)."""
+    n_sets, n = codes.shape
+    for k in range(n_sets):
+        o = offs[k]
+        c = codes[k]
+        for i in range(n):
+            out[i] += v[o + c[i]]
+
+
 class _ScaledDesign(LinearOperator):
     """``diag(sqrt(w)) [X, D_1, ..., D_K] diag(1/c)`` as a matrix-free operator (``D_k`` the
     indicator matrix of fixed-effect set ``k``, ``c`` the weighted column norms: the Jacobi
-    preconditioner). Products are gathers and ``bincount`` sums -- no sparse copy of the
-    design, so memory stays O(n)."""
+    preconditioner). Products are one compiled pass per set (gather, resp. group sums) --
+    no sparse copy of the design, so memory stays O(n)."""
 
     def __init__(self, x: np.ndarray, codes: Sequence[np.ndarray], w: np.ndarray) -> None:
+        n = len(w)
         self.x = x
-        self.codes = [np.asarray(c, dtype=np.intp) for c in codes]
-        self.sw = np.sqrt(w)
-        self.sizes = [int(c.max()) + 1 if len(c) else 0 for c in self.codes]
-        cx = np.sqrt(np.einsum("i,ij,ij->j", w, x, x)) if x.shape[1] else np.zeros(0)
-        cg = [np.sqrt(np.bincount(c, weights=w, minlength=g))
-              for c, g in zip(self.codes, self.sizes, strict=True)]
-        norms = np.concatenate([cx, *cg])
-        self.inv = np.where(norms > 0, 1.0 / np.where(norms > 0, norms, 1.0), 0.0)
         self.k = x.shape[1]
-        super().__init__(dtype=np.float64, shape=(len(w), self.k + sum(self.sizes)))
+        sizes = [int(np.max(c)) + 1 if n else 0 for c in codes]
+        self.offs = np.zeros(len(sizes) + 1, dtype=np.int64)
+        np.cumsum(sizes, out=self.offs[1:])
+        ctype = np.int32 if max(sizes, default=0) < 2**31 - 1 else np.int64
+        self.codes = np.empty((len(sizes), n), dtype=ctype)
+        for k, c in enumerate(codes):
+            self.codes[k] = c
+        self.sw = np.sqrt(w)
+        self._sums = np.empty(int(self.offs[-1]))
+        cx = np.sqrt(np.einsum("i,ij,ij->j", w, x, x)) if self.k else np.zeros(0)
+        _fe_sweep.level_sums(self.codes, self.offs, np.ascontiguousarray(w, dtype=float),
+                             self._sums)
+        norms = np.concatenate([cx, np.sqrt(self._sums)])
+        self.inv = np.where(norms > 0, 1.0 / np.where(norms > 0, norms, 1.0), 0.0)
+        super().__init__(dtype=np.float64, shape=(n, self.k + int(self.offs[-1])))
 
     def design(self, v: np.ndarray) -> np.ndarray:
         """``[X, D] diag(1/c) v`` (unweighted fitted values)."""
         v = np.asarray(v).reshape(-1) * self.inv
         out = self.x @ v[:self.k] if self.k else np.zeros(self.shape[0])
-        pos = self.k
-        for c, g in zip(self.codes, self.sizes, strict=True):
-            out += v[pos:pos + g].take(c)
-            pos += g
+        if len(self.codes):
+            _add_level_values(self.codes, self.offs, v[self.k:], out)
         return out
 
     def _matvec(self, v: np.ndarray) -> np.ndarray:
@@ -289,10 +375,12 @@ class _ScaledDesign(LinearOperator):
 
     def _rmatvec(self, r: np.ndarray) -> np.ndarray:
         rs = self.sw * np.asarray(r).reshape(-1)
-        parts = [self.x.T @ rs] if self.k else []
-        parts += [np.bincount(c, weights=rs, minlength=g)
-                  for c, g in zip(self.codes, self.sizes, strict=True)]
-        return np.concatenate(parts) * self.inv
+        out = np.empty(self.shape[1])
+        if self.k:
+            out[:self.k] = self.x.T @ rs
+        _fe_sweep.level_sums(self.codes, self.offs, rs, self._sums)
+        out[self.k:] = self._sums
+        return out * self.inv
 
 
 def _is_certificate(op: _ScaledDesign, c: np.ndarray, delta: float, tol: float,
@@ -647,22 +735,19 @@ def collinearity_reference(x: np.ndarray, w: np.ndarray, floor: float = 1e-8) ->
 
 
 def _collinear(xt: np.ndarray, w: np.ndarray, ref_ss: np.ndarray, tol: float) -> np.ndarray:
-    """Sequential (Cholesky-style) check: keep a column unless it is a combination of the
-    earlier kept ones or of the fixed effects (its weighted residual sum of squares after
-    both is below ``tol`` times its sum of squares before the FE sweep)."""
+    """Sequential check: keep a column unless it is a combination of the earlier ones or of
+    the fixed effects -- its weighted residual sum of squares after both is below ``tol``
+    times ``ref_ss`` (:func:`collinearity_reference`). The residual sums of squares are the
+    squared diagonal of a Householder QR of ``sqrt(w) X~``: exact to rounding of the data,
+    where subtracting from the Gram matrix loses everything below ``eps * ||X||^2`` (a
+    constant column next to regressors that sum to it was then kept, and the IRLS normal
+    equations were singular)."""
     k = xt.shape[1]
-    xtx = (xt * w[:, None]).T @ xt
-    kept = np.ones(k, dtype=bool)
-    for j in range(k):
-        idx = np.flatnonzero(kept[:j])
-        rss = xtx[j, j]
-        if len(idx):
-            a = xtx[np.ix_(idx, idx)]
-            b = xtx[idx, j]
-            rss = rss - b @ np.linalg.lstsq(a, b, rcond=None)[0]
-        if not rss > tol * max(ref_ss[j], 1e-300):
-            kept[j] = False
-    return kept
+    if k == 0:
+        return np.ones(0, dtype=bool)
+    r = np.linalg.qr(xt * np.sqrt(w)[:, None], mode="r")
+    rss = np.diag(r) ** 2
+    return rss > tol * np.maximum(ref_ss, 1e-300)
 
 
 def irls_poisson(y: np.ndarray, x: np.ndarray, fe: WeightedFE | None, *,
@@ -685,69 +770,103 @@ def irls_poisson(y: np.ndarray, x: np.ndarray, fe: WeightedFE | None, *,
     n = len(y)
     k = x.shape[1]
     w = np.ones(n) if weights is None else np.asarray(weights, dtype=float)
-    off = np.zeros(n) if offset is None else np.asarray(offset, dtype=float)
+    off = None if offset is None else np.asarray(offset, dtype=float)
     has_fe = fe is not None and fe.n_sets > 0
     ybar = float(np.sum(w * y) / np.sum(w))
     mu = 0.5 * (y + ybar)
-    eta = np.log(mu) + 0.0  # starting linear predictor (incl. offset by construction)
-    dev_old = poisson_deviance(y, mu, w)
+    eta = np.log(mu)  # starting linear predictor (incl. offset by construction)
+    # deviance without logs: log(mu) = eta, and sum w [y log y - y] is a constant, so
+    # dev = 2 (c0 - wy'eta + w'mu) -- two dot products per evaluation
+    wy = y if weights is None else w * y
+    with np.errstate(divide="ignore", invalid="ignore"):
+        c0 = float(np.sum(np.where(y > 0, wy * np.log(np.where(y > 0, y, 1.0)), 0.0))
+                   - np.sum(wy))
+
+    def deviance(eta_: np.ndarray, mu_: np.ndarray) -> float:
+        return 2.0 * (c0 - float(wy @ eta_) + float(w @ mu_))
+
+    dev_old = deviance(eta, mu)
     kept = np.ones(k, dtype=bool)
-    fe_part = None
     coef = np.full(k, np.nan)
     total_sweeps = 0
     dm_ok = True
     converged = False
     crit = np.inf
-    xt = np.zeros((n, 0))
     bread = np.zeros((0, 0))
-    e = np.zeros(n)
+    b = np.zeros(0)
     big_w = w * mu
     it = 0
+    # buffers reused across iterations (Fortran order: each column contiguous):
+    # zx = [z, X_kept], cur = its FE residual, fe_part = zx - cur (the warm start)
+    zx = np.empty((n, 1 + k), order="F")
+    zx[:, 1:] = x
+    cur = np.empty_like(zx)
+    fe_part = None
+    z = zx[:, 0]
+    x_absmax = _fe_sweep.col_absmax(zx[:, 1:]) if k else np.zeros(0)
     # ppmlhdfe-style adaptive inner tolerance: loose while the deviance still moves, never
     # looser than 1e-4 nor tighter than fe_tol; convergence is only declared at fe_tol.
     inner_tol = max(fe_tol, 1e-4)
     for it in range(1, maxiter + 1):
-        z = eta - off + (y - mu) / mu
-        big_w = w * mu
-        zx = np.empty((n, 1 + int(kept.sum())))
-        zx[:, 0] = z
-        zx[:, 1:] = x[:, kept]
+        np.divide(y, mu, out=z)          # z = eta - o + (y - mu) / mu
+        z -= 1.0
+        z += eta
+        if off is not None:
+            z -= off
+        big_w = mu if weights is None else w * mu
         if has_fe:
             fe.set_weights(big_w)
-            start = None if fe_part is None else zx - fe_part
-            zxt, sweeps, ok = fe.residualize(zx, start, tol=inner_tol, maxiter=fe_maxiter)
+            if fe_part is None:
+                cur[...] = zx
+            else:
+                np.subtract(zx, fe_part, out=cur)
+            absmax = np.concatenate([_fe_sweep.col_absmax(zx[:, :1]), x_absmax])
+            sweeps, ok = fe.residualize_inplace(cur, absmax, tol=inner_tol,
+                                                maxiter=fe_maxiter)
             total_sweeps += sweeps
             dm_ok &= ok
-            fe_part = zx - zxt
+            if fe_part is None:
+                fe_part = np.empty_like(zx)
+            np.subtract(zx, cur, out=fe_part)
         else:
-            zxt = zx
-        zt, xt = zxt[:, 0], zxt[:, 1:]
+            cur[...] = zx
         if it == 1 and k:
             # collinearity with the FE / other regressors, judged once at the start
             ref_ss = collinearity_reference(x, big_w)
-            kept = _collinear(xt, big_w, ref_ss, collin_tol)
-            xt = xt[:, kept]
-            if fe_part is not None:
-                fe_part = fe_part[:, np.r_[True, kept]]
-        xw = xt * big_w[:, None]
+            kept = _collinear(cur[:, 1:], big_w, ref_ss, collin_tol)
+            if not kept.all():
+                sel = np.r_[True, kept]
+                zx = np.asfortranarray(zx[:, sel])
+                cur = np.asfortranarray(cur[:, sel])
+                z = zx[:, 0]
+                x_absmax = x_absmax[kept]
+                if fe_part is not None:
+                    fe_part = np.asfortranarray(fe_part[:, sel])
+        zt, xt = cur[:, 0], cur[:, 1:]
         if xt.shape[1]:
+            xw = xt * big_w[:, None]
             xtx = xw.T @ xt
             b = np.linalg.solve(xtx, xw.T @ zt)
-            e = zt - xt @ b
+            del xw
+            eta_new = z - zt                 # z - e with e = zt - xt b
+            eta_new += xt @ b
         else:
             xtx = np.zeros((0, 0))
             b = np.zeros(0)
-            e = zt
-        eta_new = np.clip(z - e + off, -ETA_MAX, ETA_MAX)
+            eta_new = z - zt
+        if off is not None:
+            eta_new += off
+        np.clip(eta_new, -ETA_MAX, ETA_MAX, out=eta_new)
         mu_new = np.exp(eta_new)
-        dev = poisson_deviance(y, mu_new, w)
+        dev = deviance(eta_new, mu_new)
         halvings = 0
         while (not np.isfinite(dev) or dev > dev_old * (1 + 1e-8) + 1e-12) and it > 1 \
                 and halvings < 10:
             halvings += 1
-            eta_new = 0.5 * (eta_new + eta)
-            mu_new = np.exp(eta_new)
-            dev = poisson_deviance(y, mu_new, w)
+            eta_new += eta
+            eta_new *= 0.5
+            np.exp(eta_new, out=mu_new)
+            dev = deviance(eta_new, mu_new)
         crit = abs(dev - dev_old) / (0.1 + abs(dev))
         eta, mu, dev_old = eta_new, mu_new, dev
         coef = np.full(k, np.nan)
@@ -757,8 +876,12 @@ def irls_poisson(y: np.ndarray, x: np.ndarray, fe: WeightedFE | None, *,
             converged = True
             break
         inner_tol = max(fe_tol, min(inner_tol, 0.01 * crit))
-    # scores with the weights of the last iteration (as fixest / pyfixest)
-    scores = xt * (big_w * e)[:, None]
+    # residual of the last weighted least squares and scores with the weights of the last
+    # iteration (as fixest / pyfixest)
+    e = cur[:, 0] - (xt @ b if xt.shape[1] else 0.0)
+    e *= big_w
+    scores = xt * e[:, None]
+    dev_old = poisson_deviance(y, mu, w)  # the reported deviance, with logs
     return PoissonFit(coef=coef, kept=kept, bread=bread, scores=scores, mu=mu, eta=eta,
                       deviance=float(dev_old), iterations=it, converged=converged,
                       crit=float(crit), demean_sweeps=total_sweeps, demean_converged=dm_ok)

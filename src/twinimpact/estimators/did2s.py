@@ -35,12 +35,13 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy import sparse
 
 from ..core.fe import factorize
 from ..core.threads import blas_single_thread
 from ..core.two_stage import (
+    FittedClusterSums,
     fit_untreated,
-    predict,
     solve_normal,
     system_rhs,
     two_stage_rows,
@@ -64,7 +65,7 @@ from ..results import (
 __all__ = ["did2s", "two_stage_vcov"]
 
 
-def two_stage_vcov(system: Any, x2: np.ndarray, e1: np.ndarray, e2: np.ndarray,
+def two_stage_vcov(system: Any, x2: Any, e1: np.ndarray, e2: np.ndarray,
                    untreated: np.ndarray, cluster: np.ndarray,
                    weights: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Gardner (2022) GMM variance of the second-stage coefficients (R did2s analytic SE).
@@ -73,31 +74,40 @@ def two_stage_vcov(system: Any, x2: np.ndarray, e1: np.ndarray, e2: np.ndarray,
     ----------
     system : first-stage :class:`~twinimpact.core.two_stage.NormalSystem` (fitted on
         the untreated rows).
-    x2 : (n, k) second-stage regressors.
+    x2 : (n, k) second-stage regressors, a scipy sparse matrix (event-time dummies store
+        only their own rows) or a dense array.
     e1 : (n,) first-stage residuals (ignored on treated rows).
-    e2 : (n,) second-stage residuals.
+    e2 : (n,) second-stage residuals (read where ``x2`` is non-zero).
     untreated : (n,) bool.
     cluster : (n,) int cluster codes.
 
     Returns
     -------
     vcov : (k, k); bread : (k, k) ``(X2'WX2)^{-1}``.
+
+    Notes
+    -----
+    One regressor at a time: ``b_k = (X10'WX10)^{-1} X1'W x2_k`` from a right-hand side
+    supported on the rows of ``x2_k``; the cluster sums of the score
+    ``w e2 x2_k - w e1 (X1 b_k)`` are a ``bincount`` over those rows minus the
+    first-stage part from :class:`~twinimpact.core.two_stage.FittedClusterSums` (level
+    sums formed once when clusters contain whole units). No n x k array is formed.
     """
+    x2 = sparse.csc_matrix(x2)
     n, k = x2.shape
     w = np.ones(n) if weights is None else np.asarray(weights, dtype=float)
     g = int(cluster.max()) + 1
-    we1 = w * np.where(untreated, e1, 0.0)
-    we2 = w * e2
-    # one regressor at a time (a few n-vectors of memory instead of four n x k arrays):
-    # b_k = (X10'WX10)^{-1} X1'W x2_k ;  h_k = X1 b_k ; score_k = w e2 x2_k - w e1 h_k
+    first_stage = FittedClusterSums(system, w * np.where(untreated, e1, 0.0), untreated,
+                                    cluster, g)
     sums = np.empty((g, k))
     for j in range(k):
-        xj = x2[:, j]
-        b_d, b_m = solve_normal(system, *system_rhs(system, (w * xj)[:, None]))
-        h = predict(system, b_d, b_m)[:, 0]
-        score = we2 * xj - np.where(untreated, we1 * h, 0.0)  # h is NaN off row_ok
-        sums[:, j] = np.bincount(cluster, weights=score, minlength=g)
-    bread = np.linalg.pinv((x2 * w[:, None]).T @ x2)
+        r = x2.indices[x2.indptr[j]:x2.indptr[j + 1]]
+        xj = x2.data[x2.indptr[j]:x2.indptr[j + 1]]
+        wx = w[r] * xj
+        b_d, b_m = solve_normal(system, *system_rhs(system, wx[:, None], rows=r))
+        sums[:, j] = (np.bincount(cluster[r], weights=wx * e2[r], minlength=g)
+                      - first_stage(b_d, b_m)[:, 0])
+    bread = np.linalg.pinv((x2.T @ sparse.diags(w) @ x2).toarray())
     return bread @ (sums.T @ sums) @ bread, bread
 
 
@@ -183,7 +193,8 @@ def did2s(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort: str
 
     y, t, g, never, treated, w = two_stage_rows(f, cohort, weights, "did2s")
     untreated = ~treated
-    fe_codes = [factorize(col(c))[0] for c in fs]
+    fe_codes = [pdata.unit_codes if c == unit else pdata.time_codes if c == time
+                else factorize(col(c))[0] for c in fs]
     xcov = np.column_stack([f[c].to_numpy(dtype=float) for c in covariates]) \
         if covariates else None
     fit = fit_untreated(y, fe_codes, untreated, covariates=xcov, weights=w)
@@ -197,33 +208,47 @@ def did2s(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort: str
             "untreated observation (e.g. units treated from the first period). Counted in "
             "diagnostics['dropped_rows'].", DroppedRowsWarning, stacklevel=2)
     keep = ~bad
-    rel = np.where(never, np.nan, t - g)
-    # second-stage design
+    # second-stage design: disjoint 0/1 columns, kept as (row, column) pairs
     if event_study:
-        periods = sorted(int(e) for e in np.unique(rel[keep & ~never]) if int(e) not in refs)
+        rows = np.flatnonzero(keep & ~never)
+        rel = (t[rows] - g[rows]).astype(np.int64)
+        lo = int(rel.min()) if len(rel) else 0
+        present = np.flatnonzero(np.bincount(rel - lo)) + lo if len(rel) else rel
+        periods = [int(e) for e in present if int(e) not in refs]
         names = [f"rel_time={e}" for e in periods]
-        x2 = np.zeros((len(f), len(periods)))
-        pos = {e: j for j, e in enumerate(periods)}
-        rows = np.flatnonzero(~never)
-        cols = np.array([pos.get(int(e), -1) for e in rel[rows]], dtype=np.intp)
-        ok = cols >= 0
-        x2[rows[ok], cols[ok]] = 1.0
+        pos = np.full(int(present.max()) - lo + 1 if len(rel) else 0, -1, dtype=np.intp)
+        pos[np.asarray(periods, dtype=np.int64) - lo] = np.arange(len(periods))
+        code = pos[rel - lo]
+        del rel
+        rows, code = rows[code >= 0], code[code >= 0]
     else:
         names = ["ATT"]
-        x2 = treated.astype(float)[:, None]
-    sub = keep
-    x2k, adjk, wk = x2[sub], adj[sub], (None if w is None else w[sub])
-    wv = np.ones(int(sub.sum())) if wk is None else wk
-    xtx = (x2k * wv[:, None]).T @ x2k
-    coef = np.linalg.pinv(xtx) @ ((x2k * wv[:, None]).T @ adjk)
-    e2 = adjk - x2k @ coef
-    system = fit.system
-    if not sub.all():
+        rows = np.flatnonzero(treated & keep)
+        code = np.zeros(len(rows), dtype=np.intp)
+    k = len(names)
+    order = np.argsort(code.astype(np.int32 if k >= 2**15 else np.int16), kind="stable")
+    x2 = sparse.csc_matrix((np.ones(len(rows)), rows[order],
+                            np.concatenate([[0], np.cumsum(np.bincount(code, minlength=k))])),
+                           shape=(len(f), k))
+    del order
+    wv = np.ones(len(rows)) if w is None else w[rows]
+    xtx = np.diag(np.bincount(code, weights=wv, minlength=k))
+    coef = np.linalg.pinv(xtx) @ np.bincount(code, weights=wv * adj[rows], minlength=k)
+    e2 = adj.copy()
+    e2[rows] -= coef[code]
+    del rows, code, wv
+    cl_codes = (pdata.unit_codes if clus == unit else pdata.time_codes if clus == time
+                else factorize(col(clus))[0])
+    n_cl = int(np.count_nonzero(np.bincount(cl_codes[keep])))
+    if keep[untreated].all():
+        vc, _ = two_stage_vcov(fit.system, x2, adj, e2, untreated, cl_codes, w)
+    else:  # untreated rows without a fitted Y(0) (zero weights): refit without them
+        sub = keep
         system = fit_untreated(y[sub], [factorize(c[sub])[0] for c in fe_codes],
                                untreated[sub], None if xcov is None else xcov[sub],
-                               wk).system
-    cl_codes, n_cl = factorize(col(clus)[sub])
-    vc, _ = two_stage_vcov(system, x2k, adjk, e2, untreated[sub], cl_codes, wk)
+                               None if w is None else w[sub]).system
+        vc, _ = two_stage_vcov(system, x2[sub], adj[sub], e2[sub], untreated[sub],
+                               factorize(cl_codes[sub])[0], None if w is None else w[sub])
     empty = np.diag(xtx) <= 0
     coef[empty] = np.nan
     vc[empty, :] = vc[:, empty] = np.nan
@@ -259,7 +284,8 @@ def did2s(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort: str
     diag = {**pdata.diagnostics(), "dropped_rows": dropped,
             "n_treated_obs": int((treated & keep).sum()),
             "n_untreated_obs": int((untreated & keep).sum()),
-            "n_units": int(f["unit"].nunique()), "n_periods": int(f["time"].nunique()),
+            "n_units": int(pdata.unit_codes.max()) + 1,
+            "n_periods": int(pdata.time_codes.max()) + 1,
             "first_stage_covariates": dict(zip(covariates, fit.beta.tolist(), strict=True)),
             "notes": notes}
     att_def = ATTDefinition(
@@ -274,7 +300,7 @@ def did2s(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort: str
     with warnings.catch_warnings():
         if not empty.any():
             warnings.simplefilter("ignore", NotComputableWarning)
-        return make_result(est, params, vc, vspec, int(sub.sum()), spec=spec,
+        return make_result(est, params, vc, vspec, int(keep.sum()), spec=spec,
                            diagnostics=diag, term_info=term_info,
                            nan_reason="no observations at this relative period",
                            att_definition=att_def,

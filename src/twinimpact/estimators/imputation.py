@@ -34,10 +34,12 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy import sparse
 
 from ..core.fe import factorize, fit_fe_ols
 from ..core.threads import blas_single_thread
 from ..core.two_stage import (
+    FittedClusterSums,
     NormalSystem,
     build_normal_system,
     fit_untreated,
@@ -45,7 +47,7 @@ from ..core.two_stage import (
     system_rhs,
     two_stage_rows,
 )
-from ..core.validation import as_frame, prepare_panel
+from ..core.validation import as_frame, dense_codes, prepare_panel
 from ..errors import (
     DroppedRowsWarning,
     NotComputableWarning,
@@ -78,7 +80,7 @@ class ImputationVariance:
     n_clusters: int
 
 
-def imputation_variance(system: NormalSystem, wtr: np.ndarray, treated: np.ndarray,
+def imputation_variance(system: NormalSystem, wtr: Any, treated: np.ndarray,
                         resid: np.ndarray, cell: np.ndarray, cluster: np.ndarray,
                         weights: np.ndarray | None = None,
                         include_never: bool = True,
@@ -88,48 +90,59 @@ def imputation_variance(system: NormalSystem, wtr: np.ndarray, treated: np.ndarr
     Parameters
     ----------
     system : normal equations of the first stage on untreated rows.
-    wtr : (n, k) estimand weights ``w_it`` (zero on untreated rows), columns sum to 1.
+    wtr : (n, k) estimand weights ``w_it`` (read on treated rows), columns sum to 1; a
+        scipy sparse matrix (each column stores only its treated rows) or a dense array.
     treated : (n,) bool.
     resid : (n,) ``Y - Y^(0)``: ``tau^_it`` on treated rows, first-stage residual otherwise.
-    cell : (n,) int codes of cohort x event-time cells (used on treated rows).
+    cell : (n,) int codes of cohort x event-time cells (read on treated rows).
     cluster : (n,) int cluster codes.
     include_never : include never-treated rows in the cluster sums (BJS Theorem 3). R
         ``didimputation`` >= 0.3 sums only rows with a finite event time (``never`` mask).
 
     Notes
     -----
-    One estimand at a time: the imputation weights ``v``, the cell averages and the
-    residuals of each column are n-vectors that live only while its cluster sums are
-    formed, so the working memory is a few n-vectors instead of eight n x k arrays
-    (1e7 rows x 11 horizons: 7 GB). Same arithmetic per column as all columns at once.
+    One estimand at a time, and each touches only its own treated rows: the right-hand
+    side ``Z_1' w_1`` is a ``bincount`` over them, the cell averages and the treated part
+    of the cluster sums too. The untreated part, ``-sum_cluster w_it (Z b)_it eps_it``
+    with ``b = (Z_0'W_0Z_0)^{-1} Z_1' w_1`` (the imputation weights ``v`` of eq. 6 times
+    the residuals), comes from :class:`~twinimpact.core.two_stage.FittedClusterSums`:
+    level sums formed once when clusters contain whole units. No n x k array is formed.
     """
+    wtr = sparse.csc_matrix(wtr)
     n, k = wtr.shape
     w = np.ones(n) if weights is None else np.asarray(weights, dtype=float)
     ncell = int(cell.max()) + 1 if n else 0
     g = int(cluster.max()) + 1
-    resid_tr = np.where(treated, resid, 0.0)
-    drop = never if (not include_never and never is not None) else None
+    rows_u = ~treated if include_never or never is None else ~treated & ~never
+    untreated_sums = FittedClusterSums(system, w * resid, rows_u, cluster, g)
     sums = np.empty((g, k))
     for j in range(k):
-        wj = wtr[:, j]
-        # v* = -W_0 Z_0 (Z_0'W_0Z_0)^{-1} Z_1' w_1 on untreated rows, w_1 on treated rows
-        u = np.where(treated, wj, 0.0)[:, None]
-        b_d, b_m = solve_normal(system, *system_rhs(system, u))
-        h = b_d[system.code_d, 0] + np.asarray(system.m @ b_m)[:, 0]
-        v = np.where(treated, wj, -w * h)
+        r = wtr.indices[wtr.indptr[j]:wtr.indptr[j + 1]]
+        v = wtr.data[wtr.indptr[j]:wtr.indptr[j + 1]]
+        on = treated[r]
+        if not on.all():
+            r, v = r[on], v[on]
+        if not len(r):  # an estimand without treated rows: zero weights everywhere
+            sums[:, j] = 0.0
+            continue
+        # v* = w_1 on treated rows; -W_0 Z_0 (Z_0'W_0Z_0)^{-1} Z_1' w_1 on untreated rows
+        b_d, b_m = solve_normal(system, *system_rhs(system, v[:, None], rows=r))
         # tau-bar: v^2-weighted average of tau^ within cohort x event-time cells
-        v2 = np.where(treated, v**2, 0.0)
-        num = np.bincount(cell, weights=v2 * resid_tr, minlength=ncell)
-        den = np.bincount(cell, weights=v2, minlength=ncell)
+        cr, res, v2 = cell[r], resid[r], v**2
+        num = np.bincount(cr, weights=v2 * res, minlength=ncell)
+        den = np.bincount(cr, weights=v2, minlength=ncell)
         tau_bar = np.divide(num, den, out=np.zeros_like(num), where=den > 0)
-        contrib = v * (resid - np.where(treated, tau_bar[cell], 0.0))
-        if drop is not None:
-            contrib[drop] = 0.0
-        sums[:, j] = np.bincount(cluster, weights=contrib, minlength=g)
+        sums[:, j] = (np.bincount(cluster[r], weights=v * (res - tau_bar[cr]), minlength=g)
+                      - untreated_sums(b_d, b_m)[:, 0])
     return ImputationVariance(vcov=sums.T @ sums, cluster_sums=sums, n_clusters=g)
 
 
 # ----------------------------------------------------------------------------- public
+def _distinct(values: np.ndarray) -> np.ndarray:
+    """Sorted distinct values (hashing, O(n): no sort of the rows)."""
+    return np.sort(pd.unique(values))
+
+
 def _as_horizons(horizons: Any, available: np.ndarray) -> list[int] | None:
     if horizons is None or horizons is False:
         return None
@@ -230,11 +243,12 @@ def imputation(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort
     dropped = dict(pdata.dropped)
     y, t, g, never, treated, w = two_stage_rows(f, cohort, weights, "imputation")
     untreated = ~treated
-    unit_codes, _ = factorize(f["unit"].to_numpy())
-    time_codes, _ = factorize(t)
+    unit_codes, time_codes = pdata.unit_codes, pdata.time_codes
     fit = fit_untreated(y, [unit_codes, time_codes], untreated, weights=w)
     resid = y - fit.y0_hat
-    bad = treated & np.isnan(resid)
+    del y
+    nan_resid = np.isnan(resid)
+    bad = treated & nan_resid
     if bad.any():
         dropped["treated rows whose Y(0) cannot be imputed (unit or period without "
                 "untreated observations)"] = int(bad.sum())
@@ -243,42 +257,52 @@ def imputation(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort
             "period has no untreated observation, so Y(0) cannot be imputed (e.g. units "
             "treated from the first period). Counted in diagnostics['dropped_rows'].",
             DroppedRowsWarning, stacklevel=2)
-    keep = ~bad & ~(untreated & np.isnan(resid))
-    rel = np.where(never, np.nan, t - g)
-    # ---- estimand weights
-    hs = _as_horizons(horizons, np.unique(rel[treated]))
-    wvec = np.ones(len(f)) if w is None else w
-    cols, names, rel_of = [], [], []
-    base = np.where(treated & keep, wvec, 0.0)
-    empty = []
-    if hs is not None:
-        for h in hs:
-            col = np.where(rel == h, base, 0.0)
-            if col.sum() <= 0:
-                empty.append(h)
-            cols.append(col)
-            names.append(f"rel_time={h}")
-            rel_of.append(float(h))
-    cols.append(base)
+    keep = ~nan_resid  # untreated rows: finite unless their unit has zero total weight
+    del nan_resid, bad
+    # ---- estimand weights: each a sparse column on its treated rows
+    rows_tr = np.flatnonzero(treated & keep)
+    rel_tr = t[rows_tr] - g[rows_tr]
+    hs = _as_horizons(horizons, _distinct(t[treated] - g[treated]))
+    wv_tr = np.ones(len(rows_tr)) if w is None else w[rows_tr]
+    cols, names, rel_of, empty = [], [], [], []
+    for h in hs or ():
+        sel = rel_tr == h
+        cols.append((rows_tr[sel], wv_tr[sel]))
+        names.append(f"rel_time={h}")
+        rel_of.append(float(h))
+    cols.append((rows_tr, wv_tr))
     names.append("ATT")
     rel_of.append(np.nan)
-    wtr = np.column_stack(cols)
-    tot = wtr.sum(axis=0)
-    wtr = np.divide(wtr, tot, out=np.zeros_like(wtr), where=tot > 0)
-    est_vals = np.where(tot > 0, wtr.T @ np.where(keep, np.nan_to_num(resid), 0.0), np.nan)
-    # ---- variance (on kept rows)
-    cl_col = f["unit"] if clus == unit else (f["time"] if clus == time else f[clus])
-    cl_codes, _ = factorize(cl_col.to_numpy())
-    cohort_key = np.where(never, -1.0, g)
-    cell_codes = np.unique(np.column_stack([cohort_key, np.nan_to_num(rel, nan=-1e18)]),
-                           axis=0, return_inverse=True)[1].reshape(-1)
-    sub = keep
-    sys_k = fit.system if sub.all() else build_normal_system(
-        [factorize(unit_codes[sub])[0], factorize(time_codes[sub])[0]], None,
-        untreated[sub], None if w is None else w[sub])
-    var = imputation_variance(sys_k, wtr[sub], treated[sub], resid[sub],
-                              factorize(cell_codes[sub])[0], factorize(cl_codes[sub])[0],
-                              weights=None if w is None else w[sub])
+    tot = np.array([v.sum() for _, v in cols])
+    empty = [h for h, s in zip(hs or (), tot, strict=False) if s <= 0]
+    vals = [v / s if s > 0 else np.zeros_like(v) for (_, v), s in zip(cols, tot, strict=True)]
+    est_vals = np.array([float(v @ resid[r]) if s > 0 else np.nan
+                         for (r, _), v, s in zip(cols, vals, tot, strict=True)])
+    lens = [len(r) for r, _ in cols]
+    wtr = sparse.csc_matrix((np.concatenate(vals), np.concatenate([r for r, _ in cols]),
+                             np.concatenate([[0], np.cumsum(lens)])),
+                            shape=(len(f), len(cols)))
+    del cols, vals
+    # ---- variance (on kept rows): cells = cohort x event time of the treated rows
+    gc, _ = dense_codes(g[rows_tr])
+    rc, n_rc = dense_codes(rel_tr)
+    cell = np.zeros(len(f), dtype=np.intp)
+    cell[rows_tr] = gc * n_rc + rc
+    del gc, rc, rel_tr, wv_tr
+    cl_codes = (unit_codes if clus == unit else time_codes if clus == time
+                else factorize(f[clus].to_numpy())[0])
+    n_clusters = int(np.count_nonzero(np.bincount(cl_codes[keep])))
+    if keep[untreated].all():
+        var = imputation_variance(fit.system, wtr, treated, resid, cell, cl_codes,
+                                  weights=w)
+    else:  # untreated rows without a fitted Y(0) (zero weights): refit without them
+        sub = keep
+        sys_k = build_normal_system(
+            [factorize(unit_codes[sub])[0], factorize(time_codes[sub])[0]], None,
+            untreated[sub], None if w is None else w[sub])
+        var = imputation_variance(sys_k, wtr[sub], treated[sub], resid[sub], cell[sub],
+                                  factorize(cl_codes[sub])[0],
+                                  weights=None if w is None else w[sub])
     vc = var.vcov
     for j in range(len(names)):
         if tot[j] <= 0:
@@ -288,7 +312,8 @@ def imputation(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort
     pre_coef = np.zeros(0)
     pre_cov = np.zeros((0, 0))
     pre_test: PretrendTest | None = None
-    pre = _as_pretrends(pretrends, np.unique(rel[untreated & ~never]))
+    rel = None if pretrends is None or pretrends is False else np.where(never, np.nan, t - g)
+    pre = [] if rel is None else _as_pretrends(pretrends, np.unique(rel[untreated & ~never]))
     if pre:
         pre_terms, pre_coef, pre_cov, pre_test = _pretrend_fit(
             f, untreated & keep, rel, pre, clus, unit, time, w)
@@ -305,17 +330,17 @@ def imputation(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort
     rel_all = [float(e) for e in pre] + rel_of
     term_info = pd.DataFrame({"rel_time": rel_all}, index=all_names)
     vspec = VcovSpec(
-        "imputation_conservative", cluster=(clus,), n_clusters=(var.n_clusters,),
+        "imputation_conservative", cluster=(clus,), n_clusters=(n_clusters,),
         small_sample={}, df=None,
         description=("BJS (2024) Theorem 3 conservative clustered variance, tau-bar by "
                      "cohort x event time (didimputation); no small-sample factor; normal "
                      "reference" + ("; pre-trend rows: CRV1 fixest defaults on the untreated"
                                     " sample" if k0 else "")))
-    n_nt = int(f.loc[never, "unit"].nunique())
+    n_nt = int(np.count_nonzero(np.bincount(unit_codes[never], minlength=1)))
     diag = {**pdata.diagnostics(), "dropped_rows": dropped,
-            "n_treated_obs": int((treated & keep).sum()),
-            "n_untreated_obs": int(untreated.sum()), "n_units": int(f["unit"].nunique()),
-            "n_never_treated_units": n_nt, "n_periods": int(f["time"].nunique()),
+            "n_treated_obs": len(rows_tr),
+            "n_untreated_obs": int(untreated.sum()), "n_units": int(unit_codes.max()) + 1,
+            "n_never_treated_units": n_nt, "n_periods": int(time_codes.max()) + 1,
             "notes": ([f"horizons {empty} have no treated observations"] if empty else [])
             + (["pre-trend and post-treatment estimates: cross-covariance not computed "
                 "(NaN)"] if k0 else [])}

@@ -160,6 +160,19 @@ def fe_codes(frame: pd.DataFrame, spec: FixedEffect) -> np.ndarray:
     return factorize(codes)[0]
 
 
+def _recode(codes: np.ndarray, sub: np.ndarray) -> np.ndarray:
+    """Dense codes 0..G'-1 of ``codes[sub]`` (levels keep their order; ``codes`` are dense
+    0..G-1). A counting pass, no hashing; the same array when nothing is dropped."""
+    if sub.all():
+        return codes
+    c = codes[sub]
+    present = np.bincount(c, minlength=int(codes.max()) + 1) > 0
+    if present.all():
+        return c
+    remap = np.cumsum(present) - 1
+    return remap[c]
+
+
 def _resolve_vcov(vcov: str | None, cluster: tuple[str, ...], has_fe: bool
                   ) -> tuple[str, bool]:
     """(vcov kind, cluster by the first fixed effect?). As fixest >= 0.13 and pyfixest
@@ -436,7 +449,7 @@ def ppml(data: pd.DataFrame, *, outcome: str, regressors: Sequence[str],
     off = None if off is None else off[sub]
     rows = rows[sub]
     frame = frame.loc[sub].reset_index(drop=True)
-    codes = [factorize(c[sub])[0] for c in codes]
+    codes = [_recode(c, sub) for c in codes]
     n = len(y)
 
     fe = WeightedFE(codes) if codes else None

@@ -173,6 +173,10 @@ def write_outputs(run: StudyRun, folder: Path, *, write_report: bool) -> None:
         "failures": run.failures, "warnings": run.warnings, "diagnostics": run.diagnostics,
         "estimates": {k: r.to_frame(study.alpha).to_dict(orient="records")
                       for k, r in run.results.items()},
+        # the typed joint pre-trend test of every event-study result (results.PretrendTest)
+        "pretrend_tests": {k: getattr(r, "pretrend_test", None)
+                           for k, r in run.results.items()
+                           if getattr(r, "pretrend_test", None) is not None},
     }
     if run.credibility is not None:
         summary["credibility"] = {
