@@ -104,7 +104,8 @@ def staggered_panel(n_rows: float, *, n_periods: int = 10, n_cohorts: int = 7,
 def gravity_panel(n_exp: int, n_imp: int | None = None, n_years: int = 100, *,
                   zeros: float = 0.2, treated_pairs: float = 0.3, n_cohorts: int = 20,
                   key: str = "int", miss_random: float = 0.0, late_pairs: float = 0.0,
-                  extra_regressor: bool = False, seed: int = 0) -> pd.DataFrame:
+                  extra_regressor: bool = False, cohort_from: float | None = None,
+                  seed: int = 0) -> pd.DataFrame:
     """Dense gravity panel: every exporter x importer pair (incl. i = j) in every year.
 
     Columns ``exporter, importer, year, pair, exp_year, imp_year`` (int codes or strings
@@ -117,6 +118,11 @@ def gravity_panel(n_exp: int, n_imp: int | None = None, n_years: int = 100, *,
     of pairs enter late (their first year drawn uniformly in the first half of the
     years). ``extra_regressor`` adds ``x2``, a time-varying pair covariate that enters
     the mean with coefficient 0.1.
+
+    ``n_cohorts`` adoption years are spread evenly from year index ``cohort_from *
+    n_years`` (default ``n_years // 5``) to the second-to-last year; an ETWFE fit has one
+    cell per cohort and post-adoption year, so adoptions late in a long panel keep the
+    number of cells moderate.
     """
     n_imp = n_exp if n_imp is None else n_imp
     rng = np.random.default_rng(seed)
@@ -126,7 +132,8 @@ def gravity_panel(n_exp: int, n_imp: int | None = None, n_years: int = 100, *,
     yrs = np.arange(n_years)
     ii, jj = np.tile(i, n_years), np.tile(j, n_years)
     pp, tt = np.tile(np.arange(n_pair), n_years), np.repeat(yrs, n_pair)
-    dates = np.unique(np.linspace(n_years // 5, n_years - 2, n_cohorts).round().astype(int))
+    first = n_years // 5 if cohort_from is None else round(cohort_from * n_years)
+    dates = np.unique(np.linspace(first, n_years - 2, n_cohorts).round().astype(int))
     treat_pair = rng.random(n_pair) < treated_pairs
     g_pair = np.where(treat_pair, rng.choice(dates, size=n_pair) + 1, 0)  # 1-based year idx
     g = g_pair[pp]

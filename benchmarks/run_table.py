@@ -91,7 +91,30 @@ def _panel(case: str, kind: str, size: float):
         # dense gravity, size = rows before removals; cube root countries x years
         c = round(size ** (1 / 3))
         return panels.gravity_panel(c, c, c, **{"zeros": 0.2, **GRAVITY_KINDS[kind]})
+    if case == "etwfe_pois":
+        return _etwfe_gravity(kind, size)
     raise SystemExit(f"unknown case {case}")
+
+
+#: Poisson ETWFE gravity design (issue 10 item 5): a century of annual flows (100 years),
+#: exporter x importer dense (countries = sqrt(rows / 100): 100 at 1e6, 316 at 1e7), 30%
+#: of pairs treated in 8 adoption waves over the last quarter-century -> 108 cohort x year
+#: cells at every size. Variants: no zeros, 20% zeros, 10% of rows missing at random.
+ETWFE_POIS_PANELS = {"dense": {"zeros": 0.0}, "zeros20": {"zeros": 0.2},
+                     "unbalanced": {"zeros": 0.0, "miss_random": 0.1}}
+
+
+def _etwfe_gravity(kind: str, size: float):
+    import numpy as np
+    import panels
+
+    c = round((size / 100) ** 0.5)
+    d = panels.gravity_panel(c, c, 100, n_cohorts=8, cohort_from=0.75, treated_pairs=0.3,
+                             **ETWFE_POIS_PANELS[kind])
+    post = (d["cohort"] > 0) & (d["year"] >= d["cohort"])
+    # the saturated cells as one categorical for the peer (0 = untreated reference)
+    d["cell"] = np.where(post, d["cohort"] * 10_000 + d["year"], 0)
+    return d
 
 
 #: ppml panel variants: kind -> keyword arguments of panels.gravity_panel (20% zeros unless
@@ -137,6 +160,14 @@ def _fit_fn(case: str, pkg: str, d):
                                               term="x", n_reps=9999, seed=0, **extra)
                 return np.array([r.p_value, *r.conf_int])
             return f
+        if case == "etwfe_pois":
+            def f():
+                r = ti.etwfe(d, outcome="trade", unit="pair", time="year", cohort="cohort",
+                             family="poisson", fixed_effects=("exp_year", "imp_year", "pair"),
+                             cluster="pair")
+                r.aggregate("simple")  # the ATT a user prints (timed, not compared)
+                return r.params.to_numpy()
+            return f
         if case == "ppml":
             regs = ["treat", "x2"] if "x2" in d else ["treat"]
             return lambda: np.r_[(r := ti.ppml(
@@ -153,6 +184,9 @@ def _fit_fn(case: str, pkg: str, d):
             return lambda: pf.did2s(d2, yname="y", first_stage="~ 0 | unit + year",
                                     second_stage="~ i(rel_time, ref=-1.0)", treatment="treat",
                                     cluster="unit").coef().to_numpy()
+        if case == "etwfe_pois":
+            return lambda: pf.fepois("trade ~ i(cell, ref=0) | exp_year + imp_year + pair",
+                                     data=d, vcov={"CRV1": "pair"}).coef().to_numpy()
         if case == "ppml":
             rhs = "treat + x2" if "x2" in d else "treat"
             return lambda: np.r_[(r := pf.fepois(
@@ -204,7 +238,7 @@ BIG = 5e6
 
 def child(case: str, pkg: str, kind: str, size: float, repeats: int) -> dict:
     t0, c0 = time.perf_counter(), time.process_time()
-    if size >= BIG and case in ("ppml",):
+    if size >= BIG and case in ("ppml", "etwfe_pois"):
         _fit_fn(case, pkg, _panel(case, kind, 1e5))()  # warm-up on a small panel
         first_s, first_cpu = time.perf_counter() - t0, time.process_time() - c0
         d = _panel(case, kind, size)
@@ -244,6 +278,7 @@ CASES = {
     "wild": (["wildboottest"], [1e5], ["balanced"]),
     "wild_p": (["wildboottest"], [1e5], ["balanced"]),
     "ppml": (["pyfixest"], [1e6, 1e7], list(GRAVITY_KINDS)),
+    "etwfe_pois": (["pyfixest"], [1e6, 1e7], list(ETWFE_POIS_PANELS)),
 }
 
 

@@ -104,6 +104,7 @@ class WeightedFE:
         self.code_array = np.empty((len(sizes), self.n), dtype=ctype)
         for k, c in enumerate(fe_codes):
             self.code_array[k] = c
+        self.runs = _fe_sweep.run_sets(self.code_array)
         self.inv_wsum_flat = np.ones(int(self.offs[-1]))
         self._sums = np.empty(int(self.offs[-1]))
         self._w = np.ones(self.n)
@@ -139,7 +140,7 @@ class WeightedFE:
         self._w = np.ones(self.n) if w is None else np.ascontiguousarray(w, dtype=float)
         wsum = self._sums
         if self.backend == "numba":
-            _fe_sweep.level_sums(self.code_array, self.offs, self._w, wsum)
+            _fe_sweep.level_sums(self.code_array, self.offs, self.runs, self._w, wsum)
         else:
             for k, (mat, order) in enumerate(zip(self.mats, self.orders, strict=True)):
                 mat.data = self._w[order]
@@ -195,7 +196,7 @@ class WeightedFE:
             col = cur[:, j]
             if self.backend == "numba":
                 sweeps, ok = _fe_sweep.residualize_column(
-                    col, self.code_array, self.offs, self._w, self.inv_wsum_flat,
+                    col, self.code_array, self.offs, self.runs, self._w, self.inv_wsum_flat,
                     float(scale[j]), int(maxiter), x1, x2, self._sums)
             else:
                 sweeps, ok = self._residualize_column_numpy(col, float(scale[j]), maxiter)
@@ -206,7 +207,7 @@ class WeightedFE:
     def _sweep_vector(self, v: np.ndarray) -> None:
         """One pass of ``(I - P_K)...(I - P_1)`` over one contiguous vector, in place."""
         if self.backend == "numba":
-            _fe_sweep.sweep_into(v, v, self.code_array, self.offs, self._w,
+            _fe_sweep.sweep_into(v, v, self.code_array, self.offs, self.runs, self._w,
                                  self.inv_wsum_flat, self._sums)
             return
         for k, mat in enumerate(self.mats):
@@ -356,8 +357,9 @@ class _ScaledDesign(LinearOperator):
         self.sw = np.sqrt(w)
         self._sums = np.empty(int(self.offs[-1]))
         cx = np.sqrt(np.einsum("i,ij,ij->j", w, x, x)) if self.k else np.zeros(0)
-        _fe_sweep.level_sums(self.codes, self.offs, np.ascontiguousarray(w, dtype=float),
-                             self._sums)
+        self.runs = _fe_sweep.run_sets(self.codes)
+        _fe_sweep.level_sums(self.codes, self.offs, self.runs,
+                             np.ascontiguousarray(w, dtype=float), self._sums)
         norms = np.concatenate([cx, np.sqrt(self._sums)])
         self.inv = np.where(norms > 0, 1.0 / np.where(norms > 0, norms, 1.0), 0.0)
         super().__init__(dtype=np.float64, shape=(n, self.k + int(self.offs[-1])))
@@ -378,7 +380,7 @@ class _ScaledDesign(LinearOperator):
         out = np.empty(self.shape[1])
         if self.k:
             out[:self.k] = self.x.T @ rs
-        _fe_sweep.level_sums(self.codes, self.offs, rs, self._sums)
+        _fe_sweep.level_sums(self.codes, self.offs, self.runs, rs, self._sums)
         out[self.k:] = self._sums
         return out * self.inv
 
