@@ -434,30 +434,36 @@ for _p in ["balanced", "unbalanced", "strkey_unbal", "cohorts20"]:
           peer_name="diff-diff")(_sa_pair)
 
 
-# ---------------------------------------------------------------- imputation (diff-diff)
-def _imp_pair():
-    def ti_fn(d):
-        import twinimpact as ti
-        r = ti.imputation(d, outcome="y", unit="unit", time="year", cohort="cohort",
-                          horizons=True, cluster="unit")
-        out = _es_terms(r)
-        s = ti.imputation(d, outcome="y", unit="unit", time="year", cohort="cohort",
-                          cluster="unit")
-        out.update({k.replace("ATT", "simple/ATT"): v
-                    for k, v in _frame_out(s, nobs=False).items()})
-        return out
+# ---------------------------------------------------------------- imputation, did2s
+def _ti_es_static(est, d, static_key, post_only=False):
+    """twinimpact ``est`` event study (rel_time terms) + its static ATT as ``static_key``."""
+    import twinimpact as ti
+    fn = getattr(ti, est)
+    kw = dict(outcome="y", unit="unit", time="year", cohort="cohort", cluster="unit")
+    r = fn(d, **kw, **({"horizons": True} if est == "imputation" else {"event_study": True}))
+    out = {k: v for k, v in _es_terms(r).items() if "ATT" not in k and k != "nobs"
+           and not (post_only and _num(k) < 0)}
+    out.update({k.replace("ATT", static_key): v
+                for k, v in _frame_out(fn(d, **kw), nobs=False).items()})
+    return out
 
-    def peer_fn(d):
-        import diff_diff as dd
-        r = dd.ImputationDiD(cluster="unit").fit(
-            d, outcome="y", unit="unit", time="year", first_treat="cohort",
-            aggregate="event_study")
-        out = _dd_effects({e: v for e, v in r.event_study_effects.items() if e >= 0},
-                          lambda e: f"rel_time={int(e)}")
-        out["est:simple/ATT"] = float(r.overall_att)
-        out["se:simple/ATT"] = float(r.overall_se)
-        return out
-    return ti_fn, peer_fn
+
+def _dd_es_overall(cls, d, static_key):
+    """diff-diff ImputationDiD / TwoStageDiD: post-period event study + overall ATT."""
+    import diff_diff as dd
+    r = getattr(dd, cls)(cluster="unit").fit(
+        d, outcome="y", unit="unit", time="year", first_treat="cohort",
+        aggregate="event_study")
+    out = _dd_effects({e: v for e, v in r.event_study_effects.items() if e >= 0},
+                      lambda e: f"rel_time={int(e)}")
+    out[f"est:{static_key}"] = float(r.overall_att)
+    out[f"se:{static_key}"] = float(r.overall_se)
+    return out
+
+
+def _imp_pair():
+    return (lambda d: _ti_es_static("imputation", d, "simple/ATT"),
+            lambda d: _dd_es_overall("ImputationDiD", d, "simple/ATT"))
 
 
 for _p in ["balanced", "unbalanced", "strkey_unbal", "cohorts20"]:
@@ -465,19 +471,7 @@ for _p in ["balanced", "unbalanced", "strkey_unbal", "cohorts20"]:
           peer_name="diff-diff")(_imp_pair)
 
 
-# ---------------------------------------------------------------- did2s (pyfixest, diff-diff)
 def _did2s_pf_pair():
-    def ti_fn(d):
-        import twinimpact as ti
-        r = ti.did2s(d, outcome="y", unit="unit", time="year", cohort="cohort",
-                     event_study=True, cluster="unit")
-        out = {k: v for k, v in _es_terms(r).items() if "ATT" not in k and k != "nobs"}
-        s = ti.did2s(d, outcome="y", unit="unit", time="year", cohort="cohort",
-                     cluster="unit")
-        out.update({k.replace("ATT", "static/ATT"): v
-                    for k, v in _frame_out(s, nobs=False).items()})
-        return out
-
     def peer_fn(d):
         import pyfixest as pf
         d2 = d.assign(treat=d["treated"].astype(bool))
@@ -492,15 +486,16 @@ def _did2s_pf_pair():
         o2.pop("nobs", None)
         out.update(o2)
         return out
-    return ti_fn, peer_fn
+    return lambda d: _ti_es_static("did2s", d, "static/ATT"), peer_fn
 
 
 DID2S_PF_REASON = (
     "pyfixest did2s solves the first stage by alternating projections to ~1e-5 (no "
     "tolerance argument); an exact dense least-squares first stage agrees with twinimpact "
     "to 1e-12 (tests/test_peer_conventions.py)")
-DID2S_PF_BUG = ("pyfixest 0.60 did2s raises 'operands could not be broadcast' when the "
-                "first stage drops rows (treated units with no untreated period)")
+DID2S_PF_BUG = ("pyfixest 0.60 did2s raises 'operands could not be broadcast' when its "
+                "first stage drops rows (singleton fixed effects: here 2 units with a "
+                "single untreated period, 17 rows)")
 for _p in ["small_balanced", "small_unbalanced", "small_strkey"]:
     check(f"did2s/pyfixest/{_p}", _p, "pyfixest did2s, i(rel_time, ref=-1) + static",
           peer_name="pyfixest", known={r"^est:": DID2S_PF_REASON},
@@ -508,29 +503,8 @@ for _p in ["small_balanced", "small_unbalanced", "small_strkey"]:
 
 
 def _did2s_dd_pair():
-    def ti_fn(d):
-        import twinimpact as ti
-        r = ti.did2s(d, outcome="y", unit="unit", time="year", cohort="cohort",
-                     event_study=True, cluster="unit")
-        out = {k: v for k, v in _es_terms(r).items()
-               if "ATT" not in k and k != "nobs" and _num(k) >= 0}
-        s = ti.did2s(d, outcome="y", unit="unit", time="year", cohort="cohort",
-                     cluster="unit")
-        out.update({k.replace("ATT", "static/ATT"): v
-                    for k, v in _frame_out(s, nobs=False).items()})
-        return out
-
-    def peer_fn(d):
-        import diff_diff as dd
-        r = dd.TwoStageDiD(cluster="unit").fit(
-            d, outcome="y", unit="unit", time="year", first_treat="cohort",
-            aggregate="event_study")
-        out = _dd_effects({e: v for e, v in r.event_study_effects.items() if e >= 0},
-                          lambda e: f"rel_time={int(e)}")
-        out["est:static/ATT"] = float(r.overall_att)
-        out["se:static/ATT"] = float(r.overall_se)
-        return out
-    return ti_fn, peer_fn
+    return (lambda d: _ti_es_static("did2s", d, "static/ATT", post_only=True),
+            lambda d: _dd_es_overall("TwoStageDiD", d, "static/ATT"))
 
 
 for _p in ["balanced", "unbalanced"]:

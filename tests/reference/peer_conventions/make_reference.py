@@ -68,7 +68,7 @@ def peers() -> None:
                                      "std_error": float(f.se()["treated"]), "nobs": int(f._N)}
 
     # 2. did2s event study: pyfixest's first stage by alternating projections
-    dm = d[d["unit"] < 1000]  # pyfixest did2s fails when the first stage drops rows
+    dm = d[d["unit"] < 1000]  # pyfixest did2s fails when its first stage drops singletons
     f = pf.did2s(dm.assign(treat=dm["treated"].astype(bool)), yname="y",
                  first_stage="~ 0 | unit + year", second_stage="~ i(rel_time, ref=-1.0)",
                  treatment="treat", cluster="unit")
