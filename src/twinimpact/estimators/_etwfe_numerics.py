@@ -15,9 +15,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import sparse
 
-__all__ = ["Design", "build_design", "cell_effect_rows", "delta_method_poisson",
-           "group_demean"]
+__all__ = ["Design", "SweptDesign", "build_design", "cell_effect_rows", "delta_method_poisson",
+           "design_block", "group_demean", "indicator_matrix"]
 
 
 def group_demean(x: np.ndarray, codes: np.ndarray) -> np.ndarray:
@@ -141,25 +142,103 @@ def build_design(g: np.ndarray, t: np.ndarray, in_cell: np.ndarray, *,
                   het=het)
 
 
-def cell_effect_rows(design: Design, rows: np.ndarray) -> np.ndarray:
-    """``dx_i = x_i(D=1) - x_i(D=0)`` for the given rows: (len(rows), k).
+def cell_effect_rows(design: Design, rows: np.ndarray) -> sparse.csr_matrix:
+    """``dx_i = x_i(D=1) - x_i(D=0)`` for the given rows: sparse (len(rows), k).
 
     The change of the regressors when row ``i``'s cell indicator is switched off: 1 in its
     cell column and ``het_ij`` in its cell x variable columns (zero elsewhere), so its
-    link-scale effect is ``dx_i' b = tau_c + sum_j delta_cj het_ij``.
+    link-scale effect is ``dx_i' b = tau_c + sum_j delta_cj het_ij``. Sparse: a row has
+    ``1 + m`` entries (``m`` heterogeneity variables), whatever the number of cells.
     """
     k = len(design.names)
-    out = np.zeros((len(rows), k))
+    m = len(rows)
     c = design.onehot[rows]
-    r = np.arange(len(rows))
-    out[r, c] = 1.0
-    for j in range(design.inter.shape[1]):
-        out[r, design.inter[c, j]] = design.het[rows, j]
+    cols = [c] + [design.inter[c, j] for j in range(design.inter.shape[1])]
+    vals = [np.ones(m)] + [design.het[rows, j] for j in range(design.inter.shape[1])]
+    r = np.tile(np.arange(m), len(cols))
+    out = sparse.csr_matrix((np.concatenate(vals), (r, np.concatenate(cols))), shape=(m, k))
+    out.sum_duplicates()
     return out
 
 
+def design_block(design: Design, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """Columns ``cols`` (indices into ``design.names``) of the full design on ``rows``,
+    dense (len(rows), len(cols)) -- a slice of :meth:`Design.full` without forming it."""
+    cols = np.asarray(cols, dtype=np.intp)
+    out = np.zeros((len(rows), len(cols)))
+    onehot = design.onehot[rows]
+    cell = cols < design.n_cells
+    if cell.any():
+        pos = np.full(design.n_cells, -1, dtype=np.intp)
+        pos[cols[cell]] = np.flatnonzero(cell)
+        hit = np.flatnonzero(onehot >= 0)
+        dest = pos[onehot[hit]]
+        ok = dest >= 0
+        out[hit[ok], dest[ok]] = 1.0
+    if (~cell).any():
+        out[:, ~cell] = design.dense[np.ix_(rows, cols[~cell] - design.n_cells)]
+    return out
+
+
+def indicator_matrix(codes: np.ndarray, n_groups: int) -> sparse.csr_matrix:
+    """(n_groups, n) 0/1 matrix with a 1 at (codes[i], i) for every ``codes[i] >= 0``:
+    left-multiplying sums rows by group (the layout of ``core.vcov.meat_cluster``)."""
+    rows = np.flatnonzero(codes >= 0)
+    return sparse.csr_matrix((np.ones(len(rows)), (codes[rows], rows)),
+                             shape=(n_groups, len(codes)))
+
+
+@dataclass(frozen=True)
+class SweptDesign:
+    """The ETWFE regressors with the fixed effects swept out (W-weighted), ``X~``.
+
+    Held as an (n, k_kept) array ``x_tilde`` when it fits in memory; otherwise implicitly
+    (``x_tilde`` None), through the two products the delta method needs, each exact in
+    exact arithmetic because the W-weighted projection is symmetric in the W inner
+    product (``X~'W v~ = X'W v~`` for any swept ``v~``, and ``X~ b = (Xb)~``):
+
+    * :meth:`xtw` -- ``X~'W v~`` for swept columns ``v~`` (n, q): ``X'W v~`` with the
+      sparse indicator block, no residualization;
+    * :meth:`times` -- ``X~ b`` (b (k_kept, q)): one residualization of the q columns
+      ``X b`` instead of k.
+    """
+
+    design: Design
+    rows: np.ndarray
+    kept: np.ndarray
+    mu: np.ndarray
+    sweep: Callable[[np.ndarray], np.ndarray]
+    x_tilde: np.ndarray | None = None
+
+    def _kept_cols(self) -> np.ndarray:
+        return np.flatnonzero(self.kept)
+
+    def xtw(self, v_t: np.ndarray) -> np.ndarray:
+        if self.x_tilde is not None:
+            return (self.x_tilde * self.mu[:, None]).T @ v_t
+        wv = v_t * self.mu[:, None]
+        d = self.design
+        full = np.zeros((len(d.names), v_t.shape[1]))
+        full[:d.n_cells] = indicator_matrix(d.onehot[self.rows], d.n_cells) @ wv
+        if d.dense.shape[1]:
+            full[d.n_cells:] = d.dense[self.rows].T @ wv
+        return full[self.kept]
+
+    def times(self, b: np.ndarray) -> np.ndarray:
+        if self.x_tilde is not None:
+            return self.x_tilde @ b
+        d = self.design
+        full = np.zeros((len(d.names), b.shape[1]))
+        full[self.kept] = b
+        onehot = d.onehot[self.rows]
+        xb = np.where((onehot >= 0)[:, None], full[:d.n_cells][np.maximum(onehot, 0)], 0.0)
+        if d.dense.shape[1]:
+            xb += d.dense[self.rows] @ full[d.n_cells:]
+        return self.sweep(xb)
+
+
 def delta_method_poisson(c: np.ndarray, r: np.ndarray, *, mu: np.ndarray,
-                         x_tilde: np.ndarray, bread: np.ndarray,
+                         swept: SweptDesign, bread: np.ndarray,
                          sweep: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
     """Per-observation influence weights of smooth functions of a Poisson FE fit.
 
@@ -179,12 +258,14 @@ def delta_method_poisson(c: np.ndarray, r: np.ndarray, *, mu: np.ndarray,
     first is the fitted value of the W-weighted regression of ``c / mu`` on ``Z``.
     ``grad' V grad = sum over clusters (sum_i a_i u_i)^2`` (``u = y - mu``) times the
     small-sample factors. ``sweep`` maps an (n, q) array to its fixed-effect residual
-    (W-weighted). Returns ``a`` (n, q).
+    (W-weighted); ``swept`` gives ``X~'W v~`` and ``X~ b`` (:class:`SweptDesign`).
+    Returns ``a`` (n, q).
     """
     v = c / mu[:, None]
     v_t = sweep(v)
-    rhs = (x_tilde * mu[:, None]).T @ v_t + r if x_tilde.shape[1] else None
+    has_x = bool(swept.kept.any())
+    rhs = swept.xtw(v_t) + r if has_x else None
     a = v - v_t
     if rhs is not None:
-        a = a + x_tilde @ (bread @ rhs)
+        a = a + swept.times(bread @ rhs)
     return a

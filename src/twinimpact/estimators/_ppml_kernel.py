@@ -86,6 +86,7 @@ class WeightedFE:
         self.code_array = np.empty((len(sizes), self.n), dtype=ctype)
         for k, c in enumerate(fe_codes):
             self.code_array[k] = c
+        self.runs = _fe_sweep.run_sets(self.code_array)
         self.inv_wsum_flat = np.ones(int(self.offs[-1]))
         self._sums = np.empty(int(self.offs[-1]))
         self._w = np.ones(self.n)
@@ -121,7 +122,7 @@ class WeightedFE:
         self._w = np.ones(self.n) if w is None else np.ascontiguousarray(w, dtype=float)
         wsum = self._sums
         if self.backend == "numba":
-            _fe_sweep.level_sums(self.code_array, self.offs, self._w, wsum)
+            _fe_sweep.level_sums(self.code_array, self.offs, self.runs, self._w, wsum)
         else:
             for k, (mat, order) in enumerate(zip(self.mats, self.orders, strict=True)):
                 mat.data = self._w[order]
@@ -177,7 +178,7 @@ class WeightedFE:
             col = cur[:, j]
             if self.backend == "numba":
                 sweeps, ok = _fe_sweep.residualize_column(
-                    col, self.code_array, self.offs, self._w, self.inv_wsum_flat,
+                    col, self.code_array, self.offs, self.runs, self._w, self.inv_wsum_flat,
                     float(scale[j]), int(maxiter), x1, x2, self._sums)
             else:
                 sweeps, ok = self._residualize_column_numpy(col, float(scale[j]), maxiter)
@@ -188,7 +189,7 @@ class WeightedFE:
     def _sweep_vector(self, v: np.ndarray) -> None:
         """One pass of ``(I - P_K)...(I - P_1)`` over one contiguous vector, in place."""
         if self.backend == "numba":
-            _fe_sweep.sweep_into(v, v, self.code_array, self.offs, self._w,
+            _fe_sweep.sweep_into(v, v, self.code_array, self.offs, self.runs, self._w,
                                  self.inv_wsum_flat, self._sums)
             return
         for k, mat in enumerate(self.mats):

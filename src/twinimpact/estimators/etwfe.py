@@ -47,9 +47,11 @@ settings: revisiting the effects of trade agreements. *AEJ: Applied* 17(1), 271-
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import combinations
 from typing import Any, Literal
 
 import numpy as np
@@ -58,7 +60,7 @@ from scipy import linalg, stats
 
 from ..core.fe import factorize, fit_fe_ols
 from ..core.validation import as_tuple, prepare_panel, require_columns, require_frame
-from ..core.vcov import sandwich
+from ..core.vcov import _intersection_codes, sandwich
 from ..errors import (
     DroppedRowsWarning,
     EstimationError,
@@ -78,11 +80,14 @@ from ..results import (
 )
 from ._etwfe_numerics import (
     Design,
+    SweptDesign,
     _fmt,
     build_design,
     cell_effect_rows,
     delta_method_poisson,
+    design_block,
     group_demean,
+    indicator_matrix,
 )
 from ._ppml_kernel import WeightedFE
 from .ppml import _fe_columns as _fe_cols
@@ -99,6 +104,14 @@ FixedEffect = str | Sequence[str]
 #: recovered by one FWL step at the converged weights (a deviance change of 1e-8 leaves
 #: coefficients ~1e-5 from the optimum)
 POISSON_TOL = 1e-12
+#: memory budget of the Poisson FWL step and of the response-scale aggregation: the swept
+#: design X~ (n x k) is kept whole only when it fits, otherwise it is handled in column
+#: chunks of this many bytes of temporaries (O(n x chunk) memory; same estimates)
+FWL_MEMORY_BYTES = 2**28
+#: sweep tolerance of the chunked FWL step: its products X'W X~ and X'W z~ are linear in
+#: the sweep error where the whole-X~ products X~'W X~, X~'W z~ are quadratic, so the
+#: chunked columns are swept further to give the same estimates (to 1e-10)
+FWL_CHUNK_TOL = 1e-13
 
 
 # ============================================================================ results
@@ -503,32 +516,34 @@ def _fit_poisson(y: np.ndarray, design: Design, fes: Sequence[FixedEffect],
     rows_fit = np.asarray(r.extras["rows_used"])
     mu = np.asarray(r.extras["fitted"])
     yf = y[rows_fit]
-    x = design.full()[rows_fit]
     codes = [factorize(frame[c].to_numpy()[rows_fit])[0] for c in fe_names]
     fe = WeightedFE(codes)
     fe.set_weights(mu)
-    z = np.log(mu) + (yf - mu) / mu
-    zx = fe.residualize(np.column_stack([z, x]), tol=1e-11)[0]
-    z_t, x_t = zx[:, 0], zx[:, 1:]
-    kept = _kept_columns(x_t, x, mu)
-    xk = x_t[:, kept]
-    bread = np.linalg.inv((xk * mu[:, None]).T @ xk)
-    coef = np.full(len(design.names), np.nan)
-    coef[kept] = bread @ ((xk * mu[:, None]).T @ z_t)
-    scores = xk * (yf - mu)[:, None]
+
+    def sweep(v: np.ndarray, tol: float = 1e-11) -> np.ndarray:
+        return fe.residualize(v, tol=tol)[0]
+
     vs = r.vcov_spec
+    cl = [frame[c].to_numpy()[rows_fit] for c in cl_names]
+    z = np.log(mu) + (yf - mu) / mu
+    fwl = _fwl_step(design, rows_fit, mu, yf - mu, z, sweep, vs.kind, cl)
+    kept = fwl["kept"]
+    bread = np.linalg.inv(fwl["gram"][np.ix_(kept, kept)])
+    coef = np.full(len(design.names), np.nan)
+    coef[kept] = bread @ fwl["xwz"][kept]
     factor = float(vs.small_sample.get("adj", 1.0)) * float(vs.small_sample.get(
         "cluster_adj", 1.0))
-    cl = [frame[c].to_numpy()[rows_fit] for c in cl_names]
-    v_sub = factor * _meat_sandwich(scores, bread, vs.kind, cl)
+    v_sub = factor * _meat_sandwich(fwl["scores"], bread, vs.kind, cl,
+                                    cluster_sums=fwl["cluster_sums"])
     v = np.full((len(coef), len(coef)), np.nan)
     v[np.ix_(kept, kept)] = v_sub
     vspec = VcovSpec(vs.kind, cluster=tuple(clus) if vcov == "cluster" else (),
                      n_clusters=vs.n_clusters, small_sample=dict(vs.small_sample),
                      df=None, description=vs.description)
-    poisson = {"y": yf, "mu": mu, "x": x[:, kept], "x_tilde": xk, "bread": bread,
-               "kept": kept, "fe_codes": codes, "cluster_codes": cl, "factor": factor,
-               "kind": vs.kind}
+    # the aggregation sweeps with its own WeightedFE (the fit's is not kept in the result)
+    swept = SweptDesign(design, rows_fit, kept, mu, _no_sweep, fwl["x_tilde"])
+    poisson = {"y": yf, "mu": mu, "swept": swept, "bread": bread, "kept": kept,
+               "fe_codes": codes, "cluster_codes": cl, "factor": factor, "kind": vs.kind}
     collinear = [nm for nm, kp in zip(design.names, kept, strict=True) if not kp]
     diag = {k: r.diagnostics[k] for k in ("iterations", "converged", "deviance",
                                           "n_zero_outcome", "k_fe") if k in r.diagnostics}
@@ -538,19 +553,123 @@ def _fit_poisson(y: np.ndarray, design: Design, fes: Sequence[FixedEffect],
             "collinear": collinear, "poisson": poisson, "diag": diag}
 
 
-def _kept_columns(x_t: np.ndarray, x: np.ndarray, w: np.ndarray, tol: float = 1e-10
-                  ) -> np.ndarray:
-    """Columns of ``x_t`` (fixed effects swept out) that are not combinations of earlier
-    ones -- the sequential rule of ppml's kernel: column ``j``'s weighted residual sum of
-    squares after the earlier kept columns, by an incremental Cholesky factor of the Gram
-    matrix, must exceed ``tol`` times its centred sum of squares before the sweep."""
-    k = x_t.shape[1]
+def _no_sweep(v: np.ndarray) -> np.ndarray:  # pragma: no cover - replaced before use
+    raise RuntimeError("SweptDesign.sweep not set")
+
+
+def _chunk_width(n: int, arrays: int) -> int:
+    """Columns per chunk so that ``arrays`` float64 (n, width) temporaries stay within
+    :data:`FWL_MEMORY_BYTES`."""
+    return max(1, int(FWL_MEMORY_BYTES // (8 * max(n, 1) * arrays)))
+
+
+def _cluster_code_sets(clusters: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """The cluster codes :func:`~twinimpact.core.vcov.sandwich` sums scores over: each
+    dimension, and for multiway clustering every intersection (same order)."""
+    base = [factorize(c)[0] for c in clusters]
+    out = list(base)
+    for r_ in range(2, len(base) + 1):
+        for combo in combinations(range(len(base)), r_):
+            out.append(_intersection_codes([base[i] for i in combo]))
+    return out
+
+
+class _ClusterSums:
+    """Per-cluster sums of scores accumulated column chunk by column chunk, served to
+    :func:`~twinimpact.core.vcov.sandwich` as its ``cluster_sums`` callable."""
+
+    def __init__(self, clusters: Sequence[np.ndarray], k: int) -> None:
+        self.codes = _cluster_code_sets(clusters)
+        self.aggs = [indicator_matrix(c, int(c.max()) + 1) for c in self.codes]
+        self.sums = [np.zeros((a.shape[0], k)) for a in self.aggs]
+
+    def add(self, scores: np.ndarray, cols: np.ndarray | slice) -> None:
+        for agg, out in zip(self.aggs, self.sums, strict=True):
+            out[:, cols] = agg @ scores
+
+    def subset(self, cols: np.ndarray) -> _ClusterSums:
+        sub = object.__new__(_ClusterSums)
+        sub.codes, sub.aggs = self.codes, self.aggs
+        sub.sums = [s_[:, cols] for s_ in self.sums]
+        return sub
+
+    def __call__(self, codes: np.ndarray | None) -> np.ndarray:
+        for c, s_ in zip(self.codes, self.sums, strict=True):
+            if codes is not None and len(c) == len(codes) and np.array_equal(c, codes):
+                return s_
+        raise ValueError("cluster codes not accumulated")  # pragma: no cover
+
+
+def _fwl_step(design: Design, rows: np.ndarray, mu: np.ndarray, u: np.ndarray,
+              z: np.ndarray, sweep: Any, kind: str, clusters: Sequence[np.ndarray]
+              ) -> dict[str, Any]:
+    """The weighted Frisch-Waugh-Lovell step at the converged weights, by column chunks.
+
+    Sweeps the fixed effects out of the design columns a chunk at a time (memory
+    O(n x chunk), never O(n x k): the cell block is an indicator matrix) and keeps only
+    what the estimates need: the Gram matrix ``X'W X~`` (= ``X~'W X~``, symmetrised),
+    ``X'W z~`` (= ``X~'W z~``), the centred weighted sums of squares of ``X`` (for the
+    collinearity rule) and the per-cluster score sums ``sum_{i in g} x~_i u_i`` (the
+    cluster meat needs G x k, not n x k). When ``X~`` fits in :data:`FWL_MEMORY_BYTES`
+    (or ``kind == "hetero"``, whose meat needs every observation's score) it is kept
+    whole and the products are the plain ``X~'W X~``, ``X~'W z~`` of the unchunked step.
+    """
+    n, k = len(rows), len(design.names)
+    store = kind == "hetero" or 8 * n * k <= FWL_MEMORY_BYTES
+    z_t = sweep(z[:, None])[:, 0] if store else sweep(z[:, None], tol=FWL_CHUNK_TOL)[:, 0]
+    width = k if store else _chunk_width(n, 6)
+    ind = indicator_matrix(design.onehot[rows], design.n_cells)
+    dense = design.dense[rows] if design.dense.shape[1] else None
+    gram = np.zeros((k, k))
+    ref = np.zeros(k)
+    csums = _ClusterSums(clusters, k) if kind not in ("iid", "hetero") else None
+    x_tilde = np.empty((n, k)) if store else None
+    wsum = mu.sum()
+    for lo in range(0, k, width):
+        cols = np.arange(lo, min(k, lo + width))
+        x = design_block(design, rows, cols)
+        xm = x - (mu @ x) / wsum
+        ref[cols] = np.einsum("i,ij,ij->j", mu, xm, xm)
+        del xm
+        x_t = sweep(x) if store else sweep(x, tol=FWL_CHUNK_TOL)
+        del x
+        if store:
+            x_tilde[:, cols] = x_t
+        else:
+            wx = x_t * mu[:, None]
+            gram[:design.n_cells, cols] = ind @ wx
+            if dense is not None:
+                gram[design.n_cells:, cols] = dense.T @ wx
+            del wx
+        if csums is not None:
+            csums.add(x_t * u[:, None], cols)
+        del x_t
+    if store:
+        gram = (x_tilde * mu[:, None]).T @ x_tilde
+        xwz = (x_tilde * mu[:, None]).T @ z_t
+    else:
+        gram = (gram + gram.T) / 2
+        wz = mu * z_t
+        xwz = np.concatenate([ind @ wz, dense.T @ wz if dense is not None else []])
+    kept = _kept_columns(gram, ref)
+    scores = None
+    if kind == "hetero":
+        scores = x_tilde[:, kept] * u[:, None]
+    return {"gram": gram, "xwz": xwz, "kept": kept, "scores": scores,
+            "cluster_sums": None if csums is None else csums.subset(kept),
+            "x_tilde": None if x_tilde is None else np.ascontiguousarray(x_tilde[:, kept])}
+
+
+def _kept_columns(gram: np.ndarray, ref: np.ndarray, tol: float = 1e-10) -> np.ndarray:
+    """Columns of ``X~`` (fixed effects swept out; ``gram = X~'WX~``) that are not
+    combinations of earlier ones -- the sequential rule of ppml's kernel: column ``j``'s
+    weighted residual sum of squares after the earlier kept columns, by an incremental
+    Cholesky factor of the Gram matrix, must exceed ``tol`` times its centred sum of
+    squares before the sweep (``ref``)."""
+    k = gram.shape[0]
     kept = np.zeros(k, dtype=bool)
     if k == 0:
         return kept
-    gram = (x_t * w[:, None]).T @ x_t
-    xm = x - (w @ x) / w.sum()
-    ref = np.einsum("i,ij,ij->j", w, xm, xm)
     chol = np.zeros((k, k))
     m = 0
     idx: list[int] = []
@@ -570,16 +689,17 @@ def _kept_columns(x_t: np.ndarray, x: np.ndarray, w: np.ndarray, tol: float = 1e
     return kept
 
 
-def _meat_sandwich(scores: np.ndarray, bread: np.ndarray, kind: str,
-                   clusters: Sequence[np.ndarray]) -> np.ndarray:
-    """``B M B`` without small-sample factors (``kind`` as ppml's vcov spec)."""
+def _meat_sandwich(scores: np.ndarray | None, bread: np.ndarray, kind: str,
+                   clusters: Sequence[np.ndarray], cluster_sums: Any = None) -> np.ndarray:
+    """``B M B`` without small-sample factors (``kind`` as ppml's vcov spec); for
+    clustered kinds ``cluster_sums`` (a :class:`_ClusterSums`) may replace ``scores``."""
     if kind == "iid":
         return bread
     if kind == "hetero":
         return bread @ (scores.T @ scores) @ bread
-    v, _ = sandwich(scores, bread, kind="cluster", n=len(scores), k=0,
+    v, _ = sandwich(scores, bread, kind="cluster", n=len(clusters[0]), k=0,
                     cluster_codes=[factorize(c)[0] for c in clusters], adj=False,
-                    cluster_adj=False)
+                    cluster_adj=False, cluster_sums=cluster_sums)
     return v
 
 
@@ -640,7 +760,6 @@ def _aggregate(res: ETWFEResult, type: str, *, by_xvar: bool, scale: str
         groups.append((f"ATT{suffix}", dict(extra), att_rows))
     groups = [gr for gr in groups if len(gr[2])]
     dx = cell_effect_rows(design, rows_fit[idx])       # (m, k) on target rows
-    pos = {r: j for j, r in enumerate(idx)}
     b = np.where(np.isfinite(full), full, 0.0)
     lin = dx @ b                                       # link-scale effect per target row
     terms = [gr[0] for gr in groups]
@@ -649,13 +768,13 @@ def _aggregate(res: ETWFEResult, type: str, *, by_xvar: bool, scale: str
     if poisson is None or scale == "link":
         a_mat = np.zeros((len(groups), len(full)))
         for q, (_, _, members) in enumerate(groups):
-            jj = [pos[m] for m in members]
-            a_mat[q] = dx[jj].mean(axis=0)
+            jj = np.searchsorted(idx, members)  # members are sorted subsets of idx
+            a_mat[q] = np.asarray(dx[jj].mean(axis=0)).reshape(-1)
         est = a_mat @ b
         vfull = np.where(np.isfinite(st["full_vcov"]), st["full_vcov"], 0.0)
         v = a_mat @ vfull @ a_mat.T
     else:
-        est, v, extras = _poisson_response(groups, idx, pos, dx, lin, poisson)
+        est, v, extras = _poisson_response(groups, idx, dx, lin, poisson)
     info = []
     for _, d, _ in groups:
         info.append({key_col: float(d.get(key_col, np.nan)), "xvar": d.get("xvar")}
@@ -700,61 +819,90 @@ def _aggregate(res: ETWFEResult, type: str, *, by_xvar: bool, scale: str
                               scale == "response" else "")))
 
 
-def _poisson_response(groups: list, idx: np.ndarray, pos: dict[int, int], dx: np.ndarray,
-                      lin: np.ndarray, p: dict[str, Any]
-                      ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+def _poisson_response(groups: list, idx: np.ndarray, dx: Any, lin: np.ndarray,
+                      p: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """Response-scale averages ``mean(mu1 - mu0)`` and ratios ``sum mu1 / sum mu0 - 1``
-    with the full-vcov delta method (:func:`delta_method_poisson`)."""
+    with the full-vcov delta method (:func:`delta_method_poisson`).
+
+    The (n, q) influence weights are formed a chunk of rows ``q`` at a time
+    (:data:`FWL_MEMORY_BYTES`); clustered variances keep only their per-cluster sums."""
     mu = p["mu"]
     n = len(mu)
     kept = p["kept"]
     mu1 = mu[idx]
     mu0 = mu1 * np.exp(-lin)
-    dxk = dx[:, kept]
+    dxk = dx[:, np.flatnonzero(kept)]
     q = len(groups)
-    # gradient pieces (c on observations, r on kept slopes) of M1 = mean mu1, M0 = mean mu0
-    c1 = np.zeros((n, q))
-    c0 = np.zeros((n, q))
+    members = [np.searchsorted(idx, mem) for _, _, mem in groups]  # sorted subsets of idx
+    # slope-only gradient part of M0 = mean mu0 (M1 = mean mu1 has none)
     r0 = np.zeros((int(kept.sum()), q))
     m1 = np.zeros(q)
     m0 = np.zeros(q)
-    for j, (_, _, members) in enumerate(groups):
-        jj = np.array([pos[m] for m in members])
-        rows = idx[jj]
-        nn = len(jj)
-        c1[rows, j] = mu1[jj] / nn
-        c0[rows, j] = mu0[jj] / nn
-        r0[:, j] = -(mu0[jj] @ dxk[jj]) / nn
+    for j, jj in enumerate(members):
+        r0[:, j] = -(dxk[jj].T @ mu0[jj]) / len(jj)
         m1[j] = mu1[jj].mean()
         m0[j] = mu0[jj].mean()
     fe = WeightedFE(p["fe_codes"]) if p["fe_codes"] else None
     if fe is not None:
         fe.set_weights(mu)
 
+    # the implicit X~ products are linear in the sweep error (see FWL_CHUNK_TOL)
+    tol = 1e-12 if p["swept"].x_tilde is not None else FWL_CHUNK_TOL
+
     def sweep(v: np.ndarray) -> np.ndarray:
         if fe is None:
             return v
-        return fe.residualize(v, tol=1e-12)[0]
+        return fe.residualize(v, tol=tol)[0]
 
-    x_t, bread = p["x_tilde"], p["bread"]
-    zeros_r = np.zeros_like(r0)
-    a1 = delta_method_poisson(c1, zeros_r, mu=mu, x_tilde=x_t, bread=bread, sweep=sweep)
-    a0 = delta_method_poisson(c0, r0, mu=mu, x_tilde=x_t, bread=bread, sweep=sweep)
-    a_diff = a1 - a0
-    a_ratio = a1 / m0[None, :] - a0 * (m1 / m0**2)[None, :]
-    a_log = a1 / m1[None, :] - a0 / m0[None, :]
+    bread = p["bread"]
+    swept = dataclasses.replace(p["swept"], sweep=sweep)
     u = p["y"] - mu
+    clustered = p["kind"] not in ("iid", "hetero")
+    parts = ("diff", "ratio", "log")
+    if clustered:
+        acc = {nm: _ClusterSums(p["cluster_codes"], q) for nm in parts}
+    else:
+        acc = {nm: np.empty((n, q)) for nm in parts}
+    width = q if swept.x_tilde is not None else _chunk_width(n, 10)
+    for lo in range(0, q, width):
+        cols = np.arange(lo, min(q, lo + width))
+        c1 = np.zeros((n, len(cols)))
+        c0 = np.zeros((n, len(cols)))
+        for jc, j in enumerate(cols):
+            jj = members[j]
+            rows = idx[jj]
+            c1[rows, jc] = mu1[jj] / len(jj)
+            c0[rows, jc] = mu0[jj] / len(jj)
+        a1 = delta_method_poisson(c1, np.zeros((r0.shape[0], len(cols))), mu=mu,
+                                  swept=swept, bread=bread, sweep=sweep)
+        del c1
+        a0 = delta_method_poisson(c0, r0[:, cols], mu=mu, swept=swept, bread=bread,
+                                  sweep=sweep)
+        del c0
+        a = {"diff": a1 - a0,
+             "ratio": a1 / m0[None, cols] - a0 * (m1 / m0**2)[None, cols],
+             "log": a1 / m1[None, cols] - a0 / m0[None, cols]}
+        del a1, a0
+        for nm in parts:
+            if clustered:
+                acc[nm].add(a[nm] * u[:, None], cols)
+            else:
+                acc[nm][:, cols] = a[nm]
+        del a
 
-    def var(a: np.ndarray) -> np.ndarray:
+    def var(nm: str) -> np.ndarray:
         if p["kind"] == "iid":
+            a = acc[nm]
             return p["factor"] * (a * mu[:, None]).T @ a
-        s = a * u[:, None]
-        return p["factor"] * _meat_sandwich(s, np.eye(s.shape[1]), p["kind"],
-                                            p["cluster_codes"])
+        if p["kind"] == "hetero":
+            s_ = acc[nm] * u[:, None]
+            return p["factor"] * _meat_sandwich(s_, np.eye(q), "hetero", p["cluster_codes"])
+        return p["factor"] * _meat_sandwich(None, np.eye(q), p["kind"], p["cluster_codes"],
+                                            cluster_sums=acc[nm])
 
-    v_diff = var(a_diff)
-    v_log = var(a_log)
-    extras = {"proportional": {"effect": m1 / m0 - 1, "var": np.diag(var(a_ratio)),
+    v_diff = var("diff")
+    v_log = var("log")
+    extras = {"proportional": {"effect": m1 / m0 - 1, "var": np.diag(var("ratio")),
                                "log_ratio": np.log(m1 / m0), "var_log": np.diag(v_log),
                                "cov_log": v_log,
                                "mean_treated": m1, "mean_counterfactual": m0}}
