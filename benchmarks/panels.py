@@ -36,7 +36,18 @@ import argparse
 import numpy as np
 import pandas as pd
 
-__all__ = ["PANEL_KINDS", "gravity_panel", "make", "staggered_panel"]
+__all__ = ["PANEL_KINDS", "gravity_panel", "lean_staggered_panel", "make", "staggered_panel"]
+
+
+def _design(n_rows: float, n_periods: int, n_cohorts: int, first_year: int):
+    """Units, calendar years and adoption dates (n_cohorts distinct periods among
+    years[2:], spread evenly) of a staggered panel of about ``n_rows`` rows."""
+    n_units = max(4, round(float(n_rows) / n_periods))
+    years = np.arange(first_year, first_year + n_periods, dtype=np.int64)
+    cand = years[2:]
+    n_c = min(n_cohorts, len(cand))
+    dates = cand[np.unique(np.linspace(0, len(cand) - 1, n_c).round().astype(int))]
+    return n_units, years, dates
 
 
 def staggered_panel(n_rows: float, *, n_periods: int = 10, n_cohorts: int = 7,
@@ -47,13 +58,8 @@ def staggered_panel(n_rows: float, *, n_periods: int = 10, n_cohorts: int = 7,
                     seed: int = 0) -> pd.DataFrame:
     """Staggered-adoption panel (see the module docstring for the knobs)."""
     rng = np.random.default_rng(seed)
-    n_units = max(4, round(float(n_rows) / n_periods))
+    n_units, years, dates = _design(n_rows, n_periods, n_cohorts, first_year)
     t = n_periods
-    years = np.arange(first_year, first_year + t, dtype=np.int64)
-    # adoption dates: n_cohorts distinct periods among years[2:], spread evenly
-    cand = years[2:]
-    n_c = min(n_cohorts, len(cand))
-    dates = cand[np.unique(np.linspace(0, len(cand) - 1, n_c).round().astype(int))]
     if treated_units is not None:
         g_unit = np.zeros(n_units, dtype=np.int64)
         tr = rng.choice(n_units, size=min(treated_units, n_units), replace=False)
@@ -99,6 +105,51 @@ def staggered_panel(n_rows: float, *, n_periods: int = 10, n_cohorts: int = 7,
     if shuffle:
         df = df.iloc[rng.permutation(len(df))].reset_index(drop=True)
     return df
+
+
+def lean_staggered_panel(n_rows: float, *, n_periods: int = 10, n_cohorts: int = 7,
+                         never_share: float = 0.3, miss_random: float = 0.0,
+                         first_year: int = 2001, seed: int = 0,
+                         chunk_units: int = 1 << 18) -> pd.DataFrame:
+    """:func:`staggered_panel` for 1e8 rows: the same design (unit and year effects,
+    staggered cohorts, the same dynamic effect, rows missing at random) with only the
+    columns ``unit, year, cohort, y`` (int64, int64, int64, float64: 32 bytes a row),
+    generated ``chunk_units`` units at a time straight into the final arrays, so that
+    making the panel never needs more memory than the panel itself (the frame is built
+    without a copy). Not the same random draws as :func:`staggered_panel`."""
+    rng = np.random.default_rng(seed)
+    n_units, years, dates = _design(n_rows, n_periods, n_cohorts, first_year)
+    t = n_periods
+    never = rng.random(n_units) < never_share
+    g_unit = np.where(never, 0, rng.choice(dates, size=n_units)).astype(np.int64)
+    a_u = rng.normal(size=n_units)
+    l_t = rng.normal(size=t)
+    cap = n_units * t
+    cols = {"unit": np.empty(cap, np.int64), "year": np.empty(cap, np.int64),
+            "cohort": np.empty(cap, np.int64), "y": np.empty(cap, np.float64)}
+    m = 0
+    for start in range(0, n_units, chunk_units):
+        stop = min(n_units, start + chunk_units)
+        crng = np.random.default_rng([seed, start])
+        unit = np.repeat(np.arange(start, stop, dtype=np.int64), t)
+        pos = np.tile(np.arange(t, dtype=np.int64), stop - start)
+        if miss_random > 0:
+            keep = crng.random(len(unit)) >= miss_random
+            unit, pos = unit[keep], pos[keep]
+        year = years[pos]
+        g = g_unit[unit]
+        rel = np.where(g > 0, year - g, -1)
+        post = (g > 0) & (year >= g)
+        effect = np.where(post, (1.0 + 0.1 * np.maximum(rel, 0))
+                          * (1.0 + 0.02 * (g - years[0])), 0.0)
+        k = len(unit)
+        cols["unit"][m:m + k] = unit
+        cols["year"][m:m + k] = year
+        cols["cohort"][m:m + k] = g
+        cols["y"][m:m + k] = a_u[unit] + l_t[pos] + effect + crng.normal(size=k)
+        m += k
+    # views of the first m rows; the untouched tail of each buffer is never paged in
+    return pd.DataFrame({c: v[:m] for c, v in cols.items()}, copy=False)
 
 
 def gravity_panel(n_exp: int, n_imp: int | None = None, n_years: int = 100, *,
@@ -187,8 +238,13 @@ PANEL_KINDS: dict[str, dict] = {
 }
 
 
-def make(kind: str, n_rows: float, **kw) -> pd.DataFrame:
-    """``staggered_panel(n_rows, **PANEL_KINDS[kind], **kw)``."""
+def make(kind: str, n_rows: float, *, lean: bool = False, **kw) -> pd.DataFrame:
+    """``staggered_panel(n_rows, **PANEL_KINDS[kind], **kw)``; ``lean=True``:
+    :func:`lean_staggered_panel` (the 1e8-row runs; kinds "balanced" and "unbalanced")."""
+    if lean:
+        if kind not in ("balanced", "unbalanced"):
+            raise ValueError(f"lean panels exist for 'balanced' and 'unbalanced', not {kind!r}")
+        return lean_staggered_panel(n_rows, **{**PANEL_KINDS[kind], **kw})
     return staggered_panel(n_rows, **{**PANEL_KINDS[kind], **kw})
 
 
