@@ -2,8 +2,10 @@
 
 Every (case, package, panel, size, thread setting) runs in its own child process: the
 panel is generated there (deterministic, :mod:`panels`), one untimed warm-up fit (imports,
-numba JIT, caches), then ``--repeats`` timed fits; the child reports the median time, the
-peak resident set size (``ru_maxrss``, includes the data and the interpreter) and the RSS
+numba JIT, caches), then ``--repeats`` timed fits (see ``BIG`` and ``SMALL_WARMUP`` for
+the large panels: warm-up on a 1e5-row panel in the same process); the child reports the
+median wall time, the median CPU time of the process (``time.process_time``: the figure
+that survives a loaded machine), the peak resident set size (``ru_maxrss``, includes the data and the interpreter) and the RSS
 right after the data were made (so ``peak - data`` is the estimator's own footprint).
 Children run with an address-space cap (``--mem-cap-gb``, RLIMIT_AS) so a runaway case
 fails alone instead of pushing the shared machine out of memory; a case that fails or
@@ -270,13 +272,17 @@ def _rss_mb() -> float:
 #: from this many rows on, the warm-up runs on a 1e5-row panel of the same kind (imports,
 #: JIT) in the same process, so the big panel is fitted only ``repeats`` times
 BIG = 5e6
+#: the two-stage estimators: small-panel warm-up from 1e6 rows, and from ``BIG`` rows one
+#: timed fit (a 1e7-row peer fit takes minutes)
+SMALL_WARMUP = {"imputation": 1e6, "did2s": 1e6}
 
 
 def child(case: str, pkg: str, kind: str, size: float, repeats: int) -> dict:
     t0, c0 = time.perf_counter(), time.process_time()
-    if size >= BIG_ROWS:  # the big panel is made once and fitted once
-        repeats = 1
-    if (size >= BIG and case in ("ppml", "etwfe_pois", "event_study")) or size >= BIG_ROWS:
+    if size >= BIG_ROWS or (case in SMALL_WARMUP and size >= BIG):
+        repeats = 1  # the big panel is made once and fitted once
+    if ((size >= BIG and case in ("ppml", "etwfe_pois", "event_study")) or size >= BIG_ROWS
+            or size >= SMALL_WARMUP.get(case, 1e99)):
         _fit_fn(case, pkg, _panel(case, kind, 1e5))()  # warm-up on a small panel
         first_s, first_cpu = time.perf_counter() - t0, time.process_time() - c0
         d = _panel(case, kind, size)
