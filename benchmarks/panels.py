@@ -36,7 +36,8 @@ import argparse
 import numpy as np
 import pandas as pd
 
-__all__ = ["PANEL_KINDS", "gravity_panel", "lean_staggered_panel", "make", "staggered_panel"]
+__all__ = ["PANEL_KINDS", "SDID_KINDS", "gravity_panel", "lean_staggered_panel", "make",
+           "sdid_panel", "staggered_panel"]
 
 
 def _design(n_rows: float, n_periods: int, n_cohorts: int, first_year: int):
@@ -105,6 +106,50 @@ def staggered_panel(n_rows: float, *, n_periods: int = 10, n_cohorts: int = 7,
     if shuffle:
         df = df.iloc[rng.permutation(len(df))].reset_index(drop=True)
     return df
+
+
+def sdid_panel(n_units: int, n_periods: int, *, treated: float = 0.1, post_share: float = 0.25,
+               noise: float = 1.0, factors: int = 2, cohorts: int = 1, key: str = "int",
+               seed: int = 1) -> pd.DataFrame:
+    """Few-treated block design for synthetic DiD: ``n_units`` x ``n_periods``, balanced.
+
+    ``treated`` is the number (>= 1) or share (< 1) of treated units; they adopt in the
+    last ``post_share`` of the periods (``cohorts`` > 1 spreads them over that many
+    adoption dates ending there). Outcome: unit and period effects, ``factors``
+    interactive factors (so the weights matter), an effect of 1 after adoption, and
+    Gaussian noise of sd ``noise``. Columns ``unit, year, cohort (0 = never), treated, y``.
+    """
+    rng = np.random.default_rng(seed)
+    n_tr = int(treated) if treated >= 1 else max(1, round(treated * n_units))
+    t0 = n_periods - max(1, round(post_share * n_periods))
+    years = np.arange(2001, 2001 + n_periods, dtype=np.int64)
+    dates = years[np.linspace(t0, max(t0 - 2 * (cohorts - 1), 2), cohorts).round().astype(int)]
+    g_unit = np.zeros(n_units, dtype=np.int64)
+    tr = rng.choice(n_units, size=n_tr, replace=False)
+    g_unit[tr] = dates[np.arange(n_tr) % cohorts]
+    load = rng.normal(size=(n_units, factors))
+    fac = np.cumsum(rng.normal(scale=0.3, size=(n_periods, factors)), axis=0)
+    y = (rng.normal(size=(n_units, 1)) + rng.normal(size=(1, n_periods)) + load @ fac.T
+         + noise * rng.normal(size=(n_units, n_periods)))
+    post = (g_unit[:, None] > 0) & (years[None, :] >= g_unit[:, None])
+    y = y + post
+    unit = np.repeat(np.arange(n_units, dtype=np.int64), n_periods)
+    uid = (np.char.add("u", np.char.zfill(unit.astype(str), 6)).astype(object)
+           if key == "str" else unit)
+    return pd.DataFrame({"unit": uid, "year": np.tile(years, n_units),
+                         "cohort": np.repeat(g_unit, n_periods),
+                         "treated": post.ravel().astype(np.int64), "y": y.ravel()})
+
+
+#: synthetic DiD panel variants used by run_table.py (kind -> sdid_panel keywords)
+SDID_KINDS: dict[str, dict] = {
+    "tr10": {"treated": 0.1},
+    "tr1": {"treated": 1},
+    "tr5": {"treated": 5},
+    "tr20": {"treated": 0.2},
+    "post50_noisy": {"treated": 0.1, "post_share": 0.5, "noise": 3.0},
+    "strkey": {"treated": 0.1, "key": "str"},
+}
 
 
 def lean_staggered_panel(n_rows: float, *, n_periods: int = 10, n_cohorts: int = 7,
