@@ -2,8 +2,10 @@
 
 Every (case, package, panel, size, thread setting) runs in its own child process: the
 panel is generated there (deterministic, :mod:`panels`), one untimed warm-up fit (imports,
-numba JIT, caches), then ``--repeats`` timed fits; the child reports the median time, the
-peak resident set size (``ru_maxrss``, includes the data and the interpreter) and the RSS
+numba JIT, caches), then ``--repeats`` timed fits (see ``BIG`` and ``SMALL_WARMUP`` for
+the large panels: warm-up on a 1e5-row panel in the same process); the child reports the
+median wall time, the median CPU time of the process (``time.process_time``: the figure
+that survives a loaded machine), the peak resident set size (``ru_maxrss``, includes the data and the interpreter) and the RSS
 right after the data were made (so ``peak - data`` is the estimator's own footprint).
 Children run with an address-space cap (``--mem-cap-gb``, RLIMIT_AS) so a runaway case
 fails alone instead of pushing the shared machine out of memory; a case that fails or
@@ -72,8 +74,12 @@ def _panel(case: str, kind: str, size: float):
     if case in ("event_study", "imputation", "did2s"):
         return panels.make(kind, size, lean=size >= BIG_ROWS)
     if case == "sdid":
-        # size = "N x T" encoded as N*1000+T; 10% treated units, treated in the last quarter
+        # size = "N x T" encoded as N*1000+T; "balanced" (issue 13's panel): 10% treated
+        # units, treated in the last quarter; other kinds: panels.SDID_KINDS (block designs
+        # with interactive factors: 1 / 5 / 10% / 20% treated, half the periods post, noise)
         n_units, t = int(size) // 1000, int(size) % 1000
+        if kind in panels.SDID_KINDS:
+            return panels.sdid_panel(n_units, t, **panels.SDID_KINDS[kind])
         d = panels.staggered_panel(n_units * t, n_periods=t, n_cohorts=1,
                                    treated_units=max(2, n_units // 10), key="int", seed=1)
         g = int(d["year"].min()) + (3 * t) // 4
@@ -103,6 +109,8 @@ def _panel(case: str, kind: str, size: float):
     if case in ("ppml",):
         # dense gravity, size = rows before removals; cube root countries x years
         c = round(size ** (1 / 3))
+        if kind == "lean":  # compact columns, made year by year (for 1e8 rows)
+            return panels.gravity_panel_lean(c, c, c, zeros=0.2)
         return panels.gravity_panel(c, c, c, **{"zeros": 0.2, **GRAVITY_KINDS[kind]})
     if case == "etwfe_pois":
         return _etwfe_gravity(kind, size)
@@ -270,13 +278,17 @@ def _rss_mb() -> float:
 #: from this many rows on, the warm-up runs on a 1e5-row panel of the same kind (imports,
 #: JIT) in the same process, so the big panel is fitted only ``repeats`` times
 BIG = 5e6
+#: the two-stage estimators: small-panel warm-up from 1e6 rows, and from ``BIG`` rows one
+#: timed fit (a 1e7-row peer fit takes minutes)
+SMALL_WARMUP = {"imputation": 1e6, "did2s": 1e6}
 
 
 def child(case: str, pkg: str, kind: str, size: float, repeats: int) -> dict:
     t0, c0 = time.perf_counter(), time.process_time()
-    if size >= BIG_ROWS:  # the big panel is made once and fitted once
-        repeats = 1
-    if (size >= BIG and case in ("ppml", "etwfe_pois")) or size >= BIG_ROWS:
+    if size >= BIG_ROWS or (case in SMALL_WARMUP and size >= BIG):
+        repeats = 1  # the big panel is made once and fitted once
+    if ((size >= BIG and case in ("ppml", "etwfe_pois", "event_study")) or size >= BIG_ROWS
+            or size >= SMALL_WARMUP.get(case, 1e99)):
         _fit_fn(case, pkg, _panel(case, kind, 1e5))()  # warm-up on a small panel
         first_s, first_cpu = time.perf_counter() - t0, time.process_time() - c0
         d = _panel(case, kind, size)
@@ -313,7 +325,8 @@ CASES = {
                                                "entry_exit", "strkey_unbal", "cohorts20"]),
     "imputation": (["diff-diff"], [1e5, 1e6], ["balanced", "unbalanced"]),
     "did2s": (["diff-diff", "pyfixest"], [1e5, 1e6], ["balanced", "unbalanced"]),
-    "sdid": (["diff-diff"], [100_040, 1_000_060, 2_000_060], ["balanced"]),
+    "sdid": (["diff-diff"], [100_040, 1_000_060, 2_000_060],
+             ["balanced", "tr1", "tr5", "tr20", "post50_noisy", "strkey"]),
     "honest_rm": (["diff-diff"], [1e4], ["balanced", "unbalanced", "gaps"]),
     "honest_rm_r": ([], [1e4], ["balanced", "unbalanced", "gaps"]),
     "honest_sd": (["diff-diff"], [1e4], ["balanced", "unbalanced", "gaps"]),

@@ -430,3 +430,17 @@ def test_blocked_kernels_give_the_same_fit(monkeypatch, balanced):
     np.testing.assert_allclose(blocked.resid, one.resid, rtol=0, atol=1e-13)
     for c, want in zip((u, t), sums_one, strict=True):
         np.testing.assert_allclose(blocked.cluster_sums(c), want, rtol=0, atol=1e-13)
+    # the HC meat accumulated block by block = S'S of the (n, k) per-observation scores
+    scores = one.cluster_sums(None)
+    np.testing.assert_allclose(blocked.score_meat(), scores.T @ scores, rtol=1e-12,
+                               atol=1e-13)
+
+
+def test_score_meat_with_sparse_unit_part_and_collinear_column(monkeypatch):
+    monkeypatch.setattr(_fe, "_DENSE_CELLS_MAX", 0)
+    u, t, onehot, z, y = _panel(20, 6, 4, 2, seed=8, absorbed=True)
+    many = np.where(onehot >= 0, onehot + 4 * (u % 40), -1)
+    fit = ols_twoway_balanced(y, u, t, onehot=many, n_onehot=int(many.max()) + 1, z=z)
+    assert hasattr(fit.unit_part, "toarray") and not fit.kept.all()
+    scores = fit.cluster_sums(None)
+    np.testing.assert_allclose(fit.score_meat(), scores.T @ scores, rtol=1e-12, atol=1e-13)

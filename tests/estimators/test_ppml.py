@@ -262,16 +262,22 @@ def test_fixed_effect_level_with_all_zero_outcomes_is_dropped():
     assert set(r.extras["rows_used"]) == set(np.flatnonzero(~d["i"].isin([3, 8])))
 
 
-def test_separation_by_a_regressor_found_by_relu():
+@pytest.mark.parametrize("separation, key", [
+    (True, "separated (simplex check)"), ("fe+relu", "separated (ReLU check)"),
+    ("relu", "separated (ReLU check)")])
+def test_separation_by_a_regressor_found_by_simplex_or_relu(separation, key):
     """x3 > 0 only on zero-outcome rows: the MLE of its coefficient is -inf and those rows
-    are separated (Correia, Guimarães & Zylkin 2021, example of section 2)."""
+    are separated (Correia, Guimarães & Zylkin 2021, example of section 2). The default
+    (ppmlhdfe's fe, simplex, relu) finds them in the simplex step; ReLU alone too."""
     d = _panel(zeros=True, seed=3)
     zero_rows = np.flatnonzero(d["y"].to_numpy() == 0)[:5]
     d["x3"] = 0.0
     d.loc[zero_rows, "x3"] = np.arange(1, 6, dtype=float)
-    with pytest.warns(DroppedRowsWarning), pytest.warns(NotComputableWarning, match="x3"):
-        r = ppml(d, outcome="y", regressors=["x1", "x3"], fixed_effects=["i", "t"])
-    assert r.diagnostics["dropped_rows"]["separated (ReLU check)"] == 5
+    with pytest.warns(DroppedRowsWarning, match="dropped 5 separated"), \
+            pytest.warns(NotComputableWarning, match="x3"):
+        r = ppml(d, outcome="y", regressors=["x1", "x3"], fixed_effects=["i", "t"],
+                 separation=separation)
+    assert r.diagnostics["dropped_rows"] == {key: 5}
     assert not set(zero_rows) & set(r.extras["rows_used"])
     # x3 is then all zero: not identified, reported as NaN (never 0)
     assert np.isnan(r.params["x3"])
@@ -413,7 +419,9 @@ def test_missing_column_and_non_numeric_regressor():
     (dict(vcov="iid", cluster="i"), "conflicts"),
     (dict(tol=0), "tol"),
     (dict(maxiter=0), "maxiter"),
-    (dict(separation="simplex"), "separation"),
+    (dict(separation="mu"), "separation"),
+    (dict(separation="fe+fe"), "separation"),
+    (dict(separation=1), "separation"),
     (dict(cluster=("i", "t", "g")), "at most two"),
 ])
 def test_bad_options(kw, match):

@@ -586,6 +586,38 @@ class TwoWayOLSFit(OLSFit):
     time_part: np.ndarray | None = None
     grand: np.ndarray | None = None
 
+    def score_meat(self) -> np.ndarray:
+        """``S'S`` for the (n, rank) per-observation scores ``S = cluster_sums(None)``,
+        accumulated over blocks of rows: the heteroskedasticity-robust meat without an
+        n x k array (row i's score is ``((M D)_i, (M Z)_i) e_i``, see :meth:`cluster_sums`)."""
+        from scipy import sparse
+
+        e_all = self.resid
+        n = len(e_all)
+        p = self.unit_part.shape[1]
+        q = self.mz.shape[1]
+        k = p + q
+        meat = np.zeros((k, k))
+        rows = max(1, _GATHER_ROWS // max(1, k))
+        for start in range(0, n, rows):
+            r = slice(start, min(n, start + rows))
+            e = e_all[r]
+            s = np.zeros((len(e), k))
+            if p:
+                c = self.onehot[r]
+                hit = np.flatnonzero(c >= 0)
+                s[hit, c[hit]] = 1.0
+                u_part = self.unit_part[self.unit_codes[r]]
+                s[:, :p] -= u_part.toarray() if sparse.issparse(u_part) else u_part
+                s[:, :p] -= self.time_part[self.time_codes[r]]
+                if self.grand is not None:
+                    s[:, :p] += self.grand
+            if q:
+                s[:, p:] = self.mz[r]
+            s *= e[:, None]
+            meat += s.T @ s
+        return meat if self.kept.all() else meat[np.ix_(self.kept, self.kept)]
+
     def cluster_sums(self, codes: np.ndarray | None) -> np.ndarray:
         """Per-cluster score sums ``s_g = sum_{i in g} (M x_i) e_i`` of the kept columns.
 
@@ -1048,7 +1080,7 @@ def _fit_fe_twoway(fit: TwoWayOLSFit, names: Sequence[str], fe_codes: Sequence[n
     sigma2 = ssr / (n - k_total) if n > k_total else np.nan
     v_sub, spec = sandwich(None, bread, kind=vcov, n=n, k=k_total, cluster_codes=cl_codes,
                            cluster_names=cluster_names, k_nested=k_nested, sigma2=sigma2,
-                           cluster_sums=fit.cluster_sums)
+                           cluster_sums=fit.cluster_sums, score_meat=fit.score_meat)
     v = np.full((k, k), np.nan)
     v[np.ix_(kept, kept)] = v_sub
     params = pd.Series(fit.coef, index=list(names))
@@ -1064,6 +1096,7 @@ def _fit_fe_twoway(fit: TwoWayOLSFit, names: Sequence[str], fe_codes: Sequence[n
         info["vcov_source"] = SandwichVcov(
             "feols", bread=bread, kept=kept, n=n, fe_codes=tuple(fe_codes),
             rows=np.arange(n), n_input=n, columns={}, cluster_sums=fit.cluster_sums,
+            score_meat=fit.score_meat,
             ssr=ssr, balanced=balanced)
     return params, v, spec, info
 
@@ -1096,6 +1129,7 @@ class SandwichVcov:
     columns: Mapping[str, np.ndarray]
     scores: np.ndarray | None = None
     cluster_sums: Callable[[np.ndarray | None], np.ndarray] | None = None
+    score_meat: Callable[[], np.ndarray] | None = None
     ssr: float | None = None
     glm: bool = False
     adj: bool = True
@@ -1152,7 +1186,7 @@ class SandwichVcov:
         v_sub, spec = sandwich(self.scores, self.bread, kind=kind, n=n, k=k_total,
                                cluster_codes=cl_codes, cluster_names=cluster,
                                k_nested=k_nested, sigma2=sigma2, adj=self.adj,
-                               cluster_sums=self.cluster_sums)
+                               cluster_sums=self.cluster_sums, score_meat=self.score_meat)
         k = len(self.kept)
         v = np.full((k, k), np.nan)
         v[np.ix_(self.kept, self.kept)] = v_sub
