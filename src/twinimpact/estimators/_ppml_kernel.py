@@ -748,7 +748,8 @@ def _collinear(xt: np.ndarray, w: np.ndarray, ref_ss: np.ndarray, tol: float) ->
     if k == 0:
         return np.ones(0, dtype=bool)
     r = np.linalg.qr(xt * np.sqrt(w)[:, None], mode="r")
-    rss = np.diag(r) ** 2
+    rss = np.zeros(k)  # more columns than rows: the ones past the rank are combinations
+    rss[:min(r.shape)] = np.diag(r) ** 2
     return rss > tol * np.maximum(ref_ss, 1e-300)
 
 
