@@ -310,3 +310,33 @@ def test_published_fixed_effect_certificate():
     y = d["y"].to_numpy(float)
     codes = [_codes(d["i"]), _codes(d["j"])]
     np.testing.assert_array_equal(_oracle(y, d[["x1"]].to_numpy(float), codes), z > 0)
+
+
+def test_gravity_panel_with_fixed_effect_combination_separation():
+    """Unbalanced three-way gravity panel: in one year exporters R trade only with importers
+    S (flows to the others zero) and S's flows from outside R are missing. Every
+    exporter-year and importer-year level has positive flows (the fixed-effect check finds
+    nothing), yet z = 1[exporter in R, year] - 1[importer in S, year] certifies the R -> not-S
+    zeros as separated. Same estimates as fitting without them."""
+    rng = np.random.default_rng(4)
+    n_c, n_t = 14, 6
+    i, j, t = (a.ravel() for a in np.meshgrid(np.arange(n_c), np.arange(n_c), np.arange(n_t),
+                                              indexing="ij"))
+    d = pd.DataFrame({"i": i, "j": j, "t": t, "pair": i * n_c + j})
+    d["x"] = rng.normal(size=len(d))
+    d["y"] = rng.poisson(np.exp(1.0 + 0.4 * d["x"] + 0.3 * rng.normal(size=len(d)))) + 1.0
+    r_set, s_set = d["i"] < 4, d["j"] < 5
+    year = d["t"] == 3
+    d = d[~(~r_set & s_set & year)].reset_index(drop=True)
+    sep = ((d["i"] < 4) & (d["j"] >= 5) & (d["t"] == 3)).to_numpy()
+    d.loc[sep, "y"] = 0.0
+    fes = [("i", "t"), ("j", "t"), "pair"]
+    with pytest.warns(DroppedRowsWarning, match=f"dropped {sep.sum()} separated"):
+        r = ti.ppml(d, outcome="y", regressors=["x"], fixed_effects=fes, cluster="pair")
+    assert r.diagnostics["dropped_rows"] == {"separated (ReLU check)": int(sep.sum())}
+    used = np.zeros(len(d), dtype=bool)
+    used[np.asarray(r.extras["rows_used"])] = True
+    np.testing.assert_array_equal(~used, sep)
+    r2 = ti.ppml(d[~sep], outcome="y", regressors=["x"], fixed_effects=fes, cluster="pair")
+    assert abs(r.params["x"] - r2.params["x"]) < 1e-10
+    assert r.std_errors["x"] == pytest.approx(r2.std_errors["x"], rel=1e-10)
