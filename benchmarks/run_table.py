@@ -74,8 +74,12 @@ def _panel(case: str, kind: str, size: float):
     if case in ("event_study", "imputation", "did2s"):
         return panels.make(kind, size, lean=size >= BIG_ROWS)
     if case == "sdid":
-        # size = "N x T" encoded as N*1000+T; 10% treated units, treated in the last quarter
+        # size = "N x T" encoded as N*1000+T; "balanced" (issue 13's panel): 10% treated
+        # units, treated in the last quarter; other kinds: panels.SDID_KINDS (block designs
+        # with interactive factors: 1 / 5 / 10% / 20% treated, half the periods post, noise)
         n_units, t = int(size) // 1000, int(size) % 1000
+        if kind in panels.SDID_KINDS:
+            return panels.sdid_panel(n_units, t, **panels.SDID_KINDS[kind])
         d = panels.staggered_panel(n_units * t, n_periods=t, n_cohorts=1,
                                    treated_units=max(2, n_units // 10), key="int", seed=1)
         g = int(d["year"].min()) + (3 * t) // 4
@@ -105,6 +109,8 @@ def _panel(case: str, kind: str, size: float):
     if case in ("ppml",):
         # dense gravity, size = rows before removals; cube root countries x years
         c = round(size ** (1 / 3))
+        if kind == "lean":  # compact columns, made year by year (for 1e8 rows)
+            return panels.gravity_panel_lean(c, c, c, zeros=0.2)
         return panels.gravity_panel(c, c, c, **{"zeros": 0.2, **GRAVITY_KINDS[kind]})
     if case == "etwfe_pois":
         return _etwfe_gravity(kind, size)
@@ -319,7 +325,8 @@ CASES = {
                                                "entry_exit", "strkey_unbal", "cohorts20"]),
     "imputation": (["diff-diff"], [1e5, 1e6], ["balanced", "unbalanced"]),
     "did2s": (["diff-diff", "pyfixest"], [1e5, 1e6], ["balanced", "unbalanced"]),
-    "sdid": (["diff-diff"], [100_040, 1_000_060, 2_000_060], ["balanced"]),
+    "sdid": (["diff-diff"], [100_040, 1_000_060, 2_000_060],
+             ["balanced", "tr1", "tr5", "tr20", "post50_noisy", "strkey"]),
     "honest_rm": (["diff-diff"], [1e4], ["balanced", "unbalanced", "gaps"]),
     "honest_rm_r": ([], [1e4], ["balanced", "unbalanced", "gaps"]),
     "honest_sd": (["diff-diff"], [1e4], ["balanced", "unbalanced", "gaps"]),

@@ -74,8 +74,9 @@ class WeightedFE:
 
     Parameters
     ----------
-    fe_codes : sequence of int arrays, each shape (n,)
-        Dense codes 0..G-1, one array per fixed-effect set.
+    fe_codes : sequence of int arrays, each shape (n,), or one (K, n) array
+        Dense codes 0..G-1, one array (row) per fixed-effect set. A C-contiguous (K, n)
+        int32 array is used without a copy.
     backend : {"numba", "numpy"}
         ``"numba"`` (default): fused compiled sweeps (:mod:`._fe_sweep`). ``"numpy"``: the
         same iteration with SciPy sparse group-sum products -- the slow, obviously correct
@@ -90,7 +91,7 @@ class WeightedFE:
     makes warm starts exact.
     """
 
-    def __init__(self, fe_codes: Sequence[np.ndarray], *,
+    def __init__(self, fe_codes: Sequence[np.ndarray] | np.ndarray, *,
                  backend: Literal["numba", "numpy"] = "numba") -> None:
         if backend not in ("numba", "numpy"):
             raise ValueError(f"backend must be 'numba' or 'numpy', got {backend!r}")
@@ -99,15 +100,19 @@ class WeightedFE:
         sizes = [int(np.max(c)) + 1 if self.n else 0 for c in fe_codes]
         self.offs = np.zeros(len(sizes) + 1, dtype=np.int64)
         np.cumsum(sizes, out=self.offs[1:])
-        # all sets in one (K, n) array; int32 halves the bytes read per sweep
+        # all sets in one (K, n) array; int32 halves the bytes read per sweep. A (K, n)
+        # C-contiguous int32 array is used as it is (not copied).
         ctype = np.int32 if max(sizes, default=0) < 2**31 - 1 else np.int64
-        self.code_array = np.empty((len(sizes), self.n), dtype=ctype)
-        for k, c in enumerate(fe_codes):
-            self.code_array[k] = c
+        if isinstance(fe_codes, np.ndarray) and fe_codes.ndim == 2 \
+                and fe_codes.dtype == ctype and fe_codes.flags.c_contiguous:
+            self.code_array = fe_codes
+        else:
+            self.code_array = np.empty((len(sizes), self.n), dtype=ctype)
+            for k, c in enumerate(fe_codes):
+                self.code_array[k] = c
         self.runs = _fe_sweep.run_sets(self.code_array)
         self.inv_wsum_flat = np.ones(int(self.offs[-1]))
         self._sums = np.empty(int(self.offs[-1]))
-        self._w = np.ones(self.n)
         self.mats: list[sparse.csr_matrix] = []
         self.orders: list[np.ndarray] = []
         if backend == "numpy":
@@ -782,24 +787,29 @@ def irls_poisson(y: np.ndarray, x: np.ndarray, fe: WeightedFE | None, *,
     """
     n = len(y)
     k = x.shape[1]
-    w = np.ones(n) if weights is None else np.asarray(weights, dtype=float)
+    w = None if weights is None else np.asarray(weights, dtype=float)
     off = None if offset is None else np.asarray(offset, dtype=float)
     has_fe = fe is not None and fe.n_sets > 0
-    ybar = float(np.sum(w * y) / np.sum(w))
+    ybar = float(np.mean(y) if w is None else np.sum(w * y) / np.sum(w))
+    # Memory: besides y and x, seven vectors of size n (eta, mu and their next values,
+    # the z column with its FE residual and FE part, one scratch) + 2 per regressor
+    # (residual, FE part) + the projector's two scratch columns; no n x k temporaries
+    # except the returned scores.
     mu = 0.5 * (y + ybar)
     eta = np.log(mu)  # starting linear predictor (incl. offset by construction)
     # deviance without logs: log(mu) = eta, and sum w [y log y - y] is a constant, so
     # dev = 2 (c0 - wy'eta + w'mu) -- two dot products per evaluation
-    wy = y if weights is None else w * y
-    with np.errstate(divide="ignore", invalid="ignore"):
-        c0 = float(np.sum(np.where(y > 0, wy * np.log(np.where(y > 0, y, 1.0)), 0.0))
-                   - np.sum(wy))
+    wy = y if w is None else w * y
+    pos = y > 0
+    c0 = float(np.dot(wy[pos], np.log(y[pos])) - np.sum(wy))
+    del pos
 
     def deviance(eta_: np.ndarray, mu_: np.ndarray) -> float:
-        return 2.0 * (c0 - float(wy @ eta_) + float(w @ mu_))
+        return 2.0 * (c0 - float(wy @ eta_) + float(mu_.sum() if w is None else w @ mu_))
 
     dev_old = deviance(eta, mu)
     kept = np.ones(k, dtype=bool)
+    cols = np.arange(k)                 # the regressors still in the model
     coef = np.full(k, np.nan)
     total_sweeps = 0
     dm_ok = True
@@ -807,16 +817,16 @@ def irls_poisson(y: np.ndarray, x: np.ndarray, fe: WeightedFE | None, *,
     crit = np.inf
     bread = np.zeros((0, 0))
     b = np.zeros(0)
-    big_w = w * mu
+    big_w = mu
     it = 0
     # buffers reused across iterations (Fortran order: each column contiguous):
-    # zx = [z, X_kept], cur = its FE residual, fe_part = zx - cur (the warm start)
-    zx = np.empty((n, 1 + k), order="F")
-    zx[:, 1:] = x
-    cur = np.empty_like(zx)
-    fe_part = None
-    z = zx[:, 0]
-    x_absmax = _fe_sweep.col_absmax(zx[:, 1:]) if k else np.zeros(0)
+    # cur = [z, X] with the fixed effects swept out; fe_part = [z, X] - cur (warm start)
+    z = np.empty(n)
+    mu_next = np.empty(n)
+    tmp = np.empty(n)
+    cur = np.empty((n, 1 + k), order="F")
+    fe_part = np.empty((n, 1 + k), order="F") if has_fe else None
+    x_absmax = np.array([np.max(np.abs(x[:, j])) for j in range(k)])
     # ppmlhdfe-style adaptive inner tolerance: loose while the deviance still moves, never
     # looser than 1e-4 nor tighter than fe_tol; convergence is only declared at fe_tol.
     inner_tol = max(fe_tol, 1e-4)
@@ -826,51 +836,58 @@ def irls_poisson(y: np.ndarray, x: np.ndarray, fe: WeightedFE | None, *,
         z += eta
         if off is not None:
             z -= off
-        big_w = mu if weights is None else w * mu
+        big_w = mu if w is None else w * mu
         if has_fe:
             fe.set_weights(big_w)
-            if fe_part is None:
-                cur[...] = zx
+            if it == 1:
+                cur[:, 0] = z
+                for jj, j in enumerate(cols):
+                    cur[:, 1 + jj] = x[:, j]
             else:
-                np.subtract(zx, fe_part, out=cur)
-            absmax = np.concatenate([_fe_sweep.col_absmax(zx[:, :1]), x_absmax])
+                np.subtract(z, fe_part[:, 0], out=cur[:, 0])
+                for jj, j in enumerate(cols):
+                    np.subtract(x[:, j], fe_part[:, 1 + jj], out=cur[:, 1 + jj])
+            absmax = np.concatenate([[np.max(np.abs(z))], x_absmax])
             sweeps, ok = fe.residualize_inplace(cur, absmax, tol=inner_tol,
                                                 maxiter=fe_maxiter)
             total_sweeps += sweeps
             dm_ok &= ok
-            if fe_part is None:
-                fe_part = np.empty_like(zx)
-            np.subtract(zx, cur, out=fe_part)
+            np.subtract(z, cur[:, 0], out=fe_part[:, 0])
+            for jj, j in enumerate(cols):
+                np.subtract(x[:, j], cur[:, 1 + jj], out=fe_part[:, 1 + jj])
         else:
-            cur[...] = zx
+            cur[:, 0] = z
+            for jj, j in enumerate(cols):
+                cur[:, 1 + jj] = x[:, j]
         if it == 1 and k:
             # collinearity with the FE / other regressors, judged once at the start
             ref_ss = collinearity_reference(x, big_w)
             kept = _collinear(cur[:, 1:], big_w, ref_ss, collin_tol)
             if not kept.all():
                 sel = np.r_[True, kept]
-                zx = np.asfortranarray(zx[:, sel])
-                cur = np.asfortranarray(cur[:, sel])
-                z = zx[:, 0]
+                cols = cols[kept]
                 x_absmax = x_absmax[kept]
+                cur = np.asfortranarray(cur[:, sel])
                 if fe_part is not None:
                     fe_part = np.asfortranarray(fe_part[:, sel])
         zt, xt = cur[:, 0], cur[:, 1:]
-        if xt.shape[1]:
-            xw = xt * big_w[:, None]
-            xtx = xw.T @ xt
-            b = np.linalg.solve(xtx, xw.T @ zt)
-            del xw
-            eta_new = z - zt                 # z - e with e = zt - xt b
-            eta_new += xt @ b
-        else:
-            xtx = np.zeros((0, 0))
-            b = np.zeros(0)
-            eta_new = z - zt
+        kk = xt.shape[1]
+        xtx = np.empty((kk, kk))
+        xtz = np.empty(kk)
+        for a_ in range(kk):             # X~'W X~ and X~'W z~ one column at a time
+            np.multiply(xt[:, a_], big_w, out=tmp)
+            xtx[a_] = tmp @ xt
+            xtz[a_] = tmp @ zt
+        b = np.linalg.solve(xtx, xtz) if kk else np.zeros(0)
+        eta_new = z                      # z - e with e = zt - xt b, in z's buffer
+        eta_new -= zt
+        for a_ in range(kk):
+            np.multiply(xt[:, a_], b[a_], out=tmp)
+            eta_new += tmp
         if off is not None:
             eta_new += off
         np.clip(eta_new, -ETA_MAX, ETA_MAX, out=eta_new)
-        mu_new = np.exp(eta_new)
+        mu_new = np.exp(eta_new, out=mu_next)
         dev = deviance(eta_new, mu_new)
         halvings = 0
         while (not np.isfinite(dev) or dev > dev_old * (1 + 1e-8) + 1e-12) and it > 1 \
@@ -881,20 +898,26 @@ def irls_poisson(y: np.ndarray, x: np.ndarray, fe: WeightedFE | None, *,
             np.exp(eta_new, out=mu_new)
             dev = deviance(eta_new, mu_new)
         crit = abs(dev - dev_old) / (0.1 + abs(dev))
-        eta, mu, dev_old = eta_new, mu_new, dev
+        # rotate buffers: the old eta becomes next z; the old mu (= this iteration's
+        # weights when unweighted, needed for the scores) becomes next mu_new
+        z, eta = eta, eta_new
+        mu_next, mu = mu, mu_new
+        dev_old = dev
         coef = np.full(k, np.nan)
         coef[kept] = b
-        bread = np.linalg.inv(xtx) if xt.shape[1] else xtx
+        bread = np.linalg.inv(xtx) if kk else xtx
         if crit < tol and (inner_tol <= fe_tol or not has_fe):
             converged = True
             break
         inner_tol = max(fe_tol, min(inner_tol, 0.01 * crit))
     # residual of the last weighted least squares and scores with the weights of the last
-    # iteration (as fixest / pyfixest)
-    e = cur[:, 0] - (xt @ b if xt.shape[1] else 0.0)
+    # iteration (as fixest / pyfixest); big_w still holds them (mu_next when unweighted)
+    del z, fe_part
+    e = np.subtract(cur[:, 0], xt @ b if xt.shape[1] else 0.0, out=tmp)
     e *= big_w
     scores = xt * e[:, None]
-    dev_old = poisson_deviance(y, mu, w)  # the reported deviance, with logs
+    del cur, xt, zt, tmp, e
+    dev_old = poisson_deviance(y, mu, np.ones(n) if w is None else w)  # reported, with logs
     return PoissonFit(coef=coef, kept=kept, bread=bread, scores=scores, mu=mu, eta=eta,
                       deviance=float(dev_old), iterations=it, converged=converged,
                       crit=float(crit), demean_sweeps=total_sweeps, demean_converged=dm_ok)
