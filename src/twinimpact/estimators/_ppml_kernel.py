@@ -741,19 +741,30 @@ def collinearity_reference(x: np.ndarray, w: np.ndarray, floor: float = 1e-8) ->
     return np.maximum(centred, floor * raw)
 
 
+#: rows per block of the collinearity check's QR (memory O(block x k), not O(n x k))
+_QR_BLOCK_ROWS = 65_536
+
+
 def _collinear(xt: np.ndarray, w: np.ndarray, ref_ss: np.ndarray, tol: float) -> np.ndarray:
     """Sequential check: keep a column unless it is a combination of the earlier ones or of
     the fixed effects -- its weighted residual sum of squares after both is below ``tol``
     times ``ref_ss`` (:func:`collinearity_reference`). The residual sums of squares are the
-    squared diagonal of a Householder QR of ``sqrt(w) X~``: exact to rounding of the data,
+    squared diagonal of a Householder QR of ``sqrt(w) X~`` (by row blocks, each block's
+    QR stacked under the previous R -- the same R): exact to rounding of the data,
     where subtracting from the Gram matrix loses everything below ``eps * ||X||^2`` (a
     constant column next to regressors that sum to it was then kept, and the IRLS normal
     equations were singular)."""
     k = xt.shape[1]
     if k == 0:
         return np.ones(0, dtype=bool)
-    r = np.linalg.qr(xt * np.sqrt(w)[:, None], mode="r")
-    rss = np.diag(r) ** 2
+    sw = np.sqrt(w)
+    r = np.zeros((0, k))
+    step = max(_QR_BLOCK_ROWS, k)
+    for lo in range(0, xt.shape[0], step):  # tall-skinny QR by row blocks: O(block x k)
+        block = xt[lo:lo + step] * sw[lo:lo + step, None]
+        r = np.linalg.qr(np.vstack([r, block]), mode="r")
+    rss = np.zeros(k)  # more columns than rows: the ones past the rank are combinations
+    rss[:min(r.shape)] = np.diag(r) ** 2
     return rss > tol * np.maximum(ref_ss, 1e-300)
 
 
