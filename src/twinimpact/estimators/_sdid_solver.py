@@ -392,7 +392,7 @@ def fw_gram_sets(sets: list[GramProblems], *, min_decrease: float, max_iter: int
             np.maximum(val, 0.0, out=val)
             val += e                                    # n (zeta^2 |x|^2 + |A x - b|^2 / n)
             t += 1
-            if t % 8 == 0 and sigma.min() < _RESCALE_BELOW:
+            if t % 8 == 0 and np.minimum.reduce(sigma) < _RESCALE_BELOW:
                 for st, sl, *_ in views:
                     st.y *= sigma[sl, None]
                     st.h *= sigma[sl, None]
@@ -405,7 +405,7 @@ def fw_gram_sets(sets: list[GramProblems], *, min_decrease: float, max_iter: int
                 done = np.zeros(m, dtype=bool)
             else:
                 cont = (vprev - val) > md2n
-                if t < max_iter and cont.all():
+                if t < max_iter and np.logical_and.reduce(cont):   # (C, not _methods)
                     vprev = val
                     continue
                 done = ~cont
