@@ -272,6 +272,43 @@ def gravity_panel(n_exp: int, n_imp: int | None = None, n_years: int = 100, *,
     return df if keep.all() else df.loc[keep].reset_index(drop=True)
 
 
+def gravity_panel_lean(n_exp: int, n_imp: int | None = None, n_years: int = 100, *,
+                       zeros: float = 0.2, treated_pairs: float = 0.3, n_cohorts: int = 20,
+                       seed: int = 0) -> pd.DataFrame:
+    """The dense gravity panel for very large sizes (1e8 rows): the same design and row
+    order as :func:`gravity_panel` (other random draws), generated one year at a time
+    into compact columns -- ``exp_year, imp_year, pair`` (int32), ``treat`` (int8),
+    ``trade`` (float64): 21 bytes a row instead of 80."""
+    n_imp = n_exp if n_imp is None else n_imp
+    rng = np.random.default_rng(seed)
+    n_pair = n_exp * n_imp
+    dates = np.unique(np.linspace(n_years // 5, n_years - 2, n_cohorts).round().astype(int))
+    treat_pair = rng.random(n_pair) < treated_pairs
+    g_pair = np.where(treat_pair, rng.choice(dates, size=n_pair) + 1, 0)
+    a_it = rng.normal(0, 1, (n_exp, n_years))
+    b_jt = rng.normal(0, 1, (n_imp, n_years))
+    m_ij = rng.normal(0, 1.0, n_pair)
+    i = np.repeat(np.arange(n_exp, dtype=np.int32), n_imp)
+    j = np.tile(np.arange(n_imp, dtype=np.int32), n_exp)
+    pair_ids = np.arange(n_pair, dtype=np.int32)
+    n = n_pair * n_years
+    cols = {"exp_year": np.empty(n, np.int32), "imp_year": np.empty(n, np.int32),
+            "pair": np.empty(n, np.int32), "treat": np.empty(n, np.int8),
+            "trade": np.empty(n, np.float64)}
+    for t in range(n_years):
+        sl = slice(t * n_pair, (t + 1) * n_pair)
+        d = (g_pair > 0) & (t + 1 >= g_pair)
+        cols["exp_year"][sl] = i * n_years + t
+        cols["imp_year"][sl] = j * n_years + t
+        cols["pair"][sl] = pair_ids
+        cols["treat"][sl] = d
+        eta = 1.0 + a_it[i, t] + b_jt[j, t] + m_ij + 0.2 * d
+        trade = rng.poisson(np.exp(eta)) * rng.lognormal(0, 0.2, n_pair)
+        trade[rng.random(n_pair) < zeros] = 0.0
+        cols["trade"][sl] = trade
+    return pd.DataFrame(cols, copy=False)
+
+
 # named panel variants used by run_table.py: kind -> keyword arguments of staggered_panel
 PANEL_KINDS: dict[str, dict] = {
     "balanced": {},

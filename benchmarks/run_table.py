@@ -109,6 +109,8 @@ def _panel(case: str, kind: str, size: float):
     if case in ("ppml",):
         # dense gravity, size = rows before removals; cube root countries x years
         c = round(size ** (1 / 3))
+        if kind == "lean":  # compact columns, made year by year (for 1e8 rows)
+            return panels.gravity_panel_lean(c, c, c, zeros=0.2)
         return panels.gravity_panel(c, c, c, **{"zeros": 0.2, **GRAVITY_KINDS[kind]})
     if case == "etwfe_pois":
         return _etwfe_gravity(kind, size)

@@ -38,6 +38,7 @@ problems. *SIAM J. Numer. Anal.* 22(5), 851-864.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -74,8 +75,9 @@ class WeightedFE:
 
     Parameters
     ----------
-    fe_codes : sequence of int arrays, each shape (n,)
-        Dense codes 0..G-1, one array per fixed-effect set.
+    fe_codes : sequence of int arrays, each shape (n,), or one (K, n) array
+        Dense codes 0..G-1, one array (row) per fixed-effect set. A C-contiguous (K, n)
+        int32 array is used without a copy.
     backend : {"numba", "numpy"}
         ``"numba"`` (default): fused compiled sweeps (:mod:`._fe_sweep`). ``"numpy"``: the
         same iteration with SciPy sparse group-sum products -- the slow, obviously correct
@@ -90,7 +92,7 @@ class WeightedFE:
     makes warm starts exact.
     """
 
-    def __init__(self, fe_codes: Sequence[np.ndarray], *,
+    def __init__(self, fe_codes: Sequence[np.ndarray] | np.ndarray, *,
                  backend: Literal["numba", "numpy"] = "numba") -> None:
         if backend not in ("numba", "numpy"):
             raise ValueError(f"backend must be 'numba' or 'numpy', got {backend!r}")
@@ -99,15 +101,19 @@ class WeightedFE:
         sizes = [int(np.max(c)) + 1 if self.n else 0 for c in fe_codes]
         self.offs = np.zeros(len(sizes) + 1, dtype=np.int64)
         np.cumsum(sizes, out=self.offs[1:])
-        # all sets in one (K, n) array; int32 halves the bytes read per sweep
+        # all sets in one (K, n) array; int32 halves the bytes read per sweep. A (K, n)
+        # C-contiguous int32 array is used as it is (not copied).
         ctype = np.int32 if max(sizes, default=0) < 2**31 - 1 else np.int64
-        self.code_array = np.empty((len(sizes), self.n), dtype=ctype)
-        for k, c in enumerate(fe_codes):
-            self.code_array[k] = c
+        if isinstance(fe_codes, np.ndarray) and fe_codes.ndim == 2 \
+                and fe_codes.dtype == ctype and fe_codes.flags.c_contiguous:
+            self.code_array = fe_codes
+        else:
+            self.code_array = np.empty((len(sizes), self.n), dtype=ctype)
+            for k, c in enumerate(fe_codes):
+                self.code_array[k] = c
         self.runs = _fe_sweep.run_sets(self.code_array)
         self.inv_wsum_flat = np.ones(int(self.offs[-1]))
         self._sums = np.empty(int(self.offs[-1]))
-        self._w = np.ones(self.n)
         self.mats: list[sparse.csr_matrix] = []
         self.orders: list[np.ndarray] = []
         if backend == "numpy":
@@ -354,15 +360,26 @@ class _ScaledDesign(LinearOperator):
         self.codes = np.empty((len(sizes), n), dtype=ctype)
         for k, c in enumerate(codes):
             self.codes[k] = c
-        self.sw = np.sqrt(w)
-        self._sums = np.empty(int(self.offs[-1]))
-        cx = np.sqrt(np.einsum("i,ij,ij->j", w, x, x)) if self.k else np.zeros(0)
         self.runs = _fe_sweep.run_sets(self.codes)
+        self._sums = np.empty(int(self.offs[-1]))
+        super().__init__(dtype=np.float64, shape=(n, self.k + int(self.offs[-1])))
+        self._weigh(w)
+
+    def _weigh(self, w: np.ndarray) -> None:
+        self.sw = np.sqrt(w)
+        x = self.x
+        cx = np.sqrt(np.einsum("i,ij,ij->j", w, x, x)) if self.k else np.zeros(0)
         _fe_sweep.level_sums(self.codes, self.offs, self.runs,
                              np.ascontiguousarray(w, dtype=float), self._sums)
         norms = np.concatenate([cx, np.sqrt(self._sums)])
         self.inv = np.where(norms > 0, 1.0 / np.where(norms > 0, norms, 1.0), 0.0)
-        super().__init__(dtype=np.float64, shape=(n, self.k + int(self.offs[-1])))
+
+    def reweighted(self, w: np.ndarray) -> _ScaledDesign:
+        """The same design under weights ``w`` (the codes are shared, not copied)."""
+        out = copy.copy(self)
+        out._sums = np.empty_like(self._sums)
+        out._weigh(w)
+        return out
 
     def design(self, v: np.ndarray) -> np.ndarray:
         """``[X, D] diag(1/c) v`` (unweighted fitted values)."""
@@ -460,7 +477,14 @@ def relu_separation(y: np.ndarray, x: np.ndarray, fe_codes: Sequence[np.ndarray]
         a_zero = float(np.abs(x[zero]).sum(axis=0).max())
         ratio = max(a_zero / a_pos, 1.0) if a_pos > 0 else 1.0
     op = _ScaledDesign(x, fe_codes, np.where(zero, 1.0, weight))
-    plain = _ScaledDesign(x, fe_codes, np.ones(n))
+    plain: list[_ScaledDesign] = []  # unweighted design, built on the first check
+
+    def is_certificate(c: np.ndarray) -> tuple[bool, int]:
+        if not (c > 0).any():
+            return True, 0
+        if not plain:
+            plain.append(op.reweighted(np.ones(n)))
+        return _is_certificate(plain[0], c, delta, lsmr_tol, lsmr_maxiter)
     u = zero.astype(float)
     sol = None
     total = 0
@@ -478,7 +502,7 @@ def relu_separation(y: np.ndarray, x: np.ndarray, fe_codes: Sequence[np.ndarray]
         fitted[~zero] = 0.0
         fitted[(fitted >= -0.1 * delta) & (fitted <= delta)] = 0.0
         if (fitted >= 0).all():
-            ok, n_ls = _is_certificate(plain, fitted, delta, lsmr_tol, lsmr_maxiter)
+            ok, n_ls = is_certificate(fitted)
             total += n_ls
             if ok:
                 return ReluCheck(zero & (fitted > 0), it, True, "no negative fitted value",
@@ -486,7 +510,7 @@ def relu_separation(y: np.ndarray, x: np.ndarray, fe_codes: Sequence[np.ndarray]
         resid[np.abs(resid) < zero_tol] = 0.0
         if resid[zero].min() >= 0:
             cert = np.where(zero & (resid <= delta), np.maximum(fitted, 0.0), 0.0)
-            ok, n_ls = _is_certificate(plain, cert, delta, lsmr_tol, lsmr_maxiter)
+            ok, n_ls = is_certificate(cert)
             total += n_ls
             if ok:
                 return ReluCheck(zero & (cert > 0), it, True, "no negative residual", delta,
@@ -644,21 +668,28 @@ def find_separation(y: np.ndarray, x: np.ndarray, fe_codes: Sequence[np.ndarray]
     def trim() -> None:
         if not fe_codes or not (singletons or use_fe):
             return
+        full = keep.all()
         k2, ns, nsep, _ = drop_singletons_and_fe_separation(
-            y[keep], [c[keep] for c in fe_codes], singletons=singletons, separation=use_fe)
+            y if full else y[keep], fe_codes if full else [c[keep] for c in fe_codes],
+            singletons=singletons, separation=use_fe)
         counts["singleton"] += ns
         counts["fe"] += nsep
         keep[np.flatnonzero(keep)[~k2]] = False
 
     def dense(c: np.ndarray) -> np.ndarray:  # codes of the levels left, 0..G'-1
         present = np.bincount(c, minlength=int(c.max()) + 1 if len(c) else 0) > 0
-        return (np.cumsum(present) - 1).astype(np.intp).take(c)
+        return c if present.all() else (np.cumsum(present) - 1).astype(np.intp).take(c)
+
+    def sample() -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+        """The rows left (the caller's arrays themselves while none is dropped)."""
+        if keep.all():
+            return y, x, [dense(c) for c in fe_codes]
+        return y[keep], x[keep], [dense(c[keep]) for c in fe_codes]
 
     trim()
     simplex_ok = True
     if "simplex" in methods and x.shape[1] and (y[keep] <= 0).any():
-        sep, simplex_ok = simplex_separation(y[keep], x[keep],
-                                             [dense(c[keep]) for c in fe_codes])
+        sep, simplex_ok = simplex_separation(*sample())
         if sep.any():
             counts["simplex"] += int(sep.sum())
             keep[np.flatnonzero(keep)[sep]] = False
@@ -667,11 +698,10 @@ def find_separation(y: np.ndarray, x: np.ndarray, fe_codes: Sequence[np.ndarray]
     rounds = 0
     while "relu" in methods and (y[keep] <= 0).any() and rounds < relu_rounds:
         rounds += 1
-        relu = relu_separation(y[keep], x[keep], [dense(c[keep]) for c in fe_codes],
-                               tol=relu_tol, maxiter=relu_maxiter)
+        relu = relu_separation(*sample(), tol=relu_tol, maxiter=relu_maxiter)
         sep = relu.separated
         if not relu.converged and keep.sum() <= lp_max_rows:
-            sep, lp_ok = lp_separation(y[keep], x[keep], [dense(c[keep]) for c in fe_codes])
+            sep, lp_ok = lp_separation(*sample())
             if lp_ok:
                 counts["lp"] += int(sep.sum())
                 keep[np.flatnonzero(keep)[sep]] = False
@@ -736,19 +766,30 @@ def collinearity_reference(x: np.ndarray, w: np.ndarray, floor: float = 1e-8) ->
     return np.maximum(centred, floor * raw)
 
 
+#: rows per block of the collinearity check's QR (memory O(block x k), not O(n x k))
+_QR_BLOCK_ROWS = 65_536
+
+
 def _collinear(xt: np.ndarray, w: np.ndarray, ref_ss: np.ndarray, tol: float) -> np.ndarray:
     """Sequential check: keep a column unless it is a combination of the earlier ones or of
     the fixed effects -- its weighted residual sum of squares after both is below ``tol``
     times ``ref_ss`` (:func:`collinearity_reference`). The residual sums of squares are the
-    squared diagonal of a Householder QR of ``sqrt(w) X~``: exact to rounding of the data,
+    squared diagonal of a Householder QR of ``sqrt(w) X~`` (by row blocks, each block's
+    QR stacked under the previous R -- the same R): exact to rounding of the data,
     where subtracting from the Gram matrix loses everything below ``eps * ||X||^2`` (a
     constant column next to regressors that sum to it was then kept, and the IRLS normal
     equations were singular)."""
     k = xt.shape[1]
     if k == 0:
         return np.ones(0, dtype=bool)
-    r = np.linalg.qr(xt * np.sqrt(w)[:, None], mode="r")
-    rss = np.diag(r) ** 2
+    sw = np.sqrt(w)
+    r = np.zeros((0, k))
+    step = max(_QR_BLOCK_ROWS, k)
+    for lo in range(0, xt.shape[0], step):  # tall-skinny QR by row blocks: O(block x k)
+        block = xt[lo:lo + step] * sw[lo:lo + step, None]
+        r = np.linalg.qr(np.vstack([r, block]), mode="r")
+    rss = np.zeros(k)  # more columns than rows: the ones past the rank are combinations
+    rss[:min(r.shape)] = np.diag(r) ** 2
     return rss > tol * np.maximum(ref_ss, 1e-300)
 
 
@@ -771,24 +812,29 @@ def irls_poisson(y: np.ndarray, x: np.ndarray, fe: WeightedFE | None, *,
     """
     n = len(y)
     k = x.shape[1]
-    w = np.ones(n) if weights is None else np.asarray(weights, dtype=float)
+    w = None if weights is None else np.asarray(weights, dtype=float)
     off = None if offset is None else np.asarray(offset, dtype=float)
     has_fe = fe is not None and fe.n_sets > 0
-    ybar = float(np.sum(w * y) / np.sum(w))
+    ybar = float(np.mean(y) if w is None else np.sum(w * y) / np.sum(w))
+    # Memory: besides y and x, seven vectors of size n (eta, mu and their next values,
+    # the z column with its FE residual and FE part, one scratch) + 2 per regressor
+    # (residual, FE part) + the projector's two scratch columns; no n x k temporaries
+    # except the returned scores.
     mu = 0.5 * (y + ybar)
     eta = np.log(mu)  # starting linear predictor (incl. offset by construction)
     # deviance without logs: log(mu) = eta, and sum w [y log y - y] is a constant, so
     # dev = 2 (c0 - wy'eta + w'mu) -- two dot products per evaluation
-    wy = y if weights is None else w * y
-    with np.errstate(divide="ignore", invalid="ignore"):
-        c0 = float(np.sum(np.where(y > 0, wy * np.log(np.where(y > 0, y, 1.0)), 0.0))
-                   - np.sum(wy))
+    wy = y if w is None else w * y
+    pos = y > 0
+    c0 = float(np.dot(wy[pos], np.log(y[pos])) - np.sum(wy))
+    del pos
 
     def deviance(eta_: np.ndarray, mu_: np.ndarray) -> float:
-        return 2.0 * (c0 - float(wy @ eta_) + float(w @ mu_))
+        return 2.0 * (c0 - float(wy @ eta_) + float(mu_.sum() if w is None else w @ mu_))
 
     dev_old = deviance(eta, mu)
     kept = np.ones(k, dtype=bool)
+    cols = np.arange(k)                 # the regressors still in the model
     final_check = False  # collinearity judged again once the sweeps reach fe_tol
     coef = np.full(k, np.nan)
     total_sweeps = 0
@@ -797,16 +843,16 @@ def irls_poisson(y: np.ndarray, x: np.ndarray, fe: WeightedFE | None, *,
     crit = np.inf
     bread = np.zeros((0, 0))
     b = np.zeros(0)
-    big_w = w * mu
+    big_w = mu
     it = 0
     # buffers reused across iterations (Fortran order: each column contiguous):
-    # zx = [z, X_kept], cur = its FE residual, fe_part = zx - cur (the warm start)
-    zx = np.empty((n, 1 + k), order="F")
-    zx[:, 1:] = x
-    cur = np.empty_like(zx)
-    fe_part = None
-    z = zx[:, 0]
-    x_absmax = _fe_sweep.col_absmax(zx[:, 1:]) if k else np.zeros(0)
+    # cur = [z, X] with the fixed effects swept out; fe_part = [z, X] - cur (warm start)
+    z = np.empty(n)
+    mu_next = np.empty(n)
+    tmp = np.empty(n)
+    cur = np.empty((n, 1 + k), order="F")
+    fe_part = np.empty((n, 1 + k), order="F") if has_fe else None
+    x_absmax = np.array([np.max(np.abs(x[:, j])) for j in range(k)])
     # ppmlhdfe-style adaptive inner tolerance: loose while the deviance still moves, never
     # looser than 1e-4 nor tighter than fe_tol; convergence is only declared at fe_tol.
     inner_tol = max(fe_tol, 1e-4)
@@ -816,51 +862,58 @@ def irls_poisson(y: np.ndarray, x: np.ndarray, fe: WeightedFE | None, *,
         z += eta
         if off is not None:
             z -= off
-        big_w = mu if weights is None else w * mu
+        big_w = mu if w is None else w * mu
         if has_fe:
             fe.set_weights(big_w)
-            if fe_part is None:
-                cur[...] = zx
+            if it == 1:
+                cur[:, 0] = z
+                for jj, j in enumerate(cols):
+                    cur[:, 1 + jj] = x[:, j]
             else:
-                np.subtract(zx, fe_part, out=cur)
-            absmax = np.concatenate([_fe_sweep.col_absmax(zx[:, :1]), x_absmax])
+                np.subtract(z, fe_part[:, 0], out=cur[:, 0])
+                for jj, j in enumerate(cols):
+                    np.subtract(x[:, j], fe_part[:, 1 + jj], out=cur[:, 1 + jj])
+            absmax = np.concatenate([[np.max(np.abs(z))], x_absmax])
             sweeps, ok = fe.residualize_inplace(cur, absmax, tol=inner_tol,
                                                 maxiter=fe_maxiter)
             total_sweeps += sweeps
             dm_ok &= ok
-            if fe_part is None:
-                fe_part = np.empty_like(zx)
-            np.subtract(zx, cur, out=fe_part)
+            np.subtract(z, cur[:, 0], out=fe_part[:, 0])
+            for jj, j in enumerate(cols):
+                np.subtract(x[:, j], cur[:, 1 + jj], out=fe_part[:, 1 + jj])
         else:
-            cur[...] = zx
+            cur[:, 0] = z
+            for jj, j in enumerate(cols):
+                cur[:, 1 + jj] = x[:, j]
         if it == 1 and k:
             # collinearity with the FE / other regressors, judged once at the start
             ref_ss = collinearity_reference(x, big_w)
             kept = _collinear(cur[:, 1:], big_w, ref_ss, collin_tol)
             if not kept.all():
                 sel = np.r_[True, kept]
-                zx = np.asfortranarray(zx[:, sel])
-                cur = np.asfortranarray(cur[:, sel])
-                z = zx[:, 0]
+                cols = cols[kept]
                 x_absmax = x_absmax[kept]
+                cur = np.asfortranarray(cur[:, sel])
                 if fe_part is not None:
                     fe_part = np.asfortranarray(fe_part[:, sel])
         zt, xt = cur[:, 0], cur[:, 1:]
-        if xt.shape[1]:
-            xw = xt * big_w[:, None]
-            xtx = xw.T @ xt
-            b = np.linalg.solve(xtx, xw.T @ zt)
-            del xw
-            eta_new = z - zt                 # z - e with e = zt - xt b
-            eta_new += xt @ b
-        else:
-            xtx = np.zeros((0, 0))
-            b = np.zeros(0)
-            eta_new = z - zt
+        kk = xt.shape[1]
+        xtx = np.empty((kk, kk))
+        xtz = np.empty(kk)
+        for a_ in range(kk):             # X~'W X~ and X~'W z~ one column at a time
+            np.multiply(xt[:, a_], big_w, out=tmp)
+            xtx[a_] = tmp @ xt
+            xtz[a_] = tmp @ zt
+        b = np.linalg.solve(xtx, xtz) if kk else np.zeros(0)
+        eta_new = z                      # z - e with e = zt - xt b, in z's buffer
+        eta_new -= zt
+        for a_ in range(kk):
+            np.multiply(xt[:, a_], b[a_], out=tmp)
+            eta_new += tmp
         if off is not None:
             eta_new += off
         np.clip(eta_new, -ETA_MAX, ETA_MAX, out=eta_new)
-        mu_new = np.exp(eta_new)
+        mu_new = np.exp(eta_new, out=mu_next)
         dev = deviance(eta_new, mu_new)
         halvings = 0
         while (not np.isfinite(dev) or dev > dev_old * (1 + 1e-8) + 1e-12) and it > 1 \
@@ -871,10 +924,14 @@ def irls_poisson(y: np.ndarray, x: np.ndarray, fe: WeightedFE | None, *,
             np.exp(eta_new, out=mu_new)
             dev = deviance(eta_new, mu_new)
         crit = abs(dev - dev_old) / (0.1 + abs(dev))
-        eta, mu, dev_old = eta_new, mu_new, dev
+        # rotate buffers: the old eta becomes next z; the old mu (= this iteration's
+        # weights when unweighted, needed for the scores) becomes next mu_new
+        z, eta = eta, eta_new
+        mu_next, mu = mu, mu_new
+        dev_old = dev
         coef = np.full(k, np.nan)
         coef[kept] = b
-        bread = np.linalg.inv(xtx) if xt.shape[1] else xtx
+        bread = np.linalg.inv(xtx) if kk else xtx
         if crit < tol and (inner_tol <= fe_tol or not has_fe):
             if has_fe and xt.shape[1] and not final_check:
                 # the first-iteration check ran on columns swept to the loose inner
@@ -882,28 +939,28 @@ def irls_poisson(y: np.ndarray, x: np.ndarray, fe: WeightedFE | None, *,
                 # ~1e-8 of its sum of squares and pass. Judge again on the columns swept
                 # to fe_tol; drop what is collinear and iterate on.
                 final_check = True
-                idx = np.flatnonzero(kept)
-                still = _collinear(xt, big_w, collinearity_reference(x[:, idx], big_w),
+                still = _collinear(xt, big_w, collinearity_reference(x[:, cols], big_w),
                                    collin_tol)
                 if not still.all():
-                    kept[idx[~still]] = False
+                    kept[cols[~still]] = False
                     sel = np.r_[True, still]
-                    zx = np.asfortranarray(zx[:, sel])
+                    cols = cols[still]
+                    x_absmax = x_absmax[still]
                     cur = np.asfortranarray(cur[:, sel])
                     fe_part = np.asfortranarray(fe_part[:, sel])
-                    z = zx[:, 0]
-                    x_absmax = x_absmax[still]
                     coef = np.full(k, np.nan)
                     continue
             converged = True
             break
         inner_tol = max(fe_tol, min(inner_tol, 0.01 * crit))
     # residual of the last weighted least squares and scores with the weights of the last
-    # iteration (as fixest / pyfixest)
-    e = cur[:, 0] - (xt @ b if xt.shape[1] else 0.0)
+    # iteration (as fixest / pyfixest); big_w still holds them (mu_next when unweighted)
+    del z, fe_part
+    e = np.subtract(cur[:, 0], xt @ b if xt.shape[1] else 0.0, out=tmp)
     e *= big_w
     scores = xt * e[:, None]
-    dev_old = poisson_deviance(y, mu, w)  # the reported deviance, with logs
+    del cur, xt, zt, tmp, e
+    dev_old = poisson_deviance(y, mu, np.ones(n) if w is None else w)  # reported, with logs
     return PoissonFit(coef=coef, kept=kept, bread=bread, scores=scores, mu=mu, eta=eta,
                       deviance=float(dev_old), iterations=it, converged=converged,
                       crit=float(crit), demean_sweeps=total_sweeps, demean_converged=dm_ok)

@@ -313,33 +313,43 @@ def fw_gram_sets(sets: list[GramProblems], *, min_decrease: float, max_iter: int
     # per-problem scalars, concatenated over the sets: S3 = [x'(G+eta I)x, |x|^2, x'A'b]
     S3 = np.concatenate([np.stack([st.cp, st.xx, st.p]) for st in S], axis=1)
     bb = np.concatenate([np.asarray(P.bb, dtype=float) for P in sets])
-    eta = np.concatenate([np.full(st.B, P.n * P.zeta**2) for st, P in zip(S, sets, strict=True)])
-    n = np.concatenate([np.full(st.B, float(P.n)) for st, P in zip(S, sets, strict=True)])
+    eta = np.concatenate([np.full(st.B, P.n * P.zeta**2)
+                          for st, P in zip(S, sets, strict=True)])
+    # the objective is compared times n: zeta^2 |x|^2 n + |Ax - b|^2 vs min_decrease^2 n
+    md2n = np.concatenate([np.full(st.B, md2 * P.n) for st, P in zip(S, sets, strict=True)])
     sigma = np.ones(len(bb))
     vprev = np.full(len(bb), np.inf)
     t = 0
+    views = None
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         while True:
-            m = len(bb)
-            hv = np.empty(m)
-            V = np.empty((3, m))                       # [q_i, x_i, (x'A'b + A'b_i) / 2]
-            C = np.ones((3, m))                        # [G_ii + eta, 1, A'b_i]
-            off = 0
-            live = [st for st in S if len(st.orig)]
-            fis, bis, sls = [], [], []
-            for st in live:
-                sl = slice(off, off + len(st.orig))
-                off = sl.stop
-                i = st.h.argmin(axis=1)
-                fi = st.flat + i
-                bi = st.base + i
-                st.h.take(fi, out=hv[sl], mode="clip")
-                st.y.take(fi, out=V[1, sl], mode="clip")
-                st.Atb.take(fi, out=C[2, sl], mode="clip")
-                st.gd.take(bi, out=C[0, sl], mode="clip")
-                fis.append(fi)
-                bis.append(bi)
-                sls.append(sl)
+            if views is None:                          # (re)build after rows left
+                m = len(bb)
+                hv = np.empty(m)
+                V = np.empty((3, m))                   # [q_i, x_i, (x'A'b + A'b_i) / 2]
+                C = np.empty((3, m))                   # [G_ii + eta, 1, A'b_i]
+                views, off = [], 0
+                for st in S:
+                    if not len(st.orig):
+                        continue
+                    sl = slice(off, off + len(st.orig))
+                    off = sl.stop
+                    views.append((st, sl, st.h, st.y.ravel(), st.Atb, st.gd, st.bank,
+                                  st.R[:len(st.orig)], st.flat, st.base,
+                                  bool((st.base == 0).all()), hv[sl], V[1, sl], C[2, sl],
+                                  C[0, sl]))
+                idx = []
+            idx.clear()
+            for (_, _, h, yf, Atb, gd, _, _, flat, base, shared, hv_s, x_s, a_s,
+                 g_s) in views:
+                i = h.argmin(axis=1)
+                fi = flat + i
+                bi = i if shared else base + i
+                h.take(fi, out=hv_s, mode="clip")
+                yf.take(fi, out=x_s, mode="clip")
+                Atb.take(fi, out=a_s, mode="clip")
+                gd.take(bi, out=g_s, mode="clip")
+                idx.append((fi, bi))
             cp, xx, p = S3
             hv *= sigma                                 # hg_i
             V[1] *= sigma                               # x_i
@@ -355,23 +365,24 @@ def fw_gram_sets(sets: list[GramProblems], *, min_decrease: float, max_iter: int
             np.fmin(s, _STEP_MAX, out=s)
             s *= den > 0
             u = 1.0 - s
+            C[1] = 1.0
             T3 = S3 * u
             V *= 2.0 * s
             T3 += V
             T3 *= u
             C *= s * s
             T3 += C
-            S3 = T3
+            S3 = T3                                     # u (u S + 2 s V) + s^2 C
             sigma *= u
             s /= sigma
-            for st, fi, bi, sl in zip(live, fis, bis, sls, strict=True):
-                Ra = st.R[:len(st.orig)]
-                st.bank.take(bi, axis=0, out=Ra, mode="clip")
-                Ra -= st.Atb
+            for (_, sl, h, yf, Atb, _, bank, Ra, _, _, _, _, _, _, _), (fi, bi) in zip(
+                    views, idx, strict=True):
+                bank.take(bi, axis=0, out=Ra, mode="clip")
+                Ra -= Atb
                 sv = s[sl]
-                st.y.ravel()[fi] += sv
+                yf[fi] += sv
                 Ra *= sv[:, None]
-                st.h += Ra
+                h += Ra
             cp, xx, p = S3
             e = eta * xx
             val = cp - e
@@ -379,29 +390,27 @@ def fw_gram_sets(sets: list[GramProblems], *, min_decrease: float, max_iter: int
             val -= p
             val += bb
             np.maximum(val, 0.0, out=val)
-            val += e
-            val /= n                                    # zeta^2 |x|^2 + |A x - b|^2 / n
+            val += e                                    # n (zeta^2 |x|^2 + |A x - b|^2 / n)
             t += 1
-            if t % 8 == 0 and sigma.min() < _RESCALE_BELOW:
-                for st, sl in zip(live, sls, strict=True):
+            if t % 8 == 0 and np.minimum.reduce(sigma) < _RESCALE_BELOW:
+                for st, sl, *_ in views:
                     st.y *= sigma[sl, None]
                     st.h *= sigma[sl, None]
                 sigma[:] = 1.0
             if t < 2:
-                if t >= max_iter:
-                    stop = np.ones(m, dtype=bool)
-                    done = np.zeros(m, dtype=bool)
-                else:
+                if t < max_iter:
                     vprev = val
                     continue
+                stop = np.ones(m, dtype=bool)
+                done = np.zeros(m, dtype=bool)
             else:
-                cont = (vprev - val) > md2
-                if t < max_iter and cont.all():
+                cont = (vprev - val) > md2n
+                if t < max_iter and np.logical_and.reduce(cont):   # (C, not _methods)
                     vprev = val
                     continue
                 done = ~cont
                 stop = done if t < max_iter else np.ones(m, dtype=bool)
-            for st, sl in zip(live, sls, strict=True):
+            for st, sl, *_ in views:
                 stp = stop[sl]
                 if not stp.any():
                     continue
@@ -413,8 +422,9 @@ def fw_gram_sets(sets: list[GramProblems], *, min_decrease: float, max_iter: int
             keep = ~stop
             if not keep.any():
                 break
-            S3, bb, eta, n = S3[:, keep], bb[keep], eta[keep], n[keep]
+            S3, bb, eta, md2n = S3[:, keep], bb[keep], eta[keep], md2n[keep]
             sigma, vprev = sigma[keep], val[keep]
+            views = None
     return [(st.out, st.n_iter, st.conv) for st in S]
 
 

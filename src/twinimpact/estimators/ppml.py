@@ -160,6 +160,11 @@ def fe_codes(frame: pd.DataFrame, spec: FixedEffect) -> np.ndarray:
     return factorize(codes)[0]
 
 
+def _narrow(codes: np.ndarray) -> np.ndarray:
+    """Dense codes as int32 when they fit (half the memory of the factorized int64)."""
+    return codes.astype(np.int32) if len(codes) and codes.max() < 2**31 - 1 else codes
+
+
 def _recode(codes: np.ndarray, sub: np.ndarray) -> np.ndarray:
     """Dense codes 0..G'-1 of ``codes[sub]`` (levels keep their order; ``codes`` are dense
     0..G-1). A counting pass, no hashing; the same array when nothing is dropped."""
@@ -169,7 +174,7 @@ def _recode(codes: np.ndarray, sub: np.ndarray) -> np.ndarray:
     present = np.bincount(c, minlength=int(codes.max()) + 1) > 0
     if present.all():
         return c
-    remap = np.cumsum(present) - 1
+    remap = (np.cumsum(present) - 1).astype(codes.dtype)
     return remap[c]
 
 
@@ -392,15 +397,18 @@ def ppml(data: pd.DataFrame, *, outcome: str, regressors: Sequence[str],
     rows.require_rows("ppml", fix="check the columns passed")
     dropped = rows.dropped
 
-    frame = data.loc[keep, list(dict.fromkeys([*fe_cols, *clus]))].reset_index(drop=True) \
-        if fe_cols or clus else pd.DataFrame(index=pd.RangeIndex(int(keep.sum())))
-    y, x = y[keep], x[keep]
-    w = None if w is None else w[keep]
-    off = None if off is None else off[keep]
+    # the caller's frame is only read (no copy when no row is dropped)
+    all_rows = bool(keep.all())
+    frame = data if all_rows else \
+        data.loc[keep, list(dict.fromkeys([*fe_cols, *clus]))].reset_index(drop=True)
+    if not all_rows:
+        y, x = y[keep], x[keep]
+        w = None if w is None else w[keep]
+        off = None if off is None else off[keep]
     rows = np.flatnonzero(keep)  # positions in the caller's frame
 
     methods = _separation_methods(separation)
-    codes = [fe_codes(frame, f) for f in fixed_effects]
+    codes = [_narrow(fe_codes(frame, f)) for f in fixed_effects]
     check = find_separation(y, x, codes, singletons=drop_singletons, methods=methods)
     sub = check.keep
     n_single = check.counts["singleton"]
@@ -444,15 +452,23 @@ def ppml(data: pd.DataFrame, *, outcome: str, regressors: Sequence[str],
             "ppml: no observation with a positive outcome is left after removing separated "
             "and singleton observations", seen=dropped,
             fix="check the outcome column and the fixed effects"))
-    y, x = y[sub], x[sub]
-    w = None if w is None else w[sub]
-    off = None if off is None else off[sub]
-    rows = rows[sub]
-    frame = frame.loc[sub].reset_index(drop=True)
-    codes = [_recode(c, sub) for c in codes]
+    fe_names = {_fe_name(f) for f in fixed_effects}
+    clus_values = {c: frame[c].to_numpy() for c in clus if c not in fe_names}
+    del frame
+    if not sub.all():
+        y, x = y[sub], x[sub]
+        w = None if w is None else w[sub]
+        off = None if off is None else off[sub]
+        rows = rows[sub]
+        clus_values = {c: v[sub] for c, v in clus_values.items()}
     n = len(y)
+    # all sets in one (K, n) array shared with the projector (no second copy)
+    code_array = np.empty((len(codes), n), dtype=np.result_type(np.int32, *codes))
+    for j in range(len(codes)):
+        code_array[j] = _recode(codes[j], sub)
+        codes[j] = code_array[j]
 
-    fe = WeightedFE(codes) if codes else None
+    fe = WeightedFE(code_array) if codes else None
     fit = irls_poisson(y, x, fe, weights=w, offset=off, tol=tol, maxiter=maxiter,
                        fe_tol=fe_tol)
     solved = fit.converged and fit.demean_converged
@@ -472,7 +488,7 @@ def ppml(data: pd.DataFrame, *, outcome: str, regressors: Sequence[str],
     if cluster_by_fe:  # fixest: cluster = first fixed-effect set (an interaction counts)
         clus = (_fe_name(fixed_effects[0]),)
     stored = {_fe_name(f): c for f, c in zip(fixed_effects, codes, strict=True)}
-    stored.update({c: frame[c].to_numpy() for c in clus if c not in stored})
+    stored.update({c: v for c, v in clus_values.items() if c not in stored})
     source = SandwichVcov(
         "ppml", bread=fit.bread, kept=np.asarray(fit.kept), n=n, fe_codes=tuple(codes),
         rows=rows, n_input=n_input, columns=stored, scores=fit.scores, glm=True,

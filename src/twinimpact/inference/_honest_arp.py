@@ -47,6 +47,7 @@ Notation follows R HonestDiD (``y_T``, ``X_T``, ``lf_cv``, ``hybrid_kappa``).
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from dataclasses import dataclass
@@ -166,10 +167,9 @@ def least_favorable_cv(vertices: np.ndarray | None, sigma: np.ndarray, kappa: fl
     number from NumPy's generator seeded with ``seed`` (so the value differs from R's by
     Monte Carlo error only).
     """
-    rng = np.random.default_rng(seed)
     m = sigma.shape[0]
     chol = _psd_sqrt(sigma)
-    xi = rng.standard_normal((sims, m)) @ chol.T
+    xi = _standard_normal(seed, sims, m) @ chol.T
     if vertices is not None:
         if len(vertices) == 0:
             return -np.inf
@@ -181,6 +181,15 @@ def least_favorable_cv(vertices: np.ndarray | None, sigma: np.ndarray, kappa: fl
         eta = np.array([_eta_lp(xi_b, sd, x)[0] for xi_b in xi])
         eta = eta[np.isfinite(eta)]
     return float(np.quantile(eta, 1 - kappa))
+
+
+@functools.lru_cache(maxsize=16)
+def _standard_normal(seed: int, sims: int, m: int) -> np.ndarray:
+    """``default_rng(seed).standard_normal((sims, m))``, drawn once per call signature
+    (every piece and every ``Mbar`` uses the same draws); read-only."""
+    z = np.random.default_rng(seed).standard_normal((sims, m))
+    z.flags.writeable = False
+    return z
 
 
 def _psd_sqrt(sigma: np.ndarray) -> np.ndarray:

@@ -215,24 +215,34 @@ def relative_magnitudes_cs(betahat: np.ndarray, sigma: np.ndarray, num_pre: int,
     return accept
 
 
-#: First chunk of grid points tested when scanning inwards for the extreme accepted
-#: point (chunks then double): small, since the first points tested are usually rejected
-#: by a margin only near the bound.
-_SCAN_CHUNK = 8
+#: First chunk of grid points tested from each edge when scanning inwards for the extreme
+#: accepted points (chunks then double): one conditional-test call costs about as much
+#: as testing a few dozen points, and the bound is usually within the first chunk.
+_SCAN_CHUNK = 16
 
 
-def _first_accepted(prob: ArpProblem, thetas, eta, gam, cand) -> int | None:
-    """First index of ``cand`` (in the order given) that ``prob`` accepts, testing in
-    chunks of growing size; None when none is accepted."""
-    size, pos = _SCAN_CHUNK, 0
-    while pos < len(cand):
-        c = cand[pos:pos + size]
-        acc = prob.decide(thetas[c], eta[c], gam[c])
-        if acc.any():
-            return int(c[int(acc.argmax())])
-        pos += size
+def _first_accepted(prob: ArpProblem, thetas, eta, gam, left, right
+                    ) -> tuple[int | None, int | None]:
+    """First index of ``left`` and of ``right`` (each in the order given) that ``prob``
+    accepts (None when none is): both ends are tested in the same call, in chunks of
+    growing size, until each has its first acceptance or is exhausted."""
+    found: list[int | None] = [None, None]
+    pos = [0, 0]
+    cands = (left, right)
+    size = _SCAN_CHUNK
+    while True:
+        parts = [c[p:p + size] if f is None else c[:0]
+                 for c, p, f in zip(cands, pos, found, strict=True)]
+        if not len(parts[0]) and not len(parts[1]):
+            return found[0], found[1]
+        idx = np.concatenate(parts)
+        acc = prob.decide(thetas[idx], eta[idx], gam[idx])
+        for side, part, a in ((0, parts[0], acc[:len(parts[0])]),
+                              (1, parts[1], acc[len(parts[0]):])):
+            if len(part) and a.any():
+                found[side] = int(part[int(a.argmax())])
+            pos[side] += len(part)
         size *= 2
-    return None
 
 
 def accepted_range(problems: Sequence[ArpProblem], thetas: np.ndarray
@@ -241,12 +251,12 @@ def accepted_range(problems: Sequence[ArpProblem], thetas: np.ndarray
     least one piece: the bounds of the union confidence set, without testing the points
     between them. ``eta`` is computed at every point (cheap); a point with ``eta <= 0``
     is accepted and one with ``eta`` above the least-favourable critical value rejected
-    without the conditional test; the remaining points are tested from the grid edge
+    without the conditional test; the remaining points are tested from the grid edges
     inwards, only outside the range already known to be accepted, and the scan of a
-    piece stops at its first acceptance. Same indices as the full scan
+    piece stops at its first acceptance from each side. Same indices as the full scan
     (:func:`relative_magnitudes_cs`): the smallest accepted index of a union is the
-    smallest over the pieces of each piece's first acceptance. None when nothing is
-    accepted."""
+    smallest over the pieces of each piece's first acceptance (and the same for the
+    largest). None when nothing is accepted."""
     n = len(thetas)
     etas = [p.eta(thetas) for p in problems]
     lo, hi = n, -1
@@ -261,16 +271,22 @@ def accepted_range(problems: Sequence[ArpProblem], thetas: np.ndarray
             idx = idx[eta[idx] <= p.lf_cv]
         return idx
 
+    none = np.zeros(0, dtype=int)
+    if lo == n:  # no point accepted without the test: the smallest acceptance first
+        for p, (eta, gam) in zip(problems, etas, strict=True):
+            first, _ = _first_accepted(p, thetas, eta, gam,
+                                       candidates(p, eta, np.arange(lo)), none)
+            if first is not None:
+                lo = first
+        if lo == n:
+            return None
+        hi = lo
     for p, (eta, gam) in zip(problems, etas, strict=True):
-        first = _first_accepted(p, thetas, eta, gam, candidates(p, eta, np.arange(lo)))
+        first, last = _first_accepted(p, thetas, eta, gam,
+                                      candidates(p, eta, np.arange(lo)),
+                                      candidates(p, eta, np.arange(n - 1, hi, -1)))
         if first is not None:
             lo = first
-    if lo == n:
-        return None
-    hi = max(hi, lo)
-    for p, (eta, gam) in zip(problems, etas, strict=True):
-        last = _first_accepted(p, thetas, eta, gam,
-                               candidates(p, eta, np.arange(n - 1, hi, -1)))
         if last is not None:
             hi = last
     return lo, hi
@@ -588,11 +604,13 @@ def breakdown_value(result_or_betahat: Any, sigma: Any = None, *,
     beta, sig, num_pre, num_post, lv, _ = _inputs(result_or_betahat, sigma, num_pre,
                                                   num_post, l_vec, target)
     if restriction == "relative_magnitudes":
+        pool: list[WarmEta] = []  # optimal bases shared across the values of m tried
+
         def excludes(m: float) -> bool:
-            acc = relative_magnitudes_cs(beta, sig, num_pre, num_post, lv, m, alpha=alpha,
-                                         hybrid="LF", grid=np.array([0.0]), lf_sims=n_reps,
-                                         seed=seed)
-            return not bool(acc[0])
+            problems = _rm_problems(beta, sig, num_pre, num_post, lv, m, alpha=alpha,
+                                    hybrid="LF", kappa=alpha / 10, post_moments_only=True,
+                                    lf_sims=n_reps, seed=seed, engine="auto", pool=pool)
+            return accepted_range(problems, np.array([0.0])) is None
         start = 1.0
     else:
         def excludes(m: float) -> bool:
