@@ -15,7 +15,10 @@ confidence sets for ``theta = l' tau_post`` that are valid for every ``delta`` i
   favourable hybrid confidence sets ("C-LF", Andrews, Roth & Pakes) for the pieces,
   obtained by test inversion over a grid of ``theta`` (R HonestDiD
   ``computeConditionalCS_DeltaRM`` with ``hybrid_flag = "LF"``). ``method="Conditional"``
-  uses the pure conditional test instead.
+  uses the pure conditional test instead. The reported bounds are the smallest and
+  largest accepted grid points; :func:`accepted_range` finds them without running the
+  conditional test at every grid point (same points as the full scan,
+  :func:`relative_magnitudes_cs`).
 * ``restriction="smoothness"`` -- ``Delta^SD(M)``: the slope of ``delta`` changes by at
   most ``M`` between consecutive periods; the optimal fixed-length confidence interval
   ("FLCI", R HonestDiD ``findOptimalFLCI``).
