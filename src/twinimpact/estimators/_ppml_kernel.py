@@ -835,6 +835,7 @@ def irls_poisson(y: np.ndarray, x: np.ndarray, fe: WeightedFE | None, *,
     dev_old = deviance(eta, mu)
     kept = np.ones(k, dtype=bool)
     cols = np.arange(k)                 # the regressors still in the model
+    final_check = False  # collinearity judged again once the sweeps reach fe_tol
     coef = np.full(k, np.nan)
     total_sweeps = 0
     dm_ok = True
@@ -932,6 +933,23 @@ def irls_poisson(y: np.ndarray, x: np.ndarray, fe: WeightedFE | None, *,
         coef[kept] = b
         bread = np.linalg.inv(xtx) if kk else xtx
         if crit < tol and (inner_tol <= fe_tol or not has_fe):
+            if has_fe and xt.shape[1] and not final_check:
+                # the first-iteration check ran on columns swept to the loose inner
+                # tolerance (1e-4): a column absorbed by the FE can leave a residual
+                # ~1e-8 of its sum of squares and pass. Judge again on the columns swept
+                # to fe_tol; drop what is collinear and iterate on.
+                final_check = True
+                still = _collinear(xt, big_w, collinearity_reference(x[:, cols], big_w),
+                                   collin_tol)
+                if not still.all():
+                    kept[cols[~still]] = False
+                    sel = np.r_[True, still]
+                    cols = cols[still]
+                    x_absmax = x_absmax[still]
+                    cur = np.asfortranarray(cur[:, sel])
+                    fe_part = np.asfortranarray(fe_part[:, sel])
+                    coef = np.full(k, np.nan)
+                    continue
             converged = True
             break
         inner_tol = max(fe_tol, min(inner_tol, 0.01 * crit))
