@@ -45,7 +45,8 @@ ROOT = HERE.parent
 N_STAG = 2e4      # rows of the staggered panels
 N_GRAV = 30       # exporters = importers = years of the gravity panels (27 000 rows)
 #: peers outside /tmp/venv-peers: moderndid (a port of R did / DRDID) in its own venv
-PEER_PYTHON = {"moderndid": "/tmp/venv-moderndid/bin/python"}
+PEER_PYTHON = {"moderndid": "/tmp/venv-moderndid/bin/python",
+               "did_multiplegt_dyn": "/tmp/venv-dcdh/bin/python"}
 
 
 # ============================================================================ panels
@@ -217,9 +218,10 @@ def _es_terms(res):
     return out
 
 
-def _pf_out(fit, keyfn=None):
-    """pyfixest fit -> flat dict."""
-    out = {}
+def _pf_out(fit, keyfn=None, requested=()):
+    """pyfixest fit -> flat dict. ``requested`` regressors that pyfixest dropped (collinear)
+    are NaN, so a finite twinimpact number for them is flagged."""
+    out = {f"{kind}:{r}": float("nan") for r in requested for kind in ("est", "se")}
     coef, se = fit.coef(), fit.se()
     for name in coef.index:
         key = keyfn(name) if keyfn else name
@@ -335,7 +337,7 @@ def _ppml_pair(vcov, fes=("exp_year", "imp_year", "pair")):
             fit = pf.fepois(f"trade ~ {' + '.join(regs(d))} | {' + '.join(fes)}", data=d,
                             vcov=v, iwls_tol=1e-10, iwls_maxiter=100,
                             separation_check=["fe", "ir"])
-            return _pf_out(fit)
+            return _pf_out(fit, requested=regs(d))
         return ti_fn, peer_fn
     return pair
 
@@ -713,7 +715,7 @@ def _ppml_extra_pair(kind):
             fit = pf.fepois(f"trade ~ {rhs} | {fe}", data=d, vcov={"CRV1": "pair"},
                             iwls_tol=1e-10, iwls_maxiter=100, separation_check=["fe", "ir"],
                             **kw)
-            return _pf_out(fit)
+            return _pf_out(fit, requested=rhs.split(" + "))
         return ti_fn, peer_fn
     return pair
 
@@ -901,6 +903,207 @@ for _c in ["not_yet_treated", "never_treated"]:
           f"WooldridgeDiD poisson, {_c}", peer_name="diff-diff",
           known={r"^se:": ETWFE_POIS_SE} if _c == "not_yet_treated" else
           {r"^(est|se):": ETWFE_POIS_NEVER})(_etwfe_pois_pair(_c))
+
+
+# ---------------------------------------------------------------- batch 2: more options
+def _feols_pair(ti_call, fml, vcov, rename=None, vcov_kwargs=None):
+    """A twinimpact TWFE-type fit vs pyfixest feols on the same formula."""
+    def pair():
+        def ti_fn(d):
+            import twinimpact as ti
+            r = ti_call(ti, d)
+            out = _es_terms(r) if "rel_time" in fml else _frame_out(r)
+            return {k: v for k, v in out.items() if not k.endswith(":ATT")
+                    or "rel_time" not in fml}
+
+        def peer_fn(d):
+            import pyfixest as pf
+            fit = pf.feols(fml, data=d, vcov=vcov, fixef_rm=FIXEF_RM,
+                           **({"vcov_kwargs": vcov_kwargs} if vcov_kwargs else {}))
+            return _pf_out(fit, rename or (lambda n: _pf_rel(n) if "rel_time" in n else
+                                           ("ATT" if n == "treated" else n)))
+        return ti_fn, peer_fn
+    return pair
+
+
+for _p in ["messy", "strkey_unbal"]:
+    check(f"twfe/twoway_cluster/{_p}", _p, "feols y ~ treated | unit + year, CRV1 unit+year",
+          peer_name="pyfixest")(_feols_pair(
+              lambda ti, d: ti.twfe(d, outcome="y", unit="unit", time="year",
+                                    treatment="treated", cluster=("unit", "year")),
+              "y ~ treated | unit + year", {"CRV1": "unit+year"}))
+check("event_study/covariate/unbalanced_cov", "unbalanced_cov",
+      "feols y ~ i(rel_time, ref=-1) + xt | unit + year, CRV1 unit", peer_name="pyfixest")(
+    _feols_pair(lambda ti, d: ti.event_study(d, outcome="y", unit="unit", time="year",
+                                             cohort="cohort", covariates=["xt"],
+                                             cluster="unit"),
+                "y ~ i(rel_time, ref=-1) + xt | unit + year", {"CRV1": "unit"},
+                rename=lambda n: "xt" if n == "xt" else _pf_rel(n)))
+check("event_study/two_refs/unbalanced", "unbalanced",
+      "ref=[-1, -5] vs feols i(rel_time, ref=[-1, -5])", peer_name="pyfixest")(
+    _feols_pair(lambda ti, d: ti.event_study(d, outcome="y", unit="unit", time="year",
+                                             cohort="cohort", ref=[-1, -5], cluster="unit"),
+                "y ~ i(rel_time, ref=[-1, -5]) | unit + year", {"CRV1": "unit"}))
+
+
+def _ppml_more_pair(kind):
+    def pair():
+        def ti_fn(d):
+            import twinimpact as ti
+            if kind == "twoway_cluster":
+                r = ti.ppml(d, outcome="trade", regressors=["treat"],
+                            fixed_effects=("exp_year", "imp_year", "pair"),
+                            cluster=("exporter", "importer"))
+            elif kind == "collinear":
+                r = ti.ppml(d, outcome="trade", regressors=["treat", "dist"],
+                            fixed_effects=("exp_year", "imp_year", "pair"), cluster="pair")
+            else:  # FE given as interactions of columns
+                r = ti.ppml(d, outcome="trade", regressors=["treat", "dist"],
+                            fixed_effects=(("exporter", "year"), ("importer", "year")),
+                            cluster="pair")
+            return _frame_out(r)
+
+        def peer_fn(d):
+            import pyfixest as pf
+            kw = dict(iwls_tol=1e-10, iwls_maxiter=100, separation_check=["fe", "ir"])
+            if kind == "twoway_cluster":
+                fit = pf.fepois("trade ~ treat | exp_year + imp_year + pair", data=d,
+                                vcov={"CRV1": "exporter+importer"}, **kw)
+            elif kind == "collinear":
+                fit = pf.fepois("trade ~ treat + dist | exp_year + imp_year + pair", data=d,
+                                vcov={"CRV1": "pair"}, **kw)
+            else:
+                fit = pf.fepois("trade ~ treat + dist | exporter^year + importer^year",
+                                data=d, vcov={"CRV1": "pair"}, **kw)
+            return _pf_out(fit, requested=["treat"] if kind == "twoway_cluster"
+                           else ["treat", "dist"])
+        return ti_fn, peer_fn
+    return pair
+
+
+for _k, _p in [("twoway_cluster", "grav_dense"), ("collinear", "grav_dense"),
+               ("fe_interactions", "grav_strkey")]:
+    check(f"ppml/{_k}/{_p}", _p, f"fepois 3-way FE, {_k}", peer_name="pyfixest")(
+        _ppml_more_pair(_k))
+
+
+def _did2s_state_pair():
+    def ti_fn(d):
+        import twinimpact as ti
+        r = ti.did2s(d.assign(state=d["unit"].astype(str).str[-1]), outcome="y", unit="unit",
+                     time="year", cohort="cohort", first_stage=("state", "year"),
+                     cluster="unit")
+        return {k.replace("ATT", "static/ATT"): v for k, v in _frame_out(r, nobs=False).items()}
+
+    def peer_fn(d):
+        import pyfixest as pf
+        d2 = d.assign(treat=d["treated"].astype(bool), state=d["unit"].astype(str).str[-1])
+        st = pf.did2s(d2, yname="y", first_stage="~ 0 | state + year",
+                      second_stage="~ treat", treatment="treat", cluster="unit")
+        return {k: v for k, v in _pf_out(st, lambda n: "static/ATT" if "treat" in n else None)
+                .items() if k != "nobs"}
+    return ti_fn, peer_fn
+
+
+check("did2s/first_stage_state/small_balanced", "small_balanced",
+      "pyfixest did2s first_stage '~ 0 | state + year'", peer_name="pyfixest",
+      known={r"^est:": DID2S_PF_REASON})(_did2s_state_pair)
+
+
+def _bacon_pair():
+    def ti_fn(d):
+        import twinimpact as ti
+        b = ti.bacon_decomposition(d, outcome="y", unit="unit", time="year", cohort="cohort")
+        out = {"est:twfe": float(b.twfe)}
+        for typ, row in b.by_type.iterrows():
+            out[f"w:{typ}"] = float(row["weight"])
+            out[f"est:{typ}"] = float(row["estimate"])
+        return out
+
+    def peer_fn(d):
+        import diff_diff as dd
+        r = dd.bacon_decompose(d, outcome="y", unit="unit", time="year", first_treat="cohort")
+        out = {"est:twfe": float(r.twfe_estimate)}
+        names = {"earlier_vs_later": "earlier_vs_later", "later_vs_earlier": "later_vs_earlier",
+                 "treated_vs_never": "treated_vs_never"}
+        for c in r.comparisons:
+            typ = names.get(c.comparison_type, c.comparison_type)
+            out.setdefault(f"w:{typ}", 0.0)
+            out.setdefault(f"_s:{typ}", 0.0)
+            out[f"w:{typ}"] += float(c.weight)
+            out[f"_s:{typ}"] += float(c.weight) * float(c.estimate)
+        for k in [k for k in out if k.startswith("_s:")]:
+            typ = k[3:]
+            out[f"est:{typ}"] = out.pop(k) / out[f"w:{typ}"]
+        return out
+    return ti_fn, peer_fn
+
+
+for _p in ["balanced", "cohorts20_bal"]:
+    check(f"bacon/{_p}", _p, "diff-diff bacon_decompose (exact weights)",
+          peer_name="diff-diff")(_bacon_pair)
+
+
+def _dcdh_pair(effects, placebo):
+    def pair():
+        def ti_fn(d):
+            import twinimpact as ti
+            r = ti.did_multiplegt(d, outcome="y", unit="unit", time="year",
+                                  treatment="treated", effects=effects, placebo=placebo)
+            f = r.to_frame()
+            out = {}
+            for _, row in f.iterrows():
+                key = "ATT" if row["term"] == "ATT" else f"rel_time={int(row['rel_time'])}"
+                out[f"est:{key}"] = float(row["estimate"])
+                out[f"se:{key}"] = float(row["std_error"])
+            return out
+
+        def peer_fn(d):
+            import polars as pl
+            from did_multiplegt_dyn import DidMultiplegtDyn
+            m = DidMultiplegtDyn(pl.from_pandas(d[["unit", "year", "treated", "y"]]),
+                                 outcome="y", group="unit", time="year", treatment="treated",
+                                 effects=effects, placebo=placebo).fit()
+            res = m.result["did_multiplegt_dyn"]
+            out = {}
+            for block, sign in (("Effects", 1), ("Placebos", -1)):
+                tab = res.get(block)
+                for i, (_, row) in enumerate(tab.iterrows(), start=1):
+                    out[f"est:rel_time={sign * i}"] = float(row["Estimate"])
+                    out[f"se:rel_time={sign * i}"] = float(row["SE"])
+            ate = res.get("ATE")
+            if ate is not None:
+                out["est:ATT"] = float(ate.iloc[0]["Estimate"])
+                out["se:ATT"] = float(ate.iloc[0]["SE"])
+            return out
+        return ti_fn, peer_fn
+    return pair
+
+
+for _p in ["small_balanced", "small_unbalanced", "small_strkey"]:
+    check(f"did_multiplegt/{_p}", _p, "py did_multiplegt_dyn 0.1.9, effects=4 placebo=2",
+          peer_name="did_multiplegt_dyn")(_dcdh_pair(4, 2))
+
+
+def _wild_wcu_pair():
+    def ti_fn(d):
+        import twinimpact as ti
+        r = ti.wild_cluster_bootstrap(d, outcome="y", regressors=["x"], cluster="g", term="x",
+                                      n_reps=9999, seed=1, impose_null=False, conf_int=False)
+        return {"est:t": float(r.statistic), "p:p_value": float(r.p_value)}
+
+    def peer_fn(d):
+        import statsmodels.api as sm
+        from wildboottest.wildboottest import wildboottest
+        model = sm.OLS(d["y"], sm.add_constant(d[["x"]]))
+        r = wildboottest(model, B=9999, cluster=d["g"], param="x", seed=1, impose_null=False,
+                         show=False)
+        return {"est:t": float(r["statistic"].iloc[0]), "p:p_value": float(r["p-value"].iloc[0])}
+    return ti_fn, peer_fn
+
+
+check("wild/WCU/nofe", "wild", "WCU (impose_null=False), rademacher, B=9999",
+      peer_name="wildboottest")(_wild_wcu_pair)
 
 
 # ============================================================================ sides

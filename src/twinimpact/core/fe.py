@@ -350,30 +350,38 @@ def _n_components(a: np.ndarray, b: np.ndarray, na: int, nb: int) -> int:
 
 
 def fe_dof(fe_codes: Sequence[np.ndarray], cluster_codes: Sequence[np.ndarray] = (),
-           nested: bool = True, *, balanced: bool = False) -> tuple[int, int]:
+           nested: bool = True, *, balanced: bool = False,
+           exact: bool = False, n_obs: int | None = None,
+           n_slopes: int = 0) -> tuple[int, int]:
     """Number of fixed-effect parameters, fixest style.
 
-    Returns ``(k_fe, k_fe_nested)``: ``k_fe`` counts the levels of every FE set minus
-    redundancies (one per extra FE set; for exactly two sets the number of connected
-    components, as fixest does); ``k_fe_nested`` is what fixest ``fixef.K = "nested"``
-    removes from K: for each FE set nested in a cluster variable, its number of levels
-    minus one (the set still absorbs one intercept-like parameter, so
-    ``K = k + k_fe - k_fe_nested``, as in fixest and pyfixest's ``n_fe_fully_nested``).
+    Returns ``(k_fe, k_fe_nested)``: ``k_fe`` counts the levels of every FE set minus one
+    redundancy per extra FE set -- R fixest's default (``nparams = k + sum(fixef_sizes - 1)
+    + 1``, ``ssc(fixef.force_exact = FALSE)``) and pyfixest's. ``exact=True`` counts the
+    redundancies of exactly two sets exactly, as the number of connected components of
+    their bipartite graph (fixest ``fixef.force_exact = TRUE``, reghdfe/ppmlhdfe's first
+    pair): it differs from the default when the two sets are not connected, e.g.
+    exporter-year and importer-year fixed effects (one component per year).
+    ``k_fe_nested`` is what fixest ``fixef.K = "nested"`` removes from K: for each FE set
+    nested in a cluster variable, its number of levels minus one (the set still absorbs
+    one intercept-like parameter, so ``K = k + k_fe - k_fe_nested``, as in fixest and
+    pyfixest's ``n_fe_fully_nested``).
 
     ``balanced=True`` tells that two FE sets are a balanced panel (every cell observed,
     :func:`is_balanced_twoway`): their bipartite graph is then connected (one component)
-    and the graph search is skipped.
+    and the graph search of ``exact=True`` is skipped. ``n_obs`` and ``n_slopes``: when the
+    default count leaves no residual degree of freedom (``n_obs <= n_slopes + k_fe``, tiny
+    designs with disconnected sets, where fixest's ``(n-1)/(n-K)`` turns negative) the exact
+    count is used instead.
     """
     sizes = [int(c.max()) + 1 for c in fe_codes]
     if not sizes:
         return 0, 0
-    if len(sizes) == 2 and balanced:
-        redundant = 1
-    elif len(sizes) == 2:
+    redundant = len(sizes) - 1
+    if len(sizes) == 2 and not balanced and (
+            exact or (n_obs is not None and n_obs <= n_slopes + sum(sizes) - redundant)):
         redundant = _n_components(fe_codes[0], fe_codes[1], sizes[0], sizes[1])
-    else:
-        redundant = len(sizes) - 1
-    k_fe = sum(sizes) - (redundant if len(sizes) == 2 else len(sizes) - 1)
+    k_fe = sum(sizes) - redundant
     k_nested = 0
     if nested and cluster_codes:
         for i, c in enumerate(fe_codes):
@@ -1021,7 +1029,7 @@ def fit_fe_codes(y: np.ndarray, x: np.ndarray, names: Sequence[str],
         ref_ss = np.einsum("i,ij,ij->j", weights, x, x) - weights.sum() * mean**2
     fit = ols(xd, yd, weights, ref_ss=ref_ss)
     kept = fit.kept
-    k_fe, k_nested = fe_dof(fe_codes, cl_codes)
+    k_fe, k_nested = fe_dof(fe_codes, cl_codes, n_obs=n, n_slopes=fit.rank)
     k_total = fit.rank + k_fe
     xk = xd[:, kept]
     bread = fit.bread[np.ix_(kept, kept)]
@@ -1073,7 +1081,8 @@ def _fit_fe_twoway(fit: TwoWayOLSFit, names: Sequence[str], fe_codes: Sequence[n
     n = len(fit.resid)
     k = len(names)
     kept = fit.kept
-    k_fe, k_nested = fe_dof(fe_codes, cl_codes, balanced=balanced)
+    k_fe, k_nested = fe_dof(fe_codes, cl_codes, balanced=balanced, n_obs=n,
+                            n_slopes=fit.rank)
     k_total = fit.rank + k_fe
     bread = fit.bread[np.ix_(kept, kept)]
     ssr = float(np.dot(fit.resid, fit.resid))
@@ -1173,7 +1182,8 @@ class SandwichVcov:
                 seen=cluster, fix="drop cluster= or pass vcov='cluster'"))
         cl_codes = [self._codes(c, data) for c in cluster]
         if self.fe_codes:
-            k_fe, k_nested = fe_dof(self.fe_codes, cl_codes, balanced=self.balanced)
+            k_fe, k_nested = fe_dof(self.fe_codes, cl_codes, balanced=self.balanced,
+                                    n_obs=self.n, n_slopes=int(np.count_nonzero(self.kept)))
         else:
             k_fe, k_nested = 0, 0
         rank = int(np.count_nonzero(self.kept))

@@ -38,6 +38,7 @@ problems. *SIAM J. Numer. Anal.* 22(5), 851-864.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -359,15 +360,26 @@ class _ScaledDesign(LinearOperator):
         self.codes = np.empty((len(sizes), n), dtype=ctype)
         for k, c in enumerate(codes):
             self.codes[k] = c
-        self.sw = np.sqrt(w)
-        self._sums = np.empty(int(self.offs[-1]))
-        cx = np.sqrt(np.einsum("i,ij,ij->j", w, x, x)) if self.k else np.zeros(0)
         self.runs = _fe_sweep.run_sets(self.codes)
+        self._sums = np.empty(int(self.offs[-1]))
+        super().__init__(dtype=np.float64, shape=(n, self.k + int(self.offs[-1])))
+        self._weigh(w)
+
+    def _weigh(self, w: np.ndarray) -> None:
+        self.sw = np.sqrt(w)
+        x = self.x
+        cx = np.sqrt(np.einsum("i,ij,ij->j", w, x, x)) if self.k else np.zeros(0)
         _fe_sweep.level_sums(self.codes, self.offs, self.runs,
                              np.ascontiguousarray(w, dtype=float), self._sums)
         norms = np.concatenate([cx, np.sqrt(self._sums)])
         self.inv = np.where(norms > 0, 1.0 / np.where(norms > 0, norms, 1.0), 0.0)
-        super().__init__(dtype=np.float64, shape=(n, self.k + int(self.offs[-1])))
+
+    def reweighted(self, w: np.ndarray) -> _ScaledDesign:
+        """The same design under weights ``w`` (the codes are shared, not copied)."""
+        out = copy.copy(self)
+        out._sums = np.empty_like(self._sums)
+        out._weigh(w)
+        return out
 
     def design(self, v: np.ndarray) -> np.ndarray:
         """``[X, D] diag(1/c) v`` (unweighted fitted values)."""
@@ -465,7 +477,14 @@ def relu_separation(y: np.ndarray, x: np.ndarray, fe_codes: Sequence[np.ndarray]
         a_zero = float(np.abs(x[zero]).sum(axis=0).max())
         ratio = max(a_zero / a_pos, 1.0) if a_pos > 0 else 1.0
     op = _ScaledDesign(x, fe_codes, np.where(zero, 1.0, weight))
-    plain = _ScaledDesign(x, fe_codes, np.ones(n))
+    plain: list[_ScaledDesign] = []  # unweighted design, built on the first check
+
+    def is_certificate(c: np.ndarray) -> tuple[bool, int]:
+        if not (c > 0).any():
+            return True, 0
+        if not plain:
+            plain.append(op.reweighted(np.ones(n)))
+        return _is_certificate(plain[0], c, delta, lsmr_tol, lsmr_maxiter)
     u = zero.astype(float)
     sol = None
     total = 0
@@ -483,7 +502,7 @@ def relu_separation(y: np.ndarray, x: np.ndarray, fe_codes: Sequence[np.ndarray]
         fitted[~zero] = 0.0
         fitted[(fitted >= -0.1 * delta) & (fitted <= delta)] = 0.0
         if (fitted >= 0).all():
-            ok, n_ls = _is_certificate(plain, fitted, delta, lsmr_tol, lsmr_maxiter)
+            ok, n_ls = is_certificate(fitted)
             total += n_ls
             if ok:
                 return ReluCheck(zero & (fitted > 0), it, True, "no negative fitted value",
@@ -491,7 +510,7 @@ def relu_separation(y: np.ndarray, x: np.ndarray, fe_codes: Sequence[np.ndarray]
         resid[np.abs(resid) < zero_tol] = 0.0
         if resid[zero].min() >= 0:
             cert = np.where(zero & (resid <= delta), np.maximum(fitted, 0.0), 0.0)
-            ok, n_ls = _is_certificate(plain, cert, delta, lsmr_tol, lsmr_maxiter)
+            ok, n_ls = is_certificate(cert)
             total += n_ls
             if ok:
                 return ReluCheck(zero & (cert > 0), it, True, "no negative residual", delta,
@@ -649,21 +668,28 @@ def find_separation(y: np.ndarray, x: np.ndarray, fe_codes: Sequence[np.ndarray]
     def trim() -> None:
         if not fe_codes or not (singletons or use_fe):
             return
+        full = keep.all()
         k2, ns, nsep, _ = drop_singletons_and_fe_separation(
-            y[keep], [c[keep] for c in fe_codes], singletons=singletons, separation=use_fe)
+            y if full else y[keep], fe_codes if full else [c[keep] for c in fe_codes],
+            singletons=singletons, separation=use_fe)
         counts["singleton"] += ns
         counts["fe"] += nsep
         keep[np.flatnonzero(keep)[~k2]] = False
 
     def dense(c: np.ndarray) -> np.ndarray:  # codes of the levels left, 0..G'-1
         present = np.bincount(c, minlength=int(c.max()) + 1 if len(c) else 0) > 0
-        return (np.cumsum(present) - 1).astype(np.intp).take(c)
+        return c if present.all() else (np.cumsum(present) - 1).astype(np.intp).take(c)
+
+    def sample() -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+        """The rows left (the caller's arrays themselves while none is dropped)."""
+        if keep.all():
+            return y, x, [dense(c) for c in fe_codes]
+        return y[keep], x[keep], [dense(c[keep]) for c in fe_codes]
 
     trim()
     simplex_ok = True
     if "simplex" in methods and x.shape[1] and (y[keep] <= 0).any():
-        sep, simplex_ok = simplex_separation(y[keep], x[keep],
-                                             [dense(c[keep]) for c in fe_codes])
+        sep, simplex_ok = simplex_separation(*sample())
         if sep.any():
             counts["simplex"] += int(sep.sum())
             keep[np.flatnonzero(keep)[sep]] = False
@@ -672,11 +698,10 @@ def find_separation(y: np.ndarray, x: np.ndarray, fe_codes: Sequence[np.ndarray]
     rounds = 0
     while "relu" in methods and (y[keep] <= 0).any() and rounds < relu_rounds:
         rounds += 1
-        relu = relu_separation(y[keep], x[keep], [dense(c[keep]) for c in fe_codes],
-                               tol=relu_tol, maxiter=relu_maxiter)
+        relu = relu_separation(*sample(), tol=relu_tol, maxiter=relu_maxiter)
         sep = relu.separated
         if not relu.converged and keep.sum() <= lp_max_rows:
-            sep, lp_ok = lp_separation(y[keep], x[keep], [dense(c[keep]) for c in fe_codes])
+            sep, lp_ok = lp_separation(*sample())
             if lp_ok:
                 counts["lp"] += int(sep.sum())
                 keep[np.flatnonzero(keep)[sep]] = False
@@ -810,6 +835,7 @@ def irls_poisson(y: np.ndarray, x: np.ndarray, fe: WeightedFE | None, *,
     dev_old = deviance(eta, mu)
     kept = np.ones(k, dtype=bool)
     cols = np.arange(k)                 # the regressors still in the model
+    final_check = False  # collinearity judged again once the sweeps reach fe_tol
     coef = np.full(k, np.nan)
     total_sweeps = 0
     dm_ok = True
@@ -907,6 +933,23 @@ def irls_poisson(y: np.ndarray, x: np.ndarray, fe: WeightedFE | None, *,
         coef[kept] = b
         bread = np.linalg.inv(xtx) if kk else xtx
         if crit < tol and (inner_tol <= fe_tol or not has_fe):
+            if has_fe and xt.shape[1] and not final_check:
+                # the first-iteration check ran on columns swept to the loose inner
+                # tolerance (1e-4): a column absorbed by the FE can leave a residual
+                # ~1e-8 of its sum of squares and pass. Judge again on the columns swept
+                # to fe_tol; drop what is collinear and iterate on.
+                final_check = True
+                still = _collinear(xt, big_w, collinearity_reference(x[:, cols], big_w),
+                                   collin_tol)
+                if not still.all():
+                    kept[cols[~still]] = False
+                    sel = np.r_[True, still]
+                    cols = cols[still]
+                    x_absmax = x_absmax[still]
+                    cur = np.asfortranarray(cur[:, sel])
+                    fe_part = np.asfortranarray(fe_part[:, sel])
+                    coef = np.full(k, np.nan)
+                    continue
             converged = True
             break
         inner_tol = max(fe_tol, min(inner_tol, 0.01 * crit))

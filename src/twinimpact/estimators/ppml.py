@@ -495,7 +495,7 @@ def ppml(data: pd.DataFrame, *, outcome: str, regressors: Sequence[str],
         adj=ssc_adj, finish=partial(_glm_finish, n=n, adj=ssc_adj))
     cl_codes = [source._codes(c, None) for c in clus] if vcov == "cluster" else []
     if codes:
-        k_fe, k_nested = fe_dof(codes, cl_codes)
+        k_fe, k_nested = fe_dof(codes, cl_codes, n_obs=n, n_slopes=int(fit.kept.sum()))
     else:
         k_fe, k_nested = 0, 0
     k_total = int(fit.kept.sum()) + k_fe

@@ -15,7 +15,10 @@ confidence sets for ``theta = l' tau_post`` that are valid for every ``delta`` i
   favourable hybrid confidence sets ("C-LF", Andrews, Roth & Pakes) for the pieces,
   obtained by test inversion over a grid of ``theta`` (R HonestDiD
   ``computeConditionalCS_DeltaRM`` with ``hybrid_flag = "LF"``). ``method="Conditional"``
-  uses the pure conditional test instead.
+  uses the pure conditional test instead. The reported bounds are the smallest and
+  largest accepted grid points; :func:`accepted_range` finds them without running the
+  conditional test at every grid point (same points as the full scan,
+  :func:`relative_magnitudes_cs`).
 * ``restriction="smoothness"`` -- ``Delta^SD(M)``: the slope of ``delta`` changes by at
   most ``M`` between consecutive periods; the optimal fixed-length confidence interval
   ("FLCI", R HonestDiD ``findOptimalFLCI``).
@@ -604,11 +607,13 @@ def breakdown_value(result_or_betahat: Any, sigma: Any = None, *,
     beta, sig, num_pre, num_post, lv, _ = _inputs(result_or_betahat, sigma, num_pre,
                                                   num_post, l_vec, target)
     if restriction == "relative_magnitudes":
+        pool: list[WarmEta] = []  # optimal bases shared across the values of m tried
+
         def excludes(m: float) -> bool:
-            acc = relative_magnitudes_cs(beta, sig, num_pre, num_post, lv, m, alpha=alpha,
-                                         hybrid="LF", grid=np.array([0.0]), lf_sims=n_reps,
-                                         seed=seed)
-            return not bool(acc[0])
+            problems = _rm_problems(beta, sig, num_pre, num_post, lv, m, alpha=alpha,
+                                    hybrid="LF", kappa=alpha / 10, post_moments_only=True,
+                                    lf_sims=n_reps, seed=seed, engine="auto", pool=pool)
+            return accepted_range(problems, np.array([0.0])) is None
         start = 1.0
     else:
         def excludes(m: float) -> bool:
