@@ -25,7 +25,8 @@ def test_import_twinimpact_loads_no_heavy_engine():
 
 def test_one_estimator_loads_only_what_it_needs():
     assert _modules_after("import twinimpact as ti; ti.synthetic_did; ti.event_study") == []
-    assert "numba" in _modules_after("import twinimpact as ti; ti.ppml")
+    loaded = _modules_after("import twinimpact as ti; ti.ppml; ti.etwfe")
+    assert not {"matplotlib", "duckdb", "statsmodels"} & set(loaded)
 
 
 def test_every_public_name_resolves_and_is_listed():
