@@ -495,6 +495,19 @@ def test_batched_placebo_equals_one_fit_per_replicate(method):
     np.testing.assert_allclose(fast, slow, rtol=PLACEBO_BATCH_REL_TOL, atol=1e-12)
 
 
+def test_placebo_reports_its_weight_solves(prop99):
+    """Issue 13 item 5: the replicates' Frank-Wolfe solves are counted in diagnostics
+    (sdid: a unit- and a time-weight problem per replicate; sc: unit weights only)."""
+    sdid = _fit(prop99, se="placebo", n_reps=6, seed=1).diagnostics
+    sc = _fit(prop99, method="sc", se="placebo", n_reps=6, seed=1).diagnostics
+    assert sdid["placebo_weight_problems"]["problems"] == 12
+    assert sc["placebo_weight_problems"]["problems"] == 6
+    for d in (sdid, sc):
+        p = d["placebo_weight_problems"]
+        assert 0 <= p["stopped_at_max_iter"] <= p["problems"]
+        assert p["max_iter"] == 10_000
+
+
 @pytest.mark.slow
 def test_placebo_replicates_in_chunks_equal_one_batch(prop99, monkeypatch):
     """Placebo replicates are solved in memory-bounded chunks; each replicate follows its

@@ -28,7 +28,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-__all__ = ["col_absmax", "level_sums", "residualize_column", "run_sets", "sweep_into"]
+__all__ = ["add_level_values", "col_absmax", "level_sums", "residualize_column", "run_sets", "sweep_into"]
 
 #: a set whose consecutive rows share a level this often is summed run by run
 RUN_SHARE = 0.3
@@ -202,6 +202,18 @@ def residualize_column(cur, codes, offs, runs, w, inv, scale, maxiter, x1, x2,
         if run:
             sums[gp] += t
     return sweeps, False
+
+
+@njit(cache=True, nogil=True)
+def add_level_values(codes, offs, v, out):  # pragma: no cover - compiled
+    """``out[i] += sum_k v[offs[k] + codes[k, i]]`` (the product ``D v`` of the stacked
+    indicator matrices; the transpose is :func:`level_sums`)."""
+    n_sets, n = codes.shape
+    for k in range(n_sets):
+        o = offs[k]
+        c = codes[k]
+        for i in range(n):
+            out[i] += v[o + c[i]]
 
 
 @njit(cache=True, nogil=True)

@@ -159,13 +159,15 @@ def _omega_problems(A: np.ndarray, bank: np.ndarray, ctrl: np.ndarray, tr: np.nd
                         opts.zeta_omega)
 
 
-def _placebo_taus(Y0: np.ndarray, ctrl: np.ndarray, tr: np.ndarray, fit: SDIDFit
-                  ) -> np.ndarray:
+def _placebo_taus(Y0: np.ndarray, ctrl: np.ndarray, tr: np.ndarray, fit: SDIDFit,
+                  stats: dict | None = None) -> np.ndarray:
     """Estimates of the placebo replicates of one block: controls ``ctrl[b]`` against
     pseudo-treated ``tr[b]`` (rows of the control outcomes ``Y0``), weights re-estimated
     from the original fit's weights with its tuning (R synthdid ``placebo_se``). The
     unit- and time-weight problems of all replicates are solved together
-    (:func:`solve_gram_sets`), in chunks of at most :data:`_BATCH_ELEMS` numbers."""
+    (:func:`solve_gram_sets`), in chunks of at most :data:`_BATCH_ELEMS` numbers.
+    ``stats`` (optional) counts the weight problems solved and those that stopped at
+    ``max_iter`` instead of the decrease criterion (as R synthdid, not an error)."""
     opts, T0 = fit.options, fit.T0
     N0, T = Y0.shape
     B, n1 = tr.shape
@@ -195,7 +197,12 @@ def _placebo_taus(Y0: np.ndarray, ctrl: np.ndarray, tr: np.ndarray, fit: SDIDFit
             sets.append(_lambda_problems(Z, c, fit.lam, opts))
         if opts.update_omega:
             sets.append(_omega_problems(A, bank, c, tr[sl], omega, opts))
-        w = solve_gram_sets(sets, opts) if sets else []
+        w, conv = solve_gram_sets(sets, opts) if sets else ([], [])
+        if stats is not None:
+            for c_ in conv:
+                stats["problems"] = stats.get("problems", 0) + len(c_)
+                stats["stopped_at_max_iter"] = (stats.get("stopped_at_max_iter", 0)
+                                                + int((~c_).sum()))
         if opts.update_lambda:
             lam = w.pop(0)
         if opts.update_omega:
@@ -210,7 +217,8 @@ def _placebo_taus(Y0: np.ndarray, ctrl: np.ndarray, tr: np.ndarray, fit: SDIDFit
 
 
 def placebo_replicates(Y: np.ndarray, N0: int, groups: list[Group], fits: list[SDIDFit],
-                       n_reps: int, rng: np.random.Generator) -> np.ndarray:
+                       n_reps: int, rng: np.random.Generator, stats: dict | None = None
+                       ) -> np.ndarray:
     """Placebo replicates, shape ``(n_reps, 1 + G)``: column 0 the ATT, then per group.
 
     Each cohort's replicates are solved together (:func:`_placebo_taus`), in chunks of
@@ -225,7 +233,8 @@ def placebo_replicates(Y: np.ndarray, N0: int, groups: list[Group], fits: list[S
     out = np.empty((n_reps, 1 + len(groups)))
     start = n0_new
     for g, fit in enumerate(track(fits, "synthetic_did placebo (cohorts)")):
-        out[:, 1 + g] = _placebo_taus(Y[:N0], ctrl, perms[:, start:start + sizes[g]], fit)
+        out[:, 1 + g] = _placebo_taus(Y[:N0], ctrl, perms[:, start:start + sizes[g]], fit,
+                                      stats)
         start += sizes[g]
     t1 = np.array([T - grp.a for grp in groups])
     cells = np.array(sizes, dtype=float) * t1

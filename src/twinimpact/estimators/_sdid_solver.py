@@ -612,18 +612,18 @@ def sparsify_rows(x: np.ndarray) -> np.ndarray:
     return x / x.sum(axis=1, keepdims=True)
 
 
-def solve_gram_sets(sets: list[GramProblems], opts: SDIDOptions) -> list[np.ndarray]:
+def solve_gram_sets(sets: list[GramProblems], opts: SDIDOptions
+                    ) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """synthdid's two passes (``max_iter_pre_sparsify`` steps, sparsify, then up to
-    ``max_iter``) of :func:`fw_gram_sets`; returns the weights of each set."""
+    ``max_iter``) of :func:`fw_gram_sets`; returns the weights of each set and, per set,
+    whether the last pass met the stopping rule before ``max_iter`` (per problem)."""
     first = opts.max_iter_pre_sparsify if opts.sparsify else opts.max_iter
     res = fw_gram_sets(sets, min_decrease=opts.min_decrease, max_iter=first)
-    x = [r[0] for r in res]
     if opts.sparsify:
-        sets = [dataclasses.replace(P, x0=sparsify_rows(xs)) for P, xs in
-                zip(sets, x, strict=True)]
-        x = [r[0] for r in fw_gram_sets(sets, min_decrease=opts.min_decrease,
-                                        max_iter=opts.max_iter)]
-    return x
+        sets = [dataclasses.replace(P, x0=sparsify_rows(r[0])) for P, r in
+                zip(sets, res, strict=True)]
+        res = fw_gram_sets(sets, min_decrease=opts.min_decrease, max_iter=opts.max_iter)
+    return [r[0] for r in res], [r[2] for r in res]
 
 
 def gram_blocks(Yw: np.ndarray, zeta: float, intercept: bool
