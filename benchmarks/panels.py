@@ -36,7 +36,19 @@ import argparse
 import numpy as np
 import pandas as pd
 
-__all__ = ["PANEL_KINDS", "gravity_panel", "make", "staggered_panel"]
+__all__ = ["PANEL_KINDS", "SDID_KINDS", "gravity_panel", "lean_staggered_panel", "make",
+           "sdid_panel", "staggered_panel"]
+
+
+def _design(n_rows: float, n_periods: int, n_cohorts: int, first_year: int):
+    """Units, calendar years and adoption dates (n_cohorts distinct periods among
+    years[2:], spread evenly) of a staggered panel of about ``n_rows`` rows."""
+    n_units = max(4, round(float(n_rows) / n_periods))
+    years = np.arange(first_year, first_year + n_periods, dtype=np.int64)
+    cand = years[2:]
+    n_c = min(n_cohorts, len(cand))
+    dates = cand[np.unique(np.linspace(0, len(cand) - 1, n_c).round().astype(int))]
+    return n_units, years, dates
 
 
 def staggered_panel(n_rows: float, *, n_periods: int = 10, n_cohorts: int = 7,
@@ -47,13 +59,8 @@ def staggered_panel(n_rows: float, *, n_periods: int = 10, n_cohorts: int = 7,
                     seed: int = 0) -> pd.DataFrame:
     """Staggered-adoption panel (see the module docstring for the knobs)."""
     rng = np.random.default_rng(seed)
-    n_units = max(4, round(float(n_rows) / n_periods))
+    n_units, years, dates = _design(n_rows, n_periods, n_cohorts, first_year)
     t = n_periods
-    years = np.arange(first_year, first_year + t, dtype=np.int64)
-    # adoption dates: n_cohorts distinct periods among years[2:], spread evenly
-    cand = years[2:]
-    n_c = min(n_cohorts, len(cand))
-    dates = cand[np.unique(np.linspace(0, len(cand) - 1, n_c).round().astype(int))]
     if treated_units is not None:
         g_unit = np.zeros(n_units, dtype=np.int64)
         tr = rng.choice(n_units, size=min(treated_units, n_units), replace=False)
@@ -99,6 +106,95 @@ def staggered_panel(n_rows: float, *, n_periods: int = 10, n_cohorts: int = 7,
     if shuffle:
         df = df.iloc[rng.permutation(len(df))].reset_index(drop=True)
     return df
+
+
+def sdid_panel(n_units: int, n_periods: int, *, treated: float = 0.1, post_share: float = 0.25,
+               noise: float = 1.0, factors: int = 2, cohorts: int = 1, key: str = "int",
+               seed: int = 1) -> pd.DataFrame:
+    """Few-treated block design for synthetic DiD: ``n_units`` x ``n_periods``, balanced.
+
+    ``treated`` is the number (>= 1) or share (< 1) of treated units; they adopt in the
+    last ``post_share`` of the periods (``cohorts`` > 1 spreads them over that many
+    adoption dates ending there). Outcome: unit and period effects, ``factors``
+    interactive factors (so the weights matter), an effect of 1 after adoption, and
+    Gaussian noise of sd ``noise``. Columns ``unit, year, cohort (0 = never), treated, y``.
+    """
+    rng = np.random.default_rng(seed)
+    n_tr = int(treated) if treated >= 1 else max(1, round(treated * n_units))
+    t0 = n_periods - max(1, round(post_share * n_periods))
+    years = np.arange(2001, 2001 + n_periods, dtype=np.int64)
+    dates = years[np.linspace(t0, max(t0 - 2 * (cohorts - 1), 2), cohorts).round().astype(int)]
+    g_unit = np.zeros(n_units, dtype=np.int64)
+    tr = rng.choice(n_units, size=n_tr, replace=False)
+    g_unit[tr] = dates[np.arange(n_tr) % cohorts]
+    load = rng.normal(size=(n_units, factors))
+    fac = np.cumsum(rng.normal(scale=0.3, size=(n_periods, factors)), axis=0)
+    y = (rng.normal(size=(n_units, 1)) + rng.normal(size=(1, n_periods)) + load @ fac.T
+         + noise * rng.normal(size=(n_units, n_periods)))
+    post = (g_unit[:, None] > 0) & (years[None, :] >= g_unit[:, None])
+    y = y + post
+    unit = np.repeat(np.arange(n_units, dtype=np.int64), n_periods)
+    uid = (np.char.add("u", np.char.zfill(unit.astype(str), 6)).astype(object)
+           if key == "str" else unit)
+    return pd.DataFrame({"unit": uid, "year": np.tile(years, n_units),
+                         "cohort": np.repeat(g_unit, n_periods),
+                         "treated": post.ravel().astype(np.int64), "y": y.ravel()})
+
+
+#: synthetic DiD panel variants used by run_table.py (kind -> sdid_panel keywords)
+SDID_KINDS: dict[str, dict] = {
+    "tr10": {"treated": 0.1},
+    "tr1": {"treated": 1},
+    "tr5": {"treated": 5},
+    "tr20": {"treated": 0.2},
+    "post50_noisy": {"treated": 0.1, "post_share": 0.5, "noise": 3.0},
+    "strkey": {"treated": 0.1, "key": "str"},
+}
+
+
+def lean_staggered_panel(n_rows: float, *, n_periods: int = 10, n_cohorts: int = 7,
+                         never_share: float = 0.3, miss_random: float = 0.0,
+                         first_year: int = 2001, seed: int = 0,
+                         chunk_units: int = 1 << 18) -> pd.DataFrame:
+    """:func:`staggered_panel` for 1e8 rows: the same design (unit and year effects,
+    staggered cohorts, the same dynamic effect, rows missing at random) with only the
+    columns ``unit, year, cohort, y`` (int64, int64, int64, float64: 32 bytes a row),
+    generated ``chunk_units`` units at a time straight into the final arrays, so that
+    making the panel never needs more memory than the panel itself (the frame is built
+    without a copy). Not the same random draws as :func:`staggered_panel`."""
+    rng = np.random.default_rng(seed)
+    n_units, years, dates = _design(n_rows, n_periods, n_cohorts, first_year)
+    t = n_periods
+    never = rng.random(n_units) < never_share
+    g_unit = np.where(never, 0, rng.choice(dates, size=n_units)).astype(np.int64)
+    a_u = rng.normal(size=n_units)
+    l_t = rng.normal(size=t)
+    cap = n_units * t
+    cols = {"unit": np.empty(cap, np.int64), "year": np.empty(cap, np.int64),
+            "cohort": np.empty(cap, np.int64), "y": np.empty(cap, np.float64)}
+    m = 0
+    for start in range(0, n_units, chunk_units):
+        stop = min(n_units, start + chunk_units)
+        crng = np.random.default_rng([seed, start])
+        unit = np.repeat(np.arange(start, stop, dtype=np.int64), t)
+        pos = np.tile(np.arange(t, dtype=np.int64), stop - start)
+        if miss_random > 0:
+            keep = crng.random(len(unit)) >= miss_random
+            unit, pos = unit[keep], pos[keep]
+        year = years[pos]
+        g = g_unit[unit]
+        rel = np.where(g > 0, year - g, -1)
+        post = (g > 0) & (year >= g)
+        effect = np.where(post, (1.0 + 0.1 * np.maximum(rel, 0))
+                          * (1.0 + 0.02 * (g - years[0])), 0.0)
+        k = len(unit)
+        cols["unit"][m:m + k] = unit
+        cols["year"][m:m + k] = year
+        cols["cohort"][m:m + k] = g
+        cols["y"][m:m + k] = a_u[unit] + l_t[pos] + effect + crng.normal(size=k)
+        m += k
+    # views of the first m rows; the untouched tail of each buffer is never paged in
+    return pd.DataFrame({c: v[:m] for c, v in cols.items()}, copy=False)
 
 
 def gravity_panel(n_exp: int, n_imp: int | None = None, n_years: int = 100, *,
@@ -176,6 +272,43 @@ def gravity_panel(n_exp: int, n_imp: int | None = None, n_years: int = 100, *,
     return df if keep.all() else df.loc[keep].reset_index(drop=True)
 
 
+def gravity_panel_lean(n_exp: int, n_imp: int | None = None, n_years: int = 100, *,
+                       zeros: float = 0.2, treated_pairs: float = 0.3, n_cohorts: int = 20,
+                       seed: int = 0) -> pd.DataFrame:
+    """The dense gravity panel for very large sizes (1e8 rows): the same design and row
+    order as :func:`gravity_panel` (other random draws), generated one year at a time
+    into compact columns -- ``exp_year, imp_year, pair`` (int32), ``treat`` (int8),
+    ``trade`` (float64): 21 bytes a row instead of 80."""
+    n_imp = n_exp if n_imp is None else n_imp
+    rng = np.random.default_rng(seed)
+    n_pair = n_exp * n_imp
+    dates = np.unique(np.linspace(n_years // 5, n_years - 2, n_cohorts).round().astype(int))
+    treat_pair = rng.random(n_pair) < treated_pairs
+    g_pair = np.where(treat_pair, rng.choice(dates, size=n_pair) + 1, 0)
+    a_it = rng.normal(0, 1, (n_exp, n_years))
+    b_jt = rng.normal(0, 1, (n_imp, n_years))
+    m_ij = rng.normal(0, 1.0, n_pair)
+    i = np.repeat(np.arange(n_exp, dtype=np.int32), n_imp)
+    j = np.tile(np.arange(n_imp, dtype=np.int32), n_exp)
+    pair_ids = np.arange(n_pair, dtype=np.int32)
+    n = n_pair * n_years
+    cols = {"exp_year": np.empty(n, np.int32), "imp_year": np.empty(n, np.int32),
+            "pair": np.empty(n, np.int32), "treat": np.empty(n, np.int8),
+            "trade": np.empty(n, np.float64)}
+    for t in range(n_years):
+        sl = slice(t * n_pair, (t + 1) * n_pair)
+        d = (g_pair > 0) & (t + 1 >= g_pair)
+        cols["exp_year"][sl] = i * n_years + t
+        cols["imp_year"][sl] = j * n_years + t
+        cols["pair"][sl] = pair_ids
+        cols["treat"][sl] = d
+        eta = 1.0 + a_it[i, t] + b_jt[j, t] + m_ij + 0.2 * d
+        trade = rng.poisson(np.exp(eta)) * rng.lognormal(0, 0.2, n_pair)
+        trade[rng.random(n_pair) < zeros] = 0.0
+        cols["trade"][sl] = trade
+    return pd.DataFrame(cols, copy=False)
+
+
 # named panel variants used by run_table.py: kind -> keyword arguments of staggered_panel
 PANEL_KINDS: dict[str, dict] = {
     "balanced": {},
@@ -187,8 +320,13 @@ PANEL_KINDS: dict[str, dict] = {
 }
 
 
-def make(kind: str, n_rows: float, **kw) -> pd.DataFrame:
-    """``staggered_panel(n_rows, **PANEL_KINDS[kind], **kw)``."""
+def make(kind: str, n_rows: float, *, lean: bool = False, **kw) -> pd.DataFrame:
+    """``staggered_panel(n_rows, **PANEL_KINDS[kind], **kw)``; ``lean=True``:
+    :func:`lean_staggered_panel` (the 1e8-row runs; kinds "balanced" and "unbalanced")."""
+    if lean:
+        if kind not in ("balanced", "unbalanced"):
+            raise ValueError(f"lean panels exist for 'balanced' and 'unbalanced', not {kind!r}")
+        return lean_staggered_panel(n_rows, **{**PANEL_KINDS[kind], **kw})
     return staggered_panel(n_rows, **{**PANEL_KINDS[kind], **kw})
 
 

@@ -2,8 +2,10 @@
 
 Every (case, package, panel, size, thread setting) runs in its own child process: the
 panel is generated there (deterministic, :mod:`panels`), one untimed warm-up fit (imports,
-numba JIT, caches), then ``--repeats`` timed fits; the child reports the median time, the
-peak resident set size (``ru_maxrss``, includes the data and the interpreter) and the RSS
+numba JIT, caches), then ``--repeats`` timed fits (see ``BIG`` and ``SMALL_WARMUP`` for
+the large panels: warm-up on a 1e5-row panel in the same process); the child reports the
+median wall time, the median CPU time of the process (``time.process_time``: the figure
+that survives a loaded machine), the peak resident set size (``ru_maxrss``, includes the data and the interpreter) and the RSS
 right after the data were made (so ``peak - data`` is the estimator's own footprint).
 Children run with an address-space cap (``--mem-cap-gb``, RLIMIT_AS) so a runaway case
 fails alone instead of pushing the shared machine out of memory; a case that fails or
@@ -27,6 +29,10 @@ Run (from the repository root; twinimpact runs in the current interpreter with
     python benchmarks/run_table.py                       # the default table
     python benchmarks/run_table.py --cases event_study --sizes 1e5 1e6 --panels unbalanced
     python benchmarks/run_table.py --list                # cases, panels and peers
+    # scaling to 1e8 rows (alone on the machine, one process per size, capped):
+    flock /work/bench.lock python benchmarks/run_table.py --cases event_study --big \
+        --sizes 1e5 1e6 1e7 1e8 --panels balanced unbalanced --threads 1 --no-peers \
+        --mem-cap-gb 20
 
 Results are appended as JSON lines to ``--jsonl`` and the markdown table is written to
 ``--out`` (default ``benchmarks/results_table.md``).
@@ -53,6 +59,12 @@ THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
 
 
 # ----------------------------------------------------------------------------- panels
+#: from this many rows on a run is "big": it needs --big, the panel comes from the lean
+#: generator (panels.lean_staggered_panel: unit, year, cohort, y only, made in place), the
+#: warm-up fit runs on a 1e5-row panel in the same process, and one timed fit follows
+BIG_ROWS = 3e7
+
+
 def _panel(case: str, kind: str, size: float):
     sys.path.insert(0, str(HERE))
     import numpy as np
@@ -60,10 +72,14 @@ def _panel(case: str, kind: str, size: float):
     import panels
 
     if case in ("event_study", "imputation", "did2s"):
-        return panels.make(kind, size)
+        return panels.make(kind, size, lean=size >= BIG_ROWS)
     if case == "sdid":
-        # size = "N x T" encoded as N*1000+T; 10% treated units, treated in the last quarter
+        # size = "N x T" encoded as N*1000+T; "balanced" (issue 13's panel): 10% treated
+        # units, treated in the last quarter; other kinds: panels.SDID_KINDS (block designs
+        # with interactive factors: 1 / 5 / 10% / 20% treated, half the periods post, noise)
         n_units, t = int(size) // 1000, int(size) % 1000
+        if kind in panels.SDID_KINDS:
+            return panels.sdid_panel(n_units, t, **panels.SDID_KINDS[kind])
         d = panels.staggered_panel(n_units * t, n_periods=t, n_cohorts=1,
                                    treated_units=max(2, n_units // 10), key="int", seed=1)
         g = int(d["year"].min()) + (3 * t) // 4
@@ -72,9 +88,12 @@ def _panel(case: str, kind: str, size: float):
         if kind != "balanced":
             raise SystemExit("sdid needs a balanced panel")
         return d
-    if case == "honest_rm":
-        # one cohort, 5 pre (besides the reference) and 10 post periods
-        d = panels.staggered_panel(size, n_periods=16, n_cohorts=1, never_share=0.5, seed=2)
+    if case in HONEST_CASES:
+        # one cohort, 5 pre (besides the reference) and 10 post periods; kind: rows missing
+        kw = {k: v for k, v in panels.PANEL_KINDS[kind].items()
+              if k not in ("n_periods", "n_cohorts")}
+        d = panels.staggered_panel(size, n_periods=16, n_cohorts=1, never_share=0.5, seed=2,
+                                   **kw)
         g = int(d["year"].min()) + 6
         d["cohort"] = np.where(d["cohort"] > 0, g, 0)
         d["rel_time"] = np.where(d["cohort"] > 0, d["year"] - g, -1)
@@ -90,6 +109,8 @@ def _panel(case: str, kind: str, size: float):
     if case in ("ppml",):
         # dense gravity, size = rows before removals; cube root countries x years
         c = round(size ** (1 / 3))
+        if kind == "lean":  # compact columns, made year by year (for 1e8 rows)
+            return panels.gravity_panel_lean(c, c, c, zeros=0.2)
         return panels.gravity_panel(c, c, c, **{"zeros": 0.2, **GRAVITY_KINDS[kind]})
     if case == "etwfe_pois":
         return _etwfe_gravity(kind, size)
@@ -130,6 +151,15 @@ GRAVITY_KINDS: dict[str, dict] = {
 }
 
 
+#: HonestDiD cases (5 pre + 10 post event study, 10 values of M): relative magnitudes with
+#: our default (adaptive) grid, with R's grid exactly, and smoothness (optimal FLCI)
+HONEST_CASES = ("honest_rm", "honest_rm_r", "honest_sd")
+HONEST_RM_MBAR = (0.0, 2.0, 10)  # np.linspace arguments; R's default Mbarvec
+#: Delta^SD M values: 0 to 1.5 (R's default upper end for the balanced panel is 1.487:
+#: the largest upper 95% bound of a pre-period second difference)
+HONEST_SD_M = (0.0, 1.5, 10)
+
+
 # ----------------------------------------------------------------------------- fits
 def _fit_fn(case: str, pkg: str, d):
     import numpy as np
@@ -148,11 +178,15 @@ def _fit_fn(case: str, pkg: str, d):
             return lambda: np.array([ti.synthetic_did(
                 d, outcome="y", unit="unit", time="year", treated="treated", se="placebo",
                 n_reps=200, seed=0).std_errors.iloc[0]])
-        if case == "honest_rm":
+        if case in HONEST_CASES:
             res = ti.event_study(d, **kw)
-            mv = np.linspace(0, 2, 10)
-            return lambda: ti.honest_did(res, num_pre=5, num_post=10, m_values=mv
-                                         )[["lb", "ub"]].to_numpy().ravel()
+            hkw = {"restriction": "smoothness", "m_values": np.linspace(*HONEST_SD_M)} \
+                if case == "honest_sd" else {"m_values": np.linspace(*HONEST_RM_MBAR)}
+            if case == "honest_rm_r":
+                hkw["grid"] = "r"  # R's grid exactly (no re-centring/widening)
+            # first post period (R's default l_vec); the "Original" row is dropped
+            return lambda: ti.honest_did(res, num_pre=5, num_post=10, **hkw
+                                         ).iloc[1:][["lb", "ub"]].to_numpy().ravel()
         if case in ("wild", "wild_p"):
             extra = {"conf_int": False} if case == "wild_p" else {}
             def f():
@@ -209,14 +243,24 @@ def _fit_fn(case: str, pkg: str, d):
                                                      n_bootstrap=200, seed=0).fit(
                 d_block, outcome="y", treatment="ever", unit="unit", time="year",
                 post_periods=post).se])
-        if case == "honest_rm":
+        if case in ("honest_rm", "honest_sd"):
+            # diff-diff 3.13 HonestDiD: "smoothness" is the optimal FLCI (same estimand as
+            # ours, like for like); "relative_magnitude" is NOT R's C-LF test inversion but
+            # the identified set widened by z * se (its ARP hybrid is disabled) -- timed
+            # for reference only. fit() per M (no breakdown search); l_vec = first post
+            # period as ours. Event study with unit FE, unit clusters and all 10 post
+            # periods: betahat and sigma equal ours to 1e-13.
             dd_d = d.assign(tr=(d["cohort"] > 0).astype(int))
-            res = dd.MultiPeriodDiD().fit(dd_d, outcome="y", treatment="tr", time="year",
-                                          unit="unit", reference_period=int(d["year"].min()) + 5)
-            mv = list(np.linspace(0, 2, 10))
-            h = dd.HonestDiD(method="relative_magnitude")
-            return lambda: np.array([b for bb in h.sensitivity_analysis(res, M_grid=mv).bounds
-                                     for b in bb])
+            g = int(d["year"].min()) + 6
+            res = dd.MultiPeriodDiD(cluster="unit").fit(
+                dd_d, outcome="y", treatment="tr", time="year", unit="unit",
+                reference_period=g - 1, post_periods=list(range(g, int(d["year"].max()) + 1)),
+                absorb=["unit"])
+            meth, mv = (("smoothness", np.linspace(*HONEST_SD_M)) if case == "honest_sd"
+                        else ("relative_magnitude", np.linspace(*HONEST_RM_MBAR)))
+            h = dd.HonestDiD(method=meth, l_vec=np.eye(10)[0])
+            return lambda: np.array([b for m in mv for r in [h.fit(res, M=float(m))]
+                                     for b in (r.ci_lb, r.ci_ub)])
     if pkg == "wildboottest":
         import statsmodels.api as sm
         from wildboottest.wildboottest import wildboottest
@@ -234,21 +278,29 @@ def _rss_mb() -> float:
 #: from this many rows on, the warm-up runs on a 1e5-row panel of the same kind (imports,
 #: JIT) in the same process, so the big panel is fitted only ``repeats`` times
 BIG = 5e6
-#: per-case override: a Poisson ETWFE fit at 1e6 rows is already minutes of CPU for the peer
-BIG_AT = {"etwfe_pois": 5e5}
+#: the two-stage estimators: small-panel warm-up from 1e6 rows, and from ``BIG`` rows one
+#: timed fit (a 1e7-row peer fit takes minutes)
+SMALL_WARMUP = {"imputation": 1e6, "did2s": 1e6,
+                # Poisson ETWFE: a 1e6-row peer fit is minutes of CPU already
+                "etwfe_pois": 5e5}
 
 
 def child(case: str, pkg: str, kind: str, size: float, repeats: int) -> dict:
     t0, c0 = time.perf_counter(), time.process_time()
-    if size >= BIG_AT.get(case, BIG) and case in ("ppml", "etwfe_pois"):
+    if size >= BIG_ROWS or (case in SMALL_WARMUP and size >= BIG):
+        repeats = 1  # the big panel is made once and fitted once
+    if ((size >= BIG and case in ("ppml", "etwfe_pois", "event_study")) or size >= BIG_ROWS
+            or size >= SMALL_WARMUP.get(case, 1e99)):
         _fit_fn(case, pkg, _panel(case, kind, 1e5))()  # warm-up on a small panel
         first_s, first_cpu = time.perf_counter() - t0, time.process_time() - c0
         d = _panel(case, kind, size)
         rss_data = _rss_mb()
+        peak_data = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         fit = _fit_fn(case, pkg, d)
     else:
         d = _panel(case, kind, size)
         rss_data = _rss_mb()
+        peak_data = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         fit = _fit_fn(case, pkg, d)
         t0, c0 = time.perf_counter(), time.process_time()
         out = fit()  # warm-up
@@ -264,8 +316,8 @@ def child(case: str, pkg: str, kind: str, size: float, repeats: int) -> dict:
     return {"median_s": statistics.median(times), "times": times,
             "cpu_s": statistics.median(cpus), "first_s": first_s, "first_cpu_s": first_cpu,
             "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "data_mb": rss_data, "rows": len(d), "first": out[:3].tolist(),
-            "values": out.tolist()[:8]}
+            "data_mb": rss_data, "peak_before_fit_mb": peak_data, "rows": len(d),
+            "first": out[:3].tolist(), "values": out.tolist()[:8]}
 
 
 # ----------------------------------------------------------------------------- parent
@@ -275,8 +327,11 @@ CASES = {
                                                "entry_exit", "strkey_unbal", "cohorts20"]),
     "imputation": (["diff-diff"], [1e5, 1e6], ["balanced", "unbalanced"]),
     "did2s": (["diff-diff", "pyfixest"], [1e5, 1e6], ["balanced", "unbalanced"]),
-    "sdid": (["diff-diff"], [100_040, 1_000_060, 2_000_060], ["balanced"]),
-    "honest_rm": (["diff-diff"], [1e4], ["balanced"]),
+    "sdid": (["diff-diff"], [100_040, 1_000_060, 2_000_060],
+             ["balanced", "tr1", "tr5", "tr20", "post50_noisy", "strkey"]),
+    "honest_rm": (["diff-diff"], [1e4], ["balanced", "unbalanced", "gaps"]),
+    "honest_rm_r": ([], [1e4], ["balanced", "unbalanced", "gaps"]),
+    "honest_sd": (["diff-diff"], [1e4], ["balanced", "unbalanced", "gaps"]),
     "wild": (["wildboottest"], [1e5], ["balanced"]),
     "wild_p": (["wildboottest"], [1e5], ["balanced"]),
     "ppml": (["pyfixest"], [1e6, 1e7], list(GRAVITY_KINDS)),
@@ -377,7 +432,7 @@ def exponents(results: list[dict]) -> str:
     import pandas as pd
     df = pd.DataFrame([r for r in results if not isinstance(r.get("error"), str)])
     lines = ["| case | package | panel | threads | sizes (rows) | exponent (time) "
-             "| exponent (peak memory) |", "|" + "---|" * 7]
+             "| exponent (CPU time) | exponent (peak memory) |", "|" + "---|" * 8]
     for key, grp in df.groupby(["case", "pkg", "panel", "threads"], sort=False):
         grp = grp.drop_duplicates("size", keep="last").sort_values("rows")
         if len(grp) < 2:
@@ -385,9 +440,12 @@ def exponents(results: list[dict]) -> str:
         x = np.log(grp["rows"].to_numpy(float))
         bt = np.polyfit(x, np.log(grp["median_s"].to_numpy(float)), 1)[0]
         bm = np.polyfit(x, np.log(grp["peak_mb"].to_numpy(float)), 1)[0]
+        cpu = grp["cpu_s"].to_numpy(float) if "cpu_s" in grp else np.array([np.nan])
+        bc = (f"{np.polyfit(x, np.log(cpu), 1)[0]:.2f}" if np.isfinite(cpu).all()
+              and len(cpu) == len(x) else "-")
         sizes = ", ".join(f"{v:.2g}" for v in grp["rows"])
         lines.append(f"| {key[0]} | {key[1]} | {key[2]} | {key[3]} | {sizes} | {bt:.2f} "
-                     f"| {bm:.2f} |")
+                     f"| {bc} | {bm:.2f} |")
     return "\n".join(lines)
 
 
@@ -402,6 +460,10 @@ def main() -> None:
     ap.add_argument("--timeout", type=float, default=1800)
     ap.add_argument("--peer-python", default="/tmp/venv-peers/bin/python")
     ap.add_argument("--no-peers", action="store_true", help="time twinimpact only")
+    ap.add_argument("--big", action="store_true",
+                    help=f"allow sizes >= {BIG_ROWS:.0e} rows (1e8: run alone, under "
+                         "flock /work/bench.lock, with --mem-cap-gb ~20); peers are not run "
+                         "at those sizes")
     ap.add_argument("--cold-jit", action="store_true",
                     help="fresh NUMBA_CACHE_DIR per child: 'first call' includes compiling")
     ap.add_argument("--ti-src", default=str(ROOT / "src"),
@@ -425,6 +487,9 @@ def main() -> None:
         for c, (peers, sizes, kinds) in CASES.items():
             print(f"{c}: peers {peers}, sizes {sizes}, panels {kinds}")
         return
+    too_big = [z for z in (a.sizes or []) if z >= BIG_ROWS]
+    if too_big and not a.big:
+        raise SystemExit(f"sizes {too_big} need --big (see --help)")
     results = []
     threads = ["1", "default"] if a.threads == "both" else [a.threads]
     for case in a.cases:
@@ -432,14 +497,15 @@ def main() -> None:
         for kind in a.panels or kinds:
             for size in a.sizes or sizes:
                 for th in threads:
-                    for pkg in ["twinimpact"] + ([] if a.no_peers else peers):
+                    for pkg in ["twinimpact"] + ([] if a.no_peers or size >= BIG_ROWS
+                                                 else peers):
                         r = run_child(a, case, pkg, kind, size, th)
                         results.append(r)
                         with open(a.jsonl, "a") as fh:
                             fh.write(json.dumps(r) + "\n")
                         print(json.dumps({k: r.get(k) for k in (
-                            "case", "pkg", "panel", "size", "threads", "median_s", "peak_mb",
-                            "error", "load")}), flush=True)
+                            "case", "pkg", "panel", "size", "threads", "median_s", "cpu_s",
+                            "peak_mb", "data_mb", "error", "load")}), flush=True)
     head = [f"# Speed table (benchmarks/run_table.py), {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
             "", f"Command: `python benchmarks/run_table.py {' '.join(sys.argv[1:])}`", "",
             f"Machine: {platform.platform()}, {os.cpu_count()} CPUs shared with other jobs; "

@@ -404,40 +404,7 @@ def test_separated_cell_is_nan_counted_and_left_out_of_averages():
     assert s.diagnostics["n_obs_lost_no_comparison"] == int(late.sum())
 
 
-#: ppmlhdfe test/separation_datasets on which ppml's FE + ReLU checks find exactly the
-#: marked rows (with singletons kept, as the files mark separation only)
-SEPARATION_OK = ["01", "05", "06", "08", "09", "11", "14", "15"]
-#: cases ppml gets wrong today (missed: 02, 04, 10, 12, 13, 16-18; one row too many: 07):
-#: a known defect of the ReLU check, reported to the lead -- strict, so a fix shows up
-SEPARATION_KNOWN_WRONG = ["02", "04", "07", "10", "12", "13", "16", "17", "18"]
-
-
-def _separation_case(name: str) -> tuple[pd.DataFrame, np.ndarray]:
-    d = pd.read_csv(DATA / "ppmlhdfe_separation" / f"{name}.csv")
-    d.columns = [c.lower() for c in d.columns]
-    ids = [c for c in d.columns if c.startswith("id")]
-    xs = [c for c in d.columns if c.startswith("x")]
-    if not xs:  # fixed effects only: a regressor collinear with them (separates nothing)
-        d["x0"] = d[ids[0]].astype(float)
-        xs = ["x0"]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        r = ti.ppml(d, outcome="y", regressors=xs, fixed_effects=ids, separation=True,
-                    drop_singletons=False)
-    used = np.zeros(len(d), dtype=bool)
-    used[np.asarray(r.extras["rows_used"])] = True
-    return d, ~used
-
-
-@pytest.mark.parametrize("name", SEPARATION_OK + [
-    pytest.param(n, marks=pytest.mark.xfail(strict=True, reason="ppml separation check "
-                                            "misses / over-drops on this ppmlhdfe case"))
-    for n in SEPARATION_KNOWN_WRONG])
-def test_ppml_drops_exactly_ppmlhdfe_separated_rows(name):
-    """ppmlhdfe's separation test datasets (tests/data/ppmlhdfe_separation/SOURCE.md): the
-    rows marked ``separated`` are the ones ppml removes, and no other."""
-    d, dropped = _separation_case(name)
-    np.testing.assert_array_equal(dropped, d["separated"].to_numpy() == 1)
+# ppmlhdfe's separation test datasets: tests/estimators/test_ppml_separation.py
 
 
 # ----------------------------------------------------------------- invariances, input

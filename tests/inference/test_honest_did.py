@@ -359,3 +359,76 @@ def test_engine_is_validated():
     with pytest.raises(SpecificationError, match="engine"):
         relative_magnitudes_cs(b, s, 2, 2, np.array([1.0, 0.0]), 1.0,
                                grid=np.linspace(-1, 1, 5), engine="simplex")
+
+
+# ------------------------------------------------------------------ fast bounds == full scan
+def _scan_case(num_pre, num_post, seed, avg):
+    b, s = _random_event_study(num_pre, num_post, seed)
+    lv = np.full(num_post, 1.0 / num_post) if avg else np.eye(num_post)[0]
+    post = slice(num_pre, None)
+    est, se = float(lv @ b[post]), float(np.sqrt(lv @ s[post, post] @ lv))
+    return b, s, lv, est, se
+
+
+_SCAN_CASES = {"seed": st.integers(0, 10_000), "num_pre": st.integers(1, 4),
+               "num_post": st.integers(1, 5), "mbar": st.sampled_from([0.0, 0.3, 1.0, 2.5]),
+               "hybrid": st.sampled_from(["LF", "ARP"]),
+               "engine": st.sampled_from(["vertices", "lp_warm"]), "avg": st.booleans(),
+               "width": st.sampled_from([2.0, 6.0, 40.0])}
+
+
+@settings(max_examples=12, deadline=None)
+@given(**_SCAN_CASES)
+def test_accepted_range_equals_full_grid_scan(seed, num_pre, num_post, mbar, hybrid, engine,
+                                              avg, width):
+    """honest_did's bounds (edge-inwards scan, union pruning, warm bases shared across
+    pieces and Mbar) are the extreme accepted points of the full scan of every grid
+    point -- including empty sets and sets reaching the grid edge (narrow grids)."""
+    _check_accepted_range(seed, num_pre, num_post, mbar, hybrid, engine, avg, width)
+
+
+@pytest.mark.slow
+@settings(max_examples=300, deadline=None)
+@given(**_SCAN_CASES)
+def test_accepted_range_equals_full_grid_scan_many(seed, num_pre, num_post, mbar, hybrid,
+                                                   engine, avg, width):
+    _check_accepted_range(seed, num_pre, num_post, mbar, hybrid, engine, avg, width)
+
+
+def _check_accepted_range(seed, num_pre, num_post, mbar, hybrid, engine, avg, width):
+    from twinimpact.inference.honest_did import _rm_problems, accepted_range
+
+    b, s, lv, est, se = _scan_case(num_pre, num_post, seed, avg)
+    grid = np.linspace(est - width * se, est + width * se, 61)
+    kw = {"alpha": 0.05, "hybrid": hybrid, "kappa": 0.005, "post_moments_only": True,
+          "lf_sims": 200, "seed": 0}
+    full = relative_magnitudes_cs(b, s, num_pre, num_post, lv, mbar, grid=grid,
+                                  engine=engine, **{k: v for k, v in kw.items()
+                                                    if k != "post_moments_only"})
+    pool: list = []
+    # a sibling Mbar first, so that the pool offers bases found on another problem
+    accepted_range(_rm_problems(b, s, num_pre, num_post, lv, mbar + 0.7, engine=engine,
+                                pool=pool, **kw), grid)
+    got = accepted_range(_rm_problems(b, s, num_pre, num_post, lv, mbar, engine=engine,
+                                      pool=pool, **kw), grid)
+    idx = np.flatnonzero(full)
+    assert got == ((int(idx[0]), int(idx[-1])) if len(idx) else None)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("hybrid", ["LF", "ARP"])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_accepted_range_equals_lp_oracle_scan(seed, hybrid):
+    """The fast bounds equal the extreme accepted points of the slow oracle (one HiGHS LP
+    per grid point and per least-favourable draw)."""
+    from twinimpact.inference.honest_did import _rm_problems, accepted_range
+
+    b, s, lv, est, se = _scan_case(2, 3, seed, avg=seed == 1)
+    grid = np.linspace(est - 5 * se, est + 5 * se, 31)
+    kw = {"alpha": 0.05, "hybrid": hybrid, "kappa": 0.005, "lf_sims": 100, "seed": 0}
+    slow = relative_magnitudes_cs(b, s, 2, 3, lv, 1.0, grid=grid, engine="lp", **kw)
+    for engine in ("vertices", "lp_warm"):
+        got = accepted_range(_rm_problems(b, s, 2, 3, lv, 1.0, engine=engine,
+                                          post_moments_only=True, pool=[], **kw), grid)
+        idx = np.flatnonzero(slow)
+        assert got == (int(idx[0]), int(idx[-1]))

@@ -120,7 +120,26 @@ class _Projector:
         return self.sums(x) * self.inv_wsum[:, None]
 
     def subtract(self, x: np.ndarray) -> np.ndarray:
-        return x - self.means(x)[self.codes]
+        out = np.array(x, dtype=float, copy=True)
+        _gather_update(out, self.means(x), self.codes, np.subtract)
+        return out
+
+
+#: rows per block of a blocked gather (a few MB of temporaries whatever n is)
+_GATHER_ROWS = 1 << 16
+
+
+def _gather_update(out: np.ndarray, table: np.ndarray, codes: np.ndarray, op) -> None:
+    """``out = op(out, table[codes])`` (``op`` a ufunc such as ``np.subtract``) in blocks of
+    rows, without the n x k temporary ``table[codes]``; same numbers."""
+    n = len(codes)
+    rows = max(1, _GATHER_ROWS // max(1, out.shape[1] if out.ndim == 2 else 1))
+    if n <= rows:
+        op(out, np.take(table, codes, axis=0), out=out)
+        return
+    for start in range(0, n, rows):
+        b = slice(start, start + rows)
+        op(out[b], np.take(table, codes[b], axis=0), out=out[b])
 
 
 def is_balanced_twoway(codes_a: np.ndarray, codes_b: np.ndarray, n_a: int, n_b: int) -> bool:
@@ -212,10 +231,10 @@ class SmallSetProjector:
         """``M x`` for ``x`` (n, k): the residual of the two-way projection."""
         r = self.big.subtract(x)
         g = self.s_pinv @ self.small.sums(r)
-        r -= np.take(g, self.small.codes, axis=0)
+        _gather_update(r, g, self.small.codes, np.subtract)
         back = self.cells @ g
         back *= self.big.inv_wsum[:, None]
-        r += np.take(back, self.big.codes, axis=0)
+        _gather_update(r, back, self.big.codes, np.add)
         return r
 
 
@@ -308,39 +327,61 @@ def demean(x: np.ndarray, fe_codes: Sequence[np.ndarray], *, weights: np.ndarray
 
 def _n_components(a: np.ndarray, b: np.ndarray, na: int, nb: int) -> int:
     """Connected components of the bipartite graph of two FE sets (fixest's redundancy)."""
-    from scipy.sparse import coo_matrix
+    from scipy.sparse import coo_matrix, csr_matrix
     from scipy.sparse.csgraph import connected_components
 
+    if nb > na:
+        a, b, na, nb = b, a, nb, na
+    if nb * nb <= max(4 * len(a), 1 << 20):
+        # the components of the bipartite graph are those of the graph on the smaller set
+        # that links each level of the larger set's first-seen partner to its others:
+        # one n-sized temporary and a (nb x nb) adjacency instead of an (na+nb)^2 graph
+        partner = np.empty(na, dtype=np.intp)
+        partner[a] = b
+        key = partner[a]
+        key *= nb
+        key += b
+        adj = np.bincount(key, minlength=nb * nb).reshape(nb, nb)
+        del key
+        return int(connected_components(csr_matrix(adj), directed=False)[0])
     n = na + nb
     m = coo_matrix((np.ones(len(a)), (a, b + na)), shape=(n, n))
     return int(connected_components(m, directed=False)[0])
 
 
 def fe_dof(fe_codes: Sequence[np.ndarray], cluster_codes: Sequence[np.ndarray] = (),
-           nested: bool = True, *, balanced: bool = False) -> tuple[int, int]:
+           nested: bool = True, *, balanced: bool = False,
+           exact: bool = False, n_obs: int | None = None,
+           n_slopes: int = 0) -> tuple[int, int]:
     """Number of fixed-effect parameters, fixest style.
 
-    Returns ``(k_fe, k_fe_nested)``: ``k_fe`` counts the levels of every FE set minus
-    redundancies (one per extra FE set; for exactly two sets the number of connected
-    components, as fixest does); ``k_fe_nested`` is what fixest ``fixef.K = "nested"``
-    removes from K: for each FE set nested in a cluster variable, its number of levels
-    minus one (the set still absorbs one intercept-like parameter, so
-    ``K = k + k_fe - k_fe_nested``, as in fixest and pyfixest's ``n_fe_fully_nested``).
+    Returns ``(k_fe, k_fe_nested)``: ``k_fe`` counts the levels of every FE set minus one
+    redundancy per extra FE set -- R fixest's default (``nparams = k + sum(fixef_sizes - 1)
+    + 1``, ``ssc(fixef.force_exact = FALSE)``) and pyfixest's. ``exact=True`` counts the
+    redundancies of exactly two sets exactly, as the number of connected components of
+    their bipartite graph (fixest ``fixef.force_exact = TRUE``, reghdfe/ppmlhdfe's first
+    pair): it differs from the default when the two sets are not connected, e.g.
+    exporter-year and importer-year fixed effects (one component per year).
+    ``k_fe_nested`` is what fixest ``fixef.K = "nested"`` removes from K: for each FE set
+    nested in a cluster variable, its number of levels minus one (the set still absorbs
+    one intercept-like parameter, so ``K = k + k_fe - k_fe_nested``, as in fixest and
+    pyfixest's ``n_fe_fully_nested``).
 
     ``balanced=True`` tells that two FE sets are a balanced panel (every cell observed,
     :func:`is_balanced_twoway`): their bipartite graph is then connected (one component)
-    and the graph search is skipped.
+    and the graph search of ``exact=True`` is skipped. ``n_obs`` and ``n_slopes``: when the
+    default count leaves no residual degree of freedom (``n_obs <= n_slopes + k_fe``, tiny
+    designs with disconnected sets, where fixest's ``(n-1)/(n-K)`` turns negative) the exact
+    count is used instead.
     """
     sizes = [int(c.max()) + 1 for c in fe_codes]
     if not sizes:
         return 0, 0
-    if len(sizes) == 2 and balanced:
-        redundant = 1
-    elif len(sizes) == 2:
+    redundant = len(sizes) - 1
+    if len(sizes) == 2 and not balanced and (
+            exact or (n_obs is not None and n_obs <= n_slopes + sum(sizes) - redundant)):
         redundant = _n_components(fe_codes[0], fe_codes[1], sizes[0], sizes[1])
-    else:
-        redundant = len(sizes) - 1
-    k_fe = sum(sizes) - (redundant if len(sizes) == 2 else len(sizes) - 1)
+    k_fe = sum(sizes) - redundant
     k_nested = 0
     if nested and cluster_codes:
         for i, c in enumerate(fe_codes):
@@ -461,8 +502,9 @@ def _twoway_project(v: np.ndarray, u: np.ndarray, t: np.ndarray, n_u: int,
     subtracts raw period means of the size of ``v`` and loses digits when ``v`` has large
     levels (e.g. 1e6 + noise).
     """
-    out = v - (np.bincount(u, weights=v, minlength=n_u) / n_t)[u]
-    out -= (np.bincount(t, weights=out, minlength=n_t) / n_u)[t]
+    out = np.array(v, dtype=float, copy=True)
+    _gather_update(out, np.bincount(u, weights=v, minlength=n_u) / n_t, u, np.subtract)
+    _gather_update(out, np.bincount(t, weights=out, minlength=n_t) / n_u, t, np.subtract)
     return out
 
 
@@ -470,21 +512,34 @@ def _dense(a: object) -> np.ndarray:
     return a.toarray() if hasattr(a, "toarray") else np.asarray(a)
 
 
-def _matmul_rowblocks(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """``a @ b`` for a tall ``a`` (m, k) and a small ``b`` (k, p), in row blocks.
+def _row_block(n_cols: int) -> int:
+    """Rows per block of a blocked product: small enough that OpenBLAS runs it on one
+    thread (on a loaded machine its thread hand-off made a (1e5 x 10) @ (10 x 15)
+    product 20x slower than the single-threaded one: 32 ms vs 1.4 ms measured) and that
+    the block's temporaries stay small (a few MB whatever the number of rows)."""
+    return max(64, 131_072 // max(1, n_cols))
 
-    Each block is small enough that OpenBLAS runs it on one thread: on a loaded machine
-    its thread hand-off made a (1e5 x 10) @ (10 x 15) product 20x slower than the
-    single-threaded one (32 ms vs 1.4 ms measured); the blocks cost about 1.5 ms in all.
-    """
+
+def _matmul_rowblocks(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``a @ b`` for a tall ``a`` (m, k) and a small ``b`` (k, p), in row blocks."""
     m = a.shape[0]
-    rows = max(64, 131_072 // max(1, a.shape[1] * b.shape[1]))
+    rows = _row_block(a.shape[1] * b.shape[1])
     if m <= rows:
         return a @ b
     out = np.empty((m, b.shape[1]))
     for start in range(0, m, rows):
         np.matmul(a[start:start + rows], b, out=out[start:start + rows])
     return out
+
+
+def _sub_rowblocks(out: np.ndarray, part: Callable[[slice], np.ndarray]) -> None:
+    """``out -= P`` for a tall ``P`` given block by block (``part(rows)`` is ``P[rows]``),
+    so that no temporary of the size of ``out`` is made."""
+    m = out.shape[0]
+    rows = _row_block(out.shape[1] * 16)
+    for start in range(0, m, rows):
+        r = slice(start, start + rows)
+        out[r] -= part(r)
 
 
 #: largest number of cells of a dense unit x indicator count table (else scipy sparse):
@@ -499,7 +554,10 @@ def _cell_counts(rows: np.ndarray, cols: np.ndarray, n_rows: int, n_cols: int) -
     scipy CSR matrix with the same entries.
     """
     if n_rows * n_cols <= max(_DENSE_CELLS_MAX, 2 * len(rows)):
-        flat = np.bincount(rows * n_cols + cols, minlength=n_rows * n_cols)
+        key = rows * n_cols
+        key += cols
+        flat = np.bincount(key, minlength=n_rows * n_cols)
+        del key
         return flat.reshape(n_rows, n_cols).astype(float)
     from scipy import sparse
 
@@ -514,7 +572,9 @@ class TwoWayOLSFit(OLSFit):
     Extra attributes (n rows, N units, T periods, p indicator columns, q dense columns):
     ``yd_ss`` the sum of squares of the demeaned outcome; ``unit_codes`` (n,),
     ``time_codes`` (n,), ``onehot`` (n,) indicator codes (-1 = no indicator);
-    ``counts`` (p,) rows per indicator; ``unit_counts`` (N, p, dense or scipy sparse)
+    ``counts`` (p,) rows per indicator; ``unit_counts`` (N, p, dense or scipy sparse;
+    None when the dense (N, p) table became ``unit_part`` in place, to keep one such
+    table in memory)
     and ``time_counts`` (T, p) indicator counts per unit / period; ``mz`` (n, q) the
     demeaned dense columns. ``unit_part`` (N, p, dense or sparse), ``time_part`` (T, p)
     and ``grand`` (p,) give the demeaned indicators row by row:
@@ -533,6 +593,38 @@ class TwoWayOLSFit(OLSFit):
     unit_part: object = None
     time_part: np.ndarray | None = None
     grand: np.ndarray | None = None
+
+    def score_meat(self) -> np.ndarray:
+        """``S'S`` for the (n, rank) per-observation scores ``S = cluster_sums(None)``,
+        accumulated over blocks of rows: the heteroskedasticity-robust meat without an
+        n x k array (row i's score is ``((M D)_i, (M Z)_i) e_i``, see :meth:`cluster_sums`)."""
+        from scipy import sparse
+
+        e_all = self.resid
+        n = len(e_all)
+        p = self.unit_part.shape[1]
+        q = self.mz.shape[1]
+        k = p + q
+        meat = np.zeros((k, k))
+        rows = max(1, _GATHER_ROWS // max(1, k))
+        for start in range(0, n, rows):
+            r = slice(start, min(n, start + rows))
+            e = e_all[r]
+            s = np.zeros((len(e), k))
+            if p:
+                c = self.onehot[r]
+                hit = np.flatnonzero(c >= 0)
+                s[hit, c[hit]] = 1.0
+                u_part = self.unit_part[self.unit_codes[r]]
+                s[:, :p] -= u_part.toarray() if sparse.issparse(u_part) else u_part
+                s[:, :p] -= self.time_part[self.time_codes[r]]
+                if self.grand is not None:
+                    s[:, :p] += self.grand
+            if q:
+                s[:, p:] = self.mz[r]
+            s *= e[:, None]
+            meat += s.T @ s
+        return meat if self.kept.all() else meat[np.ix_(self.kept, self.kept)]
 
     def cluster_sums(self, codes: np.ndarray | None) -> np.ndarray:
         """Per-cluster score sums ``s_g = sum_{i in g} (M x_i) e_i`` of the kept columns.
@@ -561,15 +653,24 @@ class TwoWayOLSFit(OLSFit):
         g = np.arange(n) if codes is None else np.asarray(codes, dtype=np.intp)
         n_g = int(g.max()) + 1
         u, t = self.unit_codes, self.time_codes
-        n_u, p = self.unit_counts.shape
+        n_u, p = self.unit_part.shape
         n_t = self.time_counts.shape[0]
         q = self.mz.shape[1]
-        out = np.empty((n_g, p + q))
+        # residual sums per cluster x indicator cell (column 0: rows without indicator);
+        # the result is a column view of that table (no copy; BLAS takes the stride)
         if p:
-            c1 = self.onehot + 1
-            h = np.bincount(g * (p + 1) + c1, weights=e, minlength=n_g * (p + 1))
+            key = g * (p + 1)
+            key += self.onehot
+            key += 1
+            full = np.bincount(key, weights=e, minlength=n_g * (p + 1)).reshape(n_g, p + 1)
+            del key
+            if q:
+                full = np.concatenate([full, np.empty((n_g, q))], axis=1)
+        else:
+            full = np.empty((n_g, 1 + q))
+        out = full[:, 1:]
+        if p:
             sd = out[:, :p]
-            sd[...] = h.reshape(n_g, p + 1)[:, 1:]
             u_part = self.unit_part
             # - E_gu U: residual sums over cluster x unit cells
             if g is u or (n_g == n_u and np.array_equal(g, u)):  # clusters = units
@@ -577,7 +678,7 @@ class TwoWayOLSFit(OLSFit):
                 if sparse.issparse(u_part):
                     sd -= _dense(sparse.diags(e_u) @ u_part)
                 else:
-                    sd -= e_u[:, None] * u_part
+                    _sub_rowblocks(sd, lambda r: e_u[r, None] * u_part[r])
             else:
                 owner = np.empty(n_u, dtype=np.intp)
                 owner[u] = g
@@ -590,8 +691,12 @@ class TwoWayOLSFit(OLSFit):
                 sd -= _dense(e_gu @ u_part)
             # - F_gt V: residual sums over cluster x period cells
             if n_g * n_t <= 4 * n:
-                f_gt = np.bincount(g * n_t + t, weights=e, minlength=n_g * n_t)
-                sd -= _matmul_rowblocks(f_gt.reshape(n_g, n_t), self.time_part)
+                key = g * n_t
+                key += t
+                f_gt = np.bincount(key, weights=e, minlength=n_g * n_t).reshape(n_g, n_t)
+                del key
+                _sub_rowblocks(sd, lambda r: f_gt[r] @ self.time_part)
+                del f_gt
             else:
                 sd -= sparse.csr_matrix((e, (g, t)), shape=(n_g, n_t)) @ self.time_part
             # + E_g m'
@@ -600,6 +705,18 @@ class TwoWayOLSFit(OLSFit):
         for j in range(q):
             out[:, p + j] = np.bincount(g, weights=self.mz[:, j] * e, minlength=n_g)
         return out if self.kept.all() else out[:, self.kept]
+
+
+def _onehot_codes(onehot: np.ndarray | None, n: int) -> np.ndarray:
+    """The indicator codes as an integer array (-1 = no indicator), kept in their own
+    integer type when it is at least 32 bits (an event study passes int32 codes: 4 bytes a
+    row instead of 8, and so is every derived array)."""
+    if onehot is None:
+        return np.full(n, -1, dtype=np.int32)
+    c = np.asarray(onehot)
+    if c.dtype.kind not in "iu" or c.dtype.itemsize < 4:
+        c = c.astype(np.intp)
+    return c
 
 
 def _solve_indicator_system(xtx: np.ndarray, xty: np.ndarray, dt, mz: np.ndarray,
@@ -678,6 +795,7 @@ def ols_twoway_balanced(y: np.ndarray, unit_codes: np.ndarray, time_codes: np.nd
     >>> round(float(fit.coef[0]), 10)
     2.0
     """
+    from scipy import sparse
 
     y = np.asarray(y, dtype=float)
     n = len(y)
@@ -685,14 +803,17 @@ def ols_twoway_balanced(y: np.ndarray, unit_codes: np.ndarray, time_codes: np.nd
     t = np.asarray(time_codes, dtype=np.intp)
     n_u, n_t = int(u.max()) + 1, int(t.max()) + 1
     p = int(n_onehot)
-    c = np.full(n, -1, dtype=np.intp) if onehot is None else np.asarray(onehot, dtype=np.intp)
+    c = _onehot_codes(onehot, n)
     zz = np.empty((n, 0)) if z is None else np.asarray(z, dtype=float).reshape(n, -1)
     q = zz.shape[1]
     k = p + q
     c1 = c + 1
     cnt = np.bincount(c1, minlength=p + 1)[1:].astype(float)
     a_u = _cell_counts(u, c1, n_u, p + 1)[:, 1:]
-    a_t = np.bincount(t * (p + 1) + c1, minlength=n_t * (p + 1)).reshape(n_t, p + 1)
+    key = t * (p + 1)
+    key += c1
+    a_t = np.bincount(key, minlength=n_t * (p + 1)).reshape(n_t, p + 1)
+    del key
     a_t = a_t[:, 1:].astype(float)
     yd = _twoway_project(y, u, t, n_u, n_t)
     mz = np.empty((n, q), order="F")
@@ -715,13 +836,22 @@ def ols_twoway_balanced(y: np.ndarray, unit_codes: np.ndarray, time_codes: np.nd
     coef, bread, kept, b = _solve_indicator_system(xtx, xty, dt_m, mz, yd, cnt, zz,
                                                    collin_tol)
     fitted_d = np.concatenate([[0.0], b[:p]])[c1]
-    resid = yd - _twoway_project(fitted_d, u, t, n_u, n_t)
+    resid = _twoway_project(fitted_d, u, t, n_u, n_t)
+    del fitted_d
+    np.subtract(yd, resid, out=resid)
     if q:
         resid -= mz @ b[p:]
+    yd_ss = float(np.dot(yd, yd))
+    del yd
+    if sparse.issparse(a_u):
+        unit_counts, unit_part = a_u, a_u / n_t
+    else:  # the (N, p) counts become A_u / T in place: one such table in memory
+        unit_counts, unit_part = None, a_u
+        unit_part /= n_t
     return TwoWayOLSFit(coef=coef, resid=resid, bread=bread, rank=int(kept.sum()), kept=kept,
-                        yd_ss=float(np.sum(yd * yd)), unit_codes=u, time_codes=t, onehot=c,
-                        counts=cnt, unit_counts=a_u, time_counts=a_t, mz=mz,
-                        unit_part=a_u / n_t, time_part=a_t / n_u, grand=cnt / n)
+                        yd_ss=yd_ss, unit_codes=u, time_codes=t, onehot=c,
+                        counts=cnt, unit_counts=unit_counts, time_counts=a_t, mz=mz,
+                        unit_part=unit_part, time_part=a_t / n_u, grand=cnt / n)
 
 
 def ols_twoway_small_time(y: np.ndarray, unit_codes: np.ndarray, time_codes: np.ndarray,
@@ -754,27 +884,47 @@ def ols_twoway_small_time(y: np.ndarray, unit_codes: np.ndarray, time_codes: np.
         raise ValueError("proj must have the units as its large set")
     n_u, n_t = proj.big.n_groups, proj.small.n_groups
     p = int(n_onehot)
-    c = np.full(n, -1, dtype=np.intp) if onehot is None else np.asarray(onehot, dtype=np.intp)
+    c = _onehot_codes(onehot, n)
     zz = np.empty((n, 0)) if z is None else np.asarray(z, dtype=float).reshape(n, -1)
     q = zz.shape[1]
     k = p + q
     c1 = c + 1
     cnt = np.bincount(c1, minlength=p + 1)[1:].astype(float)
     a_u = _cell_counts(u, c1, n_u, p + 1)[:, 1:]
-    a_t = np.bincount(t * (p + 1) + c1, minlength=n_t * (p + 1)).reshape(n_t, p + 1)
+    key = t * (p + 1)
+    key += c1
+    a_t = np.bincount(key, minlength=n_t * (p + 1)).reshape(n_t, p + 1)
+    del key
     a_t = a_t[:, 1:].astype(float)
     inv_nu = proj.big.inv_wsum
-    a_u_sc = (sparse.diags(inv_nu) @ a_u) if sparse.issparse(a_u) else a_u * inv_nu[:, None]
+    if sparse.issparse(a_u):
+        a_u_sc = sparse.diags(inv_nu) @ a_u
+        a_u_t_a_u_sc = _dense(a_u.T @ a_u_sc)
+        h = _dense(a_u_sc)
+    else:
+        # A_u' diag(1/n_u) A_u by row blocks, then A_u diag(1/n_u) in A_u's own buffer:
+        # one (N, p) table in all, which becomes H below
+        a_u_t_a_u_sc = np.zeros((p, p))
+        rows = _row_block(p * p)
+        for start in range(0, n_u, rows):
+            r = slice(start, start + rows)
+            a_u_t_a_u_sc += a_u[r].T @ (a_u[r] * inv_nu[r, None])
+        a_u *= inv_nu[:, None]
+        a_u_sc = h = a_u
+    del a_u
     q_mat = a_t - _dense(proj.cells.T @ a_u_sc)
     gam = proj.s_pinv @ q_mat
-    h = _dense(a_u_sc) - _dense(proj.cells @ gam) * inv_nu[:, None]
+    del a_u_sc
+    # H = diag(1/n_u) (A_u - B G), row block by row block
+    cells = proj.cells
+    _sub_rowblocks(h, lambda r: _dense(cells[r] @ gam) * inv_nu[r, None])
     yd = proj.subtract(y.reshape(n, 1))[:, 0]
     mz = np.empty((n, q), order="F")
     for j in range(q):
         mz[:, j] = proj.subtract(zz[:, j].reshape(n, 1))[:, 0]
     xtx = np.empty((k, k))
     xty = np.empty(k)
-    xtx[:p, :p] = np.diag(cnt) - _dense(a_u.T @ a_u_sc) - q_mat.T @ gam
+    xtx[:p, :p] = np.diag(cnt) - a_u_t_a_u_sc - q_mat.T @ gam
 
     def dt(v: np.ndarray) -> np.ndarray:
         return np.bincount(c1, weights=v, minlength=p + 1)[1:]
@@ -782,12 +932,16 @@ def ols_twoway_small_time(y: np.ndarray, unit_codes: np.ndarray, time_codes: np.
     coef, bread, kept, b = _solve_indicator_system(xtx, xty, dt, mz, yd, cnt, zz,
                                                    collin_tol)
     fitted_d = np.concatenate([[0.0], b[:p]])[c1]
-    resid = yd - proj.subtract(fitted_d.reshape(n, 1))[:, 0]
+    resid = proj.subtract(fitted_d.reshape(n, 1))[:, 0]
+    del fitted_d
+    np.subtract(yd, resid, out=resid)      # M(y - D b_D)
     if q:
         resid -= mz @ b[p:]
+    yd_ss = float(np.dot(yd, yd))
+    del yd
     return TwoWayOLSFit(coef=coef, resid=resid, bread=bread, rank=int(kept.sum()), kept=kept,
-                        yd_ss=float(np.sum(yd * yd)), unit_codes=u, time_codes=t, onehot=c,
-                        counts=cnt, unit_counts=a_u, time_counts=a_t, mz=mz,
+                        yd_ss=yd_ss, unit_codes=u, time_codes=t, onehot=c,
+                        counts=cnt, unit_counts=None, time_counts=a_t, mz=mz,
                         unit_part=h, time_part=gam, grand=None)
 
 
@@ -841,15 +995,19 @@ def fit_fe_codes(y: np.ndarray, x: np.ndarray, names: Sequence[str],
     if (onehot is not None and weights is None and len(fe_codes) == 2
             and is_balanced_twoway(fe_codes[0], fe_codes[1], int(fe_codes[0].max()) + 1,
                                    int(fe_codes[1].max()) + 1)):
-        return _fit_fe_balanced(y, x, names, fe_codes, cl_codes, vcov=vcov,
-                                cluster_names=cluster_names, onehot=onehot, p=p,
-                                return_source=return_source)
+        fit = ols_twoway_balanced(y, fe_codes[0], fe_codes[1], onehot=onehot, n_onehot=p, z=x)
+        return _fit_fe_twoway(fit, names, fe_codes, cl_codes, vcov=vcov,
+                              cluster_names=cluster_names, balanced=True,
+                              return_source=return_source)
     if onehot is not None and weights is None and len(fe_codes) == 2:
         proj = two_way_projector(fe_codes)
         if proj is not None:  # unbalanced, one small set: exact, indicators not demeaned
-            return _fit_fe_balanced(y, x, names, fe_codes, cl_codes, vcov=vcov,
-                                    cluster_names=cluster_names, onehot=onehot, p=p,
-                                    proj=proj, return_source=return_source)
+            fit = ols_twoway_small_time(y, proj.big.codes, proj.small.codes, proj,
+                                        onehot=onehot, n_onehot=p, z=x)
+            del proj  # its unit x period table is not needed for the variance
+            return _fit_fe_twoway(fit, names, fe_codes, cl_codes, vcov=vcov,
+                                  cluster_names=cluster_names, balanced=False,
+                                  return_source=return_source)
     if onehot is not None:
         dense = np.zeros((n, len(names)))
         rows = np.flatnonzero(onehot >= 0)
@@ -871,7 +1029,7 @@ def fit_fe_codes(y: np.ndarray, x: np.ndarray, names: Sequence[str],
         ref_ss = np.einsum("i,ij,ij->j", weights, x, x) - weights.sum() * mean**2
     fit = ols(xd, yd, weights, ref_ss=ref_ss)
     kept = fit.kept
-    k_fe, k_nested = fe_dof(fe_codes, cl_codes)
+    k_fe, k_nested = fe_dof(fe_codes, cl_codes, n_obs=n, n_slopes=fit.rank)
     k_total = fit.rank + k_fe
     xk = xd[:, kept]
     bread = fit.bread[np.ix_(kept, kept)]
@@ -912,31 +1070,26 @@ def fit_fe_codes(y: np.ndarray, x: np.ndarray, names: Sequence[str],
     return params, v, spec, info
 
 
-def _fit_fe_balanced(y: np.ndarray, z: np.ndarray, names: Sequence[str],
-                  fe_codes: Sequence[np.ndarray], cl_codes: Sequence[np.ndarray], *,
-                     vcov: str, cluster_names: Sequence[str], onehot: np.ndarray,
-                     p: int, proj: SmallSetProjector | None = None,
-                     return_source: bool = False
-                     ) -> tuple[pd.Series, np.ndarray, Any, dict[str, Any]]:
-    """The two-way fast paths of :func:`fit_fe_codes` (same outputs): a balanced panel,
-    or with ``proj`` an unbalanced panel with a small time set
-    (:func:`ols_twoway_small_time`)."""
-    n = len(y)
+def _fit_fe_twoway(fit: TwoWayOLSFit, names: Sequence[str], fe_codes: Sequence[np.ndarray],
+                   cl_codes: Sequence[np.ndarray], *, vcov: str,
+                   cluster_names: Sequence[str], balanced: bool,
+                   return_source: bool = False
+                   ) -> tuple[pd.Series, np.ndarray, Any, dict[str, Any]]:
+    """The outputs of :func:`fit_fe_codes` from a fit of its two-way fast paths: a
+    balanced panel (:func:`ols_twoway_balanced`, ``balanced=True``) or an unbalanced
+    panel with a small time set (:func:`ols_twoway_small_time`)."""
+    n = len(fit.resid)
     k = len(names)
-    if proj is None:
-        fit = ols_twoway_balanced(y, fe_codes[0], fe_codes[1], onehot=onehot, n_onehot=p, z=z)
-    else:
-        fit = ols_twoway_small_time(y, proj.big.codes, proj.small.codes, proj, onehot=onehot,
-                                    n_onehot=p, z=z)
     kept = fit.kept
-    k_fe, k_nested = fe_dof(fe_codes, cl_codes, balanced=proj is None)
+    k_fe, k_nested = fe_dof(fe_codes, cl_codes, balanced=balanced, n_obs=n,
+                            n_slopes=fit.rank)
     k_total = fit.rank + k_fe
     bread = fit.bread[np.ix_(kept, kept)]
-    ssr = float(np.sum(fit.resid * fit.resid))
+    ssr = float(np.dot(fit.resid, fit.resid))
     sigma2 = ssr / (n - k_total) if n > k_total else np.nan
     v_sub, spec = sandwich(None, bread, kind=vcov, n=n, k=k_total, cluster_codes=cl_codes,
                            cluster_names=cluster_names, k_nested=k_nested, sigma2=sigma2,
-                           cluster_sums=fit.cluster_sums)
+                           cluster_sums=fit.cluster_sums, score_meat=fit.score_meat)
     v = np.full((k, k), np.nan)
     v[np.ix_(kept, kept)] = v_sub
     params = pd.Series(fit.coef, index=list(names))
@@ -952,7 +1105,8 @@ def _fit_fe_balanced(y: np.ndarray, z: np.ndarray, names: Sequence[str],
         info["vcov_source"] = SandwichVcov(
             "feols", bread=bread, kept=kept, n=n, fe_codes=tuple(fe_codes),
             rows=np.arange(n), n_input=n, columns={}, cluster_sums=fit.cluster_sums,
-            ssr=ssr, balanced=proj is None)
+            score_meat=fit.score_meat,
+            ssr=ssr, balanced=balanced)
     return params, v, spec, info
 
 
@@ -984,6 +1138,7 @@ class SandwichVcov:
     columns: Mapping[str, np.ndarray]
     scores: np.ndarray | None = None
     cluster_sums: Callable[[np.ndarray | None], np.ndarray] | None = None
+    score_meat: Callable[[], np.ndarray] | None = None
     ssr: float | None = None
     glm: bool = False
     adj: bool = True
@@ -1027,7 +1182,8 @@ class SandwichVcov:
                 seen=cluster, fix="drop cluster= or pass vcov='cluster'"))
         cl_codes = [self._codes(c, data) for c in cluster]
         if self.fe_codes:
-            k_fe, k_nested = fe_dof(self.fe_codes, cl_codes, balanced=self.balanced)
+            k_fe, k_nested = fe_dof(self.fe_codes, cl_codes, balanced=self.balanced,
+                                    n_obs=self.n, n_slopes=int(np.count_nonzero(self.kept)))
         else:
             k_fe, k_nested = 0, 0
         rank = int(np.count_nonzero(self.kept))
@@ -1040,7 +1196,7 @@ class SandwichVcov:
         v_sub, spec = sandwich(self.scores, self.bread, kind=kind, n=n, k=k_total,
                                cluster_codes=cl_codes, cluster_names=cluster,
                                k_nested=k_nested, sigma2=sigma2, adj=self.adj,
-                               cluster_sums=self.cluster_sums)
+                               cluster_sums=self.cluster_sums, score_meat=self.score_meat)
         k = len(self.kept)
         v = np.full((k, k), np.nan)
         v[np.ix_(self.kept, self.kept)] = v_sub

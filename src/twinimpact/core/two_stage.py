@@ -92,13 +92,18 @@ class NormalSystem:
 
     def m_dot(self, b_m: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
         """``M b`` for ``b`` (m, k): (n, k), or (len(rows), k) on the rows given."""
-        out = np.zeros((len(self.code_d) if rows is None else len(rows), b_m.shape[1]))
+        parts = []
         start = 0
         for codes, k in self.fe_m:
-            out += b_m[start:start + k][codes if rows is None else codes[rows]]
+            parts.append(b_m[start:start + k][codes if rows is None else codes[rows]])
             start += k
         if self.cov is not None:
-            out += (self.cov if rows is None else self.cov[rows]) @ b_m[start:]
+            parts.append((self.cov if rows is None else self.cov[rows]) @ b_m[start:])
+        if not parts:
+            return np.zeros((len(self.code_d) if rows is None else len(rows), b_m.shape[1]))
+        out = parts[0]  # a fresh array (gather or product): summed into in place
+        for part in parts[1:]:
+            out += part
         return out
 
     def m_tdot(self, u: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:

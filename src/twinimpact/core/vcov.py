@@ -62,6 +62,7 @@ def sandwich(scores: np.ndarray | None, bread: np.ndarray, *, kind: str, n: int,
              k_nested: int = 0, sigma2: float | None = None,
              adj: bool = True, cluster_adj: bool = True,
              cluster_sums: Callable[[np.ndarray | None], np.ndarray] | None = None,
+             score_meat: Callable[[], np.ndarray] | None = None,
              ) -> tuple[np.ndarray, VcovSpec]:
     """Variance of the coefficients from per-observation scores ``x_i * e_i`` (n, k).
 
@@ -82,6 +83,10 @@ def sandwich(scores: np.ndarray | None, bread: np.ndarray, *, kind: str, n: int,
         per-observation scores. Lets a fast path (e.g.
         :meth:`twinimpact.core.fe.TwoWayOLSFit.cluster_sums`) skip the n x k score
         matrix; the result is the same.
+    score_meat : callable, optional
+        With ``cluster_sums``: a function giving ``sum_i s_i s_i'`` (k, k) of the
+        per-observation scores without forming them all at once (the HC meat in O(k^2)
+        memory, e.g. :meth:`twinimpact.core.fe.TwoWayOLSFit.score_meat`).
     """
     check_literal("vcov", kind, VCOV_KINDS)
     if scores is None and cluster_sums is None and kind != "iid":
@@ -100,9 +105,12 @@ def sandwich(scores: np.ndarray | None, bread: np.ndarray, *, kind: str, n: int,
         return v, VcovSpec("iid", small_sample={"df_resid": n - k}, df=float(n - k),
                            description=f"iid: s^2 (X'X)^-1 with s^2 = SSR/(n-K), n={n}, K={k}")
     if kind == "hetero":
-        if scores is None:
-            scores = cluster_sums(None)
-        meat = scores.T @ scores
+        if scores is None and score_meat is not None:
+            meat = score_meat()
+        else:
+            if scores is None:
+                scores = cluster_sums(None)
+            meat = scores.T @ scores
         factor = n / (n - k) if adj else 1.0
         v = factor * bread @ meat @ bread
         return v, VcovSpec("hetero", small_sample={"adj": factor}, df=float(n - k),

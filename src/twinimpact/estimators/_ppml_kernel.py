@@ -11,9 +11,14 @@ Pure functions and small classes on NumPy arrays; no pandas objects, no input va
 * :func:`drop_singletons_and_fe_separation` removes, iteratively, singleton observations
   and observations whose zero outcome is perfectly predicted by a fixed-effect level whose
   outcomes are all zero (Correia, Guimarães & Zylkin 2021, section 4.1).
+* :func:`simplex_separation` finds separation by the regressors given the fixed effects
+  (section 4.2; a linear program on the regressors' null space over the ``y > 0`` rows).
 * :func:`relu_separation` is the iterative rectifier ("ReLU") check of Correia,
   Guimarães & Zylkin (2021, section 4.3) for separation by regressors and fixed effects
-  jointly.
+  jointly (weighted least squares by LSMR, as ppmlhdfe; candidate certificates verified).
+* :func:`lp_separation` is the definition as one linear program (exact; the fallback when
+  the ReLU iterations do not finish on a modest sample).
+* :func:`find_separation` runs them in ppmlhdfe's order (``separation(fe simplex relu)``).
 * :func:`irls_poisson` is the IRLS loop of Correia, Guimarães & Zylkin (2020, "Fast
   Poisson estimation with high-dimensional fixed effects", Stata Journal 20(1)), with the
   deviance-change stopping rule of fixest / ppmlhdfe and step-halving.
@@ -24,27 +29,47 @@ Correia, S., Guimarães, P., & Zylkin, T. (2020). Fast Poisson estimation with
 high-dimensional fixed effects. *Stata Journal*, 20(1), 95-115.
 Correia, S., Guimarães, P., & Zylkin, T. (2021). Verifying the existence of maximum
 likelihood estimates for generalized linear models. arXiv:1903.01633.
+Fong, D. C.-L., & Saunders, M. (2011). LSMR: an iterative algorithm for sparse
+least-squares problems. *SIAM J. Sci. Comput.* 33(5), 2950-2971.
 Gaure, S. (2013). OLS with multiple high dimensional category variables. *CSDA* 66, 8-18.
+Van Loan, C. (1985). On the method of weighting for equality-constrained least-squares
+problems. *SIAM J. Numer. Anal.* 22(5), 851-864.
 """
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
-from scipy import sparse
+from scipy import optimize, sparse
+from scipy.sparse.linalg import LinearOperator, lsmr
 
-from . import _fe_sweep
+
+def _kernels():
+    """The compiled kernels (:mod:`._fe_sweep`), imported on first use: importing numba
+    costs ~57 MB of RSS and a fraction of a second, which a process that never fits a
+    Poisson model with fixed effects should not pay."""
+    from . import _fe_sweep
+
+    return _fe_sweep
 
 __all__ = [
     "PoissonFit",
+    "ReluCheck",
+    "SeparationCheck",
     "WeightedFE",
+    "collinearity_reference",
     "drop_singletons_and_fe_separation",
+    "find_separation",
     "irls_poisson",
+    "lp_separation",
     "poisson_deviance",
     "relu_separation",
+    "simplex_separation",
 ]
 
 #: Bounds on the linear predictor: exp(+-700) is the float64 range.
@@ -56,8 +81,9 @@ class WeightedFE:
 
     Parameters
     ----------
-    fe_codes : sequence of int arrays, each shape (n,)
-        Dense codes 0..G-1, one array per fixed-effect set.
+    fe_codes : sequence of int arrays, each shape (n,), or one (K, n) array
+        Dense codes 0..G-1, one array (row) per fixed-effect set. A C-contiguous (K, n)
+        int32 array is used without a copy.
     backend : {"numba", "numpy"}
         ``"numba"`` (default): fused compiled sweeps (:mod:`._fe_sweep`). ``"numpy"``: the
         same iteration with SciPy sparse group-sum products -- the slow, obviously correct
@@ -72,7 +98,7 @@ class WeightedFE:
     makes warm starts exact.
     """
 
-    def __init__(self, fe_codes: Sequence[np.ndarray], *,
+    def __init__(self, fe_codes: Sequence[np.ndarray] | np.ndarray, *,
                  backend: Literal["numba", "numpy"] = "numba") -> None:
         if backend not in ("numba", "numpy"):
             raise ValueError(f"backend must be 'numba' or 'numpy', got {backend!r}")
@@ -81,14 +107,19 @@ class WeightedFE:
         sizes = [int(np.max(c)) + 1 if self.n else 0 for c in fe_codes]
         self.offs = np.zeros(len(sizes) + 1, dtype=np.int64)
         np.cumsum(sizes, out=self.offs[1:])
-        # all sets in one (K, n) array; int32 halves the bytes read per sweep
+        # all sets in one (K, n) array; int32 halves the bytes read per sweep. A (K, n)
+        # C-contiguous int32 array is used as it is (not copied).
         ctype = np.int32 if max(sizes, default=0) < 2**31 - 1 else np.int64
-        self.code_array = np.empty((len(sizes), self.n), dtype=ctype)
-        for k, c in enumerate(fe_codes):
-            self.code_array[k] = c
+        if isinstance(fe_codes, np.ndarray) and fe_codes.ndim == 2 \
+                and fe_codes.dtype == ctype and fe_codes.flags.c_contiguous:
+            self.code_array = fe_codes
+        else:
+            self.code_array = np.empty((len(sizes), self.n), dtype=ctype)
+            for k, c in enumerate(fe_codes):
+                self.code_array[k] = c
+        self.runs = _kernels().run_sets(self.code_array)
         self.inv_wsum_flat = np.ones(int(self.offs[-1]))
         self._sums = np.empty(int(self.offs[-1]))
-        self._w = np.ones(self.n)
         self.mats: list[sparse.csr_matrix] = []
         self.orders: list[np.ndarray] = []
         if backend == "numpy":
@@ -121,7 +152,7 @@ class WeightedFE:
         self._w = np.ones(self.n) if w is None else np.ascontiguousarray(w, dtype=float)
         wsum = self._sums
         if self.backend == "numba":
-            _fe_sweep.level_sums(self.code_array, self.offs, self._w, wsum)
+            _kernels().level_sums(self.code_array, self.offs, self.runs, self._w, wsum)
         else:
             for k, (mat, order) in enumerate(zip(self.mats, self.orders, strict=True)):
                 mat.data = self._w[order]
@@ -154,7 +185,7 @@ class WeightedFE:
         if self.n_sets == 0:
             return x.copy(), 0, True
         cur = np.array(x if start is None else start, dtype=float, order="F", copy=True)
-        sweeps, ok = self.residualize_inplace(cur, _fe_sweep.col_absmax(np.asfortranarray(x)),
+        sweeps, ok = self.residualize_inplace(cur, _kernels().col_absmax(np.asfortranarray(x)),
                                               tol=tol, maxiter=maxiter)
         return np.ascontiguousarray(cur), sweeps, ok
 
@@ -176,8 +207,8 @@ class WeightedFE:
         for j in range(cur.shape[1]):
             col = cur[:, j]
             if self.backend == "numba":
-                sweeps, ok = _fe_sweep.residualize_column(
-                    col, self.code_array, self.offs, self._w, self.inv_wsum_flat,
+                sweeps, ok = _kernels().residualize_column(
+                    col, self.code_array, self.offs, self.runs, self._w, self.inv_wsum_flat,
                     float(scale[j]), int(maxiter), x1, x2, self._sums)
             else:
                 sweeps, ok = self._residualize_column_numpy(col, float(scale[j]), maxiter)
@@ -188,7 +219,7 @@ class WeightedFE:
     def _sweep_vector(self, v: np.ndarray) -> None:
         """One pass of ``(I - P_K)...(I - P_1)`` over one contiguous vector, in place."""
         if self.backend == "numba":
-            _fe_sweep.sweep_into(v, v, self.code_array, self.offs, self._w,
+            _kernels().sweep_into(v, v, self.code_array, self.offs, self.runs, self._w,
                                  self.inv_wsum_flat, self._sums)
             return
         for k, mat in enumerate(self.mats):
@@ -281,65 +312,403 @@ def drop_singletons_and_fe_separation(
     return keep, n_single, n_sep, rounds
 
 
-def relu_separation(y: np.ndarray, x: np.ndarray, fe: WeightedFE | None, *,
-                    tol: float = 1e-5, maxiter: int = 100,
-                    fe_tol: float = 1e-10) -> tuple[np.ndarray, int, bool]:
+#: Weight of the ``y > 0`` rows in the ReLU regressions (the "method of weighting" for least
+#: squares with equality constraints): ``ceil(eps ** -1/2)``, Van Loan's (1985) rule of thumb,
+#: the value ppmlhdfe uses (``solve_lse`` in ppmlhdfe_functions.mata).
+RELU_WEIGHT = float(np.ceil(np.finfo(float).eps ** -0.5))
+
+
+@dataclass(frozen=True)
+class ReluCheck:
+    """Result of :func:`relu_separation`.
+
+    separated : (n,) bool mask; iterations : int; converged : bool (a stopping rule was met
+    and every least-squares solve converged); stop : the rule that ended the loop
+    (``"no negative fitted value"``, ``"no negative residual"``, ``"maxiter"``,
+    ``"no zero outcome"`` or ``"least squares not converged"``); delta : the last zero
+    band; lsmr_iterations : total LSMR iterations.
+    """
+
+    separated: np.ndarray
+    iterations: int
+    converged: bool
+    stop: str
+    delta: float
+    lsmr_iterations: int
+
+
+class _ScaledDesign(LinearOperator):
+    """``diag(sqrt(w)) [X, D_1, ..., D_K] diag(1/c)`` as a matrix-free operator (``D_k`` the
+    indicator matrix of fixed-effect set ``k``, ``c`` the weighted column norms: the Jacobi
+    preconditioner). Products are one compiled pass per set (gather, resp. group sums) --
+    no sparse copy of the design, so memory stays O(n)."""
+
+    def __init__(self, x: np.ndarray, codes: Sequence[np.ndarray], w: np.ndarray) -> None:
+        n = len(w)
+        self.x = x
+        self.k = x.shape[1]
+        sizes = [int(np.max(c)) + 1 if n else 0 for c in codes]
+        self.offs = np.zeros(len(sizes) + 1, dtype=np.int64)
+        np.cumsum(sizes, out=self.offs[1:])
+        ctype = np.int32 if max(sizes, default=0) < 2**31 - 1 else np.int64
+        self.codes = np.empty((len(sizes), n), dtype=ctype)
+        for k, c in enumerate(codes):
+            self.codes[k] = c
+        self.runs = _kernels().run_sets(self.codes)
+        self._sums = np.empty(int(self.offs[-1]))
+        super().__init__(dtype=np.float64, shape=(n, self.k + int(self.offs[-1])))
+        self._weigh(w)
+
+    def _weigh(self, w: np.ndarray) -> None:
+        self.sw = np.sqrt(w)
+        x = self.x
+        cx = np.sqrt(np.einsum("i,ij,ij->j", w, x, x)) if self.k else np.zeros(0)
+        _kernels().level_sums(self.codes, self.offs, self.runs,
+                             np.ascontiguousarray(w, dtype=float), self._sums)
+        norms = np.concatenate([cx, np.sqrt(self._sums)])
+        self.inv = np.where(norms > 0, 1.0 / np.where(norms > 0, norms, 1.0), 0.0)
+
+    def reweighted(self, w: np.ndarray) -> _ScaledDesign:
+        """The same design under weights ``w`` (the codes are shared, not copied)."""
+        out = copy.copy(self)
+        out._sums = np.empty_like(self._sums)
+        out._weigh(w)
+        return out
+
+    def design(self, v: np.ndarray) -> np.ndarray:
+        """``[X, D] diag(1/c) v`` (unweighted fitted values)."""
+        v = np.asarray(v).reshape(-1) * self.inv
+        out = self.x @ v[:self.k] if self.k else np.zeros(self.shape[0])
+        if len(self.codes):
+            _kernels().add_level_values(self.codes, self.offs, v[self.k:], out)
+        return out
+
+    def _matvec(self, v: np.ndarray) -> np.ndarray:
+        return self.sw * self.design(v)
+
+    def _rmatvec(self, r: np.ndarray) -> np.ndarray:
+        rs = self.sw * np.asarray(r).reshape(-1)
+        out = np.empty(self.shape[1])
+        if self.k:
+            out[:self.k] = self.x.T @ rs
+        _kernels().level_sums(self.codes, self.offs, self.runs, rs, self._sums)
+        out[self.k:] = self._sums
+        return out * self.inv
+
+
+def _is_certificate(op: _ScaledDesign, c: np.ndarray, delta: float, tol: float,
+                    maxiter: int) -> tuple[bool, int]:
+    """Is ``c`` (>= 0, 0 on the ``y > 0`` rows) a combination of the regressors and fixed
+    effects, to within ``delta * max(c)``? Unweighted least squares of ``c`` on the design
+    (well conditioned). Returns ``(holds, lsmr iterations)``; an all-zero ``c`` holds."""
+    top = float(c.max(initial=0.0))
+    if top <= 0:
+        return True, 0
+    sol, istop, itn = lsmr(op, op.sw * c, atol=tol, btol=tol, conlim=1e16,
+                           maxiter=maxiter)[:3]
+    gap = float(np.max(np.abs(c - op.design(sol))))
+    return istop != 7 and gap <= delta * top, int(itn)
+
+
+def relu_separation(y: np.ndarray, x: np.ndarray, fe_codes: Sequence[np.ndarray], *,
+                    tol: float = 1e-4, zero_tol: float = 1e-8, maxiter: int = 100,
+                    lsmr_tol: float = 1e-10, lsmr_maxiter: int = 10_000,
+                    weight: float = RELU_WEIGHT) -> ReluCheck:
     """Iterative rectifier check for separation (Correia, Guimarães & Zylkin 2021, s. 4.3).
 
-    Find a linear combination ``z = X g + D a`` with ``z_i = 0`` where ``y_i > 0`` and
-    ``z_i >= 0`` where ``y_i = 0``; observations with ``z_i > 0`` are separated (their
-    conditional mean is zero at the pseudo-MLE). Algorithm: start from ``u = 1[y = 0]``,
-    regress ``u`` on ``X`` and the fixed effects by least squares with weight ``M`` (large)
-    on the ``y > 0`` rows and 1 on the others, set fitted values within ``tol`` of zero to
-    zero, stop when all are ``>= 0``, else replace ``u`` by ``max(fitted, 0)`` on the
-    ``y = 0`` rows and repeat.
+    Looks for ``z = X g + D a`` with ``z_i = 0`` where ``y_i > 0`` and ``z_i >= 0`` where
+    ``y_i = 0``; zero-outcome rows with ``z_i > 0`` are separated (their mean is 0 at the
+    pseudo-MLE). Start from ``u = 1[y = 0]``; each iteration regresses ``u`` on ``X`` and
+    the fixed effects by least squares with weight ``weight`` on the ``y > 0`` rows and 1
+    on the others (equality constraints by the method of weighting), giving fitted values
+    ``f``; then, as ppmlhdfe's ``relu_fix_separation``:
+
+    * the zero band is ``delta = tol + eps`` with ``eps = max(u'u / weight * r^2, 1e-8)``
+      the error the finite weight allows (``r`` = ratio of the 1-norms of ``X`` on the
+      zero and positive rows, at least 1); ``f`` is set to 0 on the ``y > 0`` rows and
+      where ``-0.1 delta <= f <= delta`` -- stricter below zero, so that a small negative
+      value is not taken for 0 while non-separated rows still carry positive values;
+    * stop if every ``f >= 0`` on the zero rows: rows with ``f > 0`` are separated;
+    * stop if no residual ``u - f`` is negative on the zero rows (after setting
+      ``|residual| < zero_tol`` to 0): by the normal equations ``z'e = 0`` for any
+      certificate ``z``, so rows with a positive residual (``> delta``) cannot be
+      separated and the other rows with ``f > 0`` are;
+    * otherwise ``u = max(f, 0)`` on the zero rows and repeat (``maxiter`` times).
+
+    Before either stop flags a row, the candidate certificate (``f``, resp. ``max(f, 0)``
+    without the positive-residual rows) is checked to be a combination of the regressors
+    and fixed effects to within ``delta`` (unweighted least squares); if it is not, the
+    iterations go on. ppmlhdfe stops without this check, and its second rule then
+    flags rows that are not separated on some small random designs (residual zero is
+    necessary for separation, not sufficient): the certificates it rejects miss the span
+    by 0.2-0.5, the valid ones by less than 1e-5.
+
+    The weighted least squares are solved by LSMR (Fong & Saunders 2011) on the
+    column-scaled design, warm-started from the previous iteration, as ppmlhdfe does
+    ("LSMR ... works better for ill-conditioned matrices"): the weights span eight orders
+    of magnitude, and alternating projections then stall far from the solution (their
+    per-sweep change falls below any tolerance long before they converge).
 
     Parameters
     ----------
-    y : (n,) outcome; x : (n, k) regressors (k may be 0); fe : projector on the same rows.
-
-    Returns
-    -------
-    (separated, iterations, converged) with ``separated`` a boolean (n,) mask.
+    y : (n,) outcome; x : (n, k) regressors (k may be 0); fe_codes : dense codes of each
+    fixed-effect set on the same rows (a model with an intercept and no fixed effects
+    passes one all-zero code array). Defaults are ppmlhdfe's: ``relu_tol(1e-4)``,
+    ``relu_zero_tol(1e-8)``, ``relu_maxiter(100)``.
     """
     n = len(y)
     zero = y <= 0
+    none = np.zeros(n, dtype=bool)
     if not zero.any():
-        return np.zeros(n, dtype=bool), 0, True
-    n_pos = int((~zero).sum())
-    big = max(n_pos, 1) / tol**2 if n_pos else 1.0
-    omega = np.where(zero, 1.0, big)
-    if fe is not None and fe.n_sets:
-        fe.set_weights(omega)
-    k = x.shape[1] if x.ndim == 2 else 0
-    xt = x.reshape(n, k)
-    if fe is not None and fe.n_sets and k:
-        xt, _, _ = fe.residualize(xt, tol=fe_tol)
-    xw = xt * omega[:, None]
-    xtx = xw.T @ xt if k else np.zeros((0, 0))
-    pinv = np.linalg.pinv(xtx) if k else xtx
+        return ReluCheck(none, 0, True, "no zero outcome", tol, 0)
+    x = np.asarray(x, dtype=float).reshape(n, -1)
+    k = x.shape[1]
+    if k == 0 and not fe_codes:
+        return ReluCheck(none, 0, True, "no regressor", tol, 0)
+    ratio = 1.0
+    if k and (~zero).any():
+        a_pos = float(np.abs(x[~zero]).sum(axis=0).max())
+        a_zero = float(np.abs(x[zero]).sum(axis=0).max())
+        ratio = max(a_zero / a_pos, 1.0) if a_pos > 0 else 1.0
+    op = _ScaledDesign(x, fe_codes, np.where(zero, 1.0, weight))
+    plain: list[_ScaledDesign] = []  # unweighted design, built on the first check
+
+    def is_certificate(c: np.ndarray) -> tuple[bool, int]:
+        if not (c > 0).any():
+            return True, 0
+        if not plain:
+            plain.append(op.reweighted(np.ones(n)))
+        return _is_certificate(plain[0], c, delta, lsmr_tol, lsmr_maxiter)
     u = zero.astype(float)
-    fe_part = None
+    sol = None
+    total = 0
+    delta = tol
     for it in range(1, maxiter + 1):
-        if fe is not None and fe.n_sets:
-            start = None if fe_part is None else (u - fe_part)[:, None]
-            ut, _, _ = fe.residualize(u[:, None], start, tol=fe_tol)
-            ut = ut[:, 0]
-            fe_part = u - ut
-        else:
-            ut = u
-        if k:
-            b = pinv @ (xw.T @ ut)
-            resid = ut - xt @ b
-        else:
-            resid = ut
-        fitted = u - resid
+        sol, istop, itn = lsmr(op, op.sw * u, atol=lsmr_tol, btol=lsmr_tol, conlim=1e16,
+                               maxiter=lsmr_maxiter, x0=sol)[:3]
+        total += int(itn)
+        if istop == 7:  # iteration limit
+            return ReluCheck(none, it, False, "least squares not converged", delta, total)
+        fitted = op.design(sol)
+        resid = u - fitted
+        eps = max(float(u @ u) / weight * ratio**2, 1e-8)
+        delta = eps + tol
         fitted[~zero] = 0.0
-        fitted[np.abs(fitted) < tol] = 0.0
+        fitted[(fitted >= -0.1 * delta) & (fitted <= delta)] = 0.0
         if (fitted >= 0).all():
-            return zero & (fitted > 0), it, True
+            ok, n_ls = is_certificate(fitted)
+            total += n_ls
+            if ok:
+                return ReluCheck(zero & (fitted > 0), it, True, "no negative fitted value",
+                                 delta, total)
+        resid[np.abs(resid) < zero_tol] = 0.0
+        if resid[zero].min() >= 0:
+            cert = np.where(zero & (resid <= delta), np.maximum(fitted, 0.0), 0.0)
+            ok, n_ls = is_certificate(cert)
+            total += n_ls
+            if ok:
+                return ReluCheck(zero & (cert > 0), it, True, "no negative residual", delta,
+                                 total)
         u = np.where(zero, np.maximum(fitted, 0.0), 0.0)
-    return np.zeros(n, dtype=bool), maxiter, False
+    return ReluCheck(none, maxiter, False, "maxiter", delta, total)
+
+
+def simplex_separation(y: np.ndarray, x: np.ndarray, fe_codes: Sequence[np.ndarray], *,
+                       collin_tol: float = 1e-10, zero_tol: float = 1e-9,
+                       fe_tol: float = 1e-12) -> tuple[np.ndarray, bool]:
+    """Separation by the regressors (given the fixed effects): the "simplex" check of
+    Correia, Guimarães & Zylkin (2021, section 4.2) and ppmlhdfe's
+    ``simplex_fix_separation``.
+
+    Sweep the fixed effects out of ``X`` using only the ``y > 0`` rows (weights
+    ``1[y > 0]``; every level has such rows once the fixed-effect check has run), giving
+    ``X~`` on all rows. If ``X~`` has full column rank on the ``y > 0`` rows there is no
+    separation of this kind (the usual, cheap exit: one sweep and a k x k Gram matrix).
+    Otherwise, with ``N`` a basis of the null space of ``X~`` on those rows, any
+    ``z = X~ N d`` is a combination of regressors and fixed effects that is 0 on every
+    ``y > 0`` row; separated rows are the zero-outcome rows where some such ``z >= 0`` is
+    positive. The largest such set solves the linear program ``max sum t`` subject to
+    ``0 <= t_i <= (Z d)_i``, ``t_i <= 1`` (``Z`` = ``X~ N`` on the zero rows; the cone of
+    certificates is closed under sums and scaling, so ``t_i = 1`` exactly on that set),
+    solved by the HiGHS simplex solver instead of ppmlhdfe's hand-written tableau.
+
+    Returns ``(separated, ok)`` (``ok`` False if the linear program failed; nothing
+    flagged then).
+    """
+    n = len(y)
+    none = np.zeros(n, dtype=bool)
+    x = np.asarray(x, dtype=float).reshape(n, -1)
+    k = x.shape[1]
+    pos = y > 0
+    if k == 0 or pos.all() or not pos.any():
+        return none, True
+    if fe_codes:
+        fe = WeightedFE(fe_codes)
+        fe.set_weights(pos.astype(float))
+        xt, _, ok = fe.residualize(x, tol=fe_tol)
+        if not ok:
+            return none, False
+    else:
+        xt = x
+    scale = np.sqrt(np.einsum("ij,ij->j", x[pos], x[pos]))
+    scale = np.where(scale > 0, scale, 1.0)
+    xs = xt / scale
+    gram = xs[pos].T @ xs[pos]
+    evals, evecs = np.linalg.eigh(gram)
+    null = evecs[:, evals <= collin_tol * max(1.0, float(evals.max(initial=0.0)))]
+    if null.shape[1] == 0:
+        return none, True
+    z = xs[~pos] @ null
+    zmax = np.abs(z).max(axis=0)
+    keep_cols = zmax > zero_tol
+    if not keep_cols.any():
+        return none, True
+    z = z[:, keep_cols] / zmax[keep_cols]
+    z[np.abs(z) < zero_tol] = 0.0
+    rows = np.flatnonzero((z != 0).any(axis=1))
+    if len(rows) == 0:
+        return none, True
+    zr = z[rows]
+    m, nr = zr.shape[1], len(rows)
+    a_ub = sparse.hstack([sparse.csr_matrix(-zr), sparse.identity(nr, format="csr")],
+                         format="csr")
+    res = optimize.linprog(np.r_[np.zeros(m), -np.ones(nr)], A_ub=a_ub, b_ub=np.zeros(nr),
+                           bounds=[(None, None)] * m + [(0.0, 1.0)] * nr, method="highs")
+    if res.status != 0:
+        return none, False
+    sep_rows = rows[res.x[m:] > 0.5]
+    out = none.copy()
+    out[np.flatnonzero(~pos)[sep_rows]] = True
+    return out, True
+
+
+def lp_separation(y: np.ndarray, x: np.ndarray, fe_codes: Sequence[np.ndarray]
+                  ) -> tuple[np.ndarray, bool]:
+    """Separated rows as the exact solution of one linear program (the definition itself,
+    Correia, Guimarães & Zylkin 2021, section 3): with ``A = [X, D]`` (sparse indicator
+    columns), ``max sum t`` subject to ``A_+ g = 0``, ``0 <= t_i <= (A_0 g)_i``,
+    ``t_i <= 1`` on the zero rows; the certificates form a cone closed under sums, so
+    ``t_i = 1`` exactly on the separated rows. Exact but a full LP in ``n`` rows: the
+    fallback when the ReLU iterations do not finish on a modest sample.
+
+    Returns ``(separated, ok)``.
+    """
+    n = len(y)
+    x = np.asarray(x, dtype=float).reshape(n, -1)
+    blocks = [sparse.csr_matrix(x)] if x.shape[1] else []
+    for c in fe_codes:
+        c = np.asarray(c, dtype=np.intp)
+        blocks.append(sparse.csr_matrix((np.ones(n), (np.arange(n), c)),
+                                        shape=(n, int(c.max()) + 1)))
+    a = sparse.hstack(blocks, format="csr")
+    # column scaling keeps the LP well conditioned
+    norms = np.sqrt(np.asarray(a.multiply(a).sum(axis=0)).ravel())
+    a = a @ sparse.diags(np.where(norms > 0, 1.0 / np.where(norms > 0, norms, 1.0), 0.0))
+    pos = y > 0
+    zero_idx = np.flatnonzero(~pos)
+    p, n0 = a.shape[1], len(zero_idx)
+    out = np.zeros(n, dtype=bool)
+    if n0 == 0:
+        return out, True
+    a_ub = sparse.hstack([-a[zero_idx], sparse.identity(n0, format="csr")], format="csr")
+    a_eq = sparse.hstack([a[np.flatnonzero(pos)], sparse.csr_matrix((int(pos.sum()), n0))],
+                         format="csr") if pos.any() else None
+    res = optimize.linprog(np.r_[np.zeros(p), -np.ones(n0)], A_ub=a_ub, b_ub=np.zeros(n0),
+                           A_eq=a_eq, b_eq=None if a_eq is None else np.zeros(a_eq.shape[0]),
+                           bounds=[(None, None)] * p + [(0.0, 1.0)] * n0, method="highs")
+    if res.status != 0:
+        return out, False
+    out[zero_idx[res.x[p:] > 0.5]] = True
+    return out, True
+
+
+@dataclass(frozen=True)
+class SeparationCheck:
+    """Result of :func:`find_separation`: ``keep`` (n,) bool; ``counts`` with keys
+    ``singleton``, ``fe``, ``simplex``, ``relu``, ``lp`` (rows dropped by each step); ``relu`` the
+    last :class:`ReluCheck` (None when not run); ``simplex_ok`` False if its LP failed;
+    ``relu_rounds`` how many times the ReLU check ran."""
+
+    keep: np.ndarray
+    counts: dict
+    relu: ReluCheck | None
+    simplex_ok: bool
+    relu_rounds: int = 0
+
+
+def find_separation(y: np.ndarray, x: np.ndarray, fe_codes: Sequence[np.ndarray], *,
+                    singletons: bool = True, methods: Sequence[str] = ("fe", "simplex", "relu"),
+                    relu_tol: float = 1e-4, relu_maxiter: int = 100,
+                    relu_rounds: int = 10, lp_max_rows: int = 20_000) -> SeparationCheck:
+    """Singletons and separated rows, in ppmlhdfe's order (``separation(fe simplex relu)``,
+    its default): (1) singletons and fixed-effect levels whose outcomes are all zero,
+    iteratively; (2) :func:`simplex_separation`; (3) :func:`relu_separation`; after (2) and
+    (3) the new singletons are trimmed (ppmlhdfe's ``trim_separated_obs``). Dropping
+    zero-outcome rows cannot create an all-zero level, and a singleton's own level leaves
+    its row unconstrained, so the fixed-effect and simplex checks need no second pass.
+    The ReLU check is repeated on the rows left until it finds nothing (at most
+    ``relu_rounds`` times): a row whose certificate value falls inside the zero band next
+    to rows with large values is found once those are gone (ppmlhdfe runs it once).
+    If the ReLU iterations do not finish (``relu_maxiter``) on at most ``lp_max_rows``
+    rows, :func:`lp_separation` decides instead (counted as ``lp``); on more rows the
+    caller warns that separation may remain.
+    """
+    n = len(y)
+    x = np.asarray(x, dtype=float).reshape(n, -1)
+    keep = np.ones(n, dtype=bool)
+    counts = {"singleton": 0, "fe": 0, "simplex": 0, "relu": 0, "lp": 0}
+    use_fe = "fe" in methods
+
+    def trim() -> None:
+        if not fe_codes or not (singletons or use_fe):
+            return
+        full = keep.all()
+        k2, ns, nsep, _ = drop_singletons_and_fe_separation(
+            y if full else y[keep], fe_codes if full else [c[keep] for c in fe_codes],
+            singletons=singletons, separation=use_fe)
+        counts["singleton"] += ns
+        counts["fe"] += nsep
+        keep[np.flatnonzero(keep)[~k2]] = False
+
+    def dense(c: np.ndarray) -> np.ndarray:  # codes of the levels left, 0..G'-1
+        present = np.bincount(c, minlength=int(c.max()) + 1 if len(c) else 0) > 0
+        return c if present.all() else (np.cumsum(present) - 1).astype(np.intp).take(c)
+
+    def sample() -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+        """The rows left (the caller's arrays themselves while none is dropped)."""
+        if keep.all():
+            return y, x, [dense(c) for c in fe_codes]
+        return y[keep], x[keep], [dense(c[keep]) for c in fe_codes]
+
+    trim()
+    simplex_ok = True
+    if "simplex" in methods and x.shape[1] and (y[keep] <= 0).any():
+        sep, simplex_ok = simplex_separation(*sample())
+        if sep.any():
+            counts["simplex"] += int(sep.sum())
+            keep[np.flatnonzero(keep)[sep]] = False
+            trim()
+    relu = None
+    rounds = 0
+    while "relu" in methods and (y[keep] <= 0).any() and rounds < relu_rounds:
+        rounds += 1
+        relu = relu_separation(*sample(), tol=relu_tol, maxiter=relu_maxiter)
+        sep = relu.separated
+        if not relu.converged and keep.sum() <= lp_max_rows:
+            sep, lp_ok = lp_separation(*sample())
+            if lp_ok:
+                counts["lp"] += int(sep.sum())
+                keep[np.flatnonzero(keep)[sep]] = False
+                trim()
+                relu = dataclasses.replace(relu, converged=True,
+                                           stop=relu.stop + "; exact linear program used")
+            break
+        if not sep.any():
+            break
+        counts["relu"] += int(sep.sum())
+        keep[np.flatnonzero(keep)[sep]] = False
+        trim()
+    return SeparationCheck(keep, counts, relu, simplex_ok, rounds)
 
 
 def poisson_deviance(y: np.ndarray, mu: np.ndarray, w: np.ndarray) -> float:
@@ -378,23 +747,44 @@ class PoissonFit:
     demean_converged: bool
 
 
+def collinearity_reference(x: np.ndarray, w: np.ndarray, floor: float = 1e-8) -> np.ndarray:
+    """Per column, the weighted sum of squares a column's residual is compared with in the
+    collinearity checks: about its weighted mean, but at least ``floor`` times the sum of
+    squares about zero. Without the floor a constant column (in the span of any fixed
+    effect) had reference 0 -- or rounding noise -- and was kept, and its swept column of
+    zeros made the IRLS normal equations singular."""
+    x = np.asarray(x, dtype=float)
+    xm = x - (w @ x) / w.sum()
+    centred = np.einsum("i,ij,ij->j", w, xm, xm)
+    raw = np.einsum("i,ij,ij->j", w, x, x)
+    return np.maximum(centred, floor * raw)
+
+
+#: rows per block of the collinearity check's QR (memory O(block x k), not O(n x k))
+_QR_BLOCK_ROWS = 65_536
+
+
 def _collinear(xt: np.ndarray, w: np.ndarray, ref_ss: np.ndarray, tol: float) -> np.ndarray:
-    """Sequential (Cholesky-style) check: keep a column unless it is a combination of the
-    earlier kept ones or of the fixed effects (its weighted residual sum of squares after
-    both is below ``tol`` times its sum of squares before the FE sweep)."""
+    """Sequential check: keep a column unless it is a combination of the earlier ones or of
+    the fixed effects -- its weighted residual sum of squares after both is below ``tol``
+    times ``ref_ss`` (:func:`collinearity_reference`). The residual sums of squares are the
+    squared diagonal of a Householder QR of ``sqrt(w) X~`` (by row blocks, each block's
+    QR stacked under the previous R -- the same R): exact to rounding of the data,
+    where subtracting from the Gram matrix loses everything below ``eps * ||X||^2`` (a
+    constant column next to regressors that sum to it was then kept, and the IRLS normal
+    equations were singular)."""
     k = xt.shape[1]
-    xtx = (xt * w[:, None]).T @ xt
-    kept = np.ones(k, dtype=bool)
-    for j in range(k):
-        idx = np.flatnonzero(kept[:j])
-        rss = xtx[j, j]
-        if len(idx):
-            a = xtx[np.ix_(idx, idx)]
-            b = xtx[idx, j]
-            rss = rss - b @ np.linalg.lstsq(a, b, rcond=None)[0]
-        if not rss > tol * max(ref_ss[j], 1e-300):
-            kept[j] = False
-    return kept
+    if k == 0:
+        return np.ones(0, dtype=bool)
+    sw = np.sqrt(w)
+    r = np.zeros((0, k))
+    step = max(_QR_BLOCK_ROWS, k)
+    for lo in range(0, xt.shape[0], step):  # tall-skinny QR by row blocks: O(block x k)
+        block = xt[lo:lo + step] * sw[lo:lo + step, None]
+        r = np.linalg.qr(np.vstack([r, block]), mode="r")
+    rss = np.zeros(k)  # more columns than rows: the ones past the rank are combinations
+    rss[:min(r.shape)] = np.diag(r) ** 2
+    return rss > tol * np.maximum(ref_ss, 1e-300)
 
 
 def irls_poisson(y: np.ndarray, x: np.ndarray, fe: WeightedFE | None, *,
@@ -416,24 +806,30 @@ def irls_poisson(y: np.ndarray, x: np.ndarray, fe: WeightedFE | None, *,
     """
     n = len(y)
     k = x.shape[1]
-    w = np.ones(n) if weights is None else np.asarray(weights, dtype=float)
+    w = None if weights is None else np.asarray(weights, dtype=float)
     off = None if offset is None else np.asarray(offset, dtype=float)
     has_fe = fe is not None and fe.n_sets > 0
-    ybar = float(np.sum(w * y) / np.sum(w))
+    ybar = float(np.mean(y) if w is None else np.sum(w * y) / np.sum(w))
+    # Memory: besides y and x, seven vectors of size n (eta, mu and their next values,
+    # the z column with its FE residual and FE part, one scratch) + 2 per regressor
+    # (residual, FE part) + the projector's two scratch columns; no n x k temporaries
+    # except the returned scores.
     mu = 0.5 * (y + ybar)
     eta = np.log(mu)  # starting linear predictor (incl. offset by construction)
     # deviance without logs: log(mu) = eta, and sum w [y log y - y] is a constant, so
     # dev = 2 (c0 - wy'eta + w'mu) -- two dot products per evaluation
-    wy = y if weights is None else w * y
-    with np.errstate(divide="ignore", invalid="ignore"):
-        c0 = float(np.sum(np.where(y > 0, wy * np.log(np.where(y > 0, y, 1.0)), 0.0))
-                   - np.sum(wy))
+    wy = y if w is None else w * y
+    pos = y > 0
+    c0 = float(np.dot(wy[pos], np.log(y[pos])) - np.sum(wy))
+    del pos
 
     def deviance(eta_: np.ndarray, mu_: np.ndarray) -> float:
-        return 2.0 * (c0 - float(wy @ eta_) + float(w @ mu_))
+        return 2.0 * (c0 - float(wy @ eta_) + float(mu_.sum() if w is None else w @ mu_))
 
     dev_old = deviance(eta, mu)
     kept = np.ones(k, dtype=bool)
+    cols = np.arange(k)                 # the regressors still in the model
+    final_check = False  # collinearity judged again once the sweeps reach fe_tol
     coef = np.full(k, np.nan)
     total_sweeps = 0
     dm_ok = True
@@ -441,16 +837,16 @@ def irls_poisson(y: np.ndarray, x: np.ndarray, fe: WeightedFE | None, *,
     crit = np.inf
     bread = np.zeros((0, 0))
     b = np.zeros(0)
-    big_w = w * mu
+    big_w = mu
     it = 0
     # buffers reused across iterations (Fortran order: each column contiguous):
-    # zx = [z, X_kept], cur = its FE residual, fe_part = zx - cur (the warm start)
-    zx = np.empty((n, 1 + k), order="F")
-    zx[:, 1:] = x
-    cur = np.empty_like(zx)
-    fe_part = None
-    z = zx[:, 0]
-    x_absmax = _fe_sweep.col_absmax(zx[:, 1:]) if k else np.zeros(0)
+    # cur = [z, X] with the fixed effects swept out; fe_part = [z, X] - cur (warm start)
+    z = np.empty(n)
+    mu_next = np.empty(n)
+    tmp = np.empty(n)
+    cur = np.empty((n, 1 + k), order="F")
+    fe_part = np.empty((n, 1 + k), order="F") if has_fe else None
+    x_absmax = np.array([np.max(np.abs(x[:, j])) for j in range(k)])
     # ppmlhdfe-style adaptive inner tolerance: loose while the deviance still moves, never
     # looser than 1e-4 nor tighter than fe_tol; convergence is only declared at fe_tol.
     inner_tol = max(fe_tol, 1e-4)
@@ -460,53 +856,58 @@ def irls_poisson(y: np.ndarray, x: np.ndarray, fe: WeightedFE | None, *,
         z += eta
         if off is not None:
             z -= off
-        big_w = mu if weights is None else w * mu
+        big_w = mu if w is None else w * mu
         if has_fe:
             fe.set_weights(big_w)
-            if fe_part is None:
-                cur[...] = zx
+            if it == 1:
+                cur[:, 0] = z
+                for jj, j in enumerate(cols):
+                    cur[:, 1 + jj] = x[:, j]
             else:
-                np.subtract(zx, fe_part, out=cur)
-            absmax = np.concatenate([_fe_sweep.col_absmax(zx[:, :1]), x_absmax])
+                np.subtract(z, fe_part[:, 0], out=cur[:, 0])
+                for jj, j in enumerate(cols):
+                    np.subtract(x[:, j], fe_part[:, 1 + jj], out=cur[:, 1 + jj])
+            absmax = np.concatenate([[np.max(np.abs(z))], x_absmax])
             sweeps, ok = fe.residualize_inplace(cur, absmax, tol=inner_tol,
                                                 maxiter=fe_maxiter)
             total_sweeps += sweeps
             dm_ok &= ok
-            if fe_part is None:
-                fe_part = np.empty_like(zx)
-            np.subtract(zx, cur, out=fe_part)
+            np.subtract(z, cur[:, 0], out=fe_part[:, 0])
+            for jj, j in enumerate(cols):
+                np.subtract(x[:, j], cur[:, 1 + jj], out=fe_part[:, 1 + jj])
         else:
-            cur[...] = zx
+            cur[:, 0] = z
+            for jj, j in enumerate(cols):
+                cur[:, 1 + jj] = x[:, j]
         if it == 1 and k:
             # collinearity with the FE / other regressors, judged once at the start
-            xm = x - (w @ x) / w.sum()
-            ref_ss = np.einsum("i,ij,ij->j", big_w, xm, xm)
-            del xm
+            ref_ss = collinearity_reference(x, big_w)
             kept = _collinear(cur[:, 1:], big_w, ref_ss, collin_tol)
             if not kept.all():
                 sel = np.r_[True, kept]
-                zx = np.asfortranarray(zx[:, sel])
-                cur = np.asfortranarray(cur[:, sel])
-                z = zx[:, 0]
+                cols = cols[kept]
                 x_absmax = x_absmax[kept]
+                cur = np.asfortranarray(cur[:, sel])
                 if fe_part is not None:
                     fe_part = np.asfortranarray(fe_part[:, sel])
         zt, xt = cur[:, 0], cur[:, 1:]
-        if xt.shape[1]:
-            xw = xt * big_w[:, None]
-            xtx = xw.T @ xt
-            b = np.linalg.solve(xtx, xw.T @ zt)
-            del xw
-            eta_new = z - zt                 # z - e with e = zt - xt b
-            eta_new += xt @ b
-        else:
-            xtx = np.zeros((0, 0))
-            b = np.zeros(0)
-            eta_new = z - zt
+        kk = xt.shape[1]
+        xtx = np.empty((kk, kk))
+        xtz = np.empty(kk)
+        for a_ in range(kk):             # X~'W X~ and X~'W z~ one column at a time
+            np.multiply(xt[:, a_], big_w, out=tmp)
+            xtx[a_] = tmp @ xt
+            xtz[a_] = tmp @ zt
+        b = np.linalg.solve(xtx, xtz) if kk else np.zeros(0)
+        eta_new = z                      # z - e with e = zt - xt b, in z's buffer
+        eta_new -= zt
+        for a_ in range(kk):
+            np.multiply(xt[:, a_], b[a_], out=tmp)
+            eta_new += tmp
         if off is not None:
             eta_new += off
         np.clip(eta_new, -ETA_MAX, ETA_MAX, out=eta_new)
-        mu_new = np.exp(eta_new)
+        mu_new = np.exp(eta_new, out=mu_next)
         dev = deviance(eta_new, mu_new)
         halvings = 0
         while (not np.isfinite(dev) or dev > dev_old * (1 + 1e-8) + 1e-12) and it > 1 \
@@ -517,20 +918,43 @@ def irls_poisson(y: np.ndarray, x: np.ndarray, fe: WeightedFE | None, *,
             np.exp(eta_new, out=mu_new)
             dev = deviance(eta_new, mu_new)
         crit = abs(dev - dev_old) / (0.1 + abs(dev))
-        eta, mu, dev_old = eta_new, mu_new, dev
+        # rotate buffers: the old eta becomes next z; the old mu (= this iteration's
+        # weights when unweighted, needed for the scores) becomes next mu_new
+        z, eta = eta, eta_new
+        mu_next, mu = mu, mu_new
+        dev_old = dev
         coef = np.full(k, np.nan)
         coef[kept] = b
-        bread = np.linalg.inv(xtx) if xt.shape[1] else xtx
+        bread = np.linalg.inv(xtx) if kk else xtx
         if crit < tol and (inner_tol <= fe_tol or not has_fe):
+            if has_fe and xt.shape[1] and not final_check:
+                # the first-iteration check ran on columns swept to the loose inner
+                # tolerance (1e-4): a column absorbed by the FE can leave a residual
+                # ~1e-8 of its sum of squares and pass. Judge again on the columns swept
+                # to fe_tol; drop what is collinear and iterate on.
+                final_check = True
+                still = _collinear(xt, big_w, collinearity_reference(x[:, cols], big_w),
+                                   collin_tol)
+                if not still.all():
+                    kept[cols[~still]] = False
+                    sel = np.r_[True, still]
+                    cols = cols[still]
+                    x_absmax = x_absmax[still]
+                    cur = np.asfortranarray(cur[:, sel])
+                    fe_part = np.asfortranarray(fe_part[:, sel])
+                    coef = np.full(k, np.nan)
+                    continue
             converged = True
             break
         inner_tol = max(fe_tol, min(inner_tol, 0.01 * crit))
     # residual of the last weighted least squares and scores with the weights of the last
-    # iteration (as fixest / pyfixest)
-    e = cur[:, 0] - (xt @ b if xt.shape[1] else 0.0)
+    # iteration (as fixest / pyfixest); big_w still holds them (mu_next when unweighted)
+    del z, fe_part
+    e = np.subtract(cur[:, 0], xt @ b if xt.shape[1] else 0.0, out=tmp)
     e *= big_w
     scores = xt * e[:, None]
-    dev_old = poisson_deviance(y, mu, w)  # the reported deviance, with logs
+    del cur, xt, zt, tmp, e
+    dev_old = poisson_deviance(y, mu, np.ones(n) if w is None else w)  # reported, with logs
     return PoissonFit(coef=coef, kept=kept, bread=bread, scores=scores, mu=mu, eta=eta,
                       deviance=float(dev_old), iterations=it, converged=converged,
                       crit=float(crit), demean_sweeps=total_sweeps, demean_converged=dm_ok)

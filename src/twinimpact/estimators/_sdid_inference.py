@@ -25,18 +25,22 @@ Variance estimators (Arkhangelsky et al. 2021, Section 5), as in R synthdid's
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
 
 from ..core.progress import progress, track
 from ._sdid_solver import (
+    _MASKED,
+    GramProblems,
     SDIDFit,
     SDIDOptions,
     default_options,
     fixed_weights,
+    gram_blocks,
     sdid_fit,
-    sdid_fit_batch,
+    solve_gram_sets,
     sum_normalize,
 )
 
@@ -101,24 +105,124 @@ def aggregate(taus: np.ndarray, n1: np.ndarray, t1: np.ndarray) -> tuple[float, 
     return float(np.dot(w, taus)), w
 
 
-#: replicates solved together hold about this many float64 numbers (outcome stack, Gram
-#: matrices of the unit- and time-weight problems): the batch solver's memory is
-#: B x N0^2, 5 GB for 200 placebo replicates of 1,800 controls, so the replicates go in
-#: chunks (each problem follows its own iterates: chunking changes no number)
-_BATCH_ELEMS = 2**24
+#: working memory of one batch of placebo weight problems, in float64 numbers: the
+#: per-replicate state of the Frank-Wolfe solver (about 10 vectors of length N0 for the
+#: unit weights, 6 of length T0 for the time weights) and the time-weight Gram blocks
+#: ((T0 + 1)^2 each); more replicates go in chunks (each problem follows its own
+#: iterates: chunking changes nothing but the rounding of BLAS products of other shapes)
+_BATCH_ELEMS = 2**19
+#: ... and of one gather of the replicates' control rows (time-weight Gram blocks)
+_GATHER_ELEMS = 2**16
 
 
-def _rep_chunks(n_reps: int, per_rep: int) -> list[slice]:
-    step = max(1, int(_BATCH_ELEMS // max(per_rep, 1)))
-    return [slice(s, min(s + step, n_reps)) for s in range(0, n_reps, step)]
+def _rep_chunks(n_reps: int, per_rep: int, budget: int | None = None) -> list[slice]:
+    """Slices of about equal length covering ``range(n_reps)``, each within ``budget``
+    (default :data:`_BATCH_ELEMS`) numbers at ``per_rep`` numbers per replicate."""
+    step = max(1, int((budget or _BATCH_ELEMS) // max(per_rep, 1)))
+    n_chunks = -(-n_reps // step)
+    edges = np.linspace(0, n_reps, n_chunks + 1).round().astype(int)
+    return [slice(int(lo), int(hi)) for lo, hi in itertools.pairwise(edges)]
+
+
+def _lambda_problems(Z: np.ndarray, ctrl: np.ndarray, lam: np.ndarray,
+                     opts: SDIDOptions) -> GramProblems:
+    """Time-weight problems of placebo replicates with controls ``ctrl[b]``: synthdid's
+    on the rows ``Z[ctrl[b]]`` (pre-period outcomes, then the post-period mean), one Gram
+    block each, warm start ``lam``."""
+    B, n0 = ctrl.shape
+    k = Z.shape[1] - 1
+    bank = np.empty((B * k, k))
+    Atb = np.empty((B, k))
+    bb = np.empty(B)
+    for sub in _rep_chunks(B, n0 * (k + 1), _GATHER_ELEMS):  # gathers of the controls
+        bk, _, Atb[sub], bb[sub] = gram_blocks(Z[ctrl[sub]], opts.zeta_lambda,
+                                               opts.lambda_intercept)
+        bank[sub.start * k:sub.stop * k] = bk
+    return GramProblems(bank, np.arange(B) * k, Atb, bb, np.broadcast_to(lam, (B, k)),
+                        n0, opts.zeta_lambda)
+
+
+def _omega_problems(A: np.ndarray, bank: np.ndarray, ctrl: np.ndarray, tr: np.ndarray,
+                    x0: np.ndarray, opts: SDIDOptions) -> GramProblems:
+    """Unit-weight problems of placebo replicates in the coordinates of all ``N0``
+    controls: regress the pseudo-treated units' mean of the columns of ``A`` (pre-period
+    series, one column per control, centred per unit when ``omega_intercept``) on those
+    of the controls ``ctrl[b]``. Centring is per unit, so every replicate's Gram matrix is
+    a principal submatrix of ``bank`` (``A'A + T0 zeta^2 I``, built once): a replicate
+    masks the units it leaves out."""
+    b = A[:, tr].mean(axis=2)                            # (T0, B) pseudo-treated means
+    Atb = (A.T @ b).T
+    keep = np.zeros(Atb.shape, dtype=bool)
+    np.put_along_axis(keep, ctrl, True, axis=1)
+    Atb[~keep] = _MASKED
+    return GramProblems(bank, 0, Atb, np.einsum("tb,tb->b", b, b), x0, A.shape[0],
+                        opts.zeta_omega)
+
+
+def _placebo_taus(Y0: np.ndarray, ctrl: np.ndarray, tr: np.ndarray, fit: SDIDFit,
+                  stats: dict | None = None) -> np.ndarray:
+    """Estimates of the placebo replicates of one block: controls ``ctrl[b]`` against
+    pseudo-treated ``tr[b]`` (rows of the control outcomes ``Y0``), weights re-estimated
+    from the original fit's weights with its tuning (R synthdid ``placebo_se``). The
+    unit- and time-weight problems of all replicates are solved together
+    (:func:`solve_gram_sets`), in chunks of at most :data:`_BATCH_ELEMS` numbers.
+    ``stats`` (optional) counts the weight problems solved and those that stopped at
+    ``max_iter`` instead of the decrease criterion (as R synthdid, not an error)."""
+    opts, T0 = fit.options, fit.T0
+    N0, T = Y0.shape
+    B, n1 = tr.shape
+    if opts.update_omega:
+        A = Y0[:, :T0].T                                 # (T0, N0): one column per unit
+        if opts.omega_intercept:
+            A = A - A.mean(axis=0)
+        bank = A.T @ A
+        bank[np.diag_indices(N0)] += T0 * opts.zeta_omega**2
+    if opts.update_lambda:
+        Z = np.empty((N0, T0 + 1))
+        Z[:, :T0] = Y0[:, :T0]
+        Z[:, T0] = Y0[:, T0:].mean(axis=1)
+    per_rep = 4 * N0 + (6 * N0 if opts.update_omega else 0) + \
+        ((T0 + 1) ** 2 + 6 * T0 if opts.update_lambda else 0)
+    taus = np.empty(B)
+    for sl in _rep_chunks(B, per_rep):
+        c = ctrl[sl]
+        omega = np.zeros((len(c), N0))
+        src = fit.omega[c]
+        tot = src.sum(axis=1, keepdims=True)
+        src = np.where(tot != 0, src / np.where(tot != 0, tot, 1.0), 1.0 / c.shape[1])
+        np.put_along_axis(omega, c, src, axis=1)         # sum_normalize(omega[ctrl])
+        lam = np.array(np.broadcast_to(fit.lam, (len(c), T0)))
+        sets = []
+        if opts.update_lambda:
+            sets.append(_lambda_problems(Z, c, fit.lam, opts))
+        if opts.update_omega:
+            sets.append(_omega_problems(A, bank, c, tr[sl], omega, opts))
+        w, conv = solve_gram_sets(sets, opts) if sets else ([], [])
+        if stats is not None:
+            for c_ in conv:
+                stats["problems"] = stats.get("problems", 0) + len(c_)
+                stats["stopped_at_max_iter"] = (stats.get("stopped_at_max_iter", 0)
+                                                + int((~c_).sum()))
+        if opts.update_lambda:
+            lam = w.pop(0)
+        if opts.update_omega:
+            omega = w.pop(0)
+        col = np.empty((len(c), T))
+        col[:, :T0] = -lam
+        col[:, T0:] = 1.0 / (T - T0)
+        np.negative(omega, out=omega)
+        np.put_along_axis(omega, tr[sl], 1.0 / n1, axis=1)   # row contrast of Y0
+        taus[sl] = np.einsum("bj,jt,bt->b", omega, Y0, col, optimize=True)
+    return taus
 
 
 def placebo_replicates(Y: np.ndarray, N0: int, groups: list[Group], fits: list[SDIDFit],
-                       n_reps: int, rng: np.random.Generator) -> np.ndarray:
+                       n_reps: int, rng: np.random.Generator, stats: dict | None = None
+                       ) -> np.ndarray:
     """Placebo replicates, shape ``(n_reps, 1 + G)``: column 0 the ATT, then per group.
 
-    Replicates are solved in chunks of at most :data:`_BATCH_ELEMS` numbers of working
-    memory (memory linear in the number of controls squared, not in ``n_reps`` times it).
+    Each cohort's replicates are solved together (:func:`_placebo_taus`), in chunks of
+    at most :data:`_BATCH_ELEMS` numbers of working memory.
     """
     T = Y.shape[1]
     sizes = [len(g.rows) for g in groups]
@@ -128,18 +232,10 @@ def placebo_replicates(Y: np.ndarray, N0: int, groups: list[Group], fits: list[S
     ctrl = perms[:, :n0_new]
     out = np.empty((n_reps, 1 + len(groups)))
     start = n0_new
-    for g, (grp, fit) in enumerate(track(list(zip(groups, fits, strict=True)),
-                                         "synthetic_did placebo (cohorts)")):
-        tr = perms[:, start:start + sizes[g]]
+    for g, fit in enumerate(track(fits, "synthetic_did placebo (cohorts)")):
+        out[:, 1 + g] = _placebo_taus(Y[:N0], ctrl, perms[:, start:start + sizes[g]], fit,
+                                      stats)
         start += sizes[g]
-        rows = np.concatenate([ctrl, tr], axis=1)                      # (B, n0_new + N1_g)
-        om_init = np.array([sum_normalize(fit.omega[c]) for c in ctrl])
-        la_init = np.broadcast_to(fit.lam, (n_reps, grp.a))
-        per_rep = rows.shape[1] * T + n0_new**2 + grp.a**2
-        for sl in _rep_chunks(n_reps, per_rep):
-            tau, _, _ = sdid_fit_batch(Y[rows[sl]], n0_new, grp.a, fit.options,
-                                       omega=om_init[sl], lam=la_init[sl])
-            out[sl, 1 + g] = tau
     t1 = np.array([T - grp.a for grp in groups])
     cells = np.array(sizes, dtype=float) * t1
     out[:, 0] = out[:, 1:] @ (cells / cells.sum())

@@ -26,22 +26,29 @@ the intercepts ``omega_0`` / ``lambda_0`` being profiled out by centring when re
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
 
 __all__ = [
     "FWResult",
+    "GramProblems",
     "SDIDFit",
     "SDIDOptions",
     "collapsed_form",
+    "fw_gram_rows",
+    "fw_gram_sets",
     "fw_objective",
+    "gram_blocks",
     "noise_level",
     "sc_weight_fw",
     "sc_weight_fw_batch",
     "sc_weight_fw_reference",
     "sdid_fit",
+    "solve_gram_sets",
     "sparsify",
+    "sparsify_rows",
 ]
 
 
@@ -151,7 +158,9 @@ def sc_weight_fw(Y: np.ndarray, zeta: float, *, intercept: bool = True,
     A = Y[:, :k]
     b = Y[:, k]
     G = A.T @ A
-    GT = np.ascontiguousarray(G.T)
+    # rows of G' (columns of G); G is symmetric to the bit when BLAS computes it as such,
+    # then no k x k copy is needed (26 MB at 1,800 controls)
+    GT = G if (G == G.T).all() else np.ascontiguousarray(G.T)
     Atb = A.T @ b
     bb = float(b @ b)
     Gd = np.diag(G).tolist()
@@ -205,76 +214,227 @@ def sc_weight_fw_batch(Y: np.ndarray, zeta: float, *, intercept: bool = True,
 
     ``Y`` has shape ``(B, n, k + 1)``, ``init`` ``(B, k)``; returns ``(weights (B, k),
     n_iter (B,), converged (B,))``. Each problem follows exactly its own iterates and
-    stopping rule; batching only removes interpreter overhead (placebo replications).
+    stopping rule; batching only removes interpreter overhead (:func:`fw_gram_rows`).
     """
-    w, _, n_iter, conv = _fw_gram(np.asarray(Y, dtype=float), zeta, intercept=intercept,
-                                  init=init, min_decrease=min_decrease, max_iter=max_iter,
-                                  keep_values=False)
-    return w, n_iter, conv
-
-
-def _fw_gram(Y: np.ndarray, zeta: float, *, intercept: bool, init: np.ndarray | None,
-             min_decrease: float, max_iter: int, keep_values: bool):
+    Y = np.asarray(Y, dtype=float)
     B, n, k1 = Y.shape
-    k = k1 - 1
-    if intercept:
-        Y = Y - Y.mean(axis=1, keepdims=True)
-    A = Y[:, :, :k]
-    b = Y[:, :, k]
-    G = np.einsum("bnk,bnl->bkl", A, A)
-    GT = np.ascontiguousarray(np.swapaxes(G, 1, 2))   # GT[b, i] = G[b, :, i]
-    Atb = np.einsum("bnk,bn->bk", A, b)
-    bb = np.einsum("bn,bn->b", b, b)
-    Gd = np.einsum("bkk->bk", G).copy()
-    x = np.full((B, k), 1.0 / k) if init is None else np.array(init, dtype=float).copy()
-    eta = n * zeta**2
-    z2 = zeta**2
+    bank, base, Atb, bb = gram_blocks(Y, zeta, intercept)
+    x0 = np.full((B, k1 - 1), 1.0 / (k1 - 1)) if init is None else init
+    return fw_gram_rows(bank, base, Atb, bb, x0, n=n, zeta=zeta,
+                        min_decrease=min_decrease, max_iter=max_iter)
+
+
+#: value of ``A'b`` on a coordinate a problem may not use (see :func:`fw_gram_rows`): its
+#: half-gradient is then ~1e200, never the smallest, and stays finite under the lazy
+#: scaling below (rescaled before the scale factor drops under 1e-100)
+_MASKED = -1e200
+_RESCALE_BELOW = 1e-100
+#: largest step: a full step (x = e_i) would zero the lazy scale factor; stopping one
+#: rounding unit short of it changes x by <= 2^-53 (R's iterate, to rounding)
+_STEP_MAX = 1.0 - 2.0**-53
+
+
+@dataclass(frozen=True)
+class GramProblems:
+    """``B`` weight problems of one size ``k`` in Gram form (:func:`fw_gram_sets`).
+
+    Problem ``b``'s matrix ``G_b + eta I`` (``G_b = A_b'A_b``, ``eta = n zeta^2``) is rows
+    ``base[b] .. base[b] + k - 1`` of ``bank`` (shape ``(m k, k)``, ``base`` multiples of
+    ``k``: one shared matrix with ``base = 0``, or one block per problem);
+    ``Atb[b] = A_b'b_b``, ``bb[b] = b_b'b_b``, ``x0[b]`` the start on the simplex. A
+    coordinate with ``Atb = _MASKED`` (and ``x0 = 0``) is never chosen: the problems of
+    placebo replicates live in the coordinates of all controls and mask the units they
+    leave out.
+    """
+
+    bank: np.ndarray
+    base: np.ndarray | int
+    Atb: np.ndarray
+    bb: np.ndarray
+    x0: np.ndarray
+    n: int
+    zeta: float
+
+
+class _Set:
+    """Mutable per-set state of :func:`fw_gram_sets` (rows still iterating)."""
+
+    def __init__(self, P: GramProblems) -> None:
+        self.bank = np.ascontiguousarray(P.bank, dtype=float)
+        k = self.k = self.bank.shape[1]
+        self.Atb = np.array(P.Atb, dtype=float, order="C")   # flat indexing: C order
+        B = self.B = self.Atb.shape[0]
+        self.base = np.broadcast_to(np.asarray(P.base, dtype=np.intp), (B,)).copy()
+        r = np.arange(self.bank.shape[0])
+        self.gd = self.bank[r, r % k]                  # diagonal entry of each bank row
+        self.y = np.array(P.x0, dtype=float, order="C")
+        self.h = np.empty((B, k))
+        for b0 in range(0, B, 256):                    # (G + eta I) x, in small pieces
+            sl = slice(b0, min(B, b0 + 256))
+            bs = self.base[sl]
+            if np.all(bs == bs[0]):
+                self.h[sl] = self.y[sl] @ self.bank[bs[0]:bs[0] + k]
+            else:
+                self.h[sl] = np.einsum("bkl,bl->bk", self.bank.reshape(-1, k, k)[bs // k],
+                                       self.y[sl])
+        self.cp = np.einsum("bk,bk->b", self.y, self.h)     # x'(G + eta I)x
+        self.h -= self.Atb
+        self.p = np.einsum("bk,bk->b", self.y, np.where(self.Atb == _MASKED, 0.0, self.Atb))
+        self.xx = np.einsum("bk,bk->b", self.y, self.y)
+        self.orig = np.arange(B)
+        self.flat = self.orig * k
+        self.R = np.empty((B, k))
+        self.out = np.empty((B, k))
+        self.n_iter = np.zeros(B, dtype=int)
+        self.conv = np.zeros(B, dtype=bool)
+
+    def keep(self, keep: np.ndarray) -> None:
+        self.orig, self.y, self.h = self.orig[keep], self.y[keep], self.h[keep]
+        self.Atb, self.base = self.Atb[keep], self.base[keep]
+        self.flat = np.arange(len(self.orig)) * self.k
+
+
+def fw_gram_sets(sets: list[GramProblems], *, min_decrease: float, max_iter: int
+                 ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Frank-Wolfe of :func:`sc_weight_fw` on several sets of problems at once.
+
+    Returns per set ``(weights (B, k), n_iter (B,), converged (B,))``. Each problem
+    follows its own iterates and stopping rule (those of :func:`sc_weight_fw_reference`,
+    in another floating-point order). Per step and problem the work is O(k): the
+    half-gradient ``hg = (G + eta I) x - A'b`` moves to ``(1 - s) hg + s (row_i - A'b)``;
+    ``x'(G + eta I)x``, ``|x|^2`` and ``x'A'b`` are scalars updated in O(1) (one stacked
+    update ``u (u S + 2 s V) + s^2 C``, ``u = 1 - s``); ``x`` and ``hg`` are kept as
+    ``sigma y`` and ``sigma h`` so that the ``(1 - s)`` scaling is O(1) too. Problems that
+    stop leave the batch. Sets of different sizes (the time- and unit-weight problems of
+    placebo replicates) share the interpreter overhead of each step.
+    """
     md2 = min_decrease**2
-    q = np.einsum("bkl,bl->bk", G, x)
-    c = np.einsum("bk,bk->b", x, q)
-    p = np.einsum("bk,bk->b", x, Atb)
-    xx = np.einsum("bk,bk->b", x, x)
-    rows = np.arange(B)
-    v1 = np.full(B, np.nan)   # objective after the last iteration
-    v2 = np.full(B, np.nan)   # ... and the one before
-    active = np.ones(B, dtype=bool)
-    n_iter = np.zeros(B, dtype=int)
-    vals = np.empty(max_iter) if keep_values else None
+    S = [_Set(P) for P in sets]
+    # per-problem scalars, concatenated over the sets: S3 = [x'(G+eta I)x, |x|^2, x'A'b]
+    S3 = np.concatenate([np.stack([st.cp, st.xx, st.p]) for st in S], axis=1)
+    bb = np.concatenate([np.asarray(P.bb, dtype=float) for P in sets])
+    eta = np.concatenate([np.full(st.B, P.n * P.zeta**2)
+                          for st, P in zip(S, sets, strict=True)])
+    # the objective is compared times n: zeta^2 |x|^2 n + |Ax - b|^2 vs min_decrease^2 n
+    md2n = np.concatenate([np.full(st.B, md2 * P.n) for st, P in zip(S, sets, strict=True)])
+    sigma = np.ones(len(bb))
+    vprev = np.full(len(bb), np.inf)
     t = 0
-    while t < max_iter:
-        if t >= 2:
-            active &= (v2 - v1) > md2
-            if not active.any():
+    views = None
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        while True:
+            if views is None:                          # (re)build after rows left
+                m = len(bb)
+                hv = np.empty(m)
+                V = np.empty((3, m))                   # [q_i, x_i, (x'A'b + A'b_i) / 2]
+                C = np.empty((3, m))                   # [G_ii + eta, 1, A'b_i]
+                views, off = [], 0
+                for st in S:
+                    if not len(st.orig):
+                        continue
+                    sl = slice(off, off + len(st.orig))
+                    off = sl.stop
+                    views.append((st, sl, st.h, st.y.ravel(), st.Atb, st.gd, st.bank,
+                                  st.R[:len(st.orig)], st.flat, st.base,
+                                  bool((st.base == 0).all()), hv[sl], V[1, sl], C[2, sl],
+                                  C[0, sl]))
+                idx = []
+            idx.clear()
+            for (_, _, h, yf, Atb, gd, _, _, flat, base, shared, hv_s, x_s, a_s,
+                 g_s) in views:
+                i = h.argmin(axis=1)
+                fi = flat + i
+                bi = i if shared else base + i
+                h.take(fi, out=hv_s, mode="clip")
+                yf.take(fi, out=x_s, mode="clip")
+                Atb.take(fi, out=a_s, mode="clip")
+                gd.take(bi, out=g_s, mode="clip")
+                idx.append((fi, bi))
+            cp, xx, p = S3
+            hv *= sigma                                 # hg_i
+            V[1] *= sigma                               # x_i
+            np.add(hv, C[2], out=V[0])                  # q_i = ((G + eta I) x)_i
+            np.add(p, C[2], out=V[2])
+            V[2] *= 0.5
+            den = cp - 2.0 * V[0]
+            den += C[0]                                 # (e_i - x)'(G + eta I)(e_i - x)
+            s = cp - p
+            s -= hv
+            s /= den                                    # -hg'(e_i - x) / den
+            np.fmax(s, 0.0, out=s)                      # (NaN -> 0)
+            np.fmin(s, _STEP_MAX, out=s)
+            s *= den > 0
+            u = 1.0 - s
+            C[1] = 1.0
+            T3 = S3 * u
+            V *= 2.0 * s
+            T3 += V
+            T3 *= u
+            C *= s * s
+            T3 += C
+            S3 = T3                                     # u (u S + 2 s V) + s^2 C
+            sigma *= u
+            s /= sigma
+            for (_, sl, h, yf, Atb, _, bank, Ra, _, _, _, _, _, _, _), (fi, bi) in zip(
+                    views, idx, strict=True):
+                bank.take(bi, axis=0, out=Ra, mode="clip")
+                Ra -= Atb
+                sv = s[sl]
+                yf[fi] += sv
+                Ra *= sv[:, None]
+                h += Ra
+            cp, xx, p = S3
+            e = eta * xx
+            val = cp - e
+            val -= p
+            val -= p
+            val += bb
+            np.maximum(val, 0.0, out=val)
+            val += e                                    # n (zeta^2 |x|^2 + |A x - b|^2 / n)
+            t += 1
+            if t % 8 == 0 and np.minimum.reduce(sigma) < _RESCALE_BELOW:
+                for st, sl, *_ in views:
+                    st.y *= sigma[sl, None]
+                    st.h *= sigma[sl, None]
+                sigma[:] = 1.0
+            if t < 2:
+                if t < max_iter:
+                    vprev = val
+                    continue
+                stop = np.ones(m, dtype=bool)
+                done = np.zeros(m, dtype=bool)
+            else:
+                cont = (vprev - val) > md2n
+                if t < max_iter and np.logical_and.reduce(cont):   # (C, not _methods)
+                    vprev = val
+                    continue
+                done = ~cont
+                stop = done if t < max_iter else np.ones(m, dtype=bool)
+            for st, sl, *_ in views:
+                stp = stop[sl]
+                if not stp.any():
+                    continue
+                o = st.orig[stp]
+                st.out[o] = st.y[stp] * sigma[sl][stp, None]
+                st.n_iter[o] = t
+                st.conv[o] = done[sl][stp]
+                st.keep(~stp)
+            keep = ~stop
+            if not keep.any():
                 break
-        hg = q - Atb + eta * x
-        i = hg.argmin(axis=1)
-        xi = x[rows, i]
-        qi = q[rows, i]
-        gdi = Gd[rows, i]
-        num = hg[rows, i] - np.einsum("bk,bk->b", hg, x)     # half_grad . d_x, negated
-        dxx = xx - 2.0 * xi + 1.0                           # |d_x|^2
-        den = (gdi - 2.0 * qi + c) + eta * dxx              # |A d_x|^2 + eta |d_x|^2
-        with np.errstate(divide="ignore", invalid="ignore"):
-            s = np.where(den > 0, -num / den, 0.0)
-        s = np.clip(s, 0.0, 1.0)
-        s = np.where(active & (dxx > 0), s, 0.0)
-        u = 1.0 - s
-        c = u * u * c + 2.0 * s * u * qi + s * s * gdi
-        p = u * p + s * Atb[rows, i]
-        xx = u * u * xx + 2.0 * s * u * xi + s * s
-        x *= u[:, None]
-        x[rows, i] += s
-        q *= u[:, None]
-        q += s[:, None] * GT[rows, i]
-        val = z2 * xx + np.maximum(c - 2.0 * p + bb, 0.0) / n
-        v2 = np.where(active, v1, v2)
-        v1 = np.where(active, val, v1)
-        n_iter += active
-        if keep_values:
-            vals[t] = val[0]
-        t += 1
-    converged = (n_iter >= 2) & ~((v2 - v1) > md2)
-    return x, (vals[:t].copy() if keep_values else None), n_iter, converged
+            S3, bb, eta, md2n = S3[:, keep], bb[keep], eta[keep], md2n[keep]
+            sigma, vprev = sigma[keep], val[keep]
+            views = None
+    return [(st.out, st.n_iter, st.conv) for st in S]
+
+
+def fw_gram_rows(bank: np.ndarray, base: np.ndarray | int, Atb: np.ndarray,
+                 bb: np.ndarray, x0: np.ndarray, *, n: int, zeta: float,
+                 min_decrease: float, max_iter: int
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`fw_gram_sets` on one :class:`GramProblems` set."""
+    return fw_gram_sets([GramProblems(bank, base, Atb, bb, x0, n, zeta)],
+                        min_decrease=min_decrease, max_iter=max_iter)[0]
 
 
 def sparsify(v: np.ndarray) -> np.ndarray:
@@ -445,51 +605,39 @@ def fixed_weights(method: str, N0: int, T0: int) -> tuple[np.ndarray | None, np.
     return None, None
 
 
-def collapsed_form_batch(Y: np.ndarray, N0: int, T0: int) -> np.ndarray:
-    """:func:`collapsed_form` of a stack ``(B, N, T)`` -> ``(B, N0 + 1, T0 + 1)``."""
-    B = Y.shape[0]
-    out = np.empty((B, N0 + 1, T0 + 1))
-    out[:, :N0, :T0] = Y[:, :N0, :T0]
-    out[:, :N0, T0] = Y[:, :N0, T0:].mean(axis=2)
-    out[:, N0, :T0] = Y[:, N0:, :T0].mean(axis=1)
-    out[:, N0, T0] = Y[:, N0:, T0:].mean(axis=(1, 2))
-    return out
+def sparsify_rows(x: np.ndarray) -> np.ndarray:
+    """:func:`sparsify` applied to each row of ``x``."""
+    x = np.array(x, dtype=float)
+    x[x <= x.max(axis=1, keepdims=True) / 4] = 0.0
+    return x / x.sum(axis=1, keepdims=True)
 
 
-def _solve_batch(Yw: np.ndarray, zeta: float, intercept: bool, init: np.ndarray | None,
-                 opts: SDIDOptions) -> np.ndarray:
-    first_iter = opts.max_iter_pre_sparsify if opts.sparsify else opts.max_iter
-    w, _, _ = sc_weight_fw_batch(Yw, zeta, intercept=intercept, init=init,
-                                 min_decrease=opts.min_decrease, max_iter=first_iter)
+def solve_gram_sets(sets: list[GramProblems], opts: SDIDOptions
+                    ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """synthdid's two passes (``max_iter_pre_sparsify`` steps, sparsify, then up to
+    ``max_iter``) of :func:`fw_gram_sets`; returns the weights of each set and, per set,
+    whether the last pass met the stopping rule before ``max_iter`` (per problem)."""
+    first = opts.max_iter_pre_sparsify if opts.sparsify else opts.max_iter
+    res = fw_gram_sets(sets, min_decrease=opts.min_decrease, max_iter=first)
     if opts.sparsify:
-        w = np.array([sparsify(row) for row in w])
-        w, _, _ = sc_weight_fw_batch(Yw, zeta, intercept=intercept, init=w,
-                                     min_decrease=opts.min_decrease, max_iter=opts.max_iter)
-    return w
+        sets = [dataclasses.replace(P, x0=sparsify_rows(r[0])) for P, r in
+                zip(sets, res, strict=True)]
+        res = fw_gram_sets(sets, min_decrease=opts.min_decrease, max_iter=opts.max_iter)
+    return [r[0] for r in res], [r[2] for r in res]
 
 
-def sdid_fit_batch(Y: np.ndarray, N0: int, T0: int, opts: SDIDOptions, *,
-                   omega: np.ndarray | None = None, lam: np.ndarray | None = None
-                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """:func:`sdid_fit` for a stack ``Y`` of shape ``(B, N, T)`` sharing ``N0``, ``T0``
-    and ``opts``; ``omega`` ``(B, N0)`` / ``lam`` ``(B, T0)`` are initial or fixed weights.
-
-    Returns ``(tau (B,), omega (B, N0), lam (B, T0))``.
-    """
-    Y = np.asarray(Y, dtype=float)
-    B, N, T = Y.shape
-    N1, T1 = N - N0, T - T0
-    Yc = collapsed_form_batch(Y, N0, T0)
-    if opts.update_lambda:
-        lam = _solve_batch(Yc[:, :N0, :], opts.zeta_lambda, opts.lambda_intercept, lam, opts)
-    if opts.update_omega:
-        omega = _solve_batch(np.swapaxes(Yc[:, :, :T0], 1, 2), opts.zeta_omega,
-                             opts.omega_intercept, omega, opts)
-    if omega is None or lam is None:  # pragma: no cover - internal misuse
-        raise ValueError("fixed weights must be given when update_* is False")
-    omega = np.broadcast_to(np.asarray(omega, dtype=float), (B, N0))
-    lam = np.broadcast_to(np.asarray(lam, dtype=float), (B, T0))
-    row = np.concatenate([-omega, np.full((B, N1), 1.0 / N1)], axis=1)
-    col = np.concatenate([-lam, np.full((B, T1), 1.0 / T1)], axis=1)
-    tau = np.einsum("bn,bnt,bt->b", row, Y, col)
-    return tau, np.array(omega), np.array(lam)
+def gram_blocks(Yw: np.ndarray, zeta: float, intercept: bool
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Gram form of a stack of weight problems ``Yw`` ``(B, n, k + 1)`` (as
+    :func:`sc_weight_fw`): ``bank`` ``(B k, k)`` holding ``A_b'A_b + n zeta^2 I``,
+    ``base``, ``A_b'b_b`` and ``b_b'b_b``."""
+    Yw = np.asarray(Yw, dtype=float)
+    B, n, k1 = Yw.shape
+    k = k1 - 1
+    if intercept:
+        Yw = Yw - Yw.mean(axis=1, keepdims=True)
+    gram = np.matmul(np.swapaxes(Yw, 1, 2), Yw)          # (B, k + 1, k + 1)
+    bank = np.ascontiguousarray(gram[:, :k, :k])
+    bank[:, np.arange(k), np.arange(k)] += n * zeta**2
+    return (bank.reshape(B * k, k), np.arange(B) * k, gram[:, :k, k].copy(),
+            gram[:, k, k].copy())

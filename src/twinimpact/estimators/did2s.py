@@ -67,7 +67,8 @@ __all__ = ["did2s", "two_stage_vcov"]
 
 def two_stage_vcov(system: Any, x2: Any, e1: np.ndarray, e2: np.ndarray,
                    untreated: np.ndarray, cluster: np.ndarray,
-                   weights: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+                   weights: np.ndarray | None = None, xtwx: np.ndarray | None = None
+                   ) -> tuple[np.ndarray, np.ndarray]:
     """Gardner (2022) GMM variance of the second-stage coefficients (R did2s analytic SE).
 
     Parameters
@@ -80,6 +81,7 @@ def two_stage_vcov(system: Any, x2: Any, e1: np.ndarray, e2: np.ndarray,
     e2 : (n,) second-stage residuals (read where ``x2`` is non-zero).
     untreated : (n,) bool.
     cluster : (n,) int cluster codes.
+    xtwx : (k, k) ``X2'WX2`` when the caller has it (formed from ``x2`` otherwise).
 
     Returns
     -------
@@ -107,7 +109,11 @@ def two_stage_vcov(system: Any, x2: Any, e1: np.ndarray, e2: np.ndarray,
         b_d, b_m = solve_normal(system, *system_rhs(system, wx[:, None], rows=r))
         sums[:, j] = (np.bincount(cluster[r], weights=wx * e2[r], minlength=g)
                       - first_stage(b_d, b_m)[:, 0])
-    bread = np.linalg.pinv((x2.T @ sparse.diags(w) @ x2).toarray())
+    if xtwx is None:
+        x2w = x2.copy()
+        x2w.data *= w[x2.indices]
+        xtwx = (x2.T @ x2w).toarray()
+    bread = np.linalg.pinv(xtwx)
     return bread @ (sums.T @ sums) @ bread, bread
 
 
@@ -241,14 +247,15 @@ def did2s(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort: str
                 else factorize(col(clus))[0])
     n_cl = int(np.count_nonzero(np.bincount(cl_codes[keep])))
     if keep[untreated].all():
-        vc, _ = two_stage_vcov(fit.system, x2, adj, e2, untreated, cl_codes, w)
+        vc, _ = two_stage_vcov(fit.system, x2, adj, e2, untreated, cl_codes, w, xtx)
     else:  # untreated rows without a fitted Y(0) (zero weights): refit without them
         sub = keep
         system = fit_untreated(y[sub], [factorize(c[sub])[0] for c in fe_codes],
                                untreated[sub], None if xcov is None else xcov[sub],
                                None if w is None else w[sub]).system
         vc, _ = two_stage_vcov(system, x2[sub], adj[sub], e2[sub], untreated[sub],
-                               factorize(cl_codes[sub])[0], None if w is None else w[sub])
+                               factorize(cl_codes[sub])[0], None if w is None else w[sub],
+                               xtx)
     empty = np.diag(xtx) <= 0
     coef[empty] = np.nan
     vc[empty, :] = vc[:, empty] = np.nan

@@ -89,7 +89,7 @@ from ._etwfe_numerics import (
     group_demean,
     indicator_matrix,
 )
-from ._ppml_kernel import WeightedFE
+from ._ppml_kernel import WeightedFE, collinearity_reference
 from .ppml import _fe_columns as _fe_cols
 from .ppml import _fe_name, fe_codes, ppml
 
@@ -624,13 +624,10 @@ def _fwl_step(design: Design, rows: np.ndarray, mu: np.ndarray, u: np.ndarray,
     ref = np.zeros(k)
     csums = _ClusterSums(clusters, k) if kind not in ("iid", "hetero") else None
     x_tilde = np.empty((n, k)) if store else None
-    wsum = mu.sum()
     for lo in range(0, k, width):
         cols = np.arange(lo, min(k, lo + width))
         x = design_block(design, rows, cols)
-        xm = x - (mu @ x) / wsum
-        ref[cols] = np.einsum("i,ij,ij->j", mu, xm, xm)
-        del xm
+        ref[cols] = collinearity_reference(x, mu)
         x_t = sweep(x) if store else sweep(x, tol=FWL_CHUNK_TOL)
         del x
         if store:
@@ -664,8 +661,8 @@ def _kept_columns(gram: np.ndarray, ref: np.ndarray, tol: float = 1e-10) -> np.n
     """Columns of ``X~`` (fixed effects swept out; ``gram = X~'WX~``) that are not
     combinations of earlier ones -- the sequential rule of ppml's kernel: column ``j``'s
     weighted residual sum of squares after the earlier kept columns, by an incremental
-    Cholesky factor of the Gram matrix, must exceed ``tol`` times its centred sum of
-    squares before the sweep (``ref``)."""
+    Cholesky factor of the Gram matrix, must exceed ``tol`` times its sum of squares
+    before the sweep (``ref``, from ``_ppml_kernel.collinearity_reference``)."""
     k = gram.shape[0]
     kept = np.zeros(k, dtype=bool)
     if k == 0:

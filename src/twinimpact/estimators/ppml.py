@@ -9,9 +9,9 @@ detected and removed first (Correia, Guimarães & Zylkin 2021). Numerics live in
 
 Keyword mapping
 ---------------
-=================== ======================================= ===============================
+=================== ======================================= ================================
 twinimpact           R fixest ``fepois``                     Stata ``ppmlhdfe``
-=================== ======================================= ===============================
+=================== ======================================= ================================
 ``outcome``          left-hand side                          depvar
 ``regressors``       right-hand side variables               indepvars
 ``fixed_effects``    ``| fe1 + fe2 + fe1^fe3``                ``absorb(fe1 fe2 fe1#fe3)``
@@ -20,10 +20,10 @@ twinimpact           R fixest ``fepois``                     Stata ``ppmlhdfe``
 ``weights``          ``weights = ~w``                        ``[pw=w]``
 ``offset``           ``offset = ~o``                         ``offset(o)``
 ``tol``, ``maxiter`` ``glm.tol``, ``glm.iter``               ``tolerance()``, ``maxiterations()``
-``separation``       ``fixef.rm = "perfect"`` (+ ReLU)       ``separation(fe ir)``
+``separation``       ``fixef.rm = "perfect"``                 ``separation(fe simplex relu)``
 ``drop_singletons``  ``fixef.rm = "singleton"``              default (``keepsingletons`` off)
 ``ssc_adj``          ``ssc(adj = TRUE/FALSE)``               --
-=================== ======================================= ===============================
+=================== ======================================= ================================
 """
 
 from __future__ import annotations
@@ -62,15 +62,15 @@ from ..errors import (
 from ..results import EstimationResult, VcovSpec, make_result
 from ._ppml_kernel import (
     WeightedFE,
-    drop_singletons_and_fe_separation,
+    find_separation,
     irls_poisson,
-    relu_separation,
 )
 
 __all__ = ["PPMLResult", "fe_codes", "lincom", "ppml"]
 
 VcovKind = Literal["iid", "hetero", "cluster"]
-SEPARATION = (True, False, "fe", "relu", "fe+relu")
+#: separation checks (ppmlhdfe ``separation(fe simplex relu)``, its default = True)
+SEPARATION_METHODS = ("fe", "simplex", "relu")
 FixedEffect = str | Sequence[str]
 
 
@@ -160,6 +160,11 @@ def fe_codes(frame: pd.DataFrame, spec: FixedEffect) -> np.ndarray:
     return factorize(codes)[0]
 
 
+def _narrow(codes: np.ndarray) -> np.ndarray:
+    """Dense codes as int32 when they fit (half the memory of the factorized int64)."""
+    return codes.astype(np.int32) if len(codes) and codes.max() < 2**31 - 1 else codes
+
+
 def _recode(codes: np.ndarray, sub: np.ndarray) -> np.ndarray:
     """Dense codes 0..G'-1 of ``codes[sub]`` (levels keep their order; ``codes`` are dense
     0..G-1). A counting pass, no hashing; the same array when nothing is dropped."""
@@ -169,7 +174,7 @@ def _recode(codes: np.ndarray, sub: np.ndarray) -> np.ndarray:
     present = np.bincount(c, minlength=int(codes.max()) + 1) > 0
     if present.all():
         return c
-    remap = np.cumsum(present) - 1
+    remap = (np.cumsum(present) - 1).astype(codes.dtype)
     return remap[c]
 
 
@@ -206,12 +211,23 @@ def _check_options(tol: float, maxiter: int, separation: Any, alpha: float) -> N
     if not (isinstance(maxiter, int | np.integer) and maxiter >= 1):
         raise SpecificationError(format_message("maxiter must be a positive integer",
                                                 seen=maxiter, fix="pass e.g. maxiter=100"))
-    if separation not in SEPARATION or (isinstance(separation, int)
-                                        and not isinstance(separation, bool)):
-        raise SpecificationError(format_message(
-            "separation must be True (fixed-effect and ReLU checks), 'fe', 'relu', "
-            "'fe+relu' or False", seen=separation, fix="pass separation=True"))
+    _separation_methods(separation)
     check_alpha(alpha)
+
+
+def _separation_methods(separation: Any) -> tuple[str, ...]:
+    """``True`` -> all three checks, ``False`` -> none, ``"fe+relu"`` etc. -> those."""
+    if separation is True:
+        return SEPARATION_METHODS
+    if separation is False:
+        return ()
+    parts = separation.split("+") if isinstance(separation, str) else [None]
+    if not all(p in SEPARATION_METHODS for p in parts) or len(set(parts)) != len(parts):
+        raise SpecificationError(format_message(
+            "separation must be True (fixed-effect, simplex and ReLU checks), False, or "
+            "checks joined by '+' among 'fe', 'simplex', 'relu'", seen=separation,
+            fix="pass separation=True or e.g. separation='fe+relu'"))
+    return tuple(parts)
 
 
 @blas_single_thread
@@ -264,13 +280,18 @@ def ppml(data: pd.DataFrame, *, outcome: str, regressors: Sequence[str],
         criterion and its value, and the estimates are NaN (the last iterate is kept in
         ``diagnostics["last_iterate"]``; ``iterations``, ``crit``, ``converged``,
         ``demean_sweeps`` and ``demean_converged`` report how the solve ended).
-    separation : True, "fe", "relu", "fe+relu" or False
-        Separated observations are detected and removed before estimation. ``"fe"``:
-        iteratively drop observations in a fixed-effect level whose outcomes are all zero
-        (fixest ``fixef.rm = "perfect"``). ``"relu"``: the iterative rectifier of Correia,
-        Guimarães & Zylkin (2021), which also finds separation by regressors and by
-        combinations of fixed effects. ``True`` = both (ppmlhdfe's default
-        ``separation(fe simplex relu)`` without the simplex step, which ReLU subsumes).
+    separation : True, False, or checks joined by "+" among "fe", "simplex", "relu"
+        Separated observations (zero outcome perfectly predicted: the MLE does not exist
+        with them) are detected and removed before estimation, in ppmlhdfe's order
+        (Correia, Guimarães & Zylkin 2021): ``"fe"`` iteratively drops observations in a
+        fixed-effect level whose outcomes are all zero (fixest ``fixef.rm = "perfect"``);
+        ``"simplex"`` finds separation by combinations of regressors given the fixed
+        effects (a linear program on the regressors' null space over the ``y > 0`` rows);
+        ``"relu"`` is their iterative rectifier, which also finds separation by
+        combinations of fixed effects. ``True`` = all three (ppmlhdfe's default
+        ``separation(fe simplex relu)``, with its tolerances). Each check's count is in
+        ``diagnostics["dropped_rows"]``; ``relu_iterations`` / ``relu_converged`` report
+        the ReLU loop (a check that does not finish warns and drops nothing).
     drop_singletons : bool
         Drop observations alone in a fixed-effect level, iteratively (default True, as
         ppmlhdfe and pyfixest; fixest keeps them by default). Singletons do not change
@@ -376,65 +397,78 @@ def ppml(data: pd.DataFrame, *, outcome: str, regressors: Sequence[str],
     rows.require_rows("ppml", fix="check the columns passed")
     dropped = rows.dropped
 
-    frame = data.loc[keep, list(dict.fromkeys([*fe_cols, *clus]))].reset_index(drop=True) \
-        if fe_cols or clus else pd.DataFrame(index=pd.RangeIndex(int(keep.sum())))
-    y, x = y[keep], x[keep]
-    w = None if w is None else w[keep]
-    off = None if off is None else off[keep]
+    # the caller's frame is only read (no copy when no row is dropped)
+    all_rows = bool(keep.all())
+    frame = data if all_rows else \
+        data.loc[keep, list(dict.fromkeys([*fe_cols, *clus]))].reset_index(drop=True)
+    if not all_rows:
+        y, x = y[keep], x[keep]
+        w = None if w is None else w[keep]
+        off = None if off is None else off[keep]
     rows = np.flatnonzero(keep)  # positions in the caller's frame
 
-    sep_fe = separation in (True, "fe", "fe+relu")
-    sep_relu = separation in (True, "relu", "fe+relu")
-    codes = [fe_codes(frame, f) for f in fixed_effects]
-    n_single = n_sep_fe = n_sep_relu = 0
+    methods = _separation_methods(separation)
+    codes = [_narrow(fe_codes(frame, f)) for f in fixed_effects]
+    check = find_separation(y, x, codes, singletons=drop_singletons, methods=methods)
+    sub = check.keep
+    n_single = check.counts["singleton"]
+    labels = {"fe": "separated (fixed effect with all-zero outcomes)",
+              "simplex": "separated (simplex check)", "relu": "separated (ReLU check)",
+              "lp": "separated (linear program, ReLU did not finish)"}
+    names = {"fe": "fixed-effect", "simplex": "simplex", "relu": "ReLU",
+             "lp": "linear-program"}
     relu_info: dict[str, Any] = {}
-    sub = np.ones(len(y), dtype=bool)
-    for _round in range(20):
-        k2, ns, nsep, _ = drop_singletons_and_fe_separation(
-            y[sub], [c[sub] for c in codes], singletons=drop_singletons, separation=sep_fe)
-        n_single += ns
-        n_sep_fe += nsep
-        sub[np.flatnonzero(sub)[~k2]] = False
-        if not sep_relu or not (y[sub] == 0).any():
-            break
-        cs = [_recode(c, sub) for c in codes]
-        sep, it_relu, ok = relu_separation(y[sub], x[sub], WeightedFE(cs) if cs else None)
-        relu_info = {"relu_iterations": it_relu, "relu_converged": ok}
-        if not ok:
-            warnings.warn("ppml: the ReLU separation check did not converge in 100 "
-                          "iterations; no observation was dropped by it.",
-                          ConvergenceWarning, stacklevel=2)
-        if not sep.any():
-            break
-        n_sep_relu += int(sep.sum())
-        sub[np.flatnonzero(sub)[sep]] = False
-        if not (drop_singletons or sep_fe):
-            break
+    if check.relu is not None:
+        relu_info = {"relu_iterations": check.relu.iterations,
+                     "relu_converged": check.relu.converged, "relu_stop": check.relu.stop,
+                     "relu_rounds": check.relu_rounds}
+        if not check.relu.converged:
+            warnings.warn(format_message(
+                "ppml: the ReLU separation check did not finish; no observation was dropped "
+                "by it, so separation by combinations of fixed effects and regressors may "
+                "remain", where=f"iteration {check.relu.iterations}", seen=check.relu.stop,
+                fix="check the estimates for coefficients drifting to +-infinity"),
+                ConvergenceWarning, stacklevel=2)
+    if not check.simplex_ok:
+        warnings.warn("ppml: the simplex separation check failed (linear program not "
+                      "solved); no observation was dropped by it.", ConvergenceWarning,
+                      stacklevel=2)
     if n_single:
         dropped["singleton"] = n_single
-    if n_sep_fe:
-        dropped["separated (fixed effect with all-zero outcomes)"] = n_sep_fe
-    if n_sep_relu:
-        dropped["separated (ReLU check)"] = n_sep_relu
-    if n_sep_fe or n_sep_relu:
+    n_sep = 0
+    for key, label in labels.items():
+        if check.counts[key]:
+            dropped[label] = check.counts[key]
+            n_sep += check.counts[key]
+    if n_sep:
+        detail = ", ".join(f"{check.counts[k]} by the {names[k]} check"
+                           for k in labels if check.counts[k])
         warnings.warn(
-            f"ppml: dropped {n_sep_fe + n_sep_relu} separated observation(s) (zero outcome "
-            "perfectly predicted; their conditional mean is 0 at the estimate). Counts are in "
+            f"ppml: dropped {n_sep} separated observation(s) ({detail}; zero outcome "
+            "perfectly predicted, their conditional mean is 0 at the estimate). Counts are in "
             "result.diagnostics['dropped_rows'].", DroppedRowsWarning, stacklevel=2)
     if not sub.any() or not (y[sub] > 0).any():
         raise EstimationError(format_message(
             "ppml: no observation with a positive outcome is left after removing separated "
             "and singleton observations", seen=dropped,
             fix="check the outcome column and the fixed effects"))
-    y, x = y[sub], x[sub]
-    w = None if w is None else w[sub]
-    off = None if off is None else off[sub]
-    rows = rows[sub]
-    frame = frame.loc[sub].reset_index(drop=True)
-    codes = [_recode(c, sub) for c in codes]
+    fe_names = {_fe_name(f) for f in fixed_effects}
+    clus_values = {c: frame[c].to_numpy() for c in clus if c not in fe_names}
+    del frame
+    if not sub.all():
+        y, x = y[sub], x[sub]
+        w = None if w is None else w[sub]
+        off = None if off is None else off[sub]
+        rows = rows[sub]
+        clus_values = {c: v[sub] for c, v in clus_values.items()}
     n = len(y)
+    # all sets in one (K, n) array shared with the projector (no second copy)
+    code_array = np.empty((len(codes), n), dtype=np.result_type(np.int32, *codes))
+    for j in range(len(codes)):
+        code_array[j] = _recode(codes[j], sub)
+        codes[j] = code_array[j]
 
-    fe = WeightedFE(codes) if codes else None
+    fe = WeightedFE(code_array) if codes else None
     fit = irls_poisson(y, x, fe, weights=w, offset=off, tol=tol, maxiter=maxiter,
                        fe_tol=fe_tol)
     solved = fit.converged and fit.demean_converged
@@ -454,14 +488,14 @@ def ppml(data: pd.DataFrame, *, outcome: str, regressors: Sequence[str],
     if cluster_by_fe:  # fixest: cluster = first fixed-effect set (an interaction counts)
         clus = (_fe_name(fixed_effects[0]),)
     stored = {_fe_name(f): c for f, c in zip(fixed_effects, codes, strict=True)}
-    stored.update({c: frame[c].to_numpy() for c in clus if c not in stored})
+    stored.update({c: v for c, v in clus_values.items() if c not in stored})
     source = SandwichVcov(
         "ppml", bread=fit.bread, kept=np.asarray(fit.kept), n=n, fe_codes=tuple(codes),
         rows=rows, n_input=n_input, columns=stored, scores=fit.scores, glm=True,
         adj=ssc_adj, finish=partial(_glm_finish, n=n, adj=ssc_adj))
     cl_codes = [source._codes(c, None) for c in clus] if vcov == "cluster" else []
     if codes:
-        k_fe, k_nested = fe_dof(codes, cl_codes)
+        k_fe, k_nested = fe_dof(codes, cl_codes, n_obs=n, n_slopes=int(fit.kept.sum()))
     else:
         k_fe, k_nested = 0, 0
     k_total = int(fit.kept.sum()) + k_fe

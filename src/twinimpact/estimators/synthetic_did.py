@@ -501,8 +501,16 @@ def synthetic_did(data: pd.DataFrame, *, outcome: str, unit: str, time: str,
                 f"control(s) and {n1_tot} treated", where=f"unit column {unit!r}",
                 fix="add donor (never-treated) units, or use se='jackknife' / "
                     "se='bootstrap' (several treated units) or se=None"))
-        reps = (placebo_replicates(Yv, N0, design.groups, fits, n_reps, rng)
-                if fitter is None else fitter.att_replicates("placebo", n_reps, rng)[0])
+        if fitter is None:
+            fw_stats: dict = {}
+            reps = placebo_replicates(Yv, N0, design.groups, fits, n_reps, rng, fw_stats)
+            if fw_stats:
+                se_diag["placebo_weight_problems"] = {
+                    **fw_stats, "max_iter": fits[0].options.max_iter,
+                    "note": "Frank-Wolfe solves of the replicates' unit and time weights; "
+                            "stopping at max_iter is R synthdid's behaviour too"}
+        else:
+            reps = fitter.att_replicates("placebo", n_reps, rng)[0]
     elif se == "bootstrap":
         kind = "bootstrap"
         if n1_tot == 1:

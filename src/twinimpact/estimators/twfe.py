@@ -26,6 +26,7 @@ estimators.
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from collections.abc import Sequence
 from functools import partial
 from typing import Any, Literal
@@ -257,10 +258,13 @@ def _with_driscoll_kraay(params: pd.Series, y: np.ndarray, z: np.ndarray,
     return v, vspec
 
 
-def _window(rel: np.ndarray, leads: int | None, lags: int | None) -> tuple[int, int]:
-    finite = rel[np.isfinite(rel)]
-    lo = int(finite.min()) if leads is None else -int(leads)
-    hi = int(finite.max()) if lags is None else int(lags)
+def _window_of(rel: np.ndarray, leads: int | None, lags: int | None) -> tuple[int, int]:
+    """The event window ``(lo, hi)``: ``-leads .. lags``, or the relative periods observed
+    (``rel`` NaN on untreated rows; reductions only, no copy of ``rel``)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        lo = int(np.nanmin(rel)) if leads is None else -int(leads)
+        hi = int(np.nanmax(rel)) if lags is None else int(lags)
     return lo, hi
 
 
@@ -357,14 +361,23 @@ def event_study(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohor
             fix="cohort is the first treated period (NaN/0/after the panel = never)"))
     refs, gap_note = gap_aware_refs(refs, f["time"].to_numpy(), g, estimator="event_study",
                                     time_name=time)
-    rel = np.where(treated, f["time"].to_numpy() - g, np.nan)
-    lo, hi = _window(rel, leads, lags)
+    # relative time of the treated rows, then their event-time slot, in one float buffer
+    # (no further n-sized temporaries: at 1e8 rows each costs 0.8 GB)
+    rel = f["time"].to_numpy() - g          # NaN on never-treated rows
+    del g
+    # from here on the fit needs the outcome and the columns asked for, not the periods
+    # and cohorts (16 bytes a row: 1.6 GB at 1e8 rows)
+    keep_cols = list(dict.fromkeys(["y", "unit", *covariates, *extra,
+                                    *([weights, "time"] if weights else [])]))
+    f = f[keep_cols]
+    pdata = dataclasses.replace(pdata, frame=f)
+    lo, hi = _window_of(rel, leads, lags)
     if any(r < lo or r > hi for r in refs):
         raise SpecificationError(format_message(
             "reference period outside the event window", seen={"ref": refs, "window": (lo, hi)},
             fix="choose ref inside [-leads, lags] (default -1)"))
     if bin_endpoints:
-        rel_b = np.where(treated, np.clip(rel, lo, hi), np.nan)
+        np.clip(rel, lo, hi, out=rel)
     else:
         outside = treated & ((rel < lo) | (rel > hi))
         if outside.any():
@@ -376,22 +389,25 @@ def event_study(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohor
             treated = treated[inside]
             u_codes = dense_codes(u_codes[inside])[0]
             t_codes = dense_codes(t_codes[inside])[0]
-        rel_b = rel
+        del outside
     # event-time indicator codes: slot 0 = untreated row, slot e - lo + 1 = event time e
-    rel_int = np.where(np.isfinite(rel_b), rel_b, lo - 1).astype(np.int64)
     n_slots = hi - lo + 3
-    slot = np.clip(rel_int - lo + 1, 0, n_slots - 1)
+    rel -= lo - 1
+    np.copyto(rel, 0.0, where=~treated)
+    slot = rel.astype(np.int32)
+    del rel
     seen = np.bincount(slot, minlength=n_slots)
     present = {e for e in range(lo, hi + 1) if seen[e - lo + 1] > 0}
     periods = [e for e in range(lo, hi + 1) if e not in refs]
     missing = [e for e in periods if e not in present]
     if missing:
         periods = [e for e in periods if e in present]
-    names = [f"rel_time={e}" for e in periods] + covariates
-    lookup = np.full(n_slots, -1, dtype=np.intp)
+    lookup = np.full(n_slots, -1, dtype=np.int32)
     for j, e in enumerate(periods):
         lookup[e - lo + 1] = j
     col = lookup[slot]
+    del slot
+    names = [f"rel_time={e}" for e in periods] + covariates
     z = np.empty((len(f), len(covariates)))
     for j, c in enumerate(covariates):
         z[:, j] = f[c].to_numpy(dtype=float)
@@ -425,7 +441,6 @@ def event_study(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohor
     if missing:
         notes.append(f"relative periods {missing} have no observations and are not estimated")
         if not gap_note:  # on a spaced calendar the off-grid periods cannot exist
-            import warnings
             warnings.warn(f"event_study: relative periods {missing} have no observations in "
                           "the window and are left out.", NotComputableWarning, stacklevel=2)
     spec = {"outcome": outcome, "unit": unit, "time": time, "cohort": cohort,

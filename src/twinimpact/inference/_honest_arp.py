@@ -21,29 +21,33 @@ when it exceeds the ``1 - alpha`` quantile (floored at 0). The least-favourable 
 least-favourable null (``mu = 0``), and then runs the conditional test at size
 ``(alpha - kappa) / (1 - kappa)`` with the upper truncation point capped at that quantile.
 
-Two interchangeable implementations:
+:class:`ArpProblem` holds one such problem along a line ``y(theta) = y0 - a theta``
+and tests any set of ``theta`` with one of two interchangeable engines:
 
-* :func:`dual_vertices` + :func:`arp_accept_vertices` -- enumerate the vertices of ``P``
-  once, after which ``eta``, ``gamma*``, ``V_lo`` and ``V_up`` are closed-form maxima /
-  minima over vertices, vectorised over a whole grid of hypothesised values (fast path);
-* :func:`arp_accept_cached` -- for many moments (e.g. many post periods), where the
-  number of candidate supports ``C(m, k + 1)`` explodes although the dual optimum is
-  supported on very few moments: a :class:`WarmEta` solver solves ``eta`` by HiGHS only
-  when no optimal basis seen so far certifies the optimum (a basis ``S`` of ``k + 1``
-  tight rows certifies ``y`` when ``W (W_S^{-1} y_S) >= y``, a vectorised check), and
-  ``V_lo``, ``V_up`` are the closed-form bounds over the vertices seen so far, each
-  confirmed (or a missing vertex found) by one more solve. Only grid points with
-  ``0 < eta <= lf_cv`` need the conditional test (``eta <= 0`` never rejects; the LF
-  stage rejects ``eta > lf_cv``). Same decisions as the oracle below;
-* :func:`arp_accept_lp` -- one HiGHS linear program per grid point plus the Newton /
-  bisection search for ``V_lo``, ``V_up`` on the dual value function (ARP Appendix D,
-  Algorithm 1); the slow reference implementation (test oracle).
+* ``"vertices"`` (:func:`dual_vertices`) -- enumerate the vertices of ``P`` once, after
+  which ``eta``, ``gamma*``, ``V_lo`` and ``V_up`` are closed-form maxima / minima over
+  vertices, vectorised over all hypothesised values at once (:func:`vlo_vup_vertices`);
+* ``"lp_warm"`` (:class:`WarmEta`) -- for many moments (e.g. many post periods), where
+  the number of candidate supports ``C(m, k + 1)`` explodes although the dual optimum is
+  supported on very few moments: ``eta`` is solved by HiGHS only when no optimal basis
+  seen so far (on this problem or offered from a sibling, :meth:`WarmEta.seed`)
+  certifies the optimum (a basis ``S`` of ``k + 1`` tight rows certifies ``y`` when
+  ``W (W_S^{-1} y_S) >= y``, a vectorised check), and ``V_lo``, ``V_up`` are the
+  closed-form bounds over the vertices seen so far, each confirmed (or a missing vertex
+  found) by one more batched solve (:func:`vlo_vup_warm`).
+
+Only values with ``0 < eta <= lf_cv`` need the conditional test (``eta <= 0`` never
+rejects; the LF stage rejects ``eta > lf_cv``). Same decisions as the oracle,
+:func:`arp_accept_lp` -- one HiGHS linear program per grid point plus the Newton /
+bisection search for ``V_lo``, ``V_up`` on the dual value function (ARP Appendix D,
+Algorithm 1); the slow reference implementation (test oracle).
 
 Notation follows R HonestDiD (``y_T``, ``X_T``, ``lf_cv``, ``hybrid_kappa``).
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from dataclasses import dataclass
@@ -54,13 +58,14 @@ from scipy import optimize, stats
 __all__ = [
     "MAX_VERTEX_SUPPORTS",
     "ArpGridResult",
+    "ArpProblem",
     "WarmEta",
-    "arp_accept_cached",
     "arp_accept_lp",
-    "arp_accept_vertices",
     "dual_vertices",
     "least_favorable_cv",
     "truncnorm_quantile",
+    "vlo_vup_vertices",
+    "vlo_vup_warm",
 ]
 
 #: Enumerate dual vertices only when at most this many candidate supports exist; above
@@ -68,6 +73,9 @@ __all__ = [
 #: post; at 3 + 8, 12,870 supports, enumeration takes 0.6 s per Mbar against 0.15 s).
 MAX_VERTEX_SUPPORTS = 4_000
 _TOL_LAMBDA = 1e-9
+#: Below this standard deviation of ``gamma*'Y`` the conditional test is degenerate:
+#: reject exactly when ``eta > 0``.
+_SIGMA_B_MIN = 1e-10
 _TOL_EQ = 1e-7
 
 
@@ -159,10 +167,9 @@ def least_favorable_cv(vertices: np.ndarray | None, sigma: np.ndarray, kappa: fl
     number from NumPy's generator seeded with ``seed`` (so the value differs from R's by
     Monte Carlo error only).
     """
-    rng = np.random.default_rng(seed)
     m = sigma.shape[0]
     chol = _psd_sqrt(sigma)
-    xi = rng.standard_normal((sims, m)) @ chol.T
+    xi = _standard_normal(seed, sims, m) @ chol.T
     if vertices is not None:
         if len(vertices) == 0:
             return -np.inf
@@ -174,6 +181,15 @@ def least_favorable_cv(vertices: np.ndarray | None, sigma: np.ndarray, kappa: fl
         eta = np.array([_eta_lp(xi_b, sd, x)[0] for xi_b in xi])
         eta = eta[np.isfinite(eta)]
     return float(np.quantile(eta, 1 - kappa))
+
+
+@functools.lru_cache(maxsize=16)
+def _standard_normal(seed: int, sims: int, m: int) -> np.ndarray:
+    """``default_rng(seed).standard_normal((sims, m))``, drawn once per call signature
+    (every piece and every ``Mbar`` uses the same draws); read-only."""
+    z = np.random.default_rng(seed).standard_normal((sims, m))
+    z.flags.writeable = False
+    return z
 
 
 def _psd_sqrt(sigma: np.ndarray) -> np.ndarray:
@@ -189,7 +205,7 @@ def _conditional_decision(eta: float, gamma: np.ndarray, sigma: np.ndarray, vlo:
         return True
     size = (alpha - kappa) / (1 - kappa) if hybrid == "LF" else alpha
     sigma_b = math.sqrt(max(float(gamma @ sigma @ gamma), 0.0))
-    if sigma_b < 1e-10:
+    if sigma_b < _SIGMA_B_MIN:
         return eta > 0
     if hybrid == "LF":
         vup = min(vup, lf_cv)
@@ -201,56 +217,36 @@ def _conditional_decision(eta: float, gamma: np.ndarray, sigma: np.ndarray, vlo:
     return stat > cval
 
 
-def _vlo_vup_vertices(gamma: np.ndarray, y: np.ndarray, sigma: np.ndarray,
-                      vertices: np.ndarray) -> tuple[float, float]:
-    """Interval of ``c`` on which ``gamma`` stays optimal along ``y(c) = s + b c``."""
-    sg = sigma @ gamma
-    b = sg / float(gamma @ sg)
-    s = y - b * float(gamma @ y)
-    a_v = vertices @ s
-    b_v = vertices @ b
-    lo, hi = -np.inf, np.inf
-    below = b_v < 1 - 1e-12
-    above = b_v > 1 + 1e-12
-    if below.any():
-        lo = float(np.max(a_v[below] / (1 - b_v[below])))
-    if above.any():
-        hi = float(np.min(a_v[above] / (1 - b_v[above])))
-    return lo, hi
+def _line(gam: np.ndarray, y: np.ndarray, sigma: np.ndarray):
+    """For each row: the line ``y(c) = s + b c`` through ``y`` along which ``gam'y = c``
+    (``b = Sigma gam / gam'Sigma gam``, ``s = y - b gam'y``; ARP Section 5) and
+    ``sqrt(gam'Sigma gam)``."""
+    sg = gam @ sigma
+    var = np.einsum("ij,ij->i", gam, sg)
+    b = sg / var[:, None]
+    s = y - b * np.einsum("ij,ij->i", gam, y)[:, None]
+    return s, b, np.sqrt(np.clip(var, 0.0, None))
 
 
-def arp_accept_vertices(y0: np.ndarray, a: np.ndarray, sigma: np.ndarray,
-                        vertices: np.ndarray, thetas: np.ndarray, *, alpha: float,
-                        hybrid: str, kappa: float, lf_cv: float) -> ArpGridResult:
-    """Test ``E[y0 - a theta] - X tau <= 0`` for each ``theta`` (vertex fast path).
+def _crossings(s: np.ndarray, b: np.ndarray, vertices: np.ndarray, direction: int
+               ) -> np.ndarray:
+    """Per row, the nearest ``c`` (above for ``direction=+1``, below for ``-1``) where a
+    vertex ``v`` overtakes the line: ``v's + (v'b) c = c``; +/-inf when none does."""
+    a_v = s @ vertices.T
+    b_v = b @ vertices.T
+    sel = b_v > 1 + 1e-12 if direction > 0 else b_v < 1 - 1e-12
+    with np.errstate(divide="ignore", invalid="ignore"):
+        c_v = np.where(sel, a_v / (1 - b_v), direction * np.inf)
+    return c_v.min(axis=1) if direction > 0 else c_v.max(axis=1)
 
-    Parameters
-    ----------
-    y0 : (m,) moments at theta = 0; a : (m,) their derivative in theta.
-    sigma : (m, m) covariance of the moments; vertices : (n_v, m) from
-        :func:`dual_vertices`.
-    hybrid : ``"LF"`` (least-favourable hybrid) or ``"ARP"`` (conditional test).
-    """
-    thetas = np.asarray(thetas, dtype=float)
-    if len(vertices) == 0:  # LP unbounded below: eta = -inf, never reject
-        return ArpGridResult(np.ones(len(thetas), bool), np.full(len(thetas), -np.inf))
-    y_all = y0[None, :] - thetas[:, None] * a[None, :]
-    vals = y_all @ vertices.T
-    best = vals.argmax(axis=1)
-    eta = vals[np.arange(len(thetas)), best]
-    accept = np.ones(len(thetas), dtype=bool)  # eta <= 0 never rejects
-    lf_reject = (eta > lf_cv) if hybrid == "LF" else np.zeros(len(thetas), dtype=bool)
-    accept[lf_reject] = False
-    todo = np.flatnonzero((eta > 0) & ~lf_reject)
-    gam = vertices[best[todo]]
-    vlo = np.empty(len(todo))
-    vup = np.empty(len(todo))
-    for j, i in enumerate(todo):
-        vlo[j], vup[j] = _vlo_vup_vertices(gam[j], y_all[i], sigma, vertices)
-    var_b = np.einsum("ij,jk,ik->i", gam, sigma, gam)
-    accept[todo] = ~_conditional_decisions(eta[todo], np.sqrt(np.clip(var_b, 0.0, None)),
-                                           vlo, vup, alpha, hybrid, kappa, lf_cv)
-    return ArpGridResult(accept, eta)
+
+def vlo_vup_vertices(gam: np.ndarray, y: np.ndarray, sigma: np.ndarray,
+                     vertices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Truncation points ``V_lo``, ``V_up`` for many rows at once: the interval of ``c``
+    on which the optimal vertex ``gam`` stays optimal along its line, over the complete
+    vertex list."""
+    s, b, _ = _line(gam, y, sigma)
+    return _crossings(s, b, vertices, -1), _crossings(s, b, vertices, +1)
 
 
 # ----------------------------------------------------------------------------- LP path
@@ -333,7 +329,7 @@ def _vlo_vup_lp(gamma: np.ndarray, eta: float, y: np.ndarray, sigma: np.ndarray,
 def arp_accept_lp(y0: np.ndarray, a: np.ndarray, sigma: np.ndarray, x: np.ndarray,
                   thetas: np.ndarray, *, alpha: float, hybrid: str, kappa: float,
                   lf_cv: float) -> ArpGridResult:
-    """Same test as :func:`arp_accept_vertices`, one linear program per ``theta``."""
+    """Same test as :meth:`ArpProblem.accept`, one linear program per ``theta``."""
     sd = np.sqrt(np.diag(sigma))
     thetas = np.asarray(thetas, dtype=float)
     accept = np.empty(len(thetas), dtype=bool)
@@ -360,8 +356,6 @@ def arp_accept_lp(y0: np.ndarray, a: np.ndarray, sigma: np.ndarray, x: np.ndarra
 # ------------------------------------------------------------------ warm-started LP path
 #: Certificate slack: a basis certifies ``y`` when ``W z >= y - _TOL_CERT * scale``.
 _TOL_CERT = 1e-10
-#: Rows checked against the cached bases at once (memory ~ rows * bases * m floats).
-_CERT_CHUNK = 256
 
 
 class WarmEta:
@@ -383,6 +377,7 @@ class WarmEta:
     Attributes
     ----------
     n_lp : number of linear programs solved so far.
+    n_seeded : number of cached bases that came from :meth:`seed` (the first ones).
     vertices : (n_v, m) every dual vertex returned so far.
     """
 
@@ -393,10 +388,12 @@ class WarmEta:
         m = self.w.shape[0]
         self._supp = np.zeros((0, self.w.shape[1]), dtype=int)
         self._winv = np.zeros((0, self.w.shape[1], self.w.shape[1]))
+        self._check: list[np.ndarray] = []
         self._bgamma = np.zeros((0, m))
         self.vertices = np.zeros((0, m))
         self.unbounded = False
         self.n_lp = 0
+        self.n_seeded = 0
 
     # -- cache
     def _add_vertex(self, gamma: np.ndarray) -> None:
@@ -433,30 +430,74 @@ class WarmEta:
         scale = 1.0 + np.abs(y).max()
         if np.max(y - self.w @ z) > _TOL_CERT * scale:  # not a certificate for its own y
             return
-        self._supp = np.vstack([self._supp, np.array(rows)[None, :]])
+        self._store(np.array(rows), winv, g)
+
+    def seed(self, supports: np.ndarray) -> int:
+        """Offer bases found on other problems with the same shape (e.g. another piece of
+        Delta^RM, another Mbar): a support ``S`` is kept when ``W_S`` is well conditioned
+        and dual feasible (``W_S^{-T} e_1 >= 0``) -- then it is optimal for every ``y``
+        it certifies, whichever problem it came from. Returns the number kept."""
+        m, k1 = self.w.shape
+        have = {tuple(r) for r in self._supp.tolist()}
+        kept = 0
+        for rows in np.asarray(supports, dtype=int).reshape(-1, k1):
+            key = tuple(int(r) for r in rows)
+            if key in have or rows.max() >= m or len(set(key)) < k1:
+                continue
+            ws = self.w[list(key)]
+            if np.linalg.cond(ws) > 1e10:
+                continue
+            winv = np.linalg.inv(ws)
+            g_s = winv[0]  # W_S^{-T} e_1
+            if np.any(g_s < -1e-12 * max(1.0, float(np.abs(g_s).max()))):
+                continue
+            g = np.zeros(m)
+            g[list(key)] = np.clip(g_s, 0.0, None)
+            self._store(np.array(key), winv, g)
+            self._add_vertex(g)
+            have.add(key)
+            kept += 1
+        self.n_seeded = len(self._supp)
+        return kept
+
+    @property
+    def supports(self) -> np.ndarray:
+        """(n_bases, k + 1) moment indices of every cached optimal basis."""
+        return self._supp.copy()
+
+    def _store(self, rows: np.ndarray, winv: np.ndarray, g: np.ndarray) -> None:
+        self._supp = np.vstack([self._supp, rows[None, :]])
         self._winv = np.concatenate([self._winv, winv[None]], axis=0)
         self._bgamma = np.vstack([self._bgamma, g])
+        # one matrix per basis: rows 0..m-1 give the slack y - W z, row m gives eta = z_0,
+        # with z = W_S^{-1} y_S, so a basis is checked on many y with one product
+        m = self.w.shape[0]
+        sel = np.zeros((len(rows), m))
+        sel[np.arange(len(rows)), rows] = 1.0
+        zmap = winv @ sel  # (k+1, m): z = zmap @ y
+        self._check.append(np.vstack([np.eye(m) - self.w @ zmap, zmap[:1]]).T)
 
     def _certify(self, ys: np.ndarray, bases: slice) -> tuple[np.ndarray, np.ndarray]:
         """First cached basis (in ``bases``) certifying each row of ``ys`` (-1 if none),
-        and the certified ``eta``."""
-        supp, winv = self._supp[bases], self._winv[bases]
+        and the certified ``eta``. Bases are tried in order on the rows not yet
+        certified, so a row costs one check per basis tried before its own."""
+        first = range(len(self._supp))[bases]
         n = len(ys)
         hit = np.full(n, -1)
         eta = np.full(n, np.nan)
-        if len(supp) == 0 or n == 0:
+        if n == 0:
             return hit, eta
-        for lo in range(0, n, _CERT_CHUNK):
-            yc = ys[lo:lo + _CERT_CHUNK]
-            z = np.einsum("bij,rbj->rbi", winv, yc[:, supp])  # (r, b, k+1)
-            viol = (yc[:, None, :] - z @ self.w.T).max(axis=2)  # (r, b)
-            scale = 1.0 + np.abs(yc).max(axis=1, keepdims=True)
-            ok = viol <= _TOL_CERT * scale
-            any_ok = ok.any(axis=1)
-            first = ok.argmax(axis=1)
-            rows = np.flatnonzero(any_ok)
-            hit[lo + rows] = first[rows]
-            eta[lo + rows] = z[rows, first[rows], 0]
+        scale = 1.0 + np.abs(ys).max(axis=1)
+        rest = np.arange(n)
+        for j, bi in enumerate(first):
+            if not len(rest):
+                break
+            yr = ys[rest]
+            out = yr @ self._check[bi]  # (r, m + 1): slacks y - W z, then z_0
+            ok = out[:, :-1].max(axis=1) <= _TOL_CERT * scale[rest]
+            hit[rest[ok]] = j
+            eta[rest[ok]] = out[ok, -1]
+            rest = rest[~ok]
         return hit, eta
 
     # -- solve
@@ -507,73 +548,154 @@ class WarmEta:
             pending = rest
         return eta, gam
 
-    def solve_one(self, y: np.ndarray) -> tuple[float, np.ndarray]:
-        eta, gam = self.solve(y[None, :])
-        return float(eta[0]), gam[0]
 
-
-def _vlo_vup_warm(gamma: np.ndarray, eta: float, y: np.ndarray, sigma: np.ndarray,
-                  solver: WarmEta) -> tuple[float, float]:
-    """``V_lo``, ``V_up`` as in :func:`_vlo_vup_vertices`, over the vertices found so far,
-    each bound confirmed by one solve at it (a solve that exceeds the line returns a new
-    vertex that tightens the bound; ``g(c) - c`` is convex, so ``{g(c) = c}`` is the
-    interval ``[V_lo, V_up]``). Infinite bounds are declared as in :func:`_vlo_vup_lp`:
-    when the line is still optimal ``max(100, 20 sd)`` away from ``eta``."""
-    sg = sigma @ gamma
-    b = sg / float(gamma @ sg)
-    s = y - b * float(gamma @ y)
-    scale = math.sqrt(float(gamma @ sg))
+def vlo_vup_warm(gam: np.ndarray, eta: np.ndarray, y: np.ndarray, sigma: np.ndarray,
+                 solver: WarmEta) -> tuple[np.ndarray, np.ndarray]:
+    """``V_lo``, ``V_up`` as in :func:`vlo_vup_vertices`, over the vertices found so far,
+    for many rows at once; each row's bound is confirmed by a solve at it (a solve that
+    exceeds the line returns a vertex that tightens the bound; ``g(c) - c`` is convex,
+    so ``{g(c) = c}`` is the interval ``[V_lo, V_up]``). Infinite bounds are declared as
+    in :func:`_vlo_vup_lp`: when the line is still optimal ``max(100, 20 sd)`` away from
+    ``eta``. Rows still unconfirmed when a round finds no new vertex go to the LP oracle.
+    """
+    s, b, scale = _line(gam, y, sigma)
     out = []
     for direction in (+1, -1):
-        far = eta + direction * max(100.0, 20 * scale)
-        bound = None
+        far = eta + direction * np.maximum(100.0, 20 * scale)
+        bound = np.full(len(eta), np.nan)
+        pending = np.arange(len(eta))
         for _ in range(200):
-            a_v = solver.vertices @ s
-            b_v = solver.vertices @ b
-            sel = b_v > 1 + 1e-12 if direction > 0 else b_v < 1 - 1e-12
-            cand = far
-            if sel.any():
-                c_v = a_v[sel] / (1 - b_v[sel])
-                c_best = float(c_v.min() if direction > 0 else c_v.max())
-                if direction * (c_best - far) < 0:
-                    cand = c_best
+            if not len(pending):
+                break
+            cand = far[pending].copy()
+            if len(solver.vertices):
+                c_best = _crossings(s[pending], b[pending], solver.vertices, direction)
+                closer = direction * (c_best - cand) < 0
+                cand[closer] = c_best[closer]
             n_v = len(solver.vertices)
-            val, _g = solver.solve_one(s + b * cand)
-            if abs(val - cand) <= _TOL_EQ * max(1.0, abs(cand)):
-                bound = direction * np.inf if cand == far else cand
+            val, g = solver.solve(s[pending] + b[pending] * cand[:, None])
+            ok = np.abs(val - cand) <= _TOL_EQ * np.maximum(1.0, np.abs(cand))
+            bound[pending[ok]] = np.where(cand[ok] == far[pending[ok]], direction * np.inf,
+                                          cand[ok])
+            for gi in g[~ok]:
+                solver._add_vertex(gi)
+            pending = pending[~ok]
+            if len(solver.vertices) == n_v:  # no new vertex: the oracle decides
                 break
-            if len(solver.vertices) == n_v:  # no new vertex: fall back to the oracle
-                break
-        if bound is None:
-            vlo, vup = _vlo_vup_lp(gamma, eta, y, sigma, solver.sd, solver.x)
-            bound = vup if direction > 0 else vlo
-        out.append(float(bound))
+        for i in pending:
+            lo, hi = _vlo_vup_lp(gam[i], float(eta[i]), y[i], sigma, solver.sd, solver.x)
+            bound[i] = hi if direction > 0 else lo
+        out.append(bound)
     vup, vlo = out
     return vlo, vup
 
 
-def arp_accept_cached(y0: np.ndarray, a: np.ndarray, sigma: np.ndarray,
-                      solver: WarmEta, thetas: np.ndarray, *, alpha: float, hybrid: str,
-                      kappa: float, lf_cv: float) -> ArpGridResult:
-    """Same test as :func:`arp_accept_lp` with the warm-started :class:`WarmEta` solver
-    (built on the same ``sd = sqrt(diag(sigma))`` and ``X``; reuse the one that computed
-    the least-favourable critical value). ``eta`` on the whole grid costs one LP per
-    optimal basis met; the conditional test runs only where ``0 < eta <= lf_cv``."""
-    thetas = np.asarray(thetas, dtype=float)
-    y_all = y0[None, :] - thetas[:, None] * a[None, :]
-    eta, gam = solver.solve(y_all)
-    accept = np.ones(len(thetas), dtype=bool)
-    lf_reject = (eta > lf_cv) if hybrid == "LF" else np.zeros(len(thetas), dtype=bool)
-    accept[lf_reject] = False
-    todo = np.flatnonzero(np.isfinite(eta) & (eta > 0) & ~lf_reject)
-    vlo = np.empty(len(todo))
-    vup = np.empty(len(todo))
-    for j, i in enumerate(todo):
-        vlo[j], vup[j] = _vlo_vup_warm(gam[i], float(eta[i]), y_all[i], sigma, solver)
-    var_b = np.einsum("ij,jk,ik->i", gam[todo], sigma, gam[todo])
-    accept[todo] = ~_conditional_decisions(eta[todo], np.sqrt(np.clip(var_b, 0.0, None)),
-                                           vlo, vup, alpha, hybrid, kappa, lf_cv)
-    return ArpGridResult(accept, eta)
+class ArpProblem:
+    """The test of ``E[y0 - a theta] - X tau <= 0`` at any ``theta``, state kept.
+
+    Holds what does not depend on ``theta`` -- the dual vertices (``engine="vertices"``)
+    or a :class:`WarmEta` cache (``engine="lp_warm"``), and the least-favourable
+    critical value (computed on first use) -- so that many grids, and any subset of a
+    grid, are tested without recomputing it.
+
+    Parameters
+    ----------
+    y0 : (m,) moments at theta = 0; a : (m,) their derivative in theta;
+    sigma : (m, m) covariance (positive diagonal); x : (m, k) nuisance design
+        (independent columns).
+    hybrid : ``"LF"`` (least-favourable hybrid) or ``"ARP"`` (conditional test).
+    pool : optional list of :class:`WarmEta` solvers shared between problems of the
+        same shape (``engine="lp_warm"``): on first use the problem's solver is offered
+        their optimal bases (:meth:`WarmEta.seed`) and joins the pool.
+    """
+
+    def __init__(self, y0: np.ndarray, a: np.ndarray, sigma: np.ndarray, x: np.ndarray, *,
+                 engine: str, alpha: float, hybrid: str, kappa: float, lf_sims: int,
+                 seed: int, pool: list[WarmEta] | None = None) -> None:
+        self.y0, self.a, self.sigma, self.x = y0, a, sigma, x
+        self.sd = np.sqrt(np.diag(sigma))
+        self.alpha, self.hybrid, self.kappa = alpha, hybrid, kappa
+        self.lf_sims, self.seed = lf_sims, seed
+        self.vertices = dual_vertices(self.sd, x) if engine == "vertices" else None
+        self._solver = WarmEta(self.sd, x) if engine == "lp_warm" else None
+        self._pool = pool
+        self._lf_cv: float | None = None
+
+    @property
+    def solver(self) -> WarmEta | None:
+        """The warm LP cache (``engine="lp_warm"``), seeded from the pool on first use."""
+        if self._solver is not None and self._pool is not None:
+            shape = self._solver.w.shape
+            sup = [s.supports[s.n_seeded:] for s in self._pool if s.w.shape == shape]
+            if sup:
+                rows = np.vstack(sup)
+                self._solver.seed(np.array(list(dict.fromkeys(map(tuple, rows.tolist()))),
+                                           dtype=int).reshape(-1, shape[1]))
+            self._pool.append(self._solver)
+            self._pool = None
+        return self._solver
+
+    @property
+    def lf_cv(self) -> float:
+        """Least-favourable critical value (``inf`` for the conditional test)."""
+        if self._lf_cv is None:
+            self._lf_cv = np.inf if self.hybrid != "LF" else least_favorable_cv(
+                self.vertices, self.sigma, self.kappa, sd=self.sd, x=self.x,
+                sims=self.lf_sims, seed=self.seed, solver=self.solver)
+        return self._lf_cv
+
+    def moments(self, thetas: np.ndarray) -> np.ndarray:
+        return self.y0[None, :] - np.asarray(thetas, dtype=float)[:, None] * self.a[None, :]
+
+    def eta(self, thetas: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """LP value ``eta`` (n,) and an optimal dual vertex (n, m) at each ``theta``
+        (``eta = -inf`` when the dual polytope is empty: never rejected)."""
+        y = self.moments(thetas)
+        if self.solver is not None:
+            return self.solver.solve(y)
+        v = self.vertices
+        if len(v) == 0:
+            return np.full(len(y), -np.inf), np.zeros_like(y)
+        vals = y @ v.T
+        best = vals.argmax(axis=1)
+        return vals[np.arange(len(y)), best], v[best]
+
+    def decide(self, thetas: np.ndarray, eta: np.ndarray, gam: np.ndarray) -> np.ndarray:
+        """Accept (True) or reject each ``theta`` given its ``eta`` and optimal vertex."""
+        accept = np.ones(len(eta), dtype=bool)  # eta <= 0 (or -inf) never rejects
+        todo = np.isfinite(eta) & (eta > 0)
+        if not todo.any():
+            return accept
+        lf_cv = self.lf_cv
+        if self.hybrid == "LF":
+            lf_reject = eta > lf_cv
+            accept[lf_reject] = False
+            todo &= ~lf_reject
+        idx = np.flatnonzero(todo)
+        if not len(idx):
+            return accept
+        y = self.moments(np.asarray(thetas, dtype=float)[idx])
+        sigma_b = np.sqrt(np.clip(np.einsum("ij,jk,ik->i", gam[idx], self.sigma, gam[idx]),
+                                  0.0, None))
+        # V_lo, V_up only where the statistic has variance (else the decision is eta > 0)
+        nd = sigma_b >= _SIGMA_B_MIN
+        vlo = np.full(len(idx), np.nan)
+        vup = np.full(len(idx), np.nan)
+        if nd.any():
+            if self.solver is not None:
+                vlo[nd], vup[nd] = vlo_vup_warm(gam[idx[nd]], eta[idx[nd]], y[nd],
+                                                self.sigma, self.solver)
+            else:
+                vlo[nd], vup[nd] = vlo_vup_vertices(gam[idx[nd]], y[nd], self.sigma,
+                                                    self.vertices)
+        accept[idx] = ~_conditional_decisions(eta[idx], sigma_b, vlo, vup, self.alpha,
+                                              self.hybrid, self.kappa, lf_cv)
+        return accept
+
+    def accept(self, thetas: np.ndarray) -> ArpGridResult:
+        """Test every ``theta``."""
+        eta, gam = self.eta(thetas)
+        return ArpGridResult(self.decide(thetas, eta, gam), eta)
 
 
 def _conditional_decisions(eta: np.ndarray, sigma_b: np.ndarray, vlo: np.ndarray,
@@ -583,7 +705,7 @@ def _conditional_decisions(eta: np.ndarray, sigma_b: np.ndarray, vlo: np.ndarray
     truncated-normal quantile call); rows with ``eta > lf_cv`` must be removed first."""
     size = (alpha - kappa) / (1 - kappa) if hybrid == "LF" else alpha
     reject = np.zeros(len(eta), dtype=bool)
-    degenerate = sigma_b < 1e-10
+    degenerate = sigma_b < _SIGMA_B_MIN
     reject[degenerate] = eta[degenerate] > 0
     ok = ~degenerate
     if hybrid == "LF":

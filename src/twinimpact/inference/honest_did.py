@@ -15,7 +15,10 @@ confidence sets for ``theta = l' tau_post`` that are valid for every ``delta`` i
   favourable hybrid confidence sets ("C-LF", Andrews, Roth & Pakes) for the pieces,
   obtained by test inversion over a grid of ``theta`` (R HonestDiD
   ``computeConditionalCS_DeltaRM`` with ``hybrid_flag = "LF"``). ``method="Conditional"``
-  uses the pure conditional test instead.
+  uses the pure conditional test instead. The reported bounds are the smallest and
+  largest accepted grid points; :func:`accepted_range` finds them without running the
+  conditional test at every grid point (same points as the full scan,
+  :func:`relative_magnitudes_cs`).
 * ``restriction="smoothness"`` -- ``Delta^SD(M)``: the slope of ``delta`` changes by at
   most ``M`` between consecutive periods; the optimal fixed-length confidence interval
   ("FLCI", R HonestDiD ``findOptimalFLCI``).
@@ -29,6 +32,7 @@ Keyword mapping to R HonestDiD: ``num_pre``/``num_post`` = ``numPrePeriods``/
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from collections.abc import Sequence
@@ -50,12 +54,10 @@ from ..errors import (
 )
 from ._honest_arp import (
     MAX_VERTEX_SUPPORTS,
+    ArpProblem,
     WarmEta,
     _independent_columns,
-    arp_accept_cached,
     arp_accept_lp,
-    arp_accept_vertices,
-    dual_vertices,
     least_favorable_cv,
     n_supports,
 )
@@ -108,6 +110,12 @@ def constraints_relative_magnitudes(num_pre: int, num_post: int, mbar: float, s:
 def _gamma_matrix(l_vec: np.ndarray) -> np.ndarray:
     """Invertible matrix with first row ``l'`` completed by unit vectors (greedy, in order;
     the confidence set does not depend on the completion)."""
+    return _gamma_matrix_cached(tuple(float(v) for v in l_vec)).copy()
+
+
+@functools.lru_cache(maxsize=64)
+def _gamma_matrix_cached(l_key: tuple[float, ...]) -> np.ndarray:
+    l_vec = np.array(l_key)
     rows = [l_vec]
     t = len(l_vec)
     for j in range(t):
@@ -137,6 +145,41 @@ def _arp_setup(betahat, sigma, a_mat, num_pre, num_post, l_vec, post_moments_onl
     return y[rows], a_theta[rows], x[rows], sig_y[np.ix_(rows, rows)]
 
 
+def _rm_problems(betahat, sigma, num_pre, num_post, l_vec, mbar, *, alpha, hybrid, kappa,
+                 post_moments_only, lf_sims, seed, engine, pool=None):
+    """The pieces of ``Delta^RM(mbar)`` (one per location and sign of the largest
+    pre-period difference) as :class:`ArpProblem` objects for ``engine`` in
+    ``"vertices"``, ``"lp_warm"``, ``"auto"``, or, for ``"lp"``, the raw moments.
+    Pieces with identical moments (e.g. every piece at ``mbar = 0``) are kept once: their
+    tests are the same function of ``theta``. ``pool`` (a list shared across calls)
+    collects the warm solvers so that later pieces start from the bases found earlier."""
+    out, seen = [], set()
+    for s in range(-(num_pre - 1), 1):
+        for sign in (True, False):
+            a_mat = constraints_relative_magnitudes(num_pre, num_post, mbar, s, sign)
+            y, a_th, x, sig = _arp_setup(betahat, sigma, a_mat, num_pre, num_post, l_vec,
+                                         post_moments_only)
+            sd = np.sqrt(np.clip(np.diag(sig), 0.0, None))
+            keep = sd > 1e-12 * max(sd.max(), 1e-300)
+            if not keep.all():  # moments with no sampling variance: deterministic rows
+                y, a_th, x, sig = y[keep], a_th[keep], x[keep], sig[np.ix_(keep, keep)]
+            x = _independent_columns(x)
+            key = (y.shape, x.shape, y.tobytes(), a_th.tobytes(), sig.tobytes(), x.tobytes())
+            if key in seen:
+                continue
+            seen.add(key)
+            if engine == "lp":
+                out.append((y, a_th, sig, x))
+                continue
+            use = engine
+            if engine == "auto":
+                small = n_supports(len(y), x.shape[1]) <= MAX_VERTEX_SUPPORTS
+                use = "vertices" if small else "lp_warm"
+            out.append(ArpProblem(y, a_th, sig, x, engine=use, alpha=alpha, hybrid=hybrid,
+                                  kappa=kappa, lf_sims=lf_sims, seed=seed, pool=pool))
+    return out
+
+
 def relative_magnitudes_cs(betahat: np.ndarray, sigma: np.ndarray, num_pre: int,
                            num_post: int, l_vec: np.ndarray, mbar: float, *,
                            alpha: float = 0.05, hybrid: str = "LF",
@@ -146,49 +189,110 @@ def relative_magnitudes_cs(betahat: np.ndarray, sigma: np.ndarray, num_pre: int,
     """Accept/reject of each grid value of ``theta`` under ``Delta^RM(mbar)``.
 
     Union over ``s`` and the sign of the pieces' ARP (``hybrid="ARP"``) or
-    least-favourable hybrid (``hybrid="LF"``) confidence sets. ``engine`` is
-    ``"vertices"`` (enumerate dual vertices, vectorised), ``"lp_warm"`` (LPs only for
-    optimal bases not met before, conditional test only where ``0 < eta <= lf_cv``; for
-    many moments), ``"lp"`` (one LP per grid point and per least-favourable draw, the
-    reference implementation) or ``"auto"`` (``"vertices"`` when at most
-    ``MAX_VERTEX_SUPPORTS`` candidate supports, else ``"lp_warm"``). Returns a boolean
-    array like ``grid``.
+    least-favourable hybrid (``hybrid="LF"``) confidence sets; every grid point is
+    tested (the full scan; :func:`honest_did` only needs the extreme accepted points,
+    :func:`accepted_range`). ``engine`` is ``"vertices"`` (enumerate dual vertices,
+    vectorised), ``"lp_warm"`` (LPs only for optimal bases not met before, conditional
+    test only where ``0 < eta <= lf_cv``; for many moments), ``"lp"`` (one LP per grid
+    point and per least-favourable draw, the reference implementation) or ``"auto"``
+    (``"vertices"`` when at most ``MAX_VERTEX_SUPPORTS`` candidate supports, else
+    ``"lp_warm"``). Returns a boolean array like ``grid``.
     """
     check_literal("engine", engine, ENGINES)
     kappa = alpha / 10 if kappa is None else kappa
+    grid = np.asarray(grid, dtype=float)
     accept = np.zeros(len(grid), dtype=bool)
-    for s in range(-(num_pre - 1), 1):
-        for sign in (True, False):
-            a_mat = constraints_relative_magnitudes(num_pre, num_post, mbar, s, sign)
-            y, a_th, x, sig = _arp_setup(betahat, sigma, a_mat, num_pre, num_post, l_vec,
-                                         post_moments_only)
-            sd = np.sqrt(np.clip(np.diag(sig), 0.0, None))
-            keep = sd > 1e-12 * max(sd.max(), 1e-300)
-            if not keep.all():  # moments with no sampling variance: deterministic rows
-                y, a_th, x, sig, sd = y[keep], a_th[keep], x[keep], sig[np.ix_(keep, keep)], \
-                    sd[keep]
-            x = _independent_columns(x)
-            use = engine
-            if engine == "auto":
-                small = n_supports(len(y), x.shape[1]) <= MAX_VERTEX_SUPPORTS
-                use = "vertices" if small else "lp_warm"
-            verts = dual_vertices(sd, x) if use == "vertices" else None
-            solver = WarmEta(sd, x) if use == "lp_warm" else None
+    for prob in _rm_problems(betahat, sigma, num_pre, num_post, l_vec, mbar, alpha=alpha,
+                             hybrid=hybrid, kappa=kappa, post_moments_only=post_moments_only,
+                             lf_sims=lf_sims, seed=seed, engine=engine):
+        if engine == "lp":
+            y, a_th, sig, x = prob
             lf_cv = np.inf
             if hybrid == "LF":
-                lf_cv = least_favorable_cv(verts, sig, kappa, sd=sd, x=x, sims=lf_sims,
-                                           seed=seed, solver=solver)
-            if use == "vertices":
-                res = arp_accept_vertices(y, a_th, sig, verts, grid, alpha=alpha,
-                                          hybrid=hybrid, kappa=kappa, lf_cv=lf_cv)
-            elif use == "lp_warm":
-                res = arp_accept_cached(y, a_th, sig, solver, grid, alpha=alpha,
-                                        hybrid=hybrid, kappa=kappa, lf_cv=lf_cv)
-            else:
-                res = arp_accept_lp(y, a_th, sig, x, grid, alpha=alpha, hybrid=hybrid,
-                                    kappa=kappa, lf_cv=lf_cv)
-            accept |= res.accept
+                lf_cv = least_favorable_cv(None, sig, kappa, sd=np.sqrt(np.diag(sig)), x=x,
+                                           sims=lf_sims, seed=seed)
+            accept |= arp_accept_lp(y, a_th, sig, x, grid, alpha=alpha, hybrid=hybrid,
+                                    kappa=kappa, lf_cv=lf_cv).accept
+        else:
+            accept |= prob.accept(grid).accept
     return accept
+
+
+#: First chunk of grid points tested from each edge when scanning inwards for the extreme
+#: accepted points (chunks then double): one conditional-test call costs about as much
+#: as testing a few dozen points, and the bound is usually within the first chunk.
+_SCAN_CHUNK = 16
+
+
+def _first_accepted(prob: ArpProblem, thetas, eta, gam, left, right
+                    ) -> tuple[int | None, int | None]:
+    """First index of ``left`` and of ``right`` (each in the order given) that ``prob``
+    accepts (None when none is): both ends are tested in the same call, in chunks of
+    growing size, until each has its first acceptance or is exhausted."""
+    found: list[int | None] = [None, None]
+    pos = [0, 0]
+    cands = (left, right)
+    size = _SCAN_CHUNK
+    while True:
+        parts = [c[p:p + size] if f is None else c[:0]
+                 for c, p, f in zip(cands, pos, found, strict=True)]
+        if not len(parts[0]) and not len(parts[1]):
+            return found[0], found[1]
+        idx = np.concatenate(parts)
+        acc = prob.decide(thetas[idx], eta[idx], gam[idx])
+        for side, part, a in ((0, parts[0], acc[:len(parts[0])]),
+                              (1, parts[1], acc[len(parts[0]):])):
+            if len(part) and a.any():
+                found[side] = int(part[int(a.argmax())])
+            pos[side] += len(part)
+        size *= 2
+
+
+def accepted_range(problems: Sequence[ArpProblem], thetas: np.ndarray
+                   ) -> tuple[int, int] | None:
+    """Indices of the smallest and largest ``theta`` (increasing grid) accepted by at
+    least one piece: the bounds of the union confidence set, without testing the points
+    between them. ``eta`` is computed at every point (cheap); a point with ``eta <= 0``
+    is accepted and one with ``eta`` above the least-favourable critical value rejected
+    without the conditional test; the remaining points are tested from the grid edges
+    inwards, only outside the range already known to be accepted, and the scan of a
+    piece stops at its first acceptance from each side. Same indices as the full scan
+    (:func:`relative_magnitudes_cs`): the smallest accepted index of a union is the
+    smallest over the pieces of each piece's first acceptance (and the same for the
+    largest). None when nothing is accepted."""
+    n = len(thetas)
+    etas = [p.eta(thetas) for p in problems]
+    lo, hi = n, -1
+    for eta, _ in etas:
+        cheap = np.flatnonzero(~(np.isfinite(eta) & (eta > 0)))
+        if len(cheap):
+            lo, hi = min(lo, int(cheap[0])), max(hi, int(cheap[-1]))
+
+    def candidates(p, eta, idx):
+        idx = idx[np.isfinite(eta[idx]) & (eta[idx] > 0)]
+        if p.hybrid == "LF" and len(idx):
+            idx = idx[eta[idx] <= p.lf_cv]
+        return idx
+
+    none = np.zeros(0, dtype=int)
+    if lo == n:  # no point accepted without the test: the smallest acceptance first
+        for p, (eta, gam) in zip(problems, etas, strict=True):
+            first, _ = _first_accepted(p, thetas, eta, gam,
+                                       candidates(p, eta, np.arange(lo)), none)
+            if first is not None:
+                lo = first
+        if lo == n:
+            return None
+        hi = lo
+    for p, (eta, gam) in zip(problems, etas, strict=True):
+        first, last = _first_accepted(p, thetas, eta, gam,
+                                      candidates(p, eta, np.arange(lo)),
+                                      candidates(p, eta, np.arange(n - 1, hi, -1)))
+        if first is not None:
+            lo = first
+        if last is not None:
+            hi = last
+    return lo, hi
 
 
 def _delta_sd_upper_bound(betahat, sigma, num_pre, alpha):
@@ -454,17 +558,16 @@ def _inputs(result_or_betahat, sigma, num_pre, num_post, l_vec, target):
 _MAX_DOUBLINGS = 10
 
 
-def _adapt_grid(beta, sig, num_pre, num_post, lv, mbar, est, half, points, **kw):
+def _adapt_grid(problems, est, half, points):
     """Grid of theta centred on the estimate, doubled until the set is strictly inside."""
-    theta_grid = acc = None
+    theta_grid = rng = None
     for _ in range(_MAX_DOUBLINGS + 1):
         theta_grid = np.linspace(est - half, est + half, points)
-        acc = relative_magnitudes_cs(beta, sig, num_pre, num_post, lv, mbar, grid=theta_grid,
-                                     **kw)
-        if acc.any() and not acc[0] and not acc[-1]:
+        rng = accepted_range(problems, theta_grid)
+        if rng is not None and rng[0] > 0 and rng[1] < points - 1:
             break
         half *= 2.0
-    return theta_grid, acc
+    return theta_grid, rng
 
 
 def breakdown_value(result_or_betahat: Any, sigma: Any = None, *,
@@ -504,11 +607,13 @@ def breakdown_value(result_or_betahat: Any, sigma: Any = None, *,
     beta, sig, num_pre, num_post, lv, _ = _inputs(result_or_betahat, sigma, num_pre,
                                                   num_post, l_vec, target)
     if restriction == "relative_magnitudes":
+        pool: list[WarmEta] = []  # optimal bases shared across the values of m tried
+
         def excludes(m: float) -> bool:
-            acc = relative_magnitudes_cs(beta, sig, num_pre, num_post, lv, m, alpha=alpha,
-                                         hybrid="LF", grid=np.array([0.0]), lf_sims=n_reps,
-                                         seed=seed)
-            return not bool(acc[0])
+            problems = _rm_problems(beta, sig, num_pre, num_post, lv, m, alpha=alpha,
+                                    hybrid="LF", kappa=alpha / 10, post_moments_only=True,
+                                    lf_sims=n_reps, seed=seed, engine="auto", pool=pool)
+            return accepted_range(problems, np.array([0.0])) is None
         start = 1.0
     else:
         def excludes(m: float) -> bool:
@@ -670,18 +775,18 @@ def honest_did(result_or_betahat: Any, sigma: Any = None, *, num_pre: int | None
                                                     seen={"grid_lb": lo, "grid_ub": hi}))
         adapt = grid == "adaptive" and grid_lb is None and grid_ub is None
         hybrid = "LF" if method == "C-LF" else "ARP"
+        pool: list[WarmEta] = []  # warm solvers: later pieces start from their bases
+        n_pts = int(grid_points)
         for m in m_arr:
-            theta_grid = np.linspace(lo, hi, int(grid_points))
-            acc = relative_magnitudes_cs(beta, sig, num_pre, num_post, lv, float(m),
-                                         alpha=alpha, hybrid=hybrid, grid=theta_grid,
-                                         lf_sims=lf_sims, seed=seed)
-            if adapt and (not acc.any() or acc[0] or acc[-1]):
-                theta_grid, acc = _adapt_grid(beta, sig, num_pre, num_post, lv, float(m),
-                                              est, 20 * sd_theta, int(grid_points),
-                                              alpha=alpha, hybrid=hybrid, lf_sims=lf_sims,
-                                              seed=seed)
+            problems = _rm_problems(beta, sig, num_pre, num_post, lv, float(m), alpha=alpha,
+                                    hybrid=hybrid, kappa=alpha / 10, post_moments_only=True,
+                                    lf_sims=lf_sims, seed=seed, engine="auto", pool=pool)
+            theta_grid = np.linspace(lo, hi, n_pts)
+            rng = accepted_range(problems, theta_grid)
+            if adapt and (rng is None or rng[0] == 0 or rng[1] == n_pts - 1):
+                theta_grid, rng = _adapt_grid(problems, est, 20 * sd_theta, n_pts)
             grids.append((float(m), float(theta_grid[0]), float(theta_grid[-1])))
-            if not acc.any():
+            if rng is None:
                 warnings.warn(
                     f"honest_did: the robust confidence set is empty for Mbar={m:g} on the "
                     f"grid [{theta_grid[0]:.4g}, {theta_grid[-1]:.4g}] (every value "
@@ -690,8 +795,8 @@ def honest_did(result_or_betahat: Any, sigma: Any = None, *, num_pre: int | None
                     NotComputableWarning, stacklevel=2)
                 lb = ub = np.nan
             else:
-                lb, ub = float(theta_grid[acc].min()), float(theta_grid[acc].max())
-                if acc[0] or acc[-1]:
+                lb, ub = float(theta_grid[rng[0]]), float(theta_grid[rng[1]])
+                if rng[0] == 0 or rng[1] == n_pts - 1:
                     warnings.warn(
                         f"honest_did: the confidence set for Mbar={m:g} reaches the edge of "
                         f"the theta grid [{theta_grid[0]:.4g}, {theta_grid[-1]:.4g}]; the "
