@@ -14,6 +14,7 @@ import statsmodels.api as sm
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import twinimpact as ti
 from twinimpact.errors import (
     ColumnError,
     ConvergenceWarning,
@@ -390,7 +391,7 @@ def test_regressor_absorbed_by_three_way_fe_is_nan(n, t, seed):
 def test_no_fixed_effects_equals_glm():
     d = _panel(zeros=False)
     d["const"] = 1.0
-    r = ppml(d, outcome="y", regressors=["const", "x1", "x2"], vcov="hetero")
+    r = ppml(d, outcome="y", regressors=["x1", "x2"], vcov="hetero")  # + "(Intercept)"
     glm = sm.GLM(d["y"], d[["const", "x1", "x2"]], family=sm.families.Poisson()).fit(
         cov_type="HC0")
     np.testing.assert_allclose(r.params, glm.params, atol=1e-7)
@@ -501,3 +502,25 @@ def test_invariances(seed, scale):
     r2 = ppml(d2, **KW, cluster="i")
     np.testing.assert_allclose(r2.params, r.params, atol=1e-7)
     np.testing.assert_allclose(r2.std_errors, r.std_errors, rtol=1e-5)
+
+
+def test_without_fixed_effects_a_constant_is_fitted_as_fixest_and_glm():
+    """No fixed effect: the model has a constant ("(Intercept)", fixest's label); the
+    estimates equal statsmodels' Poisson GLM with a constant, the iid SEs differ only by
+    fixest's small-sample factor (n - 1) / (n - K)."""
+    rng = np.random.default_rng(11)
+    n = 400
+    d = pd.DataFrame({"x": rng.normal(size=n), "z": rng.uniform(size=n)})
+    d["y"] = rng.poisson(np.exp(1.2 + 0.4 * d["x"] - 0.5 * d["z"]))
+    r = ti.ppml(d, outcome="y", regressors=["x", "z"])
+    glm = sm.GLM(d["y"], sm.add_constant(d[["x", "z"]]), family=sm.families.Poisson()).fit(
+        tol=1e-12)
+    assert list(r.params.index) == ["(Intercept)", "x", "z"]
+    np.testing.assert_allclose(r.params.to_numpy(), glm.params.to_numpy(), rtol=1e-7)
+    np.testing.assert_allclose(r.std_errors.to_numpy(),
+                               glm.bse.to_numpy() * np.sqrt((n - 1) / (n - 3)), rtol=1e-6)
+    # a level shift of the outcome moves only the constant
+    r3 = ti.ppml(d.assign(y=3 * d["y"]), outcome="y", regressors=["x", "z"])
+    np.testing.assert_allclose(r3.params["(Intercept)"] - r.params["(Intercept)"], np.log(3),
+                               rtol=1e-7)
+    np.testing.assert_allclose(r3.params[["x", "z"]], r.params[["x", "z"]], rtol=1e-7)

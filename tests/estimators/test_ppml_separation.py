@@ -113,6 +113,8 @@ def test_ppml_drops_exactly_ppmlhdfe_separated_rows(name):
     regs = xs or ["const"]
     if not xs:  # fixed effects only: a constant regressor, collinear with them
         d["const"] = 1.0
+    if not ids:  # no fixed effect: ppml fits the intercept itself
+        regs = [c for c in regs if c != "const"]
     with warnings.catch_warnings(record=True) as rec:
         warnings.simplefilter("always")
         r = ti.ppml(d, outcome="y", regressors=regs, fixed_effects=ids,
@@ -226,9 +228,11 @@ def test_constant_regressor_is_collinear_with_the_fixed_effects():
                         fixed_effects=["i", "t"])
         assert np.isnan(r.params["const"]) and tuple(r.diagnostics["collinear"]) == ("const",)
         assert abs(r.params["x"] - base.params["x"]) < 1e-10
-    # without fixed effects a constant is an ordinary regressor (the intercept)
-    r = ti.ppml(d.assign(const=1.0), outcome="y", regressors=["const", "x"])
-    assert np.isfinite(r.params["const"])
+    # without fixed effects ppml fits the intercept itself ("(Intercept)", as fixest), so a
+    # constant column is collinear with it
+    with pytest.warns(NotComputableWarning, match="const"):
+        r = ti.ppml(d.assign(const=1.0), outcome="y", regressors=["const", "x"])
+    assert np.isfinite(r.params["(Intercept)"]) and np.isnan(r.params["const"])
 
 
 # ----------------------------------------------------------------- published ppmlhdfe output
@@ -252,7 +256,7 @@ def _primer_two_regressors() -> pd.DataFrame:
     return pd.DataFrame({"y": np.maximum(0, n - 3).astype(float),
                          "x1": (2 * (n == 1) - (n == 2) + np.where(n > 4, n, 0)).astype(float),
                          "x2": (2 * (n == 2) - 2 * np.where(n > 4, n, 0) - (n == 1)).astype(float),
-                         "const": 1.0})
+                         })
 
 
 @pytest.mark.parametrize("name", ["primer_two_regressors", "benchmark_example1"])
@@ -263,22 +267,24 @@ def test_published_ppmlhdfe_estimates_after_separation(name):
     log pseudo-likelihood agree to the printed digits."""
     ref = GUIDES[name]
     if name == "primer_two_regressors":
-        d, regs = _primer_two_regressors(), ["x1", "x2", "const"]
+        d, regs = _primer_two_regressors(), ["x1", "x2"]
     else:
-        d = pd.read_csv(DATA / "ppmlhdfe_separation" / "guide_example1.csv").assign(const=1.0)
-        regs = ["x1", "x2", "x3", "x4", "const"]
+        d = pd.read_csv(DATA / "ppmlhdfe_separation" / "guide_example1.csv")
+        regs = ["x1", "x2", "x3", "x4"]
     with pytest.warns(DroppedRowsWarning, match="dropped 1 separated"):
         r = ti.ppml(d, outcome="y", regressors=regs, vcov="hetero")
     dropped = sorted(set(range(len(d))) - set(np.asarray(r.extras["rows_used"]).tolist()))
     assert [i + 1 for i in dropped] == ref["separated_rows_1based"]
     assert r.nobs == ref["nobs"]
-    assert [t for t in regs if np.isnan(r.params[t])] == ref["omitted"]
+    # no fixed effect: ppml fits the constant itself (Stata's _cons = our "(Intercept)")
+    ours = {"const": "(Intercept)"}
+    assert [t for t in [*regs, "const"] if np.isnan(r.params[ours.get(t, t)])] == ref["omitted"]
     k = r.vcov_spec.small_sample["K"]
     to_stata = np.sqrt((r.nobs - k) / (r.nobs - 1))
     for t, v in ref["coef"].items():
-        assert abs(r.params[t] - v) <= _printed_tol(v), t
+        assert abs(r.params[ours.get(t, t)] - v) <= _printed_tol(v), t
     for t, v in ref["se_robust"].items():  # SE_RTOL: see its note
-        assert r.std_errors[t] * to_stata == pytest.approx(v, rel=SE_RTOL), t
+        assert r.std_errors[ours.get(t, t)] * to_stata == pytest.approx(v, rel=SE_RTOL), t
     for key, ours in (("deviance", "deviance"), ("log_pseudolikelihood", "log_likelihood")):
         assert abs(r.diagnostics[ours] - ref[key]) <= _printed_tol(ref[key]), key
 
@@ -286,9 +292,9 @@ def test_published_ppmlhdfe_estimates_after_separation(name):
 def test_published_lack_of_convergence_example():
     ref = GUIDES["benchmark_lack_of_convergence"]
     d = pd.DataFrame(np.array(ref["rows"], dtype=float),
-                     columns=["y", "x1", "x2", "x3"]).assign(const=1.0)
+                     columns=["y", "x1", "x2", "x3"])
     with pytest.warns(DroppedRowsWarning, match="dropped 2 separated"):
-        r = ti.ppml(d, outcome="y", regressors=["x1", "x2", "x3", "const"])
+        r = ti.ppml(d, outcome="y", regressors=["x1", "x2", "x3"])
     dropped = sorted(set(range(len(d))) - set(np.asarray(r.extras["rows_used"]).tolist()))
     assert [i + 1 for i in dropped] == ref["separated_rows_1based"]
     assert round(float(r.params["x3"]), 3) == ref["coef"]["x3"]

@@ -66,6 +66,9 @@ from ._ppml_kernel import (
     irls_poisson,
 )
 
+#: name of the constant fitted when there is no fixed effect (fixest's label)
+INTERCEPT = "(Intercept)"
+
 __all__ = ["PPMLResult", "fe_codes", "lincom", "ppml"]
 
 VcovKind = Literal["iid", "hetero", "cluster"]
@@ -257,6 +260,7 @@ def ppml(data: pd.DataFrame, *, outcome: str, regressors: Sequence[str],
         Fixed-effect sets; a tuple is the interaction of its columns, e.g.
         ``[("exporter", "year"), ("importer", "year"), "pair_id"]`` (fixest
         ``exporter^year + importer^year + pair_id``). Any number of sets and levels.
+        With none, a constant is fitted and reported as ``"(Intercept)"`` (as fixest).
     cluster : str or pair of str, optional
         Cluster variable(s); two names give two-way clustering (Cameron, Gelbach &
         Miller 2011, negative eigenvalues set to zero as fixest does).
@@ -370,6 +374,11 @@ def ppml(data: pd.DataFrame, *, outcome: str, regressors: Sequence[str],
     rows.drop_missing(y, f"missing outcome ({outcome})")
     for j, c in enumerate(regressors):
         rows.drop_missing(x[:, j], f"missing {c}")
+    if not fixed_effects:
+        # no fixed effect to carry the level: fit a constant, as fixest `fepois`, ppmlhdfe
+        # and glm do (a Poisson model through the origin is another model)
+        x = np.column_stack([np.ones(len(x)), x])
+        regressors = [INTERCEPT, *regressors]
     for c in dict.fromkeys([*fe_cols, *clus]):
         rows.drop_missing(data[c], f"missing {c}")
     if w is not None:
