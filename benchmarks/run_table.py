@@ -280,7 +280,9 @@ def _rss_mb() -> float:
 BIG = 5e6
 #: the two-stage estimators: small-panel warm-up from 1e6 rows, and from ``BIG`` rows one
 #: timed fit (a 1e7-row peer fit takes minutes)
-SMALL_WARMUP = {"imputation": 1e6, "did2s": 1e6}
+SMALL_WARMUP = {"imputation": 1e6, "did2s": 1e6,
+                # Poisson ETWFE: a 1e6-row peer fit is minutes of CPU already
+                "etwfe_pois": 5e5}
 
 
 def child(case: str, pkg: str, kind: str, size: float, repeats: int) -> dict:
