@@ -467,3 +467,26 @@ def test_score_meat_with_sparse_unit_part_and_collinear_column(monkeypatch):
     assert hasattr(fit.unit_part, "toarray") and not fit.kept.all()
     scores = fit.cluster_sums(None)
     np.testing.assert_allclose(fit.score_meat(), scores.T @ scores, rtol=1e-12, atol=1e-13)
+
+
+@pytest.mark.parametrize(("lam", "n_comp", "ok"), [
+    ([3e-11, 0.4, 1.0], 1, True),          # rounding noise of a 1e8-row S: still the null
+    ([-2e-11, 1e-12, 0.3, 1.0], 2, True),  # two components
+    ([1e-12, 1e-10, 1.0], 1, False),       # a period hanging on a sliver of weight
+    ([1e-12, 5e-9, 1.0], 1, False),        # gap of less than four orders of magnitude
+    ([1e-6, 0.5, 1.0], 1, False),          # not numerically singular: S is not what we think
+    ([0.0, 0.0], 2, True),                 # every period its own component
+])
+def test_known_null_space_rule(lam, n_comp, ok):
+    null, got = _fe._known_null_space(np.asarray(lam), n_comp)
+    assert got is ok
+    assert null.sum() == n_comp and null[:n_comp].all()
+
+
+def test_projector_null_dimension_is_the_number_of_components():
+    """The null space is taken from the graph, not from an eigenvalue threshold."""
+    u, t, _ = _unbalanced(0)
+    proj = _fe.two_way_projector([u, t])
+    assert proj.ok and proj.n_null == 1
+    comps = _fe._n_components(u, t, int(u.max()) + 1, int(t.max()) + 1)
+    assert proj.n_null == comps
