@@ -729,6 +729,21 @@ class TwoWayOLSFit(OLSFit):
         return out if self.kept.all() else out[:, self.kept]
 
 
+def _indicator_tables(c: np.ndarray, u: np.ndarray, t: np.ndarray, n_u: int, n_t: int,
+                      p: int) -> tuple[np.ndarray, np.ndarray, object, np.ndarray]:
+    """Counts of the ``p`` indicator columns coded ``c`` (-1 = none) by the two-way
+    panel's fixed effects, shared by the balanced and small-period-set fits: ``c1 = c + 1``
+    (0 = no indicator), the column totals, the (units x p) and (periods x p) counts."""
+    c1 = c + 1
+    cnt = np.bincount(c1, minlength=p + 1)[1:].astype(float)
+    a_u = _cell_counts(u, c1, n_u, p + 1)[:, 1:]
+    key = t * (p + 1)
+    key += c1
+    a_t = np.bincount(key, minlength=n_t * (p + 1)).reshape(n_t, p + 1)
+    del key
+    return c1, cnt, a_u, a_t[:, 1:].astype(float)
+
+
 def _onehot_codes(onehot: np.ndarray | None, n: int) -> np.ndarray:
     """The indicator codes as an integer array (-1 = no indicator), kept in their own
     integer type when it is at least 32 bits (an event study passes int32 codes: 4 bytes a
@@ -829,14 +844,7 @@ def ols_twoway_balanced(y: np.ndarray, unit_codes: np.ndarray, time_codes: np.nd
     zz = np.empty((n, 0)) if z is None else np.asarray(z, dtype=float).reshape(n, -1)
     q = zz.shape[1]
     k = p + q
-    c1 = c + 1
-    cnt = np.bincount(c1, minlength=p + 1)[1:].astype(float)
-    a_u = _cell_counts(u, c1, n_u, p + 1)[:, 1:]
-    key = t * (p + 1)
-    key += c1
-    a_t = np.bincount(key, minlength=n_t * (p + 1)).reshape(n_t, p + 1)
-    del key
-    a_t = a_t[:, 1:].astype(float)
+    c1, cnt, a_u, a_t = _indicator_tables(c, u, t, n_u, n_t, p)
     yd = _twoway_project(y, u, t, n_u, n_t)
     mz = np.empty((n, q), order="F")
     for j in range(q):
@@ -910,14 +918,7 @@ def ols_twoway_small_time(y: np.ndarray, unit_codes: np.ndarray, time_codes: np.
     zz = np.empty((n, 0)) if z is None else np.asarray(z, dtype=float).reshape(n, -1)
     q = zz.shape[1]
     k = p + q
-    c1 = c + 1
-    cnt = np.bincount(c1, minlength=p + 1)[1:].astype(float)
-    a_u = _cell_counts(u, c1, n_u, p + 1)[:, 1:]
-    key = t * (p + 1)
-    key += c1
-    a_t = np.bincount(key, minlength=n_t * (p + 1)).reshape(n_t, p + 1)
-    del key
-    a_t = a_t[:, 1:].astype(float)
+    c1, cnt, a_u, a_t = _indicator_tables(c, u, t, n_u, n_t, p)
     inv_nu = proj.big.inv_wsum
     if sparse.issparse(a_u):
         a_u_sc = sparse.diags(inv_nu) @ a_u
