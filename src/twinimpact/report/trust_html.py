@@ -27,6 +27,11 @@ padding:0 .4rem;font-weight:600;font-size:.85rem}
 table.trust td,table.trust th{text-align:left;vertical-align:top}
 table.trust td.words{max-width:38rem}
 .scroll{overflow-x:auto;max-width:100%}
+table.appendix-checks td,table.appendix-checks th{vertical-align:top}
+table.appendix-checks td:nth-child(-n+4),table.appendix-checks th:nth-child(-n+4){
+text-align:left}
+table.appendix-checks td:nth-child(2){min-width:11rem}
+table.appendix-checks td:nth-child(4){min-width:24rem}
 """
 
 _CLASS = {HOLDS: "v-holds", WEAK: "v-weak", FAILS: "v-fails", NA: "v-na"}
