@@ -5,7 +5,8 @@ panel is generated there (deterministic, :mod:`panels`), one untimed warm-up fit
 numba JIT, caches), then ``--repeats`` timed fits (see ``BIG`` and ``SMALL_WARMUP`` for
 the large panels: warm-up on a 1e5-row panel in the same process); the child reports the
 median wall time, the median CPU time of the process (``time.process_time``: the figure
-that survives a loaded machine), the peak resident set size (``ru_maxrss``, includes the data and the interpreter) and the RSS
+that survives a loaded machine) and its user / system split (``getrusage``; system time
+is mostly the kernel faulting in fresh pages of large temporaries), the peak resident set size (``ru_maxrss``, includes the data and the interpreter) and the RSS
 right after the data were made (so ``peak - data`` is the estimator's own footprint).
 Children run with an address-space cap (``--mem-cap-gb``, RLIMIT_AS) so a runaway case
 fails alone instead of pushing the shared machine out of memory; a case that fails or
@@ -349,12 +350,18 @@ def child(case: str, pkg: str, kind: str, size: float, repeats: int) -> dict:
         t0, c0 = time.perf_counter(), time.process_time()
         out = fit()  # warm-up
         first_s, first_cpu = time.perf_counter() - t0, time.process_time() - c0
-    times, cpus = [], []
+    times, cpus, users, syss = [], [], [], []
     for _ in range(repeats):
+        r0 = resource.getrusage(resource.RUSAGE_SELF)
         t0, c0 = time.perf_counter(), time.process_time()
         out = fit()
         times.append(time.perf_counter() - t0)
         cpus.append(time.process_time() - c0)
+        r1 = resource.getrusage(resource.RUSAGE_SELF)
+        # CPU time split: user (the arithmetic) and system (mostly the kernel faulting in
+        # and zeroing fresh pages of large temporaries)
+        users.append(r1.ru_utime - r0.ru_utime)
+        syss.append(r1.ru_stime - r0.ru_stime)
     traced = None
     if os.environ.get("TI_BENCH_TRACEMALLOC"):
         # one more call under tracemalloc (after the timed ones, so they are not slowed):
@@ -370,7 +377,8 @@ def child(case: str, pkg: str, kind: str, size: float, repeats: int) -> dict:
     out = np.asarray(out, dtype=float).ravel()
     return {"median_s": statistics.median(times), "times": times,
             "traced_peak_bytes_per_row": traced,
-            "cpu_s": statistics.median(cpus), "first_s": first_s, "first_cpu_s": first_cpu,
+            "cpu_s": statistics.median(cpus), "user_s": statistics.median(users),
+            "sys_s": statistics.median(syss), "first_s": first_s, "first_cpu_s": first_cpu,
             "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "data_mb": rss_data, "peak_before_fit_mb": peak_data, "rows": len(d),
             "first": out[:3].tolist(), "values": out.tolist()[:8]}
@@ -493,7 +501,8 @@ def exponents(results: list[dict]) -> str:
     import pandas as pd
     df = pd.DataFrame([r for r in results if not isinstance(r.get("error"), str)])
     lines = ["| case | package | panel | threads | sizes (rows) | exponent (time) "
-             "| exponent (CPU time) | exponent (peak memory) |", "|" + "---|" * 8]
+             "| exponent (CPU time) | exponent (peak memory) | exponent (user / system CPU) "
+             "| user / system CPU s at the largest size |", "|" + "---|" * 10]
     for key, grp in df.groupby(["case", "pkg", "panel", "threads"], sort=False):
         grp = grp.drop_duplicates("size", keep="last").sort_values("rows")
         if len(grp) < 2:
@@ -504,9 +513,17 @@ def exponents(results: list[dict]) -> str:
         cpu = grp["cpu_s"].to_numpy(float) if "cpu_s" in grp else np.array([np.nan])
         bc = (f"{np.polyfit(x, np.log(cpu), 1)[0]:.2f}" if np.isfinite(cpu).all()
               and len(cpu) == len(x) else "-")
+        split, last = [], "-"
+        for col in ("user_s", "sys_s"):  # older JSON lines have no split: "-"
+            v = grp[col].to_numpy(float) if col in grp else np.array([np.nan])
+            split.append(f"{np.polyfit(x, np.log(v), 1)[0]:.2f}" if len(v) == len(x)
+                         and np.isfinite(v).all() and (v > 0).all() else "-")
+        if "user_s" in grp and "sys_s" in grp and np.isfinite(
+                grp[["user_s", "sys_s"]].to_numpy(float)[-1]).all():
+            last = f"{grp['user_s'].iloc[-1]:.3g} / {grp['sys_s'].iloc[-1]:.3g}"
         sizes = ", ".join(f"{v:.2g}" for v in grp["rows"])
         lines.append(f"| {key[0]} | {key[1]} | {key[2]} | {key[3]} | {sizes} | {bt:.2f} "
-                     f"| {bc} | {bm:.2f} |")
+                     f"| {bc} | {bm:.2f} | {' / '.join(split)} | {last} |")
     return "\n".join(lines)
 
 
@@ -569,8 +586,8 @@ def main() -> None:
                             fh.write(json.dumps(r) + "\n")
                         print(json.dumps({k: r.get(k) for k in (
                             "case", "pkg", "panel", "size", "threads", "median_s", "cpu_s",
-                            "peak_mb", "data_mb", "traced_peak_bytes_per_row", "error",
-                            "load")}), flush=True)
+                            "user_s", "sys_s", "peak_mb", "data_mb",
+                            "traced_peak_bytes_per_row", "error", "load")}), flush=True)
     head = [f"# Speed table (benchmarks/run_table.py), {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
             "", f"Command: `python benchmarks/run_table.py {' '.join(sys.argv[1:])}`", "",
             f"Machine: {platform.platform()}, {os.cpu_count()} CPUs shared with other jobs; "
