@@ -41,6 +41,19 @@ def test_pair_sums_equal_bincount_on_pair_codes(tiny_blocks, weighted):
     assert got.dtype == (np.float64 if weighted else np.int32)
 
 
+@pytest.mark.parametrize("weighted", [True, False])
+def test_code_sums_and_shifted_pairs_equal_bincount(tiny_blocks, weighted):
+    rng = np.random.default_rng(2)
+    c = rng.integers(-1, 6, 100).astype(np.int32)  # -1 = no indicator, as event codes
+    g = rng.integers(0, 9, 100)
+    w = rng.normal(size=100) if weighted else None
+    np.testing.assert_array_equal(rowblocks.code_sums(c, 7, w, shift=1),
+                                  np.bincount(c + 1, weights=w, minlength=7))
+    want = np.bincount(g * 7 + c + 1, weights=w, minlength=9 * 7).reshape(9, 7)
+    np.testing.assert_array_equal(
+        rowblocks.pair_sums(g, 9, c, 7, w, shift_b=1, dtype=np.float64), want)
+
+
 def _panel(seed: int = 1) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     n_u, n_t = 30, 8
@@ -52,6 +65,16 @@ def _panel(seed: int = 1) -> pd.DataFrame:
     d["y"] = rng.normal(size=len(d)) + (d["g"] > 0) * (d["year"] >= d["g"]) * 1.5
     d["x"] = rng.normal(size=len(d))
     d["w"] = rng.uniform(0.5, 2.0, len(d))
+    d["state"] = d["id"] % 4
+    return d
+
+
+def _panel_balanced() -> pd.DataFrame:
+    """The panel of :func:`_panel` without missing rows (the balanced closed form)."""
+    rng = np.random.default_rng(3)
+    d = pd.DataFrame({"id": np.repeat(np.arange(30), 8), "year": np.tile(np.arange(8), 30)})
+    d["g"] = np.repeat(rng.choice([0, 3, 4, 6], size=30), 8)
+    d["y"] = rng.normal(size=len(d)) + (d["g"] > 0) * (d["year"] >= d["g"]) * 1.5
     d["state"] = d["id"] % 4
     return d
 
@@ -71,6 +94,12 @@ CALLS = {
                                                   weights="w", cluster="state"),
     "event_study": lambda d: ti.event_study(d, outcome="y", unit="id", time="year",
                                             cohort="g"),
+    "event_study_balanced_state": lambda d: ti.event_study(
+        _panel_balanced(), outcome="y", unit="id", time="year",
+        cohort="g", cluster="state"),
+    "event_study_cluster_year": lambda d: ti.event_study(d, outcome="y", unit="id",
+                                                         time="year", cohort="g",
+                                                         cluster="year"),
 }
 
 

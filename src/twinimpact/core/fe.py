@@ -30,6 +30,7 @@ import pandas as pd
 
 from ..errors import SpecificationError, check_literal, format_message
 from ..results import VcovSpec
+from .rowblocks import code_sums, pair_sums, row_blocks
 from .vcov import VCOV_KINDS, sandwich
 
 __all__ = [
@@ -371,6 +372,14 @@ def _n_components(a: np.ndarray, b: np.ndarray, na: int, nb: int) -> int:
     return int(connected_components(m, directed=False)[0])
 
 
+def _agrees(table: np.ndarray, codes: np.ndarray, values: np.ndarray) -> bool:
+    """``np.array_equal(table[codes], values)`` in row blocks (no n-row gather)."""
+    codes, values = np.asarray(codes), np.asarray(values)
+    if codes.shape != values.shape or codes.ndim != 1:
+        return False
+    return all(np.array_equal(table[codes[sl]], values[sl]) for sl in row_blocks(len(codes)))
+
+
 def fe_dof(fe_codes: Sequence[np.ndarray], cluster_codes: Sequence[np.ndarray] = (),
            nested: bool = True, *, balanced: bool = False,
            exact: bool = False, n_obs: int | None = None,
@@ -413,7 +422,7 @@ def fe_dof(fe_codes: Sequence[np.ndarray], cluster_codes: Sequence[np.ndarray] =
                 # wins) and compare back; all rows agree iff the level has one cluster.
                 owner = np.empty(sizes[i], dtype=np.asarray(cl).dtype)
                 owner[c] = cl
-                if np.array_equal(owner[c], cl):
+                if _agrees(owner, c, cl):
                     k_nested += sizes[i] - 1
                     break
     return k_fe, k_nested
@@ -576,11 +585,8 @@ def _cell_counts(rows: np.ndarray, cols: np.ndarray, n_rows: int, n_cols: int) -
     scipy CSR matrix with the same entries.
     """
     if n_rows * n_cols <= max(_DENSE_CELLS_MAX, 2 * len(rows)):
-        key = rows * n_cols
-        key += cols
-        flat = np.bincount(key, minlength=n_rows * n_cols)
-        del key
-        return flat.reshape(n_rows, n_cols).astype(float)
+        # counted in float64 (exact), block by block: no n-row pair codes
+        return pair_sums(rows, n_rows, cols, n_cols, None, dtype=np.float64)
     from scipy import sparse
 
     return sparse.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(n_rows, n_cols))
@@ -681,11 +687,7 @@ class TwoWayOLSFit(OLSFit):
         # residual sums per cluster x indicator cell (column 0: rows without indicator);
         # the result is a column view of that table (no copy; BLAS takes the stride)
         if p:
-            key = g * (p + 1)
-            key += self.onehot
-            key += 1
-            full = np.bincount(key, weights=e, minlength=n_g * (p + 1)).reshape(n_g, p + 1)
-            del key
+            full = pair_sums(g, n_g, self.onehot, p + 1, e, shift_b=1)
             if q:
                 full = np.concatenate([full, np.empty((n_g, q))], axis=1)
         else:
@@ -704,7 +706,7 @@ class TwoWayOLSFit(OLSFit):
             else:
                 owner = np.empty(n_u, dtype=np.intp)
                 owner[u] = g
-                if np.array_equal(owner[u], g):  # clusters nest units: one cell per unit
+                if _agrees(owner, u, g):  # clusters nest units: one cell per unit
                     e_u = np.bincount(u, weights=e, minlength=n_u)
                     e_gu = sparse.csr_matrix((e_u, (owner, np.arange(n_u))),
                                              shape=(n_g, n_u))
@@ -713,10 +715,7 @@ class TwoWayOLSFit(OLSFit):
                 sd -= _dense(e_gu @ u_part)
             # - F_gt V: residual sums over cluster x period cells
             if n_g * n_t <= 4 * n:
-                key = g * n_t
-                key += t
-                f_gt = np.bincount(key, weights=e, minlength=n_g * n_t).reshape(n_g, n_t)
-                del key
+                f_gt = pair_sums(g, n_g, t, n_t, e)
                 _sub_rowblocks(sd, lambda r: f_gt[r] @ self.time_part)
                 del f_gt
             else:
@@ -735,13 +734,10 @@ def _indicator_tables(c: np.ndarray, u: np.ndarray, t: np.ndarray, n_u: int, n_t
     panel's fixed effects, shared by the balanced and small-period-set fits: ``c1 = c + 1``
     (0 = no indicator), the column totals, the (units x p) and (periods x p) counts."""
     c1 = c + 1
-    cnt = np.bincount(c1, minlength=p + 1)[1:].astype(float)
+    cnt = code_sums(c1, p + 1)[1:]  # float64 counts (exact), no n-row intp copy
     a_u = _cell_counts(u, c1, n_u, p + 1)[:, 1:]
-    key = t * (p + 1)
-    key += c1
-    a_t = np.bincount(key, minlength=n_t * (p + 1)).reshape(n_t, p + 1)
-    del key
-    return c1, cnt, a_u, a_t[:, 1:].astype(float)
+    a_t = pair_sums(t, n_t, c1, p + 1, None, dtype=np.float64)
+    return c1, cnt, a_u, np.ascontiguousarray(a_t[:, 1:])
 
 
 def _onehot_codes(onehot: np.ndarray | None, n: int) -> np.ndarray:
@@ -857,7 +853,7 @@ def ols_twoway_balanced(y: np.ndarray, unit_codes: np.ndarray, time_codes: np.nd
     def dt_m(v: np.ndarray) -> np.ndarray:
         """``D'M v`` for an already demeaned ``v``: ``D'v`` minus the part of ``v`` in the
         FE space (rounding residue of the demeaning, which ``(MD)'`` would annihilate)."""
-        out = np.bincount(c1, weights=v, minlength=p + 1)[1:]
+        out = code_sums(c1, p + 1, v)[1:]
         out -= _dense(a_u.T @ np.bincount(u, weights=v, minlength=n_u)).reshape(-1) / n_t
         out -= a_t.T @ np.bincount(t, weights=v, minlength=n_t) / n_u
         out += cnt * (v.sum() / n)
@@ -950,7 +946,7 @@ def ols_twoway_small_time(y: np.ndarray, unit_codes: np.ndarray, time_codes: np.
     xtx[:p, :p] = np.diag(cnt) - a_u_t_a_u_sc - q_mat.T @ gam
 
     def dt(v: np.ndarray) -> np.ndarray:
-        return np.bincount(c1, weights=v, minlength=p + 1)[1:]
+        return code_sums(c1, p + 1, v)[1:]
 
     coef, bread, kept, b = _solve_indicator_system(xtx, xty, dt, mz, yd, cnt, zz,
                                                    collin_tol)
