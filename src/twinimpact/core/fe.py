@@ -30,6 +30,7 @@ import pandas as pd
 
 from ..errors import SpecificationError, check_literal, format_message
 from ..results import VcovSpec
+from .rowblocks import BLOCK, code_sums, pair_sums, row_blocks
 from .vcov import VCOV_KINDS, sandwich
 
 __all__ = [
@@ -186,6 +187,43 @@ def _known_null_space(lam: np.ndarray, n_comp: int) -> tuple[np.ndarray, bool]:
     return null, bool(ok)
 
 
+def _count_cells(big: np.ndarray, n_big: int, small: np.ndarray, n_small: int) -> Any:
+    """Row counts per (big, small) level pair as a canonical scipy CSR matrix (sorted
+    indices, no duplicates, no explicit zeros): the matrix of
+    ``csr_matrix((ones(n), (big, small))).sum_duplicates()``, built from a dense count
+    table counted block by block, the CSR arrays filled table block by table block
+    (no n-row ones, coordinate copies or conversion temporaries). Falls back to the COO
+    conversion when the dense table would be much larger than the rows."""
+    from scipy import sparse
+
+    n = len(big)
+    if n_big * n_small > 4 * n + 1_000_000:
+        m = sparse.csr_matrix((np.ones(n), (big, small)), shape=(n_big, n_small))
+        m.sum_duplicates()
+        return m
+    tab = pair_sums(big, n_big, small, n_small, None)
+    per_row = np.zeros(n_big, dtype=np.int64)
+    rows = max(1, BLOCK // max(1, n_small))
+    for i in range(0, n_big, rows):
+        per_row[i:i + rows] = np.count_nonzero(tab[i:i + rows], axis=1)
+    nnz = int(per_row.sum())
+    idx_t = np.int32 if max(nnz, n_big, n_small) < 2**31 else np.int64
+    indptr = np.zeros(n_big + 1, dtype=idx_t)
+    np.cumsum(per_row, out=indptr[1:])
+    indices = np.empty(nnz, dtype=idx_t)
+    data = np.empty(nnz)
+    for i in range(0, n_big, rows):
+        blk = tab[i:i + rows]
+        r, c = np.nonzero(blk)  # row-major: sorted columns within each row
+        start = int(indptr[i])
+        indices[start:start + len(c)] = c
+        data[start:start + len(c)] = blk[r, c]
+    del tab
+    m = sparse.csr_matrix((data, indices, indptr), shape=(n_big, n_small))
+    m.has_sorted_indices = True
+    return m
+
+
 class SmallSetProjector:
     """Exact two-way (weighted) within projection when one fixed-effect set is small.
 
@@ -213,11 +251,12 @@ class SmallSetProjector:
         from scipy import sparse
 
         self.big, self.small = big, small
-        n = len(big.codes)
-        w = np.ones(n) if weights is None else weights
-        self.cells = sparse.csr_matrix((w, (big.codes, small.codes)),
-                                       shape=(big.n_groups, small.n_groups))
-        self.cells.sum_duplicates()
+        if weights is None:
+            self.cells = _count_cells(big.codes, big.n_groups, small.codes, small.n_groups)
+        else:
+            self.cells = sparse.csr_matrix((weights, (big.codes, small.codes)),
+                                           shape=(big.n_groups, small.n_groups))
+            self.cells.sum_duplicates()
         w_t = small.wsum
         scaled = sparse.diags(big.inv_wsum) @ self.cells
         linked = self.cells.T @ scaled
@@ -371,6 +410,14 @@ def _n_components(a: np.ndarray, b: np.ndarray, na: int, nb: int) -> int:
     return int(connected_components(m, directed=False)[0])
 
 
+def _agrees(table: np.ndarray, codes: np.ndarray, values: np.ndarray) -> bool:
+    """``np.array_equal(table[codes], values)`` in row blocks (no n-row gather)."""
+    codes, values = np.asarray(codes), np.asarray(values)
+    if codes.shape != values.shape or codes.ndim != 1:
+        return False
+    return all(np.array_equal(table[codes[sl]], values[sl]) for sl in row_blocks(len(codes)))
+
+
 def fe_dof(fe_codes: Sequence[np.ndarray], cluster_codes: Sequence[np.ndarray] = (),
            nested: bool = True, *, balanced: bool = False,
            exact: bool = False, n_obs: int | None = None,
@@ -413,7 +460,7 @@ def fe_dof(fe_codes: Sequence[np.ndarray], cluster_codes: Sequence[np.ndarray] =
                 # wins) and compare back; all rows agree iff the level has one cluster.
                 owner = np.empty(sizes[i], dtype=np.asarray(cl).dtype)
                 owner[c] = cl
-                if np.array_equal(owner[c], cl):
+                if _agrees(owner, c, cl):
                     k_nested += sizes[i] - 1
                     break
     return k_fe, k_nested
@@ -574,15 +621,12 @@ def _cell_counts(rows: np.ndarray, cols: np.ndarray, n_rows: int, n_cols: int,
     """Counts (or ``weights`` sums) of (row, col) code pairs as an (n_rows, n_cols) float
     table.
 
-    Dense (one ``bincount``) when the table is small compared with the data, else a
+    Dense (``rowblocks.pair_sums``) when the table is small compared with the data, else a
     scipy CSR matrix with the same entries.
     """
     if n_rows * n_cols <= max(_DENSE_CELLS_MAX, 2 * len(rows)):
-        key = rows * n_cols
-        key += cols
-        flat = np.bincount(key, weights=weights, minlength=n_rows * n_cols)
-        del key
-        return flat.reshape(n_rows, n_cols).astype(float)
+        # summed in float64 (counts exact), block by block: no n-row pair codes
+        return pair_sums(rows, n_rows, cols, n_cols, weights, dtype=np.float64)
     from scipy import sparse
 
     data = np.ones(len(rows)) if weights is None else weights
@@ -696,11 +740,7 @@ class TwoWayOLSFit(OLSFit):
         # residual sums per cluster x indicator cell (column 0: rows without indicator);
         # the result is a column view of that table (no copy; BLAS takes the stride)
         if p:
-            key = g * (p + 1)
-            key += self.onehot
-            key += 1
-            full = np.bincount(key, weights=e, minlength=n_g * (p + 1)).reshape(n_g, p + 1)
-            del key
+            full = pair_sums(g, n_g, self.onehot, p + 1, e, shift_b=1)
             if q:
                 full = np.concatenate([full, np.empty((n_g, q))], axis=1)
         else:
@@ -719,7 +759,7 @@ class TwoWayOLSFit(OLSFit):
             else:
                 owner = np.empty(n_u, dtype=np.intp)
                 owner[u] = g
-                if np.array_equal(owner[u], g):  # clusters nest units: one cell per unit
+                if _agrees(owner, u, g):  # clusters nest units: one cell per unit
                     e_u = np.bincount(u, weights=e, minlength=n_u)
                     e_gu = sparse.csr_matrix((e_u, (owner, np.arange(n_u))),
                                              shape=(n_g, n_u))
@@ -728,10 +768,7 @@ class TwoWayOLSFit(OLSFit):
                 sd -= _dense(e_gu @ u_part)
             # - F_gt V: residual sums over cluster x period cells
             if n_g * n_t <= 4 * n:
-                key = g * n_t
-                key += t
-                f_gt = np.bincount(key, weights=e, minlength=n_g * n_t).reshape(n_g, n_t)
-                del key
+                f_gt = pair_sums(g, n_g, t, n_t, e)
                 _sub_rowblocks(sd, lambda r: f_gt[r] @ self.time_part)
                 del f_gt
             else:
@@ -752,13 +789,11 @@ def _indicator_tables(c: np.ndarray, u: np.ndarray, t: np.ndarray, n_u: int, n_t
     (0 = no indicator), the column totals, the (units x p) and (periods x p) counts
     (with weights ``w``: the sums of the weights instead of the counts)."""
     c1 = c + 1
-    cnt = np.bincount(c1, weights=w, minlength=p + 1)[1:].astype(float)
+    # float64 sums (counts exact) block by block: no n-row pair codes or intp copies
+    cnt = code_sums(c1, p + 1, w)[1:]
     a_u = _cell_counts(u, c1, n_u, p + 1, w)[:, 1:]
-    key = t * (p + 1)
-    key += c1
-    a_t = np.bincount(key, weights=w, minlength=n_t * (p + 1)).reshape(n_t, p + 1)
-    del key
-    return c1, cnt, a_u, a_t[:, 1:].astype(float)
+    a_t = pair_sums(t, n_t, c1, p + 1, w, dtype=np.float64)
+    return c1, cnt, a_u, np.ascontiguousarray(a_t[:, 1:])
 
 
 def _onehot_codes(onehot: np.ndarray | None, n: int) -> np.ndarray:
@@ -887,7 +922,7 @@ def ols_twoway_balanced(y: np.ndarray, unit_codes: np.ndarray, time_codes: np.nd
     def dt_m(v: np.ndarray) -> np.ndarray:
         """``D'M v`` for an already demeaned ``v``: ``D'v`` minus the part of ``v`` in the
         FE space (rounding residue of the demeaning, which ``(MD)'`` would annihilate)."""
-        out = np.bincount(c1, weights=v, minlength=p + 1)[1:]
+        out = code_sums(c1, p + 1, v)[1:]
         out -= _dense(a_u.T @ np.bincount(u, weights=v, minlength=n_u)).reshape(-1) / n_t
         out -= a_t.T @ np.bincount(t, weights=v, minlength=n_t) / n_u
         out += cnt * (v.sum() / n)
@@ -987,7 +1022,7 @@ def ols_twoway_small_time(y: np.ndarray, unit_codes: np.ndarray, time_codes: np.
     xtx[:p, :p] = np.diag(cnt) - a_u_t_a_u_sc - q_mat.T @ gam
 
     def dt(v: np.ndarray) -> np.ndarray:
-        return np.bincount(c1, weights=v if w is None else w * v, minlength=p + 1)[1:]
+        return code_sums(c1, p + 1, v if w is None else w * v)[1:]
 
     coef, bread, kept, b = _solve_indicator_system(xtx, xty, dt, mz, yd, cnt, zz,
                                                    collin_tol, w)
