@@ -5,7 +5,8 @@ panel is generated there (deterministic, :mod:`panels`), one untimed warm-up fit
 numba JIT, caches), then ``--repeats`` timed fits (see ``BIG`` and ``SMALL_WARMUP`` for
 the large panels: warm-up on a 1e5-row panel in the same process); the child reports the
 median wall time, the median CPU time of the process (``time.process_time``: the figure
-that survives a loaded machine), the peak resident set size (``ru_maxrss``, includes the data and the interpreter) and the RSS
+that survives a loaded machine) and its user / system split (``getrusage``; system time
+is mostly the kernel faulting in fresh pages of large temporaries), the peak resident set size (``ru_maxrss``, includes the data and the interpreter) and the RSS
 right after the data were made (so ``peak - data`` is the estimator's own footprint).
 Children run with an address-space cap (``--mem-cap-gb``, RLIMIT_AS) so a runaway case
 fails alone instead of pushing the shared machine out of memory; a case that fails or
@@ -29,6 +30,8 @@ Run (from the repository root; twinimpact runs in the current interpreter with
     python benchmarks/run_table.py                       # the default table
     python benchmarks/run_table.py --cases event_study --sizes 1e5 1e6 --panels unbalanced
     python benchmarks/run_table.py --list                # cases, panels and peers
+    # weighted / Driscoll-Kraay / covariate event study, with bytes per row at the peak:
+    python benchmarks/run_table.py --cases event_study_w event_study_dk --tracemalloc
     # scaling to 1e8 rows (alone on the machine, one process per size, capped):
     flock /work/bench.lock python benchmarks/run_table.py --cases event_study --big \
         --sizes 1e5 1e6 1e7 1e8 --panels balanced unbalanced --threads 1 --no-peers \
@@ -73,6 +76,16 @@ def _panel(case: str, kind: str, size: float):
 
     if case in ("event_study", "imputation", "did2s", "cs", "sun_abraham"):
         return panels.make(kind, size, lean=size >= BIG_ROWS)
+    if case in ES_OPTION_CASES:
+        # the event study with an option: observation weights (uniform 0.5-1.5, one per
+        # row), Driscoll-Kraay (same panels), a covariate (normal, trending in the year)
+        d = panels.make(kind, size)
+        rng = np.random.default_rng(11)
+        if case == "event_study_w":
+            d["w"] = rng.uniform(0.5, 1.5, len(d))
+        if case == "event_study_x":
+            d["x"] = rng.normal(size=len(d)) + 0.05 * (d["year"] - d["year"].min())
+        return d
     if case == "sdid":
         # size = "N x T" encoded as N*1000+T; "balanced" (issue 13's panel): 10% treated
         # units, treated in the last quarter; other kinds: panels.SDID_KINDS (block designs
@@ -151,6 +164,14 @@ GRAVITY_KINDS: dict[str, dict] = {
 }
 
 
+#: the TWFE event study with the options that used to build the dense (n, k) design:
+#: weights (fixest ``weights = ~w``), Driscoll-Kraay (fixest/pyfixest ``vcov = "DK"``, lag
+#: ``DK_LAG`` on both sides) and a covariate; values compared: coefficients and SEs
+ES_OPTION_CASES = ("event_study_w", "event_study_dk", "event_study_x")
+#: Driscoll-Kraay lags (our default for the panels' 10 periods: floor(4 (10/100)^(2/9)))
+DK_LAG = 2
+
+
 #: HonestDiD cases (5 pre + 10 post event study, 10 values of M): relative magnitudes with
 #: our default (adaptive) grid, with R's grid exactly, and smoothness (optimal FLCI)
 HONEST_CASES = ("honest_rm", "honest_rm_r", "honest_sd")
@@ -163,6 +184,7 @@ HONEST_SD_M = (0.0, 1.5, 10)
 # ----------------------------------------------------------------------------- fits
 def _fit_fn(case: str, pkg: str, d):
     import numpy as np
+    import pandas as pd
 
     warnings.simplefilter("ignore")
     if pkg == "twinimpact":
@@ -170,6 +192,15 @@ def _fit_fn(case: str, pkg: str, d):
         kw = dict(outcome="y", unit="unit", time="year", cohort="cohort")
         if case == "event_study":
             return lambda: ti.event_study(d, **kw).params.to_numpy()
+        if case in ES_OPTION_CASES:
+            opt = {"event_study_w": {"weights": "w"},
+                   "event_study_dk": {"vcov": "driscoll_kraay", "bandwidth": DK_LAG},
+                   "event_study_x": {"covariates": ["x"]}}[case]
+
+            def f():
+                r = ti.event_study(d, **kw, **opt)
+                return np.r_[r.params.to_numpy()[:-1], r.std_errors.to_numpy()[:-1]]
+            return f
         if case == "imputation":
             return lambda: ti.imputation(d, **kw, horizons=True).params.to_numpy()
         if case == "did2s":
@@ -225,6 +256,19 @@ def _fit_fn(case: str, pkg: str, d):
         if case == "event_study":
             return lambda: pf.feols("y ~ i(rel_time, ref=-1) | unit + year", data=d,
                                     vcov={"CRV1": "unit"}).coef().to_numpy()
+        if case in ES_OPTION_CASES:
+            fml = "y ~ i(rel_time, ref=-1)" + (" + x" if case == "event_study_x" else "")
+            opt = {"event_study_w": {"weights": "w", "vcov": {"CRV1": "unit"}},
+                   "event_study_dk": {"vcov": "DK", "vcov_kwargs": {
+                       "lag": DK_LAG, "time_id": "year", "panel_id": "unit"}},
+                   "event_study_x": {"vcov": {"CRV1": "unit"}}}[case]
+            # pyfixest 0.60's DK needs a numeric panel id (it subtracts ids): integer codes
+            # of the unit, made before the timing; the fixed effect stays the unit column
+            dp = d.assign(pid=pd.factorize(d["unit"])[0]) if case == "event_study_dk" else d
+            if case == "event_study_dk":
+                opt["vcov_kwargs"]["panel_id"] = "pid"
+            return lambda: np.r_[(r := pf.feols(fml + " | unit + year", data=dp, **opt)
+                                  ).coef().to_numpy(), r.se().to_numpy()]
         if case == "did2s":
             d2 = d.assign(treat=d["treated"].astype(bool))
             return lambda: pf.did2s(d2, yname="y", first_stage="~ 0 | unit + year",
@@ -318,8 +362,8 @@ def child(case: str, pkg: str, kind: str, size: float, repeats: int) -> dict:
     t0, c0 = time.perf_counter(), time.process_time()
     if size >= BIG_ROWS or (case in SMALL_WARMUP and size >= BIG):
         repeats = 1  # the big panel is made once and fitted once
-    if ((size >= BIG and case in ("ppml", "etwfe_pois", "event_study", "cs", "sun_abraham",
-                                  "wild", "wild_p"))
+    if ((size >= BIG and case in ("ppml", "etwfe_pois", "event_study", *ES_OPTION_CASES,
+                                  "cs", "sun_abraham", "wild", "wild_p"))
             or size >= BIG_ROWS
             or size >= SMALL_WARMUP.get(case, 1e99)):
         _fit_fn(case, pkg, _panel(case, kind, 1e5))()  # warm-up on a small panel
@@ -336,16 +380,35 @@ def child(case: str, pkg: str, kind: str, size: float, repeats: int) -> dict:
         t0, c0 = time.perf_counter(), time.process_time()
         out = fit()  # warm-up
         first_s, first_cpu = time.perf_counter() - t0, time.process_time() - c0
-    times, cpus = [], []
+    times, cpus, users, syss = [], [], [], []
     for _ in range(repeats):
+        r0 = resource.getrusage(resource.RUSAGE_SELF)
         t0, c0 = time.perf_counter(), time.process_time()
         out = fit()
         times.append(time.perf_counter() - t0)
         cpus.append(time.process_time() - c0)
+        r1 = resource.getrusage(resource.RUSAGE_SELF)
+        # CPU time split: user (the arithmetic) and system (mostly the kernel faulting in
+        # and zeroing fresh pages of large temporaries)
+        users.append(r1.ru_utime - r0.ru_utime)
+        syss.append(r1.ru_stime - r0.ru_stime)
+    traced = None
+    if os.environ.get("TI_BENCH_TRACEMALLOC"):
+        # one more call under tracemalloc (after the timed ones, so they are not slowed):
+        # the peak of the memory Python and NumPy allocated during the call, per row
+        import tracemalloc
+        tracemalloc.start()
+        tracemalloc.reset_peak()
+        base = tracemalloc.get_traced_memory()[0]
+        fit()
+        traced = (tracemalloc.get_traced_memory()[1] - base) / len(d)
+        tracemalloc.stop()
     import numpy as np
     out = np.asarray(out, dtype=float).ravel()
     return {"median_s": statistics.median(times), "times": times,
-            "cpu_s": statistics.median(cpus), "first_s": first_s, "first_cpu_s": first_cpu,
+            "traced_peak_bytes_per_row": traced,
+            "cpu_s": statistics.median(cpus), "user_s": statistics.median(users),
+            "sys_s": statistics.median(syss), "first_s": first_s, "first_cpu_s": first_cpu,
             "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "data_mb": rss_data, "peak_before_fit_mb": peak_data, "rows": len(d),
             "first": out[:3].tolist(), "values": out.tolist()[:8]}
@@ -366,6 +429,9 @@ CASES = {
     "honest_rm": (["diff-diff"], [1e4], ["balanced", "unbalanced", "gaps"]),
     "honest_rm_r": ([], [1e4], ["balanced", "unbalanced", "gaps"]),
     "honest_sd": (["diff-diff"], [1e4], ["balanced", "unbalanced", "gaps"]),
+    "event_study_w": (["pyfixest"], [1e5, 1e6], ["balanced", "unbalanced", "strkey_unbal"]),
+    "event_study_dk": (["pyfixest"], [1e5, 1e6], ["balanced", "unbalanced", "strkey_unbal"]),
+    "event_study_x": (["pyfixest"], [1e5, 1e6], ["balanced", "unbalanced", "strkey_unbal"]),
     "wild": (["wildboottest"], [1e5], ["balanced"]),
     "wild_p": (["wildboottest"], [1e5], ["balanced"]),
     "ppml": (["pyfixest"], [1e6, 1e7], list(GRAVITY_KINDS)),
@@ -381,6 +447,8 @@ def run_child(args, case, pkg, kind, size, threads) -> dict:
         if threads == "1":
             env[v] = "1"
     env["PYTHONPATH"] = args.ti_src if pkg == "twinimpact" else ""
+    if args.tracemalloc and pkg == "twinimpact":
+        env["TI_BENCH_TRACEMALLOC"] = "1"
     if args.cold_jit:  # a new user's first call: numba compiles (no on-disk cache yet)
         import tempfile
         env["NUMBA_CACHE_DIR"] = tempfile.mkdtemp(prefix="numba-cold-")
@@ -467,7 +535,8 @@ def exponents(results: list[dict]) -> str:
     df = pd.DataFrame([r for r in results if not isinstance(r.get("error"), str)])
     lines = ["| case | package | panel | threads | sizes (rows) | exponent (time) "
              "| exponent (CPU time) | exponent (peak memory) | top decade: CPU / peak "
-             "| CPU s at each size | peak MB at each size |", "|" + "---|" * 11]
+             "| exponent (user / system CPU) | user / system CPU s at the largest size "
+             "| CPU s at each size | peak MB at each size |", "|" + "---|" * 13]
     for key, grp in df.groupby(["case", "pkg", "panel", "threads"], sort=False):
         grp = grp.drop_duplicates("size", keep="last").sort_values("rows")
         if len(grp) < 2:
@@ -478,6 +547,14 @@ def exponents(results: list[dict]) -> str:
         cpu = grp["cpu_s"].to_numpy(float) if "cpu_s" in grp else np.array([np.nan])
         bc = (f"{np.polyfit(x, np.log(cpu), 1)[0]:.2f}" if np.isfinite(cpu).all()
               and len(cpu) == len(x) else "-")
+        split, last = [], "-"
+        for col in ("user_s", "sys_s"):  # older JSON lines have no split: "-"
+            v = grp[col].to_numpy(float) if col in grp else np.array([np.nan])
+            split.append(f"{np.polyfit(x, np.log(v), 1)[0]:.2f}" if len(v) == len(x)
+                         and np.isfinite(v).all() and (v > 0).all() else "-")
+        if "user_s" in grp and "sys_s" in grp and np.isfinite(
+                grp[["user_s", "sys_s"]].to_numpy(float)[-1]).all():
+            last = f"{grp['user_s'].iloc[-1]:.3g} / {grp['sys_s'].iloc[-1]:.3g}"
         sizes = ", ".join(f"{v:.2g}" for v in grp["rows"])
         cpu_ok = len(cpu) == len(x) and bool(np.isfinite(cpu).all())
         cpus = " / ".join(f"{v:.3g}" for v in cpu) if cpu_ok else "-"
@@ -489,7 +566,8 @@ def exponents(results: list[dict]) -> str:
         top = (f"{np.log(cpu[-1] / cpu[-2]) / dx:.2f}" if cpu_ok else "-") + \
             f" / {np.log(pk[-1] / pk[-2]) / dx:.2f}"
         lines.append(f"| {key[0]} | {key[1]} | {key[2]} | {key[3]} | {sizes} | {bt:.2f} "
-                     f"| {bc} | {bm:.2f} | {top} | {cpus} | {peaks} |")
+                     f"| {bc} | {bm:.2f} | {top} | {' / '.join(split)} | {last} "
+                     f"| {cpus} | {peaks} |")
     return "\n".join(lines)
 
 
@@ -508,6 +586,9 @@ def main() -> None:
                     help=f"allow sizes >= {BIG_ROWS:.0e} rows (1e8: run alone, under "
                          "flock /work/bench.lock, with --mem-cap-gb ~20); peers are not run "
                          "at those sizes")
+    ap.add_argument("--tracemalloc", action="store_true",
+                    help="twinimpact children: one more call under tracemalloc after the "
+                         "timed ones; reports traced_peak_bytes_per_row")
     ap.add_argument("--cold-jit", action="store_true",
                     help="fresh NUMBA_CACHE_DIR per child: 'first call' includes compiling")
     ap.add_argument("--ti-src", default=str(ROOT / "src"),
@@ -549,7 +630,8 @@ def main() -> None:
                             fh.write(json.dumps(r) + "\n")
                         print(json.dumps({k: r.get(k) for k in (
                             "case", "pkg", "panel", "size", "threads", "median_s", "cpu_s",
-                            "peak_mb", "data_mb", "error", "load")}), flush=True)
+                            "user_s", "sys_s", "peak_mb", "data_mb",
+                            "traced_peak_bytes_per_row", "error", "load")}), flush=True)
     head = [f"# Speed table (benchmarks/run_table.py), {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
             "", f"Command: `python benchmarks/run_table.py {' '.join(sys.argv[1:])}`", "",
             f"Machine: {platform.platform()}, {os.cpu_count()} CPUs shared with other jobs; "

@@ -51,3 +51,22 @@ def test_star_import_gives_the_public_api():
     ns: dict = {}
     exec("from twinimpact import *", ns)
     assert {"event_study", "ppml", "table", "run_study"} <= set(ns)
+
+
+def test_a_result_and_its_p_values_do_not_import_scipy_stats():
+    # results.py takes its distribution functions from scipy.special: scipy.stats alone
+    # is ~61 MB of resident memory (the synthetic DiD row of benchmarks/RESULTS.md)
+    code = (
+        "import numpy as np, pandas as pd, sys, json\n"
+        "import twinimpact as ti\n"
+        "rng = np.random.default_rng(0)\n"
+        "d = pd.DataFrame({'unit': np.repeat(np.arange(12), 8), 'year': np.tile(np.arange(8), 12)})\n"
+        "d['treated'] = ((d.unit < 2) & (d.year >= 6)).astype(int)\n"
+        "d['y'] = rng.normal(size=len(d)) + d.treated\n"
+        "r = ti.synthetic_did(d, outcome='y', unit='unit', time='year', treated='treated',\n"
+        "                     se='placebo', n_reps=20, seed=0)\n"
+        "r.pvalues; r.conf_int(); r.to_frame()\n"
+        "print(json.dumps('scipy.stats' in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert json.loads(out.stdout.strip().splitlines()[-1]) is False

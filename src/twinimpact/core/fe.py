@@ -30,6 +30,7 @@ import pandas as pd
 
 from ..errors import SpecificationError, check_literal, format_message
 from ..results import VcovSpec
+from .rowblocks import code_sums, pair_sums, row_blocks
 from .vcov import VCOV_KINDS, sandwich
 
 __all__ = [
@@ -371,6 +372,14 @@ def _n_components(a: np.ndarray, b: np.ndarray, na: int, nb: int) -> int:
     return int(connected_components(m, directed=False)[0])
 
 
+def _agrees(table: np.ndarray, codes: np.ndarray, values: np.ndarray) -> bool:
+    """``np.array_equal(table[codes], values)`` in row blocks (no n-row gather)."""
+    codes, values = np.asarray(codes), np.asarray(values)
+    if codes.shape != values.shape or codes.ndim != 1:
+        return False
+    return all(np.array_equal(table[codes[sl]], values[sl]) for sl in row_blocks(len(codes)))
+
+
 def fe_dof(fe_codes: Sequence[np.ndarray], cluster_codes: Sequence[np.ndarray] = (),
            nested: bool = True, *, balanced: bool = False,
            exact: bool = False, n_obs: int | None = None,
@@ -413,7 +422,7 @@ def fe_dof(fe_codes: Sequence[np.ndarray], cluster_codes: Sequence[np.ndarray] =
                 # wins) and compare back; all rows agree iff the level has one cluster.
                 owner = np.empty(sizes[i], dtype=np.asarray(cl).dtype)
                 owner[c] = cl
-                if np.array_equal(owner[c], cl):
+                if _agrees(owner, c, cl):
                     k_nested += sizes[i] - 1
                     break
     return k_fe, k_nested
@@ -569,21 +578,21 @@ def _sub_rowblocks(out: np.ndarray, part: Callable[[slice], np.ndarray]) -> None
 _DENSE_CELLS_MAX = 2**21
 
 
-def _cell_counts(rows: np.ndarray, cols: np.ndarray, n_rows: int, n_cols: int) -> object:
-    """Counts of (row, col) code pairs as an (n_rows, n_cols) float table.
+def _cell_counts(rows: np.ndarray, cols: np.ndarray, n_rows: int, n_cols: int,
+                 weights: np.ndarray | None = None) -> object:
+    """Counts (or ``weights`` sums) of (row, col) code pairs as an (n_rows, n_cols) float
+    table.
 
-    Dense (one ``bincount``) when the table is small compared with the data, else a
+    Dense (``rowblocks.pair_sums``) when the table is small compared with the data, else a
     scipy CSR matrix with the same entries.
     """
     if n_rows * n_cols <= max(_DENSE_CELLS_MAX, 2 * len(rows)):
-        key = rows * n_cols
-        key += cols
-        flat = np.bincount(key, minlength=n_rows * n_cols)
-        del key
-        return flat.reshape(n_rows, n_cols).astype(float)
+        # summed in float64 (counts exact), block by block: no n-row pair codes
+        return pair_sums(rows, n_rows, cols, n_cols, weights, dtype=np.float64)
     from scipy import sparse
 
-    return sparse.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(n_rows, n_cols))
+    data = np.ones(len(rows)) if weights is None else weights
+    return sparse.csr_matrix((data, (rows, cols)), shape=(n_rows, n_cols))
 
 
 @dataclass(frozen=True)
@@ -601,7 +610,8 @@ class TwoWayOLSFit(OLSFit):
     demeaned dense columns. ``unit_part`` (N, p, dense or sparse), ``time_part`` (T, p)
     and ``grand`` (p,) give the demeaned indicators row by row:
     ``(M D)_i = D_i - unit_part[u_i] - time_part[t_i] + grand`` (balanced panel:
-    ``A_u / T``, ``A_t / N``, ``c / n``).
+    ``A_u / T``, ``A_t / N``, ``c / n``). ``weights`` (n,) the observation weights of a
+    weighted fit (None: unweighted); the scores are then ``(M x_i) w_i e_i``.
     """
 
     yd_ss: float
@@ -615,14 +625,24 @@ class TwoWayOLSFit(OLSFit):
     unit_part: object = None
     time_part: np.ndarray | None = None
     grand: np.ndarray | None = None
+    weights: np.ndarray | None = None
+
+    def _score_resid(self) -> np.ndarray:
+        """``w_i e_i``: the residual factor of row i's score (``e`` without weights)."""
+        return self.resid if self.weights is None else self.weights * self.resid
+
+    @property
+    def ssr(self) -> float:
+        """Weighted sum of squared residuals ``sum_i w_i e_i^2``."""
+        return float(np.dot(self._score_resid(), self.resid))
 
     def score_meat(self) -> np.ndarray:
         """``S'S`` for the (n, rank) per-observation scores ``S = cluster_sums(None)``,
         accumulated over blocks of rows: the heteroskedasticity-robust meat without an
-        n x k array (row i's score is ``((M D)_i, (M Z)_i) e_i``, see :meth:`cluster_sums`)."""
+        n x k array (row i's score is ``((M D)_i, (M Z)_i) w_i e_i``, see :meth:`cluster_sums`)."""
         from scipy import sparse
 
-        e_all = self.resid
+        e_all = self._score_resid()
         n = len(e_all)
         p = self.unit_part.shape[1]
         q = self.mz.shape[1]
@@ -649,7 +669,8 @@ class TwoWayOLSFit(OLSFit):
         return meat if self.kept.all() else meat[np.ix_(self.kept, self.kept)]
 
     def cluster_sums(self, codes: np.ndarray | None) -> np.ndarray:
-        """Per-cluster score sums ``s_g = sum_{i in g} (M x_i) e_i`` of the kept columns.
+        """Per-cluster score sums ``s_g = sum_{i in g} (M x_i) w_i e_i`` of the kept columns
+        (``w_i = 1`` without weights).
 
         Parameters
         ----------
@@ -670,7 +691,7 @@ class TwoWayOLSFit(OLSFit):
         """
         from scipy import sparse
 
-        e = self.resid
+        e = self._score_resid()
         n = len(e)
         g = np.arange(n) if codes is None else np.asarray(codes, dtype=np.intp)
         n_g = int(g.max()) + 1
@@ -681,11 +702,7 @@ class TwoWayOLSFit(OLSFit):
         # residual sums per cluster x indicator cell (column 0: rows without indicator);
         # the result is a column view of that table (no copy; BLAS takes the stride)
         if p:
-            key = g * (p + 1)
-            key += self.onehot
-            key += 1
-            full = np.bincount(key, weights=e, minlength=n_g * (p + 1)).reshape(n_g, p + 1)
-            del key
+            full = pair_sums(g, n_g, self.onehot, p + 1, e, shift_b=1)
             if q:
                 full = np.concatenate([full, np.empty((n_g, q))], axis=1)
         else:
@@ -704,7 +721,7 @@ class TwoWayOLSFit(OLSFit):
             else:
                 owner = np.empty(n_u, dtype=np.intp)
                 owner[u] = g
-                if np.array_equal(owner[u], g):  # clusters nest units: one cell per unit
+                if _agrees(owner, u, g):  # clusters nest units: one cell per unit
                     e_u = np.bincount(u, weights=e, minlength=n_u)
                     e_gu = sparse.csr_matrix((e_u, (owner, np.arange(n_u))),
                                              shape=(n_g, n_u))
@@ -713,10 +730,7 @@ class TwoWayOLSFit(OLSFit):
                 sd -= _dense(e_gu @ u_part)
             # - F_gt V: residual sums over cluster x period cells
             if n_g * n_t <= 4 * n:
-                key = g * n_t
-                key += t
-                f_gt = np.bincount(key, weights=e, minlength=n_g * n_t).reshape(n_g, n_t)
-                del key
+                f_gt = pair_sums(g, n_g, t, n_t, e)
                 _sub_rowblocks(sd, lambda r: f_gt[r] @ self.time_part)
                 del f_gt
             else:
@@ -730,18 +744,18 @@ class TwoWayOLSFit(OLSFit):
 
 
 def _indicator_tables(c: np.ndarray, u: np.ndarray, t: np.ndarray, n_u: int, n_t: int,
-                      p: int) -> tuple[np.ndarray, np.ndarray, object, np.ndarray]:
+                      p: int, w: np.ndarray | None = None
+                      ) -> tuple[np.ndarray, np.ndarray, object, np.ndarray]:
     """Counts of the ``p`` indicator columns coded ``c`` (-1 = none) by the two-way
     panel's fixed effects, shared by the balanced and small-period-set fits: ``c1 = c + 1``
-    (0 = no indicator), the column totals, the (units x p) and (periods x p) counts."""
+    (0 = no indicator), the column totals, the (units x p) and (periods x p) counts
+    (with weights ``w``: the sums of the weights instead of the counts)."""
     c1 = c + 1
-    cnt = np.bincount(c1, minlength=p + 1)[1:].astype(float)
-    a_u = _cell_counts(u, c1, n_u, p + 1)[:, 1:]
-    key = t * (p + 1)
-    key += c1
-    a_t = np.bincount(key, minlength=n_t * (p + 1)).reshape(n_t, p + 1)
-    del key
-    return c1, cnt, a_u, a_t[:, 1:].astype(float)
+    # float64 sums (counts exact) block by block: no n-row pair codes or intp copies
+    cnt = code_sums(c1, p + 1, w)[1:]
+    a_u = _cell_counts(u, c1, n_u, p + 1, w)[:, 1:]
+    a_t = pair_sums(t, n_t, c1, p + 1, w, dtype=np.float64)
+    return c1, cnt, a_u, np.ascontiguousarray(a_t[:, 1:])
 
 
 def _onehot_codes(onehot: np.ndarray | None, n: int) -> np.ndarray:
@@ -758,26 +772,39 @@ def _onehot_codes(onehot: np.ndarray | None, n: int) -> np.ndarray:
 
 def _solve_indicator_system(xtx: np.ndarray, xty: np.ndarray, dt, mz: np.ndarray,
                             yd: np.ndarray, cnt: np.ndarray, zz: np.ndarray,
-                            collin_tol: float):
+                            collin_tol: float, w: np.ndarray | None = None):
     """Finish and solve the normal equations of an indicator block plus covariates after a
     fixed-effect sweep. ``xtx[:p, :p]`` (the indicator block) is filled by the caller;
-    ``dt(v)`` is ``D'M v`` for a demeaned ``v``; ``mz``/``yd`` the demeaned covariates and
-    outcome; ``cnt`` the indicator counts and ``zz`` the raw covariates (their centred sums
-    of squares scale the collinearity check). Returns ``coef, bread, kept`` of
-    :func:`solve_normal` and ``b`` (coefficients with dropped ones set to 0)."""
+    ``dt(v)`` is ``D'W M v`` for a demeaned ``v``; ``mz``/``yd`` the demeaned covariates
+    and outcome; ``cnt`` the indicator counts (weight sums) and ``zz`` the raw covariates
+    (their centred sums of squares scale the collinearity check); ``w`` the observation
+    weights (None: all one). Returns ``coef, bread, kept`` of :func:`solve_normal` and
+    ``b`` (coefficients with dropped ones set to 0)."""
     p = len(cnt)
     n = len(yd)
-    for j in range(mz.shape[1]):
+    q = mz.shape[1]
+    for j in range(q):
         xtx[:p, p + j] = dt(mz[:, j])
     xtx[p:, :p] = xtx[:p, p:].T
-    xtx[p:, p:] = mz.T @ mz
+    if w is None:
+        xtx[p:, p:] = mz.T @ mz
+        xty[p:] = mz.T @ yd
+    else:  # one weighted column at a time: no second n x q array
+        for j in range(q):
+            wm = w * mz[:, j]
+            xtx[p + j, p:] = wm @ mz
+            xty[p + j] = wm @ yd
     xty[:p] = dt(yd)
-    xty[p:] = mz.T @ yd
     # sum of squares of the centred regressors before the FE sweep (collinearity scale)
     ref_ss = np.empty(len(xty))
-    ref_ss[:p] = cnt - n * (cnt / n) ** 2
-    zmean = zz.mean(axis=0)
-    ref_ss[p:] = np.einsum("ij,ij->j", zz, zz) - n * zmean**2
+    wsum = float(n) if w is None else float(w.sum())
+    ref_ss[:p] = cnt - wsum * (cnt / wsum) ** 2
+    if w is None:
+        zmean = zz.mean(axis=0)
+        ref_ss[p:] = np.einsum("ij,ij->j", zz, zz) - n * zmean**2
+    else:
+        zmean = w @ zz / wsum
+        ref_ss[p:] = np.einsum("i,ij,ij->j", w, zz, zz) - wsum * zmean**2
     coef, bread, kept = solve_normal(xtx, xty, collin_tol=collin_tol, ref_ss=ref_ss)
     return coef, bread, kept, np.where(kept, coef, 0.0)
 
@@ -857,7 +884,7 @@ def ols_twoway_balanced(y: np.ndarray, unit_codes: np.ndarray, time_codes: np.nd
     def dt_m(v: np.ndarray) -> np.ndarray:
         """``D'M v`` for an already demeaned ``v``: ``D'v`` minus the part of ``v`` in the
         FE space (rounding residue of the demeaning, which ``(MD)'`` would annihilate)."""
-        out = np.bincount(c1, weights=v, minlength=p + 1)[1:]
+        out = code_sums(c1, p + 1, v)[1:]
         out -= _dense(a_u.T @ np.bincount(u, weights=v, minlength=n_u)).reshape(-1) / n_t
         out -= a_t.T @ np.bincount(t, weights=v, minlength=n_t) / n_u
         out += cnt * (v.sum() / n)
@@ -887,21 +914,23 @@ def ols_twoway_balanced(y: np.ndarray, unit_codes: np.ndarray, time_codes: np.nd
 def ols_twoway_small_time(y: np.ndarray, unit_codes: np.ndarray, time_codes: np.ndarray,
                           proj: SmallSetProjector, *, onehot: np.ndarray | None = None,
                           n_onehot: int = 0, z: np.ndarray | None = None,
+                          weights: np.ndarray | None = None,
                           collin_tol: float = 1e-10) -> TwoWayOLSFit:
     """:func:`ols_twoway_balanced` for an unbalanced panel (gaps, entry and exit) whose
-    time set is small: the indicator block is never demeaned.
+    time set is small, optionally weighted (WLS): the indicator block is never demeaned.
 
     With ``M`` the exact two-way projector of ``proj`` (:class:`SmallSetProjector`, unit
-    set ``A``, period set ``T``, no weights), ``A_u`` (N, p) / ``A_t`` (T, p) the
-    indicator counts per unit / period, ``B`` (N, T) the unit x period counts and
-    ``n_u`` the rows per unit:
+    set ``A``, period set ``T``, built with the same ``weights``), ``A_u`` (N, p) /
+    ``A_t`` (T, p) the indicator counts per unit / period, ``B`` (N, T) the unit x period
+    counts and ``n_u`` the rows per unit -- with weights, every count is the sum of the
+    weights of those rows:
 
-    ``Q = A_t - B' diag(1/n_u) A_u`` (= ``D_T' M_A D``), ``G = S^+ Q``,
-    ``D'MD = diag(c) - A_u' diag(1/n_u) A_u - Q'G``,
+    ``Q = A_t - B' diag(1/n_u) A_u`` (= ``D_T' W M_A D``), ``G = S^+ Q``,
+    ``D'WMD = diag(c) - A_u' diag(1/n_u) A_u - Q'G``,
     ``(MD)_i = D_i - H[u_i] - G[t_i]`` with ``H = diag(1/n_u) (A_u - B G)``.
 
-    ``D'My`` and ``D'MZ`` are per-indicator sums of ``My``, ``MZ``; the residual is
-    ``M(y - D b_D) - MZ b_Z``. Cost O(n (1 + q)) plus O(N p) for ``H``; no n x p array.
+    ``D'WMy`` and ``D'WMZ`` are per-indicator sums of ``w My``, ``w MZ``; the residual
+    is ``M(y - D b_D) - MZ b_Z``. Cost O(n (1 + q)) plus O(N p) for ``H``; no n x p array.
     Same numbers as :func:`demean` + :func:`ols` (tested to 1e-12).
     """
     from scipy import sparse
@@ -912,13 +941,18 @@ def ols_twoway_small_time(y: np.ndarray, unit_codes: np.ndarray, time_codes: np.
     t = np.asarray(time_codes, dtype=np.intp)
     if proj.big.codes is not u and not np.array_equal(proj.big.codes, u):
         raise ValueError("proj must have the units as its large set")
+    w = None if weights is None else np.asarray(weights, dtype=float)
+    if (w is None) != (proj.big.weights is None) or (
+            w is not None and proj.big.weights is not w
+            and not np.array_equal(proj.big.weights, w)):
+        raise ValueError("proj must be built with the same weights")
     n_u, n_t = proj.big.n_groups, proj.small.n_groups
     p = int(n_onehot)
     c = _onehot_codes(onehot, n)
     zz = np.empty((n, 0)) if z is None else np.asarray(z, dtype=float).reshape(n, -1)
     q = zz.shape[1]
     k = p + q
-    c1, cnt, a_u, a_t = _indicator_tables(c, u, t, n_u, n_t, p)
+    c1, cnt, a_u, a_t = _indicator_tables(c, u, t, n_u, n_t, p, w)
     inv_nu = proj.big.inv_wsum
     if sparse.issparse(a_u):
         a_u_sc = sparse.diags(inv_nu) @ a_u
@@ -950,22 +984,22 @@ def ols_twoway_small_time(y: np.ndarray, unit_codes: np.ndarray, time_codes: np.
     xtx[:p, :p] = np.diag(cnt) - a_u_t_a_u_sc - q_mat.T @ gam
 
     def dt(v: np.ndarray) -> np.ndarray:
-        return np.bincount(c1, weights=v, minlength=p + 1)[1:]
+        return code_sums(c1, p + 1, v if w is None else w * v)[1:]
 
     coef, bread, kept, b = _solve_indicator_system(xtx, xty, dt, mz, yd, cnt, zz,
-                                                   collin_tol)
+                                                   collin_tol, w)
     fitted_d = np.concatenate([[0.0], b[:p]])[c1]
     resid = proj.subtract(fitted_d.reshape(n, 1))[:, 0]
     del fitted_d
     np.subtract(yd, resid, out=resid)      # M(y - D b_D)
     if q:
         resid -= mz @ b[p:]
-    yd_ss = float(np.dot(yd, yd))
+    yd_ss = float(np.dot(yd, yd) if w is None else np.dot(w * yd, yd))
     del yd
     return TwoWayOLSFit(coef=coef, resid=resid, bread=bread, rank=int(kept.sum()), kept=kept,
                         yd_ss=yd_ss, unit_codes=u, time_codes=t, onehot=c,
                         counts=cnt, unit_counts=None, time_counts=a_t, mz=mz,
-                        unit_part=h, time_part=gam, grand=None)
+                        unit_part=h, time_part=gam, grand=None, weights=w)
 
 
 # --- OLS with fixed effects and a sandwich vcov (used by twfe, sun_abraham, imputation) ---
@@ -1008,9 +1042,13 @@ def fit_fe_codes(y: np.ndarray, x: np.ndarray, names: Sequence[str],
     no indicator in row i; ``len(names) - x.shape[1]`` indicator columns). On a balanced
     unit x time panel without weights that design is fitted by
     :func:`ols_twoway_balanced` (indicators never demeaned,
-    cluster score sums from group sums), on an unbalanced one whose time set is small
-    by :func:`ols_twoway_small_time` (same, through the exact two-way projection);
-    otherwise the dense design goes through :func:`demean`, which gives the same numbers.
+    cluster score sums from group sums), on an unbalanced or weighted one whose time set
+    is small by :func:`ols_twoway_small_time` (same, through the exact two-way projection;
+    memory O(n (1 + q)) + O(units x p)). Otherwise -- more or fewer than two fixed-effect
+    sets, both sets larger than :data:`SMALL_SET_MAX` levels or too costly a Schur
+    complement, or a period linked to the rest by a sliver of weight
+    (:func:`two_way_projector` gives None) -- the dense (n, k) design goes through
+    :func:`demean`, which gives the same numbers.
     """
     n = len(y)
     x = np.asarray(x, dtype=float).reshape(n, -1)
@@ -1022,11 +1060,12 @@ def fit_fe_codes(y: np.ndarray, x: np.ndarray, names: Sequence[str],
         return _fit_fe_twoway(fit, names, fe_codes, cl_codes, vcov=vcov,
                               cluster_names=cluster_names, balanced=True,
                               return_source=return_source)
-    if onehot is not None and weights is None and len(fe_codes) == 2:
-        proj = two_way_projector(fe_codes)
-        if proj is not None:  # unbalanced, one small set: exact, indicators not demeaned
+    if onehot is not None and len(fe_codes) == 2:
+        proj = two_way_projector(fe_codes, weights)
+        if proj is not None:  # unbalanced or weighted, one small set: exact, indicators
+            # not demeaned
             fit = ols_twoway_small_time(y, proj.big.codes, proj.small.codes, proj,
-                                        onehot=onehot, n_onehot=p, z=x)
+                                        onehot=onehot, n_onehot=p, z=x, weights=weights)
             del proj  # its unit x period table is not needed for the variance
             return _fit_fe_twoway(fit, names, fe_codes, cl_codes, vcov=vcov,
                                   cluster_names=cluster_names, balanced=False,
@@ -1108,7 +1147,7 @@ def _fit_fe_twoway(fit: TwoWayOLSFit, names: Sequence[str], fe_codes: Sequence[n
                             n_slopes=fit.rank)
     k_total = fit.rank + k_fe
     bread = fit.bread[np.ix_(kept, kept)]
-    ssr = float(np.dot(fit.resid, fit.resid))
+    ssr = fit.ssr
     sigma2 = ssr / (n - k_total) if n > k_total else np.nan
     v_sub, spec = sandwich(None, bread, kind=vcov, n=n, k=k_total, cluster_codes=cl_codes,
                            cluster_names=cluster_names, k_nested=k_nested, sigma2=sigma2,

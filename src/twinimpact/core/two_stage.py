@@ -21,6 +21,7 @@ import pandas as pd
 from scipy import sparse
 
 from ..errors import EstimationError, InputError, format_message
+from .rowblocks import pair_sums, row_blocks
 
 __all__ = [
     "FittedClusterSums",
@@ -40,7 +41,6 @@ __all__ = [
 _EIG_TOL = 1e-10
 #: largest dense Schur complement we are willing to form (levels of the smaller FE sets)
 _MAX_DENSE = 20_000
-
 
 # ----------------------------------------------------------------------------- kernel
 @dataclass(frozen=True)
@@ -91,16 +91,27 @@ class NormalSystem:
         return sparse.hstack(blocks, format="csr") if blocks else sparse.csr_matrix((n, 0))
 
     def m_dot(self, b_m: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
-        """``M b`` for ``b`` (m, k): (n, k), or (len(rows), k) on the rows given."""
+        """``M b`` for ``b`` (m, k): (n, k), or (len(rows), k) on the rows given.
+
+        Computed in row blocks into one output array (the same sums, in the same order,
+        as the whole-array expression; no n-row temporary besides the result)."""
+        n_out = len(self.code_d) if rows is None else len(rows)
+        out = np.empty((n_out, b_m.shape[1]))
+        for sl in row_blocks(n_out):
+            out[sl] = self._m_dot_block(b_m, sl if rows is None else rows[sl])
+        return out
+
+    def _m_dot_block(self, b_m: np.ndarray, sel: Any) -> np.ndarray:
+        """``(M b)[sel]`` for a slice or int positions ``sel`` (a block of rows)."""
         parts = []
         start = 0
         for codes, k in self.fe_m:
-            parts.append(b_m[start:start + k][codes if rows is None else codes[rows]])
+            parts.append(b_m[start:start + k][codes[sel]])
             start += k
         if self.cov is not None:
-            parts.append((self.cov if rows is None else self.cov[rows]) @ b_m[start:])
+            parts.append(self.cov[sel] @ b_m[start:])
         if not parts:
-            return np.zeros((len(self.code_d) if rows is None else len(rows), b_m.shape[1]))
+            return np.zeros((len(self.code_d[sel]), b_m.shape[1]))
         out = parts[0]  # a fresh array (gather or product): summed into in place
         for part in parts[1:]:
             out += part
@@ -127,12 +138,12 @@ def _cross(code_d: np.ndarray, n_d: int, fe_m: Sequence[tuple[np.ndarray, int]],
     """``D' diag(q) M`` by one ``bincount`` per block on the pair code ``d * k + m``."""
     parts = []
     for codes, k in fe_m:
-        key = code_d * k + codes
-        parts.append(np.bincount(key, weights=q, minlength=n_d * k).reshape(n_d, k))
-        del key
+        parts.append(pair_sums(code_d, n_d, codes, k, q))
     if cov is not None:
         parts.append(np.stack([np.bincount(code_d, weights=q * cov[:, j], minlength=n_d)
                                for j in range(cov.shape[1])], axis=1))
+    if len(parts) == 1:  # one set: the bincount's own array, not a copy of it
+        return parts[0]
     return np.concatenate(parts, axis=1) if parts else np.zeros((n_d, 0))
 
 
@@ -149,8 +160,10 @@ def _mtm(fe_m: Sequence[tuple[np.ndarray, int]], cov: np.ndarray | None,
         for b in range(a, len(cols)):
             vb, kb = cols[b]
             if ka and kb:
-                blk = (np.diag(np.bincount(va, weights=q, minlength=ka)) if a == b else
-                       np.bincount(va * kb + vb, weights=q, minlength=ka * kb).reshape(ka, kb))
+                if a == b:
+                    blk = np.diag(np.bincount(va, weights=q, minlength=ka))
+                else:
+                    blk = pair_sums(va, ka, vb, kb, q)
             elif ka:
                 blk = np.bincount(va, weights=q * vb, minlength=ka)[:, None]
             else:
@@ -173,21 +186,26 @@ def build_normal_system(fe_codes: Sequence[np.ndarray], covariates: np.ndarray |
     weights : (n,) array or None (observation weights).
     """
     n = len(fit_rows)
-    w0 = fit_rows.astype(float) if weights is None else np.where(
+    fit_f = fit_rows.astype(float)  # 0/1: the counts below, and the weights if unweighted
+    w0 = fit_f if weights is None else np.where(
         fit_rows, np.asarray(weights, dtype=float), 0.0)
     sizes = [int(c.max()) + 1 for c in fe_codes]
     j = int(np.argmax(sizes))
     code_d, n_d = np.asarray(fe_codes[j], dtype=np.intp), sizes[j]
-    cnt_d = np.bincount(code_d[fit_rows], minlength=n_d)
-    row_ok = cnt_d[code_d] > 0
+    # counts of fit rows per level: sums of the 0/1 indicator (exact in float64), which
+    # spares the gathered copy codes[fit_rows] per set; row_ok gathers from the (levels,)
+    # table of "present" flags (one byte a row)
+    cnt_d = np.bincount(code_d, weights=fit_f, minlength=n_d).astype(np.intp)
+    row_ok = (cnt_d > 0)[code_d]
     fe_m = []
     for i, codes in enumerate(fe_codes):
         if i == j:
             continue
         codes = np.asarray(codes, dtype=np.intp)
         fe_m.append((codes, sizes[i]))
-        cnt = np.bincount(codes[fit_rows], minlength=sizes[i])
-        row_ok &= cnt[codes] > 0
+        cnt = np.bincount(codes, weights=fit_f, minlength=sizes[i])
+        row_ok &= (cnt > 0)[codes]
+    del fit_f
     cov = None
     if covariates is not None and covariates.size:
         cov = np.asarray(covariates, dtype=float).reshape(n, -1)
@@ -247,8 +265,10 @@ def solve_normal(system: NormalSystem, r_d: np.ndarray, r_m: np.ndarray
 def predict(system: NormalSystem, b_d: np.ndarray, b_m: np.ndarray) -> np.ndarray:
     """Fitted values ``Z b`` for every row, (n, k); NaN on rows not identified."""
     out = system.m_dot(b_m)
-    out += b_d[system.code_d]
-    out[~system.row_ok] = np.nan
+    for sl in row_blocks(len(out)):  # blocks: no n-row temporary
+        blk = out[sl]
+        blk += b_d[system.code_d[sl]]
+        blk[~system.row_ok[sl]] = np.nan
     return out
 
 
@@ -274,27 +294,42 @@ class FittedClusterSums:
     def __init__(self, system: NormalSystem, q: np.ndarray, rows: np.ndarray,
                  cluster: np.ndarray, n_clusters: int) -> None:
         self.system, self.n_clusters = system, n_clusters
-        idx = np.flatnonzero(rows)
-        cd, cl = system.code_d[idx], cluster[idx]
-        d_cl = np.zeros(system.n_d, dtype=np.intp)
-        d_cl[cd] = cl
-        small = system.n_d * max(system.n_m, 1) <= 2 * len(system.code_d) + 1_000_000
-        self.nested = small and bool(np.array_equal(d_cl[cd], cl))
+        code_d, n = system.code_d, len(system.code_d)
+        small = system.n_d * max(system.n_m, 1) <= 2 * n + 1_000_000
+        self.nested = small
+        if small:
+            # the cluster of each level (the last row's, in row order) and whether every
+            # row agrees with it; in row blocks (no n-row temporary)
+            d_cl = np.zeros(system.n_d, dtype=np.intp)
+            has = np.zeros(system.n_d, dtype=bool)
+            for sl in row_blocks(n):
+                on = rows[sl]
+                cd = code_d[sl][on]
+                d_cl[cd] = cluster[sl][on]
+                has[cd] = True
+            for sl in row_blocks(n):
+                on = rows[sl]
+                if not np.array_equal(d_cl[code_d[sl][on]], cluster[sl][on]):
+                    self.nested = False
+                    break
         if self.nested:
-            qq = np.zeros(len(system.code_d))
-            qq[idx] = q[idx]
-            self._a = np.bincount(system.code_d, weights=qq, minlength=system.n_d)
+            qq = np.where(rows, q, 0.0)
+            self._a = np.bincount(code_d, weights=qq, minlength=system.n_d)
             self._b = system.cross(qq)
-            self._has = np.bincount(cd, minlength=system.n_d) > 0
+            del qq
+            self._has = has
             self._d_cl = d_cl
         else:
-            self._idx, self._q, self._cl = idx, q[idx], cl
+            idx = np.flatnonzero(rows)
+            self._idx, self._q, self._cl = idx, q[idx], cluster[idx]
 
     def __call__(self, b_d: np.ndarray, b_m: np.ndarray) -> np.ndarray:
         """(n_clusters, k) sums for the k solutions ``(b_d (G_D, k), b_m (m, k))``."""
         g = self.n_clusters
         if self.nested:
-            lev = np.where(self._has[:, None], b_d, 0.0) * self._a[:, None] + self._b @ b_m
+            lev = np.where(self._has[:, None], b_d, 0.0)
+            lev *= self._a[:, None]
+            lev += self._b @ b_m
             return np.stack([np.bincount(self._d_cl, weights=lev[:, j], minlength=g)
                              for j in range(lev.shape[1])], axis=1)
         h = self.system.m_dot(b_m, self._idx)
@@ -323,8 +358,10 @@ def fit_untreated(y: np.ndarray, fe_codes: Sequence[np.ndarray], untreated: np.n
     """OLS/WLS of ``y`` on fixed effects (and covariates) over the untreated rows, and
     the fitted values for all rows (BJS 2024 Theorem 1 step 1; Gardner 2022 stage 1)."""
     system = build_normal_system(fe_codes, covariates, untreated, weights)
-    w = np.ones(len(y)) if weights is None else np.asarray(weights, dtype=float)
-    u = np.where(untreated, w * y, 0.0)[:, None]
+    u = np.where(untreated, y, 0.0)
+    if weights is not None:
+        u *= np.asarray(weights, dtype=float)
+    u = u[:, None]
     b_d, b_m = solve_normal(system, *system_rhs(system, u))
     p = 0 if covariates is None else covariates.shape[1]
     beta = b_m[b_m.shape[0] - p:, 0] if p else np.zeros(0)

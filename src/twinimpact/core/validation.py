@@ -30,6 +30,8 @@ from ..errors import (
     format_message,
     suggest,
 )
+from .rowblocks import BLOCK as _BLOCK
+from .rowblocks import pair_sums
 
 __all__ = [
     "PanelData",
@@ -204,10 +206,14 @@ def _numeric(data: pd.DataFrame, col: str, what: str, *,
     return arr
 
 
-def normalize_cohort(values: Any, last_period: float) -> np.ndarray:
+def normalize_cohort(values: Any, last_period: float, *, in_place: bool = False
+                     ) -> np.ndarray:
     """Map the three 'never treated' conventions (NaN, 0, > last period) to NaN (a new
-    float array; a float array is not converted again)."""
-    if isinstance(values, np.ndarray) and values.dtype.kind == "f":
+    float array; a float array is not converted again). ``in_place``: ``values`` is a
+    float64 array the caller owns (e.g. just converted), normalised without a copy."""
+    if in_place and isinstance(values, np.ndarray) and values.dtype == np.float64:
+        g = values
+    elif isinstance(values, np.ndarray) and values.dtype.kind == "f":
         g = values.astype(float, copy=True)
     else:
         g = pd.to_numeric(pd.Series(values), errors="coerce").to_numpy(dtype=float,
@@ -229,16 +235,25 @@ def cohort_per_unit(unit_codes: np.ndarray, n_units: int, cohort: np.ndarray, *,
     ``unit_values`` the row-aligned unit labels, both only read to name the first
     offending unit in the :class:`InputError`.
     """
-    key = np.where(np.isnan(cohort), -np.inf, cohort)
-    has_u = unit_codes >= 0
-    if has_u.all():
-        codes, k = unit_codes, key
-    else:
-        codes, k = unit_codes[has_u], key[has_u]
     first = np.empty(max(n_units, 1))
-    first[codes[::-1]] = k[::-1]  # last write wins -> each unit's first row
-    bad = k != first[codes]
-    if bad.any():
+    n = len(unit_codes)
+    starts = range(0, n, _BLOCK)
+
+    def block(i: int) -> tuple[np.ndarray, np.ndarray]:  # codes and keys of the rows
+        c, g = unit_codes[i:i + _BLOCK], cohort[i:i + _BLOCK]
+        k = np.where(np.isnan(g), -np.inf, g)
+        on = c >= 0
+        return (c, k) if on.all() else (c[on], k[on])
+
+    # row blocks, in reverse row order: the last write wins -> each unit's first row
+    for i in reversed(starts):
+        c, k = block(i)
+        first[c[::-1]] = k[::-1]
+    if any(bool((k != first[c]).any()) for c, k in map(block, starts)):
+        key = np.where(np.isnan(cohort), -np.inf, cohort)
+        has_u = unit_codes >= 0
+        codes, k = unit_codes[has_u], key[has_u]
+        bad = k != first[codes]
         bad_codes = np.unique(codes[bad])
         rows = np.flatnonzero(has_u)[codes == bad_codes[0]] if not has_u.all() \
             else np.flatnonzero(codes == bad_codes[0])
@@ -259,13 +274,17 @@ def refuse_duplicate_pairs(unit_codes: np.ndarray, time_codes: np.ndarray, n_uni
                            time_name: str) -> None:
     """Refuse (InputError) two rows with the same unit x period (dense codes, O(n));
     ``label_row(i)`` gives ``(unit label, period)`` of row ``i`` for the message."""
-    key = unit_codes.astype(np.int64) * n_periods + time_codes
-    if n_units * n_periods <= 4 * len(key) + 1_000_000:
-        counts = np.bincount(key, minlength=n_units * n_periods)
+    n = len(unit_codes)
+    if n_units * n_periods <= 4 * n + 1_000_000:
+        # rows per unit x period, counted block by block into one int32 table (a block
+        # adds at most BLOCK to a cell: no overflow); no n-row pair-code array
+        counts = pair_sums(unit_codes, n_units, time_codes, n_periods, None)
         if counts.max(initial=0) <= 1:
             return
-        dup = counts[key] > 1
+        key = unit_codes.astype(np.int64) * n_periods + time_codes
+        dup = counts.ravel()[key] > 1
     else:
+        key = unit_codes.astype(np.int64) * n_periods + time_codes
         dup = pd.Series(key).duplicated(keep=False).to_numpy()
         if not dup.any():
             return
@@ -301,17 +320,22 @@ def dense_codes(values: np.ndarray) -> tuple[np.ndarray, int]:
     if arr.dtype.kind in "iuf" and n:
         lo, hi = arr.min().item(), arr.max().item()  # Python numbers: no overflow
         if np.isfinite(lo) and np.isfinite(hi) and hi - lo <= 4 * n + 1000:
-            if arr.dtype.kind == "f":
-                shifted = arr - lo
-                small = shifted.astype(np.intp)
-                ok = bool(np.array_equal(small, shifted))  # integral values only
-            else:
-                small = (arr - lo).astype(np.intp, copy=False)
-                ok = True
+            # row blocks into one code array, recoded in place (no n-row temporaries)
+            small = np.empty(n, dtype=np.intp)
+            ok = True
+            for i in range(0, n, _BLOCK):
+                shifted = arr[i:i + _BLOCK] - lo
+                part = shifted.astype(np.intp, copy=False)
+                if arr.dtype.kind == "f" and not np.array_equal(part, shifted):
+                    ok = False  # integral values only
+                    break
+                small[i:i + _BLOCK] = part
             if ok:
                 present = np.bincount(small, minlength=int(hi - lo) + 1) > 0
                 remap = np.cumsum(present) - 1
-                return remap[small], int(remap[-1]) + 1
+                for i in range(0, n, _BLOCK):
+                    small[i:i + _BLOCK] = remap[small[i:i + _BLOCK]]
+                return small, int(remap[-1]) + 1
     # a small size hint: the hash table grows with the labels seen instead of starting at
     # one slot per row (pandas' default; 3x the memory with 10 rows per unit)
     codes, uniques = pd.factorize(arr, size_hint=min(n, 1 << 16))
@@ -387,9 +411,13 @@ def prepare_panel(data: Any, *, outcome: str, unit: str, time: str, cohort: str 
     keep = rows.keep
     unit_codes, n_unit_levels = dense_codes(arrs["unit"])
     if cohort is not None:
-        raw_g = _numeric(data, cohort, "cohort", allow_inf=True)
-        last = np.nanmax(arrs["time"][keep]) if keep.any() else np.inf
-        arrs["cohort"] = normalize_cohort(raw_g, last)
+        # a float64 column comes back as a read-only view of the caller's data (copied
+        # by normalize_cohort); any other type as a new array, normalised in place
+        raw_g = _numeric(data, cohort, "cohort", allow_inf=True, view_ok=True)
+        tv = arrs["time"]
+        last = (np.nanmax(tv) if keep.all() else np.nanmax(tv[keep]) if keep.any()
+                else np.inf)
+        arrs["cohort"] = normalize_cohort(raw_g, last, in_place=raw_g.flags.writeable)
         del raw_g
         cohort_per_unit(unit_codes, n_unit_levels, arrs["cohort"],
                         raw=data[cohort], unit_values=arrs["unit"],

@@ -26,7 +26,8 @@ import numpy as np
 from ..errors import SpecificationError, check_literal, format_message
 from ..results import VcovSpec
 
-__all__ = ["VCOV_KINDS", "driscoll_kraay", "meat_cluster", "sandwich"]
+__all__ = ["VCOV_KINDS", "driscoll_kraay", "driscoll_kraay_from_sums", "meat_cluster",
+           "sandwich"]
 
 VCOV_KINDS = ("iid", "hetero", "cluster")
 
@@ -152,6 +153,31 @@ def sandwich(scores: np.ndarray | None, bread: np.ndarray, *, kind: str, n: int,
     return v, spec
 
 
+def _dk_bandwidth(bandwidth: float | None, n_periods: int) -> float:
+    """The Driscoll-Kraay kernel lags: checked, or the default ``floor(4 (T/100)^(2/9))``."""
+    if bandwidth is None:
+        bandwidth = float(np.floor(4 * (n_periods / 100) ** (2 / 9)))
+    if isinstance(bandwidth, bool) or not isinstance(bandwidth, int | float | np.number) \
+            or not 0 <= bandwidth < n_periods:
+        raise SpecificationError(format_message(
+            "vcov='driscoll_kraay': the bandwidth (kernel lags) must be a number from 0 to "
+            "the number of periods minus one", where=f"{n_periods} periods", seen=bandwidth,
+            fix=f"pass bandwidth between 0 and {n_periods - 1}, or None for the default"))
+    return bandwidth
+
+
+def _dk_spec(kernel: str, n_periods: int, bandwidth: float, n: int, k: int,
+             k_absorbed: int) -> VcovSpec:
+    adj = n / (n - k - k_absorbed) if n > k + k_absorbed else np.nan
+    return VcovSpec(
+        "driscoll_kraay", small_sample={"adj": adj, "bandwidth": float(bandwidth)},
+        df=float(n_periods - 1),
+        description=(f"Driscoll-Kraay: {kernel} kernel over the {n_periods} period sums of "
+                     f"the scores, bandwidth {bandwidth:g}; n/(n-K) = "
+                     f"{adj:.6g} (linearmodels DriscollKraay, "
+                     f"debiased); t({n_periods - 1}) reference"))
+
+
 def driscoll_kraay(x: np.ndarray, resid: np.ndarray, time_codes: np.ndarray,
                    unit_codes: np.ndarray, *, k_absorbed: int, bandwidth: float | None = None,
                    kernel: str = "bartlett") -> tuple[np.ndarray, VcovSpec]:
@@ -165,7 +191,9 @@ def driscoll_kraay(x: np.ndarray, resid: np.ndarray, time_codes: np.ndarray,
     on the within-transformed regressors and residuals, with ``debiased=True`` and the
     absorbed fixed effects as ``extra_df`` — so a fixed-effects fit here equals
     ``PanelOLS(y, x, entity_effects=True, time_effects=True).fit(cov_type="kernel",
-    debiased=True)``.
+    debiased=True)``. This takes the dense (n, k) design; the estimators use
+    :func:`driscoll_kraay_from_sums` (same numbers from the (T, k) period sums), and this
+    function is its oracle.
 
     Parameters
     ----------
@@ -179,14 +207,7 @@ def driscoll_kraay(x: np.ndarray, resid: np.ndarray, time_codes: np.ndarray,
     from linearmodels.panel.covariance import DriscollKraay
 
     n_periods = int(time_codes.max()) + 1
-    if bandwidth is None:
-        bandwidth = float(np.floor(4 * (n_periods / 100) ** (2 / 9)))
-    if isinstance(bandwidth, bool) or not isinstance(bandwidth, int | float | np.number) \
-            or not 0 <= bandwidth < n_periods:
-        raise SpecificationError(format_message(
-            "vcov='driscoll_kraay': the bandwidth (kernel lags) must be a number from 0 to "
-            "the number of periods minus one", where=f"{n_periods} periods", seen=bandwidth,
-            fix=f"pass bandwidth between 0 and {n_periods - 1}, or None for the default"))
+    bandwidth = _dk_bandwidth(bandwidth, n_periods)
     zero = np.zeros(x.shape[1])
     est = DriscollKraay(np.asarray(resid, dtype=float)[:, None], np.asarray(x, dtype=float),
                         zero[:, None], np.asarray(unit_codes)[:, None],
@@ -194,12 +215,54 @@ def driscoll_kraay(x: np.ndarray, resid: np.ndarray, time_codes: np.ndarray,
                         extra_df=int(k_absorbed), kernel=kernel, bandwidth=bandwidth)
     v = np.asarray(est.cov)
     n, k = x.shape
-    spec = VcovSpec(
-        "driscoll_kraay", small_sample={"adj": n / (n - k - k_absorbed),
-                                        "bandwidth": float(bandwidth)},
-        df=float(n_periods - 1),
-        description=(f"Driscoll-Kraay: {kernel} kernel over the {n_periods} period sums of "
-                     f"the scores, bandwidth {bandwidth:g}; n/(n-K) = "
-                     f"{n / (n - k - k_absorbed):.6g} (linearmodels DriscollKraay, "
-                     f"debiased); t({n_periods - 1}) reference"))
-    return v, spec
+    return v, _dk_spec(kernel, n_periods, bandwidth, n, k, k_absorbed)
+
+
+def driscoll_kraay_from_sums(period_sums: np.ndarray, bread: np.ndarray, *, n: int,
+                             k_absorbed: int, bandwidth: float | None = None,
+                             kernel: str = "bartlett") -> tuple[np.ndarray, VcovSpec]:
+    """:func:`driscoll_kraay` from the per-period score sums, without the (n, k) design.
+
+    ``period_sums`` (T, k): row t is ``xi_t = sum_{i in t} x_i e_i`` (the within-
+    transformed regressors times the residuals, summed over the units of period t, periods
+    in calendar order); ``bread`` (k, k) is ``(X'X)^{-1}`` of those regressors; ``n`` the
+    number of observations. With ``Gamma = sum_t xi_t xi_t' + sum_{j=1}^{bw} K(j)
+    sum_t (xi_{t+j} xi_t' + xi_t xi_{t+j}')`` (``K`` the kernel weights of linearmodels)
+    the variance is ``n / (n - k - k_absorbed) * bread Gamma bread`` -- linearmodels'
+    ``DriscollKraay(debiased=True, extra_df=k_absorbed).cov``, written with its
+    ``(X'X / n)^{-1}`` and ``T / n`` factors so that the rounding is the same. The period
+    sums of a two-way fit come from its cluster score sums by period
+    (:meth:`twinimpact.core.fe.TwoWayOLSFit.cluster_sums`), O(n) memory.
+    A fit with no residual degree of freedom gives NaN with a
+    :class:`~twinimpact.errors.NotComputableWarning`.
+    """
+    import warnings
+
+    from linearmodels.iv.covariance import KERNEL_LOOKUP
+    from linearmodels.shared.covariance import cov_kernel
+
+    from ..errors import NotComputableWarning
+
+    z = np.asarray(period_sums, dtype=float)
+    n_periods, k = z.shape
+    bandwidth = _dk_bandwidth(bandwidth, n_periods)
+    spec = _dk_spec(kernel, n_periods, bandwidth, n, k, k_absorbed)
+    key = kernel.lower()
+    if key not in KERNEL_LOOKUP:
+        raise SpecificationError(format_message(
+            "vcov='driscoll_kraay': unknown kernel", seen=kernel,
+            fix="use 'bartlett', 'parzen' or 'qs'"))
+    n_eff = n - k_absorbed - k
+    if n_eff <= 0:
+        warnings.warn(format_message(
+            "Driscoll-Kraay variance not computable: no residual degree of freedom",
+            seen={"n": n, "regressors": k, "fixed effects": k_absorbed},
+            fix="use fewer regressors or more observations"), NotComputableWarning,
+            stacklevel=3)
+        return np.full((k, k), np.nan), spec
+    w = KERNEL_LOOKUP[key](bandwidth, n_periods - 1)
+    xeex = cov_kernel(z, w) * (n_periods / n)
+    xeex *= n / n_eff
+    xpxi = np.asarray(bread, dtype=float) * n
+    out = (xpxi @ xeex @ xpxi) / n
+    return (out + out.T) / 2, spec

@@ -38,6 +38,7 @@ import pandas as pd
 from scipy import sparse
 
 from ..core.fe import factorize
+from ..core.rowblocks import row_blocks
 from ..core.threads import blas_single_thread
 from ..core.two_stage import (
     FittedClusterSums,
@@ -96,22 +97,24 @@ def two_stage_vcov(system: Any, x2: Any, e1: np.ndarray, e2: np.ndarray,
     sums formed once when clusters contain whole units). No n x k array is formed.
     """
     x2 = sparse.csc_matrix(x2)
-    n, k = x2.shape
-    w = np.ones(n) if weights is None else np.asarray(weights, dtype=float)
+    k = x2.shape[1]
+    w = None if weights is None else np.asarray(weights, dtype=float)
     g = int(cluster.max()) + 1
-    first_stage = FittedClusterSums(system, w * np.where(untreated, e1, 0.0), untreated,
+    # the first-stage score w e1 (FittedClusterSums reads it on the untreated rows only)
+    first_stage = FittedClusterSums(system, e1 if w is None else w * e1, untreated,
                                     cluster, g)
     sums = np.empty((g, k))
     for j in range(k):
         r = x2.indices[x2.indptr[j]:x2.indptr[j + 1]]
         xj = x2.data[x2.indptr[j]:x2.indptr[j + 1]]
-        wx = w[r] * xj
+        wx = xj if w is None else w[r] * xj
         b_d, b_m = solve_normal(system, *system_rhs(system, wx[:, None], rows=r))
         sums[:, j] = (np.bincount(cluster[r], weights=wx * e2[r], minlength=g)
                       - first_stage(b_d, b_m)[:, 0])
     if xtwx is None:
         x2w = x2.copy()
-        x2w.data *= w[x2.indices]
+        if w is not None:
+            x2w.data *= w[x2.indices]
         xtwx = (x2.T @ x2w).toarray()
     bread = np.linalg.pinv(xtwx)
     return bread @ (sums.T @ sums) @ bread, bread
@@ -217,16 +220,29 @@ def did2s(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort: str
     # second-stage design: disjoint 0/1 columns, kept as (row, column) pairs
     if event_study:
         rows = np.flatnonzero(keep & ~never)
-        rel = (t[rows] - g[rows]).astype(np.int64)
-        lo = int(rel.min()) if len(rel) else 0
-        present = np.flatnonzero(np.bincount(rel - lo)) + lo if len(rel) else rel
+        # relative periods of those rows, in row blocks (two passes: range and levels
+        # present, then the column codes): no n-row temporaries
+        blocks = [rows[sl] for sl in row_blocks(len(rows))]
+
+        def rel_of(r: np.ndarray) -> np.ndarray:
+            return (t[r] - g[r]).astype(np.int64)
+        lo = min(int(rel_of(r).min()) for r in blocks) if len(rows) else 0
+        hi = max(int(rel_of(r).max()) for r in blocks) if len(rows) else -1
+        cnt = np.zeros(hi - lo + 1, dtype=np.intp)
+        for r in blocks:
+            cnt += np.bincount(rel_of(r) - lo, minlength=hi - lo + 1)
+        present = np.flatnonzero(cnt) + lo
         periods = [int(e) for e in present if int(e) not in refs]
         names = [f"rel_time={e}" for e in periods]
-        pos = np.full(int(present.max()) - lo + 1 if len(rel) else 0, -1, dtype=np.intp)
+        pos = np.full(hi - lo + 1, -1, dtype=np.intp)
         pos[np.asarray(periods, dtype=np.int64) - lo] = np.arange(len(periods))
-        code = pos[rel - lo]
-        del rel
-        rows, code = rows[code >= 0], code[code >= 0]
+        code = np.empty(len(rows), dtype=np.intp)
+        for sl, r in zip(row_blocks(len(rows)), blocks, strict=True):
+            code[sl] = pos[rel_of(r) - lo]
+        del blocks
+        on = code >= 0
+        rows, code = rows[on], code[on]
+        del on
     else:
         names = ["ATT"]
         rows = np.flatnonzero(treated & keep)
@@ -241,11 +257,12 @@ def did2s(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort: str
     xtx = np.diag(np.bincount(code, weights=wv, minlength=k))
     coef = np.linalg.pinv(xtx) @ np.bincount(code, weights=wv * adj[rows], minlength=k)
     e2 = adj.copy()
-    e2[rows] -= coef[code]
+    for sl in row_blocks(len(rows)):  # row blocks: no n-row gathers
+        e2[rows[sl]] -= coef[code[sl]]
     del rows, code, wv
     cl_codes = (pdata.unit_codes if clus == unit else pdata.time_codes if clus == time
                 else factorize(col(clus))[0])
-    n_cl = int(np.count_nonzero(np.bincount(cl_codes[keep])))
+    n_cl = int(np.count_nonzero(np.bincount(cl_codes if keep.all() else cl_codes[keep])))
     if keep[untreated].all():
         vc, _ = two_stage_vcov(fit.system, x2, adj, e2, untreated, cl_codes, w, xtx)
     else:  # untreated rows without a fitted Y(0) (zero weights): refit without them

@@ -110,11 +110,12 @@ def imputation_variance(system: NormalSystem, wtr: Any, treated: np.ndarray,
     """
     wtr = sparse.csc_matrix(wtr)
     n, k = wtr.shape
-    w = np.ones(n) if weights is None else np.asarray(weights, dtype=float)
+    q = resid if weights is None else np.asarray(weights, dtype=float) * resid
     ncell = int(cell.max()) + 1 if n else 0
     g = int(cluster.max()) + 1
     rows_u = ~treated if include_never or never is None else ~treated & ~never
-    untreated_sums = FittedClusterSums(system, w * resid, rows_u, cluster, g)
+    untreated_sums = FittedClusterSums(system, q, rows_u, cluster, g)
+    del q, rows_u
     sums = np.empty((g, k))
     for j in range(k):
         r = wtr.indices[wtr.indptr[j]:wtr.indptr[j + 1]]

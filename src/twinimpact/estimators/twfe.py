@@ -2,11 +2,16 @@
 (:func:`event_study`).
 
 Both regress the outcome on treatment indicators (and optional covariates) with unit and
-time fixed effects. On a balanced unit x time panel without weights the treatment / event
-dummies are never demeaned: their cross-products and cluster score sums come from counts
-per unit and period (:func:`twinimpact.core.fe.ols_twoway_balanced`, O(n)).
-Otherwise the fixed effects are swept out of the dense design by alternating projections
-(:func:`twinimpact.core.fe.demean`); both give the same numbers (tested to 1e-12).
+time fixed effects. The treatment / event dummies are never demeaned: their cross-products
+and score sums come from counts per unit and period -- on a balanced unit x time panel
+without weights in closed form (:func:`twinimpact.core.fe.ols_twoway_balanced`), on an
+unbalanced or weighted one through the exact two-way projection
+(:func:`twinimpact.core.fe.ols_twoway_small_time`); memory O(n) plus O(units x event
+times), for every variance (cluster, two-way cluster, HC, iid, Driscoll-Kraay from the
+score sums by period). Only when neither fixed-effect set is small (more than 2,000
+periods and units) are the fixed effects swept out of the dense (n, k) design by
+alternating projections (:func:`twinimpact.core.fe.demean`); all give the same numbers
+(tested to 1e-12).
 Standard errors follow R fixest's defaults
 (see :mod:`twinimpact.core.vcov`): clustered by unit unless told otherwise,
 small-sample factors ``(n-1)/(n-K)`` with fixed effects nested in the cluster not
@@ -34,7 +39,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from ..core.fe import SandwichVcov, demean, factorize, fit_fe_codes
+from ..core.fe import SandwichVcov, factorize, fit_fe_codes
 from ..core.threads import blas_single_thread
 from ..core.validation import (
     as_frame,
@@ -45,7 +50,7 @@ from ..core.validation import (
     prepare_panel,
     require_columns,
 )
-from ..core.vcov import driscoll_kraay
+from ..core.vcov import driscoll_kraay_from_sums
 from ..errors import (
     InputError,
     NotComputableWarning,
@@ -77,7 +82,8 @@ def _cluster_codes(frame: pd.DataFrame, clus: Sequence[str], unit: str, time: st
     return out
 
 
-def _resolve_vcov(vcov: str | None, cluster: tuple[str, ...], unit: str) -> tuple[str, tuple]:
+def _resolve_vcov(vcov: str | None, cluster: tuple[str, ...], unit: str,
+                  weights: str | None = None, estimator: str = "twfe") -> tuple[str, tuple]:
     if vcov is None:
         vcov = "cluster"
     check_literal("vcov", vcov, ("iid", "hetero", "cluster", "driscoll_kraay"))
@@ -87,6 +93,10 @@ def _resolve_vcov(vcov: str | None, cluster: tuple[str, ...], unit: str) -> tupl
         raise SpecificationError(format_message(
             f"vcov={vcov!r} conflicts with cluster={cluster!r}",
             fix="drop cluster= or use vcov='cluster'"))
+    if vcov == "driscoll_kraay" and weights is not None:
+        raise SpecificationError(format_message(
+            f"{estimator}: vcov='driscoll_kraay' does not take observation weights",
+            seen={"weights": weights}, fix="drop weights= or use vcov='cluster'"))
     return vcov, cluster
 
 
@@ -152,7 +162,7 @@ def twfe(data: pd.DataFrame, *, outcome: str, unit: str, time: str,
             fix="pass treatment='D' or cohort='first_treat'"))
     covariates = list(covariates or [])
     clus = as_tuple(cluster)
-    vcov, clus = _resolve_vcov(vcov, clus, unit)
+    vcov, clus = _resolve_vcov(vcov, clus, unit, weights, "twfe")
     extra = [c for c in clus if c not in (unit, time)]
     num_extra = [*covariates, *([treatment] if treatment else []), *([weights] if weights else [])]
     pdata = prepare_panel(data, outcome=outcome, unit=unit, time=time, cohort=cohort,
@@ -186,13 +196,12 @@ def twfe(data: pd.DataFrame, *, outcome: str, unit: str, time: str,
     params, v, vspec, info = fit_fe_codes(
         f["y"].to_numpy(), z, names, [u_codes, t_codes], _cluster_codes(
             f, clus, unit, time, u_codes, t_codes),
-        vcov="hetero" if vcov == "driscoll_kraay" else vcov, cluster_names=clus, weights=w,
+        vcov="iid" if vcov == "driscoll_kraay" else vcov, cluster_names=clus, weights=w,
         onehot=onehot, return_source=True)
     source = _complete_source(info.pop("vcov_source"), "twfe", pdata, f, pdata.rows,
                               unit, time, u_codes, t_codes, extra)
     if vcov == "driscoll_kraay":
-        v, vspec = _with_driscoll_kraay(params, f["y"].to_numpy(dtype=float), z, onehot,
-                                        u_codes, t_codes, w, bandwidth, "twfe")
+        v, vspec = _with_driscoll_kraay(source, u_codes, t_codes, bandwidth)
     spec = {"outcome": outcome, "unit": unit, "time": time, "treatment": treatment,
             "cohort": cohort, "covariates": tuple(covariates), "cluster": clus, "vcov": vcov,
             "weights": weights, "alpha": alpha, "fixed_effects": (unit, time),
@@ -230,32 +239,80 @@ def _with_att_row(v: np.ndarray, vspec: Any, k_total: int, *,
     return big, vspec
 
 
-def _with_driscoll_kraay(params: pd.Series, y: np.ndarray, z: np.ndarray,
-                         onehot: np.ndarray, u_codes: np.ndarray, t_codes: np.ndarray,
-                         weights: np.ndarray | None, bandwidth: float | None,
-                         estimator: str) -> tuple[np.ndarray, Any]:
-    """Driscoll-Kraay vcov of a two-way fixed-effects fit (see core.vcov.driscoll_kraay):
-    rebuilds the design (indicator block + covariates), sweeps out both fixed effects and
-    hands the within regressors and residuals to linearmodels."""
-    if weights is not None:
-        raise SpecificationError(format_message(
-            f"{estimator}: vcov='driscoll_kraay' does not take observation weights",
-            fix="drop weights= or use vcov='cluster'"))
-    k_ind = len(params) - z.shape[1]
-    X = np.zeros((len(y), k_ind + z.shape[1]))
-    rows = np.flatnonzero(onehot >= 0)
-    X[rows, onehot[rows]] = 1.0
-    X[:, k_ind:] = z
-    ok = np.isfinite(params.to_numpy())
-    dm = demean(np.column_stack([y, X[:, ok]]), [u_codes, t_codes])
-    yt, xt = dm.x[:, 0], dm.x[:, 1:]
-    resid = yt - xt @ params.to_numpy()[ok]
-    k_fe = int(u_codes.max()) + int(t_codes.max()) + 1     # N + T - 1 absorbed
-    v_ok, vspec = driscoll_kraay(xt, resid, t_codes, u_codes, k_absorbed=k_fe,
-                                 bandwidth=bandwidth)
-    v = np.full((len(params), len(params)), np.nan)
-    v[np.ix_(ok, ok)] = v_ok
+def _with_driscoll_kraay(source: SandwichVcov, u_codes: np.ndarray, t_codes: np.ndarray,
+                         bandwidth: float | None) -> tuple[np.ndarray, Any]:
+    """Driscoll-Kraay vcov of a two-way fixed-effects fit (see
+    core.vcov.driscoll_kraay_from_sums) from the fit's scores summed by period: the
+    fast paths give those sums without the (n, k) design (``cluster_sums`` by period);
+    the dense fallback sums its score matrix. Same numbers as linearmodels' DriscollKraay
+    on the within-transformed design (tested)."""
+    n_t = int(t_codes.max()) + 1
+    if source.cluster_sums is not None:
+        sums = source.cluster_sums(t_codes)
+    else:
+        sc = source.scores
+        sums = np.empty((n_t, sc.shape[1]))
+        for j in range(sc.shape[1]):
+            sums[:, j] = np.bincount(t_codes, weights=sc[:, j], minlength=n_t)
+    k_fe = int(u_codes.max()) + n_t     # N + T - 1 absorbed
+    v_ok, vspec = driscoll_kraay_from_sums(sums, source.bread, n=source.n, k_absorbed=k_fe,
+                                           bandwidth=bandwidth)
+    k = len(source.kept)
+    v = np.full((k, k), np.nan)
+    v[np.ix_(source.kept, source.kept)] = v_ok
     return v, vspec
+
+
+def _ref_outside_window(refs: tuple[int, ...], lo: int, hi: int, leads: int | None,
+                        lags: int | None, rel: np.ndarray, treated: np.ndarray,
+                        data: pd.DataFrame, rows: np.ndarray, units: pd.Series, *, unit: str,
+                        time: str, cohort: str) -> Exception:
+    """The error for a reference period outside the event window ``[lo, hi]``, naming the
+    real cause: no pre-treatment period in the data (treated units all treated from their
+    first observed period, or before the panel starts), fewer observed leads/lags than
+    ``ref`` needs, or a window (``leads``/``lags``) that excludes ``ref``."""
+    below = [r for r in refs if r < lo]
+    above = [r for r in refs if r > hi]
+    n_treated = int(np.count_nonzero(np.bincount(pd.factorize(units[treated])[0])))
+    n_never = int(np.count_nonzero(np.bincount(pd.factorize(units[~treated])[0]))) \
+        if (~treated).any() else 0
+    if below and leads is None:
+        i = int(np.nanargmin(rel))          # a treated row at the earliest relative period
+        def plain(v: Any) -> Any:
+            return v.item() if isinstance(v, np.generic) else v
+
+        example = (f"e.g. {unit} = {plain(units.iloc[i])!r}: {cohort} = "
+                   f"{plain(data[cohort].iloc[rows[i]])!r}, first observed {time} = "
+                   f"{plain(data[time].iloc[rows[i]])!r}")
+        if lo >= 0:
+            return InputError(format_message(
+                f"event_study: no treated unit is observed before its first treated period, "
+                f"so the reference period ref={below[0]} (the period the event-time effects "
+                f"are measured against) does not exist in the data",
+                where=f"column {cohort!r}: all {n_treated} treated unit(s) are treated from "
+                      f"their first observed period or earlier ({example}); "
+                      f"{n_never} never-treated unit(s)",
+                seen={"ref": refs, "earliest relative period observed": lo},
+                fix=f"include periods before the earliest treatment in the data, or drop the "
+                    f"units treated from their first observed period (always treated); check "
+                    f"that {cohort!r} holds the first treated period (NaN/0 = never)"))
+        return SpecificationError(format_message(
+            f"event_study: reference period ref={below[0]} is not observed: treated units are "
+            f"observed at most {-lo} period(s) before their treatment",
+            where=f"column {cohort!r} ({example})",
+            seen={"ref": refs, "relative periods observed": (lo, hi)},
+            fix=f"choose ref between {lo} and -1 (default -1)"))
+    if above and lags is None:
+        return SpecificationError(format_message(
+            f"event_study: reference period ref={above[0]} is not observed: treated units are "
+            f"observed at most {hi} period(s) after their first treated period",
+            where=f"column {cohort!r}", seen={"ref": refs, "relative periods observed": (lo, hi)},
+            fix=f"choose ref between {lo} and {hi} (default -1)"))
+    return SpecificationError(format_message(
+        "event_study: reference period outside the event window",
+        where=f"leads={leads}, lags={lags}",
+        seen={"ref": refs, "window": (lo, hi)},
+        fix="choose ref inside [-leads, lags] (default -1), or widen leads=/lags="))
 
 
 def _window_of(rel: np.ndarray, leads: int | None, lags: int | None) -> tuple[int, int]:
@@ -342,7 +399,7 @@ def event_study(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohor
     refs = tuple(int(r) for r in ((ref,) if np.isscalar(ref) else ref))
     covariates = list(covariates or [])
     clus = as_tuple(cluster)
-    vcov, clus = _resolve_vcov(vcov, clus, unit)
+    vcov, clus = _resolve_vcov(vcov, clus, unit, weights, "event_study")
     require_columns(data, [cohort])
     extra = [c for c in clus if c not in (unit, time)]
     num_extra = [*covariates, *([weights] if weights else [])]
@@ -373,9 +430,8 @@ def event_study(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohor
     pdata = dataclasses.replace(pdata, frame=f)
     lo, hi = _window_of(rel, leads, lags)
     if any(r < lo or r > hi for r in refs):
-        raise SpecificationError(format_message(
-            "reference period outside the event window", seen={"ref": refs, "window": (lo, hi)},
-            fix="choose ref inside [-leads, lags] (default -1)"))
+        raise _ref_outside_window(refs, lo, hi, leads, lags, rel, treated, data, used_rows,
+                                  f["unit"], unit=unit, time=time, cohort=cohort)
     if bin_endpoints:
         np.clip(rel, lo, hi, out=rel)
     else:
@@ -417,11 +473,10 @@ def event_study(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohor
     params, v, vspec, info = fit_fe_codes(
         f["y"].to_numpy(), z, names, [u_codes, t_codes], _cluster_codes(
             f, clus, unit, time, u_codes, t_codes),
-        vcov="hetero" if vcov == "driscoll_kraay" else vcov, cluster_names=clus, weights=w,
+        vcov="iid" if vcov == "driscoll_kraay" else vcov, cluster_names=clus, weights=w,
         onehot=col, return_source=True)
     if vcov == "driscoll_kraay":
-        v, vspec = _with_driscoll_kraay(params, f["y"].to_numpy(dtype=float), z, col,
-                                        u_codes, t_codes, w, bandwidth, "event_study")
+        v, vspec = _with_driscoll_kraay(info["vcov_source"], u_codes, t_codes, bandwidth)
     # overall ATT: equally weighted mean of post-treatment coefficients
     post = np.array([n.startswith("rel_time=") and int(n.split("=")[1]) >= 0 for n in names])
     a = post / post.sum() if post.any() else post.astype(float)
