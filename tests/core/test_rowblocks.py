@@ -8,9 +8,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import sparse
 
 import twinimpact as ti
-from twinimpact.core import rowblocks, validation
+from twinimpact.core import fe, rowblocks, validation
 from twinimpact.core.validation import cohort_per_unit, dense_codes, refuse_duplicate_pairs
 from twinimpact.errors import InputError
 
@@ -20,6 +21,7 @@ def tiny_blocks(monkeypatch):
     """Blocks of 7 rows everywhere the row-blocked passes run."""
     monkeypatch.setattr(rowblocks, "BLOCK", 7)
     monkeypatch.setattr(validation, "_BLOCK", 7)
+    monkeypatch.setattr(fe, "BLOCK", 7)
 
 
 def test_row_blocks_cover_the_rows_once(tiny_blocks):
@@ -109,6 +111,7 @@ def test_estimators_equal_with_tiny_blocks(monkeypatch, name):
     want = CALLS[name](d)
     monkeypatch.setattr(rowblocks, "BLOCK", 7)
     monkeypatch.setattr(validation, "_BLOCK", 7)
+    monkeypatch.setattr(fe, "BLOCK", 7)
     got = CALLS[name](d)
     np.testing.assert_array_equal(got.params.to_numpy(), want.params.to_numpy())
     np.testing.assert_array_equal(np.asarray(got.vcov), np.asarray(want.vcov))
@@ -137,3 +140,18 @@ def test_panel_checks_with_tiny_blocks(tiny_blocks):
     with pytest.raises(InputError, match=r"2 rows share a id x year pair.*id = 3, year = 1"):
         refuse_duplicate_pairs(u, tt, 4, 5, label_row=lambda i: (int(u[i]), float(tt[i])),
                                estimator="est", unit_name="id", time_name="year")
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_count_cells_is_the_scipy_matrix(tiny_blocks, seed):
+    """The unit x period count matrix of the exact two-way projector: the same CSR
+    arrays (sorted, duplicates summed, index types) as scipy's COO conversion."""
+    rng = np.random.default_rng(seed)
+    nb, ns, n = int(rng.integers(1, 40)), int(rng.integers(1, 9)), int(rng.integers(1, 300))
+    b, t = rng.integers(0, nb, n), rng.integers(0, ns, n)
+    want = sparse.csr_matrix((np.ones(n), (b, t)), shape=(nb, ns))
+    want.sum_duplicates()
+    got = fe._count_cells(b, nb, t, ns)
+    for attr in ("indptr", "indices", "data"):
+        np.testing.assert_array_equal(getattr(got, attr), getattr(want, attr))
+        assert getattr(got, attr).dtype == getattr(want, attr).dtype

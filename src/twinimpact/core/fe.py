@@ -30,7 +30,7 @@ import pandas as pd
 
 from ..errors import SpecificationError, check_literal, format_message
 from ..results import VcovSpec
-from .rowblocks import code_sums, pair_sums, row_blocks
+from .rowblocks import BLOCK, code_sums, pair_sums, row_blocks
 from .vcov import VCOV_KINDS, sandwich
 
 __all__ = [
@@ -187,6 +187,43 @@ def _known_null_space(lam: np.ndarray, n_comp: int) -> tuple[np.ndarray, bool]:
     return null, bool(ok)
 
 
+def _count_cells(big: np.ndarray, n_big: int, small: np.ndarray, n_small: int) -> Any:
+    """Row counts per (big, small) level pair as a canonical scipy CSR matrix (sorted
+    indices, no duplicates, no explicit zeros): the matrix of
+    ``csr_matrix((ones(n), (big, small))).sum_duplicates()``, built from a dense count
+    table counted block by block, the CSR arrays filled table block by table block
+    (no n-row ones, coordinate copies or conversion temporaries). Falls back to the COO
+    conversion when the dense table would be much larger than the rows."""
+    from scipy import sparse
+
+    n = len(big)
+    if n_big * n_small > 4 * n + 1_000_000:
+        m = sparse.csr_matrix((np.ones(n), (big, small)), shape=(n_big, n_small))
+        m.sum_duplicates()
+        return m
+    tab = pair_sums(big, n_big, small, n_small, None)
+    per_row = np.zeros(n_big, dtype=np.int64)
+    rows = max(1, BLOCK // max(1, n_small))
+    for i in range(0, n_big, rows):
+        per_row[i:i + rows] = np.count_nonzero(tab[i:i + rows], axis=1)
+    nnz = int(per_row.sum())
+    idx_t = np.int32 if max(nnz, n_big, n_small) < 2**31 else np.int64
+    indptr = np.zeros(n_big + 1, dtype=idx_t)
+    np.cumsum(per_row, out=indptr[1:])
+    indices = np.empty(nnz, dtype=idx_t)
+    data = np.empty(nnz)
+    for i in range(0, n_big, rows):
+        blk = tab[i:i + rows]
+        r, c = np.nonzero(blk)  # row-major: sorted columns within each row
+        start = int(indptr[i])
+        indices[start:start + len(c)] = c
+        data[start:start + len(c)] = blk[r, c]
+    del tab
+    m = sparse.csr_matrix((data, indices, indptr), shape=(n_big, n_small))
+    m.has_sorted_indices = True
+    return m
+
+
 class SmallSetProjector:
     """Exact two-way (weighted) within projection when one fixed-effect set is small.
 
@@ -214,11 +251,12 @@ class SmallSetProjector:
         from scipy import sparse
 
         self.big, self.small = big, small
-        n = len(big.codes)
-        w = np.ones(n) if weights is None else weights
-        self.cells = sparse.csr_matrix((w, (big.codes, small.codes)),
-                                       shape=(big.n_groups, small.n_groups))
-        self.cells.sum_duplicates()
+        if weights is None:
+            self.cells = _count_cells(big.codes, big.n_groups, small.codes, small.n_groups)
+        else:
+            self.cells = sparse.csr_matrix((weights, (big.codes, small.codes)),
+                                           shape=(big.n_groups, small.n_groups))
+            self.cells.sum_duplicates()
         w_t = small.wsum
         scaled = sparse.diags(big.inv_wsum) @ self.cells
         linked = self.cells.T @ scaled
