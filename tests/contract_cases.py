@@ -194,9 +194,56 @@ CASES: list[Case] = [
         d, **_COMMON, n_perms=99, seed=1)),
     Case("honest_did", lambda d: ti.honest_did(
         _event_study_for_honest(d), restriction="smoothness", m_values=[0.0, 0.05])),
+    Case("pretrend_power", lambda d: ti.pretrend_power(
+        _event_study_for_honest(d), delta_true=0.02), event_time=True),
+    # ---- diagnostics
+    Case("bacon_decomposition", lambda d: ti.bacon_decomposition(d, **_COMMON)),
     # ---- studies
     Case("case_study", lambda d: ti.case_study(
         ti.simulated_city_exports(n_donors=6, start=2004, end=2015),
         treated_city="Qingdao", partner="GBR", treated_from=2011, se=None)),
     Case("gravity_study", _gravity),
+    Case("gravity_intensity", lambda d: ti.gravity_intensity(_gravity(d).data,
+                                                             intensity="log1p_twinnings")),
 ]
+
+#: every function of ``ti.__all__`` that returns a result object -> the cases above that
+#: cover what it returns (tests/test_contract.py::test_every_public_result_is_covered)
+PUBLIC_RESULTS: dict[str, tuple[str, ...]] = {
+    "twfe": ("twfe", "twfe[covariate,state cluster]"),
+    "event_study": ("event_study", "poisson_event_study[dynamic]"),
+    "callaway_santanna": ("callaway_santanna[att_gt]", "callaway_santanna[dynamic]"),
+    "sun_abraham": ("sun_abraham", "sun_abraham[cohort]"),
+    "imputation": ("imputation", "imputation[horizons,pretrends]"),
+    "did2s": ("did2s", "did2s[event_study]"),
+    "etwfe": ("etwfe", "etwfe[dynamic]"),
+    "did_multiplegt": ("did_multiplegt",),
+    "synthetic_did": ("synthetic_did", "synthetic_did[staggered,sc]"),
+    "synthetic_did_event": ("synthetic_did_event",),
+    "ppml": ("ppml", "ppml[iid default]"),
+    "lincom": ("ppml[lincom]",),
+    "poisson_event_study": ("poisson_event_study",),
+    "wild_cluster_bootstrap": ("wild_cluster_bootstrap",),
+    "wild_cluster_bootstrap_result": ("wild_cluster_bootstrap_result",),
+    "randomization_inference": ("randomization_inference",),
+    "honest_did": ("honest_did",),
+    "pretrend_power": ("pretrend_power",),
+    "bacon_decomposition": ("bacon_decomposition",),
+    "case_study": ("case_study",),
+    "gravity_study": ("gravity_study",),
+    "gravity_intensity": ("gravity_intensity",),
+}
+
+#: functions of ``ti.__all__`` that return no result object, and what they return
+NOT_RESULTS: dict[str, str] = {
+    "read_twinnings": "a registry frame", "read_trade": "a trade frame",
+    "scan_trade": "a trade frame", "build_panel": "a Panel (data, not estimates)",
+    "to_iso3": "country codes", "load_cn_key_pairs": "a frame",
+    "load_german_twinnings": "a frame", "load_gravity_panel": "a frame",
+    "load_tradhist": "a frame", "load_wikipedia_twinnings": "a frame",
+    "build_gravity_data": "a frame", "simulated_city_exports": "a frame",
+    "slope_for_power": "a number (the slope)", "table": "a table",
+    "plot_event_study": "Axes", "plot_bacon": "Axes", "plot_honest_did": "Axes",
+    "plot_pretrend_power": "Axes", "plot_synthetic": "Axes", "plot_weights": "Axes",
+    "run_study": "a StudyRun (files written; its .results are the results above)",
+}

@@ -30,7 +30,7 @@ from twinimpact.results import (
     tidy,
 )
 
-from .contract_cases import CASES, EFFECT, panel
+from .contract_cases import CASES, EFFECT, NOT_RESULTS, PUBLIC_RESULTS, panel
 
 pytestmark = pytest.mark.filterwarnings("ignore::twinimpact.errors.TwinImpactWarning")
 
@@ -93,6 +93,21 @@ def finite_blocks(a: np.ndarray) -> list[np.ndarray]:
 
 def test_registry_names_are_unique():
     assert len(BY_NAME) == len(CASES)
+
+
+def test_every_public_result_is_covered():
+    """Each function of ``ti.__all__`` either returns a result object covered by a case
+    here (so ti.table / ti.plot_event_study are checked on it) or is listed as returning
+    none; a new public function fails until it is placed."""
+    import inspect
+
+    funcs = {n for n in ti.__all__ if callable(getattr(ti, n))
+             and not inspect.isclass(getattr(ti, n)) and not inspect.ismodule(getattr(ti, n))}
+    assert funcs == set(PUBLIC_RESULTS) | set(NOT_RESULTS), (
+        funcs ^ (set(PUBLIC_RESULTS) | set(NOT_RESULTS)))
+    assert not set(PUBLIC_RESULTS) & set(NOT_RESULTS)
+    for fn, names in PUBLIC_RESULTS.items():
+        assert names and set(names) <= set(BY_NAME), (fn, set(names) - set(BY_NAME))
 
 
 def test_every_registered_estimator_is_covered():

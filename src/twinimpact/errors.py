@@ -34,7 +34,9 @@ __all__ = [
     "TwinImpactWarning",
     "check_alpha",
     "check_literal",
+    "format_counts",
     "format_message",
+    "format_values",
     "renamed_keyword",
     "suggest",
 ]
@@ -136,6 +138,58 @@ def check_literal(name: str, value: object, allowed: Sequence[object]) -> None:
         raise SpecificationError(
             f"{name}: expected one of {', '.join(repr(a) for a in allowed)}, got {value!r}."
             + hint)
+
+
+#: The sentence a warning about dropped rows ends with: where a Python user finds the counts.
+#: Reports written for readers cut it (:func:`twinimpact.report.plain.report_warning`).
+COUNTS_POINTER = "Counts per reason: result.diagnostics['dropped_rows']."
+
+
+def _plural(n: int, noun: str) -> str:
+    return noun if n == 1 else (noun[:-1] + "ies" if noun.endswith("y") else noun + "s")
+
+
+def format_counts(counts: object, noun: str = "row") -> str:
+    """Counts by reason as words, for messages people read: ``{"missing y": 1459}`` ->
+    ``"1,459 rows: missing y"``; several reasons are joined by ``"; "``. Keeps messages
+    free of Python reprs (no ``{'...': n}``)."""
+    items = list(dict(counts).items()) if counts else []  # type: ignore[call-overload]
+    return "; ".join(f"{int(n):,} {_plural(int(n), noun)}: {reason}" for reason, n in items)
+
+
+def format_values(values: Iterable[object], *, limit: int = 12) -> str:
+    """A list of values as words: runs of consecutive integers are ranges (``21-69``),
+    others are joined by commas; long lists end with "... (N in all)". No brackets, no
+    quotes (``[21, 22, 23]`` -> ``"21-23"``, ``["1994", "1996"]`` -> ``"1994, 1996"``)."""
+    vals = list(values)
+    ints: list[int] = []
+    for v in vals:
+        try:
+            f = float(v)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            ints = []
+            break
+        if not (math.isfinite(f) and f.is_integer()):
+            ints = []
+            break
+        ints.append(int(f))
+    if ints and len(ints) == len(vals):
+        ints = sorted(set(ints))
+        parts, start, prev = [], ints[0], ints[0]
+        for x in [*ints[1:], None]:
+            if x is not None and x == prev + 1:
+                prev = x
+                continue
+            parts.append(str(start) if start == prev else
+                         f"{start}, {prev}" if prev == start + 1 else f"{start}-{prev}")
+            if x is not None:
+                start = prev = x
+        words = [str(p) for p in parts]
+    else:
+        words = [str(v) for v in vals]
+    if len(words) > limit:
+        return ", ".join(words[:limit]) + f", ... ({len(vals)} in all)"
+    return ", ".join(words)
 
 
 def check_alpha(alpha: object, name: str = "alpha") -> float:

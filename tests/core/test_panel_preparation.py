@@ -26,7 +26,8 @@ def test_row_filter_counts_each_row_once_under_its_first_reason():
     rows.drop(np.array([True, False, False, False, True]), "zero weight")
     assert rows.dropped == {"missing a": 2, "missing b": 1, "zero weight": 1}
     assert rows.keep.tolist() == [False, False, False, True, False]
-    with pytest.warns(DroppedRowsWarning, match=r"dropped 3 row\(s\).*missing a: 2; missing b: 1"):
+    with pytest.warns(DroppedRowsWarning,
+                      match=r"dropped 3 row\(s\).*2 rows: missing a; 1 row: missing b"):
         rows.warn_missing("est", stacklevel=1)
 
 

@@ -213,7 +213,7 @@ def test_no_untreated_observations():
 
 def test_horizon_without_observations_is_nan_with_warning():
     d = simulate_panel(n_periods=6)
-    with pytest.warns(NotComputableWarning, match=r"\[40\]"):
+    with pytest.warns(NotComputableWarning, match=r"horizon\(s\) 40 have no treated"):
         r = imputation(d, **SIM, horizons=[0, 40])
     assert np.isnan(r.params["rel_time=40"]) and np.isnan(r.std_errors["rel_time=40"])
     assert np.isfinite(r.params["rel_time=0"])

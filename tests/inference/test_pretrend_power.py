@@ -140,6 +140,22 @@ def test_event_study_result_is_accepted():
     assert set(p.frame["term"].dropna()) == set(names)
     with pytest.raises(SpecificationError, match="together with a result"):
         ti.pretrend_power(r, sig, delta_true=0.1)
+    # the tidy frame (ti.table, ti.plot_event_study): the result's own event-time rows,
+    # reference period left out, normal intervals at the pre-test's level
+    t = p.to_frame().set_index("term")
+    own = fr.set_index("term")
+    assert list(t.index) == names and "rel_time=-1" not in t.index
+    np.testing.assert_allclose(t["estimate"], own["estimate"], rtol=1e-12)
+    np.testing.assert_allclose(t["std_error"], own["std_error"], rtol=1e-12)
+    z = stats.norm.ppf(0.975)
+    np.testing.assert_allclose(t["ci_upper"] - t["estimate"], z * t["std_error"], rtol=1e-12)
+    np.testing.assert_allclose(t["p_value"],
+                               2 * stats.norm.sf(np.abs(t["estimate"] / t["std_error"])))
+    t90 = p.to_frame(alpha=0.1).set_index("term")
+    np.testing.assert_allclose(t90["ci_lower"],
+                               t["estimate"] - stats.norm.ppf(0.95) * t["std_error"])
+    delta = s_res * (t["rel_time"] + 1)
+    np.testing.assert_allclose(t["delta_true"], delta, rtol=1e-12, atol=1e-15)
 
 
 def test_bad_inputs_are_named_errors():

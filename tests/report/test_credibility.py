@@ -106,7 +106,8 @@ def test_sensitivity_verdicts_and_reasons(assessed_honest):
     assert cred.sensitivity is not None and cred.sensitivity[0] == "CS (universal)"
     hd = next(c for c in cred.for_estimator("CS (varying)") if c.name.startswith("Sensitivity"))
     assert hd.verdict == "not applicable"
-    assert "base_period='varying'" in hd.sentence or "varying" in hd.rests_on
+    assert "base_period='varying'" in hd.technical and "base_period" not in hd.rests_on
+    assert "one common reference year" in hd.sentence and "=" not in hd.sentence
 
 
 def test_overall_is_the_worst_headline_check(assessed):
@@ -176,7 +177,8 @@ def test_typed_pretrend_test_without_statistic_is_graded_on_the_extension(assess
     p = bonferroni_max_t(b, v)["p_value"]
     assert chk.detail["extension_p_value"] == pytest.approx(p)
     assert chk.verdict == _grade(p, cr.PRETEST_P_HOLDS, cr.PRETEST_P_WEAK)
-    assert "not computed: singular covariance" in chk.rests_on
+    assert "not computed: singular covariance" in chk.technical   # the appendix's words
+    assert "the largest of the 2 before-twinning estimates" in chk.rests_on  # the reader's
 
 
 def test_headline_without_leads_is_judged_by_its_companion_fit(mpdta):
@@ -205,3 +207,30 @@ def test_headline_without_leads_is_judged_by_its_companion_fit(mpdta):
         ranks.append(cr._RANK[agreement.verdict])
     assert cr._RANK[cred.overall] == max(ranks)
     assert "ETWFE, never treated" in cred.overall_sentence
+
+
+def test_table_and_plot_take_the_checks(assessed, tmp_path):
+    """ti.table renders the checks (a table of verdicts) in every format; mixing them with
+    estimates, or plotting them as an event study, is refused with a named error."""
+    from twinimpact.errors import SpecificationError
+
+    results, cred = assessed
+    frame = ti.table(cred, "frame")
+    assert list(frame.columns) == ["Method", "Check", "Verdict", "In plain words", "Rests on"]
+    assert len(frame) == len(cred.checks)
+    assert list(frame["Verdict"]) == [c.verdict for c in cred.checks]
+    md = ti.table(cred, "markdown")
+    assert md.splitlines()[0].startswith("| Method | Check | Verdict |")
+    assert len(md.splitlines()) == 2 + len(cred.checks)
+    assert "<td>" + cred.checks[0].estimator in ti.table(cred, "html")
+    assert r"\begin{tabular}{lllll}" in ti.table(cred, "latex")
+    out = ti.table({"mpdta": cred}, "xlsx", path=tmp_path / "checks.xlsx")
+    import pandas as pd
+
+    back = pd.read_excel(tmp_path / "checks.xlsx", sheet_name="checks")
+    assert list(back["Check"]) == list(out["Check"])
+    assert "Overall: " in cred.summary() and "{'" not in cred.summary()
+    with pytest.raises(SpecificationError, match="credibility checks"):
+        ti.table({"checks": cred, "TWFE": results["TWFE (static)"]})
+    with pytest.raises(SpecificationError, match=r"event-time.*Credibility"):
+        ti.plot_event_study(cred)

@@ -80,6 +80,65 @@ def test_self_contained_and_escaped(run):
     assert f"{tidy.loc['ATT', 'estimate']:.4f}".replace("-", "\u2212") in page
 
 
+#: warnings and a failure as the estimators raise them: dict dumps, option names, pointers
+#: into result objects (the report must turn them into plain words)
+RAW_WARNINGS = [
+    "Poisson ETWFE: etwfe: dropped 1,459 row(s) without a comparison: 1,459 rows: treated in "
+    "or before the first period 1991 (no pre-treatment period). Counts per reason: "
+    "result.diagnostics['dropped_rows'].",
+    "Callaway-Sant'Anna: callaway_santanna: some cohorts are small (fewer than 5 units = "
+    "number of covariates + 5, R did's threshold): 1994 (1 unit), 1996 (3 units). Their "
+    "ATT(g,t) may be imprecise or not computable.",
+    "Callaway-Sant'Anna: callaway_santanna: 23 ATT(g,t) could not be computed and are NaN: "
+    "ATT(1999,1992): no observations of the cohort in period t…. Aggregate with na_rm=True "
+    "to drop them.",
+    "Imputation: imputation: horizon(s) 21-69, 71-101 have no treated observations; their "
+    "estimates are NaN.",
+    "ETWFE: etwfe: 1 term(s) could not be computed and are NaN (ATT(1999,2009)): cell "
+    "without a comparison. Fix: the reasons are in result.diagnostics['notes'] and "
+    "result.diagnostics['dropped_rows'].",
+    "Other: some_estimator: an unknown warning {'a': 1} with base_period='varying' and "
+    "['x', 'y'] (e.g. this). Second sentence with result.vcov.",
+]
+
+
+def test_policy_part_is_plain_language(run):
+    """No Python reprs, dict dumps, option names or internal labels above the technical
+    appendix; the appendix has the warnings in full but no reprs or pointers into Python
+    objects (tests/report/plain_language.py)."""
+    from .plain_language import problems, split_report
+
+    messy = StudyRun(**{**run.__dict__, "warnings": [*run.warnings, *RAW_WARNINGS],
+                        "failures": {"bad": "vcov: expected one of 'iid', 'hetero', "
+                                            "'cluster', got 'robust'. Fix: pass "
+                                            "vcov='cluster'."}})
+    page = render_report(messy)
+    assert problems(page) == []
+    policy, appendix = split_report(page)
+    # what the reader gets instead
+    assert "1,459 rows were left out because nothing could be compared with them: 1,459 " \
+           "twinned in or before 1991" in policy
+    assert "Years after twinning 21-69, 71-101 have no twinned observations" in policy
+    assert "Rests on:" in policy and "clustered by countyreal (500 clusters)" in policy
+    # the technical appendix keeps the technical words, without pointers into objects
+    assert "1994 (1 unit), 1996 (3 units)" in appendix and "base_period" in appendix
+    assert "vcov='cluster'" in appendix
+    assert "result.diagnostics" not in page and "Counts per reason" not in page
+    # the check itself fails on what it is meant to catch
+    bad = ("<html><body><p>Seen: {'x': 1} p_value influence_function base_period='varying' "
+           "result.diagnostics NaN ATT(g,t) twinimpact.report.html</p>"
+           "<section id=\"appendix\"><p>[' "
+           "&lt;Foo object at 0x1&gt; np.float64(1.0)</p></section></body></html>")
+    found = " | ".join(problems(bad))
+    for what in ("dict dump", "'p_value'", "'influence_function'", "option assignment",
+                 "pointer into a Python object", "NaN", "ATT(g,t) label",
+                 "appendix: list of strings dump", "appendix: object repr",
+                 "appendix: numpy repr", "dotted Python path"):
+        assert what in found, what
+    assert problems("<p>read data/raw/twin_towns_de.csv and study de_exports</p>",
+                    allow=("de_exports",)) == []
+
+
 def test_simulated_banner_first(run, tmp_path):
     sim = StudyRun(**{**run.__dict__, "study": _study(simulated=True)})
     page = render_report(sim)

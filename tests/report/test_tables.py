@@ -96,3 +96,38 @@ def test_plain_labels():
     assert plain_term("ATT") == "Average effect after twinning"
     assert plain_term("cohort=2004") == "Twinned in 2004"
     assert plain_term("lpop") == "lpop"
+
+
+def test_plain_table_for_readers(fits):
+    """plain_labels: the standard-error row in words, rows no result estimates left out,
+    regressor names in words; the default table keeps the tidy names economists use."""
+    from twinimpact.report.tables import plain_regressor, plain_vcov_label
+
+    with pytest.warns(ti.errors.NotComputableWarning, match="x_gap"):
+        nan = make_result("twfe", {"ATT": 0.1, "x_gap": np.nan},
+                          [[0.01, np.nan], [np.nan, np.nan]], VcovSpec("influence_function"), 10)
+    md = ti.table({**fits, "Gap": nan}, plain_labels=True)
+    assert "clustered by countyreal (500 clusters)" in md and "from the influence function" in md
+    assert "cluster (countyreal: 500)" not in md and "influence_function" not in md
+    assert "x_gap" not in md and "X gap" not in md  # no method estimates it: not shown
+    assert "years that no method could estimate are not shown" in md
+    raw = ti.table({**fits, "Gap": nan})
+    assert "cluster (countyreal: 500)" in raw and "| x_gap |" in raw
+    assert plain_vcov_label(VcovSpec("imputation_conservative", cluster=("pair_id",),
+                                     n_clusters=(744,))) == \
+        "conservative (Borusyak, Jaravel & Spiess), clustered by pair (744 clusters)"
+    assert plain_regressor("intl_border_1986") == "International border \u00d7 1986"
+    assert plain_regressor("n_twinnings") == "Number of twinnings"
+    assert plain_regressor("Effect_3") == "Effect, period 3 since the change"
+
+
+def test_message_helpers_write_words_not_reprs():
+    from twinimpact.errors import format_counts, format_values
+
+    assert format_values([21, 22, 23, 25, 30, 31]) == "21-23, 25, 30, 31"
+    assert format_values(["1994", "1996"]) == "1994, 1996"
+    assert format_values(range(100), limit=3) == "0-99"
+    assert format_values([1.5, "a"]) == "1.5, a"
+    assert format_values(list(range(0, 40, 2)), limit=3) == "0, 2, 4, ... (20 in all)"
+    assert format_counts({"missing y": 1459, "x": 1}) == "1,459 rows: missing y; 1 row: x"
+    assert format_counts({"u": 2}, noun="unit") == "2 units: u"

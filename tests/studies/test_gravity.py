@@ -46,7 +46,7 @@ def test_twinning_counts_cumulative_and_filtered():
     assert "ROM" in set(c["partner_iso3"])  # recoded to the panel's code for Romania
     assert "GBR" not in set(c["partner_iso3"])  # friendship links are not counted
     assert c.attrs["dropped"] == {"relation not counted": 1, "missing established_year": 1,
-                                  "missing partner_iso3": 1}
+                                  "partner country missing": 1}
     all_types = twinning_counts(TW, years=[2006], relations=None)
     assert all_types.set_index("partner_iso3").loc["GBR", "n_twinnings"] == 1
 

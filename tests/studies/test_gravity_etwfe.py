@@ -100,6 +100,9 @@ def test_default_study_end_to_end(tmp_path):
     page = (tmp_path / "reports" / DEFAULT_STUDY / "report.html").read_text()
     assert 'id="headline"' in page and "What is compared with what" in page
     assert "single-exporter panel" in page and "joint test" in page
+    from .test_runner import assert_plain
+
+    assert_plain(page)
     r = run.results["Poisson ETWFE (gravity FE)"]
     assert r.vcov_spec.cluster == ("pair",) and "ATT" in r.params.index
     man = run.panel.manifest

@@ -13,6 +13,8 @@ from twinimpact.cli import bundled_studies, main
 from twinimpact.studies.kinds.panel import transform_outcome
 from twinimpact.studies.runner import run_study
 
+from ..report.plain_language import problems
+
 pytestmark = pytest.mark.filterwarnings("ignore::twinimpact.errors.TwinImpactWarning")
 
 
@@ -60,6 +62,31 @@ def test_default_study_outputs(default_run):
     pct = 100 * (math.exp(imp["estimate"]) - 1)
     assert "German exports to a partner country were" in page
     assert f"{abs(pct):.1f}%" in page
+    assert_plain(page)
+
+
+def assert_plain(page: str) -> None:
+    """The report reads as plain language (tests/report/plain_language.py); bundled study
+    names are allowed: they are what a reader types after ``twinimpact run``."""
+    found = problems(page, allow=tuple(bundled_studies()))
+    assert not found, "\n".join(found[:20])
+
+
+#: the end-to-end tests that build each bundled study's report and check its language
+END_TO_END = {"de_exports": "test_default_study_outputs",
+              "de_gravity_etwfe": "tests/studies/test_gravity_etwfe.py",
+              "de_gravity_intensity": "test_other_bundled_studies",
+              "cn_uk_case": "test_other_bundled_studies",
+              "au_cn_case": "test_other_bundled_studies",
+              "de_exports_intensity": "test_other_bundled_studies",
+              "de_exports_baci": "test_other_bundled_studies",
+              "de_gravity_etwfe_tpa69": "test_other_bundled_studies"}
+
+
+def test_every_bundled_study_report_is_checked():
+    """A new bundled study fails here until an end-to-end test builds its report (and so
+    checks its plain language)."""
+    assert set(bundled_studies()) == set(END_TO_END)
 
 
 @pytest.mark.slow
@@ -81,19 +108,20 @@ def test_rerun_replaces_outputs_and_nothing_else(default_run, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["de_gravity_intensity", "cn_uk_case", "au_cn_case",
-                                  "de_exports_intensity", "de_exports_baci"])
+@pytest.mark.parametrize("name", [k for k, v in END_TO_END.items()
+                                  if v == "test_other_bundled_studies"])
 def test_other_bundled_studies(name, tmp_path):
     run = run_study(bundled_studies()[name], out=tmp_path)
     page = (tmp_path / "reports" / name / "report.html").read_text()
     assert run.results and not run.failures
     assert 'id="headline"' in page
+    assert_plain(page)
     if run.study.simulated:
         body = page.split("<body>", 1)[1].lstrip()
         assert body.startswith('<p class="banner" id="simulated">SIMULATED DATA')
         assert "SIMULATED" in run.analysis_frame["note"].iloc[0]
     if name == "de_gravity_intensity":
-        r = run.results["PPML gravity (n_twinnings)"]
+        r = run.results["PPML gravity (number of twinnings)"]
         assert "n_twinnings" in r.params.index
         assert r.vcov_spec.cluster == ("pair_id",)
     if name == "de_exports_intensity":

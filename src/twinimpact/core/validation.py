@@ -22,11 +22,13 @@ import pandas as pd
 
 from .._io import as_frame
 from ..errors import (
+    COUNTS_POINTER,
     ColumnError,
     DataWarning,
     DroppedRowsWarning,
     InputError,
     SpecificationError,
+    format_counts,
     format_message,
     suggest,
 )
@@ -62,9 +64,8 @@ def warn_dropped_missing(estimator: str, counts: dict[str, int], *, stacklevel: 
     """One DroppedRowsWarning naming each reason and count (``counts``: reason -> rows).
     ``stacklevel`` as the caller would pass to ``warnings.warn`` itself."""
     warnings.warn(
-        f"{estimator}: dropped {sum(counts.values())} row(s) with missing values: "
-        + "; ".join(f"{k}: {v}" for k, v in counts.items())
-        + ". The counts are in result.diagnostics['dropped_rows'].",
+        f"{estimator}: dropped {sum(counts.values()):,} row(s) with missing values: "
+        + format_counts(counts) + f". {COUNTS_POINTER}",
         DroppedRowsWarning, stacklevel=stacklevel + 1)
 
 

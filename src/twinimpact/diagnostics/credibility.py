@@ -96,7 +96,12 @@ COMPARISONS = {
 
 @dataclass(frozen=True)
 class Check:
-    """One credibility check of one estimator."""
+    """One credibility check of one estimator.
+
+    ``sentence`` and ``rests_on`` are plain words for readers of the report (what the
+    verdict says and the evidence it rests on); ``technical`` is the same basis for an
+    economist, with the names of tests, options and the error text of a check that could
+    not run (the report's technical appendix shows it). ``detail`` holds the numbers."""
 
     estimator: str
     name: str
@@ -104,6 +109,7 @@ class Check:
     sentence: str
     rests_on: str
     detail: dict[str, Any] = field(default_factory=dict)
+    technical: str = ""
 
 
 @dataclass(frozen=True)
@@ -124,12 +130,29 @@ class Credibility:
     def for_estimator(self, label: str) -> list[Check]:
         return [c for c in self.checks if c.estimator == label]
 
+    def table_frame(self) -> pd.DataFrame:
+        """The checks as a table for readers (what ``ti.table`` shows): method, check,
+        verdict, the sentence and what it rests on."""
+        return pd.DataFrame(
+            [{"Method": c.estimator, "Check": c.name, "Verdict": c.verdict,
+              "In plain words": c.sentence, "Rests on": c.rests_on} for c in self.checks],
+            columns=["Method", "Check", "Verdict", "In plain words", "Rests on"])
+
+    def summary(self) -> str:
+        """Plain-text summary: the overall verdict, then one line per check."""
+        lines = [f"twinimpact · credibility checks (headline: {self.headline or 'none'})",
+                 f"Overall: {self.overall}. {self.overall_sentence}"]
+        lines += [f"- {c.estimator} · {c.name}: {c.verdict}. {c.sentence} Rests on: "
+                  f"{c.rests_on}." for c in self.checks]
+        return "\n".join(lines)
+
     def to_frame(self) -> pd.DataFrame:
         """One row per check, technical detail flattened (for the appendix / Excel)."""
         rows = []
         for c in self.checks:
             row = {"estimator": c.estimator, "check": c.name, "verdict": c.verdict,
-                   "in words": c.sentence, "rests on": c.rests_on}
+                   "in words": c.sentence, "rests on": c.rests_on,
+                   "technical basis": c.technical or c.rests_on}
             for k, v in c.detail.items():
                 row[k] = v if isinstance(v, int | float | str | bool) or v is None else str(v)
             rows.append(row)
@@ -140,23 +163,32 @@ def _p_words(p: float) -> str:
     return "p < 0.001" if p < 0.001 else f"p = {p:.3g}"
 
 
-def _not_available(exc: Exception) -> tuple[str, str]:
-    """(plain sentence, technical reason) for a check a method does not support."""
+def _not_available(exc: Exception) -> tuple[str, str, str]:
+    """(plain sentence, plain basis, technical reason) for a check a method does not
+    support; the technical reason (option names, the error text) goes to the appendix."""
     why = str(exc).split(" Where:")[0].split(" Fix:")[0].rstrip(".")
     low = why.lower()
     if "imputation" in low:
         plain = ("Not available for this method: its before-twinning estimates are measured "
                  "against an earlier baseline, not the year before twinning. The two-stage "
                  "DiD estimates the same effects and supports this check.")
+        basis = ("how this method measures its before-twinning estimates (against an "
+                 "earlier baseline)")
     elif "varying" in low:
         plain = ("Not available for this method as run: its before-twinning estimates "
-                 "compare each year with the year before. Re-running it with a common "
-                 "reference year (base_period='universal') makes this check possible.")
+                 "compare each year with the year before. Re-running it with one common "
+                 "reference year for all before-twinning estimates (an option of the method, "
+                 "named in the technical appendix) makes this check possible.")
+        basis = ("how this method was run: each before-twinning estimate compares a year with "
+                 "the year before, not with one common reference year")
+        why += ". Fix: re-run with base_period='universal'"
     elif "no pre-treatment" in low or "no event-time" in low:
         plain = "Not available: this method reports no years before twinning."
+        basis = "the method reports no years before twinning"
     else:
-        plain = "Not available for this method (the technical reason is given below)."
-    return plain, why
+        plain = "Not available for this method (the technical reason is in the appendix)."
+        basis = "what this method reports does not support the check"
+    return plain, basis, why
 
 
 def _grade(value: float, holds: float, weak: float, *, higher_is_better: bool = True) -> str:
@@ -236,11 +268,15 @@ def _pretest_check(label: str, result: Any, alpha: float) -> Check:
     t = _pretrend_numbers(result)
     if t is None:
         return Check(label, name, NA, "This method reports no years before twinning, so "
-                     "there is nothing to test.", "no pre-treatment coefficients", {})
+                     "there is nothing to test.", "the method reports no years before "
+                     "twinning", {}, technical="no pre-treatment coefficients")
     p = t.get("p_value")
     detail = {k: t.get(k) for k in ("statistic", "df", "p_value", "kind")}
     ext = t.get("extension")
     rests = f"{t.get('kind') or 'joint test'}"
+    n_pre = t.get("n_coefficients")
+    years = f"the {n_pre} before-twinning estimates" if n_pre else "the before-twinning estimates"
+    plain = f"the joint test that {years} are all zero"
     if p is None or not np.isfinite(float(p)):
         bon = (ext or {}).get("bonferroni")
         if ext and np.isfinite(float(ext.get("p_value", np.nan))):
@@ -254,15 +290,22 @@ def _pretest_check(label: str, result: Any, alpha: float) -> Check:
             rests = (f"{t.get('note') or 'the usual test is undefined'}; graded instead on "
                      f"the {bon.get('kind')} over {bon.get('n_coefficients')} coefficients "
                      "(an extension)")
+            plain = (f"the usual joint test cannot be computed here, so the largest of "
+                     f"{years} relative to its standard error is tested instead, allowing for "
+                     f"the number of years tested")
         elif ext and np.isfinite(float(ext.get("p_value", np.nan))):
             p = float(ext["p_value"])
             detail.update(extension_p_value=p)
             rests = (f"{t.get('note') or 'the usual test is undefined'}; used instead: "
                      f"{ext.get('kind')}, df {ext.get('df')} (an extension)")
+            plain = (f"the usual joint test cannot be computed here, so a variant that uses "
+                     f"only the combinations of {years} the data can measure is used")
         else:
             why = t.get("note") or t.get("reason") or "the test statistic is undefined"
-            return Check(label, name, NA, f"The pre-trend test cannot be computed: {why}.",
-                         why, detail)
+            return Check(label, name, NA, "The pre-trend test cannot be computed for this "
+                         "method here (the technical reason is in the appendix).",
+                         f"{plain}, which is undefined on these data", detail,
+                         technical=why)
     p = float(p)
     v = _grade(p, PRETEST_P_HOLDS, PRETEST_P_WEAK)
     words = {HOLDS: "Before twinning, twinned and comparison partners moved in parallel "
@@ -272,7 +315,7 @@ def _pretest_check(label: str, result: Any, alpha: float) -> Check:
              FAILS: "Before twinning, twinned and comparison partners were already on "
                     "different paths; the estimate may partly reflect that"}[v]
     return Check(label, name, v, f"{words} ({_p_words(p)}).",
-                 f"{rests}, {_p_words(p)}", detail)
+                 f"{plain} ({_p_words(p)})", detail, technical=f"{rests}, {_p_words(p)}")
 
 
 def _target(result: Any) -> tuple[Any, str]:
@@ -309,8 +352,8 @@ def _power_check(label: str, result: Any, alpha: float) -> Check:
             out = power_against_att_se(result, alpha=alpha,
                                        l_vec=None if isinstance(target, str) else target)
     except TwinImpactError as exc:
-        plain, why = _not_available(exc)
-        return Check(label, name, NA, plain, why, {})
+        plain, basis, why = _not_available(exc)
+        return Check(label, name, NA, plain, basis, {}, technical=why)
     pw = out["power"]
     v = _grade(pw, POWER_HOLDS, POWER_WEAK)
     s = (f"A steady drift big enough to move {what} by one standard error "
@@ -320,10 +363,13 @@ def _power_check(label: str, result: Any, alpha: float) -> Check:
           WEAK: ", so a passed test is only moderately reassuring.",
           FAILS: ", so a passed test says little about such a drift."}[v]
     return Check(label, name, v, s,
-                 f"Roth (2022) power of 'no pre-period coefficient significant' against a "
-                 f"linear trend of slope {out['slope']:.3g} per period",
+                 f"the chance that no before-twinning estimate comes out significant if the "
+                 f"paths drifted apart in a straight line by {out['slope']:.3g} a year "
+                 "(Roth 2022)",
                  {"slope": out["slope"], "power": pw, "size": out["size"],
-                  "att": out["att"], "att_se": out["att_se"]})
+                  "att": out["att"], "att_se": out["att_se"]},
+                 technical=f"Roth (2022) power of 'no pre-period coefficient significant' "
+                           f"against a linear trend of slope {out['slope']:.3g} per period")
 
 
 def _honest_check(label: str, result: Any, alpha: float) -> Check:
@@ -338,12 +384,15 @@ def _honest_check(label: str, result: Any, alpha: float) -> Check:
             kw = ({"target": target} if isinstance(target, str) else {"l_vec": target})
             bd = breakdown_value(result, alpha=alpha, n_reps=500, rtol=1e-2, **kw)
     except TwinImpactError as exc:
-        plain, why = _not_available(exc)
-        return Check(label, name, NA, plain, why, {})
+        plain, basis, why = _not_available(exc)
+        return Check(label, name, NA, plain, basis, {}, technical=why)
     if not np.isfinite(bd) and np.isnan(bd):
         return Check(label, name, NA, "The estimate is not distinguishable from zero even if "
                      "trends were exactly parallel, so there is no conclusion to stress-test.",
-                     "robust confidence set contains zero at Mbar = 0", {"breakdown_mbar": bd})
+                     "the confidence interval for the effect includes zero even when the "
+                     "paths after twinning are assumed exactly parallel (Rambachan & Roth "
+                     "2023)", {"breakdown_mbar": bd},
+                     technical="robust confidence set contains zero at Mbar = 0")
     v = _grade(bd, BREAKDOWN_HOLDS, BREAKDOWN_WEAK)
     s = (f"The conclusion that there is an effect ({what}) survives if after twinning the "
          "paths "
@@ -351,8 +400,11 @@ def _honest_check(label: str, result: Any, alpha: float) -> Check:
     s += {HOLDS: ".", WEAK: "; larger divergences would overturn it.",
           FAILS: "; a divergence smaller than those already seen would overturn it."}[v]
     return Check(label, name, v, s,
-                 "breakdown value of Mbar (relative magnitudes, C-LF, Rambachan & Roth 2023) "
-                 f"for the overall ATT: {bd:.3g}", {"breakdown_mbar": bd})
+                 "the largest divergence after twinning, as a multiple of the largest one "
+                 f"before, at which the interval for the effect still excludes zero: {bd:.3g} "
+                 "(Rambachan & Roth 2023)", {"breakdown_mbar": bd},
+                 technical="breakdown value of Mbar (relative magnitudes, C-LF, Rambachan & "
+                           f"Roth 2023) for the overall ATT: {bd:.3g}")
 
 
 def _bacon_check(label: str, frame: pd.DataFrame, roles: dict[str, str]
@@ -378,8 +430,11 @@ def _bacon_check(label: str, frame: pd.DataFrame, roles: dict[str, str]
             b = bacon_decomposition(sub, outcome=y, unit=unit, time=time, cohort=cohort)
     except TwinImpactError as exc:
         why = str(exc).split(". ")[0]
-        return Check(label, name, NA, "The decomposition could not be computed: "
-                     f"{why}{note}.", why + note, {"n_units_balanced": n_sub}), None
+        return Check(label, name, NA, "The decomposition could not be computed on these data "
+                     f"(the technical reason is in the appendix){note}.",
+                     "the Goodman-Bacon (2021) split of the two-way fixed-effects estimate, "
+                     "which could not be computed", {"n_units_balanced": n_sub},
+                     technical=why + note), None
     share = b.forbidden_share
     v = _grade(share, FORBIDDEN_HOLDS, FORBIDDEN_WEAK, higher_is_better=False)
     s = (f"{share:.0%} of this estimate's weight comes from comparing partners twinned later "
@@ -389,10 +444,13 @@ def _bacon_check(label: str, frame: pd.DataFrame, roles: dict[str, str]
           FAILS: "; prefer the heterogeneity-robust methods"}[v]
     bt = b.by_type
     return Check(label, name, v, s + note + ".",
-                 f"Goodman-Bacon (2021) decomposition of TWFE = {b.twfe:.4g}{note}",
+                 "the Goodman-Bacon (2021) split of the two-way fixed-effects estimate "
+                 f"({b.twfe:.4g}) into the comparisons it averages",
                  {"forbidden_share": share, "twfe_balanced": b.twfe,
                   **{f"weight_{k}": float(bt.loc[k, 'weight']) for k in bt.index},
-                  **{f"estimate_{k}": float(bt.loc[k, 'estimate']) for k in bt.index}}), b
+                  **{f"estimate_{k}": float(bt.loc[k, 'estimate']) for k in bt.index}},
+                 technical=f"Goodman-Bacon (2021) decomposition of TWFE = {b.twfe:.4g}{note}"
+                 ), b
 
 
 def _balanced_window(d: pd.DataFrame, unit: str, time: str, cohort: str
@@ -425,17 +483,22 @@ def _clusters_check(label: str, result: Any, frame: pd.DataFrame | None,
     vs = getattr(result, "vcov_spec", None)
     unit, time, cohort = roles["unit"], roles["time"], roles["cohort"]
     cl = (vs.cluster[0] if vs is not None and vs.cluster else unit)
+    # the cluster in words: one unit of the panel, or the column name as words
+    cl_words = "each a unit of the panel" if cl == unit else f"by {cl.replace('_', ' ')}"
     if frame is None or cl not in frame.columns or cohort not in frame.columns:
         return Check(label, name, NA, "The data are not available to count clusters.",
-                     "no analysis frame", {})
+                     "the analysis data were not passed to the check", {},
+                     technical="no analysis frame")
     treated = frame.loc[frame[cohort].notna() & (frame[cohort] > 0), cl].nunique()
     total = frame[cl].nunique()
     detail: dict[str, Any] = {"cluster": cl, "treated_clusters": int(treated),
                               "clusters": int(total)}
     if treated >= CLUSTERS_ENOUGH:
-        return Check(label, name, HOLDS, f"{treated} of {total} clusters ({cl}) are treated, "
-                     "enough for the usual cluster-robust standard errors.",
-                     f"{treated} treated clusters >= {CLUSTERS_ENOUGH}", detail)
+        return Check(label, name, HOLDS, f"{treated} of {total} clusters ({cl_words}) are "
+                     "treated, enough for the usual cluster-robust standard errors.",
+                     f"the count of treated clusters, {treated}, against the {CLUSTERS_ENOUGH} "
+                     "usually needed", detail,
+                     technical=f"{treated} treated clusters (column {cl}) >= {CLUSTERS_ENOUGH}")
     from ..errors import TwinImpactError
     from ..inference.wild_bootstrap import wild_cluster_bootstrap
 
@@ -451,18 +514,23 @@ def _clusters_check(label: str, result: Any, frame: pd.DataFrame | None,
     except TwinImpactError as exc:
         why = str(exc).split(". ")[0]
         return Check(label, name, WEAK, f"Only {treated} treated clusters; the wild cluster "
-                     f"bootstrap could not run ({why}).", why, detail)
+                     "bootstrap, the usual remedy, could not run (the technical reason is in "
+                     "the appendix).", f"the count of treated clusters, {treated}, against the "
+                     f"{CLUSTERS_ENOUGH} usually needed", detail, technical=why)
     p_usual = float(result.pvalues.get("ATT", np.nan)) if "ATT" in result.terms else np.nan
     detail.update(wild_bootstrap_p=float(wb.p_value), usual_p=p_usual)
     agree = (np.isnan(p_usual) or (wb.p_value < alpha) == (p_usual < alpha))
     v = HOLDS if agree and treated >= CLUSTERS_FEW else WEAK
-    s = (f"Only {treated} of {total} clusters ({cl}) are treated, too few for the usual "
+    s = (f"Only {treated} of {total} clusters ({cl_words}) are treated, too few for the usual "
          f"standard errors to be trusted; the wild cluster bootstrap gives p = "
          f"{wb.p_value:.3g}")
     s += (" and agrees with the usual p-value." if agree else
           f", which disagrees with the usual p = {p_usual:.3g}.")
-    return Check(label, name, v, s, f"restricted wild cluster bootstrap (Rademacher, "
-                 f"{WCB_REPS} draws) of the static TWFE effect", detail)
+    return Check(label, name, v, s, f"a wild cluster bootstrap ({WCB_REPS:,} draws) of the "
+                 "two-way fixed-effects effect, which stays reliable with few clusters "
+                 "(Roodman et al. 2019)", detail,
+                 technical=f"restricted wild cluster bootstrap (Rademacher, {WCB_REPS} draws) "
+                           f"of the static TWFE effect, cluster column {cl}")
 
 
 def _agreement_check(results: dict[str, Any], alpha: float) -> Check:
@@ -477,7 +545,8 @@ def _agreement_check(results: dict[str, Any], alpha: float) -> Check:
                          float(a["ci_lower"]), float(a["ci_upper"]), _family(r)))
     if len(rows) < 2:
         return Check("all methods", name, NA, "Only one method produced an overall effect.",
-                     "fewer than two ATT estimates", {})
+                     "the overall effects of the methods: fewer than two", {},
+                     technical="fewer than two ATT estimates")
     sig_pos = [r for r in rows if r[3] > 0]
     sig_neg = [r for r in rows if r[4] < 0]
     ests = np.array([r[1] for r in rows])
@@ -500,8 +569,11 @@ def _agreement_check(results: dict[str, Any], alpha: float) -> Check:
         v = HOLDS
         s = "The methods give similar answers (within about two standard errors)."
     return Check("all methods", name, v, s + " Why they can differ: " + uses + ".",
-                 f"range of the overall estimates {spread:.3g} vs median SE {med_se:.3g}",
-                 {"spread": spread, "median_se": med_se})
+                 f"the gap between the largest and the smallest overall estimate "
+                 f"({spread:.3g}) against a typical standard error ({med_se:.3g})",
+                 {"spread": spread, "median_se": med_se},
+                 technical=f"range of the overall estimates {spread:.3g} vs median SE "
+                           f"{med_se:.3g}")
 
 
 def assess_credibility(results: dict[str, Any], *, frame: pd.DataFrame | None = None,

@@ -971,10 +971,12 @@ def callaway_santanna(data: pd.DataFrame, *, outcome: str, unit: str, time: str,
                 f"{ESTIMATOR}: the never-treated group is too small ({small['never']} units; "
                 f"R did requires at least number of covariates + 5 = {req})",
                 fix="try control_group='not_yet_treated'"))
+        listed = ", ".join(f"{k} ({v:g} unit{'' if v == 1 else 's'})"
+                           for k, v in small.items())
         warnings.warn(
             f"{ESTIMATOR}: some cohorts are small (fewer than {req} units = number of "
-            f"covariates + 5, R did's threshold): {small}. Their ATT(g,t) may be imprecise or "
-            "not computable.", DataWarning, stacklevel=2)
+            f"covariates + 5, R did's threshold): {listed}. Their ATT(g,t) may be imprecise "
+            "or not computable.", DataWarning, stacklevel=2)
 
     cells = _compute_cells(p, control_group=control_group, method=method,
                            base_period=base_period, anticipation=int(anticipation))
@@ -983,7 +985,7 @@ def callaway_santanna(data: pd.DataFrame, *, outcome: str, unit: str, time: str,
                                                           strict=True)]
     if cells.reasons:
         warnings.warn(
-            f"{ESTIMATOR}: {len(cells.reasons)} ATT(g,t) could not be computed and are NaN: "
+            f"{ESTIMATOR}: {len(cells.reasons):,} ATT(g,t) could not be computed and are NaN: "
             + "; ".join(f"{k}: {v}" for k, v in list(cells.reasons.items())[:6])
             + ("…" if len(cells.reasons) > 6 else "")
             + ". Aggregate with na_rm=True to drop them.", NotComputableWarning, stacklevel=2)

@@ -49,6 +49,7 @@ from ..core.two_stage import (
 )
 from ..core.validation import as_frame, as_tuple, prepare_panel, require_columns
 from ..errors import (
+    COUNTS_POINTER,
     DroppedRowsWarning,
     NotComputableWarning,
     SpecificationError,
@@ -213,9 +214,9 @@ def did2s(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort: str
         dropped["rows whose Y(0) cannot be predicted (a first-stage fixed-effect level "
                 "has no untreated observation)"] = int(bad.sum())
         warnings.warn(
-            f"did2s: {int(bad.sum())} row(s) dropped: a first-stage fixed-effect level has no "
-            "untreated observation (e.g. units treated from the first period). Counted in "
-            "diagnostics['dropped_rows'].", DroppedRowsWarning, stacklevel=2)
+            f"did2s: {int(bad.sum()):,} row(s) dropped: a first-stage fixed-effect level has "
+            "no untreated observation (for example units treated from the first period). "
+            f"{COUNTS_POINTER}", DroppedRowsWarning, stacklevel=2)
     keep = ~bad
     # second-stage design: disjoint 0/1 columns, kept as (row, column) pairs
     if event_study:

@@ -62,6 +62,7 @@ from ..core.fe import factorize, fit_fe_ols
 from ..core.validation import as_tuple, prepare_panel, require_columns, require_frame
 from ..core.vcov import _intersection_codes, sandwich
 from ..errors import (
+    COUNTS_POINTER,
     DroppedRowsWarning,
     EstimationError,
     InputError,
@@ -69,6 +70,7 @@ from ..errors import (
     SpecificationError,
     check_alpha,
     check_literal,
+    format_counts,
     format_message,
 )
 from ..results import (
@@ -336,11 +338,10 @@ def etwfe(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort: str
                     "control left)"] = int(late.sum())
             keep &= ~late
     if dropped and any(k.startswith(("treated in", "period on")) for k in dropped):
-        warnings.warn(format_message(
-            f"{ESTIMATOR}: dropped rows without a comparison",
-            seen={k: v for k, v in dropped.items() if k.startswith(("treated in", "period on"))},
-            fix="counts are in result.diagnostics['dropped_rows']"),
-            DroppedRowsWarning, stacklevel=2)
+        lost = {k: v for k, v in dropped.items() if k.startswith(("treated in", "period on"))}
+        warnings.warn(
+            f"{ESTIMATOR}: dropped {sum(lost.values()):,} row(s) without a comparison: "
+            f"{format_counts(lost)}. {COUNTS_POINTER}", DroppedRowsWarning, stacklevel=2)
     # covariates demeaned on the rows passed (R: before etwfe drops the .Dtreat-NA rows)
     cohort_code = factorize(np.where(np.isfinite(g), g, -np.inf))[0]
     ctrls = f[[f"__c{j}" for j in range(len(ctrl_names))]].to_numpy(dtype=float) \
@@ -733,7 +734,8 @@ def _aggregate(res: ETWFEResult, type: str, *, by_xvar: bool, scale: str
             f"{ESTIMATOR}: {n_lost} treated observation(s) are left out of the averages: "
             "their cell has no comparison (NaN) or they were dropped from the fit "
             "(separated / singleton)",
-            fix="see result.diagnostics['notes'] and ['dropped_rows']"),
+            fix="the reasons are in result.diagnostics['notes'] and "
+                "result.diagnostics['dropped_rows']"),
             NotComputableWarning, stacklevel=3)
     idx = np.flatnonzero(target)
     keys_by = {"simple": None, "dynamic": (t - g), "group": g, "calendar": t}[type]

@@ -49,11 +49,13 @@ from ..core.two_stage import (
 )
 from ..core.validation import as_frame, dense_codes, prepare_panel
 from ..errors import (
+    COUNTS_POINTER,
     DroppedRowsWarning,
     NotComputableWarning,
     SpecificationError,
     check_alpha,
     format_message,
+    format_values,
 )
 from ..results import (
     ATTDefinition,
@@ -254,9 +256,9 @@ def imputation(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort
         dropped["treated rows whose Y(0) cannot be imputed (unit or period without "
                 "untreated observations)"] = int(bad.sum())
         warnings.warn(
-            f"imputation: {int(bad.sum())} treated row(s) dropped because their unit or "
-            "period has no untreated observation, so Y(0) cannot be imputed (e.g. units "
-            "treated from the first period). Counted in diagnostics['dropped_rows'].",
+            f"imputation: {int(bad.sum()):,} treated row(s) dropped because their unit or "
+            "period has no untreated observation, so Y(0) cannot be imputed (for example "
+            f"units treated from the first period). {COUNTS_POINTER}",
             DroppedRowsWarning, stacklevel=2)
     keep = ~nan_resid  # untreated rows: finite unless their unit has zero total weight
     del nan_resid, bad
@@ -319,8 +321,9 @@ def imputation(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort
         pre_terms, pre_coef, pre_cov, pre_test = _pretrend_fit(
             f, untreated & keep, rel, pre, clus, unit, time, w)
     if empty:
-        warnings.warn(f"imputation: horizon(s) {empty} have no treated observations; their "
-                      "estimates are NaN.", NotComputableWarning, stacklevel=2)
+        warnings.warn(f"imputation: horizon(s) {format_values(empty)} have no treated "
+                      "observations; their estimates are NaN.", NotComputableWarning,
+                      stacklevel=2)
     # ---- assemble
     all_names = pre_terms + names
     k1, k0 = len(names), len(pre_terms)
@@ -342,7 +345,7 @@ def imputation(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort
             "n_treated_obs": len(rows_tr),
             "n_untreated_obs": int(untreated.sum()), "n_units": int(unit_codes.max()) + 1,
             "n_never_treated_units": n_nt, "n_periods": int(time_codes.max()) + 1,
-            "notes": ([f"horizons {empty} have no treated observations"] if empty else [])
+            "notes": ([f"horizons {format_values(empty)} have no treated observations"] if empty else [])
             + (["pre-trend and post-treatment estimates: cross-covariance not computed "
                 "(NaN)"] if k0 else [])}
     spec = {"outcome": outcome, "unit": unit, "time": time, "cohort": cohort,

@@ -50,6 +50,7 @@ from ..core.validation import (
     require_frame,
 )
 from ..errors import (
+    COUNTS_POINTER,
     ConvergenceWarning,
     DroppedRowsWarning,
     EstimationError,
@@ -453,9 +454,9 @@ def ppml(data: pd.DataFrame, *, outcome: str, regressors: Sequence[str],
         detail = ", ".join(f"{check.counts[k]} by the {names[k]} check"
                            for k in labels if check.counts[k])
         warnings.warn(
-            f"ppml: dropped {n_sep} separated observation(s) ({detail}; zero outcome "
-            "perfectly predicted, their conditional mean is 0 at the estimate). Counts are in "
-            "result.diagnostics['dropped_rows'].", DroppedRowsWarning, stacklevel=2)
+            f"ppml: dropped {n_sep:,} separated observation(s) ({detail}; zero outcome "
+            "perfectly predicted, their conditional mean is 0 at the estimate). "
+            f"{COUNTS_POINTER}", DroppedRowsWarning, stacklevel=2)
     if not sub.any() or not (y[sub] > 0).any():
         raise EstimationError(format_message(
             "ppml: no observation with a positive outcome is left after removing separated "

@@ -42,6 +42,7 @@ from ..core.fe import fit_fe_ols
 from ..core.threads import blas_single_thread
 from ..core.validation import as_frame, gap_aware_refs, prepare_panel
 from ..errors import (
+    COUNTS_POINTER,
     DroppedRowsWarning,
     EstimationError,
     InputError,
@@ -49,6 +50,7 @@ from ..errors import (
     SpecificationError,
     check_alpha,
     check_literal,
+    format_counts,
     format_message,
     renamed_keyword,
 )
@@ -251,10 +253,9 @@ def sun_abraham(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohor
         keep &= ~late
     if len(dropped) > len(pdata.dropped):
         warnings.warn("sun_abraham: dropped rows: "
-                      + "; ".join(f"{k}: {v}" for k, v in dropped.items()
-                                  if k not in pdata.dropped)
-                      + ". Counted in diagnostics['dropped_rows'].",
-                      DroppedRowsWarning, stacklevel=2)
+                      + format_counts({k: v for k, v in dropped.items()
+                                       if k not in pdata.dropped})
+                      + f". {COUNTS_POINTER}", DroppedRowsWarning, stacklevel=2)
     f = f.loc[keep].reset_index(drop=True)
     g, t = g[keep], t[keep]
     never = np.isnan(g)

@@ -318,7 +318,7 @@ def _from_result(result: Any, num_pre: int | None, num_post: int | None):
             "pre-trend coefficients come from a separate regression on untreated "
             "observations (BJS Test 1) relative to the periods before the first lead, not to "
             "period -1, and their covariance with the effect estimates is not computed (NaN "
-            "in result.vcov); Delta^RM / Delta^SD need one reference period and the joint "
+            "in the result's vcov); Delta^RM / Delta^SD need one reference period and the joint "
             "covariance", where=f"result of {result.estimator}", seen=spec.get("ref"),
             fix="use ti.did2s(..., event_study=True) -- the same imputation estimates of the "
                 "post-period effects, with leads relative to -1 and a joint covariance -- or "

@@ -243,12 +243,42 @@ class PretrendPower:
     slope: float | None = None
     spec: Any = field(default_factory=dict, repr=False)
 
+    #: label of the object in tables and plot legends
+    estimator = "pretrend_power"
+
     def __post_init__(self) -> None:
         object.__setattr__(self, "spec", MappingProxyType(dict(self.spec)))
 
     @property
     def frame(self) -> pd.DataFrame:
         return self._frame.copy()
+
+    def to_frame(self, alpha: float | None = None) -> pd.DataFrame:
+        """The event-study coefficients the power was computed for, in the shared tidy
+        schema (so ``ti.table`` and ``ti.plot_event_study`` take this object): one row per
+        relative time except the reference period, ``term`` (the result's own names, else
+        ``rel_time=k``), ``estimate``, ``std_error``, ``statistic`` (z), ``p_value``,
+        ``ci_lower``, ``ci_upper`` (normal reference, at ``alpha``; default: the level of
+        the pre-test), ``ci_kind``, ``rel_time``, plus ``delta_true``,
+        ``mean_after_pretest`` and ``period``. The power, Bayes factor and likelihood ratio
+        are attributes (and in :meth:`summary`)."""
+        a = check_alpha(self.spec.get("alpha", 0.05) if alpha is None else alpha)
+        f = self._frame[self._frame["period"] != "reference"].reset_index(drop=True)
+        est = f["estimate"].to_numpy(dtype=float)
+        se = f["std_error"].to_numpy(dtype=float)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            z = np.where(se > 0, est / se, np.nan)
+        crit = float(stats.norm.ppf(1 - a / 2))
+        terms = (f["term"].astype(str) if "term" in f.columns
+                 else f["rel_time"].map(lambda r: f"rel_time={float(r):g}"))
+        return pd.DataFrame({
+            "estimator": self.estimator, "term": terms.to_numpy(), "estimate": est,
+            "std_error": se, "statistic": z, "p_value": 2 * stats.norm.sf(np.abs(z)),
+            "ci_lower": est - crit * se, "ci_upper": est + crit * se, "ci_kind": "normal",
+            "rel_time": f["rel_time"].to_numpy(dtype=float),
+            "delta_true": f["delta_true"].to_numpy(dtype=float),
+            "mean_after_pretest": f["mean_after_pretest"].to_numpy(dtype=float),
+            "period": f["period"].to_numpy()})
 
     def summary(self) -> str:
         lines = ["twinimpact · pre-trend power (Roth 2022)",

@@ -146,7 +146,8 @@ def headline_sentence(h: Headline, study: Any, *, max_rel_time: float | None = N
                 f"(p-value {h.p_value:.2f}).")
     else:
         sure = (f"How sure are we? The {level:g}% confidence interval excludes no change "
-                f"(p-value {h.p_value:.3f}), so chance alone is an unlikely explanation. It "
+                f"(p-value {'below 0.001' if h.p_value < 0.001 else f'{h.p_value:.3f}'}), so "
+                "chance alone is an unlikely explanation. It "
                 "does not by itself show that twinning caused the change: see the pre-trend "
                 "checks and caveats below.")
     return head, sure

@@ -20,8 +20,8 @@ import pandas as pd
 from .._io import atomic_write_text
 from .figures import drawing_figure, event_study_figure, figure_png_base64
 from .headline import conflicting_signs, headline_sentence, other_estimates, pick_headline
-from .plain import plain_warning
-from .tables import table
+from .plain import plain_warning, report_warning
+from .tables import plain_vcov_label, table
 from .trust_html import TRUST_CSS, appendix_html, trust_line_html, trust_section_html
 
 __all__ = ["METHOD_NOTES", "render_report", "write_report"]
@@ -48,10 +48,10 @@ METHOD_NOTES: dict[str, str] = {
     "synthetic_did": "Synthetic difference-in-differences (Arkhangelsky et al. 2021): "
                      "reweights control units and pre-periods to match the treated unit.",
     "synthetic_control": "Synthetic control (Abadie, Diamond & Hainmueller 2010, as in "
-                         "synthdid's sc_estimate): a weighted mix of donor units that tracks "
+                         "R synthdid's synthetic-control estimate): a weighted mix of donor units that tracks "
                          "the treated unit before treatment; no time weights or intercept.",
     "did": "Plain difference-in-differences with equal weights on every donor unit and "
-           "pre-period (synthdid's did_estimate).",
+           "pre-period (R synthdid's difference-in-differences estimate).",
     "ppml": "Poisson pseudo-maximum likelihood (Santos Silva & Tenreyro 2006) with fixed "
             "effects: the standard gravity estimator; keeps zero trade flows.",
     "poisson_event_study": "Poisson event study: effects in proportional terms, keeping zero "
@@ -99,9 +99,10 @@ def _dropped_lines(run: Any) -> list[str]:
         for step, info in steps.items():
             if not isinstance(info, dict) or "n_in" not in info:
                 continue
-            lines.append(f"{step}: {info['n_in']:,} rows in, {info.get('n_out', '?'):,} used")
+            name = str(step).replace("_", " ")
+            lines.append(f"{name}: {info['n_in']:,} rows in, {info.get('n_out', '?'):,} used")
             for reason, n in (info.get("dropped") or {}).items():
-                lines.append(f"{step} — not used: {reason}: {n:,}")
+                lines.append(f"{name} — not used: {reason}: {n:,}")
     units = man.get("units", {})
     if isinstance(units, dict):
         for k, v in units.items():
@@ -126,14 +127,16 @@ def _pretests(run: Any) -> list[str]:
                     t.df_denominator is not None else f"chi2({t.df})")
             if t.computed:
                 out.append(f"{label}: joint test that all pre-twinning effects are zero: "
-                           f"{dist} statistic {_num(t.statistic)}, p-value {_num(t.p_value)}")
+                           f"{dist} statistic {_num(t.statistic)}, p-value {_p(t.p_value)}")
             else:
-                out.append(f"{label}: joint pre-twinning test not computed ({t.note})")
+                out.append(f"{label}: joint pre-twinning test not computed (the reason is in "
+                           "the technical appendix)")
             ext = t.extension
             if ext:
-                out.append(f"{label}: instead ({ext.get('kind', 'extension')}, an extension): "
-                           f"statistic {_num(ext.get('statistic'))}, df {ext.get('df')}, "
-                           f"p-value {_num(ext.get('p_value'))}")
+                out.append(f"{label}: instead, a variant of the test on the combinations of "
+                           "pre-twinning effects the data can measure (an extension): "
+                           f"statistic {_num(ext.get('statistic'))}, "
+                           f"p-value {_p(ext.get('p_value'))}")
         f = r.to_frame()
         if "rel_time" in f.columns:
             pre = f[(f["rel_time"] < 0) & f["p_value"].notna()]
@@ -149,6 +152,15 @@ def _isnan(v: Any) -> bool:
         return math.isnan(float(v))
     except (TypeError, ValueError):
         return v is None
+
+
+def _p(v: Any) -> str:
+    """A p-value for readers: "below 0.001" rather than 0 or 1e-12."""
+    try:
+        x = float(v)
+    except (TypeError, ValueError):
+        return str(v)
+    return "below 0.001" if 0 <= x < 0.001 else _num(x)
 
 
 def _num(v: Any) -> str:
@@ -206,6 +218,30 @@ def _trust_figures(run: Any, cred: Any) -> list[tuple[str, str, str, Any]]:
                      lambda fig: plot_honest_did(frame, ax=fig.add_subplot(111),
                                                  breakdown=bd)))
     return figs
+
+
+def _count(v: Any) -> str:
+    return f"{v:,}" if isinstance(v, int) else str(v)
+
+
+def _technical_methods(run: Any) -> str:
+    """The end of the technical appendix: how each standard error was computed (the
+    formulas and package names), and the full error of each estimator that failed."""
+    rows = []
+    for label, r in run.results.items():
+        vs = getattr(r, "vcov_spec", None)
+        if vs is not None and vs.description:
+            rows.append(f"{label}: {vs.description}")
+    parts = []
+    if rows:
+        parts.append("<h3>Standard errors: how they were computed</h3>" + _list(rows))
+    if run.failures:
+        parts.append("<h3>Estimators that could not run: the errors</h3>"
+                     + _list([f"{k}: {report_warning(str(v))}"
+                              for k, v in run.failures.items()]))
+    if not parts:
+        return ""
+    return '<section id="appendix-methods">' + "".join(parts) + "</section>"
 
 
 def render_report(run: Any) -> str:
@@ -290,15 +326,24 @@ def render_report(run: Any) -> str:
     parts.append("<h3>Rows used and dropped</h3>" + _list(_dropped_lines(run)))
     if run.failures:
         parts.append("<h3>Estimators that could not run</h3>"
-                     + _list([f"{k}: {v}" for k, v in run.failures.items()]))
+                     + _list([plain_warning(f"{k}: {v}") for k, v in run.failures.items()])
+                     + '<p class="small">The full error messages are in the technical '
+                       "appendix.</p>")
     if run.warnings:
         plain = list(dict.fromkeys(plain_warning(w) for w in run.warnings))
         parts.append("<h3>Warnings</h3>" + _list(plain)
-                     + '<p class="small">The warnings as raised are in the technical '
-                       'appendix.</p>')
+                     + '<p class="small">The warnings in full, as the methods raised them, '
+                       "are in the technical appendix.</p>")
     sens = getattr(run, "sensitivity", None)
     if sens is not None and len(sens):
-        parts.append("<h3>Sensitivity (HonestDiD)</h3>" + sens.to_html(index=False))
+        shown = sens.rename(columns={"m": "Mbar (allowed divergence)", "lb": "Lower bound",
+                                     "ub": "Upper bound", "method": "Interval"})
+        shown.columns = [str(c).replace("_", " ") for c in shown.columns]
+        parts.append("<h3>Sensitivity (HonestDiD)</h3><p class=\"small\">Confidence intervals "
+                     "for the effect that stay valid if, after twinning, the paths diverge by up "
+                     "to Mbar times the largest divergence seen before.</p>"
+                     + shown.to_html(index=False, float_format=lambda v: f"{v:.4g}",
+                                     border=0))
     parts.append("<h2>Data and caveats</h2>")
     sources = []
     man = getattr(run.panel, "manifest", {}) or {}
@@ -307,9 +352,17 @@ def render_report(run: Any) -> str:
     for name, item in items:
         if isinstance(item, dict):
             src = item.get("derived_from", item)
-            path = Path(str(src.get("path", ""))).name or src.get("kind", "")
-            sources.append(f"{name}: {path} ({src.get('rows', '?')} rows, sha256 "
-                           f"{str(src.get('sha256', ''))[:12]}…)"
+            files = src.get("files") if isinstance(src.get("files"), list) else None
+            if files:
+                path = (f"{len(files)} files ({Path(str(files[0].get('path', ''))).name}"
+                        + (f" … {Path(str(files[-1].get('path', ''))).name})"
+                           if len(files) > 1 else ")"))
+            else:
+                path = Path(str(src.get("path", ""))).name or str(src.get("kind", ""))
+            facts = ([f"{_count(src['rows'])} rows"] if src.get("rows") is not None else []) \
+                + ([f"sha256 {str(src['sha256'])[:12]}…"] if src.get("sha256") else [])
+            sources.append(f"{str(name).replace('_', ' ')}: {path}"
+                           + (f" ({', '.join(facts)})" if facts else "")
                            + (f", unit {item['unit']}" if item.get("unit") else ""))
     sources.append("Attribution and licences: data/raw/SOURCES.md in the twinimpact "
                    "repository (Wikipedia-derived lists are CC BY-SA 4.0).")
@@ -321,10 +374,13 @@ def render_report(run: Any) -> str:
         base = getattr(r, "estimator", "")
         note = METHOD_NOTES.get(base) or METHOD_NOTES.get(base.split("/")[0], "")
         vs = getattr(r, "vcov_spec", None)
-        se = f" Standard errors: {vs.description or vs.kind}." if vs is not None else ""
+        se = f" Standard errors: {plain_vcov_label(vs)}." if vs is not None else ""
         used.append(f"{label}: {note}{se}")
     parts.append(_list(used))
     parts.append(appendix_html(cred, list(run.warnings)))
+    technical = _technical_methods(run)
+    if technical:
+        parts.append(technical)
     parts.append('<p class="small">Generated by twinimpact. Confidence intervals at the '
                  f"{100 * (1 - study.alpha):g}% level.</p>")
     parts.append("</body></html>")

@@ -97,9 +97,9 @@ def plot_event_study(results: Any, ax: Any = None, *, alpha: float | None = None
                            label=f"{label}")
         spec = getattr(r, "spec", None)
         refs = spec.get("ref") if isinstance(spec, Mapping) else None
-        if refs:
-            ax.plot(np.asarray(refs, dtype=float) + (i - (n - 1) / 2) * dodge,
-                    np.zeros(len(refs)), marker="o", ms=4, ls="none", mfc="white",
+        if refs is not None and np.size(refs):
+            ax.plot(np.atleast_1d(np.asarray(refs, dtype=float)) + (i - (n - 1) / 2) * dodge,
+                    np.zeros(np.size(refs)), marker="o", ms=4, ls="none", mfc="white",
                     color=cont[0].get_color())
         plotted += 1
     ax.axhline(0, color="0.4", lw=0.8)

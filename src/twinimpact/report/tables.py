@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import html
 import math
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -113,7 +114,35 @@ def _stars(p: float) -> str:
     return ""
 
 
-def _footer(items: list[tuple[str, Any]]) -> list[tuple[str, list[str]]]:
+#: how standard errors were computed, in words (``VcovSpec.kind``)
+VCOV_WORDS = {
+    "iid": "classical (homoskedastic)", "hetero": "robust to heteroskedasticity",
+    "cluster": "clustered", "twoway_cluster": "clustered two ways",
+    "influence_function": "from the influence function", "bootstrap": "bootstrap",
+    "placebo": "placebo", "jackknife": "jackknife",
+    "imputation_conservative": "conservative (Borusyak, Jaravel & Spiess)",
+    "two_stage": "two-stage (Gardner)", "none": "not computed",
+    "driscoll_kraay": "Driscoll-Kraay (robust to common shocks)",
+}
+
+
+def plain_vcov_label(vs: Any) -> str:
+    """How a variance was computed, for readers: ``cluster (pair: 744)`` ->
+    ``"clustered by pair (744 clusters)"``, ``influence_function`` -> ``"from the influence
+    function"``."""
+    kind = str(getattr(vs, "kind", "") or "")
+    words = VCOV_WORDS.get(kind, kind.replace("_", " "))
+    cluster = tuple(getattr(vs, "cluster", ()) or ())
+    if cluster:
+        groups = tuple(getattr(vs, "n_clusters", ()) or ())
+        by = " and ".join(
+            f"{re.sub(r'_id$', '', c).replace('_', ' ')}" + (f" ({g:,} clusters)" if g else "")
+            for c, g in zip(cluster, groups + (0,) * len(cluster), strict=False))
+        words += (" by " if kind == "cluster" else ", clustered by ") + by
+    return words
+
+
+def _footer(items: list[tuple[str, Any]], plain: bool = False) -> list[tuple[str, list[str]]]:
     nobs = []
     for _, r in items:
         n = getattr(r, "nobs", None)
@@ -123,10 +152,11 @@ def _footer(items: list[tuple[str, Any]]) -> list[tuple[str, list[str]]]:
     for _, r in items:
         vs = getattr(r, "vcov_spec", None)
         if vs is not None:
-            kinds.append(vs.label())
+            kinds.append(plain_vcov_label(vs) if plain else vs.label())
             continue
         t = tidy(r)
-        kinds.append(str(t["ci_kind"].iloc[0]) if len(t) else "")
+        kind = str(t["ci_kind"].iloc[0]) if len(t) else ""
+        kinds.append(kind.replace("_", " ") if plain else kind)
     rows.append(("Std. errors", kinds))
     return rows
 
@@ -156,11 +186,36 @@ def plain_term(term: str) -> str:
     return term
 
 
+#: regressors of the twinning gravity models in words (plain_labels tables)
+TERM_WORDS = {"n_twinnings": "Number of twinnings",
+              "log1p_twinnings": "Log of 1 + number of twinnings",
+              "any_twinning": "Twinned (0/1)", "rta": "Regional trade agreement",
+              "D": "Treated (0/1)"}
+
+
+def plain_regressor(term: str) -> str:
+    """A regressor name for readers: known names in words, ``intl_border_1986`` ->
+    "International border × 1986", otherwise underscores as spaces."""
+    if term in TERM_WORDS:
+        return TERM_WORDS[term]
+    m = re.fullmatch(r"intl_border_(\d+)", term)
+    if m:
+        return f"International border \u00d7 {m.group(1)}"
+    m = re.fullmatch(r"(Effect|Placebo)_(\d+)", term)  # did_multiplegt
+    if m:
+        side = "since" if m.group(1) == "Effect" else "before"
+        return f"{m.group(1)}, period {int(m.group(2))} {side} the change"
+    text = term.replace("_", " ")
+    return text[:1].upper() + text[1:]
+
+
 def _text_cells(results: Any, alpha: float | None, digits: int, stars: bool, plain: bool = False
                 ) -> tuple[list[str], list[tuple[str, list[str], list[str]]],
                            list[tuple[str, list[str]]]]:
     items = _named_results(results)
     wide = coef_frame(dict(items), alpha)
+    if plain:  # readers: a row no method could estimate is noise (it stays in the frame)
+        wide = wide[wide.notna().any(axis=1)]
     names = [n for n, _ in items]
     body = []
     for term in wide.index:
@@ -178,15 +233,22 @@ def _text_cells(results: Any, alpha: float | None, digits: int, stars: bool, pla
                 se.append(f"[{_fmt(lo, digits)}, {_fmt(hi, digits)}]")
             else:
                 se.append("")
-        body.append((plain_term(str(term)) if plain else str(term), est, se))
-    return names, body, _footer(items)
+        label = plain_term(str(term)) if plain else str(term)
+        if plain and label == str(term) and "=" not in label:
+            label = plain_regressor(label)
+        body.append((label, est, se))
+    return names, body, _footer(items, plain)
 
 
-def _note(alpha: float | None, stars: bool) -> str:
+def _note(alpha: float | None, stars: bool, plain: bool = False) -> str:
     level = (f"{100 * (1 - alpha):g}% intervals" if alpha is not None
              else "intervals at each model's level (95% unless set at estimation)")
-    n = (f"Standard errors in parentheses (intervals in brackets where a method gives no "
-         f"standard error); {level} in the frame output.")
+    if plain:
+        n = ("Standard errors in parentheses (intervals in brackets where a method gives no "
+             "standard error); years that no method could estimate are not shown.")
+    else:
+        n = (f"Standard errors in parentheses (intervals in brackets where a method gives no "
+             f"standard error); {level} in the frame output.")
     if stars:
         n += " * p<0.10, ** p<0.05, *** p<0.01."
     return n
@@ -272,6 +334,68 @@ def _cells_as_text(book: Any) -> None:
                     cell.quotePrefix = True
 
 
+def _verdict_tables(results: Any) -> pd.DataFrame | None:
+    """Objects that are tables of verdicts rather than estimates (credibility checks: a
+    ``table_frame()`` method) as one frame; None when ``results`` holds none. Mixing them
+    with estimates in one table is refused."""
+    if isinstance(results, Mapping):
+        items = [(str(k), v) for k, v in results.items()]
+    elif isinstance(results, Sequence) and not isinstance(results, str | bytes):
+        items = [(f"checks {i + 1}", r) for i, r in enumerate(results)]
+    else:
+        items = [("checks", results)]
+    kinds = [callable(getattr(r, "table_frame", None)) for _, r in items]
+    if not any(kinds):
+        return None
+    if not all(kinds):
+        raise SpecificationError(format_message(
+            "table() cannot put credibility checks (verdicts) and estimates in one table",
+            seen=[type(r).__name__ for _, r in items],
+            fix="call ti.table(...) once for the estimates and once for the checks"))
+    frames = [r.table_frame() for _, r in items]
+    if len(frames) == 1:
+        return frames[0]
+    return pd.concat([f.assign(**{"Set": name}) [["Set", *f.columns]]
+                      for (name, _), f in zip(items, frames, strict=True)],
+                     ignore_index=True)
+
+
+def _render_frame(frame: pd.DataFrame, format: str, path: str | Path | None
+                  ) -> str | pd.DataFrame:
+    """A table of text cells (verdict tables) in each format; "frame" returns it."""
+    cols = [str(c) for c in frame.columns]
+    rows = [[("" if v is None or (isinstance(v, float) and math.isnan(v)) else str(v))
+             for v in row] for row in frame.itertuples(index=False)]
+    if format in ("frame", "xlsx"):
+        if format == "xlsx":
+            with atomic_path(path) as tmp:
+                with pd.ExcelWriter(tmp, engine="openpyxl") as xw:
+                    frame.to_excel(xw, sheet_name="checks", index=False)
+                    _cells_as_text(xw.book)
+        return frame.copy()
+    if format == "markdown":
+        def md(s: str) -> str:
+            return s.replace("|", "\\|").replace("\n", " ")
+        lines = ["| " + " | ".join(md(c) for c in cols) + " |", "|" + "---|" * len(cols)]
+        lines += ["| " + " | ".join(md(v) for v in r) + " |" for r in rows]
+        text = "\n".join(lines) + "\n"
+    elif format == "html":
+        e = html.escape
+        text = ('<table class="twinimpact-table"><thead><tr>'
+                + "".join(f"<th>{e(c)}</th>" for c in cols) + "</tr></thead><tbody>"
+                + "".join("<tr>" + "".join(f"<td>{e(v)}</td>" for v in r) + "</tr>"
+                          for r in rows) + "</tbody></table>\n")
+    else:
+        le = latex_escape
+        text = "\n".join([r"\begin{tabular}{" + "l" * len(cols) + "}", r"\toprule",
+                          " & ".join(le(c) for c in cols) + r" \\", r"\midrule",
+                          *(" & ".join(le(v) for v in r) + r" \\" for r in rows),
+                          r"\bottomrule", r"\end{tabular}"]) + "\n"
+    if path is not None:
+        atomic_write_text(path, text)
+    return text
+
+
 def table(results: Any, format: TableFormat = "markdown", path: str | Path | None = None, *,
           alpha: float | None = None, digits: int = 4, stars: bool = True,
           plain_labels: bool = False) -> str | pd.DataFrame:
@@ -282,7 +406,9 @@ def table(results: Any, format: TableFormat = "markdown", path: str | Path | Non
     results : result, list of results, or dict ``{column name: result}``
         Any object the package returns: estimation results, wild bootstrap and
         randomization results, gravity studies, HonestDiD frames (one row per ``m``), and
-        containers such as a case study (one column per component result).
+        containers such as a case study (one column per component result). Credibility
+        checks (:func:`twinimpact.diagnostics.credibility.assess_credibility`) are a table
+        of verdicts, one row per check; they are tabled on their own.
     format : {"markdown", "html", "latex", "xlsx", "frame"}
         Text formats return a string; ``"frame"`` returns the numeric frame (index
         ``term``, columns ``(model, statistic)``); ``"xlsx"`` writes a workbook (sheet
@@ -299,8 +425,10 @@ def table(results: Any, format: TableFormat = "markdown", path: str | Path | Non
     stars : bool
         Significance stars (p < .10, .05, .01) in text formats.
     plain_labels : bool
-        Text formats: label terms for non-specialists ("2 years before", "Year of
-        twinning", "Average effect after twinning") instead of ``rel_time=-2``, ``ATT``.
+        Text formats, for non-specialists: terms labelled "2 years before", "Year of
+        twinning", "Average effect after twinning" instead of ``rel_time=-2``, ``ATT``;
+        the standard-error row in words ("clustered by pair (744 clusters)" instead of
+        ``cluster (pair: 744)``); rows that no result could estimate left out.
 
     Examples
     --------
@@ -315,6 +443,9 @@ def table(results: Any, format: TableFormat = "markdown", path: str | Path | Non
     if format == "xlsx" and path is None:
         raise SpecificationError(format_message(
             "format='xlsx' needs a file", fix="pass path='results.xlsx'"))
+    verdicts = _verdict_tables(results)
+    if verdicts is not None:
+        return _render_frame(verdicts, format, path)
     if format in ("frame", "xlsx"):
         wide = coef_frame(results, alpha)
         if format == "xlsx":
@@ -328,7 +459,7 @@ def table(results: Any, format: TableFormat = "markdown", path: str | Path | Non
             shown = pd.DataFrame(rows, columns=["", *names])
             flat = wide.copy()
             flat.columns = [f"{m} | {s}" for m, s in flat.columns]
-            notes = pd.DataFrame({"note": [_note(alpha, stars)]})
+            notes = pd.DataFrame({"note": [_note(alpha, stars, plain_labels)]})
             with atomic_path(path) as tmp:
                 with pd.ExcelWriter(tmp, engine="openpyxl") as xw:
                     shown.to_excel(xw, sheet_name="table", index=False)
@@ -337,7 +468,7 @@ def table(results: Any, format: TableFormat = "markdown", path: str | Path | Non
                     _cells_as_text(xw.book)
         return wide
     names, body, footer = _text_cells(results, alpha, digits, stars, plain_labels)
-    note = _note(alpha, stars)
+    note = _note(alpha, stars, plain_labels)
     render = {"markdown": _markdown, "html": _html, "latex": _latex}[format]
     text = render(names, body, footer, note)
     if path is not None:

@@ -27,6 +27,11 @@ padding:0 .4rem;font-weight:600;font-size:.85rem}
 table.trust td,table.trust th{text-align:left;vertical-align:top}
 table.trust td.words{max-width:38rem}
 .scroll{overflow-x:auto;max-width:100%}
+table.appendix-checks td,table.appendix-checks th{vertical-align:top}
+table.appendix-checks td:nth-child(-n+4),table.appendix-checks th:nth-child(-n+4){
+text-align:left}
+table.appendix-checks td:nth-child(2){min-width:11rem}
+table.appendix-checks td:nth-child(4){min-width:24rem}
 """
 
 _CLASS = {HOLDS: "v-holds", WEAK: "v-weak", FAILS: "v-fails", NA: "v-na"}
@@ -77,13 +82,54 @@ def trust_section_html(cred: Any) -> str:
             + "</tbody></table></section>")
 
 
+#: reader labels of the columns of ``Credibility.to_frame()`` in the appendix table
+APPENDIX_LABELS = {
+    "estimator": "Method", "check": "Check", "verdict": "Verdict",
+    "technical basis": "Technical basis", "statistic": "Test statistic",
+    "df": "Degrees of freedom", "p_value": "p-value", "kind": "Test",
+    "slope": "Trend slope per year", "power": "Power", "size": "Size (power with parallel "
+    "trends)", "att": "Overall effect", "att_se": "Standard error of the overall effect",
+    "breakdown_mbar": "Breakdown value (Mbar)", "spread": "Range of overall estimates",
+    "median_se": "Median standard error", "forbidden_share": "Weight on already-twinned "
+    "comparisons", "twfe_balanced": "Two-way fixed-effects estimate (balanced block)",
+    "cluster": "Cluster column", "treated_clusters": "Treated clusters", "clusters": "Clusters",
+    "wild_bootstrap_p": "Wild bootstrap p-value", "usual_p": "Usual p-value",
+    "extension_statistic": "Extension: statistic", "extension_df": "Extension: degrees of "
+    "freedom", "extension_wald_p_value": "Extension: Wald p-value", "extension_p_value":
+    "Extension: p-value used", "extension_kind": "Extension: test",
+    "n_units_balanced": "Units in the balanced block",
+}
+_COMPARISON_WORDS = {"earlier_vs_later": "earlier vs later twinned",
+                     "later_vs_earlier": "later vs earlier twinned (already twinned as "
+                                         "comparison)",
+                     "treated_vs_never": "twinned vs never twinned"}
+
+
+def appendix_label(column: str) -> str:
+    """Reader label of an appendix column (no internal names such as ``p_value``)."""
+    if column in APPENDIX_LABELS:
+        return APPENDIX_LABELS[column]
+    for prefix, word in (("weight_", "Weight"), ("estimate_", "Estimate")):
+        if column.startswith(prefix):
+            key = column[len(prefix):]
+            return f"{word}: {_COMPARISON_WORDS.get(key, key.replace('_', ' '))}"
+    text = column.replace("_", " ")
+    return text[:1].upper() + text[1:]
+
+
 def appendix_html(cred: Any, raw_warnings: list[str]) -> str:
-    """Technical appendix: the numbers behind each verdict, thresholds, raw warnings."""
+    """Technical appendix: the numbers behind each verdict, thresholds, the warnings in
+    full (without the pointers to Python objects meant for library users)."""
+    from .plain import report_warning
+
     parts = ['<section id="appendix"><h2>Technical appendix</h2>']
     if cred is not None:
         c = SimpleNamespace(**cred.thresholds)
-        frame = cred.to_frame()
-        parts.append("<h3>Credibility checks: numbers</h3><div class=\"scroll\">"
+        frame = cred.to_frame().drop(columns=["in words", "rests on"], errors="ignore")
+        frame = frame.rename(columns=appendix_label)
+        parts.append("<h3>Credibility checks: numbers</h3><p class=\"small\">The verdicts "
+                     "above in the terms an economist would use: the test behind each, the "
+                     "option names of the methods, and the numbers.</p><div class=\"scroll\">"
                      + frame.to_html(index=False, na_rep="", float_format=lambda v: f"{v:.4g}",
                                      classes="appendix-checks", border=0) + "</div>")
         parts.append(
@@ -102,8 +148,9 @@ def appendix_html(cred: Any, raw_warnings: list[str]) -> str:
             "<li>Agreement: fails with significant effects of opposite sign; weak when the "
             "estimates span more than two median standard errors.</li></ul>")
     if raw_warnings:
-        parts.append("<h3>Warnings as raised</h3><ul>"
-                     + "".join(f"<li><code>{e(w)}</code></li>" for w in raw_warnings)
-                     + "</ul>")
+        full = list(dict.fromkeys(report_warning(w) for w in raw_warnings))
+        parts.append("<h3>Warnings in full</h3><p class=\"small\">As the methods raised them "
+                     "(the plain-language versions are under Diagnostics).</p><ul>"
+                     + "".join(f"<li>{e(w)}</li>" for w in full) + "</ul>")
     parts.append("</section>")
     return "".join(parts)

@@ -374,7 +374,7 @@ def case_study(series: pd.DataFrame, *, treated_city: str | Sequence[str],
     curves = pd.DataFrame({m: r.effect_curve() for m, r in res.items()})
     notes: list[str] = []
     if "note" in series.columns and (series["note"] == SIMULATED_NOTE).any():
-        notes.append(f"Data: {SIMULATED_NOTE} (twinimpact.studies.casestudy.simulated_city_exports); "
+        notes.append(f"Data: {SIMULATED_NOTE} (made by twinimpact's city-export simulator); "
                      "the numbers illustrate the template and say nothing about real trade.")
     if len(cities) == 1 and se == "placebo":
         notes.append("One treated city: standard errors come from placebo re-assignments "

@@ -70,7 +70,7 @@ def twinning_counts(twinnings: pd.DataFrame, *, years: Sequence[int],
     if bad_year.any():
         dropped["missing established_year"] = int(bad_year.sum())
     if bad_iso.any():
-        dropped["missing partner_iso3"] = int(bad_iso.sum())
+        dropped["partner country missing"] = int(bad_iso.sum())
     ok = ~(bad_year | bad_iso)
     iso = iso[ok].map(lambda c: country_map.get(str(c).upper(), str(c).upper()))
     yr = yr[ok].to_numpy(dtype=float)

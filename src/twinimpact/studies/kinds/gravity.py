@@ -36,7 +36,7 @@ def run_gravity(study: Study, processed: Path) -> StudyRun:
     dropped_tw: dict[str, int] = {}
     with step(f"Estimating PPML gravity ({len(intensities)} specifications)", 2, 4):
         for inten in intensities:
-            label = f"PPML gravity ({inten})"
+            label = f"PPML gravity ({INTENSITY_WORDS.get(inten, inten)})"
             try:
                 gs = caught(lambda inten=inten: gravity_study(
                     twin, gpanel, intensity=inten, home=g.get("home", "DEU"), years=years,
@@ -72,6 +72,11 @@ def run_gravity(study: Study, processed: Path) -> StudyRun:
                     diagnostics={"sentences": sentences}, warnings=messages)
 
 
+
+
+#: the intensity measures in words (result labels are read by policy staff)
+INTENSITY_WORDS = {"n_twinnings": "number of twinnings",
+                   "log1p_twinnings": "log of 1 + number of twinnings"}
 
 
 KIND = StudyKind(name="gravity", run=run_gravity, n_steps=4, paths=("twinnings", "trade"),

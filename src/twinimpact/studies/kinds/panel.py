@@ -36,7 +36,8 @@ def transform_outcome(frame: pd.DataFrame, transform: str, value: str = "value"
     if transform == "log":
         nonpos = (v <= 0) & v.notna()
         if nonpos.any():
-            dropped[f"{value} <= 0 (log undefined; use transform='log1p'/'asinh' or PPML)"] = \
+            dropped[f"{value} <= 0 (log undefined; a log(1 + x) or asinh transform, or PPML, "
+                    "keeps them)"] = \
                 int(nonpos.sum())
         with np.errstate(divide="ignore", invalid="ignore"):
             y = np.log(v.where(v > 0))
