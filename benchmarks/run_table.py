@@ -74,7 +74,7 @@ def _panel(case: str, kind: str, size: float):
     import pandas as pd
     import panels
 
-    if case in ("event_study", "imputation", "did2s"):
+    if case in ("event_study", "imputation", "did2s", "cs", "sun_abraham"):
         return panels.make(kind, size, lean=size >= BIG_ROWS)
     if case in ES_OPTION_CASES:
         # the event study with an option: observation weights (uniform 0.5-1.5, one per
@@ -205,6 +205,18 @@ def _fit_fn(case: str, pkg: str, d):
             return lambda: ti.imputation(d, **kw, horizons=True).params.to_numpy()
         if case == "did2s":
             return lambda: ti.did2s(d, **kw, event_study=True).params.to_numpy()
+        if case == "cs":
+            # never-treated controls, DR, no covariate, + the dynamic aggregation (timed);
+            # R did's unbalanced-panel path only when rows are missing
+            unb = _unbalanced(d)
+            def f():
+                r = ti.callaway_santanna(d, **kw, allow_unbalanced_panel=unb)
+                r.aggregate("dynamic")
+                return r.aggregate("simple").params.to_numpy()
+            return f
+        if case == "sun_abraham":
+            return lambda: ti.sun_abraham(d, **kw, cluster="unit").aggregate(
+                "simple").params.to_numpy()
         if case == "sdid":
             return lambda: np.array([ti.synthetic_did(
                 d, outcome="y", unit="unit", time="year", treated="treated", se="placebo",
@@ -280,6 +292,17 @@ def _fit_fn(case: str, pkg: str, d):
             return lambda: np.array([dd.TwoStageDiD(cluster="unit").fit(
                 d, outcome="y", unit="unit", time="year", first_treat="cohort",
                 aggregate="event_study").overall_att])
+        if case == "cs":
+            unb = _unbalanced(d)
+            return lambda: np.array([dd.CallawaySantAnna(
+                control_group="never_treated", estimation_method="dr",
+                allow_unbalanced_panel=unb).fit(
+                d, outcome="y", unit="unit", time="year", first_treat="cohort",
+                aggregate="event_study").overall_att])
+        if case == "sun_abraham":
+            return lambda: np.array([dd.SunAbraham(
+                control_group="never_treated", cluster="unit").fit(
+                d, outcome="y", unit="unit", time="year", first_treat="cohort").overall_att])
         if case == "sdid":
             post = sorted(d.loc[d["treated"] == 1, "year"].unique().tolist())
             d_block = d.assign(ever=(d["cohort"] > 0).astype(int))  # block treatment column
@@ -314,6 +337,12 @@ def _fit_fn(case: str, pkg: str, d):
     raise SystemExit(f"no fit for {case} / {pkg}")
 
 
+def _unbalanced(d) -> bool:
+    """True when some unit misses some period (Callaway-Sant'Anna then needs R did's
+    ``allow_unbalanced_panel`` path, in both packages)."""
+    return len(d) != d["unit"].nunique() * d["year"].nunique()
+
+
 def _rss_mb() -> float:
     with open("/proc/self/statm") as fh:
         return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
@@ -333,7 +362,8 @@ def child(case: str, pkg: str, kind: str, size: float, repeats: int) -> dict:
     t0, c0 = time.perf_counter(), time.process_time()
     if size >= BIG_ROWS or (case in SMALL_WARMUP and size >= BIG):
         repeats = 1  # the big panel is made once and fitted once
-    if ((size >= BIG and case in ("ppml", "etwfe_pois", "event_study", *ES_OPTION_CASES))
+    if ((size >= BIG and case in ("ppml", "etwfe_pois", "event_study", *ES_OPTION_CASES,
+                                  "cs", "sun_abraham", "wild", "wild_p"))
             or size >= BIG_ROWS
             or size >= SMALL_WARMUP.get(case, 1e99)):
         _fit_fn(case, pkg, _panel(case, kind, 1e5))()  # warm-up on a small panel
@@ -391,6 +421,9 @@ CASES = {
                                                "entry_exit", "strkey_unbal", "cohorts20"]),
     "imputation": (["diff-diff"], [1e5, 1e6], ["balanced", "unbalanced"]),
     "did2s": (["diff-diff", "pyfixest"], [1e5, 1e6], ["balanced", "unbalanced"]),
+    # Callaway-Sant'Anna (DR, never treated, no covariate) + dynamic aggregation; Sun-Abraham
+    "cs": (["diff-diff"], [1e5, 1e6], ["balanced", "unbalanced"]),
+    "sun_abraham": (["diff-diff"], [1e5, 1e6], ["balanced", "unbalanced"]),
     "sdid": (["diff-diff"], [100_040, 1_000_060, 2_000_060],
              ["balanced", "tr1", "tr5", "tr20", "post50_noisy", "strkey"]),
     "honest_rm": (["diff-diff"], [1e4], ["balanced", "unbalanced", "gaps"]),
@@ -501,8 +534,9 @@ def exponents(results: list[dict]) -> str:
     import pandas as pd
     df = pd.DataFrame([r for r in results if not isinstance(r.get("error"), str)])
     lines = ["| case | package | panel | threads | sizes (rows) | exponent (time) "
-             "| exponent (CPU time) | exponent (peak memory) | exponent (user / system CPU) "
-             "| user / system CPU s at the largest size |", "|" + "---|" * 10]
+             "| exponent (CPU time) | exponent (peak memory) | top decade: CPU / peak "
+             "| exponent (user / system CPU) | user / system CPU s at the largest size "
+             "| CPU s at each size | peak MB at each size |", "|" + "---|" * 13]
     for key, grp in df.groupby(["case", "pkg", "panel", "threads"], sort=False):
         grp = grp.drop_duplicates("size", keep="last").sort_values("rows")
         if len(grp) < 2:
@@ -522,8 +556,18 @@ def exponents(results: list[dict]) -> str:
                 grp[["user_s", "sys_s"]].to_numpy(float)[-1]).all():
             last = f"{grp['user_s'].iloc[-1]:.3g} / {grp['sys_s'].iloc[-1]:.3g}"
         sizes = ", ".join(f"{v:.2g}" for v in grp["rows"])
+        cpu_ok = len(cpu) == len(x) and bool(np.isfinite(cpu).all())
+        cpus = " / ".join(f"{v:.3g}" for v in cpu) if cpu_ok else "-"
+        pk = grp["peak_mb"].to_numpy(float)
+        peaks = " / ".join(f"{v:,.0f}" for v in pk)
+        # slope over the two largest sizes: the fixed ~200 MB of interpreter and imports
+        # in peak RSS flattens the all-sizes memory exponent at the small end
+        dx = x[-1] - x[-2]
+        top = (f"{np.log(cpu[-1] / cpu[-2]) / dx:.2f}" if cpu_ok else "-") + \
+            f" / {np.log(pk[-1] / pk[-2]) / dx:.2f}"
         lines.append(f"| {key[0]} | {key[1]} | {key[2]} | {key[3]} | {sizes} | {bt:.2f} "
-                     f"| {bc} | {bm:.2f} | {' / '.join(split)} | {last} |")
+                     f"| {bc} | {bm:.2f} | {top} | {' / '.join(split)} | {last} "
+                     f"| {cpus} | {peaks} |")
     return "\n".join(lines)
 
 

@@ -67,11 +67,34 @@ def test_event_study_driscoll_kraay_equals_linearmodels(mpdta, bw):
         float(np.sqrt(a @ ref.cov.loc[post, post].to_numpy() @ a)), rel=EXACT)
 
 
+@pytest.mark.parametrize("estimator", ["twfe", "event_study"])
+def test_weighted_driscoll_kraay_equals_linearmodels(mpdta, estimator):
+    """WLS with Driscoll-Kraay: linearmodels' PanelOLS(weights=...) sums the weighted
+    scores w x e by period, as the fit's score sums do; unbalanced panel."""
+    rng = np.random.default_rng(2)
+    m = _with_d(mpdta).sample(frac=0.9, random_state=3).sort_values(["countyreal", "year"])
+    m["w"] = rng.uniform(0.3, 3.0, len(m))
+    kw = dict(outcome="lemp", unit="countyreal", time="year", cohort="first.treat",
+              vcov="driscoll_kraay", weights="w", bandwidth=2)
+    if estimator == "twfe":
+        r = ti.twfe(m, **kw)
+        cols, ours = ["D"], ["ATT"]
+    else:
+        r = ti.event_study(m, **kw)
+        rel = np.where(m["first.treat"] > 0, m["year"] - m["first.treat"], np.nan)
+        ours = [c for c in r.terms if c.startswith("rel_time=")]
+        m = m.assign(**{c: (rel == int(c.split("=")[1])).astype(float) for c in ours})
+        cols = ours
+    p = m.set_index(["countyreal", "year"])
+    ref = PanelOLS(p["lemp"], p[cols], entity_effects=True, time_effects=True,
+                   weights=p["w"]).fit(cov_type="kernel", debiased=True, bandwidth=2)
+    np.testing.assert_allclose(r.params[ours], ref.params[cols], rtol=0, atol=EXACT)
+    np.testing.assert_allclose(r.vcov.loc[ours, ours], ref.cov.loc[cols, cols], rtol=EXACT,
+                               atol=1e-16)
+
+
 def test_driscoll_kraay_bad_input(mpdta):
     m = mpdta.assign(w=1.0)
-    with pytest.raises(SpecificationError, match="weights"):
-        ti.twfe(m, outcome="lemp", unit="countyreal", time="year", cohort="first.treat",
-                vcov="driscoll_kraay", weights="w")
     with pytest.raises(SpecificationError, match="conflicts"):
         ti.twfe(m, outcome="lemp", unit="countyreal", time="year", cohort="first.treat",
                 vcov="driscoll_kraay", cluster="countyreal")

@@ -78,6 +78,7 @@ _CASES = [
     {"vcov": "driscoll_kraay"},
     {"vcov": "driscoll_kraay", "bandwidth": 3, "covariates": ["x"]},
     {"vcov": "driscoll_kraay", "bandwidth": 0, "leads": 3, "lags": 2},
+    {"vcov": "driscoll_kraay", "bandwidth": 2, "weights": "w", "covariates": ["x"]},
 ]
 
 
@@ -180,7 +181,8 @@ def test_weighted_event_study_equals_dummy_variable_wls():
        drop=st.sampled_from([0.0, 0.1, 0.3]),
        opts=st.sampled_from([{"weights": "w"}, {"weights": "w", "covariates": ["x"]},
                              {"vcov": "driscoll_kraay"},
-                             {"vcov": "driscoll_kraay", "bandwidth": 1}]))
+                             {"vcov": "driscoll_kraay", "bandwidth": 1},
+                             {"vcov": "driscoll_kraay", "weights": "w"}]))
 def test_lean_path_property(seed, n_units, n_periods, drop, opts):
     d = _panel(seed, n_units=n_units, n_periods=n_periods, drop=drop)
     with warnings.catch_warnings():

@@ -224,9 +224,10 @@ def driscoll_kraay_from_sums(period_sums: np.ndarray, bread: np.ndarray, *, n: i
     """:func:`driscoll_kraay` from the per-period score sums, without the (n, k) design.
 
     ``period_sums`` (T, k): row t is ``xi_t = sum_{i in t} x_i e_i`` (the within-
-    transformed regressors times the residuals, summed over the units of period t, periods
-    in calendar order); ``bread`` (k, k) is ``(X'X)^{-1}`` of those regressors; ``n`` the
-    number of observations. With ``Gamma = sum_t xi_t xi_t' + sum_{j=1}^{bw} K(j)
+    transformed regressors times the residuals -- times the weights ``w_i`` in a weighted
+    fit, as linearmodels' ``PanelOLS(weights=...)`` -- summed over the units of period t,
+    periods in calendar order); ``bread`` (k, k) is ``(X'WX)^{-1}`` of those regressors;
+    ``n`` the number of observations. With ``Gamma = sum_t xi_t xi_t' + sum_{j=1}^{bw} K(j)
     sum_t (xi_{t+j} xi_t' + xi_t xi_{t+j}')`` (``K`` the kernel weights of linearmodels)
     the variance is ``n / (n - k - k_absorbed) * bread Gamma bread`` -- linearmodels'
     ``DriscollKraay(debiased=True, extra_df=k_absorbed).cov``, written with its

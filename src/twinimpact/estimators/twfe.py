@@ -82,8 +82,7 @@ def _cluster_codes(frame: pd.DataFrame, clus: Sequence[str], unit: str, time: st
     return out
 
 
-def _resolve_vcov(vcov: str | None, cluster: tuple[str, ...], unit: str,
-                  weights: str | None = None, estimator: str = "twfe") -> tuple[str, tuple]:
+def _resolve_vcov(vcov: str | None, cluster: tuple[str, ...], unit: str) -> tuple[str, tuple]:
     if vcov is None:
         vcov = "cluster"
     check_literal("vcov", vcov, ("iid", "hetero", "cluster", "driscoll_kraay"))
@@ -93,10 +92,6 @@ def _resolve_vcov(vcov: str | None, cluster: tuple[str, ...], unit: str,
         raise SpecificationError(format_message(
             f"vcov={vcov!r} conflicts with cluster={cluster!r}",
             fix="drop cluster= or use vcov='cluster'"))
-    if vcov == "driscoll_kraay" and weights is not None:
-        raise SpecificationError(format_message(
-            f"{estimator}: vcov='driscoll_kraay' does not take observation weights",
-            seen={"weights": weights}, fix="drop weights= or use vcov='cluster'"))
     return vcov, cluster
 
 
@@ -129,9 +124,10 @@ def twfe(data: pd.DataFrame, *, outcome: str, unit: str, time: str,
         Default ``"cluster"``. ``"driscoll_kraay"``: Driscoll-Kraay standard errors,
         robust to shocks common to all units in a period and their persistence (trade
         panels), from linearmodels (``PanelOLS(..., entity_effects=True,
-        time_effects=True).fit(cov_type="kernel", debiased=True)``; Stata ``xtscc``).
+        time_effects=True).fit(cov_type="kernel", debiased=True)``; Stata ``xtscc``);
+        with weights, the scores are ``w_it x_it e_it`` (linearmodels ``weights=``).
     weights : str, optional
-        Column of observation weights (WLS).
+        Column of observation weights (WLS; fixest ``weights = ~w``).
     alpha : float
         Default level for intervals in ``summary``/``to_frame`` (changeable there).
     bandwidth : float, optional
@@ -162,7 +158,7 @@ def twfe(data: pd.DataFrame, *, outcome: str, unit: str, time: str,
             fix="pass treatment='D' or cohort='first_treat'"))
     covariates = list(covariates or [])
     clus = as_tuple(cluster)
-    vcov, clus = _resolve_vcov(vcov, clus, unit, weights, "twfe")
+    vcov, clus = _resolve_vcov(vcov, clus, unit)
     extra = [c for c in clus if c not in (unit, time)]
     num_extra = [*covariates, *([treatment] if treatment else []), *([weights] if weights else [])]
     pdata = prepare_panel(data, outcome=outcome, unit=unit, time=time, cohort=cohort,
@@ -399,7 +395,7 @@ def event_study(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohor
     refs = tuple(int(r) for r in ((ref,) if np.isscalar(ref) else ref))
     covariates = list(covariates or [])
     clus = as_tuple(cluster)
-    vcov, clus = _resolve_vcov(vcov, clus, unit, weights, "event_study")
+    vcov, clus = _resolve_vcov(vcov, clus, unit)
     require_columns(data, [cohort])
     extra = [c for c in clus if c not in (unit, time)]
     num_extra = [*covariates, *([weights] if weights else [])]
