@@ -567,6 +567,7 @@ def test_placebo_reports_its_weight_solves(prop99):
         p = d["placebo_weight_problems"]
         assert 0 <= p["stopped_at_max_iter"] <= p["problems"]
         assert p["max_iter"] == 10_000
+        assert p["loop"] in ("compiled", "numpy")
 
 
 @pytest.mark.slow

@@ -41,6 +41,7 @@ __all__ = [
     "fw_gram_rows",
     "fw_gram_sets",
     "fw_gram_sets_numpy",
+    "fw_loop",
     "fw_objective",
     "gram_blocks",
     "noise_level",
@@ -322,6 +323,11 @@ def _compiled_fw():
             fn = None
         _FW_C.append(fn)
     return _FW_C[0]
+
+
+def fw_loop() -> str:
+    """Which loop :func:`fw_gram_sets` runs: ``"compiled"`` or ``"numpy"``."""
+    return "numpy" if _compiled_fw() is None else "compiled"
 
 
 def fw_gram_sets(sets: list[GramProblems], *, min_decrease: float, max_iter: int
