@@ -411,7 +411,19 @@ def child(case: str, pkg: str, kind: str, size: float, repeats: int) -> dict:
             "sys_s": statistics.median(syss), "first_s": first_s, "first_cpu_s": first_cpu,
             "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "data_mb": rss_data, "peak_before_fit_mb": peak_data, "rows": len(d),
-            "first": out[:3].tolist(), "values": out.tolist()[:8]}
+            "first": out[:3].tolist(), "values": out.tolist()[:8],
+            **({"sdid_loop": _sdid_loop()} if case == "sdid" and pkg == "twinimpact" else {})}
+
+
+def _sdid_loop() -> str:
+    """Synthetic DiD's Frank-Wolfe loop in the timed source: "compiled" (_sdid_fw.c
+    built) or "numpy" (not built, or a source from before the compiled loop)."""
+    import importlib
+    m = importlib.import_module("twinimpact.estimators._sdid_solver")
+    if hasattr(m, "fw_loop"):
+        return m.fw_loop()
+    compiled = getattr(m, "_compiled_fw", lambda: None)
+    return "numpy" if compiled() is None else "compiled"
 
 
 # ----------------------------------------------------------------------------- parent

@@ -420,10 +420,28 @@ def test_plots_return_axes(prop99_sdid, prop99):
     plt.close("all")
 
 
-def test_gram_sets_masked_shared_bank_equal_literal_transcription():
+def _use_kernel(kernel, monkeypatch):
+    """Run fw_gram_sets with the NumPy loop or the compiled one (skip when not built)."""
+    from twinimpact.estimators import _sdid_solver
+
+    if kernel == "numpy":
+        monkeypatch.setenv(_sdid_solver.KERNEL_ENV, "numpy")
+    else:
+        monkeypatch.delenv(_sdid_solver.KERNEL_ENV, raising=False)
+        if _sdid_solver._compiled_fw() is None:
+            pytest.skip("compiled Frank-Wolfe loop not built (python setup.py build_ext)")
+
+
+KERNELS = ["numpy", "compiled"]
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_gram_sets_masked_shared_bank_equal_literal_transcription(kernel, monkeypatch):
     """fw_gram_sets on two sets at once -- problems on subsets of the columns of one shared
     Gram matrix (the other columns masked) and problems with a Gram block each -- follows
-    sc_weight_fw_reference's iterates on every problem (same stopping iteration)."""
+    sc_weight_fw_reference's iterates on every problem (same stopping iteration), with
+    the NumPy loop and with the compiled one."""
+    _use_kernel(kernel, monkeypatch)
     from twinimpact.estimators._sdid_solver import (
         _MASKED,
         GramProblems,
@@ -469,10 +487,12 @@ def test_gram_sets_masked_shared_bank_equal_literal_transcription():
 PLACEBO_BATCH_REL_TOL = 1e-9
 
 
+@pytest.mark.parametrize("kernel", KERNELS)
 @pytest.mark.parametrize("method", ["sdid", "sc", "did"])
-def test_batched_placebo_equals_one_fit_per_replicate(method):
+def test_batched_placebo_equals_one_fit_per_replicate(method, kernel, monkeypatch):
     """Oracle: every placebo replicate re-fitted on its own (sdid_fit on the permuted
     controls, warm start at the original weights, R synthdid's placebo_se)."""
+    _use_kernel(kernel, monkeypatch)
     from twinimpact.estimators._sdid_inference import _placebo_taus
     from twinimpact.estimators._sdid_solver import (
         default_options,
@@ -495,6 +515,47 @@ def test_batched_placebo_equals_one_fit_per_replicate(method):
     np.testing.assert_allclose(fast, slow, rtol=PLACEBO_BATCH_REL_TOL, atol=1e-12)
 
 
+def test_compiled_frank_wolfe_equals_numpy_loop(monkeypatch):
+    """The compiled loop (_sdid_fw.c) does the NumPy loop's operations in the same order:
+    same stopping iteration and the same weights on shared masked problems and Gram
+    blocks, up to 3,000 steps, stopping by the rule, at max_iter and after one step."""
+    from twinimpact.estimators._sdid_solver import (
+        _MASKED,
+        GramProblems,
+        fw_gram_sets,
+        fw_gram_sets_numpy,
+        gram_blocks,
+    )
+
+    _use_kernel("compiled", monkeypatch)
+    rng = np.random.default_rng(7)
+    n, N = 12, 30
+    A = rng.normal(size=(n, N)).cumsum(axis=0)
+    A = A - A.mean(axis=0)
+    bank = A.T @ A + n * 0.05**2 * np.eye(N)
+    Atb = np.full((6, N), _MASKED)
+    x0 = np.zeros((6, N))
+    bb = np.empty(6)
+    for r in range(6):
+        c = np.sort(rng.choice(N, size=24, replace=False))
+        b = A[:, np.setdiff1d(np.arange(N), c)[:3]].mean(axis=1)
+        Atb[r, c] = A[:, c].T @ b
+        x0[r, c] = rng.dirichlet(np.ones(24))
+        bb[r] = b @ b
+    stack = rng.normal(size=(5, 20, 9)).cumsum(axis=1)
+    bk, base, Atb2, bb2 = gram_blocks(stack, 1e-3, True)
+    sets = [GramProblems(bank, 0, Atb, bb, x0, n, 0.05),
+            GramProblems(bk, base, Atb2, bb2, np.full((5, 8), 1 / 8), 20, 1e-3)]
+    for md, it in ((1e-9, 3000), (1e-4, 50), (0.0, 1)):
+        fast = fw_gram_sets(sets, min_decrease=md, max_iter=it)
+        ref = fw_gram_sets_numpy(sets, min_decrease=md, max_iter=it)
+        for (w, n_it, cv), (w0, n_it0, cv0) in zip(fast, ref, strict=True):
+            np.testing.assert_array_equal(n_it, n_it0)
+            np.testing.assert_array_equal(cv, cv0)
+            np.testing.assert_allclose(w, w0, rtol=0, atol=1e-13)
+    assert (fast[0][0][Atb == _MASKED] == 0).all()
+
+
 def test_placebo_reports_its_weight_solves(prop99):
     """Issue 13 item 5: the replicates' Frank-Wolfe solves are counted in diagnostics
     (sdid: a unit- and a time-weight problem per replicate; sc: unit weights only)."""
@@ -506,6 +567,7 @@ def test_placebo_reports_its_weight_solves(prop99):
         p = d["placebo_weight_problems"]
         assert 0 <= p["stopped_at_max_iter"] <= p["problems"]
         assert p["max_iter"] == 10_000
+        assert p["loop"] in ("compiled", "numpy")
 
 
 @pytest.mark.slow

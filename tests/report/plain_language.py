@@ -28,6 +28,7 @@ CODE = [
     (re.compile(r"\bNaN\b"), "NaN"),
     (re.compile(r"\b[a-z_]\w*(?:\.[a-z_]\w*){2,}\b"), "dotted Python path"),
     (re.compile(r"ATT\(g,\s*t\)|ATT\(\d+,\s*\d+\)"), "ATT(g,t) label"),
+    (re.compile(r"\bATT\b(?!\()"), "ATT label (tables say 'Average effect after twinning')"),
     (re.compile(r"(?<![\w./-])[a-z][a-z0-9]*(?:_[a-z0-9]+)+(?![\w/-]|\.[a-z]{2,7}\b)"),
      "snake_case identifier"),
 ]

@@ -131,3 +131,21 @@ def test_message_helpers_write_words_not_reprs():
     assert format_values(list(range(0, 40, 2)), limit=3) == "0, 2, 4, ... (20 in all)"
     assert format_counts({"missing y": 1459, "x": 1}) == "1,459 rows: missing y; 1 row: x"
     assert format_counts({"u": 2}, noun="unit") == "2 units: u"
+
+
+def test_study_run_is_tabled_and_plotted_by_its_results(fits, mpdta):
+    """ti.run_study returns a StudyRun: ti.table shows one column per result and
+    ti.plot_event_study draws its event-study results (a named error when it has none)."""
+    from twinimpact.studies.runner import StudyRun
+
+    run = StudyRun(study=None, panel=None, analysis_frame=mpdta, results=dict(fits),
+                   failures={}, outputs={})
+    wide = ti.table({"run": run}, "frame")
+    assert set(wide.columns.get_level_values(0)) == {"run: Static", "run: Dynamic"}
+    ax = ti.plot_event_study({"run": run})
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["run: Dynamic"]
+    plt.close(ax.figure)
+    static_only = StudyRun(study=None, panel=None, analysis_frame=mpdta,
+                           results={"Static": fits["Static"]}, failures={}, outputs={})
+    with pytest.raises(SpecificationError, match="none of the results in this StudyRun"):
+        ti.plot_event_study(static_only)

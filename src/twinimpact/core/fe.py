@@ -774,8 +774,10 @@ class TwoWayOLSFit(OLSFit):
             else:
                 sd -= sparse.csr_matrix((e, (g, t)), shape=(n_g, n_t)) @ self.time_part
             # + E_g m'
-            if self.grand is not None:
-                sd += np.bincount(g, weights=e, minlength=n_g)[:, None] * self.grand
+            if self.grand is not None:  # row blocks: no (G, p) temporary
+                e_g = np.bincount(g, weights=e, minlength=n_g)
+                grand = self.grand
+                _sub_rowblocks(sd, lambda r: -(e_g[r, None] * grand))
         for j in range(q):
             out[:, p + j] = np.bincount(g, weights=self.mz[:, j] * e, minlength=n_g)
         return out if self.kept.all() else out[:, self.kept]
@@ -1165,7 +1167,7 @@ def fit_fe_codes(y: np.ndarray, x: np.ndarray, names: Sequence[str],
     if return_source:
         info["vcov_source"] = SandwichVcov(
             "feols", bread=bread, kept=kept, n=n, fe_codes=tuple(fe_codes),
-            rows=np.arange(n), n_input=n, columns={}, scores=scores,
+            rows=_arange_rows(n), n_input=n, columns={}, scores=scores,
             ssr=float(np.sum(w * fit.resid**2)))
     return params, v, spec, info
 
@@ -1204,10 +1206,15 @@ def _fit_fe_twoway(fit: TwoWayOLSFit, names: Sequence[str], fe_codes: Sequence[n
     if return_source:
         info["vcov_source"] = SandwichVcov(
             "feols", bread=bread, kept=kept, n=n, fe_codes=tuple(fe_codes),
-            rows=np.arange(n), n_input=n, columns={}, cluster_sums=fit.cluster_sums,
+            rows=_arange_rows(n), n_input=n, columns={}, cluster_sums=fit.cluster_sums,
             score_meat=fit.score_meat,
             ssr=ssr, balanced=balanced)
     return params, v, spec, info
+
+
+def _arange_rows(n: int) -> np.ndarray:
+    """Row positions ``0..n-1`` as int32 when they fit (4 bytes a row, not 8)."""
+    return np.arange(n, dtype=np.int32 if n < 2**31 else np.intp)
 
 
 @dataclass(frozen=True, eq=False)

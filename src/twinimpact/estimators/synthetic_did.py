@@ -61,7 +61,14 @@ from ._sdid_inference import (
     placebo_replicates,
     replicate_vcov,
 )
-from ._sdid_solver import SDIDFit, default_options, fixed_weights, sdid_fit, sum_normalize
+from ._sdid_solver import (
+    SDIDFit,
+    default_options,
+    fixed_weights,
+    fw_loop,
+    sdid_fit,
+    sum_normalize,
+)
 
 __all__ = [
     "SDID_METHODS",
@@ -507,8 +514,11 @@ def synthetic_did(data: pd.DataFrame, *, outcome: str, unit: str, time: str,
             if fw_stats:
                 se_diag["placebo_weight_problems"] = {
                     **fw_stats, "max_iter": fits[0].options.max_iter,
+                    "loop": fw_loop(),
                     "note": "Frank-Wolfe solves of the replicates' unit and time weights; "
-                            "stopping at max_iter is R synthdid's behaviour too"}
+                            "stopping at max_iter is R synthdid's behaviour too; loop: "
+                            "the compiled one (_sdid_fw.c) or the NumPy one (same "
+                            "iterates)"}
         else:
             reps = fitter.att_replicates("placebo", n_reps, rng)[0]
     elif se == "bootstrap":

@@ -34,8 +34,9 @@ METHOD_NOTES: dict[str, str] = {
             "effects that change over time it can be biased (Goodman-Bacon 2021).",
     "event_study": "Event study with two-way fixed effects: one coefficient per year relative "
                    "to the first twinning (the year before is the reference). Pre-twinning "
-                   "coefficients near zero support the parallel-trends assumption. The 'ATT' "
-                   "row averages the post-twinning coefficients.",
+                   "coefficients near zero support the parallel-trends assumption. The "
+                   "'Average effect after twinning' row averages the post-twinning "
+                   "coefficients.",
     "callaway_santanna": "Callaway & Sant'Anna (2021): compares each cohort of newly twinned "
                          "units with units not (yet) twinned, year by year, then averages; "
                          "robust to effects that differ across cohorts and over time.",

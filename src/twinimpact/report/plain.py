@@ -88,7 +88,8 @@ _JARGON: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"ATT\(g,t\)"), "cohort-year effects"),
     (re.compile(r"\bare NaN\b"), "are left blank"),
     (re.compile(r"\bNaN\b"), "not computed"),
-    (re.compile(r"\b(\w+)=('[^']*'|\"[^\"]*\"|\S+)"), "a different option of the method"),
+    (re.compile(r"\b(\w+)=('[^']*'|\"[^\"]*\"|\S+)"),
+     "an option of the method (named in the appendix)"),
 ]
 #: sentence ends, not abbreviations ("e.g. units" does not end a sentence)
 _SENTENCE_END = re.compile(r"(?<!\be\.g)(?<!\bi\.e)(?<=[.!?])\s+(?=[A-Z(])")

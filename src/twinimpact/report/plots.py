@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import InputError, SpecificationError, format_message
-from ..results import is_honest_frame, tidy
+from ..results import is_honest_frame, result_label, tidy
 from .tables import _named_results
 
 __all__ = ["plot_event_study", "plot_honest_did"]
@@ -37,6 +37,49 @@ def _alternative(r: Any) -> str:
             "imputation/did2s with horizons/event_study=True")
 
 
+def _has_event_time(r: Any) -> bool:
+    try:
+        f = tidy(r)
+    except (SpecificationError, KeyError, TypeError, ValueError):
+        return False
+    return "rel_time" in f.columns and bool(f["rel_time"].notna().any())
+
+
+def _event_time_items(results: Any) -> dict[str, Any] | list[Any]:
+    """The objects to draw: a container without a tidy frame of its own (a study run,
+    ``.results`` = label -> result) stands for its components that have event-time
+    estimates; one with none is refused, naming it."""
+    if isinstance(results, Mapping):
+        pairs = [(str(k), v) for k, v in results.items()]
+    elif isinstance(results, Sequence) and not isinstance(results, str | bytes):
+        pairs = [(result_label(r, f"model {i + 1}"), r) for i, r in enumerate(results)]
+    else:
+        pairs = [(result_label(results, "model 1"), results)]
+    if not any(_is_container(r) for _, r in pairs):
+        return results if isinstance(results, Mapping | Sequence) and not isinstance(
+            results, str) else [results]
+    out: dict[str, Any] = {}
+    for label, r in pairs:
+        if not _is_container(r):
+            out[label] = r
+            continue
+        keep = {f"{label}: {k}": v for k, v in r.results.items() if _has_event_time(v)}
+        if not keep:
+            raise SpecificationError(format_message(
+                "plot_event_study needs event-time estimates (rows with rel_time); none of "
+                f"the results in this {type(r).__name__} has them",
+                where=f"entry {label!r} ({type(r).__name__})", seen=list(r.results),
+                fix="add an event-study estimator to the study, or plot a result directly"))
+        out.update(keep)
+    return out
+
+
+def _is_container(r: Any) -> bool:
+    comps = getattr(r, "results", None)
+    return (isinstance(comps, Mapping) and bool(comps) and not isinstance(r, pd.DataFrame)
+            and not callable(getattr(r, "to_frame", None)))
+
+
 def plot_event_study(results: Any, ax: Any = None, *, alpha: float | None = None,
                      title: str | None = None, xlabel: str = "Years relative to first twinning",
                      ylabel: str | None = None, dodge: float = 0.12) -> Any:
@@ -46,7 +89,8 @@ def plot_event_study(results: Any, ax: Any = None, *, alpha: float | None = None
     ----------
     results : result, list of results or dict ``{label: result}``
         Results whose tidy frame has ``rel_time`` rows (TWFE event study, Callaway-Sant'Anna
-        dynamic aggregation, Sun-Abraham, imputation, did2s, Poisson event study, ...).
+        dynamic aggregation, Sun-Abraham, imputation, did2s, Poisson event study, pre-trend
+        power, ...). A study run (``ti.run_study``) stands for its event-study results.
     ax : matplotlib Axes, optional
         Draw into this Axes (default: a new figure).
     alpha : float, optional
@@ -70,8 +114,7 @@ def plot_event_study(results: Any, ax: Any = None, *, alpha: float | None = None
     """
     import matplotlib.pyplot as plt
 
-    items = _named_results(results if isinstance(results, Mapping | Sequence)
-                           and not isinstance(results, str) else [results], expand=False)
+    items = _named_results(_event_time_items(results), expand=False)
     n = len(items)
     plotted = 0
     frames = []

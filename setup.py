@@ -1,0 +1,17 @@
+"""Build of the optional compiled kernel; everything else is in pyproject.toml.
+
+``twinimpact.estimators._sdid_fw`` (C, no dependency beyond the Python headers) runs the
+Frank-Wolfe loop of synthetic DiD's placebo weight problems. It is optional: without a C
+compiler the install still succeeds and ``_sdid_solver`` uses its NumPy path (same
+iterates; the oracle of the compiled loop in the tests). No fused multiply-adds: the loop
+must round as NumPy does.
+"""
+
+import os
+
+from setuptools import Extension, setup
+
+setup(ext_modules=[Extension(
+    "twinimpact.estimators._sdid_fw", ["src/twinimpact/estimators/_sdid_fw.c"],
+    extra_compile_args=[] if os.name == "nt" else ["-ffp-contract=off"],
+    optional=True)])
