@@ -227,3 +227,30 @@ def test_gmm_vcov_one_regressor_at_a_time_equals_matrix_form(by):
     score = (w * e2)[:, None] * x2 - corr
     sums = np.stack([np.bincount(cluster, weights=score[:, j]) for j in range(3)], axis=1)
     np.testing.assert_allclose(vc, bread @ (sums.T @ sums) @ bread, rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("method", ["did2s", "sun_abraham"])
+def test_event_window_pretrend_test_covers_the_window(method):
+    """ti.event_study(method=..., leads=k) reports the pre-treatment coefficients inside the
+    window; its pre-trend test is the Wald test over exactly those (not over every lead of
+    the full fit), the F(q, df) of the kept block of the covariance."""
+    import twinimpact as ti
+    from twinimpact.results import wald_pretrend_test
+
+    d = simulate_panel(n_units=90, n_periods=14, cohorts=(6, 9, 12, 0), seed=3)
+    kw = dict(outcome="y", unit="id", time="year", cohort="g", method=method)
+    full = ti.event_study(d, **kw)
+    win = ti.event_study(d, **kw, leads=3, lags=2)
+    pre_full = [t for t, r in zip(full.terms, full.term_info["rel_time"], strict=True) if r < 0]
+    pre_win = [t for t, r in zip(win.terms, win.term_info["rel_time"], strict=True) if r < 0]
+    assert len(pre_full) > len(pre_win) > 0
+    assert full.pretrend_test.n_coefficients == len(pre_full)
+    pt = win.pretrend_test
+    assert pt.n_coefficients == len(pre_win) and set(pt.terms) == set(pre_win)
+    idx = [win.terms.index(t) for t in pt.terms]
+    direct = wald_pretrend_test(pt.terms, win.coef[idx], win.cov[np.ix_(idx, idx)],
+                                df_denominator=win.vcov_spec.df)
+    assert pt.statistic == pytest.approx(direct.statistic, rel=1e-12)
+    assert pt.p_value == pytest.approx(direct.p_value, rel=1e-12)
+    assert pt.statistic != pytest.approx(full.pretrend_test.statistic, rel=1e-6)
+    assert "inside the event window" in pt.note

@@ -256,3 +256,13 @@ def test_disagreement_is_flagged(run):
     assert any(line.startswith("Other: 64.9%") for line in lines)
     page = render_report(StudyRun(**{**run.__dict__, "results": res}))
     assert 'id="disagreement"' in page
+
+
+@pytest.mark.parametrize("subject, verb", [
+    ("The outcome", "was"), ("German exports to a partner country", "were"),
+    ("Trade flows between Germany and a newly twinned partner country", "were"),
+    ("Simulated Australian imports from the twinned cities", "were"),
+    ("Trade between Germany and its partners", "was"), ("Gross output", "was")])
+def test_headline_verb_agrees_with_subject(subject, verb):
+    from twinimpact.report.headline import _verb
+    assert _verb(subject) == verb

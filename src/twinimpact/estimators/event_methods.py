@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import SpecificationError, format_message
+from ..results import wald_pretrend_test
 from .registry import get_estimator
 
 __all__ = ["run_event_method"]
@@ -48,9 +49,24 @@ def _window_filter(result: Any, leads: int | None, lags: int | None) -> Any:
         return result
     idx = np.flatnonzero(keep)
     terms = tuple(result.terms[i] for i in idx)
-    return result.replace(terms=terms, coef=result.coef[idx],
-                          cov=result.cov[np.ix_(idx, idx)],
-                          term_info=result.term_info.iloc[idx])
+    coef, cov = result.coef[idx], result.cov[np.ix_(idx, idx)]
+    changes: dict[str, Any] = {}
+    pt = result.pretrend_test
+    if pt is not None and pt.terms:
+        # the pre-trend test covers the pre-treatment coefficients the result reports:
+        # those inside the window (a test over every lead of a long panel -- 124 of them
+        # with 193 clusters in the de_exports study -- is not the test the reader sees)
+        pos = {t: i for i, t in enumerate(terms)}
+        kept = [t for t in pt.terms if t in pos]
+        if len(kept) != len(pt.terms):
+            sub = [pos[t] for t in kept]
+            changes["pretrend_test"] = wald_pretrend_test(
+                kept, coef[sub], cov[np.ix_(sub, sub)],
+                df_denominator=result.vcov_spec.df, estimator=result.estimator,
+                what=(f"{pt.note} -- over the {len(kept)} pre-treatment coefficients "
+                      f"inside the event window (rel_time >= {lo:g})"))
+    return result.replace(terms=terms, coef=coef, cov=cov,
+                          term_info=result.term_info.iloc[idx], **changes)
 
 
 def run_event_method(method: str, data: pd.DataFrame, *, outcome: str, unit: str, time: str,

@@ -102,6 +102,21 @@ def _pct(b: float) -> float:
     return 100.0 * (math.exp(b) - 1.0)
 
 
+_PREPOSITIONS = frozenset({"between", "to", "from", "of", "in", "with", "for", "by", "at"})
+
+
+def _verb(subject: str) -> str:
+    """'were' when the subject's head noun (its last word before a preposition) is a
+    plural in -s ("German exports to ...", "Trade flows between ..."), else 'was'
+    ("The outcome")."""
+    head = ""
+    for word in subject.split():
+        if word.lower() in _PREPOSITIONS:
+            break
+        head = word.lower().strip(",;:")
+    return "were" if head.endswith("s") and not head.endswith("ss") else "was"
+
+
 def headline_sentence(h: Headline, study: Any, *, max_rel_time: float | None = None
                       ) -> tuple[str, str]:
     """(headline, how-sure sentence) in plain words. ``max_rel_time``: the latest period
@@ -133,11 +148,12 @@ def headline_sentence(h: Headline, study: Any, *, max_rel_time: float | None = N
     if proportional:
         x, lo, hi = _pct(h.estimate), _pct(h.ci_lower), _pct(h.ci_upper)
         word = "higher" if x >= 0 else "lower"
-        head = (f"{subject} were {_p(abs(x))} {word}, {level:g}% CI [{_p(lo)}, {_p(hi)}], "
+        head = (f"{subject} {_verb(subject)} {_p(abs(x))} {word}, {level:g}% CI "
+                f"[{_p(lo)}, {_p(hi)}], "
                 f"{when} (estimate: {h.label}).")
     else:
         word = "higher" if h.estimate >= 0 else "lower"
-        head = (f"{subject} was {abs(h.estimate):.3g} {word}, {level:g}% CI "
+        head = (f"{subject} {_verb(subject)} {abs(h.estimate):.3g} {word}, {level:g}% CI "
                 f"[{h.ci_lower:.3g}, {h.ci_upper:.3g}], {when} (estimate: {h.label}).")
     covers_zero = h.ci_lower <= 0 <= h.ci_upper
     if covers_zero:
