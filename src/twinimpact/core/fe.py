@@ -114,14 +114,24 @@ class _Projector:
         out = np.empty((self.n_groups, x.shape[1]))
         for j in range(x.shape[1]):
             v = x[:, j] if self.weights is None else self.weights * x[:, j]
-            out[:, j] = np.bincount(self.codes, weights=v, minlength=self.n_groups)
+            # = np.bincount(codes, weights=v): the same sums in the same order, without
+            # bincount's doubled (G,) output or a copy of a strided column
+            out[:, j] = code_sums(self.codes, self.n_groups, v)
         return out
 
     def means(self, x: np.ndarray) -> np.ndarray:
-        return self.sums(x) * self.inv_wsum[:, None]
+        out = self.sums(x)
+        out *= self.inv_wsum[:, None]
+        return out
 
-    def subtract(self, x: np.ndarray) -> np.ndarray:
-        out = np.array(x, dtype=float, copy=True)
+    def subtract(self, x: np.ndarray, *, overwrite: bool = False) -> np.ndarray:
+        """``x`` minus its group means; ``overwrite=True``: in ``x`` itself (a float64
+        array the caller no longer needs), no copy."""
+        if overwrite and isinstance(x, np.ndarray) and x.dtype == np.float64 \
+                and x.flags.writeable:
+            out = x
+        else:
+            out = np.array(x, dtype=float, copy=True)
         _gather_update(out, self.means(x), self.codes, np.subtract)
         return out
 
@@ -288,9 +298,11 @@ class SmallSetProjector:
         return float(np.sum(np.minimum(per_level, small.n_groups) ** 2)) <= (
             _SCHUR_WORK_MAX * max(len(big.codes), 1))
 
-    def subtract(self, x: np.ndarray) -> np.ndarray:
-        """``M x`` for ``x`` (n, k): the residual of the two-way projection."""
-        r = self.big.subtract(x)
+    def subtract(self, x: np.ndarray, *, overwrite: bool = False) -> np.ndarray:
+        """``M x`` for ``x`` (n, k): the residual of the two-way projection
+        (``overwrite=True``: computed in ``x`` itself when it is a writable float64
+        array the caller no longer needs)."""
+        r = self.big.subtract(x, overwrite=overwrite)
         g = self.s_pinv @ self.small.sums(r)
         _gather_update(r, g, self.small.codes, np.subtract)
         back = self.cells @ g
@@ -1029,7 +1041,7 @@ def ols_twoway_small_time(y: np.ndarray, unit_codes: np.ndarray, time_codes: np.
     coef, bread, kept, b = _solve_indicator_system(xtx, xty, dt, mz, yd, cnt, zz,
                                                    collin_tol, w)
     fitted_d = np.concatenate([[0.0], b[:p]])[c1]
-    resid = proj.subtract(fitted_d.reshape(n, 1))[:, 0]
+    resid = proj.subtract(fitted_d.reshape(n, 1), overwrite=True)[:, 0]  # no copy
     del fitted_d
     np.subtract(yd, resid, out=resid)      # M(y - D b_D)
     if q:
