@@ -56,6 +56,19 @@ def test_code_sums_and_shifted_pairs_equal_bincount(tiny_blocks, weighted):
         rowblocks.pair_sums(g, 9, c, 7, w, shift_b=1, dtype=np.float64), want)
 
 
+def test_pair_sums_skipping_negative_codes(tiny_blocks):
+    """Rows without an indicator (code -1) left out: the table of the shifted codes
+    without its first column, contiguous."""
+    rng = np.random.default_rng(4)
+    a, c = rng.integers(0, 11, 120), rng.integers(-1, 4, 120).astype(np.int32)
+    w = rng.normal(size=120)
+    for weights in (None, w):
+        want = np.bincount(a * 5 + c + 1, weights=weights, minlength=55).reshape(11, 5)[:, 1:]
+        got = rowblocks.pair_sums(a, 11, c, 4, weights, dtype=np.float64, skip_negative_b=True)
+        np.testing.assert_array_equal(got, want)
+        assert got.flags.c_contiguous
+
+
 def _panel(seed: int = 1) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     n_u, n_t = 30, 8

@@ -805,7 +805,12 @@ def _indicator_tables(c: np.ndarray, u: np.ndarray, t: np.ndarray, n_u: int, n_t
     c1 = c + 1
     # float64 sums (counts exact) block by block: no n-row pair codes or intp copies
     cnt = code_sums(c1, p + 1, w)[1:]
-    a_u = _cell_counts(u, c1, n_u, p + 1, w)[:, 1:]
+    if n_u * (p + 1) <= max(_DENSE_CELLS_MAX, 2 * len(u)):  # as _cell_counts
+        # dense and C-contiguous (rows without an indicator skipped, not counted in a
+        # column dropped afterwards): scipy's products take it without a copy
+        a_u = pair_sums(u, n_u, c, p, w, dtype=np.float64, skip_negative_b=True)
+    else:
+        a_u = _cell_counts(u, c1, n_u, p + 1, w)[:, 1:]
     a_t = pair_sums(t, n_t, c1, p + 1, w, dtype=np.float64)
     return c1, cnt, a_u, np.ascontiguousarray(a_t[:, 1:])
 

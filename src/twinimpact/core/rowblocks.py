@@ -44,23 +44,31 @@ def code_sums(codes: np.ndarray, n_levels: int, weights: np.ndarray | None = Non
 
 def pair_sums(code_a: np.ndarray, n_a: int, code_b: np.ndarray, n_b: int,
               weights: np.ndarray | None, *, shift_b: int = 0,
-              dtype: type | None = None) -> np.ndarray:
+              dtype: type | None = None, skip_negative_b: bool = False) -> np.ndarray:
     """``(n_a, n_b)`` table of the sums of ``weights`` over the rows of each pair of codes
     ``(code_a, code_b + shift_b)``: ``np.bincount(code_a * n_b + code_b + shift_b,
     weights, n_a * n_b)``, the same sums added in the same (row) order, without the n-row
     pair-code array or bincount's n-row intermediates (``np.add.at`` block by block into
     one table). ``weights=None``: the row counts, as int32 unless ``dtype`` says otherwise
     (per block at most ``BLOCK`` are added to a cell; int64 from 2**31 rows); float64
-    counts are exact (integers below 2**53)."""
+    counts are exact (integers below 2**53). ``skip_negative_b``: rows whose ``code_b``
+    is negative are left out (as if they were counted in a dropped column)."""
     if dtype is None:
         dtype = np.float64 if weights is not None else (
             np.int64 if len(code_a) >= 2**31 else np.int32)
     out = np.zeros(n_a * n_b, dtype=dtype)
     one = out.dtype.type(1)  # a scalar of the table's type: numpy's fast path of add.at
     for sl in row_blocks(len(code_a)):
-        key = code_a[sl].astype(np.intp) * n_b
-        key += code_b[sl]
+        a, b = code_a[sl], code_b[sl]
+        wb = None if weights is None else weights[sl]
+        if skip_negative_b:
+            on = b >= 0
+            if not on.all():
+                a, b = a[on], b[on]
+                wb = None if wb is None else wb[on]
+        key = a.astype(np.intp) * n_b
+        key += b
         if shift_b:
             key += shift_b
-        np.add.at(out, key, one if weights is None else weights[sl])
+        np.add.at(out, key, one if wb is None else wb)
     return out.reshape(n_a, n_b)
