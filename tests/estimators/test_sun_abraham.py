@@ -210,3 +210,24 @@ def test_always_treated_dropped_and_caller_frame_unchanged(stagg):
         warnings.simplefilter("error")
         sun_abraham(stagg, **KW, covariates=["x1"], ref=(-1, -2))
     pd.testing.assert_frame_equal(stagg, s0)
+
+
+def test_first_seen_codes_equal_pandas_factorize_of_the_labels():
+    """The fit's unit / period codes come from the validation's integer codes renumbered
+    in order of first appearance: exactly pd.factorize's codes of the labels (so the sums
+    run in the same order as on the labels), levels absent after a row drop left out."""
+    from twinimpact.estimators.sun_abraham import _first_seen_codes
+
+    rng = np.random.default_rng(4)
+    for n, levels in [(1, 1), (50, 7), (2000, 300), (5000, 5000)]:
+        labels = rng.choice(np.array([f"u{i}" for i in range(levels)], dtype=object), n)
+        all_codes = pd.factorize(np.sort(labels))[0]  # some other numbering of the levels
+        lab_sorted = np.sort(labels)
+        lookup = dict(zip(lab_sorted, all_codes, strict=True))
+        codes = np.array([lookup[v] for v in labels], dtype=np.intp)
+        keep = rng.random(n) < 0.7
+        keep[0] = True
+        got, n_present = _first_seen_codes(codes[keep], levels)
+        want, uniques = pd.factorize(labels[keep])
+        np.testing.assert_array_equal(got, want)
+        assert n_present == len(uniques)

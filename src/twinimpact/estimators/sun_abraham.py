@@ -38,7 +38,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from ..core.fe import fit_fe_ols
+from ..core.fe import factorize, fit_fe_codes
 from ..core.threads import blas_single_thread
 from ..core.validation import as_frame, gap_aware_refs, prepare_panel
 from ..errors import (
@@ -225,7 +225,12 @@ def sun_abraham(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohor
             f"no treated unit: every value of {cohort!r} means 'never treated'",
             fix="cohort is the first treated period (NaN/0/after the panel = never)"))
     # always-treated units (no pre-treatment observation) are excluded, as in fixest
-    first_t = pd.Series(t).groupby(f["unit"].to_numpy()).transform("min").to_numpy()
+    # first observed period of each unit, on the validation's dense unit codes (a
+    # groupby on the labels hashed every row again: cache misses at 1e6+ units)
+    uc, n_u = pdata.unit_codes, int(pdata.unit_codes.max()) + 1
+    first = np.full(n_u, np.inf)
+    np.minimum.at(first, uc, t)
+    first_t = first[uc]
     always = ~never & (first_t >= g)
     if always.any():
         dropped["always-treated units (treated in their first observed period)"] = \
@@ -258,6 +263,9 @@ def sun_abraham(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohor
                       + f". {COUNTS_POINTER}", DroppedRowsWarning, stacklevel=2)
     f = f.loc[keep].reset_index(drop=True)
     g, t = g[keep], t[keep]
+    uc, n_units = _first_seen_codes(uc[keep], n_u)
+    tc, n_periods = _first_seen_codes(pdata.time_codes[keep],
+                                      int(pdata.time_codes.max()) + 1)
     never = np.isnan(g)
     refs, gap_note = gap_aware_refs(refs, t, np.where(g != ref_cohort, g, np.nan),
                                     estimator=est, time_name=time)
@@ -283,14 +291,13 @@ def sun_abraham(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohor
         x[:, j] = f[c].to_numpy(dtype=float)
     cell_names = [f"cohort={gv:g}:rel_time={int(ev)}" for gv, ev in
                   zip(cells["cohort"], cells["rel_time"], strict=True)]
-    cl_cols = [f["unit"] if c == unit else f["time"] if c == time else f[c] for c in clus]
+    cl_codes = [uc if c == unit else tc if c == time else factorize(f[c].to_numpy())[0]
+                for c in clus]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NotComputableWarning)
-        params, v, vspec, info = fit_fe_ols(
-            f["y"].to_numpy(), x, [*cell_names, *covariates],
-            [f["unit"].to_numpy(), f["time"].to_numpy()], vcov="cluster",
-            clusters=[c.to_numpy() for c in cl_cols], cluster_names=clus, estimator=est,
-            onehot=pos)
+        params, v, vspec, info = fit_fe_codes(
+            f["y"].to_numpy(), x, [*cell_names, *covariates], [uc, tc], cl_codes,
+            vcov="cluster", cluster_names=clus, onehot=pos)
     b = params.to_numpy()
     cells["estimate"] = b[:kc]
     cells["std_error"] = np.sqrt(np.clip(np.diag(v)[:kc], 0, None))
@@ -324,7 +331,7 @@ def sun_abraham(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohor
             "covariates": tuple(covariates), "cluster": clus, "control_group": control,
             "ref": refs, "alpha": alpha, "fixed_effects": (unit, time), "vcov": "cluster"}
     diag = {**pdata.diagnostics(), "dropped_rows": dropped, **info,
-            "n_units": int(f["unit"].nunique()), "n_periods": int(f["time"].nunique()),
+            "n_units": n_units, "n_periods": n_periods,
             "n_cells": kc, "control_cohort": "never treated" if control == "never_treated"
             else f"cohort {ref_cohort:g}" + (" and never treated" if never.any() else ""),
             "notes": notes}
@@ -339,6 +346,20 @@ def sun_abraham(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohor
             cov_names=tuple(covariates), att_definition=_ATT_DEF,
             pretrend_test=event_pretrend_test(out_names, coef, cov, rel_out, vspec,
                                               estimator=est))
+
+
+def _first_seen_codes(codes: np.ndarray, n_levels: int) -> tuple[np.ndarray, int]:
+    """Codes ``0..G-1`` of the levels present in ``codes`` (non-negative, below
+    ``n_levels``), numbered in order of first appearance: the codes ``pd.factorize`` gives
+    the labels, so the fit adds its sums in the same order as on the labels, found from
+    the integer codes in O(n + levels log levels) without hashing the rows."""
+    first = np.full(n_levels, len(codes), dtype=np.intp)
+    np.minimum.at(first, codes, np.arange(len(codes), dtype=np.intp))
+    order = np.argsort(first, kind="stable")
+    n_present = int(np.count_nonzero(first < len(codes)))
+    remap = np.empty(n_levels, dtype=np.intp)
+    remap[order] = np.arange(n_levels, dtype=np.intp)
+    return remap[codes], n_present
 
 
 def _ro(a: np.ndarray) -> np.ndarray:
