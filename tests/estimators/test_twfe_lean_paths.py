@@ -197,6 +197,13 @@ def test_lean_path_property(seed, n_units, n_periods, drop, opts):
             slow = ti.event_study(d, **KW, cohort="g", **opts)
         finally:
             fe_mod.two_way_projector = real
+    vc = np.abs(np.asarray(slow.vcov, dtype=float))
+    if np.isfinite(vc).any() and np.nanmax(vc) < 1e-20 * max(
+            1.0, float(np.nanmax(np.abs(slow.params.to_numpy())))) ** 2:
+        # a saturated draw (e.g. 8 units x 4 periods, 30% dropped, weights): no residual
+        # variation, both variances are rounding noise (~1e-30) that no tolerance compares
+        np.testing.assert_allclose(fast.params, slow.params, rtol=1e-9, atol=1e-9)
+        return
     _same(fast, slow, tol=1e-11)
 
 

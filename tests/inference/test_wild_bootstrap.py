@@ -247,6 +247,37 @@ def test_null_path_equals_direct_statistics_at_every_null(fes):
         np.testing.assert_allclose(path.statistics(b0, exact=False), slow, rtol=1e-9)
 
 
+@pytest.mark.parametrize("block", [7, 64, 1 << 18])
+def test_row_blocked_qr_matches_one_qr_and_matrix_rank(monkeypatch, block):
+    """_tall_r (QR block by block) has the R of one Householder QR up to row signs,
+    _rank_tall equals np.linalg.matrix_rank (full rank, rank-deficient, one column), and
+    _WCRPath on many blocks equals the lstsq oracle wcr_statistics."""
+    from twinimpact.core import rowblocks
+
+    monkeypatch.setattr(rowblocks, "BLOCK", block)
+    rng = np.random.default_rng(5)
+    n = 500
+    x = np.column_stack([np.ones(n), rng.normal(size=(n, 3)) * [1.0, 1e3, 1e-3]])
+    r = wb._tall_r(x[:, :2], x[:, 2], x[:, 3:])
+    r1 = np.linalg.qr(x, mode="r")
+    np.testing.assert_allclose(np.abs(r), np.abs(r1), rtol=1e-12, atol=1e-9)
+    np.testing.assert_allclose(r.T @ r, x.T @ x, rtol=1e-12)
+    assert wb._rank_tall(x) == np.linalg.matrix_rank(x) == 4
+    deficient = np.column_stack([x, x[:, 1] - 2.0 * x[:, 2]])
+    assert wb._rank_tall(deficient) == np.linalg.matrix_rank(deficient) == 4
+    assert wb._rank_tall(np.zeros((n, 1))) == np.linalg.matrix_rank(np.zeros((n, 1))) == 0
+    g = rng.integers(0, 9, n)
+    d = pd.DataFrame({"g": g, "x": x[:, 1] + rng.normal(size=9)[g], "z": x[:, 2],
+                      "f": rng.integers(0, 5, n), "h": rng.integers(0, 3, n)})
+    d["y"] = 0.3 * d["x"] + rng.normal(size=9)[g] + rng.normal(size=n)
+    design = _design_for(d, ())
+    v = draw_weights("rademacher", 9, 200, np.random.default_rng(2))
+    path = wb._WCRPath(design, v)
+    for b0 in (-1.0, 0.0, 0.4):
+        np.testing.assert_allclose(path.statistics(b0), wb.wcr_statistics(design, b0, v),
+                                   rtol=1e-10, atol=1e-12)
+
+
 def test_p_value_only_skips_the_interval_and_keeps_the_p_value():
     rng = np.random.default_rng(3)
     n, n_cl = 2000, 30

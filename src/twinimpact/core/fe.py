@@ -573,7 +573,7 @@ def solve_normal(xtx: np.ndarray, xty: np.ndarray, *, collin_tol: float = 1e-10,
 
 
 def _twoway_project(v: np.ndarray, u: np.ndarray, t: np.ndarray, n_u: int,
-                    n_t: int) -> np.ndarray:
+                    n_t: int, *, overwrite: bool = False) -> np.ndarray:
     """``M v = v - vbar_unit - vbar_time + vbar`` for one vector on a balanced panel.
 
     The exact two-way within projection when every unit x time cell is observed once,
@@ -581,10 +581,19 @@ def _twoway_project(v: np.ndarray, u: np.ndarray, t: np.ndarray, n_u: int,
     means of the result), which is exact on a balanced panel. Taking the period means
     after the unit means keeps the intermediate numbers small: the one-line formula
     subtracts raw period means of the size of ``v`` and loses digits when ``v`` has large
-    levels (e.g. 1e6 + noise).
+    levels (e.g. 1e6 + noise). ``overwrite=True``: in ``v`` itself (a writable float64
+    array the caller no longer needs), no copy.
     """
-    out = np.array(v, dtype=float, copy=True)
-    _gather_update(out, np.bincount(u, weights=v, minlength=n_u) / n_t, u, np.subtract)
+    if overwrite and v.dtype == np.float64 and v.flags.writeable:
+        out = v
+    else:
+        out = np.array(v, dtype=float, copy=True)
+    # unit means (code_sums = np.bincount's sums, without its doubled output), divided in
+    # place, are taken before ``out`` (possibly ``v`` itself) is updated
+    unit_mean = code_sums(u, n_u, v)
+    unit_mean /= n_t
+    _gather_update(out, unit_mean, u, np.subtract)
+    del unit_mean
     _gather_update(out, np.bincount(t, weights=out, minlength=n_t) / n_u, t, np.subtract)
     return out
 
@@ -950,7 +959,7 @@ def ols_twoway_balanced(y: np.ndarray, unit_codes: np.ndarray, time_codes: np.nd
     coef, bread, kept, b = _solve_indicator_system(xtx, xty, dt_m, mz, yd, cnt, zz,
                                                    collin_tol)
     fitted_d = np.concatenate([[0.0], b[:p]])[c1]
-    resid = _twoway_project(fitted_d, u, t, n_u, n_t)
+    resid = _twoway_project(fitted_d, u, t, n_u, n_t, overwrite=True)  # no copy
     del fitted_d
     np.subtract(yd, resid, out=resid)
     if q:
