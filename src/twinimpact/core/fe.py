@@ -632,6 +632,22 @@ def _sub_rowblocks(out: np.ndarray, part: Callable[[slice], np.ndarray]) -> None
         out[r] -= part(r)
 
 
+#: cells per dense block in :func:`_sub_sparse_rowblocks` (8 MB of float64)
+_SPARSE_BLOCK_CELLS = 1 << 20
+
+
+def _sub_sparse_rowblocks(out: np.ndarray, part: Callable[[slice], Any]) -> None:
+    """``out -= P`` for a tall sparse (or dense) ``P`` given block by block (``part(rows)``
+    is ``P[rows]``): the dense form of one block of about 1M cells at a time instead of
+    a dense temporary of the size of ``out`` (a sparse CSR product computes each row on
+    its own, so the blocks give the same numbers as the whole product)."""
+    m, k = out.shape
+    rows = max(1, _SPARSE_BLOCK_CELLS // max(1, k))
+    for start in range(0, m, rows):
+        r = slice(start, min(m, start + rows))
+        out[r] -= _dense(part(r))
+
+
 #: largest number of cells of a dense unit x indicator count table (else scipy sparse):
 #: about two n-vectors of memory at n = 1e6
 _DENSE_CELLS_MAX = 2**21
@@ -773,8 +789,10 @@ class TwoWayOLSFit(OLSFit):
             # - E_gu U: residual sums over cluster x unit cells
             if g is u or (n_g == n_u and np.array_equal(g, u)):  # clusters = units
                 e_u = np.bincount(u, weights=e, minlength=n_u)
-                if sparse.issparse(u_part):
-                    sd -= _dense(sparse.diags(e_u) @ u_part)
+                if sparse.issparse(u_part):  # unit blocks: no dense (units x p) temporary
+                    u_part = u_part.tocsr()
+                    _sub_sparse_rowblocks(
+                        sd, lambda r: sparse.diags(e_u[r]) @ u_part[r])
                 else:
                     _sub_rowblocks(sd, lambda r: e_u[r, None] * u_part[r])
             else:
@@ -786,7 +804,7 @@ class TwoWayOLSFit(OLSFit):
                                              shape=(n_g, n_u))
                 else:
                     e_gu = sparse.csr_matrix((e, (g, u)), shape=(n_g, n_u))
-                sd -= _dense(e_gu @ u_part)
+                _sub_sparse_rowblocks(sd, lambda r: e_gu[r] @ u_part)
             # - F_gt V: residual sums over cluster x period cells
             if n_g * n_t <= 4 * n:
                 f_gt = pair_sums(g, n_g, t, n_t, e)
