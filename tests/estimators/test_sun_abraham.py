@@ -111,6 +111,38 @@ def test_cells_and_clustered_se_equal_dummy_variable_ols():
         assert got.loc[(gv, e), "std_error"] == pytest.approx(se, rel=1e-8)
 
 
+def test_unit_without_own_pre_rows_stays_as_in_fixest():
+    """fixest's always-treated rule is per cohort (``sunab`` sees no unit id): a unit whose
+    pre-treatment rows are missing stays when its cohort has pre-treatment rows. Dropping
+    it (our old per-unit rule) moved the harness's unbalanced-panel ATT by 5e-5 relative
+    vs diff-diff, which keeps it too (benchmarks/RESULTS.md). Oracle: dummy-variable OLS
+    on every row; ATT = post-treatment cells weighted by their row counts."""
+    d = simulate_panel(n_units=30, n_periods=6, seed=5, cohorts=(3, 5, 0), dynamic=0.5)
+    # unit 0 (cohort 2003) loses 2001-02, unit 1 (cohort 2005) 2001-04: no own pre row
+    d = d[~(((d["id"] == 0) & (d["year"] < 2003)) | ((d["id"] == 1) & (d["year"] < 2005)))]
+    d = d.reset_index(drop=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        r = sun_abraham(d, **SIM)
+    assert r.nobs == len(d)
+    assert not any("always" in k for k in r.diagnostics["dropped_rows"])
+    dd, cells = _dummy_design(d)
+    fit = smf.ols("y ~ " + " + ".join(n for *_, n in cells) + " + C(id) + C(year)", dd).fit()
+    got = r.interactions.set_index(["cohort", "rel_time"])
+    for gv, e, name in cells:
+        assert got.loc[(gv, e), "estimate"] == pytest.approx(fit.params[name], abs=ORACLE_TOL)
+    rel = np.where(d["g"] > 0, d["year"] - d["g"], -1)
+    post = [(gv, e, name) for gv, e, name in cells if e >= 0]
+    n_cell = np.array([np.sum((d["g"] == gv) & (rel == e)) for gv, e, _ in post], float)
+    att = np.sum(n_cell * np.array([fit.params[n] for *_, n in post])) / n_cell.sum()
+    assert float(r.aggregate("simple").params["ATT"]) == pytest.approx(att, abs=ORACLE_TOL)
+    # the rows of a cohort none of which is before its treatment are still dropped
+    d2 = pd.concat([d, d[d["id"] == 0].assign(id=99, g=2001)], ignore_index=True)
+    with pytest.warns(Warning, match="always-treated"):
+        r2 = sun_abraham(d2, **SIM)
+    assert r2.nobs == len(d)
+
+
 def test_single_cohort_equals_twfe_event_study():
     from twinimpact.estimators.twfe import event_study
 

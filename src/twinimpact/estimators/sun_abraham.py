@@ -11,7 +11,9 @@ The control cohort has no dummies: the never treated (``control_group="never_tre
 fixest's default reference cohort) or the last-treated cohort
 (``control_group="last_treated"``, SA 2021 Section 4.1: periods from its treatment onwards
 are dropped, so it is a clean control).
-Units treated in every observed period ("always treated") are dropped, as fixest does.
+Always-treated cohorts (no row of the cohort before its first treated period) are dropped,
+as fixest does; the rule is per cohort, as in fixest (``sunab`` sees no unit id): on an
+unbalanced panel a unit whose own pre-treatment rows are missing stays in the sample.
 
 Event-time estimates are the interaction-weighted averages (SA 2021, eq. 16)
 ``beta_e = sum_g Pr(G = g | e) delta_{g,e}`` with the cohort shares estimated by the number
@@ -224,17 +226,29 @@ def sun_abraham(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohor
         raise InputError(format_message(
             f"no treated unit: every value of {cohort!r} means 'never treated'",
             fix="cohort is the first treated period (NaN/0/after the panel = never)"))
-    # always-treated units (no pre-treatment observation) are excluded, as in fixest
-    # first observed period of each unit, on the validation's dense unit codes (a
-    # groupby on the labels hashed every row again: cache misses at 1e6+ units)
+    # always-treated cohorts are excluded, as in fixest: fixest's ``sunab`` sees no unit
+    # id and drops a cohort none of whose rows is before its treatment (R
+    # ``cpp_find_never_always_treated``). A unit whose own rows are all post-treatment
+    # (its pre-treatment rows missing) stays when its cohort has pre-treatment rows: it
+    # identifies differences between its cohort's post-treatment effects.
+    # First observed period of each unit on the validation's dense unit codes (a groupby
+    # on the labels hashed every row again: cache misses at 1e6+ units), then of each
+    # cohort over its units (the cohort is constant within a unit).
     uc, n_u = pdata.unit_codes, int(pdata.unit_codes.max()) + 1
     first = np.full(n_u, np.inf)
     np.minimum.at(first, uc, t)
-    first_t = first[uc]
-    always = ~never & (first_t >= g)
+    unit_g = np.full(n_u, -np.inf)
+    unit_g[uc] = np.where(never, -np.inf, g)
+    seen = np.isfinite(first)
+    gvals, ginv = np.unique(unit_g[seen], return_inverse=True)
+    first_g = np.full(len(gvals), np.inf)
+    np.minimum.at(first_g, ginv, first[seen])
+    cohort_always = np.zeros(n_u, dtype=bool)
+    cohort_always[seen] = np.isfinite(gvals[ginv]) & (first_g[ginv] >= gvals[ginv])
+    always = cohort_always[uc]
     if always.any():
-        dropped["always-treated units (treated in their first observed period)"] = \
-            int(always.sum())
+        dropped["always-treated cohorts (no row before the cohort's first treated "
+                "period)"] = int(always.sum())
     keep = ~always
     ref_cohort = np.nan
     if control == "never_treated":
