@@ -550,7 +550,8 @@ def exponents(results: list[dict]) -> str:
              "| exponent (user / system CPU) | user / system CPU s at the largest size "
              "| CPU s at each size | peak MB at each size |", "|" + "---|" * 13]
     for key, grp in df.groupby(["case", "pkg", "panel", "threads"], sort=False):
-        grp = grp.drop_duplicates("size", keep="last").sort_values("rows")
+        grp = (grp.drop_duplicates("size", keep="last").drop_duplicates("rows", keep="last")
+               .sort_values("rows"))
         if len(grp) < 2:
             continue
         x = np.log(grp["rows"].to_numpy(float))
