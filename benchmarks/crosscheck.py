@@ -434,7 +434,9 @@ def _sa_pair():
     return ti_fn, peer_fn
 
 
-for _p in ["balanced", "unbalanced", "strkey_unbal", "cohorts20"]:
+# gaps / entry_exit: units that lose every own pre-treatment row (kept: fixest's
+# always-treated rule is per cohort)
+for _p in ["balanced", "unbalanced", "strkey_unbal", "cohorts20", "gaps", "entry_exit"]:
     check(f"sun_abraham/{_p}", _p, "SunAbraham never-treated control, cluster unit",
           peer_name="diff-diff")(_sa_pair)
 
