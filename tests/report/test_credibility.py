@@ -234,3 +234,19 @@ def test_table_and_plot_take_the_checks(assessed, tmp_path):
         ti.table({"checks": cred, "TWFE": results["TWFE (static)"]})
     with pytest.raises(SpecificationError, match=r"event-time.*Credibility"):
         ti.plot_event_study(cred)
+
+
+def test_sensitivity_not_applicable_names_what_it_tests(assessed, monkeypatch):
+    """When HonestDiD's interval contains zero at Mbar = 0, the sentence names the quantity
+    it tested (for an event study without an overall weighting: the average of the
+    year-by-year effects in the window), not 'the estimate' the reader sees elsewhere."""
+    import twinimpact.inference.honest_did as honest
+
+    results, _ = assessed
+    monkeypatch.setattr(honest, "breakdown_value", lambda *a, **k: float("nan"))
+    res = results["TWFE event study"]
+    c = cr._honest_check("TWFE event study", res, 0.05)
+    _, what = cr._target(res)
+    assert c.verdict == "not applicable"
+    assert c.sentence.startswith(what[0].upper() + what[1:] + " is not distinguishable")
+    assert what in c.rests_on and what in c.technical

@@ -387,12 +387,15 @@ def _honest_check(label: str, result: Any, alpha: float) -> Check:
         plain, basis, why = _not_available(exc)
         return Check(label, name, NA, plain, basis, {}, technical=why)
     if not np.isfinite(bd) and np.isnan(bd):
-        return Check(label, name, NA, "The estimate is not distinguishable from zero even if "
-                     "trends were exactly parallel, so there is no conclusion to stress-test.",
-                     "the confidence interval for the effect includes zero even when the "
+        # name what is tested: for some methods it is the average of the year-by-year
+        # effects in the window, not the overall estimate the reader sees elsewhere
+        return Check(label, name, NA, f"{what[0].upper()}{what[1:]} is not distinguishable "
+                     "from zero even if trends were exactly parallel, so there is no "
+                     "conclusion to stress-test.",
+                     f"the confidence interval for {what} includes zero even when the "
                      "paths after twinning are assumed exactly parallel (Rambachan & Roth "
                      "2023)", {"breakdown_mbar": bd},
-                     technical="robust confidence set contains zero at Mbar = 0")
+                     technical=f"robust confidence set for {what} contains zero at Mbar = 0")
     v = _grade(bd, BREAKDOWN_HOLDS, BREAKDOWN_WEAK)
     s = (f"The conclusion that there is an effect ({what}) survives if after twinning the "
          "paths "
@@ -404,7 +407,7 @@ def _honest_check(label: str, result: Any, alpha: float) -> Check:
                  f"before, at which the interval for the effect still excludes zero: {bd:.3g} "
                  "(Rambachan & Roth 2023)", {"breakdown_mbar": bd},
                  technical="breakdown value of Mbar (relative magnitudes, C-LF, Rambachan & "
-                           f"Roth 2023) for the overall ATT: {bd:.3g}")
+                           f"Roth 2023) for {what}: {bd:.3g}")
 
 
 def _bacon_check(label: str, frame: pd.DataFrame, roles: dict[str, str]
