@@ -622,30 +622,29 @@ def _matmul_rowblocks(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return out
 
 
-def _sub_rowblocks(out: np.ndarray, part: Callable[[slice], np.ndarray]) -> None:
-    """``out -= P`` for a tall ``P`` given block by block (``part(rows)`` is ``P[rows]``),
-    so that no temporary of the size of ``out`` is made."""
+def _sub_rowblocks(out: np.ndarray, part: Callable[[slice], Any], *,
+                   rows: int | None = None) -> None:
+    """``out -= P`` for a tall ``P`` given block by block (``part(rows)`` is ``P[rows]``,
+    dense or scipy sparse), so that no temporary of the size of ``out`` is made.
+    ``rows``: rows per block (default: :func:`_row_block`'s, sized for BLAS; a sparse
+    ``P`` wants fewer, larger blocks, e.g. :func:`_sparse_block_rows` -- a CSR product
+    computes each row on its own, so blocks give the same numbers as the whole product)."""
     m = out.shape[0]
-    rows = _row_block(out.shape[1] * 16)
+    if rows is None:
+        rows = _row_block(out.shape[1] * 16)
     for start in range(0, m, rows):
         r = slice(start, start + rows)
-        out[r] -= part(r)
+        out[r] -= _dense(part(r))
 
 
-#: cells per dense block in :func:`_sub_sparse_rowblocks` (8 MB of float64)
+#: cells per dense block of a sparse part in :func:`_sub_rowblocks` (8 MB of float64)
 _SPARSE_BLOCK_CELLS = 1 << 20
 
 
-def _sub_sparse_rowblocks(out: np.ndarray, part: Callable[[slice], Any]) -> None:
-    """``out -= P`` for a tall sparse (or dense) ``P`` given block by block (``part(rows)``
-    is ``P[rows]``): the dense form of one block of about 1M cells at a time instead of
-    a dense temporary of the size of ``out`` (a sparse CSR product computes each row on
-    its own, so the blocks give the same numbers as the whole product)."""
-    m, k = out.shape
-    rows = max(1, _SPARSE_BLOCK_CELLS // max(1, k))
-    for start in range(0, m, rows):
-        r = slice(start, min(m, start + rows))
-        out[r] -= _dense(part(r))
+def _sparse_block_rows(n_cols: int) -> int:
+    """Rows per block when the blocks of :func:`_sub_rowblocks` are sparse products
+    (about ``_SPARSE_BLOCK_CELLS`` cells each: few calls into scipy)."""
+    return max(1, _SPARSE_BLOCK_CELLS // max(1, n_cols))
 
 
 #: largest number of cells of a dense unit x indicator count table (else scipy sparse):
@@ -791,8 +790,8 @@ class TwoWayOLSFit(OLSFit):
                 e_u = np.bincount(u, weights=e, minlength=n_u)
                 if sparse.issparse(u_part):  # unit blocks: no dense (units x p) temporary
                     u_part = u_part.tocsr()
-                    _sub_sparse_rowblocks(
-                        sd, lambda r: sparse.diags(e_u[r]) @ u_part[r])
+                    _sub_rowblocks(sd, lambda r: sparse.diags(e_u[r]) @ u_part[r],
+                                   rows=_sparse_block_rows(p))
                 else:
                     _sub_rowblocks(sd, lambda r: e_u[r, None] * u_part[r])
             else:
@@ -804,7 +803,7 @@ class TwoWayOLSFit(OLSFit):
                                              shape=(n_g, n_u))
                 else:
                     e_gu = sparse.csr_matrix((e, (g, u)), shape=(n_g, n_u))
-                _sub_sparse_rowblocks(sd, lambda r: e_gu[r] @ u_part)
+                _sub_rowblocks(sd, lambda r: e_gu[r] @ u_part, rows=_sparse_block_rows(p))
             # - F_gt V: residual sums over cluster x period cells
             if n_g * n_t <= 4 * n:
                 f_gt = pair_sums(g, n_g, t, n_t, e)
