@@ -118,3 +118,78 @@ def test_time_codes_match_unique_searchsorted(values):
     expected = np.unique(t)
     np.testing.assert_array_equal(periods, expected)
     np.testing.assert_array_equal(codes, np.searchsorted(expected, t))
+
+
+# ------------------------------------------------------------- aggregation, dense oracle
+def _dense_aggregate(res, type: str) -> tuple[np.ndarray, np.ndarray]:
+    """R did ``aggte`` written out with the dense matrices (slow, obviously correct):
+    per row, ``psi = IF[:, keepers] @ w + wif @ att[keepers]`` with R's ``wif`` built as
+    the (n, m) matrices ``if1 - if2``; the overall rows as R (cohort shares for "group",
+    the mean of the post rows for "dynamic", of all rows for "calendar")."""
+    info = res.term_info
+    att = res.coef
+    group, t = info["cohort"].to_numpy(float), info["time"].to_numpy(float)
+    inf = np.asarray(res.influence)
+    G = np.asarray(res.unit_cohort)
+    glist = np.unique(group)
+    pg_g = np.array([np.mean(G == g) for g in glist])
+    pg = pg_g[np.searchsorted(glist, group)]
+
+    def wif(keepers, pgk, attk):
+        # if1[:, j] = (1{G = g_j} - pg_j) / sum(pg); if2 = rowSums(1{G = g_j} - pg_j) pg'/s^2
+        ind = (G[:, None] == glist[np.searchsorted(glist, keepers)][None, :]).astype(float)
+        s = pgk.sum()
+        if1 = (ind - pgk) / s
+        if2 = np.outer((ind - pgk).sum(axis=1), pgk / s**2)
+        return (if1 - if2) @ attk
+
+    def row(which, with_wif=True):
+        w = pg[which] / pg[which].sum()
+        psi = inf[:, which] @ w
+        if with_wif:
+            psi = psi + wif(group[which], pg[which], att[which])
+        return att[which] @ w, psi
+
+    rows = []
+    if type == "simple":
+        rows.append(row(np.flatnonzero(group <= t)))
+    elif type == "dynamic":
+        e_all = t - group
+        eseq = np.unique(e_all)
+        rows = [row(np.flatnonzero(e_all == e)) for e in eseq]
+        post = [r for e, r in zip(eseq, rows, strict=True) if e >= 0]
+        rows.append((np.mean([r[0] for r in post]), np.mean([r[1] for r in post], axis=0)))
+    elif type == "calendar":
+        tcal = np.unique(t[t >= group.min()])
+        rows = [row(np.flatnonzero((t == t1) & (group <= t))) for t1 in tcal]
+        rows.append((np.mean([r[0] for r in rows]), np.mean([r[1] for r in rows], axis=0)))
+    else:  # group
+        rows = [row(np.flatnonzero((group == g) & (g <= t)), with_wif=False) for g in glist]
+        att_g = np.array([r[0] for r in rows])
+        share = pg_g / pg_g.sum()
+        psi = np.column_stack([r[1] for r in rows]) @ share + wif(glist, pg_g, att_g)
+        rows.append((att_g @ share, psi))
+    return np.array([r[0] for r in rows]), np.column_stack([r[1] for r in rows])
+
+
+@pytest.mark.parametrize("type", ["simple", "dynamic", "group", "calendar"])
+@pytest.mark.parametrize("unbalanced", [False, True])
+def test_aggregate_column_sums_equal_dense_oracle(mpdta, type, unbalanced):
+    """The aggregation writes each row's influence function as a sum of the cells'
+    columns (BLAS axpy) plus the per-cohort estimated-weights term gathered per unit;
+    the dense R formulas (IF[:, keepers] @ w + (if1 - if2) @ att) give the same estimates,
+    influence functions and vcov = psi'psi / n^2 to rounding, balanced and unbalanced."""
+    df = mpdta
+    if unbalanced:
+        df = df[np.random.default_rng(4).random(len(df)) > 0.15]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = callaway_santanna(df, **KW, allow_unbalanced_panel=unbalanced)
+        agg = res.aggregate(type)
+    est, psi = _dense_aggregate(res, type)
+    n = psi.shape[0]
+    np.testing.assert_allclose(agg.coef, est, rtol=ROUNDING, atol=1e-14)
+    np.testing.assert_allclose(np.asarray(agg.influence), psi, rtol=1e-10,
+                               atol=ROUNDING * np.abs(psi).max())
+    np.testing.assert_allclose(agg.cov, psi.T @ psi / n**2, rtol=1e-10,
+                               atol=ROUNDING * np.abs(agg.cov).max())

@@ -665,9 +665,11 @@ def _analytic_vcov(inf: np.ndarray, codes: np.ndarray | None, G: int) -> np.ndar
     """``sum_c s_c s_c' / n^2`` with ``s_c`` the cluster (or unit) sum of the influence
     function; for unit clusters this is R did's ``V / n = IF'IF / n^2``."""
     n = inf.shape[0]
-    bad = np.isnan(inf.sum(axis=0))
-    s = _cluster_sums(np.nan_to_num(inf) if bad.any() else inf, codes, G)
+    s = _cluster_sums(inf, codes, G)
     v = s.T @ s / n**2
+    # a column holding a NaN (a cell not computed) makes its own row and column of
+    # s's cross-product NaN, and only those: the rest is that of the clean columns
+    bad = np.isnan(np.diag(v))
     v[bad, :] = np.nan
     v[:, bad] = np.nan
     return v
@@ -1076,6 +1078,14 @@ def _singular_pretest(pretest: PretrendTest, att: np.ndarray, pv: np.ndarray, n_
     return dataclasses.replace(pretest, rank=ext["rank"], note=note, extension=extension)
 
 
+def _axpy(x: np.ndarray, y: np.ndarray, a: float) -> None:
+    """``y += a * x`` in place (BLAS daxpy on contiguous float64 columns)."""
+    from scipy.linalg import blas
+
+    if blas.daxpy(x, y, a=a) is not y:  # pragma: no cover - y was not updated in place
+        raise RuntimeError("internal: daxpy did not update its output in place")
+
+
 def _ro(a: np.ndarray) -> np.ndarray:
     a = np.asarray(a)
     a.setflags(write=False)
@@ -1135,40 +1145,76 @@ def _aggregate(res: CallawaySantAnnaResult, type: str, *, min_e, max_e, balance_
     cell_gidx = np.searchsorted(glist, group)
     pg = pg_group[cell_gidx]
 
-    rows: list[tuple[str, dict, float, np.ndarray]] = []
+    # the aggregated influence functions are written column by column into one
+    # Fortran-order (n, rows) matrix: each is a weighted sum of the cells' columns
+    # (BLAS axpy on contiguous columns, no (n, cells) gather) plus the estimated-weights
+    # term, which depends on a unit only through its cohort (one gather)
+    if not inf.flags.f_contiguous:
+        inf = np.asfortranarray(inf)
+    rows: list[tuple[str, dict, float, int]] = []
+    psi_all = np.empty((n, 0))
 
-    def combo(which: np.ndarray, weights: np.ndarray, with_wif: bool) -> tuple[float, np.ndarray]:
+    def alloc(n_terms: int) -> np.ndarray:
+        nonlocal psi_all
+        psi_all = np.empty((n, n_terms), order="F")
+        return psi_all
+
+    def combo(which: np.ndarray, weights: np.ndarray, with_wif: bool, col: int) -> float:
         est = float(att[which] @ weights)
-        psi = inf[:, which] @ weights
+        out = psi_all[:, col]
         if with_wif:
-            psi = psi + num.weights_influence(unit_gidx, len(glist), cell_gidx[which],
-                                              pg[which], att[which])
-        return est, psi
+            vals = num.weights_influence_by_cohort(len(glist), cell_gidx[which], pg[which],
+                                                   att[which])
+            np.take(vals, unit_gidx, out=out)  # -1 (no kept cohort) -> the last value
+        else:
+            out[:] = 0.0
+        for k, w in zip(which, weights, strict=True):
+            _axpy(inf[:, k], out, float(w))
+        return est
 
-    overall_est, overall_psi = np.nan, np.zeros(n)
+    def mean_of(cols: list[int], col: int) -> None:
+        out = psi_all[:, col]
+        out[:] = psi_all[:, cols[0]]
+        for c in cols[1:]:
+            out += psi_all[:, c]
+        out /= len(cols)
+
+    overall_est = np.nan
+    overall_col = None
     spec_extra: dict[str, Any] = {}
     if type == "simple":
         keepers = np.flatnonzero((gr <= tr) & (tr <= gr + max_e))
-        overall_est, overall_psi = combo(keepers, pg[keepers] / pg[keepers].sum(), True)
+        alloc(1)
+        overall_col = 0
+        overall_est = combo(keepers, pg[keepers] / pg[keepers].sum(), True, overall_col)
     elif type == "group":
-        att_g, psi_g = [], []
+        att_g, cols_g = [], []
+        alloc(len(glist) + 1)
         for g in glist:
             w = np.flatnonzero((group == g) & (g <= t) & (tr <= gr + max_e))
+            col = len(rows)
             if len(w) == 0:
                 att_g.append(np.nan)
-                psi_g.append(np.full(n, np.nan))
+                cols_g.append(None)
                 continue
-            e, ps = combo(w, pg[w] / pg[w].sum(), False)
+            e = combo(w, pg[w] / pg[w].sum(), False, col)
             att_g.append(e)
-            psi_g.append(ps)
-            rows.append((f"cohort={_fmt(g)}", {"cohort": g}, e, ps))
+            cols_g.append(col)
+            rows.append((f"cohort={_fmt(g)}", {"cohort": g}, e, col))
         att_g = np.array(att_g)
-        psi_g = np.column_stack(psi_g)
-        overall_est = float(att_g @ pg_group / pg_group.sum())
+        overall_col = len(rows)
         # estimated cohort shares enter the overall weights (R wif over the cohorts;
         # reproduces R did 2.5's group SE on mpdta to 1e-12)
-        overall_psi = psi_g @ (pg_group / pg_group.sum()) + num.weights_influence(
-            unit_gidx, len(glist), np.arange(len(glist)), pg_group, att_g)
+        share = pg_group / pg_group.sum()
+        overall_est = float(att_g @ share)
+        out = psi_all[:, overall_col]
+        np.take(num.weights_influence_by_cohort(len(glist), np.arange(len(glist)),
+                                                pg_group, att_g), unit_gidx, out=out)
+        for c, w in zip(cols_g, share, strict=True):
+            if c is None:  # a cohort without post cells: NaN, as its column would be
+                out[:] = np.nan
+            else:
+                _axpy(psi_all[:, c], out, float(w))
     elif type == "dynamic":
         e_all = t - group
         include = np.ones(len(att), dtype=bool)
@@ -1190,38 +1236,50 @@ def _aggregate(res: CallawaySantAnnaResult, type: str, *, min_e, max_e, balance_
             ref = -1 - int(spec.get("anticipation", 0))
             eseq = eseq[eseq != ref]
             spec_extra["ref"] = (ref,)
-        att_e, psi_e = [], []
+        att_e, cols_e = [], []
+        alloc(len(eseq) + 1)
         for e in eseq:
             w = np.flatnonzero((e_all == e) & include)
-            est, ps = combo(w, pg[w] / pg[w].sum(), True)
+            col = len(rows)
+            est = combo(w, pg[w] / pg[w].sum(), True, col)
             att_e.append(est)
-            psi_e.append(ps)
-            rows.append((f"rel_time={_fmt(e)}", {"rel_time": e}, est, ps))
+            cols_e.append(col)
+            rows.append((f"rel_time={_fmt(e)}", {"rel_time": e}, est, col))
         pos = eseq >= 0
         if pos.any():
             overall_est = float(np.mean(np.array(att_e)[pos]))
-            overall_psi = np.column_stack(psi_e)[:, pos].mean(axis=1)
+            overall_col = len(rows)
+            mean_of([c for c, p_ in zip(cols_e, pos, strict=True) if p_], overall_col)
         spec_extra.update({"min_e": None if np.isinf(min_e) else min_e,
                            "max_e": None if np.isinf(max_e) else max_e,
                            "balance_e": balance_e})
     else:  # calendar
         tcal = np.unique(t[t >= group.min()])
-        att_t, psi_t = [], []
+        att_t, cols_t = [], []
+        alloc(len(tcal) + 1)
         for t1 in tcal:
             w = np.flatnonzero((t == t1) & (group <= t))
             if len(w) == 0:
                 continue
-            est, ps = combo(w, pg[w] / pg[w].sum(), True)
+            col = len(rows)
+            est = combo(w, pg[w] / pg[w].sum(), True, col)
             att_t.append(est)
-            psi_t.append(ps)
-            rows.append((f"time={_fmt(t1)}", {"time": t1}, est, ps))
+            cols_t.append(col)
+            rows.append((f"time={_fmt(t1)}", {"time": t1}, est, col))
         overall_est = float(np.mean(att_t))
-        overall_psi = np.column_stack(psi_t).mean(axis=1)
-    rows.append(("ATT", {}, overall_est, overall_psi))
+        overall_col = len(rows)
+        mean_of(cols_t, overall_col)
+    if overall_col is None:  # no post-treatment event time: the overall row is NaN-free 0
+        overall_col = len(rows)
+        psi_all[:, overall_col] = 0.0
+    rows.append(("ATT", {}, overall_est, overall_col))
 
     terms = [r[0] for r in rows]
     est = np.array([r[2] for r in rows])
-    psi = np.column_stack([r[3] for r in rows])
+    if overall_col != len(rows) - 1:  # pragma: no cover - columns follow the rows
+        raise RuntimeError("internal: aggregated influence columns out of order")
+    psi = psi_all if psi_all.shape[1] == len(rows) else np.array(
+        psi_all[:, :len(rows)], order="F")  # (a cohort or period without cells)
     band_mask = np.array([r[0] != "ATT" for r in rows])
     codes = None if res.cluster_codes is None else np.asarray(res.cluster_codes)
     Gc = res.vcov_spec.n_clusters[0] if res.vcov_spec.n_clusters else 0
@@ -1239,15 +1297,10 @@ def _aggregate(res: CallawaySantAnnaResult, type: str, *, min_e, max_e, balance_
             warnings.warn(f"{ESTIMATOR}: the simultaneous critical value {crit:.2f} is "
                           "arguably too large to be reliable (few units per cohort?).",
                           DataWarning, stacklevel=3)
-    info_rows = []
-    for r in rows:
-        d = {"cohort": np.nan, "time": np.nan, "rel_time": np.nan}
-        d.update({k: float(val) for k, val in r[1].items()})
-        info_rows.append(d)
-    tinfo = pd.DataFrame(info_rows, index=terms)
-    keep_cols = {"dynamic": ["rel_time"], "group": ["cohort"], "calendar": ["time"],
-                 "simple": []}[type]
-    tinfo = tinfo[keep_cols] if keep_cols else None
+    keep_col = {"dynamic": "rel_time", "group": "cohort", "calendar": "time"}.get(type)
+    tinfo = None if keep_col is None else pd.DataFrame(
+        {keep_col: np.array([float(r[1].get(keep_col, np.nan)) for r in rows])},
+        index=terms)
     aspec = {**spec, "aggregation": type, "na_rm": na_rm, "n_reps": bootstrap,
              "seed": seed, "cband": cband, "alpha": alpha, **spec_extra}
     diagnostics = {"dropped_rows": dict(res.diagnostics.get("dropped_rows", {})),
