@@ -193,3 +193,37 @@ def test_aggregate_column_sums_equal_dense_oracle(mpdta, type, unbalanced):
                                atol=ROUNDING * np.abs(psi).max())
     np.testing.assert_allclose(agg.cov, psi.T @ psi / n**2, rtol=1e-10,
                                atol=ROUNDING * np.abs(agg.cov).max())
+
+
+@pytest.mark.parametrize("base_period", ["varying", "universal"])
+@pytest.mark.parametrize("method", ["dr", "ipw"])
+def test_block_vcov_equals_dense_influence_cross_product(base_period, method):
+    """Never-treated comparisons on a balanced panel without covariates: the vcov comes
+    from the nonzero blocks of the influence function (never-treated x all cells, plus
+    each cohort x its own cells) instead of IF'IF over all units; it equals the dense
+    IF'IF / n^2 of the returned influence function, including the normalised cells
+    (universal base period) and cells a guard leaves NaN (ipw: one cohort of 1,000
+    units against 5 never-treated units has every comparison unit trimmed)."""
+    rng = np.random.default_rng(2)
+    coh = np.r_[np.zeros(5), np.full(1000, 2004), np.full(40, 2006)]
+    n, years = len(coh), np.arange(2000, 2009)
+    df = pd.DataFrame({"id": np.repeat(np.arange(n), len(years)),
+                       "year": np.tile(years, n), "g": np.repeat(coh, len(years))})
+    df["y"] = rng.normal(size=len(df)) + np.repeat(rng.normal(size=n), len(years)) \
+        + ((df.g > 0) & (df.year >= df.g))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = callaway_santanna(df, outcome="y", unit="id", time="year", cohort="g",
+                                base_period=base_period, method=method)
+    inf = np.asarray(res.influence)
+    dense = inf.T @ inf / inf.shape[0] ** 2
+    bad = np.isnan(inf).any(axis=0)
+    assert bad.any() == (method == "ipw")
+    normalised = np.asarray(res.term_info["base"] == res.term_info["time"])
+    assert normalised.any() == (base_period == "universal")
+    # NaN rows / columns for the NaN cells, except against a normalised cell (0, as main)
+    assert np.isnan(res.cov[np.ix_(bad, ~normalised)]).all()
+    ok = np.ix_(~bad, ~bad)
+    np.testing.assert_allclose(res.cov[ok], dense[ok], rtol=1e-12,
+                               atol=1e-14 * np.abs(dense[ok]).max())
+    assert (res.cov[:, normalised] == 0).all()

@@ -206,8 +206,9 @@ def _time_codes(tt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     if len(tt):
         lo, hi = float(tt.min()), float(tt.max())
         if lo.is_integer() and abs(lo) < 2**52 and hi - lo <= 4 * len(tt) + 1000:
-            small = (tt - lo).astype(np.intp)
-            if np.array_equal(small, tt - lo):  # integral periods only
+            diff = tt - lo
+            small = diff.astype(np.intp)
+            if np.array_equal(small, diff):  # integral periods only
                 present = np.bincount(small, minlength=int(hi - lo) + 1) > 0
                 periods = np.flatnonzero(present) + lo
                 if present.all():
@@ -215,6 +216,24 @@ def _time_codes(tt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
                 return periods, (np.cumsum(present) - 1)[small]
     periods = np.unique(tt)
     return periods, np.searchsorted(periods, tt)
+
+
+def _complete_sorted(ucodes: np.ndarray, tt: np.ndarray, n_units: int
+                     ) -> tuple[np.ndarray, np.ndarray] | None:
+    """``_time_codes(tt)`` when the rows are every unit in every period, sorted by unit
+    (codes 0, 1, ...) and then by time (``n_units * T`` rows, row ``u * T + t`` is unit
+    ``u`` in period ``t``); ``None`` otherwise (no duplicate can hide in such rows)."""
+    n = len(ucodes)
+    if n == 0 or n_units == 0 or n % n_units:
+        return None
+    T = n // n_units
+    u2 = ucodes.reshape(n_units, T)
+    if not (u2 == np.arange(n_units)[:, None]).all():
+        return None
+    periods, tc = _time_codes(tt)
+    if len(periods) != T or not (tc.reshape(n_units, T) == np.arange(T)).all():
+        return None
+    return periods, tc
 
 
 def _first_per_unit(codes: np.ndarray, values: np.ndarray, n_units: int) -> np.ndarray:
@@ -284,8 +303,21 @@ def _prepare(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort: 
     g = normalize_cohort(graw, last)
     # cohort constant within unit (checked on all rows with a unit, as prepare_panel)
     n_u = len(ulabels)
-    first = cohort_per_unit(ucodes, n_u, g, raw=data[cohort], unit_values=_LabelRows(
-        ucodes, ulabels), estimator=ESTIMATOR, cohort_name=cohort, unit_name=unit)
+    # a complete panel sorted by unit, then time (every unit in every period, in order):
+    # the per-unit cohort is the first column of the reshaped cohorts, checked constant
+    # by rows in one pass; anything else (or a varying cohort, for its error) is read by
+    # cohort_per_unit
+    complete = _complete_sorted(ucodes, tt, n_u) if keep.all() else None
+    first = None
+    if complete is not None:
+        g2 = g.reshape(n_u, -1)
+        with np.errstate(invalid="ignore"):
+            same = (g2 == g2[:, :1]) | (np.isnan(g2) & np.isnan(g2[:, :1]))
+        if same.all():
+            first = g2[:, 0].copy()
+    if first is None:
+        first = cohort_per_unit(ucodes, n_u, g, raw=data[cohort], unit_values=_LabelRows(
+            ucodes, ulabels), estimator=ESTIMATOR, cohort_name=cohort, unit_name=unit)
     rows.drop_missing(y, f"missing outcome ({outcome})")
     for c, x in zip(covariates, xs, strict=True):
         rows.drop_missing(x, f"missing {c}")
@@ -307,11 +339,16 @@ def _prepare(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort: 
         ccodes = None
         if clu_raw is not None:
             ccodes = pd.factorize(clu_raw.to_numpy()[idx])[0]
-    periods, tc = _time_codes(tt)
-    T = len(periods)
-    # duplicates unit x time (rows sorted by unit, then time: none, no counting needed)
-    key = uc.astype(np.int64) * T + tc
-    sorted_rows = bool(len(key) < 2 or (key[1:] > key[:-1]).all())
+    if all_rows and complete is not None:  # (the same rows: no recount)
+        periods, tc = complete
+        T = len(periods)
+        sorted_rows = True
+    else:
+        periods, tc = _time_codes(tt)
+        T = len(periods)
+        # duplicates unit x time (rows sorted by unit, then time: none, no counting needed)
+        key = uc.astype(np.int64) * T + tc
+        sorted_rows = bool(len(key) < 2 or (key[1:] > key[:-1]).all())
     if not sorted_rows:
         refuse_duplicate_pairs(uc, tc, n_u, T, label_row=lambda i: (ulabels[uc[i]],
                                                                     periods[tc[i]]),
@@ -497,6 +534,7 @@ class _Cells:
     base: np.ndarray
     normalized: np.ndarray
     reasons: dict[str, str]
+    vcov: np.ndarray | None = None  # unit-level IF'IF / n^2 when computed from blocks
 
 
 def _compute_cells(p: _Panel, *, control_group: str, method: str, base_period: str,
@@ -525,9 +563,16 @@ def _compute_cells(p: _Panel, *, control_group: str, method: str, base_period: s
     # balanced panel without covariates: each cohort's (and the never-treated) rows of Y
     # gathered once (contiguous columns), so a cell touches only its own units
     closed = not p.X and p.present is None
-    if closed and control_group == "never_treated":
+    # never-treated comparisons: cell k's influence function is zero outside cohort
+    # g(k) and the never-treated units, so IF'IF = NV'NV + the cohorts' diagonal blocks
+    # GB_g'GB_g, with NV (never-treated x cells) and GB_g (cohort g x its cells) the
+    # nonzero parts; the 2x2 fits write them in place (the scratch they scale)
+    blocks = closed and control_group == "never_treated"
+    if blocks:
         idx_never = np.flatnonzero(never)
         Y_never = np.asfortranarray(Y[idx_never])
+        NV = np.zeros((len(idx_never), K), order="F")
+        vblock = np.zeros((K, K))
     for gi, gval in enumerate(glist):
         pre_idx = np.flatnonzero(periods + anticipation < gval)
         pret_g = int(pre_idx[-1]) if len(pre_idx) else None
@@ -535,6 +580,8 @@ def _compute_cells(p: _Panel, *, control_group: str, method: str, base_period: s
         if closed:
             idx_g = np.flatnonzero(treat)
             Y_g = np.asfortranarray(Y[idx_g])
+            if blocks:
+                GB = np.zeros((len(idx_g), ncell_t), order="F")
         for ti in range(ncell_t):
             k = gi * ncell_t + ti
             cur = ti + tfac
@@ -572,18 +619,23 @@ def _compute_cells(p: _Panel, *, control_group: str, method: str, base_period: s
                     inf[:, k] = np.nan
                 continue
             if closed:
-                if control_group == "never_treated":
+                if blocks:
                     idx_c = idx_never
-                    dy0 = Y_never[:, cur] - Y_never[:, b]
+                    dy0 = np.subtract(Y_never[:, cur], Y_never[:, b], out=NV[:, k])
+                    dy1 = np.subtract(Y_g[:, cur], Y_g[:, b], out=GB[:, ti])
                 else:
                     idx_c = np.flatnonzero(ctrl)
                     dy0 = Y[idx_c, cur] - Y[idx_c, b]
-                fit = num.cell_closed_form_split(Y_g[:, cur] - Y_g[:, b], dy0, n, method,
-                                                 inf[:, k], idx_g, idx_c)
+                    dy1 = Y_g[:, cur] - Y_g[:, b]
+                fit = num.cell_closed_form_split(dy1, dy0, n, method, inf[:, k], idx_g,
+                                                 idx_c)
                 att[k] = fit.att
                 if fit.reason:
                     reasons[label] = fit.reason
                     inf[:, k] = np.nan
+                    if blocks:  # (the scratch was left unscaled)
+                        NV[:, k] = 0.0
+                        GB[:, ti] = 0.0
                 continue
             rows = np.flatnonzero(treat | ctrl)
             dy = Y[rows, cur] - Y[rows, b]
@@ -608,12 +660,22 @@ def _compute_cells(p: _Panel, *, control_group: str, method: str, base_period: s
                 inf[:, k] = np.nan
             else:
                 inf[rows, k] = fit.inf
+        if blocks:
+            sl = slice(gi * ncell_t, (gi + 1) * ncell_t)
+            vblock[sl, sl] += GB.T @ GB
+    vcov = None
+    if blocks:
+        vblock += NV.T @ NV
+        vcov = vblock / n**2
+        bad = np.isnan(att) & ~normalized  # the NaN columns of inf
+        vcov[bad, :] = np.nan
+        vcov[:, bad] = np.nan
     if conv_issue:
         warnings.warn(f"{ESTIMATOR}: a propensity-score logit did not converge in 100 "
                       "Newton iterations; check overlap and covariate scaling.",
                       ConvergenceWarning, stacklevel=3)
     return _Cells(att=att, inf=inf, group=grp, time=tim, base=base, normalized=normalized,
-                  reasons=reasons)
+                  reasons=reasons, vcov=vcov)
 
 
 def _rc_cell(p: _Panel, cur: int, b: int, treat: np.ndarray, ctrl: np.ndarray,
@@ -783,9 +845,12 @@ class _InfluenceVcov:
 
 def _inference(inf: np.ndarray, *, codes: np.ndarray | None, G: int, bootstrap: int | None,
                seed: Any, cband: bool, normalized: np.ndarray | None = None,
-               band_mask: np.ndarray | None = None):
-    """Vcov (analytic or bootstrap-scaled), sup-t draws and the spec for a set of terms."""
-    v = _analytic_vcov(inf, codes, G)
+               band_mask: np.ndarray | None = None, unit_vcov: np.ndarray | None = None):
+    """Vcov (analytic or bootstrap-scaled), sup-t draws and the spec for a set of terms.
+    ``unit_vcov``: the analytic unit-level vcov when already known (used without
+    clusters)."""
+    v = (_analytic_vcov(inf, codes, G) if unit_vcov is None or codes is not None
+         else unit_vcov.copy())
     va = v.copy()
     se = np.sqrt(np.clip(np.diag(v), 0, None))
     zero = se <= SE_ZERO
@@ -992,8 +1057,8 @@ def callaway_santanna(data: pd.DataFrame, *, outcome: str, unit: str, time: str,
             + ("…" if len(cells.reasons) > 6 else "")
             + ". Aggregate with na_rm=True to drop them.", NotComputableWarning, stacklevel=2)
     v, sup, kind, va = _inference(cells.inf, codes=p.cluster, G=p.n_clusters,
-                              bootstrap=bootstrap, seed=seed, cband=cband,
-                              normalized=cells.normalized)
+                                  bootstrap=bootstrap, seed=seed, cband=cband,
+                                  normalized=cells.normalized, unit_vcov=cells.vcov)
 
     # pre-test (R att_gt): Wald test that all pre-treatment ATT(g,t) are zero, analytic V
     se_a = np.sqrt(np.clip(np.diag(va), 0, None))
