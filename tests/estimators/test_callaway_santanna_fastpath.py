@@ -120,6 +120,53 @@ def test_time_codes_match_unique_searchsorted(values):
     np.testing.assert_array_equal(codes, np.searchsorted(expected, t))
 
 
+def test_cohort_varying_within_unit_still_rejected_when_complete_and_sorted(mpdta):
+    """A complete panel sorted by unit and time reads each unit's cohort from its first
+    row after one check; a cohort that varies within a unit still gets
+    cohort_per_unit's error (the same as on the shuffled rows)."""
+    df = mpdta.sort_values(["countyreal", "year"]).reset_index(drop=True)
+    bad = df.copy()
+    bad.loc[7, "first.treat"] = 2006 if bad.loc[7, "first.treat"] != 2006 else 2007
+    with pytest.raises(InputError, match="varies within unit") as sorted_err:
+        callaway_santanna(bad, **KW)
+    with pytest.raises(InputError, match="varies within unit") as shuffled_err:
+        callaway_santanna(bad.sample(frac=1.0, random_state=3), **KW)
+    assert str(sorted_err.value) == str(shuffled_err.value)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 6), st.lists(st.integers(1990, 2010), min_size=1, max_size=6,
+                                   unique=True),
+       st.sampled_from(["complete", "swap", "duplicate", "short"]))
+def test_complete_sorted_equals_time_codes_or_declines(n_units, years, how):
+    """_complete_sorted returns _time_codes(tt) on every unit x every period sorted by
+    unit and time, and None when rows are out of order, duplicated or missing."""
+    from twinimpact.estimators.callaway_santanna import _complete_sorted
+
+    years = sorted(years)
+    u = np.repeat(np.arange(n_units), len(years))
+    t = np.tile(np.array(years, dtype=float), n_units)
+    if how == "swap" and len(years) > 1:
+        t[[0, 1]] = t[[1, 0]]
+    elif how == "duplicate" and len(years) > 1:
+        t[1] = t[0]
+    elif how == "short" and len(t) > 1:
+        u, t = u[:-1], t[:-1]
+    got = _complete_sorted(u, t, n_units)
+    uniq = np.unique(t)
+    complete = (len(t) == n_units * len(uniq)
+                and np.array_equal(u, np.repeat(np.arange(n_units), len(uniq)))
+                and np.array_equal(t, np.tile(uniq, n_units)))
+    assert complete or how != "complete"
+    if complete:
+        periods, codes = _time_codes(t)
+        assert got is not None
+        np.testing.assert_array_equal(got[0], periods)
+        np.testing.assert_array_equal(got[1], codes)
+    else:
+        assert got is None
+
+
 # ------------------------------------------------------------- aggregation, dense oracle
 def _dense_aggregate(res, type: str) -> tuple[np.ndarray, np.ndarray]:
     """R did ``aggte`` written out with the dense matrices (slow, obviously correct):

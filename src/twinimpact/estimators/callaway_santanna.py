@@ -222,18 +222,21 @@ def _complete_sorted(ucodes: np.ndarray, tt: np.ndarray, n_units: int
                      ) -> tuple[np.ndarray, np.ndarray] | None:
     """``_time_codes(tt)`` when the rows are every unit in every period, sorted by unit
     (codes 0, 1, ...) and then by time (``n_units * T`` rows, row ``u * T + t`` is unit
-    ``u`` in period ``t``); ``None`` otherwise (no duplicate can hide in such rows)."""
+    ``u`` in period ``t``); ``None`` otherwise (no duplicate can hide in such rows).
+    Each unit's periods are then the first unit's, strictly increasing: one pass over
+    the unit codes and one over the periods instead of counting and coding them."""
     n = len(ucodes)
     if n == 0 or n_units == 0 or n % n_units:
         return None
     T = n // n_units
-    u2 = ucodes.reshape(n_units, T)
-    if not (u2 == np.arange(n_units)[:, None]).all():
+    if not (ucodes.reshape(n_units, T) == np.arange(n_units)[:, None]).all():
         return None
-    periods, tc = _time_codes(tt)
-    if len(periods) != T or not (tc.reshape(n_units, T) == np.arange(T)).all():
+    t2 = tt.reshape(n_units, T)
+    periods = t2[0].copy()
+    if not (np.all(np.isfinite(periods)) and np.all(periods[1:] > periods[:-1])
+            and (t2 == periods).all()):
         return None
-    return periods, tc
+    return periods, np.tile(np.arange(T), n_units)
 
 
 def _first_per_unit(codes: np.ndarray, values: np.ndarray, n_units: int) -> np.ndarray:
@@ -310,11 +313,9 @@ def _prepare(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort: 
     complete = _complete_sorted(ucodes, tt, n_u) if keep.all() else None
     first = None
     if complete is not None:
-        g2 = g.reshape(n_u, -1)
-        with np.errstate(invalid="ignore"):
-            same = (g2 == g2[:, :1]) | (np.isnan(g2) & np.isnan(g2[:, :1]))
-        if same.all():
-            first = g2[:, 0].copy()
+        g2 = g.reshape(n_u, -1).view(np.int64)  # bit patterns: equal values or NaNs
+        if (g2 == g2[:, :1]).all():  # (else cohort_per_unit decides, e.g. -0.0 / NaNs)
+            first = g[::g2.shape[1]].copy()
     if first is None:
         first = cohort_per_unit(ucodes, n_u, g, raw=data[cohort], unit_values=_LabelRows(
             ucodes, ulabels), estimator=ESTIMATOR, cohort_name=cohort, unit_name=unit)
@@ -1206,6 +1207,9 @@ def _aggregate(res: CallawaySantAnnaResult, type: str, *, min_e, max_e, balance_
     gpos = np.searchsorted(glist, G)
     gpos_c = np.minimum(gpos, len(glist) - 1)
     unit_gidx = np.where(glist[gpos_c] == G, gpos_c, -1)  # -1: never treated / not kept
+    # the same index for the per-cohort gathers: -1 -> len(glist), the appended last
+    # value, so that np.take needs no negative-index or bounds handling
+    take_idx = np.where(unit_gidx < 0, len(glist), unit_gidx).astype(np.intp)
     pg_group = np.bincount(unit_gidx[unit_gidx >= 0], minlength=len(glist)) / len(G)
     cell_gidx = np.searchsorted(glist, group)
     pg = pg_group[cell_gidx]
@@ -1230,7 +1234,7 @@ def _aggregate(res: CallawaySantAnnaResult, type: str, *, min_e, max_e, balance_
         if with_wif:
             vals = num.weights_influence_by_cohort(len(glist), cell_gidx[which], pg[which],
                                                    att[which])
-            np.take(vals, unit_gidx, out=out)  # -1 (no kept cohort) -> the last value
+            np.take(vals, take_idx, out=out, mode="clip")  # (indices all in range)
         else:
             out[:] = 0.0
         for k, w in zip(which, weights, strict=True):
@@ -1274,7 +1278,8 @@ def _aggregate(res: CallawaySantAnnaResult, type: str, *, min_e, max_e, balance_
         overall_est = float(att_g @ share)
         out = psi_all[:, overall_col]
         np.take(num.weights_influence_by_cohort(len(glist), np.arange(len(glist)),
-                                                pg_group, att_g), unit_gidx, out=out)
+                                                pg_group, att_g), take_idx, out=out,
+                mode="clip")
         for c, w in zip(cols_g, share, strict=True):
             if c is None:  # a cohort without post cells: NaN, as its column would be
                 out[:] = np.nan
