@@ -113,9 +113,17 @@ def _panel(case: str, kind: str, size: float):
         d["treated"] = ((d["cohort"] > 0) & (d["year"] >= g)).astype(np.int64)
         return d
     if case in ("wild", "wild_p"):
+        # 50 clusters; "balanced": about n/50 rows each; "unequal": cluster sizes
+        # proportional to 1/rank (the largest holds 22% of the rows, the smallest 0.4%)
         rng = np.random.default_rng(3)
         n = int(size)
-        g = rng.integers(0, 50, size=n)
+        if kind == "unequal":
+            share = 1.0 / np.arange(1, 51)
+            g = rng.choice(50, size=n, p=share / share.sum())
+        elif kind == "balanced":
+            g = rng.integers(0, 50, size=n)
+        else:
+            raise SystemExit(f"wild panels: balanced, unequal (got {kind})")
         x = rng.normal(size=n) + 0.3 * rng.normal(size=50)[g]
         y = 0.05 * x + rng.normal(size=50)[g] + rng.normal(size=n)
         return pd.DataFrame({"y": y, "x": x, "g": g})
@@ -444,8 +452,8 @@ CASES = {
     "event_study_w": (["pyfixest"], [1e5, 1e6], ["balanced", "unbalanced", "strkey_unbal"]),
     "event_study_dk": (["pyfixest"], [1e5, 1e6], ["balanced", "unbalanced", "strkey_unbal"]),
     "event_study_x": (["pyfixest"], [1e5, 1e6], ["balanced", "unbalanced", "strkey_unbal"]),
-    "wild": (["wildboottest"], [1e5], ["balanced"]),
-    "wild_p": (["wildboottest"], [1e5], ["balanced"]),
+    "wild": (["wildboottest"], [1e5], ["balanced", "unequal"]),
+    "wild_p": (["wildboottest"], [1e5], ["balanced", "unequal"]),
     "ppml": (["pyfixest"], [1e6, 1e7], list(GRAVITY_KINDS)),
     "etwfe_pois": (["pyfixest"], [1e6, 1e7], list(ETWFE_POIS_PANELS)),
 }

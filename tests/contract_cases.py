@@ -246,4 +246,6 @@ NOT_RESULTS: dict[str, str] = {
     "plot_event_study": "Axes", "plot_bacon": "Axes", "plot_honest_did": "Axes",
     "plot_pretrend_power": "Axes", "plot_synthetic": "Axes", "plot_weights": "Axes",
     "run_study": "a StudyRun (files written; its .results are the results above)",
+    "assess_credibility": "a Credibility (verdicts on the results above; ti.table and "
+                          "its summary are checked in tests/report/test_credibility.py)",
 }

@@ -19,6 +19,7 @@ from ._version import __version__
 if TYPE_CHECKING:  # static analysers and IDEs see the eager imports
     from . import errors
     from .diagnostics.bacon import BaconDecomposition, bacon_decomposition
+    from .diagnostics.credibility import Credibility, assess_credibility
     from .estimators.callaway_santanna import (
         CallawaySantAnnaResult,
         CSAggregateResult,
@@ -81,6 +82,8 @@ _LAZY: dict[str, str] = {
     "__version__": "_version",
     "BaconDecomposition": "diagnostics.bacon",
     "bacon_decomposition": "diagnostics.bacon",
+    "Credibility": "diagnostics.credibility",
+    "assess_credibility": "diagnostics.credibility",
     "errors": "errors",
     "CSAggregateResult": "estimators.callaway_santanna",
     "CallawaySantAnnaResult": "estimators.callaway_santanna",
@@ -163,6 +166,7 @@ __all__ = [
     "CSAggregateResult",
     "CallawaySantAnnaResult",
     "CaseStudyResult",
+    "Credibility",
     "ETWFEAggregateResult",
     "ETWFEResult",
     "EstimationResult",
@@ -176,6 +180,7 @@ __all__ = [
     "VcovSpec",
     "WildBootstrapResult",
     "__version__",
+    "assess_credibility",
     "bacon_decomposition",
     "build_gravity_data",
     "build_panel",

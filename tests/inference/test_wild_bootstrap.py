@@ -304,3 +304,75 @@ def test_p_value_only_skips_the_interval_and_keeps_the_p_value():
     lo, hi = wb._invert(slow_p, full.estimate, full.std_error, 0.05)
     assert full.conf_int[0] == pytest.approx(lo, abs=1e-10)
     assert full.conf_int[1] == pytest.approx(hi, abs=1e-10)
+
+
+@pytest.mark.parametrize("fes", [(), ("f",)])
+@pytest.mark.parametrize("block", [13, 1 << 18])
+def test_cluster_moments_equal_direct_forms_on_unequal_clusters(monkeypatch, block, fes):
+    """The fast path (one QR sweep, then one sweep of per-cluster sums X_g'u0, X_g'u1,
+    X_g'a; everything after is G-sized) against the direct forms on clusters of very
+    unequal size (one holds half the rows, some hold 2), a badly scaled year-like regressor
+    and many row blocks: CRV1 estimate / se / t equal the direct n-row computation
+    (_crv1_t) and a dummy-free lstsq refit; WCR statistics at several nulls and the WCU
+    statistics (impose_null=False, routed through the same sums) equal wcr_statistics."""
+    from twinimpact.core import rowblocks
+
+    monkeypatch.setattr(rowblocks, "BLOCK", block)
+    rng = np.random.default_rng(11)
+    sizes = np.r_[400, 2, 2, 3, 7, 40, 90, 150, 5, 60, 41]
+    g = np.repeat(np.arange(len(sizes)), sizes)
+    rng.shuffle(g)
+    n, n_cl = len(g), len(sizes)
+    d = pd.DataFrame({"g": g, "x": rng.normal(size=n) + rng.normal(size=n_cl)[g],
+                      "z": 2000.0 + rng.integers(0, 20, n), "f": rng.integers(0, 7, n)})
+    d["y"] = 50.0 + 0.2 * d["x"] + 0.01 * d["z"] + rng.normal(size=n_cl)[g] \
+        + rng.normal(size=n)
+    small = n_cl / (n_cl - 1) * (n - 1) / (n - 3)
+
+    def design_of(frame):
+        b = _design_for(frame, fes)
+        return wb._Design(y=b.y, x=b.x, cl=b.cl, g=b.g, j=b.j, fe=b.fe, small=small)
+
+    # the oracle (normal equations) runs on the centred panel: the same regression
+    # (intercept or fixed effects absorb the shifts) without the year's conditioning
+    design, centred = design_of(d), design_of(d.assign(z=d["z"] - 2000.0, y=d["y"] - 50.0))
+    m = wb._cluster_moments(design)
+    assert m.rank == design.x.shape[1]
+    np.testing.assert_allclose(m.crv1(design, 0.1), wb._crv1_t(centred, 0.1), rtol=1e-10)
+    if not fes:
+        beta = np.linalg.lstsq(centred.x, centred.y, rcond=None)[0]
+        assert m.beta[design.j] == pytest.approx(beta[design.j], rel=1e-10)
+        assert m.crv1(design, 0.1)[2] == pytest.approx(
+            _refit_t(centred.y, centred.x, centred.cl, centred.j, 0.1, small), rel=1e-10)
+    v = draw_weights("mammen", n_cl, 400, np.random.default_rng(3))
+    path = wb._WCRPath(design, v, m)
+    for b0 in (-2.0, 0.0, 0.2, 3.5):
+        np.testing.assert_allclose(path.statistics(b0), wb.wcr_statistics(centred, b0, v),
+                                   rtol=1e-9, atol=1e-10)
+    # the same on the centred panel itself, tighter (both well conditioned)
+    path_c = wb._WCRPath(centred, v)
+    for b0 in (-2.0, 0.2):
+        np.testing.assert_allclose(path_c.statistics(b0), wb.wcr_statistics(centred, b0, v),
+                                   rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(path.statistics(m.beta[design.j]),
+                               wb.wcr_statistics(centred, 0.0, v, impose_null=False),
+                               rtol=1e-9, atol=1e-10)
+
+
+def test_wcu_public_result_equals_direct_statistics():
+    """impose_null=False through the public function: t_boot equals the direct WCU form."""
+    rng = np.random.default_rng(4)
+    n, n_cl = 900, 13
+    g = rng.integers(0, n_cl, n)
+    d = pd.DataFrame({"g": g, "x": rng.normal(size=n), "z": rng.normal(size=n)})
+    d["y"] = 0.1 * d["x"] + rng.normal(size=n_cl)[g] + rng.normal(size=n)
+    r = wild_cluster_bootstrap(d, outcome="y", regressors=["x", "z"], cluster="g",
+                               term="x", n_reps=499, seed=8, impose_null=False)
+    base = _design_for(d, ())
+    design = wb._Design(y=base.y, x=base.x, cl=base.cl, g=base.g, j=1, fe=(),
+                        small=r.small_sample)
+    v = draw_weights("rademacher", n_cl, 499, np.random.default_rng(8))
+    np.testing.assert_allclose(r.t_boot, wb.wcr_statistics(design, 0.0, v,
+                                                            impose_null=False),
+                               rtol=1e-10, atol=1e-12)
+    assert r.p_value == wb._p_value(r.statistic, r.t_boot)

@@ -250,3 +250,25 @@ def test_sensitivity_not_applicable_names_what_it_tests(assessed, monkeypatch):
     assert c.verdict == "not applicable"
     assert c.sentence.startswith(what[0].upper() + what[1:] + " is not distinguishable")
     assert what in c.rests_on and what in c.technical
+
+
+def test_public_entry_point_reads_the_columns_from_the_results(assessed, mpdta):
+    """``ti.assess_credibility`` is public; without ``roles`` it takes the column names from
+    the results' specifications, so a library user on their own frame (here mpdta, whose
+    columns are not the panel's ``unit_id`` / ``year``) gets the same checks as with
+    ``roles`` spelled out."""
+    results, cred = assessed
+    assert "assess_credibility" in ti.__all__ and "Credibility" in ti.__all__
+    frame = mpdta.assign(**{"first.treat": mpdta["first.treat"].where(
+        mpdta["first.treat"] > 0)})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        mine = ti.assess_credibility(results, frame=frame, headline="CS (universal)",
+                                     honest=False)
+    assert isinstance(mine, ti.Credibility)
+    assert mine.to_frame().equals(cred.to_frame())
+    names = {c.name for c in mine.checks}
+    assert any("Goodman-Bacon" in n for n in names)  # needs the unit/time/cohort columns
+    assert mine.overall == cred.overall
+    assert cr._roles_from_specs({}) == {"outcome": "outcome", "unit": "unit_id",
+                                        "time": "year", "cohort": "cohort"}

@@ -266,3 +266,45 @@ def test_disagreement_is_flagged(run):
 def test_headline_verb_agrees_with_subject(subject, verb):
     from twinimpact.report.headline import _verb
     assert _verb(subject) == verb
+
+
+
+def _pre_run(estimator, coef, cov, alpha=0.05):
+    """A run with one result-shaped object: pre-twinning rows (normal p-values) and the
+    package's own joint Wald test of them."""
+    import math
+
+    import pandas as pd
+
+    from twinimpact.results import wald_pretrend_test
+    se = np.sqrt(np.diag(cov))
+    p = [math.erfc(abs(b / s) / math.sqrt(2)) for b, s in zip(coef, se, strict=True)]
+    frame = pd.DataFrame({"term": [f"pre{k}" for k in range(len(coef))],
+                          "rel_time": -np.arange(len(coef), 0, -1), "estimate": coef,
+                          "std_error": se, "p_value": p})
+    test = wald_pretrend_test(list(frame["term"]), np.asarray(coef), cov,
+                              estimator=estimator)
+    res = SimpleNamespace(estimator=estimator, pretrend_test=test, to_frame=lambda: frame)
+    return SimpleNamespace(results={"M": res}, study=SimpleNamespace(alpha=alpha)), test
+
+
+@pytest.mark.parametrize("estimator", ["imputation", "event_study"])
+def test_pretrend_count_points_to_the_joint_test_when_they_disagree(estimator):
+    """de_exports_baci: 8 of 8 imputation leads differ from zero one by one while the joint
+    test gives p = 0.24 -- possible only when the estimates move together. The line must say
+    so and send the reader to the joint test, not leave two contradicting statements."""
+    from twinimpact.report.html import _p, _pretests
+    k, s, rho = 8, 0.155, 0.97
+    cov = s**2 * (rho * np.ones((k, k)) + (1 - rho) * np.eye(k))
+    run, test = _pre_run(estimator, np.full(k, 0.37), cov)
+    assert test.p_value > 0.05
+    count = next(x for x in _pretests(run) if "of 8 pre-twinning" in x)
+    assert "8 of 8" in count and "each tested on its own" in count
+    assert "the joint test takes that into account and is the one to read" in count
+    assert f"(joint test above, p-value {_p(test.p_value)})" in count
+    assert ("same earlier baseline" in count) == (estimator == "imputation")
+    # independent estimates that are individually and jointly significant: no such remark
+    run, test = _pre_run(estimator, np.full(k, 0.37), s**2 * np.eye(k))
+    assert test.p_value < 0.05
+    count = next(x for x in _pretests(run) if "of 8 pre-twinning" in x)
+    assert "8 of 8" in count and "is the one to read" not in count

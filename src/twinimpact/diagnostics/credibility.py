@@ -579,6 +579,19 @@ def _agreement_check(results: dict[str, Any], alpha: float) -> Check:
                            f"{med_se:.3g}")
 
 
+def _roles_from_specs(results: dict[str, Any]) -> dict[str, str]:
+    """Column roles named by the results' own specifications, over the panel defaults."""
+    roles = {"outcome": "outcome", "unit": "unit_id", "time": "year", "cohort": "cohort"}
+    found: dict[str, str] = {}
+    for r in results.values():
+        spec = getattr(r, "spec", None) or {}
+        for key in roles:
+            val = spec.get(key)
+            if key not in found and isinstance(val, str) and val:
+                found[key] = val
+    return {**roles, **found}
+
+
 def assess_credibility(results: dict[str, Any], *, frame: pd.DataFrame | None = None,
                        roles: dict[str, str] | None = None, headline: str | None = None,
                        alpha: float = 0.05, seed: int = 0, honest: bool = True
@@ -589,12 +602,21 @@ def assess_credibility(results: dict[str, Any], *, frame: pd.DataFrame | None = 
     ----------
     results : dict label -> result (as a study run holds them).
     frame : the analysis frame (for the Bacon decomposition and the cluster counts).
-    roles : column names ``{"outcome", "unit", "time", "cohort"}`` in ``frame``.
+    roles : column names ``{"outcome", "unit", "time", "cohort"}`` in ``frame``. Those not
+        given are taken from the first result whose specification names them (a result
+        of ``ti.twfe(frame, outcome=..., unit=..., ...)`` knows its columns), then from
+        the analysis panel's names (``outcome``, ``unit_id``, ``year``, ``cohort``).
     headline : label of the headline estimate (the overall verdict is about it).
     honest : run the HonestDiD breakdown search (the slowest check).
+
+    Examples
+    --------
+    >>> import twinimpact as ti  # doctest: +SKIP
+    >>> kw = dict(outcome="lemp", unit="countyreal", time="year", cohort="first.treat")
+    >>> res = {"TWFE": ti.twfe(mpdta, **kw), "CS": ti.callaway_santanna(mpdta, **kw)}
+    >>> print(ti.assess_credibility(res, frame=mpdta, headline="CS").summary())
     """
-    roles = {"outcome": "outcome", "unit": "unit_id", "time": "year", "cohort": "cohort",
-             **(roles or {})}
+    roles = {**_roles_from_specs(results), **(roles or {})}
     checks: list[Check] = []
     bacon = None
     for label, r in results.items():

@@ -45,6 +45,7 @@ import numpy as np
 import pandas as pd
 from scipy import optimize
 
+from ..core import rowblocks
 from ..core.fe import demean, factorize, fe_dof
 from ..core.rowblocks import row_blocks
 from ..core.threads import blas_single_thread
@@ -280,28 +281,32 @@ class _WCRPath:
     regressors), and ``s`` and ``K`` are linear in ``u``; so the numerators
     ``s(b0) @ v = n0 - b0 n1`` and the cluster scores ``K(b0) v = S0 - b0 S1`` of all
     draws are fixed ``(B,)`` and ``(G, B)`` arrays combined per null (Roodman et al. 2019,
-    Section 3: the test inversion never revisits the data). Same numbers as
-    :func:`wcr_statistics` up to rounding (tested).
+    Section 3: the test inversion never revisits the data).
+
+    The data are read twice, block by block (:func:`_cluster_moments`): a row-blocked QR
+    of ``[X_o, x_j, y]`` (the restricted and unrestricted fits, the rank and
+    ``(X'X)^-1``), then one sweep that forms the per-cluster sums ``X_g' u0_g``,
+    ``X_g' u1_g`` and ``X_g' a_g`` (``a = X (X'X)^-1 e_j``); everything after is
+    ``G``-sized. The CRV1 estimate and standard error come from the same sums (the
+    unrestricted residual is ``u(betahat_j) = u0 - betahat_j u1``). Same numbers as
+    :func:`wcr_statistics` (the direct form, ``lstsq`` and one pass per null) up to
+    rounding (tested).
     """
 
-    def __init__(self, d: _Design, v: np.ndarray) -> None:
-        x, y, j = d.x, d.y, d.j
-        xtx_inv = np.linalg.inv(x.T @ x)
-        others = [c for c in range(x.shape[1]) if c != j]
-        if others:
-            # least squares of [y, x_j] on the other regressors by the R factor of
-            # [X_o, y, x_j] (row-blocked QR: LAPACK's lstsq on the tall matrix cost
-            # 16x for 10x rows at 1e7); the oracle wcr_statistics keeps lstsq (tested)
-            r = _tall_r(x[:, others], y, x[:, j])
-            ko = len(others)
-            coef = _solve_upper(r[:ko, :ko], r[:ko, ko:])
-            u0 = y - x[:, others] @ coef[:, 0]
-            u1 = x[:, j] - x[:, others] @ coef[:, 1]
+    def __init__(self, d: _Design, v: np.ndarray, moments: _Moments | None = None) -> None:
+        m = _cluster_moments(d) if moments is None else moments
+        # numerator weights s_g = sum_{i in g} a_i u_i = w' X_g' u_g
+        s0, s1 = m.xu0 @ m.w, m.xu1 @ m.w
+        # C_hg = (X_h' a_h)' (X'X)^-1 (X_g' u_g); F = diag(s) without fixed effects
+        ca = m.xa @ m.xtx_inv
+        k0, k1 = -(ca @ m.xu0.T), -(ca @ m.xu1.T)
+        if d.fe:
+            f0, f1 = _fe_score_parts(d, m)
+            k0 += f0
+            k1 += f1
         else:
-            u0, u1 = y, x[:, j]
-        a_j = x @ xtx_inv[:, j]
-        s0, k0 = _residual_parts(d, u0, xtx_inv, a_j)
-        s1, k1 = _residual_parts(d, u1, xtx_inv, a_j)
+            k0[np.diag_indices_from(k0)] += s0
+            k1[np.diag_indices_from(k1)] += s1
         self.n0, self.n1 = s0 @ v, s1 @ v
         self.s0, self.s1 = k0 @ v, k1 @ v
         # sum_g (S0 - b0 S1)^2 = q00 - 2 b0 q01 + b0^2 q11 per draw
@@ -327,26 +332,162 @@ class _WCRPath:
             return (self.n0 - beta0 * self.n1) / np.sqrt(self.small * var)
 
 
+@dataclass(frozen=True)
+class _Moments:
+    """What the bootstrap needs from the rows, all ``G``- or ``k``-sized (columns of
+    ``X`` in their original order).
+
+    beta : (k,) OLS coefficients; w : (k,) ``(X'X)^-1 e_j``; xtx_inv : (k, k);
+    coef_y, coef_j : restricted fits of ``y`` and ``x_j`` on the other regressors
+    (``(k-1,)``); xu0, xu1, xa : (G, k) per-cluster ``X_g' u0_g``, ``X_g' u1_g``,
+    ``X_g' a_g``; rank : rank of ``X`` (``np.linalg.matrix_rank``'s tolerance).
+    """
+
+    beta: np.ndarray
+    w: np.ndarray
+    xtx_inv: np.ndarray
+    coef_y: np.ndarray
+    coef_j: np.ndarray
+    xu0: np.ndarray
+    xu1: np.ndarray
+    xa: np.ndarray
+    rank: int
+
+    def crv1(self, d: _Design, beta0: float) -> tuple[float, float, float]:
+        """CRV1 estimate, standard error and t statistic: the unrestricted residual is
+        ``u0 - betahat_j u1``, so its cluster scores are ``w' X_g' (u0 - betahat_j u1)``."""
+        est = float(self.beta[d.j])
+        scores = (self.xu0 - est * self.xu1) @ self.w
+        se = math.sqrt(d.small * float(scores @ scores))
+        return est, se, (est - beta0) / se
+
+
+def _tall_fit(d: _Design) -> tuple[np.ndarray, list[int]]:
+    """``R`` of ``[X_o, x_j, y]`` (row-blocked QR) and the column order ``o + [j]``."""
+    k = d.x.shape[1]
+    order = [c for c in range(k) if c != d.j] + [d.j]
+    return _tall_r(*(d.x[:, c] for c in order), d.y), order
+
+
+def _rank_of_r(r: np.ndarray, n: int) -> int:
+    """Rank of the ``(n, k)`` matrix whose ``R`` factor is ``r`` (``matrix_rank``'s rule)."""
+    k = r.shape[1]
+    if k == 0:
+        return 0
+    sv = np.linalg.svd(r, compute_uv=False)
+    tol = sv.max(initial=0.0) * max(n, k) * np.finfo(float).eps
+    return int(np.count_nonzero(sv > tol))
+
+
+def _cluster_moments(d: _Design, tall: tuple[np.ndarray, list[int]] | None = None
+                     ) -> _Moments:
+    """Fits from the ``R`` factor, then one row-blocked sweep for the per-cluster sums.
+
+    ``X'X = R'R`` so ``(X'X)^-1 e_j = R^-1 e_k / R_kk`` with ``x_j`` ordered last; the
+    restricted coefficients solve with the leading block of ``R`` (least squares by
+    QR, as ``lstsq``). A collinear ``X`` gives ``rank < k`` and NaN fits (the caller
+    raises before using them).
+    """
+    from scipy.linalg import solve_triangular
+
+    x, y, cl, g, j = d.x, d.y, d.cl, d.g, d.j
+    n, k = x.shape
+    r, order = _tall_fit(d) if tall is None else tall
+    rx = r[:k, :k]
+    rank = _rank_of_r(rx, n)
+    nan_k = np.full(k, np.nan)
+    if rank < k:
+        empty = np.full((g, k), np.nan)
+        return _Moments(beta=nan_k, w=nan_k, xtx_inv=np.full((k, k), np.nan),
+                        coef_y=nan_k[1:], coef_j=nan_k[1:], xu0=empty, xu1=empty, xa=empty,
+                        rank=rank)
+    inv_order = np.argsort(order)
+    beta = solve_triangular(rx, r[:k, k])[inv_order]
+    rinv = solve_triangular(rx, np.eye(k))
+    xtx_inv = (rinv @ rinv.T)[np.ix_(inv_order, inv_order)]
+    w = rinv[:, k - 1][inv_order] / rx[k - 1, k - 1]
+    others = order[:-1]
+    ko = k - 1
+    if ko:
+        coef = solve_triangular(r[:ko, :ko], r[:ko, ko:])  # columns: x_j, y
+        coef_j, coef_y = coef[:, 0], coef[:, 1]
+    else:
+        coef_j = coef_y = np.zeros(0)
+    # u0 = y - X g0, u1 = X g1, a = X w: one product per block gives all three
+    gam = np.zeros((3, k))
+    gam[0, others], gam[1, others] = coef_y, -coef_j
+    gam[1, j], gam[2] = 1.0, w
+    xu0, xu1, xa = (np.zeros((g, k)) for _ in range(3))
+    for sl in row_blocks(n):
+        xb, cb = x[sl], cl[sl]
+        ut = gam @ xb.T                                 # (3, rows): rows contiguous
+        u0 = y[sl] - ut[0]
+        for c in range(k):
+            xc = xb[:, c]
+            xu0[:, c] += np.bincount(cb, weights=xc * u0, minlength=g)
+            xu1[:, c] += np.bincount(cb, weights=xc * ut[1], minlength=g)
+            xa[:, c] += np.bincount(cb, weights=xc * ut[2], minlength=g)
+    return _Moments(beta=beta, w=w, xtx_inv=xtx_inv, coef_y=coef_y, coef_j=coef_j,
+                    xu0=xu0, xu1=xu1, xa=xa, rank=rank)
+
+
+def _fe_score_parts(d: _Design, m: _Moments) -> tuple[np.ndarray, np.ndarray]:
+    """``F(u0), F(u1)`` with fixed effects: ``F_hg = sum_{i in h} a_i [M_D (u 1_g)]_i
+    = sum_{i in g} u_i [M_D (a 1_h)]_i`` (``M_D`` symmetric), so one projection of the
+    ``G`` cluster-wise columns of ``a`` serves both residual vectors."""
+    x, y, cl, g, j = d.x, d.y, d.cl, d.g, d.j
+    n, k = x.shape
+    others = [c for c in range(k) if c != j]
+    a = x @ m.w
+    u0 = y - x[:, others] @ m.coef_y if others else y.copy()
+    u1 = x[:, j] - x[:, others] @ m.coef_j if others else x[:, j].copy()
+    from scipy import sparse
+
+    # F(u)' = S_u @ [M_D (a 1_h)]_h with S_u (G x n) holding u_i at (g(i), i): one sparse
+    # product per block of clusters h; the projected columns are made a few clusters
+    # at a time (about 16M numbers), never the whole (n x G) matrix
+    rows = np.arange(n)
+    s0 = sparse.csr_matrix((u0, (cl, rows)), shape=(g, n))
+    s1 = sparse.csr_matrix((u1, (cl, rows)), shape=(g, n))
+    f0t, f1t = np.empty((g, g)), np.empty((g, g))
+    step = max(4, (1 << 24) // max(n, 1))
+    for h0 in range(0, g, step):
+        m_h = min(step, g - h0)
+        sel = np.flatnonzero((cl >= h0) & (cl < h0 + m_h))
+        acols = np.zeros((n, m_h))
+        acols[sel, cl[sel] - h0] = a[sel]
+        ma = demean(acols, list(d.fe)).x
+        f0t[:, h0:h0 + m_h] = s0 @ ma
+        f1t[:, h0:h0 + m_h] = s1 @ ma
+    return f0t.T.copy(), f1t.T.copy()
+
+
 def _tall_r(*cols: np.ndarray) -> np.ndarray:
     """``R`` factor (``k x k``, upper triangular, up to the signs of its rows) of the tall
     matrix whose columns are ``cols`` (each ``(n,)`` or ``(n, m)``), by Householder QR
     block by block (``R`` of ``[R_prev; block]``, the sequential tall-skinny QR): the
     same backward stability as one QR of the whole matrix, with cost linear in the rows
     and no ``n x k`` copy (a block of ``rowblocks.BLOCK`` rows at a time)."""
+    from scipy.linalg import lapack
+
     mats = [c[:, None] if c.ndim == 1 else c for c in cols]
     k = sum(m.shape[1] for m in mats)
+    n = len(mats[0])
     r = np.zeros((0, k))
-    for sl in row_blocks(len(mats[0])):
-        blk = np.concatenate([r, np.column_stack([m[sl] for m in mats])], axis=0)
-        r = np.linalg.qr(blk, mode="r")
+    buf = np.empty((min(n, rowblocks.BLOCK) + k, k), order="F")  # one reused Fortran-order block
+    for sl in row_blocks(n):
+        h = r.shape[0]
+        blk = buf[:h + sl.stop - sl.start]
+        blk[:h] = r
+        c0 = 0
+        for m in mats:
+            blk[h:, c0:c0 + m.shape[1]] = m[sl]
+            c0 += m.shape[1]
+        qr, _, _, info = lapack.dgeqrf(blk, overwrite_a=True)
+        if info != 0:  # pragma: no cover - LAPACK argument error
+            raise RuntimeError(f"dgeqrf failed (info={info})")
+        r = np.triu(qr[:min(k, len(blk))])
     return r
-
-
-def _solve_upper(r: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """``r^-1 b`` for upper-triangular ``r`` (back substitution)."""
-    from scipy.linalg import solve_triangular
-
-    return solve_triangular(r, b, lower=False)
 
 
 def _rank_tall(x: np.ndarray) -> int:
@@ -356,9 +497,7 @@ def _rank_tall(x: np.ndarray) -> int:
     n, k = x.shape
     if n < k or n == 0:
         return int(np.linalg.matrix_rank(x))
-    sv = np.linalg.svd(_tall_r(x), compute_uv=False)
-    tol = sv.max(initial=0.0) * max(n, k) * np.finfo(float).eps
-    return int(np.count_nonzero(sv > tol))
+    return _rank_of_r(_tall_r(x), n)
 
 
 def _p_value(t: float, t_boot: np.ndarray) -> float:
@@ -463,7 +602,8 @@ def wild_cluster_bootstrap(data: pd.DataFrame, *, outcome: str, regressors: Sequ
     cols = list(dict.fromkeys([outcome, *regressors, cluster, *fes]))
     sub = data[cols]
     miss = sub.isna().any(axis=1).to_numpy()
-    sub = sub.loc[~miss]
+    if miss.any():  # (no copy of the rows when none is missing)
+        sub = sub.loc[~miss]
     if len(sub) == 0:
         raise InputError("wild_cluster_bootstrap: no complete rows.")
     try:
@@ -487,13 +627,15 @@ def wild_cluster_bootstrap(data: pd.DataFrame, *, outcome: str, regressors: Sequ
         y, x = dm.x[:, 0], dm.x[:, 1:]
     k_fe, k_nested = fe_dof(list(fe_codes), [cl]) if fe_codes else (0, 0)
     n, k = x.shape
-    if _rank_tall(x) < k:
+    j = names.index(term)
+    design = _Design(y=y, x=x, cl=cl, g=g, j=j, fe=fe_codes, small=math.nan)
+    moments = _cluster_moments(design)
+    if moments.rank < k:
         raise InputError(format_message(
             "the regressors are collinear (after the fixed effects)", seen=names,
             fix="drop redundant regressors"))
     k_total = k + k_fe - k_nested
     small = g / (g - 1) * (n - 1) / (n - k_total)
-    j = names.index(term)
     design = _Design(y=y, x=x, cl=cl, g=g, j=j, fe=fe_codes, small=small)
 
     enumerated = weights == "rademacher" and 2**g <= n_reps
@@ -501,13 +643,10 @@ def wild_cluster_bootstrap(data: pd.DataFrame, *, outcome: str, regressors: Sequ
         v = _enumerate_rademacher(g)
     else:
         v = draw_weights(weights, g, int(n_reps), np.random.default_rng(seed))
-    est, se, t = _crv1_t(design, null)
-
-    if impose_null:
-        path = _WCRPath(design, v)
-        t_boot = path.statistics(null)
-    else:
-        t_boot = wcr_statistics(design, null, v, impose_null=False)
+    est, se, t = moments.crv1(design, null)
+    path = _WCRPath(design, v, moments)
+    # WCU resamples the unrestricted residuals u(betahat_j) and centres at the estimate
+    t_boot = path.statistics(null if impose_null else est)
     p = _p_value(t, t_boot)
 
     def pval(b0: float) -> float:

@@ -143,8 +143,21 @@ def _pretests(run: Any) -> list[str]:
             pre = f[(f["rel_time"] < 0) & f["p_value"].notna()]
             if len(pre):
                 n_sig = int((pre["p_value"] < run.study.alpha).sum())
-                out.append(f"{label}: {n_sig} of {len(pre)} pre-twinning coefficients differ "
-                           f"from zero at the {100 * run.study.alpha:g}% level")
+                line = (f"{label}: {n_sig} of {len(pre)} pre-twinning coefficients differ "
+                        f"from zero at the {100 * run.study.alpha:g}% level, each tested on "
+                        "its own")
+                joint_p = t.p_value if t is not None and t.computed else float("nan")
+                if n_sig and joint_p >= run.study.alpha:
+                    # Individually significant, jointly not: only possible when the
+                    # estimates move together; say which test to read, and why.
+                    line += (f"; taken together they do not (joint test above, p-value "
+                             f"{_p(joint_p)}): the estimates move together")
+                    if r.estimator == "imputation":
+                        line += (", because each is measured against the same earlier "
+                                 "baseline (the untwinned years outside this window)")
+                    line += (", so one shared shift shows up in every estimate; the joint "
+                             "test takes that into account and is the one to read")
+                out.append(line)
     return out
 
 
