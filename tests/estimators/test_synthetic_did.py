@@ -556,6 +556,93 @@ def test_compiled_frank_wolfe_equals_numpy_loop(monkeypatch):
     assert (fast[0][0][Atb == _MASKED] == 0).all()
 
 
+def _variant_problem_sets(rng):
+    """Gram problem sets for the loop-variant tests: sizes 1-13 and 30 (SIMD tails),
+    duplicated columns (exact ties in the argmin, as in a bootstrap sample), masked
+    coordinates of a shared Gram matrix."""
+    from twinimpact.estimators._sdid_solver import (
+        _MASKED,
+        GramProblems,
+        gram_blocks,
+        weight_problem,
+    )
+
+    sets = []
+    for k in (1, 2, 3, 5, 8, 13, 30):
+        Yw = rng.normal(size=(9, k + 1)).cumsum(axis=0)
+        sets.append(weight_problem(Yw, 0.2, True, None))
+        if k >= 8:
+            # a control twice, 4 columns apart (same SIMD lane), no ridge: the two
+            # coordinates' half-gradients stay exactly equal, so every time the loop
+            # goes to that control it must take the first copy
+            Yw[:, 5] = Yw[:, 1] = Yw[:, k] + rng.normal(0, 0.1, size=9)
+            sets.append(weight_problem(Yw, 0.0, True, None))
+    stack = rng.normal(size=(4, 12, 8)).cumsum(axis=1)
+    bk, base, Atb, bb = gram_blocks(stack, 1e-3, True)
+    sets.append(GramProblems(bk, base, Atb, bb, np.full((4, 7), 1 / 7), 12, 1e-3))
+    n, N = 10, 17
+    A = rng.normal(size=(n, N)).cumsum(axis=0)
+    A -= A.mean(axis=0)
+    A[:, 5] = A[:, 2]
+    bank = A.T @ A + n * 0.3**2 * np.eye(N)
+    Atb = np.full((5, N), _MASKED)
+    x0 = np.zeros((5, N))
+    for r in range(5):
+        c = np.sort(rng.choice(N, size=13, replace=False))
+        Atb[r, c] = A[:, c].T @ A[:, np.setdiff1d(np.arange(N), c)[:2]].mean(axis=1)
+        x0[r, c] = 1 / 13
+    sets.append(GramProblems(bank, 0, Atb, np.ones(5), x0, n, 0.3))
+    return sets
+
+
+@pytest.mark.parametrize(("vector", "pair"), [(True, True), (True, False), (False, True),
+                                              (False, False)])
+def test_compiled_loop_variants_equal_numpy_loop_bit_for_bit(vector, pair, monkeypatch):
+    """Every variant of the compiled loop -- the update and the next argmin in one pass
+    vectorised (SSE2) or scalar, two problems in alternation (each prefetching the
+    other's next Gram row) or one by one -- gives the NumPy loop's numbers bit for bit:
+    same weights, iterations and convergence flags, also on ties (duplicated columns:
+    the first index wins, as np.argmin) and odd sizes."""
+    from twinimpact.estimators._sdid_solver import _fw_select, fw_gram_sets, fw_gram_sets_numpy
+
+    _use_kernel("compiled", monkeypatch)
+    sets = _variant_problem_sets(np.random.default_rng(3))
+    try:
+        _fw_select(vector, pair)
+        for md, it in ((1e-9, 2000), (0.0, 1), (1e-4, 40)):
+            fast = fw_gram_sets(sets, min_decrease=md, max_iter=it)
+            ref = fw_gram_sets_numpy(sets, min_decrease=md, max_iter=it)
+            for (w, n_it, cv), (w0, n_it0, cv0) in zip(fast, ref, strict=True):
+                np.testing.assert_array_equal(n_it, n_it0)
+                np.testing.assert_array_equal(cv, cv0)
+                np.testing.assert_array_equal(w, w0)
+    finally:
+        _fw_select()
+
+
+def test_point_fit_and_bootstrap_same_numbers_with_either_loop(prop99, monkeypatch):
+    """The point fit and the bootstrap's refits run the compiled loop when it is built;
+    with the NumPy loop (TWINIMPACT_SDID_KERNEL=numpy) every number is the same, bit for
+    bit: estimates, weights, objective and iterations, bootstrap replicates."""
+    Y = _small_problem(5, n0=12, t0=8)
+    df = _panel(Y, 3, 8)
+    out = {}
+    for kernel in ("numpy", "compiled"):
+        _use_kernel(kernel, monkeypatch)
+        p99 = _fit(prop99)
+        bs = synthetic_did(df, outcome="y", unit="unit", time="year", treated="d",
+                           se="bootstrap", n_reps=15, seed=4)
+        out[kernel] = (p99, bs)
+    (p0, b0), (p1, b1) = out["numpy"], out["compiled"]
+    for r0, r1 in ((p0, p1), (b0, b1)):
+        assert r0.params.equals(r1.params)
+        assert r0.unit_weights.equals(r1.unit_weights)
+        assert r0.time_weights.equals(r1.time_weights)
+        assert r0.diagnostics["iterations"] == r1.diagnostics["iterations"]
+    assert b0.std_errors.equals(b1.std_errors) and np.isfinite(b1.std_errors["ATT"])
+    np.testing.assert_array_equal(b0.replicates, b1.replicates)
+
+
 def test_placebo_reports_its_weight_solves(prop99):
     """Issue 13 item 5: the replicates' Frank-Wolfe solves are counted in diagnostics
     (sdid: a unit- and a time-weight problem per replicate; sc: unit weights only)."""

@@ -1,4 +1,4 @@
-/* Frank-Wolfe iterations of synthetic DiD's weight problems, one problem after another.
+/* Frank-Wolfe iterations of synthetic DiD's weight problems.
  *
  * The compiled form of the loop of twinimpact.estimators._sdid_solver.fw_gram_sets (read
  * its docstring first): the same Gram-form step, with the same floating-point operations
@@ -7,6 +7,15 @@
  * scalars) and hands it over; this file only iterates. One difference: the NumPy batch
  * rescales every problem of the batch when any problem's sigma drops below 1e-100, this
  * loop rescales a problem when its own sigma does (a change of rounding only).
+ *
+ * Speed. A step reads one row of the Gram matrix (k numbers) and updates the k-vector h;
+ * once the Gram matrix no longer fits in the processor's cache (about 2,000 controls)
+ * fetching that row from memory dominates. Two problems therefore run in alternation:
+ * while one updates its h, the row the other needs next (known from its last step) is
+ * prefetched, so memory and arithmetic overlap. The update and the next step's argmin
+ * share one pass, vectorised with SSE2 on x86-64 (scalar elsewhere): separate
+ * multiplies and adds (no fused multiply-add; built with -ffp-contract=off), so every
+ * entry rounds as in the scalar loop and the argmin is the scalar loop's (first smallest).
  *
  * Loaded with ctypes (twinimpact.estimators._sdid_solver._compiled_fw); the module init
  * below only makes the file a valid extension module for setuptools.
@@ -22,8 +31,217 @@
 #define TI_EXPORT __attribute__((visibility("default")))
 #endif
 
+/* First index of the smallest entry of h[0..k-1], as the loop `if (h[j] < m)` from m = h[0]
+ * (NaN entries are never smaller; a NaN h[0] gives 0). */
+static int64_t ti_argmin(const double *h, int64_t k)
+{
+    int64_t i = 0;
+    double m = h[0];
+    for (int64_t j = 1; j < k; j++)
+        if (h[j] < m) { m = h[j]; i = j; }
+    return i;
+}
+
+/* Lanes of a vectorised argmin: lane l saw the entries j = l (mod W) of the vectorised
+ * part with the first smallest value m[l] at index ix[l] (-1: none below +inf). Combine
+ * them with the scalar tail j0..k-1 into ti_argmin's answer; fall back to ti_argmin when
+ * the lanes cannot say (h[0] NaN, or no entry below +inf). */
+static int64_t ti_argmin_lanes(const double *h, int64_t k, const double *m,
+                               const double *ix, int W, int64_t j0)
+{
+    double bm = INFINITY;
+    int64_t bi = -1;
+    for (int l = 0; l < W; l++) {
+        int64_t il = (int64_t)ix[l];
+        if (il < 0) continue;
+        if (bi < 0 || m[l] < bm || (m[l] == bm && il < bi)) { bm = m[l]; bi = il; }
+    }
+    for (int64_t j = j0; j < k; j++)
+        if (h[j] < bm) { bm = h[j]; bi = j; }
+    if (bi < 0 || h[0] != h[0]) return ti_argmin(h, k);
+    return bi;
+}
+
+/* h[j] += (row[j] - at[j]) * c for every j (these three roundings, in this order, as the
+ * NumPy loop), then ti_argmin(h, k): one pass over the data instead of two. `pf` (may be
+ * NULL): k numbers to prefetch meanwhile (the other problem's next Gram row). */
+static int64_t ti_update_argmin_scalar(double *h, const double *row, const double *at,
+                                       double c, int64_t k, const double *pf)
+{
+    (void)pf;
+    for (int64_t j = 0; j < k; j++) {
+        double r = row[j] - at[j];
+        r *= c;
+        h[j] += r;
+    }
+    return ti_argmin(h, k);
+}
+
+#if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__)
+#include <immintrin.h>
+#define TI_HAVE_X86 1
+#define TI_PF(p) _mm_prefetch((const char *)(p), _MM_HINT_T1)
+
+/* SSE2 (every x86-64): two lanes, two accumulators (entries j = 0, 1 and 2, 3 mod 4:
+ * independent comparison chains). */
+static int64_t ti_update_argmin_sse2(double *h, const double *row, const double *at,
+                                     double c, int64_t k, const double *pf)
+{
+    const __m128d vc = _mm_set1_pd(c), four = _mm_set1_pd(4.0);
+    __m128d m0 = _mm_set1_pd(INFINITY), b0 = _mm_set1_pd(-1.0), i0 = _mm_set_pd(1.0, 0.0);
+    __m128d m1 = m0, b1 = b0, i1 = _mm_set_pd(3.0, 2.0);
+    int64_t j = 0;
+    for (; j + 4 <= k; j += 4) {
+        if (pf && (j & 7) == 0) TI_PF(pf + j);
+        __m128d r0 = _mm_sub_pd(_mm_loadu_pd(row + j), _mm_loadu_pd(at + j));
+        __m128d r1 = _mm_sub_pd(_mm_loadu_pd(row + j + 2), _mm_loadu_pd(at + j + 2));
+        r0 = _mm_mul_pd(r0, vc);
+        r1 = _mm_mul_pd(r1, vc);
+        __m128d v0 = _mm_add_pd(_mm_loadu_pd(h + j), r0);
+        __m128d v1 = _mm_add_pd(_mm_loadu_pd(h + j + 2), r1);
+        _mm_storeu_pd(h + j, v0);
+        _mm_storeu_pd(h + j + 2, v1);
+        __m128d l0 = _mm_cmplt_pd(v0, m0), l1 = _mm_cmplt_pd(v1, m1);
+        m0 = _mm_or_pd(_mm_and_pd(l0, v0), _mm_andnot_pd(l0, m0));
+        m1 = _mm_or_pd(_mm_and_pd(l1, v1), _mm_andnot_pd(l1, m1));
+        b0 = _mm_or_pd(_mm_and_pd(l0, i0), _mm_andnot_pd(l0, b0));
+        b1 = _mm_or_pd(_mm_and_pd(l1, i1), _mm_andnot_pd(l1, b1));
+        i0 = _mm_add_pd(i0, four);
+        i1 = _mm_add_pd(i1, four);
+    }
+    for (int64_t jj = j; jj < k; jj++) {
+        double r = row[jj] - at[jj];
+        r *= c;
+        h[jj] += r;
+    }
+    double m[4], ix[4];
+    _mm_storeu_pd(m, m0);
+    _mm_storeu_pd(m + 2, m1);
+    _mm_storeu_pd(ix, b0);
+    _mm_storeu_pd(ix + 2, b1);
+    return ti_argmin_lanes(h, k, m, ix, 4, j);
+}
+#endif
+
+typedef int64_t (*ti_update_fn)(double *, const double *, const double *, double, int64_t,
+                                const double *);
+
+/* which update runs: set by ti_fw_select */
+static ti_update_fn ti_update_argmin = 0;
+/* interleave two problems (prefetching each other's next row) or run them one by one */
+static int ti_pair = 1;
+
+/* Choose the update: which = 0 scalar, else SSE2 where available; pair = 1 to
+ * run two problems in alternation. Returns the update chosen (0 scalar, 1 SSE2). The tests run
+ * every variant (same numbers). */
+TI_EXPORT int ti_fw_select(int which, int pair)
+{
+    ti_update_fn f = ti_update_argmin_scalar;
+    int got = 0;
+#ifdef TI_HAVE_X86
+    if (which != 0) { f = ti_update_argmin_sse2; got = 1; }
+#else
+    (void)which;
+#endif
+    ti_update_argmin = f;
+    ti_pair = pair != 0;
+    return got;
+}
+
 /* value of A'b on a masked coordinate (_sdid_solver._MASKED) */
 #define TI_MASKED (-1e200)
+
+/* arguments shared by all problems of a call of ti_fw_gram */
+typedef struct {
+    int64_t k, max_iter;
+    const double *bank, *gd, *Atb, *bb, *eta, *md2n;
+    const int64_t *base;
+    double *h, *y, *cp, *xx, *p;
+    int64_t *n_iter;
+    uint8_t *conv;
+} ti_args;
+
+/* one problem's running state */
+typedef struct {
+    int64_t b, t, i;
+    double cp, xx, p, sigma, vprev;
+} ti_prob;
+
+static void ti_start(const ti_args *A, ti_prob *P, int64_t b)
+{
+    P->b = b;
+    P->t = 0;
+    P->cp = A->cp[b]; P->xx = A->xx[b]; P->p = A->p[b];
+    P->sigma = 1.0; P->vprev = INFINITY;
+    P->i = ti_argmin(A->h + b * A->k, A->k);
+}
+
+static const double *ti_row(const ti_args *A, const ti_prob *P)
+{
+    return A->bank + (A->base[P->b] + P->i) * A->k;
+}
+
+/* One Frank-Wolfe step of problem P (prefetching pf meanwhile); returns 1 when P has
+ * finished (its weights, iterations and convergence flag written out). */
+static int ti_step(const ti_args *A, ti_prob *P, const double *pf)
+{
+    const double step_max = 1.0 - 1.1102230246251565e-16;   /* 1 - 2^-53 (_STEP_MAX) */
+    const int64_t k = A->k, b = P->b, i = P->i;
+    const double *at = A->Atb + b * k;
+    double *hb = A->h + b * k, *yb = A->y + b * k;
+    double cp = P->cp, xx = P->xx, p = P->p, sigma = P->sigma;
+    const double *row = A->bank + (A->base[b] + i) * k;
+    double hv = hb[i] * sigma, xi = yb[i] * sigma, a = at[i];
+    double g = A->gd[A->base[b] + i];
+    double q = hv + a;                               /* ((G + eta I) x)_i */
+    double pa = (p + a) * 0.5;
+    double den = cp - 2.0 * q;
+    den += g;                                        /* (e_i - x)'(G + eta I)(e_i - x) */
+    double s = cp - p;
+    s -= hv;
+    s /= den;                                        /* -hg'(e_i - x) / den */
+    s = (s > 0.0) ? s : 0.0;                         /* np.fmax(s, 0): NaN -> 0 */
+    s = (s < step_max) ? s : step_max;
+    if (!(den > 0.0)) s *= 0.0;
+    double u = 1.0 - s, s2 = 2.0 * s, ss = s * s;
+    /* u (u S + 2 s V) + s^2 C with S = (cp, xx, p), V = (q, x_i, pa), C = (g, 1, a) */
+    double tc = cp * u, tx = xx * u, tp = p * u;
+    tc += q * s2; tx += xi * s2; tp += pa * s2;
+    tc *= u; tx *= u; tp *= u;
+    tc += g * ss; tx += ss; tp += a * ss;
+    cp = tc; xx = tx; p = tp;
+    sigma *= u;
+    double c = s / sigma;
+    yb[i] += c;
+    P->i = ti_update_argmin(hb, row, at, c, k, pf);  /* next step's vertex */
+    double e = A->eta[b] * xx;
+    double val = cp - e;
+    val -= p;
+    val -= p;
+    val += A->bb[b];
+    val = (val < 0.0) ? 0.0 : val;                   /* np.maximum(val, 0) */
+    val += e;                  /* n (zeta^2 |x|^2 + |A x - b|^2 / n) */
+    int64_t t = ++P->t;
+    if (t % 8 == 0 && sigma < 1e-100) {
+        for (int64_t j = 0; j < k; j++) { yb[j] *= sigma; hb[j] *= sigma; }
+        sigma = 1.0;
+        P->i = ti_argmin(hb, k);
+    }
+    P->cp = cp; P->xx = xx; P->p = p; P->sigma = sigma;
+    uint8_t done;
+    if (t < 2) {
+        if (t < A->max_iter) { P->vprev = val; return 0; }
+        done = 0;
+    } else {
+        int cont = (P->vprev - val) > A->md2n[b];
+        if (t < A->max_iter && cont) { P->vprev = val; return 0; }
+        done = (uint8_t)!cont;
+    }
+    for (int64_t j = 0; j < k; j++) yb[j] *= sigma;
+    A->n_iter[b] = t;
+    A->conv[b] = done;
+    return 1;
+}
 
 /* B problems with k coordinates each.
  * bank: rows of (G + eta I); problem b reads rows base[b] .. base[b] + k - 1
@@ -39,72 +257,33 @@ TI_EXPORT void ti_fw_gram(int64_t B, int64_t k, const double *bank, const int64_
                           double *h, double *y, double *cp_, double *xx_, double *p_,
                           int64_t *n_iter, uint8_t *conv)
 {
-    const double step_max = 1.0 - 1.1102230246251565e-16;   /* 1 - 2^-53 (_STEP_MAX) */
-    for (int64_t b = 0; b < B; b++) {
-        const double *at = Atb + b * k;
-        double *hb = h + b * k, *yb = y + b * k;
-        double cp = cp_[b], xx = xx_[b], p = p_[b];
-        double sigma = 1.0, vprev = INFINITY;
-        int64_t t = 0;
-        uint8_t done = 0;
-        for (;;) {
-            int64_t i = 0;
-            double hm = hb[0];
-            for (int64_t j = 1; j < k; j++)
-                if (hb[j] < hm) { hm = hb[j]; i = j; }       /* first smallest (argmin) */
-            const double *row = bank + (base[b] + i) * k;
-            double hv = hb[i] * sigma, xi = yb[i] * sigma, a = at[i];
-            double g = gd[base[b] + i];
-            double q = hv + a;                               /* ((G + eta I) x)_i */
-            double pa = (p + a) * 0.5;
-            double den = cp - 2.0 * q;
-            den += g;                                        /* (e_i - x)'(G + eta I)(e_i - x) */
-            double s = cp - p;
-            s -= hv;
-            s /= den;                                        /* -hg'(e_i - x) / den */
-            s = (s > 0.0) ? s : 0.0;                         /* np.fmax(s, 0): NaN -> 0 */
-            s = (s < step_max) ? s : step_max;
-            if (!(den > 0.0)) s *= 0.0;
-            double u = 1.0 - s, s2 = 2.0 * s, ss = s * s;
-            /* u (u S + 2 s V) + s^2 C with S = (cp, xx, p), V = (q, x_i, pa), C = (g, 1, a) */
-            double tc = cp * u, tx = xx * u, tp = p * u;
-            tc += q * s2; tx += xi * s2; tp += pa * s2;
-            tc *= u; tx *= u; tp *= u;
-            tc += g * ss; tx += ss; tp += a * ss;
-            cp = tc; xx = tx; p = tp;
-            sigma *= u;
-            double c = s / sigma;
-            for (int64_t j = 0; j < k; j++) {
-                double r = row[j] - at[j];
-                r *= c;
-                hb[j] += r;
-            }
-            yb[i] += c;
-            double e = eta[b] * xx;
-            double val = cp - e;
-            val -= p;
-            val -= p;
-            val += bb[b];
-            val = (val < 0.0) ? 0.0 : val;                   /* np.maximum(val, 0) */
-            val += e;                  /* n (zeta^2 |x|^2 + |A x - b|^2 / n) */
-            t++;
-            if (t % 8 == 0 && sigma < 1e-100) {
-                for (int64_t j = 0; j < k; j++) { yb[j] *= sigma; hb[j] *= sigma; }
-                sigma = 1.0;
-            }
-            if (t < 2) {
-                if (t < max_iter) { vprev = val; continue; }
-                done = 0;
-                break;
-            }
-            int cont = (vprev - val) > md2n[b];
-            if (t < max_iter && cont) { vprev = val; continue; }
-            done = (uint8_t)!cont;
-            break;
+    if (!ti_update_argmin) ti_fw_select(-1, 1);
+    ti_args A = {k, max_iter, bank, gd, Atb, bb, eta, md2n, base, h, y, cp_, xx_, p_,
+                 n_iter, conv};
+    if (B <= 0 || k <= 0) return;
+    if (!ti_pair) {
+        for (int64_t b = 0; b < B; b++) {
+            ti_prob P;
+            ti_start(&A, &P, b);
+            while (!ti_step(&A, &P, NULL)) {}
         }
-        for (int64_t j = 0; j < k; j++) yb[j] *= sigma;
-        n_iter[b] = t;
-        conv[b] = done;
+        return;
+    }
+    /* two slots in alternation; a slot whose problem finished takes the next one */
+    ti_prob S[2];
+    int live[2] = {0, 0};
+    int64_t next = 0;
+    for (int l = 0; l < 2 && next < B; l++) { ti_start(&A, &S[l], next++); live[l] = 1; }
+    int l = 0;
+    while (live[0] || live[1]) {
+        if (live[l]) {
+            const double *pf = live[1 - l] ? ti_row(&A, &S[1 - l]) : NULL;
+            if (ti_step(&A, &S[l], pf)) {
+                live[l] = 0;
+                if (next < B) { ti_start(&A, &S[l], next++); live[l] = 1; }
+            }
+        }
+        l = 1 - l;
     }
 }
 

@@ -52,6 +52,7 @@ __all__ = [
     "solve_gram_sets",
     "sparsify",
     "sparsify_rows",
+    "weight_problem",
 ]
 
 
@@ -315,14 +316,30 @@ def _compiled_fw():
             import ctypes
 
             from . import _sdid_fw  # the built extension module (file located, not called)
-            fn = ctypes.CDLL(_sdid_fw.__file__).ti_fw_gram
+            lib = ctypes.CDLL(_sdid_fw.__file__)
+            fn = lib.ti_fw_gram
             fn.restype = None
             fn.argtypes = ([ctypes.c_int64] * 2 + [ctypes.c_void_p] * 7 + [ctypes.c_int64]
                            + [ctypes.c_void_p] * 7)
+            fn.select = lib.ti_fw_select
+            fn.select.restype = ctypes.c_int
+            fn.select.argtypes = [ctypes.c_int, ctypes.c_int]
+            fn.select(-1, 1)
         except (ImportError, OSError, AttributeError):
             fn = None
         _FW_C.append(fn)
     return _FW_C[0]
+
+
+def _fw_select(vector: bool = True, pair: bool = True) -> str | None:
+    """Variant of the compiled loop (for the tests; the default is the fastest): the
+    update vectorised (SSE2 on x86-64) or scalar, two problems in alternation or one by
+    one. Every variant does the same operations per problem (same numbers). Returns the
+    update now in use (``"sse2"`` / ``"scalar"``), None without the compiled loop."""
+    fn = _compiled_fw()
+    if fn is None:
+        return None
+    return ("scalar", "sse2")[fn.select(-1 if vector else 0, int(pair))]
 
 
 def fw_loop() -> str:
@@ -335,13 +352,18 @@ def fw_gram_sets(sets: list[GramProblems], *, min_decrease: float, max_iter: int
     """Frank-Wolfe of :func:`sc_weight_fw` on several sets of problems.
 
     Returns per set ``(weights (B, k), n_iter (B,), converged (B,))``. The loop of
-    :func:`fw_gram_sets_numpy` (see there), run one problem after another in C when the
-    optional extension ``_sdid_fw`` is built: same initial state (computed here by
-    :class:`_Set`), same operations in the same order per problem, so the same iterates;
-    the one difference is when the lazy scale factor is folded back (per problem there,
-    per batch in NumPy), a change of rounding only. A NumPy step costs ~60 calls (~40 us)
-    whatever the batch width and the batch runs as many steps as its slowest problem
-    (10,100 in synthdid's placebo); the compiled loop costs ~0.2 us per problem and step.
+    :func:`fw_gram_sets_numpy` (see there), run in C when the optional extension
+    ``_sdid_fw`` is built: same initial state (computed here by :class:`_Set`), same
+    operations in the same order per problem, so the same iterates; the one difference is
+    when the lazy scale factor is folded back (per problem there, per batch in NumPy), a
+    change of rounding only (none on a set of one problem). A NumPy step costs ~60 calls
+    (~40 us) whatever the batch width and the batch runs as many steps as its slowest
+    problem (10,100 in synthdid's placebo); the compiled loop costs ~1 ns per coordinate
+    and step: the update of the half-gradient and the next step's argmin in one SSE2 pass,
+    two problems in alternation so that the Gram row one needs next is prefetched while
+    the other computes (the row fetch from memory dominates once the Gram matrix outgrows
+    the cache, ~2,000 controls). Used by the placebo batch, the point fit and every
+    bootstrap refit (:func:`sdid_fit`).
     """
     fn = _compiled_fw()
     if fn is None:
@@ -609,18 +631,42 @@ class SDIDFit:
     beta: np.ndarray | None = None
 
 
+def weight_problem(Yw: np.ndarray, zeta: float, intercept: bool,
+                   init: np.ndarray | None) -> GramProblems:
+    """One weight problem of :func:`sc_weight_fw` (``Yw`` of shape ``(n, k + 1)``) in
+    Gram form for :func:`fw_gram_sets`: ``A'A + n zeta^2 I`` (``A`` the first ``k``
+    columns, centred when ``intercept``; NumPy's ``A.T @ A``, symmetric), ``A'b``,
+    ``b'b``, start ``init`` (uniform by default)."""
+    Yw = np.asarray(Yw, dtype=float)
+    n, k1 = Yw.shape
+    k = k1 - 1
+    if intercept:
+        Yw = Yw - Yw.mean(axis=0)
+    A = Yw[:, :k]
+    b = Yw[:, k]
+    bank = A.T @ A
+    bank[np.diag_indices(k)] += n * zeta**2
+    x0 = np.full(k, 1.0 / k) if init is None else np.asarray(init, dtype=float)
+    return GramProblems(bank, 0, (A.T @ b)[None, :], np.array([float(b @ b)]),
+                        x0[None, :], n, zeta)
+
+
 def _solve(Yw: np.ndarray, zeta: float, intercept: bool, init: np.ndarray | None,
            opts: SDIDOptions, tag: str, info: dict) -> np.ndarray:
+    """synthdid's two passes on one weight problem with :func:`fw_gram_sets` (the
+    compiled loop when built, else the NumPy one: same iterates)."""
+    P = weight_problem(Yw, zeta, intercept, init)
     first_iter = opts.max_iter_pre_sparsify if opts.sparsify else opts.max_iter
-    fw = sc_weight_fw(Yw, zeta, intercept=intercept, init=init,
-                      min_decrease=opts.min_decrease, max_iter=first_iter)
-    info[f"{tag}_pass1"] = {"iterations": fw.n_iter, "converged": fw.converged}
+    w, it, cv = fw_gram_sets([P], min_decrease=opts.min_decrease, max_iter=first_iter)[0]
+    info[f"{tag}_pass1"] = {"iterations": int(it[0]), "converged": bool(cv[0])}
     if opts.sparsify:
-        fw = sc_weight_fw(Yw, zeta, intercept=intercept, init=sparsify(fw.weights),
-                          min_decrease=opts.min_decrease, max_iter=opts.max_iter)
-        info[f"{tag}_pass2"] = {"iterations": fw.n_iter, "converged": fw.converged}
-    info[f"{tag}_objective"] = float(fw.values[-1]) if fw.n_iter else float("nan")
-    return fw.weights
+        P = dataclasses.replace(P, x0=sparsify_rows(w))
+        w, it, cv = fw_gram_sets([P], min_decrease=opts.min_decrease,
+                                 max_iter=opts.max_iter)[0]
+        info[f"{tag}_pass2"] = {"iterations": int(it[0]), "converged": bool(cv[0])}
+    info[f"{tag}_objective"] = (fw_objective(Yw, w[0], zeta, intercept) if it[0]
+                                else float("nan"))
+    return w[0]
 
 
 def sdid_fit(Y: np.ndarray, N0: int, T0: int, opts: SDIDOptions, *,
