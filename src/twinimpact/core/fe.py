@@ -647,6 +647,11 @@ def _sparse_block_rows(n_cols: int) -> int:
     return max(1, _SPARSE_BLOCK_CELLS // max(1, n_cols))
 
 
+#: cells (score columns + periods) of one block of clusters in
+#: :meth:`TwoWayOLSFit.cluster_meat` (8 MB of float64 whatever the number of clusters)
+_MEAT_BLOCK_CELLS = 1 << 20
+
+
 #: largest number of cells of a dense unit x indicator count table (else scipy sparse):
 #: about two n-vectors of memory at n = 1e6
 _DENSE_CELLS_MAX = 2**21
@@ -762,48 +767,147 @@ class TwoWayOLSFit(OLSFit):
         ``s_g = C'(D o e) - E_gu U - F_gt V + E_g m'``, where ``E_gu`` (``F_gt``) sums the
         residuals over cluster x unit (cluster x time) cells. When clusters nest units,
         ``E_gu`` has one entry per unit. Dense columns use their demeaned values.
+        :meth:`cluster_meat` gives ``S'S`` of this table without forming it.
         """
-        from scipy import sparse
-
-        e = self._score_resid()
-        n = len(e)
+        n = len(self.resid)
         g = np.arange(n) if codes is None else np.asarray(codes, dtype=np.intp)
         n_g = int(g.max()) + 1
-        u, t = self.unit_codes, self.time_codes
+        # a column view of the table (no copy; BLAS takes the stride)
+        out = self._block_sums(slice(None), g, n_g, 0, self._unit_link(g, n_g))[:, 1:]
+        return out if self.kept.all() else out[:, self.kept]
+
+    def cluster_meat(self, codes: np.ndarray) -> np.ndarray:
+        """``S'S`` (rank, rank) for ``S = cluster_sums(codes)``, accumulated over blocks of
+        clusters so that the (G, rank) table never exists (at 1e6 units and 63 cells it is
+        512 MB, and the kernel's first touch of its fresh pages was most of the cost).
+
+        The rows are grouped by block of clusters once (nothing to do when the codes are
+        already in blocks, e.g. units of a panel sorted by unit; else a stable radix sort of
+        the 16-bit block numbers, O(n)); each block's score sums are the same numbers as
+        the rows of :meth:`cluster_sums` (the same sums, added in the same row order), and
+        the block products ``S_b'S_b`` are summed into the meat (a different summation
+        order from ``S'S`` of the whole table: equal to rounding, tested to 1e-12).
+        """
+        g = np.asarray(codes, dtype=np.intp)
+        n = len(g)
+        n_g = int(g.max()) + 1
+        p = self.unit_part.shape[1]
+        cols = p + 1 + self.mz.shape[1]  # columns of a block's table
+        width = cols + self.time_counts.shape[0]  # + its cluster x period sums
+        per = max(1, _MEAT_BLOCK_CELLS // width, -(-n_g // 65535))  # clusters per block
+        link = self._unit_link(g, n_g)
+        ki = np.flatnonzero(self.kept)
+        if not len(ki):
+            return np.zeros((0, 0))
+        if n_g <= per:  # one block: the whole table, as S'S always was
+            s = self._block_sums(slice(None), g, n_g, 0, link)[:, 1:]
+            s = s if self.kept.all() else s[:, self.kept]
+            return s.T @ s
+        n_b = -(-n_g // per)
+        bid = np.empty(n, dtype=np.uint16)
+        grouped = True
+        for sl in row_blocks(n):
+            bid[sl] = g[sl] // per
+            lo = max(0, sl.start - 1)  # the row before the block too
+            grouped = grouped and bool(np.all(bid[lo + 1:sl.stop] >= bid[lo:sl.stop - 1]))
+        if grouped:  # rows already in blocks: each block is a range of rows
+            at = np.append(np.searchsorted(bid, np.arange(n_b, dtype=np.uint16)), n)
+            blocks = [(slice(int(at[b]), int(at[b + 1])), b * per) for b in range(n_b)]
+        else:
+            order = np.argsort(bid, kind="stable")  # radix sort: O(n)
+            at = np.append(0, np.cumsum(code_sums(bid, n_b, dtype=np.intp)))
+            blocks = [(order[at[b]:at[b + 1]], b * per) for b in range(n_b)]
+        del bid
+        from scipy.linalg.blas import dsyrk
+
+        meat = np.zeros((cols, cols), order="F")
+        for rows, g0 in blocks:
+            m = min(per, n_g - g0)
+            gl = g[rows]
+            if g0:
+                gl = gl - g0
+            if len(gl) == 0:
+                continue
+            s = self._block_sums(rows, gl, m, g0, link, small=True)
+            # S_b'S_b into the upper triangle, over every column of the C-ordered block
+            # (its transpose is Fortran-ordered: no copy); column 0 is dropped below
+            meat = dsyrk(1.0, s.T, beta=1.0, c=meat, trans=0, lower=0, overwrite_c=1)
+        meat = np.triu(meat) + np.triu(meat, 1).T
+        return meat[np.ix_(ki + 1, ki + 1)]
+
+    def _unit_link(self, g: np.ndarray, n_g: int) -> tuple[str, object]:
+        """How the clusters ``g`` relate to the units, for the ``E_gu U`` term of the score
+        sums: ``("unit", None)`` clusters are the units; ``("nested", E)`` each unit in one
+        cluster, ``E`` the (G, N) sparse residual sums (one entry per unit);
+        ``("general", None)`` any other clustering (``E_gu`` made block by block)."""
+        from scipy import sparse
+
+        u = self.unit_codes
+        n_u = self.unit_part.shape[0]
+        if g is u or (n_g == n_u and np.array_equal(g, u)):
+            return "unit", None
+        owner = np.empty(n_u, dtype=np.intp)
+        owner[u] = g
+        if _agrees(owner, u, g):  # clusters nest units: one cell per unit
+            e_u = np.bincount(u, weights=self._score_resid(), minlength=n_u)
+            return "nested", sparse.csr_matrix((e_u, (owner, np.arange(n_u))),
+                                               shape=(n_g, n_u))
+        return "general", None
+
+    def _block_sums(self, rows: slice | np.ndarray, g: np.ndarray, n_g: int, g0: int,
+                    link: tuple[str, object], *, small: bool = False) -> np.ndarray:
+        """The (n_g, 1 + p + q) table whose columns ``1 ..`` are the score sums (all
+        columns, kept or not) of the clusters ``g0 .. g0 + n_g - 1`` (column 0: not a
+        score) from the rows ``rows`` (a slice or row positions: every row of those
+        clusters, in their order) whose cluster codes minus ``g0`` are ``g``; ``link``
+        from :meth:`_unit_link`. The formula of :meth:`cluster_sums`. ``small``: the table
+        is a small block, its elementwise terms are taken in one piece (the same numbers
+        as row block by row block)."""
+        from scipy import sparse
+
+        e = self._score_resid()[rows]
+        n = len(e)
+        t = self.time_codes[rows]
         n_u, p = self.unit_part.shape
         n_t = self.time_counts.shape[0]
         q = self.mz.shape[1]
-        # residual sums per cluster x indicator cell (column 0: rows without indicator);
-        # the result is a column view of that table (no copy; BLAS takes the stride)
+        # residual sums per cluster x indicator cell (column 0: rows without indicator)
         if p:
-            full = pair_sums(g, n_g, self.onehot, p + 1, e, shift_b=1)
+            full = pair_sums(g, n_g, self.onehot[rows], p + 1, e, shift_b=1)
             if q:
                 full = np.concatenate([full, np.empty((n_g, q))], axis=1)
         else:
-            full = np.empty((n_g, 1 + q))
+            full = np.zeros((n_g, 1 + q))
         out = full[:, 1:]
+        whole = n_g if small else None  # rows per piece of the elementwise terms
         if p:
             sd = out[:, :p]
             u_part = self.unit_part
+            kind, e_gu = link
             # - E_gu U: residual sums over cluster x unit cells
-            if g is u or (n_g == n_u and np.array_equal(g, u)):  # clusters = units
-                e_u = np.bincount(u, weights=e, minlength=n_u)
-                if sparse.issparse(u_part):  # unit blocks: no dense (units x p) temporary
+            if kind == "unit":  # clusters = units: rows g0 .. of U
+                e_u = np.bincount(g, weights=e, minlength=n_g)
+                if sparse.issparse(u_part) and small:  # the block's stored entries only
+                    u_blk = u_part.tocsr()[g0:g0 + n_g]
+                    u_blk.sum_duplicates()  # one stored entry per cell (no-op if so)
+                    at = np.repeat(np.arange(n_g), np.diff(u_blk.indptr))
+                    sd[at, u_blk.indices] -= e_u[at] * u_blk.data
+                elif sparse.issparse(u_part):  # unit blocks: no dense (units x p) temporary
                     u_part = u_part.tocsr()
-                    _sub_rowblocks(sd, lambda r: sparse.diags(e_u[r]) @ u_part[r],
-                                   rows=_sparse_block_rows(p))
+                    _sub_rowblocks(sd, lambda r: sparse.diags(e_u[r]) @ u_part[
+                        g0 + r.start:g0 + min(r.stop, n_g)], rows=_sparse_block_rows(p))
                 else:
-                    _sub_rowblocks(sd, lambda r: e_u[r, None] * u_part[r])
+                    _sub_rowblocks(sd, lambda r: e_u[r, None] * u_part[
+                        g0 + r.start:g0 + min(r.stop, n_g)], rows=whole)
             else:
-                owner = np.empty(n_u, dtype=np.intp)
-                owner[u] = g
-                if _agrees(owner, u, g):  # clusters nest units: one cell per unit
-                    e_u = np.bincount(u, weights=e, minlength=n_u)
-                    e_gu = sparse.csr_matrix((e_u, (owner, np.arange(n_u))),
+                if kind == "general":
+                    e_gu = sparse.csr_matrix((e, (g, self.unit_codes[rows])),
                                              shape=(n_g, n_u))
-                else:
-                    e_gu = sparse.csr_matrix((e, (g, u)), shape=(n_g, n_u))
-                _sub_rowblocks(sd, lambda r: e_gu[r] @ u_part, rows=_sparse_block_rows(p))
+                    g_off = 0
+                else:  # nested: the block's rows of the whole (G, N) table
+                    g_off = g0
+                _sub_rowblocks(sd, lambda r: e_gu[g_off + r.start:g_off + min(r.stop, n_g)]
+                               @ u_part, rows=_sparse_block_rows(p))
             # - F_gt V: residual sums over cluster x period cells
             if n_g * n_t <= 4 * n:
                 f_gt = pair_sums(g, n_g, t, n_t, e)
@@ -815,10 +919,10 @@ class TwoWayOLSFit(OLSFit):
             if self.grand is not None:  # row blocks: no (G, p) temporary
                 e_g = np.bincount(g, weights=e, minlength=n_g)
                 grand = self.grand
-                _sub_rowblocks(sd, lambda r: -(e_g[r, None] * grand))
+                _sub_rowblocks(sd, lambda r: -(e_g[r, None] * grand), rows=whole)
         for j in range(q):
-            out[:, p + j] = np.bincount(g, weights=self.mz[:, j] * e, minlength=n_g)
-        return out if self.kept.all() else out[:, self.kept]
+            out[:, p + j] = np.bincount(g, weights=self.mz[rows, j] * e, minlength=n_g)
+        return full
 
 
 def _indicator_tables(c: np.ndarray, u: np.ndarray, t: np.ndarray, n_u: int, n_t: int,
@@ -1234,7 +1338,8 @@ def _fit_fe_twoway(fit: TwoWayOLSFit, names: Sequence[str], fe_codes: Sequence[n
     sigma2 = ssr / (n - k_total) if n > k_total else np.nan
     v_sub, spec = sandwich(None, bread, kind=vcov, n=n, k=k_total, cluster_codes=cl_codes,
                            cluster_names=cluster_names, k_nested=k_nested, sigma2=sigma2,
-                           cluster_sums=fit.cluster_sums, score_meat=fit.score_meat)
+                           cluster_sums=fit.cluster_sums, score_meat=fit.score_meat,
+                           cluster_meat=fit.cluster_meat)
     v = np.full((k, k), np.nan)
     v[np.ix_(kept, kept)] = v_sub
     params = pd.Series(fit.coef, index=list(names))
@@ -1250,7 +1355,7 @@ def _fit_fe_twoway(fit: TwoWayOLSFit, names: Sequence[str], fe_codes: Sequence[n
         info["vcov_source"] = SandwichVcov(
             "feols", bread=bread, kept=kept, n=n, fe_codes=tuple(fe_codes),
             rows=_arange_rows(n), n_input=n, columns={}, cluster_sums=fit.cluster_sums,
-            score_meat=fit.score_meat,
+            score_meat=fit.score_meat, cluster_meat=fit.cluster_meat,
             ssr=ssr, balanced=balanced)
     return params, v, spec, info
 
@@ -1289,6 +1394,7 @@ class SandwichVcov:
     scores: np.ndarray | None = None
     cluster_sums: Callable[[np.ndarray | None], np.ndarray] | None = None
     score_meat: Callable[[], np.ndarray] | None = None
+    cluster_meat: Callable[[np.ndarray], np.ndarray] | None = None
     ssr: float | None = None
     glm: bool = False
     adj: bool = True
@@ -1346,7 +1452,8 @@ class SandwichVcov:
         v_sub, spec = sandwich(self.scores, self.bread, kind=kind, n=n, k=k_total,
                                cluster_codes=cl_codes, cluster_names=cluster,
                                k_nested=k_nested, sigma2=sigma2, adj=self.adj,
-                               cluster_sums=self.cluster_sums, score_meat=self.score_meat)
+                               cluster_sums=self.cluster_sums, score_meat=self.score_meat,
+                               cluster_meat=self.cluster_meat)
         k = len(self.kept)
         v = np.full((k, k), np.nan)
         v[np.ix_(self.kept, self.kept)] = v_sub

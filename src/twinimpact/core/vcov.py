@@ -64,6 +64,7 @@ def sandwich(scores: np.ndarray | None, bread: np.ndarray, *, kind: str, n: int,
              adj: bool = True, cluster_adj: bool = True,
              cluster_sums: Callable[[np.ndarray | None], np.ndarray] | None = None,
              score_meat: Callable[[], np.ndarray] | None = None,
+             cluster_meat: Callable[[np.ndarray], np.ndarray] | None = None,
              ) -> tuple[np.ndarray, VcovSpec]:
     """Variance of the coefficients from per-observation scores ``x_i * e_i`` (n, k).
 
@@ -88,12 +89,19 @@ def sandwich(scores: np.ndarray | None, bread: np.ndarray, *, kind: str, n: int,
         With ``cluster_sums``: a function giving ``sum_i s_i s_i'`` (k, k) of the
         per-observation scores without forming them all at once (the HC meat in O(k^2)
         memory, e.g. :meth:`twinimpact.core.fe.TwoWayOLSFit.score_meat`).
+    cluster_meat : callable, optional
+        A function mapping dense cluster codes (n,) to the meat ``sum_g s_g s_g'`` (k, k)
+        without the (G, k) table of cluster sums (e.g.
+        :meth:`twinimpact.core.fe.TwoWayOLSFit.cluster_meat`); used for every clustered
+        meat when given.
     """
     check_literal("vcov", kind, VCOV_KINDS)
-    if scores is None and cluster_sums is None and kind != "iid":
+    if scores is None and cluster_sums is None and cluster_meat is None and kind != "iid":
         raise ValueError("sandwich needs scores or cluster_sums")
 
     def meat_of(codes: np.ndarray) -> np.ndarray:
+        if cluster_meat is not None:
+            return cluster_meat(codes)
         if cluster_sums is None:
             return meat_cluster(scores, codes)
         sums = cluster_sums(codes)
