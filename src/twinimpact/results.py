@@ -459,8 +459,9 @@ class EstimationResult:
         object.__setattr__(self, "extras", MappingProxyType(dict(self.extras)))
         if self.term_info is not None:
             info = self.term_info.copy()
-            info.index = info.index.map(str)
-            info = info.reindex(list(terms))
+            if tuple(info.index) != terms:  # (labels already the terms, in order: as is)
+                info.index = info.index.map(str)
+                info = info.reindex(list(terms))
             object.__setattr__(self, "term_info", info)
 
     def replace(self, **changes: Any) -> EstimationResult:

@@ -11,7 +11,7 @@ import pytest
 from scipy import sparse
 
 import twinimpact as ti
-from twinimpact.core import fe, rowblocks, validation
+from twinimpact.core import fe, rowblocks
 from twinimpact.core.validation import cohort_per_unit, dense_codes, refuse_duplicate_pairs
 from twinimpact.errors import InputError
 
@@ -19,8 +19,7 @@ from twinimpact.errors import InputError
 @pytest.fixture
 def tiny_blocks(monkeypatch):
     """Blocks of 7 rows everywhere the row-blocked passes run."""
-    monkeypatch.setattr(rowblocks, "BLOCK", 7)
-    monkeypatch.setattr(validation, "_BLOCK", 7)
+    monkeypatch.setattr(rowblocks, "BLOCK", 7)  # core.validation's passes use row_blocks
     monkeypatch.setattr(fe, "BLOCK", 7)
 
 
@@ -122,8 +121,7 @@ CALLS = {
 def test_estimators_equal_with_tiny_blocks(monkeypatch, name):
     d = _panel()
     want = CALLS[name](d)
-    monkeypatch.setattr(rowblocks, "BLOCK", 7)
-    monkeypatch.setattr(validation, "_BLOCK", 7)
+    monkeypatch.setattr(rowblocks, "BLOCK", 7)  # core.validation's passes use row_blocks
     monkeypatch.setattr(fe, "BLOCK", 7)
     got = CALLS[name](d)
     np.testing.assert_array_equal(got.params.to_numpy(), want.params.to_numpy())

@@ -118,3 +118,159 @@ def test_time_codes_match_unique_searchsorted(values):
     expected = np.unique(t)
     np.testing.assert_array_equal(periods, expected)
     np.testing.assert_array_equal(codes, np.searchsorted(expected, t))
+
+
+def test_cohort_varying_within_unit_still_rejected_when_complete_and_sorted(mpdta):
+    """A complete panel sorted by unit and time reads each unit's cohort from its first
+    row after one check; a cohort that varies within a unit still gets
+    cohort_per_unit's error (the same as on the shuffled rows)."""
+    df = mpdta.sort_values(["countyreal", "year"]).reset_index(drop=True)
+    bad = df.copy()
+    bad.loc[7, "first.treat"] = 2006 if bad.loc[7, "first.treat"] != 2006 else 2007
+    with pytest.raises(InputError, match="varies within unit") as sorted_err:
+        callaway_santanna(bad, **KW)
+    with pytest.raises(InputError, match="varies within unit") as shuffled_err:
+        callaway_santanna(bad.sample(frac=1.0, random_state=3), **KW)
+    assert str(sorted_err.value) == str(shuffled_err.value)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 6), st.lists(st.integers(1990, 2010), min_size=1, max_size=6,
+                                   unique=True),
+       st.sampled_from(["complete", "swap", "duplicate", "short"]))
+def test_complete_sorted_equals_time_codes_or_declines(n_units, years, how):
+    """_complete_sorted returns _time_codes(tt) on every unit x every period sorted by
+    unit and time, and None when rows are out of order, duplicated or missing."""
+    from twinimpact.estimators.callaway_santanna import _complete_sorted
+
+    years = sorted(years)
+    u = np.repeat(np.arange(n_units), len(years))
+    t = np.tile(np.array(years, dtype=float), n_units)
+    if how == "swap" and len(years) > 1:
+        t[[0, 1]] = t[[1, 0]]
+    elif how == "duplicate" and len(years) > 1:
+        t[1] = t[0]
+    elif how == "short" and len(t) > 1:
+        u, t = u[:-1], t[:-1]
+    got = _complete_sorted(u, t, n_units)
+    uniq = np.unique(t)
+    complete = (len(t) == n_units * len(uniq)
+                and np.array_equal(u, np.repeat(np.arange(n_units), len(uniq)))
+                and np.array_equal(t, np.tile(uniq, n_units)))
+    assert complete or how != "complete"
+    if complete:
+        periods, codes = _time_codes(t)
+        assert got is not None
+        np.testing.assert_array_equal(got[0], periods)
+        np.testing.assert_array_equal(got[1], codes)
+    else:
+        assert got is None
+
+
+# ------------------------------------------------------------- aggregation, dense oracle
+def _dense_aggregate(res, type: str) -> tuple[np.ndarray, np.ndarray]:
+    """R did ``aggte`` written out with the dense matrices (slow, obviously correct):
+    per row, ``psi = IF[:, keepers] @ w + wif @ att[keepers]`` with R's ``wif`` built as
+    the (n, m) matrices ``if1 - if2``; the overall rows as R (cohort shares for "group",
+    the mean of the post rows for "dynamic", of all rows for "calendar")."""
+    info = res.term_info
+    att = res.coef
+    group, t = info["cohort"].to_numpy(float), info["time"].to_numpy(float)
+    inf = np.asarray(res.influence)
+    G = np.asarray(res.unit_cohort)
+    glist = np.unique(group)
+    pg_g = np.array([np.mean(G == g) for g in glist])
+    pg = pg_g[np.searchsorted(glist, group)]
+
+    def wif(keepers, pgk, attk):
+        # if1[:, j] = (1{G = g_j} - pg_j) / sum(pg); if2 = rowSums(1{G = g_j} - pg_j) pg'/s^2
+        ind = (G[:, None] == glist[np.searchsorted(glist, keepers)][None, :]).astype(float)
+        s = pgk.sum()
+        if1 = (ind - pgk) / s
+        if2 = np.outer((ind - pgk).sum(axis=1), pgk / s**2)
+        return (if1 - if2) @ attk
+
+    def row(which, with_wif=True):
+        w = pg[which] / pg[which].sum()
+        psi = inf[:, which] @ w
+        if with_wif:
+            psi = psi + wif(group[which], pg[which], att[which])
+        return att[which] @ w, psi
+
+    rows = []
+    if type == "simple":
+        rows.append(row(np.flatnonzero(group <= t)))
+    elif type == "dynamic":
+        e_all = t - group
+        eseq = np.unique(e_all)
+        rows = [row(np.flatnonzero(e_all == e)) for e in eseq]
+        post = [r for e, r in zip(eseq, rows, strict=True) if e >= 0]
+        rows.append((np.mean([r[0] for r in post]), np.mean([r[1] for r in post], axis=0)))
+    elif type == "calendar":
+        tcal = np.unique(t[t >= group.min()])
+        rows = [row(np.flatnonzero((t == t1) & (group <= t))) for t1 in tcal]
+        rows.append((np.mean([r[0] for r in rows]), np.mean([r[1] for r in rows], axis=0)))
+    else:  # group
+        rows = [row(np.flatnonzero((group == g) & (g <= t)), with_wif=False) for g in glist]
+        att_g = np.array([r[0] for r in rows])
+        share = pg_g / pg_g.sum()
+        psi = np.column_stack([r[1] for r in rows]) @ share + wif(glist, pg_g, att_g)
+        rows.append((att_g @ share, psi))
+    return np.array([r[0] for r in rows]), np.column_stack([r[1] for r in rows])
+
+
+@pytest.mark.parametrize("type", ["simple", "dynamic", "group", "calendar"])
+@pytest.mark.parametrize("unbalanced", [False, True])
+def test_aggregate_column_sums_equal_dense_oracle(mpdta, type, unbalanced):
+    """The aggregation writes each row's influence function as a sum of the cells'
+    columns (BLAS axpy) plus the per-cohort estimated-weights term gathered per unit;
+    the dense R formulas (IF[:, keepers] @ w + (if1 - if2) @ att) give the same estimates,
+    influence functions and vcov = psi'psi / n^2 to rounding, balanced and unbalanced."""
+    df = mpdta
+    if unbalanced:
+        df = df[np.random.default_rng(4).random(len(df)) > 0.15]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = callaway_santanna(df, **KW, allow_unbalanced_panel=unbalanced)
+        agg = res.aggregate(type)
+    est, psi = _dense_aggregate(res, type)
+    n = psi.shape[0]
+    np.testing.assert_allclose(agg.coef, est, rtol=ROUNDING, atol=1e-14)
+    np.testing.assert_allclose(np.asarray(agg.influence), psi, rtol=1e-10,
+                               atol=ROUNDING * np.abs(psi).max())
+    np.testing.assert_allclose(agg.cov, psi.T @ psi / n**2, rtol=1e-10,
+                               atol=ROUNDING * np.abs(agg.cov).max())
+
+
+@pytest.mark.parametrize("base_period", ["varying", "universal"])
+@pytest.mark.parametrize("method", ["dr", "ipw"])
+def test_block_vcov_equals_dense_influence_cross_product(base_period, method):
+    """Never-treated comparisons on a balanced panel without covariates: the vcov comes
+    from the nonzero blocks of the influence function (never-treated x all cells, plus
+    each cohort x its own cells) instead of IF'IF over all units; it equals the dense
+    IF'IF / n^2 of the returned influence function, including the normalised cells
+    (universal base period) and cells a guard leaves NaN (ipw: one cohort of 1,000
+    units against 5 never-treated units has every comparison unit trimmed)."""
+    rng = np.random.default_rng(2)
+    coh = np.r_[np.zeros(5), np.full(1000, 2004), np.full(40, 2006)]
+    n, years = len(coh), np.arange(2000, 2009)
+    df = pd.DataFrame({"id": np.repeat(np.arange(n), len(years)),
+                       "year": np.tile(years, n), "g": np.repeat(coh, len(years))})
+    df["y"] = rng.normal(size=len(df)) + np.repeat(rng.normal(size=n), len(years)) \
+        + ((df.g > 0) & (df.year >= df.g))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = callaway_santanna(df, outcome="y", unit="id", time="year", cohort="g",
+                                base_period=base_period, method=method)
+    inf = np.asarray(res.influence)
+    dense = inf.T @ inf / inf.shape[0] ** 2
+    bad = np.isnan(inf).any(axis=0)
+    assert bad.any() == (method == "ipw")
+    normalised = np.asarray(res.term_info["base"] == res.term_info["time"])
+    assert normalised.any() == (base_period == "universal")
+    # NaN rows / columns for the NaN cells, except against a normalised cell (0, as main)
+    assert np.isnan(res.cov[np.ix_(bad, ~normalised)]).all()
+    ok = np.ix_(~bad, ~bad)
+    np.testing.assert_allclose(res.cov[ok], dense[ok], rtol=1e-12,
+                               atol=1e-14 * np.abs(dense[ok]).max())
+    assert (res.cov[:, normalised] == 0).all()

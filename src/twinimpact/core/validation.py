@@ -32,8 +32,8 @@ from ..errors import (
     format_message,
     suggest,
 )
-from .rowblocks import BLOCK as _BLOCK
-from .rowblocks import pair_sums
+from .labels import string_codes
+from .rowblocks import pair_sums, row_blocks
 
 __all__ = [
     "PanelData",
@@ -237,20 +237,19 @@ def cohort_per_unit(unit_codes: np.ndarray, n_units: int, cohort: np.ndarray, *,
     offending unit in the :class:`InputError`.
     """
     first = np.empty(max(n_units, 1))
-    n = len(unit_codes)
-    starts = range(0, n, _BLOCK)
+    blocks = list(row_blocks(len(unit_codes)))
 
-    def block(i: int) -> tuple[np.ndarray, np.ndarray]:  # codes and keys of the rows
-        c, g = unit_codes[i:i + _BLOCK], cohort[i:i + _BLOCK]
+    def block(sl: slice) -> tuple[np.ndarray, np.ndarray]:  # codes and keys of the rows
+        c, g = unit_codes[sl], cohort[sl]
         k = np.where(np.isnan(g), -np.inf, g)
         on = c >= 0
         return (c, k) if on.all() else (c[on], k[on])
 
     # row blocks, in reverse row order: the last write wins -> each unit's first row
-    for i in reversed(starts):
-        c, k = block(i)
+    for sl in reversed(blocks):
+        c, k = block(sl)
         first[c[::-1]] = k[::-1]
-    if any(bool((k != first[c]).any()) for c, k in map(block, starts)):
+    if any(bool((k != first[c]).any()) for c, k in map(block, blocks)):
         key = np.where(np.isnan(cohort), -np.inf, cohort)
         has_u = unit_codes >= 0
         codes, k = unit_codes[has_u], key[has_u]
@@ -314,6 +313,11 @@ def dense_codes(values: np.ndarray) -> tuple[np.ndarray, int]:
     """
     if isinstance(values, pd.api.extensions.ExtensionArray):
         if not pd.api.types.is_numeric_dtype(values.dtype):
+            # Arrow strings: hashed in cache-sized partitions when the labels are many
+            # (core.labels); the same codes as pandas.factorize either way
+            coded = string_codes(values)
+            if coded is not None:
+                return coded
             codes, uniques = pd.factorize(values)
             return codes.astype(np.intp, copy=False), len(uniques)
     arr = np.asarray(values)
@@ -323,19 +327,17 @@ def dense_codes(values: np.ndarray) -> tuple[np.ndarray, int]:
         if np.isfinite(lo) and np.isfinite(hi) and hi - lo <= 4 * n + 1000:
             # row blocks into one code array, recoded in place (no n-row temporaries)
             small = np.empty(n, dtype=np.intp)
-            ok = True
-            for i in range(0, n, _BLOCK):
-                shifted = arr[i:i + _BLOCK] - lo
+            for sl in row_blocks(n):
+                shifted = arr[sl] - lo
                 part = shifted.astype(np.intp, copy=False)
                 if arr.dtype.kind == "f" and not np.array_equal(part, shifted):
-                    ok = False  # integral values only
-                    break
-                small[i:i + _BLOCK] = part
-            if ok:
+                    break  # integral values only
+                small[sl] = part
+            else:
                 present = np.bincount(small, minlength=int(hi - lo) + 1) > 0
                 remap = np.cumsum(present) - 1
-                for i in range(0, n, _BLOCK):
-                    small[i:i + _BLOCK] = remap[small[i:i + _BLOCK]]
+                for sl in row_blocks(n):
+                    small[sl] = remap[small[sl]]
                 return small, int(remap[-1]) + 1
     # a small size hint: the hash table grows with the labels seen instead of starting at
     # one slot per row (pandas' default; 3x the memory with 10 rows per unit)

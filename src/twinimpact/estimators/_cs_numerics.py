@@ -55,6 +55,7 @@ __all__ = [
     "mammen_bootstrap",
     "quantile_type1",
     "weights_influence",
+    "weights_influence_by_cohort",
 ]
 
 #: DRDID caps fitted propensity scores at ``1 - 1e-6`` to avoid dividing by zero.
@@ -509,13 +510,19 @@ def weights_influence(unit_gidx: np.ndarray, n_groups: int, keep_gidx: np.ndarra
     keep_gidx, keep_pg, keep_att : (m,) cohort index, weight ``pg`` and estimate of the
         ATT(g, t) entering the aggregate.
     """
+    return weights_influence_by_cohort(n_groups, keep_gidx, keep_pg, keep_att)[unit_gidx]
+
+
+def weights_influence_by_cohort(n_groups: int, keep_gidx: np.ndarray, keep_pg: np.ndarray,
+                                keep_att: np.ndarray) -> np.ndarray:
+    """The values of :func:`weights_influence` per cohort, ``(n_groups + 1,)``: the term
+    depends on a unit only through its cohort, so it is ``values[unit_gidx]`` (the last
+    entry, index -1, is for units in no kept cohort)."""
     s = keep_pg.sum()
     pa = float(keep_pg @ keep_att)
     a = np.append(np.bincount(keep_gidx, weights=keep_att, minlength=n_groups), 0.0)
     c = np.append(np.bincount(keep_gidx, minlength=n_groups).astype(float), 0.0)
-    a_i = a[unit_gidx]  # index -1 -> appended 0 (units in no kept cohort)
-    c_i = c[unit_gidx]
-    return (a_i - pa) / s - (c_i - s) * (pa / s**2)
+    return (a - pa) / s - (c - s) * (pa / s**2)
 
 
 def quantile_type1(x: np.ndarray, q: float, axis: int = 0) -> np.ndarray:

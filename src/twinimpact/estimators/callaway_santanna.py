@@ -206,8 +206,9 @@ def _time_codes(tt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     if len(tt):
         lo, hi = float(tt.min()), float(tt.max())
         if lo.is_integer() and abs(lo) < 2**52 and hi - lo <= 4 * len(tt) + 1000:
-            small = (tt - lo).astype(np.intp)
-            if np.array_equal(small, tt - lo):  # integral periods only
+            diff = tt - lo
+            small = diff.astype(np.intp)
+            if np.array_equal(small, diff):  # integral periods only
                 present = np.bincount(small, minlength=int(hi - lo) + 1) > 0
                 periods = np.flatnonzero(present) + lo
                 if present.all():
@@ -215,6 +216,27 @@ def _time_codes(tt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
                 return periods, (np.cumsum(present) - 1)[small]
     periods = np.unique(tt)
     return periods, np.searchsorted(periods, tt)
+
+
+def _complete_sorted(ucodes: np.ndarray, tt: np.ndarray, n_units: int
+                     ) -> tuple[np.ndarray, np.ndarray] | None:
+    """``_time_codes(tt)`` when the rows are every unit in every period, sorted by unit
+    (codes 0, 1, ...) and then by time (``n_units * T`` rows, row ``u * T + t`` is unit
+    ``u`` in period ``t``); ``None`` otherwise (no duplicate can hide in such rows).
+    Each unit's periods are then the first unit's, strictly increasing: one pass over
+    the unit codes and one over the periods instead of counting and coding them."""
+    n = len(ucodes)
+    if n == 0 or n_units == 0 or n % n_units:
+        return None
+    T = n // n_units
+    if not (ucodes.reshape(n_units, T) == np.arange(n_units)[:, None]).all():
+        return None
+    t2 = tt.reshape(n_units, T)
+    periods = t2[0].copy()
+    if not (np.all(np.isfinite(periods)) and np.all(periods[1:] > periods[:-1])
+            and (t2 == periods).all()):
+        return None
+    return periods, np.tile(np.arange(T), n_units)
 
 
 def _first_per_unit(codes: np.ndarray, values: np.ndarray, n_units: int) -> np.ndarray:
@@ -284,8 +306,19 @@ def _prepare(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort: 
     g = normalize_cohort(graw, last)
     # cohort constant within unit (checked on all rows with a unit, as prepare_panel)
     n_u = len(ulabels)
-    first = cohort_per_unit(ucodes, n_u, g, raw=data[cohort], unit_values=_LabelRows(
-        ucodes, ulabels), estimator=ESTIMATOR, cohort_name=cohort, unit_name=unit)
+    # a complete panel sorted by unit, then time (every unit in every period, in order):
+    # the per-unit cohort is the first column of the reshaped cohorts, checked constant
+    # by rows in one pass; anything else (or a varying cohort, for its error) is read by
+    # cohort_per_unit
+    complete = _complete_sorted(ucodes, tt, n_u) if keep.all() else None
+    first = None
+    if complete is not None:
+        g2 = g.reshape(n_u, -1).view(np.int64)  # bit patterns: equal values or NaNs
+        if (g2 == g2[:, :1]).all():  # (else cohort_per_unit decides, e.g. -0.0 / NaNs)
+            first = g[::g2.shape[1]].copy()
+    if first is None:
+        first = cohort_per_unit(ucodes, n_u, g, raw=data[cohort], unit_values=_LabelRows(
+            ucodes, ulabels), estimator=ESTIMATOR, cohort_name=cohort, unit_name=unit)
     rows.drop_missing(y, f"missing outcome ({outcome})")
     for c, x in zip(covariates, xs, strict=True):
         rows.drop_missing(x, f"missing {c}")
@@ -307,11 +340,16 @@ def _prepare(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort: 
         ccodes = None
         if clu_raw is not None:
             ccodes = pd.factorize(clu_raw.to_numpy()[idx])[0]
-    periods, tc = _time_codes(tt)
-    T = len(periods)
-    # duplicates unit x time (rows sorted by unit, then time: none, no counting needed)
-    key = uc.astype(np.int64) * T + tc
-    sorted_rows = bool(len(key) < 2 or (key[1:] > key[:-1]).all())
+    if all_rows and complete is not None:  # (the same rows: no recount)
+        periods, tc = complete
+        T = len(periods)
+        sorted_rows = True
+    else:
+        periods, tc = _time_codes(tt)
+        T = len(periods)
+        # duplicates unit x time (rows sorted by unit, then time: none, no counting needed)
+        key = uc.astype(np.int64) * T + tc
+        sorted_rows = bool(len(key) < 2 or (key[1:] > key[:-1]).all())
     if not sorted_rows:
         refuse_duplicate_pairs(uc, tc, n_u, T, label_row=lambda i: (ulabels[uc[i]],
                                                                     periods[tc[i]]),
@@ -497,6 +535,7 @@ class _Cells:
     base: np.ndarray
     normalized: np.ndarray
     reasons: dict[str, str]
+    vcov: np.ndarray | None = None  # unit-level IF'IF / n^2 when computed from blocks
 
 
 def _compute_cells(p: _Panel, *, control_group: str, method: str, base_period: str,
@@ -525,9 +564,16 @@ def _compute_cells(p: _Panel, *, control_group: str, method: str, base_period: s
     # balanced panel without covariates: each cohort's (and the never-treated) rows of Y
     # gathered once (contiguous columns), so a cell touches only its own units
     closed = not p.X and p.present is None
-    if closed and control_group == "never_treated":
+    # never-treated comparisons: cell k's influence function is zero outside cohort
+    # g(k) and the never-treated units, so IF'IF = NV'NV + the cohorts' diagonal blocks
+    # GB_g'GB_g, with NV (never-treated x cells) and GB_g (cohort g x its cells) the
+    # nonzero parts; the 2x2 fits write them in place (the scratch they scale)
+    blocks = closed and control_group == "never_treated"
+    if blocks:
         idx_never = np.flatnonzero(never)
         Y_never = np.asfortranarray(Y[idx_never])
+        NV = np.zeros((len(idx_never), K), order="F")
+        vblock = np.zeros((K, K))
     for gi, gval in enumerate(glist):
         pre_idx = np.flatnonzero(periods + anticipation < gval)
         pret_g = int(pre_idx[-1]) if len(pre_idx) else None
@@ -535,6 +581,8 @@ def _compute_cells(p: _Panel, *, control_group: str, method: str, base_period: s
         if closed:
             idx_g = np.flatnonzero(treat)
             Y_g = np.asfortranarray(Y[idx_g])
+            if blocks:
+                GB = np.zeros((len(idx_g), ncell_t), order="F")
         for ti in range(ncell_t):
             k = gi * ncell_t + ti
             cur = ti + tfac
@@ -572,18 +620,23 @@ def _compute_cells(p: _Panel, *, control_group: str, method: str, base_period: s
                     inf[:, k] = np.nan
                 continue
             if closed:
-                if control_group == "never_treated":
+                if blocks:
                     idx_c = idx_never
-                    dy0 = Y_never[:, cur] - Y_never[:, b]
+                    dy0 = np.subtract(Y_never[:, cur], Y_never[:, b], out=NV[:, k])
+                    dy1 = np.subtract(Y_g[:, cur], Y_g[:, b], out=GB[:, ti])
                 else:
                     idx_c = np.flatnonzero(ctrl)
                     dy0 = Y[idx_c, cur] - Y[idx_c, b]
-                fit = num.cell_closed_form_split(Y_g[:, cur] - Y_g[:, b], dy0, n, method,
-                                                 inf[:, k], idx_g, idx_c)
+                    dy1 = Y_g[:, cur] - Y_g[:, b]
+                fit = num.cell_closed_form_split(dy1, dy0, n, method, inf[:, k], idx_g,
+                                                 idx_c)
                 att[k] = fit.att
                 if fit.reason:
                     reasons[label] = fit.reason
                     inf[:, k] = np.nan
+                    if blocks:  # (the scratch was left unscaled)
+                        NV[:, k] = 0.0
+                        GB[:, ti] = 0.0
                 continue
             rows = np.flatnonzero(treat | ctrl)
             dy = Y[rows, cur] - Y[rows, b]
@@ -608,12 +661,22 @@ def _compute_cells(p: _Panel, *, control_group: str, method: str, base_period: s
                 inf[:, k] = np.nan
             else:
                 inf[rows, k] = fit.inf
+        if blocks:
+            sl = slice(gi * ncell_t, (gi + 1) * ncell_t)
+            vblock[sl, sl] += GB.T @ GB
+    vcov = None
+    if blocks:
+        vblock += NV.T @ NV
+        vcov = vblock / n**2
+        bad = np.isnan(att) & ~normalized  # the NaN columns of inf
+        vcov[bad, :] = np.nan
+        vcov[:, bad] = np.nan
     if conv_issue:
         warnings.warn(f"{ESTIMATOR}: a propensity-score logit did not converge in 100 "
                       "Newton iterations; check overlap and covariate scaling.",
                       ConvergenceWarning, stacklevel=3)
     return _Cells(att=att, inf=inf, group=grp, time=tim, base=base, normalized=normalized,
-                  reasons=reasons)
+                  reasons=reasons, vcov=vcov)
 
 
 def _rc_cell(p: _Panel, cur: int, b: int, treat: np.ndarray, ctrl: np.ndarray,
@@ -665,9 +728,11 @@ def _analytic_vcov(inf: np.ndarray, codes: np.ndarray | None, G: int) -> np.ndar
     """``sum_c s_c s_c' / n^2`` with ``s_c`` the cluster (or unit) sum of the influence
     function; for unit clusters this is R did's ``V / n = IF'IF / n^2``."""
     n = inf.shape[0]
-    bad = np.isnan(inf.sum(axis=0))
-    s = _cluster_sums(np.nan_to_num(inf) if bad.any() else inf, codes, G)
+    s = _cluster_sums(inf, codes, G)
     v = s.T @ s / n**2
+    # a column holding a NaN (a cell not computed) makes its own row and column of
+    # s's cross-product NaN, and only those: the rest is that of the clean columns
+    bad = np.isnan(np.diag(v))
     v[bad, :] = np.nan
     v[:, bad] = np.nan
     return v
@@ -781,9 +846,12 @@ class _InfluenceVcov:
 
 def _inference(inf: np.ndarray, *, codes: np.ndarray | None, G: int, bootstrap: int | None,
                seed: Any, cband: bool, normalized: np.ndarray | None = None,
-               band_mask: np.ndarray | None = None):
-    """Vcov (analytic or bootstrap-scaled), sup-t draws and the spec for a set of terms."""
-    v = _analytic_vcov(inf, codes, G)
+               band_mask: np.ndarray | None = None, unit_vcov: np.ndarray | None = None):
+    """Vcov (analytic or bootstrap-scaled), sup-t draws and the spec for a set of terms.
+    ``unit_vcov``: the analytic unit-level vcov when already known (used without
+    clusters)."""
+    v = (_analytic_vcov(inf, codes, G) if unit_vcov is None or codes is not None
+         else unit_vcov.copy())
     va = v.copy()
     se = np.sqrt(np.clip(np.diag(v), 0, None))
     zero = se <= SE_ZERO
@@ -990,8 +1058,8 @@ def callaway_santanna(data: pd.DataFrame, *, outcome: str, unit: str, time: str,
             + ("…" if len(cells.reasons) > 6 else "")
             + ". Aggregate with na_rm=True to drop them.", NotComputableWarning, stacklevel=2)
     v, sup, kind, va = _inference(cells.inf, codes=p.cluster, G=p.n_clusters,
-                              bootstrap=bootstrap, seed=seed, cband=cband,
-                              normalized=cells.normalized)
+                                  bootstrap=bootstrap, seed=seed, cband=cband,
+                                  normalized=cells.normalized, unit_vcov=cells.vcov)
 
     # pre-test (R att_gt): Wald test that all pre-treatment ATT(g,t) are zero, analytic V
     se_a = np.sqrt(np.clip(np.diag(va), 0, None))
@@ -1076,6 +1144,14 @@ def _singular_pretest(pretest: PretrendTest, att: np.ndarray, pv: np.ndarray, n_
     return dataclasses.replace(pretest, rank=ext["rank"], note=note, extension=extension)
 
 
+def _axpy(x: np.ndarray, y: np.ndarray, a: float) -> None:
+    """``y += a * x`` in place (BLAS daxpy on contiguous float64 columns)."""
+    from scipy.linalg import blas
+
+    if blas.daxpy(x, y, a=a) is not y:  # pragma: no cover - y was not updated in place
+        raise RuntimeError("internal: daxpy did not update its output in place")
+
+
 def _ro(a: np.ndarray) -> np.ndarray:
     a = np.asarray(a)
     a.setflags(write=False)
@@ -1131,44 +1207,84 @@ def _aggregate(res: CallawaySantAnnaResult, type: str, *, min_e, max_e, balance_
     gpos = np.searchsorted(glist, G)
     gpos_c = np.minimum(gpos, len(glist) - 1)
     unit_gidx = np.where(glist[gpos_c] == G, gpos_c, -1)  # -1: never treated / not kept
+    # the same index for the per-cohort gathers: -1 -> len(glist), the appended last
+    # value, so that np.take needs no negative-index or bounds handling
+    take_idx = np.where(unit_gidx < 0, len(glist), unit_gidx).astype(np.intp)
     pg_group = np.bincount(unit_gidx[unit_gidx >= 0], minlength=len(glist)) / len(G)
     cell_gidx = np.searchsorted(glist, group)
     pg = pg_group[cell_gidx]
 
-    rows: list[tuple[str, dict, float, np.ndarray]] = []
+    # the aggregated influence functions are written column by column into one
+    # Fortran-order (n, rows) matrix: each is a weighted sum of the cells' columns
+    # (BLAS axpy on contiguous columns, no (n, cells) gather) plus the estimated-weights
+    # term, which depends on a unit only through its cohort (one gather)
+    if not inf.flags.f_contiguous:
+        inf = np.asfortranarray(inf)
+    rows: list[tuple[str, dict, float, int]] = []
+    psi_all = np.empty((n, 0))
 
-    def combo(which: np.ndarray, weights: np.ndarray, with_wif: bool) -> tuple[float, np.ndarray]:
+    def alloc(n_terms: int) -> np.ndarray:
+        nonlocal psi_all
+        psi_all = np.empty((n, n_terms), order="F")
+        return psi_all
+
+    def combo(which: np.ndarray, weights: np.ndarray, with_wif: bool, col: int) -> float:
         est = float(att[which] @ weights)
-        psi = inf[:, which] @ weights
+        out = psi_all[:, col]
         if with_wif:
-            psi = psi + num.weights_influence(unit_gidx, len(glist), cell_gidx[which],
-                                              pg[which], att[which])
-        return est, psi
+            vals = num.weights_influence_by_cohort(len(glist), cell_gidx[which], pg[which],
+                                                   att[which])
+            np.take(vals, take_idx, out=out, mode="clip")  # (indices all in range)
+        else:
+            out[:] = 0.0
+        for k, w in zip(which, weights, strict=True):
+            _axpy(inf[:, k], out, float(w))
+        return est
 
-    overall_est, overall_psi = np.nan, np.zeros(n)
+    def mean_of(cols: list[int], col: int) -> None:
+        out = psi_all[:, col]
+        out[:] = psi_all[:, cols[0]]
+        for c in cols[1:]:
+            out += psi_all[:, c]
+        out /= len(cols)
+
+    overall_est = np.nan
+    overall_col = None
     spec_extra: dict[str, Any] = {}
     if type == "simple":
         keepers = np.flatnonzero((gr <= tr) & (tr <= gr + max_e))
-        overall_est, overall_psi = combo(keepers, pg[keepers] / pg[keepers].sum(), True)
+        alloc(1)
+        overall_col = 0
+        overall_est = combo(keepers, pg[keepers] / pg[keepers].sum(), True, overall_col)
     elif type == "group":
-        att_g, psi_g = [], []
+        att_g, cols_g = [], []
+        alloc(len(glist) + 1)
         for g in glist:
             w = np.flatnonzero((group == g) & (g <= t) & (tr <= gr + max_e))
+            col = len(rows)
             if len(w) == 0:
                 att_g.append(np.nan)
-                psi_g.append(np.full(n, np.nan))
+                cols_g.append(None)
                 continue
-            e, ps = combo(w, pg[w] / pg[w].sum(), False)
+            e = combo(w, pg[w] / pg[w].sum(), False, col)
             att_g.append(e)
-            psi_g.append(ps)
-            rows.append((f"cohort={_fmt(g)}", {"cohort": g}, e, ps))
+            cols_g.append(col)
+            rows.append((f"cohort={_fmt(g)}", {"cohort": g}, e, col))
         att_g = np.array(att_g)
-        psi_g = np.column_stack(psi_g)
-        overall_est = float(att_g @ pg_group / pg_group.sum())
+        overall_col = len(rows)
         # estimated cohort shares enter the overall weights (R wif over the cohorts;
         # reproduces R did 2.5's group SE on mpdta to 1e-12)
-        overall_psi = psi_g @ (pg_group / pg_group.sum()) + num.weights_influence(
-            unit_gidx, len(glist), np.arange(len(glist)), pg_group, att_g)
+        share = pg_group / pg_group.sum()
+        overall_est = float(att_g @ share)
+        out = psi_all[:, overall_col]
+        np.take(num.weights_influence_by_cohort(len(glist), np.arange(len(glist)),
+                                                pg_group, att_g), take_idx, out=out,
+                mode="clip")
+        for c, w in zip(cols_g, share, strict=True):
+            if c is None:  # a cohort without post cells: NaN, as its column would be
+                out[:] = np.nan
+            else:
+                _axpy(psi_all[:, c], out, float(w))
     elif type == "dynamic":
         e_all = t - group
         include = np.ones(len(att), dtype=bool)
@@ -1190,38 +1306,50 @@ def _aggregate(res: CallawaySantAnnaResult, type: str, *, min_e, max_e, balance_
             ref = -1 - int(spec.get("anticipation", 0))
             eseq = eseq[eseq != ref]
             spec_extra["ref"] = (ref,)
-        att_e, psi_e = [], []
+        att_e, cols_e = [], []
+        alloc(len(eseq) + 1)
         for e in eseq:
             w = np.flatnonzero((e_all == e) & include)
-            est, ps = combo(w, pg[w] / pg[w].sum(), True)
+            col = len(rows)
+            est = combo(w, pg[w] / pg[w].sum(), True, col)
             att_e.append(est)
-            psi_e.append(ps)
-            rows.append((f"rel_time={_fmt(e)}", {"rel_time": e}, est, ps))
+            cols_e.append(col)
+            rows.append((f"rel_time={_fmt(e)}", {"rel_time": e}, est, col))
         pos = eseq >= 0
         if pos.any():
             overall_est = float(np.mean(np.array(att_e)[pos]))
-            overall_psi = np.column_stack(psi_e)[:, pos].mean(axis=1)
+            overall_col = len(rows)
+            mean_of([c for c, p_ in zip(cols_e, pos, strict=True) if p_], overall_col)
         spec_extra.update({"min_e": None if np.isinf(min_e) else min_e,
                            "max_e": None if np.isinf(max_e) else max_e,
                            "balance_e": balance_e})
     else:  # calendar
         tcal = np.unique(t[t >= group.min()])
-        att_t, psi_t = [], []
+        att_t, cols_t = [], []
+        alloc(len(tcal) + 1)
         for t1 in tcal:
             w = np.flatnonzero((t == t1) & (group <= t))
             if len(w) == 0:
                 continue
-            est, ps = combo(w, pg[w] / pg[w].sum(), True)
+            col = len(rows)
+            est = combo(w, pg[w] / pg[w].sum(), True, col)
             att_t.append(est)
-            psi_t.append(ps)
-            rows.append((f"time={_fmt(t1)}", {"time": t1}, est, ps))
+            cols_t.append(col)
+            rows.append((f"time={_fmt(t1)}", {"time": t1}, est, col))
         overall_est = float(np.mean(att_t))
-        overall_psi = np.column_stack(psi_t).mean(axis=1)
-    rows.append(("ATT", {}, overall_est, overall_psi))
+        overall_col = len(rows)
+        mean_of(cols_t, overall_col)
+    if overall_col is None:  # no post-treatment event time: the overall row is NaN-free 0
+        overall_col = len(rows)
+        psi_all[:, overall_col] = 0.0
+    rows.append(("ATT", {}, overall_est, overall_col))
 
     terms = [r[0] for r in rows]
     est = np.array([r[2] for r in rows])
-    psi = np.column_stack([r[3] for r in rows])
+    if overall_col != len(rows) - 1:  # pragma: no cover - columns follow the rows
+        raise RuntimeError("internal: aggregated influence columns out of order")
+    psi = psi_all if psi_all.shape[1] == len(rows) else np.array(
+        psi_all[:, :len(rows)], order="F")  # (a cohort or period without cells)
     band_mask = np.array([r[0] != "ATT" for r in rows])
     codes = None if res.cluster_codes is None else np.asarray(res.cluster_codes)
     Gc = res.vcov_spec.n_clusters[0] if res.vcov_spec.n_clusters else 0
@@ -1239,15 +1367,10 @@ def _aggregate(res: CallawaySantAnnaResult, type: str, *, min_e, max_e, balance_
             warnings.warn(f"{ESTIMATOR}: the simultaneous critical value {crit:.2f} is "
                           "arguably too large to be reliable (few units per cohort?).",
                           DataWarning, stacklevel=3)
-    info_rows = []
-    for r in rows:
-        d = {"cohort": np.nan, "time": np.nan, "rel_time": np.nan}
-        d.update({k: float(val) for k, val in r[1].items()})
-        info_rows.append(d)
-    tinfo = pd.DataFrame(info_rows, index=terms)
-    keep_cols = {"dynamic": ["rel_time"], "group": ["cohort"], "calendar": ["time"],
-                 "simple": []}[type]
-    tinfo = tinfo[keep_cols] if keep_cols else None
+    keep_col = {"dynamic": "rel_time", "group": "cohort", "calendar": "time"}.get(type)
+    tinfo = None if keep_col is None else pd.DataFrame(
+        {keep_col: np.array([float(r[1].get(keep_col, np.nan)) for r in rows])},
+        index=terms)
     aspec = {**spec, "aggregation": type, "na_rm": na_rm, "n_reps": bootstrap,
              "seed": seed, "cband": cband, "alpha": alpha, **spec_extra}
     diagnostics = {"dropped_rows": dict(res.diagnostics.get("dropped_rows", {})),

@@ -441,14 +441,25 @@ def _fe_score_parts(d: _Design, m: _Moments) -> tuple[np.ndarray, np.ndarray]:
     a = x @ m.w
     u0 = y - x[:, others] @ m.coef_y if others else y.copy()
     u1 = x[:, j] - x[:, others] @ m.coef_j if others else x[:, j].copy()
-    acols = np.zeros((n, g))
-    acols[np.arange(n), cl] = a
-    ma = demean(acols, list(d.fe)).x
-    f0, f1 = np.zeros((g, g)), np.zeros((g, g))
-    for h in range(g):
-        f0[h] = np.bincount(cl, weights=u0 * ma[:, h], minlength=g)
-        f1[h] = np.bincount(cl, weights=u1 * ma[:, h], minlength=g)
-    return f0, f1
+    from scipy import sparse
+
+    # F(u)' = S_u @ [M_D (a 1_h)]_h with S_u (G x n) holding u_i at (g(i), i): one sparse
+    # product per block of clusters h; the projected columns are made a few clusters
+    # at a time (about 16M numbers), never the whole (n x G) matrix
+    rows = np.arange(n)
+    s0 = sparse.csr_matrix((u0, (cl, rows)), shape=(g, n))
+    s1 = sparse.csr_matrix((u1, (cl, rows)), shape=(g, n))
+    f0t, f1t = np.empty((g, g)), np.empty((g, g))
+    step = max(4, (1 << 24) // max(n, 1))
+    for h0 in range(0, g, step):
+        m_h = min(step, g - h0)
+        sel = np.flatnonzero((cl >= h0) & (cl < h0 + m_h))
+        acols = np.zeros((n, m_h))
+        acols[sel, cl[sel] - h0] = a[sel]
+        ma = demean(acols, list(d.fe)).x
+        f0t[:, h0:h0 + m_h] = s0 @ ma
+        f1t[:, h0:h0 + m_h] = s1 @ ma
+    return f0t.T.copy(), f1t.T.copy()
 
 
 def _tall_r(*cols: np.ndarray) -> np.ndarray:

@@ -1,0 +1,113 @@
+"""The partitioned string coder (core.labels) against its oracle, ``pandas.factorize``:
+the same codes to the element (first appearance, -1 = missing) and the same label count,
+whatever the partition count, chunking, slicing, missing values and string contents."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from twinimpact.core import labels
+from twinimpact.core.labels import partitioned_string_codes, string_codes
+from twinimpact.core.validation import dense_codes
+
+# short and long strings, shared prefixes and suffixes, NUL bytes, multi-byte UTF-8,
+# the empty string and missing values: equal strings must share a partition, distinct
+# strings that hash alike must still get distinct codes
+_label = st.one_of(
+    st.none(),
+    st.sampled_from(["", "a", "a\0", "\0a", "ab", "ba", "u0000001", "u0000010", "x" * 8,
+                     "x" * 9, "é", "éé", "city_0001_long_name", "city_0002_long_name"]),
+    st.text(alphabet="ab\0é", max_size=12),
+)
+
+
+def _oracle(values: pd.api.extensions.ExtensionArray) -> tuple[np.ndarray, int]:
+    codes, uniques = pd.factorize(values)
+    return codes, len(uniques)
+
+
+@settings(max_examples=150, deadline=None)
+@given(vals=st.lists(_label, max_size=80), nbits=st.integers(0, 6),
+       cut=st.integers(0, 80), skip=st.integers(0, 5))
+def test_partitioned_codes_equal_factorize(vals, nbits, cut, skip):
+    whole = pd.array(vals, dtype="str")._pa_array.combine_chunks()
+    # a sliced chunk (non-zero offset into the buffers) and a second chunk
+    cut = min(cut, len(vals))
+    data = pa.chunked_array([whole.slice(min(skip, cut), cut - min(skip, cut)),
+                             whole.slice(cut)], type=whole.type)
+    arr = pd.arrays.ArrowStringArray(data)
+    ref, n_ref = _oracle(arr)
+    got, n_got = partitioned_string_codes(data, 1 << nbits)
+    np.testing.assert_array_equal(got, ref)
+    assert n_got == n_ref
+    assert got.dtype == np.intp
+
+
+@pytest.mark.parametrize("string_type", [pa.string(), pa.large_string()])
+def test_many_shuffled_labels_take_the_partitioned_path(monkeypatch, string_type):
+    # the decision on small thresholds: a shuffled panel of many ids is partitioned, a
+    # sorted one or one of few ids is not; codes equal pandas.factorize's every time
+    monkeypatch.setattr(labels, "MIN_ROWS", 1 << 10)
+    monkeypatch.setattr(labels, "SAMPLE", 1 << 8)
+    monkeypatch.setattr(labels, "ROWS_PER_PARTITION", 1 << 8)
+    rng = np.random.default_rng(0)
+    ids = np.array([f"u{i:05d}" for i in range(3000)], dtype=object)
+    rows = np.repeat(ids, 4)
+    cases = {"shuffled": rows[rng.permutation(len(rows))], "sorted": rows,
+             "few": ids[rng.integers(0, 20, len(rows))]}
+    cases["shuffled"][::97] = None
+    expect = {"shuffled": 64, "sorted": 1, "few": 1}  # 12,000 rows / 256 -> 64
+    for name, v in cases.items():
+        arr = pd.arrays.ArrowStringArray(pa.chunked_array([pa.array(v, type=string_type)]))
+        assert labels._partitions_for(arr._pa_array) == expect[name], name
+        ref, n_ref = _oracle(arr)
+        for coded in (string_codes(arr), dense_codes(arr)):
+            np.testing.assert_array_equal(coded[0], ref)
+            assert coded[1] == n_ref
+
+
+def test_partitions_must_be_a_power_of_two():
+    data = pa.chunked_array([pa.array(["a", "b"])])
+    for bad in (0, 3, 1 << 17):
+        with pytest.raises(ValueError, match="power of two"):
+            partitioned_string_codes(data, bad)
+
+
+def test_string_codes_declines_other_arrays():
+    assert string_codes(pd.array([1, 2], dtype="Int64")) is None
+    assert string_codes(pd.Categorical(["a", "b"])) is None
+    assert string_codes(np.array(["a", "b"], dtype=object)) is None
+
+
+@settings(max_examples=60, deadline=None)
+@given(vals=st.lists(st.one_of(st.none(), st.sampled_from(["b", "a", "c", "é", ""])),
+                     max_size=40),
+       kind=st.sampled_from(["object", "categorical", "str", "ints", "floats"]))
+def test_dense_codes_equal_factorize_on_every_input_kind(vals, kind):
+    # the codes downstream relies on: pandas.factorize's (first appearance) for labels
+    # that are hashed, label order for integers coded by counting; same partition always
+    if kind == "object":
+        values = np.array(vals, dtype=object)
+    elif kind == "categorical":
+        values = pd.Categorical(vals, categories=["c", "b", "a", "é", ""])
+    elif kind == "str":
+        values = pd.array(vals, dtype="str")
+    else:
+        nums = [None if v is None else "abcé".find(v) + 10 for v in vals]
+        values = (np.array([v for v in nums if v is not None], dtype=np.int64)
+                  if kind == "ints" else np.array(nums, dtype=float))
+    codes, n = dense_codes(values)
+    ref, uniq = pd.factorize(values)
+    assert n == len(uniq)
+    if kind in ("object", "categorical", "str") or (ref < 0).any():
+        np.testing.assert_array_equal(codes, ref)  # hashed (a NaN label is hashed too)
+    else:  # counting pass: label order, the same partition of the rows
+        order = np.argsort(np.asarray(uniq))
+        rank = np.full(len(order) + 1, -1, dtype=np.intp)  # the last entry: missing
+        rank[order] = np.arange(len(order))
+        np.testing.assert_array_equal(codes, rank[np.where(ref < 0, len(order), ref)])
