@@ -13,7 +13,7 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 import twinimpact as ti
@@ -37,8 +37,7 @@ def _panel(n_units: int, n_periods: int, seed: int, *, drop: float = 0.0,
     keep = rng.random(len(u)) >= drop
     if drop:
         keep &= t >= rng.integers(0, 2, n_units)[u]
-    u, t = u[keep], t[keep]
-    u = pd.factorize(u)[0]
+    u, t = pd.factorize(u[keep])[0], pd.factorize(t[keep], sort=True)[0]
     n_units = int(u.max()) + 1
     cohort = rng.integers(1, n_periods + 2, n_units)  # n_periods + 1: never treated
     g = cohort[u]
@@ -63,6 +62,7 @@ def _fit(y, u, t, onehot, p, z, w):
     if w is None and _fe.is_balanced_twoway(u, t, n_u, n_t):
         return _fe.ols_twoway_balanced(y, u, t, onehot=onehot, n_onehot=p, z=z)
     proj = _fe.two_way_projector([u, t], w)  # its large set plays the units
+    assume(proj is not None)  # (else the fit takes the dense design, no cluster_meat)
     return _fe.ols_twoway_small_time(y, proj.big.codes, proj.small.codes, proj,
                                      onehot=onehot, n_onehot=p, z=z, weights=w)
 
@@ -211,3 +211,29 @@ def test_estimators_same_variance_with_tiny_blocks(monkeypatch, cluster, strings
         np.testing.assert_array_equal(np.isfinite(a), ok)
         _close(a[ok], b[ok])
 
+
+
+@pytest.mark.parametrize("syrk", [0.0, 1e12])  # A_u'A_u from the sparse product / syrk
+@pytest.mark.parametrize("n_periods", [6, 300])  # one- and two-byte count tables
+def test_lean_unit_count_table_is_the_coo_one(monkeypatch, syrk, n_periods):
+    """The (units x cells) counts read from a small-integer table are the matrix the
+    n-entry COO build gave, and ``A_u'A_u`` the same exact integers: the fit and the
+    meat are bit-identical."""
+    monkeypatch.setattr(_fe, "_DENSE_CELLS_MAX", 0)
+    y, u, t, onehot, p, z, _ = _panel(40 if n_periods == 6 else 3, n_periods, seed=5)
+    if n_periods == 300:  # many rows of a unit in one cell: counts above 255, and
+        # many (mostly empty, dropped) columns so that the unit table is the sparse one
+        onehot = np.where(onehot >= 0, onehot % 3, -1)
+        p = 700
+    monkeypatch.setattr(_fe, "_SYRK_OVER_SPARSE", syrk)
+    monkeypatch.setattr(_fe, "_COUNT_BLOCK_CELLS", 37)
+    lean = _fe.ols_twoway_balanced(y, u, t, onehot=onehot, n_onehot=p, z=z)
+    assert lean.unit_part.nnz and hasattr(lean.unit_part, "toarray")
+    monkeypatch.setattr(_fe, "_unit_counts_csr", lambda *a: None)
+    coo = _fe.ols_twoway_balanced(y, u, t, onehot=onehot, n_onehot=p, z=z)
+    assert (lean.unit_part != coo.unit_part).nnz == 0
+    np.testing.assert_array_equal(lean.unit_part.indices, coo.unit_part.indices)
+    np.testing.assert_array_equal(lean.unit_part.indptr, coo.unit_part.indptr)
+    for a in ("coef", "bread", "resid"):
+        np.testing.assert_array_equal(getattr(lean, a), getattr(coo, a))
+    np.testing.assert_array_equal(lean.cluster_meat(u), coo.cluster_meat(u))

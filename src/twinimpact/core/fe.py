@@ -197,21 +197,34 @@ def _known_null_space(lam: np.ndarray, n_comp: int) -> tuple[np.ndarray, bool]:
     return null, bool(ok)
 
 
-def _count_cells(big: np.ndarray, n_big: int, small: np.ndarray, n_small: int) -> Any:
+def _count_cells(big: np.ndarray, n_big: int, small: np.ndarray, n_small: int, *,
+                 skip_negative: bool = False, fallback: bool = True) -> Any:
     """Row counts per (big, small) level pair as a canonical scipy CSR matrix (sorted
     indices, no duplicates, no explicit zeros): the matrix of
     ``csr_matrix((ones(n), (big, small))).sum_duplicates()``, built from a dense count
     table counted block by block, the CSR arrays filled table block by table block
-    (no n-row ones, coordinate copies or conversion temporaries). Falls back to the COO
-    conversion when the dense table would be much larger than the rows."""
+    (no n-row ones, coordinate copies or conversion temporaries). The table's integers
+    are as narrow as the most rows of a big level allow (one byte up to 255 rows). Falls
+    back to the COO conversion when the dense table would be much larger than the rows
+    (``fallback=False``: returns None instead). ``skip_negative``: rows whose ``small``
+    code is negative are left out."""
     from scipy import sparse
 
     n = len(big)
-    if n_big * n_small > 4 * n + 1_000_000:
-        m = sparse.csr_matrix((np.ones(n), (big, small)), shape=(n_big, n_small))
+    top = int(np.bincount(big, minlength=n_big).max()) if n else 0  # bounds every count
+    dtype = next(d for d in (np.uint8, np.uint16, np.int32, np.int64)
+                 if top <= np.iinfo(d).max)
+    if n_big * n_small * np.dtype(dtype).itemsize > 16 * n + 4_000_000:
+        if not fallback:
+            return None
+        if skip_negative:
+            on = small >= 0
+            big, small = big[on], small[on]
+        m = sparse.csr_matrix((np.ones(len(big)), (big, small)), shape=(n_big, n_small))
         m.sum_duplicates()
         return m
-    tab = pair_sums(big, n_big, small, n_small, None)
+    tab = pair_sums(big, n_big, small, n_small, None, dtype=dtype,
+                    skip_negative_b=skip_negative)
     per_row = np.zeros(n_big, dtype=np.int64)
     rows = max(1, BLOCK // max(1, n_small))
     for i in range(0, n_big, rows):
@@ -268,7 +281,10 @@ class SmallSetProjector:
                                            shape=(big.n_groups, small.n_groups))
             self.cells.sum_duplicates()
         w_t = small.wsum
-        scaled = sparse.diags(big.inv_wsum) @ self.cells
+        # diag(1/n_u) B: each stored entry times its row's factor (the numbers of scipy's
+        # diagonal product, without its format conversions)
+        scaled = self.cells.copy()
+        scaled.data *= np.repeat(big.inv_wsum, np.diff(scaled.indptr))
         linked = self.cells.T @ scaled
         s = np.diag(w_t) - _dense(linked)
         s = 0.5 * (s + s.T)
@@ -818,9 +834,7 @@ class TwoWayOLSFit(OLSFit):
             at = np.append(0, np.cumsum(code_sums(bid, n_b, dtype=np.intp)))
             blocks = [(order[at[b]:at[b + 1]], b * per) for b in range(n_b)]
         del bid
-        from scipy.linalg.blas import dsyrk
-
-        meat = np.zeros((cols, cols), order="F")
+        meat = np.zeros((cols, cols))
         for rows, g0 in blocks:
             m = min(per, n_g - g0)
             gl = g[rows]
@@ -829,10 +843,9 @@ class TwoWayOLSFit(OLSFit):
             if len(gl) == 0:
                 continue
             s = self._block_sums(rows, gl, m, g0, link, small=True)
-            # S_b'S_b into the upper triangle, over every column of the C-ordered block
-            # (its transpose is Fortran-ordered: no copy); column 0 is dropped below
-            meat = dsyrk(1.0, s.T, beta=1.0, c=meat, trans=0, lower=0, overwrite_c=1)
-        meat = np.triu(meat) + np.triu(meat, 1).T
+            # S_b'S_b over every column of the block (column 0 is dropped below): numpy
+            # takes ``a.T @ a`` to BLAS syrk, half the flops, exactly symmetric
+            meat += s.T @ s
         return meat[np.ix_(ki + 1, ki + 1)]
 
     def _unit_link(self, g: np.ndarray, n_g: int) -> tuple[str, object]:
@@ -846,7 +859,7 @@ class TwoWayOLSFit(OLSFit):
         n_u = self.unit_part.shape[0]
         if g is u or (n_g == n_u and np.array_equal(g, u)):
             return "unit", None
-        owner = np.empty(n_u, dtype=np.intp)
+        owner = np.zeros(n_u, dtype=np.intp)  # a unit level without rows: cluster 0
         owner[u] = g
         if _agrees(owner, u, g):  # clusters nest units: one cell per unit
             e_u = np.bincount(u, weights=self._score_resid(), minlength=n_u)
@@ -926,23 +939,65 @@ class TwoWayOLSFit(OLSFit):
 
 
 def _indicator_tables(c: np.ndarray, u: np.ndarray, t: np.ndarray, n_u: int, n_t: int,
-                      p: int, w: np.ndarray | None = None
-                      ) -> tuple[np.ndarray, np.ndarray, object, np.ndarray]:
+                      p: int, w: np.ndarray | None = None, *, dense: bool = False
+                      ) -> tuple[np.ndarray, np.ndarray, object, np.ndarray, np.ndarray | None]:
     """Counts of the ``p`` indicator columns coded ``c`` (-1 = none) by the two-way
     panel's fixed effects, shared by the balanced and small-period-set fits: ``c1 = c + 1``
     (0 = no indicator), the column totals, the (units x p) and (periods x p) counts
-    (with weights ``w``: the sums of the weights instead of the counts)."""
+    (with weights ``w``: the sums of the weights instead of the counts), and ``A_u'A_u``
+    (p, p) when it came with a sparse unit table (else None). ``dense=True``: the unit
+    table dense whatever its size (the caller makes a dense (units x p) table of it)."""
     c1 = c + 1
     # float64 sums (counts exact) block by block: no n-row pair codes or intp copies
     cnt = code_sums(c1, p + 1, w)[1:]
-    if n_u * (p + 1) <= max(_DENSE_CELLS_MAX, 2 * len(u)):  # as _cell_counts
+    ata = None
+    if dense or n_u * (p + 1) <= max(_DENSE_CELLS_MAX, 2 * len(u)):  # as _cell_counts
         # dense and C-contiguous (rows without an indicator skipped, not counted in a
         # column dropped afterwards): scipy's products take it without a copy
         a_u = pair_sums(u, n_u, c, p, w, dtype=np.float64, skip_negative_b=True)
     else:
-        a_u = _cell_counts(u, c1, n_u, p + 1, w)[:, 1:]
+        lean = None if w is not None else _unit_counts_csr(u, c, n_u, p)
+        if lean is None:
+            a_u = _cell_counts(u, c1, n_u, p + 1, w)[:, 1:]
+        else:
+            a_u, ata = lean
     a_t = pair_sums(t, n_t, c1, p + 1, w, dtype=np.float64)
-    return c1, cnt, a_u, np.ascontiguousarray(a_t[:, 1:])
+    return c1, cnt, a_u, np.ascontiguousarray(a_t[:, 1:]), ata
+
+
+#: cells (units x p) per block of :func:`_unit_counts_csr`
+_COUNT_BLOCK_CELLS = 1 << 20
+#: :func:`_unit_counts_csr` takes ``A_u'A_u`` from dense blocks when ``units x p^2`` is at
+#: most this many times ``sum_u nnz_u^2`` (BLAS syrk against scipy's sparse product)
+_SYRK_OVER_SPARSE = 200.0
+
+
+def _unit_counts_csr(u: np.ndarray, c: np.ndarray, n_u: int, p: int
+                     ) -> tuple[object, np.ndarray] | None:
+    """The (units x p) counts of the indicator codes ``c`` (-1 = none) as a canonical CSR
+    matrix (float64 counts) from :func:`_count_cells`' narrow dense table, with
+    ``A_u'A_u`` (p, p); None when that table would be too large.
+
+    The same matrix as the n-entry COO build of :func:`_cell_counts` (which made n-row
+    index and value arrays and sorted them: most of the setup time at 1e7 rows).
+    ``A_u'A_u`` is exact (integer sums below 2**53), so it equals the sparse product; it
+    is taken from dense blocks of units (BLAS syrk) when that costs less than the sparse
+    product, else from the sparse product."""
+    a_u = _count_cells(u, n_u, c, p, skip_negative=True, fallback=False)
+    if a_u is None or p == 0:
+        return None
+    nnz_u = np.diff(a_u.indptr).astype(np.float64)
+    # dense syrk: n_u p^2 / 2 multiply-adds at BLAS speed; the sparse product: about
+    # sum_u nnz_u^2 scattered updates, twice (scipy counts the output first)
+    if n_u * p * p <= _SYRK_OVER_SPARSE * float(nnz_u @ nnz_u):
+        ata = np.zeros((p, p))
+        rows = max(1, _COUNT_BLOCK_CELLS // p)
+        for start in range(0, n_u, rows):
+            f = a_u[start:start + rows].toarray()
+            ata += f.T @ f
+    else:
+        ata = _dense(a_u.T @ a_u)
+    return a_u, ata
 
 
 def _onehot_codes(onehot: np.ndarray | None, n: int) -> np.ndarray:
@@ -1058,15 +1113,16 @@ def ols_twoway_balanced(y: np.ndarray, unit_codes: np.ndarray, time_codes: np.nd
     zz = np.empty((n, 0)) if z is None else np.asarray(z, dtype=float).reshape(n, -1)
     q = zz.shape[1]
     k = p + q
-    c1, cnt, a_u, a_t = _indicator_tables(c, u, t, n_u, n_t, p)
+    c1, cnt, a_u, a_t, ata = _indicator_tables(c, u, t, n_u, n_t, p)
     yd = _twoway_project(y, u, t, n_u, n_t)
     mz = np.empty((n, q), order="F")
     for j in range(q):
         mz[:, j] = _twoway_project(np.ascontiguousarray(zz[:, j]), u, t, n_u, n_t)
     xtx = np.empty((k, k))
     xty = np.empty(k)
-    xtx[:p, :p] = (np.diag(cnt) - _dense(a_u.T @ a_u) / n_t - (a_t.T @ a_t) / n_u
-                   + np.outer(cnt, cnt) / n)
+    if ata is None:
+        ata = _dense(a_u.T @ a_u)
+    xtx[:p, :p] = (np.diag(cnt) - ata / n_t - (a_t.T @ a_t) / n_u + np.outer(cnt, cnt) / n)
 
     def dt_m(v: np.ndarray) -> np.ndarray:
         """``D'M v`` for an already demeaned ``v``: ``D'v`` minus the part of ``v`` in the
@@ -1120,8 +1176,6 @@ def ols_twoway_small_time(y: np.ndarray, unit_codes: np.ndarray, time_codes: np.
     is ``M(y - D b_D) - MZ b_Z``. Cost O(n (1 + q)) plus O(N p) for ``H``; no n x p array.
     Same numbers as :func:`demean` + :func:`ols` (tested to 1e-12).
     """
-    from scipy import sparse
-
     y = np.asarray(y, dtype=float)
     n = len(y)
     u = np.asarray(unit_codes, dtype=np.intp)
@@ -1139,29 +1193,29 @@ def ols_twoway_small_time(y: np.ndarray, unit_codes: np.ndarray, time_codes: np.
     zz = np.empty((n, 0)) if z is None else np.asarray(z, dtype=float).reshape(n, -1)
     q = zz.shape[1]
     k = p + q
-    c1, cnt, a_u, a_t = _indicator_tables(c, u, t, n_u, n_t, p, w)
+    # the unit table dense whatever its size: H below is a dense (units x p) table, made
+    # in the unit table's own buffer (a sparse one was kept beside H, and its COO build
+    # and sparse products were most of the setup time at 1e7 rows)
+    c1, cnt, a_u, a_t, _ = _indicator_tables(c, u, t, n_u, n_t, p, w, dense=True)
     inv_nu = proj.big.inv_wsum
-    if sparse.issparse(a_u):
-        a_u_sc = sparse.diags(inv_nu) @ a_u
-        a_u_t_a_u_sc = _dense(a_u.T @ a_u_sc)
-        h = _dense(a_u_sc)
-    else:
-        # A_u' diag(1/n_u) A_u by row blocks, then A_u diag(1/n_u) in A_u's own buffer:
-        # one (N, p) table in all, which becomes H below
-        a_u_t_a_u_sc = np.zeros((p, p))
-        rows = _row_block(p * p)
-        for start in range(0, n_u, rows):
-            r = slice(start, start + rows)
-            a_u_t_a_u_sc += a_u[r].T @ (a_u[r] * inv_nu[r, None])
-        a_u *= inv_nu[:, None]
-        a_u_sc = h = a_u
+    # A_u' diag(1/n_u) A_u by row blocks, then A_u diag(1/n_u) in A_u's own buffer:
+    # one (N, p) table in all, which becomes H below
+    a_u_t_a_u_sc = np.zeros((p, p))
+    rows = _row_block(p * p)
+    for start in range(0, n_u, rows):
+        r = slice(start, start + rows)
+        a_u_t_a_u_sc += a_u[r].T @ (a_u[r] * inv_nu[r, None])
+    a_u *= inv_nu[:, None]
+    a_u_sc = h = a_u
     del a_u
     q_mat = a_t - _dense(proj.cells.T @ a_u_sc)
     gam = proj.s_pinv @ q_mat
     del a_u_sc
     # H = diag(1/n_u) (A_u - B G), row block by row block
     cells = proj.cells
-    _sub_rowblocks(h, lambda r: _dense(cells[r] @ gam) * inv_nu[r, None])
+    # (a CSR product computes each row on its own: few, large blocks give the same numbers)
+    _sub_rowblocks(h, lambda r: _dense(cells[r] @ gam) * inv_nu[r, None],
+                   rows=_sparse_block_rows(p))
     yd = proj.subtract(y.reshape(n, 1))[:, 0]
     mz = np.empty((n, q), order="F")
     for j in range(q):

@@ -611,10 +611,18 @@ def assess_credibility(results: dict[str, Any], *, frame: pd.DataFrame | None = 
 
     Examples
     --------
-    >>> import twinimpact as ti  # doctest: +SKIP
-    >>> kw = dict(outcome="lemp", unit="countyreal", time="year", cohort="first.treat")
-    >>> res = {"TWFE": ti.twfe(mpdta, **kw), "CS": ti.callaway_santanna(mpdta, **kw)}
-    >>> print(ti.assess_credibility(res, frame=mpdta, headline="CS").summary())
+    >>> import warnings
+    >>> import twinimpact as ti
+    >>> from twinimpact.estimators.twfe import _example_panel
+    >>> d = _example_panel()
+    >>> kw = dict(outcome="y", unit="id", time="year", cohort="g")
+    >>> with warnings.catch_warnings():
+    ...     warnings.simplefilter("ignore")
+    ...     res = {"TWFE": ti.twfe(d, **kw), "Event study": ti.event_study(d, **kw)}
+    ...     checks = ti.assess_credibility(res, frame=d, headline="Event study",
+    ...                                    honest=False)
+    >>> [c.name for c in checks.checks][:3]
+    ['Comparisons with already-twinned partners (Goodman-Bacon)', 'Number of treated clusters', 'Pre-trend test']
     """
     roles = {**_roles_from_specs(results), **(roles or {})}
     checks: list[Check] = []

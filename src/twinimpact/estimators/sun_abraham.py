@@ -41,6 +41,7 @@ import numpy as np
 import pandas as pd
 
 from ..core.fe import factorize, fit_fe_codes
+from ..core.rowblocks import row_blocks
 from ..core.threads import blas_single_thread
 from ..core.validation import as_frame, gap_aware_refs, prepare_panel
 from ..errors import (
@@ -368,7 +369,8 @@ def _first_seen_codes(codes: np.ndarray, n_levels: int) -> tuple[np.ndarray, int
     the labels, so the fit adds its sums in the same order as on the labels, found from
     the integer codes in O(n + levels log levels) without hashing the rows."""
     first = np.full(n_levels, len(codes), dtype=np.intp)
-    np.minimum.at(first, codes, np.arange(len(codes), dtype=np.intp))
+    for sl in row_blocks(len(codes)):  # no n-row arange (fresh pages at 1e7 rows)
+        np.minimum.at(first, codes[sl], np.arange(sl.start, sl.stop, dtype=np.intp))
     order = np.argsort(first, kind="stable")
     n_present = int(np.count_nonzero(first < len(codes)))
     remap = np.empty(n_levels, dtype=np.intp)
