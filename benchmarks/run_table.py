@@ -86,7 +86,7 @@ def _panel(case: str, kind: str, size: float):
         if case == "event_study_x":
             d["x"] = rng.normal(size=len(d)) + 0.05 * (d["year"] - d["year"].min())
         return d
-    if case == "sdid":
+    if case in SDID_CASES:
         # size = "N x T" encoded as N*1000+T; "balanced" (issue 13's panel): 10% treated
         # units, treated in the last quarter; other kinds: panels.SDID_KINDS (block designs
         # with interactive factors: 1 / 5 / 10% / 20% treated, half the periods post, noise)
@@ -183,6 +183,8 @@ DK_LAG = 2
 #: HonestDiD cases (5 pre + 10 post event study, 10 values of M): relative magnitudes with
 #: our default (adaptive) grid, with R's grid exactly, and smoothness (optimal FLCI)
 HONEST_CASES = ("honest_rm", "honest_rm_r", "honest_sd")
+#: synthetic DiD: placebo SE (issue 13 row) and the unit bootstrap SE; size = units x 1000 + periods
+SDID_CASES = ("sdid", "sdid_boot")
 HONEST_RM_MBAR = (0.0, 2.0, 10)  # np.linspace arguments; R's default Mbarvec
 #: Delta^SD M values: 0 to 1.5 (R's default upper end for the balanced panel is 1.487:
 #: the largest upper 95% bound of a pre-period second difference)
@@ -225,9 +227,10 @@ def _fit_fn(case: str, pkg: str, d):
         if case == "sun_abraham":
             return lambda: ti.sun_abraham(d, **kw, cluster="unit").aggregate(
                 "simple").params.to_numpy()
-        if case == "sdid":
+        if case in SDID_CASES:
+            se = "bootstrap" if case == "sdid_boot" else "placebo"
             return lambda: np.array([ti.synthetic_did(
-                d, outcome="y", unit="unit", time="year", treated="treated", se="placebo",
+                d, outcome="y", unit="unit", time="year", treated="treated", se=se,
                 n_reps=200, seed=0).std_errors.iloc[0]])
         if case in HONEST_CASES:
             res = ti.event_study(d, **kw)
@@ -311,10 +314,15 @@ def _fit_fn(case: str, pkg: str, d):
             return lambda: np.array([dd.SunAbraham(
                 control_group="never_treated", cluster="unit").fit(
                 d, outcome="y", unit="unit", time="year", first_treat="cohort").overall_att])
-        if case == "sdid":
+        if case in SDID_CASES:
+            # sdid_boot: R's bootstrap_se in both packages (units resampled, both weights
+            # re-estimated from warm starts); diff-diff's rng.choice(N, N) draws the same
+            # units as our rng.integers(0, N, N) (same seed), in draw order where we sort:
+            # the same replicates up to rounding
             post = sorted(d.loc[d["treated"] == 1, "year"].unique().tolist())
             d_block = d.assign(ever=(d["cohort"] > 0).astype(int))  # block treatment column
-            return lambda: np.array([dd.SyntheticDiD(variance_method="placebo",
+            vm = "bootstrap" if case == "sdid_boot" else "placebo"
+            return lambda: np.array([dd.SyntheticDiD(variance_method=vm,
                                                      n_bootstrap=200, seed=0).fit(
                 d_block, outcome="y", treatment="ever", unit="unit", time="year",
                 post_periods=post).se])
@@ -420,7 +428,7 @@ def child(case: str, pkg: str, kind: str, size: float, repeats: int) -> dict:
             "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "data_mb": rss_data, "peak_before_fit_mb": peak_data, "rows": len(d),
             "first": out[:3].tolist(), "values": out.tolist()[:8],
-            **({"sdid_loop": _sdid_loop()} if case == "sdid" and pkg == "twinimpact" else {})}
+            **({"sdid_loop": _sdid_loop()} if case in SDID_CASES and pkg == "twinimpact" else {})}
 
 
 def _sdid_loop() -> str:
@@ -446,6 +454,9 @@ CASES = {
     "sun_abraham": (["diff-diff"], [1e5, 1e6], ["balanced", "unbalanced"]),
     "sdid": (["diff-diff"], [100_040, 1_000_060, 2_000_060],
              ["balanced", "tr1", "tr5", "tr20", "post50_noisy", "strkey"]),
+    # the same with the unit bootstrap SE (200 draws, weights re-estimated per draw)
+    "sdid_boot": (["diff-diff"], [100_040, 1_000_040],
+                  ["balanced", "tr5", "tr20", "post50_noisy"]),
     "honest_rm": (["diff-diff"], [1e4], ["balanced", "unbalanced", "gaps"]),
     "honest_rm_r": ([], [1e4], ["balanced", "unbalanced", "gaps"]),
     "honest_sd": (["diff-diff"], [1e4], ["balanced", "unbalanced", "gaps"]),
@@ -496,7 +507,7 @@ def run_child(args, case, pkg, kind, size, threads) -> dict:
 
 
 def _fmt_size(case: str, size: float) -> str:
-    if case == "sdid":
+    if case in SDID_CASES:
         return f"{int(size) // 1000} x {int(size) % 1000}"
     return f"{size:.0e}".replace("e+0", "e")
 

@@ -595,6 +595,9 @@ def _variant_problem_sets(rng):
     return sets
 
 
+_VARIANT_REF: dict = {}
+
+
 @pytest.mark.parametrize(("vector", "pair"), [(True, True), (True, False), (False, True),
                                               (False, False)])
 def test_compiled_loop_variants_equal_numpy_loop_bit_for_bit(vector, pair, monkeypatch):
@@ -602,7 +605,8 @@ def test_compiled_loop_variants_equal_numpy_loop_bit_for_bit(vector, pair, monke
     vectorised (SSE2) or scalar, two problems in alternation (each prefetching the
     other's next Gram row) or one by one -- gives the NumPy loop's numbers bit for bit:
     same weights, iterations and convergence flags, also on ties (duplicated columns:
-    the first index wins, as np.argmin) and odd sizes."""
+    the first index wins, as np.argmin) and odd sizes; and so does the NumPy loop's
+    one-problem path (Python floats for the scalars) on sets of one problem."""
     from twinimpact.estimators._sdid_solver import _fw_select, fw_gram_sets, fw_gram_sets_numpy
 
     _use_kernel("compiled", monkeypatch)
@@ -611,11 +615,20 @@ def test_compiled_loop_variants_equal_numpy_loop_bit_for_bit(vector, pair, monke
         _fw_select(vector, pair)
         for md, it in ((1e-9, 2000), (0.0, 1), (1e-4, 40)):
             fast = fw_gram_sets(sets, min_decrease=md, max_iter=it)
-            ref = fw_gram_sets_numpy(sets, min_decrease=md, max_iter=it)
-            for (w, n_it, cv), (w0, n_it0, cv0) in zip(fast, ref, strict=True):
+            if (md, it) not in _VARIANT_REF:             # the NumPy loop, once
+                _VARIANT_REF[md, it] = fw_gram_sets_numpy(sets, min_decrease=md,
+                                                          max_iter=it)
+            ref = _VARIANT_REF[md, it]
+            for P, (w, n_it, cv), (w0, n_it0, cv0) in zip(sets, fast, ref, strict=True):
                 np.testing.assert_array_equal(n_it, n_it0)
                 np.testing.assert_array_equal(cv, cv0)
                 np.testing.assert_array_equal(w, w0)
+                if P.x0.shape[0] == 1:      # the NumPy loop's one-problem path
+                    w1, n_it1, cv1 = fw_gram_sets_numpy([P], min_decrease=md,
+                                                        max_iter=it)[0]
+                    np.testing.assert_array_equal(n_it1, n_it)
+                    np.testing.assert_array_equal(cv1, cv)
+                    np.testing.assert_array_equal(w1, w)
     finally:
         _fw_select()
 

@@ -9,10 +9,11 @@ For ``H0: beta_j = beta0`` the null is imposed: ``y`` is regressed on the other 
 Bootstrap samples ``y*_b = X beta~ + u~ * v_{g(i), b}`` use one weight per cluster and draw.
 Nothing is refitted per draw: because the statistic is linear in the weights, the
 numerator and the ``G`` cluster scores of every draw are ``G x G`` matrices times the
-``G x B`` weight matrix ("Fast and wild", Section 3), so the cost is ``O(G^2 B)`` after one
-pass over the data. Fixed effects are projected out first (Frisch-Waugh-Lovell); the
-bootstrap regressions keep them, which enters through the fixed-effect projection of the
-cluster-wise residual columns.
+``G x B`` weight matrix ("Fast and wild", Section 3), so the cost is ``O(G^2 B)`` after two
+passes over the data (a row-blocked QR, then one sweep of per-cluster sums). Fixed effects
+are projected out first (Frisch-Waugh-Lovell); the bootstrap regressions keep them, which
+enters through the fixed-effect projection of cluster-wise columns (those of
+``a = X (X'X)^-1 e_j``, a few clusters at a time; the projection is symmetric).
 
 The statistic is the CRV1 t statistic with fixest / Stata small-sample factors
 ``G/(G-1) * (N-1)/(N-K)`` (fixed effects nested in the cluster variable are not counted in
@@ -205,6 +206,8 @@ class _Design:
 
 
 def _crv1_t(d: _Design, beta0: float) -> tuple[float, float, float]:
+    """CRV1 estimate, standard error and t statistic computed directly on the rows (the
+    oracle of :meth:`_Moments.crv1`)."""
     xtx_inv = np.linalg.inv(d.x.T @ d.x)
     beta = xtx_inv @ (d.x.T @ d.y)
     resid = d.y - d.x @ beta
