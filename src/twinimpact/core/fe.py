@@ -283,8 +283,12 @@ class SmallSetProjector:
         w_t = small.wsum
         # diag(1/n_u) B: each stored entry times its row's factor (the numbers of scipy's
         # diagonal product, without its format conversions)
-        scaled = self.cells.copy()
-        scaled.data *= np.repeat(big.inv_wsum, np.diff(scaled.indptr))
+        # (built on the stored index arrays, not a copy of them; the factors array becomes
+        # the scaled data in place: one temporary instead of a repeat and a copied matrix)
+        c = self.cells
+        factors = np.repeat(big.inv_wsum, np.diff(c.indptr))
+        np.multiply(c.data, factors, out=factors)
+        scaled = sparse.csr_matrix((factors, c.indices, c.indptr), shape=c.shape, copy=False)
         linked = self.cells.T @ scaled
         s = np.diag(w_t) - _dense(linked)
         s = 0.5 * (s + s.T)
