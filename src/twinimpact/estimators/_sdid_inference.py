@@ -36,6 +36,7 @@ from ._sdid_solver import (
     GramProblems,
     SDIDFit,
     SDIDOptions,
+    control_gram,
     default_options,
     fixed_weights,
     gram_blocks,
@@ -284,13 +285,19 @@ def bootstrap_replicates(Y: np.ndarray, N0: int, groups: list[Group], fits: list
     N, T = Y.shape
     out = np.empty((n_reps, 1 + len(groups)))
     sampler = BootstrapSampler(N, N0, groups, n_reps, rng, max_draws)
+    # each group's unit-weight Gram matrix over all controls, built once: a draw's is
+    # its rows/columns ctrl (same numbers), read through that map (no k x k per draw)
+    grams = [control_gram(Y, N0, grp.a, fit.options.omega_intercept)
+             if fit.options.update_omega else None
+             for grp, fit in zip(groups, fits, strict=True)]
     bar = progress(n_reps, "synthetic_did bootstrap")
     for count, (ctrl, tr) in enumerate(sampler):
         taus = np.empty(len(groups))
         for g, (grp, fit) in enumerate(zip(groups, fits, strict=True)):
             Yg = Y[np.concatenate([ctrl, tr[g]])]
             f = sdid_fit(Yg, len(ctrl), grp.a, fit.options,
-                         omega=sum_normalize(fit.omega[ctrl]), lam=fit.lam)
+                         omega=sum_normalize(fit.omega[ctrl]), lam=fit.lam,
+                         omega_gram=None if grams[g] is None else (grams[g], ctrl))
             taus[g] = f.tau
         att, _ = aggregate(taus, [len(r) for r in tr], [T - grp.a for grp in groups])
         out[count, 0] = att
