@@ -1,7 +1,8 @@
 """Build of the optional compiled kernel; everything else is in pyproject.toml.
 
 ``twinimpact.estimators._sdid_fw`` (C, no dependency beyond the Python headers) runs the
-Frank-Wolfe loop of synthetic DiD's placebo weight problems. It is optional: without a C
+Frank-Wolfe loop of synthetic DiD's weight problems (placebo batch, point fit, bootstrap
+refits; SSE2 on x86-64, scalar elsewhere). It is optional: without a C
 compiler the install still succeeds and ``_sdid_solver`` uses its NumPy path (same
 iterates; the oracle of the compiled loop in the tests). No fused multiply-adds: the loop
 must round as NumPy does.

@@ -76,3 +76,34 @@ def test_wald_identified_ignores_unidentified_directions():
         warnings.simplefilter("error")
         empty = wald_identified(np.zeros(2), np.zeros((2, 2)))
     assert empty["rank"] == 0 and np.isnan(empty["statistic"])
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("m, k", [(5, 40), (40, 40), (60, 12), (30, 300)])
+def test_factor_path_is_the_dense_path(seed, m, k):
+    """``factor=F`` (V = F'F, as the cluster sums of an influence function give it) reads
+    the eigenpairs from F's thin SVD instead of eigh(V): same rank, statistic and outside
+    share as the dense path (to the accuracy of eigh on V, whose small eigenvalues carry an
+    absolute error ~ eps * max), and the pre-test's rank of a singular V by matrix_rank's
+    rule on V."""
+    from twinimpact.results import wald_pretrend_test
+
+    rng = np.random.default_rng(seed)
+    scale = np.exp(rng.normal(0, 2, size=k))        # uneven columns, as ATT(g,t) SEs are
+    f = rng.normal(size=(m, k)) * scale / m
+    if seed % 2:                                     # an exactly repeated column: rank < k
+        f[:, -1] = f[:, 0]
+    v = f.T @ f
+    b = f.T @ rng.normal(size=m) + rng.normal(scale=1e-3, size=k) * scale / m
+    dense, fast = wald_identified(b, v), wald_identified(b, None, factor=f)
+    assert fast["rank"] == dense["rank"]
+    assert fast["statistic"] == pytest.approx(dense["statistic"], rel=1e-7)
+    assert fast["outside_share"] == pytest.approx(dense["outside_share"], rel=1e-7, abs=1e-12)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotComputableWarning)
+        t_dense = wald_pretrend_test([f"c{i}" for i in range(k)], b, v)
+        t_fast = wald_pretrend_test([f"c{i}" for i in range(k)], b, v, factor=f)
+    assert t_fast.rank == t_dense.rank
+    assert t_fast.computed == t_dense.computed
+    if t_dense.computed:
+        assert t_fast.statistic == t_dense.statistic    # factor only used when singular

@@ -1065,14 +1065,18 @@ def callaway_santanna(data: pd.DataFrame, *, outcome: str, unit: str, time: str,
     se_a = np.sqrt(np.clip(np.diag(va), 0, None))
     pre = np.flatnonzero((cells.group > cells.time) & ~(se_a <= SE_ZERO) & ~np.isnan(se_a))
     pre = pre[~cells.normalized[pre]]
+    # V_pre = F'F with F the (cluster) sums of the pre columns of the influence function
+    # over n: a singular V_pre's rank and identified directions come from F's thin SVD
+    factor = (_cluster_sums(cells.inf[:, pre], p.cluster, p.n_clusters) / cells.inf.shape[0]
+              if len(pre) else None)
     pretest = wald_pretrend_test(
         [labels[i] for i in pre], cells.att[pre], va[np.ix_(pre, pre)],
         what="Wald test that all pre-treatment ATT(g,t) are zero (chi2, analytic "
-             "influence-function vcov, as R did)", estimator=ESTIMATOR)
+             "influence-function vcov, as R did)", estimator=ESTIMATOR, factor=factor)
     if not pretest.computed and "singular" in pretest.note:
         pretest = _singular_pretest(pretest, cells.att[pre], va[np.ix_(pre, pre)],
                                     int(p.n_clusters or n),
-                                    "clusters" if p.n_clusters else "units")
+                                    "clusters" if p.n_clusters else "units", factor=factor)
     term_info = pd.DataFrame({"cohort": cells.group, "time": cells.time,
                               "rel_time": cells.time - cells.group, "base": cells.base},
                              index=labels)
@@ -1120,11 +1124,12 @@ def callaway_santanna(data: pd.DataFrame, *, outcome: str, unit: str, time: str,
 
 
 def _singular_pretest(pretest: PretrendTest, att: np.ndarray, pv: np.ndarray, n_cl: int,
-                      what: str) -> PretrendTest:
+                      what: str, factor: np.ndarray | None = None) -> PretrendTest:
     """R did leaves the pre-test undefined when the covariance of the pre-treatment
     ATT(g,t) is singular; say why and attach, as an extension, the Wald test on the
-    identified directions (pseudo-inverse, df = rank) and a Bonferroni max-|t| test."""
-    ext = wald_identified(att, pv)
+    identified directions (pseudo-inverse, df = rank) and a Bonferroni max-|t| test.
+    ``factor``: ``F`` with ``pv = F'F`` (see :func:`wald_identified`)."""
+    ext = wald_identified(att, pv, factor=factor)
     k = len(att)
     extension = {
         **ext, "label": "extension, not in R did: Wald test on the identified directions "
