@@ -33,11 +33,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 __all__ = [
+    "ControlGram",
     "FWResult",
     "GramProblems",
     "SDIDFit",
     "SDIDOptions",
-    "ControlGram",
     "collapsed_form",
     "control_gram",
     "fw_gram_rows",
