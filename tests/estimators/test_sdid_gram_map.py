@@ -76,3 +76,23 @@ def test_bootstrap_replicates_bit_identical_to_per_draw_gram(kernel, method, mon
     ref = _reference(Y, N0, groups, fits, 12, np.random.default_rng(3))
     assert np.isfinite(ref).all()
     assert np.array_equal(got, ref)
+
+
+@pytest.mark.parametrize("keep_elems", [0, 2**40])
+def test_gram_kept_only_within_its_memory_budget(keep_elems, monkeypatch):
+    """The controls' Gram matrices are kept (and gathered from) only while they fit in
+    ``_GRAM_KEEP_ELEMS``; over budget each draw builds its own -- same replicates to the
+    bit either way, and the kept path is taken exactly when it fits."""
+    from twinimpact.estimators import _sdid_inference
+
+    Y, N0, groups = _panel(2)
+    fits, _ = fit_design(Y, np.arange(N0), groups, "sdid")
+    ref, _ = bootstrap_replicates(Y, N0, groups, fits, 8, np.random.default_rng(5))
+    seen = []
+    real = _sdid_inference.control_gram
+    monkeypatch.setattr(_sdid_inference, "control_gram",
+                        lambda *a, **k: seen.append(1) or real(*a, **k))
+    monkeypatch.setattr(_sdid_inference, "_GRAM_KEEP_ELEMS", keep_elems)
+    got, _ = bootstrap_replicates(Y, N0, groups, fits, 8, np.random.default_rng(5))
+    assert np.array_equal(got, ref)
+    assert len(seen) == (0 if keep_elems == 0 else len(groups))
