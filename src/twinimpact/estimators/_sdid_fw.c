@@ -287,6 +287,21 @@ TI_EXPORT void ti_fw_gram(int64_t B, int64_t k, const double *bank, const int64_
     }
 }
 
+/* out (k x k, C order) = G[idx][:, idx] + eta I, G with ld numbers a row: a bootstrap
+ * draw's Gram matrix read from the Gram matrix of all controls built once (the same
+ * entries), eta added to the diagonal as weight_problem does (one rounding). Rows in
+ * order, each a gather along one row of G (idx sorted: a forward sweep). */
+TI_EXPORT void ti_gather_gram(int64_t k, const double *G, int64_t ld, const int64_t *idx,
+                              double eta, double *out)
+{
+    for (int64_t i = 0; i < k; i++) {
+        const double *src = G + idx[i] * ld;
+        double *dst = out + i * k;
+        for (int64_t j = 0; j < k; j++) dst[j] = src[idx[j]];
+        dst[i] += eta;
+    }
+}
+
 static struct PyModuleDef ti_sdid_fw_module = {
     PyModuleDef_HEAD_INIT, "_sdid_fw",
     "Compiled Frank-Wolfe loop of synthetic DiD (loaded with ctypes; see _sdid_solver).",
