@@ -147,6 +147,15 @@ def sc_weight_fw_reference(Y: np.ndarray, zeta: float, *, intercept: bool = True
     return FWResult(weights=x, values=vals[:t].copy(), n_iter=t, converged=converged)
 
 
+def _design(Y: np.ndarray, intercept: bool) -> tuple[np.ndarray, np.ndarray]:
+    """``(A, b)`` of a weight problem ``Y`` of shape ``(n, k + 1)``: its first ``k`` columns
+    and its last, both column-centred when ``intercept`` (views of one centred copy)."""
+    Y = np.asarray(Y, dtype=float)
+    if intercept:
+        Y = Y - Y.mean(axis=0)
+    return Y[:, :-1], Y[:, -1]
+
+
 def sc_weight_fw(Y: np.ndarray, zeta: float, *, intercept: bool = True,
                  init: np.ndarray | None = None, min_decrease: float = 1e-3,
                  max_iter: int = 1000) -> FWResult:
@@ -156,13 +165,8 @@ def sc_weight_fw(Y: np.ndarray, zeta: float, *, intercept: bool = True,
     ``|x|^2`` all updated in O(k) per step (a Frank-Wolfe step is the convex combination
     ``x <- (1 - s) x + s e_i``), so no step touches the ``n x k`` data again.
     """
-    Y = np.asarray(Y, dtype=float)
-    n, k1 = Y.shape
-    k = k1 - 1
-    if intercept:
-        Y = Y - Y.mean(axis=0)
-    A = Y[:, :k]
-    b = Y[:, k]
+    A, b = _design(Y, intercept)
+    n, k = A.shape
     G = A.T @ A
     # rows of G' (columns of G); G is symmetric to the bit when BLAS computes it as such,
     # then no k x k copy is needed (26 MB at 1,800 controls)
@@ -728,13 +732,8 @@ def weight_problem(Yw: np.ndarray, zeta: float, intercept: bool,
     columns, centred when ``intercept``; NumPy's ``A.T @ A``, symmetric), ``A'b``,
     ``b'b``, start ``init`` (uniform by default). ``gram = (cg, index)``: ``A'A`` read
     from the :class:`ControlGram` ``cg`` (a bootstrap draw; the same numbers)."""
-    Yw = np.asarray(Yw, dtype=float)
-    n, k1 = Yw.shape
-    k = k1 - 1
-    if intercept:
-        Yw = Yw - Yw.mean(axis=0)
-    A = Yw[:, :k]
-    b = Yw[:, k]
+    A, b = _design(Yw, intercept)
+    n, k = A.shape
     if gram is None:
         bank = A.T @ A
         bank[np.diag_indices(k)] += n * zeta**2
@@ -785,10 +784,7 @@ def control_gram(Y: np.ndarray, N0: int, T0: int, intercept: bool) -> ControlGra
     """:class:`ControlGram` of the unit-weight problem over all ``N0`` controls (``Y``'s
     first rows), built as :func:`sdid_fit` builds a draw's (collapsed form, transposed,
     centred when ``intercept``, ``A.T @ A``)."""
-    Yw = collapsed_form(Y, N0, T0)[:, :T0].T
-    if intercept:
-        Yw = Yw - Yw.mean(axis=0)
-    A = Yw[:, :N0]
+    A, _ = _design(collapsed_form(Y, N0, T0)[:, :T0].T, intercept)
     return ControlGram(A.T @ A)
 
 
