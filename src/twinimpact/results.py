@@ -69,7 +69,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
@@ -293,7 +293,8 @@ class PretrendTest:
 def wald_pretrend_test(terms: Sequence[str], coef: np.ndarray, cov: np.ndarray, *,
                        df_denominator: float | None = None, what: str = "",
                        estimator: str = "", warn: bool = True,
-                       factor: np.ndarray | None = None) -> PretrendTest:
+                       factor: np.ndarray | Callable[[], np.ndarray] | None = None
+                       ) -> PretrendTest:
     """Joint Wald test that ``coef`` (the pre-treatment coefficients) are zero.
 
     ``W = b' V^{-1} b``; with ``df_denominator`` the F form ``W / q`` against
@@ -301,8 +302,9 @@ def wald_pretrend_test(terms: Sequence[str], coef: np.ndarray, cov: np.ndarray, 
     NaN (with a :class:`~twinimpact.errors.NotComputableWarning` when ``warn``) if an
     input is NaN or ``V`` is singular (reciprocal 1-norm condition number <= machine
     epsilon, as R ``did``); a NaN test without warning when there is nothing to test.
-    ``factor``: an (m, q) ``F`` with ``V = F'F``; the rank of a singular ``V`` is then
-    counted from ``F``'s singular values by ``numpy.linalg.matrix_rank``'s rule for ``V``
+    ``factor``: an (m, q) ``F`` with ``V = F'F`` (or a function returning it, called only
+    when ``V`` is singular); the rank of a singular ``V`` is then counted from ``F``'s
+    singular values by ``numpy.linalg.matrix_rank``'s rule for ``V``
     (``s_i^2 > max s^2 * q * eps``) -- an SVD of m x q instead of q x q.
     """
     terms = tuple(str(t) for t in terms)
@@ -326,7 +328,8 @@ def wald_pretrend_test(terms: Sequence[str], coef: np.ndarray, cov: np.ndarray, 
                             **base)
     if 1.0 / np.linalg.cond(v, 1) <= np.finfo(float).eps:
         if factor is not None:  # the singular values of V are those of F, squared
-            s2 = np.linalg.svd(np.asarray(factor, dtype=float), compute_uv=False) ** 2
+            f = factor() if callable(factor) else factor
+            s2 = np.linalg.svd(np.asarray(f, dtype=float), compute_uv=False) ** 2
             rank = int(np.count_nonzero(s2 > s2.max(initial=0.0) * q * np.finfo(float).eps))
         else:
             rank = int(np.linalg.matrix_rank(v))  # only here: an SVD is costly for big V

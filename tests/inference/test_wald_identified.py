@@ -107,3 +107,25 @@ def test_factor_path_is_the_dense_path(seed, m, k):
     assert t_fast.computed == t_dense.computed
     if t_dense.computed:
         assert t_fast.statistic == t_dense.statistic    # factor only used when singular
+
+
+def test_factor_function_called_only_for_a_singular_covariance():
+    """``factor`` may be a function (Callaway-Sant'Anna passes one: its F is a
+    (clusters x pre-cells) copy of the influence function): called only when V is
+    singular, and then giving the same rank as the array."""
+    from twinimpact.results import wald_pretrend_test
+
+    rng = np.random.default_rng(0)
+    calls = []
+    f = rng.normal(size=(30, 5))
+    t = wald_pretrend_test(list("abcde"), rng.normal(size=5), f.T @ f,
+                           factor=lambda: calls.append(1) or f)
+    assert t.computed and calls == []
+    g = rng.normal(size=(3, 5))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotComputableWarning)
+        lazy = wald_pretrend_test(list("abcde"), g.T @ rng.normal(size=3), g.T @ g,
+                                  factor=lambda: calls.append(1) or g)
+        eager = wald_pretrend_test(list("abcde"), g.T @ rng.normal(size=3), g.T @ g,
+                                   factor=g)
+    assert calls == [1] and lazy.rank == eager.rank == 3

@@ -15,6 +15,7 @@ difference-in-differences estimators", Journal of Econometrics 219(1), 101-122.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import numbers
 import warnings
@@ -1067,8 +1068,11 @@ def callaway_santanna(data: pd.DataFrame, *, outcome: str, unit: str, time: str,
     pre = pre[~cells.normalized[pre]]
     # V_pre = F'F with F the (cluster) sums of the pre columns of the influence function
     # over n: a singular V_pre's rank and identified directions come from F's thin SVD
-    factor = (_cluster_sums(cells.inf[:, pre], p.cluster, p.n_clusters) / cells.inf.shape[0]
-              if len(pre) else None)
+    # (made only then: a (clusters x pre-cells) copy no regular fit needs)
+    @functools.cache
+    def factor() -> np.ndarray:
+        return _cluster_sums(cells.inf[:, pre], p.cluster, p.n_clusters) / cells.inf.shape[0]
+
     pretest = wald_pretrend_test(
         [labels[i] for i in pre], cells.att[pre], va[np.ix_(pre, pre)],
         what="Wald test that all pre-treatment ATT(g,t) are zero (chi2, analytic "
@@ -1076,7 +1080,8 @@ def callaway_santanna(data: pd.DataFrame, *, outcome: str, unit: str, time: str,
     if not pretest.computed and "singular" in pretest.note:
         pretest = _singular_pretest(pretest, cells.att[pre], va[np.ix_(pre, pre)],
                                     int(p.n_clusters or n),
-                                    "clusters" if p.n_clusters else "units", factor=factor)
+                                    "clusters" if p.n_clusters else "units",
+                                    factor=factor())
     term_info = pd.DataFrame({"cohort": cells.group, "time": cells.time,
                               "rel_time": cells.time - cells.group, "base": cells.base},
                              index=labels)
