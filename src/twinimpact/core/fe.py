@@ -923,8 +923,9 @@ class TwoWayOLSFit(OLSFit):
                     g_off = 0
                 else:  # nested: the block's rows of the whole (G, N) table
                     g_off = g0
-                _sub_rowblocks(sd, lambda r: e_gu[g_off + r.start:g_off + min(r.stop, n_g)]
-                               @ u_part, rows=_sparse_block_rows(p))
+                _sub_rowblocks(sd, lambda r: _times_unit_part(
+                    e_gu[g_off + r.start:g_off + min(r.stop, n_g)], u_part),
+                    rows=_sparse_block_rows(p))
             # - F_gt V: residual sums over cluster x period cells
             if n_g * n_t <= 4 * n:
                 f_gt = pair_sums(g, n_g, t, n_t, e)
@@ -1158,6 +1159,121 @@ def ols_twoway_balanced(y: np.ndarray, unit_codes: np.ndarray, time_codes: np.nd
                         unit_part=unit_part, time_part=a_t / n_u, grand=cnt / n)
 
 
+#: up to this many cells (units x indicators), :func:`ols_twoway_small_time` keeps the
+#: dense ``H`` table (8 MB); above, ``H`` is :class:`_UnitPart` (rows made when read)
+_DENSE_UNIT_PART_MAX = 1 << 20
+
+
+class _UnitPart:
+    """``H = diag(1/n_u) (A_u - B G)`` of :func:`ols_twoway_small_time` (N, p) without the
+    dense table: rows are made when read, from the (units x indicators) counts ``A_u`` and
+    the (units x periods) counts ``B`` (both CSR) and ``G`` (T, p).
+
+    Row ``i`` is ``A_u[i] / n_i - (B[i] G) / n_i``, the operations (and so the numbers) of
+    the dense table, which was ``A_u diag(1/n_u)`` minus the CSR product ``B G`` times
+    ``1/n_u`` row block by row block (a CSR product computes each row on its own). At 1e7
+    rows, 1e6 units and 63 cohort x period cells the table was 504 MB whose first touch
+    alone cost ~1 s of system time; the variance reads each row once or twice."""
+
+    def __init__(self, a_u: Any, cells: Any, gam: np.ndarray, inv_nu: np.ndarray) -> None:
+        self.a_u, self.cells, self.gam, self.inv_nu = a_u, cells, gam, inv_nu
+        self.shape = (a_u.shape[0], gam.shape[1])
+
+    def __getitem__(self, rows: slice | np.ndarray) -> np.ndarray:
+        """Dense rows ``H[rows]`` (a slice or an integer array of rows)."""
+        inv = self.inv_nu[rows, None]
+        h = self.a_u[rows].toarray()
+        h *= inv
+        h -= _dense(self.cells[rows] @ self.gam) * inv
+        return h
+
+    def rmatmul(self, e: Any) -> np.ndarray:
+        """``e @ H`` for a scipy sparse ``e`` (m, N): the product with the rows of ``H``
+        that ``e`` reaches (its columns renumbered in order, so each output row adds the
+        same terms in the same order as the product with the whole table)."""
+        from scipy import sparse
+
+        e = sparse.csr_matrix(e)
+        if e.nnz == 0:
+            return np.zeros((e.shape[0], self.shape[1]))
+        cols = np.unique(e.indices)
+        remap = np.empty(self.shape[0], dtype=e.indices.dtype)
+        remap[cols] = np.arange(len(cols), dtype=e.indices.dtype)
+        sub = sparse.csr_matrix((e.data, remap[e.indices], e.indptr),
+                                shape=(e.shape[0], len(cols)))
+        return _dense(sub @ self[cols])
+
+
+def _times_unit_part(e: Any, u_part: Any) -> np.ndarray:
+    """``e @ U`` for a sparse ``e`` and a unit part ``U`` (dense, sparse or lazy)."""
+    if isinstance(u_part, _UnitPart):
+        return u_part.rmatmul(e)
+    return e @ u_part
+
+
+def _small_time_dense(c: np.ndarray, u: np.ndarray, t: np.ndarray, n_u: int, n_t: int,
+                      p: int, w: np.ndarray | None, proj: SmallSetProjector):
+    """The indicator tables of :func:`ols_twoway_small_time` with a dense ``H``: returns
+    ``c1, cnt, A_t, A_u' diag(1/n_u) A_u, Q, G, H``."""
+    # the unit table dense whatever its size: H below is a dense (units x p) table, made
+    # in the unit table's own buffer (a sparse one was kept beside H, and its COO build
+    # and sparse products were most of the setup time at 1e7 rows)
+    c1, cnt, a_u, a_t, _ = _indicator_tables(c, u, t, n_u, n_t, p, w, dense=True)
+    inv_nu = proj.big.inv_wsum
+    # A_u' diag(1/n_u) A_u by row blocks, then A_u diag(1/n_u) in A_u's own buffer:
+    # one (N, p) table in all, which becomes H below
+    a_u_t_a_u_sc = np.zeros((p, p))
+    rows = _row_block(p * p)
+    for start in range(0, n_u, rows):
+        r = slice(start, start + rows)
+        a_u_t_a_u_sc += a_u[r].T @ (a_u[r] * inv_nu[r, None])
+    a_u *= inv_nu[:, None]
+    a_u_sc = h = a_u
+    del a_u
+    q_mat = a_t - _dense(proj.cells.T @ a_u_sc)
+    gam = proj.s_pinv @ q_mat
+    del a_u_sc
+    # H = diag(1/n_u) (A_u - B G), row block by row block
+    cells = proj.cells
+    # (a CSR product computes each row on its own: few, large blocks give the same numbers)
+    _sub_rowblocks(h, lambda r: _dense(cells[r] @ gam) * inv_nu[r, None],
+                   rows=_sparse_block_rows(p))
+    return c1, cnt, a_t, a_u_t_a_u_sc, q_mat, gam, h
+
+
+def _small_time_lean(c: np.ndarray, u: np.ndarray, t: np.ndarray, n_u: int, n_t: int,
+                     p: int, proj: SmallSetProjector):
+    """:func:`_small_time_dense` (unweighted) with ``A_u`` kept as a CSR matrix of counts
+    and ``H`` a :class:`_UnitPart`.
+
+    The same numbers: ``A_u' diag(1/n_u) A_u`` from the same dense row blocks;
+    ``B' diag(1/n_u) A_u`` a sparse-sparse product that adds, for each (period,
+    indicator) entry, the same nonzero terms in the same (unit) order as the CSC x dense
+    product (the zero terms it skips added 0)."""
+    from scipy import sparse
+
+    # canonical CSR (sorted, summed) from a narrow dense table, or the COO build when that
+    # table would be much larger than the rows
+    a_u = _count_cells(u, n_u, c, p, skip_negative=True)
+    c1 = c + 1
+    cnt = code_sums(c1, p + 1, None)[1:]
+    a_t = np.ascontiguousarray(pair_sums(t, n_t, c1, p + 1, None, dtype=np.float64)[:, 1:])
+    inv_nu = proj.big.inv_wsum
+    a_u_t_a_u_sc = np.zeros((p, p))
+    rows = _row_block(p * p)
+    for start in range(0, n_u, rows):
+        r = slice(start, start + rows)
+        blk = a_u[r].toarray()
+        a_u_t_a_u_sc += blk.T @ (blk * inv_nu[r, None])
+    sc = np.repeat(inv_nu, np.diff(a_u.indptr))
+    np.multiply(a_u.data, sc, out=sc)
+    a_u_sc = sparse.csr_matrix((sc, a_u.indices, a_u.indptr), shape=a_u.shape, copy=False)
+    q_mat = a_t - _dense(proj.cells.T @ a_u_sc)
+    del a_u_sc, sc
+    gam = proj.s_pinv @ q_mat
+    return c1, cnt, a_t, a_u_t_a_u_sc, q_mat, gam, _UnitPart(a_u, proj.cells, gam, inv_nu)
+
+
 def ols_twoway_small_time(y: np.ndarray, unit_codes: np.ndarray, time_codes: np.ndarray,
                           proj: SmallSetProjector, *, onehot: np.ndarray | None = None,
                           n_onehot: int = 0, z: np.ndarray | None = None,
@@ -1197,29 +1313,12 @@ def ols_twoway_small_time(y: np.ndarray, unit_codes: np.ndarray, time_codes: np.
     zz = np.empty((n, 0)) if z is None else np.asarray(z, dtype=float).reshape(n, -1)
     q = zz.shape[1]
     k = p + q
-    # the unit table dense whatever its size: H below is a dense (units x p) table, made
-    # in the unit table's own buffer (a sparse one was kept beside H, and its COO build
-    # and sparse products were most of the setup time at 1e7 rows)
-    c1, cnt, a_u, a_t, _ = _indicator_tables(c, u, t, n_u, n_t, p, w, dense=True)
-    inv_nu = proj.big.inv_wsum
-    # A_u' diag(1/n_u) A_u by row blocks, then A_u diag(1/n_u) in A_u's own buffer:
-    # one (N, p) table in all, which becomes H below
-    a_u_t_a_u_sc = np.zeros((p, p))
-    rows = _row_block(p * p)
-    for start in range(0, n_u, rows):
-        r = slice(start, start + rows)
-        a_u_t_a_u_sc += a_u[r].T @ (a_u[r] * inv_nu[r, None])
-    a_u *= inv_nu[:, None]
-    a_u_sc = h = a_u
-    del a_u
-    q_mat = a_t - _dense(proj.cells.T @ a_u_sc)
-    gam = proj.s_pinv @ q_mat
-    del a_u_sc
-    # H = diag(1/n_u) (A_u - B G), row block by row block
-    cells = proj.cells
-    # (a CSR product computes each row on its own: few, large blocks give the same numbers)
-    _sub_rowblocks(h, lambda r: _dense(cells[r] @ gam) * inv_nu[r, None],
-                   rows=_sparse_block_rows(p))
+    if w is None and n_u * p > _DENSE_UNIT_PART_MAX:
+        c1, cnt, a_t, a_u_t_a_u_sc, q_mat, gam, h = _small_time_lean(
+            c, u, t, n_u, n_t, p, proj)
+    else:
+        c1, cnt, a_t, a_u_t_a_u_sc, q_mat, gam, h = _small_time_dense(
+            c, u, t, n_u, n_t, p, w, proj)
     yd = proj.subtract(y.reshape(n, 1))[:, 0]
     mz = np.empty((n, q), order="F")
     for j in range(q):
@@ -1311,7 +1410,7 @@ def fit_fe_codes(y: np.ndarray, x: np.ndarray, names: Sequence[str],
             # not demeaned
             fit = ols_twoway_small_time(y, proj.big.codes, proj.small.codes, proj,
                                         onehot=onehot, n_onehot=p, z=x, weights=weights)
-            del proj  # its unit x period table is not needed for the variance
+            del proj  # (the fit keeps its unit x period counts only if H reads them)
             return _fit_fe_twoway(fit, names, fe_codes, cl_codes, vcov=vcov,
                                   cluster_names=cluster_names, balanced=False,
                                   return_source=return_source)
