@@ -450,7 +450,8 @@ CASES = {
     "imputation": (["diff-diff"], [1e5, 1e6], ["balanced", "unbalanced"]),
     "did2s": (["diff-diff", "pyfixest"], [1e5, 1e6], ["balanced", "unbalanced"]),
     # Callaway-Sant'Anna (DR, never treated, no covariate) + dynamic aggregation; Sun-Abraham
-    "cs": (["diff-diff"], [1e5, 1e6], ["balanced", "unbalanced"]),
+    "cs": (["diff-diff"], [1e5, 1e6], ["balanced", "unbalanced", "gaps", "entry_exit",
+                                       "strkey_unbal", "cohorts20"]),
     "sun_abraham": (["diff-diff"], [1e5, 1e6], ["balanced", "unbalanced"]),
     "sdid": (["diff-diff"], [100_040, 1_000_060, 2_000_060],
              ["balanced", "tr1", "tr5", "tr20", "post50_noisy", "strkey"]),
