@@ -271,7 +271,10 @@ def accepted_range(problems: Sequence[ArpProblem], thetas: np.ndarray
     def candidates(p, eta, idx):
         idx = idx[np.isfinite(eta[idx]) & (eta[idx] > 0)]
         if p.hybrid == "LF" and len(idx):
-            idx = idx[eta[idx] <= p.lf_cv]
+            # above an upper bound of lf_cv: rejected by the LF stage, whatever lf_cv is
+            idx = idx[eta[idx] <= p.lf_cv_bound]
+            if len(idx):
+                idx = idx[eta[idx] <= p.lf_cv]
         return idx
 
     none = np.zeros(0, dtype=int)
