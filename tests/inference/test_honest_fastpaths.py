@@ -179,3 +179,26 @@ def test_seed_of_nothing_keeps_state():
     w = arp.WarmEta(p.sd, p.x)
     assert w.seed(np.zeros((0, p.x.shape[1] + 1), dtype=int)) == 0
     assert w.n_seeded == 0 and len(w.supports) == 0
+
+
+# ------------------------------------------------------------------ breakdown's test of one value
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 10_000), num_pre=st.integers(2, 4), num_post=st.integers(1, 6),
+       mbar=st.sampled_from([0.0, 0.2, 0.7, 2.0]), theta=st.floats(-0.6, 0.6),
+       hybrid=st.sampled_from(["LF", "ARP"]))
+def test_rejects_everywhere_equals_accepted_range(seed, num_pre, num_post, mbar, theta,
+                                                  hybrid):
+    """breakdown_value's early-exit test of one value gives the decision of the full
+    accepted_range on that value (fresh pieces for each, so neither sees the other's
+    bases)."""
+    from twinimpact.inference.honest_did import _rejects_everywhere
+
+    beta, sig = _event_study(num_pre, num_post, seed)
+    lv = np.eye(num_post)[0]
+    kw = {"alpha": 0.05, "hybrid": hybrid, "kappa": 0.005, "post_moments_only": True,
+          "lf_sims": 200, "seed": 0, "engine": "auto"}
+
+    def pieces():
+        return _rm_problems(beta, sig, num_pre, num_post, lv, mbar, pool=[], **kw)
+    want = accepted_range(pieces(), np.array([theta])) is None
+    assert _rejects_everywhere(pieces(), theta) == want

@@ -199,7 +199,8 @@ def lf_cv_upper(xi: np.ndarray, sd: np.ndarray, kappa: float) -> float:
     interpolation between two order statistics) is at most the upper of those two
     order statistics of the maxima. Inflated by ``1e-9`` relative (+``1e-12``) so that
     the rounding of either side cannot reverse an ``eta > bound`` decision."""
-    u = (xi / sd).max(axis=1)
+    # per draw; over a contiguous transpose (a maximum is exact in any order)
+    u = (np.ascontiguousarray(xi.T) / sd[:, None]).max(axis=0)
     n = len(u)
     h = min(n - 1, math.ceil((n - 1) * (1 - kappa)))
     top = float(np.partition(u, h)[h])
@@ -553,14 +554,16 @@ class WarmEta:
         eta = np.full(n, np.nan)
         if n == 0:
             return hit, eta
-        scale = 1.0 + np.abs(ys).max(axis=1)
+        # largest |y| per row, reduced over a contiguous copy of the transpose (a maximum
+        # is exact in any order; numpy's reduction along a short last axis is slow)
+        thr = _TOL_CERT * (1.0 + np.abs(np.ascontiguousarray(ys.T)).max(axis=0))
         rest = np.arange(n)
         for j, bi in enumerate(first):
             if not len(rest):
                 break
-            yr = ys[rest]
+            yr = ys if len(rest) == n else ys[rest]
             out = yr @ self._check[bi]  # (r, m + 1): slacks y - W z, then z_0
-            ok = out[:, :-1].max(axis=1) <= _TOL_CERT * scale[rest]
+            ok = np.ascontiguousarray(out.T[:-1]).max(axis=0) <= thr[rest]
             hit[rest[ok]] = j
             eta[rest[ok]] = out[ok, -1]
             rest = rest[~ok]

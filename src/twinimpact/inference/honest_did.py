@@ -298,6 +298,27 @@ def accepted_range(problems: Sequence[ArpProblem], thetas: np.ndarray
     return lo, hi
 
 
+def _rejects_everywhere(problems: Sequence[ArpProblem], theta: float) -> bool:
+    """True when every piece rejects ``theta`` (the union set excludes it): the same
+    decision as ``accepted_range(problems, [theta]) is None``, stopping at the first
+    piece that accepts -- first on the cheap ``eta <= 0`` acceptances of all pieces, then
+    on the tests (a value above a piece's :attr:`ArpProblem.lf_cv_bound` is rejected
+    without its critical value)."""
+    th = np.array([float(theta)])
+    etas = []
+    for p in problems:
+        eta, gam = p.eta(th)
+        if not (np.isfinite(eta[0]) and eta[0] > 0):
+            return False
+        etas.append((eta, gam))
+    for p, (eta, gam) in zip(problems, etas, strict=True):
+        if p.hybrid == "LF" and eta[0] > p.lf_cv_bound:
+            continue
+        if p.decide(th, eta, gam)[0]:
+            return False
+    return True
+
+
 def _delta_sd_upper_bound(betahat, sigma, num_pre, alpha):
     """R HonestDiD ``DeltaSD_upperBound_Mpre``: the largest ``|second difference| +
     z_{1-alpha} * se`` over the pre-period second differences (default grid of ``M``)."""
@@ -616,7 +637,7 @@ def breakdown_value(result_or_betahat: Any, sigma: Any = None, *,
             problems = _rm_problems(beta, sig, num_pre, num_post, lv, m, alpha=alpha,
                                     hybrid="LF", kappa=alpha / 10, post_moments_only=True,
                                     lf_sims=n_reps, seed=seed, engine="auto", pool=pool)
-            return accepted_range(problems, np.array([0.0])) is None
+            return _rejects_everywhere(problems, 0.0)
         start = 1.0
     else:
         def excludes(m: float) -> bool:
