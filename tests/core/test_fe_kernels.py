@@ -496,3 +496,74 @@ def test_projector_null_dimension_is_the_number_of_components():
     assert proj.ok and proj.n_null == 1
     comps = _fe._n_components(u, t, int(u.max()) + 1, int(t.max()) + 1)
     assert proj.n_null == comps
+
+
+# --- the Schur complement's B' diag(1/n_u) B from dense blocks of units (issue 13 item 3) ---
+
+def _random_cells(n_big, n_small, density, weighted, seed):
+    """A canonical CSR (n_big, n_small) table of counts (or positive weight sums), some
+    rows empty, and positive row factors."""
+    from scipy import sparse
+
+    rng = np.random.default_rng(seed)
+    on = rng.random((n_big, n_small)) < density
+    vals = rng.uniform(0.1, 3.0, on.shape) if weighted else rng.integers(1, 4, on.shape)
+    dense = np.where(on, vals, 0.0)
+    return sparse.csr_matrix(dense), dense, rng.uniform(0.05, 1.0, n_big)
+
+
+@settings(max_examples=40, deadline=None)
+@given(n_big=st.integers(1, 60), n_small=st.integers(1, 12),
+       density=st.floats(0.0, 1.0), weighted=st.booleans(), block=st.integers(1, 40),
+       seed=st.integers(0, 2**16))
+def test_scaled_gram_equals_dense_oracle(n_big, n_small, density, weighted, block, seed):
+    """Both ways of ``_scaled_gram`` (dense blocks of any size, the sparse product) equal
+    the obviously-correct dense ``B' diag(inv) B`` to rounding; structural zeros (periods
+    no unit links) stay exact zeros, so the component count is the graph's."""
+    m, dense, inv = _random_cells(n_big, n_small, density, weighted, seed)
+    oracle = dense.T @ (dense * inv[:, None])
+    scale = max(1.0, float(np.abs(oracle).max()))
+    old = _fe._GRAM_BLOCK_CELLS
+    try:
+        _fe._GRAM_BLOCK_CELLS = block * n_small  # `block` units per dense block
+        for way in (True, False):
+            got = _fe._scaled_gram(m, inv, dense=way)
+            assert got.shape == (n_small, n_small)
+            np.testing.assert_allclose(got, oracle, rtol=0, atol=1e-13 * scale)
+            np.testing.assert_array_equal(got != 0, (dense != 0).T.astype(int)
+                                          @ (dense != 0).astype(int) != 0)
+    finally:
+        _fe._GRAM_BLOCK_CELLS = old
+
+
+@given(n_big=st.integers(1, 30), n_small=st.integers(1, 8), start=st.integers(0, 30),
+       length=st.integers(0, 30), seed=st.integers(0, 2**16))
+def test_csr_rows_dense_equals_slice(n_big, n_small, start, length, seed):
+    m, dense, _ = _random_cells(n_big, n_small, 0.4, True, seed)
+    start = min(start, n_big)
+    stop = min(n_big, start + length)
+    np.testing.assert_array_equal(_fe._csr_rows_dense(m, start, stop), dense[start:stop])
+
+
+@pytest.mark.parametrize("way", [True, False])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_projector_gram_ways_and_blocks_equal_dummy_regression(monkeypatch, way, weighted):
+    """The projector with the Gram from several small dense blocks, or from the sparse
+    product, projects like the dummy-variable regression (multi-block path exercised at
+    test size), connected and with two disconnected groups of periods."""
+    real = _fe._scaled_gram
+    monkeypatch.setattr(_fe, "_GRAM_BLOCK_CELLS", 50)
+    monkeypatch.setattr(_fe, "_scaled_gram", lambda c, inv: real(c, inv, dense=way))
+    u, t, rng = _unbalanced(5)
+    w = rng.uniform(0.2, 3.0, len(u)) if weighted else None
+    x = rng.normal(size=(len(u), 2)) * [1.0, 50.0]
+    proj = _fe.two_way_projector([u, t], w)
+    assert proj is not None and proj.ok and proj.n_null == 1
+    np.testing.assert_allclose(proj.subtract(x), _dummy_residuals(x, u, t, w), rtol=0,
+                               atol=1e-10 * np.abs(x).max())
+    u2 = np.r_[np.repeat(np.arange(5), 4), np.repeat(np.arange(5, 9), 3)]
+    t2 = np.r_[np.tile(np.arange(4), 5), np.tile(np.arange(4, 7), 4)]
+    y = rng.normal(size=len(u2))
+    assert _fe.two_way_projector([u2, t2]).n_null == 2
+    np.testing.assert_allclose(demean(y, [u2, t2]).x, _dummy_residuals(y, u2, t2),
+                               atol=1e-12)

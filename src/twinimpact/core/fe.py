@@ -247,6 +247,56 @@ def _count_cells(big: np.ndarray, n_big: int, small: np.ndarray, n_small: int, *
     return m
 
 
+#: cells per dense block of :func:`_scaled_gram` (1 MB of float64: cache-sized)
+_GRAM_BLOCK_CELLS = 1 << 17
+
+
+def _csr_rows_dense(m: Any, start: int, stop: int) -> np.ndarray:
+    """Rows ``start:stop`` of a CSR matrix as a dense array, through a CSR view of the
+    stored arrays (``m[start:stop]`` copies the block's indices and data first)."""
+    from scipy import sparse
+
+    lo, hi = int(m.indptr[start]), int(m.indptr[stop])
+    blk = sparse.csr_matrix((m.data[lo:hi], m.indices[lo:hi], m.indptr[start:stop + 1] - lo),
+                            shape=(stop - start, m.shape[1]), copy=False)
+    return blk.toarray()
+
+
+def _scaled_gram(cells: Any, inv: np.ndarray, *, dense: bool | None = None) -> np.ndarray:
+    """``B' diag(inv) B`` (T, T) dense, for ``B = cells`` (N, T) a canonical scipy CSR
+    matrix (the unit x period counts or weight sums of :class:`SmallSetProjector`).
+
+    Cost linear in the units either way. From dense blocks of units (BLAS products of
+    about ``_GRAM_BLOCK_CELLS`` cells each) when ``N T^2`` multiply-adds at BLAS speed
+    cost less than scipy's sparse-sparse product (about ``sum_u nnz_u^2`` scattered
+    updates, twice: it counts the output first -- most of the projector's setup time at
+    1e7 rows, 0.7 of 3 s), as in :func:`_unit_counts_csr`; else the sparse product (a
+    period set with many levels of which each unit has few: entry and exit over a long
+    span). Both form the products ``B[u, s] (B[u, t] inv[u])``; they differ only in the
+    order of the sums over units (rounding). ``dense``: force one way (tests)."""
+    from scipy import sparse
+
+    n_big, n_small = cells.shape
+    if dense is None:
+        nnz_u = np.diff(cells.indptr).astype(np.float64)
+        dense = n_big * n_small * n_small <= _SYRK_OVER_SPARSE * float(nnz_u @ nnz_u)
+    if dense:
+        out = np.zeros((n_small, n_small))
+        rows = max(1, _GRAM_BLOCK_CELLS // max(1, n_small))
+        for start in range(0, n_big, rows):
+            f = _csr_rows_dense(cells, start, min(n_big, start + rows))
+            out += f.T @ (f * inv[start:start + rows, None])
+        return out
+    # diag(inv) B: each stored entry times its row's factor (the numbers of scipy's
+    # diagonal product, without its format conversions), built on the stored index
+    # arrays, the factors array becoming the scaled data in place
+    factors = np.repeat(inv, np.diff(cells.indptr))
+    np.multiply(cells.data, factors, out=factors)
+    scaled = sparse.csr_matrix((factors, cells.indices, cells.indptr), shape=cells.shape,
+                               copy=False)
+    return _dense(cells.T @ scaled)
+
+
 class SmallSetProjector:
     """Exact two-way (weighted) within projection when one fixed-effect set is small.
 
@@ -281,16 +331,8 @@ class SmallSetProjector:
                                            shape=(big.n_groups, small.n_groups))
             self.cells.sum_duplicates()
         w_t = small.wsum
-        # diag(1/n_u) B: each stored entry times its row's factor (the numbers of scipy's
-        # diagonal product, without its format conversions)
-        # (built on the stored index arrays, not a copy of them; the factors array becomes
-        # the scaled data in place: one temporary instead of a repeat and a copied matrix)
-        c = self.cells
-        factors = np.repeat(big.inv_wsum, np.diff(c.indptr))
-        np.multiply(c.data, factors, out=factors)
-        scaled = sparse.csr_matrix((factors, c.indices, c.indptr), shape=c.shape, copy=False)
-        linked = self.cells.T @ scaled
-        s = np.diag(w_t) - _dense(linked)
+        linked = _scaled_gram(self.cells, big.inv_wsum)
+        s = np.diag(w_t) - linked
         s = 0.5 * (s + s.T)
         lam, vec = np.linalg.eigh(s)
         # The null space is known exactly: one direction (the indicator of its periods) per
@@ -302,7 +344,9 @@ class SmallSetProjector:
         # a mere sliver of weight); otherwise alternating projections are used.
         from scipy.sparse.csgraph import connected_components
 
-        n_comp = int(connected_components(sparse.csr_matrix(linked), directed=False)[0])
+        # (two periods are linked when a unit has rows in both: a positive entry of B'B)
+        n_comp = int(connected_components(sparse.csr_matrix(linked != 0),
+                                          directed=False)[0])
         null, self.ok = _known_null_space(lam, n_comp)
         self.n_null = n_comp
         keep = ~null

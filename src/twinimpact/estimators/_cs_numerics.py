@@ -44,11 +44,14 @@ __all__ = [
     "IPW_TRIM",
     "OVERLAP_MAX",
     "PS_CAP",
+    "BlockedInfluence",
     "CellFit",
     "LogitFit",
     "cell_closed_form",
     "cell_closed_form_full",
     "cell_closed_form_rc",
+    "cell_closed_form_rc_groups",
+    "cell_closed_form_split",
     "cell_estimate",
     "cell_estimate_rc",
     "logit",
@@ -188,15 +191,14 @@ def cell_closed_form_full(dy: np.ndarray, treat: np.ndarray, ctrl: np.ndarray,
     return CellFit(float(m1 - m0), empty)
 
 
-def cell_closed_form_split(dy1: np.ndarray, dy0: np.ndarray, n_total: int, method: str,
-                           out: np.ndarray, idx1: np.ndarray, idx0: np.ndarray) -> CellFit:
+def cell_closed_form_split(dy1: np.ndarray, dy0: np.ndarray, n_total: int,
+                           method: str) -> CellFit:
     """:func:`cell_closed_form` from the outcome changes of the cohort ``dy1`` (N1,) and of
-    the comparison units ``dy0`` (N0,) (gathered by the caller, contiguous), writing the
-    influence function into ``out[idx1]`` and ``out[idx0]`` (``out`` (n,) is left untouched
-    elsewhere, so it must already be zero there). Same estimate, influence function and
-    guards as :func:`cell_closed_form_full`; only the masked passes over all ``n`` units are
-    replaced by passes over the ``N1 + N0`` units of the cell. ``dy1`` and ``dy0`` are
-    overwritten (scratch). Returns ``CellFit`` with an empty ``inf``.
+    the comparison units ``dy0`` (N0,) (gathered by the caller, contiguous): the influence
+    function is written over them in place (``dy1`` becomes the cohort's values, ``dy0``
+    the comparison units'), so a cell touches only its ``N1 + N0`` units. Same estimate,
+    influence function and guards as :func:`cell_closed_form_full`; when a guard applies
+    the inputs are left unscaled. Returns ``CellFit`` with an empty ``inf``.
     """
     N1, N0 = len(dy1), len(dy0)
     share = N1 / (N1 + N0)
@@ -208,10 +210,8 @@ def cell_closed_form_split(dy1: np.ndarray, dy0: np.ndarray, n_total: int, metho
     m0 = np.add.reduce(dy0) / N0
     dy1 -= m1
     dy1 *= n_total / N1
-    out[idx1] = dy1
     dy0 -= m0
     dy0 *= -n_total / N0
-    out[idx0] = dy0
     return CellFit(float(m1 - m0), empty)
 
 
@@ -309,6 +309,25 @@ def cell_estimate(dy: np.ndarray, D: np.ndarray, X: np.ndarray, n_total: int, me
     return CellFit(float(att), inf * (n_total / n1))
 
 
+def _rc_guard(N: list[int], method: str) -> str | None:
+    """R's guards of a repeated-cross-section 2x2 without covariates from the four cell
+    counts (cohort at t, cohort at base, comparison at t, comparison at base): an empty
+    cell; for "dr"/"ipw" the overlap check (share of treated observations >= 0.999) and
+    the trimming of every comparison observation when that share is >= 0.995. The reason
+    the cell is NaN, or None."""
+    if min(N) == 0:
+        which = ["cohort in period t", "cohort in the base period",
+                 "comparison units in period t", "comparison units in the base period"]
+        return "no observations of the " + " / ".join(
+            w for w, c in zip(which, N, strict=True) if c == 0)
+    share = (N[0] + N[1]) / sum(N)
+    if method in ("dr", "ipw") and share >= OVERLAP_MAX:
+        return f"overlap condition violated (propensity score {share:.4f} >= {OVERLAP_MAX})"
+    if method in ("dr", "ipw") and share >= IPW_TRIM:
+        return f"all comparison observations trimmed (propensity score >= {IPW_TRIM})"
+    return None
+
+
 def cell_closed_form_rc(Y: np.ndarray, present: np.ndarray, cur: int, base: int,
                         treat: np.ndarray, ctrl: np.ndarray, n_total: int, method: str,
                         out: np.ndarray) -> CellFit:
@@ -332,19 +351,9 @@ def cell_closed_form_rc(Y: np.ndarray, present: np.ndarray, cur: int, base: int,
     masks = (treat & at_t, treat & at_b, ctrl & at_t, ctrl & at_b)
     N = [int(np.count_nonzero(m)) for m in masks]
     empty = np.empty(0)
-    if min(N) == 0:
-        which = ["cohort in period t", "cohort in the base period",
-                 "comparison units in period t", "comparison units in the base period"]
-        return CellFit(np.nan, empty, "no observations of the "
-                       + " / ".join(w for w, c in zip(which, N, strict=True) if c == 0))
-    n1 = sum(N)
-    share = (N[0] + N[1]) / n1
-    if method in ("dr", "ipw") and share >= OVERLAP_MAX:
-        return CellFit(np.nan, empty, "overlap condition violated "
-                       f"(propensity score {share:.4f} >= {OVERLAP_MAX})")
-    if method in ("dr", "ipw") and share >= IPW_TRIM:
-        return CellFit(np.nan, empty,
-                       f"all comparison observations trimmed (propensity score >= {IPW_TRIM})")
+    reason = _rc_guard(N, method)
+    if reason:
+        return CellFit(np.nan, empty, reason)
     yt, yb = Y[:, cur], Y[:, base]
     m = [np.add.reduce(v, where=mk) / c
          for v, mk, c in zip((yt, yb, yt, yb), masks, N, strict=True)]
@@ -353,6 +362,42 @@ def cell_closed_form_rc(Y: np.ndarray, present: np.ndarray, cur: int, base: int,
                                     strict=True):
         np.add(out, (v - mean) * (sign * n_total / c), out=out, where=mk)
     return CellFit(float((m[0] - m[1]) - (m[2] - m[3])), empty)
+
+
+def cell_closed_form_rc_groups(Ys: list[np.ndarray], Ps: list[np.ndarray], cur: int,
+                               base: int, n_total: int, method: str,
+                               outs: list[np.ndarray]) -> CellFit:
+    """:func:`cell_closed_form_rc` on the cell's units only, given by groups: ``Ys[0]``,
+    ``Ps[0]`` (N_0, T) the outcomes and presence of the cohort's units, ``Ys[j]``,
+    ``Ps[j]`` (j >= 1) those of the comparison groups (each unit in one group). The
+    influence function of group ``j``'s units is written into ``outs[j]`` (N_j,); the
+    estimate, the per-unit influence values and the guards are those of
+    :func:`cell_closed_form_rc` (the four cell means are summed group by group), and
+    nothing is written when a guard applies. The work is O(units of the cell), not
+    O(n).
+    """
+    pt = [P[:, cur] for P in Ps]
+    pb = [P[:, base] for P in Ps]
+    yt = [Y[:, cur] for Y in Ys]
+    yb = [Y[:, base] for Y in Ys]
+    N = [int(np.count_nonzero(pt[0])), int(np.count_nonzero(pb[0])),
+         sum(int(np.count_nonzero(m)) for m in pt[1:]),
+         sum(int(np.count_nonzero(m)) for m in pb[1:])]
+    empty = np.empty(0)
+    reason = _rc_guard(N, method)
+    if reason:
+        return CellFit(np.nan, empty, reason)
+    m_t1 = np.add.reduce(yt[0], where=pt[0]) / N[0]
+    m_t0 = np.add.reduce(yb[0], where=pb[0]) / N[1]
+    m_c1 = sum(np.add.reduce(v, where=m) for v, m in zip(yt[1:], pt[1:], strict=True)) / N[2]
+    m_c0 = sum(np.add.reduce(v, where=m) for v, m in zip(yb[1:], pb[1:], strict=True)) / N[3]
+    with np.errstate(invalid="ignore"):  # (absent observations are NaN, not selected)
+        for j, out in enumerate(outs):
+            (m1, c1, s1), (m0, c0, s0) = (((m_t1, N[0], 1.0), (m_t0, N[1], -1.0)) if j == 0
+                                          else ((m_c1, N[2], -1.0), (m_c0, N[3], 1.0)))
+            np.add(np.where(pt[j], (yt[j] - m1) * (s1 * n_total / c1), 0.0),
+                   np.where(pb[j], (yb[j] - m0) * (s0 * n_total / c0), 0.0), out=out)
+    return CellFit(float((m_t1 - m_t0) - (m_c1 - m_c0)), empty)
 
 
 def _ols_rep(X: np.ndarray, y: np.ndarray, sel: np.ndarray, n1: int):
@@ -530,16 +575,26 @@ def quantile_type1(x: np.ndarray, q: float, axis: int = 0) -> np.ndarray:
     return np.quantile(x, q, axis=axis, method="inverted_cdf")
 
 
-def mammen_bootstrap(psi: np.ndarray, n_draws: int, rng: np.random.Generator,
-                     chunk_elems: int = 4_000_000) -> np.ndarray:
+def mammen_bootstrap(psi: np.ndarray | BlockedInfluence, n_draws: int,
+                     rng: np.random.Generator, chunk_elems: int = 4_000_000) -> np.ndarray:
     """Multiplier bootstrap draws ``sqrt(n) * mean_i(psi_i * v_i)`` with Mammen weights.
 
     As R ``BMisc::multiplier_bootstrap`` (used by did's ``mboot``): ``v`` takes
     ``(1 - sqrt 5)/2`` with probability ``(1 + sqrt 5)/(2 sqrt 5)`` and ``(1 + sqrt 5)/2``
     otherwise (mean 0, variance 1). ``psi`` is (n, k); returns (n_draws, k). Draws are
-    generated in chunks so memory stays O(n * chunk) rather than O(n * n_draws).
+    generated in chunks so memory stays O(n * chunk) rather than O(n * n_draws). A
+    :class:`BlockedInfluence` is multiplied block by block, its NaNs read as 0 (as
+    ``np.nan_to_num``).
     """
     n, k = psi.shape
+    if isinstance(psi, BlockedInfluence):
+        blocked = psi
+
+        def mul(v: np.ndarray) -> np.ndarray:
+            return blocked.left_matmul(v, nan_to_zero=True)
+    else:
+        def mul(v: np.ndarray) -> np.ndarray:
+            return v @ psi
     out = np.empty((n_draws, k))
     step = max(1, min(n_draws, chunk_elems // max(n, 1)))
     with progress(n_draws, "callaway_santanna multiplier bootstrap") as bar:
@@ -547,6 +602,146 @@ def mammen_bootstrap(psi: np.ndarray, n_draws: int, rng: np.random.Generator,
             b = min(step, n_draws - start)
             low = rng.random((b, n)) < MAMMEN_P_LOW
             v = np.where(low, MAMMEN_LOW, MAMMEN_HIGH)
-            out[start:start + b] = (v @ psi) / np.sqrt(n)
+            out[start:start + b] = mul(v) / np.sqrt(n)
             bar.update(b)
     return out
+
+
+@dataclass(frozen=True, eq=False)
+class BlockedInfluence:
+    """An (n, K) influence function stored in its nonzero blocks.
+
+    Cell ``k`` of Callaway & Sant'Anna is nonzero only on the units of its cohort and of
+    its comparison group, so the units are split into row groups (the cohorts, and the
+    never-treated) and group ``j`` stores ``values[j]`` (``len(rows[j])`` x
+    ``len(cols[j])``, Fortran order): its units ``rows[j]`` (sorted unit indices, the
+    groups disjoint) in the cells ``cols[j]`` (sorted) where it is the cohort or the
+    comparison group. Every other entry is 0, except the columns ``nan_cols`` (K,) bool
+    (cells not computed), which are NaN for every unit. Memory is the number of nonzeros,
+    not ``n * K``; :meth:`dense` is the (n, K) matrix.
+    """
+
+    n: int
+    K: int
+    rows: tuple[np.ndarray, ...]
+    cols: tuple[np.ndarray, ...]
+    values: tuple[np.ndarray, ...]
+    nan_cols: np.ndarray
+
+    @classmethod
+    def from_dense(cls, inf: np.ndarray) -> BlockedInfluence:
+        """One block holding a dense (n, K) matrix (NaNs kept in the values)."""
+        n, K = inf.shape
+        return cls(n, K, (np.arange(n),), (np.arange(K),), (np.asfortranarray(inf),),
+                   np.zeros(K, dtype=bool))
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.n, self.K)
+
+    @property
+    def nbytes(self) -> int:
+        return int(sum(v.nbytes + r.nbytes for v, r in zip(self.values, self.rows,
+                                                           strict=True)))
+
+    def nan_mask(self) -> np.ndarray:
+        """(K,) columns holding a NaN (``np.isnan(dense).any(axis=0)``)."""
+        bad = self.nan_cols.copy()
+        for c, v in zip(self.cols, self.values, strict=True):
+            if len(c) and v.size:
+                bad[c] |= np.isnan(v).any(axis=0)
+        return bad
+
+    def dense(self, cols: np.ndarray | None = None) -> np.ndarray:
+        """The (n, K) matrix (or its columns ``cols``), Fortran order."""
+        K = self.K
+        sel = np.arange(K) if cols is None else np.asarray(cols, dtype=np.intp)
+        where = np.full(K, -1, dtype=np.intp)
+        where[sel] = np.arange(len(sel))
+        out = np.zeros((self.n, len(sel)), order="F")
+        for r, c, v in zip(self.rows, self.cols, self.values, strict=True):
+            loc = where[c]
+            for i in np.flatnonzero(loc >= 0):
+                out[r, loc[i]] = v[:, i]
+        out[:, self.nan_cols[sel]] = np.nan
+        return out
+
+    def gram(self) -> np.ndarray:
+        """``dense().T @ dense()`` (K, K), summed over the blocks (``V_j' V_j``); the rows
+        and columns of a column holding a NaN are NaN."""
+        K = self.K
+        v = np.zeros((K, K))
+        for c, V in zip(self.cols, self.values, strict=True):
+            if not len(c):
+                continue
+            if c[-1] - c[0] + 1 == len(c):  # contiguous cells
+                sl = slice(int(c[0]), int(c[-1]) + 1)
+                v[sl, sl] += V.T @ V
+            else:
+                v[np.ix_(c, c)] += V.T @ V
+        v[self.nan_cols, :] = np.nan
+        v[:, self.nan_cols] = np.nan
+        return v
+
+    def cluster_sums(self, codes: np.ndarray, G: int, *, nan_to_zero: bool = False
+                     ) -> np.ndarray:
+        """(G, K) sums of the influence function within clusters ``codes`` (n,);
+        ``nan_to_zero``: as for ``np.nan_to_num(dense())``."""
+        from scipy import sparse
+
+        s = np.zeros((G, self.K))
+        for r, c, V in zip(self.rows, self.cols, self.values, strict=True):
+            if not len(c) or not len(r):
+                continue
+            if nan_to_zero:
+                V = np.nan_to_num(V)
+            agg = sparse.csr_matrix((np.ones(len(r)), (codes[r], np.arange(len(r)))),
+                                    shape=(G, len(r)))
+            s[:, c] += np.asarray(agg @ V)
+        s[:, self.nan_cols] = 0.0 if nan_to_zero else np.nan
+        return s
+
+    def left_matmul(self, w: np.ndarray, *, nan_to_zero: bool = False) -> np.ndarray:
+        """``w @ dense()`` for ``w`` (b, n), (b, K), block by block (``w[:, rows_j] @
+        V_j``); ``nan_to_zero`` as in :meth:`cluster_sums`."""
+        out = np.zeros((w.shape[0], self.K))
+        for r, c, V in zip(self.rows, self.cols, self.values, strict=True):
+            if not len(c) or not len(r):
+                continue
+            if nan_to_zero:
+                V = np.nan_to_num(V)
+            wr = w if len(r) == self.n else w[:, r]
+            out[:, c] += wr @ V
+        out[:, self.nan_cols] = 0.0 if nan_to_zero else np.nan
+        return out
+
+    def add_columns(self, ks: np.ndarray, ws: np.ndarray, out: np.ndarray) -> None:
+        """``out += sum_i ws[i] * dense()[:, ks[i]]`` (n,), in place, the columns added
+        one after another in the given order (BLAS axpy on each block's rows)."""
+        from scipy.linalg import blas
+
+        ks = np.asarray(ks, dtype=np.intp)
+        for r, c, V in zip(self.rows, self.cols, self.values, strict=True):
+            if not len(c) or not len(r):
+                continue
+            where = np.full(self.K, -1, dtype=np.intp)
+            where[c] = np.arange(len(c))
+            loc = where[ks]
+            sel = np.flatnonzero(loc >= 0)
+            if not len(sel):
+                continue
+            whole = len(r) == self.n
+            seg = out if whole else out[r]
+            for i in sel:
+                if blas.daxpy(V[:, loc[i]], seg, a=float(ws[i])) is not seg:
+                    raise RuntimeError("internal: daxpy did not update in place")
+            if not whole:
+                out[r] = seg
+        if self.nan_cols[ks].any():
+            out[:] = np.nan
+
+    def freeze(self) -> BlockedInfluence:
+        """Make every stored array read-only (results are immutable); returns self."""
+        for a in (*self.rows, *self.cols, *self.values, self.nan_cols):
+            a.setflags(write=False)
+        return self

@@ -20,7 +20,7 @@ import math
 import numbers
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
@@ -85,9 +85,14 @@ def _fmt(v: float) -> str:
 # ============================================================================ results
 @dataclass(frozen=True, eq=False, repr=False)
 class _InfluenceResult(EstimationResult):
-    """Shared machinery: influence function, clusters, bootstrap draws for bands."""
+    """Shared machinery: influence function, clusters, bootstrap draws for bands.
 
-    influence: np.ndarray | None = None
+    ``influence_source`` holds the influence function as computed: an (n_units, n_terms)
+    array, or (the ATT(g, t) of a fit) a :class:`~._cs_numerics.BlockedInfluence`, its
+    nonzero blocks; ``influence`` is the (n_units, n_terms) array, made from the blocks on
+    first access and cached (read-only)."""
+
+    influence_source: Any = field(default=None, repr=False)
     cluster_codes: np.ndarray | None = None
     sup_t: np.ndarray | None = None
     band: bool = False
@@ -99,6 +104,17 @@ class _InfluenceResult(EstimationResult):
                 and len(self.sup_t)):
             return float(num.quantile_type1(self.sup_t, 1 - alpha))
         return float(stats.norm.ppf(1 - alpha / 2))
+
+    @functools.cached_property
+    def influence(self) -> np.ndarray | None:
+        """The influence function, (n_units, n_terms), read-only, scaled so that
+        ``vcov = influence.T @ influence / n**2`` (analytic, unit clusters); the blocked
+        form of a fit is made dense here, once (units x cells can be large: the
+        estimator itself never needs this array)."""
+        src = self.influence_source
+        if src is None:
+            return None
+        return _ro(src.dense() if isinstance(src, num.BlockedInfluence) else src)
 
 
 @dataclass(frozen=True, eq=False, repr=False)
@@ -112,8 +128,10 @@ class CallawaySantAnnaResult(_InfluenceResult):
     """ATT(g, t) result of :func:`callaway_santanna`.
 
     Extra fields: ``influence`` (n_units x n_cells, scaled so that
-    ``vcov = influence.T @ influence / n**2``), ``unit_cohort`` (n_units,; NaN = never
-    treated), ``units`` (labels in the row order of ``influence``).
+    ``vcov = influence.T @ influence / n**2``; made on first access from
+    ``influence_source``, the nonzero blocks the estimator works with, and cached),
+    ``unit_cohort`` (n_units,; NaN = never treated), ``units`` (labels in the row order
+    of ``influence``).
     """
 
     unit_cohort: np.ndarray | None = None
@@ -530,18 +548,81 @@ def _finish_panel(Y: np.ndarray, Xw: list[np.ndarray], coh: np.ndarray, u2: np.n
 @dataclass
 class _Cells:
     att: np.ndarray
-    inf: np.ndarray
+    inf: num.BlockedInfluence
     group: np.ndarray
     time: np.ndarray
     base: np.ndarray
     normalized: np.ndarray
     reasons: dict[str, str]
-    vcov: np.ndarray | None = None  # unit-level IF'IF / n^2 when computed from blocks
+
+
+class _RowGroups:
+    """The units split by cohort (ascending, the never-treated last): the row groups of
+    the blocked influence function. Cell ``k`` is nonzero only on the group of its cohort
+    and the groups of its comparison units, so each group stores the (its units x the
+    cells it takes part in) block, allocated once the cells' groups are known."""
+
+    def __init__(self, coh_key: np.ndarray) -> None:
+        self.values, self.unit_group = np.unique(coh_key, return_inverse=True)
+        ng = len(self.values)
+        order = np.argsort(self.unit_group, kind="stable")  # sorted units within group
+        bounds = np.concatenate([[0], np.cumsum(np.bincount(self.unit_group,
+                                                            minlength=ng))])
+        self.rows = [order[bounds[j]:bounds[j + 1]] for j in range(ng)]
+        self.n_groups = ng
+
+    def index(self, value: float) -> int:
+        return int(np.searchsorted(self.values, value))
+
+    def allocate(self, part: np.ndarray) -> None:
+        """``part`` (n_groups, K) bool: group ``j`` takes part in cell ``k``."""
+        K = part.shape[1]
+        self.cols = [np.flatnonzero(part[j]) for j in range(self.n_groups)]
+        self.local = np.full((self.n_groups, K), -1, dtype=np.intp)
+        self.blocks = []
+        for j, c in enumerate(self.cols):
+            self.local[j, c] = np.arange(len(c))
+            self.blocks.append(np.zeros((len(self.rows[j]), len(c)), order="F"))
+
+    def column(self, j: int, k: int) -> np.ndarray:
+        """Group ``j``'s (contiguous) column of cell ``k``, written in place."""
+        loc = self.local[j, k]
+        if loc < 0:  # pragma: no cover - the cells' groups are planned before
+            raise RuntimeError(f"internal: group {j} does not take part in cell {k}")
+        return self.blocks[j][:, loc]
+
+    def put(self, k: int, units: np.ndarray, vals: np.ndarray) -> None:
+        """Write cell ``k``'s values ``vals`` on the sorted units ``units`` (whole groups)
+        into the blocks."""
+        g = self.unit_group[units]
+        if len(g) and g[0] == g[-1] and len(g) == len(self.rows[g[0]]):
+            self.column(int(g[0]), k)[:] = vals
+            return
+        perm = np.argsort(g, kind="stable")
+        cnt = np.bincount(g, minlength=self.n_groups)
+        start = 0
+        for j in np.flatnonzero(cnt):
+            stop = start + cnt[j]
+            self.column(int(j), k)[:] = vals[perm[start:stop]]
+            start = stop
+
+    def clear(self, k: int) -> None:
+        for j in np.flatnonzero(self.local[:, k] >= 0):
+            self.blocks[j][:, self.local[j, k]] = 0.0
+
+    def influence(self, n: int, nan_cols: np.ndarray) -> num.BlockedInfluence:
+        keep = [j for j in range(self.n_groups) if len(self.cols[j]) and len(self.rows[j])]
+        return num.BlockedInfluence(
+            n, len(nan_cols), tuple(self.rows[j] for j in keep),
+            tuple(self.cols[j] for j in keep), tuple(self.blocks[j] for j in keep),
+            nan_cols).freeze()
 
 
 def _compute_cells(p: _Panel, *, control_group: str, method: str, base_period: str,
                    anticipation: int) -> _Cells:
-    """All ATT(g, t) as R did ``compute.att_gt2`` (cells ordered by g, then t)."""
+    """All ATT(g, t) as R did ``compute.att_gt2`` (cells ordered by g, then t), with the
+    influence function stored in blocks (:class:`_RowGroups`): each cell writes only its
+    cohort's and its comparison units' values."""
     Y, periods, coh = p.Y, p.periods, p.cohort
     n, T = Y.shape
     tfac = 1 if base_period == "varying" else 0
@@ -549,7 +630,7 @@ def _compute_cells(p: _Panel, *, control_group: str, method: str, base_period: s
     glist = p.glist
     K = len(glist) * ncell_t
     att = np.full(K, np.nan)
-    inf = np.zeros((n, K), order="F")  # one contiguous column per cell
+    nan_cols = np.zeros(K, dtype=bool)
     grp = np.repeat(glist, ncell_t)
     tim = np.tile(periods[tfac:], len(glist))
     base = np.full(K, np.nan)
@@ -557,146 +638,153 @@ def _compute_cells(p: _Panel, *, control_group: str, method: str, base_period: s
     reasons: dict[str, str] = {}
     never = ~np.isfinite(coh)
     coh_key = np.where(never, np.inf, coh)
+    rg = _RowGroups(coh_key)
+    never_j = rg.n_groups - 1 if never.any() else None
+    # plan: each cell's periods (current, base) and the groups that take part in it
+    # (its cohort; the never-treated, or the cohorts not yet treated)
+    plan: list[tuple[int, int | None]] = []
+    part = np.zeros((rg.n_groups, K), dtype=bool)
+    for gi, gval in enumerate(glist):
+        pre_idx = np.flatnonzero(periods + anticipation < gval)
+        pret_g = int(pre_idx[-1]) if len(pre_idx) else None
+        tj = rg.index(gval)
+        for ti in range(ncell_t):
+            k = gi * ncell_t + ti
+            cur = ti + tfac
+            b = pret_g if base_period == "universal" else ti
+            if gval <= periods[cur]:
+                b = pret_g
+            plan.append((cur, b))
+            part[tj, k] = True
+            if control_group == "not_yet_treated":
+                cutoff = periods[max(cur, cur if b is None else b)] + anticipation
+                part[(rg.values > cutoff) & (rg.values != gval), k] = True
+            elif never_j is not None:
+                part[never_j, k] = True
+    rg.allocate(part)
     time_invariant = all(np.all(x == x[:, :1]) for x in p.X)
     X_static = (np.column_stack([np.ones(n)] + [x[:, 0] for x in p.X])
                 if p.X and time_invariant else None)
     ps_cache: dict[tuple, num.LogitFit] = {}
     conv_issue = False
     # balanced panel without covariates: each cohort's (and the never-treated) rows of Y
-    # gathered once (contiguous columns), so a cell touches only its own units
+    # gathered once (contiguous columns), so a cell touches only its own units; with
+    # never-treated comparisons the 2x2 fits write the blocks in place (the scratch
+    # they scale)
     closed = not p.X and p.present is None
-    # never-treated comparisons: cell k's influence function is zero outside cohort
-    # g(k) and the never-treated units, so IF'IF = NV'NV + the cohorts' diagonal blocks
-    # GB_g'GB_g, with NV (never-treated x cells) and GB_g (cohort g x its cells) the
-    # nonzero parts; the 2x2 fits write them in place (the scratch they scale)
     blocks = closed and control_group == "never_treated"
+    rc_closed = not p.X and p.present is not None
     if blocks:
-        idx_never = np.flatnonzero(never)
+        idx_never = rg.rows[never_j]
         Y_never = np.asfortranarray(Y[idx_never])
-        NV = np.zeros((len(idx_never), K), order="F")
-        vblock = np.zeros((K, K))
+    if rc_closed:  # unbalanced without covariates: every group's outcomes and presence
+        Yg = [np.asfortranarray(Y[r]) for r in rg.rows]
+        Pg = [np.asfortranarray(p.present[r]) for r in rg.rows]
     for gi, gval in enumerate(glist):
-        pre_idx = np.flatnonzero(periods + anticipation < gval)
-        pret_g = int(pre_idx[-1]) if len(pre_idx) else None
         treat = coh_key == gval
+        tj = rg.index(gval)
         if closed:
-            idx_g = np.flatnonzero(treat)
+            idx_g = rg.rows[tj]
             Y_g = np.asfortranarray(Y[idx_g])
-            if blocks:
-                GB = np.zeros((len(idx_g), ncell_t), order="F")
         for ti in range(ncell_t):
             k = gi * ncell_t + ti
-            cur = ti + tfac
-            if base_period == "universal":
-                b = pret_g
-            else:
-                b = ti
-            if gval <= periods[cur]:
-                b = pret_g
+            cur, b = plan[k]
+            label = f"ATT({_fmt(gval)},{_fmt(periods[cur])})"
             if b is None:
-                reasons[f"ATT({_fmt(gval)},{_fmt(periods[cur])})"] = "no pre-treatment period"
-                inf[:, k] = np.nan
+                reasons[label] = "no pre-treatment period"
+                nan_cols[k] = True
                 continue
             base[k] = periods[b]
             if base_period == "universal" and b == cur:
                 att[k] = 0.0
                 normalized[k] = True
                 continue
-            if control_group == "not_yet_treated":
-                cutoff = periods[max(cur, b)] + anticipation
-                ctrl = (coh_key > cutoff) & ~treat
-            else:
-                ctrl = never
-            label = f"ATT({_fmt(gval)},{_fmt(periods[cur])})"
-            if not treat.any() or not ctrl.any():
+            ctrl_j = np.flatnonzero(part[:, k])
+            ctrl_j = ctrl_j[ctrl_j != tj]
+            if not len(rg.rows[tj]) or not sum(len(rg.rows[j]) for j in ctrl_j):
                 reasons[label] = "no treated or no comparison units"
-                inf[:, k] = np.nan
+                nan_cols[k] = True
                 continue
-            if p.present is not None:  # unbalanced: repeated cross sections (R RC path)
-                fit = _rc_cell(p, cur, b, treat, ctrl, method, inf[:, k])
-                att[k] = fit.att
-                conv_issue |= fit.reason == "logit did not converge"
-                if np.isnan(fit.att):
-                    reasons[label] = fit.reason or "the 2x2 estimate is not finite"
-                    inf[:, k] = np.nan
-                continue
-            if closed:
-                if blocks:
-                    idx_c = idx_never
-                    dy0 = np.subtract(Y_never[:, cur], Y_never[:, b], out=NV[:, k])
-                    dy1 = np.subtract(Y_g[:, cur], Y_g[:, b], out=GB[:, ti])
+            if rc_closed:  # unbalanced: repeated cross sections (R RC path)
+                fit = num.cell_closed_form_rc_groups(
+                    [Yg[j] for j in (tj, *ctrl_j)], [Pg[j] for j in (tj, *ctrl_j)],
+                    cur, b, n, method, [rg.column(j, k) for j in (tj, *ctrl_j)])
+            elif blocks:
+                dy0 = np.subtract(Y_never[:, cur], Y_never[:, b],
+                                  out=rg.column(never_j, k))
+                dy1 = np.subtract(Y_g[:, cur], Y_g[:, b], out=rg.column(tj, k))
+                fit = num.cell_closed_form_split(dy1, dy0, n, method)
+            elif closed:
+                ctrl = (coh_key > periods[max(cur, b)] + anticipation) & ~treat
+                idx_c = np.flatnonzero(ctrl)
+                dy0 = Y[idx_c, cur] - Y[idx_c, b]
+                dy1 = np.subtract(Y_g[:, cur], Y_g[:, b], out=rg.column(tj, k))
+                fit = num.cell_closed_form_split(dy1, dy0, n, method)
+                if not fit.reason:
+                    rg.put(k, idx_c, dy0)
+            else:
+                if control_group == "not_yet_treated":
+                    ctrl = (coh_key > periods[max(cur, b)] + anticipation) & ~treat
                 else:
-                    idx_c = np.flatnonzero(ctrl)
-                    dy0 = Y[idx_c, cur] - Y[idx_c, b]
-                    dy1 = Y_g[:, cur] - Y_g[:, b]
-                fit = num.cell_closed_form_split(dy1, dy0, n, method, inf[:, k], idx_g,
-                                                 idx_c)
-                att[k] = fit.att
-                if fit.reason:
-                    reasons[label] = fit.reason
-                    inf[:, k] = np.nan
-                    if blocks:  # (the scratch was left unscaled)
-                        NV[:, k] = 0.0
-                        GB[:, ti] = 0.0
-                continue
-            rows = np.flatnonzero(treat | ctrl)
-            dy = Y[rows, cur] - Y[rows, b]
-            D = treat[rows]
-            cov_t = min(b, cur)
-            if time_invariant:
-                X = X_static[rows]
-            else:
-                X = np.column_stack([np.ones(len(rows))] + [x[rows, cov_t] for x in p.X])
-            ps = None
-            if method in ("dr", "ipw"):
-                ckey = (gi, control_group == "never_treated" or ctrl.tobytes(),
-                        0 if time_invariant else cov_t)
-                if ckey not in ps_cache:
-                    ps_cache[ckey] = num.logit(X, D.astype(float))
-                ps = ps_cache[ckey]
-                conv_issue |= not ps.converged
-            fit = num.cell_estimate(dy, D, X, n, method, ps=ps)
+                    ctrl = never
+                if p.present is not None:  # unbalanced with covariates (R RC path)
+                    fit, units, vals = _rc_cell(p, cur, b, treat, ctrl, method)
+                    conv_issue |= fit.reason == "logit did not converge"
+                else:
+                    units = np.flatnonzero(treat | ctrl)
+                    dy = Y[units, cur] - Y[units, b]
+                    D = treat[units]
+                    cov_t = min(b, cur)
+                    if time_invariant:
+                        X = X_static[units]
+                    else:
+                        X = np.column_stack([np.ones(len(units))]
+                                            + [x[units, cov_t] for x in p.X])
+                    ps = None
+                    if method in ("dr", "ipw"):
+                        ckey = (gi, control_group == "never_treated" or ctrl.tobytes(),
+                                0 if time_invariant else cov_t)
+                        if ckey not in ps_cache:
+                            ps_cache[ckey] = num.logit(X, D.astype(float))
+                        ps = ps_cache[ckey]
+                        conv_issue |= not ps.converged
+                    fit = num.cell_estimate(dy, D, X, n, method, ps=ps)
+                    vals = fit.inf
+                if np.isfinite(fit.att):
+                    rg.put(k, units, vals)
             att[k] = fit.att
-            if fit.reason:
-                reasons[label] = fit.reason
-                inf[:, k] = np.nan
-            else:
-                inf[rows, k] = fit.inf
-        if blocks:
-            sl = slice(gi * ncell_t, (gi + 1) * ncell_t)
-            vblock[sl, sl] += GB.T @ GB
-    vcov = None
-    if blocks:
-        vblock += NV.T @ NV
-        vcov = vblock / n**2
-        bad = np.isnan(att) & ~normalized  # the NaN columns of inf
-        vcov[bad, :] = np.nan
-        vcov[:, bad] = np.nan
+            if np.isnan(fit.att):
+                reasons[label] = fit.reason or "the 2x2 estimate is not finite"
+                nan_cols[k] = True
+                rg.clear(k)  # (scratch left unscaled)
     if conv_issue:
         warnings.warn(f"{ESTIMATOR}: a propensity-score logit did not converge in 100 "
                       "Newton iterations; check overlap and covariate scaling.",
                       ConvergenceWarning, stacklevel=3)
-    return _Cells(att=att, inf=inf, group=grp, time=tim, base=base, normalized=normalized,
-                  reasons=reasons, vcov=vcov)
+    return _Cells(att=att, inf=rg.influence(n, nan_cols), group=grp, time=tim, base=base,
+                  normalized=normalized, reasons=reasons)
 
 
 def _rc_cell(p: _Panel, cur: int, b: int, treat: np.ndarray, ctrl: np.ndarray,
-             method: str, out: np.ndarray) -> num.CellFit:
-    """One ATT(g, t) on an unbalanced panel as R did (``allow_unbalanced_panel = TRUE``):
-    every observation of the cohort and of the comparison group in period ``cur`` or in
-    the base period ``b`` is a repeated cross section (DRDID ``*_rc``); the influence
-    function, scaled by ``n_units / n_observations``, is summed within unit into ``out``."""
+             method: str) -> tuple[num.CellFit, np.ndarray, np.ndarray]:
+    """One ATT(g, t) with covariates on an unbalanced panel as R did
+    (``allow_unbalanced_panel = TRUE``): every observation of the cohort and of the
+    comparison group in period ``cur`` or in the base period ``b`` is a repeated cross
+    section (DRDID ``*_rc``); the influence function, scaled by ``n_units /
+    n_observations``, is summed within unit. Returns the fit, the units of the cell
+    (sorted) and their influence values."""
     n = p.Y.shape[0]
-    if not p.X:
-        return num.cell_closed_form_rc(p.Y, p.present, cur, b, treat, ctrl, n, method, out)
     sel = treat | ctrl
+    cell_units = np.flatnonzero(sel)
+    none = np.empty(0)
     it = np.flatnonzero(sel & p.present[:, cur])
     ib = np.flatnonzero(sel & p.present[:, b])
     counts = (np.count_nonzero(treat[it]), np.count_nonzero(treat[ib]),
               np.count_nonzero(ctrl[it]), np.count_nonzero(ctrl[ib]))
     if min(counts) == 0:
-        return num.CellFit(np.nan, np.empty(0), "no observations of the cohort or of the "
-                           "comparison group in period t or in the base period")
+        return (num.CellFit(np.nan, none, "no observations of the cohort or of the "
+                            "comparison group in period t or in the base period"),
+                cell_units, none)
     units = np.concatenate([it, ib])
     y = np.concatenate([p.Y[it, cur], p.Y[ib, b]])
     post = np.concatenate([np.ones(len(it)), np.zeros(len(ib))])
@@ -707,15 +795,27 @@ def _rc_cell(p: _Panel, cur: int, b: int, treat: np.ndarray, ctrl: np.ndarray,
     if method in ("dr", "ipw"):
         ps = num.logit(X, D.astype(float))
     fit = num.cell_estimate_rc(y, post, D, X, n, method, ps=ps)
+    vals = none
     if np.isfinite(fit.att):
-        out[:] = np.bincount(units, weights=fit.inf, minlength=n)
+        vals = np.bincount(units, weights=fit.inf, minlength=n)[cell_units]
         if ps is not None and not ps.converged:
-            return num.CellFit(fit.att, np.empty(0), "logit did not converge")
-    return fit
+            return (num.CellFit(fit.att, none, "logit did not converge"), cell_units,
+                    vals)
+    return fit, cell_units, vals
 
 
 # ============================================================================ inference
-def _cluster_sums(inf: np.ndarray, codes: np.ndarray | None, G: int) -> np.ndarray:
+def _cluster_sums(inf: np.ndarray | num.BlockedInfluence, codes: np.ndarray | None, G: int,
+                  *, nan_to_zero: bool = False) -> np.ndarray:
+    """(G, K) sums of the influence function within clusters (the (n, K) matrix itself
+    when ``codes`` is None); ``nan_to_zero``: NaNs read as 0 (``np.nan_to_num``)."""
+    if isinstance(inf, num.BlockedInfluence):
+        if codes is None:
+            d = inf.dense()
+            return np.nan_to_num(d) if nan_to_zero else d
+        return inf.cluster_sums(codes, G, nan_to_zero=nan_to_zero)
+    if nan_to_zero:
+        inf = np.nan_to_num(inf)
     if codes is None:
         return inf
     from scipy import sparse
@@ -725,12 +825,17 @@ def _cluster_sums(inf: np.ndarray, codes: np.ndarray | None, G: int) -> np.ndarr
     return np.asarray(agg @ inf)
 
 
-def _analytic_vcov(inf: np.ndarray, codes: np.ndarray | None, G: int) -> np.ndarray:
+def _analytic_vcov(inf: np.ndarray | num.BlockedInfluence, codes: np.ndarray | None,
+                   G: int) -> np.ndarray:
     """``sum_c s_c s_c' / n^2`` with ``s_c`` the cluster (or unit) sum of the influence
-    function; for unit clusters this is R did's ``V / n = IF'IF / n^2``."""
+    function; for unit clusters this is R did's ``V / n = IF'IF / n^2`` (from the blocks'
+    ``V_j' V_j`` when the influence function is blocked)."""
     n = inf.shape[0]
-    s = _cluster_sums(inf, codes, G)
-    v = s.T @ s / n**2
+    if codes is None and isinstance(inf, num.BlockedInfluence):
+        v = inf.gram() / n**2
+    else:
+        s = _cluster_sums(inf, codes, G)
+        v = s.T @ s / n**2
     # a column holding a NaN (a cell not computed) makes its own row and column of
     # s's cross-product NaN, and only those: the rest is that of the clean columns
     bad = np.isnan(np.diag(v))
@@ -746,18 +851,20 @@ class _Boot:
     n_eff: int
 
 
-def _bootstrap(inf: np.ndarray, codes: np.ndarray | None, G: int, n_draws: int,
-               rng: np.random.Generator) -> _Boot:
+def _bootstrap(inf: np.ndarray | num.BlockedInfluence, codes: np.ndarray | None, G: int,
+               n_draws: int, rng: np.random.Generator) -> _Boot:
     """R did ``mboot``: multiplier bootstrap of the influence function (cluster means of
     it when clustered), IQR-based standard errors ``(q75 - q25)/(z75 - z25)/sqrt(n)``."""
+    blocked = isinstance(inf, num.BlockedInfluence)
     if codes is None:
-        psi, n_eff = np.nan_to_num(inf), inf.shape[0]
+        psi, n_eff = (inf if blocked else np.nan_to_num(inf)), inf.shape[0]
     else:
-        sums = _cluster_sums(np.nan_to_num(inf), codes, G)
+        sums = _cluster_sums(inf, codes, G, nan_to_zero=True)
         size = np.bincount(codes, minlength=G).astype(float)
         psi, n_eff = sums / size[:, None], G
     bres = num.mammen_bootstrap(psi, n_draws, rng)
-    bad = np.isnan(inf).any(axis=0) | ~(np.sum(bres**2, axis=0) > SE_ZERO)
+    has_nan = inf.nan_mask() if blocked else np.isnan(inf).any(axis=0)
+    bad = has_nan | ~(np.sum(bres**2, axis=0) > SE_ZERO)
     q = num.quantile_type1(bres, 0.75) - num.quantile_type1(bres, 0.25)
     sigma = q / (stats.norm.ppf(0.75) - stats.norm.ppf(0.25))
     se = sigma / math.sqrt(n_eff)
@@ -800,7 +907,7 @@ class _InfluenceVcov:
     analytic variance ``sum_c s_c s_c' / n^2`` with the influence function summed within
     the new clusters, as :func:`callaway_santanna` with ``cluster=`` computes it."""
 
-    influence: np.ndarray
+    influence: np.ndarray | num.BlockedInfluence
     units: np.ndarray
     unit: str
 
@@ -845,14 +952,11 @@ class _InfluenceVcov:
                 _vcov_spec("influence_function", name, g, n, None, False))
 
 
-def _inference(inf: np.ndarray, *, codes: np.ndarray | None, G: int, bootstrap: int | None,
-               seed: Any, cband: bool, normalized: np.ndarray | None = None,
-               band_mask: np.ndarray | None = None, unit_vcov: np.ndarray | None = None):
-    """Vcov (analytic or bootstrap-scaled), sup-t draws and the spec for a set of terms.
-    ``unit_vcov``: the analytic unit-level vcov when already known (used without
-    clusters)."""
-    v = (_analytic_vcov(inf, codes, G) if unit_vcov is None or codes is not None
-         else unit_vcov.copy())
+def _inference(inf: np.ndarray | num.BlockedInfluence, *, codes: np.ndarray | None, G: int,
+               bootstrap: int | None, seed: Any, cband: bool,
+               normalized: np.ndarray | None = None, band_mask: np.ndarray | None = None):
+    """Vcov (analytic or bootstrap-scaled), sup-t draws and the spec for a set of terms."""
+    v = _analytic_vcov(inf, codes, G)
     va = v.copy()
     se = np.sqrt(np.clip(np.diag(v), 0, None))
     zero = se <= SE_ZERO
@@ -1060,7 +1164,7 @@ def callaway_santanna(data: pd.DataFrame, *, outcome: str, unit: str, time: str,
             + ". Aggregate with na_rm=True to drop them.", NotComputableWarning, stacklevel=2)
     v, sup, kind, va = _inference(cells.inf, codes=p.cluster, G=p.n_clusters,
                                   bootstrap=bootstrap, seed=seed, cband=cband,
-                                  normalized=cells.normalized, unit_vcov=cells.vcov)
+                                  normalized=cells.normalized)
 
     # pre-test (R att_gt): Wald test that all pre-treatment ATT(g,t) are zero, analytic V
     se_a = np.sqrt(np.clip(np.diag(va), 0, None))
@@ -1071,7 +1175,9 @@ def callaway_santanna(data: pd.DataFrame, *, outcome: str, unit: str, time: str,
     # (made only then: a (clusters x pre-cells) copy no regular fit needs)
     @functools.cache
     def factor() -> np.ndarray:
-        return _cluster_sums(cells.inf[:, pre], p.cluster, p.n_clusters) / cells.inf.shape[0]
+        s = (cells.inf.dense(pre) if p.cluster is None
+             else cells.inf.cluster_sums(p.cluster, p.n_clusters)[:, pre])
+        return s / cells.inf.shape[0]
 
     pretest = wald_pretrend_test(
         [labels[i] for i in pre], cells.att[pre], va[np.ix_(pre, pre)],
@@ -1119,11 +1225,11 @@ def callaway_santanna(data: pd.DataFrame, *, outcome: str, unit: str, time: str,
             ESTIMATOR, pd.Series(cells.att, index=labels), v,
             _vcov_spec(kind, cluster, p.n_clusters, n, bootstrap, sup is not None),
             nobs=p.n_obs, spec=spec, diagnostics=diagnostics, term_info=term_info,
-            cls=CallawaySantAnnaResult, influence=_ro(cells.inf),
+            cls=CallawaySantAnnaResult, influence_source=cells.inf,
             cluster_codes=None if p.cluster is None else _ro(p.cluster),
             sup_t=None if sup is None else _ro(sup), band=sup is not None,
             unit_cohort=_ro(p.cohort), units=_ro(p.units), pretrend_test=pretest,
-            vcov_source=_InfluenceVcov(_ro(cells.inf), _ro(p.units), unit))
+            vcov_source=_InfluenceVcov(cells.inf, _ro(p.units), unit))
     del K
     return res  # type: ignore[return-value]
 
@@ -1191,7 +1297,10 @@ def _aggregate(res: CallawaySantAnnaResult, type: str, *, min_e, max_e, balance_
     att = res.coef.copy()
     group = info["cohort"].to_numpy(dtype=float)
     t = info["time"].to_numpy(dtype=float)
-    inf = np.asarray(res.influence)
+    inf = res.influence_source
+    if not isinstance(inf, num.BlockedInfluence):
+        inf = num.BlockedInfluence.from_dense(np.asarray(inf))
+    cell_col = np.arange(len(att))  # each kept cell's column of the influence function
     G = np.asarray(res.unit_cohort)
     n = inf.shape[0]
     missing = np.isnan(att)
@@ -1208,7 +1317,7 @@ def _aggregate(res: CallawaySantAnnaResult, type: str, *, min_e, max_e, balance_
                     if not np.isnan(att[keep & (group == g) & (g <= t)]).any()
                     and (keep & (group == g) & (g <= t)).any()}
             keep &= np.isin(group, list(ok_g))
-        att, group, t, inf = att[keep], group[keep], t[keep], inf[:, keep]
+        att, group, t, cell_col = att[keep], group[keep], t[keep], cell_col[keep]
     glist = np.unique(group)
     # recoded periods (R orig2t): position among the cells' periods and the cohorts
     gt_list = np.unique(np.concatenate([t, glist]))
@@ -1226,10 +1335,9 @@ def _aggregate(res: CallawaySantAnnaResult, type: str, *, min_e, max_e, balance_
 
     # the aggregated influence functions are written column by column into one
     # Fortran-order (n, rows) matrix: each is a weighted sum of the cells' columns
-    # (BLAS axpy on contiguous columns, no (n, cells) gather) plus the estimated-weights
-    # term, which depends on a unit only through its cohort (one gather)
-    if not inf.flags.f_contiguous:
-        inf = np.asfortranarray(inf)
+    # (BLAS axpy on the blocks' contiguous columns, over the rows of each block only)
+    # plus the estimated-weights term, which depends on a unit only through its cohort
+    # (one gather)
     rows: list[tuple[str, dict, float, int]] = []
     psi_all = np.empty((n, 0))
 
@@ -1247,8 +1355,7 @@ def _aggregate(res: CallawaySantAnnaResult, type: str, *, min_e, max_e, balance_
             np.take(vals, take_idx, out=out, mode="clip")  # (indices all in range)
         else:
             out[:] = 0.0
-        for k, w in zip(which, weights, strict=True):
-            _axpy(inf[:, k], out, float(w))
+        inf.add_columns(cell_col[which], weights, out)
         return est
 
     def mean_of(cols: list[int], col: int) -> None:
@@ -1409,7 +1516,7 @@ def _aggregate(res: CallawaySantAnnaResult, type: str, *, min_e, max_e, balance_
         _vcov_spec(kind, spec.get("cluster"), Gc, n, bootstrap, sup is not None),
         nobs=res.nobs, spec=aspec, diagnostics=diagnostics, term_info=tinfo,
         cls=CSAggregateResult, nan_reason="no ATT(g,t) (or zero variance) for this row",
-        influence=_ro(psi), cluster_codes=res.cluster_codes,
+        influence_source=_ro(psi), cluster_codes=res.cluster_codes,
         sup_t=None if sup is None else _ro(sup), band=sup is not None,
         pretrend_test=pretest, att_definition=att_def,
         vcov_source=(None if res.vcov_source is None else

@@ -1,0 +1,222 @@
+"""The blocked influence function of callaway_santanna against dense oracles.
+
+The fit stores its (units x cells) influence function as the nonzero blocks (each cohort,
+and the never-treated, x the cells it takes part in): :class:`BlockedInfluence`. Every
+operation the estimator runs on it (IF'IF, cluster sums, the bootstrap product, the
+aggregations' weighted column sums) must equal the same operation on the dense matrix,
+and the dense matrix ``result.influence`` (made on first access) must be what the
+estimator computed before: the slow 2x2-means oracle per cell, and ``vcov = IF'IF / n^2``.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy.linalg import blas
+
+from twinimpact.estimators import _cs_numerics as num
+from twinimpact.estimators.callaway_santanna import callaway_santanna
+
+#: the blocked operations sum the same products in another order (per block, then across
+#: blocks; pairwise sums over shorter vectors): agreement to rounding (~1e-15 seen)
+ROUNDING = 1e-12
+
+
+def _random_blocked(rng: np.random.Generator, n: int, K: int, n_groups: int,
+                    with_nan: bool) -> num.BlockedInfluence:
+    group = rng.integers(0, n_groups, n)
+    rows, cols, vals = [], [], []
+    for j in range(n_groups):
+        r = np.flatnonzero(group == j)
+        c = np.flatnonzero(rng.random(K) < 0.5)
+        if j == 0:  # one group in every cell (the never-treated)
+            c = np.arange(K)
+        rows.append(r)
+        cols.append(c)
+        vals.append(np.asfortranarray(rng.normal(size=(len(r), len(c)))))
+    nan_cols = rng.random(K) < (0.2 if with_nan else 0.0)
+    return num.BlockedInfluence(n, K, tuple(rows), tuple(cols), tuple(vals),
+                                nan_cols).freeze()
+
+
+def _dense_loop(b: num.BlockedInfluence) -> np.ndarray:
+    """The (n, K) matrix entry by entry (oracle of ``dense``)."""
+    out = np.zeros((b.n, b.K))
+    for r, c, v in zip(b.rows, b.cols, b.values, strict=True):
+        for a, i in enumerate(r):
+            for bb, k in enumerate(c):
+                out[i, k] = v[a, bb]
+    out[:, b.nan_cols] = np.nan
+    return out
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**31), n=st.integers(1, 40), K=st.integers(1, 9),
+       n_groups=st.integers(1, 5), with_nan=st.booleans(), G=st.integers(1, 6))
+def test_blocked_operations_equal_dense(seed, n, K, n_groups, with_nan, G):
+    rng = np.random.default_rng(seed)
+    b = _random_blocked(rng, n, K, n_groups, with_nan)
+    d = _dense_loop(b)
+    np.testing.assert_array_equal(b.dense(), d)
+    sel = rng.permutation(K)[: max(1, K // 2)]
+    np.testing.assert_array_equal(b.dense(sel), d[:, sel])
+    np.testing.assert_array_equal(b.nan_mask(), np.isnan(d).any(axis=0))
+    # IF'IF: NaN exactly in the rows / columns of the NaN cells
+    g, want = b.gram(), d.T @ d
+    np.testing.assert_array_equal(np.isnan(g), np.isnan(want))
+    np.testing.assert_allclose(g, want, rtol=ROUNDING, atol=ROUNDING)
+    # cluster sums (plain and NaN as 0) and the bootstrap product
+    codes = rng.integers(0, G, n)
+    agg = np.zeros((G, n))
+    agg[codes, np.arange(n)] = 1.0
+    np.testing.assert_allclose(b.cluster_sums(codes, G), agg @ d, rtol=ROUNDING,
+                               atol=ROUNDING)
+    np.testing.assert_allclose(b.cluster_sums(codes, G, nan_to_zero=True),
+                               agg @ np.nan_to_num(d), rtol=ROUNDING, atol=ROUNDING)
+    w = rng.normal(size=(3, n))
+    np.testing.assert_allclose(b.left_matmul(w, nan_to_zero=True), w @ np.nan_to_num(d),
+                               rtol=ROUNDING, atol=ROUNDING)
+    np.testing.assert_allclose(b.left_matmul(w), w @ d, rtol=ROUNDING, atol=ROUNDING)
+    # weighted column sums in a given order (the aggregations), onto a start vector
+    ks = rng.choice(K, size=min(K, 4), replace=False)
+    ws = rng.normal(size=len(ks))
+    start = rng.normal(size=n)
+    got = start.copy()
+    b.add_columns(ks, ws, got)
+    want = start.copy()
+    for k, wk in zip(ks, ws, strict=True):
+        want = blas.daxpy(np.ascontiguousarray(d[:, k]), want, a=float(wk))
+    np.testing.assert_allclose(got, want, rtol=ROUNDING, atol=ROUNDING)
+    # the bootstrap draws: same generator, same weights, same draws to rounding
+    a1 = num.mammen_bootstrap(b, 7, np.random.default_rng(seed), chunk_elems=50)
+    a2 = num.mammen_bootstrap(np.nan_to_num(d), 7, np.random.default_rng(seed),
+                              chunk_elems=50)
+    np.testing.assert_allclose(a1, a2, rtol=ROUNDING, atol=ROUNDING)
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**31), n=st.integers(4, 30), T=st.integers(2, 5),
+       n_ctrl_groups=st.integers(1, 3), method=st.sampled_from(["dr", "ipw", "reg"]),
+       miss=st.floats(0.0, 0.6))
+def test_rc_group_kernel_equals_full_length_kernel(seed, n, T, n_ctrl_groups, method,
+                                                   miss):
+    """The repeated-cross-section 2x2 on the cell's groups only equals the full-length
+    masked kernel (every unit of the panel, the cohort and comparison masks)."""
+    rng = np.random.default_rng(seed)
+    Y = rng.normal(size=(n, T)) * 3 + 10
+    present = rng.random((n, T)) >= miss
+    Y[~present] = np.nan
+    group = rng.integers(-1, n_ctrl_groups + 1, n)  # -1: in no group of the cell
+    treat, ctrl = group == 0, group >= 1
+    cur, base = int(rng.integers(0, T)), int(rng.integers(0, T))
+    full = np.zeros(n)
+    want = num.cell_closed_form_rc(Y, present, cur, base, treat, ctrl, n, method, full)
+    rows = [np.flatnonzero(group == j) for j in range(n_ctrl_groups + 1)]
+    outs = [np.full(len(r), -7.0) for r in rows]
+    got = num.cell_closed_form_rc_groups([np.asfortranarray(Y[r]) for r in rows],
+                                         [np.asfortranarray(present[r]) for r in rows],
+                                         cur, base, n, method, outs)
+    assert got.reason == want.reason
+    if np.isnan(want.att):
+        assert np.isnan(got.att)
+        assert all((o == -7.0).all() for o in outs)  # nothing written
+        return
+    np.testing.assert_allclose(got.att, want.att, rtol=ROUNDING, atol=ROUNDING)
+    back = np.zeros(n)
+    for r, o in zip(rows, outs, strict=True):
+        back[r] = o
+    np.testing.assert_allclose(back, full, rtol=ROUNDING, atol=ROUNDING)
+
+
+def _panel(n_units: int = 240, T: int = 7, seed: int = 0, miss: float = 0.0
+           ) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    u, t = np.meshgrid(np.arange(n_units), np.arange(2001, 2001 + T), indexing="ij")
+    df = pd.DataFrame({"id": u.ravel(), "year": t.ravel()})
+    g_unit = rng.choice([0, 2003, 2004, 2005, 2006], size=n_units)
+    df["g"] = g_unit[df["id"]]
+    df["region"] = df["id"] % 13
+    df["y"] = (rng.normal(size=len(df)) + 0.3 * (df["year"] - 2000)
+               + ((df["g"] > 0) & (df["year"] >= df["g"])))
+    if miss:
+        df = df[rng.random(len(df)) >= miss].reset_index(drop=True)
+    return df
+
+
+def _two_by_two_psi(df, g, t, base, ctrl_mask_fn, units):
+    """Slow oracle: the 2x2 DiD influence function of one cell (balanced panel),
+    ``n [D (dy - m1)/N1 - (1-D)(dy - m0)/N0]``, zero outside the cell."""
+    wide = df.pivot(index="id", columns="year", values="y").loc[units]
+    coh = df.groupby("id")["g"].first().loc[units].to_numpy()
+    dy = (wide[t] - wide[base]).to_numpy()
+    tr, cc = coh == g, ctrl_mask_fn(coh)
+    n = len(units)
+    psi = np.zeros(n)
+    psi[tr] = (dy[tr] - dy[tr].mean()) * n / tr.sum()
+    psi[cc] = -(dy[cc] - dy[cc].mean()) * n / cc.sum()
+    return psi
+
+
+@pytest.mark.parametrize("control_group", ["never_treated", "not_yet_treated"])
+def test_fit_influence_is_lazy_blocked_and_equals_the_cell_oracle(control_group):
+    df = _panel()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = callaway_santanna(df, outcome="y", unit="id", time="year", cohort="g",
+                                control_group=control_group)
+        agg = res.aggregate("dynamic")
+    src = res.influence_source
+    assert isinstance(src, num.BlockedInfluence)
+    n, K = src.shape
+    assert "influence" not in res.__dict__  # not densified by the fit or aggregate
+    assert src.nbytes < 0.8 * n * K * 8  # the blocks hold fewer than the n*K entries
+    psi = res.influence
+    assert "influence" in res.__dict__ and res.influence is psi  # cached
+    assert psi.shape == (n, K) and not psi.flags.writeable
+    units = np.asarray(res.units)
+    info = res.term_info
+    for j in range(K):
+        g, t, base = (info["cohort"].iloc[j], info["time"].iloc[j], info["base"].iloc[j])
+        if control_group == "never_treated":
+            def ctrl(c):
+                return c == 0
+        else:
+            cut = max(t, base)
+
+            def ctrl(c, cut=cut, g=g):
+                return ((c == 0) | (c > cut)) & (c != g)
+        np.testing.assert_allclose(psi[:, j], _two_by_two_psi(df, g, t, base, ctrl, units),
+                                   rtol=ROUNDING, atol=1e-10)
+    np.testing.assert_allclose(res.cov, psi.T @ psi / n**2, rtol=ROUNDING, atol=1e-15)
+    np.testing.assert_allclose(agg.cov, agg.influence.T @ agg.influence / n**2,
+                               rtol=ROUNDING, atol=1e-15)
+    # re-clustering from the blocks = the dense cluster sums
+    r2 = res.with_vcov("cluster", cluster="region", data=df)
+    reg = df.groupby("id")["region"].first().loc[units].to_numpy()
+    s = np.stack([psi[reg == c].sum(axis=0) for c in np.unique(reg)])
+    np.testing.assert_allclose(r2.cov, s.T @ s / n**2, rtol=ROUNDING, atol=1e-15)
+
+
+@pytest.mark.parametrize("unbalanced", [False, True])
+def test_aggregates_and_bootstrap_equal_a_dense_influence(unbalanced):
+    """The same result with the influence function stored dense gives the same
+    aggregates (estimates, vcov, influence functions) and bootstrap draws."""
+    df = _panel(seed=1, miss=0.08 if unbalanced else 0.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = callaway_santanna(df, outcome="y", unit="id", time="year", cohort="g",
+                                allow_unbalanced_panel=unbalanced, n_reps=99, seed=3,
+                                cluster="region")
+        dense = res.replace(influence_source=np.asarray(res.influence).copy())
+        for typ in ("simple", "dynamic", "group", "calendar"):
+            a, b = res.aggregate(typ), dense.aggregate(typ)
+            np.testing.assert_allclose(a.coef, b.coef, rtol=ROUNDING, atol=1e-14)
+            np.testing.assert_allclose(a.cov, b.cov, rtol=ROUNDING, atol=1e-14)
+            np.testing.assert_allclose(a.influence, b.influence, rtol=ROUNDING, atol=1e-12)
+            if a.sup_t is not None:
+                np.testing.assert_allclose(a.sup_t, b.sup_t, rtol=ROUNDING)
