@@ -338,10 +338,15 @@ def test_small_set_projection_with_disconnected_blocks():
     np.testing.assert_allclose(demean(y, [u, t]).x, _dummy_residuals(y, u, t), atol=1e-12)
 
 
-@pytest.mark.parametrize("seed", [0, 4])
-def test_small_time_ols_equals_dense_projection_path(seed):
+@pytest.mark.parametrize(("seed", "way"), [(0, None), (4, None), (1, True), (2, False)])
+def test_small_time_ols_equals_dense_projection_path(monkeypatch, seed, way):
     """ols_twoway_small_time (indicators never demeaned) = dense design + alternating
-    projections + ols; cluster score sums = explicit per-cluster sums of the dense scores."""
+    projections + ols; cluster score sums = explicit per-cluster sums of the dense scores.
+    ``way``: the products with the unit x period table forced through small dense blocks
+    of units (True) or scipy's sparse kernels (False); None: the size rule."""
+    if way is not None:
+        monkeypatch.setattr(_fe, "_GRAM_BLOCK_CELLS", 40)
+        monkeypatch.setattr(_fe, "_dense_cells", lambda c: way)
     u, t, rng = _unbalanced(seed, n_units=80)
     n, p = len(u), 6
     onehot = np.where(rng.random(n) < 0.6, rng.integers(0, p, n), -1)
@@ -551,9 +556,8 @@ def test_projector_gram_ways_and_blocks_equal_dummy_regression(monkeypatch, way,
     """The projector with the Gram from several small dense blocks, or from the sparse
     product, projects like the dummy-variable regression (multi-block path exercised at
     test size), connected and with two disconnected groups of periods."""
-    real = _fe._scaled_gram
     monkeypatch.setattr(_fe, "_GRAM_BLOCK_CELLS", 50)
-    monkeypatch.setattr(_fe, "_scaled_gram", lambda c, inv: real(c, inv, dense=way))
+    monkeypatch.setattr(_fe, "_dense_cells", lambda c: way)
     u, t, rng = _unbalanced(5)
     w = rng.uniform(0.2, 3.0, len(u)) if weighted else None
     x = rng.normal(size=(len(u), 2)) * [1.0, 50.0]

@@ -21,7 +21,7 @@ Pure functions on NumPy arrays; no pandas, no validation (callers validate).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -247,7 +247,7 @@ def _count_cells(big: np.ndarray, n_big: int, small: np.ndarray, n_small: int, *
     return m
 
 
-#: cells per dense block of :func:`_scaled_gram` (1 MB of float64: cache-sized)
+#: cells per dense block of a unit x period table (1 MB of float64: cache-sized)
 _GRAM_BLOCK_CELLS = 1 << 17
 
 
@@ -262,30 +262,46 @@ def _csr_rows_dense(m: Any, start: int, stop: int) -> np.ndarray:
     return blk.toarray()
 
 
+def _csr_dense_blocks(m: Any) -> Iterator[tuple[slice, np.ndarray]]:
+    """``(rows, m[rows] dense)`` for blocks of rows of a CSR matrix of about
+    ``_GRAM_BLOCK_CELLS`` cells each."""
+    n_rows = m.shape[0]
+    step = max(1, _GRAM_BLOCK_CELLS // max(1, m.shape[1]))
+    for start in range(0, n_rows, step):
+        stop = min(n_rows, start + step)
+        yield slice(start, stop), _csr_rows_dense(m, start, stop)
+
+
+def _dense_cells(cells: Any) -> bool:
+    """Whether products with the (N, T) CSR table ``cells`` go through dense blocks of
+    rows (BLAS) rather than scipy's sparse kernels: when ``N T^2`` multiply-adds at BLAS
+    speed cost less than about ``sum_u nnz_u^2`` scattered sparse updates (the rule of
+    :func:`_unit_counts_csr`) -- nearly full unit x period tables; not a long period
+    span of which each unit has a few periods (entry and exit)."""
+    n_big, n_small = cells.shape
+    nnz_u = np.diff(cells.indptr).astype(np.float64)
+    return n_big * n_small * n_small <= _SYRK_OVER_SPARSE * float(nnz_u @ nnz_u)
+
+
 def _scaled_gram(cells: Any, inv: np.ndarray, *, dense: bool | None = None) -> np.ndarray:
     """``B' diag(inv) B`` (T, T) dense, for ``B = cells`` (N, T) a canonical scipy CSR
     matrix (the unit x period counts or weight sums of :class:`SmallSetProjector`).
 
-    Cost linear in the units either way. From dense blocks of units (BLAS products of
-    about ``_GRAM_BLOCK_CELLS`` cells each) when ``N T^2`` multiply-adds at BLAS speed
-    cost less than scipy's sparse-sparse product (about ``sum_u nnz_u^2`` scattered
-    updates, twice: it counts the output first -- most of the projector's setup time at
-    1e7 rows, 0.7 of 3 s), as in :func:`_unit_counts_csr`; else the sparse product (a
-    period set with many levels of which each unit has few: entry and exit over a long
-    span). Both form the products ``B[u, s] (B[u, t] inv[u])``; they differ only in the
-    order of the sums over units (rounding). ``dense``: force one way (tests)."""
+    Cost linear in the units either way: from dense blocks of units (BLAS) when
+    ``dense`` (default :func:`_dense_cells`), else scipy's sparse-sparse product (about
+    ``sum_u nnz_u^2`` scattered updates, twice: it counts the output first; on nearly
+    full tables it was most of the projector's setup time at 1e7 rows, 0.7 of 3 s, where
+    the blocks take 0.06 s). Both form the products ``B[u, s] (B[u, t] inv[u])``; they
+    differ only in the order of the sums over units (rounding)."""
     from scipy import sparse
 
-    n_big, n_small = cells.shape
+    n_small = cells.shape[1]
     if dense is None:
-        nnz_u = np.diff(cells.indptr).astype(np.float64)
-        dense = n_big * n_small * n_small <= _SYRK_OVER_SPARSE * float(nnz_u @ nnz_u)
+        dense = _dense_cells(cells)
     if dense:
         out = np.zeros((n_small, n_small))
-        rows = max(1, _GRAM_BLOCK_CELLS // max(1, n_small))
-        for start in range(0, n_big, rows):
-            f = _csr_rows_dense(cells, start, min(n_big, start + rows))
-            out += f.T @ (f * inv[start:start + rows, None])
+        for r, f in _csr_dense_blocks(cells):
+            out += f.T @ (f * inv[r, None])
         return out
     # diag(inv) B: each stored entry times its row's factor (the numbers of scipy's
     # diagonal product, without its format conversions), built on the stored index
@@ -331,7 +347,9 @@ class SmallSetProjector:
                                            shape=(big.n_groups, small.n_groups))
             self.cells.sum_duplicates()
         w_t = small.wsum
-        linked = _scaled_gram(self.cells, big.inv_wsum)
+        #: products with B through dense blocks of units (see _dense_cells)
+        self.dense_cells = _dense_cells(self.cells)
+        linked = _scaled_gram(self.cells, big.inv_wsum, dense=self.dense_cells)
         s = np.diag(w_t) - linked
         s = 0.5 * (s + s.T)
         lam, vec = np.linalg.eigh(s)
@@ -1256,14 +1274,26 @@ def ols_twoway_small_time(y: np.ndarray, unit_codes: np.ndarray, time_codes: np.
     a_u *= inv_nu[:, None]
     a_u_sc = h = a_u
     del a_u
-    q_mat = a_t - _dense(proj.cells.T @ a_u_sc)
+    cells = proj.cells
+    if proj.dense_cells:  # nearly full unit x period table: dense blocks of units (BLAS)
+        q_mat = a_t.copy()
+        for r, f in _csr_dense_blocks(cells):
+            q_mat -= f.T @ a_u_sc[r]
+    else:
+        q_mat = a_t - _dense(cells.T @ a_u_sc)
     gam = proj.s_pinv @ q_mat
     del a_u_sc
     # H = diag(1/n_u) (A_u - B G), row block by row block
-    cells = proj.cells
-    # (a CSR product computes each row on its own: few, large blocks give the same numbers)
-    _sub_rowblocks(h, lambda r: _dense(cells[r] @ gam) * inv_nu[r, None],
-                   rows=_sparse_block_rows(p))
+    if proj.dense_cells:
+        for r, f in _csr_dense_blocks(cells):
+            part = f @ gam
+            part *= inv_nu[r, None]
+            h[r] -= part
+    else:
+        # (a CSR product computes each row on its own: few, large blocks give the same
+        # numbers)
+        _sub_rowblocks(h, lambda r: _dense(cells[r] @ gam) * inv_nu[r, None],
+                       rows=_sparse_block_rows(p))
     yd = proj.subtract(y.reshape(n, 1))[:, 0]
     mz = np.empty((n, q), order="F")
     for j in range(q):
