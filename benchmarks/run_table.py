@@ -101,7 +101,7 @@ def _panel(case: str, kind: str, size: float):
         if kind != "balanced":
             raise SystemExit("sdid needs a balanced panel")
         return d
-    if case in HONEST_CASES:
+    if case in HONEST_CASES or case in HONEST_LIKE_CASES:
         # one cohort, 5 pre (besides the reference) and 10 post periods; kind: rows missing
         kw = {k: v for k, v in panels.PANEL_KINDS[kind].items()
               if k not in ("n_periods", "n_cohorts")}
@@ -183,6 +183,19 @@ DK_LAG = 2
 #: HonestDiD cases (5 pre + 10 post event study, 10 values of M): relative magnitudes with
 #: our default (adaptive) grid, with R's grid exactly, and smoothness (optimal FLCI)
 HONEST_CASES = ("honest_rm", "honest_rm_r", "honest_sd")
+#: HonestDiD relative magnitudes like for like with the Python ports of R HonestDiD's
+#: ``computeConditionalCS_DeltaRM`` (moderndid, honestdid): the same betahat / sigma (our
+#: event study, passed as arrays to every package), R's grid (1000 points on +/- 20 standard
+#: deviations of theta around 0: our ``grid="r"``, the ports' ``grid_lb``/``grid_ub``),
+#: Mbar = 0..2 (10 values), theta = first post period; C-LF (R's default, 1000
+#: least-favourable draws, seed 0) and the conditional (ARP) test. The ports solve one LP
+#: per grid point and per draw (minutes): warm-up on a 20-point grid at one Mbar, then
+#: one timed run. Our child also reports our bounds under each port's own draws
+#: (``values_draws``; the draws are the only thing that differs, see ``_PORT_DRAWS``).
+HONEST_LIKE_CASES = ("honest_rm_like", "honest_rm_cond_like")
+#: where each HonestDiD port runs (throwaway venvs; moderndid 0.4.1 needs Python >= 3.12)
+PORT_PYTHON = {"moderndid": "/tmp/venv-md12/bin/python",
+               "honestdid": "/tmp/venv-hdid/bin/python"}
 #: synthetic DiD: placebo SE (issue 13 row) and the unit bootstrap SE; size = units x 1000 + periods
 SDID_CASES = ("sdid", "sdid_boot")
 HONEST_RM_MBAR = (0.0, 2.0, 10)  # np.linspace arguments; R's default Mbarvec
@@ -240,6 +253,12 @@ def _fit_fn(case: str, pkg: str, d):
                 hkw["grid"] = "r"  # R's grid exactly (no re-centring/widening)
             # first post period (R's default l_vec); the "Original" row is dropped
             return lambda: ti.honest_did(res, num_pre=5, num_post=10, **hkw
+                                         ).iloc[1:][["lb", "ub"]].to_numpy().ravel()
+        if case in HONEST_LIKE_CASES:
+            beta, sigma = _honest_inputs(ti.event_study(d, **kw), d)
+            meth = "C-LF" if case == "honest_rm_like" else "Conditional"
+            return lambda: ti.honest_did(beta, sigma, num_pre=5, num_post=10, grid="r",
+                                         m_values=np.linspace(*HONEST_RM_MBAR), method=meth
                                          ).iloc[1:][["lb", "ub"]].to_numpy().ravel()
         if case in ("wild", "wild_p"):
             extra = {"conf_int": False} if case == "wild_p" else {}
@@ -344,6 +363,30 @@ def _fit_fn(case: str, pkg: str, d):
             h = dd.HonestDiD(method=meth, l_vec=np.eye(10)[0])
             return lambda: np.array([b for m in mv for r in [h.fit(res, M=float(m))]
                                      for b in (r.ci_lb, r.ci_ub)])
+    if pkg in PORT_PYTHON:
+        beta, sigma = (np.load(_honest_path(d))[k] for k in ("beta", "sigma"))
+        hyb = "LF" if case == "honest_rm_like" else "ARP"
+        sd = float(np.sqrt(sigma[5, 5]))
+        lv = np.eye(10)[0]
+
+        def port(mbar: float, points: int) -> tuple[float, float]:
+            if pkg == "moderndid":
+                from moderndid.didhonest import compute_conditional_cs_rm
+                r = compute_conditional_cs_rm(beta, sigma, 5, 10, l_vec=lv, m_bar=mbar,
+                                              hybrid_flag=hyb, grid_points=points,
+                                              grid_lb=-20 * sd, grid_ub=20 * sd, seed=0)
+                grid, acc = np.asarray(r["grid"]), np.asarray(r["accept"])
+            else:
+                import honestdid
+                r = honestdid.computeConditionalCS_DeltaRM(
+                    beta, sigma, 5, 10, l_vec=lv, Mbar=mbar, hybrid_flag=hyb,
+                    gridPoints=points, grid_lb=-20 * sd, grid_ub=20 * sd, seed=0)
+                grid, acc = r["grid"].to_numpy(), r["accept"].to_numpy()
+            ok = grid[acc > 0]
+            return (float(ok.min()), float(ok.max())) if len(ok) else (np.nan, np.nan)
+        port(0.0, 20)  # warm-up (imports, solver set-up) on a 20-point grid
+        return lambda: np.array([b for m in np.linspace(*HONEST_RM_MBAR)
+                                 for b in port(float(m), 1000)])
     if pkg == "wildboottest":
         import statsmodels.api as sm
         from wildboottest.wildboottest import wildboottest
@@ -357,6 +400,64 @@ def _unbalanced(d) -> bool:
     """True when some unit misses some period (Callaway-Sant'Anna then needs R did's
     ``allow_unbalanced_panel`` path, in both packages)."""
     return len(d) != d["unit"].nunique() * d["year"].nunique()
+
+
+def _honest_path(d) -> Path:
+    """Where the twinimpact child leaves betahat / sigma of the HonestDiD like-for-like
+    cases for the ports' children (keyed by the panel's size and a checksum)."""
+    import hashlib
+    import tempfile
+    key = hashlib.sha1(d[["unit", "year", "y"]].to_numpy().tobytes()).hexdigest()[:16]
+    return Path(tempfile.gettempdir()) / f"run_table_honest_{len(d)}_{key}.npz"
+
+
+def _honest_inputs(res, d):
+    """betahat (5 pre + 10 post event-study coefficients, reference -1 excluded) and their
+    covariance from our event study, saved for the ports' children (they run later, in
+    other interpreters, and get the very same arrays)."""
+    import numpy as np
+    terms = [f"rel_time={e}" for e in range(-6, 10) if e != -1]
+    beta = res.params[terms].to_numpy(dtype=float)
+    sigma = res.vcov.loc[terms, terms].to_numpy(dtype=float)
+    np.savez(_honest_path(d), beta=beta, sigma=sigma)
+    return beta, sigma
+
+
+#: the least-favourable draws of each port, written as ``Z @ F`` with ``Z`` standard
+#: normals: moderndid ``np.random.default_rng(seed).multivariate_normal`` (SVD
+#: ``u sqrt(s)``), honestdid ``np.random.RandomState(seed).multivariate_normal`` (SVD
+#: ``sqrt(s) v``); checked bit for bit against ``multivariate_normal`` in the child
+_PORT_DRAWS = {"moderndid": ("default_rng", "u"), "honestdid": ("RandomState", "v")}
+
+
+def _values_under_port_draws(beta, sigma) -> dict:
+    """Our C-LF bounds (same call as the timed one) with each port's least-favourable
+    draws in place of ours (the library's ``lf_draws`` swapped in this child only)."""
+    import numpy as np
+
+    import twinimpact as ti
+    from twinimpact.inference import _honest_arp
+    own = _honest_arp.lf_draws
+    out = {}
+    try:
+        for port, (gen, side) in _PORT_DRAWS.items():
+            def draws(sig, sims, seed, gen=gen, side=side):
+                m = sig.shape[0]
+                z = (np.random.default_rng(seed) if gen == "default_rng"
+                     else np.random.RandomState(seed)).standard_normal((sims, m))
+                u, s, vh = np.linalg.svd(sig)
+                xi = z @ ((u * np.sqrt(s)).T if side == "u" else np.sqrt(s)[:, None] * vh)
+                ref = getattr(np.random, gen)(seed).multivariate_normal(np.zeros(m), sig,
+                                                                        size=sims)
+                assert np.array_equal(xi, ref), "port draws not reproduced"
+                return xi
+            _honest_arp.lf_draws = draws
+            out[port] = ti.honest_did(beta, sigma, num_pre=5, num_post=10, grid="r",
+                                      m_values=np.linspace(*HONEST_RM_MBAR)
+                                      ).iloc[1:][["lb", "ub"]].to_numpy().ravel().tolist()
+    finally:
+        _honest_arp.lf_draws = own
+    return out
 
 
 def _rss_mb() -> float:
@@ -378,6 +479,9 @@ def child(case: str, pkg: str, kind: str, size: float, repeats: int) -> dict:
     t0, c0 = time.perf_counter(), time.process_time()
     if size >= BIG_ROWS or (case in SMALL_WARMUP and size >= BIG):
         repeats = 1  # the big panel is made once and fitted once
+    port = pkg in PORT_PYTHON  # minutes per call: warm-up inside _fit_fn, one timed run
+    if port:
+        repeats = 1
     if ((size >= BIG and case in ("ppml", "etwfe_pois", "event_study", *ES_OPTION_CASES,
                                   "cs", "sun_abraham", "wild", "wild_p"))
             or size >= BIG_ROWS
@@ -392,10 +496,14 @@ def child(case: str, pkg: str, kind: str, size: float, repeats: int) -> dict:
         d = _panel(case, kind, size)
         rss_data = _rss_mb()
         peak_data = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        fit = _fit_fn(case, pkg, d)
         t0, c0 = time.perf_counter(), time.process_time()
-        out = fit()  # warm-up
-        first_s, first_cpu = time.perf_counter() - t0, time.process_time() - c0
+        fit = _fit_fn(case, pkg, d)
+        if port:  # _fit_fn ran the (small) warm-up
+            first_s, first_cpu = time.perf_counter() - t0, time.process_time() - c0
+        else:
+            t0, c0 = time.perf_counter(), time.process_time()
+            out = fit()  # warm-up
+            first_s, first_cpu = time.perf_counter() - t0, time.process_time() - c0
     times, cpus, users, syss = [], [], [], []
     for _ in range(repeats):
         r0 = resource.getrusage(resource.RUSAGE_SELF)
@@ -421,7 +529,13 @@ def child(case: str, pkg: str, kind: str, size: float, repeats: int) -> dict:
         tracemalloc.stop()
     import numpy as np
     out = np.asarray(out, dtype=float).ravel()
-    return {"median_s": statistics.median(times), "times": times,
+    extra = {}
+    if case in HONEST_LIKE_CASES:
+        extra["all_values"] = out.tolist()
+        if pkg == "twinimpact" and case == "honest_rm_like":
+            z = np.load(_honest_path(d))
+            extra["values_draws"] = _values_under_port_draws(z["beta"], z["sigma"])
+    return {**extra, "median_s": statistics.median(times), "times": times,
             "traced_peak_bytes_per_row": traced,
             "cpu_s": statistics.median(cpus), "user_s": statistics.median(users),
             "sys_s": statistics.median(syss), "first_s": first_s, "first_cpu_s": first_cpu,
@@ -450,7 +564,8 @@ CASES = {
     "imputation": (["diff-diff"], [1e5, 1e6], ["balanced", "unbalanced"]),
     "did2s": (["diff-diff", "pyfixest"], [1e5, 1e6], ["balanced", "unbalanced"]),
     # Callaway-Sant'Anna (DR, never treated, no covariate) + dynamic aggregation; Sun-Abraham
-    "cs": (["diff-diff"], [1e5, 1e6], ["balanced", "unbalanced"]),
+    "cs": (["diff-diff"], [1e5, 1e6], ["balanced", "unbalanced", "gaps", "entry_exit",
+                                       "strkey_unbal", "cohorts20"]),
     "sun_abraham": (["diff-diff"], [1e5, 1e6], ["balanced", "unbalanced"]),
     "sdid": (["diff-diff"], [100_040, 1_000_060, 2_000_060],
              ["balanced", "tr1", "tr5", "tr20", "post50_noisy", "strkey"]),
@@ -460,6 +575,9 @@ CASES = {
     "honest_rm": (["diff-diff"], [1e4], ["balanced", "unbalanced", "gaps"]),
     "honest_rm_r": ([], [1e4], ["balanced", "unbalanced", "gaps"]),
     "honest_sd": (["diff-diff"], [1e4], ["balanced", "unbalanced", "gaps"]),
+    "honest_rm_like": (["moderndid", "honestdid"], [1e4], ["balanced", "unbalanced", "gaps"]),
+    "honest_rm_cond_like": (["moderndid", "honestdid"], [1e4],
+                            ["balanced", "unbalanced", "gaps"]),
     "event_study_w": (["pyfixest"], [1e5, 1e6], ["balanced", "unbalanced", "strkey_unbal"]),
     "event_study_dk": (["pyfixest"], [1e5, 1e6], ["balanced", "unbalanced", "strkey_unbal"]),
     "event_study_x": (["pyfixest"], [1e5, 1e6], ["balanced", "unbalanced", "strkey_unbal"]),
@@ -471,7 +589,8 @@ CASES = {
 
 
 def run_child(args, case, pkg, kind, size, threads) -> dict:
-    py = sys.executable if pkg == "twinimpact" else args.peer_python
+    py = (sys.executable if pkg == "twinimpact"
+          else PORT_PYTHON[pkg] if pkg in PORT_PYTHON else args.peer_python)
     env = dict(os.environ)
     for v in THREAD_VARS:
         env.pop(v, None)
@@ -551,6 +670,11 @@ def table(results: list[dict]) -> str:
                       f"({_num(p, 'cpu_s') / _num(o, 'cpu_s'):.2f})")
                 mr = f"{p['peak_mb'] / o['peak_mb']:.2f}"
                 vo, vp = o.get("values"), p.get("values")
+                if isinstance(o.get("all_values"), list):  # HonestDiD like for like
+                    vo, vp = o.get("all_values"), p.get("all_values")
+                    drawn = o.get("values_draws")
+                    if isinstance(drawn, dict) and p["pkg"] in drawn:
+                        vo = drawn[p["pkg"]]  # ours under the port's own draws
                 if isinstance(vo, list) and isinstance(vp, list) and len(vo) == len(vp):
                     vo, vp = np.asarray(vo, float), np.asarray(vp, float)
                     dv = f"{np.max(np.abs(vo - vp) / np.maximum(np.abs(vp), 1e-300)):.1e}"
@@ -614,6 +738,7 @@ def main() -> None:
     ap.add_argument("--timeout", type=float, default=1800)
     ap.add_argument("--peer-python", default="/tmp/venv-peers/bin/python")
     ap.add_argument("--no-peers", action="store_true", help="time twinimpact only")
+    ap.add_argument("--peers", nargs="+", help="override each case's peers")
     ap.add_argument("--big", action="store_true",
                     help=f"allow sizes >= {BIG_ROWS:.0e} rows (1e8: run alone, under "
                          "flock /work/bench.lock, with --mem-cap-gb ~20); peers are not run "
@@ -655,7 +780,7 @@ def main() -> None:
             for size in a.sizes or sizes:
                 for th in threads:
                     for pkg in ["twinimpact"] + ([] if a.no_peers or size >= BIG_ROWS
-                                                 else peers):
+                                                 else a.peers or peers):
                         r = run_child(a, case, pkg, kind, size, th)
                         results.append(r)
                         with open(a.jsonl, "a") as fh:

@@ -251,22 +251,28 @@ def _count_cells(big: np.ndarray, n_big: int, small: np.ndarray, n_small: int, *
 _GRAM_BLOCK_CELLS = 1 << 17
 
 
-def _csr_rows_dense(m: Any, start: int, stop: int) -> np.ndarray:
-    """Rows ``start:stop`` of a CSR matrix as a dense array, through a CSR view of the
-    stored arrays (``m[start:stop]`` copies the block's indices and data first)."""
+def _csr_rows_view(m: Any, start: int, stop: int) -> Any:
+    """Rows ``start:stop`` (``0 <= start <= stop <= rows``) of a CSR matrix as a CSR
+    matrix on views of its stored arrays (``m[start:stop]`` copies the block's indices and
+    data first)."""
     from scipy import sparse
 
     lo, hi = int(m.indptr[start]), int(m.indptr[stop])
-    blk = sparse.csr_matrix((m.data[lo:hi], m.indices[lo:hi], m.indptr[start:stop + 1] - lo),
-                            shape=(stop - start, m.shape[1]), copy=False)
-    return blk.toarray()
+    return sparse.csr_matrix((m.data[lo:hi], m.indices[lo:hi], m.indptr[start:stop + 1] - lo),
+                             shape=(stop - start, m.shape[1]), copy=False)
 
 
-def _csr_dense_blocks(m: Any) -> Iterator[tuple[slice, np.ndarray]]:
+def _csr_rows_dense(m: Any, start: int, stop: int) -> np.ndarray:
+    """Rows ``start:stop`` of a CSR matrix as a dense array (:func:`_csr_rows_view`)."""
+    return _csr_rows_view(m, start, stop).toarray()
+
+
+def _csr_dense_blocks(m: Any, width: int = 0) -> Iterator[tuple[slice, np.ndarray]]:
     """``(rows, m[rows] dense)`` for blocks of rows of a CSR matrix of about
-    ``_GRAM_BLOCK_CELLS`` cells each."""
+    ``_GRAM_BLOCK_CELLS`` cells each (cells of ``max(width, columns)`` per row: the rows
+    of a wider table that go with the block)."""
     n_rows = m.shape[0]
-    step = max(1, _GRAM_BLOCK_CELLS // max(1, m.shape[1]))
+    step = max(1, _GRAM_BLOCK_CELLS // max(1, m.shape[1], width))
     for start in range(0, n_rows, step):
         stop = min(n_rows, start + step)
         yield slice(start, stop), _csr_rows_dense(m, start, stop)
@@ -621,28 +627,33 @@ def solve_normal(xtx: np.ndarray, xty: np.ndarray, *, collin_tol: float = 1e-10,
         ``(X'WX)^{-1}`` on the kept columns, NaN elsewhere.
     kept : ndarray of bool, shape (k,)
     """
+    from scipy.linalg import solve_triangular
+
     k = xtx.shape[0]
-    # sequential collinearity check on the Cholesky diagonal (like fixest's cpp_cholesky)
+    # sequential collinearity check on the Cholesky diagonal (like fixest's cpp_cholesky):
+    # column j's residual variance given the kept columns before it is
+    # ``x_jj - b' A^{-1} b = x_jj - |L^{-1} b|^2`` with ``A = L L'`` the kept block, whose
+    # Cholesky factor grows by one row per kept column (O(k^3) in all; a fresh solve of
+    # the kept block per column was O(k^4): 2 s at k = 700 cohort x period cells)
     kept = np.ones(k, dtype=bool)
     diag = np.diag(xtx).copy()
+    chol = np.zeros((k, k))
+    idx: list[int] = []
     for j in range(k):
-        idx = np.flatnonzero(kept[:j])
         if diag[j] <= 0:
             kept[j] = False
             continue
-        if len(idx):
-            a = xtx[np.ix_(idx, idx)]
-            b = xtx[idx, j]
-            try:
-                sol = np.linalg.solve(a, b)
-            except np.linalg.LinAlgError:
-                sol = np.linalg.lstsq(a, b, rcond=None)[0]
-            resid_var = xtx[j, j] - b @ sol
-        else:
-            resid_var = xtx[j, j]
+        m = len(idx)
+        w = solve_triangular(chol[:m, :m], xtx[idx, j], lower=True) if m else None
+        resid_var = xtx[j, j] - (w @ w if m else 0.0)
         scale = diag[j] if ref_ss is None else max(ref_ss[j], diag[j])
         if resid_var <= collin_tol * max(scale, 1e-300):
             kept[j] = False
+            continue
+        if m:
+            chol[m, :m] = w
+        chol[m, m] = np.sqrt(resid_var)
+        idx.append(j)
     coef = np.full(k, np.nan)
     bread = np.full((k, k), np.nan)
     ki = np.flatnonzero(kept)
@@ -985,8 +996,9 @@ class TwoWayOLSFit(OLSFit):
                     g_off = 0
                 else:  # nested: the block's rows of the whole (G, N) table
                     g_off = g0
-                _sub_rowblocks(sd, lambda r: e_gu[g_off + r.start:g_off + min(r.stop, n_g)]
-                               @ u_part, rows=_sparse_block_rows(p))
+                _sub_rowblocks(sd, lambda r: _times_unit_part(
+                    e_gu[g_off + r.start:g_off + min(r.stop, n_g)], u_part),
+                    rows=_sparse_block_rows(p))
             # - F_gt V: residual sums over cluster x period cells
             if n_g * n_t <= 4 * n:
                 f_gt = pair_sums(g, n_g, t, n_t, e)
@@ -1220,6 +1232,167 @@ def ols_twoway_balanced(y: np.ndarray, unit_codes: np.ndarray, time_codes: np.nd
                         unit_part=unit_part, time_part=a_t / n_u, grand=cnt / n)
 
 
+#: up to this many cells (units x indicators), :func:`ols_twoway_small_time` keeps the
+#: dense ``H`` table (8 MB); above, ``H`` is :class:`_UnitPart` (rows made when read)
+_DENSE_UNIT_PART_MAX = 1 << 20
+
+
+class _UnitPart:
+    """``H = diag(1/n_u) (A_u - B G)`` of :func:`ols_twoway_small_time` (N, p) without the
+    dense table: rows are made when read, from the (units x indicators) counts ``A_u`` and
+    the (units x periods) counts ``B`` (both CSR) and ``G`` (T, p).
+
+    Row ``i`` is ``A_u[i] / n_i - (B[i] G) / n_i``, the operations (and so the numbers) of
+    the dense table, which was ``A_u diag(1/n_u)`` minus the CSR product ``B G`` times
+    ``1/n_u`` row block by row block (a CSR product computes each row on its own). At 1e7
+    rows, 1e6 units and 63 cohort x period cells the table was 504 MB whose first touch
+    alone cost ~1 s of system time; the variance reads each row once or twice."""
+
+    def __init__(self, a_u: Any, cells: Any, gam: np.ndarray, inv_nu: np.ndarray) -> None:
+        self.a_u, self.cells, self.gam, self.inv_nu = a_u, cells, gam, inv_nu
+        self.shape = (a_u.shape[0], gam.shape[1])
+
+    def __getitem__(self, rows: slice | np.ndarray) -> np.ndarray:
+        """Dense rows ``H[rows]`` (a slice or an integer array of rows)."""
+        inv = self.inv_nu[rows, None]
+        if isinstance(rows, slice) and rows.step in (None, 1):
+            # views of the stored arrays, no copies (the same rows, the same products)
+            start, stop, _ = rows.indices(self.shape[0])
+            stop = max(start, stop)
+            a_u, cells = (_csr_rows_view(m, start, stop) for m in (self.a_u, self.cells))
+        else:
+            a_u, cells = self.a_u[rows], self.cells[rows]
+        h = a_u.toarray()
+        h *= inv
+        h -= _dense(cells @ self.gam) * inv
+        return h
+
+    def rmatmul(self, e: Any) -> np.ndarray:
+        """``e @ H`` for a scipy sparse ``e`` (m, N): the product with the rows of ``H``
+        that ``e`` reaches (its columns renumbered in order, so each output row adds the
+        same terms in the same order as the product with the whole table)."""
+        from scipy import sparse
+
+        e = sparse.csr_matrix(e)
+        if e.nnz == 0:
+            return np.zeros((e.shape[0], self.shape[1]))
+        cols = np.unique(e.indices)
+        remap = np.empty(self.shape[0], dtype=e.indices.dtype)
+        remap[cols] = np.arange(len(cols), dtype=e.indices.dtype)
+        sub = sparse.csr_matrix((e.data, remap[e.indices], e.indptr),
+                                shape=(e.shape[0], len(cols)))
+        return _dense(sub @ self[cols])
+
+
+def _times_unit_part(e: Any, u_part: Any) -> np.ndarray:
+    """``e @ U`` for a sparse ``e`` and a unit part ``U`` (dense, sparse or lazy)."""
+    if isinstance(u_part, _UnitPart):
+        return u_part.rmatmul(e)
+    return e @ u_part
+
+
+def _period_unit_product(proj: SmallSetProjector, a_t: np.ndarray,
+                         rows_of: Callable[[slice], np.ndarray] | None,
+                         a_u_sc: Any) -> np.ndarray:
+    """``Q = A_t - B' (diag(1/n_u) A_u)`` (T, p) of :func:`ols_twoway_small_time`, ``B =
+    proj.cells`` (N, T). When ``proj.dense_cells`` (nearly full unit x period table:
+    :func:`_dense_cells`), from dense blocks of units (BLAS), ``rows_of(r)`` giving the
+    dense rows ``r`` of ``diag(1/n_u) A_u``: the same blocks, and so the same numbers,
+    whether ``A_u`` is held dense (:func:`_small_time_dense`) or as CSR counts
+    (:func:`_small_time_lean`; a block of ``N_b x max(T, p)`` cells, ~1 MB, at a time).
+    Else scipy's product with ``a_u_sc`` (dense: CSC x dense; CSR: sparse-sparse, the
+    same nonzero terms in the same unit order). At 1e7 rows (24 cohorts, 1e6 units, 63
+    cells) the blocks took 0.075 s where the CSC x dense product took 0.14 s."""
+    cells = proj.cells
+    if not proj.dense_cells:
+        return a_t - _dense(cells.T @ a_u_sc)
+    q_mat = a_t.copy()
+    for r, f in _csr_dense_blocks(cells, width=a_t.shape[1]):
+        q_mat -= f.T @ rows_of(r)
+    return q_mat
+
+
+def _small_time_dense(c: np.ndarray, u: np.ndarray, t: np.ndarray, n_u: int, n_t: int,
+                      p: int, w: np.ndarray | None, proj: SmallSetProjector):
+    """The indicator tables of :func:`ols_twoway_small_time` with a dense ``H``: returns
+    ``c1, cnt, A_t, A_u' diag(1/n_u) A_u, Q, G, H``."""
+    # the unit table dense whatever its size: H below is a dense (units x p) table, made
+    # in the unit table's own buffer (a sparse one was kept beside H, and its COO build
+    # and sparse products were most of the setup time at 1e7 rows)
+    c1, cnt, a_u, a_t, _ = _indicator_tables(c, u, t, n_u, n_t, p, w, dense=True)
+    inv_nu = proj.big.inv_wsum
+    # A_u' diag(1/n_u) A_u by row blocks, then A_u diag(1/n_u) in A_u's own buffer:
+    # one (N, p) table in all, which becomes H below
+    a_u_t_a_u_sc = np.zeros((p, p))
+    rows = _row_block(p * p)
+    for start in range(0, n_u, rows):
+        r = slice(start, start + rows)
+        a_u_t_a_u_sc += a_u[r].T @ (a_u[r] * inv_nu[r, None])
+    a_u *= inv_nu[:, None]
+    a_u_sc = h = a_u
+    del a_u
+    q_mat = _period_unit_product(proj, a_t, lambda r: h[r], a_u_sc)
+    gam = proj.s_pinv @ q_mat
+    del a_u_sc
+    # H = diag(1/n_u) (A_u - B G), row block by row block
+    cells = proj.cells
+    if w is not None and proj.dense_cells:
+        # weighted (no lazy twin): B G from dense blocks of units (BLAS; 0.09 s where the
+        # CSR product took 0.21 s at 1e7 rows, 1e6 units and 63 cells)
+        for r, f in _csr_dense_blocks(cells, width=p):
+            part = f @ gam
+            part *= inv_nu[r, None]
+            h[r] -= part
+    else:
+        # unweighted: each row by scipy's CSR product, as the rows of _small_time_lean's
+        # lazy H are made (bit-identical tables); a CSR product computes each row on its
+        # own, so few, large blocks give the same numbers
+        _sub_rowblocks(h, lambda r: _dense(cells[r] @ gam) * inv_nu[r, None],
+                       rows=_sparse_block_rows(p))
+    return c1, cnt, a_t, a_u_t_a_u_sc, q_mat, gam, h
+
+
+def _small_time_lean(c: np.ndarray, u: np.ndarray, t: np.ndarray, n_u: int, n_t: int,
+                     p: int, proj: SmallSetProjector):
+    """:func:`_small_time_dense` (unweighted) with ``A_u`` kept as a CSR matrix of counts
+    and ``H`` a :class:`_UnitPart`.
+
+    The same numbers: ``A_u' diag(1/n_u) A_u`` from the same dense row blocks;
+    ``B' diag(1/n_u) A_u`` from the same dense blocks of units (:func:`_period_unit_product`)
+    or else a sparse-sparse product that adds, for each (period, indicator) entry, the
+    same nonzero terms in the same (unit) order as the CSC x dense product (the zero terms
+    it skips added 0); the rows of ``H`` by the same CSR products."""
+    from scipy import sparse
+
+    # canonical CSR (sorted, summed) from a narrow dense table, or the COO build when that
+    # table would be much larger than the rows
+    a_u = _count_cells(u, n_u, c, p, skip_negative=True)
+    c1 = c + 1
+    cnt = code_sums(c1, p + 1, None)[1:]
+    a_t = np.ascontiguousarray(pair_sums(t, n_t, c1, p + 1, None, dtype=np.float64)[:, 1:])
+    inv_nu = proj.big.inv_wsum
+    a_u_t_a_u_sc = np.zeros((p, p))
+    rows = _row_block(p * p)
+    for start in range(0, n_u, rows):
+        r = slice(start, start + rows)
+        blk = a_u[r].toarray()
+        a_u_t_a_u_sc += blk.T @ (blk * inv_nu[r, None])
+    if proj.dense_cells:
+        # the dense blocks: A_u[r] diag(1/n_u), the entries of _small_time_dense's table
+        q_mat = _period_unit_product(
+            proj, a_t, lambda r: _csr_rows_dense(a_u, r.start, r.stop) * inv_nu[r, None],
+            None)
+    else:
+        sc = np.repeat(inv_nu, np.diff(a_u.indptr))
+        np.multiply(a_u.data, sc, out=sc)
+        a_u_sc = sparse.csr_matrix((sc, a_u.indices, a_u.indptr), shape=a_u.shape,
+                                   copy=False)
+        q_mat = _period_unit_product(proj, a_t, None, a_u_sc)
+        del a_u_sc, sc
+    gam = proj.s_pinv @ q_mat
+    return c1, cnt, a_t, a_u_t_a_u_sc, q_mat, gam, _UnitPart(a_u, proj.cells, gam, inv_nu)
+
+
 def ols_twoway_small_time(y: np.ndarray, unit_codes: np.ndarray, time_codes: np.ndarray,
                           proj: SmallSetProjector, *, onehot: np.ndarray | None = None,
                           n_onehot: int = 0, z: np.ndarray | None = None,
@@ -1259,41 +1432,12 @@ def ols_twoway_small_time(y: np.ndarray, unit_codes: np.ndarray, time_codes: np.
     zz = np.empty((n, 0)) if z is None else np.asarray(z, dtype=float).reshape(n, -1)
     q = zz.shape[1]
     k = p + q
-    # the unit table dense whatever its size: H below is a dense (units x p) table, made
-    # in the unit table's own buffer (a sparse one was kept beside H, and its COO build
-    # and sparse products were most of the setup time at 1e7 rows)
-    c1, cnt, a_u, a_t, _ = _indicator_tables(c, u, t, n_u, n_t, p, w, dense=True)
-    inv_nu = proj.big.inv_wsum
-    # A_u' diag(1/n_u) A_u by row blocks, then A_u diag(1/n_u) in A_u's own buffer:
-    # one (N, p) table in all, which becomes H below
-    a_u_t_a_u_sc = np.zeros((p, p))
-    rows = _row_block(p * p)
-    for start in range(0, n_u, rows):
-        r = slice(start, start + rows)
-        a_u_t_a_u_sc += a_u[r].T @ (a_u[r] * inv_nu[r, None])
-    a_u *= inv_nu[:, None]
-    a_u_sc = h = a_u
-    del a_u
-    cells = proj.cells
-    if proj.dense_cells:  # nearly full unit x period table: dense blocks of units (BLAS)
-        q_mat = a_t.copy()
-        for r, f in _csr_dense_blocks(cells):
-            q_mat -= f.T @ a_u_sc[r]
+    if w is None and n_u * p > _DENSE_UNIT_PART_MAX:
+        c1, cnt, a_t, a_u_t_a_u_sc, q_mat, gam, h = _small_time_lean(
+            c, u, t, n_u, n_t, p, proj)
     else:
-        q_mat = a_t - _dense(cells.T @ a_u_sc)
-    gam = proj.s_pinv @ q_mat
-    del a_u_sc
-    # H = diag(1/n_u) (A_u - B G), row block by row block
-    if proj.dense_cells:
-        for r, f in _csr_dense_blocks(cells):
-            part = f @ gam
-            part *= inv_nu[r, None]
-            h[r] -= part
-    else:
-        # (a CSR product computes each row on its own: few, large blocks give the same
-        # numbers)
-        _sub_rowblocks(h, lambda r: _dense(cells[r] @ gam) * inv_nu[r, None],
-                       rows=_sparse_block_rows(p))
+        c1, cnt, a_t, a_u_t_a_u_sc, q_mat, gam, h = _small_time_dense(
+            c, u, t, n_u, n_t, p, w, proj)
     yd = proj.subtract(y.reshape(n, 1))[:, 0]
     mz = np.empty((n, q), order="F")
     for j in range(q):
@@ -1385,7 +1529,7 @@ def fit_fe_codes(y: np.ndarray, x: np.ndarray, names: Sequence[str],
             # not demeaned
             fit = ols_twoway_small_time(y, proj.big.codes, proj.small.codes, proj,
                                         onehot=onehot, n_onehot=p, z=x, weights=weights)
-            del proj  # its unit x period table is not needed for the variance
+            del proj  # (the fit keeps its unit x period counts only if H reads them)
             return _fit_fe_twoway(fit, names, fe_codes, cl_codes, vcov=vcov,
                                   cluster_names=cluster_names, balanced=False,
                                   return_source=return_source)

@@ -128,8 +128,10 @@ class CallawaySantAnnaResult(_InfluenceResult):
     """ATT(g, t) result of :func:`callaway_santanna`.
 
     Extra fields: ``influence`` (n_units x n_cells, scaled so that
-    ``vcov = influence.T @ influence / n**2``), ``unit_cohort`` (n_units,; NaN = never
-    treated), ``units`` (labels in the row order of ``influence``).
+    ``vcov = influence.T @ influence / n**2``; made on first access from
+    ``influence_source``, the nonzero blocks the estimator works with, and cached),
+    ``unit_cohort`` (n_units,; NaN = never treated), ``units`` (labels in the row order
+    of ``influence``).
     """
 
     unit_cohort: np.ndarray | None = None

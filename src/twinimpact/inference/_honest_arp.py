@@ -63,6 +63,8 @@ __all__ = [
     "arp_accept_lp",
     "dual_vertices",
     "least_favorable_cv",
+    "lf_cv_upper",
+    "lf_draws",
     "truncnorm_quantile",
     "vlo_vup_vertices",
     "vlo_vup_warm",
@@ -159,17 +161,17 @@ def dual_vertices(sd: np.ndarray, x: np.ndarray) -> np.ndarray:
 
 def least_favorable_cv(vertices: np.ndarray | None, sigma: np.ndarray, kappa: float, *,
                        sd: np.ndarray, x: np.ndarray, sims: int = 1000,
-                       seed: int = 0, solver: WarmEta | None = None) -> float:
+                       seed: int = 0, solver: WarmEta | None = None,
+                       xi: np.ndarray | None = None) -> float:
     """``1 - kappa`` quantile of ``eta`` when ``Y ~ N(0, sigma)`` (ARP Section 6.2).
 
     With ``vertices`` the value is ``max_v v'xi`` for every draw at once; with a
     :class:`WarmEta` ``solver`` one LP per optimal basis met; otherwise one LP per draw. R HonestDiD draws 1000 simulations with ``set.seed(0)``; we draw the same
     number from NumPy's generator seeded with ``seed`` (so the value differs from R's by
-    Monte Carlo error only).
+    Monte Carlo error only); ``xi``: those draws when already made (:func:`lf_draws`).
     """
-    m = sigma.shape[0]
-    chol = _psd_sqrt(sigma)
-    xi = _standard_normal(seed, sims, m) @ chol.T
+    if xi is None:
+        xi = lf_draws(sigma, sims, seed)
     if vertices is not None:
         if len(vertices) == 0:
             return -np.inf
@@ -181,6 +183,28 @@ def least_favorable_cv(vertices: np.ndarray | None, sigma: np.ndarray, kappa: fl
         eta = np.array([_eta_lp(xi_b, sd, x)[0] for xi_b in xi])
         eta = eta[np.isfinite(eta)]
     return float(np.quantile(eta, 1 - kappa))
+
+
+def lf_draws(sigma: np.ndarray, sims: int, seed: int) -> np.ndarray:
+    """The least-favourable draws ``xi ~ N(0, sigma)``, (sims, m): the same standard
+    normals (:func:`_standard_normal`) times a symmetric square root of ``sigma``."""
+    return _standard_normal(seed, sims, sigma.shape[0]) @ _psd_sqrt(sigma).T
+
+
+def lf_cv_upper(xi: np.ndarray, sd: np.ndarray, kappa: float) -> float:
+    """An upper bound of :func:`least_favorable_cv` from the same draws ``xi``, without
+    solving for ``eta``: for ``gamma >= 0`` with ``sd'gamma = 1``,
+    ``gamma'xi <= max_i xi_i / sd_i``, so every draw's ``eta`` is at most its largest
+    standardised moment, and the ``1 - kappa`` quantile of ``eta`` (linear
+    interpolation between two order statistics) is at most the upper of those two
+    order statistics of the maxima. Inflated by ``1e-9`` relative (+``1e-12``) so that
+    the rounding of either side cannot reverse an ``eta > bound`` decision."""
+    # per draw; over a contiguous transpose (a maximum is exact in any order)
+    u = (np.ascontiguousarray(xi.T) / sd[:, None]).max(axis=0)
+    n = len(u)
+    h = min(n - 1, math.ceil((n - 1) * (1 - kappa)))
+    top = float(np.partition(u, h)[h])
+    return top + 1e-9 * abs(top) + 1e-12
 
 
 @functools.lru_cache(maxsize=16)
@@ -436,7 +460,44 @@ class WarmEta:
         """Offer bases found on other problems with the same shape (e.g. another piece of
         Delta^RM, another Mbar): a support ``S`` is kept when ``W_S`` is well conditioned
         and dual feasible (``W_S^{-T} e_1 >= 0``) -- then it is optimal for every ``y``
-        it certifies, whichever problem it came from. Returns the number kept."""
+        it certifies, whichever problem it came from. Returns the number kept.
+
+        The offered supports are screened together (one stacked condition number and one
+        stacked inverse; LAPACK runs on each matrix as it does alone) and kept in the
+        order offered: the same bases as :meth:`_seed_loop`, one support at a time."""
+        m, k1 = self.w.shape
+        have = {tuple(r) for r in self._supp.tolist()}
+        keys: list[tuple[int, ...]] = []
+        for rows in np.asarray(supports, dtype=int).reshape(-1, k1):
+            key = tuple(int(r) for r in rows)
+            if key in have or rows.max() >= m or len(set(key)) < k1:
+                continue
+            have.add(key)  # a repeated offer gets the decision of its first occurrence
+            keys.append(key)
+        kept = 0
+        if keys:
+            idx = np.array(keys, dtype=int)
+            ws = self.w[idx]  # (c, k + 1, k + 1)
+            well = np.linalg.cond(ws) <= 1e10
+            idx, ws = idx[well], ws[well]
+        if keys and len(idx):
+            winv = np.linalg.inv(ws)
+            g_s = winv[:, 0, :]  # W_S^{-T} e_1, one row per support
+            tol = -1e-12 * np.maximum(1.0, np.abs(g_s).max(axis=1))
+            feas = ~np.any(g_s < tol[:, None], axis=1)
+            idx, winv, g_s = idx[feas], winv[feas], g_s[feas]
+            kept = len(idx)
+            if kept:
+                g = np.zeros((kept, m))
+                np.put_along_axis(g, idx, np.clip(g_s, 0.0, None), axis=1)
+                self._store_many(idx, winv, g)
+                for gi in g:
+                    self._add_vertex(gi)
+        self.n_seeded = len(self._supp)
+        return kept
+
+    def _seed_loop(self, supports: np.ndarray) -> int:
+        """:meth:`seed`, one support at a time (test oracle of the stacked screening)."""
         m, k1 = self.w.shape
         have = {tuple(r) for r in self._supp.tolist()}
         kept = 0
@@ -466,16 +527,22 @@ class WarmEta:
         return self._supp.copy()
 
     def _store(self, rows: np.ndarray, winv: np.ndarray, g: np.ndarray) -> None:
-        self._supp = np.vstack([self._supp, rows[None, :]])
-        self._winv = np.concatenate([self._winv, winv[None]], axis=0)
+        self._store_many(np.asarray(rows)[None, :], winv[None], g[None, :])
+
+    def _store_many(self, rows: np.ndarray, winv: np.ndarray, g: np.ndarray) -> None:
+        """Append bases ``rows`` (c, k + 1) with inverses ``winv`` (c, k + 1, k + 1) and
+        dual vertices ``g`` (c, m). One check matrix per basis: columns 0..m-1 give the
+        slack ``y - W z``, column m gives ``eta = z_0``, with ``z = W_S^{-1} y_S``, so a
+        basis is checked on many ``y`` with one product."""
+        m, k1 = self.w.shape
+        self._supp = np.vstack([self._supp, rows])
+        self._winv = np.concatenate([self._winv, winv], axis=0)
         self._bgamma = np.vstack([self._bgamma, g])
-        # one matrix per basis: rows 0..m-1 give the slack y - W z, row m gives eta = z_0,
-        # with z = W_S^{-1} y_S, so a basis is checked on many y with one product
-        m = self.w.shape[0]
-        sel = np.zeros((len(rows), m))
-        sel[np.arange(len(rows)), rows] = 1.0
-        zmap = winv @ sel  # (k+1, m): z = zmap @ y
-        self._check.append(np.vstack([np.eye(m) - self.w @ zmap, zmap[:1]]).T)
+        eye = np.eye(m)
+        for r, wi in zip(rows, winv, strict=True):
+            zmap = np.zeros((k1, m))  # z = zmap @ y
+            zmap[:, r] = wi
+            self._check.append(np.vstack([eye - self.w @ zmap, zmap[:1]]).T)
 
     def _certify(self, ys: np.ndarray, bases: slice) -> tuple[np.ndarray, np.ndarray]:
         """First cached basis (in ``bases``) certifying each row of ``ys`` (-1 if none),
@@ -487,14 +554,16 @@ class WarmEta:
         eta = np.full(n, np.nan)
         if n == 0:
             return hit, eta
-        scale = 1.0 + np.abs(ys).max(axis=1)
+        # largest |y| per row, reduced over a contiguous copy of the transpose (a maximum
+        # is exact in any order; numpy's reduction along a short last axis is slow)
+        thr = _TOL_CERT * (1.0 + np.abs(np.ascontiguousarray(ys.T)).max(axis=0))
         rest = np.arange(n)
         for j, bi in enumerate(first):
             if not len(rest):
                 break
-            yr = ys[rest]
+            yr = ys if len(rest) == n else ys[rest]
             out = yr @ self._check[bi]  # (r, m + 1): slacks y - W z, then z_0
-            ok = out[:, :-1].max(axis=1) <= _TOL_CERT * scale[rest]
+            ok = np.ascontiguousarray(out.T[:-1]).max(axis=0) <= thr[rest]
             hit[rest[ok]] = j
             eta[rest[ok]] = out[ok, -1]
             rest = rest[~ok]
@@ -620,6 +689,8 @@ class ArpProblem:
         self._solver = WarmEta(self.sd, x) if engine == "lp_warm" else None
         self._pool = pool
         self._lf_cv: float | None = None
+        self._lf_xi: np.ndarray | None = None
+        self._lf_ub: float | None = None
 
     @property
     def solver(self) -> WarmEta | None:
@@ -641,8 +712,26 @@ class ArpProblem:
         if self._lf_cv is None:
             self._lf_cv = np.inf if self.hybrid != "LF" else least_favorable_cv(
                 self.vertices, self.sigma, self.kappa, sd=self.sd, x=self.x,
-                sims=self.lf_sims, seed=self.seed, solver=self.solver)
+                sims=self.lf_sims, seed=self.seed, solver=self.solver, xi=self._xi())
         return self._lf_cv
+
+    def _xi(self) -> np.ndarray:
+        if self._lf_xi is None:
+            self._lf_xi = lf_draws(self.sigma, self.lf_sims, self.seed)
+        return self._lf_xi
+
+    @property
+    def lf_cv_bound(self) -> float:
+        """An upper bound of :attr:`lf_cv` that needs no ``eta`` of the draws
+        (:func:`lf_cv_upper`; ``inf`` for the conditional test): a value with ``eta``
+        above it is rejected by the least-favourable stage whatever :attr:`lf_cv` is,
+        so :attr:`lf_cv` is computed only when some ``eta`` to be tested lies below."""
+        if self._lf_cv is not None:
+            return self._lf_cv
+        if self._lf_ub is None:
+            self._lf_ub = np.inf if self.hybrid != "LF" else lf_cv_upper(
+                self._xi(), self.sd, self.kappa)
+        return self._lf_ub
 
     def moments(self, thetas: np.ndarray) -> np.ndarray:
         return self.y0[None, :] - np.asarray(thetas, dtype=float)[:, None] * self.a[None, :]

@@ -271,7 +271,10 @@ def accepted_range(problems: Sequence[ArpProblem], thetas: np.ndarray
     def candidates(p, eta, idx):
         idx = idx[np.isfinite(eta[idx]) & (eta[idx] > 0)]
         if p.hybrid == "LF" and len(idx):
-            idx = idx[eta[idx] <= p.lf_cv]
+            # above an upper bound of lf_cv: rejected by the LF stage, whatever lf_cv is
+            idx = idx[eta[idx] <= p.lf_cv_bound]
+            if len(idx):
+                idx = idx[eta[idx] <= p.lf_cv]
         return idx
 
     none = np.zeros(0, dtype=int)
@@ -293,6 +296,27 @@ def accepted_range(problems: Sequence[ArpProblem], thetas: np.ndarray
         if last is not None:
             hi = last
     return lo, hi
+
+
+def _rejects_everywhere(problems: Sequence[ArpProblem], theta: float) -> bool:
+    """True when every piece rejects ``theta`` (the union set excludes it): the same
+    decision as ``accepted_range(problems, [theta]) is None``, stopping at the first
+    piece that accepts -- first on the cheap ``eta <= 0`` acceptances of all pieces, then
+    on the tests (a value above a piece's :attr:`ArpProblem.lf_cv_bound` is rejected
+    without its critical value)."""
+    th = np.array([float(theta)])
+    etas = []
+    for p in problems:
+        eta, gam = p.eta(th)
+        if not (np.isfinite(eta[0]) and eta[0] > 0):
+            return False
+        etas.append((eta, gam))
+    for p, (eta, gam) in zip(problems, etas, strict=True):
+        if p.hybrid == "LF" and eta[0] > p.lf_cv_bound:
+            continue
+        if p.decide(th, eta, gam)[0]:
+            return False
+    return True
 
 
 def _delta_sd_upper_bound(betahat, sigma, num_pre, alpha):
@@ -613,7 +637,7 @@ def breakdown_value(result_or_betahat: Any, sigma: Any = None, *,
             problems = _rm_problems(beta, sig, num_pre, num_post, lv, m, alpha=alpha,
                                     hybrid="LF", kappa=alpha / 10, post_moments_only=True,
                                     lf_sims=n_reps, seed=seed, engine="auto", pool=pool)
-            return accepted_range(problems, np.array([0.0])) is None
+            return _rejects_everywhere(problems, 0.0)
         start = 1.0
     else:
         def excludes(m: float) -> bool:
