@@ -1371,12 +1371,19 @@ def _small_time_lean(c: np.ndarray, u: np.ndarray, t: np.ndarray, n_u: int, n_t:
     cnt = code_sums(c1, p + 1, None)[1:]
     a_t = np.ascontiguousarray(pair_sums(t, n_t, c1, p + 1, None, dtype=np.float64)[:, 1:])
     inv_nu = proj.big.inv_wsum
+    # the same BLAS products on the same row blocks as the dense path (so the same sums);
+    # the blocks cut from dense chunks of ~8 MB (one densified CSR slice per chunk, not per
+    # block)
     a_u_t_a_u_sc = np.zeros((p, p))
     rows = _row_block(p * p)
-    for start in range(0, n_u, rows):
-        r = slice(start, start + rows)
-        blk = a_u[r].toarray()
-        a_u_t_a_u_sc += blk.T @ (blk * inv_nu[r, None])
+    chunk = rows * max(1, _SPARSE_BLOCK_CELLS // max(1, rows * p))
+    for c0 in range(0, n_u, chunk):
+        dense_chunk = _csr_rows_dense(a_u, c0, min(n_u, c0 + chunk))
+        for start in range(c0, min(n_u, c0 + chunk), rows):
+            r = slice(start, start + rows)
+            blk = dense_chunk[start - c0:start - c0 + rows]
+            a_u_t_a_u_sc += blk.T @ (blk * inv_nu[r, None])
+        del dense_chunk
     if proj.dense_cells:
         # the dense blocks: A_u[r] diag(1/n_u), the entries of _small_time_dense's table
         q_mat = _period_unit_product(
