@@ -54,7 +54,7 @@ def replay(P, md2, max_iter):
             y *= sigma
             h *= sigma
             sigma = 1.0
-        if t >= 2 and not (vprev - val > md2n) or t >= max_iter:
+        if (t >= 2 and not (vprev - val > md2n)) or t >= max_iter:
             break
         vprev = val
     return seen, t
@@ -62,8 +62,9 @@ def replay(P, md2, max_iter):
 
 def main():
     import run_table
-    from twinimpact.estimators import _sdid_solver, _sdid_inference
+
     import twinimpact as ti
+    from twinimpact.estimators import _sdid_inference, _sdid_solver
 
     n_units, T = int(sys.argv[1]), int(sys.argv[2])
     n_reps = int(sys.argv[3]) if len(sys.argv) > 3 else 50
