@@ -147,6 +147,21 @@ def test_lazy_unit_part_bit_identical_to_dense(monkeypatch, cluster, covariates)
     np.testing.assert_array_equal(c1, c0)
 
 
+@pytest.mark.parametrize("block_rows, chunk_cells", [(16, 1), (16, 16 * 30 * 3 + 5),
+                                                    (64, 1 << 20)])
+def test_lean_gram_from_dense_chunks_bit_identical(monkeypatch, block_rows, chunk_cells):
+    """The lean path's A_u' diag(1/n_u) A_u, its row blocks cut from dense chunks of
+    A_u (one block per chunk, several with a ragged last chunk, one chunk), adds the same
+    BLAS products as the dense path: the fit is bit-identical to the dense table's."""
+    monkeypatch.setattr(fe, "_row_block", lambda n_cols: block_rows)
+    monkeypatch.setattr(fe, "_SPARSE_BLOCK_CELLS", chunk_cells)
+    d = _panel(5, n_units=301, n_periods=9, drop=0.2, cohorts=(0, 3, 5, 7))
+    (p0, v0, c0), (p1, v1, c1) = _fit_both(d, monkeypatch, cluster="id")
+    np.testing.assert_array_equal(p1, p0)
+    np.testing.assert_array_equal(v1, v0)
+    np.testing.assert_array_equal(c1, c0)
+
+
 def test_unit_part_rows_and_products_equal_the_dense_table(monkeypatch):
     """_UnitPart's rows (slices, repeated rows) and ``e @ H`` equal the dense table's."""
     from scipy import sparse
