@@ -800,8 +800,11 @@ class DrawGram:
     fresh ``k x k`` array is allocated per draw -- its page faults were the draw's system
     time (1.2 s of 11 s CPU at 3,000 units, 4.9 s of 34 s at 6,000; run BL). Building the
     matrix over the draw's distinct controls instead (``~0.4`` of the flops, then spread
-    to the draw's coordinates) was measured and is not faster at 40 periods: 28 ms
-    against 19 ms for this product at 2,700 controls (RESULTS.md, SDID section).
+    to the draw's coordinates; ce3461b) was measured and dropped: with 30 pre-periods the
+    build is bound by writing the ``k x k`` matrix, not by flops -- per draw 11.0 / 28.6 /
+    95 ms against 10.0 / 22.4 / 105 ms for this product at 1,800 / 2,700 / 5,400
+    controls, and only to rounding where the BLAS rounds by position (RESULTS.md, SDID
+    section).
     """
 
     def __init__(self) -> None:
