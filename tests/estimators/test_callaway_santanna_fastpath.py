@@ -109,6 +109,27 @@ def test_factorize_sorted_matches_pandas(values, dtype):
     assert labels.equals(labels0) and labels.dtype == labels0.dtype
 
 
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.one_of(st.none(), st.sampled_from(["a", "b", "B", "ab", "", "é", "z1",
+                                                        "z10", "z2", "unit_07", "unit_7"])),
+                min_size=1, max_size=40),
+       st.sampled_from([1, 4]))
+def test_factorize_sorted_strings_match_pandas(values, partitions):
+    """Arrow strings (pandas' ``str``): string_codes (one table or forced partitions) and
+    the sorted labels give pandas.factorize(sort=True)'s codes and labels, missing -> -1."""
+    import unittest.mock
+
+    from twinimpact.core import labels as core_labels
+
+    s = pd.Series(values, dtype="str")
+    with unittest.mock.patch.object(core_labels, "_partitions_for",
+                                    lambda data: partitions):
+        codes, labels = _factorize_sorted(s)
+    codes0, labels0 = pd.factorize(s, sort=True)
+    np.testing.assert_array_equal(codes, codes0)
+    assert labels.equals(labels0) and labels.dtype == labels0.dtype
+
+
 @settings(max_examples=25, deadline=None)
 @given(st.lists(st.one_of(st.integers(-50, 3000), st.sampled_from([0.5, 1e17, -2.25])),
                 min_size=1, max_size=40))

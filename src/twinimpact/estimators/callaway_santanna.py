@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from ..core.labels import string_codes
 from ..core.threads import blas_single_thread
 from ..core.validation import (
     RowFilter,
@@ -202,7 +203,11 @@ def _factorize_sorted(values: pd.Series) -> tuple[np.ndarray, pd.Index]:
     """``pd.factorize(values, sort=True)``: codes in sorted label order, -1 for missing.
 
     Integer labels spanning a range at most a few times the number of rows are coded by a
-    counting pass (O(n), no hashing); anything else goes to :func:`pandas.factorize`.
+    counting pass (O(n), no hashing); Arrow strings by :func:`~twinimpact.core.labels.
+    string_codes` (pandas' codes in order of first appearance, hashed in partitions when
+    the labels are many), whose labels (one row each) are then sorted as
+    :func:`pandas.factorize` sorts its uniques (``argsort``) and the codes renumbered;
+    anything else goes to :func:`pandas.factorize`.
     """
     dt = values.dtype
     if isinstance(dt, np.dtype) and dt.kind in "iu" and len(values):
@@ -216,6 +221,24 @@ def _factorize_sorted(values: pd.Series) -> tuple[np.ndarray, pd.Index]:
             codes = small if present.all() else (np.cumsum(present) - 1)[small]
             labels = (np.flatnonzero(present) + lo).astype(dt)
             return codes, pd.Index(labels)
+    coded = string_codes(values.array) if len(values) else None
+    if coded is not None:
+        codes, k = coded
+        on = codes >= 0
+        every = bool(on.all())
+        rows = np.arange(len(codes)) if every else np.flatnonzero(on)
+        one = np.empty(k, dtype=np.intp)
+        one[codes if every else codes[rows]] = rows  # a row of each label (any)
+        uniques = values.array.take(one)  # the labels in code order
+        sorter = np.asarray(uniques.argsort())  # as pandas.factorize(sort=True) (safe_sort)
+        rank = np.empty(k, dtype=np.intp)
+        rank[sorter] = np.arange(k)
+        if every:
+            out = rank[codes]
+        else:
+            out = np.full(len(codes), -1, dtype=np.intp)
+            out[rows] = rank[codes[rows]]
+        return out, pd.Index(uniques.take(sorter))
     return pd.factorize(values, sort=True)
 
 
