@@ -62,7 +62,7 @@ def ours(kind: str, size: float, base: str) -> dict:
     es = e[["rel_time", "estimate", "std_error"]].to_numpy(float).tolist()
     s = r.aggregate("simple").to_frame().iloc[0]
     return {"cells": cells, "es": es, "att": float(s["estimate"]),
-            "se": float(s["std_error"]), "rows": len(d)}
+            "se": float(s["std_error"]), "rows": len(d), "units": len(r.units)}
 
 
 def compare(o: dict, p: dict) -> dict:
@@ -86,6 +86,15 @@ def compare(o: dict, p: dict) -> dict:
             out[f"{name}_{what}_abs"] = float(ad.max()) if len(ad) else 0.0
             out[f"{name}_{what}_rel"] = float((ad / np.maximum(np.abs(b), 1e-300)).max()) \
                 if len(ad) else 0.0
+            if what == "se" and len(ad):
+                # diff-diff's SE / ours, against 1 and against sqrt(G / (G - 1)), G units
+                # (diff-diff clusters R did's unbalanced-panel path by a synthesized
+                # survey design with PSU = unit, whose variance carries G / (G - 1))
+                ratio = b / a
+                g = o["units"]
+                out[f"{name}_se_ratio_range"] = [float(ratio.min()), float(ratio.max())]
+                out[f"{name}_se_ratio_vs_g_correction"] = float(
+                    np.abs(ratio - np.sqrt(g / (g - 1))).max())
     for what in ("att", "se"):
         out[f"overall_{what}_abs"] = abs(o[what] - p[what])
         out[f"overall_{what}_rel"] = abs(o[what] - p[what]) / max(abs(p[what]), 1e-300)
