@@ -122,8 +122,21 @@ def _panel(case: str, kind: str, size: float):
             g = rng.choice(50, size=n, p=share / share.sum())
         elif kind == "balanced":
             g = rng.integers(0, 50, size=n)
+        elif kind == "gaps_str":
+            # an unbalanced unit x year panel (panels "gaps": 20% of units with a 2-4-year
+            # hole, 2% of rows missing at random; string unit ids), units nested in 50
+            # clusters with string ids ("s00".."s49"): cluster sizes vary with the gaps
+            p = panels.make("gaps", size, key="str")
+            code = pd.factorize(p["unit"])[0]
+            g = rng.integers(0, 50, size=code.max() + 1)[code]
+            n = len(p)
+            x = rng.normal(size=n) + 0.3 * rng.normal(size=50)[g]
+            y = p["y"].to_numpy() + 0.05 * x + rng.normal(size=50)[g]
+            names = np.array([f"s{k:02d}" for k in range(50)], dtype=object)
+            return pd.DataFrame({"y": y, "x": x, "g": names[g], "unit": p["unit"],
+                                 "year": p["year"]})
         else:
-            raise SystemExit(f"wild panels: balanced, unequal (got {kind})")
+            raise SystemExit(f"wild panels: balanced, unequal, gaps_str (got {kind})")
         x = rng.normal(size=n) + 0.3 * rng.normal(size=50)[g]
         y = 0.05 * x + rng.normal(size=50)[g] + rng.normal(size=n)
         return pd.DataFrame({"y": y, "x": x, "g": g})
@@ -391,7 +404,12 @@ def _fit_fn(case: str, pkg: str, d):
         import statsmodels.api as sm
         from wildboottest.wildboottest import wildboottest
         model = sm.OLS(d["y"], sm.add_constant(d[["x"]]))
-        return lambda: np.asarray(wildboottest(model, B=9999, cluster=d["g"], param="x",
+        # wildboottest 0.3.2 rejects a pandas string cluster column (object or "str"
+        # dtype: numba TypingError "non-precise type array(pyobject)") but takes a NumPy
+        # unicode array: string ids are converted before the timing (conservative)
+        g = (d["g"] if pd.api.types.is_numeric_dtype(d["g"])
+             else d["g"].to_numpy().astype(str))
+        return lambda: np.asarray(wildboottest(model, B=9999, cluster=g, param="x",
                                                seed=0, show=False)["p-value"], dtype=float)
     raise SystemExit(f"no fit for {case} / {pkg}")
 
@@ -581,8 +599,8 @@ CASES = {
     "event_study_w": (["pyfixest"], [1e5, 1e6], ["balanced", "unbalanced", "strkey_unbal"]),
     "event_study_dk": (["pyfixest"], [1e5, 1e6], ["balanced", "unbalanced", "strkey_unbal"]),
     "event_study_x": (["pyfixest"], [1e5, 1e6], ["balanced", "unbalanced", "strkey_unbal"]),
-    "wild": (["wildboottest"], [1e5], ["balanced", "unequal"]),
-    "wild_p": (["wildboottest"], [1e5], ["balanced", "unequal"]),
+    "wild": (["wildboottest"], [1e5], ["balanced", "unequal", "gaps_str"]),
+    "wild_p": (["wildboottest"], [1e5], ["balanced", "unequal", "gaps_str"]),
     "ppml": (["pyfixest"], [1e6, 1e7], list(GRAVITY_KINDS)),
     "etwfe_pois": (["pyfixest"], [1e6, 1e7], list(ETWFE_POIS_PANELS)),
 }
@@ -621,8 +639,25 @@ def run_child(args, case, pkg, kind, size, threads) -> dict:
     except subprocess.TimeoutExpired:
         res = {"error": f"timeout after {args.timeout} s"}
     res.update({"case": case, "pkg": pkg, "panel": kind, "size": size, "threads": threads,
-                "load": f"{load:.1f}-{os.getloadavg()[0]:.1f}", "wall_s": time.time() - t0})
+                "load": f"{load:.1f}-{os.getloadavg()[0]:.1f}", "wall_s": time.time() - t0,
+                "utc": time.strftime("%H:%M", time.gmtime(t0)),
+                **({"commit": args.commit} if args.commit else {}),
+                **({"run": args.run_id} if args.run_id else {})})
     return res
+
+
+def _src_commit(src: str) -> str | None:
+    """The commit of the timed source tree (``--ti-src``): HEAD of its repository, with
+    "+dirty" when src/ has uncommitted changes (None outside a git checkout)."""
+    try:
+        git = ["git", "-C", src]
+        head = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, check=True).stdout.strip()
+        dirty = subprocess.run([*git, "status", "--porcelain", "--", "."],
+                               capture_output=True, text=True, check=True).stdout.strip()
+        return head + ("+dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return None
 
 
 def _fmt_size(case: str, size: float) -> str:
@@ -750,6 +785,7 @@ def main() -> None:
                     help="fresh NUMBA_CACHE_DIR per child: 'first call' includes compiling")
     ap.add_argument("--ti-src", default=str(ROOT / "src"),
                     help="twinimpact source tree to time (e.g. a snapshot: git archive)")
+    ap.add_argument("--run-id", help="a label stored with every JSON line (e.g. a run name)")
     ap.add_argument("--jsonl", default=str(HERE / "results_table.jsonl"))
     ap.add_argument("--out", default=str(HERE / "results_table.md"))
     ap.add_argument("--list", action="store_true")
@@ -769,6 +805,7 @@ def main() -> None:
         for c, (peers, sizes, kinds) in CASES.items():
             print(f"{c}: peers {peers}, sizes {sizes}, panels {kinds}")
         return
+    a.commit = _src_commit(a.ti_src)
     too_big = [z for z in (a.sizes or []) if z >= BIG_ROWS]
     if too_big and not a.big:
         raise SystemExit(f"sizes {too_big} need --big (see --help)")

@@ -338,28 +338,41 @@ def test_small_set_projection_with_disconnected_blocks():
     np.testing.assert_allclose(demean(y, [u, t]).x, _dummy_residuals(y, u, t), atol=1e-12)
 
 
-@pytest.mark.parametrize("seed", [0, 4])
-def test_small_time_ols_equals_dense_projection_path(seed):
+@pytest.mark.parametrize("mode", ["dense", "lean", "weighted"])
+@pytest.mark.parametrize(("seed", "way"), [(0, None), (4, None), (1, True), (2, False)])
+def test_small_time_ols_equals_dense_projection_path(monkeypatch, seed, way, mode):
     """ols_twoway_small_time (indicators never demeaned) = dense design + alternating
-    projections + ols; cluster score sums = explicit per-cluster sums of the dense scores."""
+    projections + ols; cluster score sums = explicit per-cluster sums of the dense scores.
+    ``way``: the products with the unit x period table forced through small dense blocks
+    of units (True) or scipy's sparse kernels (False); None: the size rule. ``mode``: the
+    dense unit table, the lean one (CSR counts, lazy H), or weighted (WLS)."""
+    if way is not None:
+        monkeypatch.setattr(_fe, "_GRAM_BLOCK_CELLS", 40)
+        monkeypatch.setattr(_fe, "_dense_cells", lambda c: way)
+    if mode == "lean":
+        monkeypatch.setattr(_fe, "_DENSE_UNIT_PART_MAX", 0)
     u, t, rng = _unbalanced(seed, n_units=80)
     n, p = len(u), 6
     onehot = np.where(rng.random(n) < 0.6, rng.integers(0, p, n), -1)
     z = rng.normal(size=(n, 2)) + 0.1 * t[:, None]
     y = rng.normal(size=n) + 0.5 * (onehot == 2) + 0.2 * u
-    proj = _fe.two_way_projector([u, t])
-    fit = _fe.ols_twoway_small_time(y, u, t, proj, onehot=onehot, n_onehot=p, z=z)
+    w = rng.uniform(0.2, 3.0, n) if mode == "weighted" else None
+    proj = _fe.two_way_projector([u, t], weights=w)
+    fit = _fe.ols_twoway_small_time(y, u, t, proj, onehot=onehot, n_onehot=p, z=z,
+                                    weights=w)
+    assert isinstance(fit.unit_part, _fe._UnitPart) is (mode == "lean")
     dense = np.zeros((n, p))
     rows = np.flatnonzero(onehot >= 0)
     dense[rows, onehot[rows]] = 1.0
     xx = np.column_stack([dense, z])
-    dm = demean(np.column_stack([y, xx]), [u, t], tol=1e-14, exact_two_way=False)
-    ref = ols(dm.x[:, 1:], dm.x[:, 0])
+    dm = demean(np.column_stack([y, xx]), [u, t], weights=w, tol=1e-14,
+                exact_two_way=False)
+    ref = ols(dm.x[:, 1:], dm.x[:, 0], weights=w)
     np.testing.assert_array_equal(fit.kept, ref.kept)
     np.testing.assert_allclose(fit.coef, ref.coef, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(fit.resid, ref.resid, atol=1e-10)
     np.testing.assert_allclose(fit.bread, ref.bread, rtol=1e-10, atol=1e-14)
-    scores = dm.x[:, 1:] * ref.resid[:, None]
+    scores = dm.x[:, 1:] * (ref.resid if w is None else w * ref.resid)[:, None]
     coarse = rng.integers(0, 7, u.max() + 1)[u]
     for codes in (u, coarse, None):
         g = np.arange(n) if codes is None else codes
@@ -367,6 +380,53 @@ def test_small_time_ols_equals_dense_projection_path(seed):
         for j in range(scores.shape[1]):
             expect[:, j] = np.bincount(g, weights=scores[:, j], minlength=g.max() + 1)
         np.testing.assert_allclose(fit.cluster_sums(codes), expect, atol=1e-10)
+
+
+@pytest.mark.parametrize("way", [True, False])
+def test_small_time_lean_bit_identical_to_dense_both_ways(monkeypatch, way):
+    """The lean unit table (CSR counts, lazy H) gives the dense table's numbers bit for
+    bit with the products with the unit x period table through dense blocks of units
+    (several, 40 cells each) or through scipy's kernels."""
+    monkeypatch.setattr(_fe, "_GRAM_BLOCK_CELLS", 40)
+    monkeypatch.setattr(_fe, "_dense_cells", lambda c: way)
+    u, t, rng = _unbalanced(6, n_units=90)
+    n, p = len(u), 7
+    onehot = np.where(rng.random(n) < 0.6, rng.integers(0, p, n), -1)
+    z = rng.normal(size=(n, 1))
+    y = rng.normal(size=n) + 0.5 * (onehot == 2)
+    proj = _fe.two_way_projector([u, t])
+    fits = []
+    for cap in (10**12, 0):
+        monkeypatch.setattr(_fe, "_DENSE_UNIT_PART_MAX", cap)
+        fits.append(_fe.ols_twoway_small_time(y, u, t, proj, onehot=onehot, n_onehot=p, z=z))
+    dense, lean = fits
+    assert isinstance(lean.unit_part, _fe._UnitPart)
+    np.testing.assert_array_equal(lean.coef, dense.coef)
+    np.testing.assert_array_equal(lean.bread, dense.bread)
+    np.testing.assert_array_equal(lean.time_part, dense.time_part)
+    np.testing.assert_array_equal(lean.unit_part[0:len(dense.unit_part)], dense.unit_part)
+    for codes in (u, t):
+        np.testing.assert_array_equal(lean.cluster_sums(codes), dense.cluster_sums(codes))
+
+
+def test_weighted_small_time_h_blocks_equal_sparse_products(monkeypatch):
+    """Weighted fits: H from dense blocks of units equals H from scipy's CSR products to
+    rounding (and the fit with it)."""
+    u, t, rng = _unbalanced(7, n_units=70)
+    n, p = len(u), 5
+    onehot = np.where(rng.random(n) < 0.6, rng.integers(0, p, n), -1)
+    y = rng.normal(size=n) + 0.5 * (onehot == 1)
+    w = rng.uniform(0.2, 3.0, n)
+    proj = _fe.two_way_projector([u, t], weights=w)
+    monkeypatch.setattr(_fe, "_GRAM_BLOCK_CELLS", 30)
+    fits = []
+    for way in (True, False):
+        proj.dense_cells = way
+        fits.append(_fe.ols_twoway_small_time(y, u, t, proj, onehot=onehot, n_onehot=p,
+                                              weights=w))
+    blocks, csr = fits
+    np.testing.assert_allclose(blocks.unit_part, csr.unit_part, rtol=1e-13, atol=1e-15)
+    np.testing.assert_allclose(blocks.coef, csr.coef, rtol=1e-12, atol=1e-14)
 
 
 def test_non_converged_projection_warns_and_gives_no_estimate(monkeypatch):
@@ -551,9 +611,8 @@ def test_projector_gram_ways_and_blocks_equal_dummy_regression(monkeypatch, way,
     """The projector with the Gram from several small dense blocks, or from the sparse
     product, projects like the dummy-variable regression (multi-block path exercised at
     test size), connected and with two disconnected groups of periods."""
-    real = _fe._scaled_gram
     monkeypatch.setattr(_fe, "_GRAM_BLOCK_CELLS", 50)
-    monkeypatch.setattr(_fe, "_scaled_gram", lambda c, inv: real(c, inv, dense=way))
+    monkeypatch.setattr(_fe, "_dense_cells", lambda c: way)
     u, t, rng = _unbalanced(5)
     w = rng.uniform(0.2, 3.0, len(u)) if weighted else None
     x = rng.normal(size=(len(u), 2)) * [1.0, 50.0]

@@ -147,6 +147,21 @@ def test_lazy_unit_part_bit_identical_to_dense(monkeypatch, cluster, covariates)
     np.testing.assert_array_equal(c1, c0)
 
 
+@pytest.mark.parametrize("block_rows, chunk_cells", [(16, 1), (16, 16 * 30 * 3 + 5),
+                                                    (64, 1 << 20)])
+def test_lean_gram_from_dense_chunks_bit_identical(monkeypatch, block_rows, chunk_cells):
+    """The lean path's A_u' diag(1/n_u) A_u, its row blocks cut from dense chunks of
+    A_u (one block per chunk, several with a ragged last chunk, one chunk), adds the same
+    BLAS products as the dense path: the fit is bit-identical to the dense table's."""
+    monkeypatch.setattr(fe, "_row_block", lambda n_cols: block_rows)
+    monkeypatch.setattr(fe, "_SPARSE_BLOCK_CELLS", chunk_cells)
+    d = _panel(5, n_units=301, n_periods=9, drop=0.2, cohorts=(0, 3, 5, 7))
+    (p0, v0, c0), (p1, v1, c1) = _fit_both(d, monkeypatch, cluster="id")
+    np.testing.assert_array_equal(p1, p0)
+    np.testing.assert_array_equal(v1, v0)
+    np.testing.assert_array_equal(c1, c0)
+
+
 def test_unit_part_rows_and_products_equal_the_dense_table(monkeypatch):
     """_UnitPart's rows (slices, repeated rows) and ``e @ H`` equal the dense table's."""
     from scipy import sparse
@@ -181,3 +196,43 @@ def test_unit_part_rows_and_products_equal_the_dense_table(monkeypatch):
     np.testing.assert_array_equal(lazy.unit_part.rmatmul(sparse.csr_matrix((4, n_u))),
                                   np.zeros((4, p)))
     np.testing.assert_array_equal(lazy.score_meat(), dense.score_meat())
+
+
+@settings(max_examples=60, deadline=None)
+@given(codes=st.lists(st.integers(0, 9), min_size=1, max_size=300),
+       extra_levels=st.integers(0, 2), in_place=st.booleans())
+def test_first_seen_codes_equal_factorize(codes, extra_levels, in_place):
+    """_first_seen_codes numbers the levels in order of first appearance (pd.factorize's
+    codes) whether it returns the input (already so numbered), renumbers it in place or
+    makes a new array; the input is left alone unless in_place."""
+    from twinimpact.estimators.sun_abraham import _first_seen_codes
+
+    arr = np.asarray(codes, dtype=np.intp)
+    before = arr.copy()
+    n_levels = int(arr.max()) + 1 + extra_levels
+    want, uniq = pd.factorize(before)
+    got, n_present = _first_seen_codes(arr, n_levels, in_place=in_place)
+    np.testing.assert_array_equal(got, want)
+    assert n_present == len(uniq)
+    if not in_place and got is not arr:
+        np.testing.assert_array_equal(arr, before)
+    if np.array_equal(want, before) and extra_levels == 0:
+        assert got is arr  # already first-seen order: no copy
+
+
+def test_shuffled_rows_and_dropped_rows_same_fit_as_labels():
+    """Row order and dropped rows (last-treated control) reach the renumbering paths
+    (identity, in place, copy): the cells and estimates equal the fit on relabelled
+    string ids, whose codes pandas numbers in order of first appearance."""
+    d = _panel(9, n_units=80, n_periods=8, drop=0.2, cohorts=(0, 3, 5, 7))
+    d = d.sample(frac=1.0, random_state=2).reset_index(drop=True)
+    for control in ("never_treated", "last_treated"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            a = sun_abraham(d, **KW, control_group=control)
+            b = sun_abraham(d.assign(id="u" + d["id"].astype(str),
+                                     year=d["year"].astype(float)), **KW,
+                            control_group=control)
+        np.testing.assert_array_equal(a.params.to_numpy(), b.params.to_numpy())
+        np.testing.assert_array_equal(np.asarray(a.vcov), np.asarray(b.vcov))
+        pd.testing.assert_frame_equal(a.cells, b.cells)

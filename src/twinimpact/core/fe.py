@@ -21,7 +21,7 @@ Pure functions on NumPy arrays; no pandas, no validation (callers validate).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -247,45 +247,67 @@ def _count_cells(big: np.ndarray, n_big: int, small: np.ndarray, n_small: int, *
     return m
 
 
-#: cells per dense block of :func:`_scaled_gram` (1 MB of float64: cache-sized)
+#: cells per dense block of a unit x period table (1 MB of float64: cache-sized)
 _GRAM_BLOCK_CELLS = 1 << 17
 
 
-def _csr_rows_dense(m: Any, start: int, stop: int) -> np.ndarray:
-    """Rows ``start:stop`` of a CSR matrix as a dense array, through a CSR view of the
-    stored arrays (``m[start:stop]`` copies the block's indices and data first)."""
+def _csr_rows_view(m: Any, start: int, stop: int) -> Any:
+    """Rows ``start:stop`` (``0 <= start <= stop <= rows``) of a CSR matrix as a CSR
+    matrix on views of its stored arrays (``m[start:stop]`` copies the block's indices and
+    data first)."""
     from scipy import sparse
 
     lo, hi = int(m.indptr[start]), int(m.indptr[stop])
-    blk = sparse.csr_matrix((m.data[lo:hi], m.indices[lo:hi], m.indptr[start:stop + 1] - lo),
-                            shape=(stop - start, m.shape[1]), copy=False)
-    return blk.toarray()
+    return sparse.csr_matrix((m.data[lo:hi], m.indices[lo:hi], m.indptr[start:stop + 1] - lo),
+                             shape=(stop - start, m.shape[1]), copy=False)
+
+
+def _csr_rows_dense(m: Any, start: int, stop: int) -> np.ndarray:
+    """Rows ``start:stop`` of a CSR matrix as a dense array (:func:`_csr_rows_view`)."""
+    return _csr_rows_view(m, start, stop).toarray()
+
+
+def _csr_dense_blocks(m: Any, width: int = 0) -> Iterator[tuple[slice, np.ndarray]]:
+    """``(rows, m[rows] dense)`` for blocks of rows of a CSR matrix of about
+    ``_GRAM_BLOCK_CELLS`` cells each (cells of ``max(width, columns)`` per row: the rows
+    of a wider table that go with the block)."""
+    n_rows = m.shape[0]
+    step = max(1, _GRAM_BLOCK_CELLS // max(1, m.shape[1], width))
+    for start in range(0, n_rows, step):
+        stop = min(n_rows, start + step)
+        yield slice(start, stop), _csr_rows_dense(m, start, stop)
+
+
+def _dense_cells(cells: Any) -> bool:
+    """Whether products with the (N, T) CSR table ``cells`` go through dense blocks of
+    rows (BLAS) rather than scipy's sparse kernels: when ``N T^2`` multiply-adds at BLAS
+    speed cost less than about ``sum_u nnz_u^2`` scattered sparse updates (the rule of
+    :func:`_unit_counts_csr`) -- nearly full unit x period tables; not a long period
+    span of which each unit has a few periods (entry and exit)."""
+    n_big, n_small = cells.shape
+    nnz_u = np.diff(cells.indptr).astype(np.float64)
+    return n_big * n_small * n_small <= _SYRK_OVER_SPARSE * float(nnz_u @ nnz_u)
 
 
 def _scaled_gram(cells: Any, inv: np.ndarray, *, dense: bool | None = None) -> np.ndarray:
     """``B' diag(inv) B`` (T, T) dense, for ``B = cells`` (N, T) a canonical scipy CSR
     matrix (the unit x period counts or weight sums of :class:`SmallSetProjector`).
 
-    Cost linear in the units either way. From dense blocks of units (BLAS products of
-    about ``_GRAM_BLOCK_CELLS`` cells each) when ``N T^2`` multiply-adds at BLAS speed
-    cost less than scipy's sparse-sparse product (about ``sum_u nnz_u^2`` scattered
-    updates, twice: it counts the output first -- most of the projector's setup time at
-    1e7 rows, 0.7 of 3 s), as in :func:`_unit_counts_csr`; else the sparse product (a
-    period set with many levels of which each unit has few: entry and exit over a long
-    span). Both form the products ``B[u, s] (B[u, t] inv[u])``; they differ only in the
-    order of the sums over units (rounding). ``dense``: force one way (tests)."""
+    Cost linear in the units either way: from dense blocks of units (BLAS) when
+    ``dense`` (default :func:`_dense_cells`), else scipy's sparse-sparse product (about
+    ``sum_u nnz_u^2`` scattered updates, twice: it counts the output first; on nearly
+    full tables it was most of the projector's setup time at 1e7 rows, 0.7 of 3 s, where
+    the blocks take 0.06 s). Both form the products ``B[u, s] (B[u, t] inv[u])``; they
+    differ only in the order of the sums over units (rounding)."""
     from scipy import sparse
 
-    n_big, n_small = cells.shape
+    n_small = cells.shape[1]
     if dense is None:
-        nnz_u = np.diff(cells.indptr).astype(np.float64)
-        dense = n_big * n_small * n_small <= _SYRK_OVER_SPARSE * float(nnz_u @ nnz_u)
+        dense = _dense_cells(cells)
     if dense:
         out = np.zeros((n_small, n_small))
-        rows = max(1, _GRAM_BLOCK_CELLS // max(1, n_small))
-        for start in range(0, n_big, rows):
-            f = _csr_rows_dense(cells, start, min(n_big, start + rows))
-            out += f.T @ (f * inv[start:start + rows, None])
+        for r, f in _csr_dense_blocks(cells):
+            out += f.T @ (f * inv[r, None])
         return out
     # diag(inv) B: each stored entry times its row's factor (the numbers of scipy's
     # diagonal product, without its format conversions), built on the stored index
@@ -331,7 +353,9 @@ class SmallSetProjector:
                                            shape=(big.n_groups, small.n_groups))
             self.cells.sum_duplicates()
         w_t = small.wsum
-        linked = _scaled_gram(self.cells, big.inv_wsum)
+        #: products with B through dense blocks of units (see _dense_cells)
+        self.dense_cells = _dense_cells(self.cells)
+        linked = _scaled_gram(self.cells, big.inv_wsum, dense=self.dense_cells)
         s = np.diag(w_t) - linked
         s = 0.5 * (s + s.T)
         lam, vec = np.linalg.eigh(s)
@@ -1231,9 +1255,16 @@ class _UnitPart:
     def __getitem__(self, rows: slice | np.ndarray) -> np.ndarray:
         """Dense rows ``H[rows]`` (a slice or an integer array of rows)."""
         inv = self.inv_nu[rows, None]
-        h = self.a_u[rows].toarray()
+        if isinstance(rows, slice) and rows.step in (None, 1):
+            # views of the stored arrays, no copies (the same rows, the same products)
+            start, stop, _ = rows.indices(self.shape[0])
+            stop = max(start, stop)
+            a_u, cells = (_csr_rows_view(m, start, stop) for m in (self.a_u, self.cells))
+        else:
+            a_u, cells = self.a_u[rows], self.cells[rows]
+        h = a_u.toarray()
         h *= inv
-        h -= _dense(self.cells[rows] @ self.gam) * inv
+        h -= _dense(cells @ self.gam) * inv
         return h
 
     def rmatmul(self, e: Any) -> np.ndarray:
@@ -1260,6 +1291,27 @@ def _times_unit_part(e: Any, u_part: Any) -> np.ndarray:
     return e @ u_part
 
 
+def _period_unit_product(proj: SmallSetProjector, a_t: np.ndarray,
+                         rows_of: Callable[[slice], np.ndarray] | None,
+                         a_u_sc: Any) -> np.ndarray:
+    """``Q = A_t - B' (diag(1/n_u) A_u)`` (T, p) of :func:`ols_twoway_small_time`, ``B =
+    proj.cells`` (N, T). When ``proj.dense_cells`` (nearly full unit x period table:
+    :func:`_dense_cells`), from dense blocks of units (BLAS), ``rows_of(r)`` giving the
+    dense rows ``r`` of ``diag(1/n_u) A_u``: the same blocks, and so the same numbers,
+    whether ``A_u`` is held dense (:func:`_small_time_dense`) or as CSR counts
+    (:func:`_small_time_lean`; a block of ``N_b x max(T, p)`` cells, ~1 MB, at a time).
+    Else scipy's product with ``a_u_sc`` (dense: CSC x dense; CSR: sparse-sparse, the
+    same nonzero terms in the same unit order). At 1e7 rows (24 cohorts, 1e6 units, 63
+    cells) the blocks took 0.075 s where the CSC x dense product took 0.14 s."""
+    cells = proj.cells
+    if not proj.dense_cells:
+        return a_t - _dense(cells.T @ a_u_sc)
+    q_mat = a_t.copy()
+    for r, f in _csr_dense_blocks(cells, width=a_t.shape[1]):
+        q_mat -= f.T @ rows_of(r)
+    return q_mat
+
+
 def _small_time_dense(c: np.ndarray, u: np.ndarray, t: np.ndarray, n_u: int, n_t: int,
                       p: int, w: np.ndarray | None, proj: SmallSetProjector):
     """The indicator tables of :func:`ols_twoway_small_time` with a dense ``H``: returns
@@ -1279,14 +1331,24 @@ def _small_time_dense(c: np.ndarray, u: np.ndarray, t: np.ndarray, n_u: int, n_t
     a_u *= inv_nu[:, None]
     a_u_sc = h = a_u
     del a_u
-    q_mat = a_t - _dense(proj.cells.T @ a_u_sc)
+    q_mat = _period_unit_product(proj, a_t, lambda r: h[r], a_u_sc)
     gam = proj.s_pinv @ q_mat
     del a_u_sc
     # H = diag(1/n_u) (A_u - B G), row block by row block
     cells = proj.cells
-    # (a CSR product computes each row on its own: few, large blocks give the same numbers)
-    _sub_rowblocks(h, lambda r: _dense(cells[r] @ gam) * inv_nu[r, None],
-                   rows=_sparse_block_rows(p))
+    if w is not None and proj.dense_cells:
+        # weighted (no lazy twin): B G from dense blocks of units (BLAS; 0.09 s where the
+        # CSR product took 0.21 s at 1e7 rows, 1e6 units and 63 cells)
+        for r, f in _csr_dense_blocks(cells, width=p):
+            part = f @ gam
+            part *= inv_nu[r, None]
+            h[r] -= part
+    else:
+        # unweighted: each row by scipy's CSR product, as the rows of _small_time_lean's
+        # lazy H are made (bit-identical tables); a CSR product computes each row on its
+        # own, so few, large blocks give the same numbers
+        _sub_rowblocks(h, lambda r: _dense(cells[r] @ gam) * inv_nu[r, None],
+                       rows=_sparse_block_rows(p))
     return c1, cnt, a_t, a_u_t_a_u_sc, q_mat, gam, h
 
 
@@ -1296,9 +1358,10 @@ def _small_time_lean(c: np.ndarray, u: np.ndarray, t: np.ndarray, n_u: int, n_t:
     and ``H`` a :class:`_UnitPart`.
 
     The same numbers: ``A_u' diag(1/n_u) A_u`` from the same dense row blocks;
-    ``B' diag(1/n_u) A_u`` a sparse-sparse product that adds, for each (period,
-    indicator) entry, the same nonzero terms in the same (unit) order as the CSC x dense
-    product (the zero terms it skips added 0)."""
+    ``B' diag(1/n_u) A_u`` from the same dense blocks of units (:func:`_period_unit_product`)
+    or else a sparse-sparse product that adds, for each (period, indicator) entry, the
+    same nonzero terms in the same (unit) order as the CSC x dense product (the zero terms
+    it skips added 0); the rows of ``H`` by the same CSR products."""
     from scipy import sparse
 
     # canonical CSR (sorted, summed) from a narrow dense table, or the COO build when that
@@ -1308,17 +1371,31 @@ def _small_time_lean(c: np.ndarray, u: np.ndarray, t: np.ndarray, n_u: int, n_t:
     cnt = code_sums(c1, p + 1, None)[1:]
     a_t = np.ascontiguousarray(pair_sums(t, n_t, c1, p + 1, None, dtype=np.float64)[:, 1:])
     inv_nu = proj.big.inv_wsum
+    # the same BLAS products on the same row blocks as the dense path (so the same sums);
+    # the blocks cut from dense chunks of ~8 MB (one densified CSR slice per chunk, not per
+    # block)
     a_u_t_a_u_sc = np.zeros((p, p))
     rows = _row_block(p * p)
-    for start in range(0, n_u, rows):
-        r = slice(start, start + rows)
-        blk = a_u[r].toarray()
-        a_u_t_a_u_sc += blk.T @ (blk * inv_nu[r, None])
-    sc = np.repeat(inv_nu, np.diff(a_u.indptr))
-    np.multiply(a_u.data, sc, out=sc)
-    a_u_sc = sparse.csr_matrix((sc, a_u.indices, a_u.indptr), shape=a_u.shape, copy=False)
-    q_mat = a_t - _dense(proj.cells.T @ a_u_sc)
-    del a_u_sc, sc
+    chunk = rows * max(1, _SPARSE_BLOCK_CELLS // max(1, rows * p))
+    for c0 in range(0, n_u, chunk):
+        dense_chunk = _csr_rows_dense(a_u, c0, min(n_u, c0 + chunk))
+        for start in range(c0, min(n_u, c0 + chunk), rows):
+            r = slice(start, start + rows)
+            blk = dense_chunk[start - c0:start - c0 + rows]
+            a_u_t_a_u_sc += blk.T @ (blk * inv_nu[r, None])
+        del dense_chunk
+    if proj.dense_cells:
+        # the dense blocks: A_u[r] diag(1/n_u), the entries of _small_time_dense's table
+        q_mat = _period_unit_product(
+            proj, a_t, lambda r: _csr_rows_dense(a_u, r.start, r.stop) * inv_nu[r, None],
+            None)
+    else:
+        sc = np.repeat(inv_nu, np.diff(a_u.indptr))
+        np.multiply(a_u.data, sc, out=sc)
+        a_u_sc = sparse.csr_matrix((sc, a_u.indices, a_u.indptr), shape=a_u.shape,
+                                   copy=False)
+        q_mat = _period_unit_product(proj, a_t, None, a_u_sc)
+        del a_u_sc, sc
     gam = proj.s_pinv @ q_mat
     return c1, cnt, a_t, a_u_t_a_u_sc, q_mat, gam, _UnitPart(a_u, proj.cells, gam, inv_nu)
 

@@ -33,6 +33,7 @@ import numpy as np
 from ..core.progress import progress, track
 from ._sdid_solver import (
     _MASKED,
+    DrawGram,
     GramProblems,
     SDIDFit,
     SDIDOptions,
@@ -117,10 +118,12 @@ _GATHER_ELEMS = 2**16
 #: the bootstrap keeps each group's controls' Gram matrix (N0 x N0, one per cohort) and
 #: gathers every draw's from it while all of them, plus the one draw buffer, fit in this
 #: many float64 numbers (32 MB: up to ~1,450 controls with one cohort); beyond, each draw
-#: builds its own as before -- the same numbers either way (tested), so the choice is
-#: memory (one more N0 x N0 array per cohort held) against the N0^2 T0 product per draw.
-#: Measured (200 draws, 40 periods): kept at 1,800 controls, 5.6 s CPU but 231 MB peak,
-#: above diff-diff's 206 MB; not kept, 6.3 s and 178 MB
+#: builds its own over its distinct controls (:class:`DrawGram`) -- the same matrix
+#: either way (to the bit, or to rounding where the BLAS rounds by position; tested), so
+#: the choice is memory (one more N0 x N0 array per cohort held)
+#: against the ~0.4 N0^2 T0 product per draw. Measured (200 draws, 40 periods, before
+#: DrawGram): kept at 1,800 controls, 5.6 s CPU but 231 MB peak, above diff-diff's
+#: 206 MB; not kept, 6.3 s and 178 MB
 _GRAM_KEEP_ELEMS = 2**22
 
 
@@ -295,11 +298,13 @@ def bootstrap_replicates(Y: np.ndarray, N0: int, groups: list[Group], fits: list
     sampler = BootstrapSampler(N, N0, groups, n_reps, rng, max_draws)
     # each group's unit-weight Gram matrix over all controls, built once: a draw's is
     # its rows/columns ctrl (same numbers), read through that map (no k x k product per
-    # draw) -- while they fit in _GRAM_KEEP_ELEMS (else a product per draw, as before)
+    # draw) -- while they fit in _GRAM_KEEP_ELEMS; else each draw's over its distinct
+    # controls, in one buffer reused by every draw and group (DrawGram; same numbers)
     keep = [fit.options.update_omega for fit in fits]
     if (sum(keep) + 1) * N0 * N0 > _GRAM_KEEP_ELEMS:
         keep = [False] * len(fits)
-    grams = [control_gram(Y, N0, grp.a, fit.options.omega_intercept) if k else None
+    per_draw = DrawGram()
+    grams = [control_gram(Y, N0, grp.a, fit.options.omega_intercept) if k else per_draw
              for grp, fit, k in zip(groups, fits, keep, strict=True)]
     bar = progress(n_reps, "synthetic_did bootstrap")
     for count, (ctrl, tr) in enumerate(sampler):
@@ -308,7 +313,7 @@ def bootstrap_replicates(Y: np.ndarray, N0: int, groups: list[Group], fits: list
             Yg = Y[np.concatenate([ctrl, tr[g]])]
             f = sdid_fit(Yg, len(ctrl), grp.a, fit.options,
                          omega=sum_normalize(fit.omega[ctrl]), lam=fit.lam,
-                         omega_gram=None if grams[g] is None else (grams[g], ctrl))
+                         omega_gram=(grams[g], ctrl))
             taus[g] = f.tau
         att, _ = aggregate(taus, [len(r) for r in tr], [T - grp.a for grp in groups])
         out[count, 0] = att

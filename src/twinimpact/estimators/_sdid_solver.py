@@ -34,6 +34,7 @@ import numpy as np
 
 __all__ = [
     "ControlGram",
+    "DrawGram",
     "FWResult",
     "GramProblems",
     "SDIDFit",
@@ -335,6 +336,10 @@ def _compiled_fw():
             fn.gather.restype = None
             fn.gather.argtypes = [ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64,
                                   ctypes.c_void_p, ctypes.c_double, ctypes.c_void_p]
+            fn.expand = lib.ti_expand_gram
+            fn.expand.restype = None
+            fn.expand.argtypes = [ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p,
+                                  ctypes.c_double, ctypes.c_void_p, ctypes.c_void_p]
         except (ImportError, OSError, AttributeError):
             fn = None
         _FW_C.append(fn)
@@ -730,15 +735,17 @@ def weight_problem(Yw: np.ndarray, zeta: float, intercept: bool,
     """One weight problem of :func:`sc_weight_fw` (``Yw`` of shape ``(n, k + 1)``) in
     Gram form for :func:`fw_gram_sets`: ``A'A + n zeta^2 I`` (``A`` the first ``k``
     columns, centred when ``intercept``; NumPy's ``A.T @ A``, symmetric), ``A'b``,
-    ``b'b``, start ``init`` (uniform by default). ``gram = (cg, index)``: ``A'A`` read
-    from the :class:`ControlGram` ``cg`` (a bootstrap draw; the same numbers)."""
+    ``b'b``, start ``init`` (uniform by default). ``gram = (cg, index)``: a bootstrap
+    draw's ``A'A`` read from the :class:`ControlGram` ``cg`` or built over the draw's
+    distinct controls by the :class:`DrawGram` ``cg`` (the same matrix; see
+    :class:`ControlGram` on rounding)."""
     A, b = _design(Yw, intercept)
     n, k = A.shape
     if gram is None:
         bank = A.T @ A
         bank[np.diag_indices(k)] += n * zeta**2
     else:
-        bank = gram[0].draw(gram[1], n * zeta**2)
+        bank = gram[0].draw(gram[1], n * zeta**2, A)
     x0 = np.full(k, 1.0 / k) if init is None else np.asarray(init, dtype=float)
     return GramProblems(bank, 0, (A.T @ b)[None, :], np.array([float(b @ b)]),
                         x0[None, :], n, zeta)
@@ -751,8 +758,12 @@ class ControlGram:
     A draw's controls are rows ``index`` (sorted, repeats) of that control set: column
     ``j`` of its ``A`` is column ``index[j]`` of the full ``A`` (the same numbers: the
     collapsed form and the centring of a column use that unit's row only), so its
-    ``A'A`` is ``G[index][:, index]`` (each entry the same BLAS dot product of the same
-    two columns; checked bit for bit in tests/estimators/test_sdid_gram_map.py). The
+    ``A'A`` is ``G[index][:, index]``. Each entry is the BLAS's dot product of the same two
+    columns: the same to the bit where the BLAS rounds an entry of ``A.T @ A`` the same
+    wherever it sits in the product (OpenBLAS's Haswell kernels on the machine this was
+    written on); some kernels round edge tiles differently (OpenBLAS on an AMD EPYC: ~1%
+    of entries 1 ulp apart), and then the replicates agree to ~1e-12 (both cases tested in
+    tests/estimators/test_sdid_gram_map.py). The
     draw's ``k x k`` matrix is gathered into the reused buffer (compiled gather when the
     extension is built) instead of being multiplied out (``k^2 T0`` flops) in a fresh
     array.
@@ -762,12 +773,14 @@ class ControlGram:
         self.G = np.ascontiguousarray(G, dtype=float)
         self.buf = np.empty(self.G.size)
 
-    def draw(self, index: np.ndarray, eta: float) -> np.ndarray:
+    def draw(self, index: np.ndarray, eta: float, A: np.ndarray | None = None
+             ) -> np.ndarray:
         """``G[index][:, index] + eta I`` (a view of the buffer: valid until the next
-        call)."""
+        call; ``A``, the draw's design, is not needed here)."""
         idx = np.ascontiguousarray(index, dtype=np.int64)
         k = len(idx)
         if self.buf.size < k * k:                      # a draw may hold more than N0
+            self.buf = np.empty(0)                     # released first: one buffer live
             self.buf = np.empty(k * k)
         out = self.buf[:k * k].reshape(k, k)
         fn = _compiled_fw()
@@ -776,6 +789,58 @@ class ControlGram:
                       out.ctypes.data)
         else:
             np.take(self.G.take(idx, axis=0), idx, axis=1, out=out)
+            out[np.diag_indices(k)] += eta
+        return out
+
+
+class DrawGram:
+    """A bootstrap draw's unit-weight Gram matrix built over its DISTINCT controls, in one
+    buffer reused from draw to draw (the path when the controls' :class:`ControlGram` is
+    too large to keep).
+
+    A draw has ``k ~ N0`` controls but only ``ku ~ 0.63 N0`` distinct ones (units drawn
+    with replacement; sorted, so repeats are adjacent). Column ``j`` of the draw's ``A``
+    depends on its unit only, so ``A'A = Gu[inv][:, inv]`` with ``Gu`` the Gram matrix of
+    the distinct columns and ``inv[j]`` coordinate ``j``'s distinct control: ``Gu`` costs
+    ``ku^2 T0`` flops (``~0.4`` of ``A.T @ A``'s), is written into the buffer (no fresh
+    ``k x k`` array, whose page faults were a fifth of the draw's time at 3,000 units) and
+    spread to ``k x k`` in place (compiled ``ti_expand_gram``; NumPy ``take`` without the
+    extension). Each entry is the BLAS's dot product of the same two columns as in
+    ``A.T @ A``: the same matrix to the bit, or to rounding where the BLAS rounds by
+    position (see :class:`ControlGram`; tests/estimators/test_sdid_gram_map.py checks
+    the arrangement exactly and the replicates against the per-draw product).
+    """
+
+    def __init__(self) -> None:
+        self.buf = np.empty(0)
+
+    def draw(self, index: np.ndarray, eta: float, A: np.ndarray | None = None
+             ) -> np.ndarray:
+        """``A.T @ A + eta I`` of the draw's design ``A`` (``T0 x k``, columns of the
+        sorted controls ``index``), a view of the buffer valid until the next call."""
+        if A is None:  # pragma: no cover - internal misuse
+            raise ValueError("DrawGram.draw needs the draw's design A")
+        idx = np.asarray(index)
+        k = len(idx)
+        new = np.empty(k, dtype=bool)
+        new[:1] = True
+        np.not_equal(idx[1:], idx[:-1], out=new[1:])
+        inv = np.cumsum(new, dtype=np.int64) - 1             # coordinate -> distinct control
+        Au = np.asfortranarray(A[:, new])                    # A's layout (column-major)
+        ku = Au.shape[1]
+        if self.buf.size < k * k:
+            self.buf = np.empty(0)                           # released first: one buffer live
+            self.buf = np.empty(k * k + 8 * k)               # room for a few more controls
+        Gu = self.buf[:ku * ku].reshape(ku, ku)
+        np.matmul(Au.T, Au, out=Gu)
+        out = self.buf[:k * k].reshape(k, k)
+        fn = _compiled_fw()
+        if fn is not None:
+            tmp = np.empty(ku)
+            fn.expand(k, ku, inv.ctypes.data, eta, self.buf.ctypes.data, tmp.ctypes.data)
+        else:
+            G = Gu.copy()
+            np.take(G.take(inv, axis=0), inv, axis=1, out=out)
             out[np.diag_indices(k)] += eta
         return out
 
@@ -816,7 +881,7 @@ def sdid_fit(Y: np.ndarray, N0: int, T0: int, opts: SDIDOptions, *,
     True, and the fixed weights otherwise (then they are required). ``omega_gram``
     ``(cg, index)``: the controls are rows ``index`` of the control set of the
     :class:`ControlGram` ``cg`` (a bootstrap draw): the unit-weight Gram matrix is
-    gathered from it (the same numbers, :func:`weight_problem`).
+    gathered from it (the same matrix, :func:`weight_problem`).
     """
     Y = np.asarray(Y, dtype=float)
     N, T = Y.shape
