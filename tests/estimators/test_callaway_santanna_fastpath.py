@@ -109,6 +109,27 @@ def test_factorize_sorted_matches_pandas(values, dtype):
     assert labels.equals(labels0) and labels.dtype == labels0.dtype
 
 
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.one_of(st.none(), st.sampled_from(["a", "b", "B", "ab", "", "é", "z1",
+                                                        "z10", "z2", "unit_07", "unit_7"])),
+                min_size=1, max_size=40),
+       st.sampled_from([1, 4]))
+def test_factorize_sorted_strings_match_pandas(values, partitions):
+    """Arrow strings (pandas' ``str``): string_codes (one table or forced partitions) and
+    the sorted labels give pandas.factorize(sort=True)'s codes and labels, missing -> -1."""
+    import unittest.mock
+
+    from twinimpact.core import labels as core_labels
+
+    s = pd.Series(values, dtype="str")
+    with unittest.mock.patch.object(core_labels, "_partitions_for",
+                                    lambda data: partitions):
+        codes, labels = _factorize_sorted(s)
+    codes0, labels0 = pd.factorize(s, sort=True)
+    np.testing.assert_array_equal(codes, codes0)
+    assert labels.equals(labels0) and labels.dtype == labels0.dtype
+
+
 @settings(max_examples=25, deadline=None)
 @given(st.lists(st.one_of(st.integers(-50, 3000), st.sampled_from([0.5, 1e17, -2.25])),
                 min_size=1, max_size=40))
@@ -139,8 +160,10 @@ def test_cohort_varying_within_unit_still_rejected_when_complete_and_sorted(mpdt
                                    unique=True),
        st.sampled_from(["complete", "swap", "duplicate", "short"]))
 def test_complete_sorted_equals_time_codes_or_declines(n_units, years, how):
-    """_complete_sorted returns _time_codes(tt) on every unit x every period sorted by
-    unit and time, and None when rows are out of order, duplicated or missing."""
+    """_complete_sorted returns the periods of _time_codes(tt) on every unit x every
+    period sorted by unit and time (whose time codes are then row % T, as the caller
+    assumes without making them), and None when rows are out of order, duplicated or
+    missing."""
     from twinimpact.estimators.callaway_santanna import _complete_sorted
 
     years = sorted(years)
@@ -161,8 +184,8 @@ def test_complete_sorted_equals_time_codes_or_declines(n_units, years, how):
     if complete:
         periods, codes = _time_codes(t)
         assert got is not None
-        np.testing.assert_array_equal(got[0], periods)
-        np.testing.assert_array_equal(got[1], codes)
+        np.testing.assert_array_equal(got, periods)
+        np.testing.assert_array_equal(np.arange(len(t)) % len(got), codes)
     else:
         assert got is None
 

@@ -302,27 +302,6 @@ TI_EXPORT void ti_gather_gram(int64_t k, const double *G, int64_t ld, const int6
     }
 }
 
-/* A bootstrap draw's Gram matrix from the Gram matrix of its DISTINCT controls, in place.
- * On entry buf holds Gu (ku x ku, C order) in its first ku * ku numbers: the Gram matrix
- * of the draw's ku distinct controls; inv[j] (0 <= inv[j] < ku, nondecreasing: the draw's
- * controls sorted, repeats adjacent) is coordinate j's control. On exit buf holds the
- * k x k matrix Gu[inv][:, inv] + eta I (the same entries as the draw's own A'A when each
- * entry of Gu is the same dot product of the same two columns; eta added to the diagonal
- * with one rounding, as weight_problem does). Rows are written from the last to the
- * first: row i's destination starts at i * k >= (inv[i - 1] + 1) * ku, past every source
- * row still to be read, and its own source row is copied to tmp (ku numbers) first. */
-TI_EXPORT void ti_expand_gram(int64_t k, int64_t ku, const int64_t *inv, double eta,
-                              double *buf, double *tmp)
-{
-    for (int64_t i = k - 1; i >= 0; i--) {
-        const double *src = buf + inv[i] * ku;
-        for (int64_t v = 0; v < ku; v++) tmp[v] = src[v];
-        double *dst = buf + i * k;
-        for (int64_t j = 0; j < k; j++) dst[j] = tmp[inv[j]];
-        dst[i] += eta;
-    }
-}
-
 static struct PyModuleDef ti_sdid_fw_module = {
     PyModuleDef_HEAD_INIT, "_sdid_fw",
     "Compiled Frank-Wolfe loop of synthetic DiD (loaded with ctypes; see _sdid_solver).",

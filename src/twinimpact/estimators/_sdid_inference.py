@@ -118,11 +118,11 @@ _GATHER_ELEMS = 2**16
 #: the bootstrap keeps each group's controls' Gram matrix (N0 x N0, one per cohort) and
 #: gathers every draw's from it while all of them, plus the one draw buffer, fit in this
 #: many float64 numbers (32 MB: up to ~1,450 controls with one cohort); beyond, each draw
-#: builds its own over its distinct controls (:class:`DrawGram`) -- the same matrix
-#: either way (to the bit, or to rounding where the BLAS rounds by position; tested), so
-#: the choice is memory (one more N0 x N0 array per cohort held)
-#: against the ~0.4 N0^2 T0 product per draw. Measured (200 draws, 40 periods, before
-#: DrawGram): kept at 1,800 controls, 5.6 s CPU but 231 MB peak, above diff-diff's
+#: builds its own ``A.T @ A`` into one reused buffer (:class:`DrawGram`) -- the same
+#: matrix either way (to the bit, or to rounding where the BLAS rounds by position;
+#: tested), so the choice is memory (one more N0 x N0 array per cohort held) against the
+#: N0^2 T0 product per draw. Measured (200 draws, 40 periods, old machine, a fresh array
+#: per draw): kept at 1,800 controls, 5.6 s CPU but 231 MB peak, above diff-diff's
 #: 206 MB; not kept, 6.3 s and 178 MB
 _GRAM_KEEP_ELEMS = 2**22
 
@@ -298,8 +298,8 @@ def bootstrap_replicates(Y: np.ndarray, N0: int, groups: list[Group], fits: list
     sampler = BootstrapSampler(N, N0, groups, n_reps, rng, max_draws)
     # each group's unit-weight Gram matrix over all controls, built once: a draw's is
     # its rows/columns ctrl (same numbers), read through that map (no k x k product per
-    # draw) -- while they fit in _GRAM_KEEP_ELEMS; else each draw's over its distinct
-    # controls, in one buffer reused by every draw and group (DrawGram; same numbers)
+    # draw) -- while they fit in _GRAM_KEEP_ELEMS; else each draw's own A.T @ A, in one
+    # buffer reused by every draw and group (DrawGram; the same numbers)
     keep = [fit.options.update_omega for fit in fits]
     if (sum(keep) + 1) * N0 * N0 > _GRAM_KEEP_ELEMS:
         keep = [False] * len(fits)

@@ -336,10 +336,6 @@ def _compiled_fw():
             fn.gather.restype = None
             fn.gather.argtypes = [ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64,
                                   ctypes.c_void_p, ctypes.c_double, ctypes.c_void_p]
-            fn.expand = lib.ti_expand_gram
-            fn.expand.restype = None
-            fn.expand.argtypes = [ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p,
-                                  ctypes.c_double, ctypes.c_void_p, ctypes.c_void_p]
         except (ImportError, OSError, AttributeError):
             fn = None
         _FW_C.append(fn)
@@ -736,9 +732,9 @@ def weight_problem(Yw: np.ndarray, zeta: float, intercept: bool,
     Gram form for :func:`fw_gram_sets`: ``A'A + n zeta^2 I`` (``A`` the first ``k``
     columns, centred when ``intercept``; NumPy's ``A.T @ A``, symmetric), ``A'b``,
     ``b'b``, start ``init`` (uniform by default). ``gram = (cg, index)``: a bootstrap
-    draw's ``A'A`` read from the :class:`ControlGram` ``cg`` or built over the draw's
-    distinct controls by the :class:`DrawGram` ``cg`` (the same matrix; see
-    :class:`ControlGram` on rounding)."""
+    draw's ``A'A`` read from the :class:`ControlGram` ``cg`` (the same matrix; see there
+    on rounding) or written by the :class:`DrawGram` ``cg`` into its reused buffer (the
+    same numbers)."""
     A, b = _design(Yw, intercept)
     n, k = A.shape
     if gram is None:
@@ -794,21 +790,21 @@ class ControlGram:
 
 
 class DrawGram:
-    """A bootstrap draw's unit-weight Gram matrix built over its DISTINCT controls, in one
+    """A bootstrap draw's unit-weight Gram matrix ``A.T @ A + eta I`` written into one
     buffer reused from draw to draw (the path when the controls' :class:`ControlGram` is
     too large to keep).
 
-    A draw has ``k ~ N0`` controls but only ``ku ~ 0.63 N0`` distinct ones (units drawn
-    with replacement; sorted, so repeats are adjacent). Column ``j`` of the draw's ``A``
-    depends on its unit only, so ``A'A = Gu[inv][:, inv]`` with ``Gu`` the Gram matrix of
-    the distinct columns and ``inv[j]`` coordinate ``j``'s distinct control: ``Gu`` costs
-    ``ku^2 T0`` flops (``~0.4`` of ``A.T @ A``'s), is written into the buffer (no fresh
-    ``k x k`` array, whose page faults were a fifth of the draw's time at 3,000 units) and
-    spread to ``k x k`` in place (compiled ``ti_expand_gram``; NumPy ``take`` without the
-    extension). Each entry is the BLAS's dot product of the same two columns as in
-    ``A.T @ A``: the same matrix to the bit, or to rounding where the BLAS rounds by
-    position (see :class:`ControlGram`; tests/estimators/test_sdid_gram_map.py checks
-    the arrangement exactly and the replicates against the per-draw product).
+    The product is the same BLAS call as :func:`weight_problem`'s own ``A.T @ A`` (NumPy
+    ``matmul`` with ``out=``: the same routine on the same operands), so the same numbers
+    on every machine (tests/estimators/test_sdid_gram_map.py); what changes is that no
+    fresh ``k x k`` array is allocated per draw -- its page faults were the draw's system
+    time (1.2 s of 11 s CPU at 3,000 units, 4.9 s of 34 s at 6,000; run BL). Building the
+    matrix over the draw's distinct controls instead (``~0.4`` of the flops, then spread
+    to the draw's coordinates; ce3461b) was measured and dropped: with 30 pre-periods the
+    build is bound by writing the ``k x k`` matrix, not by flops -- per draw 11.0 / 28.6 /
+    95 ms against 10.0 / 22.4 / 105 ms for this product at 1,800 / 2,700 / 5,400
+    controls, and only to rounding where the BLAS rounds by position (RESULTS.md, SDID
+    section).
     """
 
     def __init__(self) -> None:
@@ -816,32 +812,17 @@ class DrawGram:
 
     def draw(self, index: np.ndarray, eta: float, A: np.ndarray | None = None
              ) -> np.ndarray:
-        """``A.T @ A + eta I`` of the draw's design ``A`` (``T0 x k``, columns of the
-        sorted controls ``index``), a view of the buffer valid until the next call."""
+        """``A.T @ A + eta I`` of the draw's design ``A`` (``T0 x k``; ``index``, its
+        controls, is not needed here), a view of the buffer valid until the next call."""
         if A is None:  # pragma: no cover - internal misuse
             raise ValueError("DrawGram.draw needs the draw's design A")
-        idx = np.asarray(index)
-        k = len(idx)
-        new = np.empty(k, dtype=bool)
-        new[:1] = True
-        np.not_equal(idx[1:], idx[:-1], out=new[1:])
-        inv = np.cumsum(new, dtype=np.int64) - 1             # coordinate -> distinct control
-        Au = np.asfortranarray(A[:, new])                    # A's layout (column-major)
-        ku = Au.shape[1]
+        k = A.shape[1]
         if self.buf.size < k * k:
             self.buf = np.empty(0)                           # released first: one buffer live
             self.buf = np.empty(k * k + 8 * k)               # room for a few more controls
-        Gu = self.buf[:ku * ku].reshape(ku, ku)
-        np.matmul(Au.T, Au, out=Gu)
         out = self.buf[:k * k].reshape(k, k)
-        fn = _compiled_fw()
-        if fn is not None:
-            tmp = np.empty(ku)
-            fn.expand(k, ku, inv.ctypes.data, eta, self.buf.ctypes.data, tmp.ctypes.data)
-        else:
-            G = Gu.copy()
-            np.take(G.take(inv, axis=0), inv, axis=1, out=out)
-            out[np.diag_indices(k)] += eta
+        np.matmul(A.T, A, out=out)
+        out[np.diag_indices(k)] += eta
         return out
 
 

@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from ..core.labels import string_codes
 from ..core.threads import blas_single_thread
 from ..core.validation import (
     RowFilter,
@@ -202,7 +203,11 @@ def _factorize_sorted(values: pd.Series) -> tuple[np.ndarray, pd.Index]:
     """``pd.factorize(values, sort=True)``: codes in sorted label order, -1 for missing.
 
     Integer labels spanning a range at most a few times the number of rows are coded by a
-    counting pass (O(n), no hashing); anything else goes to :func:`pandas.factorize`.
+    counting pass (O(n), no hashing); Arrow strings by :func:`~twinimpact.core.labels.
+    string_codes` (pandas' codes in order of first appearance, hashed in partitions when
+    the labels are many), whose labels (one row each) are then sorted as
+    :func:`pandas.factorize` sorts its uniques (``argsort``) and the codes renumbered;
+    anything else goes to :func:`pandas.factorize`.
     """
     dt = values.dtype
     if isinstance(dt, np.dtype) and dt.kind in "iu" and len(values):
@@ -216,6 +221,24 @@ def _factorize_sorted(values: pd.Series) -> tuple[np.ndarray, pd.Index]:
             codes = small if present.all() else (np.cumsum(present) - 1)[small]
             labels = (np.flatnonzero(present) + lo).astype(dt)
             return codes, pd.Index(labels)
+    coded = string_codes(values.array) if len(values) else None
+    if coded is not None:
+        codes, k = coded
+        on = codes >= 0
+        every = bool(on.all())
+        rows = np.arange(len(codes)) if every else np.flatnonzero(on)
+        one = np.empty(k, dtype=np.intp)
+        one[codes if every else codes[rows]] = rows  # a row of each label (any)
+        uniques = values.array.take(one)  # the labels in code order
+        sorter = np.asarray(uniques.argsort())  # as pandas.factorize(sort=True) (safe_sort)
+        rank = np.empty(k, dtype=np.intp)
+        rank[sorter] = np.arange(k)
+        if every:
+            out = rank[codes]
+        else:
+            out = np.full(len(codes), -1, dtype=np.intp)
+            out[rows] = rank[codes[rows]]
+        return out, pd.Index(uniques.take(sorter))
     return pd.factorize(values, sort=True)
 
 
@@ -238,12 +261,13 @@ def _time_codes(tt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _complete_sorted(ucodes: np.ndarray, tt: np.ndarray, n_units: int
-                     ) -> tuple[np.ndarray, np.ndarray] | None:
-    """``_time_codes(tt)`` when the rows are every unit in every period, sorted by unit
-    (codes 0, 1, ...) and then by time (``n_units * T`` rows, row ``u * T + t`` is unit
-    ``u`` in period ``t``); ``None`` otherwise (no duplicate can hide in such rows).
-    Each unit's periods are then the first unit's, strictly increasing: one pass over
-    the unit codes and one over the periods instead of counting and coding them."""
+                     ) -> np.ndarray | None:
+    """The periods (``_time_codes(tt)[0]``) when the rows are every unit in every period,
+    sorted by unit (codes 0, 1, ...) and then by time (``n_units * T`` rows, row
+    ``u * T + t`` is unit ``u`` in period ``t``, so the time codes are ``row % T``, not
+    made); ``None`` otherwise (no duplicate can hide in such rows). Each unit's periods
+    are then the first unit's, strictly increasing: one pass over the unit codes and one
+    over the periods instead of counting and coding them."""
     n = len(ucodes)
     if n == 0 or n_units == 0 or n % n_units:
         return None
@@ -255,7 +279,7 @@ def _complete_sorted(ucodes: np.ndarray, tt: np.ndarray, n_units: int
     if not (np.all(np.isfinite(periods)) and np.all(periods[1:] > periods[:-1])
             and (t2 == periods).all()):
         return None
-    return periods, np.tile(np.arange(T), n_units)
+    return periods
 
 
 def _first_per_unit(codes: np.ndarray, values: np.ndarray, n_units: int) -> np.ndarray:
@@ -308,7 +332,7 @@ def _prepare(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort: 
                 fix=f"pass {name}='<column>'"))
     require_columns(data, [outcome, unit, time, cohort, *covariates, cluster])
     n_input = len(data)
-    y = _numeric(data, outcome, "outcome")
+    y = _numeric(data, outcome, "outcome", view_ok=True)  # (only read; copied when wide)
     tt = _numeric(data, time, "time")
     graw = _numeric(data, cohort, "cohort")
     xs = [_numeric(data, c, "covariate") for c in covariates]
@@ -323,6 +347,7 @@ def _prepare(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort: 
                                         fix="check the unit and time columns"))
     last = np.max(tt[keep]) if not keep.all() else np.max(tt)
     g = normalize_cohort(graw, last)
+    del graw  # (n floats: not held through the rest)
     # cohort constant within unit (checked on all rows with a unit, as prepare_panel)
     n_u = len(ulabels)
     # a complete panel sorted by unit, then time (every unit in every period, in order):
@@ -360,7 +385,9 @@ def _prepare(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort: 
         if clu_raw is not None:
             ccodes = pd.factorize(clu_raw.to_numpy()[idx])[0]
     if all_rows and complete is not None:  # (the same rows: no recount)
-        periods, tc = complete
+        # time codes row % T, not made: a complete sorted panel either keeps every row
+        # (the reshape below) or drops some, and every drop re-codes the periods
+        periods, tc = complete, None
         T = len(periods)
         sorted_rows = True
     else:
@@ -369,6 +396,7 @@ def _prepare(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort: 
         # duplicates unit x time (rows sorted by unit, then time: none, no counting needed)
         key = uc.astype(np.int64) * T + tc
         sorted_rows = bool(len(key) < 2 or (key[1:] > key[:-1]).all())
+        del key
     if not sorted_rows:
         refuse_duplicate_pairs(uc, tc, n_u, T, label_row=lambda i: (ulabels[uc[i]],
                                                                     periods[tc[i]]),
@@ -384,8 +412,8 @@ def _prepare(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort: 
         rows_out[reason] = rows_out.get(reason, 0) + n_drop
         if units_count:
             dropped_units[reason] = dropped_units.get(reason, 0) + units_count
-        uc, y, tt, g, tc = uc[mask_keep], y[mask_keep], tt[mask_keep], g[mask_keep], \
-            tc[mask_keep]
+        uc, y, tt, g = uc[mask_keep], y[mask_keep], tt[mask_keep], g[mask_keep]
+        tc = None if tc is None else tc[mask_keep]
         xs = [x[mask_keep] for x in xs]
         if ccodes is not None:
             ccodes = ccodes[mask_keep]
@@ -489,9 +517,8 @@ def _prepare(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort: 
                 f"{ESTIMATOR}: no unit is observed in every period", seen=f"{T} periods",
                 fix="balance the panel or restrict it to periods where units are observed"))
     present = np.bincount(uc, minlength=n_u) > 0
-    new_code = np.cumsum(present) - 1
-    u2 = new_code[uc]
     n = int(present.sum())
+    u2 = uc if n == n_u else (np.cumsum(present) - 1)[uc]  # (codes kept when all present)
     # allow_unbalanced: the repeated-cross-section path only when the panel really is
     # unbalanced; on a balanced panel R did >= 2.3.0 resets allow_unbalanced_panel to
     # FALSE and uses the panel estimators (did NEWS 2.3.0), and so do we

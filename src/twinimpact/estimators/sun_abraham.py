@@ -41,7 +41,7 @@ import numpy as np
 import pandas as pd
 
 from ..core.fe import factorize, fit_fe_codes
-from ..core.rowblocks import pair_sums, row_blocks
+from ..core.rowblocks import row_blocks
 from ..core.threads import blas_single_thread
 from ..core.validation import as_frame, gap_aware_refs, prepare_panel
 from ..errors import (
@@ -239,7 +239,8 @@ def sun_abraham(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohor
     first = np.full(n_u, np.inf)
     np.minimum.at(first, uc, t)
     unit_g = np.full(n_u, -np.inf)
-    unit_g[uc] = np.where(never, -np.inf, g)
+    unit_g[uc] = g  # (the cohort is constant within a unit; no n-row np.where temporary)
+    unit_g[np.isnan(unit_g)] = -np.inf
     seen = np.isfinite(first)
     gvals, ginv = np.unique(unit_g[seen], return_inverse=True)
     first_g = np.full(len(gvals), np.inf)
@@ -285,8 +286,6 @@ def sun_abraham(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohor
     g, t = kept(g), kept(t)
     uc0, tc0 = kept(uc), kept(pdata.time_codes)
     n_obs = len(g)
-    uc, n_units = _first_seen_codes(uc0, n_u)
-    tc, n_periods = _first_seen_codes(tc0, int(pdata.time_codes.max()) + 1)
     # cohort x period cells on integer keys: the row's cohort level (``gvals``, through its
     # unit) x its period code, counted in a (cohorts x periods) table; no n-row float keys
     # or hashing (pandas value_counts on (cohort, rel_time) pairs cost ~0.4 s at 1e7 rows)
@@ -295,9 +294,16 @@ def sun_abraham(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohor
     tvals[tc0] = t
     unit_gc = np.zeros(n_u, dtype=np.int32)
     unit_gc[seen] = ginv
-    gc = unit_gc[uc0]
-    del uc0
-    counts = pair_sums(gc, len(gvals), tc0, n_t0, None, dtype=np.int64)
+    # the row's cohort level taken block by block (no n-row cohort code array): the same
+    # integer counts as pair_sums on it
+    counts = np.zeros(len(gvals) * n_t0, dtype=np.int64)
+    one = np.int64(1)
+    for sl in row_blocks(n_obs):
+        key = unit_gc[uc0[sl]].astype(np.intp)
+        key *= n_t0
+        key += tc0[sl]
+        np.add.at(counts, key, one)
+    counts = counts.reshape(len(gvals), n_t0)
     has_g, has_t = counts.any(axis=1), counts.any(axis=0)
     never_kept = np.isneginf(gvals) & has_g
     treated_g = np.isfinite(gvals) & (gvals != ref_cohort)  # cohorts with dummies
@@ -318,8 +324,14 @@ def sun_abraham(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohor
             fix="check the cohort column and ref"))
     pos_tab = np.full((len(gvals), n_t0), -1, dtype=np.int32)
     pos_tab[ci, ti] = np.arange(len(ci), dtype=np.int32)
-    pos = pos_tab[gc, tc0]
-    del gc, tc0
+    pos = np.empty(n_obs, dtype=np.int32)
+    for sl in row_blocks(n_obs):
+        pos[sl] = pos_tab[unit_gc[uc0[sl]], tc0[sl]]
+    # unit and period codes numbered in order of first appearance, in the validation's
+    # own (fresh) code arrays, which are read no more
+    uc, n_units = _first_seen_codes(uc0, n_u, in_place=True)
+    tc, n_periods = _first_seen_codes(tc0, n_t0, in_place=True)
+    del uc0, tc0
     kc = len(cells)
     # the cohort x period dummies go in as codes (``onehot``): fitted in O(n) on balanced
     # panels, materialised only where the projection path needs them
@@ -385,18 +397,28 @@ def sun_abraham(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohor
                                               estimator=est))
 
 
-def _first_seen_codes(codes: np.ndarray, n_levels: int) -> tuple[np.ndarray, int]:
+def _first_seen_codes(codes: np.ndarray, n_levels: int, *, in_place: bool = False
+                      ) -> tuple[np.ndarray, int]:
     """Codes ``0..G-1`` of the levels present in ``codes`` (non-negative, below
     ``n_levels``), numbered in order of first appearance: the codes ``pd.factorize`` gives
     the labels, so the fit adds its sums in the same order as on the labels, found from
-    the integer codes in O(n + levels log levels) without hashing the rows."""
+    the integer codes in O(n + levels log levels) without hashing the rows. ``codes``
+    itself when already so numbered; ``in_place``: renumbered in ``codes`` (an intp
+    array the caller no longer needs) instead of a new array."""
     first = np.full(n_levels, len(codes), dtype=np.intp)
     for sl in row_blocks(len(codes)):  # no n-row arange (fresh pages at 1e7 rows)
         np.minimum.at(first, codes[sl], np.arange(sl.start, sl.stop, dtype=np.intp))
     order = np.argsort(first, kind="stable")
     n_present = int(np.count_nonzero(first < len(codes)))
+    if (n_present == n_levels and codes.dtype == np.intp
+            and np.array_equal(order, np.arange(n_levels))):
+        return codes, n_present  # already in that order (no n-row remapped copy)
     remap = np.empty(n_levels, dtype=np.intp)
     remap[order] = np.arange(n_levels, dtype=np.intp)
+    if in_place and codes.dtype == np.intp and codes.flags.writeable:
+        for sl in row_blocks(len(codes)):
+            codes[sl] = remap[codes[sl]]
+        return codes, n_present
     return remap[codes], n_present
 
 

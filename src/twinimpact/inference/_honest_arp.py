@@ -37,7 +37,9 @@ and tests any set of ``theta`` with one of two interchangeable engines:
   found) by one more batched solve (:func:`vlo_vup_warm`).
 
 Only values with ``0 < eta <= lf_cv`` need the conditional test (``eta <= 0`` never
-rejects; the LF stage rejects ``eta > lf_cv``). Same decisions as the oracle,
+rejects; the LF stage rejects ``eta > lf_cv``), and ``lf_cv`` itself is needed only when
+some such ``eta`` lies below :func:`lf_cv_upper`, a bound read off the same draws without
+any LP. Same decisions as the oracle,
 :func:`arp_accept_lp` -- one HiGHS linear program per grid point plus the Newton /
 bisection search for ``V_lo``, ``V_up`` on the dual value function (ARP Appendix D,
 Algorithm 1); the slow reference implementation (test oracle).

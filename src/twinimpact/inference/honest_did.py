@@ -254,9 +254,11 @@ def accepted_range(problems: Sequence[ArpProblem], thetas: np.ndarray
     least one piece: the bounds of the union confidence set, without testing the points
     between them. ``eta`` is computed at every point (cheap); a point with ``eta <= 0``
     is accepted and one with ``eta`` above the least-favourable critical value rejected
-    without the conditional test; the remaining points are tested from the grid edges
-    inwards, only outside the range already known to be accepted, and the scan of a
-    piece stops at its first acceptance from each side. Same indices as the full scan
+    without the conditional test (and without computing that critical value when ``eta``
+    exceeds its draw-only upper bound, :attr:`ArpProblem.lf_cv_bound`); the remaining
+    points are tested from the grid edges inwards, only outside the range already known
+    to be accepted, and the scan of a piece stops at its first acceptance from each side.
+    Same indices as the full scan
     (:func:`relative_magnitudes_cs`): the smallest accepted index of a union is the
     smallest over the pieces of each piece's first acceptance (and the same for the
     largest). None when nothing is accepted."""
