@@ -111,3 +111,41 @@ def test_dense_codes_equal_factorize_on_every_input_kind(vals, kind):
         rank = np.full(len(order) + 1, -1, dtype=np.intp)  # the last entry: missing
         rank[order] = np.arange(len(order))
         np.testing.assert_array_equal(codes, rank[np.where(ref < 0, len(order), ref)])
+
+
+@settings(max_examples=100, deadline=None)
+@given(vals=st.lists(_label, min_size=0, max_size=60), many=st.booleans(),
+       as_index=st.booleans())
+def test_fe_factorize_of_arrow_strings_equals_the_object_path(vals, many, as_index):
+    """core.fe.factorize on a pandas string Series / Index (coded on its Arrow data, no
+    object array) gives exactly the codes and count of the general path
+    (``pd.factorize`` of the object array, missing labels with their own code), with one
+    hash table or with partitions (``many``: the size rule forced)."""
+    from twinimpact.core import fe
+
+    s = pd.Series(vals, dtype="str")
+    col = pd.Index(s) if as_index else s
+    with pytest.MonkeyPatch.context() as mp:
+        if many:
+            mp.setattr(labels, "_partitions_for", lambda data: 4)
+        codes, g = fe.factorize(col)
+    want, uniques = pd.factorize(np.asarray(s.to_numpy()), use_na_sentinel=False)
+    np.testing.assert_array_equal(codes, want)
+    assert g == len(uniques)
+    assert codes.dtype == np.intp
+
+
+def test_fe_factorize_other_columns_unchanged():
+    """Non-string columns (ints, categoricals, nullable ints with NA, datetimes) keep the
+    general path's codes."""
+    from twinimpact.core import fe
+
+    cols = [pd.Series([3, 1, 3, 2]), pd.Series(pd.Categorical(["b", "a", "b", None])),
+            pd.Series([1, None, 1, 2], dtype="Int64"),
+            pd.Series(pd.to_datetime(["2001", "2000", "2001", "2003"])),
+            pd.Series(["x", None, "x", "y"], dtype=object)]
+    for c in cols:
+        codes, g = fe.factorize(c)
+        want, uniques = pd.factorize(np.asarray(c.to_numpy()), use_na_sentinel=False)
+        np.testing.assert_array_equal(codes, want)
+        assert g == len(uniques)

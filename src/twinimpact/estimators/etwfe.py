@@ -501,7 +501,7 @@ def _fit_poisson(y: np.ndarray, design: Design, fes: Sequence[FixedEffect],
     cl_names = []
     if vcov == "cluster":
         for j, c in enumerate(clus):
-            frame[f"__cl{j}"] = factorize(fe_frame[c].to_numpy())[0]
+            frame[f"__cl{j}"] = factorize(fe_frame[c])[0]
             cl_names.append(f"__cl{j}")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

@@ -293,7 +293,7 @@ def imputation(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort
     cell[rows_tr] = gc * n_rc + rc
     del gc, rc, rel_tr, wv_tr
     cl_codes = (unit_codes if clus == unit else time_codes if clus == time
-                else factorize(f[clus].to_numpy())[0])
+                else factorize(f[clus])[0])
     n_clusters = int(np.count_nonzero(np.bincount(cl_codes[keep])))
     if keep[untreated].all():
         var = imputation_variance(fit.system, wtr, treated, resid, cell, cl_codes,

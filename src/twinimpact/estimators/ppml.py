@@ -156,10 +156,10 @@ def fe_codes(frame: pd.DataFrame, spec: FixedEffect) -> np.ndarray:
     columns given as a tuple (``("exporter", "year")`` = fixest ``exporter^year``)."""
     cols = _fe_columns(spec)
     if len(cols) == 1:
-        return factorize(frame[cols[0]].to_numpy())[0]
+        return factorize(frame[cols[0]])[0]
     codes = np.zeros(len(frame), dtype=np.int64)
     for c in cols:
-        cc, g = factorize(frame[c].to_numpy())
+        cc, g = factorize(frame[c])
         codes = codes * g + cc
     return factorize(codes)[0]
 

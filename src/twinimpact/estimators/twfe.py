@@ -78,7 +78,7 @@ def _cluster_codes(frame: pd.DataFrame, clus: Sequence[str], unit: str, time: st
         elif c == time:
             out.append(time_codes)
         else:
-            out.append(factorize(frame[c].to_numpy())[0])
+            out.append(factorize(frame[c])[0])
     return out
 
 

@@ -145,7 +145,7 @@ class _TwfeFast:
     """Static TWFE ATT (and CRV1 t by unit) for many placebo assignments at once."""
 
     def __init__(self, f: pd.DataFrame) -> None:
-        self.unit_codes, self.n_units = factorize(f["unit"].to_numpy())
+        self.unit_codes, self.n_units = factorize(f["unit"])
         self.time = f["time"].to_numpy()
         self.fe = [self.unit_codes, factorize(self.time)[0]]
         self.y = demean(f["y"].to_numpy(), self.fe).x

@@ -619,12 +619,12 @@ def wild_cluster_bootstrap(data: pd.DataFrame, *, outcome: str, regressors: Sequ
     if not fes:
         x = np.column_stack([np.ones(len(y)), x])
         names = ["(Intercept)", *names]
-    cl, g = factorize(sub[cluster].to_numpy())
+    cl, g = factorize(sub[cluster])
     if g < 2:
         raise InputError(format_message(
             "the wild cluster bootstrap needs at least 2 clusters", where=f"cluster={cluster!r}",
             seen=g, fix="cluster by a variable with several groups"))
-    fe_codes = tuple(factorize(sub[f].to_numpy())[0] for f in fes)
+    fe_codes = tuple(factorize(sub[f])[0] for f in fes)
     if fe_codes:
         dm = demean(np.column_stack([y, x]), list(fe_codes))
         y, x = dm.x[:, 0], dm.x[:, 1:]
