@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 
 __all__ = ["PANEL_KINDS", "SDID_KINDS", "gravity_panel", "lean_staggered_panel", "make",
-           "sdid_panel", "staggered_panel"]
+           "sdid_panel", "staggered_panel", "str_column"]
 
 
 def _design(n_rows: float, n_periods: int, n_cohorts: int, first_year: int):
@@ -49,6 +49,24 @@ def _design(n_rows: float, n_periods: int, n_cohorts: int, first_year: int):
     n_c = min(n_cohorts, len(cand))
     dates = cand[np.unique(np.linspace(0, len(cand) - 1, n_c).round().astype(int))]
     return n_units, years, dates
+
+
+def str_column(labels, codes) -> pd.api.extensions.ExtensionArray:
+    """``labels[codes]`` as pandas' default string column (dtype ``str``: one Arrow
+    large_string chunk, what ``read_parquet`` / ``read_csv`` give), gathered by Arrow from
+    the small array of distinct ``labels``: no Python object per row (building 1e7 Python
+    str objects used to set the benchmark child's peak memory before any fit started)."""
+    import pyarrow as pa
+
+    lab = pa.array(np.asarray(labels, dtype=str), type=pa.large_string())
+    out = lab.take(pa.array(np.asarray(codes, dtype=np.int64)))
+    return pd.arrays.ArrowStringArray(pa.chunked_array([out]),
+                                      dtype=pd.StringDtype("pyarrow", na_value=np.nan))
+
+
+def _ids(prefix: str, n: int, width: int) -> np.ndarray:
+    """``prefix`` + zero-padded ``0 .. n-1`` (NumPy unicode array of ``n`` labels)."""
+    return np.char.add(prefix, np.char.zfill(np.arange(n, dtype=np.int64).astype(str), width))
 
 
 def staggered_panel(n_rows: float, *, n_periods: int = 10, n_cohorts: int = 7,
@@ -99,8 +117,7 @@ def staggered_panel(n_rows: float, *, n_periods: int = 10, n_cohorts: int = 7,
     y = a_u[unit] + l_t[pos] + effect + rng.normal(size=len(unit))
     mu = np.exp(0.5 + 0.3 * a_u[unit] + 0.2 * l_t[pos] + 0.1 * post)
     y_count = rng.poisson(mu).astype(float) * (rng.random(len(unit)) >= zeros)
-    uid = (np.char.add("u", np.char.zfill(unit.astype(str), 7)).astype(object)
-           if key == "str" else unit)
+    uid = str_column(_ids("u", n_units, 7), unit) if key == "str" else unit
     df = pd.DataFrame({"unit": uid, "year": year, "cohort": g, "rel_time": rel,
                        "treated": post.astype(np.int64), "y": y, "y_count": y_count})
     if shuffle:
@@ -134,8 +151,7 @@ def sdid_panel(n_units: int, n_periods: int, *, treated: float = 0.1, post_share
     post = (g_unit[:, None] > 0) & (years[None, :] >= g_unit[:, None])
     y = y + post
     unit = np.repeat(np.arange(n_units, dtype=np.int64), n_periods)
-    uid = (np.char.add("u", np.char.zfill(unit.astype(str), 6)).astype(object)
-           if key == "str" else unit)
+    uid = str_column(_ids("u", n_units, 6), unit) if key == "str" else unit
     return pd.DataFrame({"unit": uid, "year": np.tile(years, n_units),
                          "cohort": np.repeat(g_unit, n_periods),
                          "treated": post.ravel().astype(np.int64), "y": y.ravel()})
@@ -260,10 +276,16 @@ def gravity_panel(n_exp: int, n_imp: int | None = None, n_years: int = 100, *,
     year = 1901 + tt
     cohort = np.where(g > 0, 1900 + g, 0)
     if key == "str":
-        exp_year = np.char.add(np.char.add("e", ii.astype(str)), year.astype(str)).astype(object)
-        imp_year = np.char.add(np.char.add("i", jj.astype(str)), year.astype(str)).astype(object)
-        pair = np.char.add(np.char.add("p", ii.astype(str)),
-                           np.char.add("_", jj.astype(str))).astype(object)
+        # labels of the distinct (country, year) and pair values, gathered per row
+        ys = (1901 + yrs).astype(str)
+
+        def by_year(prefix: str, n_c: int) -> np.ndarray:  # index c * n_years + t
+            c = np.repeat(np.arange(n_c), n_years).astype(str)
+            return np.char.add(np.char.add(prefix, c), np.tile(ys, n_c))
+        exp_year = str_column(by_year("e", n_exp), ii * n_years + tt)
+        imp_year = str_column(by_year("i", n_imp), jj * n_years + tt)
+        pair = str_column(np.char.add(np.char.add("p", i.astype(str)),
+                                      np.char.add("_", j.astype(str))), pp)
     else:
         exp_year, imp_year, pair = ii * 10_000 + tt, jj * 10_000 + tt, pp
     df = pd.DataFrame({"exporter": ii, "importer": jj, "year": year, "pair": pair,

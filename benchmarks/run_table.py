@@ -132,9 +132,9 @@ def _panel(case: str, kind: str, size: float):
             n = len(p)
             x = rng.normal(size=n) + 0.3 * rng.normal(size=50)[g]
             y = p["y"].to_numpy() + 0.05 * x + rng.normal(size=50)[g]
-            names = np.array([f"s{k:02d}" for k in range(50)], dtype=object)
-            return pd.DataFrame({"y": y, "x": x, "g": names[g], "unit": p["unit"],
-                                 "year": p["year"]})
+            names = [f"s{k:02d}" for k in range(50)]
+            return pd.DataFrame({"y": y, "x": x, "g": panels.str_column(names, g),
+                                 "unit": p["unit"], "year": p["year"]})
         else:
             raise SystemExit(f"wild panels: balanced, unequal, gaps_str (got {kind})")
         x = rng.normal(size=n) + 0.3 * rng.normal(size=50)[g]
@@ -406,9 +406,14 @@ def _fit_fn(case: str, pkg: str, d):
         model = sm.OLS(d["y"], sm.add_constant(d[["x"]]))
         # wildboottest 0.3.2 rejects a pandas string cluster column (object or "str"
         # dtype: numba TypingError "non-precise type array(pyobject)") but takes a NumPy
-        # unicode array: string ids are converted before the timing (conservative)
-        g = (d["g"] if pd.api.types.is_numeric_dtype(d["g"])
-             else d["g"].to_numpy().astype(str))
+        # unicode array: string ids are converted before the timing (conservative), from
+        # the distinct labels (d["g"].to_numpy() would make one Python str per row, and
+        # that, not the fit, would set the peer's peak memory at 1e7 rows)
+        if pd.api.types.is_numeric_dtype(d["g"]):
+            g = d["g"]
+        else:
+            codes, uniq = pd.factorize(d["g"])
+            g = np.asarray(uniq, dtype=str)[codes]
         return lambda: np.asarray(wildboottest(model, B=9999, cluster=g, param="x",
                                                seed=0, show=False)["p-value"], dtype=float)
     raise SystemExit(f"no fit for {case} / {pkg}")
