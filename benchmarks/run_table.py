@@ -7,7 +7,9 @@ the large panels: warm-up on a 1e5-row panel in the same process); the child rep
 median wall time, the median CPU time of the process (``time.process_time``: the figure
 that survives a loaded machine) and its user / system split (``getrusage``; system time
 is mostly the kernel faulting in fresh pages of large temporaries), the peak resident set size (``ru_maxrss``, includes the data and the interpreter) and the RSS
-right after the data were made (so ``peak - data`` is the estimator's own footprint).
+right after the data were made, and the peak RSS from then on (``peak_fit_mb``: the kernel's
+peak mark is reset after the panel is made, so ``peak_fit - data`` is the estimator's own
+footprint even where the generator's temporaries set ``peak_mb``).
 Children run with an address-space cap (``--mem-cap-gb``, RLIMIT_AS) so a runaway case
 fails alone instead of pushing the shared machine out of memory; a case that fails or
 runs out of memory is reported as such.
@@ -488,6 +490,30 @@ def _rss_mb() -> float:
         return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
+def _reset_peak() -> bool:
+    """Reset the kernel's peak-RSS mark of this process (``VmHWM``; Linux >= 4.0: write 5
+    to ``/proc/self/clear_refs``) so that :func:`_peak_since_reset_mb` gives the peak of
+    what follows -- the fits -- and not the panel generation's temporaries before it
+    (``ru_maxrss``, hence ``peak_mb``, cannot be reset). False where unsupported."""
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _peak_since_reset_mb() -> float | None:
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
 #: from this many rows on, the warm-up runs on a 1e5-row panel of the same kind (imports,
 #: JIT) in the same process, so the big panel is fitted only ``repeats`` times
 BIG = 5e6
@@ -514,11 +540,13 @@ def child(case: str, pkg: str, kind: str, size: float, repeats: int) -> dict:
         d = _panel(case, kind, size)
         rss_data = _rss_mb()
         peak_data = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        hwm_reset = _reset_peak()
         fit = _fit_fn(case, pkg, d)
     else:
         d = _panel(case, kind, size)
         rss_data = _rss_mb()
         peak_data = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        hwm_reset = _reset_peak()
         t0, c0 = time.perf_counter(), time.process_time()
         fit = _fit_fn(case, pkg, d)
         if port:  # _fit_fn ran the (small) warm-up
@@ -563,6 +591,9 @@ def child(case: str, pkg: str, kind: str, size: float, repeats: int) -> dict:
             "cpu_s": statistics.median(cpus), "user_s": statistics.median(users),
             "sys_s": statistics.median(syss), "first_s": first_s, "first_cpu_s": first_cpu,
             "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            # peak RSS from right after the panel was made to the end (the data plus the
+            # fits' own footprint; peak_mb can be the generator's, see peak_before_fit_mb)
+            "peak_fit_mb": _peak_since_reset_mb() if hwm_reset else None,
             "data_mb": rss_data, "peak_before_fit_mb": peak_data, "rows": len(d),
             "first": out[:3].tolist(), "values": out.tolist()[:8],
             **({"sdid_loop": _sdid_loop()} if case in SDID_CASES and pkg == "twinimpact" else {})}
