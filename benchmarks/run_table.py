@@ -494,7 +494,8 @@ def _reset_peak() -> bool:
     """Reset the kernel's peak-RSS mark of this process (``VmHWM``; Linux >= 4.0: write 5
     to ``/proc/self/clear_refs``) so that :func:`_peak_since_reset_mb` gives the peak of
     what follows -- the fits -- and not the panel generation's temporaries before it
-    (``ru_maxrss``, hence ``peak_mb``, cannot be reset). False where unsupported."""
+    (on Linux this also resets ``ru_maxrss``: ``peak_mb`` is taken as the larger of the
+    peak before the reset and the one after). False where unsupported."""
     try:
         with open("/proc/self/clear_refs", "w") as fh:
             fh.write("5")
@@ -590,7 +591,8 @@ def child(case: str, pkg: str, kind: str, size: float, repeats: int) -> dict:
             "traced_peak_bytes_per_row": traced,
             "cpu_s": statistics.median(cpus), "user_s": statistics.median(users),
             "sys_s": statistics.median(syss), "first_s": first_s, "first_cpu_s": first_cpu,
-            "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            # the whole child's peak (the reset of the peak mark also resets ru_maxrss)
+            "peak_mb": max(peak_data, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
             # peak RSS from right after the panel was made to the end (the data plus the
             # fits' own footprint; peak_mb can be the generator's, see peak_before_fit_mb)
             "peak_fit_mb": _peak_since_reset_mb() if hwm_reset else None,
