@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from ..core.fe import factorize
 from ..core.labels import string_codes
 from ..core.threads import blas_single_thread
 from ..core.validation import (
@@ -376,14 +377,14 @@ def _prepare(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort: 
     all_rows = bool(keep.all())
     if all_rows:
         uc = ucodes
-        ccodes = None if clu_raw is None else pd.factorize(clu_raw.to_numpy())[0]
+        ccodes = None if clu_raw is None else factorize(clu_raw)[0]
     else:
         idx = np.flatnonzero(keep)
         uc, y, tt, g = ucodes[idx], y[idx], tt[idx], g[idx]
         xs = [x[idx] for x in xs]
         ccodes = None
         if clu_raw is not None:
-            ccodes = pd.factorize(clu_raw.to_numpy()[idx])[0]
+            ccodes = factorize(clu_raw.array.take(idx))[0]
     if all_rows and complete is not None:  # (the same rows: no recount)
         # time codes row % T, not made: a complete sorted panel either keeps every row
         # (the reshape below) or drops some, and every drop re-codes the periods

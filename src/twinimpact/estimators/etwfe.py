@@ -517,7 +517,7 @@ def _fit_poisson(y: np.ndarray, design: Design, fes: Sequence[FixedEffect],
     rows_fit = np.asarray(r.extras["rows_used"])
     mu = np.asarray(r.extras["fitted"])
     yf = y[rows_fit]
-    codes = [factorize(frame[c].to_numpy()[rows_fit])[0] for c in fe_names]
+    codes = [factorize(frame[c].array.take(rows_fit))[0] for c in fe_names]
     fe = WeightedFE(codes)
     fe.set_weights(mu)
 

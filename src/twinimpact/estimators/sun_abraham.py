@@ -340,7 +340,7 @@ def sun_abraham(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohor
         x[:, j] = kept(f[c].to_numpy(dtype=float))
     cell_names = [f"cohort={gv:g}:rel_time={int(ev)}" for gv, ev in
                   zip(cells["cohort"], cells["rel_time"], strict=True)]
-    cl_codes = [uc if c == unit else tc if c == time else factorize(kept(f[c].to_numpy()))[0]
+    cl_codes = [uc if c == unit else tc if c == time else factorize(kept(f[c].array))[0]
                 for c in clus]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NotComputableWarning)
