@@ -313,8 +313,6 @@ def _scaled_gram(cells: Any, inv: np.ndarray, *, dense: bool | None = None) -> n
     full tables it was most of the projector's setup time at 1e7 rows, 0.7 of 3 s, where
     the blocks take 0.06 s). Both form the products ``B[u, s] (B[u, t] inv[u])``; they
     differ only in the order of the sums over units (rounding)."""
-    from scipy import sparse
-
     n_small = cells.shape[1]
     if dense is None:
         dense = _dense_cells(cells)
@@ -323,14 +321,18 @@ def _scaled_gram(cells: Any, inv: np.ndarray, *, dense: bool | None = None) -> n
         for r, f in _csr_dense_blocks(cells):
             out += f.T @ (f * inv[r, None])
         return out
-    # diag(inv) B: each stored entry times its row's factor (the numbers of scipy's
-    # diagonal product, without its format conversions), built on the stored index
-    # arrays, the factors array becoming the scaled data in place
-    factors = np.repeat(inv, np.diff(cells.indptr))
-    np.multiply(cells.data, factors, out=factors)
-    scaled = sparse.csr_matrix((factors, cells.indices, cells.indptr), shape=cells.shape,
-                               copy=False)
-    return _dense(cells.T @ scaled)
+    return _dense(cells.T @ _row_scaled_csr(cells, inv))
+
+
+def _row_scaled_csr(m: Any, inv: np.ndarray) -> Any:
+    """``diag(inv) m`` for a CSR matrix ``m``: each stored entry times its row's factor
+    (the numbers of scipy's diagonal product, without its format conversions), on ``m``'s
+    own index arrays, the factors array becoming the scaled data in place."""
+    from scipy import sparse
+
+    factors = np.repeat(inv, np.diff(m.indptr))
+    np.multiply(m.data, factors, out=factors)
+    return sparse.csr_matrix((factors, m.indices, m.indptr), shape=m.shape, copy=False)
 
 
 class SmallSetProjector:
@@ -1326,6 +1328,27 @@ def _period_unit_product(proj: SmallSetProjector, a_t: np.ndarray,
     return q_mat
 
 
+def _scaled_self_gram(a_u: Any, inv_nu: np.ndarray) -> np.ndarray:
+    """``A_u' diag(1/n_u) A_u`` (p, p) of :func:`ols_twoway_small_time`, summed over row
+    blocks of ``_row_block(p * p)`` units by BLAS. ``A_u`` (N, p) dense (its rows read
+    as views), or CSR counts densified in chunks of about ``_SPARSE_BLOCK_CELLS`` cells
+    cut into the same blocks: the same products in the same order, so the same sums
+    either way."""
+    n_u, p = a_u.shape
+    out = np.zeros((p, p))
+    rows = _row_block(p * p)
+    dense = isinstance(a_u, np.ndarray)
+    chunk = max(n_u, 1) if dense else rows * max(1, _SPARSE_BLOCK_CELLS // max(1, rows * p))
+    for c0 in range(0, n_u, chunk):
+        c1 = min(n_u, c0 + chunk)
+        dense_chunk = a_u[c0:c1] if dense else _csr_rows_dense(a_u, c0, c1)
+        for start in range(c0, c1, rows):
+            blk = dense_chunk[start - c0:start - c0 + rows]
+            out += blk.T @ (blk * inv_nu[start:start + rows, None])
+        del dense_chunk
+    return out
+
+
 def _small_time_dense(c: np.ndarray, u: np.ndarray, t: np.ndarray, n_u: int, n_t: int,
                       p: int, w: np.ndarray | None, proj: SmallSetProjector):
     """The indicator tables of :func:`ols_twoway_small_time` with a dense ``H``: returns
@@ -1337,11 +1360,7 @@ def _small_time_dense(c: np.ndarray, u: np.ndarray, t: np.ndarray, n_u: int, n_t
     inv_nu = proj.big.inv_wsum
     # A_u' diag(1/n_u) A_u by row blocks, then A_u diag(1/n_u) in A_u's own buffer:
     # one (N, p) table in all, which becomes H below
-    a_u_t_a_u_sc = np.zeros((p, p))
-    rows = _row_block(p * p)
-    for start in range(0, n_u, rows):
-        r = slice(start, start + rows)
-        a_u_t_a_u_sc += a_u[r].T @ (a_u[r] * inv_nu[r, None])
+    a_u_t_a_u_sc = _scaled_self_gram(a_u, inv_nu)
     a_u *= inv_nu[:, None]
     a_u_sc = h = a_u
     del a_u
@@ -1376,8 +1395,6 @@ def _small_time_lean(c: np.ndarray, u: np.ndarray, t: np.ndarray, n_u: int, n_t:
     or else a sparse-sparse product that adds, for each (period, indicator) entry, the
     same nonzero terms in the same (unit) order as the CSC x dense product (the zero terms
     it skips added 0); the rows of ``H`` by the same CSR products."""
-    from scipy import sparse
-
     # canonical CSR (sorted, summed) from a narrow dense table, or the COO build when that
     # table would be much larger than the rows
     a_u = _count_cells(u, n_u, c, p, skip_negative=True)
@@ -1385,31 +1402,16 @@ def _small_time_lean(c: np.ndarray, u: np.ndarray, t: np.ndarray, n_u: int, n_t:
     cnt = code_sums(c1, p + 1, None)[1:]
     a_t = np.ascontiguousarray(pair_sums(t, n_t, c1, p + 1, None, dtype=np.float64)[:, 1:])
     inv_nu = proj.big.inv_wsum
-    # the same BLAS products on the same row blocks as the dense path (so the same sums);
-    # the blocks cut from dense chunks of ~8 MB (one densified CSR slice per chunk, not per
-    # block)
-    a_u_t_a_u_sc = np.zeros((p, p))
-    rows = _row_block(p * p)
-    chunk = rows * max(1, _SPARSE_BLOCK_CELLS // max(1, rows * p))
-    for c0 in range(0, n_u, chunk):
-        dense_chunk = _csr_rows_dense(a_u, c0, min(n_u, c0 + chunk))
-        for start in range(c0, min(n_u, c0 + chunk), rows):
-            r = slice(start, start + rows)
-            blk = dense_chunk[start - c0:start - c0 + rows]
-            a_u_t_a_u_sc += blk.T @ (blk * inv_nu[r, None])
-        del dense_chunk
+    # the same BLAS products on the same row blocks as the dense path (so the same sums),
+    # the blocks cut from dense chunks of ~8 MB (one densified CSR slice per chunk)
+    a_u_t_a_u_sc = _scaled_self_gram(a_u, inv_nu)
     if proj.dense_cells:
         # the dense blocks: A_u[r] diag(1/n_u), the entries of _small_time_dense's table
         q_mat = _period_unit_product(
             proj, a_t, lambda r: _csr_rows_dense(a_u, r.start, r.stop) * inv_nu[r, None],
             None)
     else:
-        sc = np.repeat(inv_nu, np.diff(a_u.indptr))
-        np.multiply(a_u.data, sc, out=sc)
-        a_u_sc = sparse.csr_matrix((sc, a_u.indices, a_u.indptr), shape=a_u.shape,
-                                   copy=False)
-        q_mat = _period_unit_product(proj, a_t, None, a_u_sc)
-        del a_u_sc, sc
+        q_mat = _period_unit_product(proj, a_t, None, _row_scaled_csr(a_u, inv_nu))
     gam = proj.s_pinv @ q_mat
     return c1, cnt, a_t, a_u_t_a_u_sc, q_mat, gam, _UnitPart(a_u, proj.cells, gam, inv_nu)
 
