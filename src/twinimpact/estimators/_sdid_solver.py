@@ -747,7 +747,20 @@ def weight_problem(Yw: np.ndarray, zeta: float, intercept: bool,
                         x0[None, :], n, zeta)
 
 
-class ControlGram:
+class _SquareBuffer:
+    """One float64 buffer reused by every bootstrap draw for its ``k x k`` Gram matrix."""
+
+    buf: np.ndarray
+
+    def _square(self, k: int, spare: int = 0) -> np.ndarray:
+        """A ``(k, k)`` view of the buffer, grown (by ``spare`` more numbers) when short."""
+        if self.buf.size < k * k:
+            self.buf = np.empty(0)                     # released first: one buffer live
+            self.buf = np.empty(k * k + spare)
+        return self.buf[:k * k].reshape(k, k)
+
+
+class ControlGram(_SquareBuffer):
     """The unit-weight problem's Gram matrix over ALL ``N0`` controls, built once for
     the bootstrap (:func:`control_gram`), and a scratch buffer for the draws' matrices.
 
@@ -775,10 +788,7 @@ class ControlGram:
         call; ``A``, the draw's design, is not needed here)."""
         idx = np.ascontiguousarray(index, dtype=np.int64)
         k = len(idx)
-        if self.buf.size < k * k:                      # a draw may hold more than N0
-            self.buf = np.empty(0)                     # released first: one buffer live
-            self.buf = np.empty(k * k)
-        out = self.buf[:k * k].reshape(k, k)
+        out = self._square(k)                          # (a draw may hold more than N0)
         fn = _compiled_fw()
         if fn is not None:
             fn.gather(k, self.G.ctypes.data, self.G.shape[1], idx.ctypes.data, eta,
@@ -789,7 +799,7 @@ class ControlGram:
         return out
 
 
-class DrawGram:
+class DrawGram(_SquareBuffer):
     """A bootstrap draw's unit-weight Gram matrix ``A.T @ A + eta I`` written into one
     buffer reused from draw to draw (the path when the controls' :class:`ControlGram` is
     too large to keep).
@@ -817,10 +827,7 @@ class DrawGram:
         if A is None:  # pragma: no cover - internal misuse
             raise ValueError("DrawGram.draw needs the draw's design A")
         k = A.shape[1]
-        if self.buf.size < k * k:
-            self.buf = np.empty(0)                           # released first: one buffer live
-            self.buf = np.empty(k * k + 8 * k)               # room for a few more controls
-        out = self.buf[:k * k].reshape(k, k)
+        out = self._square(k, spare=8 * k)             # room for a few more controls
         np.matmul(A.T, A, out=out)
         out[np.diag_indices(k)] += eta
         return out
