@@ -220,3 +220,45 @@ def test_aggregates_and_bootstrap_equal_a_dense_influence(unbalanced):
             np.testing.assert_allclose(a.influence, b.influence, rtol=ROUNDING, atol=1e-12)
             if a.sup_t is not None:
                 np.testing.assert_allclose(a.sup_t, b.sup_t, rtol=ROUNDING)
+
+
+@pytest.mark.parametrize("control_group", ["never_treated", "not_yet_treated"])
+@pytest.mark.parametrize("base_period", ["varying", "universal"])
+@pytest.mark.parametrize("covariate", [False, True])
+def test_cohort_whose_units_are_all_dropped_has_no_estimate(control_group, base_period,
+                                                            covariate):
+    """A cohort of the data whose every unit is dropped (here: each misses a year, and
+    the balanced-panel estimator drops units not seen in every period) keeps its cells,
+    with no estimate ("no treated ... units") -- never the next cohort's units taken as
+    its treated group -- and the other cells are those of the data without its units."""
+    rng = np.random.default_rng(3)
+    n_u, years = 90, np.arange(2000, 2010)
+    unit = np.repeat(np.arange(n_u), len(years))
+    year = np.tile(years, n_u)
+    cohort = np.array([0, 2004, 2006, 2007])[unit % 4]
+    eff = ((cohort > 0) & (year >= cohort)) * (1.0 + 0.1 * (year - cohort))
+    d = pd.DataFrame({"unit": unit, "year": year, "cohort": cohort,
+                      "y": rng.normal(size=n_u)[unit] + 0.1 * (year - 2000) + eff
+                      + rng.normal(size=len(unit)), "x": rng.normal(size=len(unit))})
+    gone = d["cohort"] == 2006
+    hole = gone & (d["year"] == 2002)
+    kw = dict(outcome="y", unit="unit", time="year", cohort="cohort",
+              control_group=control_group, base_period=base_period,
+              covariates=["x"] if covariate else None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        r = callaway_santanna(d[~hole], **kw)
+        ref = callaway_santanna(d[~gone], **kw)
+    p = r.params
+    own = [t for t in p.index if t.startswith("ATT(2006,")]
+    assert own and len(p) == len(ref.params) + len(own)
+    # every cell of the vanished cohort NaN, but the universal base period's (0 by
+    # normalisation)
+    assert p[own].isna().sum() == len(own) - (base_period == "universal")
+    assert (p[own].dropna() == 0.0).all()
+    others = p.drop(own)
+    np.testing.assert_allclose(others.to_numpy(), ref.params.loc[others.index].to_numpy(),
+                               rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(r.std_errors.drop(own).to_numpy(),
+                               ref.std_errors.loc[others.index].to_numpy(),
+                               rtol=1e-10, atol=1e-14)

@@ -599,8 +599,11 @@ class _RowGroups:
         self.rows = [order[bounds[j]:bounds[j + 1]] for j in range(ng)]
         self.n_groups = ng
 
-    def index(self, value: float) -> int:
-        return int(np.searchsorted(self.values, value))
+    def index(self, value: float) -> int | None:
+        """The group of the units with cohort ``value``; None when no unit of the panel
+        has it (a cohort of the data whose units were all dropped)."""
+        j = int(np.searchsorted(self.values, value))
+        return j if j < self.n_groups and self.values[j] == value else None
 
     def allocate(self, part: np.ndarray) -> None:
         """``part`` (n_groups, K) bool: group ``j`` takes part in cell ``k``."""
@@ -683,7 +686,8 @@ def _compute_cells(p: _Panel, *, control_group: str, method: str, base_period: s
             if gval <= periods[cur]:
                 b = pret_g
             plan.append((cur, b))
-            part[tj, k] = True
+            if tj is not None:
+                part[tj, k] = True
             if control_group == "not_yet_treated":
                 cutoff = periods[max(cur, cur if b is None else b)] + anticipation
                 part[(rg.values > cutoff) & (rg.values != gval), k] = True
@@ -711,9 +715,8 @@ def _compute_cells(p: _Panel, *, control_group: str, method: str, base_period: s
     for gi, gval in enumerate(glist):
         treat = coh_key == gval
         tj = rg.index(gval)
-        if closed:
-            idx_g = rg.rows[tj]
-            Y_g = np.asfortranarray(Y[idx_g])
+        if closed and tj is not None:
+            Y_g = np.asfortranarray(Y[rg.rows[tj]])
         for ti in range(ncell_t):
             k = gi * ncell_t + ti
             cur, b = plan[k]
@@ -727,9 +730,8 @@ def _compute_cells(p: _Panel, *, control_group: str, method: str, base_period: s
                 att[k] = 0.0
                 normalized[k] = True
                 continue
-            ctrl_j = np.flatnonzero(part[:, k])
-            ctrl_j = ctrl_j[ctrl_j != tj]
-            if not len(rg.rows[tj]) or not sum(len(rg.rows[j]) for j in ctrl_j):
+            ctrl_j = [int(j) for j in np.flatnonzero(part[:, k]) if j != tj]
+            if tj is None or not sum(len(rg.rows[j]) for j in ctrl_j):
                 reasons[label] = "no treated or no comparison units"
                 nan_cols[k] = True
                 continue
