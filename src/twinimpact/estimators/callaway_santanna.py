@@ -745,18 +745,15 @@ def _compute_cells(p: _Panel, *, control_group: str, method: str, base_period: s
                 dy1 = np.subtract(Y_g[:, cur], Y_g[:, b], out=rg.column(tj, k))
                 fit = num.cell_closed_form_split(dy1, dy0, n, method)
             elif closed:
-                ctrl = (coh_key > periods[max(cur, b)] + anticipation) & ~treat
-                idx_c = np.flatnonzero(ctrl)
+                idx_c = np.flatnonzero(np.isin(rg.unit_group, ctrl_j))
                 dy0 = Y[idx_c, cur] - Y[idx_c, b]
                 dy1 = np.subtract(Y_g[:, cur], Y_g[:, b], out=rg.column(tj, k))
                 fit = num.cell_closed_form_split(dy1, dy0, n, method)
                 if not fit.reason:
                     rg.put(k, idx_c, dy0)
             else:
-                if control_group == "not_yet_treated":
-                    ctrl = (coh_key > periods[max(cur, b)] + anticipation) & ~treat
-                else:
-                    ctrl = never
+                # the comparison units: those of the groups planned for the cell
+                ctrl = np.isin(rg.unit_group, ctrl_j)
                 if p.present is not None:  # unbalanced with covariates (R RC path)
                     fit, units, vals = _rc_cell(p, cur, b, treat, ctrl, method)
                     conv_issue |= fit.reason == "logit did not converge"
