@@ -704,7 +704,7 @@ def _compute_cells(p: _Panel, *, control_group: str, method: str, base_period: s
     # never-treated comparisons the 2x2 fits write the blocks in place (the scratch
     # they scale)
     closed = not p.X and p.present is None
-    blocks = closed and control_group == "never_treated"
+    blocks = closed and control_group == "never_treated" and never_j is not None
     rc_closed = not p.X and p.present is not None
     if blocks:
         idx_never = rg.rows[never_j]
