@@ -199,8 +199,9 @@ def test_diagnostics_of_a_solve_stopped_at_max_iter(monkeypatch):
 
 
 def test_compiled_data_form_variants_equal_the_numpy_loop(monkeypatch):
-    """Every variant of the compiled data-form loop (AVX / SSE2 / scalar rows) and the
-    NumPy loop: the same numbers to the bit (same summation order per entry)."""
+    """Every variant of the compiled data-form loop (AVX / SSE2 / scalar rows; two
+    problems' rows in one pass or one by one) and the NumPy loop: the same numbers to the
+    bit (same summation order per entry)."""
     if _sdid_solver.fw_loop() != "compiled":
         pytest.skip("the compiled extension is not built")
     _force_data_form(monkeypatch)
@@ -216,8 +217,9 @@ def test_compiled_data_form_variants_equal_the_numpy_loop(monkeypatch):
     fn = _sdid_solver._compiled_fw()
     out = {}
     try:
-        for name, which in (("fastest", -1), ("sse2", 1), ("scalar", 0)):
-            fn.select(which, 1)
+        for name, which, pair in (("fastest", -1, 1), ("fastest-one-by-one", -1, 0),
+                                  ("sse2", 1, 1), ("scalar", 0, 1)):
+            fn.select(which, pair)
             out[name] = run()
     finally:
         fn.select(-1, 1)
