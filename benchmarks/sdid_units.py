@@ -39,7 +39,9 @@ def child(pkg: str, se: str, units: int, periods: int, reps: int) -> dict:
             r = ti.synthetic_did(d, outcome="y", unit="unit", time="year",
                                  treated="treated", se=se, n_reps=reps, seed=0)
             return float(r.std_errors.iloc[0]), float(r.params.iloc[0])
-        extra = {"gram_form": S.gram_fits(units - max(2, units // 10), (3 * periods) // 4),
+        fits = getattr(S, "gram_fits", None)      # (absent before sdidbig: Gram form)
+        extra = {"gram_form": fits is None or fits(units - max(2, units // 10),
+                                                   (3 * periods) // 4),
                  "loop": S.fw_loop()}
     else:
         import diff_diff as dd
