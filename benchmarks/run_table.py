@@ -556,7 +556,7 @@ def child(case: str, pkg: str, kind: str, size: float, repeats: int) -> dict:
             t0, c0 = time.perf_counter(), time.process_time()
             out = fit()  # warm-up
             first_s, first_cpu = time.perf_counter() - t0, time.process_time() - c0
-    times, cpus, users, syss = [], [], [], []
+    times, cpus, users, syss, flts = [], [], [], [], []
     for _ in range(repeats):
         r0 = resource.getrusage(resource.RUSAGE_SELF)
         t0, c0 = time.perf_counter(), time.process_time()
@@ -568,6 +568,7 @@ def child(case: str, pkg: str, kind: str, size: float, repeats: int) -> dict:
         # and zeroing fresh pages of large temporaries)
         users.append(r1.ru_utime - r0.ru_utime)
         syss.append(r1.ru_stime - r0.ru_stime)
+        flts.append(r1.ru_minflt - r0.ru_minflt)  # minor page faults (fresh pages)
     traced = None
     if os.environ.get("TI_BENCH_TRACEMALLOC"):
         # one more call under tracemalloc (after the timed ones, so they are not slowed):
@@ -590,7 +591,8 @@ def child(case: str, pkg: str, kind: str, size: float, repeats: int) -> dict:
     return {**extra, "median_s": statistics.median(times), "times": times,
             "traced_peak_bytes_per_row": traced,
             "cpu_s": statistics.median(cpus), "user_s": statistics.median(users),
-            "sys_s": statistics.median(syss), "first_s": first_s, "first_cpu_s": first_cpu,
+            "sys_s": statistics.median(syss), "minflt": statistics.median(flts),
+            "first_s": first_s, "first_cpu_s": first_cpu,
             # the whole child's peak (the reset of the peak mark also resets ru_maxrss)
             "peak_mb": max(peak_data, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
             # peak RSS from right after the panel was made to the end (the data plus the
@@ -719,7 +721,7 @@ def table(results: list[dict]) -> str:
     df = pd.DataFrame(results)
     lines = ["| case | panel | size | threads | twinimpact s (CPU s) | peak MB | first call s "
              "| peer | peer s (CPU s) | peer peak MB | peer first call s "
-             "| speed ratio wall (CPU) | memory ratio | max rel. diff |", "|" + "---|" * 14]
+             "| speed ratio wall (CPU) | memory ratio (from the panel on) | max rel. diff |", "|" + "---|" * 14]
     for key, grp in df.groupby(["case", "panel", "size", "threads"], sort=False):
         case, kind, size, threads = key
         ours = grp[grp["pkg"] == "twinimpact"]
@@ -742,6 +744,11 @@ def table(results: list[dict]) -> str:
                 sr = (f"**{p['median_s'] / o['median_s']:.2f}** "
                       f"({_num(p, 'cpu_s') / _num(o, 'cpu_s'):.2f})")
                 mr = f"{p['peak_mb'] / o['peak_mb']:.2f}"
+                fo, fp = _num(o, "peak_fit_mb"), _num(p, "peak_fit_mb")
+                if np.isfinite(fo) and np.isfinite(fp) and fo > 0:
+                    # the whole child's peak can be the panel generator's: also the
+                    # ratio of the peaks from the panel on (the fits' own footprint)
+                    mr += f" ({fp / fo:.2f} from the panel on)"
                 vo, vp = o.get("values"), p.get("values")
                 if isinstance(o.get("all_values"), list):  # HonestDiD like for like
                     vo, vp = o.get("all_values"), p.get("all_values")

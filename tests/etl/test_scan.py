@@ -7,6 +7,7 @@ engines must give the same frame (values to 1e-9 relative: summation order diffe
 from __future__ import annotations
 
 import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -192,6 +193,26 @@ def test_bad_options():
         ti.scan_trade(df, **KW, filters={"yr": slice(2000, None)})
     with pytest.raises(SpecificationError, match="strings or numbers"):
         ti.scan_trade(df, **KW, filters={"yr": {"a": 1}})
+
+
+@pytest.mark.parametrize("engine", ["duckdb", "pandas"])
+def test_default_spill_folder_is_removed_and_a_given_one_kept(tmp_path, monkeypatch, engine):
+    # every call used to leave a twinimpact-duckdb-* folder in the temporary directory
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    df = _records(50)
+    got = ti.scan_trade(df, **KW, engine=engine, reporter_type="city")
+    assert got["n_records"].sum() == 50
+    bad = df.assign(usd=df["usd"].astype(object))
+    bad.loc[3, "usd"] = "n/a"
+    with pytest.raises(InputError, match="not a number"):
+        ti.scan_trade(bad, **KW, engine=engine, reporter_type="city")
+    assert list(scratch.iterdir()) == []
+    spill = tmp_path / "spill"
+    spill.mkdir()
+    ti.scan_trade(df, **KW, engine=engine, reporter_type="city", temp_directory=spill)
+    assert spill.is_dir()
 
 
 @pytest.mark.slow

@@ -890,6 +890,29 @@ def irls_poisson(y: np.ndarray, x: np.ndarray, fe: WeightedFE | None, *,
                 cur = np.asfortranarray(cur[:, sel])
                 if fe_part is not None:
                     fe_part = np.asfortranarray(fe_part[:, sel])
+        if has_fe and not final_check and inner_tol <= fe_tol:
+            # the first iteration whose sweeps reached fe_tol: judge collinearity again,
+            # before the solve. The first-iteration check ran on columns swept to the
+            # loose inner tolerance (1e-4), where a column absorbed by the fixed effects
+            # can leave a residual ~1e-8 of its sum of squares and pass; kept, its
+            # rounding residue (~1e-14 once swept to fe_tol) gets a coefficient of
+            # ~1e15 and acts as a regressor of noise: the deviance then drifts below the
+            # model's minimum and the IRLS never converges (or converges to that wrong
+            # point). Judged only once the IRLS had converged, the check came too late.
+            final_check = True
+            if it > 1 and cur.shape[1] > 1:
+                still = _collinear(cur[:, 1:], big_w,
+                                   collinearity_reference(x[:, cols], big_w), collin_tol)
+                if not still.all():
+                    kept[cols[~still]] = False
+                    sel = np.r_[True, still]
+                    cols = cols[still]
+                    x_absmax = x_absmax[still]
+                    cur = np.asfortranarray(cur[:, sel])
+                    fe_part = np.asfortranarray(fe_part[:, sel])
+                    # the previous deviance is that of the larger model: no step halving
+                    # towards it, and no convergence declared against it
+                    dev_old = np.inf
         zt, xt = cur[:, 0], cur[:, 1:]
         kk = xt.shape[1]
         xtx = np.empty((kk, kk))
@@ -927,23 +950,6 @@ def irls_poisson(y: np.ndarray, x: np.ndarray, fe: WeightedFE | None, *,
         coef[kept] = b
         bread = np.linalg.inv(xtx) if kk else xtx
         if crit < tol and (inner_tol <= fe_tol or not has_fe):
-            if has_fe and xt.shape[1] and not final_check:
-                # the first-iteration check ran on columns swept to the loose inner
-                # tolerance (1e-4): a column absorbed by the FE can leave a residual
-                # ~1e-8 of its sum of squares and pass. Judge again on the columns swept
-                # to fe_tol; drop what is collinear and iterate on.
-                final_check = True
-                still = _collinear(xt, big_w, collinearity_reference(x[:, cols], big_w),
-                                   collin_tol)
-                if not still.all():
-                    kept[cols[~still]] = False
-                    sel = np.r_[True, still]
-                    cols = cols[still]
-                    x_absmax = x_absmax[still]
-                    cur = np.asfortranarray(cur[:, sel])
-                    fe_part = np.asfortranarray(fe_part[:, sel])
-                    coef = np.full(k, np.nan)
-                    continue
             converged = True
             break
         inner_tol = max(fe_tol, min(inner_tol, 0.01 * crit))

@@ -386,7 +386,8 @@ def etwfe(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort: str
     cell_names = list(design.names[:n_cells])
     coef = full.to_numpy()[:n_cells]
     cov = fit["vcov"][:n_cells, :n_cells]
-    if not np.isfinite(coef).any():
+    solved = fit.get("solved", True)
+    if solved and not np.isfinite(coef).any():
         raise EstimationError(format_message(
             f"{ESTIMATOR}: no treated cell can be identified: every cohort x period "
             "indicator is collinear with the fixed effects (the treatment varies only "
@@ -398,7 +399,10 @@ def etwfe(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort: str
     diag = {"n_input_rows": panel.n_input, "n_used_rows": int(fit["nobs"]),
             "dropped_rows": dropped, "n_cells": n_cells, "n_cells_not_identified": n_nan,
             "collinear": fit["collinear"], **fit.get("diag", {})}
-    if n_nan:
+    if not solved:
+        diag.setdefault("notes", []).append(
+            "the Poisson IRLS solve did not converge: every estimate is NaN")
+    elif n_nan:
         bad = [c for c, b in zip(cell_names, coef, strict=True) if not np.isfinite(b)]
         diag.setdefault("notes", []).append(
             f"{n_nan} cell(s) without a comparison (collinear with the fixed effects or "
@@ -413,12 +417,13 @@ def etwfe(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort: str
     state = {"design": design, "rows_fit": fit["rows_fit"], "full": full,
              "full_vcov": fit["vcov"], "in_cell": in_cell, "g": g_k, "t": t_k,
              "xvar_values": None if xv is None else xv[rows], "poisson": fit.get("poisson"),
-             "control_group": control_group}
+             "control_group": control_group, "solved": solved}
     return make_result(ESTIMATOR, pd.Series(coef, index=cell_names), cov, fit["vcov_spec"],
                        int(fit["nobs"]), spec=spec, diagnostics=diag, term_info=term_info,
                        extras={"full": full, "state": state}, cls=ETWFEResult,
                        nan_reason="cell without a comparison (collinear with the fixed "
-                                  "effects, or every observation of the cell separated)")
+                                  "effects, or every observation of the cell separated)"
+                       if solved else "the Poisson IRLS solve did not converge")
 
 
 def _xvar_matrix(values: np.ndarray, name: str) -> tuple[np.ndarray, list[str], np.ndarray]:
@@ -511,6 +516,8 @@ def _fit_poisson(y: np.ndarray, design: Design, fes: Sequence[FixedEffect],
     for w in caught:  # re-emit ppml's warnings under our name
         if issubclass(w.category, NotComputableWarning):
             continue  # collinear columns: reported per cell below
+        if "clusters in '__cl" in str(w.message):
+            continue  # (said again below under the cluster column's own name)
         warnings.warn(str(w.message).replace("ppml", ESTIMATOR, 1), w.category, stacklevel=3)
     for k, v in r.diagnostics["dropped_rows"].items():
         dropped[k] = dropped.get(k, 0) + int(v)
@@ -538,6 +545,14 @@ def _fit_poisson(y: np.ndarray, design: Design, fes: Sequence[FixedEffect],
                                     cluster_sums=fwl["cluster_sums"])
     v = np.full((len(coef), len(coef)), np.nan)
     v[np.ix_(kept, kept)] = v_sub
+    # an IRLS solve that did not converge is not an estimate (ppml's own params are NaN
+    # then, and its warning, re-emitted above, says so): the FWL step at its last
+    # weights is not one either
+    solved = bool(r.diagnostics.get("converged", True)) and bool(
+        r.diagnostics.get("demean_converged", True))
+    if not solved:
+        coef[:] = np.nan
+        v[:] = np.nan
     vspec = VcovSpec(vs.kind, cluster=tuple(clus) if vcov == "cluster" else (),
                      n_clusters=vs.n_clusters, small_sample=dict(vs.small_sample),
                      df=None, description=vs.description)
@@ -551,7 +566,7 @@ def _fit_poisson(y: np.ndarray, design: Design, fes: Sequence[FixedEffect],
     diag["n_cells_absorbed"] = n_cells
     return {"params": pd.Series(coef, index=list(design.names)), "vcov": v,
             "vcov_spec": vspec, "nobs": r.nobs, "rows_fit": rows_fit,
-            "collinear": collinear, "poisson": poisson, "diag": diag}
+            "collinear": collinear, "poisson": poisson, "diag": diag, "solved": solved}
 
 
 def _no_sweep(v: np.ndarray) -> np.ndarray:  # pragma: no cover - replaced before use
@@ -712,6 +727,12 @@ def _aggregate(res: ETWFEResult, type: str, *, by_xvar: bool, scale: str
     if by_xvar and spec.get("xvar") is None:
         raise SpecificationError(format_message(
             "by_xvar=True needs a fit with xvar=", fix="refit etwfe(..., xvar='column')"))
+    if not st.get("solved", True):
+        raise EstimationError(format_message(
+            f"{ESTIMATOR}: nothing to aggregate: the Poisson IRLS solve did not converge "
+            "(every cell estimate is NaN)", where="etwfe(..., family='poisson')",
+            fix="check for separation / extreme outcomes (diagnostics['dropped_rows'], "
+                "diagnostics['iterations'])"))
     design: Design = st["design"]
     rows_fit = st["rows_fit"]
     full = st["full"].to_numpy()

@@ -22,12 +22,13 @@ missing, non-numeric and negative values, so a bad record is found without a sec
 pass; only when one is found does a small second query locate the file it came from.
 
 DuckDB runs with a memory limit (``memory_limit``, default 1 GB) and a spill folder
-(``temp_directory``, default a fresh temporary folder), so a GROUP BY larger than memory
-spills to disk instead of failing.
+(``temp_directory``, default a fresh temporary folder removed when the call returns), so a
+GROUP BY larger than memory spills to disk instead of failing.
 """
 
 from __future__ import annotations
 
+import contextlib
 import glob as _glob
 import os
 import re
@@ -368,17 +369,20 @@ def _quote_spark(name: str) -> str:
 
 
 def _duckdb_connect(memory_limit: str | None, temp_directory: str | os.PathLike | None,
-                    threads: int | None):
+                    threads: int | None, stack: contextlib.ExitStack):
+    """A DuckDB connection closed by ``stack``; its default spill folder is removed then."""
     try:
         import duckdb
     except ImportError as exc:  # pragma: no cover - duckdb is a core dependency
         raise SpecificationError(format_message(
             "engine='duckdb' needs the duckdb package", fix="pip install duckdb")) from exc
+    # the folder is entered first so that it is removed after the connection is closed
+    tmp = os.fspath(temp_directory) if temp_directory else stack.enter_context(
+        tempfile.TemporaryDirectory(prefix="twinimpact-duckdb-", ignore_cleanup_errors=True))
     con = duckdb.connect(":memory:")
+    stack.callback(con.close)
     if memory_limit:
         con.execute(f"SET memory_limit = {_literal(str(memory_limit))}")
-    tmp = os.fspath(temp_directory) if temp_directory else tempfile.mkdtemp(
-        prefix="twinimpact-duckdb-")
     con.execute(f"SET temp_directory = {_literal(tmp)}")
     con.execute("SET preserve_insertion_order = false")
     if threads:
@@ -402,9 +406,8 @@ def _run_duckdb(spec: AggregationSpec, source: Any, files: _Files | None,
                 options: dict[str, Any]) -> tuple[Any, Callable[..., Any]]:
     import duckdb
 
-    con = options.get("con") or _duckdb_connect(options["memory_limit"],
-                                                options["temp_directory"],
-                                                options["threads"])
+    con = _duckdb_connect(options["memory_limit"], options["temp_directory"],
+                          options["threads"], options["stack"])
     relation = None
     text = [c for c in spec.columns if c != spec.year]
     if files is not None:
@@ -590,8 +593,8 @@ def scan_trade(source: Any, *, reporter: str, partner: str, year: str, value: st
         ``False`` keeps reporter and partner codes exactly as read (e.g. BACI's numeric
         codes, to be mapped with its country file).
     memory_limit, temp_directory, threads
-        DuckDB settings: memory cap (``"1GB"``), spill folder (a fresh temporary folder
-        by default), worker threads (all cores by default).
+        DuckDB settings: memory cap (``"1GB"``), spill folder (by default a fresh temporary
+        folder, removed when the call returns), worker threads (all cores by default).
     chunksize : int
         Rows per chunk for ``engine="pandas"``.
 
@@ -661,19 +664,21 @@ def scan_trade(source: Any, *, reporter: str, partner: str, year: str, value: st
         _check_columns(files, spec)
         src_meta = {"kind": "files", "format": kind, "pattern": files.pattern,
                     "n_files": len(paths), "files": [str(p) for p in paths[:50]]}
-    options = {"spark": spark, "memory_limit": memory_limit,
-               "temp_directory": temp_directory, "threads": threads,
-               "chunksize": int(chunksize)}
     if engine == "pandas" and table is not None and not isinstance(table, pd.DataFrame):
         table = _to_pandas(table)
     runner = {"duckdb": _run_duckdb, "spark": _run_spark, "pandas": _run_pandas}[engine]
-    raw, locate = runner(spec, table, files, options)
-    if isinstance(raw, pd.DataFrame):  # spark / pandas: finish the small result in DuckDB
-        con = _duckdb_connect(memory_limit, temp_directory, threads)
-        con.register("twinimpact_agg", raw)
-        raw = (con, "twinimpact_agg")
-    out, meta = _finish(*raw, spec, locate, reporter_type if normalize else "raw",
-                        country_aliases)
+    # the DuckDB connections and their default spill folders live only for this call
+    with contextlib.ExitStack() as stack:
+        options = {"spark": spark, "memory_limit": memory_limit,
+                   "temp_directory": temp_directory, "threads": threads,
+                   "chunksize": int(chunksize), "stack": stack}
+        raw, locate = runner(spec, table, files, options)
+        if isinstance(raw, pd.DataFrame):  # spark / pandas: finish the small result in DuckDB
+            con = _duckdb_connect(memory_limit, temp_directory, threads, stack)
+            con.register("twinimpact_agg", raw)
+            raw = (con, "twinimpact_agg")
+        out, meta = _finish(*raw, spec, locate, reporter_type if normalize else "raw",
+                            country_aliases)
     q = _quote_spark if engine == "spark" else _quote_duckdb
     out.attrs = {"kind": "trade", "source": {**src_meta, "engine": engine},
                  "unit": unit, "reporter_type": reporter_type,
