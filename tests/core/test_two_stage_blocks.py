@@ -171,13 +171,17 @@ def test_second_stage_columns_are_the_rows_of_each_dummy(monkeypatch, event_stud
                                      weights=w[want] * adj[want])[0]
 
 
-def test_estimand_columns_and_cells(monkeypatch):
+@pytest.mark.parametrize("integral", [True, False])
+def test_estimand_columns_and_cells(monkeypatch, integral):
+    """Integral event times (lookup tables) and others (binary search) alike."""
     from twinimpact.estimators.imputation import _EstimandColumns
 
     monkeypatch.setattr(rowblocks, "BLOCK", 5)
     rng = np.random.default_rng(9)
     n = 150
     t = rng.integers(0, 9, n).astype(float)
+    if not integral:
+        t[100:] += 0.5  # not integral from the 21st block on
     g = rng.choice([np.nan, 3.0, 5.0, 7.0], n)
     treated = ~np.isnan(g) & (t >= g)
     keep = rng.random(n) > 0.1

@@ -228,14 +228,6 @@ class _EstimandColumns:
                  horizons: Any) -> None:
         n = len(t)
         blocks = list(row_blocks(n))
-        # event times of every treated row (kept or not), as _distinct(t[tr] - g[tr])
-        avail = [pd.unique(t[sl][treated[sl]] - g[sl][treated[sl]]) for sl in blocks]
-        hs = _as_horizons(horizons, _distinct(np.concatenate(avail) if avail
-                                              else np.zeros(0)))
-        self.horizons = hs
-        self.names = [f"rel_time={h}" for h in hs or ()] + ["ATT"]
-        n_h = len(hs or ())
-        h_arr = np.asarray(hs or [], dtype=float)
 
         def rows_rel(sl: slice) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             r = np.flatnonzero(treated[sl] & keep[sl])
@@ -243,50 +235,107 @@ class _EstimandColumns:
             gr = g[r]
             return r, gr, t[r] - gr
 
-        def codes(rel: np.ndarray) -> np.ndarray:  # horizon column of each row, -1: none
-            if not n_h:
-                return np.full(len(rel), -1, dtype=np.intp)
-            idx = np.searchsorted(h_arr, rel)
-            np.minimum(idx, n_h - 1, out=idx)
-            idx[h_arr[idx] != rel] = -1  # the same rows as rel == h
-            return idx
-
-        cnt = np.zeros(n_h + 1, dtype=np.intp)
-        g_lv, r_lv = [], []
+        # pass 1: the cohorts of the kept treated rows, their event times (counted per
+        # value when integral: the usual case), the event times of dropped treated rows
+        g_lv, r_drop, parts = [], [], []
+        integral = True
         for sl in blocks:
-            r, gr, rel = rows_rel(sl)
-            c = codes(rel)
-            cnt[:n_h] += np.bincount(c[c >= 0], minlength=n_h)
-            cnt[n_h] += len(r)
-            g_lv.append(pd.unique(gr))
-            r_lv.append(pd.unique(rel))
-        self.n_treated = int(cnt[n_h])
-        self.indptr = np.concatenate([[0], np.cumsum(cnt)]).astype(np.intp)
-        self.indices = np.empty(int(self.indptr[-1]), dtype=np.int32 if n < 2**31 else np.intp)
-        g_lv = np.unique(np.concatenate(g_lv)) if g_lv else np.zeros(0)
-        r_lv = np.unique(np.concatenate(r_lv)) if r_lv else np.zeros(0)
-        self.n_cells = len(g_lv) * len(r_lv)
-        # the cell of each kept treated row (0 elsewhere), in the smallest integer type
-        self.cell = np.zeros(n, dtype=np.min_scalar_type(max(self.n_cells - 1, 0)))
-        cursor = self.indptr[:-1].copy()
-        for sl in blocks:
+            drop = treated[sl] & ~keep[sl]
+            if drop.any():
+                r_drop.append(pd.unique(t[sl][drop] - g[sl][drop]))
             r, gr, rel = rows_rel(sl)
             if not len(r):
                 continue
-            cell = np.searchsorted(g_lv, gr) * len(r_lv)
-            cell += np.searchsorted(r_lv, rel)
+            g_lv.append(pd.unique(gr))
+            if integral:
+                b_lo, b_hi = rel.min(), rel.max()
+                integral = bool(np.isfinite(b_lo) and np.isfinite(b_hi)
+                                and b_hi - b_lo <= 4 * n + 1000)
+                if integral:
+                    ri = rel.astype(np.int64)
+                    integral = bool((ri == rel).all())
+                    ri -= int(b_lo)
+                    parts.append((int(b_lo), np.bincount(ri)))
+        g_lv = np.unique(np.concatenate(g_lv)) if g_lv else np.zeros(0)
+        if integral:
+            lo = min((b for b, _ in parts), default=0)
+            hi = max((b + len(c) - 1 for b, c in parts), default=-1)
+            cnt_rel = np.zeros(hi - lo + 1, dtype=np.intp)
+            for b, c in parts:
+                cnt_rel[b - lo:b - lo + len(c)] += c
+            r_lv = (np.flatnonzero(cnt_rel) + lo).astype(float)
+        else:
+            r_lv = np.unique(np.concatenate(
+                [pd.unique(rows_rel(sl)[2]) for sl in blocks] or [np.zeros(0)]))
+        del parts
+        # the horizons: among the event times of every treated row, as
+        # _distinct(t[treated] - g[treated])
+        hs = _as_horizons(horizons, _distinct(np.concatenate([r_lv, *r_drop])))
+        self.horizons = hs
+        self.names = [f"rel_time={h}" for h in hs or ()] + ["ATT"]
+        n_h = len(hs or ())
+        if integral:  # codes by lookup tables over the event-time range
+            n_rel = hi - lo + 1
+            pos = np.full(n_rel, -1, dtype=np.intp)
+            for j, h in enumerate(hs or ()):
+                if lo <= h <= hi:
+                    pos[h - lo] = j
+
+            def block(sl: slice) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                r, gr, rel = rows_rel(sl)
+                ri = rel.astype(np.int64)
+                ri -= lo
+                cell = np.searchsorted(g_lv, gr) * n_rel
+                cell += ri
+                return r, pos[ri], cell
+
+            cnt = np.zeros(n_h + 1, dtype=np.intp)
+            on = pos >= 0
+            cnt[pos[on]] = cnt_rel[on]
+            cnt[n_h] = cnt_rel.sum()
+        else:  # event times by binary search among the distinct values
+            n_rel = len(r_lv)
+            h_arr = np.asarray(hs or [], dtype=float)
+
+            def block(sl: slice) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                r, gr, rel = rows_rel(sl)
+                if n_h:
+                    code = np.searchsorted(h_arr, rel)
+                    np.minimum(code, n_h - 1, out=code)
+                    code[h_arr[code] != rel] = -1  # the same rows as rel == h
+                else:
+                    code = np.full(len(r), -1, dtype=np.intp)
+                cell = np.searchsorted(g_lv, gr) * n_rel
+                cell += np.searchsorted(r_lv, rel)
+                return r, code, cell
+
+            cnt = np.zeros(n_h + 1, dtype=np.intp)
+            for sl in blocks:
+                _, code, _ = block(sl)
+                cnt[:n_h] += np.bincount(code[code >= 0], minlength=n_h)
+                cnt[n_h] += len(code)
+        self.n_treated = int(cnt[n_h])
+        self.n_cells = len(g_lv) * n_rel
+        self.indptr = np.concatenate([[0], np.cumsum(cnt)]).astype(np.intp)
+        self.indices = np.empty(int(self.indptr[-1]), dtype=np.int32 if n < 2**31 else np.intp)
+        # the cell of each kept treated row (0 elsewhere), in the smallest integer type
+        self.cell = np.zeros(n, dtype=np.min_scalar_type(max(self.n_cells - 1, 0)))
+        cursor = self.indptr[:-1].copy()
+        for sl in blocks:  # pass 2: each block's rows put in place
+            r, code, cell = block(sl)
+            if not len(r):
+                continue
             self.cell[r] = cell
             del cell
             self.indices[cursor[n_h]:cursor[n_h] + len(r)] = r
             cursor[n_h] += len(r)
             if not n_h:
                 continue
-            c = codes(rel)
-            on = c >= 0
-            r, c = r[on], c[on]
-            order = np.argsort(c, kind="stable")
-            cs = c[order]
-            cb = np.bincount(c, minlength=n_h)
+            on = code >= 0
+            r, code = r[on], code[on]
+            order = np.argsort(code, kind="stable")
+            cs = code[order]
+            cb = np.bincount(code, minlength=n_h)
             dest = np.arange(len(cs)) - (np.cumsum(cb) - cb)[cs]
             dest += cursor[cs]
             self.indices[dest] = r[order]
