@@ -556,7 +556,7 @@ def child(case: str, pkg: str, kind: str, size: float, repeats: int) -> dict:
             t0, c0 = time.perf_counter(), time.process_time()
             out = fit()  # warm-up
             first_s, first_cpu = time.perf_counter() - t0, time.process_time() - c0
-    times, cpus, users, syss = [], [], [], []
+    times, cpus, users, syss, flts = [], [], [], [], []
     for _ in range(repeats):
         r0 = resource.getrusage(resource.RUSAGE_SELF)
         t0, c0 = time.perf_counter(), time.process_time()
@@ -568,6 +568,7 @@ def child(case: str, pkg: str, kind: str, size: float, repeats: int) -> dict:
         # and zeroing fresh pages of large temporaries)
         users.append(r1.ru_utime - r0.ru_utime)
         syss.append(r1.ru_stime - r0.ru_stime)
+        flts.append(r1.ru_minflt - r0.ru_minflt)  # minor page faults (fresh pages)
     traced = None
     if os.environ.get("TI_BENCH_TRACEMALLOC"):
         # one more call under tracemalloc (after the timed ones, so they are not slowed):
@@ -590,7 +591,8 @@ def child(case: str, pkg: str, kind: str, size: float, repeats: int) -> dict:
     return {**extra, "median_s": statistics.median(times), "times": times,
             "traced_peak_bytes_per_row": traced,
             "cpu_s": statistics.median(cpus), "user_s": statistics.median(users),
-            "sys_s": statistics.median(syss), "first_s": first_s, "first_cpu_s": first_cpu,
+            "sys_s": statistics.median(syss), "minflt": statistics.median(flts),
+            "first_s": first_s, "first_cpu_s": first_cpu,
             # the whole child's peak (the reset of the peak mark also resets ru_maxrss)
             "peak_mb": max(peak_data, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
             # peak RSS from right after the panel was made to the end (the data plus the

@@ -149,3 +149,74 @@ def test_fe_factorize_other_columns_unchanged():
         want, uniques = pd.factorize(np.asarray(c.to_numpy()), use_na_sentinel=False)
         np.testing.assert_array_equal(codes, want)
         assert g == len(uniques)
+
+
+# labels of at most 8 bytes: all one length (zero-padded ids, with NUL and multi-byte
+# characters) or mixed lengths up to 7 bytes -- exactly the strings short_string_keys
+# turns into integers -- and, to check the refusals, an 8-byte label beside shorter ones
+_short = st.sampled_from(["", "a", "a\0", "\0a", "\0", "ab", "ba", "é", "éa", "aé", "abcdefg",
+                          "\0\0\0\0\0\0\0", "gfedcba"])
+_eight = st.sampled_from(["u0000001", "u0000010", "\0" * 8, "a\0" * 4, "é" * 4, "abcdefgh",
+                          "hgfedcba", "éabcdef"])
+
+
+@settings(max_examples=200, deadline=None)
+@given(vals=st.one_of(st.lists(_short, max_size=80), st.lists(_eight, max_size=80),
+                      st.lists(st.one_of(_short, _eight), max_size=30),
+                      st.lists(st.one_of(st.none(), _short), max_size=30)),
+       nbits=st.integers(0, 6), cut=st.integers(0, 80), skip=st.integers(0, 5),
+       large=st.booleans())
+def test_short_string_keys_code_as_factorize(vals, nbits, cut, skip, large):
+    # the integer keys of short strings are equal exactly when the strings are, so their
+    # codes (one table or partitions) are pandas.factorize's of the strings; anything the
+    # keys cannot represent (a null, 8 bytes beside fewer, longer strings) is declined
+    typ = pa.large_string() if large else pa.string()
+    whole = pa.array(vals, type=typ)
+    cut = min(cut, len(vals))
+    data = pa.chunked_array([whole.slice(min(skip, cut), cut - min(skip, cut)),
+                             whole.slice(cut)], type=typ)
+    arr = pd.arrays.ArrowStringArray(data)
+    ref, n_ref = _oracle(arr)
+    keys = labels.short_string_keys(data)
+    rows = data.to_pylist()  # (the rows kept by the slicing)
+    sizes = {len(v.encode()) for v in rows if v is not None}
+    representable = None not in rows and (max(sizes, default=0) <= 7 or sizes == {8})
+    assert (keys is not None) == representable
+    if keys is None:
+        return
+    assert keys.dtype == np.uint64 and len(keys) == len(rows)
+    got, n_got = labels.partitioned_key_codes(keys, 1 << nbits)
+    np.testing.assert_array_equal(got, ref)
+    assert n_got == n_ref and got.dtype == np.intp
+    got2, n_got2 = string_codes(arr)  # the public entry takes the key path
+    np.testing.assert_array_equal(got2, ref)
+    assert n_got2 == n_ref
+
+
+def test_short_string_keys_decline_long_strings_and_nulls():
+    mk = lambda v: pa.chunked_array([pa.array(v, type=pa.large_string())])  # noqa: E731
+    assert labels.short_string_keys(mk(["abcdefghi", "a"])) is None
+    assert labels.short_string_keys(mk(["abcdefgh", "a"])) is None  # 8 beside fewer
+    assert labels.short_string_keys(mk(["a", None])) is None
+    assert labels.short_string_keys(mk([])) is not None
+    with pytest.raises(ValueError, match="power of two"):
+        labels.partitioned_key_codes(np.zeros(3, dtype=np.uint64), 3)
+
+
+@pytest.mark.parametrize("width", [5, 7, 8])
+def test_many_shuffled_short_ids_partitioned_on_keys(monkeypatch, width):
+    # the panel-like case (a shuffled panel of many zero-padded ids) on small thresholds:
+    # partitioned integer keys, the same codes as pandas.factorize
+    monkeypatch.setattr(labels, "MIN_ROWS", 1 << 10)
+    monkeypatch.setattr(labels, "SAMPLE", 1 << 8)
+    monkeypatch.setattr(labels, "ROWS_PER_PARTITION", 1 << 8)
+    rng = np.random.default_rng(1)
+    ids = np.array([f"u{i:0{width - 1}d}" for i in range(3000)], dtype=object)
+    rows = np.repeat(ids, 4)[rng.permutation(12_000)]
+    arr = pd.arrays.ArrowStringArray(pa.chunked_array([pa.array(rows)]))
+    assert labels._partitions_for(arr._pa_array) == 64
+    assert labels.short_string_keys(arr._pa_array) is not None
+    ref, n_ref = _oracle(arr)
+    for coded in (string_codes(arr), dense_codes(arr)):
+        np.testing.assert_array_equal(coded[0], ref)
+        assert coded[1] == n_ref

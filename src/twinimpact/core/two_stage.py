@@ -24,6 +24,7 @@ from ..errors import EstimationError, InputError, format_message
 from .rowblocks import pair_sums, row_blocks
 
 __all__ = [
+    "ColumnSolver",
     "FittedClusterSums",
     "NormalSystem",
     "TwoStageRows",
@@ -34,6 +35,7 @@ __all__ = [
     "solve_normal",
     "system_rhs",
     "two_stage_rows",
+    "untreated_residuals",
 ]
 
 #: relative eigenvalue below which a direction of the (Jacobi-scaled) Schur complement is
@@ -186,26 +188,11 @@ def build_normal_system(fe_codes: Sequence[np.ndarray], covariates: np.ndarray |
     weights : (n,) array or None (observation weights).
     """
     n = len(fit_rows)
-    fit_f = fit_rows.astype(float)  # 0/1: the counts below, and the weights if unweighted
-    w0 = fit_f if weights is None else np.where(
-        fit_rows, np.asarray(weights, dtype=float), 0.0)
     sizes = [int(c.max()) + 1 for c in fe_codes]
     j = int(np.argmax(sizes))
     code_d, n_d = np.asarray(fe_codes[j], dtype=np.intp), sizes[j]
-    # counts of fit rows per level: sums of the 0/1 indicator (exact in float64), which
-    # spares the gathered copy codes[fit_rows] per set; row_ok gathers from the (levels,)
-    # table of "present" flags (one byte a row)
-    cnt_d = np.bincount(code_d, weights=fit_f, minlength=n_d).astype(np.intp)
-    row_ok = (cnt_d > 0)[code_d]
-    fe_m = []
-    for i, codes in enumerate(fe_codes):
-        if i == j:
-            continue
-        codes = np.asarray(codes, dtype=np.intp)
-        fe_m.append((codes, sizes[i]))
-        cnt = np.bincount(codes, weights=fit_f, minlength=sizes[i])
-        row_ok &= (cnt > 0)[codes]
-    del fit_f
+    fe_m = [(np.asarray(codes, dtype=np.intp), sizes[i]) for i, codes in enumerate(fe_codes)
+            if i != j]
     cov = None
     if covariates is not None and covariates.size:
         cov = np.asarray(covariates, dtype=float).reshape(n, -1)
@@ -215,13 +202,94 @@ def build_normal_system(fe_codes: Sequence[np.ndarray], covariates: np.ndarray |
             "the first stage has too many fixed-effect levels outside the largest set for "
             "the exact solver", seen=m_cols,
             fix="put the fixed effect with most levels first or use fewer/coarser sets"))
-    s = np.bincount(code_d, weights=w0, minlength=n_d)
-    c = _cross(code_d, n_d, fe_m, cov, w0)
-    mtwm = _mtm(fe_m, cov, w0)
+    if cov is None:  # fixed effects only: every table in one pass of row blocks
+        cnt_d, cnt_m, s, c, mtwm = _fe_tables(code_d, n_d, fe_m, fit_rows, weights)
+    else:
+        fit_f = fit_rows.astype(float)  # 0/1: the counts, and the weights if unweighted
+        w0 = fit_f if weights is None else np.where(
+            fit_rows, np.asarray(weights, dtype=float), 0.0)
+        # counts of fit rows per level: sums of the 0/1 indicator (exact in float64)
+        cnt_d = np.bincount(code_d, weights=fit_f, minlength=n_d).astype(np.intp)
+        cnt_m = [np.bincount(codes, weights=fit_f, minlength=k) for codes, k in fe_m]
+        del fit_f
+        s = np.bincount(code_d, weights=w0, minlength=n_d)
+        c = _cross(code_d, n_d, fe_m, cov, w0)
+        mtwm = _mtm(fe_m, cov, w0)
+        del w0
+    # row_ok gathers from the (levels,) tables of "present" flags (one byte a row), in row
+    # blocks (no n-row temporary besides the result)
+    present_d = cnt_d > 0
+    present_m = [cnt > 0 for cnt in cnt_m]
+    row_ok = np.empty(n, dtype=bool)
+    for sl in row_blocks(n):
+        blk = present_d[code_d[sl]]
+        for (codes, _), pres in zip(fe_m, present_m, strict=True):
+            blk &= pres[codes[sl]]
+        row_ok[sl] = blk
     inv_s = np.divide(1.0, s, out=np.zeros_like(s), where=s > 0)
     schur = mtwm - c.T @ (c * inv_s[:, None])
     return NormalSystem(code_d=code_d, n_d=n_d, fe_m=tuple(fe_m), cov=cov, s=s,
                         n_fit=cnt_d, c=c, s_inv=_pinv_psd(schur), row_ok=row_ok)
+
+
+def _fit_weights(fit_rows: np.ndarray, weights: np.ndarray | None, sl: slice) -> np.ndarray:
+    """The first-stage weights ``w0`` on the rows of block ``sl``: the 0/1 indicator of
+    the fit rows, or the weights on them and 0 elsewhere (the same numbers as the
+    whole-array expressions)."""
+    if weights is None:
+        return fit_rows[sl].astype(float)
+    return np.where(fit_rows[sl], weights[sl], 0.0)
+
+
+def _fe_tables(code_d: np.ndarray, n_d: int, fe_m: Sequence[tuple[np.ndarray, int]],
+               fit_rows: np.ndarray, weights: Any
+               ) -> tuple[np.ndarray, list[np.ndarray], np.ndarray, np.ndarray, np.ndarray]:
+    """Counts of fit rows per level, ``s = D'W_0 1``, ``C = D'W_0M`` and ``M'W_0M`` of a
+    fixed-effects-only design, in one pass of row blocks (the weights ``w0`` of each block
+    made on the fly: no n-row array). Each table adds its rows in row order, by
+    ``np.add.at``: the same sums as ``np.bincount`` over the whole arrays."""
+    n = len(fit_rows)
+    w = None if weights is None else np.asarray(weights, dtype=float)
+    one = np.intp(1)
+    s = np.zeros(n_d)
+    cnt_d = None if w is None else np.zeros(n_d, dtype=np.intp)
+    cnt_m = [np.zeros(k, dtype=np.intp) for _, k in fe_m]
+    cross = [np.zeros(n_d * k) for _, k in fe_m]
+    diag = [np.zeros(k) for _, k in fe_m]
+    pairs = {(a, b): np.zeros(fe_m[a][1] * fe_m[b][1])
+             for a in range(len(fe_m)) for b in range(a + 1, len(fe_m))}
+    for sl in row_blocks(n):
+        on = fit_rows[sl]
+        wb = _fit_weights(fit_rows, w, sl)
+        d = code_d[sl]
+        np.add.at(s, d, wb)
+        if cnt_d is not None:
+            np.add.at(cnt_d, d[on], one)
+        blk = [codes[sl] for codes, _ in fe_m]
+        for i, (ci, (_, k)) in enumerate(zip(blk, fe_m, strict=True)):
+            np.add.at(cnt_m[i], ci[on], one)
+            key = d * k
+            key += ci
+            np.add.at(cross[i], key, wb)
+            np.add.at(diag[i], ci, wb)
+        for (a, b), tab in pairs.items():
+            key = blk[a] * fe_m[b][1]
+            key += blk[b]
+            np.add.at(tab, key, wb)
+    if cnt_d is None:  # unweighted: s sums the 0/1 indicator, i.e. the counts
+        cnt_d = s.astype(np.intp)
+    c = (cross[0].reshape(n_d, fe_m[0][1]) if len(cross) == 1 else
+         np.concatenate([t.reshape(n_d, k) for t, (_, k) in zip(cross, fe_m, strict=True)],
+                        axis=1) if cross else np.zeros((n_d, 0)))
+    offs = np.concatenate([[0], np.cumsum([k for _, k in fe_m])]).astype(int)
+    mtwm = np.zeros((offs[-1], offs[-1]))
+    for a in range(len(fe_m)):
+        mtwm[offs[a]:offs[a + 1], offs[a]:offs[a + 1]] = np.diag(diag[a])
+    for (a, b), tab in pairs.items():
+        blk = tab.reshape(fe_m[a][1], fe_m[b][1])
+        mtwm[offs[a]:offs[a + 1], offs[b]:offs[b + 1]] = blk
+        mtwm[offs[b]:offs[b + 1], offs[a]:offs[a + 1]] = blk.T
+    return cnt_d, cnt_m, s, c, mtwm
 
 
 def _pinv_psd(a: np.ndarray) -> np.ndarray:
@@ -289,10 +357,13 @@ class FittedClusterSums:
     q : (n,) row weights (read on ``rows`` only).
     rows : (n,) bool, the rows that enter the sums.
     cluster : (n,) int cluster codes; ``n_clusters`` their number.
+    weights : (n,) or None: the row weights are ``weights * q`` (formed block by block;
+        the same numbers as passing the product).
     """
 
     def __init__(self, system: NormalSystem, q: np.ndarray, rows: np.ndarray,
-                 cluster: np.ndarray, n_clusters: int) -> None:
+                 cluster: np.ndarray, n_clusters: int,
+                 weights: np.ndarray | None = None) -> None:
         self.system, self.n_clusters = system, n_clusters
         code_d, n = system.code_d, len(system.code_d)
         small = system.n_d * max(system.n_m, 1) <= 2 * n + 1_000_000
@@ -313,15 +384,15 @@ class FittedClusterSums:
                     self.nested = False
                     break
         if self.nested:
-            qq = np.where(rows, q, 0.0)
-            self._a = np.bincount(code_d, weights=qq, minlength=system.n_d)
-            self._b = system.cross(qq)
-            del qq
+            self._a, self._b = _level_tables(system, q, rows, weights)
             self._has = has
             self._d_cl = d_cl
+            self._lev = np.empty((system.n_d, 1))
+            self._tmp = np.empty((system.n_d, 1))
         else:
             idx = np.flatnonzero(rows)
-            self._idx, self._q, self._cl = idx, q[idx], cluster[idx]
+            qi = q[idx] if weights is None else weights[idx] * q[idx]
+            self._idx, self._q, self._cl = idx, qi, cluster[idx]
 
     def __call__(self, b_d: np.ndarray, b_m: np.ndarray) -> np.ndarray:
         """(n_clusters, k) sums for the k solutions ``(b_d (G_D, k), b_m (m, k))``."""
@@ -337,19 +408,162 @@ class FittedClusterSums:
         return np.stack([np.bincount(self._cl, weights=self._q * h[:, j], minlength=g)
                          for j in range(h.shape[1])], axis=1)
 
+    def into(self, out: np.ndarray, b_d: np.ndarray, b_m: np.ndarray) -> np.ndarray:
+        """``self(b_d, b_m)[:, 0]`` for one solution (``b_d`` (G_D, 1), ``b_m`` (m, 1))
+        written into ``out`` (n_clusters,): the same operations as :meth:`__call__`, in
+        buffers reused from call to call (no fresh (G_D,) or (n,) arrays per solution)."""
+        out.fill(0.0)
+        if self.nested:
+            lev, tmp = self._lev, self._tmp
+            lev.fill(0.0)
+            np.copyto(lev, b_d, where=self._has[:, None])  # = np.where(has, b_d, 0.0)
+            lev *= self._a[:, None]
+            np.matmul(self._b, b_m, out=tmp)
+            lev += tmp
+            np.add.at(out, self._d_cl, lev[:, 0])  # = bincount (the same order of sums)
+            return out
+        system, idx = self.system, self._idx
+        for sl in row_blocks(len(idx)):
+            h = system._m_dot_block(b_m, idx[sl])
+            h += b_d[system.code_d[idx[sl]]]
+            h = h[:, 0]
+            h *= self._q[sl]  # q * h (the product commutes exactly)
+            np.add.at(out, self._cl[sl], h)
+        return out
+
+
+def _level_tables(system: NormalSystem, q: np.ndarray, rows: np.ndarray,
+                  weights: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """``D'q0`` and ``D' diag(q0) M`` for ``q0 = q`` (times ``weights``) on ``rows``, 0
+    elsewhere: with fixed effects only in row blocks, each sum added in row order (the
+    same sums as ``np.bincount`` / :func:`~.rowblocks.pair_sums` of the whole array)."""
+    code_d, n_d, n = system.code_d, system.n_d, len(system.code_d)
+
+    def q0(sl: slice) -> np.ndarray:
+        qb = q[sl] if weights is None else weights[sl] * q[sl]
+        return np.where(rows[sl], qb, 0.0)
+
+    if system.cov is not None:
+        qq = np.concatenate([q0(sl) for sl in row_blocks(n)]) if n else np.zeros(0)
+        return np.bincount(code_d, weights=qq, minlength=n_d), system.cross(qq)
+    a = np.zeros(n_d)
+    cross = [np.zeros(n_d * k) for _, k in system.fe_m]
+    for sl in row_blocks(n):
+        qb = q0(sl)
+        d = code_d[sl]
+        np.add.at(a, d, qb)
+        for (codes, k), tab in zip(system.fe_m, cross, strict=True):
+            key = d * k
+            key += codes[sl]
+            np.add.at(tab, key, qb)
+    b = (cross[0].reshape(n_d, system.fe_m[0][1]) if len(cross) == 1 else
+         np.concatenate([t.reshape(n_d, k) for t, (_, k) in zip(cross, system.fe_m,
+                                                                  strict=True)], axis=1)
+         if cross else np.zeros((n_d, 0)))
+    return a, b
+
+
+class ColumnSolver:
+    """Solutions ``b = (Z_0'W_0Z_0)^{-1} Z'u`` for right-hand sides ``u`` supported on a
+    few rows, one at a time (the regressors / estimand weights of the two-stage
+    variances), in (G_D,)-sized buffers reused from one right-hand side to the next: the
+    same operations as ``solve_normal(system, *system_rhs(system, u, rows))``, each sum
+    added in the same order (``np.add.at`` over the rows in order = ``np.bincount``)."""
+
+    def __init__(self, system: NormalSystem) -> None:
+        self.system = system
+        s = system.s
+        self.inv_s = np.divide(1.0, s, out=np.full_like(s, np.nan), where=s > 0)[:, None]
+        self.inv_s0 = np.nan_to_num(self.inv_s)
+        self.r_d = np.empty((system.n_d, 1))
+        self.b_d = np.empty((system.n_d, 1))
+        self.tmp = np.empty((system.n_d, 1))
+        self.r_m = [np.empty(k) for _, k in system.fe_m]
+
+    def start(self) -> None:
+        """Zero the right-hand side (then :meth:`add` its row blocks in row order)."""
+        self.r_d.fill(0.0)
+        for t in self.r_m:
+            t.fill(0.0)
+        self._cov_parts: list[np.ndarray] = []
+
+    def add(self, rows: np.ndarray, u: np.ndarray | float) -> None:
+        """Add the values ``u`` (one per row, or one for all) on ``rows`` (positions)."""
+        system = self.system
+        np.add.at(self.r_d[:, 0], system.code_d[rows], u)
+        for (codes, _), t in zip(system.fe_m, self.r_m, strict=True):
+            np.add.at(t, codes[rows], u)
+        if system.cov is not None:
+            self._cov_parts.append((rows, u))
+
+    def solve(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(b_d, b_m)`` of the right-hand side added (``b_d`` is a reused buffer: valid
+        until the next :meth:`solve`)."""
+        system = self.system
+        parts = [t[:, None] for t in self.r_m]
+        if system.cov is not None:  # cov' u over the whole support (one product, as before)
+            rows = np.concatenate([r for r, _ in self._cov_parts])
+            u = np.concatenate([np.broadcast_to(np.asarray(v, dtype=float), r.shape)
+                                for r, v in self._cov_parts])
+            parts.append(system.cov[rows].T @ u[:, None])
+        r_m = np.concatenate(parts, axis=0) if parts else np.zeros((0, 1))
+        tmp, b_d = self.tmp, self.b_d
+        np.multiply(self.r_d, self.inv_s0, out=tmp)
+        b_m = system.s_inv @ (r_m - system.c.T @ tmp)
+        np.matmul(system.c, b_m, out=tmp)
+        np.subtract(self.r_d, tmp, out=b_d)
+        b_d *= self.inv_s
+        return b_d, b_m
+
 
 @dataclass(frozen=True)
 class UntreatedFit:
     """First stage: the model for ``Y(0)`` fitted on untreated rows.
 
     ``y0_hat`` (n,) imputed untreated outcome for every row (NaN where a fixed-effect level
-    has no untreated observation); ``beta`` (p,) covariate coefficients; ``system`` the
-    factored normal equations (reused for the variance weights).
+    has no untreated observation; None from :func:`untreated_residuals`); ``beta`` (p,)
+    covariate coefficients; ``system`` the factored normal equations (reused for the
+    variance weights).
     """
 
-    y0_hat: np.ndarray
+    y0_hat: np.ndarray | None
     beta: np.ndarray
     system: NormalSystem
+
+
+def _first_stage_rhs(system: NormalSystem, y: np.ndarray, untreated: np.ndarray,
+                     weights: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """``Z' W_0 y_0`` (``y`` on the untreated rows, 0 elsewhere) split into its ``D`` and
+    ``M`` parts; with fixed effects only, in row blocks (no n-row array), each level's sum
+    added in row order by ``np.add.at`` (the same sums as ``np.bincount``)."""
+    w = None if weights is None else np.asarray(weights, dtype=float)
+    if system.cov is not None:
+        u = np.where(untreated, y, 0.0)
+        if w is not None:
+            u *= w
+        return system_rhs(system, u[:, None])
+    r_d = np.zeros(system.n_d)
+    r_m = [np.zeros(k) for _, k in system.fe_m]
+    for sl in row_blocks(len(untreated)):
+        u = np.where(untreated[sl], y[sl], 0.0)
+        if w is not None:
+            u *= w[sl]
+        np.add.at(r_d, system.code_d[sl], u)
+        for (codes, _), tab in zip(system.fe_m, r_m, strict=True):
+            np.add.at(tab, codes[sl], u)
+    return r_d[:, None], (np.concatenate(r_m)[:, None] if r_m else np.zeros((0, 1)))
+
+
+def _fit_first_stage(y: np.ndarray, fe_codes: Sequence[np.ndarray], untreated: np.ndarray,
+                     covariates: np.ndarray | None, weights: np.ndarray | None
+                     ) -> tuple[NormalSystem, np.ndarray, np.ndarray, np.ndarray]:
+    """The factored normal equations, the solution ``(b_d, b_m)`` and the covariate
+    coefficients of the first stage."""
+    system = build_normal_system(fe_codes, covariates, untreated, weights)
+    b_d, b_m = solve_normal(system, *_first_stage_rhs(system, y, untreated, weights))
+    p = 0 if covariates is None else covariates.shape[1]
+    beta = b_m[b_m.shape[0] - p:, 0] if p else np.zeros(0)
+    return system, b_d, b_m, beta
 
 
 def fit_untreated(y: np.ndarray, fe_codes: Sequence[np.ndarray], untreated: np.ndarray,
@@ -357,15 +571,21 @@ def fit_untreated(y: np.ndarray, fe_codes: Sequence[np.ndarray], untreated: np.n
                   weights: np.ndarray | None = None) -> UntreatedFit:
     """OLS/WLS of ``y`` on fixed effects (and covariates) over the untreated rows, and
     the fitted values for all rows (BJS 2024 Theorem 1 step 1; Gardner 2022 stage 1)."""
-    system = build_normal_system(fe_codes, covariates, untreated, weights)
-    u = np.where(untreated, y, 0.0)
-    if weights is not None:
-        u *= np.asarray(weights, dtype=float)
-    u = u[:, None]
-    b_d, b_m = solve_normal(system, *system_rhs(system, u))
-    p = 0 if covariates is None else covariates.shape[1]
-    beta = b_m[b_m.shape[0] - p:, 0] if p else np.zeros(0)
+    system, b_d, b_m, beta = _fit_first_stage(y, fe_codes, untreated, covariates, weights)
     return UntreatedFit(y0_hat=predict(system, b_d, b_m)[:, 0], beta=beta, system=system)
+
+
+def untreated_residuals(y: np.ndarray, fe_codes: Sequence[np.ndarray],
+                        untreated: np.ndarray, covariates: np.ndarray | None = None,
+                        weights: np.ndarray | None = None
+                        ) -> tuple[np.ndarray, UntreatedFit]:
+    """``y - y0_hat`` of :func:`fit_untreated` (NaN where ``Y(0)`` cannot be predicted)
+    and the fit, whose ``y0_hat`` is None: the residuals are written over the fitted
+    values (one n-row array instead of two; the same numbers)."""
+    system, b_d, b_m, beta = _fit_first_stage(y, fe_codes, untreated, covariates, weights)
+    resid = predict(system, b_d, b_m)[:, 0]
+    np.subtract(y, resid, out=resid)
+    return resid, UntreatedFit(y0_hat=None, beta=beta, system=system)
 
 
 class TwoStageRows(NamedTuple):

@@ -33,6 +33,7 @@ import numpy as np
 from ..core.progress import progress, track
 from ._sdid_solver import (
     _MASKED,
+    DataProblems,
     DrawGram,
     GramProblems,
     SDIDFit,
@@ -41,6 +42,7 @@ from ._sdid_solver import (
     default_options,
     fixed_weights,
     gram_blocks,
+    gram_fits,
     sdid_fit,
     solve_gram_sets,
     sum_normalize,
@@ -154,19 +156,24 @@ def _lambda_problems(Z: np.ndarray, ctrl: np.ndarray, lam: np.ndarray,
                         n0, opts.zeta_lambda)
 
 
-def _omega_problems(A: np.ndarray, bank: np.ndarray, ctrl: np.ndarray, tr: np.ndarray,
-                    x0: np.ndarray, opts: SDIDOptions) -> GramProblems:
+def _omega_problems(A: np.ndarray, bank: np.ndarray | None, ctrl: np.ndarray,
+                    tr: np.ndarray, x0: np.ndarray, opts: SDIDOptions
+                    ) -> GramProblems | DataProblems:
     """Unit-weight problems of placebo replicates in the coordinates of all ``N0``
     controls: regress the pseudo-treated units' mean of the columns of ``A`` (pre-period
     series, one column per control, centred per unit when ``omega_intercept``) on those
     of the controls ``ctrl[b]``. Centring is per unit, so every replicate's Gram matrix is
     a principal submatrix of ``bank`` (``A'A + T0 zeta^2 I``, built once): a replicate
-    masks the units it leaves out."""
+    masks the units it leaves out. ``bank`` None: in data form on ``A`` itself (no
+    ``N0 x N0`` matrix; :func:`._sdid_solver.gram_fits`)."""
     b = A[:, tr].mean(axis=2)                            # (T0, B) pseudo-treated means
     Atb = (A.T @ b).T
     keep = np.zeros(Atb.shape, dtype=bool)
     np.put_along_axis(keep, ctrl, True, axis=1)
     Atb[~keep] = _MASKED
+    if bank is None:
+        return DataProblems(A, None, Atb, np.einsum("tb,tb->b", b, b), x0, A.shape[0],
+                            opts.zeta_omega)
     return GramProblems(bank, 0, Atb, np.einsum("tb,tb->b", b, b), x0, A.shape[0],
                         opts.zeta_omega)
 
@@ -187,8 +194,12 @@ def _placebo_taus(Y0: np.ndarray, ctrl: np.ndarray, tr: np.ndarray, fit: SDIDFit
         A = Y0[:, :T0].T                                 # (T0, N0): one column per unit
         if opts.omega_intercept:
             A = A - A.mean(axis=0)
-        bank = A.T @ A
-        bank[np.diag_indices(N0)] += T0 * opts.zeta_omega**2
+        if gram_fits(N0, T0):
+            bank = A.T @ A
+            bank[np.diag_indices(N0)] += T0 * opts.zeta_omega**2
+        else:                                            # data form: no N0 x N0 bank
+            A = np.ascontiguousarray(A)
+            bank = None
     if opts.update_lambda:
         Z = np.empty((N0, T0 + 1))
         Z[:, :T0] = Y0[:, :T0]
@@ -300,7 +311,10 @@ def bootstrap_replicates(Y: np.ndarray, N0: int, groups: list[Group], fits: list
     # its rows/columns ctrl (same numbers), read through that map (no k x k product per
     # draw) -- while they fit in _GRAM_KEEP_ELEMS; else each draw's own A.T @ A, in one
     # buffer reused by every draw and group (DrawGram; the same numbers)
-    keep = [fit.options.update_omega for fit in fits]
+    # (beyond gram_fits' budget no k x k object at all: each draw's problem in data form,
+    # decided in weight_problem by the draw's size; the DrawGram buffer then stays empty)
+    keep = [fit.options.update_omega and gram_fits(N0, grp.a)
+            for grp, fit in zip(groups, fits, strict=True)]
     if (sum(keep) + 1) * N0 * N0 > _GRAM_KEEP_ELEMS:
         keep = [False] * len(fits)
     per_draw = DrawGram()

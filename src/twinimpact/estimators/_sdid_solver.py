@@ -34,6 +34,7 @@ import numpy as np
 
 __all__ = [
     "ControlGram",
+    "DataProblems",
     "DrawGram",
     "FWResult",
     "GramProblems",
@@ -47,6 +48,7 @@ __all__ = [
     "fw_loop",
     "fw_objective",
     "gram_blocks",
+    "gram_fits",
     "noise_level",
     "sc_weight_fw",
     "sc_weight_fw_batch",
@@ -267,10 +269,88 @@ class GramProblems:
     zeta: float
 
 
+#: The weight problems' ``k x k`` Gram matrix (``A'A + eta I``, ``k`` controls, ``A``
+#: the ``n x k`` centred design: ``n`` pre-periods for the unit weights) is formed only
+#: while it holds at most ``max(_GRAM_MAX_ELEMS, _GRAM_DATA_MULT * n * k)`` numbers:
+#: 64 MB (2,896 controls) or 64 times the design itself, whichever is larger (issue 13
+#: item 2: no dense object growing faster than the data). Beyond it the problems are
+#: solved in data form (:class:`DataProblems`): the same Frank-Wolfe loop, each step
+#: computing the one Gram row it needs from the design (O(n k) a step instead of O(k),
+#: but no O(k^2 n) build and no k x k memory: memory linear in units). The two forms
+#: give the same iterates up to the rounding of the Gram entries (a BLAS product there,
+#: a fixed summation order here): the tests force the data form on small panels and
+#: compare (tests/estimators/test_sdid_data_form.py). The multiple of the design keeps
+#: long pre-periods (where a data-form step costs n times a Gram step) in Gram form
+#: longer. Private knobs: the tests set both to 0 to force the data form.
+_GRAM_MAX_ELEMS = 2**23
+_GRAM_DATA_MULT = 64
+
+
+def gram_fits(k: int, n: int) -> bool:
+    """Whether weight problems of ``k`` coordinates and ``n`` observations are solved in
+    Gram form (their ``k x k`` matrix within the budget of :data:`_GRAM_MAX_ELEMS`)."""
+    return k * k <= max(_GRAM_MAX_ELEMS, _GRAM_DATA_MULT * n * k)
+
+
+@dataclass(frozen=True)
+class DataProblems:
+    """``B`` weight problems of one size ``k`` in data form (no ``k x k`` object), for
+    :func:`fw_gram_sets` beyond :func:`gram_fits`.
+
+    The problems share one design: ``D`` (``n x m``, C order) holds the distinct centred
+    columns of ``A``, coordinate ``j`` being column ``cmap[j]`` of ``D`` (``cmap`` None:
+    the identity, ``k == m``; a bootstrap draw's repeated controls share a column), so
+    ``G = A'A`` has entries ``D[:, cmap[i]] . D[:, cmap[j]]``. ``Atb``, ``bb``, ``x0``,
+    ``n``, ``zeta`` as in :class:`GramProblems` (masked coordinates likewise).
+    """
+
+    D: np.ndarray
+    cmap: np.ndarray | None
+    Atb: np.ndarray
+    bb: np.ndarray
+    x0: np.ndarray
+    n: int
+    zeta: float
+
+
+def _col_sq(D: np.ndarray) -> np.ndarray:
+    """Sum of squares of each column of ``D``, over its rows in order with separate
+    roundings (the order of :func:`_data_rows` and of ``ti_data_row`` in C, so that a
+    row's diagonal entry equals it to the bit)."""
+    out = D[0] * D[0]
+    for t in range(1, D.shape[0]):
+        out += D[t] * D[t]
+    return out
+
+
+def _data_rows(D: np.ndarray, cmap: np.ndarray | None, i: np.ndarray, eta: float,
+               out: np.ndarray) -> None:
+    """Rows ``i`` (one per problem) of ``G + eta I`` in data form into ``out``
+    (``(len(i), k)``): ``r = a' D`` with ``a`` column ``cmap[i]`` of ``D``, summed over the
+    rows of ``D`` in order (``((D_0 a_0 + D_1 a_1) + ...)``, separate roundings: the
+    compiled ``ti_data_row``'s operations), spread to the coordinates, eta added on
+    entry ``i``."""
+    u = i if cmap is None else cmap[i]
+    a = D[:, u]                                         # (n, B')
+    r = np.multiply.outer(a[0], D[0])
+    for t in range(1, D.shape[0]):
+        r += np.multiply.outer(a[t], D[t])
+    if cmap is None:
+        out[...] = r
+    else:
+        np.take(r, cmap, axis=1, out=out)
+    out[np.arange(len(i)), i] += eta
+
+
 class _Set:
     """Mutable per-set state of :func:`fw_gram_sets` (rows still iterating)."""
 
-    def __init__(self, P: GramProblems) -> None:
+    D: np.ndarray | None = None
+
+    def __init__(self, P: GramProblems | DataProblems) -> None:
+        if isinstance(P, DataProblems):
+            self._init_data(P)
+            return
         self.bank = np.ascontiguousarray(P.bank, dtype=float)
         k = self.k = self.bank.shape[1]
         self.Atb = np.array(P.Atb, dtype=float, order="C")   # flat indexing: C order
@@ -298,6 +378,49 @@ class _Set:
         self.out = np.empty((B, k))
         self.n_iter = np.zeros(B, dtype=int)
         self.conv = np.zeros(B, dtype=bool)
+
+    def _init_data(self, P: DataProblems) -> None:
+        """The state of :meth:`__init__` for problems in data form: ``(G + eta I) x`` as
+        ``A'(A x) + eta x`` and ``x'(G + eta I)x`` as ``|A x|^2 + eta |x|^2`` (O(B n k))."""
+        D = self.D = np.ascontiguousarray(P.D, dtype=float)
+        m = D.shape[1]
+        self.cmap = None if P.cmap is None else np.ascontiguousarray(P.cmap, dtype=np.intp)
+        self.eta = P.n * P.zeta**2
+        self.Atb = np.array(P.Atb, dtype=float, order="C")
+        B, k = self.Atb.shape
+        self.B, self.k = B, k
+        self.bank = None
+        self.base = np.zeros(B, dtype=np.intp)
+        dd = _col_sq(D)
+        self.gd = (dd if self.cmap is None else dd[self.cmap]) + self.eta
+        self.y = np.array(P.x0, dtype=float, order="C")
+        if self.cmap is None:
+            ym = self.y
+        else:                                           # x summed over repeated columns
+            ym = np.zeros((B, m))
+            for b in range(B):
+                ym[b] = np.bincount(self.cmap, weights=self.y[b], minlength=m)
+        V = ym @ D.T                                    # (B, n): A x
+        h = V @ D
+        self.h = h if self.cmap is None else h[:, self.cmap]
+        self.xx = np.einsum("bk,bk->b", self.y, self.y)
+        self.cp = np.einsum("bt,bt->b", V, V) + self.eta * self.xx
+        self.h += self.eta * self.y
+        self.h -= self.Atb
+        self.p = np.einsum("bk,bk->b", self.y, np.where(self.Atb == _MASKED, 0.0, self.Atb))
+        self.orig = np.arange(B)
+        self.flat = self.orig * k
+        self.R = np.empty((B, k))
+        self.out = np.empty((B, k))
+        self.n_iter = np.zeros(B, dtype=int)
+        self.conv = np.zeros(B, dtype=bool)
+
+    def rows(self, bi: np.ndarray, out: np.ndarray) -> None:
+        """Rows ``bi`` of the bank (Gram form) or computed from the design (data form)."""
+        if self.D is None:
+            self.bank.take(bi, axis=0, out=out, mode="clip")
+        else:
+            _data_rows(self.D, self.cmap, bi, self.eta, out)
 
     def keep(self, keep: np.ndarray) -> None:
         self.orig, self.y, self.h = self.orig[keep], self.y[keep], self.h[keep]
@@ -332,6 +455,10 @@ def _compiled_fw():
             fn.select.restype = ctypes.c_int
             fn.select.argtypes = [ctypes.c_int, ctypes.c_int]
             fn.select(-1, 1)
+            fn.data = lib.ti_fw_data
+            fn.data.restype = None
+            fn.data.argtypes = ([ctypes.c_int64] * 4 + [ctypes.c_void_p] * 8
+                                + [ctypes.c_int64] + [ctypes.c_void_p] * 9)
             fn.gather = lib.ti_gather_gram
             fn.gather.restype = None
             fn.gather.argtypes = [ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64,
@@ -387,7 +514,10 @@ def fw_gram_sets(sets: list[GramProblems], *, min_decrease: float, max_iter: int
         n_iter = np.zeros(B, dtype=np.int64)
         conv = np.zeros(B, dtype=np.uint8)
         y = st.y
-        if B:
+        if B and st.D is not None:
+            _fw_data_c(fn, st, P, md2, max_iter, n_iter, conv)
+            y = st.y
+        elif B:
             bank = np.ascontiguousarray(st.bank, dtype=np.float64)
             base = np.ascontiguousarray(st.base, dtype=np.int64)
             gd = np.ascontiguousarray(st.gd, dtype=np.float64)
@@ -406,7 +536,32 @@ def fw_gram_sets(sets: list[GramProblems], *, min_decrease: float, max_iter: int
     return out
 
 
-def _fw_one_numpy(P: GramProblems, md2: float, max_iter: int
+def _fw_data_c(fn, st: _Set, P: DataProblems, md2: float, max_iter: int,
+               n_iter: np.ndarray, conv: np.ndarray) -> None:
+    """The compiled loop on a set in data form (``ti_fw_data``); weights into ``st.y``."""
+    B, k = st.B, st.k
+    D = st.D
+    n, m = D.shape
+    cmap = None if st.cmap is None else np.ascontiguousarray(st.cmap, dtype=np.int64)
+    base = np.zeros(B, dtype=np.int64)
+    gd = np.ascontiguousarray(st.gd, dtype=np.float64)
+    st.y = np.ascontiguousarray(st.y, dtype=np.float64)
+    h = np.ascontiguousarray(st.h, dtype=np.float64)
+    bb = np.ascontiguousarray(np.broadcast_to(np.asarray(P.bb, dtype=np.float64), (B,)))
+    eta = np.full(B, st.eta)
+    md2n = np.full(B, md2 * P.n)
+    cp, xx, p = (np.ascontiguousarray(v, dtype=np.float64) for v in (st.cp, st.xx, st.p))
+    rbuf = np.empty(m + n)
+    gbuf = np.empty(k if cmap is not None else 0)
+    fn.data(B, k, n, m, D.ctypes.data, None if cmap is None else cmap.ctypes.data,
+            base.ctypes.data, gd.ctypes.data, st.Atb.ctypes.data, bb.ctypes.data,
+            eta.ctypes.data, md2n.ctypes.data, int(max_iter), h.ctypes.data,
+            st.y.ctypes.data, cp.ctypes.data, xx.ctypes.data, p.ctypes.data,
+            n_iter.ctypes.data, conv.ctypes.data, rbuf.ctypes.data,
+            gbuf.ctypes.data if gbuf.size else None)
+
+
+def _fw_one_numpy(P: GramProblems | DataProblems, md2: float, max_iter: int
                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """:func:`fw_gram_sets_numpy` on a set of one problem (the point fit, a bootstrap
     refit), with Python floats for the scalars: the batch loop's operations on arrays of
@@ -456,7 +611,11 @@ def _fw_one_numpy(P: GramProblems, md2: float, max_iter: int
         cp, xx, p = tc, tx, tp
         sigma *= u
         c = s / sigma
-        np.subtract(bank[base + i], Atb, out=Ra)
+        if bank is None:                               # data form: the row computed
+            st.rows(np.array([i]), Ra[None, :])
+            Ra -= Atb
+        else:
+            np.subtract(bank[base + i], Atb, out=Ra)
         y[i] += c
         Ra *= c
         h += Ra
@@ -570,9 +729,12 @@ def fw_gram_sets_numpy(sets: list[GramProblems], *, min_decrease: float, max_ite
             S3 = T3                                     # u (u S + 2 s V) + s^2 C
             sigma *= u
             s /= sigma
-            for (_, sl, h, yf, Atb, _, bank, Ra, _, _, _, _, _, _, _), (fi, bi) in zip(
+            for (st, sl, h, yf, Atb, _, bank, Ra, _, _, _, _, _, _, _), (fi, bi) in zip(
                     views, idx, strict=True):
-                bank.take(bi, axis=0, out=Ra, mode="clip")
+                if bank is None:                        # data form: rows computed
+                    st.rows(bi, Ra)
+                else:
+                    bank.take(bi, axis=0, out=Ra, mode="clip")
                 Ra -= Atb
                 sv = s[sl]
                 yf[fi] += sv
@@ -727,9 +889,12 @@ class SDIDFit:
 
 def weight_problem(Yw: np.ndarray, zeta: float, intercept: bool,
                    init: np.ndarray | None,
-                   gram: tuple[ControlGram, np.ndarray] | None = None) -> GramProblems:
-    """One weight problem of :func:`sc_weight_fw` (``Yw`` of shape ``(n, k + 1)``) in
-    Gram form for :func:`fw_gram_sets`: ``A'A + n zeta^2 I`` (``A`` the first ``k``
+                   gram: tuple[ControlGram, np.ndarray] | None = None
+                   ) -> GramProblems | DataProblems:
+    """One weight problem of :func:`sc_weight_fw` (``Yw`` of shape ``(n, k + 1)``) for
+    :func:`fw_gram_sets`, in data form (:class:`DataProblems`, the design's distinct
+    columns: a draw's repeated controls ``gram[1]`` once) when its Gram matrix exceeds
+    :func:`gram_fits`' budget, else in Gram form: ``A'A + n zeta^2 I`` (``A`` the first ``k``
     columns, centred when ``intercept``; NumPy's ``A.T @ A``, symmetric), ``A'b``,
     ``b'b``, start ``init`` (uniform by default). ``gram = (cg, index)``: a bootstrap
     draw's ``A'A`` read from the :class:`ControlGram` ``cg`` (the same matrix; see there
@@ -737,12 +902,19 @@ def weight_problem(Yw: np.ndarray, zeta: float, intercept: bool,
     same numbers)."""
     A, b = _design(Yw, intercept)
     n, k = A.shape
+    x0 = np.full(k, 1.0 / k) if init is None else np.asarray(init, dtype=float)
+    if not gram_fits(k, n):                             # data form: no k x k object
+        D, cmap = A, None
+        if gram is not None:                            # a draw: repeated controls share
+            _, first, cmap = np.unique(gram[1], return_index=True, return_inverse=True)
+            D = A[:, first]
+        return DataProblems(np.ascontiguousarray(D), cmap, (A.T @ b)[None, :],
+                            np.array([float(b @ b)]), x0[None, :], n, zeta)
     if gram is None:
         bank = A.T @ A
         bank[np.diag_indices(k)] += n * zeta**2
     else:
         bank = gram[0].draw(gram[1], n * zeta**2, A)
-    x0 = np.full(k, 1.0 / k) if init is None else np.asarray(init, dtype=float)
     return GramProblems(bank, 0, (A.T @ b)[None, :], np.array([float(b @ b)]),
                         x0[None, :], n, zeta)
 

@@ -30,22 +30,23 @@ Keyword mapping to R ``did2s::did2s``: ``outcome`` = ``yname``; ``first_stage=("
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from scipy import sparse
 
+from ..core import rowblocks
 from ..core.fe import factorize
 from ..core.rowblocks import row_blocks
 from ..core.threads import blas_single_thread
 from ..core.two_stage import (
+    ColumnSolver,
     FittedClusterSums,
     fit_untreated,
-    solve_normal,
-    system_rhs,
     two_stage_rows,
+    untreated_residuals,
 )
 from ..core.validation import as_frame, as_tuple, prepare_panel, require_columns
 from ..errors import (
@@ -98,20 +99,9 @@ def two_stage_vcov(system: Any, x2: Any, e1: np.ndarray, e2: np.ndarray,
     sums formed once when clusters contain whole units). No n x k array is formed.
     """
     x2 = sparse.csc_matrix(x2)
-    k = x2.shape[1]
     w = None if weights is None else np.asarray(weights, dtype=float)
-    g = int(cluster.max()) + 1
-    # the first-stage score w e1 (FittedClusterSums reads it on the untreated rows only)
-    first_stage = FittedClusterSums(system, e1 if w is None else w * e1, untreated,
-                                    cluster, g)
-    sums = np.empty((g, k))
-    for j in range(k):
-        r = x2.indices[x2.indptr[j]:x2.indptr[j + 1]]
-        xj = x2.data[x2.indptr[j]:x2.indptr[j + 1]]
-        wx = xj if w is None else w[r] * xj
-        b_d, b_m = solve_normal(system, *system_rhs(system, wx[:, None], rows=r))
-        sums[:, j] = (np.bincount(cluster[r], weights=wx * e2[r], minlength=g)
-                      - first_stage(b_d, b_m)[:, 0])
+    sums = _gmm_cluster_sums(system, x2.indptr, x2.indices, x2.data, e1,
+                             lambda j, r: e2[r], untreated, cluster, w)
     if xtwx is None:
         x2w = x2.copy()
         if w is not None:
@@ -119,6 +109,122 @@ def two_stage_vcov(system: Any, x2: Any, e1: np.ndarray, e2: np.ndarray,
         xtwx = (x2.T @ x2w).toarray()
     bread = np.linalg.pinv(xtwx)
     return bread @ (sums.T @ sums) @ bread, bread
+
+
+def _gmm_cluster_sums(system: Any, indptr: np.ndarray, indices: np.ndarray,
+                      data: np.ndarray | None, e1: np.ndarray,
+                      e2_on: Callable[[int, np.ndarray], np.ndarray],
+                      untreated: np.ndarray, cluster: np.ndarray,
+                      w: np.ndarray | None) -> np.ndarray:
+    """(G, k) cluster sums of the GMM score of :func:`two_stage_vcov` for the regressors
+    given as CSC columns (``data`` None: all ones); ``e2_on(j, r)`` the second-stage
+    residuals on the rows ``r`` of column ``j``. Each column is read in blocks of rows
+    and its sums go into reused (G_D,) / (G,) buffers (:class:`ColumnSolver`,
+    :meth:`FittedClusterSums.into`): the same sums, added in the same order, as the
+    whole-column ``np.bincount`` passes."""
+    k = len(indptr) - 1
+    g = int(cluster.max()) + 1
+    # the first-stage score w e1 (FittedClusterSums reads it on the untreated rows only)
+    first_stage = FittedClusterSums(system, e1, untreated, cluster, g, weights=w)
+    solver = ColumnSolver(system)
+    sums = np.empty((g, k))
+    own, fs = np.empty(g), np.empty(g)
+    for j in range(k):
+        solver.start()
+        own.fill(0.0)
+        lo, hi = int(indptr[j]), int(indptr[j + 1])
+        for a in range(lo, hi, rowblocks.BLOCK):
+            b = min(hi, a + rowblocks.BLOCK)
+            r = indices[a:b]
+            if data is None:
+                wx: Any = 1.0 if w is None else w[r]
+            else:
+                wx = data[a:b] if w is None else w[r] * data[a:b]
+            solver.add(r, wx)
+            score = e2_on(j, r)
+            if not (data is None and w is None):  # (x_j = 1: 1 * e2 = e2)
+                score = wx * score
+            np.add.at(own, cluster[r], score)  # = bincount(cluster[r], wx * e2[r])
+        b_d, b_m = solver.solve()
+        np.subtract(own, first_stage.into(fs, b_d, b_m), out=sums[:, j])
+    return sums
+
+
+def _second_stage_columns(t: np.ndarray, g: np.ndarray, keep: np.ndarray,
+                          never: np.ndarray, treated: np.ndarray, event_study: bool,
+                          refs: tuple[int, ...], w: np.ndarray | None, adj: np.ndarray
+                          ) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray,
+                                     np.ndarray]:
+    """The second-stage design as CSC columns of ones: names, ``indptr``, ``indices``
+    (the rows of each column in row order), ``X2'WX2`` (k, k) diagonal and ``X2'W adj``
+    (k,). Event study: one column per relative period of the kept rows of treated units
+    except ``refs``; static: one column of the kept treated rows. Built in row blocks
+    (counts, then each block's rows put in place by a stable sort of its codes): no
+    n-row array besides ``indices``; the sums are added in row order (the same as
+    ``np.bincount`` over all the rows)."""
+    n = len(t)
+    blocks = list(row_blocks(n))
+
+    def rel_rows(sl: slice) -> tuple[np.ndarray, np.ndarray]:
+        r = np.flatnonzero(keep[sl] & ~never[sl])
+        r += sl.start
+        return r, (t[r] - g[r]).astype(np.int64)
+
+    if event_study:
+        lo, hi = 0, -1
+        parts = []
+        for sl in blocks:  # the range of relative periods, then their counts
+            r, rel = rel_rows(sl)
+            if len(r):
+                b_lo, b_hi = int(rel.min()), int(rel.max())
+                lo, hi = (b_lo, b_hi) if hi < lo else (min(lo, b_lo), max(hi, b_hi))
+                parts.append((b_lo, np.bincount(rel - b_lo)))
+        cnt = np.zeros(hi - lo + 1, dtype=np.intp)
+        for b_lo, c in parts:
+            cnt[b_lo - lo:b_lo - lo + len(c)] += c
+        del parts
+        present = np.flatnonzero(cnt) + lo
+        periods = [int(e) for e in present if int(e) not in refs]
+        names = [f"rel_time={e}" for e in periods]
+        pos = np.full(hi - lo + 1, -1, dtype=np.intp)
+        pos[np.asarray(periods, dtype=np.int64) - lo] = np.arange(len(periods))
+        col_n = cnt[np.asarray(periods, dtype=np.int64) - lo]
+
+        def rows_codes(sl: slice) -> tuple[np.ndarray, np.ndarray]:
+            r, rel = rel_rows(sl)
+            code = pos[rel - lo]
+            on = code >= 0
+            return r[on], code[on]
+    else:
+        names = ["ATT"]
+
+        def rows_codes(sl: slice) -> tuple[np.ndarray, np.ndarray]:
+            r = np.flatnonzero(treated[sl] & keep[sl])
+            r += sl.start
+            return r, np.zeros(len(r), dtype=np.intp)
+
+        col_n = np.array([sum(int(np.count_nonzero(treated[sl] & keep[sl]))
+                              for sl in blocks)], dtype=np.intp)
+    k = len(names)
+    indptr = np.concatenate([[0], np.cumsum(col_n)]).astype(np.intp)
+    indices = np.empty(int(indptr[-1]), dtype=np.int32 if n < 2**31 else np.intp)
+    cursor = indptr[:-1].copy()
+    xtw, xty = np.zeros(k), np.zeros(k)
+    for sl in blocks:
+        r, code = rows_codes(sl)
+        if not len(r):
+            continue
+        wv: Any = 1.0 if w is None else w[r]
+        np.add.at(xtw, code, wv)
+        np.add.at(xty, code, adj[r] if w is None else wv * adj[r])
+        order = np.argsort(code, kind="stable")
+        cs = code[order]
+        cb = np.bincount(code, minlength=k)
+        dest = np.arange(len(cs)) - (np.cumsum(cb) - cb)[cs]
+        dest += cursor[cs]
+        indices[dest] = r[order]
+        cursor += cb
+    return names, indptr, indices, np.diag(xtw), xty
 
 
 @blas_single_thread
@@ -207,8 +313,7 @@ def did2s(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort: str
                 else factorize(col(c))[0] for c in fs]
     xcov = np.column_stack([f[c].to_numpy(dtype=float) for c in covariates]) \
         if covariates else None
-    fit = fit_untreated(y, fe_codes, untreated, covariates=xcov, weights=w)
-    adj = y - fit.y0_hat
+    adj, fit = untreated_residuals(y, fe_codes, untreated, covariates=xcov, weights=w)
     bad = np.isnan(adj)
     if bad.any():
         dropped["rows whose Y(0) cannot be predicted (a first-stage fixed-effect level "
@@ -218,55 +323,26 @@ def did2s(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort: str
             "no untreated observation (for example units treated from the first period). "
             f"{COUNTS_POINTER}", DroppedRowsWarning, stacklevel=2)
     keep = ~bad
-    # second-stage design: disjoint 0/1 columns, kept as (row, column) pairs
-    if event_study:
-        rows = np.flatnonzero(keep & ~never)
-        # relative periods of those rows, in row blocks (two passes: range and levels
-        # present, then the column codes): no n-row temporaries
-        blocks = [rows[sl] for sl in row_blocks(len(rows))]
-
-        def rel_of(r: np.ndarray) -> np.ndarray:
-            return (t[r] - g[r]).astype(np.int64)
-        lo = min(int(rel_of(r).min()) for r in blocks) if len(rows) else 0
-        hi = max(int(rel_of(r).max()) for r in blocks) if len(rows) else -1
-        cnt = np.zeros(hi - lo + 1, dtype=np.intp)
-        for r in blocks:
-            cnt += np.bincount(rel_of(r) - lo, minlength=hi - lo + 1)
-        present = np.flatnonzero(cnt) + lo
-        periods = [int(e) for e in present if int(e) not in refs]
-        names = [f"rel_time={e}" for e in periods]
-        pos = np.full(hi - lo + 1, -1, dtype=np.intp)
-        pos[np.asarray(periods, dtype=np.int64) - lo] = np.arange(len(periods))
-        code = np.empty(len(rows), dtype=np.intp)
-        for sl, r in zip(row_blocks(len(rows)), blocks, strict=True):
-            code[sl] = pos[rel_of(r) - lo]
-        del blocks
-        on = code >= 0
-        rows, code = rows[on], code[on]
-        del on
-    else:
-        names = ["ATT"]
-        rows = np.flatnonzero(treated & keep)
-        code = np.zeros(len(rows), dtype=np.intp)
+    del bad
+    # second-stage design: disjoint 0/1 columns, kept as CSC columns (rows per column)
+    names, indptr, indices, xtx, xty = _second_stage_columns(
+        t, g, keep, never, treated, event_study, refs, w, adj)
     k = len(names)
-    order = np.argsort(code.astype(np.int32 if k >= 2**15 else np.int16), kind="stable")
-    x2 = sparse.csc_matrix((np.ones(len(rows)), rows[order],
-                            np.concatenate([[0], np.cumsum(np.bincount(code, minlength=k))])),
-                           shape=(len(f), k))
-    del order
-    wv = np.ones(len(rows)) if w is None else w[rows]
-    xtx = np.diag(np.bincount(code, weights=wv, minlength=k))
-    coef = np.linalg.pinv(xtx) @ np.bincount(code, weights=wv * adj[rows], minlength=k)
-    e2 = adj.copy()
-    for sl in row_blocks(len(rows)):  # row blocks: no n-row gathers
-        e2[rows[sl]] -= coef[code[sl]]
-    del rows, code, wv
+    coef = np.linalg.pinv(xtx) @ xty
     cl_codes = (pdata.unit_codes if clus == unit else pdata.time_codes if clus == time
                 else factorize(col(clus))[0])
     n_cl = int(np.count_nonzero(np.bincount(cl_codes if keep.all() else cl_codes[keep])))
-    if keep[untreated].all():
-        vc, _ = two_stage_vcov(fit.system, x2, adj, e2, untreated, cl_codes, w, xtx)
+    if all(keep[sl][untreated[sl]].all() for sl in row_blocks(len(keep))):
+        # e2 = adj - coef[column] on each column's rows (no n-row copy of adj)
+        sums = _gmm_cluster_sums(fit.system, indptr, indices, None, adj,
+                                 lambda j, r: adj[r] - coef[j], untreated, cl_codes, w)
+        bread = np.linalg.pinv(xtx)
+        vc = bread @ (sums.T @ sums) @ bread
     else:  # untreated rows without a fitted Y(0) (zero weights): refit without them
+        x2 = sparse.csc_matrix((np.ones(len(indices)), indices, indptr), shape=(len(f), k))
+        e2 = adj.copy()
+        for j in range(k):
+            e2[indices[indptr[j]:indptr[j + 1]]] -= coef[j]
         sub = keep
         system = fit_untreated(y[sub], [factorize(c[sub])[0] for c in fe_codes],
                                untreated[sub], None if xcov is None else xcov[sub],
@@ -307,8 +383,8 @@ def did2s(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort: str
         notes.append(f"relative periods without observations: "
                      f"{[n for n, e in zip(names, empty, strict=True) if e]}")
     diag = {**pdata.diagnostics(), "dropped_rows": dropped,
-            "n_treated_obs": int((treated & keep).sum()),
-            "n_untreated_obs": int((untreated & keep).sum()),
+            "n_treated_obs": _count_both(treated, keep),
+            "n_untreated_obs": _count_both(untreated, keep),
             "n_units": int(pdata.unit_codes.max()) + 1,
             "n_periods": int(pdata.time_codes.max()) + 1,
             "first_stage_covariates": dict(zip(covariates, fit.beta.tolist(), strict=True)),
@@ -332,3 +408,8 @@ def did2s(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort: str
                            pretrend_test=event_pretrend_test(
                                list(params.index), params.to_numpy(), vc, rel_of, vspec,
                                estimator=est) if event_study else None)
+
+
+def _count_both(a: np.ndarray, b: np.ndarray) -> int:
+    """``(a & b).sum()`` in row blocks (no n-row temporary)."""
+    return sum(int(np.count_nonzero(a[sl] & b[sl])) for sl in row_blocks(len(a)))

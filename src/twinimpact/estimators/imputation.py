@@ -28,7 +28,7 @@ Keyword mapping to R ``didimputation::did_imputation``: ``outcome`` = ``yname``,
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,18 +36,19 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 
+from ..core import rowblocks
 from ..core.fe import factorize, fit_fe_ols
+from ..core.rowblocks import row_blocks
 from ..core.threads import blas_single_thread
 from ..core.two_stage import (
+    ColumnSolver,
     FittedClusterSums,
     NormalSystem,
     build_normal_system,
-    fit_untreated,
-    solve_normal,
-    system_rhs,
     two_stage_rows,
+    untreated_residuals,
 )
-from ..core.validation import as_frame, dense_codes, prepare_panel
+from ..core.validation import as_frame, prepare_panel
 from ..errors import (
     COUNTS_POINTER,
     DroppedRowsWarning,
@@ -111,33 +112,73 @@ def imputation_variance(system: NormalSystem, wtr: Any, treated: np.ndarray,
     level sums formed once when clusters contain whole units. No n x k array is formed.
     """
     wtr = sparse.csc_matrix(wtr)
-    n, k = wtr.shape
-    q = resid if weights is None else np.asarray(weights, dtype=float) * resid
-    ncell = int(cell.max()) + 1 if n else 0
+    ncell = int(cell.max()) + 1 if wtr.shape[0] else 0
+    sums = _imputation_sums(system, wtr.indptr, wtr.indices,
+                            lambda j, a, b, r: wtr.data[a:b], treated, resid,
+                            lambda r: cell[r], ncell, cluster, weights, include_never, never)
+    return ImputationVariance(vcov=sums.T @ sums, cluster_sums=sums,
+                              n_clusters=int(cluster.max()) + 1)
+
+
+def _imputation_sums(system: NormalSystem, indptr: np.ndarray, indices: np.ndarray,
+                     vals: Callable[[int, int, int, np.ndarray], Any], treated: np.ndarray,
+                     resid: np.ndarray, cell_of: Callable[[np.ndarray], np.ndarray],
+                     ncell: int, cluster: np.ndarray, weights: np.ndarray | None,
+                     include_never: bool, never: np.ndarray | None) -> np.ndarray:
+    """(G, k) cluster sums of :func:`imputation_variance` for estimand weights given as
+    CSC columns: ``vals(j, a, b, r)`` the weights of column ``j`` at its positions
+    ``a:b`` (rows ``r``; an array, or one number for all), ``cell_of(r)`` the cell codes
+    (< ``ncell``) of rows ``r``. Each column is read in blocks of rows into reused
+    buffers (:class:`ColumnSolver`, :meth:`FittedClusterSums.into`): the same sums, added
+    in the same order, as whole-column ``np.bincount`` passes."""
+    k = len(indptr) - 1
     g = int(cluster.max()) + 1
     rows_u = ~treated if include_never or never is None else ~treated & ~never
-    untreated_sums = FittedClusterSums(system, q, rows_u, cluster, g)
-    del q, rows_u
+    untreated_sums = FittedClusterSums(system, resid, rows_u, cluster, g, weights=weights)
+    del rows_u
+    solver = ColumnSolver(system)
     sums = np.empty((g, k))
+    own, fs = np.empty(g), np.empty(g)
+    num, den = np.empty(ncell), np.empty(ncell)
+
+    def chunks(j: int) -> Any:  # (rows, weights) of column j on treated rows, in blocks
+        lo, hi = int(indptr[j]), int(indptr[j + 1])
+        for a in range(lo, hi, rowblocks.BLOCK):
+            b = min(hi, a + rowblocks.BLOCK)
+            r = indices[a:b]
+            v = vals(j, a, b, r)
+            on = treated[r]
+            if not on.all():
+                r = r[on]
+                v = v[on] if np.ndim(v) else v
+            if len(r):
+                yield r, v
+
     for j in range(k):
-        r = wtr.indices[wtr.indptr[j]:wtr.indptr[j + 1]]
-        v = wtr.data[wtr.indptr[j]:wtr.indptr[j + 1]]
-        on = treated[r]
-        if not on.all():
-            r, v = r[on], v[on]
-        if not len(r):  # an estimand without treated rows: zero weights everywhere
+        solver.start()
+        num.fill(0.0)
+        den.fill(0.0)
+        n_j = 0
+        for r, v in chunks(j):
+            n_j += len(r)
+            # v* = w_1 on treated rows; -W_0 Z_0 (Z_0'W_0Z_0)^{-1} Z_1' w_1 on untreated
+            solver.add(r, v)
+            # tau-bar: v^2-weighted average of tau^ within cohort x event-time cells
+            cr = cell_of(r)
+            v2 = v**2 if np.ndim(v) else v * v  # (a number: x * x, as numpy squares)
+            np.add.at(num, cr, v2 * resid[r])
+            np.add.at(den, cr, v2)
+        if not n_j:  # an estimand without treated rows: zero weights everywhere
             sums[:, j] = 0.0
             continue
-        # v* = w_1 on treated rows; -W_0 Z_0 (Z_0'W_0Z_0)^{-1} Z_1' w_1 on untreated rows
-        b_d, b_m = solve_normal(system, *system_rhs(system, v[:, None], rows=r))
-        # tau-bar: v^2-weighted average of tau^ within cohort x event-time cells
-        cr, res, v2 = cell[r], resid[r], v**2
-        num = np.bincount(cr, weights=v2 * res, minlength=ncell)
-        den = np.bincount(cr, weights=v2, minlength=ncell)
+        b_d, b_m = solver.solve()
         tau_bar = np.divide(num, den, out=np.zeros_like(num), where=den > 0)
-        sums[:, j] = (np.bincount(cluster[r], weights=v * (res - tau_bar[cr]), minlength=g)
-                      - untreated_sums(b_d, b_m)[:, 0])
-    return ImputationVariance(vcov=sums.T @ sums, cluster_sums=sums, n_clusters=g)
+        own.fill(0.0)
+        for r, v in chunks(j):
+            cr = cell_of(r)
+            np.add.at(own, cluster[r], v * (resid[r] - tau_bar[cr]))
+        np.subtract(own, untreated_sums.into(fs, b_d, b_m), out=sums[:, j])
+    return sums
 
 
 # ----------------------------------------------------------------------------- public
@@ -172,6 +213,137 @@ def _as_pretrends(pretrends: Any, available: np.ndarray) -> list[int]:
             "pretrends must be a positive integer k (estimates relative periods -k..-1) or True",
             seen=pretrends, fix="pass e.g. pretrends=5"))
     return list(range(-int(pretrends), 0))
+
+
+class _EstimandColumns:
+    """The rows of each estimand as CSC columns (``indptr``, ``indices``: each column's
+    rows in row order): one per horizon in ``horizons`` (the kept treated rows at that
+    event time), then ``"ATT"`` (every kept treated row); and the cohort x event-time
+    cell of a treated row (``cell_of``, codes < ``n_cells``). Built in row blocks (the
+    rows of a block put in place by a stable sort of their column codes): no n-row array
+    besides ``indices`` and the (n,) cell codes (the smallest integer type: one or two
+    bytes a row)."""
+
+    def __init__(self, t: np.ndarray, g: np.ndarray, treated: np.ndarray, keep: np.ndarray,
+                 horizons: Any) -> None:
+        n = len(t)
+        blocks = list(row_blocks(n))
+
+        def rows_rel(sl: slice) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+            r = np.flatnonzero(treated[sl] & keep[sl])
+            r += sl.start
+            gr = g[r]
+            return r, gr, t[r] - gr
+
+        # pass 1: the cohorts of the kept treated rows, their event times (counted per
+        # value when integral: the usual case), the event times of dropped treated rows
+        g_lv, r_drop, parts = [], [], []
+        integral = True
+        for sl in blocks:
+            drop = treated[sl] & ~keep[sl]
+            if drop.any():
+                r_drop.append(pd.unique(t[sl][drop] - g[sl][drop]))
+            r, gr, rel = rows_rel(sl)
+            if not len(r):
+                continue
+            g_lv.append(pd.unique(gr))
+            if integral:
+                b_lo, b_hi = rel.min(), rel.max()
+                integral = bool(np.isfinite(b_lo) and np.isfinite(b_hi)
+                                and b_hi - b_lo <= 4 * n + 1000)
+                if integral:
+                    ri = rel.astype(np.int64)
+                    integral = bool((ri == rel).all())
+                    ri -= int(b_lo)
+                    parts.append((int(b_lo), np.bincount(ri)))
+        g_lv = np.unique(np.concatenate(g_lv)) if g_lv else np.zeros(0)
+        if integral:
+            lo = min((b for b, _ in parts), default=0)
+            hi = max((b + len(c) - 1 for b, c in parts), default=-1)
+            cnt_rel = np.zeros(hi - lo + 1, dtype=np.intp)
+            for b, c in parts:
+                cnt_rel[b - lo:b - lo + len(c)] += c
+            r_lv = (np.flatnonzero(cnt_rel) + lo).astype(float)
+        else:
+            r_lv = np.unique(np.concatenate(
+                [pd.unique(rows_rel(sl)[2]) for sl in blocks] or [np.zeros(0)]))
+        del parts
+        # the horizons: among the event times of every treated row, as
+        # _distinct(t[treated] - g[treated])
+        hs = _as_horizons(horizons, _distinct(np.concatenate([r_lv, *r_drop])))
+        self.horizons = hs
+        self.names = [f"rel_time={h}" for h in hs or ()] + ["ATT"]
+        n_h = len(hs or ())
+        if integral:  # codes by lookup tables over the event-time range
+            n_rel = hi - lo + 1
+            pos = np.full(n_rel, -1, dtype=np.intp)
+            for j, h in enumerate(hs or ()):
+                if lo <= h <= hi:
+                    pos[h - lo] = j
+
+            def block(sl: slice) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                r, gr, rel = rows_rel(sl)
+                ri = rel.astype(np.int64)
+                ri -= lo
+                cell = np.searchsorted(g_lv, gr) * n_rel
+                cell += ri
+                return r, pos[ri], cell
+
+            cnt = np.zeros(n_h + 1, dtype=np.intp)
+            on = pos >= 0
+            cnt[pos[on]] = cnt_rel[on]
+            cnt[n_h] = cnt_rel.sum()
+        else:  # event times by binary search among the distinct values
+            n_rel = len(r_lv)
+            h_arr = np.asarray(hs or [], dtype=float)
+
+            def block(sl: slice) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                r, gr, rel = rows_rel(sl)
+                if n_h:
+                    code = np.searchsorted(h_arr, rel)
+                    np.minimum(code, n_h - 1, out=code)
+                    code[h_arr[code] != rel] = -1  # the same rows as rel == h
+                else:
+                    code = np.full(len(r), -1, dtype=np.intp)
+                cell = np.searchsorted(g_lv, gr) * n_rel
+                cell += np.searchsorted(r_lv, rel)
+                return r, code, cell
+
+            cnt = np.zeros(n_h + 1, dtype=np.intp)
+            for sl in blocks:
+                _, code, _ = block(sl)
+                cnt[:n_h] += np.bincount(code[code >= 0], minlength=n_h)
+                cnt[n_h] += len(code)
+        self.n_treated = int(cnt[n_h])
+        self.n_cells = len(g_lv) * n_rel
+        self.indptr = np.concatenate([[0], np.cumsum(cnt)]).astype(np.intp)
+        self.indices = np.empty(int(self.indptr[-1]), dtype=np.int32 if n < 2**31 else np.intp)
+        # the cell of each kept treated row (0 elsewhere), in the smallest integer type
+        self.cell = np.zeros(n, dtype=np.min_scalar_type(max(self.n_cells - 1, 0)))
+        cursor = self.indptr[:-1].copy()
+        for sl in blocks:  # pass 2: each block's rows put in place
+            r, code, cell = block(sl)
+            if not len(r):
+                continue
+            self.cell[r] = cell
+            del cell
+            self.indices[cursor[n_h]:cursor[n_h] + len(r)] = r
+            cursor[n_h] += len(r)
+            if not n_h:
+                continue
+            on = code >= 0
+            r, code = r[on], code[on]
+            order = np.argsort(code, kind="stable")
+            cs = code[order]
+            cb = np.bincount(code, minlength=n_h)
+            dest = np.arange(len(cs)) - (np.cumsum(cb) - cb)[cs]
+            dest += cursor[cs]
+            self.indices[dest] = r[order]
+            cursor[:n_h] += cb
+
+    def cell_of(self, r: np.ndarray) -> np.ndarray:
+        """Cohort x event-time cell codes of the kept treated rows ``r``."""
+        return self.cell[r]
 
 
 @blas_single_thread
@@ -247,8 +419,7 @@ def imputation(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort
     y, t, g, never, treated, w = two_stage_rows(f, cohort, weights, "imputation")
     untreated = ~treated
     unit_codes, time_codes = pdata.unit_codes, pdata.time_codes
-    fit = fit_untreated(y, [unit_codes, time_codes], untreated, weights=w)
-    resid = y - fit.y0_hat
+    resid, fit = untreated_residuals(y, [unit_codes, time_codes], untreated, weights=w)
     del y
     nan_resid = np.isnan(resid)
     bad = treated & nan_resid
@@ -262,43 +433,47 @@ def imputation(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort
             DroppedRowsWarning, stacklevel=2)
     keep = ~nan_resid  # untreated rows: finite unless their unit has zero total weight
     del nan_resid, bad
-    # ---- estimand weights: each a sparse column on its treated rows
-    rows_tr = np.flatnonzero(treated & keep)
-    rel_tr = t[rows_tr] - g[rows_tr]
-    hs = _as_horizons(horizons, _distinct(t[treated] - g[treated]))
-    wv_tr = np.ones(len(rows_tr)) if w is None else w[rows_tr]
-    cols, names, rel_of, empty = [], [], [], []
-    for h in hs or ():
-        sel = rel_tr == h
-        cols.append((rows_tr[sel], wv_tr[sel]))
-        names.append(f"rel_time={h}")
-        rel_of.append(float(h))
-    cols.append((rows_tr, wv_tr))
-    names.append("ATT")
-    rel_of.append(np.nan)
-    tot = np.array([v.sum() for _, v in cols])
+    # ---- estimand weights: each a CSC column on its treated rows (horizons, then ATT)
+    cols = _EstimandColumns(t, g, treated, keep, horizons)
+    hs, names, indptr, indices = cols.horizons, cols.names, cols.indptr, cols.indices
+    rel_of = [float(h) for h in hs or ()] + [np.nan]
+    n_tr = cols.n_treated
+    k = len(names)
+    tot = np.empty(k)
+    est_vals = np.empty(k)
+    for j in range(k):  # one column at a time: its weights, their total and the estimate
+        r = indices[indptr[j]:indptr[j + 1]]
+        v = np.ones(len(r)) if w is None else w[r]
+        tot[j] = s = v.sum()
+        est_vals[j] = float((v / s) @ resid[r]) if s > 0 else np.nan
+    del r, v
     empty = [h for h, s in zip(hs or (), tot, strict=False) if s <= 0]
-    vals = [v / s if s > 0 else np.zeros_like(v) for (_, v), s in zip(cols, tot, strict=True)]
-    est_vals = np.array([float(v @ resid[r]) if s > 0 else np.nan
-                         for (r, _), v, s in zip(cols, vals, tot, strict=True)])
-    lens = [len(r) for r, _ in cols]
-    wtr = sparse.csc_matrix((np.concatenate(vals), np.concatenate([r for r, _ in cols]),
-                             np.concatenate([[0], np.cumsum(lens)])),
-                            shape=(len(f), len(cols)))
-    del cols, vals
+    ones = w is None
+
+    def vals(j: int, a: int, b: int, r: np.ndarray) -> Any:  # v / tot on rows r
+        if tot[j] <= 0:
+            return 0.0
+        return 1.0 / tot[j] if ones else w[r] / tot[j]
+
     # ---- variance (on kept rows): cells = cohort x event time of the treated rows
-    gc, _ = dense_codes(g[rows_tr])
-    rc, n_rc = dense_codes(rel_tr)
-    cell = np.zeros(len(f), dtype=np.intp)
-    cell[rows_tr] = gc * n_rc + rc
-    del gc, rc, rel_tr, wv_tr
     cl_codes = (unit_codes if clus == unit else time_codes if clus == time
                 else factorize(f[clus])[0])
-    n_clusters = int(np.count_nonzero(np.bincount(cl_codes[keep])))
-    if keep[untreated].all():
-        var = imputation_variance(fit.system, wtr, treated, resid, cell, cl_codes,
-                                  weights=w)
+    seen = np.zeros(int(cl_codes.max()) + 1, dtype=bool)
+    for sl in row_blocks(len(keep)):
+        seen[cl_codes[sl][keep[sl]]] = True
+    n_clusters = int(np.count_nonzero(seen))
+    del seen
+    if all(keep[sl][untreated[sl]].all() for sl in row_blocks(len(keep))):
+        sums = _imputation_sums(fit.system, indptr, indices, vals, treated, resid,
+                                cols.cell_of, cols.n_cells, cl_codes, w, True, None)
+        var = ImputationVariance(vcov=sums.T @ sums, cluster_sums=sums,
+                                 n_clusters=int(cl_codes.max()) + 1)
     else:  # untreated rows without a fitted Y(0) (zero weights): refit without them
+        data = np.concatenate([np.broadcast_to(
+            vals(j, indptr[j], indptr[j + 1], indices[indptr[j]:indptr[j + 1]]),
+            (int(indptr[j + 1] - indptr[j]),)) for j in range(k)]) if k else np.zeros(0)
+        wtr = sparse.csc_matrix((data, indices, indptr), shape=(len(f), k))
+        cell = cols.cell.astype(np.intp)
         sub = keep
         sys_k = build_normal_system(
             [factorize(unit_codes[sub])[0], factorize(time_codes[sub])[0]], None,
@@ -342,7 +517,7 @@ def imputation(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort
                                     " sample" if k0 else "")))
     n_nt = int(np.count_nonzero(np.bincount(unit_codes[never], minlength=1)))
     diag = {**pdata.diagnostics(), "dropped_rows": dropped,
-            "n_treated_obs": len(rows_tr),
+            "n_treated_obs": n_tr,
             "n_untreated_obs": int(untreated.sum()), "n_units": int(unit_codes.max()) + 1,
             "n_never_treated_units": n_nt, "n_periods": int(time_codes.max()) + 1,
             "notes": ([f"horizons {format_values(empty)} have no treated observations"] if empty else [])

@@ -1,0 +1,290 @@
+"""Synthetic DiD's weight problems in data form (``_sdid_solver.DataProblems``: no k x k
+Gram matrix, each Frank-Wolfe step computing the one Gram row it needs from the design),
+the path beyond ``_sdid_solver.gram_fits``' memory budget.
+
+Forced on small panels (both budget knobs set to 0), it must give the Gram form's numbers
+to 1e-10 -- estimates, weights, every placebo / bootstrap / jackknife replicate, SEs --
+and the same solver diagnostics (iterations, convergence flags, problems stopped at
+``max_iter``); its compiled variants must equal its NumPy loop to the bit; and above the
+budget no k x k object may be allocated (tracemalloc)."""
+from __future__ import annotations
+
+import tracemalloc
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from twinimpact.estimators import _sdid_inference, _sdid_solver
+from twinimpact.estimators._sdid_inference import (
+    Group,
+    bootstrap_replicates,
+    fit_design,
+    jackknife_pseudovalues,
+    placebo_replicates,
+)
+from twinimpact.estimators._sdid_solver import (
+    DataProblems,
+    GramProblems,
+    SDIDOptions,
+    gram_fits,
+    sdid_fit,
+    weight_problem,
+)
+from twinimpact.estimators.synthetic_did import synthetic_did
+
+from ..conftest import DATA
+
+#: the two forms differ only in the rounding of the Gram entries (BLAS product vs a fixed
+#: summation order); measured up to ~2e-12 relative on these panels
+TOL = 1e-10
+
+
+def _force_data_form(monkeypatch):
+    monkeypatch.setattr(_sdid_solver, "_GRAM_MAX_ELEMS", 0)
+    monkeypatch.setattr(_sdid_solver, "_GRAM_DATA_MULT", 0)
+
+
+def _count_forms(monkeypatch) -> dict:
+    """Count the problem sets fw_gram_sets receives, by form."""
+    seen = {"gram": 0, "data": 0}
+    orig = _sdid_solver.fw_gram_sets
+
+    def wrapped(sets, **kw):
+        for P in sets:
+            seen["data" if isinstance(P, DataProblems) else "gram"] += 1
+        return orig(sets, **kw)
+
+    monkeypatch.setattr(_sdid_solver, "fw_gram_sets", wrapped)
+    return seen
+
+
+def _close(a, b):
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    assert a.shape == b.shape
+    assert np.array_equal(np.isnan(a), np.isnan(b))
+    ok = ~np.isnan(a)
+    scale = max(1.0, float(np.abs(b[ok]).max())) if ok.any() else 1.0
+    assert np.abs(a[ok] - b[ok]).max(initial=0.0) <= TOL * scale
+
+
+def _strip(d):
+    """Diagnostics without the objective values (equal only to rounding)."""
+    if isinstance(d, dict) or hasattr(d, "items"):
+        return {k: _strip(v) for k, v in d.items()
+                if not (isinstance(k, str) and k.endswith("objective"))
+                and k not in ("noise_level", "eta_omega", "zeta_omega", "zeta_lambda",
+                              "min_decrease", "effective_N0", "effective_T0")}
+    return d
+
+
+def _block_panel(seed, N=70, N0=52, T=14):
+    rng = np.random.default_rng(seed)
+    f = rng.normal(size=(N, 2)) @ rng.normal(size=(2, T))
+    Y = f + rng.normal(scale=0.5, size=(N, T)) + rng.normal(size=(N, 1))
+    groups = [Group(a=9, rows=np.arange(N0, N0 + 10)), Group(a=11, rows=np.arange(N0 + 10, N))]
+    return Y, N0, groups
+
+
+def _issue13_panel(n_units=160, T=16, seed=1) -> pd.DataFrame:
+    """Issue 13's SDID panel in small: 10% of the units treated in the last quarter."""
+    rng = np.random.default_rng(seed)
+    ue = rng.normal(size=n_units)
+    te = np.cumsum(rng.normal(scale=0.3, size=T))
+    n_tr = max(2, n_units // 10)
+    g = (3 * T) // 4
+    unit = np.repeat(np.arange(n_units), T)
+    year = np.tile(np.arange(2000, 2000 + T), n_units)
+    tr = ((unit >= n_units - n_tr) & (year >= 2000 + g)).astype(int)
+    y = ue[unit] + te[year - 2000] + rng.normal(size=len(unit)) + 0.5 * tr
+    return pd.DataFrame({"unit": unit, "year": year, "y": y, "treated": tr})
+
+
+def _prop99() -> pd.DataFrame:
+    return pd.read_csv(DATA / "synthdid_prop99" / "california_prop99.csv", sep=";")
+
+
+def _quota() -> pd.DataFrame:
+    return pd.read_csv(DATA / "sdid_quota" / "quota_example.csv.gz")
+
+
+def _api_cases():
+    p99 = dict(outcome="PacksPerCapita", unit="State", time="Year", treated="treated")
+    i13 = dict(outcome="y", unit="unit", time="year", treated="treated")
+    quota = dict(outcome="womparl", unit="country", time="year", treated="quota")
+    cases = []
+    for method in ("sdid", "sc"):
+        for se in ("placebo", "jackknife"):
+            cases.append(pytest.param("prop99", p99, dict(method=method, se=se),
+                                      id=f"prop99-{method}-{se}"))
+        for se in ("placebo", "bootstrap", "jackknife"):
+            cases.append(pytest.param("issue13", i13, dict(method=method, se=se),
+                                      id=f"issue13-{method}-{se}"))
+    for se in ("placebo", "bootstrap", "jackknife"):
+        cases.append(pytest.param("quota", quota, dict(se=se), id=f"quota-staggered-{se}"))
+        cases.append(pytest.param("quota", quota, dict(se=se, covariates="lngdp",
+                                                      covariate_method="projected"),
+                                  id=f"quota-projected-{se}"))
+    return cases
+
+
+@pytest.mark.parametrize("data, cols, kw", _api_cases())
+def test_forced_data_form_gives_the_gram_forms_numbers(data, cols, kw, monkeypatch):
+    d = {"prop99": _prop99, "issue13": _issue13_panel, "quota": _quota}[data]()
+
+    def fit():
+        with warnings.catch_warnings(record=True) as w:
+            warnings.simplefilter("always")
+            r = synthetic_did(d, **cols, **kw, n_reps=12, seed=4)
+        return r, sorted((type(x.message).__name__, str(x.message)) for x in w)
+
+    ref, ref_warn = fit()
+    seen = _count_forms(monkeypatch)
+    _force_data_form(monkeypatch)
+    got, got_warn = fit()
+    # the data form did run (the placebo's time-weight problems, T0 x T0 blocks one per
+    # replicate, stay in Gram form: nothing there grows with the units)
+    assert seen["data"] > 0
+    _close(got.params, ref.params)
+    _close(got.std_errors, ref.std_errors)
+    _close(got.replicates, ref.replicates)
+    _close(got.unit_weights, ref.unit_weights)
+    _close(got.time_weights, ref.time_weights)
+    assert _strip(dict(got.diagnostics)) == _strip(dict(ref.diagnostics))
+    assert got_warn == ref_warn
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("method", ["sdid", "sc", "did"])
+def test_forced_data_form_replicates_on_block_designs(seed, method, monkeypatch):
+    """The kernels directly: fits (weights, iterations, flags), every replicate of the
+    three variance estimators, two cohorts."""
+    Y, N0, groups = _block_panel(seed)
+
+    def run():
+        fits, _ = fit_design(Y, np.arange(N0), groups, method)
+        stats: dict = {}
+        return (fits,
+                bootstrap_replicates(Y, N0, groups, fits, 15, np.random.default_rng(1))[0],
+                placebo_replicates(Y, N0, groups, fits, 15, np.random.default_rng(2), stats),
+                jackknife_pseudovalues(Y, N0, groups, fits), stats)
+
+    ref = run()
+    _force_data_form(monkeypatch)
+    got = run()
+    for fg, fr in zip(got[0], ref[0], strict=True):
+        _close(fg.tau, fr.tau)
+        _close(fg.omega, fr.omega)
+        _close(fg.lam, fr.lam)
+        assert _strip(fg.iterations) == _strip(fr.iterations)
+    for a, b in zip(got[1:4], ref[1:4], strict=True):
+        _close(a, b)
+    assert got[4] == ref[4]
+
+
+def test_diagnostics_of_a_solve_stopped_at_max_iter(monkeypatch):
+    """A weight problem cut short by max_iter: the same iteration counts and flags."""
+    Y, N0, groups = _block_panel(3)
+    opts = SDIDOptions(zeta_omega=0.01, zeta_lambda=1e-6, min_decrease=1e-12, max_iter=37,
+                       max_iter_pre_sparsify=5)
+    Yg = Y[np.r_[np.arange(N0), groups[0].rows]]
+    ref = sdid_fit(Yg, N0, groups[0].a, opts)
+    _force_data_form(monkeypatch)
+    got = sdid_fit(Yg, N0, groups[0].a, opts)
+    assert _strip(got.iterations) == _strip(ref.iterations)
+    assert got.iterations["omega_pass2"] == {"iterations": 37, "converged": False}
+    _close(got.omega, ref.omega)
+    _close(got.tau, ref.tau)
+
+
+def test_compiled_data_form_variants_equal_the_numpy_loop(monkeypatch):
+    """Every variant of the compiled data-form loop (AVX / SSE2 / scalar rows; two
+    problems' rows in one pass or one by one) and the NumPy loop: the same numbers to the
+    bit (same summation order per entry)."""
+    if _sdid_solver.fw_loop() != "compiled":
+        pytest.skip("the compiled extension is not built")
+    _force_data_form(monkeypatch)
+    Y, N0, groups = _block_panel(5, N=120, N0=90)     # > 32 distinct controls: all tails
+
+    def run():
+        fits, _ = fit_design(Y, np.arange(N0), groups, "sdid")
+        return np.concatenate(
+            [np.concatenate([f.omega for f in fits]),
+             bootstrap_replicates(Y, N0, groups, fits, 6, np.random.default_rng(1))[0].ravel(),
+             placebo_replicates(Y, N0, groups, fits, 6, np.random.default_rng(2)).ravel()])
+
+    fn = _sdid_solver._compiled_fw()
+    out = {}
+    try:
+        for name, which, pair in (("fastest", -1, 1), ("fastest-one-by-one", -1, 0),
+                                  ("sse2", 1, 1), ("scalar", 0, 1)):
+            fn.select(which, pair)
+            out[name] = run()
+    finally:
+        fn.select(-1, 1)
+    monkeypatch.setenv(_sdid_solver.KERNEL_ENV, "numpy")
+    ref = run()
+    for name, v in out.items():
+        assert np.array_equal(v, ref), name
+
+
+def test_the_budget_decides_the_form(monkeypatch):
+    assert gram_fits(2_896, 30) and not gram_fits(2_897, 30)     # 64 MB
+    assert gram_fits(6_400, 100) and not gram_fits(6_401, 100)   # 64 x the design
+    rng = np.random.default_rng(0)
+    Yw = rng.normal(size=(6, 41))
+    assert isinstance(weight_problem(Yw, 0.1, True, None), GramProblems)
+    monkeypatch.setattr(_sdid_solver, "_GRAM_MAX_ELEMS", 40 * 40 - 1)
+    monkeypatch.setattr(_sdid_solver, "_GRAM_DATA_MULT", 1)
+    P = weight_problem(Yw, 0.1, True, None)
+    assert isinstance(P, DataProblems) and P.D.shape == (6, 40) and P.cmap is None
+    # a bootstrap draw: its repeated controls are one column of D
+    idx = np.sort(rng.integers(0, 30, 40))
+    Yd = rng.normal(size=(6, 31))[:, np.r_[idx, 30]]
+    cg = _sdid_solver.DrawGram()
+    P = weight_problem(Yd, 0.1, True, None, (cg, idx))
+    assert isinstance(P, DataProblems)
+    assert P.D.shape == (6, len(np.unique(idx)))
+    A = Yd[:, :40] - Yd[:, :40].mean(axis=0)
+    assert np.array_equal(P.D[:, P.cmap], A)
+    assert cg.buf.size == 0                               # no draw buffer either
+
+
+def _peak(fn) -> int:
+    tracemalloc.start()
+    try:
+        fn()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_no_k_by_k_object_above_the_budget(monkeypatch):
+    """1,200 controls x 6 pre-periods: the Gram matrix is 11.5 MB, the design 58 KB. With
+    a tiny budget the point fit, placebo and bootstrap stay far below one k x k matrix
+    (traced peak); within the budget the same calls do allocate it (the test can fail)."""
+    if _sdid_solver.fw_loop() != "compiled":
+        pytest.skip("the compiled extension is not built (the NumPy loop would be slow)")
+    rng = np.random.default_rng(7)
+    N0, N1, T, a = 1_200, 40, 8, 6
+    N = N0 + N1
+    Y = rng.normal(size=(N, T)) + rng.normal(size=(N, 1))
+    groups = [Group(a=a, rows=np.arange(N0, N))]
+    kk = N0 * N0 * 8
+    fits = fit_design(Y, np.arange(N0), groups, "sdid")[0]
+
+    def all_paths():
+        f = fit_design(Y, np.arange(N0), groups, "sdid")[0]
+        placebo_replicates(Y, N0, groups, f, 2, np.random.default_rng(1))
+        bootstrap_replicates(Y, N0, groups, fits, 2, np.random.default_rng(2))
+
+    monkeypatch.setattr(_sdid_inference, "_GRAM_KEEP_ELEMS", 0)
+    within = _peak(all_paths)
+    assert within > kk
+    monkeypatch.setattr(_sdid_solver, "_GRAM_MAX_ELEMS", 1_000)
+    monkeypatch.setattr(_sdid_solver, "_GRAM_DATA_MULT", 1)
+    seen = _count_forms(monkeypatch)
+    above = _peak(all_paths)
+    assert seen["data"] > 0
+    assert above < kk / 4, (above, kk)
