@@ -88,6 +88,8 @@ def _oracle(d: pd.DataFrame, control: str, base_period: str, unbalanced: bool
         complete = d.groupby("id")["year"].nunique() == n_t
         d = d[d["id"].isin(complete[complete].index)]
         unbalanced = False
+        if d.empty:  # no unit observed in every period
+            return {}, {}, 0
     glist = glist[glist > periods[0]]
     wide = d.pivot(index="id", columns="year", values="y")
     coh = d.groupby("id")["g"].first().reindex(wide.index).to_numpy()
@@ -150,6 +152,8 @@ def _relabel(d: pd.DataFrame, how: str, seed: int) -> pd.DataFrame:
          unbalanced=False, method="dr")
 @example(seed=12, how="sorted", control="not_yet_treated", base_period="varying",
          unbalanced=False, method="dr")
+@example(seed=1940, how="sorted", control="never_treated", base_period="varying",
+         unbalanced=False, method="dr")  # no unit in every period: refused
 @given(seed=st.integers(0, 10**6), how=st.sampled_from(["sorted", "arrow", "mixed", "spread"]),
        control=st.sampled_from(["never_treated", "not_yet_treated"]),
        base_period=st.sampled_from(["varying", "universal"]), unbalanced=st.booleans(),

@@ -50,7 +50,8 @@ def _cell_panel(seed: int):
 def _check_absorbed_column_changes_nothing(seed: int, tol: float) -> None:
     y, x, codes = _cell_panel(seed)[:3]
     ref = irls_poisson(y, np.zeros((len(y), 0)), WeightedFE(codes), tol=1e-13, maxiter=100)
-    if not ref.converged:  # separated draws (no MLE): not this test's business
+    if not (ref.converged and ref.demean_converged):  # separated / nearly separated
+        # draws (no MLE, projections that do not converge): not this test's business
         return
     fit = irls_poisson(y, x, WeightedFE(codes), tol=tol, maxiter=100)
     assert fit.converged
