@@ -369,15 +369,8 @@ class _Set:
                 self.h[sl] = np.einsum("bkl,bl->bk", self.bank.reshape(-1, k, k)[bs // k],
                                        self.y[sl])
         self.cp = np.einsum("bk,bk->b", self.y, self.h)     # x'(G + eta I)x
-        self.h -= self.Atb
-        self.p = np.einsum("bk,bk->b", self.y, np.where(self.Atb == _MASKED, 0.0, self.Atb))
         self.xx = np.einsum("bk,bk->b", self.y, self.y)
-        self.orig = np.arange(B)
-        self.flat = self.orig * k
-        self.R = np.empty((B, k))
-        self.out = np.empty((B, k))
-        self.n_iter = np.zeros(B, dtype=int)
-        self.conv = np.zeros(B, dtype=bool)
+        self._init_common()
 
     def _init_data(self, P: DataProblems) -> None:
         """The state of :meth:`__init__` for problems in data form: ``(G + eta I) x`` as
@@ -406,6 +399,12 @@ class _Set:
         self.xx = np.einsum("bk,bk->b", self.y, self.y)
         self.cp = np.einsum("bt,bt->b", V, V) + self.eta * self.xx
         self.h += self.eta * self.y
+        self._init_common()
+
+    def _init_common(self) -> None:
+        """State both forms share once ``y``, ``h = (G + eta I) x`` and ``Atb`` are set:
+        the gradient, ``x'A'b``, the row bookkeeping and the work buffers."""
+        B, k = self.B, self.k
         self.h -= self.Atb
         self.p = np.einsum("bk,bk->b", self.y, np.where(self.Atb == _MASKED, 0.0, self.Atb))
         self.orig = np.arange(B)
