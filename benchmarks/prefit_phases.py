@@ -35,7 +35,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import panels  # noqa: E402
+from strkey_phases import make  # noqa: E402  (the same panel variants)
 
 import twinimpact as ti  # noqa: E402
 from twinimpact.core import validation as V  # noqa: E402
@@ -144,17 +144,6 @@ def run_one(name: str, d: pd.DataFrame):
         led.leave()
         LEDGER = None
     return res, {k: v.tolist() for k, v in led.acc.items()}
-
-
-def make(size: float, variant: str) -> pd.DataFrame:
-    d = panels.make("strkey_unbal", size)
-    if variant == "intshuf":  # same row order, integer keys
-        d["unit"] = pd.factorize(d["unit"])[0].astype(np.int64) * 7 + 3
-    elif variant == "strsorted":
-        d = d.sort_values(["unit", "year"], kind="stable").reset_index(drop=True)
-    elif variant == "cat":
-        d["unit"] = d["unit"].astype("category")
-    return d
 
 
 def main() -> None:
