@@ -5,7 +5,10 @@ it replaced (kept here as the oracle, verbatim but for its progress bar): every
 pseudo-value to 1e-10, on fitted designs (SDID / SC / DID, one to three cohorts, a cohort
 with a single treated unit, Prop 99, the sdid_quota panel) and on weight vectors built to
 hit the edge cases (a control with all the weight, a weight exactly 1, more than half of
-the weight on one control, weights not summing to one, all weights zero)."""
+the weight on one control, weights not summing to one, all weights zero). With the "projected" covariate
+adjustment the left-out projection comes from downdated normal equations: against the
+per-unit re-projection and refit on both projection samples (SDID / SC / DID, one or two
+covariates), and the refit itself where the covariates are collinear."""
 from __future__ import annotations
 
 import dataclasses
@@ -14,6 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import twinimpact.estimators.synthetic_did as sd_mod
 from twinimpact.estimators._sdid_inference import (
     Group,
     aggregate,
@@ -180,3 +184,82 @@ def test_a_wrong_formula_would_fail():
     wrong[j, 1] = ref[j, 1] + (om @ c - om[j] * c[j]) / (1 - om[j]) - (om @ c - om[j] * c[j])
     with pytest.raises(AssertionError):
         _close(wrong, ref)
+
+
+# ---------------------------------------------------------------------- covariates
+def _cov_panel(seed, n=30, T=12):
+    rng = np.random.default_rng(seed)
+    rows = []
+    for u in range(n):
+        a = 7 if u < 3 else (9 if u < 5 else None)
+        for t in range(T):
+            x = rng.normal() + 0.1 * t * (u % 3)
+            x2 = rng.normal()
+            y = u % 4 + 0.3 * t + 0.8 * x - 0.5 * x2 + rng.normal(0, 0.3)
+            w = int(a is not None and t >= a)
+            rows.append((f"c{u:02d}", 2000 + t, y + 1.5 * w, w, x, x2))
+    return pd.DataFrame(rows, columns=["city", "year", "y", "w", "x", "x2"])
+
+
+def _projected_both_ways(df, kw, monkeypatch):
+    """(fast, refit) results: the normal-equation downdate, and the per-unit
+    re-projection + refit with fixed weights it replaces (the oracle)."""
+    calls = []
+    fast_fn = sd_mod.BlockFitter._jackknife_projected
+
+    def counted(self):
+        out = fast_fn(self)
+        calls.append(out is not None)
+        return out
+
+    with monkeypatch.context() as m:
+        m.setattr(sd_mod.BlockFitter, "_jackknife_projected", counted)
+        fast = synthetic_did(df, se="jackknife", **kw)
+    with monkeypatch.context() as m:
+        m.setattr(sd_mod.BlockFitter, "_jackknife_projected", lambda self: None)
+        ref = synthetic_did(df, se="jackknife", **kw)
+    return fast, ref, calls
+
+
+def _projected_cases():
+    quota = dict(outcome="womparl", unit="country", time="year", treated="quota",
+                 covariates="lngdp", covariate_method="projected")
+    small = dict(outcome="y", unit="city", time="year", treated="w",
+                 covariate_method="projected")
+    out = []
+    for ps in ("never_treated", "not_yet_treated"):
+        out.append(pytest.param("quota", {**quota, "projection_sample": ps},
+                                id=f"quota-{ps}"))
+        for seed, method, covs in ((0, "sdid", ["x", "x2"]), (1, "sc", "x"),
+                                   (2, "did", ["x", "x2"]), (3, "sdid", "x")):
+            out.append(pytest.param(seed, {**small, "covariates": covs, "method": method,
+                                           "projection_sample": ps},
+                                    id=f"small{seed}-{method}-{ps}"))
+    return out
+
+
+@pytest.mark.filterwarnings("ignore::twinimpact.errors.NotComputableWarning")
+@pytest.mark.filterwarnings("ignore::twinimpact.errors.DroppedRowsWarning")
+@pytest.mark.parametrize("data, kw", _projected_cases())
+def test_projected_covariates_match_the_per_unit_reprojection(data, kw, monkeypatch):
+    df = (pd.read_csv(DATA / "sdid_quota" / "quota_example.csv.gz") if data == "quota"
+          else _cov_panel(data))
+    fast, ref, calls = _projected_both_ways(df, kw, monkeypatch)
+    assert calls == [True]                       # the downdate ran, no fallback
+    _close(fast.replicates, ref.replicates)
+    _close(fast.std_errors.to_numpy(), ref.std_errors.to_numpy())
+    assert float(fast.params["ATT"]) == float(ref.params["ATT"])
+
+
+@pytest.mark.filterwarnings("ignore::twinimpact.errors.NotComputableWarning")
+def test_projected_collinear_covariate_falls_back_to_the_refit(monkeypatch):
+    """A time-invariant covariate is collinear with the unit effects: least squares
+    takes the minimum-norm solution, the normal equations cannot -- the per-unit refit
+    runs instead, and the numbers are the refit's."""
+    df = _cov_panel(1)
+    df["xc"] = df["city"].str[1:].astype(float)
+    kw = dict(outcome="y", unit="city", time="year", treated="w", covariates=["x", "xc"],
+              covariate_method="projected")
+    fast, ref, calls = _projected_both_ways(df, kw, monkeypatch)
+    assert calls == [False]
+    _close(fast.replicates, ref.replicates, tol=0.0)
