@@ -342,29 +342,65 @@ def jackknife_pseudovalues(Y: np.ndarray, N0: int, groups: list[Group],
     """Leave-one-unit-out estimates with fixed weights, shape ``(N, 1 + G)``.
 
     Group columns are NaN where the left-out unit was the group's only treated unit.
+
+    O(N T G), not a refit per unit: with lambda fixed, a group's estimate is linear in
+    the units' contrasts ``c_i = Y_i' col`` (``col`` = ``-lambda`` on the pre-periods,
+    ``1/T1`` after), ``tau = mean_{treated} c - omega' c_ctrl / sum(omega)``; leaving out
+    control ``j`` renormalises omega over the others, ``(S - omega_j c_j) / (W -
+    omega_j)`` with ``S = omega' c_ctrl``, ``W = sum(omega)`` (R ``sum_normalize``:
+    uniform weights when the others sum to zero); leaving out treated unit ``i`` takes it
+    out of its group's mean. A control holding more than half of the weight is summed
+    over the others directly (no cancellation in ``W - omega_j``; at most one per group).
     """
     N, T = Y.shape
-    out = np.full((N, 1 + len(groups)), np.nan)
-    all_ctrl = np.arange(N0)
-    for j in track(range(N), "synthetic_did jackknife"):
-        ctrl = all_ctrl[all_ctrl != j]
-        taus = np.full(len(groups), np.nan)
-        n1 = np.zeros(len(groups))
-        for g, (grp, fit) in enumerate(zip(groups, fits, strict=True)):
-            rows = grp.rows[grp.rows != j]
-            if len(rows) == 0:
-                continue
-            omega = sum_normalize(fit.omega[ctrl])
-            Yg = Y[np.concatenate([ctrl, rows])]
-            row = np.concatenate([-omega, np.full(len(rows), 1.0 / len(rows))])
-            col = np.concatenate([-fit.lam, np.full(T - grp.a, 1.0 / (T - grp.a))])
-            taus[g] = row @ Yg @ col
-            n1[g] = len(rows)
-        ok = ~np.isnan(taus)
-        t1 = np.array([T - grp.a for grp in groups], dtype=float)
-        att, _ = aggregate(taus[ok], n1[ok], t1[ok])
-        out[j, 0] = att
-        out[j, 1:] = taus
+    G = len(groups)
+    out = np.full((N, 1 + G), np.nan)
+    if G == 0:
+        return out
+    cols = np.zeros((T, G))
+    for g, (grp, fit) in enumerate(zip(groups, fits, strict=True)):
+        cols[:grp.a, g] = -fit.lam
+        cols[grp.a:, g] = 1.0 / (T - grp.a)
+    c = Y @ cols                                           # (N, G) unit contrasts
+    taus = out[:, 1:]
+    n1 = np.empty((N, G))
+    for g, (grp, fit) in enumerate(zip(groups, fits, strict=True)):
+        cc = c[:N0, g]
+        om = np.asarray(fit.omega, dtype=float)
+        W = om.sum()
+        S = om @ cc
+        full = S / W if W != 0 else cc.mean()            # omega over every control
+        ct = c[grp.rows, g]
+        k = len(ct)
+        mt = ct.mean()
+        # a control left out
+        den = W - om
+        big = np.flatnonzero(om > 0.5 * W) if W > 0 else np.arange(0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            synth = (S - om * cc) / den
+        if N0 > 1:
+            flat = np.flatnonzero(den == 0)            # the others weigh nothing
+            synth[flat] = (cc.sum() - cc[flat]) / (N0 - 1)
+        for j in big:                                    # direct: no cancellation
+            rest = np.delete(np.arange(N0), j)
+            synth[j] = sum_normalize(om[rest]) @ cc[rest] if len(rest) else 0.0
+        taus[:N0, g] = mt - synth
+        n1[:N0, g] = k
+        # a treated unit left out: of this group (its mean without it) or of another
+        taus[N0:, g] = mt - full
+        n1[N0:, g] = k
+        if k > 1:
+            taus[grp.rows, g] = (ct.sum() - ct) / (k - 1) - full
+        else:
+            taus[grp.rows, g] = np.nan
+        n1[grp.rows, g] = k - 1
+    t1 = np.array([T - grp.a for grp in groups], dtype=float)
+    ok = ~np.isnan(taus)
+    cells = np.where(ok, n1 * t1, 0.0)
+    tot = cells.sum(axis=1)
+    num = (cells * np.where(ok, taus, 0.0)).sum(axis=1)
+    # (no group left: 0, the empty weighted sum, as aggregate() gives)
+    out[:, 0] = np.divide(num, tot, out=np.zeros(N), where=tot > 0)
     return out
 
 
