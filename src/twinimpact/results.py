@@ -519,7 +519,7 @@ class EstimationResult:
             why = src if isinstance(src, str) else (
                 "it does not store per-observation scores or an influence function")
             raise SpecificationError(format_message(
-                f"with_vcov is not available for a {self.estimator} result",
+                f"with_vcov is not available for this result ({self.estimator})",
                 where=f"{type(self).__name__}.with_vcov", seen=vcov,
                 fix=f"re-estimate with the variance you want ({why})"))
         clus = (cluster,) if isinstance(cluster, str) else tuple(cluster or ())
