@@ -180,6 +180,11 @@ def summary(paths: list[str]) -> str:
             diffs = []
             for _, o, r in ok:
                 vo, vp = o.get("values"), r.get("values")
+                if isinstance(o.get("all_values"), list):  # HonestDiD like for like
+                    vo, vp = o["all_values"], r.get("all_values")
+                    drawn = o.get("values_draws")
+                    if isinstance(drawn, dict) and r["pkg"] in drawn:
+                        vo = drawn[r["pkg"]]  # ours under the port's own draws
                 if isinstance(vo, list) and isinstance(vp, list) and len(vo) == len(vp):
                     a, b = np.asarray(vo, float), np.asarray(vp, float)
                     diffs.append(float(np.max(np.abs(a - b) / np.maximum(np.abs(b), 1e-300))))
