@@ -355,3 +355,27 @@ def test_block_vcov_equals_dense_influence_cross_product(base_period, method):
     np.testing.assert_allclose(res.cov[ok], dense[ok], rtol=1e-12,
                                atol=1e-14 * np.abs(dense[ok]).max())
     assert (res.cov[:, normalised] == 0).all()
+
+
+@pytest.mark.parametrize("covariates", [[], ["lpop"]])
+def test_unbalanced_presence_mask_is_the_kept_rows(mpdta, covariates):
+    """allow_unbalanced_panel: the presence mask (read off the wide outcome's NaN cells)
+    marks exactly the unit x period cells of the kept rows (missing outcome and covariate
+    rows dropped, a unit left with one row), on shuffled rows."""
+    from twinimpact.estimators.callaway_santanna import _prepare
+
+    df = mpdta.sample(frac=0.9, random_state=5).reset_index(drop=True)
+    df.loc[::13, "lemp"] = np.nan
+    df.loc[::17, "lpop"] = np.nan
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        p = _prepare(df, outcome="lemp", unit="countyreal", time="year",
+                     cohort="first.treat", covariates=covariates, cluster=None,
+                     control_group="never_treated", anticipation=0, allow_unbalanced=True)
+    kept = df.dropna(subset=["lemp", *covariates])
+    expect = np.zeros((len(p.units), len(p.periods)), dtype=bool)
+    expect[np.searchsorted(p.units, kept["countyreal"]),
+           np.searchsorted(p.periods, kept["year"])] = True
+    assert p.present is not None and p.present.flags.f_contiguous
+    np.testing.assert_array_equal(p.present, expect)
+    assert p.n_obs == len(kept) == int(p.present.sum())

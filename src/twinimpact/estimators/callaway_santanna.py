@@ -566,6 +566,7 @@ def _prepare(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort: 
     n_per_unit = np.bincount(uc, minlength=n_u)
     incomplete = (n_per_unit > 0) & (n_per_unit < T)
     balanced = not incomplete.any()
+    counted = len(uc)
     if incomplete.any() and not allow_unbalanced:
         n_inc = int(incomplete.sum())
         before = len(uc)
@@ -582,7 +583,8 @@ def _prepare(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort: 
             raise EstimationError(format_message(
                 f"{ESTIMATOR}: no unit is observed in every period", seen=f"{T} periods",
                 fix="balance the panel or restrict it to periods where units are observed"))
-    present = np.bincount(uc, minlength=n_u) > 0
+    # (the units' row counts still hold when balancing dropped nothing)
+    present = (n_per_unit if len(uc) == counted else np.bincount(uc, minlength=n_u)) > 0
     n = int(present.sum())
     u2 = uc if n == n_u else (np.cumsum(present) - 1)[uc]  # (codes kept when all present)
     # allow_unbalanced: the repeated-cross-section path only when the panel really is
@@ -590,10 +592,6 @@ def _prepare(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort: 
     # FALSE and uses the panel estimators (did NEWS 2.3.0), and so do we
     allow_unbalanced = allow_unbalanced and not balanced
     fill = np.nan if allow_unbalanced else None
-    obs_mask = None
-    if allow_unbalanced:
-        obs_mask = np.zeros((n, T), dtype=bool, order="F")
-        obs_mask[u2, tc] = True
 
     def wide(v: np.ndarray) -> np.ndarray:
         m = (np.empty((n, T), order="F") if fill is None  # column access is contiguous
@@ -602,6 +600,11 @@ def _prepare(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort: 
         return m
 
     Y = wide(y)
+    obs_mask = None
+    if allow_unbalanced:  # the observed cells: no kept row has a missing outcome, so the
+        # cells left NaN are exactly the unobserved ones (one pass, not a second scatter)
+        obs_mask = np.isnan(Y)
+        np.logical_not(obs_mask, out=obs_mask)
     Xw = [wide(x) for x in xs]
     coh = np.empty(n)
     coh[u2] = g
