@@ -29,6 +29,7 @@ from scipy import stats
 
 from ..core.fe import factorize
 from ..core.labels import string_codes
+from ..core.rowblocks import row_blocks
 from ..core.threads import blas_single_thread
 from ..core.validation import (
     RowFilter,
@@ -220,10 +221,16 @@ def _factorize_sorted(values: pd.Series) -> tuple[np.ndarray, pd.Index]:
             small = arr.astype(np.int64)  # a copy: the caller's column is never touched
             if lo:
                 small -= lo
-            present = np.bincount(small, minlength=hi - lo + 1) > 0
-            codes = small if present.all() else (np.cumsum(present) - 1)[small]
+            codes, present = _count_codes(small, hi - lo + 1)
             labels = (np.flatnonzero(present) + lo).astype(dt)
             return codes, pd.Index(labels)
+    dense = _dense_string_values(values.array) if len(values) else None
+    if dense is not None:  # short string ids: sorted codes by counting, no hashing
+        codes, present = _count_codes(*dense)
+        k = int(present.sum())
+        one = np.empty(k, dtype=np.intp)
+        one[codes] = np.arange(len(codes))  # a row of each label (the last)
+        return codes, pd.Index(values.array.take(one))
     coded = string_codes(values.array) if len(values) else None
     if coded is not None:
         codes, k = coded
@@ -252,6 +259,14 @@ def _factorize_sorted(values: pd.Series) -> tuple[np.ndarray, pd.Index]:
     return pd.factorize(values, sort=True)
 
 
+def _count_codes(v: np.ndarray, span: int) -> tuple[np.ndarray, np.ndarray]:
+    """Dense codes of ``v`` (int64 in ``0..span-1``) in value order and which values occur,
+    by one counting pass (``v`` itself is returned as the codes when every value occurs)."""
+    present = np.bincount(v, minlength=span) > 0
+    codes = v if present.all() else (np.cumsum(present) - 1)[v]
+    return codes, present
+
+
 #: ``_LOW[L]``: the bits of a big-endian eight-byte word after its first ``L`` bytes
 _LOW = np.array([(1 << 8 * (8 - n)) - 1 for n in range(9)], dtype=np.uint64)
 _ONES = np.uint64(0x0101010101010101)
@@ -260,13 +275,30 @@ _HIGHS = np.uint64(0x8080808080808080)
 
 def _byte_order_keys(values: Any, rows: np.ndarray) -> np.ndarray | None:
     """One uint64 per row ``rows[i]`` of an Arrow string array (pandas ``str`` /
-    ``string[pyarrow]``, one chunk): the string's bytes as a big-endian integer, zero-padded
-    to eight bytes. Two strings of at most eight bytes with no NUL byte compare as their
-    keys do in byte order (a proper prefix is padded with zeros, below any other byte), so
-    sorting the keys sorts the strings as Arrow does (UTF-8 byte order, which is also
-    Python's code point order), and distinct strings get distinct keys. None when that
-    could fail -- a selected row is missing or longer than eight bytes, or holds a NUL
-    byte ("a" and "a\\0" would tie) -- or the array is not one Arrow string chunk."""
+    ``string[pyarrow]``, one chunk): the string's bytes as a big-endian integer,
+    zero-padded to eight bytes. Two strings of at most eight bytes with no NUL byte
+    compare as their keys do in byte order (a proper prefix is padded with zeros, below
+    any other byte), so sorting the keys sorts the strings as Arrow does (UTF-8 byte
+    order, which is also Python's code point order), and distinct strings get distinct
+    keys. None when that could fail -- a selected row is missing or longer than eight
+    bytes, or holds a NUL byte ("a" and "a\\0" would tie) -- or the array is not one
+    Arrow string chunk."""
+    if len(rows) == 0:
+        return np.zeros(0, dtype=np.uint64)
+    got = _string_words(values)
+    if got is None:
+        return None
+    arr, offsets, words = got
+    if arr.null_count and not np.asarray(arr.is_valid())[rows].all():
+        return None
+    start = offsets[rows].astype(np.int64)
+    return _keys_at(words, start, offsets[rows + 1] - start)
+
+
+def _string_words(values: Any) -> tuple[Any, np.ndarray, np.ndarray] | None:
+    """``(arr, offsets, words)`` of an Arrow string array of one chunk: the chunk, its
+    offsets (from its first row) and the big-endian eight-byte words starting at each
+    byte of its data (an overlapping strided view, no copy); None for anything else."""
     try:
         import pyarrow as pa
     except ImportError:  # pragma: no cover - pandas' Arrow strings need pyarrow
@@ -277,25 +309,23 @@ def _byte_order_keys(values: Any, rows: np.ndarray) -> np.ndarray | None:
     arr = data.chunk(0)
     if not (pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)):
         return None
-    if len(rows) == 0:
-        return np.zeros(0, dtype=np.uint64)
-    if arr.null_count and not np.asarray(arr.is_valid())[rows].all():
-        return None
     bufs = arr.buffers()
     off_type = np.int64 if pa.types.is_large_string(arr.type) else np.int32
     offsets = np.frombuffer(bufs[1], dtype=off_type, count=len(arr) + 1 + arr.offset)
-    offsets = offsets[arr.offset:]
-    start = offsets[rows].astype(np.int64)
-    length = offsets[rows + 1] - start
-    if length.max() > 8:
-        return None
     buf = (np.frombuffer(bufs[2], dtype=np.uint8) if bufs[2] is not None
            else np.zeros(0, dtype=np.uint8))
     if len(buf) < 8:
         buf = np.concatenate([buf, np.zeros(8, dtype=np.uint8)])
-    # the eight bytes from each byte on, big-endian (an overlapping strided view, no copy)
     words = np.ndarray(shape=(len(buf) - 7,), dtype=">u8", buffer=buf, strides=(1,))
-    last = len(buf) - 8
+    return arr, offsets[arr.offset:], words
+
+
+def _keys_at(words: np.ndarray, start: np.ndarray, length: np.ndarray) -> np.ndarray | None:
+    """:func:`_byte_order_keys` of the strings at byte offsets ``start`` (int64) of
+    ``length`` bytes, ``words`` the big-endian words from each byte of the data buffer."""
+    if len(length) and length.max() > 8:
+        return None
+    last = len(words) - 1
     key = words[np.minimum(start, last)].astype(np.uint64)
     over = start > last
     if over.any():  # strings ending within the buffer's last eight bytes: shift them up
@@ -306,6 +336,59 @@ def _byte_order_keys(values: Any, rows: np.ndarray) -> np.ndarray | None:
     if ((probe - _ONES) & ~probe & _HIGHS).any():
         return None
     return key
+
+
+def _dense_string_values(values: Any) -> tuple[np.ndarray, int] | None:
+    """``(v, R)``: one int64 per row in ``0..R-1``, ``R <= 4 n + 1000``, ordered as the
+    rows' strings are in byte order and equal exactly when they are, for an Arrow string
+    array (one chunk, no missing label) of strings of at most eight bytes without a NUL
+    byte; None otherwise. Each string is read as its big-endian zero-padded eight bytes
+    (:func:`_byte_order_keys`); each byte position's values span ``lo_j..hi_j`` over the
+    rows, and ``v`` is the mixed-radix number of the bytes minus ``lo_j`` (first byte
+    most significant), which keeps the keys' order. Zero-padded ids such as "u0001234" or
+    FIPS codes span about as many values as there are labels: sorted codes then come
+    from a counting pass over ``v`` instead of hashing and sorting the labels. Two passes
+    block by block (the keys and byte ranges, stopping at the first block that makes the
+    range too wide, a long string or a NUL; then the values, in the keys' memory)."""
+    n = len(values)
+    got = _string_words(values) if 0 < n < 2**31 else None
+    if got is None:
+        return None
+    arr, offsets, words = got
+    if arr.null_count:
+        return None
+    keys = np.empty(n, dtype="<u8")
+    b = keys.view(np.uint8).reshape(n, 8)  # little-endian: column 7 = the first byte
+    lo = np.full(8, 255, dtype=np.uint8)
+    hi = np.zeros(8, dtype=np.uint8)
+    limit = 4 * n + 1000
+    for sl in row_blocks(n):
+        start = offsets[sl.start:sl.stop].astype(np.int64)
+        key = _keys_at(words, start, offsets[sl.start + 1:sl.stop + 1] - start)
+        if key is None:
+            return None
+        keys[sl] = key
+        np.minimum(lo, b[sl].min(axis=0), out=lo)
+        np.maximum(hi, b[sl].max(axis=0), out=hi)
+        if math.prod(int(h) - int(lw) + 1 for h, lw in zip(hi, lo, strict=True)) > limit:
+            return None
+    span, mults = 1, [0] * 8
+    for j in range(8):  # column 0 (the eighth byte) least significant
+        mults[j] = span
+        span *= int(hi[j]) - int(lo[j]) + 1
+    v = keys.view(np.int64)
+    varying = [j for j in range(8) if hi[j] > lo[j]]
+    for sl in row_blocks(n):
+        blk = b[sl]
+        acc = np.zeros(sl.stop - sl.start, dtype=np.int64)
+        for j in varying:
+            col = blk[:, j].astype(np.int64)
+            col -= int(lo[j])
+            if mults[j] != 1:
+                col *= mults[j]
+            acc += col
+        v[sl] = acc
+    return v, span
 
 
 def _time_codes(tt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
