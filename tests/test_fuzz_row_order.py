@@ -4,8 +4,8 @@ spelled (fuzz2 helper, session 2026-12-01).
 Messy small panels (holes, entry / exit, a singleton unit, few treated units, a cohort
 with no row at rel_time -1, a cohort before the panel, never treated coded NaN / 0 /
 10000 / inf) are fitted as drawn and again with the rows shuffled and the unit ids
-relabelled one-to-one (str of mixed lengths incl. > 8 bytes and non-ASCII, Categorical,
-sparse int64).  Every registered estimator (event-study methods, TWFE with weights /
+relabelled one-to-one (str of mixed lengths incl. > 8 bytes and non-ASCII, zero-padded
+8-byte Arrow str, Categorical, sparse int64).  Every registered estimator (event-study methods, TWFE with weights /
 covariates / another cluster column / Driscoll-Kraay, PPML event study, wild cluster
 bootstrap with a fixed seed) must give the same params and vcov to 1e-10 (relative to
 the largest entry), the same terms, nobs and dropped-row counts, or the same error.
@@ -81,6 +81,8 @@ def _str_label(k: int) -> str:
 RELABEL = {
     "str": lambda u: u.map(_str_label).astype(object),
     "arrow_str": lambda u: u.map(_str_label).astype("string[pyarrow]"),
+    # zero-padded 8-byte ids: CS codes these by counting their bytes (ec393a1)
+    "padded": lambda u: u.map(lambda k: f"u{k * 37 % 1009:07d}").astype("string[pyarrow]"),
     "cat": lambda u: pd.Categorical(u.map(_str_label)),
     "sparse": lambda u: (u.astype(np.int64) * 1_000_003_577 + 2**40).astype(np.int64),
     "int": lambda u: u,
