@@ -1,11 +1,13 @@
-"""Synthetic DiD's placebo / bootstrap SE in units, beyond the Gram budget (sdidbig).
+"""Synthetic DiD's placebo / bootstrap / jackknife SE in units, beyond the Gram budget
+(sdidbig; the jackknife: sdidjk).
 
 One fresh process per fit (so ``ru_maxrss`` is that fit's peak): issue 13's SDID panel
 (``run_table._panel("sdid_boot", "balanced", N * 1000 + T)``: 10% of the units treated in
 the last quarter of T periods), then one timed fit -- no warm-up fit (run_table's sdid
 cases run a full warm-up fit first, which at 20,000 units costs minutes per package);
 imports happen before the clock starts. Reports CPU (user + sys of the fit), wall, peak
-RSS of the whole process (panel and interpreter included), the SE.
+RSS of the whole process (panel and interpreter included), the SE; with ``--se jackknife``
+also the CPU of ``jackknife_pseudovalues`` alone (ours).
 
     PYTHONPATH=src python benchmarks/sdid_units.py --pkg twinimpact --se bootstrap \
         --units 3000 10000 --reps 200 [--jsonl benchmarks/results_sdidbig.jsonl]
@@ -39,10 +41,22 @@ def child(pkg: str, se: str, units: int, periods: int, reps: int) -> dict:
             r = ti.synthetic_did(d, outcome="y", unit="unit", time="year",
                                  treated="treated", se=se, n_reps=reps, seed=0)
             return float(r.std_errors.iloc[0]), float(r.params.iloc[0])
+        import twinimpact.estimators.synthetic_did as SD
+        jk = {"cpu_s": 0.0}
+        if se == "jackknife":                     # the pseudo-value step alone, timed
+            inner = SD.jackknife_pseudovalues
+
+            def timed(*a, **k):
+                t = time.process_time()
+                out = inner(*a, **k)
+                jk["cpu_s"] += time.process_time() - t
+                jk["args"] = a
+                return out
+            SD.jackknife_pseudovalues = timed
         fits = getattr(S, "gram_fits", None)      # (absent before sdidbig: Gram form)
         extra = {"gram_form": fits is None or fits(units - max(2, units // 10),
                                                    (3 * periods) // 4),
-                 "loop": S.fw_loop()}
+                 "loop": S.fw_loop(), "jk": jk}
     else:
         import diff_diff as dd
         post = sorted(d.loc[d["treated"] == 1, "year"].unique().tolist())
@@ -60,6 +74,16 @@ def child(pkg: str, se: str, units: int, periods: int, reps: int) -> dict:
     wall = time.perf_counter() - t0
     r1 = resource.getrusage(resource.RUSAGE_SELF)
     del np
+    if "jk" in extra:
+        jk = extra.pop("jk")
+        extra["jackknife_step_cpu_s"] = jk["cpu_s"]
+        if "args" in jk:                          # again, 5 times: the median
+            again = []
+            for _ in range(5):
+                t = time.process_time()
+                inner(*jk["args"])
+                again.append(time.process_time() - t)
+            extra["jackknife_step_cpu_s_median5"] = sorted(again)[2]
     return {"pkg": pkg, "se": se, "units": units, "periods": periods, "reps": reps,
             "cpu_s": (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime),
             "user_s": r1.ru_utime - r0.ru_utime, "sys_s": r1.ru_stime - r0.ru_stime,
@@ -70,7 +94,7 @@ def child(pkg: str, se: str, units: int, periods: int, reps: int) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--pkg", choices=["twinimpact", "diff-diff"], required=True)
-    ap.add_argument("--se", choices=["placebo", "bootstrap"], required=True)
+    ap.add_argument("--se", choices=["placebo", "bootstrap", "jackknife"], required=True)
     ap.add_argument("--units", type=int, nargs="+", required=True)
     ap.add_argument("--periods", type=int, default=40)
     ap.add_argument("--reps", type=int, default=200)

@@ -68,7 +68,7 @@ ESTIMATORS: dict[str, Callable[[pd.DataFrame, dict], object]] = {
 
 MAY_REFUSE = {"synthetic_did", "did_multiplegt"}
 SAME = ["shuffle_relabel", "datetime_time", "string_time", "nullable", "pyarrow",
-        "never_zero", "never_10000", "missing_outcome_rows"]
+        "never_zero", "never_10000", "never_inf", "missing_outcome_rows"]
 CHANGED = ["unbalanced", "period_gap", "single_cluster", "inf_outcome", "huge_outcome",
            "none_outcome_object"]
 
@@ -96,6 +96,8 @@ def mess(d: pd.DataFrame, kind: str, rng: np.random.Generator) -> tuple[pd.DataF
         d["g"] = d["g"].fillna(0)
     elif kind == "never_10000":
         d["g"] = d["g"].fillna(10000)
+    elif kind == "never_inf":  # "a value past the last observed period" (API.md)
+        d["g"] = d["g"].fillna(np.inf)
     elif kind == "missing_outcome_rows":
         extra = d.iloc[:3].copy()
         extra["t"] = 1990 + np.arange(3)  # new periods whose outcome is missing

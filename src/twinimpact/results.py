@@ -519,7 +519,7 @@ class EstimationResult:
             why = src if isinstance(src, str) else (
                 "it does not store per-observation scores or an influence function")
             raise SpecificationError(format_message(
-                f"with_vcov is not available for a {self.estimator} result",
+                f"with_vcov is not available for this result ({self.estimator})",
                 where=f"{type(self).__name__}.with_vcov", seen=vcov,
                 fix=f"re-estimate with the variance you want ({why})"))
         clus = (cluster,) if isinstance(cluster, str) else tuple(cluster or ())
@@ -542,7 +542,8 @@ class EstimationResult:
         elif pt is not None:
             changes["pretrend_test"] = None
         warn_nan(self.terms, self.coef, cov, f"variance {vcov!r} not computable",
-                 self.estimator)
+                 self.estimator, vspec.description
+                 if vspec.small_sample.get("df_resid", 1) <= 0 else None)
         return self.replace(**changes)
 
     # ------------------------------------------------------------------ labelled views
@@ -672,14 +673,30 @@ class EstimationResult:
 
 
 def warn_nan(terms: Sequence[str], coef: np.ndarray, cov: np.ndarray, why: str,
-             estimator: str) -> None:
-    """Warn once, naming the terms, when estimates or variances are NaN."""
-    bad = [t for t, b, v in zip(terms, coef, np.diag(cov), strict=True)
-           if not (np.isfinite(b) and np.isfinite(v))]
-    if bad:
+             estimator: str, var_why: str | None = None) -> None:
+    """Warn once, naming the terms, when estimates or variances are NaN.
+
+    Terms whose estimate is NaN are reported with ``why``; terms whose estimate is finite
+    but whose variance is NaN are reported separately, with ``var_why`` (default ``why``),
+    so that a reader is not told that a number they can see "could not be computed"."""
+    var = np.diag(cov)
+    no_est = [t for t, b in zip(terms, coef, strict=True) if not np.isfinite(b)]
+    no_var = [t for t, b, v in zip(terms, coef, var, strict=True)
+              if np.isfinite(b) and not np.isfinite(v)]
+
+    def names(ts: list[str]) -> str:
+        return f"{', '.join(ts[:8])}{'…' if len(ts) > 8 else ''}"
+
+    if no_est:
         warnings.warn(
-            f"{estimator}: {len(bad)} term(s) could not be computed and are NaN "
-            f"({', '.join(bad[:8])}{'…' if len(bad) > 8 else ''}): {why}",
+            f"{estimator}: {len(no_est)} term(s) could not be computed and are NaN "
+            f"({names(no_est)}): {why}",
+            NotComputableWarning, stacklevel=3,
+        )
+    if no_var:
+        warnings.warn(
+            f"{estimator}: the standard error of {len(no_var)} estimated term(s) is NaN "
+            f"({names(no_var)}): {var_why or why}",
             NotComputableWarning, stacklevel=3,
         )
 
@@ -708,7 +725,9 @@ def make_result(estimator: str, params: pd.Series | Mapping[str, float], vcov: A
         raise SpecificationError(
             f"internal: {estimator} result has {len(terms)} terms but a vcov of shape "
             f"{cov.shape}; expected ({len(terms)}, {len(terms)}).")
-    warn_nan(terms, params.to_numpy(), cov, nan_reason, estimator)
+    var_why = (vcov_spec.description
+               if vcov_spec.small_sample.get("df_resid", 1) <= 0 else None)
+    warn_nan(terms, params.to_numpy(), cov, nan_reason, estimator, var_why)
     diag = _cluster_diagnostics(estimator, vcov_spec, dict(diagnostics or {}),
                                 aggregated="aggregation" in (spec or {})
                                 or "[" in estimator)

@@ -520,3 +520,14 @@ def test_poisson_chunked_fwl_equals_whole_design(mp, monkeypatch, case):
         ok = np.isfinite(ref)
         scale = np.max(np.abs(ref[ok]))
         np.testing.assert_allclose(got[ok], ref[ok], rtol=0, atol=tol * scale, err_msg=key)
+
+
+def test_poisson_few_clusters_warned_once_under_the_users_column(mp):
+    """ppml's few-clusters warning (about its internal cluster column) is not passed on;
+    the result warns once, naming the user's cluster column."""
+    d = mp.assign(state=mp["countyreal"] % 12)
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        etwfe(d, **{**KW, "outcome": "emp", "cluster": "state"}, family="poisson")
+    few = [str(w.message) for w in rec if issubclass(w.category, ti.errors.FewClustersWarning)]
+    assert len(few) == 1 and "only 12 clusters in 'state'" in few[0], few

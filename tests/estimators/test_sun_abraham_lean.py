@@ -42,18 +42,24 @@ def _panel(seed: int, n_units: int = 40, n_periods: int = 7, drop: float = 0.15,
     return d[keep].reset_index(drop=True)
 
 
-def _used_rows(d: pd.DataFrame, control: str) -> pd.DataFrame:
+def _used_rows(d: pd.DataFrame, control: str, refs: tuple[int, ...] = (-1,)) -> pd.DataFrame:
     """The rows sun_abraham fits: always-treated cohorts (no row before the cohort's first
-    treated period) dropped; with last-treated control, rows from its date on dropped."""
+    treated period) dropped; with last-treated control, rows from its date on dropped;
+    then treated cohorts (not the control cohort) with no row at any reference period."""
     g = d["g"].where(d["g"] > 0)
     first = d.groupby(g)["year"].min()
     always = g.map(lambda v: np.isfinite(v) and first.get(v, np.inf) >= v).astype(bool)
     d = d[~always]
     g = g[~always]
+    last = np.nan
     if control == "last_treated":
         last = g.max()
         d = d[d["year"] < last]
-    return d.reset_index(drop=True)
+        g = g[d.index]
+    at_ref = (d["year"] - g).isin(refs)
+    has_ref = set(g[at_ref].dropna().tolist())
+    unref = g.notna() & (g != last) & ~g.isin(has_ref)
+    return d[~unref].reset_index(drop=True)
 
 
 def _cells_value_counts(d: pd.DataFrame, control: str, refs: tuple[int, ...]) -> pd.DataFrame:
@@ -96,7 +102,7 @@ def test_cells_equal_value_counts_and_dummy_fit(seed, drop, control, refs, cohor
             r = sun_abraham(d, **KW, control_group=control, ref=refs)
         except Exception as exc:  # a degenerate draw: the same refusal as before
             pytest.skip(f"not estimable: {exc}")
-    used = _used_rows(d, control)
+    used = _used_rows(d, control, refs)
     want = _cells_value_counts(used, control, refs)
     got = r.cells[["cohort", "rel_time", "n_obs"]]
     pd.testing.assert_frame_equal(got, want)
@@ -105,6 +111,7 @@ def test_cells_equal_value_counts_and_dummy_fit(seed, drop, control, refs, cohor
     oracle, ident = _dummy_lstsq(used, want)
     ok = np.isfinite(est) & ident
     assert ok.sum() >= ident.sum() - 1
+    assert ident.all()  # no cohort whose cells are identified only up to a constant
     np.testing.assert_allclose(est[ok], oracle[ok], rtol=1e-7, atol=1e-8)
 
 

@@ -149,9 +149,11 @@ def test_driscoll_kraay_from_sums_kernels_and_no_dof():
         b, _ = driscoll_kraay_from_sums(sums, bread, n=n, k_absorbed=25, bandwidth=3,
                                         kernel=kernel)
         np.testing.assert_allclose(b, a, rtol=0, atol=SAME * np.abs(a).max())
-    with pytest.warns(ti.errors.NotComputableWarning, match="degree of freedom"):
-        v, _ = driscoll_kraay_from_sums(sums, bread, n=n, k_absorbed=n, bandwidth=3)
-    assert np.isnan(v).all()
+    # no residual degree of freedom: NaN, and the spec says why (the result built from it
+    # warns, quoting the spec: tests/core/test_vcov_saturated.py)
+    v, vspec = driscoll_kraay_from_sums(sums, bread, n=n, k_absorbed=n, bandwidth=3)
+    assert np.isnan(v).all() and vspec.small_sample["df_resid"] <= 0
+    assert vspec.description.startswith("not estimable: no residual degrees of freedom")
     with pytest.raises(SpecificationError, match="bandwidth"):
         driscoll_kraay_from_sums(sums, bread, n=n, k_absorbed=5, bandwidth=n_t)
 

@@ -1745,7 +1745,7 @@ class SandwichVcov:
         k_total = rank + k_fe
         n = self.n
         if self.glm:
-            sigma2 = (n - 1) / (n - k_total) if self.adj else 1.0
+            sigma2 = ((n - 1) / (n - k_total) if n > k_total else np.nan) if self.adj else 1.0
         else:
             sigma2 = float(self.ssr / (n - k_total)) if n > k_total else np.nan
         v_sub, spec = sandwich(self.scores, self.bread, kind=kind, n=n, k=k_total,

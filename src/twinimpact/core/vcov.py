@@ -107,6 +107,17 @@ def sandwich(scores: np.ndarray | None, bread: np.ndarray, *, kind: str, n: int,
         sums = cluster_sums(codes)
         return sums.T @ sums
 
+    if n <= k:
+        # no residual degrees of freedom: the fit is exact, every residual is zero and
+        # every sandwich / s^2 would be 0 (or 0/0) -- not an estimate of the variance
+        gs = tuple(int(c.max()) + 1 for c in cluster_codes) if kind == "cluster" else ()
+        return np.full(bread.shape, np.nan), VcovSpec(
+            {"cluster": "cluster" if len(gs) <= 1 else "twoway_cluster"}.get(kind, kind),
+            cluster=tuple(cluster_names) if gs else (), n_clusters=gs,
+            small_sample={"df_resid": n - k}, df=None,
+            description=(f"not estimable: no residual degrees of freedom ({n} observations, "
+                         f"{k} parameters including fixed effects), so every residual is "
+                         "zero"))
     if kind == "iid":
         if sigma2 is None:
             raise ValueError("sigma2 is required for iid vcov")
@@ -176,7 +187,15 @@ def _dk_bandwidth(bandwidth: float | None, n_periods: int) -> float:
 
 def _dk_spec(kernel: str, n_periods: int, bandwidth: float, n: int, k: int,
              k_absorbed: int) -> VcovSpec:
-    adj = n / (n - k - k_absorbed) if n > k + k_absorbed else np.nan
+    if n <= k + k_absorbed:
+        return VcovSpec(
+            "driscoll_kraay", small_sample={"df_resid": n - k - k_absorbed,
+                                            "bandwidth": float(bandwidth)},
+            df=float(n_periods - 1),
+            description=(f"not estimable: no residual degrees of freedom ({n} observations, "
+                         f"{k + k_absorbed} parameters including fixed effects), so every "
+                         "residual is zero"))
+    adj = n / (n - k - k_absorbed)
     return VcovSpec(
         "driscoll_kraay", small_sample={"adj": adj, "bandwidth": float(bandwidth)},
         df=float(n_periods - 1),
@@ -242,15 +261,12 @@ def driscoll_kraay_from_sums(period_sums: np.ndarray, bread: np.ndarray, *, n: i
     ``(X'X / n)^{-1}`` and ``T / n`` factors so that the rounding is the same. The period
     sums of a two-way fit come from its cluster score sums by period
     (:meth:`twinimpact.core.fe.TwoWayOLSFit.cluster_sums`), O(n) memory.
-    A fit with no residual degree of freedom gives NaN with a
-    :class:`~twinimpact.errors.NotComputableWarning`.
+    A fit with no residual degree of freedom gives NaN; the spec says why (and the
+    result built from it warns with :class:`~twinimpact.errors.NotComputableWarning`).
     """
-    import warnings
-
     from linearmodels.iv.covariance import KERNEL_LOOKUP
     from linearmodels.shared.covariance import cov_kernel
 
-    from ..errors import NotComputableWarning
 
     z = np.asarray(period_sums, dtype=float)
     n_periods, k = z.shape
@@ -262,12 +278,7 @@ def driscoll_kraay_from_sums(period_sums: np.ndarray, bread: np.ndarray, *, n: i
             "vcov='driscoll_kraay': unknown kernel", seen=kernel,
             fix="use 'bartlett', 'parzen' or 'qs'"))
     n_eff = n - k_absorbed - k
-    if n_eff <= 0:
-        warnings.warn(format_message(
-            "Driscoll-Kraay variance not computable: no residual degree of freedom",
-            seen={"n": n, "regressors": k, "fixed effects": k_absorbed},
-            fix="use fewer regressors or more observations"), NotComputableWarning,
-            stacklevel=3)
+    if n_eff <= 0:  # the spec says why; the result's NaN warning quotes it
         return np.full((k, k), np.nan), spec
     w = KERNEL_LOOKUP[key](bandwidth, n_periods - 1)
     xeex = cov_kernel(z, w) * (n_periods / n)

@@ -52,9 +52,12 @@ __all__ = [
     "BootstrapSampler",
     "Group",
     "aggregate",
+    "aggregate_rows",
     "bootstrap_replicates",
+    "contrast_columns",
     "fit_design",
     "jackknife_pseudovalues",
+    "loo_contrasts",
     "placebo_replicates",
     "replicate_vcov",
 ]
@@ -337,34 +340,96 @@ def bootstrap_replicates(Y: np.ndarray, N0: int, groups: list[Group], fits: list
     return out, sampler.rejected
 
 
+def loo_contrasts(C: np.ndarray, N0: int, groups: list[Group], fits: list[SDIDFit]
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Leave-one-unit-out group estimates with fixed weights, from unit contrasts.
+
+    ``C`` is ``(N, G, m)``: unit ``i``'s contrast ``Y_i' col_g`` for group ``g`` of ``m``
+    outcome series (``col_g`` = ``-lambda`` on the pre-periods, ``1/T1`` after; with
+    lambda fixed the estimate is linear in them). Returns ``(taus, n1)``: ``taus[j, g]``
+    ``(m,)`` = treated mean of ``C`` minus the omega-weighted control mean with unit
+    ``j`` left out (NaN where ``j`` was the group's only treated unit), ``n1[j, g]`` the
+    group's treated units left.
+
+    Leaving out control ``j`` renormalises omega over the others, ``(S - omega_j c_j) /
+    (W - omega_j)`` with ``S = omega' c_ctrl``, ``W = sum(omega)`` (R ``sum_normalize``:
+    uniform weights when the others sum to zero); a control holding more than half of
+    the weight is summed over the others directly (no cancellation in ``W - omega_j``; at
+    most one per group). Leaving out treated unit ``i`` takes it out of its group's mean.
+    O(N G m) after the contrasts.
+    """
+    N, G, m = C.shape
+    taus = np.empty((N, G, m))
+    n1 = np.empty((N, G))
+    for g, (grp, fit) in enumerate(zip(groups, fits, strict=True)):
+        cc = C[:N0, g]                                     # (N0, m)
+        om = np.asarray(fit.omega, dtype=float)
+        W = om.sum()
+        S = om @ cc
+        full = S / W if W != 0 else cc.mean(axis=0)      # omega over every control
+        ct = C[grp.rows, g]
+        k = len(ct)
+        mt = ct.mean(axis=0)
+        den = W - om
+        with np.errstate(divide="ignore", invalid="ignore"):
+            synth = (S - om[:, None] * cc) / den[:, None]
+        if N0 > 1:
+            flat = np.flatnonzero(den == 0)              # the others weigh nothing
+            synth[flat] = (cc.sum(axis=0) - cc[flat]) / (N0 - 1)
+        big = np.flatnonzero(om > 0.5 * W) if W > 0 else np.arange(0)
+        for j in big:                                    # direct: no cancellation
+            rest = np.delete(np.arange(N0), j)
+            synth[j] = sum_normalize(om[rest]) @ cc[rest] if len(rest) else 0.0
+        taus[:N0, g] = mt - synth
+        taus[N0:, g] = mt - full
+        if k > 1:
+            taus[grp.rows, g] = (ct.sum(axis=0) - ct) / (k - 1) - full
+        else:
+            taus[grp.rows, g] = np.nan
+        n1[:, g] = k
+        n1[grp.rows, g] = k - 1
+    return taus, n1
+
+
+def aggregate_rows(taus: np.ndarray, n1: np.ndarray, t1: np.ndarray) -> np.ndarray:
+    """:func:`aggregate` of every row of ``taus`` ``(n, G)`` (NaN groups left out, as the
+    replicates do; 0, the empty weighted sum, when no group is left)."""
+    ok = ~np.isnan(taus)
+    cells = np.where(ok, n1 * np.asarray(t1, dtype=float), 0.0)
+    tot = cells.sum(axis=1)
+    num = (cells * np.where(ok, taus, 0.0)).sum(axis=1)
+    return np.divide(num, tot, out=np.zeros(len(taus)), where=tot > 0)
+
+
+def contrast_columns(T: int, groups: list[Group], fits: list[SDIDFit]) -> np.ndarray:
+    """``(T, G)``: group ``g``'s period contrast, ``-lambda`` before ``a``, ``1/T1`` from
+    ``a`` on (its estimate is ``row' Y col``)."""
+    cols = np.zeros((T, len(groups)))
+    for g, (grp, fit) in enumerate(zip(groups, fits, strict=True)):
+        cols[:grp.a, g] = -fit.lam
+        cols[grp.a:, g] = 1.0 / (T - grp.a)
+    return cols
+
+
 def jackknife_pseudovalues(Y: np.ndarray, N0: int, groups: list[Group],
                            fits: list[SDIDFit]) -> np.ndarray:
     """Leave-one-unit-out estimates with fixed weights, shape ``(N, 1 + G)``.
 
     Group columns are NaN where the left-out unit was the group's only treated unit.
+
+    O(N T G), not a refit per unit: with lambda fixed a group's estimate is linear in the
+    units' contrasts ``c_i = Y_i' col`` (one ``(N, T) x (T, G)`` product), and each
+    leave-one-out estimate follows from them in O(1) (:func:`loo_contrasts`).
     """
     N, T = Y.shape
-    out = np.full((N, 1 + len(groups)), np.nan)
-    all_ctrl = np.arange(N0)
-    for j in track(range(N), "synthetic_did jackknife"):
-        ctrl = all_ctrl[all_ctrl != j]
-        taus = np.full(len(groups), np.nan)
-        n1 = np.zeros(len(groups))
-        for g, (grp, fit) in enumerate(zip(groups, fits, strict=True)):
-            rows = grp.rows[grp.rows != j]
-            if len(rows) == 0:
-                continue
-            omega = sum_normalize(fit.omega[ctrl])
-            Yg = Y[np.concatenate([ctrl, rows])]
-            row = np.concatenate([-omega, np.full(len(rows), 1.0 / len(rows))])
-            col = np.concatenate([-fit.lam, np.full(T - grp.a, 1.0 / (T - grp.a))])
-            taus[g] = row @ Yg @ col
-            n1[g] = len(rows)
-        ok = ~np.isnan(taus)
-        t1 = np.array([T - grp.a for grp in groups], dtype=float)
-        att, _ = aggregate(taus[ok], n1[ok], t1[ok])
-        out[j, 0] = att
-        out[j, 1:] = taus
+    G = len(groups)
+    out = np.full((N, 1 + G), np.nan)
+    if G == 0:
+        return out
+    c = Y @ contrast_columns(T, groups, fits)             # (N, G) unit contrasts
+    taus, n1 = loo_contrasts(c[:, :, None], N0, groups, fits)
+    out[:, 1:] = taus[:, :, 0]
+    out[:, 0] = aggregate_rows(out[:, 1:], n1, [T - grp.a for grp in groups])
     return out
 
 

@@ -335,7 +335,7 @@ def _prepare(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort: 
     n_input = len(data)
     y = _numeric(data, outcome, "outcome", view_ok=True)  # (only read; copied when wide)
     tt = _numeric(data, time, "time")
-    graw = _numeric(data, cohort, "cohort")
+    graw = _numeric(data, cohort, "cohort", allow_inf=True)  # inf: never treated (API)
     xs = [_numeric(data, c, "covariate") for c in covariates]
     uvals = data[unit]
     ucodes, ulabels = _factorize_sorted(uvals)

@@ -65,6 +65,7 @@ from ..errors import (
     COUNTS_POINTER,
     DroppedRowsWarning,
     EstimationError,
+    FewClustersWarning,
     InputError,
     NotComputableWarning,
     SpecificationError,
@@ -516,8 +517,8 @@ def _fit_poisson(y: np.ndarray, design: Design, fes: Sequence[FixedEffect],
     for w in caught:  # re-emit ppml's warnings under our name
         if issubclass(w.category, NotComputableWarning):
             continue  # collinear columns: reported per cell below
-        if "clusters in '__cl" in str(w.message):
-            continue  # (said again below under the cluster column's own name)
+        if issubclass(w.category, FewClustersWarning):
+            continue  # said again by make_result, under the cluster column's own name
         warnings.warn(str(w.message).replace("ppml", ESTIMATOR, 1), w.category, stacklevel=3)
     for k, v in r.diagnostics["dropped_rows"].items():
         dropped[k] = dropped.get(k, 0) + int(v)

@@ -179,7 +179,12 @@ def sun_abraham(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohor
         on is dropped (counted in ``diagnostics["dropped_rows"]``); never-treated units,
         if any, stay in the control group.
     ref : int or sequence of int
-        Omitted relative period(s) (fixest ``ref.p``), default -1.
+        Omitted relative period(s) (fixest ``ref.p``), default -1. A treated cohort with
+        no row at any of them (e.g. one treated unit whose year before treatment is
+        missing) has effects identified only up to a constant: its rows are dropped,
+        counted in ``diagnostics["dropped_rows"]`` and warned about. (fixest keeps it and
+        drops one collinear dummy instead, i.e. measures that cohort relative to another
+        period; the cells of the other cohorts are the same.)
     alpha : float
         Default level for intervals.
 
@@ -272,44 +277,63 @@ def sun_abraham(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohor
             dropped["rows from the last-treated (control) cohort's first treated period "
                     "on"] = int(late.sum())
         keep &= ~late
+    n_t0 = int(pdata.time_codes.max()) + 1
+    unit_gc = np.zeros(n_u, dtype=np.int32)
+    unit_gc[seen] = ginv
+    refs0 = refs
+    for attempt in range(2):
+        # the kept rows (no copy when every row is kept: the common case)
+        every = bool(keep.all())
+
+        def kept(a: np.ndarray, every: bool = every, keep: np.ndarray = keep) -> np.ndarray:
+            return a if every else a[keep]
+
+        g, t = kept(f["cohort"].to_numpy()), kept(f["time"].to_numpy())
+        uc0, tc0 = kept(uc), kept(pdata.time_codes)
+        n_obs = len(g)
+        # cohort x period cells on integer keys: the row's cohort level (``gvals``, through
+        # its unit) x its period code, counted in a (cohorts x periods) table; no n-row
+        # float keys or hashing (pandas value_counts on (cohort, rel_time) pairs cost
+        # ~0.4 s at 1e7 rows)
+        tvals = np.full(n_t0, np.nan)
+        tvals[tc0] = t
+        # the row's cohort level taken block by block (no n-row cohort code array): the
+        # same integer counts as pair_sums on it
+        counts = np.zeros(len(gvals) * n_t0, dtype=np.int64)
+        one = np.int64(1)
+        for sl in row_blocks(n_obs):
+            key = unit_gc[uc0[sl]].astype(np.intp)
+            key *= n_t0
+            key += tc0[sl]
+            np.add.at(counts, key, one)
+        counts = counts.reshape(len(gvals), n_t0)
+        has_g, has_t = counts.any(axis=1), counts.any(axis=0)
+        never_kept = np.isneginf(gvals) & has_g
+        treated_g = np.isfinite(gvals) & (gvals != ref_cohort)  # cohorts with dummies
+        refs, gap_note = gap_aware_refs(refs0, tvals[has_t], gvals[treated_g & has_g],
+                                        estimator=est, time_name=time)
+        rel_tab = tvals[None, :] - gvals[:, None]  # t - g of each cohort x period
+        is_ref = np.isin(np.nan_to_num(rel_tab, nan=np.inf), refs)
+        # A treated cohort with no row at any reference period: its cohort x period
+        # dummies add up to its own indicator, which the unit effects absorb, so its
+        # effects are identified only up to a constant (fixest drops one collinear dummy
+        # and normalises the cohort on that period instead: effects relative to another
+        # period, silently). Its rows go, counted, as the always-treated cohorts' do.
+        unref = treated_g & has_g & ~(is_ref & (counts > 0)).any(axis=1)
+        if attempt or not unref.any():
+            break
+        bad = unref[unit_gc][uc] & keep
+        dropped["treated cohorts with no row at the reference period (rel_time "
+                f"{', '.join(f'{r:g}' for r in refs)}; cohort(s) "
+                f"{', '.join(f'{v:g}' for v in gvals[unref][:6])}"
+                f"{', …' if unref.sum() > 6 else ''}): effects not identified relative "
+                "to it"] = int(bad.sum())
+        keep &= ~bad
     if len(dropped) > len(pdata.dropped):
         warnings.warn("sun_abraham: dropped rows: "
                       + format_counts({k: v for k, v in dropped.items()
                                        if k not in pdata.dropped})
                       + f". {COUNTS_POINTER}", DroppedRowsWarning, stacklevel=2)
-    # the kept rows (no copy when every row is kept: the common case)
-    every = bool(keep.all())
-
-    def kept(a: np.ndarray) -> np.ndarray:
-        return a if every else a[keep]
-
-    g, t = kept(g), kept(t)
-    uc0, tc0 = kept(uc), kept(pdata.time_codes)
-    n_obs = len(g)
-    # cohort x period cells on integer keys: the row's cohort level (``gvals``, through its
-    # unit) x its period code, counted in a (cohorts x periods) table; no n-row float keys
-    # or hashing (pandas value_counts on (cohort, rel_time) pairs cost ~0.4 s at 1e7 rows)
-    n_t0 = int(pdata.time_codes.max()) + 1
-    tvals = np.full(n_t0, np.nan)
-    tvals[tc0] = t
-    unit_gc = np.zeros(n_u, dtype=np.int32)
-    unit_gc[seen] = ginv
-    # the row's cohort level taken block by block (no n-row cohort code array): the same
-    # integer counts as pair_sums on it
-    counts = np.zeros(len(gvals) * n_t0, dtype=np.int64)
-    one = np.int64(1)
-    for sl in row_blocks(n_obs):
-        key = unit_gc[uc0[sl]].astype(np.intp)
-        key *= n_t0
-        key += tc0[sl]
-        np.add.at(counts, key, one)
-    counts = counts.reshape(len(gvals), n_t0)
-    has_g, has_t = counts.any(axis=1), counts.any(axis=0)
-    never_kept = np.isneginf(gvals) & has_g
-    treated_g = np.isfinite(gvals) & (gvals != ref_cohort)  # cohorts with dummies
-    refs, gap_note = gap_aware_refs(refs, tvals[has_t], gvals[treated_g & has_g],
-                                    estimator=est, time_name=time)
-    rel_tab = tvals[None, :] - gvals[:, None]  # t - g of each cohort x period
     is_cell = (treated_g[:, None] & (counts > 0)
                & ~np.isin(np.nan_to_num(rel_tab, nan=np.inf), refs))
     ci, ti = np.nonzero(is_cell)
