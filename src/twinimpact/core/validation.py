@@ -500,8 +500,7 @@ def prepare_panel(data: Any, *, outcome: str, unit: str, time: str, cohort: str 
     else:
         unit_codes, n_unit_levels = dense_codes(caller_units)
     del sortable
-    if cohort is not None:
-        assert raw_g is not None
+    if cohort is not None and raw_g is not None:
         tv = arrs["time"]
         last = (np.nanmax(tv) if keep.all() else np.nanmax(tv[keep]) if keep.any()
                 else np.inf)
