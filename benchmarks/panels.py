@@ -22,9 +22,26 @@ Knobs of :func:`staggered_panel`:
 ``miss_random``   share of rows removed at random
 ``miss_block``    share of units with one contiguous block of 2-4 missing periods
 ``entry_exit``    share of units that enter late or exit early (each 50/50)
-``key``           "int" (int64 unit ids) or "str" (string ids like ``"u000123"``)
+``key``           "int" (int64 unit ids) or "str" (string ids like ``"u000123"``); also
+                  (added for the unseen-panel checks, :data:`KEY_KINDS`): "str_long"
+                  (city-like names of 10-22 bytes, a third of them non-ASCII, e.g.
+                  ``"Zürich 000012"``), "str_mixed" (1-8, 8, 9 and 13+ byte ids side by
+                  side: both sides of the 8-byte short-key path), "object" (the "str" ids
+                  as a NumPy object column of Python str), "cat" (the "str" ids as a
+                  pandas Categorical), "sparse" (distinct int64 ids spread over the whole
+                  int64 range, negative ones included)
+``time``          "int" (consecutive int64 years, default), "float" (the same years as
+                  float64), "step2" (every other year: 2001, 2003, ...), "irregular" (gaps
+                  of 1-3 years between periods); cohorts are always periods of the panel;
+                  ``rel_time`` stays ``year - cohort`` in years for "int" / "float" and is
+                  counted in *periods* for "step2" / "irregular" (so -1 is the period
+                  before adoption)
 ``zeros``         share of exact zeros in ``y_count``
 ``shuffle``       shuffle the row order
+``seed``          the random draws (default 0)
+
+The added knobs leave every default draw unchanged (they consume no random numbers unless
+set), so every recorded figure stays reproducible.
 
 Command line: ``python benchmarks/panels.py --rows 1e6 --miss-random 0.05 --out p.parquet``.
 """
@@ -36,19 +53,78 @@ import argparse
 import numpy as np
 import pandas as pd
 
-__all__ = ["PANEL_KINDS", "SDID_KINDS", "gravity_panel", "lean_staggered_panel", "make",
-           "sdid_panel", "staggered_panel", "str_column"]
+__all__ = ["KEY_KINDS", "PANEL_KINDS", "SDID_KINDS", "TIME_KINDS", "gravity_panel",
+           "lean_staggered_panel", "make", "sdid_panel", "staggered_panel",
+           "str_column", "unit_ids"]
 
 
-def _design(n_rows: float, n_periods: int, n_cohorts: int, first_year: int):
+def _design(n_rows: float, n_periods: int, n_cohorts: int, first_year: int,
+            time: str = "int"):
     """Units, calendar years and adoption dates (n_cohorts distinct periods among
     years[2:], spread evenly) of a staggered panel of about ``n_rows`` rows."""
     n_units = max(4, round(float(n_rows) / n_periods))
-    years = np.arange(first_year, first_year + n_periods, dtype=np.int64)
+    years = _years(first_year, n_periods, time)
     cand = years[2:]
     n_c = min(n_cohorts, len(cand))
     dates = cand[np.unique(np.linspace(0, len(cand) - 1, n_c).round().astype(int))]
     return n_units, years, dates
+
+
+#: unit id kinds of :func:`staggered_panel` (``key``)
+KEY_KINDS = ("int", "str", "str_long", "str_mixed", "object", "cat", "sparse")
+#: period kinds of :func:`staggered_panel` (``time``)
+TIME_KINDS = ("int", "float", "step2", "irregular")
+_CITIES = ("Zürich", "São Paulo", "Kraków", "Reykjavík", "Montréal", "Springfield",
+           "Los Angeles", "Düsseldorf", "Ciudad de México", "Bogotá", "İstanbul", "Łódź",
+           "Thessaloníki", "Saint-Étienne", "Toronto", "Chicago", "Malmö", "Nagoya",
+           "Lagos", "Ōsaka", "Kyiv", "Porto Alegre", "Cork", "Hà Nội")
+
+
+def _years(first_year: int, n_periods: int, time: str) -> np.ndarray:
+    """The panel's calendar periods (int64 for every ``time`` kind; "float" is cast when
+    the frame is built)."""
+    if time not in TIME_KINDS:
+        raise ValueError(f"time must be one of {TIME_KINDS}, not {time!r}")
+    if time == "step2":
+        return first_year + 2 * np.arange(n_periods, dtype=np.int64)
+    if time == "irregular":  # fixed gaps pattern 1, 2, 3, 1, 2, 3, ... (no random draws)
+        gaps = np.r_[0, np.resize(np.array([1, 2, 3, 1, 1, 2], dtype=np.int64),
+                                  max(0, n_periods - 1))]
+        return first_year + np.cumsum(gaps)
+    return np.arange(first_year, first_year + n_periods, dtype=np.int64)
+
+
+def unit_ids(key: str, n_units: int, codes: np.ndarray):
+    """The unit id column of ``key`` kind (:data:`KEY_KINDS`) for units ``codes``
+    (``0 .. n_units - 1``): int64 codes, Arrow strings, Python-object strings, a pandas
+    Categorical or sparse int64 values; distinct units always get distinct ids."""
+    if key == "int":
+        return codes
+    if key == "sparse":  # a bijection of uint64: distinct, spread over all of int64
+        k = np.arange(n_units, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+        k ^= k >> np.uint64(29)
+        return k.view(np.int64)[codes]
+    if key in ("str", "object", "cat"):
+        labels = _ids("u", n_units, 7)
+    elif key == "str_long":
+        k = np.arange(n_units, dtype=np.int64)
+        city = np.asarray(_CITIES)[k % len(_CITIES)]
+        labels = np.char.add(np.char.add(city, " "),
+                             np.char.zfill((k // len(_CITIES)).astype(str), 6))
+    elif key == "str_mixed":
+        # k % 4: "k" (1-7 bytes), "%08d" (8), "%09d" (9), "unité-k" (>= 8 bytes, UTF-8)
+        k = np.arange(n_units, dtype=np.int64)
+        ks = k.astype(str)
+        labels = np.where(k % 4 == 0, ks, np.where(
+            k % 4 == 1, np.char.zfill(ks, 8), np.where(
+                k % 4 == 2, np.char.zfill(ks, 9), np.char.add("unité-", ks))))
+    else:
+        raise ValueError(f"key must be one of {KEY_KINDS}, not {key!r}")
+    if key == "object":  # a Series keeps dtype object (pandas 3 would infer "str")
+        return pd.Series(np.asarray(labels, dtype=object)[codes], dtype=object, copy=False)
+    if key == "cat":
+        return pd.Categorical.from_codes(codes, categories=pd.Index(labels, dtype=object))
+    return str_column(labels, codes)
 
 
 def str_column(labels, codes) -> pd.api.extensions.ExtensionArray:
@@ -74,10 +150,10 @@ def staggered_panel(n_rows: float, *, n_periods: int = 10, n_cohorts: int = 7,
                     miss_random: float = 0.0, miss_block: float = 0.0,
                     entry_exit: float = 0.0, key: str = "int", zeros: float = 0.2,
                     shuffle: bool = False, first_year: int = 2001,
-                    seed: int = 0) -> pd.DataFrame:
+                    seed: int = 0, time: str = "int") -> pd.DataFrame:
     """Staggered-adoption panel (see the module docstring for the knobs)."""
     rng = np.random.default_rng(seed)
-    n_units, years, dates = _design(n_rows, n_periods, n_cohorts, first_year)
+    n_units, years, dates = _design(n_rows, n_periods, n_cohorts, first_year, time)
     t = n_periods
     if treated_units is not None:
         g_unit = np.zeros(n_units, dtype=np.int64)
@@ -108,16 +184,22 @@ def staggered_panel(n_rows: float, *, n_periods: int = 10, n_cohorts: int = 7,
     unit, pos = unit[keep], pos[keep]
     year = years[pos]
     g = g_unit[unit]
-    rel = np.where(g > 0, year - g, -1)
+    if time in ("step2", "irregular"):  # relative time and cohorts in periods
+        g_pos = np.searchsorted(years, g)
+        rel = np.where(g > 0, pos - g_pos, -1)
+    else:
+        g_pos = g - years[0]
+        rel = np.where(g > 0, year - g, -1)
     post = (g > 0) & (year >= g)
-    effect = np.where(post, (1.0 + 0.1 * np.maximum(rel, 0)) * (1.0 + 0.02 * (g - years[0])),
-                      0.0)
+    effect = np.where(post, (1.0 + 0.1 * np.maximum(rel, 0)) * (1.0 + 0.02 * g_pos), 0.0)
     a_u = rng.normal(size=n_units)
     l_t = rng.normal(size=t)
     y = a_u[unit] + l_t[pos] + effect + rng.normal(size=len(unit))
     mu = np.exp(0.5 + 0.3 * a_u[unit] + 0.2 * l_t[pos] + 0.1 * post)
     y_count = rng.poisson(mu).astype(float) * (rng.random(len(unit)) >= zeros)
-    uid = str_column(_ids("u", n_units, 7), unit) if key == "str" else unit
+    uid = unit_ids(key, n_units, unit)
+    if time == "float":
+        year, g = year.astype(np.float64), g.astype(np.float64)
     df = pd.DataFrame({"unit": uid, "year": year, "cohort": g, "rel_time": rel,
                        "treated": post.astype(np.int64), "y": y, "y_count": y_count})
     if shuffle:

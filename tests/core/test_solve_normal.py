@@ -66,3 +66,69 @@ def test_indicator_blocks_with_collinear_cells():
     _, _, kept = solve_normal(xtx, x.T @ rng.normal(size=n))
     np.testing.assert_array_equal(kept, _kept_direct(xtx, 1e-10, None))
     assert kept.sum() == np.linalg.matrix_rank(x)  # one kept column per dimension
+
+
+def _solve_normal_scipy_checked(xtx, xty, collin_tol=1e-10, ref_ss=None):
+    """solve_normal as it was before the finiteness check moved out of scipy (scipy's
+    check_finite on the whole kept block in every solve): the reference for results and
+    for the ValueError on non-finite input."""
+    from scipy.linalg import solve_triangular
+    k = xtx.shape[0]
+    kept = np.ones(k, dtype=bool)
+    diag = np.diag(xtx).copy()
+    chol = np.zeros((k, k))
+    idx: list[int] = []
+    for j in range(k):
+        if diag[j] <= 0:
+            kept[j] = False
+            continue
+        m = len(idx)
+        w = solve_triangular(chol[:m, :m], xtx[idx, j], lower=True) if m else None
+        resid_var = xtx[j, j] - (w @ w if m else 0.0)
+        scale = diag[j] if ref_ss is None else max(ref_ss[j], diag[j])
+        if resid_var <= collin_tol * max(scale, 1e-300):
+            kept[j] = False
+            continue
+        if m:
+            chol[m, :m] = w
+        chol[m, m] = np.sqrt(resid_var)
+        idx.append(j)
+    coef = np.full(k, np.nan)
+    bread = np.full((k, k), np.nan)
+    ki = np.flatnonzero(kept)
+    if len(ki):
+        inv = np.linalg.inv(xtx[np.ix_(ki, ki)])
+        coef[ki] = inv @ xty[ki]
+        bread[np.ix_(ki, ki)] = inv
+    return coef, bread, kept
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 10_000), k=st.integers(1, 12),
+       bad=st.sampled_from([None, np.nan, np.inf, -np.inf]),
+       where=st.sampled_from(["diag", "offdiag", "last"]))
+def test_same_results_and_errors_as_scipy_checked_solves(seed, k, bad, where):
+    """Bit-identical to the scipy-checked loop, and a ValueError under exactly the same
+    non-finite inputs (NaN / inf on the diagonal, off it, or in the last column only)."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(40, k))
+    if k > 2:
+        x[:, 1] = x[:, 0] + x[:, 2]
+    xtx = x.T @ x
+    xty = x.T @ rng.normal(size=40)
+    if bad is not None:
+        i = int(rng.integers(0, k))
+        j = {"diag": i, "offdiag": int(rng.integers(0, k)), "last": k - 1}[where]
+        if where == "last":
+            i = int(rng.integers(0, k))
+        xtx[i, j] = xtx[j, i] = bad
+    try:
+        want = _solve_normal_scipy_checked(xtx, xty)
+    except ValueError:
+        import pytest
+        with pytest.raises(ValueError, match="infs or NaNs"):
+            solve_normal(xtx, xty)
+        return
+    got = solve_normal(xtx, xty)
+    for a, b in zip(got, want, strict=True):
+        np.testing.assert_array_equal(a, b)

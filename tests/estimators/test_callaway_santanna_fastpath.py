@@ -20,6 +20,8 @@ from hypothesis import strategies as st
 
 from twinimpact.errors import InputError
 from twinimpact.estimators.callaway_santanna import (
+    _byte_order_keys,
+    _dense_string_values,
     _factorize_sorted,
     _time_codes,
     callaway_santanna,
@@ -109,25 +111,82 @@ def test_factorize_sorted_matches_pandas(values, dtype):
     assert labels.equals(labels0) and labels.dtype == labels0.dtype
 
 
-@settings(max_examples=40, deadline=None)
-@given(st.lists(st.one_of(st.none(), st.sampled_from(["a", "b", "B", "ab", "", "é", "z1",
-                                                        "z10", "z2", "unit_07", "unit_7"])),
-                min_size=1, max_size=40),
-       st.sampled_from([1, 4]))
-def test_factorize_sorted_strings_match_pandas(values, partitions):
+#: labels whose byte order and naive orders could differ: prefixes, a NUL byte ("a" vs
+#: "a\\0" pad alike), DEL, multi-byte UTF-8 (above "z" in byte and code point order), eight
+#: bytes beside shorter ones, longer than eight bytes (Arrow's sort)
+_TRICKY = ["a", "b", "B", "ab", "", "é", "z1", "z10", "z2", "unit_07", "unit_7", "a\0",
+           "a\0b", "\0", "\x7f", "zé", "中", "😀", "u0000123", "u000012é", "abcdefgh",
+           "abcdefg\0", "abcdefghi", "city-of-somewhere-u0000123"]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.one_of(st.none(), st.sampled_from(_TRICKY)), min_size=1, max_size=40),
+       st.sampled_from([1, 4]), st.integers(0, 3))
+def test_factorize_sorted_strings_match_pandas(values, partitions, skip):
     """Arrow strings (pandas' ``str``): string_codes (one table or forced partitions) and
-    the sorted labels give pandas.factorize(sort=True)'s codes and labels, missing -> -1."""
+    the sorted labels (through byte-order keys or Arrow's sort) give
+    pandas.factorize(sort=True)'s codes and labels, missing -> -1; also on a slice (an
+    Arrow array with an offset) and on two chunks."""
     import unittest.mock
 
     from twinimpact.core import labels as core_labels
 
-    s = pd.Series(values, dtype="str")
-    with unittest.mock.patch.object(core_labels, "_partitions_for",
-                                    lambda data: partitions):
-        codes, labels = _factorize_sorted(s)
-    codes0, labels0 = pd.factorize(s, sort=True)
-    np.testing.assert_array_equal(codes, codes0)
-    assert labels.equals(labels0) and labels.dtype == labels0.dtype
+    full = pd.Series(values, dtype="str")
+    for s in (full, full.iloc[min(skip, len(full) - 1):], pd.concat([full, full.iloc[:2]])):
+        with unittest.mock.patch.object(core_labels, "_partitions_for",
+                                        lambda data: partitions):
+            codes, labels = _factorize_sorted(s)
+        codes0, labels0 = pd.factorize(s, sort=True)
+        np.testing.assert_array_equal(codes, codes0)
+        assert labels.equals(labels0) and labels.dtype == labels0.dtype
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(st.text(st.sampled_from(["a", "b", "z", "0", "\0", "\x01", "\x7f", "é",
+                                         "ÿ", "中", "😀"]), max_size=9),
+                min_size=1, max_size=30), st.integers(0, 3))
+def test_byte_order_keys_sort_and_separate_like_the_strings(values, skip):
+    """The keys order the strings as Python does (code point order = UTF-8 byte order)
+    and are equal exactly when the strings are; None exactly when a string is longer than
+    eight bytes or holds a NUL byte (where zero padding could tie or misorder)."""
+    s = pd.Series(values, dtype="str").iloc[min(skip, len(values) - 1):]
+    vals = list(s)
+    rows = np.arange(len(vals))[::-1].copy()  # any selection of rows, in any order
+    keys = _byte_order_keys(s.array, rows)
+    refused = any(len(v.encode()) > 8 or "\0" in v for v in vals)
+    assert (keys is None) == refused
+    if keys is None:
+        return
+    picked = [vals[i] for i in rows]
+    order = np.argsort(keys, kind="stable")
+    assert [picked[i] for i in order] == sorted(picked)
+    for i in range(len(picked)):
+        for j in range(len(picked)):
+            assert (keys[i] == keys[j]) == (picked[i] == picked[j])
+            assert (keys[i] < keys[j]) == (picked[i] < picked[j])
+
+
+@pytest.mark.parametrize("ids", ["short", "eight", "nonascii", "long"])
+def test_string_units_in_any_row_order_equal_object_units(mpdta, ids):
+    """Arrow string unit ids (labels sorted through byte-order keys when short, by Arrow
+    when not) and the same ids as Python objects (pandas.factorize(sort=True)), rows
+    shuffled: the same unit order (result.units, influence rows) and the same numbers,
+    bit for bit."""
+    make = {"short": lambda u: "c" + u.astype(str),
+            "eight": lambda u: "u" + u.astype(str).str.zfill(7),
+            "nonascii": lambda u: np.where(u % 3 == 0, "é", np.where(u % 3 == 1, "z", "e"))
+            + u.astype(str),
+            "long": lambda u: "city-of-somewhere-" + u.astype(str)}[ids]
+    df = mpdta.sample(frac=1.0, random_state=11).reset_index(drop=True)
+    df["countyreal"] = pd.Series(np.asarray(make(df["countyreal"]), dtype=object))
+    objs = df.astype({"countyreal": object})
+    strs = df.astype({"countyreal": "str"})
+    a, b = _fit(objs), _fit(strs)
+    assert list(a[0].units) == list(b[0].units) == sorted(set(df["countyreal"]))
+    for ra, rb in zip(a, b, strict=True):
+        np.testing.assert_array_equal(ra.params.to_numpy(), rb.params.to_numpy())
+        np.testing.assert_array_equal(np.asarray(ra.vcov), np.asarray(rb.vcov))
+    np.testing.assert_array_equal(np.asarray(a[0].influence), np.asarray(b[0].influence))
 
 
 @settings(max_examples=25, deadline=None)
@@ -297,3 +356,74 @@ def test_block_vcov_equals_dense_influence_cross_product(base_period, method):
     np.testing.assert_allclose(res.cov[ok], dense[ok], rtol=1e-12,
                                atol=1e-14 * np.abs(dense[ok]).max())
     assert (res.cov[:, normalised] == 0).all()
+
+
+@pytest.mark.parametrize("covariates", [[], ["lpop"]])
+def test_unbalanced_presence_mask_is_the_kept_rows(mpdta, covariates):
+    """allow_unbalanced_panel: the presence mask (read off the wide outcome's NaN cells)
+    marks exactly the unit x period cells of the kept rows (missing outcome and covariate
+    rows dropped, a unit left with one row), on shuffled rows."""
+    from twinimpact.estimators.callaway_santanna import _prepare
+
+    df = mpdta.sample(frac=0.9, random_state=5).reset_index(drop=True)
+    df.loc[::13, "lemp"] = np.nan
+    df.loc[::17, "lpop"] = np.nan
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        p = _prepare(df, outcome="lemp", unit="countyreal", time="year",
+                     cohort="first.treat", covariates=covariates, cluster=None,
+                     control_group="never_treated", anticipation=0, allow_unbalanced=True)
+    kept = df.dropna(subset=["lemp", *covariates])
+    expect = np.zeros((len(p.units), len(p.periods)), dtype=bool)
+    expect[np.searchsorted(p.units, kept["countyreal"]),
+           np.searchsorted(p.periods, kept["year"])] = True
+    assert p.present is not None and p.present.flags.f_contiguous
+    np.testing.assert_array_equal(p.present, expect)
+    assert p.n_obs == len(kept) == int(p.present.sum())
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(st.one_of(st.text(st.sampled_from("0123"), min_size=1, max_size=2),
+                          st.builds(lambda a, b: f"u{a}{b:03d}", st.sampled_from("xyz"),
+                                    st.integers(0, 999)),
+                          st.sampled_from(["", "é", "zé", "\x7f", "a\0"])),
+                min_size=1, max_size=60), st.integers(0, 3))
+def test_dense_string_values_order_and_sorted_codes(values, skip):
+    """Short string ids as dense mixed-radix values: 0 <= v < R <= 4 n + 1000, ordered as
+    the strings (Python order = UTF-8 byte order) and equal exactly when they are; and
+    _factorize_sorted through them gives pandas.factorize(sort=True)'s codes and labels
+    (on a slice too). None only when a string is long, holds a NUL, or the byte ranges
+    span too many values."""
+    s = pd.Series(values, dtype="str").iloc[min(skip, len(values) - 1):]
+    vals = list(s)
+    got = _dense_string_values(s.array)
+    if got is not None:
+        v, span = got
+        assert span <= 4 * len(vals) + 1000 and v.min() >= 0 and v.max() < span
+        order = np.argsort(v, kind="stable")
+        assert [vals[i] for i in order] == sorted(vals)
+        for i in range(len(vals)):
+            for j in range(len(vals)):
+                assert (v[i] == v[j]) == (vals[i] == vals[j])
+                assert (v[i] < v[j]) == (vals[i] < vals[j])
+    elif not any("\0" in x or len(x.encode()) > 8 for x in vals):
+        # refused for the width of the byte ranges alone
+        padded = np.array([list(x.encode().ljust(8, b"\0")) for x in vals])
+        ranges = padded.max(axis=0) - padded.min(axis=0) + 1
+        assert int(np.prod(ranges.astype(object))) > 4 * len(vals) + 1000
+    codes, labels = _factorize_sorted(s)
+    codes0, labels0 = pd.factorize(s, sort=True)
+    np.testing.assert_array_equal(codes, codes0)
+    assert labels.equals(labels0) and labels.dtype == labels0.dtype
+
+
+def test_dense_string_values_taken_for_zero_padded_ids():
+    """The benchmark's kind of ids ("u0000123", shuffled, every label present) take the
+    counting path, and its codes and labels are pandas.factorize(sort=True)'s."""
+    rng = np.random.default_rng(3)
+    ids = pd.Series([f"u{i:07d}" for i in rng.permutation(5000) % 1700], dtype="str")
+    assert _dense_string_values(ids.array) is not None
+    codes, labels = _factorize_sorted(ids)
+    codes0, labels0 = pd.factorize(ids, sort=True)
+    np.testing.assert_array_equal(codes, codes0)
+    assert labels.equals(labels0) and labels.dtype == labels0.dtype

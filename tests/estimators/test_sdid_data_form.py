@@ -282,9 +282,55 @@ def test_no_k_by_k_object_above_the_budget(monkeypatch):
     monkeypatch.setattr(_sdid_inference, "_GRAM_KEEP_ELEMS", 0)
     within = _peak(all_paths)
     assert within > kk
+    # the data-form loop's row cache has its own budget, at most the Gram form's (so in
+    # use always below one k x k matrix: the data form runs only beyond that budget);
+    # scaled down with it here
+    assert _sdid_solver._ROW_CACHE_ELEMS <= _sdid_solver._GRAM_MAX_ELEMS
     monkeypatch.setattr(_sdid_solver, "_GRAM_MAX_ELEMS", 1_000)
     monkeypatch.setattr(_sdid_solver, "_GRAM_DATA_MULT", 1)
+    monkeypatch.setattr(_sdid_solver, "_ROW_CACHE_ELEMS", 1_000)
     seen = _count_forms(monkeypatch)
     above = _peak(all_paths)
     assert seen["data"] > 0
     assert above < kk / 4, (above, kk)
+
+
+@pytest.mark.parametrize("elems", [2**23, 600])
+def test_row_cache_gives_the_same_numbers_to_the_bit(elems, monkeypatch):
+    """The compiled data-form loop's row cache (rows kept from a vertex's second visit,
+    read again after; all of them, or a few dozen rows so that it fills up): fits,
+    bootstrap draws (repeated controls, a column map; a fresh cache per draw) and placebo
+    replicates (several problems sharing one design, hence one cache, kept from chunk to
+    chunk: two replicates a chunk here) equal the loop without it, bit for bit; and the
+    cache was in use."""
+    if _sdid_solver.fw_loop() != "compiled":
+        pytest.skip("the compiled extension is not built")
+    Y, N0, groups = _block_panel(3)
+    _force_data_form(monkeypatch)
+
+    def run(cache_elems):
+        monkeypatch.setattr(_sdid_solver, "_ROW_CACHE_ELEMS", cache_elems)
+        fits, _ = fit_design(Y, np.arange(N0), groups, "sdid")
+        monkeypatch.setattr(_sdid_inference, "_BATCH_ELEMS", 2 * 10 * N0)
+        return (fits,
+                bootstrap_replicates(Y, N0, groups, fits, 6, np.random.default_rng(1))[0],
+                placebo_replicates(Y, N0, groups, fits, 6, np.random.default_rng(2), {}))
+
+    ref = run(0)
+    used = []
+    orig = _sdid_solver._row_cache
+
+    def counted(D):
+        out = orig(D)
+        used.append(out[1])
+        return out
+
+    monkeypatch.setattr(_sdid_solver, "_row_cache", counted)
+    got = run(elems)
+    for fg, fr in zip(got[0], ref[0], strict=True):
+        assert fg.tau == fr.tau
+        assert np.array_equal(fg.omega, fr.omega) and np.array_equal(fg.lam, fr.lam)
+        assert _strip(fg.iterations) == _strip(fr.iterations)
+    assert np.array_equal(got[1], ref[1])
+    assert np.array_equal(got[2], ref[2])
+    assert used and min(used) > 0 and (elems > 600 or max(used) < N0)   # (600: it fills)

@@ -651,16 +651,25 @@ def solve_normal(xtx: np.ndarray, xty: np.ndarray, *, collin_tol: float = 1e-10,
     # ``x_jj - b' A^{-1} b = x_jj - |L^{-1} b|^2`` with ``A = L L'`` the kept block, whose
     # Cholesky factor grows by one row per kept column (O(k^3) in all; a fresh solve of
     # the kept block per column was O(k^4): 2 s at k = 700 cohort x period cells)
+    # scipy's own finiteness check of the m x m block in every solve cost O(k^3) in all
+    # (two thirds of the loop at k = 1,760 cohort x period cells): the same check is made
+    # here on what is new each step -- the right-hand side, and each new row of the factor
+    # when it is written (the error scipy raised, under the same conditions)
     kept = np.ones(k, dtype=bool)
     diag = np.diag(xtx).copy()
     chol = np.zeros((k, k))
+    chol_finite = True
     idx: list[int] = []
     for j in range(k):
         if diag[j] <= 0:
             kept[j] = False
             continue
         m = len(idx)
-        w = solve_triangular(chol[:m, :m], xtx[idx, j], lower=True) if m else None
+        if m:
+            b = xtx[idx, j]
+            if not (chol_finite and np.isfinite(b).all()):
+                raise ValueError("array must not contain infs or NaNs")
+            w = solve_triangular(chol[:m, :m], b, lower=True, check_finite=False)
         resid_var = xtx[j, j] - (w @ w if m else 0.0)
         scale = diag[j] if ref_ss is None else max(ref_ss[j], diag[j])
         if resid_var <= collin_tol * max(scale, 1e-300):
@@ -668,7 +677,9 @@ def solve_normal(xtx: np.ndarray, xty: np.ndarray, *, collin_tol: float = 1e-10,
             continue
         if m:
             chol[m, :m] = w
+            chol_finite = chol_finite and bool(np.isfinite(w).all())
         chol[m, m] = np.sqrt(resid_var)
+        chol_finite = chol_finite and bool(np.isfinite(chol[m, m]))
         idx.append(j)
     coef = np.full(k, np.nan)
     bread = np.full((k, k), np.nan)

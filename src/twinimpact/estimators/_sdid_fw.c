@@ -25,6 +25,7 @@
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 #if defined(_WIN32)
 #define TI_EXPORT __declspec(dllexport)
@@ -417,19 +418,61 @@ TI_EXPORT void ti_fw_gram(int64_t B, int64_t k, const double *bank, const int64_
     }
 }
 
+/* ti_fw_data's row cache: raw rows r = D'a (m numbers each), keyed by the column u of D.
+ * A row is kept on its second request (a vertex the loop returns to; most are visited
+ * several times: ~10,000 steps over a few thousand vertices, and pass 2's support far
+ * fewer) while slots remain, and read from the cache after that: the same numbers,
+ * computed once by the same code. */
+typedef struct {
+    double *rows;            /* cap x m (the caller's buffer) */
+    int64_t *slot;           /* m: slot of column u; -1 never requested, -2 requested once */
+    double *g;               /* k: the finished row when cmap is NULL (the cached row kept) */
+    int64_t cap, used;
+} ti_cache;
+
+static const double *ti_data_row_cached(const ti_args *A, const ti_prob *P, ti_cache *C)
+{
+    const int64_t i = P->i, u = A->cmap ? A->cmap[i] : i;
+    const int64_t s = C->slot[u];
+    double *r = A->rbuf;
+    if (s >= 0) {
+        r = C->rows + s * A->m;
+    } else {
+        if (s == -1) {
+            C->slot[u] = -2;
+        } else if (C->used < C->cap) {
+            C->slot[u] = C->used;
+            r = C->rows + (C->used++) * A->m;
+        }
+        double *a = A->rbuf + A->m;
+        ti_column(A, i, a);
+        ti_row_raw(A->D, A->blk, A->n, A->m, a, r);
+    }
+    if (A->cmap || r == A->rbuf) return ti_finish_row(A, r, A->gbuf, i, A->eta[P->b]);
+    memcpy(C->g, r, (size_t)A->k * sizeof(double));     /* k == m: keep the cached row */
+    C->g[i] += A->eta[P->b];
+    return C->g;
+}
+
 /* ti_fw_gram's loop in data form: no Gram matrix; each step computes the row it needs
- * (ti_data_row, O(n m)) instead of reading it from a k x k bank. The problems run one by
- * one (two in alternation sharing each pass over D was tried: no faster, the row's
- * arithmetic not the reads of D bounds it). D (n x m), cmap (k, or NULL), rbuf (m + n),
- * gbuf (k, or NULL without cmap) scratch; a blocked copy of D (n x m numbers) is
- * allocated here for the AVX kernel; gd (k): diagonal of G + eta I (the column sums of squares of D in ti_data_row's
- * order, spread by cmap, plus eta); base (B) all zero; the other arguments as ti_fw_gram's. */
+ * (ti_data_row, O(n m)) instead of reading it from a k x k bank -- or, with a cache
+ * (cache: cache_rows x m numbers, cache_rows >= 1; NULL / 0: none), reads a row computed
+ * before for the same column of D (ti_data_row_cached; the problems of a call share D,
+ * so they share the cache). cache_slot (m) / cache_used (1): NULL, a cache for this call
+ * only; else the caller's table, kept across calls on the same D (a placebo's chunks),
+ * its entries -1 for a fresh cache. The problems run one by one (two in alternation sharing each
+ * pass over D was tried: no faster, the row's arithmetic not the reads of D bounds it).
+ * D (n x m), cmap (k, or NULL), rbuf (m + n), gbuf (k, or NULL without cmap) scratch; a
+ * blocked copy of D (n x m numbers) is allocated here for the AVX kernel; gd (k):
+ * diagonal of G + eta I (the column sums of squares of D in ti_data_row's order, spread
+ * by cmap, plus eta); base (B) all zero; the other arguments as ti_fw_gram's. */
 TI_EXPORT void ti_fw_data(int64_t B, int64_t k, int64_t n, int64_t m, const double *D,
                           const int64_t *cmap, const int64_t *base, const double *gd,
                           const double *Atb, const double *bb, const double *eta,
                           const double *md2n, int64_t max_iter, double *h, double *y,
                           double *cp_, double *xx_, double *p_, int64_t *n_iter,
-                          uint8_t *conv, double *rbuf, double *gbuf)
+                          uint8_t *conv, double *rbuf, double *gbuf, double *cache,
+                          int64_t cache_rows, int64_t *cache_slot, int64_t *cache_used)
 {
     if (!ti_update_argmin) ti_fw_select(-1, 1);
     if (B <= 0 || k <= 0) return;
@@ -445,11 +488,34 @@ TI_EXPORT void ti_fw_data(int64_t B, int64_t k, int64_t n, int64_t m, const doub
     }
     ti_args A = {k, max_iter, NULL, gd, Atb, bb, eta, md2n, base, h, y, cp_, xx_, p_,
                  n_iter, conv, n, m, D, blk, cmap, rbuf, gbuf};
+    ti_cache C = {cache, cache_slot, NULL, cache ? cache_rows : 0, 0};
+    if (C.cap > 0) {
+        if (!cache_slot) C.slot = (int64_t *)malloc((size_t)m * sizeof(int64_t));
+        C.g = cmap ? NULL : (double *)malloc((size_t)k * sizeof(double));
+        if (!C.slot || (!cmap && !C.g)) {            /* no memory: no cache */
+            if (!cache_slot) free(C.slot);
+            free(C.g);
+            C.slot = NULL; C.g = NULL; C.cap = 0;
+        } else if (cache_slot) {
+            C.used = cache_used ? *cache_used : 0;   /* the caller's cache, kept */
+        } else {
+            for (int64_t u = 0; u < m; u++) C.slot[u] = -1;
+        }
+    }
     for (int64_t b = 0; b < B; b++) {
         ti_prob P;
         ti_start(&A, &P, b);
-        while (!ti_step(&A, &P, NULL, ti_data_row(&A, &P))) {}
+        if (C.cap > 0)
+            while (!ti_step(&A, &P, NULL, ti_data_row_cached(&A, &P, &C))) {}
+        else
+            while (!ti_step(&A, &P, NULL, ti_data_row(&A, &P))) {}
     }
+    if (cache_slot) {
+        if (cache_used && C.cap > 0) *cache_used = C.used;
+    } else {
+        free(C.slot);
+    }
+    free(C.g);
     free(blk);
 }
 

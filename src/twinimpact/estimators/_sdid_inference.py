@@ -43,6 +43,7 @@ from ._sdid_solver import (
     fixed_weights,
     gram_blocks,
     gram_fits,
+    row_cache_scope,
     sdid_fit,
     solve_gram_sets,
     sum_normalize,
@@ -258,10 +259,11 @@ def placebo_replicates(Y: np.ndarray, N0: int, groups: list[Group], fits: list[S
     ctrl = perms[:, :n0_new]
     out = np.empty((n_reps, 1 + len(groups)))
     start = n0_new
-    for g, fit in enumerate(track(fits, "synthetic_did placebo (cohorts)")):
-        out[:, 1 + g] = _placebo_taus(Y[:N0], ctrl, perms[:, start:start + sizes[g]], fit,
-                                      stats)
-        start += sizes[g]
+    with row_cache_scope():          # one row-cache buffer for every chunk (data form)
+        for g, fit in enumerate(track(fits, "synthetic_did placebo (cohorts)")):
+            out[:, 1 + g] = _placebo_taus(Y[:N0], ctrl, perms[:, start:start + sizes[g]],
+                                          fit, stats)
+            start += sizes[g]
     t1 = np.array([T - grp.a for grp in groups])
     cells = np.array(sizes, dtype=float) * t1
     out[:, 0] = out[:, 1:] @ (cells / cells.sum())
@@ -324,18 +326,19 @@ def bootstrap_replicates(Y: np.ndarray, N0: int, groups: list[Group], fits: list
     grams = [control_gram(Y, N0, grp.a, fit.options.omega_intercept) if k else per_draw
              for grp, fit, k in zip(groups, fits, keep, strict=True)]
     bar = progress(n_reps, "synthetic_did bootstrap")
-    for count, (ctrl, tr) in enumerate(sampler):
-        taus = np.empty(len(groups))
-        for g, (grp, fit) in enumerate(zip(groups, fits, strict=True)):
-            Yg = Y[np.concatenate([ctrl, tr[g]])]
-            f = sdid_fit(Yg, len(ctrl), grp.a, fit.options,
-                         omega=sum_normalize(fit.omega[ctrl]), lam=fit.lam,
-                         omega_gram=(grams[g], ctrl))
-            taus[g] = f.tau
-        att, _ = aggregate(taus, [len(r) for r in tr], [T - grp.a for grp in groups])
-        out[count, 0] = att
-        out[count, 1:] = taus
-        bar.update()
+    with row_cache_scope():          # one row-cache buffer for every draw (data form)
+        for count, (ctrl, tr) in enumerate(sampler):
+            taus = np.empty(len(groups))
+            for g, (grp, fit) in enumerate(zip(groups, fits, strict=True)):
+                Yg = Y[np.concatenate([ctrl, tr[g]])]
+                f = sdid_fit(Yg, len(ctrl), grp.a, fit.options,
+                             omega=sum_normalize(fit.omega[ctrl]), lam=fit.lam,
+                             omega_gram=(grams[g], ctrl))
+                taus[g] = f.tau
+            att, _ = aggregate(taus, [len(r) for r in tr], [T - grp.a for grp in groups])
+            out[count, 0] = att
+            out[count, 1:] = taus
+            bar.update()
     bar.close()
     return out, sampler.rejected
 

@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import threading
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -50,6 +52,7 @@ __all__ = [
     "gram_blocks",
     "gram_fits",
     "noise_level",
+    "row_cache_scope",
     "sc_weight_fw",
     "sc_weight_fw_batch",
     "sc_weight_fw_reference",
@@ -457,7 +460,8 @@ def _compiled_fw():
             fn.data = lib.ti_fw_data
             fn.data.restype = None
             fn.data.argtypes = ([ctypes.c_int64] * 4 + [ctypes.c_void_p] * 8
-                                + [ctypes.c_int64] + [ctypes.c_void_p] * 9)
+                                + [ctypes.c_int64] + [ctypes.c_void_p] * 10
+                                + [ctypes.c_int64] + [ctypes.c_void_p] * 2)
             fn.gather = lib.ti_gather_gram
             fn.gather.restype = None
             fn.gather.argtypes = [ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64,
@@ -552,12 +556,65 @@ def _fw_data_c(fn, st: _Set, P: DataProblems, md2: float, max_iter: int,
     cp, xx, p = (np.ascontiguousarray(v, dtype=np.float64) for v in (st.cp, st.xx, st.p))
     rbuf = np.empty(m + n)
     gbuf = np.empty(k if cmap is not None else 0)
+    cache, rows, slot, used = _row_cache(D)
     fn.data(B, k, n, m, D.ctypes.data, None if cmap is None else cmap.ctypes.data,
             base.ctypes.data, gd.ctypes.data, st.Atb.ctypes.data, bb.ctypes.data,
             eta.ctypes.data, md2n.ctypes.data, int(max_iter), h.ctypes.data,
             st.y.ctypes.data, cp.ctypes.data, xx.ctypes.data, p.ctypes.data,
             n_iter.ctypes.data, conv.ctypes.data, rbuf.ctypes.data,
-            gbuf.ctypes.data if gbuf.size else None)
+            gbuf.ctypes.data if gbuf.size else None,
+            cache.ctypes.data if rows else None, rows,
+            slot.ctypes.data if rows and slot is not None else None,
+            used.ctypes.data if rows and slot is not None else None)
+
+
+#: the compiled data-form loop's row cache (``ti_fw_data``): the row of ``G`` computed for
+#: a Frank-Wolfe vertex is kept from the vertex's second visit and read again after (a
+#: bootstrap draw's pass 2: 10,000 steps over ~0.7 of its distinct controls), in at most
+#: this many float64 numbers (64 MB; 0: no cache). At most the Gram form's budget
+#: (:data:`_GRAM_MAX_ELEMS`), so smaller than the k x k matrix the data form avoids. The
+#: same numbers with or without it (the same rows, computed once by the same code; tested
+#: bit for bit). Issue 13's panel, 50 draws, fresh processes (RESULTS.md, SDID section):
+#: bootstrap 4,000 units 5.24 -> 2.85 s CPU, 10,000 units 13.66 -> 9.15 s; placebo
+#: 6.33 -> 3.62 s and 16.57 -> 15.26 s; peak +33 to +53 MB, still below diff-diff's
+_ROW_CACHE_ELEMS = 2**23
+_ROW_SCOPE = threading.local()
+
+
+@contextmanager
+def row_cache_scope():
+    """Reuse one row-cache buffer for every data-form solve inside (a bootstrap's draws, a
+    placebo's chunks) instead of a fresh one per solve (whose pages are faulted in each
+    time), and keep the cached rows from one solve to the next on the same design (a
+    placebo's chunks of replicates share it); per thread, released on exit."""
+    prev = getattr(_ROW_SCOPE, "state", None)
+    _ROW_SCOPE.state = {"buf": np.empty(0), "D": None}
+    try:
+        yield
+    finally:
+        _ROW_SCOPE.state = prev
+
+
+def _row_cache(D: np.ndarray) -> tuple[np.ndarray, int, np.ndarray | None,
+                                         np.ndarray | None]:
+    """The row cache of a data-form solve on design ``D`` (``n x m``): buffer, rows
+    (0: no cache), and inside :func:`row_cache_scope` its slot table and fill count
+    (kept while the design is the same object, held here so that it stays alive; a new
+    design starts a fresh table)."""
+    m = D.shape[1]
+    rows = min(m, _ROW_CACHE_ELEMS // m) if m > 0 else 0
+    if rows < 1:
+        return np.empty(0), 0, None, None
+    need = rows * m
+    st = getattr(_ROW_SCOPE, "state", None)
+    if st is None:
+        return np.empty(need), rows, None, None
+    if st["D"] is not D or st["rows"] != rows:
+        if st["buf"].size < need:
+            st["buf"] = np.empty(need)
+        st.update(D=D, rows=rows, slot=np.full(m, -1, dtype=np.int64),
+                  used=np.zeros(1, dtype=np.int64))
+    return st["buf"], rows, st["slot"], st["used"]
 
 
 def _fw_one_numpy(P: GramProblems | DataProblems, md2: float, max_iter: int

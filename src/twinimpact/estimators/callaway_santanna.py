@@ -29,6 +29,7 @@ from scipy import stats
 
 from ..core.fe import factorize
 from ..core.labels import string_codes
+from ..core.rowblocks import row_blocks
 from ..core.threads import blas_single_thread
 from ..core.validation import (
     RowFilter,
@@ -207,8 +208,10 @@ def _factorize_sorted(values: pd.Series) -> tuple[np.ndarray, pd.Index]:
     counting pass (O(n), no hashing); Arrow strings by :func:`~twinimpact.core.labels.
     string_codes` (pandas' codes in order of first appearance, hashed in partitions when
     the labels are many), whose labels (one row each) are then sorted as
-    :func:`pandas.factorize` sorts its uniques (``argsort``) and the codes renumbered;
-    anything else goes to :func:`pandas.factorize`.
+    :func:`pandas.factorize` sorts its uniques (``argsort``: Arrow's byte order) and the
+    codes renumbered -- labels of at most eight bytes without a NUL byte through one
+    integer each (:func:`_byte_order_keys`), the others by Arrow; anything else goes to
+    :func:`pandas.factorize`.
     """
     dt = values.dtype
     if isinstance(dt, np.dtype) and dt.kind in "iu" and len(values):
@@ -218,10 +221,16 @@ def _factorize_sorted(values: pd.Series) -> tuple[np.ndarray, pd.Index]:
             small = arr.astype(np.int64)  # a copy: the caller's column is never touched
             if lo:
                 small -= lo
-            present = np.bincount(small, minlength=hi - lo + 1) > 0
-            codes = small if present.all() else (np.cumsum(present) - 1)[small]
+            codes, present = _count_codes(small, hi - lo + 1)
             labels = (np.flatnonzero(present) + lo).astype(dt)
             return codes, pd.Index(labels)
+    dense = _dense_string_values(values.array) if len(values) else None
+    if dense is not None:  # short string ids: sorted codes by counting, no hashing
+        codes, present = _count_codes(*dense)
+        k = int(present.sum())
+        one = np.empty(k, dtype=np.intp)
+        one[codes] = np.arange(len(codes))  # a row of each label (the last)
+        return codes, pd.Index(values.array.take(one))
     coded = string_codes(values.array) if len(values) else None
     if coded is not None:
         codes, k = coded
@@ -230,17 +239,156 @@ def _factorize_sorted(values: pd.Series) -> tuple[np.ndarray, pd.Index]:
         rows = np.arange(len(codes)) if every else np.flatnonzero(on)
         one = np.empty(k, dtype=np.intp)
         one[codes if every else codes[rows]] = rows  # a row of each label (any)
-        uniques = values.array.take(one)  # the labels in code order
-        sorter = np.asarray(uniques.argsort())  # as pandas.factorize(sort=True) (safe_sort)
+        del rows
+        keys = _byte_order_keys(values.array, one)
+        if keys is not None:  # one integer per label, in the labels' byte order
+            sorter = np.argsort(keys)  # (distinct keys: any sort gives the same order)
+            labels = values.array.take(one[sorter])
+        else:
+            uniques = values.array.take(one)  # the labels in code order
+            sorter = np.asarray(uniques.argsort())  # as pandas.factorize(sort=True)
+            labels = uniques.take(sorter)
         rank = np.empty(k, dtype=np.intp)
         rank[sorter] = np.arange(k)
         if every:
             out = rank[codes]
         else:
             out = np.full(len(codes), -1, dtype=np.intp)
-            out[rows] = rank[codes[rows]]
-        return out, pd.Index(uniques.take(sorter))
+            out[on] = rank[codes[on]]
+        return out, pd.Index(labels)
     return pd.factorize(values, sort=True)
+
+
+def _count_codes(v: np.ndarray, span: int) -> tuple[np.ndarray, np.ndarray]:
+    """Dense codes of ``v`` (int64 in ``0..span-1``) in value order and which values occur,
+    by one counting pass (``v`` itself is returned as the codes when every value occurs)."""
+    present = np.bincount(v, minlength=span) > 0
+    codes = v if present.all() else (np.cumsum(present) - 1)[v]
+    return codes, present
+
+
+#: ``_LOW[L]``: the bits of a big-endian eight-byte word after its first ``L`` bytes
+_LOW = np.array([(1 << 8 * (8 - n)) - 1 for n in range(9)], dtype=np.uint64)
+_ONES = np.uint64(0x0101010101010101)
+_HIGHS = np.uint64(0x8080808080808080)
+
+
+def _byte_order_keys(values: Any, rows: np.ndarray) -> np.ndarray | None:
+    """One uint64 per row ``rows[i]`` of an Arrow string array (pandas ``str`` /
+    ``string[pyarrow]``, one chunk): the string's bytes as a big-endian integer,
+    zero-padded to eight bytes. Two strings of at most eight bytes with no NUL byte
+    compare as their keys do in byte order (a proper prefix is padded with zeros, below
+    any other byte), so sorting the keys sorts the strings as Arrow does (UTF-8 byte
+    order, which is also Python's code point order), and distinct strings get distinct
+    keys. None when that could fail -- a selected row is missing or longer than eight
+    bytes, or holds a NUL byte ("a" and "a\\0" would tie) -- or the array is not one
+    Arrow string chunk."""
+    if len(rows) == 0:
+        return np.zeros(0, dtype=np.uint64)
+    got = _string_words(values)
+    if got is None:
+        return None
+    arr, offsets, words = got
+    if arr.null_count and not np.asarray(arr.is_valid())[rows].all():
+        return None
+    start = offsets[rows].astype(np.int64)
+    return _keys_at(words, start, offsets[rows + 1] - start)
+
+
+def _string_words(values: Any) -> tuple[Any, np.ndarray, np.ndarray] | None:
+    """``(arr, offsets, words)`` of an Arrow string array of one chunk: the chunk, its
+    offsets (from its first row) and the big-endian eight-byte words starting at each
+    byte of its data (an overlapping strided view, no copy); None for anything else."""
+    try:
+        import pyarrow as pa
+    except ImportError:  # pragma: no cover - pandas' Arrow strings need pyarrow
+        return None
+    data = getattr(values, "_pa_array", None)
+    if not isinstance(data, pa.ChunkedArray) or data.num_chunks != 1:
+        return None
+    arr = data.chunk(0)
+    if not (pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)):
+        return None
+    bufs = arr.buffers()
+    off_type = np.int64 if pa.types.is_large_string(arr.type) else np.int32
+    offsets = np.frombuffer(bufs[1], dtype=off_type, count=len(arr) + 1 + arr.offset)
+    buf = (np.frombuffer(bufs[2], dtype=np.uint8) if bufs[2] is not None
+           else np.zeros(0, dtype=np.uint8))
+    if len(buf) < 8:
+        buf = np.concatenate([buf, np.zeros(8, dtype=np.uint8)])
+    words = np.ndarray(shape=(len(buf) - 7,), dtype=">u8", buffer=buf, strides=(1,))
+    return arr, offsets[arr.offset:], words
+
+
+def _keys_at(words: np.ndarray, start: np.ndarray, length: np.ndarray) -> np.ndarray | None:
+    """:func:`_byte_order_keys` of the strings at byte offsets ``start`` (int64) of
+    ``length`` bytes, ``words`` the big-endian words from each byte of the data buffer."""
+    if len(length) and length.max() > 8:
+        return None
+    last = len(words) - 1
+    key = words[np.minimum(start, last)].astype(np.uint64)
+    over = start > last
+    if over.any():  # strings ending within the buffer's last eight bytes: shift them up
+        key[over] <<= (8 * (start[over] - last)).astype(np.uint64)
+    low = _LOW[length]
+    key &= ~low  # the string's own bytes, then zeros
+    probe = key | low  # any zero byte left is a NUL in the string
+    if ((probe - _ONES) & ~probe & _HIGHS).any():
+        return None
+    return key
+
+
+def _dense_string_values(values: Any) -> tuple[np.ndarray, int] | None:
+    """``(v, R)``: one int64 per row in ``0..R-1``, ``R <= 4 n + 1000``, ordered as the
+    rows' strings are in byte order and equal exactly when they are, for an Arrow string
+    array (one chunk, no missing label) of strings of at most eight bytes without a NUL
+    byte; None otherwise. Each string is read as its big-endian zero-padded eight bytes
+    (:func:`_byte_order_keys`); each byte position's values span ``lo_j..hi_j`` over the
+    rows, and ``v`` is the mixed-radix number of the bytes minus ``lo_j`` (first byte
+    most significant), which keeps the keys' order. Zero-padded ids such as "u0001234" or
+    FIPS codes span about as many values as there are labels: sorted codes then come
+    from a counting pass over ``v`` instead of hashing and sorting the labels. Two passes
+    block by block (the keys and byte ranges, stopping at the first block that makes the
+    range too wide, a long string or a NUL; then the values, in the keys' memory)."""
+    n = len(values)
+    got = _string_words(values) if 0 < n < 2**31 else None
+    if got is None:
+        return None
+    arr, offsets, words = got
+    if arr.null_count:
+        return None
+    keys = np.empty(n, dtype="<u8")
+    b = keys.view(np.uint8).reshape(n, 8)  # little-endian: column 7 = the first byte
+    lo = np.full(8, 255, dtype=np.uint8)
+    hi = np.zeros(8, dtype=np.uint8)
+    limit = 4 * n + 1000
+    for sl in row_blocks(n):
+        start = offsets[sl.start:sl.stop].astype(np.int64)
+        key = _keys_at(words, start, offsets[sl.start + 1:sl.stop + 1] - start)
+        if key is None:
+            return None
+        keys[sl] = key
+        np.minimum(lo, b[sl].min(axis=0), out=lo)
+        np.maximum(hi, b[sl].max(axis=0), out=hi)
+        if math.prod(int(h) - int(lw) + 1 for h, lw in zip(hi, lo, strict=True)) > limit:
+            return None
+    span, mults = 1, [0] * 8
+    for j in range(8):  # column 0 (the eighth byte) least significant
+        mults[j] = span
+        span *= int(hi[j]) - int(lo[j]) + 1
+    v = keys.view(np.int64)
+    varying = [j for j in range(8) if hi[j] > lo[j]]
+    for sl in row_blocks(n):
+        blk = b[sl]
+        acc = np.zeros(sl.stop - sl.start, dtype=np.int64)
+        for j in varying:
+            col = blk[:, j].astype(np.int64)
+            col -= int(lo[j])
+            if mults[j] != 1:
+                col *= mults[j]
+            acc += col
+        v[sl] = acc
+    return v, span
 
 
 def _time_codes(tt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -501,6 +649,7 @@ def _prepare(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort: 
     n_per_unit = np.bincount(uc, minlength=n_u)
     incomplete = (n_per_unit > 0) & (n_per_unit < T)
     balanced = not incomplete.any()
+    counted = len(uc)
     if incomplete.any() and not allow_unbalanced:
         n_inc = int(incomplete.sum())
         before = len(uc)
@@ -517,7 +666,8 @@ def _prepare(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort: 
             raise EstimationError(format_message(
                 f"{ESTIMATOR}: no unit is observed in every period", seen=f"{T} periods",
                 fix="balance the panel or restrict it to periods where units are observed"))
-    present = np.bincount(uc, minlength=n_u) > 0
+    # (the units' row counts still hold when balancing dropped nothing)
+    present = (n_per_unit if len(uc) == counted else np.bincount(uc, minlength=n_u)) > 0
     n = int(present.sum())
     u2 = uc if n == n_u else (np.cumsum(present) - 1)[uc]  # (codes kept when all present)
     # allow_unbalanced: the repeated-cross-section path only when the panel really is
@@ -525,10 +675,6 @@ def _prepare(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort: 
     # FALSE and uses the panel estimators (did NEWS 2.3.0), and so do we
     allow_unbalanced = allow_unbalanced and not balanced
     fill = np.nan if allow_unbalanced else None
-    obs_mask = None
-    if allow_unbalanced:
-        obs_mask = np.zeros((n, T), dtype=bool, order="F")
-        obs_mask[u2, tc] = True
 
     def wide(v: np.ndarray) -> np.ndarray:
         m = (np.empty((n, T), order="F") if fill is None  # column access is contiguous
@@ -537,6 +683,11 @@ def _prepare(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort: 
         return m
 
     Y = wide(y)
+    obs_mask = None
+    if allow_unbalanced:  # the observed cells: no kept row has a missing outcome, so the
+        # cells left NaN are exactly the unobserved ones (one pass, not a second scatter)
+        obs_mask = np.isnan(Y)
+        np.logical_not(obs_mask, out=obs_mask)
     Xw = [wide(x) for x in xs]
     coh = np.empty(n)
     coh[u2] = g

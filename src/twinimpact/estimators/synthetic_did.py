@@ -69,6 +69,7 @@ from ._sdid_solver import (
     default_options,
     fixed_weights,
     fw_loop,
+    row_cache_scope,
     sdid_fit,
     sum_normalize,
 )
@@ -806,8 +807,9 @@ class BlockFitter:
         return self._fit(ctrl, tr, a, opts, omega, f0.lam, f0.beta)[2]
 
     def replicates(self, kind: str, n_reps: int, rng):
-        return replicate_blocks(kind, self.Y.shape[0], self.N0, self.groups, self.fit_block,
-                                n_reps, rng, begin=self.begin)
+        with row_cache_scope():      # one row-cache buffer for every replication
+            return replicate_blocks(kind, self.Y.shape[0], self.N0, self.groups,
+                                    self.fit_block, n_reps, rng, begin=self.begin)
 
     def _jackknife_projected(self) -> np.ndarray | None:
         """The fixed-weights jackknife with the "projected" adjustment in O(N T p^2)
