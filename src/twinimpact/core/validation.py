@@ -34,6 +34,7 @@ from ..errors import (
 )
 from .labels import string_codes
 from .rowblocks import pair_sums, row_blocks
+from .unitorder import gather, should_order, sort_values, sortable_values, wide_enough
 
 __all__ = [
     "PanelData",
@@ -43,6 +44,7 @@ __all__ = [
     "check_weights",
     "cohort_per_unit",
     "dense_codes",
+    "first_in_caller_order",
     "gap_aware_refs",
     "normalize_cohort",
     "prepare_panel",
@@ -437,12 +439,21 @@ class PanelData:
 
 def prepare_panel(data: Any, *, outcome: str, unit: str, time: str, cohort: str | None = None,
                   extra: Sequence[str] = (), numeric_extra: Sequence[str] = (),
-                  estimator: str = "estimator", allow_duplicates: bool = False) -> PanelData:
+                  estimator: str = "estimator", allow_duplicates: bool = False,
+                  order_by_unit: bool = False) -> PanelData:
     """Validate a long panel and return a clean copy (see :class:`PanelData`).
 
     Checks: DataFrame and non-empty; columns exist; outcome/time/cohort numeric; cohort
     constant within unit; no duplicated unit x time rows. Rows with missing outcome,
     time or extras are dropped, counted and announced with a :class:`DroppedRowsWarning`.
+
+    ``order_by_unit``: when the rows come in no order and the units are many
+    (:func:`~twinimpact.core.unitorder.should_order`), the returned panel holds the rows
+    grouped by unit (stable: each unit's rows in the caller's order) and ``rows`` says
+    where each came from, so that every later pass over the rows streams through the
+    per-unit tables (:mod:`~twinimpact.core.unitorder`). For estimators whose numbers do
+    not depend on the row order (beyond rounding) and that return nothing per row. The
+    errors are the same as without it (they are recomputed in the caller's row order).
     """
     data = require_frame(data)
     cols = [outcome, unit, time, cohort, *extra, *numeric_extra]
@@ -467,19 +478,48 @@ def prepare_panel(data: Any, *, outcome: str, unit: str, time: str, cohort: str 
     rows.drop_missing(arrs["unit"], f"missing unit ({unit})")
     rows.drop_missing(arrs["time"], f"missing time ({time})")
     keep = rows.keep
-    unit_codes, n_unit_levels = dense_codes(arrs["unit"])
-    if cohort is not None:
-        # a float64 column comes back as a read-only view of the caller's data (copied
-        # by normalize_cohort); any other type as a new array, normalised in place
-        raw_g = _numeric(data, cohort, "cohort", allow_inf=True, view_ok=True)
+    raw_g = (None if cohort is None else
+             # a float64 column comes back as a read-only view of the caller's data
+             # (copied by normalize_cohort); any other type as a new array, normalised
+             # in place
+             _numeric(data, cohort, "cohort", allow_inf=True, view_ok=True))
+    perm = None
+    caller_units = arrs["unit"]
+    sortable = (sortable_values(caller_units) if order_by_unit and should_order(caller_units)
+                else None)
+    if sortable is not None and wide_enough(sortable[1]):
+        # rows sorted by unit from here on, the units coded from the sorted ids (no
+        # hashing); the caller's labels kept for the messages
+        owned = {c for c, src in (("time", time), *((c, c) for c in numeric_extra))
+                 if _converted(data, src, arrs[c])}
+        if cohort is not None and _converted(data, cohort, raw_g):
+            owned.add(_RAW_COHORT)
+        perm, arrs, unit_codes, n_unit_levels, raw_g = _order_rows(arrs, *sortable, raw_g,
+                                                                   owned)
+        rows.keep = keep = rows.keep[perm]
+    else:
+        unit_codes, n_unit_levels = dense_codes(caller_units)
+    del sortable
+    if cohort is not None and raw_g is not None:
         tv = arrs["time"]
         last = (np.nanmax(tv) if keep.all() else np.nanmax(tv[keep]) if keep.any()
                 else np.inf)
         arrs["cohort"] = normalize_cohort(raw_g, last, in_place=raw_g.flags.writeable)
         del raw_g
-        cohort_per_unit(unit_codes, n_unit_levels, arrs["cohort"],
-                        raw=data[cohort], unit_values=arrs["unit"],
-                        estimator=estimator, cohort_name=cohort, unit_name=unit)
+        try:
+            cohort_per_unit(unit_codes, n_unit_levels, arrs["cohort"],
+                            raw=data[cohort], unit_values=arrs["unit"],
+                            estimator=estimator, cohort_name=cohort, unit_name=unit)
+        except InputError:
+            if perm is None:
+                raise
+            # the caller's row order names the same unit and values as without ordering
+            caller_codes, caller_levels = dense_codes(caller_units)
+            cohort_per_unit(caller_codes, caller_levels,
+                            _unpermute(arrs["cohort"], perm), raw=data[cohort],
+                            unit_values=caller_units, estimator=estimator,
+                            cohort_name=cohort, unit_name=unit)
+            raise
     rows.drop_missing(arrs["y"], f"missing outcome ({outcome})")
     for c in [*extra, *numeric_extra]:
         rows.drop_missing(arrs[c], f"missing {c}")
@@ -497,15 +537,95 @@ def prepare_panel(data: Any, *, outcome: str, unit: str, time: str, cohort: str 
     time_codes, n_periods = dense_codes(arrs["time"])
     if not allow_duplicates:
         uv, tv = arrs["unit"], arrs["time"]
-        refuse_duplicate_pairs(unit_codes, time_codes, n_units, n_periods,
-                               label_row=lambda i: (uv[i], tv[i]), estimator=estimator,
-                               unit_name=unit, time_name=time)
+        try:
+            refuse_duplicate_pairs(unit_codes, time_codes, n_units, n_periods,
+                                   label_row=lambda i: (uv[i], tv[i]), estimator=estimator,
+                                   unit_name=unit, time_name=time)
+        except InputError:
+            if perm is None:
+                raise
+            # the first duplicate in the caller's row order, as without ordering
+            kept = perm if every else perm[keep_arr]
+            order = np.argsort(kept, kind="stable")
+            uo, to = uv[order], tv[order]
+            refuse_duplicate_pairs(unit_codes[order], time_codes[order], n_units, n_periods,
+                                   label_row=lambda i: (uo[i], to[i]), estimator=estimator,
+                                   unit_name=unit, time_name=time)
+            raise
     out = pd.DataFrame(arrs, copy=False)
+    positions = (_positions(keep_arr) if perm is None else perm if every
+                 else perm[keep_arr])
     return PanelData(frame=out,
                      names={"outcome": outcome, "unit": unit, "time": time,
                             "cohort": cohort or ""},
                      dropped=dropped, n_input=n_input, unit_codes=unit_codes,
-                     time_codes=time_codes, rows=_positions(keep_arr))
+                     time_codes=time_codes, rows=positions)
+
+
+def _unpermute(a: np.ndarray, perm: np.ndarray) -> np.ndarray:
+    """The rows of ``a`` (in the order ``perm`` of the caller's rows) back in the
+    caller's order."""
+    out = np.empty_like(a)
+    out[perm] = a
+    return out
+
+
+#: the raw cohort column's key among :func:`_order_rows`' columns (no column name)
+_RAW_COHORT = ("raw cohort",)
+
+
+def _order_rows(arrs: dict[str, Any], v: np.ndarray, span: int, raw_g: np.ndarray | None,
+                owned: set[Any]
+                ) -> tuple[np.ndarray, dict[str, Any], np.ndarray, int, np.ndarray | None]:
+    """The rows sorted by unit (``v``, ``span``: :func:`~.unitorder.sortable_values` of
+    the unit labels; stable): the permutation, the columns gathered (the unit labels of an
+    extension array as a Categorical of the same labels, its categories the labels in code
+    order), the dense unit codes in that order and their number, the raw cohorts (None
+    stays None; :data:`_RAW_COHORT` in ``owned``). ``v`` is consumed.
+
+    ``owned``: the columns converted here (new arrays, no caller's memory): once gathered,
+    their old buffers receive the next columns (n-row arrays are fresh mappings whose
+    pages the kernel faults in: one new buffer for the sort's scratch and the first
+    column, then recycled ones)."""
+    n = len(v)
+    cols: dict[Any, Any] = {c: a for c, a in arrs.items()
+                            if c != "unit" or isinstance(a, np.ndarray)}
+    if raw_g is not None:
+        cols[_RAW_COHORT] = raw_g
+    scratch = np.empty(n, dtype=np.float64)  # the sort's scratch, then a column's buffer
+    perm, codes, n_units = sort_values(v, span, scratch)
+    pool = [scratch]
+    new: dict[str, Any] = {}
+    for c in sorted(cols, key=lambda c: c not in owned):  # converted columns first
+        a = cols[c]
+        out = None
+        if (pool and isinstance(a, np.ndarray) and a.ndim == 1 and a.dtype.itemsize == 8
+                and a.dtype.kind in "iuf"):
+            out = pool.pop().view(a.dtype)
+        new[c] = gather(perm, [a], [out])[0]
+        if c in owned:
+            pool.append(a)
+    del pool
+    labels = arrs["unit"]
+    if not isinstance(labels, np.ndarray):
+        if isinstance(labels, pd.Categorical):
+            new["unit"] = labels.take(perm)
+        else:
+            # each code's label read at its first row (n_units reads, not n)
+            counts = np.bincount(codes, minlength=n_units)
+            starts = np.cumsum(counts) - counts
+            cats = pd.Index(labels.take(perm[starts]))
+            new["unit"] = pd.Categorical.from_codes(codes, dtype=pd.CategoricalDtype(cats))
+    g = new.pop(_RAW_COHORT, None)
+    return perm, {c: new[c] for c in arrs}, codes, n_units, g
+
+
+def _converted(data: pd.DataFrame, col: str, arr: Any) -> bool:
+    """Whether ``arr`` (float64, from :func:`_numeric`) is a new array converted from the
+    caller's numpy integer or boolean column ``col`` (so none of the caller's memory)."""
+    dtype = data[col].dtype
+    return (isinstance(arr, np.ndarray) and arr.dtype == np.float64 and arr.flags.owndata
+            and arr.flags.writeable and isinstance(dtype, np.dtype) and dtype.kind in "iub")
 
 
 def _positions(keep: np.ndarray) -> np.ndarray:
@@ -603,13 +723,25 @@ def _fmt_periods(periods: np.ndarray) -> str:
     return ", ".join(p) if len(p) <= 8 else ", ".join(p[:4]) + ", …, " + ", ".join(p[-2:])
 
 
+def first_in_caller_order(mask: np.ndarray, rows: np.ndarray | None) -> int:
+    """Index of the true entry of ``mask`` that comes first in the caller's frame
+    (``rows``: the prepared panel's positions there, which need not increase when the
+    rows were put in unit order; None: the first true entry)."""
+    if rows is None:
+        return int(mask.argmax())
+    hits = np.flatnonzero(mask)
+    return int(hits[np.argmin(rows[hits])])
+
+
 def check_weights(w: np.ndarray, frame: pd.DataFrame, *, column: str, estimator: str,
-                  unit: str = "unit", time: str = "time") -> None:
+                  unit: str = "unit", time: str = "time",
+                  rows: np.ndarray | None = None) -> None:
     """Observation weights must be non-negative with a positive sum (``frame`` is the
-    prepared panel aligned with ``w``; its unit and time name the first bad row)."""
+    prepared panel aligned with ``w``; its unit and time name the first bad row in the
+    caller's order, ``rows`` the panel's positions in the caller's frame)."""
     neg = w < 0
     if neg.any():
-        i = int(neg.argmax())
+        i = first_in_caller_order(neg, rows)
         raise InputError(format_message(
             f"{estimator}: weights {column!r} must be non-negative ({int(neg.sum())} "
             "negative)", where=f"{unit} = {_plain(frame['unit'].iloc[i])!r}, "

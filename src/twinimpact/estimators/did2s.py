@@ -299,7 +299,7 @@ def did2s(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort: str
     pdata = prepare_panel(data, outcome=outcome, unit=unit, time=time, cohort=cohort,
                           extra=extra, numeric_extra=[*covariates,
                                                       *([weights] if weights else [])],
-                          estimator=est)
+                          estimator=est, order_by_unit=True)
     f = pdata.frame
     dropped = dict(pdata.dropped)
 

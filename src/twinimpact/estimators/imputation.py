@@ -413,7 +413,7 @@ def imputation(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort
     extra = [c for c in (clus,) if c not in (unit, time)]
     pdata = prepare_panel(data, outcome=outcome, unit=unit, time=time, cohort=cohort,
                           extra=extra, numeric_extra=[weights] if weights else [],
-                          estimator=est)
+                          estimator=est, order_by_unit=True)
     f = pdata.frame
     dropped = dict(pdata.dropped)
     y, t, g, never, treated, w = two_stage_rows(f, cohort, weights, "imputation")

@@ -222,7 +222,7 @@ def sun_abraham(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohor
             "ref must name at least one relative period", seen=ref, fix="pass ref=-1"))
     extra = [c for c in clus if c not in (unit, time)]
     pdata = prepare_panel(data, outcome=outcome, unit=unit, time=time, cohort=cohort,
-                          extra=extra, numeric_extra=covariates, estimator=est)
+                          extra=extra, numeric_extra=covariates, estimator=est, order_by_unit=True)
     f = pdata.frame
     dropped = dict(pdata.dropped)
     g = f["cohort"].to_numpy()

@@ -46,6 +46,7 @@ from ..core.validation import (
     as_tuple,
     check_weights,
     dense_codes,
+    first_in_caller_order,
     gap_aware_refs,
     prepare_panel,
     require_columns,
@@ -162,12 +163,13 @@ def twfe(data: pd.DataFrame, *, outcome: str, unit: str, time: str,
     extra = [c for c in clus if c not in (unit, time)]
     num_extra = [*covariates, *([treatment] if treatment else []), *([weights] if weights else [])]
     pdata = prepare_panel(data, outcome=outcome, unit=unit, time=time, cohort=cohort,
-                          extra=extra, numeric_extra=num_extra, estimator="twfe")
+                          extra=extra, numeric_extra=num_extra, estimator="twfe",
+                          order_by_unit=True)
     f = pdata.frame
     if treatment is not None:
         d = f[treatment].to_numpy(dtype=float)
         if not np.isin(d, (0.0, 1.0)).all():
-            bad = d[~np.isin(d, (0.0, 1.0))][0]
+            bad = d[first_in_caller_order(~np.isin(d, (0.0, 1.0)), pdata.rows)]
             raise InputError(format_message(
                 f"treatment column {treatment!r} must be 0/1", seen=bad,
                 fix="pass a 0/1 indicator, or cohort= with the first treated period"))
@@ -186,7 +188,8 @@ def twfe(data: pd.DataFrame, *, outcome: str, unit: str, time: str,
     names = ["ATT", *covariates]
     w = f[weights].to_numpy(dtype=float) if weights else None
     if w is not None:
-        check_weights(w, f, column=weights, estimator="twfe", unit=unit, time=time)
+        check_weights(w, f, column=weights, estimator="twfe", unit=unit, time=time,
+                      rows=pdata.rows)
     u_codes, t_codes = pdata.unit_codes, pdata.time_codes
     onehot = np.where(d == 1.0, 0, -1)
     params, v, vspec, info = fit_fe_codes(
@@ -273,7 +276,8 @@ def _ref_outside_window(refs: tuple[int, ...], lo: int, hi: int, leads: int | No
     n_never = int(np.count_nonzero(np.bincount(pd.factorize(units[~treated])[0]))) \
         if (~treated).any() else 0
     if below and leads is None:
-        i = int(np.nanargmin(rel))          # a treated row at the earliest relative period
+        # a treated row at the earliest relative period (the first in the caller's rows)
+        i = first_in_caller_order(rel == np.nanmin(rel), rows)
         def plain(v: Any) -> Any:
             return v.item() if isinstance(v, np.generic) else v
 
@@ -400,7 +404,8 @@ def event_study(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohor
     extra = [c for c in clus if c not in (unit, time)]
     num_extra = [*covariates, *([weights] if weights else [])]
     pdata = prepare_panel(data, outcome=outcome, unit=unit, time=time, cohort=cohort,
-                          extra=extra, numeric_extra=num_extra, estimator="event_study")
+                          extra=extra, numeric_extra=num_extra, estimator="event_study",
+                          order_by_unit=True)
     f = pdata.frame
     dropped = dict(pdata.dropped)
     u_codes, t_codes = pdata.unit_codes, pdata.time_codes
@@ -465,7 +470,8 @@ def event_study(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohor
         z[:, j] = f[c].to_numpy(dtype=float)
     w = f[weights].to_numpy(dtype=float) if weights else None
     if w is not None:
-        check_weights(w, f, column=weights, estimator="event_study", unit=unit, time=time)
+        check_weights(w, f, column=weights, estimator="event_study", unit=unit, time=time,
+                      rows=used_rows)
     params, v, vspec, info = fit_fe_codes(
         f["y"].to_numpy(), z, names, [u_codes, t_codes], _cluster_codes(
             f, clus, unit, time, u_codes, t_codes),

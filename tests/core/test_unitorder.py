@@ -1,0 +1,297 @@
+"""Rows put in unit order at preparation (core.unitorder, prepare_panel(order_by_unit=True)).
+
+* the kernels: the compiled sort / gather / mixed-radix keys give the bytes of NumPy's
+  stable argsort, take and the NumPy path (both run here when the extension is built);
+* sortable_values is one-to-one with the labels (equal numbers exactly for equal labels);
+* prepare_panel with the rows ordered holds the caller's rows at ``rows``, the same
+  dropped counts, codes that match the labels, and the same errors as without ordering;
+* the four estimators that order (event study / twfe, imputation, did2s, Sun-Abraham)
+  give the same numbers (1e-10) ordered and not, on shuffled string and integer ids, with
+  weights, covariates, another cluster column and Driscoll-Kraay, whatever the row order.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import twinimpact as ti
+from twinimpact.core import unitorder
+from twinimpact.core.validation import prepare_panel
+from twinimpact.errors import InputError
+
+KERNELS = ["compiled", "numpy"]
+
+
+@pytest.fixture(params=KERNELS)
+def kernel(request, monkeypatch):
+    if request.param == "compiled":
+        unitorder._LIB.clear()
+        if unitorder._compiled() is None:
+            pytest.skip("the _unitorder extension is not built")
+    else:
+        monkeypatch.setenv(unitorder.KERNEL_ENV, "numpy")
+    unitorder._LIB.clear()
+    yield request.param
+    unitorder._LIB.clear()
+
+
+def _arrow_str(values) -> pd.api.extensions.ExtensionArray:
+    arr = pa.chunked_array([pa.array(list(values), type=pa.large_string())])
+    return pd.arrays.ArrowStringArray(arr, dtype=pd.StringDtype("pyarrow", na_value=np.nan))
+
+
+def _check_sort(v: np.ndarray, span: int) -> None:
+    ref_perm = np.argsort(v, kind="stable")
+    sv = v[ref_perm]
+    ref_codes = np.unique(sv, return_inverse=True)[1] if len(v) else sv
+    perm, codes, g = unitorder.sort_values(v.copy(), span)
+    assert perm.dtype == np.int32
+    np.testing.assert_array_equal(perm, ref_perm)
+    np.testing.assert_array_equal(codes, ref_codes)
+    assert g == len(np.unique(v))
+
+
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.integers(1, 3000), st.integers(1, 5000), st.integers(0, 2**31))
+def test_sort_values_is_a_stable_argsort(kernel, n, span, seed):
+    rng = np.random.default_rng(seed)
+    v = rng.integers(0, span, n).astype(np.int64)
+    _check_sort(v, span)
+
+
+@pytest.mark.parametrize("lo_bits", [1, 4, 11])
+def test_sort_values_two_passes(kernel, monkeypatch, lo_bits):
+    monkeypatch.setattr(unitorder, "LO_BITS", lo_bits)
+    rng = np.random.default_rng(lo_bits)
+    for span in (1, 2, 17, 300, 70_000):
+        _check_sort(rng.integers(0, span, 20_000).astype(np.int64), span)
+    _check_sort(np.arange(5000, dtype=np.int64)[::-1].copy(), 5000)
+
+
+def test_sort_values_refuses_values_out_of_range():
+    unitorder._LIB.clear()
+    if unitorder._compiled() is None:
+        pytest.skip("the _unitorder extension is not built")
+    with pytest.raises(ValueError, match="outside"):
+        unitorder.sort_values(np.array([0, 5, 1], dtype=np.int64), 3)
+
+
+def test_gather_every_item_size(kernel):
+    rng = np.random.default_rng(3)
+    n = 4_001
+    perm = rng.permutation(n).astype(np.int32)
+    block = rng.normal(size=(3, n))
+    arrays = [rng.normal(size=n), rng.integers(-9, 9, n), rng.integers(0, 9, n).astype(np.int32),
+              rng.integers(0, 9, n).astype(np.int16), rng.random(n) < 0.5,
+              rng.integers(0, 255, n).astype(np.uint8), block[1], block[:, 0].repeat(n)[:n],
+              np.arange(2 * n, dtype=np.float64)[::2], np.array(["a"] * n, dtype=object),
+              _arrow_str(str(i) for i in range(n)), pd.Categorical(rng.integers(0, 5, n))]
+    for p in (perm, perm.astype(np.int64)):
+        out = unitorder.gather(p, arrays)
+        for a, b in zip(arrays, out, strict=True):
+            ref = a[p] if isinstance(a, np.ndarray) else a.take(p)
+            if isinstance(a, np.ndarray):
+                assert b.dtype == a.dtype
+                np.testing.assert_array_equal(b, ref)
+            else:
+                assert list(b) == list(ref)
+    # a given output buffer is filled (the sort's scratch reused by prepare_panel)
+    buf = np.empty(n)
+    res = unitorder.gather(perm, [arrays[0]], [buf])
+    assert res[0] is buf
+    np.testing.assert_array_equal(buf, arrays[0][perm])
+
+
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.text(alphabet="ab0123456789-x", min_size=0, max_size=8), min_size=1,
+                max_size=200))
+def test_sortable_values_one_to_one_on_short_strings(kernel, labels):
+    got = unitorder.sortable_values(_arrow_str(labels))
+    if got is None:  # 8-byte strings beside shorter ones, or too wide a range
+        return
+    v, span = got
+    assert v.dtype == np.int64 and v.min() >= 0 and v.max() < span
+    assert span <= 4 * len(labels) + 1000
+    ref = pd.factorize(np.array(labels, dtype=object))[0]
+    # equal numbers exactly for equal labels
+    pairs = set(zip(ref.tolist(), v.tolist(), strict=True))
+    assert len(pairs) == len(set(ref.tolist())) == len(set(v.tolist()))
+
+
+def test_sortable_values_kinds(kernel):
+    ids = np.array([5, 3, 5, 1000], dtype=np.int64)
+    v, span = unitorder.sortable_values(ids)
+    np.testing.assert_array_equal(v, ids - 3)
+    assert span == 998
+    assert unitorder.sortable_values(ids.astype(float)) is None
+    assert unitorder.sortable_values(np.array([0, 10**9])) is None  # range >> rows
+    assert unitorder.sortable_values(_arrow_str(["a" * 9, "b"])) is None  # long strings
+    s = _arrow_str(["u07", "u01", "u07", "u10"])
+    v, _span = unitorder.sortable_values(s)
+    assert v[0] == v[2] and len(set(v.tolist())) == 3
+    assert v[1] < v[0] < v[3]  # one length: the label order
+    nulls = pd.array(["a", None], dtype=pd.StringDtype("pyarrow", na_value=np.nan))
+    assert unitorder.sortable_values(nulls) is None
+
+
+def test_should_order(monkeypatch):
+    monkeypatch.setattr(unitorder, "MIN_ROWS", 1000)
+    monkeypatch.setattr(unitorder, "WINDOW", 256)
+    monkeypatch.delenv(unitorder.ORDER_ENV, raising=False)
+    rng = np.random.default_rng(0)
+    ids = np.repeat(np.arange(2000), 5)
+    assert not unitorder.should_order(ids)                       # sorted by unit
+    assert not unitorder.should_order(np.tile(np.arange(2000), 5))  # by period, unit
+    assert unitorder.should_order(rng.permutation(ids))
+    labels = np.char.add("u", np.char.zfill(ids.astype(str), 5))
+    assert not unitorder.should_order(_arrow_str(labels))
+    assert unitorder.should_order(_arrow_str(rng.permutation(labels)))
+    assert not unitorder.should_order(rng.permutation(ids).astype(float))  # not sortable
+    monkeypatch.setenv(unitorder.ORDER_ENV, "never")
+    assert not unitorder.should_order(rng.permutation(ids))
+    monkeypatch.setenv(unitorder.ORDER_ENV, "always")
+    assert unitorder.should_order(ids)
+
+
+def _panel(n_units=300, t=6, *, seed=0, strings=True, shuffle=True, holes=0.1):
+    rng = np.random.default_rng(seed)
+    u = np.repeat(np.arange(n_units), t)
+    year = np.tile(np.arange(2001, 2001 + t), n_units)
+    g_u = np.where(rng.random(n_units) < 0.3, 0, rng.integers(2003, 2001 + t, n_units))
+    keep = rng.random(len(u)) >= holes
+    u, year = u[keep], year[keep]
+    g = g_u[u]
+    post = (g > 0) & (year >= g)
+    y = rng.normal(size=n_units)[u] + 0.3 * (year - 2000) + post * (1 + 0.2 * (year - g)) \
+        + rng.normal(size=len(u))
+    d = pd.DataFrame({"unit": u * 7 + 11, "year": year, "cohort": g, "y": y,
+                      "w": rng.uniform(0.5, 2, len(u)), "x": rng.normal(size=len(u)),
+                      "state": u % 13})
+    if strings:
+        d["unit"] = _arrow_str(np.char.add("id", np.char.zfill((u * 7 + 11).astype(str), 6)))
+    if shuffle:
+        d = d.iloc[rng.permutation(len(d))].reset_index(drop=True)
+    return d
+
+
+@pytest.mark.parametrize("floats", [False, True])
+@pytest.mark.parametrize("strings", [True, False])
+def test_prepare_panel_ordered_holds_the_callers_rows(kernel, monkeypatch, strings, floats):
+    d = _panel(strings=strings)
+    d.loc[d.index[::17], "y"] = np.nan          # dropped rows: counted the same
+    d.loc[d.index[5::23], "x"] = np.nan
+    if floats:  # float time / cohort / weights: views of the caller's data, not recycled
+        d = d.astype({"year": float, "cohort": float})
+    else:       # integer weights: a converted column, its buffer recycled
+        d["w"] = np.arange(len(d)) % 5 + 1
+    before = d.copy(deep=True)
+    kw = dict(outcome="y", unit="unit", time="year", cohort="cohort", extra=["state"],
+              numeric_extra=["x", "w"], estimator="t", order_by_unit=True)
+    monkeypatch.setenv(unitorder.ORDER_ENV, "never")
+    with pytest.warns(Warning):
+        plain = prepare_panel(d, **kw)
+    monkeypatch.setenv(unitorder.ORDER_ENV, "always")
+    with pytest.warns(Warning):
+        ordered = prepare_panel(d, **kw)
+    pd.testing.assert_frame_equal(d, before)     # the caller's frame untouched
+    rows = ordered.rows
+    assert not np.all(np.diff(rows) > 0)         # the path under test did reorder
+    np.testing.assert_array_equal(np.sort(rows), plain.rows)
+    assert ordered.dropped == plain.dropped and ordered.n_input == plain.n_input
+    f = ordered.frame
+    for col, src in (("y", "y"), ("time", "year"), ("x", "x"), ("w", "w"), ("state", "state")):
+        np.testing.assert_array_equal(np.asarray(f[col], dtype=float),
+                                      d[src].to_numpy(dtype=float)[rows])
+    np.testing.assert_array_equal(f["cohort"].to_numpy(),
+                                  plain.frame["cohort"].to_numpy()[np.argsort(np.argsort(rows))])
+    assert list(np.asarray(f["unit"], dtype=object)) == list(np.asarray(d["unit"],
+                                                                         dtype=object)[rows])
+    codes = ordered.unit_codes
+    assert np.all(np.diff(codes) >= 0)            # grouped by unit
+    lab = pd.factorize(np.asarray(d["unit"], dtype=object)[rows])[0]
+    assert len(set(zip(codes.tolist(), lab.tolist(), strict=True))) == codes.max() + 1 \
+        == lab.max() + 1
+    np.testing.assert_array_equal(ordered.time_codes,
+                                  plain.time_codes[np.argsort(np.argsort(rows))])
+
+
+@pytest.mark.parametrize("strings", [True, False])
+def test_prepare_panel_ordered_errors_are_the_same(monkeypatch, strings):
+    d = _panel(strings=strings)
+    bad = d.copy()
+    u0 = bad["unit"].iloc[10]
+    rows_u0 = np.flatnonzero(np.asarray(bad["unit"] == u0))
+    bad.loc[rows_u0[-1], "cohort"] = 2099 if bad["cohort"].iloc[rows_u0[0]] == 0 else 0
+    dup = pd.concat([d, d.iloc[[40, 7]]], ignore_index=True)
+    kw = dict(outcome="y", unit="unit", time="year", cohort="cohort", estimator="t",
+              order_by_unit=True)
+    for frame in (bad, dup):
+        msgs = []
+        for mode in ("never", "always"):
+            monkeypatch.setenv(unitorder.ORDER_ENV, mode)
+            with pytest.raises(InputError) as e:
+                prepare_panel(frame, **kw)
+            msgs.append(str(e.value))
+        assert msgs[0] == msgs[1]
+
+
+def _rel(a, b) -> float:
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    assert np.array_equal(np.isfinite(a), np.isfinite(b))
+    ok = np.isfinite(a)
+    return float(np.abs(a[ok] - b[ok]).max() / max(np.abs(b[ok]).max(), 1e-300)) if ok.any() \
+        else 0.0
+
+
+KW = dict(outcome="y", unit="unit", time="year", cohort="cohort")
+FITS = {
+    "event_study": lambda d: ti.event_study(d, **KW),
+    "event_study_w_x_state": lambda d: ti.event_study(d, **KW, weights="w", covariates=["x"],
+                                                     cluster="state"),
+    "event_study_dk": lambda d: ti.event_study(d, **KW, vcov="driscoll_kraay"),
+    "twfe_w": lambda d: ti.twfe(d, **KW, weights="w", cluster="state"),
+    "imputation": lambda d: ti.imputation(d, **KW, horizons=True, weights="w"),
+    "imputation_state": lambda d: ti.imputation(d, **KW, horizons=True, cluster="state"),
+    "did2s": lambda d: ti.did2s(d, **KW, event_study=True, covariates=["x"], cluster="state"),
+    "sun_abraham": lambda d: ti.sun_abraham(d, **KW, cluster="unit", covariates=["x"]),
+}
+
+
+@pytest.mark.filterwarnings("ignore")
+@pytest.mark.parametrize("name", list(FITS))
+@pytest.mark.parametrize("strings", [True, False])
+def test_estimators_same_numbers_ordered_or_not(kernel, monkeypatch, name, strings):
+    d = _panel(strings=strings, seed=len(name))
+    res = {}
+    for mode in ("never", "always"):
+        monkeypatch.setenv(unitorder.ORDER_ENV, mode)
+        res[mode] = FITS[name](d)
+    a, b = res["always"], res["never"]
+    assert a.nobs == b.nobs
+    assert list(a.params.index) == list(b.params.index)
+    assert _rel(a.params, b.params) < 1e-10
+    assert _rel(a.vcov, b.vcov) < 1e-10
+    # and the same numbers on the rows in another order (permutation invariance)
+    perm = np.random.default_rng(7).permutation(len(d))
+    c = FITS[name](d.iloc[perm].reset_index(drop=True))
+    assert _rel(c.params, b.params) < 1e-10 and _rel(c.vcov, b.vcov) < 1e-10
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_with_vcov_on_ordered_rows(monkeypatch):
+    """with_vcov(data=caller's frame) reads new cluster columns at the fit's rows."""
+    d = _panel(strings=True, seed=3)
+    d["region"] = np.random.default_rng(1).integers(0, 20, len(d))
+    res = {}
+    for mode in ("never", "always"):
+        monkeypatch.setenv(unitorder.ORDER_ENV, mode)
+        r = ti.event_study(d, **KW)
+        res[mode] = r.with_vcov("cluster", cluster="region", data=d)
+    assert _rel(res["always"].vcov, res["never"].vcov) < 1e-10
