@@ -300,3 +300,25 @@ def test_ppml_rows_used_and_fitted_follow_the_rows(seed, relabel):
     mu_g = pd.Series(np.asarray(got.extras["fitted"]), index=perm[rows_g]).sort_index()
     assert np.array_equal(mu_g.index, np.sort(rows_w))
     _close(mu_g.to_numpy(), mu_w.sort_index().to_numpy(), "ppml fitted")
+
+
+NEVER_CODES = {"nan": np.nan, "zero": 0.0, "big": 10000.0, "inf": np.inf}
+COHORT_CALLS = sorted(k for k in CALLS if k not in ("ppml", "synthetic_did",
+                                                    "synthetic_did_x", "did_multiplegt",
+                                                    "wild", "twfe_treatment_2way"))
+
+
+@pytest.mark.parametrize("name", COHORT_CALLS)
+@settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 10**6), code=st.sampled_from(["zero", "big", "inf"]))
+def test_never_treated_codings_agree(name, seed, code):
+    """API.md: NaN, 0 and a value past the last period (10000, inf) all mean never
+    treated -- the same numbers whichever the panel uses (CS accepts inf since c6986c4)."""
+    d = messy_panel(seed)
+    last = d["t"].max()
+    never = d["g"].isna() | (d["g"] == 0) | (d["g"] > last)
+    want = _outcome(CALLS[name], d.assign(g=d["g"].mask(never, np.nan)))
+    got = _outcome(CALLS[name], d.assign(g=d["g"].mask(never, NEVER_CODES[code])))
+    if np.linalg.LinAlgError in (got, want):
+        return
+    assert_same(got, want, f"{name} never={code} seed={seed}")

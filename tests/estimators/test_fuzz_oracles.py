@@ -235,3 +235,129 @@ def test_sdid_projected_jackknife_equals_refit_on_random_panels(seed, method, co
     if ref.replicates is not None:
         _close(fast.replicates, ref.replicates, "pseudo-values", 1e-9)
     _close(fast.std_errors.to_numpy(), ref.std_errors.to_numpy(), "SE", 1e-9)
+
+
+# ---------------------------------------------- Sun-Abraham: unreferenced cohorts (8355f82)
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 10**6), relabel=st.sampled_from(sorted(RELABEL)),
+       covariate=st.booleans())
+def test_sun_abraham_equals_the_fit_without_unreferenced_cohorts(seed, relabel, covariate):
+    """A treated cohort with no row at rel_time -1 is dropped: the result equals the fit on
+    the data without that cohort's units (cells, vcov, aggregates), and the dropped rows
+    are counted."""
+    d = _data(seed, relabel)
+    assume(d["t"].nunique() == d["t"].max() - d["t"].min() + 1)  # no period missing
+    g = d["g"].to_numpy(dtype=float)
+    last, first = d["t"].max(), d["t"].min()
+    treated = ~_never(g, last) & (g > first)  # (cohorts from the first period: always treated)
+    rel = d["t"].to_numpy() - g
+    cohorts = set(g[treated])
+    has_ref = set(g[treated & (rel == -1)])
+    unref = sorted(cohorts - has_ref)
+    assume(unref and cohorts - set(unref))
+    kw = {**C, "covariates": ["x"] if covariate else None}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        full = ti.sun_abraham(d, **kw)
+        sub = ti.sun_abraham(d[~np.isin(g, unref)], **kw)
+    assert full.terms == sub.terms and full.nobs == sub.nobs
+    _close(full.coef, sub.coef, "params")
+    _close(full.cov, sub.cov, "vcov")
+    for how in ("simple", "cohort"):
+        a, b = full.aggregate(how), sub.aggregate(how)
+        _close(a.coef, b.coef, how)
+        _close(a.cov, b.cov, how)
+    reason = [k for k in full.diagnostics["dropped_rows"] if "reference period" in k]
+    assert len(reason) == 1
+    assert full.diagnostics["dropped_rows"][reason[0]] == int(np.isin(g, unref).sum())
+
+
+# ------------------------------------------------- no residual degrees of freedom (542295e)
+def _tiny_panel(seed: int) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    n_u, n_t = int(rng.integers(2, 5)), int(rng.integers(2, 4))
+    d = pd.DataFrame({"u": np.repeat(np.arange(n_u), n_t), "t": np.tile(np.arange(n_t), n_u)})
+    keep = rng.random(len(d)) > 0.15
+    keep[: 2 * n_t] = True
+    d = d[keep].reset_index(drop=True)
+    g = np.full(n_u, np.nan)
+    g[0] = n_t - 1
+    d["g"] = g[d["u"]]
+    d["y"] = rng.normal(size=len(d)) + (d["t"] >= d["g"])
+    d["x"] = rng.normal(size=len(d))
+    return d
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 10**6), vc=st.sampled_from([("cluster", "u"), ("hetero", None),
+                                                       ("iid", None), ("cluster", "t")]),
+       covariate=st.booleans())
+def test_tiny_fits_have_nan_variance_exactly_when_no_residual_dof(seed, vc, covariate):
+    """K = coefficients + FE levels - 1 (every set counted): n <= K leaves every residual
+    zero -> every variance NaN whatever the kind (never 0, never finite); n > K -> finite
+    (with fixest's nested K in the clustered factor, which is then positive too)."""
+    d = _tiny_panel(seed)
+    cov = ["x"] if covariate else []
+    g = d["g"].to_numpy(dtype=float)
+    dd = (~np.isnan(g) & (d["t"].to_numpy() >= g)).astype(float)
+    z = np.column_stack([dd, *(d[c].to_numpy() for c in cov)])
+    n_u, n_t = d["u"].nunique(), d["t"].nunique()
+    x = np.column_stack([z, np.eye(n_u)[pd.factorize(d["u"])[0]],
+                         np.eye(n_t)[pd.factorize(d["t"])[0]][:, 1:]])
+    assume(np.linalg.matrix_rank(x) == x.shape[1])  # identified (else NaN for other reasons)
+    kind, clus = vc
+    k = z.shape[1] + n_u + n_t - 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        r = ti.twfe(d, **C, covariates=cov, vcov=kind, cluster=clus)
+    if len(d) <= k:
+        assert np.isnan(r.cov).all(), (len(d), k, r.cov)
+    else:
+        assert np.isfinite(r.cov).all(), (len(d), k, r.cov)
+
+
+# ------------------------------------------------------- imputation / did2s point estimates
+def _imputed_effects(d: pd.DataFrame):
+    """Borusyak-Jaravel-Spiess by hand: unit + period effects fitted by lstsq on the
+    untreated rows, tau_it = y_it - yhat_it on the treated rows whose unit and period
+    both have untreated rows (the others cannot be imputed)."""
+    g = d["g"].to_numpy(dtype=float)
+    t = d["t"].to_numpy()
+    treated = ~_never(g, d["t"].max()) & (t >= g)
+    u0, t0 = set(d["u"][~treated]), set(d["t"][~treated])
+    ok = treated & d["u"].isin(u0).to_numpy() & d["t"].isin(t0).to_numpy()
+    uc = pd.Categorical(d["u"], categories=list(dict.fromkeys(d["u"][~treated])))
+    tc = pd.Categorical(d["t"], categories=sorted(t0))
+    x = np.column_stack([np.eye(len(uc.categories))[uc.codes.clip(0)],
+                         np.eye(len(tc.categories))[tc.codes.clip(0)][:, 1:]])
+    y = d["y"].to_numpy(dtype=float)
+    if np.linalg.matrix_rank(x[~treated]) < x.shape[1]:
+        return None
+    beta = np.linalg.lstsq(x[~treated], y[~treated], rcond=None)[0]
+    tau = np.where(ok, y - x @ beta, np.nan)
+    return tau, ok, t - np.where(treated, g, 0)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 10**6), relabel=st.sampled_from(sorted(RELABEL)))
+def test_imputation_and_did2s_point_estimates_equal_the_hand_imputation(seed, relabel):
+    d = _data(seed, relabel)
+    out = _imputed_effects(d)
+    assume(out is not None)
+    tau, ok, rel = out
+    assume(ok.any())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        r = ti.imputation(d, **C)
+        rh = ti.imputation(d, **C, horizons=[0, 1])
+        r2 = ti.did2s(d, **C)
+    _close(r.params["ATT"], np.nanmean(tau[ok]), "imputation ATT")
+    # Gardner's second stage y - yhat ~ 0 + D: the mean of tau over the imputed rows
+    _close(r2.params["ATT"], np.nanmean(tau[ok]), "did2s ATT")
+    for h in (0, 1):
+        sel = ok & (rel == h)
+        term = f"rel_time={h}"
+        if sel.any():
+            _close(rh.params[term], tau[sel].mean(), f"imputation horizon {h}")
+        else:
+            assert term not in rh.terms or np.isnan(rh.params[term])
