@@ -158,8 +158,13 @@ def _same_result(got, want, name):
     _same_value(dict(got.diagnostics), dict(want.diagnostics), f"{name} diagnostics")
     if want.pretrend_test is not None:
         assert got.pretrend_test is not None, name
-        _same_value(got.pretrend_test.statistic, want.pretrend_test.statistic,
-                    f"{name} pretrend")
+        pre = [want.terms.index(t) for t in want.pretrend_test.terms]
+        v = want.cov[np.ix_(pre, pre)]
+        # (a numerically singular V that passes the rcond > eps check gives a statistic
+        # of rounding noise, ~1e16 of either sign: see the xfail test below)
+        if pre and np.isfinite(v).all() and 1 / np.linalg.cond(v, 1) > 1e-12:
+            _same_value(got.pretrend_test.statistic, want.pretrend_test.statistic,
+                        f"{name} pretrend")
     if hasattr(want, "cells") and isinstance(want.cells, pd.DataFrame):
         pd.testing.assert_frame_equal(got.cells, want.cells, rtol=1e-9, atol=1e-12)
 
@@ -236,3 +241,19 @@ def test_errors_and_warnings_name_the_callers_rows(brk, name, seed, relabel, mon
     got = _run(CALLS[name], d, monkeypatch, "always", "", n)
     assert n, "not ordered"
     assert_same(got, want, f"{name} {relabel} {brk} seed={seed}")
+
+
+@pytest.mark.xfail(strict=True, reason="wald_pretrend_test flags V singular only when its "
+                   "1-norm rcond <= eps; a Driscoll-Kraay V of rank 1 in rounding (eigenvalues "
+                   "1.7e-18, 6.1e-3: rcond just above eps) gives F = 9.6e15 (p = 2e-24), and "
+                   "-9.6e15 under another row order (fuzz2, board 2026-12-01)")
+def test_pretrend_wald_on_a_numerically_singular_vcov_is_nan():
+    seed = 3666
+    rng = np.random.default_rng(seed)
+    d, _ = reshuffle(messy_panel(seed), seed, "int")
+    d["rowgroup"] = rng.integers(0, 5, len(d))
+    d = broken(d, "missing", rng)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        r = ti.event_study(d, **C, vcov="driscoll_kraay")
+    assert np.isnan(r.pretrend_test.statistic), r.pretrend_test.statistic
