@@ -257,3 +257,38 @@ def test_pretrend_wald_on_a_numerically_singular_vcov_is_nan():
         warnings.simplefilter("ignore")
         r = ti.event_study(d, **C, vcov="driscoll_kraay")
     assert np.isnan(r.pretrend_test.statistic), r.pretrend_test.statistic
+
+
+@pytest.fixture(scope="module")
+def big_shuffled():
+    """266,075 rows (70,000 units x 4 periods, 5% holes), shuffled: above the natural
+    gate of the ordering (>= 2**18 rows, >= 65,536 ids, falling ids)."""
+    rng = np.random.default_rng(0)
+    n_u, n_t = 70_000, 4
+    u, t = np.repeat(np.arange(n_u), n_t), np.tile(np.arange(n_t), n_u)
+    keep = rng.random(len(u)) > 0.05
+    u, t = u[keep], t[keep]
+    k = np.arange(n_u) % 3
+    d = pd.DataFrame({"u": u, "t": t, "g": np.where(k == 0, 2, np.where(k == 1, 3, np.nan))[u]})
+    d["x"] = rng.normal(size=len(d))
+    d["y"] = rng.normal(size=len(d)) + (d["t"] >= d["g"]) + 1e-3 * d["u"] + 0.3 * d["x"]
+    d["w"] = rng.uniform(0.5, 2, len(d))
+    d["region"] = d["u"] % 50
+    d["rowgroup"] = rng.integers(0, 7, len(d))
+    return d.sample(frac=1, random_state=1).reset_index(drop=True)
+
+
+BIG_CALLS = ["twfe_wx", "es", "imputation", "did2s_es", "sun_abraham"]
+
+
+@pytest.mark.parametrize("ids", ["int", "padded_arrow"])
+def test_natural_gate_orders_and_equals_the_plain_path(big_shuffled, ids, monkeypatch):
+    d = big_shuffled
+    if ids == "padded_arrow":
+        d = d.assign(u=d["u"].map(lambda k: f"u{k:06d}").astype("string[pyarrow]"))
+    for name in BIG_CALLS:
+        want = _run(CALLS[name], d, monkeypatch, "never", "", [])
+        n: list = []
+        got = _run(CALLS[name], d, monkeypatch, "", "", n)
+        assert n, f"{name}: the gate did not order"
+        assert_same(got, want, f"{name} {ids} natural gate")
