@@ -177,8 +177,8 @@ def assert_same(got, want, name):
         assert got is want, f"{name}: {got!r} vs error {want.__name__}"
         return
     assert not isinstance(got, type), f"{name}: error {got!r}, plain fit succeeded"
-    if hasattr(want, "t_boot"):  # wild cluster bootstrap: draws follow the row order
-        for a in ("estimate", "std_error", "statistic"):
+    if hasattr(want, "t_boot"):  # wild cluster bootstrap: draws in cluster label order
+        for a in ("estimate", "std_error", "statistic", "p_value", "conf_int", "t_boot"):
             _close(getattr(got, a), getattr(want, a), f"{name} {a}")
         return
     if hasattr(want, "by_type"):  # bacon decomposition
@@ -199,7 +199,7 @@ SETTINGS = settings(max_examples=6, deadline=None,
 #: bootstrap draws are assigned to units in label order: only relabellings that keep
 #: the order of the labels leave them unchanged
 ORDER_KEEPING = ("int", "sparse")
-BOOTSTRAP = {"cs_group_boot"}
+BOOTSTRAP = {"cs_group_boot", "wild"}
 
 
 @pytest.mark.parametrize("name", sorted(CALLS))

@@ -158,8 +158,13 @@ def _same_result(got, want, name):
     _same_value(dict(got.diagnostics), dict(want.diagnostics), f"{name} diagnostics")
     if want.pretrend_test is not None:
         assert got.pretrend_test is not None, name
-        _same_value(got.pretrend_test.statistic, want.pretrend_test.statistic,
-                    f"{name} pretrend")
+        pre = [want.terms.index(t) for t in want.pretrend_test.terms]
+        v = want.cov[np.ix_(pre, pre)]
+        # (a numerically singular V that passes the rcond > eps check gives a statistic
+        # of rounding noise, ~1e16 of either sign: see the xfail test below)
+        if pre and np.isfinite(v).all() and 1 / np.linalg.cond(v, 1) > 1e-12:
+            _same_value(got.pretrend_test.statistic, want.pretrend_test.statistic,
+                        f"{name} pretrend")
     if hasattr(want, "cells") and isinstance(want.cells, pd.DataFrame):
         pd.testing.assert_frame_equal(got.cells, want.cells, rtol=1e-9, atol=1e-12)
 
@@ -236,3 +241,54 @@ def test_errors_and_warnings_name_the_callers_rows(brk, name, seed, relabel, mon
     got = _run(CALLS[name], d, monkeypatch, "always", "", n)
     assert n, "not ordered"
     assert_same(got, want, f"{name} {relabel} {brk} seed={seed}")
+
+
+@pytest.mark.xfail(strict=True, reason="wald_pretrend_test flags V singular only when its "
+                   "1-norm rcond <= eps; a Driscoll-Kraay V of rank 1 in rounding (eigenvalues "
+                   "1.7e-18, 6.1e-3: rcond just above eps) gives F = 9.6e15 (p = 2e-24), and "
+                   "-9.6e15 under another row order (fuzz2, board 2026-12-01)")
+def test_pretrend_wald_on_a_numerically_singular_vcov_is_nan():
+    seed = 3666
+    rng = np.random.default_rng(seed)
+    d, _ = reshuffle(messy_panel(seed), seed, "int")
+    d["rowgroup"] = rng.integers(0, 5, len(d))
+    d = broken(d, "missing", rng)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        r = ti.event_study(d, **C, vcov="driscoll_kraay")
+    assert np.isnan(r.pretrend_test.statistic), r.pretrend_test.statistic
+
+
+@pytest.fixture(scope="module")
+def big_shuffled():
+    """266,075 rows (70,000 units x 4 periods, 5% holes), shuffled: above the natural
+    gate of the ordering (>= 2**18 rows, >= 65,536 ids, falling ids)."""
+    rng = np.random.default_rng(0)
+    n_u, n_t = 70_000, 4
+    u, t = np.repeat(np.arange(n_u), n_t), np.tile(np.arange(n_t), n_u)
+    keep = rng.random(len(u)) > 0.05
+    u, t = u[keep], t[keep]
+    k = np.arange(n_u) % 3
+    d = pd.DataFrame({"u": u, "t": t, "g": np.where(k == 0, 2, np.where(k == 1, 3, np.nan))[u]})
+    d["x"] = rng.normal(size=len(d))
+    d["y"] = rng.normal(size=len(d)) + (d["t"] >= d["g"]) + 1e-3 * d["u"] + 0.3 * d["x"]
+    d["w"] = rng.uniform(0.5, 2, len(d))
+    d["region"] = d["u"] % 50
+    d["rowgroup"] = rng.integers(0, 7, len(d))
+    return d.sample(frac=1, random_state=1).reset_index(drop=True)
+
+
+BIG_CALLS = ["twfe_wx", "es", "imputation", "did2s_es", "sun_abraham"]
+
+
+@pytest.mark.parametrize("ids", ["int", "padded_arrow"])
+def test_natural_gate_orders_and_equals_the_plain_path(big_shuffled, ids, monkeypatch):
+    d = big_shuffled
+    if ids == "padded_arrow":
+        d = d.assign(u=d["u"].map(lambda k: f"u{k:06d}").astype("string[pyarrow]"))
+    for name in BIG_CALLS:
+        want = _run(CALLS[name], d, monkeypatch, "never", "", [])
+        n: list = []
+        got = _run(CALLS[name], d, monkeypatch, "", "", n)
+        assert n, f"{name}: the gate did not order"
+        assert_same(got, want, f"{name} {ids} natural gate")

@@ -248,10 +248,11 @@ def test_sun_abraham_equals_the_fit_without_unreferenced_cohorts(seed, relabel, 
     d = _data(seed, relabel)
     assume(d["t"].nunique() == d["t"].max() - d["t"].min() + 1)  # no period missing
     g = d["g"].to_numpy(dtype=float)
-    last, first = d["t"].max(), d["t"].min()
-    treated = ~_never(g, last) & (g > first)  # (cohorts from the first period: always treated)
+    last = d["t"].max()
+    treated = ~_never(g, last)
     rel = d["t"].to_numpy() - g
-    cohorts = set(g[treated])
+    # cohorts with no row before their first treated period: always treated, dropped too
+    cohorts = set(g[treated & (rel < 0)])
     has_ref = set(g[treated & (rel == -1)])
     unref = sorted(cohorts - has_ref)
     assume(unref and cohorts - set(unref))
