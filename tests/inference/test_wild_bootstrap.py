@@ -219,7 +219,9 @@ def _design_for(d, fes):
     x = d[["x", "z"]].to_numpy(float)
     if not fes:
         x = np.column_stack([np.ones(len(y)), x])
-    cl, g = factorize(d["g"].to_numpy())
+    # clusters in sorted label order (wildboottest's np.unique; boottest sorts by cluster)
+    labels, cl = np.unique(d["g"].to_numpy(), return_inverse=True)
+    g = len(labels)
     codes = tuple(factorize(d[f].to_numpy())[0] for f in fes)
     if codes:
         dm = demean(np.column_stack([y, x]), list(codes))

@@ -514,6 +514,28 @@ def _p_value(t: float, t_boot: np.ndarray) -> float:
     return float(np.count_nonzero(a[feasible] > abs(t) * (1 + _TIE_RTOL)) / n)
 
 
+def _sorted_codes(col: pd.Series) -> tuple[np.ndarray, int]:
+    """Cluster codes ``0..G-1`` in the sorted order of the cluster labels.
+
+    The bootstrap weights are drawn cluster by cluster in code order, so the codes must
+    not depend on the order of the rows: boottest (Stata sorts the data by cluster),
+    fwildclusterboot (R factor levels) and wildboottest (``np.unique``) draw in the sorted
+    order too, so a fixed seed gives their draws on any row order. Labels that cannot be
+    sorted (mixed types in an object column) keep the order of first appearance."""
+    codes, g = factorize(col)
+    rep = np.empty(g, dtype=np.intp)
+    rep[codes] = np.arange(len(codes))  # one row of each cluster
+    try:
+        order = np.asarray(pd.Index(col.array.take(rep)).argsort())
+    except TypeError:
+        return codes, g
+    if (order == np.arange(g)).all():
+        return codes, g  # first appearance is already sorted (e.g. rows sorted by cluster)
+    rank = np.empty(g, dtype=np.intp)
+    rank[order] = np.arange(g)
+    return rank[codes], g
+
+
 # ----------------------------------------------------------------------------- public
 @blas_single_thread
 def wild_cluster_bootstrap(data: pd.DataFrame, *, outcome: str, regressors: Sequence[str],
@@ -619,7 +641,7 @@ def wild_cluster_bootstrap(data: pd.DataFrame, *, outcome: str, regressors: Sequ
     if not fes:
         x = np.column_stack([np.ones(len(y)), x])
         names = ["(Intercept)", *names]
-    cl, g = factorize(sub[cluster])
+    cl, g = _sorted_codes(sub[cluster])
     if g < 2:
         raise InputError(format_message(
             "the wild cluster bootstrap needs at least 2 clusters", where=f"cluster={cluster!r}",
