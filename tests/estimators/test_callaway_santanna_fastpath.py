@@ -18,11 +18,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from twinimpact.core.unitorder import sortable_values
 from twinimpact.errors import InputError
 from twinimpact.estimators.callaway_santanna import (
     _byte_order_keys,
-    _dense_string_values,
     _factorize_sorted,
+    _few_byte_values,
     _time_codes,
     callaway_santanna,
 )
@@ -389,14 +390,14 @@ def test_unbalanced_presence_mask_is_the_kept_rows(mpdta, covariates):
                           st.sampled_from(["", "é", "zé", "\x7f", "a\0"])),
                 min_size=1, max_size=60), st.integers(0, 3))
 def test_dense_string_values_order_and_sorted_codes(values, skip):
-    """Short string ids as dense mixed-radix values: 0 <= v < R <= 4 n + 1000, ordered as
-    the strings (Python order = UTF-8 byte order) and equal exactly when they are; and
-    _factorize_sorted through them gives pandas.factorize(sort=True)'s codes and labels
-    (on a slice too). None only when a string is long, holds a NUL, or the byte ranges
-    span too many values."""
+    """Short string ids as dense mixed-radix values (core.unitorder.sortable_values, which
+    _factorize_sorted counts as sorted codes): 0 <= v < R <= 4 n + 1000, ordered as the
+    strings (Python order = UTF-8 byte order, NUL bytes and prefixes included) and equal
+    exactly when they are; and _factorize_sorted gives pandas.factorize(sort=True)'s
+    codes and labels (on a slice too)."""
     s = pd.Series(values, dtype="str").iloc[min(skip, len(values) - 1):]
     vals = list(s)
-    got = _dense_string_values(s.array)
+    got = sortable_values(s.array)
     if got is not None:
         v, span = got
         assert span <= 4 * len(vals) + 1000 and v.min() >= 0 and v.max() < span
@@ -406,11 +407,8 @@ def test_dense_string_values_order_and_sorted_codes(values, skip):
             for j in range(len(vals)):
                 assert (v[i] == v[j]) == (vals[i] == vals[j])
                 assert (v[i] < v[j]) == (vals[i] < vals[j])
-    elif not any("\0" in x or len(x.encode()) > 8 for x in vals):
-        # refused for the width of the byte ranges alone
-        padded = np.array([list(x.encode().ljust(8, b"\0")) for x in vals])
-        ranges = padded.max(axis=0) - padded.min(axis=0) + 1
-        assert int(np.prod(ranges.astype(object))) > 4 * len(vals) + 1000
+    if got is not None:  # the sample check never turns away ids sortable_values takes
+        assert _few_byte_values(s.array)
     codes, labels = _factorize_sorted(s)
     codes0, labels0 = pd.factorize(s, sort=True)
     np.testing.assert_array_equal(codes, codes0)
@@ -422,8 +420,20 @@ def test_dense_string_values_taken_for_zero_padded_ids():
     counting path, and its codes and labels are pandas.factorize(sort=True)'s."""
     rng = np.random.default_rng(3)
     ids = pd.Series([f"u{i:07d}" for i in rng.permutation(5000) % 1700], dtype="str")
-    assert _dense_string_values(ids.array) is not None
+    assert sortable_values(ids.array) is not None
     codes, labels = _factorize_sorted(ids)
     codes0, labels0 = pd.factorize(ids, sort=True)
     np.testing.assert_array_equal(codes, codes0)
     assert labels.equals(labels0) and labels.dtype == labels0.dtype
+
+
+def test_wide_byte_ranges_skip_the_dense_values():
+    """Random hex ids: the first rows' byte ranges already exceed the dense span, so
+    sortable_values is not asked; codes and labels still pandas'."""
+    rng = np.random.default_rng(4)
+    ids = pd.Series([f"{x:08x}" for x in rng.integers(0, 2**32, 3000)], dtype="str")
+    assert not _few_byte_values(ids.array)
+    codes, labels = _factorize_sorted(ids)
+    codes0, labels0 = pd.factorize(ids, sort=True)
+    np.testing.assert_array_equal(codes, codes0)
+    assert labels.equals(labels0)

@@ -29,8 +29,8 @@ from scipy import stats
 
 from ..core.fe import factorize
 from ..core.labels import string_codes
-from ..core.rowblocks import row_blocks
 from ..core.threads import blas_single_thread
+from ..core.unitorder import sortable_values
 from ..core.validation import (
     RowFilter,
     _numeric,
@@ -205,8 +205,11 @@ def _factorize_sorted(values: pd.Series) -> tuple[np.ndarray, pd.Index]:
     """``pd.factorize(values, sort=True)``: codes in sorted label order, -1 for missing.
 
     Integer labels spanning a range at most a few times the number of rows are coded by a
-    counting pass (O(n), no hashing); Arrow strings by :func:`~twinimpact.core.labels.
-    string_codes` (pandas' codes in order of first appearance, hashed in partitions when
+    counting pass (O(n), no hashing); so are short Arrow string ids whose bytes span few
+    values (:func:`~twinimpact.core.unitorder.sortable_values`: the mixed-radix number of
+    each id's bytes, first byte most significant, the length last -- byte order, e.g.
+    zero-padded ids like "u0001234"); other Arrow strings by
+    :func:`~twinimpact.core.labels.string_codes` (pandas' codes in order of first appearance, hashed in partitions when
     the labels are many), whose labels (one row each) are then sorted as
     :func:`pandas.factorize` sorts its uniques (``argsort``: Arrow's byte order) and the
     codes renumbered -- labels of at most eight bytes without a NUL byte through one
@@ -224,8 +227,8 @@ def _factorize_sorted(values: pd.Series) -> tuple[np.ndarray, pd.Index]:
             codes, present = _count_codes(small, hi - lo + 1)
             labels = (np.flatnonzero(present) + lo).astype(dt)
             return codes, pd.Index(labels)
-    dense = _dense_string_values(values.array) if len(values) else None
-    if dense is not None:  # short string ids: sorted codes by counting, no hashing
+    dense = sortable_values(values.array) if _few_byte_values(values.array) else None
+    if dense is not None:  # short string ids in byte order: codes by counting
         codes, present = _count_codes(*dense)
         k = int(present.sum())
         one = np.empty(k, dtype=np.intp)
@@ -265,6 +268,27 @@ def _count_codes(v: np.ndarray, span: int) -> tuple[np.ndarray, np.ndarray]:
     present = np.bincount(v, minlength=span) > 0
     codes = v if present.all() else (np.cumsum(present) - 1)[v]
     return codes, present
+
+
+#: rows whose bytes :func:`_few_byte_values` looks at
+_BYTE_SAMPLE = 1 << 16
+
+
+def _few_byte_values(values: Any) -> bool:
+    """False when the first :data:`_BYTE_SAMPLE` rows of short string ids (at most eight
+    bytes, no NUL: :func:`_byte_order_keys`) already vary over more byte values than
+    :func:`~twinimpact.core.unitorder.sortable_values` accepts (``R <= 4 n + 1000``; its
+    mixed-radix span is at least the product of these rows' byte ranges), e.g. random hex
+    ids: it would read every row for nothing. True otherwise (it then decides)."""
+    n = len(values)
+    if n == 0:
+        return False
+    keys = _byte_order_keys(values, np.arange(min(n, _BYTE_SAMPLE)))
+    if keys is None or not len(keys):
+        return True
+    b = keys.astype("<u8", copy=False).view(np.uint8).reshape(len(keys), 8)
+    ranges = b.max(axis=0).astype(np.int64) - b.min(axis=0) + 1
+    return math.prod(int(r) for r in ranges) <= 4 * n + 1000
 
 
 #: ``_LOW[L]``: the bits of a big-endian eight-byte word after its first ``L`` bytes
@@ -336,59 +360,6 @@ def _keys_at(words: np.ndarray, start: np.ndarray, length: np.ndarray) -> np.nda
     if ((probe - _ONES) & ~probe & _HIGHS).any():
         return None
     return key
-
-
-def _dense_string_values(values: Any) -> tuple[np.ndarray, int] | None:
-    """``(v, R)``: one int64 per row in ``0..R-1``, ``R <= 4 n + 1000``, ordered as the
-    rows' strings are in byte order and equal exactly when they are, for an Arrow string
-    array (one chunk, no missing label) of strings of at most eight bytes without a NUL
-    byte; None otherwise. Each string is read as its big-endian zero-padded eight bytes
-    (:func:`_byte_order_keys`); each byte position's values span ``lo_j..hi_j`` over the
-    rows, and ``v`` is the mixed-radix number of the bytes minus ``lo_j`` (first byte
-    most significant), which keeps the keys' order. Zero-padded ids such as "u0001234" or
-    FIPS codes span about as many values as there are labels: sorted codes then come
-    from a counting pass over ``v`` instead of hashing and sorting the labels. Two passes
-    block by block (the keys and byte ranges, stopping at the first block that makes the
-    range too wide, a long string or a NUL; then the values, in the keys' memory)."""
-    n = len(values)
-    got = _string_words(values) if 0 < n < 2**31 else None
-    if got is None:
-        return None
-    arr, offsets, words = got
-    if arr.null_count:
-        return None
-    keys = np.empty(n, dtype="<u8")
-    b = keys.view(np.uint8).reshape(n, 8)  # little-endian: column 7 = the first byte
-    lo = np.full(8, 255, dtype=np.uint8)
-    hi = np.zeros(8, dtype=np.uint8)
-    limit = 4 * n + 1000
-    for sl in row_blocks(n):
-        start = offsets[sl.start:sl.stop].astype(np.int64)
-        key = _keys_at(words, start, offsets[sl.start + 1:sl.stop + 1] - start)
-        if key is None:
-            return None
-        keys[sl] = key
-        np.minimum(lo, b[sl].min(axis=0), out=lo)
-        np.maximum(hi, b[sl].max(axis=0), out=hi)
-        if math.prod(int(h) - int(lw) + 1 for h, lw in zip(hi, lo, strict=True)) > limit:
-            return None
-    span, mults = 1, [0] * 8
-    for j in range(8):  # column 0 (the eighth byte) least significant
-        mults[j] = span
-        span *= int(hi[j]) - int(lo[j]) + 1
-    v = keys.view(np.int64)
-    varying = [j for j in range(8) if hi[j] > lo[j]]
-    for sl in row_blocks(n):
-        blk = b[sl]
-        acc = np.zeros(sl.stop - sl.start, dtype=np.int64)
-        for j in varying:
-            col = blk[:, j].astype(np.int64)
-            col -= int(lo[j])
-            if mults[j] != 1:
-                col *= mults[j]
-            acc += col
-        v[sl] = acc
-    return v, span
 
 
 def _time_codes(tt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
