@@ -128,3 +128,27 @@ def test_diagnostics_keys_filled_and_with_vcov_refused_without_scores():
     assert r.diagnostics["n_used_rows"] == 100 and r.diagnostics["notes"] == ()
     with pytest.raises(SpecificationError, match="with_vcov is not available"):
         r.with_vcov("hetero")
+
+
+def test_wald_pretrend_numerically_singular_or_negative_is_nan():
+    """rcond <= q eps counts as singular (a rank-1-in-rounding V gave F ~ 1e16); a
+    well-conditioned V gives b' V^-1 b; a negative quadratic form is refused."""
+    import warnings as _w
+
+    from twinimpact.results import wald_pretrend_test
+
+    u = np.array([1.0, 2.0]) / np.sqrt(5.0)
+    v = 6.1e-3 * np.outer(u, u) + 1.7e-18 * np.eye(2)
+    b = np.array([0.3, -0.2])
+    with _w.catch_warnings(record=True) as rec:
+        _w.simplefilter("always")
+        t = wald_pretrend_test(["a", "b"], b, v, df_denominator=50)
+    assert np.isnan(t.statistic) and t.rank == 1 and any("rank 1" in str(x.message) for x in rec)
+    good = np.array([[2.0, 0.3], [0.3, 1.0]])
+    t = wald_pretrend_test(["a", "b"], b, good)
+    assert t.statistic == pytest.approx(float(b @ np.linalg.solve(good, b)), rel=1e-14)
+    neg = np.array([[1.0, 0.0], [0.0, -1.0]])  # not a covariance: rounding stand-in
+    with _w.catch_warnings():
+        _w.simplefilter("ignore")
+        t = wald_pretrend_test(["a", "b"], np.array([0.1, 1.0]), neg)
+    assert np.isnan(t.statistic) and "not positive definite" in t.note

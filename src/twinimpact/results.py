@@ -300,8 +300,9 @@ def wald_pretrend_test(terms: Sequence[str], coef: np.ndarray, cov: np.ndarray, 
     ``W = b' V^{-1} b``; with ``df_denominator`` the F form ``W / q`` against
     ``F(q, df_denominator)`` (fixest ``wald()``), otherwise chi2(q) (R did's pre-test).
     NaN (with a :class:`~twinimpact.errors.NotComputableWarning` when ``warn``) if an
-    input is NaN or ``V`` is singular (reciprocal 1-norm condition number <= machine
-    epsilon, as R ``did``); a NaN test without warning when there is nothing to test.
+    input is NaN, ``V`` is singular (reciprocal 1-norm condition number <= ``q`` x machine
+    epsilon: R ``did``'s rule, eps, widened to numpy ``matrix_rank``'s size factor) or
+    ``b' V^-1 b`` is negative; a NaN test without warning when there is nothing to test.
     ``factor``: an (m, q) ``F`` with ``V = F'F`` (or a function returning it, called only
     when ``V`` is singular); the rank of a singular ``V`` is then counted from ``F``'s
     singular values by ``numpy.linalg.matrix_rank``'s rule for ``V``
@@ -326,7 +327,11 @@ def wald_pretrend_test(terms: Sequence[str], coef: np.ndarray, cov: np.ndarray, 
         return PretrendTest(np.nan, p_value=np.nan,
                             note="not computed: NaN pre-treatment estimates or variances",
                             **base)
-    if 1.0 / np.linalg.cond(v, 1) <= np.finfo(float).eps:
+    # singular: R did's rule (1-norm rcond <= eps), widened to q * eps -- numpy's
+    # matrix_rank tolerance (largest singular value x size x eps) read on the condition
+    # number: a V of rank 1 in rounding (eigenvalues 1.7e-18 and 6.1e-3, rcond just
+    # above eps) gave F = 9.6e15, or -9.6e15 under another row order
+    if 1.0 / np.linalg.cond(v, 1) <= q * np.finfo(float).eps:
         if factor is not None:  # the singular values of V are those of F, squared
             f = factor() if callable(factor) else factor
             s2 = np.linalg.svd(np.asarray(f, dtype=float), compute_uv=False) ** 2
@@ -341,6 +346,16 @@ def wald_pretrend_test(terms: Sequence[str], coef: np.ndarray, cov: np.ndarray, 
                             note="not computed: singular covariance of the pre-treatment "
                                  "coefficients", **base)
     w = float(b @ np.linalg.solve(v, b))
+    if w < 0:  # V is a covariance (positive semi-definite): only rounding makes this
+        if warn:
+            warnings.warn(f"{label}pre-trend Wald statistic not computed: the covariance "
+                          f"of the {q} pre-treatment coefficients is not positive definite "
+                          "in floating point (b' V^-1 b < 0).", NotComputableWarning,
+                          stacklevel=3)
+        return PretrendTest(np.nan, p_value=np.nan,
+                            note="not computed: covariance of the pre-treatment "
+                                 "coefficients not positive definite in floating point",
+                            **base)
     if df_denominator is not None:
         stat = w / q
         p = float(_special().fdtrc(q, df_denominator, stat)) if df_denominator > 0 else np.nan

@@ -243,11 +243,10 @@ def test_errors_and_warnings_name_the_callers_rows(brk, name, seed, relabel, mon
     assert_same(got, want, f"{name} {relabel} {brk} seed={seed}")
 
 
-@pytest.mark.xfail(strict=True, reason="wald_pretrend_test flags V singular only when its "
-                   "1-norm rcond <= eps; a Driscoll-Kraay V of rank 1 in rounding (eigenvalues "
-                   "1.7e-18, 6.1e-3: rcond just above eps) gives F = 9.6e15 (p = 2e-24), and "
-                   "-9.6e15 under another row order (fuzz2, board 2026-12-01)")
 def test_pretrend_wald_on_a_numerically_singular_vcov_is_nan():
+    """A Driscoll-Kraay V of rank 1 in rounding (eigenvalues 1.7e-18, 6.1e-3: 1-norm rcond
+    just above eps) gave F = 9.6e15 (p = 2e-24), and -9.6e15 under another row order
+    (fuzz2); singular is now rcond <= q eps (numpy matrix_rank's size factor)."""
     seed = 3666
     rng = np.random.default_rng(seed)
     d, _ = reshuffle(messy_panel(seed), seed, "int")
