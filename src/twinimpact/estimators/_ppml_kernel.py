@@ -913,15 +913,43 @@ def irls_poisson(y: np.ndarray, x: np.ndarray, fe: WeightedFE | None, *,
                     # the previous deviance is that of the larger model: no step halving
                     # towards it, and no convergence declared against it
                     dev_old = np.inf
-        zt, xt = cur[:, 0], cur[:, 1:]
-        kk = xt.shape[1]
-        xtx = np.empty((kk, kk))
-        xtz = np.empty(kk)
-        for a_ in range(kk):             # X~'W X~ and X~'W z~ one column at a time
-            np.multiply(xt[:, a_], big_w, out=tmp)
-            xtx[a_] = tmp @ xt
-            xtz[a_] = tmp @ zt
-        b = np.linalg.solve(xtx, xtz) if kk else np.zeros(0)
+        for _attempt in range(2):
+            zt, xt = cur[:, 0], cur[:, 1:]
+            kk = xt.shape[1]
+            xtx = np.empty((kk, kk))
+            xtz = np.empty(kk)
+            for a_ in range(kk):             # X~'W X~ and X~'W z~ one column at a time
+                np.multiply(xt[:, a_], big_w, out=tmp)
+                xtx[a_] = tmp @ xt
+                xtz[a_] = tmp @ zt
+            try:
+                b = np.linalg.solve(xtx, xtz) if kk else np.zeros(0)
+                break
+            except np.linalg.LinAlgError:
+                # exactly singular before the sweeps reached fe_tol: a column kept by
+                # the start-of-fit check (judged at the loose inner tolerance) is a
+                # combination of the others and the fixed effects at this iterate; judge
+                # collinearity again now, on these columns and weights, and drop it
+                still = _collinear(xt, big_w, collinearity_reference(x[:, cols], big_w),
+                                   collin_tol)
+                if still.all() or _attempt:
+                    from ..errors import EstimationError, format_message
+
+                    raise EstimationError(format_message(
+                        "Poisson IRLS: the weighted normal equations of the regressors "
+                        "are singular although no regressor is collinear with the others "
+                        "and the fixed effects by the collinearity check",
+                        where=f"IRLS iteration {it}", seen=f"{kk} regressors",
+                        fix="drop regressors that are (nearly) combinations of the others "
+                            "or of the fixed effects")) from None
+                kept[cols[~still]] = False
+                sel = np.r_[True, still]
+                cols = cols[still]
+                x_absmax = x_absmax[still]
+                cur = np.asfortranarray(cur[:, sel])
+                if fe_part is not None:
+                    fe_part = np.asfortranarray(fe_part[:, sel])
+                dev_old = np.inf  # the previous deviance is that of the larger model
         eta_new = z                      # z - e with e = zt - xt b, in z's buffer
         eta_new -= zt
         for a_ in range(kk):
