@@ -394,3 +394,25 @@ def test_event_study_string_ids_arrow_object_and_int_agree():
         v = r.with_vcov("cluster", cluster="year")
         np.testing.assert_allclose(v.std_errors, r_int.with_vcov("cluster", cluster="year")
                                    .std_errors, rtol=1e-12)
+
+
+def test_missing_relative_periods_note_is_short_and_plain():
+    """A long calendar can leave thousands of relative periods without a row (verify
+    helper: ~2,000 numbers in one note); the note and warning show the first four, the
+    last two and the count, and the report's plain sentence still recognises it."""
+    from twinimpact.report.plain import plain_warning
+
+    rng = np.random.default_rng(0)
+    rows = [(u, t, np.nan) for u in range(6) for t in range(2000, 2041)]
+    rows += [(u, t, 2020.0) for u in (10, 11) for t in (2000, 2019, 2020, 2040)]
+    d = pd.DataFrame(rows, columns=["u", "t", "g"])
+    d["y"] = rng.normal(size=len(d))
+    with pytest.warns(ti.errors.NotComputableWarning, match="no observations") as rec:
+        r = ti.event_study(d, outcome="y", unit="u", time="t", cohort="g")
+    msg = next(str(w.message) for w in rec if "no observations" in str(w.message))
+    assert "[-19, -18, -17, -16, …, 18, 19] (37 periods)" in msg
+    note = next(n for n in r.diagnostics["notes"] if "no observations" in n)
+    assert len(note) < 120 and "(37 periods)" in note
+    assert plain_warning(msg) == ("event_study: Some years around twinning have no "
+                                  "observations and are not estimated.")
+    assert set(r.term_info["rel_time"].dropna()) == {-20.0, 0.0, 20.0}

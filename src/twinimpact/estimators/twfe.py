@@ -496,10 +496,17 @@ def event_study(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohor
                       for n in full_names]}, index=full_names)
     notes = [gap_note] if gap_note else []
     if missing:
-        notes.append(f"relative periods {missing} have no observations and are not estimated")
+        shown = [f"{m:g}" for m in missing]
+        shown_txt = f"[{', '.join(shown)}]"
+        if len(shown) > 8:  # (a long calendar can leave thousands: keep the note short)
+            shown_txt = (f"[{', '.join(shown[:4])}, …, {', '.join(shown[-2:])}] "
+                         f"({len(missing):,} periods)")
+        notes.append(f"relative periods {shown_txt} have no observations and are not "
+                     "estimated")
         if not gap_note:  # on a spaced calendar the off-grid periods cannot exist
-            warnings.warn(f"event_study: relative periods {missing} have no observations in "
-                          "the window and are left out.", NotComputableWarning, stacklevel=2)
+            warnings.warn(f"event_study: relative periods {shown_txt} have no observations "
+                          "in the window and are left out.", NotComputableWarning,
+                          stacklevel=2)
     spec = {"outcome": outcome, "unit": unit, "time": time, "cohort": cohort,
             "leads": leads, "lags": lags, "window": (lo, hi), "ref": refs,
             "bin_endpoints": bin_endpoints, "covariates": tuple(covariates), "cluster": clus,

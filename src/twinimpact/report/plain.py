@@ -75,7 +75,7 @@ _PLAIN_RULES: list[tuple[re.Pattern[str], Any]] = [
     (re.compile(r"pre-(?:test|trend) Wald statistic not computed"),
      "The usual joint pre-trend test is undefined for this method here (more pre-twinning "
      "estimates than independent observations); an alternative test is reported."),
-    (re.compile(r"relative periods \[.*\] have no observations"),
+    (re.compile(r"relative periods \[.*\](?: \([\d,]+ periods\))? have no observations"),
      "Some years around twinning have no observations and are not estimated."),
 ]
 
