@@ -847,6 +847,18 @@ def irls_poisson(y: np.ndarray, x: np.ndarray, fe: WeightedFE | None, *,
     cur = np.empty((n, 1 + k), order="F")
     fe_part = np.empty((n, 1 + k), order="F") if has_fe else None
     x_absmax = np.array([np.max(np.abs(x[:, j])) for j in range(k)])
+
+    def drop_columns(still: np.ndarray) -> None:
+        """Take the regressors flagged False in ``still`` (over the columns still in the
+        model) out of the model and of the sweep buffers."""
+        nonlocal cols, x_absmax, cur, fe_part
+        kept[cols[~still]] = False
+        sel = np.r_[True, still]
+        cols = cols[still]
+        x_absmax = x_absmax[still]
+        cur = np.asfortranarray(cur[:, sel])
+        if fe_part is not None:
+            fe_part = np.asfortranarray(fe_part[:, sel])
     # ppmlhdfe-style adaptive inner tolerance: loose while the deviance still moves, never
     # looser than 1e-4 nor tighter than fe_tol; convergence is only declared at fe_tol.
     inner_tol = max(fe_tol, 1e-4)
@@ -882,14 +894,9 @@ def irls_poisson(y: np.ndarray, x: np.ndarray, fe: WeightedFE | None, *,
         if it == 1 and k:
             # collinearity with the FE / other regressors, judged once at the start
             ref_ss = collinearity_reference(x, big_w)
-            kept = _collinear(cur[:, 1:], big_w, ref_ss, collin_tol)
-            if not kept.all():
-                sel = np.r_[True, kept]
-                cols = cols[kept]
-                x_absmax = x_absmax[kept]
-                cur = np.asfortranarray(cur[:, sel])
-                if fe_part is not None:
-                    fe_part = np.asfortranarray(fe_part[:, sel])
+            still = _collinear(cur[:, 1:], big_w, ref_ss, collin_tol)
+            if not still.all():
+                drop_columns(still)
         if has_fe and not final_check and inner_tol <= fe_tol:
             # the first iteration whose sweeps reached fe_tol: judge collinearity again,
             # before the solve. The first-iteration check ran on columns swept to the
@@ -904,12 +911,7 @@ def irls_poisson(y: np.ndarray, x: np.ndarray, fe: WeightedFE | None, *,
                 still = _collinear(cur[:, 1:], big_w,
                                    collinearity_reference(x[:, cols], big_w), collin_tol)
                 if not still.all():
-                    kept[cols[~still]] = False
-                    sel = np.r_[True, still]
-                    cols = cols[still]
-                    x_absmax = x_absmax[still]
-                    cur = np.asfortranarray(cur[:, sel])
-                    fe_part = np.asfortranarray(fe_part[:, sel])
+                    drop_columns(still)
                     # the previous deviance is that of the larger model: no step halving
                     # towards it, and no convergence declared against it
                     dev_old = np.inf
@@ -942,13 +944,7 @@ def irls_poisson(y: np.ndarray, x: np.ndarray, fe: WeightedFE | None, *,
                         where=f"IRLS iteration {it}", seen=f"{kk} regressors",
                         fix="drop regressors that are (nearly) combinations of the others "
                             "or of the fixed effects")) from None
-                kept[cols[~still]] = False
-                sel = np.r_[True, still]
-                cols = cols[still]
-                x_absmax = x_absmax[still]
-                cur = np.asfortranarray(cur[:, sel])
-                if fe_part is not None:
-                    fe_part = np.asfortranarray(fe_part[:, sel])
+                drop_columns(still)
                 dev_old = np.inf  # the previous deviance is that of the larger model
         eta_new = z                      # z - e with e = zt - xt b, in z's buffer
         eta_new -= zt
