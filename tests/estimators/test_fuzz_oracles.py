@@ -96,11 +96,8 @@ def test_twfe_equals_dense_dummy_ols(seed, relabel, vc, weighted, covariate):
     assume(0 < dd.sum() < len(d))
     cov = ["x"] if covariate else []
     z = np.column_stack([dd, *(d[c].to_numpy() for c in cov)])
-    w = d["w"].to_numpy() if weighted else None
     kind, clus = vc
-    want = dense_fit(d, z, weights=w, vcov=kind,
-                     cluster=None if clus is None else d[clus].to_numpy())
-    assume(want is not None)
+    want = _dense_oracle(d, z, weighted, vc)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         r = ti.twfe(d, **C, covariates=cov, weights="w" if weighted else None, vcov=kind,
@@ -108,6 +105,16 @@ def test_twfe_equals_dense_dummy_ols(seed, relabel, vc, weighted, covariate):
     assert list(r.terms) == ["ATT", *cov]
     _close(r.coef, want[0], "coef")
     _close(r.cov, want[1], f"vcov {vc}")
+
+
+def _dense_oracle(d: pd.DataFrame, z: np.ndarray, weighted: bool, vc) -> tuple:
+    """The dense dummy-variable fit of ``z`` (weights ``w`` if ``weighted``; ``vc`` =
+    (vcov kind, cluster column or None)); examples it cannot fit are skipped."""
+    kind, clus = vc
+    want = dense_fit(d, z, weights=d["w"].to_numpy() if weighted else None, vcov=kind,
+                     cluster=None if clus is None else d[clus].to_numpy())
+    assume(want is not None)
+    return want
 
 
 def _event_design(d: pd.DataFrame, ref: int = -1):
@@ -126,11 +133,8 @@ def _event_design(d: pd.DataFrame, ref: int = -1):
 def test_event_study_equals_dense_dummy_ols(seed, relabel, vc, weighted):
     d = _data(seed, relabel)
     es, z = _event_design(d)
-    w = d["w"].to_numpy() if weighted else None
     kind, clus = vc
-    want = dense_fit(d, z, weights=w, vcov=kind,
-                     cluster=None if clus is None else d[clus].to_numpy())
-    assume(want is not None)
+    want = _dense_oracle(d, z, weighted, vc)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         r = ti.event_study(d, **C, weights="w" if weighted else None, vcov=kind,
