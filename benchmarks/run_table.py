@@ -791,6 +791,51 @@ def table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def summary(results: list[dict]) -> str:
+    """Markdown, one line per (case, panel, size, threads): twinimpact's CPU s and peak MB
+    against the fastest peer that ran (lowest CPU time of the child), the CPU ratio (peer /
+    ours), the memory ratio of that same peer (whole child's peak RSS; in brackets from
+    the panel on, ``peak_fit_mb``) and whether issue 13's target (CPU ratio >= 2, memory
+    ratio >= 1) is met; peers that failed are named. The newest line of each
+    (case, package, panel, size, threads) counts."""
+    last: dict[tuple, dict] = {}
+    for r in results:
+        last[(r["case"], r["panel"], r["size"], r["threads"], r["pkg"])] = r
+    groups: dict[tuple, dict] = {}
+    for (case, kind, size, th, pkg), r in last.items():
+        groups.setdefault((case, kind, size, th), {})[pkg] = r
+    lines = ["| case | panel | size (rows) | threads | ours CPU s / peak MB | best peer: CPU s / "
+             "peak MB | CPU ratio | memory ratio (from the panel on) | met | peers failed |",
+             "|" + "---|" * 10]
+
+    def ok(r):
+        return r is not None and not isinstance(r.get("error"), str)
+    for (case, kind, size, th), pk in groups.items():
+        o = pk.get("twinimpact")
+        if not ok(o):
+            continue
+        rows = o.get("rows", size)
+        peers = {k: v for k, v in pk.items() if k != "twinimpact"}
+        good = {k: v for k, v in peers.items() if ok(v)}
+        failed = ", ".join(f"{k} ({v['error'][:60]})" for k, v in peers.items() if not ok(v))
+        ours = f"{_num(o, 'cpu_s'):.3g} / {o['peak_mb']:,.0f}"
+        if good:
+            name, b = min(good.items(), key=lambda kv: _num(kv[1], "cpu_s"))
+            cr = _num(b, "cpu_s") / _num(o, "cpu_s")
+            mr = b["peak_mb"] / o["peak_mb"]
+            fo, fp = _num(o, "peak_fit_mb"), _num(b, "peak_fit_mb")
+            mrf = f" ({fp / fo:.2f})" if fo > 0 and fp == fp else ""
+            met = "yes" if cr >= 2 and mr >= 1 else "**no**"
+            best = f"{name} {_num(b, 'cpu_s'):.3g} / {b['peak_mb']:,.0f}"
+            lines.append(f"| {case} | {kind} | {_fmt_size(case, size)} ({rows:,.0f}) | {th} "
+                         f"| {ours} | {best} | {cr:.2f} | {mr:.2f}{mrf} | {met} | {failed} |")
+        else:
+            lines.append(f"| {case} | {kind} | {_fmt_size(case, size)} ({rows:,.0f}) | {th} "
+                         f"| {ours} | - | - | - | {'no peer fits' if failed else 'no peer run'} "
+                         f"| {failed} |")
+    return "\n".join(lines)
+
+
 def exponents(results: list[dict]) -> str:
     """Markdown: fitted exponent b of time ~ rows^b (least squares on logs) per series."""
     import numpy as np
@@ -872,6 +917,9 @@ def main() -> None:
     ap.add_argument("--list", action="store_true")
     ap.add_argument("--from-jsonl", nargs="+",
                     help="render the tables from earlier runs' JSON lines (no fitting)")
+    ap.add_argument("--summary", action="store_true",
+                    help="with --from-jsonl: one line per row of the table against the "
+                         "fastest peer (CPU ratio, memory ratio, target met)")
     ap.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.child:
@@ -880,7 +928,7 @@ def main() -> None:
         return
     if a.from_jsonl:
         res = [json.loads(line) for f in a.from_jsonl for line in open(f) if line.strip()]
-        print(table(res) + "\n\n" + exponents(res))
+        print(summary(res) if a.summary else table(res) + "\n\n" + exponents(res))
         return
     if a.list:
         for c, (peers, sizes, kinds) in CASES.items():
