@@ -30,6 +30,10 @@ Run (from the repository root; twinimpact runs in the current interpreter with
 ``PYTHONPATH=src``, peers in ``--peer-python``)::
 
     python benchmarks/run_table.py                       # the default table
+    # every row of RESULTS.md's top table, 1e5 -> 1e7 rows (hours; --list shows the steps):
+    python benchmarks/run_table.py --whole-table --lock /work/bench.lock --run-id WT \
+        --jsonl benchmarks/results_wholetable.jsonl --out benchmarks/results_wholetable.md
+    python benchmarks/run_table.py --from-jsonl benchmarks/results_wholetable.jsonl --summary
     python benchmarks/run_table.py --cases event_study --sizes 1e5 1e6 --panels unbalanced
     python benchmarks/run_table.py --list                # cases, panels and peers
     # weighted / Driscoll-Kraay / covariate event study, with bytes per row at the peak:
@@ -652,6 +656,66 @@ CASES = {
 }
 
 
+_ALL6 = ["balanced", "unbalanced", "gaps", "entry_exit", "strkey_unbal", "cohorts20"]
+_FIVE = ["balanced", "unbalanced", "gaps", "entry_exit", "strkey_unbal"]
+#: ``--whole-table``: every row of the table in RESULTS.md's top section, one step after
+#: the other (each step: the options it overrides; the rest as given on the command line).
+#: Peers that are known not to fit are not run (said in each step's comment). With
+#: ``--lock FILE`` each child of >= 1e6 rows holds the lock alone. Wall time on the
+#: 2-core machine: about 2.5-3 hours.
+WHOLE_TABLE: list[dict] = [
+    # 1e5 rows (and the small SDID / HonestDiD sizes)
+    {"cases": ["event_study"], "sizes": [1e5], "panels": _ALL6, "threads": "both"},
+    {"cases": ["imputation", "cs", "sun_abraham"], "sizes": [1e5], "panels": _ALL6},
+    {"cases": ["event_study_w", "event_study_dk", "event_study_x"], "sizes": [1e5]},
+    {"cases": ["wild", "wild_p"], "sizes": [1e5]},
+    {"cases": ["did2s"], "sizes": [1e5], "panels": _ALL6},
+    {"cases": ["honest_sd", "honest_rm", "honest_rm_r"], "sizes": [1e4]},
+    {"cases": ["sdid"], "sizes": [100_040]},
+    {"cases": ["sdid"], "sizes": [1_000_060, 2_000_060], "panels": ["balanced"], "repeats": 1},
+    {"cases": ["sdid", "sdid_boot"], "sizes": [1_000_040, 3_000_040], "panels": ["balanced"],
+     "repeats": 1},
+    {"cases": ["sdid_boot"], "sizes": [100_040]},
+    # honestdid's conditional test: no result in 30 min (not run); its C-LF: balanced only
+    {"cases": ["honest_rm_like", "honest_rm_cond_like"], "sizes": [1e4],
+     "peers": ["moderndid"]},
+    {"cases": ["etwfe_pois"], "sizes": [1e5]},
+    {"cases": ["honest_rm_like"], "sizes": [1e4], "panels": ["balanced"],
+     "peers": ["honestdid"]},
+    # 1e6 rows
+    {"cases": ["event_study"], "sizes": [1e6], "panels": _ALL6},
+    {"cases": ["event_study"], "sizes": [1e6], "panels": ["balanced", "unbalanced"],
+     "threads": "default"},
+    {"cases": ["imputation"], "sizes": [1e6], "panels": _FIVE, "peer_repeats": 1},
+    {"cases": ["imputation"], "sizes": [1e6], "panels": ["cohorts20"], "repeats": 1},
+    {"cases": ["cs"], "sizes": [1e6], "panels": _ALL6},
+    # diff-diff's SunAbraham cannot fit 24 cohorts at 1e6 (4.9 GiB cells x rows)
+    {"cases": ["sun_abraham"], "sizes": [1e6], "panels": _FIVE, "peer_repeats": 1},
+    # did2s: pyfixest fails from 1e5, diff-diff from 1e6 (74.5 GiB): one check, balanced
+    {"cases": ["did2s"], "sizes": [1e6], "panels": _ALL6, "no_peers": True},
+    {"cases": ["did2s"], "sizes": [1e6], "panels": ["balanced"],
+     "peers": ["diff-diff", "pyfixest"]},
+    {"cases": ["event_study_w", "event_study_dk", "event_study_x"], "sizes": [1e6],
+     "peer_repeats": 1},
+    {"cases": ["wild", "wild_p"], "sizes": [1e6]},
+    {"cases": ["ppml"], "sizes": [1e6], "peer_repeats": 1},
+    {"cases": ["etwfe_pois"], "sizes": [1e6], "panels": ["dense"], "repeats": 1},
+    # 1e7 rows, where a peer fits (pyfixest cannot fit the event study on 24 cohorts,
+    # diff-diff neither Sun-Abraham nor did2s nor imputation on 24 cohorts in a slot)
+    {"cases": ["event_study"], "sizes": [1e7], "panels": _FIVE, "peer_repeats": 1},
+    {"cases": ["event_study"], "sizes": [1e7], "panels": ["balanced", "unbalanced"],
+     "threads": "default", "peer_repeats": 1},
+    {"cases": ["imputation"], "sizes": [1e7], "panels": _FIVE},
+    {"cases": ["cs"], "sizes": [1e7], "panels": _ALL6, "peer_repeats": 1},
+    {"cases": ["wild", "wild_p"], "sizes": [1e7]},
+    {"cases": ["ppml"], "sizes": [1e7], "panels": ["dense", "strkey", "missing10"],
+     "repeats": 1},
+    {"cases": ["event_study", "sun_abraham", "did2s"], "sizes": [1e7],
+     "panels": ["balanced", "unbalanced", "strkey_unbal", "cohorts20"], "no_peers": True,
+     "repeats": 1},
+]
+
+
 def run_child(args, case, pkg, kind, size, threads) -> dict:
     py = (sys.executable if pkg == "twinimpact"
           else PORT_PYTHON[pkg] if pkg in PORT_PYTHON else args.peer_python)
@@ -917,6 +981,9 @@ def main() -> None:
     ap.add_argument("--list", action="store_true")
     ap.add_argument("--from-jsonl", nargs="+",
                     help="render the tables from earlier runs' JSON lines (no fitting)")
+    ap.add_argument("--whole-table", action="store_true",
+                    help="run every row of RESULTS.md's top table (WHOLE_TABLE: 1e5, 1e6, "
+                         "1e7 rows; use with --lock on a shared machine)")
     ap.add_argument("--summary", action="store_true",
                     help="with --from-jsonl: one line per row of the table against the "
                          "fastest peer (CPU ratio, memory ratio, target met)")
@@ -930,6 +997,10 @@ def main() -> None:
         res = [json.loads(line) for f in a.from_jsonl for line in open(f) if line.strip()]
         print(summary(res) if a.summary else table(res) + "\n\n" + exponents(res))
         return
+    if a.list and a.whole_table:
+        for step in WHOLE_TABLE:
+            print(step)
+        return
     if a.list:
         for c, (peers, sizes, kinds) in CASES.items():
             print(f"{c}: peers {peers}, sizes {sizes}, panels {kinds}")
@@ -938,6 +1009,22 @@ def main() -> None:
     too_big = [z for z in (a.sizes or []) if z >= BIG_ROWS]
     if too_big and not a.big:
         raise SystemExit(f"sizes {too_big} need --big (see --help)")
+    results = []
+    for step in WHOLE_TABLE if a.whole_table else [{}]:
+        # the whole table is one BLAS thread unless a step says otherwise
+        results += _grid(argparse.Namespace(**{**vars(a), **(
+            {"threads": "1"} if a.whole_table else {}), **step}))
+    head = [f"# Speed table (benchmarks/run_table.py), {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
+            "", f"Command: `python benchmarks/run_table.py {' '.join(sys.argv[1:])}`", "",
+            f"Machine: {platform.platform()}, {os.cpu_count()} CPUs shared with other jobs; "
+            f"medians of {a.repeats} after a warm-up, each package in its own process, "
+            f"address space capped at {a.mem_cap_gb:g} GB.", ""]
+    Path(a.out).write_text("\n".join(head) + table(results) + "\n\n" + summary(results) + "\n")
+    print(table(results))
+
+
+def _grid(a) -> list[dict]:
+    """Every (case, panel, size, threads, package) of the options ``a``, one child each."""
     results = []
     threads = ["1", "default"] if a.threads == "both" else [a.threads]
     for case in a.cases:
@@ -955,13 +1042,7 @@ def main() -> None:
                             "case", "pkg", "panel", "size", "threads", "median_s", "cpu_s",
                             "user_s", "sys_s", "peak_mb", "data_mb",
                             "traced_peak_bytes_per_row", "error", "load")}), flush=True)
-    head = [f"# Speed table (benchmarks/run_table.py), {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
-            "", f"Command: `python benchmarks/run_table.py {' '.join(sys.argv[1:])}`", "",
-            f"Machine: {platform.platform()}, {os.cpu_count()} CPUs shared with other jobs; "
-            f"medians of {a.repeats} after a warm-up, each package in its own process, "
-            f"address space capped at {a.mem_cap_gb:g} GB.", ""]
-    Path(a.out).write_text("\n".join(head) + table(results) + "\n")
-    print(table(results))
+    return results
 
 
 if __name__ == "__main__":
