@@ -154,7 +154,7 @@ def test_second_stage_columns_are_the_rows_of_each_dummy(monkeypatch, event_stud
     keep = rng.random(n) > 0.1
     w = rng.uniform(0.5, 2.0, n)
     adj = rng.normal(size=n)
-    names, indptr, indices, xtx, xty = _second_stage_columns(
+    names, indptr, indices, xtx, xty, _ = _second_stage_columns(
         t, g, keep, never, treated, event_study, (-1,), w, adj)
     if event_study:
         rel = np.where(never, 10**6, t - np.nan_to_num(g)).astype(np.int64)

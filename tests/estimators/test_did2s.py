@@ -254,3 +254,39 @@ def test_event_window_pretrend_test_covers_the_window(method):
     assert pt.p_value == pytest.approx(direct.p_value, rel=1e-12)
     assert pt.statistic != pytest.approx(full.pretrend_test.statistic, rel=1e-6)
     assert "inside the event window" in pt.note
+
+
+def test_reference_period_without_rows_is_said_not_silent():
+    """On a calendar that skips the reference period (biennial data: relative periods
+    -4, -2, 0, 2, ...) nothing is omitted. The fit is then the fit with no reference
+    period at all, and a note says so; on the annual panel there is no such note."""
+    d = simulate_panel(n_units=30, n_periods=10, seed=3, cohorts=(3, 5, 0), dynamic=0.3)
+    odd = d[d["year"] % 2 == 1].reset_index(drop=True)
+    r = did2s(odd, **SIM, event_study=True)
+    r_none = did2s(odd, **SIM, event_study=True, ref=())
+    assert r.terms == r_none.terms and "rel_time=-2" in r.terms
+    np.testing.assert_array_equal(r.coef, r_none.coef)
+    note = [n for n in r.diagnostics["notes"] if "reference period" in n]
+    assert len(note) == 1 and "rel_time -1 has no rows" in note[0], r.diagnostics["notes"]
+    assert not any("reference period" in n for n in r_none.diagnostics["notes"])
+    annual = did2s(d, **SIM, event_study=True)
+    assert "rel_time=-1" not in annual.terms
+    assert not any("reference period" in n for n in annual.diagnostics["notes"])
+
+
+def test_relative_period_without_weight_note_is_plain():
+    """A relative period whose rows all have weight 0 is not estimated; the note lists the
+    periods as numbers (no Python list of term labels) in the form the report's plain
+    sentence recognises."""
+    from twinimpact.report.plain import plain_warning
+
+    d = simulate_panel(n_units=30, n_periods=8, seed=4, cohorts=(3, 5, 0))
+    d["w"] = np.where((d["g"] > 0) & (d["year"] - d["g"] == 4), 0.0, 1.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        r = did2s(d, **SIM, event_study=True, weights="w")
+    note = [n for n in r.diagnostics["notes"] if "no observations" in n]
+    assert note == ["relative periods [4] have no observations and are not estimated"]
+    assert np.isnan(r.coef[r.terms.index("rel_time=4")])
+    assert "not estimated" in plain_warning(f"did2s: {note[0]}")
+    assert "'" not in plain_warning(f"did2s: {note[0]}")

@@ -154,10 +154,10 @@ def _second_stage_columns(t: np.ndarray, g: np.ndarray, keep: np.ndarray,
                           never: np.ndarray, treated: np.ndarray, event_study: bool,
                           refs: tuple[int, ...], w: np.ndarray | None, adj: np.ndarray
                           ) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray,
-                                     np.ndarray]:
+                                     np.ndarray, tuple[int, ...]]:
     """The second-stage design as CSC columns of ones: names, ``indptr``, ``indices``
-    (the rows of each column in row order), ``X2'WX2`` (k, k) diagonal and ``X2'W adj``
-    (k,). Event study: one column per relative period of the kept rows of treated units
+    (the rows of each column in row order), ``X2'WX2`` (k, k) diagonal, ``X2'W adj``
+    (k,) and the ``refs`` that had rows (those actually omitted). Event study: one column per relative period of the kept rows of treated units
     except ``refs``; static: one column of the kept treated rows. Built in row blocks
     (counts, then each block's rows put in place by a stable sort of its codes): no
     n-row array besides ``indices``; the sums are added in row order (the same as
@@ -185,6 +185,7 @@ def _second_stage_columns(t: np.ndarray, g: np.ndarray, keep: np.ndarray,
         del parts
         present = np.flatnonzero(cnt) + lo
         periods = [int(e) for e in present if int(e) not in refs]
+        omitted = tuple(r for r in refs if r in set(present.tolist()))
         names = [f"rel_time={e}" for e in periods]
         pos = np.full(hi - lo + 1, -1, dtype=np.intp)
         pos[np.asarray(periods, dtype=np.int64) - lo] = np.arange(len(periods))
@@ -205,6 +206,7 @@ def _second_stage_columns(t: np.ndarray, g: np.ndarray, keep: np.ndarray,
 
         col_n = np.array([sum(int(np.count_nonzero(treated[sl] & keep[sl]))
                               for sl in blocks)], dtype=np.intp)
+        omitted = ()
     k = len(names)
     indptr = np.concatenate([[0], np.cumsum(col_n)]).astype(np.intp)
     indices = np.empty(int(indptr[-1]), dtype=np.int32 if n < 2**31 else np.intp)
@@ -224,7 +226,7 @@ def _second_stage_columns(t: np.ndarray, g: np.ndarray, keep: np.ndarray,
         dest += cursor[cs]
         indices[dest] = r[order]
         cursor += cb
-    return names, indptr, indices, np.diag(xtw), xty
+    return names, indptr, indices, np.diag(xtw), xty, omitted
 
 
 @blas_single_thread
@@ -325,7 +327,7 @@ def did2s(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort: str
     keep = ~bad
     del bad
     # second-stage design: disjoint 0/1 columns, kept as CSC columns (rows per column)
-    names, indptr, indices, xtx, xty = _second_stage_columns(
+    names, indptr, indices, xtx, xty, omitted = _second_stage_columns(
         t, g, keep, never, treated, event_study, refs, w, adj)
     k = len(names)
     coef = np.linalg.pinv(xtx) @ xty
@@ -379,9 +381,16 @@ def did2s(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort: str
                      f"estimation error accounted for), clustered by {clus}, no small-sample "
                      f"factor; t({n_cl - 1}) reference"))
     notes = []
+    if event_study and refs and not omitted and names:
+        notes.append(f"the reference period{'s' if len(refs) > 1 else ''} rel_time "
+                     f"{', '.join(str(r) for r in refs)} ha{'ve' if len(refs) > 1 else 's'} "
+                     "no rows of treated units (e.g. a calendar that skips years), so no "
+                     "relative period is omitted: each coefficient is the mean gap to the "
+                     "first stage's prediction at that relative period")
     if event_study and empty.any():
-        notes.append(f"relative periods without observations: "
-                     f"{[n for n, e in zip(names, empty, strict=True) if e]}")
+        shown = [f"{r:g}" for r, e in zip(rel_of, empty, strict=False) if e]
+        notes.append(f"relative periods [{', '.join(shown)}] have no observations and "
+                     "are not estimated")
     diag = {**pdata.diagnostics(), "dropped_rows": dropped,
             "n_treated_obs": _count_both(treated, keep),
             "n_untreated_obs": _count_both(untreated, keep),
