@@ -19,9 +19,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from twinimpact.core.unitorder import sortable_values
-from twinimpact.errors import InputError
+from twinimpact.errors import EstimationError, InputError
 from twinimpact.estimators.callaway_santanna import (
-    _byte_order_keys,
     _factorize_sorted,
     _few_byte_values,
     _time_codes,
@@ -142,29 +141,64 @@ def test_factorize_sorted_strings_match_pandas(values, partitions, skip):
         assert labels.equals(labels0) and labels.dtype == labels0.dtype
 
 
-@settings(max_examples=80, deadline=None)
-@given(st.lists(st.text(st.sampled_from(["a", "b", "z", "0", "\0", "\x01", "\x7f", "é",
-                                         "ÿ", "中", "😀"]), max_size=9),
-                min_size=1, max_size=30), st.integers(0, 3))
-def test_byte_order_keys_sort_and_separate_like_the_strings(values, skip):
-    """The keys order the strings as Python does (code point order = UTF-8 byte order)
-    and are equal exactly when the strings are; None exactly when a string is longer than
-    eight bytes or holds a NUL byte (where zero padding could tie or misorder)."""
-    s = pd.Series(values, dtype="str").iloc[min(skip, len(values) - 1):]
-    vals = list(s)
-    rows = np.arange(len(vals))[::-1].copy()  # any selection of rows, in any order
-    keys = _byte_order_keys(s.array, rows)
-    refused = any(len(v.encode()) > 8 or "\0" in v for v in vals)
-    assert (keys is None) == refused
-    if keys is None:
+#: characters whose byte order and naive orders could differ: NUL (a zero-padded "a" and
+#: "a\\0" would tie), \\x01, DEL, multi-byte UTF-8 (above "z" in byte and code point order)
+_ID_CHARS = ["a", "b", "z", "0", "\0", "\x01", "\x7f", "é", "ÿ", "中", "😀"]
+
+
+def _small_mpdta(mpdta: pd.DataFrame, per_cohort: int = 10) -> pd.DataFrame:
+    """``per_cohort`` counties of each cohort of mpdta (all their years)."""
+    first = mpdta.groupby("countyreal")["first.treat"].first()
+    pick = first.groupby(first).head(per_cohort).index
+    return mpdta[mpdta["countyreal"].isin(pick)].reset_index(drop=True)
+
+
+def _id_lists(chars: list[str], min_size: int, max_size: int) -> st.SearchStrategy:
+    return st.lists(st.text(st.sampled_from(chars), min_size=min_size, max_size=max_size),
+                    min_size=40, max_size=40, unique=True)
+
+
+_ASCII = [c for c in _ID_CHARS if len(c.encode()) == 1]
+#: ids of every kind: free (longer than eight bytes, eight beside shorter: Arrow's sort),
+#: at most seven bytes (byte-order keys, NUL bytes and prefixes), exactly eight bytes (the
+#: same), three of four digits (few byte values: dense values by counting)
+_ID_KINDS = st.one_of(_id_lists(_ID_CHARS, 0, 9), _id_lists(_ID_CHARS, 0, 3),
+                      _id_lists(_ASCII, 0, 7), _id_lists(_ASCII, 8, 8),
+                      _id_lists(list("0123"), 3, 3))
+
+
+@settings(max_examples=60, deadline=None)
+@given(_ID_KINDS, st.integers(0, 2**32 - 1), st.booleans())
+def test_string_unit_ids_of_any_kind_give_the_object_ids_results(mpdta, labels, seed,
+                                                                  unbalanced):
+    """What users see on Arrow string unit ids of any kind (empty, NUL bytes, prefixes,
+    multi-byte UTF-8, eight bytes beside shorter or longer ones) in shuffled rows with
+    rows missing: the units in Python's sorted order and every number -- ATT(g,t), vcov,
+    influence function, dynamic aggregation -- bit-identical to the same ids as Python
+    objects (pandas.factorize(sort=True), the plain path). The ids take whichever path
+    they qualify for: dense values by counting, byte-order keys of the labels, Arrow's
+    sort."""
+    df = _small_mpdta(mpdta)
+    rng = np.random.default_rng(seed)
+    counties = np.unique(df["countyreal"])
+    ids = dict(zip(counties, rng.permutation(np.asarray(labels, dtype=object)),
+                   strict=True))
+    df = df.sample(frac=1.0, random_state=rng.integers(2**31)).iloc[
+        rng.random(len(df)) > 0.05].reset_index(drop=True)
+    df["countyreal"] = df["countyreal"].map(ids).astype(object)
+    strs = df.astype({"countyreal": "str"})
+    try:
+        a = _fit(df, allow_unbalanced_panel=unbalanced)
+    except EstimationError:  # (too few units left in some cohort: both paths refuse)
+        with pytest.raises(EstimationError):
+            _fit(strs, allow_unbalanced_panel=unbalanced)
         return
-    picked = [vals[i] for i in rows]
-    order = np.argsort(keys, kind="stable")
-    assert [picked[i] for i in order] == sorted(picked)
-    for i in range(len(picked)):
-        for j in range(len(picked)):
-            assert (keys[i] == keys[j]) == (picked[i] == picked[j])
-            assert (keys[i] < keys[j]) == (picked[i] < picked[j])
+    b = _fit(strs, allow_unbalanced_panel=unbalanced)
+    assert list(a[0].units) == list(b[0].units) == sorted(a[0].units)
+    for ra, rb in zip(a, b, strict=True):
+        np.testing.assert_array_equal(ra.params.to_numpy(), rb.params.to_numpy())
+        np.testing.assert_array_equal(np.asarray(ra.vcov), np.asarray(rb.vcov))
+    np.testing.assert_array_equal(np.asarray(a[0].influence), np.asarray(b[0].influence))
 
 
 @pytest.mark.parametrize("ids", ["short", "eight", "nonascii", "long"])

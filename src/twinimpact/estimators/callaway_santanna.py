@@ -28,7 +28,7 @@ import pandas as pd
 from scipy import stats
 
 from ..core.fe import factorize
-from ..core.labels import string_codes
+from ..core.labels import _arrow_strings, short_string_keys, string_codes
 from ..core.threads import blas_single_thread
 from ..core.unitorder import sortable_values
 from ..core.validation import (
@@ -212,7 +212,7 @@ def _factorize_sorted(values: pd.Series) -> tuple[np.ndarray, pd.Index]:
     :func:`~twinimpact.core.labels.string_codes` (pandas' codes in order of first appearance, hashed in partitions when
     the labels are many), whose labels (one row each) are then sorted as
     :func:`pandas.factorize` sorts its uniques (``argsort``: Arrow's byte order) and the
-    codes renumbered -- labels of at most eight bytes without a NUL byte through one
+    codes renumbered -- labels of at most seven bytes, or all of eight, through one
     integer each (:func:`_byte_order_keys`), the others by Arrow; anything else goes to
     :func:`pandas.factorize`.
     """
@@ -243,14 +243,13 @@ def _factorize_sorted(values: pd.Series) -> tuple[np.ndarray, pd.Index]:
         one = np.empty(k, dtype=np.intp)
         one[codes if every else codes[rows]] = rows  # a row of each label (any)
         del rows
-        keys = _byte_order_keys(values.array, one)
+        uniques = values.array.take(one)  # the labels in code order
+        keys = _byte_order_keys(uniques)
         if keys is not None:  # one integer per label, in the labels' byte order
             sorter = np.argsort(keys)  # (distinct keys: any sort gives the same order)
-            labels = values.array.take(one[sorter])
         else:
-            uniques = values.array.take(one)  # the labels in code order
             sorter = np.asarray(uniques.argsort())  # as pandas.factorize(sort=True)
-            labels = uniques.take(sorter)
+        labels = uniques.take(sorter)
         rank = np.empty(k, dtype=np.intp)
         rank[sorter] = np.arange(k)
         if every:
@@ -275,91 +274,35 @@ _BYTE_SAMPLE = 1 << 16
 
 
 def _few_byte_values(values: Any) -> bool:
-    """False when the first :data:`_BYTE_SAMPLE` rows of short string ids (at most eight
-    bytes, no NUL: :func:`_byte_order_keys`) already vary over more byte values than
-    :func:`~twinimpact.core.unitorder.sortable_values` accepts (``R <= 4 n + 1000``; its
-    mixed-radix span is at least the product of these rows' byte ranges), e.g. random hex
-    ids: it would read every row for nothing. True otherwise (it then decides)."""
+    """False when :func:`~twinimpact.core.unitorder.sortable_values` would decline the
+    ids, seen from their first :data:`_BYTE_SAMPLE` rows: these rows have no
+    :func:`~twinimpact.core.labels.short_string_keys` (then the whole column has none), or
+    their keys' byte ranges already span more values than it accepts (``R <= 4 n +
+    1000``; its mixed-radix span is the product of the same ranges over every row), e.g.
+    random hex ids: it would read every row for nothing. True otherwise (it decides)."""
     n = len(values)
     if n == 0:
         return False
-    keys = _byte_order_keys(values, np.arange(min(n, _BYTE_SAMPLE)))
-    if keys is None or not len(keys):
-        return True
-    b = keys.astype("<u8", copy=False).view(np.uint8).reshape(len(keys), 8)
+    data = _arrow_strings(values)
+    keys = None if data is None else short_string_keys(data.slice(0, _BYTE_SAMPLE))
+    if keys is None:  # (then no row-wide key either: sortable_values would decline)
+        return False
+    b = keys.view(np.uint8).reshape(len(keys), 8)
     ranges = b.max(axis=0).astype(np.int64) - b.min(axis=0) + 1
     return math.prod(int(r) for r in ranges) <= 4 * n + 1000
 
 
-#: ``_LOW[L]``: the bits of a big-endian eight-byte word after its first ``L`` bytes
-_LOW = np.array([(1 << 8 * (8 - n)) - 1 for n in range(9)], dtype=np.uint64)
-_ONES = np.uint64(0x0101010101010101)
-_HIGHS = np.uint64(0x8080808080808080)
-
-
-def _byte_order_keys(values: Any, rows: np.ndarray) -> np.ndarray | None:
-    """One uint64 per row ``rows[i]`` of an Arrow string array (pandas ``str`` /
-    ``string[pyarrow]``, one chunk): the string's bytes as a big-endian integer,
-    zero-padded to eight bytes. Two strings of at most eight bytes with no NUL byte
-    compare as their keys do in byte order (a proper prefix is padded with zeros, below
-    any other byte), so sorting the keys sorts the strings as Arrow does (UTF-8 byte
-    order, which is also Python's code point order), and distinct strings get distinct
-    keys. None when that could fail -- a selected row is missing or longer than eight
-    bytes, or holds a NUL byte ("a" and "a\\0" would tie) -- or the array is not one
-    Arrow string chunk."""
-    if len(rows) == 0:
-        return np.zeros(0, dtype=np.uint64)
-    got = _string_words(values)
-    if got is None:
-        return None
-    arr, offsets, words = got
-    if arr.null_count and not np.asarray(arr.is_valid())[rows].all():
-        return None
-    start = offsets[rows].astype(np.int64)
-    return _keys_at(words, start, offsets[rows + 1] - start)
-
-
-def _string_words(values: Any) -> tuple[Any, np.ndarray, np.ndarray] | None:
-    """``(arr, offsets, words)`` of an Arrow string array of one chunk: the chunk, its
-    offsets (from its first row) and the big-endian eight-byte words starting at each
-    byte of its data (an overlapping strided view, no copy); None for anything else."""
-    try:
-        import pyarrow as pa
-    except ImportError:  # pragma: no cover - pandas' Arrow strings need pyarrow
-        return None
-    data = getattr(values, "_pa_array", None)
-    if not isinstance(data, pa.ChunkedArray) or data.num_chunks != 1:
-        return None
-    arr = data.chunk(0)
-    if not (pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)):
-        return None
-    bufs = arr.buffers()
-    off_type = np.int64 if pa.types.is_large_string(arr.type) else np.int32
-    offsets = np.frombuffer(bufs[1], dtype=off_type, count=len(arr) + 1 + arr.offset)
-    buf = (np.frombuffer(bufs[2], dtype=np.uint8) if bufs[2] is not None
-           else np.zeros(0, dtype=np.uint8))
-    if len(buf) < 8:
-        buf = np.concatenate([buf, np.zeros(8, dtype=np.uint8)])
-    words = np.ndarray(shape=(len(buf) - 7,), dtype=">u8", buffer=buf, strides=(1,))
-    return arr, offsets[arr.offset:], words
-
-
-def _keys_at(words: np.ndarray, start: np.ndarray, length: np.ndarray) -> np.ndarray | None:
-    """:func:`_byte_order_keys` of the strings at byte offsets ``start`` (int64) of
-    ``length`` bytes, ``words`` the big-endian words from each byte of the data buffer."""
-    if len(length) and length.max() > 8:
-        return None
-    last = len(words) - 1
-    key = words[np.minimum(start, last)].astype(np.uint64)
-    over = start > last
-    if over.any():  # strings ending within the buffer's last eight bytes: shift them up
-        key[over] <<= (8 * (start[over] - last)).astype(np.uint64)
-    low = _LOW[length]
-    key &= ~low  # the string's own bytes, then zeros
-    probe = key | low  # any zero byte left is a NUL in the string
-    if ((probe - _ONES) & ~probe & _HIGHS).any():
-        return None
-    return key
+def _byte_order_keys(values: Any) -> np.ndarray | None:
+    """One uint64 per row of an Arrow string array (pandas ``str`` / ``string[pyarrow]``)
+    ordered as the strings in byte order (UTF-8 byte order = Python's code point order)
+    and equal exactly when they are: :func:`~twinimpact.core.labels.short_string_keys`
+    byte-swapped (the bytes big-endian, the length of a string shorter than eight bytes
+    in the low byte, so NUL bytes and prefixes sort right). None when it gives none (a
+    missing row, a string longer than eight bytes, eight-byte strings beside shorter
+    ones) or the array is not Arrow strings."""
+    data = _arrow_strings(values)
+    keys = None if data is None else short_string_keys(data)
+    return None if keys is None else keys.byteswap()
 
 
 def _time_codes(tt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
