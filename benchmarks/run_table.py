@@ -46,7 +46,8 @@ Run (from the repository root; twinimpact runs in the current interpreter with
 Runs at >= 1e6 rows on a shared machine: ``--lock /work/bench.lock`` takes that flock(2)
 lock around each child of at least ``--lock-from`` rows (default 1e6) and releases it
 between children (so every locked hold is one child, and other jobs get the lock in
-between); ``lock_wait_s`` records the wait. ``--peer-repeats 1`` times a slow peer once
+between; ``--lock-hold S`` keeps it across children for up to S seconds, which saves
+queueing for it again on a busy machine); ``lock_wait_s`` records the wait. ``--peer-repeats 1`` times a slow peer once
 while twinimpact keeps ``--repeats``.
 
 Results are appended as JSON lines to ``--jsonl`` and the markdown table is written to
@@ -735,14 +736,19 @@ def run_child(args, case, pkg, kind, size, threads) -> dict:
     def limit():
         resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
 
-    lock = None
-    if args.lock and _rows(case, size) >= args.lock_from:
-        # one child per hold of the shared benchmark lock (the same flock(2) lock as
-        # `flock FILE cmd`): other jobs can take it between children
+    need = bool(args.lock) and _rows(case, size) >= args.lock_from
+    if _LOCK["fh"] is not None and not need:
+        _release_lock()
+    waited = None
+    if need and _LOCK["fh"] is None:
+        # the shared benchmark lock (the same flock(2) lock as `flock FILE cmd`), held for
+        # this child and, with --lock-hold S, for the next ones until S seconds have
+        # passed since it was taken; other jobs can take it in between
         import fcntl
         w0 = time.time()
-        lock = open(args.lock, "a")
-        fcntl.flock(lock, fcntl.LOCK_EX)
+        fh = open(args.lock, "a")
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        _LOCK.update(fh=fh, since=time.time())
         waited = time.time() - w0
     load = os.getloadavg()[0]
     t0 = time.time()
@@ -759,16 +765,25 @@ def run_child(args, case, pkg, kind, size, threads) -> dict:
     except subprocess.TimeoutExpired:
         res = {"error": f"timeout after {args.timeout} s"}
     finally:
-        if lock is not None:
-            lock.close()  # releases the lock
-    if lock is not None:
-        res["lock_wait_s"] = round(waited, 1)
+        if _LOCK["fh"] is not None and time.time() - _LOCK["since"] >= args.lock_hold:
+            _release_lock()
+    if need:
+        res["lock_wait_s"] = round(waited, 1) if waited is not None else 0.0
     res.update({"case": case, "pkg": pkg, "panel": kind, "size": size, "threads": threads,
                 "load": f"{load:.1f}-{os.getloadavg()[0]:.1f}", "wall_s": time.time() - t0,
                 "utc": time.strftime("%H:%M", time.gmtime(t0)),
                 **({"commit": args.commit} if args.commit else {}),
                 **({"run": args.run_id} if args.run_id else {})})
     return res
+
+
+#: the benchmark lock while this parent holds it (``--lock``)
+_LOCK: dict = {"fh": None, "since": 0.0}
+
+
+def _release_lock() -> None:
+    _LOCK["fh"].close()  # closing the file releases the flock
+    _LOCK["fh"] = None
 
 
 def _rows(case: str, size: float) -> float:
@@ -973,6 +988,10 @@ def main() -> None:
     ap.add_argument("--lock", metavar="FILE",
                     help="hold this flock(2) lock (e.g. /work/bench.lock) around each child "
                          "of at least --lock-from rows, released between children")
+    ap.add_argument("--lock-hold", type=float, default=0.0, metavar="S",
+                    help="keep --lock across children until S seconds have passed since it "
+                         "was taken (default 0: one child per hold); a hold ends after the "
+                         "first child that ends past S, so keep S + the longest child < 10 min")
     ap.add_argument("--lock-from", type=float, default=1e6,
                     help="rows from which a child takes --lock (default 1e6)")
     ap.add_argument("--run-id", help="a label stored with every JSON line (e.g. a run name)")
