@@ -30,6 +30,10 @@ Run (from the repository root; twinimpact runs in the current interpreter with
 ``PYTHONPATH=src``, peers in ``--peer-python``)::
 
     python benchmarks/run_table.py                       # the default table
+    # every row of RESULTS.md's top table, 1e5 -> 1e7 rows (hours; --list shows the steps):
+    python benchmarks/run_table.py --whole-table --lock /work/bench.lock --run-id WT \
+        --jsonl benchmarks/results_wholetable.jsonl --out benchmarks/results_wholetable.md
+    python benchmarks/run_table.py --from-jsonl benchmarks/results_wholetable.jsonl --summary
     python benchmarks/run_table.py --cases event_study --sizes 1e5 1e6 --panels unbalanced
     python benchmarks/run_table.py --list                # cases, panels and peers
     # weighted / Driscoll-Kraay / covariate event study, with bytes per row at the peak:
@@ -42,7 +46,8 @@ Run (from the repository root; twinimpact runs in the current interpreter with
 Runs at >= 1e6 rows on a shared machine: ``--lock /work/bench.lock`` takes that flock(2)
 lock around each child of at least ``--lock-from`` rows (default 1e6) and releases it
 between children (so every locked hold is one child, and other jobs get the lock in
-between); ``lock_wait_s`` records the wait. ``--peer-repeats 1`` times a slow peer once
+between; ``--lock-hold S`` keeps it across children for up to S seconds, which saves
+queueing for it again on a busy machine); ``lock_wait_s`` records the wait. ``--peer-repeats 1`` times a slow peer once
 while twinimpact keeps ``--repeats``.
 
 Results are appended as JSON lines to ``--jsonl`` and the markdown table is written to
@@ -652,6 +657,66 @@ CASES = {
 }
 
 
+_ALL6 = ["balanced", "unbalanced", "gaps", "entry_exit", "strkey_unbal", "cohorts20"]
+_FIVE = ["balanced", "unbalanced", "gaps", "entry_exit", "strkey_unbal"]
+#: ``--whole-table``: every row of the table in RESULTS.md's top section, one step after
+#: the other (each step: the options it overrides; the rest as given on the command line).
+#: Peers that are known not to fit are not run (said in each step's comment). With
+#: ``--lock FILE`` each child of >= 1e6 rows holds the lock alone. Wall time on the
+#: 2-core machine: about 2.5-3 hours.
+WHOLE_TABLE: list[dict] = [
+    # 1e5 rows (and the small SDID / HonestDiD sizes)
+    {"cases": ["event_study"], "sizes": [1e5], "panels": _ALL6, "threads": "both"},
+    {"cases": ["imputation", "cs", "sun_abraham"], "sizes": [1e5], "panels": _ALL6},
+    {"cases": ["event_study_w", "event_study_dk", "event_study_x"], "sizes": [1e5]},
+    {"cases": ["wild", "wild_p"], "sizes": [1e5]},
+    {"cases": ["did2s"], "sizes": [1e5], "panels": _ALL6},
+    {"cases": ["honest_sd", "honest_rm", "honest_rm_r"], "sizes": [1e4]},
+    {"cases": ["sdid"], "sizes": [100_040]},
+    {"cases": ["sdid"], "sizes": [1_000_060, 2_000_060], "panels": ["balanced"], "repeats": 1},
+    {"cases": ["sdid", "sdid_boot"], "sizes": [1_000_040, 3_000_040], "panels": ["balanced"],
+     "repeats": 1},
+    {"cases": ["sdid_boot"], "sizes": [100_040]},
+    # honestdid's conditional test: no result in 30 min (not run); its C-LF: balanced only
+    {"cases": ["honest_rm_like", "honest_rm_cond_like"], "sizes": [1e4],
+     "peers": ["moderndid"]},
+    {"cases": ["etwfe_pois"], "sizes": [1e5]},
+    {"cases": ["honest_rm_like"], "sizes": [1e4], "panels": ["balanced"],
+     "peers": ["honestdid"]},
+    # 1e6 rows
+    {"cases": ["event_study"], "sizes": [1e6], "panels": _ALL6},
+    {"cases": ["event_study"], "sizes": [1e6], "panels": ["balanced", "unbalanced"],
+     "threads": "default"},
+    {"cases": ["imputation"], "sizes": [1e6], "panels": _FIVE, "peer_repeats": 1},
+    {"cases": ["imputation"], "sizes": [1e6], "panels": ["cohorts20"], "repeats": 1},
+    {"cases": ["cs"], "sizes": [1e6], "panels": _ALL6},
+    # diff-diff's SunAbraham cannot fit 24 cohorts at 1e6 (4.9 GiB cells x rows)
+    {"cases": ["sun_abraham"], "sizes": [1e6], "panels": _FIVE, "peer_repeats": 1},
+    # did2s: pyfixest fails from 1e5, diff-diff from 1e6 (74.5 GiB): one check, balanced
+    {"cases": ["did2s"], "sizes": [1e6], "panels": _ALL6, "no_peers": True},
+    {"cases": ["did2s"], "sizes": [1e6], "panels": ["balanced"],
+     "peers": ["diff-diff", "pyfixest"]},
+    {"cases": ["event_study_w", "event_study_dk", "event_study_x"], "sizes": [1e6],
+     "peer_repeats": 1},
+    {"cases": ["wild", "wild_p"], "sizes": [1e6]},
+    {"cases": ["ppml"], "sizes": [1e6], "peer_repeats": 1},
+    {"cases": ["etwfe_pois"], "sizes": [1e6], "panels": ["dense"], "repeats": 1},
+    # 1e7 rows, where a peer fits (pyfixest cannot fit the event study on 24 cohorts,
+    # diff-diff neither Sun-Abraham nor did2s nor imputation on 24 cohorts in a slot)
+    {"cases": ["event_study"], "sizes": [1e7], "panels": _FIVE, "peer_repeats": 1},
+    {"cases": ["event_study"], "sizes": [1e7], "panels": ["balanced", "unbalanced"],
+     "threads": "default", "peer_repeats": 1},
+    {"cases": ["imputation"], "sizes": [1e7], "panels": _FIVE},
+    {"cases": ["cs"], "sizes": [1e7], "panels": _ALL6, "peer_repeats": 1},
+    {"cases": ["wild", "wild_p"], "sizes": [1e7]},
+    {"cases": ["ppml"], "sizes": [1e7], "panels": ["dense", "strkey", "missing10"],
+     "repeats": 1},
+    {"cases": ["event_study", "sun_abraham", "did2s"], "sizes": [1e7],
+     "panels": ["balanced", "unbalanced", "strkey_unbal", "cohorts20"], "no_peers": True,
+     "repeats": 1},
+]
+
+
 def run_child(args, case, pkg, kind, size, threads) -> dict:
     py = (sys.executable if pkg == "twinimpact"
           else PORT_PYTHON[pkg] if pkg in PORT_PYTHON else args.peer_python)
@@ -671,14 +736,19 @@ def run_child(args, case, pkg, kind, size, threads) -> dict:
     def limit():
         resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
 
-    lock = None
-    if args.lock and _rows(case, size) >= args.lock_from:
-        # one child per hold of the shared benchmark lock (the same flock(2) lock as
-        # `flock FILE cmd`): other jobs can take it between children
+    need = bool(args.lock) and _rows(case, size) >= args.lock_from
+    if _LOCK["fh"] is not None and not need:
+        _release_lock()
+    waited = None
+    if need and _LOCK["fh"] is None:
+        # the shared benchmark lock (the same flock(2) lock as `flock FILE cmd`), held for
+        # this child and, with --lock-hold S, for the next ones until S seconds have
+        # passed since it was taken; other jobs can take it in between
         import fcntl
         w0 = time.time()
-        lock = open(args.lock, "a")
-        fcntl.flock(lock, fcntl.LOCK_EX)
+        fh = open(args.lock, "a")
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        _LOCK.update(fh=fh, since=time.time())
         waited = time.time() - w0
     load = os.getloadavg()[0]
     t0 = time.time()
@@ -695,16 +765,25 @@ def run_child(args, case, pkg, kind, size, threads) -> dict:
     except subprocess.TimeoutExpired:
         res = {"error": f"timeout after {args.timeout} s"}
     finally:
-        if lock is not None:
-            lock.close()  # releases the lock
-    if lock is not None:
-        res["lock_wait_s"] = round(waited, 1)
+        if _LOCK["fh"] is not None and time.time() - _LOCK["since"] >= args.lock_hold:
+            _release_lock()
+    if need:
+        res["lock_wait_s"] = round(waited, 1) if waited is not None else 0.0
     res.update({"case": case, "pkg": pkg, "panel": kind, "size": size, "threads": threads,
                 "load": f"{load:.1f}-{os.getloadavg()[0]:.1f}", "wall_s": time.time() - t0,
                 "utc": time.strftime("%H:%M", time.gmtime(t0)),
                 **({"commit": args.commit} if args.commit else {}),
                 **({"run": args.run_id} if args.run_id else {})})
     return res
+
+
+#: the benchmark lock while this parent holds it (``--lock``)
+_LOCK: dict = {"fh": None, "since": 0.0}
+
+
+def _release_lock() -> None:
+    _LOCK["fh"].close()  # closing the file releases the flock
+    _LOCK["fh"] = None
 
 
 def _rows(case: str, size: float) -> float:
@@ -791,6 +870,51 @@ def table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def summary(results: list[dict]) -> str:
+    """Markdown, one line per (case, panel, size, threads): twinimpact's CPU s and peak MB
+    against the fastest peer that ran (lowest CPU time of the child), the CPU ratio (peer /
+    ours), the memory ratio of that same peer (whole child's peak RSS; in brackets from
+    the panel on, ``peak_fit_mb``) and whether issue 13's target (CPU ratio >= 2, memory
+    ratio >= 1) is met; peers that failed are named. The newest line of each
+    (case, package, panel, size, threads) counts."""
+    last: dict[tuple, dict] = {}
+    for r in results:
+        last[(r["case"], r["panel"], r["size"], r["threads"], r["pkg"])] = r
+    groups: dict[tuple, dict] = {}
+    for (case, kind, size, th, pkg), r in last.items():
+        groups.setdefault((case, kind, size, th), {})[pkg] = r
+    lines = ["| case | panel | size (rows) | threads | ours CPU s / peak MB | best peer: CPU s / "
+             "peak MB | CPU ratio | memory ratio (from the panel on) | met | peers failed |",
+             "|" + "---|" * 10]
+
+    def ok(r):
+        return r is not None and not isinstance(r.get("error"), str)
+    for (case, kind, size, th), pk in groups.items():
+        o = pk.get("twinimpact")
+        if not ok(o):
+            continue
+        rows = o.get("rows", size)
+        peers = {k: v for k, v in pk.items() if k != "twinimpact"}
+        good = {k: v for k, v in peers.items() if ok(v)}
+        failed = ", ".join(f"{k} ({v['error'][:60]})" for k, v in peers.items() if not ok(v))
+        ours = f"{_num(o, 'cpu_s'):.3g} / {o['peak_mb']:,.0f}"
+        if good:
+            name, b = min(good.items(), key=lambda kv: _num(kv[1], "cpu_s"))
+            cr = _num(b, "cpu_s") / _num(o, "cpu_s")
+            mr = b["peak_mb"] / o["peak_mb"]
+            fo, fp = _num(o, "peak_fit_mb"), _num(b, "peak_fit_mb")
+            mrf = f" ({fp / fo:.2f})" if fo > 0 and fp == fp else ""
+            met = "yes" if cr >= 2 and mr >= 1 else "**no**"
+            best = f"{name} {_num(b, 'cpu_s'):.3g} / {b['peak_mb']:,.0f}"
+            lines.append(f"| {case} | {kind} | {_fmt_size(case, size)} ({rows:,.0f}) | {th} "
+                         f"| {ours} | {best} | {cr:.2f} | {mr:.2f}{mrf} | {met} | {failed} |")
+        else:
+            lines.append(f"| {case} | {kind} | {_fmt_size(case, size)} ({rows:,.0f}) | {th} "
+                         f"| {ours} | - | - | - | {'no peer fits' if failed else 'no peer run'} "
+                         f"| {failed} |")
+    return "\n".join(lines)
+
+
 def exponents(results: list[dict]) -> str:
     """Markdown: fitted exponent b of time ~ rows^b (least squares on logs) per series."""
     import numpy as np
@@ -864,6 +988,10 @@ def main() -> None:
     ap.add_argument("--lock", metavar="FILE",
                     help="hold this flock(2) lock (e.g. /work/bench.lock) around each child "
                          "of at least --lock-from rows, released between children")
+    ap.add_argument("--lock-hold", type=float, default=0.0, metavar="S",
+                    help="keep --lock across children until S seconds have passed since it "
+                         "was taken (default 0: one child per hold); a hold ends after the "
+                         "first child that ends past S, so keep S + the longest child < 10 min")
     ap.add_argument("--lock-from", type=float, default=1e6,
                     help="rows from which a child takes --lock (default 1e6)")
     ap.add_argument("--run-id", help="a label stored with every JSON line (e.g. a run name)")
@@ -872,6 +1000,12 @@ def main() -> None:
     ap.add_argument("--list", action="store_true")
     ap.add_argument("--from-jsonl", nargs="+",
                     help="render the tables from earlier runs' JSON lines (no fitting)")
+    ap.add_argument("--whole-table", action="store_true",
+                    help="run every row of RESULTS.md's top table (WHOLE_TABLE: 1e5, 1e6, "
+                         "1e7 rows; use with --lock on a shared machine)")
+    ap.add_argument("--summary", action="store_true",
+                    help="with --from-jsonl: one line per row of the table against the "
+                         "fastest peer (CPU ratio, memory ratio, target met)")
     ap.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.child:
@@ -880,7 +1014,11 @@ def main() -> None:
         return
     if a.from_jsonl:
         res = [json.loads(line) for f in a.from_jsonl for line in open(f) if line.strip()]
-        print(table(res) + "\n\n" + exponents(res))
+        print(summary(res) if a.summary else table(res) + "\n\n" + exponents(res))
+        return
+    if a.list and a.whole_table:
+        for step in WHOLE_TABLE:
+            print(step)
         return
     if a.list:
         for c, (peers, sizes, kinds) in CASES.items():
@@ -890,6 +1028,22 @@ def main() -> None:
     too_big = [z for z in (a.sizes or []) if z >= BIG_ROWS]
     if too_big and not a.big:
         raise SystemExit(f"sizes {too_big} need --big (see --help)")
+    results = []
+    for step in WHOLE_TABLE if a.whole_table else [{}]:
+        # the whole table is one BLAS thread unless a step says otherwise
+        results += _grid(argparse.Namespace(**{**vars(a), **(
+            {"threads": "1"} if a.whole_table else {}), **step}))
+    head = [f"# Speed table (benchmarks/run_table.py), {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
+            "", f"Command: `python benchmarks/run_table.py {' '.join(sys.argv[1:])}`", "",
+            f"Machine: {platform.platform()}, {os.cpu_count()} CPUs shared with other jobs; "
+            f"medians of {a.repeats} after a warm-up, each package in its own process, "
+            f"address space capped at {a.mem_cap_gb:g} GB.", ""]
+    Path(a.out).write_text("\n".join(head) + table(results) + "\n\n" + summary(results) + "\n")
+    print(table(results))
+
+
+def _grid(a) -> list[dict]:
+    """Every (case, panel, size, threads, package) of the options ``a``, one child each."""
     results = []
     threads = ["1", "default"] if a.threads == "both" else [a.threads]
     for case in a.cases:
@@ -907,13 +1061,7 @@ def main() -> None:
                             "case", "pkg", "panel", "size", "threads", "median_s", "cpu_s",
                             "user_s", "sys_s", "peak_mb", "data_mb",
                             "traced_peak_bytes_per_row", "error", "load")}), flush=True)
-    head = [f"# Speed table (benchmarks/run_table.py), {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
-            "", f"Command: `python benchmarks/run_table.py {' '.join(sys.argv[1:])}`", "",
-            f"Machine: {platform.platform()}, {os.cpu_count()} CPUs shared with other jobs; "
-            f"medians of {a.repeats} after a warm-up, each package in its own process, "
-            f"address space capped at {a.mem_cap_gb:g} GB.", ""]
-    Path(a.out).write_text("\n".join(head) + table(results) + "\n")
-    print(table(results))
+    return results
 
 
 if __name__ == "__main__":

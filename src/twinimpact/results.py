@@ -746,7 +746,10 @@ def make_result(estimator: str, params: pd.Series | Mapping[str, float], vcov: A
     diag = _cluster_diagnostics(estimator, vcov_spec, dict(diagnostics or {}),
                                 aggregated="aggregation" in (spec or {})
                                 or "[" in estimator)
-    diag.setdefault("n_used_rows", int(nobs))
+    # rows used = nobs, also when the estimator dropped rows after the preparation
+    # (always-treated cohorts, rows outside the window, unpredictable Y(0)): those are
+    # counted in dropped_rows, and the preparation's count would include them
+    diag["n_used_rows"] = int(nobs)
     diag.setdefault("dropped_rows", {})
     diag.setdefault("notes", ())
     if isinstance(diag["notes"], str):

@@ -141,6 +141,81 @@ def test_sortable_values_kinds(kernel):
     assert unitorder.sortable_values(nulls) is None
 
 
+def _sorted_factorize(values) -> tuple[np.ndarray, np.ndarray, int]:
+    """The oracle of group_strings / sort_codes: the rows that have a label in stable
+    order of their pandas.factorize code (first appearance), those codes, their count."""
+    codes, uniques = pd.factorize(values)
+    has = np.flatnonzero(codes >= 0)
+    perm = has[np.argsort(codes[has], kind="stable")]
+    return perm.astype(np.int32), codes[perm].astype(np.int64), len(uniques)
+
+
+# short and long strings, shared prefixes and suffixes, NUL bytes, multi-byte UTF-8, the
+# empty string and missing labels
+_label = st.one_of(
+    st.none(),
+    st.sampled_from(["", "a", "a\0", "\0a", "ab", "ba", "u0000001", "x" * 8, "x" * 9,
+                     "Zürich 000012", "Zürich 000021", "city_0001_long_name"]),
+    st.text(alphabet="ab\0é", max_size=20),
+)
+
+
+@settings(max_examples=120, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(vals=st.lists(_label, min_size=1, max_size=120), bits=st.sampled_from([0, 1, 3]),
+       large=st.booleans(), cut=st.integers(0, 5), chunks=st.booleans())
+def test_group_strings_is_the_sorted_factorize(kernel, monkeypatch, vals, bits, large, cut,
+                                               chunks):
+    """Exact groups (distinct strings never share a code, however alike their hashes:
+    one or a few buckets force every string into a shared one), in order of first
+    appearance, rows in their order, missing labels left out; string and large_string,
+    a sliced chunk (buffer offsets, validity bits from an offset) and two chunks."""
+    if bits:
+        monkeypatch.setattr(unitorder, "_bucket_bits", lambda n: bits)
+    typ = pa.large_string() if large else pa.string()
+    whole = pa.array([None] * cut + vals, type=typ).slice(cut)
+    if chunks and len(vals) > 1:
+        k = len(vals) // 2
+        data = pa.chunked_array([whole.slice(0, k), whole.slice(k)])
+    else:
+        data = pa.chunked_array([whole])
+    labels = pd.arrays.ArrowStringArray(data, dtype=pd.StringDtype("pyarrow", na_value=np.nan))
+    perm, codes, g = unitorder.group_strings(labels)
+    want = _sorted_factorize(np.array(vals, dtype=object))
+    np.testing.assert_array_equal(perm, want[0])
+    assert perm.dtype == np.int32
+    np.testing.assert_array_equal(codes, want[1])
+    assert g == want[2]
+
+
+def test_group_strings_other_labels():
+    assert unitorder.group_strings(np.array(["a", "b"], dtype=object)) is None
+    assert unitorder.group_strings(np.arange(3)) is None
+    assert unitorder.group_strings(pd.Categorical(["a", "b"])) is None
+
+
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(codes=st.lists(st.integers(-1, 20), min_size=1, max_size=200))
+def test_sort_codes_is_a_stable_argsort_without_missing(kernel, codes):
+    c = np.array(codes, dtype=np.intp)
+    levels = int(c.max()) + 1
+    present = np.unique(c[c >= 0])
+    dense = np.searchsorted(present, c)
+    dense[c < 0] = -1  # dense codes, as dense_codes gives them
+    has = np.flatnonzero(dense >= 0)
+    ref = has[np.argsort(dense[has], kind="stable")]
+    perm, sc, g = unitorder.sort_codes(dense.copy(), len(present))
+    np.testing.assert_array_equal(perm, ref)
+    np.testing.assert_array_equal(sc, dense[ref])
+    assert g == len(present) and levels >= g
+    # codes with gaps (a Categorical's, some categories unused): their dense rank
+    perm, sc, g = unitorder.sort_codes(c.astype(np.int64), levels)
+    np.testing.assert_array_equal(perm, ref)
+    np.testing.assert_array_equal(sc, dense[ref])
+    assert g == len(present)
+
+
 def test_should_order(monkeypatch):
     monkeypatch.setattr(unitorder, "MIN_ROWS", 1000)
     monkeypatch.setattr(unitorder, "WINDOW", 256)
@@ -153,7 +228,17 @@ def test_should_order(monkeypatch):
     labels = np.char.add("u", np.char.zfill(ids.astype(str), 5))
     assert not unitorder.should_order(_arrow_str(labels))
     assert unitorder.should_order(_arrow_str(rng.permutation(labels)))
-    assert not unitorder.should_order(rng.permutation(ids).astype(float))  # not sortable
+    # float, Categorical, object and long string labels are compared too
+    for kind in (lambda x: x.astype(float) / 2,
+                 lambda x: pd.Categorical(x),
+                 lambda x: np.char.add("unit number ", x.astype(str)).astype(object),
+                 lambda x: _arrow_str(np.char.add("unit number ", np.char.zfill(x.astype(str), 5)))):
+        assert not unitorder.should_order(kind(ids)), kind
+        assert not unitorder.should_order(kind(np.tile(np.arange(2000), 5))), kind
+        assert unitorder.should_order(kind(rng.permutation(ids))), kind
+    mixed = rng.permutation(ids).astype(object)
+    mixed[::2] = "s"  # str beside int: not compared
+    assert not unitorder.should_order(mixed)
     monkeypatch.setenv(unitorder.ORDER_ENV, "never")
     assert not unitorder.should_order(rng.permutation(ids))
     monkeypatch.setenv(unitorder.ORDER_ENV, "always")
@@ -220,6 +305,87 @@ def test_prepare_panel_ordered_holds_the_callers_rows(kernel, monkeypatch, strin
         == lab.max() + 1
     np.testing.assert_array_equal(ordered.time_codes,
                                   plain.time_codes[np.argsort(np.argsort(rows))])
+
+
+def _relabel(d: pd.DataFrame, ids: str, seed: int = 0) -> pd.DataFrame:
+    """``d`` with its (integer) unit ids as another kind of label; ``*_na``: a few
+    missing (those rows are dropped and counted as a missing unit)."""
+    u = d["unit"].to_numpy()
+    long_ = np.char.add("Zürich, Kreis ", u.astype(str)).astype(object)
+    miss = np.random.default_rng(seed).random(len(u)) < 0.03
+    e = d.copy()
+    if ids == "long":
+        e["unit"] = _arrow_str(long_)
+    elif ids == "long_na":
+        e["unit"] = _arrow_str(np.where(miss, None, long_))
+    elif ids == "object":
+        e["unit"] = pd.Series(long_, dtype=object)
+    elif ids == "object_na":
+        e["unit"] = pd.Series(np.where(miss, None, long_), dtype=object)
+    elif ids == "cat":
+        e["unit"] = pd.Categorical(long_)
+    elif ids == "cat_na":
+        e["unit"] = pd.Categorical(np.where(miss, None, long_))
+    elif ids == "float":
+        e["unit"] = u / 4.0
+    elif ids == "float_na":
+        e["unit"] = np.where(miss, np.nan, u / 4.0)
+    elif ids == "sparse":
+        e["unit"] = u.astype(np.int64) * 1_000_003_577 + 2**40
+    return e
+
+
+OTHER_IDS = ["long", "long_na", "object", "object_na", "cat", "cat_na", "float", "float_na",
+             "sparse"]
+
+
+@pytest.mark.parametrize("ids", OTHER_IDS)
+def test_prepare_panel_orders_other_ids(kernel, monkeypatch, ids):
+    """Ids that are not sortable integers (long strings, object, Categorical, floats, a
+    wide integer range, missing ids) are ordered by their codes: the caller's rows, the
+    same dropped counts (a missing unit dropped and counted as before), codes that match
+    the labels, in order of first appearance as without ordering, units in a Categorical
+    (object and extension labels) or gathered (numbers)."""
+    d = _relabel(_panel(strings=False), ids)
+    d.loc[d.index[::17], "y"] = np.nan
+    before = d.copy(deep=True)
+    kw = dict(outcome="y", unit="unit", time="year", cohort="cohort", extra=["state"],
+              numeric_extra=["x", "w"], estimator="t", order_by_unit=True)
+    monkeypatch.setenv(unitorder.ORDER_ENV, "never")
+    with pytest.warns(Warning) as w_plain:
+        plain = prepare_panel(d, **kw)
+    monkeypatch.setenv(unitorder.ORDER_ENV, "always")
+    with pytest.warns(Warning) as w_ordered:
+        ordered = prepare_panel(d, **kw)
+    assert [str(w.message) for w in w_plain] == [str(w.message) for w in w_ordered]
+    pd.testing.assert_frame_equal(d, before)
+    rows = ordered.rows
+    assert not np.all(np.diff(rows) > 0)
+    np.testing.assert_array_equal(np.sort(rows), plain.rows)
+    assert ordered.dropped == plain.dropped and ordered.n_input == plain.n_input
+    if ids.endswith("_na"):
+        assert any(k.startswith("missing unit") for k in ordered.dropped)
+    f = ordered.frame
+    for col, src in (("y", "y"), ("time", "year"), ("x", "x"), ("w", "w")):
+        np.testing.assert_array_equal(np.asarray(f[col], dtype=float),
+                                      d[src].to_numpy(dtype=float)[rows])
+    labels = np.asarray(d["unit"], dtype=object)[rows]
+    assert list(np.asarray(f["unit"], dtype=object)) == list(labels)
+    if ids.startswith(("long", "object", "cat")):
+        assert isinstance(f["unit"].dtype, pd.CategoricalDtype)
+    codes = ordered.unit_codes
+    assert np.all(np.diff(codes) >= 0)
+    # the plain path's codes, rows grouped by them (a Categorical's units in the order
+    # of its categories)
+    order = np.argsort(np.argsort(rows))
+    if ids.startswith("cat"):
+        pairs = set(zip(codes.tolist(), plain.unit_codes[order].tolist(), strict=True))
+        assert len(pairs) == codes.max() + 1 == plain.unit_codes.max() + 1
+        cats = d["unit"].cat.codes.to_numpy()[rows]
+        assert np.all(np.diff(cats) >= 0)
+    else:
+        np.testing.assert_array_equal(codes, plain.unit_codes[order])
+    np.testing.assert_array_equal(ordered.time_codes, plain.time_codes[order])
 
 
 @pytest.mark.parametrize("strings", [True, False])

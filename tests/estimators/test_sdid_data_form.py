@@ -198,13 +198,16 @@ def test_diagnostics_of_a_solve_stopped_at_max_iter(monkeypatch):
     _close(got.tau, ref.tau)
 
 
-def test_compiled_data_form_variants_equal_the_numpy_loop(monkeypatch):
+@pytest.mark.parametrize("design", [True, False])
+def test_compiled_data_form_variants_equal_the_numpy_loop(design, monkeypatch):
     """Every variant of the compiled data-form loop (AVX / SSE2 / scalar rows; two
     problems' rows in one pass or one by one) and the NumPy loop: the same numbers to the
-    bit (same summation order per entry)."""
+    bit (same summation order per entry); the bootstrap's draws in the control-design
+    form or each on its own distinct controls (the same form for both loops)."""
     if _sdid_solver.fw_loop() != "compiled":
         pytest.skip("the compiled extension is not built")
     _force_data_form(monkeypatch)
+    monkeypatch.setattr(_sdid_inference, "_design_form_ok", lambda: design)
     Y, N0, groups = _block_panel(5, N=120, N0=90)     # > 32 distinct controls: all tails
 
     def run():
@@ -231,7 +234,9 @@ def test_compiled_data_form_variants_equal_the_numpy_loop(monkeypatch):
 
 def test_the_budget_decides_the_form(monkeypatch):
     assert gram_fits(2_896, 30) and not gram_fits(2_897, 30)     # 64 MB
-    assert gram_fits(6_400, 100) and not gram_fits(6_401, 100)   # 64 x the design
+    assert gram_fits(3_200, 50) and not gram_fits(3_201, 50)     # 64 x the design
+    assert gram_fits(4_096, 150) and not gram_fits(4_097, 150)   # ... at most 128 MB
+    assert not gram_fits(6_400, 100)
     rng = np.random.default_rng(0)
     Yw = rng.normal(size=(6, 41))
     assert isinstance(weight_problem(Yw, 0.1, True, None), GramProblems)

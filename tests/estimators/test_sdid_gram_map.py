@@ -135,6 +135,7 @@ def test_gram_kept_only_within_its_memory_budget(keep_elems, monkeypatch):
     monkeypatch.setattr(_sdid_inference, "control_gram",
                         lambda *a, **k: seen.append(1) or real(*a, **k))
     monkeypatch.setattr(_sdid_inference, "_GRAM_KEEP_ELEMS", keep_elems)
+    monkeypatch.setattr(_sdid_inference, "_DESIGN_ELEMS", 0)   # not the design form
     got, _ = bootstrap_replicates(Y, N0, groups, fits, 8, np.random.default_rng(5))
     _assert_same(got, ref)
     assert len(seen) == (0 if keep_elems == 0 else len(groups))
@@ -184,6 +185,7 @@ def test_bootstrap_over_budget_equals_per_draw_gram(kernel, method, monkeypatch)
     elif _sdid_solver.fw_loop() != "compiled":
         pytest.skip("compiled Frank-Wolfe loop not built")
     monkeypatch.setattr(_sdid_inference, "_GRAM_KEEP_ELEMS", 0)
+    monkeypatch.setattr(_sdid_inference, "_DESIGN_ELEMS", 0)   # not the design form
     Y, N0, groups = _panel(4)
     fits, _ = fit_design(Y, np.arange(N0), groups, method)
     got, _ = bootstrap_replicates(Y, N0, groups, fits, 10, np.random.default_rng(8))

@@ -15,6 +15,10 @@
  *    at most 2**lo_bits sequential output streams, which stay in cache, instead of
  *    landing at a random place of an n-row array), giving the permutation and each
  *    sorted row's dense code (codes in value order).
+ *  - ti_group_strings: the rows of Arrow string ids of any length grouped by string, in
+ *    the order of pandas.factorize's codes, without a hash table: a radix sort by hash
+ *    bits (streaming), each bucket's strings compared byte for byte (exact), the groups
+ *    renumbered by first appearance.
  *  - ti_gather: dst_k[j] = src_k[perm[j]] for several columns at once (item sizes 1, 2,
  *    4, 8 bytes, any byte stride of the source), so that each row's index is read once
  *    and the random reads of all columns are in flight together; the rows' sources are
@@ -38,8 +42,16 @@
 
 #if defined(__GNUC__) || defined(__clang__)
 #define TI_PREFETCH(p) __builtin_prefetch((p), 0, 0)
+#define TI_POPCOUNT(x) __builtin_popcountll(x)
 #else
 #define TI_PREFETCH(p) ((void)0)
+static int ti_popcount(uint64_t x)
+{
+    int c = 0;
+    for (; x; x &= x - 1) c++;
+    return c;
+}
+#define TI_POPCOUNT(x) ti_popcount(x)
 #endif
 
 /* Per-byte smallest and largest value of keys[0..n-1] (mins[b], maxs[b] for byte b =
@@ -145,6 +157,239 @@ TI_EXPORT int ti_gather(int64_t n, const int32_t *perm32, const int64_t *perm64,
         }
     }
     return 0;
+}
+
+/* 64-bit hash of a string's bytes (only the grouping's speed depends on it: equal
+ * strings are compared byte for byte). */
+static inline uint64_t ti_mix(uint64_t h)
+{
+    h ^= h >> 33; h *= 0xff51afd7ed558ccdULL;
+    h ^= h >> 33; h *= 0xc4ceb9fe1a85ec53ULL;
+    h ^= h >> 33;
+    return h;
+}
+
+/* (end: the end of the data buffer; a last partial word is read as a whole word, its
+ * bytes past the string masked, when the buffer holds those bytes) */
+static inline uint64_t ti_hash_bytes(const uint8_t *p, int64_t len, const uint8_t *end)
+{
+    uint64_t h = 0x9E3779B97F4A7C15ULL ^ ((uint64_t)len * 0xC2B2AE3D27D4EB4FULL);
+    while (len >= 8) {
+        uint64_t w; memcpy(&w, p, 8);
+        h = (h ^ (w * 0x87c37b91114253d5ULL)) * 0x4cf5ad432745937fULL;
+        h ^= h >> 29;
+        p += 8; len -= 8;
+    }
+    if (len > 0) {
+        uint64_t w = 0;
+        if (end - p >= 8) {
+            memcpy(&w, p, 8);
+            w &= ~(uint64_t)0 >> (8 * (8 - len));  /* the string's bytes (little-endian) */
+        } else {
+            memcpy(&w, p, (size_t)len);
+        }
+        h = (h ^ (w * 0x87c37b91114253d5ULL)) * 0x4cf5ad432745937fULL;
+    }
+    return ti_mix(h);
+}
+
+typedef struct {
+    const int32_t *off32;   /* Arrow string offsets (one of off32 / off64 non-NULL) */
+    const int64_t *off64;
+    const uint8_t *data;
+} ti_strings;
+
+static inline int64_t ti_off(const ti_strings *s, int64_t i)
+{
+    return s->off32 != NULL ? (int64_t)s->off32[i] : s->off64[i];
+}
+
+static inline int ti_str_eq(const ti_strings *s, int64_t a, int64_t b)
+{
+    int64_t a0 = ti_off(s, a), a1 = ti_off(s, a + 1);
+    int64_t b0 = ti_off(s, b), b1 = ti_off(s, b + 1);
+    return a1 - a0 == b1 - b0 && memcmp(s->data + a0, s->data + b0, (size_t)(a1 - a0)) == 0;
+}
+
+static inline void ti_str_prefetch(const ti_strings *s, int64_t i)
+{
+    TI_PREFETCH(s->data + ti_off(s, i));
+}
+
+/* The rows of an Arrow string array grouped by string, exactly as a stable argsort of
+ * pandas.factorize's codes (first appearance) without the rows of a missing string:
+ *  1. each row's bucket: the top `nbits` bits of a hash of its bytes (2**nbits for a
+ *     null; `valid`: the validity bitmap from bit `valid_bit`, or NULL);
+ *  2. rows sorted by bucket (ti_sort_values: stable, streaming), so that equal strings
+ *     are neighbours up to the other strings of their bucket;
+ *  3. each bucket's rows compared with its first row's string; a bucket of several
+ *     strings (hash bits alike) regrouped by string, in order of first appearance,
+ *     rows in their order (the groups are exact: distinct strings never share one);
+ *  4. the groups renumbered by their first row (the factorize order) and moved there.
+ * perm32 (n): the grouped rows; codes (n int64, also the buckets' scratch): each grouped
+ * row's code; tmp: n uint64 of scratch. Returns the number of strings G (the grouped rows
+ * are the first n - nulls of perm32 / codes; *n_rows receives that count), -2 when out
+ * of memory. data_len: the bytes of the data buffer from `data` on. */
+TI_EXPORT int64_t ti_group_strings(int64_t n, const int32_t *off32, const int64_t *off64,
+                                   const uint8_t *data, int64_t data_len,
+                                   const uint8_t *valid,
+                                   int64_t valid_bit, int nbits, int32_t *perm32,
+                                   int64_t *codes, uint64_t *tmp, int lo_bits,
+                                   int64_t *n_rows)
+{
+    ti_strings s = {off32, off64, data};
+    const int64_t R = (int64_t)1 << nbits;
+    const int shift = 64 - nbits;
+    int64_t n_null = 0;
+    for (int64_t i = 0; i < n; i++) {
+        if (valid != NULL) {
+            int64_t b = valid_bit + i;
+            if (!((valid[b >> 3] >> (b & 7)) & 1)) { codes[i] = R; n_null++; continue; }
+        }
+        int64_t a = ti_off(&s, i), e = ti_off(&s, i + 1);
+        codes[i] = (int64_t)(ti_hash_bytes(data + a, e - a, data + data_len) >> shift);
+    }
+    int64_t nb = ti_sort_values(n, codes, R + 1, perm32, tmp, lo_bits);
+    if (nb < 0) return nb == -2 ? -2 : -3;
+    const int64_t m = n - n_null;
+    *n_rows = m;
+    /* 3. exact groups, in bucket order. (a) one pass over the grouped rows, each
+     * compared with its bucket's first row (the strings prefetched ahead: offsets
+     * 2 * TI_AHEAD rows ahead, bytes TI_AHEAD rows ahead, their offsets in cache by
+     * then), noting each bucket's start and the buckets holding several strings; (b)
+     * those buckets regrouped by string (local ids by first appearance, then a stable
+     * counting sort of the bucket's rows by local id). */
+    int64_t cap = 1024, nrun = 0, mcap = 64, nmixed = 0;
+    int64_t *start = (int64_t *)malloc((size_t)cap * sizeof(int64_t));
+    int64_t *mixed = (int64_t *)malloc((size_t)mcap * sizeof(int64_t));
+    if (start == NULL || mixed == NULL) { free(start); free(mixed); return -2; }
+    int64_t rep = 0, prev_b = -1;
+    for (int64_t j = 0; j < m; j++) {
+        if (j + 2 * TI_AHEAD < m) {
+            int64_t q = perm32[j + 2 * TI_AHEAD];
+            if (off32 != NULL) TI_PREFETCH(off32 + q); else TI_PREFETCH(off64 + q);
+        }
+        if (j + TI_AHEAD < m) ti_str_prefetch(&s, perm32[j + TI_AHEAD]);
+        int64_t b = codes[j];
+        if (b != prev_b) {
+            if (nrun == cap) {
+                int64_t *ns = (int64_t *)realloc(start, (size_t)(2 * cap) * sizeof(int64_t));
+                if (ns == NULL) { free(start); free(mixed); return -2; }
+                start = ns; cap *= 2;
+            }
+            start[nrun++] = j;
+            rep = perm32[j];
+            prev_b = b;
+        } else if ((nmixed == 0 || mixed[nmixed - 1] != nrun - 1)
+                   && !ti_str_eq(&s, rep, perm32[j])) {
+            if (nmixed == mcap) {
+                int64_t *nm = (int64_t *)realloc(mixed, (size_t)(2 * mcap) * sizeof(int64_t));
+                if (nm == NULL) { free(start); free(mixed); return -2; }
+                mixed = nm; mcap *= 2;
+            }
+            mixed[nmixed++] = nrun - 1;
+        }
+    }
+    int64_t G = nrun;
+    if (nmixed) {
+        /* (b): the group starts rebuilt, the mixed buckets split */
+        int64_t rcap = 0, gcap = nrun + 64, g = 0, mi = 0;
+        int32_t *rrows = NULL; int32_t *rlid = NULL; int64_t *rreps = NULL;
+        int64_t *gstart = (int64_t *)malloc((size_t)gcap * sizeof(int64_t));
+        if (gstart == NULL) { free(start); free(mixed); return -2; }
+        for (int64_t r = 0; r < nrun; r++) {
+            int64_t j0 = start[r], e = r + 1 < nrun ? start[r + 1] : m;
+            if (mi == nmixed || mixed[mi] != r) {
+                if (g == gcap) {
+                    int64_t *ng = (int64_t *)realloc(gstart, (size_t)(2 * gcap) * sizeof(int64_t));
+                    if (ng == NULL) { free(gstart); free(start); free(mixed); return -2; }
+                    gstart = ng; gcap *= 2;
+                }
+                gstart[g++] = j0;
+                continue;
+            }
+            mi++;
+            int64_t len = e - j0, nrep = 0;
+            if (len > rcap) {
+                free(rrows); free(rlid); free(rreps);
+                rcap = 2 * len;
+                rrows = (int32_t *)malloc((size_t)rcap * sizeof(int32_t));
+                rlid = (int32_t *)malloc((size_t)rcap * sizeof(int32_t));
+                rreps = (int64_t *)malloc((size_t)(rcap + 1) * sizeof(int64_t));
+                if (rrows == NULL || rlid == NULL || rreps == NULL) {
+                    free(rrows); free(rlid); free(rreps); free(gstart); free(start);
+                    free(mixed); return -2;
+                }
+            }
+            for (int64_t k = 0; k < len; k++) {
+                int64_t row = perm32[j0 + k], id = -1;
+                for (int64_t q = 0; q < nrep; q++)
+                    if (ti_str_eq(&s, rreps[q], row)) { id = q; break; }
+                if (id < 0) { id = nrep; rreps[nrep++] = row; }
+                rrows[k] = (int32_t)row;
+                rlid[k] = (int32_t)id;
+            }
+            /* counts per local id -> starts (rreps reused as the counts) */
+            for (int64_t q = 0; q <= nrep; q++) rreps[q] = 0;
+            for (int64_t k = 0; k < len; k++) rreps[rlid[k] + 1]++;
+            for (int64_t q = 1; q <= nrep; q++) rreps[q] += rreps[q - 1];
+            if (g + nrep > gcap) {
+                while (g + nrep > gcap) gcap *= 2;
+                int64_t *ng = (int64_t *)realloc(gstart, (size_t)gcap * sizeof(int64_t));
+                if (ng == NULL) {
+                    free(rrows); free(rlid); free(rreps); free(gstart); free(start);
+                    free(mixed); return -2;
+                }
+                gstart = ng;
+            }
+            for (int64_t q = 0; q < nrep; q++) gstart[g++] = j0 + rreps[q];
+            for (int64_t k = 0; k < len; k++) perm32[j0 + rreps[rlid[k]]++] = rrows[k];
+        }
+        free(rrows); free(rlid); free(rreps); free(start);
+        start = gstart;
+        G = g;
+    }
+    free(mixed);
+    /* 4. rank of each group's first row among all first rows: a bit per row and a
+     * running count per 64-row word */
+    int64_t W = (n >> 6) + 1;
+    uint64_t *bits = (uint64_t *)calloc((size_t)W, sizeof(uint64_t));
+    int64_t *before = (int64_t *)malloc((size_t)W * sizeof(int64_t));
+    int64_t *newstart = (int64_t *)malloc((size_t)(G + 1) * sizeof(int64_t));
+    if (bits == NULL || before == NULL || newstart == NULL) {
+        free(bits); free(before); free(newstart); free(start); return -2;
+    }
+    for (int64_t g = 0; g < G; g++) {
+        int64_t f = perm32[start[g]];
+        bits[f >> 6] |= (uint64_t)1 << (f & 63);
+    }
+    int64_t c = 0;
+    for (int64_t w = 0; w < W; w++) { before[w] = c; c += TI_POPCOUNT(bits[w]); }
+    /* new code of each group (in place of its start's slot: start kept, code in codes[])
+     * and its size, counted at its new code */
+    for (int64_t g = 0; g <= G; g++) newstart[g] = 0;
+    for (int64_t g = 0; g < G; g++) {
+        int64_t f = perm32[start[g]];
+        int64_t rank = before[f >> 6]
+            + TI_POPCOUNT(bits[f >> 6] & (((uint64_t)1 << (f & 63)) - 1));
+        int64_t end = g + 1 < G ? start[g + 1] : m;
+        codes[g] = rank;                 /* codes[0..G-1] free: rewritten below */
+        newstart[rank + 1] = end - start[g];
+    }
+    free(bits); free(before);
+    for (int64_t g = 0; g < G; g++) newstart[g + 1] += newstart[g];
+    /* 5. groups moved to their new place (into tmp as int32), then copied back */
+    int32_t *out = (int32_t *)tmp;
+    for (int64_t g = 0; g < G; g++) {
+        int64_t end = g + 1 < G ? start[g + 1] : m;
+        memcpy(out + newstart[codes[g]], perm32 + start[g],
+               (size_t)(end - start[g]) * sizeof(int32_t));
+    }
+    memcpy(perm32, out, (size_t)m * sizeof(int32_t));
+    for (int64_t g = 0; g < G; g++)
+        for (int64_t k = newstart[g]; k < newstart[g + 1]; k++) codes[k] = g;
+    free(newstart); free(start);
+    return G;
 }
 
 static struct PyModuleDef ti_unitorder_module = {

@@ -14,20 +14,29 @@ instead of hashing them:
   ids spanning at most ``4 n + 1000`` values as ``id - min``; string ids of at most eight
   bytes (:func:`~twinimpact.core.labels.short_string_keys`) whose bytes vary little
   (zero-padded ids such as "u0001234": ten values per digit) as one mixed-radix number of
-  their bytes. Anything else (longer strings, missing ids, floats): None, the plain path.
+  their bytes. Anything else (longer strings, missing ids, floats): None.
 * :func:`sort_values`: a stable two-pass LSD counting sort of those integers (each pass
   streams), giving the permutation and the dense unit code of every sorted row (codes in
   value order; equal ids share a code, as with any other coding).
+* every other kind of id (strings longer than eight bytes or of mixed lengths, object
+  columns, floats, Categoricals, a wide integer range, ids with missing values) is
+  grouped by its codes as without ordering (first appearance; a Categorical's own
+  codes): :func:`group_strings` groups Arrow strings without a hash table (a radix sort
+  by some bits of a hash of each string's bytes, then the strings of each bucket compared
+  byte for byte, so that codes are exact), :func:`sort_codes` sorts given codes (the
+  rows of a missing id are left out: prepare_panel has dropped and counted them).
 * :func:`gather`: every column the estimator uses, gathered once into the new order.
 
 The caller's frame is untouched: the prepared panel's ``rows`` (positions in the caller's
 frame) say where each row came from. :func:`should_order` and :func:`wide_enough` decide
 (sampled windows of the rows showing ids that fall often -- a panel already sorted by
-unit, or by period and unit, is left alone -- and a range of ids beyond the L2 cache).
+unit, or by period and unit, is left alone -- and a range of ids, or a number of
+distinct ids, beyond the L2 cache).
 
 The compiled kernels (``_unitorder.c``; optional, loaded with ctypes) give the same bytes
-as NumPy's stable ``argsort`` and ``take``, which run when the extension was not built or
-:data:`KERNEL_ENV` is ``numpy`` (the tests compare the two).
+as NumPy's stable ``argsort`` and ``take`` (and :func:`group_strings` those of
+:func:`~twinimpact.core.labels.string_codes` and :func:`sort_codes`), which run when the
+extension was not built or :data:`KERNEL_ENV` is ``numpy`` (the tests compare the two).
 """
 
 from __future__ import annotations
@@ -36,11 +45,12 @@ import os
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from .rowblocks import row_blocks
 
-__all__ = ["KERNEL_ENV", "ORDER_ENV", "gather", "should_order", "sort_values",
-           "sortable_values", "wide_enough"]
+__all__ = ["KERNEL_ENV", "ORDER_ENV", "gather", "group_strings", "should_order", "sort_codes",
+           "sort_values", "sortable_values", "wide_enough"]
 
 #: set to ``numpy`` to use the NumPy path even when the compiled kernels were built
 KERNEL_ENV = "TWINIMPACT_UNITORDER_KERNEL"
@@ -80,6 +90,9 @@ def _compiled() -> Any:
             lib.ti_mixed_radix.argtypes = [i64, p, p, p, p]
             lib.ti_sort_values.restype = i64
             lib.ti_sort_values.argtypes = [i64, p, i64, p, p, ctypes.c_int]
+            lib.ti_group_strings.restype = i64
+            lib.ti_group_strings.argtypes = [i64, p, p, p, i64, p, i64, ctypes.c_int, p, p,
+                                             p, ctypes.c_int, p]
             lib.ti_gather.restype = ctypes.c_int
             lib.ti_gather.argtypes = [i64, p, p, i64, p, p, p, p]
         except (ImportError, OSError, AttributeError):
@@ -161,13 +174,58 @@ def _window_keys(labels: Any, start: int, stop: int) -> np.ndarray | None:
     return None if keys is None else keys.byteswap()
 
 
+def _window_falls(labels: Any, start: int, stop: int) -> int | None:
+    """How many consecutive labels fall (``label[i + 1] < label[i]``) among rows
+    ``start..stop``, None when the labels are not compared here. Integer and short string
+    labels as :func:`_window_keys`; float labels as numbers (a NaN never falls); a
+    Categorical by its codes (the categories' order); other Arrow strings and object
+    columns of str by their UTF-8 bytes (Arrow's comparison; a missing label never falls;
+    any other object: None)."""
+    w = _window_keys(labels, start, stop)
+    if w is not None:
+        return int(np.count_nonzero(w[1:] < w[:-1]))
+    if isinstance(labels, np.ndarray) and labels.dtype.kind == "f":
+        w = labels[start:stop]
+        return int(np.count_nonzero(w[1:] < w[:-1]))
+    if isinstance(labels, pd.Categorical):
+        w = labels.codes[start:stop]
+        return int(np.count_nonzero(w[1:] < w[:-1]))
+    data = _string_window(labels, start, stop)
+    if data is None:
+        return None
+    import pyarrow.compute as pc
+
+    falls = pc.less(data.slice(1), data.slice(0, len(data) - 1))
+    return int(pc.sum(falls.fill_null(False)).as_py() or 0)
+
+
+def _string_window(labels: Any, start: int, stop: int) -> Any | None:
+    """Rows ``start..stop`` of Arrow string labels, or of an object column holding only
+    str (and missing values), as an Arrow string array; None otherwise."""
+    import pyarrow as pa
+
+    from .labels import _arrow_strings
+
+    data = _arrow_strings(labels)
+    if data is not None:
+        return data.slice(start, stop - start)
+    if not (isinstance(labels, np.ndarray) and labels.dtype == object):
+        return None
+    try:
+        arr = pa.array(labels[start:stop], from_pandas=True)
+    except (pa.ArrowException, TypeError, ValueError):
+        return None
+    return arr if pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type) \
+        else None
+
+
 def should_order(labels: Any) -> bool:
     """Whether sorting the rows by unit pays: at least :data:`MIN_ROWS` rows, and more
     than :data:`MIN_DESCENTS` of consecutive labels falling (in :data:`WINDOWS` windows
     spread over the rows; a panel sorted by unit, or by period and unit, is left alone).
-    Integer or short string labels only (:func:`sortable_values` says whether the labels
-    qualify; :data:`MIN_UNITS` is checked on its range). :data:`ORDER_ENV` (``always`` /
-    ``never``) overrides."""
+    Integer, float, Categorical and string labels (:func:`_window_falls`; :data:`MIN_UNITS`
+    is checked on the range of :func:`sortable_values`, or on the number of distinct
+    labels of the others). :data:`ORDER_ENV` (``always`` / ``never``) overrides."""
     force = os.environ.get(ORDER_ENV, "").strip().lower()
     if force in ("always", "never"):
         return force == "always"
@@ -177,10 +235,10 @@ def should_order(labels: Any) -> bool:
     step = (n - WINDOW) // (WINDOWS - 1)
     falls = 0
     for k in range(WINDOWS):
-        w = _window_keys(labels, k * step, k * step + WINDOW)
-        if w is None:
+        f = _window_falls(labels, k * step, k * step + WINDOW)
+        if f is None:
             return False
-        falls += int(np.count_nonzero(w[1:] < w[:-1]))
+        falls += f
     return falls > MIN_DESCENTS * WINDOWS * (WINDOW - 1)
 
 
@@ -220,11 +278,92 @@ def sort_values(v: np.ndarray, span: int, tmp: np.ndarray | None = None
     return perm, codes, int(codes[-1]) + 1 if n else 0
 
 
+def sort_codes(codes: np.ndarray, n_codes: int, tmp: np.ndarray | None = None
+               ) -> tuple[np.ndarray, np.ndarray, int]:
+    """``(perm, sorted_codes, G)`` for codes in ``0..n_codes-1`` with ``-1`` for a
+    missing label (:func:`~twinimpact.core.validation.dense_codes`, a Categorical's
+    codes): the rows that have a label, grouped by code (``perm``: int32, a stable
+    argsort of the codes without the missing rows), their dense rank among the ``G``
+    codes present in that order (the codes themselves when they are dense). ``codes``
+    (int64) is consumed (its memory holds the result); ``tmp`` as for
+    :func:`sort_values`."""
+    n = len(codes)
+    v = codes if codes.dtype == np.int64 else codes.astype(np.int64)
+    n_missing = 0
+    for sl in row_blocks(n):
+        part = v[sl]
+        miss = part < 0
+        if miss.any():
+            n_missing += int(np.count_nonzero(miss))
+            part[miss] = n_codes  # after every label (stable: rows stay in order)
+    perm, sorted_codes, g = sort_values(v, n_codes + (1 if n_missing else 0), tmp)
+    if n_missing:
+        perm, sorted_codes, g = perm[:n - n_missing], sorted_codes[:n - n_missing], g - 1
+    return perm, sorted_codes, g
+
+
+def _bucket_bits(n: int) -> int:
+    """Hash bits of :func:`group_strings`' buckets: at least twice as many buckets as rows
+    (so that few buckets hold two strings), within :func:`sort_values`' range."""
+    return min(max(int(n).bit_length() + 1, 10), 31)
+
+
+def group_strings(labels: Any, tmp: np.ndarray | None = None
+                  ) -> tuple[np.ndarray, np.ndarray, int] | None:
+    """:func:`sort_codes` of the labels' ``pandas.factorize`` codes (the rows that have a
+    label grouped by label, in order of first appearance; each group's rows in their
+    order), for Arrow string labels (pandas' ``str`` / ``string[pyarrow]``), None for
+    any other labels. The compiled kernel groups the rows without a hash table: a radix
+    sort by some bits of a hash of each string's bytes, each bucket's strings compared
+    byte for byte (distinct strings never share a code), the groups put in order of
+    first appearance; the NumPy path codes the strings with
+    :func:`~twinimpact.core.labels.string_codes` and sorts the codes (the same bytes).
+    ``tmp`` as for :func:`sort_values`."""
+    from .labels import _arrow_strings, string_codes
+
+    data = _arrow_strings(labels)
+    n = len(labels)
+    if data is None or n >= 2**31:
+        return None
+    lib = _compiled()
+    if lib is None:
+        codes, g = string_codes(labels)
+        return sort_codes(codes, g, tmp)
+    import pyarrow as pa
+
+    arr = data.combine_chunks() if data.num_chunks != 1 else data.chunk(0)
+    bufs = arr.buffers()
+    large = pa.types.is_large_string(arr.type)
+    off_type = np.int64 if large else np.int32
+    offsets = np.frombuffer(bufs[1], dtype=off_type, count=n + 1 + arr.offset)[arr.offset:]
+    data_buf = (np.frombuffer(bufs[2], dtype=np.uint8) if bufs[2] is not None
+                else np.zeros(1, dtype=np.uint8))
+    valid = (np.frombuffer(bufs[0], dtype=np.uint8)
+             if arr.null_count and bufs[0] is not None else None)
+    perm = np.empty(n, dtype=np.int32)
+    codes = np.empty(n, dtype=np.int64)
+    if tmp is None or tmp.nbytes < 8 * n or not tmp.flags.c_contiguous:
+        tmp = np.empty(n, dtype=np.uint64)
+    nbits = _bucket_bits(n)
+    m = np.zeros(1, dtype=np.int64)
+    g = int(lib.ti_group_strings(
+        n, None if large else offsets.ctypes.data, offsets.ctypes.data if large else None,
+        data_buf.ctypes.data, len(data_buf), None if valid is None else valid.ctypes.data,
+        arr.offset,
+        nbits, perm.ctypes.data, codes.ctypes.data, tmp.ctypes.data, LO_BITS,
+        m.ctypes.data))
+    if g < 0:  # pragma: no cover - out of memory in the kernel
+        raise MemoryError("group_strings: out of memory")
+    k = int(m[0])
+    return (perm, codes, g) if k == n else (perm[:k], codes[:k], g)
+
+
 def gather(perm: np.ndarray, arrays: list[Any], out: list[np.ndarray | None] | None = None
            ) -> list[Any]:
     """``[a[perm] for a in arrays]`` (new arrays, or ``out[k]`` when given: a contiguous
-    array of ``a``'s dtype and length, not ``a`` itself; the inputs are not modified) for
-    a permutation ``perm`` of the arrays' rows (:func:`sort_values`; not checked): numpy
+    array of ``a``'s dtype and of ``perm``'s length, not ``a`` itself; the inputs are not
+    modified) for positions ``perm`` of the arrays' rows (a permutation from
+    :func:`sort_values`, or some rows of it from :func:`sort_codes`; not checked): numpy
     arrays of 1-, 2-, 4- or 8-byte items (numbers, booleans, datetimes; one dimension, any
     stride) in one compiled pass, anything else (object arrays, pandas extension arrays)
     by its own ``take``."""
@@ -235,8 +374,6 @@ def gather(perm: np.ndarray, arrays: list[Any], out: list[np.ndarray | None] | N
     for k, a in enumerate(arrays):
         if (isinstance(a, np.ndarray) and a.ndim == 1 and a.dtype.kind in "biufcmM"
                 and a.dtype.itemsize in (1, 2, 4, 8)):
-            if len(a) != n:
-                raise ValueError("gather: perm must be a permutation of the arrays' rows")
             fused.append(k)
             if out[k] is None:
                 out[k] = np.empty(n, dtype=a.dtype)

@@ -34,7 +34,15 @@ from ..errors import (
 )
 from .labels import string_codes
 from .rowblocks import pair_sums, row_blocks
-from .unitorder import gather, should_order, sort_values, sortable_values, wide_enough
+from .unitorder import (
+    gather,
+    group_strings,
+    should_order,
+    sort_codes,
+    sort_values,
+    sortable_values,
+    wide_enough,
+)
 
 __all__ = [
     "PanelData",
@@ -485,21 +493,38 @@ def prepare_panel(data: Any, *, outcome: str, unit: str, time: str, cohort: str 
              _numeric(data, cohort, "cohort", allow_inf=True, view_ok=True))
     perm = None
     caller_units = arrs["unit"]
-    sortable = (sortable_values(caller_units) if order_by_unit and should_order(caller_units)
-                else None)
-    if sortable is not None and wide_enough(sortable[1]):
-        # rows sorted by unit from here on, the units coded from the sorted ids (no
-        # hashing); the caller's labels kept for the messages
+    unit_codes = None
+    grouped = None
+    order = order_by_unit and n_input < 2**31 and should_order(caller_units)
+    sortable = sortable_values(caller_units) if order else None
+    if sortable is not None:
+        if wide_enough(sortable[1]):
+            # the units coded from the sorted ids (no hashing)
+            scratch = np.empty(n_input)  # the sort's scratch, then a column's buffer
+            grouped = (*sort_values(*sortable, scratch), scratch)
+    elif order:
+        # any other labels (long or mixed strings, object, float, Categorical, missing
+        # labels, a wide integer range): their codes as without ordering (first
+        # appearance), the rows grouped by them (Arrow strings without a hash table);
+        # the rows of a missing unit are left out (dropped and counted above)
+        scratch = np.empty(n_input)
+        grouped = _group_units(caller_units, scratch)
+        if not wide_enough(grouped[2]):
+            unit_codes, n_unit_levels = _ungroup(*grouped[:3], n_input)
+            grouped = None
+    del sortable
+    if grouped is not None:
+        # rows sorted by unit from here on; the caller's labels kept for the messages
         owned = {c for c, src in (("time", time), *((c, c) for c in numeric_extra))
                  if _converted(data, src, arrs[c])}
         if cohort is not None and _converted(data, cohort, raw_g):
             owned.add(_RAW_COHORT)
-        perm, arrs, unit_codes, n_unit_levels, raw_g = _order_rows(arrs, *sortable, raw_g,
+        perm, arrs, unit_codes, n_unit_levels, raw_g = _order_rows(arrs, grouped, raw_g,
                                                                    owned)
         rows.keep = keep = rows.keep[perm]
-    else:
+    elif unit_codes is None:
         unit_codes, n_unit_levels = dense_codes(caller_units)
-    del sortable
+    del grouped
     if cohort is not None and raw_g is not None:
         tv = arrs["time"]
         last = (np.nanmax(tv) if keep.all() else np.nanmax(tv[keep]) if keep.any()
@@ -516,7 +541,7 @@ def prepare_panel(data: Any, *, outcome: str, unit: str, time: str, cohort: str 
             # the caller's row order names the same unit and values as without ordering
             caller_codes, caller_levels = dense_codes(caller_units)
             cohort_per_unit(caller_codes, caller_levels,
-                            _unpermute(arrs["cohort"], perm), raw=data[cohort],
+                            _unpermute(arrs["cohort"], perm, n_input), raw=data[cohort],
                             unit_values=caller_units, estimator=estimator,
                             cohort_name=cohort, unit_name=unit)
             raise
@@ -562,10 +587,38 @@ def prepare_panel(data: Any, *, outcome: str, unit: str, time: str, cohort: str 
                      time_codes=time_codes, rows=positions)
 
 
-def _unpermute(a: np.ndarray, perm: np.ndarray) -> np.ndarray:
-    """The rows of ``a`` (in the order ``perm`` of the caller's rows) back in the
-    caller's order."""
-    out = np.empty_like(a)
+def _group_units(labels: Any, scratch: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray, int, np.ndarray]:
+    """The rows that have a unit grouped by unit, each unit's rows in their order, the
+    units in order of first appearance (their :func:`dense_codes`; a Categorical's in
+    the order of its categories, from its codes, without hashing): ``(perm, codes, G,
+    scratch)`` as :func:`~.unitorder.sort_codes` gives (``scratch``: its n-row scratch,
+    handed on to :func:`_order_rows`)."""
+    grouped = group_strings(labels, scratch)
+    if grouped is None:
+        if (isinstance(labels, pd.Categorical)
+                and len(labels.categories) <= 4 * len(labels) + 1000):
+            # a Categorical's own codes (-1 = missing): its units in category order
+            codes, n_levels = labels.codes.astype(np.int64), len(labels.categories)
+        else:
+            codes, n_levels = dense_codes(labels)
+        grouped = sort_codes(codes, n_levels, scratch)
+    return (*grouped, scratch)
+
+
+def _ungroup(perm: np.ndarray, codes: np.ndarray, n_levels: int, n: int
+             ) -> tuple[np.ndarray, int]:
+    """:func:`dense_codes` of the caller's ``n`` rows back from :func:`_group_units`
+    (-1 at the rows left out: a missing unit)."""
+    out = np.full(n, -1, dtype=np.intp) if len(perm) < n else np.empty(n, dtype=np.intp)
+    out[perm] = codes
+    return out, n_levels
+
+
+def _unpermute(a: np.ndarray, perm: np.ndarray, n: int) -> np.ndarray:
+    """The rows of ``a`` (float; the caller's rows ``perm``, in that order) back at their
+    places among the caller's ``n`` rows (NaN at the rows left out: a missing unit)."""
+    out = np.full(n, np.nan, dtype=a.dtype)
     out[perm] = a
     return out
 
@@ -574,26 +627,30 @@ def _unpermute(a: np.ndarray, perm: np.ndarray) -> np.ndarray:
 _RAW_COHORT = ("raw cohort",)
 
 
-def _order_rows(arrs: dict[str, Any], v: np.ndarray, span: int, raw_g: np.ndarray | None,
+def _order_rows(arrs: dict[str, Any], grouped: tuple, raw_g: np.ndarray | None,
                 owned: set[Any]
                 ) -> tuple[np.ndarray, dict[str, Any], np.ndarray, int, np.ndarray | None]:
-    """The rows sorted by unit (``v``, ``span``: :func:`~.unitorder.sortable_values` of
-    the unit labels; stable): the permutation, the columns gathered (the unit labels of an
-    extension array as a Categorical of the same labels, its categories the labels in code
+    """The rows sorted by unit (``grouped``: ``(perm, codes, G, scratch)``, the rows
+    grouped by unit (:func:`~.unitorder.sort_values` of the unit labels'
+    :func:`~.unitorder.sortable_values`, or :func:`_group_units`; stable; the rows of a
+    missing unit left out), their codes and number, and the float64 n-row scratch of the
+    sort): the permutation, the columns gathered (the unit labels of an extension or
+    object array as a Categorical of the same labels, its categories the labels in code
     order), the dense unit codes in that order and their number, the raw cohorts (None
-    stays None; :data:`_RAW_COHORT` in ``owned``). ``v`` is consumed.
+    stays None; :data:`_RAW_COHORT` in ``owned``).
 
     ``owned``: the columns converted here (new arrays, no caller's memory): once gathered,
     their old buffers receive the next columns (n-row arrays are fresh mappings whose
     pages the kernel faults in: one new buffer for the sort's scratch and the first
     column, then recycled ones)."""
-    n = len(v)
-    cols: dict[Any, Any] = {c: a for c, a in arrs.items()
-                            if c != "unit" or isinstance(a, np.ndarray)}
+    labels = arrs["unit"]
+    by_label = not isinstance(labels, np.ndarray) or labels.dtype == object
+    cols: dict[Any, Any] = {c: a for c, a in arrs.items() if c != "unit" or not by_label}
     if raw_g is not None:
         cols[_RAW_COHORT] = raw_g
-    scratch = np.empty(n, dtype=np.float64)  # the sort's scratch, then a column's buffer
-    perm, codes, n_units = sort_values(v, span, scratch)
+    perm, codes, n_units, scratch = grouped
+    del grouped
+    m = len(perm)
     pool = [scratch]
     new: dict[str, Any] = {}
     for c in sorted(cols, key=lambda c: c not in owned):  # converted columns first
@@ -601,23 +658,40 @@ def _order_rows(arrs: dict[str, Any], v: np.ndarray, span: int, raw_g: np.ndarra
         out = None
         if (pool and isinstance(a, np.ndarray) and a.ndim == 1 and a.dtype.itemsize == 8
                 and a.dtype.kind in "iuf"):
-            out = pool.pop().view(a.dtype)
+            out = pool.pop().view(a.dtype)[:m]
         new[c] = gather(perm, [a], [out])[0]
         if c in owned:
             pool.append(a)
     del pool
-    labels = arrs["unit"]
-    if not isinstance(labels, np.ndarray):
+    if by_label:
         if isinstance(labels, pd.Categorical):
             new["unit"] = labels.take(perm)
         else:
             # each code's label read at its first row (n_units reads, not n)
             counts = np.bincount(codes, minlength=n_units)
             starts = np.cumsum(counts) - counts
-            cats = pd.Index(labels.take(perm[starts]))
-            new["unit"] = pd.Categorical.from_codes(codes, dtype=pd.CategoricalDtype(cats))
+            firsts = labels.take(perm[starts])
+            cats = (pd.Index(firsts, dtype=object) if isinstance(labels, np.ndarray)
+                    else pd.Index(firsts))
+            new["unit"] = pd.Categorical.from_codes(codes, dtype=_distinct_dtype(cats),
+                                                    validate=False)
     g = new.pop(_RAW_COHORT, None)
     return perm, {c: new[c] for c in arrs}, codes, n_units, g
+
+
+def _distinct_dtype(cats: pd.Index) -> pd.CategoricalDtype:
+    """The CategoricalDtype of categories known to be distinct (one label per unit
+    code): pandas' fast path, without the hashing of every category that checks it
+    (0.3 s for 1e6 string labels); the checked constructor where that path is missing."""
+    fast = getattr(pd.CategoricalDtype, "_from_fastpath", None)
+    if fast is not None:
+        try:
+            dtype = fast(cats, False)
+        except TypeError:  # pragma: no cover - another pandas signature
+            dtype = None
+        if isinstance(dtype, pd.CategoricalDtype) and dtype.categories is not None:
+            return dtype
+    return pd.CategoricalDtype(cats)  # pragma: no cover - pandas without the fast path
 
 
 def _converted(data: pd.DataFrame, col: str, arr: Any) -> bool:

@@ -25,12 +25,14 @@ Variance estimators (Arkhangelsky et al. 2021, Section 5), as in R synthdid's
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from dataclasses import dataclass
 
 import numpy as np
 
 from ..core.progress import progress, track
+from . import _sdid_solver
 from ._sdid_solver import (
     _MASKED,
     DataProblems,
@@ -38,6 +40,8 @@ from ._sdid_solver import (
     GramProblems,
     SDIDFit,
     SDIDOptions,
+    collapsed_form,
+    control_design,
     control_gram,
     default_options,
     fixed_weights,
@@ -46,7 +50,9 @@ from ._sdid_solver import (
     row_cache_scope,
     sdid_fit,
     solve_gram_sets,
+    sparsify_rows,
     sum_normalize,
+    weight_problem,
 )
 
 __all__ = [
@@ -54,6 +60,7 @@ __all__ = [
     "Group",
     "aggregate",
     "aggregate_rows",
+    "bootstrap_forms",
     "bootstrap_replicates",
     "contrast_columns",
     "fit_design",
@@ -121,16 +128,53 @@ def aggregate(taus: np.ndarray, n1: np.ndarray, t1: np.ndarray) -> tuple[float, 
 _BATCH_ELEMS = 2**19
 #: ... and of one gather of the replicates' control rows (time-weight Gram blocks)
 _GATHER_ELEMS = 2**16
-#: the bootstrap keeps each group's controls' Gram matrix (N0 x N0, one per cohort) and
-#: gathers every draw's from it while all of them, plus the one draw buffer, fit in this
-#: many float64 numbers (32 MB: up to ~1,450 controls with one cohort); beyond, each draw
-#: builds its own ``A.T @ A`` into one reused buffer (:class:`DrawGram`) -- the same
-#: matrix either way (to the bit, or to rounding where the BLAS rounds by position;
-#: tested), so the choice is memory (one more N0 x N0 array per cohort held) against the
-#: N0^2 T0 product per draw. Measured (200 draws, 40 periods, old machine, a fresh array
-#: per draw): kept at 1,800 controls, 5.6 s CPU but 231 MB peak, above diff-diff's
-#: 206 MB; not kept, 6.3 s and 178 MB
+#: the bootstrap's unit-weight problems, per group (:func:`bootstrap_forms`), in the
+#: cheapest of three forms, all giving the same numbers to rounding (tested):
+#: (1) *kept*: the controls' Gram matrix (N0 x N0, one per cohort) built once and every
+#: draw's gathered from it, while all of them plus the one draw buffer fit in
+#: ``_GRAM_KEEP_ELEMS`` float64 numbers (32 MB: up to ~1,450 controls with one cohort;
+#: measured fastest there: the draw's k x k matrix stays in the processor's cache);
+#: (2) *control design* (with the compiled loop; the NumPy loop has no row cache): the
+#: draw's problem in data form on the centred design of ALL
+#: controls (:class:`._sdid_solver.ControlDesign`), each Gram row computed when a draw
+#: first needs it and kept for every later draw in a row cache of
+#: ``_ROW_CACHE_ELEMS / cohorts`` numbers -- no k x k object, no per-draw k^2 T0 build;
+#: two draws solved in alternation, each prefetching the other's next cached row;
+#: while ``cohorts x N0^2 <= _DESIGN_ELEMS`` (one cohort: up to 4,096 controls, i.e. while
+#: the cache holds at least half of the rows: a bootstrap's draws return to the same
+#: controls, 96% of the rows read came from the cache at 3,600 controls);
+#: (3) *per draw* beyond: each draw's own problem (:func:`._sdid_solver.weight_problem`:
+#: its ``A.T @ A`` in a reused buffer within the Gram budget, else the data form on its
+#: distinct controls with a row cache for that draw, which then covers more of its rows
+#: than (2)'s can). Issue 13's panel, 40 periods, 20 draws, CPU s (RESULTS.md, run SW):
+#: (2) against the old choice 0.54 / 0.91 / 1.29 s against 0.60 / 1.16 / 1.36-1.48 at
+#: 2,000 / 3,000 / 4,000 units, 2.08 against 1.89-1.99 at 5,000; (1) 0.36-0.41 against
+#: (2) 0.43-0.46 at 1,500
 _GRAM_KEEP_ELEMS = 2**22
+_DESIGN_ELEMS = 2**24
+#: bootstrap draws solved together in the control-design form (2: in alternation; 1: one
+#: by one -- the same numbers)
+_PAIR_DRAWS = 2
+
+
+def _design_form_ok() -> bool:
+    """The control-design form needs the compiled loop's row cache (the NumPy loop
+    recomputes a row at every step: there the old forms are faster)."""
+    return _sdid_solver.fw_loop() == "compiled"
+
+
+def bootstrap_forms(N0: int, groups: list[Group], fits: list[SDIDFit]) -> list[str]:
+    """Form of each group's bootstrap unit-weight problems: ``"kept"``, ``"design"``,
+    ``"draw"`` (see :data:`_GRAM_KEEP_ELEMS`), or ``"none"`` when omega is not estimated."""
+    upd = [fit.options.update_omega for fit in fits]
+    n_upd = sum(upd)
+    keep = [u and gram_fits(N0, grp.a) for grp, u in zip(groups, upd, strict=True)]
+    if (sum(keep) + 1) * N0 * N0 <= _GRAM_KEEP_ELEMS and any(keep):
+        return ["kept" if k else ("draw" if u else "none")
+                for k, u in zip(keep, upd, strict=True)]
+    if n_upd * N0 * N0 <= _DESIGN_ELEMS and _design_form_ok():
+        return ["design" if u else "none" for u in upd]
+    return ["draw" if u else "none" for u in upd]
 
 
 def _rep_chunks(n_reps: int, per_rep: int, budget: int | None = None) -> list[slice]:
@@ -312,35 +356,88 @@ def bootstrap_replicates(Y: np.ndarray, N0: int, groups: list[Group], fits: list
     N, T = Y.shape
     out = np.empty((n_reps, 1 + len(groups)))
     sampler = BootstrapSampler(N, N0, groups, n_reps, rng, max_draws)
-    # each group's unit-weight Gram matrix over all controls, built once: a draw's is
-    # its rows/columns ctrl (same numbers), read through that map (no k x k product per
-    # draw) -- while they fit in _GRAM_KEEP_ELEMS; else each draw's own A.T @ A, in one
-    # buffer reused by every draw and group (DrawGram; the same numbers)
-    # (beyond gram_fits' budget no k x k object at all: each draw's problem in data form,
-    # decided in weight_problem by the draw's size; the DrawGram buffer then stays empty)
-    keep = [fit.options.update_omega and gram_fits(N0, grp.a)
-            for grp, fit in zip(groups, fits, strict=True)]
-    if (sum(keep) + 1) * N0 * N0 > _GRAM_KEEP_ELEMS:
-        keep = [False] * len(fits)
+    # per group (bootstrap_forms): the controls' Gram matrix kept and each draw's
+    # gathered from it; or the controls' design with a row cache shared by the draws; or
+    # each draw's own problem (its A.T @ A in one buffer reused by every draw and group,
+    # DrawGram, or beyond gram_fits' budget the data form on its distinct controls)
+    forms = bootstrap_forms(N0, groups, fits)
+    n_design = max(1, forms.count("design"))
     per_draw = DrawGram()
-    grams = [control_gram(Y, N0, grp.a, fit.options.omega_intercept) if k else per_draw
-             for grp, fit, k in zip(groups, fits, keep, strict=True)]
+    grams = [control_gram(Y, N0, grp.a, fit.options.omega_intercept) if f == "kept" else
+             control_design(Y, N0, grp.a, fit.options.omega_intercept,
+                            _sdid_solver._ROW_CACHE_ELEMS // n_design) if f == "design"
+             else per_draw
+             for grp, fit, f in zip(groups, fits, forms, strict=True)]
     bar = progress(n_reps, "synthetic_did bootstrap")
+    # the control-design form solves two draws' unit-weight problems in one compiled
+    # call, in alternation (the same numbers as one by one: tested)
+    pair = _PAIR_DRAWS if "design" in forms else 1
+    count = 0
     with row_cache_scope():          # one row-cache buffer for every draw (data form)
-        for count, (ctrl, tr) in enumerate(sampler):
-            taus = np.empty(len(groups))
+        for draws in _batches(sampler, pair):
+            taus = np.empty((len(draws), len(groups)))
             for g, (grp, fit) in enumerate(zip(groups, fits, strict=True)):
-                Yg = Y[np.concatenate([ctrl, tr[g]])]
-                f = sdid_fit(Yg, len(ctrl), grp.a, fit.options,
-                             omega=sum_normalize(fit.omega[ctrl]), lam=fit.lam,
-                             omega_gram=(grams[g], ctrl))
-                taus[g] = f.tau
-            att, _ = aggregate(taus, [len(r) for r in tr], [T - grp.a for grp in groups])
-            out[count, 0] = att
-            out[count, 1:] = taus
-            bar.update()
+                if forms[g] == "design" and len(draws) > 1:
+                    taus[:, g] = _design_draw_taus(Y, draws, g, grp.a, fit, grams[g])
+                    continue
+                for d, (ctrl, tr) in enumerate(draws):
+                    Yg = Y[np.concatenate([ctrl, tr[g]])]
+                    taus[d, g] = sdid_fit(Yg, len(ctrl), grp.a, fit.options,
+                                          omega=sum_normalize(fit.omega[ctrl]), lam=fit.lam,
+                                          omega_gram=(grams[g], ctrl)).tau
+            for d, (_, tr) in enumerate(draws):
+                att, _ = aggregate(taus[d], [len(r) for r in tr],
+                                   [T - grp.a for grp in groups])
+                out[count, 0] = att
+                out[count, 1:] = taus[d]
+                count += 1
+                bar.update()
     bar.close()
     return out, sampler.rejected
+
+
+def _batches(it, n: int):
+    """Lists of ``n`` consecutive items of ``it`` (the last possibly shorter)."""
+    it = iter(it)
+    while batch := list(itertools.islice(it, n)):
+        yield batch
+
+
+def _design_draw_taus(Y: np.ndarray, draws: list, g: int, a: int, fit: SDIDFit,
+                      design) -> np.ndarray:
+    """:func:`sdid_fit`'s estimate for each of several bootstrap draws of group ``g``
+    (the same operations: time weights, then the unit weights' two passes, then the
+    contrast), the draws' unit-weight problems solved together on the control design
+    ``design`` (:func:`._sdid_solver.fw_gram_sets`: two in alternation)."""
+    opts = fit.options
+    blocks, probs, lams = [], [], []
+    for ctrl, tr in draws:
+        Yg = Y[np.concatenate([ctrl, tr[g]])]
+        N0 = len(ctrl)
+        Yc = collapsed_form(Yg, N0, a)
+        lam = fit.lam
+        if opts.update_lambda:
+            lam = _sdid_solver._solve(Yc[:N0, :], opts.zeta_lambda, opts.lambda_intercept,
+                                      lam, opts, "lambda", {})
+        blocks.append((Yg, N0))
+        lams.append(np.asarray(lam, dtype=float))
+        probs.append(weight_problem(Yc[:, :a].T, opts.zeta_omega, opts.omega_intercept,
+                                    sum_normalize(fit.omega[ctrl]), (design, ctrl)))
+    first = opts.max_iter_pre_sparsify if opts.sparsify else opts.max_iter
+    res = _sdid_solver.fw_gram_sets(probs, min_decrease=opts.min_decrease, max_iter=first)
+    if opts.sparsify:
+        probs = [dataclasses.replace(P, x0=sparsify_rows(r[0]))
+                 for P, r in zip(probs, res, strict=True)]
+        res = _sdid_solver.fw_gram_sets(probs, min_decrease=opts.min_decrease,
+                                        max_iter=opts.max_iter)
+    taus = np.empty(len(draws))
+    for d, ((Yg, N0), lam, r) in enumerate(zip(blocks, lams, res, strict=True)):
+        omega = np.asarray(r[0][0], dtype=float)
+        N1, T1 = Yg.shape[0] - N0, Yg.shape[1] - a
+        row = np.concatenate([-omega, np.full(N1, 1.0 / N1)])
+        col = np.concatenate([-lam, np.full(T1, 1.0 / T1)])
+        taus[d] = float(row @ Yg @ col)
+    return taus
 
 
 def loo_contrasts(C: np.ndarray, N0: int, groups: list[Group], fits: list[SDIDFit]

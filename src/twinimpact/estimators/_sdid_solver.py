@@ -285,14 +285,20 @@ class GramProblems:
 #: compare (tests/estimators/test_sdid_data_form.py). The multiple of the design keeps
 #: long pre-periods (where a data-form step costs n times a Gram step) in Gram form
 #: longer. Private knobs: the tests set both to 0 to force the data form.
+#: The multiple is capped at ``_GRAM_CAP_ELEMS`` (128 MB, 4,096 controls): with 150
+#: pre-periods it allowed 9,600 controls, a 737 MB matrix -- at 8,000 units x 200 periods
+#: the bootstrap peaked at 749 MB against diff-diff's 563 (RESULTS.md, run SW); our peak
+#: and diff-diff's both grow ~220-240 bytes a panel row, ~75-100 MB apart, so no k x k
+#: object much above 64 MB fits under diff-diff's at any size.
 _GRAM_MAX_ELEMS = 2**23
 _GRAM_DATA_MULT = 64
+_GRAM_CAP_ELEMS = 2**24
 
 
 def gram_fits(k: int, n: int) -> bool:
     """Whether weight problems of ``k`` coordinates and ``n`` observations are solved in
     Gram form (their ``k x k`` matrix within the budget of :data:`_GRAM_MAX_ELEMS`)."""
-    return k * k <= max(_GRAM_MAX_ELEMS, _GRAM_DATA_MULT * n * k)
+    return k * k <= max(_GRAM_MAX_ELEMS, min(_GRAM_DATA_MULT * n * k, _GRAM_CAP_ELEMS))
 
 
 @dataclass(frozen=True)
@@ -314,6 +320,8 @@ class DataProblems:
     x0: np.ndarray
     n: int
     zeta: float
+    #: the :class:`RowCache` to use (None: :func:`row_cache_scope`'s, or a fresh one)
+    cache: RowCache | None = None
 
 
 def _col_sq(D: np.ndarray) -> np.ndarray:
@@ -387,7 +395,12 @@ class _Set:
         self.B, self.k = B, k
         self.bank = None
         self.base = np.zeros(B, dtype=np.intp)
-        dd = _col_sq(D)
+        if P.cache is not None:
+            if P.cache.colsq is None:
+                P.cache.colsq = _col_sq(D)
+            dd = P.cache.colsq
+        else:
+            dd = _col_sq(D)
         self.gd = (dd if self.cmap is None else dd[self.cmap]) + self.eta
         self.y = np.array(P.x0, dtype=float, order="C")
         if self.cmap is None:
@@ -461,7 +474,8 @@ def _compiled_fw():
             fn.data.restype = None
             fn.data.argtypes = ([ctypes.c_int64] * 4 + [ctypes.c_void_p] * 8
                                 + [ctypes.c_int64] + [ctypes.c_void_p] * 10
-                                + [ctypes.c_int64] + [ctypes.c_void_p] * 2)
+                                + [ctypes.c_int64] + [ctypes.c_void_p] * 2
+                                + [ctypes.c_int64])
             fn.gather = lib.ti_gather_gram
             fn.gather.restype = None
             fn.gather.argtypes = [ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64,
@@ -511,6 +525,9 @@ def fw_gram_sets(sets: list[GramProblems], *, min_decrease: float, max_iter: int
         return fw_gram_sets_numpy(sets, min_decrease=min_decrease, max_iter=max_iter)
     md2 = min_decrease**2
     out = []
+    if len(sets) > 1 and all(_is_design_draw(P) for P in sets) and all(
+            P.D is sets[0].D and P.cache is sets[0].cache for P in sets):
+        return _fw_design_draws_c(fn, sets, md2, max_iter)
     for P in sets:
         st = _Set(P)
         B, k = st.B, st.k
@@ -556,7 +573,11 @@ def _fw_data_c(fn, st: _Set, P: DataProblems, md2: float, max_iter: int,
     cp, xx, p = (np.ascontiguousarray(v, dtype=np.float64) for v in (st.cp, st.xx, st.p))
     rbuf = np.empty(m + n)
     gbuf = np.empty(k if cmap is not None else 0)
-    cache, rows, slot, used = _row_cache(D)
+    if P.cache is not None:
+        rc = P.cache
+        cache, rows, slot, used = rc.buffer(), rc.rows, rc.slot, rc.used
+    else:
+        cache, rows, slot, used = _row_cache(D)
     fn.data(B, k, n, m, D.ctypes.data, None if cmap is None else cmap.ctypes.data,
             base.ctypes.data, gd.ctypes.data, st.Atb.ctypes.data, bb.ctypes.data,
             eta.ctypes.data, md2n.ctypes.data, int(max_iter), h.ctypes.data,
@@ -565,7 +586,111 @@ def _fw_data_c(fn, st: _Set, P: DataProblems, md2: float, max_iter: int,
             gbuf.ctypes.data if gbuf.size else None,
             cache.ctypes.data if rows else None, rows,
             slot.ctypes.data if rows and slot is not None else None,
-            used.ctypes.data if rows and slot is not None else None)
+            used.ctypes.data if rows and slot is not None else None, 0)
+
+
+def _is_design_draw(P) -> bool:
+    """A bootstrap draw's one problem in the control-design form (:class:`ControlDesign`:
+    a coordinate map into the shared design, the shared row cache)."""
+    return (isinstance(P, DataProblems) and P.cache is not None and P.cmap is not None
+            and np.ndim(P.cmap) == 1 and np.shape(P.x0)[0] == 1)
+
+
+def _fw_design_draws_c(fn, sets: list[DataProblems], md2: float, max_iter: int
+                       ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Several draws' problems on one control design in one compiled call, two in
+    alternation (``ti_fw_data`` with one coordinate map per problem: while one updates,
+    the cached row the other needs next is prefetched). Each problem's state is computed
+    alone (:class:`_Set`, as for a set of one) and padded to the largest ``k`` with masked
+    coordinates (``Atb = _MASKED``, ``x = 0``: never chosen, as a placebo's left-out
+    units), so every problem runs its own operations: the same numbers as one call each
+    (tested bit for bit)."""
+    sts = [_Set(P) for P in sets]
+    B = len(sets)
+    ks = [st.k for st in sts]
+    k = max(ks)
+    D = sts[0].D
+    n, m = D.shape
+    cmap = np.zeros((B, k), dtype=np.int64)
+    gd = np.ones((B, k))
+    Atb = np.full((B, k), _MASKED)
+    h = np.full((B, k), -_MASKED)
+    y = np.zeros((B, k))
+    for b, st in enumerate(sts):
+        kb = ks[b]
+        cmap[b, :kb] = st.cmap
+        gd[b, :kb] = st.gd
+        Atb[b, :kb] = st.Atb[0]
+        h[b, :kb] = st.h[0]
+        y[b, :kb] = st.y[0]
+    bb = np.array([float(np.asarray(P.bb, dtype=np.float64).ravel()[0]) for P in sets])
+    eta = np.array([st.eta for st in sts])
+    md2n = np.array([md2 * P.n for P in sets])
+    cp = np.array([float(st.cp[0]) for st in sts])
+    xx = np.array([float(st.xx[0]) for st in sts])
+    p = np.array([float(st.p[0]) for st in sts])
+    base = np.arange(B, dtype=np.int64) * k
+    n_iter = np.zeros(B, dtype=np.int64)
+    conv = np.zeros(B, dtype=np.uint8)
+    rbuf = np.empty(m + n)
+    gbuf = np.empty(k)
+    rc = sets[0].cache
+    cache = rc.buffer()
+    fn.data(B, k, n, m, D.ctypes.data, cmap.ctypes.data, base.ctypes.data, gd.ctypes.data,
+            Atb.ctypes.data, bb.ctypes.data, eta.ctypes.data, md2n.ctypes.data,
+            int(max_iter), h.ctypes.data, y.ctypes.data, cp.ctypes.data, xx.ctypes.data,
+            p.ctypes.data, n_iter.ctypes.data, conv.ctypes.data, rbuf.ctypes.data,
+            gbuf.ctypes.data, cache.ctypes.data if rc.rows else None, rc.rows,
+            rc.slot.ctypes.data if rc.rows else None,
+            rc.used.ctypes.data if rc.rows else None, 1)
+    return [(y[b:b + 1, :ks[b]].copy(), n_iter[b:b + 1].astype(int),
+             conv[b:b + 1].astype(bool)) for b in range(B)]
+
+
+class RowCache:
+    """The compiled data-form loop's row cache on one design ``D`` (``n x m``): a buffer
+    of ``rows`` raw Gram rows (``m`` numbers each), the slot of each column of ``D``
+    (-1 never requested, -2 requested once, else its slot) and the fill count, kept from
+    one solve to the next on that design (``ti_fw_data``). The buffer is allocated when
+    first used, its pages touched only as rows are stored."""
+
+    def __init__(self, m: int, elems: int | None = None) -> None:
+        elems = _ROW_CACHE_ELEMS if elems is None else elems
+        self.m = m
+        self.rows = min(m, elems // m) if m > 0 else 0
+        self.buf = np.empty(0)
+        self.slot = np.full(m, -1, dtype=np.int64)
+        self.used = np.zeros(1, dtype=np.int64)
+        self.colsq: np.ndarray | None = None             # _col_sq of the design, once
+
+    def buffer(self) -> np.ndarray:
+        if self.buf.size < self.rows * self.m:
+            self.buf = np.empty(self.rows * self.m)
+        return self.buf
+
+
+class ControlDesign:
+    """The unit-weight problem's centred design over ALL ``N0`` controls (``T0 x N0``),
+    built once for the bootstrap (:func:`control_design`), with a row cache kept across
+    the draws: a draw's problem is in data form on it (:class:`DataProblems` with
+    ``cmap`` = the draw's controls), so a Gram row computed for one draw serves every
+    later draw visiting that control (the entries are the same dot products of the same
+    two centred columns). Costs per draw O(T0 N0) to start plus the Frank-Wolfe steps
+    (O(k) each with the row cached), no ``k x k`` object, and the rows of the controls
+    visited, each computed about once over the whole bootstrap while the cache holds
+    them (``N0^2`` numbers within :data:`_ROW_CACHE_ELEMS`: up to 2,896 controls)."""
+
+    def __init__(self, D: np.ndarray, cache_elems: int | None = None) -> None:
+        self.D = np.ascontiguousarray(D, dtype=float)
+        self.cache = RowCache(self.D.shape[1], cache_elems)
+
+
+def control_design(Y: np.ndarray, N0: int, T0: int, intercept: bool,
+                   cache_elems: int | None = None) -> ControlDesign:
+    """:class:`ControlDesign` of the unit-weight problem over all ``N0`` controls (built as
+    :func:`sdid_fit` builds a draw's design: collapsed form, transposed, centred)."""
+    A, _ = _design(collapsed_form(Y, N0, T0)[:, :T0].T, intercept)
+    return ControlDesign(A, cache_elems)
 
 
 #: the compiled data-form loop's row cache (``ti_fw_data``): the row of ``G`` computed for
@@ -719,6 +844,8 @@ def fw_gram_sets_numpy(sets: list[GramProblems], *, min_decrease: float, max_ite
     md2 = min_decrease**2
     if len(sets) == 1 and np.shape(sets[0].x0)[0] == 1:
         return [_fw_one_numpy(sets[0], md2, max_iter)]
+    if all(_is_design_draw(P) for P in sets):      # several draws: each alone, as compiled
+        return [_fw_one_numpy(P, md2, max_iter) for P in sets]
     S = [_Set(P) for P in sets]
     # per-problem scalars, concatenated over the sets: S3 = [x'(G+eta I)x, |x|^2, x'A'b]
     S3 = np.concatenate([np.stack([st.cp, st.xx, st.p]) for st in S], axis=1)
@@ -959,6 +1086,11 @@ def weight_problem(Yw: np.ndarray, zeta: float, intercept: bool,
     A, b = _design(Yw, intercept)
     n, k = A.shape
     x0 = np.full(k, 1.0 / k) if init is None else np.asarray(init, dtype=float)
+    if gram is not None and isinstance(gram[0], ControlDesign):
+        cd = gram[0]                                    # data form on all the controls
+        return DataProblems(cd.D, np.ascontiguousarray(gram[1], dtype=np.intp),
+                            (A.T @ b)[None, :], np.array([float(b @ b)]), x0[None, :],
+                            n, zeta, cd.cache)
     if not gram_fits(k, n):                             # data form: no k x k object
         D, cmap = A, None
         if gram is not None:                            # a draw: repeated controls share
