@@ -420,6 +420,8 @@ PANEL_KINDS: dict[str, dict] = {
     "gaps": {"miss_block": 0.2, "miss_random": 0.02},
     "entry_exit": {"entry_exit": 0.3},
     "strkey_unbal": {"miss_random": 0.05, "key": "str", "shuffle": True},
+    # the strkey_unbal panel with integer ids (the same rows, values and order)
+    "intkey_unbal": {"miss_random": 0.05, "shuffle": True},
     "cohorts20": {"n_periods": 30, "n_cohorts": 24, "miss_random": 0.05},
 }
 

@@ -471,3 +471,109 @@ def test_wide_byte_ranges_skip_the_dense_values():
     codes0, labels0 = pd.factorize(ids, sort=True)
     np.testing.assert_array_equal(codes, codes0)
     assert labels.equals(labels0)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(2, 9), st.integers(2, 5), st.lists(st.sampled_from([0, 3, 4, 9]),
+                                                     min_size=9, max_size=9),
+       st.floats(0.0, 0.4), st.integers(0, 2**32 - 1), st.booleans())
+def test_shuffled_rows_prepare_like_sorted_rows(n_units, n_periods, cohorts, miss, seed,
+                                                unbalanced):
+    """Shuffled rows (the unit x period cells seen, the units' row counts from them, the
+    wide matrices by flat scatter, the per-unit cohorts) give the panel of the same rows
+    sorted by unit and time (checked by one pass, counted by bincount), bit for bit:
+    outcome / presence matrices, cohorts, units, dropped counts -- whether units are
+    dropped to balance it or kept unbalanced."""
+    import unittest.mock
+
+    from twinimpact.core import rowblocks
+    from twinimpact.estimators.callaway_santanna import _prepare
+
+    rng = np.random.default_rng(seed)
+    u, t = np.divmod(np.arange(n_units * n_periods), n_periods)
+    df = pd.DataFrame({"u": u * 7 + 3, "t": t + 1, "g": np.array(cohorts)[u],
+                       "y": rng.normal(size=len(u))})
+    df = df[rng.random(len(df)) >= miss]
+    shuffled = df.sample(frac=1.0, random_state=int(rng.integers(2**31))).reset_index(
+        drop=True)
+    kw = dict(outcome="y", unit="u", time="t", cohort="g", covariates=[], cluster=None,
+              control_group="not_yet_treated", anticipation=0,
+              allow_unbalanced=unbalanced)
+    out = []
+    for frame in (df.reset_index(drop=True), shuffled):
+        with warnings.catch_warnings(), unittest.mock.patch.object(rowblocks, "BLOCK", 3):
+            warnings.simplefilter("ignore")
+            try:
+                out.append(_prepare(frame, **kw))
+            except Exception as e:  # (the same refusal both ways)
+                out.append(repr(e))
+    a, b = out
+    if isinstance(a, str) or isinstance(b, str):
+        assert a == b
+        return
+    np.testing.assert_array_equal(a.Y, b.Y)
+    assert (a.present is None) == (b.present is None)
+    if a.present is not None:
+        np.testing.assert_array_equal(a.present, b.present)
+    np.testing.assert_array_equal(a.cohort.view(np.int64), b.cohort.view(np.int64))
+    np.testing.assert_array_equal(a.units, b.units)
+    g = df.groupby("u")["g"].first().loc[a.units].to_numpy(dtype=float)
+    g[(g == 0) | (g > df["t"].max())] = np.nan  # each kept unit's own cohort
+    np.testing.assert_array_equal(a.cohort, g)
+    assert a.dropped_rows == b.dropped_rows and a.dropped_units == b.dropped_units
+    assert (a.n_obs, a.balanced) == (b.n_obs, b.balanced)
+
+
+def test_shuffled_duplicate_pair_named_as_in_row_order(mpdta):
+    """A duplicated unit x year in shuffled rows is refused, naming the first duplicated
+    row's pair in the caller's row order."""
+    df = mpdta.sample(frac=1.0, random_state=5).reset_index(drop=True)
+    df = pd.concat([df, df.iloc[[40]]], ignore_index=True)
+    u, y = df.loc[40, "countyreal"], df.loc[40, "year"]
+    with pytest.raises(InputError, match=f"countyreal = {u}, year = {y}"):
+        _fit(df)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.sampled_from([2004.0, 2006.0, 2007.0, np.inf, -3.0]), min_size=1,
+                max_size=50))
+def test_row_groups_as_unique_and_stable_argsort(keys):
+    """The cohorts' row groups = np.unique(return_inverse) and a stable argsort."""
+    from twinimpact.estimators.callaway_santanna import _RowGroups
+
+    k = np.array(keys)
+    rg = _RowGroups(k)
+    values, inverse = np.unique(k, return_inverse=True)
+    np.testing.assert_array_equal(rg.values, values)
+    np.testing.assert_array_equal(rg.unit_group, inverse)
+    order = np.argsort(inverse, kind="stable")
+    assert np.array_equal(np.concatenate(rg.rows), order)
+    assert [len(r) for r in rg.rows] == np.bincount(inverse).tolist()
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(0, 30), st.integers(1, 4), st.integers(0, 2**32 - 1))
+def test_rows_f_and_pairs_increasing(n, T, seed):
+    """_rows_f = np.asfortranarray(m[rows]); _pairs_increasing = the keys' strict
+    increase (across row blocks too)."""
+    import unittest.mock
+
+    from twinimpact.core import rowblocks
+    from twinimpact.estimators.callaway_santanna import _pairs_increasing, _rows_f
+
+    rng = np.random.default_rng(seed)
+    m = np.asfortranarray(rng.normal(size=(n, T)))
+    rows = np.flatnonzero(rng.random(n) < 0.6)
+    got = _rows_f(m, rows)
+    np.testing.assert_array_equal(got, np.asfortranarray(m[rows]))
+    assert got.flags.f_contiguous
+    np.testing.assert_array_equal(_rows_f(m > 0, rows), m[rows] > 0)
+    uc = np.sort(rng.integers(0, 4, n))
+    tc = rng.integers(0, T, n)
+    if rng.random() < 0.5:  # often strictly increasing
+        uc, tc = np.divmod(np.sort(rng.choice(4 * T, size=min(n, 4 * T), replace=False)),
+                           T)
+    key = uc.astype(np.int64) * T + tc
+    with unittest.mock.patch.object(rowblocks, "BLOCK", 4):
+        assert _pairs_increasing(uc, tc, T) == bool(len(key) < 2
+                                                     or (key[1:] > key[:-1]).all())

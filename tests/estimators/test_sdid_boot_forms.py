@@ -188,3 +188,34 @@ def test_control_design_allocates_no_k_by_k_object(monkeypatch):
     design, got = peak()
     assert seen and design < kk / 4, (design, kk)
     _close(got, ref)
+
+
+@pytest.mark.parametrize("kernel", ["compiled", "numpy"])
+@pytest.mark.parametrize("cohorts, n_reps", [(1, 7), (2, 6)])
+def test_draws_in_alternation_change_no_bit(kernel, cohorts, n_reps, monkeypatch):
+    """The control-design form solves two draws' unit-weight problems in one compiled
+    call (one coordinate map per problem, padded with masked coordinates): every
+    replicate equals the draws solved one by one, to the bit (an odd count: the last draw
+    alone); the paired path did run."""
+    if kernel == "numpy":
+        monkeypatch.setenv(_sdid_solver.KERNEL_ENV, "numpy")
+    elif _sdid_solver.fw_loop() != "compiled":
+        pytest.skip("compiled Frank-Wolfe loop not built")
+    monkeypatch.setattr(_sdid_inference, "_design_form_ok", lambda: True)
+    monkeypatch.setattr(_sdid_inference, "_GRAM_KEEP_ELEMS", 0)
+    Y, N0, groups = _panel(11, N=130, N0=100, cohorts=cohorts)
+    fits = _fits(Y, N0, groups)
+
+    def run():
+        return bootstrap_replicates(Y, N0, groups, fits, n_reps, np.random.default_rng(4))[0]
+
+    monkeypatch.setattr(_sdid_inference, "_PAIR_DRAWS", 1)
+    ref = run()
+    calls = []
+    real = _sdid_inference._design_draw_taus
+    monkeypatch.setattr(_sdid_inference, "_design_draw_taus",
+                        lambda *a, **k: calls.append(len(a[1])) or real(*a, **k))
+    monkeypatch.setattr(_sdid_inference, "_PAIR_DRAWS", 2)
+    got = run()
+    assert calls and max(calls) == 2
+    assert np.array_equal(got, ref)

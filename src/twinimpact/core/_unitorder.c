@@ -253,42 +253,63 @@ TI_EXPORT int64_t ti_group_strings(int64_t n, const int32_t *off32, const int64_
     if (nb < 0) return nb == -2 ? -2 : -3;
     const int64_t m = n - n_null;
     *n_rows = m;
-    /* 3. exact groups, in bucket order: the start of each (a growable array) */
-    int64_t cap = 1024, G = 0;
+    /* 3. exact groups, in bucket order. (a) one pass over the grouped rows, each
+     * compared with its bucket's first row (the strings prefetched ahead: offsets
+     * 2 * TI_AHEAD rows ahead, bytes TI_AHEAD rows ahead, their offsets in cache by
+     * then), noting each bucket's start and the buckets holding several strings; (b)
+     * those buckets regrouped by string (local ids by first appearance, then a stable
+     * counting sort of the bucket's rows by local id). */
+    int64_t cap = 1024, nrun = 0, mcap = 64, nmixed = 0;
     int64_t *start = (int64_t *)malloc((size_t)cap * sizeof(int64_t));
-    int64_t rcap = 0;
-    int32_t *rrows = NULL; int32_t *rlid = NULL; int64_t *rreps = NULL;
-    if (start == NULL) return -2;
-    int64_t j = 0, ahead = 0;
-    while (j < m) {
-        /* the rows' strings prefetched ahead of the comparisons: offsets TI_AHEAD2 rows
-         * ahead, the bytes TI_AHEAD rows ahead (their offsets in cache by then) */
-        int64_t lim = j + 64 < m ? j + 64 : m;
-        for (; ahead < lim; ahead++) {
-            if (ahead + TI_AHEAD < m) {
-                int64_t q = perm32[ahead + TI_AHEAD];
-                if (off32 != NULL) TI_PREFETCH(off32 + q); else TI_PREFETCH(off64 + q);
-            }
-            ti_str_prefetch(&s, perm32[ahead]);
+    int64_t *mixed = (int64_t *)malloc((size_t)mcap * sizeof(int64_t));
+    if (start == NULL || mixed == NULL) { free(start); free(mixed); return -2; }
+    int64_t rep = 0, prev_b = -1;
+    for (int64_t j = 0; j < m; j++) {
+        if (j + 2 * TI_AHEAD < m) {
+            int64_t q = perm32[j + 2 * TI_AHEAD];
+            if (off32 != NULL) TI_PREFETCH(off32 + q); else TI_PREFETCH(off64 + q);
         }
-        int64_t b = codes[j], e = j + 1;
-        while (e < m && codes[e] == b) e++;
-        int64_t first = perm32[j];
-        int same = 1;
-        for (int64_t k = j + 1; k < e; k++) {
-            if (!ti_str_eq(&s, first, perm32[k])) { same = 0; break; }
-        }
-        if (same) {
-            if (G == cap) {
+        if (j + TI_AHEAD < m) ti_str_prefetch(&s, perm32[j + TI_AHEAD]);
+        int64_t b = codes[j];
+        if (b != prev_b) {
+            if (nrun == cap) {
                 int64_t *ns = (int64_t *)realloc(start, (size_t)(2 * cap) * sizeof(int64_t));
-                if (ns == NULL) { free(start); return -2; }
+                if (ns == NULL) { free(start); free(mixed); return -2; }
                 start = ns; cap *= 2;
             }
-            start[G++] = j;
-        } else {
-            /* several strings in one bucket: local ids by first appearance, then a
-             * stable counting sort of the run by local id */
-            int64_t len = e - j, nrep = 0;
+            start[nrun++] = j;
+            rep = perm32[j];
+            prev_b = b;
+        } else if ((nmixed == 0 || mixed[nmixed - 1] != nrun - 1)
+                   && !ti_str_eq(&s, rep, perm32[j])) {
+            if (nmixed == mcap) {
+                int64_t *nm = (int64_t *)realloc(mixed, (size_t)(2 * mcap) * sizeof(int64_t));
+                if (nm == NULL) { free(start); free(mixed); return -2; }
+                mixed = nm; mcap *= 2;
+            }
+            mixed[nmixed++] = nrun - 1;
+        }
+    }
+    int64_t G = nrun;
+    if (nmixed) {
+        /* (b): the group starts rebuilt, the mixed buckets split */
+        int64_t rcap = 0, gcap = nrun + 64, g = 0, mi = 0;
+        int32_t *rrows = NULL; int32_t *rlid = NULL; int64_t *rreps = NULL;
+        int64_t *gstart = (int64_t *)malloc((size_t)gcap * sizeof(int64_t));
+        if (gstart == NULL) { free(start); free(mixed); return -2; }
+        for (int64_t r = 0; r < nrun; r++) {
+            int64_t j0 = start[r], e = r + 1 < nrun ? start[r + 1] : m;
+            if (mi == nmixed || mixed[mi] != r) {
+                if (g == gcap) {
+                    int64_t *ng = (int64_t *)realloc(gstart, (size_t)(2 * gcap) * sizeof(int64_t));
+                    if (ng == NULL) { free(gstart); free(start); free(mixed); return -2; }
+                    gstart = ng; gcap *= 2;
+                }
+                gstart[g++] = j0;
+                continue;
+            }
+            mi++;
+            int64_t len = e - j0, nrep = 0;
             if (len > rcap) {
                 free(rrows); free(rlid); free(rreps);
                 rcap = 2 * len;
@@ -296,33 +317,39 @@ TI_EXPORT int64_t ti_group_strings(int64_t n, const int32_t *off32, const int64_
                 rlid = (int32_t *)malloc((size_t)rcap * sizeof(int32_t));
                 rreps = (int64_t *)malloc((size_t)(rcap + 1) * sizeof(int64_t));
                 if (rrows == NULL || rlid == NULL || rreps == NULL) {
-                    free(rrows); free(rlid); free(rreps); free(start); return -2;
+                    free(rrows); free(rlid); free(rreps); free(gstart); free(start);
+                    free(mixed); return -2;
                 }
             }
             for (int64_t k = 0; k < len; k++) {
-                int64_t row = perm32[j + k], id = -1;
-                for (int64_t r = 0; r < nrep; r++)
-                    if (ti_str_eq(&s, rreps[r], row)) { id = r; break; }
+                int64_t row = perm32[j0 + k], id = -1;
+                for (int64_t q = 0; q < nrep; q++)
+                    if (ti_str_eq(&s, rreps[q], row)) { id = q; break; }
                 if (id < 0) { id = nrep; rreps[nrep++] = row; }
                 rrows[k] = (int32_t)row;
                 rlid[k] = (int32_t)id;
             }
             /* counts per local id -> starts (rreps reused as the counts) */
-            for (int64_t r = 0; r <= nrep; r++) rreps[r] = 0;
+            for (int64_t q = 0; q <= nrep; q++) rreps[q] = 0;
             for (int64_t k = 0; k < len; k++) rreps[rlid[k] + 1]++;
-            for (int64_t r = 1; r <= nrep; r++) rreps[r] += rreps[r - 1];
-            if (G + nrep > cap) {
-                while (G + nrep > cap) cap *= 2;
-                int64_t *ns = (int64_t *)realloc(start, (size_t)cap * sizeof(int64_t));
-                if (ns == NULL) { free(rrows); free(rlid); free(rreps); free(start); return -2; }
-                start = ns;
+            for (int64_t q = 1; q <= nrep; q++) rreps[q] += rreps[q - 1];
+            if (g + nrep > gcap) {
+                while (g + nrep > gcap) gcap *= 2;
+                int64_t *ng = (int64_t *)realloc(gstart, (size_t)gcap * sizeof(int64_t));
+                if (ng == NULL) {
+                    free(rrows); free(rlid); free(rreps); free(gstart); free(start);
+                    free(mixed); return -2;
+                }
+                gstart = ng;
             }
-            for (int64_t r = 0; r < nrep; r++) start[G++] = j + rreps[r];
-            for (int64_t k = 0; k < len; k++) perm32[j + rreps[rlid[k]]++] = rrows[k];
+            for (int64_t q = 0; q < nrep; q++) gstart[g++] = j0 + rreps[q];
+            for (int64_t k = 0; k < len; k++) perm32[j0 + rreps[rlid[k]]++] = rrows[k];
         }
-        j = e;
+        free(rrows); free(rlid); free(rreps); free(start);
+        start = gstart;
+        G = g;
     }
-    free(rrows); free(rlid); free(rreps);
+    free(mixed);
     /* 4. rank of each group's first row among all first rows: a bit per row and a
      * running count per 64-row word */
     int64_t W = (n >> 6) + 1;

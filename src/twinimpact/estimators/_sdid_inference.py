@@ -25,6 +25,7 @@ Variance estimators (Arkhangelsky et al. 2021, Section 5), as in R synthdid's
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from dataclasses import dataclass
 
@@ -39,6 +40,7 @@ from ._sdid_solver import (
     GramProblems,
     SDIDFit,
     SDIDOptions,
+    collapsed_form,
     control_design,
     control_gram,
     default_options,
@@ -48,7 +50,9 @@ from ._sdid_solver import (
     row_cache_scope,
     sdid_fit,
     solve_gram_sets,
+    sparsify_rows,
     sum_normalize,
+    weight_problem,
 )
 
 __all__ = [
@@ -135,6 +139,7 @@ _GATHER_ELEMS = 2**16
 #: controls (:class:`._sdid_solver.ControlDesign`), each Gram row computed when a draw
 #: first needs it and kept for every later draw in a row cache of
 #: ``_ROW_CACHE_ELEMS / cohorts`` numbers -- no k x k object, no per-draw k^2 T0 build;
+#: two draws solved in alternation, each prefetching the other's next cached row;
 #: while ``cohorts x N0^2 <= _DESIGN_ELEMS`` (one cohort: up to 4,096 controls, i.e. while
 #: the cache holds at least half of the rows: a bootstrap's draws return to the same
 #: controls, 96% of the rows read came from the cache at 3,600 controls);
@@ -147,6 +152,9 @@ _GATHER_ELEMS = 2**16
 #: (2) 0.43-0.46 at 1,500
 _GRAM_KEEP_ELEMS = 2**22
 _DESIGN_ELEMS = 2**24
+#: bootstrap draws solved together in the control-design form (2: in alternation; 1: one
+#: by one -- the same numbers)
+_PAIR_DRAWS = 2
 
 
 def _design_form_ok() -> bool:
@@ -361,21 +369,75 @@ def bootstrap_replicates(Y: np.ndarray, N0: int, groups: list[Group], fits: list
              else per_draw
              for grp, fit, f in zip(groups, fits, forms, strict=True)]
     bar = progress(n_reps, "synthetic_did bootstrap")
+    # the control-design form solves two draws' unit-weight problems in one compiled
+    # call, in alternation (the same numbers as one by one: tested)
+    pair = _PAIR_DRAWS if "design" in forms else 1
+    count = 0
     with row_cache_scope():          # one row-cache buffer for every draw (data form)
-        for count, (ctrl, tr) in enumerate(sampler):
-            taus = np.empty(len(groups))
+        for draws in _batches(sampler, pair):
+            taus = np.empty((len(draws), len(groups)))
             for g, (grp, fit) in enumerate(zip(groups, fits, strict=True)):
-                Yg = Y[np.concatenate([ctrl, tr[g]])]
-                f = sdid_fit(Yg, len(ctrl), grp.a, fit.options,
-                             omega=sum_normalize(fit.omega[ctrl]), lam=fit.lam,
-                             omega_gram=(grams[g], ctrl))
-                taus[g] = f.tau
-            att, _ = aggregate(taus, [len(r) for r in tr], [T - grp.a for grp in groups])
-            out[count, 0] = att
-            out[count, 1:] = taus
-            bar.update()
+                if forms[g] == "design" and len(draws) > 1:
+                    taus[:, g] = _design_draw_taus(Y, draws, g, grp.a, fit, grams[g])
+                    continue
+                for d, (ctrl, tr) in enumerate(draws):
+                    Yg = Y[np.concatenate([ctrl, tr[g]])]
+                    taus[d, g] = sdid_fit(Yg, len(ctrl), grp.a, fit.options,
+                                          omega=sum_normalize(fit.omega[ctrl]), lam=fit.lam,
+                                          omega_gram=(grams[g], ctrl)).tau
+            for d, (_, tr) in enumerate(draws):
+                att, _ = aggregate(taus[d], [len(r) for r in tr],
+                                   [T - grp.a for grp in groups])
+                out[count, 0] = att
+                out[count, 1:] = taus[d]
+                count += 1
+                bar.update()
     bar.close()
     return out, sampler.rejected
+
+
+def _batches(it, n: int):
+    """Lists of ``n`` consecutive items of ``it`` (the last possibly shorter)."""
+    it = iter(it)
+    while batch := list(itertools.islice(it, n)):
+        yield batch
+
+
+def _design_draw_taus(Y: np.ndarray, draws: list, g: int, a: int, fit: SDIDFit,
+                      design) -> np.ndarray:
+    """:func:`sdid_fit`'s estimate for each of several bootstrap draws of group ``g``
+    (the same operations: time weights, then the unit weights' two passes, then the
+    contrast), the draws' unit-weight problems solved together on the control design
+    ``design`` (:func:`._sdid_solver.fw_gram_sets`: two in alternation)."""
+    opts = fit.options
+    blocks, probs, lams = [], [], []
+    for ctrl, tr in draws:
+        Yg = Y[np.concatenate([ctrl, tr[g]])]
+        N0 = len(ctrl)
+        Yc = collapsed_form(Yg, N0, a)
+        lam = fit.lam
+        if opts.update_lambda:
+            lam = _sdid_solver._solve(Yc[:N0, :], opts.zeta_lambda, opts.lambda_intercept,
+                                      lam, opts, "lambda", {})
+        blocks.append((Yg, N0))
+        lams.append(np.asarray(lam, dtype=float))
+        probs.append(weight_problem(Yc[:, :a].T, opts.zeta_omega, opts.omega_intercept,
+                                    sum_normalize(fit.omega[ctrl]), (design, ctrl)))
+    first = opts.max_iter_pre_sparsify if opts.sparsify else opts.max_iter
+    res = _sdid_solver.fw_gram_sets(probs, min_decrease=opts.min_decrease, max_iter=first)
+    if opts.sparsify:
+        probs = [dataclasses.replace(P, x0=sparsify_rows(r[0]))
+                 for P, r in zip(probs, res, strict=True)]
+        res = _sdid_solver.fw_gram_sets(probs, min_decrease=opts.min_decrease,
+                                        max_iter=opts.max_iter)
+    taus = np.empty(len(draws))
+    for d, ((Yg, N0), lam, r) in enumerate(zip(blocks, lams, res, strict=True)):
+        omega = np.asarray(r[0][0], dtype=float)
+        N1, T1 = Yg.shape[0] - N0, Yg.shape[1] - a
+        row = np.concatenate([-omega, np.full(N1, 1.0 / N1)])
+        col = np.concatenate([-lam, np.full(T1, 1.0 / T1)])
+        taus[d] = float(row @ Yg @ col)
+    return taus
 
 
 def loo_contrasts(C: np.ndarray, N0: int, groups: list[Group], fits: list[SDIDFit]

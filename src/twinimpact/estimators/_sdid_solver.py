@@ -474,7 +474,8 @@ def _compiled_fw():
             fn.data.restype = None
             fn.data.argtypes = ([ctypes.c_int64] * 4 + [ctypes.c_void_p] * 8
                                 + [ctypes.c_int64] + [ctypes.c_void_p] * 10
-                                + [ctypes.c_int64] + [ctypes.c_void_p] * 2)
+                                + [ctypes.c_int64] + [ctypes.c_void_p] * 2
+                                + [ctypes.c_int64])
             fn.gather = lib.ti_gather_gram
             fn.gather.restype = None
             fn.gather.argtypes = [ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64,
@@ -524,6 +525,9 @@ def fw_gram_sets(sets: list[GramProblems], *, min_decrease: float, max_iter: int
         return fw_gram_sets_numpy(sets, min_decrease=min_decrease, max_iter=max_iter)
     md2 = min_decrease**2
     out = []
+    if len(sets) > 1 and all(_is_design_draw(P) for P in sets) and all(
+            P.D is sets[0].D and P.cache is sets[0].cache for P in sets):
+        return _fw_design_draws_c(fn, sets, md2, max_iter)
     for P in sets:
         st = _Set(P)
         B, k = st.B, st.k
@@ -582,7 +586,65 @@ def _fw_data_c(fn, st: _Set, P: DataProblems, md2: float, max_iter: int,
             gbuf.ctypes.data if gbuf.size else None,
             cache.ctypes.data if rows else None, rows,
             slot.ctypes.data if rows and slot is not None else None,
-            used.ctypes.data if rows and slot is not None else None)
+            used.ctypes.data if rows and slot is not None else None, 0)
+
+
+def _is_design_draw(P) -> bool:
+    """A bootstrap draw's one problem in the control-design form (:class:`ControlDesign`:
+    a coordinate map into the shared design, the shared row cache)."""
+    return (isinstance(P, DataProblems) and P.cache is not None and P.cmap is not None
+            and np.ndim(P.cmap) == 1 and np.shape(P.x0)[0] == 1)
+
+
+def _fw_design_draws_c(fn, sets: list[DataProblems], md2: float, max_iter: int
+                       ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Several draws' problems on one control design in one compiled call, two in
+    alternation (``ti_fw_data`` with one coordinate map per problem: while one updates,
+    the cached row the other needs next is prefetched). Each problem's state is computed
+    alone (:class:`_Set`, as for a set of one) and padded to the largest ``k`` with masked
+    coordinates (``Atb = _MASKED``, ``x = 0``: never chosen, as a placebo's left-out
+    units), so every problem runs its own operations: the same numbers as one call each
+    (tested bit for bit)."""
+    sts = [_Set(P) for P in sets]
+    B = len(sets)
+    ks = [st.k for st in sts]
+    k = max(ks)
+    D = sts[0].D
+    n, m = D.shape
+    cmap = np.zeros((B, k), dtype=np.int64)
+    gd = np.ones((B, k))
+    Atb = np.full((B, k), _MASKED)
+    h = np.full((B, k), -_MASKED)
+    y = np.zeros((B, k))
+    for b, st in enumerate(sts):
+        kb = ks[b]
+        cmap[b, :kb] = st.cmap
+        gd[b, :kb] = st.gd
+        Atb[b, :kb] = st.Atb[0]
+        h[b, :kb] = st.h[0]
+        y[b, :kb] = st.y[0]
+    bb = np.array([float(np.asarray(P.bb, dtype=np.float64).ravel()[0]) for P in sets])
+    eta = np.array([st.eta for st in sts])
+    md2n = np.array([md2 * P.n for P in sets])
+    cp = np.array([float(st.cp[0]) for st in sts])
+    xx = np.array([float(st.xx[0]) for st in sts])
+    p = np.array([float(st.p[0]) for st in sts])
+    base = np.arange(B, dtype=np.int64) * k
+    n_iter = np.zeros(B, dtype=np.int64)
+    conv = np.zeros(B, dtype=np.uint8)
+    rbuf = np.empty(m + n)
+    gbuf = np.empty(k)
+    rc = sets[0].cache
+    cache = rc.buffer()
+    fn.data(B, k, n, m, D.ctypes.data, cmap.ctypes.data, base.ctypes.data, gd.ctypes.data,
+            Atb.ctypes.data, bb.ctypes.data, eta.ctypes.data, md2n.ctypes.data,
+            int(max_iter), h.ctypes.data, y.ctypes.data, cp.ctypes.data, xx.ctypes.data,
+            p.ctypes.data, n_iter.ctypes.data, conv.ctypes.data, rbuf.ctypes.data,
+            gbuf.ctypes.data, cache.ctypes.data if rc.rows else None, rc.rows,
+            rc.slot.ctypes.data if rc.rows else None,
+            rc.used.ctypes.data if rc.rows else None, 1)
+    return [(y[b:b + 1, :ks[b]].copy(), n_iter[b:b + 1].astype(int),
+             conv[b:b + 1].astype(bool)) for b in range(B)]
 
 
 class RowCache:
@@ -782,6 +844,8 @@ def fw_gram_sets_numpy(sets: list[GramProblems], *, min_decrease: float, max_ite
     md2 = min_decrease**2
     if len(sets) == 1 and np.shape(sets[0].x0)[0] == 1:
         return [_fw_one_numpy(sets[0], md2, max_iter)]
+    if all(_is_design_draw(P) for P in sets):      # several draws: each alone, as compiled
+        return [_fw_one_numpy(P, md2, max_iter) for P in sets]
     S = [_Set(P) for P in sets]
     # per-problem scalars, concatenated over the sets: S3 = [x'(G+eta I)x, |x|^2, x'A'b]
     S3 = np.concatenate([np.stack([st.cp, st.xx, st.p]) for st in S], axis=1)

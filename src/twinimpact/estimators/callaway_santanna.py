@@ -29,6 +29,7 @@ from scipy import stats
 
 from ..core.fe import factorize
 from ..core.labels import _arrow_strings, short_string_keys, string_codes
+from ..core.rowblocks import row_blocks
 from ..core.threads import blas_single_thread
 from ..core.unitorder import sortable_values
 from ..core.validation import (
@@ -263,8 +264,12 @@ def _factorize_sorted(values: pd.Series) -> tuple[np.ndarray, pd.Index]:
 
 def _count_codes(v: np.ndarray, span: int) -> tuple[np.ndarray, np.ndarray]:
     """Dense codes of ``v`` (int64 in ``0..span-1``) in value order and which values occur,
-    by one counting pass (``v`` itself is returned as the codes when every value occurs)."""
-    present = np.bincount(v, minlength=span) > 0
+    by one pass marking the values present (a one-byte store per row, block by block: a
+    table 8x smaller than ``np.bincount``'s counts, no read-modify-write; ``v`` itself is
+    returned as the codes when every value occurs)."""
+    present = np.zeros(span, dtype=bool)
+    for sl in row_blocks(len(v)):
+        present[v[sl]] = True
     codes = v if present.all() else (np.cumsum(present) - 1)[v]
     return codes, present
 
@@ -343,6 +348,38 @@ def _complete_sorted(ucodes: np.ndarray, tt: np.ndarray, n_units: int
             and (t2 == periods).all()):
         return None
     return periods
+
+
+def _pairs_increasing(uc: np.ndarray, tc: np.ndarray, T: int) -> bool:
+    """Whether the rows' unit x period keys ``uc * T + tc`` strictly increase (rows sorted
+    by unit, then time: no duplicate pair), block by block, stopping at the first block
+    where they do not (shuffled rows: after one block, with no n-row temporary)."""
+    last = -1
+    for sl in row_blocks(len(uc)):
+        key = uc[sl].astype(np.int64)
+        key *= T
+        key += tc[sl]
+        if key[0] <= last or not (key[1:] > key[:-1]).all():
+            return False
+        last = int(key[-1])
+    return True
+
+
+def _pairs_seen(uc: np.ndarray, tc: np.ndarray, n_units: int, T: int) -> np.ndarray | None:
+    """The unit x period cells holding a row, one byte each, period-major (cell ``t *
+    n_units + u``: row ``t`` of ``.reshape(T, n_units)`` is period ``t``), marked block by
+    block; None when the table would be larger than :func:`refuse_duplicate_pairs`'s
+    (``4 n + 1e6`` cells). The rows hold no duplicate pair exactly when as many cells
+    are seen as there are rows."""
+    if n_units * T > 4 * len(uc) + 1_000_000:
+        return None
+    seen = np.zeros(n_units * T, dtype=bool)
+    for sl in row_blocks(len(uc)):
+        key = tc[sl].astype(np.intp)
+        key *= n_units
+        key += uc[sl]
+        seen[key] = True
+    return seen
 
 
 def _first_per_unit(codes: np.ndarray, values: np.ndarray, n_units: int) -> np.ndarray:
@@ -457,13 +494,16 @@ def _prepare(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort: 
         periods, tc = _time_codes(tt)
         T = len(periods)
         # duplicates unit x time (rows sorted by unit, then time: none, no counting needed)
-        key = uc.astype(np.int64) * T + tc
-        sorted_rows = bool(len(key) < 2 or (key[1:] > key[:-1]).all())
-        del key
+        sorted_rows = _pairs_increasing(uc, tc, T)
+    seen = None  # (the unit x period cells of the rows, while no row is dropped)
     if not sorted_rows:
-        refuse_duplicate_pairs(uc, tc, n_u, T, label_row=lambda i: (ulabels[uc[i]],
-                                                                    periods[tc[i]]),
-                               estimator=ESTIMATOR, unit_name=unit, time_name=time)
+        seen = _pairs_seen(uc, tc, n_u, T)
+        if seen is None or np.count_nonzero(seen) != len(uc):
+            seen = None  # (refused below unless it was too large to make)
+            refuse_duplicate_pairs(uc, tc, n_u, T, label_row=lambda i: (ulabels[uc[i]],
+                                                                        periods[tc[i]]),
+                                   estimator=ESTIMATOR, unit_name=unit, time_name=time)
+        seen_rows = len(uc)
     dropped_units: dict[str, int] = {}
     rows_out: dict[str, int] = {}
 
@@ -560,7 +600,14 @@ def _prepare(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort: 
                              n_input=n_input, glist=glist, obs_mask=None, n_obs=len(uc),
                              balanced=True)
     # balance the panel (R: allow_unbalanced_panel = FALSE)
-    n_per_unit = np.bincount(uc, minlength=n_u)
+    if seen is not None and len(uc) == seen_rows and seen.size == n_u * T:
+        # no row dropped since: each row is one cell seen (no duplicates), so the units'
+        # row counts are the cells seen per unit, summed over the periods' rows of the
+        # table (streamed, no scatter of the rows into per-unit counts)
+        n_per_unit = seen.reshape(T, n_u).sum(axis=0)
+    else:
+        n_per_unit = np.bincount(uc, minlength=n_u)
+    del seen
     incomplete = (n_per_unit > 0) & (n_per_unit < T)
     balanced = not incomplete.any()
     counted = len(uc)
@@ -593,7 +640,11 @@ def _prepare(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort: 
     def wide(v: np.ndarray) -> np.ndarray:
         m = (np.empty((n, T), order="F") if fill is None  # column access is contiguous
              else np.full((n, T), fill, order="F"))
-        m[u2, tc] = v
+        flat = m.reshape(-1, order="F")  # (a view: cell (u, t) at t * n + u)
+        for sl in row_blocks(len(v)):
+            k = tc[sl] * n
+            k += u2[sl]
+            flat[k] = v[sl]
         return m
 
     Y = wide(y)
@@ -603,8 +654,9 @@ def _prepare(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort: 
         obs_mask = np.isnan(Y)
         np.logical_not(obs_mask, out=obs_mask)
     Xw = [wide(x) for x in xs]
-    coh = np.empty(n)
-    coh[u2] = g
+    # the kept units' cohorts: their per-unit values (the cohort is the same in every
+    # row of a unit, checked above on all rows, so no scatter of the rows is needed)
+    coh = first[present] if n < n_u else first.copy()
     dropped_rows.update(rows_out)
     return _finish_panel(Y, Xw, coh, u2, ccodes, n, present, ulabels, periods=periods,
                          cluster=cluster, unit=unit, dropped_rows=dropped_rows,
@@ -649,6 +701,15 @@ class _Cells:
     reasons: dict[str, str]
 
 
+def _rows_f(m: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """``np.asfortranarray(m[rows])`` (rows of a 2-d array, Fortran order), gathered
+    column by column into the result (one copy, no C-order temporary)."""
+    out = np.empty((len(rows), m.shape[1]), dtype=m.dtype, order="F")
+    for j in range(m.shape[1]):
+        np.take(m[:, j], rows, out=out[:, j])
+    return out
+
+
 class _RowGroups:
     """The units split by cohort (ascending, the never-treated last): the row groups of
     the blocked influence function. Cell ``k`` is nonzero only on the group of its cohort
@@ -656,9 +717,14 @@ class _RowGroups:
     cells it takes part in) block, allocated once the cells' groups are known."""
 
     def __init__(self, coh_key: np.ndarray) -> None:
-        self.values, self.unit_group = np.unique(coh_key, return_inverse=True)
+        # ``np.unique(coh_key, return_inverse=True)`` without sorting the units: the few
+        # distinct cohorts hashed, sorted, and each unit's found among them
+        self.values = np.sort(pd.unique(coh_key))
+        self.unit_group = np.searchsorted(self.values, coh_key)
         ng = len(self.values)
-        order = np.argsort(self.unit_group, kind="stable")  # sorted units within group
+        # sorted units within group: a stable sort of small integers (radix, linear)
+        small = np.uint8 if ng <= 2**8 else np.uint16 if ng <= 2**16 else np.intp
+        order = np.argsort(self.unit_group.astype(small), kind="stable")
         bounds = np.concatenate([[0], np.cumsum(np.bincount(self.unit_group,
                                                             minlength=ng))])
         self.rows = [order[bounds[j]:bounds[j + 1]] for j in range(ng)]
@@ -773,15 +839,15 @@ def _compute_cells(p: _Panel, *, control_group: str, method: str, base_period: s
     rc_closed = not p.X and p.present is not None
     if blocks:
         idx_never = rg.rows[never_j]
-        Y_never = np.asfortranarray(Y[idx_never])
+        Y_never = _rows_f(Y, idx_never)
     if rc_closed:  # unbalanced without covariates: every group's outcomes and presence
-        Yg = [np.asfortranarray(Y[r]) for r in rg.rows]
-        Pg = [np.asfortranarray(p.present[r]) for r in rg.rows]
+        Yg = [_rows_f(Y, r) for r in rg.rows]
+        Pg = [_rows_f(p.present, r) for r in rg.rows]
     for gi, gval in enumerate(glist):
         treat = coh_key == gval
         tj = rg.index(gval)
         if closed and tj is not None:
-            Y_g = np.asfortranarray(Y[rg.rows[tj]])
+            Y_g = _rows_f(Y, rg.rows[tj])
         for ti in range(ncell_t):
             k = gi * ncell_t + ti
             cur, b = plan[k]
