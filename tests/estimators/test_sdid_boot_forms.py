@@ -14,14 +14,14 @@ import pytest
 
 from twinimpact.estimators import _sdid_inference, _sdid_solver
 from twinimpact.estimators._sdid_inference import (
-    BootstrapSampler,
     Group,
-    aggregate,
     bootstrap_forms,
     bootstrap_replicates,
     fit_design,
 )
-from twinimpact.estimators._sdid_solver import sdid_fit, sum_normalize
+
+# the bootstrap with each draw's own A.T @ A (no kept matrix, no shared design)
+from .test_sdid_gram_map import _reference
 
 TOL = 1e-10
 
@@ -34,20 +34,6 @@ def _panel(seed, N=70, N0=52, T=14, cohorts=2):
         return Y, N0, [Group(a=T - 4, rows=np.arange(N0, N))]
     groups = [Group(a=9, rows=np.arange(N0, N0 + 10)), Group(a=11, rows=np.arange(N0 + 10, N))]
     return Y, N0, groups
-
-
-def _reference(Y, N0, groups, fits, n_reps, rng):
-    """The bootstrap with each draw's own ``A.T @ A`` (no kept matrix, no shared design)."""
-    N, T = Y.shape
-    out = np.empty((n_reps, 1 + len(groups)))
-    for count, (ctrl, tr) in enumerate(BootstrapSampler(N, N0, groups, n_reps, rng)):
-        taus = np.array([sdid_fit(Y[np.concatenate([ctrl, tr[g]])], len(ctrl), grp.a,
-                                  fit.options, omega=sum_normalize(fit.omega[ctrl]),
-                                  lam=fit.lam).tau
-                         for g, (grp, fit) in enumerate(zip(groups, fits, strict=True))])
-        out[count, 0] = aggregate(taus, [len(r) for r in tr], [T - g.a for g in groups])[0]
-        out[count, 1:] = taus
-    return out
 
 
 def _close(a, b):
