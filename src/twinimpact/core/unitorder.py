@@ -102,6 +102,7 @@ def _compiled() -> Any:
 
 
 def _span_ok(span: int, n: int) -> bool:
+    """Whether a dense table of ``span`` values is small enough beside ``n`` rows."""
     return span <= 4 * n + 1000 and span < 2**32
 
 
@@ -182,13 +183,11 @@ def _window_falls(labels: Any, start: int, stop: int) -> int | None:
     columns of str by their UTF-8 bytes (Arrow's comparison; a missing label never falls;
     any other object: None)."""
     w = _window_keys(labels, start, stop)
-    if w is not None:
-        return int(np.count_nonzero(w[1:] < w[:-1]))
-    if isinstance(labels, np.ndarray) and labels.dtype.kind == "f":
+    if w is None and isinstance(labels, np.ndarray) and labels.dtype.kind == "f":
         w = labels[start:stop]
-        return int(np.count_nonzero(w[1:] < w[:-1]))
-    if isinstance(labels, pd.Categorical):
+    elif w is None and isinstance(labels, pd.Categorical):
         w = labels.codes[start:stop]
+    if w is not None:
         return int(np.count_nonzero(w[1:] < w[:-1]))
     data = _string_window(labels, start, stop)
     if data is None:

@@ -35,6 +35,7 @@ from ..errors import (
 from .labels import string_codes
 from .rowblocks import pair_sums, row_blocks
 from .unitorder import (
+    _span_ok,
     gather,
     group_strings,
     should_order,
@@ -596,8 +597,8 @@ def _group_units(labels: Any, scratch: np.ndarray
     handed on to :func:`_order_rows`)."""
     grouped = group_strings(labels, scratch)
     if grouped is None:
-        if (isinstance(labels, pd.Categorical)
-                and len(labels.categories) <= 4 * len(labels) + 1000):
+        if isinstance(labels, pd.Categorical) and _span_ok(len(labels.categories),
+                                                           len(labels)):
             # a Categorical's own codes (-1 = missing): its units in category order
             codes, n_levels = labels.codes.astype(np.int64), len(labels.categories)
         else:
