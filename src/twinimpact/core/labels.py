@@ -41,6 +41,7 @@ import pandas as pd
 from .rowblocks import row_blocks
 
 __all__ = ["partitioned_key_codes", "partitioned_string_codes", "short_string_keys",
+           "string_buffers",
            "string_codes"]
 
 #: rows below which one hash table is used whatever the labels (the table fits in cache)
@@ -68,20 +69,29 @@ def _arrow_strings(values: Any) -> Any | None:
     return data
 
 
+def string_buffers(arr: Any) -> tuple[np.ndarray, np.ndarray]:
+    """The offsets of one Arrow (large_)string array's rows (``n + 1`` of them, from its
+    first row: int32, or int64 for large_string) and its data bytes (uint8, empty when
+    the array has no data buffer), as views of its buffers (no copy)."""
+    import pyarrow as pa
+
+    bufs = arr.buffers()
+    off_type = np.int64 if pa.types.is_large_string(arr.type) else np.int32
+    offsets = np.frombuffer(bufs[1], dtype=off_type,
+                            count=len(arr) + 1 + arr.offset)[arr.offset:]
+    data = (np.frombuffer(bufs[2], dtype=np.uint8) if bufs[2] is not None
+            else np.zeros(0, dtype=np.uint8))
+    return offsets, data
+
+
 def _tail_words(arr: Any) -> Iterator[tuple[slice, np.ndarray, np.ndarray]]:
     """Block by block (``row_blocks``), the rows' slice, each string's last (up to) eight
     bytes as a little-endian uint64 ``w`` (a string of ``L < 8`` bytes in the low ``L``
     bytes, the rest zero: shorter strings are exactly their ``w``) and its length in bytes
     (int64), of one Arrow (large_)string array. Null rows get whatever their (empty) slot
     gives."""
-    import pyarrow as pa
-
     n = len(arr)
-    bufs = arr.buffers()
-    off_type = np.int64 if pa.types.is_large_string(arr.type) else np.int32
-    offsets = np.frombuffer(bufs[1], dtype=off_type, count=n + 1 + arr.offset)[arr.offset:]
-    data = (np.frombuffer(bufs[2], dtype=np.uint8) if bufs[2] is not None
-            else np.zeros(0, dtype=np.uint8))
+    offsets, data = string_buffers(arr)
     if len(data) < 8:
         data = np.concatenate([data, np.zeros(8, dtype=np.uint8)])
     # the eight bytes starting at each byte (an overlapping strided view, no copy)

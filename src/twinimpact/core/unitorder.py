@@ -318,7 +318,7 @@ def group_strings(labels: Any, tmp: np.ndarray | None = None
     first appearance; the NumPy path codes the strings with
     :func:`~twinimpact.core.labels.string_codes` and sorts the codes (the same bytes).
     ``tmp`` as for :func:`sort_values`."""
-    from .labels import _arrow_strings, string_codes
+    from .labels import _arrow_strings, string_buffers, string_codes
 
     data = _arrow_strings(labels)
     n = len(labels)
@@ -328,17 +328,14 @@ def group_strings(labels: Any, tmp: np.ndarray | None = None
     if lib is None:
         codes, g = string_codes(labels)
         return sort_codes(codes, g, tmp)
-    import pyarrow as pa
-
     arr = data.combine_chunks() if data.num_chunks != 1 else data.chunk(0)
-    bufs = arr.buffers()
-    large = pa.types.is_large_string(arr.type)
-    off_type = np.int64 if large else np.int32
-    offsets = np.frombuffer(bufs[1], dtype=off_type, count=n + 1 + arr.offset)[arr.offset:]
-    data_buf = (np.frombuffer(bufs[2], dtype=np.uint8) if bufs[2] is not None
-                else np.zeros(1, dtype=np.uint8))
-    valid = (np.frombuffer(bufs[0], dtype=np.uint8)
-             if arr.null_count and bufs[0] is not None else None)
+    offsets, data_buf = string_buffers(arr)
+    large = offsets.dtype == np.int64
+    if not len(data_buf):  # (the kernel reads through a valid pointer)
+        data_buf = np.zeros(1, dtype=np.uint8)
+    validity = arr.buffers()[0]
+    valid = (np.frombuffer(validity, dtype=np.uint8)
+             if arr.null_count and validity is not None else None)
     perm = np.empty(n, dtype=np.int32)
     codes = np.empty(n, dtype=np.int64)
     if tmp is None or tmp.nbytes < 8 * n or not tmp.flags.c_contiguous:
