@@ -55,7 +55,9 @@ __all__ = [
     "dense_codes",
     "first_in_caller_order",
     "gap_aware_refs",
+    "mark_pairs",
     "normalize_cohort",
+    "pair_table_fits",
     "prepare_panel",
     "refuse_duplicate_pairs",
     "require_columns",
@@ -318,12 +320,14 @@ def refuse_duplicate_pairs(unit_codes: np.ndarray, time_codes: np.ndarray, n_uni
     """Refuse (InputError) two rows with the same unit x period (dense codes, O(n));
     ``label_row(i)`` gives ``(unit label, period)`` of row ``i`` for the message."""
     n = len(unit_codes)
-    if n_units * n_periods <= 4 * n + 1_000_000:
+    if pair_table_fits(n_units * n_periods, n):
         # the pairs present, marked block by block in one byte a pair (no n-row pair-code
         # array; a store, not np.add.at's read-modify-write into a 4-byte count): n rows
         # with n distinct pairs hold no duplicate
-        if _distinct_pairs(unit_codes, time_codes, n_units * n_periods, n_periods) == n:
+        seen = mark_pairs(unit_codes, time_codes, n_periods, n_units * n_periods)
+        if int(np.count_nonzero(seen)) == n:
             return
+        del seen
         # rows per unit x period, counted block by block into one int32 table (a block
         # adds at most BLOCK to a cell: no overflow), for the rows the message names
         counts = pair_sums(unit_codes, n_units, time_codes, n_periods, None)
@@ -343,17 +347,24 @@ def refuse_duplicate_pairs(unit_codes: np.ndarray, time_codes: np.ndarray, n_uni
             "right unit column"))
 
 
-def _distinct_pairs(unit_codes: np.ndarray, time_codes: np.ndarray, n_cells: int,
-                    n_periods: int) -> int:
-    """How many distinct ``(unit, period)`` code pairs the rows hold (codes >= 0,
-    ``unit * n_periods + period < n_cells``), marked in a table of one byte per cell."""
+def pair_table_fits(n_cells: int, n_rows: int) -> bool:
+    """Whether a one-byte table of ``n_cells`` unit x period cells is small enough beside
+    ``n_rows`` rows to mark the pairs in (:func:`mark_pairs`)."""
+    return n_cells <= 4 * n_rows + 1_000_000
+
+
+def mark_pairs(major: np.ndarray, minor: np.ndarray, n_minor: int, n_cells: int
+               ) -> np.ndarray:
+    """One byte per cell ``major * n_minor + minor`` (codes >= 0, below ``n_cells``), True
+    where a row holds that pair, marked block by block (no n-row pair-code array). As
+    many cells marked as rows: no two rows share a pair."""
     seen = np.zeros(n_cells, dtype=bool)
-    for sl in row_blocks(len(unit_codes)):
-        key = unit_codes[sl].astype(np.intp)
-        key *= n_periods
-        key += time_codes[sl]
+    for sl in row_blocks(len(major)):
+        key = major[sl].astype(np.intp)
+        key *= n_minor
+        key += minor[sl]
         seen[key] = True
-    return int(np.count_nonzero(seen))
+    return seen
 
 
 def _labels(s: pd.Series) -> Any:

@@ -37,7 +37,9 @@ from ..core.validation import (
     _numeric,
     as_frame,
     cohort_per_unit,
+    mark_pairs,
     normalize_cohort,
+    pair_table_fits,
     refuse_duplicate_pairs,
     require_columns,
     require_frame,
@@ -367,19 +369,12 @@ def _pairs_increasing(uc: np.ndarray, tc: np.ndarray, T: int) -> bool:
 
 def _pairs_seen(uc: np.ndarray, tc: np.ndarray, n_units: int, T: int) -> np.ndarray | None:
     """The unit x period cells holding a row, one byte each, period-major (cell ``t *
-    n_units + u``: row ``t`` of ``.reshape(T, n_units)`` is period ``t``), marked block by
-    block; None when the table would be larger than :func:`refuse_duplicate_pairs`'s
-    (``4 n + 1e6`` cells). The rows hold no duplicate pair exactly when as many cells
-    are seen as there are rows."""
-    if n_units * T > 4 * len(uc) + 1_000_000:
+    n_units + u``: row ``t`` of ``.reshape(T, n_units)`` is period ``t``); None when the
+    table would be larger than :func:`refuse_duplicate_pairs`'s. The rows hold no
+    duplicate pair exactly when as many cells are seen as there are rows."""
+    if not pair_table_fits(n_units * T, len(uc)):
         return None
-    seen = np.zeros(n_units * T, dtype=bool)
-    for sl in row_blocks(len(uc)):
-        key = tc[sl].astype(np.intp)
-        key *= n_units
-        key += uc[sl]
-        seen[key] = True
-    return seen
+    return mark_pairs(tc, uc, n_units, n_units * T)
 
 
 def _first_per_unit(codes: np.ndarray, values: np.ndarray, n_units: int) -> np.ndarray:
