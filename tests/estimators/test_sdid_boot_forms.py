@@ -85,16 +85,22 @@ def test_the_rule_picks_the_form_by_size(monkeypatch):
     assert bootstrap_forms(4_097, one, big) == ["draw"]
 
 
-@pytest.mark.parametrize("kernel", ["compiled", "numpy"])
-@pytest.mark.parametrize("method", ["sdid", "sc"])
-@pytest.mark.parametrize("cohorts", [1, 2])
-def test_control_design_gives_the_per_draw_numbers(kernel, method, cohorts, monkeypatch):
+def _force_design_form(kernel, monkeypatch):
+    """The control-design form on these small panels, on the ``kernel`` loop (the
+    compiled one skipped when not built)."""
     if kernel == "numpy":
         monkeypatch.setenv(_sdid_solver.KERNEL_ENV, "numpy")
     elif _sdid_solver.fw_loop() != "compiled":
         pytest.skip("compiled Frank-Wolfe loop not built")
     monkeypatch.setattr(_sdid_inference, "_design_form_ok", lambda: True)
     monkeypatch.setattr(_sdid_inference, "_GRAM_KEEP_ELEMS", 0)
+
+
+@pytest.mark.parametrize("kernel", ["compiled", "numpy"])
+@pytest.mark.parametrize("method", ["sdid", "sc"])
+@pytest.mark.parametrize("cohorts", [1, 2])
+def test_control_design_gives_the_per_draw_numbers(kernel, method, cohorts, monkeypatch):
+    _force_design_form(kernel, monkeypatch)
     Y, N0, groups = _panel(4 + cohorts, cohorts=cohorts)
     fits = _fits(Y, N0, groups, method)
     seen = _count_designs(monkeypatch)
@@ -183,12 +189,7 @@ def test_draws_in_alternation_change_no_bit(kernel, cohorts, n_reps, monkeypatch
     call (one coordinate map per problem, padded with masked coordinates): every
     replicate equals the draws solved one by one, to the bit (an odd count: the last draw
     alone); the paired path did run."""
-    if kernel == "numpy":
-        monkeypatch.setenv(_sdid_solver.KERNEL_ENV, "numpy")
-    elif _sdid_solver.fw_loop() != "compiled":
-        pytest.skip("compiled Frank-Wolfe loop not built")
-    monkeypatch.setattr(_sdid_inference, "_design_form_ok", lambda: True)
-    monkeypatch.setattr(_sdid_inference, "_GRAM_KEEP_ELEMS", 0)
+    _force_design_form(kernel, monkeypatch)
     Y, N0, groups = _panel(11, N=130, N0=100, cohorts=cohorts)
     fits = _fits(Y, N0, groups)
 
