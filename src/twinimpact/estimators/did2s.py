@@ -185,7 +185,7 @@ def _second_stage_columns(t: np.ndarray, g: np.ndarray, keep: np.ndarray,
         del parts
         present = np.flatnonzero(cnt) + lo
         periods = [int(e) for e in present if int(e) not in refs]
-        omitted = tuple(r for r in refs if r in set(present.tolist()))
+        omitted = tuple(r for r in refs if lo <= r <= hi and cnt[r - lo] > 0)
         names = [f"rel_time={e}" for e in periods]
         pos = np.full(hi - lo + 1, -1, dtype=np.intp)
         pos[np.asarray(periods, dtype=np.int64) - lo] = np.arange(len(periods))
