@@ -290,23 +290,37 @@ class PretrendTest:
     __str__ = summary
 
 
+def variance_scale(cov: Any) -> float | None:
+    """The largest finite variance on ``cov``'s diagonal (the ``scale`` of
+    :func:`wald_pretrend_test`), None when there is none."""
+    d = np.diag(np.asarray(cov, dtype=float))
+    d = d[np.isfinite(d)]
+    return float(d.max()) if len(d) else None
+
+
 def wald_pretrend_test(terms: Sequence[str], coef: np.ndarray, cov: np.ndarray, *,
                        df_denominator: float | None = None, what: str = "",
                        estimator: str = "", warn: bool = True,
-                       factor: np.ndarray | Callable[[], np.ndarray] | None = None
-                       ) -> PretrendTest:
+                       factor: np.ndarray | Callable[[], np.ndarray] | None = None,
+                       scale: float | None = None) -> PretrendTest:
     """Joint Wald test that ``coef`` (the pre-treatment coefficients) are zero.
 
     ``W = b' V^{-1} b``; with ``df_denominator`` the F form ``W / q`` against
     ``F(q, df_denominator)`` (fixest ``wald()``), otherwise chi2(q) (R did's pre-test).
     NaN (with a :class:`~twinimpact.errors.NotComputableWarning` when ``warn``) if an
-    input is NaN, ``V`` is singular (reciprocal 1-norm condition number <= ``q`` x machine
-    epsilon: R ``did``'s rule, eps, widened to numpy ``matrix_rank``'s size factor) or
-    ``b' V^-1 b`` is negative; a NaN test without warning when there is nothing to test.
+    input is NaN, ``V`` is singular (reciprocal 1-norm condition number <= ``1000 q`` x
+    machine epsilon: R ``did``'s rule, eps, widened to numpy ``matrix_rank``'s size
+    factor and a margin of three digits above rounding) or ``b' V^-1 b`` is negative; a
+    NaN test without warning when there is nothing to test.
     ``factor``: an (m, q) ``F`` with ``V = F'F`` (or a function returning it, called only
     when ``V`` is singular); the rank of a singular ``V`` is then counted from ``F``'s
-    singular values by ``numpy.linalg.matrix_rank``'s rule for ``V``
-    (``s_i^2 > max s^2 * q * eps``) -- an SVD of m x q instead of q x q.
+    singular values by the same rule (``s_i^2 > max s^2 * 1000 q * eps``) -- an SVD of
+    m x q instead of q x q.
+    ``scale``: the largest variance of the fit the coefficients come from (see
+    :func:`variance_scale`); ``V`` is also singular when one of its variances is at or
+    below ``1000 q`` x eps of it -- a coefficient fixed by construction, whose variance is
+    rounding of zero (6e-32 beside 1e-2) that the relative rule cannot see in a 1 x 1
+    ``V``; its rank then counts the eigenvalues above that bound.
     """
     terms = tuple(str(t) for t in terms)
     b = np.asarray(coef, dtype=float).reshape(-1)
@@ -329,15 +343,29 @@ def wald_pretrend_test(terms: Sequence[str], coef: np.ndarray, cov: np.ndarray, 
                             **base)
     # singular: R did's rule (1-norm rcond <= eps), widened to q * eps -- numpy's
     # matrix_rank tolerance (largest singular value x size x eps) read on the condition
-    # number: a V of rank 1 in rounding (eigenvalues 1.7e-18 and 6.1e-3, rcond just
-    # above eps) gave F = 9.6e15, or -9.6e15 under another row order
-    if 1.0 / np.linalg.cond(v, 1) <= q * np.finfo(float).eps:
+    # number -- and by 1000: a V of rank 1 in rounding (eigenvalues 1.7e-18 and 6.1e-3,
+    # rcond just above eps) gave F = 9.6e15, or -9.6e15 under another row order, and
+    # the zero eigenvalue of such a V comes out anywhere from 1 to ~10 q x eps of the
+    # largest (7.7e-18 on another CPU: rcond 1.3e-15, above q eps): the rule needs a
+    # margin above that band, and 1000 leaves a V with rcond 1e-12 -- a statistic still
+    # good to about three digits -- computable (inference.wald's rank rule, 1e-10, is
+    # looser still, so a V singular here has a rank below q there)
+    # ... and a variance at rounding level of the fit's largest (``scale``): a coefficient
+    # fixed by construction (did2s: a period whose only rows the first stage fits
+    # exactly; its "variance" 6e-32 beside 1e-2 gave F = 0.998 under one row order and
+    # 0.852 under another)
+    rel = 1e3 * np.finfo(float).eps  # the margin x machine epsilon
+    floor = (q * rel * scale if scale is not None and np.isfinite(scale) and scale > 0
+             else 0.0)
+    if (1.0 / np.linalg.cond(v, 1) <= q * rel
+            or (floor > 0 and bool((np.diag(v) <= floor).any()))):
         if factor is not None:  # the singular values of V are those of F, squared
             f = factor() if callable(factor) else factor
             s2 = np.linalg.svd(np.asarray(f, dtype=float), compute_uv=False) ** 2
-            rank = int(np.count_nonzero(s2 > s2.max(initial=0.0) * q * np.finfo(float).eps))
-        else:
-            rank = int(np.linalg.matrix_rank(v))  # only here: an SVD is costly for big V
+            rank = int(np.count_nonzero(s2 > max(s2.max(initial=0.0) * q * rel, floor)))
+        else:  # only here: an SVD is costly for big V
+            s = np.linalg.svd(v, compute_uv=False)
+            rank = int(np.count_nonzero(s > max(s.max(initial=0.0) * q * rel, floor)))
         if warn:
             warnings.warn(f"{label}pre-trend Wald statistic not computed: the covariance of "
                           f"the {q} pre-treatment coefficients has rank {rank} (singular).",
@@ -553,7 +581,7 @@ class EstimationResult:
             # the same rule as at fit time: F(q, df) when the new vcov has a t reference
             changes["pretrend_test"] = wald_pretrend_test(
                 pt.terms, self.coef[idx], cov[np.ix_(idx, idx)], df_denominator=vspec.df,
-                what=pt.note, estimator=self.estimator)
+                what=pt.note, estimator=self.estimator, scale=variance_scale(cov))
         elif pt is not None:
             changes["pretrend_test"] = None
         warn_nan(self.terms, self.coef, cov, f"variance {vcov!r} not computable",
@@ -949,6 +977,6 @@ def event_pretrend_test(terms: Sequence[str], coef: Any, cov: Any, rel_time: Any
     idx = np.flatnonzero(np.isfinite(rel) & (rel < 0))
     return wald_pretrend_test(
         [str(terms[i]) for i in idx], b[idx], v[np.ix_(idx, idx)],
-        df_denominator=vcov_spec.df, estimator=estimator,
+        df_denominator=vcov_spec.df, estimator=estimator, scale=variance_scale(v),
         what=what or ("Wald test that all pre-treatment event-time coefficients are zero "
                       "(F form as fixest wald() under a t reference, else chi2)"))

@@ -64,6 +64,7 @@ from ..results import (
     PretrendTest,
     VcovSpec,
     make_result,
+    variance_scale,
     wald_pretrend_test,
 )
 from . import _cs_numerics as num
@@ -1335,7 +1336,8 @@ def callaway_santanna(data: pd.DataFrame, *, outcome: str, unit: str, time: str,
     pretest = wald_pretrend_test(
         [labels[i] for i in pre], cells.att[pre], va[np.ix_(pre, pre)],
         what="Wald test that all pre-treatment ATT(g,t) are zero (chi2, analytic "
-             "influence-function vcov, as R did)", estimator=ESTIMATOR, factor=factor)
+             "influence-function vcov, as R did)", estimator=ESTIMATOR, factor=factor,
+        scale=variance_scale(va))
     if not pretest.computed and "singular" in pretest.note:
         pretest = _singular_pretest(pretest, cells.att[pre], va[np.ix_(pre, pre)],
                                     int(p.n_clusters or n),
@@ -1653,7 +1655,8 @@ def _aggregate(res: CallawaySantAnnaResult, type: str, *, min_e, max_e, balance_
         pretest = wald_pretrend_test(
             [terms[i] for i in pre], est[pre], va[np.ix_(pre, pre)],
             what="Wald test that all pre-treatment event-time effects are zero (chi2, "
-                 "analytic influence-function vcov)", estimator=ESTIMATOR)
+                 "analytic influence-function vcov)", estimator=ESTIMATOR,
+            scale=variance_scale(va))
     att_def = {
         "simple": ATTDefinition("cohort_size_weighted", "R did aggte(type = 'simple')"),
         "group": ATTDefinition("cohort_size_weighted",

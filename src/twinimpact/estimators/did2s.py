@@ -407,16 +407,16 @@ def did2s(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort: str
             "first_stage": fs, "covariates": tuple(covariates), "event_study": event_study,
             "cluster": (clus,), "ref": refs if event_study else (), "weights": weights,
             "alpha": alpha, "fixed_effects": fs}
+    # (outside the silenced block below: a pre-trend test that cannot be computed says so)
+    pretrend = (event_pretrend_test(list(params.index), params.to_numpy(), vc, rel_of, vspec,
+                                    estimator=est) if event_study else None)
     with warnings.catch_warnings():
         if not empty.any():
             warnings.simplefilter("ignore", NotComputableWarning)
         return make_result(est, params, vc, vspec, int(keep.sum()), spec=spec,
                            diagnostics=diag, term_info=term_info,
                            nan_reason="no observations at this relative period",
-                           att_definition=att_def,
-                           pretrend_test=event_pretrend_test(
-                               list(params.index), params.to_numpy(), vc, rel_of, vspec,
-                               estimator=est) if event_study else None)
+                           att_definition=att_def, pretrend_test=pretrend)
 
 
 def _count_both(a: np.ndarray, b: np.ndarray) -> int:

@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import SpecificationError, format_message
-from ..results import wald_pretrend_test
+from ..results import variance_scale, wald_pretrend_test
 from .registry import get_estimator
 
 __all__ = ["run_event_method"]
@@ -63,6 +63,7 @@ def _window_filter(result: Any, leads: int | None, lags: int | None) -> Any:
             changes["pretrend_test"] = wald_pretrend_test(
                 kept, coef[sub], cov[np.ix_(sub, sub)],
                 df_denominator=result.vcov_spec.df, estimator=result.estimator,
+                scale=variance_scale(result.cov),
                 what=(f"{pt.note} -- over the {len(kept)} pre-treatment coefficients "
                       f"inside the event window (rel_time >= {lo:g})"))
     return result.replace(terms=terms, coef=coef, cov=cov,

@@ -64,6 +64,7 @@ from ..results import (
     PretrendTest,
     VcovSpec,
     make_result,
+    variance_scale,
     wald_pretrend_test,
 )
 
@@ -560,7 +561,7 @@ def _pretrend_fit(f: pd.DataFrame, rows: np.ndarray, rel: np.ndarray, pre: list[
     ok = np.isfinite(coef) & present
     test = wald_pretrend_test(
         [n for n, o in zip(names, ok, strict=True) if o], coef[ok], v[np.ix_(ok, ok)],
-        df_denominator=vspec.df, estimator="imputation",
+        df_denominator=vspec.df, estimator="imputation", scale=variance_scale(v),
         what="joint Wald test that the pre-trend coefficients are 0 (BJS 2024 Test 1), CRV1 "
              "vcov on the untreated sample; F form as fixest::wald / Stata test")
     return names, coef, v, test

@@ -43,6 +43,7 @@ from ..results import (
     EstimationResult,
     VcovSpec,
     make_result,
+    variance_scale,
     wald_pretrend_test,
 )
 from ._sdid_blocks import event_contrasts
@@ -207,7 +208,7 @@ def synthetic_did_event(data: pd.DataFrame, *, outcome: str, unit: str, time: st
     pl_idx = [i for i, r in enumerate(rel) if isinstance(r, int) and r < 0]
     pretrend = (wald_pretrend_test(
         [terms[i] for i in pl_idx], est[pl_idx], cov[np.ix_(pl_idx, pl_idx)],
-        warn=se is not None, estimator="synthetic_did_event",
+        warn=se is not None, estimator="synthetic_did_event", scale=variance_scale(cov),
         what="joint Wald chi2 test that every placebo is zero (replication covariance)")
         if pl_idx else None)
     diag["cohort_estimates"] = pd.DataFrame(
