@@ -29,7 +29,15 @@ Knobs of :func:`staggered_panel`:
                   side: both sides of the 8-byte short-key path), "object" (the "str" ids
                   as a NumPy object column of Python str), "cat" (the "str" ids as a
                   pandas Categorical), "sparse" (distinct int64 ids spread over the whole
-                  int64 range, negative ones included)
+                  int64 range, negative ones included); added for the floors run
+                  (``benchmarks/floors.py``): "float" (float64 ids ``0.5 * unit``: distinct,
+                  not integral), "object_rows" (the "object" ids, but one new Python str
+                  per row allocated in row order after any shuffle -- what
+                  ``read_parquet(...)["unit"].astype(object)`` gives; "object" shares one
+                  str per unit, allocated in unit order and referenced in row order)
+``miss_unit``     share of rows whose unit id is missing (None / NaN / a null string / a
+                  Categorical's -1; not for "int" / "sparse"), drawn from a generator of
+                  its own so the other columns stay those of ``miss_unit=0``
 ``time``          "int" (consecutive int64 years, default), "float" (the same years as
                   float64), "step2" (every other year: 2001, 2003, ...), "irregular" (gaps
                   of 1-3 years between periods); cohorts are always periods of the panel;
@@ -71,7 +79,8 @@ def _design(n_rows: float, n_periods: int, n_cohorts: int, first_year: int,
 
 
 #: unit id kinds of :func:`staggered_panel` (``key``)
-KEY_KINDS = ("int", "str", "str_long", "str_mixed", "object", "cat", "sparse")
+KEY_KINDS = ("int", "str", "str_long", "str_mixed", "object", "cat", "sparse", "float",
+             "object_rows")
 #: period kinds of :func:`staggered_panel` (``time``)
 TIME_KINDS = ("int", "float", "step2", "irregular")
 _CITIES = ("Zürich", "São Paulo", "Kraków", "Reykjavík", "Montréal", "Springfield",
@@ -100,6 +109,8 @@ def unit_ids(key: str, n_units: int, codes: np.ndarray):
     Categorical or sparse int64 values; distinct units always get distinct ids."""
     if key == "int":
         return codes
+    if key == "float":
+        return 0.5 * codes
     if key == "sparse":  # a bijection of uint64: distinct, spread over all of int64
         k = np.arange(n_units, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)
         k ^= k >> np.uint64(29)
@@ -150,7 +161,7 @@ def staggered_panel(n_rows: float, *, n_periods: int = 10, n_cohorts: int = 7,
                     miss_random: float = 0.0, miss_block: float = 0.0,
                     entry_exit: float = 0.0, key: str = "int", zeros: float = 0.2,
                     shuffle: bool = False, first_year: int = 2001,
-                    seed: int = 0, time: str = "int") -> pd.DataFrame:
+                    seed: int = 0, time: str = "int", miss_unit: float = 0.0) -> pd.DataFrame:
     """Staggered-adoption panel (see the module docstring for the knobs)."""
     rng = np.random.default_rng(seed)
     n_units, years, dates = _design(n_rows, n_periods, n_cohorts, first_year, time)
@@ -197,14 +208,40 @@ def staggered_panel(n_rows: float, *, n_periods: int = 10, n_cohorts: int = 7,
     y = a_u[unit] + l_t[pos] + effect + rng.normal(size=len(unit))
     mu = np.exp(0.5 + 0.3 * a_u[unit] + 0.2 * l_t[pos] + 0.1 * post)
     y_count = rng.poisson(mu).astype(float) * (rng.random(len(unit)) >= zeros)
-    uid = unit_ids(key, n_units, unit)
+    uid = unit_ids("str" if key == "object_rows" else key, n_units, unit)
     if time == "float":
         year, g = year.astype(np.float64), g.astype(np.float64)
     df = pd.DataFrame({"unit": uid, "year": year, "cohort": g, "rel_time": rel,
                        "treated": post.astype(np.int64), "y": y, "y_count": y_count})
     if shuffle:
         df = df.iloc[rng.permutation(len(df))].reset_index(drop=True)
+    if miss_unit > 0:
+        df["unit"] = _with_missing(df["unit"], np.random.default_rng([seed, 17]).random(
+            len(df)) < miss_unit)
+    if key == "object_rows":  # one new str per row, allocated in row order
+        df["unit"] = df["unit"].astype(object)
     return df
+
+
+def _with_missing(s: pd.Series, miss: np.ndarray) -> pd.Series:
+    """``s`` with the rows ``miss`` set missing, in its own kind of missing value."""
+    if isinstance(s.dtype, pd.CategoricalDtype):
+        codes = s.cat.codes.to_numpy().copy()
+        codes[miss] = -1
+        return pd.Series(pd.Categorical.from_codes(codes, dtype=s.dtype))
+    if s.dtype.kind in "iu":
+        raise ValueError("miss_unit: integer unit ids cannot be missing")
+    if s.dtype == object:
+        v = s.to_numpy().copy()
+        v[miss] = None
+        return pd.Series(v, dtype=object, copy=False)
+    if s.dtype.kind == "f":
+        return pd.Series(np.where(miss, np.nan, s.to_numpy()))
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    data = s.array._pa_array  # Arrow strings: nulls
+    out = pc.if_else(pa.chunked_array([pa.array(miss)]), pa.scalar(None, data.type), data)
+    return pd.Series(pd.arrays.ArrowStringArray(out, dtype=s.dtype))
 
 
 def sdid_panel(n_units: int, n_periods: int, *, treated: float = 0.1, post_share: float = 0.25,
