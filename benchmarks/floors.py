@@ -5,7 +5,8 @@ our code, or does merely *reading* that input grow as fast? For each id kind thi
 in one child process per (kind, size) and in the same run:
 
 * ours: ``ti.event_study(..., cohort=...)``, ``ti.imputation(..., horizons=True)`` (the
-  fits of ``run_table.py``) and ``prepare_panel(..., order_by_unit=True)`` alone (the
+  fits of ``run_table.py``; ``digest``: a hash of params and vcov, to compare two source
+  trees bit for bit) and ``prepare_panel(..., order_by_unit=True)`` alone (the
   preparation every panel estimator runs first);
 * the floor, the cheapest things any estimator must do with that input:
   ``factorize`` (``pandas.factorize`` of the unit column: grouping the ids once by
@@ -131,21 +132,35 @@ def _op(name: str, d):
     raise ValueError(name)
 
 
+def _digest(res) -> str | None:
+    """sha256 (first 16 hex digits) of a fit's params and vcov bytes: equal digests of
+    two source trees = bit-identical numbers."""
+    import hashlib
+
+    if not hasattr(res, "params"):
+        return None
+    h = hashlib.sha256(res.params.to_numpy().tobytes())
+    h.update(res.vcov.to_numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
 def _time(fn, repeats: int) -> dict:
     cpus, users, syss, flts = [], [], [], []
+    digest = None
     for _ in range(repeats):
         r0 = resource.getrusage(resource.RUSAGE_SELF)
         c0 = time.process_time()
         out = fn()
         cpus.append(time.process_time() - c0)
         r1 = resource.getrusage(resource.RUSAGE_SELF)
+        digest = _digest(out)
         del out
         users.append(r1.ru_utime - r0.ru_utime)
         syss.append(r1.ru_stime - r0.ru_stime)
         flts.append(r1.ru_minflt - r0.ru_minflt)
     return {"cpu_s": statistics.median(cpus), "user_s": statistics.median(users),
             "sys_s": statistics.median(syss), "minflt": statistics.median(flts),
-            "cpus": cpus}
+            "cpus": cpus, "digest": digest}
 
 
 def child(kind: str, size: float, ops: list[str], repeats: int, big_repeats: int,

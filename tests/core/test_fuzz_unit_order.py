@@ -46,6 +46,10 @@ LABELS = {**RELABEL,
           "short_arrow": lambda u: u.map(lambda k: f"é{k}").astype("string[pyarrow]"),
           "long_arrow_na": lambda u: _some_missing(u.map(_str_label)).astype("str"),
           "obj_na": lambda u: _some_missing(u.map(_str_label).astype(object)),
+          # two units per text, one str and one bytes ("u3" and b"u3"): distinct units to
+          # pandas.factorize, so never read as Arrow strings (which would merge them)
+          "obj_bytes": lambda u: u.map(lambda k: f"u{k // 2}" if k % 2 else
+                                       f"u{k // 2}".encode()).astype(object),
           "float": lambda u: u / 4.0,
           "float_na": lambda u: _some_missing(u.astype(float)),
           "cat_na": lambda u: pd.Categorical(_some_missing(u.map(_str_label)))}

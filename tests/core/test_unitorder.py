@@ -188,6 +188,44 @@ def test_group_strings_is_the_sorted_factorize(kernel, monkeypatch, vals, bits, 
     assert g == want[2]
 
 
+_object_label = st.one_of(_label, st.sampled_from([float("nan"), pd.NA, pd.NaT]))
+
+
+@settings(max_examples=80, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(vals=st.lists(_object_label, min_size=1, max_size=120))
+def test_object_str_grouped_as_arrow_is_the_sorted_factorize(kernel, vals):
+    """An object column of str (None, NaN, pd.NA, NaT missing) grouped through Arrow
+    (validation._object_strings + group_strings): pandas.factorize's codes of the objects."""
+    from twinimpact.core.validation import _group_units
+
+    labels = np.array(vals, dtype=object)
+    n_missing = int(pd.isna(labels).sum())
+    if n_missing == len(vals):
+        return  # no string: not Arrow strings (prepare_panel has refused such a panel)
+    perm, codes, g, _ = _group_units(labels, np.empty(len(vals)), n_missing)
+    want = _sorted_factorize(labels)
+    np.testing.assert_array_equal(perm, want[0])
+    np.testing.assert_array_equal(codes, want[1])
+    assert g == want[2]
+
+
+@pytest.mark.parametrize("vals", [
+    ["x", b"x", "y"],  # str beside bytes: factorize keeps "x" and b"x" apart
+    ["x", 1, "y"], ["x", 1.5, None], ["x", True], ["x", "\udc80"],  # not str / not UTF-8
+    ["x", np.float32("nan")], ["x", np.datetime64("NaT")],  # missing to pandas only
+])
+def test_object_labels_arrow_does_not_read_alike_stay_factorized(vals):
+    """Objects Arrow would read otherwise than pandas.factorize (bytes as text, numbers,
+    surrogates, missing values Arrow does not know) are not converted; prepare_panel
+    then codes them as before (factorize), equal codes ordered and not."""
+    from twinimpact.core.validation import _object_strings
+
+    labels = np.array(vals * 4, dtype=object)
+    assert _object_strings(labels, int(pd.isna(labels).sum())) is None
+    assert _object_strings(np.array(["x", None], dtype=object), 0) is None  # count differs
+
+
 def test_group_strings_other_labels():
     assert unitorder.group_strings(np.array(["a", "b"], dtype=object)) is None
     assert unitorder.group_strings(np.arange(3)) is None
