@@ -33,6 +33,7 @@ Run from the repository root (PYTHONPATH=src; >= 1e6 rows under the lock)::
     python benchmarks/floors.py --kinds objkey catkey --sizes 1e5 1e6 1e7 --repeats 3 \\
         --lock /work/bench.lock --run-id FL1
     python benchmarks/floors.py --table benchmarks/results_floors.jsonl   # exponents
+    python benchmarks/floors.py --table benchmarks/results_floors.jsonl --side --runs FL1
 
 Lines are appended to ``benchmarks/results_floors.jsonl`` (``--jsonl``). ``--table``
 prints, per run and kind, the CPU exponent of ``cost ~ rows^b`` of every op over all
@@ -260,6 +261,46 @@ def table(paths: list[str], runs: list[str] | None = None) -> str:
     return "\n".join(out)
 
 
+def side_by_side(paths: list[str], runs: list[str] | None = None) -> str:
+    """Markdown: one row per (run, kind): the top-decade CPU exponent (user CPU in
+    brackets) of our fits and of the preparation next to the floor ops', and each one's
+    *excess over linear* at the largest size, ``c(n2) - c(n1) * n2 / n1`` in seconds (what
+    the superlinear part costs: a floor op with a high exponent but a small excess
+    explains little of a fit's excess)."""
+    rows = [json.loads(x) for p in paths for x in open(p) if x.strip()]
+    last: dict = {}
+    for r in rows:
+        if "cpu_s" in r and (not runs or r["run"] in runs):
+            last[(r["run"], r["kind"], r["op"], r["size"])] = r
+    by: dict = {}
+    for (run, kind, op, _size), r in last.items():
+        by.setdefault((run, kind), {}).setdefault(op, []).append(r)
+    cols = (*OPS, "event_study - prepare", "imputation - prepare")
+    out = ["| run | kind | " + " | ".join(cols) + " | load at the top size |",
+           "|---|---|" + "---|" * (len(cols) + 1)]
+    for (run, kind), ops in by.items():
+        for fit in FITS:  # the fit after its preparation (same child, separate calls)
+            prep = {r["size"]: r for r in ops.get("prepare", [])}
+            ops[f"{fit} - prepare"] = [
+                {**r, "cpu_s": r["cpu_s"] - prep[r["size"]]["cpu_s"],
+                 "user_s": r["user_s"] - prep[r["size"]]["user_s"]}
+                for r in ops.get(fit, []) if r["size"] in prep]
+        cells, load = [], ""
+        for op in cols:
+            rs = sorted(ops.get(op, []), key=lambda r: r["rows"])
+            if len(rs) < 2:
+                cells.append("-")
+                continue
+            a, b = rs[-2], rs[-1]
+            k = b["rows"] / a["rows"]
+            bc = _slope([a["rows"], b["rows"]], [max(a["cpu_s"], 1e-6), max(b["cpu_s"], 1e-6)])
+            bu = _slope([a["rows"], b["rows"]], [max(a["user_s"], 1e-6), max(b["user_s"], 1e-6)])
+            cells.append(f"{bc:.2f} ({bu:.2f}); {b['cpu_s']:.3g} s, +{b['cpu_s'] - k * a['cpu_s']:.2f}")
+            load = b["load"]
+        out.append(f"| {run} | {kind} | " + " | ".join(cells) + f" | {load} |")
+    return "\n".join(out)
+
+
 def main() -> None:
     if sys.argv[1:2] == ["--child"]:
         kind, size, ops, rep, big, data_dir = sys.argv[2:8]
@@ -281,9 +322,11 @@ def main() -> None:
     ap.add_argument("--table", nargs="*", default=None, metavar="JSONL",
                     help="print the exponent table of these JSON lines and exit")
     ap.add_argument("--runs", nargs="*", default=None, help="with --table: only these runs")
+    ap.add_argument("--side", action="store_true",
+                    help="with --table: one row per run and kind (see side_by_side)")
     a = ap.parse_args()
     if a.table is not None:
-        print(table(a.table or [a.jsonl], a.runs))
+        print((side_by_side if a.side else table)(a.table or [a.jsonl], a.runs))
         return
     run(a)
 
