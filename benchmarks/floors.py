@@ -17,7 +17,9 @@ in one child process per (kind, size) and in the same run:
   putting shuffled rows in unit order, or of any per-row access in unit order).
 
 Each op: CPU time (``time.process_time``) and its user / system split (``getrusage``),
-minor page faults; median of ``--repeats`` (the fits: ``--big-repeats`` from 5e6 rows),
+minor page faults; ``op_peak_mb``: the peak resident memory of one extra untimed call
+above what the process held before it (``VmHWM`` after a reset of the peak mark); median
+of ``--repeats`` (the fits: ``--big-repeats`` from 5e6 rows),
 after a warm-up of every op on a 1e5-row panel of the same kind in the same child. One
 BLAS / numba thread. ``--lock FILE`` takes that flock(2) lock around each child of at
 least 1e6 rows (released between children). Load (1-minute average) at the start and
@@ -145,9 +147,39 @@ def _digest(res) -> str | None:
     return h.hexdigest()[:16]
 
 
+def _rss_mb(field: str = "VmRSS:") -> float | None:
+    """This process's resident memory (``VmRSS``) or its peak since the last reset of the
+    peak mark (``VmHWM``), MB; None where /proc is missing."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith(field):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
+def _reset_peak() -> bool:
+    """Reset the kernel's peak-RSS mark (Linux >= 4.0), so ``VmHWM`` is the peak of what
+    follows."""
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+        return True
+    except OSError:
+        return False
+
+
 def _time(fn, repeats: int) -> dict:
     cpus, users, syss, flts = [], [], [], []
     digest = None
+    rss0 = _rss_mb()
+    peak = None
+    if _reset_peak():  # the op's own peak above the memory held before it (first call)
+        fn()
+        hwm = _rss_mb("VmHWM:")
+        peak = None if hwm is None or rss0 is None else hwm - rss0
     for _ in range(repeats):
         r0 = resource.getrusage(resource.RUSAGE_SELF)
         c0 = time.process_time()
@@ -161,7 +193,7 @@ def _time(fn, repeats: int) -> dict:
         flts.append(r1.ru_minflt - r0.ru_minflt)
     return {"cpu_s": statistics.median(cpus), "user_s": statistics.median(users),
             "sys_s": statistics.median(syss), "minflt": statistics.median(flts),
-            "cpus": cpus, "digest": digest}
+            "cpus": cpus, "digest": digest, "op_peak_mb": peak}
 
 
 def child(kind: str, size: float, ops: list[str], repeats: int, big_repeats: int,
