@@ -290,6 +290,19 @@ class PretrendTest:
     __str__ = summary
 
 
+#: a variance (or eigenvalue) at or below ``ROUNDING_MARGIN x q x eps`` of the largest is
+#: rounding of zero (see :func:`wald_pretrend_test`)
+ROUNDING_MARGIN = 1e3
+
+
+def rounding_floor(scale: float | None, q: int) -> float:
+    """The variance at or below which a variance of a fit whose largest is ``scale`` is
+    rounding of zero (``q``: the size of the block judged); 0 without a scale."""
+    if scale is None or not np.isfinite(scale) or scale <= 0:
+        return 0.0
+    return ROUNDING_MARGIN * max(q, 1) * np.finfo(float).eps * float(scale)
+
+
 def variance_scale(cov: Any) -> float | None:
     """The largest finite variance on ``cov``'s diagonal (the ``scale`` of
     :func:`wald_pretrend_test`), None when there is none."""
@@ -354,9 +367,8 @@ def wald_pretrend_test(terms: Sequence[str], coef: np.ndarray, cov: np.ndarray, 
     # fixed by construction (did2s: a period whose only rows the first stage fits
     # exactly; its "variance" 6e-32 beside 1e-2 gave F = 0.998 under one row order and
     # 0.852 under another)
-    rel = 1e3 * np.finfo(float).eps  # the margin x machine epsilon
-    floor = (q * rel * scale if scale is not None and np.isfinite(scale) and scale > 0
-             else 0.0)
+    rel = ROUNDING_MARGIN * np.finfo(float).eps
+    floor = rounding_floor(scale, q)
     if (1.0 / np.linalg.cond(v, 1) <= q * rel
             or (floor > 0 and bool((np.diag(v) <= floor).any()))):
         if factor is not None:  # the singular values of V are those of F, squared
