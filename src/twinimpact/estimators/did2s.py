@@ -58,6 +58,7 @@ from ..errors import (
     format_message,
 )
 from ..results import (
+    NAN_WARNING_PATTERN,
     ATTDefinition,
     EstimationResult,
     VcovSpec,
@@ -434,8 +435,9 @@ def did2s(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort: str
                                      ("fitted exactly by the first stage (zero by "
                                       "construction)", exact)) if m.any())
     with warnings.catch_warnings():
-        if not why:
-            warnings.simplefilter("ignore", NotComputableWarning)
+        if not why:  # (a variance that is rounding of zero still warns)
+            warnings.filterwarnings("ignore", category=NotComputableWarning,
+                                    message=NAN_WARNING_PATTERN)
         return make_result(est, params, vc, vspec, int(keep.sum()), spec=spec,
                            diagnostics=diag, term_info=term_info,
                            nan_reason=why or "no observations at this relative period",
