@@ -1233,12 +1233,9 @@ def sdid_fit(Y: np.ndarray, N0: int, T0: int, opts: SDIDOptions, *,
     """
     Y = np.asarray(Y, dtype=float)
     N, T = Y.shape
-    N1, T1 = N - N0, T - T0
     info: dict = {}
     Yc = collapsed_form(Y, N0, T0)
-    if opts.update_lambda:
-        lam = _solve(Yc[:N0, :], opts.zeta_lambda, opts.lambda_intercept, lam, opts,
-                     "lambda", info)
+    lam = time_weights(Yc, N0, opts, lam, info)
     if opts.update_omega:
         omega = _solve(Yc[:, :T0].T, opts.zeta_omega, opts.omega_intercept, omega, opts,
                        "omega", info, omega_gram)
@@ -1246,11 +1243,26 @@ def sdid_fit(Y: np.ndarray, N0: int, T0: int, opts: SDIDOptions, *,
         raise ValueError("fixed weights must be given when update_* is False")
     omega = np.asarray(omega, dtype=float)
     lam = np.asarray(lam, dtype=float)
-    row = np.concatenate([-omega, np.full(N1, 1.0 / N1)])
-    col = np.concatenate([-lam, np.full(T1, 1.0 / T1)])
-    tau = float(row @ Y @ col)
-    return SDIDFit(tau=tau, omega=omega, lam=lam, N0=N0, T0=T0, N1=N1, T1=T1,
-                   options=opts, iterations=info)
+    return SDIDFit(tau=contrast(Y, N0, T0, omega, lam), omega=omega, lam=lam, N0=N0, T0=T0,
+                   N1=N - N0, T1=T - T0, options=opts, iterations=info)
+
+
+def time_weights(Yc: np.ndarray, N0: int, opts: SDIDOptions, lam: np.ndarray | None,
+                 info: dict) -> np.ndarray | None:
+    """:func:`sdid_fit`'s first phase: the time weights on the collapsed form ``Yc``
+    (solved from ``lam`` when ``opts.update_lambda``, else ``lam`` itself)."""
+    if opts.update_lambda:
+        lam = _solve(Yc[:N0, :], opts.zeta_lambda, opts.lambda_intercept, lam, opts,
+                     "lambda", info)
+    return lam
+
+
+def contrast(Y: np.ndarray, N0: int, T0: int, omega: np.ndarray, lam: np.ndarray) -> float:
+    """:func:`sdid_fit`'s last phase: ``tau = (-omega, 1/N1)' Y (-lambda, 1/T1)``."""
+    N, T = Y.shape
+    row = np.concatenate([-omega, np.full(N - N0, 1.0 / (N - N0))])
+    col = np.concatenate([-lam, np.full(T - T0, 1.0 / (T - T0))])
+    return float(row @ Y @ col)
 
 
 def default_options(method: str, Y: np.ndarray, N0: int, T0: int) -> tuple[SDIDOptions, dict]:
