@@ -526,9 +526,9 @@ def _sorted_codes(col: pd.Series) -> tuple[np.ndarray, int]:
     Beyond :func:`~twinimpact.core.fe.factorize` no n-row array is made: one row of each
     cluster is found block by block, stopping once every cluster has been seen (the
     first block for most panels), and the codes are renumbered in place, block by block
-    (at 1e7 rows the whole-array ``np.arange(n)`` scatter and ``rank[codes]`` gather cost
-    ~25 ms of arithmetic and two fresh 80 MB mappings: 10-30% of the bootstrap, run WB in
-    benchmarks/RESULTS.md)."""
+    (at 1e7 rows the whole-array ``np.arange(n)`` scatter and ``rank[codes]`` gather took
+    0.035-0.11 s over factorize, with two fresh 80 MB mappings, where this takes 0.007 s:
+    run WB in benchmarks/RESULTS.md)."""
     codes, g = factorize(col)
     rep = _one_row_each(codes, g)
     try:
