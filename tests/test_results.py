@@ -152,3 +152,47 @@ def test_wald_pretrend_numerically_singular_or_negative_is_nan():
         _w.simplefilter("ignore")
         t = wald_pretrend_test(["a", "b"], np.array([0.1, 1.0]), neg)
     assert np.isnan(t.statistic) and "not positive definite" in t.note
+
+
+def test_a_standard_error_at_rounding_level_is_nan_with_a_note():
+    """An SE below 1000 eps of the largest estimate (t above ~4.5e12) is rounding of a
+    variance that is zero by construction: NaN, warned and noted; an SE that is merely
+    small (t = 1e9), and a term fixed at exactly 0 with exactly 0 variance (a normalised
+    reference period), are kept."""
+    b = pd.Series({"a": 1.14, "b": 2.0, "ref": 0.0})
+    v = np.diag([1.7e-30, 4e-18, 0.0])
+    with pytest.warns(NotComputableWarning, match="no standard error for a: the variance "
+                      "is zero up to rounding"):
+        r = make_result("toy", b, v, VcovSpec("cluster"), 10)
+    assert np.isnan(r.std_errors["a"]) and np.isnan(r.cov[0]).all()
+    assert r.std_errors["b"] == pytest.approx(2e-9) and r.std_errors["ref"] == 0.0
+    assert r.params["a"] == 1.14  # the estimate itself stands
+    assert any(n.startswith("no standard error for a:") for n in r.diagnostics["notes"])
+
+
+def test_imputation_with_one_treated_row_per_cell_reports_no_standard_error():
+    """BJS's conservative variance with one treated observation per cohort x horizon is
+    zero by construction (tau-bar equals the observation's own effect): SE 1.3e-15 beside
+    an ATT of 1.144, p = 0, and another value in another row order (fuzz seed 20731).
+    Now NaN with a warning, the estimate unchanged, in both row orders."""
+    import warnings
+
+    import twinimpact as ti
+
+    d = pd.DataFrame({
+        "u": [0, 0, 0, 1, 1, 1, 3, 3, 4, 4, 5, 6, 6, 7, 7, 7, 7, 8],
+        "t": [2000, 2001, 2002, 2000, 2001, 2003, 2002, 2003, 2002, 2003, 2002, 2002, 2003,
+              2000, 2001, 2002, 2003, 2001],
+        "g": [2002] * 3 + [2003] * 3 + [np.inf] * 12,
+        "y": [0.323723, 0.467763, 0.877895, 0.501157, 0.270484, 2.162752, 2.333903,
+              0.978321, 1.447556, 1.177427, 1.690257, 2.274823, 2.078573, 2.087676,
+              2.476739, 2.087621, 2.447405, 3.008716]})
+    for frame in (d, d.sample(frac=1, random_state=3)):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            r = ti.event_study(frame, outcome="y", unit="u", time="t", cohort="g",
+                               method="imputation")
+        assert r.terms == ("rel_time=0", "ATT")
+        assert np.isfinite(r.coef).all() and np.isnan(np.diag(r.cov)).all(), r.cov
+        assert any("no standard error for rel_time=0, ATT" in str(w.message)
+                   for w in caught), [str(w.message) for w in caught]

@@ -290,6 +290,19 @@ class PretrendTest:
     __str__ = summary
 
 
+#: a variance (or eigenvalue) at or below ``ROUNDING_MARGIN x q x eps`` of the largest is
+#: rounding of zero (see :func:`wald_pretrend_test`)
+ROUNDING_MARGIN = 1e3
+
+
+def rounding_floor(scale: float | None, q: int) -> float:
+    """The variance at or below which a variance of a fit whose largest is ``scale`` is
+    rounding of zero (``q``: the size of the block judged); 0 without a scale."""
+    if scale is None or not np.isfinite(scale) or scale <= 0:
+        return 0.0
+    return ROUNDING_MARGIN * max(q, 1) * np.finfo(float).eps * float(scale)
+
+
 def variance_scale(cov: Any) -> float | None:
     """The largest finite variance on ``cov``'s diagonal (the ``scale`` of
     :func:`wald_pretrend_test`), None when there is none."""
@@ -354,9 +367,8 @@ def wald_pretrend_test(terms: Sequence[str], coef: np.ndarray, cov: np.ndarray, 
     # fixed by construction (did2s: a period whose only rows the first stage fits
     # exactly; its "variance" 6e-32 beside 1e-2 gave F = 0.998 under one row order and
     # 0.852 under another)
-    rel = 1e3 * np.finfo(float).eps  # the margin x machine epsilon
-    floor = (q * rel * scale if scale is not None and np.isfinite(scale) and scale > 0
-             else 0.0)
+    rel = ROUNDING_MARGIN * np.finfo(float).eps
+    floor = rounding_floor(scale, q)
     if (1.0 / np.linalg.cond(v, 1) <= q * rel
             or (floor > 0 and bool((np.diag(v) <= floor).any()))):
         if factor is not None:  # the singular values of V are those of F, squared
@@ -568,10 +580,18 @@ class EstimationResult:
         clus = (cluster,) if isinstance(cluster, str) else tuple(cluster or ())
         cov, vspec = src.vcov(vcov, cluster=clus, data=data)
         cov = np.asarray(cov, dtype=float)
-        # the few-clusters flag follows the new variance, as a refit would set it
+        warn_nan(self.terms, self.coef, cov, f"variance {vcov!r} not computable",
+                 self.estimator, vspec.description
+                 if vspec.small_sample.get("df_resid", 1) <= 0 else None)
+        cov, rounded = rounding_variances(self.terms, self.coef, cov, self.estimator)
+        # the few-clusters flag follows the new variance, as a refit would set it; so
+        # does the note on variances that are rounding of zero
         diag = {k: v for k, v in self.diagnostics.items() if k != "few_clusters"}
         diag["notes"] = [n for n in diag.get("notes", ()) if "cluster-robust p-values and "
-                         "intervals are unreliable" not in n]
+                         "intervals are unreliable" not in n
+                         and not n.startswith("no standard error for ")]
+        if rounded:
+            diag["notes"].append(rounded)
         diag = _cluster_diagnostics(self.estimator, vspec, diag)
         changes: dict[str, Any] = {"cov": cov, "vcov_spec": vspec,
                                    "diagnostics": _freeze(diag)}
@@ -584,9 +604,6 @@ class EstimationResult:
                 what=pt.note, estimator=self.estimator, scale=variance_scale(cov))
         elif pt is not None:
             changes["pretrend_test"] = None
-        warn_nan(self.terms, self.coef, cov, f"variance {vcov!r} not computable",
-                 self.estimator, vspec.description
-                 if vspec.small_sample.get("df_resid", 1) <= 0 else None)
         return self.replace(**changes)
 
     # ------------------------------------------------------------------ labelled views
@@ -715,6 +732,11 @@ class EstimationResult:
         return self.summary()
 
 
+#: the messages of :func:`warn_nan` (for an estimator that warns its own way first)
+NAN_WARNING_PATTERN = (r"[^:]*: (\d+ term\(s\) could not be computed and are NaN|the "
+                       r"standard error of \d+ estimated term\(s\) is NaN)")
+
+
 def warn_nan(terms: Sequence[str], coef: np.ndarray, cov: np.ndarray, why: str,
              estimator: str, var_why: str | None = None) -> None:
     """Warn once, naming the terms, when estimates or variances are NaN.
@@ -744,6 +766,39 @@ def warn_nan(terms: Sequence[str], coef: np.ndarray, cov: np.ndarray, why: str,
         )
 
 
+def rounding_variances(terms: Sequence[str], coef: np.ndarray, cov: np.ndarray,
+                       estimator: str) -> tuple[np.ndarray, str]:
+    """``cov`` with NaN for the terms whose standard error is rounding of zero, and a
+    plain-language note naming them ("" when there are none; then ``cov`` itself).
+
+    A standard error at or below ``ROUNDING_MARGIN`` x eps of the fit's largest estimate
+    (a t-statistic above ~4.5e12) is below the accuracy with which the estimate itself is
+    computed: a variance that is zero by construction (one treated observation per cohort
+    and period under the imputation estimator's conservative variance: SE 1.3e-15 beside an
+    ATT of 1.14 gave p = 0), never evidence. Terms fixed at exactly 0 with exactly 0
+    variance (a normalised reference period) are constants, not estimates, and kept."""
+    b = np.asarray(coef, dtype=float)
+    var = np.diag(cov)
+    fin = np.isfinite(b) & np.isfinite(var)
+    scale = float(np.abs(b[fin]).max(initial=0.0))
+    if scale == 0.0:
+        return cov, ""
+    bound = ROUNDING_MARGIN * np.finfo(float).eps * scale
+    mask = fin & (var <= bound * bound) & ~((b == 0.0) & (var == 0.0))
+    if not mask.any():
+        return cov, ""
+    cov = cov.copy()
+    cov[mask, :] = cov[:, mask] = np.nan
+    names = [t for t, m in zip(terms, mask, strict=True) if m]
+    shown = f"{', '.join(names[:8])}{'…' if len(names) > 8 else ''}"
+    note = (f"no standard error for {shown}: the variance is zero up to rounding (a "
+            "standard error below the precision of the estimate itself), so it is zero by "
+            "construction in these data, not a measured precision -- for example one "
+            "treated observation per cohort and period")
+    warnings.warn(f"{estimator}: {note}.", NotComputableWarning, stacklevel=4)
+    return cov, note
+
+
 def make_result(estimator: str, params: pd.Series | Mapping[str, float], vcov: Any,
                 vcov_spec: VcovSpec, nobs: int, *, spec: Mapping[str, Any] | None = None,
                 diagnostics: Mapping[str, Any] | None = None,
@@ -771,6 +826,11 @@ def make_result(estimator: str, params: pd.Series | Mapping[str, float], vcov: A
     var_why = (vcov_spec.description
                if vcov_spec.small_sample.get("df_resid", 1) <= 0 else None)
     warn_nan(terms, params.to_numpy(), cov, nan_reason, estimator, var_why)
+    cov, rounded = rounding_variances(terms, params.to_numpy(), cov, estimator)
+    if rounded:
+        diagnostics = dict(diagnostics or {})
+        notes = diagnostics.get("notes") or ()
+        diagnostics["notes"] = (*((notes,) if isinstance(notes, str) else notes), rounded)
     diag = _cluster_diagnostics(estimator, vcov_spec, dict(diagnostics or {}),
                                 aggregated="aggregation" in (spec or {})
                                 or "[" in estimator)

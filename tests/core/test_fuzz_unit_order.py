@@ -30,7 +30,7 @@ from hypothesis import strategies as st
 
 import twinimpact as ti
 from twinimpact.core import unitorder, validation
-from twinimpact.errors import TwinImpactError
+from twinimpact.errors import NotComputableWarning, TwinImpactError
 
 from ..test_fuzz_row_order import RELABEL, _str_label, messy_panel, reshuffle
 
@@ -193,12 +193,10 @@ def _same_result(got, want, name):
         v = want.cov[np.ix_(pre, pre)]
         # (a numerically singular V that passes the rcond > eps check gives a statistic
         # of rounding noise, ~1e16 of either sign: see the xfail test below)
-        # (nor one of a V at rounding level, ~1e-31 entries, well conditioned: ~1e30, of
-        # either size across row orders, already on main ebd2f61 with integer ids: did2s
-        # seed 486706 "missing")
-        stat = want.pretrend_test.statistic
-        if (pre and np.isfinite(v).all() and 1 / np.linalg.cond(v, 1) > 1e-12
-                and not abs(stat) > 1e12):
+        # (a V at rounding level, ~1e-31 entries, gave ~1e30 of either size across row
+        # orders -- did2s seed 486706 "missing": a period the first stage fits exactly --
+        # and is now NaN: see test_a_coefficient_fixed_by_construction_is_not_reported)
+        if pre and np.isfinite(v).all() and 1 / np.linalg.cond(v, 1) > 1e-12:
             _same_value(got.pretrend_test.statistic, want.pretrend_test.statistic,
                         f"{name} pretrend")
     if hasattr(want, "cells") and isinstance(want.cells, pd.DataFrame):
@@ -294,12 +292,14 @@ def test_pretrend_wald_on_a_numerically_singular_vcov_is_nan():
     assert np.isnan(r.pretrend_test.statistic), r.pretrend_test.statistic
 
 
-def test_pretrend_on_a_coefficient_fixed_by_construction_is_nan(monkeypatch):
+def test_a_coefficient_fixed_by_construction_is_not_reported(monkeypatch):
     """did2s with one treated unit whose rel_time = -2 row is the only row of its period:
-    the first stage fits it exactly, its coefficient is 0 by construction with a
-    "variance" of 6.3e-32 beside the effects' 1.1e-2. F was 0.998 (p 0.344) under one row
-    order and 0.852 (p 0.380) under another (cat_na ids, seed 3759): the pre-trend test is
-    not computed, with a warning that says why, under both."""
+    the first stage fits it exactly, so its coefficient was 0 by construction (-2.5e-16)
+    with a "variance" of 6.3e-32 beside the effects' 1.1e-2, a standard error that is not
+    one, and the pre-trend F on it was 0.998 (p 0.344) under one row order and 0.852 (p
+    0.380) under another (cat_na ids, seed 3759). Now, under both orders: the term is NaN
+    with a note and a warning that say why, the effects and ATT are unchanged, and the
+    pre-trend test has nothing to test."""
     seed = 3759
     rng = np.random.default_rng(seed)
     d, _ = reshuffle(messy_panel(seed), seed, "int")
@@ -311,12 +311,32 @@ def test_pretrend_on_a_coefficient_fixed_by_construction_is_nan(monkeypatch):
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             r = CALLS["es_did2s"](d)
-        assert r.terms[0] == "rel_time=-2" and abs(r.coef[0]) < 1e-12, (r.terms, r.coef)
-        assert r.cov[0, 0] < 1e-25 < r.cov[1, 1], np.diag(r.cov)
-        assert np.isnan(r.pretrend_test.statistic), (mode, r.pretrend_test.statistic)
-        assert "singular" in r.pretrend_test.note
-        assert any("pre-trend Wald statistic not computed" in str(w.message)
-                   and "rank 0" in str(w.message) for w in caught), mode
+        assert r.terms == ("rel_time=-2", "rel_time=0", "rel_time=1", "ATT"), r.terms
+        assert np.isnan(r.coef[0]) and np.isnan(r.cov[0]).all(), (mode, r.coef, r.cov)
+        np.testing.assert_allclose(r.coef[1:], [2.22231004, 3.33145816, 2.77688410],
+                                   rtol=1e-8)
+        np.testing.assert_allclose(np.diag(r.cov)[1:], 0.0105941950, rtol=1e-7)
+        assert any("[-2] are not reported: the first stage fits each of their rows "
+                   "exactly" in n for n in r.diagnostics["notes"]), r.diagnostics["notes"]
+        assert any("(rel_time=-2): fitted exactly by the first stage" in str(w.message)
+                   for w in caught), [str(w.message) for w in caught]
+        assert np.isnan(r.pretrend_test.statistic) and r.pretrend_test.n_coefficients == 0
+
+
+def test_pretrend_on_a_variance_at_rounding_level_is_not_computed():
+    """The pre-trend rule on its own: a 1 x 1 V of 6.3e-32 is singular beside a fit whose
+    largest variance is 1e-2 (not by the relative rule, blind in 1 x 1), and computable
+    without that scale or beside a variance of the same size."""
+    from twinimpact.results import wald_pretrend_test
+
+    args = (["rel_time=-2"], np.array([-2.5e-16]), np.array([[6.3e-32]]))
+    with pytest.warns(NotComputableWarning, match="rank 0"):
+        t = wald_pretrend_test(*args, df_denominator=9.0, scale=1.06e-2)
+    assert np.isnan(t.statistic) and t.rank == 0 and "singular" in t.note
+    assert wald_pretrend_test(*args, df_denominator=9.0).statistic == pytest.approx(
+        0.992, rel=1e-3)
+    assert np.isfinite(wald_pretrend_test(*args, df_denominator=9.0,
+                                          scale=6.3e-32).statistic)
 
 
 @pytest.fixture(scope="module")

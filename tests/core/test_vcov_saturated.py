@@ -33,14 +33,36 @@ def test_saturated_twfe_gives_nan_se_with_reason(opts):
     assert "collinear" not in msgs[0]  # the estimate was computed: not "could not be"
 
 
+ONE_MORE = pd.concat([SATURATED, pd.DataFrame({"unit": [3, 3], "year": [1, 2],
+                                               "treated": [0, 0], "y": [2.0, 2.2]})])
+#: ... and a third period (Driscoll-Kraay needs it: see below)
+THIRD_PERIOD = pd.concat([ONE_MORE, pd.DataFrame({"unit": [1, 2, 3], "year": [3, 3, 3],
+                                                  "treated": [1, 0, 0],
+                                                  "y": [2.5, 3.1, 2.9]})])
+
+
 @pytest.mark.parametrize("opts", VCOVS, ids=["cluster", "hetero", "iid", "twoway", "dk"])
 def test_one_more_observation_gives_finite_positive_se(opts):
-    d = pd.concat([SATURATED, pd.DataFrame({"unit": [3, 3], "year": [1, 2],
-                                            "treated": [0, 0], "y": [2.0, 2.2]})])
+    d = THIRD_PERIOD if opts.get("vcov") == "driscoll_kraay" else ONE_MORE
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         r = ti.twfe(d, outcome="y", unit="unit", time="year", treatment="treated", **opts)
     assert np.isfinite(r.cov).all() and r.cov[0, 0] > 0
+
+
+def test_driscoll_kraay_over_two_periods_has_no_standard_error():
+    """With period fixed effects and two periods, each period's sum of scores is zero by
+    construction, so the Driscoll-Kraay variance is zero: it came out as 3.1e-32 (an SE
+    of 1.8e-16 beside an estimate of 0.65, p ~ 0) and is now NaN with a warning and a
+    note that say why; a third period gives a number (test above)."""
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        r = ti.twfe(ONE_MORE, outcome="y", unit="unit", time="year", treatment="treated",
+                    vcov="driscoll_kraay")
+    assert r.coef[0] == pytest.approx(0.65) and np.isnan(r.cov).all()
+    assert any("no standard error for ATT: the variance is zero up to rounding"
+               in str(w.message) for w in rec if issubclass(w.category, NotComputableWarning))
+    assert any(n.startswith("no standard error for ATT") for n in r.diagnostics["notes"])
 
 
 @pytest.mark.parametrize("kind", ["iid", "hetero", "cluster"])

@@ -406,19 +406,17 @@ def _batches(it, n: int):
 def _design_draw_taus(Y: np.ndarray, draws: list, g: int, a: int, fit: SDIDFit,
                       design) -> np.ndarray:
     """:func:`sdid_fit`'s estimate for each of several bootstrap draws of group ``g``
-    (the same operations: time weights, then the unit weights' two passes, then the
-    contrast), the draws' unit-weight problems solved together on the control design
-    ``design`` (:func:`._sdid_solver.fw_gram_sets`: two in alternation)."""
+    (its phases: :func:`._sdid_solver.time_weights`, the unit weights' two passes,
+    :func:`._sdid_solver.contrast`), the draws' unit-weight problems solved together on
+    the control design ``design`` (:func:`._sdid_solver.fw_gram_sets`: two in
+    alternation) instead of one :func:`._sdid_solver.sdid_fit` per draw."""
     opts = fit.options
     blocks, probs, lams = [], [], []
     for ctrl, tr in draws:
         Yg = Y[np.concatenate([ctrl, tr[g]])]
         N0 = len(ctrl)
         Yc = collapsed_form(Yg, N0, a)
-        lam = fit.lam
-        if opts.update_lambda:
-            lam = _sdid_solver._solve(Yc[:N0, :], opts.zeta_lambda, opts.lambda_intercept,
-                                      lam, opts, "lambda", {})
+        lam = _sdid_solver.time_weights(Yc, N0, opts, fit.lam, {})
         blocks.append((Yg, N0))
         lams.append(np.asarray(lam, dtype=float))
         probs.append(weight_problem(Yc[:, :a].T, opts.zeta_omega, opts.omega_intercept,
@@ -430,14 +428,8 @@ def _design_draw_taus(Y: np.ndarray, draws: list, g: int, a: int, fit: SDIDFit,
                  for P, r in zip(probs, res, strict=True)]
         res = _sdid_solver.fw_gram_sets(probs, min_decrease=opts.min_decrease,
                                         max_iter=opts.max_iter)
-    taus = np.empty(len(draws))
-    for d, ((Yg, N0), lam, r) in enumerate(zip(blocks, lams, res, strict=True)):
-        omega = np.asarray(r[0][0], dtype=float)
-        N1, T1 = Yg.shape[0] - N0, Yg.shape[1] - a
-        row = np.concatenate([-omega, np.full(N1, 1.0 / N1)])
-        col = np.concatenate([-lam, np.full(T1, 1.0 / T1)])
-        taus[d] = float(row @ Yg @ col)
-    return taus
+    return np.array([_sdid_solver.contrast(Yg, N0, a, np.asarray(r[0][0], dtype=float), lam)
+                     for (Yg, N0), lam, r in zip(blocks, lams, res, strict=True)])
 
 
 def loo_contrasts(C: np.ndarray, N0: int, groups: list[Group], fits: list[SDIDFit]

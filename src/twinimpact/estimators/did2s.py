@@ -58,11 +58,14 @@ from ..errors import (
     format_message,
 )
 from ..results import (
+    NAN_WARNING_PATTERN,
     ATTDefinition,
     EstimationResult,
     VcovSpec,
     event_pretrend_test,
     make_result,
+    rounding_floor,
+    variance_scale,
 )
 
 __all__ = ["did2s", "two_stage_vcov"]
@@ -353,12 +356,18 @@ def did2s(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort: str
                                factorize(cl_codes[sub])[0], None if w is None else w[sub],
                                xtx)
     empty = np.diag(xtx) <= 0
-    coef[empty] = np.nan
-    vc[empty, :] = vc[:, empty] = np.nan
+    # relative periods whose every row the first stage fits exactly (e.g. the only
+    # untreated row of its period or unit): the estimate is 0 by construction and its
+    # "variance" rounding of zero (6e-32 beside 1e-2) -- not evidence of no pre-trend
+    var = np.diag(vc)
+    exact = (~empty & (var <= rounding_floor(variance_scale(vc[np.ix_(~empty, ~empty)]), k))
+             if event_study else np.zeros(k, dtype=bool))
+    coef[empty | exact] = np.nan
+    vc[empty | exact, :] = vc[:, empty | exact] = np.nan
     params = pd.Series(coef, index=names)
     rel_of = [float(n.split("=")[1]) for n in names] if event_study else [np.nan]
     if event_study:
-        post = np.array([r >= 0 for r in rel_of]) & ~empty
+        post = np.array([r >= 0 for r in rel_of]) & ~empty & ~exact
         cnt = np.diag(xtx)
         a = np.where(post, cnt, 0.0)
         a = a / a.sum() if a.sum() > 0 else a
@@ -369,7 +378,7 @@ def did2s(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort: str
         vz = np.nan_to_num(vc)
         big[k, :k] = big[:k, k] = vz @ a
         big[k, k] = a @ vz @ a
-        big[:k, k][empty] = big[k, :k][empty] = np.nan
+        big[:k, k][empty | exact] = big[k, :k][empty | exact] = np.nan
         params = pd.concat([params, pd.Series({"ATT": att})])
         vc = big
         rel_of = [*rel_of, np.nan]
@@ -391,6 +400,12 @@ def did2s(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort: str
         shown = [f"{r:g}" for r, e in zip(rel_of, empty, strict=False) if e]
         notes.append(f"relative periods [{', '.join(shown)}] have no observations and "
                      "are not estimated")
+    if exact.any():
+        shown = [f"{r:g}" for r, e in zip(rel_of, exact, strict=False) if e]
+        notes.append(f"relative periods [{', '.join(shown)}] are not reported: the first "
+                     "stage fits each of their rows exactly (for instance the only untreated "
+                     "row of its period or unit), so their estimate is zero by construction, "
+                     "not evidence")
     diag = {**pdata.diagnostics(), "dropped_rows": dropped,
             "n_treated_obs": _count_both(treated, keep),
             "n_untreated_obs": _count_both(untreated, keep),
@@ -407,15 +422,25 @@ def did2s(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort: str
             "first_stage": fs, "covariates": tuple(covariates), "event_study": event_study,
             "cluster": (clus,), "ref": refs if event_study else (), "weights": weights,
             "alpha": alpha, "fixed_effects": fs}
-    # (outside the silenced block below: a pre-trend test that cannot be computed says so)
-    pretrend = (event_pretrend_test(list(params.index), params.to_numpy(), vc, rel_of, vspec,
-                                    estimator=est) if event_study else None)
+    # over the pre-treatment periods that are estimated (not the empty or exactly fitted
+    # ones, reported as NaN), outside the silenced block below: a pre-trend test that
+    # cannot be computed says so
+    pretrend = None
+    if event_study:
+        tested = [np.nan if m else r for r, m in
+                  zip(rel_of, [*(empty | exact), False], strict=True)]
+        pretrend = event_pretrend_test(list(params.index), params.to_numpy(), vc, tested,
+                                       vspec, estimator=est)
+    why = "; ".join(w for w, m in (("no observations at this relative period", empty),
+                                     ("fitted exactly by the first stage (zero by "
+                                      "construction)", exact)) if m.any())
     with warnings.catch_warnings():
-        if not empty.any():
-            warnings.simplefilter("ignore", NotComputableWarning)
+        if not why:  # (a variance that is rounding of zero still warns)
+            warnings.filterwarnings("ignore", category=NotComputableWarning,
+                                    message=NAN_WARNING_PATTERN)
         return make_result(est, params, vc, vspec, int(keep.sum()), spec=spec,
                            diagnostics=diag, term_info=term_info,
-                           nan_reason="no observations at this relative period",
+                           nan_reason=why or "no observations at this relative period",
                            att_definition=att_def, pretrend_test=pretrend)
 
 

@@ -59,6 +59,7 @@ from ..errors import (
     format_values,
 )
 from ..results import (
+    NAN_WARNING_PATTERN,
     ATTDefinition,
     EstimationResult,
     PretrendTest,
@@ -529,7 +530,10 @@ def imputation(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort
             "cluster": (clus,), "weights": weights, "alpha": alpha,
             "fixed_effects": (unit, time), "ref": ()}
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", NotComputableWarning)
+        # make_result's NaN warnings repeat the empty-horizon warning above (a variance
+        # that is rounding of zero still warns: results.rounding_variances)
+        warnings.filterwarnings("ignore", category=NotComputableWarning,
+                                message=NAN_WARNING_PATTERN)
         res = make_result(est, pd.Series(coef, index=all_names), cov, vspec,
                           int(keep.sum()), spec=spec, diagnostics=diag, term_info=term_info,
                           pretrend_test=pre_test, att_definition=ATTDefinition(
