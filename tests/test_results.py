@@ -155,17 +155,18 @@ def test_wald_pretrend_numerically_singular_or_negative_is_nan():
 
 
 def test_a_standard_error_at_rounding_level_is_nan_with_a_note():
-    """An SE below 1000 eps of the largest estimate (t above ~4.5e12) is rounding of a
-    variance that is zero by construction: NaN, warned and noted; an SE that is merely
-    small (t = 1e9), and a term fixed at exactly 0 with exactly 0 variance (a normalised
-    reference period), are kept."""
-    b = pd.Series({"a": 1.14, "b": 2.0, "ref": 0.0})
-    v = np.diag([1.7e-30, 4e-18, 0.0])
+    """An SE below sqrt(eps) of its own estimate (t above 6.7e7) is rounding of a variance
+    that is zero by construction: NaN, warned and noted; an SE that is merely small (t =
+    1e6), a small SE of a coefficient in small units beside a large one, and a term fixed
+    at exactly 0 with exactly 0 variance (a normalised reference period) are kept."""
+    b = pd.Series({"a": 1.14, "b": 2.0, "dollars": 3e-9, "big": 5e6, "ref": 0.0})
+    v = np.diag([1.7e-30, 4e-12, 1e-20, 1.0, 0.0])
     with pytest.warns(NotComputableWarning, match="no standard error for a: the variance "
                       "is zero up to rounding"):
         r = make_result("toy", b, v, VcovSpec("cluster"), 10)
     assert np.isnan(r.std_errors["a"]) and np.isnan(r.cov[0]).all()
-    assert r.std_errors["b"] == pytest.approx(2e-9) and r.std_errors["ref"] == 0.0
+    assert r.std_errors["b"] == pytest.approx(2e-6) and r.std_errors["ref"] == 0.0
+    assert r.std_errors["dollars"] == pytest.approx(1e-10) and r.std_errors["big"] == 1.0
     assert r.params["a"] == 1.14  # the estimate itself stands
     assert any(n.startswith("no standard error for a:") for n in r.diagnostics["notes"])
 

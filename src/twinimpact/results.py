@@ -771,20 +771,21 @@ def rounding_variances(terms: Sequence[str], coef: np.ndarray, cov: np.ndarray,
     """``cov`` with NaN for the terms whose standard error is rounding of zero, and a
     plain-language note naming them ("" when there are none; then ``cov`` itself).
 
-    A standard error at or below ``ROUNDING_MARGIN`` x eps of the fit's largest estimate
-    (a t-statistic above ~4.5e12) is below the accuracy with which the estimate itself is
-    computed: a variance that is zero by construction (one treated observation per cohort
-    and period under the imputation estimator's conservative variance: SE 1.3e-15 beside an
-    ATT of 1.14 gave p = 0), never evidence. Terms fixed at exactly 0 with exactly 0
-    variance (a normalised reference period) are constants, not estimates, and kept."""
+    A standard error at or below ``sqrt(eps)`` (1.5e-8) of the term's own estimate (a
+    t-statistic above 6.7e7, which no sample of real data reaches) is a variance that is
+    zero by construction, computed to rounding, never a measured precision: one treated
+    observation per cohort and period under the imputation estimator's conservative
+    variance (SE 1.3e-15 beside an ATT of 1.14 gave p = 0); Driscoll-Kraay or clusters by
+    period over two periods with period effects (each period's score sum is zero: 1.8e-16
+    beside 0.65, or 4.3e-11 after the cancellations of a covariate's scores). Each term
+    is judged on its own estimate, so coefficients in other units (a covariate in
+    dollars) do not move the bound; an estimate near zero is not judged (its variance
+    may be small for real)."""
     b = np.asarray(coef, dtype=float)
     var = np.diag(cov)
-    fin = np.isfinite(b) & np.isfinite(var)
-    scale = float(np.abs(b[fin]).max(initial=0.0))
-    if scale == 0.0:
-        return cov, ""
-    bound = ROUNDING_MARGIN * np.finfo(float).eps * scale
-    mask = fin & (var <= bound * bound) & ~((b == 0.0) & (var == 0.0))
+    bound = np.sqrt(np.finfo(float).eps) * np.abs(b)
+    with np.errstate(invalid="ignore"):
+        mask = np.isfinite(b) & np.isfinite(var) & (b != 0.0) & (var <= bound * bound)
     if not mask.any():
         return cov, ""
     cov = cov.copy()
@@ -792,9 +793,9 @@ def rounding_variances(terms: Sequence[str], coef: np.ndarray, cov: np.ndarray,
     names = [t for t, m in zip(terms, mask, strict=True) if m]
     shown = f"{', '.join(names[:8])}{'…' if len(names) > 8 else ''}"
     note = (f"no standard error for {shown}: the variance is zero up to rounding (a "
-            "standard error below the precision of the estimate itself), so it is zero by "
-            "construction in these data, not a measured precision -- for example one "
-            "treated observation per cohort and period")
+            "standard error below 1e-8 of the estimate), so it is zero by construction in "
+            "these data, not a measured precision -- for example one treated observation "
+            "per cohort and period, or period sums of scores that period effects make zero")
     warnings.warn(f"{estimator}: {note}.", NotComputableWarning, stacklevel=4)
     return cov, note
 

@@ -332,15 +332,18 @@ def test_tiny_fits_have_nan_variance_exactly_when_no_residual_dof(seed, vc, cova
         assert np.isnan(r.cov).all(), (len(d), k, r.cov)
         return
     # n > K: a number -- unless the variance is zero by construction (two periods,
-    # clustered by period: each period's score sum is zero, seed 235), which the oracle's
-    # own variance shows (statsmodels on the dummy design, same clusters): then NaN
+    # clustered by period: each period's score sum is zero, seeds 235 and 1), which the
+    # oracle's own variance shows (statsmodels on the dummy design, same clusters; its
+    # zero rounds to SE ~1e-7 of the estimate): then NaN, or an SE that small
     sm_kw = ({"cov_type": "cluster", "cov_kwds": {"groups": pd.factorize(d[clus])[0]}}
              if kind == "cluster" else {"cov_type": "HC1" if kind == "hetero" else
                                         "nonrobust"})
     fit = sm.OLS(d["y"].to_numpy(), x).fit(**sm_kw)
-    # (the dummy design rounds the oracle's own zero to SE ~5e-9: far below any real SE here)
-    zero = np.sqrt(np.abs(np.diag(fit.cov_params())[:z.shape[1]])) <= 1e-6 * np.abs(fit.params).max()
-    np.testing.assert_array_equal(np.isnan(np.diag(r.cov)), zero,
+    p = z.shape[1]
+    zero = np.sqrt(np.abs(np.diag(fit.cov_params())[:p])) <= 1e-6 * np.abs(fit.params[:p])
+    se = np.sqrt(np.diag(r.cov))
+    tiny = ~(se > 1e-6 * np.abs(r.coef))  # NaN or at most 1e-6 of the estimate
+    np.testing.assert_array_equal(tiny, zero,
                                   err_msg=f"{len(d)} {k} {r.cov} {fit.cov_params()}")
 
 

@@ -378,3 +378,66 @@ def test_wcu_public_result_equals_direct_statistics():
                                                             impose_null=False),
                                rtol=1e-10, atol=1e-12)
     assert r.p_value == wb._p_value(r.statistic, r.t_boot)
+
+
+# --------------------------------------------------------------- cluster codes, sorted
+@pytest.mark.parametrize("block", [5, 1 << 18])
+@pytest.mark.parametrize("kind", ["int", "str", "float", "object", "late", "sorted"])
+def test_sorted_codes_equal_np_unique_inverse(monkeypatch, block, kind):
+    """_sorted_codes (factorize, one row per cluster found block by block, codes renumbered
+    in place block by block) gives np.unique's inverse (clusters in sorted label order)
+    on shuffled, string, float and object labels, on a cluster first seen in the last row
+    (past the first blocks of the search) and on rows sorted by cluster (kept as is)."""
+    from twinimpact.core import rowblocks
+
+    monkeypatch.setattr(rowblocks, "BLOCK", block)
+    rng = np.random.default_rng(3)
+    n = 20_000
+    lab = rng.integers(0, 37, n) * 7 - 100
+    if kind == "late":  # the largest code appears once, in the last row
+        lab[-1] = -1_000
+    if kind == "sorted":
+        lab = np.sort(lab)
+    col = {"int": pd.Series(lab), "late": pd.Series(lab), "sorted": pd.Series(lab),
+           "str": pd.Series([f"c{v:+05d}" for v in lab], dtype="str"),
+           "float": pd.Series(lab / 4.0),
+           "object": pd.Series([f"c{v:+05d}" for v in lab], dtype=object)}[kind]
+    codes, g = wb._sorted_codes(col)
+    labels, inverse = np.unique(col.to_numpy(dtype=object if kind in ("str", "object")
+                                             else None), return_inverse=True)
+    assert g == len(labels)
+    np.testing.assert_array_equal(codes, inverse)
+
+
+def test_sorted_codes_keep_first_appearance_for_unsortable_labels():
+    """Mixed-type object labels cannot be sorted: the codes stay in first appearance."""
+    col = pd.Series(["b", 3, "a", 3, "b", 1.5], dtype=object)
+    codes, g = wb._sorted_codes(col)
+    assert g == 4
+    np.testing.assert_array_equal(codes, [0, 1, 2, 1, 0, 3])
+
+
+def test_sorted_codes_make_no_row_sized_array_beyond_factorize(monkeypatch):
+    """Renumbering costs no n-row temporary: with factorize's codes made beforehand, the
+    traced peak of _sorted_codes is below a quarter of the codes (the whole-array
+    np.arange(n) scatter and rank[codes] gather it replaced made two full copies)."""
+    import tracemalloc
+
+    from twinimpact.core.fe import factorize
+
+    rng = np.random.default_rng(0)
+    n = 2_000_000  # codes 16 MB, rowblocks.BLOCK's buffer 2 MB
+    col = pd.Series(rng.integers(0, 50, n))
+    codes_fa, g = factorize(col)
+    given = codes_fa.copy()
+    monkeypatch.setattr(wb, "factorize", lambda c: (given, g))
+    tracemalloc.start()
+    try:
+        codes, g2 = wb._sorted_codes(col)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert g2 == g
+    assert not np.array_equal(codes, codes_fa)  # the renumbering ran (shuffled labels)
+    np.testing.assert_array_equal(codes, np.unique(col.to_numpy(), return_inverse=True)[1])
+    assert peak < 0.25 * codes.nbytes

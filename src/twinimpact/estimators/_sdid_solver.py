@@ -573,11 +573,9 @@ def _fw_data_c(fn, st: _Set, P: DataProblems, md2: float, max_iter: int,
     cp, xx, p = (np.ascontiguousarray(v, dtype=np.float64) for v in (st.cp, st.xx, st.p))
     rbuf = np.empty(m + n)
     gbuf = np.empty(k if cmap is not None else 0)
-    if P.cache is not None:
-        rc = P.cache
-        cache, rows, slot, used = rc.buffer(), rc.rows, rc.slot, rc.used
-    else:
-        cache, rows, slot, used = _row_cache(D)
+    rc = P.cache if P.cache is not None else _row_cache(D)
+    cache, rows, slot, used = ((np.empty(0), 0, None, None) if rc is None
+                               else (rc.buffer(), rc.rows, rc.slot, rc.used))
     fn.data(B, k, n, m, D.ctypes.data, None if cmap is None else cmap.ctypes.data,
             base.ctypes.data, gd.ctypes.data, st.Atb.ctypes.data, bb.ctypes.data,
             eta.ctypes.data, md2n.ctypes.data, int(max_iter), h.ctypes.data,
@@ -713,33 +711,31 @@ def row_cache_scope():
     time), and keep the cached rows from one solve to the next on the same design (a
     placebo's chunks of replicates share it); per thread, released on exit."""
     prev = getattr(_ROW_SCOPE, "state", None)
-    _ROW_SCOPE.state = {"buf": np.empty(0), "D": None}
+    _ROW_SCOPE.state = {"D": None, "cache": None}
     try:
         yield
     finally:
         _ROW_SCOPE.state = prev
 
 
-def _row_cache(D: np.ndarray) -> tuple[np.ndarray, int, np.ndarray | None,
-                                         np.ndarray | None]:
-    """The row cache of a data-form solve on design ``D`` (``n x m``): buffer, rows
-    (0: no cache), and inside :func:`row_cache_scope` its slot table and fill count
-    (kept while the design is the same object, held here so that it stays alive; a new
-    design starts a fresh table)."""
-    m = D.shape[1]
-    rows = min(m, _ROW_CACHE_ELEMS // m) if m > 0 else 0
-    if rows < 1:
-        return np.empty(0), 0, None, None
-    need = rows * m
+def _row_cache(D: np.ndarray) -> RowCache | None:
+    """The :class:`RowCache` of a data-form solve on design ``D`` (``n x m``) without one
+    of its own (None: no room for a row): a fresh one, or inside
+    :func:`row_cache_scope` the scope's, kept while the design is the same object (held
+    here so that it stays alive); a new design starts a fresh slot table on the scope's
+    buffer."""
+    rc = RowCache(D.shape[1])
+    if rc.rows < 1:
+        return None
     st = getattr(_ROW_SCOPE, "state", None)
     if st is None:
-        return np.empty(need), rows, None, None
-    if st["D"] is not D or st["rows"] != rows:
-        if st["buf"].size < need:
-            st["buf"] = np.empty(need)
-        st.update(D=D, rows=rows, slot=np.full(m, -1, dtype=np.int64),
-                  used=np.zeros(1, dtype=np.int64))
-    return st["buf"], rows, st["slot"], st["used"]
+        return rc
+    old = st["cache"]
+    if st["D"] is not D or old is None or old.rows != rc.rows:
+        if old is not None:
+            rc.buf = old.buf  # (grown by buffer() when it is too small)
+        st.update(D=D, cache=rc)
+    return st["cache"]
 
 
 def _fw_one_numpy(P: GramProblems | DataProblems, md2: float, max_iter: int

@@ -521,19 +521,50 @@ def _sorted_codes(col: pd.Series) -> tuple[np.ndarray, int]:
     not depend on the order of the rows: boottest (Stata sorts the data by cluster),
     fwildclusterboot (R factor levels) and wildboottest (``np.unique``) draw in the sorted
     order too, so a fixed seed gives their draws on any row order. Labels that cannot be
-    sorted (mixed types in an object column) keep the order of first appearance."""
+    sorted (mixed types in an object column) keep the order of first appearance.
+
+    Beyond :func:`~twinimpact.core.fe.factorize` no n-row array is made: one row of each
+    cluster is found block by block, stopping once every cluster has been seen (the
+    first block for most panels), and the codes are renumbered in place, block by block
+    (at 1e7 rows the whole-array ``np.arange(n)`` scatter and ``rank[codes]`` gather took
+    0.035-0.11 s over factorize, with two fresh 80 MB mappings, where this takes 0.007 s:
+    run WB in benchmarks/RESULTS.md)."""
     codes, g = factorize(col)
-    rep = np.empty(g, dtype=np.intp)
-    rep[codes] = np.arange(len(codes))  # one row of each cluster
+    rep = _one_row_each(codes, g)
     try:
         order = np.asarray(pd.Index(col.array.take(rep)).argsort())
     except TypeError:
         return codes, g
     if (order == np.arange(g)).all():
         return codes, g  # first appearance is already sorted (e.g. rows sorted by cluster)
-    rank = np.empty(g, dtype=np.intp)
+    rank = np.empty(g, dtype=codes.dtype)
     rank[order] = np.arange(g)
-    return rank[codes], g
+    if not codes.flags.writeable:  # (factorize returns a new array: not expected)
+        codes = codes.copy()
+    buf = np.empty(min(len(codes), rowblocks.BLOCK), dtype=codes.dtype)
+    for sl in row_blocks(len(codes)):
+        out = buf[:sl.stop - sl.start]
+        np.take(rank, codes[sl], out=out, mode="clip")  # (codes are 0..g-1: nothing clipped)
+        codes[sl] = out
+    return codes, g
+
+
+def _one_row_each(codes: np.ndarray, g: int) -> np.ndarray:
+    """The position of one row of each code ``0..g-1`` (every code occurs), reading the
+    codes in blocks (4,096 rows, doubling up to ``rowblocks.BLOCK``) until all have been
+    seen."""
+    rep = np.full(g, -1, dtype=np.intp)
+    n = len(codes)
+    start, step = 0, 1 << 12
+    while start < n:
+        stop = min(n, start + step)
+        cb = codes[start:stop]
+        rep[cb] = np.arange(start, stop)
+        # with first-appearance codes every code is seen once the largest is
+        if cb.max() == g - 1 and (rep >= 0).all():
+            break
+        start, step = stop, min(2 * step, rowblocks.BLOCK)
+    return rep
 
 
 # ----------------------------------------------------------------------------- public
