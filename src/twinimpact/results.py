@@ -85,6 +85,7 @@ from .errors import (
     check_alpha,
     format_message,
 )
+from .inference.wald import FactorSVD
 
 
 def _special():
@@ -314,7 +315,8 @@ def variance_scale(cov: Any) -> float | None:
 def wald_pretrend_test(terms: Sequence[str], coef: np.ndarray, cov: np.ndarray, *,
                        df_denominator: float | None = None, what: str = "",
                        estimator: str = "", warn: bool = True,
-                       factor: np.ndarray | Callable[[], np.ndarray] | None = None,
+                       factor: np.ndarray | FactorSVD
+                       | Callable[[], np.ndarray | FactorSVD] | None = None,
                        scale: float | None = None) -> PretrendTest:
     """Joint Wald test that ``coef`` (the pre-treatment coefficients) are zero.
 
@@ -328,7 +330,9 @@ def wald_pretrend_test(terms: Sequence[str], coef: np.ndarray, cov: np.ndarray, 
     ``factor``: an (m, q) ``F`` with ``V = F'F`` (or a function returning it, called only
     when ``V`` is singular); the rank of a singular ``V`` is then counted from ``F``'s
     singular values by the same rule (``s_i^2 > max s^2 * 1000 q * eps``) -- an SVD of
-    m x q instead of q x q.
+    m x q instead of q x q. ``factor`` may also be (or return) ``F``'s
+    :func:`~twinimpact.inference.wald.factor_svd`: its values are read, so a caller that
+    needs the decomposition again (the identified-directions Wald test) makes it once.
     ``scale``: the largest variance of the fit the coefficients come from (see
     :func:`variance_scale`); ``V`` is also singular when one of its variances is at or
     below ``1000 q`` x eps of it -- a coefficient fixed by construction, whose variance is
@@ -373,7 +377,8 @@ def wald_pretrend_test(terms: Sequence[str], coef: np.ndarray, cov: np.ndarray, 
             or (floor > 0 and bool((np.diag(v) <= floor).any()))):
         if factor is not None:  # the singular values of V are those of F, squared
             f = factor() if callable(factor) else factor
-            s2 = np.linalg.svd(np.asarray(f, dtype=float), compute_uv=False) ** 2
+            s2 = (f.values if isinstance(f, FactorSVD) else
+                  np.linalg.svd(np.asarray(f, dtype=float), compute_uv=False)) ** 2
             rank = int(np.count_nonzero(s2 > max(s2.max(initial=0.0) * q * rel, floor)))
         else:  # only here: an SVD is costly for big V
             s = np.linalg.svd(v, compute_uv=False)

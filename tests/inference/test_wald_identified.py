@@ -12,7 +12,7 @@ from scipy import stats
 
 import twinimpact as ti
 from twinimpact.errors import NotComputableWarning
-from twinimpact.inference.wald import wald_identified
+from twinimpact.inference.wald import RANK_RTOL, wald_identified
 
 
 def _many_cells_panel(seed: int = 0) -> pd.DataFrame:
@@ -129,3 +129,94 @@ def test_factor_function_called_only_for_a_singular_covariance():
         eager = wald_pretrend_test(list("abcde"), g.T @ rng.normal(size=3), g.T @ g,
                                    factor=g)
     assert calls == [1] and lazy.rank == eager.rank == 3
+
+
+@pytest.mark.parametrize("m, k", [(2000, 98), (180, 98), (179, 98), (98, 98), (40, 98)])
+def test_factor_svd_is_the_thin_svd(m, k):
+    """:func:`factor_svd` gives the values and right vectors of ``np.linalg.svd(F,
+    full_matrices=False)`` -- on a tall F (m >= int(11 k / 6) = 179 here) through the QR
+    step dgesdd itself takes, skipping the left vectors -- so the Wald test on the
+    identified directions is unchanged (bit for bit with numpy 2 / OpenBLAS; 1e-12 here)."""
+    from twinimpact.inference.wald import FactorSVD, factor_svd
+
+    rng = np.random.default_rng(m)
+    r = min(m, k) - 7                                    # rank-deficient, as in the CS case
+    f = rng.normal(size=(m, r)) @ (rng.normal(size=(r, k)) * np.exp(rng.normal(0, 2, k))) / m
+    _, s_old, vt_old = np.linalg.svd(f, full_matrices=False)
+    dec = factor_svd(f)
+    assert isinstance(dec, FactorSVD) and dec.vt.shape == vt_old.shape
+    np.testing.assert_allclose(dec.values, s_old, rtol=0, atol=1e-12 * s_old[0])
+    b = f.T @ rng.normal(size=m) + rng.normal(scale=1e-3, size=k)
+    keep = s_old ** 2 > RANK_RTOL * s_old[0] ** 2
+    proj = vt_old[keep] @ b
+    old_stat = float(np.sum(proj ** 2 / s_old[keep] ** 2))
+    for fac in (dec, f):
+        out = wald_identified(b, None, factor=fac)
+        assert out["rank"] == int(keep.sum())
+        assert out["statistic"] == pytest.approx(old_stat, rel=1e-12)
+        assert out["outside_share"] == pytest.approx(
+            max(b @ b - proj @ proj, 0.0) / (b @ b), rel=1e-9, abs=1e-15)
+
+
+def _tall_singular_panel(seed: int = 0) -> pd.DataFrame:
+    """200 units x 30 years, 4 cohorts of 6 (2020-2023) + 176 never treated: 82
+    universal-base pre-treatment cells, influence-function factor 200 x 82 (tall: the QR
+    path of factor_svd), covariance of rank < 82 (6 units behind each cohort's ~20 cells)."""
+    rng = np.random.default_rng(seed)
+    n, t = 200, 30
+    d = pd.DataFrame({"u": np.repeat(np.arange(n), t), "t": np.tile(np.arange(2000, 2000 + t), n)})
+    d["g"] = (2020 + d["u"] // 6).where(d["u"] < 24).astype(float)
+    d["y"] = rng.normal(size=len(d))
+    return d
+
+
+@pytest.mark.parametrize("panel", ["wide", "tall"])
+def test_singular_pretest_decomposes_the_factor_once(monkeypatch, panel):
+    """Callaway-Sant'Anna's singular pre-test: one SVD of the factor F serves both the
+    rank of the pre-test and the Wald test on the identified directions (there were two:
+    0.61 s of a 0.89 s fit with 40 cohorts), and every number is that of the former path
+    (values-only SVD for the rank, thin SVD of F for the extension)."""
+    import twinimpact.inference.wald as wald
+    from twinimpact.results import wald_pretrend_test
+
+    d = _many_cells_panel() if panel == "wide" else _tall_singular_panel()
+    kw = dict(outcome="y", unit="u", time="t", cohort="g", base_period="universal")
+    svd, seen = np.linalg.svd, []
+    monkeypatch.setattr(np.linalg, "svd", lambda a, *x, **k: seen.append(np.shape(a))
+                        or svd(a, *x, **k))
+    factors = []
+    real_factor_svd = wald.factor_svd
+    monkeypatch.setattr(wald, "factor_svd", lambda f: factors.append(f) or real_factor_svd(f))
+    import twinimpact.estimators.callaway_santanna as cs
+    monkeypatch.setattr(cs, "factor_svd", wald.factor_svd)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        r = ti.callaway_santanna(d, **kw)
+    monkeypatch.setattr(np.linalg, "svd", svd)
+    assert len(factors) == 1
+    f = factors[0]
+    q = f.shape[1]
+    assert q == 82 and (f.shape[0] >= int(q * 11 / 6)) == (panel == "tall")
+    assert len(seen) == 1                               # one decomposition, of F or its R
+    assert seen[0] == (min(f.shape), q) if panel == "tall" else seen[0] == f.shape
+    pt = r.pretrend_test
+    # the former path: the rank from F's values alone, the extension from F's thin SVD
+    info = r.term_info
+    pre = [t for t, g, tt in zip(r.terms, info["cohort"], info["time"], strict=True)
+           if tt < g and np.isfinite(r.std_errors[t]) and r.std_errors[t] > 0]
+    b = r.params[pre].to_numpy()
+    v = r.vcov.loc[pre, pre].to_numpy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotComputableWarning)
+        old = wald_pretrend_test(pre, b, v, factor=np.array(f))
+    assert f"has rank {old.rank} (singular)" in " ".join(str(w.message) for w in caught)
+    _, s, vt = svd(f, full_matrices=False)
+    keep = s ** 2 > RANK_RTOL * (s ** 2).max()
+    proj = vt[keep] @ b
+    stat = float(np.sum(proj ** 2 / s[keep] ** 2))
+    ext = pt.extension
+    assert ext["rank"] == pt.rank == int(keep.sum()) < q
+    assert ext["statistic"] == pytest.approx(stat, rel=1e-12)
+    assert ext["p_value"] == pytest.approx(stats.chi2.sf(stat, int(keep.sum())), rel=1e-10)
+    assert ext["outside_share"] == pytest.approx(
+        max(b @ b - proj @ proj, 0.0) / (b @ b), rel=1e-9, abs=1e-15)

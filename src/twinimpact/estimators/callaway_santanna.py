@@ -57,7 +57,7 @@ from ..errors import (
     format_message,
     renamed_keyword,
 )
-from ..inference.wald import bonferroni_max_t, wald_identified
+from ..inference.wald import FactorSVD, bonferroni_max_t, factor_svd, wald_identified
 from ..results import (
     ATTDefinition,
     EstimationResult,
@@ -1326,12 +1326,13 @@ def callaway_santanna(data: pd.DataFrame, *, outcome: str, unit: str, time: str,
     pre = pre[~cells.normalized[pre]]
     # V_pre = F'F with F the (cluster) sums of the pre columns of the influence function
     # over n: a singular V_pre's rank and identified directions come from F's thin SVD
-    # (made only then: a (clusters x pre-cells) copy no regular fit needs)
+    # (made only then: a (clusters x pre-cells) copy no regular fit needs), made once for
+    # both (with 40 cohorts, F = 2000 x 980, the two SVDs were 0.61 s of a 0.89 s fit)
     @functools.cache
-    def factor() -> np.ndarray:
+    def factor() -> FactorSVD:
         s = (cells.inf.dense(pre) if p.cluster is None
              else cells.inf.cluster_sums(p.cluster, p.n_clusters)[:, pre])
-        return s / cells.inf.shape[0]
+        return factor_svd(s / cells.inf.shape[0])
 
     pretest = wald_pretrend_test(
         [labels[i] for i in pre], cells.att[pre], va[np.ix_(pre, pre)],
@@ -1390,11 +1391,13 @@ def callaway_santanna(data: pd.DataFrame, *, outcome: str, unit: str, time: str,
 
 
 def _singular_pretest(pretest: PretrendTest, att: np.ndarray, pv: np.ndarray, n_cl: int,
-                      what: str, factor: np.ndarray | None = None) -> PretrendTest:
+                      what: str, factor: np.ndarray | FactorSVD | None = None
+                      ) -> PretrendTest:
     """R did leaves the pre-test undefined when the covariance of the pre-treatment
     ATT(g,t) is singular; say why and attach, as an extension, the Wald test on the
     identified directions (pseudo-inverse, df = rank) and a Bonferroni max-|t| test.
-    ``factor``: ``F`` with ``pv = F'F`` (see :func:`wald_identified`)."""
+    ``factor``: ``F`` with ``pv = F'F``, or its :func:`factor_svd` (see
+    :func:`wald_identified`)."""
     ext = wald_identified(att, pv, factor=factor)
     k = len(att)
     extension = {
