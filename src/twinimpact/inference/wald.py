@@ -12,52 +12,17 @@ column space of ``V`` and ``W+ ~ chi2(r)`` exactly.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from scipy import stats
+
+from ..results import FactorSVD, factor_svd
 
 __all__ = ["RANK_RTOL", "FactorSVD", "bonferroni_max_t", "factor_svd", "wald_identified"]
 
 #: eigenvalues below RANK_RTOL x the largest count as zero when the rank is determined
 RANK_RTOL = 1e-10
-
-
-@dataclass(frozen=True)
-class FactorSVD:
-    """The thin SVD of a factor ``F`` (m, k) of ``V = F'F``, without the left vectors.
-
-    Attributes
-    ----------
-    values : ndarray, shape (min(m, k),)
-        Singular values of ``F``, descending; ``values**2`` are the eigenvalues of ``V``.
-    vt : ndarray, shape (min(m, k), k)
-        Right singular vectors of ``F`` as rows: the eigenvectors of ``V``.
-    """
-
-    values: np.ndarray
-    vt: np.ndarray
-
-
-def factor_svd(factor: np.ndarray) -> FactorSVD:
-    """``F``'s singular values and right vectors (:class:`FactorSVD`), made once for every
-    user of the decomposition (the rank of a singular pre-test covariance and
-    :func:`wald_identified` on the same ``F``).
-
-    The numbers are those of ``np.linalg.svd(F, full_matrices=False)``. On a tall ``F``
-    (``m >= int(11 k / 6)``, LAPACK dgesdd's own crossover ``MNTHR``) dgesdd first reduces
-    ``F`` to the triangular ``R`` of its QR decomposition and decomposes ``R``; that is done
-    here explicitly, which skips the m x k left vectors nobody reads (``Q U_R``: 2/3 of the
-    time for 2000 x 980) -- same operations on the same ``R``, so the same values and
-    vectors (bit for bit with numpy 2 / OpenBLAS; tests compare to 1e-12). Accuracy is that
-    of the SVD of ``F``: ``V``'s condition number is never squared.
-    """
-    f = np.asarray(factor, dtype=float)
-    m, k = f.shape
-    if k and m >= int(k * 11 / 6):
-        f = np.linalg.qr(f, mode="r")
-    _, sv, vt = np.linalg.svd(f, full_matrices=False)
-    return FactorSVD(sv, vt)
 
 
 def wald_identified(b: np.ndarray, v: np.ndarray | None, *, rtol: float = RANK_RTOL,
@@ -75,8 +40,6 @@ def wald_identified(b: np.ndarray, v: np.ndarray | None, *, rtol: float = RANK_R
     ``outside_share`` (share of ``|b|^2`` outside the column space of ``v``, which the test
     ignores; 0 in exact arithmetic under the null), ``rank_tolerance``.
     """
-    from scipy import stats  # on first use: results.py imports FactorSVD from here
-
     b = np.asarray(b, dtype=float).reshape(-1)
     if factor is not None:
         dec = factor if isinstance(factor, FactorSVD) else factor_svd(factor)
@@ -100,8 +63,6 @@ def wald_identified(b: np.ndarray, v: np.ndarray | None, *, rtol: float = RANK_R
 def bonferroni_max_t(b: np.ndarray, v: np.ndarray) -> dict[str, Any]:
     """Max |t| over the coefficients with a Bonferroni-corrected normal p-value -- a joint
     test of ``beta = 0`` that is valid whatever the rank of ``v`` (conservative)."""
-    from scipy import stats
-
     b = np.asarray(b, dtype=float).reshape(-1)
     se = np.sqrt(np.clip(np.diag(np.asarray(v, dtype=float)), 0, None))
     ok = se > 0
