@@ -161,14 +161,12 @@ def _rss_mb(field: str = "VmRSS:") -> float | None:
 
 
 def _reset_peak() -> bool:
-    """Reset the kernel's peak-RSS mark (Linux >= 4.0), so ``VmHWM`` is the peak of what
-    follows."""
-    try:
-        with open("/proc/self/clear_refs", "w") as fh:
-            fh.write("5")
-        return True
-    except OSError:
-        return False
+    """run_table's reset of the kernel's peak-RSS mark (``VmHWM``; False where
+    unsupported), so that ``VmHWM`` is the peak of what follows."""
+    sys.path.insert(0, str(HERE))
+    from run_table import _reset_peak as reset
+
+    return reset()
 
 
 def _time(fn, repeats: int) -> dict:

@@ -653,7 +653,9 @@ def _object_strings(labels: np.ndarray, n_missing: int) -> Any | None:
         arr = pa.chunked_array([c.cast(pa.large_string()) for c in arr.chunks])
     else:
         arr = pa.chunked_array([arr])
-    return pd.arrays.ArrowStringArray(arr, dtype=pd.StringDtype("pyarrow", na_value=np.nan))
+    # (the default dtype, string[pyarrow]: StringDtype's na_value exists from pandas 2.3
+    # on, and group_strings reads only the Arrow buffers)
+    return pd.arrays.ArrowStringArray(arr)
 
 
 def _ungroup(perm: np.ndarray, codes: np.ndarray, n_levels: int, n: int
