@@ -157,15 +157,18 @@ def test_sparse_count_tables_give_the_same_fit(monkeypatch):
     coef, _, kept, scores, _, _ = _oracle(y, u, t, many, p, z)
     np.testing.assert_array_equal(fit.kept, kept)
     _close(fit.coef, coef)
-    whole = {}
-    for codes in (u, t, u // 3, None):  # clusters = units, crossed, nesting units, rows
+    whole = []
+    # clusters = units, crossed, nesting units, rows (one array each: keyed by position, as
+    # id() of a fresh `u // 3` in each loop was sometimes another object's: KeyError)
+    kinds = (u, t, u // 3, None)
+    for codes in kinds:
         want = scores if codes is None else _loop_cluster_sums(scores, codes)
-        whole[id(codes)] = fit.cluster_sums(codes)
-        _close(whole[id(codes)], want)
+        whole.append(fit.cluster_sums(codes))
+        _close(whole[-1], want)
     # the sparse unit part subtracted a few rows at a time: the same numbers to the bit
     monkeypatch.setattr(_fe, "_SPARSE_BLOCK_CELLS", 7)
-    for codes in (u, t, u // 3, None):
-        np.testing.assert_array_equal(fit.cluster_sums(codes), whole[id(codes)])
+    for codes, before in zip(kinds, whole, strict=True):
+        np.testing.assert_array_equal(fit.cluster_sums(codes), before)
 
 
 @settings(max_examples=25, deadline=None)

@@ -447,7 +447,10 @@ def imputation(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort
         r = indices[indptr[j]:indptr[j + 1]]
         v = np.ones(len(r)) if w is None else w[r]
         tot[j] = s = v.sum()
-        est_vals[j] = float((v / s) @ resid[r]) if s > 0 else np.nan
+        if s > 0:  # v / s in place (the same quotients): one column-long temporary less
+            est_vals[j] = float(np.divide(v, s, out=v) @ resid[r])
+        else:
+            est_vals[j] = np.nan
     del r, v
     empty = [h for h, s in zip(hs or (), tot, strict=False) if s <= 0]
     ones = w is None
@@ -517,10 +520,15 @@ def imputation(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort
                      "cohort x event time (didimputation); no small-sample factor; normal "
                      "reference" + ("; pre-trend rows: CRV1 fixest defaults on the untreated"
                                     " sample" if k0 else "")))
-    n_nt = int(np.count_nonzero(np.bincount(unit_codes[never], minlength=1)))
+    n_units = int(unit_codes.max()) + 1
+    has_never = np.zeros(n_units, dtype=bool)  # units with a never-treated row, in row
+    for sl in row_blocks(len(never)):  # blocks (no gather of the never-treated rows' codes)
+        has_never[unit_codes[sl][never[sl]]] = True
+    n_nt = int(np.count_nonzero(has_never))
+    del has_never
     diag = {**pdata.diagnostics(), "dropped_rows": dropped,
             "n_treated_obs": n_tr,
-            "n_untreated_obs": int(untreated.sum()), "n_units": int(unit_codes.max()) + 1,
+            "n_untreated_obs": int(untreated.sum()), "n_units": n_units,
             "n_never_treated_units": n_nt, "n_periods": int(time_codes.max()) + 1,
             "notes": ([f"horizons {format_values(empty)} have no treated observations"] if empty else [])
             + (["pre-trend and post-treatment estimates: cross-covariance not computed "
