@@ -5,13 +5,16 @@ kept columns, hence the same coefficients and bread."""
 from __future__ import annotations
 
 import numpy as np
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from twinimpact.core.fe import solve_normal
 
 
-def _kept_direct(xtx: np.ndarray, collin_tol: float, ref_ss: np.ndarray | None) -> np.ndarray:
+def _kept_direct(xtx: np.ndarray, collin_tol: float, ref_ss: np.ndarray | None,
+                 ratios: list | None = None) -> np.ndarray:
+    """The direct rule's kept columns (``ratios``: gets each judged column's residual
+    variance / scale)."""
     k = xtx.shape[0]
     kept = np.ones(k, dtype=bool)
     for j in range(k):
@@ -25,6 +28,8 @@ def _kept_direct(xtx: np.ndarray, collin_tol: float, ref_ss: np.ndarray | None) 
             resid = xtx[j, j] - b @ np.linalg.lstsq(xtx[np.ix_(idx, idx)], b, rcond=None)[0]
         scale = xtx[j, j] if ref_ss is None else max(ref_ss[j], xtx[j, j])
         kept[j] = resid > collin_tol * max(scale, 1e-300)
+        if ratios is not None:
+            ratios.append(resid / max(scale, 1e-300))
     return kept
 
 
@@ -44,7 +49,14 @@ def test_kept_columns_equal_the_direct_rule(seed, k, n_dup, near, zero_col, use_
     xty = x.T @ rng.normal(size=60)
     ref_ss = np.einsum("ij,ij->j", x, x) * 1.5 if use_ref else None
     coef, bread, kept = solve_normal(xtx, xty, ref_ss=ref_ss)
-    np.testing.assert_array_equal(kept, _kept_direct(xtx, 1e-10, ref_ss))
+    ratios: list = []
+    direct = _kept_direct(xtx, 1e-10, ref_ss, ratios)
+    # the two rules compute a near-collinear column's residual variance in two ways whose
+    # rounding differs by ~eps x scale x cond: a ratio within 10x of the threshold is a
+    # coin toss between them (seed 3048, k 6, near 1e-7: 8.9e-11 direct, kept by the
+    # Cholesky rule), not a disagreement of the rules
+    assume(all(not 1e-11 < r < 1e-9 for r in ratios))
+    np.testing.assert_array_equal(kept, direct)
     ki = np.flatnonzero(kept)
     if len(ki):
         inv = np.linalg.inv(xtx[np.ix_(ki, ki)])
