@@ -15,13 +15,14 @@ from twinimpact.errors import NotComputableWarning
 from twinimpact.inference.wald import RANK_RTOL, wald_identified
 
 
-def _many_cells_panel(seed: int = 0) -> pd.DataFrame:
-    """40 units x 30 years, 4 cohorts of 8 (2020-2023) + 8 never treated: 82 universal-base
-    pre-treatment cells from 40 units -> singular covariance."""
+def _many_cells_panel(seed: int = 0, n: int = 40, per_cohort: int = 8) -> pd.DataFrame:
+    """``n`` units x 30 years, 4 cohorts of ``per_cohort`` (2020-2023), the rest never
+    treated: 82 universal-base pre-treatment cells -> singular covariance (default: 40
+    units, 4 cohorts of 8 + 8 never treated)."""
     rng = np.random.default_rng(seed)
-    n, t = 40, 30
+    t = 30
     d = pd.DataFrame({"u": np.repeat(np.arange(n), t), "t": np.tile(np.arange(2000, 2000 + t), n)})
-    d["g"] = (2020 + d["u"] // 8).where(d["u"] < 32).astype(float)
+    d["g"] = (2020 + d["u"] // per_cohort).where(d["u"] < 4 * per_cohort).astype(float)
     d["y"] = rng.normal(size=len(d))
     return d
 
@@ -162,12 +163,7 @@ def _tall_singular_panel(seed: int = 0) -> pd.DataFrame:
     """200 units x 30 years, 4 cohorts of 6 (2020-2023) + 176 never treated: 82
     universal-base pre-treatment cells, influence-function factor 200 x 82 (tall: the QR
     path of factor_svd), covariance of rank < 82 (6 units behind each cohort's ~20 cells)."""
-    rng = np.random.default_rng(seed)
-    n, t = 200, 30
-    d = pd.DataFrame({"u": np.repeat(np.arange(n), t), "t": np.tile(np.arange(2000, 2000 + t), n)})
-    d["g"] = (2020 + d["u"] // 6).where(d["u"] < 24).astype(float)
-    d["y"] = rng.normal(size=len(d))
-    return d
+    return _many_cells_panel(seed, n=200, per_cohort=6)
 
 
 @pytest.mark.parametrize("panel", ["wide", "tall"])
