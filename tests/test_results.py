@@ -197,3 +197,25 @@ def test_imputation_with_one_treated_row_per_cell_reports_no_standard_error():
         assert np.isfinite(r.coef).all() and np.isnan(np.diag(r.cov)).all(), r.cov
         assert any("no standard error for rel_time=0, ATT" in str(w.message)
                    for w in caught), [str(w.message) for w in caught]
+
+
+def test_a_pretrend_test_on_rounding_variances_is_made_again_on_the_reported_ones():
+    """An estimator's pre-trend test made on variances that make_result then reports as
+    rounding of zero (all of the fit at 1e-30 beside estimates of 1: no relative rule sees
+    it, F ~ 1e30) is not left standing beside NaN standard errors: it is made again on the
+    reported variances, hence not computed, with the warnings that say why."""
+    from twinimpact.results import wald_pretrend_test
+
+    b = pd.Series({"rel_time=-2": 1.0, "rel_time=0": 2.0})
+    v = np.diag([1e-30, 2e-30])
+    raw = wald_pretrend_test(["rel_time=-2"], b.to_numpy()[:1], v[:1, :1],
+                             df_denominator=9.0, scale=2e-30)
+    assert raw.statistic > 1e29  # what the estimator hands over
+    with pytest.warns(NotComputableWarning) as rec:
+        r = make_result("toy", b, v, VcovSpec("cluster", df=9.0), 10, pretrend_test=raw)
+    assert np.isnan(r.std_errors).all()
+    assert np.isnan(r.pretrend_test.statistic) and r.pretrend_test.terms == ("rel_time=-2",)
+    assert r.pretrend_test.df_denominator == 9.0
+    msgs = [str(w.message) for w in rec]
+    assert any("no standard error for rel_time=-2, rel_time=0" in m for m in msgs), msgs
+    assert any("pre-trend test not computed" in m for m in msgs), msgs

@@ -627,27 +627,22 @@ class EstimationResult:
         warn_nan(self.terms, self.coef, cov, f"variance {vcov!r} not computable",
                  self.estimator, vspec.description
                  if vspec.small_sample.get("df_resid", 1) <= 0 else None)
-        cov, rounded = rounding_variances(self.terms, self.coef, cov, self.estimator)
+        cov, rounded, _ = rounding_variances(self.terms, self.coef, cov, self.estimator)
         # the few-clusters flag follows the new variance, as a refit would set it; so
         # does the note on variances that are rounding of zero
         diag = {k: v for k, v in self.diagnostics.items() if k != "few_clusters"}
         diag["notes"] = [n for n in diag.get("notes", ()) if "cluster-robust p-values and "
                          "intervals are unreliable" not in n
-                         and not n.startswith("no standard error for ")]
+                         and not n.startswith(_ROUNDING_NOTE)]
         if rounded:
             diag["notes"].append(rounded)
         diag = _cluster_diagnostics(self.estimator, vspec, diag)
         changes: dict[str, Any] = {"cov": cov, "vcov_spec": vspec,
                                    "diagnostics": _freeze(diag)}
-        pt = self.pretrend_test
-        if pt is not None and pt.terms and set(pt.terms) <= set(self.terms):
-            idx = [self.terms.index(t) for t in pt.terms]
+        if self.pretrend_test is not None:
             # the same rule as at fit time: F(q, df) when the new vcov has a t reference
-            changes["pretrend_test"] = wald_pretrend_test(
-                pt.terms, self.coef[idx], cov[np.ix_(idx, idx)], df_denominator=vspec.df,
-                what=pt.note, estimator=self.estimator, scale=variance_scale(cov))
-        elif pt is not None:
-            changes["pretrend_test"] = None
+            changes["pretrend_test"] = _retest(self.pretrend_test, self.terms, self.coef,
+                                               cov, vspec.df, self.estimator)
         return self.replace(**changes)
 
     # ------------------------------------------------------------------ labelled views
@@ -810,10 +805,15 @@ def warn_nan(terms: Sequence[str], coef: np.ndarray, cov: np.ndarray, why: str,
         )
 
 
+#: how :func:`rounding_variances`' note begins (a refit's note replaces the old one)
+_ROUNDING_NOTE = "no standard error for "
+
+
 def rounding_variances(terms: Sequence[str], coef: np.ndarray, cov: np.ndarray,
-                       estimator: str) -> tuple[np.ndarray, str]:
-    """``cov`` with NaN for the terms whose standard error is rounding of zero, and a
-    plain-language note naming them ("" when there are none; then ``cov`` itself).
+                       estimator: str) -> tuple[np.ndarray, str, np.ndarray]:
+    """``cov`` with NaN for the terms whose standard error is rounding of zero, a
+    plain-language note naming them ("" when there are none; then ``cov`` itself) and
+    the mask of those terms.
 
     A standard error at or below ``sqrt(eps)`` (1.5e-8) of the term's own estimate (a
     t-statistic above 6.7e7, which no sample of real data reaches) is a variance that is
@@ -831,17 +831,29 @@ def rounding_variances(terms: Sequence[str], coef: np.ndarray, cov: np.ndarray,
     with np.errstate(invalid="ignore"):
         mask = np.isfinite(b) & np.isfinite(var) & (b != 0.0) & (var <= bound * bound)
     if not mask.any():
-        return cov, ""
+        return cov, "", mask
     cov = cov.copy()
     cov[mask, :] = cov[:, mask] = np.nan
     names = [t for t, m in zip(terms, mask, strict=True) if m]
     shown = f"{', '.join(names[:8])}{'…' if len(names) > 8 else ''}"
-    note = (f"no standard error for {shown}: the variance is zero up to rounding (a "
+    note = (f"{_ROUNDING_NOTE}{shown}: the variance is zero up to rounding (a "
             "standard error below 1e-8 of the estimate), so it is zero by construction in "
             "these data, not a measured precision -- for example one treated observation "
             "per cohort and period, or period sums of scores that period effects make zero")
     warnings.warn(f"{estimator}: {note}.", NotComputableWarning, stacklevel=4)
-    return cov, note
+    return cov, note, mask
+
+
+def _retest(pt: PretrendTest, terms: Sequence[str], coef: np.ndarray, cov: np.ndarray,
+            df: float | None, estimator: str) -> PretrendTest | None:
+    """The pre-trend test ``pt`` again on ``cov`` (the rule it was made by: F(q, df) under
+    a t reference, chi2 without), None when its terms are not all among ``terms``."""
+    if not (pt.terms and set(pt.terms) <= set(terms)):
+        return None
+    idx = [list(terms).index(t) for t in pt.terms]
+    return wald_pretrend_test(pt.terms, coef[idx], cov[np.ix_(idx, idx)],
+                              df_denominator=df, what=pt.note, estimator=estimator,
+                              scale=variance_scale(cov))
 
 
 def make_result(estimator: str, params: pd.Series | Mapping[str, float], vcov: Any,
@@ -871,12 +883,23 @@ def make_result(estimator: str, params: pd.Series | Mapping[str, float], vcov: A
     var_why = (vcov_spec.description
                if vcov_spec.small_sample.get("df_resid", 1) <= 0 else None)
     warn_nan(terms, params.to_numpy(), cov, nan_reason, estimator, var_why)
-    cov, rounded = rounding_variances(terms, params.to_numpy(), cov, estimator)
-    if rounded:
-        diagnostics = dict(diagnostics or {})
-        notes = diagnostics.get("notes") or ()
-        diagnostics["notes"] = (*((notes,) if isinstance(notes, str) else notes), rounded)
-    diag = _cluster_diagnostics(estimator, vcov_spec, dict(diagnostics or {}),
+    coef = params.to_numpy()
+    cov, rounded, mask = rounding_variances(terms, coef, cov, estimator)
+    pt = fields.get("pretrend_test")
+    if rounded and pt is not None and set(pt.terms) & {t for t, m in zip(terms, mask,
+                                                                        strict=True) if m}:
+        # made by the estimator on those variances: made again on the reported ones (the
+        # test's variances are then NaN, so it is not computed, and says so)
+        fields["pretrend_test"] = (_retest(pt, terms, coef, cov, pt.df_denominator, estimator)
+                                   or dataclasses.replace(
+                                       pt, statistic=np.nan, p_value=np.nan,
+                                       note="not computed: some pre-treatment variances are "
+                                            "zero up to rounding"))
+    diag = dict(diagnostics or {})
+    notes = diag.get("notes") or ()
+    diag["notes"] = (((notes,) if isinstance(notes, str) else tuple(notes))
+                     + ((rounded,) if rounded else ()))
+    diag = _cluster_diagnostics(estimator, vcov_spec, diag,
                                 aggregated="aggregation" in (spec or {})
                                 or "[" in estimator)
     # rows used = nobs, also when the estimator dropped rows after the preparation
@@ -884,10 +907,7 @@ def make_result(estimator: str, params: pd.Series | Mapping[str, float], vcov: A
     # counted in dropped_rows, and the preparation's count would include them
     diag["n_used_rows"] = int(nobs)
     diag.setdefault("dropped_rows", {})
-    diag.setdefault("notes", ())
-    if isinstance(diag["notes"], str):
-        diag["notes"] = (diag["notes"],)
-    return cls(estimator=estimator, terms=terms, coef=params.to_numpy(), cov=cov,
+    return cls(estimator=estimator, terms=terms, coef=coef, cov=cov,
                vcov_spec=vcov_spec, nobs=int(nobs), spec=dict(spec or {}),
                diagnostics=diag, term_info=term_info,
                extras=dict(extras or {}), **fields)
