@@ -166,3 +166,16 @@ def test_count_cells_is_the_scipy_matrix(tiny_blocks, seed):
     for attr in ("indptr", "indices", "data"):
         np.testing.assert_array_equal(getattr(got, attr), getattr(want, attr))
         assert getattr(got, attr).dtype == getattr(want, attr).dtype
+
+
+def test_codes_present_counts_the_codes_of_the_marked_rows(monkeypatch):
+    """codes_present equals bincount-then-count of the marked rows' codes, across block
+    edges (tiny blocks), with no marked row, and with codes present only unmarked."""
+    from twinimpact.core import rowblocks
+
+    monkeypatch.setattr(rowblocks, "BLOCK", 7)
+    rng = np.random.default_rng(3)
+    codes = rng.integers(0, 12, 100)
+    for where in (rng.random(100) < 0.3, np.zeros(100, dtype=bool), codes % 2 == 0):
+        want = int(np.count_nonzero(np.bincount(codes[where], minlength=12)))
+        assert rowblocks.codes_present(codes, where, 12) == want

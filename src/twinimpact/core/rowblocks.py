@@ -15,7 +15,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-__all__ = ["BLOCK", "code_sums", "pair_sums", "row_blocks"]
+__all__ = ["BLOCK", "code_sums", "codes_present", "pair_sums", "row_blocks"]
 
 #: rows per block
 BLOCK = 1 << 18
@@ -24,6 +24,16 @@ BLOCK = 1 << 18
 def row_blocks(n: int) -> Iterator[slice]:
     """Slices ``[0, B), [B, 2B), ...`` covering ``range(n)`` (``B = BLOCK``)."""
     return (slice(i, min(n, i + BLOCK)) for i in range(0, n, BLOCK))
+
+
+def codes_present(codes: np.ndarray, where: np.ndarray, n_levels: int) -> int:
+    """How many of the codes ``0..n_levels-1`` occur on the rows where ``where`` is True
+    (``np.count_nonzero(np.bincount(codes[where]))`` without the gather of those rows'
+    codes: one byte per level, marked block by block)."""
+    seen = np.zeros(n_levels, dtype=bool)
+    for sl in row_blocks(len(codes)):
+        seen[codes[sl][where[sl]]] = True
+    return int(np.count_nonzero(seen))
 
 
 def code_sums(codes: np.ndarray, n_levels: int, weights: np.ndarray | None = None, *,

@@ -38,7 +38,7 @@ from scipy import sparse
 
 from ..core import rowblocks
 from ..core.fe import factorize, fit_fe_ols
-from ..core.rowblocks import row_blocks
+from ..core.rowblocks import codes_present, row_blocks
 from ..core.threads import blas_single_thread
 from ..core.two_stage import (
     ColumnSolver,
@@ -463,11 +463,7 @@ def imputation(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort
     # ---- variance (on kept rows): cells = cohort x event time of the treated rows
     cl_codes = (unit_codes if clus == unit else time_codes if clus == time
                 else factorize(f[clus])[0])
-    seen = np.zeros(int(cl_codes.max()) + 1, dtype=bool)
-    for sl in row_blocks(len(keep)):
-        seen[cl_codes[sl][keep[sl]]] = True
-    n_clusters = int(np.count_nonzero(seen))
-    del seen
+    n_clusters = codes_present(cl_codes, keep, int(cl_codes.max()) + 1)
     if all(keep[sl][untreated[sl]].all() for sl in row_blocks(len(keep))):
         sums = _imputation_sums(fit.system, indptr, indices, vals, treated, resid,
                                 cols.cell_of, cols.n_cells, cl_codes, w, True, None)
@@ -521,11 +517,7 @@ def imputation(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort
                      "reference" + ("; pre-trend rows: CRV1 fixest defaults on the untreated"
                                     " sample" if k0 else "")))
     n_units = int(unit_codes.max()) + 1
-    has_never = np.zeros(n_units, dtype=bool)  # units with a never-treated row, in row
-    for sl in row_blocks(len(never)):  # blocks (no gather of the never-treated rows' codes)
-        has_never[unit_codes[sl][never[sl]]] = True
-    n_nt = int(np.count_nonzero(has_never))
-    del has_never
+    n_nt = codes_present(unit_codes, never, n_units)  # units with a never-treated row
     diag = {**pdata.diagnostics(), "dropped_rows": dropped,
             "n_treated_obs": n_tr,
             "n_untreated_obs": int(untreated.sum()), "n_units": n_units,
