@@ -89,6 +89,8 @@ def _panel(case: str, kind: str, size: float):
 
     if case in ("event_study", "imputation", "did2s", "cs", "sun_abraham"):
         return panels.make(kind, size, lean=size >= BIG_ROWS)
+    if case in CS_OPTION_CASES or case in SA_OPTION_CASES:
+        return _with_covariate(case, panels.make(kind, size))
     if case in ES_OPTION_CASES:
         # the event study with an option: observation weights (uniform 0.5-1.5, one per
         # row), Driscoll-Kraay (same panels), a covariate (normal, trending in the year)
@@ -205,6 +207,60 @@ ES_OPTION_CASES = ("event_study_w", "event_study_dk", "event_study_x")
 #: Driscoll-Kraay lags (our default for the panels' 10 periods: floor(4 (10/100)^(2/9)))
 DK_LAG = 2
 
+#: Callaway-Sant'Anna with the options the earlier rows did not measure (csopts helper):
+#: a time-invariant covariate (R ``xformla = ~x``) under ``method`` dr / ipw / reg (diff-diff
+#: ``estimation_method``), not-yet-treated controls with the varying and the universal base
+#: period, and the multiplier bootstrap (``CS_BOOT_REPS`` Mammen draws on both sides,
+#: diff-diff ``n_bootstrap`` / ``bootstrap_weights="mammen"``); each + the dynamic
+#: aggregation (timed); values compared: the simple ATT and its SE
+CS_OPTION_CASES = {
+    "cs_x_dr": {"covariates": ["x"], "method": "dr"},
+    "cs_x_ipw": {"covariates": ["x"], "method": "ipw"},
+    "cs_x_reg": {"covariates": ["x"], "method": "reg"},
+    "cs_nyt": {"control_group": "not_yet_treated"},
+    "cs_nyt_univ": {"control_group": "not_yet_treated", "base_period": "universal"},
+    "cs_boot": {"n_reps": 999, "seed": 0},
+}
+CS_BOOT_REPS = 999
+#: Sun-Abraham with a time-varying covariate (fixest ``y ~ x + sunab(cohort, year)``);
+#: peers diff-diff ``SunAbraham(covariates=["x"])`` and pyfixest (no ``sunab`` in 0.60: the
+#: same saturated cell regression ``y ~ i(cell, ref=0) + x | unit + year``, clustered by
+#: unit, and the ATT as the row-count-weighted mean of its post-treatment cells, fixest's
+#: ``agg = "ATT"``; the cell column is made before the timing)
+SA_OPTION_CASES = ("sa_x",)
+
+
+def _with_covariate(case: str, d):
+    """The panel with a covariate ``x``: for Callaway-Sant'Anna one value per unit (time
+    invariant, R did's ``xformla``), shifted by 0.5 for ever-treated units (propensity
+    scores stay within 0.2-0.8, no trimming on either side) and with a trend
+    ``0.2 x (year - first year)`` in ``y`` (parallel trends hold given x only); for
+    Sun-Abraham time varying (the unit's value + noise each period) with ``0.5 x`` in
+    ``y``. Made before the timing; deterministic given the panel."""
+    import numpy as np
+    import pandas as pd
+
+    codes = pd.factorize(d["unit"])[0]
+    rng = np.random.default_rng(5)
+    xu = rng.normal(size=int(codes.max()) + 1)[codes]
+    ever = (d["cohort"].to_numpy() > 0)
+    year0 = d["year"].to_numpy() - d["year"].min()
+    if case in SA_OPTION_CASES:
+        x = xu + 0.5 * ever + rng.normal(size=len(d))
+        d["x"] = x
+        d["y"] = d["y"].to_numpy() + 0.5 * x
+        post = ever & (d["rel_time"].to_numpy() >= 0)
+        # fixest's cell column for the pyfixest peer: 0 = never treated or rel_time -1
+        cell = np.where(ever & (d["rel_time"].to_numpy() != -1),
+                        d["cohort"].to_numpy() * 1000 + d["rel_time"].to_numpy() + 100, 0)
+        d["cell"] = cell
+        d["post_cell"] = post
+        return d
+    if CS_OPTION_CASES[case].get("covariates"):
+        d["x"] = xu + 0.5 * ever
+        d["y"] = d["y"].to_numpy() + 0.2 * d["x"].to_numpy() * year0
+    return d
+
 
 #: HonestDiD cases (5 pre + 10 post event study, 10 values of M): relative magnitudes with
 #: our default (adaptive) grid, with R's grid exactly, and smoothness (optimal FLCI)
@@ -266,6 +322,22 @@ def _fit_fn(case: str, pkg: str, d):
         if case == "sun_abraham":
             return lambda: ti.sun_abraham(d, **kw, cluster="unit").aggregate(
                 "simple").params.to_numpy()
+        if case in CS_OPTION_CASES:
+            unb = _unbalanced(d)
+            opt = CS_OPTION_CASES[case]
+
+            def f():
+                r = ti.callaway_santanna(d, **kw, allow_unbalanced_panel=unb, **opt)
+                r.aggregate("dynamic")
+                s = r.aggregate("simple")
+                return np.r_[s.params.to_numpy(), s.std_errors.to_numpy()]
+            return f
+        if case in SA_OPTION_CASES:
+            def f():
+                s = ti.sun_abraham(d, **kw, covariates=["x"], cluster="unit").aggregate(
+                    "simple")
+                return np.r_[s.params.to_numpy(), s.std_errors.to_numpy()]
+            return f
         if case in SDID_CASES:
             se = "bootstrap" if case == "sdid_boot" else "placebo"
             return lambda: np.array([ti.synthetic_did(
@@ -330,6 +402,18 @@ def _fit_fn(case: str, pkg: str, d):
             return lambda: pf.did2s(d2, yname="y", first_stage="~ 0 | unit + year",
                                     second_stage="~ i(rel_time, ref=-1.0)", treatment="treat",
                                     cluster="unit").coef().to_numpy()
+        if case in SA_OPTION_CASES:
+            # the cells' row counts among post-treatment rows (made before the timing)
+            post = d.loc[d["post_cell"], "cell"].value_counts()
+
+            def f():
+                r = pf.feols("y ~ i(cell, ref=0) + x | unit + year", data=d,
+                             vcov={"CRV1": "unit"})
+                c = r.coef()
+                b = np.array([c[f"cell::{k}"]
+                              for k in post.index])
+                return np.array([b @ post.to_numpy() / post.sum()])
+            return f
         if case == "etwfe_pois":
             return lambda: pf.fepois("trade ~ i(cell, ref=0) | exp_year + imp_year + pair",
                                      data=d, vcov={"CRV1": "pair"}).coef().to_numpy()
@@ -355,6 +439,25 @@ def _fit_fn(case: str, pkg: str, d):
                 allow_unbalanced_panel=unb).fit(
                 d, outcome="y", unit="unit", time="year", first_treat="cohort",
                 aggregate="event_study").overall_att])
+        if case in CS_OPTION_CASES:
+            unb = _unbalanced(d)
+            opt = CS_OPTION_CASES[case]
+            est = dd.CallawaySantAnna(
+                control_group=opt.get("control_group", "never_treated"),
+                estimation_method=opt.get("method", "dr"),
+                base_period=opt.get("base_period", "varying"),
+                allow_unbalanced_panel=unb,
+                **({"n_bootstrap": opt["n_reps"], "bootstrap_weights": "mammen",
+                    "seed": opt["seed"]} if "n_reps" in opt else {}))
+            return lambda: np.array([(r := est.fit(
+                d, outcome="y", unit="unit", time="year", first_treat="cohort",
+                covariates=opt.get("covariates"), aggregate="event_study")).overall_att,
+                r.overall_se])
+        if case in SA_OPTION_CASES:
+            return lambda: np.array([(r := dd.SunAbraham(
+                control_group="never_treated", cluster="unit").fit(
+                d, outcome="y", unit="unit", time="year", first_treat="cohort",
+                covariates=["x"])).overall_att, r.overall_se])
         if case == "sun_abraham":
             return lambda: np.array([dd.SunAbraham(
                 control_group="never_treated", cluster="unit").fit(
@@ -544,7 +647,8 @@ def child(case: str, pkg: str, kind: str, size: float, repeats: int) -> dict:
     if port:
         repeats = 1
     if ((size >= BIG and case in ("ppml", "etwfe_pois", "event_study", *ES_OPTION_CASES,
-                                  "cs", "sun_abraham", "wild", "wild_p"))
+                                  "cs", "sun_abraham", "wild", "wild_p", *CS_OPTION_CASES,
+                                  *SA_OPTION_CASES))
             or size >= BIG_ROWS
             or size >= SMALL_WARMUP.get(case, 1e99)):
         _fit_fn(case, pkg, _panel(case, kind, 1e5))()  # warm-up on a small panel
@@ -636,6 +740,11 @@ CASES = {
     "cs": (["diff-diff"], [1e5, 1e6], ["balanced", "unbalanced", "gaps", "entry_exit",
                                        "strkey_unbal", "cohorts20"]),
     "sun_abraham": (["diff-diff"], [1e5, 1e6], ["balanced", "unbalanced"]),
+    # the options of the same references no earlier row measured (CS_OPTION_CASES, sa_x)
+    **{c: (["diff-diff"], [1e5, 1e6], ["balanced", "unbalanced", "strkey_unbal", "cohorts20"])
+       for c in CS_OPTION_CASES},
+    "sa_x": (["diff-diff", "pyfixest"], [1e5, 1e6],
+             ["balanced", "unbalanced", "strkey_unbal", "cohorts20"]),
     "sdid": (["diff-diff"], [100_040, 1_000_060, 2_000_060],
              ["balanced", "tr1", "tr5", "tr20", "post50_noisy", "strkey"]),
     # the same with the unit bootstrap SE (200 draws, weights re-estimated per draw)
