@@ -35,6 +35,7 @@ it within unit (R ``rowsum(.., .rowid)``).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -72,6 +73,9 @@ _SQRT5 = np.sqrt(5.0)
 MAMMEN_LOW = (1.0 - _SQRT5) / 2.0
 MAMMEN_HIGH = (1.0 + _SQRT5) / 2.0
 MAMMEN_P_LOW = (1.0 + _SQRT5) / (2.0 * _SQRT5)
+#: the bit patterns behind :func:`mammen_bootstrap`'s weights: HIGH's, and HIGH's XOR LOW's
+_MAMMEN_HIGH_BITS = np.array(MAMMEN_HIGH).view(np.uint64)[()]
+_MAMMEN_FLIP = np.uint64(int(_MAMMEN_HIGH_BITS) ^ int(np.array(MAMMEN_LOW).view(np.uint64)))
 
 
 @dataclass(frozen=True)
@@ -576,7 +580,8 @@ def quantile_type1(x: np.ndarray, q: float, axis: int = 0) -> np.ndarray:
 
 
 def mammen_bootstrap(psi: np.ndarray | BlockedInfluence, n_draws: int,
-                     rng: np.random.Generator, chunk_elems: int = 4_000_000) -> np.ndarray:
+                     rng: np.random.Generator, chunk_elems: int = 4_000_000,
+                     extra: Any = None) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Multiplier bootstrap draws ``sqrt(n) * mean_i(psi_i * v_i)`` with Mammen weights.
 
     As R ``BMisc::multiplier_bootstrap`` (used by did's ``mboot``): ``v`` takes
@@ -584,7 +589,9 @@ def mammen_bootstrap(psi: np.ndarray | BlockedInfluence, n_draws: int,
     otherwise (mean 0, variance 1). ``psi`` is (n, k); returns (n_draws, k). Draws are
     generated in chunks so memory stays O(n * chunk) rather than O(n * n_draws). A
     :class:`BlockedInfluence` is multiplied block by block, its NaNs read as 0 (as
-    ``np.nan_to_num``).
+    ``np.nan_to_num``). ``extra``: a scipy sparse (n, m) matrix multiplied by the same
+    weights; then ``(draws, v @ extra / sqrt(n))`` is returned (the draws of any
+    ``psi @ a + extra @ c`` are ``draws @ a + that @ c``, up to rounding).
     """
     n, k = psi.shape
     if isinstance(psi, BlockedInfluence):
@@ -596,15 +603,29 @@ def mammen_bootstrap(psi: np.ndarray | BlockedInfluence, n_draws: int,
         def mul(v: np.ndarray) -> np.ndarray:
             return v @ psi
     out = np.empty((n_draws, k))
+    ext = None if extra is None else np.empty((n_draws, extra.shape[1]))
+    extra_t = None if extra is None else extra.T.tocsr()
     step = max(1, min(n_draws, chunk_elems // max(n, 1)))
+    # one set of chunk buffers, reused: the uniforms of a chunk are written in place (the
+    # same stream as ``rng.random((b, n))``, row after row) and the weights over them, bit
+    # for bit ``np.where(low, MAMMEN_LOW, MAMMEN_HIGH)`` without its masked select:
+    # HIGH's bits, flipped to LOW's where low (XOR of the two bit patterns times 0 / 1)
+    u = np.empty((step, n))
+    low = np.empty((step, n), dtype=bool)
+    bits = u.view(np.uint64)
     with progress(n_draws, "callaway_santanna multiplier bootstrap") as bar:
         for start in range(0, n_draws, step):
             b = min(step, n_draws - start)
-            low = rng.random((b, n)) < MAMMEN_P_LOW
-            v = np.where(low, MAMMEN_LOW, MAMMEN_HIGH)
-            out[start:start + b] = mul(v) / np.sqrt(n)
+            ub, lb, vb = u[:b], low[:b], bits[:b]
+            rng.random(out=ub)
+            np.less(ub, MAMMEN_P_LOW, out=lb)
+            np.multiply(lb.view(np.uint8), _MAMMEN_FLIP, out=vb)
+            np.bitwise_xor(vb, _MAMMEN_HIGH_BITS, out=vb)
+            out[start:start + b] = mul(ub) / np.sqrt(n)
+            if extra_t is not None:
+                ext[start:start + b] = (extra_t @ ub.T).T / np.sqrt(n)
             bar.update(b)
-    return out
+    return out if extra is None else (out, ext)
 
 
 @dataclass(frozen=True, eq=False)

@@ -143,6 +143,8 @@ class CallawaySantAnnaResult(_InfluenceResult):
 
     unit_cohort: np.ndarray | None = None
     units: np.ndarray | None = None
+    #: the fit's multiplier-bootstrap draws, kept for the aggregations (see _BootDraws)
+    boot_draws: Any = field(default=None, repr=False)
 
     def aggregate(self, type: Literal["simple", "dynamic", "group", "calendar"] = "group", *,
                   min_e: float | None = None, max_e: float | None = None,
@@ -749,20 +751,41 @@ class _RowGroups:
             raise RuntimeError(f"internal: group {j} does not take part in cell {k}")
         return self.blocks[j][:, loc]
 
-    def put(self, k: int, units: np.ndarray, vals: np.ndarray) -> None:
-        """Write cell ``k``'s values ``vals`` on the sorted units ``units`` (whole groups)
-        into the blocks."""
+    def plan(self, units: np.ndarray) -> tuple[int | None, np.ndarray, np.ndarray]:
+        """How :meth:`put` scatters values on the sorted units ``units``: the one group
+        they make up (or None), else the order that groups them and the counts."""
         g = self.unit_group[units]
         if len(g) and g[0] == g[-1] and len(g) == len(self.rows[g[0]]):
-            self.column(int(g[0]), k)[:] = vals
+            return int(g[0]), np.empty(0, np.intp), np.empty(0, np.intp)
+        return None, self.order_by_group(g), np.bincount(g, minlength=self.n_groups)
+
+    def put(self, k: int, units: np.ndarray, vals: np.ndarray,
+            plan: tuple[int | None, np.ndarray, np.ndarray] | None = None) -> None:
+        """Write cell ``k``'s values ``vals`` on the sorted units ``units`` (whole groups)
+        into the blocks; ``plan``: :meth:`plan` of ``units``, if made before."""
+        whole, perm, cnt = self.plan(units) if plan is None else plan
+        if whole is not None:
+            self.column(whole, k)[:] = vals
             return
-        perm = np.argsort(g, kind="stable")
-        cnt = np.bincount(g, minlength=self.n_groups)
         start = 0
         for j in np.flatnonzero(cnt):
             stop = start + cnt[j]
             self.column(int(j), k)[:] = vals[perm[start:stop]]
             start = stop
+
+    def order_by_group(self, g: np.ndarray) -> np.ndarray:
+        """``np.argsort(g, kind="stable")`` for group numbers ``g``: as small unsigned
+        integers (a radix sort, linear; the same permutation)."""
+        ng = self.n_groups
+        small = np.uint8 if ng <= 2**8 else np.uint16 if ng <= 2**16 else np.intp
+        return np.argsort(g.astype(small), kind="stable")
+
+    def member(self, groups: Sequence[int]) -> np.ndarray:
+        """(n units,) bool: the unit is in one of ``groups`` (``np.isin(unit_group,
+        groups)`` by one lookup per unit)."""
+        sel = np.zeros(self.n_groups, dtype=bool)
+        sel[list(groups)] = True
+        return sel[self.unit_group]
 
     def clear(self, k: int) -> None:
         for j in np.flatnonzero(self.local[:, k] >= 0):
@@ -825,6 +848,7 @@ def _compute_cells(p: _Panel, *, control_group: str, method: str, base_period: s
     X_static = (np.column_stack([np.ones(n)] + [x[:, 0] for x in p.X])
                 if p.X and time_invariant else None)
     ps_cache: dict[tuple, num.LogitFit] = {}
+    unit_cache: dict[str, Any] = {}
     conv_issue = False
     # balanced panel without covariates: each cohort's (and the never-treated) rows of Y
     # gathered once (contiguous columns), so a cell touches only its own units; with
@@ -872,7 +896,7 @@ def _compute_cells(p: _Panel, *, control_group: str, method: str, base_period: s
                 dy1 = np.subtract(Y_g[:, cur], Y_g[:, b], out=rg.column(tj, k))
                 fit = num.cell_closed_form_split(dy1, dy0, n, method)
             elif closed:
-                idx_c = np.flatnonzero(np.isin(rg.unit_group, ctrl_j))
+                idx_c = np.flatnonzero(rg.member(ctrl_j))
                 dy0 = Y[idx_c, cur] - Y[idx_c, b]
                 dy1 = np.subtract(Y_g[:, cur], Y_g[:, b], out=rg.column(tj, k))
                 fit = num.cell_closed_form_split(dy1, dy0, n, method)
@@ -880,23 +904,33 @@ def _compute_cells(p: _Panel, *, control_group: str, method: str, base_period: s
                     rg.put(k, idx_c, dy0)
             else:
                 # the comparison units: those of the groups planned for the cell
-                ctrl = np.isin(rg.unit_group, ctrl_j)
+                ctrl = rg.member(ctrl_j)
                 if p.present is not None:  # unbalanced with covariates (R RC path)
                     fit, units, vals = _rc_cell(p, cur, b, treat, ctrl, method)
                     conv_issue |= fit.reason == "logit did not converge"
+                    put_plan = None
                 else:
-                    units = np.flatnonzero(treat | ctrl)
+                    # the cell's units, their treatment dummy and (time-invariant)
+                    # covariates depend only on the cohort and the comparison groups: made
+                    # once for consecutive cells with the same ones (every cell of a
+                    # cohort with never-treated comparisons)
+                    ukey = (gi, tuple(ctrl_j))
+                    if unit_cache.get("key") != ukey:
+                        units = np.flatnonzero(treat | ctrl)
+                        unit_cache.clear()
+                        unit_cache.update(key=ukey, units=units, D=treat[units],
+                                          X=X_static[units] if time_invariant else None)
+                    units, D = unit_cache["units"], unit_cache["D"]
                     dy = Y[units, cur] - Y[units, b]
-                    D = treat[units]
                     cov_t = min(b, cur)
                     if time_invariant:
-                        X = X_static[units]
+                        X = unit_cache["X"]
                     else:
                         X = np.column_stack([np.ones(len(units))]
                                             + [x[units, cov_t] for x in p.X])
                     ps = None
                     if method in ("dr", "ipw"):
-                        ckey = (gi, control_group == "never_treated" or ctrl.tobytes(),
+                        ckey = (gi, control_group == "never_treated" or tuple(ctrl_j),
                                 0 if time_invariant else cov_t)
                         if ckey not in ps_cache:
                             ps_cache[ckey] = num.logit(X, D.astype(float))
@@ -904,8 +938,11 @@ def _compute_cells(p: _Panel, *, control_group: str, method: str, base_period: s
                         conv_issue |= not ps.converged
                     fit = num.cell_estimate(dy, D, X, n, method, ps=ps)
                     vals = fit.inf
+                    if "plan" not in unit_cache:
+                        unit_cache["plan"] = rg.plan(units)
+                    put_plan = unit_cache["plan"]
                 if np.isfinite(fit.att):
-                    rg.put(k, units, vals)
+                    rg.put(k, units, vals, put_plan)
             att[k] = fit.att
             if np.isnan(fit.att):
                 reasons[label] = fit.reason or "the 2x2 estimate is not finite"
@@ -1003,12 +1040,54 @@ class _Boot:
     se: np.ndarray
     draws: np.ndarray
     n_eff: int
+    #: the draws before unusable columns are set to NaN, and the same weights' sums per
+    #: cohort (with ``cohort_codes``; see :class:`_BootDraws`)
+    raw: np.ndarray | None = None
+    cohort: np.ndarray | None = None
+
+
+@dataclass(frozen=True, eq=False)
+class _BootDraws:
+    """The multiplier-bootstrap draws of a fit, for its aggregations.
+
+    R did's ``aggte`` draws new weights; with an integer ``seed`` an aggregation draws
+    (``default_rng(seed)``) exactly the fit's weights ``v`` again, so its draws are
+    ``v @ psi_agg / sqrt(n)`` with ``psi_agg`` a linear function of the cells' influence
+    function and of cohort indicators (the estimated-weights term depends on a unit only
+    through its cohort): ``cells @ A + cohort @ C``. Kept: ``cells`` (n_reps, K), the
+    draws of every ATT(g, t) column (NaN cells as 0), and ``cohort`` (n_reps, m), the
+    weights summed over the units of each cohort value ``cohort_values`` (m,; NaN = never
+    treated), both over ``sqrt(n)`` (cluster means and ``sqrt(G)`` when clustered, as
+    R ``mboot``). The same numbers as new draws, up to rounding (summation order)."""
+
+    n_reps: int
+    seed: int
+    cluster_codes: np.ndarray | None
+    cells: np.ndarray
+    cohort: np.ndarray
+    cohort_values: np.ndarray
+
+    def usable(self, res: CallawaySantAnnaResult, n_reps: Any, seed: Any) -> bool:
+        """The aggregation would draw these very weights: same ``n_reps``, the same
+        integer seed, the same clusters (the fit's array itself)."""
+        return (n_reps == self.n_reps and _replayable(seed) and seed == self.seed
+                and res.cluster_codes is self.cluster_codes)
+
+
+def _replayable(seed: Any) -> bool:
+    """``np.random.default_rng(seed)`` gives the same stream every time it is called."""
+    return isinstance(seed, numbers.Integral) and not isinstance(seed, bool)
 
 
 def _bootstrap(inf: np.ndarray | num.BlockedInfluence, codes: np.ndarray | None, G: int,
-               n_draws: int, rng: np.random.Generator) -> _Boot:
+               n_draws: int, rng: np.random.Generator | None, *,
+               cohort_codes: np.ndarray | None = None, n_cohorts: int = 0,
+               draws: np.ndarray | None = None) -> _Boot:
     """R did ``mboot``: multiplier bootstrap of the influence function (cluster means of
-    it when clustered), IQR-based standard errors ``(q75 - q25)/(z75 - z25)/sqrt(n)``."""
+    it when clustered), IQR-based standard errors ``(q75 - q25)/(z75 - z25)/sqrt(n)``.
+    ``cohort_codes`` (n units,): also sum the weights per cohort (kept with the raw draws,
+    :class:`_BootDraws`); ``draws``: the draws, already made (an aggregation's from its
+    fit's, :meth:`_BootDraws.usable`), used instead of new weights."""
     blocked = isinstance(inf, num.BlockedInfluence)
     if codes is None:
         psi, n_eff = (inf if blocked else np.nan_to_num(inf)), inf.shape[0]
@@ -1016,7 +1095,23 @@ def _bootstrap(inf: np.ndarray | num.BlockedInfluence, codes: np.ndarray | None,
         sums = _cluster_sums(inf, codes, G, nan_to_zero=True)
         size = np.bincount(codes, minlength=G).astype(float)
         psi, n_eff = sums / size[:, None], G
-    bres = num.mammen_bootstrap(psi, n_draws, rng)
+    raw = coh = None
+    if draws is not None:
+        bres = draws
+    elif cohort_codes is not None:
+        from scipy import sparse
+
+        n = inf.shape[0]
+        # the cohort indicators as the influence function is bootstrapped: per unit, or
+        # their cluster means
+        ind = (sparse.csr_matrix((np.ones(n), (np.arange(n), cohort_codes)),
+                                 shape=(n, n_cohorts)) if codes is None else
+               sparse.csr_matrix((1.0 / size[codes], (codes, cohort_codes)),
+                                 shape=(G, n_cohorts)))
+        bres, coh = num.mammen_bootstrap(psi, n_draws, rng, extra=ind)
+        raw = bres.copy()
+    else:
+        bres = num.mammen_bootstrap(psi, n_draws, rng)
     has_nan = inf.nan_mask() if blocked else np.isnan(inf).any(axis=0)
     bad = has_nan | ~(np.sum(bres**2, axis=0) > SE_ZERO)
     q = num.quantile_type1(bres, 0.75) - num.quantile_type1(bres, 0.25)
@@ -1024,7 +1119,7 @@ def _bootstrap(inf: np.ndarray | num.BlockedInfluence, codes: np.ndarray | None,
     se = sigma / math.sqrt(n_eff)
     se[bad] = np.nan
     bres[:, bad] = np.nan
-    return _Boot(se=se, draws=bres, n_eff=n_eff)
+    return _Boot(se=se, draws=bres, n_eff=n_eff, raw=raw, cohort=coh)
 
 
 def _sup_t(draws: np.ndarray) -> np.ndarray:
@@ -1108,8 +1203,12 @@ class _InfluenceVcov:
 
 def _inference(inf: np.ndarray | num.BlockedInfluence, *, codes: np.ndarray | None, G: int,
                bootstrap: int | None, seed: Any, cband: bool,
-               normalized: np.ndarray | None = None, band_mask: np.ndarray | None = None):
-    """Vcov (analytic or bootstrap-scaled), sup-t draws and the spec for a set of terms."""
+               normalized: np.ndarray | None = None, band_mask: np.ndarray | None = None,
+               cohort_codes: np.ndarray | None = None, n_cohorts: int = 0,
+               draws: np.ndarray | None = None):
+    """Vcov (analytic or bootstrap-scaled), sup-t draws, the kind, the analytic vcov and
+    the bootstrap (:class:`_Boot`, or None) for a set of terms; ``cohort_codes``,
+    ``n_cohorts``, ``draws``: see :func:`_bootstrap`."""
     v = _analytic_vcov(inf, codes, G)
     va = v.copy()
     se = np.sqrt(np.clip(np.diag(v), 0, None))
@@ -1118,9 +1217,11 @@ def _inference(inf: np.ndarray | num.BlockedInfluence, *, codes: np.ndarray | No
         zero &= ~normalized
     sup = None
     kind = "influence_function"
+    b = None
     if bootstrap:
-        rng = np.random.default_rng(seed)
-        b = _bootstrap(inf, codes, G, bootstrap, rng)
+        rng = None if draws is not None else np.random.default_rng(seed)
+        b = _bootstrap(inf, codes, G, bootstrap, rng, cohort_codes=cohort_codes,
+                       n_cohorts=n_cohorts, draws=draws)
         with np.errstate(invalid="ignore", divide="ignore"):
             d = np.sqrt(np.clip(np.diag(v), 0, None))
             corr = v / np.outer(d, d)
@@ -1142,7 +1243,7 @@ def _inference(inf: np.ndarray | num.BlockedInfluence, *, codes: np.ndarray | No
     if normalized is not None:
         v[normalized, :] = 0.0
         v[:, normalized] = 0.0
-    return v, sup, kind, va
+    return v, sup, kind, va, b
 
 
 # ============================================================================ public
@@ -1316,9 +1417,18 @@ def callaway_santanna(data: pd.DataFrame, *, outcome: str, unit: str, time: str,
             + "; ".join(f"{k}: {v}" for k, v in list(cells.reasons.items())[:6])
             + ("…" if len(cells.reasons) > 6 else "")
             + ". Aggregate with na_rm=True to drop them.", NotComputableWarning, stacklevel=2)
-    v, sup, kind, va = _inference(cells.inf, codes=p.cluster, G=p.n_clusters,
-                                  bootstrap=bootstrap, seed=seed, cband=cband,
-                                  normalized=cells.normalized)
+    # with an integer seed the aggregations would draw the fit's weights again: their
+    # draws are kept instead (_BootDraws), with the weights' sums per cohort
+    keep_draws = bool(bootstrap) and _replayable(seed)
+    coh_values, coh_codes = (np.unique(p.cohort, return_inverse=True) if keep_draws
+                             else (None, None))
+    codes_ro = None if p.cluster is None else _ro(p.cluster)
+    v, sup, kind, va, boot = _inference(
+        cells.inf, codes=p.cluster, G=p.n_clusters, bootstrap=bootstrap, seed=seed,
+        cband=cband, normalized=cells.normalized, cohort_codes=coh_codes,
+        n_cohorts=0 if coh_values is None else len(coh_values))
+    boot_draws = (_BootDraws(bootstrap, seed, codes_ro, _ro(boot.raw), _ro(boot.cohort),
+                             _ro(coh_values)) if keep_draws else None)
 
     # pre-test (R att_gt): Wald test that all pre-treatment ATT(g,t) are zero, analytic V
     se_a = np.sqrt(np.clip(np.diag(va), 0, None))
@@ -1382,7 +1492,7 @@ def callaway_santanna(data: pd.DataFrame, *, outcome: str, unit: str, time: str,
             _vcov_spec(kind, cluster, p.n_clusters, n, bootstrap, sup is not None),
             nobs=p.n_obs, spec=spec, diagnostics=diagnostics, term_info=term_info,
             cls=CallawaySantAnnaResult, influence_source=cells.inf,
-            cluster_codes=None if p.cluster is None else _ro(p.cluster),
+            cluster_codes=codes_ro, boot_draws=boot_draws,
             sup_t=None if sup is None else _ro(sup), band=sup is not None,
             unit_cohort=_ro(p.cohort), units=_ro(p.units), pretrend_test=pretest,
             vcov_source=_InfluenceVcov(cells.inf, _ro(p.units), unit))
@@ -1498,10 +1608,19 @@ def _aggregate(res: CallawaySantAnnaResult, type: str, *, min_e, max_e, balance_
     # (one gather)
     rows: list[tuple[str, dict, float, int]] = []
     psi_all = np.empty((n, 0))
+    # with the fit's bootstrap draws reusable (_BootDraws), each column is also kept as
+    # its coefficients on the cells' columns (a_cell) and on the cohort indicators
+    # (a_coh: take_idx's categories), so its draws need no new weights
+    reuse = res.boot_draws if (bootstrap and res.boot_draws is not None
+                               and res.boot_draws.usable(res, bootstrap, seed)) else None
+    a_cell = a_coh = np.empty((0, 0))
 
     def alloc(n_terms: int) -> np.ndarray:
-        nonlocal psi_all
+        nonlocal psi_all, a_cell, a_coh
         psi_all = np.empty((n, n_terms), order="F")
+        if reuse is not None:
+            a_cell = np.zeros((len(res.coef), n_terms))
+            a_coh = np.zeros((len(glist) + 1, n_terms))
         return psi_all
 
     def combo(which: np.ndarray, weights: np.ndarray, with_wif: bool, col: int) -> float:
@@ -1511,9 +1630,13 @@ def _aggregate(res: CallawaySantAnnaResult, type: str, *, min_e, max_e, balance_
             vals = num.weights_influence_by_cohort(len(glist), cell_gidx[which], pg[which],
                                                    att[which])
             np.take(vals, take_idx, out=out, mode="clip")  # (indices all in range)
+            if reuse is not None:
+                a_coh[:, col] = vals
         else:
             out[:] = 0.0
         inf.add_columns(cell_col[which], weights, out)
+        if reuse is not None:
+            a_cell[cell_col[which], col] = weights
         return est
 
     def mean_of(cols: list[int], col: int) -> None:
@@ -1522,6 +1645,9 @@ def _aggregate(res: CallawaySantAnnaResult, type: str, *, min_e, max_e, balance_
         for c in cols[1:]:
             out += psi_all[:, c]
         out /= len(cols)
+        if reuse is not None:
+            a_cell[:, col] = a_cell[:, cols].sum(axis=1) / len(cols)
+            a_coh[:, col] = a_coh[:, cols].sum(axis=1) / len(cols)
 
     overall_est = np.nan
     overall_col = None
@@ -1552,14 +1678,19 @@ def _aggregate(res: CallawaySantAnnaResult, type: str, *, min_e, max_e, balance_
         share = pg_group / pg_group.sum()
         overall_est = float(att_g @ share)
         out = psi_all[:, overall_col]
-        np.take(num.weights_influence_by_cohort(len(glist), np.arange(len(glist)),
-                                                pg_group, att_g), take_idx, out=out,
-                mode="clip")
+        vals = num.weights_influence_by_cohort(len(glist), np.arange(len(glist)),
+                                               pg_group, att_g)
+        np.take(vals, take_idx, out=out, mode="clip")
+        if reuse is not None:
+            a_coh[:, overall_col] = vals
         for c, w in zip(cols_g, share, strict=True):
             if c is None:  # a cohort without post cells: NaN, as its column would be
                 out[:] = np.nan
             else:
                 _axpy(psi_all[:, c], out, float(w))
+                if reuse is not None:
+                    a_cell[:, overall_col] += float(w) * a_cell[:, c]
+                    a_coh[:, overall_col] += float(w) * a_coh[:, c]
     elif type == "dynamic":
         e_all = t - group
         include = np.ones(len(att), dtype=bool)
@@ -1629,8 +1760,21 @@ def _aggregate(res: CallawaySantAnnaResult, type: str, *, min_e, max_e, balance_
     codes = None if res.cluster_codes is None else np.asarray(res.cluster_codes)
     Gc = res.vcov_spec.n_clusters[0] if res.vcov_spec.n_clusters else 0
     do_band = bool(cband and bootstrap and band_mask.any())
-    v, sup, kind, va = _inference(psi, codes=codes, G=Gc, bootstrap=bootstrap, seed=seed,
-                               cband=do_band, band_mask=band_mask)
+    draws = None
+    if reuse is not None:
+        m = len(rows)
+        # each fit cohort value's category among take_idx's (len(glist): none kept)
+        cv = reuse.cohort_values
+        pos = np.minimum(np.searchsorted(glist, cv), max(len(glist) - 1, 0))
+        cat = (np.where(glist[pos] == cv, pos, len(glist)) if len(glist)
+               else np.zeros(len(cv), dtype=np.intp))
+        by_cat = np.zeros((reuse.cohort.shape[0], len(glist) + 1))
+        for j, c in enumerate(cat):
+            by_cat[:, c] += reuse.cohort[:, j]
+        draws = reuse.cells @ a_cell[:, :m] + by_cat @ a_coh[:, :m]
+    v, sup, kind, va, _ = _inference(psi, codes=codes, G=Gc, bootstrap=bootstrap,
+                                     seed=seed, cband=do_band, band_mask=band_mask,
+                                     draws=draws)
     if sup is not None:
         crit = float(num.quantile_type1(sup, 1 - alpha)) if len(sup) else np.nan
         if not np.isfinite(crit) or crit < stats.norm.ppf(1 - alpha / 2):
