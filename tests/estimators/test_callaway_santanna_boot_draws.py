@@ -106,3 +106,36 @@ def test_draws_kept_only_when_an_aggregation_would_draw_them_again(mpdta):
         for kw in ({"n_reps": 98}, {"seed": 4}):
             a, b = r.aggregate("dynamic", **kw), fresh.aggregate("dynamic", **kw)
             np.testing.assert_array_equal(a.vcov.to_numpy(), b.vcov.to_numpy())
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 2**31), n=st.integers(1, 50), K=st.integers(1, 6),
+       n_groups=st.integers(1, 5), n_draws=st.integers(1, 30), chunk=st.integers(1, 200),
+       with_nan=st.booleans())
+def test_block_sums_equal_sparse_sums(seed, n, K, n_groups, n_draws, chunk, with_nan):
+    """The weights summed per category of blocks (from the products' own gathers) equal
+    the sparse-indicator sums, and the draws are those without sums, bit for bit."""
+    rng = np.random.default_rng(seed)
+    group = rng.integers(0, n_groups, n)
+    rows, cols, vals = [], [], []
+    for j in range(n_groups):
+        r = np.flatnonzero(group == j)
+        c = np.flatnonzero(rng.random(K) < 0.6)
+        rows.append(r)
+        cols.append(c)
+        v = rng.normal(size=(len(r), len(c)))
+        if with_nan and v.size:
+            v[0, 0] = np.nan
+        vals.append(np.asfortranarray(v))
+    b = num.BlockedInfluence(n, K, tuple(rows), tuple(cols), tuple(vals),
+                             rng.random(K) < 0.2).freeze()
+    cat = rng.integers(0, 3, n_groups)  # several blocks may share a category
+    unit_cat = cat[group]
+    ind = sparse.csr_matrix((np.ones(n), (np.arange(n), unit_cat)), shape=(n, 3))
+    d1, s1 = num.mammen_bootstrap(b, n_draws, np.random.default_rng(seed), chunk_elems=chunk,
+                                  block_cat=cat, n_cat=3)
+    d2, s2 = num.mammen_bootstrap(b, n_draws, np.random.default_rng(seed), chunk_elems=chunk,
+                                  extra=ind)
+    d3 = num.mammen_bootstrap(b, n_draws, np.random.default_rng(seed), chunk_elems=chunk)
+    assert np.array_equal(d1, d3) and np.array_equal(d2, d3)
+    np.testing.assert_allclose(s1, s2, rtol=ROUNDING, atol=ROUNDING)

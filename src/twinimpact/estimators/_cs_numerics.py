@@ -581,7 +581,8 @@ def quantile_type1(x: np.ndarray, q: float, axis: int = 0) -> np.ndarray:
 
 def mammen_bootstrap(psi: np.ndarray | BlockedInfluence, n_draws: int,
                      rng: np.random.Generator, chunk_elems: int = 4_000_000,
-                     extra: Any = None) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+                     extra: Any = None, block_cat: np.ndarray | None = None,
+                     n_cat: int = 0) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Multiplier bootstrap draws ``sqrt(n) * mean_i(psi_i * v_i)`` with Mammen weights.
 
     As R ``BMisc::multiplier_bootstrap`` (used by did's ``mboot``): ``v`` takes
@@ -591,19 +592,30 @@ def mammen_bootstrap(psi: np.ndarray | BlockedInfluence, n_draws: int,
     :class:`BlockedInfluence` is multiplied block by block, its NaNs read as 0 (as
     ``np.nan_to_num``). ``extra``: a scipy sparse (n, m) matrix multiplied by the same
     weights; then ``(draws, v @ extra / sqrt(n))`` is returned (the draws of any
-    ``psi @ a + extra @ c`` are ``draws @ a + that @ c``, up to rounding).
+    ``psi @ a + extra @ c`` are ``draws @ a + that @ c``, up to rounding). ``block_cat``
+    (a blocked ``psi`` whose blocks' rows cover every unit once): instead of ``extra``,
+    the weights summed over the rows of the blocks of each category ``block_cat[i]``
+    (``n_cat`` of them), taken from the products' own gathers.
     """
     n, k = psi.shape
+    sums = None
     if isinstance(psi, BlockedInfluence):
-        blocked = psi
+        # blocks with a NaN or an infinity made finite once (np.nan_to_num), not per chunk
+        blocked = psi.nan_to_num()
+        if block_cat is not None:
+            sums = np.empty((min(n_draws, max(1, chunk_elems // max(n, 1))),
+                             len(blocked.rows)))
 
         def mul(v: np.ndarray) -> np.ndarray:
-            return blocked.left_matmul(v, nan_to_zero=True)
+            r = blocked.left_matmul(v, block_sums=None if sums is None else sums[:len(v)])
+            r[:, blocked.nan_cols] = 0.0
+            return r
     else:
         def mul(v: np.ndarray) -> np.ndarray:
             return v @ psi
     out = np.empty((n_draws, k))
-    ext = None if extra is None else np.empty((n_draws, extra.shape[1]))
+    n_ext = n_cat if block_cat is not None else (0 if extra is None else extra.shape[1])
+    ext = None if extra is None and block_cat is None else np.empty((n_draws, n_ext))
     extra_t = None if extra is None else extra.T.tocsr()
     step = max(1, min(n_draws, chunk_elems // max(n, 1)))
     # one set of chunk buffers, reused: the uniforms of a chunk are written in place (the
@@ -622,10 +634,16 @@ def mammen_bootstrap(psi: np.ndarray | BlockedInfluence, n_draws: int,
             np.multiply(lb.view(np.uint8), _MAMMEN_FLIP, out=vb)
             np.bitwise_xor(vb, _MAMMEN_HIGH_BITS, out=vb)
             out[start:start + b] = mul(ub) / np.sqrt(n)
-            if extra_t is not None:
+            if sums is not None:
+                e = ext[start:start + b]
+                e[:] = 0.0
+                for i, c in enumerate(block_cat):
+                    e[:, c] += sums[:b, i]
+                e /= np.sqrt(n)
+            elif extra_t is not None:
                 ext[start:start + b] = (extra_t @ ub.T).T / np.sqrt(n)
             bar.update(b)
-    return out if extra is None else (out, ext)
+    return out if ext is None else (out, ext)
 
 
 @dataclass(frozen=True, eq=False)
@@ -722,16 +740,31 @@ class BlockedInfluence:
         s[:, self.nan_cols] = 0.0 if nan_to_zero else np.nan
         return s
 
-    def left_matmul(self, w: np.ndarray, *, nan_to_zero: bool = False) -> np.ndarray:
+    def nan_to_num(self) -> BlockedInfluence:
+        """The same blocks with ``np.nan_to_num`` applied to those holding a NaN or an
+        infinity (copies of those only); ``nan_cols`` unchanged."""
+        vals = tuple(np.nan_to_num(V) if V.size and not np.isfinite(V).all() else V
+                     for V in self.values)
+        return BlockedInfluence(self.n, self.K, self.rows, self.cols, vals, self.nan_cols)
+
+    def left_matmul(self, w: np.ndarray, *, nan_to_zero: bool = False,
+                    block_sums: np.ndarray | None = None) -> np.ndarray:
         """``w @ dense()`` for ``w`` (b, n), (b, K), block by block (``w[:, rows_j] @
-        V_j``); ``nan_to_zero`` as in :meth:`cluster_sums`."""
+        V_j``); ``nan_to_zero`` as in :meth:`cluster_sums`. ``block_sums`` (b, blocks):
+        filled with ``w[:, rows_j].sum(axis=1)``, block by block."""
         out = np.zeros((w.shape[0], self.K))
-        for r, c, V in zip(self.rows, self.cols, self.values, strict=True):
-            if not len(c) or not len(r):
+        for j, (r, c, V) in enumerate(zip(self.rows, self.cols, self.values, strict=True)):
+            if block_sums is not None:
+                block_sums[:, j] = 0.0
+            if not len(r) or (not len(c) and block_sums is None):
+                continue
+            wr = w if len(r) == self.n else w[:, r]
+            if block_sums is not None:
+                block_sums[:, j] = wr.sum(axis=1)
+            if not len(c):
                 continue
             if nan_to_zero:
                 V = np.nan_to_num(V)
-            wr = w if len(r) == self.n else w[:, r]
             out[:, c] += wr @ V
         out[:, self.nan_cols] = 0.0 if nan_to_zero else np.nan
         return out

@@ -1079,6 +1079,21 @@ def _replayable(seed: Any) -> bool:
     return isinstance(seed, numbers.Integral) and not isinstance(seed, bool)
 
 
+def _block_cohorts(inf: num.BlockedInfluence, cohort_codes: np.ndarray) -> np.ndarray | None:
+    """Each block's cohort code when the blocks' rows cover every unit once and each
+    block's units share one cohort (a fit's blocks are its cohorts' row groups), else
+    None."""
+    if sum(len(r) for r in inf.rows) != inf.n:
+        return None
+    cat = np.empty(len(inf.rows), dtype=np.intp)
+    for j, r in enumerate(inf.rows):
+        c = cohort_codes[r]
+        if not len(c) or c.min() != c.max():
+            return None
+        cat[j] = c[0]
+    return cat
+
+
 def _bootstrap(inf: np.ndarray | num.BlockedInfluence, codes: np.ndarray | None, G: int,
                n_draws: int, rng: np.random.Generator | None, *,
                cohort_codes: np.ndarray | None = None, n_cohorts: int = 0,
@@ -1099,16 +1114,21 @@ def _bootstrap(inf: np.ndarray | num.BlockedInfluence, codes: np.ndarray | None,
     if draws is not None:
         bres = draws
     elif cohort_codes is not None:
-        from scipy import sparse
-
         n = inf.shape[0]
-        # the cohort indicators as the influence function is bootstrapped: per unit, or
-        # their cluster means
-        ind = (sparse.csr_matrix((np.ones(n), (np.arange(n), cohort_codes)),
-                                 shape=(n, n_cohorts)) if codes is None else
-               sparse.csr_matrix((1.0 / size[codes], (codes, cohort_codes)),
-                                 shape=(G, n_cohorts)))
-        bres, coh = num.mammen_bootstrap(psi, n_draws, rng, extra=ind)
+        cat = _block_cohorts(psi, cohort_codes) if codes is None and blocked else None
+        if cat is not None:  # the blocks are the cohorts: sums from the products' gathers
+            bres, coh = num.mammen_bootstrap(psi, n_draws, rng, block_cat=cat,
+                                             n_cat=n_cohorts)
+        else:
+            from scipy import sparse
+
+            # the cohort indicators as the influence function is bootstrapped: per unit,
+            # or their cluster means
+            ind = (sparse.csr_matrix((np.ones(n), (np.arange(n), cohort_codes)),
+                                     shape=(n, n_cohorts)) if codes is None else
+                   sparse.csr_matrix((1.0 / size[codes], (codes, cohort_codes)),
+                                     shape=(G, n_cohorts)))
+            bres, coh = num.mammen_bootstrap(psi, n_draws, rng, extra=ind)
         raw = bres.copy()
     else:
         bres = num.mammen_bootstrap(psi, n_draws, rng)
