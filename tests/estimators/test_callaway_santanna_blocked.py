@@ -262,3 +262,28 @@ def test_cohort_whose_units_are_all_dropped_has_no_estimate(control_group, base_
     np.testing.assert_allclose(r.std_errors.drop(own).to_numpy(),
                                ref.std_errors.loc[others.index].to_numpy(),
                                rtol=1e-10, atol=1e-14)
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**31), n1=st.integers(1, 30), parts=st.lists(
+    st.integers(0, 30), min_size=1, max_size=4), method=st.sampled_from(["dr", "ipw", "reg"]))
+def test_closed_form_groups_equals_split(seed, n1, parts, method):
+    """The 2x2 without covariates on the comparison units in parts (one per group, scaled
+    in place) equals the split form on their concatenation: estimate, influence function
+    (to rounding: the comparison mean is summed part by part) and guards."""
+    rng = np.random.default_rng(seed)
+    dy1 = rng.normal(size=n1)
+    dy0 = [rng.normal(size=m) for m in parts]
+    n = n1 + sum(parts) + 3
+    a1, a0 = dy1.copy(), np.concatenate(dy0) if sum(parts) else np.empty(0)
+    want = num.cell_closed_form_split(a1, a0, n, method)
+    b1, b0 = dy1.copy(), [d.copy() for d in dy0]
+    got = num.cell_closed_form_groups(b1, b0, n, method)
+    assert got.reason == want.reason
+    if want.reason:
+        assert np.isnan(got.att)
+        np.testing.assert_array_equal(b1, dy1)  # inputs left unscaled
+        return
+    np.testing.assert_allclose(got.att, want.att, rtol=ROUNDING, atol=ROUNDING)
+    np.testing.assert_allclose(b1, a1, rtol=ROUNDING, atol=ROUNDING)
+    np.testing.assert_allclose(np.concatenate(b0), a0, rtol=ROUNDING, atol=ROUNDING)

@@ -34,6 +34,7 @@ it within unit (R ``rowsum(.., .rowid)``).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,6 +51,7 @@ __all__ = [
     "LogitFit",
     "cell_closed_form",
     "cell_closed_form_full",
+    "cell_closed_form_groups",
     "cell_closed_form_rc",
     "cell_closed_form_rc_groups",
     "cell_closed_form_split",
@@ -216,6 +218,28 @@ def cell_closed_form_split(dy1: np.ndarray, dy0: np.ndarray, n_total: int,
     dy1 *= n_total / N1
     dy0 -= m0
     dy0 *= -n_total / N0
+    return CellFit(float(m1 - m0), empty)
+
+
+def cell_closed_form_groups(dy1: np.ndarray, dy0: Sequence[np.ndarray], n_total: int,
+                            method: str) -> CellFit:
+    """:func:`cell_closed_form_split` with the comparison units' outcome changes in parts
+    ``dy0`` (one contiguous array per comparison group, each scaled in place): the same
+    estimate and influence function, the comparison mean summed part by part (so equal
+    to the split form's up to the order of that sum)."""
+    N1, N0 = len(dy1), sum(len(d) for d in dy0)
+    share = N1 / (N1 + N0)
+    empty = np.empty(0)
+    reason = _share_guard(share, method)
+    if reason:
+        return CellFit(np.nan, empty, reason)
+    m1 = np.add.reduce(dy1) / N1
+    m0 = sum(float(np.add.reduce(d)) for d in dy0) / N0
+    dy1 -= m1
+    dy1 *= n_total / N1
+    for d in dy0:
+        d -= m0
+        d *= -n_total / N0
     return CellFit(float(m1 - m0), empty)
 
 

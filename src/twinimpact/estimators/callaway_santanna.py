@@ -863,11 +863,16 @@ def _compute_cells(p: _Panel, *, control_group: str, method: str, base_period: s
     if rc_closed:  # unbalanced without covariates: every group's outcomes and presence
         Yg = [_rows_f(Y, r) for r in rg.rows]
         Pg = [_rows_f(p.present, r) for r in rg.rows]
+    # balanced without covariates, not-yet-treated comparisons: every group's outcomes
+    # (contiguous columns), so each cell writes its groups' columns in place
+    grouped = closed and not blocks
+    if grouped:
+        Yg = [_rows_f(Y, r) for r in rg.rows]
     for gi, gval in enumerate(glist):
         treat = coh_key == gval
         tj = rg.index(gval)
         if closed and tj is not None:
-            Y_g = _rows_f(Y, rg.rows[tj])
+            Y_g = Yg[tj] if grouped else _rows_f(Y, rg.rows[tj])
         for ti in range(ncell_t):
             k = gi * ncell_t + ti
             cur, b = plan[k]
@@ -895,13 +900,11 @@ def _compute_cells(p: _Panel, *, control_group: str, method: str, base_period: s
                                   out=rg.column(never_j, k))
                 dy1 = np.subtract(Y_g[:, cur], Y_g[:, b], out=rg.column(tj, k))
                 fit = num.cell_closed_form_split(dy1, dy0, n, method)
-            elif closed:
-                idx_c = np.flatnonzero(rg.member(ctrl_j))
-                dy0 = Y[idx_c, cur] - Y[idx_c, b]
+            elif closed:  # (grouped)
+                dy0 = [np.subtract(Yg[j][:, cur], Yg[j][:, b], out=rg.column(j, k))
+                       for j in ctrl_j]
                 dy1 = np.subtract(Y_g[:, cur], Y_g[:, b], out=rg.column(tj, k))
-                fit = num.cell_closed_form_split(dy1, dy0, n, method)
-                if not fit.reason:
-                    rg.put(k, idx_c, dy0)
+                fit = num.cell_closed_form_groups(dy1, dy0, n, method)
             else:
                 # the comparison units: those of the groups planned for the cell
                 ctrl = rg.member(ctrl_j)
