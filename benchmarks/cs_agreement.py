@@ -9,11 +9,19 @@ unbalanced-panel path when rows are missing).
 
 diff-diff runs in its own interpreter (``--peer-python``); its numbers come back as JSON.
 
+``--cases`` compares the options of ``run_table.CS_OPTION_CASES`` instead (a covariate
+under dr / ipw / reg, not-yet-treated comparisons, the multiplier bootstrap), on that
+case's panel (``run_table._panel``: with the covariate ``x``); the bootstrap's standard
+errors are random draws on both sides (compared as a ratio, not an agreement).
+
     python benchmarks/cs_agreement.py --sizes 1e5 1e6 --jsonl benchmarks/cs_agreement.jsonl
+    python benchmarks/cs_agreement.py --cases cs_x_dr cs_x_ipw cs_x_reg cs_nyt cs_boot \
+        --sizes 1e5 --bases varying universal --jsonl benchmarks/cs_agreement_opts.jsonl
 """
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import subprocess
@@ -29,16 +37,28 @@ def _unbalanced(d) -> bool:
     return len(d) != d["unit"].nunique() * d["year"].nunique()
 
 
-def peer(kind: str, size: float, base: str) -> dict:
+def _data(kind: str, size: float, case: str | None):
+    """The harness's panel: ``panels.make`` or, for an option case, ``run_table``'s."""
+    if case is None:
+        import panels
+        return panels.make(kind, size), {}
+    import run_table
+    return run_table._panel(case, kind, size), dict(run_table.CS_OPTION_CASES[case])
+
+
+def peer(kind: str, size: float, base: str, case: str | None = None) -> dict:
     """diff-diff's cells, event study and overall ATT (run in the peer interpreter)."""
     import diff_diff as dd
-    import panels
     warnings.simplefilter("ignore")
-    d = panels.make(kind, size)
-    r = dd.CallawaySantAnna(control_group="never_treated", estimation_method="dr",
-                            base_period=base, allow_unbalanced_panel=_unbalanced(d)).fit(
+    d, opt = _data(kind, size, case)
+    boot = ({"n_bootstrap": opt["n_reps"], "bootstrap_weights": "mammen",
+             "seed": opt["seed"]} if "n_reps" in opt else {})
+    r = dd.CallawaySantAnna(control_group=opt.get("control_group", "never_treated"),
+                            estimation_method=opt.get("method", "dr"),
+                            base_period=base, allow_unbalanced_panel=_unbalanced(d),
+                            **boot).fit(
         d, outcome="y", unit="unit", time="year", first_treat="cohort",
-        aggregate="event_study")
+        covariates=opt.get("covariates"), aggregate="event_study")
     cells = [[float(g), float(t), float(v["effect"]), float(v["se"])]
              for (g, t), v in r.group_time_effects.items()]
     es = [[float(e), float(v["effect"]), float(v["se"])]
@@ -47,14 +67,13 @@ def peer(kind: str, size: float, base: str) -> dict:
             "se": float(r.overall_se)}
 
 
-def ours(kind: str, size: float, base: str) -> dict:
-    import panels
-
+def ours(kind: str, size: float, base: str, case: str | None = None) -> dict:
     import twinimpact as ti
     warnings.simplefilter("ignore")
-    d = panels.make(kind, size)
+    d, opt = _data(kind, size, case)
     r = ti.callaway_santanna(d, outcome="y", unit="unit", time="year", cohort="cohort",
-                             base_period=base, allow_unbalanced_panel=_unbalanced(d))
+                             base_period=base, allow_unbalanced_panel=_unbalanced(d),
+                             **opt)
     f = r.to_frame()
     cells = f[["cohort", "time", "estimate", "std_error"]].to_numpy(float).tolist()
     e = r.aggregate("dynamic").to_frame()
@@ -108,26 +127,28 @@ def main() -> None:
     ap.add_argument("--bases", nargs="+", default=["varying", "universal"])
     ap.add_argument("--peer-python", default="/tmp/venv-peers/bin/python")
     ap.add_argument("--jsonl", default=None)
-    ap.add_argument("--peer", nargs=3, help=argparse.SUPPRESS)
+    ap.add_argument("--cases", nargs="+", default=[None],
+                    help="run_table.CS_OPTION_CASES names (default: the plain fit)")
+    ap.add_argument("--peer", nargs=4, help=argparse.SUPPRESS)
     a = ap.parse_args()
     sys.path.insert(0, str(HERE))
     if a.peer:
-        print(json.dumps(peer(a.peer[0], float(a.peer[1]), a.peer[2])))
+        case = None if a.peer[3] == "-" else a.peer[3]
+        print(json.dumps(peer(a.peer[0], float(a.peer[1]), a.peer[2], case)))
         return
-    for kind in a.panels:
-        for size in a.sizes:
-            for base in a.bases:
-                p = subprocess.run([a.peer_python, __file__, "--peer", kind, repr(size), base],
-                                   capture_output=True, text=True, env={**os.environ, "PYTHONPATH": ""},
-                                   check=True)
-                pr = json.loads(p.stdout.strip().splitlines()[-1])
-                o = ours(kind, size, base)
-                row = {"panel": kind, "size": size, "rows": o["rows"], "base": base,
-                       **compare(o, pr)}
-                print(json.dumps(row), flush=True)
-                if a.jsonl:
-                    with open(a.jsonl, "a") as fh:
-                        fh.write(json.dumps(row) + "\n")
+    for case, kind, size, base in itertools.product(a.cases, a.panels, a.sizes, a.bases):
+        p = subprocess.run([a.peer_python, __file__, "--peer", kind, repr(size), base,
+                            case or "-"],
+                           capture_output=True, text=True, env={**os.environ, "PYTHONPATH": ""},
+                           check=True)
+        pr = json.loads(p.stdout.strip().splitlines()[-1])
+        o = ours(kind, size, base, case)
+        row = {**({"case": case} if case else {}), "panel": kind, "size": size,
+               "rows": o["rows"], "base": base, **compare(o, pr)}
+        print(json.dumps(row), flush=True)
+        if a.jsonl:
+            with open(a.jsonl, "a") as fh:
+                fh.write(json.dumps(row) + "\n")
 
 
 if __name__ == "__main__":
