@@ -172,7 +172,11 @@ class CallawaySantAnnaResult(_InfluenceResult):
         Standard errors come from the aggregated influence function, including the
         estimated-weights term (R ``wif``); with ``n_reps=n`` they are R's IQR-based
         multiplier-bootstrap standard errors and ``cband=True`` gives uniform bands over
-        the non-``ATT`` rows.
+        the non-``ATT`` rows. With the fit's ``n_reps`` and integer ``seed`` (the
+        defaults) the multiplier weights are the fit's own, so the draws are computed
+        from the fit's kept draws instead of drawn again: the same numbers up to the
+        order of the sums (R ``aggte`` draws new weights; any other ``n_reps`` or
+        ``seed`` draws new ones here too).
 
         Examples
         --------
@@ -1310,7 +1314,9 @@ def callaway_santanna(data: pd.DataFrame, *, outcome: str, unit: str, time: str,
     anticipation : periods of anticipation (R ``anticipation``).
     n_reps : ``None`` for analytic influence-function SEs (R ``bstrap=FALSE``) or the
         number of multiplier-bootstrap draws (R ``bstrap=TRUE, biters=n``), Mammen weights.
-        ``bootstrap=`` is its deprecated old name (still accepted, with a warning).
+        ``bootstrap=`` is its deprecated old name (still accepted, with a warning). With
+        an integer ``seed`` the draws are kept (n_reps x cells, and x cohorts) for the
+        aggregations, which would draw the same weights again.
     seed : seed of the bootstrap draws (``numpy.random.default_rng(seed)``).
     cluster : a unit-level column to cluster by (R ``clustervars``); must be constant
         within unit. Analytic SEs sum the influence function within clusters; the
