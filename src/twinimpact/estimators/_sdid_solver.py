@@ -626,7 +626,7 @@ def _fw_data_sets_c(fn, sets: list[DataProblems], md2: float, max_iter: int,
             cache.ctypes.data if rows else None, rows,
             slot.ctypes.data if rows and slot is not None else None,
             used.ctypes.data if rows and slot is not None else None, 0)
-    edges = np.cumsum([0] + Bs)
+    edges = np.cumsum([0, *Bs])
     return [(y[lo:hi], n_iter[lo:hi].astype(int), conv[lo:hi].astype(bool))
             for lo, hi in itertools.pairwise(edges)]
 
