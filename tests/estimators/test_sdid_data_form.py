@@ -239,8 +239,9 @@ def test_rows_of_several_problems_in_one_pass_equal_the_numpy_loop(cache_elems, 
     kernels; rounds over 11 live placebo problems, more than a pass serves; a column two
     problems ask in one round computed once; rows kept in a full, no or a filling cache)
     equals the loop computing each row alone (``ti_fw_rows(1)``, the scheme before) to the
-    bit, and the placebo equals the NumPy loop; so do bootstrap draws solved five at a
-    time in the control-design form (one coordinate map per problem). (The NumPy loop
+    bit, and the placebo equals the NumPy loop; so do bootstrap draws solved five in one
+    call in the control-design form (one coordinate map per problem: they alternate, the
+    side-by-side loop is for shared coordinates). (The NumPy loop
     solves design draws one by one at ~1.8 s a draw here: compared once, in
     test_compiled_data_form_variants_equal_the_numpy_loop.)"""
     if _sdid_solver.fw_loop() != "compiled":

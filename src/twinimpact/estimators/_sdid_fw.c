@@ -16,6 +16,11 @@
  * share one pass, vectorised with SSE2 on x86-64 (scalar elsewhere): separate
  * multiplies and adds (no fused multiply-add; built with -ffp-contract=off), so every
  * entry rounds as in the scalar loop and the argmin is the scalar loop's (first smallest).
+ * In data form (ti_fw_data: no Gram matrix, a row not in the row cache is computed from
+ * the design, T0 multiply-adds an entry) up to 16 problems sharing the design are live at
+ * once and the rows they miss are computed four at a time in one pass over it
+ * (ti_fw_data_side, ti_rows4_avx: each number of D read serves four rows) -- a placebo's
+ * replicates; the bootstrap's draws on the controls' design, mostly cached, alternate.
  *
  * Loaded with ctypes (twinimpact.estimators._sdid_solver._compiled_fw); the module init
  * below only makes the file a valid extension module for setuptools.
@@ -703,17 +708,23 @@ static void ti_fw_data_side(const ti_args *A, ti_cache *C, int64_t B, int W, dou
  * before for the same column of D (ti_data_row_cached; the problems of a call share D,
  * so they share the cache). cache_slot (m) / cache_used (1): NULL, a cache for this call
  * only; else the caller's table, kept across calls on the same D (a placebo's chunks),
- * its entries -1 for a fresh cache. With a cache and ti_pair, two problems run in
- * alternation, the other's next row prefetched when it is cached (a placebo's chunk:
- * 5-7% less CPU at 4,000-6,000 units, run SW); else one by one (two in alternation
- * sharing each pass over D to compute both rows was tried: no faster, the row's
- * arithmetic not the reads of D bounds it).
+ * its entries -1 for a fresh cache. With several problems, ti_pair and the AVX kernel
+ * (the blocked copy of D), and one coordinate map (a placebo's replicates; not the
+ * bootstrap's draws in the control-design form, cmap_per: most of their rows are cached),
+ * up to 16 run side by side and the rows they miss are computed up to ti_nrows (4) in
+ * one pass over D (ti_fw_data_side; placebo at 4,000 / 10,000 / 20,000 units: -14% /
+ * -34% / -38% CPU, run RW); else (ti_fw_rows(1), SSE2 / scalar rows) with a cache two problems
+ * run in alternation, the other's next row prefetched when it is cached (a placebo's
+ * chunk: 5-7% less CPU at 4,000-6,000 units, run SW), else one by one. (Two rows per pass
+ * were tried before in 32-column blocks, 16 accumulators in 16 registers: no faster;
+ * register-blocked, two rows gain 1.2-1.4x and four rows 1.6-1.9x in multiply-adds per
+ * ns on a design in L3, RESULTS.md "sdidrows".)
  * D (n x m), cmap (k, or NULL), rbuf (m + n), gbuf (k, or NULL without cmap) scratch; a
  * blocked copy of D (n x m numbers) is allocated here for the AVX kernel; gd (k):
  * diagonal of G + eta I (the column sums of squares of D in ti_data_row's order, spread
  * by cmap, plus eta); base (B) all zero; the other arguments as ti_fw_gram's.
- * cmap_per: cmap is B x k, one map per problem (two bootstrap draws solved in
- * alternation on the controls' design), gd B x k and base[b] = b k. */
+ * cmap_per: cmap is B x k, one map per problem (bootstrap draws solved in alternation
+ * on the controls' design), gd B x k and base[b] = b k. */
 TI_EXPORT void ti_fw_data(int64_t B, int64_t k, int64_t n, int64_t m, const double *D,
                           const int64_t *cmap, const int64_t *base, const double *gd,
                           const double *Atb, const double *bb, const double *eta,
@@ -753,7 +764,11 @@ TI_EXPORT void ti_fw_data(int64_t B, int64_t k, int64_t n, int64_t m, const doub
     }
     const int W = (int)(B < ti_nrows ? B : ti_nrows);
     double *scr = NULL;
-    if (W > 1 && ti_pair && blk)
+    /* side by side where rows miss: a placebo's replicates (one coordinate map). Not the
+     * control-design form's bootstrap draws (cmap_per): they find 82-96% of their rows in
+     * the cache and the alternation below is faster for them (run RP: +1-8% CPU side by
+     * side at 2,000-4,000 units) */
+    if (W > 1 && ti_pair && blk && !cmap_per)
         scr = (double *)malloc((size_t)(W * m + W * n + m) * sizeof(double));
     if (scr) {
         ti_fw_data_side(&A, &C, B, W, scr);

@@ -160,10 +160,11 @@ _GATHER_ELEMS = 2**16
 #: (2) 0.43-0.46 at 1,500
 _GRAM_KEEP_ELEMS = 2**22
 _DESIGN_ELEMS = 2**24
-#: bootstrap draws solved together in the control-design form (one compiled call: the
-#: rows they miss computed up to four in one pass over the design, the cached rows
-#: prefetched; 1: one by one -- the same numbers, tested)
-_PAIR_DRAWS = 4
+#: bootstrap draws solved together in the control-design form (2: in alternation; 1: one
+#: by one -- the same numbers). Four with their missed rows computed in one pass
+#: (``ti_fw_data_side``) was measured no faster: the draws find 82-96% of their rows in
+#: the cache (run RP, RESULTS.md "sdidrows": 0.744 against 0.720 s at 4,000 units)
+_PAIR_DRAWS = 2
 
 
 def _design_form_ok() -> bool:

@@ -521,8 +521,10 @@ def fw_gram_sets(sets: list[GramProblems], *, min_decrease: float, max_iter: int
     and step: the update of the half-gradient and the next step's argmin in one SSE2 pass,
     two problems in alternation so that the Gram row one needs next is prefetched while
     the other computes (the row fetch from memory dominates once the Gram matrix outgrows
-    the cache, ~2,000 controls). Used by the placebo batch, the point fit and every
-    bootstrap refit (:func:`sdid_fit`).
+    the cache, ~2,000 controls). In data form, sets sharing one design (a placebo's
+    chunks) run in one call (:func:`_shared_design_groups`), whose problems have the rows
+    they miss computed four in one pass over the design. Used by the placebo batch, the
+    point fit and every bootstrap refit (:func:`sdid_fit`).
     """
     fn = _compiled_fw()
     if fn is None:
