@@ -627,10 +627,16 @@ class EstimationResult:
         warn_nan(self.terms, self.coef, cov, f"variance {vcov!r} not computable",
                  self.estimator, vspec.description
                  if vspec.small_sample.get("df_resid", 1) <= 0 else None)
-        cov, rounded, _ = rounding_variances(self.terms, self.coef, cov, self.estimator)
+        cov, rounded, mask = rounding_variances(
+            self.terms, self.coef, cov, self.estimator,
+            effect_terms(self.terms, self.term_info))
         # the few-clusters flag follows the new variance, as a refit would set it; so
         # does the note on variances that are rounding of zero
-        diag = {k: v for k, v in self.diagnostics.items() if k != "few_clusters"}
+        diag = {k: v for k, v in self.diagnostics.items()
+                if k not in ("few_clusters", ROUNDING_ZERO_KEY)}
+        if rounded:
+            diag[ROUNDING_ZERO_KEY] = tuple(t for t, m in zip(self.terms, mask, strict=True)
+                                            if m)
         diag["notes"] = [n for n in diag.get("notes", ()) if "cluster-robust p-values and "
                          "intervals are unreliable" not in n
                          and not n.startswith(_ROUNDING_NOTE)]
@@ -807,10 +813,51 @@ def warn_nan(terms: Sequence[str], coef: np.ndarray, cov: np.ndarray, why: str,
 
 #: how :func:`rounding_variances`' note begins (a refit's note replaces the old one)
 _ROUNDING_NOTE = "no standard error for "
+#: ``diagnostics`` key naming the terms whose variance :func:`rounding_variances` found
+#: to be rounding of zero (reported NaN; a combination of terms may count them as 0)
+ROUNDING_ZERO_KEY = "variance_zero_up_to_rounding"
+
+
+def combine_vcov(a: np.ndarray, coef: np.ndarray, v: np.ndarray,
+                 zero: np.ndarray | None = None) -> np.ndarray:
+    """``a v a'``: the variance of the combinations ``a`` (one per row) of terms with
+    estimates ``coef`` and variance ``v``. A term without an estimate is left out (its
+    weight should be 0); a term in ``zero`` counts with variance and covariances 0 (one
+    reported as rounding of zero); a combination that puts weight on an estimated term
+    whose variance is NaN is NaN, and only that one -- never 0 from a NaN read as 0 (a
+    fit without residual degrees of freedom then read "zero up to rounding"), never NaN
+    for every combination (one NaN cell made every Poisson aggregate NaN)."""
+    zero = np.zeros(len(coef), dtype=bool) if zero is None else np.asarray(zero, bool)
+    ok = np.isfinite(coef)
+    bad = ok & ~zero & ~np.isfinite(np.diag(v))
+    keep = ok & ~zero
+    vz = np.where(np.outer(keep, keep) & np.isfinite(v), v, 0.0)
+    out = a @ vz @ a.T
+    hit = (a[:, bad] != 0).any(axis=1)
+    out[hit, :] = np.nan
+    out[:, hit] = np.nan
+    return out
+
+
+def effect_terms(terms: Sequence[str], term_info: pd.DataFrame | None) -> np.ndarray:
+    """Mask of the terms that are treatment effects by event time, cohort or period (a
+    finite ``rel_time``, ``cohort`` or ``time`` in ``term_info``): estimates in one unit,
+    the outcome's, unlike covariates or a per-unit-of-treatment average."""
+    mask = np.zeros(len(terms), dtype=bool)
+    if term_info is None or not len(term_info):
+        return mask
+    info = term_info.reindex(list(terms))
+    for col in ("rel_time", "cohort", "time"):
+        if col in info.columns:
+            with np.errstate(invalid="ignore"):
+                mask |= np.isfinite(pd.to_numeric(info[col], errors="coerce")
+                                    .to_numpy(dtype=float, na_value=np.nan))
+    return mask
 
 
 def rounding_variances(terms: Sequence[str], coef: np.ndarray, cov: np.ndarray,
-                       estimator: str) -> tuple[np.ndarray, str, np.ndarray]:
+                       estimator: str, effect: np.ndarray | None = None
+                       ) -> tuple[np.ndarray, str, np.ndarray]:
     """``cov`` with NaN for the terms whose standard error is rounding of zero, a
     plain-language note naming them ("" when there are none; then ``cov`` itself) and
     the mask of those terms.
@@ -823,13 +870,26 @@ def rounding_variances(terms: Sequence[str], coef: np.ndarray, cov: np.ndarray,
     period over two periods with period effects (each period's score sum is zero: 1.8e-16
     beside 0.65, or 4.3e-11 after the cancellations of a covariate's scores). Each term
     is judged on its own estimate, so coefficients in other units (a covariate in
-    dollars) do not move the bound; an estimate near zero is not judged (its variance
-    may be small for real)."""
+    dollars) do not move the bound; an estimate near zero is not judged by this rule.
+
+    Among the ``effect`` terms (:func:`effect_terms`: all in the outcome's unit), a
+    variance at or below :func:`rounding_floor` of the largest effect variance (a
+    standard error below 4.7e-7 of the largest effect's) is rounding of zero too, also
+    beside a small estimate: Driscoll-Kraay with period effects gave rel_time=3 an SE of
+    1.05e-9 beside -0.050 (2.1e-8 of it, above the first bound) under one row order and
+    below the bound under another (variance 6.7e-17 of the largest, 0.128^2). Effects
+    of one outcome differ in SE with their cells' sizes, never by such a factor. A term
+    fixed at exactly 0 with exactly 0 variance (a normalised reference period) is kept."""
     b = np.asarray(coef, dtype=float)
     var = np.diag(cov)
     bound = np.sqrt(np.finfo(float).eps) * np.abs(b)
     with np.errstate(invalid="ignore"):
-        mask = np.isfinite(b) & np.isfinite(var) & (b != 0.0) & (var <= bound * bound)
+        finite = np.isfinite(b) & np.isfinite(var)
+        mask = finite & (b != 0.0) & (var <= bound * bound)
+        if effect is not None and effect.any():
+            ev = var[effect & finite]
+            floor = rounding_floor(float(ev.max()) if len(ev) else None, 1)
+            mask |= effect & finite & ~((b == 0.0) & (var == 0.0)) & (var <= floor)
     if not mask.any():
         return cov, "", mask
     cov = cov.copy()
@@ -837,7 +897,8 @@ def rounding_variances(terms: Sequence[str], coef: np.ndarray, cov: np.ndarray,
     names = [t for t, m in zip(terms, mask, strict=True) if m]
     shown = f"{', '.join(names[:8])}{'…' if len(names) > 8 else ''}"
     note = (f"{_ROUNDING_NOTE}{shown}: the variance is zero up to rounding (a "
-            "standard error below 1e-8 of the estimate), so it is zero by construction in "
+            "standard error below 1e-8 of the estimate, or of an effect below 5e-7 of the "
+            "largest effect's), so it is zero by construction in "
             "these data, not a measured precision -- for example one treated observation "
             "per cohort and period, or period sums of scores that period effects make zero")
     warnings.warn(f"{estimator}: {note}.", NotComputableWarning, stacklevel=4)
@@ -884,7 +945,8 @@ def make_result(estimator: str, params: pd.Series | Mapping[str, float], vcov: A
                if vcov_spec.small_sample.get("df_resid", 1) <= 0 else None)
     warn_nan(terms, params.to_numpy(), cov, nan_reason, estimator, var_why)
     coef = params.to_numpy()
-    cov, rounded, mask = rounding_variances(terms, coef, cov, estimator)
+    cov, rounded, mask = rounding_variances(terms, coef, cov, estimator,
+                                            effect_terms(terms, term_info))
     pt = fields.get("pretrend_test")
     if rounded and pt is not None and set(pt.terms) & {t for t, m in zip(terms, mask,
                                                                         strict=True) if m}:
@@ -899,6 +961,8 @@ def make_result(estimator: str, params: pd.Series | Mapping[str, float], vcov: A
     notes = diag.get("notes") or ()
     diag["notes"] = (((notes,) if isinstance(notes, str) else tuple(notes))
                      + ((rounded,) if rounded else ()))
+    if rounded:  # which ones, for callers that combine the terms (their variance is ~0)
+        diag[ROUNDING_ZERO_KEY] = tuple(t for t, m in zip(terms, mask, strict=True) if m)
     diag = _cluster_diagnostics(estimator, vcov_spec, diag,
                                 aggregated="aggregation" in (spec or {})
                                 or "[" in estimator)

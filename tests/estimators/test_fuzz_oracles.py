@@ -144,11 +144,26 @@ def test_event_study_equals_dense_dummy_ols(seed, relabel, vc, weighted):
     assert [t for t in r.terms if t != "ATT"] == names
     idx = [r.terms.index(t) for t in names]
     _close(r.coef[idx], want[0], "coef")
-    _close(r.cov[np.ix_(idx, idx)], want[1], f"vcov {vc}")
     post = np.array([e >= 0 for e in es], dtype=float) / sum(e >= 0 for e in es)
     j = r.terms.index("ATT")
     _close(r.coef[j], post @ want[0], "ATT")
-    _close(r.cov[j, j], post @ want[1] @ post, "ATT variance")
+    full = np.block([[want[1], (want[1] @ post)[:, None]],
+                     [(post @ want[1])[None, :], np.array([[post @ want[1] @ post]])]])
+    _close_rounding(r.cov[np.ix_([*idx, j], [*idx, j])], full,
+                    np.append(want[0], post @ want[0]), f"vcov {vc}")
+
+
+def _close_rounding(got, want, coef, what):
+    """``_close`` on variances, where the package may report NaN for a variance the
+    oracle computes as rounding of zero (its SE at most 1e-6 of the estimate or of the
+    largest SE: clusters by period over few periods, seed 1238 -- an oracle variance of
+    1.2e-29 beside an estimate of 1.8); everything else as ``_close``."""
+    se = np.sqrt(np.abs(np.diag(want)))
+    tiny = se <= 1e-6 * np.maximum(np.abs(coef), se.max(initial=0.0))
+    blank = np.isnan(np.diag(got)) & ~np.isnan(np.diag(want))
+    assert not (blank & ~tiny).any(), f"{what}: NaN where the oracle is not ~0: {se}"
+    keep = ~blank
+    _close(got[np.ix_(keep, keep)], want[np.ix_(keep, keep)], what)
 
 
 # ------------------------------------------------------------ synthetic DiD jackknife
@@ -341,6 +356,13 @@ def test_tiny_fits_have_nan_variance_exactly_when_no_residual_dof(seed, vc, cova
     fit = sm.OLS(d["y"].to_numpy(), x).fit(**sm_kw)
     p = z.shape[1]
     zero = np.sqrt(np.abs(np.diag(fit.cov_params())[:p])) <= 1e-6 * np.abs(fit.params[:p])
+    if clus == "t" and n_t == 2 and (d.groupby("u")["t"].nunique() == 2).all():
+        # zero by construction, whatever the oracle's rounding: with unit and period
+        # effects on a balanced two-period panel, each unit's two demeaned regressors
+        # and residuals are opposite, so both periods' score sums are equal, and they
+        # add to zero (the normal equations). statsmodels' pinv rounds that zero to
+        # SE 3.4e-6 of the estimate on a design with cond 1.2e3 (seed 10119)
+        zero = np.ones(p, dtype=bool)
     se = np.sqrt(np.diag(r.cov))
     tiny = ~(se > 1e-6 * np.abs(r.coef))  # NaN or at most 1e-6 of the estimate
     np.testing.assert_array_equal(tiny, zero,

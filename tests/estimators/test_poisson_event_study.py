@@ -195,3 +195,45 @@ def test_invariant_to_row_order_and_calendar_shift(seed, shift):
             year=lambda x: x["year"] + shift, g=lambda x: np.where(x["g"] > 0, x["g"] + shift, 0))
         r2 = poisson_event_study(d2, **KW)
     np.testing.assert_allclose(r2.params, r.params, atol=1e-8)
+
+
+def test_one_cell_without_a_variance_leaves_the_other_aggregates_alone():
+    """A cell whose variance is NaN with a finite estimate poisons only the aggregates
+    that weigh it; a cell whose variance is rounding of zero counts as 0 (fuzz seed 300:
+    one row order blanked that cell's variance, 2.9e-17, inside the fit and every
+    aggregate became NaN; the other kept it and reported them all)."""
+    from twinimpact.estimators.poisson_event_study import _combined_vcov
+    from twinimpact.results import ROUNDING_ZERO_KEY
+
+    coef = np.array([0.1, 0.2, 0.3, np.nan])
+    v = np.diag([0.01, np.nan, 0.04, np.nan])
+    v[0, 2] = v[2, 0] = 0.005
+    a = np.array([[1.0, 0.0, 0.0, 0.0], [0.0, 0.5, 0.5, 0.0], [0.5, 0.0, 0.5, 0.0]])
+    names = ["c0", "c1", "c2", "c3"]
+    out = _combined_vcov(a, coef, v, names, {})
+    assert out[0, 0] == pytest.approx(0.01) and out[2, 2] == pytest.approx(0.015)
+    assert np.isnan(out[1]).all() and np.isnan(out[:, 1]).all()
+    assert out[0, 2] == pytest.approx(0.0075)
+    zero = _combined_vcov(a, coef, v, names, {ROUNDING_ZERO_KEY: ("c1",)})
+    assert zero[1, 1] == pytest.approx(0.01) and np.isfinite(zero).all()
+
+
+def test_same_variances_in_both_row_orders_when_a_cell_variance_is_rounding():
+    """The panel of fuzz seed 300: cell ATT(1998,2001) has a variance that is rounding
+    of zero (rel_time=3 is that cell alone). Both row orders report every other
+    aggregate, the same to 1e-8, and rel_time=3 without a standard error."""
+    from ..test_fuzz_row_order import messy_panel, reshuffle
+
+    d = messy_panel(300)
+    e, _ = reshuffle(d, 300, "arrow_str")
+    out = []
+    for frame in (d, e):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            out.append(poisson_event_study(frame, outcome="yp", unit="u", time="t",
+                                           cohort="g"))
+    se = [r.std_errors for r in out]
+    assert np.isnan(se[0]["rel_time=3"]) and np.isnan(se[1]["rel_time=3"])
+    rest = se[0].drop("rel_time=3")
+    assert rest.notna().all() and len(rest) == 10
+    np.testing.assert_allclose(se[1].drop("rel_time=3"), rest, rtol=1e-8)

@@ -39,7 +39,7 @@ panel data. *The Econometrics Journal*, 26(3), C31-C66.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -54,7 +54,14 @@ from ..errors import (
     check_literal,
     format_message,
 )
-from ..results import ATTDefinition, EstimationResult, event_pretrend_test, make_result
+from ..results import (
+    ROUNDING_ZERO_KEY,
+    ATTDefinition,
+    EstimationResult,
+    combine_vcov,
+    event_pretrend_test,
+    make_result,
+)
 from .ppml import ppml
 
 __all__ = ["POISSON_EVENT_METHODS", "aggregate_cells", "poisson_event_study"]
@@ -86,6 +93,29 @@ def aggregate_cells(coef: np.ndarray, vcov: np.ndarray, groups: np.ndarray,
     c = np.where(ok, coef, 0.0)
     v = np.where(np.outer(ok, ok), vcov, 0.0)
     return a @ c, a @ v @ a.T, a, keys
+
+
+def _rounded_to_zero(v: np.ndarray, names: Sequence[str], diagnostics: Mapping[str, Any]
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """The fit's ``v`` with the terms it reported as rounding of zero
+    (``ROUNDING_ZERO_KEY``; NaN in ``v``) given variance and covariances 0, and their
+    mask: what they are, up to the rounding that left the same term just above the bound
+    in another row order."""
+    zero = np.isin(np.asarray(names, dtype=object),
+                   list(diagnostics.get(ROUNDING_ZERO_KEY, ())))
+    if zero.any():
+        v = v.copy()
+        v[zero, :] = 0.0
+        v[:, zero] = 0.0
+    return v, zero
+
+
+def _combined_vcov(a: np.ndarray, coef: np.ndarray, v: np.ndarray, names: Sequence[str],
+                   diagnostics: Mapping[str, Any]) -> np.ndarray:
+    """:func:`~twinimpact.results.combine_vcov`, the terms the fit reported as rounding
+    of zero counted as 0 (:func:`_rounded_to_zero`)."""
+    v, zero = _rounded_to_zero(v, names, diagnostics)
+    return combine_vcov(a, coef, v, zero)
 
 
 def poisson_event_study(data: pd.DataFrame, *, outcome: str, unit: str, time: str,
@@ -271,7 +301,8 @@ def poisson_event_study(data: pd.DataFrame, *, outcome: str, unit: str, time: st
     cell_rel_t = (cells["t"] - cells["g"]).to_numpy()
     cell_info = pd.DataFrame({"cohort": cells["g"].to_numpy(), "time": cells["t"].to_numpy(),
                               "rel_time": cell_rel_t.astype(float)}, index=names)
-    cells_res = make_result("poisson_event_study/cells", pd.Series(coef, index=names), v,
+    cells_res = make_result("poisson_event_study/cells", pd.Series(coef, index=names),
+                            _rounded_to_zero(v, fit.terms, fit.diagnostics)[0],
                             fit.vcov_spec, fit.nobs, spec=spec, term_info=cell_info,
                             diagnostics=dict(fit.diagnostics),
                             nan_reason="cell not identified (no observations left or "
@@ -283,8 +314,7 @@ def poisson_event_study(data: pd.DataFrame, *, outcome: str, unit: str, time: st
                                            n_cell)
     a_all = np.vstack([a, a_att])
     c_all = np.concatenate([est, est_att])
-    ok = np.isfinite(coef)
-    v_all = a_all @ np.where(np.outer(ok, ok), v, 0.0) @ a_all.T
+    v_all = _combined_vcov(a_all, coef, v, fit.terms, fit.diagnostics)
     terms = [f"rel_time={int(k)}" for k in keys] + ["ATT"]
     if not len(est_att):
         c_all = np.append(c_all, np.nan)
@@ -297,7 +327,7 @@ def poisson_event_study(data: pd.DataFrame, *, outcome: str, unit: str, time: st
     diag = {**base_diag, **{k: v for k, v in fit.diagnostics.items()
                             if k not in ("notes", "dropped_rows")},
             "dropped_rows": {**dropped, **dict(fit.diagnostics["dropped_rows"])},
-            "n_cells": len(cells), "n_cells_not_identified": int((~ok).sum()),
+            "n_cells": len(cells), "n_cells_not_identified": int((~np.isfinite(coef)).sum()),
             "notes": notes,
             "aggregation_weights": "observations per cohort x period cell"}
     return make_result("poisson_event_study", pd.Series(c_all, index=terms), v_all,
@@ -337,9 +367,10 @@ def _dynamic(design: pd.DataFrame, rel: np.ndarray, lo: int, hi: int, refs: tupl
     k = len(periods)
     big = np.full((k + 1, k + 1), np.nan)
     big[:k, :k] = v
-    vz = np.where(np.isfinite(v), v, 0.0)
-    big[k, :k] = big[:k, k] = vz @ a
-    big[k, k] = a @ vz @ a if post.any() else np.nan
+    full = _combined_vcov(np.vstack([np.eye(k), a]), coef, v, fit.terms, fit.diagnostics)
+    big[k, :] = big[:, k] = full[k]
+    if not post.any():
+        big[k, k] = np.nan
     att = float(a[post] @ coef[post]) if post.any() else np.nan
     terms = [*names, "ATT"]
     term_info = pd.DataFrame({"rel_time": [float(e) for e in periods] + [np.nan]}, index=terms)
