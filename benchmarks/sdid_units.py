@@ -27,7 +27,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 
-def child(pkg: str, se: str, units: int, periods: int, reps: int) -> dict:
+def child(pkg: str, se: str, units: int, periods: int, reps: int, force: str = "") -> dict:
     sys.path.insert(0, str(HERE))
     import numpy as np
     import run_table
@@ -36,6 +36,11 @@ def child(pkg: str, se: str, units: int, periods: int, reps: int) -> dict:
     if pkg == "twinimpact":
         import twinimpact as ti
         from twinimpact.estimators import _sdid_solver as S
+        if force:                                 # sdidrows: the data form everywhere
+            S._GRAM_MAX_ELEMS = 0                 # (no k x k Gram object: the placebo's
+            S._GRAM_DATA_MULT = 0                 # bank, the kept / per-draw Gram)
+        if force == "data-nocache":
+            S._ROW_CACHE_ELEMS = 0                # ... and no row cache: every row recomputed
 
         def fit():
             r = ti.synthetic_did(d, outcome="y", unit="unit", time="year",
@@ -88,7 +93,7 @@ def child(pkg: str, se: str, units: int, periods: int, reps: int) -> dict:
             "cpu_s": (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime),
             "user_s": r1.ru_utime - r0.ru_utime, "sys_s": r1.ru_stime - r0.ru_stime,
             "wall_s": wall, "peak_mb": r1.ru_maxrss / 1024, "se_value": se_val,
-            "att": att, "load": os.getloadavg()[0], **extra}
+            "att": att, "load": os.getloadavg()[0], "force": force, **extra}
 
 
 def main() -> None:
@@ -101,17 +106,20 @@ def main() -> None:
     ap.add_argument("--peer-python", default="/tmp/venv-peers/bin/python")
     ap.add_argument("--jsonl", default=None)
     ap.add_argument("--run-id", default="")
+    ap.add_argument("--force", choices=["", "data", "data-nocache"], default="",
+                    help="ours only: the data form everywhere (both Gram knobs 0), "
+                         "optionally without the row cache")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.child:
-        print(json.dumps(child(a.pkg, a.se, a.units[0], a.periods, a.reps)))
+        print(json.dumps(child(a.pkg, a.se, a.units[0], a.periods, a.reps, a.force)))
         return
     py = sys.executable if a.pkg == "twinimpact" else a.peer_python
     env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1",
                MKL_NUM_THREADS="1")
     for n in a.units:
         cmd = [py, __file__, "--child", "--pkg", a.pkg, "--se", a.se, "--units", str(n),
-               "--periods", str(a.periods), "--reps", str(a.reps)]
+               "--periods", str(a.periods), "--reps", str(a.reps), "--force", a.force]
         p = subprocess.run(cmd, capture_output=True, text=True, env=env)
         if p.returncode:
             print(p.stderr[-2000:], file=sys.stderr)

@@ -818,6 +818,27 @@ _ROUNDING_NOTE = "no standard error for "
 ROUNDING_ZERO_KEY = "variance_zero_up_to_rounding"
 
 
+def combine_vcov(a: np.ndarray, coef: np.ndarray, v: np.ndarray,
+                 zero: np.ndarray | None = None) -> np.ndarray:
+    """``a v a'``: the variance of the combinations ``a`` (one per row) of terms with
+    estimates ``coef`` and variance ``v``. A term without an estimate is left out (its
+    weight should be 0); a term in ``zero`` counts with variance and covariances 0 (one
+    reported as rounding of zero); a combination that puts weight on an estimated term
+    whose variance is NaN is NaN, and only that one -- never 0 from a NaN read as 0 (a
+    fit without residual degrees of freedom then read "zero up to rounding"), never NaN
+    for every combination (one NaN cell made every Poisson aggregate NaN)."""
+    zero = np.zeros(len(coef), dtype=bool) if zero is None else np.asarray(zero, bool)
+    ok = np.isfinite(coef)
+    bad = ok & ~zero & ~np.isfinite(np.diag(v))
+    keep = ok & ~zero
+    vz = np.where(np.outer(keep, keep) & np.isfinite(v), v, 0.0)
+    out = a @ vz @ a.T
+    hit = (a[:, bad] != 0).any(axis=1)
+    out[hit, :] = np.nan
+    out[:, hit] = np.nan
+    return out
+
+
 def effect_terms(terms: Sequence[str], term_info: pd.DataFrame | None) -> np.ndarray:
     """Mask of the terms that are treatment effects by event time, cohort or period (a
     finite ``rel_time``, ``cohort`` or ``time`` in ``term_info``): estimates in one unit,

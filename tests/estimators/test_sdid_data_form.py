@@ -232,6 +232,74 @@ def test_compiled_data_form_variants_equal_the_numpy_loop(design, monkeypatch):
         assert np.array_equal(v, ref), name
 
 
+@pytest.mark.parametrize("cache_elems", [None, 0, 90 * 7])
+def test_rows_of_several_problems_in_one_pass_equal_the_numpy_loop(cache_elems, monkeypatch):
+    """The compiled data-form loop with the rows 2-4 problems miss computed in one pass
+    over the blocked design (``ti_fw_rows``: the R = 2, 3 (a spare fourth row) and 4
+    kernels; rounds over 11 live placebo problems, more than a pass serves; a column two
+    problems ask in one round computed once; rows kept in a full, no or a filling cache)
+    equals the loop computing each row alone (``ti_fw_rows(1)``, the scheme before) to the
+    bit, and the placebo equals the NumPy loop; so do bootstrap draws solved five in one
+    call in the control-design form (one coordinate map per problem: they alternate, the
+    side-by-side loop is for shared coordinates). (The NumPy loop
+    solves design draws one by one at ~1.8 s a draw here: compared once, in
+    test_compiled_data_form_variants_equal_the_numpy_loop.)"""
+    if _sdid_solver.fw_loop() != "compiled":
+        pytest.skip("the compiled extension is not built")
+    _force_data_form(monkeypatch)
+    if cache_elems is not None:
+        monkeypatch.setattr(_sdid_solver, "_ROW_CACHE_ELEMS", cache_elems)
+    monkeypatch.setattr(_sdid_inference, "_design_form_ok", lambda: True)
+    monkeypatch.setattr(_sdid_inference, "_PAIR_DRAWS", 5)
+    Y, N0, groups = _block_panel(6, N=120, N0=90)     # 90 controls: 2 blocks + a tail
+
+    fits, _ = fit_design(Y, np.arange(N0), groups, "sdid")
+
+    def placebo():
+        return placebo_replicates(Y, N0, groups, fits, 11, np.random.default_rng(4))
+
+    def boot():
+        return bootstrap_replicates(Y, N0, groups, fits, 7, np.random.default_rng(5))[0]
+
+    fn = _sdid_solver._compiled_fw()
+    out = {}
+    try:
+        for w in (1, 2, 3, 4):
+            assert fn.rows(w) == w
+            out[w] = placebo(), boot()
+    finally:
+        fn.rows(4)
+    for w in (2, 3, 4):
+        assert np.array_equal(out[w][0], out[1][0]), w
+        assert np.array_equal(out[w][1], out[1][1]), w
+    monkeypatch.setenv(_sdid_solver.KERNEL_ENV, "numpy")
+    assert np.array_equal(placebo(), out[4][0])
+
+
+def test_placebo_chunks_grouped_in_one_call_give_the_same_replicates(monkeypatch):
+    """A placebo's chunks of replicates (here one replicate each) in data form are solved
+    in calls of at least ``_SIDE_REPS`` problems, each chunk's state computed alone: the
+    same replicates to the bit as one call per chunk, with fewer calls."""
+    if _sdid_solver.fw_loop() != "compiled":
+        pytest.skip("the compiled extension is not built")
+    _force_data_form(monkeypatch)
+    Y, N0, groups = _block_panel(7, N=120, N0=90)
+    fits, _ = fit_design(Y, np.arange(N0), groups, "sdid")
+    monkeypatch.setattr(_sdid_inference, "_BATCH_ELEMS", 1)      # one replicate a chunk
+    calls = []
+    orig = _sdid_solver._fw_data_sets_c
+    monkeypatch.setattr(_sdid_solver, "_fw_data_sets_c",
+                        lambda fn, sets, *a, **k: calls.append(len(sets)) or orig(fn, sets, *a, **k))
+    out = {}
+    for side in (1, 4, 5):
+        monkeypatch.setattr(_sdid_inference, "_SIDE_REPS", side)
+        calls.clear()
+        out[side] = placebo_replicates(Y, N0, groups, fits, 9, np.random.default_rng(8))
+        # two cohorts x two passes; 9 chunks each in groups of `side` chunks
+        assert sorted(set(calls)) == sorted({min(side, 9), 9 % side or side})
+    assert np.array_equal(out[4], out[1]) and np.array_equal(out[5], out[1])
+
+
 def test_the_budget_decides_the_form(monkeypatch):
     assert gram_fits(2_896, 30) and not gram_fits(2_897, 30)     # 64 MB
     assert gram_fits(3_200, 50) and not gram_fits(3_201, 50)     # 64 x the design

@@ -306,3 +306,43 @@ def test_first_seen_codes_equal_pandas_factorize_of_the_labels():
         want, uniques = pd.factorize(labels[keep])
         np.testing.assert_array_equal(got, want)
         assert n_present == len(uniques)
+
+
+def test_no_residual_degrees_of_freedom_is_said_not_read_as_zero_variance():
+    """A saturated fit (9 rows, 9 parameters): every cell variance is NaN. The event-time
+    and aggregated variances are NaN with the reason (no residual degrees of freedom) in
+    a warning -- they were silent in the event-time result and, in the aggregation, the
+    NaN cells were read as 0 and reported as "zero up to rounding"."""
+    import warnings
+
+    from twinimpact.errors import NotComputableWarning
+
+    d = pd.DataFrame({"u": np.repeat([0, 1, 2], 3), "t": np.tile([1, 2, 3], 3),
+                      "g": np.repeat([2.0, 3.0, np.nan], 3)})
+    d["y"] = np.random.default_rng(0).normal(size=len(d))
+    for agg in (None, "simple", "cohort"):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            r = sun_abraham(d, outcome="y", unit="u", time="t", cohort="g")
+            r = r if agg is None else r.aggregate(agg)
+        msgs = [str(w.message) for w in caught if issubclass(w.category,
+                                                             NotComputableWarning)]
+        assert np.isfinite(r.coef).all() and np.isnan(np.diag(r.cov)).all(), agg
+        assert any("no residual degrees of freedom" in m for m in msgs), (agg, msgs)
+        assert not any("zero up to rounding" in m for m in msgs), (agg, msgs)
+
+
+def test_aggregates_of_cells_with_variances_are_unchanged_by_a_nan_elsewhere():
+    """combine_vcov: only the combinations that weigh a cell whose variance is NaN are
+    NaN; a cell without an estimate (weight 0) is left out as before."""
+    from twinimpact.results import combine_vcov
+
+    coef = np.array([1.0, 2.0, np.nan, 4.0])
+    v = np.array([[1.0, 0.1, np.nan, 0.0], [0.1, 2.0, np.nan, 0.0],
+                  [np.nan] * 4, [0.0, 0.0, np.nan, np.nan]])
+    a = np.array([[0.5, 0.5, 0.0, 0.0], [0.0, 0.0, 0.0, 1.0], [0.5, 0.0, 0.0, 0.5]])
+    out = combine_vcov(a, coef, v)
+    assert out[0, 0] == pytest.approx(0.25 * (1 + 2 + 0.2))
+    assert np.isnan(out[1]).all() and np.isnan(out[2]).all() and np.isnan(out[:, 1]).all()
+    same = combine_vcov(a[:1], coef, v, zero=np.array([False, False, False, True]))
+    assert same[0, 0] == pytest.approx(out[0, 0])

@@ -126,6 +126,14 @@ def aggregate(taus: np.ndarray, n1: np.ndarray, t1: np.ndarray) -> tuple[float, 
 #: ((T0 + 1)^2 each); more replicates go in chunks (each problem follows its own
 #: iterates: chunking changes nothing but the rounding of BLAS products of other shapes)
 _BATCH_ELEMS = 2**19
+#: placebo unit-weight problems in data form solved in one compiled call at least (the
+#: chunks of :data:`_BATCH_ELEMS` grouped up to it; their states are computed chunk by
+#: chunk, as before, so the same numbers): the compiled loop computes the Gram rows of up
+#: to four problems in one pass over the design (``_sdid_fw.c`` ``ti_fw_data_side``), so a
+#: call needs four problems or more to fill its passes (at 20,000 units a chunk holds two
+#: or three replicates, at 40,000 one). Costs the states of the grouped chunks (at most
+#: ``_SIDE_REPS`` chunks of :data:`_BATCH_ELEMS` numbers: 16 MB)
+_SIDE_REPS = 4
 #: ... and of one gather of the replicates' control rows (time-weight Gram blocks)
 _GATHER_ELEMS = 2**16
 #: the bootstrap's unit-weight problems, per group (:func:`bootstrap_forms`), in the
@@ -153,7 +161,9 @@ _GATHER_ELEMS = 2**16
 _GRAM_KEEP_ELEMS = 2**22
 _DESIGN_ELEMS = 2**24
 #: bootstrap draws solved together in the control-design form (2: in alternation; 1: one
-#: by one -- the same numbers)
+#: by one -- the same numbers). Four with their missed rows computed in one pass
+#: (``ti_fw_data_side``) was measured no faster: the draws find 82-96% of their rows in
+#: the cache (run RP, RESULTS.md "sdidrows": 0.744 against 0.720 s at 4,000 units)
 _PAIR_DRAWS = 2
 
 
@@ -255,36 +265,61 @@ def _placebo_taus(Y0: np.ndarray, ctrl: np.ndarray, tr: np.ndarray, fit: SDIDFit
     per_rep = 4 * N0 + (6 * N0 if opts.update_omega else 0) + \
         ((T0 + 1) ** 2 + 6 * T0 if opts.update_lambda else 0)
     taus = np.empty(B)
-    for sl in _rep_chunks(B, per_rep):
-        c = ctrl[sl]
-        omega = np.zeros((len(c), N0))
-        src = fit.omega[c]
-        tot = src.sum(axis=1, keepdims=True)
-        src = np.where(tot != 0, src / np.where(tot != 0, tot, 1.0), 1.0 / c.shape[1])
-        np.put_along_axis(omega, c, src, axis=1)         # sum_normalize(omega[ctrl])
-        lam = np.array(np.broadcast_to(fit.lam, (len(c), T0)))
-        sets = []
-        if opts.update_lambda:
-            sets.append(_lambda_problems(Z, c, fit.lam, opts))
-        if opts.update_omega:
-            sets.append(_omega_problems(A, bank, c, tr[sl], omega, opts))
+    chunks = _rep_chunks(B, per_rep)
+    side = (opts.update_omega and bank is None
+            and _sdid_solver.fw_loop() == "compiled")
+    for group in _chunk_groups(chunks, _SIDE_REPS if side else 1):
+        sets, starts = [], []
+        for sl in group:
+            c = ctrl[sl]
+            omega = np.zeros((len(c), N0))
+            src = fit.omega[c]
+            tot = src.sum(axis=1, keepdims=True)
+            src = np.where(tot != 0, src / np.where(tot != 0, tot, 1.0), 1.0 / c.shape[1])
+            np.put_along_axis(omega, c, src, axis=1)         # sum_normalize(omega[ctrl])
+            lam = np.array(np.broadcast_to(fit.lam, (len(c), T0)))
+            starts.append((lam, omega))
+            if opts.update_lambda:
+                sets.append(_lambda_problems(Z, c, fit.lam, opts))
+            if opts.update_omega:
+                sets.append(_omega_problems(A, bank, c, tr[sl], omega, opts))
+        # one call for the group: its chunks' unit-weight problems in data form share
+        # the compiled loop's passes over the design (the same numbers as chunk by chunk)
         w, conv = solve_gram_sets(sets, opts) if sets else ([], [])
         if stats is not None:
             for c_ in conv:
                 stats["problems"] = stats.get("problems", 0) + len(c_)
                 stats["stopped_at_max_iter"] = (stats.get("stopped_at_max_iter", 0)
                                                 + int((~c_).sum()))
-        if opts.update_lambda:
-            lam = w.pop(0)
-        if opts.update_omega:
-            omega = w.pop(0)
-        col = np.empty((len(c), T))
-        col[:, :T0] = -lam
-        col[:, T0:] = 1.0 / (T - T0)
-        np.negative(omega, out=omega)
-        np.put_along_axis(omega, tr[sl], 1.0 / n1, axis=1)   # row contrast of Y0
-        taus[sl] = np.einsum("bj,jt,bt->b", omega, Y0, col, optimize=True)
+        for sl, (lam, omega) in zip(group, starts, strict=True):
+            if opts.update_lambda:
+                lam = w.pop(0)
+            if opts.update_omega:
+                omega = w.pop(0)
+            col = np.empty((sl.stop - sl.start, T))
+            col[:, :T0] = -lam
+            col[:, T0:] = 1.0 / (T - T0)
+            np.negative(omega, out=omega)
+            np.put_along_axis(omega, tr[sl], 1.0 / n1, axis=1)   # row contrast of Y0
+            taus[sl] = np.einsum("bj,jt,bt->b", omega, Y0, col, optimize=True)
     return taus
+
+
+def _chunk_groups(chunks: list[slice], reps: int) -> list[list[slice]]:
+    """Consecutive chunks in groups of at least ``reps`` replicates (the last group
+    possibly fewer); ``reps`` 1: one chunk a group."""
+    groups: list[list[slice]] = []
+    cur: list[slice] = []
+    n = 0
+    for sl in chunks:
+        cur.append(sl)
+        n += sl.stop - sl.start
+        if n >= reps:
+            groups.append(cur)
+            cur, n = [], 0
+    if cur:
+        groups.append(cur)
+    return groups
 
 
 def placebo_replicates(Y: np.ndarray, N0: int, groups: list[Group], fits: list[SDIDFit],

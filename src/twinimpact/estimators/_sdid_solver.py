@@ -27,6 +27,7 @@ the intercepts ``omega_0`` / ``lambda_0`` being profiled out by centring when re
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import os
 import threading
 from contextlib import contextmanager
@@ -476,6 +477,9 @@ def _compiled_fw():
                                 + [ctypes.c_int64] + [ctypes.c_void_p] * 10
                                 + [ctypes.c_int64] + [ctypes.c_void_p] * 2
                                 + [ctypes.c_int64])
+            fn.rows = lib.ti_fw_rows
+            fn.rows.restype = ctypes.c_int
+            fn.rows.argtypes = [ctypes.c_int]
             fn.gather = lib.ti_gather_gram
             fn.gather.restype = None
             fn.gather.argtypes = [ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64,
@@ -517,27 +521,35 @@ def fw_gram_sets(sets: list[GramProblems], *, min_decrease: float, max_iter: int
     and step: the update of the half-gradient and the next step's argmin in one SSE2 pass,
     two problems in alternation so that the Gram row one needs next is prefetched while
     the other computes (the row fetch from memory dominates once the Gram matrix outgrows
-    the cache, ~2,000 controls). Used by the placebo batch, the point fit and every
-    bootstrap refit (:func:`sdid_fit`).
+    the cache, ~2,000 controls). In data form, sets sharing one design (a placebo's
+    chunks) run in one call (:func:`_shared_design_groups`), whose problems have the rows
+    they miss computed four in one pass over the design. Used by the placebo batch, the
+    point fit and every bootstrap refit (:func:`sdid_fit`).
     """
     fn = _compiled_fw()
     if fn is None:
         return fw_gram_sets_numpy(sets, min_decrease=min_decrease, max_iter=max_iter)
     md2 = min_decrease**2
-    out = []
     if len(sets) > 1 and all(_is_design_draw(P) for P in sets) and all(
             P.D is sets[0].D and P.cache is sets[0].cache for P in sets):
         return _fw_design_draws_c(fn, sets, md2, max_iter)
-    for P in sets:
+    out: list = [None] * len(sets)
+    for group in _shared_design_groups(sets):
+        if len(group) > 1:                  # one call: their missed rows share passes
+            for j, r in zip(group, _fw_data_sets_c(fn, [sets[j] for j in group], md2,
+                                                    max_iter), strict=True):
+                out[j] = r
+            continue
+        P = sets[group[0]]
         st = _Set(P)
         B, k = st.B, st.k
+        if B and st.D is not None:
+            out[group[0]] = _fw_data_sets_c(fn, [P], md2, max_iter, [st])[0]
+            continue
         n_iter = np.zeros(B, dtype=np.int64)
         conv = np.zeros(B, dtype=np.uint8)
         y = st.y
-        if B and st.D is not None:
-            _fw_data_c(fn, st, P, md2, max_iter, n_iter, conv)
-            y = st.y
-        elif B:
+        if B:
             bank = np.ascontiguousarray(st.bank, dtype=np.float64)
             base = np.ascontiguousarray(st.base, dtype=np.int64)
             gd = np.ascontiguousarray(st.gd, dtype=np.float64)
@@ -552,39 +564,73 @@ def fw_gram_sets(sets: list[GramProblems], *, min_decrease: float, max_iter: int
                bb.ctypes.data, eta.ctypes.data, md2n.ctypes.data, int(max_iter),
                h.ctypes.data, y.ctypes.data, cp.ctypes.data, xx.ctypes.data, p.ctypes.data,
                n_iter.ctypes.data, conv.ctypes.data)
-        out.append((y, n_iter.astype(int), conv.astype(bool)))
+        out[group[0]] = (y, n_iter.astype(int), conv.astype(bool))
     return out
 
 
-def _fw_data_c(fn, st: _Set, P: DataProblems, md2: float, max_iter: int,
-               n_iter: np.ndarray, conv: np.ndarray) -> None:
-    """The compiled loop on a set in data form (``ti_fw_data``); weights into ``st.y``."""
-    B, k = st.B, st.k
-    D = st.D
+def _shared_design_groups(sets: list) -> list[list[int]]:
+    """Indices of ``sets`` in groups solved by one compiled call: the data-form sets on
+    the same design object with no coordinate map and the same ``n`` and ``zeta`` (the
+    unit-weight problems of a placebo's chunks of replicates, :func:`._sdid_inference.
+    _placebo_taus`) form one group; every other set is a group of its own."""
+    groups: list[list[int]] = []
+    key_of: dict = {}
+    for j, P in enumerate(sets):
+        if isinstance(P, DataProblems) and P.cmap is None and P.cache is None:
+            key = (id(P.D), P.n, P.zeta)
+            if key in key_of:
+                groups[key_of[key]].append(j)
+                continue
+            key_of[key] = len(groups)
+        groups.append([j])
+    return groups
+
+
+def _fw_data_sets_c(fn, sets: list[DataProblems], md2: float, max_iter: int,
+                    sts: list[_Set] | None = None
+                    ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """The compiled loop (``ti_fw_data``) on sets in data form sharing one design and
+    coordinates (one set, or a group of :func:`_shared_design_groups`) in one call, so
+    that the compiled loop computes the rows several problems miss in one pass over the
+    design. Each set's state is computed alone (:class:`_Set`, as for a call of its own)
+    and stacked: every problem runs its own operations, the same numbers as one call per
+    set (tested bit for bit). Returns ``(weights, n_iter, converged)`` per set."""
+    sts = [_Set(P) for P in sets] if sts is None else sts
+    st0, P0 = sts[0], sets[0]
+    Bs = [st.B for st in sts]
+    B, k = sum(Bs), st0.k
+    D = st0.D
     n, m = D.shape
-    cmap = None if st.cmap is None else np.ascontiguousarray(st.cmap, dtype=np.int64)
+    cmap = None if st0.cmap is None else np.ascontiguousarray(st0.cmap, dtype=np.int64)
     base = np.zeros(B, dtype=np.int64)
-    gd = np.ascontiguousarray(st.gd, dtype=np.float64)
-    st.y = np.ascontiguousarray(st.y, dtype=np.float64)
-    h = np.ascontiguousarray(st.h, dtype=np.float64)
-    bb = np.ascontiguousarray(np.broadcast_to(np.asarray(P.bb, dtype=np.float64), (B,)))
-    eta = np.full(B, st.eta)
-    md2n = np.full(B, md2 * P.n)
-    cp, xx, p = (np.ascontiguousarray(v, dtype=np.float64) for v in (st.cp, st.xx, st.p))
+    gd = np.ascontiguousarray(st0.gd, dtype=np.float64)
+    y, h, Atb = (np.ascontiguousarray(np.concatenate([getattr(st, a) for st in sts]),
+                                      dtype=np.float64) for a in ("y", "h", "Atb"))
+    bb = np.concatenate([np.broadcast_to(np.asarray(P.bb, dtype=np.float64), (st.B,))
+                         for P, st in zip(sets, sts, strict=True)])
+    eta = np.concatenate([np.full(st.B, st.eta) for st in sts])
+    md2n = np.concatenate([np.full(st.B, md2 * P.n) for P, st in zip(sets, sts, strict=True)])
+    cp, xx, p = (np.ascontiguousarray(np.concatenate([getattr(st, a) for st in sts]),
+                                      dtype=np.float64) for a in ("cp", "xx", "p"))
+    n_iter = np.zeros(B, dtype=np.int64)
+    conv = np.zeros(B, dtype=np.uint8)
     rbuf = np.empty(m + n)
     gbuf = np.empty(k if cmap is not None else 0)
-    rc = P.cache if P.cache is not None else _row_cache(D)
+    rc = P0.cache if P0.cache is not None else _row_cache(D)
     cache, rows, slot, used = ((np.empty(0), 0, None, None) if rc is None
                                else (rc.buffer(), rc.rows, rc.slot, rc.used))
     fn.data(B, k, n, m, D.ctypes.data, None if cmap is None else cmap.ctypes.data,
-            base.ctypes.data, gd.ctypes.data, st.Atb.ctypes.data, bb.ctypes.data,
+            base.ctypes.data, gd.ctypes.data, Atb.ctypes.data, bb.ctypes.data,
             eta.ctypes.data, md2n.ctypes.data, int(max_iter), h.ctypes.data,
-            st.y.ctypes.data, cp.ctypes.data, xx.ctypes.data, p.ctypes.data,
+            y.ctypes.data, cp.ctypes.data, xx.ctypes.data, p.ctypes.data,
             n_iter.ctypes.data, conv.ctypes.data, rbuf.ctypes.data,
             gbuf.ctypes.data if gbuf.size else None,
             cache.ctypes.data if rows else None, rows,
             slot.ctypes.data if rows and slot is not None else None,
             used.ctypes.data if rows and slot is not None else None, 0)
+    edges = np.cumsum([0, *Bs])
+    return [(y[lo:hi], n_iter[lo:hi].astype(int), conv[lo:hi].astype(bool))
+            for lo, hi in itertools.pairwise(edges)]
 
 
 def _is_design_draw(P) -> bool:

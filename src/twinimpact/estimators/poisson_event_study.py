@@ -58,6 +58,7 @@ from ..results import (
     ROUNDING_ZERO_KEY,
     ATTDefinition,
     EstimationResult,
+    combine_vcov,
     event_pretrend_test,
     make_result,
 )
@@ -111,20 +112,10 @@ def _rounded_to_zero(v: np.ndarray, names: Sequence[str], diagnostics: Mapping[s
 
 def _combined_vcov(a: np.ndarray, coef: np.ndarray, v: np.ndarray, names: Sequence[str],
                    diagnostics: Mapping[str, Any]) -> np.ndarray:
-    """``a v a'`` for combinations ``a`` (rows) of the fit's terms: a term without an
-    estimate has weight 0 (left out); one whose variance is rounding of zero counts as 0
-    (:func:`_rounded_to_zero`); a combination that puts weight on an estimated term
-    whose variance is not computable is NaN, and only that one (one NaN cell made every
-    aggregate NaN: fuzz seed 300)."""
+    """:func:`~twinimpact.results.combine_vcov`, the terms the fit reported as rounding
+    of zero counted as 0 (:func:`_rounded_to_zero`)."""
     v, zero = _rounded_to_zero(v, names, diagnostics)
-    ok = np.isfinite(coef)
-    bad = ok & ~zero & ~np.isfinite(np.diag(v))
-    vz = np.where(np.outer(ok, ok) & np.isfinite(v), v, 0.0)
-    out = a @ vz @ a.T
-    hit = (a[:, bad] != 0).any(axis=1)
-    out[hit, :] = np.nan
-    out[:, hit] = np.nan
-    return out
+    return combine_vcov(a, coef, v, zero)
 
 
 def poisson_event_study(data: pd.DataFrame, *, outcome: str, unit: str, time: str,

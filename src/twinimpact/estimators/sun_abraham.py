@@ -57,7 +57,13 @@ from ..errors import (
     format_message,
     renamed_keyword,
 )
-from ..results import ATTDefinition, EstimationResult, event_pretrend_test, make_result
+from ..results import (
+    ATTDefinition,
+    EstimationResult,
+    combine_vcov,
+    event_pretrend_test,
+    make_result,
+)
 
 __all__ = ["SunAbrahamResult", "sun_abraham"]
 
@@ -104,10 +110,9 @@ class SunAbrahamResult(EstimationResult):
             return self
         names, lmat, info = _aggregation_matrix(self.cells, type)
         k = len(self.cells)
-        b = np.nan_to_num(self.cells["estimate"].to_numpy())
-        v = np.nan_to_num(self.cell_cov[:k, :k])
-        coef = lmat @ b
-        cov = lmat @ v @ lmat.T
+        est = self.cells["estimate"].to_numpy()
+        coef = lmat @ np.nan_to_num(est)
+        cov = combine_vcov(lmat, est, self.cell_cov[:k, :k])
         empty = lmat.sum(axis=1) == 0
         coef[empty] = np.nan
         cov[empty, :] = cov[:, empty] = np.nan
@@ -383,9 +388,8 @@ def sun_abraham(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohor
     lmat[ke - 1 + np.arange(p), kc + np.arange(p)] = 1.0
     lmat[ke + p - 1, :kc] = l_e[-1]
     out_names = [*names_e[:-1], *covariates, "ATT"]
-    bz, vz = np.nan_to_num(b), np.nan_to_num(v)
-    coef = lmat @ bz
-    cov = lmat @ vz @ lmat.T
+    coef = lmat @ np.nan_to_num(b)
+    cov = combine_vcov(lmat, b, v)
     empty = lmat.sum(axis=1) == 0
     for j in range(p):
         if not np.isfinite(b[kc + j]):
@@ -408,17 +412,14 @@ def sun_abraham(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohor
             "n_cells": kc, "control_cohort": "never treated" if control == "never_treated"
             else f"cohort {ref_cohort:g}" + (" and never treated" if never_kept.any() else ""),
             "notes": notes}
-    with warnings.catch_warnings():
-        if not empty.any():
-            warnings.simplefilter("ignore", NotComputableWarning)
-        return make_result(
-            est, pd.Series(coef, index=out_names), cov, vspec, n_obs, spec=spec,
-            diagnostics=diag, term_info=term_info, cls=SunAbrahamResult,
-            nan_reason="every cohort x period cell of this relative period is collinear",
-            extras={"interactions": cells.copy()}, cells=cells, cell_cov=_ro(v),
-            cov_names=tuple(covariates), att_definition=_ATT_DEF,
-            pretrend_test=event_pretrend_test(out_names, coef, cov, rel_out, vspec,
-                                              estimator=est))
+    return make_result(
+        est, pd.Series(coef, index=out_names), cov, vspec, n_obs, spec=spec,
+        diagnostics=diag, term_info=term_info, cls=SunAbrahamResult,
+        nan_reason="every cohort x period cell of this relative period is collinear",
+        extras={"interactions": cells.copy()}, cells=cells, cell_cov=_ro(v),
+        cov_names=tuple(covariates), att_definition=_ATT_DEF,
+        pretrend_test=event_pretrend_test(out_names, coef, cov, rel_out, vspec,
+                                          estimator=est))
 
 
 def _first_seen_codes(codes: np.ndarray, n_levels: int, *, in_place: bool = False
