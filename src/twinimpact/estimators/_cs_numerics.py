@@ -204,21 +204,10 @@ def cell_closed_form_split(dy1: np.ndarray, dy0: np.ndarray, n_total: int,
     function is written over them in place (``dy1`` becomes the cohort's values, ``dy0``
     the comparison units'), so a cell touches only its ``N1 + N0`` units. Same estimate,
     influence function and guards as :func:`cell_closed_form_full`; when a guard applies
-    the inputs are left unscaled. Returns ``CellFit`` with an empty ``inf``.
+    the inputs are left unscaled. Returns ``CellFit`` with an empty ``inf``
+    (:func:`cell_closed_form_groups` with one part: the same operations).
     """
-    N1, N0 = len(dy1), len(dy0)
-    share = N1 / (N1 + N0)
-    empty = np.empty(0)
-    reason = _share_guard(share, method)
-    if reason:
-        return CellFit(np.nan, empty, reason)
-    m1 = np.add.reduce(dy1) / N1
-    m0 = np.add.reduce(dy0) / N0
-    dy1 -= m1
-    dy1 *= n_total / N1
-    dy0 -= m0
-    dy0 *= -n_total / N0
-    return CellFit(float(m1 - m0), empty)
+    return cell_closed_form_groups(dy1, [dy0], n_total, method)
 
 
 def cell_closed_form_groups(dy1: np.ndarray, dy0: Sequence[np.ndarray], n_total: int,
