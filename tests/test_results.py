@@ -177,24 +177,30 @@ def test_an_effect_variance_at_rounding_level_of_the_other_effects_is_nan():
     estimate (Driscoll-Kraay, fuzz seed 11885: SE 1.05e-9 beside -0.050, 2.1e-8 of it,
     past the own-estimate bound in one row order only); a covariate with the same tiny
     variance (no event time: other units) and a normalised reference period (0 and 0)
-    are kept, as is an effect whose SE is merely small (1e-5 of the largest)."""
-    terms = ["rel_time=-1", "rel_time=0", "rel_time=3", "rel_time=4", "x", "ATT"]
-    b = pd.Series([0.0, 0.81, -0.050, 0.3, 2e-4, 0.5], index=terms)
-    v = np.diag([0.0, 0.0163, 1.09e-18, 1.63e-12, 1.09e-18, 0.01])
-    info = pd.DataFrame({"rel_time": [-1.0, 0.0, 3.0, 4.0, np.nan, np.nan]}, index=terms)
+    are kept, as is an effect whose SE is merely small (1e-5 of the largest) and one
+    whose variance is tiny beside the others' but whose t-statistic is 1000."""
+    terms = ["rel_time=-1", "rel_time=0", "rel_time=3", "rel_time=4", "rel_time=5", "x",
+             "ATT"]
+    b = pd.Series([0.0, 0.81, -0.050, 0.3, 3.2e-5, 2e-4, 0.5], index=terms)
+    # rel_time=5: a variance 6e-14 of the largest but t = 1012 (an effect on a scale far
+    # below the others', e.g. small exporters' flows in levels): a measured precision
+    v = np.diag([0.0, 0.0163, 1.09e-18, 1.63e-12, 1e-15, 1.09e-18, 0.01])
+    info = pd.DataFrame({"rel_time": [-1.0, 0.0, 3.0, 4.0, 5.0, np.nan, np.nan]},
+                        index=terms)
     with pytest.warns(NotComputableWarning, match=r"no standard error for rel_time=3: the "
                       r"variance is zero up to rounding"):
         r = make_result("toy", b, v, VcovSpec("cluster"), 10, term_info=info)
     se = r.std_errors
     assert np.isnan(se["rel_time=3"]) and se["rel_time=-1"] == 0.0
     assert se["rel_time=4"] == pytest.approx(np.sqrt(1.63e-12))
+    assert se["rel_time=5"] == pytest.approx(np.sqrt(1e-15))
     assert se["x"] == pytest.approx(np.sqrt(1.09e-18)) and se["ATT"] == pytest.approx(0.1)
     # without term_info nothing is known to share a unit: only the own-estimate rule
     r0 = make_result("toy", b, v, VcovSpec("cluster"), 10)
     assert np.isfinite(r0.std_errors["rel_time=3"])
     # with_vcov judges the new variance by the same rules
     from twinimpact.results import effect_terms
-    assert effect_terms(terms, info).tolist() == [True] * 4 + [False] * 2
+    assert effect_terms(terms, info).tolist() == [True] * 5 + [False] * 2
 
 
 def test_imputation_with_one_treated_row_per_cell_reports_no_standard_error():

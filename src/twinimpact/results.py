@@ -813,6 +813,9 @@ def warn_nan(terms: Sequence[str], coef: np.ndarray, cov: np.ndarray, why: str,
 
 #: how :func:`rounding_variances`' note begins (a refit's note replaces the old one)
 _ROUNDING_NOTE = "no standard error for "
+#: an effect's SE at most this share of its estimate (t above 1e6) may be rounding of zero
+#: (:func:`rounding_variances`; with the variance at rounding level of the largest effect's)
+EFFECT_T_BOUND = 1e-6
 #: ``diagnostics`` key naming the terms whose variance :func:`rounding_variances` found
 #: to be rounding of zero (reported NaN; a combination of terms may count them as 0)
 ROUNDING_ZERO_KEY = "variance_zero_up_to_rounding"
@@ -877,9 +880,12 @@ def rounding_variances(terms: Sequence[str], coef: np.ndarray, cov: np.ndarray,
     standard error below 4.7e-7 of the largest effect's) is rounding of zero too, also
     beside a small estimate: Driscoll-Kraay with period effects gave rel_time=3 an SE of
     1.05e-9 beside -0.050 (2.1e-8 of it, above the first bound) under one row order and
-    below the bound under another (variance 6.7e-17 of the largest, 0.128^2). Effects
-    of one outcome differ in SE with their cells' sizes, never by such a factor. A term
-    fixed at exactly 0 with exactly 0 variance (a normalised reference period) is kept."""
+    below the bound under another (variance 6.7e-17 of the largest, 0.128^2) -- when
+    its SE is also at most :data:`EFFECT_T_BOUND` (1e-6) of its own estimate (a
+    t-statistic above 1e6). Both, because effects of one outcome may differ in scale by
+    more than the first bound allows (response-scale trade effects of small and large
+    exporters: an SE of 10 beside one of 1e8), never in their t-statistics. A term fixed
+    at exactly 0 with exactly 0 variance (a normalised reference period) is kept."""
     b = np.asarray(coef, dtype=float)
     var = np.diag(cov)
     bound = np.sqrt(np.finfo(float).eps) * np.abs(b)
@@ -889,7 +895,8 @@ def rounding_variances(terms: Sequence[str], coef: np.ndarray, cov: np.ndarray,
         if effect is not None and effect.any():
             ev = var[effect & finite]
             floor = rounding_floor(float(ev.max()) if len(ev) else None, 1)
-            mask |= effect & finite & ~((b == 0.0) & (var == 0.0)) & (var <= floor)
+            own = EFFECT_T_BOUND * np.abs(b)
+            mask |= effect & finite & (b != 0.0) & (var <= floor) & (var <= own * own)
     if not mask.any():
         return cov, "", mask
     cov = cov.copy()
@@ -897,8 +904,8 @@ def rounding_variances(terms: Sequence[str], coef: np.ndarray, cov: np.ndarray,
     names = [t for t, m in zip(terms, mask, strict=True) if m]
     shown = f"{', '.join(names[:8])}{'…' if len(names) > 8 else ''}"
     note = (f"{_ROUNDING_NOTE}{shown}: the variance is zero up to rounding (a "
-            "standard error below 1e-8 of the estimate, or of an effect below 5e-7 of the "
-            "largest effect's), so it is zero by construction in "
+            "standard error below 1e-8 of the estimate, or, for an effect, below 1e-6 of "
+            "the estimate and 5e-7 of the largest effect's), so it is zero by construction in "
             "these data, not a measured precision -- for example one treated observation "
             "per cohort and period, or period sums of scores that period effects make zero")
     warnings.warn(f"{estimator}: {note}.", NotComputableWarning, stacklevel=4)
