@@ -486,6 +486,10 @@ def demean(x: np.ndarray, fe_codes: Sequence[np.ndarray], *, weights: np.ndarray
             if proj.ok:
                 res = proj.subtract(x2)
                 return DemeanResult(res[:, 0] if squeeze else res, True, 1)
+    if np.shares_memory(x2, x):
+        # the sweeps below write into x2: never into the caller's array (a contiguous
+        # float x is x2 itself; the test oracle's design was demeaned in place by this)
+        x2 = x2.copy()
     scale = 1.0 + (np.max(np.abs(x2), axis=0) if len(x2) else np.zeros(x2.shape[1]))
     it = 0
     active = np.arange(x2.shape[1])
