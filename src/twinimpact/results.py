@@ -627,16 +627,15 @@ class EstimationResult:
         warn_nan(self.terms, self.coef, cov, f"variance {vcov!r} not computable",
                  self.estimator, vspec.description
                  if vspec.small_sample.get("df_resid", 1) <= 0 else None)
-        cov, rounded, mask = rounding_variances(
+        cov, rounded, zero = rounding_variances(
             self.terms, self.coef, cov, self.estimator,
             effect_terms(self.terms, self.term_info))
         # the few-clusters flag follows the new variance, as a refit would set it; so
         # does the note on variances that are rounding of zero
         diag = {k: v for k, v in self.diagnostics.items()
                 if k not in ("few_clusters", ROUNDING_ZERO_KEY)}
-        if rounded:
-            diag[ROUNDING_ZERO_KEY] = tuple(t for t, m in zip(self.terms, mask, strict=True)
-                                            if m)
+        if zero:
+            diag[ROUNDING_ZERO_KEY] = zero
         diag["notes"] = [n for n in diag.get("notes", ()) if "cluster-robust p-values and "
                          "intervals are unreliable" not in n
                          and not n.startswith(_ROUNDING_NOTE)]
@@ -860,10 +859,10 @@ def effect_terms(terms: Sequence[str], term_info: pd.DataFrame | None) -> np.nda
 
 def rounding_variances(terms: Sequence[str], coef: np.ndarray, cov: np.ndarray,
                        estimator: str, effect: np.ndarray | None = None
-                       ) -> tuple[np.ndarray, str, np.ndarray]:
+                       ) -> tuple[np.ndarray, str, tuple[str, ...]]:
     """``cov`` with NaN for the terms whose standard error is rounding of zero, a
     plain-language note naming them ("" when there are none; then ``cov`` itself) and
-    the mask of those terms.
+    those terms' names.
 
     A standard error at or below ``sqrt(eps)`` (1.5e-8) of the term's own estimate (a
     t-statistic above 6.7e7, which no sample of real data reaches) is a variance that is
@@ -898,10 +897,10 @@ def rounding_variances(terms: Sequence[str], coef: np.ndarray, cov: np.ndarray,
             own = EFFECT_T_BOUND * np.abs(b)
             mask |= effect & finite & (b != 0.0) & (var <= floor) & (var <= own * own)
     if not mask.any():
-        return cov, "", mask
+        return cov, "", ()
     cov = cov.copy()
     cov[mask, :] = cov[:, mask] = np.nan
-    names = [t for t, m in zip(terms, mask, strict=True) if m]
+    names = tuple(t for t, m in zip(terms, mask, strict=True) if m)
     shown = f"{', '.join(names[:8])}{'…' if len(names) > 8 else ''}"
     note = (f"{_ROUNDING_NOTE}{shown}: the variance is zero up to rounding (a "
             "standard error below 1e-8 of the estimate, or, for an effect, below 1e-6 of "
@@ -909,7 +908,7 @@ def rounding_variances(terms: Sequence[str], coef: np.ndarray, cov: np.ndarray,
             "these data, not a measured precision -- for example one treated observation "
             "per cohort and period, or period sums of scores that period effects make zero")
     warnings.warn(f"{estimator}: {note}.", NotComputableWarning, stacklevel=4)
-    return cov, note, mask
+    return cov, note, names
 
 
 def _retest(pt: PretrendTest, terms: Sequence[str], coef: np.ndarray, cov: np.ndarray,
@@ -952,11 +951,10 @@ def make_result(estimator: str, params: pd.Series | Mapping[str, float], vcov: A
                if vcov_spec.small_sample.get("df_resid", 1) <= 0 else None)
     warn_nan(terms, params.to_numpy(), cov, nan_reason, estimator, var_why)
     coef = params.to_numpy()
-    cov, rounded, mask = rounding_variances(terms, coef, cov, estimator,
+    cov, rounded, zero = rounding_variances(terms, coef, cov, estimator,
                                             effect_terms(terms, term_info))
     pt = fields.get("pretrend_test")
-    if rounded and pt is not None and set(pt.terms) & {t for t, m in zip(terms, mask,
-                                                                        strict=True) if m}:
+    if pt is not None and set(pt.terms) & set(zero):
         # made by the estimator on those variances: made again on the reported ones (the
         # test's variances are then NaN, so it is not computed, and says so)
         fields["pretrend_test"] = (_retest(pt, terms, coef, cov, pt.df_denominator, estimator)
@@ -968,8 +966,8 @@ def make_result(estimator: str, params: pd.Series | Mapping[str, float], vcov: A
     notes = diag.get("notes") or ()
     diag["notes"] = (((notes,) if isinstance(notes, str) else tuple(notes))
                      + ((rounded,) if rounded else ()))
-    if rounded:  # which ones, for callers that combine the terms (their variance is ~0)
-        diag[ROUNDING_ZERO_KEY] = tuple(t for t, m in zip(terms, mask, strict=True) if m)
+    if zero:  # which ones, for callers that combine the terms (their variance is ~0)
+        diag[ROUNDING_ZERO_KEY] = zero
     diag = _cluster_diagnostics(estimator, vcov_spec, diag,
                                 aggregated="aggregation" in (spec or {})
                                 or "[" in estimator)
