@@ -237,3 +237,18 @@ def test_same_variances_in_both_row_orders_when_a_cell_variance_is_rounding():
     rest = se[0].drop("rel_time=3")
     assert rest.notna().all() and len(rest) == 10
     np.testing.assert_allclose(se[1].drop("rel_time=3"), rest, rtol=1e-8)
+
+
+def test_aggregate_cells_leaves_groups_without_the_nan_cell_alone():
+    """aggregate_cells (public): the group of a cell whose variance is NaN has a NaN
+    variance; the other group keeps its delta-method variance (it read NaN * 0 before)."""
+    from twinimpact.estimators.poisson_event_study import aggregate_cells
+
+    coef = np.array([0.1, 0.2, 0.3])
+    v = np.diag([0.01, 0.04, np.nan])
+    est, cov, a, keys = aggregate_cells(coef, v, np.array([0.0, 0.0, 1.0]),
+                                        np.array([1.0, 3.0, 2.0]))
+    assert keys == [0.0, 1.0]
+    assert est == pytest.approx([0.175, 0.3])
+    assert cov[0, 0] == pytest.approx(0.0625 * 0.01 + 0.5625 * 0.04)
+    assert np.isnan(cov[1]).all() and np.isnan(cov[:, 1]).all()

@@ -82,7 +82,9 @@ def aggregate_cells(coef: np.ndarray, vcov: np.ndarray, groups: np.ndarray,
 
     Returns
     -------
-    (estimates (q,), vcov (q, q), A (q, m), keys) with ``A`` the aggregation matrix.
+    (estimates (q,), vcov (q, q), A (q, m), keys) with ``A`` the aggregation matrix; a
+    group that weighs a cell whose variance is NaN has a NaN variance, and only that group
+    (:func:`~twinimpact.results.combine_vcov`).
     """
     ok = np.isfinite(coef)
     keys = sorted({k for k, o in zip(groups, ok, strict=True) if o and k == k})
@@ -91,8 +93,7 @@ def aggregate_cells(coef: np.ndarray, vcov: np.ndarray, groups: np.ndarray,
         sel = ok & (groups == key)
         a[r, sel] = weights[sel] / weights[sel].sum()
     c = np.where(ok, coef, 0.0)
-    v = np.where(np.outer(ok, ok), vcov, 0.0)
-    return a @ c, a @ v @ a.T, a, keys
+    return a @ c, combine_vcov(a, coef, vcov), a, keys
 
 
 def _rounded_to_zero(v: np.ndarray, names: Sequence[str], diagnostics: Mapping[str, Any]
