@@ -11,7 +11,10 @@ Added staggered-adoption kinds (``panels.staggered_panel`` keywords, see
 (> 8 bytes, non-ASCII), mixed-length string ids (both sides of the 8-byte short-key path),
 object-dtype and Categorical ids, sparse int64 ids over the whole int64 range, 5 / 20
 treated units, 40 cohorts on 45 periods, float years, every-other-year periods, another
-seed with holes + entry/exit + long string ids. Also wild-bootstrap panels (12 / 200
+seed with holes + entry/exit + long string ids. Complete panels (``bal_*``,
+:data:`COMPLETE_KINDS`: every unit in every period, where diff-diff takes its fast
+balanced path): 5 / 30 periods, 20 cohorts on 24 periods, 10% / 60% never treated, long
+string ids shuffled, 20 treated units, another seed on 12 periods. Also wild-bootstrap panels (12 / 200
 clusters, long non-ASCII string cluster ids), gravity (80% zeros, 30% rows missing,
 another seed with half the pairs entering late) and synthetic-DiD designs (2 treated units,
 10% post periods, 5% treated with little noise).
@@ -24,6 +27,7 @@ Run (from the repository root, ``PYTHONPATH=src``; >= 1e6 rows under the lock)::
         --panels strlong coh40 --sizes 1e6 --threads 1
     python benchmarks/unseen_panels.py --from-jsonl benchmarks/results_unseen.jsonl
     python benchmarks/unseen_panels.py --summary benchmarks/results_unseen.jsonl  # RESULTS
+    python benchmarks/unseen_panels.py --check-complete 1e4 1e5 1e6  # the bal_* kinds
 
 Every option is ``run_table.py``'s; the defaults of ``--jsonl`` / ``--out`` are
 ``benchmarks/results_unseen.jsonl`` / ``results_unseen.md`` and the default panels of each
@@ -58,7 +62,23 @@ UNSEEN_KINDS: dict[str, dict] = {
     "step2": {"time": "step2", "miss_random": 0.05},
     "mixall": {"miss_random": 0.05, "miss_block": 0.2, "entry_exit": 0.3, "key": "str_long",
                "shuffle": True, "seed": 7},
+    # complete panels (no row missing: every unit in every period; run CU, ``csunseen``
+    # helper): the kinds above all miss 5-30% of their rows, where diff-diff's
+    # Callaway-Sant'Anna takes its slow unbalanced path; on a complete panel it takes its
+    # fast one (the multiplier bootstrap was 1.5x there, RESULTS "csopts")
+    "bal_t5": {"n_periods": 5, "n_cohorts": 3},
+    "bal_t30": {"n_periods": 30, "n_cohorts": 10},
+    "bal_coh20": {"n_periods": 24, "n_cohorts": 20},
+    "bal_never10": {"never_share": 0.1},
+    "bal_never60": {"never_share": 0.6},
+    "bal_strlong": {"key": "str_long", "shuffle": True},
+    "bal_few20": {"treated_units": 20},
+    "bal_seed3": {"n_periods": 12, "n_cohorts": 6, "seed": 3},
 }
+#: the complete kinds among :data:`UNSEEN_KINDS` (no missing row: ``python
+#: benchmarks/unseen_panels.py --check-complete`` checks rows = units x periods, one row per
+#: (unit, period), at 1e4-1e6 rows)
+COMPLETE_KINDS = tuple(k for k in UNSEEN_KINDS if k.startswith("bal_"))
 #: added gravity kinds (run_table.GRAVITY_KINDS entries: panels.gravity_panel keywords)
 UNSEEN_GRAVITY: dict[str, dict] = {
     "zeros80": {"zeros": 0.8},
@@ -210,9 +230,33 @@ def summary(paths: list[str]) -> str:
     return "\n".join(out)
 
 
+def check_complete(sizes=(1e4, 1e5, 1e6)) -> str:
+    """One line per complete kind and size: rows, units, periods, cohorts (treated units),
+    never-treated share, and whether every (unit, period) occurs exactly once; raises if
+    one does not."""
+    lines = []
+    for kind in COMPLETE_KINDS:
+        for size in sizes:
+            d = panels.make(kind, size)
+            n_u, n_t = d["unit"].nunique(), d["year"].nunique()
+            dup = int(d.duplicated(["unit", "year"]).sum())
+            g = d.drop_duplicates("unit")["cohort"]
+            ok = len(d) == n_u * n_t and dup == 0 and not run_table._unbalanced(d)
+            lines.append(f"{kind:12s} {size:8.0e} rows {len(d):>9,} units {n_u:>7,} periods "
+                         f"{n_t:>2} cohorts {g[g > 0].nunique():>2} treated units "
+                         f"{int((g > 0).sum()):>7,} never share {float((g == 0).mean()):.3f} "
+                         f"{'complete' if ok else 'NOT COMPLETE'}")
+            if not ok:
+                raise SystemExit("\n".join(lines))
+    return "\n".join(lines)
+
+
 def main() -> None:
     install()
     argv = sys.argv[1:]
+    if argv[:1] == ["--check-complete"]:
+        print(check_complete(tuple(float(a) for a in argv[1:]) or (1e4, 1e5, 1e6)))
+        return
     if argv[:1] == ["--summary"]:
         print(summary(argv[1:] or [str(HERE / "results_unseen.jsonl")]))
         return
