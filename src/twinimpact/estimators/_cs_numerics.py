@@ -86,6 +86,8 @@ KERNEL_ENV = "TWINIMPACT_CSBOOT_KERNEL"
 #: uniforms drawn per call of the compiled split: this many, in whole rows (one at least),
 #: so that they are still in cache when the kernel reads them
 _SPLIT_ELEMS = 1 << 16
+#: fewest draws per chunk of the compiled split (its buffer: this many weights per unit)
+SPLIT_MIN_DRAWS = 16
 
 _LIB: list = []
 
@@ -673,16 +675,27 @@ def mammen_bootstrap(psi: np.ndarray | BlockedInfluence, n_draws: int,
     (a blocked ``psi`` whose blocks' rows cover every unit once): instead of ``extra``,
     the weights summed over the rows of the blocks of each category ``block_cat[i]``
     (``n_cat`` of them), taken from the products' own gathers.
+
+    A blocked ``psi`` without ``extra`` is multiplied by the compiled split of
+    ``_cs_boot.c`` when it was built (the weights written straight into each block's
+    rows, the uniforms drawn there from a PCG64 generator's state: the same weights, the
+    generator left as ``rng.random`` leaves it) and through :meth:`BlockedInfluence.low_rank`
+    factors of its blocks: the same draws up to the order of the sums.
     """
     n, k = psi.shape
     sums = None
+    kernel = (_split_kernel() if isinstance(psi, BlockedInfluence) and extra is None
+              and 0 < n < 2**31 else None)
+    # draws per chunk; with the compiled split at least SPLIT_MIN_DRAWS (on ~1e6 units
+    # a chunk of 4 draws would read every block once per 4 draws)
+    step = max(1, min(n_draws, max(chunk_elems // max(n, 1),
+                                   0 if kernel is None else SPLIT_MIN_DRAWS)))
     if isinstance(psi, BlockedInfluence):
         # blocks with a NaN or an infinity made finite once (np.nan_to_num), not per chunk
         blocked = psi.nan_to_num()
         factors = blocked.low_rank() if n_draws >= LOW_RANK_MIN_DRAWS else None
         if block_cat is not None:
-            sums = np.empty((min(n_draws, max(1, chunk_elems // max(n, 1))),
-                             len(blocked.rows)))
+            sums = np.empty((step, len(blocked.rows)))
 
         def mul(v: np.ndarray) -> np.ndarray:
             r = blocked.parts_matmul(
@@ -697,9 +710,6 @@ def mammen_bootstrap(psi: np.ndarray | BlockedInfluence, n_draws: int,
     n_ext = n_cat if block_cat is not None else (0 if extra is None else extra.shape[1])
     ext = None if extra is None and block_cat is None else np.empty((n_draws, n_ext))
     extra_t = None if extra is None else extra.T.tocsr()
-    step = max(1, min(n_draws, chunk_elems // max(n, 1)))
-    kernel = (_split_kernel() if isinstance(psi, BlockedInfluence) and extra is None
-              and 0 < n < 2**31 else None)
     split = None
     if kernel is not None:
         # compiled: each draw's weights written straight into its blocks' rows (the same
