@@ -658,6 +658,68 @@ def quantile_type1(x: np.ndarray, q: float, axis: int = 0) -> np.ndarray:
     return np.quantile(x, q, axis=axis, method="inverted_cdf")
 
 
+class _CompiledSplit:
+    """The weights of a chunk of draws written by ``_cs_boot.c`` straight into each
+    block's rows of one buffer: block ``j`` holds ``b`` rows of ``len(rows[j])`` weights
+    from ``b * cum[j]`` on. With NumPy's PCG64 the kernel draws the uniforms itself from
+    the generator's state (and puts the advanced state back); otherwise NumPy draws them
+    into a small buffer of whole rows that the kernel then splits."""
+
+    def __init__(self, kernel: Any, blocked: BlockedInfluence, step: int,
+                 rng: np.random.Generator, *, with_sums: bool) -> None:
+        n = blocked.n
+        self.n = n
+        self.blk = np.full(n, -1, dtype=np.int32)  # -1: a unit in no block
+        self.loc = np.empty(n, dtype=np.int32)
+        self.nj = np.array([len(r) for r in blocked.rows], dtype=np.int64)
+        self.cum = np.concatenate([[0], np.cumsum(self.nj)[:-1]]).astype(np.int64)
+        for j, r in enumerate(blocked.rows):
+            self.blk[r] = j
+            self.loc[r] = np.arange(len(r), dtype=np.int32)
+        self.buf = np.empty(step * int(self.nj.sum()))
+        # the low weights counted per block and draw: the weights' sums
+        self.lows = np.empty((step, len(self.nj)), dtype=np.int64) if with_sums else None
+        self.words = _pcg64_words(rng) if kernel.pcg is not None else None
+        if self.words is None:
+            self.fn = kernel.split
+            self.u = np.empty((max(1, min(step, _SPLIT_ELEMS // n)), n))
+            src = self.u
+        else:
+            self.fn = kernel.pcg
+            src = self.words
+        # the arrays' addresses, fixed: (uniforms or state, blk, loc), (cum, nj), buf, lows
+        self._ptrs = (src.ctypes.data, self.blk.ctypes.data, self.loc.ctypes.data,
+                      self.cum.ctypes.data, self.nj.ctypes.data, self.buf.ctypes.data,
+                      None if self.lows is None else self.lows.ctypes.data)
+
+    def fill(self, b: int, rng: np.random.Generator) -> None:
+        """The next ``b`` draws' weights (and their low counts) into the buffer."""
+        p = self._ptrs
+        rows = b if self.words is not None else len(self.u)
+        for r0 in range(0, b, rows):
+            s = min(rows, b - r0)
+            if self.words is None:
+                rng.random(out=self.u[:s])
+            if self.fn(s, self.n, p[0], p[1], p[2], len(self.nj), p[3], p[4], b, r0, p[5],
+                       MAMMEN_P_LOW, MAMMEN_LOW, MAMMEN_HIGH, p[6]):
+                raise MemoryError("callaway_santanna bootstrap: no memory for the blocks' "
+                                  "offsets")
+        if self.words is not None:
+            _set_pcg64_state(rng, self.words)
+
+    def part(self, b: int, j: int) -> np.ndarray:
+        """Block ``j``'s (b, len(rows[j])) weights."""
+        a = b * int(self.cum[j])
+        return self.buf[a:a + b * int(self.nj[j])].reshape(b, int(self.nj[j]))
+
+    def sums(self, b: int, out: np.ndarray) -> None:
+        """(b, blocks) sums of each block's weights: high for each unit, less (high -
+        low) for each low one (exact counts; equal to a sum of the doubles up to
+        rounding)."""
+        np.multiply(self.lows[:b], MAMMEN_LOW - MAMMEN_HIGH, out=out)
+        out += MAMMEN_HIGH * self.nj
+
+
 def mammen_bootstrap(psi: np.ndarray | BlockedInfluence, n_draws: int,
                      rng: np.random.Generator, chunk_elems: int = 4_000_000,
                      extra: Any = None, block_cat: np.ndarray | None = None,
@@ -710,33 +772,9 @@ def mammen_bootstrap(psi: np.ndarray | BlockedInfluence, n_draws: int,
     n_ext = n_cat if block_cat is not None else (0 if extra is None else extra.shape[1])
     ext = None if extra is None and block_cat is None else np.empty((n_draws, n_ext))
     extra_t = None if extra is None else extra.T.tocsr()
-    split = None
-    if kernel is not None:
-        # compiled: each draw's weights written straight into its blocks' rows (the same
-        # uniforms, the same doubles as below, without the whole-array passes and
-        # gathers); with NumPy's PCG64 the uniforms are drawn in the kernel too (the same
-        # stream, the generator's state advanced as rng.random would)
-        blk = np.full(n, -1, dtype=np.int32)
-        loc = np.empty(n, dtype=np.int32)
-        nj = np.array([len(r) for r in blocked.rows], dtype=np.int64)
-        cum = np.concatenate([[0], np.cumsum(nj)[:-1]]).astype(np.int64)
-        for j, r in enumerate(blocked.rows):
-            blk[r] = j
-            loc[r] = np.arange(len(r), dtype=np.int32)
-        buf = np.empty(step * int(nj.sum()))
-        words = _pcg64_words(rng) if kernel.pcg is not None else None
-        if words is None:
-            split = kernel.split
-            u = np.empty((max(1, min(step, _SPLIT_ELEMS // n)), n))
-        else:
-            split = kernel.pcg
-            u = words[None, :]  # the state, in place of the uniforms
-        # the weights' sums per block from the kernel's counts of low weights
-        lows = None if sums is None else np.empty((step, len(nj)), dtype=np.int64)
-        ptrs = [a.ctypes.data for a in (u, blk, loc, cum, nj, buf)]  # fixed addresses
-        ptrs.append(None if lows is None else lows.ctypes.data)
-        low = bits = None
-    else:
+    split = None if kernel is None else _CompiledSplit(kernel, blocked, step, rng,
+                                                       with_sums=sums is not None)
+    if split is None:
         # one set of chunk buffers, reused: the uniforms of a chunk are written in place
         # (the same stream as ``rng.random((b, n))``, row after row) and the weights over
         # them, bit for bit ``np.where(low, MAMMEN_LOW, MAMMEN_HIGH)`` without its masked
@@ -749,24 +787,10 @@ def mammen_bootstrap(psi: np.ndarray | BlockedInfluence, n_draws: int,
         for start in range(0, n_draws, step):
             b = min(step, n_draws - start)
             if split is not None:
-                for r0 in range(0, b, len(u) if words is None else b):
-                    s_ = min(len(u), b - r0) if words is None else b
-                    if words is None:
-                        rng.random(out=u[:s_])
-                    if split(s_, n, *ptrs[:3], len(nj), *ptrs[3:5], b, r0, ptrs[5],
-                             MAMMEN_P_LOW, MAMMEN_LOW, MAMMEN_HIGH, ptrs[6]):
-                        raise MemoryError("callaway_santanna bootstrap: no memory for "
-                                          "the blocks' offsets")
-                    if words is not None:
-                        _set_pcg64_state(rng, words)
-                r = blocked.parts_matmul(
-                    b, lambda j, b=b: buf[b * cum[j]:b * (cum[j] + nj[j])].reshape(b, nj[j]),
-                    factors=factors)
+                split.fill(b, rng)
+                r = blocked.parts_matmul(b, lambda j, b=b: split.part(b, j), factors=factors)
                 if sums is not None:
-                    # sum of a block's weights: high for each unit, less (high - low) for
-                    # each low one (exact counts; a sum of the doubles up to rounding)
-                    np.multiply(lows[:b], MAMMEN_LOW - MAMMEN_HIGH, out=sums[:b])
-                    sums[:b] += MAMMEN_HIGH * nj
+                    split.sums(b, sums[:b])
                 r[:, blocked.nan_cols] = 0.0
                 out[start:start + b] = r / np.sqrt(n)
             else:
