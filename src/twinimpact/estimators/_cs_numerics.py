@@ -816,6 +816,8 @@ def mammen_bootstrap(psi: np.ndarray | BlockedInfluence, n_draws: int,
 LOW_RANK_MIN_COLS = 16
 #: largest entry of ``V - Q B`` accepted, relative to the largest ``|V|``
 LOW_RANK_TOL = 1e-13
+#: entries of :func:`_low_rank_factor`'s check temporary (4 MB)
+_CHECK_ELEMS = 1 << 19
 #: fewest bootstrap draws for which :func:`mammen_bootstrap` looks for low-rank blocks
 LOW_RANK_MIN_DRAWS = 50
 
@@ -852,15 +854,14 @@ def _low_rank_factor(V: np.ndarray, tol: float) -> tuple[np.ndarray, np.ndarray]
         chosen.append(p)
     Q = np.linalg.qr(V[:, np.sort(chosen)])[0]
     B = Q.T @ V
-    bound = tol * float(np.abs(V).max())
-    for sl in _row_slices(n):
-        if not np.abs(V[sl] - Q[sl] @ B).max() <= bound:
+    bound = tol * max(float(V.max()), -float(V.min()))  # (no |V| temporary)
+    rows = max(64, _CHECK_ELEMS // k)  # the check's temporary: about _CHECK_ELEMS entries
+    for a in range(0, n, rows):
+        e = Q[a:a + rows] @ B
+        np.subtract(V[a:a + rows], e, out=e)
+        if not np.abs(e, out=e).max() <= bound:
             return None
     return Q, B
-
-
-def _row_slices(n: int, rows: int = 1 << 15) -> list[slice]:
-    return [slice(a, min(n, a + rows)) for a in range(0, n, rows)]
 
 
 @dataclass(frozen=True, eq=False)
