@@ -289,3 +289,36 @@ def test_closed_form_groups_equals_split(seed, n1, parts, method):
     np.testing.assert_allclose(got.att, want.att, rtol=ROUNDING, atol=ROUNDING)
     np.testing.assert_allclose(b1, a1, rtol=ROUNDING, atol=ROUNDING)
     np.testing.assert_allclose(np.concatenate(b0), a0, rtol=ROUNDING, atol=ROUNDING)
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**31), n=st.integers(1, 9000), K=st.integers(1, 12),
+       n_groups=st.integers(1, 4), rank=st.integers(1, 12))
+def test_r_factor_is_the_dense_qr_factor(seed, n, K, n_groups, rank):
+    """The TSQR factor over the blocks (row slices of each block, stacked) has the dense
+    matrix's Gram ``R' R = D' D`` and its singular values, for any selection of columns,
+    blocks of low rank and blocks left out; no rows: an empty factor."""
+    rng = np.random.default_rng(seed)
+    group = rng.integers(0, n_groups, n)
+    rows, cols, vals = [], [], []
+    for j in range(n_groups):
+        r = np.flatnonzero(group == j)
+        c = np.flatnonzero(rng.random(K) < 0.7)
+        v = rng.normal(size=(len(r), min(rank, max(len(c), 1)))) @ rng.normal(
+            size=(min(rank, max(len(c), 1)), len(c)))
+        rows.append(r)
+        cols.append(c)
+        vals.append(np.asfortranarray(v))
+    b = num.BlockedInfluence(n, K, tuple(rows), tuple(cols), tuple(vals),
+                             np.zeros(K, dtype=bool))
+    sel = np.sort(rng.choice(K, size=int(rng.integers(1, K + 1)), replace=False))
+    R = b.r_factor(sel)
+    D = b.dense(sel)
+    scale = max(1.0, float(np.abs(D.T @ D).max()))
+    np.testing.assert_allclose(R.T @ R, D.T @ D, rtol=0, atol=1e-12 * scale)
+    sv_r = np.linalg.svd(R, compute_uv=False) if R.size else np.zeros(0)
+    sv_d = np.linalg.svd(D, compute_uv=False)
+    m = min(len(sv_r), len(sv_d))
+    np.testing.assert_allclose(sv_r[:m], sv_d[:m], rtol=0, atol=1e-12 * np.sqrt(scale))
+    tiny = 1e-12 * np.sqrt(scale)
+    assert np.all(sv_d[m:] <= tiny) and np.all(sv_r[m:] <= tiny)
