@@ -22,6 +22,8 @@ from scipy.linalg import blas
 from twinimpact.estimators import _cs_numerics as num
 from twinimpact.estimators.callaway_santanna import callaway_santanna
 
+from .blocked_cases import random_blocked
+
 #: the blocked operations sum the same products in another order (per block, then across
 #: blocks; pairwise sums over shorter vectors): agreement to rounding (~1e-15 seen)
 ROUNDING = 1e-12
@@ -299,18 +301,7 @@ def test_r_factor_is_the_dense_qr_factor(seed, n, K, n_groups, rank):
     matrix's Gram ``R' R = D' D`` and its singular values, for any selection of columns,
     blocks of low rank and blocks left out; no rows: an empty factor."""
     rng = np.random.default_rng(seed)
-    group = rng.integers(0, n_groups, n)
-    rows, cols, vals = [], [], []
-    for j in range(n_groups):
-        r = np.flatnonzero(group == j)
-        c = np.flatnonzero(rng.random(K) < 0.7)
-        v = rng.normal(size=(len(r), min(rank, max(len(c), 1)))) @ rng.normal(
-            size=(min(rank, max(len(c), 1)), len(c)))
-        rows.append(r)
-        cols.append(c)
-        vals.append(np.asfortranarray(v))
-    b = num.BlockedInfluence(n, K, tuple(rows), tuple(cols), tuple(vals),
-                             np.zeros(K, dtype=bool))
+    b = random_blocked(rng, n, K, n_groups, p_col=0.7, rank=rank, p_nan_col=0.0)
     sel = np.sort(rng.choice(K, size=int(rng.integers(1, K + 1)), replace=False))
     R = b.r_factor(sel)
     D = b.dense(sel)
