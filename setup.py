@@ -11,6 +11,11 @@ must round as NumPy does.
 order at data preparation: a stable counting / two-pass radix sort of the unit codes and
 one gather of all the used columns (:mod:`twinimpact.core.unitorder`; NumPy's stable
 argsort and take without it, the same bytes).
+
+``twinimpact.estimators._cs_boot`` (C, optional likewise) writes Callaway & Sant'Anna's
+Mammen bootstrap weights straight into each block's rows of the blocked influence function
+(:func:`twinimpact.estimators._cs_numerics.mammen_bootstrap`; NumPy's ``where`` and
+column gathers without it, the same bytes).
 """
 
 import os
@@ -24,6 +29,10 @@ setup(ext_modules=[
         optional=True),
     Extension(
         "twinimpact.core._unitorder", ["src/twinimpact/core/_unitorder.c"],
+        extra_compile_args=[] if os.name == "nt" else ["-O2"],
+        optional=True),
+    Extension(
+        "twinimpact.estimators._cs_boot", ["src/twinimpact/estimators/_cs_boot.c"],
         extra_compile_args=[] if os.name == "nt" else ["-O2"],
         optional=True),
 ])

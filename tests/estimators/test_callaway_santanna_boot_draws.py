@@ -10,6 +10,8 @@ drawing afresh, up to the order of the sums.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import warnings
 
 import numpy as np
@@ -113,8 +115,10 @@ def test_draws_kept_only_when_an_aggregation_would_draw_them_again(mpdta):
        n_groups=st.integers(1, 5), n_draws=st.integers(1, 30), chunk=st.integers(1, 200),
        with_nan=st.booleans())
 def test_block_sums_equal_sparse_sums(seed, n, K, n_groups, n_draws, chunk, with_nan):
-    """The weights summed per category of blocks (from the products' own gathers) equal
-    the sparse-indicator sums, and the draws are those without sums, bit for bit."""
+    """The weights summed per category of blocks (from the products' own gathers, or the
+    compiled kernel's counts) equal the sparse-indicator sums, and the draws are those
+    without sums, bit for bit (the sparse ``extra`` path draws with NumPy's gathers: the
+    same weights, products to rounding)."""
     rng = np.random.default_rng(seed)
     group = rng.integers(0, n_groups, n)
     rows, cols, vals = [], [], []
@@ -137,5 +141,176 @@ def test_block_sums_equal_sparse_sums(seed, n, K, n_groups, n_draws, chunk, with
     d2, s2 = num.mammen_bootstrap(b, n_draws, np.random.default_rng(seed), chunk_elems=chunk,
                                   extra=ind)
     d3 = num.mammen_bootstrap(b, n_draws, np.random.default_rng(seed), chunk_elems=chunk)
-    assert np.array_equal(d1, d3) and np.array_equal(d2, d3)
+    assert np.array_equal(d1, d3)
+    np.testing.assert_allclose(d2, d3, rtol=ROUNDING, atol=ROUNDING)
     np.testing.assert_allclose(s1, s2, rtol=ROUNDING, atol=ROUNDING)
+
+
+@contextlib.contextmanager
+def _kernel_mode(mode: str):
+    """``TWINIMPACT_CSBOOT_KERNEL`` set to ``mode`` ("" = the compiled kernel drawing its
+    own uniforms) for the block, then restored."""
+    old = os.environ.get(num.KERNEL_ENV)
+    os.environ[num.KERNEL_ENV] = mode
+    try:
+        yield
+    finally:
+        if old is None:
+            del os.environ[num.KERNEL_ENV]
+        else:
+            os.environ[num.KERNEL_ENV] = old
+
+
+def _random_blocked(rng, n, K, n_groups, with_nan, cover):
+    """Blocks over disjoint unit sets (all units, or some left in no block), random
+    columns, NaNs if asked."""
+    group = rng.integers(0, n_groups + (0 if cover else 1), n)  # n_groups: in no block
+    rows, cols, vals = [], [], []
+    for j in range(n_groups):
+        r = np.flatnonzero(group == j)
+        c = np.flatnonzero(rng.random(K) < 0.6)
+        v = rng.normal(size=(len(r), len(c)))
+        if with_nan and v.size:
+            v[0, 0] = np.nan
+        rows.append(r)
+        cols.append(c)
+        vals.append(np.asfortranarray(v))
+    return num.BlockedInfluence(n, K, tuple(rows), tuple(cols), tuple(vals),
+                                rng.random(K) < 0.2).freeze()
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**31), n=st.integers(1, 70), K=st.integers(1, 6),
+       n_groups=st.integers(1, 5), n_draws=st.integers(1, 30), chunk=st.integers(1, 400),
+       with_nan=st.booleans(), cover=st.booleans(),
+       gen=st.sampled_from(["pcg64", "mt19937"]))
+def test_compiled_weights_are_numpy_weights(seed, n, K, n_groups, n_draws, chunk, with_nan,
+                                            cover, gen):
+    """The compiled split (uniforms from NumPy, or drawn in the kernel from the PCG64
+    state) gives the weights of ``np.where(rng.random((B, n)) < p, low, high)``: draws
+    equal to the dense product to rounding, the kernel's own uniforms bit for bit those
+    of NumPy (same draws as the split of NumPy's uniforms), and the generator left where
+    ``rng.random`` leaves it."""
+    rng = np.random.default_rng(seed)
+    b = _random_blocked(rng, n, K, n_groups, with_nan, cover)
+    cat = np.arange(len(b.rows))
+
+    def make_rng():
+        return (np.random.default_rng(seed + 1) if gen == "pcg64"
+                else np.random.Generator(np.random.MT19937(seed + 1)))
+
+    got = {}
+    for mode in ("", "nopcg", "numpy"):
+        with _kernel_mode(mode):
+            r = make_rng()
+            draws, sums = num.mammen_bootstrap(b, n_draws, r, chunk_elems=chunk,
+                                               block_cat=cat, n_cat=len(cat))
+            got[mode] = (draws, sums, r.random(3))
+    assert np.array_equal(got[""][0], got["nopcg"][0])
+    assert np.array_equal(got[""][1], got["nopcg"][1])
+    r = make_rng()
+    u = r.random((n_draws, n))
+    after = r.random(3)
+    w = np.where(u < num.MAMMEN_P_LOW, num.MAMMEN_LOW, num.MAMMEN_HIGH)
+    want = w @ np.nan_to_num(b.dense()) / np.sqrt(n)
+    want[:, b.nan_cols] = 0.0
+    want_sums = np.column_stack([w[:, rows].sum(axis=1) for rows in b.rows]) / np.sqrt(n)
+    for mode, (draws, sums, nxt) in got.items():
+        np.testing.assert_allclose(draws, want, rtol=ROUNDING, atol=ROUNDING, err_msg=mode)
+        np.testing.assert_allclose(sums, want_sums, rtol=ROUNDING, atol=ROUNDING,
+                                   err_msg=mode)
+        assert np.array_equal(nxt, after), mode
+
+
+def test_compiled_kernel_is_built_and_draws_numpys_stream():
+    """The extension is built wherever the package was installed with a C compiler (else
+    the tests above compare NumPy with itself), and the PCG64 uniforms it draws are
+    NumPy's bit for bit, over lengths that are not multiples of its four lanes."""
+    kernel = num._split_kernel()
+    if kernel is None:  # no C compiler at install: the NumPy path is the package's
+        pytest.skip("twinimpact.estimators._cs_boot was not built")
+    assert kernel.pcg is not None  # GCC, Clang: a 128-bit integer type
+    for n, draws in ((1, 1), (3, 5), (7, 3), (1001, 2)):
+        b = num.BlockedInfluence(n, 1, (np.arange(n),), (np.array([0]),),
+                                 (np.ones((n, 1), order="F"),), np.zeros(1, dtype=bool))
+        r = np.random.default_rng(n)
+        d, s = num.mammen_bootstrap(b, draws, r, block_cat=np.array([0]), n_cat=1)
+        u = np.random.default_rng(n).random((draws, n))
+        lows = (u < num.MAMMEN_P_LOW).sum(axis=1)
+        # the one block's weight sum: high for each unit, less (high - low) per low one
+        exact = (num.MAMMEN_HIGH * n + (num.MAMMEN_LOW - num.MAMMEN_HIGH) * lows)
+        np.testing.assert_allclose(s[:, 0], exact / np.sqrt(n), rtol=1e-14, atol=1e-14)
+        # the draws: the same weights summed by the product (rounding of n terms ~1.6)
+        np.testing.assert_allclose(d[:, 0], exact / np.sqrt(n), rtol=0, atol=ROUNDING)
+
+
+def test_low_rank_blocks():
+    """A block spanned by few of its columns is multiplied through its basis (products
+    equal to rounding); a full-rank block, a block whose extra direction is small but
+    real (1e-9 of it), an all-zero block and a narrow block are multiplied as they are."""
+    rng = np.random.default_rng(5)
+    n, k, r = 400, 24, 3
+    low = rng.normal(size=(n, r)) @ rng.normal(size=(r, k))
+    f = num._low_rank_factor(low, num.LOW_RANK_TOL)
+    assert f is not None and f[0].shape == (n, r) and f[1].shape == (r, k)
+    w = rng.normal(size=(9, n))
+    np.testing.assert_allclose((w @ f[0]) @ f[1], w @ low, rtol=1e-12, atol=1e-12)
+    assert num._low_rank_factor(rng.normal(size=(n, k)), num.LOW_RANK_TOL) is None
+    tiny = low + 1e-9 * np.abs(low).max() * rng.normal(size=(n, 1)) * rng.normal(size=k)
+    assert num._low_rank_factor(tiny, num.LOW_RANK_TOL) is None
+    assert num._low_rank_factor(np.zeros((n, k)), num.LOW_RANK_TOL) is None
+    b = num.BlockedInfluence(n, k + 4, (np.arange(n // 2), np.arange(n // 2, n)),
+                             (np.arange(k), np.arange(k, k + 4)),
+                             (np.asfortranarray(low[:n // 2]),
+                              np.asfortranarray(rng.normal(size=(n - n // 2, 4)))),
+                             np.zeros(k + 4, dtype=bool))
+    fs = b.low_rank()
+    assert fs[0] is not None and fs[1] is None  # 4 columns: below LOW_RANK_MIN_COLS
+    wide = rng.normal(size=(5, n))
+    np.testing.assert_allclose(b.parts_matmul(5, lambda j: wide[:, b.rows[j]], factors=fs),
+                               wide @ b.dense(), rtol=1e-12, atol=1e-12)
+
+
+def _staggered(n_units=1000, T=12, seed=0) -> pd.DataFrame:
+    """A complete panel, 4 cohorts and never-treated units, effects growing with time."""
+    rng = np.random.default_rng(seed)
+    g = rng.choice([0, 4, 6, 8, 10], size=n_units)
+    unit = np.repeat(np.arange(n_units), T)
+    year = np.tile(np.arange(1, T + 1), n_units)
+    gu = g[unit]
+    y = (rng.normal(size=n_units)[unit] + 0.1 * year + rng.normal(size=n_units * T)
+         + np.where((gu > 0) & (year >= gu), 0.5 + 0.1 * (year - gu), 0.0))
+    return pd.DataFrame({"unit": unit, "year": year, "g": gu, "y": y})
+
+
+def test_never_treated_block_is_low_rank():
+    """Without covariates a cell's influence function on the never-treated units is a
+    combination of their outcomes and a constant: that block is used through its basis
+    (rank <= periods + 1, not its 44 cells), and the bootstrap SEs of the fit and its
+    aggregations equal those of the plain products (NumPy path) to rounding."""
+    from twinimpact.estimators import callaway_santanna as cs_mod
+
+    d = _staggered()
+    kw = dict(outcome="y", unit="unit", time="year", cohort="g", n_reps=199, seed=2)
+    seen = []
+    real = num.mammen_bootstrap
+
+    def spy(psi, *a, **k):
+        if isinstance(psi, num.BlockedInfluence):
+            b = psi.nan_to_num()
+            seen.extend((V.shape[1], None if f is None else f[0].shape[1])
+                        for V, f in zip(b.values, b.low_rank(), strict=True))
+        return real(psi, *a, **k)
+
+    cs_mod.num.mammen_bootstrap = spy
+    try:
+        fit = callaway_santanna(d, **kw)
+    finally:
+        cs_mod.num.mammen_bootstrap = real
+    assert (44, None) not in seen and any(c == 44 and r <= 13 for c, r in seen), seen
+    with _kernel_mode("numpy"):
+        plain = callaway_santanna(d, **kw)
+    for a, b in [(fit, plain)] + [(fit.aggregate(t), plain.aggregate(t))
+                                  for t in ("simple", "dynamic", "group")]:
+        np.testing.assert_allclose(a.std_errors.to_numpy(), b.std_errors.to_numpy(),
+                                   rtol=1e-10, atol=0)

@@ -246,7 +246,7 @@ def test_aggregate_cells_leaves_groups_without_the_nan_cell_alone():
 
     coef = np.array([0.1, 0.2, 0.3])
     v = np.diag([0.01, 0.04, np.nan])
-    est, cov, a, keys = aggregate_cells(coef, v, np.array([0.0, 0.0, 1.0]),
+    est, cov, _a, keys = aggregate_cells(coef, v, np.array([0.0, 0.0, 1.0]),
                                         np.array([1.0, 3.0, 2.0]))
     assert keys == [0.0, 1.0]
     assert est == pytest.approx([0.175, 0.3])

@@ -34,7 +34,8 @@ it within unit (R ``rowsum(.., .rowid)``).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -78,6 +79,71 @@ MAMMEN_P_LOW = (1.0 + _SQRT5) / (2.0 * _SQRT5)
 #: the bit patterns behind :func:`mammen_bootstrap`'s weights: HIGH's, and HIGH's XOR LOW's
 _MAMMEN_HIGH_BITS = np.array(MAMMEN_HIGH).view(np.uint64)[()]
 _MAMMEN_FLIP = np.uint64(int(_MAMMEN_HIGH_BITS) ^ int(np.array(MAMMEN_LOW).view(np.uint64)))
+#: set to ``numpy`` to make the bootstrap's weights with NumPy even when ``_cs_boot.c`` was
+#: built, ``nopcg`` to draw the uniforms with NumPy and split them with the kernel (the
+#: tests compare the three: the same weights)
+KERNEL_ENV = "TWINIMPACT_CSBOOT_KERNEL"
+#: uniforms drawn per call of the compiled split: this many, in whole rows (one at least),
+#: so that they are still in cache when the kernel reads them
+_SPLIT_ELEMS = 1 << 16
+#: fewest draws per chunk of the compiled split (its buffer: this many weights per unit)
+SPLIT_MIN_DRAWS = 16
+
+_LIB: list = []
+
+
+def _split_kernel() -> Any:
+    """The ctypes library of ``_cs_boot.c`` (``split``: ``ti_mammen_split``; ``pcg``:
+    ``ti_mammen_split_pcg``, or None without a 128-bit integer type), or None (not
+    built, or :data:`KERNEL_ENV` is ``numpy``)."""
+    mode = os.environ.get(KERNEL_ENV, "").strip().lower()
+    if mode == "numpy":
+        return None
+    if not _LIB:
+        kernel = None
+        try:
+            import ctypes
+            from types import SimpleNamespace
+
+            from . import _cs_boot  # the built extension module (file located, not called)
+            lib = ctypes.CDLL(_cs_boot.__file__)
+            p, i64, f64 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_double
+            args = [i64, i64, p, p, p, i64, p, p, i64, i64, p, f64, f64, f64, p]
+            for fn in (lib.ti_mammen_split, lib.ti_mammen_split_pcg):
+                fn.restype = ctypes.c_int
+                fn.argtypes = args
+            st = np.zeros(4, dtype=np.uint64)
+            has_pcg = lib.ti_mammen_split_pcg(0, 0, st.ctypes.data, None, None, 0, None,
+                                              None, 0, 0, None, 0.0, 0.0, 0.0, None) == 0
+            kernel = SimpleNamespace(split=lib.ti_mammen_split,
+                                     pcg=lib.ti_mammen_split_pcg if has_pcg else None)
+        except (ImportError, OSError, AttributeError):
+            kernel = None
+        _LIB.append(kernel)
+    if mode == "nopcg" and _LIB[0] is not None:
+        from types import SimpleNamespace
+
+        return SimpleNamespace(split=_LIB[0].split, pcg=None)
+    return _LIB[0]
+
+
+def _pcg64_words(rng: np.random.Generator) -> np.ndarray | None:
+    """The state of ``rng``'s bit generator as four uint64 (the state's high and low
+    words, then the increment's) when it is NumPy's PCG64, else None."""
+    if type(rng.bit_generator) is not np.random.PCG64:
+        return None
+    v = rng.bit_generator.state["state"]
+    m = (1 << 64) - 1
+    return np.array([v["state"] >> 64, v["state"] & m, v["inc"] >> 64, v["inc"] & m],
+                    dtype=np.uint64)
+
+
+def _set_pcg64_state(rng: np.random.Generator, words: np.ndarray) -> None:
+    """Put the state advanced by the kernel back into ``rng`` (its increment and its
+    buffered 32-bit half unchanged: doubles do not touch them)."""
+    state = rng.bit_generator.state
+    state["state"]["state"] = (int(words[0]) << 64) | int(words[1])
+    rng.bit_generator.state = state
 
 
 @dataclass(frozen=True)
@@ -592,6 +658,68 @@ def quantile_type1(x: np.ndarray, q: float, axis: int = 0) -> np.ndarray:
     return np.quantile(x, q, axis=axis, method="inverted_cdf")
 
 
+class _CompiledSplit:
+    """The weights of a chunk of draws written by ``_cs_boot.c`` straight into each
+    block's rows of one buffer: block ``j`` holds ``b`` rows of ``len(rows[j])`` weights
+    from ``b * cum[j]`` on. With NumPy's PCG64 the kernel draws the uniforms itself from
+    the generator's state (and puts the advanced state back); otherwise NumPy draws them
+    into a small buffer of whole rows that the kernel then splits."""
+
+    def __init__(self, kernel: Any, blocked: BlockedInfluence, step: int,
+                 rng: np.random.Generator, *, with_sums: bool) -> None:
+        n = blocked.n
+        self.n = n
+        self.blk = np.full(n, -1, dtype=np.int32)  # -1: a unit in no block
+        self.loc = np.empty(n, dtype=np.int32)
+        self.nj = np.array([len(r) for r in blocked.rows], dtype=np.int64)
+        self.cum = np.concatenate([[0], np.cumsum(self.nj)[:-1]]).astype(np.int64)
+        for j, r in enumerate(blocked.rows):
+            self.blk[r] = j
+            self.loc[r] = np.arange(len(r), dtype=np.int32)
+        self.buf = np.empty(step * int(self.nj.sum()))
+        # the low weights counted per block and draw: the weights' sums
+        self.lows = np.empty((step, len(self.nj)), dtype=np.int64) if with_sums else None
+        self.words = _pcg64_words(rng) if kernel.pcg is not None else None
+        if self.words is None:
+            self.fn = kernel.split
+            self.u = np.empty((max(1, min(step, _SPLIT_ELEMS // n)), n))
+            src = self.u
+        else:
+            self.fn = kernel.pcg
+            src = self.words
+        # the arrays' addresses, fixed: (uniforms or state, blk, loc), (cum, nj), buf, lows
+        self._ptrs = (src.ctypes.data, self.blk.ctypes.data, self.loc.ctypes.data,
+                      self.cum.ctypes.data, self.nj.ctypes.data, self.buf.ctypes.data,
+                      None if self.lows is None else self.lows.ctypes.data)
+
+    def fill(self, b: int, rng: np.random.Generator) -> None:
+        """The next ``b`` draws' weights (and their low counts) into the buffer."""
+        p = self._ptrs
+        rows = b if self.words is not None else len(self.u)
+        for r0 in range(0, b, rows):
+            s = min(rows, b - r0)
+            if self.words is None:
+                rng.random(out=self.u[:s])
+            if self.fn(s, self.n, p[0], p[1], p[2], len(self.nj), p[3], p[4], b, r0, p[5],
+                       MAMMEN_P_LOW, MAMMEN_LOW, MAMMEN_HIGH, p[6]):
+                raise MemoryError("callaway_santanna bootstrap: no memory for the blocks' "
+                                  "offsets")
+        if self.words is not None:
+            _set_pcg64_state(rng, self.words)
+
+    def part(self, b: int, j: int) -> np.ndarray:
+        """Block ``j``'s (b, len(rows[j])) weights."""
+        a = b * int(self.cum[j])
+        return self.buf[a:a + b * int(self.nj[j])].reshape(b, int(self.nj[j]))
+
+    def sums(self, b: int, out: np.ndarray) -> None:
+        """(b, blocks) sums of each block's weights: high for each unit, less (high -
+        low) for each low one (exact counts; equal to a sum of the doubles up to
+        rounding)."""
+        np.multiply(self.lows[:b], MAMMEN_LOW - MAMMEN_HIGH, out=out)
+        out += MAMMEN_HIGH * self.nj
+
+
 def mammen_bootstrap(psi: np.ndarray | BlockedInfluence, n_draws: int,
                      rng: np.random.Generator, chunk_elems: int = 4_000_000,
                      extra: Any = None, block_cat: np.ndarray | None = None,
@@ -609,18 +737,32 @@ def mammen_bootstrap(psi: np.ndarray | BlockedInfluence, n_draws: int,
     (a blocked ``psi`` whose blocks' rows cover every unit once): instead of ``extra``,
     the weights summed over the rows of the blocks of each category ``block_cat[i]``
     (``n_cat`` of them), taken from the products' own gathers.
+
+    A blocked ``psi`` without ``extra`` is multiplied by the compiled split of
+    ``_cs_boot.c`` when it was built (the weights written straight into each block's
+    rows, the uniforms drawn there from a PCG64 generator's state: the same weights, the
+    generator left as ``rng.random`` leaves it) and through :meth:`BlockedInfluence.low_rank`
+    factors of its blocks: the same draws up to the order of the sums.
     """
     n, k = psi.shape
     sums = None
+    kernel = (_split_kernel() if isinstance(psi, BlockedInfluence) and extra is None
+              and 0 < n < 2**31 else None)
+    # draws per chunk; with the compiled split at least SPLIT_MIN_DRAWS (on ~1e6 units
+    # a chunk of 4 draws would read every block once per 4 draws)
+    step = max(1, min(n_draws, max(chunk_elems // max(n, 1),
+                                   0 if kernel is None else SPLIT_MIN_DRAWS)))
     if isinstance(psi, BlockedInfluence):
         # blocks with a NaN or an infinity made finite once (np.nan_to_num), not per chunk
         blocked = psi.nan_to_num()
+        factors = blocked.low_rank() if n_draws >= LOW_RANK_MIN_DRAWS else None
         if block_cat is not None:
-            sums = np.empty((min(n_draws, max(1, chunk_elems // max(n, 1))),
-                             len(blocked.rows)))
+            sums = np.empty((step, len(blocked.rows)))
 
         def mul(v: np.ndarray) -> np.ndarray:
-            r = blocked.left_matmul(v, block_sums=None if sums is None else sums[:len(v)])
+            r = blocked.parts_matmul(
+                len(v), lambda j: v if len(blocked.rows[j]) == n else v[:, blocked.rows[j]],
+                block_sums=None if sums is None else sums[:len(v)], factors=factors)
             r[:, blocked.nan_cols] = 0.0
             return r
     else:
@@ -630,23 +772,34 @@ def mammen_bootstrap(psi: np.ndarray | BlockedInfluence, n_draws: int,
     n_ext = n_cat if block_cat is not None else (0 if extra is None else extra.shape[1])
     ext = None if extra is None and block_cat is None else np.empty((n_draws, n_ext))
     extra_t = None if extra is None else extra.T.tocsr()
-    step = max(1, min(n_draws, chunk_elems // max(n, 1)))
-    # one set of chunk buffers, reused: the uniforms of a chunk are written in place (the
-    # same stream as ``rng.random((b, n))``, row after row) and the weights over them, bit
-    # for bit ``np.where(low, MAMMEN_LOW, MAMMEN_HIGH)`` without its masked select:
-    # HIGH's bits, flipped to LOW's where low (XOR of the two bit patterns times 0 / 1)
-    u = np.empty((step, n))
-    low = np.empty((step, n), dtype=bool)
-    bits = u.view(np.uint64)
+    split = None if kernel is None else _CompiledSplit(kernel, blocked, step, rng,
+                                                       with_sums=sums is not None)
+    if split is None:
+        # one set of chunk buffers, reused: the uniforms of a chunk are written in place
+        # (the same stream as ``rng.random((b, n))``, row after row) and the weights over
+        # them, bit for bit ``np.where(low, MAMMEN_LOW, MAMMEN_HIGH)`` without its masked
+        # select: HIGH's bits, flipped to LOW's where low (XOR of the two bit patterns
+        # times 0 / 1)
+        u = np.empty((step, n))
+        low = np.empty((step, n), dtype=bool)
+        bits = u.view(np.uint64)
     with progress(n_draws, "callaway_santanna multiplier bootstrap") as bar:
         for start in range(0, n_draws, step):
             b = min(step, n_draws - start)
-            ub, lb, vb = u[:b], low[:b], bits[:b]
-            rng.random(out=ub)
-            np.less(ub, MAMMEN_P_LOW, out=lb)
-            np.multiply(lb.view(np.uint8), _MAMMEN_FLIP, out=vb)
-            np.bitwise_xor(vb, _MAMMEN_HIGH_BITS, out=vb)
-            out[start:start + b] = mul(ub) / np.sqrt(n)
+            if split is not None:
+                split.fill(b, rng)
+                r = blocked.parts_matmul(b, lambda j, b=b: split.part(b, j), factors=factors)
+                if sums is not None:
+                    split.sums(b, sums[:b])
+                r[:, blocked.nan_cols] = 0.0
+                out[start:start + b] = r / np.sqrt(n)
+            else:
+                ub, lb, vb = u[:b], low[:b], bits[:b]
+                rng.random(out=ub)
+                np.less(ub, MAMMEN_P_LOW, out=lb)
+                np.multiply(lb.view(np.uint8), _MAMMEN_FLIP, out=vb)
+                np.bitwise_xor(vb, _MAMMEN_HIGH_BITS, out=vb)
+                out[start:start + b] = mul(ub) / np.sqrt(n)
             if sums is not None:
                 e = ext[start:start + b]
                 e[:] = 0.0
@@ -657,6 +810,58 @@ def mammen_bootstrap(psi: np.ndarray | BlockedInfluence, n_draws: int,
                 ext[start:start + b] = (extra_t @ ub.T).T / np.sqrt(n)
             bar.update(b)
     return out if ext is None else (out, ext)
+
+
+#: :meth:`BlockedInfluence.low_rank`: blocks with fewer columns are multiplied as they are
+LOW_RANK_MIN_COLS = 16
+#: largest entry of ``V - Q B`` accepted, relative to the largest ``|V|``
+LOW_RANK_TOL = 1e-13
+#: entries of :func:`_low_rank_factor`'s check temporary (4 MB)
+_CHECK_ELEMS = 1 << 19
+#: fewest bootstrap draws for which :func:`mammen_bootstrap` looks for low-rank blocks
+LOW_RANK_MIN_DRAWS = 50
+
+
+def _low_rank_factor(V: np.ndarray, tol: float) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(Q, B)``, ``V ~ Q B`` (see :meth:`BlockedInfluence.low_rank`), or None.
+
+    Columns are chosen greedily as by a pivoted Cholesky of ``V' V`` (each time the
+    column with the largest part outside the span of those chosen; stop when every such
+    part is below 1e-6 of the largest column's norm); ``Q`` is the orthonormal basis of
+    the chosen columns (Householder QR of ``V[:, S]``, not of the Gram matrix) and ``B =
+    Q' V``. The tolerance is then checked on ``V - Q B`` itself, row block by row block,
+    so that the Gram matrix's squared condition only decides which columns are tried."""
+    n, k = V.shape
+    G = V.T @ V
+    d = np.diag(G).copy()
+    top = float(d.max()) if k else 0.0
+    if not top > 0.0:
+        return None
+    r_max = k // 2
+    L = np.zeros((k, r_max + 1))
+    chosen: list[int] = []
+    live = np.ones(k, dtype=bool)
+    for m in range(r_max + 1):
+        p = int(np.argmax(np.where(live, d, -np.inf)))
+        if not d[p] > 1e-12 * top:
+            break
+        if m == r_max:
+            return None
+        col = (G[:, p] - L[:, :m] @ L[p, :m]) / np.sqrt(d[p])
+        L[:, m] = col
+        d -= col**2
+        live[p] = False
+        chosen.append(p)
+    Q = np.linalg.qr(V[:, np.sort(chosen)])[0]
+    B = Q.T @ V
+    bound = tol * max(float(V.max()), -float(V.min()))  # (no |V| temporary)
+    rows = max(64, _CHECK_ELEMS // k)  # the check's temporary: about _CHECK_ELEMS entries
+    for a in range(0, n, rows):
+        e = Q[a:a + rows] @ B
+        np.subtract(V[a:a + rows], e, out=e)
+        if not np.abs(e, out=e).max() <= bound:
+            return None
+    return Q, B
 
 
 @dataclass(frozen=True, eq=False)
@@ -765,22 +970,54 @@ class BlockedInfluence:
         """``w @ dense()`` for ``w`` (b, n), (b, K), block by block (``w[:, rows_j] @
         V_j``); ``nan_to_zero`` as in :meth:`cluster_sums`. ``block_sums`` (b, blocks):
         filled with ``w[:, rows_j].sum(axis=1)``, block by block."""
-        out = np.zeros((w.shape[0], self.K))
+        return self.parts_matmul(
+            w.shape[0], lambda j: w if len(self.rows[j]) == self.n else w[:, self.rows[j]],
+            nan_to_zero=nan_to_zero, block_sums=block_sums)
+
+    def parts_matmul(self, b: int, part: Callable[[int], np.ndarray], *,
+                     nan_to_zero: bool = False,
+                     block_sums: np.ndarray | None = None,
+                     factors: Sequence[tuple[np.ndarray, np.ndarray] | None] | None = None
+                     ) -> np.ndarray:
+        """:meth:`left_matmul` of weights given per block: ``part(j)`` is the (b,
+        ``len(rows[j])``) weights of block ``j``'s units (``w[:, rows[j]]``), asked for
+        only when needed. ``factors``: per block None or ``(Q, B)`` of :meth:`low_rank`
+        (finite blocks), the block's product taken as ``(w Q) B``."""
+        out = np.zeros((b, self.K))
         for j, (r, c, V) in enumerate(zip(self.rows, self.cols, self.values, strict=True)):
             if block_sums is not None:
                 block_sums[:, j] = 0.0
             if not len(r) or (not len(c) and block_sums is None):
                 continue
-            wr = w if len(r) == self.n else w[:, r]
+            wr = part(j)
             if block_sums is not None:
                 block_sums[:, j] = wr.sum(axis=1)
             if not len(c):
+                continue
+            f = None if factors is None else factors[j]
+            if f is not None:
+                out[:, c] += (wr @ f[0]) @ f[1]
                 continue
             if nan_to_zero:
                 V = np.nan_to_num(V)
             out[:, c] += wr @ V
         out[:, self.nan_cols] = 0.0 if nan_to_zero else np.nan
         return out
+
+    def low_rank(self, *, min_cols: int = LOW_RANK_MIN_COLS,
+                 tol: float = LOW_RANK_TOL) -> list[tuple[np.ndarray, np.ndarray] | None]:
+        """Per block, ``(Q, B)`` with ``Q`` (rows, r) orthonormal and ``B = Q' V`` (r,
+        cols) when the block ``V`` has ``r <= cols / 2`` columns that span all of it:
+        every entry of ``V - Q B`` within ``tol`` of the largest ``|V|``, checked on the
+        whole block; else None (blocks with fewer than ``min_cols`` columns, or not
+        finite, are not tried). A cell's influence function on the never-treated units
+        is a combination of their outcomes in the periods and a constant (without
+        covariates), so that block's rank is about the number of periods while its
+        columns are the cells: the multiplier bootstrap then multiplies its weights by
+        ``r`` columns instead of all cells."""
+        return [(_low_rank_factor(V, tol) if V.ndim == 2 and V.shape[1] >= min_cols
+                 and V.shape[0] >= 2 * V.shape[1] and np.isfinite(V).all() else None)
+                for V in self.values]
 
     def add_columns(self, ks: np.ndarray, ws: np.ndarray, out: np.ndarray) -> None:
         """``out += sum_i ws[i] * dense()[:, ks[i]]`` (n,), in place, the columns added
