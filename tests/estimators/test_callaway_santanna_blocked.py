@@ -22,6 +22,8 @@ from scipy.linalg import blas
 from twinimpact.estimators import _cs_numerics as num
 from twinimpact.estimators.callaway_santanna import callaway_santanna
 
+from .blocked_cases import random_blocked
+
 #: the blocked operations sum the same products in another order (per block, then across
 #: blocks; pairwise sums over shorter vectors): agreement to rounding (~1e-15 seen)
 ROUNDING = 1e-12
@@ -289,3 +291,25 @@ def test_closed_form_groups_equals_split(seed, n1, parts, method):
     np.testing.assert_allclose(got.att, want.att, rtol=ROUNDING, atol=ROUNDING)
     np.testing.assert_allclose(b1, a1, rtol=ROUNDING, atol=ROUNDING)
     np.testing.assert_allclose(np.concatenate(b0), a0, rtol=ROUNDING, atol=ROUNDING)
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**31), n=st.integers(1, 9000), K=st.integers(1, 12),
+       n_groups=st.integers(1, 4), rank=st.integers(1, 12))
+def test_r_factor_is_the_dense_qr_factor(seed, n, K, n_groups, rank):
+    """The TSQR factor over the blocks (row slices of each block, stacked) has the dense
+    matrix's Gram ``R' R = D' D`` and its singular values, for any selection of columns,
+    blocks of low rank and blocks left out; no rows: an empty factor."""
+    rng = np.random.default_rng(seed)
+    b = random_blocked(rng, n, K, n_groups, p_col=0.7, rank=rank, p_nan_col=0.0)
+    sel = np.sort(rng.choice(K, size=int(rng.integers(1, K + 1)), replace=False))
+    R = b.r_factor(sel)
+    D = b.dense(sel)
+    scale = max(1.0, float(np.abs(D.T @ D).max()))
+    np.testing.assert_allclose(R.T @ R, D.T @ D, rtol=0, atol=1e-12 * scale)
+    sv_r = np.linalg.svd(R, compute_uv=False) if R.size else np.zeros(0)
+    sv_d = np.linalg.svd(D, compute_uv=False)
+    m = min(len(sv_r), len(sv_d))
+    np.testing.assert_allclose(sv_r[:m], sv_d[:m], rtol=0, atol=1e-12 * np.sqrt(scale))
+    tiny = 1e-12 * np.sqrt(scale)
+    assert np.all(sv_d[m:] <= tiny) and np.all(sv_r[m:] <= tiny)

@@ -24,6 +24,8 @@ from scipy import sparse
 from twinimpact.estimators import _cs_numerics as num
 from twinimpact.estimators.callaway_santanna import callaway_santanna
 
+from .blocked_cases import random_blocked
+
 #: kept draws against new ones: the same products summed in another order (seen <= 9e-15)
 ROUNDING = 1e-12
 KW = dict(outcome="lemp", unit="countyreal", time="year", cohort="first.treat")
@@ -120,19 +122,10 @@ def test_block_sums_equal_sparse_sums(seed, n, K, n_groups, n_draws, chunk, with
     without sums, bit for bit (the sparse ``extra`` path draws with NumPy's gathers: the
     same weights, products to rounding)."""
     rng = np.random.default_rng(seed)
-    group = rng.integers(0, n_groups, n)
-    rows, cols, vals = [], [], []
-    for j in range(n_groups):
-        r = np.flatnonzero(group == j)
-        c = np.flatnonzero(rng.random(K) < 0.6)
-        rows.append(r)
-        cols.append(c)
-        v = rng.normal(size=(len(r), len(c)))
-        if with_nan and v.size:
-            v[0, 0] = np.nan
-        vals.append(np.asfortranarray(v))
-    b = num.BlockedInfluence(n, K, tuple(rows), tuple(cols), tuple(vals),
-                             rng.random(K) < 0.2).freeze()
+    b = random_blocked(rng, n, K, n_groups, with_nan=with_nan).freeze()
+    group = np.zeros(n, dtype=np.intp)
+    for j, r in enumerate(b.rows):
+        group[r] = j
     cat = rng.integers(0, 3, n_groups)  # several blocks may share a category
     unit_cat = cat[group]
     ind = sparse.csr_matrix((np.ones(n), (np.arange(n), unit_cat)), shape=(n, 3))
@@ -161,24 +154,6 @@ def _kernel_mode(mode: str):
             os.environ[num.KERNEL_ENV] = old
 
 
-def _random_blocked(rng, n, K, n_groups, with_nan, cover):
-    """Blocks over disjoint unit sets (all units, or some left in no block), random
-    columns, NaNs if asked."""
-    group = rng.integers(0, n_groups + (0 if cover else 1), n)  # n_groups: in no block
-    rows, cols, vals = [], [], []
-    for j in range(n_groups):
-        r = np.flatnonzero(group == j)
-        c = np.flatnonzero(rng.random(K) < 0.6)
-        v = rng.normal(size=(len(r), len(c)))
-        if with_nan and v.size:
-            v[0, 0] = np.nan
-        rows.append(r)
-        cols.append(c)
-        vals.append(np.asfortranarray(v))
-    return num.BlockedInfluence(n, K, tuple(rows), tuple(cols), tuple(vals),
-                                rng.random(K) < 0.2).freeze()
-
-
 @settings(max_examples=40, deadline=None)
 @given(seed=st.integers(0, 2**31), n=st.integers(1, 70), K=st.integers(1, 6),
        n_groups=st.integers(1, 5), n_draws=st.integers(1, 30), chunk=st.integers(1, 400),
@@ -192,7 +167,7 @@ def test_compiled_weights_are_numpy_weights(seed, n, K, n_groups, n_draws, chunk
     of NumPy (same draws as the split of NumPy's uniforms), and the generator left where
     ``rng.random`` leaves it."""
     rng = np.random.default_rng(seed)
-    b = _random_blocked(rng, n, K, n_groups, with_nan, cover)
+    b = random_blocked(rng, n, K, n_groups, with_nan=with_nan, cover=cover).freeze()
     cat = np.arange(len(b.rows))
 
     def make_rng():

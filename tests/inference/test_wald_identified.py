@@ -192,9 +192,10 @@ def test_singular_pretest_decomposes_the_factor_once(monkeypatch, panel):
     assert len(factors) == 1
     f = factors[0]
     q = f.shape[1]
-    assert q == 82 and (f.shape[0] >= int(q * 11 / 6)) == (panel == "tall")
-    assert len(seen) == 1                               # one decomposition, of F or its R
-    assert seen[0] == (min(f.shape), q) if panel == "tall" else seen[0] == f.shape
+    # the factor is F's triangular factor R from the blocks (R' R = F' F), not the
+    # (units x cells) F itself: one decomposition, of R
+    assert q == 82 and f.shape[0] <= q
+    assert len(seen) == 1 and seen[0] == f.shape
     pt = r.pretrend_test
     # the former path: the rank from F's values alone, the extension from F's thin SVD
     info = r.term_info
@@ -202,11 +203,14 @@ def test_singular_pretest_decomposes_the_factor_once(monkeypatch, panel):
            if tt < g and np.isfinite(r.std_errors[t]) and r.std_errors[t] > 0]
     b = r.params[pre].to_numpy()
     v = r.vcov.loc[pre, pre].to_numpy()
+    F = r.influence[:, [r.terms.index(t) for t in pre]] / r.influence.shape[0]
+    assert F.shape[0] >= int(q * 11 / 6) if panel == "tall" else F.shape[0] < int(q * 11 / 6)
+    np.testing.assert_allclose(f.T @ f, F.T @ F, rtol=0, atol=1e-12 * np.abs(F.T @ F).max())
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NotComputableWarning)
-        old = wald_pretrend_test(pre, b, v, factor=np.array(f))
+        old = wald_pretrend_test(pre, b, v, factor=F)  # the former path: F itself
     assert f"has rank {old.rank} (singular)" in " ".join(str(w.message) for w in caught)
-    _, s, vt = svd(f, full_matrices=False)
+    _, s, vt = svd(F, full_matrices=False)
     keep = s ** 2 > RANK_RTOL * (s ** 2).max()
     proj = vt[keep] @ b
     stat = float(np.sum(proj ** 2 / s[keep] ** 2))

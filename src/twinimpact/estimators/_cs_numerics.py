@@ -864,6 +864,10 @@ def _low_rank_factor(V: np.ndarray, tol: float) -> tuple[np.ndarray, np.ndarray]
     return Q, B
 
 
+#: :meth:`BlockedInfluence.r_factor`: entries of each slice of a block's rows (256 KB)
+R_FACTOR_ELEMS = 1 << 15
+
+
 @dataclass(frozen=True, eq=False)
 class BlockedInfluence:
     """An (n, K) influence function stored in its nonzero blocks.
@@ -939,6 +943,35 @@ class BlockedInfluence:
         v[self.nan_cols, :] = np.nan
         v[:, self.nan_cols] = np.nan
         return v
+
+    def r_factor(self, cols: np.ndarray) -> np.ndarray:
+        """The triangular factor ``R`` of a QR decomposition of ``dense()[:, cols]``
+        (``R' R`` = that matrix's ``X' X``; the same singular values and right singular
+        vectors, up to rounding): a QR of each block's rows in slices of
+        :data:`R_FACTOR_ELEMS` entries (which stay in cache), their ``R``s placed in the
+        selected columns and stacked, then one QR of the stack (TSQR). Without the (n,
+        len(cols)) dense copy, whose QR is bound by memory."""
+        cols = np.asarray(cols, dtype=np.intp)
+        k = len(cols)
+        where = np.full(self.K, -1, dtype=np.intp)
+        where[cols] = np.arange(k)
+        pieces = []
+        for c, V in zip(self.cols, self.values, strict=True):
+            loc = where[c]
+            sel = np.flatnonzero(loc >= 0)
+            if not len(sel) or not V.shape[0]:
+                continue
+            sub = V if len(sel) == V.shape[1] else V[:, sel]
+            rows = max(4 * len(sel), R_FACTOR_ELEMS // len(sel))
+            for a in range(0, V.shape[0], rows):
+                r = np.linalg.qr(sub[a:a + rows], mode="r")
+                piece = np.zeros((r.shape[0], k))
+                piece[:, loc[sel]] = r
+                pieces.append(piece)
+        if not pieces:
+            return np.zeros((0, k))
+        stack = np.vstack(pieces)
+        return np.linalg.qr(stack, mode="r") if len(pieces) > 1 else stack
 
     def cluster_sums(self, codes: np.ndarray, G: int, *, nan_to_zero: bool = False
                      ) -> np.ndarray:
