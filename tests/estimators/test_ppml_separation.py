@@ -346,3 +346,57 @@ def test_gravity_panel_with_fixed_effect_combination_separation():
     r2 = ti.ppml(d[~sep], outcome="y", regressors=["x"], fixed_effects=fes, cluster="pair")
     assert abs(r.params["x"] - r2.params["x"]) < 1e-10
     assert r.std_errors["x"] == pytest.approx(r2.std_errors["x"], rel=1e-10)
+
+
+def _rounds_afresh(y, codes, singletons, separation):
+    """The fixed-effect separation / singleton rounds counting the kept rows afresh each
+    round (the implementation before the per-level counts were decremented)."""
+    keep = np.ones(len(y), dtype=bool)
+    n_single = n_sep = rounds = 0
+    pos = y > 0
+    changed = True
+    while changed:
+        rounds += 1
+        changed = False
+        if separation:
+            sep = np.zeros(len(y), dtype=bool)
+            for c in codes:
+                n_pos = np.bincount(c[keep], weights=pos[keep].astype(float),
+                                    minlength=int(c.max()) + 1)
+                sep |= keep & (n_pos[c] == 0)
+            if sep.any():
+                n_sep += int(sep.sum())
+                keep &= ~sep
+                changed = True
+        if singletons:
+            single = np.zeros(len(y), dtype=bool)
+            for c in codes:
+                cnt = np.bincount(c[keep], minlength=int(c.max()) + 1)
+                single |= keep & (cnt[c] == 1)
+            if single.any():
+                n_single += int(single.sum())
+                keep &= ~single
+                changed = True
+    return keep, n_single, n_sep, rounds
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_fe_separation_rounds_match_counting_afresh(seed):
+    """The decremented per-level counts give the same rows, counts and rounds as
+    counting the kept rows afresh: sparse designs with cascades of singletons and
+    all-zero levels over several rounds."""
+    from twinimpact.estimators._ppml_kernel import drop_singletons_and_fe_separation
+
+    rng = np.random.default_rng(seed)
+    n = 400
+    codes = [rng.integers(0, g, n).astype(np.int32) for g in (60, 90, 150)]
+    y = np.where(rng.uniform(size=n) < 0.6, 0.0, rng.poisson(3.0, n) + 1.0)
+    for singletons in (True, False):
+        for separation in (True, False):
+            got = drop_singletons_and_fe_separation(y, codes, singletons=singletons,
+                                                    separation=separation)
+            want = _rounds_afresh(y, codes, singletons, separation)
+            assert np.array_equal(got[0], want[0])
+            assert got[1:] == want[1:]
+            if singletons and separation:
+                assert got[3] >= 3 and got[1] > 0 and got[2] > 0  # several rounds ran

@@ -190,10 +190,15 @@ class WeightedFE:
         return np.ascontiguousarray(cur), sweeps, ok
 
     def residualize_inplace(self, cur: np.ndarray, absmax: np.ndarray, *, tol: float,
-                            maxiter: int) -> tuple[int, bool]:
+                            maxiter: int, scratch: tuple[np.ndarray, np.ndarray] | None = None
+                            ) -> tuple[int, bool]:
         """:meth:`residualize` on a Fortran-ordered (n, k) array ``cur`` holding the start,
         overwritten by the result; ``absmax`` = ``max|x|`` per column of the input ``x``
-        (the scale of the stopping rule). Returns ``(sweeps, converged)``."""
+        (the scale of the stopping rule). ``scratch``: two contiguous float (n,) arrays
+        the compiled path may overwrite (its two sweep columns), none of them ``cur``'s
+        columns or the weights; without them two are allocated per call -- at 1e7 rows
+        two fresh 80 MB mappings per IRLS iteration (glibc maps anything above 32 MB anew
+        and the kernel zeroes its pages). Returns ``(sweeps, converged)``."""
         if self.n_sets == 1:
             for j in range(cur.shape[1]):
                 self._sweep_vector(cur[:, j])
@@ -202,8 +207,7 @@ class WeightedFE:
         sweeps_max = 0
         all_ok = True
         if self.backend == "numba":
-            x1 = np.empty(self.n)
-            x2 = np.empty(self.n)
+            x1, x2 = (np.empty(self.n), np.empty(self.n)) if scratch is None else scratch
         for j in range(cur.shape[1]):
             col = cur[:, j]
             if self.backend == "numba":
@@ -259,15 +263,6 @@ class WeightedFE:
         return sweeps, False
 
 
-def _singleton_mask(codes: Sequence[np.ndarray], keep: np.ndarray) -> np.ndarray:
-    """Observations (among ``keep``) that are alone in a level of some FE set."""
-    single = np.zeros(len(keep), dtype=bool)
-    for c in codes:
-        cnt = np.bincount(c[keep], minlength=int(c.max()) + 1)
-        single |= keep & (cnt[c] == 1)
-    return single
-
-
 def drop_singletons_and_fe_separation(
     y: np.ndarray, fe_codes: Sequence[np.ndarray], *, singletons: bool = True,
     separation: bool = True, maxiter: int = 1000,
@@ -289,25 +284,45 @@ def drop_singletons_and_fe_separation(
     if not fe_codes:
         return keep, 0, 0, 0
     pos = y > 0
+    # per set and level, the kept rows (cnt) and kept positive rows (npos): counted once
+    # over all rows, then the rows of each drop are subtracted. Integer counts, the same
+    # as counting the kept rows afresh each round, without its n-row temporaries (the
+    # gathered codes, float weights and per-row counts: five fresh mappings per set and
+    # round at 1e7 rows); per row only boolean masks remain.
+    sizes = [int(c.max()) + 1 for c in fe_codes]
+    cnt = [np.bincount(c, minlength=g) for c, g in zip(fe_codes, sizes, strict=True)]
+    npos = [np.bincount(c[pos], minlength=g) for c, g in zip(fe_codes, sizes, strict=True)] \
+        if separation else []
+
+    def drop(mask: np.ndarray) -> None:
+        keep[mask] = False
+        mpos = mask & pos if separation else None
+        for k, (c, g) in enumerate(zip(fe_codes, sizes, strict=True)):
+            cnt[k] -= np.bincount(c[mask], minlength=g)
+            if separation:
+                npos[k] -= np.bincount(c[mpos], minlength=g)
+
     changed = True
     while changed and rounds < maxiter:
         rounds += 1
         changed = False
         if separation:
             sep = np.zeros(n, dtype=bool)
-            for c in fe_codes:
-                g = int(c.max()) + 1
-                n_pos = np.bincount(c[keep], weights=pos[keep].astype(float), minlength=g)
-                sep |= keep & (n_pos[c] == 0)
+            for c, npk in zip(fe_codes, npos, strict=True):
+                sep |= (npk == 0)[c]
+            sep &= keep
             if sep.any():
                 n_sep += int(sep.sum())
-                keep &= ~sep
+                drop(sep)
                 changed = True
         if singletons:
-            single = _singleton_mask(fe_codes, keep)
+            single = np.zeros(n, dtype=bool)
+            for c, ck in zip(fe_codes, cnt, strict=True):
+                single |= (ck == 1)[c]
+            single &= keep
             if single.any():
                 n_single += int(single.sum())
-                keep &= ~single
+                drop(single)
                 changed = True
     return keep, n_single, n_sep, rounds
 
@@ -711,11 +726,21 @@ def find_separation(y: np.ndarray, x: np.ndarray, fe_codes: Sequence[np.ndarray]
     return SeparationCheck(keep, counts, relu, simplex_ok, rounds)
 
 
-def poisson_deviance(y: np.ndarray, mu: np.ndarray, w: np.ndarray) -> float:
-    """``2 sum w [y log(y/mu) - (y - mu)]`` (the y log y term is 0 at y = 0)."""
+def poisson_deviance(y: np.ndarray, mu: np.ndarray, w: np.ndarray | None,
+                     out: tuple[np.ndarray, np.ndarray] | None = None) -> float:
+    """``2 sum w [y log(y/mu) - (y - mu)]`` (the y log y term is 0 at y = 0; ``w`` None =
+    equal weights). ``out``: two float (n,) arrays to compute in (overwritten), else two
+    are allocated; the same terms, operations and sum either way."""
+    t, d = (np.empty(len(y)), np.empty(len(y))) if out is None else out
     with np.errstate(divide="ignore", invalid="ignore"):
-        t = np.where(y > 0, y * np.log(y / mu), 0.0)
-    return float(2.0 * np.sum(w * (t - (y - mu))))
+        np.divide(y, mu, out=t)
+        np.log(t, out=t)
+        t *= y
+    np.copyto(t, 0.0, where=~(y > 0))
+    t -= np.subtract(y, mu, out=d)
+    if w is not None:
+        t *= w
+    return float(2.0 * np.sum(t))
 
 
 @dataclass(frozen=True)
@@ -776,11 +801,10 @@ def _collinear(xt: np.ndarray, w: np.ndarray, ref_ss: np.ndarray, tol: float) ->
     k = xt.shape[1]
     if k == 0:
         return np.ones(0, dtype=bool)
-    sw = np.sqrt(w)
     r = np.zeros((0, k))
     step = max(_QR_BLOCK_ROWS, k)
     for lo in range(0, xt.shape[0], step):  # tall-skinny QR by row blocks: O(block x k)
-        block = xt[lo:lo + step] * sw[lo:lo + step, None]
+        block = xt[lo:lo + step] * np.sqrt(w[lo:lo + step])[:, None]
         r = np.linalg.qr(np.vstack([r, block]), mode="r")
     rss = np.zeros(k)  # more columns than rows: the ones past the rank are combinations
     rss[:min(r.shape)] = np.diag(r) ** 2
@@ -812,9 +836,13 @@ def irls_poisson(y: np.ndarray, x: np.ndarray, fe: WeightedFE | None, *,
     ybar = float(np.mean(y) if w is None else np.sum(w * y) / np.sum(w))
     # Memory: besides y and x, seven vectors of size n (eta, mu and their next values,
     # the z column with its FE residual and FE part, one scratch) + 2 per regressor
-    # (residual, FE part) + the projector's two scratch columns; no n x k temporaries
-    # except the returned scores.
-    mu = 0.5 * (y + ybar)
+    # (residual, FE part), + 1 with weights (w mu); no n x k temporaries except the
+    # returned scores. Nothing of size n is allocated per iteration: the projector's two
+    # scratch columns are ``tmp`` and ``mu_next`` (both free while it runs). Above glibc's
+    # 32 MB mmap ceiling every n-row temporary is a fresh mapping whose pages the kernel
+    # zeroes (system time growing with n; three per iteration before).
+    mu = np.add(y, ybar)
+    mu *= 0.5
     eta = np.log(mu)  # starting linear predictor (incl. offset by construction)
     # deviance without logs: log(mu) = eta, and sum w [y log y - y] is a constant, so
     # dev = 2 (c0 - wy'eta + w'mu) -- two dot products per evaluation
@@ -844,9 +872,15 @@ def irls_poisson(y: np.ndarray, x: np.ndarray, fe: WeightedFE | None, *,
     z = np.empty(n)
     mu_next = np.empty(n)
     tmp = np.empty(n)
+    wmu = None if w is None else np.empty(n)
     cur = np.empty((n, 1 + k), order="F")
     fe_part = np.empty((n, 1 + k), order="F") if has_fe else None
     x_absmax = np.array([np.max(np.abs(x[:, j])) for j in range(k)])
+
+    def x_kept() -> np.ndarray:
+        """The regressors still in the model (``x`` itself while none was dropped: no
+        n-row copy)."""
+        return x if len(cols) == k else x[:, cols]
 
     def drop_columns(still: np.ndarray) -> None:
         """Take the regressors flagged False in ``still`` (over the columns still in the
@@ -868,7 +902,7 @@ def irls_poisson(y: np.ndarray, x: np.ndarray, fe: WeightedFE | None, *,
         z += eta
         if off is not None:
             z -= off
-        big_w = mu if w is None else w * mu
+        big_w = mu if w is None else np.multiply(w, mu, out=wmu)
         if has_fe:
             fe.set_weights(big_w)
             if it == 1:
@@ -879,9 +913,12 @@ def irls_poisson(y: np.ndarray, x: np.ndarray, fe: WeightedFE | None, *,
                 np.subtract(z, fe_part[:, 0], out=cur[:, 0])
                 for jj, j in enumerate(cols):
                     np.subtract(x[:, j], fe_part[:, 1 + jj], out=cur[:, 1 + jj])
-            absmax = np.concatenate([[np.max(np.abs(z))], x_absmax])
+            # max|z| without an n-row |z|: NaN when z has one, as np.max(np.abs(z))
+            absmax = np.concatenate([[max(float(z.max()), -float(z.min()))], x_absmax])
+            # scratch: mu_next (the previous mu, or unused) is rewritten only after the
+            # projections, tmp only in the normal equations; neither is big_w nor cur
             sweeps, ok = fe.residualize_inplace(cur, absmax, tol=inner_tol,
-                                                maxiter=fe_maxiter)
+                                                maxiter=fe_maxiter, scratch=(tmp, mu_next))
             total_sweeps += sweeps
             dm_ok &= ok
             np.subtract(z, cur[:, 0], out=fe_part[:, 0])
@@ -909,7 +946,7 @@ def irls_poisson(y: np.ndarray, x: np.ndarray, fe: WeightedFE | None, *,
             final_check = True
             if it > 1 and cur.shape[1] > 1:
                 still = _collinear(cur[:, 1:], big_w,
-                                   collinearity_reference(x[:, cols], big_w), collin_tol)
+                                   collinearity_reference(x_kept(), big_w), collin_tol)
                 if not still.all():
                     drop_columns(still)
                     # the previous deviance is that of the larger model: no step halving
@@ -932,7 +969,7 @@ def irls_poisson(y: np.ndarray, x: np.ndarray, fe: WeightedFE | None, *,
                 # the start-of-fit check (judged at the loose inner tolerance) is a
                 # combination of the others and the fixed effects at this iterate; judge
                 # collinearity again now, on these columns and weights, and drop it
-                still = _collinear(xt, big_w, collinearity_reference(x[:, cols], big_w),
+                still = _collinear(xt, big_w, collinearity_reference(x_kept(), big_w),
                                    collin_tol)
                 if still.all() or _attempt:
                     from ..errors import EstimationError, format_message
@@ -979,12 +1016,13 @@ def irls_poisson(y: np.ndarray, x: np.ndarray, fe: WeightedFE | None, *,
         inner_tol = max(fe_tol, min(inner_tol, 0.01 * crit))
     # residual of the last weighted least squares and scores with the weights of the last
     # iteration (as fixest / pyfixest); big_w still holds them (mu_next when unweighted)
-    del z, fe_part
+    del fe_part
     e = np.subtract(cur[:, 0], xt @ b if xt.shape[1] else 0.0, out=tmp)
     e *= big_w
     scores = xt * e[:, None]
-    del cur, xt, zt, tmp, e
-    dev_old = poisson_deviance(y, mu, np.ones(n) if w is None else w)  # reported, with logs
+    del cur, xt, zt, e
+    dev_old = poisson_deviance(y, mu, w, out=(z, tmp))  # reported, with logs
+    del z, tmp
     return PoissonFit(coef=coef, kept=kept, bread=bread, scores=scores, mu=mu, eta=eta,
                       deviance=float(dev_old), iterations=it, converged=converged,
                       crit=float(crit), demean_sweeps=total_sweeps, demean_converged=dm_ok)

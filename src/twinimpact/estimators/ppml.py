@@ -40,6 +40,7 @@ import pandas as pd
 from scipy import special
 
 from ..core.fe import SandwichVcov, factorize, fe_dof
+from ..core.rowblocks import row_blocks
 from ..core.threads import blas_single_thread
 from ..core.validation import (
     RowFilter,
@@ -169,17 +170,36 @@ def _narrow(codes: np.ndarray) -> np.ndarray:
     return codes.astype(np.int32) if len(codes) and codes.max() < 2**31 - 1 else codes
 
 
-def _recode(codes: np.ndarray, sub: np.ndarray) -> np.ndarray:
+def _recode(codes: np.ndarray, sub: np.ndarray, out: np.ndarray | None = None
+            ) -> np.ndarray:
     """Dense codes 0..G'-1 of ``codes[sub]`` (levels keep their order; ``codes`` are dense
-    0..G-1). A counting pass, no hashing; the same array when nothing is dropped."""
+    0..G-1). A counting pass, no hashing; the same array when nothing is dropped and no
+    ``out`` is given. ``out`` (length ``sub.sum()``, an integer dtype that holds the
+    codes): written there and returned. Block by block (:mod:`..core.rowblocks`): the
+    row selection, the levels seen and the renumbering make no n-row temporary (three
+    per set before, fresh mappings above 32 MB: the gathered codes, their intp copy in
+    ``bincount`` and the renumbered codes)."""
     if sub.all():
-        return codes
-    c = codes[sub]
-    present = np.bincount(c, minlength=int(codes.max()) + 1) > 0
-    if present.all():
-        return c
-    remap = (np.cumsum(present) - 1).astype(codes.dtype)
-    return remap[c]
+        if out is None:
+            return codes
+        out[...] = codes
+        return out
+    if out is None:
+        out = np.empty(int(np.count_nonzero(sub)), dtype=codes.dtype)
+    at = 0
+    for sl in row_blocks(len(codes)):
+        piece = codes[sl][sub[sl]]
+        out[at:at + len(piece)] = piece
+        at += len(piece)
+    present = np.zeros(int(codes.max()) + 1, dtype=bool)
+    for sl in row_blocks(len(out)):
+        present[out[sl]] = True
+    if not present.all():
+        remap = (np.cumsum(present) - 1).astype(out.dtype)
+        for sl in row_blocks(len(out)):
+            block = out[sl]
+            np.take(remap, block, out=block, mode="clip")  # codes < G: clip never clips
+    return out
 
 
 def _resolve_vcov(vcov: str | None, cluster: tuple[str, ...], has_fe: bool
@@ -475,7 +495,7 @@ def ppml(data: pd.DataFrame, *, outcome: str, regressors: Sequence[str],
     # all sets in one (K, n) array shared with the projector (no second copy)
     code_array = np.empty((len(codes), n), dtype=np.result_type(np.int32, *codes))
     for j in range(len(codes)):
-        code_array[j] = _recode(codes[j], sub)
+        _recode(codes[j], sub, out=code_array[j])
         codes[j] = code_array[j]
 
     fe = WeightedFE(code_array) if codes else None
@@ -516,11 +536,31 @@ def ppml(data: pd.DataFrame, *, outcome: str, regressors: Sequence[str],
     v, vspec = source.vcov(vcov, cluster=clus if vcov == "cluster" else ())
 
     # ---- diagnostics
-    ll = float(np.sum((1.0 if w is None else w) * (y * np.log(np.where(y > 0, fit.mu, 1.0))
-                                                   - fit.mu - special.gammaln(y + 1))))
-    wts = np.ones(n) if w is None else w
+    # log-likelihoods of the fit and of the constant-only model, in two n-row buffers
+    # (the same operations as the expressions w (y log mu - mu - log y!), without their
+    # eight temporaries: each a fresh mapping above glibc's 32 MB mmap ceiling)
+    t, lgy = np.empty(n), np.empty(n)
+    special.gammaln(np.add(y, 1, out=lgy), out=lgy)              # log y!
+    np.copyto(t, fit.mu)
+    np.copyto(t, 1.0, where=~(y > 0))
+    np.log(t, out=t)
+    t *= y
+    t -= fit.mu
+    t -= lgy
+    if w is not None:
+        t *= w
+    ll = float(np.sum(t))
+    wts = t if w is None else w
+    if w is None:
+        t.fill(1.0)
     ybar = float(wts @ y / wts.sum())
-    ll0 = float(np.sum(wts * (y * np.log(ybar) - ybar - special.gammaln(y + 1))))
+    np.multiply(y, np.log(ybar), out=t)
+    t -= ybar
+    t -= lgy
+    if w is not None:
+        t *= w
+    ll0 = float(np.sum(t))
+    del t, lgy, wts
     collinear = [c for c, kp in zip(regressors, fit.kept, strict=True) if not kp]
     notes = []
     if collinear:
