@@ -298,8 +298,58 @@ def cell_closed_form_groups(dy1: np.ndarray, dy0: Sequence[np.ndarray], n_total:
     return CellFit(float(m1 - m0), empty)
 
 
+def _reg_cell(dy: np.ndarray, D: np.ndarray, X: np.ndarray, n_total: int,
+              cache: dict | None = None) -> CellFit:
+    """:func:`cell_estimate` with ``method="reg"`` (DRDID ``reg_did_panel``), computed on
+    the cell's treated and comparison units apart: the treated units' weights are 1 and
+    the comparison units' 0, so ``eta_t`` and ``eta_c`` are means over the treated units,
+    the treated units' influence is ``(dy - eta_t) - (out - eta_c)`` and the comparison
+    units' is the OLS term ``-e_i x_i' (X_c'X_c / n1)^-1 M1`` only (both over ``mw``).
+    The same algebra as the weighted full-length form, in about half its passes over the
+    comparison units (with few treated units, nearly all of a cell). ``cache``: a dict
+    kept while ``D`` and ``X`` stay the same (the cells of one cohort with time-invariant
+    covariates), holding the split, ``X_c`` and ``X_c'X_c``."""
+    n1 = len(D)
+    nan_inf = np.full(n1, np.nan)
+    if cache is not None and "reg_split" in cache:
+        it, ic, Xc, Xt, xtx, bad = cache["reg_split"]
+    else:
+        treat = D.astype(bool)
+        it = np.flatnonzero(treat)
+        ic = np.flatnonzero(~treat)
+        Xc, Xt = X[ic], X[it]
+        xtx = Xc.T @ Xc
+        bad = _rcond_bad(xtx)
+        if cache is not None:
+            cache["reg_split"] = (it, ic, Xc, Xt, xtx, bad)
+    if bad:
+        return CellFit(np.nan, nan_inf, "covariate matrix of the comparison units is "
+                       "singular or ill-conditioned")
+    dyc = dy[ic]
+    beta = np.linalg.solve(xtx, Xc.T @ dyc)
+    if not len(it):
+        return CellFit(np.nan, nan_inf, "the 2x2 estimate is not finite")
+    dyt = dy[it]
+    out_t = Xt @ beta
+    eta_t = float(np.mean(dyt))
+    eta_c = float(np.mean(out_t))
+    att = eta_t - eta_c
+    if not np.isfinite(att):
+        return CellFit(np.nan, nan_inf, "the 2x2 estimate is not finite")
+    mw = len(it) / n1
+    scale = n_total / n1 / mw
+    s = np.linalg.solve(xtx / n1, Xt.sum(axis=0) / n1)  # (X_c'X_c / n1)^-1 M1
+    inf = np.empty(n1)
+    inf[it] = ((dyt - eta_t) - (out_t - eta_c)) * scale
+    e = dyc - Xc @ beta
+    e *= Xc @ s
+    e *= -scale
+    inf[ic] = e
+    return CellFit(float(att), inf)
+
+
 def cell_estimate(dy: np.ndarray, D: np.ndarray, X: np.ndarray, n_total: int, method: str,
-                  ps: LogitFit | None = None) -> CellFit:
+                  ps: LogitFit | None = None, cache: dict | None = None) -> CellFit:
     """ATT(g, t) of one cell with covariates, as R DRDID (see the module docstring).
 
     Parameters
@@ -308,6 +358,8 @@ def cell_estimate(dy: np.ndarray, D: np.ndarray, X: np.ndarray, n_total: int, me
     n_total : number of units in the whole panel (influence-function scaling ``n / n1``).
     method : ``"dr"`` (drdid_panel), ``"ipw"`` (std_ipw_did_panel), ``"reg"`` (reg_did_panel).
     ps : a logit fit of ``D`` on ``X`` on exactly these rows (cache); fitted if None.
+    cache : for ``"reg"``, a dict kept while ``D`` and ``X`` are the same (see
+        :func:`_reg_cell`); None: nothing kept.
 
     Notes
     -----
@@ -315,6 +367,8 @@ def cell_estimate(dy: np.ndarray, D: np.ndarray, X: np.ndarray, n_total: int, me
     ``r_i * (x_i' A^{-1} M)`` (matrix-vector products), the same algebra without forming
     the (n1, k) matrices.
     """
+    if method == "reg":
+        return _reg_cell(dy, D, X, n_total, cache)
     n1 = len(D)
     Df = D.astype(float)
     ctrl = ~D.astype(bool)

@@ -943,7 +943,10 @@ def _compute_cells(p: _Panel, *, control_group: str, method: str, base_period: s
                             ps_cache[ckey] = num.logit(X, D.astype(float))
                         ps = ps_cache[ckey]
                         conv_issue |= not ps.converged
-                    fit = num.cell_estimate(dy, D, X, n, method, ps=ps)
+                    # (reg: the cohort's comparison split and X_c'X_c kept with its
+                    # units while the covariates are time invariant)
+                    fit = num.cell_estimate(dy, D, X, n, method, ps=ps,
+                                            cache=unit_cache if time_invariant else None)
                     vals = fit.inf
                     if "plan" not in unit_cache:
                         unit_cache["plan"] = rg.plan(units)
