@@ -356,3 +356,64 @@ def test_reg_cell_split_equals_reg_did_panel(seed, n1, k, share, cached):
         np.testing.assert_allclose(fit.inf, inf, rtol=1e-10, atol=1e-10 * np.abs(inf).max())
     if cached:
         assert "reg_split" in cache
+
+
+def test_affine_gram_equals_the_blocks_gram():
+    """A block ``a (Y_t - Y_b) + c`` per column, on outcomes with large unit and period
+    levels: its Gram from the double-centred outcomes equals ``V' V`` to rounding; a
+    wrong coefficient matrix is refused (the diagonal check), and so is a block not
+    wider than its periods."""
+    from twinimpact.estimators.callaway_santanna import _double_centred
+
+    rng = np.random.default_rng(3)
+    n, T, k = 500, 8, 30
+    Y = (1e6 * rng.normal(size=(n, 1)) + 1e3 * np.arange(T) + rng.normal(size=(n, T)))
+    M = np.zeros((T, k))
+    cur, base = rng.integers(1, T, k), rng.integers(0, T - 1, k)
+    base = np.where(base == cur, cur - 1, base)
+    a, c = rng.normal(size=k), rng.normal(size=k)
+    V = np.empty((n, k), order="F")
+    for j in range(k):
+        M[cur[j], j], M[base[j], j] = a[j], -a[j]
+        d = Y[:, cur[j]] - Y[:, base[j]]
+        V[:, j] = a[j] * (d - d.mean()) + c[j]
+    Yc = _double_centred(np.array(Y, order="F"))
+    g = num._affine_gram(V, Yc, M)
+    direct = V.T @ V
+    assert g is not None
+    np.testing.assert_allclose(g, direct, rtol=0, atol=1e-12 * np.abs(direct).max())
+    wrong = M.copy()
+    wrong[:, 0] *= 1.01
+    assert num._affine_gram(V, Yc, wrong) is None
+    assert num._affine_gram(V[:, :T], Yc, M[:, :T]) is None
+
+
+@pytest.mark.parametrize("opts", [{}, {"control_group": "not_yet_treated"},
+                                  {"base_period": "universal"}])
+def test_fit_vcov_with_and_without_the_affine_gram(monkeypatch, opts):
+    """A complete panel with many cohorts (blocks of >= 3 cells per period carry their
+    affine form): the analytic vcov, pre-test and aggregations equal those of the plain
+    Gram (affine form switched off) to rounding."""
+    import twinimpact.estimators.callaway_santanna as cs
+
+    rng = np.random.default_rng(0)
+    n_units, T = 600, 12
+    g = rng.choice([0, 4, 5, 6, 7, 8, 9, 10, 11], size=n_units)
+    unit, year = np.repeat(np.arange(n_units), T), np.tile(np.arange(1, T + 1), n_units)
+    y = (100 * rng.normal(size=n_units)[unit] + year + rng.normal(size=n_units * T)
+         + np.where((g[unit] > 0) & (year >= g[unit]), 1.0, 0.0))
+    d = pd.DataFrame({"unit": unit, "year": year, "g": g[unit], "y": y})
+    kw = dict(outcome="y", unit="unit", time="year", cohort="g", **opts)
+    with_affine = callaway_santanna(d, **kw)
+    assert with_affine.influence_source.affine is not None
+    assert any(a is not None for a in with_affine.influence_source.affine)
+    monkeypatch.setattr(cs, "AFFINE_MIN_CELLS_PER_PERIOD", 10**9)
+    plain = callaway_santanna(d, **kw)
+    assert not any(a is not None for a in plain.influence_source.affine)
+    v1, v0 = with_affine.vcov.to_numpy(), plain.vcov.to_numpy()
+    np.testing.assert_allclose(v1, v0, rtol=0, atol=1e-12 * np.nanmax(np.abs(v0)))
+    assert with_affine.pretrend_test.statistic == pytest.approx(
+        plain.pretrend_test.statistic, rel=1e-10, nan_ok=True)
+    for agg in ("simple", "dynamic", "group"):
+        np.testing.assert_allclose(with_affine.aggregate(agg).std_errors.to_numpy(),
+                                   plain.aggregate(agg).std_errors.to_numpy(), rtol=1e-12)

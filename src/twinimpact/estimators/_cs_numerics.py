@@ -922,6 +922,30 @@ def _low_rank_factor(V: np.ndarray, tol: float) -> tuple[np.ndarray, np.ndarray]
 R_FACTOR_ELEMS = 1 << 15
 
 
+#: :func:`_affine_gram`: largest relative difference of its diagonal from the columns'
+#: sums of squares accepted
+AFFINE_DIAG_RTOL = 1e-12
+
+
+def _affine_gram(V: np.ndarray, Yc: np.ndarray, M: np.ndarray) -> np.ndarray | None:
+    """``V' V`` of a block ``V = Yc M + 1 e'`` (``e`` = ``V``'s column means, ``Yc``
+    centred by row and by column, so ``1' Yc = 0``) as ``M' (Yc' Yc) M + rows e e'``: a
+    (periods x periods) product instead of a (cols x cols) one, for blocks with more
+    columns than periods. Checked: the diagonal must equal the columns' sums of squares
+    to :data:`AFFINE_DIAG_RTOL` (the double centring keeps the differences of periods
+    from cancelling; a block it does not fit falls back), else None."""
+    n, k = V.shape
+    if k <= Yc.shape[1] or not n:
+        return None
+    e = V.mean(axis=0)
+    g = M.T @ (Yc.T @ Yc) @ M
+    g += n * np.outer(e, e)
+    d = np.einsum("ij,ij->j", V, V)
+    if not np.all(np.abs(np.diag(g) - d) <= AFFINE_DIAG_RTOL * d + 1e-15 * d.max()):
+        return None
+    return g
+
+
 @dataclass(frozen=True, eq=False)
 class BlockedInfluence:
     """An (n, K) influence function stored in its nonzero blocks.
@@ -942,6 +966,12 @@ class BlockedInfluence:
     cols: tuple[np.ndarray, ...]
     values: tuple[np.ndarray, ...]
     nan_cols: np.ndarray
+    #: per block None, or ``(Yc, M)`` with the block equal to ``Yc M + 1 e'`` (``e`` its
+    #: column means): ``Yc`` (rows, periods) the block's units' outcomes centred by row
+    #: and by column, ``M`` (periods, cols) each cell's coefficients on them (a 2x2 cell
+    #: without covariates is ``a (Y_t - Y_b) + c`` on each of its groups); used by
+    #: :meth:`gram` (see :func:`_affine_gram`)
+    affine: tuple | None = None
 
     @classmethod
     def from_dense(cls, inf: np.ndarray) -> BlockedInfluence:
@@ -986,14 +1016,18 @@ class BlockedInfluence:
         and columns of a column holding a NaN are NaN."""
         K = self.K
         v = np.zeros((K, K))
-        for c, V in zip(self.cols, self.values, strict=True):
+        affine = self.affine or (None,) * len(self.values)
+        for c, V, af in zip(self.cols, self.values, affine, strict=True):
             if not len(c):
                 continue
+            g = None if af is None else _affine_gram(V, *af)
+            if g is None:
+                g = V.T @ V
             if c[-1] - c[0] + 1 == len(c):  # contiguous cells
                 sl = slice(int(c[0]), int(c[-1]) + 1)
-                v[sl, sl] += V.T @ V
+                v[sl, sl] += g
             else:
-                v[np.ix_(c, c)] += V.T @ V
+                v[np.ix_(c, c)] += g
         v[self.nan_cols, :] = np.nan
         v[:, self.nan_cols] = np.nan
         return v
@@ -1050,7 +1084,8 @@ class BlockedInfluence:
         infinity (copies of those only); ``nan_cols`` unchanged."""
         vals = tuple(np.nan_to_num(V) if V.size and not np.isfinite(V).all() else V
                      for V in self.values)
-        return BlockedInfluence(self.n, self.K, self.rows, self.cols, vals, self.nan_cols)
+        return BlockedInfluence(self.n, self.K, self.rows, self.cols, vals, self.nan_cols,
+                                self.affine)
 
     def left_matmul(self, w: np.ndarray, *, nan_to_zero: bool = False,
                     block_sums: np.ndarray | None = None) -> np.ndarray:

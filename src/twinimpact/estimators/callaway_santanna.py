@@ -794,13 +794,54 @@ class _RowGroups:
     def clear(self, k: int) -> None:
         for j in np.flatnonzero(self.local[:, k] >= 0):
             self.blocks[j][:, self.local[j, k]] = 0.0
+            if self.M is not None:
+                self.M[j][:, self.local[j, k]] = 0.0
+
+    #: per group, each cell's coefficients on the outcome's periods (enable_affine)
+    M: list[np.ndarray] | None = None
+
+    def enable_affine(self, T: int, outcomes: dict[int, np.ndarray]) -> None:
+        """Record each 2x2 cell without covariates as ``a (Y_cur - Y_b) + c`` on each of
+        its groups (:meth:`set_affine`), so that the influence function's blocks carry
+        their affine form (:attr:`BlockedInfluence.affine`): ``outcomes`` holds the
+        outcomes (units x ``T`` periods) of the groups whose blocks may use it (gathered
+        for the cells already; copied, not changed)."""
+        self._T, self._outcomes = T, outcomes
+        self.M = [np.zeros((T, len(c))) for c in self.cols]
+
+    def set_affine(self, j: int, k: int, cur: int, b: int, a: float) -> None:
+        """Group ``j``'s column of cell ``k`` is ``a (Y[:, cur] - Y[:, b]) + c``."""
+        loc = self.local[j, k]
+        self.M[j][cur, loc] = a
+        self.M[j][b, loc] = -a
 
     def influence(self, n: int, nan_cols: np.ndarray) -> num.BlockedInfluence:
         keep = [j for j in range(self.n_groups) if len(self.cols[j]) and len(self.rows[j])]
+        affine = None
+        if self.M is not None:
+            # (worth its (units x periods) copy from about three cells per period)
+            wide = AFFINE_MIN_CELLS_PER_PERIOD * self._T
+            affine = tuple((_double_centred(np.array(self._outcomes[j], order="F")),
+                            self.M[j])
+                           if j in self._outcomes and len(self.cols[j]) >= wide else None
+                           for j in keep)
         return num.BlockedInfluence(
             n, len(nan_cols), tuple(self.rows[j] for j in keep),
             tuple(self.cols[j] for j in keep), tuple(self.blocks[j] for j in keep),
-            nan_cols).freeze()
+            nan_cols, affine).freeze()
+
+
+#: a block carries its affine form when it has at least this many cells per period
+AFFINE_MIN_CELLS_PER_PERIOD = 3
+
+
+def _double_centred(Y: np.ndarray) -> np.ndarray:
+    """``Y`` less its row means and its column means, plus the grand mean (in place on
+    the copy given): differences of periods are unchanged, and with the units' levels
+    removed they do not cancel in ``Yc' Yc``."""
+    Y -= Y.mean(axis=1, keepdims=True)
+    Y -= Y.mean(axis=0)
+    return Y
 
 
 def _compute_cells(p: _Panel, *, control_group: str, method: str, base_period: str,
@@ -872,6 +913,10 @@ def _compute_cells(p: _Panel, *, control_group: str, method: str, base_period: s
     grouped = closed and not blocks
     if grouped:
         Yg = [_rows_f(Y, r) for r in rg.rows]
+    if blocks:  # the blocks' affine form, for the Gram of the analytic vcov
+        rg.enable_affine(T, {never_j: Y_never})
+    elif grouped:
+        rg.enable_affine(T, dict(enumerate(Yg)))
     for gi, gval in enumerate(glist):
         treat = coh_key == gval
         tj = rg.index(gval)
@@ -904,11 +949,19 @@ def _compute_cells(p: _Panel, *, control_group: str, method: str, base_period: s
                                   out=rg.column(never_j, k))
                 dy1 = np.subtract(Y_g[:, cur], Y_g[:, b], out=rg.column(tj, k))
                 fit = num.cell_closed_form_split(dy1, dy0, n, method)
+                if np.isfinite(fit.att):  # (scaled by n / N1 and -n / N0)
+                    rg.set_affine(tj, k, cur, b, n / len(dy1))
+                    rg.set_affine(never_j, k, cur, b, -n / len(dy0))
             elif closed:  # (grouped)
                 dy0 = [np.subtract(Yg[j][:, cur], Yg[j][:, b], out=rg.column(j, k))
                        for j in ctrl_j]
                 dy1 = np.subtract(Y_g[:, cur], Y_g[:, b], out=rg.column(tj, k))
                 fit = num.cell_closed_form_groups(dy1, dy0, n, method)
+                if np.isfinite(fit.att):
+                    n0 = sum(len(d) for d in dy0)
+                    rg.set_affine(tj, k, cur, b, n / len(dy1))
+                    for j in ctrl_j:
+                        rg.set_affine(j, k, cur, b, -n / n0)
             else:
                 # the comparison units: those of the groups planned for the cell
                 ctrl = rg.member(ctrl_j)
