@@ -417,3 +417,17 @@ def test_fit_vcov_with_and_without_the_affine_gram(monkeypatch, opts):
     for agg in ("simple", "dynamic", "group"):
         np.testing.assert_allclose(with_affine.aggregate(agg).std_errors.to_numpy(),
                                    plain.aggregate(agg).std_errors.to_numpy(), rtol=1e-12)
+
+
+def test_affine_form_is_read_only_with_the_result():
+    """The blocks' affine form travels with the (immutable) result: read-only like the
+    blocks."""
+    d = pd.DataFrame({"unit": np.repeat(np.arange(300), 8), "year": np.tile(np.arange(8), 300)})
+    g = np.random.default_rng(1).choice([0, 3, 4, 5, 6, 7], size=300)
+    d["g"] = g[d["unit"]]
+    d["y"] = np.random.default_rng(2).normal(size=len(d)) + 0.3 * (d["year"] >= d["g"]) * (d["g"] > 0)
+    r = callaway_santanna(d, outcome="y", unit="unit", time="year", cohort="g")
+    forms = [af for af in r.influence_source.affine if af is not None]
+    assert forms
+    for yc, m in forms:
+        assert not yc.flags.writeable and not m.flags.writeable

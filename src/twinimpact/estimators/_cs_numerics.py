@@ -1168,6 +1168,7 @@ class BlockedInfluence:
 
     def freeze(self) -> BlockedInfluence:
         """Make every stored array read-only (results are immutable); returns self."""
-        for a in (*self.rows, *self.cols, *self.values, self.nan_cols):
+        affine = [x for af in (self.affine or ()) if af is not None for x in af]
+        for a in (*self.rows, *self.cols, *self.values, self.nan_cols, *affine):
             a.setflags(write=False)
         return self
