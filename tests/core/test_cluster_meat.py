@@ -37,6 +37,7 @@ def _panel(n_units: int, n_periods: int, seed: int, *, drop: float = 0.0,
     keep = rng.random(len(u)) >= drop
     if drop:
         keep &= t >= rng.integers(0, 2, n_units)[u]
+    assume(keep.any())  # (a drawn panel may lose every row: nothing to test there)
     u, t = pd.factorize(u[keep])[0], pd.factorize(t[keep], sort=True)[0]
     n_units = int(u.max()) + 1
     cohort = rng.integers(1, n_periods + 2, n_units)  # n_periods + 1: never treated
