@@ -724,13 +724,12 @@ class _RowGroups:
         self.values = np.sort(pd.unique(coh_key))
         self.unit_group = np.searchsorted(self.values, coh_key)
         ng = len(self.values)
+        self.n_groups = ng
         # sorted units within group: a stable sort of small integers (radix, linear)
-        small = np.uint8 if ng <= 2**8 else np.uint16 if ng <= 2**16 else np.intp
-        order = np.argsort(self.unit_group.astype(small), kind="stable")
+        order = self.order_by_group(self.unit_group)
         bounds = np.concatenate([[0], np.cumsum(np.bincount(self.unit_group,
                                                             minlength=ng))])
         self.rows = [order[bounds[j]:bounds[j + 1]] for j in range(ng)]
-        self.n_groups = ng
 
     def index(self, value: float) -> int | None:
         """The group of the units with cohort ``value``; None when no unit of the panel
