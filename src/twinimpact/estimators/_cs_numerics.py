@@ -814,9 +814,8 @@ def mammen_bootstrap(psi: np.ndarray | BlockedInfluence, n_draws: int,
             sums = np.empty((step, len(blocked.rows)))
 
         def mul(v: np.ndarray) -> np.ndarray:
-            r = blocked.parts_matmul(
-                len(v), lambda j: v if len(blocked.rows[j]) == n else v[:, blocked.rows[j]],
-                block_sums=None if sums is None else sums[:len(v)], factors=factors)
+            r = blocked.left_matmul(v, block_sums=None if sums is None else sums[:len(v)],
+                                    factors=factors)
             r[:, blocked.nan_cols] = 0.0
             return r
     else:
@@ -1088,13 +1087,16 @@ class BlockedInfluence:
                                 self.affine)
 
     def left_matmul(self, w: np.ndarray, *, nan_to_zero: bool = False,
-                    block_sums: np.ndarray | None = None) -> np.ndarray:
+                    block_sums: np.ndarray | None = None,
+                    factors: Sequence[tuple[np.ndarray, np.ndarray] | None] | None = None
+                    ) -> np.ndarray:
         """``w @ dense()`` for ``w`` (b, n), (b, K), block by block (``w[:, rows_j] @
         V_j``); ``nan_to_zero`` as in :meth:`cluster_sums`. ``block_sums`` (b, blocks):
-        filled with ``w[:, rows_j].sum(axis=1)``, block by block."""
+        filled with ``w[:, rows_j].sum(axis=1)``, block by block; ``factors`` as in
+        :meth:`parts_matmul`."""
         return self.parts_matmul(
             w.shape[0], lambda j: w if len(self.rows[j]) == self.n else w[:, self.rows[j]],
-            nan_to_zero=nan_to_zero, block_sums=block_sums)
+            nan_to_zero=nan_to_zero, block_sums=block_sums, factors=factors)
 
     def parts_matmul(self, b: int, part: Callable[[int], np.ndarray], *,
                      nan_to_zero: bool = False,
