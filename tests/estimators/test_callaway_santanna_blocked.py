@@ -358,11 +358,11 @@ def test_reg_cell_split_equals_reg_did_panel(seed, n1, k, share, cached):
         assert "reg_split" in cache
 
 
-def test_affine_gram_equals_the_blocks_gram():
+def test_affine_factor_gives_the_blocks_gram():
     """A block ``a (Y_t - Y_b) + c`` per column, on outcomes with large unit and period
-    levels: its Gram from the double-centred outcomes equals ``V' V`` to rounding; a
-    wrong coefficient matrix is refused (the diagonal check), and so is a block not
-    wider than its periods."""
+    levels: the factor from the double-centred outcomes' triangular factor gives ``V' V``
+    to rounding; a wrong coefficient matrix is refused (the check of the columns' sums
+    of squares), and so is a block not wider than its periods."""
     from twinimpact.estimators.callaway_santanna import _double_centred
 
     rng = np.random.default_rng(3)
@@ -377,15 +377,20 @@ def test_affine_gram_equals_the_blocks_gram():
         M[cur[j], j], M[base[j], j] = a[j], -a[j]
         d = Y[:, cur[j]] - Y[:, base[j]]
         V[:, j] = a[j] * (d - d.mean()) + c[j]
-    Yc = _double_centred(np.array(Y, order="F"))
-    g = num._affine_gram(V, Yc, M)
+    R = np.linalg.qr(_double_centred(np.array(Y, order="F")), mode="r")
+    f = num._affine_factor(V, R, M)
     direct = V.T @ V
-    assert g is not None
-    np.testing.assert_allclose(g, direct, rtol=0, atol=1e-12 * np.abs(direct).max())
+    assert f is not None and f.shape == (T + 1, k)
+    np.testing.assert_allclose(f.T @ f, direct, rtol=0, atol=1e-12 * np.abs(direct).max())
     wrong = M.copy()
     wrong[:, 0] *= 1.01
-    assert num._affine_gram(V, Yc, wrong) is None
-    assert num._affine_gram(V[:, :T], Yc, M[:, :T]) is None
+    assert num._affine_factor(V, R, wrong) is None
+    assert num._affine_factor(V[:, :T], R, M[:, :T]) is None
+    # without the double centring the unit levels (1e6) swamp the differences: the
+    # factor of the raw outcomes is refused or, if accepted, still equal
+    raw = num._affine_factor(V, np.linalg.qr(Y, mode="r"), M)
+    assert raw is None or np.allclose(raw.T @ raw, direct, rtol=0,
+                                      atol=1e-12 * np.abs(direct).max())
 
 
 @pytest.mark.parametrize("opts", [{}, {"control_group": "not_yet_treated"},
@@ -429,5 +434,6 @@ def test_affine_form_is_read_only_with_the_result():
     r = callaway_santanna(d, outcome="y", unit="unit", time="year", cohort="g")
     forms = [af for af in r.influence_source.affine if af is not None]
     assert forms
-    for yc, m in forms:
-        assert not yc.flags.writeable and not m.flags.writeable
+    for r_, m in forms:
+        assert r_.shape == (8, 8) and m.shape[0] == 8  # (periods x periods: no unit rows)
+        assert not r_.flags.writeable and not m.flags.writeable

@@ -34,6 +34,7 @@ it within unit (R ``rowsum(.., .rowid)``).
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -921,28 +922,31 @@ def _low_rank_factor(V: np.ndarray, tol: float) -> tuple[np.ndarray, np.ndarray]
 R_FACTOR_ELEMS = 1 << 15
 
 
-#: :func:`_affine_gram`: largest relative difference of its diagonal from the columns'
-#: sums of squares accepted
+#: :func:`_affine_factor`: largest relative difference of its columns' sums of squares
+#: from the block's accepted
 AFFINE_DIAG_RTOL = 1e-12
 
 
-def _affine_gram(V: np.ndarray, Yc: np.ndarray, M: np.ndarray) -> np.ndarray | None:
-    """``V' V`` of a block ``V = Yc M + 1 e'`` (``e`` = ``V``'s column means, ``Yc``
-    centred by row and by column, so ``1' Yc = 0``) as ``M' (Yc' Yc) M + rows e e'``: a
-    (periods x periods) product instead of a (cols x cols) one, for blocks with more
-    columns than periods. Checked: the diagonal must equal the columns' sums of squares
-    to :data:`AFFINE_DIAG_RTOL` (the double centring keeps the differences of periods
-    from cancelling; a block it does not fit falls back), else None."""
+def _affine_factor(V: np.ndarray, R: np.ndarray, M: np.ndarray) -> np.ndarray | None:
+    """A factor ``F`` ((periods + 1) x cols) with ``F' F = V' V`` for a block ``V = Yc M
+    + 1 e'`` (``e`` = ``V``'s column means, ``Yc`` the block's units' outcomes centred by
+    row and by column, so ``1' Yc = 0``; ``R`` the triangular factor of ``Yc``, ``R' R =
+    Yc' Yc``): ``V' V = M' (Yc' Yc) M + rows e e'``, so ``F`` stacks ``R M`` over
+    ``sqrt(rows) e'``; for blocks with more columns than periods. Checked: ``F``'s column
+    sums of squares must equal ``V``'s to :data:`AFFINE_DIAG_RTOL` (the double centring
+    keeps the differences of periods from cancelling; a block it does not fit falls
+    back), else None."""
     n, k = V.shape
-    if k <= Yc.shape[1] or not n:
+    if k <= M.shape[0] or not n:
         return None
-    e = V.mean(axis=0)
-    g = M.T @ (Yc.T @ Yc) @ M
-    g += n * np.outer(e, e)
+    f = np.empty((R.shape[0] + 1, k))
+    np.matmul(R, M, out=f[:-1])
+    f[-1] = math.sqrt(n) * V.mean(axis=0)
     d = np.einsum("ij,ij->j", V, V)
-    if not np.all(np.abs(np.diag(g) - d) <= AFFINE_DIAG_RTOL * d + 1e-15 * d.max()):
+    fd = np.einsum("ij,ij->j", f, f)
+    if not np.all(np.abs(fd - d) <= AFFINE_DIAG_RTOL * d + 1e-15 * d.max()):
         return None
-    return g
+    return f
 
 
 @dataclass(frozen=True, eq=False)
@@ -965,11 +969,12 @@ class BlockedInfluence:
     cols: tuple[np.ndarray, ...]
     values: tuple[np.ndarray, ...]
     nan_cols: np.ndarray
-    #: per block None, or ``(Yc, M)`` with the block equal to ``Yc M + 1 e'`` (``e`` its
-    #: column means): ``Yc`` (rows, periods) the block's units' outcomes centred by row
-    #: and by column, ``M`` (periods, cols) each cell's coefficients on them (a 2x2 cell
+    #: per block None, or ``(R, M)`` with the block equal to ``Yc M + 1 e'`` (``e`` its
+    #: column means, ``Yc`` (rows, periods) the block's units' outcomes centred by row and
+    #: by column): ``R`` (periods, periods) the triangular factor of ``Yc`` (``R' R = Yc'
+    #: Yc``), ``M`` (periods, cols) each cell's coefficients on the outcomes (a 2x2 cell
     #: without covariates is ``a (Y_t - Y_b) + c`` on each of its groups); used by
-    #: :meth:`gram` (see :func:`_affine_gram`)
+    #: :meth:`gram` (see :func:`_affine_factor`)
     affine: tuple | None = None
 
     @classmethod
@@ -1012,21 +1017,35 @@ class BlockedInfluence:
 
     def gram(self) -> np.ndarray:
         """``dense().T @ dense()`` (K, K), summed over the blocks (``V_j' V_j``); the rows
-        and columns of a column holding a NaN are NaN."""
+        and columns of a column holding a NaN are NaN. A block with its affine form
+        (:attr:`affine`) gives a factor of (periods + 1) rows (:func:`_affine_factor`)
+        placed in its columns, and those factors are stacked and multiplied once (no
+        per-block product of its cells, and no scattering of it into the (K, K) sum);
+        the other blocks' ``V' V`` are added in their columns."""
         K = self.K
         v = np.zeros((K, K))
         affine = self.affine or (None,) * len(self.values)
+        factors = []
         for c, V, af in zip(self.cols, self.values, affine, strict=True):
             if not len(c):
                 continue
-            g = None if af is None else _affine_gram(V, *af)
-            if g is None:
-                g = V.T @ V
+            f = None if af is None else _affine_factor(V, *af)
+            if f is not None:
+                factors.append((c, f))
+                continue
+            g = V.T @ V
             if c[-1] - c[0] + 1 == len(c):  # contiguous cells
                 sl = slice(int(c[0]), int(c[-1]) + 1)
                 v[sl, sl] += g
             else:
                 v[np.ix_(c, c)] += g
+        if factors:
+            F = np.zeros((sum(f.shape[0] for _, f in factors), K))
+            top = 0
+            for c, f in factors:
+                F[top:top + f.shape[0], c] = f
+                top += f.shape[0]
+            v += F.T @ F
         v[self.nan_cols, :] = np.nan
         v[:, self.nan_cols] = np.nan
         return v
@@ -1167,6 +1186,51 @@ class BlockedInfluence:
                 out[r] = seg
         if self.nan_cols[ks].any():
             out[:] = np.nan
+
+    def add_columns_many(self, jobs: Sequence[tuple[int, np.ndarray, np.ndarray]],
+                         out: np.ndarray) -> None:
+        """:meth:`add_columns` for several columns of ``out`` (n, m) at once: for each job
+        ``(col, ks, ws)``, ``out[:, col] += sum_i ws[i] * dense()[:, ks[i]]``, in place.
+        Per block, one product of its (jobs x cells) weights, a CSR matrix, by the
+        block's transpose (scipy: for each job the block's columns added in turn, in C),
+        added into the block's rows; no Python step per cell. A zero weight adds nothing
+        (as BLAS axpy skips a zero multiple), and a job selecting a column of
+        ``nan_cols`` is NaN."""
+        from scipy import sparse
+
+        if not jobs:
+            return
+        m = out.shape[1]
+        col = np.concatenate([np.full(len(ks), c, dtype=np.intp) for c, ks, _ in jobs])
+        ks = np.concatenate([np.asarray(k, dtype=np.intp) for _, k, _ in jobs])
+        ws = np.concatenate([np.asarray(w, dtype=float) for _, _, w in jobs])
+        nz = ws != 0
+        col, ks, ws = col[nz], ks[nz], ws[nz]
+        where = np.full(self.K, -1, dtype=np.intp)
+        for r, c, V in zip(self.rows, self.cols, self.values, strict=True):
+            if not len(c) or not len(r):
+                continue
+            where[c] = np.arange(len(c))
+            loc = where[ks]
+            where[c] = -1
+            sel = loc >= 0
+            if not sel.any():
+                continue
+            jc, lc, wc = col[sel], loc[sel], ws[sel]
+            key = jc * len(c) + lc
+            if len(key) > 1 and not (key[1:] > key[:-1]).all():  # (CSR order: by job,
+                o = np.argsort(key, kind="stable")              # then cell)
+                jc, lc, wc = jc[o], lc[o], wc[o]
+            indptr = np.searchsorted(jc, np.arange(m + 1))
+            wt = sparse.csr_matrix((wc, lc, indptr), shape=(m, len(c)))
+            prod = (wt @ V.T).T  # (rows, m): V.T is C-ordered (V in Fortran order)
+            if len(r) == self.n:
+                out += prod
+            else:
+                out[r] += prod
+        bad = [c for c, k, _ in jobs if self.nan_cols[np.asarray(k, dtype=np.intp)].any()]
+        if bad:
+            out[:, bad] = np.nan
 
     def freeze(self) -> BlockedInfluence:
         """Make every stored array read-only (results are immutable); returns self."""

@@ -704,12 +704,20 @@ class _Cells:
 
 
 def _rows_f(m: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """``np.asfortranarray(m[rows])`` (rows of a 2-d array, Fortran order), gathered
-    column by column into the result (one copy, no C-order temporary)."""
+    """``np.asfortranarray(m[rows])`` (rows of a 2-d array, Fortran order): for a small
+    result exactly that (the row gather and one transposing copy: a column-by-column
+    gather costs a call per column), else gathered column by column into the result
+    (one copy, no C-order temporary)."""
+    if len(rows) * m.shape[1] <= _ROWS_F_SMALL:
+        return np.asfortranarray(m[rows])
     out = np.empty((len(rows), m.shape[1]), dtype=m.dtype, order="F")
     for j in range(m.shape[1]):
         np.take(m[:, j], rows, out=out[:, j])
     return out
+
+
+#: :func:`_rows_f`: largest result (entries) gathered by rows with a C-order temporary
+_ROWS_F_SMALL = 1 << 16
 
 
 class _RowGroups:
@@ -818,10 +826,10 @@ class _RowGroups:
         keep = [j for j in range(self.n_groups) if len(self.cols[j]) and len(self.rows[j])]
         affine = None
         if self.M is not None:
-            # (worth its (units x periods) copy from about three cells per period)
+            # (worth its QR from about three cells per period)
             wide = AFFINE_MIN_CELLS_PER_PERIOD * self._T
-            affine = tuple((_double_centred(np.array(self._outcomes[j], order="F")),
-                            self.M[j])
+            affine = tuple((np.linalg.qr(_double_centred(np.array(self._outcomes[j])),
+                                         mode="r"), self.M[j])
                            if j in self._outcomes and len(self.cols[j]) >= wide else None
                            for j in keep)
         return num.BlockedInfluence(
@@ -869,24 +877,25 @@ def _compute_cells(p: _Panel, *, control_group: str, method: str, base_period: s
     # (its cohort; the never-treated, or the cohorts not yet treated)
     plan: list[tuple[int, int | None]] = []
     part = np.zeros((rg.n_groups, K), dtype=bool)
+    last = np.empty(K, dtype=np.intp)  # the later of the cell's two periods
     for gi, gval in enumerate(glist):
         pre_idx = np.flatnonzero(periods + anticipation < gval)
         pret_g = int(pre_idx[-1]) if len(pre_idx) else None
         tj = rg.index(gval)
+        if tj is not None:
+            part[tj, gi * ncell_t:(gi + 1) * ncell_t] = True
         for ti in range(ncell_t):
-            k = gi * ncell_t + ti
             cur = ti + tfac
             b = pret_g if base_period == "universal" else ti
             if gval <= periods[cur]:
                 b = pret_g
             plan.append((cur, b))
-            if tj is not None:
-                part[tj, k] = True
-            if control_group == "not_yet_treated":
-                cutoff = periods[max(cur, cur if b is None else b)] + anticipation
-                part[(rg.values > cutoff) & (rg.values != gval), k] = True
-            elif never_j is not None:
-                part[never_j, k] = True
+            last[gi * ncell_t + ti] = max(cur, cur if b is None else b)
+    if control_group == "not_yet_treated":  # the cohorts not yet treated in either period
+        vals = rg.values[:, None]
+        part |= (vals > periods[last] + anticipation) & (vals != grp)
+    elif never_j is not None:
+        part[never_j] = True
     rg.allocate(part)
     time_invariant = all(np.all(x == x[:, :1]) for x in p.X)
     X_static = (np.column_stack([np.ones(n)] + [x[:, 0] for x in p.X])
@@ -894,33 +903,24 @@ def _compute_cells(p: _Panel, *, control_group: str, method: str, base_period: s
     ps_cache: dict[tuple, num.LogitFit] = {}
     unit_cache: dict[str, Any] = {}
     conv_issue = False
-    # balanced panel without covariates: each cohort's (and the never-treated) rows of Y
-    # gathered once (contiguous columns), so a cell touches only its own units; with
-    # never-treated comparisons the 2x2 fits write the blocks in place (the scratch
-    # they scale)
+    # balanced panel without covariates (never-treated or not-yet-treated comparisons):
+    # every 2x2 cell at once from each group's outcomes (contiguous columns), written
+    # into the blocks in place (_closed_cells)
     closed = not p.X and p.present is None
-    blocks = closed and control_group == "never_treated" and never_j is not None
     rc_closed = not p.X and p.present is not None
-    if blocks:
-        idx_never = rg.rows[never_j]
-        Y_never = _rows_f(Y, idx_never)
     if rc_closed:  # unbalanced without covariates: every group's outcomes and presence
         Yg = [_rows_f(Y, r) for r in rg.rows]
         Pg = [_rows_f(p.present, r) for r in rg.rows]
-    # balanced without covariates, not-yet-treated comparisons: every group's outcomes
-    # (contiguous columns), so each cell writes its groups' columns in place
-    grouped = closed and not blocks
-    if grouped:
+    if closed:
         Yg = [_rows_f(Y, r) for r in rg.rows]
-    if blocks:  # the blocks' affine form, for the Gram of the analytic vcov
-        rg.enable_affine(T, {never_j: Y_never})
-    elif grouped:
-        rg.enable_affine(T, dict(enumerate(Yg)))
+        rg.enable_affine(T, dict(enumerate(Yg)))  # (for the Gram of the analytic vcov)
+        _closed_cells(rg, Yg, plan, part, glist, periods, n, method, base_period, att,
+                      nan_cols, base, normalized, reasons)
+        return _Cells(att=att, inf=rg.influence(n, nan_cols), group=grp, time=tim,
+                      base=base, normalized=normalized, reasons=reasons)
     for gi, gval in enumerate(glist):
         treat = coh_key == gval
         tj = rg.index(gval)
-        if closed and tj is not None:
-            Y_g = Yg[tj] if grouped else _rows_f(Y, rg.rows[tj])
         for ti in range(ncell_t):
             k = gi * ncell_t + ti
             cur, b = plan[k]
@@ -943,24 +943,6 @@ def _compute_cells(p: _Panel, *, control_group: str, method: str, base_period: s
                 fit = num.cell_closed_form_rc_groups(
                     [Yg[j] for j in (tj, *ctrl_j)], [Pg[j] for j in (tj, *ctrl_j)],
                     cur, b, n, method, [rg.column(j, k) for j in (tj, *ctrl_j)])
-            elif blocks:
-                dy0 = np.subtract(Y_never[:, cur], Y_never[:, b],
-                                  out=rg.column(never_j, k))
-                dy1 = np.subtract(Y_g[:, cur], Y_g[:, b], out=rg.column(tj, k))
-                fit = num.cell_closed_form_split(dy1, dy0, n, method)
-                if np.isfinite(fit.att):  # (scaled by n / N1 and -n / N0)
-                    rg.set_affine(tj, k, cur, b, n / len(dy1))
-                    rg.set_affine(never_j, k, cur, b, -n / len(dy0))
-            elif closed:  # (grouped)
-                dy0 = [np.subtract(Yg[j][:, cur], Yg[j][:, b], out=rg.column(j, k))
-                       for j in ctrl_j]
-                dy1 = np.subtract(Y_g[:, cur], Y_g[:, b], out=rg.column(tj, k))
-                fit = num.cell_closed_form_groups(dy1, dy0, n, method)
-                if np.isfinite(fit.att):
-                    n0 = sum(len(d) for d in dy0)
-                    rg.set_affine(tj, k, cur, b, n / len(dy1))
-                    for j in ctrl_j:
-                        rg.set_affine(j, k, cur, b, -n / n0)
             else:
                 # the comparison units: those of the groups planned for the cell
                 ctrl = rg.member(ctrl_j)
@@ -1016,6 +998,104 @@ def _compute_cells(p: _Panel, *, control_group: str, method: str, base_period: s
                       ConvergenceWarning, stacklevel=3)
     return _Cells(att=att, inf=rg.influence(n, nan_cols), group=grp, time=tim, base=base,
                   normalized=normalized, reasons=reasons)
+
+
+def _closed_cells(rg: _RowGroups, Yg: list[np.ndarray], plan: list[tuple[int, int | None]],
+                  part: np.ndarray, glist: np.ndarray, periods: np.ndarray, n: int,
+                  method: str, base_period: str, att: np.ndarray, nan_cols: np.ndarray,
+                  base: np.ndarray, normalized: np.ndarray, reasons: dict[str, str]) -> None:
+    """Every ATT(g, t) of a complete panel without covariates at once (filling ``att``,
+    ``nan_cols``, ``base``, ``normalized``, ``reasons`` and ``rg``'s blocks and affine
+    form): a cell is ``mean(dy | cohort) - mean(dy | comparison groups)`` with ``dy =
+    Y_cur - Y_b`` (:func:`~._cs_numerics.cell_closed_form_groups`), so each group's block
+    is its outcome changes over all its cells (one gather of ``Yg[j]``'s columns), their
+    column sums give every cell's means, and the block is centred and scaled by row
+    vectors. The same operations on each value as the cell-by-cell form: the changes, the
+    (pairwise) column sums, the comparison groups' sums added in ascending group order,
+    the divisions, the centring and the scaling."""
+    K = len(plan)
+    ncell_t = K // len(glist)
+    sizes = np.array([len(r) for r in rg.rows], dtype=np.int64)
+    cur = np.array([c for c, _ in plan], dtype=np.intp)
+    bb = np.array([-1 if b is None else b for _, b in plan], dtype=np.intp)
+    tj = np.repeat([-1 if (j := rg.index(g)) is None else j for g in glist], ncell_t)
+    has_t = tj >= 0
+    ctrl = part.copy()
+    ctrl[tj[has_t], np.flatnonzero(has_t)] = False
+    n1 = np.where(has_t, sizes[np.maximum(tj, 0)], 0)
+    n0 = sizes @ ctrl
+    pre = bb >= 0
+    base[pre] = periods[bb[pre]]
+    norm = pre & (cur == bb) if base_period == "universal" else np.zeros(K, dtype=bool)
+    att[norm] = 0.0
+    normalized[norm] = True
+    empty = pre & ~norm & ((n1 == 0) | (n0 == 0))
+    run = pre & ~norm & ~empty
+    why: dict[int, str] = {int(k): "no pre-treatment period" for k in np.flatnonzero(~pre)}
+    why.update((int(k), "no treated or no comparison units") for k in np.flatnonzero(empty))
+    share = np.divide(n1, n1 + n0, out=np.zeros(K), where=run)
+    for k in np.flatnonzero(run & (share >= min(num.OVERLAP_MAX, num.IPW_TRIM))):
+        reason = num._share_guard(float(share[k]), method)
+        if reason:
+            why[int(k)] = reason
+            run[k] = False
+    # pass 1: each group's outcome changes in its cells (in its block, or a scratch when
+    # only some of its cells are computed) and their sums
+    S = np.zeros((rg.n_groups, K))
+    work = []
+    for j, cj in enumerate(rg.cols):
+        act = run[cj]
+        if not len(cj) or not act.any():
+            continue
+        if act.all():
+            locs, cols, tgt = None, cj, rg.blocks[j]
+        else:
+            locs = np.flatnonzero(act)
+            cols = cj[locs]
+            tgt = np.empty((len(rg.rows[j]), len(cols)), order="F")
+        # the changes Y_cur - Y_b as a product with a (periods x cells) matrix of one +1
+        # and one -1 per column: the same two-term difference in every entry (the
+        # zeros add nothing), at GEMM speed instead of two column gathers
+        pm = np.zeros((Yg[j].shape[1], len(cols)))
+        pm[cur[cols], np.arange(len(cols))] = 1.0
+        pm[bb[cols], np.arange(len(cols))] = -1.0
+        np.matmul(Yg[j], pm, out=tgt)
+        S[j, cols] = tgt.sum(axis=0)
+        work.append((j, locs, cols, tgt))
+    m1 = np.zeros(K)
+    m1[run] = S[tj[run], np.flatnonzero(run)] / n1[run]
+    acc = np.zeros(K)
+    for j in range(rg.n_groups):  # (ascending, as the cell-by-cell sum)
+        if ctrl[j].any():
+            acc += np.where(ctrl[j], S[j], 0.0)
+    m0 = np.divide(acc, n0, out=np.zeros(K), where=run)
+    est = m1 - m0
+    att[run] = est[run]
+    a1 = np.divide(n, n1, out=np.zeros(K), where=run)
+    a0 = np.divide(-n, n0, out=np.zeros(K), where=run)
+    # pass 2: centre and scale; a cell whose estimate is NaN keeps zeros, and only
+    # finite cells record their affine form (as the cell-by-cell form)
+    isnan = run & np.isnan(est)
+    fin = run & np.isfinite(est)
+    for j, locs, cols, tgt in work:
+        is_t = tj[cols] == j
+        tgt -= np.where(is_t, m1[cols], m0[cols])
+        a = np.where(is_t, a1[cols], a0[cols])
+        tgt *= a
+        where = rg.local[j, cols]
+        bad = isnan[cols]
+        if locs is not None:
+            rg.blocks[j][:, where] = tgt
+        if bad.any():
+            rg.blocks[j][:, where[bad]] = 0.0
+        f = fin[cols]
+        rg.M[j][cur[cols[f]], where[f]] = a[f]
+        rg.M[j][bb[cols[f]], where[f]] = -a[f]
+    why.update((int(k), "the 2x2 estimate is not finite") for k in np.flatnonzero(isnan))
+    for k in sorted(why):
+        g, t = glist[k // ncell_t], periods[cur[k]]
+        reasons[f"ATT({_fmt(g)},{_fmt(t)})"] = why[k]
+        nan_cols[k] = True
 
 
 def _rc_cell(p: _Panel, cur: int, b: int, treat: np.ndarray, ctrl: np.ndarray,
@@ -1700,6 +1780,7 @@ def _aggregate(res: CallawaySantAnnaResult, type: str, *, min_e, max_e, balance_
     reuse = res.boot_draws if (bootstrap and res.boot_draws is not None
                                and res.boot_draws.usable(res, bootstrap, seed)) else None
     a_cell = a_coh = np.empty((0, 0))
+    pending: list[tuple[int, np.ndarray, np.ndarray]] = []
 
     def alloc(n_terms: int) -> np.ndarray:
         nonlocal psi_all, a_cell, a_coh
@@ -1720,12 +1801,18 @@ def _aggregate(res: CallawaySantAnnaResult, type: str, *, min_e, max_e, balance_
                 a_coh[:, col] = vals
         else:
             out[:] = 0.0
-        inf.add_columns(cell_col[which], weights, out)
+        pending.append((col, cell_col[which], weights))  # (added by flush)
         if reuse is not None:
             a_cell[cell_col[which], col] = weights
         return est
 
+    def flush() -> None:
+        """Add the cells' columns of every column made so far (one pass per block)."""
+        inf.add_columns_many(pending, psi_all)
+        pending.clear()
+
     def mean_of(cols: list[int], col: int) -> None:
+        flush()
         out = psi_all[:, col]
         out[:] = psi_all[:, cols[0]]
         for c in cols[1:]:
@@ -1763,6 +1850,7 @@ def _aggregate(res: CallawaySantAnnaResult, type: str, *, min_e, max_e, balance_
         # reproduces R did 2.5's group SE on mpdta to 1e-12)
         share = pg_group / pg_group.sum()
         overall_est = float(att_g @ share)
+        flush()
         out = psi_all[:, overall_col]
         vals = num.weights_influence_by_cohort(len(glist), np.arange(len(glist)),
                                                pg_group, att_g)
@@ -1831,6 +1919,7 @@ def _aggregate(res: CallawaySantAnnaResult, type: str, *, min_e, max_e, balance_
         overall_est = float(np.mean(att_t))
         overall_col = len(rows)
         mean_of(cols_t, overall_col)
+    flush()
     if overall_col is None:  # no post-treatment event time: the overall row is NaN-free 0
         overall_col = len(rows)
         psi_all[:, overall_col] = 0.0
