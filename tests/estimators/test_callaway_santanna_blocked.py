@@ -164,13 +164,15 @@ def _two_by_two_psi(df, g, t, base, ctrl_mask_fn, units):
     return psi
 
 
+@pytest.mark.parametrize("base_period", ["varying", "universal"])
 @pytest.mark.parametrize("control_group", ["never_treated", "not_yet_treated"])
-def test_fit_influence_is_lazy_blocked_and_equals_the_cell_oracle(control_group):
+def test_fit_influence_is_lazy_blocked_and_equals_the_cell_oracle(control_group,
+                                                                  base_period):
     df = _panel()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         res = callaway_santanna(df, outcome="y", unit="id", time="year", cohort="g",
-                                control_group=control_group)
+                                control_group=control_group, base_period=base_period)
         agg = res.aggregate("dynamic")
     src = res.influence_source
     assert isinstance(src, num.BlockedInfluence)
@@ -437,3 +439,60 @@ def test_affine_form_is_read_only_with_the_result():
     for r_, m in forms:
         assert r_.shape == (8, 8) and m.shape[0] == 8  # (periods x periods: no unit rows)
         assert not r_.flags.writeable and not m.flags.writeable
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2**31), n=st.integers(1, 40), K=st.integers(1, 9),
+       n_groups=st.integers(1, 5), m=st.integers(1, 6), with_nan=st.booleans(),
+       cover=st.booleans())
+def test_add_columns_many_equals_dense_sums(seed, n, K, n_groups, m, with_nan, cover):
+    """The aggregations' batched column sums: for each job ``(col, ks, ws)`` (cells in any
+    order, some weights 0, columns shared by jobs or untouched) ``out[:, col]`` gains
+    ``sum ws[i] dense[:, ks[i]]`` (a zero weight adds nothing, even on a NaN; a NaN
+    cell makes the column NaN), with ``out`` in unit order or in the block order."""
+    rng = np.random.default_rng(seed)
+    b = random_blocked(rng, n, K, n_groups, with_nan=with_nan, cover=cover).freeze()
+    d = b.dense()
+    jobs = []
+    for col in rng.choice(m, size=rng.integers(0, m + 1), replace=False):
+        ks = rng.choice(K, size=rng.integers(1, K + 1), replace=False)
+        ws = rng.normal(size=len(ks)) * (rng.random(len(ks)) > 0.2)
+        jobs.append((int(col), ks, ws))
+    start = np.asfortranarray(rng.normal(size=(n, m)))
+    want = start.copy()
+    for col, ks, ws in jobs:
+        for k, w in zip(ks, ws, strict=True):
+            if w != 0:
+                want[:, col] += w * d[:, k]
+        if b.nan_cols[ks].any():
+            want[:, col] = np.nan
+    got = start.copy(order="F")
+    b.add_columns_many(jobs, got)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    np.testing.assert_allclose(got, want, rtol=ROUNDING, atol=ROUNDING)
+    order = b.block_order()
+    assert np.array_equal(np.sort(order), np.arange(n))
+    got_b = np.asfortranarray(start[order])
+    b.add_columns_many(jobs, got_b, block_rows=True)
+    np.testing.assert_array_equal(got_b, got[order])
+
+
+@pytest.mark.parametrize("opts", [{}, {"control_group": "not_yet_treated"},
+                                  {"control_group": "not_yet_treated",
+                                   "base_period": "universal"}])
+def test_closed_cells_product_and_loop_paths_agree(monkeypatch, opts):
+    """Complete panel without covariates: the cells' outcome changes made by the product
+    with the +1/-1 matrix or by one subtraction per cell are the same numbers (bit for
+    bit: the zeros add nothing)."""
+    import twinimpact.estimators.callaway_santanna as cs
+
+    df = _panel(seed=2)
+    kw = dict(outcome="y", unit="id", time="year", cohort="g", **opts)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        monkeypatch.setattr(cs, "_DIFF_GEMM_MAX", 10**12)
+        prod = callaway_santanna(df, **kw)
+        monkeypatch.setattr(cs, "_DIFF_GEMM_MAX", -1)
+        loop = callaway_santanna(df, **kw)
+    np.testing.assert_array_equal(prod.coef, loop.coef)
+    np.testing.assert_array_equal(prod.influence, loop.influence)

@@ -918,6 +918,11 @@ def _low_rank_factor(V: np.ndarray, tol: float) -> tuple[np.ndarray, np.ndarray]
     return Q, B
 
 
+#: :meth:`BlockedInfluence.add_columns_many`: a block's product added to ``out`` by one
+#: 2-d row gather up to this many entries, else column by column
+_ADD_ROWS_SMALL = 1 << 15
+
+
 #: :meth:`BlockedInfluence.r_factor`: entries of each slice of a block's rows (256 KB)
 R_FACTOR_ELEMS = 1 << 15
 
@@ -1187,15 +1192,25 @@ class BlockedInfluence:
         if self.nan_cols[ks].any():
             out[:] = np.nan
 
+    def block_order(self) -> np.ndarray:
+        """(n,) the units in block order: block 0's rows, block 1's, ..., then the units
+        in no block (ascending). :meth:`add_columns_many` with ``block_rows=True`` reads
+        and writes ``out`` in this order."""
+        seen = np.zeros(self.n, dtype=bool)
+        for r in self.rows:
+            seen[r] = True
+        return np.concatenate([*self.rows, np.flatnonzero(~seen)]).astype(np.intp)
+
     def add_columns_many(self, jobs: Sequence[tuple[int, np.ndarray, np.ndarray]],
-                         out: np.ndarray) -> None:
+                         out: np.ndarray, *, block_rows: bool = False) -> None:
         """:meth:`add_columns` for several columns of ``out`` (n, m) at once: for each job
         ``(col, ks, ws)``, ``out[:, col] += sum_i ws[i] * dense()[:, ks[i]]``, in place.
         Per block, one product of its (jobs x cells) weights, a CSR matrix, by the
         block's transpose (scipy: for each job the block's columns added in turn, in C),
-        added into the block's rows; no Python step per cell. A zero weight adds nothing
-        (as BLAS axpy skips a zero multiple), and a job selecting a column of
-        ``nan_cols`` is NaN."""
+        added into the block's rows; no Python step per cell. ``block_rows``: ``out``'s
+        rows are the units in :meth:`block_order`, so each block's rows are one slice
+        (no gather and scatter of its rows). A zero weight adds nothing (as BLAS axpy
+        skips a zero multiple), and a job selecting a column of ``nan_cols`` is NaN."""
         from scipy import sparse
 
         if not jobs:
@@ -1207,7 +1222,9 @@ class BlockedInfluence:
         nz = ws != 0
         col, ks, ws = col[nz], ks[nz], ws[nz]
         where = np.full(self.K, -1, dtype=np.intp)
+        top = 0
         for r, c, V in zip(self.rows, self.cols, self.values, strict=True):
+            start, top = top, top + len(r)
             if not len(c) or not len(r):
                 continue
             where[c] = np.arange(len(c))
@@ -1221,13 +1238,24 @@ class BlockedInfluence:
             if len(key) > 1 and not (key[1:] > key[:-1]).all():  # (CSR order: by job,
                 o = np.argsort(key, kind="stable")              # then cell)
                 jc, lc, wc = jc[o], lc[o], wc[o]
-            indptr = np.searchsorted(jc, np.arange(m + 1))
-            wt = sparse.csr_matrix((wc, lc, indptr), shape=(m, len(c)))
-            prod = (wt @ V.T).T  # (rows, m): V.T is C-ordered (V in Fortran order)
-            if len(r) == self.n:
-                out += prod
-            else:
+            # the jobs touching the block (rows of its weights), ascending
+            touched = jc[np.r_[True, jc[1:] != jc[:-1]]]
+            indptr = np.searchsorted(jc, np.r_[touched, m])
+            wt = sparse.csr_matrix((wc, lc, indptr), shape=(len(touched), len(c)))
+            prod = (wt @ V.T).T  # (rows, touched): V.T is C-ordered (V in Fortran order)
+            if block_rows or len(r) == self.n:
+                rows = slice(start, top) if block_rows else slice(None)
+                if len(touched) == m:
+                    out[rows] += prod
+                else:
+                    for i, jcol in enumerate(touched):
+                        out[rows, jcol] += prod[:, i]
+            elif len(r) * len(touched) <= _ADD_ROWS_SMALL and len(touched) == m:
                 out[r] += prod
+            else:  # (a row gather per column: cheaper than a 2-d one for many rows)
+                for i, jcol in enumerate(touched):
+                    dst = out[:, jcol]
+                    dst[r] += prod[:, i]
         bad = [c for c, k, _ in jobs if self.nan_cols[np.asarray(k, dtype=np.intp)].any()]
         if bad:
             out[:, bad] = np.nan
