@@ -449,7 +449,7 @@ def test_add_columns_many_equals_dense_sums(seed, n, K, n_groups, m, with_nan, c
     """The aggregations' batched column sums: for each job ``(col, ks, ws)`` (cells in any
     order, some weights 0, columns shared by jobs or untouched) ``out[:, col]`` gains
     ``sum ws[i] dense[:, ks[i]]`` (a zero weight adds nothing, even on a NaN; a NaN
-    cell makes the column NaN), with ``out`` in unit order or in the block order."""
+    cell makes the column NaN), with ``out``'s rows in the block order."""
     rng = np.random.default_rng(seed)
     b = random_blocked(rng, n, K, n_groups, with_nan=with_nan, cover=cover).freeze()
     d = b.dense()
@@ -466,15 +466,13 @@ def test_add_columns_many_equals_dense_sums(seed, n, K, n_groups, m, with_nan, c
                 want[:, col] += w * d[:, k]
         if b.nan_cols[ks].any():
             want[:, col] = np.nan
-    got = start.copy(order="F")
-    b.add_columns_many(jobs, got)
-    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
-    np.testing.assert_allclose(got, want, rtol=ROUNDING, atol=ROUNDING)
     order = b.block_order()
     assert np.array_equal(np.sort(order), np.arange(n))
-    got_b = np.asfortranarray(start[order])
-    b.add_columns_many(jobs, got_b, block_rows=True)
-    np.testing.assert_array_equal(got_b, got[order])
+    got = np.asfortranarray(start[order])
+    b.add_columns_many(jobs, got)
+    want = want[order]
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    np.testing.assert_allclose(got, want, rtol=ROUNDING, atol=ROUNDING)
 
 
 @pytest.mark.parametrize("opts", [{}, {"control_group": "not_yet_treated"},
@@ -496,3 +494,26 @@ def test_closed_cells_product_and_loop_paths_agree(monkeypatch, opts):
         loop = callaway_santanna(df, **kw)
     np.testing.assert_array_equal(prod.coef, loop.coef)
     np.testing.assert_array_equal(prod.influence, loop.influence)
+
+
+@pytest.mark.parametrize("cluster", [None, "region"])
+def test_aggregations_in_block_order_equal_unit_order(monkeypatch, cluster):
+    """The aggregated influence functions made in the blocks' unit order (many blocks
+    for the units) and put back equal those made column by column in unit order."""
+    import twinimpact.estimators.callaway_santanna as cs
+
+    df = _panel(seed=4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = callaway_santanna(df, outcome="y", unit="id", time="year", cohort="g",
+                                control_group="not_yet_treated", cluster=cluster)
+        out = {}
+        for units in (10**9, 0):  # always, never in block order
+            monkeypatch.setattr(cs, "BLOCK_ORDER_UNITS", units)
+            out[units] = {t: res.aggregate(t) for t in ("simple", "dynamic", "group",
+                                                         "calendar")}
+    for t in ("simple", "dynamic", "group", "calendar"):
+        a, b = out[10**9][t], out[0][t]
+        np.testing.assert_array_equal(a.coef, b.coef)
+        np.testing.assert_allclose(a.influence, b.influence, rtol=ROUNDING, atol=1e-13)
+        np.testing.assert_allclose(a.cov, b.cov, rtol=ROUNDING, atol=1e-15)

@@ -918,9 +918,9 @@ def _low_rank_factor(V: np.ndarray, tol: float) -> tuple[np.ndarray, np.ndarray]
     return Q, B
 
 
-#: :meth:`BlockedInfluence.add_columns_many`: a block's product added to ``out`` by one
-#: 2-d row gather up to this many entries, else column by column
-_ADD_ROWS_SMALL = 1 << 15
+#: :meth:`BlockedInfluence.gram`: a block of at most this many rows (and more columns) is
+#: stacked as it is into the factor whose Gram is taken once
+GRAM_STACK_ROWS = 32
 
 
 #: :meth:`BlockedInfluence.r_factor`: entries of each slice of a block's rows (256 KB)
@@ -1023,10 +1023,11 @@ class BlockedInfluence:
     def gram(self) -> np.ndarray:
         """``dense().T @ dense()`` (K, K), summed over the blocks (``V_j' V_j``); the rows
         and columns of a column holding a NaN are NaN. A block with its affine form
-        (:attr:`affine`) gives a factor of (periods + 1) rows (:func:`_affine_factor`)
-        placed in its columns, and those factors are stacked and multiplied once (no
-        per-block product of its cells, and no scattering of it into the (K, K) sum);
-        the other blocks' ``V' V`` are added in their columns."""
+        (:attr:`affine`) gives a factor of (periods + 1) rows (:func:`_affine_factor`),
+        and a block of at most :data:`GRAM_STACK_ROWS` rows (fewer than its columns) is
+        its own factor: the factors are placed in their columns, stacked and multiplied
+        once (no per-block product of its cells, and no scattering of it into the (K, K)
+        sum); the other blocks' ``V' V`` are added in their columns."""
         K = self.K
         v = np.zeros((K, K))
         affine = self.affine or (None,) * len(self.values)
@@ -1035,6 +1036,8 @@ class BlockedInfluence:
             if not len(c):
                 continue
             f = None if af is None else _affine_factor(V, *af)
+            if f is None and V.shape[0] <= GRAM_STACK_ROWS and len(c) > V.shape[0]:
+                f = V  # (a block of few rows is its own factor: no scatter of V' V)
             if f is not None:
                 factors.append((c, f))
                 continue
@@ -1194,23 +1197,23 @@ class BlockedInfluence:
 
     def block_order(self) -> np.ndarray:
         """(n,) the units in block order: block 0's rows, block 1's, ..., then the units
-        in no block (ascending). :meth:`add_columns_many` with ``block_rows=True`` reads
-        and writes ``out`` in this order."""
+        in no block (ascending). :meth:`add_columns_many` reads and writes ``out`` in
+        this order."""
         seen = np.zeros(self.n, dtype=bool)
         for r in self.rows:
             seen[r] = True
         return np.concatenate([*self.rows, np.flatnonzero(~seen)]).astype(np.intp)
 
     def add_columns_many(self, jobs: Sequence[tuple[int, np.ndarray, np.ndarray]],
-                         out: np.ndarray, *, block_rows: bool = False) -> None:
-        """:meth:`add_columns` for several columns of ``out`` (n, m) at once: for each job
-        ``(col, ks, ws)``, ``out[:, col] += sum_i ws[i] * dense()[:, ks[i]]``, in place.
-        Per block, one product of its (jobs x cells) weights, a CSR matrix, by the
-        block's transpose (scipy: for each job the block's columns added in turn, in C),
-        added into the block's rows; no Python step per cell. ``block_rows``: ``out``'s
-        rows are the units in :meth:`block_order`, so each block's rows are one slice
-        (no gather and scatter of its rows). A zero weight adds nothing (as BLAS axpy
-        skips a zero multiple), and a job selecting a column of ``nan_cols`` is NaN."""
+                         out: np.ndarray) -> None:
+        """:meth:`add_columns` for several columns at once, on ``out`` (n, m) whose rows
+        are the units in :meth:`block_order` (so each block's rows are one slice: no
+        gather and scatter of its rows): for each job ``(col, ks, ws)``, ``out[:, col] +=
+        sum_i ws[i] * dense()[order, ks[i]]``, in place. Per block, one product of its
+        (jobs x cells) weights, a CSR matrix, by the block's transpose (scipy: for each
+        job the block's columns added in turn, in C); no Python step per cell. A zero
+        weight adds nothing (as BLAS axpy skips a zero multiple), and a job selecting a
+        column of ``nan_cols`` is NaN."""
         from scipy import sparse
 
         if not jobs:
@@ -1243,19 +1246,11 @@ class BlockedInfluence:
             indptr = np.searchsorted(jc, np.r_[touched, m])
             wt = sparse.csr_matrix((wc, lc, indptr), shape=(len(touched), len(c)))
             prod = (wt @ V.T).T  # (rows, touched): V.T is C-ordered (V in Fortran order)
-            if block_rows or len(r) == self.n:
-                rows = slice(start, top) if block_rows else slice(None)
-                if len(touched) == m:
-                    out[rows] += prod
-                else:
-                    for i, jcol in enumerate(touched):
-                        out[rows, jcol] += prod[:, i]
-            elif len(r) * len(touched) <= _ADD_ROWS_SMALL and len(touched) == m:
-                out[r] += prod
-            else:  # (a row gather per column: cheaper than a 2-d one for many rows)
+            if len(touched) == m:
+                out[start:top] += prod
+            else:
                 for i, jcol in enumerate(touched):
-                    dst = out[:, jcol]
-                    dst[r] += prod[:, i]
+                    out[start:top, jcol] += prod[:, i]
         bad = [c for c, k, _ in jobs if self.nan_cols[np.asarray(k, dtype=np.intp)].any()]
         if bad:
             out[:, bad] = np.nan

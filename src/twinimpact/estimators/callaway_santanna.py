@@ -821,8 +821,10 @@ class _RowGroups:
 
     def wants_factor(self, j: int) -> bool:
         """Group ``j``'s block is wide enough for its affine form (worth its QR from
-        about three cells per period)."""
-        return len(self.cols[j]) >= AFFINE_MIN_CELLS_PER_PERIOD * self._T
+        about three cells per period) and has more units than the factor's rows (else
+        the block is its own smaller factor: :meth:`BlockedInfluence.gram`)."""
+        return (len(self.cols[j]) >= AFFINE_MIN_CELLS_PER_PERIOD * self._T
+                and len(self.rows[j]) > self._T + 1)
 
     def set_factor(self, j: int, Yj: np.ndarray) -> None:
         """Group ``j``'s outcomes (units x periods; overwritten: double-centred in place)
@@ -1040,36 +1042,34 @@ def _closed_cells(rg: _RowGroups, Y: np.ndarray, plan: list[tuple[int, int | Non
         if reason:
             why[int(k)] = reason
             run[k] = False
-    # pass 1: each group's outcome changes in its cells (in its block, or a scratch when
-    # only some of its cells are computed) and their sums
+    # pass 1: each group's outcome changes in its cells (in its block) and their sums
     S = np.zeros((rg.n_groups, K))
     work = []
     for j, cj in enumerate(rg.cols):
         act = run[cj]
         if not len(cj) or not act.any():
             continue
-        if act.all():
-            locs, cols, tgt = None, cj, rg.blocks[j]
-        else:
-            locs = np.flatnonzero(act)
-            cols = cj[locs]
-            tgt = np.empty((len(rg.rows[j]), len(cols)), order="F")
+        # every column of the block: those of cells not computed get zeros (no +1/-1
+        # in the product, m and a 0 below), so the block is written in place
+        cols, tgt = cj, rg.blocks[j]
+        on = np.flatnonzero(act)
         Yj = _rows_f(Y, rg.rows[j])  # (the group's outcomes: one group at a time)
         if len(Yj) * max(Yj.shape[1] - 9, 0) <= _DIFF_GEMM_MAX:
             # the changes Y_cur - Y_b as a product with a (periods x cells) matrix of one
             # +1 and one -1 per column: the same two-term difference in every entry (the
             # zeros add nothing); for few units it beats a call per column
             pm = np.zeros((Yj.shape[1], len(cols)))
-            pm[cur[cols], np.arange(len(cols))] = 1.0
-            pm[bb[cols], np.arange(len(cols))] = -1.0
+            pm[cur[cols[on]], on] = 1.0
+            pm[bb[cols[on]], on] = -1.0
             np.matmul(Yj, pm, out=tgt)
         else:  # (the product's periods-fold multiply-adds cost more than the calls)
-            for i, k in enumerate(cols):
+            for i in on:
+                k = cols[i]
                 np.subtract(Yj[:, cur[k]], Yj[:, bb[k]], out=tgt[:, i])
         S[j, cols] = tgt.sum(axis=0)
         if rg.wants_factor(j):
             rg.set_factor(j, Yj)
-        work.append((j, locs, cols, tgt))
+        work.append((j, cols, tgt))
     m1 = np.zeros(K)
     m1[run] = S[tj[run], np.flatnonzero(run)] / n1[run]
     acc = np.zeros(K)
@@ -1085,25 +1085,28 @@ def _closed_cells(rg: _RowGroups, Y: np.ndarray, plan: list[tuple[int, int | Non
     # finite cells record their affine form (as the cell-by-cell form)
     isnan = run & np.isnan(est)
     fin = run & np.isfinite(est)
-    for j, locs, cols, tgt in work:
+    for j, cols, tgt in work:  # (m1, m0, a1, a0 are 0 where no cell is computed)
         is_t = tj[cols] == j
         tgt -= np.where(is_t, m1[cols], m0[cols])
         a = np.where(is_t, a1[cols], a0[cols])
         tgt *= a
-        where = rg.local[j, cols]
-        bad = isnan[cols]
-        if locs is not None:
-            rg.blocks[j][:, where] = tgt
-        if bad.any():
-            rg.blocks[j][:, where[bad]] = 0.0
-        f = fin[cols]
-        rg.M[j][cur[cols[f]], where[f]] = a[f]
-        rg.M[j][bb[cols[f]], where[f]] = -a[f]
+        bad = np.flatnonzero(isnan[cols])
+        if len(bad):
+            tgt[:, bad] = 0.0
+        f = np.flatnonzero(fin[cols])
+        rg.M[j][cur[cols[f]], f] = a[f]
+        rg.M[j][bb[cols[f]], f] = -a[f]
     why.update((int(k), "the 2x2 estimate is not finite") for k in np.flatnonzero(isnan))
     for k in sorted(why):
         g, t = glist[k // ncell_t], periods[cur[k]]
         reasons[f"ATT({_fmt(g)},{_fmt(t)})"] = why[k]
         nan_cols[k] = True
+
+
+#: :func:`_aggregate`: the aggregated columns are made in the blocks' unit order when
+#: there are more blocks than the units / this (a column operation on a block's rows
+#: costs about as much as putting this many units' values back in order)
+BLOCK_ORDER_UNITS = 1000
 
 
 #: :func:`_closed_cells`: a group's outcome changes by one product (periods-fold
@@ -1777,12 +1780,13 @@ def _aggregate(res: CallawaySantAnnaResult, type: str, *, min_e, max_e, balance_
     # the same index for the per-cohort gathers: -1 -> len(glist), the appended last
     # value, so that np.take needs no negative-index or bounds handling
     take_idx = np.where(unit_gidx < 0, len(glist), unit_gidx).astype(np.intp)
-    # the aggregated columns are made with the units in the influence function's block
-    # order (each block's rows one slice: no row gather and scatter per block and
-    # column) and put back in unit order once at the end
-    order = inf.block_order()
-    permuted = not np.array_equal(order, np.arange(n))
+    # with many blocks for their units, the aggregated columns are made with the units in
+    # the influence function's block order (each block's rows one slice: no row gather
+    # and scatter, a few microseconds, per block and column) and put back in unit order
+    # once at the end (a few nanoseconds per unit and column)
+    permuted = len(inf.rows) * BLOCK_ORDER_UNITS > n
     if permuted:
+        order = inf.block_order()
         take_idx = take_idx[order]
     pg_group = np.bincount(unit_gidx[unit_gidx >= 0], minlength=len(glist)) / len(G)
     cell_gidx = np.searchsorted(glist, group)
@@ -1822,15 +1826,20 @@ def _aggregate(res: CallawaySantAnnaResult, type: str, *, min_e, max_e, balance_
                 a_coh[:, col] = vals
         else:
             out[:] = 0.0
-        pending.append((col, cell_col[which], weights))  # (added by flush)
+        if permuted:
+            pending.append((col, cell_col[which], weights))  # (added by flush)
+        else:  # (at once, while the column is in cache)
+            inf.add_columns(cell_col[which], weights, out)
         if reuse is not None:
             a_cell[cell_col[which], col] = weights
         return est
 
     def flush() -> None:
-        """Add the cells' columns of every column made so far (one pass per block)."""
-        inf.add_columns_many(pending, psi_all, block_rows=permuted)
-        pending.clear()
+        """In the block order, add the cells' columns of every column made so far (one
+        pass per block)."""
+        if pending:
+            inf.add_columns_many(pending, psi_all)
+            pending.clear()
 
     def mean_of(cols: list[int], col: int) -> None:
         flush()
