@@ -268,31 +268,66 @@ def test_cohort_whose_units_are_all_dropped_has_no_estimate(control_group, base_
                                rtol=1e-10, atol=1e-14)
 
 
-@settings(max_examples=40, deadline=None)
-@given(seed=st.integers(0, 2**31), n1=st.integers(1, 30), parts=st.lists(
-    st.integers(0, 30), min_size=1, max_size=4), method=st.sampled_from(["dr", "ipw", "reg"]))
-def test_closed_form_groups_equals_split(seed, n1, parts, method):
-    """The 2x2 without covariates on the comparison units in parts (one per group, scaled
-    in place) equals the split form on their concatenation: estimate, influence function
-    (to rounding: the comparison mean is summed part by part) and guards. (The estimator
-    never calls either without comparison units: such a cell is NaN before.)"""
-    assume(sum(parts) > 0)
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 2**31), n_units=st.integers(3, 60), T=st.integers(3, 8),
+       control_group=st.sampled_from(["never_treated", "not_yet_treated"]),
+       base_period=st.sampled_from(["varying", "universal"]),
+       method=st.sampled_from(["dr", "ipw", "reg"]), anticipation=st.integers(0, 1))
+def test_closed_cells_equal_the_cell_by_cell_form(seed, n_units, T, control_group,
+                                                  base_period, method, anticipation):
+    """All cells of a complete panel without covariates at once are, bit for bit, the
+    cell-by-cell form: ``cell_closed_form_groups`` on each cell's cohort and its
+    comparison groups (ascending cohorts, the never-treated last; units ascending)."""
     rng = np.random.default_rng(seed)
-    dy1 = rng.normal(size=n1)
-    dy0 = [rng.normal(size=m) for m in parts]
-    n = n1 + sum(parts) + 3
-    a1, a0 = dy1.copy(), np.concatenate(dy0)
-    want = num.cell_closed_form_split(a1, a0, n, method)
-    b1, b0 = dy1.copy(), [d.copy() for d in dy0]
-    got = num.cell_closed_form_groups(b1, b0, n, method)
-    assert got.reason == want.reason
-    if want.reason:
-        assert np.isnan(got.att)
-        np.testing.assert_array_equal(b1, dy1)  # inputs left unscaled
-        return
-    np.testing.assert_allclose(got.att, want.att, rtol=ROUNDING, atol=ROUNDING)
-    np.testing.assert_allclose(b1, a1, rtol=ROUNDING, atol=ROUNDING)
-    np.testing.assert_allclose(np.concatenate(b0), a0, rtol=ROUNDING, atol=ROUNDING)
+    g_unit = rng.choice([0, *range(2002, 2000 + T + 1)], size=n_units)
+    assume((g_unit == 0).any() or control_group == "not_yet_treated")
+    df = pd.DataFrame({"id": np.repeat(np.arange(n_units), T),
+                       "year": np.tile(np.arange(2001, 2001 + T), n_units)})
+    df["g"] = g_unit[df["id"]]
+    df["y"] = rng.normal(size=len(df)) * 10 ** rng.integers(0, 4)
+    kw = dict(outcome="y", unit="id", time="year", cohort="g", method=method,
+              control_group=control_group, base_period=base_period,
+              anticipation=anticipation)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            res = callaway_santanna(df, **kw)
+        except Exception:  # (no usable cohort, or no comparison group: refused as R)
+            assume(False)
+    units = np.asarray(res.units)
+    wide = df.pivot(index="id", columns="year", values="y").loc[units].to_numpy()
+    coh = g_unit[units].astype(float)
+    key = np.where(coh == 0, np.inf, coh)
+    values = np.unique(key)
+    psi = res.influence
+    info = res.term_info
+    years = np.arange(2001, 2001 + T)
+    for k in range(len(res.coef)):
+        g, t, base = info["cohort"].iloc[k], info["time"].iloc[k], info["base"].iloc[k]
+        if not np.isfinite(base) or t == base:
+            continue  # (no pre-treatment period / the universal base's reference cell)
+        cur, b = int(np.searchsorted(years, t)), int(np.searchsorted(years, base))
+        if control_group == "never_treated":
+            ctrl_vals = [v for v in values if np.isinf(v)]
+        else:
+            cut = max(t, base) + anticipation
+            ctrl_vals = [v for v in values if v > cut and v != g]
+        dy = wide[:, cur] - wide[:, b]
+        dy1 = dy[key == g].copy()
+        dy0 = [dy[key == v].copy() for v in ctrl_vals]
+        if not len(dy1) or not sum(len(d) for d in dy0):
+            assert np.isnan(res.coef[k])
+            continue
+        fit = num.cell_closed_form_groups(dy1, dy0, len(units), method)
+        if np.isnan(fit.att):
+            assert np.isnan(res.coef[k])
+            continue
+        assert res.coef[k] == fit.att
+        want = np.zeros(len(units))
+        want[key == g] = dy1
+        for v, d in zip(ctrl_vals, dy0, strict=True):
+            want[key == v] = d
+        np.testing.assert_array_equal(psi[:, k], want)
 
 
 @settings(max_examples=40, deadline=None)

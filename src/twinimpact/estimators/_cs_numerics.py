@@ -56,7 +56,6 @@ __all__ = [
     "cell_closed_form_groups",
     "cell_closed_form_rc",
     "cell_closed_form_rc_groups",
-    "cell_closed_form_split",
     "cell_estimate",
     "cell_estimate_rc",
     "logit",
@@ -264,25 +263,16 @@ def cell_closed_form_full(dy: np.ndarray, treat: np.ndarray, ctrl: np.ndarray,
     return CellFit(float(m1 - m0), empty)
 
 
-def cell_closed_form_split(dy1: np.ndarray, dy0: np.ndarray, n_total: int,
-                           method: str) -> CellFit:
-    """:func:`cell_closed_form` from the outcome changes of the cohort ``dy1`` (N1,) and of
-    the comparison units ``dy0`` (N0,) (gathered by the caller, contiguous): the influence
-    function is written over them in place (``dy1`` becomes the cohort's values, ``dy0``
-    the comparison units'), so a cell touches only its ``N1 + N0`` units. Same estimate,
-    influence function and guards as :func:`cell_closed_form_full`; when a guard applies
-    the inputs are left unscaled. Returns ``CellFit`` with an empty ``inf``
-    (:func:`cell_closed_form_groups` with one part: the same operations).
-    """
-    return cell_closed_form_groups(dy1, [dy0], n_total, method)
-
-
 def cell_closed_form_groups(dy1: np.ndarray, dy0: Sequence[np.ndarray], n_total: int,
                             method: str) -> CellFit:
-    """:func:`cell_closed_form_split` with the comparison units' outcome changes in parts
-    ``dy0`` (one contiguous array per comparison group, each scaled in place): the same
-    estimate and influence function, the comparison mean summed part by part (so equal
-    to the split form's up to the order of that sum)."""
+    """:func:`cell_closed_form` from the outcome changes of the cohort ``dy1`` (N1,) and of
+    the comparison units in parts ``dy0`` (one array per comparison group): the influence
+    function is written over them in place (``dy1`` becomes the cohort's values, each part
+    its units'), the comparison mean summed part by part. Same estimate, influence
+    function and guards as :func:`cell_closed_form_full` (to the order of that sum); when
+    a guard applies the inputs are left unscaled. Returns ``CellFit`` with an empty
+    ``inf``. The cell-by-cell form of ``callaway_santanna._closed_cells`` (which computes
+    every cell at once with the same operations: tested bit for bit)."""
     N1, N0 = len(dy1), sum(len(d) for d in dy0)
     share = N1 / (N1 + N0)
     empty = np.empty(0)
