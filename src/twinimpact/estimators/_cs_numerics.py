@@ -925,8 +925,8 @@ AFFINE_DIAG_RTOL = 1e-12
 def _affine_factor(V: np.ndarray, R: np.ndarray, M: np.ndarray) -> np.ndarray | None:
     """A factor ``F`` ((periods + 1) x cols) with ``F' F = V' V`` for a block ``V = Yc M
     + 1 e'`` (``e`` = ``V``'s column means, ``Yc`` the block's units' outcomes centred by
-    row and by column, so ``1' Yc = 0``; ``R`` the triangular factor of ``Yc``, ``R' R =
-    Yc' Yc``): ``V' V = M' (Yc' Yc) M + rows e e'``, so ``F`` stacks ``R M`` over
+    row and by column, so ``1' Yc = 0``; ``R`` (periods x periods) a factor of ``Yc' Yc
+    = R' R``): ``V' V = M' (Yc' Yc) M + rows e e'``, so ``F`` stacks ``R M`` over
     ``sqrt(rows) e'``; for blocks with more columns than periods. Checked: ``F``'s column
     sums of squares must equal ``V``'s to :data:`AFFINE_DIAG_RTOL` (the double centring
     keeps the differences of periods from cancelling; a block it does not fit falls
@@ -966,8 +966,8 @@ class BlockedInfluence:
     nan_cols: np.ndarray
     #: per block None, or ``(R, M)`` with the block equal to ``Yc M + 1 e'`` (``e`` its
     #: column means, ``Yc`` (rows, periods) the block's units' outcomes centred by row and
-    #: by column): ``R`` (periods, periods) the triangular factor of ``Yc`` (``R' R = Yc'
-    #: Yc``), ``M`` (periods, cols) each cell's coefficients on the outcomes (a 2x2 cell
+    #: by column): ``R`` (periods, periods) a factor of ``Yc' Yc = R' R``, ``M`` (periods,
+    #: cols) each cell's coefficients on the outcomes (a 2x2 cell
     #: without covariates is ``a (Y_t - Y_b) + c`` on each of its groups); used by
     #: :meth:`gram` (see :func:`_affine_factor`)
     affine: tuple | None = None
