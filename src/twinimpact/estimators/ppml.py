@@ -65,7 +65,9 @@ from ..results import EstimationResult, VcovSpec, make_result
 from ._ppml_kernel import (
     WeightedFE,
     find_separation,
+    fit_order,
     irls_poisson,
+    permute_rows,
 )
 
 #: name of the constant fitted when there is no fixed effect (fixest's label)
@@ -498,6 +500,25 @@ def ppml(data: pd.DataFrame, *, outcome: str, regressors: Sequence[str],
         _recode(codes[j], sub, out=code_array[j])
         codes[j] = code_array[j]
 
+    # shuffled rows and a set of many levels (pairs): the fit reads its rows sorted by
+    # that set (fit_order); what it gives back row by row (the fitted means) is put back
+    # in the caller's order below; the variance's sources stay in the fit's order, with
+    # fit_rows their positions in the caller's frame
+    order = fit_order(code_array) if codes else None
+    perm = None if order is None else order[0]
+    fit_rows = rows
+    if order is not None:
+        xo = np.empty((x.shape[1], n))  # x in the fit's order: (n, k), columns contiguous
+        extra = [a for a in (w, off) if a is not None]
+        cols = [np.empty(n), *xo, *(np.empty(n) for _ in extra)]
+        code_array = permute_rows(order, code_array, [y, *x.T, *extra], cols)
+        codes = list(code_array)
+        y, x = cols[0], xo.T
+        w = None if w is None else cols[1 + len(xo)]
+        off = None if off is None else cols[-1]
+        clus_values = {c: v[perm] for c, v in clus_values.items()}
+        fit_rows = rows[perm]
+        del order, cols, xo, extra
     fe = WeightedFE(code_array) if codes else None
     fit = irls_poisson(y, x, fe, weights=w, offset=off, tol=tol, maxiter=maxiter,
                        fe_tol=fe_tol)
@@ -521,7 +542,7 @@ def ppml(data: pd.DataFrame, *, outcome: str, regressors: Sequence[str],
     stored.update({c: v for c, v in clus_values.items() if c not in stored})
     source = SandwichVcov(
         "ppml", bread=fit.bread, kept=np.asarray(fit.kept), n=n, fe_codes=tuple(codes),
-        rows=rows, n_input=n_input, columns=stored, scores=fit.scores, glm=True,
+        rows=fit_rows, n_input=n_input, columns=stored, scores=fit.scores, glm=True,
         adj=ssc_adj, finish=partial(_glm_finish, n=n, adj=ssc_adj))
     cl_codes = [source._codes(c, None) for c in clus] if vcov == "cluster" else []
     if codes:
@@ -581,6 +602,10 @@ def ppml(data: pd.DataFrame, *, outcome: str, regressors: Sequence[str],
             "k_fe": k_fe, "k_fe_nested_in_cluster": k_nested, "collinear": collinear,
             "demean_sweeps": fit.demean_sweeps, "demean_converged": fit.demean_converged,
             "n_zero_outcome": int((y == 0).sum()), **relu_info, "notes": notes}
+    fitted = fit.mu
+    if perm is not None:  # the caller's order (rows ascending)
+        fitted = np.empty(n)
+        fitted[perm] = fit.mu
     coef = fit.coef
     if not solved:  # a solve that did not converge is not an estimate
         diag["last_iterate"] = dict(zip(regressors, fit.coef.tolist(), strict=True))
@@ -590,4 +615,4 @@ def ppml(data: pd.DataFrame, *, outcome: str, regressors: Sequence[str],
                        spec=spec, diagnostics=diag, cls=PPMLResult,
                        nan_reason=("collinear with the fixed effects or other regressors"
                                    if solved else "the IRLS solve did not converge"),
-                       extras={"rows_used": rows, "fitted": fit.mu}, vcov_source=source)
+                       extras={"rows_used": rows, "fitted": fitted}, vcov_source=source)
