@@ -164,16 +164,13 @@ def test_permute_rows_keeps_the_partition_and_gathers_the_columns():
         _, first, inv = np.unique(c, return_index=True, return_inverse=True)
         c[:] = np.argsort(np.argsort(first))[inv]
     y, x = rng.normal(size=n), rng.normal(size=(n, 2))
-    import os
-
-    os.environ[ORDER_ENV] = "always"
-    try:
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(ORDER_ENV, "always")
         order = fit_order(codes)
-    finally:
-        del os.environ[ORDER_ENV]
     perm, k, sorted_codes = order
     assert k == 1  # the set with the most levels
     np.testing.assert_array_equal(perm, np.argsort(codes[1], kind="stable"))
+    np.testing.assert_array_equal(sorted_codes, codes[1][perm])
     out = [np.empty(n), np.empty(n), np.empty(n)]
     new = permute_rows(order, codes, [y, x[:, 0], x[:, 1]], out)
     np.testing.assert_array_equal(out[0], y[perm])
