@@ -15,14 +15,20 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import twinimpact as ti
-from twinimpact.errors import EstimationError
+from twinimpact.errors import TwinImpactError
 from twinimpact.estimators import _fe_sweep, _ppml_kernel
 from twinimpact.estimators._ppml_kernel import ORDER_ENV, fit_order, permute_rows
 
-#: ordered vs unordered fit, relative to the largest entry. Both converge the IRLS to
-#: tol=1e-11 and the projections to fe_tol=1e-13; the two summation orders then differ by
-#: rounding, and the iterations may stop a step apart (the margin is for that)
-ORDER_TOL = 1e-9
+#: ordered vs unordered fit on hypothesis' small draws, relative to the largest entry.
+#: Both converge the IRLS to tol=1e-11 and the projections to fe_tol=1e-13, but a tiny
+#: panel can be ill-determined: on main, merely shuffling the rows of the draw
+#: (seed=248, n_c=6, n_y=5, zeros=0.2, missing=0.3, weights, cluster by exporter: 18 IRLS
+#: iterations, 6 clusters) moves the vcov by 0.75-2.1e-9. A fit paired with the wrong rows
+#: is off by O(1) (the mutations of the ordered path fail by far more than this)
+ORDER_TOL = 1e-7
+#: the same on a well-determined panel (~1,000 rows, 7-8 IRLS iterations): observed
+#: <= 3.5e-15 for params and 2.5e-15 for the vcov, seeds 0-3
+TIGHT_TOL = 1e-12
 
 
 def gravity(seed: int, n_c: int, n_y: int, zeros: float, missing: float,
@@ -72,14 +78,14 @@ def _fit(d: pd.DataFrame, mode: str, monkeypatch, **kw) -> ti.EstimationResult:
     return r
 
 
-def _close(a, b, what: str) -> None:
+def _close(a, b, what: str, tol: float = ORDER_TOL) -> None:
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     assert a.shape == b.shape, what
     np.testing.assert_array_equal(np.isnan(a), np.isnan(b), err_msg=what)
     ok = ~np.isnan(b)
     scale = max(np.abs(b[ok]).max(initial=0.0), 1e-300)
     err = np.abs(a[ok] - b[ok]).max(initial=0.0) / scale
-    assert err <= ORDER_TOL, (what, err)
+    assert err <= tol, (what, err)
 
 
 @settings(max_examples=25, deadline=None,
@@ -100,23 +106,29 @@ def test_ordered_fit_is_the_fit_in_the_callers_order(monkeypatch, seed, n_c, n_y
                "hetero": {"vcov": "hetero"}}[vcov])
     try:
         want = _fit(d, "never", monkeypatch, **kw)
-    except EstimationError as exc:  # nothing left to fit: the same refusal either way
-        with pytest.raises(EstimationError) as other:
+    except TwinImpactError as exc:  # nothing left to fit / one cluster: the same refusal
+        with pytest.raises(type(exc)) as other:
             _fit(d, "always", monkeypatch, **kw)
-        assert str(other.value) == str(exc)
+        # (the values seen may differ: on a draw with more parameters than rows the
+        # collinearity check judges rounding noise, and main itself reports K = 44 or 45
+        # by row order -- seed=5, n_c=5, n_y=5, zeros=0.5, missing=0, weights)
+        assert str(other.value).split(" Seen:")[0] == str(exc).split(" Seen:")[0]
         return
     got = _fit(d, "always", monkeypatch, **kw)
     assert got.terms == want.terms and got.nobs == want.nobs
     assert got.diagnostics["dropped_rows"] == want.diagnostics["dropped_rows"]
     assert got.diagnostics["n_fe_levels"] == want.diagnostics["n_fe_levels"]
-    assert got.diagnostics["k_fe"] == want.diagnostics["k_fe"]
-    assert got.diagnostics["collinear"] == want.diagnostics["collinear"]
     np.testing.assert_array_equal(got.extras["rows_used"], want.extras["rows_used"])
     if not (want.diagnostics["converged"] and got.diagnostics["converged"]):
-        # (separation left undetected on a tiny draw: the deviance creeps down for 100
-        # iterations, no estimate either way -- only the rows are compared)
+        # a tiny draw with separation left undetected or a regressor on the edge of
+        # collinearity: the IRLS drifts for 100 iterations in some row orders and not in
+        # others, on main too (seed=470, n_c=5, n_y=7, zeros=0.5, missing=0.1, weights:
+        # the caller's order drops rta as collinear and converges, five shuffles of it
+        # do not converge) -- only the rows are compared
         assert np.isnan(got.coef).all() or got.diagnostics["converged"]
         return
+    assert got.diagnostics["k_fe"] == want.diagnostics["k_fe"]
+    assert got.diagnostics["collinear"] == want.diagnostics["collinear"]
     _close(got.coef, want.coef, "params")
     _close(got.cov, want.cov, "vcov")
     for key in ("deviance", "log_likelihood"):
@@ -127,11 +139,32 @@ def test_ordered_fit_is_the_fit_in_the_callers_order(monkeypatch, seed, n_c, n_y
     assert (np.diff(rows) > 0).all()
     _close(got.extras["fitted"], want.extras["fitted"], "fitted")
     # the variance source keeps the fit's order: its rows must follow its scores
+    def again(r, kind, cl):
+        try:
+            return r.with_vcov(kind, cluster=cl, data=d).cov if cl else r.with_vcov(kind).cov
+        except TwinImpactError as exc:  # e.g. one importer left: the same refusal
+            return str(exc)
+
     for kind, cl in (("cluster", ("year",)), ("cluster", ("exporter", "importer")),
                      ("hetero", ()), ("iid", ())):
-        a = got.with_vcov(kind, cluster=cl, data=d) if cl else got.with_vcov(kind)
-        b = want.with_vcov(kind, cluster=cl, data=d) if cl else want.with_vcov(kind)
-        _close(a.cov, b.cov, f"with_vcov {kind} {cl}")
+        a, b = again(got, kind, cl), again(want, kind, cl)
+        if isinstance(b, str):
+            assert a == b
+        else:
+            _close(a, b, f"with_vcov {kind} {cl}")
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_ordered_fit_within_rounding_on_a_well_determined_panel(monkeypatch, seed):
+    d = gravity(seed, 14, 6, 0.2, 0.05, True)
+    kw = {"regressors": ["rta", "x2"], "fixed_effects": ["exp_year", "imp_year", "pair"],
+          "cluster": "pair", "weights": "w"}
+    want = _fit(d, "never", monkeypatch, **kw)
+    got = _fit(d, "always", monkeypatch, **kw)
+    assert got.diagnostics["iterations"] == want.diagnostics["iterations"]
+    _close(got.coef, want.coef, "params", TIGHT_TOL)
+    _close(got.cov, want.cov, "vcov", TIGHT_TOL)
+    _close(got.extras["fitted"], want.extras["fitted"], "fitted", TIGHT_TOL)
 
 
 def test_fitted_means_belong_to_their_rows(monkeypatch):
@@ -204,7 +237,6 @@ def test_when_the_rows_are_ordered(monkeypatch):
     monkeypatch.delenv(ORDER_ENV, raising=False)
     monkeypatch.setattr(_ppml_kernel, "ORDER_MIN_ROWS", 1 << 14)
     monkeypatch.setattr(_ppml_kernel, "ORDER_MIN_LEVELS", 1000)
-    monkeypatch.setattr(_ppml_kernel, "ORDER_MIN_LEVELS_TWO_SETS", 3000)
     rng = np.random.default_rng(2)
     n_pair, n_year = 2000, 40  # (should_order samples 8 windows of 8192 rows)
     pair = np.repeat(np.arange(n_pair), n_year)
@@ -212,7 +244,7 @@ def test_when_the_rows_are_ordered(monkeypatch):
     p = rng.permutation(len(pair))
     shuffled = np.stack([year[p] + 0, year[p] + 0, pair[p]]).astype(np.int32)
     assert fit_order(shuffled) is not None
-    assert fit_order(shuffled[[0, 2]]) is None            # two sets: 2000 < 3000 levels
+    assert fit_order(shuffled[[0, 2]]) is not None        # two sets
     assert fit_order(np.stack([year, year, pair]).astype(np.int32)) is None  # by pair
     by_year = np.argsort(year, kind="stable")
     assert fit_order(np.stack([year[by_year], year[by_year], pair[by_year]])

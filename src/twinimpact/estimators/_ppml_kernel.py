@@ -272,14 +272,13 @@ class WeightedFE:
 ORDER_ENV = "TWINIMPACT_PPML_ORDER"
 #: fewest rows for which :func:`fit_order` orders the fit's rows
 ORDER_MIN_ROWS = 1 << 18
-#: fewest levels of the largest of three or more fixed-effect sets for which it does.
-#: Measured on the gravity spot-check panels (exporter-year, importer-year and pair
-#: sets, CPU of the whole ``ppml`` call ordered / not, benchmarks/RESULTS.md "PPML's
-#: rows in pair order"): 9,900 pairs (1.9e5 rows) 1.04, 14,280 (2.6e5) 0.98, 22,350
-#: (4.1e5) 0.87-0.94, 102,080 (1.9e6) 0.85
+#: fewest levels of the largest fixed-effect set for which it does. Measured on the
+#: gravity spot-check panels (benchmarks/RESULTS.md "PPML's rows in pair order", run PO5:
+#: CPU of the whole ``ppml`` call ordered / not, child processes): exporter-year,
+#: importer-year and pair sets: 9,900 pairs (1.9e5 rows) 1.10, 14,280 (2.6e5) 1.01,
+#: 22,350 (4.1e5) 0.93, 52,670 (9.8e5) 0.84; importer-year and pair: 22,350 pairs 0.94,
+#: 52,670 0.86
 ORDER_MIN_LEVELS = 1 << 14
-#: the same for two sets (importer-year and pair: 22,350 pairs 1.05, 52,670 0.81)
-ORDER_MIN_LEVELS_TWO_SETS = 1 << 15
 
 
 def fit_order(code_array: np.ndarray) -> tuple[np.ndarray, int, np.ndarray] | None:
@@ -293,8 +292,7 @@ def fit_order(code_array: np.ndarray) -> tuple[np.ndarray, int, np.ndarray] | No
     :func:`permute_rows` then numbers the other sets' levels in order of first
     appearance, so that the levels a run of rows meets (a pair's exporter-years) sit
     next to each other in their tables. Done when there are two sets or more, the
-    largest has at least :data:`ORDER_MIN_LEVELS` levels
-    (:data:`ORDER_MIN_LEVELS_TWO_SETS` with two sets), the fit at least
+    largest has at least :data:`ORDER_MIN_LEVELS` levels, the fit at least
     :data:`ORDER_MIN_ROWS` rows, and its codes fall often between neighbouring rows
     (:func:`~twinimpact.core.unitorder.should_order`: rows sorted by that set, or by
     period then pair, are left as they are). :data:`ORDER_ENV` overrides.
@@ -308,14 +306,13 @@ def fit_order(code_array: np.ndarray) -> tuple[np.ndarray, int, np.ndarray] | No
     force = os.environ.get(ORDER_ENV, "").strip().lower() == "always"
     if n_sets == 1 and not force:
         # one set: its projection is exact in one sweep, a few passes per iteration,
-        # fewer than the sort, the gathers and the fitted means' return cost (whole
-        # call 1.05-1.16x at 4.1e5-9.3e6 rows, pairs only)
+        # about what the sort, the gathers and the fitted means' return cost (whole call
+        # 1.00 / 1.02 at 4.1e5 / 1.9e6 rows, pairs only, run PO5)
         return None
     sizes = [int(c.max()) + 1 for c in code_array]
     k = int(np.argmax(sizes))
-    min_levels = ORDER_MIN_LEVELS if n_sets >= 3 else ORDER_MIN_LEVELS_TWO_SETS
     if not (should_order(code_array[k], env=ORDER_ENV, min_rows=ORDER_MIN_ROWS)
-            and wide_enough(sizes[k], env=ORDER_ENV, min_units=min_levels)):
+            and wide_enough(sizes[k], env=ORDER_ENV, min_units=ORDER_MIN_LEVELS)):
         return None
     perm, sorted_codes, _ = sort_codes(code_array[k].astype(np.int64), sizes[k])
     return perm, k, sorted_codes
