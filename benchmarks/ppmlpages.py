@@ -12,6 +12,10 @@ of the two trees alternate (the first tree of each repeat swaps), each under
         --panels /tmp/mygrav/g320.parquet /tmp/mygrav/g710.parquet --repeats 3 \\
         --lock /work/bench.lock --out benchmarks/results_ppmlpages.jsonl --run-id PP1
     python benchmarks/ppmlpages.py table benchmarks/results_ppmlpages.jsonl PP1
+
+A tree may carry environment settings (``name=src:VAR=value,VAR2=value``), e.g. the same
+source with ``TWINIMPACT_PPML_ORDER=never`` / ``always`` (ppml's row order forced), and
+``--fes`` picks the fixed-effect sets (default ``exp_year,imp_year,pair``).
 """
 
 from __future__ import annotations
@@ -26,8 +30,10 @@ import subprocess
 import sys
 import time
 
+FES = "exp_year,imp_year,pair"
 
-def child(src: str, panel: str, sep: str, fits: int) -> None:
+
+def child(src: str, panel: str, sep: str, fits: int, fes: str = FES) -> None:
     import resource
     import warnings
 
@@ -41,7 +47,7 @@ def child(src: str, panel: str, sep: str, fits: int) -> None:
 
     def fit():
         return ti.ppml(d, outcome="trade", regressors=["rta"],
-                       fixed_effects=["exp_year", "imp_year", "pair"], cluster="pair",
+                       fixed_effects=fes.split(","), cluster="pair",
                        separation=True if sep == "all" else sep)
 
     fit()
@@ -59,15 +65,21 @@ def child(src: str, panel: str, sep: str, fits: int) -> None:
 
 
 def run(a: argparse.Namespace) -> None:
-    trees = [t.split("=", 1) for t in a.trees]
-    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1",
-           "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    env.pop("PYTHONPATH", None)
+    trees = []
+    for t in a.trees:
+        name, spec = t.split("=", 1)
+        src, _, sets = spec.partition(":")
+        trees.append((name, src, dict(kv.split("=", 1) for kv in sets.split(",") if kv)))
+    base_env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1",
+                "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    base_env.pop("PYTHONPATH", None)
     for panel in a.panels:
         for rep in range(a.repeats):
             order = trees if rep % 2 == 0 else trees[::-1]
-            for name, src in order:
-                cmd = [sys.executable, __file__, "child", src, panel, a.sep, str(a.fits)]
+            for name, src, extra_env in order:
+                env = {**base_env, **extra_env}
+                cmd = [sys.executable, __file__, "child", src, panel, a.sep, str(a.fits),
+                       a.fes]
                 if a.lock:
                     cmd = ["flock", a.lock, *cmd]
                 load0 = os.getloadavg()[0]
@@ -75,7 +87,8 @@ def run(a: argparse.Namespace) -> None:
                 out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
                 rec = json.loads(out.stdout.strip().splitlines()[-1])
                 rec.update({"run": a.run_id, "tree": name, "panel": os.path.basename(panel),
-                            "sep": a.sep, "repeat": rep, "load_before": round(load0, 2),
+                            "sep": a.sep, "env": extra_env, "fes": a.fes, "repeat": rep,
+                            "load_before": round(load0, 2),
                             "load_after": round(os.getloadavg()[0], 2),
                             "utc": time.strftime("%H:%M:%S", time.gmtime(t0))})
                 print(json.dumps(rec), flush=True)
@@ -115,7 +128,7 @@ def table(path: str, run_id: str) -> None:
 
 if __name__ == "__main__":
     if sys.argv[1] == "child":
-        child(sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]))
+        child(sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]), *sys.argv[6:7])
     elif sys.argv[1] == "table":
         table(sys.argv[2], sys.argv[3])
     else:
@@ -126,6 +139,7 @@ if __name__ == "__main__":
         p.add_argument("--repeats", type=int, default=3)
         p.add_argument("--fits", type=int, default=3)
         p.add_argument("--sep", default="fe")
+        p.add_argument("--fes", default=FES)
         p.add_argument("--lock", default=None)
         p.add_argument("--out", required=True)
         p.add_argument("--run-id", required=True)

@@ -218,18 +218,20 @@ def _string_window(labels: Any, start: int, stop: int) -> Any | None:
         else None
 
 
-def should_order(labels: Any) -> bool:
+def should_order(labels: Any, *, env: str = ORDER_ENV, min_rows: int | None = None) -> bool:
     """Whether sorting the rows by unit pays: at least :data:`MIN_ROWS` rows, and more
     than :data:`MIN_DESCENTS` of consecutive labels falling (in :data:`WINDOWS` windows
     spread over the rows; a panel sorted by unit, or by period and unit, is left alone).
     Integer, float, Categorical and string labels (:func:`_window_falls`; :data:`MIN_UNITS`
     is checked on the range of :func:`sortable_values`, or on the number of distinct
-    labels of the others). :data:`ORDER_ENV` (``always`` / ``never``) overrides."""
-    force = os.environ.get(ORDER_ENV, "").strip().lower()
+    labels of the others). :data:`ORDER_ENV` (``always`` / ``never``) overrides. Another
+    caller (``ppml``'s ordering of the fit's rows) passes its own override variable
+    ``env`` and row threshold ``min_rows`` (default :data:`MIN_ROWS`)."""
+    force = os.environ.get(env, "").strip().lower()
     if force in ("always", "never"):
         return force == "always"
     n = len(labels)
-    if n < MIN_ROWS:
+    if n < max(MIN_ROWS if min_rows is None else min_rows, WINDOW * WINDOWS):
         return False
     step = (n - WINDOW) // (WINDOWS - 1)
     falls = 0
@@ -241,11 +243,12 @@ def should_order(labels: Any) -> bool:
     return falls > MIN_DESCENTS * WINDOWS * (WINDOW - 1)
 
 
-def wide_enough(span: int) -> bool:
+def wide_enough(span: int, *, env: str = ORDER_ENV, min_units: int | None = None) -> bool:
     """Whether an id range of ``span`` values (:func:`sortable_values`) is wide enough
-    for ordering to pay (:data:`MIN_UNITS`; :data:`ORDER_ENV` ``always`` overrides)."""
-    force = os.environ.get(ORDER_ENV, "").strip().lower()
-    return force == "always" or span >= MIN_UNITS
+    for ordering to pay (:data:`MIN_UNITS`; :data:`ORDER_ENV` ``always`` overrides; ``env``
+    and ``min_units`` as for :func:`should_order`)."""
+    force = os.environ.get(env, "").strip().lower()
+    return force == "always" or span >= (MIN_UNITS if min_units is None else min_units)
 
 
 def sort_values(v: np.ndarray, span: int, tmp: np.ndarray | None = None

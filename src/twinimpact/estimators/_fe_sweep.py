@@ -28,7 +28,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-__all__ = ["add_level_values", "col_absmax", "level_sums", "residualize_column", "run_sets", "sweep_into"]
+__all__ = ["add_level_values", "col_absmax", "level_sums", "renumber_first_seen",
+           "residualize_column", "run_sets", "sweep_into"]
 
 #: a set whose consecutive rows share a level this often is summed run by run
 RUN_SHARE = 0.3
@@ -231,3 +232,22 @@ def col_absmax(x):  # pragma: no cover - compiled
                     break
         out[j] = m
     return out
+
+
+
+@njit(cache=True, nogil=True)
+def renumber_first_seen(codes, n_levels):  # pragma: no cover - compiled
+    """Dense codes ``0..n_levels-1`` renumbered, in place, in order of first appearance.
+    Used on the codes of a fit whose rows were put in the order of another set: the
+    levels that those rows meet together get neighbouring numbers, so the per-level
+    tables are read near where they were read last."""
+    remap = np.full(n_levels, -1, dtype=np.int64)
+    nxt = 0
+    for i in range(codes.shape[0]):
+        c = codes[i]
+        r = remap[c]
+        if r < 0:
+            r = nxt
+            remap[c] = r
+            nxt += 1
+        codes[i] = r

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -47,6 +48,8 @@ from typing import Literal
 import numpy as np
 from scipy import optimize, sparse
 from scipy.sparse.linalg import LinearOperator, lsmr
+
+from ..core.unitorder import gather, should_order, sort_codes, wide_enough
 
 
 def _kernels():
@@ -65,8 +68,10 @@ __all__ = [
     "collinearity_reference",
     "drop_singletons_and_fe_separation",
     "find_separation",
+    "fit_order",
     "irls_poisson",
     "lp_separation",
+    "permute_rows",
     "poisson_deviance",
     "relu_separation",
     "simplex_separation",
@@ -261,6 +266,77 @@ class WeightedFE:
             x1 *= coef                      # -coef d2
             np.add(x2, x1, out=cur)         # x2 - coef d2
         return sweeps, False
+
+
+#: ``always`` / ``never`` overrides :func:`fit_order`'s choice (tests, A/B runs)
+ORDER_ENV = "TWINIMPACT_PPML_ORDER"
+#: fewest rows for which :func:`fit_order` orders the fit's rows
+ORDER_MIN_ROWS = 1 << 18
+#: fewest levels of the largest fixed-effect set for which it does. Measured on the
+#: gravity spot-check panels (benchmarks/RESULTS.md "PPML's rows in pair order", run PO5:
+#: CPU of the whole ``ppml`` call ordered / not, child processes): exporter-year,
+#: importer-year and pair sets: 9,900 pairs (1.9e5 rows) 1.10, 14,280 (2.6e5) 1.01,
+#: 22,350 (4.1e5) 0.93, 52,670 (9.8e5) 0.84; importer-year and pair: 22,350 pairs 0.94,
+#: 52,670 0.86
+ORDER_MIN_LEVELS = 1 << 14
+
+
+def fit_order(code_array: np.ndarray) -> tuple[np.ndarray, int, np.ndarray] | None:
+    """The order in which the projections should read the rows, or None (keep theirs).
+
+    Every sweep gathers each row's level mean and adds the row into its level's sum, for
+    every set. With rows in random order and a set of many levels (the pairs of a
+    gravity panel: 4 MB of sums at 5e5 pairs) each of those is a cache miss. Sorting the
+    rows by the codes of the set with the most levels (a stable counting sort,
+    :func:`~twinimpact.core.unitorder.sort_codes`) makes that set's reads sequential;
+    :func:`permute_rows` then numbers the other sets' levels in order of first
+    appearance, so that the levels a run of rows meets (a pair's exporter-years) sit
+    next to each other in their tables. Done when there are two sets or more, the
+    largest has at least :data:`ORDER_MIN_LEVELS` levels, the fit at least
+    :data:`ORDER_MIN_ROWS` rows, and its codes fall often between neighbouring rows
+    (:func:`~twinimpact.core.unitorder.should_order`: rows sorted by that set, or by
+    period then pair, are left as they are). :data:`ORDER_ENV` overrides.
+
+    ``code_array``: (K, n) dense codes. Returns ``(perm, k, sorted_codes)``: row ``i``
+    of the ordered fit is row ``perm[i]`` (int32) of the given one, ``k`` the set
+    ordered by, ``sorted_codes`` (int64) its codes in the new order."""
+    n_sets, n = code_array.shape
+    if n_sets == 0 or n == 0 or n >= 2**31:
+        return None
+    force = os.environ.get(ORDER_ENV, "").strip().lower() == "always"
+    if n_sets == 1 and not force:
+        # one set: its projection is exact in one sweep, a few passes per iteration,
+        # about what the sort, the gathers and the fitted means' return cost (whole call
+        # 1.00 / 1.02 at 4.1e5 / 1.9e6 rows, pairs only, run PO5)
+        return None
+    sizes = [int(c.max()) + 1 for c in code_array]
+    k = int(np.argmax(sizes))
+    if not (should_order(code_array[k], env=ORDER_ENV, min_rows=ORDER_MIN_ROWS)
+            and wide_enough(sizes[k], env=ORDER_ENV, min_units=ORDER_MIN_LEVELS)):
+        return None
+    perm, sorted_codes, _ = sort_codes(code_array[k].astype(np.int64), sizes[k])
+    return perm, k, sorted_codes
+
+
+def permute_rows(order: tuple[np.ndarray, int, np.ndarray], code_array: np.ndarray,
+                 columns: Sequence[np.ndarray], out: Sequence[np.ndarray]) -> np.ndarray:
+    """The rows of a fit in the order :func:`fit_order` gave: ``columns`` (1-d arrays of
+    n rows, any stride) gathered into ``out`` (contiguous, not the inputs) and the
+    codes of the other sets in one pass (:func:`~twinimpact.core.unitorder.gather`:
+    random reads overlap, a third of the time of one gather per array), the ordered
+    set's codes from the sort. Returns the new (K, n) codes, every set renumbered in
+    order of first appearance (the ordered set's codes, already rising, keep their
+    numbers): the same partition of the rows into levels, so the same fit, with the
+    per-level tables stored in another order."""
+    perm, k, sorted_codes = order
+    new = np.empty_like(code_array)
+    others = [m for m in range(code_array.shape[0]) if m != k]
+    gather(perm, [*columns, *(code_array[m] for m in others)],
+           [*out, *(new[m] for m in others)])
+    np.copyto(new[k], sorted_codes, casting="unsafe")
+    for m in others:
+        _kernels().renumber_first_seen(new[m], int(new[m].max()) + 1)
+    return new
 
 
 def drop_singletons_and_fe_separation(

@@ -65,7 +65,9 @@ from ..results import EstimationResult, VcovSpec, make_result
 from ._ppml_kernel import (
     WeightedFE,
     find_separation,
+    fit_order,
     irls_poisson,
+    permute_rows,
 )
 
 #: name of the constant fitted when there is no fixed effect (fixest's label)
@@ -435,7 +437,6 @@ def ppml(data: pd.DataFrame, *, outcome: str, regressors: Sequence[str],
         y, x = y[keep], x[keep]
         w = None if w is None else w[keep]
         off = None if off is None else off[keep]
-    rows = np.flatnonzero(keep)  # positions in the caller's frame
 
     methods = _separation_methods(separation)
     codes = [_narrow(fe_codes(frame, f)) for f in fixed_effects]
@@ -489,7 +490,6 @@ def ppml(data: pd.DataFrame, *, outcome: str, regressors: Sequence[str],
         y, x = y[sub], x[sub]
         w = None if w is None else w[sub]
         off = None if off is None else off[sub]
-        rows = rows[sub]
         clus_values = {c: v[sub] for c, v in clus_values.items()}
     n = len(y)
     # all sets in one (K, n) array shared with the projector (no second copy)
@@ -498,6 +498,23 @@ def ppml(data: pd.DataFrame, *, outcome: str, regressors: Sequence[str],
         _recode(codes[j], sub, out=code_array[j])
         codes[j] = code_array[j]
 
+    # shuffled rows and a set of many levels (pairs): the fit reads its rows sorted by
+    # that set (fit_order); what it gives back row by row (the fitted means) is put back
+    # in the caller's order below; the variance's sources stay in the fit's order, with
+    # fit_rows their positions in the caller's frame
+    order = fit_order(code_array) if codes else None
+    perm = None if order is None else order[0]
+    if order is not None:
+        xo = np.empty((x.shape[1], n))  # x in the fit's order: (n, k), columns contiguous
+        extra = [a for a in (w, off) if a is not None]
+        cols = [np.empty(n), *xo, *(np.empty(n) for _ in extra)]
+        code_array = permute_rows(order, code_array, [y, *x.T, *extra], cols)
+        codes = list(code_array)
+        y, x = cols[0], xo.T
+        w = None if w is None else cols[1 + len(xo)]
+        off = None if off is None else cols[-1]
+        clus_values = {c: v[perm] for c, v in clus_values.items()}
+        del order, cols, xo, extra
     fe = WeightedFE(code_array) if codes else None
     fit = irls_poisson(y, x, fe, weights=w, offset=off, tol=tol, maxiter=maxiter,
                        fe_tol=fe_tol)
@@ -514,28 +531,7 @@ def ppml(data: pd.DataFrame, *, outcome: str, regressors: Sequence[str],
             fix="raise maxiter=, loosen tol=, or check for separation / extreme regressors"),
             ConvergenceWarning, stacklevel=2)
 
-    # ---- variance (the same object serves result.with_vcov)
-    if cluster_by_fe:  # fixest: cluster = first fixed-effect set (an interaction counts)
-        clus = (_fe_name(fixed_effects[0]),)
-    stored = {_fe_name(f): c for f, c in zip(fixed_effects, codes, strict=True)}
-    stored.update({c: v for c, v in clus_values.items() if c not in stored})
-    source = SandwichVcov(
-        "ppml", bread=fit.bread, kept=np.asarray(fit.kept), n=n, fe_codes=tuple(codes),
-        rows=rows, n_input=n_input, columns=stored, scores=fit.scores, glm=True,
-        adj=ssc_adj, finish=partial(_glm_finish, n=n, adj=ssc_adj))
-    cl_codes = [source._codes(c, None) for c in clus] if vcov == "cluster" else []
-    if codes:
-        k_fe, k_nested = fe_dof(codes, cl_codes, n_obs=n, n_slopes=int(fit.kept.sum()))
-    else:
-        k_fe, k_nested = 0, 0
-    k_total = int(fit.kept.sum()) + k_fe
-    if n <= k_total:
-        raise EstimationError(format_message(
-            "ppml: as many parameters as observations", seen={"n": n, "K": k_total},
-            fix="use fewer fixed effects or more data"))
-    v, vspec = source.vcov(vcov, cluster=clus if vcov == "cluster" else ())
-
-    # ---- diagnostics
+    # ---- diagnostics (before the variance: the ordered fit's outcome buffer is then free)
     # log-likelihoods of the fit and of the constant-only model, in two n-row buffers
     # (the same operations as the expressions w (y log mu - mu - log y!), without their
     # eight temporaries: each a fresh mapping above glibc's 32 MB mmap ceiling)
@@ -561,6 +557,45 @@ def ppml(data: pd.DataFrame, *, outcome: str, regressors: Sequence[str],
         t *= w
     ll0 = float(np.sum(t))
     del t, lgy, wts
+    n_zero = int((y == 0).sum())
+    # positions in the caller's frame, made after the fit (one n-row int64 less held
+    # through the IRLS, whose buffers set the call's peak)
+    rows = np.flatnonzero(keep)
+    if not sub.all():
+        rows = rows[sub]
+    fitted, fit_rows = fit.mu, rows
+    if perm is not None:
+        # the fitted means in the caller's order, written into the fit's own copy of the
+        # outcome (not needed any more); the variance source keeps the fit's order, its
+        # rows as positions in the caller's frame (int32 when they fit: the result holds
+        # both)
+        fitted = y
+        fitted[perm] = fit.mu
+        fit_rows = rows.astype(np.int32 if n_input < 2**31 else np.intp)[perm]
+        del perm
+    del y
+
+    # ---- variance (the same object serves result.with_vcov)
+    if cluster_by_fe:  # fixest: cluster = first fixed-effect set (an interaction counts)
+        clus = (_fe_name(fixed_effects[0]),)
+    stored = {_fe_name(f): c for f, c in zip(fixed_effects, codes, strict=True)}
+    stored.update({c: v for c, v in clus_values.items() if c not in stored})
+    source = SandwichVcov(
+        "ppml", bread=fit.bread, kept=np.asarray(fit.kept), n=n, fe_codes=tuple(codes),
+        rows=fit_rows, n_input=n_input, columns=stored, scores=fit.scores, glm=True,
+        adj=ssc_adj, finish=partial(_glm_finish, n=n, adj=ssc_adj))
+    cl_codes = [source._codes(c, None) for c in clus] if vcov == "cluster" else []
+    if codes:
+        k_fe, k_nested = fe_dof(codes, cl_codes, n_obs=n, n_slopes=int(fit.kept.sum()))
+    else:
+        k_fe, k_nested = 0, 0
+    k_total = int(fit.kept.sum()) + k_fe
+    if n <= k_total:
+        raise EstimationError(format_message(
+            "ppml: as many parameters as observations", seen={"n": n, "K": k_total},
+            fix="use fewer fixed effects or more data"))
+    v, vspec = source.vcov(vcov, cluster=clus if vcov == "cluster" else ())
+
     collinear = [c for c, kp in zip(regressors, fit.kept, strict=True) if not kp]
     notes = []
     if collinear:
@@ -580,7 +615,7 @@ def ppml(data: pd.DataFrame, *, outcome: str, regressors: Sequence[str],
                             for f, c in zip(fixed_effects, codes, strict=True)},
             "k_fe": k_fe, "k_fe_nested_in_cluster": k_nested, "collinear": collinear,
             "demean_sweeps": fit.demean_sweeps, "demean_converged": fit.demean_converged,
-            "n_zero_outcome": int((y == 0).sum()), **relu_info, "notes": notes}
+            "n_zero_outcome": n_zero, **relu_info, "notes": notes}
     coef = fit.coef
     if not solved:  # a solve that did not converge is not an estimate
         diag["last_iterate"] = dict(zip(regressors, fit.coef.tolist(), strict=True))
@@ -590,4 +625,4 @@ def ppml(data: pd.DataFrame, *, outcome: str, regressors: Sequence[str],
                        spec=spec, diagnostics=diag, cls=PPMLResult,
                        nan_reason=("collinear with the fixed effects or other regressors"
                                    if solved else "the IRLS solve did not converge"),
-                       extras={"rows_used": rows, "fitted": fit.mu}, vcov_source=source)
+                       extras={"rows_used": rows, "fitted": fitted}, vcov_source=source)
