@@ -296,6 +296,30 @@ def test_pretrend_wald_on_a_numerically_singular_vcov_is_nan():
     assert np.isnan(r.pretrend_test.statistic), r.pretrend_test.statistic
 
 
+def test_a_fit_whose_only_term_is_fixed_by_construction_reports_nothing(monkeypatch):
+    """did2s where the only estimable term is a pre-period the first stage fits exactly
+    (cat_na ids, seed 2024: one term, 2.8e-16 / 3.3e-16 with a "variance" of 1.0e-31 /
+    1.3e-31 under the two row orders, no post-treatment term): there is no other variance
+    to judge it against, so it is judged against the first stage's residual scale. It is
+    NaN with the note, the ATT and its variance are NaN, and the pre-trend test (0.756 /
+    0.882 of rounding noise before) has nothing to test."""
+    seed = 2024
+    rng = np.random.default_rng(seed)
+    d, _ = reshuffle(messy_panel(seed), seed, "int")
+    d["u"] = LABELS["cat_na"](d["u"])
+    d["rowgroup"] = rng.integers(0, 5, len(d))
+    d = broken(d, "none", rng)
+    for mode in ("never", "always"):
+        monkeypatch.setenv(unitorder.ORDER_ENV, mode)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            r = CALLS["es_did2s"](d)
+        assert r.terms == ("rel_time=-2", "ATT"), r.terms
+        assert np.isnan(r.coef).all() and np.isnan(r.cov).all(), (mode, r.coef, r.cov)
+        assert any("[-2] are not reported" in n for n in r.diagnostics["notes"])
+        assert np.isnan(r.pretrend_test.statistic) and r.pretrend_test.n_coefficients == 0
+
+
 def test_a_coefficient_fixed_by_construction_is_not_reported(monkeypatch):
     """did2s with one treated unit whose rel_time = -2 row is the only row of its period:
     the first stage fits it exactly, so its coefficient was 0 by construction (-2.5e-16)

@@ -358,10 +358,20 @@ def did2s(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort: str
     empty = np.diag(xtx) <= 0
     # relative periods whose every row the first stage fits exactly (e.g. the only
     # untreated row of its period or unit): the estimate is 0 by construction and its
-    # "variance" rounding of zero (6e-32 beside 1e-2) -- not evidence of no pre-trend
+    # "variance" rounding of zero (6e-32 beside 1e-2) -- not evidence of no pre-trend.
+    # Judged against the fit's largest variance and against the first stage's residual
+    # scale (a mean of n residuals has a variance of at least about their mean square
+    # / n, far above rounding), so that it is found also when every term is such a
+    # period (one pre-period term of 1.0e-31, no other term: cat_na ids, seed 2024)
     var = np.diag(vc)
-    exact = (~empty & (var <= rounding_floor(variance_scale(vc[np.ix_(~empty, ~empty)]), k))
-             if event_study else np.zeros(k, dtype=bool))
+    if event_study:
+        r = adj[keep & untreated]
+        resid_scale = float(r @ r) / len(r) if len(r) else None
+        floor = max(rounding_floor(variance_scale(vc[np.ix_(~empty, ~empty)]), k),
+                    rounding_floor(resid_scale, k))
+        exact = ~empty & (var <= floor)
+    else:
+        exact = np.zeros(k, dtype=bool)
     coef[empty | exact] = np.nan
     vc[empty | exact, :] = vc[:, empty | exact] = np.nan
     params = pd.Series(coef, index=names)
@@ -379,6 +389,8 @@ def did2s(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort: str
         big[k, :k] = big[:k, k] = vz @ a
         big[k, k] = a @ vz @ a
         big[:k, k][empty | exact] = big[k, :k][empty | exact] = np.nan
+        if not post.any():  # (no post-treatment term: the ATT is NaN, so is its variance)
+            big[k, :] = big[:, k] = np.nan
         params = pd.concat([params, pd.Series({"ATT": att})])
         vc = big
         rel_of = [*rel_of, np.nan]
