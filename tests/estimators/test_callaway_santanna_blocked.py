@@ -552,3 +552,18 @@ def test_aggregations_in_block_order_equal_unit_order(monkeypatch, cluster):
         np.testing.assert_array_equal(a.coef, b.coef)
         np.testing.assert_allclose(a.influence, b.influence, rtol=ROUNDING, atol=1e-13)
         np.testing.assert_allclose(a.cov, b.cov, rtol=ROUNDING, atol=1e-15)
+
+
+@pytest.mark.parametrize("p_col", [0.02, 0.3, 1.0])
+def test_gram_stacked_and_scattered_factors_equal_dense(p_col):
+    """Blocks of few rows are their own factor: stacked when they cover enough of the K
+    columns, else their product scattered (GRAM_STACK_RATIO); either way the Gram is the
+    dense one to rounding."""
+    rng = np.random.default_rng(7)
+    b = random_blocked(rng, 80, 300, 25, p_col=p_col, p_nan_col=0.0).freeze()
+    d = b.dense()
+    want = d.T @ d
+    np.testing.assert_allclose(b.gram(), want, rtol=0, atol=ROUNDING * np.abs(want).max())
+    small = [len(r) <= num.GRAM_STACK_ROWS and len(c) > len(r)
+             for r, c in zip(b.rows, b.cols, strict=True)]
+    assert any(small)

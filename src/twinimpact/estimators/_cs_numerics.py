@@ -911,6 +911,9 @@ def _low_rank_factor(V: np.ndarray, tol: float) -> tuple[np.ndarray, np.ndarray]
 #: :meth:`BlockedInfluence.gram`: a block of at most this many rows (and more columns) is
 #: stacked as it is into the factor whose Gram is taken once
 GRAM_STACK_ROWS = 32
+#: :meth:`BlockedInfluence.gram`: a factor of ``r`` rows for ``c`` of the ``K`` columns is
+#: stacked while ``r K^2 <= GRAM_STACK_RATIO c^2`` (else its ``c x c`` product scattered)
+GRAM_STACK_RATIO = 200
 
 
 #: :meth:`BlockedInfluence.r_factor`: entries of each slice of a block's rows (256 KB)
@@ -1015,9 +1018,11 @@ class BlockedInfluence:
         and columns of a column holding a NaN are NaN. A block with its affine form
         (:attr:`affine`) gives a factor of (periods + 1) rows (:func:`_affine_factor`),
         and a block of at most :data:`GRAM_STACK_ROWS` rows (fewer than its columns) is
-        its own factor: the factors are placed in their columns, stacked and multiplied
+        its own factor: the factors of blocks with enough of the K columns
+        (:data:`GRAM_STACK_RATIO`) are placed in their columns, stacked and multiplied
         once (no per-block product of its cells, and no scattering of it into the (K, K)
-        sum); the other blocks' ``V' V`` are added in their columns."""
+        sum); the other blocks' ``V' V`` (or factor's ``F' F``) are added in their
+        columns."""
         K = self.K
         v = np.zeros((K, K))
         affine = self.affine or (None,) * len(self.values)
@@ -1028,10 +1033,12 @@ class BlockedInfluence:
             f = None if af is None else _affine_factor(V, *af)
             if f is None and V.shape[0] <= GRAM_STACK_ROWS and len(c) > V.shape[0]:
                 f = V  # (a block of few rows is its own factor: no scatter of V' V)
-            if f is not None:
+            # stacked, a factor costs its rows x K^2 multiply-adds (~0.025 ns each);
+            # its own product scattered costs ~5 ns per entry of its (cols x cols)
+            if f is not None and f.shape[0] * K * K <= GRAM_STACK_RATIO * len(c) ** 2:
                 factors.append((c, f))
                 continue
-            g = V.T @ V
+            g = V.T @ V if f is None else f.T @ f
             if c[-1] - c[0] + 1 == len(c):  # contiguous cells
                 sl = slice(int(c[0]), int(c[-1]) + 1)
                 v[sl, sl] += g
