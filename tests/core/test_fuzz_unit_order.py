@@ -296,6 +296,15 @@ def test_pretrend_wald_on_a_numerically_singular_vcov_is_nan():
     assert np.isnan(r.pretrend_test.statistic), r.pretrend_test.statistic
 
 
+def _cat_na_panel(seed: int) -> pd.DataFrame:
+    """The fuzz test's panel for ``seed`` with "cat_na" unit ids and no break."""
+    rng = np.random.default_rng(seed)
+    d, _ = reshuffle(messy_panel(seed), seed, "int")
+    d["u"] = LABELS["cat_na"](d["u"])
+    d["rowgroup"] = rng.integers(0, 5, len(d))
+    return broken(d, "none", rng)
+
+
 def test_a_fit_whose_only_term_is_fixed_by_construction_reports_nothing(monkeypatch):
     """did2s where the only estimable term is a pre-period the first stage fits exactly
     (cat_na ids, seed 2024: one term, 2.8e-16 / 3.3e-16 with a "variance" of 1.0e-31 /
@@ -303,12 +312,7 @@ def test_a_fit_whose_only_term_is_fixed_by_construction_reports_nothing(monkeypa
     to judge it against, so it is judged against the first stage's residual scale. It is
     NaN with the note, the ATT and its variance are NaN, and the pre-trend test (0.756 /
     0.882 of rounding noise before) has nothing to test."""
-    seed = 2024
-    rng = np.random.default_rng(seed)
-    d, _ = reshuffle(messy_panel(seed), seed, "int")
-    d["u"] = LABELS["cat_na"](d["u"])
-    d["rowgroup"] = rng.integers(0, 5, len(d))
-    d = broken(d, "none", rng)
+    d = _cat_na_panel(2024)
     for mode in ("never", "always"):
         monkeypatch.setenv(unitorder.ORDER_ENV, mode)
         with warnings.catch_warnings():
@@ -328,12 +332,7 @@ def test_a_coefficient_fixed_by_construction_is_not_reported(monkeypatch):
     0.380) under another (cat_na ids, seed 3759). Now, under both orders: the term is NaN
     with a note and a warning that say why, the effects and ATT are unchanged, and the
     pre-trend test has nothing to test."""
-    seed = 3759
-    rng = np.random.default_rng(seed)
-    d, _ = reshuffle(messy_panel(seed), seed, "int")
-    d["u"] = LABELS["cat_na"](d["u"])
-    d["rowgroup"] = rng.integers(0, 5, len(d))
-    d = broken(d, "none", rng)
+    d = _cat_na_panel(3759)
     for mode in ("never", "always"):
         monkeypatch.setenv(unitorder.ORDER_ENV, mode)
         with warnings.catch_warnings(record=True) as caught:
