@@ -801,8 +801,6 @@ class _RowGroups:
     def clear(self, k: int) -> None:
         for j in np.flatnonzero(self.local[:, k] >= 0):
             self.blocks[j][:, self.local[j, k]] = 0.0
-            if self.M is not None:
-                self.M[j][:, self.local[j, k]] = 0.0
 
     #: per group, each cell's coefficients on the outcome's periods (enable_affine)
     M: list[np.ndarray] | None = None
@@ -820,7 +818,7 @@ class _RowGroups:
         self.R = {}
 
     def wants_factor(self, j: int) -> bool:
-        """Group ``j``'s block is wide enough for its affine form (worth its QR from
+        """Group ``j``'s block is wide enough for its affine form (worth its factor from
         about three cells per period) and has more units than the factor's rows (else
         the block is its own smaller factor: :meth:`BlockedInfluence.gram`)."""
         return (len(self.cols[j]) >= AFFINE_MIN_CELLS_PER_PERIOD * self._T
