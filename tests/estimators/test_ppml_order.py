@@ -257,3 +257,28 @@ def test_when_the_rows_are_ordered(monkeypatch):
     monkeypatch.setenv(ORDER_ENV, "never")
     monkeypatch.setattr(_ppml_kernel, "ORDER_MIN_LEVELS", 1000)
     assert fit_order(shuffled) is None
+
+
+@pytest.mark.parametrize("fes", [["exp_year", "imp_year", "pair"], [("exporter", "year"),
+                                                                      "pair"]])
+def test_string_keys_grouped_or_hashed_give_the_same_fit_to_the_bit(monkeypatch, fes):
+    """The fixed-effect keys coded by core.labels' grouping (group_strings, no hash
+    table) or by hashing: the same codes, hence the same fit, bit for bit."""
+    from twinimpact.core import labels
+    from twinimpact.core.unitorder import _compiled
+
+    if _compiled() is None:
+        pytest.skip("compiled unitorder kernel not built")
+    d = gravity(3, 14, 6, 0.2, 0.1, weights=True)
+    fits = {}
+    for grouped in (False, True):
+        with monkeypatch.context() as mp, warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # (the all-zero exporter-year's rows)
+            mp.setattr(labels, "_grouping_pays", lambda data, g=grouped: g)
+            fits[grouped] = ti.ppml(d, outcome="trade", regressors=["rta", "x2"],
+                                    fixed_effects=fes, cluster="pair", weights="w")
+    a, b = fits[False], fits[True]
+    assert np.array_equal(a.params.to_numpy(), b.params.to_numpy())
+    assert np.array_equal(a.vcov.to_numpy(), b.vcov.to_numpy())
+    assert np.array_equal(a.extras["fitted"], b.extras["fitted"])
+    assert a.diagnostics == b.diagnostics

@@ -50,7 +50,7 @@ import pandas as pd
 from .rowblocks import row_blocks
 
 __all__ = ["KERNEL_ENV", "ORDER_ENV", "gather", "group_strings", "should_order", "sort_codes",
-           "sort_values", "sortable_values", "wide_enough"]
+           "sort_values", "sortable_values", "ungroup_codes", "wide_enough"]
 
 #: set to ``numpy`` to use the NumPy path even when the compiled kernels were built
 KERNEL_ENV = "TWINIMPACT_UNITORDER_KERNEL"
@@ -355,6 +355,15 @@ def group_strings(labels: Any, tmp: np.ndarray | None = None
         raise MemoryError("group_strings: out of memory")
     k = int(m[0])
     return (perm, codes, g) if k == n else (perm[:k], codes[:k], g)
+
+
+def ungroup_codes(perm: np.ndarray, codes: np.ndarray, n: int) -> np.ndarray:
+    """The codes of :func:`sort_codes` / :func:`group_strings` (``codes[j]`` of row
+    ``perm[j]``) back in the ``n`` rows' order (intp; ``-1`` at the rows left out: a
+    missing label)."""
+    out = np.full(n, -1, dtype=np.intp) if len(perm) < n else np.empty(n, dtype=np.intp)
+    out[perm] = codes
+    return out
 
 
 def gather(perm: np.ndarray, arrays: list[Any], out: list[np.ndarray | None] | None = None

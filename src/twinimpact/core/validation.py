@@ -42,6 +42,7 @@ from .unitorder import (
     sort_codes,
     sort_values,
     sortable_values,
+    ungroup_codes,
     wide_enough,
 )
 
@@ -662,9 +663,7 @@ def _ungroup(perm: np.ndarray, codes: np.ndarray, n_levels: int, n: int
              ) -> tuple[np.ndarray, int]:
     """:func:`dense_codes` of the caller's ``n`` rows back from :func:`_group_units`
     (-1 at the rows left out: a missing unit)."""
-    out = np.full(n, -1, dtype=np.intp) if len(perm) < n else np.empty(n, dtype=np.intp)
-    out[perm] = codes
-    return out, n_levels
+    return ungroup_codes(perm, codes, n), n_levels
 
 
 def _unpermute(a: np.ndarray, perm: np.ndarray, n: int) -> np.ndarray:
