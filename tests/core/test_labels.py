@@ -62,9 +62,16 @@ def test_many_shuffled_labels_take_the_partitioned_path(monkeypatch, string_type
              "few": ids[rng.integers(0, 20, len(rows))]}
     cases["shuffled"][::97] = None
     expect = {"shuffled": 64, "sorted": 1, "few": 1}  # 12,000 rows / 256 -> 64
+    _check_decision(cases, labels._partitions_for, expect, string_type)
+
+
+def _check_decision(cases: dict[str, np.ndarray], decide, expect: dict[str, object],
+                    string_type: pa.DataType) -> None:
+    """Each case's labels (object array) as Arrow strings: ``decide`` gives ``expect``,
+    and string_codes / dense_codes give pandas.factorize's codes and count."""
     for name, v in cases.items():
         arr = pd.arrays.ArrowStringArray(pa.chunked_array([pa.array(v, type=string_type)]))
-        assert labels._partitions_for(arr._pa_array) == expect[name], name
+        assert decide(arr._pa_array) == expect[name], name
         ref, n_ref = _oracle(arr)
         for coded in (string_codes(arr), dense_codes(arr)):
             np.testing.assert_array_equal(coded[0], ref)
@@ -160,6 +167,16 @@ _eight = st.sampled_from(["u0000001", "u0000010", "\0" * 8, "a\0" * 4, "é" * 4,
                           "hgfedcba", "éabcdef"])
 
 
+def _sliced_chunks(vals: list, cut: int, skip: int, large: bool) -> pa.ChunkedArray:
+    """``vals`` as Arrow (large_)strings in two chunks, the first a slice from row
+    ``skip`` to ``cut`` (buffer and validity offsets), the second from ``cut`` on."""
+    typ = pa.large_string() if large else pa.string()
+    whole = pa.array(vals, type=typ)
+    cut = min(cut, len(vals))
+    return pa.chunked_array([whole.slice(min(skip, cut), cut - min(skip, cut)),
+                             whole.slice(cut)], type=typ)
+
+
 @settings(max_examples=200, deadline=None)
 @given(vals=st.one_of(st.lists(_short, max_size=80), st.lists(_eight, max_size=80),
                       st.lists(st.one_of(_short, _eight), max_size=30),
@@ -170,11 +187,7 @@ def test_short_string_keys_code_as_factorize(vals, nbits, cut, skip, large):
     # the integer keys of short strings are equal exactly when the strings are, so their
     # codes (one table or partitions) are pandas.factorize's of the strings; anything the
     # keys cannot represent (a null, 8 bytes beside fewer, longer strings) is declined
-    typ = pa.large_string() if large else pa.string()
-    whole = pa.array(vals, type=typ)
-    cut = min(cut, len(vals))
-    data = pa.chunked_array([whole.slice(min(skip, cut), cut - min(skip, cut)),
-                             whole.slice(cut)], type=typ)
+    data = _sliced_chunks(vals, cut, skip, large)
     arr = pd.arrays.ArrowStringArray(data)
     ref, n_ref = _oracle(arr)
     keys = labels.short_string_keys(data)
@@ -243,11 +256,7 @@ def test_grouped_codes_equal_factorize(vals, cut, skip, large):
     # to the element (first appearance, -1 = missing) and its label count, on string and
     # large_string, a sliced chunk (buffer and validity offsets) and a second chunk
     _needs_kernel()
-    typ = pa.large_string() if large else pa.string()
-    whole = pa.array(vals, type=typ)
-    cut = min(cut, len(vals))
-    data = pa.chunked_array([whole.slice(min(skip, cut), cut - min(skip, cut)),
-                             whole.slice(cut)], type=typ)
+    data = _sliced_chunks(vals, cut, skip, large)
     arr = pd.arrays.ArrowStringArray(data)
     ref, n_ref = _oracle(arr)
     with pytest.MonkeyPatch.context() as mp:
@@ -289,13 +298,7 @@ def test_many_shuffled_labels_are_grouped(monkeypatch, string_type):
              "few": ids[rng.integers(0, 600, len(rows))], "short": rows[rng.permutation(1000)]}
     cases["shuffled"][::97] = None
     expect = {"shuffled": True, "sorted": False, "few": False, "short": False}
-    for name, v in cases.items():
-        arr = pd.arrays.ArrowStringArray(pa.chunked_array([pa.array(v, type=string_type)]))
-        assert labels._grouping_pays(arr._pa_array) == expect[name], name
-        ref, n_ref = _oracle(arr)
-        for coded in (string_codes(arr), dense_codes(arr)):
-            np.testing.assert_array_equal(coded[0], ref)
-            assert coded[1] == n_ref
+    _check_decision(cases, labels._grouping_pays, expect, string_type)
 
 
 def test_expected_distinct_share():
