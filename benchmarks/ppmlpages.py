@@ -25,6 +25,7 @@ import itertools
 import json
 import math
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -112,17 +113,22 @@ def table(path: str, run_id: str) -> None:
               f"{med['sys']:.3f} | {med['minflt']:.0f} | {rs[0]['coef']!r} | "
               f"{rs[0]['se']!r} | {max(r['peak_mb'] for r in rs)} | "
               f"{min(r['load_before'] for r in rs)}-{max(r['load_after'] for r in rs)}")
-    # exponents in rows (log of the CPU ratio over log of the rows ratio), per tree and row
-    # order (a panel file ending in "s.parquet" holds the rows sorted by pair)
-    print("tree | rows order | from -> to rows | CPU exponent (user)")
+    # exponents in rows (log of the CPU ratio over log of the rows ratio), per tree and
+    # panel kind, between neighbouring sizes and from the smallest to the largest (the
+    # letters after g<countries> in the file name: "s" rows sorted by pair, "i" the keys
+    # as integers, none the shuffled rows with string keys)
+    kinds = {"": "shuffled", "s": "sorted", "i": "integer keys"}
+    print("tree | panel kind | from -> to rows | CPU exponent (user)")
     groups: dict = {}
     for (panel, tree), v in meds.items():
-        groups.setdefault((tree, panel.endswith("s.parquet")), []).append(v)
-    for (tree, srt), vs in sorted(groups.items()):
+        kind = re.sub(r"^g\d+", "", panel.removesuffix(".parquet"))
+        groups.setdefault((tree, kinds.get(kind, kind)), []).append(v)
+    for (tree, kind), vs in sorted(groups.items()):
         vs.sort()
-        for (r0, c0, u0), (r1, c1, u1) in itertools.pairwise(vs):
+        ends = [(vs[0], vs[-1])] if len(vs) > 2 else []
+        for (r0, c0, u0), (r1, c1, u1) in [*itertools.pairwise(vs), *ends]:
             lr = math.log(r1 / r0)
-            print(f"{tree} | {'sorted' if srt else 'shuffled'} | {r0} -> {r1} | "
+            print(f"{tree} | {kind} | {r0} -> {r1} | "
                   f"{math.log(c1 / c0) / lr:.3f} ({math.log(u1 / u0) / lr:.3f})")
 
 

@@ -347,11 +347,15 @@ def _grouped_codes(values: Any) -> tuple[np.ndarray, int]:
     """:func:`string_codes` by :func:`~twinimpact.core.unitorder.group_strings` (the
     same codes: groups in order of first appearance; ``-1`` = missing): the rows grouped
     by a radix sort of string hashes, no hash table, then each group's code put back at
-    its rows."""
+    its rows, in the sort's scratch (one n-row array less: a fresh mapping above 32 MB,
+    and at 1.9e6 rows 15 MB more of heap at the process peak)."""
     from .unitorder import group_strings, ungroup_codes
 
-    perm, codes, g = group_strings(values)
-    return ungroup_codes(perm, codes, len(values)), g
+    n = len(values)
+    scratch = np.empty(n, dtype=np.int64)
+    perm, codes, g = group_strings(values, scratch.view(np.uint64))
+    out = ungroup_codes(perm, codes, n, scratch if np.intp is np.int64 else None)
+    return out, g
 
 
 def string_codes(values: Any) -> tuple[np.ndarray, int] | None:

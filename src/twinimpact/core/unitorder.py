@@ -357,11 +357,16 @@ def group_strings(labels: Any, tmp: np.ndarray | None = None
     return (perm, codes, g) if k == n else (perm[:k], codes[:k], g)
 
 
-def ungroup_codes(perm: np.ndarray, codes: np.ndarray, n: int) -> np.ndarray:
+def ungroup_codes(perm: np.ndarray, codes: np.ndarray, n: int,
+                  out: np.ndarray | None = None) -> np.ndarray:
     """The codes of :func:`sort_codes` / :func:`group_strings` (``codes[j]`` of row
     ``perm[j]``) back in the ``n`` rows' order (intp; ``-1`` at the rows left out: a
-    missing label)."""
-    out = np.full(n, -1, dtype=np.intp) if len(perm) < n else np.empty(n, dtype=np.intp)
+    missing label), in ``out`` when given (intp, ``n`` rows; e.g. the sort's ``tmp``
+    viewed as intp, free once it returned)."""
+    if out is None:
+        out = np.empty(n, dtype=np.intp)
+    if len(perm) < n:
+        out.fill(-1)
     out[perm] = codes
     return out
 
