@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from twinimpact.core import labels
+from twinimpact.core import labels, unitorder
 from twinimpact.core.labels import partitioned_string_codes, string_codes
 from twinimpact.core.validation import dense_codes
 
@@ -73,7 +73,7 @@ def _check_decision(cases: dict[str, np.ndarray], decide, expect: dict[str, obje
         arr = pd.arrays.ArrowStringArray(pa.chunked_array([pa.array(v, type=string_type)]))
         assert decide(arr._pa_array) == expect[name], name
         ref, n_ref = _oracle(arr)
-        for coded in (string_codes(arr), dense_codes(arr)):
+        for coded in (string_codes(arr), unitorder.code_strings(arr), dense_codes(arr)):
             np.testing.assert_array_equal(coded[0], ref)
             assert coded[1] == n_ref
 
@@ -236,9 +236,7 @@ def test_many_shuffled_short_ids_partitioned_on_keys(monkeypatch, width):
 
 
 def _needs_kernel() -> None:
-    from twinimpact.core.unitorder import _compiled
-
-    if _compiled() is None:  # (the grouping is only taken with the compiled kernel)
+    if unitorder._compiled() is None:  # (the grouping is only taken with the compiled kernel)
         pytest.skip("compiled unitorder kernel not built")
 
 
@@ -252,7 +250,7 @@ _few_or_many = st.one_of(st.lists(_label, max_size=150),
 @given(vals=_few_or_many, cut=st.integers(0, 150), skip=st.integers(0, 5),
        large=st.booleans())
 def test_grouped_codes_equal_factorize(vals, cut, skip, large):
-    # string_codes through group_strings (the decision forced): pandas.factorize's codes
+    # code_strings through group_strings (the decision forced): pandas.factorize's codes
     # to the element (first appearance, -1 = missing) and its label count, on string and
     # large_string, a sliced chunk (buffer and validity offsets) and a second chunk
     _needs_kernel()
@@ -260,8 +258,8 @@ def test_grouped_codes_equal_factorize(vals, cut, skip, large):
     arr = pd.arrays.ArrowStringArray(data)
     ref, n_ref = _oracle(arr)
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(labels, "_grouping_pays", lambda data: True)
-        got, n_got = string_codes(arr)
+        mp.setattr(unitorder, "_grouping_pays", lambda data: True)
+        got, n_got = unitorder.code_strings(arr)
     np.testing.assert_array_equal(got, ref)
     assert n_got == n_ref and got.dtype == np.intp
 
@@ -276,7 +274,7 @@ def test_fe_factorize_grouped_equals_the_object_path(vals, as_index):
     _needs_kernel()
     s = pd.Series(vals, dtype="str")
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(labels, "_grouping_pays", lambda data: True)
+        mp.setattr(unitorder, "_grouping_pays", lambda data: True)
         codes, g = fe.factorize(pd.Index(s) if as_index else s)
     want, uniques = pd.factorize(np.asarray(s.to_numpy()), use_na_sentinel=False)
     np.testing.assert_array_equal(codes, want)
@@ -288,9 +286,9 @@ def test_many_shuffled_labels_are_grouped(monkeypatch, string_type):
     # the decision on small thresholds: shuffled rows of many labels are grouped; sorted
     # rows, few labels, or too few rows are hashed; codes equal pandas.factorize's always
     _needs_kernel()
-    monkeypatch.setattr(labels, "GROUP_MIN_ROWS", 1 << 10)
-    monkeypatch.setattr(labels, "GROUP_SAMPLE", 1 << 8)
-    monkeypatch.setattr(labels, "GROUP_MIN_LABELS", 1000)
+    monkeypatch.setattr(unitorder, "GROUP_MIN_ROWS", 1 << 10)
+    monkeypatch.setattr(unitorder, "GROUP_SAMPLE", 1 << 8)
+    monkeypatch.setattr(unitorder, "GROUP_MIN_LABELS", 1000)
     rng = np.random.default_rng(2)
     ids = np.array([f"C{i:03d}x_C{(7 * i) % 3000:03d}x" for i in range(3000)], dtype=object)
     rows = np.repeat(ids, 4)
@@ -298,12 +296,12 @@ def test_many_shuffled_labels_are_grouped(monkeypatch, string_type):
              "few": ids[rng.integers(0, 600, len(rows))], "short": rows[rng.permutation(1000)]}
     cases["shuffled"][::97] = None
     expect = {"shuffled": True, "sorted": False, "few": False, "short": False}
-    _check_decision(cases, labels._grouping_pays, expect, string_type)
+    _check_decision(cases, unitorder._grouping_pays, expect, string_type)
 
 
 def test_expected_distinct_share():
     # G (1 - exp(-S / G)) / S: all distinct when the labels far outnumber the sample,
     # G / S when the sample sees every label many times
-    assert labels._expected_distinct(1e9, 100) == pytest.approx(1.0, abs=1e-6)
-    assert labels._expected_distinct(10, 10_000) == pytest.approx(1e-3)
-    assert labels._expected_distinct(75_000, 8192) == pytest.approx(0.9473, abs=1e-4)
+    assert unitorder._expected_distinct(1e9, 100) == pytest.approx(1.0, abs=1e-6)
+    assert unitorder._expected_distinct(10, 10_000) == pytest.approx(1e-3)
+    assert unitorder._expected_distinct(75_000, 8192) == pytest.approx(0.9473, abs=1e-4)

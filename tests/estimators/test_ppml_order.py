@@ -262,19 +262,18 @@ def test_when_the_rows_are_ordered(monkeypatch):
 @pytest.mark.parametrize("fes", [["exp_year", "imp_year", "pair"], [("exporter", "year"),
                                                                       "pair"]])
 def test_string_keys_grouped_or_hashed_give_the_same_fit_to_the_bit(monkeypatch, fes):
-    """The fixed-effect keys coded by core.labels' grouping (group_strings, no hash
-    table) or by hashing: the same codes, hence the same fit, bit for bit."""
-    from twinimpact.core import labels
-    from twinimpact.core.unitorder import _compiled
+    """The fixed-effect keys coded by core.unitorder.code_strings' grouping
+    (group_strings, no hash table) or by hashing: the same codes, hence the same fit, bit for bit."""
+    from twinimpact.core import unitorder
 
-    if _compiled() is None:
+    if unitorder._compiled() is None:
         pytest.skip("compiled unitorder kernel not built")
     d = gravity(3, 14, 6, 0.2, 0.1, weights=True)
     fits = {}
     for grouped in (False, True):
         with monkeypatch.context() as mp, warnings.catch_warnings():
             warnings.simplefilter("ignore")  # (the all-zero exporter-year's rows)
-            mp.setattr(labels, "_grouping_pays", lambda data, g=grouped: g)
+            mp.setattr(unitorder, "_grouping_pays", lambda data, g=grouped: g)
             fits[grouped] = ti.ppml(d, outcome="trade", regressors=["rta", "x2"],
                                     fixed_effects=fes, cluster="pair", weights="w")
     a, b = fits[False], fits[True]

@@ -30,8 +30,8 @@ import pandas as pd
 
 from ..errors import SpecificationError, check_literal, format_message
 from ..results import VcovSpec
-from .labels import string_codes
 from .rowblocks import BLOCK, code_sums, pair_sums, row_blocks
+from .unitorder import code_strings
 from .vcov import VCOV_KINDS, sandwich
 
 __all__ = [
@@ -56,14 +56,14 @@ def factorize(values: object) -> tuple[np.ndarray, int]:
     order of first appearance.
 
     A pandas Series (or array) of Arrow strings -- pandas' default string dtype -- is coded
-    on its Arrow data by :func:`~twinimpact.core.labels.string_codes` (the same codes):
+    on its Arrow data by :func:`~twinimpact.core.unitorder.code_strings` (the same codes):
     ``np.asarray`` of it would first build one Python string object per row (at 1e7 rows
     ~0.9 s and ~0.5 GB before any hashing). A column with missing labels takes the general
     path, where they get their own code.
     """
     if isinstance(values, pd.Series | pd.Index):
         values = values.array
-    coded = string_codes(values)
+    coded = code_strings(values)
     if coded is not None and (coded[0].size == 0 or coded[0].min() >= 0):
         return coded
     codes, uniques = pd.factorize(np.asarray(values), use_na_sentinel=False)

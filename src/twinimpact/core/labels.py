@@ -52,16 +52,6 @@ ROWS_PER_PARTITION = 1 << 20
 SAMPLE = 1 << 16
 #: Fibonacci hashing multiplier (2**64 / golden ratio), spreads the key bits
 _MULT = np.uint64(0x9E3779B97F4A7C15)
-#: rows from which :func:`string_codes` may group the rows instead of hashing them
-GROUP_MIN_ROWS = 1 << 18
-#: rows of the spread-out sample of that decision (0.3-0.8 ms at 5e5-1e7 rows)
-GROUP_SAMPLE = 1 << 13
-#: fewest distinct labels for which the grouping is taken. Measured (one process, CPU,
-#: medians of 3; benchmarks/RESULTS.md "PPML's string keys"): grouping / one hash table
-#: 0.87-0.96 at 1e5 labels and 1-2e6 rows of uniform synthetic ids ("C00001x_Z0001"),
-#: 1.12-1.59 at 4e6-1e7 rows, 1.4-2.0 at 5-6e4 labels, 0.3-0.7 from 2e5 labels; 0.42 for
-#: the gravity panel's 102,080 pairs at 1.9e6 rows, 1.7 for its 52,670 at 1e6
-GROUP_MIN_LABELS = 75_000
 
 
 def _arrow_strings(values: Any) -> Any | None:
@@ -318,56 +308,13 @@ def _partitions_for(data: Any) -> int:
     return p
 
 
-def _expected_distinct(labels: float, rows: int) -> float:
-    """Expected share of distinct labels among ``rows`` rows drawn from ``labels``
-    equally frequent labels: ``labels (1 - exp(-rows / labels)) / rows``."""
-    return labels * -np.expm1(-rows / labels) / rows
-
-
-def _grouping_pays(data: Any) -> bool:
-    """Whether :func:`string_codes` should group the rows
-    (:func:`~twinimpact.core.unitorder.group_strings`) rather than hash them: at least
-    :data:`GROUP_MIN_ROWS` rows, the compiled kernel built, a spread-out sample of
-    :data:`GROUP_SAMPLE` rows as distinct as :data:`GROUP_MIN_LABELS` equally frequent
-    labels would make it, and the first :data:`GROUP_SAMPLE` rows > 25% distinct (rows
-    sorted by label hash in cache: one table it is)."""
-    from .unitorder import _compiled
-
-    n, s = len(data), GROUP_SAMPLE
-    if n < GROUP_MIN_ROWS or n >= 2**31 or _compiled() is None:
-        return False
-    step = n // s
-    spread = data.take(np.arange(0, step * s, step))
-    if len(spread.unique()) < _expected_distinct(GROUP_MIN_LABELS, s) * s:
-        return False
-    return len(data.slice(0, s).unique()) > 0.25 * s
-
-
-def _grouped_codes(values: Any) -> tuple[np.ndarray, int]:
-    """:func:`string_codes` by :func:`~twinimpact.core.unitorder.group_strings` (the
-    same codes: groups in order of first appearance; ``-1`` = missing): the rows grouped
-    by a radix sort of string hashes, no hash table, then each group's code put back at
-    its rows, in the sort's scratch (one n-row array less: a fresh mapping above 32 MB,
-    and at 1.9e6 rows 15 MB more of heap at the process peak)."""
-    from .unitorder import group_strings, ungroup_codes
-
-    n = len(values)
-    scratch = np.empty(n, dtype=np.int64)
-    perm, codes, g = group_strings(values, scratch.view(np.uint64))
-    out = ungroup_codes(perm, codes, n, scratch if np.intp is np.int64 else None)
-    return out, g
-
-
 def string_codes(values: Any) -> tuple[np.ndarray, int] | None:
     """``pandas.factorize(values)`` codes (as intp) and label count for an Arrow string
-    array: many labels in no order grouped without a hash table
-    (:func:`_grouping_pays`), else hashed, in partitions when that is faster (short
-    strings as integer keys); None for anything else."""
+    array, hashed in partitions when that is faster (short strings as integer keys);
+    None for anything else."""
     data = _arrow_strings(values)
     if data is None:
         return None
-    if _grouping_pays(data):
-        return _grouped_codes(values)
     p = _partitions_for(data)
     keys = short_string_keys(data)
     if keys is not None:

@@ -49,7 +49,7 @@ import pandas as pd
 
 from .rowblocks import row_blocks
 
-__all__ = ["KERNEL_ENV", "ORDER_ENV", "gather", "group_strings", "should_order", "sort_codes",
+__all__ = ["KERNEL_ENV", "ORDER_ENV", "code_strings", "gather", "group_strings", "should_order", "sort_codes",
            "sort_values", "sortable_values", "ungroup_codes", "wide_enough"]
 
 #: set to ``numpy`` to use the NumPy path even when the compiled kernels were built
@@ -67,6 +67,17 @@ WINDOWS = 8
 MIN_DESCENTS = 1 / 16
 #: low bits of the first pass of the two-pass radix sort
 LO_BITS = 11
+
+#: rows from which :func:`code_strings` may group the rows instead of hashing them
+GROUP_MIN_ROWS = 1 << 18
+#: rows of the spread-out sample of that decision (0.3-0.8 ms at 5e5-1e7 rows)
+GROUP_SAMPLE = 1 << 13
+#: fewest distinct labels for which the grouping is taken. Measured (one process, CPU,
+#: medians of 3; benchmarks/RESULTS.md "PPML's string keys"): grouping / one hash table
+#: 0.87-0.96 at 1e5 labels and 1-2e6 rows of uniform synthetic ids ("C00001x_Z0001"),
+#: 1.12-1.59 at 4e6-1e7 rows, 1.4-2.0 at 5-6e4 labels, 0.3-0.7 from 2e5 labels; 0.42 for
+#: the gravity panel's 102,080 pairs at 1.9e6 rows, 1.7 for its 52,670 at 1e6
+GROUP_MIN_LABELS = 75_000
 
 _LIB: list = []
 
@@ -369,6 +380,47 @@ def ungroup_codes(perm: np.ndarray, codes: np.ndarray, n: int,
         out.fill(-1)
     out[perm] = codes
     return out
+
+
+def _expected_distinct(labels: float, rows: int) -> float:
+    """Expected share of distinct labels among ``rows`` rows drawn from ``labels``
+    equally frequent labels: ``labels (1 - exp(-rows / labels)) / rows``."""
+    return labels * -np.expm1(-rows / labels) / rows
+
+
+def _grouping_pays(data: Any) -> bool:
+    """Whether :func:`code_strings` should group the rows (:func:`group_strings`)
+    rather than hash them: at least
+    :data:`GROUP_MIN_ROWS` rows, the compiled kernel built, a spread-out sample of
+    :data:`GROUP_SAMPLE` rows as distinct as :data:`GROUP_MIN_LABELS` equally frequent
+    labels would make it, and the first :data:`GROUP_SAMPLE` rows > 25% distinct (rows
+    sorted by label hash in cache: one table it is)."""
+    n, s = len(data), GROUP_SAMPLE
+    if n < GROUP_MIN_ROWS or n >= 2**31 or _compiled() is None:
+        return False
+    step = n // s
+    spread = data.take(np.arange(0, step * s, step))
+    if len(spread.unique()) < _expected_distinct(GROUP_MIN_LABELS, s) * s:
+        return False
+    return len(data.slice(0, s).unique()) > 0.25 * s
+
+
+def code_strings(values: Any) -> tuple[np.ndarray, int] | None:
+    """:func:`~twinimpact.core.labels.string_codes` (``pandas.factorize(values)`` codes
+    as intp, ``-1`` = missing, and the label count of an Arrow string array; None for
+    anything else), with many labels in no order (:func:`_grouping_pays`) grouped by
+    :func:`group_strings` instead of hashed: the same codes (groups in order of first
+    appearance), from a radix sort of string hashes without a hash table, each group's
+    code then put back at its rows in the sort's scratch (no further n-row array)."""
+    from .labels import _arrow_strings, string_codes
+
+    data = _arrow_strings(values)
+    if data is None or not _grouping_pays(data):
+        return string_codes(values)
+    n = len(values)
+    scratch = np.empty(n, dtype=np.int64)
+    perm, codes, g = group_strings(values, scratch.view(np.uint64))
+    return ungroup_codes(perm, codes, n, scratch if np.intp is np.int64 else None), g
 
 
 def gather(perm: np.ndarray, arrays: list[Any], out: list[np.ndarray | None] | None = None

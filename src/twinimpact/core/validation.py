@@ -32,10 +32,10 @@ from ..errors import (
     format_message,
     suggest,
 )
-from .labels import string_codes
 from .rowblocks import pair_sums, row_blocks
 from .unitorder import (
     _span_ok,
+    code_strings,
     gather,
     group_strings,
     should_order,
@@ -384,9 +384,10 @@ def dense_codes(values: np.ndarray) -> tuple[np.ndarray, int]:
     """
     if isinstance(values, pd.api.extensions.ExtensionArray):
         if not pd.api.types.is_numeric_dtype(values.dtype):
-            # Arrow strings: hashed in cache-sized partitions when the labels are many
-            # (core.labels); the same codes as pandas.factorize either way
-            coded = string_codes(values)
+            # Arrow strings: many labels in no order grouped without a hash table
+            # (core.unitorder.code_strings), else hashed, in cache-sized partitions when
+            # the labels are many (core.labels); pandas.factorize's codes every way
+            coded = code_strings(values)
             if coded is not None:
                 return coded
             codes, uniques = pd.factorize(values)

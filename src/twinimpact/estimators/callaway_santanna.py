@@ -28,10 +28,10 @@ import pandas as pd
 from scipy import stats
 
 from ..core.fe import factorize
-from ..core.labels import _arrow_strings, short_string_keys, string_codes
+from ..core.labels import _arrow_strings, short_string_keys
 from ..core.rowblocks import row_blocks
 from ..core.threads import blas_single_thread
-from ..core.unitorder import sortable_values
+from ..core.unitorder import code_strings, sortable_values
 from ..core.validation import (
     RowFilter,
     _numeric,
@@ -219,8 +219,8 @@ def _factorize_sorted(values: pd.Series) -> tuple[np.ndarray, pd.Index]:
     values (:func:`~twinimpact.core.unitorder.sortable_values`: the mixed-radix number of
     each id's bytes, first byte most significant, the length last -- byte order, e.g.
     zero-padded ids like "u0001234"); other Arrow strings by
-    :func:`~twinimpact.core.labels.string_codes` (pandas' codes in order of first appearance, hashed in partitions when
-    the labels are many), whose labels (one row each) are then sorted as
+    :func:`~twinimpact.core.unitorder.code_strings` (pandas' codes in order of first appearance; grouped without a
+    hash table, or hashed in partitions, when the labels are many), whose labels (one row each) are then sorted as
     :func:`pandas.factorize` sorts its uniques (``argsort``: Arrow's byte order) and the
     codes renumbered -- labels of at most seven bytes, or all of eight, through one
     integer each (:func:`_byte_order_keys`), the others by Arrow; anything else goes to
@@ -244,7 +244,7 @@ def _factorize_sorted(values: pd.Series) -> tuple[np.ndarray, pd.Index]:
         one = np.empty(k, dtype=np.intp)
         one[codes] = np.arange(len(codes))  # a row of each label (the last)
         return codes, pd.Index(values.array.take(one))
-    coded = string_codes(values.array) if len(values) else None
+    coded = code_strings(values.array) if len(values) else None
     if coded is not None:
         codes, k = coded
         on = codes >= 0
