@@ -305,3 +305,18 @@ def test_expected_distinct_share():
     assert unitorder._expected_distinct(1e9, 100) == pytest.approx(1.0, abs=1e-6)
     assert unitorder._expected_distinct(10, 10_000) == pytest.approx(1e-3)
     assert unitorder._expected_distinct(75_000, 8192) == pytest.approx(0.9473, abs=1e-4)
+
+
+@settings(max_examples=100, deadline=None)
+@given(sizes=st.lists(st.integers(0, 40), min_size=1, max_size=6), size=st.integers(1, 50))
+def test_spread_sample_is_the_strided_take(sizes, size):
+    # chunk by chunk, the same rows as one take of 0, step, 2 step, ... over the whole
+    n = sum(sizes)
+    if n < size:
+        return
+    starts = np.cumsum([0, *sizes[:-1]])
+    data = pa.chunked_array([pa.array([f"r{i}" for i in range(s0, s0 + k)], type=pa.string())
+                             for s0, k in zip(starts, sizes, strict=True)], type=pa.string())
+    step = n // size
+    want = data.take(np.arange(0, step * size, step)).to_pylist()
+    assert labels.spread_sample(data, size).to_pylist() == want

@@ -289,6 +289,24 @@ def partitioned_key_codes(keys: np.ndarray, partitions: int) -> tuple[np.ndarray
     return _renumber(perm, counts, *parts)
 
 
+def spread_sample(data: Any, size: int) -> Any:
+    """Rows ``0, step, 2 step, ...`` (``size`` of them, ``step = len(data) // size``) of
+    a ``pyarrow.ChunkedArray``, taken chunk by chunk (``ChunkedArray.take`` first joins
+    the chunks: at 1.9e6 rows of a 15-chunk string column read from parquet, 0.09 s and
+    38 MB for 8,192 rows)."""
+    import pyarrow as pa
+
+    step = len(data) // size
+    parts, start = [], 0
+    for chunk in data.chunks:
+        first = -start % step
+        k = max(0, min(size * step - start - first, len(chunk) - first))
+        if k > 0:
+            parts.append(chunk.take(np.arange(first, first + k, step)))
+        start += len(chunk)
+    return pa.chunked_array(parts, type=data.type)
+
+
 def _partitions_for(data: Any) -> int:
     """1 (one table) unless the labels are many and come in no order: a spread-out sample
     of ``SAMPLE`` rows is > 85% distinct (so ~2e5+ labels) and so are > 25% of the first
@@ -296,9 +314,7 @@ def _partitions_for(data: Any) -> int:
     n = len(data)
     if n < MIN_ROWS:
         return 1
-    step = n // SAMPLE
-    spread = data.take(np.arange(0, step * SAMPLE, step))
-    if len(spread.unique()) <= 0.85 * SAMPLE:
+    if len(spread_sample(data, SAMPLE).unique()) <= 0.85 * SAMPLE:
         return 1
     if len(data.slice(0, SAMPLE).unique()) <= 0.25 * SAMPLE:
         return 1

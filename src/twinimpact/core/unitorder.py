@@ -402,17 +402,17 @@ def _expected_distinct(labels: float, rows: int) -> float:
 
 def _grouping_pays(data: Any) -> bool:
     """Whether :func:`code_strings` should group the rows (:func:`group_strings`)
-    rather than hash them: at least
-    :data:`GROUP_MIN_ROWS` rows, the compiled kernel built, a spread-out sample of
-    :data:`GROUP_SAMPLE` rows as distinct as :data:`GROUP_MIN_LABELS` equally frequent
-    labels would make it, and the first :data:`GROUP_SAMPLE` rows > 25% distinct (rows
-    sorted by label hash in cache: one table it is)."""
+    rather than hash them: at least :data:`GROUP_MIN_ROWS` rows, the compiled kernel
+    built, a spread-out sample of :data:`GROUP_SAMPLE` rows as distinct as
+    :data:`GROUP_MIN_LABELS` equally frequent labels would make it, and the first
+    :data:`GROUP_SAMPLE` rows > 25% distinct (rows sorted by label hash in cache: one
+    table it is)."""
+    from .labels import spread_sample
+
     n, s = len(data), GROUP_SAMPLE
     if n < GROUP_MIN_ROWS or n >= 2**31 or _compiled() is None:
         return False
-    step = n // s
-    spread = data.take(np.arange(0, step * s, step))
-    if len(spread.unique()) < _expected_distinct(GROUP_MIN_LABELS, s) * s:
+    if len(spread_sample(data, s).unique()) < _expected_distinct(GROUP_MIN_LABELS, s) * s:
         return False
     return len(data.slice(0, s).unique()) > 0.25 * s
 
