@@ -480,6 +480,12 @@ def _compiled_fw():
             fn.rows = lib.ti_fw_rows
             fn.rows.restype = ctypes.c_int
             fn.rows.argtypes = [ctypes.c_int]
+            fn.ring = lib.ti_fw_ring
+            fn.ring.restype = ctypes.c_int
+            fn.ring.argtypes = [ctypes.c_int]
+            fn.ring_hits = lib.ti_fw_ring_hits
+            fn.ring_hits.restype = ctypes.c_int64
+            fn.ring_hits.argtypes = []
             fn.gather = lib.ti_gather_gram
             fn.gather.restype = None
             fn.gather.argtypes = [ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64,
