@@ -582,12 +582,13 @@ TI_EXPORT void ti_fw_gram(int64_t B, int64_t k, const double *bank, const int64_
  * With fewer slots than columns, the last `ring` slots (ti_fw_ring: 32) are a ring of the
  * rows computed most recently that did not get a slot of their own (first requests, and
  * misses once the other slots are taken), each overwriting the oldest: a bootstrap draw
- * returns to a vertex within a few steps about half the time (median gap 9 steps at
- * 20,000 units), long after the slots filled with the first vertices asked twice, so
- * the ring answers those returns -- hits 4% -> 48% of a draw's steps at 20,000 units,
- * 58% -> 63% at 10,000 (RESULTS.md, sdidboot). The ring is a row computed before for
- * the same column: the same numbers. Only in ti_data_row_cached (rows used one at a
- * time); ti_fw_data_side, which holds several rows of a round at once, has none. */
+ * returns to a vertex within 32 steps at a third of its steps (median gap between visits
+ * 9 steps at 20,000 units), long after the slots filled with the first vertices asked
+ * twice, so the ring answers those returns -- rows found 5% -> 45% of the requests at
+ * 20,000 units, 56% -> 60% at 10,000; CPU -22% / -6% (RESULTS.md, run SBT). A ring row
+ * is the row computed before for the same column: the same numbers. Only in
+ * ti_data_row_cached (rows used one at a time); ti_fw_data_side, which holds several
+ * rows of a round at once, has none. */
 #define TI_RING_MAX 64
 typedef struct {
     double *rows;            /* cap x m (the caller's buffer) */

@@ -756,7 +756,7 @@ def control_design(Y: np.ndarray, N0: int, T0: int, intercept: bool,
 #: without a place of their own (``ti_fw_ring``; the one-row-at-a-time loops): a
 #: bootstrap draw returns to a vertex within 32 steps at a third of its steps, long
 #: after the other rows are taken, so the ring serves those returns (rows found 5% -> 45%
-#: of the requests at 20,000 units; RESULTS.md "sdidboot")
+#: of the requests at 20,000 units; RESULTS.md, run SBT)
 _ROW_CACHE_ELEMS = 2**23
 _ROW_SCOPE = threading.local()
 
