@@ -226,6 +226,75 @@ def test_object_labels_arrow_does_not_read_alike_stay_factorized(vals):
     assert _object_strings(np.array(["x", None], dtype=object), 0) is None  # count differs
 
 
+_number = st.one_of(
+    st.integers(-(2**62), 2**62),
+    st.sampled_from([0.0, -0.0, float("nan"), float("inf"), -float("inf"), 0.5, 1.5, 2.0,
+                     1e300, -1e-300, 2.0**53, 2.0**53 + 2]),
+    st.floats(allow_nan=True, allow_infinity=True),
+)
+
+
+@settings(max_examples=150, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(vals=st.lists(_number, min_size=1, max_size=150),
+       dtype=st.sampled_from(["i8", "i4", "u8", "f8", "f4"]), step=st.sampled_from([1, 2]),
+       repeat=st.integers(1, 3))
+def test_group_fixed_is_the_sorted_factorize(kernel, monkeypatch, vals, dtype, step, repeat):
+    """Numbers grouped as the bytes of their values (thresholds off): pandas.factorize's
+    groups (-0.0 and 0.0 one label, NaN missing and left out, every other value its own),
+    in order of first appearance, rows in their order (a strided view too); None exactly
+    where dense_codes may count instead (a narrow range of integers or of floats a whole
+    number apart) or without the compiled kernel."""
+    from twinimpact.core.validation import dense_codes
+
+    monkeypatch.setattr(unitorder, "FIXED_MIN_ROWS", 0)
+    monkeypatch.setattr(unitorder, "FIXED_MIN_LABELS", 0)
+    with np.errstate(all="ignore"):
+        if dtype[0] == "f":
+            x = np.array(vals * repeat, dtype=float).astype(dtype)
+        else:
+            info = np.iinfo(dtype)
+            x = np.array([int(v) % (info.max - info.min + 1) + info.min
+                          for v in vals if isinstance(v, int)] * repeat, dtype=dtype)
+    if not len(x):
+        return
+    x = np.repeat(x, step)[::step] if step > 1 else x   # a strided view when step > 1
+    got = unitorder.group_fixed(x)
+    if kernel == "numpy":
+        assert got is None
+        return
+    if got is None:
+        assert unitorder._may_be_counted(x, x)
+        return
+    want = _sorted_factorize(x)
+    np.testing.assert_array_equal(got[0], want[0])
+    np.testing.assert_array_equal(got[1], want[1])
+    assert got[2] == want[2]
+    # what prepare_panel's path without it gives (dense_codes hashes these labels)
+    plain = unitorder.sort_codes(*dense_codes(x))
+    np.testing.assert_array_equal(got[0], plain[0])
+    np.testing.assert_array_equal(got[1], plain[1])
+
+
+def test_group_fixed_thresholds():
+    """Below the row or label thresholds, and for labels dense_codes counts, the hashing
+    path is left to run (None)."""
+    rng = np.random.default_rng(0)
+    n = unitorder.FIXED_MIN_ROWS
+    wide = rng.integers(0, 2**62, n // 2)[rng.integers(0, n // 2, n)]
+    if unitorder._compiled() is None:
+        pytest.skip("the _unitorder extension is not built")
+    got = unitorder.group_fixed(wide)
+    assert got is not None and got[2] == len(pd.unique(wide))
+    assert unitorder.group_fixed(wide[:-1]) is None              # one row short
+    few = rng.integers(0, 2**62, 1000)[rng.integers(0, 1000, n)]
+    assert unitorder.group_fixed(few) is None                    # few labels
+    narrow = rng.integers(0, n, n).astype(float) + 0.25          # counted by dense_codes
+    assert unitorder.group_fixed(narrow) is None
+    assert unitorder.group_fixed(narrow * 0.5) is not None        # 0.125 apart: hashed
+    assert unitorder.group_fixed(wide.astype(object)) is None
+
+
 def test_group_strings_other_labels():
     assert unitorder.group_strings(np.array(["a", "b"], dtype=object)) is None
     assert unitorder.group_strings(np.arange(3)) is None
@@ -377,13 +446,24 @@ OTHER_IDS = ["long", "long_na", "object", "object_na", "cat", "cat_na", "float",
              "sparse"]
 
 
+@pytest.mark.parametrize("as_bytes", [False, True])
 @pytest.mark.parametrize("ids", OTHER_IDS)
-def test_prepare_panel_orders_other_ids(kernel, monkeypatch, ids):
+def test_prepare_panel_orders_other_ids(kernel, monkeypatch, ids, as_bytes):
     """Ids that are not sortable integers (long strings, object, Categorical, floats, a
     wide integer range, missing ids) are ordered by their codes: the caller's rows, the
     same dropped counts (a missing unit dropped and counted as before), codes that match
     the labels, in order of first appearance as without ordering, units in a Categorical
-    (object and extension labels) or gathered (numbers)."""
+    (object and extension labels) or gathered (numbers). ``as_bytes``: numbers grouped
+    by unitorder.group_fixed (its thresholds off)."""
+    from twinimpact.core import validation
+
+    if as_bytes:
+        monkeypatch.setattr(unitorder, "FIXED_MIN_ROWS", 0)
+        monkeypatch.setattr(unitorder, "FIXED_MIN_LABELS", 0)
+    used = []
+    spied = validation.group_fixed
+    monkeypatch.setattr(validation, "group_fixed",
+                        lambda *a: used.append(spied(*a)) or used[-1])
     d = _relabel(_panel(strings=False), ids)
     d.loc[d.index[::17], "y"] = np.nan
     before = d.copy(deep=True)
@@ -424,6 +504,9 @@ def test_prepare_panel_orders_other_ids(kernel, monkeypatch, ids):
     else:
         np.testing.assert_array_equal(codes, plain.unit_codes[order])
     np.testing.assert_array_equal(ordered.time_codes, plain.time_codes[order])
+    grouped_as_bytes = any(u is not None for u in used)
+    assert grouped_as_bytes == (as_bytes and kernel == "compiled"
+                                and ids in ("float", "float_na", "sparse"))
 
 
 @pytest.mark.parametrize("strings", [True, False])

@@ -37,6 +37,7 @@ from .rowblocks import pair_sums, row_blocks
 from .unitorder import (
     _span_ok,
     gather,
+    group_fixed,
     group_strings,
     should_order,
     sort_codes,
@@ -615,6 +616,9 @@ def _group_units(labels: Any, scratch: np.ndarray, n_missing: int = 0
         if as_arrow is not None:
             grouped = group_strings(as_arrow, scratch)
             del as_arrow
+    if grouped is None:
+        # numbers of a wide range, many of them (float ids, sparse int64 ids), as bytes
+        grouped = group_fixed(labels, scratch)
     if grouped is None:
         if isinstance(labels, pd.Categorical) and _span_ok(len(labels.categories),
                                                            len(labels)):
