@@ -467,8 +467,9 @@ def test_row_cache_ring_on_random_panels(seed, n0, t, rows, form):
     groups = [Group(a=t - 3, rows=g.rows) for g in groups]
     with pytest.MonkeyPatch.context() as mp:
         out = _ring_runs(mp, Y, N0, groups, rows, form, n_reps=3)
-    if 2 * rows < n0:                                  # fewer slots than rows: a ring
-        assert out[32][1] > 0
+    # (whether the ring is read depends on the draw: a ring of one place, at 4 cache rows,
+    # is read only by a return at the next request; test_row_cache_ring_changes_no_bit
+    # checks that it is read)
     for key in (1, 32, "none"):
         for a, b in zip(out[key][0], out[0][0], strict=True):
             assert np.array_equal(a, b), key
