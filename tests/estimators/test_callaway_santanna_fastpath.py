@@ -111,6 +111,73 @@ def test_factorize_sorted_matches_pandas(values, dtype):
     assert labels.equals(labels0) and labels.dtype == labels0.dtype
 
 
+_WIDE_NUMBER = st.one_of(
+    st.integers(-(2**63), 2**63 - 1),
+    st.sampled_from([0.0, -0.0, float("nan"), float("inf"), -float("inf"), 0.5, 1e300]),
+    st.floats(allow_nan=True, allow_infinity=True),
+)
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(_WIDE_NUMBER, min_size=1, max_size=60),
+       st.sampled_from(["int64", "uint64", "int32", "float64", "float32"]))
+def test_factorize_sorted_grouped_numbers_match_pandas(values, dtype):
+    """Many numbers of a wide range grouped by their bytes (unitorder.group_fixed, its
+    thresholds off), the labels sorted and the rows given their ranks: pandas'
+    factorize(sort=True) codes and labels (NaN -> -1; of -0.0 and 0.0 the one seen
+    first, as pandas keeps it)."""
+    import unittest.mock
+
+    from twinimpact.core import unitorder
+
+    if dtype[0] == "f":
+        with np.errstate(over="ignore"):
+            arr = np.array([float(v) for v in values]).astype(dtype)
+    else:
+        info = np.iinfo(dtype)
+        arr = np.array([int(v) % (info.max - info.min + 1) + info.min for v in values
+                        if not isinstance(v, float)] or [0]).astype(dtype)
+    s = pd.Series(arr)
+    with unittest.mock.patch.multiple(unitorder, FIXED_MIN_ROWS=0, FIXED_MIN_LABELS=0):
+        codes, labels = _factorize_sorted(s)
+    codes0, labels0 = pd.factorize(s, sort=True)
+    np.testing.assert_array_equal(codes, codes0)
+    assert labels.equals(labels0) and labels.dtype == labels0.dtype
+    np.testing.assert_array_equal(np.signbit(labels.to_numpy()), np.signbit(labels0.to_numpy()))
+
+
+@pytest.mark.parametrize("ids", ["float", "float_na", "sparse"])
+def test_wide_numeric_ids_grouped_give_the_same_fit(mpdta, ids):
+    """callaway_santanna on float / sparse int64 unit ids: the same numbers bit for bit
+    whether the ids are grouped by their bytes or hashed."""
+    import unittest.mock
+
+    from twinimpact.core import unitorder
+
+    d = mpdta.iloc[np.random.default_rng(0).permutation(len(mpdta))].reset_index(drop=True)
+    u = d["countyreal"].to_numpy()
+    d["countyreal"] = {"float": u / 3.0, "float_na": np.where(u % 41 == 0, np.nan, u / 3.0),
+                       "sparse": u.astype(np.int64) * 1_000_003_577 + 2**40}[ids]
+    from twinimpact.estimators import callaway_santanna as cs_module
+
+    out, used = [], []
+    spied = cs_module.group_fixed
+    for on in (False, True):
+        patch = dict(FIXED_MIN_ROWS=0, FIXED_MIN_LABELS=0) if on else \
+            dict(FIXED_MIN_ROWS=1 << 40)
+        with unittest.mock.patch.multiple(unitorder, **patch), \
+                unittest.mock.patch.object(cs_module, "group_fixed",
+                                           lambda a: used.append(spied(a)) or used[-1]), \
+                warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            r = callaway_santanna(d, **KW, allow_unbalanced_panel=ids == "float_na")
+            dyn = r.aggregate("dynamic")
+        out.append(np.r_[r.params.to_numpy(), np.ravel(r.vcov), dyn.params.to_numpy(),
+                         dyn.std_errors.to_numpy()])
+    assert [u is not None for u in used] == [False, True]  # hashed, then grouped
+    np.testing.assert_array_equal(out[0], out[1])
+
+
 #: labels whose byte order and naive orders could differ: prefixes, a NUL byte ("a" vs
 #: "a\\0" pad alike), DEL, multi-byte UTF-8 (above "z" in byte and code point order), eight
 #: bytes beside shorter ones, longer than eight bytes (Arrow's sort)

@@ -15,6 +15,8 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from twinimpact.estimators import _sdid_inference, _sdid_solver
 from twinimpact.estimators._sdid_inference import (
@@ -407,3 +409,67 @@ def test_row_cache_gives_the_same_numbers_to_the_bit(elems, monkeypatch):
     assert np.array_equal(got[1], ref[1])
     assert np.array_equal(got[2], ref[2])
     assert used and min(used) > 0 and (elems > 600 or max(used) < N0)   # (600: it fills)
+
+
+def _ring_runs(monkeypatch, Y, N0, groups, cache_rows, form, n_reps=5):
+    """Fits, bootstrap (``form``: "design" or "draw") and placebo replicates in forced data
+    form with a row cache of ``cache_rows`` rows of the controls' length, for ring sizes
+    0 (none), 1 and 32 and without any cache; returns the runs and the ring rows read."""
+    fn = _sdid_solver._compiled_fw()
+    _force_data_form(monkeypatch)
+    monkeypatch.setattr(_sdid_inference, "_DESIGN_ELEMS", 2**40 if form == "design" else 0)
+
+    def run(cache_elems, ring):
+        monkeypatch.setattr(_sdid_solver, "_ROW_CACHE_ELEMS", cache_elems)
+        fn.ring(ring)
+        fits, _ = fit_design(Y, np.arange(N0), groups, "sdid")
+        boot = bootstrap_replicates(Y, N0, groups, fits, n_reps, np.random.default_rng(1))[0]
+        plac = placebo_replicates(Y, N0, groups, fits, n_reps, np.random.default_rng(2))
+        return [f.omega for f in fits] + [f.lam for f in fits] + [boot, plac], fn.ring_hits()
+
+    try:
+        out = {ring: run(cache_rows * N0, ring) for ring in (0, 1, 32)}
+        out["none"] = run(0, 0)
+    finally:
+        fn.ring(32)
+    return out
+
+
+@pytest.mark.parametrize("form", ["design", "draw"])
+def test_row_cache_ring_changes_no_bit(form, monkeypatch):
+    """The row cache's ring (``ti_fw_ring``: the rows computed last without a slot of
+    their own, each overwriting the oldest) on a cache of 12 rows (a ring of 3 places,
+    overwritten every few steps): weights, bootstrap draws (in the control-design form,
+    two draws alternating on one cache; or per draw, a cache per draw's design) and
+    placebo replicates equal the loop without a ring and without any cache, bit for bit,
+    and rows were read from the ring (a ring place read after its column moved on, or a
+    column left pointing at a reused place, changes the numbers)."""
+    if _sdid_solver.fw_loop() != "compiled":
+        pytest.skip("the compiled extension is not built")
+    Y, N0, groups = _block_panel(11)
+    out = _ring_runs(monkeypatch, Y, N0, groups, 12, form)
+    assert out[0][1] == 0 and out[1][1] > 0 and out[32][1] > 0
+    for key in (1, 32, "none"):
+        for a, b in zip(out[key][0], out[0][0], strict=True):
+            assert np.array_equal(a, b), key
+
+
+@settings(max_examples=12, deadline=None)
+@given(seed=st.integers(0, 10_000), n0=st.integers(30, 90), t=st.integers(8, 16),
+       rows=st.integers(4, 40), form=st.sampled_from(["design", "draw"]))
+def test_row_cache_ring_on_random_panels(seed, n0, t, rows, form):
+    """As test_row_cache_ring_changes_no_bit on random block panels (controls, periods,
+    cache rows, bootstrap form drawn): the ring of any size gives the numbers of no ring
+    and of no cache, bit for bit."""
+    if _sdid_solver.fw_loop() != "compiled":
+        pytest.skip("the compiled extension is not built")
+    Y, N0, groups = _block_panel(seed, N=n0 + 20, N0=n0, T=t)
+    groups = [Group(a=t - 3, rows=g.rows) for g in groups]
+    with pytest.MonkeyPatch.context() as mp:
+        out = _ring_runs(mp, Y, N0, groups, rows, form, n_reps=3)
+    # (whether the ring is read depends on the draw: a ring of one place, at 4 cache rows,
+    # is read only by a return at the next request; test_row_cache_ring_changes_no_bit
+    # checks that it is read)
+    for key in (1, 32, "none"):
+        for a, b in zip(out[key][0], out[0][0], strict=True):
+            assert np.array_equal(a, b), key

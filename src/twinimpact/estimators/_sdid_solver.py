@@ -480,6 +480,12 @@ def _compiled_fw():
             fn.rows = lib.ti_fw_rows
             fn.rows.restype = ctypes.c_int
             fn.rows.argtypes = [ctypes.c_int]
+            fn.ring = lib.ti_fw_ring
+            fn.ring.restype = ctypes.c_int
+            fn.ring.argtypes = [ctypes.c_int]
+            fn.ring_hits = lib.ti_fw_ring_hits
+            fn.ring_hits.restype = ctypes.c_int64
+            fn.ring_hits.argtypes = []
             fn.gather = lib.ti_gather_gram
             fn.gather.restype = None
             fn.gather.argtypes = [ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64,
@@ -745,7 +751,12 @@ def control_design(Y: np.ndarray, N0: int, T0: int, intercept: bool,
 #: same numbers with or without it (the same rows, computed once by the same code; tested
 #: bit for bit). Issue 13's panel, 50 draws, fresh processes (RESULTS.md, SDID section):
 #: bootstrap 4,000 units 5.24 -> 2.85 s CPU, 10,000 units 13.66 -> 9.15 s; placebo
-#: 6.33 -> 3.62 s and 16.57 -> 15.26 s; peak +33 to +53 MB, still below diff-diff's
+#: 6.33 -> 3.62 s and 16.57 -> 15.26 s; peak +33 to +53 MB, still below diff-diff's.
+#: With fewer rows than columns, its last 32 rows are a ring of the rows computed last
+#: without a place of their own (``ti_fw_ring``; the one-row-at-a-time loops): a
+#: bootstrap draw returns to a vertex within 32 steps at a third of its steps, long
+#: after the other rows are taken, so the ring serves those returns (rows found 5% -> 45%
+#: of the requests at 20,000 units; RESULTS.md, run SBT)
 _ROW_CACHE_ELEMS = 2**23
 _ROW_SCOPE = threading.local()
 

@@ -31,7 +31,7 @@ from ..core.fe import factorize
 from ..core.labels import _arrow_strings, short_string_keys
 from ..core.rowblocks import row_blocks
 from ..core.threads import blas_single_thread
-from ..core.unitorder import code_strings, sortable_values
+from ..core.unitorder import code_strings, group_fixed, sortable_values
 from ..core.validation import (
     RowFilter,
     _numeric,
@@ -237,6 +237,10 @@ def _factorize_sorted(values: pd.Series) -> tuple[np.ndarray, pd.Index]:
             codes, present = _count_codes(small, hi - lo + 1)
             labels = (np.flatnonzero(present) + lo).astype(dt)
             return codes, pd.Index(labels)
+    if isinstance(dt, np.dtype):
+        sorted_codes = _grouped_sorted(values.to_numpy())
+        if sorted_codes is not None:
+            return sorted_codes
     dense = sortable_values(values.array) if _few_byte_values(values.array) else None
     if dense is not None:  # short string ids in byte order: codes by counting
         codes, present = _count_codes(*dense)
@@ -269,6 +273,29 @@ def _factorize_sorted(values: pd.Series) -> tuple[np.ndarray, pd.Index]:
             out[on] = rank[codes[on]]
         return out, pd.Index(labels)
     return pd.factorize(values, sort=True)
+
+
+def _grouped_sorted(arr: np.ndarray) -> tuple[np.ndarray, pd.Index] | None:
+    """:func:`_factorize_sorted` of many distinct numbers of a wide range (float ids,
+    sparse int64 ids), from :func:`~twinimpact.core.unitorder.group_fixed`'s groups (the
+    bytes of each value, no hash table): each group's first row gives its label (the one
+    ``pandas.factorize`` keeps), the labels are sorted and every row gets its label's
+    rank. None where ``group_fixed`` declines (few rows or labels, narrow ranges)."""
+    grouped = group_fixed(arr)
+    if grouped is None:
+        return None
+    perm, codes, k = grouped
+    n = len(arr)
+    # the rows of each label are together, in their order: its first row starts them
+    starts = np.zeros(k, dtype=np.intp)
+    np.cumsum(np.bincount(codes, minlength=k)[:-1], out=starts[1:])
+    uniques = arr[perm[starts]]
+    sorter = np.argsort(uniques)  # (distinct values: any sort gives the same order)
+    rank = np.empty(k, dtype=np.intp)
+    rank[sorter] = np.arange(k)
+    out = np.full(n, -1, dtype=np.intp) if len(perm) < n else np.empty(n, dtype=np.intp)
+    out[perm] = rank[codes]
+    return out, pd.Index(uniques[sorter])
 
 
 def _count_codes(v: np.ndarray, span: int) -> tuple[np.ndarray, np.ndarray]:
