@@ -234,7 +234,6 @@ def col_absmax(x):  # pragma: no cover - compiled
     return out
 
 
-
 @njit(cache=True, nogil=True)
 def renumber_first_seen(codes, n_levels):  # pragma: no cover - compiled
     """Dense codes ``0..n_levels-1`` renumbered, in place, in order of first appearance.

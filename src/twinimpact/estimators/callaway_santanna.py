@@ -31,7 +31,7 @@ from ..core.fe import factorize
 from ..core.labels import _arrow_strings, short_string_keys
 from ..core.rowblocks import row_blocks
 from ..core.threads import blas_single_thread
-from ..core.unitorder import code_strings, group_fixed, sortable_values
+from ..core.unitorder import code_strings, group_fixed, sortable_values, ungroup_codes
 from ..core.validation import (
     RowFilter,
     _numeric,
@@ -285,7 +285,6 @@ def _grouped_sorted(arr: np.ndarray) -> tuple[np.ndarray, pd.Index] | None:
     if grouped is None:
         return None
     perm, codes, k = grouped
-    n = len(arr)
     # the rows of each label are together, in their order: its first row starts them
     starts = np.zeros(k, dtype=np.intp)
     np.cumsum(np.bincount(codes, minlength=k)[:-1], out=starts[1:])
@@ -293,9 +292,7 @@ def _grouped_sorted(arr: np.ndarray) -> tuple[np.ndarray, pd.Index] | None:
     sorter = np.argsort(uniques)  # (distinct values: any sort gives the same order)
     rank = np.empty(k, dtype=np.intp)
     rank[sorter] = np.arange(k)
-    out = np.full(n, -1, dtype=np.intp) if len(perm) < n else np.empty(n, dtype=np.intp)
-    out[perm] = rank[codes]
-    return out, pd.Index(uniques[sorter])
+    return ungroup_codes(perm, rank[codes], len(arr)), pd.Index(uniques[sorter])
 
 
 def _count_codes(v: np.ndarray, span: int) -> tuple[np.ndarray, np.ndarray]:
