@@ -19,6 +19,11 @@
  *    the order of pandas.factorize's codes, without a hash table: a radix sort by hash
  *    bits (streaming), each bucket's strings compared byte for byte (exact), the groups
  *    renumbered by first appearance.
+ *  - ti_first_seen: pandas.factorize's codes of numbers in a narrow range (a direct
+ *    table of first-seen codes indexed by the value's offset from the minimum, in place
+ *    of a hash table).
+ *  - ti_string_ranges / ti_string_first_seen: the same for strings of at most 16 bytes
+ *    whose bytes vary little, read as one exact number of their varying bytes.
  *  - ti_gather: dst_k[j] = src_k[perm[j]] for several columns at once (item sizes 1, 2,
  *    4, 8 bytes, any byte stride of the source), so that each row's index is read once
  *    and the random reads of all columns are in flight together; the rows' sources are
@@ -390,6 +395,175 @@ TI_EXPORT int64_t ti_group_strings(int64_t n, const int32_t *off32, const int64_
         for (int64_t k = newstart[g]; k < newstart[g + 1]; k++) codes[k] = g;
     free(newstart); free(start);
     return G;
+}
+
+/* ti_first_seen: pandas.factorize's codes (order of first appearance) of numbers in a
+ * narrow range, by a direct table instead of a hash table. Row i's value (kind: 0 signed,
+ * 1 unsigned integer, 2 float; size 1/2/4/8 bytes; byte stride `stride`) is read as its
+ * offset from the smallest value (integers: `lo_bits`, the minimum mod 2**64, subtracted
+ * mod 2**64; floats: `lo_f` subtracted, every value an integer of magnitude < 2**53, so
+ * that the difference is exact); table[off] (int32, `span` slots, filled with -1 here)
+ * holds the code of the value met first, or -1. Codes into out (int64). Returns the
+ * number of distinct values, -1 for an offset outside 0..span-1, -2 for a float that is
+ * not such an integer (NaN included): the caller then hashes. No rounding: the codes are
+ * exact. */
+#define TI_TWO53 9007199254740992.0
+TI_EXPORT int64_t ti_first_seen(int64_t n, const void *src, int64_t stride, int kind,
+                                int size, uint64_t lo_bits, double lo_f, int64_t span,
+                                int32_t *table, int64_t *out)
+{
+    const char *p = (const char *)src;
+    int32_t g = 0;
+    memset(table, 0xff, (size_t)span * sizeof(int32_t));
+    for (int64_t i = 0; i < n; i++, p += stride) {
+        uint64_t off;
+        if (kind == 2) {
+            double x = size == 8 ? *(const double *)p : (double)*(const float *)p;
+            if (!(x > -TI_TWO53 && x < TI_TWO53) || x != (double)(int64_t)x) return -2;
+            double d = x - lo_f;
+            if (!(d >= 0.0 && d < (double)span)) return -1;
+            off = (uint64_t)(int64_t)d;
+        } else {
+            uint64_t v;
+            if (kind == 0) {
+                switch (size) {
+                case 1: v = (uint64_t)(int64_t)*(const int8_t *)p; break;
+                case 2: v = (uint64_t)(int64_t)*(const int16_t *)p; break;
+                case 4: v = (uint64_t)(int64_t)*(const int32_t *)p; break;
+                default: v = (uint64_t)*(const int64_t *)p; break;
+                }
+            } else {
+                switch (size) {
+                case 1: v = *(const uint8_t *)p; break;
+                case 2: v = *(const uint16_t *)p; break;
+                case 4: v = *(const uint32_t *)p; break;
+                default: v = *(const uint64_t *)p; break;
+                }
+            }
+            off = v - lo_bits;
+            if (off >= (uint64_t)span) return -1;
+        }
+        int32_t r = table[off];
+        if (r < 0) { r = g++; table[off] = r; }
+        out[i] = r;
+    }
+    return g;
+}
+
+/* Short strings (at most TI_SHORT bytes) read as one exact number in a narrow range,
+ * then coded by first appearance through a direct table (ti_string_first_seen), for
+ * strings whose bytes vary little ("C027x_1995": ten values per digit). A string is its
+ * bytes followed by zeros up to TI_SHORT bytes, plus its length: two strings give the
+ * same number exactly when they are equal (the length tells "a" from "a\0"). */
+#define TI_SHORT 16
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
+/* A string's 16 bytes (zeros past its end) as two little-endian words. */
+static inline void ti_short_words(const uint8_t *data, int64_t data_len, int64_t s,
+                                  int64_t len, uint64_t *w0, uint64_t *w1)
+{
+    uint64_t a = 0, b = 0;
+    if (s + TI_SHORT <= data_len) {
+        memcpy(&a, data + s, 8);
+        memcpy(&b, data + s + 8, 8);
+    } else {
+        uint8_t buf[TI_SHORT] = {0};
+        memcpy(buf, data + s, (size_t)len);
+        memcpy(&a, buf, 8);
+        memcpy(&b, buf + 8, 8);
+    }
+    if (len < 8) { a &= len ? (~(uint64_t)0 >> (64 - 8 * len)) : 0; b = 0; }
+    else if (len < 16) b &= len > 8 ? (~(uint64_t)0 >> (64 - 8 * (len - 8))) : 0;
+    *w0 = a;
+    *w1 = b;
+}
+
+/* ti_string_ranges: mins / maxs (TI_SHORT + 1 entries, updated in place) of each byte
+ * position (zeros past a string's end) and, at index TI_SHORT, of the lengths, over the
+ * n strings at offsets off32 / off64 (one of them, n + 1 entries) into data. Returns 0,
+ * or -1 when a string is longer than TI_SHORT bytes. */
+TI_EXPORT int64_t ti_string_ranges(int64_t n, const int32_t *off32, const int64_t *off64,
+                                   const uint8_t *data, int64_t data_len, int64_t *mins,
+                                   int64_t *maxs)
+{
+    uint8_t mn[TI_SHORT], mx[TI_SHORT];
+    int64_t lmin = mins[TI_SHORT], lmax = maxs[TI_SHORT];
+    for (int j = 0; j < TI_SHORT; j++) { mn[j] = (uint8_t)mins[j]; mx[j] = (uint8_t)maxs[j]; }
+#if defined(__SSE2__)
+    __m128i vmn = _mm_loadu_si128((const __m128i *)mn), vmx = _mm_loadu_si128((const __m128i *)mx);
+#endif
+    for (int64_t i = 0; i < n; i++) {
+        int64_t s = off32 ? off32[i] : off64[i];
+        int64_t len = (off32 ? off32[i + 1] : off64[i + 1]) - s;
+        if (len > TI_SHORT) return -1;
+        if (len < lmin) lmin = len;
+        if (len > lmax) lmax = len;
+        uint64_t w0, w1;
+        ti_short_words(data, data_len, s, len, &w0, &w1);
+#if defined(__SSE2__)
+        __m128i v = _mm_set_epi64x((long long)w1, (long long)w0);
+        vmn = _mm_min_epu8(vmn, v);
+        vmx = _mm_max_epu8(vmx, v);
+#else
+        for (int j = 0; j < TI_SHORT; j++) {
+            uint8_t b = (uint8_t)((j < 8 ? w0 >> (8 * j) : w1 >> (8 * (j - 8))) & 0xff);
+            mn[j] = b < mn[j] ? b : mn[j];
+            mx[j] = b > mx[j] ? b : mx[j];
+        }
+#endif
+    }
+#if defined(__SSE2__)
+    _mm_storeu_si128((__m128i *)mn, vmn);
+    _mm_storeu_si128((__m128i *)mx, vmx);
+#endif
+    for (int j = 0; j < TI_SHORT; j++) { mins[j] = mn[j]; maxs[j] = mx[j]; }
+    mins[TI_SHORT] = lmin;
+    maxs[TI_SHORT] = lmax;
+    return 0;
+}
+
+/* ti_string_first_seen: each string's number sum_k (b[pos[k]] - mins[pos[k]]) * mults[k]
+ * over the nvary positions that vary (position TI_SHORT = the length), looked up in table
+ * (span int32 slots, -1 = not seen; shared across calls for the chunks of one column):
+ * out[i] = the code of the string met first with that number, new codes from g. Returns
+ * the next free code, or -1 for a number outside 0..span-1 (ranges not taken from these
+ * strings). */
+TI_EXPORT int64_t ti_string_first_seen(int64_t n, const int32_t *off32,
+                                       const int64_t *off64, const uint8_t *data,
+                                       int64_t data_len, int64_t nvary, const int32_t *pos,
+                                       const int64_t *mins, const int64_t *mults,
+                                       int64_t span, int32_t *table, int64_t g,
+                                       int64_t *out)
+{
+    int64_t base = 0, lmult = 0;
+    int nb = 0;
+    int sh[TI_SHORT], wd[TI_SHORT];
+    int64_t mu[TI_SHORT];
+    for (int64_t k = 0; k < nvary; k++) {
+        int p = pos[k];
+        base += mins[p] * mults[k];        /* subtracted once: v = sum b * mult - base */
+        if (p == TI_SHORT) { lmult = mults[k]; continue; }
+        wd[nb] = p >> 3;
+        sh[nb] = 8 * (p & 7);
+        mu[nb] = mults[k];
+        nb++;
+    }
+    for (int64_t i = 0; i < n; i++) {
+        int64_t s = off32 ? off32[i] : off64[i];
+        int64_t len = (off32 ? off32[i + 1] : off64[i + 1]) - s;
+        if (len > TI_SHORT || len < 0) return -1;
+        uint64_t w[2];
+        ti_short_words(data, data_len, s, len, &w[0], &w[1]);
+        int64_t v = len * lmult - base;
+        for (int k = 0; k < nb; k++) v += (int64_t)((w[wd[k]] >> sh[k]) & 0xff) * mu[k];
+        if (v < 0 || v >= span) return -1;
+        int32_t r = table[v];
+        if (r < 0) { r = (int32_t)g++; table[v] = r; }
+        out[i] = r;
+    }
+    return g;
 }
 
 static struct PyModuleDef ti_unitorder_module = {

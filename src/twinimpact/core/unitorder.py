@@ -51,12 +51,16 @@ import pandas as pd
 
 from .rowblocks import row_blocks
 
-__all__ = ["KERNEL_ENV", "ORDER_ENV", "code_strings", "gather", "group_fixed", "group_strings",
-           "should_order", "sort_codes", "sort_values", "sortable_values", "ungroup_codes",
+__all__ = ["DIRECT_ENV", "KERNEL_ENV", "ORDER_ENV", "code_numbers", "code_strings",
+           "first_seen", "gather", "group_fixed", "group_strings", "should_order",
+           "sort_codes", "sort_values", "sortable_values", "string_first_seen", "ungroup_codes",
            "wide_enough"]
 
 #: set to ``numpy`` to use the NumPy path even when the compiled kernels were built
 KERNEL_ENV = "TWINIMPACT_UNITORDER_KERNEL"
+#: set to ``hash`` to make :func:`code_numbers` and :func:`string_first_seen` decline
+#: (labels hashed or grouped as before them, to the same codes; tests and A/B runs)
+DIRECT_ENV = "TWINIMPACT_DIRECT_CODES"
 #: ``always`` / ``never`` overrides :func:`should_order` (tests and A/B runs)
 ORDER_ENV = "TWINIMPACT_ORDER_BY_UNIT"
 #: smallest id range for which ordering pays (a float64 per-unit table of 512 KB)
@@ -107,6 +111,14 @@ def _compiled() -> Any:
             lib.ti_group_strings.restype = i64
             lib.ti_group_strings.argtypes = [i64, p, p, p, i64, p, i64, ctypes.c_int, p, p,
                                              p, ctypes.c_int, p]
+            lib.ti_first_seen.restype = i64
+            lib.ti_first_seen.argtypes = [i64, p, i64, ctypes.c_int, ctypes.c_int,
+                                          ctypes.c_uint64, ctypes.c_double, i64, p, p]
+            lib.ti_string_ranges.restype = i64
+            lib.ti_string_ranges.argtypes = [i64, p, p, p, i64, p, p]
+            lib.ti_string_first_seen.restype = i64
+            lib.ti_string_first_seen.argtypes = [i64, p, p, p, i64, i64, p, p, p, i64, p,
+                                                 i64, p]
             lib.ti_gather.restype = ctypes.c_int
             lib.ti_gather.argtypes = [i64, p, p, i64, p, p, p, p]
         except (ImportError, OSError, AttributeError):
@@ -417,17 +429,130 @@ def _grouping_pays(data: Any) -> bool:
     return len(data.slice(0, s).unique()) > 0.25 * s
 
 
+#: longest strings that :func:`string_first_seen` reads as numbers (``TI_SHORT`` in C)
+SHORT_BYTES = 16
+
+
+def _direct_off() -> bool:
+    return os.environ.get(DIRECT_ENV, "").strip().lower() == "hash"
+
+
+def _string_ranges(lib: Any, chunks: list, mins: np.ndarray, maxs: np.ndarray) -> bool:
+    """Update ``mins`` / ``maxs`` with the byte ranges of the chunks' strings
+    (``ti_string_ranges``); False when a string is longer than :data:`SHORT_BYTES`."""
+    from .labels import string_buffers
+
+    for c in chunks:
+        offsets, buf = string_buffers(c)
+        if not len(buf):  # (the kernel reads through a valid pointer)
+            buf = np.zeros(1, dtype=np.uint8)
+        large = offsets.dtype == np.int64
+        if lib.ti_string_ranges(len(c), None if large else offsets.ctypes.data,
+                                offsets.ctypes.data if large else None, buf.ctypes.data,
+                                len(buf), mins.ctypes.data, maxs.ctypes.data) < 0:
+            return False
+    return True
+
+
+def _radix(mins: np.ndarray, maxs: np.ndarray, limit: int
+           ) -> tuple[np.ndarray, np.ndarray, int] | None:
+    """The varying positions, their multipliers and the span of the mixed-radix number of
+    :func:`string_first_seen`; None when the span exceeds ``limit``."""
+    pos = np.flatnonzero(maxs > mins).astype(np.int32)
+    mults = np.empty(len(pos), dtype=np.int64)
+    span = 1
+    for k, j in enumerate(pos):
+        mults[k] = span
+        span *= int(maxs[j] - mins[j] + 1)
+        if span > limit:
+            return None
+    return pos, mults, span
+
+
+def string_first_seen(labels: Any) -> tuple[np.ndarray, int] | None:
+    """``pandas.factorize(labels)`` codes (intp) and the label count of Arrow string
+    labels without missing values whose strings are at most :data:`SHORT_BYTES` bytes and
+    vary little byte by byte (ids such as ``"C027x_1995"``, ``"DEU_FRA"``, zero-padded
+    numbers): each string read as one exact number of its varying bytes and its length
+    (a mixed radix of each position's range, distinct strings distinct numbers) in a
+    range of at most ``4 n + 1000`` values, then coded by first appearance through a
+    direct table (:func:`first_seen` for strings, ``ti_string_first_seen``): two streaming
+    passes over the bytes and no hash table. None for other labels (a longer string, a
+    missing value, a wide range -- checked first on a spread-out sample of
+    :data:`GROUP_SAMPLE` rows), without the compiled kernel or with :data:`DIRECT_ENV`
+    = ``hash``. Measured at 9.6e6 rows of the gravity panel: exporter-year keys (14,200)
+    0.29 s hashed, pair keys (503,390) 0.79 s grouped (:func:`group_strings`), see
+    benchmarks/RESULTS.md "PPML's numeric keys"."""
+    from .labels import _arrow_strings, spread_sample
+
+    data = _arrow_strings(labels)
+    lib = _compiled()
+    n = len(labels)
+    if (data is None or lib is None or _direct_off() or data.null_count or n == 0
+            or n >= 2**31 or np.intp is not np.int64):
+        return None
+    limit = min(4 * n + 1000, 2**31 - 1)
+    chunks = [c for c in data.chunks if len(c)]
+
+    def fresh() -> tuple[np.ndarray, np.ndarray]:
+        mins = np.full(SHORT_BYTES + 1, 255, dtype=np.int64)
+        mins[SHORT_BYTES] = 2**62
+        return mins, np.zeros(SHORT_BYTES + 1, dtype=np.int64)
+
+    if n > GROUP_SAMPLE:
+        import pyarrow as pa
+
+        sample = spread_sample(data, GROUP_SAMPLE)
+        sample = sample.chunks if isinstance(sample, pa.ChunkedArray) else [sample]
+        mins, maxs = fresh()
+        if (not _string_ranges(lib, [c for c in sample if len(c)], mins, maxs)
+                or _radix(mins, maxs, limit) is None):
+            return None
+    mins, maxs = fresh()
+    if not _string_ranges(lib, chunks, mins, maxs):
+        return None
+    radix = _radix(mins, maxs, limit)
+    if radix is None:
+        return None
+    pos, mults, span = radix
+    from .labels import string_buffers
+
+    table = np.full(span, -1, dtype=np.int32)
+    out = np.empty(n, dtype=np.int64)
+    g, start = 0, 0
+    for c in chunks:
+        offsets, buf = string_buffers(c)
+        if not len(buf):
+            buf = np.zeros(1, dtype=np.uint8)
+        large = offsets.dtype == np.int64
+        g = int(lib.ti_string_first_seen(
+            len(c), None if large else offsets.ctypes.data,
+            offsets.ctypes.data if large else None, buf.ctypes.data, len(buf), len(pos),
+            pos.ctypes.data, mins.ctypes.data, mults.ctypes.data, span, table.ctypes.data,
+            g, out[start:].ctypes.data))
+        if g < 0:  # pragma: no cover - the ranges were taken from these strings
+            raise ValueError("string_first_seen: a string outside its ranges")
+        start += len(c)
+    return out, g
+
+
 def code_strings(values: Any) -> tuple[np.ndarray, int] | None:
     """:func:`~twinimpact.core.labels.string_codes` (``pandas.factorize(values)`` codes
     as intp, ``-1`` = missing, and the label count of an Arrow string array; None for
-    anything else), with many labels in no order (:func:`_grouping_pays`) grouped by
+    anything else): short strings whose bytes vary little by :func:`string_first_seen`
+    (a direct table), else with many labels in no order (:func:`_grouping_pays`) grouped by
     :func:`group_strings` instead of hashed: the same codes (groups in order of first
     appearance), from a radix sort of string hashes without a hash table, each group's
     code then put back at its rows in the sort's scratch (no further n-row array)."""
     from .labels import _arrow_strings, string_codes
 
     data = _arrow_strings(values)
-    if data is None or not _grouping_pays(data):
+    if data is None:
+        return None
+    coded = string_first_seen(values)
+    if coded is not None:
+        return coded
+    if not _grouping_pays(data):
         return string_codes(values)
     n = len(values)
     scratch = np.empty(n, dtype=np.int64)
@@ -513,6 +638,76 @@ def group_fixed(labels: Any, tmp: np.ndarray | None = None
     w = values.dtype.itemsize
     offsets = np.arange(0, w * n + 1, w, dtype=np.int32 if w * n < 2**31 else np.int64)
     return _group_bytes(lib, n, offsets, values.view(np.uint8), valid, 0, tmp)
+
+
+def first_seen(labels: np.ndarray) -> tuple[np.ndarray, int] | None:
+    """``pandas.factorize(labels)`` codes (intp, order of first appearance) and the label
+    count of numbers in a narrow range -- integers spanning at most ``4 n + 1000``
+    values, or floats that are all such integers of magnitude below 2**53 -- by one pass
+    through a direct table of first-seen codes indexed by each value's offset from the
+    minimum (``ti_first_seen``) instead of a hash table (``-0.0`` is ``0.0``, as for
+    pandas). None for any other labels (NaN, infinities, fractions, a wide range, other
+    dtypes) or without the compiled kernel. The table is 4 bytes a value of the range
+    (at most ~16 bytes a row) and only the values present are touched: with 14,200
+    exporter-year keys it stays in cache where ``pandas.factorize`` hashes every row."""
+    if not (isinstance(labels, np.ndarray) and labels.ndim == 1
+            and labels.dtype.kind in "iuf" and labels.dtype.itemsize in (1, 2, 4, 8)
+            and not (labels.dtype.kind == "f" and labels.dtype.itemsize < 4)):
+        return None
+    n = len(labels)
+    lib = _compiled()
+    if lib is None or n == 0 or n >= 2**31 or np.intp is not np.int64:
+        return None
+    with np.errstate(invalid="ignore"):
+        lo, hi = labels.min().item(), labels.max().item()  # Python numbers: no overflow
+    if labels.dtype.kind == "f" and not (np.isfinite(lo) and np.isfinite(hi)
+                                         and abs(lo) < 2.0**53 and abs(hi) < 2.0**53
+                                         and lo == int(lo)):
+        return None
+    span = hi - lo + 1
+    if not (span <= 4 * n + 1000 and span < 2**31):
+        return None
+    span = int(span)
+    kind = {"i": 0, "u": 1, "f": 2}[labels.dtype.kind]
+    lo_bits = 0 if kind == 2 else int(lo) % 2**64
+    table = np.empty(span, dtype=np.int32)
+    out = np.empty(n, dtype=np.int64)
+    g = int(lib.ti_first_seen(n, labels.ctypes.data, labels.strides[0], kind,
+                              labels.dtype.itemsize, lo_bits,
+                              float(lo) if kind == 2 else 0.0, span, table.ctypes.data,
+                              out.ctypes.data))
+    if g == -1:  # pragma: no cover - the range was taken from the labels themselves
+        raise ValueError("first_seen: a value outside the labels' range")
+    return (out, g) if g >= 0 else None
+
+
+def code_numbers(labels: Any) -> tuple[np.ndarray, int] | None:
+    """``pandas.factorize(labels)`` codes (intp, order of first appearance) and the label
+    count of a NumPy array of numbers, without ``pandas.factorize``'s hash table where
+    that measurably pays: a narrow range by :func:`first_seen` (a direct table, any
+    number of rows), many labels of a wide range by :func:`group_fixed` (the bytes of
+    the values grouped, from :data:`FIXED_MIN_ROWS` rows and an estimated
+    :data:`FIXED_MIN_LABELS` distinct values) with the codes put back at their rows.
+    None otherwise -- NaN (``core.fe.factorize`` gives it a code of its own),
+    infinities, few labels in a wide range, other dtypes, no compiled kernel, or
+    :data:`DIRECT_ENV` = ``hash``: the caller hashes, to the same codes."""
+    if _direct_off():
+        return None
+    if not (isinstance(labels, np.ndarray) and labels.ndim == 1
+            and labels.dtype.kind in "iuf"):
+        return None
+    coded = first_seen(labels)
+    if coded is not None:
+        return coded
+    if labels.dtype.kind == "f" and np.isnan(labels).any():
+        return None
+    n = len(labels)
+    scratch = np.empty(n, dtype=np.int64) if n >= FIXED_MIN_ROWS else None
+    grouped = group_fixed(labels, None if scratch is None else scratch.view(np.uint64))
+    if grouped is None:
+        return None
+    perm, codes, g = grouped
+    return ungroup_codes(perm, codes, n, scratch if np.intp is np.int64 else None), g
 
 
 def gather(perm: np.ndarray, arrays: list[Any], out: list[np.ndarray | None] | None = None

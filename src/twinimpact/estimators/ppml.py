@@ -154,16 +154,30 @@ def _fe_columns(spec: FixedEffect) -> list[str]:
     return [spec] if isinstance(spec, str) else list(spec)
 
 
+#: largest product of label counts combined into one int64 before it is coded down
+_COMBINED_MAX = 2**62
+
+
 def fe_codes(frame: pd.DataFrame, spec: FixedEffect) -> np.ndarray:
     """Dense codes for one fixed-effect set: a column, or the interaction of several
     columns given as a tuple (``("exporter", "year")`` = fixest ``exporter^year``)."""
     cols = _fe_columns(spec)
     if len(cols) == 1:
         return factorize(frame[cols[0]])[0]
+    # the columns' codes combined in place into one integer in a narrow range (the product
+    # of the label counts), which core.fe.factorize codes through a direct table (in
+    # order of first appearance, as before); coded down again whenever the product could
+    # leave int64 (the same final codes: a one-to-one map of the combinations)
     codes = np.zeros(len(frame), dtype=np.int64)
+    size = 1
     for c in cols:
         cc, g = factorize(frame[c])
-        codes = codes * g + cc
+        if size * g > _COMBINED_MAX:
+            codes, size = factorize(codes)
+            codes = codes.astype(np.int64, copy=False)
+        codes *= g
+        codes += cc
+        size *= g
     return factorize(codes)[0]
 
 
