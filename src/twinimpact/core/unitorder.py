@@ -29,6 +29,13 @@ instead of hashing them:
   counted them).
 * :func:`gather`: every column the estimator uses, gathered once into the new order.
 
+Beside the ordering, the same kernels code labels without a hash table where a direct
+table is exact and cheaper (``core.fe.factorize``, :func:`code_strings`): numbers in a
+narrow range (:func:`first_seen`, :func:`code_numbers`) and short strings whose bytes vary
+little (:func:`string_first_seen`: "C027x_1995" read as one number of its varying bytes)
+get ``pandas.factorize``'s codes, in order of first appearance, from one table indexed by
+the value; :data:`DIRECT_ENV` switches that off.
+
 The caller's frame is untouched: the prepared panel's ``rows`` (positions in the caller's
 frame) say where each row came from. :func:`should_order` and :func:`wide_enough` decide
 (sampled windows of the rows showing ids that fall often -- a panel already sorted by
