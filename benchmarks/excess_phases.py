@@ -6,7 +6,8 @@ function of one ``run_table.py`` case at two sizes, and what exceeds linear grow
 In one process (one BLAS / numba thread): a warm-up fit on a 1e5-row panel of the same
 kind, then for each size the panel of ``run_table._panel`` and ``--repeats`` plain fits of
 ``run_table._fit_fn`` (CPU from ``time.process_time``, user / system time and minor / major
-page faults from ``getrusage``; medians, with min / max) and one fit under cProfile with a
+page faults from ``getrusage``, and the system-wide huge-page faults and direct compaction
+stalls of ``/proc/vmstat`` around each fit; medians, with min / max) and one fit under cProfile with a
 process-time clock. For every function the script reports its own (exclusive) CPU at each
 size and its *excess over linear*: ``own(large) - own(small) * rows(large) / rows(small)``
 -- the seconds by which it grew faster than the rows (negative: slower). The excesses add
@@ -45,15 +46,30 @@ def _usage() -> tuple[float, float, float, int, int]:
     return time.process_time(), r.ru_utime, r.ru_stime, r.ru_minflt, r.ru_majflt
 
 
+#: system-wide kernel counters read around each plain fit (other jobs add to them too):
+#: transparent huge pages faulted in, and direct compactions the faulting task stalled on
+VMSTAT = ("thp_fault_alloc", "compact_stall", "compact_success", "compact_fail")
+
+
+def _vmstat() -> list[int]:
+    try:
+        kv = dict(line.split() for line in open("/proc/vmstat"))
+    except OSError:
+        return [0] * len(VMSTAT)
+    return [int(kv.get(k, 0)) for k in VMSTAT]
+
+
 def measure(case: str, kind: str, size: float, repeats: int) -> dict:
     d = run_table._panel(case, kind, size)
     fit = run_table._fit_fn(case, "twinimpact", d)
-    fits = []
+    fits, vm = [], []
     for _ in range(repeats):
+        v0 = _vmstat()
         a = _usage()
         fit()
         b = _usage()
-        fits.append([y - x for x, y in zip(a, b)])
+        vm.append([y - x for x, y in zip(v0, _vmstat(), strict=True)])
+        fits.append([y - x for x, y in zip(a, b, strict=True)])
     pr = cProfile.Profile(time.process_time)
     pr.enable()
     fit()
@@ -67,7 +83,8 @@ def measure(case: str, kind: str, size: float, repeats: int) -> dict:
     cols = ("cpu", "user", "sys", "minflt", "majflt")
     med = {c: statistics.median(f[i] for f in fits) for i, c in enumerate(cols)}
     spread = {c: [min(f[i] for f in fits), max(f[i] for f in fits)] for i, c in enumerate(cols)}
-    return {"rows": len(d), "fits": fits, "median": med, "spread": spread, "own": own,
+    return {"rows": len(d), "fits": fits, "vmstat": dict(zip(VMSTAT, zip(*vm, strict=True), strict=True)),
+            "median": med, "spread": spread, "own": own,
             "cum": cum}
 
 
@@ -99,6 +116,7 @@ def main() -> None:
            "src": str(Path(twinimpact.__file__).parents[1]),
            "rows": [lo["rows"], hi["rows"]], "repeats": a.repeats,
            "median": [lo["median"], hi["median"]], "spread": [lo["spread"], hi["spread"]],
+           "fits": [lo["fits"], hi["fits"]], "vmstat": [lo["vmstat"], hi["vmstat"]],
            "exponent": {c: b(c) for c in ("cpu", "user", "sys", "minflt")},
            "excess_total_cpu": hi["median"]["cpu"] - k * lo["median"]["cpu"],
            "top": [[f, round(lo["own"].get(f, 0.0), 4), round(hi["own"].get(f, 0.0), 4),
@@ -115,6 +133,11 @@ def main() -> None:
         print(f"  {c:7s} {m0[c]:12.4g} -> {m1[c]:12.4g}  exponent "
               f"{b(c) if b(c) is not None else float('nan'):.3f}  "
               f"(spread at the large size {hi['spread'][c][0]:.4g}-{hi['spread'][c][1]:.4g})")
+    for lab, m in (("small", lo), ("large", hi)):
+        print(f"  per fit at the {lab} size: CPU " + " ".join(f"{f[0]:.3f}" for f in m["fits"])
+              + " | sys " + " ".join(f"{f[2]:.3f}" for f in m["fits"])
+              + " | minflt " + " ".join(str(f[3]) for f in m["fits"])
+              + " | " + ", ".join(f"{k} {list(v)}" for k, v in m["vmstat"].items()))
     print(f"  CPU in excess of linear: {out['excess_total_cpu']:.3f} s; by function "
           "(own CPU small -> large, excess, cumulative small -> large):")
     for f, s0, s1, e, c0, c1 in out["top"]:
