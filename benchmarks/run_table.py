@@ -48,7 +48,11 @@ lock around each child of at least ``--lock-from`` rows (default 1e6) and releas
 between children (so every locked hold is one child, and other jobs get the lock in
 between; ``--lock-hold S`` keeps it across children for up to S seconds, which saves
 queueing for it again on a busy machine); ``lock_wait_s`` records the wait. ``--peer-repeats 1`` times a slow peer once
-while twinimpact keeps ``--repeats``.
+while twinimpact keeps ``--repeats``. ``--big-repeats N`` times N fits (same child, same panel)
+where a twinimpact child times one by default (imputation and did2s from 5e6 rows), so an
+exponent up to 1e7 rows rests on medians at every size; every child also keeps each timed
+fit's CPU / user / system time (``cpu_times``, ``user_times``, ``sys_times``: the spread) and
+the load averages when it started and ended (``loadavg_child``).
 
 Results are appended as JSON lines to ``--jsonl`` and the markdown table is written to
 ``--out`` (default ``benchmarks/results_table.md``).
@@ -643,8 +647,12 @@ SMALL_WARMUP = {"imputation": 1e6, "did2s": 1e6,
 
 def child(case: str, pkg: str, kind: str, size: float, repeats: int) -> dict:
     t0, c0 = time.perf_counter(), time.process_time()
+    load_start = os.getloadavg()
     if size >= BIG_ROWS or (case in SMALL_WARMUP and size >= BIG):
         repeats = 1  # the big panel is made once and fitted once
+        if size < BIG_ROWS and os.environ.get("TI_BENCH_BIG_REPEATS"):
+            # --big-repeats N: N timed fits of the same panel in this child instead
+            repeats = int(os.environ["TI_BENCH_BIG_REPEATS"])
     port = pkg in PORT_PYTHON  # minutes per call: warm-up inside _fit_fn, one timed run
     if port:
         repeats = 1
@@ -673,7 +681,7 @@ def child(case: str, pkg: str, kind: str, size: float, repeats: int) -> dict:
             t0, c0 = time.perf_counter(), time.process_time()
             out = fit()  # warm-up
             first_s, first_cpu = time.perf_counter() - t0, time.process_time() - c0
-    times, cpus, users, syss, flts = [], [], [], [], []
+    times, cpus, users, syss, flts, majs = [], [], [], [], [], []
     for _ in range(repeats):
         r0 = resource.getrusage(resource.RUSAGE_SELF)
         t0, c0 = time.perf_counter(), time.process_time()
@@ -686,6 +694,7 @@ def child(case: str, pkg: str, kind: str, size: float, repeats: int) -> dict:
         users.append(r1.ru_utime - r0.ru_utime)
         syss.append(r1.ru_stime - r0.ru_stime)
         flts.append(r1.ru_minflt - r0.ru_minflt)  # minor page faults (fresh pages)
+        majs.append(r1.ru_majflt - r0.ru_majflt)  # major faults (read from disk / swap)
     traced = None
     if os.environ.get("TI_BENCH_TRACEMALLOC"):
         # one more call under tracemalloc (after the timed ones, so they are not slowed):
@@ -709,6 +718,11 @@ def child(case: str, pkg: str, kind: str, size: float, repeats: int) -> dict:
             "traced_peak_bytes_per_row": traced,
             "cpu_s": statistics.median(cpus), "user_s": statistics.median(users),
             "sys_s": statistics.median(syss), "minflt": statistics.median(flts),
+            # every timed fit, for the spread (min / max) beside the medians
+            "cpu_times": cpus, "user_times": users, "sys_times": syss, "minflts": flts,
+            "majflt": statistics.median(majs),
+            # 1-, 5- and 15-minute load averages (as uptime) when the child started / ended
+            "loadavg_child": [list(load_start), list(os.getloadavg())],
             "first_s": first_s, "first_cpu_s": first_cpu,
             # the whole child's peak (the reset of the peak mark also resets ru_maxrss)
             "peak_mb": max(peak_data, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
@@ -841,6 +855,8 @@ def run_child(args, case, pkg, kind, size, threads) -> dict:
     env["PYTHONPATH"] = args.ti_src if pkg == "twinimpact" else ""
     if args.tracemalloc and pkg == "twinimpact":
         env["TI_BENCH_TRACEMALLOC"] = "1"
+    if getattr(args, "big_repeats", None) and pkg == "twinimpact":
+        env["TI_BENCH_BIG_REPEATS"] = str(args.big_repeats)
     if args.cold_jit:  # a new user's first call: numba compiles (no on-disk cache yet)
         import tempfile
         env["NUMBA_CACHE_DIR"] = tempfile.mkdtemp(prefix="numba-cold-")
@@ -1082,6 +1098,11 @@ def main() -> None:
     ap.add_argument("--peer-repeats", type=int,
                     help="timed fits of the peers' children (default: --repeats), e.g. 1 "
                          "where a peer's fit takes minutes")
+    ap.add_argument("--big-repeats", type=int, metavar="N",
+                    help="twinimpact children that time one fit by default (imputation and "
+                         f"did2s from {BIG:.0e} rows, below {BIG_ROWS:.0e}): N timed fits of "
+                         "the same panel in the child instead (medians; every fit's CPU, user "
+                         "and system time is kept for the spread)")
     ap.add_argument("--mem-cap-gb", type=float, default=10.0)
     ap.add_argument("--timeout", type=float, default=1800)
     ap.add_argument("--peer-python", default="/tmp/venv-peers/bin/python")

@@ -12,6 +12,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -412,6 +414,51 @@ def test_prepare_panel_ordered_holds_the_callers_rows(kernel, monkeypatch, strin
         == lab.max() + 1
     np.testing.assert_array_equal(ordered.time_codes,
                                   plain.time_codes[np.argsort(np.argsort(rows))])
+
+
+
+@pytest.mark.parametrize("ids", ["int", "uint32", "strings", "long_na"])
+@pytest.mark.parametrize("missing_time", [False, True])
+def test_prepare_panel_ordered_keeps_the_same_rows(kernel, monkeypatch, ids, missing_time):
+    """The rows kept before ordering (a missing time drops a row before it, a missing unit
+    leaves it out of the order) are the same ordered or not, and integer ids come back as
+    the caller's labels of those rows (each unit's label from its first row), in the
+    caller's dtype."""
+    d = _panel(strings=ids == "strings", n_units=400)
+    if ids == "uint32":
+        d["unit"] = d["unit"].astype(np.uint32)
+    elif ids == "long_na":
+        d = _relabel(d, "long_na")
+    if missing_time:
+        d["year"] = d["year"].astype(float)
+        d.loc[d.index[3::11], "year"] = np.nan
+    kw = dict(outcome="y", unit="unit", time="year", cohort="cohort", estimator="t",
+              order_by_unit=True)
+    monkeypatch.setenv(unitorder.ORDER_ENV, "never")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        plain = prepare_panel(d, **kw)
+    monkeypatch.setenv(unitorder.ORDER_ENV, "always")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ordered = prepare_panel(d, **kw)
+    rows = ordered.rows
+    assert not np.all(np.diff(rows) > 0)
+    np.testing.assert_array_equal(np.sort(rows), plain.rows)
+    assert ordered.dropped == plain.dropped
+    assert (sum(v for k, v in ordered.dropped.items() if k.startswith("missing time"))
+            == int((d["year"].isna() & d["unit"].notna()).sum()))  # (unit first)
+    f = ordered.frame
+    assert len(f) == len(rows)
+    np.testing.assert_array_equal(f["time"].to_numpy(), d["year"].to_numpy(dtype=float)[rows])
+    np.testing.assert_array_equal(f["y"].to_numpy(), d["y"].to_numpy()[rows])
+    unit = d["unit"].to_numpy()[rows] if ids in ("int", "uint32") else None
+    if unit is not None:
+        assert f["unit"].dtype == d["unit"].dtype
+        np.testing.assert_array_equal(f["unit"].to_numpy(), unit)
+    else:
+        assert list(np.asarray(f["unit"], dtype=object)) == list(
+            np.asarray(d["unit"], dtype=object)[rows])
 
 
 def _relabel(d: pd.DataFrame, ids: str, seed: int = 0) -> pd.DataFrame:

@@ -537,7 +537,10 @@ def prepare_panel(data: Any, *, outcome: str, unit: str, time: str, cohort: str 
             owned.add(_RAW_COHORT)
         perm, arrs, unit_codes, n_unit_levels, raw_g = _order_rows(arrs, grouped, raw_g,
                                                                    owned)
-        rows.keep = keep = rows.keep[perm]
+        # the rows kept so far are perm's rows when they are as many (the rows of a
+        # missing unit, the only ones perm leaves out, are dropped already): no gather
+        rows.keep = keep = (np.ones(len(perm), dtype=bool)
+                            if np.count_nonzero(rows.keep) == len(perm) else rows.keep[perm])
     elif unit_codes is None:
         unit_codes, n_unit_levels = dense_codes(caller_units)
     del grouped
@@ -701,7 +704,11 @@ def _order_rows(arrs: dict[str, Any], grouped: tuple, raw_g: np.ndarray | None,
     column, then recycled ones)."""
     labels = arrs["unit"]
     by_label = not isinstance(labels, np.ndarray) or labels.dtype == object
-    cols: dict[Any, Any] = {c: a for c, a in arrs.items() if c != "unit" or not by_label}
+    # integer ids: a code names one label, so the labels in unit order are each code's
+    # label repeated (its first row's: n_units random reads, not n)
+    by_code = not by_label and labels.dtype.kind in "iu"
+    cols: dict[Any, Any] = {c: a for c, a in arrs.items()
+                            if c != "unit" or not (by_label or by_code)}
     if raw_g is not None:
         cols[_RAW_COHORT] = raw_g
     perm, codes, n_units, scratch = grouped
@@ -719,7 +726,13 @@ def _order_rows(arrs: dict[str, Any], grouped: tuple, raw_g: np.ndarray | None,
         if c in owned:
             pool.append(a)
     del pool
-    if by_label:
+    if by_code:
+        counts = np.bincount(codes, minlength=n_units)
+        present = counts > 0
+        firsts = np.zeros(n_units, dtype=labels.dtype)
+        firsts[present] = labels[perm[(np.cumsum(counts) - counts)[present]]]
+        new["unit"] = np.repeat(firsts, counts)
+    elif by_label:
         if isinstance(labels, pd.Categorical):
             new["unit"] = labels.take(perm)
         else:
