@@ -27,6 +27,8 @@ import twinimpact as ti
 from twinimpact.core import fe, unitorder
 from twinimpact.estimators import ppml as ppml_mod
 
+from ..gravity_cases import gravity_base
+
 pytestmark = pytest.mark.skipif(unitorder._compiled() is None,
                                 reason="the _unitorder extension is not built")
 
@@ -205,21 +207,7 @@ def test_interacted_codes_recoded_before_overflow(monkeypatch, n, k, data):
 
 
 def _gravity(seed_: int, n_c: int, n_y: int, ints: bool) -> pd.DataFrame:
-    rng = np.random.default_rng(seed_)
-    ex, im, yr = (a.ravel() for a in np.meshgrid(np.arange(n_c), np.arange(n_c),
-                                                  np.arange(n_y), indexing="ij"))
-    keep = ex != im
-    ex, im, yr = ex[keep], im[keep], yr[keep]
-    g = rng.normal(0, 1, (n_c, n_y)).cumsum(1) * 0.1 + rng.normal(0, 1, (n_c, 1))
-    rta = ((rng.uniform(size=(n_c, n_c)) < 0.3)[ex, im]
-           & (yr >= rng.integers(0, n_y, (n_c, n_c))[ex, im])).astype(float)
-    x2 = rng.normal(size=len(ex))
-    y = rng.poisson(np.exp(1 + g[ex, yr] + g[im, yr] + 0.3 * rta + 0.1 * x2)).astype(float)
-    y[rng.uniform(size=len(y)) < 0.2] = 0.0
-    y[(ex == 1) & (yr == 0)] = 0.0                 # an all-zero exporter-year: separated
-    d = pd.DataFrame({"exporter": ex, "importer": im, "year": 1990 + yr, "trade": y,
-                      "rta": rta, "x2": x2, "w": rng.uniform(0.5, 2.0, len(y))})
-    d = d.sample(frac=0.9, random_state=seed_).reset_index(drop=True)
+    d = gravity_base(seed_, n_c, n_y, zeros=0.2, missing=0.1, weights=True)
     if ints:
         # numeric ids in a range narrow for these few rows (direct table)
         d["pair"] = d["exporter"] * 100 + d["importer"]

@@ -19,6 +19,8 @@ from twinimpact.errors import TwinImpactError
 from twinimpact.estimators import _fe_sweep, _ppml_kernel
 from twinimpact.estimators._ppml_kernel import ORDER_ENV, fit_order, permute_rows
 
+from ..gravity_cases import gravity_base
+
 #: ordered vs unordered fit on hypothesis' small draws, relative to the largest entry.
 #: Both converge the IRLS to tol=1e-11 and the projections to fe_tol=1e-13, but a tiny
 #: panel can be ill-determined: on main, merely shuffling the rows of the draw
@@ -36,24 +38,9 @@ def gravity(seed: int, n_c: int, n_y: int, zeros: float, missing: float,
     """A small gravity panel with string keys (exporter_importer, exporter_year, ...),
     rows shuffled, some missing, some zero flows, an all-zero exporter-year (separated
     rows) and, with luck, singletons."""
-    rng = np.random.default_rng(seed)
+    d = gravity_base(seed, n_c, n_y, zeros=zeros, missing=missing, weights=weights)
     names = np.array([f"C{i:02d}" for i in range(n_c)])
-    ex, im, yr = (a.ravel() for a in np.meshgrid(np.arange(n_c), np.arange(n_c),
-                                                  np.arange(n_y), indexing="ij"))
-    keep = ex != im
-    ex, im, yr = ex[keep], im[keep], yr[keep]
-    g = rng.normal(0, 1, (n_c, n_y)).cumsum(1) * 0.1 + rng.normal(0, 1, (n_c, 1))
-    rta = ((rng.uniform(size=(n_c, n_c)) < 0.3)[ex, im]
-           & (yr >= rng.integers(0, n_y, (n_c, n_c))[ex, im])).astype(float)
-    x2 = rng.normal(size=len(ex))
-    mu = np.exp(1 + g[ex, yr] + g[im, yr] + 0.3 * rta + 0.1 * x2)
-    y = rng.poisson(mu).astype(float)
-    y[rng.uniform(size=len(y)) < zeros] = 0.0
-    y[(ex == 1) & (yr == 0)] = 0.0
-    d = pd.DataFrame({"exporter": names[ex], "importer": names[im], "year": 1990 + yr,
-                      "trade": y, "rta": rta, "x2": x2,
-                      "w": rng.uniform(0.5, 2.0, len(y)) if weights else 1.0})
-    d = d.sample(frac=1 - missing, random_state=seed).reset_index(drop=True)
+    d["exporter"], d["importer"] = names[d["exporter"]], names[d["importer"]]
     d["pair"] = d["exporter"] + "_" + d["importer"]
     d["exp_year"] = d["exporter"] + "_" + d["year"].astype(str)
     d["imp_year"] = d["importer"] + "_" + d["year"].astype(str)
