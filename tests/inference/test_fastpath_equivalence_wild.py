@@ -23,6 +23,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from twinimpact.core import rowblocks
+from twinimpact.errors import InputError
 from twinimpact.inference import wild_bootstrap as wb
 
 
@@ -107,10 +108,32 @@ def _oracle(d: pd.DataFrame, regs: list[str], fes: list[str], null: float,
     return est, se, t_boot, p
 
 
+def _residual_share(d: pd.DataFrame, regs: list[str], fes: list[str]) -> float:
+    """The norm of the outcome's least-squares residual on the regressors and the
+    fixed-effect dummies (an intercept without them) over the norm of the outcome
+    centred: 0 up to rounding when the design fits every row."""
+    sub = d[["y", *regs, "c", *fes]].dropna()
+    y = sub["y"].to_numpy(float)
+    cols = [sub[regs].to_numpy(float)]
+    cols += ([pd.get_dummies(sub[f].astype(str), dtype=float).to_numpy() for f in fes]
+             if fes else [np.ones((len(y), 1))])
+    z = np.column_stack(cols)
+    resid = y - z @ np.linalg.lstsq(z, y, rcond=None)[0]
+    return float(np.linalg.norm(resid) / np.linalg.norm(y - y.mean()))
+
+
 def _check(seed: int, cluster_kind: str, fes: list[str], two_regs: bool, null: float,
            impose_null: bool) -> None:
     d = _panel(seed, cluster_kind)
     regs = ["x1", "x2"] if two_regs else ["x1"]
+    if _residual_share(d, regs, fes) < 1e-9:
+        # a saturated design (e.g. 6 complete rows, 2 regressors and 4 fixed-effect
+        # parameters): no standard error to bootstrap; refused, not a t from rounding
+        with pytest.raises(InputError, match="fit the outcome exactly"):
+            wb.wild_cluster_bootstrap(d, outcome="y", regressors=regs, cluster="c",
+                                      term="x1", null=null, fixed_effects=fes,
+                                      n_reps=9999, conf_int=False, impose_null=impose_null)
+        return
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         r = wb.wild_cluster_bootstrap(d, outcome="y", regressors=regs, cluster="c",
@@ -133,6 +156,26 @@ def _check(seed: int, cluster_kind: str, fes: list[str], two_regs: bool, null: f
 def test_wild_bootstrap_equals_refit_oracle(seed, cluster_kind, fes, two_regs, null,
                                             impose_null):
     _check(seed, cluster_kind, fes, two_regs, null, impose_null)
+
+
+def test_a_saturated_design_is_refused_not_given_a_p_value_from_rounding():
+    """hypothesis seed 4130 found it: 9 rows, 3 of them missing a regressor, leave 6
+    rows in 2 clusters for 2 regressors and fixed effects f (nested in the clusters) and
+    h: every row is fitted, the CRV1 standard error was 2.7e-15 beside an estimate of
+    5.5, the p-value 0.0 and the bootstrap t statistics ratios of rounding."""
+    d = _panel(19792, "int")
+    assert _residual_share(d, ["x1", "x2"], ["f", "h"]) < 1e-12
+    for impose_null in (True, False):
+        with pytest.raises(InputError, match="fit the outcome exactly") as err:
+            wb.wild_cluster_bootstrap(d, outcome="y", regressors=["x1", "x2"], cluster="c",
+                                      term="x1", fixed_effects=["f", "h"], n_reps=999,
+                                      impose_null=impose_null)
+        assert "6 complete rows" in str(err.value) and "Fix:" in str(err.value)
+    # one fixed effect fewer leaves residual variation: fitted as before
+    r = wb.wild_cluster_bootstrap(d, outcome="y", regressors=["x1", "x2"], cluster="c",
+                                  term="x1", fixed_effects=["f"], n_reps=999,
+                                  conf_int=False)
+    assert np.isfinite(r.std_error) and r.std_error > 1e-6
 
 
 @pytest.mark.parametrize("fes", [[], ["f", "h"]])

@@ -70,6 +70,9 @@ __all__ = [
 ]
 
 WEIGHT_TYPES = ("rademacher", "webb", "mammen", "normal")
+#: the outcome's residual norm (after the regressors and fixed effects) at or below this
+#: share of its norm is an exact fit: rounding, not residual variation
+EXACT_FIT_SHARE = 1e-10
 _TIE_RTOL = 1e-9  # |t*| equal to |t| up to rounding is a tie, and ties are not counted
 
 
@@ -343,7 +346,9 @@ class _Moments:
     beta : (k,) OLS coefficients; w : (k,) ``(X'X)^-1 e_j``; xtx_inv : (k, k);
     coef_y, coef_j : restricted fits of ``y`` and ``x_j`` on the other regressors
     (``(k-1,)``); xu0, xu1, xa : (G, k) per-cluster ``X_g' u0_g``, ``X_g' u1_g``,
-    ``X_g' a_g``; rank : rank of ``X`` (``np.linalg.matrix_rank``'s tolerance).
+    ``X_g' a_g``; rank : rank of ``X`` (``np.linalg.matrix_rank``'s tolerance);
+    resid_share : the norm of ``y``'s residual on ``X`` over the norm of ``y`` (``|R_yy| /
+    ||R_.y||``; NaN when ``X`` is collinear).
     """
 
     beta: np.ndarray
@@ -355,6 +360,7 @@ class _Moments:
     xu1: np.ndarray
     xa: np.ndarray
     rank: int
+    resid_share: float = math.nan
 
     def crv1(self, d: _Design, beta0: float) -> tuple[float, float, float]:
         """CRV1 estimate, standard error and t statistic: the unrestricted residual is
@@ -430,8 +436,10 @@ def _cluster_moments(d: _Design, tall: tuple[np.ndarray, list[int]] | None = Non
             xu0[:, c] += np.bincount(cb, weights=xc * u0, minlength=g)
             xu1[:, c] += np.bincount(cb, weights=xc * ut[1], minlength=g)
             xa[:, c] += np.bincount(cb, weights=xc * ut[2], minlength=g)
+    y_norm = float(np.linalg.norm(r[:, k]))
     return _Moments(beta=beta, w=w, xtx_inv=xtx_inv, coef_y=coef_y, coef_j=coef_j,
-                    xu0=xu0, xu1=xu1, xa=xa, rank=rank)
+                    xu0=xu0, xu1=xu1, xa=xa, rank=rank,
+                    resid_share=abs(float(r[k, k])) / y_norm if y_norm > 0 else 0.0)
 
 
 def _fe_score_parts(d: _Design, m: _Moments) -> tuple[np.ndarray, np.ndarray]:
@@ -690,6 +698,18 @@ def wild_cluster_bootstrap(data: pd.DataFrame, *, outcome: str, regressors: Sequ
         raise InputError(format_message(
             "the regressors are collinear (after the fixed effects)", seen=names,
             fix="drop redundant regressors"))
+    if not moments.resid_share > EXACT_FIT_SHARE:
+        # every row fitted exactly: the CRV1 standard error is rounding (1e-15 beside an
+        # estimate of 5 in a saturated design) and its t statistic meaningless
+        raise InputError(format_message(
+            "the regressors and fixed effects fit the outcome exactly (no residual "
+            "variation left), so the standard error and the t statistic are not defined",
+            where=f"term={term!r}",
+            seen=(f"{n} complete rows, {k} regressor(s)"
+                  + (f", fixed effects {', '.join(map(repr, fes))} ({k_fe} parameters)"
+                     if fes else "")
+                  + f"; residual / outcome norm {moments.resid_share:.1e}"),
+            fix="use fewer regressors or fixed effects, or more rows"))
     k_total = k + k_fe - k_nested
     small = g / (g - 1) * (n - 1) / (n - k_total)
     design = _Design(y=y, x=x, cl=cl, g=g, j=j, fe=fe_codes, small=small)
