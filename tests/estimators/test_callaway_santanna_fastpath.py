@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from twinimpact.core.unitorder import sortable_values
@@ -121,6 +121,9 @@ _WIDE_NUMBER = st.one_of(
 @settings(max_examples=80, deadline=None)
 @given(st.lists(_WIDE_NUMBER, min_size=1, max_size=60),
        st.sampled_from(["int64", "uint64", "int32", "float64", "float32"]))
+# the label of a group is its first row's: 0.0 / -0.0 seen first, then the other
+@example([0.0, 0.0, -0.0, 1.5], "float64")
+@example([-0.0, 0.0, 0.0, 1.5], "float32")
 def test_factorize_sorted_grouped_numbers_match_pandas(values, dtype):
     """Many numbers of a wide range grouped by their bytes (unitorder.group_fixed, its
     thresholds off), the labels sorted and the rows given their ranks: pandas'

@@ -59,7 +59,7 @@ import pandas as pd
 from .rowblocks import row_blocks
 
 __all__ = ["DIRECT_ENV", "KERNEL_ENV", "ORDER_ENV", "code_numbers", "code_strings",
-           "first_seen", "gather", "group_fixed", "group_strings", "should_order",
+           "first_rows", "first_seen", "gather", "group_fixed", "group_strings", "should_order",
            "sort_codes", "sort_values", "sortable_values", "string_first_seen", "ungroup_codes",
            "wide_enough"]
 
@@ -411,6 +411,17 @@ def ungroup_codes(perm: np.ndarray, codes: np.ndarray, n: int,
         out.fill(-1)
     out[perm] = codes
     return out
+
+
+def first_rows(perm: np.ndarray, codes: np.ndarray, k: int
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """``(first, counts)``: each group's first row (a position among the caller's rows)
+    and its number of rows, for rows grouped by code as :func:`sort_values`,
+    :func:`sort_codes`, :func:`group_strings` and :func:`group_fixed` give them
+    (``codes[j]`` of row ``perm[j]``, ascending, each of the ``k`` codes present, a
+    group's rows in their order)."""
+    counts = np.bincount(codes, minlength=k)
+    return perm[np.cumsum(counts) - counts], counts
 
 
 def _expected_distinct(labels: float, rows: int) -> float:

@@ -36,6 +36,7 @@ from .rowblocks import pair_sums, row_blocks
 from .unitorder import (
     _span_ok,
     code_strings,
+    first_rows,
     gather,
     group_fixed,
     group_strings,
@@ -726,20 +727,15 @@ def _order_rows(arrs: dict[str, Any], grouped: tuple, raw_g: np.ndarray | None,
         if c in owned:
             pool.append(a)
     del pool
-    if by_code:
-        counts = np.bincount(codes, minlength=n_units)
-        present = counts > 0
-        firsts = np.zeros(n_units, dtype=labels.dtype)
-        firsts[present] = labels[perm[(np.cumsum(counts) - counts)[present]]]
-        new["unit"] = np.repeat(firsts, counts)
-    elif by_label:
-        if isinstance(labels, pd.Categorical):
-            new["unit"] = labels.take(perm)
+    if isinstance(labels, pd.Categorical):
+        new["unit"] = labels.take(perm)
+    elif by_label or by_code:
+        # each code's label read at its first row (n_units reads, not n)
+        first, counts = first_rows(perm, codes, n_units)
+        if by_code:
+            new["unit"] = np.repeat(labels[first], counts)
         else:
-            # each code's label read at its first row (n_units reads, not n)
-            counts = np.bincount(codes, minlength=n_units)
-            starts = np.cumsum(counts) - counts
-            firsts = labels.take(perm[starts])
+            firsts = labels.take(first)
             cats = (pd.Index(firsts, dtype=object) if isinstance(labels, np.ndarray)
                     else pd.Index(firsts))
             new["unit"] = pd.Categorical.from_codes(codes, dtype=_distinct_dtype(cats),

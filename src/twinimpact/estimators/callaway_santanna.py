@@ -31,7 +31,13 @@ from ..core.fe import factorize
 from ..core.labels import _arrow_strings, short_string_keys
 from ..core.rowblocks import row_blocks
 from ..core.threads import blas_single_thread
-from ..core.unitorder import code_strings, group_fixed, sortable_values, ungroup_codes
+from ..core.unitorder import (
+    code_strings,
+    first_rows,
+    group_fixed,
+    sortable_values,
+    ungroup_codes,
+)
 from ..core.validation import (
     RowFilter,
     _numeric,
@@ -285,10 +291,7 @@ def _grouped_sorted(arr: np.ndarray) -> tuple[np.ndarray, pd.Index] | None:
     if grouped is None:
         return None
     perm, codes, k = grouped
-    # the rows of each label are together, in their order: its first row starts them
-    starts = np.zeros(k, dtype=np.intp)
-    np.cumsum(np.bincount(codes, minlength=k)[:-1], out=starts[1:])
-    uniques = arr[perm[starts]]
+    uniques = arr[first_rows(perm, codes, k)[0]]
     sorter = np.argsort(uniques)  # (distinct values: any sort gives the same order)
     rank = np.empty(k, dtype=np.intp)
     rank[sorter] = np.arange(k)
