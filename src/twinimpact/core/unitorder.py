@@ -343,6 +343,24 @@ def _bucket_bits(n: int) -> int:
     return min(max(int(n).bit_length() + 1, 10), 31)
 
 
+def _kernel_strings(arr: Any) -> tuple[np.ndarray, np.ndarray]:
+    """``(offsets, data)`` of an Arrow string array
+    (:func:`~twinimpact.core.labels.string_buffers`) as the compiled kernels take them: an
+    empty data buffer replaced by one zero byte (the kernels read through a valid
+    pointer)."""
+    from .labels import string_buffers
+
+    offsets, data = string_buffers(arr)
+    return offsets, data if len(data) else np.zeros(1, dtype=np.uint8)
+
+
+def _offset_args(offsets: np.ndarray) -> tuple[int | None, int | None]:
+    """The kernels' two offset arguments: the address of int32 offsets and None, or None
+    and the address of int64 (large_string) offsets."""
+    large = offsets.dtype == np.int64
+    return (None, offsets.ctypes.data) if large else (offsets.ctypes.data, None)
+
+
 def group_strings(labels: Any, tmp: np.ndarray | None = None
                   ) -> tuple[np.ndarray, np.ndarray, int] | None:
     """:func:`sort_codes` of the labels' ``pandas.factorize`` codes (the rows that have a
@@ -354,7 +372,7 @@ def group_strings(labels: Any, tmp: np.ndarray | None = None
     first appearance; the NumPy path codes the strings with
     :func:`~twinimpact.core.labels.string_codes` and sorts the codes (the same bytes).
     ``tmp`` as for :func:`sort_values`."""
-    from .labels import _arrow_strings, string_buffers, string_codes
+    from .labels import _arrow_strings, string_codes
 
     data = _arrow_strings(labels)
     n = len(labels)
@@ -365,9 +383,7 @@ def group_strings(labels: Any, tmp: np.ndarray | None = None
         codes, g = string_codes(labels)
         return sort_codes(codes, g, tmp)
     arr = data.combine_chunks() if data.num_chunks != 1 else data.chunk(0)
-    offsets, data_buf = string_buffers(arr)
-    if not len(data_buf):  # (the kernel reads through a valid pointer)
-        data_buf = np.zeros(1, dtype=np.uint8)
+    offsets, data_buf = _kernel_strings(arr)
     validity = arr.buffers()[0]
     valid = (np.frombuffer(validity, dtype=np.uint8)
              if arr.null_count and validity is not None else None)
@@ -380,7 +396,6 @@ def _group_bytes(lib: Any, n: int, offsets: np.ndarray, data_buf: np.ndarray,
     """The compiled grouping of ``n`` byte strings (``offsets``: ``n + 1`` int32 or int64
     into ``data_buf``; ``valid``: Arrow's validity bits from bit ``valid_bit``, or None)
     for :func:`group_strings` and :func:`group_fixed`."""
-    large = offsets.dtype == np.int64
     perm = np.empty(n, dtype=np.int32)
     codes = np.empty(n, dtype=np.int64)
     if tmp is None or tmp.nbytes < 8 * n or not tmp.flags.c_contiguous:
@@ -388,8 +403,7 @@ def _group_bytes(lib: Any, n: int, offsets: np.ndarray, data_buf: np.ndarray,
     nbits = _bucket_bits(n)
     m = np.zeros(1, dtype=np.int64)
     g = int(lib.ti_group_strings(
-        n, None if large else offsets.ctypes.data, offsets.ctypes.data if large else None,
-        data_buf.ctypes.data, len(data_buf), None if valid is None else valid.ctypes.data,
+        n, *_offset_args(offsets), data_buf.ctypes.data, len(data_buf), None if valid is None else valid.ctypes.data,
         valid_bit,
         nbits, perm.ctypes.data, codes.ctypes.data, tmp.ctypes.data, LO_BITS,
         m.ctypes.data))
@@ -458,16 +472,10 @@ def _direct_off() -> bool:
 def _string_ranges(lib: Any, chunks: list, mins: np.ndarray, maxs: np.ndarray) -> bool:
     """Update ``mins`` / ``maxs`` with the byte ranges of the chunks' strings
     (``ti_string_ranges``); False when a string is longer than :data:`SHORT_BYTES`."""
-    from .labels import string_buffers
-
     for c in chunks:
-        offsets, buf = string_buffers(c)
-        if not len(buf):  # (the kernel reads through a valid pointer)
-            buf = np.zeros(1, dtype=np.uint8)
-        large = offsets.dtype == np.int64
-        if lib.ti_string_ranges(len(c), None if large else offsets.ctypes.data,
-                                offsets.ctypes.data if large else None, buf.ctypes.data,
-                                len(buf), mins.ctypes.data, maxs.ctypes.data) < 0:
+        offsets, buf = _kernel_strings(c)
+        if lib.ti_string_ranges(len(c), *_offset_args(offsets), buf.ctypes.data, len(buf),
+                                mins.ctypes.data, maxs.ctypes.data) < 0:
             return False
     return True
 
@@ -533,19 +541,13 @@ def string_first_seen(labels: Any) -> tuple[np.ndarray, int] | None:
     if radix is None:
         return None
     pos, mults, span = radix
-    from .labels import string_buffers
-
     table = np.full(span, -1, dtype=np.int32)
     out = np.empty(n, dtype=np.int64)
     g, start = 0, 0
     for c in chunks:
-        offsets, buf = string_buffers(c)
-        if not len(buf):
-            buf = np.zeros(1, dtype=np.uint8)
-        large = offsets.dtype == np.int64
+        offsets, buf = _kernel_strings(c)
         g = int(lib.ti_string_first_seen(
-            len(c), None if large else offsets.ctypes.data,
-            offsets.ctypes.data if large else None, buf.ctypes.data, len(buf), len(pos),
+            len(c), *_offset_args(offsets), buf.ctypes.data, len(buf), len(pos),
             pos.ctypes.data, mins.ctypes.data, mults.ctypes.data, span, table.ctypes.data,
             g, out[start:].ctypes.data))
         if g < 0:  # pragma: no cover - the ranges were taken from these strings
