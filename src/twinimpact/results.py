@@ -811,6 +811,9 @@ def warn_nan(terms: Sequence[str], coef: np.ndarray, cov: np.ndarray, why: str,
 
 
 #: how :func:`rounding_variances`' note begins (a refit's note replaces the old one)
+#: a standard error at or below this share of its own (nonzero) estimate is zero by
+#: construction, computed to rounding (:func:`rounding_variances`; sqrt(eps), 1.5e-8)
+SE_ROUNDING_SHARE = math.sqrt(np.finfo(float).eps)
 _ROUNDING_NOTE = "no standard error for "
 #: an effect's SE at most this share of its estimate (t above 1e6) may be rounding of zero
 #: (:func:`rounding_variances`; with the variance at rounding level of the largest effect's)
@@ -887,7 +890,7 @@ def rounding_variances(terms: Sequence[str], coef: np.ndarray, cov: np.ndarray,
     at exactly 0 with exactly 0 variance (a normalised reference period) is kept."""
     b = np.asarray(coef, dtype=float)
     var = np.diag(cov)
-    bound = np.sqrt(np.finfo(float).eps) * np.abs(b)
+    bound = SE_ROUNDING_SHARE * np.abs(b)
     with np.errstate(invalid="ignore"):
         finite = np.isfinite(b) & np.isfinite(var)
         mask = finite & (b != 0.0) & (var <= bound * bound)

@@ -88,6 +88,8 @@ def _oracle(d: pd.DataFrame, regs: list[str], fes: list[str], null: float,
         return float(b[j]), float(np.sqrt(v[j, j]))
 
     est, se = fit(y0)
+    if est != 0.0 and se <= np.sqrt(np.finfo(float).eps) * abs(est):
+        return est, se, None, None  # a variance zero by construction: nothing to bootstrap
     t = (est - null) / se
     if impose_null:
         others = [c for c in range(k) if c != j]
@@ -134,6 +136,15 @@ def _check(seed: int, cluster_kind: str, fes: list[str], two_regs: bool, null: f
                                       term="x1", null=null, fixed_effects=fes,
                                       n_reps=9999, conf_int=False, impose_null=impose_null)
         return
+    est, se, t_boot, p = _oracle(d, regs, fes, null, impose_null)
+    if t_boot is None:
+        # e.g. fixed effects nested in 2-3 clusters that make every cluster's score sum
+        # zero: a standard error of rounding, refused as the estimators refuse it
+        with pytest.raises(InputError, match="zero up to rounding"):
+            wb.wild_cluster_bootstrap(d, outcome="y", regressors=regs, cluster="c",
+                                      term="x1", null=null, fixed_effects=fes,
+                                      n_reps=9999, conf_int=False, impose_null=impose_null)
+        return
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         r = wb.wild_cluster_bootstrap(d, outcome="y", regressors=regs, cluster="c",
@@ -141,7 +152,6 @@ def _check(seed: int, cluster_kind: str, fes: list[str], two_regs: bool, null: f
                                       n_reps=9999, conf_int=False,
                                       impose_null=impose_null)
     assert r.enumerated
-    est, se, t_boot, p = _oracle(d, regs, fes, null, impose_null)
     assert r.estimate == pytest.approx(est, rel=1e-9, abs=1e-12)
     assert r.std_error == pytest.approx(se, rel=1e-9)
     np.testing.assert_allclose(np.sort(r.t_boot), t_boot, rtol=1e-8, atol=1e-10)
@@ -156,6 +166,50 @@ def _check(seed: int, cluster_kind: str, fes: list[str], two_regs: bool, null: f
 def test_wild_bootstrap_equals_refit_oracle(seed, cluster_kind, fes, two_regs, null,
                                             impose_null):
     _check(seed, cluster_kind, fes, two_regs, null, impose_null)
+
+
+def _tiny(seed: int, fes: list[str]) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(5, 12))
+    d = pd.DataFrame({"c": rng.integers(0, 3, n), "x1": rng.normal(size=n),
+                      "f": rng.integers(0, 3, n), "h": rng.integers(0, 3, n),
+                      "k": rng.integers(0, 3, n), "y": rng.normal(size=n)})
+    return d
+
+
+@pytest.mark.parametrize(("seed", "fes", "match"), [
+    # saturated (8 rows, 1 + 7 parameters): was an SE of 2.3e-17 beside 0.21 and p = 0
+    (6, ["f", "h", "k"], "no residual degrees of freedom"),
+    # saturated, 6 rows: was ZeroDivisionError / "math domain error" from the
+    # small-sample factor
+    (27, ["f", "h", "k"], "no residual degrees of freedom"),
+    (23, ["f", "h", "k"], "no residual degrees of freedom"),
+])
+def test_designs_without_residual_degrees_of_freedom_are_refused(seed, fes, match):
+    d = _tiny(seed, fes)
+    with pytest.raises(InputError, match=match) as err:
+        wb.wild_cluster_bootstrap(d, outcome="y", regressors=["x1"], cluster="c",
+                                  term="x1", fixed_effects=fes, n_reps=99, conf_int=False)
+    assert "fit the outcome exactly" in str(err.value) and "Fix:" in str(err.value)
+
+
+def test_a_standard_error_of_rounding_is_refused():
+    """Residual variation left, but the cluster-robust variance is zero by construction
+    (found by a scan of tiny designs: the estimate, its SE below 1e-8 of it): refused by
+    the estimators' rounding rule instead of a p-value from rounding."""
+    found = 0
+    for seed in range(400):
+        d = _tiny(seed, ["f"])
+        if d["c"].nunique() < 2 or _residual_share(d, ["x1"], ["f"]) < 1e-9:
+            continue  # (saturated designs: the test above)
+        if _oracle(d, ["x1"], ["f"], 0.0, True)[2] is not None:
+            continue
+        found += 1
+        with pytest.raises(InputError, match="zero up to rounding"):
+            wb.wild_cluster_bootstrap(d, outcome="y", regressors=["x1"], cluster="c",
+                                      term="x1", fixed_effects=["f"], n_reps=99,
+                                      conf_int=False)
+    assert found >= 3
 
 
 def test_a_saturated_design_is_refused_not_given_a_p_value_from_rounding():

@@ -59,6 +59,7 @@ from ..errors import (
     format_message,
     renamed_keyword,
 )
+from ..results import SE_ROUNDING_SHARE
 
 __all__ = [
     "WEIGHT_TYPES",
@@ -689,9 +690,27 @@ def wild_cluster_bootstrap(data: pd.DataFrame, *, outcome: str, regressors: Sequ
     if fe_codes:
         dm = demean(np.column_stack([y, x]), list(fe_codes))
         y, x = dm.x[:, 0], dm.x[:, 1:]
-    k_fe, k_nested = fe_dof(list(fe_codes), [cl]) if fe_codes else (0, 0)
     n, k = x.shape
+    # (as the OLS fits' variance: the two sets' redundancies counted exactly where the
+    # default count would leave no residual degree of freedom)
+    k_fe, k_nested = (fe_dof(list(fe_codes), [cl], n_obs=n, n_slopes=k) if fe_codes
+                      else (0, 0))
     j = names.index(term)
+    fe_text = f", fixed effects {', '.join(map(repr, fes))}" if fes else ""
+
+    def exact_fit(why: str) -> InputError:
+        # every row fitted exactly: the CRV1 standard error is rounding (1e-15 or 1e-17
+        # beside an estimate of 0.2-5 in saturated designs), its small-sample factor 1/0
+        # or negative, its t statistic meaningless
+        return InputError(format_message(
+            f"the regressors and fixed effects fit the outcome exactly ({why}), so the "
+            "standard error and the t statistic are not defined", where=f"term={term!r}",
+            seen=f"{n} complete rows, {k} regressor(s){fe_text}",
+            fix="use fewer regressors or fixed effects, or more rows"))
+
+    if n <= k + k_fe:  # as core.vcov.sandwich: no residual degrees of freedom
+        raise exact_fit(f"no residual degrees of freedom: {k + k_fe} parameters "
+                        "including fixed effects, counted as fixest does")
     design = _Design(y=y, x=x, cl=cl, g=g, j=j, fe=fe_codes, small=math.nan)
     moments = _cluster_moments(design)
     if moments.rank < k:
@@ -699,17 +718,8 @@ def wild_cluster_bootstrap(data: pd.DataFrame, *, outcome: str, regressors: Sequ
             "the regressors are collinear (after the fixed effects)", seen=names,
             fix="drop redundant regressors"))
     if not moments.resid_share > EXACT_FIT_SHARE:
-        # every row fitted exactly: the CRV1 standard error is rounding (1e-15 beside an
-        # estimate of 5 in a saturated design) and its t statistic meaningless
-        raise InputError(format_message(
-            "the regressors and fixed effects fit the outcome exactly (no residual "
-            "variation left), so the standard error and the t statistic are not defined",
-            where=f"term={term!r}",
-            seen=(f"{n} complete rows, {k} regressor(s)"
-                  + (f", fixed effects {', '.join(map(repr, fes))} ({k_fe} parameters)"
-                     if fes else "")
-                  + f"; residual / outcome norm {moments.resid_share:.1e}"),
-            fix="use fewer regressors or fixed effects, or more rows"))
+        raise exact_fit(f"no residual variation left: residual / outcome norm "
+                        f"{moments.resid_share:.1e}")
     k_total = k + k_fe - k_nested
     small = g / (g - 1) * (n - 1) / (n - k_total)
     design = _Design(y=y, x=x, cl=cl, g=g, j=j, fe=fe_codes, small=small)
@@ -720,6 +730,16 @@ def wild_cluster_bootstrap(data: pd.DataFrame, *, outcome: str, regressors: Sequ
     else:
         v = draw_weights(weights, g, int(n_reps), np.random.default_rng(seed))
     est, se, t = moments.crv1(design, null)
+    if est != 0.0 and se <= SE_ROUNDING_SHARE * abs(est):
+        # the estimators' rule (results.rounding_variances): e.g. 2 clusters whose score
+        # sums fixed effects nested in them make zero gave 6e-16 beside an estimate of 0.3
+        raise InputError(format_message(
+            "the cluster-robust standard error is zero up to rounding (below 1e-8 of the "
+            "estimate): zero by construction in these data, not a measured precision, so "
+            "the t statistic is not defined", where=f"term={term!r}",
+            seen=f"estimate {est:.6g}, standard error {se:.2g}, {g} clusters{fe_text}",
+            fix="cluster by a variable with more groups, or use fewer fixed effects "
+                "nested in the clusters"))
     path = _WCRPath(design, v, moments)
     # WCU resamples the unrestricted residuals u(betahat_j) and centres at the estimate
     t_boot = path.statistics(null if impose_null else est)
