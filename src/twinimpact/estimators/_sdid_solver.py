@@ -486,6 +486,15 @@ def _compiled_fw():
             fn.ring_hits = lib.ti_fw_ring_hits
             fn.ring_hits.restype = ctypes.c_int64
             fn.ring_hits.argtypes = []
+            fn.prune = lib.ti_fw_prune
+            fn.prune.restype = ctypes.c_int64
+            fn.prune.argtypes = [ctypes.c_int64, ctypes.c_double]
+            fn.prune_stats = lib.ti_fw_prune_stats
+            fn.prune_stats.restype = None
+            fn.prune_stats.argtypes = [ctypes.c_void_p]
+            fn.rescale = lib.ti_fw_rescale
+            fn.rescale.restype = ctypes.c_double
+            fn.rescale.argtypes = [ctypes.c_double]
             fn.gather = lib.ti_gather_gram
             fn.gather.restype = None
             fn.gather.argtypes = [ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64,
