@@ -32,17 +32,20 @@ def _fn():
 
 
 def _stats(fn) -> np.ndarray:
-    out = np.zeros(5, dtype=np.int64)
+    out = np.zeros(6, dtype=np.int64)
     fn.prune_stats(out.ctypes.data)
-    return out      # steps, candidates, renewals, catch-ups of all, steps replayed
+    # steps, candidates, renewals, catch-ups of all, steps replayed, handed to the full loop
+    return out
 
 
-def _runs(Y, N0, groups, n_reps, fn, min_m, alpha=1.0, rescale=1e-100):
+def _runs(Y, N0, groups, n_reps, fn, min_m, alpha=1.0, rescale=1e-100, giveup=1e9):
     """Fits, bootstrap draws and placebo replicates with the pruned loop from ``min_m``
     columns (-1: never) and renewal rule ``alpha``; returns (arrays, pruning stats)."""
     default_min = fn.prune(-2, 0.0)
     fn.prune(min_m, alpha)
     fn.rescale(rescale)
+    default_giveup = fn.prune_giveup(-1.0)      # (a negative share reads it)
+    fn.prune_giveup(giveup)
     try:
         fits, _ = fit_design(Y, np.arange(N0), groups, "sdid")
         boot = bootstrap_replicates(Y, N0, groups, fits, n_reps, np.random.default_rng(1))[0]
@@ -51,6 +54,7 @@ def _runs(Y, N0, groups, n_reps, fn, min_m, alpha=1.0, rescale=1e-100):
     finally:
         fn.prune(default_min, 1.0)
         fn.rescale(1e-100)
+        fn.prune_giveup(default_giveup)
     arrays = [f.omega for f in fits] + [f.lam for f in fits] + [boot, plac]
     iters = [_strip(f.iterations) for f in fits]
     return arrays, iters, stats
@@ -136,3 +140,52 @@ def test_pruned_loop_on_random_panels(seed, n0, t, alpha, form, dup):
         ref = _runs(Y, N0, groups, 3, fn, -1)
         got = _runs(Y, N0, groups, 3, fn, 0, alpha)
     _same(got, ref)
+
+
+@pytest.mark.parametrize("form", ["design", "draw"])
+def test_pruned_loop_handed_to_the_full_loop(form, monkeypatch):
+    """A problem whose pruned steps cost more than a share of the full loop's (here any:
+    share 0) goes on with the full loop from step 256, every coordinate brought up to
+    date first: the full loop's numbers, bit for bit, with and without a row cache."""
+    fn = _fn()
+    _force_data_form(monkeypatch)
+    monkeypatch.setattr(_sdid_inference, "_DESIGN_ELEMS", 2**40 if form == "design" else 0)
+    Y, N0, groups = _block_panel(9, N=150, N0=110)
+    for cache in (None, 0):
+        if cache is not None:
+            monkeypatch.setattr(_sdid_solver, "_ROW_CACHE_ELEMS", cache)
+        ref = _runs(Y, N0, groups, 3, fn, -1)
+        got = _runs(Y, N0, groups, 3, fn, 0, giveup=0.0)
+        _same(got, ref)
+        assert got[2][5] > 0
+
+
+def test_pruning_hands_a_placebo_like_problem_to_the_full_loop():
+    """The default share (0.75): a problem whose target is the mean of random controls
+    (a placebo's: half-gradients close together, most coordinates pass the bound) is
+    handed to the full loop; the point fit of a panel whose treated units differ keeps
+    pruning."""
+    fn = _fn()
+    assert fn.prune_giveup(-1.0) == 0.75
+    rng = np.random.default_rng(3)
+    n, m = 20, 600
+    D = rng.normal(size=(n, m)) + rng.normal(size=(n, 1))
+    D -= D.mean(axis=0)
+    stats = {}
+    for name, b in (("placebo-like", D[:, :60].mean(axis=1)),
+                    ("treated apart", D[:, :60].mean(axis=1) + 3.0 * np.linspace(-1, 1, n))):
+        P = _sdid_solver.DataProblems(D=np.ascontiguousarray(D), cmap=None,
+                                      Atb=(D.T @ b)[None, :], bb=np.array([b @ b]),
+                                      x0=np.full((1, m), 1.0 / m), n=n, zeta=0.05)
+        out = {}
+        for min_m in (-1, 0):
+            default_min = fn.prune(-2, 0.0)
+            fn.prune(min_m, 1.0)
+            try:
+                out[min_m] = _sdid_solver.fw_gram_sets([P], min_decrease=1e-9, max_iter=3000)[0]
+                stats[name, min_m] = _stats(fn)
+            finally:
+                fn.prune(default_min, 1.0)
+        assert np.array_equal(out[0][0], out[-1][0]) and out[0][1] == out[-1][1], name
+    assert stats["placebo-like", 0][5] == 1
+    assert stats["treated apart", 0][5] == 0 and stats["treated apart", 0][0] > 2000

@@ -843,23 +843,33 @@ typedef struct {
  * renewal when replays since the last reach ti_prune_alpha passes' worth */
 static int64_t ti_prune_min = 8192;
 static double ti_prune_alpha = 1.0;
-static int64_t ti_prune_stats[5];   /* steps, candidates, renewals, catch-ups of all,
-                                     * steps replayed */
+static int64_t ti_prune_stats[6];   /* steps, candidates, renewals, catch-ups of all,
+                                     * steps replayed, problems handed to the full loop */
+/* a problem whose pruned steps cost more than this share of the full loop's steps without
+ * cached rows (n m + 4 k each) goes on with the full loop (checked every 64 steps from
+ * the 256th) */
+static double ti_prune_giveup = 0.75;
 
 /* Set the pruned loop's threshold (min_m >= 0 columns; -1 never; below -1: leave it) and
  * renewal rule (alpha > 0; else leave it); zeroes the counts (ti_fw_prune_stats) and
  * returns the threshold now set. */
+TI_EXPORT double ti_fw_prune_giveup(double share)
+{
+    if (share >= 0.0) ti_prune_giveup = share;
+    return ti_prune_giveup;
+}
+
 TI_EXPORT int64_t ti_fw_prune(int64_t min_m, double alpha)
 {
     if (min_m >= -1) ti_prune_min = min_m;
     if (alpha > 0.0) ti_prune_alpha = alpha;
-    for (int l = 0; l < 5; l++) ti_prune_stats[l] = 0;
+    for (int l = 0; l < 6; l++) ti_prune_stats[l] = 0;
     return ti_prune_min;
 }
 
 TI_EXPORT void ti_fw_prune_stats(int64_t *out)
 {
-    for (int l = 0; l < 5; l++) out[l] = ti_prune_stats[l];
+    for (int l = 0; l < 6; l++) out[l] = ti_prune_stats[l];
 }
 
 /* g[l] = a[l] . b for l < 8 (unused lanes: any column), each over t in the row kernel's
@@ -1063,7 +1073,7 @@ static void ti_prune_parts(const ti_pws *W, int64_t k, const int64_t *cm, const 
 
 /* one problem (b) by the pruned loop; the same weights, iterations and convergence flag
  * as ti_step's loops (h is left partly out of date: the callers do not read it back) */
-static void ti_fw_prune_one(const ti_args *A, ti_pws *W, int64_t b)
+static void ti_fw_prune_one(const ti_args *A, ti_pws *W, ti_cache *Cc, int64_t b)
 {
     const int64_t k = A->k, n = A->n, m = A->m;
     const int64_t *cm = ti_cmap(A, b);
@@ -1082,6 +1092,7 @@ static void ti_fw_prune_one(const ti_args *A, ti_pws *W, int64_t b)
     ti_prob P;
     ti_start(A, &P, b);
     int64_t nlog = 0, nprev = 0, since = 0, renewals = 0, cands = 0;
+    double work = 0.0;   /* the pruned steps' work so far, in multiply-adds */
     double C = 0.0, S = 0.0, Sr = 0.0, nWr = 0.0;
     for (int64_t l = 0; l < n; l++) W->W[l] = W->Wr[l] = W->e[l] = 0.0;
     int have_q = 0, have_e = 0;
@@ -1151,6 +1162,7 @@ static void ti_fw_prune_one(const ti_args *A, ti_pws *W, int64_t b)
             nWr = sqrt(w2);
             cands = 0;
             renewals++;
+            work += 2.0 * (double)m * (double)n + 8.0 * (double)k;
             ti_prune_stats[2]++;
             ti_prune_parts(W, k, cm, at, yb, eta, kap, kap2, 1, have_e, ne2);
         }
@@ -1212,16 +1224,30 @@ static void ti_fw_prune_one(const ti_args *A, ti_pws *W, int64_t b)
         ti_prune_stats[1] += nc;
         ti_prune_stats[4] += since - since0;
         cands += nc;
+        work += (double)(nc + since - since0) * (double)(n + 8) + 4.0 * (double)k;
         P.i = bi;
         int64_t *tmp = W->prev; W->prev = W->cand; W->cand = tmp;
         nprev = nc;
         if (ti_stop(A, &P, val)) return;
+        if (P.t >= 256 && P.t % 64 == 0
+                && work > ti_prune_giveup * (double)P.t * ((double)m * (double)n + 4.0 * k)) {
+            /* pruning does not pay here (half-gradients close together, as a placebo's):
+             * every coordinate up to date, then the full loop's steps to the end */
+            for (int64_t j = 0; j < k; j++)
+                if (W->tau[j] < nlog) ti_catch_up(A, W, j, cm ? cm[j] : j, at, hb, eta, nlog);
+            ti_prune_stats[5]++;
+            if (Cc->cap > 0)
+                while (!ti_step(A, &P, NULL, ti_data_row_cached(A, &P, Cc))) {}
+            else
+                while (!ti_step(A, &P, NULL, ti_data_row(A, &P))) {}
+            return;
+        }
     }
 }
 
 /* every problem of a ti_fw_data call by the pruned loop (one by one); returns 0 without
  * memory for its arrays (the caller then runs its own loop) */
-static int ti_fw_data_pruned(const ti_args *A, int64_t B)
+static int ti_fw_data_pruned(const ti_args *A, ti_cache *Cc, int64_t B)
 {
     const int64_t k = A->k, n = A->n, m = A->m, L = A->max_iter + 1;
     ti_pws W;
@@ -1242,7 +1268,7 @@ static int ti_fw_data_pruned(const ti_args *A, int64_t B)
     W.v = dk; W.atp = dk + k; W.pe = dk + 2 * k; W.rho = dk + 3 * k; W.base0 = dk + 4 * k;
     W.tau = ik; W.cand = ik + k; W.prev = ik + 2 * k; W.lu = ik + 3 * k; W.li = W.lu + L;
     W.lc = dl; W.W = dl + L; W.Wr = W.W + n; W.e = W.Wr + n;
-    for (int64_t b = 0; b < B; b++) ti_fw_prune_one(A, &W, b);
+    for (int64_t b = 0; b < B; b++) ti_fw_prune_one(A, &W, Cc, b);
     free(DT); free(dk); free(ik); free(dl);
     return 1;
 }
@@ -1293,15 +1319,6 @@ TI_EXPORT void ti_fw_data(int64_t B, int64_t k, int64_t n, int64_t m, const doub
     }
     ti_args A = {k, max_iter, NULL, gd, Atb, bb, eta, md2n, base, h, y, cp_, xx_, p_,
                  n_iter, conv, n, m, D, blk, cmap, rbuf, gbuf, cmap_per != 0};
-    /* pruned: a point fit's problem (B = 1) or bootstrap draws (cmap_per); not a
-     * placebo's replicates, whose half-gradients lie close together (a placebo's treated
-     * units are controls): 16% of the coordinates pass the bound at 10,000 units, 5x
-     * slower than the rows computed four at a time and cached (RESULTS.md, run PR) */
-    if (ti_prune_min >= 0 && m >= ti_prune_min && (B == 1 || cmap_per)
-            && ti_fw_data_pruned(&A, B)) {
-        free(blk);
-        return;
-    }
     ti_cache C = {cache, cache_slot, NULL, cache ? cache_rows : 0, 0, 0, 0, 0, {0}};
     if (C.cap > 0) {
         if (!cache_slot) C.slot = (int64_t *)malloc((size_t)m * sizeof(int64_t));
@@ -1333,7 +1350,14 @@ TI_EXPORT void ti_fw_data(int64_t B, int64_t k, int64_t n, int64_t m, const doub
         C.fc = C.cap - C.ring;
         for (int64_t j = 0; j < C.ring; j++) C.ring_u[j] = -1;
     }
-    if (scr) {
+    /* pruned: a point fit's problem (B = 1) or bootstrap draws (cmap_per); not a
+     * placebo's replicates, whose half-gradients lie close together (a placebo's treated
+     * units are controls): 16% of the coordinates pass the bound at 10,000 units, 5x
+     * slower than the rows computed four at a time and cached (RESULTS.md, run PR) */
+    const int prune = ti_prune_min >= 0 && m >= ti_prune_min && (B == 1 || cmap_per) && !scr;
+    if (prune && ti_fw_data_pruned(&A, &C, B)) {
+        /* (done) */
+    } else if (scr) {
         ti_fw_data_side(&A, &C, B, W, scr);
         free(scr);
     } else if (C.cap > 0 && ti_pair && B > 1) {

@@ -492,6 +492,9 @@ def _compiled_fw():
             fn.prune_stats = lib.ti_fw_prune_stats
             fn.prune_stats.restype = None
             fn.prune_stats.argtypes = [ctypes.c_void_p]
+            fn.prune_giveup = lib.ti_fw_prune_giveup
+            fn.prune_giveup.restype = ctypes.c_double
+            fn.prune_giveup.argtypes = [ctypes.c_double]
             fn.rescale = lib.ti_fw_rescale
             fn.rescale.restype = ctypes.c_double
             fn.rescale.argtypes = [ctypes.c_double]
