@@ -76,10 +76,6 @@ def test_pruned_loop_gives_the_full_loops_numbers(form, alpha, monkeypatch):
     fn = _fn()
     _force_data_form(monkeypatch)
     monkeypatch.setattr(_sdid_inference, "_DESIGN_ELEMS", 2**40 if form == "design" else 0)
-    # a placebo replicate per call: pruned too (masked coordinates); by default the
-    # placebo's calls of several replicates are not pruned
-    monkeypatch.setattr(_sdid_inference, "_BATCH_ELEMS", 1)
-    monkeypatch.setattr(_sdid_inference, "_SIDE_REPS", 1)
     Y, N0, groups = _block_panel(5, N=160, N0=120)
     ref = _runs(Y, N0, groups, 4, fn, -1)
     assert ref[2][0] == 0                           # (the full loop: no pruned steps)
@@ -189,3 +185,24 @@ def test_pruning_hands_a_placebo_like_problem_to_the_full_loop():
         assert np.array_equal(out[0][0], out[-1][0]) and out[0][1] == out[-1][1], name
     assert stats["placebo-like", 0][5] == 1
     assert stats["treated apart", 0][5] == 0 and stats["treated apart", 0][0] > 2000
+
+
+def test_placebo_replicates_keep_the_full_loop(monkeypatch):
+    """A placebo's problems (masked coordinates, one replicate per call or several) are
+    not pruned: their half-gradients lie close together, where pruning costs more than
+    the full loop's rows computed four in a pass and cached."""
+    fn = _fn()
+    _force_data_form(monkeypatch)
+    Y, N0, groups = _block_panel(5, N=160, N0=120)
+    fits, _ = fit_design(Y, np.arange(N0), groups, "sdid")
+    for batch in (None, 1):
+        if batch is not None:
+            monkeypatch.setattr(_sdid_inference, "_BATCH_ELEMS", batch)
+            monkeypatch.setattr(_sdid_inference, "_SIDE_REPS", 1)
+        default_min = fn.prune(-2, 0.0)
+        fn.prune(0, 1.0)
+        try:
+            placebo_replicates(Y, N0, groups, fits, 3, np.random.default_rng(2))
+            assert _stats(fn)[0] == 0
+        finally:
+            fn.prune(default_min, 1.0)

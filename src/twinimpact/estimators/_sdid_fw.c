@@ -1350,11 +1350,15 @@ TI_EXPORT void ti_fw_data(int64_t B, int64_t k, int64_t n, int64_t m, const doub
         C.fc = C.cap - C.ring;
         for (int64_t j = 0; j < C.ring; j++) C.ring_u[j] = -1;
     }
-    /* pruned: a point fit's problem (B = 1) or bootstrap draws (cmap_per); not a
-     * placebo's replicates, whose half-gradients lie close together (a placebo's treated
-     * units are controls): 16% of the coordinates pass the bound at 10,000 units, 5x
-     * slower than the rows computed four at a time and cached (RESULTS.md, run PR) */
-    const int prune = ti_prune_min >= 0 && m >= ti_prune_min && (B == 1 || cmap_per) && !scr;
+    /* pruned: a point fit's problem or a bootstrap draw's (B = 1 without masked
+     * coordinates, or cmap_per); not a placebo's replicates (masked: the units drawn as
+     * treated), whose half-gradients lie close together (a placebo's treated units are
+     * controls): 16% of the coordinates pass the bound at 10,000 units, 5x slower than
+     * the rows computed four at a time and cached (RESULTS.md, run PR) */
+    int prune = ti_prune_min >= 0 && m >= ti_prune_min && !scr && (B == 1 || cmap_per);
+    if (prune && !cmap_per)
+        for (int64_t j = 0; j < k; j++)
+            if (Atb[j] == TI_MASKED) { prune = 0; break; }
     if (prune && ti_fw_data_pruned(&A, &C, B)) {
         /* (done) */
     } else if (scr) {

@@ -541,8 +541,14 @@ def fw_gram_sets(sets: list[GramProblems], *, min_decrease: float, max_iter: int
     the other computes (the row fetch from memory dominates once the Gram matrix outgrows
     the cache, ~2,000 controls). In data form, sets sharing one design (a placebo's
     chunks) run in one call (:func:`_shared_design_groups`), whose problems have the rows
-    they miss computed four in one pass over the design. Used by the placebo batch, the
-    point fit and every bootstrap refit (:func:`sdid_fit`).
+    they miss computed four in one pass over the design. From 8,192 columns of the design a
+    point fit's problem and the bootstrap draws' run the pruned loop instead
+    (``ti_fw_prune_one``): no Gram row is computed, only the coordinates a lower bound does
+    not rule out as the next vertex are brought up to date, by replaying the updates they
+    missed in the full loop's order -- the same numbers to the bit
+    (tests/estimators/test_sdid_pruned.py); a problem where that costs more than the full
+    loop (a placebo's target, the mean of controls) is handed over to it. Used by the
+    placebo batch, the point fit and every bootstrap refit (:func:`sdid_fit`).
     """
     fn = _compiled_fw()
     if fn is None:
