@@ -463,45 +463,28 @@ def _compiled_fw():
 
             from . import _sdid_fw  # the built extension module (file located, not called)
             lib = ctypes.CDLL(_sdid_fw.__file__)
+            i64, dbl, ptr = ctypes.c_int64, ctypes.c_double, ctypes.c_void_p
             fn = lib.ti_fw_gram
             fn.restype = None
-            fn.argtypes = ([ctypes.c_int64] * 2 + [ctypes.c_void_p] * 7 + [ctypes.c_int64]
-                           + [ctypes.c_void_p] * 7)
-            fn.select = lib.ti_fw_select
-            fn.select.restype = ctypes.c_int
-            fn.select.argtypes = [ctypes.c_int, ctypes.c_int]
+            fn.argtypes = [i64] * 2 + [ptr] * 7 + [i64] + [ptr] * 7
+            # the other entry points: attribute, symbol, result type, argument types
+            for attr, sym, res, args in (
+                    ("select", "ti_fw_select", ctypes.c_int, [ctypes.c_int] * 2),
+                    ("data", "ti_fw_data", None,
+                     [i64] * 4 + [ptr] * 8 + [i64] + [ptr] * 10 + [i64] + [ptr] * 2 + [i64]),
+                    ("rows", "ti_fw_rows", ctypes.c_int, [ctypes.c_int]),
+                    ("ring", "ti_fw_ring", ctypes.c_int, [ctypes.c_int]),
+                    ("ring_hits", "ti_fw_ring_hits", i64, []),
+                    ("prune", "ti_fw_prune", i64, [i64, dbl]),
+                    ("prune_stats", "ti_fw_prune_stats", None, [ptr]),
+                    ("prune_giveup", "ti_fw_prune_giveup", dbl, [dbl]),
+                    ("rescale", "ti_fw_rescale", dbl, [dbl]),
+                    ("gather", "ti_gather_gram", None, [i64, ptr, i64, ptr, dbl, ptr])):
+                f = getattr(lib, sym)
+                f.restype = res
+                f.argtypes = args
+                setattr(fn, attr, f)
             fn.select(-1, 1)
-            fn.data = lib.ti_fw_data
-            fn.data.restype = None
-            fn.data.argtypes = ([ctypes.c_int64] * 4 + [ctypes.c_void_p] * 8
-                                + [ctypes.c_int64] + [ctypes.c_void_p] * 10
-                                + [ctypes.c_int64] + [ctypes.c_void_p] * 2
-                                + [ctypes.c_int64])
-            fn.rows = lib.ti_fw_rows
-            fn.rows.restype = ctypes.c_int
-            fn.rows.argtypes = [ctypes.c_int]
-            fn.ring = lib.ti_fw_ring
-            fn.ring.restype = ctypes.c_int
-            fn.ring.argtypes = [ctypes.c_int]
-            fn.ring_hits = lib.ti_fw_ring_hits
-            fn.ring_hits.restype = ctypes.c_int64
-            fn.ring_hits.argtypes = []
-            fn.prune = lib.ti_fw_prune
-            fn.prune.restype = ctypes.c_int64
-            fn.prune.argtypes = [ctypes.c_int64, ctypes.c_double]
-            fn.prune_stats = lib.ti_fw_prune_stats
-            fn.prune_stats.restype = None
-            fn.prune_stats.argtypes = [ctypes.c_void_p]
-            fn.prune_giveup = lib.ti_fw_prune_giveup
-            fn.prune_giveup.restype = ctypes.c_double
-            fn.prune_giveup.argtypes = [ctypes.c_double]
-            fn.rescale = lib.ti_fw_rescale
-            fn.rescale.restype = ctypes.c_double
-            fn.rescale.argtypes = [ctypes.c_double]
-            fn.gather = lib.ti_gather_gram
-            fn.gather.restype = None
-            fn.gather.argtypes = [ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64,
-                                  ctypes.c_void_p, ctypes.c_double, ctypes.c_void_p]
         except (ImportError, OSError, AttributeError):
             fn = None
         _FW_C.append(fn)
