@@ -1355,7 +1355,8 @@ TI_EXPORT void ti_fw_data(int64_t B, int64_t k, int64_t n, int64_t m, const doub
      * treated), whose half-gradients lie close together (a placebo's treated units are
      * controls): 16% of the coordinates pass the bound at 10,000 units, 5x slower than
      * the rows computed four at a time and cached (RESULTS.md, run PR) */
-    int prune = ti_prune_min >= 0 && m >= ti_prune_min && !scr && (B == 1 || cmap_per);
+    int prune = ti_prune_min >= 0 && m >= ti_prune_min && !scr && (B == 1 || cmap_per)
+                && max_iter <= 10000000;          /* (its log: max_iter entries) */
     if (prune && !cmap_per)
         for (int64_t j = 0; j < k; j++)
             if (Atb[j] == TI_MASKED) { prune = 0; break; }
