@@ -237,8 +237,9 @@ def test_compiled_data_form_variants_equal_the_numpy_loop(design, monkeypatch):
 @pytest.mark.parametrize("cache_elems", [None, 0, 90 * 7])
 def test_rows_of_several_problems_in_one_pass_equal_the_numpy_loop(cache_elems, monkeypatch):
     """The compiled data-form loop with the rows 2-4 problems miss computed in one pass
-    over the blocked design (``ti_fw_rows``: the R = 2, 3 (a spare fourth row) and 4
-    kernels; rounds over 11 live placebo problems, more than a pass serves; a column two
+    over the blocked design (``ti_fw_rows``: the R = 2 kernel, and groups of four rows on
+    each block, the last padded with spare rows: R = 3, 4, 5, 8, 11 (every live problem
+    in one pass) and 16; rounds over 11 live placebo problems; a column two
     problems ask in one round computed once; rows kept in a full, no or a filling cache)
     equals the loop computing each row alone (``ti_fw_rows(1)``, the scheme before) to the
     bit, and the placebo equals the NumPy loop; so do bootstrap draws solved five in one
@@ -265,13 +266,16 @@ def test_rows_of_several_problems_in_one_pass_equal_the_numpy_loop(cache_elems, 
 
     fn = _sdid_solver._compiled_fw()
     out = {}
+    default = fn.rows(0)                               # (0: read, not set)
+    default_wide = fn.rows_wide(0, -1)
     try:
-        for w in (1, 2, 3, 4):
-            assert fn.rows(w) == w
+        for w in (1, 2, 3, 4, 5, 8, 11, 16):
+            assert fn.rows(w) == w and fn.rows_wide(w, -1) == w
             out[w] = placebo(), boot()
     finally:
-        fn.rows(4)
-    for w in (2, 3, 4):
+        fn.rows(default)
+        fn.rows_wide(default_wide, -1)
+    for w in (2, 3, 4, 5, 8, 11, 16):
         assert np.array_equal(out[w][0], out[1][0]), w
         assert np.array_equal(out[w][1], out[1][1]), w
     monkeypatch.setenv(_sdid_solver.KERNEL_ENV, "numpy")
@@ -473,3 +477,33 @@ def test_row_cache_ring_on_random_panels(seed, n0, t, rows, form):
     for key in (1, 32, "none"):
         for a, b in zip(out[key][0], out[0][0], strict=True):
             assert np.array_equal(a, b), key
+
+
+def test_wide_designs_run_sixteen_problems_side_by_side(monkeypatch):
+    """From ``_WIDE_CONTROLS`` controls (the threshold lowered here to this panel's 90) a
+    placebo's replicates are grouped sixteen to a call and their missed rows computed up
+    to sixteen in one pass over the design: the same replicates, bit for bit, as four to
+    a call and four rows a pass; the calls were of sixteen."""
+    if _sdid_solver.fw_loop() != "compiled":
+        pytest.skip("the compiled extension is not built")
+    _force_data_form(monkeypatch)
+    Y, N0, groups = _block_panel(12, N=120, N0=90)
+    fits, _ = fit_design(Y, np.arange(N0), groups, "sdid")
+    monkeypatch.setattr(_sdid_inference, "_BATCH_ELEMS", 1)      # one replicate a chunk
+    fn = _sdid_solver._compiled_fw()
+    calls = []
+    orig = _sdid_solver._fw_data_sets_c
+    monkeypatch.setattr(_sdid_solver, "_fw_data_sets_c",
+                        lambda fn_, sets, *a, **k: calls.append(len(sets)) or orig(fn_, sets, *a, **k))
+    ref = placebo_replicates(Y, N0, groups, fits, 19, np.random.default_rng(3))
+    assert max(calls) == 4
+    calls.clear()
+    monkeypatch.setattr(_sdid_inference, "_WIDE_CONTROLS", N0)
+    default_wide = fn.rows_wide(0, -1)
+    fn.rows_wide(16, 0)
+    try:
+        got = placebo_replicates(Y, N0, groups, fits, 19, np.random.default_rng(3))
+    finally:
+        fn.rows_wide(default_wide, 8192)
+    assert max(calls) == 16
+    assert np.array_equal(got, ref)

@@ -146,8 +146,13 @@ static int ti_pair = 1;
 static int ti_row_vec = 0;
 /* data form (ti_fw_data): up to this many problems run side by side, the Gram rows they
  * miss in the cache computed in one pass over the blocked design (ti_rows_raw); 1: the
- * scheme before (two in alternation, each row computed alone). Set by ti_fw_rows. */
+ * scheme before (two in alternation, each row computed alone). Set by ti_fw_rows. From
+ * ti_wide_min columns (a design out of the caches) up to ti_nrows_wide: sixteen rows a
+ * pass over the design halve the placebo's CPU at 250,000 units, slow it at 4,000 (the
+ * design in cache; RESULTS.md, run PL). Set by ti_fw_rows_wide. */
 static int ti_nrows = 4;
+static int ti_nrows_wide = 16;
+static int64_t ti_wide_min = 8192;
 
 
 /* Choose the update: which = 0 scalar, else SSE2 where available; pair = 1 to
@@ -171,12 +176,22 @@ TI_EXPORT int ti_fw_select(int which, int pair)
     return got;
 }
 
-/* Problems side by side in ti_fw_data (1-4; see ti_nrows); returns the value now set.
- * Every value gives the same numbers (each row is the one-row kernel's to the bit). */
+/* Problems side by side in ti_fw_data (1-16; see ti_nrows; w <= 0 leaves it); returns
+ * the value now set. Every value gives the same numbers (each row is the one-row
+ * kernel's to the bit). */
 TI_EXPORT int ti_fw_rows(int w)
 {
-    ti_nrows = w < 1 ? 1 : (w > 4 ? 4 : w);
+    if (w > 0) ti_nrows = w > 16 ? 16 : w;
     return ti_nrows;
+}
+
+/* The same for designs from min_m columns (w <= 0 / min_m < 0: leave them); returns the
+ * width now set. */
+TI_EXPORT int ti_fw_rows_wide(int w, int64_t min_m)
+{
+    if (w > 0) ti_nrows_wide = w > 16 ? 16 : w;
+    if (min_m >= 0) ti_wide_min = min_m;
+    return ti_nrows_wide;
 }
 
 /* value of A'b on a masked coordinate (_sdid_solver._MASKED) */
@@ -233,23 +248,29 @@ static int64_t ti_row_avx(const double *D, const double *blk, int64_t n, int64_t
     return q0;
 }
 
-/* Four rows r_j = D'a_j (j < 4) in one pass over the blocked design (blk: 32-column
- * blocks), each entry summed over t in ti_row_avx's order with its separate roundings, so
- * each r_j equals ti_row_avx's to the bit. Register-blocked for the 16 ymm registers: a
- * 32-column block in four sub-blocks of 8 columns, each 4 rows x 2 accumulators + 4
- * broadcasts + 2 loads (the sub-blocks after the first read the block from L1). Each
- * number of D fetched serves four rows: 1.6-1.9x ti_row_avx's multiply-adds per ns on a
- * design in L3 (30 x 10,000 / 40,000: 26.4 against 14.3 / 16.5), 1.2x in L2
- * (benchmarks/RESULTS.md, sdidrows). Returns the leading entries done (a multiple of 32). */
+/* 4 G rows r_j = D'a_j (j < 4 G, G <= 4) in one pass over the blocked design (blk:
+ * 32-column blocks), each entry summed over t in ti_row_avx's order with its separate
+ * roundings, so each r_j equals ti_row_avx's to the bit. Register-blocked for the 16 ymm
+ * registers: a 32-column block in four sub-blocks of 8 columns, each 4 rows x 2
+ * accumulators + 4 broadcasts + 2 loads (the sub-blocks after the first read the block
+ * from L1), the G groups of four rows one after the other on the same block (the groups
+ * after the first read it from L1: the design is read from memory once for 4 G rows).
+ * With G = 1, each number of D fetched serves four rows: 1.6-1.9x ti_row_avx's
+ * multiply-adds per ns on a design in L3 (30 x 10,000 / 40,000: 26.4 against 14.3 /
+ * 16.5), 1.2x in L2 (benchmarks/RESULTS.md, sdidrows); G = 4 serves sixteen (a design in
+ * memory: RESULTS.md, run PL). Returns the leading entries done (a multiple of 32). */
 __attribute__((target("avx")))
 static int64_t ti_rows4_avx(const double *blk, int64_t n, int64_t m,
-                            const double *const *a, double *const *r)
+                            const double *const *a, double *const *r, int G)
 {
-    const double *a0 = a[0], *a1 = a[1], *a2 = a[2], *a3 = a[3];
     int64_t q0 = 0;
     for (; q0 + 32 <= m; q0 += 32) {
         const double *Dq = blk + q0 * n;
+        for (int gr = 0; gr < G; gr++)
         for (int h = 0; h < 4; h++) {
+            const double *a0 = a[4 * gr], *a1 = a[4 * gr + 1], *a2 = a[4 * gr + 2],
+                         *a3 = a[4 * gr + 3];
+            double *const *rg = r + 4 * gr;
             const double *Dh = Dq + 8 * h;
             __m256d x0 = _mm256_loadu_pd(Dh), x1 = _mm256_loadu_pd(Dh + 4);
             __m256d v = _mm256_set1_pd(a0[0]);
@@ -278,10 +299,10 @@ static int64_t ti_rows4_avx(const double *blk, int64_t n, int64_t m,
                 c31 = _mm256_add_pd(c31, _mm256_mul_pd(x1, v));
             }
             const int64_t o = q0 + 8 * h;
-            _mm256_storeu_pd(r[0] + o, c00); _mm256_storeu_pd(r[0] + o + 4, c01);
-            _mm256_storeu_pd(r[1] + o, c10); _mm256_storeu_pd(r[1] + o + 4, c11);
-            _mm256_storeu_pd(r[2] + o, c20); _mm256_storeu_pd(r[2] + o + 4, c21);
-            _mm256_storeu_pd(r[3] + o, c30); _mm256_storeu_pd(r[3] + o + 4, c31);
+            _mm256_storeu_pd(rg[0] + o, c00); _mm256_storeu_pd(rg[0] + o + 4, c01);
+            _mm256_storeu_pd(rg[1] + o, c10); _mm256_storeu_pd(rg[1] + o + 4, c11);
+            _mm256_storeu_pd(rg[2] + o, c20); _mm256_storeu_pd(rg[2] + o + 4, c21);
+            _mm256_storeu_pd(rg[3] + o, c30); _mm256_storeu_pd(rg[3] + o + 4, c31);
         }
     }
     return q0;
@@ -412,7 +433,7 @@ static void ti_row_tail(const double *D, int64_t n, int64_t m, const double *a, 
     }
 }
 
-/* R (1-4) raw rows r[j] = D'a[j] at once: with AVX and the blocked design, the leading
+/* R (1-16) raw rows r[j] = D'a[j] at once: with AVX and the blocked design, the leading
  * multiple of 32 entries of all rows in one pass over it (ti_rows4_avx; R = 3 with a
  * fourth row into spare, m numbers; ti_rows2_avx for R = 2), the rest row by row
  * (ti_row_tail); else each row by ti_row_raw. Every row equals ti_row_raw's to the bit. */
@@ -424,10 +445,15 @@ static void ti_rows_raw(const ti_args *A, int R, const double *const *a, double 
     if (R > 1 && ti_row_vec > 1 && A->blk) {
         if (R == 2) {
             q0 = ti_rows2_avx(A->blk, A->n, A->m, a, r);
-        } else {
-            const double *a4[4] = {a[0], a[1], a[2], R > 3 ? a[3] : a[2]};
-            double *r4[4] = {r[0], r[1], r[2], R > 3 ? r[3] : spare};
-            q0 = ti_rows4_avx(A->blk, A->n, A->m, a4, r4);
+        } else {                                     /* groups of four, the last padded */
+            const int G = (R + 3) / 4;
+            const double *a16[16];
+            double *r16[16];
+            for (int j = 0; j < 4 * G; j++) {
+                a16[j] = j < R ? a[j] : a[R - 1];
+                r16[j] = j < R ? r[j] : spare;
+            }
+            q0 = ti_rows4_avx(A->blk, A->n, A->m, a16, r16, G);
         }
         for (int j = 0; j < R; j++) ti_row_tail(A->D, A->n, A->m, a[j], r[j], q0);
         return;
@@ -715,7 +741,7 @@ static const double *ti_data_row_cached(const ti_args *A, const ti_prob *P, ti_c
 #define TI_SLOTS 16
 
 /* ti_fw_data's loop with up to TI_SLOTS problems live at once (as many as B allows) whose
- * missed Gram rows are computed W (2-4) at a time: a round visits the live problems in
+ * missed Gram rows are computed W (2-16) at a time: a round visits the live problems in
  * turn from where the last round stopped, looks each one's next row up in the cache
  * (C->cap 0: none), and closes when W rows are missed (or every live problem was
  * visited); the rows missed are computed together (ti_rows_raw: one pass over the
@@ -737,9 +763,9 @@ static void ti_fw_data_side(const ti_args *A, ti_cache *C, int64_t B, int W, dou
     for (int l = 0; l < NS; l++) { ti_start(A, &S[l], next++); live[l] = 1; n_live++; }
     while (n_live > 0) {
         int rl[TI_SLOTS], hit[TI_SLOTS], incache[TI_SLOTS], dup[TI_SLOTS];
-        const double *raw[TI_SLOTS], *ca[4];
-        double *cr[4];
-        int64_t cu[4];
+        const double *raw[TI_SLOTS], *ca[TI_SLOTS];
+        double *cr[TI_SLOTS];
+        int64_t cu[TI_SLOTS];
         int nr = 0, nc = 0, nmiss = 0, seen = 0;
         while (seen < n_live && nmiss < W) {         /* the round: live slots from cur */
             while (!live[cur]) cur = (cur + 1) % NS;
@@ -1333,7 +1359,8 @@ TI_EXPORT void ti_fw_data(int64_t B, int64_t k, int64_t n, int64_t m, const doub
             for (int64_t u = 0; u < m; u++) C.slot[u] = -1;
         }
     }
-    const int W = (int)(B < ti_nrows ? B : ti_nrows);
+    const int wmax = m >= ti_wide_min ? ti_nrows_wide : ti_nrows;
+    const int W = (int)(B < wmax ? B : wmax);
     double *scr = NULL;
     /* side by side where rows miss: a placebo's replicates (one coordinate map). Not the
      * control-design form's bootstrap draws (cmap_per): they find 82-96% of their rows in

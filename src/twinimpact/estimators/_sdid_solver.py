@@ -473,6 +473,7 @@ def _compiled_fw():
                     ("data", "ti_fw_data", None,
                      [i64] * 4 + [ptr] * 8 + [i64] + [ptr] * 10 + [i64] + [ptr] * 2 + [i64]),
                     ("rows", "ti_fw_rows", ctypes.c_int, [ctypes.c_int]),
+                    ("rows_wide", "ti_fw_rows_wide", ctypes.c_int, [ctypes.c_int, i64]),
                     ("ring", "ti_fw_ring", ctypes.c_int, [ctypes.c_int]),
                     ("ring_hits", "ti_fw_ring_hits", i64, []),
                     ("prune", "ti_fw_prune", i64, [i64, dbl]),
