@@ -146,13 +146,14 @@ static int ti_pair = 1;
 static int ti_row_vec = 0;
 /* data form (ti_fw_data): up to this many problems run side by side, the Gram rows they
  * miss in the cache computed in one pass over the blocked design (ti_rows_raw); 1: the
- * scheme before (two in alternation, each row computed alone). Set by ti_fw_rows. From
- * ti_wide_min columns (a design out of the caches) up to ti_nrows_wide: sixteen rows a
- * pass over the design halve the placebo's CPU at 250,000 units, slow it at 4,000 (the
- * design in cache; RESULTS.md, run PL). Set by ti_fw_rows_wide. */
+ * scheme before (two in alternation, each row computed alone). Set by ti_fw_rows. For a
+ * design of ti_wide_min numbers or more (16 MB: out of the caches) up to ti_nrows_wide:
+ * sixteen rows a pass over the design halve the placebo's CPU at 250,000 units (a 54 MB
+ * design), change nothing at 25,000 (5.4 MB, in L3) and slow it at 4,000 (in L2;
+ * RESULTS.md, run PL). Set by ti_fw_rows_wide. */
 static int ti_nrows = 4;
 static int ti_nrows_wide = 16;
-static int64_t ti_wide_min = 8192;
+static int64_t ti_wide_min = (int64_t)1 << 21;
 
 
 /* Choose the update: which = 0 scalar, else SSE2 where available; pair = 1 to
@@ -185,12 +186,12 @@ TI_EXPORT int ti_fw_rows(int w)
     return ti_nrows;
 }
 
-/* The same for designs from min_m columns (w <= 0 / min_m < 0: leave them); returns the
- * width now set. */
-TI_EXPORT int ti_fw_rows_wide(int w, int64_t min_m)
+/* The same for designs of min_nm numbers or more (w <= 0 / min_nm < 0: leave them);
+ * returns the width now set. */
+TI_EXPORT int ti_fw_rows_wide(int w, int64_t min_nm)
 {
     if (w > 0) ti_nrows_wide = w > 16 ? 16 : w;
-    if (min_m >= 0) ti_wide_min = min_m;
+    if (min_nm >= 0) ti_wide_min = min_nm;
     return ti_nrows_wide;
 }
 
@@ -1359,7 +1360,7 @@ TI_EXPORT void ti_fw_data(int64_t B, int64_t k, int64_t n, int64_t m, const doub
             for (int64_t u = 0; u < m; u++) C.slot[u] = -1;
         }
     }
-    const int wmax = m >= ti_wide_min ? ti_nrows_wide : ti_nrows;
+    const int wmax = m * n >= ti_wide_min ? ti_nrows_wide : ti_nrows;
     const int W = (int)(B < wmax ? B : wmax);
     double *scr = NULL;
     /* side by side where rows miss: a placebo's replicates (one coordinate map). Not the
