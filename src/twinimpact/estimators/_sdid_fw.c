@@ -18,9 +18,10 @@
  * entry rounds as in the scalar loop and the argmin is the scalar loop's (first smallest).
  * In data form (ti_fw_data: no Gram matrix, a row not in the row cache is computed from
  * the design, T0 multiply-adds an entry) up to 16 problems sharing the design are live at
- * once and the rows they miss are computed four at a time in one pass over it
- * (ti_fw_data_side, ti_rows4_avx: each number of D read serves four rows) -- a placebo's
- * replicates; the bootstrap's draws on the controls' design, mostly cached, alternate.
+ * once and the rows they miss are computed four (sixteen for a design of 16 MB or more)
+ * at a time in one pass over it (ti_fw_data_side, ti_rows4_avx: each number of D read
+ * serves four or sixteen rows) -- a placebo's replicates; the bootstrap's draws on the
+ * controls' design, mostly cached, alternate.
  *
  * From 8,192 controls a point fit's and the bootstrap draws' problems run the pruned loop
  * (ti_fw_prune_one, below): no Gram row at all, only the coordinates that may be the
@@ -1309,9 +1310,10 @@ static int ti_fw_data_pruned(const ti_args *A, ti_cache *Cc, int64_t B)
  * its entries -1 for a fresh cache. With several problems, ti_pair and the AVX kernel
  * (the blocked copy of D), and one coordinate map (a placebo's replicates; not the
  * bootstrap's draws in the control-design form, cmap_per: most of their rows are cached),
- * up to 16 run side by side and the rows they miss are computed up to ti_nrows (4) in
- * one pass over D (ti_fw_data_side; placebo at 4,000 / 10,000 / 20,000 units: -14% /
- * -34% / -38% CPU, run RW); else (ti_fw_rows(1), SSE2 / scalar rows) with a cache two problems
+ * up to 16 run side by side and the rows they miss are computed up to ti_nrows (4; for a
+ * design of ti_wide_min numbers or more ti_nrows_wide, 16) in one pass over D
+ * (ti_fw_data_side; placebo at 4,000 / 10,000 / 20,000 units: -14% / -34% / -38% CPU,
+ * run RW; sixteen at 250,000 units: -47%, run PL); else (ti_fw_rows(1), SSE2 / scalar rows) with a cache two problems
  * run in alternation, the other's next row prefetched when it is cached (a placebo's
  * chunk: 5-7% less CPU at 4,000-6,000 units, run SW), else one by one. (Two rows per pass
  * were tried before in 32-column blocks, 16 accumulators in 16 registers: no faster;
@@ -1382,7 +1384,8 @@ TI_EXPORT void ti_fw_data(int64_t B, int64_t k, int64_t n, int64_t m, const doub
      * coordinates, or cmap_per); not a placebo's replicates (masked: the units drawn as
      * treated), whose half-gradients lie close together (a placebo's treated units are
      * controls): 16% of the coordinates pass the bound at 10,000 units, 5x slower than
-     * the rows computed four at a time and cached (RESULTS.md, run PR) */
+     * the rows computed four at a time and cached (RESULTS.md, section "Synthetic DiD:
+     * pruned Frank-Wolfe steps") */
     int prune = ti_prune_min >= 0 && m >= ti_prune_min && !scr && (B == 1 || cmap_per)
                 && max_iter <= 10000000;          /* (its log: max_iter entries) */
     if (prune && !cmap_per)
