@@ -282,20 +282,28 @@ def test_rows_of_several_problems_in_one_pass_equal_the_numpy_loop(cache_elems, 
     assert np.array_equal(placebo(), out[4][0])
 
 
-def test_placebo_chunks_grouped_in_one_call_give_the_same_replicates(monkeypatch):
-    """A placebo's chunks of replicates (here one replicate each) in data form are solved
-    in calls of at least ``_SIDE_REPS`` problems, each chunk's state computed alone: the
-    same replicates to the bit as one call per chunk, with fewer calls."""
+def _placebo_calls(monkeypatch, seed):
+    """A block panel's fit in forced data form, one placebo replicate a chunk, and the list
+    of problem counts of the compiled calls that follow (skips without the compiled
+    loop)."""
     if _sdid_solver.fw_loop() != "compiled":
         pytest.skip("the compiled extension is not built")
     _force_data_form(monkeypatch)
-    Y, N0, groups = _block_panel(7, N=120, N0=90)
+    Y, N0, groups = _block_panel(seed, N=120, N0=90)
     fits, _ = fit_design(Y, np.arange(N0), groups, "sdid")
     monkeypatch.setattr(_sdid_inference, "_BATCH_ELEMS", 1)      # one replicate a chunk
     calls = []
     orig = _sdid_solver._fw_data_sets_c
     monkeypatch.setattr(_sdid_solver, "_fw_data_sets_c",
                         lambda fn, sets, *a, **k: calls.append(len(sets)) or orig(fn, sets, *a, **k))
+    return Y, N0, groups, fits, calls
+
+
+def test_placebo_chunks_grouped_in_one_call_give_the_same_replicates(monkeypatch):
+    """A placebo's chunks of replicates (here one replicate each) in data form are solved
+    in calls of at least ``_SIDE_REPS`` problems, each chunk's state computed alone: the
+    same replicates to the bit as one call per chunk, with fewer calls."""
+    Y, N0, groups, fits, calls = _placebo_calls(monkeypatch, 7)
     out = {}
     for side in (1, 4, 5):
         monkeypatch.setattr(_sdid_inference, "_SIDE_REPS", side)
@@ -481,21 +489,11 @@ def test_row_cache_ring_on_random_panels(seed, n0, t, rows, form):
 
 def test_wide_designs_run_sixteen_problems_side_by_side(monkeypatch):
     """For a design of ``_WIDE_ELEMS`` numbers or more (the threshold lowered here to this
-    panel's) a
-    placebo's replicates are grouped sixteen to a call and their missed rows computed up
-    to sixteen in one pass over the design: the same replicates, bit for bit, as four to
-    a call and four rows a pass; the calls were of sixteen."""
-    if _sdid_solver.fw_loop() != "compiled":
-        pytest.skip("the compiled extension is not built")
-    _force_data_form(monkeypatch)
-    Y, N0, groups = _block_panel(12, N=120, N0=90)
-    fits, _ = fit_design(Y, np.arange(N0), groups, "sdid")
-    monkeypatch.setattr(_sdid_inference, "_BATCH_ELEMS", 1)      # one replicate a chunk
+    panel's) a placebo's replicates are grouped sixteen to a call and their missed rows
+    computed up to sixteen in one pass over the design: the same replicates, bit for bit,
+    as four to a call and four rows a pass; the calls were of sixteen."""
+    Y, N0, groups, fits, calls = _placebo_calls(monkeypatch, 12)
     fn = _sdid_solver._compiled_fw()
-    calls = []
-    orig = _sdid_solver._fw_data_sets_c
-    monkeypatch.setattr(_sdid_solver, "_fw_data_sets_c",
-                        lambda fn_, sets, *a, **k: calls.append(len(sets)) or orig(fn_, sets, *a, **k))
     ref = placebo_replicates(Y, N0, groups, fits, 19, np.random.default_rng(3))
     assert max(calls) == 4
     calls.clear()
