@@ -436,8 +436,9 @@ static void ti_row_tail(const double *D, int64_t n, int64_t m, const double *a, 
 }
 
 /* R (1-16) raw rows r[j] = D'a[j] at once: with AVX and the blocked design, the leading
- * multiple of 32 entries of all rows in one pass over it (ti_rows4_avx; R = 3 with a
- * fourth row into spare, m numbers; ti_rows2_avx for R = 2), the rest row by row
+ * multiple of 32 entries of all rows in one pass over it (ti_rows4_avx in groups of four,
+ * the last group padded with rows into spare, m numbers; ti_rows2_avx for R = 2), the
+ * rest row by row
  * (ti_row_tail); else each row by ti_row_raw. Every row equals ti_row_raw's to the bit. */
 static void ti_rows_raw(const ti_args *A, int R, const double *const *a, double *const *r,
                         double *spare)
@@ -843,17 +844,19 @@ static void ti_fw_data_side(const ti_args *A, ti_cache *C, int64_t B, int W, dou
  *
  * Which coordinates may be the argmin: in exact arithmetic
  *     h_j(t) = h_j(0) + D_j . W_t + eta (x_j(t) - x_j(0)) - (A'b)_j C_t,
- * W_t = sum_s c_s D_{i_s}, C_t = sum_s c_s (scaled as h). With W_r a reference (q = D'W_r
- * computed in one pass over the design) and Cauchy-Schwarz, D_j . W_t >= q_j - |D_j|
- * |W_t - W_r|, so L_j = v_j - at'_j C_t - |D_j| d_t is a lower bound of h_j(t); v_j, at'_j
- * and d_t include a margin for every rounding of the full loop's h_j (at most (max_iter +
- * n + 32) 8 u of the magnitudes summed, kap below) and of the bound's own arithmetic. A
- * step evaluates L_j for every coordinate (three numbers each, no row) and replays only
+ * W_t = sum_s c_s D_{i_s}, C_t = sum_s c_s (scaled as h). With a reference W_r (q = D'W_r,
+ * one pass over the design) and a unit direction e (the way W moved since the previous
+ * renewal; D'e a second pass), W_t - W_r = a1 e + r and D_j . W_t >= q_j + pe_j a1 -
+ * rho_j |r| (pe_j = D_j . e, rho_j >= |D_j - pe_j e|: Cauchy-Schwarz on the rest), so
+ * L_j = v_j - atp_j C_t + pe_j a1 - rho_j |r| is a lower bound of h_j(t) (ti_bound);
+ * its parts include a margin for every rounding of the full loop's h_j (at most (max_iter
+ * + n + 32) 8 u of the magnitudes summed, kap below) and of the bound's own arithmetic. A
+ * step evaluates L_j for every coordinate (four numbers each, no row) and replays only
  * those with L_j <= the smallest h found so far. The bound loosens as W moves away from
- * W_r; the reference is renewed (one pass over the design) once the coordinates replayed
- * since the last renewal have cost about one pass. A rescale of the lazy scale factor
- * (sigma < 1e-100) brings every coordinate up to date first (the full loop scales them
- * all), then restarts the bound from the scaled state. */
+ * W_r; the reference and direction are renewed once the candidates since the last
+ * renewal have cost about two passes (ti_prune_alpha). A rescale of the lazy scale factor
+ * (sigma below ti_rescale_below) brings every coordinate up to date first (the full loop
+ * scales them all), then restarts the bound from the scaled state. */
 
 /* arrays of the pruned loop shared by the problems of a ti_fw_data call */
 typedef struct {
@@ -868,7 +871,7 @@ typedef struct {
 } ti_pws;
 
 /* knobs (tests and benchmarks): pruned loop from m >= ti_prune_min (-1: never), and the
- * renewal when replays since the last reach ti_prune_alpha passes' worth */
+ * renewal when the candidates since the last cost ti_prune_alpha times its two passes */
 static int64_t ti_prune_min = 8192;
 static double ti_prune_alpha = 1.0;
 static int64_t ti_prune_stats[6];   /* steps, candidates, renewals, catch-ups of all,
@@ -878,15 +881,16 @@ static int64_t ti_prune_stats[6];   /* steps, candidates, renewals, catch-ups of
  * the 256th) */
 static double ti_prune_giveup = 0.75;
 
-/* Set the pruned loop's threshold (min_m >= 0 columns; -1 never; below -1: leave it) and
- * renewal rule (alpha > 0; else leave it); zeroes the counts (ti_fw_prune_stats) and
- * returns the threshold now set. */
+/* Set the hand-over share (share >= 0; else leave it); returns the share now set. */
 TI_EXPORT double ti_fw_prune_giveup(double share)
 {
     if (share >= 0.0) ti_prune_giveup = share;
     return ti_prune_giveup;
 }
 
+/* Set the pruned loop's threshold (min_m >= 0 columns; -1 never; below -1: leave it) and
+ * renewal rule (alpha > 0; else leave it); zeroes the counts (ti_fw_prune_stats) and
+ * returns the threshold now set. */
 TI_EXPORT int64_t ti_fw_prune(int64_t min_m, double alpha)
 {
     if (min_m >= -1) ti_prune_min = min_m;
@@ -946,6 +950,14 @@ static void ti_catch_up(const ti_args *A, const ti_pws *W, int64_t j, int64_t uj
     }
     hb[j] = h;
     W->tau[j] = nlog;
+}
+
+/* every coordinate of the problem (coordinate map cm) up to date */
+static void ti_catch_up_all(const ti_args *A, const ti_pws *W, const int64_t *cm,
+                            const double *at, double *hb, double eta, int64_t nlog)
+{
+    for (int64_t j = 0; j < A->k; j++)
+        if (W->tau[j] < nlog) ti_catch_up(A, W, j, cm ? cm[j] : j, at, hb, eta, nlog);
 }
 
 /* bring cnt <= 8 coordinates js up to date: those one step behind (most: last step's
@@ -1080,6 +1092,13 @@ static void ti_prune_sweep(const ti_args *A, ti_pws *W, ti_sweep *sw, const int6
     ti_sweep_scalar(A, W, sw, cm, at, hb, eta, nlog, B, j0);
 }
 
+/* v_j of the bound: base0_j + q_j (0 before the first renewal) + eta (1 - kap) x_j */
+static inline double ti_bound_v(const ti_pws *W, int64_t j, int64_t uj, const double *yb,
+                                double eta, double kap, int have_q)
+{
+    return W->base0[j] + (have_q ? W->q[uj] : 0.0) + eta * (1.0 - kap) * yb[j];
+}
+
 /* the bound's per-coordinate parts from the current reference: v_j from q = D'W_r,
  * pe_j = D_j . e and rho_j >= |D_j - pe_j e| (rounded up, kap2 |D_j|^2 added) */
 static void ti_prune_parts(const ti_pws *W, int64_t k, const int64_t *cm, const double *at,
@@ -1094,9 +1113,22 @@ static void ti_prune_parts(const ti_pws *W, int64_t k, const int64_t *cm, const 
         r2 += kap2 * nr * nr;
         W->pe[j] = pj;
         W->rho[j] = (r2 > 0.0 ? sqrt(r2) : 0.0) * (1.0 + kap);
-        W->v[j] = (at[j] == TI_MASKED) ? INFINITY
-                : W->base0[j] + (have_q ? W->q[uj] : 0.0) + eta * (1.0 - kap) * yb[j];
+        W->v[j] = (at[j] == TI_MASKED) ? INFINITY : ti_bound_v(W, j, uj, yb, eta, kap, have_q);
     }
+}
+
+/* the bound from the problem's current state (its start, or a rescale): every h_j current
+ * as of an empty log, W = W_r = e = 0, the parts without reference or direction */
+static void ti_prune_restart(const ti_args *A, ti_pws *W, const int64_t *cm,
+                             const double *at, const double *hb, const double *yb,
+                             double eta, double kap, double kap2)
+{
+    for (int64_t j = 0; j < A->k; j++) {
+        W->base0[j] = (hb[j] - kap * fabs(hb[j])) - eta * yb[j] * (1.0 + kap);
+        W->tau[j] = 0;
+    }
+    for (int64_t l = 0; l < A->n; l++) W->W[l] = W->Wr[l] = W->e[l] = 0.0;
+    ti_prune_parts(W, A->k, cm, at, yb, eta, kap, kap2, 0, 0, 0.0);
 }
 
 /* one problem (b) by the pruned loop; the same weights, iterations and convergence flag
@@ -1112,20 +1144,15 @@ static void ti_fw_prune_one(const ti_args *A, ti_pws *W, ti_cache *Cc, int64_t b
     const double kap = (double)(A->max_iter + n + 32) * 8.0 * u53;
     const double kap2 = (double)(n + 8) * 8.0 * u53;
     const double *DT = W->DT;
-    for (int64_t j = 0; j < k; j++) {
-        W->atp[j] = at[j] + kap * fabs(at[j]);
-        W->base0[j] = (hb[j] - kap * fabs(hb[j])) - eta * yb[j] * (1.0 + kap);
-        W->tau[j] = 0;
-    }
+    for (int64_t j = 0; j < k; j++) W->atp[j] = at[j] + kap * fabs(at[j]);
     ti_prob P;
     ti_start(A, &P, b);
     int64_t nlog = 0, nprev = 0, since = 0, renewals = 0, cands = 0;
     double work = 0.0;   /* the pruned steps' work so far, in multiply-adds */
     double C = 0.0, S = 0.0, Sr = 0.0, nWr = 0.0;
-    for (int64_t l = 0; l < n; l++) W->W[l] = W->Wr[l] = W->e[l] = 0.0;
     int have_q = 0, have_e = 0;
     double ne2 = 0.0;
-    ti_prune_parts(W, k, cm, at, yb, eta, kap, kap2, 0, 0, 0.0);
+    ti_prune_restart(A, W, cm, at, hb, yb, eta, kap, kap2);
     const double budget = ti_prune_alpha * 2.0 * (double)m * (double)n;
     for (;;) {
         const int64_t i = P.i, ui = cm ? cm[i] : i;
@@ -1137,29 +1164,23 @@ static void ti_fw_prune_one(const ti_args *A, ti_pws *W, ti_cache *Cc, int64_t b
         for (int64_t l = 0; l < n; l++) W->W[l] += c * di[l];
         C += c;
         S += c * W->nrm[ui];
-        W->v[i] = W->base0[i] + (have_q ? W->q[ui] : 0.0) + eta * (1.0 - kap) * yb[i];
+        W->v[i] = ti_bound_v(W, i, ui, yb, eta, kap, have_q);
         double val = ti_value(A, &P);
         int64_t t = ++P.t;
         ti_prune_stats[0]++;
         if (t % 8 == 0 && P.sigma < ti_rescale_below) {
             /* the full loop scales every h: all up to date, then scaled; the bound
              * restarts from this state */
-            for (int64_t j = 0; j < k; j++)
-                if (W->tau[j] < nlog) ti_catch_up(A, W, j, cm ? cm[j] : j, at, hb, eta, nlog);
+            ti_catch_up_all(A, W, cm, at, hb, eta, nlog);
             ti_prune_stats[3]++;
             for (int64_t j = 0; j < k; j++) { yb[j] *= P.sigma; hb[j] *= P.sigma; }
             P.sigma = 1.0;
             P.i = ti_argmin(hb, k);
-            for (int64_t j = 0; j < k; j++) {
-                W->base0[j] = (hb[j] - kap * fabs(hb[j])) - eta * yb[j] * (1.0 + kap);
-                W->tau[j] = 0;
-            }
             nlog = 0; nprev = 0; since = 0; renewals = 0; cands = 0;
             C = S = Sr = nWr = 0.0;
-            for (int64_t l = 0; l < n; l++) W->W[l] = W->Wr[l] = W->e[l] = 0.0;
             have_q = have_e = 0;
             ne2 = 0.0;
-            ti_prune_parts(W, k, cm, at, yb, eta, kap, kap2, 0, 0, 0.0);
+            ti_prune_restart(A, W, cm, at, hb, yb, eta, kap, kap2);
             if (ti_stop(A, &P, val)) return;
             continue;
         }
@@ -1244,8 +1265,7 @@ static void ti_fw_prune_one(const ti_args *A, ti_pws *W, ti_cache *Cc, int64_t b
         if (bi < 0 || !(bm == bm)) {
             /* nothing finite found (NaN / infinite h): every coordinate up to date and
              * the full loop's argmin */
-            for (int64_t j = 0; j < k; j++)
-                if (W->tau[j] < nlog) ti_catch_up(A, W, j, cm ? cm[j] : j, at, hb, eta, nlog);
+            ti_catch_up_all(A, W, cm, at, hb, eta, nlog);
             ti_prune_stats[3]++;
             bi = ti_argmin(hb, k);
         }
@@ -1261,8 +1281,7 @@ static void ti_fw_prune_one(const ti_args *A, ti_pws *W, ti_cache *Cc, int64_t b
                 && work > ti_prune_giveup * (double)P.t * ((double)m * (double)n + 4.0 * k)) {
             /* pruning does not pay here (half-gradients close together, as a placebo's):
              * every coordinate up to date, then the full loop's steps to the end */
-            for (int64_t j = 0; j < k; j++)
-                if (W->tau[j] < nlog) ti_catch_up(A, W, j, cm ? cm[j] : j, at, hb, eta, nlog);
+            ti_catch_up_all(A, W, cm, at, hb, eta, nlog);
             ti_prune_stats[5]++;
             if (Cc->cap > 0)
                 while (!ti_step(A, &P, NULL, ti_data_row_cached(A, &P, Cc))) {}
