@@ -488,8 +488,8 @@ def test_row_cache_ring_on_random_panels(seed, n0, t, rows, form):
 
 
 def test_wide_designs_run_sixteen_problems_side_by_side(monkeypatch):
-    """For a design of ``_WIDE_ELEMS`` numbers or more (the threshold lowered here to this
-    panel's) a placebo's replicates are grouped sixteen to a call and their missed rows
+    """For a design of ``_sdid_solver.WIDE_ELEMS`` numbers or more (the threshold lowered
+    here to this panel's, in Python and in the compiled loop) a placebo's replicates are grouped sixteen to a call and their missed rows
     computed up to sixteen in one pass over the design: the same replicates, bit for bit,
     as four to a call and four rows a pass; the calls were of sixteen."""
     Y, N0, groups, fits, calls = _placebo_calls(monkeypatch, 12)
@@ -497,12 +497,13 @@ def test_wide_designs_run_sixteen_problems_side_by_side(monkeypatch):
     ref = placebo_replicates(Y, N0, groups, fits, 19, np.random.default_rng(3))
     assert max(calls) == 4
     calls.clear()
-    monkeypatch.setattr(_sdid_inference, "_WIDE_ELEMS", 1)
+    wide_min = _sdid_solver.WIDE_ELEMS
+    monkeypatch.setattr(_sdid_solver, "WIDE_ELEMS", 1)
     default_wide = fn.rows_wide(0, -1)
     fn.rows_wide(16, 0)
     try:
         got = placebo_replicates(Y, N0, groups, fits, 19, np.random.default_rng(3))
     finally:
-        fn.rows_wide(default_wide, 2**21)
+        fn.rows_wide(default_wide, wide_min)
     assert max(calls) == 16
     assert np.array_equal(got, ref)

@@ -151,7 +151,8 @@ static int ti_row_vec = 0;
  * design of ti_wide_min numbers or more (16 MB: out of the caches) up to ti_nrows_wide:
  * sixteen rows a pass over the design halve the placebo's CPU at 250,000 units (a 54 MB
  * design), change nothing at 25,000 (5.4 MB, in L3) and slow it at 4,000 (in L2;
- * RESULTS.md, run PL). Set by ti_fw_rows_wide. */
+ * RESULTS.md, run PL). Set by ti_fw_rows_wide (_sdid_solver sets the threshold from its
+ * WIDE_ELEMS when it loads this file: the same threshold as its grouping of replicates). */
 static int ti_nrows = 4;
 static int ti_nrows_wide = 16;
 static int64_t ti_wide_min = (int64_t)1 << 21;

@@ -134,14 +134,11 @@ _BATCH_ELEMS = 2**19
 #: or three replicates, at 40,000 one). Costs the states of the grouped chunks (at most
 #: ``_SIDE_REPS`` chunks of :data:`_BATCH_ELEMS` numbers: 16 MB)
 _SIDE_REPS = 4
-#: ... sixteen for a design (pre-periods x controls) of :data:`_WIDE_ELEMS` numbers or
-#: more (16 MB: out of the caches), where the compiled loop computes up to sixteen rows
-#: in one pass (the design read from memory once for sixteen problem steps: placebo at
-#: 250,000 units x 40, 16 replicates, 247 -> 132 s CPU; at 25,000 units, a 5.4 MB
-#: design in L3, no change; at 4,000, in L2, +9%; RESULTS.md, run PL). Costs the states
-#: of up to sixteen chunks (128 MB at most; at 250,000 units x 40 the peak is unchanged)
+#: ... sixteen for a design (pre-periods x controls) of
+#: :data:`._sdid_solver.WIDE_ELEMS` numbers or more, where the compiled loop computes up
+#: to sixteen rows in one pass. Costs the states of up to sixteen chunks (128 MB at most;
+#: at 250,000 units x 40 the peak is unchanged)
 _SIDE_REPS_WIDE = 16
-_WIDE_ELEMS = 2**21
 #: ... and of one gather of the replicates' control rows (time-weight Gram blocks)
 _GATHER_ELEMS = 2**16
 #: the bootstrap's unit-weight problems, per group (:func:`bootstrap_forms`), in the
@@ -276,7 +273,7 @@ def _placebo_taus(Y0: np.ndarray, ctrl: np.ndarray, tr: np.ndarray, fit: SDIDFit
     chunks = _rep_chunks(B, per_rep)
     side = (opts.update_omega and bank is None
             and _sdid_solver.fw_loop() == "compiled")
-    side_reps = _SIDE_REPS_WIDE if N0 * T0 >= _WIDE_ELEMS else _SIDE_REPS
+    side_reps = _SIDE_REPS_WIDE if N0 * T0 >= _sdid_solver.WIDE_ELEMS else _SIDE_REPS
     for group in _chunk_groups(chunks, side_reps if side else 1):
         sets, starts = [], []
         for sl in group:

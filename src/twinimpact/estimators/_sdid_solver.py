@@ -444,6 +444,15 @@ class _Set:
         self.flat = np.arange(len(self.orig)) * self.k
 
 
+#: a data-form design (pre-periods x controls) of this many numbers or more (16 MB: out of
+#: the caches) has the rows its problems miss computed up to sixteen in one pass (the
+#: compiled loop's ``ti_fw_rows_wide``, set from here when it is loaded) and a placebo's
+#: replicates grouped sixteen to a call (``_sdid_inference._SIDE_REPS_WIDE``): the design
+#: read from memory once for sixteen problem steps. Placebo at 250,000 units x 40, 16
+#: replicates, 247 -> 132 s CPU; at 25,000 units (a 5.4 MB design, in L3) no change; at
+#: 4,000 (in L2) +9% with sixteen (RESULTS.md, run PL)
+WIDE_ELEMS = 2**21
+
 #: set to ``numpy`` to run :func:`fw_gram_sets` with the NumPy loop even when the compiled
 #: one (``_sdid_fw.c``) was built (the tests compare the two)
 KERNEL_ENV = "TWINIMPACT_SDID_KERNEL"
@@ -486,6 +495,7 @@ def _compiled_fw():
                 f.argtypes = args
                 setattr(fn, attr, f)
             fn.select(-1, 1)
+            fn.rows_wide(0, WIDE_ELEMS)
         except (ImportError, OSError, AttributeError):
             fn = None
         _FW_C.append(fn)
