@@ -810,10 +810,10 @@ def warn_nan(terms: Sequence[str], coef: np.ndarray, cov: np.ndarray, why: str,
         )
 
 
-#: how :func:`rounding_variances`' note begins (a refit's note replaces the old one)
 #: a standard error at or below this share of its own (nonzero) estimate is zero by
 #: construction, computed to rounding (:func:`rounding_variances`; sqrt(eps), 1.5e-8)
 SE_ROUNDING_SHARE = math.sqrt(np.finfo(float).eps)
+#: how :func:`rounding_variances`' note begins (a refit's note replaces the old one)
 _ROUNDING_NOTE = "no standard error for "
 #: an effect's SE at most this share of its estimate (t above 1e6) may be rounding of zero
 #: (:func:`rounding_variances`; with the variance at rounding level of the largest effect's)
