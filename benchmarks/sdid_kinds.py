@@ -21,6 +21,7 @@ def main() -> None:
     sys.path.insert(0, tree + "/src")
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     import panels
+
     import twinimpact as ti
 
     d = panels.sdid_panel(units, 40, **panels.SDID_KINDS[kind])
