@@ -251,17 +251,60 @@ static int64_t ti_row_avx(const double *D, const double *blk, int64_t n, int64_t
     return q0;
 }
 
+/* Four rows of one 32-column block Dq (n x 32, contiguous) of the blocked design: entry
+ * o of row j (a[j]'s dot product with column o) into r[j] + o, summed over t with
+ * separate multiplies and adds in ti_row_avx's order. Register-blocked for the 16 ymm
+ * registers: four sub-blocks of 8 columns, each 4 rows x 2 accumulators + 4 broadcasts +
+ * 2 loads (the sub-blocks after the first read the block from L1). */
+__attribute__((target("avx")))
+static void ti_rows4_block(const double *Dq, int64_t n, const double *const *a,
+                           double *const *r)
+{
+    const double *a0 = a[0], *a1 = a[1], *a2 = a[2], *a3 = a[3];
+    for (int h = 0; h < 4; h++) {
+        const double *Dh = Dq + 8 * h;
+        __m256d x0 = _mm256_loadu_pd(Dh), x1 = _mm256_loadu_pd(Dh + 4);
+        __m256d v = _mm256_set1_pd(a0[0]);
+        __m256d c00 = _mm256_mul_pd(x0, v), c01 = _mm256_mul_pd(x1, v);
+        v = _mm256_set1_pd(a1[0]);
+        __m256d c10 = _mm256_mul_pd(x0, v), c11 = _mm256_mul_pd(x1, v);
+        v = _mm256_set1_pd(a2[0]);
+        __m256d c20 = _mm256_mul_pd(x0, v), c21 = _mm256_mul_pd(x1, v);
+        v = _mm256_set1_pd(a3[0]);
+        __m256d c30 = _mm256_mul_pd(x0, v), c31 = _mm256_mul_pd(x1, v);
+        for (int64_t t = 1; t < n; t++) {
+            const double *Dt = Dh + t * 32;
+            x0 = _mm256_loadu_pd(Dt);
+            x1 = _mm256_loadu_pd(Dt + 4);
+            v = _mm256_set1_pd(a0[t]);
+            c00 = _mm256_add_pd(c00, _mm256_mul_pd(x0, v));
+            c01 = _mm256_add_pd(c01, _mm256_mul_pd(x1, v));
+            v = _mm256_set1_pd(a1[t]);
+            c10 = _mm256_add_pd(c10, _mm256_mul_pd(x0, v));
+            c11 = _mm256_add_pd(c11, _mm256_mul_pd(x1, v));
+            v = _mm256_set1_pd(a2[t]);
+            c20 = _mm256_add_pd(c20, _mm256_mul_pd(x0, v));
+            c21 = _mm256_add_pd(c21, _mm256_mul_pd(x1, v));
+            v = _mm256_set1_pd(a3[t]);
+            c30 = _mm256_add_pd(c30, _mm256_mul_pd(x0, v));
+            c31 = _mm256_add_pd(c31, _mm256_mul_pd(x1, v));
+        }
+        const int o = 8 * h;
+        _mm256_storeu_pd(r[0] + o, c00); _mm256_storeu_pd(r[0] + o + 4, c01);
+        _mm256_storeu_pd(r[1] + o, c10); _mm256_storeu_pd(r[1] + o + 4, c11);
+        _mm256_storeu_pd(r[2] + o, c20); _mm256_storeu_pd(r[2] + o + 4, c21);
+        _mm256_storeu_pd(r[3] + o, c30); _mm256_storeu_pd(r[3] + o + 4, c31);
+    }
+}
+
 /* 4 G rows r_j = D'a_j (j < 4 G, G <= 4) in one pass over the blocked design (blk:
- * 32-column blocks), each entry summed over t in ti_row_avx's order with its separate
- * roundings, so each r_j equals ti_row_avx's to the bit. Register-blocked for the 16 ymm
- * registers: a 32-column block in four sub-blocks of 8 columns, each 4 rows x 2
- * accumulators + 4 broadcasts + 2 loads (the sub-blocks after the first read the block
- * from L1), the G groups of four rows one after the other on the same block (the groups
- * after the first read it from L1: the design is read from memory once for 4 G rows).
- * With G = 1, each number of D fetched serves four rows: 1.6-1.9x ti_row_avx's
- * multiply-adds per ns on a design in L3 (30 x 10,000 / 40,000: 26.4 against 14.3 /
- * 16.5), 1.2x in L2 (benchmarks/RESULTS.md, sdidrows); G = 4 serves sixteen (a design in
- * memory: RESULTS.md, run PL). Returns the leading entries done (a multiple of 32). */
+ * 32-column blocks), each block by ti_rows4_block for each group of four rows in turn
+ * (the groups after the first read it from L1: the design is read from memory once for
+ * 4 G rows), so each r_j equals ti_row_avx's to the bit. With G = 1, each number of D
+ * fetched serves four rows: 1.6-1.9x ti_row_avx's multiply-adds per ns on a design in L3
+ * (30 x 10,000 / 40,000: 26.4 against 14.3 / 16.5), 1.2x in L2 (benchmarks/RESULTS.md,
+ * sdidrows); G = 4 serves sixteen (a design in memory: RESULTS.md, run PL). Returns the
+ * leading entries done (a multiple of 32). */
 __attribute__((target("avx")))
 static int64_t ti_rows4_avx(const double *blk, int64_t n, int64_t m,
                             const double *const *a, double *const *r, int G)
@@ -269,43 +312,10 @@ static int64_t ti_rows4_avx(const double *blk, int64_t n, int64_t m,
     int64_t q0 = 0;
     for (; q0 + 32 <= m; q0 += 32) {
         const double *Dq = blk + q0 * n;
-        for (int gr = 0; gr < G; gr++)
-        for (int h = 0; h < 4; h++) {
-            const double *a0 = a[4 * gr], *a1 = a[4 * gr + 1], *a2 = a[4 * gr + 2],
-                         *a3 = a[4 * gr + 3];
-            double *const *rg = r + 4 * gr;
-            const double *Dh = Dq + 8 * h;
-            __m256d x0 = _mm256_loadu_pd(Dh), x1 = _mm256_loadu_pd(Dh + 4);
-            __m256d v = _mm256_set1_pd(a0[0]);
-            __m256d c00 = _mm256_mul_pd(x0, v), c01 = _mm256_mul_pd(x1, v);
-            v = _mm256_set1_pd(a1[0]);
-            __m256d c10 = _mm256_mul_pd(x0, v), c11 = _mm256_mul_pd(x1, v);
-            v = _mm256_set1_pd(a2[0]);
-            __m256d c20 = _mm256_mul_pd(x0, v), c21 = _mm256_mul_pd(x1, v);
-            v = _mm256_set1_pd(a3[0]);
-            __m256d c30 = _mm256_mul_pd(x0, v), c31 = _mm256_mul_pd(x1, v);
-            for (int64_t t = 1; t < n; t++) {
-                const double *Dt = Dh + t * 32;
-                x0 = _mm256_loadu_pd(Dt);
-                x1 = _mm256_loadu_pd(Dt + 4);
-                v = _mm256_set1_pd(a0[t]);
-                c00 = _mm256_add_pd(c00, _mm256_mul_pd(x0, v));
-                c01 = _mm256_add_pd(c01, _mm256_mul_pd(x1, v));
-                v = _mm256_set1_pd(a1[t]);
-                c10 = _mm256_add_pd(c10, _mm256_mul_pd(x0, v));
-                c11 = _mm256_add_pd(c11, _mm256_mul_pd(x1, v));
-                v = _mm256_set1_pd(a2[t]);
-                c20 = _mm256_add_pd(c20, _mm256_mul_pd(x0, v));
-                c21 = _mm256_add_pd(c21, _mm256_mul_pd(x1, v));
-                v = _mm256_set1_pd(a3[t]);
-                c30 = _mm256_add_pd(c30, _mm256_mul_pd(x0, v));
-                c31 = _mm256_add_pd(c31, _mm256_mul_pd(x1, v));
-            }
-            const int64_t o = q0 + 8 * h;
-            _mm256_storeu_pd(rg[0] + o, c00); _mm256_storeu_pd(rg[0] + o + 4, c01);
-            _mm256_storeu_pd(rg[1] + o, c10); _mm256_storeu_pd(rg[1] + o + 4, c11);
-            _mm256_storeu_pd(rg[2] + o, c20); _mm256_storeu_pd(rg[2] + o + 4, c21);
-            _mm256_storeu_pd(rg[3] + o, c30); _mm256_storeu_pd(rg[3] + o + 4, c31);
+        for (int gr = 0; gr < G; gr++) {
+            double *rq[4];
+            for (int j = 0; j < 4; j++) rq[j] = r[4 * gr + j] + q0;
+            ti_rows4_block(Dq, n, a + 4 * gr, rq);
         }
     }
     return q0;
