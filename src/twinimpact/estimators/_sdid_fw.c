@@ -255,10 +255,12 @@ static int64_t ti_row_avx(const double *D, const double *blk, int64_t n, int64_t
  * o of row j (a[j]'s dot product with column o) into r[j] + o, summed over t with
  * separate multiplies and adds in ti_row_avx's order. Register-blocked for the 16 ymm
  * registers: four sub-blocks of 8 columns, each 4 rows x 2 accumulators + 4 broadcasts +
- * 2 loads (the sub-blocks after the first read the block from L1). */
-__attribute__((target("avx")))
-static void ti_rows4_block(const double *Dq, int64_t n, const double *const *a,
-                           double *const *r)
+ * 2 loads (the sub-blocks after the first read the block from L1). Inlined into
+ * ti_rows4_avx; as its own function it compiles better than the old loop body did: the
+ * placebo at 250,000 units -22% CPU (benchmarks/RESULTS.md, run PC). */
+__attribute__((target("avx"), always_inline))
+static inline void ti_rows4_block(const double *Dq, int64_t n, const double *const *a,
+                                  double *const *r)
 {
     const double *a0 = a[0], *a1 = a[1], *a2 = a[2], *a3 = a[3];
     for (int h = 0; h < 4; h++) {
