@@ -1,0 +1,60 @@
+"""The compiled data-form Frank-Wolfe loop alone: ns per coordinate-step.
+
+A random centred design (``--periods`` x ``--controls``) and ``--problems`` placebo-like
+unit-weight problems on it (each with 25 controls masked as pseudo-treated, the target
+their mean, uniform start), run side by side for ``--steps`` steps (no stopping rule) in
+one call of ``_sdid_solver.fw_gram_sets`` -- the loop a placebo's replicates run
+(``ti_fw_data``), without the rest of a fit. Prints CPU seconds, ns per coordinate and
+problem step, and a checksum of the weights (equal across trees that compute the same
+numbers). Run each variant in a fresh process, alternating, and compare in one run:
+absolute times on a shared machine drift by 20-30% over an hour (RESULTS.md, run PB).
+
+    PYTHONPATH=src OPENBLAS_NUM_THREADS=1 python benchmarks/sdid_fw_micro.py --controls 225000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+
+from twinimpact.estimators import _sdid_solver as S
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--controls", type=int, default=225_000)
+    ap.add_argument("--periods", type=int, default=30, help="pre-periods (design rows)")
+    ap.add_argument("--problems", type=int, default=16)
+    ap.add_argument("--steps", type=int, default=300)
+    ap.add_argument("--seed", type=int, default=0)
+    a = ap.parse_args()
+    if S.fw_loop() != "compiled":
+        raise SystemExit("the compiled extension _sdid_fw is not built "
+                         "(python setup.py build_ext --inplace)")
+    rng = np.random.default_rng(a.seed)
+    m, n, B = a.controls, a.periods, a.problems
+    D = rng.normal(size=(n, m))
+    D = np.ascontiguousarray(D - D.mean(axis=0))
+    tr = np.array([rng.choice(m, 25, replace=False) for _ in range(B)])
+    b = D[:, tr].mean(axis=2)                            # (n, B) pseudo-treated means
+    Atb = (D.T @ b).T
+    keep = np.ones(Atb.shape, dtype=bool)
+    np.put_along_axis(keep, tr, False, axis=1)
+    Atb[~keep] = S._MASKED
+    x0 = keep / keep.sum(axis=1, keepdims=True)
+    P = S.DataProblems(D, None, Atb, np.einsum("tb,tb->b", b, b), x0, n, 0.1)
+    t0 = time.process_time()
+    with S.row_cache_scope():
+        w, it, _ = S.fw_gram_sets([P], min_decrease=1e-30, max_iter=a.steps)[0]
+    cpu = time.process_time() - t0
+    print(json.dumps({"controls": m, "periods": n, "problems": B, "steps": int(it.max()),
+                      "cpu_s": round(cpu, 4),
+                      "ns_per_coordinate_step": round(cpu / (B * a.steps * m) * 1e9, 3),
+                      "checksum": float((w * np.arange(m)).sum())}))
+
+
+if __name__ == "__main__":
+    main()
