@@ -21,6 +21,7 @@ import time
 import numpy as np
 
 from twinimpact.estimators import _sdid_solver as S
+from twinimpact.estimators._sdid_inference import _omega_problems
 
 
 def main() -> None:
@@ -39,13 +40,11 @@ def main() -> None:
     D = rng.normal(size=(n, m))
     D = np.ascontiguousarray(D - D.mean(axis=0))
     tr = np.array([rng.choice(m, 25, replace=False) for _ in range(B)])
-    b = D[:, tr].mean(axis=2)                            # (n, B) pseudo-treated means
-    Atb = (D.T @ b).T
-    keep = np.ones(Atb.shape, dtype=bool)
-    np.put_along_axis(keep, tr, False, axis=1)
-    Atb[~keep] = S._MASKED
-    x0 = keep / keep.sum(axis=1, keepdims=True)
-    P = S.DataProblems(D, None, Atb, np.einsum("tb,tb->b", b, b), x0, n, 0.1)
+    ctrl = np.array([np.setdiff1d(np.arange(m), t) for t in tr])
+    x0 = np.zeros((B, m))
+    np.put_along_axis(x0, ctrl, 1.0 / ctrl.shape[1], axis=1)
+    # the placebo's own problem set (masked pseudo-treated, target their mean)
+    P = _omega_problems(D, None, ctrl, tr, x0, S.SDIDOptions(zeta_omega=0.1, zeta_lambda=0.1))
     t0 = time.process_time()
     with S.row_cache_scope():
         w, it, _ = S.fw_gram_sets([P], min_decrease=1e-30, max_iter=a.steps)[0]
