@@ -489,9 +489,10 @@ def test_row_cache_ring_on_random_panels(seed, n0, t, rows, form):
 
 def test_wide_designs_run_sixteen_problems_side_by_side(monkeypatch):
     """For a design of ``_sdid_solver.WIDE_ELEMS`` numbers or more (the threshold lowered
-    here to this panel's, in Python and in the compiled loop) a placebo's replicates are grouped sixteen to a call and their missed rows
-    computed up to sixteen in one pass over the design: the same replicates, bit for bit,
-    as four to a call and four rows a pass; the calls were of sixteen."""
+    here to this panel's, in Python and in the compiled loop) a placebo's replicates are
+    grouped sixteen to a call and their missed rows computed up to sixteen in one pass
+    over the design: the same replicates, bit for bit, as four to a call and four rows a
+    pass; the calls were of sixteen."""
     Y, N0, groups, fits, calls = _placebo_calls(monkeypatch, 12)
     fn = _sdid_solver._compiled_fw()
     ref = placebo_replicates(Y, N0, groups, fits, 19, np.random.default_rng(3))

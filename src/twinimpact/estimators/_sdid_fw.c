@@ -451,8 +451,7 @@ static void ti_row_tail(const double *D, int64_t n, int64_t m, const double *a, 
 /* R (1-16) raw rows r[j] = D'a[j] at once: with AVX and the blocked design, the leading
  * multiple of 32 entries of all rows in one pass over it (ti_rows4_avx in groups of four,
  * the last group padded with rows into spare, m numbers; ti_rows2_avx for R = 2), the
- * rest row by row
- * (ti_row_tail); else each row by ti_row_raw. Every row equals ti_row_raw's to the bit. */
+ * rest row by row (ti_row_tail); else each row by ti_row_raw. Every row equals ti_row_raw's to the bit. */
 static void ti_rows_raw(const ti_args *A, int R, const double *const *a, double *const *r,
                         double *spare)
 {
@@ -1126,7 +1125,8 @@ static void ti_prune_parts(const ti_pws *W, int64_t k, const int64_t *cm, const 
         r2 += kap2 * nr * nr;
         W->pe[j] = pj;
         W->rho[j] = (r2 > 0.0 ? sqrt(r2) : 0.0) * (1.0 + kap);
-        W->v[j] = (at[j] == TI_MASKED) ? INFINITY : ti_bound_v(W, j, uj, yb, eta, kap, have_q);
+        W->v[j] = (at[j] == TI_MASKED) ? INFINITY
+                : ti_bound_v(W, j, uj, yb, eta, kap, have_q);
     }
 }
 
@@ -1345,8 +1345,8 @@ static int ti_fw_data_pruned(const ti_args *A, ti_cache *Cc, int64_t B)
  * up to 16 run side by side and the rows they miss are computed up to ti_nrows (4; for a
  * design of ti_wide_min numbers or more ti_nrows_wide, 16) in one pass over D
  * (ti_fw_data_side; placebo at 4,000 / 10,000 / 20,000 units: -14% / -34% / -38% CPU,
- * run RW; sixteen at 250,000 units: -47%, run PL); else (ti_fw_rows(1), SSE2 / scalar rows) with a cache two problems
- * run in alternation, the other's next row prefetched when it is cached (a placebo's
+ * run RW; sixteen at 250,000 units: -47%, run PL); else (ti_fw_rows(1), SSE2 / scalar
+ * rows) with a cache two problems run in alternation, the other's next row prefetched when it is cached (a placebo's
  * chunk: 5-7% less CPU at 4,000-6,000 units, run SW), else one by one. (Two rows per pass
  * were tried before in 32-column blocks, 16 accumulators in 16 registers: no faster;
  * register-blocked, two rows gain 1.2-1.4x and four rows 1.6-1.9x in multiply-adds per
