@@ -376,7 +376,12 @@ def test_regressor_absorbed_by_three_way_fe_is_nan(n, t, seed):
     only on the first IRLS iteration, on columns swept to the loose inner tolerance (1e-4),
     and on these panels let the column through with a coefficient of -3e5 .. 6e4 and K one
     too large (found by benchmarks/crosscheck.py vs pyfixest). It is judged again on the
-    columns swept to fe_tol: NaN with a warning, the other slope and its SE unchanged."""
+    columns swept to fe_tol: NaN with a warning, the other slope and its SE unchanged.
+    The SE to 1e-6 (as against R): it is built from the weights of the last IRLS
+    iteration, which trail the estimate by one step, and the two fits reach the estimate
+    along different paths (the absorbed column is dropped at the first hundredfold
+    tightening of the sweeps' tolerance, before they reach fe_tol): 2.3e-7 apart at crit
+    4.7e-13."""
     d = _gravity(n, t, seed)
     kw = dict(outcome="trade", fixed_effects=("ey", "iy", "pair"), cluster="pair")
     with pytest.warns(NotComputableWarning, match="dist"):
@@ -384,7 +389,7 @@ def test_regressor_absorbed_by_three_way_fe_is_nan(n, t, seed):
     alone = ppml(d, regressors=["treat"], **kw)
     assert np.isnan(r.params["dist"]) and tuple(r.diagnostics["collinear"]) == ("dist",)
     assert r.params["treat"] == pytest.approx(alone.params["treat"], rel=1e-9)
-    assert r.std_errors["treat"] == pytest.approx(alone.std_errors["treat"], rel=1e-7)
+    assert r.std_errors["treat"] == pytest.approx(alone.std_errors["treat"], rel=1e-6)
     assert r.vcov_spec.small_sample["K"] == alone.vcov_spec.small_sample["K"]
 
 

@@ -861,6 +861,10 @@ def collinearity_reference(x: np.ndarray, w: np.ndarray, floor: float = 1e-8) ->
     return np.maximum(centred, floor * raw)
 
 
+#: the IRLS judges collinearity again each time the sweeps' tolerance has fallen this
+#: factor below the one of the last check (and once it reaches ``fe_tol``)
+_RECHECK_FACTOR = 1e-2
+
 #: rows per block of the collinearity check's QR (memory O(block x k), not O(n x k))
 _QR_BLOCK_ROWS = 65_536
 
@@ -934,6 +938,7 @@ def irls_poisson(y: np.ndarray, x: np.ndarray, fe: WeightedFE | None, *,
     kept = np.ones(k, dtype=bool)
     cols = np.arange(k)                 # the regressors still in the model
     final_check = False  # collinearity judged again once the sweeps reach fe_tol
+    checked_tol = np.inf  # the inner tolerance of the last collinearity check
     coef = np.full(k, np.nan)
     total_sweeps = 0
     dm_ok = True
@@ -1005,22 +1010,30 @@ def irls_poisson(y: np.ndarray, x: np.ndarray, fe: WeightedFE | None, *,
             for jj, j in enumerate(cols):
                 cur[:, 1 + jj] = x[:, j]
         if it == 1 and k:
-            # collinearity with the FE / other regressors, judged once at the start
+            # collinearity with the FE / other regressors, judged at the start
             ref_ss = collinearity_reference(x, big_w)
             still = _collinear(cur[:, 1:], big_w, ref_ss, collin_tol)
+            checked_tol = inner_tol
             if not still.all():
                 drop_columns(still)
-        if has_fe and not final_check and inner_tol <= fe_tol:
-            # the first iteration whose sweeps reached fe_tol: judge collinearity again,
-            # before the solve. The first-iteration check ran on columns swept to the
-            # loose inner tolerance (1e-4), where a column absorbed by the fixed effects
-            # can leave a residual ~1e-8 of its sum of squares and pass; kept, its
-            # rounding residue (~1e-14 once swept to fe_tol) gets a coefficient of
-            # ~1e15 and acts as a regressor of noise: the deviance then drifts below the
-            # model's minimum and the IRLS never converges (or converges to that wrong
-            # point). Judged only once the IRLS had converged, the check came too late.
-            final_check = True
-            if it > 1 and cur.shape[1] > 1:
+        if has_fe and it > 1 and (
+                (not final_check and inner_tol <= fe_tol)
+                or inner_tol <= checked_tol * _RECHECK_FACTOR):
+            # Judge collinearity again, before the solve, each time the sweeps' tolerance
+            # has tightened a hundredfold since the last check, and once they reach
+            # fe_tol. The first-iteration check ran on columns swept to the loose inner
+            # tolerance (1e-4), where a column absorbed by the fixed effects can leave a
+            # residual ~1e-8 of its sum of squares and pass; kept, its residue shrinks
+            # with the tolerance, and from ~1e-7 on it gets coefficients of 1e1-1e16 and
+            # acts as a regressor of noise: the step fails, the deviance wanders and the
+            # IRLS never reaches fe_tol, so a check only there came too late (which rows
+            # came first decided whether the first check caught the column). A check on
+            # sweeps short of fe_tol never drops a column the converged check would keep
+            # with the same weights: the swept column differs from x by an element of the
+            # fixed effects' span, so its residual is at least the exact one.
+            final_check = final_check or inner_tol <= fe_tol
+            checked_tol = inner_tol
+            if cur.shape[1] > 1:
                 still = _collinear(cur[:, 1:], big_w,
                                    collinearity_reference(x_kept(), big_w), collin_tol)
                 if not still.all():
