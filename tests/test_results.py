@@ -200,7 +200,31 @@ def test_an_effect_variance_at_rounding_level_of_the_other_effects_is_nan():
     assert np.isfinite(r0.std_errors["rel_time=3"])
     # with_vcov judges the new variance by the same rules
     from twinimpact.results import effect_terms
-    assert effect_terms(terms, info).tolist() == [True] * 5 + [False] * 2
+    # the ATT beside effects by event time is their average: in their unit
+    assert effect_terms(terms, info).tolist() == [True] * 5 + [False, True]
+    assert not effect_terms(["x", "ATT"], info.loc[["x", "ATT"]]).any()
+
+
+def test_an_att_or_effect_at_rounding_level_beside_effects_is_nan():
+    """The ATT beside effects by event time is judged as an effect: a variance 2.9e-17 of
+    the largest (two post cells whose variances cancel; Poisson event study, fuzz seed
+    578292) beside an ATT of -0.006 (t 1.3e7, below the 1e-8 own-estimate bound in one
+    row order only) is rounding of zero. So is an effect with t 7.9e5 (seed 267237: under
+    the old own bound, t above 1e6, it was kept in one row order); one with t 1012 stays."""
+    terms = ["rel_time=2", "rel_time=3", "rel_time=4", "rel_time=5", "ATT"]
+    b = pd.Series([0.111, -0.123, -0.0013, 3.2e-5, -0.006], index=terms)
+    v = np.diag([7.586e-3, 7.586e-3, 2.8e-18, 1e-15, 2.2e-19])
+    info = pd.DataFrame({"rel_time": [2.0, 3.0, 4.0, 5.0, np.nan]}, index=terms)
+    with pytest.warns(NotComputableWarning, match=r"no standard error for rel_time=4, ATT"):
+        r = make_result("toy", b, v, VcovSpec("cluster"), 10, term_info=info)
+    se = r.std_errors
+    assert np.isnan(se["ATT"]) and np.isnan(se["rel_time=4"])
+    assert r.diagnostics["variance_zero_up_to_rounding"] == ("rel_time=4", "ATT")
+    assert se["rel_time=5"] == pytest.approx(np.sqrt(1e-15))
+    assert se["rel_time=2"] == pytest.approx(np.sqrt(7.586e-3))
+    # an ATT without effects beside it (a static fit) is judged by its own estimate only
+    r1 = make_result("toy", b[["ATT"]], v[-1:, -1:], VcovSpec("cluster"), 10)
+    assert r1.std_errors["ATT"] == pytest.approx(np.sqrt(2.2e-19))
 
 
 def test_imputation_with_one_treated_row_per_cell_reports_no_standard_error():
