@@ -861,9 +861,36 @@ def collinearity_reference(x: np.ndarray, w: np.ndarray, floor: float = 1e-8) ->
     return np.maximum(centred, floor * raw)
 
 
-#: the IRLS judges collinearity again each time the sweeps' tolerance has fallen this
-#: factor below the one of the last check (and once it reaches ``fe_tol``)
+#: the IRLS screens for collinearity again each time the sweeps' tolerance has fallen this
+#: factor below the one of the last check (and judges it exactly once it reaches ``fe_tol``)
 _RECHECK_FACTOR = 1e-2
+#: the screen (:func:`_gram_flags`) sends a column to the exact check when its residual on
+#: the earlier columns, from the normal equations, is at most this share of its reference
+#: sum of squares (the decision's share is ``collin_tol``, 1e-10)
+_SCREEN_SHARE = 1e-4
+
+
+def _gram_flags(xtx: np.ndarray, ref_ss: np.ndarray) -> bool:
+    """Whether a column may be collinear with the earlier ones and the fixed effects: the
+    squared diagonal of the Cholesky factor of ``xtx`` (the swept columns' weighted Gram
+    matrix, already made for the normal equations) -- each column's residual sum of squares
+    on the earlier ones -- at most :data:`_SCREEN_SHARE` of ``ref_ss`` (the start-of-fit
+    references), or ``xtx`` not positive definite. A screen, not a decision: from the Gram
+    matrix the residuals are exact only down to ~``k eps`` of the swept sums of squares
+    (about 1e8 times the references at most: a swept sum of squares is at most the raw
+    one, a reference at least 1e-8 of it, at the start's weights; the IRLS moves the
+    weights' sums by factors far inside the screen's margin of 1e6 over ``collin_tol``),
+    far below the screen's share for any k below 4,000; a column it flags is judged by
+    :func:`_collinear`. A column the screen misses is still judged exactly once the sweeps
+    reach ``fe_tol``, as before the screen. No pass over the rows."""
+    if xtx.shape[0] == 0:
+        return False
+    try:
+        chol = np.linalg.cholesky(xtx)
+    except np.linalg.LinAlgError:
+        return True
+    return bool((np.diag(chol) ** 2 <= _SCREEN_SHARE * ref_ss).any()) or \
+        not np.isfinite(chol).all()
 
 #: rows per block of the collinearity check's QR (memory O(block x k), not O(n x k))
 _QR_BLOCK_ROWS = 65_536
@@ -1011,29 +1038,18 @@ def irls_poisson(y: np.ndarray, x: np.ndarray, fe: WeightedFE | None, *,
                 cur[:, 1 + jj] = x[:, j]
         if it == 1 and k:
             # collinearity with the FE / other regressors, judged at the start
-            ref_ss = collinearity_reference(x, big_w)
-            still = _collinear(cur[:, 1:], big_w, ref_ss, collin_tol)
+            ref_start = collinearity_reference(x, big_w)
+            still = _collinear(cur[:, 1:], big_w, ref_start, collin_tol)
             checked_tol = inner_tol
             if not still.all():
                 drop_columns(still)
-        if has_fe and it > 1 and (
-                (not final_check and inner_tol <= fe_tol)
-                or inner_tol <= checked_tol * _RECHECK_FACTOR):
-            # Judge collinearity again, before the solve, each time the sweeps' tolerance
-            # has tightened a hundredfold since the last check, and once they reach
-            # fe_tol. The first-iteration check ran on columns swept to the loose inner
-            # tolerance (1e-4), where a column absorbed by the fixed effects can leave a
-            # residual ~1e-8 of its sum of squares and pass; kept, its residue shrinks
-            # with the tolerance, and from ~1e-7 on it gets coefficients of 1e1-1e16 and
-            # acts as a regressor of noise: the step fails, the deviance wanders and the
-            # IRLS never reaches fe_tol, so a check only there came too late (which rows
-            # came first decided whether the first check caught the column). A check on
-            # sweeps short of fe_tol never drops a column the converged check would keep
-            # with the same weights: the swept column differs from x by an element of the
-            # fixed effects' span, so its residual is at least the exact one.
-            final_check = final_check or inner_tol <= fe_tol
-            checked_tol = inner_tol
-            if cur.shape[1] > 1:
+        screen = False
+        if has_fe and it > 1 and cur.shape[1] > 1:
+            if not final_check and inner_tol <= fe_tol:
+                # the first iteration whose sweeps reached fe_tol: judge collinearity
+                # again, exactly, before the solve
+                final_check = True
+                checked_tol = inner_tol
                 still = _collinear(cur[:, 1:], big_w,
                                    collinearity_reference(x_kept(), big_w), collin_tol)
                 if not still.all():
@@ -1041,7 +1057,24 @@ def irls_poisson(y: np.ndarray, x: np.ndarray, fe: WeightedFE | None, *,
                     # the previous deviance is that of the larger model: no step halving
                     # towards it, and no convergence declared against it
                     dev_old = np.inf
-        for _attempt in range(2):
+            elif inner_tol <= checked_tol * _RECHECK_FACTOR:
+                # In between, each time the sweeps' tolerance has fallen a hundredfold
+                # since the last check: screened on the normal equations below, judged
+                # exactly where the screen flags a column. The first check ran on
+                # columns swept to the loose inner tolerance (1e-4), where a column
+                # absorbed by the fixed effects can leave a residual ~1e-8 of its sum of
+                # squares and pass; kept, its residue shrinks with the tolerance, and from
+                # ~1e-7 on it gets coefficients of 1e1-1e16 and acts as a regressor of
+                # noise: the step fails, the deviance wanders and the IRLS never reaches
+                # fe_tol, so the check there came too late (which rows came first decided
+                # whether the first check caught the column). A check on sweeps short of
+                # fe_tol never drops a column the converged check would keep with the
+                # same weights: the swept column differs from x by an element of the
+                # fixed effects' span, so its residual is at least the exact one.
+                checked_tol = inner_tol
+                screen = True
+        singular_dropped = False
+        while True:
             zt, xt = cur[:, 0], cur[:, 1:]
             kk = xt.shape[1]
             xtx = np.empty((kk, kk))
@@ -1050,6 +1083,15 @@ def irls_poisson(y: np.ndarray, x: np.ndarray, fe: WeightedFE | None, *,
                 np.multiply(xt[:, a_], big_w, out=tmp)
                 xtx[a_] = tmp @ xt
                 xtz[a_] = tmp @ zt
+            if screen:
+                screen = False
+                if _gram_flags(xtx, ref_start[cols]):
+                    still = _collinear(xt, big_w, collinearity_reference(x_kept(), big_w),
+                                       collin_tol)
+                    if not still.all():
+                        drop_columns(still)
+                        dev_old = np.inf  # the previous deviance: the larger model's
+                        continue
             try:
                 b = np.linalg.solve(xtx, xtz) if kk else np.zeros(0)
                 break
@@ -1060,7 +1102,7 @@ def irls_poisson(y: np.ndarray, x: np.ndarray, fe: WeightedFE | None, *,
                 # collinearity again now, on these columns and weights, and drop it
                 still = _collinear(xt, big_w, collinearity_reference(x_kept(), big_w),
                                    collin_tol)
-                if still.all() or _attempt:
+                if still.all() or singular_dropped:
                     from ..errors import EstimationError, format_message
 
                     raise EstimationError(format_message(
@@ -1071,6 +1113,7 @@ def irls_poisson(y: np.ndarray, x: np.ndarray, fe: WeightedFE | None, *,
                         fix="drop regressors that are (nearly) combinations of the others "
                             "or of the fixed effects")) from None
                 drop_columns(still)
+                singular_dropped = True
                 dev_old = np.inf  # the previous deviance is that of the larger model
         eta_new = z                      # z - e with e = zt - xt b, in z's buffer
         eta_new -= zt
