@@ -529,3 +529,32 @@ def test_without_fixed_effects_a_constant_is_fitted_as_fixest_and_glm():
     np.testing.assert_allclose(r3.params["(Intercept)"] - r.params["(Intercept)"], np.log(3),
                                rtol=1e-7)
     np.testing.assert_allclose(r3.params[["x", "z"]], r.params[["x", "z"]], rtol=1e-7)
+
+
+def test_gram_screen_flags_what_the_exact_check_would_judge():
+    """The in-between collinearity screen (``_gram_flags``) reads the normal equations'
+    Gram matrix: a column whose residual on the earlier ones is 1e-12 of its reference
+    (what an absorbed column leaves once the sweeps tighten) is flagged, and so is a Gram
+    matrix that is not positive definite; well-separated columns, and a column whose
+    residual is 1e-3 of its reference (above the 1e-4 share), are not. The screen only
+    sends columns to the exact check (``_collinear``), which then decides."""
+    from twinimpact.estimators._ppml_kernel import _SCREEN_SHARE, _collinear, _gram_flags
+
+    rng = np.random.default_rng(5)
+    n = 2_000
+    w = rng.uniform(0.5, 2.0, n)
+    a = rng.normal(size=n)
+    for share, flagged in ((1e-12, True), (1e-3, False)):
+        b = 2.0 * a + np.sqrt(share) * rng.normal(size=n)  # residual on a: ~share of b's
+        x = np.column_stack([a, b])
+        xtx = (x * w[:, None]).T @ x
+        ref = np.einsum("i,ij,ij->j", w, x, x)
+        assert _gram_flags(xtx, ref) is flagged, share
+        # the exact check agrees where it matters: 1e-12 is collinear at collin_tol 1e-10
+        assert _collinear(x, w, ref, 1e-10).tolist() == [True, not flagged]
+    well = np.column_stack([a, rng.normal(size=n)])
+    xtx = (well * w[:, None]).T @ well
+    assert not _gram_flags(xtx, np.einsum("i,ij,ij->j", w, well, well))
+    assert _gram_flags(np.array([[1.0, 2.0], [2.0, 1.0]]), np.ones(2))  # not PD
+    assert not _gram_flags(np.zeros((0, 0)), np.zeros(0))
+    assert 1e-10 < _SCREEN_SHARE < 1e-2
