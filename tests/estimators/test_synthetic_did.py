@@ -214,6 +214,23 @@ def test_frank_wolfe_matches_convex_oracle(seed, which):
     assert fw.values[-1] == pytest.approx(f_fw, rel=1e-9)
 
 
+def test_literal_transcription_records_its_vertices_without_changing_them():
+    """``visits`` (benchmarks/sdid_fw_visits.py) gets one vertex a step, the first the
+    argmin of the first half-gradient, and the iterates are those without it."""
+    Y = _small_problem(5, n0=12, t0=9)
+    Yw = collapsed_form(Y, 12, 9)[:, :9].T
+    visits: list[int] = []
+    ref = sc_weight_fw_reference(Yw, 0.7, min_decrease=1e-6, max_iter=300)
+    rec = sc_weight_fw_reference(Yw, 0.7, min_decrease=1e-6, max_iter=300, visits=visits)
+    assert rec.n_iter == ref.n_iter == len(visits)
+    np.testing.assert_array_equal(rec.weights, ref.weights)
+    A = Yw[:, :12] - Yw[:, :12].mean(axis=0)
+    b = Yw[:, 12] - Yw[:, 12].mean()
+    x0 = np.full(12, 1 / 12)
+    assert visits[0] == int(np.argmin(A.T @ (A @ x0 - b) + 9 * 0.7**2 * x0))
+    assert all(rec.weights[v] > 0 for v in visits[-3:])
+
+
 def test_fast_and_batched_frank_wolfe_equal_literal_transcription():
     Y = _small_problem(5, n0=12, t0=9)
     Yc = collapsed_form(Y, 12, 9)

@@ -103,7 +103,7 @@ def fw_objective(Y: np.ndarray, w: np.ndarray, zeta: float, intercept: bool) -> 
 
 def sc_weight_fw_reference(Y: np.ndarray, zeta: float, *, intercept: bool = True,
                            init: np.ndarray | None = None, min_decrease: float = 1e-3,
-                           max_iter: int = 1000) -> FWResult:
+                           max_iter: int = 1000, visits: list | None = None) -> FWResult:
     """Frank-Wolfe with exact line search for simplex-constrained ridge regression.
 
     Minimises ``zeta^2 ||x||^2 + ||A x - b||^2 / n`` over the unit simplex, where
@@ -115,7 +115,9 @@ def sc_weight_fw_reference(Y: np.ndarray, zeta: float, *, intercept: bool = True
     ``min_decrease**2``.
 
     This is the literal transcription (residuals recomputed every step); the fast path
-    :func:`sc_weight_fw` gives the same iterates and is tested against it.
+    :func:`sc_weight_fw` gives the same iterates and is tested against it. ``visits``
+    (a list) receives each step's vertex, for measurements of the iterates
+    (``benchmarks/sdid_fw_visits.py``).
     """
     Y = np.asarray(Y, dtype=float)
     n, k1 = Y.shape
@@ -138,6 +140,8 @@ def sc_weight_fw_reference(Y: np.ndarray, zeta: float, *, intercept: bool = True
             break
         half_grad = AT @ err + eta * x
         i = int(np.argmin(half_grad))
+        if visits is not None:
+            visits.append(i)
         d_x = -x
         d_x[i] = 1.0 - x[i]
         if np.any(d_x != 0):
