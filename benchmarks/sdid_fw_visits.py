@@ -9,7 +9,8 @@ columns centred (``omega.intercept``), zeta = (N1 T1)^(1/4) x the noise level of
 controls' pre-period differences (the original fit's, which the placebo reuses), 100 steps
 from uniform weights, sparsified, then up to 10,000 steps (min_decrease 1e-5 x noise).
 It runs :func:`twinimpact.estimators._sdid_solver.sc_weight_fw_reference`, the literal
-transcription (every step's vertex recorded), so it takes seconds per problem.
+transcription (every step's vertex recorded), so it takes seconds per problem. For each
+pair of replicates it also counts the controls both visit and how many steps apart.
 
     PYTHONPATH=src OPENBLAS_NUM_THREADS=1 python benchmarks/sdid_fw_visits.py --units 2500 10000 25000
 """
@@ -30,6 +31,7 @@ def main() -> None:
     ap.add_argument("--replicates", type=int, default=2)
     ap.add_argument("--periods", type=int, default=40)
     a = ap.parse_args()
+    first_visit: dict[int, list[dict[int, int]]] = {}
     for n in a.units:
         d = panels.sdid_panel(n, a.periods)
         y = d["y"].to_numpy().reshape(n, a.periods)
@@ -53,6 +55,9 @@ def main() -> None:
                                            visits=visits)
             second = sc_weight_fw_reference(yw, zeta, init=sparsify(first.weights),
                                             min_decrease=md, max_iter=10_000, visits=visits)
+            ids = ctrl[np.asarray(visits)]  # controls by their row in yc
+            first_visit.setdefault(n, []).append(
+                {c: i for i, c in reversed(list(enumerate(ids.tolist())))})
             _, counts = np.unique(np.asarray(visits), return_counts=True)
             share = np.cumsum(np.sort(counts)[::-1]) / counts.sum()
 
@@ -63,6 +68,14 @@ def main() -> None:
                   f"({len(counts) / k:.1%} of the controls); the most visited 100 / 1,000 "
                   f"take {top(100)} / {top(1000)} of the steps; "
                   f"{time.process_time() - t:.1f} s CPU", flush=True)
+        runs = first_visit[n]
+        for i in range(len(runs)):  # could another replicate's stored rows serve these?
+            for j in range(i + 1, len(runs)):
+                common = runs[i].keys() & runs[j].keys()
+                apart = [abs(runs[i][c] - runs[j][c]) for c in common]
+                print(f"  replicates {i}, {j}: {len(common):,} controls visited by both, "
+                      f"first visits a median {np.median(apart) if apart else 0:.0f} steps "
+                      "apart", flush=True)
 
 
 if __name__ == "__main__":
