@@ -892,6 +892,7 @@ def _gram_flags(xtx: np.ndarray, ref_ss: np.ndarray) -> bool:
     return bool((np.diag(chol) ** 2 <= _SCREEN_SHARE * ref_ss).any()) or \
         not np.isfinite(chol).all()
 
+
 #: rows per block of the collinearity check's QR (memory O(block x k), not O(n x k))
 _QR_BLOCK_ROWS = 65_536
 
@@ -990,6 +991,11 @@ def irls_poisson(y: np.ndarray, x: np.ndarray, fe: WeightedFE | None, *,
         n-row copy)."""
         return x if len(cols) == k else x[:, cols]
 
+    def judged(xt_: np.ndarray) -> np.ndarray:
+        """The exact collinearity check (:func:`_collinear`) of the swept regressors
+        ``xt_`` at this iteration's weights, against the kept regressors' references."""
+        return _collinear(xt_, big_w, collinearity_reference(x_kept(), big_w), collin_tol)
+
     def drop_columns(still: np.ndarray) -> None:
         """Take the regressors flagged False in ``still`` (over the columns still in the
         model) out of the model and of the sweep buffers."""
@@ -1050,8 +1056,7 @@ def irls_poisson(y: np.ndarray, x: np.ndarray, fe: WeightedFE | None, *,
                 # again, exactly, before the solve
                 final_check = True
                 checked_tol = inner_tol
-                still = _collinear(cur[:, 1:], big_w,
-                                   collinearity_reference(x_kept(), big_w), collin_tol)
+                still = judged(cur[:, 1:])
                 if not still.all():
                     drop_columns(still)
                     # the previous deviance is that of the larger model: no step halving
@@ -1086,8 +1091,7 @@ def irls_poisson(y: np.ndarray, x: np.ndarray, fe: WeightedFE | None, *,
             if screen:
                 screen = False
                 if _gram_flags(xtx, ref_start[cols]):
-                    still = _collinear(xt, big_w, collinearity_reference(x_kept(), big_w),
-                                       collin_tol)
+                    still = judged(xt)
                     if not still.all():
                         drop_columns(still)
                         dev_old = np.inf  # the previous deviance: the larger model's
@@ -1100,8 +1104,7 @@ def irls_poisson(y: np.ndarray, x: np.ndarray, fe: WeightedFE | None, *,
                 # the start-of-fit check (judged at the loose inner tolerance) is a
                 # combination of the others and the fixed effects at this iterate; judge
                 # collinearity again now, on these columns and weights, and drop it
-                still = _collinear(xt, big_w, collinearity_reference(x_kept(), big_w),
-                                   collin_tol)
+                still = judged(xt)
                 if still.all() or singular_dropped:
                     from ..errors import EstimationError, format_message
 
