@@ -31,7 +31,6 @@ def main() -> None:
     ap.add_argument("--replicates", type=int, default=2)
     ap.add_argument("--periods", type=int, default=40)
     a = ap.parse_args()
-    first_visit: dict[int, list[dict[int, int]]] = {}
     for n in a.units:
         d = panels.sdid_panel(n, a.periods)
         y = d["y"].to_numpy().reshape(n, a.periods)
@@ -44,6 +43,7 @@ def main() -> None:
         zeta = (n1 * t1) ** 0.25 * sigma
         md = 1e-5 * sigma
         rng = np.random.default_rng(0)
+        runs: list[dict[int, int]] = []  # per replicate: control -> step of its first visit
         for rep in range(a.replicates):
             perm = rng.permutation(n0)
             pseudo, ctrl = perm[:n1], perm[n1:]
@@ -55,10 +55,9 @@ def main() -> None:
                                            visits=visits)
             second = sc_weight_fw_reference(yw, zeta, init=sparsify(first.weights),
                                             min_decrease=md, max_iter=10_000, visits=visits)
-            ids = ctrl[np.asarray(visits)]  # controls by their row in yc
-            first_visit.setdefault(n, []).append(
-                {c: i for i, c in reversed(list(enumerate(ids.tolist())))})
-            _, counts = np.unique(np.asarray(visits), return_counts=True)
+            v = np.asarray(visits)
+            runs.append({c: i for i, c in reversed(list(enumerate(ctrl[v].tolist())))})
+            _, counts = np.unique(v, return_counts=True)
             share = np.cumsum(np.sort(counts)[::-1]) / counts.sum()
 
             def top(m: int, share=share) -> str:
@@ -68,7 +67,6 @@ def main() -> None:
                   f"({len(counts) / k:.1%} of the controls); the most visited 100 / 1,000 "
                   f"take {top(100)} / {top(1000)} of the steps; "
                   f"{time.process_time() - t:.1f} s CPU", flush=True)
-        runs = first_visit[n]
         for i in range(len(runs)):  # could another replicate's stored rows serve these?
             for j in range(i + 1, len(runs)):
                 common = runs[i].keys() & runs[j].keys()

@@ -451,7 +451,8 @@ static void ti_row_tail(const double *D, int64_t n, int64_t m, const double *a, 
 /* R (1-16) raw rows r[j] = D'a[j] at once: with AVX and the blocked design, the leading
  * multiple of 32 entries of all rows in one pass over it (ti_rows4_avx in groups of four,
  * the last group padded with rows into spare, m numbers; ti_rows2_avx for R = 2), the
- * rest row by row (ti_row_tail); else each row by ti_row_raw. Every row equals ti_row_raw's to the bit. */
+ * rest row by row (ti_row_tail); else each row by ti_row_raw. Every row equals
+ * ti_row_raw's to the bit. */
 static void ti_rows_raw(const ti_args *A, int R, const double *const *a, double *const *r,
                         double *spare)
 {
@@ -1346,8 +1347,9 @@ static int ti_fw_data_pruned(const ti_args *A, ti_cache *Cc, int64_t B)
  * design of ti_wide_min numbers or more ti_nrows_wide, 16) in one pass over D
  * (ti_fw_data_side; placebo at 4,000 / 10,000 / 20,000 units: -14% / -34% / -38% CPU,
  * run RW; sixteen at 250,000 units: -47%, run PL); else (ti_fw_rows(1), SSE2 / scalar
- * rows) with a cache two problems run in alternation, the other's next row prefetched when it is cached (a placebo's
- * chunk: 5-7% less CPU at 4,000-6,000 units, run SW), else one by one. (Two rows per pass
+ * rows) with a cache two problems run in alternation, the other's next row prefetched
+ * when it is cached (a placebo's chunk: 5-7% less CPU at 4,000-6,000 units, run SW),
+ * else one by one. (Two rows per pass
  * were tried before in 32-column blocks, 16 accumulators in 16 registers: no faster;
  * register-blocked, two rows gain 1.2-1.4x and four rows 1.6-1.9x in multiply-adds per
  * ns on a design in L3, RESULTS.md "sdidrows".)
