@@ -1490,6 +1490,585 @@ TI_EXPORT void ti_gather_gram(int64_t k, const double *G, int64_t ld, const int6
     }
 }
 
+/* ----------------------------------------------------------------------------------------
+ * A placebo's unit-weight problems in residual form with a single-precision screen
+ * (ti_fw_screen; _sdid_solver.fw_screened).
+ *
+ * Why. In data form the loops above update the half-gradient h (k numbers) with a Gram
+ * row each step, which costs T0 multiply-adds a coordinate (the row computed from the
+ * design) plus the update's reads and writes of h and A'b. A placebo's problems visit a
+ * new vertex at nearly every step from 25,000 units on, so no row is ever reused, and
+ * their half-gradients lie too close together for the pruned loop's bound (RESULTS.md,
+ * "Synthetic DiD placebo beyond the caches"). Here no h is stored. A problem keeps
+ * v = A x (T0 numbers) and the lazily scaled x, and a step computes only what its argmin
+ * needs:
+ *
+ *   h_j = a_j'(v - b) + eta x_j          (the half-gradient R's sc.weight.fw computes)
+ *
+ * first for every coordinate in single precision (the design held as floats in blocks of
+ * eight coordinates, AVX2 + FMA, up to 16 problems a pass so each block is read once for
+ * all of them), with a proven bound E on the error of that screen against the
+ * double-precision value; then in double precision, in a fixed order, only for the
+ * coordinates whose screened value lies within 2E of the smallest. A coordinate left
+ * out has h_j >= screened_j - E > min + E >= the smallest candidate's h, so the argmin
+ * (first smallest, as R's which.min) is the one the exhaustive loop (every coordinate in
+ * double precision; `exhaustive`, for the tests) finds: the same vertex, the same
+ * numbers to the bit, whatever the screen's rounding. On a placebo's problems about one
+ * coordinate a step is a candidate (1.03-1.04 at 20,000 and 200,000 controls).
+ *
+ * The line search and the objective use v: h'x = (v - b)'v + eta |x|^2, |A(e_i - x)|^2 =
+ * |a_i - v|^2, objective n zeta^2 |x|^2 + |v - b|^2 (n times R's). So a step is O(T0)
+ * after its argmin. These are R's formulas; their rounding differs from the Gram and
+ * h-form loops' (the weights agree to ~1e-15, tested to 1e-10 against them and against
+ * the literal transcription sc_weight_fw_reference, with the same vertex at every step).
+ *
+ * The error bound. In units scaled by powers of two (the design by sD so that its
+ * largest |entry| is below 1, the residual by sr likewise; exact), with u = 2^-24: every
+ * term of the screen is a product of two inputs rounded to float (two roundings), summed
+ * with n + 1 fused multiply-adds (one rounding each), so the screen differs from the
+ * exact sum of the double inputs by at most gamma_{n+3} (sum |a_tj||r_t| + eta sigma
+ * y_j) <= gamma_{n+3} (max_j |a_j| |r| + eta sigma max_j y_j) (Higham, Accuracy and
+ * Stability, 3.1), and the double value from it by gamma_{n+2} in double. E takes
+ * gamma_{n+8} with a 1% margin, plus 2^-80 for results near float's underflow. A step
+ * is computed exhaustively when the scaled penalty coefficient is not finite or above
+ * 2^60 (the penalty term then stays below 2^91, far inside float's range). x = sigma y with sigma folded into y once it
+ * falls below 2^-30 (so y < 2^31 stays a float).
+ */
+#define TS_W 16
+#define TS_FOLD 9.313225746154785e-10        /* 2^-30 */
+
+typedef struct {
+    int64_t b, t;            /* problem, steps done */
+    double sigma, xx, vprev, ymax, eta_sig;
+    double *v, *r;           /* n each: A x and A x - b */
+    float *rf;               /* n: (A x - b) sr, rounded to float */
+    int64_t slot;            /* its lanes in ts_args.pf */
+    int64_t nc, cap;         /* candidates of this step and the buffer's capacity */
+    int64_t *cand;
+    float *hc;
+    double mq, e2;           /* smallest screened value so far, 2E (scaled units) */
+    float thr, cf;           /* push threshold, eta sigma sD sr as a float */
+    int exact;               /* this step exhaustive */
+    int64_t i;               /* this step's vertex */
+    double hi;               /* its half-gradient (double) */
+} ts_prob;
+
+typedef struct {
+    int64_t k, n, kp, max_iter;
+    const double *D;         /* n x k, C order */
+    float *Df;               /* kp / 16 blocks of n x 16 floats: D sD, zero-padded */
+    double sD, nrm;          /* scale of Df; largest column norm of D sD (rounded up) */
+    double gam;              /* gamma_{n+8} with margin */
+    float *pf;               /* per block of 16 coordinates, W slots of 16 floats: float(y_j)
+                              * of the problem in that slot; NaN where masked or padding
+                              * (one stream for every live problem, not one each) */
+    int64_t W;
+    const double *bv, *eta, *md2n;
+    const uint8_t *keep;
+    double *y;
+    int64_t *n_iter;
+    uint8_t *conv;
+    int exhaustive;
+    int64_t *stats;          /* steps, candidates, exhaustive steps */
+} ts_args;
+
+static int ts_push_room(ts_prob *Q, int64_t need)
+{
+    if (Q->nc + need <= Q->cap) return 0;
+    int64_t cap = Q->cap ? Q->cap : 256;
+    while (cap < Q->nc + need) cap *= 2;
+    int64_t *c = (int64_t *)realloc(Q->cand, (size_t)cap * sizeof(int64_t));
+    if (!c) return -1;
+    Q->cand = c;
+    float *h = (float *)realloc(Q->hc, (size_t)cap * sizeof(float));
+    if (!h) return -1;
+    Q->hc = h;
+    Q->cap = cap;
+    return 0;
+}
+
+/* Record the lanes of mask m (bit l: coordinate j0 + l, value hv[l]; lanes <= 32) as
+ * candidates and lower the threshold to the new smallest value + 2E (rounded up to a
+ * float). */
+static int ts_push(ts_prob *Q, int64_t j0, const float *hv, uint32_t m, int lanes)
+{
+    if (ts_push_room(Q, lanes)) return -1;
+    double mn = Q->mq;
+    for (int l = 0; l < lanes; l++) {
+        if (!(m >> l & 1u)) continue;
+        Q->cand[Q->nc] = j0 + l;
+        Q->hc[Q->nc++] = hv[l];
+        if ((double)hv[l] < mn) mn = (double)hv[l];
+    }
+    if (mn < Q->mq) {
+        Q->mq = mn;
+        Q->thr = nextafterf((float)(mn + Q->e2), INFINITY);
+    }
+    return 0;
+}
+
+/* The screen of problems P[0..np-1] over every coordinate, plain C (any order: the
+ * bound holds for any); used without AVX2 + FMA. */
+static int ts_screen_scalar(const ts_args *A, ts_prob *const *P, int np)
+{
+    const int64_t n = A->n, nb = A->kp / 16;
+    float hv[16];
+    for (int q = 0; q < np; q++) {
+        ts_prob *Q = P[q];
+        for (int64_t bp = 0; bp < nb; bp++) {
+            uint32_t m = 0;
+            const float *pf = A->pf + (bp * A->W + Q->slot) * 16;
+            for (int l = 0; l < 16; l++) {
+                const float *d = A->Df + bp * n * 16 + l;
+                float acc = 0.0f;
+                for (int64_t t = 0; t < n; t++) acc += d[16 * t] * Q->rf[t];
+                acc += pf[l] * Q->cf;
+                hv[l] = acc;
+                if (acc <= Q->thr) m |= 1u << l;
+            }
+            if (m && ts_push(Q, 16 * bp, hv, m, 16)) return -1;
+        }
+    }
+    return 0;
+}
+
+#ifdef TI_HAVE_X86
+/* The screen with AVX2 + FMA: sixteen coordinates (a block) by four problems a kernel,
+ * the block staying in L1 while every group of four problems reads it. */
+#define TS_ACC(q) a##q##0 = _mm256_fmadd_ps(x0, bq, a##q##0); \
+                  a##q##1 = _mm256_fmadd_ps(x1, bq, a##q##1)
+__attribute__((target("avx2,fma")))
+static int ts_screen_avx2(const ts_args *A, ts_prob *const *P, int np, const float *zero)
+{
+    const int64_t n = A->n, nb = A->kp / 16;
+    float hv[16] __attribute__((aligned(32)));
+    for (int64_t bp = 0; bp < nb; bp++) {
+        const float *d0 = A->Df + bp * n * 16, *d1 = d0 + 8;
+        for (int g = 0; g < np; g += 4) {
+            const float *r0 = P[g]->rf;
+            const float *r1 = g + 1 < np ? P[g + 1]->rf : zero;
+            const float *r2 = g + 2 < np ? P[g + 2]->rf : zero;
+            const float *r3 = g + 3 < np ? P[g + 3]->rf : zero;
+            __m256 a00 = _mm256_setzero_ps(), a01 = a00, a10 = a00, a11 = a00;
+            __m256 a20 = a00, a21 = a00, a30 = a00, a31 = a00;
+            for (int64_t t = 0; t < n; t++) {
+                __m256 x0 = _mm256_loadu_ps(d0 + 16 * t), x1 = _mm256_loadu_ps(d1 + 16 * t);
+                __m256 bq = _mm256_broadcast_ss(r0 + t);
+                TS_ACC(0);
+                bq = _mm256_broadcast_ss(r1 + t);
+                TS_ACC(1);
+                bq = _mm256_broadcast_ss(r2 + t);
+                TS_ACC(2);
+                bq = _mm256_broadcast_ss(r3 + t);
+                TS_ACC(3);
+            }
+            __m256 acc[4][2] = {{a00, a01}, {a10, a11}, {a20, a21}, {a30, a31}};
+            for (int q = 0; q < 4 && g + q < np; q++) {
+                ts_prob *Q = P[g + q];
+                const float *pf = A->pf + (bp * A->W + Q->slot) * 16;
+                __m256 cf = _mm256_set1_ps(Q->cf), th = _mm256_set1_ps(Q->thr);
+                __m256 h0 = _mm256_fmadd_ps(_mm256_loadu_ps(pf), cf, acc[q][0]);
+                __m256 h1 = _mm256_fmadd_ps(_mm256_loadu_ps(pf + 8), cf, acc[q][1]);
+                uint32_t m = (uint32_t)_mm256_movemask_ps(_mm256_cmp_ps(h0, th, _CMP_LE_OQ))
+                    | (uint32_t)_mm256_movemask_ps(_mm256_cmp_ps(h1, th, _CMP_LE_OQ)) << 8;
+                if (m) {
+                    _mm256_store_ps(hv, h0);
+                    _mm256_store_ps(hv + 8, h1);
+                    if (ts_push(Q, 16 * bp, hv, m, 16)) return -1;
+                }
+            }
+        }
+    }
+    return 0;
+}
+#undef TS_ACC
+
+/* The same with AVX-512: thirty-two coordinates (two blocks) by four problems a kernel. */
+#define TS_ACC(q) a##q##0 = _mm512_fmadd_ps(x0, bq, a##q##0); \
+                  a##q##1 = _mm512_fmadd_ps(x1, bq, a##q##1)
+__attribute__((target("avx512f")))
+static int ts_screen_avx512(const ts_args *A, ts_prob *const *P, int np, const float *zero)
+{
+    const int64_t n = A->n, nb = A->kp / 32;
+    float hv[32] __attribute__((aligned(64)));
+    const int64_t ahead = 2, dl = 2 * n * 16 * 4, pl = 2 * A->W * 16 * 4;   /* bytes */
+    for (int64_t bp = 0; bp < nb; bp++) {
+        const float *d0 = A->Df + 2 * bp * n * 16, *d1 = d0 + n * 16;
+        if (bp + ahead < nb) {      /* the design's and the penalties' blocks ahead */
+            const char *dn = (const char *)(d0 + ahead * 2 * n * 16);
+            const char *pn = (const char *)(A->pf + 2 * (bp + ahead) * A->W * 16);
+            for (int64_t o = 0; o < dl; o += 64) _mm_prefetch(dn + o, _MM_HINT_T0);
+            for (int64_t o = 0; o < pl; o += 64) _mm_prefetch(pn + o, _MM_HINT_T0);
+        }
+        for (int g = 0; g < np; g += 4) {
+            const float *r0 = P[g]->rf;
+            const float *r1 = g + 1 < np ? P[g + 1]->rf : zero;
+            const float *r2 = g + 2 < np ? P[g + 2]->rf : zero;
+            const float *r3 = g + 3 < np ? P[g + 3]->rf : zero;
+            __m512 a00 = _mm512_setzero_ps(), a01 = a00, a10 = a00, a11 = a00;
+            __m512 a20 = a00, a21 = a00, a30 = a00, a31 = a00;
+            for (int64_t t = 0; t < n; t++) {
+                __m512 x0 = _mm512_loadu_ps(d0 + 16 * t), x1 = _mm512_loadu_ps(d1 + 16 * t);
+                __m512 bq = _mm512_set1_ps(r0[t]);
+                TS_ACC(0);
+                bq = _mm512_set1_ps(r1[t]);
+                TS_ACC(1);
+                bq = _mm512_set1_ps(r2[t]);
+                TS_ACC(2);
+                bq = _mm512_set1_ps(r3[t]);
+                TS_ACC(3);
+            }
+            __m512 acc[4][2] = {{a00, a01}, {a10, a11}, {a20, a21}, {a30, a31}};
+            for (int q = 0; q < 4 && g + q < np; q++) {
+                ts_prob *Q = P[g + q];
+                const float *pf = A->pf + (2 * bp * A->W + Q->slot) * 16;
+                __m512 cf = _mm512_set1_ps(Q->cf), th = _mm512_set1_ps(Q->thr);
+                __m512 h0 = _mm512_fmadd_ps(_mm512_loadu_ps(pf), cf, acc[q][0]);
+                __m512 h1 = _mm512_fmadd_ps(_mm512_loadu_ps(pf + 16 * A->W), cf, acc[q][1]);
+                uint32_t m = (uint32_t)_mm512_cmp_ps_mask(h0, th, _CMP_LE_OQ)
+                    | (uint32_t)_mm512_cmp_ps_mask(h1, th, _CMP_LE_OQ) << 16;
+                if (m) {
+                    _mm512_store_ps(hv, h0);
+                    _mm512_store_ps(hv + 16, h1);
+                    if (ts_push(Q, 32 * bp, hv, m, 32)) return -1;
+                }
+            }
+        }
+    }
+    return 0;
+}
+#undef TS_ACC
+static int ts_kernel = -1;     /* 0 plain C, 1 AVX2 + FMA, 2 AVX-512 */
+#endif
+
+/* h_j in double precision, in a fixed order (the value both the screened and the
+ * exhaustive step compare) */
+static inline double ts_h(const ts_args *A, const ts_prob *Q, int64_t j)
+{
+    const double *D = A->D + j;
+    const int64_t k = A->k;
+    double acc = D[0] * Q->r[0];
+    for (int64_t t = 1; t < A->n; t++) {
+        double p = D[t * k] * Q->r[t];
+        acc += p;
+    }
+    double pen = Q->eta_sig * A->y[Q->b * k + j];
+    return acc + pen;
+}
+
+/* Before a step: the residual scaled to floats, the penalty coefficient and 2E. */
+static void ts_prepare(const ts_args *A, ts_prob *Q)
+{
+    const int64_t n = A->n;
+    double mx = 0.0, ss = 0.0;
+    Q->eta_sig = A->eta[Q->b] * Q->sigma;
+    for (int64_t t = 0; t < n; t++) {
+        double a = fabs(Q->r[t]);
+        mx = a > mx ? a : mx;
+    }
+    int e = 0;
+    double sr = 1.0;
+    if (mx > 0.0 && isfinite(mx)) { frexp(mx, &e); sr = ldexp(1.0, -e); }
+    for (int64_t t = 0; t < n; t++) {
+        double a = Q->r[t] * sr;
+        ss += a * a;
+        Q->rf[t] = (float)a;
+    }
+    double rn = sqrt(ss) * (1.0 + 1e-12);
+    double cf = Q->eta_sig * A->sD * sr;
+    Q->cf = (float)cf;
+    Q->e2 = 2.0 * (A->gam * (A->nrm * rn + cf * Q->ymax * (1.0 + 1e-12)) + 0x1p-80);
+    Q->mq = INFINITY;
+    Q->thr = INFINITY;
+    Q->nc = 0;
+    Q->exact = A->exhaustive || !isfinite(mx) || !(cf <= 0x1p60) || !isfinite(Q->e2);
+}
+
+/* This step's vertex: the first smallest h_j (double) among the screen's candidates, or
+ * over every coordinate when exhaustive; -1 when none is finite. */
+static void ts_argmin(const ts_args *A, ts_prob *Q)
+{
+    const uint8_t *keep = A->keep + Q->b * A->k;
+    double best = INFINITY;
+    int64_t i = -1;
+    if (Q->exact || !(Q->mq < INFINITY)) {
+        for (int64_t j = 0; j < A->k; j++) {
+            if (!keep[j]) continue;
+            double h = ts_h(A, Q, j);
+            if (h < best) { best = h; i = j; }
+        }
+        A->stats[2]++;
+    } else {
+        double lim = Q->mq + Q->e2;
+        int64_t used = 0;
+        for (int64_t c = 0; c < Q->nc; c++) {
+            if (!((double)Q->hc[c] <= lim)) continue;
+            int64_t j = Q->cand[c];
+            double h = ts_h(A, Q, j);
+            used++;
+            if (h < best) { best = h; i = j; }
+        }
+        A->stats[1] += used;
+    }
+    Q->i = i;
+    Q->hi = best;
+}
+
+static void ts_pf(const ts_args *A, ts_prob *Q)
+{
+    const uint8_t *keep = A->keep + Q->b * A->k;
+    const double *yb = A->y + Q->b * A->k;
+    double mx = 0.0;
+    for (int64_t j = 0; j < A->kp; j++) {
+        float *f = A->pf + ((j / 16) * A->W + Q->slot) * 16 + j % 16;
+        if (j < A->k && keep[j]) {
+            *f = (float)yb[j];
+            mx = yb[j] > mx ? yb[j] : mx;
+        } else {
+            *f = NAN;
+        }
+    }
+    Q->ymax = mx;
+}
+
+static void ts_residual(const ts_args *A, ts_prob *Q)
+{
+    const double *bv = A->bv + Q->b * A->n;
+    for (int64_t t = 0; t < A->n; t++) Q->r[t] = Q->v[t] - bv[t];
+}
+
+static void ts_start(const ts_args *A, ts_prob *Q, int64_t b)
+{
+    const int64_t k = A->k, n = A->n;
+    const double *yb = A->y + b * k;
+    Q->b = b;
+    Q->t = 0;
+    Q->sigma = 1.0;
+    Q->vprev = INFINITY;
+    double xx = 0.0;
+    for (int64_t j = 0; j < k; j++) xx += yb[j] * yb[j];
+    Q->xx = xx;
+    for (int64_t t = 0; t < n; t++) {
+        const double *Dt = A->D + t * k;
+        double acc = 0.0;
+        for (int64_t j = 0; j < k; j++) acc += Dt[j] * yb[j];
+        Q->v[t] = acc;
+    }
+    ts_residual(A, Q);
+    ts_pf(A, Q);
+}
+
+/* The step towards Q->i and the stopping rule (ti_stop's); returns 1 when the problem has
+ * finished (weights, iterations and convergence flag written out). */
+static int ts_step(const ts_args *A, ts_prob *Q)
+{
+    const double step_max = 1.0 - 1.1102230246251565e-16;   /* 1 - 2^-53 (_STEP_MAX) */
+    const int64_t k = A->k, n = A->n, b = Q->b, i = Q->i;
+    double *yb = A->y + b * k;
+    const double eta = A->eta[b];
+    int done = -1;
+    if (i < 0) {
+        done = 0;                       /* no finite half-gradient: stop where it is */
+    } else {
+        double xi = Q->sigma * yb[i];
+        double hx = 0.0, dv = 0.0;
+        for (int64_t t = 0; t < n; t++) {
+            double p = Q->r[t] * Q->v[t];
+            hx += p;
+            double d = A->D[t * k + i] - Q->v[t];
+            d *= d;
+            dv += d;
+        }
+        double ex = eta * Q->xx;
+        hx += ex;                                        /* h'x */
+        double dxx = Q->xx - 2.0 * xi;
+        dxx += 1.0;                                      /* |e_i - x|^2 */
+        double den = eta * dxx;
+        den += dv;
+        double s = hx - Q->hi;
+        s /= den;                                        /* -h'(e_i - x) / den */
+        s = (s > 0.0) ? s : 0.0;
+        s = (s < step_max) ? s : step_max;
+        if (!(den > 0.0)) s *= 0.0;
+        double u = 1.0 - s, s2 = 2.0 * s, ss = s * s;
+        for (int64_t t = 0; t < n; t++) {
+            double a = Q->v[t] * u;
+            double c = A->D[t * k + i] * s;
+            Q->v[t] = a + c;
+        }
+        double tx = Q->xx * u;
+        tx += xi * s2;
+        tx *= u;
+        tx += ss;
+        Q->xx = tx;
+        Q->sigma *= u;
+        yb[i] += s / Q->sigma;
+        A->pf[((i / 16) * A->W + Q->slot) * 16 + i % 16] = (float)yb[i];
+        if (yb[i] > Q->ymax) Q->ymax = yb[i];
+        ts_residual(A, Q);
+    }
+    double val = 0.0;
+    for (int64_t t = 0; t < n; t++) {
+        double p = Q->r[t] * Q->r[t];
+        val += p;
+    }
+    val += eta * Q->xx;
+    int64_t t = ++Q->t;
+    A->stats[0]++;
+    if (done < 0) {
+        if (Q->sigma < TS_FOLD) {                        /* fold sigma into y */
+            for (int64_t j = 0; j < k; j++) yb[j] *= Q->sigma;
+            Q->sigma = 1.0;
+            ts_pf(A, Q);
+        }
+        if (t < 2) {
+            if (t < A->max_iter) { Q->vprev = val; return 0; }
+            done = 0;
+        } else {
+            int cont = (Q->vprev - val) > A->md2n[b];
+            if (t < A->max_iter && cont) { Q->vprev = val; return 0; }
+            done = !cont;
+        }
+    }
+    for (int64_t j = 0; j < k; j++) yb[j] *= Q->sigma;
+    A->n_iter[b] = t;
+    A->conv[b] = (uint8_t)done;
+    return 1;
+}
+
+/* B problems sharing the design D (n x k, C order; column j the centred series of
+ * coordinate j): problem b's target bv[b] (n), usable coordinates keep[b] (k), start
+ * y[b] (k, on the simplex, 0 where not kept), eta[b] = n zeta^2, md2n[b] = n
+ * min_decrease^2; up to max_iter steps (R's stopping rule). Out: y (weights), n_iter,
+ * conv. W problems live at once (1-16), each pass of the screen serving all of them;
+ * exhaustive 1: every coordinate in double precision (the tests' reference). stats (3):
+ * steps, candidates computed in double, exhaustive steps (added to). Returns 0, or -1
+ * when memory ran out (nothing else changed then but the outputs of problems begun). */
+TI_EXPORT int ti_fw_screen_kernel(int which);
+
+TI_EXPORT int64_t ti_fw_screen(int64_t B, int64_t k, int64_t n, const double *D,
+                               const double *bv, const uint8_t *keep, const double *eta,
+                               const double *md2n, int64_t max_iter, double *y,
+                               int64_t *n_iter, uint8_t *conv, int64_t W, int exhaustive,
+                               int64_t *stats)
+{
+    if (B <= 0 || k <= 0) return 0;
+    if (W < 1) W = 1;
+    if (W > TS_W) W = TS_W;
+    if (W > B) W = B;
+    const int64_t kp = (k + 31) / 32 * 32;
+    ts_args A = {k, n, kp, max_iter, D, NULL, 1.0, 0.0, 0.0, NULL, W, bv, eta, md2n, keep,
+                 y, n_iter, conv, exhaustive, stats};
+    int64_t rc = -1;
+    ts_prob S[TS_W];
+    memset(S, 0, sizeof S);
+    float *zero = (float *)calloc((size_t)n + 8, sizeof(float));
+    A.Df = (float *)malloc((size_t)(kp * n) * sizeof(float));
+    A.pf = (float *)malloc((size_t)(kp * W) * sizeof(float));
+    if (!zero || !A.Df || !A.pf) goto out;
+    for (int w = 0; w < W; w++) {
+        S[w].v = (double *)malloc((size_t)(2 * n) * sizeof(double));
+        S[w].rf = (float *)malloc((size_t)n * sizeof(float));
+        if (!S[w].v || !S[w].rf) goto out;
+        S[w].r = S[w].v + n;
+        S[w].slot = w;
+    }
+    {
+        /* the design scaled by a power of two (largest |entry| below 1) into float
+         * blocks of sixteen coordinates; its largest column norm in those units */
+        double mx = 0.0;
+        for (int64_t i = 0; i < n * k; i++) { double a = fabs(D[i]); mx = a > mx ? a : mx; }
+        int e = 0;
+        if (mx > 0.0 && isfinite(mx)) { frexp(mx, &e); A.sD = ldexp(1.0, -e); }
+        for (int64_t bl = 0; bl < kp / 16; bl++)
+            for (int64_t t = 0; t < n; t++)
+                for (int l = 0; l < 16; l++) {
+                    int64_t j = 16 * bl + l;
+                    A.Df[(bl * n + t) * 16 + l] = j < k ? (float)(D[t * k + j] * A.sD) : 0.0f;
+                }
+        double nm = 0.0;                 /* column sums of squares, a block at a time */
+        for (int64_t bl = 0; bl < kp / 16; bl++) {
+            double ss[16] = {0.0};
+            for (int64_t t = 0; t < n; t++)
+                for (int l = 0; l < 16; l++) {
+                    double a = (double)A.Df[(bl * n + t) * 16 + l];
+                    ss[l] += a * a;
+                }
+            for (int l = 0; l < 16; l++) nm = ss[l] > nm ? ss[l] : nm;
+        }
+        A.nrm = sqrt(nm) * (1.0 + 1e-6);
+        double g = (double)(n + 8) * 0x1p-24;
+        A.gam = 1.01 * g / (1.0 - g);
+        if (!isfinite(mx)) A.exhaustive = 1;
+    }
+#ifdef TI_HAVE_X86
+    if (ts_kernel < 0) ti_fw_screen_kernel(-1);
+#endif
+    {
+        ts_prob *live[TS_W], *scr[TS_W];
+        int64_t next = 0;
+        int nl = 0;
+        for (int w = 0; w < W; w++) { ts_start(&A, &S[w], next++); live[nl++] = &S[w]; }
+        while (nl > 0) {
+            int ns = 0;
+            for (int q = 0; q < nl; q++) {
+                ts_prepare(&A, live[q]);
+                if (!live[q]->exact) scr[ns++] = live[q];
+            }
+            if (ns) {
+                int bad;
+#ifdef TI_HAVE_X86
+                bad = ts_kernel == 2 ? ts_screen_avx512(&A, scr, ns, zero)
+                      : ts_kernel == 1 ? ts_screen_avx2(&A, scr, ns, zero)
+                      : ts_screen_scalar(&A, scr, ns);
+#else
+                bad = ts_screen_scalar(&A, scr, ns);
+#endif
+                if (bad) goto out;
+            }
+            int m = 0;
+            for (int q = 0; q < nl; q++) {
+                ts_prob *Q = live[q];
+                ts_argmin(&A, Q);
+                if (ts_step(&A, Q)) {
+                    if (next >= B) continue;
+                    ts_start(&A, Q, next++);
+                }
+                live[m++] = Q;
+            }
+            nl = m;
+        }
+    }
+    rc = 0;
+out:
+    for (int w = 0; w < TS_W; w++) {
+        free(S[w].v); free(S[w].rf); free(S[w].cand); free(S[w].hc);
+    }
+    free(A.Df);
+    free(A.pf);
+    free(zero);
+    return rc;
+}
+
+/* Which kernel ti_fw_screen's screen runs here: 2 AVX-512, 1 AVX2 + FMA, 0 plain C;
+ * which < 0 reads (choosing the best the processor has on first use), 0-2 asks for that
+ * kernel or the best below it the processor has (tests: every kernel, the same
+ * numbers). */
+TI_EXPORT int ti_fw_screen_kernel(int which)
+{
+#ifdef TI_HAVE_X86
+    __builtin_cpu_init();
+    int have = __builtin_cpu_supports("avx512f") ? 2
+        : (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) ? 1 : 0;
+    if (which >= 0) ts_kernel = which < have ? which : have;
+    else if (ts_kernel < 0) ts_kernel = have;
+    return ts_kernel;
+#else
+    (void)which;
+    return 0;
+#endif
+}
+
 static struct PyModuleDef ti_sdid_fw_module = {
     PyModuleDef_HEAD_INIT, "_sdid_fw",
     "Compiled Frank-Wolfe loop of synthetic DiD (loaded with ctypes; see _sdid_solver).",

@@ -273,7 +273,10 @@ def _placebo_taus(Y0: np.ndarray, ctrl: np.ndarray, tr: np.ndarray, fit: SDIDFit
     chunks = _rep_chunks(B, per_rep)
     side = (opts.update_omega and bank is None
             and _sdid_solver.fw_loop() == "compiled")
-    side_reps = _SIDE_REPS_WIDE if N0 * T0 >= _sdid_solver.WIDE_ELEMS else _SIDE_REPS
+    # unit weights in the screened residual form (fw_screened) from SCREEN_MIN_ELEMS
+    screen = side and N0 * T0 >= _sdid_solver.SCREEN_MIN_ELEMS
+    side_reps = _SIDE_REPS_WIDE if N0 * T0 >= _sdid_solver.WIDE_ELEMS or screen \
+        else _SIDE_REPS
     for group in _chunk_groups(chunks, side_reps if side else 1):
         sets, starts = [], []
         for sl in group:
@@ -287,11 +290,26 @@ def _placebo_taus(Y0: np.ndarray, ctrl: np.ndarray, tr: np.ndarray, fit: SDIDFit
             starts.append((lam, omega))
             if opts.update_lambda:
                 sets.append(_lambda_problems(Z, c, fit.lam, opts))
-            if opts.update_omega:
+            if opts.update_omega and not screen:
                 sets.append(_omega_problems(A, bank, c, tr[sl], omega, opts))
         # one call for the group: its chunks' unit-weight problems in data form share
         # the compiled loop's passes over the design (the same numbers as chunk by chunk)
         w, conv = solve_gram_sets(sets, opts) if sets else ([], [])
+        if screen:                      # the group's unit weights in one screened call
+            rows = np.concatenate([np.arange(sl.start, sl.stop) for sl in group])
+            keep = np.zeros((len(rows), N0), dtype=bool)
+            np.put_along_axis(keep, ctrl[rows], True, axis=1)
+            omega_w, omega_c = _sdid_solver.solve_screened(
+                A, A[:, tr[rows]].mean(axis=2).T, keep,
+                np.concatenate([om for _, om in starts]), opts)
+            conv = [*conv, omega_c]
+            edges = np.cumsum([0, *(sl.stop - sl.start for sl in group)])
+            w_it = iter(w)
+            w = []
+            for lo, hi in itertools.pairwise(edges):
+                if opts.update_lambda:
+                    w.append(next(w_it))
+                w.append(omega_w[lo:hi])
         if stats is not None:
             for c_ in conv:
                 stats["problems"] = stats.get("problems", 0) + len(c_)

@@ -456,6 +456,10 @@ class _Set:
 #: replicates, 247 -> 132 s CPU; at 25,000 units (a 5.4 MB design, in L3) no change; at
 #: 4,000 (in L2) +9% with sixteen (RESULTS.md, run PL)
 WIDE_ELEMS = 2**21
+#: a placebo's unit-weight problems in data form on a design of this many numbers or
+#: more run the screened residual form (:func:`fw_screened`) instead of the data-form
+#: loop (the tests set it to 0 to force it on small panels)
+SCREEN_MIN_ELEMS = 0
 
 #: set to ``numpy`` to run :func:`fw_gram_sets` with the NumPy loop even when the compiled
 #: one (``_sdid_fw.c``) was built (the tests compare the two)
@@ -493,7 +497,10 @@ def _compiled_fw():
                     ("prune_stats", "ti_fw_prune_stats", None, [ptr]),
                     ("prune_giveup", "ti_fw_prune_giveup", dbl, [dbl]),
                     ("rescale", "ti_fw_rescale", dbl, [dbl]),
-                    ("gather", "ti_gather_gram", None, [i64, ptr, i64, ptr, dbl, ptr])):
+                    ("gather", "ti_gather_gram", None, [i64, ptr, i64, ptr, dbl, ptr]),
+                    ("screen", "ti_fw_screen", i64,
+                     [i64] * 3 + [ptr] * 5 + [i64] + [ptr] * 3 + [i64, ctypes.c_int, ptr]),
+                    ("screen_kernel", "ti_fw_screen_kernel", ctypes.c_int, [ctypes.c_int])):
                 f = getattr(lib, sym)
                 f.restype = res
                 f.argtypes = args
@@ -588,6 +595,61 @@ def fw_gram_sets(sets: list[GramProblems], *, min_decrease: float, max_iter: int
                n_iter.ctypes.data, conv.ctypes.data)
         out[group[0]] = (y, n_iter.astype(int), conv.astype(bool))
     return out
+
+
+#: counts of the compiled screened loop (``ti_fw_screen``) in this process: steps,
+#: coordinates computed in double precision after the screen, steps computed exhaustively
+#: (for measurements and the tests; :func:`fw_screened` adds to it)
+SCREEN_STATS = np.zeros(3, dtype=np.int64)
+
+
+def fw_screened(A: np.ndarray, b: np.ndarray, keep: np.ndarray, x0: np.ndarray,
+                zeta: float, *, min_decrease: float, max_iter: int,
+                exhaustive: bool = False, width: int = 16
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Frank-Wolfe of :func:`sc_weight_fw_reference` on ``B`` problems sharing one design,
+    in the compiled residual form with a single-precision screen (``ti_fw_screen`` in
+    ``_sdid_fw.c``, whose comment gives the method and the error bound).
+
+    ``A`` (``n x k``) holds the centred columns; problem ``b`` regresses its centred
+    target ``b[b]`` (``n``) on the columns ``keep[b]`` (boolean ``(B, k)``: a placebo
+    replicate's controls), from ``x0[b]`` (on the simplex, 0 off ``keep[b]``). Each step
+    finds its vertex as R's ``which.min`` of the half-gradient ``A'(Ax - b) + eta x``
+    computed in double precision for the coordinates a single-precision pass over the
+    design cannot rule out (about one a step on a placebo's problems) -- the vertex of
+    the exhaustive loop (``exhaustive=True``: every coordinate in double precision; the
+    same numbers, tested bit for bit). No ``h`` or Gram row is stored: a step costs one
+    single-precision pass over the design shared by ``width`` (1-16) live problems,
+    about a third of a data-form step's cost beyond the caches (RESULTS.md, "Synthetic
+    DiD placebo: a single-precision screen"). Returns ``(weights (B, k), n_iter (B,),
+    converged (B,))`` as :func:`fw_gram_sets`. Needs the compiled extension."""
+    fn = _compiled_fw()
+    if fn is None:
+        raise RuntimeError("fw_screened needs the compiled extension _sdid_fw")
+    A = np.ascontiguousarray(A, dtype=np.float64)
+    n, k = A.shape
+    keep = np.ascontiguousarray(keep, dtype=np.uint8)
+    B = keep.shape[0]
+    bt = np.ascontiguousarray(np.broadcast_to(b, (B, n)), dtype=np.float64)
+    y = np.array(x0, dtype=np.float64, order="C")
+    if y.shape != (B, k) or keep.shape != (B, k):
+        raise ValueError(f"fw_screened: x0 {y.shape} and keep {keep.shape} must both be "
+                         f"({B}, {k})")
+    if np.any(y[keep == 0] != 0):
+        raise ValueError("fw_screened: x0 has weight on a coordinate keep leaves out")
+    eta = np.full(B, n * zeta**2)
+    md2n = np.full(B, min_decrease**2 * n)
+    n_iter = np.zeros(B, dtype=np.int64)
+    conv = np.zeros(B, dtype=np.uint8)
+    if B and k:
+        rc = fn.screen(B, k, n, A.ctypes.data, bt.ctypes.data, keep.ctypes.data,
+                       eta.ctypes.data, md2n.ctypes.data, int(max_iter), y.ctypes.data,
+                       n_iter.ctypes.data, conv.ctypes.data, int(width), int(exhaustive),
+                       SCREEN_STATS.ctypes.data)
+        if rc:
+            raise MemoryError(f"fw_screened: out of memory for {B} problems of {k} "
+                              f"coordinates and {n} observations")
+    return y, n_iter.astype(int), conv.astype(bool)
 
 
 def _shared_design_groups(sets: list) -> list[list[int]]:
@@ -1385,6 +1447,20 @@ def solve_gram_sets(sets: list[GramProblems], opts: SDIDOptions
                 zip(sets, res, strict=True)]
         res = fw_gram_sets(sets, min_decrease=opts.min_decrease, max_iter=opts.max_iter)
     return [r[0] for r in res], [r[2] for r in res]
+
+
+def solve_screened(A: np.ndarray, b: np.ndarray, keep: np.ndarray, x0: np.ndarray,
+                   opts: SDIDOptions) -> tuple[np.ndarray, np.ndarray]:
+    """synthdid's two passes of the unit-weight problems (as :func:`solve_gram_sets`)
+    with :func:`fw_screened`; returns the weights ``(B, k)`` and, per problem, whether the
+    last pass met the stopping rule before ``max_iter``."""
+    first = opts.max_iter_pre_sparsify if opts.sparsify else opts.max_iter
+    y, _, conv = fw_screened(A, b, keep, x0, opts.zeta_omega,
+                             min_decrease=opts.min_decrease, max_iter=first)
+    if opts.sparsify:
+        y, _, conv = fw_screened(A, b, keep, sparsify_rows(y), opts.zeta_omega,
+                                 min_decrease=opts.min_decrease, max_iter=opts.max_iter)
+    return y, conv
 
 
 def gram_blocks(Yw: np.ndarray, zeta: float, intercept: bool
