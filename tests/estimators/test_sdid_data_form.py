@@ -48,6 +48,13 @@ def _force_data_form(monkeypatch):
     monkeypatch.setattr(_sdid_solver, "_GRAM_DATA_MULT", 0)
 
 
+def _data_loop_placebo(monkeypatch):
+    """A placebo's unit weights through the data-form loop (as before the screened form,
+    ``fw_screened``, took them: tests/estimators/test_sdid_screen.py), for the tests that
+    compare the loop's variants with the NumPy loop bit for bit."""
+    monkeypatch.setattr(_sdid_solver, "SCREEN_MIN_ELEMS", 2**62)
+
+
 def _count_forms(monkeypatch) -> dict:
     """Count the problem sets fw_gram_sets receives, by form."""
     seen = {"gram": 0, "data": 0}
@@ -209,6 +216,7 @@ def test_compiled_data_form_variants_equal_the_numpy_loop(design, monkeypatch):
     if _sdid_solver.fw_loop() != "compiled":
         pytest.skip("the compiled extension is not built")
     _force_data_form(monkeypatch)
+    _data_loop_placebo(monkeypatch)
     monkeypatch.setattr(_sdid_inference, "_design_form_ok", lambda: design)
     Y, N0, groups = _block_panel(5, N=120, N0=90)     # > 32 distinct controls: all tails
 
@@ -250,6 +258,7 @@ def test_rows_of_several_problems_in_one_pass_equal_the_numpy_loop(cache_elems, 
     if _sdid_solver.fw_loop() != "compiled":
         pytest.skip("the compiled extension is not built")
     _force_data_form(monkeypatch)
+    _data_loop_placebo(monkeypatch)
     if cache_elems is not None:
         monkeypatch.setattr(_sdid_solver, "_ROW_CACHE_ELEMS", cache_elems)
     monkeypatch.setattr(_sdid_inference, "_design_form_ok", lambda: True)
@@ -289,6 +298,7 @@ def _placebo_calls(monkeypatch, seed):
     if _sdid_solver.fw_loop() != "compiled":
         pytest.skip("the compiled extension is not built")
     _force_data_form(monkeypatch)
+    _data_loop_placebo(monkeypatch)
     Y, N0, groups = _block_panel(seed, N=120, N0=90)
     fits, _ = fit_design(Y, np.arange(N0), groups, "sdid")
     monkeypatch.setattr(_sdid_inference, "_BATCH_ELEMS", 1)      # one replicate a chunk
