@@ -1597,6 +1597,13 @@ def fit_fe_codes(y: np.ndarray, x: np.ndarray, names: Sequence[str],
     else:
         mean = weights @ x / weights.sum()
         ref_ss = np.einsum("i,ij,ij->j", weights, x, x) - weights.sum() * mean**2
+    if fe_codes and n:
+        # a constant column is absorbed by any set of fixed effects; its centred sum of
+        # squares is 0, so the rule above would compare its swept residue (rounding,
+        # ~1e-16 of its level) with itself and keep it, with an estimate made of rounding
+        # (an indicator set on every row of a saturated panel: -0.47 where the exact
+        # paths report NaN; tests/core/test_fastpath_equivalence_fe.py)
+        ref_ss = np.where(np.ptp(x, axis=0) == 0, np.inf, ref_ss)
     fit = ols(xd, yd, weights, ref_ss=ref_ss)
     kept = fit.kept
     k_fe, k_nested = fe_dof(fe_codes, cl_codes, n_obs=n, n_slopes=fit.rank)
