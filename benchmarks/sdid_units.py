@@ -27,7 +27,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 
-def child(pkg: str, se: str, units: int, periods: int, reps: int, force: str = "") -> dict:
+def child(pkg: str, se: str, units: int, periods: int, reps: int, force: str = "",
+          screen_kernel: int = -1) -> dict:
     sys.path.insert(0, str(HERE))
     import numpy as np
     import run_table
@@ -41,6 +42,8 @@ def child(pkg: str, se: str, units: int, periods: int, reps: int, force: str = "
             S._GRAM_DATA_MULT = 0                 # bank, the kept / per-draw Gram)
         if force == "data-nocache":
             S._ROW_CACHE_ELEMS = 0                # ... and no row cache: every row recomputed
+        if screen_kernel >= 0 and S._compiled_fw() is not None:   # the placebo's screen
+            S._compiled_fw().screen_kernel(screen_kernel)
 
         def fit():
             r = ti.synthetic_did(d, outcome="y", unit="unit", time="year",
@@ -93,7 +96,8 @@ def child(pkg: str, se: str, units: int, periods: int, reps: int, force: str = "
             "cpu_s": (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime),
             "user_s": r1.ru_utime - r0.ru_utime, "sys_s": r1.ru_stime - r0.ru_stime,
             "wall_s": wall, "peak_mb": r1.ru_maxrss / 1024, "se_value": se_val,
-            "att": att, "load": os.getloadavg()[0], "force": force, **extra}
+            "att": att, "load": os.getloadavg()[0], "force": force,
+            "screen_kernel": screen_kernel, **extra}
 
 
 def main() -> None:
@@ -109,17 +113,22 @@ def main() -> None:
     ap.add_argument("--force", choices=["", "data", "data-nocache"], default="",
                     help="ours only: the data form everywhere (both Gram knobs 0), "
                          "optionally without the row cache")
+    ap.add_argument("--screen-kernel", type=int, default=-1,
+                    help="ours only: the placebo screen's kernel (2 AVX-512, 1 AVX2 + FMA, "
+                         "0 plain C; -1 the best the processor has)")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.child:
-        print(json.dumps(child(a.pkg, a.se, a.units[0], a.periods, a.reps, a.force)))
+        print(json.dumps(child(a.pkg, a.se, a.units[0], a.periods, a.reps, a.force,
+                               a.screen_kernel)))
         return
     py = sys.executable if a.pkg == "twinimpact" else a.peer_python
     env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1",
                MKL_NUM_THREADS="1")
     for n in a.units:
         cmd = [py, __file__, "--child", "--pkg", a.pkg, "--se", a.se, "--units", str(n),
-               "--periods", str(a.periods), "--reps", str(a.reps), "--force", a.force]
+               "--periods", str(a.periods), "--reps", str(a.reps), "--force", a.force,
+               "--screen-kernel", str(a.screen_kernel)]
         p = subprocess.run(cmd, capture_output=True, text=True, env=env)
         if p.returncode:
             print(p.stderr[-2000:], file=sys.stderr)

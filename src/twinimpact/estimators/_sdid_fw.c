@@ -27,6 +27,11 @@
  * (ti_fw_prune_one, below): no Gram row at all, only the coordinates that may be the
  * next vertex brought up to date, with the same numbers.
  *
+ * A placebo's unit-weight problems in data form run none of these by default: they run
+ * ti_fw_screen (at the end of the file), in residual form with a single-precision screen
+ * of every coordinate's half-gradient; the side-by-side rows above serve them only when
+ * _sdid_solver.SCREEN_MIN_ELEMS is raised.
+ *
  * Loaded with ctypes (twinimpact.estimators._sdid_solver._compiled_fw); the module init
  * below only makes the file a valid extension module for setuptools.
  */
@@ -1513,8 +1518,9 @@ TI_EXPORT void ti_gather_gram(int64_t k, const double *G, int64_t ld, const int6
  * out has h_j >= screened_j - E > min + E >= the smallest candidate's h, so the argmin
  * (first smallest, as R's which.min) is the one the exhaustive loop (every coordinate in
  * double precision; `exhaustive`, for the tests) finds: the same vertex, the same
- * numbers to the bit, whatever the screen's rounding. On a placebo's problems about one
- * coordinate a step is a candidate (1.03-1.04 at 20,000 and 200,000 controls).
+ * numbers to the bit, whatever the screen's rounding. On a placebo's problems one or two
+ * coordinates a step are computed in double (1.2-1.5 on issue 13's panel, 2,250 to
+ * 225,000 controls).
  *
  * The line search and the objective use v: h'x = (v - b)'v + eta |x|^2, |A(e_i - x)|^2 =
  * |a_i - v|^2, objective n zeta^2 |x|^2 + |v - b|^2 (n times R's). So a step is O(T0)
@@ -1531,8 +1537,8 @@ TI_EXPORT void ti_gather_gram(int64_t k, const double *G, int64_t ld, const int6
  * Stability, 3.1), and the double value from it by gamma_{n+2} in double. E takes
  * gamma_{n+8} with a 1% margin, plus 2^-80 for results near float's underflow. A step
  * is computed exhaustively when the scaled penalty coefficient is not finite or above
- * 2^60 (the penalty term then stays below 2^91, far inside float's range). x = sigma y with sigma folded into y once it
- * falls below 2^-30 (so y < 2^31 stays a float).
+ * 2^60 (the penalty term then stays below 2^91, far inside float's range). x = sigma y
+ * with sigma folded into y once it falls below 2^-30 (so y < 2^31 stays a float).
  */
 #define TS_W 16
 #define TS_FOLD 9.313225746154785e-10        /* 2^-30 */

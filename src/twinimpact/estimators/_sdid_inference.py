@@ -136,8 +136,9 @@ _BATCH_ELEMS = 2**19
 _SIDE_REPS = 4
 #: ... sixteen for a design (pre-periods x controls) of
 #: :data:`._sdid_solver.WIDE_ELEMS` numbers or more, where the compiled loop computes up
-#: to sixteen rows in one pass. Costs the states of up to sixteen chunks (128 MB at most;
-#: at 250,000 units x 40 the peak is unchanged)
+#: to sixteen rows in one pass, and for the screened form (``_sdid_solver.fw_screened``,
+#: sixteen problems a pass over the design). Costs the states of up to sixteen chunks
+#: (128 MB at most; at 250,000 units x 40 the peak is unchanged)
 _SIDE_REPS_WIDE = 16
 #: ... and of one gather of the replicates' control rows (time-weight Gram blocks)
 _GATHER_ELEMS = 2**16

@@ -454,11 +454,14 @@ class _Set:
 #: replicates grouped sixteen to a call (``_sdid_inference._SIDE_REPS_WIDE``): the design
 #: read from memory once for sixteen problem steps. Placebo at 250,000 units x 40, 16
 #: replicates, 247 -> 132 s CPU; at 25,000 units (a 5.4 MB design, in L3) no change; at
-#: 4,000 (in L2) +9% with sixteen (RESULTS.md, run PL)
+#: 4,000 (in L2) +9% with sixteen (RESULTS.md, run PL). (A placebo's replicates reach this
+#: loop only with :data:`SCREEN_MIN_ELEMS` raised above their design.)
 WIDE_ELEMS = 2**21
-#: a placebo's unit-weight problems in data form on a design of this many numbers or
-#: more run the screened residual form (:func:`fw_screened`) instead of the data-form
-#: loop (the tests set it to 0 to force it on small panels)
+#: a placebo's unit-weight problems in data form (compiled) on a design of this many
+#: numbers or more run the screened residual form (:func:`fw_screened`) instead of the
+#: data-form loop: every such design. The screen was faster at every size measured
+#: (4,000 units: 1.7x; 25,000: 3.8x; 250,000: 5.1x, RESULTS.md run SP1). The data-form
+#: loop stays reachable by raising it (its bit-for-bit tests against the NumPy loop do)
 SCREEN_MIN_ELEMS = 0
 
 #: set to ``numpy`` to run :func:`fw_gram_sets` with the NumPy loop even when the compiled
@@ -545,15 +548,18 @@ def fw_gram_sets(sets: list[GramProblems], *, min_decrease: float, max_iter: int
     two problems in alternation so that the Gram row one needs next is prefetched while
     the other computes (the row fetch from memory dominates once the Gram matrix outgrows
     the cache, ~2,000 controls). In data form, sets sharing one design (a placebo's
-    chunks) run in one call (:func:`_shared_design_groups`), whose problems have the rows
-    they miss computed four in one pass over the design. From 8,192 columns of the design a
+    chunks, when :data:`SCREEN_MIN_ELEMS` keeps them from the screened form
+    :func:`fw_screened` that a placebo runs in data form by default) run in one call
+    (:func:`_shared_design_groups`), whose problems have the rows they miss computed four
+    in one pass over the design. From 8,192 columns of the design a
     point fit's problem and the bootstrap draws' run the pruned loop instead
     (``ti_fw_prune_one``): no Gram row is computed, only the coordinates a lower bound does
     not rule out as the next vertex are brought up to date, by replaying the updates they
     missed in the full loop's order -- the same numbers to the bit
     (tests/estimators/test_sdid_pruned.py); a problem where that costs more than the full
     loop (a placebo's target, the mean of controls) is handed over to it. Used by the
-    placebo batch, the point fit and every bootstrap refit (:func:`sdid_fit`).
+    placebo batch (Gram form; data form without the compiled loop), the point fit and
+    every bootstrap refit (:func:`sdid_fit`).
     """
     fn = _compiled_fw()
     if fn is None:
@@ -616,13 +622,14 @@ def fw_screened(A: np.ndarray, b: np.ndarray, keep: np.ndarray, x0: np.ndarray,
     replicate's controls), from ``x0[b]`` (on the simplex, 0 off ``keep[b]``). Each step
     finds its vertex as R's ``which.min`` of the half-gradient ``A'(Ax - b) + eta x``
     computed in double precision for the coordinates a single-precision pass over the
-    design cannot rule out (about one a step on a placebo's problems) -- the vertex of
+    design cannot rule out (one or two a step on a placebo's problems) -- the vertex of
     the exhaustive loop (``exhaustive=True``: every coordinate in double precision; the
     same numbers, tested bit for bit). No ``h`` or Gram row is stored: a step costs one
     single-precision pass over the design shared by ``width`` (1-16) live problems,
-    about a third of a data-form step's cost beyond the caches (RESULTS.md, "Synthetic
-    DiD placebo: a single-precision screen"). Returns ``(weights (B, k), n_iter (B,),
-    converged (B,))`` as :func:`fw_gram_sets`. Needs the compiled extension."""
+    about a fifth of a data-form step's cost at 22,500-225,000 controls (RESULTS.md,
+    "Synthetic DiD placebo: a single-precision screen"). Returns ``(weights (B, k),
+    n_iter (B,), converged (B,))`` as :func:`fw_gram_sets`. Needs the compiled
+    extension."""
     fn = _compiled_fw()
     if fn is None:
         raise RuntimeError("fw_screened needs the compiled extension _sdid_fw")
