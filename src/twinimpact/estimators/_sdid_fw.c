@@ -1648,8 +1648,15 @@ static int ts_screen_avx2(const ts_args *A, ts_prob *const *P, int np, const flo
 {
     const int64_t n = A->n, nb = A->kp / 16;
     float hv[16] __attribute__((aligned(32)));
+    const int64_t ahead = 4, dl = n * 16 * 4, pl = A->W * 16 * 4;   /* bytes */
     for (int64_t bp = 0; bp < nb; bp++) {
         const float *d0 = A->Df + bp * n * 16, *d1 = d0 + 8;
+        if (bp + ahead < nb) {      /* the design's and the penalties' blocks ahead */
+            const char *dn = (const char *)(d0 + ahead * n * 16);
+            const char *pn = (const char *)(A->pf + (bp + ahead) * A->W * 16);
+            for (int64_t o = 0; o < dl; o += 64) _mm_prefetch(dn + o, _MM_HINT_T0);
+            for (int64_t o = 0; o < pl; o += 64) _mm_prefetch(pn + o, _MM_HINT_T0);
+        }
         for (int g = 0; g < np; g += 4) {
             const float *r0 = P[g]->rf;
             const float *r1 = g + 1 < np ? P[g + 1]->rf : zero;
