@@ -20,8 +20,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from twinimpact.estimators import _sdid_inference, _sdid_solver
-from twinimpact.estimators._sdid_inference import Group, fit_design, placebo_replicates
+from twinimpact.estimators._sdid_inference import fit_design, placebo_replicates
 from twinimpact.estimators._sdid_solver import fw_screened, sc_weight_fw_reference
+
+from .test_sdid_data_form import _block_panel
 
 pytestmark = pytest.mark.skipif(_sdid_solver.fw_loop() != "compiled",
                                 reason="the compiled extension is not built")
@@ -162,20 +164,12 @@ def test_bad_starts_are_refused():
         _run(A, tgt, keep, x0[:, :-1], 0.5, 10)
 
 
-def _block_panel(seed, N=120, N0=90, T=14):
-    rng = np.random.default_rng(seed)
-    f = rng.normal(size=(N, 2)) @ rng.normal(size=(2, T))
-    Y = f + rng.normal(scale=0.5, size=(N, T)) + rng.normal(size=(N, 1))
-    groups = [Group(a=9, rows=np.arange(N0, N0 + 10)), Group(a=11, rows=np.arange(N0 + 10, N))]
-    return Y, N0, groups
-
-
 @pytest.mark.parametrize("seed", [3, 8])
 def test_placebo_through_the_screen_equals_the_gram_form(seed, monkeypatch):
     """A placebo in data form runs its unit-weight problems through the screen (counted)
     and gives the Gram form's replicates to 1e-10; the old data-form loop
     (``SCREEN_MIN_ELEMS`` above the design) gives them too."""
-    Y, N0, groups = _block_panel(seed)
+    Y, N0, groups = _block_panel(seed, N=120, N0=90)
     fits, _ = fit_design(Y, np.arange(N0), groups, "sdid")
     ref = placebo_replicates(Y, N0, groups, fits, 13, np.random.default_rng(1))
     monkeypatch.setattr(_sdid_solver, "_GRAM_MAX_ELEMS", 0)
@@ -196,7 +190,7 @@ def test_placebo_through_the_screen_equals_the_gram_form(seed, monkeypatch):
 def test_placebo_groups_do_not_change_the_replicates(monkeypatch):
     """One replicate a chunk, grouped into screened calls of 1, 5 or 16: the same
     replicates to the bit (each problem's operations are its own)."""
-    Y, N0, groups = _block_panel(4)
+    Y, N0, groups = _block_panel(4, N=120, N0=90)
     fits, _ = fit_design(Y, np.arange(N0), groups, "sdid")
     monkeypatch.setattr(_sdid_solver, "_GRAM_MAX_ELEMS", 0)
     monkeypatch.setattr(_sdid_solver, "_GRAM_DATA_MULT", 0)
