@@ -608,6 +608,31 @@ class OLSFit:
     kept: np.ndarray
 
 
+def centred_ss(x: np.ndarray, weights: np.ndarray | None = None, *,
+               absorbed_constant: bool = True) -> np.ndarray:
+    """The collinearity rule's reference for each column of ``x`` (``ref_ss`` of
+    :func:`solve_normal`): its (weighted) sum of squares about its mean, before the fixed
+    effects are swept out. With ``absorbed_constant`` (fixed effects present) a constant
+    column gets an infinite reference: any set of fixed effects absorbs it, and with its
+    centred sum of squares of 0 the rule compared its swept residue (rounding, ~1e-16 of
+    its level) with itself and kept it, with an estimate made of rounding -- an indicator
+    set on every row of a saturated panel got -0.47 on the dense path, a constant
+    covariate beside indicators on an unbalanced panel 8.9e13 on the exact two-way path,
+    where the other paths report NaN (tests/core/test_fastpath_equivalence_fe.py)."""
+    x = np.asarray(x, dtype=float)
+    n = len(x)
+    if weights is None:
+        mean = x.mean(axis=0)
+        ss = np.einsum("ij,ij->j", x, x) - n * mean**2
+    else:
+        wsum = weights.sum()
+        mean = weights @ x / wsum
+        ss = np.einsum("i,ij,ij->j", weights, x, x) - wsum * mean**2
+    if absorbed_constant and n:
+        ss = np.where(np.ptp(x, axis=0) == 0, np.inf, ss)
+    return ss
+
+
 def ols(x: np.ndarray, y: np.ndarray, weights: np.ndarray | None = None,
         collin_tol: float = 1e-10, ref_ss: np.ndarray | None = None) -> OLSFit:
     """OLS/WLS via the normal equations with pivoted collinearity detection.
@@ -1157,12 +1182,7 @@ def _solve_indicator_system(xtx: np.ndarray, xty: np.ndarray, dt, mz: np.ndarray
     ref_ss = np.empty(len(xty))
     wsum = float(n) if w is None else float(w.sum())
     ref_ss[:p] = cnt - wsum * (cnt / wsum) ** 2
-    if w is None:
-        zmean = zz.mean(axis=0)
-        ref_ss[p:] = np.einsum("ij,ij->j", zz, zz) - n * zmean**2
-    else:
-        zmean = w @ zz / wsum
-        ref_ss[p:] = np.einsum("i,ij,ij->j", w, zz, zz) - wsum * zmean**2
+    ref_ss[p:] = centred_ss(zz, w)
     coef, bread, kept = solve_normal(xtx, xty, collin_tol=collin_tol, ref_ss=ref_ss)
     return coef, bread, kept, np.where(kept, coef, 0.0)
 
@@ -1591,20 +1611,7 @@ def fit_fe_codes(y: np.ndarray, x: np.ndarray, names: Sequence[str],
     dm = demean(yx, fe_codes, weights=weights)
     yd, xd = dm.x[:, 0], dm.x[:, 1:]
     # sum of squares of the centred regressors before the FE sweep (collinearity scale)
-    if weights is None:
-        mean = x.mean(axis=0)
-        ref_ss = np.einsum("ij,ij->j", x, x) - n * mean**2
-    else:
-        mean = weights @ x / weights.sum()
-        ref_ss = np.einsum("i,ij,ij->j", weights, x, x) - weights.sum() * mean**2
-    if fe_codes and n:
-        # a constant column is absorbed by any set of fixed effects; its centred sum of
-        # squares is 0, so the rule above would compare its swept residue (rounding,
-        # ~1e-16 of its level) with itself and keep it, with an estimate made of rounding
-        # (an indicator set on every row of a saturated panel: -0.47 where the exact
-        # paths report NaN; tests/core/test_fastpath_equivalence_fe.py)
-        ref_ss = np.where(np.ptp(x, axis=0) == 0, np.inf, ref_ss)
-    fit = ols(xd, yd, weights, ref_ss=ref_ss)
+    fit = ols(xd, yd, weights, ref_ss=centred_ss(x, weights, absorbed_constant=bool(fe_codes)))
     kept = fit.kept
     k_fe, k_nested = fe_dof(fe_codes, cl_codes, n_obs=n, n_slopes=fit.rank)
     k_total = fit.rank + k_fe
