@@ -530,13 +530,41 @@ static const double *ti_row(const ti_args *A, const ti_prob *P)
     return A->bank + (A->base[P->b] + P->i) * A->k;
 }
 
+/* The exact line search's step length s = -h'(e_i - x) / den (computed by the caller)
+ * clamped to [0, 1 - 2^-53] (NaN -> 0; the largest step stops one rounding unit short of
+ * x = e_i, _STEP_MAX), 0 where den is not positive. Every loop's step (ti_move, ts_step). */
+static inline double ti_step_length(double s, double den)
+{
+    const double step_max = 1.0 - 1.1102230246251565e-16;   /* 1 - 2^-53 (_STEP_MAX) */
+    s = (s > 0.0) ? s : 0.0;                         /* np.fmax(s, 0): NaN -> 0 */
+    s = (s < step_max) ? s : step_max;
+    if (!(den > 0.0)) s *= 0.0;
+    return s;
+}
+
+/* R's stopping rule after step t (counted by the caller) with objective val, the previous
+ * objective in *vprev: 0 to go on (*vprev = val), else 1 with *done whether the decrease
+ * criterion stopped it (not max_iter). Every loop's (ti_stop, ts_step). */
+static inline int ti_stop_rule(int64_t t, int64_t max_iter, double md2n, double *vprev,
+                               double val, uint8_t *done)
+{
+    if (t < 2) {
+        if (t < max_iter) { *vprev = val; return 0; }
+        *done = 0;
+        return 1;
+    }
+    int cont = (*vprev - val) > md2n;
+    if (t < max_iter && cont) { *vprev = val; return 0; }
+    *done = (uint8_t)!cont;
+    return 1;
+}
+
 /* The move of a step of problem P towards its vertex P->i (whose half-gradient hb[i] is
  * current): the exact line search, the new x'(G + eta I)x, |x|^2, x'A'b and scale sigma,
  * and x_i; returns c = s / sigma, the step's coefficient of the half-gradient's update
  * h += (row_i - A'b) c. */
 static double ti_move(const ti_args *A, ti_prob *P)
 {
-    const double step_max = 1.0 - 1.1102230246251565e-16;   /* 1 - 2^-53 (_STEP_MAX) */
     const int64_t k = A->k, b = P->b, i = P->i;
     const double *at = A->Atb + b * k;
     double *hb = A->h + b * k, *yb = A->y + b * k;
@@ -550,9 +578,7 @@ static double ti_move(const ti_args *A, ti_prob *P)
     double s = cp - p;
     s -= hv;
     s /= den;                                        /* -hg'(e_i - x) / den */
-    s = (s > 0.0) ? s : 0.0;                         /* np.fmax(s, 0): NaN -> 0 */
-    s = (s < step_max) ? s : step_max;
-    if (!(den > 0.0)) s *= 0.0;
+    s = ti_step_length(s, den);
     double u = 1.0 - s, s2 = 2.0 * s, ss = s * s;
     /* u (u S + 2 s V) + s^2 C with S = (cp, xx, p), V = (q, x_i, pa), C = (g, 1, a) */
     double tc = cp * u, tx = xx * u, tp = p * u;
@@ -586,14 +612,7 @@ static int ti_stop(const ti_args *A, ti_prob *P, double val)
 {
     const int64_t t = P->t, b = P->b, k = A->k;
     uint8_t done;
-    if (t < 2) {
-        if (t < A->max_iter) { P->vprev = val; return 0; }
-        done = 0;
-    } else {
-        int cont = (P->vprev - val) > A->md2n[b];
-        if (t < A->max_iter && cont) { P->vprev = val; return 0; }
-        done = (uint8_t)!cont;
-    }
+    if (!ti_stop_rule(t, A->max_iter, A->md2n[b], &P->vprev, val, &done)) return 0;
     double *yb = A->y + b * k;
     for (int64_t j = 0; j < k; j++) yb[j] *= P->sigma;
     A->n_iter[b] = t;
@@ -1511,16 +1530,16 @@ TI_EXPORT void ti_gather_gram(int64_t k, const double *G, int64_t ld, const int6
  *   h_j = a_j'(v - b) + eta x_j          (the half-gradient R's sc.weight.fw computes)
  *
  * first for every coordinate in single precision (the design held as floats in blocks of
- * eight coordinates, AVX2 + FMA, up to 16 problems a pass so each block is read once for
- * all of them), with a proven bound E on the error of that screen against the
- * double-precision value; then in double precision, in a fixed order, only for the
- * coordinates whose screened value lies within 2E of the smallest. A coordinate left
- * out has h_j >= screened_j - E > min + E >= the smallest candidate's h, so the argmin
- * (first smallest, as R's which.min) is the one the exhaustive loop (every coordinate in
- * double precision; `exhaustive`, for the tests) finds: the same vertex, the same
- * numbers to the bit, whatever the screen's rounding. On a placebo's problems one or two
- * coordinates a step are computed in double (1.2-1.5 on issue 13's panel, 2,250 to
- * 225,000 controls).
+ * sixteen coordinates; AVX-512, AVX2 + FMA or plain C, chosen at run time; up to 16
+ * problems a pass so each block is read once for all of them), with a proven bound E on
+ * the error of that screen against the double-precision value; then in double precision,
+ * in a fixed order, only for the coordinates whose screened value lies within 2E of the
+ * smallest. A coordinate left out has h_j >= screened_j - E > min + E >= the smallest
+ * candidate's h, so the argmin (first smallest, as R's which.min) is the one the
+ * exhaustive loop (every coordinate in double precision; `exhaustive`, for the tests)
+ * finds: the same vertex, the same numbers to the bit, whatever the screen's rounding.
+ * On a placebo's problems one or two coordinates a step are computed in double (1.2-1.5
+ * on issue 13's panel, 2,250 to 225,000 controls).
  *
  * The line search and the objective use v: h'x = (v - b)'v + eta |x|^2, |A(e_i - x)|^2 =
  * |a_i - v|^2, objective n zeta^2 |x|^2 + |v - b|^2 (n times R's). So a step is O(T0)
@@ -1875,13 +1894,13 @@ static void ts_start(const ts_args *A, ts_prob *Q, int64_t b)
  * finished (weights, iterations and convergence flag written out). */
 static int ts_step(const ts_args *A, ts_prob *Q)
 {
-    const double step_max = 1.0 - 1.1102230246251565e-16;   /* 1 - 2^-53 (_STEP_MAX) */
     const int64_t k = A->k, n = A->n, b = Q->b, i = Q->i;
     double *yb = A->y + b * k;
     const double eta = A->eta[b];
-    int done = -1;
+    uint8_t done = 0;
+    int stop = 0;
     if (i < 0) {
-        done = 0;                       /* no finite half-gradient: stop where it is */
+        stop = 1;                       /* no finite half-gradient: stop where it is */
     } else {
         double xi = Q->sigma * yb[i];
         double hx = 0.0, dv = 0.0;
@@ -1900,9 +1919,7 @@ static int ts_step(const ts_args *A, ts_prob *Q)
         den += dv;
         double s = hx - Q->hi;
         s /= den;                                        /* -h'(e_i - x) / den */
-        s = (s > 0.0) ? s : 0.0;
-        s = (s < step_max) ? s : step_max;
-        if (!(den > 0.0)) s *= 0.0;
+        s = ti_step_length(s, den);
         double u = 1.0 - s, s2 = 2.0 * s, ss = s * s;
         for (int64_t t = 0; t < n; t++) {
             double a = Q->v[t] * u;
@@ -1928,24 +1945,17 @@ static int ts_step(const ts_args *A, ts_prob *Q)
     val += eta * Q->xx;
     int64_t t = ++Q->t;
     A->stats[0]++;
-    if (done < 0) {
+    if (!stop) {
         if (Q->sigma < TS_FOLD) {                        /* fold sigma into y */
             for (int64_t j = 0; j < k; j++) yb[j] *= Q->sigma;
             Q->sigma = 1.0;
             ts_pf(A, Q);
         }
-        if (t < 2) {
-            if (t < A->max_iter) { Q->vprev = val; return 0; }
-            done = 0;
-        } else {
-            int cont = (Q->vprev - val) > A->md2n[b];
-            if (t < A->max_iter && cont) { Q->vprev = val; return 0; }
-            done = !cont;
-        }
+        if (!ti_stop_rule(t, A->max_iter, A->md2n[b], &Q->vprev, val, &done)) return 0;
     }
     for (int64_t j = 0; j < k; j++) yb[j] *= Q->sigma;
     A->n_iter[b] = t;
-    A->conv[b] = (uint8_t)done;
+    A->conv[b] = done;
     return 1;
 }
 
